@@ -1,0 +1,108 @@
+"""File I/O shared by every workflow: one error type for bad input, and atomic writes.
+
+Every writer here writes to a temporary name beside the target and renames it when complete, so
+an interrupted or failed run never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Union
+
+import nibabel as nib
+import numpy as np
+
+PathLike = Union[str, Path]
+
+
+class InputFileError(RuntimeError):
+    """Bad input: names the offending file and the problem, in one line."""
+
+    def __init__(self, path: PathLike, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffixes); rename onto ``path`` on success, delete on error."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary directory beside ``path``; it replaces ``path`` only when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json(path: PathLike, data: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=_json_default))
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_json(path: PathLike) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputFileError(path, "file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputFileError(path, f"unreadable JSON ({e})") from None
+
+
+def write_nifti(path: PathLike, array: np.ndarray, affine: np.ndarray | None = None) -> None:
+    """Write an array as NIfTI (identity affine unless given) atomically; dtype is kept."""
+    img = nib.Nifti1Image(np.asarray(array), np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64))
+    img.header.set_data_dtype(np.asarray(array).dtype)
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+
+
+def read_nifti(path: PathLike, dtype: type = np.float32) -> np.ndarray:
+    """Read a NIfTI array, refusing unreadable files and non-finite values with an :class:`InputFileError`."""
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(path, "file not found")
+    try:
+        arr = np.asanyarray(nib.load(str(path)).dataobj).astype(dtype)
+    except Exception as e:  # nibabel raises many types for corrupt/truncated files
+        raise InputFileError(path, f"unreadable or truncated NIfTI ({type(e).__name__}: {e})") from None
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        raise InputFileError(path, "contains NaN or Inf values")
+    return arr

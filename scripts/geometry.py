@@ -1,0 +1,305 @@
+"""Radiography geometry: the one module that knows how pixels, rays and poses relate.
+
+Frames (DESIGN.md):
+
+- camera frame, mm: origin at the X-ray focal spot, +z along the central ray toward the detector,
+  +x along image columns (u), +y along image rows (v, downward); right-handed;
+- detector plane z = SID; the centre of pixel (u, v) sits at ((u - cu) * su, (v - cv) * sv, SID);
+- depth d(u, v): Euclidean distance (mm) from the source to a point along that pixel's ray;
+- world frame: NIfTI RAS+ (mm). ``world_to_camera`` is a 4x4 homogeneous matrix.
+
+Images and depth maps are indexed ``[..., v, u]`` (row, column). Angles are in degrees where the
+argument name says ``_deg``, otherwise radians.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Sequence, TypeVar, Union
+
+import numpy as np
+import torch
+
+ArrayLike = TypeVar("ArrayLike", np.ndarray, torch.Tensor)
+PathLike = Union[str, Path]
+
+STANDARD_GEOMETRY_FILE = Path(__file__).resolve().parent.parent / "configs" / "geometry.json"
+BONES: tuple[str, ...] = ("pelvis", "femur_left", "femur_right")
+GEOMETRY_KEYS = ("sid_mm", "pixel_spacing_mm", "image_size", "principal_point_px", "world_to_camera", "bones")
+
+# Rows are the camera axes expressed in RAS world coordinates: x_cam -> patient left,
+# y_cam -> inferior, z_cam -> posterior (source anterior, detector posterior).
+STANDARD_AP_ROTATION = np.array([[-1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, -1.0, 0.0]])
+
+
+class GeometryError(ValueError):
+    """Raised when a geometry description is missing, incomplete or inconsistent."""
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Fixed cone-beam radiography geometry.
+
+    Args:
+        sid_mm: source-to-image (detector) distance, mm.
+        pixel_spacing_mm: (su, sv) pixel pitch at the detector, mm.
+        image_size: (W, H) in pixels.
+        principal_point_px: (cu, cv), where the central ray meets the detector, in pixel indices
+            (pixel centres at integers); ``None`` means the image centre ((W - 1) / 2, (H - 1) / 2).
+        world_to_camera: 4x4 RAS-world-mm to camera-mm transform; identity when unknown.
+        bones: names of the bone channels, in channel order.
+    """
+
+    sid_mm: float
+    pixel_spacing_mm: tuple[float, float]
+    image_size: tuple[int, int]
+    principal_point_px: tuple[float, float] | None = None
+    world_to_camera: tuple[tuple[float, ...], ...] = field(default_factory=lambda: tuple(map(tuple, np.eye(4))))
+    bones: tuple[str, ...] = BONES
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pixel_spacing_mm", tuple(float(s) for s in self.pixel_spacing_mm))
+        object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
+        if self.principal_point_px is None:
+            w, h = self.image_size
+            object.__setattr__(self, "principal_point_px", ((w - 1) / 2.0, (h - 1) / 2.0))
+        object.__setattr__(self, "principal_point_px", tuple(float(c) for c in self.principal_point_px))
+        object.__setattr__(self, "world_to_camera", tuple(tuple(float(x) for x in row) for row in np.asarray(self.world_to_camera)))
+        object.__setattr__(self, "bones", tuple(self.bones))
+        object.__setattr__(self, "sid_mm", float(self.sid_mm))
+        if not (math.isfinite(self.sid_mm) and self.sid_mm > 0):
+            raise GeometryError(f"sid_mm must be a positive finite number, got {self.sid_mm}")
+        if len(self.pixel_spacing_mm) != 2 or not all(math.isfinite(s) and s > 0 for s in self.pixel_spacing_mm):
+            raise GeometryError(f"pixel_spacing_mm must be two positive numbers, got {self.pixel_spacing_mm}")
+        if len(self.image_size) != 2 or min(self.image_size) < 1:
+            raise GeometryError(f"image_size must be two positive integers (W, H), got {self.image_size}")
+        if len(self.principal_point_px) != 2 or not all(math.isfinite(c) for c in self.principal_point_px):
+            raise GeometryError(f"principal_point_px must be two finite numbers, got {self.principal_point_px}")
+        if np.asarray(self.world_to_camera).shape != (4, 4):
+            raise GeometryError("world_to_camera must be a 4x4 matrix")
+
+    # ------------------------------------------------------------------ construction and I/O
+    @property
+    def width(self) -> int:
+        return self.image_size[0]
+
+    @property
+    def height(self) -> int:
+        return self.image_size[1]
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """world_to_camera as a (4, 4) float64 array."""
+        return np.asarray(self.world_to_camera, dtype=np.float64)
+
+    def with_pose(self, world_to_camera: np.ndarray) -> "Geometry":
+        return replace(self, world_to_camera=tuple(map(tuple, np.asarray(world_to_camera, dtype=np.float64))))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["pixel_spacing_mm"] = list(self.pixel_spacing_mm)
+        d["image_size"] = list(self.image_size)
+        d["principal_point_px"] = list(self.principal_point_px)
+        d["world_to_camera"] = [list(r) for r in self.world_to_camera]
+        d["bones"] = list(self.bones)
+        return {k: d[k] for k in GEOMETRY_KEYS}
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "geometry") -> "Geometry":
+        """Build from a dict; ``world_to_camera`` and ``bones`` are optional, the rest required."""
+        missing = [k for k in ("sid_mm", "pixel_spacing_mm", "image_size") if k not in d]
+        if missing:
+            raise GeometryError(f"{source}: missing geometry key(s) {missing}")
+        kwargs = {k: d[k] for k in GEOMETRY_KEYS if k in d and d[k] is not None}
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as e:
+            raise GeometryError(f"{source}: {e}") from e
+
+    @classmethod
+    def load(cls, path: PathLike) -> "Geometry":
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise GeometryError(f"{path}: geometry file not found") from None
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise GeometryError(f"{path}: unreadable geometry JSON ({e})") from None
+        if not isinstance(d, dict):
+            raise GeometryError(f"{path}: geometry JSON must be an object")
+        return cls.from_dict(d, source=str(path))
+
+    def save(self, path: PathLike) -> None:
+        """Write geometry.json atomically (temporary name, then rename)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2))
+        tmp.replace(path)
+
+    @classmethod
+    def standard(cls, path: PathLike | None = None, **overrides) -> "Geometry":
+        """The standard geometry from configs/geometry.json (or ``path``), with optional overrides."""
+        d = json.loads(Path(path or STANDARD_GEOMETRY_FILE).read_text())
+        d.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(d, source=str(path or STANDARD_GEOMETRY_FILE))
+
+    # ------------------------------------------------------------------ rays
+    def pixel_grid(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+        """(u, v) pixel index grids, each (H, W)."""
+        v, u = torch.meshgrid(
+            torch.arange(self.height, device=device, dtype=dtype),
+            torch.arange(self.width, device=device, dtype=dtype),
+            indexing="ij",
+        )
+        return u, v
+
+    def detector_points(self, u: ArrayLike, v: ArrayLike) -> ArrayLike:
+        """Camera-frame position (mm) on the detector of (possibly fractional) pixel (u, v), shape (..., 3)."""
+        cu, cv = self.principal_point_px
+        su, sv = self.pixel_spacing_mm
+        lib = torch if isinstance(u, torch.Tensor) else np
+        x = (u - cu) * su
+        y = (v - cv) * sv
+        return lib.stack([x, y, lib.full_like(x, self.sid_mm)], -1)
+
+    def ray_directions(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Unit ray direction of every pixel centre in the camera frame, (H, W, 3)."""
+        u, v = self.pixel_grid(device=device, dtype=torch.float64)
+        d = self.detector_points(u, v)
+        return (d / torch.linalg.norm(d, dim=-1, keepdim=True)).to(dtype)
+
+    def backproject(self, depth: ArrayLike) -> ArrayLike:
+        """Camera-frame points (mm) of depth maps ``(..., H, W)`` -> ``(..., H, W, 3)``; same type as input."""
+        is_np = isinstance(depth, np.ndarray)
+        t = torch.as_tensor(depth)
+        dirs = self.ray_directions(device=t.device, dtype=t.dtype if t.is_floating_point() else torch.float32)
+        pts = t[..., None] * dirs
+        return pts.numpy() if is_np else pts
+
+    def project(self, points_cam: ArrayLike) -> tuple[ArrayLike, ArrayLike]:
+        """Project camera-frame points (..., 3) to pixel coordinates (..., 2) [u, v] and their depth (...,) in mm."""
+        lib = torch if isinstance(points_cam, torch.Tensor) else np
+        x, y, z = points_cam[..., 0], points_cam[..., 1], points_cam[..., 2]
+        cu, cv = self.principal_point_px
+        su, sv = self.pixel_spacing_mm
+        u = cu + x * self.sid_mm / (z * su)
+        v = cv + y * self.sid_mm / (z * sv)
+        depth = lib.sqrt(x * x + y * y + z * z)
+        return lib.stack([u, v], -1), depth
+
+    def in_field_of_view(self, points_cam: ArrayLike, margin_px: float = 0.0) -> ArrayLike:
+        """True for camera-frame points inside the X-ray cone (projecting onto the detector, z > 0)."""
+        uv, _ = self.project(points_cam)
+        w, h = self.image_size
+        z = points_cam[..., 2]
+        return (
+            (z > 0)
+            & (uv[..., 0] >= -0.5 + margin_px)
+            & (uv[..., 0] <= w - 0.5 - margin_px)
+            & (uv[..., 1] >= -0.5 + margin_px)
+            & (uv[..., 1] <= h - 0.5 - margin_px)
+        )
+
+    def world_rays(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """Source position (3,) and unit pixel ray directions (H, W, 3) in the world (RAS mm) frame."""
+        cam_to_world = np.linalg.inv(self.matrix)
+        r = torch.as_tensor(cam_to_world[:3, :3], device=device, dtype=torch.float64)
+        origin = torch.as_tensor(cam_to_world[:3, 3], device=device, dtype=torch.float64)
+        dirs = self.ray_directions(device=device, dtype=torch.float64) @ r.T
+        return origin.to(dtype), dirs.to(dtype)
+
+    # ------------------------------------------------------------------ frames
+    def world_to_camera_points(self, points_world: ArrayLike) -> ArrayLike:
+        """RAS world points (..., 3) mm -> camera frame (..., 3) mm."""
+        return apply_transform(self.matrix, points_world)
+
+    def camera_to_world_points(self, points_cam: ArrayLike) -> ArrayLike:
+        """Camera-frame points (..., 3) mm -> RAS world (..., 3) mm."""
+        return apply_transform(np.linalg.inv(self.matrix), points_cam)
+
+    def sample_from(self, other: "Geometry") -> np.ndarray:
+        """Pixel coordinates (H, W, 2) [u, v] in ``other`` that see the same ray as each pixel of ``self``.
+
+        Both geometries share the focal spot and central-ray axis; this resamples a radiograph taken
+        with ``other`` into ``self`` (e.g. a DICOM's native SID and pitch into the standard geometry).
+        """
+        u, v = self.pixel_grid()
+        uv, _ = other.project(self.detector_points(u, v))
+        return uv.numpy()
+
+    def flipped_lr(self) -> "Geometry":
+        """Geometry of the image mirrored along u (columns): cu -> W - 1 - cu, camera x negated.
+
+        The mirrored pose is a reflection (det -1): it describes the mirror-image patient, whose
+        left and right femurs swap roles.
+        """
+        cu, cv = self.principal_point_px
+        mirror = np.diag([-1.0, 1.0, 1.0, 1.0])
+        return replace(self, principal_point_px=(self.width - 1 - cu, cv)).with_pose(mirror @ self.matrix)
+
+    def resized(self, image_size: Sequence[int]) -> "Geometry":
+        """Same detector field of view sampled at ``image_size`` (W, H): pitch and principal point rescaled."""
+        w, h = int(image_size[0]), int(image_size[1])
+        sx, sy = self.width / w, self.height / h
+        cu, cv = self.principal_point_px
+        return replace(
+            self,
+            image_size=(w, h),
+            pixel_spacing_mm=(self.pixel_spacing_mm[0] * sx, self.pixel_spacing_mm[1] * sy),
+            principal_point_px=((cu + 0.5) / sx - 0.5, (cv + 0.5) / sy - 0.5),
+        )
+
+
+# ---------------------------------------------------------------------- transforms and poses
+def apply_transform(matrix: np.ndarray, points: ArrayLike) -> ArrayLike:
+    """Apply a 4x4 homogeneous transform to points (..., 3)."""
+    if isinstance(points, torch.Tensor):
+        m = torch.as_tensor(matrix, dtype=points.dtype, device=points.device)
+        return points @ m[:3, :3].T + m[:3, 3]
+    m = np.asarray(matrix, dtype=np.float64)
+    return np.asarray(points) @ m[:3, :3].T + m[:3, 3]
+
+
+def rotation_matrix(angles_deg: Sequence[float]) -> np.ndarray:
+    """Rotation (3, 3) from angles in degrees about camera x, then y, then z: R = Rz @ Ry @ Rx."""
+    ax, ay, az = np.deg2rad(np.asarray(angles_deg, dtype=np.float64))
+    rx = np.array([[1, 0, 0], [0, math.cos(ax), -math.sin(ax)], [0, math.sin(ax), math.cos(ax)]])
+    ry = np.array([[math.cos(ay), 0, math.sin(ay)], [0, 1, 0], [-math.sin(ay), 0, math.cos(ay)]])
+    rz = np.array([[math.cos(az), -math.sin(az), 0], [math.sin(az), math.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def standard_ap_pose(
+    center_ras: Sequence[float],
+    source_to_object_mm: float,
+    rotation_deg: Sequence[float] = (0.0, 0.0, 0.0),
+    translation_mm: Sequence[float] = (0.0, 0.0, 0.0),
+) -> np.ndarray:
+    """World(RAS)-to-camera 4x4 of the standard AP pose, optionally perturbed.
+
+    The object centre ``center_ras`` (mm) lands on the central ray at ``source_to_object_mm``; the
+    perturbation rotates the patient about that centre by ``rotation_deg`` (camera x, y, z axes,
+    degrees) and then shifts it by ``translation_mm`` (camera frame, mm).
+    """
+    r = rotation_matrix(rotation_deg) @ STANDARD_AP_ROTATION
+    c = np.asarray(center_ras, dtype=np.float64)
+    t = np.array([0.0, 0.0, float(source_to_object_mm)]) + np.asarray(translation_mm, dtype=np.float64)
+    m = np.eye(4)
+    m[:3, :3] = r
+    m[:3, 3] = t - r @ c
+    return m
+
+
+def is_rigid(matrix: np.ndarray, atol: float = 1e-6) -> bool:
+    """True if the 4x4 transform is a proper rigid motion (orthonormal rotation, det +1, affine last row)."""
+    m = np.asarray(matrix, dtype=np.float64)
+    r = m[:3, :3]
+    return (
+        m.shape == (4, 4)
+        and np.allclose(r @ r.T, np.eye(3), atol=atol)
+        and abs(np.linalg.det(r) - 1.0) < atol
+        and np.allclose(m[3], [0, 0, 0, 1], atol=atol)
+    )

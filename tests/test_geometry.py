@@ -1,0 +1,148 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from scripts.geometry import (
+    Geometry,
+    GeometryError,
+    STANDARD_AP_ROTATION,
+    is_rigid,
+    rotation_matrix,
+    standard_ap_pose,
+)
+
+
+@pytest.fixture
+def geom() -> Geometry:
+    pose = standard_ap_pose([12.0, -30.0, 85.0], 950.0, rotation_deg=(4.0, -7.0, 11.0), translation_mm=(15.0, -8.0, 20.0))
+    return Geometry(sid_mm=1100.0, pixel_spacing_mm=(1.5, 2.0), image_size=(40, 30), principal_point_px=(18.2, 16.7)).with_pose(pose)
+
+
+def test_standard_geometry_file_defaults():
+    g = Geometry.standard()
+    assert g.sid_mm == 1100.0 and g.image_size == (256, 256) and g.pixel_spacing_mm == (1.5625, 1.5625)
+    assert g.principal_point_px == (127.5, 127.5)
+    assert g.bones == ("pelvis", "femur_left", "femur_right")
+
+
+def test_pixel_centres_on_detector(geom):
+    # hand-computed: pixel (u, v) = (0, 0) sits at ((0 - 18.2) * 1.5, (0 - 16.7) * 2.0, 1100)
+    p = geom.detector_points(np.array(0.0), np.array(0.0))
+    np.testing.assert_allclose(p, [-27.3, -33.4, 1100.0])
+    dirs = geom.ray_directions(dtype=torch.float64)
+    np.testing.assert_allclose(dirs[0, 0].numpy(), p / np.linalg.norm(p), atol=1e-12)
+    np.testing.assert_allclose(torch.linalg.norm(dirs, dim=-1).numpy(), 1.0, atol=1e-12)
+
+
+def test_backproject_project_round_trip(geom):
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(800.0, 1050.0, size=(2, geom.height, geom.width))
+    pts = geom.backproject(depth)
+    assert isinstance(pts, np.ndarray) and pts.shape == (2, geom.height, geom.width, 3)
+    np.testing.assert_allclose(np.linalg.norm(pts, axis=-1), depth, rtol=1e-12)
+    uv, d = geom.project(pts)
+    v, u = np.mgrid[0 : geom.height, 0 : geom.width]
+    np.testing.assert_allclose(uv[..., 0], np.broadcast_to(u, uv.shape[:-1]), atol=1e-9)
+    np.testing.assert_allclose(uv[..., 1], np.broadcast_to(v, uv.shape[:-1]), atol=1e-9)
+    np.testing.assert_allclose(d, depth, rtol=1e-12)
+    # torch in, torch out
+    t = geom.backproject(torch.as_tensor(depth))
+    assert isinstance(t, torch.Tensor)
+    np.testing.assert_allclose(t.numpy(), pts, atol=1e-9)
+
+
+def test_standard_ap_pose_axes_and_centre():
+    centre = np.array([5.0, -20.0, 100.0])
+    m = standard_ap_pose(centre, 950.0)
+    assert is_rigid(m)
+    np.testing.assert_allclose(m[:3, :3], STANDARD_AP_ROTATION)
+    np.testing.assert_allclose(m[:3, :3] @ np.array([-1.0, 0, 0]), [1, 0, 0])  # patient left -> +u
+    np.testing.assert_allclose(m[:3, :3] @ np.array([0, 0, -1.0]), [0, 1, 0])  # inferior -> +v
+    np.testing.assert_allclose(m[:3, :3] @ np.array([0, -1.0, 0]), [0, 0, 1])  # posterior -> toward detector
+    g = Geometry.standard().with_pose(m)
+    np.testing.assert_allclose(g.world_to_camera_points(centre), [0, 0, 950.0], atol=1e-9)
+    # the patient's left side projects to larger u than the right side
+    uv, _ = g.project(g.world_to_camera_points(np.array([[centre[0] - 100, centre[1], centre[2]], [centre[0] + 100, centre[1], centre[2]]])))
+    assert uv[0, 0] > uv[1, 0]
+
+
+def test_perturbed_pose_is_rigid_and_keeps_centre(geom):
+    m = standard_ap_pose([1.0, 2.0, 3.0], 950.0, rotation_deg=(15, -15, 15), translation_mm=(30, -40, 50))
+    assert is_rigid(m)
+    np.testing.assert_allclose(m @ [1.0, 2.0, 3.0, 1.0], [30, -40, 1000, 1], atol=1e-9)
+    np.testing.assert_allclose(rotation_matrix((0, 0, 90)) @ [1, 0, 0], [0, 1, 0], atol=1e-12)
+    assert not is_rigid(np.diag([1.0, 1.0, 1.1, 1.0]))
+    assert not is_rigid(np.diag([-1.0, 1.0, 1.0, 1.0]))
+
+
+def test_world_camera_round_trip(geom):
+    pts = np.random.default_rng(1).normal(size=(50, 3)) * 100
+    np.testing.assert_allclose(geom.camera_to_world_points(geom.world_to_camera_points(pts)), pts, atol=1e-9)
+    origin, dirs = geom.world_rays(dtype=torch.float64)
+    np.testing.assert_allclose(geom.world_to_camera_points(origin.numpy()), 0.0, atol=1e-9)
+    cam_dirs = dirs.numpy() @ geom.matrix[:3, :3].T
+    np.testing.assert_allclose(cam_dirs, geom.ray_directions(dtype=torch.float64).numpy(), atol=1e-12)
+
+
+def test_field_of_view(geom):
+    depth = np.full((geom.height, geom.width), 900.0)
+    pts = geom.backproject(depth)
+    assert geom.in_field_of_view(pts).all()
+    outside = pts[0, 0] + np.array([-50.0, 0.0, 0.0])
+    behind = -pts[5, 5]
+    assert not geom.in_field_of_view(outside)
+    assert not geom.in_field_of_view(behind)
+
+
+def test_flipped_lr_mirrors_image_and_points(geom):
+    rng = np.random.default_rng(2)
+    depth = rng.uniform(850, 1000, size=(geom.height, geom.width))
+    flipped = geom.flipped_lr()
+    assert flipped.flipped_lr() == geom
+    pts = geom.backproject(depth)
+    pts_f = flipped.backproject(depth[:, ::-1].copy())
+    # the flipped image seen through the flipped geometry is the camera-x mirror of the original
+    np.testing.assert_allclose(pts_f[:, ::-1], pts * np.array([-1.0, 1.0, 1.0]), atol=1e-9)
+    # and the mirrored world maps to the same camera points: world points are unchanged
+    np.testing.assert_allclose(flipped.camera_to_world_points(pts_f[:, ::-1]), geom.camera_to_world_points(pts), atol=1e-9)
+
+
+def test_resized_keeps_field_of_view():
+    g = Geometry.standard()
+    small = g.resized((64, 64))
+    assert small.pixel_spacing_mm == (6.25, 6.25)
+    # the outer pixel edges stay at the same detector positions
+    edge = g.detector_points(np.array(-0.5), np.array(-0.5))
+    np.testing.assert_allclose(small.detector_points(np.array(-0.5), np.array(-0.5)), edge)
+
+
+def test_sample_from_maps_same_rays():
+    std = Geometry.standard().resized((32, 32))
+    other = Geometry(sid_mm=1000.0, pixel_spacing_mm=(0.7, 0.7), image_size=(700, 600))
+    uv = std.sample_from(other)
+    # pixel coordinate in `other` whose ray is parallel to the standard pixel's ray
+    u, v = std.pixel_grid()
+    d_std = std.detector_points(u, v).numpy()
+    d_oth = other.detector_points(uv[..., 0], uv[..., 1])
+    np.testing.assert_allclose(np.cross(d_std, d_oth), 0.0, atol=1e-6)
+    np.testing.assert_allclose(std.sample_from(std)[..., 0], u.numpy(), atol=1e-9)
+
+
+def test_json_round_trip_and_errors(tmp_path, geom):
+    path = tmp_path / "geometry.json"
+    geom.save(path)
+    d = json.loads(path.read_text())
+    assert set(d) == {"sid_mm", "pixel_spacing_mm", "image_size", "principal_point_px", "world_to_camera", "bones"}
+    assert Geometry.load(path) == geom
+    (tmp_path / "bad.json").write_text(json.dumps({"sid_mm": 1000.0}))
+    with pytest.raises(GeometryError, match="bad.json.*pixel_spacing_mm"):
+        Geometry.load(tmp_path / "bad.json")
+    (tmp_path / "trunc.json").write_text('{"sid_mm": 10')
+    with pytest.raises(GeometryError, match="trunc.json"):
+        Geometry.load(tmp_path / "trunc.json")
+    with pytest.raises(GeometryError, match="sid_mm"):
+        Geometry(sid_mm=float("nan"), pixel_spacing_mm=(1, 1), image_size=(4, 4))
+    with pytest.raises(GeometryError, match="not found"):
+        Geometry.load(tmp_path / "missing.json")
