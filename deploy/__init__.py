@@ -1,0 +1,1 @@
+"""MONAI Deploy application packaging of the bundle (see docs/deployment.md)."""

@@ -1,0 +1,67 @@
+"""MONAI Deploy (Holoscan) operators: thin wrappers moving pipeline.py objects between ports.
+
+Imported only when the app runs with the SDK installed (``monai-deploy-app-sdk``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from monai.deploy.core import Fragment, Operator, OperatorSpec
+
+from deploy.app.pipeline import MeshFn, load_cases, run_inference, write_case
+from scripts.geometry import Geometry
+
+logger = logging.getLogger(__name__)
+
+
+class RadiographLoaderOperator(Operator):
+    """Emits ``cases``: the radiographs under ``input_path`` in the standard geometry (refusals logged)."""
+
+    def __init__(self, fragment: Fragment, *args, input_path: Path, standard: Geometry, sid_mm=None, pixel_spacing_mm=None, **kwargs):
+        self.input_path, self.standard = Path(input_path), standard
+        self.load_kwargs = dict(sid_mm=sid_mm, pixel_spacing_mm=pixel_spacing_mm)
+        self.errors: list[str] = []
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec: OperatorSpec):
+        spec.output("cases")
+
+    def compute(self, op_input, op_output, context):
+        cases, self.errors = load_cases(self.input_path, self.standard, **self.load_kwargs)
+        for line in self.errors:
+            logger.error(line)
+        op_output.emit(cases, "cases")
+
+
+class BoneReconstructionOperator(Operator):
+    """Receives ``cases``, emits ``results`` [(case, {bone: mesh})] using the inference callable."""
+
+    def __init__(self, fragment: Fragment, *args, infer: MeshFn, **kwargs):
+        self.infer = infer
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec: OperatorSpec):
+        spec.input("cases")
+        spec.output("results")
+
+    def compute(self, op_input, op_output, context):
+        cases = op_input.receive("cases")
+        op_output.emit([(case, run_inference(case, self.infer)) for case in cases], "results")
+
+
+class MeshWriterOperator(Operator):
+    """Receives ``results`` and writes STL + DICOM Encapsulated STL per bone under ``output_folder``."""
+
+    def __init__(self, fragment: Fragment, *args, output_folder: Path, **kwargs):
+        self.output_folder = Path(output_folder)
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec: OperatorSpec):
+        spec.input("results")
+
+    def compute(self, op_input, op_output, context):
+        for case, meshes in op_input.receive("results"):
+            paths = write_case(case, meshes, self.output_folder)
+            logger.info("%s: wrote %d files", case.name, len(paths))

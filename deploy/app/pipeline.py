@@ -1,0 +1,123 @@
+"""The deploy app's logic in plain Python (no MONAI Deploy / Holoscan import): load, infer, write.
+
+The SDK operators in ``operators.py`` only move these objects between ports, so everything here is
+testable with a fake inference callable ``(image, geometry) -> {bone: trimesh.Trimesh}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import trimesh
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from scripts.dicom_export import write_encapsulated_stl, write_stl
+from scripts.files import InputFileError, PathLike, atomic_dir, write_json
+from scripts.geometry import Geometry
+from scripts.radiograph_io import iter_radiographs, load_radiograph, output_name, read_dicom
+
+MeshFn = Callable[[np.ndarray, Geometry], "dict[str, trimesh.Trimesh]"]
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RadiographCase:
+    """One input radiograph in the standard geometry; ``source`` is the DICOM header (no pixels) or None."""
+
+    path: Path
+    name: str
+    image: np.ndarray
+    geometry: Geometry
+    info: dict
+    source: Dataset | None = None
+
+
+def load_cases(
+    input_path: PathLike, standard: Geometry, sid_mm: float | None = None, pixel_spacing_mm: float | Sequence[float] | None = None
+) -> tuple[list[RadiographCase], list[str]]:
+    """Load every radiograph under ``input_path``; refused files become one-line messages (second return)."""
+    cases, errors = [], []
+    for path in iter_radiographs(input_path):
+        try:
+            image, geometry, info = load_radiograph(path, standard, sid_mm=sid_mm, pixel_spacing_mm=pixel_spacing_mm)
+            source = read_dicom(path, stop_before_pixels=True) if info["format"] == "dicom" else None
+        except InputFileError as e:
+            errors.append(str(e))
+            continue
+        cases.append(RadiographCase(path, output_name(path, source), image, geometry, info, source))
+    return cases, errors
+
+
+def run_inference(case: RadiographCase, infer: MeshFn) -> dict[str, trimesh.Trimesh]:
+    """Call ``infer(image, geometry)`` and check it returned non-empty meshes of known bones."""
+    meshes = infer(case.image, case.geometry)
+    if not isinstance(meshes, dict):
+        raise TypeError(f"inference must return {{bone: trimesh.Trimesh}}, got {type(meshes).__name__}")
+    unknown = set(meshes) - set(case.geometry.bones)
+    if unknown:
+        raise ValueError(f"inference returned unknown bone(s) {sorted(unknown)}; expected some of {case.geometry.bones}")
+    return {b: m for b, m in meshes.items() if isinstance(m, trimesh.Trimesh) and len(m.faces) > 0}
+
+
+def write_case(case: RadiographCase, meshes: dict[str, trimesh.Trimesh], output_dir: PathLike, software_version: str = "0.1.0") -> list[Path]:
+    """Write ``<output_dir>/<name>/<bone>.stl`` and ``<bone>.dcm`` (one new series per case) and ``result.json``.
+
+    The case folder appears only when complete. result.json holds no patient identifiers.
+    """
+    final = Path(output_dir) / case.name
+    series_uid = generate_uid()
+    with atomic_dir(final) as tmp:
+        for i, bone in enumerate(case.geometry.bones):
+            if bone not in meshes:
+                continue
+            write_stl(meshes[bone], tmp / f"{bone}.stl")
+            write_encapsulated_stl(
+                meshes[bone], tmp / f"{bone}.dcm", bone, source=case.source, series_instance_uid=series_uid, instance_number=i + 1, software_version=software_version
+            )
+        summary = {
+            "input_format": case.info["format"],
+            "bones": {b: {"vertices": len(m.vertices), "faces": len(m.faces), "watertight": bool(m.is_watertight)} for b, m in meshes.items()},
+            "geometry": case.geometry.to_dict(),
+            "geometry_source": case.info.get("geometry_source"),
+            "coverage": case.info.get("coverage"),
+            "frame": "camera (mm): origin at the focal spot, +z toward the detector",
+        }
+        write_json(tmp / "result.json", summary)
+    return sorted(final.iterdir())
+
+
+def reconstruct_image_adapter(model_path: PathLike, device: str | None = None) -> MeshFn:
+    """Inference callable backed by ``scripts.reconstruct.reconstruct_image`` (imported on first use).
+
+    Expected contract: ``reconstruct_image(image, geometry, model_path=..., device=...)`` returns
+    ``{bone: trimesh.Trimesh}`` in the camera frame (mm).
+    """
+
+    def infer(image: np.ndarray, geometry: Geometry) -> dict[str, trimesh.Trimesh]:
+        from scripts.reconstruct import reconstruct_image
+
+        return reconstruct_image(image, geometry, model_path=str(model_path), device=device)
+
+    return infer
+
+
+def run(input_path: PathLike, output_dir: PathLike, infer: MeshFn, standard: Geometry | None = None, **load_kwargs) -> int:
+    """Whole app without the SDK: returns 0 when every input was reconstructed, else 1 (errors on stderr)."""
+    cases, errors = load_cases(input_path, standard or Geometry.standard(), **load_kwargs)
+    for case in cases:
+        try:
+            write_case(case, run_inference(case, infer), output_dir)
+            logger.info("reconstructed %s", case.name)
+        except (InputFileError, ValueError) as e:
+            errors.append(f"{case.name}: {e}")
+    if not cases and not errors:
+        errors.append(f"{input_path}: no radiographs found")
+    for line in errors:
+        print(line, file=sys.stderr)
+    return 1 if errors else 0

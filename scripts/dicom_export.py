@@ -1,0 +1,138 @@
+"""Writing reconstructed bone meshes as STL files and as DICOM Encapsulated STL instances.
+
+The DICOM instance (SOP Class 1.2.840.10008.5.1.4.1.1.104.3, Modality M3D) joins the source study:
+the Patient module and the study identifiers are copied from the source radiograph, while the
+Series Instance UID, SOP Instance UID and Frame of Reference UID are new. The mesh is in the camera
+frame of the radiograph (mm, origin at the focal spot; see scripts/geometry.py), which the new Frame
+of Reference stands for. Without a source (PNG/NIfTI input) a new study is created with empty
+patient attributes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+from pathlib import Path
+
+import trimesh
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import EncapsulatedSTLStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+
+from scripts.files import PathLike, atomic_path
+
+MANUFACTURER = "MONAI 3DDX bundle"
+MODEL_NAME = "hip_radiograph_3d_bone_reconstruction"
+PATIENT_KEYWORDS = (
+    "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex", "PatientAge",
+    "OtherPatientIDsSequence", "PatientIdentityRemoved", "DeidentificationMethod",
+)  # fmt: skip
+STUDY_KEYWORDS = ("StudyInstanceUID", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber", "StudyDescription")
+TYPE2_EMPTY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
+
+
+def write_stl(mesh: trimesh.Trimesh, path: PathLike) -> Path:
+    """Write ``mesh`` as binary STL atomically; returns the path."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(stl_bytes(mesh))
+    return path
+
+
+def stl_bytes(mesh: trimesh.Trimesh) -> bytes:
+    """Binary STL encoding of ``mesh`` (vertices in mm)."""
+    return trimesh.exchange.stl.export_stl(mesh)
+
+
+def encapsulated_stl_dataset(
+    mesh: trimesh.Trimesh,
+    bone: str,
+    source: Dataset | None = None,
+    series_instance_uid: str | None = None,
+    series_number: int = 9001,
+    instance_number: int = 1,
+    software_version: str = "0.1.0",
+) -> Dataset:
+    """Build a DICOM Encapsulated STL dataset of ``mesh`` (a bone surface, camera frame, mm).
+
+    Args:
+        mesh: the surface; stored as binary STL.
+        bone: bone name, used in the document title and series description.
+        source: the radiograph's dataset; its Patient module and study identifiers are copied.
+        series_instance_uid: shared by all bones of one reconstruction; new when ``None``.
+        series_number, instance_number: DICOM numbering of the new series and instance.
+        software_version: written to SoftwareVersions.
+    """
+    now = datetime.datetime.now()
+    data = stl_bytes(mesh)
+    sop_uid = generate_uid()
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = EncapsulatedSTLStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    # Patient and General Study modules: copied from the source, type 2 attributes empty otherwise
+    for kw in TYPE2_EMPTY:
+        setattr(ds, kw, "")
+    for kw in PATIENT_KEYWORDS + STUDY_KEYWORDS:
+        if source is not None and kw in source:
+            ds[kw] = source[kw]
+    if "StudyInstanceUID" not in ds:
+        ds.StudyInstanceUID = generate_uid()
+    # SOP Common
+    ds.SOPClassUID = EncapsulatedSTLStorage
+    ds.SOPInstanceUID = sop_uid
+    ds.SpecificCharacterSet = source.get("SpecificCharacterSet", "ISO_IR 192") if source is not None else "ISO_IR 192"
+    ds.InstanceCreationDate, ds.InstanceCreationTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    # Encapsulated Document Series
+    ds.Modality = "M3D"
+    ds.SeriesInstanceUID = series_instance_uid or generate_uid()
+    ds.SeriesNumber = series_number
+    ds.SeriesDescription = "3DDX bone surfaces (camera frame, mm)"
+    # Frame of Reference: the radiograph's camera frame
+    ds.FrameOfReferenceUID = generate_uid()
+    ds.PositionReferenceIndicator = ""
+    # Enhanced General Equipment
+    ds.Manufacturer = MANUFACTURER
+    ds.ManufacturerModelName = MODEL_NAME
+    ds.DeviceSerialNumber = "0"
+    ds.SoftwareVersions = software_version
+    # Encapsulated Document and Manufacturing 3D Model modules
+    ds.InstanceNumber = instance_number
+    ds.ContentDate, ds.ContentTime = ds.InstanceCreationDate, ds.InstanceCreationTime
+    ds.AcquisitionDateTime = now.strftime("%Y%m%d%H%M%S")
+    ds.BurnedInAnnotation = "NO"
+    ds.DocumentTitle = f"{bone} surface"
+    ds.ConceptNameCodeSequence = Sequence()
+    ds.MeasurementUnitsCodeSequence = Sequence([_code("mm", "UCUM", "millimeter")])
+    if source is not None and "SOPInstanceUID" in source:
+        ref = Dataset()
+        ref.ReferencedSOPClassUID = source.SOPClassUID
+        ref.ReferencedSOPInstanceUID = source.SOPInstanceUID
+        ds.SourceInstanceSequence = Sequence([ref])
+    ds.MIMETypeOfEncapsulatedDocument = "model/stl"
+    ds.EncapsulatedDocument = data
+    ds.EncapsulatedDocumentLength = len(data)
+    return ds
+
+
+def write_encapsulated_stl(mesh: trimesh.Trimesh, path: PathLike, bone: str, source: Dataset | None = None, **kwargs) -> Path:
+    """Write the Encapsulated STL instance of ``mesh`` to ``path`` atomically (see :func:`encapsulated_stl_dataset`)."""
+    path = Path(path)
+    ds = encapsulated_stl_dataset(mesh, bone, source=source, **kwargs)
+    with atomic_path(path) as tmp:
+        ds.save_as(str(tmp), enforce_file_format=True)
+    return path
+
+
+def read_encapsulated_stl(ds: Dataset) -> trimesh.Trimesh:
+    """The mesh stored in an Encapsulated STL dataset (padding byte removed)."""
+    data = bytes(ds.EncapsulatedDocument)[: int(ds.EncapsulatedDocumentLength)]
+    return trimesh.load(io.BytesIO(data), file_type="stl", force="mesh")
+
+
+def _code(value: str, scheme: str, meaning: str) -> Dataset:
+    c = Dataset()
+    c.CodeValue, c.CodingSchemeDesignator, c.CodeMeaning = value, scheme, meaning
+    return c

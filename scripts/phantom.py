@@ -1,0 +1,341 @@
+"""Procedural pelvis/femur phantom cohort: CT (HU), bone labels and corresponding surface meshes.
+
+Every case lives in RAS+ world mm (+x patient Right, +y Anterior, +z Superior): the patient's
+right femur is at +x, the left femur at -x, so in the standard AP radiograph (image columns toward
+the patient's LEFT) femur_left appears at larger u than femur_right. Labels are the exact
+voxelisation (ray parity along z through voxel centres) of the meshes; meshes come from
+:mod:`scripts.phantom_anatomy` (one template per bone, same vertices and faces in every subject).
+
+CLI::
+
+    python -m scripts.phantom --n N --out DIR --seed S [--spacing MM]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import trimesh  # noqa: E402
+from scipy import ndimage  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from . import phantom_anatomy as anatomy  # noqa: E402
+from .files import InputFileError, atomic_dir, write_json, write_nifti  # noqa: E402
+from .geometry import BONES  # noqa: E402
+from .report import bone_colour  # noqa: E402
+
+LABELS = {"pelvis": 1, "femur_left": 2, "femur_right": 3}
+HU_AIR, HU_FAT, HU_GAS = -1000, -100, -950
+
+
+@dataclass
+class PhantomCase:
+    """One subject. ``ct`` int16 HU and ``labels`` uint8 indexed (X, Y, Z); ``affine`` voxel -> RAS mm."""
+
+    ct: np.ndarray
+    labels: np.ndarray
+    affine: np.ndarray
+    meshes: dict[str, trimesh.Trimesh]
+    params: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------- subject parameters
+def sample_params(seed: int) -> dict:
+    """Shape and tissue parameters of one subject (lengths mm, angles degrees), from ``seed``."""
+    rng = np.random.default_rng(seed)
+    u = rng.uniform
+    nsa, av = u(122.0, 138.0), u(5.0, 25.0)
+    length = u(200.0, 300.0)
+
+    def side() -> dict:
+        return {
+            "neck_shaft_angle": float(np.clip(nsa + rng.normal(0, 1.5), 120.0, 140.0)),
+            "anteversion": float(np.clip(av + rng.normal(0, 2.0), 5.0, 25.0)),
+            "femur_length": float(length + rng.normal(0, 3.0)),
+            "shaft_thickness": float(u(0.9, 1.1)),
+            "adduction": float(u(5.0, 10.0)),
+            "flexion": float(u(-5.0, 5.0)),
+        }
+
+    return {
+        "seed": int(seed),
+        "scale": float(u(0.92, 1.08)),
+        "pelvis_width": float(u(0.94, 1.06)),
+        "pelvis_depth": float(u(0.92, 1.08)),
+        "pelvis_height": float(u(0.93, 1.07)),
+        "iliac_flare": float(u(-0.06, 0.08)),
+        "head_radius": float(u(21.5, 25.5)),
+        "femur_left": side(),
+        "femur_right": side(),
+        "tissue": {
+            "cortical_hu": float(u(1300.0, 1700.0)),
+            "trabecular_hu": float(u(180.0, 350.0)),
+            "muscle_hu": float(u(30.0, 55.0)),
+            "cortex_mm": float(u(1.5, 2.5)),
+            "shaft_cortex_mm": float(u(4.0, 6.5)),
+            "fat_mm": float(u(8.0, 35.0)),
+            "lateral_tissue_mm": float(u(35.0, 75.0)),
+            "anterior_tissue_mm": float(u(40.0, 110.0)),
+            "posterior_tissue_mm": float(u(30.0, 55.0)),
+            "thigh_radius_mm": float(u(70.0, 95.0)),
+            "gas_pockets": int(rng.integers(0, 5)),
+        },
+    }
+
+
+def build_meshes(params: dict) -> dict[str, trimesh.Trimesh]:
+    """Subject meshes (RAS mm, outward normals) in BONES order, and head centres added to ``params``."""
+    pelvis = anatomy.pelvis_template()
+    meshes = {"pelvis": trimesh.Trimesh(anatomy.deform_pelvis(pelvis.vertices, params), pelvis.faces, process=False)}
+    for name in ("femur_left", "femur_right"):
+        verts, faces, centre = anatomy.femur_world(name, params)
+        meshes[name] = trimesh.Trimesh(verts, faces, process=False)
+        params[name]["head_centre_mm"] = centre.tolist()
+    return meshes
+
+
+# ---------------------------------------------------------------------- voxelisation
+def voxelize(mesh: trimesh.Trimesh, origin: np.ndarray, spacing: float, shape: tuple[int, int, int]) -> np.ndarray:
+    """Boolean (X, Y, Z) occupancy of a closed mesh at voxel centres ``origin + spacing * index`` (mm).
+
+    Ray parity along +z per (x, y) column: each triangle is rasterised in xy with a top-left fill
+    rule (a column on a shared edge counts once) and toggles the voxels above its crossing.
+    """
+    v = (np.asarray(mesh.vertices) - origin) / spacing
+    tri = v[np.asarray(mesh.faces)]
+    a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
+    area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+    keep = area != 0
+    a, b, c, area = a[keep], b[keep], c[keep], area[keep]
+    flip = area < 0  # make every projected triangle counter-clockwise
+    b, c = np.where(flip[:, None], c, b), np.where(flip[:, None], b, c)
+    area = np.abs(area)
+    xy = np.stack([a[:, :2], b[:, :2], c[:, :2]], 1)
+    lo = np.clip(np.ceil(xy.min(1)), 0, None).astype(np.int64)
+    hi = np.minimum(np.floor(xy.max(1)), np.array(shape[:2]) - 1).astype(np.int64)
+    nx, ny = np.maximum(hi[:, 0] - lo[:, 0] + 1, 0), np.maximum(hi[:, 1] - lo[:, 1] + 1, 0)
+    counts = nx * ny
+    idx = np.repeat(np.arange(len(a)), counts)
+    offset = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    px = lo[idx, 0] + offset % nx[idx]
+    py = lo[idx, 1] + offset // nx[idx]
+    a, b, c, area = a[idx], b[idx], c[idx], area[idx]
+
+    def edge(p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
+        e = (p1[:, 0] - p0[:, 0]) * (py - p0[:, 1]) - (p1[:, 1] - p0[:, 1]) * (px - p0[:, 0])
+        dx, dy = p1[:, 0] - p0[:, 0], p1[:, 1] - p0[:, 1]
+        owns = (dy > 0) | ((dy == 0) & (dx < 0))
+        return e, (e > 0) | ((e == 0) & owns)
+
+    e_ab, in_ab = edge(a, b)
+    e_bc, in_bc = edge(b, c)
+    e_ca, in_ca = edge(c, a)
+    hit = in_ab & in_bc & in_ca
+    z = (e_bc * a[:, 2] + e_ca * b[:, 2] + e_ab * c[:, 2])[hit] / area[hit]
+    k = np.clip(np.ceil(z), 0, shape[2]).astype(np.int64)
+    flat = (px[hit] * shape[1] + py[hit]) * (shape[2] + 1) + k
+    toggles = (np.bincount(flat, minlength=shape[0] * shape[1] * (shape[2] + 1)) & 1).astype(np.uint8)
+    toggles = toggles.reshape(shape[0], shape[1], shape[2] + 1)
+    return np.bitwise_xor.accumulate(toggles, axis=2)[..., : shape[2]].astype(bool)
+
+
+# ---------------------------------------------------------------------- CT synthesis
+def _body_layout(meshes: dict[str, trimesh.Trimesh], params: dict) -> dict:
+    """Torso ellipse (centre y, half axes) and thigh circles following the femoral shafts, mm."""
+    t = params["tissue"]
+    pb = meshes["pelvis"].bounds
+    half_width = max(abs(m.bounds[:, 0]).max() for m in meshes.values()) + t["lateral_tissue_mm"]
+    y0, y1 = pb[0, 1] - t["posterior_tissue_mm"], pb[1, 1] + t["anterior_tissue_mm"]
+    thighs = []
+    for name in ("femur_left", "femur_right"):
+        v = meshes[name].vertices
+        top, bottom = v[v[:, 2] < np.percentile(v[:, 2], 45)], v[v[:, 2] < np.percentile(v[:, 2], 3)]
+        medial = -np.sign(top[:, 0].mean()) * 12.0
+        thighs.append((top[:, :2].mean(0) + (medial, 8.0), bottom[:, :2].mean(0) + (medial, 8.0), top[:, 2].mean(), bottom[:, 2].mean()))
+    return {
+        "torso": (0.5 * (y0 + y1), half_width, 0.5 * (y1 - y0)),
+        "crotch_z": pb[0, 2] + 10.0,
+        "thighs": thighs,
+    }
+
+
+def _body_sdf(x: np.ndarray, y: np.ndarray, z: np.ndarray, layout: dict, thigh_r: float) -> np.ndarray:
+    """Approximate signed distance (mm) to the body surface: torso above the crotch smoothly joined to two thighs."""
+    yc, a, b = layout["torso"]
+    torso = (np.hypot(x / a, (y - yc) / b) - 1.0) * min(a, b) + 2.5 * np.maximum(layout["crotch_z"] - z, 0.0)
+    out = torso
+    for (c_top, c_bot, z_top, z_bot) in layout["thighs"]:
+        f = np.clip((z - z_bot) / (z_top - z_bot), None, 1.0)
+        cx, cy = c_bot[0] + f * (c_top[0] - c_bot[0]), c_bot[1] + f * (c_top[1] - c_bot[1])
+        out = anatomy._smin(out, np.hypot(x - cx, y - cy) - thigh_r, 25.0)
+    return out
+
+
+def _bone_hu(mask: np.ndarray, spacing: float, cortex_mm: np.ndarray | float, params: dict, rng: np.random.Generator) -> np.ndarray:
+    """HU inside one bone mask: cortical shell of thickness ``cortex_mm`` over a trabecular interior."""
+    t = params["tissue"]
+    depth = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
+    cortex = depth <= np.maximum(cortex_mm, spacing)
+    texture = ndimage.zoom(rng.normal(0.0, 1.0, size=tuple(max(2, s // 8) for s in mask.shape)), 8, order=1)
+    texture = np.pad(texture, [(0, max(0, s - ts)) for s, ts in zip(mask.shape, texture.shape)], mode="edge")
+    texture = texture[: mask.shape[0], : mask.shape[1], : mask.shape[2]]
+    hu = np.where(cortex, t["cortical_hu"] + 80.0 * texture, t["trabecular_hu"] + 50.0 * texture)
+    return hu
+
+
+def _volume_grid(meshes: dict[str, trimesh.Trimesh], layout: dict, thigh_r: float, spacing: float) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Origin (first voxel centre, mm) and shape of a grid holding every mesh and the body cross-section."""
+    lo = np.min([m.bounds[0] for m in meshes.values()], 0) - (0.0, 0.0, 6.0)
+    hi = np.max([m.bounds[1] for m in meshes.values()], 0) + (0.0, 0.0, 15.0)
+    yc, a, b = layout["torso"]
+    body_lo = [-a, yc - b]
+    body_hi = [a, yc + b]
+    for c_top, c_bot, _, _ in layout["thighs"]:
+        for c in (c_top, c_bot):
+            body_lo = np.minimum(body_lo, c - thigh_r)
+            body_hi = np.maximum(body_hi, c + thigh_r)
+    lo[:2] = np.minimum(lo[:2], body_lo) - 8.0
+    hi[:2] = np.maximum(hi[:2], body_hi) + 8.0
+    shape = tuple(int(math.ceil((h - l) / spacing)) + 1 for l, h in zip(lo, hi))
+    return lo, shape
+
+
+def generate_case(seed: int, spacing_mm: float = 1.0) -> PhantomCase:
+    """One phantom subject from ``seed`` on an isotropic ``spacing_mm`` grid (same seed -> same case)."""
+    if not (math.isfinite(spacing_mm) and spacing_mm > 0):
+        raise ValueError(f"spacing_mm must be positive, got {spacing_mm}")
+    params = sample_params(seed)
+    meshes = build_meshes(params)
+    t = params["tissue"]
+    rng = np.random.default_rng([seed, 1])
+    layout = _body_layout(meshes, params)
+    origin, shape = _volume_grid(meshes, layout, t["thigh_radius_mm"], spacing_mm)
+    affine = np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0])
+    affine[:3, 3] = origin
+
+    # body: soft tissue with a subcutaneous fat layer, air outside
+    xs, ys, zs = (origin[i] + spacing_mm * np.arange(shape[i]) for i in range(3))
+    body = _body_sdf(xs[:, None, None], ys[None, :, None], zs[None, None, :], layout, t["thigh_radius_mm"])
+    ct = np.full(shape, HU_AIR, dtype=np.float32)
+    ct[body < 0] = HU_FAT
+    ct[body < -t["fat_mm"]] = t["muscle_hu"]
+
+    # bones: exact voxelisation of the meshes, each in its own bounding box
+    labels = np.zeros(shape, dtype=np.uint8)
+    lt_level = {}
+    for name in BONES:
+        mesh = meshes[name]
+        i0 = np.clip(np.floor((mesh.bounds[0] - origin) / spacing_mm).astype(int) - 1, 0, None)
+        i1 = np.minimum(np.ceil((mesh.bounds[1] - origin) / spacing_mm).astype(int) + 2, shape)
+        box = tuple(slice(a, b) for a, b in zip(i0, i1))
+        mask = voxelize(mesh, origin + i0 * spacing_mm, spacing_mm, tuple(i1 - i0))
+        if (labels[box][mask] != 0).any():
+            raise RuntimeError(f"phantom seed {seed}: {name} overlaps another bone")
+        labels[box][mask] = LABELS[name]
+        cortex = t["cortex_mm"]
+        if name != "pelvis":
+            head_z = params[name]["head_centre_mm"][2]
+            lt_level[name] = head_z + anatomy.LESSER_TROCHANTER_LEVEL * params["scale"]
+            z_box = zs[box[2]][None, None, :]
+            cortex = t["cortex_mm"] + (t["shaft_cortex_mm"] - t["cortex_mm"]) * anatomy._smoothstep(lt_level[name] - z_box, 0.0, 40.0)
+        ct[box][mask] = _bone_hu(mask, spacing_mm, cortex, params, rng)[mask]
+
+    # bowel gas in the lower abdomen, in soft tissue only
+    pb = meshes["pelvis"].bounds
+    for _ in range(t["gas_pockets"]):
+        c = rng.uniform((-0.4 * pb[1, 0], pb[0, 1] + 40.0, 0.5 * pb[1, 2]), (0.4 * pb[1, 0], pb[1, 1], pb[1, 2]))
+        r = rng.uniform(8.0, 25.0, size=3)
+        inside = ((xs[:, None, None] - c[0]) / r[0]) ** 2 + ((ys[None, :, None] - c[1]) / r[1]) ** 2 + ((zs[None, None, :] - c[2]) / r[2]) ** 2 < 1
+        ct[inside & (labels == 0) & (body < -t["fat_mm"])] = HU_GAS
+
+    params["spacing_mm"] = float(spacing_mm)
+    params["inter_iliac_width_mm"] = float(np.ptp(meshes["pelvis"].vertices[:, 0]))
+    params["volume_shape"] = list(shape)
+    return PhantomCase(np.round(ct).astype(np.int16), labels, affine, meshes, params)
+
+
+# ---------------------------------------------------------------------- output
+def save_preview(case: PhantomCase, path: Path) -> None:
+    """PNG: AP and lateral mean-attenuation projections and a coronal slice with label colours."""
+    mu = np.clip(case.ct.astype(np.float32) + 1000.0, 0.0, None)
+    ap = mu.mean(1).T[::-1, ::-1]  # rows superior->inferior, columns toward patient's left
+    lat = mu.mean(0).T[::-1]  # rows superior->inferior, columns posterior->anterior
+    hips = np.mean([case.params[n]["head_centre_mm"] for n in ("femur_left", "femur_right")], 0)
+    j = int(round((hips[1] - case.affine[1, 3]) / case.affine[1, 1]))
+    cor_ct = case.ct[:, j, :].T[::-1, ::-1]
+    cor_lab = case.labels[:, j, :].T[::-1, ::-1]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 5))
+    axes[0].imshow(ap, cmap="gray")
+    axes[0].set_title("AP projection (patient left on the right)", fontsize=9)
+    axes[1].imshow(lat, cmap="gray")
+    axes[1].set_title("lateral projection (anterior right)", fontsize=9)
+    axes[2].imshow(cor_ct, cmap="gray", vmin=-300, vmax=1500)
+    colours = np.zeros(cor_lab.shape + (4,))
+    for name, value in LABELS.items():
+        colours[cor_lab == value] = matplotlib.colors.to_rgba(bone_colour(name), 0.45)
+    axes[2].imshow(colours)
+    axes[2].set_title("coronal slice through the hip centres", fontsize=9)
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle(f"phantom seed {case.params['seed']}, {case.params['spacing_mm']:g} mm", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_case(case: PhantomCase, out_dir: str | Path) -> None:
+    """Write ct.nii.gz, labels.nii.gz, meshes/<bone>.ply, params.json and preview.png into ``out_dir`` atomically."""
+    with atomic_dir(out_dir) as tmp:
+        write_nifti(tmp / "ct.nii.gz", case.ct, case.affine)
+        write_nifti(tmp / "labels.nii.gz", case.labels, case.affine)
+        (tmp / "meshes").mkdir()
+        for name, mesh in case.meshes.items():
+            mesh.export(tmp / "meshes" / f"{name}.ply")
+        write_json(tmp / "params.json", case.params)
+        save_preview(case, tmp / "preview.png")
+
+
+def case_seeds(n: int, seed: int) -> list[int]:
+    """Per-case seeds of a cohort, derived from the cohort ``seed``."""
+    return [int(s) for s in np.random.SeedSequence(seed).generate_state(n, dtype=np.uint32)]
+
+
+def generate_cohort(n: int, out: str | Path, seed: int = 0, spacing_mm: float = 1.0) -> list[Path]:
+    """Write ``n`` cases to ``out/case_XXXX``; returns their folders."""
+    out = Path(out)
+    dirs = []
+    for i, case_seed in enumerate(tqdm(case_seeds(n, seed), desc="phantom cases", unit="case")):
+        d = out / f"case_{i:04d}"
+        write_case(generate_case(case_seed, spacing_mm), d)
+        dirs.append(d)
+    return dirs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Generate a procedural pelvis/femur phantom CT cohort.")
+    parser.add_argument("--n", type=int, required=True, help="number of cases")
+    parser.add_argument("--out", required=True, help="output folder (case_XXXX/ inside)")
+    parser.add_argument("--seed", type=int, default=0, help="cohort seed")
+    parser.add_argument("--spacing", type=float, default=1.0, help="isotropic voxel spacing, mm")
+    args = parser.parse_args(argv)
+    if args.n < 1 or not (args.spacing > 0):
+        parser.error("--n must be >= 1 and --spacing > 0")
+    try:
+        generate_cohort(args.n, args.out, args.seed, args.spacing)
+    except InputFileError as e:
+        print(e, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,406 @@
+"""Reading radiographs (simulator NIfTI, PNG/TIFF, DICOM DX/CR/secondary capture) into the standard geometry.
+
+Every reader returns ``(image, geometry, info)``: ``image`` float32 (H, W) indexed ``[v, u]`` with bone
+bright, ``geometry`` the :class:`scripts.geometry.Geometry` the image is sampled in, and ``info`` a
+JSON-able dict without patient identifiers (format, native geometry, which tag or argument gave each
+geometry value, coverage of the standard field by the input).
+
+DICOM geometry (see docs/real_radiographs.md):
+
+- detector pixel pitch: ImagerPixelSpacing (0018,1164), defined at the detector, is used as is;
+  otherwise PixelSpacing (0028,0030): when EstimatedRadiographicMagnificationFactor (0018,1114) is
+  present, PixelSpacing is taken as calibrated to the object plane and pitch = PixelSpacing * factor;
+  when PixelSpacingCalibrationType (0028,0A02) says it is calibrated but no factor is given, the
+  factor is SID / SOD (DistanceSourceToDetector / DistanceSourceToPatient); uncalibrated
+  PixelSpacing (CR plates, scanned film) is the detector pitch. Spacing tags are [row, column], i.e.
+  (sv, su); anisotropic pixels are supported;
+- SID: DistanceSourceToDetector (0018,1110);
+- DistanceSourceToPatient (0018,1111) is reported in ``info`` (and used only as above);
+- principal point: the image centre (no standard tag carries it).
+
+Values missing from the header are taken from the ``sid_mm`` / ``pixel_spacing_mm`` arguments, which
+only fill gaps (header values win); without them the file is refused, naming the missing tag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import warnings
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from scipy import ndimage
+
+from scripts.files import InputFileError, PathLike, read_nifti
+from scripts.geometry import Geometry, GeometryError
+
+MIN_SIZE_PX = 64
+MAX_SIZE_PX = 8000
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+RASTER_SUFFIXES = (".png", ".tif", ".tiff")
+RADIOGRAPH_MODALITIES = ("DX", "CR", "RG")
+SECONDARY_CAPTURE_CLASSES = (
+    "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image Storage
+    "1.2.840.10008.5.1.4.1.1.7.2",  # Multi-frame Grayscale Byte SC
+    "1.2.840.10008.5.1.4.1.1.7.3",  # Multi-frame Grayscale Word SC
+)
+SECONDARY_CAPTURE_MODALITIES = ("OT", "")
+_DATE_LIKE = re.compile(r"(19|20)\d{2}[-_.]?[01]\d[-_.]?[0-3]\d")
+_LONG_NUMBER = re.compile(r"\d{6,}")
+_PHI_WORDS = re.compile(r"(patient|mrn|dob|birth|name|accession|ssn)", re.IGNORECASE)
+
+
+# ---------------------------------------------------------------------- public API
+def load_radiograph(
+    path: PathLike,
+    standard: Geometry,
+    sid_mm: float | None = None,
+    pixel_spacing_mm: float | Sequence[float] | None = None,
+) -> tuple[np.ndarray, Geometry, dict]:
+    """Read one radiograph and bring it into ``standard`` (simulator NIfTI keeps its own geometry).
+
+    Args:
+        path: image.nii(.gz) with geometry.json beside it, PNG/TIFF, or a DICOM file.
+        standard: the bundle's standard geometry (SID mm, detector pitch mm, size, principal point).
+        sid_mm: source-to-detector distance (mm) for inputs whose header lacks it.
+        pixel_spacing_mm: detector pixel pitch (mm), one value or (su, sv), for inputs lacking it.
+
+    Returns:
+        image float32 (H, W) bone bright, its Geometry, and an info dict free of patient identifiers.
+
+    Raises:
+        InputFileError: unreadable or unsupported file, non-radiograph, bad pixels, missing geometry.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(path, "file not found")
+    name = path.name.lower()
+    if name.endswith(NIFTI_SUFFIXES):
+        return _load_nifti(path)
+    spacing = _spacing_pair(path, pixel_spacing_mm)
+    if name.endswith(RASTER_SUFFIXES):
+        image = _read_raster(path)
+        native, source = _raster_geometry(path, image.shape, standard, sid_mm, spacing)
+        info = {"format": "png" if name.endswith(".png") else "tiff"}
+    else:
+        ds = read_dicom(path)
+        image = _dicom_pixels(path, ds)
+        native, source = _dicom_geometry(path, ds, sid_mm, spacing)
+        info = {"format": "dicom", "modality": str(ds.get("Modality", "")), "photometric": str(ds.PhotometricInterpretation)}
+        if "DistanceSourceToPatient" in ds:
+            info["source_to_object_mm"] = float(ds.DistanceSourceToPatient)
+    _check_pixels(path, image)
+    resampled, coverage = resample_to(image, native, standard)
+    info.update(native_geometry=native.to_dict(), geometry_source=source, coverage=coverage)
+    return resampled, standard, info
+
+
+def resample_to(image: np.ndarray, native: Geometry, target: Geometry) -> tuple[np.ndarray, float]:
+    """Resample ``image`` (H, W) taken with ``native`` into ``target`` along the same rays.
+
+    Both share the focal spot and central ray (crop/pad about the principal point, aspect kept).
+    Bilinear sampling after a Gaussian anti-alias prefilter of sigma (ratio - 1) / 2 native pixels
+    per axis when the target pixel is coarser. Outside the native field the image minimum (air) is
+    used. Returns the float32 image and the fraction of target pixels inside the native field.
+    """
+    uv = target.sample_from(native)  # (H, W, 2) [u, v] in native pixels
+    # target pixel footprint in native pixels, along u and v
+    ratio = np.array(target.pixel_spacing_mm) * native.sid_mm / (target.sid_mm * np.array(native.pixel_spacing_mm))
+    sigma = np.maximum((ratio[::-1] - 1.0) / 2.0, 0.0)  # (rows, cols)
+    src = image.astype(np.float32, copy=False)
+    if np.any(sigma > 0):
+        src = ndimage.gaussian_filter(src, sigma=tuple(sigma), mode="nearest")
+    out = ndimage.map_coordinates(src, [uv[..., 1], uv[..., 0]], order=1, mode="constant", cval=float(image.min()))
+    h, w = image.shape
+    inside = (uv[..., 0] >= -0.5) & (uv[..., 0] <= w - 0.5) & (uv[..., 1] >= -0.5) & (uv[..., 1] <= h - 0.5)
+    return out.astype(np.float32), float(inside.mean())
+
+
+def read_dicom(path: PathLike, stop_before_pixels: bool = False) -> Dataset:
+    """Read a DICOM file, refusing corrupt files, non-radiograph modalities, multi-frame, colour and bad sizes."""
+    path = Path(path)
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=stop_before_pixels)
+    except InvalidDicomError:
+        raise InputFileError(path, "not a DICOM file (no DICM preamble)") from None
+    except Exception as e:  # pydicom raises many types on truncated/corrupt files
+        raise InputFileError(path, f"corrupt or truncated DICOM ({type(e).__name__}: {e})") from None
+    _check_dicom_header(path, ds, require_pixels=not stop_before_pixels)
+    return ds
+
+
+def iter_radiographs(input_path: PathLike) -> Iterator[Path]:
+    """Yield the radiograph files under ``input_path`` (a file, or a folder searched recursively).
+
+    A folder yields PNG/TIFF files, simulator ``image.nii(.gz)`` files (a folder holding geometry.json
+    contributes only that image, not its depth/mask/preview), and DICOM files (recognised by the DICM
+    preamble, ``.dcm`` files always), one per SOP Instance UID. Hidden files and DICOMDIR are skipped.
+    """
+    input_path = Path(input_path)
+    if input_path.is_file():
+        yield input_path
+        return
+    if not input_path.is_dir():
+        raise InputFileError(input_path, "input not found")
+    seen_uids: set[str] = set()
+    for path in sorted(p for p in input_path.rglob("*") if p.is_file()):
+        name = path.name.lower()
+        if name.startswith(".") or name == "dicomdir" or any(part.startswith(".") for part in path.relative_to(input_path).parts):
+            continue
+        if (path.parent / "geometry.json").exists():
+            if name in ("image.nii", "image.nii.gz"):
+                yield path
+            continue
+        if name.endswith(NIFTI_SUFFIXES + RASTER_SUFFIXES):
+            yield path
+        elif name.endswith(".dcm") or _has_dicm_preamble(path):
+            uid = _sop_instance_uid(path)
+            if uid is not None and uid in seen_uids:
+                continue
+            if uid is not None:
+                seen_uids.add(uid)
+            yield path
+
+
+def output_name(path: PathLike, ds: Dataset | None = None) -> str:
+    """A file-name-safe output stem without patient identifiers.
+
+    The input name (simulator ``image.nii.gz``: its folder name) is used when it is not PHI-like; it is
+    PHI-like when it holds a date, a run of 6+ digits (MRN, accession, UID), words like "patient"/"dob",
+    or any part of the DICOM PatientName/PatientID. PHI-like names become ``rg_<12 hex>``: a SHA-256 of
+    the SOP Instance UID for DICOM, else of the file name.
+    """
+    path = Path(path)
+    stem = path.name
+    for suffix in NIFTI_SUFFIXES[::-1] + RASTER_SUFFIXES + (".dcm", ".dicom"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    if stem.lower() == "image" and path.name.lower().endswith(NIFTI_SUFFIXES):
+        stem = path.parent.name
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_")
+    if stem and not _phi_like(stem, ds):
+        return stem
+    key = str(ds.SOPInstanceUID) if ds is not None and "SOPInstanceUID" in ds else path.name
+    return "rg_" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------------- NIfTI
+def _load_nifti(path: Path) -> tuple[np.ndarray, Geometry, dict]:
+    geometry_file = path.parent / "geometry.json"
+    if not geometry_file.exists():
+        raise InputFileError(path, f"missing {geometry_file.name} beside the NIfTI image (its geometry)")
+    try:
+        geometry = Geometry.load(geometry_file)
+    except GeometryError as e:
+        raise InputFileError(geometry_file, str(e)) from None
+    image = read_nifti(path)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.shape != (geometry.height, geometry.width):
+        raise InputFileError(path, f"image shape {image.shape} does not match geometry.json size (H, W)=({geometry.height}, {geometry.width})")
+    _check_pixels(path, image)
+    return image.astype(np.float32), geometry, {"format": "nifti", "geometry_source": {"all": "geometry.json"}, "coverage": 1.0}
+
+
+# ---------------------------------------------------------------------- PNG / TIFF
+def _read_raster(path: Path) -> np.ndarray:
+    """Grayscale 8/16-bit (or float TIFF) pixels; RGB(A) accepted only when R == G == B (and alpha opaque)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            _check_size(path, im.size[::-1])
+            im.load()
+            if getattr(im, "n_frames", 1) > 1:
+                raise InputFileError(path, f"multi-page image ({im.n_frames} frames); one radiograph per file")
+            mode = im.mode
+            if mode == "P":
+                im = im.convert("RGBA")
+                mode = im.mode
+            arr = np.asarray(im)
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
+        raise InputFileError(path, f"unreadable or truncated image ({type(e).__name__}: {e})") from None
+    if mode in ("RGB", "RGBA", "LA"):
+        color = arr[..., :-1] if mode in ("RGBA", "LA") else arr
+        if mode in ("RGBA", "LA") and not np.all(arr[..., -1] == arr[..., -1].max()):
+            raise InputFileError(path, "image has a transparent alpha channel; give a grayscale radiograph")
+        if not np.all(color == color[..., :1]):
+            raise InputFileError(path, f"colour ({mode}) image; give a grayscale radiograph")
+        arr = color[..., 0]
+    elif mode not in ("L", "I", "I;16", "I;16B", "I;16L", "F"):
+        raise InputFileError(path, f"unsupported image mode {mode}; give an 8/16-bit grayscale radiograph")
+    if arr.ndim != 2:
+        raise InputFileError(path, f"expected a 2D grayscale image, got shape {arr.shape}")
+    return arr.astype(np.float32)
+
+
+def _raster_geometry(path: Path, shape: tuple[int, int], standard: Geometry, sid_mm, spacing) -> tuple[Geometry, dict]:
+    """PNG/TIFF carry no geometry: the standard one when sizes match, else the given pitch (SID default standard)."""
+    h, w = shape
+    if spacing is None:
+        if (w, h) != standard.image_size:
+            raise InputFileError(
+                path,
+                f"size {w}x{h} differs from the standard geometry {standard.width}x{standard.height} and the file has no "
+                "pixel spacing; pass --pixel_spacing_mm (detector pitch, mm) to resample",
+            )
+        spacing, spacing_source = standard.pixel_spacing_mm, "standard geometry (size matches)"
+    else:
+        spacing_source = "argument pixel_spacing_mm"
+    sid, sid_source = (sid_mm, "argument sid_mm") if sid_mm is not None else (standard.sid_mm, "standard geometry")
+    native = _geometry(path, sid, spacing, (w, h))
+    return native, {"sid_mm": sid_source, "pixel_spacing_mm": spacing_source}
+
+
+# ---------------------------------------------------------------------- DICOM
+def _check_dicom_header(path: Path, ds: Dataset, require_pixels: bool) -> None:
+    modality = str(ds.get("Modality", "")).upper()
+    sop_class = str(ds.get("SOPClassUID", ""))
+    is_sc = sop_class in SECONDARY_CAPTURE_CLASSES
+    if modality not in RADIOGRAPH_MODALITIES and not (is_sc and modality in SECONDARY_CAPTURE_MODALITIES):
+        raise InputFileError(path, f"modality {modality or 'missing'} is not a projection radiograph (accepted: DX, CR, RG, secondary capture)")
+    if "Rows" not in ds or "Columns" not in ds:
+        raise InputFileError(path, "no image (Rows/Columns missing)")
+    _check_size(path, (int(ds.Rows), int(ds.Columns)))
+    if require_pixels and "PixelData" not in ds:
+        raise InputFileError(path, "no pixel data (7FE0,0010)")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise InputFileError(path, f"multi-frame / volume DICOM ({frames} frames); one 2D radiograph per file")
+    samples = int(ds.get("SamplesPerPixel", 1))
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise InputFileError(path, f"colour or unsupported photometric interpretation ({photometric}, {samples} samples/pixel); need MONOCHROME1/2")
+
+
+def _dicom_pixels(path: Path, ds: Dataset) -> np.ndarray:
+    """Stored values -> modality LUT (slope/intercept) -> VOI LUT/window -> MONOCHROME1 inverted (bone bright)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            arr = ds.pixel_array
+            if arr.shape != (int(ds.Rows), int(ds.Columns)):
+                raise ValueError(f"pixel array shape {arr.shape} != (Rows, Columns)")
+            arr = apply_modality_lut(arr, ds).astype(np.float64)
+            if "WindowCenter" in ds or "VOILUTSequence" in ds:
+                arr = apply_voi_lut(arr, ds, index=0).astype(np.float64)
+    except Exception as e:  # truncated/undecodable pixel data, bad LUTs
+        raise InputFileError(path, f"corrupt or undecodable pixel data ({type(e).__name__}: {e})") from None
+    if str(ds.PhotometricInterpretation) == "MONOCHROME1" and np.isfinite(arr).all():
+        arr = arr.max() + arr.min() - arr
+    return arr.astype(np.float32)
+
+
+def _dicom_geometry(path: Path, ds: Dataset, sid_mm, spacing) -> tuple[Geometry, dict]:
+    source: dict = {}
+    if "DistanceSourceToDetector" in ds and ds.DistanceSourceToDetector not in (None, ""):
+        sid, source["sid_mm"] = float(ds.DistanceSourceToDetector), "DistanceSourceToDetector (0018,1110)"
+    elif sid_mm is not None:
+        sid, source["sid_mm"] = float(sid_mm), "argument sid_mm"
+    else:
+        raise InputFileError(path, "missing DistanceSourceToDetector (0018,1110); pass --sid_mm")
+    pitch = None
+    if _present(ds, "ImagerPixelSpacing"):
+        pitch, source["pixel_spacing_mm"] = _row_col(ds.ImagerPixelSpacing), "ImagerPixelSpacing (0018,1164)"
+    elif _present(ds, "PixelSpacing"):
+        ps = _row_col(ds.PixelSpacing)
+        if _present(ds, "EstimatedRadiographicMagnificationFactor"):
+            m = float(ds.EstimatedRadiographicMagnificationFactor)
+            pitch, source["pixel_spacing_mm"] = ps * m, "PixelSpacing (0028,0030) x EstimatedRadiographicMagnificationFactor (0018,1114)"
+        elif _present(ds, "PixelSpacingCalibrationType"):
+            if not _present(ds, "DistanceSourceToPatient"):
+                raise InputFileError(
+                    path,
+                    "PixelSpacing (0028,0030) is calibrated to the object plane but EstimatedRadiographicMagnificationFactor "
+                    "(0018,1114) and DistanceSourceToPatient (0018,1111) are missing; pass --pixel_spacing_mm",
+                )
+            m = sid / float(ds.DistanceSourceToPatient)
+            pitch, source["pixel_spacing_mm"] = ps * m, "PixelSpacing (0028,0030) x SID / DistanceSourceToPatient (0018,1111)"
+        else:
+            pitch, source["pixel_spacing_mm"] = ps, "PixelSpacing (0028,0030), uncalibrated (detector pitch)"
+    if pitch is None:
+        if spacing is None:
+            raise InputFileError(path, "missing ImagerPixelSpacing (0018,1164) and PixelSpacing (0028,0030); pass --pixel_spacing_mm")
+        pitch, source["pixel_spacing_mm"] = np.asarray(spacing, dtype=float), "argument pixel_spacing_mm"
+    return _geometry(path, sid, tuple(pitch), (int(ds.Columns), int(ds.Rows))), source
+
+
+def _row_col(value) -> np.ndarray:
+    """DICOM [row spacing, column spacing] -> (su, sv) as float array."""
+    v = [float(x) for x in (value if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value, value])]
+    if len(v) == 1:
+        v = v * 2
+    return np.array([v[1], v[0]])
+
+
+def _present(ds: Dataset, keyword: str) -> bool:
+    return keyword in ds and ds[keyword].value not in (None, "", [])
+
+
+def _has_dicm_preamble(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def _sop_instance_uid(path: Path) -> str | None:
+    try:
+        return str(pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID)
+    except Exception:
+        return None
+
+
+# ---------------------------------------------------------------------- shared checks
+def _geometry(path: Path, sid: float, spacing, size) -> Geometry:
+    try:
+        return Geometry(sid_mm=sid, pixel_spacing_mm=tuple(spacing), image_size=size)
+    except GeometryError as e:
+        raise InputFileError(path, f"invalid geometry: {e}") from None
+
+
+def _spacing_pair(path: Path, spacing) -> tuple[float, float] | None:
+    if spacing is None:
+        return None
+    v = np.atleast_1d(np.asarray(spacing, dtype=float))
+    if v.size == 1:
+        v = np.repeat(v, 2)
+    if v.size != 2 or not np.all(np.isfinite(v) & (v > 0)):
+        raise InputFileError(path, f"pixel_spacing_mm must be one or two positive numbers, got {spacing}")
+    return float(v[0]), float(v[1])
+
+
+def _check_size(path: Path, shape: tuple[int, int]) -> None:
+    h, w = shape
+    if min(h, w) < MIN_SIZE_PX:
+        raise InputFileError(path, f"image too small ({w}x{h} px; minimum {MIN_SIZE_PX})")
+    if max(h, w) > MAX_SIZE_PX:
+        raise InputFileError(path, f"image too large ({w}x{h} px; maximum {MAX_SIZE_PX})")
+
+
+def _check_pixels(path: Path, image: np.ndarray) -> None:
+    if image.ndim != 2:
+        raise InputFileError(path, f"expected a 2D image, got shape {image.shape}")
+    if not np.isfinite(image).all():
+        raise InputFileError(path, "contains NaN or Inf pixel values")
+    if float(image.max()) == float(image.min()):
+        raise InputFileError(path, f"constant image (all pixels {float(image.min()):g})")
+
+
+def _phi_like(stem: str, ds: Dataset | None) -> bool:
+    if _DATE_LIKE.search(stem) or _LONG_NUMBER.search(stem) or _PHI_WORDS.search(stem):
+        return True
+    if ds is None:
+        return False
+    tokens = re.split(r"[\^\s,_.-]+", f"{ds.get('PatientName', '')} {ds.get('PatientID', '')}")
+    low = stem.lower()
+    return any(len(t) >= 2 and t.lower() in low for t in tokens)

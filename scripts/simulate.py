@@ -1,0 +1,363 @@
+"""Training-sample simulator: CT + bone labels -> radiograph (DRR), dual-face depth maps and masks.
+
+For every case and pose k it writes ``OUT/<case>_p<k>/`` atomically (see docs/architecture.md)
+and rebuilds ``OUT/datalist.json`` (MONAI datalist, split by case) from all complete samples.
+
+CLI::
+
+    python -m scripts.simulate --ct CT --labels LABELS --out DIR --poses K --seed S
+    python -m scripts.simulate --cases COHORT_DIR --out DIR --poses K [--shard i/n] [--workers N]
+
+Pose k: the standard AP pose (bones' bounding-box centre on the central ray at
+``source_to_object_mm`` from the geometry JSON) perturbed by rotations (degrees, camera axes,
+about that centre) and translations (mm, camera frame) drawn uniformly within the configured
+ranges from a stable hash of (seed, case, k), so reruns, shards and machines agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import multiprocessing
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from scripts.depth_maps import depth_maps  # noqa: E402
+from scripts.drr import hu_to_mu, line_integrals  # noqa: E402
+from scripts.files import InputFileError, atomic_dir, atomic_path, read_json, write_json, write_nifti  # noqa: E402
+from scripts.geometry import STANDARD_GEOMETRY_FILE, Geometry, GeometryError, standard_ap_pose  # noqa: E402
+from scripts.radiograph_style import style_radiograph  # noqa: E402
+from scripts.volumes import BONE_LABELS, Volume, bones_center, load_label_map, read_ct, read_labels  # noqa: E402
+
+DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent.parent / "configs" / "simulate.yaml"
+SPLITS = ("training", "validation", "test")
+SAMPLE_FILES = ("image.nii.gz", "depth.nii.gz", "mask.nii.gz", "geometry.json", "sample.json", "preview.png")
+
+
+@dataclass
+class Case:
+    """One CT with its labels; ``meshes`` maps bone name -> surface mesh file (world RAS mm)."""
+
+    name: str
+    ct: Path
+    labels: Path
+    meshes: dict[str, Path] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------- configuration and cases
+def load_config(path: str | Path | None = None) -> dict:
+    """The simulation config (YAML) merged over configs/simulate.yaml."""
+    cfg = yaml.safe_load(DEFAULT_CONFIG_FILE.read_text())
+    if path is not None and Path(path).resolve() != DEFAULT_CONFIG_FILE:
+        try:
+            user = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise InputFileError(path, f"unreadable config ({e})") from None
+        for key, value in user.items():
+            cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
+    return cfg
+
+
+def load_geometry(path: str | Path | None = None) -> tuple[Geometry, float]:
+    """Standard geometry and source-to-object distance (mm) from a geometry JSON (default configs/geometry.json)."""
+    path = Path(path or STANDARD_GEOMETRY_FILE)
+    try:
+        geometry = Geometry.load(path)
+    except GeometryError as e:
+        raise InputFileError(path, str(e)) from None
+    return geometry, float(read_json(path).get("source_to_object_mm", 950.0))
+
+
+def case_name_of(path: str | Path) -> str:
+    """Case name of a single CT: the file name without image suffixes, or the DICOM folder name."""
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def find_cases(cases_dir: str | Path) -> list[Case]:
+    """Cases of a cohort folder: ``<case>/{ct.nii.gz, labels.nii.gz, meshes/<bone>.ply}``, sorted by name."""
+    root = Path(cases_dir)
+    if not root.is_dir():
+        raise InputFileError(root, "cohort folder not found")
+    cases = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not (d / "ct.nii.gz").exists():
+            continue
+        meshes = {b: d / "meshes" / f"{b}.ply" for b in BONE_LABELS if (d / "meshes" / f"{b}.ply").exists()}
+        cases.append(Case(d.name, d / "ct.nii.gz", d / "labels.nii.gz", meshes))
+    if not cases:
+        raise InputFileError(root, "no case folders with ct.nii.gz")
+    return cases
+
+
+def _stable_unit(*keys: Any) -> float:
+    """A number in [0, 1) from a stable (process- and machine-independent) hash of ``keys``."""
+    digest = hashlib.sha256("/".join(map(str, keys)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def split_of(case: str, seed: int, fractions: dict[str, float]) -> str:
+    """Data split of a case: a deterministic function of (case name, seed) and the split fractions."""
+    total = sum(float(fractions.get(s, 0.0)) for s in SPLITS)
+    u, edge = _stable_unit("split", seed, case) * total, 0.0
+    for s in SPLITS:
+        edge += float(fractions.get(s, 0.0))
+        if u < edge:
+            return s
+    return SPLITS[-1]
+
+
+def pose_parameters(case: str, pose: int, seed: int, pose_cfg: dict) -> tuple[list[float], list[float]]:
+    """Seeded (rotation_deg, translation_mm) of pose ``pose`` of ``case``, uniform within the configured ranges."""
+    rng = np.random.default_rng(int(_stable_unit("pose", seed, case, pose) * 2**63))
+    rot = rng.uniform(-1.0, 1.0, 3) * np.asarray(pose_cfg["rotation_deg"], dtype=np.float64)
+    trans = rng.uniform(-1.0, 1.0, 3) * np.asarray(pose_cfg["translation_mm"], dtype=np.float64)
+    return rot.tolist(), trans.tolist()
+
+
+# ---------------------------------------------------------------------- one sample
+@dataclass
+class LoadedCase:
+    case: Case
+    ct: Volume
+    labels: Volume
+    mu: torch.Tensor
+    center: np.ndarray
+
+
+def load_case(case: Case, label_map: dict[int, int], cfg: dict, device: torch.device | str) -> LoadedCase:
+    """Read and check a case; attenuation volume on ``device``."""
+    ct = read_ct(case.ct)
+    labels = read_labels(case.labels, ct, label_map)
+    mu = hu_to_mu(torch.as_tensor(ct.array, device=device), cfg["drr"]["energy_kev"], cfg["drr"]["bone_enhancement"])
+    return LoadedCase(case, ct, labels, mu, bones_center(labels))
+
+
+def render_sample(lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose: int, device: torch.device | str) -> dict:
+    """Image (H, W), depth (2B, H, W), mask (B, H, W) and sample notes for one pose."""
+    name = lc.case.name
+    rot, trans = pose_parameters(name, pose, seed, cfg["pose"])
+    geom = geometry.with_pose(standard_ap_pose(lc.center, cfg["source_to_object_mm"], rot, trans))
+    step = cfg["drr"]["step_voxels"] * float(lc.ct.spacing.min())
+    drr = line_integrals(lc.mu, lc.ct.affine, geom, step)
+    gen = torch.Generator().manual_seed(int(_stable_unit("style", seed, name, pose) * 2**62))
+    image, style = style_radiograph(drr, cfg["style"], gen)
+    depth, mask = depth_maps(lc.labels.array, lc.ct.affine, geom, geom.bones, cfg["depth"]["step_voxels"], device)
+    present = {b: bool((lc.labels.array == BONE_LABELS[b]).any()) for b in geom.bones}
+    notes = {
+        "case": name,
+        "pose": pose,
+        "rotation_deg": rot,
+        "translation_mm": trans,
+        "source_to_object_mm": cfg["source_to_object_mm"],
+        "object_center_ras_mm": lc.center.tolist(),
+        "absent_bones": [b for b in geom.bones if not present[b]],
+        "bones_in_view": [b for i, b in enumerate(geom.bones) if bool(mask[i].any())],
+        "bones_outside_view": [b for i, b in enumerate(geom.bones) if present[b] and not bool(mask[i].any())],
+        "style": style,
+        "drr": dict(cfg["drr"]),
+        "ct": str(lc.case.ct),
+        "labels": str(lc.case.labels),
+    }
+    return {"image": image.cpu().numpy(), "depth": depth.cpu().numpy(), "mask": mask.cpu().numpy(), "geometry": geom, "notes": notes}
+
+
+def save_preview(path: Path, image: np.ndarray, depth: np.ndarray, mask: np.ndarray, bones: Sequence[str]) -> None:
+    """PNG: radiograph with mask outlines, front and back depth (mm) of all bones side by side."""
+    colors = ["tab:orange", "tab:cyan", "tab:green", "tab:red", "tab:purple"]
+    any_mask = mask.any(0)
+    front = np.where(mask > 0, depth[0::2], np.inf).min(0)
+    back = np.where(mask > 0, depth[1::2], -np.inf).max(0)
+    front, back = np.where(any_mask, front, np.nan), np.where(any_mask, back, np.nan)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.3))
+    axes[0].imshow(image, cmap="gray", vmin=0, vmax=1)
+    for b, bone in enumerate(bones):
+        if mask[b].any():
+            axes[0].contour(mask[b], levels=[0.5], colors=colors[b % len(colors)], linewidths=0.8)
+            axes[0].plot([], [], color=colors[b % len(colors)], label=bone)
+    axes[0].legend(loc="lower right", fontsize=7)
+    axes[0].set_title("radiograph + masks")
+    finite = np.concatenate([front[np.isfinite(front)], back[np.isfinite(back)]])
+    lim = (finite.min(), finite.max()) if finite.size else (0, 1)
+    for ax, d, title in ((axes[1], front, "front depth (mm)"), (axes[2], back, "back depth (mm)")):
+        im = ax.imshow(d, cmap="viridis", vmin=lim[0], vmax=lim[1])
+        ax.set_title(title)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
+    plt.close(fig)
+
+
+def write_sample(out_dir: Path, name: str, sample: dict, meshes: dict[str, str]) -> None:
+    """Write one sample folder atomically (temporary folder, then rename)."""
+    geom: Geometry = sample["geometry"]
+    su, sv = geom.pixel_spacing_mm
+    affine = np.diag([sv, su, 1.0, 1.0])
+    with atomic_dir(out_dir / name) as tmp:
+        write_nifti(tmp / "image.nii.gz", sample["image"].astype(np.float32), affine)
+        write_nifti(tmp / "depth.nii.gz", np.moveaxis(sample["depth"], 0, -1).astype(np.float32), affine)
+        write_nifti(tmp / "mask.nii.gz", np.moveaxis(sample["mask"], 0, -1).astype(np.uint8), affine)
+        geom.save(tmp / "geometry.json")
+        save_preview(tmp / "preview.png", sample["image"], sample["depth"], sample["mask"], geom.bones)
+        write_json(tmp / "sample.json", {**sample["notes"], "meshes": meshes or None})
+
+
+# ---------------------------------------------------------------------- datalist
+def build_datalist(out_dir: str | Path, seed: int, fractions: dict[str, float]) -> dict:
+    """Rebuild ``out_dir/datalist.json`` from every complete sample folder (atomic write); split by case."""
+    out_dir = Path(out_dir)
+    lists: dict[str, list] = {s: [] for s in SPLITS}
+    for d in sorted(p for p in out_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not all((d / f).exists() for f in SAMPLE_FILES):
+            continue
+        notes = read_json(d / "sample.json")
+        entry = {
+            "image": f"{d.name}/image.nii.gz",
+            "depth": f"{d.name}/depth.nii.gz",
+            "mask": f"{d.name}/mask.nii.gz",
+            "geometry": f"{d.name}/geometry.json",
+            "case": notes["case"],
+            "pose": notes["pose"],
+        }
+        if notes.get("meshes"):
+            entry["meshes"] = notes["meshes"]
+        lists[split_of(notes["case"], seed, fractions)].append(entry)
+    for entries in lists.values():
+        entries.sort(key=lambda e: (e["case"], e["pose"]))
+    write_json(out_dir / "datalist.json", lists)
+    return lists
+
+
+# ---------------------------------------------------------------------- workers
+_LOADED: dict[str, LoadedCase] = {}
+
+
+def _run(task: tuple) -> tuple[str, str | None]:
+    """Worker: render and write one (case, pose); returns (sample name, error line or None)."""
+    case, pose, out_dir, seed, cfg, geometry, label_map, device, overwrite = task
+    name = f"{case.name}_p{pose}"
+    if not overwrite and all((out_dir / name / f).exists() for f in SAMPLE_FILES):
+        return name, None
+    try:
+        if case.name not in _LOADED:
+            _LOADED.clear()
+            _LOADED[case.name] = load_case(case, label_map, cfg, device)
+        sample = render_sample(_LOADED[case.name], geometry, cfg, seed, pose, device)
+        meshes = {b: os.path.relpath(p, out_dir) for b, p in case.meshes.items()}
+        write_sample(out_dir, name, sample, meshes)
+    except InputFileError as e:
+        return name, str(e)
+    return name, None
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def simulate(
+    cases: Sequence[Case],
+    out_dir: str | Path,
+    poses: int,
+    seed: int = 0,
+    cfg: dict | None = None,
+    geometry: Geometry | None = None,
+    source_to_object_mm: float = 950.0,
+    label_map: dict[int, int] | None = None,
+    workers: int = 1,
+    device: str | None = None,
+    overwrite: bool = False,
+) -> tuple[dict, list[str]]:
+    """Simulate ``poses`` samples per case into ``out_dir``; returns (datalist, error lines)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = {**(cfg or load_config()), "source_to_object_mm": float(source_to_object_mm)}
+    geometry = geometry or Geometry.standard()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    tasks = [(c, k, out_dir, seed, cfg, geometry, label_map or load_label_map(None), device, overwrite) for c in cases for k in range(poses)]
+    errors: list[str] = []
+    failed_cases: set[str] = set()
+    with tqdm(total=len(tasks), desc="simulate", unit="sample") as bar:
+        if workers <= 1:
+            results = map(_run, tasks)
+            pool = None
+        else:
+            pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (max(1, (os.cpu_count() or 1) // workers),))
+            results = pool.imap_unordered(_run, tasks, chunksize=max(1, poses))
+        for name, error in results:
+            case = name.rsplit("_p", 1)[0]
+            if error and case not in failed_cases:
+                failed_cases.add(case)
+                errors.append(error)
+            bar.update(1)
+        if pool is not None:
+            pool.close()
+            pool.join()
+    fractions = cfg["split"]
+    return build_datalist(out_dir, seed, fractions), errors
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n) with 0 <= i < n."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"shard must look like i/n, got {text!r}") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"shard index must satisfy 0 <= i < n, got {text!r}")
+    return i, n
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scripts.simulate", description="Simulate radiographs, dual-face depth maps and masks from CT.")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--ct", help="CT file (NIfTI/NRRD/MHA) or DICOM series folder, in HU")
+    src.add_argument("--cases", help="cohort folder: <case>/{ct.nii.gz, labels.nii.gz, meshes/<bone>.ply}")
+    parser.add_argument("--labels", help="bone label volume for --ct")
+    parser.add_argument("--out", required=True, help="output folder (samples + datalist.json)")
+    parser.add_argument("--poses", type=int, default=1, help="poses per case")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--label-map", default=None, help="JSON file {source_id: bone id or name} or preset: default, totalsegmentator, totalsegmentator_v1")
+    parser.add_argument("--geometry", default=None, help="geometry JSON (default configs/geometry.json)")
+    parser.add_argument("--config", default=None, help="simulation YAML (default configs/simulate.yaml)")
+    parser.add_argument("--shard", type=parse_shard, default=(0, 1), help="i/n: this run simulates cases i, i+n, ... (sorted by name)")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--device", default=None, help="torch device (default cuda when available)")
+    parser.add_argument("--overwrite", action="store_true", help="re-render samples that already exist")
+    args = parser.parse_args(argv)
+    if args.ct and not args.labels:
+        parser.error("--ct needs --labels")
+    try:
+        cfg = load_config(args.config)
+        geometry, s2o = load_geometry(args.geometry)
+        label_map = load_label_map(args.label_map)
+        cases = [Case(case_name_of(args.ct), Path(args.ct), Path(args.labels))] if args.ct else find_cases(args.cases)
+        i, n = args.shard
+        _, errors = simulate(cases[i::n], args.out, args.poses, args.seed, cfg, geometry, s2o, label_map, args.workers, args.device, args.overwrite)
+    except InputFileError as e:
+        print(e, file=sys.stderr)
+        return 1
+    for e in errors:
+        print(e, file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""MONAI dictionary transforms for dual-face depth training.
+
+Samples follow docs/architecture.md: ``image`` (1, H, W) bone-bright radiograph, ``depth``
+(2B, H, W) mm bone-major [front, back] per bone, ``mask`` (B, H, W), ``geometry`` a
+:class:`scripts.geometry.Geometry`. Arrays are indexed ``[..., v, u]``. Nothing here moves pixels
+off their rays except the geometry-aware left-right flip, which mirrors the geometry with them.
+"""
+
+from __future__ import annotations
+
+from typing import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import GaussianSmooth, MapTransform, RandomizableTransform, ScaleIntensityRangePercentilesd
+
+from scripts.files import InputFileError
+from scripts.geometry import Geometry, GeometryError
+
+
+class LoadGeometryd(MapTransform):
+    """Replace ``geometry.json`` paths by :class:`Geometry` objects, resized to ``image_size`` (W, H) if given.
+
+    Raises :class:`InputFileError` for a missing or invalid geometry file.
+    """
+
+    def __init__(self, keys: KeysCollection = "geometry", image_size: Sequence[int] | None = None, allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            try:
+                geom = d[key] if isinstance(d[key], Geometry) else Geometry.load(d[key])
+            except GeometryError as e:
+                raise InputFileError(d[key], str(e).split(": ", 1)[-1]) from None
+            if self.image_size is not None and geom.image_size != self.image_size:
+                geom = geom.resized(self.image_size)
+            d[key] = geom
+        return d
+
+
+class ResizeDepthd(MapTransform):
+    """Resample depth (2B, H, W) and mask (B, H, W) to ``spatial_size`` (H, W) over the same detector field.
+
+    Area averaging: a new pixel is in a bone's mask when at least half its area was; its depth is
+    the mean of the valid (> 0) old depths it covers, so depths stay on the surface along the
+    resized geometry's rays (unlike nearest-neighbour picks, which are half a pixel off).
+    """
+
+    def __init__(self, depth_key: str = "depth", mask_key: str = "mask", spatial_size: Sequence[int] = (256, 256)):
+        super().__init__([depth_key, mask_key])
+        self.depth_key, self.mask_key = depth_key, mask_key
+        self.spatial_size = (int(spatial_size[0]), int(spatial_size[1]))
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        depth, mask = torch.as_tensor(d[self.depth_key]).float(), torch.as_tensor(d[self.mask_key]).float()
+        if tuple(depth.shape[-2:]) == self.spatial_size:
+            return d
+        area = lambda x: torch.nn.functional.interpolate(x[None], size=self.spatial_size, mode="area")[0]
+        valid = (depth > 0).float()
+        num, den = area(depth * valid), area(valid)
+        new_mask = (area(mask) >= 0.5).float()
+        keep = new_mask.repeat_interleave(depth.shape[0] // mask.shape[0], dim=0) * (den > 0).float()
+        d[self.depth_key] = torch.where(keep > 0, num / den.clamp(min=1e-6), torch.zeros_like(num))
+        d[self.mask_key] = new_mask
+        return d
+
+
+class NormalizeRadiographd(ScaleIntensityRangePercentilesd):
+    """Robust radiograph normalisation: percentiles ``lower``..``upper`` of the image -> [0, 1], clipped.
+
+    Fits both unnormalised DRR line integrals and processed clinical radiographs (bone bright): a
+    different energy, gain or window lands in the same range.
+    """
+
+    def __init__(self, keys: KeysCollection = "image", lower: float = 1.0, upper: float = 99.5, allow_missing_keys: bool = False):
+        super().__init__(keys, lower=lower, upper=upper, b_min=0.0, b_max=1.0, clip=True, allow_missing_keys=allow_missing_keys)
+
+
+class RandHazed(RandomizableTransform, MapTransform):
+    """Scatter/veiling-glare haze: ``(1 - s) * img + s * blur(img)``, s ~ U(strength), blur sigma in pixels."""
+
+    def __init__(self, keys: KeysCollection = "image", prob: float = 0.3, strength: Sequence[float] = (0.05, 0.3), sigma_px: float = 16.0):
+        RandomizableTransform.__init__(self, prob)
+        MapTransform.__init__(self, keys)
+        self.strength = (float(strength[0]), float(strength[1]))
+        self.blur = GaussianSmooth(sigma=sigma_px)
+        self._s = 0.0
+
+    def randomize(self, data: object = None) -> None:
+        super().randomize(None)
+        self._s = self.R.uniform(*self.strength)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        self.randomize()
+        if not self._do_transform:
+            return d
+        for key in self.key_iterator(d):
+            img = d[key]
+            d[key] = (1.0 - self._s) * img + self._s * self.blur(img)
+        return d
+
+
+def lr_swap_permutation(bones: Sequence[str]) -> list[int]:
+    """Bone index permutation exchanging every ``*left*`` bone with its ``*right*`` partner."""
+    index = {b: i for i, b in enumerate(bones)}
+    perm = []
+    for b in bones:
+        partner = b.replace("left", "\0").replace("right", "left").replace("\0", "right")
+        perm.append(index.get(partner, index[b]))
+    return perm
+
+
+class RandFlipLRd(RandomizableTransform, MapTransform):
+    """Geometry-aware left-right flip along u (columns), with probability ``prob``.
+
+    Flips the image, depth and mask columns, mirrors the geometry (:meth:`Geometry.flipped_lr`),
+    and swaps the left/right bone channels (depth: both faces of a bone move together) so the
+    flipped sample shows the mirror-image patient with correctly named bones.
+    """
+
+    def __init__(
+        self,
+        image_keys: KeysCollection = "image",
+        depth_key: str = "depth",
+        mask_key: str = "mask",
+        geometry_key: str = "geometry",
+        prob: float = 0.5,
+    ):
+        RandomizableTransform.__init__(self, prob)
+        keys = [image_keys] if isinstance(image_keys, str) else list(image_keys)
+        MapTransform.__init__(self, keys + [depth_key, mask_key, geometry_key], allow_missing_keys=True)
+        self.image_keys, self.depth_key, self.mask_key, self.geometry_key = keys, depth_key, mask_key, geometry_key
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        self.randomize(None)
+        if not self._do_transform:
+            return d
+        geom: Geometry = d[self.geometry_key]
+        perm = lr_swap_permutation(geom.bones)
+        for key in self.image_keys:
+            if key in d:
+                d[key] = torch.flip(d[key], dims=(-1,))
+        if self.mask_key in d:
+            d[self.mask_key] = torch.flip(d[self.mask_key], dims=(-1,))[perm]
+        if self.depth_key in d:
+            faces = d[self.depth_key].shape[0] // len(perm)
+            depth_perm = [faces * p + f for p in perm for f in range(faces)]
+            d[self.depth_key] = torch.flip(d[self.depth_key], dims=(-1,))[depth_perm]
+        d[self.geometry_key] = geom.flipped_lr()
+        return d
+
+
+def check_sample_shapes(data: Mapping[Hashable, object], bones: int, keys: Sequence[str] = ("image", "depth", "mask")) -> None:
+    """Raise :class:`InputFileError` if image/depth/mask sizes or channel counts disagree (1, 2B, B channels)."""
+    expected = {keys[0]: 1, keys[1]: 2 * bones, keys[2]: bones}
+    shapes = {k: tuple(np.shape(data[k])) for k in keys if k in data}
+    sizes = {s[1:] for s in shapes.values()}
+    for k, s in shapes.items():
+        if s[0] != expected[k] or len(sizes) != 1:
+            source = getattr(data[k], "meta", {}).get("filename_or_obj", k)
+            raise InputFileError(source, f"{k} has shape {s}; expected {expected[k]} channels and one common size, got {shapes}")
+
+
+class CheckSampled(MapTransform):
+    """Validate a loaded sample's shapes with :func:`check_sample_shapes` (bad simulator output fails loudly)."""
+
+    def __init__(self, keys: KeysCollection = ("image", "depth", "mask"), bones: int = 3):
+        super().__init__(keys, allow_missing_keys=True)
+        self.bones = int(bones)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> Mapping[Hashable, object]:
+        check_sample_shapes(data, self.bones, tuple(self.keys))
+        return data

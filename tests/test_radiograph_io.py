@@ -1,0 +1,292 @@
+"""Radiograph reading: DICOM header variants, geometry resampling, PNG/TIFF/NIfTI, and every refusal."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+from scripts.files import InputFileError, write_nifti
+from scripts.geometry import Geometry
+from scripts.radiograph_io import iter_radiographs, load_radiograph, output_name, resample_to
+
+STD = Geometry(sid_mm=1000.0, pixel_spacing_mm=(2.0, 2.0), image_size=(64, 64))
+HYP = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def make_dicom(path, pixels, modality="DX", sop_class=DigitalXRayImageStorageForPresentation, bits_stored=16, **tags):
+    """Write a small single-frame DICOM radiograph; ``tags`` set (or, when None, omit) header attributes."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, ds.file_meta.MediaStorageSOPInstanceUID
+    ds.Modality = modality
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate = "Doe^Jane", "MRN123456", "19650101"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits_stored, bits_stored - 1, 0
+    ds.DistanceSourceToDetector = 1000.0
+    ds.ImagerPixelSpacing = [2.0, 2.0]
+    for k, v in tags.items():
+        if v is None:
+            if k in ds:
+                delattr(ds, k)
+        else:
+            setattr(ds, k, v)
+    ds.PixelData = np.ascontiguousarray(pixels, dtype=np.uint16).tobytes()
+    ds.save_as(str(path), enforce_file_format=True)
+    return ds
+
+
+def ramp(h=64, w=64, hi=1000):
+    return (np.arange(h * w).reshape(h, w) % hi + 1).astype(np.uint16)
+
+
+# ---------------------------------------------------------------------- DICOM intensity variants
+@HYP
+@given(
+    mono1=st.booleans(),
+    slope=st.sampled_from([0.5, 1.0, 2.0]),
+    intercept=st.sampled_from([-1024.0, 0.0, 100.0]),
+    bits=st.sampled_from([10, 12, 16]),
+    window=st.booleans(),
+)
+def test_dicom_intensity_pipeline(tmp_path, mono1, slope, intercept, bits, window):
+    rng = np.random.default_rng(0)
+    stored = rng.integers(0, 2**bits, size=(64, 64)).astype(np.uint16)
+    center, width = 2.0 ** (bits - 1) * slope + intercept, 2.0 ** (bits - 1) * slope
+    tags = dict(RescaleSlope=slope, RescaleIntercept=intercept)
+    if window:
+        tags.update(WindowCenter=center, WindowWidth=width)
+    if mono1:
+        tags["PhotometricInterpretation"] = "MONOCHROME1"
+    make_dicom(tmp_path / "a.dcm", stored, bits_stored=bits, **tags)
+    img, geom, info = load_radiograph(tmp_path / "a.dcm", STD)
+    # hand computation: modality LUT, then linear window (DICOM C.11.2.1.2), then inversion for MONOCHROME1
+    x = stored * slope + intercept
+    if window:
+        lo, hi = center - 0.5 - (width - 1) / 2, center - 0.5 + (width - 1) / 2
+        x = np.clip(((x - (center - 0.5)) / (width - 1) + 0.5), 0, 1)
+        x = np.where(stored * slope + intercept <= lo, 0, np.where(stored * slope + intercept > hi, 1, x))
+    if mono1:
+        x = x.max() + x.min() - x
+    assert geom == STD and img.dtype == np.float32 and info["photometric"] in ("MONOCHROME1", "MONOCHROME2")
+    corr = np.corrcoef(img.ravel(), x.ravel())[0, 1]
+    assert corr > 0.999  # same values up to the window's output scale
+
+
+def test_monochrome1_makes_bright_dark(tmp_path):
+    px = np.full((64, 64), 100, np.uint16)
+    px[20:40, 20:40] = 900  # in MONOCHROME1 high stored values display dark
+    make_dicom(tmp_path / "m1.dcm", px, PhotometricInterpretation="MONOCHROME1")
+    img, _, _ = load_radiograph(tmp_path / "m1.dcm", STD)
+    assert img[30, 30] < img[5, 5]
+
+
+# ---------------------------------------------------------------------- DICOM geometry variants
+def blob_image(native: Geometry, points_cam: np.ndarray, sigma_px=1.5) -> np.ndarray:
+    uv, _ = native.project(points_cam)
+    vv, uu = np.mgrid[: native.height, : native.width]
+    img = np.full((native.height, native.width), 10.0)
+    for u, v in uv:
+        img += 1000 * np.exp(-((uu - u) ** 2 + (vv - v) ** 2) / (2 * sigma_px**2))
+    return img
+
+
+def centroid(img, u, v, r=4):
+    ui, vi = int(round(u)), int(round(v))
+    patch = img[vi - r : vi + r + 1, ui - r : ui + r + 1] - np.median(img)
+    patch = np.clip(patch, 0, None)
+    vv, uu = np.mgrid[vi - r : vi + r + 1, ui - r : ui + r + 1]
+    return (patch * uu).sum() / patch.sum(), (patch * vv).sum() / patch.sum()
+
+
+POINTS = np.array([[0.0, 0.0, 900.0], [-25.0, 20.0, 880.0], [30.0, -18.0, 920.0], [20.0, 28.0, 900.0]])
+
+
+@HYP
+@given(
+    sid=st.floats(800, 1300),
+    su=st.floats(0.9, 1.6),
+    aniso=st.sampled_from([1.0, 1.25]),
+    mode=st.sampled_from(["imager", "pixel_mag", "pixel_sod", "pixel_plain", "argument"]),
+)
+def test_dicom_geometry_lands_points_where_projected(tmp_path, sid, su, aniso, mode):
+    sv = su * aniso
+    native = Geometry(sid_mm=sid, pixel_spacing_mm=(su, sv), image_size=(128, 112))
+    img = blob_image(native, POINTS)
+    sod, mag = 900.0, sid / 900.0
+    tags = {"DistanceSourceToDetector": sid, "ImagerPixelSpacing": None}
+    kwargs = {}
+    if mode == "imager":
+        tags["ImagerPixelSpacing"] = [sv, su]
+    elif mode == "pixel_mag":  # object-plane calibrated PixelSpacing with its magnification factor
+        tags.update(PixelSpacing=[sv / mag, su / mag], EstimatedRadiographicMagnificationFactor=mag)
+    elif mode == "pixel_sod":  # calibrated, factor from SID / SOD
+        tags.update(PixelSpacing=[sv / mag, su / mag], PixelSpacingCalibrationType="GEOMETRY", DistanceSourceToPatient=sod)
+    elif mode == "pixel_plain":  # uncalibrated: detector pitch
+        tags.update(PixelSpacing=[sv, su])
+    else:
+        tags["DistanceSourceToDetector"] = None
+        kwargs = dict(sid_mm=sid, pixel_spacing_mm=(su, sv))
+    make_dicom(tmp_path / "g.dcm", np.round(img).astype(np.uint16), **tags)
+    out, geom, info = load_radiograph(tmp_path / "g.dcm", STD, **kwargs)
+    assert out.shape == (64, 64) and geom == STD
+    assert info["native_geometry"]["pixel_spacing_mm"] == pytest.approx([su, sv], rel=1e-6)
+    expect, _ = STD.project(POINTS)
+    for (u, v) in expect:
+        cu, cv = centroid(out, u, v)
+        assert abs(cu - u) < 0.35 and abs(cv - v) < 0.35
+
+
+def test_resample_identity_and_coverage():
+    img = np.random.default_rng(1).random((64, 64)).astype(np.float32)
+    out, cov = resample_to(img, STD, STD)
+    np.testing.assert_allclose(out, img, atol=1e-5)
+    assert cov == 1.0
+    small = Geometry(sid_mm=1000.0, pixel_spacing_mm=(2.0, 2.0), image_size=(32, 64))  # half the width
+    _, cov = resample_to(np.ones((64, 32), np.float32), small, STD)
+    assert cov == pytest.approx(0.5, abs=0.02)
+
+
+def test_secondary_capture_accepted(tmp_path):
+    make_dicom(tmp_path / "sc.dcm", ramp(), modality="OT", sop_class=SecondaryCaptureImageStorage)
+    img, _, info = load_radiograph(tmp_path / "sc.dcm", STD)
+    assert info["format"] == "dicom" and img.std() > 0
+
+
+# ---------------------------------------------------------------------- refusals (each named)
+@pytest.mark.parametrize(
+    "kwargs, pixels, needle",
+    [
+        (dict(DistanceSourceToDetector=None), ramp(), "DistanceSourceToDetector (0018,1110); pass --sid_mm"),
+        (dict(ImagerPixelSpacing=None), ramp(), "ImagerPixelSpacing (0018,1164) and PixelSpacing (0028,0030); pass --pixel_spacing_mm"),
+        (dict(ImagerPixelSpacing=None, PixelSpacing=[1, 1], PixelSpacingCalibrationType="GEOMETRY"), ramp(), "EstimatedRadiographicMagnificationFactor"),
+        (dict(modality="CT", sop_class=CTImageStorage), ramp(), "modality CT"),
+        (dict(modality="MR"), ramp(), "modality MR"),
+        (dict(modality="OT"), ramp(), "modality OT"),  # OT only as secondary capture
+        (dict(PhotometricInterpretation="RGB"), ramp(), "photometric"),
+        (dict(), np.zeros((64, 64), np.uint16), "constant image"),
+        (dict(), np.full((64, 64), 7, np.uint16), "constant image"),
+        (dict(), ramp(32, 64), "too small"),
+    ],
+)
+def test_dicom_refusals(tmp_path, kwargs, pixels, needle):
+    kw = dict(kwargs)
+    modality = kw.pop("modality", "DX")
+    sop_class = kw.pop("sop_class", DigitalXRayImageStorageForPresentation)
+    make_dicom(tmp_path / "bad.dcm", pixels, modality=modality, sop_class=sop_class, **kw)
+    with pytest.raises(InputFileError) as e:
+        load_radiograph(tmp_path / "bad.dcm", STD)
+    assert needle in str(e.value) and "bad.dcm" in str(e.value)
+
+
+def test_multiframe_volume_refused(tmp_path):
+    ds = make_dicom(tmp_path / "mf.dcm", ramp(), NumberOfFrames=2)
+    ds.PixelData = np.concatenate([ramp(), ramp()]).tobytes()
+    ds.save_as(str(tmp_path / "mf.dcm"), enforce_file_format=True)
+    with pytest.raises(InputFileError, match="multi-frame"):
+        load_radiograph(tmp_path / "mf.dcm", STD)
+
+
+def test_huge_dicom_refused_before_decoding(tmp_path):
+    ds = make_dicom(tmp_path / "huge.dcm", ramp())
+    ds.Rows, ds.Columns = 9000, 9000  # header only; pixel data would be 162 MB, never decoded
+    ds.save_as(str(tmp_path / "huge.dcm"), enforce_file_format=True)
+    with pytest.raises(InputFileError, match="too large"):
+        load_radiograph(tmp_path / "huge.dcm", STD)
+
+
+def test_nan_pixels_refused(tmp_path):
+    make_dicom(tmp_path / "nan.dcm", ramp(), RescaleSlope=float("nan"), RescaleIntercept=0.0)
+    with pytest.raises(InputFileError, match="NaN or Inf"):
+        load_radiograph(tmp_path / "nan.dcm", STD)
+
+
+def test_corrupt_and_truncated_dicom(tmp_path):
+    (tmp_path / "junk.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 40)
+    with pytest.raises(InputFileError, match="junk.dcm"):
+        load_radiograph(tmp_path / "junk.dcm", STD)
+    (tmp_path / "text.dcm").write_text("not dicom at all")
+    with pytest.raises(InputFileError, match="not a DICOM"):
+        load_radiograph(tmp_path / "text.dcm", STD)
+    make_dicom(tmp_path / "t.dcm", ramp())
+    data = (tmp_path / "t.dcm").read_bytes()
+    (tmp_path / "t.dcm").write_bytes(data[: len(data) - 3000])
+    with pytest.raises(InputFileError, match="t.dcm"):
+        load_radiograph(tmp_path / "t.dcm", STD)
+
+
+# ---------------------------------------------------------------------- PNG / TIFF / NIfTI
+def test_png_16bit_standard_size_and_resampled(tmp_path):
+    px = ramp(64, 64, hi=60000)
+    Image.fromarray(px).save(tmp_path / "a.png")
+    img, geom, info = load_radiograph(tmp_path / "a.png", STD)
+    np.testing.assert_allclose(img, px.astype(np.float32))
+    assert geom == STD and info["format"] == "png"
+    Image.fromarray(ramp(128, 128, hi=250).astype(np.uint8)).save(tmp_path / "b.tif")
+    with pytest.raises(InputFileError, match="pass --pixel_spacing_mm"):
+        load_radiograph(tmp_path / "b.tif", STD)
+    img, _, info = load_radiograph(tmp_path / "b.tif", STD, pixel_spacing_mm=1.0)  # 128 px x 1 mm -> 64 px x 2 mm
+    assert img.shape == (64, 64) and info["coverage"] == 1.0 and info["format"] == "tiff"
+
+
+def test_png_gray_rgb_accepted_colour_refused(tmp_path):
+    g = ramp(64, 64, hi=250).astype(np.uint8)
+    Image.fromarray(np.stack([g] * 3, -1)).save(tmp_path / "gray_rgb.png")
+    img, _, _ = load_radiograph(tmp_path / "gray_rgb.png", STD)
+    np.testing.assert_array_equal(img, g.astype(np.float32))
+    rgb = np.stack([g, g, np.roll(g, 1)], -1)
+    Image.fromarray(rgb).save(tmp_path / "colour.png")
+    with pytest.raises(InputFileError, match="colour"):
+        load_radiograph(tmp_path / "colour.png", STD)
+    Image.fromarray(g[:40, :40]).save(tmp_path / "tiny.png")
+    with pytest.raises(InputFileError, match="too small"):
+        load_radiograph(tmp_path / "tiny.png", STD)
+    (tmp_path / "cut.png").write_bytes((tmp_path / "colour.png").read_bytes()[:100])
+    with pytest.raises(InputFileError, match="cut.png"):
+        load_radiograph(tmp_path / "cut.png", STD)
+
+
+def test_nifti_uses_its_own_geometry(tmp_path):
+    g = Geometry(sid_mm=1100.0, pixel_spacing_mm=(1.5, 1.5), image_size=(70, 66))
+    case = tmp_path / "case_0001_p0"
+    img = np.random.default_rng(2).random((66, 70)).astype(np.float32)
+    write_nifti(case / "image.nii.gz", img)
+    with pytest.raises(InputFileError, match="missing geometry.json"):
+        load_radiograph(case / "image.nii.gz", STD)
+    g.save(case / "geometry.json")
+    out, geom, info = load_radiograph(case / "image.nii.gz", STD)
+    np.testing.assert_array_equal(out, img)
+    assert geom == g and info["format"] == "nifti"
+
+
+# ---------------------------------------------------------------------- iteration and names
+def test_iter_radiographs_and_output_names(tmp_path):
+    (tmp_path / "in").mkdir()
+    ds = make_dicom(tmp_path / "in" / "Doe_Jane_19650101.dcm", ramp())
+    ds.save_as(str(tmp_path / "in" / "IM000001"), enforce_file_format=True)  # same SOP UID, no suffix
+    case = tmp_path / "in" / "case_0002_p1"
+    write_nifti(case / "image.nii.gz", np.ones((4, 4), np.float32))
+    write_nifti(case / "depth.nii.gz", np.ones((4, 4, 6), np.float32))
+    Image.fromarray(ramp(64, 64, 250).astype(np.uint8)).save(case / "preview.png")
+    STD.save(case / "geometry.json")
+    Image.fromarray(ramp(64, 64, 250).astype(np.uint8)).save(tmp_path / "in" / "hip_ap.png")
+    (tmp_path / "in" / "notes.txt").write_text("x")
+    found = list(iter_radiographs(tmp_path / "in"))
+    names = sorted(p.name for p in found)
+    assert names == ["Doe_Jane_19650101.dcm", "hip_ap.png", "image.nii.gz"]
+    assert output_name(case / "image.nii.gz") == "case_0002_p1"
+    assert output_name(tmp_path / "in" / "hip_ap.png") == "hip_ap"
+    dname = output_name(tmp_path / "in" / "Doe_Jane_19650101.dcm", ds)
+    assert dname.startswith("rg_") and "Doe" not in dname and "1965" not in dname
+    assert dname == output_name(tmp_path / "in" / "IM_20240101", ds)  # hash of the SOP Instance UID, not of the name
+    assert output_name(tmp_path / "jane_left_hip.dcm", ds).startswith("rg_")  # patient name token in the file name
+    assert output_name(tmp_path / "MRN123456.dcm").startswith("rg_")  # long number

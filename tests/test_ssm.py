@@ -1,0 +1,176 @@
+"""Shape model: Procrustes, PCA variance, storage, CLI, registration and fitting to partial dual-face points."""
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from scripts import ssm
+from scripts.files import InputFileError
+from scripts.geometry import STANDARD_AP_ROTATION, Geometry, rotation_matrix
+from scripts.meshing import masked_points
+from scripts.surface_metrics import surface_metrics
+
+SPHERE = trimesh.creation.icosphere(3)
+
+
+def random_shape(rng):
+    """Template-deformed ellipsoid (642 vertices, mm): random axes plus smooth bumps."""
+    x, y, z = SPHERE.vertices.T
+    radii = np.array([60.0, 30.0, 22.0]) * (1 + 0.15 * rng.standard_normal(3))
+    bump = 1 + 0.12 * rng.standard_normal() * x * y + 0.1 * rng.standard_normal() * z**2 + 0.08 * rng.standard_normal() * x
+    return SPHERE.vertices * radii * bump[:, None]
+
+
+def rigid(rng, angle_sd=8.0, shift_sd=20.0):
+    m = np.eye(4)
+    m[:3, :3] = rotation_matrix(rng.normal(0, angle_sd, 3))
+    m[:3, 3] = rng.normal(0, shift_sd, 3)
+    return m
+
+
+def posed(v, m):
+    return v @ m[:3, :3].T + m[:3, 3]
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    rng = np.random.default_rng(0)
+    return [posed(random_shape(rng), rigid(rng)) for _ in range(20)], random_shape(rng)
+
+
+def dual_face_points(mesh, geometry):
+    """Front/back points seen through ``geometry`` (ray casting), as the meshing module would back-project them."""
+    dirs = geometry.ray_directions(dtype=torch.float64).numpy().reshape(-1, 3)
+    loc, ray, _ = mesh.ray.intersects_location(np.zeros_like(dirs), dirs, multiple_hits=True)
+    depth = np.linalg.norm(loc, axis=1)
+    front, back = np.full(len(dirs), np.inf), np.zeros(len(dirs))
+    np.minimum.at(front, ray, depth)
+    np.maximum.at(back, ray, depth)
+    mask = np.isfinite(front)
+    front[~mask] = 0
+    shape = (geometry.height, geometry.width)
+    return masked_points(front.reshape(shape), back.reshape(shape), mask.reshape(shape), geometry), mask.reshape(shape)
+
+
+def test_procrustes_removes_pose():
+    rng = np.random.default_rng(1)
+    base = random_shape(rng)
+    shapes = np.stack([posed(base, rigid(rng, 20, 50)) for _ in range(5)])
+    aligned = ssm.generalized_procrustes(shapes)
+    assert np.abs(aligned - aligned[0]).max() < 1e-6
+    # the first shape's orientation is kept (gauge), only centred
+    assert np.allclose(aligned[0], shapes[0] - shapes[0].mean(0), atol=1e-6)
+    scaled = shapes * np.array([1.0, 1.2, 0.8, 1.1, 0.9])[:, None, None]
+    assert np.abs(np.diff(ssm.generalized_procrustes(scaled, scale=True), axis=0)).max() < 1e-6
+    assert np.abs(np.diff(ssm.generalized_procrustes(scaled, scale=False), axis=0)).max() > 1.0
+
+
+def test_variance_threshold_and_modes(cohort):
+    shapes, _ = cohort
+    full = ssm.build_shape_model(np.stack(shapes), SPHERE.faces, variance=1.0)
+    model = ssm.build_shape_model(np.stack(shapes), SPHERE.faces, variance=0.98)
+    frac = np.cumsum(full.variances) / full.variances.sum()
+    k = model.n_modes
+    assert frac[k - 1] >= 0.98 and (k == 1 or frac[k - 2] < 0.98)
+    assert full.n_modes <= len(shapes) - 1
+    flat = full.modes.reshape(full.n_modes, -1)
+    assert np.allclose(flat @ flat.T, np.eye(full.n_modes), atol=1e-8)
+    # the training shapes' coordinates along each mode have the stored variance
+    aligned = ssm.generalized_procrustes(np.stack(shapes)).reshape(len(shapes), -1)
+    coords = (aligned - full.mean.reshape(-1)) @ flat.T
+    assert np.allclose(coords.var(0, ddof=1), full.variances, rtol=1e-6)
+    # and with all modes each training shape is reproduced exactly from its coefficients
+    assert np.allclose(full.shape(coords[3] / np.sqrt(full.variances)), aligned[3].reshape(-1, 3), atol=1e-6)
+
+
+def test_save_load_roundtrip(tmp_path, cohort):
+    shapes, _ = cohort
+    model = ssm.build_shape_model(np.stack(shapes), SPHERE.faces)
+    path = tmp_path / "ssm.npz"
+    ssm.save_shape_models(path, {"pelvis": model}, {"note": "test"})
+    with np.load(path, allow_pickle=False) as z:
+        assert "pelvis/modes" in z.files
+    loaded = ssm.ShapeModel.load(path, "pelvis")
+    coeffs = np.array([1.0, -0.5] + [0.0] * (model.n_modes - 2))
+    pose = rigid(np.random.default_rng(3))
+    assert np.allclose(loaded.instance(coeffs, pose)[0], model.instance(coeffs, pose)[0])
+    assert ssm.load_shape_models(path)[1]["note"] == "test"
+    with pytest.raises(InputFileError, match="femur_left"):
+        ssm.ShapeModel.load(path, "femur_left")
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(InputFileError, match="bad.npz"):
+        ssm.load_shape_models(tmp_path / "bad.npz")
+
+
+def test_fit_reproduces_training_shape(cohort):
+    shapes, _ = cohort
+    model = ssm.build_shape_model(np.stack(shapes), SPHERE.faces)
+    pose = np.eye(4)
+    pose[:3, :3], pose[:3, 3] = rotation_matrix([3, -2, 4]) @ STANDARD_AP_ROTATION, [10.0, -5.0, 950.0]
+    target = posed(shapes[4], pose)
+    fit = ssm.fit_shape_model(model, target, regularisation_mm2=1e-4, trim_fraction=0.0)
+    assert fit.rms_mm < 0.3
+    truth = trimesh.Trimesh(target, SPHERE.faces)
+    assert surface_metrics(fit.mesh(), truth, spacing_mm=3.0)["assd_mm"] < 0.3
+
+
+def test_fit_partial_points_beats_mean_shape(cohort):
+    shapes, held_out = cohort
+    model = ssm.build_shape_model(np.stack(shapes), SPHERE.faces)
+    geometry = Geometry(sid_mm=1100.0, pixel_spacing_mm=(4.0, 4.0), image_size=(64, 64))
+    pose = np.eye(4)
+    pose[:3, :3], pose[:3, 3] = rotation_matrix([5, -4, 3]) @ STANDARD_AP_ROTATION, [100.0, 10.0, 950.0]
+    truth = trimesh.Trimesh(posed(held_out, pose), SPHERE.faces)
+    points, mask = dual_face_points(truth, geometry)
+    assert mask[:, -1].any()  # the shape runs off the image: partial view
+    assert geometry.in_field_of_view(points).all()
+    fit = ssm.fit_shape_model(model, points, geometry=geometry)
+    mean_fit = ssm.fit_shape_model(model, points, geometry=geometry, n_rigid_iterations=30)
+    assert np.allclose(mean_fit.coeffs, 0)
+    err_fit = surface_metrics(fit.mesh(), truth, spacing_mm=3.0)["assd_mm"]
+    err_mean = surface_metrics(mean_fit.mesh(), truth, spacing_mm=3.0)["assd_mm"]
+    assert err_fit < 0.6 * err_mean and err_fit < 2.0
+    assert fit.rms_mm < 1.0 and 0.85 < fit.inlier_fraction <= 1.0
+
+
+def write_cases(root, meshes):
+    for i, mesh in enumerate(meshes):
+        (root / f"case_{i:03d}" / "meshes").mkdir(parents=True)
+        mesh.export(root / f"case_{i:03d}" / "meshes" / "pelvis.ply")
+
+
+def test_cli_build_and_bad_topology(tmp_path, cohort, capsys):
+    shapes, _ = cohort
+    write_cases(tmp_path / "cases", [trimesh.Trimesh(s, SPHERE.faces, process=False) for s in shapes[:6]])
+    out = tmp_path / "models" / "ssm.npz"
+    assert ssm.main(["build", "--cases", str(tmp_path / "cases"), "--out", str(out), "--bones", "pelvis"]) == 0
+    models, meta = ssm.load_shape_models(out)
+    assert meta["n_training"] == 6 and models["pelvis"].mean.shape == (642, 3)
+    assert out.with_suffix(".png").exists()
+    odd = trimesh.creation.icosphere(2, radius=40.0)
+    odd.export(tmp_path / "cases" / "case_003" / "meshes" / "pelvis.ply")
+    assert ssm.main(["build", "--cases", str(tmp_path / "cases"), "--out", str(tmp_path / "x.npz"), "--bones", "pelvis"]) == 1
+    assert "case_003" in capsys.readouterr().err and not (tmp_path / "x.npz").exists()
+
+
+def test_register_brings_meshes_into_correspondence(tmp_path):
+    rng = np.random.default_rng(5)
+    template = trimesh.creation.icosphere(2, radius=30.0)
+    targets = []
+    for _ in range(3):
+        t = trimesh.creation.icosphere(3)  # different topology from the template
+        t.vertices *= np.array([45.0, 30.0, 22.0]) * (1 + 0.1 * rng.standard_normal(3))
+        t.apply_transform(rigid(rng, 5, 5))
+        targets.append(t)
+    registered = ssm.register_to_template(template, targets[0])
+    assert registered.shape == template.vertices.shape
+    assert trimesh.proximity.closest_point(targets[0], registered)[1].mean() < 1.0
+    write_cases(tmp_path / "cases", targets)
+    (tmp_path / "tmpl").mkdir()
+    template.export(tmp_path / "tmpl" / "pelvis.ply")
+    out = tmp_path / "ssm.npz"
+    args = ["build", "--cases", str(tmp_path / "cases"), "--out", str(out), "--bones", "pelvis", "--register", "--template", str(tmp_path / "tmpl")]
+    assert ssm.main(args) == 0
+    model = ssm.ShapeModel.load(out, "pelvis")
+    assert model.mean.shape == template.vertices.shape and model.n_modes >= 1
