@@ -106,6 +106,19 @@ def line_integrals(
     return out.reshape(geometry.height, geometry.width)
 
 
+def coarsen(mu: torch.Tensor, affine: np.ndarray, min_voxel_mm: float) -> tuple[torch.Tensor, np.ndarray]:
+    """Average-pool ``mu`` (I, J, K) by integer factors so voxels reach about ``min_voxel_mm``; adjusted affine."""
+    spacing = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+    f = np.maximum(1, np.floor(min_voxel_mm / spacing + 1e-6)).astype(int)
+    if np.all(f == 1):
+        return mu, np.asarray(affine)
+    pooled = F.avg_pool3d(mu[None, None], tuple(int(x) for x in f), ceil_mode=True, count_include_pad=False)[0, 0]
+    scale = np.eye(4)
+    scale[:3, :3] = np.diag(f)
+    scale[:3, 3] = (f - 1) / 2.0
+    return pooled, np.asarray(affine) @ scale
+
+
 def render_drr(
     hu: np.ndarray | torch.Tensor,
     affine: np.ndarray,

@@ -9,7 +9,7 @@ channels followed by mask channels).
 from __future__ import annotations
 
 import torch
-from monai.losses import DiceCELoss
+from monai.losses import DiceLoss
 from torch import nn
 
 from scripts.networks import front_face_channels, masked_mean_depth, split_output
@@ -82,7 +82,7 @@ class DualFaceDepthLoss(nn.Module):
     ``faces=1`` only the front faces are supervised (the single-face baseline).
 
     loss = depth_weight * depth_loss(depth, target depth, face masks)
-         + mask_weight * DiceCE(mask logits, masks) + centre_weight * L1(centre, mean masked depth) [mm].
+         + mask_weight * (Dice + BCE)(mask logits, masks) + centre_weight * L1(centre, mean masked depth) [mm].
 
     Args:
         bones: number of bones B.
@@ -103,7 +103,9 @@ class DualFaceDepthLoss(nn.Module):
         super().__init__()
         self.bones, self.faces = int(bones), int(faces)
         self.depth_loss = depth_loss if depth_loss is not None else CASILoss()
-        self.mask_loss = DiceCELoss(sigmoid=True, include_background=True, squared_pred=False)
+        # multi-label (bones overlap): sigmoid Dice + BCE (MONAI's DiceCELoss uses softmax CE for C > 1)
+        self.dice_loss = DiceLoss(sigmoid=True, include_background=True)
+        self.bce_loss = nn.BCEWithLogitsLoss()
         self.centre_loss = CentreDepthLoss()
         self.weights = (float(depth_weight), float(mask_weight), float(centre_weight))
 
@@ -114,7 +116,7 @@ class DualFaceDepthLoss(nn.Module):
         wd, wm, wc = self.weights
         return (
             wd * self.depth_loss(out["depth"], target, face_mask)
-            + wm * self.mask_loss(out["mask_logits"], target_mask)
+            + wm * (self.dice_loss(out["mask_logits"], target_mask) + self.bce_loss(out["mask_logits"], target_mask))
             + wc * self.centre_loss(out["centre"], target, face_mask)
         )
 

@@ -96,10 +96,10 @@ def pelvis_sdf(p: np.ndarray) -> np.ndarray:
     block = np.maximum(block, (q - h) @ CUP_AXIS)
     pubis_ischium = _union(
         6.0,
-        _round_cone(q, h + (-18, 18, -6), (18, 42, -18), 12, 9),  # superior pubic ramus
+        _round_cone(q, h + (-24, 16, -8), (18, 42, -18), 12, 9),  # superior pubic ramus
         _ellipsoid(q, (13, 44, -28), (10, 11, 21)),  # pubic body (symphysis between the two)
         _round_cone(q, (17, 38, -44), (50, -12, -58), 8, 9),  # inferior pubic ramus
-        _round_cone(q, h + (-12, -16, -18), (56, -22, -55), 15, 12),  # ischium
+        _round_cone(q, h + (-22, -14, -22), (56, -22, -55), 14, 12),  # ischium
         _ellipsoid(q, (56, -22, -60), (12, 15, 16)),  # ischial tuberosity
     )
     hemi = _union(7.0, ilium, block, pubis_ischium)

@@ -35,7 +35,7 @@ import yaml  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from scripts.depth_maps import depth_maps  # noqa: E402
-from scripts.drr import hu_to_mu, line_integrals  # noqa: E402
+from scripts.drr import coarsen, hu_to_mu, line_integrals  # noqa: E402
 from scripts.files import InputFileError, atomic_dir, atomic_path, read_json, write_json, write_nifti  # noqa: E402
 from scripts.geometry import STANDARD_GEOMETRY_FILE, Geometry, GeometryError, standard_ap_pose  # noqa: E402
 from scripts.radiograph_style import style_radiograph  # noqa: E402
@@ -137,6 +137,7 @@ class LoadedCase:
     ct: Volume
     labels: Volume
     mu: torch.Tensor
+    mu_affine: np.ndarray
     center: np.ndarray
 
 
@@ -145,7 +146,8 @@ def load_case(case: Case, label_map: dict[int, int], cfg: dict, device: torch.de
     ct = read_ct(case.ct)
     labels = read_labels(case.labels, ct, label_map)
     mu = hu_to_mu(torch.as_tensor(ct.array, device=device), cfg["drr"]["energy_kev"], cfg["drr"]["bone_enhancement"])
-    return LoadedCase(case, ct, labels, mu, bones_center(labels))
+    mu, mu_affine = coarsen(mu, ct.affine, cfg["drr"]["min_voxel_mm"])
+    return LoadedCase(case, ct, labels, mu, mu_affine, bones_center(labels))
 
 
 def render_sample(lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose: int, device: torch.device | str) -> dict:
@@ -153,8 +155,8 @@ def render_sample(lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose
     name = lc.case.name
     rot, trans = pose_parameters(name, pose, seed, cfg["pose"])
     geom = geometry.with_pose(standard_ap_pose(lc.center, cfg["source_to_object_mm"], rot, trans))
-    step = cfg["drr"]["step_voxels"] * float(lc.ct.spacing.min())
-    drr = line_integrals(lc.mu, lc.ct.affine, geom, step)
+    step = cfg["drr"]["step_voxels"] * float(np.linalg.norm(lc.mu_affine[:3, :3], axis=0).min())
+    drr = line_integrals(lc.mu, lc.mu_affine, geom, step)
     gen = torch.Generator().manual_seed(int(_stable_unit("style", seed, name, pose) * 2**62))
     image, style = style_radiograph(drr, cfg["style"], gen)
     depth, mask = depth_maps(lc.labels.array, lc.ct.affine, geom, geom.bones, cfg["depth"]["step_voxels"], device)

@@ -174,7 +174,7 @@ def register_to_template(template: trimesh.Trimesh, target: trimesh.Trimesh, smo
     decreasing through ``smoothness``.
     """
     initial = np.eye(4)
-    initial[:3, 3] = target.center_mass - template.center_mass if target.is_volume else target.centroid - template.centroid
+    initial[:3, 3] = target.centroid - template.centroid
     rigid, _, _ = trimesh.registration.icp(template.vertices, target, initial=initial, max_iterations=50, reflection=False, scale=False)
     moved = template.copy()
     moved.apply_transform(rigid)

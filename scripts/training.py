@@ -51,5 +51,5 @@ class LossProgressBar(ProgressBar):
     """ignite tqdm ProgressBar showing the iteration loss; ``attach(engine)`` as MONAI handlers expect."""
 
     def attach(self, engine: Engine, *args, **kwargs) -> None:  # type: ignore[override]
-        kwargs.setdefault("output_transform", lambda out: {"loss": from_engine(["loss"], first=True)(out)[0]})
+        kwargs.setdefault("output_transform", lambda out: {"loss": from_engine(["loss"], first=True)(out)})
         super().attach(engine, *args, **kwargs)

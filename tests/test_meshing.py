@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+import trimesh
 
 from scripts.geometry import Geometry
 from scripts.meshing import dual_face_mesh, grid_triangles, masked_points
@@ -47,7 +48,7 @@ def test_ellipsoid_watertight_and_border_open():
     mesh = dual_face_mesh(front, back, mask, GEOMETRY)
     assert not mesh.is_watertight
     u, _ = GEOMETRY.project(mesh.vertices)[0].T
-    boundary = mesh.edges[__import__("trimesh").grouping.group_rows(mesh.edges_sorted, require_count=1)]
+    boundary = mesh.edges[trimesh.grouping.group_rows(mesh.edges_sorted, require_count=1)]
     assert len(boundary) > 0
     # every open edge lies on the last image column
     assert np.allclose(u[boundary], GEOMETRY.width - 1, atol=1e-6)

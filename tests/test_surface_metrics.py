@@ -10,7 +10,7 @@ GEOMETRY = Geometry(sid_mm=1100.0, pixel_spacing_mm=(3.125, 3.125), image_size=(
 
 
 def sphere(radius, centre=(0.0, 0.0, 0.0)):
-    return trimesh.creation.icosphere(5, radius=radius).apply_translation(centre)
+    return trimesh.creation.icosphere(4, radius=radius).apply_translation(centre)
 
 
 def test_concentric_spheres():
@@ -24,18 +24,11 @@ def test_shifted_sphere_matches_integral():
     # distance from the point at polar angle theta (cos uniform on a sphere) to the shifted sphere
     c = np.linspace(-1, 1, 200001)
     dist = np.abs(np.sqrt(r * r + delta * delta - 2 * r * delta * c) - r)
-    m = surface_metrics(sphere(r), sphere(r, (delta, 0.0, 0.0)), spacing_mm=0.5)
+    m = surface_metrics(sphere(r), sphere(r, (delta, 0.0, 0.0)), spacing_mm=0.7)
     assert abs(m["assd_mm"] - dist.mean()) < 0.03
     assert abs(m["chamfer_mm"] - dist.mean()) < 0.03  # equal areas: Chamfer = ASSD
     assert abs(m["hd95_mm"] - np.percentile(dist, 95)) < 0.05
     assert abs(m["hd_mm"] - delta) < 0.05
-
-
-def test_assd_is_area_weighted_chamfer_is_not():
-    small, large = sphere(10.0), sphere(20.0)
-    m = surface_metrics(small, large, spacing_mm=0.5)
-    # all distances are 10 mm both ways, so both agree; add an identical far-away part to one side
-    assert abs(m["assd_mm"] - 10.0) < 0.05 and abs(m["chamfer_mm"] - 10.0) < 0.05
 
 
 def test_cone_clipping():

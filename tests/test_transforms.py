@@ -54,7 +54,7 @@ def write_sphere_dataset(root: Path, n_cases: int = 2, size: int = 64, seed: int
         geom.save(out / "geometry.json")
         entries.append({k: f"{name}/{k}.{'json' if k == 'geometry' else 'nii.gz'}" for k in ("image", "depth", "mask", "geometry")} | {"case": f"case_{case:04d}", "pose": 0})
         truth[name] = spheres
-    (root / "datalist.json").write_text(json.dumps({"training": entries, "validation": entries[:1], "test": entries[:1]}))
+    (root / "datalist.json").write_text(json.dumps({"training": entries, "validation": entries, "test": entries[:1]}))
     return truth
 
 

@@ -1,0 +1,75 @@
+"""Simulator speed (2 threads): seconds per 256x256 sample (DRR + dual-face depth, 3 bones, masks), DRR alone, peak memory.
+
+    python benchmarks/bench_simulate.py [--phantom-dir DIR] [--repeats 3]
+
+Cases: the shared real CT (threshold labels) when ../shared exists, and a 1 mm phantom made with
+``python -m scripts.phantom`` when that module exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from scripts.depth_maps import depth_maps  # noqa: E402
+from scripts.drr import coarsen, hu_to_mu, line_integrals  # noqa: E402
+from scripts.geometry import Geometry, standard_ap_pose  # noqa: E402
+from scripts.simulate import load_config  # noqa: E402
+from scripts.volumes import Volume, bones_center, read_ct, read_labels, threshold_labels  # noqa: E402
+
+REAL_CT = ROOT.parent / "shared" / "data" / "real_ct" / "example_ct.nii.gz"
+
+
+def bench(name: str, ct: Volume, labels, repeats: int) -> None:
+    cfg = load_config()
+    g = Geometry.standard()
+    geom = g.with_pose(standard_ap_pose(bones_center(Volume(labels, ct.affine)), 950.0, [3, -4, 5], [5, 5, 10]))
+    mu = hu_to_mu(torch.as_tensor(ct.array), cfg["drr"]["energy_kev"], cfg["drr"]["bone_enhancement"])
+    mu, affine = coarsen(mu, ct.affine, cfg["drr"]["min_voxel_mm"])
+    step = cfg["drr"]["step_voxels"] * float(np.linalg.norm(affine[:3, :3], axis=0).min())
+    line_integrals(mu, affine, geom, step)  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        line_integrals(mu, affine, geom, step)
+    t_drr = (time.perf_counter() - t0) / repeats
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        line_integrals(mu, affine, geom, step)
+        depth_maps(labels, ct.affine, geom, step_voxels=cfg["depth"]["step_voxels"])
+    t_all = (time.perf_counter() - t0) / repeats
+    print(f"| {name} | {ct.array.shape} @ {ct.spacing.round(2).tolist()} mm | {t_all:.2f} | {t_drr:.2f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--phantom-dir", default=None)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    print("| case | CT voxels @ spacing | s / sample (DRR + depth + masks) | s / DRR |")
+    print("|---|---|---|---|")
+    if REAL_CT.exists():
+        ct = read_ct(REAL_CT)
+        bench("shared real CT (threshold labels)", ct, threshold_labels(ct), args.repeats)
+    if (ROOT / "scripts" / "phantom.py").exists():
+        d = Path(args.phantom_dir or tempfile.mkdtemp())
+        if not (d / "case_0000").exists():
+            subprocess.run([sys.executable, "-m", "scripts.phantom", "--n", "1", "--out", str(d), "--seed", "0", "--spacing", "1.0"], cwd=ROOT, check=True)
+        ct = read_ct(d / "case_0000" / "ct.nii.gz")
+        bench("1 mm phantom", ct, read_labels(d / "case_0000" / "labels.nii.gz", ct).array, args.repeats)
+    print(f"peak memory (max RSS): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

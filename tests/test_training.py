@@ -1,0 +1,189 @@
+"""Network, metrics and the training workflow (MONAI bundle configs) end to end on tiny sphere data."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from ignite.engine import Engine, Events
+from monai.bundle import ConfigWorkflow
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_transforms import write_sphere_dataset  # noqa: E402
+
+from scripts.metrics import DepthMAE, MaskDice  # noqa: E402
+from scripts.networks import DualFaceDepthNet, absolute_depth, split_output  # noqa: E402
+from scripts.plot_training import plot_training  # noqa: E402
+from scripts.training import latest_checkpoint, load_datalist  # noqa: E402
+from scripts.files import InputFileError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAIN = str(ROOT / "configs" / "train.yaml")
+META = str(ROOT / "configs" / "metadata.json")
+TINY = {"image_size": 64, "batch_size": 2, "val_batch_size": 2, "features": [4, 4, 8, 8, 16, 4]}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("spheres")
+    write_sphere_dataset(root, n_cases=2, size=64)
+    return root
+
+
+def workflow(dataset: Path, run_dir: Path, configs: tuple[str, ...] = (), **override) -> ConfigWorkflow:
+    """Tiny workflow writing into ``run_dir``; the best model goes to run_dir/models unless a variant decides."""
+    if not configs:
+        override.setdefault("ckpt_dir", str(run_dir / "models"))
+    wf = ConfigWorkflow(
+        config_file=[TRAIN, *[str(ROOT / c) for c in configs]],
+        meta_file=META,
+        workflow_type="train",
+        dataset_dir=str(dataset),
+        output_dir=str(run_dir),
+        **(TINY | override),
+    )
+    wf.initialize()
+    return wf
+
+
+# ---------------------------------------------------------------------------------------- network
+@pytest.mark.parametrize("faces,shape", [(2, (64, 64)), (1, (32, 48))])
+def test_network_output_layout(faces, shape):
+    net = DualFaceDepthNet(faces=faces).eval()
+    with torch.no_grad():
+        out = net(torch.rand(2, 1, *shape))
+    assert out.shape == (2, faces * 3 + 3 + 1, *shape)
+    parts = split_output(out, 3, faces)
+    assert parts["depth"].shape[1] == faces * 3 and parts["mask_logits"].shape[1] == 3 and parts["centre"].shape == (2,)
+    assert torch.allclose(out[:, -1], parts["centre"][:, None, None].expand(2, *shape))  # one scalar per image
+    assert sum(p.numel() for p in net.parameters()) * 4 < 4e6  # < 4 MB of float32 weights: fits in git
+    scripted = torch.jit.script(net)
+    torch.testing.assert_close(scripted(torch.ones(1, 1, *shape)), net(torch.ones(1, 1, *shape)))
+
+
+def test_absolute_depth_hand_computed():
+    depth = torch.tensor([[[[10.0, 20.0], [30.0, 99.0]]]])
+    weights = torch.tensor([[[[1.0, 1.0], [1.0, 0.0]]]])
+    # masked mean 20, centre 950: every pixel moves by 930; a sample with no weights is left alone
+    torch.testing.assert_close(absolute_depth(depth, weights, torch.tensor([950.0])), depth + 930.0)
+    torch.testing.assert_close(absolute_depth(depth, 0 * weights, torch.tensor([950.0])), depth)
+
+
+# ---------------------------------------------------------------------------------------- metrics
+def _run_metrics(pred: torch.Tensor, label: torch.Tensor) -> dict:
+    engine = Engine(lambda e, batch: batch)
+    for name, metric in {"mae": DepthMAE("centre"), "oracle": DepthMAE("oracle"), "raw": DepthMAE("raw"), "dice": MaskDice()}.items():
+        metric.attach(engine, name)
+    engine.run([(pred, label)], max_epochs=1)
+    return engine.state.metrics
+
+
+def test_metrics_hand_computed():
+    mask = torch.zeros(1, 3, 4, 4)
+    mask[0, 0] = 1.0  # only the pelvis present
+    depth = torch.zeros(1, 6, 4, 4)
+    depth[0, 0], depth[0, 1] = 1000.0, 1100.0
+    label = torch.cat([depth, mask], 1)
+    # prediction: depth 10 mm too deep everywhere, centre estimate 1053 (truth 1050), perfect mask
+    pred = torch.cat([depth + 10.0, 40.0 * mask - 20.0, torch.full((1, 1, 4, 4), 1053.0)], 1)
+    m = _run_metrics(pred, label)
+    assert m["raw"] == pytest.approx(10.0) and m["oracle"] == pytest.approx(0.0, abs=1e-6)
+    assert m["mae"] == pytest.approx(3.0, abs=1e-4)  # shifted by 1053 - 1060
+    assert m["raw_pelvis_front"] == pytest.approx(10.0) and math.isnan(m["raw_femur_left_back"])
+    assert m["dice"] == pytest.approx(1.0) and m["dice_pelvis"] == pytest.approx(1.0)
+    # a prediction missing half the pelvis: Dice 2 * 8 / (8 + 16)
+    pred[0, 6, :2] = -20.0
+    assert _run_metrics(pred, label)["dice_pelvis"] == pytest.approx(16 / 24)
+
+
+# ---------------------------------------------------------------------------------------- workflow
+def test_datalist_errors_name_the_file(dataset, tmp_path):
+    assert len(load_datalist(dataset, "training")) == 2
+    with pytest.raises(InputFileError, match="datalist.json"):
+        load_datalist(dataset, "nonexistent")
+    (tmp_path / "datalist.json").write_text('{"training": [{"image": "a.nii.gz", "depth": "b", "mask": "c", "geometry": "d"}]}')
+    with pytest.raises(InputFileError, match="a.nii.gz"):
+        load_datalist(tmp_path, "training")
+
+
+def test_train_end_to_end(dataset, tmp_path):
+    wf = workflow(dataset, tmp_path / "run", epochs=2)
+    assert not wf.check_properties()
+    wf.run()
+    wf.finalize()
+    assert wf.trainer.state.epoch == 2
+    assert latest_checkpoint(tmp_path / "run").endswith("checkpoint_epoch=2.pt")
+    best = torch.load(tmp_path / "run" / "models" / "model.pt", map_location="cpu")
+    DualFaceDepthNet(features=TINY["features"]).load_state_dict(best)
+    png = plot_training(tmp_path / "run" / "tensorboard", tmp_path / "curves.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resume_continues_from_saved_epoch(dataset, tmp_path):
+    run = tmp_path / "run"
+    first = workflow(dataset, run, epochs=3)
+    first.trainer.add_event_handler(Events.EPOCH_COMPLETED(once=1), lambda e: e.terminate())  # "interrupted"
+    first.run()
+    first.finalize()
+    assert latest_checkpoint(run).endswith("checkpoint_epoch=1.pt")
+    saved = torch.load(latest_checkpoint(run), map_location="cpu")
+
+    second = workflow(dataset, run, epochs=3)
+    seen = []
+
+    def record(engine):
+        net = second.parser.get_parsed_content("network_def")
+        seen.append((engine.state.epoch, {k: v.clone() for k, v in net.state_dict().items()}))
+
+    second.trainer.add_event_handler(Events.EPOCH_STARTED, record)
+    second.run()
+    second.finalize()
+    assert [epoch for epoch, _ in seen] == [2, 3]
+    for k, v in saved["model"].items():  # weights at the start of epoch 2 are those saved after epoch 1
+        torch.testing.assert_close(seen[0][1][k], v)
+    assert second.parser.get_parsed_content("lr_scheduler").last_epoch == 3
+    assert latest_checkpoint(run).endswith("checkpoint_epoch=3.pt")
+
+
+@pytest.mark.parametrize("variant,depth_channels", [("configs/variants/single_face.yaml", 3), ("configs/variants/absolute_si.yaml", 6)])
+def test_variants(dataset, tmp_path, variant, depth_channels):
+    wf = workflow(dataset, tmp_path / "run", configs=(variant,), epochs=1)
+    assert not wf.check_properties()
+    net = wf.parser.get_parsed_content("network_def")
+    assert net(torch.rand(1, 1, 64, 64)).shape[1] == depth_channels + 3 + 1
+    assert wf.parser.get_parsed_content("loss").depth_loss.center_align == ("absolute_si" not in variant)
+    wf.run()
+    wf.finalize()
+    assert (tmp_path / "run" / "model.pt").exists()  # variants keep their best model in their own run folder
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_processes_cpu(dataset, tmp_path):
+    run = tmp_path / "ddp"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+        "-m", "monai.bundle", "run", "--config_file", f"['{TRAIN}','{ROOT / 'configs' / 'multi_gpu_train.yaml'}']",
+        "--meta_file", META, "--dataset_dir", str(dataset), "--output_dir", str(run), "--ckpt_dir", str(run / "models"),
+        "--epochs", "2", "--batch_size", "1", "--image_size", "64", "--features", str(TINY["features"]),
+    ]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert latest_checkpoint(run).endswith("checkpoint_epoch=2.pt") and (run / "models" / "model.pt").exists()
+
+
+def test_verify_net_in_out():
+    cmd = [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def", "--meta_file", META, "--config_file", TRAIN]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "verified with no error" in proc.stdout + proc.stderr, proc.stderr[-3000:]
