@@ -8,8 +8,15 @@ Attenuation model (monoenergetic at the effective energy ``energy_kev``)::
 own effective energy (~70 keV); ``bone_enhancement`` > 0 raises the attenuation of dense tissue
 relative to water, as the photoelectric effect of calcium does at the lower effective energy of a
 radiograph (~40-60 keV). The DRR value of a pixel is the line integral ``L = int mu ds`` along its
-ray from the source (dimensionless), sampled at fixed steps with trilinear interpolation
-(``torch.nn.functional.grid_sample``); transmission is ``exp(-L)``.
+ray from the source (dimensionless); transmission is ``exp(-L)``.
+
+Line integrals use Joseph's method: each ray is sampled where it crosses the voxel planes of its
+dominant axis (the index axis it advances fastest along), with bilinear interpolation inside each
+plane (``torch.nn.functional.grid_sample`` on the stack of planes, zeros outside the volume) and
+weight ``1 / |d_axis|`` mm per plane. On those planes the bilinear value equals the trilinear field,
+so this is the midpoint rule on the trilinear field with about one sample per voxel along the ray,
+but each sample reads 4 neighbouring voxels of one cache-resident plane instead of 8 voxels of
+the whole volume (about 10x faster on CPU than marching ``grid_sample`` in 3D).
 """
 
 from __future__ import annotations
@@ -68,9 +75,29 @@ def to_grid(index: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
 
 def march(volume: torch.Tensor, source: torch.Tensor, dirs: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Trilinear samples of ``volume`` (I, J, K) at distances ``t`` (R, S) mm along rays ``dirs`` (R, 3) -> (R, S)."""
-    pts = source.to(volume.dtype) + t[..., None] * dirs.to(volume.dtype)[:, None, :]
-    grid = to_grid(pts, tuple(volume.shape))[None, None]  # (1, 1, R, S, 3)
+    size = torch.as_tensor([max(s - 1, 1) for s in volume.shape[:3]], dtype=torch.float64, device=volume.device)
+    origin = (2.0 * source.to(torch.float64) / size - 1.0).flip(-1).to(volume.dtype)  # grid coordinates, see to_grid
+    slope = (2.0 * dirs.to(torch.float64) / size).flip(-1).to(volume.dtype)
+    grid = torch.addcmul(origin, t.to(volume.dtype)[..., None], slope[:, None, :])[None, None]  # (1, 1, R, S, 3)
     return F.grid_sample(volume[None, None], grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0, 0, 0]
+
+
+def _plane_stack(mu: torch.Tensor, axis: int, subdivisions: int) -> torch.Tensor:
+    """Planes of ``mu`` across ``axis`` as a batch (N * subdivisions, 1, P, Q).
+
+    With ``subdivisions`` n > 1 the planes sit at fractional indices ``(q + 0.5) / n - 0.5``,
+    linearly interpolated between voxel planes (zeros beyond the volume, as trilinear sampling).
+    """
+    planes = mu.movedim(axis, 0)
+    if subdivisions > 1:
+        n = planes.shape[0]
+        c = (torch.arange(n * subdivisions, device=mu.device, dtype=mu.dtype) + 0.5) / subdivisions - 0.5
+        lo = torch.floor(c)
+        w = (c - lo)[:, None, None]
+        padded = F.pad(planes, (0, 0, 0, 0, 1, 1))
+        i = lo.long() + 1
+        planes = (1.0 - w) * padded[i] + w * padded[i + 1]
+    return planes[:, None].contiguous()
 
 
 def line_integrals(
@@ -82,27 +109,43 @@ def line_integrals(
 ) -> torch.Tensor:
     """DRR line integrals (H, W) of an attenuation volume ``mu`` (I, J, K) in 1/mm with voxel->RAS ``affine``.
 
-    Rays are clipped to the volume's box; samples sit every ``step_mm`` (default: the smallest voxel
-    size) at segment midpoints (midpoint rule). Runs on ``mu.device``, chunked over rays.
+    Joseph's method (module docstring): one sample per voxel plane of each ray's dominant axis,
+    planes subdivided ``ceil(plane spacing / step_mm)`` times when ``step_mm`` (mm) is smaller than
+    the voxel size along that axis. The volume covers index box [-0.5, shape - 0.5]; rays missing it
+    give 0. Runs on ``mu.device``, chunked over planes.
     """
     device = mu.device
     spacing = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
-    step = float(step_mm or spacing.min())
     source, dirs = rays_in_voxels(geometry, affine, device)
     shape = torch.as_tensor(mu.shape, dtype=torch.float64, device=device)
     near, far = box_entry_exit(source, dirs, torch.full_like(shape, -0.5), shape - 0.5)
     out = torch.zeros(dirs.shape[0], dtype=mu.dtype, device=device)
-    hit = torch.nonzero(far > near).flatten()
-    if hit.numel() == 0:
-        return out.reshape(geometry.height, geometry.width)
-    t0, t1 = float(near[hit].min()), float(far[hit].max())
-    n = max(1, int(np.ceil((t1 - t0) / step)))
-    ts = t0 + (torch.arange(n, device=device, dtype=mu.dtype) + 0.5) * step
-    chunk = max(1, max_samples_per_chunk // n)
-    for start in range(0, hit.numel(), chunk):
-        idx = hit[start : start + chunk]
-        samples = march(mu, source, dirs[idx], ts.expand(idx.numel(), n))
-        out[idx] = samples.sum(-1) * step
+    hit = far > near
+    dominant = dirs.abs().argmax(-1)
+    for axis in range(3):
+        idx = torch.nonzero(hit & (dominant == axis)).flatten()
+        if idx.numel() == 0:
+            continue
+        n_sub = max(1, int(np.ceil(spacing[axis] / step_mm - 1e-6))) if step_mm else 1
+        planes = _plane_stack(mu, axis, n_sub)
+        others = [a for a in range(3) if a != axis]  # plane axes (P, Q); grid_sample wants (x=Q, y=P)
+        d = dirs[idx]
+        slope = d[:, others] / d[:, axis : axis + 1]  # index change per plane index
+        base = source[others] - source[axis] * slope
+        size = torch.as_tensor([max(s - 1, 1) for s in (mu.shape[others[0]], mu.shape[others[1]])], dtype=torch.float64, device=device)
+        base_n = (2.0 * base / size - 1.0).flip(-1).to(mu.dtype)
+        slope_n = (2.0 * slope / size).flip(-1).to(mu.dtype)
+        c = (torch.arange(planes.shape[0], device=device, dtype=torch.float64) + 0.5) / n_sub - 0.5
+        # planes behind the source (only when it sits between the planes) do not count
+        ahead = ((c[:, None] - source[axis]) / d[:, axis] > 0).to(mu.dtype) if c[0] < source[axis] < c[-1] else None
+        c = c.to(mu.dtype)
+        chunk = max(1, max_samples_per_chunk // idx.numel())
+        total = torch.zeros(idx.numel(), dtype=mu.dtype, device=device)
+        for start in range(0, planes.shape[0], chunk):
+            grid = torch.addcmul(base_n, c[start : start + chunk, None, None], slope_n)[:, None]  # (C, 1, R, 2)
+            vals = F.grid_sample(planes[start : start + chunk], grid, mode="bilinear", padding_mode="zeros", align_corners=True)[:, 0, 0]
+            total += vals.sum(0) if ahead is None else (vals * ahead[start : start + chunk]).sum(0)
+        out[idx] = total / (d[:, axis].abs() * n_sub).to(mu.dtype)
     return out.reshape(geometry.height, geometry.width)
 
 

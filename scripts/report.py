@@ -43,8 +43,18 @@ def depth_panel(ax: plt.Axes, depth: np.ndarray, title: str) -> None:
     plt.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="mm")
 
 
-def render_mesh(ax: plt.Axes, meshes: Mapping[str, trimesh.Trimesh], axes: tuple[int, int], view_axis: int, title: str) -> None:
-    """Orthographic, flat-shaded rendering of camera-frame meshes looked at along ``view_axis`` (painter's algorithm)."""
+def render_mesh(
+    ax: plt.Axes,
+    meshes: Mapping[str, trimesh.Trimesh],
+    axes: tuple[int, int],
+    view_axis: int,
+    title: str,
+    face_colours: Mapping[str, np.ndarray] | None = None,
+) -> None:
+    """Orthographic, flat-shaded rendering of camera-frame meshes looked at along ``view_axis`` (painter's algorithm).
+
+    ``face_colours``: optional per-bone RGB (F, 3) in [0, 1] replacing the bone colour (e.g. an error map).
+    """
     polys, colours, keys = [], [], []
     light = np.zeros(3)
     light[view_axis] = -1.0
@@ -53,7 +63,10 @@ def render_mesh(ax: plt.Axes, meshes: Mapping[str, trimesh.Trimesh], axes: tuple
             continue
         tri = mesh.vertices[mesh.faces]
         shade = np.abs(mesh.face_normals @ light) * 0.75 + 0.25
-        base = np.array(matplotlib.colors.to_rgb(bone_colour(bone)))
+        if face_colours is not None and bone in face_colours:
+            base = np.asarray(face_colours[bone], dtype=np.float64)[:, :3]
+        else:
+            base = np.array(matplotlib.colors.to_rgb(bone_colour(bone)))[None]
         polys.append(tri[:, :, list(axes)])
         colours.append(np.clip(shade[:, None] * base, 0, 1))
         keys.append(-tri[:, :, view_axis].mean(1))  # far first, near last
@@ -106,3 +119,46 @@ def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
+
+
+def save_error_map(path: str | Path, meshes: Mapping[str, trimesh.Trimesh], vertex_errors: Mapping[str, np.ndarray], max_mm: float = 5.0, title: str = "") -> None:
+    """Three views of camera-frame meshes coloured by per-vertex distance to the truth (mm; grey: outside the cone)."""
+    cmap = matplotlib.colormaps["viridis"]
+    colours = {}
+    for bone, mesh in meshes.items():
+        err = np.asarray(vertex_errors[bone], dtype=np.float64)[mesh.faces].mean(1)  # NaN if any vertex is out of view
+        rgb = cmap(np.clip(np.nan_to_num(err) / max_mm, 0, 1))[:, :3]
+        rgb[np.isnan(err)] = 0.6
+        colours[bone] = rgb
+    fig, axs = plt.subplots(1, 3, figsize=(13, 4.8))
+    for ax, (name, axes, view_axis) in zip(axs, MESH_VIEWS):
+        render_mesh(ax, meshes, axes, view_axis, name, face_colours=colours)
+    mappable = plt.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0, max_mm), cmap=cmap)
+    fig.colorbar(mappable, ax=list(axs), fraction=0.02, pad=0.01, label="distance to truth (mm)")
+    fig.suptitle(title)
+    save_figure(fig, path)
+
+
+def save_metric_bars(path: str | Path, means: Sequence[Mapping], metric: str, groups: Sequence[str], variants: Sequence[str], bones: Sequence[str], ylabel: str) -> None:
+    """Bar chart per group (subplot; e.g. depth shift) of ``metric`` mean +- std per bone (x) and variant (bars).
+
+    ``means``: rows with keys group ("shift"), "variant", "bone", ``metric`` and ``metric + "_std"``.
+    """
+    fig, axs = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.8), sharey=True, squeeze=False)
+    width = 0.8 / max(len(variants), 1)
+    x = np.arange(len(bones))
+    for ax, group in zip(axs[0], groups):
+        for i, variant in enumerate(variants):
+            rows = {r["bone"]: r for r in means if r["shift"] == group and r["variant"] == variant}
+            if not rows:
+                continue
+            val = [rows.get(b, {}).get(metric, np.nan) for b in bones]
+            std = [rows.get(b, {}).get(f"{metric}_std", np.nan) for b in bones]
+            ax.bar(x + (i - (len(variants) - 1) / 2) * width, np.nan_to_num(val), width, yerr=np.nan_to_num(std), capsize=2, label=variant)
+        ax.set_xticks(x, bones, fontsize=8)
+        ax.set_title(f"shift: {group}", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    axs[0, 0].set_ylabel(ylabel)
+    axs[0, -1].legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)

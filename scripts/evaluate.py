@@ -1,0 +1,348 @@
+"""Evaluation on a simulated data set's test split: surfaces and depth maps against the ground truth.
+
+For every test sample and bone, each reconstruction variant is compared with the true surface
+(the entry's world-RAS mesh moved into the camera frame by the sample's ``world_to_camera``, or a
+marching-cubes surface of the CT labels when no mesh is listed), both clipped to the X-ray cone:
+
+- variants: ``single_face`` (front-face-only network, its front surface), ``single_face_ssm`` (its
+  shape-model completion), ``dual_face`` (stitched dual-face surface), ``dual_face_ssm`` (completion);
+- shifts (absolute depth of the relative maps): ``centre`` (the network's centre-depth head),
+  ``prior`` (fixed-geometry prior: mean centre depth of the training split), ``oracle`` (the true
+  mean masked depth);
+- metrics: ASSD, HD95, HD, Chamfer (mm, :mod:`scripts.surface_metrics`), depth MAE (mm, over true
+  masked pixels of the network's shifted maps; network variants only) and mask Dice.
+
+Outputs in ``output_dir``: metrics.json, metrics.csv, summary.md, assd_by_variant.png and
+error_map_<sample>.png. ``oracle_inputs`` replaces the networks by the true maps (an upper bound
+that isolates meshing, shape model and metrics).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import nibabel as nib
+import numpy as np
+import torch
+import trimesh
+from skimage.measure import marching_cubes
+from tqdm import tqdm
+
+from scripts.files import InputFileError, PathLike, atomic_path, read_json, read_nifti, write_json
+from scripts.geometry import Geometry, GeometryError, apply_transform
+from scripts.reconstruct import DepthPrediction, Reconstructor, oracle_prediction
+from scripts.report import save_error_map, save_metric_bars
+from scripts.ssm import read_mesh
+from scripts.surface_metrics import surface_metrics, vertex_errors
+from scripts.training import load_datalist
+from scripts.transforms import ResizeDepthd
+from scripts.volumes import BONE_LABELS
+
+VARIANTS = ("single_face", "single_face_ssm", "dual_face", "dual_face_ssm")
+SHIFTS = ("centre", "prior", "oracle")
+SURFACE_KEYS = ("assd_mm", "hd95_mm", "hd_mm", "chamfer_mm")
+METRIC_KEYS = SURFACE_KEYS + ("depth_mae_mm", "dice")
+
+
+@dataclass
+class Sample:
+    """One test sample: image (H, W), true depth (2B, H, W) mm and mask (B, H, W), true camera-frame meshes."""
+
+    name: str
+    image: np.ndarray
+    geometry: Geometry
+    depth: np.ndarray
+    mask: np.ndarray
+    meshes: dict[str, trimesh.Trimesh]
+
+
+# ---------------------------------------------------------------------- ground truth
+def label_surfaces(labels_path: PathLike, bones: Sequence[str]) -> dict[str, trimesh.Trimesh]:
+    """World-RAS (mm) marching-cubes surfaces of the bone labels (IDs of ``scripts.volumes.BONE_LABELS``)."""
+    path = Path(labels_path)
+    try:
+        img = nib.load(str(path))
+        labels = np.asanyarray(img.dataobj)
+    except Exception as e:  # nibabel raises many types for missing or corrupt files
+        raise InputFileError(path, f"unreadable label volume ({type(e).__name__}: {e})") from None
+    out = {}
+    for bone in bones:
+        occupied = np.pad(labels == BONE_LABELS[bone], 1)
+        if occupied.any():
+            verts, faces, _, _ = marching_cubes(occupied.astype(np.float32), 0.5)
+            out[bone] = trimesh.Trimesh(apply_transform(img.affine, verts - 1.0), faces[:, ::-1], process=False)
+    return out
+
+
+def truth_meshes(entry: Mapping, dataset_dir: Path, geometry: Geometry) -> dict[str, trimesh.Trimesh]:
+    """True surfaces in the camera frame: the entry's meshes, else marching cubes of the labels named in sample.json."""
+    meshes = entry.get("meshes")
+    if meshes:
+        world = {bone: read_mesh(dataset_dir / p) for bone, p in meshes.items() if bone in geometry.bones}
+    else:
+        notes = read_json(Path(entry["geometry"]).parent / "sample.json")
+        labels = Path(notes.get("labels") or "")
+        labels = labels if labels.is_file() else dataset_dir / labels
+        world = label_surfaces(labels, geometry.bones)
+    out = {}
+    for bone, mesh in world.items():
+        out[bone] = trimesh.Trimesh(geometry.world_to_camera_points(np.asarray(mesh.vertices)), mesh.faces, process=False)
+    return out
+
+
+def load_sample(entry: Mapping, dataset_dir: PathLike, image_size: Sequence[int] | None = None) -> Sample:
+    """Read a datalist entry (absolute paths); truth maps area-resampled to ``image_size`` (W, H) as in training validation."""
+    dataset_dir = Path(dataset_dir)
+    try:
+        geometry = Geometry.load(entry["geometry"])
+    except GeometryError as e:
+        raise InputFileError(entry["geometry"], str(e)) from None
+    image = read_nifti(entry["image"])
+    depth = np.moveaxis(read_nifti(entry["depth"]), -1, 0)
+    mask = np.moveaxis(read_nifti(entry["mask"]), -1, 0)
+    b = len(geometry.bones)
+    if image.shape != (geometry.height, geometry.width) or depth.shape != (2 * b, *image.shape) or mask.shape != (b, *image.shape):
+        raise InputFileError(entry["image"], f"image {image.shape}, depth {depth.shape}, mask {mask.shape} disagree with geometry {geometry.image_size} and {b} bones")
+    meshes = truth_meshes(entry, dataset_dir, geometry)
+    if image_size is not None and tuple(image_size) != geometry.image_size:
+        geometry = geometry.resized(image_size)
+        r = ResizeDepthd(spatial_size=(geometry.height, geometry.width))({"depth": torch.as_tensor(depth), "mask": torch.as_tensor(mask)})
+        depth, mask = r["depth"].numpy(), r["mask"].numpy()
+    return Sample(Path(entry["image"]).parent.name, image, geometry, depth, mask.astype(bool), meshes)
+
+
+def true_face_mask(sample: Sample, faces: int) -> np.ndarray:
+    """(faces*B, H, W) validity of the true depth channels (front only when faces=1)."""
+    depth = sample.depth if faces == 2 else sample.depth[0::2]
+    return np.repeat(sample.mask, faces, axis=0) & (depth > 0)
+
+
+def mean_masked_depth(depth: np.ndarray, valid: np.ndarray) -> float:
+    """Mean depth (mm) over valid pixels (NaN when none)."""
+    return float(depth[valid].mean()) if valid.any() else float("nan")
+
+
+def prior_centre_depth(dataset_dir: PathLike, split: str = "training") -> float:
+    """Fixed-geometry prior (mm): mean over the split's samples of each sample's mean masked depth (both faces)."""
+    values = []
+    for entry in tqdm(load_datalist(dataset_dir, split), desc=f"prior depth ({split})", unit="sample"):
+        depth = np.moveaxis(read_nifti(entry["depth"]), -1, 0)
+        mask = np.moveaxis(read_nifti(entry["mask"]), -1, 0) > 0
+        value = mean_masked_depth(depth, np.repeat(mask, 2, axis=0) & (depth > 0))
+        if math.isfinite(value):
+            values.append(value)
+    if not values:
+        raise InputFileError(Path(dataset_dir) / "datalist.json", f"no bone pixels in the {split!r} split to compute the prior depth")
+    return float(np.mean(values))
+
+
+# ---------------------------------------------------------------------- scoring
+def depth_mae(pred: np.ndarray, sample: Sample, faces: int, bones: Sequence[str]) -> dict[str, float]:
+    """Per bone MAE (mm) of shifted predicted depth (faces*B, H, W) over the true masked pixels."""
+    depth = sample.depth if faces == 2 else sample.depth[0::2]
+    valid = true_face_mask(sample, faces)
+    err = np.abs(pred - depth)
+    return {bone: float(err[faces * b : faces * (b + 1)][valid[faces * b : faces * (b + 1)]].mean()) if valid[faces * b : faces * (b + 1)].any() else float("nan") for b, bone in enumerate(bones)}
+
+
+def mask_dice(pred: np.ndarray, truth: np.ndarray, bones: Sequence[str]) -> dict[str, float]:
+    """Per bone Dice of boolean masks (B, H, W); 1 when both are empty."""
+    out = {}
+    for b, bone in enumerate(bones):
+        total = pred[b].sum() + truth[b].sum()
+        out[bone] = float(2.0 * (pred[b] & truth[b]).sum() / total) if total else 1.0
+    return out
+
+
+def _surface_scores(mesh: trimesh.Trimesh | None, truth: trimesh.Trimesh | None, geometry: Geometry) -> dict[str, float]:
+    if mesh is None or truth is None or len(mesh.faces) == 0:
+        return {k: float("nan") for k in SURFACE_KEYS}
+    return surface_metrics(mesh, truth, geometry)
+
+
+def evaluate_sample(
+    sample: Sample, predictions: Mapping[str, DepthPrediction], reconstructor: Reconstructor, prior_mm: float
+) -> tuple[list[dict], dict]:
+    """Rows (one per variant, shift and bone) for one sample; and the dual-face (or single-face) centre-shift
+    completions with their true meshes, for the error map."""
+    rows, shown = [], {}
+    bones = sample.geometry.bones
+    for network, pred in predictions.items():
+        faces = pred.faces
+        valid = true_face_mask(sample, faces)
+        true_depth = sample.depth if faces == 2 else sample.depth[0::2]
+        shifts = {"centre": (pred.centre_mm, None), "prior": (prior_mm, None), "oracle": (mean_masked_depth(true_depth, valid), valid)}
+        dice = mask_dice(pred.mask, sample.mask, bones)
+        for shift, (centre, weights) in shifts.items():
+            rec = reconstructor.reconstruct(pred, centre, weights)
+            mae = depth_mae(pred.absolute(centre, weights, masked=False), sample, faces, bones)
+            completed = rec.completed
+            if shift == "centre" and completed:
+                shown = {"meshes": completed, "truth": sample.meshes, "variant": f"{network}_ssm"}
+            for bone in bones:
+                truth = sample.meshes.get(bone)
+                base = {"sample": sample.name, "bone": bone, "shift": shift}
+                rows.append({**base, "variant": network, **_surface_scores(rec.surfaces.get(bone), truth, rec.geometry), "depth_mae_mm": mae[bone], "dice": dice[bone]})
+                rows.append({**base, "variant": f"{network}_ssm", **_surface_scores(completed.get(bone), truth, rec.geometry), "depth_mae_mm": float("nan"), "dice": dice[bone]})
+    return rows, shown
+
+
+def summarise(rows: Sequence[Mapping]) -> list[dict]:
+    """Mean, std and count of each metric per (variant, shift, bone), plus bone "all"; NaNs (bone not found) skipped."""
+    out = []
+    keys = sorted({(r["variant"], r["shift"]) for r in rows}, key=lambda k: (VARIANTS.index(k[0]), SHIFTS.index(k[1])))
+    bones = list(dict.fromkeys(r["bone"] for r in rows))
+    for variant, shift in keys:
+        for bone in bones + ["all"]:
+            group = [r for r in rows if r["variant"] == variant and r["shift"] == shift and (bone == "all" or r["bone"] == bone)]
+            row: dict = {"variant": variant, "shift": shift, "bone": bone, "n": len(group)}
+            for k in METRIC_KEYS:
+                v = np.array([r[k] for r in group], dtype=np.float64)
+                v = v[np.isfinite(v)]
+                row[k] = float(v.mean()) if v.size else float("nan")
+                row[f"{k}_std"] = float(v.std()) if v.size else float("nan")
+                row[f"{k}_n"] = int(v.size)
+            out.append(row)
+    return out
+
+
+# ---------------------------------------------------------------------- outputs
+def _fmt(v: float) -> str:
+    return "-" if v is None or not math.isfinite(v) else f"{v:.2f}"
+
+
+def summary_markdown(means: Sequence[Mapping], notes: Sequence[str], prior_mm: float, n_samples: int, oracle_inputs: bool) -> str:
+    """The means table (variant x shift x bone) as Markdown."""
+    lines = [
+        "# Evaluation summary",
+        "",
+        f"{n_samples} test samples; prior centre depth {prior_mm:.1f} mm; inputs: {'ORACLE (true depth and masks)' if oracle_inputs else 'network predictions'}.",
+        "Surfaces clipped to the X-ray cone; distances in mm (mean over samples; std in metrics.json). Depth MAE: network variants only.",
+        "",
+        "| variant | shift | bone | ASSD | HD95 | Chamfer | depth MAE | Dice | n |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in means:
+        lines.append(f"| {r['variant']} | {r['shift']} | {r['bone']} | {_fmt(r['assd_mm'])} | {_fmt(r['hd95_mm'])} | {_fmt(r['chamfer_mm'])} | {_fmt(r['depth_mae_mm'])} | {_fmt(r['dice'])} | {r['assd_mm_n']} |")
+    if notes:
+        lines += ["", "Notes:", *[f"- {n}" for n in notes]]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path: PathLike, rows: Sequence[Mapping], means: Sequence[Mapping]) -> None:
+    """Per-sample rows then mean rows (sample = "mean")."""
+    fields = ["sample", "variant", "shift", "bone", *METRIC_KEYS]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    writer.writerows({**m, "sample": "mean"} for m in means)
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
+
+
+class EvaluationRunner:
+    """Evaluate the test split of ``dataset_dir`` into ``output_dir`` (see module doc).
+
+    Args:
+        dual_face: reconstructor of the dual-face network (its shape models complete both variants).
+        single_face: reconstructor of the front-face-only network; skipped (with a note) when its checkpoint is missing.
+        dataset_dir: simulator output with datalist.json.
+        output_dir: where metrics and plots go.
+        split: datalist key evaluated.
+        prior_centre_mm: fixed-geometry prior (mm); ``None``: computed from the training split.
+        oracle_inputs: use the true maps instead of the networks.
+        error_map_max_mm: colour scale of the error map.
+    """
+
+    def __init__(
+        self,
+        dual_face: Reconstructor,
+        single_face: Reconstructor | None,
+        dataset_dir: PathLike,
+        output_dir: PathLike,
+        split: str = "test",
+        prior_centre_mm: float | None = None,
+        oracle_inputs: bool = False,
+        error_map_max_mm: float = 5.0,
+    ):
+        self.dual_face, self.single_face = dual_face, single_face
+        self.dataset_dir, self.output_dir = Path(dataset_dir), Path(output_dir)
+        self.split, self.prior_centre_mm, self.oracle_inputs = split, prior_centre_mm, bool(oracle_inputs)
+        self.error_map_max_mm = float(error_map_max_mm)
+
+    def _networks(self, notes: list[str]) -> dict[str, Reconstructor | None]:
+        """Loaded reconstructors per network variant (None for oracle inputs); a missing single-face checkpoint is a note."""
+        if self.oracle_inputs:
+            self.dual_face.load(network=False)
+            return {"single_face": None, "dual_face": None}
+        nets: dict[str, Reconstructor | None] = {}
+        if self.single_face is not None:
+            ckpt = Path(self.single_face.ckpt_path or "")
+            if ckpt.is_file():
+                nets["single_face"] = self.single_face.load()
+            else:
+                notes.append(f"single_face: checkpoint {ckpt} not found; variant skipped")
+                print(notes[-1], file=sys.stderr)
+        nets["dual_face"] = self.dual_face.load()
+        return nets
+
+    def _predict(self, network: str, rec: Reconstructor | None, sample: Sample) -> DepthPrediction:
+        if rec is None:
+            return oracle_prediction(sample.depth, sample.mask, sample.geometry, faces=1 if network == "single_face" else 2)
+        pred = rec.predict(sample.image, sample.geometry)
+        if pred.mask_prob.shape[1:] != sample.mask.shape[1:]:
+            raise ValueError(f"{network} predicts at {pred.mask_prob.shape[1:]}, truth resampled to {sample.mask.shape[1:]}")
+        return pred
+
+    def run(self) -> dict:
+        """Evaluate and write outputs; exits 1 with one line on bad input."""
+        notes: list[str] = []
+        try:
+            nets = self._networks(notes)
+            entries = load_datalist(self.dataset_dir, self.split)
+            prior = self.prior_centre_mm if self.prior_centre_mm is not None else prior_centre_depth(self.dataset_dir, "training")
+            rows, shown = [], {}
+            size = None if self.oracle_inputs else self.dual_face.image_size
+            for entry in tqdm(entries, desc=f"evaluate ({self.split})", unit="sample"):
+                sample = load_sample(entry, self.dataset_dir, size)
+                preds = {name: self._predict(name, rec, sample) for name, rec in nets.items()}
+                sample_rows, sample_shown = evaluate_sample(sample, preds, self.dual_face, prior)
+                rows += sample_rows
+                if not shown and sample_shown:
+                    shown = {**sample_shown, "sample": sample.name, "geometry": sample.geometry}
+        except InputFileError as e:
+            print(e, file=sys.stderr)
+            raise SystemExit(1) from None
+        means = summarise(rows)
+        result = {
+            "split": self.split,
+            "n_samples": len(entries),
+            "prior_centre_mm": prior,
+            "oracle_inputs": self.oracle_inputs,
+            "variants": sorted({r["variant"] for r in rows}, key=VARIANTS.index),
+            "shifts": list(SHIFTS),
+            "units": {k: ("mm" if k.endswith("_mm") else "fraction") for k in METRIC_KEYS},
+            "notes": notes,
+            "means": means,
+            "per_sample": rows,
+        }
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        write_json(self.output_dir / "metrics.json", result)
+        write_csv(self.output_dir / "metrics.csv", rows, means)
+        with atomic_path(self.output_dir / "summary.md") as tmp:
+            tmp.write_text(summary_markdown(means, notes, prior, len(entries), self.oracle_inputs))
+        bones = [b for b in dict.fromkeys(r["bone"] for r in means) if b != "all"]
+        save_metric_bars(self.output_dir / "assd_by_variant.png", means, "assd_mm", SHIFTS, result["variants"], bones, "ASSD (mm)")
+        if shown:
+            errors = {b: vertex_errors(m, shown["truth"][b], shown["geometry"]) for b, m in shown["meshes"].items() if b in shown["truth"]}
+            meshes = {b: m for b, m in shown["meshes"].items() if b in errors}
+            save_error_map(self.output_dir / f"error_map_{shown['sample']}.png", meshes, errors, self.error_map_max_mm,
+                           f"{shown['sample']}: {shown['variant']} (centre shift), distance to truth")
+        return result
