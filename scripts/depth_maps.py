@@ -54,7 +54,7 @@ def candidate_blocks(occupancy: torch.Tensor, block: int) -> torch.Tensor:
     return F.max_pool3d(blocks, 3, stride=1, padding=1)[0, 0] > 0
 
 
-def bone_grids(labels: np.ndarray, bones: tuple[str, ...], block: int = 4, device: torch.device | str = "cpu") -> dict[str, BoneGrid | None]:
+def bone_grids(labels: np.ndarray, bones: tuple[str, ...], block: int = 2, device: torch.device | str = "cpu") -> dict[str, BoneGrid | None]:
     """Per-bone :class:`BoneGrid` of a label volume (I, J, K) of ``BONE_LABELS`` ids; ``None`` for absent bones."""
     labels = np.asarray(labels)
     if not np.issubdtype(labels.dtype, np.integer):
@@ -121,7 +121,7 @@ def bone_depth(
     bisection_iters: int = 6,
     max_samples_per_chunk: int = 4_000_000,
     candidates: torch.Tensor | None = None,
-    block: int = 4,
+    block: int = 2,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Front/back depth (R,) and hit flag (R,) of rays (voxel-index ``source``, ``dirs`` per mm) against one occupancy crop.
 

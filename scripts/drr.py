@@ -67,17 +67,19 @@ def box_entry_exit(source: torch.Tensor, dirs: torch.Tensor, lo: torch.Tensor, h
     return near, far
 
 
-def to_grid(index: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """Voxel indices (..., 3) [i, j, k] -> grid_sample coordinates (..., 3) [k, j, i] in [-1, 1] (align_corners)."""
-    size = torch.as_tensor([max(s - 1, 1) for s in shape[:3]], dtype=index.dtype, device=index.device)
-    return (2.0 * index / size - 1.0).flip(-1)
+def to_grid(index: torch.Tensor, shape: tuple[int, ...], offset: bool = True) -> torch.Tensor:
+    """Voxel indices (..., D) [i, j, ...] -> grid_sample coordinates (..., D) [..., j, i] in [-1, 1] (align_corners).
+
+    ``shape`` holds the sizes of the D axes; ``offset=False`` maps index *differences* (directions).
+    """
+    size = torch.as_tensor([max(s - 1, 1) for s in shape[: index.shape[-1]]], dtype=index.dtype, device=index.device)
+    return (2.0 * index / size - (1.0 if offset else 0.0)).flip(-1)
 
 
 def march(volume: torch.Tensor, source: torch.Tensor, dirs: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Trilinear samples of ``volume`` (I, J, K) at distances ``t`` (R, S) mm along rays ``dirs`` (R, 3) -> (R, S)."""
-    size = torch.as_tensor([max(s - 1, 1) for s in volume.shape[:3]], dtype=torch.float64, device=volume.device)
-    origin = (2.0 * source.to(torch.float64) / size - 1.0).flip(-1).to(volume.dtype)  # grid coordinates, see to_grid
-    slope = (2.0 * dirs.to(torch.float64) / size).flip(-1).to(volume.dtype)
+    origin = to_grid(source.to(torch.float64), tuple(volume.shape)).to(volume.dtype)
+    slope = to_grid(dirs.to(torch.float64), tuple(volume.shape), offset=False).to(volume.dtype)
     grid = torch.addcmul(origin, t.to(volume.dtype)[..., None], slope[:, None, :])[None, None]  # (1, 1, R, S, 3)
     return F.grid_sample(volume[None, None], grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0, 0, 0]
 
@@ -128,13 +130,13 @@ def line_integrals(
             continue
         n_sub = max(1, int(np.ceil(spacing[axis] / step_mm - 1e-6))) if step_mm else 1
         planes = _plane_stack(mu, axis, n_sub)
-        others = [a for a in range(3) if a != axis]  # plane axes (P, Q); grid_sample wants (x=Q, y=P)
+        others = [a for a in range(3) if a != axis]  # plane axes (P, Q)
         d = dirs[idx]
         slope = d[:, others] / d[:, axis : axis + 1]  # index change per plane index
         base = source[others] - source[axis] * slope
-        size = torch.as_tensor([max(s - 1, 1) for s in (mu.shape[others[0]], mu.shape[others[1]])], dtype=torch.float64, device=device)
-        base_n = (2.0 * base / size - 1.0).flip(-1).to(mu.dtype)
-        slope_n = (2.0 * slope / size).flip(-1).to(mu.dtype)
+        plane_shape = (mu.shape[others[0]], mu.shape[others[1]])
+        base_n = to_grid(base, plane_shape).to(mu.dtype)
+        slope_n = to_grid(slope, plane_shape, offset=False).to(mu.dtype)
         c = (torch.arange(planes.shape[0], device=device, dtype=torch.float64) + 0.5) / n_sub - 0.5
         # planes behind the source (only when it sits between the planes) do not count
         ahead = ((c[:, None] - source[axis]) / d[:, axis] > 0).to(mu.dtype) if c[0] < source[axis] < c[-1] else None

@@ -128,18 +128,20 @@ def mean_masked_depth(depth: np.ndarray, valid: np.ndarray) -> float:
     return float(depth[valid].mean()) if valid.any() else float("nan")
 
 
-def prior_centre_depth(dataset_dir: PathLike, split: str = "training") -> float:
-    """Fixed-geometry prior (mm): mean over the split's samples of each sample's mean masked depth (both faces)."""
-    values = []
+def prior_centre_depth(dataset_dir: PathLike, split: str = "training") -> dict[int, float]:
+    """Fixed-geometry priors (mm) per face count: mean over the split's samples of each sample's mean masked
+    depth, both faces (key 2) and front faces only (key 1), as the centre heads are trained."""
+    values: dict[int, list[float]] = {1: [], 2: []}
     for entry in tqdm(load_datalist(dataset_dir, split), desc=f"prior depth ({split})", unit="sample"):
         depth = np.moveaxis(read_nifti(entry["depth"]), -1, 0)
         mask = np.moveaxis(read_nifti(entry["mask"]), -1, 0) > 0
-        value = mean_masked_depth(depth, np.repeat(mask, 2, axis=0) & (depth > 0))
-        if math.isfinite(value):
-            values.append(value)
-    if not values:
+        for faces, d in ((2, depth), (1, depth[0::2])):
+            value = mean_masked_depth(d, np.repeat(mask, faces, axis=0) & (d > 0))
+            if math.isfinite(value):
+                values[faces].append(value)
+    if not values[2]:
         raise InputFileError(Path(dataset_dir) / "datalist.json", f"no bone pixels in the {split!r} split to compute the prior depth")
-    return float(np.mean(values))
+    return {faces: float(np.mean(v)) for faces, v in values.items()}
 
 
 # ---------------------------------------------------------------------- scoring
@@ -160,14 +162,14 @@ def mask_dice(pred: np.ndarray, truth: np.ndarray, bones: Sequence[str]) -> dict
     return out
 
 
-def _surface_scores(mesh: trimesh.Trimesh | None, truth: trimesh.Trimesh | None, geometry: Geometry) -> dict[str, float]:
+def _surface_scores(mesh: trimesh.Trimesh | None, truth: trimesh.Trimesh | None, geometry: Geometry, **metric_kwargs) -> dict[str, float]:
     if mesh is None or truth is None or len(mesh.faces) == 0:
         return {k: float("nan") for k in SURFACE_KEYS}
-    return surface_metrics(mesh, truth, geometry)
+    return surface_metrics(mesh, truth, geometry, **metric_kwargs)
 
 
 def evaluate_sample(
-    sample: Sample, predictions: Mapping[str, DepthPrediction], reconstructor: Reconstructor, prior_mm: float
+    sample: Sample, predictions: Mapping[str, DepthPrediction], reconstructor: Reconstructor, prior_mm: Mapping[int, float], **metric_kwargs
 ) -> tuple[list[dict], dict]:
     """Rows (one per variant, shift and bone) for one sample; and the dual-face (or single-face) centre-shift
     completions with their true meshes, for the error map."""
@@ -177,7 +179,7 @@ def evaluate_sample(
         faces = pred.faces
         valid = true_face_mask(sample, faces)
         true_depth = sample.depth if faces == 2 else sample.depth[0::2]
-        shifts = {"centre": (pred.centre_mm, None), "prior": (prior_mm, None), "oracle": (mean_masked_depth(true_depth, valid), valid)}
+        shifts = {"centre": (pred.centre_mm, None), "prior": (prior_mm[faces], None), "oracle": (mean_masked_depth(true_depth, valid), valid)}
         dice = mask_dice(pred.mask, sample.mask, bones)
         for shift, (centre, weights) in shifts.items():
             rec = reconstructor.reconstruct(pred, centre, weights)
@@ -188,8 +190,8 @@ def evaluate_sample(
             for bone in bones:
                 truth = sample.meshes.get(bone)
                 base = {"sample": sample.name, "bone": bone, "shift": shift}
-                rows.append({**base, "variant": network, **_surface_scores(rec.surfaces.get(bone), truth, rec.geometry), "depth_mae_mm": mae[bone], "dice": dice[bone]})
-                rows.append({**base, "variant": f"{network}_ssm", **_surface_scores(completed.get(bone), truth, rec.geometry), "depth_mae_mm": float("nan"), "dice": dice[bone]})
+                rows.append({**base, "variant": network, **_surface_scores(rec.surfaces.get(bone), truth, rec.geometry, **metric_kwargs), "depth_mae_mm": mae[bone], "dice": dice[bone]})
+                rows.append({**base, "variant": f"{network}_ssm", **_surface_scores(completed.get(bone), truth, rec.geometry, **metric_kwargs), "depth_mae_mm": float("nan"), "dice": dice[bone]})
     return rows, shown
 
 
@@ -217,12 +219,12 @@ def _fmt(v: float) -> str:
     return "-" if v is None or not math.isfinite(v) else f"{v:.2f}"
 
 
-def summary_markdown(means: Sequence[Mapping], notes: Sequence[str], prior_mm: float, n_samples: int, oracle_inputs: bool) -> str:
+def summary_markdown(means: Sequence[Mapping], notes: Sequence[str], prior_mm: Mapping[int, float], n_samples: int, oracle_inputs: bool) -> str:
     """The means table (variant x shift x bone) as Markdown."""
     lines = [
         "# Evaluation summary",
         "",
-        f"{n_samples} test samples; prior centre depth {prior_mm:.1f} mm; inputs: {'ORACLE (true depth and masks)' if oracle_inputs else 'network predictions'}.",
+        f"{n_samples} test samples; prior centre depth {prior_mm[2]:.1f} mm (front faces {prior_mm[1]:.1f} mm); inputs: {'ORACLE (true depth and masks)' if oracle_inputs else 'network predictions'}.",
         "Surfaces clipped to the X-ray cone; distances in mm (mean over samples; std in metrics.json). Depth MAE: network variants only.",
         "",
         "| variant | shift | bone | ASSD | HD95 | Chamfer | depth MAE | Dice | n |",
@@ -256,9 +258,11 @@ class EvaluationRunner:
         dataset_dir: simulator output with datalist.json.
         output_dir: where metrics and plots go.
         split: datalist key evaluated.
-        prior_centre_mm: fixed-geometry prior (mm); ``None``: computed from the training split.
+        prior_centre_mm: fixed-geometry prior (mm), both networks; ``None``: from the training split
+            (:func:`prior_centre_depth`, front faces only for the single-face network).
         oracle_inputs: use the true maps instead of the networks.
         error_map_max_mm: colour scale of the error map.
+        surface_spacing_mm, max_samples: surface sampling of :func:`scripts.surface_metrics.surface_metrics`.
     """
 
     def __init__(
@@ -271,11 +275,14 @@ class EvaluationRunner:
         prior_centre_mm: float | None = None,
         oracle_inputs: bool = False,
         error_map_max_mm: float = 5.0,
+        surface_spacing_mm: float = 1.0,
+        max_samples: int = 20000,
     ):
         self.dual_face, self.single_face = dual_face, single_face
         self.dataset_dir, self.output_dir = Path(dataset_dir), Path(output_dir)
         self.split, self.prior_centre_mm, self.oracle_inputs = split, prior_centre_mm, bool(oracle_inputs)
         self.error_map_max_mm = float(error_map_max_mm)
+        self.metric_kwargs = {"spacing_mm": float(surface_spacing_mm), "max_samples": int(max_samples)}
 
     def _networks(self, notes: list[str]) -> dict[str, Reconstructor | None]:
         """Loaded reconstructors per network variant (None for oracle inputs); a missing single-face checkpoint is a note."""
@@ -307,13 +314,14 @@ class EvaluationRunner:
         try:
             nets = self._networks(notes)
             entries = load_datalist(self.dataset_dir, self.split)
-            prior = self.prior_centre_mm if self.prior_centre_mm is not None else prior_centre_depth(self.dataset_dir, "training")
+            given = self.prior_centre_mm
+            prior = {1: float(given), 2: float(given)} if given is not None else prior_centre_depth(self.dataset_dir, "training")
             rows, shown = [], {}
             size = None if self.oracle_inputs else self.dual_face.image_size
             for entry in tqdm(entries, desc=f"evaluate ({self.split})", unit="sample"):
                 sample = load_sample(entry, self.dataset_dir, size)
                 preds = {name: self._predict(name, rec, sample) for name, rec in nets.items()}
-                sample_rows, sample_shown = evaluate_sample(sample, preds, self.dual_face, prior)
+                sample_rows, sample_shown = evaluate_sample(sample, preds, self.dual_face, prior, **self.metric_kwargs)
                 rows += sample_rows
                 if not shown and sample_shown:
                     shown = {**sample_shown, "sample": sample.name, "geometry": sample.geometry}
@@ -324,7 +332,7 @@ class EvaluationRunner:
         result = {
             "split": self.split,
             "n_samples": len(entries),
-            "prior_centre_mm": prior,
+            "prior_centre_mm": {"dual_face": prior[2], "single_face": prior[1]},
             "oracle_inputs": self.oracle_inputs,
             "variants": sorted({r["variant"] for r in rows}, key=VARIANTS.index),
             "shifts": list(SHIFTS),

@@ -17,6 +17,7 @@ ranges from a stable hash of (seed, case, k), so reruns, shards and machines agr
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import multiprocessing
 import os
@@ -34,7 +35,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from scripts.depth_maps import depth_maps  # noqa: E402
+from scripts.depth_maps import BoneGrid, bone_grids, depth_maps  # noqa: E402
 from scripts.drr import coarsen, hu_to_mu, line_integrals  # noqa: E402
 from scripts.files import InputFileError, atomic_dir, atomic_path, read_json, write_json, write_nifti  # noqa: E402
 from scripts.geometry import STANDARD_GEOMETRY_FILE, Geometry, GeometryError, standard_ap_pose  # noqa: E402
@@ -122,6 +123,37 @@ def split_of(case: str, seed: int, fractions: dict[str, float]) -> str:
     return SPLITS[-1]
 
 
+def split_counts(n: int, fractions: dict[str, float]) -> dict[str, int]:
+    """Cases per split for ``n`` cases: largest-remainder rounding of the fractions, then every split
+    with a positive fraction gets at least one case when ``n`` allows (taken from the largest split)."""
+    weights = {s: max(0.0, float(fractions.get(s, 0.0))) for s in SPLITS}
+    total = sum(weights.values())
+    if total <= 0:
+        raise ValueError(f"split fractions must have a positive sum, got {fractions}")
+    raw = {s: n * w / total for s, w in weights.items()}
+    counts = {s: int(np.floor(r)) for s, r in raw.items()}
+    for s in sorted(SPLITS, key=lambda s: (counts[s] - raw[s], SPLITS.index(s)))[: n - sum(counts.values())]:
+        counts[s] += 1
+    active = [s for s in SPLITS if weights[s] > 0]
+    if n >= len(active):
+        for s in active:
+            if counts[s] == 0:
+                donor = max(SPLITS, key=lambda d: (counts[d], -SPLITS.index(d)))
+                counts[donor] -= 1
+                counts[s] = 1
+    return counts
+
+
+def assign_splits(cases: Sequence[str], seed: int, fractions: dict[str, float]) -> dict[str, str]:
+    """Split of every case of a known cohort: cases ranked by ``sha256("split/<seed>/<case>")`` fill
+    training, validation, test in that order with :func:`split_counts` cases each. Depends only on the
+    set of names, the seed and the fractions, so every shard that knows the cohort agrees."""
+    names = sorted(set(cases), key=lambda c: (_stable_unit("split", seed, c), c))
+    counts = split_counts(len(names), fractions)
+    bounds = np.cumsum([counts[s] for s in SPLITS])
+    return {c: SPLITS[int(np.searchsorted(bounds, rank, side="right"))] for rank, c in enumerate(names)}
+
+
 def pose_parameters(case: str, pose: int, seed: int, pose_cfg: dict) -> tuple[list[float], list[float]]:
     """Seeded (rotation_deg, translation_mm) of pose ``pose`` of ``case``, uniform within the configured ranges."""
     rng = np.random.default_rng(int(_stable_unit("pose", seed, case, pose) * 2**63))
@@ -139,15 +171,17 @@ class LoadedCase:
     mu: torch.Tensor
     mu_affine: np.ndarray
     center: np.ndarray
+    bones: dict[str, BoneGrid | None]
 
 
 def load_case(case: Case, label_map: dict[int, int], cfg: dict, device: torch.device | str) -> LoadedCase:
-    """Read and check a case; attenuation volume on ``device``."""
+    """Read and check a case; attenuation volume and per-bone depth grids (reused by every pose) on ``device``."""
     ct = read_ct(case.ct)
     labels = read_labels(case.labels, ct, label_map)
     mu = hu_to_mu(torch.as_tensor(ct.array, device=device), cfg["drr"]["energy_kev"], cfg["drr"]["bone_enhancement"])
     mu, mu_affine = coarsen(mu, ct.affine, cfg["drr"]["min_voxel_mm"])
-    return LoadedCase(case, ct, labels, mu, mu_affine, bones_center(labels))
+    grids = bone_grids(labels.array, tuple(BONE_LABELS), device=device)
+    return LoadedCase(case, ct, labels, mu, mu_affine, bones_center(labels), grids)
 
 
 def render_sample(lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose: int, device: torch.device | str) -> dict:
@@ -159,8 +193,8 @@ def render_sample(lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose
     drr = line_integrals(lc.mu, lc.mu_affine, geom, step)
     gen = torch.Generator().manual_seed(int(_stable_unit("style", seed, name, pose) * 2**62))
     image, style = style_radiograph(drr, cfg["style"], gen)
-    depth, mask = depth_maps(lc.labels.array, lc.ct.affine, geom, geom.bones, cfg["depth"]["step_voxels"], device)
-    present = {b: bool((lc.labels.array == BONE_LABELS[b]).any()) for b in geom.bones}
+    depth, mask = depth_maps(lc.labels.array, lc.ct.affine, geom, geom.bones, cfg["depth"]["step_voxels"], device, lc.bones)
+    present = {b: lc.bones.get(b) is not None for b in geom.bones}
     notes = {
         "case": name,
         "pose": pose,
@@ -223,9 +257,25 @@ def write_sample(out_dir: Path, name: str, sample: dict, meshes: dict[str, str])
 
 
 # ---------------------------------------------------------------------- datalist
-def build_datalist(out_dir: str | Path, seed: int, fractions: dict[str, float]) -> dict:
-    """Rebuild ``out_dir/datalist.json`` from every complete sample folder (atomic write); split by case."""
+def build_datalist(out_dir: str | Path, seed: int, fractions: dict[str, float], cases: Sequence[str] | None = None) -> dict:
+    """Rebuild ``out_dir/datalist.json`` from every complete sample folder; split by case.
+
+    With the cohort's case names ``cases`` the split is :func:`assign_splits` (every split with a
+    positive fraction gets a case when there are enough), otherwise :func:`split_of` per case.
+    Concurrent rebuilds (shards finishing together) are serialised by an exclusive ``fcntl.flock``
+    on ``out_dir/.datalist.lock``; the file itself is written atomically.
+    """
     out_dir = Path(out_dir)
+    with open(out_dir / ".datalist.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return _rebuild_datalist(out_dir, seed, fractions, cases)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _rebuild_datalist(out_dir: Path, seed: int, fractions: dict[str, float], cases: Sequence[str] | None) -> dict:
+    known = assign_splits(cases, seed, fractions) if cases else {}
     lists: dict[str, list] = {s: [] for s in SPLITS}
     for d in sorted(p for p in out_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if not all((d / f).exists() for f in SAMPLE_FILES):
@@ -241,7 +291,7 @@ def build_datalist(out_dir: str | Path, seed: int, fractions: dict[str, float]) 
         }
         if notes.get("meshes"):
             entry["meshes"] = notes["meshes"]
-        lists[split_of(notes["case"], seed, fractions)].append(entry)
+        lists[known.get(notes["case"]) or split_of(notes["case"], seed, fractions)].append(entry)
     for entries in lists.values():
         entries.sort(key=lambda e: (e["case"], e["pose"]))
     write_json(out_dir / "datalist.json", lists)
@@ -286,8 +336,13 @@ def simulate(
     workers: int = 1,
     device: str | None = None,
     overwrite: bool = False,
+    cohort: Sequence[str] | None = None,
 ) -> tuple[dict, list[str]]:
-    """Simulate ``poses`` samples per case into ``out_dir``; returns (datalist, error lines)."""
+    """Simulate ``poses`` samples per case into ``out_dir``; returns (datalist, error lines).
+
+    ``cohort``: names of all cases of the cohort (all shards), for :func:`assign_splits`; without it
+    each case's split is :func:`split_of`.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = {**(cfg or load_config()), "source_to_object_mm": float(source_to_object_mm)}
@@ -313,7 +368,7 @@ def simulate(
             pool.close()
             pool.join()
     fractions = cfg["split"]
-    return build_datalist(out_dir, seed, fractions), errors
+    return build_datalist(out_dir, seed, fractions, cohort), errors
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -352,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
         label_map = load_label_map(args.label_map)
         cases = [Case(case_name_of(args.ct), Path(args.ct), Path(args.labels))] if args.ct else find_cases(args.cases)
         i, n = args.shard
-        _, errors = simulate(cases[i::n], args.out, args.poses, args.seed, cfg, geometry, s2o, label_map, args.workers, args.device, args.overwrite)
+        cohort = [c.name for c in cases] if args.cases else None
+        _, errors = simulate(cases[i::n], args.out, args.poses, args.seed, cfg, geometry, s2o, label_map, args.workers, args.device, args.overwrite, cohort)
     except InputFileError as e:
         print(e, file=sys.stderr)
         return 1

@@ -29,10 +29,14 @@ def test_mu_water_matches_nist_table_and_hu_model():
     assert mu.tolist() == pytest.approx([0.0, 0.02059, 0.02059 * 2.5], rel=1e-5)
 
 
-def test_drr_of_uniform_sphere_matches_chord_times_attenuation():
+@pytest.mark.parametrize(
+    "rotation_deg, step_mm",
+    [([4, 9, -6], 0.5), ([4, 9, -6], 0.25), ([0, 80, 0], 0.5)],  # AP rays (dominant j axis), subdivided planes, near-lateral rays (dominant i)
+)
+def test_drr_of_uniform_sphere_matches_chord_times_attenuation(rotation_deg, step_mm):
     hu, affine = sphere_volume()
-    g = Geometry(1100.0, (1.5, 1.5), (40, 36)).with_pose(standard_ap_pose([0, 0, 0], 950.0, [4, 9, -6], [2.0, -1.0, 15.0]))
-    drr = render_drr(hu, affine, g, energy_kev=60.0, step_mm=0.5).numpy().ravel()
+    g = Geometry(1100.0, (1.5, 1.5), (40, 36)).with_pose(standard_ap_pose([0, 0, 0], 950.0, rotation_deg, [2.0, -1.0, 15.0]))
+    drr = render_drr(hu, affine, g, energy_kev=60.0, step_mm=step_mm).numpy().ravel()
     o, d = g.world_rays(dtype=torch.float64)
     o, d = o.numpy(), d.numpy().reshape(-1, 3)
     b = d @ o

@@ -1,6 +1,9 @@
 """Simulator CLI end to end on a tiny synthetic cohort: files, poses, split, shards, bad input."""
 
+import fcntl
+import hashlib
 import json
+import threading
 
 import nibabel as nib
 import numpy as np
@@ -8,7 +11,7 @@ import pytest
 from monai.data import load_decathlon_datalist
 
 from scripts.geometry import GEOMETRY_KEYS, Geometry, is_rigid
-from scripts.simulate import SPLITS, main, pose_parameters, split_of
+from scripts.simulate import SPLITS, assign_splits, build_datalist, main, pose_parameters, split_counts, split_of
 
 AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
 
@@ -50,9 +53,12 @@ def test_cohort_samples_datalist_and_shards(tmp_path, small_geometry):
     entries = [e for s in SPLITS for e in datalist[s]]
     assert len(entries) == 8
     case_splits = {e["case"]: s for s in SPLITS for e in datalist[s]}
-    for s in SPLITS:  # no case in two lists; split is the documented hash of (case, seed)
-        for e in datalist[s]:
-            assert case_splits[e["case"]] == s == split_of(e["case"], 3, {"training": 0.8, "validation": 0.1, "test": 0.1})
+    # no case in two lists; both shards knew the whole cohort, so the split is the documented hash rank
+    # and 4 cases at 0.8/0.1/0.1 fill every list: ranks 0-1 training, 2 validation, 3 test
+    ranked = sorted(case_splits, key=lambda c: int.from_bytes(hashlib.sha256(f"split/3/{c}".encode()).digest()[:8], "big"))
+    assert [case_splits[c] for c in ranked] == ["training", "training", "validation", "test"]
+    for s in SPLITS:
+        assert all(case_splits[e["case"]] == s for e in datalist[s])
     loaded = load_decathlon_datalist(str(out / "datalist.json"), data_list_key="training", base_dir=str(out)) if datalist["training"] else []
     for item in loaded:
         assert item["image"].startswith(str(out))
@@ -94,3 +100,46 @@ def test_bad_input_exits_1_with_one_line(tmp_path, small_geometry, capsys):
     err = capsys.readouterr().err
     assert code == 1 and "broken.nii.gz" in err
     assert not [p for p in (tmp_path / "o").iterdir() if p.name.startswith("broken")]
+
+
+FRACTIONS = {"training": 0.8, "validation": 0.1, "test": 0.1}
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 10, 23])
+def test_cohort_split_fills_every_list_when_possible(n):
+    names = [f"case_{i:04d}" for i in range(n)]
+    split = assign_splits(names, 5, FRACTIONS)
+    assert split == assign_splits(list(reversed(names)), 5, FRACTIONS)  # order-free: shards agree
+    counts = {s: sum(v == s for v in split.values()) for s in SPLITS}
+    assert sum(counts.values()) == n
+    if n >= 3:
+        assert min(counts.values()) >= 1
+    else:
+        assert counts["training"] == n
+    if n == 10:
+        assert counts == {"training": 8, "validation": 1, "test": 1}
+    assert split_counts(n, {"training": 1.0, "validation": 0.0, "test": 0.0}) == {"training": n, "validation": 0, "test": 0}
+
+
+def test_single_ct_without_cohort_uses_per_case_hash(tmp_path, small_geometry):
+    make_case(tmp_path / "c")
+    out = tmp_path / "out"
+    args = ["--ct", str(tmp_path / "c" / "ct.nii.gz"), "--labels", str(tmp_path / "c" / "labels.nii.gz"), "--out", str(out)]
+    assert main(args + ["--geometry", str(small_geometry), "--seed", "2"]) == 0
+    datalist = json.loads((out / "datalist.json").read_text())
+    assert [s for s in SPLITS if datalist[s]] == [split_of("ct", 2, FRACTIONS)]
+
+
+def test_datalist_rebuild_waits_for_the_lock(tmp_path):
+    (tmp_path / "out").mkdir()
+    out = tmp_path / "out"
+    with open(out / ".datalist.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another shard rebuilding
+        worker = threading.Thread(target=build_datalist, args=(out, 0, FRACTIONS, ["a"]))
+        worker.start()
+        worker.join(timeout=1.0)
+        assert worker.is_alive() and not (out / "datalist.json").exists()
+        fcntl.flock(held, fcntl.LOCK_UN)
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+    assert json.loads((out / "datalist.json").read_text()) == {s: [] for s in SPLITS}

@@ -1,0 +1,204 @@
+"""Inference workflow: tiny phantom data (2 cases, 3 mm voxels, 64x64 radiographs), a tiny untrained network.
+
+Truth comes from the simulator's meshes and depth maps (independent of the reconstruction code):
+oracle depth maps must give surfaces on the true bone surface, a known depth shift must move them
+by that much, and the batch workflow must write the full layout, skip/redo and report bad files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import trimesh
+import yaml
+from monai.bundle import ConfigParser
+from monai.bundle import run as bundle_run
+
+from scripts.files import InputFileError, write_json
+from scripts.geometry import Geometry
+from scripts.networks import DualFaceDepthNet
+from scripts.reconstruct import Reconstructor, load_network, oracle_prediction, reconstruct_image
+from scripts.surface_metrics import point_to_surface, surface_metrics
+
+ROOT = Path(__file__).resolve().parent.parent
+FEATURES = [4, 4, 8, 8, 16, 4]
+FAST_FIT = {"n_iterations": 6, "n_rigid_iterations": 3, "max_points": 400}
+OVERRIDES = {"features": FEATURES, "image_size": 64, "device": "cpu", "ssm_fit": FAST_FIT}
+
+
+def make_dataset(root: Path) -> Path:
+    """2 phantom cases (3 mm), one pose each at 64x64 (6.25 mm pixels); datalist: case 0 training, case 1 test;
+    a shape model from both cases; a tiny untrained network checkpoint. Returns the data set folder."""
+    from scripts.phantom import generate_cohort
+    from scripts.simulate import find_cases, simulate
+    from scripts.ssm import build_from_cases, save_shape_models
+
+    generate_cohort(2, root / "cohort", seed=0, spacing_mm=3.0)
+    geometry = Geometry.standard(image_size=[64, 64], pixel_spacing_mm=[6.25, 6.25], principal_point_px=[31.5, 31.5])
+    datalist, errors = simulate(find_cases(root / "cohort"), root / "sim", poses=1, geometry=geometry, device="cpu")
+    assert not errors
+    entries = [e for split in datalist.values() for e in split]
+    write_json(root / "sim" / "datalist.json", {"training": [e for e in entries if e["case"] == "case_0000"], "validation": [],
+                                                "test": [e for e in entries if e["case"] == "case_0001"]})
+    models, meta = build_from_cases(root / "cohort")
+    save_shape_models(root / "ssm.npz", models, meta)
+    torch.manual_seed(0)
+    torch.save(DualFaceDepthNet(features=FEATURES).state_dict(), root / "model.pt")
+    return root / "sim"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("recon")
+    return make_dataset(root)
+
+
+def truth_in_camera(sample_dir: Path, bone: str) -> trimesh.Trimesh:
+    """The simulator's world-RAS mesh of ``bone`` moved into the sample's camera frame."""
+    notes = json.loads((sample_dir / "sample.json").read_text())
+    geometry = Geometry.load(sample_dir / "geometry.json")
+    mesh = trimesh.load(str((sample_dir.parent / notes["meshes"][bone]).resolve()), process=False)
+    return trimesh.Trimesh(geometry.world_to_camera_points(mesh.vertices), mesh.faces, process=False)
+
+
+def load_truth(sample_dir: Path) -> tuple[np.ndarray, np.ndarray, Geometry]:
+    depth = np.moveaxis(nib.load(str(sample_dir / "depth.nii.gz")).get_fdata(), -1, 0).astype(np.float32)
+    mask = np.moveaxis(nib.load(str(sample_dir / "mask.nii.gz")).get_fdata(), -1, 0) > 0
+    return depth, mask, Geometry.load(sample_dir / "geometry.json")
+
+
+def run_inference(input_dir, output_dir, ckpt, ssm, **kw):
+    bundle_run(config_file=str(ROOT / "configs" / "inference.yaml"), meta_file=str(ROOT / "configs" / "metadata.json"),
+               logging_file=str(ROOT / "configs" / "logging.conf"), input_dir=str(input_dir), output_dir=str(output_dir),
+               ckpt_path=str(ckpt), ssm_path=str(ssm), bundle_root=str(ROOT), **OVERRIDES, **kw)
+
+
+def test_inference_network_matches_training():
+    """inference.yaml declares the same network (class and hyperparameters) and input size as train.yaml."""
+    train, infer = ConfigParser(), ConfigParser()
+    train.read_config(str(ROOT / "configs" / "train.yaml"))
+    infer.read_config(str(ROOT / "configs" / "inference.yaml"))
+    for key in ("bones", "faces", "features", "depth_prior_mm", "centre_prior_mm", "image_size"):
+        assert infer[key] == train[key], key
+    assert infer["network_def"] == train["network_def"]
+    with open(ROOT / "configs" / "train.yaml") as f:
+        norm = [t for t in yaml.safe_load(f)["load_transforms"] if t["_target_"].endswith("NormalizeRadiographd")]
+    assert [t for t in infer["preprocessing"]["transforms"] if t["_target_"].endswith("NormalizeRadiographd")] == norm
+
+
+def test_oracle_depth_gives_true_surfaces(data):
+    """True depth maps through the pipeline: surfaces within one CT voxel of the true bone surface."""
+    sample = data / "case_0001_p0"
+    depth, mask, geometry = load_truth(sample)
+    recon = Reconstructor(None, None, preprocessing=lambda d: d, image_size=(64, 64), ssm_path=data.parent / "ssm.npz", fit_kwargs=FAST_FIT)
+    pred = oracle_prediction(depth, mask, geometry)
+    rec = recon.reconstruct(pred)
+    voxel = 3.0  # mm, the phantom CT spacing (the labels the depth maps were cast against)
+    for b, bone in enumerate(geometry.bones):
+        truth = truth_in_camera(sample, bone)
+        surf = rec.surfaces[bone]
+        # every front/back vertex lies on the true surface (depth maps are exact ray hits)
+        assert np.median(point_to_surface(np.asarray(surf.vertices), truth)) < voxel / 2
+        assert surface_metrics(surf, truth, geometry, spacing_mm=3.0)["assd_mm"] < voxel
+        assert surface_metrics(rec.completed[bone], truth, geometry, spacing_mm=3.0)["assd_mm"] < voxel
+    # a known depth error moves the surface along the rays by that amount
+    moved = recon.reconstruct(pred, centre_mm=pred.centre_mm + 15.0, complete=False)
+    np.testing.assert_allclose(moved.depth[moved.depth > 0] - rec.depth[rec.depth > 0], 15.0, atol=1e-3)
+    far = surface_metrics(moved.surfaces["femur_left"], truth_in_camera(sample, "femur_left"), geometry, spacing_mm=3.0)
+    assert 7.0 < far["assd_mm"] < 15.5
+
+
+def test_bad_checkpoints_are_refused(data, tmp_path, capsys):
+    net = DualFaceDepthNet(features=FEATURES)
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint at all" * 10)
+    other = tmp_path / "other.pt"
+    torch.save(DualFaceDepthNet(features=[4, 4, 8, 8, 32, 4]).state_dict(), other)
+    for path, message in ((empty, "empty"), (junk, "unreadable checkpoint"), (other, "shapes differ for"), (tmp_path / "none.pt", "not found")):
+        with pytest.raises(InputFileError, match=message) as e:
+            load_network(path, net)
+        assert str(path) in str(e.value)
+    # the workflow: one line naming the file, exit 1, no output folder
+    with pytest.raises(SystemExit) as e:
+        run_inference(data / "case_0001_p0", tmp_path / "out", other, data.parent / "ssm.npz")
+    assert e.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"{other}: checkpoint from another bundle version") and "shapes differ" in err[-1]
+    assert not (tmp_path / "out").exists()
+
+
+def test_workflow_layout_rerun_overwrite_and_bad_file(data, tmp_path, capsys):
+    inputs = tmp_path / "in"
+    for name in ("case_0000_p0", "case_0001_p0"):
+        (inputs / name).mkdir(parents=True)
+        for f in ("image.nii.gz", "geometry.json"):
+            (inputs / name / f).write_bytes((data / name / f).read_bytes())
+    (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        run_inference(inputs, out, data.parent / "model.pt", data.parent / "ssm.npz")
+    assert e.value.code == 1  # the broken file failed, after the others completed
+    err = capsys.readouterr().err
+    assert f"{inputs / 'broken.png'}: " in err
+    assert sorted(p.name for p in out.iterdir()) == ["case_0000_p0", "case_0001_p0"]
+
+    for name in ("case_0000_p0", "case_0001_p0"):
+        d = out / name
+        geometry = Geometry.load(inputs / name / "geometry.json")
+        result = json.loads((d / "result.json").read_text())
+        assert Geometry.from_dict(result["geometry"]) == geometry
+        depth = nib.load(str(d / "depth.nii.gz")).get_fdata()
+        mask = nib.load(str(d / "mask.nii.gz")).get_fdata() > 0
+        assert depth.shape == (64, 64, 6) and mask.shape == (64, 64, 3) and np.isfinite(depth).all()
+        assert np.allclose(nib.load(str(d / "depth.nii.gz")).affine, np.diag([6.25, 6.25, 1, 1]))
+        assert (d / "report.png").stat().st_size > 0
+        for b, bone in enumerate(geometry.bones):
+            info = result["bones"][bone]
+            assert info["found"] == bool(mask[..., b].any())
+            if not info["found"]:
+                assert not (d / f"{bone}.ply").exists()
+                continue
+            assert info["points"] == 2 * mask[..., b].sum() and np.isfinite(info["centre_depth_mm"])
+            mesh = trimesh.load(str(d / f"{bone}.ply"), process=False)
+            # camera frame: vertices project into the bone's mask pixels, at the written depths
+            uv, dist = geometry.project(np.asarray(mesh.vertices))
+            u, v = np.rint(uv[:, 0]).astype(int), np.rint(uv[:, 1]).astype(int)
+            np.testing.assert_allclose(uv, np.stack([u, v], -1), atol=1e-4)  # float32 PLY
+            assert mask[v, u, b].all()
+            front, back = depth[v, u, 2 * b], depth[v, u, 2 * b + 1]
+            assert np.all(np.isclose(dist, front, atol=1e-2) | np.isclose(dist, back, atol=1e-2))
+            assert abs(np.mean(depth[..., 2 * b : 2 * b + 2][mask[..., b]]) - info["centre_depth_mm"]) < 1e-3
+            completed = trimesh.load(str(d / f"{bone}_completed.ply"), process=False)
+            assert np.isfinite(completed.vertices).all() and np.isfinite(info["ssm"]["rms_mm"])
+        assert set(result["timings_s"]) >= {"load", "network", "meshing", "ssm", "write"}
+
+    before = {p: p.stat().st_mtime_ns for p in out.glob("*/result.json")}
+    with pytest.raises(SystemExit):
+        run_inference(inputs, out, data.parent / "model.pt", data.parent / "ssm.npz")
+    assert "skipped 2" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/result.json")} == before
+    (inputs / "broken.png").unlink()
+    run_inference(inputs, out, data.parent / "model.pt", data.parent / "ssm.npz", overwrite=True)  # exit 0: no SystemExit
+    assert "reconstructed 2" in capsys.readouterr().err
+    assert all(p.stat().st_mtime_ns != t for p, t in before.items())
+
+
+def test_reconstruct_image_api(data):
+    """The deploy/demo entry point: {bone: mesh} in the camera frame for a 64x64 input run at the trained 256x256."""
+    torch.manual_seed(1)
+    ckpt = data.parent / "model_default.pt"
+    torch.save(DualFaceDepthNet().state_dict(), ckpt)
+    image = nib.load(str(data / "case_0001_p0" / "image.nii.gz")).get_fdata().astype(np.float32)
+    geometry = Geometry.load(data / "case_0001_p0" / "geometry.json")
+    meshes = reconstruct_image(image, geometry, model_path=ckpt, ssm_path=data.parent / "ssm.npz", device="cpu", completed=False)
+    assert meshes and set(meshes) <= set(geometry.bones)
+    for mesh in meshes.values():
+        assert isinstance(mesh, trimesh.Trimesh) and len(mesh.faces) > 0
+        assert geometry.in_field_of_view(np.asarray(mesh.vertices), margin_px=-0.01).all()
