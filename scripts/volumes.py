@@ -219,13 +219,24 @@ def bone_bounding_box(labels: np.ndarray, label: int) -> tuple[np.ndarray, np.nd
     return idx.min(0), idx.max(0)
 
 
-def bones_center(labels: Volume) -> np.ndarray:
-    """World (RAS mm) centre of the bounding box of all bone voxels (labels > 0)."""
-    idx = np.argwhere(labels.array > 0)
+def bones_center(labels: Volume, inferior_shift: float = 0.1) -> np.ndarray:
+    """World (RAS mm) point that an AP hip radiograph centres on.
+
+    The centre of the pelvis label's bounding box moved inferiorly by ``inferior_shift`` times the
+    pelvis height (the clinical centring between the iliac crests and the symphysis, which keeps
+    the proximal femurs in view); the centre of all bone labels when there is no pelvis label.
+    """
+    pelvis = np.argwhere(labels.array == BONE_LABELS["pelvis"])
+    idx = pelvis if pelvis.size else np.argwhere(labels.array > 0)
     if idx.size == 0:
         raise InputFileError(labels.path, "no bone labels (1 pelvis, 2 femur_left, 3 femur_right) present")
-    mid = (idx.min(0) + idx.max(0)) / 2.0
-    return labels.affine[:3, :3] @ mid + labels.affine[:3, 3]
+    lo, hi = idx.min(0), idx.max(0)
+    to_world = lambda ijk: labels.affine[:3, :3] @ ijk + labels.affine[:3, 3]  # noqa: E731
+    centre = to_world((lo + hi) / 2.0)
+    if pelvis.size:
+        corners = np.array([to_world(np.array([a, b, c])) for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])])
+        centre[2] -= inferior_shift * (corners[:, 2].max() - corners[:, 2].min())
+    return centre
 
 
 def threshold_labels(ct: Volume, threshold_hu: float = 200.0, min_component_ml: float = 2.0) -> np.ndarray:

@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from scripts.files import InputFileError
-from scripts.volumes import bones_center, load_label_map, read_ct, read_labels, read_volume, threshold_labels
+from scripts.volumes import Volume, bones_center, load_label_map, read_ct, read_labels, read_volume, threshold_labels
 
 REAL_CT = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_ct" / "example_ct.nii.gz"
 # RAS affine of a typical DICOM axial scan: i runs to patient left (-x), j to posterior (-y).
@@ -116,7 +116,19 @@ def test_label_maps_presets_and_files(tmp_path):
     custom.write_text(json.dumps({"7": "tibia"}))
     with pytest.raises(InputFileError, match="map.json"):
         load_label_map(custom)
-    np.testing.assert_allclose(bones_center(lab), AFFINE[:3, :3] @ [1.5, 0, 0] + AFFINE[:3, 3])
+    # pelvis voxels at i = 0, 1 (j = k = 0): its box centre, 10% of its (zero) height lower
+    np.testing.assert_allclose(bones_center(lab), AFFINE[:3, :3] @ [0.5, 0, 0] + AFFINE[:3, 3])
+
+
+def test_bones_center_centres_on_pelvis_shifted_inferiorly():
+    lab = np.zeros((10, 10, 30), np.uint8)
+    lab[2:8, 2:8, 10:30] = 1  # pelvis: k = 10..29 -> 19 voxel steps of 2 mm = 38 mm high
+    lab[3:5, 3:5, 0:12] = 2  # femur reaching below the pelvis does not move the centre
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    centre = bones_center(Volume(lab, affine))
+    np.testing.assert_allclose(centre, [4.5, 4.5, 2.0 * 19.5 - 0.1 * 38.0])
+    only_femur = np.where(lab == 2, 2, 0).astype(np.uint8)
+    np.testing.assert_allclose(bones_center(Volume(only_femur, affine)), [3.5, 3.5, 11.0])
 
 
 @pytest.mark.skipif(not REAL_CT.exists(), reason="shared real CT (../shared) not present")
