@@ -33,7 +33,7 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
-from .files import InputFileError, PathLike, atomic_path
+from .files import InputFileError, PathLike, atomic_path, read_json
 from .geometry import BONES, STANDARD_AP_ROTATION, Geometry, apply_transform
 
 MODEL_KEYS = ("mean", "faces", "modes", "variances")
@@ -340,10 +340,12 @@ def build_from_cases(
     scale: bool = False,
     register: bool = False,
     template_dir: PathLike | None = None,
+    case_names: Sequence[str] | None = None,
 ) -> tuple[dict[str, ShapeModel], dict]:
-    """Models from ``cases_dir/case_*/meshes/<bone>.ply``; ``register`` brings meshes into correspondence first."""
+    """Models from ``cases_dir/case_*/meshes/<bone>.ply`` (only ``case_names`` when given);
+    ``register`` brings meshes into correspondence first."""
     cases_dir = Path(cases_dir)
-    cases = sorted(p for p in cases_dir.glob("case_*") if p.is_dir())
+    cases = sorted(p for p in cases_dir.glob("case_*") if p.is_dir() and (case_names is None or p.name in case_names))
     if len(cases) < 2:
         raise InputFileError(cases_dir, f"need at least two case_* folders with meshes/<bone>.ply, found {len(cases)}")
     models = {}
@@ -373,6 +375,14 @@ def build_from_cases(
     return models, meta
 
 
+def split_cases(datalist: PathLike, split: str) -> set[str]:
+    """Case names (entries' "case") of one list of a simulator datalist."""
+    entries = read_json(datalist).get(split)
+    if not entries:
+        raise InputFileError(datalist, f"no '{split}' entries")
+    return {e["case"] for e in entries}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.ssm", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -384,9 +394,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--scale", action="store_true", help="similarity (not rigid) Procrustes alignment")
     b.add_argument("--register", action="store_true", help="bring meshes not in correspondence onto a template first")
     b.add_argument("--template", default=None, help="folder with <bone>.ply templates for --register (default: first case)")
+    b.add_argument("--datalist", default=None, help="simulator datalist.json: use only the cases of --split (keeps test subjects out)")
+    b.add_argument("--split", default="training", help="datalist list whose cases build the model (with --datalist)")
     args = parser.parse_args(argv)
     try:
-        models, meta = build_from_cases(args.cases, args.bones, args.variance, args.scale, args.register, args.template)
+        names = split_cases(args.datalist, args.split) if args.datalist else None
+        models, meta = build_from_cases(args.cases, args.bones, args.variance, args.scale, args.register, args.template, names)
     except InputFileError as e:
         print(e, file=sys.stderr)
         return 1

@@ -1,5 +1,7 @@
 """Shape model: Procrustes, PCA variance, storage, CLI, registration and fitting to partial dual-face points."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -152,6 +154,13 @@ def test_cli_build_and_bad_topology(tmp_path, cohort, capsys):
     odd.export(tmp_path / "cases" / "case_003" / "meshes" / "pelvis.ply")
     assert ssm.main(["build", "--cases", str(tmp_path / "cases"), "--out", str(tmp_path / "x.npz"), "--bones", "pelvis"]) == 1
     assert "case_003" in capsys.readouterr().err and not (tmp_path / "x.npz").exists()
+    # --datalist/--split keep the held-out (here: the odd) case out of the model
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"training": [{"case": f"case_{i:03d}"} for i in (0, 1, 2, 4)], "test": [{"case": "case_003"}]}))
+    out2 = tmp_path / "train_only.npz"
+    assert ssm.main(["build", "--cases", str(tmp_path / "cases"), "--out", str(out2), "--bones", "pelvis", "--datalist", str(datalist)]) == 0
+    assert ssm.load_shape_models(out2)[1]["cases"] == ["case_000", "case_001", "case_002", "case_004"]
+    assert ssm.main(["build", "--cases", str(tmp_path / "cases"), "--out", str(out2), "--datalist", str(datalist), "--split", "validation"]) == 1
 
 
 def test_register_brings_meshes_into_correspondence(tmp_path):
