@@ -20,6 +20,12 @@ import numpy as np
 PathLike = Union[str, Path]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 class InputFileError(RuntimeError):
     """Bad input: names the offending file and the problem, in one line."""
 
@@ -40,6 +46,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        tmp.chmod(0o666 & ~_umask())  # mkstemp creates 0600; finished files get the usual permissions
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -53,6 +60,7 @@ def atomic_dir(path: PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     try:
         yield tmp
+        tmp.chmod(0o777 & ~_umask())
         if path.exists():
             shutil.rmtree(path)
         tmp.rename(path)

@@ -68,11 +68,11 @@ def sample_params(seed: int) -> dict:
 
     return {
         "seed": int(seed),
-        "scale": float(u(0.92, 1.08)),
-        "pelvis_width": float(u(0.94, 1.06)),
+        "scale": float(u(0.95, 1.05)),
+        "pelvis_width": float(u(0.97, 1.03)),
         "pelvis_depth": float(u(0.92, 1.08)),
         "pelvis_height": float(u(0.93, 1.07)),
-        "iliac_flare": float(u(-0.06, 0.08)),
+        "iliac_flare": float(u(-0.03, 0.03)),
         "head_radius": float(u(21.5, 25.5)),
         "femur_left": side(),
         "femur_right": side(),
@@ -176,7 +176,7 @@ def _body_sdf(x: np.ndarray, y: np.ndarray, z: np.ndarray, layout: dict, thigh_r
     for (c_top, c_bot, z_top, z_bot) in layout["thighs"]:
         f = np.clip((z - z_bot) / (z_top - z_bot), None, 1.0)
         cx, cy = c_bot[0] + f * (c_top[0] - c_bot[0]), c_bot[1] + f * (c_top[1] - c_bot[1])
-        out = anatomy._smin(out, np.hypot(x - cx, y - cy) - thigh_r, 25.0)
+        out = anatomy.smooth_union(out, np.hypot(x - cx, y - cy) - thigh_r, 25.0)
     return out
 
 
@@ -188,8 +188,7 @@ def _bone_hu(mask: np.ndarray, spacing: float, cortex_mm: np.ndarray | float, pa
     texture = ndimage.zoom(rng.normal(0.0, 1.0, size=tuple(max(2, s // 8) for s in mask.shape)), 8, order=1)
     texture = np.pad(texture, [(0, max(0, s - ts)) for s, ts in zip(mask.shape, texture.shape)], mode="edge")
     texture = texture[: mask.shape[0], : mask.shape[1], : mask.shape[2]]
-    hu = np.where(cortex, t["cortical_hu"] + 80.0 * texture, t["trabecular_hu"] + 50.0 * texture)
-    return hu
+    return np.where(cortex, t["cortical_hu"] + 80.0 * texture, t["trabecular_hu"] + 50.0 * texture)
 
 
 def _volume_grid(meshes: dict[str, trimesh.Trimesh], layout: dict, thigh_r: float, spacing: float) -> tuple[np.ndarray, tuple[int, int, int]]:
@@ -223,7 +222,7 @@ def generate_case(seed: int, spacing_mm: float = 1.0) -> PhantomCase:
     affine[:3, 3] = origin
 
     # body: soft tissue with a subcutaneous fat layer, air outside
-    xs, ys, zs = (origin[i] + spacing_mm * np.arange(shape[i]) for i in range(3))
+    xs, ys, zs = ((origin[i] + spacing_mm * np.arange(shape[i])).astype(np.float32) for i in range(3))
     body = _body_sdf(xs[:, None, None], ys[None, :, None], zs[None, None, :], layout, t["thigh_radius_mm"])
     ct = np.full(shape, HU_AIR, dtype=np.float32)
     ct[body < 0] = HU_FAT
@@ -231,7 +230,6 @@ def generate_case(seed: int, spacing_mm: float = 1.0) -> PhantomCase:
 
     # bones: exact voxelisation of the meshes, each in its own bounding box
     labels = np.zeros(shape, dtype=np.uint8)
-    lt_level = {}
     for name in BONES:
         mesh = meshes[name]
         i0 = np.clip(np.floor((mesh.bounds[0] - origin) / spacing_mm).astype(int) - 1, 0, None)
@@ -244,9 +242,9 @@ def generate_case(seed: int, spacing_mm: float = 1.0) -> PhantomCase:
         cortex = t["cortex_mm"]
         if name != "pelvis":
             head_z = params[name]["head_centre_mm"][2]
-            lt_level[name] = head_z + anatomy.LESSER_TROCHANTER_LEVEL * params["scale"]
+            shaft_top = head_z + anatomy.LESSER_TROCHANTER_LEVEL * params["scale"]
             z_box = zs[box[2]][None, None, :]
-            cortex = t["cortex_mm"] + (t["shaft_cortex_mm"] - t["cortex_mm"]) * anatomy._smoothstep(lt_level[name] - z_box, 0.0, 40.0)
+            cortex = t["cortex_mm"] + (t["shaft_cortex_mm"] - t["cortex_mm"]) * anatomy.smoothstep(shaft_top - z_box, 0.0, 40.0)
         ct[box][mask] = _bone_hu(mask, spacing_mm, cortex, params, rng)[mask]
 
     # bowel gas in the lower abdomen, in soft tissue only

@@ -54,7 +54,7 @@ def _ellipsoid(p: np.ndarray, c, radii) -> np.ndarray:
     return (np.linalg.norm((p - np.asarray(c, dtype=np.float64)) / radii, axis=-1) - 1.0) * radii.min()
 
 
-def _smin(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
+def smooth_union(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
     """Polynomial smooth union of two SDFs with blend radius k (mm)."""
     h = np.clip(0.5 + 0.5 * (b - a) / k, 0.0, 1.0)
     return b * (1 - h) + a * h - k * h * (1 - h)
@@ -62,13 +62,13 @@ def _smin(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
 
 def _smax(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
     """Smooth intersection."""
-    return -_smin(-a, -b, k)
+    return -smooth_union(-a, -b, k)
 
 
 def _union(k: float, *sdfs: np.ndarray) -> np.ndarray:
     out = sdfs[0]
     for s in sdfs[1:]:
-        out = _smin(out, s, k)
+        out = smooth_union(out, s, k)
     return out
 
 
@@ -79,7 +79,7 @@ def pelvis_sdf(p: np.ndarray) -> np.ndarray:
     h = np.array([HIP_HALF_WIDTH, 0.0, 0.0])
     y, z = q[:, 1], q[:, 2]
     # iliac wing: a shell of a bowl-shaped ellipsoid, cut to the wing outline, with a thicker crest
-    bowl = _ellipsoid(q, (0, -5, 110), (122, 82, 122))
+    bowl = _ellipsoid(q, (0, -5, 110), (127, 82, 122))
     outline = (np.hypot((y + 15) / 65.0, (z - 40) / 75.0) - 1.0) * 65.0
     wing = _smax(_smax(np.abs(bowl) - 4.0, outline, 6.0), 28.0 - z, 6.0)
     crest = _smax(_smax(np.abs(bowl) - 6.0, np.abs(outline) - 5.5, 3.0), 45.0 - z, 4.0)
@@ -111,7 +111,7 @@ def pelvis_sdf(p: np.ndarray) -> np.ndarray:
         _ellipsoid(q, (0, -79, -3), (22, 10, 10)),
         _ellipsoid(q, (0, -76, -20), (10, 8, 10)),
     )
-    return np.maximum(_smin(hemi, sacrum, 8.0), -_sphere(q, h, cup_r))  # acetabular cavity
+    return np.maximum(smooth_union(hemi, sacrum, 8.0), -_sphere(q, h, cup_r))  # acetabular cavity
 
 
 def _neck_frame() -> tuple[np.ndarray, np.ndarray]:
@@ -168,7 +168,8 @@ def femur_template() -> trimesh.Trimesh:
 
 
 # ---------------------------------------------------------------------- deformations
-def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+def smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """0 below ``lo``, 1 above ``hi``, cubic in between."""
     t = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
     return t * t * (3 - 2 * t)
 
@@ -195,7 +196,7 @@ def deform_pelvis(points: np.ndarray, prm: dict) -> np.ndarray:
     s = prm["scale"] * np.array([prm["pelvis_width"], prm["pelvis_depth"], prm["pelvis_height"]])
 
     def global_map(p: np.ndarray) -> np.ndarray:
-        flare = 1.0 + prm["iliac_flare"] * _smoothstep(p[:, 2], 20.0, 110.0)
+        flare = 1.0 + prm["iliac_flare"] * smoothstep(p[:, 2], 20.0, 110.0)
         return np.stack([p[:, 0] * flare, p[:, 1], p[:, 2]], -1) * s
 
     out = global_map(points)
@@ -203,7 +204,7 @@ def deform_pelvis(points: np.ndarray, prm: dict) -> np.ndarray:
     r0 = HEAD_RADIUS + JOINT_GAP + 14.0
     for side in (-1.0, 1.0):
         c = np.array([[side * HIP_HALF_WIDTH, 0.0, 0.0]])
-        w = 1.0 - _smoothstep(np.linalg.norm(points - c, axis=-1), r0, r0 + 50.0)
+        w = 1.0 - smoothstep(np.linalg.norm(points - c, axis=-1), r0, r0 + 50.0)
         similar = global_map(c) + k_cup * (points - c)
         out = out + w[:, None] * (similar - out)
     return out
@@ -225,18 +226,18 @@ def deform_femur_local(points: np.ndarray, side: dict, prm: dict) -> np.ndarray:
     p = points.astype(np.float64)
     # head size, blended out along the neck
     k_head = prm["head_radius"] / (HEAD_RADIUS * prm["scale"])
-    w = 1.0 - _smoothstep(np.linalg.norm(p, axis=-1), HEAD_RADIUS + 2.0, HEAD_RADIUS + 30.0)
+    w = 1.0 - smoothstep(np.linalg.norm(p, axis=-1), HEAD_RADIUS + 2.0, HEAD_RADIUS + 30.0)
     p = p * (1.0 + (k_head - 1.0) * w)[:, None]
     # neck: weight 0 at the trochanters, 1 on the head
     t = (p - base) @ up / NECK_LENGTH
-    w = _smoothstep(t, 0.15, 0.65)
+    w = smoothstep(t, 0.15, 0.65)
     shaft_axis = np.array([0.0, 0.0, 1.0])
     bend_axis = np.cross(-shaft_axis, up)
     bend_axis /= np.linalg.norm(bend_axis)
     p = _rotate_about(p, base, bend_axis, w * math.radians(side["neck_shaft_angle"] - NECK_SHAFT_ANGLE))
     p = _rotate_about(p, base, shaft_axis, -w * math.radians(side["anteversion"] - ANTEVERSION))
     # shaft: thickness about the shaft axis and length below the lesser trochanter
-    below = _smoothstep(LESSER_TROCHANTER_LEVEL - p[:, 2], 0.0, 40.0)
+    below = smoothstep(LESSER_TROCHANTER_LEVEL - p[:, 2], 0.0, 40.0)
     axis_la = base[:2] + (2.0, 4.0)
     p[:, :2] = axis_la + (p[:, :2] - axis_la) * (1.0 + (side["shaft_thickness"] - 1.0) * below)[:, None]
     k_len = (side["femur_length"] / prm["scale"] + LESSER_TROCHANTER_LEVEL) / (FEMUR_LENGTH + LESSER_TROCHANTER_LEVEL)

@@ -35,7 +35,7 @@ def run_evaluation(data: Path, out: Path, **kw) -> dict:
     overrides = {"image_size": 64, "features": FEATURES, "ssm_fit": FAST_FIT}
     bundle_run(config_file=str(ROOT / "configs" / "evaluate.yaml"), meta_file=str(ROOT / "configs" / "metadata.json"),
                logging_file=str(ROOT / "configs" / "logging.conf"), bundle_root=str(ROOT), dataset_dir=str(data), output_dir=str(out),
-               ssm_path=str(data.parent / "ssm.npz"), device="cpu", surface_spacing_mm=3.0, inference_overrides=overrides, **kw)
+               ssm_path=str(data.parent / "ssm.npz"), device="cpu", surface_spacing_mm=3.0, surface_max_samples=600, inference_overrides=overrides, **kw)
     return json.loads((out / "metrics.json").read_text())
 
 

@@ -1,0 +1,54 @@
+import os
+
+import numpy as np
+import pytest
+
+from scripts.files import InputFileError, atomic_dir, atomic_path, read_json, read_nifti, write_json, write_nifti
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out" / "result.json"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("partial")
+            raise RuntimeError("interrupted")
+    assert not target.exists() and list(target.parent.iterdir()) == []
+
+
+def test_atomic_writes_have_umask_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {"x": np.float32(1.5), "y": np.arange(3)})
+        with atomic_dir(tmp_path / "case") as d:
+            (d / "f.txt").write_text("ok")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "case").stat().st_mode & 0o777 == 0o755
+    assert read_json(tmp_path / "a.json") == {"x": 1.5, "y": [0, 1, 2]}
+
+
+def test_atomic_dir_replaces_only_on_success(tmp_path):
+    target = tmp_path / "case"
+    with atomic_dir(target) as d:
+        (d / "a.txt").write_text("first")
+    with pytest.raises(ValueError):
+        with atomic_dir(target) as d:
+            (d / "a.txt").write_text("second")
+            raise ValueError("bad input")
+    assert (target / "a.txt").read_text() == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["case"]
+
+
+def test_nifti_round_trip_and_errors(tmp_path):
+    arr = np.arange(12, dtype=np.float32).reshape(3, 4)
+    write_nifti(tmp_path / "x.nii.gz", arr)
+    np.testing.assert_array_equal(read_nifti(tmp_path / "x.nii.gz"), arr)
+    write_nifti(tmp_path / "nan.nii.gz", np.array([[np.nan, 1.0]], np.float32))
+    with pytest.raises(InputFileError, match="nan.nii.gz: contains NaN"):
+        read_nifti(tmp_path / "nan.nii.gz")
+    (tmp_path / "trunc.nii.gz").write_bytes((tmp_path / "x.nii.gz").read_bytes()[:40])
+    with pytest.raises(InputFileError, match="trunc.nii.gz: unreadable"):
+        read_nifti(tmp_path / "trunc.nii.gz")
+    with pytest.raises(InputFileError, match="missing.json: file not found"):
+        read_json(tmp_path / "missing.json")

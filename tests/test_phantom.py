@@ -1,0 +1,186 @@
+"""Tests of the procedural phantom: correspondence, mesh/label agreement, anatomy, HU, files."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import trimesh
+from scipy import ndimage
+
+from scripts import phantom_anatomy as anatomy
+from scripts.geometry import BONES, Geometry, standard_ap_pose
+from scripts.phantom import LABELS, build_meshes, case_seeds, generate_case, main, sample_params, voxelize
+
+SPACING = 3.0
+
+
+@pytest.fixture(scope="module")
+def case():
+    return generate_case(7, SPACING)
+
+
+@pytest.fixture(scope="module")
+def other():
+    return generate_case(8, SPACING)
+
+
+def _world_points(case, index: np.ndarray) -> np.ndarray:
+    return index @ case.affine[:3, :3].T + case.affine[:3, 3]
+
+
+def test_voxelize_matches_analytic_sphere_and_box():
+    sphere = trimesh.creation.icosphere(subdivisions=5, radius=20.0)
+    sphere.apply_translation((1.3, -0.7, 2.1))
+    box = trimesh.creation.box(extents=(10.0, 14.0, 6.0))
+    origin, shape = np.array([-25.0, -25.0, -25.0]), (51, 51, 51)
+    ijk = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1).reshape(-1, 3)
+    p = origin + ijk
+    r = np.linalg.norm(p - (1.3, -0.7, 2.1), axis=1).reshape(shape)
+    occ = voxelize(sphere, origin, 1.0, shape)
+    assert occ[r < 19.5].all() and not occ[r > 20.05].any()
+    # faces through voxel centres: per axis exactly one of the two boundary layers counts (half-open rule)
+    occ = voxelize(box, origin, 1.0, shape)
+    closed = (np.abs(p) <= (5.0, 7.0, 3.0)).all(1).reshape(shape)
+    open_ = (np.abs(p) < (5.0, 7.0, 3.0)).all(1).reshape(shape)
+    assert occ.sum() == 10 * 14 * 6
+    assert occ[open_].all() and not occ[~closed].any()
+
+
+def test_meshes_correspond_across_subjects(case, other):
+    for bone in BONES:
+        a, b = case.meshes[bone], other.meshes[bone]
+        assert a.vertices.shape == b.vertices.shape
+        assert 2000 <= len(a.vertices) <= 10000
+        np.testing.assert_array_equal(a.faces, b.faces)
+        assert np.abs(a.vertices - b.vertices).max() > 1.0
+    # the two femurs share the template: same vertex count, mirrored (reversed) winding
+    np.testing.assert_array_equal(case.meshes["femur_left"].faces, case.meshes["femur_right"].faces[:, ::-1])
+
+
+def test_meshes_closed_and_outward(case, other):
+    for c in (case, other):
+        for bone in BONES:
+            m = c.meshes[bone]
+            assert m.is_watertight and m.is_winding_consistent
+            assert m.volume > 0
+            # outward: the normal at the highest vertex points up
+            top = np.argmax(m.vertices[:, 2])
+            assert m.vertex_normals[top, 2] > 0
+
+
+def test_labels_are_the_voxelised_meshes(case):
+    rng = np.random.default_rng(0)
+    for bone in BONES:
+        mesh = case.meshes[bone]
+        lo = np.floor((mesh.bounds[0] - case.affine[:3, 3]) / SPACING).astype(int)
+        hi = np.ceil((mesh.bounds[1] - case.affine[:3, 3]) / SPACING).astype(int)
+        assert (lo >= 0).all() and (hi < case.labels.shape).all()  # whole mesh inside the volume
+        ijk = rng.integers(lo, hi + 1, size=(600, 3))
+        sd = trimesh.proximity.signed_distance(mesh, _world_points(case, ijk))  # > 0 inside
+        lab = case.labels[tuple(ijk.T)]
+        assert (lab[sd > 0.5 * SPACING] == LABELS[bone]).all()
+        assert (lab[sd < -0.5 * SPACING] != LABELS[bone]).all()
+        assert (sd > 0.5 * SPACING).sum() > 20
+        # occupied volume equals the mesh volume
+        assert (case.labels == LABELS[bone]).sum() * SPACING**3 == pytest.approx(mesh.volume, rel=0.05)
+
+
+def test_same_seed_same_case_different_seed_different_shape(case, other):
+    again = generate_case(7, SPACING)
+    np.testing.assert_array_equal(again.ct, case.ct)
+    np.testing.assert_array_equal(again.labels, case.labels)
+    np.testing.assert_array_equal(again.affine, case.affine)
+    for bone in BONES:
+        np.testing.assert_array_equal(again.meshes[bone].vertices, case.meshes[bone].vertices)
+    assert again.params == case.params
+    assert other.params["head_radius"] != case.params["head_radius"]
+    assert len(set(case_seeds(5, 0))) == 5 and case_seeds(3, 0) == case_seeds(5, 0)[:3]
+
+
+def test_left_right_follow_ras_and_ap_view(case):
+    left, right = case.meshes["femur_left"].vertices, case.meshes["femur_right"].vertices
+    assert left[:, 0].max() < 0 < right[:, 0].min()  # RAS: +x is the patient's right
+    centre = case.meshes["pelvis"].centroid
+    geom = Geometry.standard().with_pose(standard_ap_pose(centre, 950.0))
+    u_left = geom.project(geom.world_to_camera_points(left))[0][:, 0]
+    u_right = geom.project(geom.world_to_camera_points(right))[0][:, 0]
+    assert u_left.min() > u_right.max()  # image columns run toward the patient's left
+
+
+def test_heads_seated_in_acetabula_without_overlap():
+    for seed in case_seeds(4, 11):
+        params = sample_params(seed)
+        meshes = build_meshes(params)
+        radius = params["head_radius"]
+        cavity = radius * (1 + anatomy.JOINT_GAP / anatomy.HEAD_RADIUS)
+        for bone, hip in zip(("femur_right", "femur_left"), anatomy.hip_centres(params)):
+            head = np.asarray(params[bone]["head_centre_mm"])
+            np.testing.assert_allclose(head, hip, atol=1e-6)
+            d_femur = np.linalg.norm(meshes[bone].vertices - head, axis=1)
+            d_pelvis = np.linalg.norm(meshes["pelvis"].vertices - head, axis=1)
+            assert d_femur.min() == pytest.approx(radius, abs=1.0)  # spherical head of the sampled size
+            assert d_pelvis.min() == pytest.approx(cavity, abs=1.0)  # cup surrounds it with a joint space
+            assert cavity - radius >= 1.5
+            # no voxel of a 1 mm grid around the hip lies in both bones
+            origin, shape = head - 70.0, (141, 141, 141)
+            both = voxelize(meshes[bone], origin, 1.0, shape) & voxelize(meshes["pelvis"], origin, 1.0, shape)
+            assert not both.any()
+
+
+def test_adult_proportions_and_partial_femurs_in_view():
+    geom = Geometry.standard()
+    for seed in case_seeds(6, 3):
+        params = sample_params(seed)
+        meshes = build_meshes(params)
+        assert 240.0 <= np.ptp(meshes["pelvis"].vertices[:, 0]) <= 300.0  # inter-iliac width
+        assert 42.0 <= 2 * params["head_radius"] <= 52.0
+        for bone in ("femur_left", "femur_right"):
+            side = params[bone]
+            assert 120.0 <= side["neck_shaft_angle"] <= 140.0 and 5.0 <= side["anteversion"] <= 25.0
+            below = side["head_centre_mm"][2] - meshes[bone].vertices[:, 2].min()
+            assert 190.0 <= below <= 320.0
+        hips = np.mean([params[b]["head_centre_mm"] for b in ("femur_left", "femur_right")], 0)
+        g = geom.with_pose(standard_ap_pose(hips + (0.0, 0.0, 40.0), 950.0))
+        for bone in ("femur_left", "femur_right"):
+            seen = g.in_field_of_view(g.world_to_camera_points(meshes[bone].vertices))
+            assert 0.2 < seen.mean() < 0.95  # the femur is only partly in the hip radiograph
+
+
+def test_hounsfield_units(case):
+    ct, labels = case.ct, case.labels
+    assert ct.dtype == np.int16 and labels.dtype == np.uint8
+    assert set(np.unique(labels)) == {0, 1, 2, 3}
+    bone = labels > 0
+    surface = bone & ~ndimage.binary_erosion(bone)
+    deep = ndimage.binary_erosion(bone, iterations=3)
+    assert 1100 <= np.median(ct[surface]) <= 1900 and ct[surface].min() > 900
+    assert 120 <= np.median(ct[deep]) <= 450
+    assert ct[0, 0, 0] == -1000 and ct[0, -1, -1] == -1000  # air outside the body
+    soft = ct[~bone & (ct > -200)]
+    assert 20 <= np.median(soft) <= 60  # muscle
+    assert ((ct > -150) & (ct < -50) & ~bone).sum() > 0.05 * (~bone & (ct > -200)).sum()  # fat layer
+
+
+def test_cli_writes_full_layout(tmp_path):
+    assert main(["--n", "2", "--out", str(tmp_path), "--seed", "5", "--spacing", "4"]) == 0
+    template = {b: len(v.vertices) for b, v in ((b, anatomy.pelvis_template() if b == "pelvis" else anatomy.femur_template()) for b in BONES)}
+    for i in range(2):
+        d = tmp_path / f"case_{i:04d}"
+        ct, lab = nib.load(d / "ct.nii.gz"), nib.load(d / "labels.nii.gz")
+        assert ct.get_data_dtype() == np.int16 and lab.get_data_dtype() == np.uint8
+        assert ct.shape == lab.shape
+        np.testing.assert_allclose(ct.affine, lab.affine)
+        np.testing.assert_allclose(np.diag(ct.affine)[:3], 4.0)
+        assert nib.aff2axcodes(ct.affine) == ("R", "A", "S")
+        for bone in BONES:
+            mesh = trimesh.load(d / "meshes" / f"{bone}.ply", process=False)
+            assert len(mesh.vertices) == template[bone] and mesh.is_watertight
+        params = json.loads((d / "params.json").read_text())
+        assert params["spacing_mm"] == 4.0 and "femur_left" in params
+        assert (d / "preview.png").stat().st_size > 1000
+    with pytest.raises(SystemExit):
+        main(["--n", "1", "--out", str(tmp_path / "x"), "--spacing", "-1"])
+    assert not (tmp_path / "x").exists()
