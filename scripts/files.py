@@ -69,6 +69,18 @@ def atomic_dir(path: PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def remove_partials(directory: PathLike) -> list[Path]:
+    """Delete the temporary ``.<name>.*.partial`` folders of :func:`atomic_dir` left in ``directory`` by a killed run.
+
+    Only for a directory no other process is writing into. Returns the removed paths.
+    """
+    directory = Path(directory)
+    stale = sorted(p for p in directory.glob(".*.partial") if p.is_dir()) if directory.is_dir() else []
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return stale
+
+
 def write_json(path: PathLike, data: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, default=_json_default))

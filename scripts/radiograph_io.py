@@ -30,6 +30,7 @@ import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import nibabel as nib
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
@@ -123,15 +124,21 @@ def resample_to(image: np.ndarray, native: Geometry, target: Geometry) -> tuple[
 
 
 def read_dicom(path: PathLike, stop_before_pixels: bool = False) -> Dataset:
-    """Read a DICOM file, refusing corrupt files, non-radiograph modalities, multi-frame, colour and bad sizes."""
+    """Read a DICOM file, refusing corrupt or truncated files, non-radiograph modalities, multi-frame, colour and bad sizes.
+
+    ``stop_before_pixels``: pixel data (and other values over 4 KB) are not loaded, only located.
+    """
     path = Path(path)
     try:
-        ds = pydicom.dcmread(str(path), stop_before_pixels=stop_before_pixels)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns on odd values; corruption is judged below
+            # header-only reads still walk the whole file (large values deferred), so truncation is seen
+            ds = pydicom.dcmread(str(path), defer_size="4 KB" if stop_before_pixels else None)
     except InvalidDicomError:
         raise InputFileError(path, "not a DICOM file (no DICM preamble)") from None
     except Exception as e:  # pydicom raises many types on truncated/corrupt files
         raise InputFileError(path, f"corrupt or truncated DICOM ({type(e).__name__}: {e})") from None
-    _check_dicom_header(path, ds, require_pixels=not stop_before_pixels)
+    _check_dicom_header(path, ds)
     return ds
 
 
@@ -193,6 +200,12 @@ def output_name(path: PathLike, ds: Dataset | None = None) -> str:
 
 # ---------------------------------------------------------------------- NIfTI
 def _load_nifti(path: Path) -> tuple[np.ndarray, Geometry, dict]:
+    try:
+        shape = tuple(int(n) for n in nib.load(str(path)).shape)  # header only
+    except Exception as e:  # nibabel raises many types for corrupt/truncated headers
+        raise InputFileError(path, f"unreadable or truncated NIfTI ({type(e).__name__}: {e})") from None
+    if sum(n > 1 for n in shape) > 2:
+        raise InputFileError(path, f"3D volume (shape {shape}) given as a radiograph; one 2D projection image per file")
     geometry_file = path.parent / "geometry.json"
     if not geometry_file.exists():
         raise InputFileError(path, f"missing {geometry_file.name} beside the NIfTI image (its geometry)")
@@ -260,17 +273,19 @@ def _raster_geometry(path: Path, shape: tuple[int, int], standard: Geometry, sid
 
 
 # ---------------------------------------------------------------------- DICOM
-def _check_dicom_header(path: Path, ds: Dataset, require_pixels: bool) -> None:
+def _check_dicom_header(path: Path, ds: Dataset) -> None:
     modality = str(ds.get("Modality", "")).upper()
     sop_class = str(ds.get("SOPClassUID", ""))
     is_sc = sop_class in SECONDARY_CAPTURE_CLASSES
+    if len(ds) == 0:
+        raise InputFileError(path, "corrupt or truncated DICOM (no readable data elements)")
+    if "PixelData" not in ds and (not modality or modality in RADIOGRAPH_MODALITIES or is_sc):
+        raise InputFileError(path, "corrupt or truncated DICOM (no pixel data (7FE0,0010))")
     if modality not in RADIOGRAPH_MODALITIES and not (is_sc and modality in SECONDARY_CAPTURE_MODALITIES):
         raise InputFileError(path, f"modality {modality or 'missing'} is not a projection radiograph (accepted: DX, CR, RG, secondary capture)")
     if "Rows" not in ds or "Columns" not in ds:
         raise InputFileError(path, "no image (Rows/Columns missing)")
     _check_size(path, (int(ds.Rows), int(ds.Columns)))
-    if require_pixels and "PixelData" not in ds:
-        raise InputFileError(path, "no pixel data (7FE0,0010)")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise InputFileError(path, f"multi-frame / volume DICOM ({frames} frames); one 2D radiograph per file")
@@ -355,7 +370,9 @@ def _has_dicm_preamble(path: Path) -> bool:
 
 def _sop_instance_uid(path: Path) -> str | None:
     try:
-        return str(pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a corrupt file is reported when it is read
+            return str(pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID)
     except Exception:
         return None
 
@@ -401,6 +418,6 @@ def _phi_like(stem: str, ds: Dataset | None) -> bool:
         return True
     if ds is None:
         return False
-    tokens = re.split(r"[\^\s,_.-]+", f"{ds.get('PatientName', '')} {ds.get('PatientID', '')}")
+    tokens = re.split(r"[\^\s,_.-]+", f"{ds.get('PatientName', '')} {ds.get('PatientID', '')} {ds.get('PatientBirthDate', '')}")
     low = stem.lower()
     return any(len(t) >= 2 and t.lower() in low for t in tokens)

@@ -32,7 +32,7 @@ import trimesh
 from monai.bundle import ConfigParser
 from tqdm import tqdm
 
-from scripts.files import InputFileError, PathLike, atomic_dir, write_json, write_nifti
+from scripts.files import InputFileError, PathLike, atomic_dir, remove_partials, write_json, write_nifti
 from scripts.geometry import Geometry, GeometryError
 from scripts.meshing import dual_face_mesh, grid_triangles, masked_points
 from scripts.networks import absolute_depth, split_output
@@ -432,6 +432,7 @@ class ReconstructionRunner:
             _ = self.standard
             self.reconstructor.load()
             inputs = list(iter_radiographs(self.input_dir))
+            remove_partials(self.output_dir)  # unfinished outputs of an interrupted (killed) run
         except (InputFileError, GeometryError) as e:
             print(e, file=sys.stderr)
             raise SystemExit(1) from None
@@ -447,6 +448,9 @@ class ReconstructionRunner:
                 status["failed"].append(str(path))
             except (ValueError, GeometryError) as e:
                 tqdm.write(f"{path}: {e}", file=sys.stderr)
+                status["failed"].append(str(path))
+            except Exception as e:  # anything else fails this input only; KeyboardInterrupt still stops the batch
+                tqdm.write(f"{path}: failed ({type(e).__name__}: {e})", file=sys.stderr)
                 status["failed"].append(str(path))
         print(f"reconstructed {len(status['done'])}, skipped {len(status['skipped'])} (already done), failed {len(status['failed'])}", file=sys.stderr)
         if status["failed"]:

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pydicom
 import pytest
+import torch
 import trimesh
 
 from deploy.app.pipeline import load_cases, run, run_inference, write_case
@@ -85,8 +86,98 @@ def test_main_plain_cli(dicom_dir, tmp_path, monkeypatch):
 
     d, _ = dicom_dir
     (d / "ct_slice.dcm").unlink()
-    monkeypatch.setattr(app_main, "reconstruct_image_adapter", lambda model, device: fake_infer)
+    monkeypatch.setattr(app_main, "reconstruct_image_adapter", lambda model, device, ssm_path: fake_infer)
     geometry_file = tmp_path / "geometry.json"
     STD.save(geometry_file)
     rc = app_main.main(["app", "-i", str(d), "-o", str(tmp_path / "out"), "-m", "models/model.ts", "--geometry", str(geometry_file)])
     assert rc == 0 and len(list((tmp_path / "out").iterdir())) == 1
+
+
+# ---------------------------------------------------------------------- end to end: TorchScript model + shape model
+SPHERE_CENTRE = np.array([0.0, 0.0, 950.0])  # mm, camera frame, on the central ray
+SPHERE_RADIUS = 40.0
+
+
+class SphereNet(torch.nn.Module):
+    """A 'network' whose pelvis maps are those of a sphere (analytic ray-sphere hits); femurs absent."""
+
+    def __init__(self, front: torch.Tensor, back: torch.Tensor, inside: torch.Tensor, centre_mm: float):
+        super().__init__()
+        off = torch.full_like(front, 950.0)
+        logits = torch.where(inside, 30.0, -30.0)
+        maps = torch.stack([front, back, off, off, off, off, logits, torch.full_like(front, -30.0), torch.full_like(front, -30.0),
+                            torch.full_like(front, centre_mm)])
+        self.register_buffer("maps", maps[None].float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maps.expand(x.shape[0], -1, -1, -1)
+
+
+def sphere_model_file(path, geometry: Geometry) -> None:
+    """TorchScript SphereNet at the network size of configs/inference.yaml (the standard geometry's 256x256)."""
+    dirs = geometry.ray_directions(dtype=torch.float64)
+    c = torch.as_tensor(SPHERE_CENTRE)
+    along = dirs @ c
+    disc = along**2 - c.dot(c) + SPHERE_RADIUS**2
+    inside = disc > 1.0  # clear of the grazing rim
+    root = torch.sqrt(disc.clamp(min=0))
+    front, back = torch.where(inside, along - root, 0.0), torch.where(inside, along + root, 0.0)
+    centre = float(torch.cat([front[inside], back[inside]]).mean())
+    torch.jit.save(torch.jit.script(SphereNet(front, back, inside, centre)), str(path))
+
+
+def sphere_shape_model_file(path) -> None:
+    """One-mode shape model (icosphere, 35 mm mean radius; mode 0 = radius, 5 mm per SD) for every bone."""
+    from scripts.ssm import ShapeModel, save_shape_models
+
+    ico = trimesh.creation.icosphere(2, radius=1.0)
+    unit = np.asarray(ico.vertices)
+    mode = unit / np.sqrt(len(unit))  # orthonormal over V * 3
+    model = ShapeModel(35.0 * unit, np.asarray(ico.faces), mode[None], np.array([25.0 * len(unit)]))
+    save_shape_models(path, {b: model for b in ("pelvis", "femur_left", "femur_right")})
+
+
+def test_app_end_to_end_torchscript_and_shape_model(tmp_path, capsys):
+    """``python deploy/app`` plain path: DICOM DX in -> bundle inference (TorchScript + SSM) -> STL + Encapsulated STL."""
+    import deploy.app.__main__ as app_main
+
+    standard = Geometry.standard()
+    sphere_model_file(tmp_path / "model.ts", standard)
+    sphere_shape_model_file(tmp_path / "ssm.npz")
+    d = tmp_path / "in"
+    d.mkdir()
+    # 64x64 px at 6.25 mm, SID 1100: the standard 400 mm field, resampled to 256x256 by the loader
+    src = make_dicom(d / "hip_ap.dcm", ramp(), DistanceSourceToDetector=1100.0, ImagerPixelSpacing=[6.25, 6.25])
+    argv = ["app", "-i", str(d), "-o", str(tmp_path / "out"), "-m", str(tmp_path / "model.ts"), "--ssm_path", str(tmp_path / "ssm.npz"), "--device", "cpu"]
+    assert app_main.main(argv) == 0, capsys.readouterr().err
+    case_dir = tmp_path / "out" / "hip_ap"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["hip_ap"]
+    assert sorted(p.name for p in case_dir.iterdir()) == ["pelvis.dcm", "pelvis.stl", "result.json"]  # femurs not found
+    stl = trimesh.load(str(case_dir / "pelvis.stl"), force="mesh")
+    ds = pydicom.dcmread(str(case_dir / "pelvis.dcm"))
+    assert ds.StudyInstanceUID == src.StudyInstanceUID and ds.Modality == "M3D"
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.104.3"
+    assert ds.SourceInstanceSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
+    from_dicom = read_encapsulated_stl(ds)
+    np.testing.assert_allclose(np.sort(from_dicom.vertices, axis=0), np.sort(stl.vertices, axis=0), atol=1e-4)
+    # the shape-model completion (icosphere topology) sits on the true sphere, camera frame mm
+    assert len(stl.faces) == len(trimesh.creation.icosphere(2).faces)
+    radii = np.linalg.norm(stl.vertices - SPHERE_CENTRE, axis=1)
+    assert abs(np.median(radii) - SPHERE_RADIUS) < 1.0 and radii.max() - radii.min() < 3.0
+    result = json.loads((case_dir / "result.json").read_text())
+    assert result["input_format"] == "dicom" and list(result["bones"]) == ["pelvis"]
+    assert not {"Doe", "MRN123456", "19650101"} & set((case_dir / "result.json").read_text().split('"'))
+
+
+def test_app_bad_model_one_line(tmp_path, capsys):
+    import deploy.app.__main__ as app_main
+
+    d = tmp_path / "in"
+    d.mkdir()
+    make_dicom(d / "a.dcm", ramp())
+    make_dicom(d / "b.dcm", ramp())
+    (tmp_path / "empty.ts").write_bytes(b"")
+    rc = app_main.main(["app", "-i", str(d), "-o", str(tmp_path / "out"), "-m", str(tmp_path / "empty.ts"), "--ssm_path", ""])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and err == [f"{tmp_path / 'empty.ts'}: checkpoint file is empty"]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -1,4 +1,5 @@
-"""Run the 3DDX deploy app: ``python deploy/app -i IN -o OUT -m models/model.ts [--sid_mm S] [--pixel_spacing_mm P]``.
+"""Run the 3DDX deploy app: ``python deploy/app -i IN -o OUT -m models/model.ts [--ssm_path models/ssm.npz]
+[--sid_mm S] [--pixel_spacing_mm P] [--device cuda:0]``.
 
 With monai-deploy-app-sdk installed the app runs as a Holoscan application (loader -> reconstruction
 -> writer operators); without it the same pipeline runs in plain Python. Nothing is downloaded.
@@ -16,7 +17,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from deploy.app.pipeline import reconstruct_image_adapter, run  # noqa: E402
-from scripts.geometry import Geometry  # noqa: E402
+from scripts.files import InputFileError  # noqa: E402
+from scripts.geometry import Geometry, GeometryError  # noqa: E402
 
 
 def bundle_options(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -26,13 +28,18 @@ def bundle_options(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--pixel_spacing_mm", type=float, nargs="+", default=None, help="detector pixel pitch (mm), 1 or 2 values")
     p.add_argument("--geometry", default=None, help="standard geometry JSON (default configs/geometry.json)")
     p.add_argument("--device", default=None, help="torch device, e.g. cuda:0 (default: cuda when available)")
+    p.add_argument("--ssm_path", default=None, help="shape models (default models/ssm.npz of the bundle; '' for no completion)")
     return p.parse_known_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     opts, sdk_argv = bundle_options(argv[1:])
-    standard = Geometry.standard(opts.geometry)
+    try:
+        standard = Geometry.standard(opts.geometry)
+    except (GeometryError, OSError, ValueError) as e:  # missing or malformed geometry JSON (the message names it)
+        print(e, file=sys.stderr)
+        return 1
     load_kwargs = dict(sid_mm=opts.sid_mm, pixel_spacing_mm=opts.pixel_spacing_mm)
     try:
         from monai.deploy.conditions import CountCondition
@@ -45,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("-l", "--log-level", default="INFO")
         a = p.parse_args(sdk_argv)
         logging.basicConfig(level=a.log_level.upper())
-        return run(a.input, a.output, reconstruct_image_adapter(a.model, opts.device), standard, **load_kwargs)
+        try:
+            return run(a.input, a.output, reconstruct_image_adapter(a.model, opts.device, opts.ssm_path), standard, **load_kwargs)
+        except InputFileError as e:  # e.g. the input folder does not exist
+            print(e, file=sys.stderr)
+            return 1
 
     from deploy.app.operators import BoneReconstructionOperator, MeshWriterOperator, RadiographLoaderOperator
 
@@ -55,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         def compose(self):
             ctx = Application.init_app_context([argv[0]] + sdk_argv)
             loader = RadiographLoaderOperator(self, CountCondition(self, 1), input_path=Path(ctx.input_path), standard=standard, name="loader", **load_kwargs)
-            recon = BoneReconstructionOperator(self, infer=reconstruct_image_adapter(ctx.model_path, opts.device), name="reconstruct")
+            recon = BoneReconstructionOperator(self, infer=reconstruct_image_adapter(ctx.model_path, opts.device, opts.ssm_path), name="reconstruct")
             writer = MeshWriterOperator(self, output_folder=Path(ctx.output_path), name="writer")
             self.add_flow(loader, recon, {("cases", "cases")})
             self.add_flow(recon, writer, {("results", "results")})

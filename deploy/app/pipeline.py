@@ -92,17 +92,19 @@ def write_case(case: RadiographCase, meshes: dict[str, trimesh.Trimesh], output_
     return sorted(final.iterdir())
 
 
-def reconstruct_image_adapter(model_path: PathLike, device: str | None = None) -> MeshFn:
+def reconstruct_image_adapter(model_path: PathLike, device: str | None = None, ssm_path: PathLike | None = None) -> MeshFn:
     """Inference callable backed by ``scripts.reconstruct.reconstruct_image`` (imported on first use).
 
-    Expected contract: ``reconstruct_image(image, geometry, model_path=..., device=...)`` returns
-    ``{bone: trimesh.Trimesh}`` in the camera frame (mm).
+    Expected contract: ``reconstruct_image(image, geometry, model_path=..., ssm_path=..., device=...)``
+    returns ``{bone: trimesh.Trimesh}`` in the camera frame (mm): the shape-model completion where a fit
+    was possible, else the dual-face surface. ``ssm_path``: None for the bundle's models/ssm.npz, "" for
+    no completion.
     """
 
     def infer(image: np.ndarray, geometry: Geometry) -> dict[str, trimesh.Trimesh]:
         from scripts.reconstruct import reconstruct_image
 
-        return reconstruct_image(image, geometry, model_path=str(model_path), device=device)
+        return reconstruct_image(image, geometry, model_path=str(model_path), ssm_path=None if ssm_path is None else str(ssm_path), device=device)
 
     return infer
 
@@ -114,8 +116,13 @@ def run(input_path: PathLike, output_dir: PathLike, infer: MeshFn, standard: Geo
         try:
             write_case(case, run_inference(case, infer), output_dir)
             logger.info("reconstructed %s", case.name)
-        except (InputFileError, ValueError) as e:
-            errors.append(f"{case.name}: {e}")
+        except InputFileError as e:
+            if Path(e.path) != case.path:  # the model or shape-model file: every case would fail the same way
+                errors.append(str(e))
+                break
+            errors.append(str(e))
+        except ValueError as e:
+            errors.append(f"{case.path}: {e}")
     if not cases and not errors:
         errors.append(f"{input_path}: no radiographs found")
     for line in errors:

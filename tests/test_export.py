@@ -1,0 +1,112 @@
+"""Model export: ``monai.bundle ckpt_export`` (TorchScript) and ``scripts.export_onnx`` give the checkpoint's outputs.
+
+A tiny randomly initialised DualFaceDepthNet checkpoint is written by the test; the exported models
+are run (TorchScript, ONNX Runtime) and compared with the checkpoint loaded into ``network_def``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+from scripts.export_onnx import main as export_onnx_main
+from scripts.export_onnx import network_from_config
+from scripts.files import InputFileError
+from scripts.geometry import Geometry
+from scripts.networks import DualFaceDepthNet
+from scripts.reconstruct import build_reconstructor, load_network
+
+ROOT = Path(__file__).resolve().parent.parent
+FEATURES = [4, 4, 8, 8, 16, 4]
+SIZE = 64
+OVERRIDES = {"features": FEATURES, "image_size": SIZE}
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("export") / "model.pt"
+    torch.manual_seed(3)
+    net = DualFaceDepthNet(features=FEATURES)
+    with torch.no_grad():  # non-trivial centre head and depth outputs (default init makes them near-constant)
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    torch.save(net.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(ckpt):
+    """The checkpoint in the config's network_def, and a batch of normalised radiographs in [0, 1]."""
+    net, shape = network_from_config(overrides=OVERRIDES)
+    assert shape == (1, SIZE, SIZE)
+    net = load_network(ckpt, net, "cpu")
+    x = torch.rand(2, *shape, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        return net, x, net(x).numpy()
+
+
+def assert_same_outputs(got: np.ndarray, want: np.ndarray) -> None:
+    """Within 1e-4 absolute; the mm-valued depth/centre channels (~950 mm) also get float32 rounding (1e-6 relative)."""
+    assert got.shape == want.shape == (2, 10, SIZE, SIZE)
+    np.testing.assert_allclose(got[:, 6:9], want[:, 6:9], rtol=0, atol=1e-4)  # mask logits
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-4)
+
+
+def test_ckpt_export_cli_torchscript_matches_checkpoint(ckpt, reference, tmp_path):
+    net, x, want = reference
+    ts = tmp_path / "model.ts"
+    cmd = [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", str(ckpt),
+           "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.yaml", "--features", json.dumps(FEATURES)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    extra = {"metadata.json": ""}
+    model = torch.jit.load(str(ts), _extra_files=extra)
+    assert json.loads(extra["metadata.json"])["network_data_format"]["outputs"]["pred"]["num_channels"] == 10
+    with torch.inference_mode():
+        assert_same_outputs(model(x).numpy(), want)
+    # the workflow's loader recognises TorchScript and predicts what the checkpoint predicts
+    image = np.random.default_rng(1).random((SIZE, SIZE)).astype(np.float32)
+    geometry = Geometry.standard(image_size=[SIZE, SIZE], pixel_spacing_mm=[6.25, 6.25], principal_point_px=[31.5, 31.5])
+    preds = [build_reconstructor(ckpt_path=str(p), ssm_path=None, device="cpu", **OVERRIDES).predict(image, geometry) for p in (ckpt, ts)]
+    np.testing.assert_allclose(preds[1].mask_prob, preds[0].mask_prob, atol=1e-5)
+    np.testing.assert_allclose(preds[1].depth, preds[0].depth, rtol=1e-6, atol=1e-4)
+    assert preds[1].centre_mm == pytest.approx(preds[0].centre_mm, rel=1e-6)
+
+
+def test_onnx_export_matches_checkpoint(ckpt, reference, tmp_path, capsys):
+    net, x, want = reference
+    out = tmp_path / "model.onnx"
+    argv = ["--ckpt", str(ckpt), "--out", str(out), "--override", f"features={json.dumps(FEATURES)}", "--override", f"image_size={SIZE}"]
+    assert export_onnx_main(argv) == 0
+    assert f"exported {out}" in capsys.readouterr().out
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image"] and [o.name for o in session.get_outputs()] == ["pred"]
+    (got,) = session.run(["pred"], {"image": x.numpy()})  # batch of 2 through the dynamic batch axis
+    assert_same_outputs(got, want)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]  # no temporary files left
+
+
+@pytest.mark.parametrize("kind", ["empty", "junk", "other_version"])
+def test_onnx_export_refuses_bad_checkpoints(kind, tmp_path, capsys):
+    bad = tmp_path / f"{kind}.pt"
+    if kind == "empty":
+        bad.write_bytes(b"")
+    elif kind == "junk":
+        bad.write_bytes(b"\x80\x04 not a checkpoint" * 20)
+    else:
+        torch.save(DualFaceDepthNet(features=[4, 4, 8, 8, 32, 4]).state_dict(), bad)
+    with pytest.raises(InputFileError, match=str(bad)):
+        load_network(bad, network_from_config(overrides=OVERRIDES)[0])
+    out = tmp_path / "model.onnx"
+    assert export_onnx_main(["--ckpt", str(bad), "--out", str(out), "--override", f"features={json.dumps(FEATURES)}"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"{bad}: ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [bad.name]  # nothing written

@@ -1,0 +1,491 @@
+"""Robustness of the inference workflow (``monai.bundle run`` of configs/inference.yaml) against bad inputs.
+
+Every bad input, checkpoint or shape model gets one line on stderr naming the file and the problem,
+exit status 1 and no output (partial or complete) for it; legitimate variants (16-bit PNG, grey
+saved as RGB, non-square detector, geometry given as arguments) work. Batches skip bad files,
+resume after an interruption and never leave ``*.partial`` folders. docs/robustness.md lists them.
+Tiny everything: 64x64 radiographs (the standard 400 mm field at 6.25 mm), an untrained tiny network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import zipfile
+from datetime import date
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from monai.bundle import run as bundle_run
+from PIL import Image
+from pydicom.uid import CTImageStorage, MRImageStorage
+
+import scripts.reconstruct as reconstruct
+from scripts.files import write_nifti
+from scripts.geometry import Geometry
+from scripts.networks import DualFaceDepthNet
+from scripts.radiograph_io import load_radiograph, output_name, resample_to
+from tests.test_radiograph_io import make_dicom
+
+ROOT = Path(__file__).resolve().parent.parent
+FEATURES = [4, 4, 8, 8, 16, 4]
+GEOM = Geometry(sid_mm=1100.0, pixel_spacing_mm=(6.25, 6.25), image_size=(64, 64))  # the standard 400 mm field at 64 px
+COMPLETE = {"depth.nii.gz", "mask.nii.gz", "result.json", "report.png"}
+PHI = ("Doe", "Jane", "MRN123456", "19650101")
+HYP = settings(max_examples=10, deadline=None)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> dict:
+    """A tiny random checkpoint and the 64x64 standard geometry, as workflow overrides."""
+    root = tmp_path_factory.mktemp("bundle")
+    torch.manual_seed(0)
+    torch.save(DualFaceDepthNet(features=FEATURES).state_dict(), root / "model.pt")
+    GEOM.save(root / "geometry.json")
+    return {"ckpt_path": str(root / "model.pt"), "standard_geometry": str(root / "geometry.json"), "ssm_path": "",
+            "features": FEATURES, "image_size": 64, "device": "cpu"}
+
+
+def run_workflow(input_path: Path, output_dir: Path, bundle: dict, **overrides) -> int:
+    """``monai.bundle run`` of configs/inference.yaml in this process; returns the exit status."""
+    try:
+        bundle_run(config_file=str(ROOT / "configs" / "inference.yaml"), meta_file=str(ROOT / "configs" / "metadata.json"),
+                   logging_file=str(ROOT / "configs" / "logging.conf"), bundle_root=str(ROOT), input_dir=str(input_path),
+                   output_dir=str(output_dir), **{**bundle, **overrides})
+    except SystemExit as e:
+        return int(e.code)
+    return 0
+
+
+def image64(seed: int = 0, hi: float = 1000.0) -> np.ndarray:
+    """A smooth non-constant 64x64 'radiograph' (blob on a ramp), values in [0, hi]."""
+    v, u = np.mgrid[:64, :64]
+    img = 0.3 * u / 63 + np.exp(-((u - 30 - seed) ** 2 + (v - 34) ** 2) / 200.0)
+    return (hi * img / img.max()).astype(np.float32)
+
+
+def dicom(path: Path, pixels: np.ndarray | None = None, **tags):
+    tags = {"DistanceSourceToDetector": 1100.0, "ImagerPixelSpacing": [6.25, 6.25], **tags}
+    return make_dicom(path, np.round(image64() if pixels is None else pixels).astype(np.uint16), **tags)
+
+
+def error_lines(err: str, path: Path) -> list[str]:
+    """stderr lines naming ``path`` (tqdm's carriage-return bar removed)."""
+    return [line.split("\r")[-1] for line in err.splitlines() if str(path) in line]
+
+
+def assert_complete(case_dir: Path) -> dict:
+    assert COMPLETE <= {p.name for p in case_dir.iterdir()}
+    depth = nib.load(str(case_dir / "depth.nii.gz")).get_fdata()
+    assert depth.shape == (64, 64, 6) and np.isfinite(depth).all()
+    return json.loads((case_dir / "result.json").read_text())
+
+
+def assert_no_output(out: Path) -> None:
+    assert not out.exists() or list(out.iterdir()) == []  # nothing, not even a hidden *.partial folder
+
+
+# ---------------------------------------------------------------------- bad inputs: one line, exit 1, no output
+def _corrupt_dicom(d):
+    (d / "junk.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 40)
+    return d / "junk.dcm"
+
+
+def _dcm(name: str, pixels: np.ndarray | None = None, **tags):
+    """Maker of a DICOM input ``name`` (standard geometry tags unless overridden)."""
+
+    def make(d: Path) -> Path:
+        dicom(d / name, pixels, **tags)
+        return d / name
+
+    return make
+
+
+def _truncated(d, cut):
+    dicom(d / "cut.dcm")
+    data = (d / "cut.dcm").read_bytes()
+    (d / "cut.dcm").write_bytes(data[:cut])
+    return d / "cut.dcm"
+
+
+def _text(d):
+    (d / "notes.dcm").write_text("hello")
+    return d / "notes.dcm"
+
+
+def _multiframe(d):
+    ds = dicom(d / "volume.dcm", NumberOfFrames=2)
+    ds.PixelData = ds.PixelData * 2
+    ds.save_as(str(d / "volume.dcm"), enforce_file_format=True)
+    return d / "volume.dcm"
+
+
+def _huge_dicom(d):
+    ds = dicom(d / "huge.dcm")
+    ds.Rows, ds.Columns = 9000, 9000  # header only: 162 MB of pixels are never decoded
+    ds.save_as(str(d / "huge.dcm"), enforce_file_format=True)
+    return d / "huge.dcm"
+
+
+def _png(d, name, array):
+    Image.fromarray(array).save(d / name)
+    return d / name
+
+
+def _tiff_stack(d):
+    frames = [Image.fromarray(image64(k).astype(np.uint16)) for k in range(3)]
+    frames[0].save(d / "stack.tif", save_all=True, append_images=frames[1:])
+    return d / "stack.tif"
+
+
+def _nifti(d, array, geometry=True, name="image.nii.gz"):
+    write_nifti(d / "case" / name, array)
+    if geometry:
+        GEOM.save(d / "case" / "geometry.json")
+    return d / "case" / name
+
+
+def _with_nan(a):
+    a = a.copy()
+    a[10, 10] = np.nan
+    return a
+
+
+def _with_inf(a):
+    a = a.copy()
+    a[5, 7] = np.inf
+    return a
+
+
+def _rgb(d):
+    g = (image64(hi=250)).astype(np.uint8)
+    return _png(d, "colour.png", np.stack([g, g, np.roll(g, 3, axis=1)], -1))
+
+
+def _truncated_png(d):
+    _png(d, "full.png", image64(hi=250).astype(np.uint8))
+    (d / "cut.png").write_bytes((d / "full.png").read_bytes()[:120])
+    (d / "full.png").unlink()
+    return d / "cut.png"
+
+
+BAD_INPUTS = {
+    "corrupt DICOM": (_corrupt_dicom, "corrupt or truncated DICOM"),
+    "DICOM truncated in the header": (lambda d: _truncated(d, 400), "corrupt or truncated DICOM (no pixel data (7FE0,0010))"),
+    "DICOM truncated in the pixel data": (lambda d: _truncated(d, -3000), "corrupt or undecodable pixel data"),
+    "not DICOM (text named .dcm)": (_text, "not a DICOM file"),
+    "CT slice": (_dcm("ct.dcm", modality="CT", sop_class=CTImageStorage), "modality CT is not a projection radiograph"),
+    "MR image": (_dcm("mr.dcm", modality="MR", sop_class=MRImageStorage), "modality MR is not a projection radiograph"),
+    "multi-frame DICOM (volume)": (_multiframe, "multi-frame / volume DICOM (2 frames)"),
+    "3D NIfTI volume": (lambda d: _nifti(d, np.random.default_rng(0).random((64, 64, 20), np.float32), geometry=False, name="ct.nii.gz"),
+                        "3D volume (shape (64, 64, 20)) given as a radiograph"),
+    "multi-page TIFF": (_tiff_stack, "multi-page image (3 frames)"),
+    "RGB colour PNG": (_rgb, "colour (RGB) image; give a grayscale radiograph"),
+    "RGB DICOM": (_dcm("rgb.dcm", PhotometricInterpretation="RGB", SamplesPerPixel=3),
+                  "colour or unsupported photometric interpretation (RGB, 3 samples/pixel)"),
+    "all-zero DICOM": (_dcm("zero.dcm", np.zeros((64, 64))), "constant image (all pixels 0)"),
+    "constant PNG": (lambda d: _png(d, "grey.png", np.full((64, 64), 128, np.uint8)), "constant image (all pixels 128)"),
+    "NaN pixels (DICOM rescale)": (_dcm("nan.dcm", RescaleSlope=float("nan"), RescaleIntercept=0.0),
+                                   "contains NaN or Inf pixel values"),
+    "Inf pixels (float TIFF)": (lambda d: _png(d, "inf.tif", _with_inf(image64())), "contains NaN or Inf pixel values"),
+    "NaN pixels (NIfTI)": (lambda d: _nifti(d, _with_nan(image64())), "contains NaN or Inf values"),
+    "tiny DICOM (32 px)": (_dcm("tiny.dcm", image64()[:32, :32]), "image too small (32x32 px; minimum 64)"),
+    "tiny PNG (40 px)": (lambda d: _png(d, "tiny.png", image64(hi=250).astype(np.uint8)[:40]), "image too small (64x40 px; minimum 64)"),
+    "huge DICOM (9000 px)": (_huge_dicom, "image too large (9000x9000 px; maximum 8000)"),
+    "huge PNG (8001 px)": (lambda d: _png(d, "huge.png", np.tile(image64(hi=250).astype(np.uint8), (1, 126))[:, :8001]),
+                           "image too large (8001x64 px; maximum 8000)"),
+    "missing SID": (_dcm("nosid.dcm", DistanceSourceToDetector=None),
+                    "missing DistanceSourceToDetector (0018,1110); pass --sid_mm"),
+    "missing pixel spacing": (_dcm("nopitch.dcm", ImagerPixelSpacing=None),
+                              "missing ImagerPixelSpacing (0018,1164) and PixelSpacing (0028,0030); pass --pixel_spacing_mm"),
+    "PNG of another size, no pitch": (lambda d: _png(d, "big.png", np.tile(image64(hi=250).astype(np.uint8), (2, 2))),
+                                      "differs from the standard geometry 64x64 and the file has no pixel spacing; pass --pixel_spacing_mm"),
+    "truncated PNG": (_truncated_png, "unreadable or truncated image"),
+    "NIfTI without geometry.json": (lambda d: _nifti(d, image64(), geometry=False), "missing geometry.json beside the NIfTI image"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_one_line_exit_1_no_output(case, bundle, tmp_path, capsys):
+    make, needle = BAD_INPUTS[case]
+    d = tmp_path / "in"
+    d.mkdir()
+    path = make(d)
+    out = tmp_path / "out"
+    assert run_workflow(d, out, bundle) == 1
+    err = capsys.readouterr().err
+    lines = error_lines(err, path)
+    assert len(lines) == 1 and lines[0].startswith(f"{path}: ") and needle in lines[0], err
+    assert "Traceback" not in err and "failed 1" in err
+    assert_no_output(out)
+
+
+# ---------------------------------------------------------------------- legitimate variants that work
+def test_16bit_and_grey_rgb_png_accepted(bundle, tmp_path):
+    """A 16-bit grey PNG (a common radiograph export) gives exactly what a float TIFF of the same values gives;
+    grey saved as RGB/RGBA (opaque) gives exactly what the grey PNG gives."""
+    d = tmp_path / "in"
+    d.mkdir()
+    img = np.round(image64(hi=60000.0)).astype(np.uint16)
+    assert len(np.unique(img)) > 1000  # more grey levels than 8 bits hold
+    Image.fromarray(img).save(d / "hip16.png")
+    Image.fromarray(img.astype(np.float32)).save(d / "hipfloat.tif")
+    g = (img >> 8).astype(np.uint8)
+    Image.fromarray(g).save(d / "hip8.png")
+    Image.fromarray(np.stack([g] * 3, -1)).save(d / "hip8_rgb.png")
+    Image.fromarray(np.stack([g] * 3 + [np.full_like(g, 255)], -1)).save(d / "hip8_rgba.png")
+    assert run_workflow(d, tmp_path / "out", bundle) == 0
+    names = ("hip16", "hipfloat", "hip8", "hip8_rgb", "hip8_rgba")
+    depth = {n: nib.load(str(tmp_path / "out" / n / "depth.nii.gz")).get_fdata() for n in names}
+    for n in names:
+        assert_complete(tmp_path / "out" / n)
+    np.testing.assert_array_equal(depth["hip16"], depth["hipfloat"])
+    assert not np.array_equal(depth["hip16"], depth["hip8"])  # the low byte matters: not read as 8-bit
+    np.testing.assert_array_equal(depth["hip8_rgb"], depth["hip8"])
+    np.testing.assert_array_equal(depth["hip8_rgba"], depth["hip8"])
+
+
+def test_non_square_detector_is_resampled(bundle, tmp_path):
+    """96 rows x 64 columns at 4 mm (256 x 384 mm): padded into the 400 mm square; coverage = 0.64 * 0.96."""
+    d = tmp_path / "in"
+    d.mkdir()
+    px = np.tile(image64(), (2, 1))[:96]
+    dicom(d / "portrait.dcm", px, ImagerPixelSpacing=[4.0, 4.0])
+    assert run_workflow(d, tmp_path / "out", bundle) == 0
+    result = assert_complete(tmp_path / "out" / "portrait")
+    assert result["coverage"] == pytest.approx((64 * 4.0 / 400) * (96 * 4.0 / 400), abs=0.02)
+    assert Geometry.from_dict(result["geometry"]) == GEOM
+
+
+def test_missing_geometry_given_as_arguments(bundle, tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    dicom(d / "nosid.dcm", DistanceSourceToDetector=None, ImagerPixelSpacing=None)
+    assert run_workflow(d, tmp_path / "out", bundle, sid_mm=1100.0, pixel_spacing_mm=6.25) == 0
+    result = assert_complete(tmp_path / "out" / "nosid")
+    assert result["geometry_source"] == {"sid_mm": "argument sid_mm", "pixel_spacing_mm": "argument pixel_spacing_mm"}
+
+
+# ---------------------------------------------------------------------- bad checkpoints and shape models
+class _Payload:
+    """Unpickling this would create a folder: weights_only=True must refuse to run it."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.marker),)
+
+
+def _torchscript_with_garbage(path: Path) -> None:
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("model/constants.pkl", b"garbage")
+        z.writestr("model/data.pkl", b"garbage")
+
+
+BAD_MODELS = {
+    "empty checkpoint": ("ckpt_path", lambda p: p.write_bytes(b""), "checkpoint file is empty"),
+    "unreadable checkpoint": ("ckpt_path", lambda p: p.write_bytes(b"\x80\x02 not a checkpoint" * 50), "unreadable checkpoint"),
+    "missing checkpoint": ("ckpt_path", lambda p: None, "checkpoint not found"),
+    "checkpoint of another bundle version": ("ckpt_path", lambda p: torch.save(DualFaceDepthNet(features=[4, 4, 8, 8, 32, 4]).state_dict(), p),
+                                             "checkpoint from another bundle version or network configuration: shapes differ for"),
+    "single-face checkpoint": ("ckpt_path", lambda p: torch.save(DualFaceDepthNet(features=FEATURES, faces=1).state_dict(), p),
+                               "shapes differ for ['final_conv.bias', 'final_conv.weight']"),
+    "corrupt TorchScript": ("ckpt_path", _torchscript_with_garbage, "unreadable TorchScript model"),
+    "pickle with code": ("ckpt_path", lambda p: torch.save({"w": _Payload(p.parent / "pwned")}, p), "unreadable checkpoint"),
+    "corrupt shape model": ("ssm_path", lambda p: p.write_bytes(b"PK\x03\x04 broken zip"), "not a readable shape model"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_MODELS))
+def test_bad_model_file_stops_before_any_output(case, bundle, tmp_path, capsys):
+    key, make, needle = BAD_MODELS[case]
+    bad = tmp_path / ("model.pt" if key == "ckpt_path" else "ssm.npz")
+    make(bad)
+    d = tmp_path / "in"
+    d.mkdir()
+    dicom(d / "a.dcm")
+    out = tmp_path / "out"
+    assert run_workflow(d, out, bundle, **{key: str(bad)}) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"{bad}: ") and needle in err[-1] and len(error_lines("\n".join(err), bad)) == 1
+    assert not out.exists()
+    assert not (tmp_path / "pwned").exists()  # the pickled code never ran
+
+
+# ---------------------------------------------------------------------- batches
+def test_batch_skips_bad_files_reruns_and_overwrites(bundle, tmp_path, capsys):
+    d = tmp_path / "in"
+    d.mkdir()
+    dicom(d / "a.dcm")
+    Image.fromarray(image64(2, hi=250).astype(np.uint8)).save(d / "b.png")
+    dicom(d / "ct.dcm", modality="CT", sop_class=CTImageStorage)
+    _truncated_png(d)
+    out = tmp_path / "out"
+    assert run_workflow(d, out, bundle) == 1
+    err = capsys.readouterr().err
+    assert len(error_lines(err, d / "ct.dcm")) == 1 and len(error_lines(err, d / "cut.png")) == 1
+    assert "reconstructed 2, skipped 0 (already done), failed 2" in err
+    assert sorted(p.name for p in out.iterdir()) == ["a", "b"]
+    for name in ("a", "b"):
+        assert_complete(out / name)
+    before = {p: p.stat().st_mtime_ns for p in out.glob("*/result.json")}
+    assert run_workflow(d, out, bundle) == 1
+    assert "reconstructed 0, skipped 2 (already done), failed 2" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/result.json")} == before
+    (d / "ct.dcm").unlink()
+    (d / "cut.png").unlink()
+    assert run_workflow(d, out, bundle, overwrite=True) == 0
+    assert "reconstructed 2, skipped 0" in capsys.readouterr().err
+    assert all(p.stat().st_mtime_ns != t for p, t in before.items())
+
+
+def test_interrupted_batch_resumes(bundle, tmp_path, monkeypatch, capsys):
+    """Ctrl-C while writing the 2nd output, plus the leftover of a killed run: the rerun completes everything."""
+    d = tmp_path / "in"
+    d.mkdir()
+    for k in range(2):
+        dicom(d / f"c{k}.dcm", image64(k))
+    out = tmp_path / "out"
+    real_report, calls = reconstruct.save_reconstruction_report, []
+
+    def interrupt_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # depth, mask and meshes of c1 are already in its temporary folder
+            raise KeyboardInterrupt
+        return real_report(*args, **kwargs)
+
+    monkeypatch.setattr(reconstruct, "save_reconstruction_report", interrupt_second)
+    with pytest.raises(KeyboardInterrupt):
+        run_workflow(d, out, bundle)
+    monkeypatch.undo()
+    assert sorted(p.name for p in out.iterdir()) == ["c0"]  # c1's partial folder was removed on the way out
+    assert_complete(out / "c0")
+    t0 = (out / "c0" / "result.json").stat().st_mtime_ns
+    killed = out / ".c1.x1y2z3.partial"  # what SIGKILL leaves behind mid-write
+    killed.mkdir()
+    (killed / "depth.nii.gz").write_bytes(b"half")
+    assert run_workflow(d, out, bundle) == 0
+    assert "reconstructed 1, skipped 1" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["c0", "c1"]  # no *.partial leftovers
+    for name in ("c0", "c1"):
+        assert_complete(out / name)
+    assert (out / "c0" / "result.json").stat().st_mtime_ns == t0
+
+
+# ---------------------------------------------------------------------- the real CLI, privacy, no network
+def _cli(args: list[str]) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.yaml", *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def _cli_args(bundle: dict, d: Path, out: Path, **overrides) -> list[str]:
+    args = {**bundle, "input_dir": str(d), "output_dir": str(out), **overrides}
+    return [x for k, v in args.items() for x in (f"--{k}", json.dumps(v) if isinstance(v, list) else str(v))]
+
+
+def test_cli_bad_input_one_line_each(bundle, tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    dicom(d / "ct.dcm", modality="CT", sop_class=CTImageStorage)
+    dicom(d / "nosid.dcm", DistanceSourceToDetector=None)
+    done = _cli(_cli_args({**bundle, "ssm_path": "''"}, d, tmp_path / "out"))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert error_lines(done.stderr, d / "ct.dcm") == [f"{d / 'ct.dcm'}: modality CT is not a projection radiograph (accepted: DX, CR, RG, secondary capture)"]
+    assert error_lines(done.stderr, d / "nosid.dcm") == [f"{d / 'nosid.dcm'}: missing DistanceSourceToDetector (0018,1110); pass --sid_mm"]
+    assert_no_output(tmp_path / "out")
+
+
+def test_no_patient_identifiers_in_names_json_or_logs(bundle, tmp_path, capsys):
+    d = tmp_path / "in"
+    d.mkdir()
+    ds = dicom(d / "Doe_Jane_19650101.dcm")
+    out = tmp_path / "out"
+    assert run_workflow(d, out, bundle) == 0
+    (case,) = list(out.iterdir())
+    assert case.name == "rg_" + hashlib.sha256(str(ds.SOPInstanceUID).encode()).hexdigest()[:12]
+    texts = [p.name for p in out.rglob("*")] + [(case / "result.json").read_text(), *capsys.readouterr()]
+    assert not [t for t in texts for phi in PHI if phi in t]
+
+
+def test_runs_without_network(bundle, tmp_path, monkeypatch):
+    """Nothing is fetched: any socket use fails the run."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    d = tmp_path / "in"
+    d.mkdir()
+    dicom(d / "a.dcm")
+    assert run_workflow(d, tmp_path / "out", bundle) == 0
+    assert_complete(tmp_path / "out" / "a")
+
+
+# ---------------------------------------------------------------------- properties: DICOM header variants, geometry
+@HYP
+@given(
+    signed=st.booleans(),
+    spacing_values=st.sampled_from(["pair", "single", "strings"]),
+    sid_text=st.sampled_from([1100.0, "1100.000", "1.1E3"]),
+    multi_window=st.booleans(),
+    cr=st.booleans(),
+)
+def test_dicom_header_variants(tmp_path_factory, signed, spacing_values, sid_text, multi_window, cr):
+    """Signed pixels, spacing as one/two values or DS strings, SID as DS text, multi-valued windows, CR: same image, same geometry."""
+    d = tmp_path_factory.mktemp("hdr")
+    stored = np.round(image64(hi=2000.0)).astype(np.int32) - (1000 if signed else 0)
+    spacing = {"pair": [6.25, 6.25], "single": 6.25, "strings": ["6.2500", "6.25"]}[spacing_values]
+    tags = dict(DistanceSourceToDetector=sid_text, ImagerPixelSpacing=spacing, PixelRepresentation=int(signed))
+    if multi_window:  # the first window is used
+        tags.update(WindowCenter=[0.0 if signed else 1000.0, 50.0], WindowWidth=[4000.0, 10.0])
+    make_dicom(d / "v.dcm", stored.astype(np.int16 if signed else np.uint16), modality="CR" if cr else "DX", **tags)
+    img, geom, info = load_radiograph(d / "v.dcm", GEOM)
+    assert geom == GEOM and info["native_geometry"]["sid_mm"] == pytest.approx(1100.0)
+    assert info["native_geometry"]["pixel_spacing_mm"] == pytest.approx([6.25, 6.25])
+    np.testing.assert_allclose(img, resample_to(img, GEOM, GEOM)[0], atol=1e-5)  # native == standard: no resampling
+    if multi_window:  # linear window, hand computed (DICOM C.11.2.1.2): rescaled to the output range, monotone
+        c, w = (0.0 if signed else 1000.0), 4000.0
+        expected = ((stored - (c - 0.5)) / (w - 1) + 0.5)
+        assert np.corrcoef(img.ravel(), expected.ravel())[0, 1] > 0.9999
+    else:
+        np.testing.assert_array_equal(img, stored.astype(np.float32))
+
+
+@HYP
+@given(name=st.text("abcdefghijklmnopqrstuvwxyz", min_size=3, max_size=8), pid=st.integers(10**5, 10**9),
+       birth=st.dates(date(1900, 1, 1), date(2030, 12, 31)).map(lambda t: t.strftime("%Y%m%d")), layout=st.sampled_from(["{n}_{i}", "{n}", "{b}_hip", "xr_{i}", "{n}-{b}"]))
+def test_output_names_never_carry_identifiers(tmp_path_factory, name, pid, birth, layout):
+    """A file named after the patient gets the SOP-UID hash; names without identifiers are kept."""
+    d = tmp_path_factory.mktemp("phi")
+    ds = make_dicom(d / "x.dcm", np.round(image64()).astype(np.uint16), PatientName=f"{name}^Max", PatientID=str(pid), PatientBirthDate=birth)
+    stem = layout.format(n=name, i=pid, b=birth)
+    out = output_name(d / f"{stem}.dcm", ds)
+    assert out == "rg_" + hashlib.sha256(str(ds.SOPInstanceUID).encode()).hexdigest()[:12]
+    if name not in "left_hip_ap":
+        assert output_name(d / "left_hip_ap.dcm", ds) == "left_hip_ap"
+
+
+@HYP
+@given(rows=st.integers(64, 160), cols=st.integers(64, 160), pitch=st.floats(1.0, 8.0), sid=st.floats(900.0, 1300.0))
+def test_coverage_of_any_detector(rows, cols, pitch, sid):
+    """Fraction of the standard field covered by a centred detector of rows x cols pixels (any SID, pitch), by hand."""
+    native = Geometry(sid_mm=sid, pixel_spacing_mm=(pitch, pitch), image_size=(cols, rows))
+    _, coverage = resample_to(np.ones((rows, cols), np.float32), native, GEOM)
+    # half extents at the standard detector plane (mm): the native field scaled by SID ratio
+    half_u, half_v = cols * pitch / 2 * GEOM.sid_mm / sid, rows * pitch / 2 * GEOM.sid_mm / sid
+    centres = (np.arange(64) - 31.5) * 6.25
+    inside_u = (np.abs(centres) <= half_u).mean()
+    inside_v = (np.abs(centres) <= half_v).mean()
+    assert coverage == pytest.approx(inside_u * inside_v, abs=1.5 / 64)
