@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import sys
 import time
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,7 +78,9 @@ def load_network(path: PathLike, network: torch.nn.Module | None, device: torch.
     if network is None:
         raise InputFileError(path, "a state-dict checkpoint needs the network definition (network_def)")
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. pickle-protocol notes on foreign files: the error below says it
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # pickle/zip errors of corrupt or foreign files
         raise InputFileError(path, f"unreadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
     if isinstance(state, Mapping) and set(state) == {"model"}:

@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from .files import InputFileError, PathLike, atomic_path, read_json
 from .geometry import BONES, STANDARD_AP_ROTATION, Geometry, apply_transform
+from .surface_metrics import point_to_surface
 
 MODEL_KEYS = ("mean", "faces", "modes", "variances")
 
@@ -226,14 +227,20 @@ def fit_shape_model(
     regularisation_mm2: float = 0.05,
     trim_fraction: float = 0.1,
     max_sd: float = 3.0,
+    tol_mm: float = 0.01,
+    max_step_deg: float = 10.0,
+    max_step_mm: float = 50.0,
     seed: int = 0,
 ) -> ShapeFit:
     """Fit pose and shape coefficients to partial surface points (N, 3) in mm (e.g. back-projected dual faces).
 
-    Gauss-Newton on point-to-plane distances from each point to its closest model vertex (cKDTree),
+    Gauss-Newton on point-to-plane distances from each point to its closest model vertex (cKDTree;
+    area-weighted vertex normals),
     minimising ``mean(e^2) + regularisation_mm2 * |b|^2`` (Mahalanobis prior, b in standard
     deviations, clipped to +-``max_sd``); the ``trim_fraction`` farthest points are dropped each
-    iteration; the first ``n_rigid_iterations`` fit the pose only. With ``geometry`` the points are
+    iteration; up to ``n_rigid_iterations`` fit the pose only, then up to ``n_iterations -
+    n_rigid_iterations`` pose and shape; each phase ends early once an update moves no model vertex
+    by more than ``tol_mm``. With ``geometry`` the points are
     taken as camera-frame points seen through it and only model vertices inside its X-ray cone are
     matched (the rest of the bone is unseen, not absent).
 
@@ -242,6 +249,10 @@ def fit_shape_model(
             with the centroids matched.
         fit_scale: also fit an isotropic scale (similarity pose).
         max_points: random subsample of the points used (speed).
+        tol_mm: convergence threshold (mm) on the largest vertex displacement of one update.
+        max_step_deg, max_step_mm: trust region: an update that would rotate by more than
+            ``max_step_deg`` or translate by more than ``max_step_mm`` is shortened (all of its
+            parameters alike), so that points that fit the model badly cannot throw the pose away.
     """
     pts = np.asarray(points, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[1] != 3 or len(pts) < 10 or not np.isfinite(pts).all():
@@ -256,9 +267,22 @@ def fit_shape_model(
     basis = model.modes.transpose(1, 2, 0) * np.sqrt(model.variances)  # (V, 3, K) mm per sd
     b = np.zeros(k)
     n_pose = 7 if fit_scale else 6
-    for it in range(n_iterations):
+    incidence = trimesh.geometry.index_sparse(len(model.mean), model.faces).tocsr()  # vertex-face, for area-weighted normals
+    schedule = [False] * min(n_rigid_iterations, n_iterations) + [k > 0] * max(n_iterations - n_rigid_iterations, 0)
+    it, previous = 0, None
+    while it < len(schedule):
+        shape_it = schedule[it]
         x = scale * model.shape(b) @ rot.T + t
-        normals = trimesh.Trimesh(x, model.faces, process=False).vertex_normals
+        if previous is not None and np.abs(x - previous).max() < tol_mm:  # this phase has converged
+            later = [i for i in range(it, len(schedule)) if schedule[i] != shape_it]
+            if not later:
+                break
+            it, previous = later[0], None
+            continue
+        it, previous = it + 1, x
+        tri = x[model.faces]
+        face_areas = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # normals scaled by twice the area
+        normals = trimesh.geometry.mean_vertex_normals(len(x), model.faces, face_areas, sparse=incidence)
         cand = np.flatnonzero(geometry.in_field_of_view(x)) if geometry is not None else np.arange(len(x))
         if len(cand) < 3:
             cand = np.arange(len(x))
@@ -269,7 +293,6 @@ def fit_shape_model(
         q = x[v] - x.mean(0)
         e = np.einsum("ij,ij->i", n, p - x[v])
         cols = [np.cross(q, n), n] + ([np.einsum("ij,ij->i", n, q)[:, None]] if fit_scale else [])
-        shape_it = it >= n_rigid_iterations and k > 0
         if shape_it:
             cols.append(np.einsum("ij,ijk->ik", scale * n @ rot, basis[v]))
         jac = np.concatenate(cols, 1)
@@ -281,6 +304,7 @@ def fit_shape_model(
             a[n_pose:, n_pose:] += regularisation_mm2 * np.eye(k)
             rhs[n_pose:] -= regularisation_mm2 * b
         delta = np.linalg.solve(a, rhs)
+        delta *= min(1.0, np.deg2rad(max_step_deg) / max(np.linalg.norm(delta[:3]), 1e-300), max_step_mm / max(np.linalg.norm(delta[3:6]), 1e-300))
         c = x.mean(0)
         step_rot = Rotation.from_rotvec(delta[:3]).as_matrix()
         ds = 1.0 + (delta[6] if fit_scale else 0.0)
@@ -290,10 +314,9 @@ def fit_shape_model(
     pose = np.eye(4)
     pose[:3, :3], pose[:3, 3] = scale * rot, t
     verts = apply_transform(pose, model.shape(b))
-    final = trimesh.Trimesh(verts, model.faces, process=False)
     dist, _ = cKDTree(verts).query(pts)
     keep = dist <= np.quantile(dist, 1.0 - trim_fraction) + 1e-9
-    _, surf_dist, _ = trimesh.proximity.closest_point(final, pts[keep])
+    surf_dist = point_to_surface(pts[keep], trimesh.Trimesh(verts, model.faces, process=False))
     return ShapeFit(verts, model.faces, b, pose, float(np.sqrt(np.mean(surf_dist**2))), float(keep.mean()))
 
 

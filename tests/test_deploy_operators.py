@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 import torch
 import trimesh
+from monai.bundle import ConfigParser
 
 from deploy.app.pipeline import load_cases, run, run_inference, write_case
 from scripts.dicom_export import read_encapsulated_stl
 from scripts.geometry import Geometry
 from tests.test_radiograph_io import STD, make_dicom, ramp
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def fake_infer(image: np.ndarray, geometry: Geometry) -> dict:
@@ -113,9 +117,12 @@ class SphereNet(torch.nn.Module):
         return self.maps.expand(x.shape[0], -1, -1, -1)
 
 
-def sphere_model_file(path, geometry: Geometry) -> None:
-    """TorchScript SphereNet at the network size of configs/inference.yaml (the standard geometry's 256x256)."""
-    dirs = geometry.ray_directions(dtype=torch.float64)
+def sphere_model_file(path, standard: Geometry) -> None:
+    """TorchScript SphereNet for the standard geometry resized to the network size (``image_size`` of configs/inference.yaml)."""
+    parser = ConfigParser()
+    parser.read_config(str(ROOT / "configs" / "inference.yaml"))
+    size = int(parser["image_size"])
+    dirs = standard.resized((size, size)).ray_directions(dtype=torch.float64)
     c = torch.as_tensor(SPHERE_CENTRE)
     along = dirs @ c
     disc = along**2 - c.dot(c) + SPHERE_RADIUS**2

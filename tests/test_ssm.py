@@ -136,6 +136,25 @@ def test_fit_partial_points_beats_mean_shape(cohort):
     assert fit.rms_mm < 1.0 and 0.85 < fit.inlier_fraction <= 1.0
 
 
+def test_fit_early_stop_matches_full_iterations(cohort):
+    """Stopping a phase once an update moves no vertex by more than tol_mm gives the fit of all iterations."""
+    shapes, held_out = cohort
+    model = ssm.build_shape_model(np.stack(shapes), SPHERE.faces)
+    geometry = Geometry(sid_mm=1100.0, pixel_spacing_mm=(4.0, 4.0), image_size=(64, 64))
+    pose = np.eye(4)
+    pose[:3, :3], pose[:3, 3] = rotation_matrix([-4, 3, 6]) @ STANDARD_AP_ROTATION, [-20.0, 15.0, 940.0]
+    truth = trimesh.Trimesh(posed(held_out, pose), SPHERE.faces)
+    points, _ = dual_face_points(truth, geometry)
+    args = dict(geometry=geometry, n_iterations=60, n_rigid_iterations=10, trim_fraction=0.0)
+    full = ssm.fit_shape_model(model, points, tol_mm=0.0, **args)
+    early = ssm.fit_shape_model(model, points, tol_mm=0.01, **args)
+    assert np.abs(early.vertices - full.vertices).max() < 0.1
+    assert abs(early.rms_mm - full.rms_mm) < 0.01
+    # without trimming or subsampling the rms is over all points' exact distances to the fitted surface
+    assert len(points) < 3000 and early.inlier_fraction == 1.0
+    assert early.rms_mm == pytest.approx(np.sqrt(np.mean(trimesh.proximity.closest_point(early.mesh(), points)[1] ** 2)), abs=1e-9)
+
+
 def write_cases(root, meshes):
     for i, mesh in enumerate(meshes):
         (root / f"case_{i:03d}" / "meshes").mkdir(parents=True)

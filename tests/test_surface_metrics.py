@@ -1,10 +1,11 @@
-"""Surface metrics against hand-computed distances of spheres, and clipping to the X-ray cone."""
+"""Surface metrics against hand-computed distances of spheres, clipping to the X-ray cone, and the exact
+point-to-surface routine against brute force."""
 
 import numpy as np
 import trimesh
 
 from scripts.geometry import Geometry
-from scripts.surface_metrics import clip_to_field_of_view, error_colours, surface_metrics, vertex_errors
+from scripts.surface_metrics import clip_to_field_of_view, error_colours, point_to_surface, surface_metrics, triangle_proxies, vertex_errors
 
 GEOMETRY = Geometry(sid_mm=1100.0, pixel_spacing_mm=(3.125, 3.125), image_size=(64, 48))
 
@@ -62,3 +63,71 @@ def test_vertex_errors():
     colours = error_colours(err, max_mm=5.0)
     assert colours.shape == (len(err), 4) and colours.dtype == np.uint8
     assert (colours[~inside] == [153, 153, 153, 255]).all()
+
+
+def random_soup(rng, n):
+    """Triangles (n, 3, 3) of very different sizes, with long thin slivers and degenerate (collinear, point) ones."""
+    tri = rng.normal(0.0, 30.0, (n, 1, 3)) + rng.normal(0.0, 1.0, (n, 3, 3)) * np.exp(rng.normal(0.0, 1.5, (n, 1, 1)))
+    thin = rng.random(n) < 0.3
+    tri[thin, 2] = tri[thin, 0] + rng.uniform(-0.5, 1.5, (thin.sum(), 1)) * (tri[thin, 1] - tri[thin, 0]) + rng.normal(0, 0.05, (thin.sum(), 3))
+    tri[: n // 20, 1:] = tri[: n // 20, :1]  # points
+    return tri
+
+
+def brute_force_distance(points, tri):
+    """Distance to the closest of all triangles: every point-triangle pair through trimesh's closest point."""
+    rep = np.repeat(points, len(tri), axis=0)
+    closest = trimesh.triangles.closest_point(np.tile(tri, (len(points), 1, 1)), rep)
+    return np.linalg.norm(closest - rep, axis=1).reshape(len(points), len(tri)).min(1)
+
+
+def test_point_to_surface_matches_brute_force():
+    rng = np.random.default_rng(7)
+    for n in (1, 5, 150, 400):
+        tri = random_soup(rng, n)
+        mesh = trimesh.Trimesh(tri.reshape(-1, 3), np.arange(3 * n).reshape(-1, 3), process=False)
+        # points near the triangles (on them, just off them) and far away
+        on = np.einsum("ij,ijk->ik", rng.dirichlet([1, 1, 1], 200), tri[rng.integers(0, n, 200)])
+        points = np.concatenate([on, on + rng.normal(0, 0.5, on.shape), rng.normal(0, 200.0, (200, 3))])
+        d = point_to_surface(points, mesh, max_pairs=5000)  # small batches exercise the chunking
+        assert np.allclose(d, brute_force_distance(points, tri), rtol=0, atol=1e-9)
+        assert np.all(d[:200] < 1e-9)
+    # few large triangles of one size (one proxy each, far from its corners), points near corners and edges
+    tri = rng.normal(0.0, 20.0, (30, 1, 3)) + rng.normal(0.0, 10.0, (30, 3, 3))
+    mesh = trimesh.Trimesh(tri.reshape(-1, 3), np.arange(90).reshape(-1, 3), process=False)
+    corners = tri[rng.integers(0, 30, 3000), rng.integers(0, 3, 3000)]
+    edges = corners + rng.random((3000, 1)) * (tri[rng.integers(0, 30, 3000), 0] - corners) * 0.2
+    points = np.concatenate([corners, edges]) + rng.normal(0, 2.0, (6000, 3))
+    assert np.allclose(point_to_surface(points, mesh), brute_force_distance(points, tri), rtol=0, atol=1e-9)
+
+
+def test_point_to_surface_noisy_surface():
+    """A bumpy sphere with spikes (as an untrained network's surfaces): still exact."""
+    mesh = sphere(30.0)
+    rng = np.random.default_rng(3)
+    mesh.vertices *= (1 + 0.05 * rng.standard_normal(len(mesh.vertices)) + 2.0 * (rng.random(len(mesh.vertices)) < 0.01))[:, None]
+    points = rng.normal(0, 60.0, (300, 3))
+    assert np.allclose(point_to_surface(points, mesh), brute_force_distance(points, mesh.triangles), rtol=0, atol=1e-9)
+
+
+def test_triangle_proxies_cover_triangles():
+    rng = np.random.default_rng(11)
+    tri = random_soup(rng, 300)
+    spacing = 0.8
+    proxies, owner, radius = triangle_proxies(tri, spacing)
+    assert np.all(radius <= spacing + 1e-9)  # cell half-diagonals; centroids of triangles with short edges
+    # every point of every triangle is within its radius of one of its own proxies
+    face = rng.integers(0, len(tri), 20000)
+    x = np.einsum("ij,ijk->ik", rng.dirichlet([0.3, 0.3, 0.3], len(face)), tri[face])
+    order = np.argsort(owner)
+    start = np.searchsorted(owner[order], np.arange(len(tri) + 1))
+    for f in np.unique(face):
+        own = order[start[f] : start[f + 1]]
+        gap = np.linalg.norm(x[face == f][:, None] - proxies[own][None], axis=-1) - radius[own][None]
+        assert (gap.min(1) <= 1e-9).all()
+    # proxies lie in their triangle's plane
+    normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    assert np.allclose(np.einsum("ij,ij->i", proxies - tri[owner, 0], normal[owner]), 0.0, atol=1e-6)
+    # a long thin triangle gets a row of cells, not a square grid
+    sliver = np.array([[[0.0, 0.0, 0.0], [100.0, 0.0, 0.0], [100.0, 0.5, 0.0]]])
+    assert len(triangle_proxies(sliver, 1.0)[0]) <= 2 * 100
