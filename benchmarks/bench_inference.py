@@ -1,11 +1,14 @@
-"""Seconds per radiograph, load -> meshes, without and with shape-model completion (2 CPU threads, 256x256).
+"""Seconds per radiograph, load -> meshes, without and with shape-model completion (2 CPU threads by default).
 
-    python benchmarks/bench_inference.py [--input IMAGE] [--ckpt models/model.pt] [--ssm models/ssm.npz] [--repeats 3]
+    python benchmarks/bench_inference.py [--input IMAGE] [--ckpt models/model.pt] [--ssm models/ssm.npz]
+                                         [--repeats 3] [--threads 2] [--image_size 128] [--oracle]
 
-Without ``--input`` a simulated radiograph is made (2 phantom cases at 3 mm, one 256x256 pose, which
+Without ``--input`` a simulated 256x256 radiograph is made (2 phantom cases at 3 mm, one pose, which
 also give the shape models when ``--ssm`` is missing); without a checkpoint an untrained network is
-used (its masks are not bone-shaped, so meshing/SSM times are only indicative). Targets: < 1 s
-without SSM, < 3 s with SSM. Prints a Markdown table for docs/inference.md.
+used (its masks are not bone-shaped, so meshing/SSM times are only indicative). ``--oracle`` also
+times the reconstruction from the simulator sample's true depth maps and masks (``depth.nii.gz``,
+``mask.nii.gz`` beside the image) at the image's full size, in place of the network. Targets: < 1 s
+without SSM, < 3 s with SSM. Prints Markdown tables (totals and per-step medians) for docs/inference.md.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 from scripts.geometry import Geometry  # noqa: E402
 from scripts.networks import DualFaceDepthNet  # noqa: E402
 from scripts.radiograph_io import load_radiograph  # noqa: E402
-from scripts.reconstruct import build_reconstructor  # noqa: E402
+from scripts.files import read_nifti  # noqa: E402
+from scripts.reconstruct import build_reconstructor, oracle_prediction  # noqa: E402
 
 
 def make_inputs(tmp: Path) -> tuple[Path, Path]:
@@ -40,6 +44,63 @@ def make_inputs(tmp: Path) -> tuple[Path, Path]:
     return sorted((tmp / "sim").glob("*/image.nii.gz"))[0], tmp / "ssm.npz"
 
 
+def time_runs(recon, image_path: Path, repeats: int, oracle: bool) -> dict[str, dict[str, list[float]]]:
+    """Per setting ("without SSM", "with SSM"): seconds of each step and the total, over ``repeats`` (after one warm-up)."""
+    standard = Geometry.standard()
+    times: dict[str, dict[str, list[float]]] = {}
+    for run in range(repeats + 1):
+        for label, complete in (("without SSM", False), ("with SSM", True)):
+            t0 = time.perf_counter()
+            image, geometry, _ = load_radiograph(image_path, standard)
+            t1 = time.perf_counter()
+            if oracle:
+                depth = np.moveaxis(read_nifti(image_path.parent / "depth.nii.gz"), -1, 0)
+                mask = np.moveaxis(read_nifti(image_path.parent / "mask.nii.gz"), -1, 0) > 0
+                pred = oracle_prediction(depth, mask, geometry)
+            else:
+                pred = recon.predict(image, geometry)
+            t2 = time.perf_counter()
+            rec = recon.reconstruct(pred, complete=complete)
+            assert rec.surfaces
+            steps = {"load": t1 - t0, "network" if not oracle else "true maps": t2 - t1, **rec.timings_s, "total": time.perf_counter() - t0}
+            if run:
+                for k, v in steps.items():
+                    times.setdefault(label, {}).setdefault(k, []).append(v)
+    times["pixels"] = {bone: [float(rec.mask[b].sum())] for b, bone in enumerate(rec.geometry.bones)}
+    return times
+
+
+def print_tables(times: dict, title: str) -> None:
+    pixels = ", ".join(f"{bone} {int(v[0])}" for bone, v in times["pixels"].items())
+    print(f"\n{title} (mask pixels: {pixels})\n")
+    print("| step | median s / radiograph | target |\n|---|---|---|")
+    for label, target in (("without SSM", "< 1 s"), ("with SSM", "< 3 s")):
+        print(f"| load -> meshes {label} | {np.median(times[label]['total']):.2f} | {target} |")
+    steps = [k for k in times["with SSM"] if k != "total"]
+    print("\n| setting | " + " | ".join(steps) + " |\n|---|" + "---|" * len(steps))
+    for label in ("without SSM", "with SSM"):
+        print(f"| {label} | " + " | ".join(f"{np.median(times[label][k]):.3f}" if k in times[label] else "-" for k in steps) + " |")
+
+
+def run_benchmark(args: argparse.Namespace, tmp: Path) -> None:
+    """Make inputs in ``tmp`` where needed, then time and print."""
+    image_path, ssm = (Path(args.input), Path(args.ssm)) if args.input else make_inputs(tmp)
+    if not Path(args.ssm).is_file() and not args.input:
+        args.ssm = str(ssm)
+    ckpt = Path(args.ckpt)
+    note = f"trained checkpoint {ckpt.name}"
+    if not ckpt.is_file():
+        ckpt, note = tmp / "untrained.pt", "UNTRAINED network (no checkpoint, seed 0)"
+        torch.manual_seed(0)
+        torch.save(DualFaceDepthNet().state_dict(), ckpt)
+    recon = build_reconstructor(ckpt_path=str(ckpt), ssm_path=args.ssm, device="cpu", image_size=args.image_size).load()
+    size = f"{recon.image_size[0]}x{recon.image_size[1]}"
+    print(f"{args.threads} threads; input {image_path}; shape models {args.ssm}")
+    print_tables(time_runs(recon, image_path, args.repeats, oracle=False), f"{note}, network at {size}")
+    if args.oracle:
+        print_tables(time_runs(recon, image_path, args.repeats, oracle=True), "true depth maps and masks (no network), full image size")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--input", default=None)
@@ -47,32 +108,12 @@ def main() -> int:
     p.add_argument("--ssm", default=str(ROOT / "models" / "ssm.npz"))
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--image_size", type=int, default=None, help="network input size (default: configs/inference.yaml)")
+    p.add_argument("--oracle", action="store_true", help="also time the true maps of a simulator sample in place of the network")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    tmp = Path(tempfile.mkdtemp(prefix="bench_inference_"))
-    image_path, ssm = (Path(args.input), Path(args.ssm)) if args.input else make_inputs(tmp)
-    if not Path(args.ssm).is_file() and not args.input:
-        args.ssm = str(ssm)
-    ckpt = Path(args.ckpt)
-    note = "trained checkpoint"
-    if not ckpt.is_file():
-        ckpt, note = tmp / "untrained.pt", "UNTRAINED network (no checkpoint)"
-        torch.save(DualFaceDepthNet().state_dict(), ckpt)
-    recon = build_reconstructor(ckpt_path=str(ckpt), ssm_path=args.ssm, device="cpu").load()
-    standard = Geometry.standard()
-    times: dict[str, list[float]] = {"without SSM": [], "with SSM": []}
-    for _ in range(args.repeats + 1):  # first run warms up
-        for label, complete in (("without SSM", False), ("with SSM", True)):
-            t0 = time.perf_counter()
-            image, geometry, _ = load_radiograph(image_path, standard)
-            pred = recon.predict(image, geometry)
-            rec = recon.reconstruct(pred, complete=complete)
-            assert rec.surfaces
-            times[label].append(time.perf_counter() - t0)
-    print(f"{note}; {args.threads} threads; input {image_path.name} -> network at {recon.image_size[0]}x{recon.image_size[1]}\n")
-    print("| step | median s / radiograph | target |\n|---|---|---|")
-    for label, target in (("without SSM", "< 1 s"), ("with SSM", "< 3 s")):
-        print(f"| load -> meshes {label} | {np.median(times[label][1:]):.2f} | {target} |")
+    with tempfile.TemporaryDirectory(prefix="bench_inference_") as tmp_dir:
+        run_benchmark(args, Path(tmp_dir))
     return 0
 
 

@@ -263,6 +263,7 @@ class EvaluationRunner:
         oracle_inputs: use the true maps instead of the networks.
         error_map_max_mm: colour scale of the error map.
         surface_spacing_mm, max_samples: surface sampling of :func:`scripts.surface_metrics.surface_metrics`.
+        poses_per_case: evaluate only poses ``0 .. poses_per_case - 1`` of each case (``None``: all).
     """
 
     def __init__(
@@ -277,8 +278,10 @@ class EvaluationRunner:
         error_map_max_mm: float = 5.0,
         surface_spacing_mm: float = 1.0,
         max_samples: int = 20000,
+        poses_per_case: int | None = None,
     ):
         self.dual_face, self.single_face = dual_face, single_face
+        self.poses_per_case = poses_per_case
         self.dataset_dir, self.output_dir = Path(dataset_dir), Path(output_dir)
         self.split, self.prior_centre_mm, self.oracle_inputs = split, prior_centre_mm, bool(oracle_inputs)
         self.error_map_max_mm = float(error_map_max_mm)
@@ -314,6 +317,8 @@ class EvaluationRunner:
         try:
             nets = self._networks(notes)
             entries = load_datalist(self.dataset_dir, self.split)
+            if self.poses_per_case is not None:
+                entries = [e for e in entries if int(e.get("pose", 0)) < int(self.poses_per_case)]
             given = self.prior_centre_mm
             prior = {1: float(given), 2: float(given)} if given is not None else prior_centre_depth(self.dataset_dir, "training")
             rows, shown = [], {}

@@ -235,14 +235,13 @@ def fit_shape_model(
     """Fit pose and shape coefficients to partial surface points (N, 3) in mm (e.g. back-projected dual faces).
 
     Gauss-Newton on point-to-plane distances from each point to its closest model vertex (cKDTree;
-    area-weighted vertex normals),
-    minimising ``mean(e^2) + regularisation_mm2 * |b|^2`` (Mahalanobis prior, b in standard
-    deviations, clipped to +-``max_sd``); the ``trim_fraction`` farthest points are dropped each
-    iteration; up to ``n_rigid_iterations`` fit the pose only, then up to ``n_iterations -
-    n_rigid_iterations`` pose and shape; each phase ends early once an update moves no model vertex
-    by more than ``tol_mm``. With ``geometry`` the points are
-    taken as camera-frame points seen through it and only model vertices inside its X-ray cone are
-    matched (the rest of the bone is unseen, not absent).
+    area-weighted vertex normals), minimising ``mean(e^2) + regularisation_mm2 * |b|^2`` (Mahalanobis
+    prior, b in standard deviations, clipped to +-``max_sd``); the ``trim_fraction`` farthest points
+    are dropped each iteration; up to ``n_rigid_iterations`` fit the pose only, then up to
+    ``n_iterations - n_rigid_iterations`` pose and shape; each phase ends early once an update moves
+    no model vertex by more than ``tol_mm``. With ``geometry`` the points are taken as camera-frame
+    points seen through it and only model vertices inside its X-ray cone are matched (the rest of
+    the bone is unseen, not absent).
 
     Args:
         init_pose: 4x4 model -> points' frame start; default the standard AP rotation (model in RAS)

@@ -79,13 +79,16 @@ def run_inference(input_dir, output_dir, ckpt, ssm, **kw):
 
 
 def test_inference_network_matches_training():
-    """inference.yaml declares the same network (class and hyperparameters) and input size as train.yaml."""
+    """inference.yaml declares the same network (class and hyperparameters) as train.yaml, at the
+    shipped model's input size (metadata.json; training defaults to 256, the shipped recipe used 128)."""
     train, infer = ConfigParser(), ConfigParser()
     train.read_config(str(ROOT / "configs" / "train.yaml"))
     infer.read_config(str(ROOT / "configs" / "inference.yaml"))
-    for key in ("bones", "faces", "features", "depth_prior_mm", "centre_prior_mm", "image_size"):
+    for key in ("bones", "faces", "features", "depth_prior_mm", "centre_prior_mm"):
         assert infer[key] == train[key], key
     assert infer["network_def"] == train["network_def"]
+    meta = json.loads((ROOT / "configs" / "metadata.json").read_text())
+    assert meta["network_data_format"]["inputs"]["image"]["spatial_shape"] == [infer["image_size"]] * 2
     with open(ROOT / "configs" / "train.yaml") as f:
         norm = [t for t in yaml.safe_load(f)["load_transforms"] if t["_target_"].endswith("NormalizeRadiographd")]
     assert [t for t in infer["preprocessing"]["transforms"] if t["_target_"].endswith("NormalizeRadiographd")] == norm

@@ -155,6 +155,18 @@ def test_fit_early_stop_matches_full_iterations(cohort):
     assert early.rms_mm == pytest.approx(np.sqrt(np.mean(trimesh.proximity.closest_point(early.mesh(), points)[1] ** 2)), abs=1e-9)
 
 
+def test_fit_trust_region_keeps_pose_near_bad_points(cohort):
+    """Points that no instance fits (a thin slab, as from a wrong mask): the fit stays on them.
+    Without the step limit (max_step_deg/max_step_mm huge) these fits end metres away."""
+    shapes, _ = cohort
+    model = ssm.build_shape_model(np.stack(shapes), SPHERE.faces)
+    geometry = Geometry(sid_mm=1100.0, pixel_spacing_mm=(4.0, 4.0), image_size=(64, 64))
+    for seed in (0, 1, 3):
+        points = np.array([10.0, 20.0, 950.0]) + np.random.default_rng(seed).uniform(-1, 1, (2000, 3)) * [15.0, 100.0, 5.0]
+        fit = ssm.fit_shape_model(model, points, geometry=geometry)
+        assert np.linalg.norm(fit.vertices.mean(0) - points.mean(0)) < 20.0 and fit.rms_mm < 10.0
+
+
 def write_cases(root, meshes):
     for i, mesh in enumerate(meshes):
         (root / f"case_{i:03d}" / "meshes").mkdir(parents=True)
