@@ -14,6 +14,7 @@ argument name says ``_deg``, otherwise radians.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import asdict, dataclass, field, replace
@@ -172,12 +173,15 @@ class Geometry:
         return (d / torch.linalg.norm(d, dim=-1, keepdim=True)).to(dtype)
 
     def backproject(self, depth: ArrayLike) -> ArrayLike:
-        """Camera-frame points (mm) of depth maps ``(..., H, W)`` -> ``(..., H, W, 3)``; same type as input."""
-        is_np = isinstance(depth, np.ndarray)
-        t = torch.as_tensor(depth)
-        dirs = self.ray_directions(device=t.device, dtype=t.dtype if t.is_floating_point() else torch.float32)
-        pts = t[..., None] * dirs
-        return pts.numpy() if is_np else pts
+        """Camera-frame points (mm) of depth maps ``(..., H, W)`` -> ``(..., H, W, 3)``; same type as input.
+
+        NumPy input is computed in float64 with the rays cached per detector geometry (the pose does
+        not change them), so repeated calls on one geometry cost one multiplication.
+        """
+        if isinstance(depth, np.ndarray):
+            return np.asarray(depth, dtype=np.float64)[..., None] * _cached_rays(replace(self, world_to_camera=np.eye(4), bones=()))
+        dirs = self.ray_directions(device=depth.device, dtype=depth.dtype if depth.is_floating_point() else torch.float32)
+        return depth[..., None] * dirs
 
     def project(self, points_cam: ArrayLike) -> tuple[ArrayLike, ArrayLike]:
         """Project camera-frame points (..., 3) to pixel coordinates (..., 2) [u, v] and their depth (...,) in mm."""
@@ -251,6 +255,14 @@ class Geometry:
             pixel_spacing_mm=(self.pixel_spacing_mm[0] * sx, self.pixel_spacing_mm[1] * sy),
             principal_point_px=((cu + 0.5) / sx - 0.5, (cv + 0.5) / sy - 0.5),
         )
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_rays(detector: Geometry) -> np.ndarray:
+    """Read-only float64 unit ray directions (H, W, 3) of a pose-free geometry."""
+    rays = detector.ray_directions(dtype=torch.float64).numpy()
+    rays.flags.writeable = False
+    return rays
 
 
 # ---------------------------------------------------------------------- transforms and poses

@@ -12,11 +12,8 @@ border the surface stays open: the bone goes on outside the image.
 
 from __future__ import annotations
 
-import functools
-from dataclasses import replace
 
 import numpy as np
-import torch
 import trimesh
 
 from .geometry import Geometry
@@ -41,25 +38,10 @@ def _check_inputs(front: np.ndarray, back: np.ndarray, mask: np.ndarray, geometr
     return front, np.maximum(back, front), mask
 
 
-@functools.lru_cache(maxsize=8)
-def _rays(geometry: Geometry) -> np.ndarray:
-    """Read-only unit ray directions (H, W, 3) of ``geometry`` (``Geometry.ray_directions``, float64), cached."""
-    rays = geometry.ray_directions(dtype=torch.float64).numpy()
-    rays.flags.writeable = False
-    return rays
-
-
-def backproject(depth: np.ndarray, geometry: Geometry) -> np.ndarray:
-    """``Geometry.backproject`` of float64 depth maps (..., H, W) in mm -> camera-frame points (..., H, W, 3),
-    with the rays computed once per detector geometry (the pose does not change them; numpy, no per-call torch work)."""
-    detector = replace(geometry, world_to_camera=np.eye(4), bones=())
-    return np.asarray(depth, dtype=np.float64)[..., None] * _rays(detector)
-
-
 def masked_points(front: np.ndarray, back: np.ndarray, mask: np.ndarray, geometry: Geometry) -> np.ndarray:
     """Camera-frame points (N, 3) in mm of the masked pixels: all front-face points, then all back-face points."""
     front, back, mask = _check_inputs(front, back, mask, geometry)
-    pts = backproject(np.stack([front, back]), geometry)  # (2, H, W, 3)
+    pts = geometry.backproject(np.stack([front, back]))  # (2, H, W, 3)
     return np.concatenate([pts[0][mask], pts[1][mask]])
 
 
@@ -129,7 +111,7 @@ def dual_face_mesh(
     front, back, mask = _check_inputs(front, back, mask, geometry)
     h, w = mask.shape
     n = h * w
-    pts = backproject(np.stack([front, back]), geometry).reshape(2 * n, 3)
+    pts = geometry.backproject(np.stack([front, back])).reshape(2 * n, 3)
     tris = grid_triangles(mask)
     empty = trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64), process=False)
     if len(tris) == 0:

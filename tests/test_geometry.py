@@ -53,6 +53,17 @@ def test_backproject_project_round_trip(geom):
     np.testing.assert_allclose(t.numpy(), pts, atol=1e-9)
 
 
+def test_cached_numpy_rays_match_torch_per_geometry(geom):
+    depth = np.random.default_rng(3).uniform(800.0, 1000.0, (geom.height, geom.width))
+    expected = geom.backproject(torch.as_tensor(depth)).numpy()
+    np.testing.assert_array_equal(geom.backproject(depth), expected)
+    other = Geometry(sid_mm=1000.0, pixel_spacing_mm=(2.0, 3.0), image_size=(40, 30), principal_point_px=(20.0, 10.0))
+    np.testing.assert_array_equal(other.backproject(depth), other.backproject(torch.as_tensor(depth)).numpy())
+    assert not np.array_equal(other.backproject(depth), expected)  # the cache is keyed per detector geometry
+    posed = other.with_pose(np.diag([-1.0, -1.0, 1.0, 1.0]))  # camera-frame rays do not depend on the pose
+    np.testing.assert_array_equal(posed.backproject(depth), other.backproject(depth))
+
+
 def test_standard_ap_pose_axes_and_centre():
     centre = np.array([5.0, -20.0, 100.0])
     m = standard_ap_pose(centre, 950.0)

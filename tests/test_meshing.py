@@ -6,7 +6,7 @@ import torch
 import trimesh
 
 from scripts.geometry import Geometry
-from scripts.meshing import backproject, dual_face_mesh, grid_triangles, masked_points
+from scripts.meshing import dual_face_mesh, grid_triangles, masked_points
 
 GEOMETRY = Geometry(sid_mm=1100.0, pixel_spacing_mm=(3.125, 3.125), image_size=(96, 80))
 
@@ -90,13 +90,3 @@ def test_masked_points_and_bad_input():
     front[mask] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         dual_face_mesh(front, back, mask, GEOMETRY)
-
-
-def test_backproject_matches_geometry():
-    rng = np.random.default_rng(0)
-    depth = rng.uniform(800.0, 1000.0, (2, GEOMETRY.height, GEOMETRY.width))
-    assert np.array_equal(backproject(depth, GEOMETRY), GEOMETRY.backproject(depth))
-    other = Geometry(sid_mm=1000.0, pixel_spacing_mm=(2.0, 3.0), image_size=(96, 80), principal_point_px=(40.0, 30.0))
-    assert np.array_equal(backproject(depth[0], other), other.backproject(depth[0]))  # cache keyed per geometry
-    posed = other.with_pose(np.diag([-1.0, -1.0, 1.0, 1.0]))  # rays in the camera frame do not depend on the pose
-    assert np.array_equal(backproject(depth[0], posed), posed.backproject(depth[0]))
