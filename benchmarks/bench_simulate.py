@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from scripts.depth_maps import bone_grids, depth_maps  # noqa: E402
-from scripts.drr import coarsen, hu_to_mu, line_integrals  # noqa: E402
+from scripts.drr import attenuation_volume, line_integrals  # noqa: E402
 from scripts.geometry import Geometry, standard_ap_pose  # noqa: E402
 from scripts.simulate import load_config  # noqa: E402
 from scripts.volumes import Volume, bones_center, read_ct, read_labels, threshold_labels  # noqa: E402
@@ -51,8 +51,8 @@ def bench(name: str, ct: Volume, labels, repeats: int) -> None:
     step_depth = cfg["depth"]["step_voxels"]
 
     def prepare():
-        mu = hu_to_mu(torch.as_tensor(ct.array), cfg["drr"]["energy_kev"], cfg["drr"]["bone_enhancement"])
-        mu, affine = coarsen(mu, ct.affine, cfg["drr"]["min_voxel_mm"])
+        drr = cfg["drr"]
+        mu, affine = attenuation_volume(ct.array, ct.affine, drr["energy_kev"], drr["bone_enhancement"], drr["min_voxel_mm"])
         return mu, affine, bone_grids(labels, g.bones)
 
     mu, affine, grids = prepare()

@@ -19,7 +19,7 @@ import monai.bundle
 import numpy as np
 
 from scripts.evaluate import truth_meshes
-from scripts.files import InputFileError, write_json
+from scripts.files import exits_on_input_error, write_json
 from scripts.geometry import Geometry
 from scripts.phantom import generate_case, write_case
 from scripts.simulate import find_cases, simulate
@@ -69,6 +69,7 @@ def run_demo(out: Path, seed: int, spacing_mm: float, device: str | None) -> dic
 
 
 def format_errors(results: dict) -> str:
+    """Text table of :func:`run_demo`'s per-bone ASSD and HD95 (mm)."""
     lines = [f"{'bone':<12} {'dual-face ASSD':>15} {'+ shape model ASSD':>19} {'+ shape model HD95':>19}"]
     for bone, row in results.items():
         cells = [row[k]["assd_mm"] if row[k] else np.nan for k in ("dual_face", "dual_face_ssm")]
@@ -77,7 +78,9 @@ def format_errors(results: dict) -> str:
     return "\n".join(lines)
 
 
+@exits_on_input_error
 def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: run the demo; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m scripts.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="demo_output", help="output folder (replaced parts: phantom, radiograph, reconstruction)")
     parser.add_argument("--seed", type=int, default=2026, help="phantom subject and pose seed (not one of the training subjects)")
@@ -85,11 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="torch device (default: CUDA when available)")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
-    try:
-        results = run_demo(out, args.seed, args.spacing, args.device)
-    except InputFileError as e:
-        print(e, file=sys.stderr)
-        return 1
+    results = run_demo(out, args.seed, args.spacing, args.device)
     print(format_errors(results))
     print(f"meshes, report.png and result.json: {out / 'reconstruction'}; errors: {out / 'errors.json'}")
     return 0

@@ -48,9 +48,15 @@ class BoneGrid:
 
 
 def candidate_blocks(occupancy: torch.Tensor, block: int) -> torch.Tensor:
-    """Bool (ceil(I / block), ...) of blocks that are, or touch, a block with a cell holding occupancy > 0."""
-    cells = F.max_pool3d(F.pad(occupancy[None, None], (0, 1, 0, 1, 0, 1)), 2, stride=1)  # cell (i, j, k): voxels i..i+1
-    blocks = F.max_pool3d(cells, block, stride=block, ceil_mode=True)
+    """Bool (ceil(I / block), ...) of blocks that are, or touch, a block with a cell holding occupancy > 0.
+
+    Block ``B`` holds cells ``B * block .. B * block + block - 1`` per axis, i.e. voxels
+    ``B * block .. B * block + block`` (a cell spans voxels i..i+1): one strided max over windows
+    of ``block + 1`` voxels, zero-padded at the far end.
+    """
+    n_blocks = [-(-n // block) for n in occupancy.shape]
+    pad = [p for n, nb in zip(reversed(occupancy.shape), reversed(n_blocks)) for p in (0, nb * block + 1 - n)]
+    blocks = F.max_pool3d(F.pad(occupancy[None, None], pad), block + 1, stride=block)
     return F.max_pool3d(blocks, 3, stride=1, padding=1)[0, 0] > 0
 
 

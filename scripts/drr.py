@@ -3,12 +3,16 @@
 Attenuation model (monoenergetic at the effective energy ``energy_kev``)::
 
     mu(HU) = mu_water(E) * max(0, 1 + HU / 1000 * (1 + bone_enhancement * [HU > 0]))   [1/mm]
+           = mu_water(E) / 1000 * (max(HU + 1000, 0) + bone_enhancement * max(HU, 0))
 
 ``mu_water(E)`` is interpolated (log-log) from NIST XCOM values for water. HU is defined at the CT's
 own effective energy (~70 keV); ``bone_enhancement`` > 0 raises the attenuation of dense tissue
 relative to water, as the photoelectric effect of calcium does at the lower effective energy of a
 radiograph (~40-60 keV). The DRR value of a pixel is the line integral ``L = int mu ds`` along its
-ray from the source (dimensionless); transmission is ``exp(-L)``.
+ray from the source (dimensionless); transmission is ``exp(-L)``. The second form (equal for every
+HU: both are 0 below -1000 HU and agree on each linear piece) needs three elementwise operations
+instead of seven, and :func:`attenuation_volume` applies it and the average pooling slab by slab,
+so the full-resolution attenuation volume is never held in memory.
 
 Line integrals use Joseph's method: each ray is sampled where it crosses the voxel planes of its
 dominant axis (the index axis it advances fastest along), with bilinear interpolation inside each
@@ -40,10 +44,11 @@ def mu_water_per_mm(energy_kev: float) -> float:
 
 
 def hu_to_mu(hu: torch.Tensor, energy_kev: float = 60.0, bone_enhancement: float = 0.0) -> torch.Tensor:
-    """Linear attenuation (1/mm) of a HU tensor; see the module docstring for the model."""
-    rel = hu / 1000.0
-    rel = torch.where(hu > 0, rel * (1.0 + bone_enhancement), rel)
-    return mu_water_per_mm(energy_kev) * torch.clamp(1.0 + rel, min=0.0)
+    """Linear attenuation (1/mm, float) of a HU tensor; see the module docstring for the model."""
+    mu = torch.clamp(hu + 1000.0, min=0.0)
+    if bone_enhancement:
+        mu.add_(torch.relu(hu), alpha=bone_enhancement)
+    return mu.mul_(mu_water_per_mm(energy_kev) / 1000.0)
 
 
 def rays_in_voxels(geometry: Geometry, affine: np.ndarray, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,10 +156,15 @@ def line_integrals(
     return out.reshape(geometry.height, geometry.width)
 
 
+def pooling_factors(affine: np.ndarray, min_voxel_mm: float) -> np.ndarray:
+    """Integer pooling factor per index axis (3,) that brings voxels of ``affine`` to about ``min_voxel_mm`` (mm)."""
+    spacing = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+    return np.maximum(1, np.floor(min_voxel_mm / spacing + 1e-6)).astype(int)
+
+
 def coarsen(mu: torch.Tensor, affine: np.ndarray, min_voxel_mm: float) -> tuple[torch.Tensor, np.ndarray]:
     """Average-pool ``mu`` (I, J, K) by integer factors so voxels reach about ``min_voxel_mm``; adjusted affine."""
-    spacing = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
-    f = np.maximum(1, np.floor(min_voxel_mm / spacing + 1e-6)).astype(int)
+    f = pooling_factors(affine, min_voxel_mm)
     if np.all(f == 1):
         return mu, np.asarray(affine)
     pooled = F.avg_pool3d(mu[None, None], tuple(int(x) for x in f), ceil_mode=True, count_include_pad=False)[0, 0]
@@ -162,6 +172,34 @@ def coarsen(mu: torch.Tensor, affine: np.ndarray, min_voxel_mm: float) -> tuple[
     scale[:3, :3] = np.diag(f)
     scale[:3, 3] = (f - 1) / 2.0
     return pooled, np.asarray(affine) @ scale
+
+
+def attenuation_volume(
+    hu: np.ndarray | torch.Tensor,
+    affine: np.ndarray,
+    energy_kev: float = 60.0,
+    bone_enhancement: float = 0.0,
+    min_voxel_mm: float = 2.0,
+    device: torch.device | str = "cpu",
+    slab_voxels: int = 1 << 22,
+) -> tuple[torch.Tensor, np.ndarray]:
+    """``coarsen(hu_to_mu(hu), affine, min_voxel_mm)`` (float32 1/mm on ``device``, pooled affine) for a HU volume (I, J, K).
+
+    Computed over slabs of whole pooling windows along axis 0 (about ``slab_voxels`` HU voxels
+    each): pooling is per window, so the result is the same, but the full-resolution attenuation
+    and its temporaries are never allocated (on CPU they stay in reused, already-mapped memory).
+    """
+    hu = torch.as_tensor(hu)
+    f = pooling_factors(affine, min_voxel_mm)
+    planes = int(f[0]) * max(1, slab_voxels // (int(f[0]) * hu[0].numel()))
+    out = None
+    for start in range(0, hu.shape[0], planes):
+        slab = hu[start : start + planes].to(device=device, dtype=torch.float32)
+        pooled, pooled_affine = coarsen(hu_to_mu(slab, energy_kev, bone_enhancement), affine, min_voxel_mm)
+        if out is None:
+            out = torch.empty((-(-hu.shape[0] // int(f[0])), *pooled.shape[1:]), dtype=pooled.dtype, device=pooled.device)
+        out[start // int(f[0]) : start // int(f[0]) + pooled.shape[0]] = pooled
+    return out, pooled_affine
 
 
 def render_drr(

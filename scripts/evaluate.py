@@ -27,15 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import nibabel as nib
 import numpy as np
 import torch
 import trimesh
 from skimage.measure import marching_cubes
 from tqdm import tqdm
 
-from scripts.files import InputFileError, PathLike, atomic_path, read_json, read_nifti, write_json
-from scripts.geometry import Geometry, GeometryError, apply_transform
+from scripts.files import InputFileError, PathLike, atomic_path, read_json, read_nifti, read_nifti_with_affine, write_json
+from scripts.geometry import Geometry, apply_transform, read_geometry
 from scripts.reconstruct import DepthPrediction, Reconstructor, oracle_prediction
 from scripts.report import save_error_map, save_metric_bars
 from scripts.ssm import read_mesh
@@ -65,18 +64,13 @@ class Sample:
 # ---------------------------------------------------------------------- ground truth
 def label_surfaces(labels_path: PathLike, bones: Sequence[str]) -> dict[str, trimesh.Trimesh]:
     """World-RAS (mm) marching-cubes surfaces of the bone labels (IDs of ``scripts.volumes.BONE_LABELS``)."""
-    path = Path(labels_path)
-    try:
-        img = nib.load(str(path))
-        labels = np.asanyarray(img.dataobj)
-    except Exception as e:  # nibabel raises many types for missing or corrupt files
-        raise InputFileError(path, f"unreadable label volume ({type(e).__name__}: {e})") from None
+    labels, affine = read_nifti_with_affine(labels_path)
     out = {}
     for bone in bones:
         occupied = np.pad(labels == BONE_LABELS[bone], 1)
         if occupied.any():
             verts, faces, _, _ = marching_cubes(occupied.astype(np.float32), 0.5)
-            out[bone] = trimesh.Trimesh(apply_transform(img.affine, verts - 1.0), faces[:, ::-1], process=False)
+            out[bone] = trimesh.Trimesh(apply_transform(affine, verts - 1.0), faces[:, ::-1], process=False)
     return out
 
 
@@ -99,10 +93,7 @@ def truth_meshes(entry: Mapping, dataset_dir: Path, geometry: Geometry) -> dict[
 def load_sample(entry: Mapping, dataset_dir: PathLike, image_size: Sequence[int] | None = None) -> Sample:
     """Read a datalist entry (absolute paths); truth maps area-resampled to ``image_size`` (W, H) as in training validation."""
     dataset_dir = Path(dataset_dir)
-    try:
-        geometry = Geometry.load(entry["geometry"])
-    except GeometryError as e:
-        raise InputFileError(entry["geometry"], str(e)) from None
+    geometry = read_geometry(entry["geometry"])
     image = read_nifti(entry["image"])
     depth = np.moveaxis(read_nifti(entry["depth"]), -1, 0)
     mask = np.moveaxis(read_nifti(entry["mask"]), -1, 0)

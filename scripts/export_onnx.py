@@ -23,7 +23,7 @@ import torch
 import yaml
 from monai.bundle import ConfigParser
 
-from scripts.files import InputFileError, PathLike, atomic_path
+from scripts.files import PathLike, atomic_path, exits_on_input_error
 from scripts.reconstruct import BUNDLE_ROOT, INFERENCE_CONFIG, load_network
 
 
@@ -88,7 +88,9 @@ def _override(text: str) -> tuple[str, Any]:
     return key, yaml.safe_load(value)
 
 
+@exits_on_input_error
 def main(argv: list[str] | None = None) -> int:
+    """CLI: export (and optionally check) the ONNX model; returns the exit status."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", required=True, help="state-dict checkpoint (e.g. models/model.pt)")
     p.add_argument("--out", required=True, help="ONNX file to write (e.g. models/model.onnx)")
@@ -97,16 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--check", action="store_true", help="compare ONNX Runtime with PyTorch on a random input and print the difference")
     a = p.parse_args(argv)
-    try:
-        out = export_onnx(a.ckpt, a.out, a.config_file, dict(a.override), a.opset)
-        if a.check:
-            net, shape = network_from_config(a.config_file, dict(a.override))
-            net = load_network(a.ckpt, net, "cpu")
-            diff = max_difference(out, net, torch.rand(2, *shape, generator=torch.Generator().manual_seed(0)))
-            print(f"max |onnxruntime - torch| = {diff:.3g}")
-    except InputFileError as e:
-        print(e, file=sys.stderr)
-        return 1
+    out = export_onnx(a.ckpt, a.out, a.config_file, dict(a.override), a.opset)
+    if a.check:
+        net, shape = network_from_config(a.config_file, dict(a.override))
+        net = load_network(a.ckpt, net, "cpu")
+        diff = max_difference(out, net, torch.rand(2, *shape, generator=torch.Generator().manual_seed(0)))
+        print(f"max |onnxruntime - torch| = {diff:.3g}")
     print(f"exported {out}")
     return 0
 

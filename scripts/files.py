@@ -7,12 +7,14 @@ an interrupted or failed run never leaves a half-written file under the final na
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Callable, Iterator, Union
 
 import nibabel as nib
 import numpy as np
@@ -33,6 +35,20 @@ class InputFileError(RuntimeError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{path}: {problem}")
+
+
+def exits_on_input_error(main: Callable[..., int]) -> Callable[..., int]:
+    """Decorate a CLI ``main``: an :class:`InputFileError` prints its one line to stderr and ``main`` returns 1."""
+
+    @functools.wraps(main)
+    def wrapper(*args: Any, **kwargs: Any) -> int:
+        try:
+            return main(*args, **kwargs)
+        except InputFileError as e:
+            print(e, file=sys.stderr)
+            return 1
+
+    return wrapper
 
 
 @contextlib.contextmanager
@@ -82,6 +98,7 @@ def remove_partials(directory: PathLike) -> list[Path]:
 
 
 def write_json(path: PathLike, data: Any) -> None:
+    """Write ``data`` as indented JSON atomically (NumPy scalars/arrays and paths converted)."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, default=_json_default))
 
@@ -97,6 +114,7 @@ def _json_default(o: Any) -> Any:
 
 
 def read_json(path: PathLike) -> Any:
+    """Parsed JSON of ``path``; a missing or unreadable file raises :class:`InputFileError`."""
     path = Path(path)
     try:
         return json.loads(path.read_text())
@@ -116,13 +134,19 @@ def write_nifti(path: PathLike, array: np.ndarray, affine: np.ndarray | None = N
 
 def read_nifti(path: PathLike, dtype: type = np.float32) -> np.ndarray:
     """Read a NIfTI array, refusing unreadable files and non-finite values with an :class:`InputFileError`."""
+    return read_nifti_with_affine(path, dtype)[0]
+
+
+def read_nifti_with_affine(path: PathLike, dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`read_nifti` plus the file's (4, 4) voxel-to-world (RAS mm) affine."""
     path = Path(path)
     if not path.exists():
         raise InputFileError(path, "file not found")
     try:
-        arr = np.asanyarray(nib.load(str(path)).dataobj).astype(dtype)
+        img = nib.load(str(path))
+        arr = np.asanyarray(img.dataobj).astype(dtype)
     except Exception as e:  # nibabel raises many types for corrupt/truncated files
         raise InputFileError(path, f"unreadable or truncated NIfTI ({type(e).__name__}: {e})") from None
     if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
         raise InputFileError(path, "contains NaN or Inf values")
-    return arr
+    return arr, np.asarray(img.affine, dtype=np.float64)

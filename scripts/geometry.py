@@ -19,13 +19,14 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Sequence, TypeVar, Union
+from typing import Sequence, TypeVar
 
 import numpy as np
 import torch
 
+from scripts.files import InputFileError, PathLike, write_json
+
 ArrayLike = TypeVar("ArrayLike", np.ndarray, torch.Tensor)
-PathLike = Union[str, Path]
 
 STANDARD_GEOMETRY_FILE = Path(__file__).resolve().parent.parent / "configs" / "geometry.json"
 BONES: tuple[str, ...] = ("pelvis", "femur_left", "femur_right")
@@ -85,10 +86,12 @@ class Geometry:
     # ------------------------------------------------------------------ construction and I/O
     @property
     def width(self) -> int:
+        """Image width W (pixels, along u)."""
         return self.image_size[0]
 
     @property
     def height(self) -> int:
+        """Image height H (pixels, along v)."""
         return self.image_size[1]
 
     @property
@@ -96,10 +99,18 @@ class Geometry:
         """world_to_camera as a (4, 4) float64 array."""
         return np.asarray(self.world_to_camera, dtype=np.float64)
 
+    @property
+    def image_affine(self) -> np.ndarray:
+        """NIfTI affine (4, 4) of the 2D image, depth and mask files (arrays indexed ``[v, u]``): ``diag(sv, su, 1, 1)``."""
+        su, sv = self.pixel_spacing_mm
+        return np.diag([sv, su, 1.0, 1.0])
+
     def with_pose(self, world_to_camera: np.ndarray) -> "Geometry":
+        """The same detector with another 4x4 world(RAS mm)-to-camera(mm) transform."""
         return replace(self, world_to_camera=tuple(map(tuple, np.asarray(world_to_camera, dtype=np.float64))))
 
     def to_dict(self) -> dict:
+        """JSON-able dict with the keys of ``GEOMETRY_KEYS`` (lengths mm, sizes and principal point in pixels)."""
         d = asdict(self)
         d["pixel_spacing_mm"] = list(self.pixel_spacing_mm)
         d["image_size"] = list(self.image_size)
@@ -122,6 +133,7 @@ class Geometry:
 
     @classmethod
     def load(cls, path: PathLike) -> "Geometry":
+        """Read a geometry JSON; raises :class:`GeometryError` (message starting with the path) when missing or invalid."""
         path = Path(path)
         try:
             d = json.loads(path.read_text())
@@ -135,10 +147,7 @@ class Geometry:
 
     def save(self, path: PathLike) -> None:
         """Write geometry.json atomically (temporary name, then rename)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        tmp.replace(path)
+        write_json(path, self.to_dict())
 
     @classmethod
     def standard(cls, path: PathLike | None = None, **overrides) -> "Geometry":
@@ -207,6 +216,35 @@ class Geometry:
             & (uv[..., 1] <= h - 0.5 - margin_px)
         )
 
+    def field_of_view_planes(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(origin, inward unit normal) of the planes bounding the X-ray cone, camera frame (mm).
+
+        The four side planes pass through the source and the detector's outer pixel edges (u = -0.5,
+        W - 0.5; v = -0.5, H - 0.5), as :meth:`in_field_of_view` tests; a fifth keeps z > 0.
+        """
+        w, h = self.image_size
+        (x0, y0, sid), (x1, y1, _) = self.detector_points(np.array([-0.5, w - 0.5]), np.array([-0.5, h - 0.5]))
+        origin = np.zeros(3)
+        normals = [(sid, 0.0, -x0), (-sid, 0.0, x1), (0.0, sid, -y0), (0.0, -sid, y1), (0.0, 0.0, 1.0)]
+        return [(origin, np.asarray(n) / np.linalg.norm(n)) for n in normals]
+
+    def ray_separation_per_mm(self, du: np.ndarray, dv: np.ndarray) -> np.ndarray:
+        """Lateral distance (mm) per mm of depth between the rays of pixels ``du``, ``dv`` (pixels) apart.
+
+        Detector offset over SID: exact near the central ray, slightly larger than the true spread
+        of the rays toward the field's edges.
+        """
+        su, sv = self.pixel_spacing_mm
+        return np.linalg.norm(np.stack([np.asarray(dv) * sv, np.asarray(du) * su], -1), axis=-1) / self.sid_mm
+
+    def pixel_scale_in(self, other: "Geometry") -> np.ndarray:
+        """(along u, along v) size of one pixel of ``self`` measured in pixels of ``other`` on the same rays.
+
+        Both geometries share the focal spot and central-ray axis (as :meth:`sample_from`); the ratio
+        of the pitches is corrected for the two detector distances.
+        """
+        return np.array(self.pixel_spacing_mm) * other.sid_mm / (self.sid_mm * np.array(other.pixel_spacing_mm))
+
     def world_rays(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
         """Source position (3,) and unit pixel ray directions (H, W, 3) in the world (RAS mm) frame."""
         cam_to_world = np.linalg.inv(self.matrix)
@@ -255,6 +293,14 @@ class Geometry:
             pixel_spacing_mm=(self.pixel_spacing_mm[0] * sx, self.pixel_spacing_mm[1] * sy),
             principal_point_px=((cu + 0.5) / sx - 0.5, (cv + 0.5) / sy - 0.5),
         )
+
+
+def read_geometry(path: PathLike) -> Geometry:
+    """:meth:`Geometry.load` for input files: a missing or invalid geometry JSON raises :class:`InputFileError` naming it."""
+    try:
+        return Geometry.load(path)
+    except GeometryError as e:
+        raise InputFileError(path, str(e).removeprefix(f"{Path(path)}: ")) from None
 
 
 @functools.lru_cache(maxsize=8)

@@ -70,6 +70,7 @@ class CentreDepthLoss(nn.Module):
     """L1 (mm) between the predicted centre depth (N,) and the mean masked target depth; empty samples skipped."""
 
     def forward(self, centre: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """centre: (N,) mm; target, mask: (N, C, H, W) depths in mm and their weights. Returns a scalar (mm)."""
         valid = (mask.sum(dim=(1, 2, 3)) > 0).to(centre.dtype)
         err = (centre - masked_mean_depth(target, mask)).abs()
         return (err * valid).sum() / valid.sum().clamp(min=1.0)
@@ -110,6 +111,7 @@ class DualFaceDepthLoss(nn.Module):
         self.weights = (float(depth_weight), float(mask_weight), float(centre_weight))
 
     def forward(self, output: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """output: network output (N, faces*B + B + 1, H, W); label: (N, 3B, H, W) depth (mm) then mask. Returns a scalar."""
         out = split_output(output, self.bones, self.faces)
         target, target_mask = label_targets(label, self.bones, self.faces)
         face_mask = face_masks(target, target_mask, self.faces)

@@ -117,9 +117,9 @@ def dual_face_mesh(
     if len(tris) == 0:
         return empty
     # lateral distance between neighbouring rays per mm of depth (edges are 1 or sqrt(2) pixels long)
-    uv = np.stack(np.divmod(tris, w), -1)  # (T, 3, 2) as (v, u)
-    step = np.abs(uv - np.roll(uv, -1, axis=1)) * np.array(geometry.pixel_spacing_mm[::-1])
-    footprint = np.linalg.norm(step, axis=-1) / geometry.sid_mm
+    vu = np.stack(np.divmod(tris, w), -1)  # (T, 3, 2) as (v, u)
+    step = np.abs(vu - np.roll(vu, -1, axis=1))
+    footprint = geometry.ray_separation_per_mm(step[..., 1], step[..., 0])
     ok_front = ~_edge_jumps(front, tris, footprint, max_depth_jump_mm, max_jump_per_footprint)
     ok_back = ~_edge_jumps(back, tris, footprint, max_depth_jump_mm, max_jump_per_footprint)
 

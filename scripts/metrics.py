@@ -71,6 +71,7 @@ class DepthMAE(_ChannelMetric):
         super().__init__([f"{b}_{f}" for b in self.bones for f in FACES[: self.faces]], output_transform, device)
 
     def update(self, output: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """Accumulate |error| (mm) and pixel counts of one (pred, label) batch."""
         pred, label = _batch(output)
         nb = len(self.bones)
         out = split_output(pred, nb, self.faces)
@@ -93,6 +94,7 @@ class MaskDice(_ChannelMetric):
         super().__init__(list(self.bones), output_transform, device)
 
     def update(self, output: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """Accumulate Dice numerators and denominators of one (pred, label) batch."""
         pred, label = _batch(output)
         nb = len(self.bones)
         p = (split_output(pred, nb, self.faces)["mask_logits"] > 0).to(pred.dtype)

@@ -29,11 +29,11 @@ from scipy import ndimage  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from . import phantom_anatomy as anatomy  # noqa: E402
-from .files import InputFileError, atomic_dir, write_json, write_nifti  # noqa: E402
+from .files import atomic_dir, exits_on_input_error, write_json, write_nifti  # noqa: E402
 from .geometry import BONES  # noqa: E402
 from .report import bone_colour  # noqa: E402
+from .volumes import BONE_LABELS  # noqa: E402
 
-LABELS = {"pelvis": 1, "femur_left": 2, "femur_right": 3}
 HU_AIR, HU_FAT, HU_GAS = -1000, -100, -950
 
 
@@ -238,7 +238,7 @@ def generate_case(seed: int, spacing_mm: float = 1.0) -> PhantomCase:
         mask = voxelize(mesh, origin + i0 * spacing_mm, spacing_mm, tuple(i1 - i0))
         if (labels[box][mask] != 0).any():
             raise RuntimeError(f"phantom seed {seed}: {name} overlaps another bone")
-        labels[box][mask] = LABELS[name]
+        labels[box][mask] = BONE_LABELS[name]
         cortex = t["cortex_mm"]
         if name != "pelvis":
             head_z = params[name]["head_centre_mm"][2]
@@ -278,7 +278,7 @@ def save_preview(case: PhantomCase, path: Path) -> None:
     axes[1].set_title("lateral projection (anterior right)", fontsize=9)
     axes[2].imshow(cor_ct, cmap="gray", vmin=-300, vmax=1500)
     colours = np.zeros(cor_lab.shape + (4,))
-    for name, value in LABELS.items():
+    for name, value in BONE_LABELS.items():
         colours[cor_lab == value] = matplotlib.colors.to_rgba(bone_colour(name), 0.45)
     axes[2].imshow(colours)
     axes[2].set_title("coronal slice through the hip centres", fontsize=9)
@@ -318,7 +318,9 @@ def generate_cohort(n: int, out: str | Path, seed: int = 0, spacing_mm: float = 
     return dirs
 
 
+@exits_on_input_error
 def main(argv: list[str] | None = None) -> int:
+    """CLI: write a phantom cohort; returns the exit status."""
     parser = argparse.ArgumentParser(description="Generate a procedural pelvis/femur phantom CT cohort.")
     parser.add_argument("--n", type=int, required=True, help="number of cases")
     parser.add_argument("--out", required=True, help="output folder (case_XXXX/ inside)")
@@ -327,11 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.n < 1 or not (args.spacing > 0):
         parser.error("--n must be >= 1 and --spacing > 0")
-    try:
-        generate_cohort(args.n, args.out, args.seed, args.spacing)
-    except InputFileError as e:
-        print(e, file=sys.stderr)
-        return 1
+    generate_cohort(args.n, args.out, args.seed, args.spacing)
     return 0
 
 

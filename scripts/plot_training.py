@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Union
 
 import matplotlib
 
@@ -16,9 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
-from scripts.files import InputFileError, atomic_path  # noqa: E402
+from scripts.files import InputFileError, PathLike, atomic_path, exits_on_input_error  # noqa: E402
 
-PathLike = Union[str, Path]
 PANELS = (
     ("training loss", "iteration", ("train_loss",)),
     ("validation depth MAE (mm)", "epoch", ("val_depth_mae_mm", "val_depth_mae_oracle_mm", "val_depth_mae_raw_mm")),
@@ -62,16 +60,14 @@ def plot_training(log_dir: PathLike, output_png: PathLike) -> Path:
     return output_png
 
 
+@exits_on_input_error
 def main(argv: list[str] | None = None) -> int:
+    """CLI: write the training-curve PNG; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("log_dir", help="folder with TensorBoard event files (e.g. runs/train/tensorboard)")
     parser.add_argument("output_png", help="PNG to write")
     args = parser.parse_args(argv)
-    try:
-        print(plot_training(args.log_dir, args.output_png))
-    except InputFileError as e:
-        print(e, file=sys.stderr)
-        return 1
+    print(plot_training(args.log_dir, args.output_png))
     return 0
 
 

@@ -39,7 +39,7 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from scipy import ndimage
 
 from scripts.files import InputFileError, PathLike, read_nifti
-from scripts.geometry import Geometry, GeometryError
+from scripts.geometry import Geometry, GeometryError, read_geometry
 
 MIN_SIZE_PX = 64
 MAX_SIZE_PX = 8000
@@ -111,16 +111,14 @@ def resample_to(image: np.ndarray, native: Geometry, target: Geometry) -> tuple[
     used. Returns the float32 image and the fraction of target pixels inside the native field.
     """
     uv = target.sample_from(native)  # (H, W, 2) [u, v] in native pixels
-    # target pixel footprint in native pixels, along u and v
-    ratio = np.array(target.pixel_spacing_mm) * native.sid_mm / (target.sid_mm * np.array(native.pixel_spacing_mm))
+    ratio = target.pixel_scale_in(native)  # target pixel footprint in native pixels, along u and v
     sigma = np.maximum((ratio[::-1] - 1.0) / 2.0, 0.0)  # (rows, cols)
     src = image.astype(np.float32, copy=False)
     if np.any(sigma > 0):
         src = ndimage.gaussian_filter(src, sigma=tuple(sigma), mode="nearest")
     out = ndimage.map_coordinates(src, [uv[..., 1], uv[..., 0]], order=1, mode="constant", cval=float(image.min()))
-    h, w = image.shape
-    inside = (uv[..., 0] >= -0.5) & (uv[..., 0] <= w - 0.5) & (uv[..., 1] >= -0.5) & (uv[..., 1] <= h - 0.5)
-    return out.astype(np.float32), float(inside.mean())
+    inside = native.in_field_of_view(target.detector_points(*target.pixel_grid()))
+    return out.astype(np.float32), float(inside.double().mean())
 
 
 def read_dicom(path: PathLike, stop_before_pixels: bool = False) -> Dataset:
@@ -209,10 +207,7 @@ def _load_nifti(path: Path) -> tuple[np.ndarray, Geometry, dict]:
     geometry_file = path.parent / "geometry.json"
     if not geometry_file.exists():
         raise InputFileError(path, f"missing {geometry_file.name} beside the NIfTI image (its geometry)")
-    try:
-        geometry = Geometry.load(geometry_file)
-    except GeometryError as e:
-        raise InputFileError(geometry_file, str(e)) from None
+    geometry = read_geometry(geometry_file)
     image = read_nifti(path)
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]

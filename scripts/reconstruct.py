@@ -118,6 +118,7 @@ class DepthPrediction:
 
     @property
     def faces(self) -> int:
+        """Depth channels per bone: 2 (front and back) or 1 (front only)."""
         return self.depth.shape[0] // self.mask_prob.shape[0]
 
     @property
@@ -212,6 +213,7 @@ class Reconstruction:
 
     @property
     def completed(self) -> dict[str, trimesh.Trimesh]:
+        """Shape-model completed surfaces per fitted bone (camera frame, mm)."""
         return {bone: fit.mesh() for bone, fit in self.fits.items()}
 
     def bone_summary(self) -> dict[str, dict]:
@@ -334,8 +336,7 @@ class Reconstructor:
 def write_reconstruction(out_dir: PathLike, rec: Reconstruction, image: np.ndarray, info: Mapping, name: str) -> Path:
     """Write ``out_dir`` atomically: depth/mask NIfTI (simulator layout), ``<bone>.ply``, ``<bone>_completed.ply``, result.json, report.png."""
     geom = rec.geometry
-    su, sv = geom.pixel_spacing_mm
-    affine = np.diag([sv, su, 1.0, 1.0])
+    affine = geom.image_affine
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     with atomic_dir(out_dir) as tmp:

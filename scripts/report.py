@@ -21,7 +21,21 @@ MESH_VIEWS = (("AP (source view)", (0, 1), 2), ("lateral", (2, 1), 0), ("axial",
 
 
 def bone_colour(bone: str) -> str:
+    """Matplotlib colour (hex) of a bone in every picture; grey for unknown names."""
     return BONE_COLOURS.get(bone, "#b0b0b0")
+
+
+def error_rgba(errors: np.ndarray, max_mm: float = 5.0, cmap: str = "viridis") -> np.ndarray:
+    """RGBA (N, 4) floats in [0, 1] of distances in mm on ``cmap`` over 0 .. ``max_mm`` (clipped); NaN shows grey."""
+    errors = np.asarray(errors, dtype=np.float64)
+    rgba = matplotlib.colormaps[cmap](np.clip(np.nan_to_num(errors, nan=0.0) / max_mm, 0, 1))
+    rgba[np.isnan(errors)] = (0.6, 0.6, 0.6, 1.0)
+    return rgba
+
+
+def error_colours(errors: np.ndarray, max_mm: float = 5.0, cmap: str = "viridis") -> np.ndarray:
+    """RGBA (V, 4) uint8 vertex colours of :func:`error_rgba` (e.g. for a coloured PLY)."""
+    return (error_rgba(errors, max_mm, cmap) * 255).round().astype(np.uint8)
 
 
 def overlay_masks(ax: plt.Axes, image: np.ndarray, masks: np.ndarray, bones: Sequence[str], title: str = "radiograph") -> None:
@@ -127,9 +141,7 @@ def save_error_map(path: str | Path, meshes: Mapping[str, trimesh.Trimesh], vert
     colours = {}
     for bone, mesh in meshes.items():
         err = np.asarray(vertex_errors[bone], dtype=np.float64)[mesh.faces].mean(1)  # NaN if any vertex is out of view
-        rgb = cmap(np.clip(np.nan_to_num(err) / max_mm, 0, 1))[:, :3]
-        rgb[np.isnan(err)] = 0.6
-        colours[bone] = rgb
+        colours[bone] = error_rgba(err, max_mm, cmap.name)[:, :3]
     fig, axs = plt.subplots(1, 3, figsize=(13, 4.8))
     for ax, (name, axes, view_axis) in zip(axs, MESH_VIEWS):
         render_mesh(ax, meshes, axes, view_axis, name, face_colours=colours)

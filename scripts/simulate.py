@@ -36,10 +36,11 @@ import yaml  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from scripts.depth_maps import BoneGrid, bone_grids, depth_maps  # noqa: E402
-from scripts.drr import coarsen, hu_to_mu, line_integrals  # noqa: E402
-from scripts.files import InputFileError, atomic_dir, atomic_path, read_json, write_json, write_nifti  # noqa: E402
-from scripts.geometry import STANDARD_GEOMETRY_FILE, Geometry, GeometryError, standard_ap_pose  # noqa: E402
+from scripts.drr import attenuation_volume, line_integrals  # noqa: E402
+from scripts.files import InputFileError, atomic_dir, atomic_path, exits_on_input_error, read_json, write_json, write_nifti  # noqa: E402
+from scripts.geometry import STANDARD_GEOMETRY_FILE, Geometry, read_geometry, standard_ap_pose  # noqa: E402
 from scripts.radiograph_style import style_radiograph  # noqa: E402
+from scripts.report import bone_colour  # noqa: E402
 from scripts.volumes import BONE_LABELS, Volume, bones_center, load_label_map, read_ct, read_labels  # noqa: E402
 
 DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent.parent / "configs" / "simulate.yaml"
@@ -74,11 +75,7 @@ def load_config(path: str | Path | None = None) -> dict:
 def load_geometry(path: str | Path | None = None) -> tuple[Geometry, float]:
     """Standard geometry and source-to-object distance (mm) from a geometry JSON (default configs/geometry.json)."""
     path = Path(path or STANDARD_GEOMETRY_FILE)
-    try:
-        geometry = Geometry.load(path)
-    except GeometryError as e:
-        raise InputFileError(path, str(e)) from None
-    return geometry, float(read_json(path).get("source_to_object_mm", 950.0))
+    return read_geometry(path), float(read_json(path).get("source_to_object_mm", 950.0))
 
 
 def case_name_of(path: str | Path) -> str:
@@ -165,6 +162,9 @@ def pose_parameters(case: str, pose: int, seed: int, pose_cfg: dict) -> tuple[li
 # ---------------------------------------------------------------------- one sample
 @dataclass
 class LoadedCase:
+    """A case read once for all its poses: CT and labels (RAS mm), attenuation (1/mm) on a possibly
+    coarsened grid with its voxel-to-RAS affine, the object centre (RAS mm) and per-bone depth grids."""
+
     case: Case
     ct: Volume
     labels: Volume
@@ -178,8 +178,8 @@ def load_case(case: Case, label_map: dict[int, int], cfg: dict, device: torch.de
     """Read and check a case; attenuation volume and per-bone depth grids (reused by every pose) on ``device``."""
     ct = read_ct(case.ct)
     labels = read_labels(case.labels, ct, label_map)
-    mu = hu_to_mu(torch.as_tensor(ct.array, device=device), cfg["drr"]["energy_kev"], cfg["drr"]["bone_enhancement"])
-    mu, mu_affine = coarsen(mu, ct.affine, cfg["drr"]["min_voxel_mm"])
+    drr = cfg["drr"]
+    mu, mu_affine = attenuation_volume(ct.array, ct.affine, drr["energy_kev"], drr["bone_enhancement"], drr["min_voxel_mm"], device)
     grids = bone_grids(labels.array, tuple(BONE_LABELS), device=device)
     return LoadedCase(case, ct, labels, mu, mu_affine, bones_center(labels), grids)
 
@@ -215,7 +215,6 @@ def render_sample(lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose
 
 def save_preview(path: Path, image: np.ndarray, depth: np.ndarray, mask: np.ndarray, bones: Sequence[str]) -> None:
     """PNG: radiograph with mask outlines, front and back depth (mm) of all bones side by side."""
-    colors = ["tab:orange", "tab:cyan", "tab:green", "tab:red", "tab:purple"]
     any_mask = mask.any(0)
     front = np.where(mask > 0, depth[0::2], np.inf).min(0)
     back = np.where(mask > 0, depth[1::2], -np.inf).max(0)
@@ -224,8 +223,8 @@ def save_preview(path: Path, image: np.ndarray, depth: np.ndarray, mask: np.ndar
     axes[0].imshow(image, cmap="gray", vmin=0, vmax=1)
     for b, bone in enumerate(bones):
         if mask[b].any():
-            axes[0].contour(mask[b], levels=[0.5], colors=colors[b % len(colors)], linewidths=0.8)
-            axes[0].plot([], [], color=colors[b % len(colors)], label=bone)
+            axes[0].contour(mask[b], levels=[0.5], colors=bone_colour(bone), linewidths=0.8)
+            axes[0].plot([], [], color=bone_colour(bone), label=bone)
     axes[0].legend(loc="lower right", fontsize=7)
     axes[0].set_title("radiograph + masks")
     finite = np.concatenate([front[np.isfinite(front)], back[np.isfinite(back)]])
@@ -245,8 +244,7 @@ def save_preview(path: Path, image: np.ndarray, depth: np.ndarray, mask: np.ndar
 def write_sample(out_dir: Path, name: str, sample: dict, meshes: dict[str, str]) -> None:
     """Write one sample folder atomically (temporary folder, then rename)."""
     geom: Geometry = sample["geometry"]
-    su, sv = geom.pixel_spacing_mm
-    affine = np.diag([sv, su, 1.0, 1.0])
+    affine = geom.image_affine
     with atomic_dir(out_dir / name) as tmp:
         write_nifti(tmp / "image.nii.gz", sample["image"].astype(np.float32), affine)
         write_nifti(tmp / "depth.nii.gz", np.moveaxis(sample["depth"], 0, -1).astype(np.float32), affine)
@@ -382,7 +380,9 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+@exits_on_input_error
 def main(argv: list[str] | None = None) -> int:
+    """CLI: simulate samples and rebuild the datalist; returns the exit status (1 if any case failed)."""
     parser = argparse.ArgumentParser(prog="python -m scripts.simulate", description="Simulate radiographs, dual-face depth maps and masks from CT.")
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--ct", help="CT file (NIfTI/NRRD/MHA) or DICOM series folder, in HU")
@@ -401,17 +401,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.ct and not args.labels:
         parser.error("--ct needs --labels")
-    try:
-        cfg = load_config(args.config)
-        geometry, s2o = load_geometry(args.geometry)
-        label_map = load_label_map(args.label_map)
-        cases = [Case(case_name_of(args.ct), Path(args.ct), Path(args.labels))] if args.ct else find_cases(args.cases)
-        i, n = args.shard
-        cohort = [c.name for c in cases] if args.cases else None
-        _, errors = simulate(cases[i::n], args.out, args.poses, args.seed, cfg, geometry, s2o, label_map, args.workers, args.device, args.overwrite, cohort)
-    except InputFileError as e:
-        print(e, file=sys.stderr)
-        return 1
+    cfg = load_config(args.config)
+    geometry, s2o = load_geometry(args.geometry)
+    label_map = load_label_map(args.label_map)
+    cases = [Case(case_name_of(args.ct), Path(args.ct), Path(args.labels))] if args.ct else find_cases(args.cases)
+    i, n = args.shard
+    cohort = [c.name for c in cases] if args.cases else None
+    _, errors = simulate(cases[i::n], args.out, args.poses, args.seed, cfg, geometry, s2o, label_map, args.workers, args.device, args.overwrite, cohort)
     for e in errors:
         print(e, file=sys.stderr)
     return 1 if errors else 0

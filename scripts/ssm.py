@@ -33,7 +33,7 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
-from .files import InputFileError, PathLike, atomic_path, read_json
+from .files import InputFileError, PathLike, atomic_path, exits_on_input_error, read_json
 from .geometry import BONES, STANDARD_AP_ROTATION, Geometry, apply_transform
 from .surface_metrics import point_to_surface
 
@@ -58,6 +58,7 @@ class ShapeModel:
 
     @property
     def n_modes(self) -> int:
+        """Number K of kept modes."""
         return len(self.variances)
 
     def shape(self, coeffs: np.ndarray | None = None) -> np.ndarray:
@@ -73,10 +74,12 @@ class ShapeModel:
         return (v if pose is None else apply_transform(pose, v)), self.faces
 
     def mesh(self, coeffs: np.ndarray | None = None, pose: np.ndarray | None = None) -> trimesh.Trimesh:
+        """:meth:`instance` as a mesh (mm)."""
         return trimesh.Trimesh(*self.instance(coeffs, pose), process=False)
 
     @classmethod
     def load(cls, path: PathLike, bone: str) -> "ShapeModel":
+        """The model of ``bone`` from a :func:`save_shape_models` file; raises :class:`InputFileError` when absent."""
         models, _ = load_shape_models(path)
         if bone not in models:
             raise InputFileError(path, f"no shape model for bone {bone!r} (has {sorted(models)})")
@@ -197,6 +200,7 @@ class ShapeFit:
     inlier_fraction: float
 
     def mesh(self) -> trimesh.Trimesh:
+        """The completed surface as a mesh (points' frame, mm)."""
         return trimesh.Trimesh(self.vertices, self.faces, process=False)
 
 
@@ -405,7 +409,9 @@ def split_cases(datalist: PathLike, split: str) -> set[str]:
     return {e["case"] for e in entries}
 
 
+@exits_on_input_error
 def main(argv: Sequence[str] | None = None) -> int:
+    """CLI (``build``); returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m scripts.ssm", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build per-bone PCA shape models from a cohort of meshes")
@@ -419,12 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--datalist", default=None, help="simulator datalist.json: use only the cases of --split (keeps test subjects out)")
     b.add_argument("--split", default="training", help="datalist list whose cases build the model (with --datalist)")
     args = parser.parse_args(argv)
-    try:
-        names = split_cases(args.datalist, args.split) if args.datalist else None
-        models, meta = build_from_cases(args.cases, args.bones, args.variance, args.scale, args.register, args.template, names)
-    except InputFileError as e:
-        print(e, file=sys.stderr)
-        return 1
+    names = split_cases(args.datalist, args.split) if args.datalist else None
+    models, meta = build_from_cases(args.cases, args.bones, args.variance, args.scale, args.register, args.template, names)
     out = Path(args.out)
     save_shape_models(out, models, meta)
     _plot_variance(out.with_suffix(".png"), models)

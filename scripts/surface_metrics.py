@@ -23,24 +23,10 @@ from scipy.spatial import cKDTree
 from .geometry import Geometry
 
 
-def cone_planes(geometry: Geometry) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(origin, inward normal) of the planes bounding the X-ray cone, camera frame (mm).
-
-    The four side planes pass through the source and the detector's outer pixel edges (u = -0.5,
-    W - 0.5; v = -0.5, H - 0.5), as ``Geometry.in_field_of_view`` tests; a fifth keeps z > 0.
-    """
-    w, h = geometry.image_size
-    corners = geometry.detector_points(np.array([-0.5, w - 0.5]), np.array([-0.5, h - 0.5]))
-    (x0, y0, sid), (x1, y1, _) = corners
-    origin = np.zeros(3)
-    normals = [(sid, 0.0, -x0), (-sid, 0.0, x1), (0.0, sid, -y0), (0.0, -sid, y1), (0.0, 0.0, 1.0)]
-    return [(origin, np.asarray(n) / np.linalg.norm(n)) for n in normals]
-
-
 def clip_to_field_of_view(mesh: trimesh.Trimesh, geometry: Geometry) -> trimesh.Trimesh:
-    """The part of a camera-frame mesh inside the X-ray cone (triangles cut at the cone's planes, no caps)."""
+    """The part of a camera-frame mesh inside the X-ray cone (triangles cut at :meth:`Geometry.field_of_view_planes`, no caps)."""
     vertices, faces = np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces)
-    for origin, normal in cone_planes(geometry):
+    for origin, normal in geometry.field_of_view_planes():
         if len(faces) == 0:
             break
         vertices, faces = trimesh.intersections.slice_faces_plane(vertices, faces, normal, origin)[:2]
@@ -190,12 +176,3 @@ def vertex_errors(mesh: trimesh.Trimesh, ref: trimesh.Trimesh, geometry: Geometr
     if inside.any() and len(ref.faces):
         err[inside] = point_to_surface(verts[inside], ref)
     return err
-
-
-def error_colours(errors: np.ndarray, max_mm: float = 5.0, cmap: str = "viridis") -> np.ndarray:
-    """RGBA (V, 4) uint8 vertex colours for errors in mm (0 .. ``max_mm``); NaN shows grey."""
-    import matplotlib
-
-    rgba = matplotlib.colormaps[cmap](np.clip(np.nan_to_num(errors, nan=0.0) / max_mm, 0, 1))
-    rgba[np.isnan(errors)] = (0.6, 0.6, 0.6, 1.0)
-    return (rgba * 255).round().astype(np.uint8)

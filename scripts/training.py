@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Union
 
 from ignite.engine import Engine
 from ignite.handlers.tqdm_logger import ProgressBar
 from monai.handlers import from_engine
 
-from scripts.files import InputFileError, read_json
+from scripts.files import InputFileError, PathLike, read_json
 
-PathLike = Union[str, Path]
 SAMPLE_FILE_KEYS = ("image", "depth", "mask", "geometry")
 CHECKPOINT_PATTERN = re.compile(r"checkpoint_epoch=(\d+)\.pt$")
 
@@ -51,5 +49,6 @@ class LossProgressBar(ProgressBar):
     """ignite tqdm ProgressBar showing the iteration loss; ``attach(engine)`` as MONAI handlers expect."""
 
     def attach(self, engine: Engine, *args, **kwargs) -> None:  # type: ignore[override]
+        """Attach to ``engine``, showing the ``loss`` of each iteration unless an ``output_transform`` is given."""
         kwargs.setdefault("output_transform", lambda out: {"loss": from_engine(["loss"], first=True)(out)})
         super().attach(engine, *args, **kwargs)

@@ -16,7 +16,7 @@ from monai.config import KeysCollection
 from monai.transforms import GaussianSmooth, MapTransform, RandomizableTransform, ScaleIntensityRangePercentilesd
 
 from scripts.files import InputFileError
-from scripts.geometry import Geometry, GeometryError
+from scripts.geometry import Geometry, read_geometry
 
 
 class LoadGeometryd(MapTransform):
@@ -32,10 +32,7 @@ class LoadGeometryd(MapTransform):
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
-            try:
-                geom = d[key] if isinstance(d[key], Geometry) else Geometry.load(d[key])
-            except GeometryError as e:
-                raise InputFileError(d[key], str(e).split(": ", 1)[-1]) from None
+            geom = d[key] if isinstance(d[key], Geometry) else read_geometry(d[key])
             if self.image_size is not None and geom.image_size != self.image_size:
                 geom = geom.resized(self.image_size)
             d[key] = geom
@@ -92,6 +89,7 @@ class RandHazed(RandomizableTransform, MapTransform):
         self._s = 0.0
 
     def randomize(self, data: object = None) -> None:
+        """Draw whether to apply the haze and its strength."""
         super().randomize(None)
         self._s = self.R.uniform(*self.strength)
 

@@ -15,21 +15,18 @@ CLI (approximate bone labels for an unlabeled CT, see :func:`threshold_labels`):
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Union
+from typing import Mapping
 
-import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from scripts.files import InputFileError, atomic_path
+from scripts.files import InputFileError, PathLike, atomic_path, exits_on_input_error, read_json, read_nifti_with_affine
 from scripts.geometry import BONES
 
-PathLike = Union[str, Path]
 
 BONE_LABELS: dict[str, int] = {bone: i + 1 for i, bone in enumerate(BONES)}
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -83,18 +80,12 @@ def _read_sitk(path: Path) -> sitk.Image:
 
 def _read_nifti(path: Path, dtype: type) -> Volume:
     """NIfTI through nibabel (native RAS affine; SimpleITK silently zero-fills truncated files)."""
-    if not path.exists():
-        raise InputFileError(path, "file not found")
-    try:
-        img = nib.load(str(path))
-        array = np.asanyarray(img.dataobj)
-    except Exception as e:  # nibabel raises many types for corrupt/truncated files
-        raise InputFileError(path, f"unreadable or truncated NIfTI ({type(e).__name__}: {e})") from None
+    array, affine = read_nifti_with_affine(path, dtype)
     if array.ndim == 4 and array.shape[3] == 1:
         array = array[..., 0]
     if array.ndim != 3:
         raise InputFileError(path, f"expected a scalar 3D volume, got shape {array.shape}")
-    return Volume(np.ascontiguousarray(array).astype(dtype, copy=False), np.asarray(img.affine, dtype=np.float64), str(path))
+    return Volume(np.ascontiguousarray(array), affine, str(path))
 
 
 def read_volume(path: PathLike, dtype: type = np.float32) -> Volume:
@@ -162,11 +153,7 @@ def load_label_map(spec: str | PathLike | Mapping | None) -> dict[int, int]:
         path = Path(spec)
         if not path.exists():
             raise InputFileError(path, f"label map is neither a file nor a preset ({', '.join(LABEL_MAP_PRESETS)})")
-        try:
-            raw = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise InputFileError(path, f"unreadable label map JSON ({e})") from None
-        source = str(path)
+        raw, source = read_json(path), str(path)
     out = {}
     try:
         for k, v in dict(raw).items():
@@ -209,14 +196,6 @@ def read_labels(path: PathLike, ct: Volume, label_map: Mapping[int, int] | None 
     for src, dst in lut.items():
         mapped[lab.array == src] = dst
     return Volume(mapped, ct.affine.copy(), str(path))
-
-
-def bone_bounding_box(labels: np.ndarray, label: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """Inclusive voxel index bounds (lo, hi) of one label, or ``None`` when absent."""
-    idx = np.argwhere(labels == label)
-    if idx.size == 0:
-        return None
-    return idx.min(0), idx.max(0)
 
 
 def bones_center(labels: Volume, inferior_shift: float = 0.1) -> np.ndarray:
@@ -335,7 +314,9 @@ def _trim_spine(labels: np.ndarray, z_up: bool) -> None:
             labels[:, :, z][pel[:, :, z]] = 0
 
 
+@exits_on_input_error
 def main(argv: list[str] | None = None) -> int:
+    """CLI (``threshold``); returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m scripts.volumes", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     th = sub.add_parser("threshold", help="approximate bone labels of an unlabeled CT (threshold + components)")
@@ -343,13 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     th.add_argument("--out", required=True, help="output label NIfTI (1 pelvis, 2 femur_left, 3 femur_right)")
     th.add_argument("--threshold-hu", type=float, default=200.0)
     args = parser.parse_args(argv)
-    try:
-        ct = read_ct(args.ct)
-        labels = threshold_labels(ct, args.threshold_hu)
-        write_volume(args.out, labels.astype(np.uint8), ct.affine)
-    except InputFileError as e:
-        print(e, file=sys.stderr)
-        return 1
+    ct = read_ct(args.ct)
+    labels = threshold_labels(ct, args.threshold_hu)
+    write_volume(args.out, labels.astype(np.uint8), ct.affine)
     counts = {bone: int((labels == i).sum()) for bone, i in BONE_LABELS.items()}
     print(f"wrote {args.out}: voxels per bone {counts}")
     return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -16,9 +15,7 @@ from monai.bundle import ConfigParser
 from deploy.app.pipeline import load_cases, run, run_inference, write_case
 from scripts.dicom_export import read_encapsulated_stl
 from scripts.geometry import Geometry
-from tests.test_radiograph_io import STD, make_dicom, ramp
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT, STD, make_dicom, ramp
 
 
 def fake_infer(image: np.ndarray, geometry: Geometry) -> dict:

@@ -10,11 +10,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 import trimesh
-from monai.bundle import run as bundle_run
 
 from scripts.evaluate import METRIC_KEYS, SHIFTS, VARIANTS, label_surfaces, prior_centre_depth
 from scripts.files import write_nifti
-from tests.test_reconstruct import FAST_FIT, FEATURES, ROOT, make_dataset
+from tests.helpers import FAST_FIT, FEATURES, make_dataset, run_bundle
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +32,8 @@ def true_mean_depth(sample_dir: Path, faces: int = 2) -> float:
 
 def run_evaluation(data: Path, out: Path, **kw) -> dict:
     overrides = {"image_size": 64, "features": FEATURES, "ssm_fit": FAST_FIT}
-    bundle_run(config_file=str(ROOT / "configs" / "evaluate.yaml"), meta_file=str(ROOT / "configs" / "metadata.json"),
-               logging_file=str(ROOT / "configs" / "logging.conf"), bundle_root=str(ROOT), dataset_dir=str(data), output_dir=str(out),
-               ssm_path=str(data.parent / "ssm.npz"), device="cpu", surface_spacing_mm=3.0, surface_max_samples=600, inference_overrides=overrides, **kw)
+    run_bundle("evaluate.yaml", dataset_dir=str(data), output_dir=str(out), ssm_path=str(data.parent / "ssm.npz"), device="cpu",
+               surface_spacing_mm=3.0, surface_max_samples=600, inference_overrides=overrides, **kw)
     return json.loads((out / "metrics.json").read_text())
 
 

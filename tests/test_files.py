@@ -3,7 +3,7 @@ import os
 import numpy as np
 import pytest
 
-from scripts.files import InputFileError, atomic_dir, atomic_path, read_json, read_nifti, write_json, write_nifti
+from scripts.files import InputFileError, atomic_dir, atomic_path, exits_on_input_error, read_json, read_nifti, write_json, write_nifti
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
@@ -52,3 +52,18 @@ def test_nifti_round_trip_and_errors(tmp_path):
         read_nifti(tmp_path / "trunc.nii.gz")
     with pytest.raises(InputFileError, match="missing.json: file not found"):
         read_json(tmp_path / "missing.json")
+
+
+def test_exits_on_input_error(tmp_path, capsys):
+    @exits_on_input_error
+    def main(path):
+        """A CLI."""
+        read_json(path)
+        return 0
+
+    assert main(tmp_path / "missing.json") == 1
+    err = capsys.readouterr().err
+    assert err == f"{tmp_path / 'missing.json'}: file not found\n"
+    write_json(tmp_path / "ok.json", {})
+    assert main(tmp_path / "ok.json") == 0 and main.__doc__ == "A CLI."
+    assert capsys.readouterr().err == ""

@@ -12,7 +12,8 @@ from scipy import ndimage
 
 from scripts import phantom_anatomy as anatomy
 from scripts.geometry import BONES, Geometry, standard_ap_pose
-from scripts.phantom import LABELS, build_meshes, case_seeds, generate_case, main, sample_params, voxelize
+from scripts.phantom import build_meshes, case_seeds, generate_case, main, sample_params, voxelize
+from scripts.volumes import BONE_LABELS
 
 SPACING = 3.0
 
@@ -81,11 +82,11 @@ def test_labels_are_the_voxelised_meshes(case):
         ijk = rng.integers(lo, hi + 1, size=(600, 3))
         sd = trimesh.proximity.signed_distance(mesh, _world_points(case, ijk))  # > 0 inside
         lab = case.labels[tuple(ijk.T)]
-        assert (lab[sd > 0.5 * SPACING] == LABELS[bone]).all()
-        assert (lab[sd < -0.5 * SPACING] != LABELS[bone]).all()
+        assert (lab[sd > 0.5 * SPACING] == BONE_LABELS[bone]).all()
+        assert (lab[sd < -0.5 * SPACING] != BONE_LABELS[bone]).all()
         assert (sd > 0.5 * SPACING).sum() > 20
         # occupied volume equals the mesh volume
-        assert (case.labels == LABELS[bone]).sum() * SPACING**3 == pytest.approx(mesh.volume, rel=0.05)
+        assert (case.labels == BONE_LABELS[bone]).sum() * SPACING**3 == pytest.approx(mesh.volume, rel=0.05)
 
 
 def test_same_seed_same_case_different_seed_different_shape(case, other):

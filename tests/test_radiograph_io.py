@@ -7,46 +7,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import CTImageStorage, DigitalXRayImageStorageForPresentation, SecondaryCaptureImageStorage
 
 from scripts.files import InputFileError, write_nifti
 from scripts.geometry import Geometry
 from scripts.radiograph_io import iter_radiographs, load_radiograph, output_name, resample_to
+from tests.helpers import STD, make_dicom, ramp
 
-STD = Geometry(sid_mm=1000.0, pixel_spacing_mm=(2.0, 2.0), image_size=(64, 64))
 HYP = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-def make_dicom(path, pixels, modality="DX", sop_class=DigitalXRayImageStorageForPresentation, bits_stored=16, **tags):
-    """Write a small single-frame DICOM radiograph; ``tags`` set (or, when None, omit) header attributes."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, ds.file_meta.MediaStorageSOPInstanceUID
-    ds.Modality = modality
-    ds.PatientName, ds.PatientID, ds.PatientBirthDate = "Doe^Jane", "MRN123456", "19650101"
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits_stored, bits_stored - 1, 0
-    ds.DistanceSourceToDetector = 1000.0
-    ds.ImagerPixelSpacing = [2.0, 2.0]
-    for k, v in tags.items():
-        if v is None:
-            if k in ds:
-                delattr(ds, k)
-        else:
-            setattr(ds, k, v)
-    ds.PixelData = np.ascontiguousarray(pixels, dtype=np.uint16).tobytes()
-    ds.save_as(str(path), enforce_file_format=True)
-    return ds
-
-
-def ramp(h=64, w=64, hi=1000):
-    return (np.arange(h * w).reshape(h, w) % hi + 1).astype(np.uint16)
 
 
 # ---------------------------------------------------------------------- DICOM intensity variants

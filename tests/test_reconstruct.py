@@ -17,39 +17,15 @@ import torch
 import trimesh
 import yaml
 from monai.bundle import ConfigParser
-from monai.bundle import run as bundle_run
 
-from scripts.files import InputFileError, write_json
+from scripts.files import InputFileError
 from scripts.geometry import Geometry
 from scripts.networks import DualFaceDepthNet
 from scripts.reconstruct import Reconstructor, load_network, oracle_prediction, reconstruct_image
 from scripts.surface_metrics import point_to_surface, surface_metrics
+from tests.helpers import FAST_FIT, FEATURES, ROOT, make_dataset, run_bundle
 
-ROOT = Path(__file__).resolve().parent.parent
-FEATURES = [4, 4, 8, 8, 16, 4]
-FAST_FIT = {"n_iterations": 6, "n_rigid_iterations": 3, "max_points": 400}
 OVERRIDES = {"features": FEATURES, "image_size": 64, "device": "cpu", "ssm_fit": FAST_FIT}
-
-
-def make_dataset(root: Path) -> Path:
-    """2 phantom cases (3 mm), one pose each at 64x64 (6.25 mm pixels); datalist: case 0 training, case 1 test;
-    a shape model from both cases; a tiny untrained network checkpoint. Returns the data set folder."""
-    from scripts.phantom import generate_cohort
-    from scripts.simulate import find_cases, simulate
-    from scripts.ssm import build_from_cases, save_shape_models
-
-    generate_cohort(2, root / "cohort", seed=0, spacing_mm=3.0)
-    geometry = Geometry.standard(image_size=[64, 64], pixel_spacing_mm=[6.25, 6.25], principal_point_px=[31.5, 31.5])
-    datalist, errors = simulate(find_cases(root / "cohort"), root / "sim", poses=1, geometry=geometry, device="cpu")
-    assert not errors
-    entries = [e for split in datalist.values() for e in split]
-    write_json(root / "sim" / "datalist.json", {"training": [e for e in entries if e["case"] == "case_0000"], "validation": [],
-                                                "test": [e for e in entries if e["case"] == "case_0001"]})
-    models, meta = build_from_cases(root / "cohort")
-    save_shape_models(root / "ssm.npz", models, meta)
-    torch.manual_seed(0)
-    torch.save(DualFaceDepthNet(features=FEATURES).state_dict(), root / "model.pt")
-    return root / "sim"
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +49,7 @@ def load_truth(sample_dir: Path) -> tuple[np.ndarray, np.ndarray, Geometry]:
 
 
 def run_inference(input_dir, output_dir, ckpt, ssm, **kw):
-    bundle_run(config_file=str(ROOT / "configs" / "inference.yaml"), meta_file=str(ROOT / "configs" / "metadata.json"),
-               logging_file=str(ROOT / "configs" / "logging.conf"), input_dir=str(input_dir), output_dir=str(output_dir),
-               ckpt_path=str(ckpt), ssm_path=str(ssm), bundle_root=str(ROOT), **OVERRIDES, **kw)
+    run_bundle("inference.yaml", input_dir=str(input_dir), output_dir=str(output_dir), ckpt_path=str(ckpt), ssm_path=str(ssm), **OVERRIDES, **kw)
 
 
 def test_inference_network_matches_training():

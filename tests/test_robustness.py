@@ -25,7 +25,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from monai.bundle import run as bundle_run
 from PIL import Image
 from pydicom.uid import CTImageStorage, MRImageStorage
 
@@ -34,10 +33,8 @@ from scripts.files import write_nifti
 from scripts.geometry import Geometry
 from scripts.networks import DualFaceDepthNet
 from scripts.radiograph_io import load_radiograph, output_name, resample_to
-from tests.test_radiograph_io import make_dicom
+from tests.helpers import FEATURES, ROOT, make_dicom, run_bundle
 
-ROOT = Path(__file__).resolve().parent.parent
-FEATURES = [4, 4, 8, 8, 16, 4]
 GEOM = Geometry(sid_mm=1100.0, pixel_spacing_mm=(6.25, 6.25), image_size=(64, 64))  # the standard 400 mm field at 64 px
 COMPLETE = {"depth.nii.gz", "mask.nii.gz", "result.json", "report.png"}
 PHI = ("Doe", "Jane", "MRN123456", "19650101")
@@ -58,9 +55,7 @@ def bundle(tmp_path_factory) -> dict:
 def run_workflow(input_path: Path, output_dir: Path, bundle: dict, **overrides) -> int:
     """``monai.bundle run`` of configs/inference.yaml in this process; returns the exit status."""
     try:
-        bundle_run(config_file=str(ROOT / "configs" / "inference.yaml"), meta_file=str(ROOT / "configs" / "metadata.json"),
-                   logging_file=str(ROOT / "configs" / "logging.conf"), bundle_root=str(ROOT), input_dir=str(input_path),
-                   output_dir=str(output_dir), **{**bundle, **overrides})
+        run_bundle("inference.yaml", input_dir=str(input_path), output_dir=str(output_dir), **{**bundle, **overrides})
     except SystemExit as e:
         return int(e.code)
     return 0

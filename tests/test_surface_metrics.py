@@ -5,7 +5,8 @@ import numpy as np
 import trimesh
 
 from scripts.geometry import Geometry
-from scripts.surface_metrics import clip_to_field_of_view, error_colours, point_to_surface, surface_metrics, triangle_proxies, vertex_errors
+from scripts.report import error_colours
+from scripts.surface_metrics import clip_to_field_of_view, point_to_surface, surface_metrics, triangle_proxies, vertex_errors
 
 GEOMETRY = Geometry(sid_mm=1100.0, pixel_spacing_mm=(3.125, 3.125), image_size=(64, 48))
 

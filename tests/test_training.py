@@ -14,16 +14,13 @@ import torch
 from ignite.engine import Engine, Events
 from monai.bundle import ConfigWorkflow
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_transforms import write_sphere_dataset  # noqa: E402
+from scripts.files import InputFileError
+from scripts.metrics import DepthMAE, MaskDice
+from scripts.networks import DualFaceDepthNet, absolute_depth, split_output
+from scripts.plot_training import plot_training
+from scripts.training import latest_checkpoint, load_datalist
+from tests.helpers import ROOT, write_sphere_dataset
 
-from scripts.metrics import DepthMAE, MaskDice  # noqa: E402
-from scripts.networks import DualFaceDepthNet, absolute_depth, split_output  # noqa: E402
-from scripts.plot_training import plot_training  # noqa: E402
-from scripts.training import latest_checkpoint, load_datalist  # noqa: E402
-from scripts.files import InputFileError  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
 TRAIN = str(ROOT / "configs" / "train.yaml")
 META = str(ROOT / "configs" / "metadata.json")
 TINY = {"image_size": 64, "batch_size": 2, "val_batch_size": 2, "features": [4, 4, 8, 8, 16, 4]}

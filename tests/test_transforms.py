@@ -10,52 +10,12 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from scripts.files import InputFileError, write_nifti
-from scripts.geometry import Geometry, standard_ap_pose
+from scripts.files import InputFileError
+from scripts.geometry import Geometry
 from scripts.transforms import NormalizeRadiographd, RandFlipLRd, lr_swap_permutation
+from tests.helpers import ROOT, write_sphere_dataset
 
-TRAIN_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "train.yaml"
-# camera-frame sphere centres (mm) and radii per bone; camera +x = patient left
-SPHERES = {"pelvis": ((0.0, -30.0, 950.0), 70.0), "femur_left": ((75.0, 60.0, 965.0), 30.0), "femur_right": ((-70.0, 65.0, 960.0), 24.0)}
-
-
-def sphere_depths(geom: Geometry, centre: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """Analytic front/back ray-sphere intersection distances (mm), 0 where the ray misses: (H, W) each."""
-    d = geom.ray_directions(dtype=torch.float64).numpy()
-    b = d @ centre
-    disc = b * b - centre @ centre + radius * radius
-    hit = disc > 0
-    root = np.sqrt(np.where(hit, disc, 0.0))
-    return np.where(hit, b - root, 0.0), np.where(hit, b + root, 0.0)
-
-
-def write_sphere_dataset(root: Path, n_cases: int = 2, size: int = 64, seed: int = 0) -> dict[str, dict]:
-    """A tiny dataset in the simulator layout; returns {sample_dir: {bone: (centre, radius)}} (camera frame)."""
-    rng = np.random.default_rng(seed)
-    truth, entries = {}, []
-    for case in range(n_cases):
-        name = f"case_{case:04d}_p0"
-        spheres = {b: (np.asarray(c) + rng.uniform(-10, 10, 3), r * rng.uniform(0.9, 1.1)) for b, (c, r) in SPHERES.items()}
-        geom = Geometry.standard().resized((size, size)).with_pose(standard_ap_pose((0.0, 0.0, 0.0), 950.0))
-        depth, mask = [], []
-        for centre, radius in spheres.values():
-            front, back = sphere_depths(geom, centre, radius)
-            depth += [front, back]
-            mask.append(back > 0)
-        depth = np.stack(depth, -1).astype(np.float32)
-        mask = np.stack(mask, -1).astype(np.uint8)
-        image = (0.02 * (depth[..., 1::2] - depth[..., 0::2]).sum(-1)).astype(np.float32)  # bone-bright line integral
-        out = root / name
-        out.mkdir(parents=True)
-        affine = np.diag([geom.pixel_spacing_mm[1], geom.pixel_spacing_mm[0], 1.0, 1.0])
-        write_nifti(out / "image.nii.gz", image, affine)
-        write_nifti(out / "depth.nii.gz", depth, affine)
-        write_nifti(out / "mask.nii.gz", mask, affine)
-        geom.save(out / "geometry.json")
-        entries.append({k: f"{name}/{k}.{'json' if k == 'geometry' else 'nii.gz'}" for k in ("image", "depth", "mask", "geometry")} | {"case": f"case_{case:04d}", "pose": 0})
-        truth[name] = spheres
-    (root / "datalist.json").write_text(json.dumps({"training": entries, "validation": entries, "test": entries[:1]}))
-    return truth
+TRAIN_CONFIG = ROOT / "configs" / "train.yaml"
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """Volume reading (NIfTI vs DICOM series, RAS), HU/grid checks, label maps, threshold labels."""
 
-import gzip
 import json
 from pathlib import Path
 

@@ -17,7 +17,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from deploy.app.pipeline import reconstruct_image_adapter, run  # noqa: E402
-from scripts.files import InputFileError  # noqa: E402
+from scripts.files import exits_on_input_error  # noqa: E402
 from scripts.geometry import Geometry, GeometryError  # noqa: E402
 
 
@@ -32,7 +32,9 @@ def bundle_options(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return p.parse_known_args(argv)
 
 
+@exits_on_input_error
 def main(argv: list[str] | None = None) -> int:
+    """Run the app on ``argv`` (``sys.argv`` when None, program name first); returns the exit status."""
     argv = list(sys.argv if argv is None else argv)
     opts, sdk_argv = bundle_options(argv[1:])
     try:
@@ -52,11 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("-l", "--log-level", default="INFO")
         a = p.parse_args(sdk_argv)
         logging.basicConfig(level=a.log_level.upper())
-        try:
-            return run(a.input, a.output, reconstruct_image_adapter(a.model, opts.device, opts.ssm_path), standard, **load_kwargs)
-        except InputFileError as e:  # e.g. the input folder does not exist
-            print(e, file=sys.stderr)
-            return 1
+        return run(a.input, a.output, reconstruct_image_adapter(a.model, opts.device, opts.ssm_path), standard, **load_kwargs)
 
     from deploy.app.operators import BoneReconstructionOperator, MeshWriterOperator, RadiographLoaderOperator
 

@@ -25,10 +25,12 @@ class RadiographLoaderOperator(Operator):
         self.errors: list[str] = []
         super().__init__(fragment, *args, **kwargs)
 
-    def setup(self, spec: OperatorSpec):
+    def setup(self, spec: OperatorSpec) -> None:
+        """Declare the ``cases`` output port."""
         spec.output("cases")
 
-    def compute(self, op_input, op_output, context):
+    def compute(self, op_input, op_output, context) -> None:
+        """Load the inputs and emit them as ``cases``."""
         cases, self.errors = load_cases(self.input_path, self.standard, **self.load_kwargs)
         for line in self.errors:
             logger.error(line)
@@ -42,11 +44,13 @@ class BoneReconstructionOperator(Operator):
         self.infer = infer
         super().__init__(fragment, *args, **kwargs)
 
-    def setup(self, spec: OperatorSpec):
+    def setup(self, spec: OperatorSpec) -> None:
+        """Declare the ``cases`` input and ``results`` output ports."""
         spec.input("cases")
         spec.output("results")
 
-    def compute(self, op_input, op_output, context):
+    def compute(self, op_input, op_output, context) -> None:
+        """Reconstruct every received case and emit the meshes as ``results``."""
         cases = op_input.receive("cases")
         op_output.emit([(case, run_inference(case, self.infer)) for case in cases], "results")
 
@@ -58,10 +62,12 @@ class MeshWriterOperator(Operator):
         self.output_folder = Path(output_folder)
         super().__init__(fragment, *args, **kwargs)
 
-    def setup(self, spec: OperatorSpec):
+    def setup(self, spec: OperatorSpec) -> None:
+        """Declare the ``results`` input port."""
         spec.input("results")
 
-    def compute(self, op_input, op_output, context):
+    def compute(self, op_input, op_output, context) -> None:
+        """Write the received meshes of every case."""
         for case, meshes in op_input.receive("results"):
             paths = write_case(case, meshes, self.output_folder)
             logger.info("%s: wrote %d files", case.name, len(paths))

@@ -1,0 +1,128 @@
+"""Helpers shared by several test files: tiny data sets, DICOM radiographs and bundle workflow runs.
+
+Everything here makes its own small data (nothing is downloaded); truth is analytic or comes from
+the simulator's meshes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.bundle import run as bundle_run
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
+
+from scripts.files import write_json, write_nifti
+from scripts.geometry import Geometry, standard_ap_pose
+from scripts.networks import DualFaceDepthNet
+
+ROOT = Path(__file__).resolve().parent.parent
+FEATURES = [4, 4, 8, 8, 16, 4]  # a tiny DualFaceDepthNet
+FAST_FIT = {"n_iterations": 6, "n_rigid_iterations": 3, "max_points": 400}  # a quick shape-model fit
+STD = Geometry(sid_mm=1000.0, pixel_spacing_mm=(2.0, 2.0), image_size=(64, 64))  # standard geometry of the radiograph tests
+# camera-frame sphere centres (mm) and radii per bone; camera +x = patient left
+SPHERES = {"pelvis": ((0.0, -30.0, 950.0), 70.0), "femur_left": ((75.0, 60.0, 965.0), 30.0), "femur_right": ((-70.0, 65.0, 960.0), 24.0)}
+
+
+def run_bundle(config: str, **overrides) -> None:
+    """``monai.bundle run`` of ``configs/<config>`` of this bundle in this process, with config-key overrides."""
+    bundle_run(config_file=str(ROOT / "configs" / config), meta_file=str(ROOT / "configs" / "metadata.json"),
+               logging_file=str(ROOT / "configs" / "logging.conf"), bundle_root=str(ROOT), **overrides)
+
+
+# ---------------------------------------------------------------------- DICOM radiographs
+def make_dicom(path, pixels, modality="DX", sop_class=DigitalXRayImageStorageForPresentation, bits_stored=16, **tags):
+    """Write a small single-frame DICOM radiograph; ``tags`` set (or, when None, omit) header attributes."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, ds.file_meta.MediaStorageSOPInstanceUID
+    ds.Modality = modality
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate = "Doe^Jane", "MRN123456", "19650101"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits_stored, bits_stored - 1, 0
+    ds.DistanceSourceToDetector = 1000.0
+    ds.ImagerPixelSpacing = [2.0, 2.0]
+    for k, v in tags.items():
+        if v is None:
+            if k in ds:
+                delattr(ds, k)
+        else:
+            setattr(ds, k, v)
+    ds.PixelData = np.ascontiguousarray(pixels, dtype=np.uint16).tobytes()
+    ds.save_as(str(path), enforce_file_format=True)
+    return ds
+
+
+def ramp(h=64, w=64, hi=1000):
+    """A non-constant uint16 test image (H, W) with values 1 .. ``hi``."""
+    return (np.arange(h * w).reshape(h, w) % hi + 1).astype(np.uint16)
+
+
+# ---------------------------------------------------------------------- analytic sphere 'bones'
+def sphere_depths(geom: Geometry, centre: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Analytic front/back ray-sphere intersection distances (mm), 0 where the ray misses: (H, W) each."""
+    d = geom.ray_directions(dtype=torch.float64).numpy()
+    b = d @ centre
+    disc = b * b - centre @ centre + radius * radius
+    hit = disc > 0
+    root = np.sqrt(np.where(hit, disc, 0.0))
+    return np.where(hit, b - root, 0.0), np.where(hit, b + root, 0.0)
+
+
+def write_sphere_dataset(root: Path, n_cases: int = 2, size: int = 64, seed: int = 0) -> dict[str, dict]:
+    """A tiny dataset in the simulator layout; returns {sample_dir: {bone: (centre, radius)}} (camera frame)."""
+    rng = np.random.default_rng(seed)
+    truth, entries = {}, []
+    for case in range(n_cases):
+        name = f"case_{case:04d}_p0"
+        spheres = {b: (np.asarray(c) + rng.uniform(-10, 10, 3), r * rng.uniform(0.9, 1.1)) for b, (c, r) in SPHERES.items()}
+        geom = Geometry.standard().resized((size, size)).with_pose(standard_ap_pose((0.0, 0.0, 0.0), 950.0))
+        depth, mask = [], []
+        for centre, radius in spheres.values():
+            front, back = sphere_depths(geom, centre, radius)
+            depth += [front, back]
+            mask.append(back > 0)
+        depth = np.stack(depth, -1).astype(np.float32)
+        mask = np.stack(mask, -1).astype(np.uint8)
+        image = (0.02 * (depth[..., 1::2] - depth[..., 0::2]).sum(-1)).astype(np.float32)  # bone-bright line integral
+        out = root / name
+        out.mkdir(parents=True)
+        affine = np.diag([geom.pixel_spacing_mm[1], geom.pixel_spacing_mm[0], 1.0, 1.0])
+        write_nifti(out / "image.nii.gz", image, affine)
+        write_nifti(out / "depth.nii.gz", depth, affine)
+        write_nifti(out / "mask.nii.gz", mask, affine)
+        geom.save(out / "geometry.json")
+        entries.append({k: f"{name}/{k}.{'json' if k == 'geometry' else 'nii.gz'}" for k in ("image", "depth", "mask", "geometry")} | {"case": f"case_{case:04d}", "pose": 0})
+        truth[name] = spheres
+    (root / "datalist.json").write_text(json.dumps({"training": entries, "validation": entries, "test": entries[:1]}))
+    return truth
+
+
+# ---------------------------------------------------------------------- simulated phantom data set
+def make_dataset(root: Path) -> Path:
+    """2 phantom cases (3 mm), one pose each at 64x64 (6.25 mm pixels); datalist: case 0 training, case 1 test;
+    a shape model from both cases; a tiny untrained network checkpoint. Returns the data set folder."""
+    from scripts.phantom import generate_cohort
+    from scripts.simulate import find_cases, simulate
+    from scripts.ssm import build_from_cases, save_shape_models
+
+    generate_cohort(2, root / "cohort", seed=0, spacing_mm=3.0)
+    geometry = Geometry.standard(image_size=[64, 64], pixel_spacing_mm=[6.25, 6.25], principal_point_px=[31.5, 31.5])
+    datalist, errors = simulate(find_cases(root / "cohort"), root / "sim", poses=1, geometry=geometry, device="cpu")
+    assert not errors
+    entries = [e for split in datalist.values() for e in split]
+    write_json(root / "sim" / "datalist.json", {"training": [e for e in entries if e["case"] == "case_0000"], "validation": [],
+                                                "test": [e for e in entries if e["case"] == "case_0001"]})
+    models, meta = build_from_cases(root / "cohort")
+    save_shape_models(root / "ssm.npz", models, meta)
+    torch.manual_seed(0)
+    torch.save(DualFaceDepthNet(features=FEATURES).state_dict(), root / "model.pt")
+    return root / "sim"
