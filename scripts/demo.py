@@ -22,11 +22,11 @@ from scripts.evaluate import truth_meshes
 from scripts.files import exits_on_input_error, write_json
 from scripts.geometry import Geometry
 from scripts.phantom import generate_case, write_case
+from scripts.reconstruct import BUNDLE_ROOT, INFERENCE_CONFIG
 from scripts.simulate import find_cases, simulate
 from scripts.ssm import read_mesh
 from scripts.surface_metrics import surface_metrics
 
-BUNDLE_ROOT = Path(__file__).resolve().parent.parent
 DEMO_CASE = "case_demo"
 
 
@@ -45,7 +45,7 @@ def run_demo(out: Path, seed: int, spacing_mm: float, device: str | None) -> dic
     print(f"[3/4] inference with the shipped model -> {out / 'reconstruction'}")
     overrides = {"device": device} if device else {}
     monai.bundle.run(
-        config_file=str(BUNDLE_ROOT / "configs" / "inference.yaml"),
+        config_file=str(INFERENCE_CONFIG),
         bundle_root=str(BUNDLE_ROOT),
         input_dir=str(sample_dir),
         output_dir=str(out / "reconstruction"),

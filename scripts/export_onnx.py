@@ -21,19 +21,16 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 import yaml
-from monai.bundle import ConfigParser
 
 from scripts.files import PathLike, atomic_path, exits_on_input_error
-from scripts.reconstruct import BUNDLE_ROOT, INFERENCE_CONFIG, load_network
+from scripts.reconstruct import INFERENCE_CONFIG, bundle_config, load_network
 
 
 def network_from_config(
     config_file: PathLike = INFERENCE_CONFIG, overrides: Mapping[str, Any] | None = None
 ) -> tuple[torch.nn.Module, tuple[int, int, int]]:
     """The config's ``network_def`` (untrained) and its input shape (C, H, W) at ``image_size`` pixels, with config-key overrides."""
-    parser = ConfigParser()
-    parser.read_config(str(config_file))
-    parser.update({"bundle_root": str(BUNDLE_ROOT), **dict(overrides or {})})
+    parser = bundle_config(config_file, overrides)
     size = int(parser.get_parsed_content("image_size"))
     return parser.get_parsed_content("network_def"), (int(parser.get_parsed_content("network_def#in_channels")), size, size)
 

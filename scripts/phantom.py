@@ -31,7 +31,7 @@ from tqdm import tqdm  # noqa: E402
 from . import phantom_anatomy as anatomy  # noqa: E402
 from .files import atomic_dir, exits_on_input_error, write_json, write_nifti  # noqa: E402
 from .geometry import BONES  # noqa: E402
-from .report import bone_colour  # noqa: E402
+from .report import bone_colour, save_figure  # noqa: E402
 from .volumes import BONE_LABELS  # noqa: E402
 
 HU_AIR, HU_FAT, HU_GAS = -1000, -100, -950
@@ -286,8 +286,7 @@ def save_preview(case: PhantomCase, path: Path) -> None:
         ax.axis("off")
     fig.suptitle(f"phantom seed {case.params['seed']}, {case.params['spacing_mm']:g} mm", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
 def write_case(case: PhantomCase, out_dir: str | Path) -> None:

@@ -15,7 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
-from scripts.files import InputFileError, PathLike, atomic_path, exits_on_input_error  # noqa: E402
+from scripts.files import InputFileError, PathLike, exits_on_input_error  # noqa: E402
+from scripts.report import save_figure  # noqa: E402
 
 PANELS = (
     ("training loss", "iteration", ("train_loss",)),
@@ -53,11 +54,8 @@ def plot_training(log_dir: PathLike, output_png: PathLike) -> Path:
         if ax.lines:
             ax.legend(fontsize=8)
     fig.tight_layout()
-    output_png = Path(output_png)
-    with atomic_path(output_png) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    return output_png
+    save_figure(fig, output_png, dpi=120)
+    return Path(output_png)
 
 
 @exits_on_input_error

@@ -463,12 +463,17 @@ class ReconstructionRunner:
 
 
 # ---------------------------------------------------------------------- one-call API
-def build_reconstructor(config_file: PathLike = INFERENCE_CONFIG, **overrides) -> Reconstructor:
-    """The ``reconstructor`` of an inference config (default configs/inference.yaml) with config-key overrides."""
+def bundle_config(config_file: PathLike = INFERENCE_CONFIG, overrides: Mapping | None = None) -> ConfigParser:
+    """A bundle config (default configs/inference.yaml) read with ``bundle_root`` set to this bundle and config-key ``overrides``."""
     parser = ConfigParser()
     parser.read_config(str(config_file))
-    parser.update({"bundle_root": str(BUNDLE_ROOT), **{k: v for k, v in overrides.items() if v is not None}})
-    return parser.get_parsed_content("reconstructor")
+    parser.update({"bundle_root": str(BUNDLE_ROOT), **dict(overrides or {})})
+    return parser
+
+
+def build_reconstructor(config_file: PathLike = INFERENCE_CONFIG, **overrides) -> Reconstructor:
+    """The ``reconstructor`` of an inference config (default configs/inference.yaml) with config-key overrides (None: config value)."""
+    return bundle_config(config_file, {k: v for k, v in overrides.items() if v is not None}).get_parsed_content("reconstructor")
 
 
 @functools.lru_cache(maxsize=4)

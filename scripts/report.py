@@ -38,6 +38,18 @@ def error_colours(errors: np.ndarray, max_mm: float = 5.0, cmap: str = "viridis"
     return (error_rgba(errors, max_mm, cmap) * 255).round().astype(np.uint8)
 
 
+def front_back_extent(depth: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest front-face and farthest back-face depth (H, W) in mm over all bones; NaN where no bone.
+
+    ``depth`` (2B, H, W) bone-major [front, back] in mm, ``mask`` (B, H, W).
+    """
+    seen = np.asarray(mask) > 0
+    front = np.where(seen, depth[0::2], np.inf).min(0)
+    back = np.where(seen, depth[1::2], -np.inf).max(0)
+    any_bone = seen.any(0)
+    return np.where(any_bone, front, np.nan), np.where(any_bone, back, np.nan)
+
+
 def overlay_masks(ax: plt.Axes, image: np.ndarray, masks: np.ndarray, bones: Sequence[str], title: str = "radiograph") -> None:
     """Radiograph (H, W) in grey with each bone's mask (H, W, B) outlined in its colour."""
     ax.imshow(image, cmap="gray")
@@ -49,7 +61,7 @@ def overlay_masks(ax: plt.Axes, image: np.ndarray, masks: np.ndarray, bones: Seq
 
 
 def depth_panel(ax: plt.Axes, depth: np.ndarray, title: str) -> None:
-    """One depth map (H, W) in mm, 0 = no bone (shown transparent)."""
+    """One depth map (H, W) in mm, 0 or NaN = no bone (shown transparent)."""
     shown = np.where(depth > 0, depth, np.nan)
     im = ax.imshow(shown, cmap="viridis")
     ax.set_title(title, fontsize=9)
@@ -112,9 +124,7 @@ def save_reconstruction_report(
 
     ``masks`` (H, W, B), ``depth`` (H, W, 2B) bone-major in mm, ``meshes`` in the camera frame (mm).
     """
-    seen = masks.astype(bool)
-    front = np.where(seen.any(-1), np.min(np.where(seen, depth[..., 0::2], np.inf), axis=-1), 0.0)
-    back = np.max(np.where(seen, depth[..., 1::2], 0.0), axis=-1)
+    front, back = front_back_extent(np.moveaxis(depth, -1, 0), np.moveaxis(masks, -1, 0))
     fig, axs = plt.subplots(2, 3, figsize=(13, 8.5))
     overlay_masks(axs[0, 0], image, masks, bones)
     depth_panel(axs[0, 1], front, "front-face depth (nearest bone)")

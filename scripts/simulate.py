@@ -37,10 +37,10 @@ from tqdm import tqdm  # noqa: E402
 
 from scripts.depth_maps import BoneGrid, bone_grids, depth_maps  # noqa: E402
 from scripts.drr import attenuation_volume, line_integrals  # noqa: E402
-from scripts.files import InputFileError, atomic_dir, atomic_path, exits_on_input_error, read_json, write_json, write_nifti  # noqa: E402
+from scripts.files import InputFileError, atomic_dir, exits_on_input_error, read_json, write_json, write_nifti  # noqa: E402
 from scripts.geometry import STANDARD_GEOMETRY_FILE, Geometry, read_geometry, standard_ap_pose  # noqa: E402
 from scripts.radiograph_style import style_radiograph  # noqa: E402
-from scripts.report import bone_colour  # noqa: E402
+from scripts.report import bone_colour, front_back_extent, save_figure  # noqa: E402
 from scripts.volumes import BONE_LABELS, Volume, bones_center, load_label_map, read_ct, read_labels  # noqa: E402
 
 DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent.parent / "configs" / "simulate.yaml"
@@ -215,10 +215,7 @@ def render_sample(lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose
 
 def save_preview(path: Path, image: np.ndarray, depth: np.ndarray, mask: np.ndarray, bones: Sequence[str]) -> None:
     """PNG: radiograph with mask outlines, front and back depth (mm) of all bones side by side."""
-    any_mask = mask.any(0)
-    front = np.where(mask > 0, depth[0::2], np.inf).min(0)
-    back = np.where(mask > 0, depth[1::2], -np.inf).max(0)
-    front, back = np.where(any_mask, front, np.nan), np.where(any_mask, back, np.nan)
+    front, back = front_back_extent(depth, mask)
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.3))
     axes[0].imshow(image, cmap="gray", vmin=0, vmax=1)
     for b, bone in enumerate(bones):
@@ -236,9 +233,7 @@ def save_preview(path: Path, image: np.ndarray, depth: np.ndarray, mask: np.ndar
     for ax in axes:
         ax.axis("off")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=80, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=80)
 
 
 def write_sample(out_dir: Path, name: str, sample: dict, meshes: dict[str, str]) -> None:

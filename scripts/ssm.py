@@ -341,10 +341,9 @@ def read_mesh(path: PathLike) -> trimesh.Trimesh:
 
 
 def _plot_variance(path: Path, models: Mapping[str, ShapeModel]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from .report import save_figure  # matplotlib (Agg) only when a model is built
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for bone, m in models.items():
@@ -354,9 +353,7 @@ def _plot_variance(path: Path, models: Mapping[str, ShapeModel]) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def build_from_cases(
