@@ -1,9 +1,10 @@
-"""Simulator speed (2 threads): seconds per 256x256 sample (DRR + dual-face depth, 3 bones, masks), DRR alone, peak memory.
+"""Simulator speed (2 threads unless --threads): seconds per 256x256 sample (DRR + dual-face depth, 3 bones, masks), DRR alone, peak memory.
 
 A case's first sample pays the per-case preparation (HU -> attenuation, pooling, per-bone depth
 grids); the simulator reuses it for the case's other poses, so further samples cost DRR + depth.
+On CPU the depth search itself always runs on one thread (``scripts.depth_maps.cpu_threads``).
 
-    python benchmarks/bench_simulate.py [--phantom-dir DIR] [--repeats 5]
+    python benchmarks/bench_simulate.py [--phantom-dir DIR] [--repeats 5] [--threads 2]
 
 Cases: the shared real CT (threshold labels) when ../shared exists, and a 1 mm phantom made with
 ``python -m scripts.phantom`` when that module exists.
@@ -68,9 +69,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--phantom-dir", default=None)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     args = parser.parse_args()
-    torch.set_num_threads(2)
-    print(f"min of {args.repeats} runs, torch threads 2")
+    torch.set_num_threads(args.threads)
+    print(f"min of {args.repeats} runs, torch threads {args.threads}")
     print("| case | CT voxels @ spacing | s / first sample of a case | s / further sample (DRR + depth + masks) | s / DRR | s / depth + masks | s / per-case preparation |")
     print("|---|---|---|---|---|---|---|")
     if REAL_CT.exists():

@@ -16,23 +16,45 @@ group lies within ``block`` voxels (per axis) of the group centre, so no sample 
 ever skipped, however thin the structure. Groups are visited in ray order (front) or reverse order
 (back) and a ray stops at its first group with a sample at or above 0.5. The per-bone crops and
 candidate blocks depend only on the labels, so :class:`BoneGrid` s are built once per case and
-reused for every pose.
+reused for every pose. Front and back crossings are bisected together, and on CPU the search runs
+on one intra-op thread (:func:`cpu_threads`).
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from scripts.drr import box_entry_exit, march, rays_in_voxels
+from scripts.drr import box_entry_exit, grid_rays, march, rays_in_voxels
 from scripts.geometry import Geometry
 from scripts.volumes import BONE_LABELS
 
-GROUPS_PER_PASS = 2  # candidate groups sampled per ray and pass of the fine search
+GROUPS_PER_PASS = 3  # candidate groups sampled per ray and pass of the fine search (fewer passes, same answer)
+SEARCH_THREADS = 1  # CPU intra-op threads of the ray search (see cpu_threads)
+
+
+@contextmanager
+def cpu_threads(n: int, device: torch.device | str) -> Iterator[None]:
+    """Run the block on ``n`` torch intra-op threads when ``device`` is a CPU (restored afterwards).
+
+    The ray search is hundreds of small tensor operations per bone (tens of thousands of elements
+    each); with several threads every one ends at a barrier, and on a busy machine each barrier
+    waits for a descheduled thread (measured on the shared 2-core machine: 2 threads 8-20x slower
+    than 1, docs/simulation.md). Changes process-wide torch state while it runs.
+    """
+    before = torch.get_num_threads()
+    if torch.device(device).type == "cpu":
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass
@@ -61,48 +83,52 @@ def candidate_blocks(occupancy: torch.Tensor, block: int) -> torch.Tensor:
 
 
 def bone_grids(labels: np.ndarray, bones: tuple[str, ...], block: int = 2, device: torch.device | str = "cpu") -> dict[str, BoneGrid | None]:
-    """Per-bone :class:`BoneGrid` of a label volume (I, J, K) of ``BONE_LABELS`` ids; ``None`` for absent bones."""
+    """Per-bone :class:`BoneGrid` of a label volume (I, J, K) of ``BONE_LABELS`` ids (>= 0); ``None`` for absent bones."""
     labels = np.asarray(labels)
     if not np.issubdtype(labels.dtype, np.integer):
         labels = labels.astype(np.int32)
-    boxes = ndimage.find_objects(labels, max_label=max(BONE_LABELS[b] for b in bones))
+    # bounding boxes searched only inside the box of all labels (two max projections: a few ms)
+    jk, ij = labels.max(axis=0) > 0, labels.max(axis=2) > 0
+    present = [np.flatnonzero(x) for x in (ij.any(1), jk.any(1), jk.any(0))]
+    outer = tuple(slice(int(x[0]), int(x[-1]) + 1) for x in present) if present[0].size else None
+    boxes = ndimage.find_objects(labels[outer], max_label=max(BONE_LABELS[b] for b in bones)) if outer else []
     grids: dict[str, BoneGrid | None] = {}
     for bone in bones:
-        box = boxes[BONE_LABELS[bone] - 1]
-        if box is None:
+        local = boxes[BONE_LABELS[bone] - 1] if boxes else None
+        if local is None:
             grids[bone] = None
             continue
+        box = tuple(slice(o.start + b.start, o.start + b.stop) for o, b in zip(outer, local))
         crop = np.pad(labels[box] == BONE_LABELS[bone], 1).astype(np.float32)
         occ = torch.as_tensor(crop, device=device)
         grids[bone] = BoneGrid(occ, candidate_blocks(occ, block), np.array([s.start - 1 for s in box]), block)
     return grids
 
 
-def _crossing(occ: torch.Tensor, source: torch.Tensor, dirs: torch.Tensor, a: torch.Tensor, b: torch.Tensor, iters: int) -> torch.Tensor:
-    """Distance (mm) of the 0.5 crossing of ``occ`` on each ray, bracketed by ``a`` (below) and ``b`` (at/above)."""
+def _crossing(occ: torch.Tensor, origin: torch.Tensor, slope: torch.Tensor, a: torch.Tensor, b: torch.Tensor, iters: int) -> torch.Tensor:
+    """Distance (mm) of the 0.5 crossing of ``occ`` on each :func:`grid_rays` ray, bracketed by ``a`` (below) and ``b`` (at/above)."""
     for _ in range(iters):
         m = 0.5 * (a + b)
-        above = march(occ, source, dirs, m[:, None])[:, 0] >= 0.5
+        above = march(occ, origin, slope, m[:, None])[:, 0] >= 0.5
         a, b = torch.where(above, a, m), torch.where(above, m, b)
-    fa = march(occ, source, dirs, a[:, None])[:, 0]
-    fb = march(occ, source, dirs, b[:, None])[:, 0]
+    fa, fb = march(occ, origin, slope, torch.stack([a, b], 1)).unbind(1)
     w = ((0.5 - fa) / (fb - fa).clamp(min=1e-6)).clamp(0.0, 1.0)
     return a + w * (b - a)
 
 
 def _first_above(
-    occ: torch.Tensor, source: torch.Tensor, dirs: torch.Tensor, near: torch.Tensor, step: float, order: torch.Tensor, m: int, n: int, reverse: bool
+    occ: torch.Tensor, origin: torch.Tensor, slope: torch.Tensor, near: torch.Tensor, step: float, order: torch.Tensor, m: int, n: int, reverse: bool
 ) -> torch.Tensor:
-    """Index (R,) of the first (``reverse``: last) fine sample ``near + j * step`` at or above 0.5 on each ray.
+    """Index (R,) of the first (``reverse``: last) fine sample ``near + j * step`` at or above 0.5 on each :func:`grid_rays` ray.
 
     ``order`` (R, G) lists each ray's candidate groups in visiting order, padded with -1; rays must
     have a sample at or above 0.5 in a listed group, or get -1.
     """
-    found = torch.full((dirs.shape[0],), -1, dtype=torch.long, device=dirs.device)
-    within = torch.arange(m, device=dirs.device)
+    found = torch.full((slope.shape[0],), -1, dtype=torch.long, device=slope.device)
+    within = torch.arange(m, device=slope.device)
     if reverse:
         within = within.flip(0)
-    todo = torch.arange(dirs.shape[0], device=dirs.device)
+    todo = torch.arange(slope.shape[0], device=slope.device)
     for start in range(0, order.shape[1], GROUPS_PER_PASS):
         groups = order[todo, start : start + GROUPS_PER_PASS]
         keep = groups[:, 0] >= 0
@@ -112,7 +138,7 @@ def _first_above(
         j = (groups[:, :, None] * m + within).reshape(todo.numel(), -1)  # (R', P * m) in visiting order
         valid = (groups[:, :, None] >= 0).expand(-1, -1, m).reshape(todo.numel(), -1) & (j < n)
         t = near[todo, None] + j.to(near.dtype) * step
-        above = (march(occ, source, dirs[todo], t) >= 0.5) & valid
+        above = (march(occ, origin, slope[todo], t) >= 0.5) & valid
         met = above.any(-1)
         found[todo[met]] = j[met].gather(1, above[met].to(torch.uint8).argmax(-1, keepdim=True))[:, 0]
         todo = todo[~met]
@@ -146,6 +172,7 @@ def bone_depth(
     cand = torch.nonzero(far > near).flatten()
     if cand.numel() == 0:
         return front, back, hit
+    origin, slope = grid_rays(source, dirs, tuple(occupancy.shape), occupancy.dtype)
     n = int(np.ceil(float((far[cand] - near[cand]).max()) / step)) + 1
     # group size m: every sample of a group within (block - margin) voxels per axis of the group centre
     reach = float(dirs[cand].abs().amax()) * step  # voxels per step along the fastest axis
@@ -162,22 +189,25 @@ def bone_depth(
         block_idx = torch.minimum(pts.long().clamp(min=0), nb - 1)  # (R, G, 3); truncation = floor for pts >= 0
         flagged = flat[(block_idx[..., 0] * nb[1] + block_idx[..., 1]) * nb[2] + block_idx[..., 2]]
         met = flagged.any(-1)
-        idx, d, t0, flagged = idx[met], d[met], t0[met], flagged[met]
+        idx, t0, flagged = idx[met], t0[met], flagged[met]
         if idx.numel() == 0:
             continue
         g = torch.arange(n_groups, device=device)
         ascending = torch.where(flagged, g, n_groups).sort(-1).values
         order_front = torch.where(ascending < n_groups, ascending, -1)
         descending = torch.where(flagged, g, -1).sort(-1, descending=True).values
-        j_first = _first_above(occupancy, source, d, t0, step, order_front, m, n, reverse=False)
+        s = slope[idx]
+        j_first = _first_above(occupancy, origin, s, t0, step, order_front, m, n, reverse=False)
         met = j_first >= 0
-        idx, d, t0, j_first, descending = idx[met], d[met], t0[met], j_first[met], descending[met]
+        idx, s, t0, j_first, descending = idx[met], s[met], t0[met], j_first[met], descending[met]
         if idx.numel() == 0:
             continue
-        j_last = _first_above(occupancy, source, d, t0, step, descending, m, n, reverse=True)
-        at = lambda j: t0 + j.to(occupancy.dtype) * step  # noqa: E731
-        front[idx] = _crossing(occupancy, source, d, at((j_first - 1).clamp(min=0)), at(j_first), bisection_iters)
-        back[idx] = _crossing(occupancy, source, d, at((j_last + 1).clamp(max=n - 1)), at(j_last), bisection_iters)
+        j_last = _first_above(occupancy, origin, s, t0, step, descending, m, n, reverse=True)
+        # front and back crossings in one bisection: below / at-or-above brackets of both faces
+        below = torch.cat([(j_first - 1).clamp(min=0), (j_last + 1).clamp(max=n - 1)])
+        t = torch.cat([t0, t0])
+        faces = _crossing(occupancy, origin, torch.cat([s, s]), t + below.to(t.dtype) * step, t + torch.cat([j_first, j_last]).to(t.dtype) * step, bisection_iters)
+        front[idx], back[idx] = faces.split(idx.numel())
         hit[idx] = True
     return front, back, hit
 
@@ -206,13 +236,14 @@ def depth_maps(
     mask = torch.zeros(len(bones), h * w, dtype=torch.uint8, device=device)
     source, dirs = rays_in_voxels(geometry, affine, device)
     step = step_voxels * float(np.linalg.norm(np.asarray(affine)[:3, :3], axis=0).min())
-    for b, bone in enumerate(bones):
-        grid = grids.get(bone)
-        if grid is None:
-            continue
-        origin = source - torch.as_tensor(grid.offset, dtype=source.dtype, device=device)
-        front, back, hit = bone_depth(grid.occupancy, origin, dirs, step, candidates=grid.candidates, block=grid.block)
-        depth[2 * b] = torch.where(hit, front, 0.0)
-        depth[2 * b + 1] = torch.where(hit, back, 0.0)
-        mask[b] = hit.to(torch.uint8)
+    with cpu_threads(SEARCH_THREADS, device):
+        for b, bone in enumerate(bones):
+            grid = grids.get(bone)
+            if grid is None:
+                continue
+            origin = source - torch.as_tensor(grid.offset, dtype=source.dtype, device=device)
+            front, back, hit = bone_depth(grid.occupancy, origin, dirs, step, candidates=grid.candidates, block=grid.block)
+            depth[2 * b] = torch.where(hit, front, 0.0)
+            depth[2 * b + 1] = torch.where(hit, back, 0.0)
+            mask[b] = hit.to(torch.uint8)
     return depth.reshape(-1, h, w), mask.reshape(-1, h, w)

@@ -3,16 +3,17 @@
 Attenuation model (monoenergetic at the effective energy ``energy_kev``)::
 
     mu(HU) = mu_water(E) * max(0, 1 + HU / 1000 * (1 + bone_enhancement * [HU > 0]))   [1/mm]
-           = mu_water(E) / 1000 * (max(HU + 1000, 0) + bone_enhancement * max(HU, 0))
+           = mu_water(E) / 1000 * (1000 + max(HU, -1000) + bone_enhancement * max(HU, 0))
 
 ``mu_water(E)`` is interpolated (log-log) from NIST XCOM values for water. HU is defined at the CT's
 own effective energy (~70 keV); ``bone_enhancement`` > 0 raises the attenuation of dense tissue
 relative to water, as the photoelectric effect of calcium does at the lower effective energy of a
 radiograph (~40-60 keV). The DRR value of a pixel is the line integral ``L = int mu ds`` along its
-ray from the source (dimensionless); transmission is ``exp(-L)``. The second form (equal for every
-HU: both are 0 below -1000 HU and agree on each linear piece) needs three elementwise operations
-instead of seven, and :func:`attenuation_volume` applies it and the average pooling slab by slab,
-so the full-resolution attenuation volume is never held in memory.
+ray from the source (dimensionless); transmission is ``exp(-L)``. The second form is equal for
+every HU (both are 0 at and below -1000 HU and agree on each linear piece; tested) and needs three
+elementwise operations per voxel instead of seven; its offset and factor are affine, so
+:func:`attenuation_volume` applies them after average pooling, slab by slab, and never holds the
+full-resolution attenuation volume.
 
 Line integrals use Joseph's method: each ray is sampled where it crosses the voxel planes of its
 dominant axis (the index axis it advances fastest along), with bilinear interpolation inside each
@@ -43,12 +44,15 @@ def mu_water_per_mm(energy_kev: float) -> float:
     return float(np.exp(np.interp(np.log(energy_kev), np.log(_WATER_KEV), np.log(_WATER_MU_PER_CM)))) / 10.0
 
 
+def _water_permille_minus_1000(hu: torch.Tensor, bone_enhancement: float) -> torch.Tensor:
+    """``1000 * mu / mu_water - 1000`` (float) of a HU tensor: ``max(HU, -1000) + bone_enhancement * max(HU, 0)``."""
+    rel = torch.clamp(hu, min=-1000.0)  # float for integer HU too (type promotion with the float bound)
+    return rel.add_(torch.relu(hu), alpha=bone_enhancement) if bone_enhancement else rel
+
+
 def hu_to_mu(hu: torch.Tensor, energy_kev: float = 60.0, bone_enhancement: float = 0.0) -> torch.Tensor:
     """Linear attenuation (1/mm, float) of a HU tensor; see the module docstring for the model."""
-    mu = torch.clamp(hu + 1000.0, min=0.0)
-    if bone_enhancement:
-        mu.add_(torch.relu(hu), alpha=bone_enhancement)
-    return mu.mul_(mu_water_per_mm(energy_kev) / 1000.0)
+    return _water_permille_minus_1000(hu, bone_enhancement).add_(1000.0).mul_(mu_water_per_mm(energy_kev) / 1000.0)
 
 
 def rays_in_voxels(geometry: Geometry, affine: np.ndarray, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,11 +85,16 @@ def to_grid(index: torch.Tensor, shape: tuple[int, ...], offset: bool = True) ->
     return (2.0 * index / size - (1.0 if offset else 0.0)).flip(-1)
 
 
-def march(volume: torch.Tensor, source: torch.Tensor, dirs: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Trilinear samples of ``volume`` (I, J, K) at distances ``t`` (R, S) mm along rays ``dirs`` (R, 3) -> (R, S)."""
-    origin = to_grid(source.to(torch.float64), tuple(volume.shape)).to(volume.dtype)
-    slope = to_grid(dirs.to(torch.float64), tuple(volume.shape), offset=False).to(volume.dtype)
-    grid = torch.addcmul(origin, t.to(volume.dtype)[..., None], slope[:, None, :])[None, None]  # (1, 1, R, S, 3)
+def grid_rays(source: torch.Tensor, dirs: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rays (voxel-index ``source`` (3,), ``dirs`` (R, 3) per mm) in grid_sample coordinates of a volume of ``shape``, for :func:`march`."""
+    origin = to_grid(source.to(torch.float64), tuple(shape)).to(dtype)
+    slope = to_grid(dirs.to(torch.float64), tuple(shape), offset=False).to(dtype)
+    return origin, slope
+
+
+def march(volume: torch.Tensor, origin: torch.Tensor, slope: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Trilinear samples of ``volume`` (I, J, K) at distances ``t`` (R, S) mm along :func:`grid_rays` ``origin``, ``slope`` (R, 3) -> (R, S)."""
+    grid = torch.addcmul(origin, t[..., None], slope[:, None, :])[None, None]  # (1, 1, R, S, 3)
     return F.grid_sample(volume[None, None], grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0, 0, 0]
 
 
@@ -186,20 +195,23 @@ def attenuation_volume(
     """``coarsen(hu_to_mu(hu), affine, min_voxel_mm)`` (float32 1/mm on ``device``, pooled affine) for a HU volume (I, J, K).
 
     Computed over slabs of whole pooling windows along axis 0 (about ``slab_voxels`` HU voxels
-    each): pooling is per window, so the result is the same, but the full-resolution attenuation
-    and its temporaries are never allocated (on CPU they stay in reused, already-mapped memory).
+    each): pooling is per window, so the result is the same, but no full-resolution attenuation
+    volume or full-size temporary is allocated (slab temporaries reuse already-mapped memory).
+    The offset 1000 and the factor ``mu_water / 1000`` are applied after pooling (pooling is linear).
     """
     hu = torch.as_tensor(hu)
-    f = pooling_factors(affine, min_voxel_mm)
-    planes = int(f[0]) * max(1, slab_voxels // (int(f[0]) * hu[0].numel()))
+    f0 = int(pooling_factors(affine, min_voxel_mm)[0])
+    bounds = list(range(0, hu.shape[0], f0 * max(1, slab_voxels // (f0 * hu[0].numel())))) + [hu.shape[0]]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] < f0:
+        del bounds[-2]  # a last slab thinner than one window joins the one before
     out = None
-    for start in range(0, hu.shape[0], planes):
-        slab = hu[start : start + planes].to(device=device, dtype=torch.float32)
-        pooled, pooled_affine = coarsen(hu_to_mu(slab, energy_kev, bone_enhancement), affine, min_voxel_mm)
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        slab = hu[start:stop].to(device=device, dtype=torch.float32)
+        pooled, pooled_affine = coarsen(_water_permille_minus_1000(slab, bone_enhancement), affine, min_voxel_mm)
         if out is None:
-            out = torch.empty((-(-hu.shape[0] // int(f[0])), *pooled.shape[1:]), dtype=pooled.dtype, device=pooled.device)
-        out[start // int(f[0]) : start // int(f[0]) + pooled.shape[0]] = pooled
-    return out, pooled_affine
+            out = torch.empty((-(-hu.shape[0] // f0), *pooled.shape[1:]), dtype=pooled.dtype, device=pooled.device)
+        out[start // f0 : start // f0 + pooled.shape[0]] = pooled
+    return out.add_(1000.0).mul_(mu_water_per_mm(energy_kev) / 1000.0), pooled_affine
 
 
 def render_drr(

@@ -5,7 +5,7 @@ import pytest
 import torch
 import trimesh
 
-from scripts.depth_maps import bone_depth, bone_grids, depth_maps
+from scripts.depth_maps import bone_depth, bone_grids, candidate_blocks, cpu_threads, depth_maps
 from scripts.drr import rays_in_voxels
 from scripts.geometry import Geometry, standard_ap_pose
 
@@ -114,3 +114,57 @@ def test_coarse_search_finds_thin_tilted_plate(geometry):
     assert inner.sum() > 100 and m[inner].mean() > 0.99
     mid = 0.5 * (depth[0].numpy().ravel() + depth[1].numpy().ravel())
     assert np.median(np.abs(mid[inner & m] - t_mid[inner & m])) < 0.25
+
+
+@pytest.mark.parametrize("block", [2, 3])
+@pytest.mark.parametrize("shape", [(13, 10, 9), (12, 11, 8)])
+def test_candidate_blocks_match_their_definition(block, shape):
+    """Block B is a candidate iff a cell (voxels c..c+1) of block B or of a neighbouring block holds bone."""
+    rng = np.random.default_rng(sum(shape) + block)
+    occ = (rng.random(shape) < 0.004).astype(np.float32)
+    occ[-1, -1, -1] = 1.0  # the far corner voxel: only the last blocks' cells reach it
+    got = candidate_blocks(torch.as_tensor(occ), block).numpy()
+    n_blocks = [-(-n // block) for n in shape]
+    expected = np.zeros(n_blocks, dtype=bool)
+    for b in np.ndindex(*n_blocks):
+        # cells of blocks B-1..B+1 span voxels (B - 1) * block .. (B + 2) * block
+        window = tuple(slice(max(0, (i - 1) * block), (i + 2) * block + 1) for i in b)
+        expected[b] = occ[window].any()
+    np.testing.assert_array_equal(got, expected)
+    assert got.any() and not got.all()
+
+
+def test_bone_grids_crop_each_bone_with_one_voxel_margin():
+    labels = np.zeros((30, 25, 20), np.uint8)
+    labels[3:9, 4:7, 10:19] = 1
+    labels[20:28, 15:24, 1:6] = 3
+    labels[5, 20, 2] = 3  # a stray voxel widens femur_right's box
+    grids = bone_grids(labels, ("pelvis", "femur_left", "femur_right"))
+    assert grids["femur_left"] is None
+    for bone, label in (("pelvis", 1), ("femur_right", 3)):
+        idx = np.argwhere(labels == label)
+        lo, hi = idx.min(0), idx.max(0)
+        grid = grids[bone]
+        np.testing.assert_array_equal(grid.offset, lo - 1)
+        expected = np.pad(labels[lo[0] : hi[0] + 1, lo[1] : hi[1] + 1, lo[2] : hi[2] + 1] == label, 1)
+        np.testing.assert_array_equal(grid.occupancy.numpy(), expected.astype(np.float32))
+    assert all(g is None for g in bone_grids(np.zeros((4, 4, 4), np.uint8), ("pelvis",)).values())
+
+
+def test_cpu_threads_scope_is_restored(geometry):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with cpu_threads(1, "cpu"):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with cpu_threads(1, "meta"):  # not a CPU: untouched
+            assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), cpu_threads(1, torch.device("cpu")):
+            raise RuntimeError("restored on errors too")
+        assert torch.get_num_threads() == 2
+        labels, affine = voxelised(SEMI_AXES["sphere"])
+        depth_maps(labels, affine, geometry, bones=("pelvis",))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
