@@ -174,9 +174,11 @@ def read_labels(path: PathLike, ct: Volume, label_map: Mapping[int, int] | None 
     """
     path = Path(path)
     lab = read_volume(path, np.float32)
-    if not np.allclose(lab.array, np.round(lab.array)):
+    rounded = np.rint(lab.array)
+    off = np.subtract(lab.array, rounded, out=lab.array)  # in place: one full-size temporary, not four
+    if np.abs(off, out=off).max(initial=0.0) > 1e-3:
         raise InputFileError(path, "label volume holds non-integer values")
-    lab.array = np.round(lab.array).astype(np.int32)
+    lab.array = rounded.astype(np.int32)
     if lab.array.shape != ct.array.shape or not np.allclose(lab.affine, ct.affine, atol=atol_mm):
         tol = float(max(lab.spacing.max(), ct.spacing.max()))
         lab_lo, lab_hi = lab.corners_world().min(0), lab.corners_world().max(0)

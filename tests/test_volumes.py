@@ -138,3 +138,13 @@ def test_real_ct_reads_in_hu_and_threshold_labels_find_bones():
     assert set(np.unique(labels)) <= {0, 1, 2, 3}
     assert (labels > 0).sum() > 1000
     assert np.median(ct.array[labels > 0]) > 200  # bone-dense voxels (closing adds some marrow)
+
+
+def test_labels_must_be_integers(tmp_path):
+    ct = read_ct(write_nib(tmp_path / "ct.nii.gz", -1000 * np.ones((4, 4, 4), np.int16)))
+    lab = np.zeros((4, 4, 4), np.float32)
+    lab[1, 1, 1] = 2.0000002  # float storage rounding is tolerated
+    assert read_labels(write_nib(tmp_path / "ok.nii.gz", lab), ct).array[1, 1, 1] == 2
+    lab[2, 2, 2] = 1.5
+    with pytest.raises(InputFileError, match="half.nii.gz: label volume holds non-integer values"):
+        read_labels(write_nib(tmp_path / "half.nii.gz", lab), ct)
