@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from scripts.geometry import Geometry  # noqa: E402
 from scripts.networks import DualFaceDepthNet  # noqa: E402
 from scripts.radiograph_io import load_radiograph  # noqa: E402
-from scripts.files import read_nifti  # noqa: E402
+from scripts.files import read_depth_and_mask  # noqa: E402
 from scripts.reconstruct import build_reconstructor, oracle_prediction  # noqa: E402
 
 
@@ -54,8 +54,7 @@ def time_runs(recon, image_path: Path, repeats: int, oracle: bool) -> dict[str, 
             image, geometry, _ = load_radiograph(image_path, standard)
             t1 = time.perf_counter()
             if oracle:
-                depth = np.moveaxis(read_nifti(image_path.parent / "depth.nii.gz"), -1, 0)
-                mask = np.moveaxis(read_nifti(image_path.parent / "mask.nii.gz"), -1, 0) > 0
+                depth, mask = read_depth_and_mask(image_path.parent / "depth.nii.gz", image_path.parent / "mask.nii.gz")
                 pred = oracle_prediction(depth, mask, geometry)
             else:
                 pred = recon.predict(image, geometry)

@@ -33,7 +33,7 @@ import trimesh
 from skimage.measure import marching_cubes
 from tqdm import tqdm
 
-from scripts.files import InputFileError, PathLike, atomic_path, read_json, read_nifti, read_nifti_with_affine, write_json
+from scripts.files import InputFileError, PathLike, atomic_path, read_depth_and_mask, read_json, read_nifti, read_nifti_with_affine, write_json
 from scripts.geometry import Geometry, apply_transform, read_geometry
 from scripts.reconstruct import DepthPrediction, Reconstructor, oracle_prediction
 from scripts.report import save_error_map, save_metric_bars
@@ -95,8 +95,7 @@ def load_sample(entry: Mapping, dataset_dir: PathLike, image_size: Sequence[int]
     dataset_dir = Path(dataset_dir)
     geometry = read_geometry(entry["geometry"])
     image = read_nifti(entry["image"])
-    depth = np.moveaxis(read_nifti(entry["depth"]), -1, 0)
-    mask = np.moveaxis(read_nifti(entry["mask"]), -1, 0)
+    depth, mask = read_depth_and_mask(entry["depth"], entry["mask"])
     b = len(geometry.bones)
     if image.shape != (geometry.height, geometry.width) or depth.shape != (2 * b, *image.shape) or mask.shape != (b, *image.shape):
         raise InputFileError(entry["image"], f"image {image.shape}, depth {depth.shape}, mask {mask.shape} disagree with geometry {geometry.image_size} and {b} bones")
@@ -124,8 +123,7 @@ def prior_centre_depth(dataset_dir: PathLike, split: str = "training") -> dict[i
     depth, both faces (key 2) and front faces only (key 1), as the centre heads are trained."""
     values: dict[int, list[float]] = {1: [], 2: []}
     for entry in tqdm(load_datalist(dataset_dir, split), desc=f"prior depth ({split})", unit="sample"):
-        depth = np.moveaxis(read_nifti(entry["depth"]), -1, 0)
-        mask = np.moveaxis(read_nifti(entry["mask"]), -1, 0) > 0
+        depth, mask = read_depth_and_mask(entry["depth"], entry["mask"])
         for faces, d in ((2, depth), (1, depth[0::2])):
             value = mean_masked_depth(d, np.repeat(mask, faces, axis=0) & (d > 0))
             if math.isfinite(value):

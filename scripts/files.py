@@ -150,3 +150,15 @@ def read_nifti_with_affine(path: PathLike, dtype: type = np.float32) -> tuple[np
     if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
         raise InputFileError(path, "contains NaN or Inf values")
     return arr, np.asarray(img.affine, dtype=np.float64)
+
+
+def write_depth_and_mask(folder: PathLike, depth: np.ndarray, mask: np.ndarray, affine: np.ndarray) -> None:
+    """``folder/depth.nii.gz`` (H, W, 2B) float32 mm and ``folder/mask.nii.gz`` (H, W, B) uint8 from
+    channel-first depth (2B, H, W) and mask (B, H, W): the simulator's sample layout."""
+    write_nifti(Path(folder) / "depth.nii.gz", np.moveaxis(depth, 0, -1).astype(np.float32), affine)
+    write_nifti(Path(folder) / "mask.nii.gz", np.moveaxis(mask, 0, -1).astype(np.uint8), affine)
+
+
+def read_depth_and_mask(depth_path: PathLike, mask_path: PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Channel-first depth (2B, H, W) float32 mm and boolean mask (B, H, W) from the sample layout files."""
+    return np.moveaxis(read_nifti(depth_path), -1, 0), np.moveaxis(read_nifti(mask_path), -1, 0) > 0

@@ -33,7 +33,7 @@ import trimesh
 from monai.bundle import ConfigParser
 from tqdm import tqdm
 
-from scripts.files import InputFileError, PathLike, atomic_dir, remove_partials, write_json, write_nifti
+from scripts.files import InputFileError, PathLike, atomic_dir, remove_partials, write_depth_and_mask, write_json
 from scripts.geometry import Geometry, GeometryError
 from scripts.meshing import dual_face_mesh, grid_triangles, masked_points
 from scripts.networks import absolute_depth, split_output
@@ -340,8 +340,7 @@ def write_reconstruction(out_dir: PathLike, rec: Reconstruction, image: np.ndarr
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     with atomic_dir(out_dir) as tmp:
-        write_nifti(tmp / "depth.nii.gz", np.moveaxis(rec.depth, 0, -1).astype(np.float32), affine)
-        write_nifti(tmp / "mask.nii.gz", np.moveaxis(rec.mask, 0, -1).astype(np.uint8), affine)
+        write_depth_and_mask(tmp, rec.depth, rec.mask, affine)
         for bone, mesh in rec.surfaces.items():
             mesh.export(tmp / f"{bone}.ply")
         for bone, mesh in rec.completed.items():

@@ -37,7 +37,7 @@ from tqdm import tqdm  # noqa: E402
 
 from scripts.depth_maps import BoneGrid, bone_grids, depth_maps  # noqa: E402
 from scripts.drr import attenuation_volume, line_integrals  # noqa: E402
-from scripts.files import InputFileError, atomic_dir, exits_on_input_error, read_json, write_json, write_nifti  # noqa: E402
+from scripts.files import InputFileError, atomic_dir, exits_on_input_error, read_json, write_depth_and_mask, write_json, write_nifti  # noqa: E402
 from scripts.geometry import STANDARD_GEOMETRY_FILE, Geometry, read_geometry, standard_ap_pose  # noqa: E402
 from scripts.radiograph_style import style_radiograph  # noqa: E402
 from scripts.report import bone_colour, front_back_extent, save_figure  # noqa: E402
@@ -242,8 +242,7 @@ def write_sample(out_dir: Path, name: str, sample: dict, meshes: dict[str, str])
     affine = geom.image_affine
     with atomic_dir(out_dir / name) as tmp:
         write_nifti(tmp / "image.nii.gz", sample["image"].astype(np.float32), affine)
-        write_nifti(tmp / "depth.nii.gz", np.moveaxis(sample["depth"], 0, -1).astype(np.float32), affine)
-        write_nifti(tmp / "mask.nii.gz", np.moveaxis(sample["mask"], 0, -1).astype(np.uint8), affine)
+        write_depth_and_mask(tmp, sample["depth"], sample["mask"], affine)
         geom.save(tmp / "geometry.json")
         save_preview(tmp / "preview.png", sample["image"], sample["depth"], sample["mask"], geom.bones)
         write_json(tmp / "sample.json", {**sample["notes"], "meshes": meshes or None})

@@ -3,7 +3,18 @@ import os
 import numpy as np
 import pytest
 
-from scripts.files import InputFileError, atomic_dir, atomic_path, exits_on_input_error, read_json, read_nifti, write_json, write_nifti
+from scripts.files import (
+    InputFileError,
+    atomic_dir,
+    atomic_path,
+    exits_on_input_error,
+    read_depth_and_mask,
+    read_json,
+    read_nifti,
+    write_depth_and_mask,
+    write_json,
+    write_nifti,
+)
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
@@ -67,3 +78,15 @@ def test_exits_on_input_error(tmp_path, capsys):
     write_json(tmp_path / "ok.json", {})
     assert main(tmp_path / "ok.json") == 0 and main.__doc__ == "A CLI."
     assert capsys.readouterr().err == ""
+
+
+def test_depth_and_mask_layout_round_trip(tmp_path):
+    depth = np.random.default_rng(0).uniform(800, 1000, (6, 5, 7)).astype(np.float32)
+    mask = np.zeros((3, 5, 7), bool)
+    mask[1, 2:4, 1:5] = True
+    write_depth_and_mask(tmp_path, depth, mask, np.eye(4))
+    assert read_nifti(tmp_path / "depth.nii.gz").shape == (5, 7, 6)  # on disk (H, W, 2B)
+    assert read_nifti(tmp_path / "mask.nii.gz", np.uint8).shape == (5, 7, 3)
+    d, m = read_depth_and_mask(tmp_path / "depth.nii.gz", tmp_path / "mask.nii.gz")
+    np.testing.assert_array_equal(d, depth)
+    np.testing.assert_array_equal(m, mask)
