@@ -107,10 +107,10 @@ def load_sample(entry: Mapping, dataset_dir: PathLike, image_size: Sequence[int]
     return Sample(Path(entry["image"]).parent.name, image, geometry, depth, mask.astype(bool), meshes)
 
 
-def true_face_mask(sample: Sample, faces: int) -> np.ndarray:
-    """(faces*B, H, W) validity of the true depth channels (front only when faces=1)."""
-    depth = sample.depth if faces == 2 else sample.depth[0::2]
-    return np.repeat(sample.mask, faces, axis=0) & (depth > 0)
+def true_face_mask(depth: np.ndarray, mask: np.ndarray, faces: int) -> np.ndarray:
+    """(faces*B, H, W) validity of true depth (2B, H, W) channels given masks (B, H, W) (front only when faces=1)."""
+    depth = depth if faces == 2 else depth[0::2]
+    return np.repeat(mask, faces, axis=0) & (depth > 0)
 
 
 def mean_masked_depth(depth: np.ndarray, valid: np.ndarray) -> float:
@@ -125,7 +125,7 @@ def prior_centre_depth(dataset_dir: PathLike, split: str = "training") -> dict[i
     for entry in tqdm(load_datalist(dataset_dir, split), desc=f"prior depth ({split})", unit="sample"):
         depth, mask = read_depth_and_mask(entry["depth"], entry["mask"])
         for faces, d in ((2, depth), (1, depth[0::2])):
-            value = mean_masked_depth(d, np.repeat(mask, faces, axis=0) & (d > 0))
+            value = mean_masked_depth(d, true_face_mask(depth, mask, faces))
             if math.isfinite(value):
                 values[faces].append(value)
     if not values[2]:
@@ -137,7 +137,7 @@ def prior_centre_depth(dataset_dir: PathLike, split: str = "training") -> dict[i
 def depth_mae(pred: np.ndarray, sample: Sample, faces: int, bones: Sequence[str]) -> dict[str, float]:
     """Per bone MAE (mm) of shifted predicted depth (faces*B, H, W) over the true masked pixels."""
     depth = sample.depth if faces == 2 else sample.depth[0::2]
-    valid = true_face_mask(sample, faces)
+    valid = true_face_mask(sample.depth, sample.mask, faces)
     err = np.abs(pred - depth)
     return {bone: float(err[faces * b : faces * (b + 1)][valid[faces * b : faces * (b + 1)]].mean()) if valid[faces * b : faces * (b + 1)].any() else float("nan") for b, bone in enumerate(bones)}
 
@@ -166,7 +166,7 @@ def evaluate_sample(
     bones = sample.geometry.bones
     for network, pred in predictions.items():
         faces = pred.faces
-        valid = true_face_mask(sample, faces)
+        valid = true_face_mask(sample.depth, sample.mask, faces)
         true_depth = sample.depth if faces == 2 else sample.depth[0::2]
         shifts = {"centre": (pred.centre_mm, None), "prior": (prior_mm[faces], None), "oracle": (mean_masked_depth(true_depth, valid), valid)}
         dice = mask_dice(pred.mask, sample.mask, bones)
