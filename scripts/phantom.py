@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,11 @@ def sample_params(seed: int) -> dict:
     """Shape and tissue parameters of one subject (lengths mm, angles degrees), from ``seed``."""
     rng = np.random.default_rng(seed)
     u = rng.uniform
+    habitus = float(u(0.0, 1.0))  # body build, lean (0) to heavy (1): drives every soft-tissue depot
+
+    def depot(low: float, high: float) -> float:
+        """A soft-tissue thickness (mm) following the habitus, with 10% of the range individual."""
+        return float(low + (high - low) * np.clip(habitus + rng.normal(0.0, 0.1), 0.0, 1.0))
     nsa, av = u(122.0, 138.0), u(5.0, 25.0)
     length = u(200.0, 300.0)
 
@@ -82,11 +88,12 @@ def sample_params(seed: int) -> dict:
             "muscle_hu": float(u(30.0, 55.0)),
             "cortex_mm": float(u(1.5, 2.5)),
             "shaft_cortex_mm": float(u(4.0, 6.5)),
-            "fat_mm": float(u(8.0, 35.0)),
-            "lateral_tissue_mm": float(u(35.0, 75.0)),
-            "anterior_tissue_mm": float(u(40.0, 110.0)),
-            "posterior_tissue_mm": float(u(30.0, 55.0)),
-            "thigh_radius_mm": float(u(70.0, 95.0)),
+            "habitus": habitus,
+            "fat_mm": depot(8.0, 35.0),
+            "lateral_tissue_mm": depot(35.0, 75.0),
+            "anterior_tissue_mm": depot(40.0, 110.0),
+            "posterior_tissue_mm": depot(30.0, 55.0),
+            "thigh_radius_mm": depot(70.0, 95.0),
             "gas_pockets": int(rng.integers(0, 5)),
         },
     }
@@ -306,15 +313,21 @@ def case_seeds(n: int, seed: int) -> list[int]:
     return [int(s) for s in np.random.SeedSequence(seed).generate_state(n, dtype=np.uint32)]
 
 
-def generate_cohort(n: int, out: str | Path, seed: int = 0, spacing_mm: float = 1.0) -> list[Path]:
-    """Write ``n`` cases to ``out/case_XXXX``; returns their folders."""
+def _write_one(task: tuple[int, Path, float]) -> Path:
+    case_seed, folder, spacing_mm = task
+    write_case(generate_case(case_seed, spacing_mm), folder)
+    return folder
+
+
+def generate_cohort(n: int, out: str | Path, seed: int = 0, spacing_mm: float = 1.0, workers: int = 1) -> list[Path]:
+    """Write ``n`` cases to ``out/case_XXXX`` with ``workers`` processes; returns their folders."""
     out = Path(out)
-    dirs = []
-    for i, case_seed in enumerate(tqdm(case_seeds(n, seed), desc="phantom cases", unit="case")):
-        d = out / f"case_{i:04d}"
-        write_case(generate_case(case_seed, spacing_mm), d)
-        dirs.append(d)
-    return dirs
+    tasks = [(case_seed, out / f"case_{i:04d}", spacing_mm) for i, case_seed in enumerate(case_seeds(n, seed))]
+    progress = dict(total=n, desc="phantom cases", unit="case")
+    if workers <= 1:
+        return [_write_one(t) for t in tqdm(tasks, **progress)]
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        return list(tqdm(pool.imap(_write_one, tasks), **progress))
 
 
 @exits_on_input_error
@@ -325,10 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output folder (case_XXXX/ inside)")
     parser.add_argument("--seed", type=int, default=0, help="cohort seed")
     parser.add_argument("--spacing", type=float, default=1.0, help="isotropic voxel spacing, mm")
+    parser.add_argument("--workers", type=int, default=1, help="parallel processes (each holds one case, about 2 GiB at 1 mm)")
     args = parser.parse_args(argv)
-    if args.n < 1 or not (args.spacing > 0):
-        parser.error("--n must be >= 1 and --spacing > 0")
-    generate_cohort(args.n, args.out, args.seed, args.spacing)
+    if args.n < 1 or not (args.spacing > 0) or args.workers < 1:
+        parser.error("--n and --workers must be >= 1 and --spacing > 0")
+    generate_cohort(args.n, args.out, args.seed, args.spacing, args.workers)
     return 0
 
 

@@ -11,7 +11,9 @@ CLI::
 Pose k: the standard AP pose (bones' bounding-box centre on the central ray at
 ``source_to_object_mm`` from the geometry JSON) perturbed by rotations (degrees, camera axes,
 about that centre) and translations (mm, camera frame) drawn uniformly within the configured
-ranges from a stable hash of (seed, case, k), so reruns, shards and machines agree.
+ranges from a stable hash of (seed, case, k), so reruns, shards and machines agree. With
+``pose.table_mm`` set, the pose then moves along the central ray until the patient's posterior
+skin touches the table top (:func:`table_shift_mm`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from tqdm import tqdm  # noqa: E402
 from scripts.depth_maps import BoneGrid, bone_grids, depth_maps  # noqa: E402
 from scripts.drr import attenuation_volume, line_integrals  # noqa: E402
 from scripts.files import InputFileError, atomic_dir, exits_on_input_error, read_json, write_depth_and_mask, write_json, write_nifti  # noqa: E402
-from scripts.geometry import STANDARD_GEOMETRY_FILE, Geometry, read_geometry, standard_ap_pose  # noqa: E402
+from scripts.geometry import STANDARD_GEOMETRY_FILE, Geometry, apply_transform, read_geometry, standard_ap_pose  # noqa: E402
 from scripts.radiograph_style import style_radiograph  # noqa: E402
 from scripts.report import bone_colour, front_back_extent, save_figure  # noqa: E402
 from scripts.volumes import BONE_LABELS, Volume, bones_center, load_label_map, read_ct, read_labels  # noqa: E402
@@ -184,11 +186,36 @@ def load_case(case: Case, label_map: dict[int, int], cfg: dict, device: torch.de
     return LoadedCase(case, ct, labels, mu, mu_affine, bones_center(labels), grids)
 
 
+def table_shift_mm(ct: Volume, world_to_camera: np.ndarray, center_ras: np.ndarray, table_mm: float, body_hu: float, reach_mm: float = 400.0) -> float:
+    """Shift (mm, along camera +z) that lays the posed patient on the table top at ``table_mm`` from the source.
+
+    The table is a plane normal to the central ray. The patient rests on it where the line along
+    camera +z (anterior -> posterior) through the object centre leaves the body (last CT voxel
+    above ``body_hu``, sampled every 1 mm over +-``reach_mm``). A CT couch above ``body_hu`` counts
+    as body: crop it from the CT first.
+    """
+    centre_cam = apply_transform(world_to_camera, np.asarray(center_ras, dtype=np.float64))
+    z = centre_cam[2] + np.arange(-reach_mm, reach_mm + 1.0, 1.0)
+    line_cam = np.column_stack([np.full_like(z, centre_cam[0]), np.full_like(z, centre_cam[1]), z])
+    ijk = np.rint(apply_transform(np.linalg.inv(ct.affine) @ np.linalg.inv(world_to_camera), line_cam)).astype(np.int64)
+    inside = np.all((ijk >= 0) & (ijk < ct.array.shape), axis=1)
+    body = np.zeros(len(z), dtype=bool)
+    body[inside] = ct.array[tuple(ijk[inside].T)] > body_hu
+    if not body.any():
+        raise InputFileError(ct.path, f"no body (HU > {body_hu:g}) on the central line through the bones' centre: cannot lay the patient on the table")
+    return float(table_mm - z[np.flatnonzero(body)[-1]])
+
+
 def render_sample(lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose: int, device: torch.device | str) -> dict:
     """Image (H, W), depth (2B, H, W), mask (B, H, W) and sample notes for one pose."""
     name = lc.case.name
-    rot, trans = pose_parameters(name, pose, seed, cfg["pose"])
-    geom = geometry.with_pose(standard_ap_pose(lc.center, cfg["source_to_object_mm"], rot, trans))
+    pose_cfg = cfg["pose"]
+    rot, trans = pose_parameters(name, pose, seed, pose_cfg)
+    world_to_camera = standard_ap_pose(lc.center, cfg["source_to_object_mm"], rot, trans)
+    if pose_cfg.get("table_mm") is not None:
+        trans[2] += table_shift_mm(lc.ct, world_to_camera, lc.center, pose_cfg["table_mm"], pose_cfg.get("body_hu", -500.0))
+        world_to_camera = standard_ap_pose(lc.center, cfg["source_to_object_mm"], rot, trans)
+    geom = geometry.with_pose(world_to_camera)
     step = cfg["drr"]["step_voxels"] * float(np.linalg.norm(lc.mu_affine[:3, :3], axis=0).min())
     drr = line_integrals(lc.mu, lc.mu_affine, geom, step)
     gen = torch.Generator().manual_seed(int(_stable_unit("style", seed, name, pose) * 2**62))
@@ -200,6 +227,7 @@ def render_sample(lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose
         "pose": pose,
         "rotation_deg": rot,
         "translation_mm": trans,
+        "table_mm": pose_cfg.get("table_mm"),
         "source_to_object_mm": cfg["source_to_object_mm"],
         "object_center_ras_mm": lc.center.tolist(),
         "absent_bones": [b for b in geom.bones if not present[b]],

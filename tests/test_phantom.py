@@ -185,3 +185,16 @@ def test_cli_writes_full_layout(tmp_path):
     with pytest.raises(SystemExit):
         main(["--n", "1", "--out", str(tmp_path / "x"), "--spacing", "-1"])
     assert not (tmp_path / "x").exists()
+
+
+def test_soft_tissue_depots_follow_the_body_habitus():
+    """Every depot rises with the habitus (lean 0 .. heavy 1) and stays in its range (docs/phantom.md)."""
+    ranges = {"fat_mm": (8, 35), "lateral_tissue_mm": (35, 75), "anterior_tissue_mm": (40, 110), "posterior_tissue_mm": (30, 55), "thigh_radius_mm": (70, 95)}
+    draws = [sample_params(s)["tissue"] for s in range(200)]
+    habitus = np.array([t["habitus"] for t in draws])
+    for key, (low, high) in ranges.items():
+        values = np.array([t[key] for t in draws])
+        assert low <= values.min() and values.max() <= high
+        unit = (values - low) / (high - low)
+        assert np.corrcoef(habitus, unit)[0, 1] > 0.9
+        assert 0.05 < np.abs(unit - habitus).mean() < 0.12  # an individual part of about 10% of the range

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from monai.data import load_decathlon_datalist
 
-from scripts.geometry import GEOMETRY_KEYS, Geometry, is_rigid
-from scripts.simulate import SPLITS, assign_splits, build_datalist, main, pose_parameters, split_counts, split_of
+from scripts.files import InputFileError
+from scripts.geometry import GEOMETRY_KEYS, Geometry, apply_transform, is_rigid, standard_ap_pose
+from scripts.simulate import SPLITS, assign_splits, build_datalist, main, pose_parameters, split_counts, split_of, table_shift_mm
+from scripts.volumes import Volume
 
 AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
 
@@ -143,3 +145,31 @@ def test_datalist_rebuild_waits_for_the_lock(tmp_path):
     worker.join(timeout=30)
     assert not worker.is_alive()
     assert json.loads((out / "datalist.json").read_text()) == {s: [] for s in SPLITS}
+
+
+@pytest.mark.parametrize("rotation", [(0.0, 0.0, 0.0), (0.0, 0.0, 14.0), (8.0, -6.0, 10.0)])
+def test_table_shift_lays_the_posterior_skin_on_the_table(rotation):
+    """Body block y in [10, 66) mm (4 mm voxels 3..16): its posterior face y = 10 mm must land on z = table."""
+    ct = -1000 * np.ones((40, 20, 30), np.int16)
+    ct[4:36, 3:17, 2:28] = 0
+    volume = Volume(ct, AFFINE, "ct.nii.gz")
+    centre = np.array([80.0, 38.0, 60.0])
+    pose = standard_ap_pose(centre, 950.0, rotation, (20.0, -10.0, 0.0))
+    shift = table_shift_mm(volume, pose, centre, 1075.0, -500.0)
+    moved = pose.copy()
+    moved[2, 3] += shift
+    centre_cam = apply_transform(moved, centre)
+    # the skin on the camera-z line through the centre: solve y(world) = 10 for that line
+    direction = np.linalg.inv(moved[:3, :3]) @ (0.0, 0.0, 1.0)
+    world = apply_transform(np.linalg.inv(moved), centre_cam)
+    lam = (10.0 - world[1]) / direction[1]
+    skin_cam = apply_transform(moved, world + lam * direction)
+    assert skin_cam[2] == pytest.approx(1075.0, abs=1.0)
+    if rotation == (0.0, 0.0, 0.0):  # centre 28 mm in front of the skin
+        assert centre_cam[2] == pytest.approx(1075.0 - 28.0, abs=1.0)
+
+
+def test_table_shift_without_body_names_the_ct():
+    volume = Volume(-1000 * np.ones((10, 10, 10), np.int16), AFFINE, "empty_ct.nii.gz")
+    with pytest.raises(InputFileError, match="empty_ct.nii.gz.*no body"):
+        table_shift_mm(volume, standard_ap_pose([20.0, 20.0, 20.0], 950.0), np.array([20.0, 20.0, 20.0]), 1075.0, -500.0)
