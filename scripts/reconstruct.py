@@ -40,6 +40,7 @@ from scripts.networks import absolute_depth, split_output
 from scripts.radiograph_io import NIFTI_SUFFIXES, RASTER_SUFFIXES, iter_radiographs, load_radiograph, output_name, read_dicom
 from scripts.report import save_reconstruction_report
 from scripts.ssm import ShapeFit, ShapeModel, fit_shape_model, load_shape_models
+from scripts.transforms import flip_bone_maps_lr
 
 BUNDLE_ROOT = Path(__file__).resolve().parent.parent
 INFERENCE_CONFIG = BUNDLE_ROOT / "configs" / "inference.yaml"
@@ -240,6 +241,20 @@ class Reconstruction:
 
 
 # ---------------------------------------------------------------------- the reconstructor
+def _average_with_mirror(parts: Mapping[str, torch.Tensor], mirrored: Mapping[str, torch.Tensor], bones: Sequence[str], faces: int) -> dict[str, torch.Tensor]:
+    """Mean of the network's maps of an image and (mirrored back) of its left-right mirror image.
+
+    The mirror image shows the mirror patient, so its maps are flipped back and its left/right bone
+    channels swapped (:func:`scripts.transforms.flip_bone_maps_lr`). The relative (CASI) depths'
+    free offsets need no matching: :meth:`DepthPrediction.absolute` re-centres the mean anyway.
+    """
+    return {
+        "depth": 0.5 * (parts["depth"] + flip_bone_maps_lr(mirrored["depth"], bones, faces)),
+        "mask_logits": 0.5 * (parts["mask_logits"] + flip_bone_maps_lr(mirrored["mask_logits"], bones, 1)),
+        "centre": 0.5 * (parts["centre"] + mirrored["centre"]),
+    }
+
+
 class Reconstructor:
     """Network + preprocessing + shape models: ``reconstructor(image, geometry) -> Reconstruction``.
 
@@ -253,6 +268,8 @@ class Reconstructor:
         min_pixels: a bone with fewer mask pixels counts as not found.
         max_depth_jump_mm: meshing depth-jump threshold (:func:`scripts.meshing.dual_face_mesh`).
         fit_kwargs: extra arguments of :func:`scripts.ssm.fit_shape_model`.
+        flip_tta: also run the network on the left-right mirror image and average (test-time
+            augmentation; twice the network time). Exact for a centred principal point.
 
     Weights and models load on first use (:meth:`load`), so a bad file surfaces as one
     :class:`InputFileError` before any output is written.
@@ -269,6 +286,7 @@ class Reconstructor:
         min_pixels: int = 10,
         max_depth_jump_mm: float = 20.0,
         fit_kwargs: Mapping | None = None,
+        flip_tta: bool = False,
     ):
         self.network_def, self.ckpt_path, self.ssm_path = network, ckpt_path, ssm_path
         self.preprocessing = preprocessing
@@ -276,6 +294,7 @@ class Reconstructor:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.min_pixels, self.max_depth_jump_mm = int(min_pixels), float(max_depth_jump_mm)
         self.fit_kwargs = dict(fit_kwargs or {})
+        self.flip_tta = bool(flip_tta)
         self.network: torch.nn.Module | None = None
         self.shape_models: dict[str, ShapeModel] | None = None
 
@@ -297,11 +316,14 @@ class Reconstructor:
         x = torch.as_tensor(x, dtype=torch.float32)[None].to(self.device)
         if tuple(x.shape[-2:]) != (net_geometry.height, net_geometry.width):
             raise ValueError(f"preprocessing gave {tuple(x.shape[-2:])}, expected (H, W) = {(net_geometry.height, net_geometry.width)}")
+        bones = len(geometry.bones)
         with torch.inference_mode():
             out = self.network(x).float()
-        bones = len(geometry.bones)
-        faces = (out.shape[1] - 1 - bones) // bones
-        parts = split_output(out, bones, faces)
+            faces = (out.shape[1] - 1 - bones) // bones
+            parts = split_output(out, bones, faces)
+            if self.flip_tta:
+                mirrored = split_output(self.network(torch.flip(x, dims=(-1,))).float(), bones, faces)
+                parts = _average_with_mirror(parts, mirrored, geometry.bones, faces)
         return DepthPrediction(
             parts["depth"][0].cpu().numpy(), torch.sigmoid(parts["mask_logits"][0]).cpu().numpy(), float(parts["centre"][0]), net_geometry
         )

@@ -114,6 +114,12 @@ def lr_swap_permutation(bones: Sequence[str]) -> list[int]:
     return perm
 
 
+def flip_bone_maps_lr(maps: torch.Tensor, bones: Sequence[str], per_bone: int) -> torch.Tensor:
+    """Bone-major maps (..., per_bone * B, H, W) mirrored along u (columns), left/right bone channels swapped."""
+    index = [per_bone * p + k for p in lr_swap_permutation(bones) for k in range(per_bone)]
+    return torch.flip(maps, dims=(-1,))[..., index, :, :]
+
+
 class RandFlipLRd(RandomizableTransform, MapTransform):
     """Geometry-aware left-right flip along u (columns), with probability ``prob``.
 
@@ -141,16 +147,13 @@ class RandFlipLRd(RandomizableTransform, MapTransform):
         if not self._do_transform:
             return d
         geom: Geometry = d[self.geometry_key]
-        perm = lr_swap_permutation(geom.bones)
         for key in self.image_keys:
             if key in d:
                 d[key] = torch.flip(d[key], dims=(-1,))
         if self.mask_key in d:
-            d[self.mask_key] = torch.flip(d[self.mask_key], dims=(-1,))[perm]
+            d[self.mask_key] = flip_bone_maps_lr(d[self.mask_key], geom.bones, 1)
         if self.depth_key in d:
-            faces = d[self.depth_key].shape[0] // len(perm)
-            depth_perm = [faces * p + f for p in perm for f in range(faces)]
-            d[self.depth_key] = torch.flip(d[self.depth_key], dims=(-1,))[depth_perm]
+            d[self.depth_key] = flip_bone_maps_lr(d[self.depth_key], geom.bones, d[self.depth_key].shape[0] // len(geom.bones))
         d[self.geometry_key] = geom.flipped_lr()
         return d
 
