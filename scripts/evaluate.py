@@ -134,11 +134,11 @@ def prior_centre_depth(dataset_dir: PathLike, split: str = "training") -> dict[i
 
 
 # ---------------------------------------------------------------------- scoring
-def depth_mae(pred: np.ndarray, sample: Sample, faces: int, bones: Sequence[str]) -> dict[str, float]:
-    """Per bone MAE (mm) of shifted predicted depth (faces*B, H, W) over the true masked pixels."""
-    depth = sample.depth if faces == 2 else sample.depth[0::2]
-    valid = true_face_mask(sample.depth, sample.mask, faces)
-    err = np.abs(pred - depth)
+def depth_mae(pred: np.ndarray, true_depth: np.ndarray, valid: np.ndarray, bones: Sequence[str]) -> dict[str, float]:
+    """Per bone MAE (mm) of shifted predicted depth (faces*B, H, W) against the true depth of the same channels
+    over their ``valid`` pixels (:func:`true_face_mask`)."""
+    faces = pred.shape[0] // len(bones)
+    err = np.abs(pred - true_depth)
     return {bone: float(err[faces * b : faces * (b + 1)][valid[faces * b : faces * (b + 1)]].mean()) if valid[faces * b : faces * (b + 1)].any() else float("nan") for b, bone in enumerate(bones)}
 
 
@@ -172,7 +172,7 @@ def evaluate_sample(
         dice = mask_dice(pred.mask, sample.mask, bones)
         for shift, (centre, weights) in shifts.items():
             rec = reconstructor.reconstruct(pred, centre, weights)
-            mae = depth_mae(pred.absolute(centre, weights, masked=False), sample, faces, bones)
+            mae = depth_mae(pred.absolute(centre, weights, masked=False), true_depth, valid, bones)
             completed = rec.completed
             if shift == "centre" and completed:
                 shown = {"meshes": completed, "truth": sample.meshes, "variant": f"{network}_ssm"}

@@ -194,16 +194,17 @@ def table_shift_mm(ct: Volume, world_to_camera: np.ndarray, center_ras: np.ndarr
     above ``body_hu``, sampled every 1 mm over +-``reach_mm``). A CT couch above ``body_hu`` counts
     as body: crop it from the CT first.
     """
-    centre_cam = apply_transform(world_to_camera, np.asarray(center_ras, dtype=np.float64))
-    z = centre_cam[2] + np.arange(-reach_mm, reach_mm + 1.0, 1.0)
-    line_cam = np.column_stack([np.full_like(z, centre_cam[0]), np.full_like(z, centre_cam[1]), z])
-    ijk = np.rint(apply_transform(np.linalg.inv(ct.affine) @ np.linalg.inv(world_to_camera), line_cam)).astype(np.int64)
+    centre = np.asarray(center_ras, dtype=np.float64)
+    offsets = np.arange(-reach_mm, reach_mm + 1.0, 1.0)
+    camera_z_in_world = np.asarray(world_to_camera, dtype=np.float64)[2, :3]  # third row of the rotation
+    ijk = np.rint(apply_transform(np.linalg.inv(ct.affine), centre + offsets[:, None] * camera_z_in_world)).astype(np.int64)
     inside = np.all((ijk >= 0) & (ijk < ct.array.shape), axis=1)
-    body = np.zeros(len(z), dtype=bool)
+    body = np.zeros(len(offsets), dtype=bool)
     body[inside] = ct.array[tuple(ijk[inside].T)] > body_hu
     if not body.any():
         raise InputFileError(ct.path, f"no body (HU > {body_hu:g}) on the central line through the bones' centre: cannot lay the patient on the table")
-    return float(table_mm - z[np.flatnonzero(body)[-1]])
+    skin_z = apply_transform(world_to_camera, centre)[2] + offsets[np.flatnonzero(body)[-1]]
+    return float(table_mm - skin_z)
 
 
 def render_sample(lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose: int, device: torch.device | str) -> dict:

@@ -18,11 +18,17 @@ from scripts.volumes import Volume
 AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
 
 
-def make_case(folder, with_femur_right=True):
-    """Body block (0 HU) in air with a pelvis slab and femur rods, 4 mm voxels."""
-    folder.mkdir(parents=True)
+def body_block_ct():
+    """Body block (0 HU) in air, 4 mm voxels (AFFINE): voxels [4:36, 3:17, 2:28], so RAS y in [10, 66) mm."""
     ct = -1000 * np.ones((40, 20, 30), np.int16)
     ct[4:36, 3:17, 2:28] = 0
+    return ct
+
+
+def make_case(folder, with_femur_right=True):
+    """:func:`body_block_ct` with a pelvis slab and femur rods, 4 mm voxels."""
+    folder.mkdir(parents=True)
+    ct = body_block_ct()
     lab = np.zeros(ct.shape, np.uint8)
     lab[8:32, 8:12, 18:24] = 1
     lab[10:14, 8:12, 4:16] = 3  # RAS +x is patient right
@@ -150,9 +156,7 @@ def test_datalist_rebuild_waits_for_the_lock(tmp_path):
 @pytest.mark.parametrize("rotation", [(0.0, 0.0, 0.0), (0.0, 0.0, 14.0), (8.0, -6.0, 10.0)])
 def test_table_shift_lays_the_posterior_skin_on_the_table(rotation):
     """Body block y in [10, 66) mm (4 mm voxels 3..16): its posterior face y = 10 mm must land on z = table."""
-    ct = -1000 * np.ones((40, 20, 30), np.int16)
-    ct[4:36, 3:17, 2:28] = 0
-    volume = Volume(ct, AFFINE, "ct.nii.gz")
+    volume = Volume(body_block_ct(), AFFINE, "ct.nii.gz")
     centre = np.array([80.0, 38.0, 60.0])
     pose = standard_ap_pose(centre, 950.0, rotation, (20.0, -10.0, 0.0))
     shift = table_shift_mm(volume, pose, centre, 1075.0, -500.0)
