@@ -8,7 +8,10 @@ voxelisation (ray parity along z through voxel centres) of the meshes; meshes co
 
 CLI::
 
-    python -m scripts.phantom --n N --out DIR --seed S [--spacing MM]
+    python -m scripts.phantom --n N --out DIR --seed S [--start K] [--spacing MM]
+
+``--start K`` writes cases ``K .. K+N-1`` of the seed's cohort (``case_{K:04d}`` ...): the same
+subjects a cohort of ``K+N`` would hold, so a cohort can be extended without touching its cases.
 """
 
 from __future__ import annotations
@@ -308,9 +311,9 @@ def write_case(case: PhantomCase, out_dir: str | Path) -> None:
         save_preview(case, tmp / "preview.png")
 
 
-def case_seeds(n: int, seed: int) -> list[int]:
-    """Per-case seeds of a cohort, derived from the cohort ``seed``."""
-    return [int(s) for s in np.random.SeedSequence(seed).generate_state(n, dtype=np.uint32)]
+def case_seeds(n: int, seed: int, start: int = 0) -> list[int]:
+    """Seeds of cases ``start .. start+n-1`` of the cohort drawn from ``seed`` (a prefix never changes)."""
+    return [int(s) for s in np.random.SeedSequence(seed).generate_state(start + n, dtype=np.uint32)[start:]]
 
 
 def _write_one(task: tuple[int, Path, float]) -> Path:
@@ -319,10 +322,10 @@ def _write_one(task: tuple[int, Path, float]) -> Path:
     return folder
 
 
-def generate_cohort(n: int, out: str | Path, seed: int = 0, spacing_mm: float = 1.0, workers: int = 1) -> list[Path]:
-    """Write ``n`` cases to ``out/case_XXXX`` with ``workers`` processes; returns their folders."""
+def generate_cohort(n: int, out: str | Path, seed: int = 0, spacing_mm: float = 1.0, workers: int = 1, start: int = 0) -> list[Path]:
+    """Write cases ``start .. start+n-1`` to ``out/case_XXXX`` with ``workers`` processes; returns their folders."""
     out = Path(out)
-    tasks = [(case_seed, out / f"case_{i:04d}", spacing_mm) for i, case_seed in enumerate(case_seeds(n, seed))]
+    tasks = [(case_seed, out / f"case_{start + i:04d}", spacing_mm) for i, case_seed in enumerate(case_seeds(n, seed, start))]
     progress = dict(total=n, desc="phantom cases", unit="case")
     if workers <= 1:
         return [_write_one(t) for t in tqdm(tasks, **progress)]
@@ -337,12 +340,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, required=True, help="number of cases")
     parser.add_argument("--out", required=True, help="output folder (case_XXXX/ inside)")
     parser.add_argument("--seed", type=int, default=0, help="cohort seed")
+    parser.add_argument("--start", type=int, default=0, help="index of the first case (extends a cohort: --start 48 after --n 48)")
     parser.add_argument("--spacing", type=float, default=1.0, help="isotropic voxel spacing, mm")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes (each holds one case, about 2 GiB at 1 mm)")
     args = parser.parse_args(argv)
-    if args.n < 1 or not (args.spacing > 0) or args.workers < 1:
-        parser.error("--n and --workers must be >= 1 and --spacing > 0")
-    generate_cohort(args.n, args.out, args.seed, args.spacing, args.workers)
+    if args.n < 1 or args.start < 0 or not (args.spacing > 0) or args.workers < 1:
+        parser.error("--n and --workers must be >= 1, --start >= 0 and --spacing > 0")
+    generate_cohort(args.n, args.out, args.seed, args.spacing, args.workers, args.start)
     return 0
 
 

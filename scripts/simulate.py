@@ -6,7 +6,11 @@ and rebuilds ``OUT/datalist.json`` (MONAI datalist, split by case) from all comp
 CLI::
 
     python -m scripts.simulate --ct CT --labels LABELS --out DIR --poses K --seed S
-    python -m scripts.simulate --cases COHORT_DIR --out DIR --poses K [--shard i/n] [--workers N]
+    python -m scripts.simulate --cases COHORT_DIR --out DIR --poses K [--shard i/n] [--workers N] [--split LIST]
+
+A case's datalist list is decided when its samples are rendered and recorded in their
+``sample.json`` (``split``): ``--split`` names it (e.g. an extra training-only cohort), otherwise
+the configured fractions assign it. Rebuilding the datalist never moves a rendered sample.
 
 Pose k: the standard AP pose (bones' bounding-box centre on the central ray at
 ``source_to_object_mm`` from the geometry JSON) perturbed by rotations (degrees, camera axes,
@@ -207,8 +211,8 @@ def table_shift_mm(ct: Volume, world_to_camera: np.ndarray, center_ras: np.ndarr
     return float(table_mm - skin_z)
 
 
-def render_sample(lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose: int, device: torch.device | str) -> dict:
-    """Image (H, W), depth (2B, H, W), mask (B, H, W) and sample notes for one pose."""
+def render_sample(lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose: int, device: torch.device | str, split: str) -> dict:
+    """Image (H, W), depth (2B, H, W), mask (B, H, W) and sample notes (``split``: its datalist list) for one pose."""
     name = lc.case.name
     pose_cfg = cfg["pose"]
     rot, trans = pose_parameters(name, pose, seed, pose_cfg)
@@ -226,6 +230,7 @@ def render_sample(lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose
     notes = {
         "case": name,
         "pose": pose,
+        "split": split,
         "rotation_deg": rot,
         "translation_mm": trans,
         "table_mm": pose_cfg.get("table_mm"),
@@ -281,8 +286,8 @@ def write_sample(out_dir: Path, name: str, sample: dict, meshes: dict[str, str])
 def build_datalist(out_dir: str | Path, seed: int, fractions: dict[str, float], cases: Sequence[str] | None = None) -> dict:
     """Rebuild ``out_dir/datalist.json`` from every complete sample folder; split by case.
 
-    With the cohort's case names ``cases`` the split is :func:`assign_splits` (every split with a
-    positive fraction gets a case when there are enough), otherwise :func:`split_of` per case.
+    A sample goes to the list recorded in its ``sample.json`` (``split``). Samples without one
+    (rendered before it was recorded) follow :func:`case_splits`.
     Concurrent rebuilds (shards finishing together) are serialised by an exclusive ``fcntl.flock``
     on ``out_dir/.datalist.lock``; the file itself is written atomically.
     """
@@ -295,13 +300,24 @@ def build_datalist(out_dir: str | Path, seed: int, fractions: dict[str, float], 
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def case_splits(names: Sequence[str], seed: int, fractions: dict[str, float], cohort: Sequence[str] | None = None) -> dict[str, str]:
+    """List of each case in ``names``: :func:`assign_splits` over the ``cohort`` when it holds the
+    case (every list with a positive fraction gets a case when there are enough), else :func:`split_of`."""
+    known = assign_splits(cohort, seed, fractions) if cohort else {}
+    return {c: known.get(c) or split_of(c, seed, fractions) for c in names}
+
+
 def _rebuild_datalist(out_dir: Path, seed: int, fractions: dict[str, float], cases: Sequence[str] | None) -> dict:
-    known = assign_splits(cases, seed, fractions) if cases else {}
     lists: dict[str, list] = {s: [] for s in SPLITS}
+    samples = []
     for d in sorted(p for p in out_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if not all((d / f).exists() for f in SAMPLE_FILES):
-            continue
-        notes = read_json(d / "sample.json")
+        if all((d / f).exists() for f in SAMPLE_FILES):
+            samples.append((d, read_json(d / "sample.json")))
+    fallback = case_splits([n["case"] for _, n in samples if not n.get("split")], seed, fractions, cases)
+    for d, notes in samples:
+        split = notes.get("split") or fallback[notes["case"]]
+        if split not in SPLITS:
+            raise InputFileError(d / "sample.json", f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
         entry = {
             "image": f"{d.name}/image.nii.gz",
             "depth": f"{d.name}/depth.nii.gz",
@@ -312,7 +328,7 @@ def _rebuild_datalist(out_dir: Path, seed: int, fractions: dict[str, float], cas
         }
         if notes.get("meshes"):
             entry["meshes"] = notes["meshes"]
-        lists[known.get(notes["case"]) or split_of(notes["case"], seed, fractions)].append(entry)
+        lists[split].append(entry)
     for entries in lists.values():
         entries.sort(key=lambda e: (e["case"], e["pose"]))
     write_json(out_dir / "datalist.json", lists)
@@ -325,7 +341,7 @@ _LOADED: dict[str, LoadedCase] = {}
 
 def _run(task: tuple) -> tuple[str, str | None]:
     """Worker: render and write one (case, pose); returns (sample name, error line or None)."""
-    case, pose, out_dir, seed, cfg, geometry, label_map, device, overwrite = task
+    case, split, pose, out_dir, seed, cfg, geometry, label_map, device, overwrite = task
     name = f"{case.name}_p{pose}"
     if not overwrite and all((out_dir / name / f).exists() for f in SAMPLE_FILES):
         return name, None
@@ -333,7 +349,7 @@ def _run(task: tuple) -> tuple[str, str | None]:
         if case.name not in _LOADED:
             _LOADED.clear()
             _LOADED[case.name] = load_case(case, label_map, cfg, device)
-        sample = render_sample(_LOADED[case.name], geometry, cfg, seed, pose, device)
+        sample = render_sample(_LOADED[case.name], geometry, cfg, seed, pose, device, split)
         meshes = {b: os.path.relpath(p, out_dir) for b, p in case.meshes.items()}
         write_sample(out_dir, name, sample, meshes)
     except InputFileError as e:
@@ -358,18 +374,22 @@ def simulate(
     device: str | None = None,
     overwrite: bool = False,
     cohort: Sequence[str] | None = None,
+    split: str | None = None,
 ) -> tuple[dict, list[str]]:
     """Simulate ``poses`` samples per case into ``out_dir``; returns (datalist, error lines).
 
-    ``cohort``: names of all cases of the cohort (all shards), for :func:`assign_splits`; without it
-    each case's split is :func:`split_of`.
+    ``split``: the datalist list of every case of this run; without it :func:`case_splits` over the
+    ``cohort`` (names of all cases of the cohort, all shards) assigns them.
     """
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = {**(cfg or load_config()), "source_to_object_mm": float(source_to_object_mm)}
     geometry = geometry or Geometry.standard()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    tasks = [(c, k, out_dir, seed, cfg, geometry, label_map or load_label_map(None), device, overwrite) for c in cases for k in range(poses)]
+    splits = {c.name: split for c in cases} if split else case_splits([c.name for c in cases], seed, cfg["split"], cohort)
+    tasks = [(c, splits[c.name], k, out_dir, seed, cfg, geometry, label_map or load_label_map(None), device, overwrite) for c in cases for k in range(poses)]
     errors: list[str] = []
     failed_cases: set[str] = set()
     with tqdm(total=len(tasks), desc="simulate", unit="sample") as bar:
@@ -388,8 +408,7 @@ def simulate(
         if pool is not None:
             pool.close()
             pool.join()
-    fractions = cfg["split"]
-    return build_datalist(out_dir, seed, fractions, cohort), errors
+    return build_datalist(out_dir, seed, cfg["split"], cohort), errors
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -421,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--device", default=None, help="torch device (default cuda when available)")
     parser.add_argument("--overwrite", action="store_true", help="re-render samples that already exist")
+    parser.add_argument("--split", choices=SPLITS, default=None, help="put every case of this run in this datalist list (e.g. extra training-only subjects); default: the configured fractions")
     args = parser.parse_args(argv)
     if args.ct and not args.labels:
         parser.error("--ct needs --labels")
@@ -430,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     cases = [Case(case_name_of(args.ct), Path(args.ct), Path(args.labels))] if args.ct else find_cases(args.cases)
     i, n = args.shard
     cohort = [c.name for c in cases] if args.cases else None
-    _, errors = simulate(cases[i::n], args.out, args.poses, args.seed, cfg, geometry, s2o, label_map, args.workers, args.device, args.overwrite, cohort)
+    _, errors = simulate(cases[i::n], args.out, args.poses, args.seed, cfg, geometry, s2o, label_map, args.workers, args.device, args.overwrite, cohort, args.split)
     for e in errors:
         print(e, file=sys.stderr)
     return 1 if errors else 0

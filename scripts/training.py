@@ -1,4 +1,4 @@
-"""Small helpers the training configs call: datalist loading, resume checkpoint lookup, progress bar."""
+"""Small helpers the training configs call: datalist loading, resume checkpoint lookup and best-model memory, progress bar."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ignite.engine import Engine
 from ignite.handlers.tqdm_logger import ProgressBar
-from monai.handlers import from_engine
+from monai.engines import Workflow
+from monai.handlers import CheckpointSaver, from_engine
 
 from scripts.files import InputFileError, PathLike, read_json
 
@@ -52,3 +53,31 @@ class LossProgressBar(ProgressBar):
         """Attach to ``engine``, showing the ``loss`` of each iteration unless an ``output_transform`` is given."""
         kwargs.setdefault("output_transform", lambda out: {"loss": from_engine(["loss"], first=True)(out)})
         super().attach(engine, *args, **kwargs)
+
+
+class BestModelMemory:
+    """Checkpointable memory of the best validation so far: the evaluator's ``best_metric`` and
+    ``best_metric_epoch`` and the key-metric list of its best-model ``CheckpointSaver``.
+
+    Saved in every ``checkpoint_epoch=N.pt`` and restored on resume, so the first validation after
+    an interruption replaces the best model only when it beats the epochs before the interruption.
+    """
+
+    def __init__(self, evaluator: Workflow, saver: CheckpointSaver):
+        self.evaluator, self.saver = evaluator, saver
+
+    def state_dict(self) -> dict:
+        """The best metric, its epoch and the saver's key-metric list (ignite ``Checkpoint`` state)."""
+        tracked = self.saver._key_metric_checkpoint  # MONAI exposes loading it, not saving it
+        return {
+            "best_metric": self.evaluator.state.best_metric,
+            "best_metric_epoch": self.evaluator.state.best_metric_epoch,
+            "saver": tracked.state_dict() if tracked is not None else None,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.evaluator.state.best_metric = state["best_metric"]
+        self.evaluator.state.best_metric_epoch = state["best_metric_epoch"]
+        if state["saver"] is not None:
+            self.saver.load_state_dict(state["saver"])

@@ -200,12 +200,15 @@ def test_soft_tissue_depots_follow_the_body_habitus():
         assert 0.05 < np.abs(unit - habitus).mean() < 0.12  # an individual part of about 10% of the range
 
 
-def test_parallel_cohort_matches_serial(tmp_path):
-    """--workers 2 writes the same cases (same seeds, same folders) as one process."""
+def test_parallel_and_extended_cohorts_match_serial(tmp_path):
+    """--workers 2 writes the same cases (same seeds, same folders) as one process, and --start 1
+    writes the second case of that cohort without the first."""
     assert main(["--n", "2", "--out", str(tmp_path / "serial"), "--seed", "7", "--spacing", "6"]) == 0
     assert main(["--n", "2", "--out", str(tmp_path / "parallel"), "--seed", "7", "--spacing", "6", "--workers", "2"]) == 0
-    for case in ("case_0000", "case_0001"):
-        serial, parallel = (json.loads((tmp_path / run / case / "params.json").read_text()) for run in ("serial", "parallel"))
-        assert serial == parallel
-        a, b = (nib.load(str(tmp_path / run / case / "labels.nii.gz")).get_fdata() for run in ("serial", "parallel"))
+    assert main(["--n", "1", "--start", "1", "--out", str(tmp_path / "extended"), "--seed", "7", "--spacing", "6"]) == 0
+    assert sorted(p.name for p in (tmp_path / "extended").iterdir()) == ["case_0001"]
+    for run, case in (("parallel", "case_0000"), ("parallel", "case_0001"), ("extended", "case_0001")):
+        serial, other = (json.loads((tmp_path / r / case / "params.json").read_text()) for r in ("serial", run))
+        assert serial == other
+        a, b = (nib.load(str(tmp_path / r / case / "labels.nii.gz")).get_fdata() for r in ("serial", run))
         np.testing.assert_array_equal(a, b)

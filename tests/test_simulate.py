@@ -90,6 +90,21 @@ def test_cohort_samples_datalist_and_shards(tmp_path, small_geometry):
     assert (sample / "preview.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_extra_cohort_joins_one_list_and_rendered_samples_keep_theirs(tmp_path, small_geometry):
+    """--split puts a later cohort's cases in one list; the earlier cases stay where they were rendered."""
+    for i in range(3):
+        make_case(tmp_path / "cohort" / f"case_{i:04d}")
+    make_case(tmp_path / "extra" / "case_0003")
+    out, common = tmp_path / "out", ["--poses", "1", "--seed", "3", "--geometry", str(small_geometry)]
+    assert main(["--cases", str(tmp_path / "cohort"), "--out", str(out)] + common) == 0
+    first = {e["case"]: s for s, entries in json.loads((out / "datalist.json").read_text()).items() for e in entries}
+    assert sorted(first.values()) == ["test", "training", "validation"]  # 3 cases fill the three lists
+    assert main(["--cases", str(tmp_path / "extra"), "--out", str(out), "--split", "validation"] + common) == 0
+    second = {e["case"]: s for s, entries in json.loads((out / "datalist.json").read_text()).items() for e in entries}
+    assert second == {**first, "case_0003": "validation"}
+    assert json.loads((out / "case_0003_p0" / "sample.json").read_text())["split"] == "validation"
+
+
 def test_poses_are_seeded_and_within_ranges():
     cfg = {"rotation_deg": [10, 10, 15], "translation_mm": [30, 30, 50]}
     a = pose_parameters("case_0000", 3, 7, cfg)

@@ -14,6 +14,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.bundle import ConfigWorkflow
 
+from scripts.config_flags import as_flag
 from scripts.files import InputFileError
 from scripts.metrics import DepthMAE, MaskDice
 from scripts.networks import DualFaceDepthNet, absolute_depth, split_output
@@ -148,6 +149,29 @@ def test_resume_continues_from_saved_epoch(dataset, tmp_path):
     assert latest_checkpoint(run).endswith("checkpoint_epoch=3.pt")
 
 
+def test_resume_remembers_the_best_validation(dataset, tmp_path):
+    """After an interruption the best model is replaced only by a better validation than before it."""
+    run = tmp_path / "run"
+    first = workflow(dataset, run, epochs=3)
+    first.trainer.add_event_handler(Events.EPOCH_COMPLETED(once=1), lambda e: e.terminate())
+    first.run()
+    first.finalize()
+    saved = torch.load(latest_checkpoint(run), map_location="cpu", weights_only=False)
+    assert saved["best_model"]["best_metric_epoch"] == 1
+    tracked = saved["best_model"]["saver"]  # ignite Checkpoint state: {key: [(priority, filename)]}
+    assert sum(len(items) for items in tracked.values()) == 1  # one best model kept
+    # pretend epoch 1 validated at 1 um: no later epoch can beat it (priority = -metric, lower is better)
+    saved["best_model"] = {"best_metric": 1e-3, "best_metric_epoch": 1, "saver": {k: [(-1e-3, f) for _, f in v] for k, v in tracked.items()}}
+    torch.save(saved, latest_checkpoint(run))
+    best = (run / "models" / "model.pt").read_bytes()
+    second = workflow(dataset, run, epochs=3)
+    second.run()
+    second.finalize()
+    assert (run / "models" / "model.pt").read_bytes() == best
+    evaluator = second.parser.get_parsed_content("validate#evaluator")
+    assert (evaluator.state.best_metric, evaluator.state.best_metric_epoch) == (1e-3, 1)
+
+
 @pytest.mark.parametrize("variant,depth_channels", [("configs/variants/single_face.yaml", 3), ("configs/variants/absolute_si.yaml", 6)])
 def test_variants(dataset, tmp_path, variant, depth_channels):
     wf = workflow(dataset, tmp_path / "run", configs=(variant,), epochs=1)
@@ -158,6 +182,30 @@ def test_variants(dataset, tmp_path, variant, depth_channels):
     wf.run()
     wf.finalize()
     assert (tmp_path / "run" / "model.pt").exists()  # variants keep their best model in their own run folder
+
+
+def test_command_line_false_switches_flags_off(dataset, tmp_path):
+    """``--casi_per_channel false`` reaches the config as the string "false" (Python Fire): it must mean off."""
+    for run in ("off", "on"):
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "checkpoint_epoch=1.pt").write_bytes(b"")  # found only when resuming
+    off = workflow(dataset, tmp_path / "off", epochs=1, casi_per_channel="false", center_align="False", resume="false")
+    loss = off.parser.get_parsed_content("loss").depth_loss
+    assert loss.per_channel is False and loss.center_align is False
+    assert off.parser.get_parsed_content("resume_checkpoint") is None
+    on = workflow(dataset, tmp_path / "on", epochs=1, casi_per_channel="true", resume="true")
+    assert on.parser.get_parsed_content("loss").depth_loss.per_channel is True
+    assert on.parser.get_parsed_content("resume_checkpoint").endswith("checkpoint_epoch=1.pt")
+
+
+@pytest.mark.parametrize("value,expected", [(True, True), (False, False), (0, False), (1, True), ("false", False), ("TRUE", True), (" off ", False), ("yes", True)])
+def test_as_flag(value, expected):
+    assert as_flag(value) is expected
+
+
+def test_as_flag_names_the_key():
+    with pytest.raises(ValueError, match="flip_tta must be true or false, got 'maybe'"):
+        as_flag("maybe", "flip_tta")
 
 
 def _free_port() -> int:
