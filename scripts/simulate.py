@@ -440,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--device", default=None, help="torch device (default cuda when available)")
     parser.add_argument("--overwrite", action="store_true", help="re-render samples that already exist")
-    parser.add_argument("--split", choices=SPLITS, default=None, help="put every case of this run in this datalist list (e.g. extra training-only subjects); default: the configured fractions")
+    parser.add_argument("--split", choices=SPLITS, default=None, help="datalist list of every sample this run renders, e.g. extra training-only subjects (samples already rendered keep theirs); default: the configured fractions")
     args = parser.parse_args(argv)
     if args.ct and not args.labels:
         parser.error("--ct needs --labels")
