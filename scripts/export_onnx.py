@@ -22,8 +22,9 @@ import numpy as np
 import torch
 import yaml
 
+from scripts.checkpoints import load_network
 from scripts.files import PathLike, atomic_path, exits_on_input_error
-from scripts.reconstruct import INFERENCE_CONFIG, bundle_config, load_network
+from scripts.reconstruct import INFERENCE_CONFIG, bundle_config
 
 
 def network_from_config(

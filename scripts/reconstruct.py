@@ -2,7 +2,7 @@
 
 Pipeline pieces (each usable alone):
 
-1. :func:`load_network` - checkpoint (state dict, ``torch.load(weights_only=True)``) or TorchScript;
+1. :func:`scripts.checkpoints.load_network` - checkpoint (state dict, ``torch.load(weights_only=True)``) or TorchScript;
 2. :meth:`Reconstructor.predict` - the network at its trained size (image area-resized, geometry
    :meth:`Geometry.resized`, same preprocessing as training) -> :class:`DepthPrediction` with
    relative (shift-free) depths, mask probabilities and the centre-depth estimate;
@@ -21,8 +21,6 @@ from __future__ import annotations
 import functools
 import sys
 import time
-import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -33,6 +31,7 @@ import trimesh
 from monai.bundle import ConfigParser
 from tqdm import tqdm
 
+from scripts.checkpoints import load_network
 from scripts.files import InputFileError, PathLike, atomic_dir, remove_partials, write_depth_and_mask, write_json
 from scripts.geometry import Geometry, GeometryError
 from scripts.meshing import dual_face_mesh, grid_triangles, masked_points
@@ -46,57 +45,6 @@ BUNDLE_ROOT = Path(__file__).resolve().parent.parent
 INFERENCE_CONFIG = BUNDLE_ROOT / "configs" / "inference.yaml"
 OUTPUT_FILES = ("depth.nii.gz", "mask.nii.gz", "result.json", "report.png")
 FRAME = "camera (mm): origin at the X-ray focal spot, +x image columns, +y image rows, +z toward the detector"
-
-
-# ---------------------------------------------------------------------- network loading
-def _is_torchscript(path: Path) -> bool:
-    try:
-        with zipfile.ZipFile(path) as z:
-            return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
-
-
-def load_network(path: PathLike, network: torch.nn.Module | None, device: torch.device | str = "cpu") -> torch.nn.Module:
-    """Network with the weights of ``path`` in eval mode on ``device``.
-
-    ``path`` is a state dict (``torch.load(weights_only=True)``; a ``{"model": state_dict}`` wrapper is
-    accepted) loaded into ``network``, or a TorchScript archive (``torch.jit.load``; ``network`` unused).
-
-    Raises:
-        InputFileError: missing, empty or unreadable file, or weights that do not fit ``network``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(path, "checkpoint not found")
-    if path.stat().st_size == 0:
-        raise InputFileError(path, "checkpoint file is empty")
-    if _is_torchscript(path):
-        try:
-            return torch.jit.load(str(path), map_location=device).eval()
-        except Exception as e:  # torch raises many types for corrupt archives
-            raise InputFileError(path, f"unreadable TorchScript model ({type(e).__name__}: {e})") from None
-    if network is None:
-        raise InputFileError(path, "a state-dict checkpoint needs the network definition (network_def)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. pickle-protocol notes on foreign files: the error below says it
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle/zip errors of corrupt or foreign files
-        raise InputFileError(path, f"unreadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-    if isinstance(state, Mapping) and set(state) == {"model"}:
-        state = state["model"]
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise InputFileError(path, "not a network state dict (expected parameter name -> tensor)")
-    own = network.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    differ = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or differ:
-        parts = [f"{label} {names[:3]}{' ...' if len(names) > 3 else ''}" for label, names in
-                 (("shapes differ for", differ), ("missing", missing), ("unexpected", unexpected)) if names]
-        raise InputFileError(path, "checkpoint from another bundle version or network configuration: " + "; ".join(parts))
-    network.load_state_dict(state)
-    return network.to(device).eval()
 
 
 # ---------------------------------------------------------------------- predictions

@@ -17,12 +17,13 @@ import onnxruntime
 import pytest
 import torch
 
+from scripts.checkpoints import load_network
 from scripts.export_onnx import main as export_onnx_main
 from scripts.export_onnx import network_from_config
 from scripts.files import InputFileError
 from scripts.geometry import Geometry
 from scripts.networks import DualFaceDepthNet
-from scripts.reconstruct import build_reconstructor, load_network
+from scripts.reconstruct import build_reconstructor
 
 ROOT = Path(__file__).resolve().parent.parent
 FEATURES = [4, 4, 8, 8, 16, 4]

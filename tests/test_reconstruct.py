@@ -18,10 +18,11 @@ import trimesh
 import yaml
 from monai.bundle import ConfigParser
 
+from scripts.checkpoints import load_network
 from scripts.files import InputFileError
 from scripts.geometry import Geometry
 from scripts.networks import DualFaceDepthNet
-from scripts.reconstruct import Reconstructor, load_network, oracle_prediction, reconstruct_image
+from scripts.reconstruct import Reconstructor, oracle_prediction, reconstruct_image
 from scripts.surface_metrics import point_to_surface, surface_metrics
 from tests.helpers import FAST_FIT, FEATURES, ROOT, make_dataset, run_bundle
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,7 @@ from tests.helpers import ROOT, write_sphere_dataset
 
 TRAIN = str(ROOT / "configs" / "train.yaml")
 META = str(ROOT / "configs" / "metadata.json")
+EXIT_ABORT = "terminate called without an active exception"
 TINY = {"image_size": 64, "batch_size": 2, "val_batch_size": 2, "features": [4, 4, 8, 8, 16, 4]}
 
 
@@ -172,6 +175,53 @@ def test_resume_remembers_the_best_validation(dataset, tmp_path):
     assert (evaluator.state.best_metric, evaluator.state.best_metric_epoch) == (1e-3, 1)
 
 
+def _weights_at_first_epoch(wf: ConfigWorkflow) -> dict:
+    """Run ``wf`` and return the network's weights as its first epoch starts."""
+    net, seen = wf.parser.get_parsed_content("network_def"), {}
+    wf.trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: seen or seen.update({k: v.clone() for k, v in net.state_dict().items()}))
+    wf.run()
+    wf.finalize()
+    return seen
+
+
+def test_pretrained_weights_start_the_training(dataset, tmp_path):
+    torch.manual_seed(7)  # not the config's seed: a fresh start differs
+    start = DualFaceDepthNet(features=TINY["features"]).state_dict()
+    torch.save(start, tmp_path / "pre.pt")
+    fresh = _weights_at_first_epoch(workflow(dataset, tmp_path / "fresh", epochs=1))
+    assert not torch.equal(fresh["conv_0.conv_0.conv.weight"], start["conv_0.conv_0.conv.weight"])
+    tuned = _weights_at_first_epoch(workflow(dataset, tmp_path / "tuned", epochs=1, pretrained=str(tmp_path / "pre.pt")))
+    assert tuned.keys() == start.keys() and all(torch.equal(tuned[k], start[k]) for k in start)
+    # a training checkpoint ({"model": ..., "optimizer": ...}) serves too
+    ckpt = torch.load(latest_checkpoint(tmp_path / "fresh"), map_location="cpu")
+    again = _weights_at_first_epoch(workflow(dataset, tmp_path / "again", epochs=1, pretrained=latest_checkpoint(tmp_path / "fresh")))
+    assert all(torch.equal(again[k], ckpt["model"][k]) for k in start)
+    # resuming continues from the run's own checkpoint (after epoch 1), not from the pretrained weights
+    after_first = torch.load(latest_checkpoint(tmp_path / "tuned"), map_location="cpu")["model"]
+    resumed = _weights_at_first_epoch(workflow(dataset, tmp_path / "tuned", epochs=2, pretrained=str(tmp_path / "pre.pt")))
+    assert all(torch.equal(resumed[k], after_first[k]) for k in start)
+    assert not torch.equal(resumed["conv_0.conv_0.conv.weight"], start["conv_0.conv_0.conv.weight"])
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The innermost exception of a chain (MONAI wraps errors raised inside config expressions)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return error
+
+
+@pytest.mark.parametrize("name,match", [("wide.pt", "network configuration"), ("model.ts", "TorchScript"), ("missing.pt", "not found")])
+def test_pretrained_weights_that_do_not_fit_name_the_file(dataset, tmp_path, name, match):
+    if name == "wide.pt":
+        torch.save(DualFaceDepthNet(features=[8, 8, 16, 16, 32, 8]).state_dict(), tmp_path / name)
+    elif name == "model.ts":
+        torch.jit.script(DualFaceDepthNet(features=TINY["features"])).save(str(tmp_path / name))
+    with pytest.raises(Exception) as info:
+        workflow(dataset, tmp_path / "run", epochs=1, pretrained=str(tmp_path / name)).run()
+    cause = _root_cause(info.value)
+    assert isinstance(cause, InputFileError) and name in str(cause) and match in str(cause)
+
+
 @pytest.mark.parametrize("variant,depth_channels", [("configs/variants/single_face.yaml", 3), ("configs/variants/absolute_si.yaml", 6)])
 def test_variants(dataset, tmp_path, variant, depth_channels):
     wf = workflow(dataset, tmp_path / "run", configs=(variant,), epochs=1)
@@ -222,8 +272,15 @@ def test_ddp_two_processes_cpu(dataset, tmp_path):
         "--meta_file", META, "--dataset_dir", str(dataset), "--output_dir", str(run), "--ckpt_dir", str(run / "models"),
         "--epochs", "2", "--batch_size", "1", "--image_size", "64", "--features", str(TINY["features"]),
     ]  # fmt: skip
-    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONFAULTHANDLER="1")
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    finished = latest_checkpoint(run) is not None and latest_checkpoint(run).endswith("checkpoint_epoch=2.pt") and (run / "models" / "model.pt").exists()
+    if proc.returncode != 0 and finished and EXIT_ABORT in proc.stderr:
+        # a gloo rank aborting at interpreter exit after a complete run (once in CI, never in 50 local
+        # runs; docs/training.md): run again from scratch, so a second abort fails the test
+        warnings.warn(f"DDP rank aborted at exit after a complete run; retrying once:\n{proc.stderr[-1500:]}")
+        shutil.rmtree(run)
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert latest_checkpoint(run).endswith("checkpoint_epoch=2.pt") and (run / "models" / "model.pt").exists()
 

@@ -1,0 +1,87 @@
+"""Network weights from files: state-dict checkpoints (``torch.load(weights_only=True)``) and TorchScript.
+
+:func:`load_weights` puts a state dict into a network (training from a pretrained model, inference);
+:func:`load_network` also accepts a TorchScript archive (inference, export). Both refuse missing,
+empty, corrupt or mismatched files with one :class:`InputFileError` naming the file.
+"""
+
+from __future__ import annotations
+
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+from scripts.files import InputFileError, PathLike
+
+
+def is_torchscript(path: PathLike) -> bool:
+    """Whether ``path`` is a TorchScript archive (a zip holding TorchScript code or constants)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        raise InputFileError(path, "checkpoint not found")
+    if path.stat().st_size == 0:
+        raise InputFileError(path, "checkpoint file is empty")
+
+
+def load_weights(path: PathLike, network: torch.nn.Module) -> torch.nn.Module:
+    """``network`` (same object, mode and device kept) with the state dict of ``path`` loaded into it.
+
+    A ``{"model": state_dict}`` wrapper (e.g. a training ``checkpoint_epoch=N.pt``) is accepted.
+
+    Raises:
+        InputFileError: missing, empty, unreadable or TorchScript file, or weights that do not fit ``network``.
+    """
+    path = Path(path)
+    _check_file(path)
+    if is_torchscript(path):
+        raise InputFileError(path, "a TorchScript archive holds no trainable weights for network_def: give a state-dict checkpoint (model.pt)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. pickle-protocol notes on foreign files: the error below says it
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle/zip errors of corrupt or foreign files
+        raise InputFileError(path, f"unreadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
+        state = state["model"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputFileError(path, "not a network state dict (expected parameter name -> tensor)")
+    own = network.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    differ = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or differ:
+        parts = [f"{label} {names[:3]}{' ...' if len(names) > 3 else ''}" for label, names in
+                 (("shapes differ for", differ), ("missing", missing), ("unexpected", unexpected)) if names]
+        raise InputFileError(path, "checkpoint from another bundle version or network configuration: " + "; ".join(parts))
+    network.load_state_dict(state)
+    return network
+
+
+def load_network(path: PathLike, network: torch.nn.Module | None, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """Network with the weights of ``path`` in eval mode on ``device``.
+
+    ``path`` is a state dict loaded into ``network`` (:func:`load_weights`), or a TorchScript archive
+    (``torch.jit.load``; ``network`` unused).
+
+    Raises:
+        InputFileError: missing, empty or unreadable file, or weights that do not fit ``network``.
+    """
+    path = Path(path)
+    _check_file(path)
+    if is_torchscript(path):
+        try:
+            return torch.jit.load(str(path), map_location=device).eval()
+        except Exception as e:  # torch raises many types for corrupt archives
+            raise InputFileError(path, f"unreadable TorchScript model ({type(e).__name__}: {e})") from None
+    if network is None:
+        raise InputFileError(path, "a state-dict checkpoint needs the network definition (network_def)")
+    return load_weights(path, network).to(device).eval()
