@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -283,6 +284,9 @@ def test_ddp_two_processes_cpu(dataset, tmp_path):
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert latest_checkpoint(run).endswith("checkpoint_epoch=2.pt") and (run / "models" / "model.pt").exists()
+    # TensorBoard events come from rank 0 alone (file names end in .<pid>.<n>)
+    writers = {re.search(r"\.(\d+)\.\d+$", f.name).group(1) for f in (run / "tensorboard").glob("events.out.tfevents.*")}
+    assert len(writers) == 1, sorted((run / "tensorboard").iterdir())
 
 
 def test_verify_net_in_out():
