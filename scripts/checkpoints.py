@@ -17,7 +17,7 @@ import torch
 from scripts.files import InputFileError, PathLike
 
 
-def is_torchscript(path: PathLike) -> bool:
+def _is_torchscript(path: Path) -> bool:
     """Whether ``path`` is a TorchScript archive (a zip holding TorchScript code or constants)."""
     try:
         with zipfile.ZipFile(path) as z:
@@ -33,18 +33,8 @@ def _check_file(path: Path) -> None:
         raise InputFileError(path, "checkpoint file is empty")
 
 
-def load_weights(path: PathLike, network: torch.nn.Module) -> torch.nn.Module:
-    """``network`` (same object, mode and device kept) with the state dict of ``path`` loaded into it.
-
-    A ``{"model": state_dict}`` wrapper (e.g. a training ``checkpoint_epoch=N.pt``) is accepted.
-
-    Raises:
-        InputFileError: missing, empty, unreadable or TorchScript file, or weights that do not fit ``network``.
-    """
-    path = Path(path)
-    _check_file(path)
-    if is_torchscript(path):
-        raise InputFileError(path, "a TorchScript archive holds no trainable weights for network_def: give a state-dict checkpoint (model.pt)")
+def _load_state_dict_into(path: Path, network: torch.nn.Module) -> torch.nn.Module:
+    """Load the state dict file ``path`` (already checked present, non-empty, not TorchScript) into ``network``."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. pickle-protocol notes on foreign files: the error below says it
@@ -66,10 +56,25 @@ def load_weights(path: PathLike, network: torch.nn.Module) -> torch.nn.Module:
     return network
 
 
+def load_weights(path: PathLike, network: torch.nn.Module) -> torch.nn.Module:
+    """``network`` (same object, mode and device kept) with the state dict of ``path`` loaded into it.
+
+    A ``{"model": state_dict}`` wrapper (e.g. a training ``checkpoint_epoch=N.pt``) is accepted.
+
+    Raises:
+        InputFileError: missing, empty, unreadable or TorchScript file, or weights that do not fit ``network``.
+    """
+    path = Path(path)
+    _check_file(path)
+    if _is_torchscript(path):
+        raise InputFileError(path, "a TorchScript archive holds no trainable weights for network_def: give a state-dict checkpoint (model.pt)")
+    return _load_state_dict_into(path, network)
+
+
 def load_network(path: PathLike, network: torch.nn.Module | None, device: torch.device | str = "cpu") -> torch.nn.Module:
     """Network with the weights of ``path`` in eval mode on ``device``.
 
-    ``path`` is a state dict loaded into ``network`` (:func:`load_weights`), or a TorchScript archive
+    ``path`` is a state dict loaded into ``network`` (as :func:`load_weights`), or a TorchScript archive
     (``torch.jit.load``; ``network`` unused).
 
     Raises:
@@ -77,11 +82,11 @@ def load_network(path: PathLike, network: torch.nn.Module | None, device: torch.
     """
     path = Path(path)
     _check_file(path)
-    if is_torchscript(path):
+    if _is_torchscript(path):
         try:
             return torch.jit.load(str(path), map_location=device).eval()
         except Exception as e:  # torch raises many types for corrupt archives
             raise InputFileError(path, f"unreadable TorchScript model ({type(e).__name__}: {e})") from None
     if network is None:
         raise InputFileError(path, "a state-dict checkpoint needs the network definition (network_def)")
-    return load_weights(path, network).to(device).eval()
+    return _load_state_dict_into(path, network).to(device).eval()
