@@ -1,18 +1,16 @@
-"""Small helpers the training configs call: datalist loading, resume checkpoint lookup and best-model memory,
-pretrained weights, progress bar."""
+"""Small helpers the training configs call: datalist loading, resume checkpoint lookup, best-model memory,
+progress bar."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-import torch
-from ignite.engine import Engine, Events
+from ignite.engine import Engine
 from ignite.handlers.tqdm_logger import ProgressBar
 from monai.engines import Workflow
 from monai.handlers import CheckpointSaver, from_engine
 
-from scripts.checkpoints import load_weights
 from scripts.files import InputFileError, PathLike, read_json
 
 SAMPLE_FILE_KEYS = ("image", "depth", "mask", "geometry")
@@ -47,27 +45,6 @@ def latest_checkpoint(output_dir: PathLike) -> str | None:
     """Path of the highest-epoch ``checkpoint_epoch=N.pt`` in ``output_dir``, or None (fresh run)."""
     found = [(int(m.group(1)), p) for p in Path(output_dir).glob("checkpoint_epoch=*.pt") if (m := CHECKPOINT_PATTERN.search(p.name))]
     return str(max(found)[1]) if found else None
-
-
-class PretrainedWeights:
-    """Handler loading a state-dict checkpoint (e.g. the shipped ``models/model.pt``) into the network
-    when training starts: fine-tuning instead of a random start. ``path=None`` does nothing.
-
-    Attach it before a resume ``CheckpointLoader``: both load on ``STARTED``, so a resumed run
-    continues from its own checkpoint. A file that does not fit the network raises
-    :class:`InputFileError` naming it (:func:`scripts.checkpoints.load_weights`).
-    """
-
-    def __init__(self, path: PathLike | None, network: torch.nn.Module):
-        self.path, self.network = (None if path is None else Path(path)), network
-
-    def attach(self, engine: Engine) -> None:
-        """Load on ``engine``'s ``STARTED`` event (when a path is set)."""
-        if self.path is not None:
-            engine.add_event_handler(Events.STARTED, self)
-
-    def __call__(self, engine: Engine) -> None:
-        load_weights(self.path, self.network)
 
 
 class LossProgressBar(ProgressBar):

@@ -217,8 +217,9 @@ def test_pretrained_weights_that_do_not_fit_name_the_file(dataset, tmp_path, nam
         torch.save(DualFaceDepthNet(features=[8, 8, 16, 16, 32, 8]).state_dict(), tmp_path / name)
     elif name == "model.ts":
         torch.jit.script(DualFaceDepthNet(features=TINY["features"])).save(str(tmp_path / name))
-    with pytest.raises(Exception) as info:
-        workflow(dataset, tmp_path / "run", epochs=1, pretrained=str(tmp_path / name)).run()
+    wf = workflow(dataset, tmp_path / "run", epochs=1, pretrained=str(tmp_path / name))
+    with pytest.raises(Exception) as info:  # before any training sample is loaded and cached
+        wf.parser.get_parsed_content("train#dataset")
     cause = _root_cause(info.value)
     assert isinstance(cause, InputFileError) and name in str(cause) and match in str(cause)
 
