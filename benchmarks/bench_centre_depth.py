@@ -1,0 +1,144 @@
+"""How good is the absolute depth? The centre-depth estimate's error (mm) on held-out subjects, split into
+a per-subject part and a per-radiograph part, and, on the phantom cohort, set against what the
+radiograph cannot show: each subject's own posterior soft-tissue thickness.
+
+    python benchmarks/bench_centre_depth.py --dataset_dir data/sim [--splits validation test]
+                                            [--ckpt models/model.pt] [--output_dir bench_centre]
+
+Error = network centre estimate - true mean depth of the visible bone faces (the oracle shift), mm.
+The subject-level part is the RMS over subjects of their mean error; the within-subject part the RMS
+of the errors about their subject's mean (poses differ, the subject does not). With the phantoms'
+``params.json`` beside the case meshes, the posterior tissue's individual part (its residual on the
+habitus that drives every soft-tissue depot, see scripts/phantom.py) is regressed out too. Writes
+centre_depth.json and centre_depth.png; prints a Markdown table for docs/inference.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from scripts.evaluate import load_sample, mean_masked_depth, true_face_mask  # noqa: E402
+from scripts.reconstruct import build_reconstructor  # noqa: E402
+from scripts.training import load_datalist  # noqa: E402
+
+
+def phantom_tissue(entry: dict, dataset_dir: Path) -> tuple[float, float] | None:
+    """(habitus, posterior tissue mm) of the entry's phantom subject, or None without its params.json."""
+    meshes = entry.get("meshes") or {}
+    if not meshes:
+        return None
+    params = (dataset_dir / next(iter(meshes.values()))).parent.parent / "params.json"
+    if not params.is_file():
+        return None
+    tissue = json.loads(params.read_text()).get("tissue", {})
+    return (float(tissue["habitus"]), float(tissue["posterior_tissue_mm"])) if "posterior_tissue_mm" in tissue else None
+
+
+def decompose(error: np.ndarray, subject: np.ndarray) -> dict[str, float]:
+    """Bias, total RMS, subject-level RMS (of subject means) and within-subject RMS of ``error`` (mm)."""
+    names = np.unique(subject)
+    means = np.array([error[subject == s].mean() for s in names])
+    within = np.concatenate([error[subject == s] - error[subject == s].mean() for s in names])
+    rms = lambda a: float(np.sqrt(np.mean(np.square(a))))  # noqa: E731
+    return {"n": int(error.size), "subjects": int(names.size), "bias_mm": float(error.mean()), "rms_mm": rms(error),
+            "subject_rms_mm": rms(means), "within_subject_rms_mm": rms(within)}
+
+
+def tissue_regression(error: np.ndarray, tissue: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
+    """Error against the posterior tissue's individual part (residual of thickness on habitus, mm).
+
+    Returns (that part's SD, its correlation with the error, the slope in mm of error per mm of
+    tissue and the error RMS once the linear part is removed; the per-sample individual part, mm).
+    """
+    habitus, posterior = tissue[:, 0], tissue[:, 1]
+    design = np.c_[habitus, np.ones_like(habitus)]
+    own = posterior - design @ np.linalg.lstsq(design, posterior, rcond=None)[0]
+    slope, offset = np.polyfit(own, error, 1)
+    rest = error - (slope * own + offset)
+    return {"own_tissue_sd_mm": float(own.std()), "correlation": float(np.corrcoef(own, error)[0, 1]),
+            "slope": float(slope), "rms_without_it_mm": float(np.sqrt(np.mean(rest**2)))}, own
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset_dir", type=Path, required=True)
+    ap.add_argument("--splits", nargs="+", default=["validation", "test"])
+    ap.add_argument("--ckpt", default=str(ROOT / "models" / "model.pt"))
+    ap.add_argument("--output_dir", type=Path, default=Path("bench_centre"))
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    recon = build_reconstructor(ckpt_path=args.ckpt, ssm_path=None, device="cpu")
+
+    results, plotted = {}, {}
+    for split in args.splits:
+        errors, subjects, tissue = [], [], []
+        for entry in tqdm(load_datalist(args.dataset_dir, split), desc=f"centre depth ({split})", unit="sample"):
+            sample = load_sample(entry, args.dataset_dir, recon.image_size)
+            truth = mean_masked_depth(sample.depth, true_face_mask(sample.depth, sample.mask, 2))
+            errors.append(recon.predict(sample.image, sample.geometry).centre_mm - truth)
+            subjects.append(str(entry.get("case", sample.name)))
+            tissue.append(phantom_tissue(entry, args.dataset_dir))
+        error, subject = np.array(errors), np.array(subjects)
+        results[split] = decompose(error, subject)
+        if all(t is not None for t in tissue):
+            results[split]["posterior_tissue"], own = tissue_regression(error, np.array(tissue, dtype=float))
+            plotted[split] = (own, error, subject)
+        else:
+            plotted[split] = (None, error, subject)
+
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    (args.output_dir / "centre_depth.json").write_text(json.dumps(results, indent=1))
+    save_plot(args.output_dir / "centre_depth.png", plotted)
+    print("| split | radiographs (subjects) | bias | RMS | subject-level RMS | within-subject RMS | corr. with own posterior tissue | RMS without it |")
+    print("|---|---|---|---|---|---|---|---|")
+    for split, r in results.items():
+        t = r.get("posterior_tissue", {})
+        corr = f"{t['correlation']:.2f}" if t else "-"
+        rest = f"{t['rms_without_it_mm']:.2f}" if t else "-"
+        print(f"| {split} | {r['n']} ({r['subjects']}) | {r['bias_mm']:+.2f} | {r['rms_mm']:.2f} | {r['subject_rms_mm']:.2f} "
+              f"| {r['within_subject_rms_mm']:.2f} | {corr} | {rest} |")
+    return 0
+
+
+def save_plot(path: Path, plotted: dict) -> None:
+    """Left: error vs the subject's own posterior tissue (when known); right: per-subject mean +- SD error."""
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.2))
+    offset = 0
+    for split, (own, error, subject) in plotted.items():
+        if own is not None:
+            ax0.scatter(own, error, s=12, alpha=0.7, label=split)
+        names = list(dict.fromkeys(subject))
+        x = np.arange(len(names)) + offset
+        ax1.errorbar(x, [error[subject == s].mean() for s in names], yerr=[error[subject == s].std() for s in names],
+                     fmt="o", capsize=3, label=split)
+        offset += len(names)
+    ax0.set(xlabel="subject's own posterior soft tissue (mm, beyond its habitus)", ylabel="centre-depth error (mm)",
+            title="error vs what an AP radiograph cannot show")
+    ax1.axhline(0.0, color="k", lw=0.8)
+    ax1.set(xlabel="held-out subject", ylabel="centre-depth error (mm), mean +- SD over poses", title="per-subject error")
+    for ax in (ax0, ax1):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
