@@ -25,6 +25,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from numpy.typing import ArrayLike  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
@@ -48,14 +49,21 @@ def phantom_tissue(entry: dict, dataset_dir: Path) -> tuple[float, float] | None
     return (float(tissue["habitus"]), float(tissue["posterior_tissue_mm"])) if "posterior_tissue_mm" in tissue else None
 
 
+def rms(a: ArrayLike) -> float:
+    """Root mean square of ``a`` (mm)."""
+    return float(np.sqrt(np.mean(np.square(a))))
+
+
+def by_subject(error: np.ndarray, subject: np.ndarray) -> dict[str, np.ndarray]:
+    """The errors (mm) of each subject, subjects in order of first appearance."""
+    return {s: error[subject == s] for s in dict.fromkeys(subject)}
+
+
 def decompose(error: np.ndarray, subject: np.ndarray) -> dict[str, float]:
     """Bias, total RMS, subject-level RMS (of subject means) and within-subject RMS of ``error`` (mm)."""
-    names = np.unique(subject)
-    means = np.array([error[subject == s].mean() for s in names])
-    within = np.concatenate([error[subject == s] - error[subject == s].mean() for s in names])
-    rms = lambda a: float(np.sqrt(np.mean(np.square(a))))  # noqa: E731
-    return {"n": int(error.size), "subjects": int(names.size), "bias_mm": float(error.mean()), "rms_mm": rms(error),
-            "subject_rms_mm": rms(means), "within_subject_rms_mm": rms(within)}
+    groups = by_subject(error, subject).values()
+    return {"n": int(error.size), "subjects": len(groups), "bias_mm": float(error.mean()), "rms_mm": rms(error),
+            "subject_rms_mm": rms([g.mean() for g in groups]), "within_subject_rms_mm": rms(np.concatenate([g - g.mean() for g in groups]))}
 
 
 def tissue_regression(error: np.ndarray, tissue: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
@@ -70,7 +78,7 @@ def tissue_regression(error: np.ndarray, tissue: np.ndarray) -> tuple[dict[str, 
     slope, offset = np.polyfit(own, error, 1)
     rest = error - (slope * own + offset)
     return {"own_tissue_sd_mm": float(own.std()), "correlation": float(np.corrcoef(own, error)[0, 1]),
-            "slope": float(slope), "rms_without_it_mm": float(np.sqrt(np.mean(rest**2)))}, own
+            "slope": float(slope), "rms_without_it_mm": rms(rest)}, own
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,12 +102,10 @@ def main(argv: list[str] | None = None) -> int:
             subjects.append(str(entry.get("case", sample.name)))
             tissue.append(phantom_tissue(entry, args.dataset_dir))
         error, subject = np.array(errors), np.array(subjects)
-        results[split] = decompose(error, subject)
+        results[split], own = decompose(error, subject), None
         if all(t is not None for t in tissue):
             results[split]["posterior_tissue"], own = tissue_regression(error, np.array(tissue, dtype=float))
-            plotted[split] = (own, error, subject)
-        else:
-            plotted[split] = (None, error, subject)
+        plotted[split] = (own, error, subject)
 
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "centre_depth.json").write_text(json.dumps(results, indent=1))
@@ -122,11 +128,10 @@ def save_plot(path: Path, plotted: dict) -> None:
     for split, (own, error, subject) in plotted.items():
         if own is not None:
             ax0.scatter(own, error, s=12, alpha=0.7, label=split)
-        names = list(dict.fromkeys(subject))
-        x = np.arange(len(names)) + offset
-        ax1.errorbar(x, [error[subject == s].mean() for s in names], yerr=[error[subject == s].std() for s in names],
-                     fmt="o", capsize=3, label=split)
-        offset += len(names)
+        groups = list(by_subject(error, subject).values())
+        x = np.arange(len(groups)) + offset
+        ax1.errorbar(x, [g.mean() for g in groups], yerr=[g.std() for g in groups], fmt="o", capsize=3, label=split)
+        offset += len(groups)
     ax0.set(xlabel="subject's own posterior soft tissue (mm, beyond its habitus)", ylabel="centre-depth error (mm)",
             title="error vs what an AP radiograph cannot show")
     ax1.axhline(0.0, color="k", lw=0.8)
