@@ -1,7 +1,8 @@
-"""Seconds per radiograph, load -> meshes, without and with shape-model completion (2 CPU threads by default).
+"""Seconds per radiograph, load -> meshes, without and with shape-model completion (2 CPU threads by default; --device cuda for a GPU).
 
     python benchmarks/bench_inference.py [--input IMAGE] [--ckpt models/model.pt] [--ssm models/ssm.npz]
                                          [--repeats 3] [--threads 2] [--image_size 128] [--oracle]
+                                         [--device cpu]
 
 Without ``--input`` a simulated 256x256 radiograph is made (2 phantom cases at 3 mm, one pose, which
 also give the shape models when ``--ssm`` is missing); without a checkpoint an untrained network is
@@ -92,9 +93,10 @@ def run_benchmark(args: argparse.Namespace, tmp: Path) -> None:
         ckpt, note = tmp / "untrained.pt", "UNTRAINED network (no checkpoint, seed 0)"
         torch.manual_seed(0)
         torch.save(DualFaceDepthNet().state_dict(), ckpt)
-    recon = build_reconstructor(ckpt_path=str(ckpt), ssm_path=args.ssm, device="cpu", image_size=args.image_size).load()
+    recon = build_reconstructor(ckpt_path=str(ckpt), ssm_path=args.ssm, device=args.device, image_size=args.image_size).load()
     size = f"{recon.image_size[0]}x{recon.image_size[1]}"
-    print(f"{args.threads} threads; input {image_path}; shape models {args.ssm}")
+    where = torch.cuda.get_device_name(recon.device) if recon.device.type == "cuda" else "CPU"
+    print(f"network on {where}, {args.threads} CPU threads; input {image_path}; shape models {args.ssm}")
     print_tables(time_runs(recon, image_path, args.repeats, oracle=False), f"{note}, network at {size}")
     if args.oracle:
         print_tables(time_runs(recon, image_path, args.repeats, oracle=True), "true depth maps and masks (no network), full image size")
@@ -108,6 +110,7 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--image_size", type=int, default=None, help="network input size (default: configs/inference.yaml)")
+    p.add_argument("--device", default="cpu", help="torch device of the network (cpu, cuda)")
     p.add_argument("--oracle", action="store_true", help="also time the true maps of a simulator sample in place of the network")
     args = p.parse_args()
     torch.set_num_threads(args.threads)

@@ -1,10 +1,10 @@
-"""Simulator speed (2 threads unless --threads): seconds per 256x256 sample (DRR + dual-face depth, 3 bones, masks), DRR alone, peak memory.
+"""Simulator speed (CPU, 2 threads unless --threads; or --device cuda): seconds per 256x256 sample (DRR + dual-face depth, 3 bones, masks), DRR alone, peak memory.
 
 A case's first sample pays the per-case preparation (HU -> attenuation, pooling, per-bone depth
 grids); the simulator reuses it for the case's other poses, so further samples cost DRR + depth.
 On CPU the depth search itself always runs on one thread (``scripts.depth_maps.cpu_threads``).
 
-    python benchmarks/bench_simulate.py [--phantom-dir DIR] [--repeats 5] [--threads 2]
+    python benchmarks/bench_simulate.py [--phantom-dir DIR] [--repeats 5] [--threads 2] [--device cpu]
 
 Cases: the shared real CT (threshold labels) when ../shared exists, and a 1 mm phantom made with
 ``python -m scripts.phantom`` when that module exists.
@@ -35,17 +35,19 @@ from scripts.volumes import Volume, bones_center, read_ct, read_labels, threshol
 REAL_CT = ROOT.parent / "shared" / "data" / "real_ct" / "example_ct.nii.gz"
 
 
-def best_of(fn, repeats: int) -> float:
-    """Minimum wall time (s) of ``repeats`` calls: the machine is shared, the minimum is the least disturbed."""
+def best_of(fn, repeats: int, device: torch.device) -> float:
+    """Minimum wall time (s) of ``repeats`` calls (GPU work finished): the machine is shared, the minimum is the least disturbed."""
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         times.append(time.perf_counter() - t0)
     return min(times)
 
 
-def bench(name: str, ct: Volume, labels, repeats: int) -> None:
+def bench(name: str, ct: Volume, labels, repeats: int, device: torch.device) -> None:
     cfg = load_config()
     g = Geometry.standard()
     geom = g.with_pose(standard_ap_pose(bones_center(Volume(labels, ct.affine)), 950.0, [3, -4, 5], [5, 5, 10]))
@@ -53,15 +55,15 @@ def bench(name: str, ct: Volume, labels, repeats: int) -> None:
 
     def prepare():
         drr = cfg["drr"]
-        mu, affine = attenuation_volume(ct.array, ct.affine, drr["energy_kev"], drr["bone_enhancement"], drr["min_voxel_mm"])
-        return mu, affine, bone_grids(labels, g.bones)
+        mu, affine = attenuation_volume(ct.array, ct.affine, drr["energy_kev"], drr["bone_enhancement"], drr["min_voxel_mm"], device)
+        return mu, affine, bone_grids(labels, g.bones, device=device)
 
     mu, affine, grids = prepare()
     step = cfg["drr"]["step_voxels"] * float(np.linalg.norm(affine[:3, :3], axis=0).min())
     line_integrals(mu, affine, geom, step)  # warm-up
-    t_drr = best_of(lambda: line_integrals(mu, affine, geom, step), repeats)
-    t_depth = best_of(lambda: depth_maps(labels, ct.affine, geom, step_voxels=step_depth, grids=grids), repeats)
-    t_prep = best_of(prepare, repeats)
+    t_drr = best_of(lambda: line_integrals(mu, affine, geom, step), repeats, device)
+    t_depth = best_of(lambda: depth_maps(labels, ct.affine, geom, step_voxels=step_depth, device=device, grids=grids), repeats, device)
+    t_prep = best_of(prepare, repeats, device)
     print(f"| {name} | {ct.array.shape} @ {ct.spacing.round(2).tolist()} mm | {t_prep + t_drr + t_depth:.2f} | {t_drr + t_depth:.2f} | {t_drr:.2f} | {t_depth:.2f} | {t_prep:.2f} |")
 
 
@@ -70,20 +72,23 @@ def main() -> None:
     parser.add_argument("--phantom-dir", default=None)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"min of {args.repeats} runs, torch threads {args.threads}")
+    device = torch.device(args.device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, torch threads {args.threads}"
+    print(f"min of {args.repeats} runs, {where}")
     print("| case | CT voxels @ spacing | s / first sample of a case | s / further sample (DRR + depth + masks) | s / DRR | s / depth + masks | s / per-case preparation |")
     print("|---|---|---|---|---|---|---|")
     if REAL_CT.exists():
         ct = read_ct(REAL_CT)
-        bench("shared real CT (threshold labels)", ct, threshold_labels(ct), args.repeats)
+        bench("shared real CT (threshold labels)", ct, threshold_labels(ct), args.repeats, device)
     if (ROOT / "scripts" / "phantom.py").exists():
         d = Path(args.phantom_dir or tempfile.mkdtemp())
         if not (d / "case_0000").exists():
             subprocess.run([sys.executable, "-m", "scripts.phantom", "--n", "1", "--out", str(d), "--seed", "0", "--spacing", "1.0"], cwd=ROOT, check=True)
         ct = read_ct(d / "case_0000" / "ct.nii.gz")
-        bench("1 mm phantom", ct, read_labels(d / "case_0000" / "labels.nii.gz", ct).array, args.repeats)
+        bench("1 mm phantom", ct, read_labels(d / "case_0000" / "labels.nii.gz", ct).array, args.repeats, device)
     print(f"peak memory (max RSS): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

@@ -1,0 +1,141 @@
+"""On a CUDA GPU the simulator, training, inference, evaluation and DDP give what they give on the CPU.
+
+Skipped without CUDA (CI has none); run on a GPU machine with ``python -m pytest tests/test_cuda.py``.
+The CPU run of the same code is the reference: tolerances are physical (mm, pixels), well above
+float32/TF32 rounding and well below anything a user would see.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from scripts.checkpoints import load_network
+from scripts.networks import DualFaceDepthNet
+from scripts.phantom import generate_cohort
+from scripts.simulate import find_cases, simulate
+from scripts.training import latest_checkpoint
+from tests.helpers import FAST_FIT, FEATURES, ROOT, make_dataset, run_bundle, write_sphere_dataset
+from tests.test_training import META, TINY, TRAIN, _free_port, workflow
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+DEVICES = ("cpu", "cuda")
+
+
+def read_maps(sample: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """image (H, W), depth (H, W, 2B) in mm and mask (H, W, B) of a simulator or inference folder."""
+    image = nib.load(str(sample / "image.nii.gz")).get_fdata() if (sample / "image.nii.gz").exists() else None
+    return image, nib.load(str(sample / "depth.nii.gz")).get_fdata(), nib.load(str(sample / "mask.nii.gz")).get_fdata() > 0
+
+
+def assert_maps_agree(a: Path, b: Path, depth_tol_mm: float, mask_tol: float) -> None:
+    """Masks differ on at most ``mask_tol`` of the bone pixels; depths where both masks hold within ``depth_tol_mm``."""
+    _, depth_a, mask_a = read_maps(a)
+    _, depth_b, mask_b = read_maps(b)
+    flipped = (mask_a != mask_b).sum() / max(1, (mask_a | mask_b).sum())
+    assert flipped <= mask_tol, f"{a.name}: {flipped:.2%} of the bone pixels change mask"
+    both = np.repeat(mask_a & mask_b, 2, axis=-1)
+    err = np.abs(depth_a - depth_b)[both]
+    assert err.max() <= depth_tol_mm, f"{a.name}: depth differs by up to {err.max():.4f} mm (median {np.median(err):.4f})"
+
+
+@pytest.fixture(scope="module")
+def radiographs(tmp_path_factory) -> dict[str, Path]:
+    """One 3 mm phantom, 2 poses at the standard geometry, simulated on each device."""
+    root = tmp_path_factory.mktemp("cuda_sim")
+    generate_cohort(1, root / "cohort", seed=7, spacing_mm=3.0)
+    out = {}
+    for device in DEVICES:
+        _, errors = simulate(find_cases(root / "cohort"), root / device, poses=2, device=device)
+        assert not errors
+        out[device] = root / device
+    return out
+
+
+def test_simulator_on_cuda_matches_cpu(radiographs):
+    samples = sorted(p.name for p in radiographs["cpu"].glob("case_*"))
+    assert samples and samples == sorted(p.name for p in radiographs["cuda"].glob("case_*"))
+    for name in samples:
+        a, b = radiographs["cpu"] / name, radiographs["cuda"] / name
+        image_a, image_b = read_maps(a)[0], read_maps(b)[0]
+        assert np.abs(image_a - image_b).max() <= 1e-3 * np.ptp(image_a), name
+        assert_maps_agree(a, b, depth_tol_mm=0.01, mask_tol=1e-3)
+
+
+def test_shipped_model_inference_on_cuda_matches_cpu(radiographs, tmp_path):
+    """The inference workflow with the shipped model and shape models, on each device, on the same radiographs."""
+    for device in DEVICES:
+        run_bundle("inference.yaml", input_dir=str(radiographs["cpu"]), output_dir=str(tmp_path / device), device=device)
+    names = sorted(p.name for p in (tmp_path / "cpu").iterdir() if p.is_dir())
+    assert names and names == sorted(p.name for p in (tmp_path / "cuda").iterdir() if p.is_dir())
+    for name in names:
+        a, b = tmp_path / "cpu" / name, tmp_path / "cuda" / name
+        assert_maps_agree(a, b, depth_tol_mm=0.1, mask_tol=5e-3)
+        result_a, result_b = (json.loads((d / "result.json").read_text()) for d in (a, b))
+        for bone, ra in result_a["bones"].items():
+            rb = result_b["bones"][bone]
+            assert ra["found"] == rb["found"], (name, bone)
+            if not ra["found"]:
+                continue
+            assert rb["centre_depth_mm"] == pytest.approx(ra["centre_depth_mm"], abs=0.05), (name, bone)
+            ma, mb = (trimesh.load(str(d / f"{bone}_completed.ply"), process=False) for d in (a, b))
+            assert len(ma.vertices) == len(mb.vertices)  # the shape model's topology on both
+            rms = float(np.sqrt(((ma.vertices - mb.vertices) ** 2).sum(1).mean()))
+            assert rms < 0.1, f"{name} {bone}: completed meshes differ by {rms:.3f} mm RMS"
+
+
+def test_training_on_cuda_round_trips_to_cpu(tmp_path):
+    """Two epochs on the GPU; the best model loads on the CPU and predicts what the GPU network predicts."""
+    data = tmp_path / "spheres"
+    write_sphere_dataset(data, n_cases=2, size=64)
+    wf = workflow(data, tmp_path / "run", device="cuda", epochs=2)
+    assert next(wf.parser.get_parsed_content("network").parameters()).is_cuda
+    wf.run()
+    wf.finalize()
+    assert latest_checkpoint(tmp_path / "run").endswith("checkpoint_epoch=2.pt")
+    on_cpu = load_network(tmp_path / "run" / "models" / "model.pt", DualFaceDepthNet(features=TINY["features"]), "cpu")
+    on_gpu = load_network(tmp_path / "run" / "models" / "model.pt", DualFaceDepthNet(features=TINY["features"]), "cuda")
+    x = torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = on_cpu(x), on_gpu(x.cuda()).cpu()
+    assert torch.isfinite(a).all()
+    torch.testing.assert_close(b, a, rtol=1e-2, atol=1e-2 * float(a.abs().max()))
+
+
+def test_evaluation_on_cuda_matches_cpu(tmp_path):
+    data = make_dataset(tmp_path / "data")
+    metrics = {}
+    for device in DEVICES:
+        run_bundle("evaluate.yaml", dataset_dir=str(data), output_dir=str(tmp_path / device), ssm_path=str(data.parent / "ssm.npz"),
+                   ckpt_path=str(data.parent / "model.pt"), single_face_ckpt_path=str(tmp_path / "absent.pt"), device=device, surface_spacing_mm=3.0, surface_max_samples=600,
+                   inference_overrides={"image_size": 64, "features": FEATURES, "ssm_fit": FAST_FIT})
+        rows = json.loads((tmp_path / device / "metrics.json").read_text())["means"]
+        metrics[device] = {(r["variant"], r["shift"], r["bone"]): r for r in rows}
+    assert metrics["cpu"] and metrics["cuda"].keys() == metrics["cpu"].keys()
+    for row, cpu in metrics["cpu"].items():
+        for key in ("assd_mm", "hd95_mm", "depth_mae_mm", "dice"):
+            assert metrics["cuda"][row][key] == pytest.approx(cpu[key], rel=0.02, abs=0.05, nan_ok=True), (row, key)
+
+
+def test_ddp_nccl_on_one_gpu(tmp_path):
+    data = tmp_path / "spheres"
+    write_sphere_dataset(data, n_cases=2, size=64)
+    run = tmp_path / "ddp"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", str(_free_port()),
+        "-m", "monai.bundle", "run", "--config_file", f"['{TRAIN}','{ROOT / 'configs' / 'multi_gpu_train.yaml'}']",
+        "--meta_file", META, "--dataset_dir", str(data), "--output_dir", str(run), "--ckpt_dir", str(run / "models"),
+        "--epochs", "2", "--batch_size", "1", "--image_size", "64", "--features", str(TINY["features"]),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert latest_checkpoint(run).endswith("checkpoint_epoch=2.pt") and (run / "models" / "model.pt").exists()
