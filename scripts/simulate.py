@@ -336,7 +336,13 @@ def _rebuild_datalist(out_dir: Path, seed: int, fractions: dict[str, float], cas
 
 
 # ---------------------------------------------------------------------- workers
-_LOADED: dict[str, LoadedCase] = {}
+_LOADED: dict[str, LoadedCase] = {}  # the last case a worker loaded, under its :func:`_load_key`
+
+
+def _load_key(case: Case, label_map: dict[int, int], cfg: dict, device: torch.device | str) -> str:
+    """What :func:`load_case` depends on: the files (path and modification time), label map, DRR settings and device."""
+    files = [(str(f.resolve()), f.stat().st_mtime_ns) for f in (case.ct, case.labels) if f.exists()]
+    return repr((files, sorted(label_map.items()), cfg["drr"], str(torch.device(device))))
 
 
 def _run(task: tuple) -> tuple[str, str | None]:
@@ -346,10 +352,11 @@ def _run(task: tuple) -> tuple[str, str | None]:
     if not overwrite and all((out_dir / name / f).exists() for f in SAMPLE_FILES):
         return name, None
     try:
-        if case.name not in _LOADED:
+        key = _load_key(case, label_map, cfg, device)
+        if key not in _LOADED:
             _LOADED.clear()
-            _LOADED[case.name] = load_case(case, label_map, cfg, device)
-        sample = render_sample(_LOADED[case.name], geometry, cfg, seed, pose, device, split)
+            _LOADED[key] = load_case(case, label_map, cfg, device)
+        sample = render_sample(_LOADED[key], geometry, cfg, seed, pose, device, split)
         meshes = {b: os.path.relpath(p, out_dir) for b, p in case.meshes.items()}
         write_sample(out_dir, name, sample, meshes)
     except InputFileError as e:

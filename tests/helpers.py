@@ -7,6 +7,7 @@ the simulator's meshes.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,11 @@ FAST_FIT = {"n_iterations": 6, "n_rigid_iterations": 3, "max_points": 400}  # a 
 STD = Geometry(sid_mm=1000.0, pixel_spacing_mm=(2.0, 2.0), image_size=(64, 64))  # standard geometry of the radiograph tests
 # camera-frame sphere centres (mm) and radii per bone; camera +x = patient left
 SPHERES = {"pelvis": ((0.0, -30.0, 950.0), 70.0), "femur_left": ((75.0, 60.0, 965.0), 30.0), "femur_right": ((-70.0, 65.0, 960.0), 24.0)}
+
+
+def bundle_env() -> dict[str, str]:
+    """Environment of a subprocess that imports this bundle's ``scripts``: ROOT ahead of any PYTHONPATH already set."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
 
 
 def run_bundle(config: str, **overrides) -> None:

@@ -7,7 +7,6 @@ are run (TorchScript, ONNX Runtime) and compared with the checkpoint loaded into
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,8 +23,8 @@ from scripts.files import InputFileError
 from scripts.geometry import Geometry
 from scripts.networks import DualFaceDepthNet
 from scripts.reconstruct import build_reconstructor
+from tests.helpers import ROOT, bundle_env
 
-ROOT = Path(__file__).resolve().parent.parent
 FEATURES = [4, 4, 8, 8, 16, 4]
 SIZE = 64
 OVERRIDES = {"features": FEATURES, "image_size": SIZE}
@@ -66,7 +65,7 @@ def test_ckpt_export_cli_torchscript_matches_checkpoint(ckpt, reference, tmp_pat
     ts = tmp_path / "model.ts"
     cmd = [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", str(ckpt),
            "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.yaml", "--features", json.dumps(FEATURES)]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=bundle_env())
     assert done.returncode == 0, done.stderr[-2000:]
     extra = {"metadata.json": ""}
     model = torch.jit.load(str(ts), _extra_files=extra)

@@ -33,7 +33,7 @@ from scripts.files import write_nifti
 from scripts.geometry import Geometry
 from scripts.networks import DualFaceDepthNet
 from scripts.radiograph_io import load_radiograph, output_name, resample_to
-from tests.helpers import FEATURES, ROOT, make_dicom, run_bundle
+from tests.helpers import FEATURES, ROOT, bundle_env, make_dicom, run_bundle
 
 GEOM = Geometry(sid_mm=1100.0, pixel_spacing_mm=(6.25, 6.25), image_size=(64, 64))  # the standard 400 mm field at 64 px
 COMPLETE = {"depth.nii.gz", "mask.nii.gz", "result.json", "report.png"}
@@ -380,7 +380,7 @@ def test_interrupted_batch_resumes(bundle, tmp_path, monkeypatch, capsys):
 # ---------------------------------------------------------------------- the real CLI, privacy, no network
 def _cli(args: list[str]) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.yaml", *args]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=bundle_env())
 
 
 def _cli_args(bundle: dict, d: Path, out: Path, **overrides) -> list[str]:

@@ -144,6 +144,17 @@ def test_cohort_split_fills_every_list_when_possible(n):
     assert split_counts(n, {"training": 1.0, "validation": 0.0, "test": 0.0}) == {"training": n, "validation": 0, "test": 0}
 
 
+def test_same_case_name_in_another_cohort_is_loaded_afresh(tmp_path, small_geometry):
+    """One process simulating two cohorts that both hold case_0000 renders each from its own files."""
+    make_case(tmp_path / "a" / "case_0000")
+    make_case(tmp_path / "b" / "case_0000", with_femur_right=False)
+    for cohort in ("a", "b"):
+        args = ["--cases", str(tmp_path / cohort), "--out", str(tmp_path / f"out_{cohort}"), "--geometry", str(small_geometry), "--workers", "1"]
+        assert main(args + ["--device", "cpu"]) == 0
+    masks = {c: nib.load(str(tmp_path / f"out_{c}" / "case_0000_p0" / "mask.nii.gz")).get_fdata() for c in ("a", "b")}
+    assert masks["a"][..., 2].sum() > 0 and masks["b"][..., 2].sum() == 0  # femur_right only in cohort a
+
+
 def test_single_ct_without_cohort_uses_per_case_hash(tmp_path, small_geometry):
     make_case(tmp_path / "c")
     out = tmp_path / "out"

@@ -28,7 +28,7 @@ from tests.helpers import ROOT, write_sphere_dataset
 TRAIN = str(ROOT / "configs" / "train.yaml")
 META = str(ROOT / "configs" / "metadata.json")
 EXIT_ABORT = "terminate called without an active exception"
-TINY = {"image_size": 64, "batch_size": 2, "val_batch_size": 2, "features": [4, 4, 8, 8, 16, 4]}
+TINY = {"image_size": 64, "batch_size": 2, "val_batch_size": 2, "features": [4, 4, 8, 8, 16, 4], "device": "cpu"}  # GPU: tests/test_cuda.py
 
 
 @pytest.fixture(scope="module")
