@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from monai.bundle import ConfigWorkflow
 from monai.bundle import run as bundle_run
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
@@ -26,6 +29,42 @@ FAST_FIT = {"n_iterations": 6, "n_rigid_iterations": 3, "max_points": 400}  # a 
 STD = Geometry(sid_mm=1000.0, pixel_spacing_mm=(2.0, 2.0), image_size=(64, 64))  # standard geometry of the radiograph tests
 # camera-frame sphere centres (mm) and radii per bone; camera +x = patient left
 SPHERES = {"pelvis": ((0.0, -30.0, 950.0), 70.0), "femur_left": ((75.0, 60.0, 965.0), 30.0), "femur_right": ((-70.0, 65.0, 960.0), 24.0)}
+
+
+# ---------------------------------------------------------------------- bundle workflows
+TRAIN = str(ROOT / "configs" / "train.yaml")
+META = str(ROOT / "configs" / "metadata.json")
+TINY = {"image_size": 64, "batch_size": 2, "val_batch_size": 2, "features": FEATURES, "device": "cpu"}  # a tiny training run
+
+
+def train_workflow(dataset: Path, run_dir: Path, configs: tuple[str, ...] = (), **override) -> ConfigWorkflow:
+    """Initialised tiny training workflow (:data:`TINY`, on the CPU unless ``device`` is overridden) writing into
+    ``run_dir``; the best model goes to run_dir/models unless a variant decides."""
+    if not configs:
+        override.setdefault("ckpt_dir", str(run_dir / "models"))
+    wf = ConfigWorkflow(
+        config_file=[TRAIN, *[str(ROOT / c) for c in configs]],
+        meta_file=META,
+        workflow_type="train",
+        dataset_dir=str(dataset),
+        output_dir=str(run_dir),
+        **(TINY | override),
+    )
+    wf.initialize()
+    return wf
+
+
+def ddp_train_command(dataset: Path, run_dir: Path, processes: int) -> list[str]:
+    """``torchrun`` of the tiny training with ``multi_gpu_train.yaml``: 2 epochs, batch 1 per process."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port", str(port),
+        "-m", "monai.bundle", "run", "--config_file", f"['{TRAIN}','{ROOT / 'configs' / 'multi_gpu_train.yaml'}']",
+        "--meta_file", META, "--dataset_dir", str(dataset), "--output_dir", str(run_dir), "--ckpt_dir", str(run_dir / "models"),
+        "--epochs", "2", "--batch_size", "1", "--image_size", "64", "--features", str(FEATURES),
+    ]  # fmt: skip
 
 
 def bundle_env() -> dict[str, str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -24,8 +23,7 @@ from scripts.networks import DualFaceDepthNet
 from scripts.phantom import generate_cohort
 from scripts.simulate import find_cases, load_config, simulate
 from scripts.training import latest_checkpoint
-from tests.helpers import FAST_FIT, FEATURES, ROOT, make_dataset, run_bundle, write_sphere_dataset
-from tests.test_training import META, TINY, TRAIN, _free_port, workflow
+from tests.helpers import FAST_FIT, FEATURES, ROOT, ddp_train_command, make_dataset, run_bundle, train_workflow, write_sphere_dataset
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 DEVICES = ("cpu", "cuda")
@@ -108,13 +106,13 @@ def test_training_on_cuda_round_trips_to_cpu(tmp_path):
     """Two epochs on the GPU; the best model loads on the CPU and predicts what the GPU network predicts."""
     data = tmp_path / "spheres"
     write_sphere_dataset(data, n_cases=2, size=64)
-    wf = workflow(data, tmp_path / "run", device="cuda", epochs=2)
+    wf = train_workflow(data, tmp_path / "run", device="cuda", epochs=2)
     assert next(wf.parser.get_parsed_content("network").parameters()).is_cuda
     wf.run()
     wf.finalize()
     assert latest_checkpoint(tmp_path / "run").endswith("checkpoint_epoch=2.pt")
-    on_cpu = load_network(tmp_path / "run" / "models" / "model.pt", DualFaceDepthNet(features=TINY["features"]), "cpu")
-    on_gpu = load_network(tmp_path / "run" / "models" / "model.pt", DualFaceDepthNet(features=TINY["features"]), "cuda")
+    on_cpu = load_network(tmp_path / "run" / "models" / "model.pt", DualFaceDepthNet(features=FEATURES), "cpu")
+    on_gpu = load_network(tmp_path / "run" / "models" / "model.pt", DualFaceDepthNet(features=FEATURES), "cuda")
     x = torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         a, b = on_cpu(x), on_gpu(x.cuda()).cpu()
@@ -141,12 +139,7 @@ def test_ddp_nccl_on_one_gpu(tmp_path):
     data = tmp_path / "spheres"
     write_sphere_dataset(data, n_cases=2, size=64)
     run = tmp_path / "ddp"
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", str(_free_port()),
-        "-m", "monai.bundle", "run", "--config_file", f"['{TRAIN}','{ROOT / 'configs' / 'multi_gpu_train.yaml'}']",
-        "--meta_file", META, "--dataset_dir", str(data), "--output_dir", str(run), "--ckpt_dir", str(run / "models"),
-        "--epochs", "2", "--batch_size", "1", "--image_size", "64", "--features", str(TINY["features"]),
-    ]  # fmt: skip
+    cmd = ddp_train_command(data, run, processes=1)
     proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert latest_checkpoint(run).endswith("checkpoint_epoch=2.pt") and (run / "models" / "model.pt").exists()

@@ -6,7 +6,6 @@ import math
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import warnings
@@ -23,12 +22,9 @@ from scripts.metrics import DepthMAE, MaskDice
 from scripts.networks import DualFaceDepthNet, absolute_depth, split_output
 from scripts.plot_training import plot_training
 from scripts.training import latest_checkpoint, load_datalist
-from tests.helpers import ROOT, write_sphere_dataset
+from tests.helpers import META, ROOT, TINY, TRAIN, ddp_train_command, train_workflow, write_sphere_dataset
 
-TRAIN = str(ROOT / "configs" / "train.yaml")
-META = str(ROOT / "configs" / "metadata.json")
 EXIT_ABORT = "terminate called without an active exception"
-TINY = {"image_size": 64, "batch_size": 2, "val_batch_size": 2, "features": [4, 4, 8, 8, 16, 4], "device": "cpu"}  # GPU: tests/test_cuda.py
 
 
 @pytest.fixture(scope="module")
@@ -36,22 +32,6 @@ def dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("spheres")
     write_sphere_dataset(root, n_cases=2, size=64)
     return root
-
-
-def workflow(dataset: Path, run_dir: Path, configs: tuple[str, ...] = (), **override) -> ConfigWorkflow:
-    """Tiny workflow writing into ``run_dir``; the best model goes to run_dir/models unless a variant decides."""
-    if not configs:
-        override.setdefault("ckpt_dir", str(run_dir / "models"))
-    wf = ConfigWorkflow(
-        config_file=[TRAIN, *[str(ROOT / c) for c in configs]],
-        meta_file=META,
-        workflow_type="train",
-        dataset_dir=str(dataset),
-        output_dir=str(run_dir),
-        **(TINY | override),
-    )
-    wf.initialize()
-    return wf
 
 
 # ---------------------------------------------------------------------------------------- network
@@ -115,7 +95,7 @@ def test_datalist_errors_name_the_file(dataset, tmp_path):
 
 
 def test_train_end_to_end(dataset, tmp_path):
-    wf = workflow(dataset, tmp_path / "run", epochs=2)
+    wf = train_workflow(dataset, tmp_path / "run", epochs=2)
     assert not wf.check_properties()
     wf.run()
     wf.finalize()
@@ -129,14 +109,14 @@ def test_train_end_to_end(dataset, tmp_path):
 
 def test_resume_continues_from_saved_epoch(dataset, tmp_path):
     run = tmp_path / "run"
-    first = workflow(dataset, run, epochs=3)
+    first = train_workflow(dataset, run, epochs=3)
     first.trainer.add_event_handler(Events.EPOCH_COMPLETED(once=1), lambda e: e.terminate())  # "interrupted"
     first.run()
     first.finalize()
     assert latest_checkpoint(run).endswith("checkpoint_epoch=1.pt")
     saved = torch.load(latest_checkpoint(run), map_location="cpu")
 
-    second = workflow(dataset, run, epochs=3)
+    second = train_workflow(dataset, run, epochs=3)
     seen = []
 
     def record(engine):
@@ -156,7 +136,7 @@ def test_resume_continues_from_saved_epoch(dataset, tmp_path):
 def test_resume_remembers_the_best_validation(dataset, tmp_path):
     """After an interruption the best model is replaced only by a better validation than before it."""
     run = tmp_path / "run"
-    first = workflow(dataset, run, epochs=3)
+    first = train_workflow(dataset, run, epochs=3)
     first.trainer.add_event_handler(Events.EPOCH_COMPLETED(once=1), lambda e: e.terminate())
     first.run()
     first.finalize()
@@ -168,7 +148,7 @@ def test_resume_remembers_the_best_validation(dataset, tmp_path):
     saved["best_model"] = {"best_metric": 1e-3, "best_metric_epoch": 1, "saver": {k: [(-1e-3, f) for _, f in v] for k, v in tracked.items()}}
     torch.save(saved, latest_checkpoint(run))
     best = (run / "models" / "model.pt").read_bytes()
-    second = workflow(dataset, run, epochs=3)
+    second = train_workflow(dataset, run, epochs=3)
     second.run()
     second.finalize()
     assert (run / "models" / "model.pt").read_bytes() == best
@@ -189,17 +169,17 @@ def test_pretrained_weights_start_the_training(dataset, tmp_path):
     torch.manual_seed(7)  # not the config's seed: a fresh start differs
     start = DualFaceDepthNet(features=TINY["features"]).state_dict()
     torch.save(start, tmp_path / "pre.pt")
-    fresh = _weights_at_first_epoch(workflow(dataset, tmp_path / "fresh", epochs=1))
+    fresh = _weights_at_first_epoch(train_workflow(dataset, tmp_path / "fresh", epochs=1))
     assert not torch.equal(fresh["conv_0.conv_0.conv.weight"], start["conv_0.conv_0.conv.weight"])
-    tuned = _weights_at_first_epoch(workflow(dataset, tmp_path / "tuned", epochs=1, pretrained=str(tmp_path / "pre.pt")))
+    tuned = _weights_at_first_epoch(train_workflow(dataset, tmp_path / "tuned", epochs=1, pretrained=str(tmp_path / "pre.pt")))
     assert tuned.keys() == start.keys() and all(torch.equal(tuned[k], start[k]) for k in start)
     # a training checkpoint ({"model": ..., "optimizer": ...}) serves too
     ckpt = torch.load(latest_checkpoint(tmp_path / "fresh"), map_location="cpu")
-    again = _weights_at_first_epoch(workflow(dataset, tmp_path / "again", epochs=1, pretrained=latest_checkpoint(tmp_path / "fresh")))
+    again = _weights_at_first_epoch(train_workflow(dataset, tmp_path / "again", epochs=1, pretrained=latest_checkpoint(tmp_path / "fresh")))
     assert all(torch.equal(again[k], ckpt["model"][k]) for k in start)
     # resuming continues from the run's own checkpoint (after epoch 1), not from the pretrained weights
     after_first = torch.load(latest_checkpoint(tmp_path / "tuned"), map_location="cpu")["model"]
-    resumed = _weights_at_first_epoch(workflow(dataset, tmp_path / "tuned", epochs=2, pretrained=str(tmp_path / "pre.pt")))
+    resumed = _weights_at_first_epoch(train_workflow(dataset, tmp_path / "tuned", epochs=2, pretrained=str(tmp_path / "pre.pt")))
     assert all(torch.equal(resumed[k], after_first[k]) for k in start)
     assert not torch.equal(resumed["conv_0.conv_0.conv.weight"], start["conv_0.conv_0.conv.weight"])
 
@@ -217,7 +197,7 @@ def test_pretrained_weights_that_do_not_fit_name_the_file(dataset, tmp_path, nam
         torch.save(DualFaceDepthNet(features=[8, 8, 16, 16, 32, 8]).state_dict(), tmp_path / name)
     elif name == "model.ts":
         torch.jit.script(DualFaceDepthNet(features=TINY["features"])).save(str(tmp_path / name))
-    wf = workflow(dataset, tmp_path / "run", epochs=1, pretrained=str(tmp_path / name))
+    wf = train_workflow(dataset, tmp_path / "run", epochs=1, pretrained=str(tmp_path / name))
     with pytest.raises(Exception) as info:  # before any training sample is loaded and cached
         wf.parser.get_parsed_content("train#dataset")
     cause = _root_cause(info.value)
@@ -226,7 +206,7 @@ def test_pretrained_weights_that_do_not_fit_name_the_file(dataset, tmp_path, nam
 
 @pytest.mark.parametrize("variant,depth_channels", [("configs/variants/single_face.yaml", 3), ("configs/variants/absolute_si.yaml", 6)])
 def test_variants(dataset, tmp_path, variant, depth_channels):
-    wf = workflow(dataset, tmp_path / "run", configs=(variant,), epochs=1)
+    wf = train_workflow(dataset, tmp_path / "run", configs=(variant,), epochs=1)
     assert not wf.check_properties()
     net = wf.parser.get_parsed_content("network_def")
     assert net(torch.rand(1, 1, 64, 64)).shape[1] == depth_channels + 3 + 1
@@ -241,11 +221,11 @@ def test_command_line_false_switches_flags_off(dataset, tmp_path):
     for run in ("off", "on"):
         (tmp_path / run).mkdir()
         (tmp_path / run / "checkpoint_epoch=1.pt").write_bytes(b"")  # found only when resuming
-    off = workflow(dataset, tmp_path / "off", epochs=1, casi_per_channel="false", center_align="False", resume="false")
+    off = train_workflow(dataset, tmp_path / "off", epochs=1, casi_per_channel="false", center_align="False", resume="false")
     loss = off.parser.get_parsed_content("loss").depth_loss
     assert loss.per_channel is False and loss.center_align is False
     assert off.parser.get_parsed_content("resume_checkpoint") is None
-    on = workflow(dataset, tmp_path / "on", epochs=1, casi_per_channel="true", resume="true")
+    on = train_workflow(dataset, tmp_path / "on", epochs=1, casi_per_channel="true", resume="true")
     assert on.parser.get_parsed_content("loss").depth_loss.per_channel is True
     assert on.parser.get_parsed_content("resume_checkpoint").endswith("checkpoint_epoch=1.pt")
 
@@ -260,20 +240,9 @@ def test_as_flag_names_the_key():
         as_flag("maybe", "flip_tta")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ddp_two_processes_cpu(dataset, tmp_path):
     run = tmp_path / "ddp"
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-        "-m", "monai.bundle", "run", "--config_file", f"['{TRAIN}','{ROOT / 'configs' / 'multi_gpu_train.yaml'}']",
-        "--meta_file", META, "--dataset_dir", str(dataset), "--output_dir", str(run), "--ckpt_dir", str(run / "models"),
-        "--epochs", "2", "--batch_size", "1", "--image_size", "64", "--features", str(TINY["features"]),
-    ]  # fmt: skip
+    cmd = ddp_train_command(dataset, run, processes=2)
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONFAULTHANDLER="1")
 
     def complete() -> bool:  # both epochs checkpointed and a best model written
