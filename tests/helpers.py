@@ -74,9 +74,18 @@ def bundle_env() -> dict[str, str]:
 
 def run_bundle(config: str, **overrides) -> None:
     """``monai.bundle run`` of ``configs/<config>`` of this bundle in this process, with config-key overrides."""
-    bundle_run(config_file=str(ROOT / "configs" / config), meta_file=str(ROOT / "configs" / "metadata.json"),
+    bundle_run(config_file=str(ROOT / "configs" / config), meta_file=META,
                logging_file=str(ROOT / "configs" / "logging.conf"), bundle_root=str(ROOT), **overrides)
 
+
+
+def run_evaluation(data: Path, out: Path, device: str = "cpu", **kw) -> dict:
+    """The evaluation workflow on a :func:`make_dataset` data set (tiny network, quick shape-model fits, 3 mm
+    surface sampling) with config-key overrides; returns metrics.json."""
+    overrides = {"image_size": 64, "features": FEATURES, "ssm_fit": FAST_FIT}
+    run_bundle("evaluate.yaml", dataset_dir=str(data), output_dir=str(out), ssm_path=str(data.parent / "ssm.npz"), device=device,
+               surface_spacing_mm=3.0, surface_max_samples=600, inference_overrides=overrides, **kw)
+    return json.loads((out / "metrics.json").read_text())
 
 # ---------------------------------------------------------------------- DICOM radiographs
 def make_dicom(path, pixels, modality="DX", sop_class=DigitalXRayImageStorageForPresentation, bits_stored=16, **tags):

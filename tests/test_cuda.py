@@ -23,27 +23,34 @@ from scripts.networks import DualFaceDepthNet
 from scripts.phantom import generate_cohort
 from scripts.simulate import find_cases, load_config, simulate
 from scripts.training import latest_checkpoint
-from tests.helpers import FAST_FIT, FEATURES, ROOT, ddp_train_command, make_dataset, run_bundle, train_workflow, write_sphere_dataset
+from tests.helpers import FEATURES, ROOT, ddp_train_command, make_dataset, run_bundle, run_evaluation, train_workflow, write_sphere_dataset
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 DEVICES = ("cpu", "cuda")
 
 
-def read_maps(sample: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """image (H, W), depth (H, W, 2B) in mm and mask (H, W, B) of a simulator or inference folder."""
-    image = nib.load(str(sample / "image.nii.gz")).get_fdata() if (sample / "image.nii.gz").exists() else None
-    return image, nib.load(str(sample / "depth.nii.gz")).get_fdata(), nib.load(str(sample / "mask.nii.gz")).get_fdata() > 0
+def read_maps(sample: Path) -> tuple[np.ndarray, np.ndarray]:
+    """depth (H, W, 2B) in mm and mask (H, W, B) of a simulator or inference folder."""
+    return nib.load(str(sample / "depth.nii.gz")).get_fdata(), nib.load(str(sample / "mask.nii.gz")).get_fdata() > 0
 
 
 def assert_maps_agree(a: Path, b: Path, depth_tol_mm: float, mask_tol: float) -> None:
     """Masks differ on at most ``mask_tol`` of the bone pixels; depths where both masks hold within ``depth_tol_mm``."""
-    _, depth_a, mask_a = read_maps(a)
-    _, depth_b, mask_b = read_maps(b)
+    depth_a, mask_a = read_maps(a)
+    depth_b, mask_b = read_maps(b)
     flipped = (mask_a != mask_b).sum() / max(1, (mask_a | mask_b).sum())
     assert flipped <= mask_tol, f"{a.name}: {flipped:.2%} of the bone pixels change mask"
     both = np.repeat(mask_a & mask_b, 2, axis=-1)
     err = np.abs(depth_a - depth_b)[both]
     assert err.max() <= depth_tol_mm, f"{a.name}: depth differs by up to {err.max():.4f} mm (median {np.median(err):.4f})"
+
+
+@pytest.fixture(scope="module")
+def spheres(tmp_path_factory) -> Path:
+    """The tiny sphere training data set of tests/test_training.py."""
+    root = tmp_path_factory.mktemp("cuda_spheres")
+    write_sphere_dataset(root, n_cases=2, size=64)
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +82,7 @@ def test_simulator_on_cuda_matches_cpu(cohort, tmp_path):
     assert samples and samples == sorted(p.name for p in (tmp_path / "cuda").glob("case_*"))
     for name in samples:
         a, b = tmp_path / "cpu" / name, tmp_path / "cuda" / name
-        image_a, image_b = read_maps(a)[0], read_maps(b)[0]
+        image_a, image_b = (nib.load(str(d / "image.nii.gz")).get_fdata() for d in (a, b))
         assert np.abs(image_a - image_b).max() <= 1e-3 * np.ptp(image_a), name
         assert_maps_agree(a, b, depth_tol_mm=0.01, mask_tol=1e-3)
 
@@ -102,11 +109,9 @@ def test_shipped_model_inference_on_cuda_matches_cpu(radiographs, tmp_path):
             assert rms < 0.1, f"{name} {bone}: completed meshes differ by {rms:.3f} mm RMS"
 
 
-def test_training_on_cuda_round_trips_to_cpu(tmp_path):
+def test_training_on_cuda_round_trips_to_cpu(spheres, tmp_path):
     """Two epochs on the GPU; the best model loads on the CPU and predicts what the GPU network predicts."""
-    data = tmp_path / "spheres"
-    write_sphere_dataset(data, n_cases=2, size=64)
-    wf = train_workflow(data, tmp_path / "run", device="cuda", epochs=2)
+    wf = train_workflow(spheres, tmp_path / "run", device="cuda", epochs=2)
     assert next(wf.parser.get_parsed_content("network").parameters()).is_cuda
     wf.run()
     wf.finalize()
@@ -124,22 +129,17 @@ def test_evaluation_on_cuda_matches_cpu(tmp_path):
     data = make_dataset(tmp_path / "data")
     metrics = {}
     for device in DEVICES:
-        run_bundle("evaluate.yaml", dataset_dir=str(data), output_dir=str(tmp_path / device), ssm_path=str(data.parent / "ssm.npz"),
-                   ckpt_path=str(data.parent / "model.pt"), single_face_ckpt_path=str(tmp_path / "absent.pt"), device=device, surface_spacing_mm=3.0, surface_max_samples=600,
-                   inference_overrides={"image_size": 64, "features": FEATURES, "ssm_fit": FAST_FIT})
-        rows = json.loads((tmp_path / device / "metrics.json").read_text())["means"]
-        metrics[device] = {(r["variant"], r["shift"], r["bone"]): r for r in rows}
+        out = run_evaluation(data, tmp_path / device, device, ckpt_path=str(data.parent / "model.pt"), single_face_ckpt_path=str(tmp_path / "absent.pt"))
+        metrics[device] = {(r["variant"], r["shift"], r["bone"]): r for r in out["means"]}
     assert metrics["cpu"] and metrics["cuda"].keys() == metrics["cpu"].keys()
     for row, cpu in metrics["cpu"].items():
         for key in ("assd_mm", "hd95_mm", "depth_mae_mm", "dice"):
             assert metrics["cuda"][row][key] == pytest.approx(cpu[key], rel=0.02, abs=0.05, nan_ok=True), (row, key)
 
 
-def test_ddp_nccl_on_one_gpu(tmp_path):
-    data = tmp_path / "spheres"
-    write_sphere_dataset(data, n_cases=2, size=64)
+def test_ddp_nccl_on_one_gpu(spheres, tmp_path):
     run = tmp_path / "ddp"
-    cmd = ddp_train_command(data, run, processes=1)
+    cmd = ddp_train_command(spheres, run, processes=1)
     proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert latest_checkpoint(run).endswith("checkpoint_epoch=2.pt") and (run / "models" / "model.pt").exists()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import nibabel as nib
@@ -13,7 +12,7 @@ import trimesh
 
 from scripts.evaluate import METRIC_KEYS, SHIFTS, VARIANTS, label_surfaces, prior_centre_depth
 from scripts.files import write_nifti
-from tests.helpers import FAST_FIT, FEATURES, make_dataset, run_bundle
+from tests.helpers import make_dataset, run_evaluation
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +27,6 @@ def true_mean_depth(sample_dir: Path, faces: int = 2) -> float:
         depth = depth[..., 0::2]
     valid = np.repeat(mask, faces, axis=-1) & (depth > 0)
     return float(depth[valid].mean())
-
-
-def run_evaluation(data: Path, out: Path, **kw) -> dict:
-    overrides = {"image_size": 64, "features": FEATURES, "ssm_fit": FAST_FIT}
-    run_bundle("evaluate.yaml", dataset_dir=str(data), output_dir=str(out), ssm_path=str(data.parent / "ssm.npz"), device="cpu",
-               surface_spacing_mm=3.0, surface_max_samples=600, inference_overrides=overrides, **kw)
-    return json.loads((out / "metrics.json").read_text())
 
 
 def test_prior_is_mean_training_depth(data):

@@ -23,9 +23,8 @@ from scripts.files import InputFileError
 from scripts.geometry import Geometry
 from scripts.networks import DualFaceDepthNet
 from scripts.reconstruct import build_reconstructor
-from tests.helpers import ROOT, bundle_env
+from tests.helpers import FEATURES, ROOT, bundle_env
 
-FEATURES = [4, 4, 8, 8, 16, 4]
 SIZE = 64
 OVERRIDES = {"features": FEATURES, "image_size": SIZE}
 
