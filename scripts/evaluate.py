@@ -23,7 +23,7 @@ import csv
 import io
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -34,7 +34,7 @@ from skimage.measure import marching_cubes
 from tqdm import tqdm
 
 from scripts.files import InputFileError, PathLike, atomic_path, read_depth_and_mask, read_json, read_nifti, read_nifti_with_affine, write_json
-from scripts.geometry import Geometry, apply_transform, read_geometry
+from scripts.geometry import Geometry, GeometryError, apply_transform, channel_order, read_geometry
 from scripts.reconstruct import DepthPrediction, Reconstructor, oracle_prediction
 from scripts.report import save_error_map, save_metric_bars
 from scripts.ssm import read_mesh
@@ -90,8 +90,12 @@ def truth_meshes(entry: Mapping, dataset_dir: Path, geometry: Geometry) -> dict[
     return out
 
 
-def load_sample(entry: Mapping, dataset_dir: PathLike, image_size: Sequence[int] | None = None) -> Sample:
-    """Read a datalist entry (absolute paths); truth maps area-resampled to ``image_size`` (W, H) as in training validation."""
+def load_sample(entry: Mapping, dataset_dir: PathLike, image_size: Sequence[int] | None = None, bones: Sequence[str] | None = None) -> Sample:
+    """Read a datalist entry (absolute paths); truth maps area-resampled to ``image_size`` (W, H) as in training validation.
+
+    ``bones``: the networks' channel names; the truth channels are matched to them by name (a sample
+    listing its bones in another order is reordered, one lacking a bone refused).
+    """
     dataset_dir = Path(dataset_dir)
     geometry = read_geometry(entry["geometry"])
     image = read_nifti(entry["image"])
@@ -99,6 +103,13 @@ def load_sample(entry: Mapping, dataset_dir: PathLike, image_size: Sequence[int]
     b = len(geometry.bones)
     if image.shape != (geometry.height, geometry.width) or depth.shape != (2 * b, *image.shape) or mask.shape != (b, *image.shape):
         raise InputFileError(entry["image"], f"image {image.shape}, depth {depth.shape}, mask {mask.shape} disagree with geometry {geometry.image_size} and {b} bones")
+    if bones is not None and tuple(bones) != geometry.bones:
+        try:
+            order = channel_order(geometry.bones, bones)
+        except GeometryError as e:
+            raise InputFileError(entry["geometry"], str(e)) from None
+        depth, mask = depth[[2 * i + f for i in order for f in (0, 1)]], mask[order]
+        geometry = replace(geometry, bones=tuple(bones))
     meshes = truth_meshes(entry, dataset_dir, geometry)
     if image_size is not None and tuple(image_size) != geometry.image_size:
         geometry = geometry.resized(image_size)
@@ -313,7 +324,7 @@ class EvaluationRunner:
             rows, shown = [], {}
             size = None if self.oracle_inputs else self.dual_face.image_size
             for entry in tqdm(entries, desc=f"evaluate ({self.split})", unit="sample"):
-                sample = load_sample(entry, self.dataset_dir, size)
+                sample = load_sample(entry, self.dataset_dir, size, self.dual_face.bones)
                 preds = {name: self._predict(name, rec, sample) for name, rec in nets.items()}
                 sample_rows, sample_shown = evaluate_sample(sample, preds, self.dual_face, prior, **self.metric_kwargs)
                 rows += sample_rows

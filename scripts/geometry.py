@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import numbers
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence, TypeVar
@@ -35,6 +36,14 @@ GEOMETRY_KEYS = ("sid_mm", "pixel_spacing_mm", "image_size", "principal_point_px
 # Rows are the camera axes expressed in RAS world coordinates: x_cam -> patient left,
 # y_cam -> inferior, z_cam -> posterior (source anterior, detector posterior).
 STANDARD_AP_ROTATION = np.array([[-1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, -1.0, 0.0]])
+
+# What radiography rooms use (docs/real_radiographs.md, "Geometry bounds"): geometry files and the
+# geometry of every input radiograph must lie inside these, or the input is refused.
+SID_RANGE_MM = (700.0, 2000.0)  # table/Bucky 1000-1200, mobile ~1000, chest stand 1800
+PIXEL_PITCH_RANGE_MM = (0.025, 10.0)  # detectors 0.1-0.2; coarser only for downsampled exports
+DETECTOR_FIELD_RANGE_MM = (50.0, 1500.0)  # pitch x pixels per side: cassettes 180-430, stitched long-length up to ~1300
+IMAGE_SIZE_RANGE_PX = (64, 8000)  # per side
+MAGNIFICATION_RANGE = (1.0, 2.0)  # SID / source-to-object distance
 
 
 class GeometryError(ValueError):
@@ -63,6 +72,11 @@ class Geometry:
     bones: tuple[str, ...] = BONES
 
     def __post_init__(self) -> None:
+        _check_numbers("sid_mm", self.sid_mm)
+        _check_numbers("pixel_spacing_mm", self.pixel_spacing_mm)
+        _check_numbers("image_size", self.image_size, integer=True)
+        if self.principal_point_px is not None:
+            _check_numbers("principal_point_px", self.principal_point_px)
         object.__setattr__(self, "pixel_spacing_mm", tuple(float(s) for s in self.pixel_spacing_mm))
         object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
         if self.principal_point_px is None:
@@ -120,20 +134,52 @@ class Geometry:
         return {k: d[k] for k in GEOMETRY_KEYS}
 
     @classmethod
-    def from_dict(cls, d: dict, source: str = "geometry") -> "Geometry":
-        """Build from a dict; ``world_to_camera`` and ``bones`` are optional, the rest required."""
+    def from_dict(cls, d: dict, source: str = "geometry", check_range: bool = False) -> "Geometry":
+        """Build from a dict; ``world_to_camera`` and ``bones`` are optional, the rest required.
+
+        ``bones``, when given, must name at least one channel, each once. ``check_range``: also
+        refuse values outside what radiography rooms use (:meth:`check_radiography_range`).
+        """
         missing = [k for k in ("sid_mm", "pixel_spacing_mm", "image_size") if k not in d]
         if missing:
             raise GeometryError(f"{source}: missing geometry key(s) {missing}")
         kwargs = {k: d[k] for k in GEOMETRY_KEYS if k in d and d[k] is not None}
+        bones = kwargs.get("bones", BONES)
+        if isinstance(bones, str) or not isinstance(bones, (list, tuple)) or not all(isinstance(b, str) and b for b in bones):
+            raise GeometryError(f"{source}: bones must be a list of bone names (channel order), got {bones!r}")
+        if not bones:
+            raise GeometryError(f"{source}: bones is empty; it must name the bone channels in order, e.g. {list(BONES)}")
+        if len(set(bones)) != len(bones):
+            raise GeometryError(f"{source}: bones names a channel twice: {list(bones)}")
         try:
-            return cls(**kwargs)
+            geometry = cls(**kwargs)
         except (TypeError, ValueError) as e:
             raise GeometryError(f"{source}: {e}") from e
+        if check_range:
+            try:
+                geometry.check_radiography_range()
+            except GeometryError as e:
+                raise GeometryError(f"{source}: {e}") from None
+        return geometry
+
+    def check_radiography_range(self) -> "Geometry":
+        """Raise :class:`GeometryError` unless SID, pitch, detector field, size and principal point lie
+        within what radiography rooms use (``SID_RANGE_MM`` ... ``IMAGE_SIZE_RANGE_PX``); returns self."""
+        w, h = self.image_size
+        _check_range("sid_mm", [self.sid_mm], SID_RANGE_MM, "mm")
+        _check_range("pixel_spacing_mm", self.pixel_spacing_mm, PIXEL_PITCH_RANGE_MM, "mm")
+        _check_range("image_size", self.image_size, IMAGE_SIZE_RANGE_PX, "px")
+        field_mm = [s * n for s, n in zip(self.pixel_spacing_mm, self.image_size)]
+        _check_range("detector field (pixel_spacing_mm x image_size)", field_mm, DETECTOR_FIELD_RANGE_MM, "mm")
+        cu, cv = self.principal_point_px
+        if not (-0.5 <= cu <= w - 0.5 and -0.5 <= cv <= h - 0.5):
+            raise GeometryError(f"principal_point_px {[round(cu, 3), round(cv, 3)]} lies off the {w}x{h} px detector (the central ray must meet it)")
+        return self
 
     @classmethod
-    def load(cls, path: PathLike) -> "Geometry":
-        """Read a geometry JSON; raises :class:`GeometryError` (message starting with the path) when missing or invalid."""
+    def load(cls, path: PathLike, check_range: bool = False) -> "Geometry":
+        """Read a geometry JSON; raises :class:`GeometryError` (message starting with the path) when missing or invalid,
+        or (``check_range``) outside what radiography rooms use (:meth:`check_radiography_range`)."""
         path = Path(path)
         try:
             d = json.loads(path.read_text())
@@ -143,18 +189,18 @@ class Geometry:
             raise GeometryError(f"{path}: unreadable geometry JSON ({e})") from None
         if not isinstance(d, dict):
             raise GeometryError(f"{path}: geometry JSON must be an object")
-        return cls.from_dict(d, source=str(path))
+        return cls.from_dict(d, source=str(path), check_range=check_range)
 
     def save(self, path: PathLike) -> None:
         """Write geometry.json atomically (temporary name, then rename)."""
         write_json(path, self.to_dict())
 
     @classmethod
-    def standard(cls, path: PathLike | None = None, **overrides) -> "Geometry":
-        """The standard geometry from configs/geometry.json (or ``path``), with optional overrides."""
+    def standard(cls, path: PathLike | None = None, check_range: bool = False, **overrides) -> "Geometry":
+        """The standard geometry from configs/geometry.json (or ``path``), with optional overrides (``check_range`` as :meth:`load`)."""
         d = json.loads(Path(path or STANDARD_GEOMETRY_FILE).read_text())
         d.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_dict(d, source=str(path or STANDARD_GEOMETRY_FILE))
+        return cls.from_dict(d, source=str(path or STANDARD_GEOMETRY_FILE), check_range=check_range)
 
     # ------------------------------------------------------------------ rays
     def pixel_grid(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -295,12 +341,38 @@ class Geometry:
         )
 
 
-def read_geometry(path: PathLike) -> Geometry:
+def read_geometry(path: PathLike, check_range: bool = False) -> Geometry:
     """:meth:`Geometry.load` for input files: a missing or invalid geometry JSON raises :class:`InputFileError` naming it."""
     try:
-        return Geometry.load(path)
+        return Geometry.load(path, check_range)
     except GeometryError as e:
         raise InputFileError(path, str(e).removeprefix(f"{Path(path)}: ")) from None
+
+
+def channel_order(bones: Sequence[str], wanted: Sequence[str]) -> list[int]:
+    """Indices into ``bones`` (a file's channel names) that give the channels of ``wanted`` (e.g. the
+    network's), matched by name; raises :class:`GeometryError` when a wanted bone is missing."""
+    missing = [b for b in wanted if b not in bones]
+    if missing:
+        raise GeometryError(f"bones {list(bones)} lack {missing} (channels are matched by name to {list(wanted)})")
+    return [list(bones).index(b) for b in wanted]
+
+
+def _check_numbers(name: str, values, integer: bool = False) -> None:
+    """Refuse non-numbers, booleans included (JSON ``true`` is not 1 mm)."""
+    several = isinstance(values, (list, tuple, np.ndarray))
+    kind = numbers.Integral if integer else numbers.Real
+    for v in values if several else [values]:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, kind) and not (integer and isinstance(v, numbers.Real) and float(v).is_integer()):
+            what = ("integers" if integer else "numbers") if several else ("an integer" if integer else "a number")
+            raise GeometryError(f"{name} must be {what}, got {v!r}")
+
+
+def _check_range(name: str, values: Sequence[float], bounds: tuple[float, float], unit: str) -> None:
+    lo, hi = bounds
+    for v in values:
+        if not lo <= v <= hi:
+            raise GeometryError(f"{name} {v:g} {unit} outside {lo:g}..{hi:g} {unit} (what radiography rooms use)")
 
 
 @functools.lru_cache(maxsize=8)

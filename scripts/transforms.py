@@ -8,31 +8,55 @@ off their rays except the geometry-aware left-right flip, which mirrors the geom
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
+
 from monai.config import KeysCollection
 from monai.transforms import GaussianSmooth, MapTransform, RandomizableTransform, ScaleIntensityRangePercentilesd
 
 from scripts.files import InputFileError
-from scripts.geometry import Geometry, read_geometry
+from scripts.geometry import Geometry, GeometryError, channel_order, read_geometry
 
 
 class LoadGeometryd(MapTransform):
     """Replace ``geometry.json`` paths by :class:`Geometry` objects, resized to ``image_size`` (W, H) if given.
 
-    Raises :class:`InputFileError` for a missing or invalid geometry file.
+    ``bones``: the network's channel names. A sample whose geometry lists its bones in another order
+    gets its ``depth`` (2 per bone) and ``mask`` channels reordered by name, and the geometry those
+    names; a sample lacking one of them is refused. Raises :class:`InputFileError` naming the file.
     """
 
-    def __init__(self, keys: KeysCollection = "geometry", image_size: Sequence[int] | None = None, allow_missing_keys: bool = False):
+    def __init__(
+        self,
+        keys: KeysCollection = "geometry",
+        image_size: Sequence[int] | None = None,
+        bones: Sequence[str] | None = None,
+        depth_key: str = "depth",
+        mask_key: str = "mask",
+        allow_missing_keys: bool = False,
+    ):
         super().__init__(keys, allow_missing_keys)
         self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
+        self.bones = None if bones is None else tuple(bones)
+        self.depth_key, self.mask_key = depth_key, mask_key
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
             geom = d[key] if isinstance(d[key], Geometry) else read_geometry(d[key])
+            if self.bones is not None and geom.bones != self.bones:
+                try:
+                    order = channel_order(geom.bones, self.bones)
+                except GeometryError as e:
+                    raise InputFileError(data[key] if not isinstance(data[key], Geometry) else key, str(e)) from None
+                if self.mask_key in d:
+                    d[self.mask_key] = d[self.mask_key][order]
+                if self.depth_key in d:
+                    d[self.depth_key] = d[self.depth_key][[2 * i + f for i in order for f in (0, 1)]]
+                geom = replace(geom, bones=self.bones)
             if self.image_size is not None and geom.image_size != self.image_size:
                 geom = geom.resized(self.image_size)
             d[key] = geom

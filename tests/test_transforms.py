@@ -12,7 +12,7 @@ from monai.bundle import ConfigParser
 
 from scripts.files import InputFileError
 from scripts.geometry import Geometry
-from scripts.transforms import NormalizeRadiographd, RandFlipLRd, lr_swap_permutation
+from scripts.transforms import LoadGeometryd, NormalizeRadiographd, RandFlipLRd, lr_swap_permutation
 from tests.helpers import ROOT, write_sphere_dataset
 
 TRAIN_CONFIG = ROOT / "configs" / "train.yaml"
@@ -113,3 +113,38 @@ def test_bad_geometry_names_file(sphere_dataset, tmp_path):
     while cause is not None and not isinstance(cause, InputFileError):
         cause = cause.__cause__
     assert cause is not None and cause.path == str(bad) and "missing geometry key" in cause.problem
+
+
+def test_load_geometry_matches_bones_by_name(sphere_dataset, tmp_path):
+    """A sample whose geometry.json lists its bones in another order (its files' channels in that order) loads
+    exactly like the standard sample: the training transforms reorder the channels by name; a sample lacking
+    one of the network's bones is refused naming its geometry file. Evaluation's load_sample does the same."""
+    from scripts.evaluate import load_sample
+    from scripts.files import read_depth_and_mask, write_depth_and_mask
+
+    root, _ = sphere_dataset
+    sample = _first_sample(sphere_dataset)
+    geom = Geometry.load(sample["geometry"])
+    depth, mask = read_depth_and_mask(sample["depth"], sample["mask"])
+    order = [2, 0, 1]  # femur_right, pelvis, femur_left
+    write_depth_and_mask(tmp_path, depth[[2 * i + f for i in order for f in (0, 1)]], mask[order].astype(np.uint8), geom.image_affine)
+    (tmp_path / "geometry.json").write_text(json.dumps({**geom.to_dict(), "bones": [geom.bones[i] for i in order]}))
+    shuffled = {**sample, "depth": str(tmp_path / "depth.nii.gz"), "mask": str(tmp_path / "mask.nii.gz"), "geometry": str(tmp_path / "geometry.json")}
+    transforms = load_transforms()
+    a, b = transforms(sample), transforms(shuffled)
+    assert b["geometry"] == a["geometry"]
+    for key in ("depth", "mask"):
+        np.testing.assert_array_equal(np.asarray(b[key]), np.asarray(a[key]))
+    import trimesh
+
+    trimesh.creation.icosphere(1, 30.0).export(tmp_path / "ball.ply")  # truth meshes are matched by name anyway
+    with_mesh = {"meshes": {"pelvis": str(tmp_path / "ball.ply")}}
+    s_a, s_b = load_sample(sample | with_mesh, root, bones=geom.bones), load_sample(shuffled | with_mesh, root, bones=geom.bones)
+    np.testing.assert_array_equal(s_b.depth, s_a.depth)
+    np.testing.assert_array_equal(s_b.mask, s_a.mask)
+    assert s_b.geometry.bones == geom.bones
+    (tmp_path / "geometry.json").write_text(json.dumps({**geom.to_dict(), "bones": ["femur_right", "pelvis", "sacrum"]}))
+    with pytest.raises(InputFileError, match=r"geometry.json: bones \['femur_right', 'pelvis', 'sacrum'\] lack \['femur_left'\]"):
+        LoadGeometryd(bones=geom.bones)(shuffled)
+    with pytest.raises(InputFileError, match="lack"):
+        load_sample(shuffled | with_mesh, root, bones=geom.bones)
