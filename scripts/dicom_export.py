@@ -1,4 +1,5 @@
-"""Writing reconstructed bone meshes as STL files and as DICOM Encapsulated STL instances.
+"""Writing DICOM: reconstructed bone meshes as STL files and DICOM Encapsulated STL instances, and
+radiographs as DICOM DX images with their geometry tags (``python -m scripts.radiograph_io to-dicom``).
 
 The DICOM instance (SOP Class 1.2.840.10008.5.1.4.1.1.104.3, Modality M3D) joins the source study:
 the Patient module and the study identifiers are copied from the source radiograph, while the
@@ -14,10 +15,17 @@ import datetime
 import io
 from pathlib import Path
 
+import numpy as np
 import trimesh
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import EncapsulatedSTLStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    DigitalXRayImageStorageForPresentation,
+    EncapsulatedSTLStorage,
+    ExplicitVRLittleEndian,
+    generate_uid,
+)
 
 from scripts.files import PathLike, atomic_path
 
@@ -130,6 +138,73 @@ def read_encapsulated_stl(ds: Dataset) -> trimesh.Trimesh:
     """The mesh stored in an Encapsulated STL dataset (padding byte removed)."""
     data = bytes(ds.EncapsulatedDocument)[: int(ds.EncapsulatedDocumentLength)]
     return trimesh.load(io.BytesIO(data), file_type="stl", force="mesh")
+
+
+def radiograph_dataset(
+    image: np.ndarray,
+    sid_mm: float,
+    pixel_spacing_mm: tuple[float, float],
+    body_part: str = "PELVIS",
+    view_position: str = "AP",
+    source_to_object_mm: float | None = None,
+) -> Dataset:
+    """A DICOM DX (For Presentation, MONOCHROME2, 16 bit) of a bone-bright radiograph ``image`` (H, W).
+
+    Geometry tags: DistanceSourceToDetector (0018,1110) = ``sid_mm``, ImagerPixelSpacing (0018,1164) =
+    [sv, su] from ``pixel_spacing_mm`` (su, sv) (mm at the detector), DistanceSourceToPatient
+    (0018,1111) when given; BodyPartExamined and ViewPosition as given. Integer images within 0..65535
+    are stored as is; anything else maps its range linearly onto 0..65535 (the DX IOD fixes rescale
+    slope 1 and intercept 0; the network's percentile normalisation does not see a linear map).
+    Patient attributes are empty.
+    """
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise ValueError(f"expected a 2D image, got shape {image.shape}")
+    integral = np.issubdtype(image.dtype, np.integer) or np.array_equal(image, np.round(image))
+    lo, hi = float(image.min()), float(image.max())
+    if integral and lo >= 0 and hi <= 65535:
+        stored = image.astype(np.uint16)
+    else:
+        stored = np.round((image.astype(np.float64) - lo) * (65535.0 / ((hi - lo) or 1.0))).astype(np.uint16)
+    now = datetime.datetime.now()
+    sop_uid = generate_uid()
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    for kw in TYPE2_EMPTY:
+        setattr(ds, kw, "")
+    ds.SOPClassUID, ds.SOPInstanceUID = DigitalXRayImageStorageForPresentation, sop_uid
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.InstanceCreationDate, ds.InstanceCreationTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    ds.ContentDate, ds.ContentTime = ds.InstanceCreationDate, ds.InstanceCreationTime
+    ds.Modality, ds.PresentationIntentType, ds.ImageType = "DX", "FOR PRESENTATION", ["DERIVED", "SECONDARY"]
+    ds.SeriesNumber, ds.InstanceNumber = 1, 1
+    ds.SeriesDescription = "converted by scripts.radiograph_io to-dicom"
+    ds.Manufacturer, ds.ManufacturerModelName = MANUFACTURER, MODEL_NAME
+    ds.BodyPartExamined, ds.ViewPosition = body_part, view_position
+    ds.PatientOrientation = ["L", "F"]  # columns toward the patient's left, rows toward the feet (AP, radiological display)
+    ds.DistanceSourceToDetector = f"{float(sid_mm):.10g}"
+    ds.ImagerPixelSpacing = [f"{float(pixel_spacing_mm[1]):.10g}", f"{float(pixel_spacing_mm[0]):.10g}"]
+    if source_to_object_mm is not None:
+        ds.DistanceSourceToPatient = f"{float(source_to_object_mm):.10g}"
+    ds.Rows, ds.Columns = stored.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = "1", "0", "US"
+    ds.PixelData = np.ascontiguousarray(stored).tobytes()
+    return ds
+
+
+def write_radiograph_dicom(path: PathLike, image: np.ndarray, sid_mm: float, pixel_spacing_mm: tuple[float, float], **kwargs) -> Path:
+    """Write :func:`radiograph_dataset` to ``path`` atomically; returns the path."""
+    path = Path(path)
+    ds = radiograph_dataset(image, sid_mm, pixel_spacing_mm, **kwargs)
+    with atomic_path(path) as tmp:
+        ds.save_as(str(tmp), enforce_file_format=True)
+    return path
 
 
 def _code(value: str, scheme: str, meaning: str) -> Dataset:

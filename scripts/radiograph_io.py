@@ -20,12 +20,19 @@ DICOM geometry (see docs/real_radiographs.md):
 
 Values missing from the header are taken from the ``sid_mm`` / ``pixel_spacing_mm`` arguments, which
 only fill gaps (header values win); without them the file is refused, naming the missing tag.
+
+Command line: turn a PNG/TIFF (or simulator NIfTI) radiograph into a DICOM DX with the geometry tags,
+e.g. to try the Deploy app::
+
+    python -m scripts.radiograph_io to-dicom hip.png hip.dcm [--sid_mm 1100] [--pixel_spacing_mm 0.15]
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import re
+import sys
 import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -38,11 +45,11 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from scipy import ndimage
 
-from scripts.files import InputFileError, PathLike, read_nifti
-from scripts.geometry import Geometry, GeometryError, read_geometry
+from scripts.dicom_export import write_radiograph_dicom
+from scripts.files import InputFileError, PathLike, exits_on_input_error, read_nifti
+from scripts.geometry import IMAGE_SIZE_RANGE_PX, MAGNIFICATION_RANGE, Geometry, GeometryError, read_geometry
 
-MIN_SIZE_PX = 64
-MAX_SIZE_PX = 8000
+MIN_SIZE_PX, MAX_SIZE_PX = IMAGE_SIZE_RANGE_PX
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 RASTER_SUFFIXES = (".png", ".tif", ".tiff")
 RADIOGRAPH_MODALITIES = ("DX", "CR", "RG")
@@ -52,6 +59,16 @@ SECONDARY_CAPTURE_CLASSES = (
     "1.2.840.10008.5.1.4.1.1.7.3",  # Multi-frame Grayscale Word SC
 )
 SECONDARY_CAPTURE_MODALITIES = ("OT", "")
+BURNED_IN_WARNING = "BurnedInAnnotation (0028,0301) YES: the image may show identifying text; the radiograph panel is left out of report.png"
+# BodyPartExamined (0018,0015) values (DICOM CID 4031 and common variants) that say the image shows
+# another body part; anything else (PELVIS, HIP, ABDOMEN, local-language or empty) is accepted.
+OTHER_BODY_PARTS = frozenset(
+    "CHEST THORAX LUNG HEART RIB RIBS STERNUM CLAVICLE SCAPULA SHOULDER ARM HUMERUS ELBOW FOREARM WRIST HAND FINGER THUMB "
+    "HEAD SKULL BRAIN FACE SINUS JAW MANDIBLE TMJ ORBIT NECK CSPINE TSPINE CERVICALSPINE THORACICSPINE KNEE PATELLA LEG "
+    "LOWERLEG TIBIA FIBULA ANKLE FOOT TOE HEEL CALCANEUS BREAST".split()
+)
+# ViewPosition (0018,5101): only an AP view (or no value) is what the model knows.
+AP_VIEW_POSITIONS = ("AP", "")
 _DATE_LIKE = re.compile(r"(19|20)\d{2}[-_.]?[01]\d[-_.]?[0-3]\d")
 _LONG_NUMBER = re.compile(r"\d{6,}")
 _PHI_WORDS = re.compile(r"(patient|mrn|dob|birth|name|accession|ssn)", re.IGNORECASE)
@@ -91,11 +108,14 @@ def load_radiograph(
         info = {"format": "png" if name.endswith(".png") else "tiff"}
     else:
         ds = read_dicom(path)
+        native, source = _dicom_geometry(path, ds, sid_mm, spacing)  # from the header: refused before decoding pixels
         image = _dicom_pixels(path, ds)
-        native, source = _dicom_geometry(path, ds, sid_mm, spacing)
         info = {"format": "dicom", "modality": str(ds.get("Modality", "")), "photometric": str(ds.PhotometricInterpretation)}
         if "DistanceSourceToPatient" in ds:
             info["source_to_object_mm"] = float(ds.DistanceSourceToPatient)
+        if str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES":
+            info["burned_in_annotation"] = True
+            info["warnings"] = [BURNED_IN_WARNING]
     _check_pixels(path, image)
     resampled, coverage = resample_to(image, native, standard)
     info.update(native_geometry=native.to_dict(), geometry_source=source, coverage=coverage)
@@ -204,10 +224,14 @@ def _load_nifti(path: Path) -> tuple[np.ndarray, Geometry, dict]:
         raise InputFileError(path, f"unreadable or truncated NIfTI ({type(e).__name__}: {e})") from None
     if sum(n > 1 for n in shape) > 2:
         raise InputFileError(path, f"3D volume (shape {shape}) given as a radiograph; one 2D projection image per file")
+    _check_size(path, (shape + (1, 1))[:2])
     geometry_file = path.parent / "geometry.json"
     if not geometry_file.exists():
         raise InputFileError(path, f"missing {geometry_file.name} beside the NIfTI image (its geometry)")
-    geometry = read_geometry(geometry_file)
+    try:
+        geometry = read_geometry(geometry_file, check_range=True)
+    except InputFileError as e:  # named by the image, as every other refusal of this input
+        raise InputFileError(path, f"{geometry_file.name}: {e.problem}") from None
     image = read_nifti(path)
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]
@@ -262,9 +286,9 @@ def _raster_geometry(path: Path, shape: tuple[int, int], standard: Geometry, sid
         spacing, spacing_source = standard.pixel_spacing_mm, "standard geometry (size matches)"
     else:
         spacing_source = "argument pixel_spacing_mm"
-    sid, sid_source = (sid_mm, "argument sid_mm") if sid_mm is not None else (standard.sid_mm, "standard geometry")
-    native = _geometry(path, sid, spacing, (w, h))
-    return native, {"sid_mm": sid_source, "pixel_spacing_mm": spacing_source}
+    sid, sid_source = (_argument_number(path, "sid_mm", sid_mm), "argument sid_mm") if sid_mm is not None else (standard.sid_mm, "standard geometry")
+    source = {"sid_mm": sid_source, "pixel_spacing_mm": spacing_source}
+    return _geometry(path, sid, spacing, (w, h), source), source
 
 
 # ---------------------------------------------------------------------- DICOM
@@ -288,6 +312,17 @@ def _check_dicom_header(path: Path, ds: Dataset) -> None:
     photometric = str(ds.get("PhotometricInterpretation", ""))
     if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise InputFileError(path, f"colour or unsupported photometric interpretation ({photometric}, {samples} samples/pixel); need MONOCHROME1/2")
+    _check_view(path, ds)
+
+
+def _check_view(path: Path, ds: Dataset) -> None:
+    """Refuse what the tags say is not an AP pelvis/hip view: BodyPartExamined of another part, ViewPosition other than AP."""
+    body_part = str(ds.get("BodyPartExamined", "") or "").strip().upper()
+    if re.sub(r"[^A-Z]", "", body_part) in OTHER_BODY_PARTS:
+        raise InputFileError(path, f"BodyPartExamined (0018,0015) is {body_part}: not a pelvis/hip radiograph (the model knows AP pelvis views only)")
+    view = str(ds.get("ViewPosition", "") or "").strip().upper()
+    if view not in AP_VIEW_POSITIONS:
+        raise InputFileError(path, f"ViewPosition (0018,5101) is {view}: not an AP view (the model knows AP pelvis views only)")
 
 
 def _dicom_pixels(path: Path, ds: Dataset) -> np.ndarray:
@@ -313,7 +348,7 @@ def _dicom_geometry(path: Path, ds: Dataset, sid_mm, spacing) -> tuple[Geometry,
     if "DistanceSourceToDetector" in ds and ds.DistanceSourceToDetector not in (None, ""):
         sid, source["sid_mm"] = float(ds.DistanceSourceToDetector), "DistanceSourceToDetector (0018,1110)"
     elif sid_mm is not None:
-        sid, source["sid_mm"] = float(sid_mm), "argument sid_mm"
+        sid, source["sid_mm"] = _argument_number(path, "sid_mm", sid_mm), "argument sid_mm"
     else:
         raise InputFileError(path, "missing DistanceSourceToDetector (0018,1110); pass --sid_mm")
     pitch = None
@@ -322,7 +357,7 @@ def _dicom_geometry(path: Path, ds: Dataset, sid_mm, spacing) -> tuple[Geometry,
     elif _present(ds, "PixelSpacing"):
         ps = _row_col(ds.PixelSpacing)
         if _present(ds, "EstimatedRadiographicMagnificationFactor"):
-            m = float(ds.EstimatedRadiographicMagnificationFactor)
+            m = _magnification(path, float(ds.EstimatedRadiographicMagnificationFactor), "EstimatedRadiographicMagnificationFactor (0018,1114)")
             pitch, source["pixel_spacing_mm"] = ps * m, "PixelSpacing (0028,0030) x EstimatedRadiographicMagnificationFactor (0018,1114)"
         elif _present(ds, "PixelSpacingCalibrationType"):
             if not _present(ds, "DistanceSourceToPatient"):
@@ -331,7 +366,7 @@ def _dicom_geometry(path: Path, ds: Dataset, sid_mm, spacing) -> tuple[Geometry,
                     "PixelSpacing (0028,0030) is calibrated to the object plane but EstimatedRadiographicMagnificationFactor "
                     "(0018,1114) and DistanceSourceToPatient (0018,1111) are missing; pass --pixel_spacing_mm",
                 )
-            m = sid / float(ds.DistanceSourceToPatient)
+            m = _magnification(path, sid / float(ds.DistanceSourceToPatient), "SID / DistanceSourceToPatient (0018,1111)")
             pitch, source["pixel_spacing_mm"] = ps * m, "PixelSpacing (0028,0030) x SID / DistanceSourceToPatient (0018,1111)"
         else:
             pitch, source["pixel_spacing_mm"] = ps, "PixelSpacing (0028,0030), uncalibrated (detector pitch)"
@@ -339,7 +374,7 @@ def _dicom_geometry(path: Path, ds: Dataset, sid_mm, spacing) -> tuple[Geometry,
         if spacing is None:
             raise InputFileError(path, "missing ImagerPixelSpacing (0018,1164) and PixelSpacing (0028,0030); pass --pixel_spacing_mm")
         pitch, source["pixel_spacing_mm"] = np.asarray(spacing, dtype=float), "argument pixel_spacing_mm"
-    return _geometry(path, sid, tuple(pitch), (int(ds.Columns), int(ds.Rows))), source
+    return _geometry(path, sid, tuple(pitch), (int(ds.Columns), int(ds.Rows)), source), source
 
 
 def _row_col(value) -> np.ndarray:
@@ -373,16 +408,34 @@ def _sop_instance_uid(path: Path) -> str | None:
 
 
 # ---------------------------------------------------------------------- shared checks
-def _geometry(path: Path, sid: float, spacing, size) -> Geometry:
+def _geometry(path: Path, sid: float, spacing, size, source: dict) -> Geometry:
+    """The input's native geometry, refused (naming where each value came from) outside what radiography rooms use."""
     try:
-        return Geometry(sid_mm=sid, pixel_spacing_mm=tuple(spacing), image_size=size)
+        return Geometry(sid_mm=sid, pixel_spacing_mm=tuple(spacing), image_size=size).check_radiography_range()
     except GeometryError as e:
-        raise InputFileError(path, f"invalid geometry: {e}") from None
+        given = "; ".join(f"{k} from {v}" for k, v in source.items())
+        raise InputFileError(path, f"invalid geometry: {e} ({given})") from None
+
+
+def _magnification(path: Path, factor: float, source: str) -> float:
+    lo, hi = MAGNIFICATION_RANGE
+    if not lo <= factor <= hi:
+        raise InputFileError(path, f"invalid geometry: magnification {factor:g} from {source} outside {lo:g}..{hi:g}")
+    return factor
+
+
+def _argument_number(path: Path, name: str, value) -> float:
+    """A numeric argument (``sid_mm``), refusing booleans and text: ``true`` is not 1 mm."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InputFileError(path, f"argument {name} must be a number (mm), got {value!r}")
+    return float(value)
 
 
 def _spacing_pair(path: Path, spacing) -> tuple[float, float] | None:
     if spacing is None:
         return None
+    for s in (spacing if isinstance(spacing, (list, tuple, np.ndarray)) else [spacing]):
+        _argument_number(path, "pixel_spacing_mm", s)
     v = np.atleast_1d(np.asarray(spacing, dtype=float))
     if v.size == 1:
         v = np.repeat(v, 2)
@@ -416,3 +469,66 @@ def _phi_like(stem: str, ds: Dataset | None) -> bool:
     tokens = re.split(r"[\^\s,_.-]+", f"{ds.get('PatientName', '')} {ds.get('PatientID', '')} {ds.get('PatientBirthDate', '')}")
     low = stem.lower()
     return any(len(t) >= 2 and t.lower() in low for t in tokens)
+
+
+# ---------------------------------------------------------------------- to-dicom
+def to_dicom(
+    input_path: PathLike,
+    output_path: PathLike,
+    standard: Geometry | None = None,
+    sid_mm: float | None = None,
+    pixel_spacing_mm: float | Sequence[float] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a PNG/TIFF or simulator NIfTI radiograph as a DICOM DX with its geometry tags; returns the output path.
+
+    The geometry is what :func:`load_radiograph` would use: a NIfTI's geometry.json; for PNG/TIFF the
+    given ``pixel_spacing_mm`` / ``sid_mm``, or the ``standard`` one when the size matches. The pixels
+    are not resampled. An existing ``output_path`` is refused unless ``overwrite``.
+    """
+    input_path, output_path = Path(input_path), Path(output_path)
+    standard = standard or Geometry.standard()
+    if output_path.exists() and not overwrite:
+        raise InputFileError(output_path, "exists; pass --overwrite to replace it")
+    if not input_path.is_file():
+        raise InputFileError(input_path, "file not found")
+    name = input_path.name.lower()
+    if name.endswith(NIFTI_SUFFIXES):
+        image, native, _ = _load_nifti(input_path)
+        if native.principal_point_px != Geometry(native.sid_mm, native.pixel_spacing_mm, native.image_size).principal_point_px:
+            raise InputFileError(input_path, f"principal point {list(native.principal_point_px)} is off the image centre; DICOM has no tag for it")
+    elif name.endswith(RASTER_SUFFIXES):
+        image = _read_raster(input_path)
+        native, _ = _raster_geometry(input_path, image.shape, standard, sid_mm, _spacing_pair(input_path, pixel_spacing_mm))
+        _check_pixels(input_path, image)
+    else:
+        raise InputFileError(input_path, f"to-dicom reads PNG/TIFF or simulator NIfTI ({', '.join(RASTER_SUFFIXES + NIFTI_SUFFIXES)})")
+    return write_radiograph_dicom(output_path, image, native.sid_mm, native.pixel_spacing_mm)
+
+
+@exits_on_input_error
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI ``python -m scripts.radiograph_io to-dicom IN OUT ...``; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m scripts.radiograph_io", description="Radiograph file tools.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("to-dicom", help="PNG/TIFF or simulator NIfTI radiograph -> DICOM DX with geometry tags (SID, detector pitch, AP pelvis)")
+    p.add_argument("input", help="image.nii.gz (geometry.json beside it), PNG or TIFF (bone bright)")
+    p.add_argument("output", help="DICOM file to write (refused if it exists, unless --overwrite)")
+    p.add_argument("--sid_mm", type=float, default=None, help="source-to-detector distance, mm (PNG/TIFF; default: the standard geometry's)")
+    p.add_argument("--pixel_spacing_mm", type=float, nargs="+", default=None,
+                   help="detector pixel pitch, mm, one value or su sv (PNG/TIFF; required unless the size is the standard one)")
+    p.add_argument("--standard_geometry", default=None, help="standard geometry JSON (default configs/geometry.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    args = parser.parse_args(argv)
+    try:
+        standard = Geometry.standard(args.standard_geometry)
+    except (GeometryError, OSError, ValueError) as e:  # the message names the file
+        print(e, file=sys.stderr)
+        return 1
+    out = to_dicom(args.input, args.output, standard, args.sid_mm, args.pixel_spacing_mm, args.overwrite)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -33,9 +33,10 @@ from tqdm import tqdm
 
 from scripts.checkpoints import load_network
 from scripts.files import InputFileError, PathLike, atomic_dir, remove_partials, write_depth_and_mask, write_json
-from scripts.geometry import Geometry, GeometryError
+from scripts.geometry import BONES, Geometry, GeometryError
 from scripts.meshing import dual_face_mesh, grid_triangles, masked_points
 from scripts.networks import absolute_depth, split_output
+from scripts.plausibility import plausibility
 from scripts.radiograph_io import NIFTI_SUFFIXES, RASTER_SUFFIXES, iter_radiographs, load_radiograph, output_name, read_dicom
 from scripts.report import save_reconstruction_report
 from scripts.ssm import ShapeFit, ShapeModel, fit_shape_model, load_shape_models
@@ -159,6 +160,12 @@ class Reconstruction:
     surfaces: dict[str, trimesh.Trimesh]
     fits: dict[str, ShapeFit]
     timings_s: dict[str, float] = field(default_factory=dict)
+    plausibility: dict = field(default_factory=dict)  # scripts.plausibility.plausibility of the masks and fits
+
+    @property
+    def warnings(self) -> list[str]:
+        """Warnings about this result (an implausible prediction)."""
+        return [self.plausibility["warning"]] if self.plausibility.get("warning") else []
 
     @property
     def completed(self) -> dict[str, trimesh.Trimesh]:
@@ -218,6 +225,10 @@ class Reconstructor:
         fit_kwargs: extra arguments of :func:`scripts.ssm.fit_shape_model`.
         flip_tta: also run the network on the left-right mirror image and average (test-time
             augmentation; twice the network time). Exact for a centred principal point.
+        bones: names of the network's bone channels, in order (configs: ``bones``). The maps are
+            labelled with these, whatever order an input's geometry.json lists (that order only
+            describes the input's own truth files).
+        plausibility: thresholds of :func:`scripts.plausibility.plausibility` (configs: ``plausibility``).
 
     Weights and models load on first use (:meth:`load`), so a bad file surfaces as one
     :class:`InputFileError` before any output is written.
@@ -235,8 +246,12 @@ class Reconstructor:
         max_depth_jump_mm: float = 20.0,
         fit_kwargs: Mapping | None = None,
         flip_tta: bool = False,
+        bones: Sequence[str] = BONES,
+        plausibility: Mapping | None = None,
     ):
         self.network_def, self.ckpt_path, self.ssm_path = network, ckpt_path, ssm_path
+        self.bones = tuple(bones)
+        self.plausibility_kwargs = dict(plausibility or {})
         self.preprocessing = preprocessing
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -259,19 +274,19 @@ class Reconstructor:
         self.load()
         if self.network is None:
             raise ValueError("no checkpoint: pass ckpt_path or a precomputed prediction")
-        net_geometry = geometry if geometry.image_size == self.image_size else geometry.resized(self.image_size)
+        net_geometry = replace(geometry if geometry.image_size == self.image_size else geometry.resized(self.image_size), bones=self.bones)
         x = self.preprocessing({"image": torch.as_tensor(np.asarray(image, dtype=np.float32))[None]})["image"]
         x = torch.as_tensor(x, dtype=torch.float32)[None].to(self.device)
         if tuple(x.shape[-2:]) != (net_geometry.height, net_geometry.width):
             raise ValueError(f"preprocessing gave {tuple(x.shape[-2:])}, expected (H, W) = {(net_geometry.height, net_geometry.width)}")
-        bones = len(geometry.bones)
+        bones = len(self.bones)
         with torch.inference_mode():
             out = self.network(x).float()
             faces = (out.shape[1] - 1 - bones) // bones
             parts = split_output(out, bones, faces)
             if self.flip_tta:
                 mirrored = split_output(self.network(torch.flip(x, dims=(-1,))).float(), bones, faces)
-                parts = _average_with_mirror(parts, mirrored, geometry.bones, faces)
+                parts = _average_with_mirror(parts, mirrored, self.bones, faces)
         return DepthPrediction(
             parts["depth"][0].cpu().numpy(), torch.sigmoid(parts["mask_logits"][0]).cpu().numpy(), float(parts["centre"][0]), net_geometry
         )
@@ -290,7 +305,8 @@ class Reconstructor:
         fits = complete_surfaces(bone_points(depth, mask, geom), self.shape_models, geom, **self.fit_kwargs) if complete else {}
         t2 = time.perf_counter()
         centre = float(depth[np.repeat(mask, prediction.faces, axis=0)].mean()) if mask.any() else float("nan")
-        return Reconstruction(geom, depth, mask, centre, surfaces, fits, {"meshing": t1 - t0, "ssm": t2 - t1})
+        score = plausibility(mask, depth, geom, {b: f.rms_mm for b, f in fits.items()}, **self.plausibility_kwargs)
+        return Reconstruction(geom, depth, mask, centre, surfaces, fits, {"meshing": t1 - t0, "ssm": t2 - t1}, score)
 
     def __call__(self, image: np.ndarray, geometry: Geometry, prediction: DepthPrediction | None = None) -> Reconstruction:
         """Predict (unless ``prediction`` is given, e.g. an oracle) and reconstruct with the estimated centre depth."""
@@ -315,10 +331,13 @@ def write_reconstruction(out_dir: PathLike, rec: Reconstruction, image: np.ndarr
             mesh.export(tmp / f"{bone}.ply")
         for bone, mesh in rec.completed.items():
             mesh.export(tmp / f"{bone}_completed.ply")
-        shown = _resize_image(image, geom)
+        shown = None if info.get("burned_in_annotation") else _resize_image(image, geom)  # identifying text stays out of the report
         faces = rec.depth.shape[0] // rec.mask.shape[0]
         depth2 = np.moveaxis(rec.depth if faces == 2 else np.repeat(rec.depth, 2, axis=0), 0, -1)
-        save_reconstruction_report(tmp / "report.png", shown, np.moveaxis(rec.mask, 0, -1), depth2, rec.completed or rec.surfaces, geom.bones, title=name)
+        warnings = output_warnings(rec, info)
+        save_reconstruction_report(
+            tmp / "report.png", shown, np.moveaxis(rec.mask, 0, -1), depth2, rec.completed or rec.surfaces, geom.bones, title=name, warnings=warnings
+        )
         result = {
             "name": name,
             "input_format": info.get("format"),
@@ -329,10 +348,17 @@ def write_reconstruction(out_dir: PathLike, rec: Reconstruction, image: np.ndarr
             "faces": faces,
             "centre_depth_mm": rec.centre_mm,
             "bones": rec.bone_summary(),
+            "warnings": warnings,
+            "plausibility": rec.plausibility,
             "timings_s": {**rec.timings_s, "write": time.perf_counter() - t0},
         }
         write_json(tmp / "result.json", result)
     return out_dir
+
+
+def output_warnings(rec: Reconstruction, info: Mapping) -> list[str]:
+    """Warnings of one result: the input's (e.g. burned-in annotation) and the prediction's (implausible)."""
+    return [*info.get("warnings", []), *rec.warnings]
 
 
 def _resize_image(image: np.ndarray, geometry: Geometry) -> np.ndarray:
@@ -383,7 +409,7 @@ class ReconstructionRunner:
     @functools.cached_property
     def standard(self) -> Geometry:
         """The standard geometry given to inputs without their own."""
-        return Geometry.standard(self.standard_geometry)
+        return Geometry.standard(self.standard_geometry, check_range=True)
 
     def process(self, path: Path) -> str:
         """Reconstruct one file; returns "done" or "skipped". Raises InputFileError / ValueError for bad input."""
@@ -397,6 +423,8 @@ class ReconstructionRunner:
         rec = self.reconstructor(image, geometry)
         rec.timings_s = {"load": t1 - t0, **rec.timings_s}
         write_reconstruction(target, rec, image, info, name)
+        for warning in output_warnings(rec, info):  # named by the output folder: free of patient identifiers
+            tqdm.write(f"{target}: warning: {warning}", file=sys.stderr)
         return "done"
 
     def run(self) -> dict[str, list[str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -113,20 +114,26 @@ def render_mesh(
 
 def save_reconstruction_report(
     path: str | Path,
-    image: np.ndarray,
+    image: np.ndarray | None,
     masks: np.ndarray,
     depth: np.ndarray,
     meshes: Mapping[str, trimesh.Trimesh],
     bones: Sequence[str],
     title: str = "",
+    warnings: Sequence[str] = (),
 ) -> None:
     """report.png: radiograph + mask outlines, nearest front / farthest back depth, three mesh views.
 
     ``masks`` (H, W, B), ``depth`` (H, W, 2B) bone-major in mm, ``meshes`` in the camera frame (mm).
+    ``image`` None: the radiograph is left out (outlines on black), e.g. when it carries burned-in text.
+    ``warnings`` are printed in red above the panels.
     """
     front, back = front_back_extent(np.moveaxis(depth, -1, 0), np.moveaxis(masks, -1, 0))
     fig, axs = plt.subplots(2, 3, figsize=(13, 8.5))
-    overlay_masks(axs[0, 0], image, masks, bones)
+    if image is None:
+        overlay_masks(axs[0, 0], np.zeros(masks.shape[:2], np.float32), masks, bones, title="mask outlines (radiograph left out)")
+    else:
+        overlay_masks(axs[0, 0], image, masks, bones)
     depth_panel(axs[0, 1], front, "front-face depth (nearest bone)")
     depth_panel(axs[0, 2], back, "back-face depth (farthest bone)")
     for ax, (name, axes, view_axis) in zip(axs[1], MESH_VIEWS):
@@ -134,7 +141,11 @@ def save_reconstruction_report(
     handles = [plt.Line2D([], [], color=bone_colour(b), lw=4, label=b) for b in bones]
     fig.legend(handles=handles, loc="lower center", ncol=len(bones), frameon=False)
     fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
+    top = 0.97
+    for k, text in enumerate(warnings):
+        fig.text(0.5, 0.955 - 0.03 * k, textwrap.shorten("WARNING: " + text, 180), ha="center", va="top", color="red", fontsize=8)
+        top = 0.94 - 0.03 * k
+    fig.tight_layout(rect=(0, 0.04, 1, top))
     save_figure(fig, path)
 
 

@@ -185,3 +185,18 @@ def test_app_bad_model_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and err == [f"{tmp_path / 'empty.ts'}: checkpoint file is empty"]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_app_help_lists_every_option(capsys):
+    """``--help`` lists every option the app takes, the SDK's and the bundle's, and docs/deployment.md shows each."""
+    import deploy.app.__main__ as app_main
+
+    with pytest.raises(SystemExit) as e:
+        app_main.main(["app", "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    taken = [o for a in app_main.argument_parser()._actions for o in a.option_strings if o.startswith("--")]
+    assert set(taken) >= {"--input", "--output", "--model", "--workdir", "--log-level", "--ssm_path", "--sid_mm", "--pixel_spacing_mm", "--geometry", "--device"}
+    docs = (ROOT / "docs" / "deployment.md").read_text()
+    for option in taken:
+        assert option in text and (option in docs or option == "--help"), option

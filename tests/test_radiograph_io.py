@@ -90,7 +90,8 @@ def test_dicom_geometry_lands_points_where_projected(tmp_path, sid, su, aniso, m
     sv = su * aniso
     native = Geometry(sid_mm=sid, pixel_spacing_mm=(su, sv), image_size=(128, 112))
     img = blob_image(native, POINTS)
-    sod, mag = 900.0, sid / 900.0
+    sod = 0.8 * sid  # the object between source and detector: magnification 1.25
+    mag = sid / sod
     tags = {"DistanceSourceToDetector": sid, "ImagerPixelSpacing": None}
     kwargs = {}
     if mode == "imager":
@@ -258,3 +259,47 @@ def test_iter_radiographs_and_output_names(tmp_path):
     assert dname == output_name(tmp_path / "in" / "IM_20240101", ds)  # hash of the SOP Instance UID, not of the name
     assert output_name(tmp_path / "jane_left_hip.dcm", ds).startswith("rg_")  # patient name token in the file name
     assert output_name(tmp_path / "MRN123456.dcm").startswith("rg_")  # long number
+
+
+# ---------------------------------------------------------------------- to-dicom (python -m scripts.radiograph_io to-dicom)
+def test_to_dicom_round_trip_png(tmp_path, capsys):
+    """A 16-bit PNG with a given pitch and SID -> DICOM DX -> the reader: the same pixels, the same geometry from the tags."""
+    from scripts.radiograph_io import main
+
+    img = (np.arange(96 * 80).reshape(96, 80) * 7 % 60000 + 10).astype(np.uint16)
+    Image.fromarray(img).save(tmp_path / "hip.png")
+    args = ["to-dicom", str(tmp_path / "hip.png"), str(tmp_path / "hip.dcm"), "--sid_mm", "1050", "--pixel_spacing_mm", "1.5", "1.75"]
+    assert main(args) == 0 and "wrote" in capsys.readouterr().out
+    from_png = load_radiograph(tmp_path / "hip.png", STD, sid_mm=1050.0, pixel_spacing_mm=(1.5, 1.75))
+    from_dcm = load_radiograph(tmp_path / "hip.dcm", STD)
+    np.testing.assert_array_equal(from_dcm[0], from_png[0])
+    assert from_dcm[2]["native_geometry"] == from_png[2]["native_geometry"]
+    assert from_dcm[2]["geometry_source"] == {"sid_mm": "DistanceSourceToDetector (0018,1110)", "pixel_spacing_mm": "ImagerPixelSpacing (0018,1164)"}
+    import pydicom
+
+    ds = pydicom.dcmread(str(tmp_path / "hip.dcm"))
+    assert (ds.Modality, ds.SOPClassUID, ds.BodyPartExamined, ds.ViewPosition) == ("DX", DigitalXRayImageStorageForPresentation, "PELVIS", "AP")
+    assert [float(x) for x in ds.ImagerPixelSpacing] == [1.75, 1.5] and ds.Rows == 96 and ds.Columns == 80  # [row, column]
+    np.testing.assert_array_equal(ds.pixel_array, img)
+    # the user's file is never replaced without --overwrite; a bad geometry is refused in one line
+    before = (tmp_path / "hip.dcm").read_bytes()
+    assert main(args) == 1 and capsys.readouterr().err.strip() == f"{tmp_path / 'hip.dcm'}: exists; pass --overwrite to replace it"
+    assert (tmp_path / "hip.dcm").read_bytes() == before
+    assert main(["to-dicom", str(tmp_path / "hip.png"), str(tmp_path / "far.dcm"), "--sid_mm", "1e7", "--pixel_spacing_mm", "1.5"]) == 1
+    assert "sid_mm 1e+07 mm outside 700..2000 mm" in capsys.readouterr().err and not (tmp_path / "far.dcm").exists()
+
+
+def test_to_dicom_round_trip_simulator_nifti(tmp_path):
+    """A float simulator image keeps its geometry.json values in the tags; the pixels come back as their range mapped
+    linearly onto 0..65535 (the DX IOD stores 16-bit integers), which the network's percentile normalisation does not see."""
+    from scripts.radiograph_io import to_dicom
+
+    g = Geometry(sid_mm=1100.0, pixel_spacing_mm=(1.5, 1.5), image_size=(70, 66))
+    img = np.random.default_rng(3).random((66, 70)).astype(np.float32) * 3.0 - 1.0
+    write_nifti(tmp_path / "s" / "image.nii.gz", img)
+    g.save(tmp_path / "s" / "geometry.json")
+    to_dicom(tmp_path / "s" / "image.nii.gz", tmp_path / "s.dcm")
+    back, geom, info = load_radiograph(tmp_path / "s.dcm", g)
+    assert geom == g and Geometry.from_dict(info["native_geometry"]) == g.with_pose(np.eye(4))
+    lo, hi = float(img.min()), float(img.max())
+    np.testing.assert_array_equal(back, np.round((img.astype(np.float64) - lo) * 65535.0 / (hi - lo)))  # range -> 0..65535

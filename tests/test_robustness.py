@@ -173,6 +173,22 @@ def _truncated_png(d):
     return d / "cut.png"
 
 
+def _nifti_geometry(d, **changes):
+    """A simulator-layout NIfTI whose geometry.json has ``changes`` (None: key removed)."""
+    path = _nifti(d, image64())
+    g = {**GEOM.to_dict(), **changes}
+    (path.parent / "geometry.json").write_text(json.dumps({k: v for k, v in g.items() if v is not None}))
+    return path
+
+
+def _huge_nifti(d):
+    """12000 x 12000 px of zeros: 0.6 MB compressed, 144 MB decoded; refused from the header."""
+    (d / "case").mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((12000, 12000), np.uint8), np.eye(4)), str(d / "case" / "image.nii.gz"))
+    GEOM.save(d / "case" / "geometry.json")
+    return d / "case" / "image.nii.gz"
+
+
 BAD_INPUTS = {
     "corrupt DICOM": (_corrupt_dicom, "corrupt or truncated DICOM"),
     "DICOM truncated in the header": (lambda d: _truncated(d, 400), "corrupt or truncated DICOM (no pixel data (7FE0,0010))"),
@@ -206,6 +222,26 @@ BAD_INPUTS = {
                                       "differs from the standard geometry 64x64 and the file has no pixel spacing; pass --pixel_spacing_mm"),
     "truncated PNG": (_truncated_png, "unreadable or truncated image"),
     "NIfTI without geometry.json": (lambda d: _nifti(d, image64(), geometry=False), "missing geometry.json beside the NIfTI image"),
+    # geometry outside what radiography rooms use (docs/real_radiographs.md, "Geometry bounds")
+    "SID true (geometry.json)": (lambda d: _nifti_geometry(d, sid_mm=True), "geometry.json: sid_mm must be a number, got True"),
+    "SID 1e7 mm (DICOM)": (_dcm("far.dcm", DistanceSourceToDetector=1e7), "sid_mm 1e+07 mm outside 700..2000 mm"),
+    "SID 5 mm (DICOM)": (_dcm("near.dcm", DistanceSourceToDetector=5.0), "sid_mm 5 mm outside 700..2000 mm"),
+    "SID 5 mm (geometry.json)": (lambda d: _nifti_geometry(d, sid_mm=5.0), "sid_mm 5 mm outside 700..2000 mm"),
+    "detector pitch 100 mm (DICOM)": (_dcm("coarse.dcm", ImagerPixelSpacing=[100.0, 100.0]), "pixel_spacing_mm 100 mm outside 0.025..10 mm"),
+    "detector pitch as text (geometry.json)": (lambda d: _nifti_geometry(d, pixel_spacing_mm=["6.25", "6.25"]), "pixel_spacing_mm must be numbers"),
+    "detector field 2 m (DICOM)": (_dcm("field.dcm", np.tile(image64(), (32, 32))[:2000, :2000], ImagerPixelSpacing=[1.0, 1.0]),
+                                   "detector field (pixel_spacing_mm x image_size) 2000 mm outside 50..1500 mm"),
+    "principal point at 1e6 px (geometry.json)": (lambda d: _nifti_geometry(d, principal_point_px=[1e6, 31.5]), "principal_point_px [1000000.0, 31.5] lies off the 64x64 px detector"),
+    "magnification 5 (DICOM)": (_dcm("mag.dcm", ImagerPixelSpacing=None, PixelSpacing=[1.25, 1.25], EstimatedRadiographicMagnificationFactor=5.0),
+                                "magnification 5 from EstimatedRadiographicMagnificationFactor (0018,1114) outside 1..2"),
+    "bones: [] (geometry.json)": (lambda d: _nifti_geometry(d, bones=[]), "bones is empty"),
+    "bones named twice (geometry.json)": (lambda d: _nifti_geometry(d, bones=["pelvis", "pelvis", "femur_right"]), "bones names a channel twice"),
+    "tiny NIfTI (8 px)": (lambda d: _nifti(d, image64()[:8, :8]), "image too small (8x8 px; minimum 64)"),
+    "huge NIfTI (12000 px)": (_huge_nifti, "image too large (12000x12000 px; maximum 8000)"),
+    # what the tags say is not an AP pelvis/hip view
+    "chest film (BodyPartExamined CHEST)": (_dcm("chest.dcm", BodyPartExamined="CHEST"), "BodyPartExamined (0018,0015) is CHEST: not a pelvis/hip radiograph"),
+    "lateral view (ViewPosition LL)": (_dcm("lat.dcm", ViewPosition="LL"), "ViewPosition (0018,5101) is LL: not an AP view"),
+    "PA view (ViewPosition PA)": (_dcm("pa.dcm", ViewPosition="PA"), "ViewPosition (0018,5101) is PA: not an AP view"),
 }
 
 
@@ -268,6 +304,72 @@ def test_missing_geometry_given_as_arguments(bundle, tmp_path):
     assert run_workflow(d, tmp_path / "out", bundle, sid_mm=1100.0, pixel_spacing_mm=6.25) == 0
     result = assert_complete(tmp_path / "out" / "nosid")
     assert result["geometry_source"] == {"sid_mm": "argument sid_mm", "pixel_spacing_mm": "argument pixel_spacing_mm"}
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    ({"sid_mm": True}, "argument sid_mm must be a number (mm), got True"),
+    ({"sid_mm": "far"}, "argument sid_mm must be a number (mm), got 'far'"),
+    ({"sid_mm": 5.0, "pixel_spacing_mm": 6.25}, "sid_mm 5 mm outside 700..2000 mm (what radiography rooms use) (sid_mm from argument sid_mm"),
+    ({"sid_mm": 1100.0, "pixel_spacing_mm": True}, "argument pixel_spacing_mm must be a number (mm), got True"),
+    ({"sid_mm": 1100.0, "pixel_spacing_mm": 100.0}, "pixel_spacing_mm 100 mm outside 0.025..10 mm"),
+], ids=["sid true", "sid text", "sid 5 mm", "pitch true", "pitch 100 mm"])
+def test_geometry_arguments_must_be_plausible_numbers(overrides, needle, bundle, tmp_path, capsys):
+    """--sid_mm true is not 1 mm: booleans, text and values outside the rooms' ranges are refused, naming the input."""
+    d = tmp_path / "in"
+    d.mkdir()
+    dicom(d / "bare.dcm", DistanceSourceToDetector=None, ImagerPixelSpacing=None)
+    assert run_workflow(d, tmp_path / "out", bundle, **overrides) == 1
+    lines = error_lines(capsys.readouterr().err, d / "bare.dcm")
+    assert len(lines) == 1 and lines[0].startswith(f"{d / 'bare.dcm'}: ") and needle in lines[0], lines
+    assert_no_output(tmp_path / "out")
+
+
+def test_standard_geometry_outside_the_rooms_stops_the_run(bundle, tmp_path, capsys):
+    bad = tmp_path / "standard.json"
+    bad.write_text(json.dumps({**GEOM.to_dict(), "sid_mm": 5.0}))
+    d = tmp_path / "in"
+    d.mkdir()
+    dicom(d / "a.dcm")
+    assert run_workflow(d, tmp_path / "out", bundle, standard_geometry=str(bad)) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"{bad}: sid_mm 5 mm outside 700..2000 mm (what radiography rooms use)"
+    assert not (tmp_path / "out").exists()
+
+
+def test_bones_in_another_order_keep_their_names(bundle, tmp_path):
+    """geometry.json listing its bones in another order describes its own files; the prediction's channels are the
+    network's (configs: bones), so the output is the same as with the standard order: nothing is relabelled."""
+    d = tmp_path / "in"
+    for name, bones in (("std", list(GEOM.bones)), ("shuffled", ["femur_left", "femur_right", "pelvis"])):
+        write_nifti(d / name / "image.nii.gz", image64())
+        (d / name / "geometry.json").write_text(json.dumps({**GEOM.to_dict(), "bones": bones}))
+    out = tmp_path / "out"
+    assert run_workflow(d, out, bundle) == 0
+    std, shuffled = assert_complete(out / "std"), assert_complete(out / "shuffled")
+    assert list(shuffled["bones"]) == list(std["bones"]) == ["pelvis", "femur_left", "femur_right"]
+    assert shuffled["geometry"]["bones"] == ["pelvis", "femur_left", "femur_right"]
+    for f in ("depth.nii.gz", "mask.nii.gz"):
+        np.testing.assert_array_equal(nib.load(str(out / "std" / f)).get_fdata(), nib.load(str(out / "shuffled" / f)).get_fdata())
+
+
+def test_burned_in_annotation_warns_and_leaves_the_radiograph_out_of_the_report(bundle, tmp_path, monkeypatch, capsys):
+    d = tmp_path / "in"
+    d.mkdir()
+    dicom(d / "annotated.dcm", BurnedInAnnotation="YES")
+    dicom(d / "clean.dcm", BurnedInAnnotation="NO")
+    real_report, shown = reconstruct.save_reconstruction_report, {}
+
+    def spy(path, image, *args, **kwargs):
+        shown[Path(path).parent.name.split(".")[1]] = image  # temporary folder .<name>.XXXX.partial
+        return real_report(path, image, *args, **kwargs)
+
+    monkeypatch.setattr(reconstruct, "save_reconstruction_report", spy)
+    out = tmp_path / "out"
+    assert run_workflow(d, out, bundle) == 0
+    assert shown["annotated"] is None and shown["clean"] is not None
+    warned = assert_complete(out / "annotated")["warnings"]
+    assert warned[0].startswith("BurnedInAnnotation (0028,0301) YES") and all("BurnedIn" not in w for w in assert_complete(out / "clean")["warnings"])
+    err = capsys.readouterr().err
+    assert [ln.split("\r")[-1] for ln in err.splitlines() if "BurnedInAnnotation" in ln] == [f"{out / 'annotated'}: warning: {warned[0]}"]
 
 
 # ---------------------------------------------------------------------- bad checkpoints and shape models

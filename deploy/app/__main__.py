@@ -1,5 +1,5 @@
 """Run the 3DDX deploy app: ``python deploy/app -i IN -o OUT -m models/model.ts [--ssm_path models/ssm.npz]
-[--sid_mm S] [--pixel_spacing_mm P] [--device cuda:0]``.
+[--sid_mm S] [--pixel_spacing_mm P] [--geometry G] [--device cuda:0] [-w WORKDIR] [-l LEVEL]`` (``--help`` lists them).
 
 With monai-deploy-app-sdk installed the app runs as a Holoscan application (loader -> reconstruction
 -> writer operators); without it the same pipeline runs in plain Python. Nothing is downloaded.
@@ -21,24 +21,40 @@ from scripts.files import exits_on_input_error  # noqa: E402
 from scripts.geometry import Geometry, GeometryError  # noqa: E402
 
 
-def bundle_options(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    """Split the bundle's own options (geometry fill-ins, device) from the SDK's -i/-o/-m/-l/-w."""
-    p = argparse.ArgumentParser(add_help=False)
+SDK_OPTIONS = ("input", "output", "model", "workdir", "log_level")  # the MONAI Deploy app context's -i/-o/-m/-w/-l
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    """Every option the app takes (``--help`` lists them): the MONAI Deploy ones and the bundle's."""
+    p = argparse.ArgumentParser(prog="python deploy/app", description="3DDX deploy app: radiographs (DICOM DX/CR; PNG/TIFF, simulator NIfTI) "
+                                "-> per bone STL and DICOM Encapsulated STL, and result.json. See docs/deployment.md.")
+    p.add_argument("-i", "--input", required=True, help="radiograph file or folder (searched recursively)")
+    p.add_argument("-o", "--output", required=True, help="output folder: OUT/<name>/ per radiograph")
+    p.add_argument("-m", "--model", required=True, help="network: TorchScript models/model.ts (or a state dict .pt)")
+    p.add_argument("-w", "--workdir", default=None, help="MONAI Deploy working folder (SDK runs only)")
+    p.add_argument("-l", "--log-level", dest="log_level", default="INFO", help="logging level: DEBUG, INFO, WARNING, ERROR")
+    p.add_argument("--ssm_path", default=None, help="shape models (default models/ssm.npz of the bundle; '' for no completion)")
     p.add_argument("--sid_mm", type=float, default=None, help="source-to-detector distance (mm) for inputs lacking it")
-    p.add_argument("--pixel_spacing_mm", type=float, nargs="+", default=None, help="detector pixel pitch (mm), 1 or 2 values")
+    p.add_argument("--pixel_spacing_mm", type=float, nargs="+", default=None, help="detector pixel pitch (mm), 1 or 2 values, for inputs lacking it")
     p.add_argument("--geometry", default=None, help="standard geometry JSON (default configs/geometry.json)")
     p.add_argument("--device", default=None, help="torch device, e.g. cuda:0 (default: cuda when available)")
-    p.add_argument("--ssm_path", default=None, help="shape models (default models/ssm.npz of the bundle; '' for no completion)")
-    return p.parse_known_args(argv)
+    return p
+
+
+def sdk_arguments(opts: argparse.Namespace) -> list[str]:
+    """The SDK's own options (-i/-o/-m/-w/-l) of the parsed ``opts``, as the app context parses them."""
+    flags = {"input": "-i", "output": "-o", "model": "-m", "workdir": "-w", "log_level": "-l"}
+    return [x for key in SDK_OPTIONS if getattr(opts, key) is not None for x in (flags[key], str(getattr(opts, key)))]
 
 
 @exits_on_input_error
 def main(argv: list[str] | None = None) -> int:
     """Run the app on ``argv`` (``sys.argv`` when None, program name first); returns the exit status."""
     argv = list(sys.argv if argv is None else argv)
-    opts, sdk_argv = bundle_options(argv[1:])
+    opts = argument_parser().parse_args(argv[1:])
+    sdk_argv = sdk_arguments(opts)
     try:
-        standard = Geometry.standard(opts.geometry)
+        standard = Geometry.standard(opts.geometry, check_range=True)
     except (GeometryError, OSError, ValueError) as e:  # missing or malformed geometry JSON (the message names it)
         print(e, file=sys.stderr)
         return 1
@@ -46,15 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from monai.deploy.conditions import CountCondition
         from monai.deploy.core import Application
-    except ImportError:
-        p = argparse.ArgumentParser(description="3DDX deploy app (plain Python: monai-deploy-app-sdk not installed)")
-        p.add_argument("-i", "--input", required=True)
-        p.add_argument("-o", "--output", required=True)
-        p.add_argument("-m", "--model", required=True)
-        p.add_argument("-l", "--log-level", default="INFO")
-        a = p.parse_args(sdk_argv)
-        logging.basicConfig(level=a.log_level.upper())
-        return run(a.input, a.output, reconstruct_image_adapter(a.model, opts.device, opts.ssm_path), standard, **load_kwargs)
+    except ImportError:  # plain Python: monai-deploy-app-sdk not installed
+        logging.basicConfig(level=opts.log_level.upper())
+        return run(opts.input, opts.output, reconstruct_image_adapter(opts.model, opts.device, opts.ssm_path), standard, **load_kwargs)
 
     from deploy.app.operators import BoneReconstructionOperator, MeshWriterOperator, RadiographLoaderOperator
 

@@ -87,6 +87,7 @@ def write_case(case: RadiographCase, meshes: dict[str, trimesh.Trimesh], output_
             "geometry_source": case.info.get("geometry_source"),
             "coverage": case.info.get("coverage"),
             "frame": "camera (mm): origin at the focal spot, +z toward the detector",
+            "warnings": case.info.get("warnings", []),
         }
         write_json(tmp / "result.json", summary)
     return sorted(final.iterdir())
@@ -116,6 +117,8 @@ def run(input_path: PathLike, output_dir: PathLike, infer: MeshFn, standard: Geo
         try:
             write_case(case, run_inference(case, infer), output_dir)
             logger.info("reconstructed %s", case.name)
+            for warning in case.info.get("warnings", []):  # named by the PHI-free output folder
+                print(f"{Path(output_dir) / case.name}: warning: {warning}", file=sys.stderr)
         except InputFileError as e:
             if Path(e.path) != case.path:  # the model or shape-model file: every case would fail the same way
                 errors.append(str(e))

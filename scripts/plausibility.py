@@ -1,0 +1,109 @@
+"""Plausibility of one prediction: does it look like the AP pelvis radiograph the model knows?
+
+An input that is not an AP pelvis radiograph (noise, an inverted image, a chest film, a lateral
+view) still gets masks and depths from the network; this scores what came out, from the masks'
+shape and layout and the shape-model fits, so that such an answer carries a warning.
+
+Checks (each passes or fails; thresholds are the ``plausibility`` keys of configs/inference.yaml):
+
+- ``<bone> found``: the bone has a mask;
+- ``<bone> one part``: its largest 8-connected mask part holds at least ``min_largest_component``
+  of its mask pixels (real bones are one blob; masks on noise are scattered);
+- ``<bone> width``: the left-right extent (mm, camera x) of the largest part's front-face points
+  lies within ``width_mm[bone]``;
+- ``<bone> shape-model fit``: the shape model's RMS residual is at most ``max_ssm_rms_mm``;
+- ``femur_left side`` / ``femur_right side``: at least ``min_side_fraction`` of the femur's mask
+  lies on its side of the pelvis centre column (image columns run toward the patient's left);
+- ``pelvis above the femurs`` (centroid rows) and ``pelvis between the femurs`` (centroid columns).
+
+A check that cannot be evaluated (its bone is missing) is not counted, except ``found``. The score
+is the fraction of counted checks that pass; below ``min_score`` the prediction is implausible.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from scripts.geometry import Geometry
+
+DEFAULT_WIDTH_MM = {"pelvis": (80.0, 330.0), "femur_left": (15.0, 120.0), "femur_right": (15.0, 120.0)}
+WARNING = "implausible prediction (score {score:.2f} < {min_score:g}; failed: {failed}): the input may not be an AP pelvis radiograph; do not trust these surfaces"
+
+
+def largest_part(mask: np.ndarray) -> np.ndarray:
+    """The largest 8-connected component of a boolean mask (H, W) (all False when empty)."""
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return np.zeros_like(mask, dtype=bool)
+    return labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+
+
+def plausibility(
+    mask: np.ndarray,
+    depth: np.ndarray,
+    geometry: Geometry,
+    fit_rms_mm: Mapping[str, float] | None = None,
+    min_score: float = 0.85,
+    min_largest_component: float = 0.9,
+    min_side_fraction: float = 0.9,
+    max_ssm_rms_mm: float = 3.0,
+    width_mm: Mapping[str, Sequence[float]] | None = None,
+) -> dict:
+    """Score a prediction; returns ``{"score", "min_score", "plausible", "checks": [{name, value, expected, ok}], "warning"}``.
+
+    Args:
+        mask: (B, H, W) bool, channels named by ``geometry.bones``.
+        depth: (faces*B, H, W) absolute depth (mm), front face first per bone.
+        geometry: the maps' geometry (camera frame, mm).
+        fit_rms_mm: per bone shape-model RMS residual (mm); bones without a fit are not checked.
+        min_score: the fraction of passed checks below which the prediction is implausible (a warning).
+        min_largest_component, min_side_fraction, max_ssm_rms_mm, width_mm: the checks' thresholds (module docstring).
+    """
+    mask = np.asarray(mask, bool)
+    faces = depth.shape[0] // mask.shape[0]
+    widths = {**DEFAULT_WIDTH_MM, **{k: tuple(v) for k, v in (width_mm or {}).items()}}
+    fit_rms_mm = dict(fit_rms_mm or {})
+    checks: list[dict] = []
+
+    def check(name: str, value: float, expected: str, ok: bool) -> None:
+        checks.append({"name": name, "value": round(float(value), 3), "expected": expected, "ok": bool(ok)})
+
+    centroid = {}
+    for b, bone in enumerate(geometry.bones):
+        m = mask[b]
+        check(f"{bone} found", int(m.sum()), "> 0 mask pixels", m.any())
+        if not m.any():
+            continue
+        v, u = np.nonzero(m)
+        centroid[bone] = (float(u.mean()), float(v.mean()))
+        main = largest_part(m)
+        check(f"{bone} one part", main.sum() / m.sum(), f">= {min_largest_component:g} of the mask in its largest part", main.sum() / m.sum() >= min_largest_component)
+        if bone in widths:
+            x = geometry.backproject(np.asarray(depth[faces * b], dtype=np.float64))[main][:, 0]
+            lo, hi = widths[bone]
+            check(f"{bone} width", np.ptp(x), f"{lo:g}..{hi:g} mm", lo <= np.ptp(x) <= hi)
+        if bone in fit_rms_mm:
+            check(f"{bone} shape-model fit", fit_rms_mm[bone], f"<= {max_ssm_rms_mm:g} mm RMS", fit_rms_mm[bone] <= max_ssm_rms_mm)
+    midline = centroid["pelvis"][0] if "pelvis" in centroid else geometry.principal_point_px[0]
+    for bone, sign in (("femur_left", 1.0), ("femur_right", -1.0)):  # +u: toward the patient's left
+        if bone in centroid:
+            u = np.nonzero(mask[geometry.bones.index(bone)])[1]
+            side = float(np.mean(sign * (u - midline) > 0))
+            check(f"{bone} side", side, f">= {min_side_fraction:g} of the mask on the patient's {bone.split('_')[1]} of the pelvis centre", side >= min_side_fraction)
+    if {"pelvis", "femur_left", "femur_right"} <= set(centroid):
+        (pu, pv), (lu, lv), (ru, rv) = centroid["pelvis"], centroid["femur_left"], centroid["femur_right"]
+        check("pelvis above the femurs", min(lv, rv) - pv, "> 0 px (pelvis centroid row above both femurs')", pv < min(lv, rv))
+        check("pelvis between the femurs", min(pu - ru, lu - pu), "> 0 px (pelvis centroid column between the femurs')", ru < pu < lu)
+    score = float(np.mean([c["ok"] for c in checks])) if checks else 0.0
+    failed = [c["name"] for c in checks if not c["ok"]]
+    plausible = score >= min_score
+    return {
+        "score": round(score, 4),
+        "min_score": float(min_score),
+        "plausible": plausible,
+        "checks": checks,
+        "warning": None if plausible else WARNING.format(score=score, min_score=min_score, failed=", ".join(failed)),
+    }

@@ -1,0 +1,168 @@
+"""Plausibility score of a prediction (scripts.plausibility) on constructed masks and depths with known answers.
+
+Bones are analytic spheres in the camera frame (tests.helpers.SPHERES: pelvis above and between the
+femurs, femur_left at +x = the patient's left); each test breaks one property and checks that exactly
+the checks it should fail fail, with hand-computed values. End to end, the inference workflow with the
+shipped model warns on noise, an inverted image and a lateral view, and not on a simulated AP radiograph.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import scripts.simulate as simulate
+from scripts.files import read_nifti, write_nifti
+from scripts.geometry import Geometry
+from scripts.phantom import generate_case, write_case
+from scripts.plausibility import largest_part, plausibility
+from tests.helpers import SPHERES, run_bundle, sphere_depths
+
+GEOM = Geometry(sid_mm=1100.0, pixel_spacing_mm=(6.25, 6.25), image_size=(64, 64))  # 400 mm field
+GOOD_FIT = {"pelvis": 1.0, "femur_left": 0.5, "femur_right": 0.5}
+
+
+def maps(spheres: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Depth (2B, H, W) mm and mask (B, H, W) of camera-frame spheres {bone: (centre, radius)}, in GEOM.bones order."""
+    depth, mask = [], []
+    for bone in GEOM.bones:
+        centre, radius = spheres[bone]
+        front, back = sphere_depths(GEOM, np.asarray(centre, dtype=np.float64), radius)
+        depth += [front, back]
+        mask.append(back > 0)
+    return np.stack(depth).astype(np.float32), np.stack(mask)
+
+
+def failed(result: dict) -> set[str]:
+    return {c["name"] for c in result["checks"] if not c["ok"]}
+
+
+def test_anatomical_layout_passes_every_check():
+    depth, mask = maps(SPHERES)
+    result = plausibility(mask, depth, GEOM, GOOD_FIT)
+    assert result["score"] == 1.0 and result["plausible"] and result["warning"] is None
+    assert len(result["checks"]) == 16  # found, one part, width, fit x 3 bones; 2 sides; 2 layout
+
+
+def test_width_is_the_sphere_diameter():
+    """The front-face points of a sphere span its diameter left-right, less at most one pixel footprint at the surface."""
+    depth, mask = maps(SPHERES)
+    checks = {c["name"]: c for c in plausibility(mask, depth, GEOM, GOOD_FIT)["checks"]}
+    for bone, (centre, radius) in SPHERES.items():
+        footprint = 6.25 * centre[2] / 1100.0  # mm per pixel at the sphere's depth
+        assert 2 * radius - 2 * footprint <= checks[f"{bone} width"]["value"] <= 2 * radius + 0.5
+
+
+def test_swapped_femurs_fail_side_and_layout():
+    """femur_left's mask on the patient's right (and vice versa): what a mislabelled or mirrored input gives."""
+    swapped = {**SPHERES, "femur_left": SPHERES["femur_right"], "femur_right": SPHERES["femur_left"]}
+    depth, mask = maps(swapped)
+    result = plausibility(mask, depth, GEOM, GOOD_FIT)
+    assert failed(result) == {"femur_left side", "femur_right side", "pelvis between the femurs"}
+    assert result["score"] == pytest.approx(13 / 16) and not result["plausible"]
+    assert "femur_left side" in result["warning"] and "may not be an AP pelvis radiograph" in result["warning"]
+    checks = {c["name"]: c for c in result["checks"]}
+    assert checks["femur_left side"]["value"] == 0.0 and checks["femur_right side"]["value"] == 0.0
+
+
+def test_pelvis_below_the_femurs_fails_layout():
+    low = {**SPHERES, "pelvis": ((0.0, 120.0, 950.0), 60.0)}
+    depth, mask = maps(low)
+    assert failed(plausibility(mask, depth, GEOM, GOOD_FIT)) == {"pelvis above the femurs"}
+
+
+def test_scattered_mask_fails_one_part():
+    """Pelvis mask as isolated pixels (as on noise): its largest part is one pixel of many."""
+    depth, mask = maps(SPHERES)
+    grid = np.zeros((64, 64), bool)
+    grid[::4, ::4] = True
+    mask[0] &= grid
+    result = plausibility(mask, depth, GEOM, GOOD_FIT)
+    assert "pelvis one part" in failed(result)
+    assert {c["name"]: c for c in result["checks"]}["pelvis one part"]["value"] == pytest.approx(1 / mask[0].sum(), abs=1e-3)
+
+
+def test_oversized_femur_and_poor_fits():
+    big = {**SPHERES, "femur_left": ((120.0, 60.0, 965.0), 80.0)}  # 160 mm wide: no femur is
+    depth, mask = maps(big)
+    mask[0] &= ~mask[1]  # keep the masks apart as a network's would be
+    result = plausibility(mask, depth, GEOM, {"pelvis": 10.0, "femur_left": 0.5, "femur_right": 3.5})
+    assert failed(result) == {"femur_left width", "pelvis shape-model fit", "femur_right shape-model fit"}
+    assert {c["name"]: c["value"] for c in result["checks"]}["pelvis shape-model fit"] == 10.0
+
+
+def test_missing_bone_counts_once_and_thresholds_are_parameters():
+    depth, mask = maps(SPHERES)
+    mask[2] = False
+    result = plausibility(mask, depth, GEOM, GOOD_FIT)
+    # femur_right: found fails; its other checks and the layout checks cannot be evaluated
+    assert failed(result) == {"femur_right found"} and len(result["checks"]) == 10  # 4 + 4 + 1 + femur_left side
+    assert result["score"] == pytest.approx(9 / 10) and result["plausible"]
+    assert not plausibility(mask, depth, GEOM, GOOD_FIT, min_score=0.95)["plausible"]
+    depth, mask = maps(SPHERES)
+    strict = plausibility(mask, depth, GEOM, GOOD_FIT, max_ssm_rms_mm=0.7, width_mm={"pelvis": [200, 300]})
+    assert failed(strict) == {"pelvis shape-model fit", "pelvis width"}
+
+
+def test_largest_part():
+    m = np.zeros((10, 10), bool)
+    m[1:3, 1:3] = True  # 4 px
+    m[5:9, 5:9] = True  # 16 px
+    m[9, 9] = True  # touches the big one diagonally: 8-connected
+    assert largest_part(m).sum() == 17 and not largest_part(np.zeros((4, 4), bool)).any()
+
+
+# ---------------------------------------------------------------------- end to end, shipped model
+def _simulated(root, name: str, rotation_deg=None):
+    """One simulated standard-geometry radiograph of the phantom under root/phantom as root/in/<name>/image.nii.gz;
+    ``rotation_deg`` fixes the pose (camera axes, degrees) instead of the simulator's random one."""
+    with pytest.MonkeyPatch.context() as mp:
+        if rotation_deg is not None:
+            mp.setattr(simulate, "pose_parameters", lambda *args: (list(rotation_deg), [0.0, 0.0, 0.0]))
+        datalist, errors = simulate.simulate(simulate.find_cases(root / "phantom"), root / name, poses=1, seed=3, device="cpu")
+    assert not errors
+    sample = root / name / Path(next(e for split in datalist.values() for e in split)["image"]).parent
+    shutil.copytree(sample, root / "in" / name)
+    return root / "in" / name
+
+
+@pytest.fixture(scope="module")
+def shipped_model_results(tmp_path_factory):
+    """The inference workflow (shipped model and shape models, CPU) on a simulated AP radiograph, its inverse,
+    a lateral view of the same phantom and uniform noise; returns ({name: result.json}, stderr)."""
+    root = tmp_path_factory.mktemp("plausible")
+    write_case(generate_case(2026, 3.0), root / "phantom" / "case_2026")
+    ap = _simulated(root, "ap")
+    _simulated(root, "lateral", rotation_deg=(0.0, 90.0, 0.0))
+    shutil.copytree(ap, root / "in" / "inverted")
+    image = read_nifti(ap / "image.nii.gz")
+    write_nifti(root / "in" / "inverted" / "image.nii.gz", (image.max() - image).astype(np.float32), Geometry.load(ap / "geometry.json").image_affine)
+    size = Geometry.standard().image_size
+    noise = np.random.default_rng(0).integers(0, 65535, size[::-1]).astype(np.uint16)  # standard size: standard geometry
+    Image.fromarray(noise).save(root / "in" / "noise.png")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        run_bundle("inference.yaml", input_dir=str(root / "in"), output_dir=str(root / "out"), device="cpu")
+    results = {p.parent.name: json.loads(p.read_text()) for p in (root / "out").glob("*/result.json")}
+    return results, err.getvalue(), root / "out"
+
+
+def test_shipped_model_warns_on_what_is_not_an_ap_pelvis_radiograph(shipped_model_results):
+    results, err, out = shipped_model_results
+    assert set(results) == {"ap", "lateral", "inverted", "noise"}
+    assert results["ap"]["plausibility"]["plausible"] and results["ap"]["warnings"] == []
+    assert not [line for line in err.splitlines() if str(out / "ap") in line]
+    for name in ("lateral", "inverted", "noise"):
+        result = results[name]
+        assert not result["plausibility"]["plausible"], (name, result["plausibility"])
+        assert result["plausibility"]["score"] < result["plausibility"]["min_score"] <= results["ap"]["plausibility"]["score"]
+        assert result["warnings"] == [result["plausibility"]["warning"]] and "may not be an AP pelvis radiograph" in result["warnings"][0]
+        lines = [line.split("\r")[-1] for line in err.splitlines() if f"{out / name}: warning: " in line]
+        assert lines == [f"{out / name}: warning: {result['warnings'][0]}"]
