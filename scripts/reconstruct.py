@@ -478,6 +478,15 @@ def _cached_reconstructor(model_path: str | None, ssm_path: str | None, device: 
     return build_reconstructor(ckpt_path=model_path, ssm_path=ssm_path, device=device).load()
 
 
+class BoneMeshes(dict):
+    """``{bone: trimesh.Trimesh}`` of one radiograph (camera frame, mm) carrying the result's ``warnings``
+    (sentences, e.g. an implausible prediction: :attr:`Reconstruction.warnings`)."""
+
+    def __init__(self, meshes: Mapping[str, trimesh.Trimesh], warnings: Sequence[str] = ()):
+        super().__init__(meshes)
+        self.warnings = list(warnings)
+
+
 def reconstruct_image(
     image: np.ndarray,
     geometry: Geometry,
@@ -485,12 +494,13 @@ def reconstruct_image(
     ssm_path: PathLike | None = None,
     device: str | None = None,
     completed: bool = True,
-) -> dict[str, trimesh.Trimesh]:
+) -> BoneMeshes:
     """Bone surfaces (camera frame, mm) of one bone-bright radiograph (H, W) taken with ``geometry``.
 
     Uses configs/inference.yaml (checkpoint ``model_path``, default models/model.pt; shape models
     ``ssm_path``, default models/ssm.npz). Returns per found bone the shape-model completion
-    (``completed``; the dual-face surface where no fit was possible) or the dual-face surface.
+    (``completed``; the dual-face surface where no fit was possible) or the dual-face surface, with
+    the result's warnings (``.warnings``: empty unless the prediction is implausible).
     """
     rec = _cached_reconstructor(None if model_path is None else str(model_path), None if ssm_path is None else str(ssm_path), device)(image, geometry)
-    return {**rec.surfaces, **(rec.completed if completed else {})}
+    return BoneMeshes({**rec.surfaces, **(rec.completed if completed else {})}, rec.warnings)

@@ -71,3 +71,5 @@ class MeshWriterOperator(Operator):
         for case, meshes in op_input.receive("results"):
             paths = write_case(case, meshes, self.output_folder)
             logger.info("%s: wrote %d files", case.name, len(paths))
+            for warning in case.info.get("warnings", []):
+                logger.warning("%s: warning: %s", self.output_folder / case.name, warning)

@@ -55,13 +55,18 @@ def load_cases(
 
 
 def run_inference(case: RadiographCase, infer: MeshFn) -> dict[str, trimesh.Trimesh]:
-    """Call ``infer(image, geometry)`` and check it returned non-empty meshes of known bones."""
+    """Call ``infer(image, geometry)`` and check it returned non-empty meshes of known bones.
+
+    Warnings the inference attaches to its result (``.warnings``, e.g. an implausible prediction:
+    ``scripts.reconstruct.BoneMeshes``) are added to ``case.info["warnings"]`` (result.json, stderr).
+    """
     meshes = infer(case.image, case.geometry)
     if not isinstance(meshes, dict):
         raise TypeError(f"inference must return {{bone: trimesh.Trimesh}}, got {type(meshes).__name__}")
     unknown = set(meshes) - set(case.geometry.bones)
     if unknown:
         raise ValueError(f"inference returned unknown bone(s) {sorted(unknown)}; expected some of {case.geometry.bones}")
+    case.info["warnings"] = [*case.info.get("warnings", []), *getattr(meshes, "warnings", [])]
     return {b: m for b, m in meshes.items() if isinstance(m, trimesh.Trimesh) and len(m.faces) > 0}
 
 
