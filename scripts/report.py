@@ -141,11 +141,12 @@ def save_reconstruction_report(
     handles = [plt.Line2D([], [], color=bone_colour(b), lw=4, label=b) for b in bones]
     fig.legend(handles=handles, loc="lower center", ncol=len(bones), frameon=False)
     fig.suptitle(title)
-    top = 0.97
-    for k, text in enumerate(warnings):
-        fig.text(0.5, 0.955 - 0.03 * k, textwrap.shorten("WARNING: " + text, 180), ha="center", va="top", color="red", fontsize=8)
-        top = 0.94 - 0.03 * k
-    fig.tight_layout(rect=(0, 0.04, 1, top))
+    top = 0.96
+    for text in warnings:
+        wrapped = textwrap.fill("WARNING: " + text, 170)
+        fig.text(0.5, top, wrapped, ha="center", va="top", color="red", fontsize=8)
+        top -= 0.018 * (wrapped.count("\n") + 1) + 0.004
+    fig.tight_layout(rect=(0, 0.04, 1, min(top, 0.97)))
     save_figure(fig, path)
 
 
