@@ -39,7 +39,7 @@ def make_inputs(tmp: Path) -> tuple[Path, Path]:
     from scripts.simulate import find_cases, simulate
     from scripts.ssm import build_from_cases, save_shape_models
 
-    generate_cohort(2, tmp / "cohort", seed=0, spacing_mm=3.0)
+    generate_cohort(2, tmp / "cohort", seed=0, spacing_mm=3.0, anatomy_name="procedural")
     simulate(find_cases(tmp / "cohort"), tmp / "sim", poses=1, device="cpu")
     save_shape_models(tmp / "ssm.npz", *build_from_cases(tmp / "cohort"))
     return sorted((tmp / "sim").glob("*/image.nii.gz"))[0], tmp / "ssm.npz"

@@ -86,7 +86,7 @@ def main() -> None:
     if (ROOT / "scripts" / "phantom.py").exists():
         d = Path(args.phantom_dir or tempfile.mkdtemp())
         if not (d / "case_0000").exists():
-            subprocess.run([sys.executable, "-m", "scripts.phantom", "--n", "1", "--out", str(d), "--seed", "0", "--spacing", "1.0"], cwd=ROOT, check=True)
+            subprocess.run([sys.executable, "-m", "scripts.phantom", "--anatomy", "procedural", "--n", "1", "--out", str(d), "--seed", "0", "--spacing", "1.0"], cwd=ROOT, check=True)
         ct = read_ct(d / "case_0000" / "ct.nii.gz")
         bench("1 mm phantom", ct, read_labels(d / "case_0000" / "labels.nii.gz", ct).array, args.repeats, device)
     print(f"peak memory (max RSS): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")

@@ -33,7 +33,7 @@ DEMO_CASE = "case_demo"
 def run_demo(out: Path, seed: int, spacing_mm: float, device: str | None) -> dict:
     """Run the demo into ``out``; returns per-bone errors (mm) of the dual-face and completed surfaces."""
     print(f"[1/4] phantom (seed {seed}, {spacing_mm} mm) -> {out / 'phantom'}")
-    write_case(generate_case(seed, spacing_mm), out / "phantom" / DEMO_CASE)
+    write_case(generate_case(seed, spacing_mm, "procedural"), out / "phantom" / DEMO_CASE)
 
     print(f"[2/4] simulated radiograph -> {out / 'radiograph'}")
     datalist, errors = simulate(find_cases(out / "phantom"), out / "radiograph", poses=1, seed=seed, device=device, overwrite=True)

@@ -1,17 +1,24 @@
-"""Procedural pelvis/femur phantom cohort: CT (HU), bone labels and corresponding surface meshes.
+"""Phantom cohorts: CT (HU), bone labels and corresponding surface meshes, of real or procedural anatomy.
 
 Every case lives in RAS+ world mm (+x patient Right, +y Anterior, +z Superior): the patient's
 right femur is at +x, the left femur at -x, so in the standard AP radiograph (image columns toward
 the patient's LEFT) femur_left appears at larger u than femur_right. Labels are the exact
-voxelisation (ray parity along z through voxel centres) of the meshes; meshes come from
-:mod:`scripts.phantom_anatomy` (one template per bone, same vertices and faces in every subject).
+voxelisation (ray parity along z through voxel centres) of the meshes. Bones come from
+:mod:`scripts.real_anatomy` (``llp26``, the default: real adult pelvis and femur shapes of the
+LLP26 model) or :mod:`scripts.phantom_anatomy` (``procedural``: one template per bone); either way a
+bone has the same vertices and faces in every subject. The body (soft tissue, gas, bladder,
+vertebrae) and the CT are made here, by one piece of code for both.
 
 CLI::
 
-    python -m scripts.phantom --n N --out DIR --seed S [--start K] [--spacing MM]
+    python -m scripts.phantom [--anatomy llp26|procedural] --n N --out DIR --seed S [--start K] [--spacing MM] [--workers W]
+    python -m scripts.phantom --anatomy llp26 --subjects test|validation [--n CASES_PER_SUBJECT] --out DIR --seed S
 
 ``--start K`` writes cases ``K .. K+N-1`` of the seed's cohort (``case_{K:04d}`` ...): the same
 subjects a cohort of ``K+N`` would hold, so a cohort can be extended without touching its cases.
+``--subjects`` writes LLP26's real validation (17-19) or test (20-25) subjects themselves as
+``subject_JJ_KK`` (subject JJ, case KK: its own pose and body); a cohort without it draws its
+subjects from a PCA of the training subjects (0-16) only.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import multiprocessing
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import matplotlib
 
@@ -36,9 +44,11 @@ from . import phantom_anatomy as anatomy  # noqa: E402
 from .files import atomic_dir, exits_on_input_error, write_json, write_nifti  # noqa: E402
 from .geometry import BONES  # noqa: E402
 from .report import bone_colour, save_figure  # noqa: E402
-from .volumes import BONE_LABELS  # noqa: E402
+from .volumes import BONE_LABELS, VERTEBRAE_LABEL  # noqa: E402
 
 HU_AIR, HU_FAT, HU_GAS = -1000, -100, -950
+ANATOMIES = ("llp26", "procedural")
+DEFAULT_ANATOMY = "llp26"
 
 
 @dataclass
@@ -59,9 +69,6 @@ def sample_params(seed: int) -> dict:
     u = rng.uniform
     habitus = float(u(0.0, 1.0))  # body build, lean (0) to heavy (1): drives every soft-tissue depot
 
-    def depot(low: float, high: float) -> float:
-        """A soft-tissue thickness (mm) following the habitus, with 10% of the range individual."""
-        return float(low + (high - low) * np.clip(habitus + rng.normal(0.0, 0.1), 0.0, 1.0))
     nsa, av = u(122.0, 138.0), u(5.0, 25.0)
     length = u(200.0, 300.0)
 
@@ -85,20 +92,31 @@ def sample_params(seed: int) -> dict:
         "head_radius": float(u(21.5, 25.5)),
         "femur_left": side(),
         "femur_right": side(),
-        "tissue": {
-            "cortical_hu": float(u(1300.0, 1700.0)),
-            "trabecular_hu": float(u(180.0, 350.0)),
-            "muscle_hu": float(u(30.0, 55.0)),
-            "cortex_mm": float(u(1.5, 2.5)),
-            "shaft_cortex_mm": float(u(4.0, 6.5)),
-            "habitus": habitus,
-            "fat_mm": depot(8.0, 35.0),
-            "lateral_tissue_mm": depot(35.0, 75.0),
-            "anterior_tissue_mm": depot(40.0, 110.0),
-            "posterior_tissue_mm": depot(30.0, 55.0),
-            "thigh_radius_mm": depot(70.0, 95.0),
-            "gas_pockets": int(rng.integers(0, 5)),
-        },
+        "tissue": sample_tissue(rng, habitus),
+    }
+
+
+def sample_tissue(rng: np.random.Generator, habitus: float) -> dict:
+    """Bone HU, muscle HU and soft-tissue depots (mm) of one subject; every depot follows the ``habitus`` (0 lean .. 1 heavy)."""
+    u = rng.uniform
+
+    def depot(low: float, high: float) -> float:
+        """A soft-tissue thickness (mm) following the habitus, with 10% of the range individual."""
+        return float(low + (high - low) * np.clip(habitus + rng.normal(0.0, 0.1), 0.0, 1.0))
+
+    return {
+        "cortical_hu": float(u(1300.0, 1700.0)),
+        "trabecular_hu": float(u(180.0, 350.0)),
+        "muscle_hu": float(u(30.0, 55.0)),
+        "cortex_mm": float(u(1.5, 2.5)),
+        "shaft_cortex_mm": float(u(4.0, 6.5)),
+        "habitus": habitus,
+        "fat_mm": depot(8.0, 35.0),
+        "lateral_tissue_mm": depot(35.0, 75.0),
+        "anterior_tissue_mm": depot(40.0, 110.0),
+        "posterior_tissue_mm": depot(30.0, 55.0),
+        "thigh_radius_mm": depot(70.0, 95.0),
+        "gas_pockets": int(rng.integers(0, 5)),
     }
 
 
@@ -201,10 +219,12 @@ def _bone_hu(mask: np.ndarray, spacing: float, cortex_mm: np.ndarray | float, pa
     return np.where(cortex, t["cortical_hu"] + 80.0 * texture, t["trabecular_hu"] + 50.0 * texture)
 
 
-def _volume_grid(meshes: dict[str, trimesh.Trimesh], layout: dict, thigh_r: float, spacing: float) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """Origin (first voxel centre, mm) and shape of a grid holding every mesh and the body cross-section."""
-    lo = np.min([m.bounds[0] for m in meshes.values()], 0) - (0.0, 0.0, 6.0)
-    hi = np.max([m.bounds[1] for m in meshes.values()], 0) + (0.0, 0.0, 15.0)
+def _volume_grid(meshes: Sequence[trimesh.Trimesh], layout: dict, thigh_r: float, spacing: float, z_floor_mm: float | None = None) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Origin (first voxel centre, mm) and shape of a grid holding every mesh (above ``z_floor_mm``) and the body cross-section."""
+    lo = np.min([m.bounds[0] for m in meshes], 0) - (0.0, 0.0, 6.0)
+    hi = np.max([m.bounds[1] for m in meshes], 0) + (0.0, 0.0, 15.0)
+    if z_floor_mm is not None:
+        lo[2] = max(lo[2], z_floor_mm)
     yc, a, b = layout["torso"]
     body_lo = [-a, yc - b]
     body_hi = [a, yc + b]
@@ -218,57 +238,112 @@ def _volume_grid(meshes: dict[str, trimesh.Trimesh], layout: dict, thigh_r: floa
     return lo, shape
 
 
-def generate_case(seed: int, spacing_mm: float = 1.0) -> PhantomCase:
-    """One phantom subject from ``seed`` on an isotropic ``spacing_mm`` grid (same seed -> same case)."""
-    if not (math.isfinite(spacing_mm) and spacing_mm > 0):
-        raise ValueError(f"spacing_mm must be positive, got {spacing_mm}")
-    params = sample_params(seed)
-    meshes = build_meshes(params)
+class BoneOverlapError(RuntimeError):
+    """Two bones of a subject share a voxel (the subject's pose or shape is not physical)."""
+
+
+def voxelize_closed_surfaces(mesh: trimesh.Trimesh, origin: np.ndarray, spacing: float, shape: tuple[int, int, int]) -> np.ndarray:
+    """:func:`voxelize` of each closed surface (connected component) of ``mesh``, joined: touching parts stay filled."""
+    labels = trimesh.graph.connected_component_labels(mesh.face_adjacency, node_count=len(mesh.faces))
+    if labels.max(initial=0) == 0:
+        return voxelize(mesh, origin, spacing, shape)
+    out = np.zeros(shape, dtype=bool)
+    for c in np.unique(labels):
+        out |= voxelize(trimesh.Trimesh(mesh.vertices, mesh.faces[labels == c], process=False), origin, spacing, shape)
+    return out
+
+
+def synthesize_ct(
+    meshes: dict[str, trimesh.Trimesh],
+    params: dict,
+    spacing_mm: float,
+    rng: np.random.Generator,
+    shaft_top_z: dict[str, float],
+    vertebrae: Sequence[trimesh.Trimesh] = (),
+    z_floor_mm: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CT (int16 HU), labels (uint8) and affine (voxel -> RAS mm) of one subject's bone meshes (RAS mm).
+
+    Serves every anatomy: body (torso and thighs following the habitus, subcutaneous fat, muscle),
+    bones as the exact voxelisation of the meshes (cortex over trabecular bone; the femoral cortex
+    thickens below ``shaft_top_z``), ``vertebrae`` as label ``VERTEBRAE_LABEL`` (rendered, never
+    reconstructed), bowel gas and, when ``params["tissue"]["bladder"]`` is given, a urinary bladder.
+    The grid holds every mesh above ``z_floor_mm`` (bones below it are cut by the volume's edge).
+    Raises :class:`BoneOverlapError` when two bones of ``meshes`` share a voxel.
+    """
     t = params["tissue"]
-    rng = np.random.default_rng([seed, 1])
     layout = _body_layout(meshes, params)
-    origin, shape = _volume_grid(meshes, layout, t["thigh_radius_mm"], spacing_mm)
+    origin, shape = _volume_grid([*meshes.values(), *vertebrae], layout, t["thigh_radius_mm"], spacing_mm, z_floor_mm)
     affine = np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0])
     affine[:3, 3] = origin
 
     # body: soft tissue with a subcutaneous fat layer, air outside
     xs, ys, zs = ((origin[i] + spacing_mm * np.arange(shape[i])).astype(np.float32) for i in range(3))
-    body = _body_sdf(xs[:, None, None], ys[None, :, None], zs[None, None, :], layout, t["thigh_radius_mm"])
     ct = np.full(shape, HU_AIR, dtype=np.float32)
-    ct[body < 0] = HU_FAT
-    ct[body < -t["fat_mm"]] = t["muscle_hu"]
+    muscle = np.zeros(shape, dtype=bool)
+    for k in range(0, shape[2], 8):  # slabs of 8 slices: the same values, computed in cache
+        body = _body_sdf(xs[:, None, None], ys[None, :, None], zs[None, None, k : k + 8], layout, t["thigh_radius_mm"])
+        ct[:, :, k : k + 8][body < 0] = HU_FAT
+        muscle[:, :, k : k + 8] = body < -t["fat_mm"]
+    ct[muscle] = t["muscle_hu"]
 
     # bones: exact voxelisation of the meshes, each in its own bounding box
     labels = np.zeros(shape, dtype=np.uint8)
-    for name in BONES:
-        mesh = meshes[name]
+    bones = [(name, meshes[name], BONE_LABELS[name]) for name in BONES] + [("vertebra", m, VERTEBRAE_LABEL) for m in vertebrae]
+    for name, mesh, label in bones:
         i0 = np.clip(np.floor((mesh.bounds[0] - origin) / spacing_mm).astype(int) - 1, 0, None)
         i1 = np.minimum(np.ceil((mesh.bounds[1] - origin) / spacing_mm).astype(int) + 2, shape)
         box = tuple(slice(a, b) for a, b in zip(i0, i1))
-        mask = voxelize(mesh, origin + i0 * spacing_mm, spacing_mm, tuple(i1 - i0))
-        if (labels[box][mask] != 0).any():
-            raise RuntimeError(f"phantom seed {seed}: {name} overlaps another bone")
-        labels[box][mask] = BONE_LABELS[name]
+        mask = voxelize_closed_surfaces(mesh, origin + i0 * spacing_mm, spacing_mm, tuple(i1 - i0))
+        if label == VERTEBRAE_LABEL:
+            mask &= labels[box] == 0  # a vertebra never takes a voxel of a reconstructed bone
+        elif (labels[box][mask] != 0).any():
+            raise BoneOverlapError(f"phantom seed {params.get('seed')}: {name} overlaps another bone")
+        labels[box][mask] = label
         cortex = t["cortex_mm"]
-        if name != "pelvis":
-            head_z = params[name]["head_centre_mm"][2]
-            shaft_top = head_z + anatomy.LESSER_TROCHANTER_LEVEL * params["scale"]
+        if name in shaft_top_z:
             z_box = zs[box[2]][None, None, :]
-            cortex = t["cortex_mm"] + (t["shaft_cortex_mm"] - t["cortex_mm"]) * anatomy.smoothstep(shaft_top - z_box, 0.0, 40.0)
+            cortex = t["cortex_mm"] + (t["shaft_cortex_mm"] - t["cortex_mm"]) * anatomy.smoothstep(shaft_top_z[name] - z_box, 0.0, 40.0)
         ct[box][mask] = _bone_hu(mask, spacing_mm, cortex, params, rng)[mask]
 
+    soft = (labels == 0) & muscle
     # bowel gas in the lower abdomen, in soft tissue only
     pb = meshes["pelvis"].bounds
     for _ in range(t["gas_pockets"]):
         c = rng.uniform((-0.4 * pb[1, 0], pb[0, 1] + 40.0, 0.5 * pb[1, 2]), (0.4 * pb[1, 0], pb[1, 1], pb[1, 2]))
         r = rng.uniform(8.0, 25.0, size=3)
         inside = ((xs[:, None, None] - c[0]) / r[0]) ** 2 + ((ys[None, :, None] - c[1]) / r[1]) ** 2 + ((zs[None, None, :] - c[2]) / r[2]) ** 2 < 1
-        ct[inside & (labels == 0) & (body < -t["fat_mm"])] = HU_GAS
+        ct[inside & soft] = HU_GAS
+    bladder = t.get("bladder")
+    if bladder:
+        (cx, cy, cz), (rx, ry, rz) = bladder["centre_mm"], bladder["radii_mm"]
+        inside = ((xs[:, None, None] - cx) / rx) ** 2 + ((ys[None, :, None] - cy) / ry) ** 2 + ((zs[None, None, :] - cz) / rz) ** 2 < 1
+        ct[inside & soft] = bladder["hu"]
+    return np.round(ct).astype(np.int16), labels, affine
 
+
+def generate_case(seed: int, spacing_mm: float = 1.0, anatomy_name: str = DEFAULT_ANATOMY, subject: int | None = None) -> PhantomCase:
+    """One phantom subject from ``seed`` on an isotropic ``spacing_mm`` grid (same seed -> same case).
+
+    ``anatomy_name``: ``"procedural"`` (template bones, this module) or ``"llp26"`` (real anatomy,
+    :mod:`scripts.real_anatomy`: a training-PCA draw, or LLP26 subject ``subject`` itself).
+    """
+    if not (math.isfinite(spacing_mm) and spacing_mm > 0):
+        raise ValueError(f"spacing_mm must be positive, got {spacing_mm}")
+    if anatomy_name == "llp26":
+        from .real_anatomy import generate_llp26_case  # LLP26 is read only when asked for
+
+        return generate_llp26_case(seed, spacing_mm, subject)
+    if anatomy_name != "procedural" or subject is not None:
+        raise ValueError(f"unknown anatomy {anatomy_name!r} (or a subject index for the procedural phantom)")
+    params = sample_params(seed)
+    meshes = build_meshes(params)
+    shaft_tops = {name: params[name]["head_centre_mm"][2] + anatomy.LESSER_TROCHANTER_LEVEL * params["scale"] for name in ("femur_left", "femur_right")}
+    ct, labels, affine = synthesize_ct(meshes, params, spacing_mm, np.random.default_rng([seed, 1]), shaft_tops)
     params["spacing_mm"] = float(spacing_mm)
     params["inter_iliac_width_mm"] = float(np.ptp(meshes["pelvis"].vertices[:, 0]))
-    params["volume_shape"] = list(shape)
-    return PhantomCase(np.round(ct).astype(np.int16), labels, affine, meshes, params)
+    params["volume_shape"] = list(ct.shape)
+    return PhantomCase(ct, labels, affine, meshes, params)
 
 
 # ---------------------------------------------------------------------- output
@@ -316,17 +391,47 @@ def case_seeds(n: int, seed: int, start: int = 0) -> list[int]:
     return [int(s) for s in np.random.SeedSequence(seed).generate_state(start + n, dtype=np.uint32)[start:]]
 
 
-def _write_one(task: tuple[int, Path, float]) -> Path:
-    case_seed, folder, spacing_mm = task
-    write_case(generate_case(case_seed, spacing_mm), folder)
+def _write_one(task: tuple[int, Path, float, str, int | None]) -> Path:
+    case_seed, folder, spacing_mm, anatomy_name, subject = task
+    write_case(generate_case(case_seed, spacing_mm, anatomy_name, subject), folder)
     return folder
 
 
-def generate_cohort(n: int, out: str | Path, seed: int = 0, spacing_mm: float = 1.0, workers: int = 1, start: int = 0) -> list[Path]:
-    """Write cases ``start .. start+n-1`` to ``out/case_XXXX`` with ``workers`` processes; returns their folders."""
-    out = Path(out)
-    tasks = [(case_seed, out / f"case_{start + i:04d}", spacing_mm) for i, case_seed in enumerate(case_seeds(n, seed, start))]
-    progress = dict(total=n, desc="phantom cases", unit="case")
+def cohort_tasks(n: int, out: Path, seed: int, spacing_mm: float, start: int, anatomy_name: str, subjects: str | None) -> list[tuple]:
+    """(case seed, folder, spacing, anatomy, subject) of every case to write.
+
+    Without ``subjects``: cases ``out/case_XXXX``, ``start .. start+n-1`` of the seed's cohort. With
+    ``subjects`` ("validation" or "test", LLP26 only): for each of that split's real subjects ``j``,
+    cases ``out/subject_JJ_KK``, ``k = start .. start+n-1``, each with its own seeded pose and body.
+    """
+    if subjects is None:
+        return [(s, out / f"case_{start + i:04d}", spacing_mm, anatomy_name, None) for i, s in enumerate(case_seeds(n, seed, start))]
+    if anatomy_name != "llp26":
+        raise ValueError("--subjects needs --anatomy llp26")
+    from .real_anatomy import subject_of_split
+
+    if subjects == "training":
+        raise ValueError("--subjects training: training cases are drawn from the training PCA (leave --subjects out)")
+    return [
+        (s, out / f"subject_{j:02d}_{start + i:02d}", spacing_mm, anatomy_name, j)
+        for j in subject_of_split(subjects)
+        for i, s in enumerate(case_seeds(n, int(np.random.SeedSequence([seed, j]).generate_state(1)[0]), start))
+    ]
+
+
+def generate_cohort(
+    n: int,
+    out: str | Path,
+    seed: int = 0,
+    spacing_mm: float = 1.0,
+    workers: int = 1,
+    start: int = 0,
+    anatomy_name: str = DEFAULT_ANATOMY,
+    subjects: str | None = None,
+) -> list[Path]:
+    """Write a cohort with ``workers`` processes (cases of :func:`cohort_tasks`); returns their folders."""
+    tasks = cohort_tasks(n, Path(out), seed, spacing_mm, start, anatomy_name, subjects)
+    progress = dict(total=len(tasks), desc=f"{anatomy_name} phantom cases", unit="case")
     if workers <= 1:
         return [_write_one(t) for t in tqdm(tasks, **progress)]
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
@@ -336,17 +441,24 @@ def generate_cohort(n: int, out: str | Path, seed: int = 0, spacing_mm: float = 
 @exits_on_input_error
 def main(argv: list[str] | None = None) -> int:
     """CLI: write a phantom cohort; returns the exit status."""
-    parser = argparse.ArgumentParser(description="Generate a procedural pelvis/femur phantom CT cohort.")
-    parser.add_argument("--n", type=int, required=True, help="number of cases")
-    parser.add_argument("--out", required=True, help="output folder (case_XXXX/ inside)")
+    parser = argparse.ArgumentParser(description="Generate a pelvis/femur phantom CT cohort (real LLP26 anatomy or procedural bones).")
+    parser.add_argument("--anatomy", choices=ANATOMIES, default=DEFAULT_ANATOMY, help="llp26: real adult bones (default); procedural: template bones")
+    parser.add_argument("--n", type=int, default=None, help="number of cases (with --subjects: cases per subject, default 1)")
+    parser.add_argument("--out", required=True, help="output folder (case_XXXX/ or subject_JJ_KK/ inside)")
     parser.add_argument("--seed", type=int, default=0, help="cohort seed")
+    parser.add_argument("--subjects", choices=("validation", "test"), default=None, help="llp26: write the real validation (17-19) or test (20-25) subjects themselves")
     parser.add_argument("--start", type=int, default=0, help="index of the first case (extends a cohort: --start 48 after --n 48)")
     parser.add_argument("--spacing", type=float, default=1.0, help="isotropic voxel spacing, mm")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes (each holds one case, about 2 GiB at 1 mm)")
     args = parser.parse_args(argv)
-    if args.n < 1 or args.start < 0 or not (args.spacing > 0) or args.workers < 1:
+    n = args.n if args.n is not None else (1 if args.subjects else None)
+    if n is None:
+        parser.error("--n is required (unless --subjects is given)")
+    if n < 1 or args.start < 0 or not (args.spacing > 0) or args.workers < 1:
         parser.error("--n and --workers must be >= 1, --start >= 0 and --spacing > 0")
-    generate_cohort(args.n, args.out, args.seed, args.spacing, args.workers, args.start)
+    if args.subjects and args.anatomy != "llp26":
+        parser.error("--subjects needs --anatomy llp26")
+    generate_cohort(n, args.out, args.seed, args.spacing, args.workers, args.start, args.anatomy, args.subjects)
     return 0
 
 

@@ -269,3 +269,49 @@ def femur_world(side_name: str, prm: dict) -> tuple[np.ndarray, np.ndarray, np.n
     world = world + centre
     faces = template.faces if sign > 0 else template.faces[:, ::-1]
     return world[:-1], np.ascontiguousarray(faces), world[-1]
+
+
+# ---------------------------------------------------------------------- lumbar vertebrae (label 4: rendered, never reconstructed)
+def vertebra_sdf(p: np.ndarray) -> np.ndarray:
+    """Template lumbar vertebra SDF at local points (N, 3) mm: x lateral, y anterior, z along the spine,
+    origin at the centre of the vertebral body (height 26 mm): body, pedicles, laminae, spinous,
+    transverse and articular processes around the spinal canal."""
+    q = np.stack([np.abs(p[:, 0]), p[:, 1], p[:, 2]], -1)
+    body = _smax(_ellipsoid(q, (0, 0, 0), (25, 17, 40)), np.abs(q[:, 2]) - 13.0, 2.5)
+    return _union(
+        3.0,
+        body,
+        _round_cone(q, (11, -12, 3), (12, -27, 3), 4.5, 4.0),  # pedicle
+        _round_cone(q, (12, -27, 2), (0, -36, 0), 4.0, 4.5),  # lamina
+        _round_cone(q, (0, -36, 0), (0, -60, -6), 4.5, 4.0),  # spinous process
+        _round_cone(q, (13, -26, 4), (36, -28, 8), 4.0, 3.0),  # transverse process
+        _ellipsoid(q, (14, -31, 12), (5, 6, 7)),  # superior articular process
+        _ellipsoid(q, (12, -33, -11), (5, 6, 7)),  # inferior articular process
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def vertebra_template() -> trimesh.Trimesh:
+    """Template lumbar vertebra mesh in its local frame (mm), built once per process."""
+    return _mesh_sdf(vertebra_sdf, (-44, -68, -24), (44, 22, 24), 2.0)
+
+
+def lumbar_spine(base_centre: np.ndarray, base_normal: np.ndarray, scale: float, lordosis_deg: float, levels: int = 3) -> list[trimesh.Trimesh]:
+    """Vertebrae L5, L4, ... (``levels`` of them) stacked on the sacral base (S1 endplate centre and unit normal, RAS mm).
+
+    Each level sits on a ``9 * scale`` mm disc along the current spine axis; the axis turns back
+    (posteriorly, about x) by ``lordosis_deg`` per level, as the lumbar lordosis does.
+    """
+    template = vertebra_template()
+    axis = np.asarray(base_normal, dtype=np.float64) / np.linalg.norm(base_normal)
+    top = np.asarray(base_centre, dtype=np.float64)
+    height, disc = 26.0 * scale, 9.0 * scale
+    out = []
+    for level in range(levels):
+        tilt = math.atan2(-axis[1], axis[2]) + math.radians(lordosis_deg)  # back toward the vertical, and beyond
+        axis = np.array([0.0, -math.sin(tilt), math.cos(tilt)])
+        centre = top + (disc + 0.5 * height) * axis
+        rot = np.stack([[1.0, 0.0, 0.0], np.cross(axis, [1.0, 0.0, 0.0]), axis], 1)  # columns: lateral, anterior, spine axis
+        out.append(trimesh.Trimesh(template.vertices * scale @ rot.T + centre, template.faces, process=False))
+        top = centre + 0.5 * height * axis
+    return out

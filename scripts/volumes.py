@@ -29,6 +29,7 @@ from scripts.geometry import BONES
 
 
 BONE_LABELS: dict[str, int] = {bone: i + 1 for i, bone in enumerate(BONES)}
+VERTEBRAE_LABEL = 4  # lumbar vertebrae in phantom label maps: rendered in the radiograph, never reconstructed (not in any label map preset)
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 # Source label id -> bone label id. TotalSegmentator class ids from its ``map_to_binary.class_map``:

@@ -168,7 +168,7 @@ def make_dataset(root: Path) -> Path:
     from scripts.simulate import find_cases, simulate
     from scripts.ssm import build_from_cases, save_shape_models
 
-    generate_cohort(2, root / "cohort", seed=0, spacing_mm=3.0)
+    generate_cohort(2, root / "cohort", seed=0, spacing_mm=3.0, anatomy_name="procedural")
     geometry = Geometry.standard(image_size=[64, 64], pixel_spacing_mm=[6.25, 6.25], principal_point_px=[31.5, 31.5])
     datalist, errors = simulate(find_cases(root / "cohort"), root / "sim", poses=1, geometry=geometry, device="cpu")
     assert not errors

@@ -57,7 +57,7 @@ def spheres(tmp_path_factory) -> Path:
 def cohort(tmp_path_factory) -> Path:
     """One 3 mm phantom."""
     root = tmp_path_factory.mktemp("cuda_cohort")
-    generate_cohort(1, root, seed=7, spacing_mm=3.0)
+    generate_cohort(1, root, seed=7, spacing_mm=3.0, anatomy_name="procedural")
     return root
 
 

@@ -20,12 +20,12 @@ SPACING = 3.0
 
 @pytest.fixture(scope="module")
 def case():
-    return generate_case(7, SPACING)
+    return generate_case(7, SPACING, "procedural")
 
 
 @pytest.fixture(scope="module")
 def other():
-    return generate_case(8, SPACING)
+    return generate_case(8, SPACING, "procedural")
 
 
 def _world_points(case, index: np.ndarray) -> np.ndarray:
@@ -90,7 +90,7 @@ def test_labels_are_the_voxelised_meshes(case):
 
 
 def test_same_seed_same_case_different_seed_different_shape(case, other):
-    again = generate_case(7, SPACING)
+    again = generate_case(7, SPACING, "procedural")
     np.testing.assert_array_equal(again.ct, case.ct)
     np.testing.assert_array_equal(again.labels, case.labels)
     np.testing.assert_array_equal(again.affine, case.affine)
@@ -166,7 +166,7 @@ def test_hounsfield_units(case):
 
 
 def test_cli_writes_full_layout(tmp_path):
-    assert main(["--n", "2", "--out", str(tmp_path), "--seed", "5", "--spacing", "4"]) == 0
+    assert main(["--anatomy", "procedural", "--n", "2", "--out", str(tmp_path), "--seed", "5", "--spacing", "4"]) == 0
     template = {b: len(v.vertices) for b, v in ((b, anatomy.pelvis_template() if b == "pelvis" else anatomy.femur_template()) for b in BONES)}
     for i in range(2):
         d = tmp_path / f"case_{i:04d}"
@@ -183,7 +183,7 @@ def test_cli_writes_full_layout(tmp_path):
         assert params["spacing_mm"] == 4.0 and "femur_left" in params
         assert (d / "preview.png").stat().st_size > 1000
     with pytest.raises(SystemExit):
-        main(["--n", "1", "--out", str(tmp_path / "x"), "--spacing", "-1"])
+        main(["--anatomy", "procedural", "--n", "1", "--out", str(tmp_path / "x"), "--spacing", "-1"])
     assert not (tmp_path / "x").exists()
 
 
@@ -203,9 +203,9 @@ def test_soft_tissue_depots_follow_the_body_habitus():
 def test_parallel_and_extended_cohorts_match_serial(tmp_path):
     """--workers 2 writes the same cases (same seeds, same folders) as one process, and --start 1
     writes the second case of that cohort without the first."""
-    assert main(["--n", "2", "--out", str(tmp_path / "serial"), "--seed", "7", "--spacing", "6"]) == 0
-    assert main(["--n", "2", "--out", str(tmp_path / "parallel"), "--seed", "7", "--spacing", "6", "--workers", "2"]) == 0
-    assert main(["--n", "1", "--start", "1", "--out", str(tmp_path / "extended"), "--seed", "7", "--spacing", "6"]) == 0
+    assert main(["--anatomy", "procedural", "--n", "2", "--out", str(tmp_path / "serial"), "--seed", "7", "--spacing", "6"]) == 0
+    assert main(["--anatomy", "procedural", "--n", "2", "--out", str(tmp_path / "parallel"), "--seed", "7", "--spacing", "6", "--workers", "2"]) == 0
+    assert main(["--anatomy", "procedural", "--n", "1", "--start", "1", "--out", str(tmp_path / "extended"), "--seed", "7", "--spacing", "6"]) == 0
     assert sorted(p.name for p in (tmp_path / "extended").iterdir()) == ["case_0001"]
     for run, case in (("parallel", "case_0000"), ("parallel", "case_0001"), ("extended", "case_0001")):
         serial, other = (json.loads((tmp_path / r / case / "params.json").read_text()) for r in ("serial", run))

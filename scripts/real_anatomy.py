@@ -1,0 +1,468 @@
+"""Real-anatomy subjects from LLP26: the subject split, a training-only PCA, and assembled, articulated hips.
+
+A subject is a pelvis (both hemipelves and the sacrum) and a LEFT femur from LLP26
+(:mod:`scripts.llp26`). It becomes a phantom subject in RAS+ world mm (+x patient right, +y anterior,
++z superior; origin midway between the two acetabulum centres), as the procedural phantom:
+
+1. surfaces from the element nodes (fixed linear map), LLP26 frame turned into RAS;
+2. the pelvis's own symmetry plane (mirror registration), its normal made world +x;
+3. each acetabulum's sphere (fit to its lunate surface) and the femoral head's sphere;
+4. the right femur is the left one reflected about the symmetry plane (faces reversed);
+5. each femur is put in a neutral pose (mechanical axis, head centre to knee centre, vertical;
+   transepicondylar axis along x), then articulated about its head centre (internal rotation,
+   abduction, flexion; sides unequal) and seated: head centre on its acetabulum centre; the
+   joint space (acetabulum radius minus head radius) is made at least ``MIN_JOINT_SPACE_MM`` and the
+   bones at least ``MIN_CLEARANCE_MM`` apart: the heads shrink about their centres and the sockets
+   grow about theirs, half each, blended out within 20 mm.
+
+Subject split (indices of LLP26's ``projectedWeights`` columns), fixed here and in docs/phantom.md:
+test 20-25, validation 17-19, training 0-16. Synthetic cohort subjects come from a PCA rebuilt from
+the 17 training subjects alone (pelvis and femur in their own frames, so articulation is not a
+shape mode); the test and validation subjects are written as they are with ``--subjects``.
+
+Landmark vertex sets (acetabula, femoral head, knee, epicondyles, sacral base, pubic symphysis) are
+chosen once on the training mean surface; the meshes are in correspondence, so the same vertex
+indices serve every subject.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import trimesh
+from scipy.spatial import cKDTree
+
+from . import llp26
+from .geometry import apply_transform
+
+TRAINING_SUBJECTS = tuple(range(0, 17))
+VALIDATION_SUBJECTS = (17, 18, 19)
+TEST_SUBJECTS = (20, 21, 22, 23, 24, 25)
+SUBJECT_SPLITS = {"training": TRAINING_SUBJECTS, "validation": VALIDATION_SUBJECTS, "test": TEST_SUBJECTS}
+MIN_JOINT_SPACE_MM = 4.0  # joint space of the seated hip: acetabulum radius - head radius (cartilage, about 4 mm)
+MIN_CLEARANCE_MM = 1.0  # and the smallest bone-to-bone distance anywhere in the joint
+MAX_SD = 2.5  # synthetic subjects: PCA coefficients clipped to +-MAX_SD standard deviations
+
+
+# ---------------------------------------------------------------------- small geometry helpers
+def fit_sphere(points: np.ndarray) -> tuple[np.ndarray, float]:
+    """Least-squares sphere (centre (3,), radius) through points (N, 3) mm (algebraic fit)."""
+    p = np.asarray(points, dtype=np.float64)
+    a = np.c_[2.0 * p, np.ones(len(p))]
+    sol, *_ = np.linalg.lstsq(a, (p**2).sum(1), rcond=None)
+    centre = sol[:3]
+    return centre, float(np.sqrt(sol[3] + centre @ centre))
+
+
+def reflect(points: np.ndarray, normal: np.ndarray, offset: float) -> np.ndarray:
+    """Points (N, 3) reflected about the plane ``normal . x = offset`` (unit normal, mm)."""
+    p = np.asarray(points, dtype=np.float64)
+    return p - 2.0 * (p @ normal - offset)[:, None] * normal
+
+
+def symmetry_plane(points: np.ndarray, guess_normal: np.ndarray = np.array([1.0, 0.0, 0.0]), iterations: int = 30) -> tuple[np.ndarray, float]:
+    """Mirror-symmetry plane (unit normal, offset mm) of a point cloud (N, 3): ``normal . x = offset``.
+
+    The cloud reflected about a first plane (through its centroid, normal ``guess_normal``) is
+    registered rigidly onto itself (ICP); reflection then registration is the symmetry, an improper
+    isometry whose -1 eigenvector is the plane normal (pointing like ``guess_normal``).
+    """
+    p = np.asarray(points, dtype=np.float64)
+    n0 = guess_normal / np.linalg.norm(guess_normal)
+    c = p.mean(0)
+    mirrored = reflect(p, n0, float(n0 @ c))
+    matrix, _, _ = trimesh.registration.icp(mirrored, p, max_iterations=iterations, reflection=False, scale=False, threshold=1e-6)
+    s = np.eye(4)
+    s[:3, :3] = np.eye(3) - 2.0 * np.outer(n0, n0)
+    s[:3, 3] = 2.0 * (n0 @ c) * n0
+    sym = matrix @ s
+    w, v = np.linalg.eig(sym[:3, :3])
+    normal = np.real(v[:, np.argmin(np.abs(w + 1.0))])
+    normal = normal / np.linalg.norm(normal) * np.sign(normal @ n0)
+    midpoints = 0.5 * (p + apply_transform(sym, p))
+    return normal, float(np.mean(midpoints @ normal))
+
+
+def rotation_about(axis: np.ndarray, angle_rad: float) -> np.ndarray:
+    """Rotation matrix (3, 3) by ``angle_rad`` about the unit ``axis`` (right hand)."""
+    a = np.asarray(axis, dtype=np.float64) / np.linalg.norm(axis)
+    k = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
+    return np.eye(3) + math.sin(angle_rad) * k + (1 - math.cos(angle_rad)) * k @ k
+
+
+def _kabsch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Rotation (3, 3) best mapping centred ``a`` onto centred ``b`` (N, 3)."""
+    u, _, vt = np.linalg.svd((a - a.mean(0)).T @ (b - b.mean(0)))
+    d = np.sign(np.linalg.det(vt.T @ u.T))
+    return vt.T @ np.diag([1.0, 1.0, d]) @ u.T
+
+
+# ---------------------------------------------------------------------- subjects and training PCA
+def subject_nodes(j: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pelvis (1946, 3) and left-femur (634, 3) element nodes of LLP26 subject ``j``, RAS mm (LLP26 origin)."""
+    nodes = llp26.llp26_to_ras(llp26.load_model().subject(j))
+    return nodes[llp26.PELVIS_NODES], nodes[llp26.FEMUR_NODES]
+
+
+def _procrustes_rigid(shapes: np.ndarray) -> np.ndarray:
+    """Shapes (n, N, 3) rigidly aligned (rotation and translation) to their iterated mean (first shape's frame)."""
+    aligned = shapes - shapes.mean(1, keepdims=True) + shapes[0].mean(0)
+    for _ in range(20):
+        mean = aligned.mean(0)
+        new = np.stack([(s - s.mean(0)) @ _kabsch(s, mean).T + mean.mean(0) for s in aligned])
+        if np.abs(new - aligned).max() < 1e-6:
+            break
+        aligned = new
+    return aligned
+
+
+@dataclass(frozen=True)
+class TrainingPCA:
+    """PCA of the training subjects' nodes: ``mean`` (N, 3) mm, ``modes`` (K, N, 3) orthonormal, ``sd`` (K,) mm;
+    rows ``[:1946]`` pelvis, ``[1946:]`` left femur, each rigidly aligned within its own part."""
+
+    mean: np.ndarray
+    modes: np.ndarray
+    sd: np.ndarray
+    subjects: tuple[int, ...]
+
+    def sample(self, coeffs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pelvis and femur nodes (RAS mm) for coefficients (K,) in standard deviations."""
+        nodes = self.mean + np.tensordot(np.asarray(coeffs) * self.sd, self.modes, axes=1)
+        return nodes[:1946], nodes[1946:]
+
+
+@functools.lru_cache(maxsize=None)
+def training_pca(subjects: tuple[int, ...] = TRAINING_SUBJECTS) -> TrainingPCA:
+    """The PCA of :class:`TrainingPCA` rebuilt from ``subjects`` (default the 17 training subjects) only."""
+    parts = [subject_nodes(j) for j in subjects]
+    pelvis = _procrustes_rigid(np.stack([p for p, _ in parts]))
+    femur = _procrustes_rigid(np.stack([f for _, f in parts]))
+    x = np.concatenate([pelvis, femur], 1)
+    mean = x.mean(0)
+    _, s, vt = np.linalg.svd((x - mean).reshape(len(subjects), -1), full_matrices=False)
+    keep = s > 1e-6 * s[0]
+    k = int(keep.sum())
+    return TrainingPCA(mean, vt[:k].reshape(k, *mean.shape), s[:k] / math.sqrt(len(subjects) - 1), tuple(subjects))
+
+
+# ---------------------------------------------------------------------- landmark vertex sets (training mean)
+@dataclass(frozen=True)
+class Landmarks:
+    """Vertex index sets of the pelvis and femur surfaces (see module docstring)."""
+
+    acetabulum_left: np.ndarray
+    acetabulum_right: np.ndarray
+    head: np.ndarray
+    knee: np.ndarray
+    epicondyle_lateral: np.ndarray
+    epicondyle_medial: np.ndarray
+    sacral_base: np.ndarray
+    symphysis: np.ndarray
+    sacrum: np.ndarray  # every vertex of the sacrum surface
+    hemipelves: np.ndarray  # every vertex of the two hemipelves
+
+
+def _components(mesh: trimesh.Trimesh) -> list[np.ndarray]:
+    labels = trimesh.graph.connected_component_labels(mesh.face_adjacency, node_count=len(mesh.faces))
+    return [np.unique(mesh.faces[labels == c]) for c in np.unique(labels)]
+
+
+@functools.lru_cache(maxsize=None)
+def landmarks() -> Landmarks:
+    """Landmark vertex sets chosen on the training mean (pelvis and femur as in the original CT frame)."""
+    pca = training_pca()
+    pelvis_nodes, femur_nodes = pca.sample(np.zeros(len(pca.sd)))
+    pelvis = surface("pelvis", pelvis_nodes)
+    femur = surface("femur", femur_nodes)
+    parts = sorted(_components(pelvis), key=lambda v: pelvis.vertices[v, 0].mean())
+    if len(parts) != 3:
+        raise ValueError(f"LLP26 pelvis: expected 3 closed surfaces, found {len(parts)}")
+    left, sacrum, right = parts  # RAS: patient left at -x
+    fv = femur.vertices
+    # femoral head: the femur vertices nearest the pelvis, refined by a sphere fit
+    near = cKDTree(pelvis.vertices[left]).query(fv)[0]
+    centre, radius = fit_sphere(fv[near < np.quantile(near, 0.03)])
+    for _ in range(5):
+        head = np.flatnonzero(np.abs(np.linalg.norm(fv - centre, axis=1) - radius) < 2.5)
+        head = head[(fv[head] - centre) @ (pelvis.vertices[left].mean(0) - centre) > -0.2 * radius * np.linalg.norm(pelvis.vertices[left].mean(0) - centre)]
+        centre, radius = fit_sphere(fv[head])
+    # acetabula: hemipelvis vertices on a sphere about the head centre (lunate surface), normals facing it
+    pv, pn = pelvis.vertices, pelvis.vertex_normals
+
+    def socket(verts: np.ndarray, c: np.ndarray) -> np.ndarray:
+        r = radius + 2.0
+        for tolerance in (8.0, 5.0, 3.0, 3.0):
+            d = np.linalg.norm(pv[verts] - c, axis=1)
+            facing = np.einsum("ij,ij->i", pn[verts], c - pv[verts]) > 0.7 * d
+            chosen = verts[(np.abs(d - r) < tolerance) & facing]
+            c, r = fit_sphere(pv[chosen])
+        return chosen
+
+    acet_left = socket(left, centre)
+    normal, offset = symmetry_plane(pv)
+    acet_right = socket(right, reflect(centre[None], normal, offset)[0])
+    # knee and epicondyles: distal femur
+    z = fv[:, 2]
+    knee = np.flatnonzero(z < z.min() + 45.0)
+    lateral_dir = -normal  # left femur: lateral is -x (RAS)
+    lat = fv[knee] @ lateral_dir
+    epi_l = knee[lat > np.quantile(lat, 0.97)]
+    epi_m = knee[lat < np.quantile(lat, 0.03)]
+    # sacral base: superior-facing sacrum vertices near the midline in its top 30 mm
+    sv = pv[sacrum]
+    mid = np.abs(sv @ normal - offset) < 18.0
+    top = sv[:, 2] > sv[mid, 2].max() - 30.0
+    up = pn[sacrum][:, 2] > 0.5
+    sacral_base = sacrum[mid & top & up]
+    # pubic symphysis: hemipelvis vertices nearest the symmetry plane below the hip centres
+    hemi = np.concatenate([left, right])
+    lowmid = hemi[(pv[hemi, 2] < centre[2]) & (np.abs(pv[hemi] @ normal - offset) < 20.0) & (pv[hemi, 1] > centre[1])]
+    return Landmarks(acet_left, acet_right, head, knee, epi_l, epi_m, sacral_base, lowmid, sacrum, hemi)
+
+
+@functools.lru_cache(maxsize=None)
+def _surface_maps() -> dict[str, llp26.SurfaceMap]:
+    return {"pelvis": llp26.bone_surface_map("pelvis"), "femur": llp26.bone_surface_map("femur")}
+
+
+def surface(bone: str, nodes: np.ndarray) -> trimesh.Trimesh:
+    """Surface mesh of ``"pelvis"`` (nodes (1946, 3)) or ``"femur"`` (nodes (634, 3)), same frame as the nodes."""
+    smap = _surface_maps()[bone]
+    part = llp26.PELVIS_NODES if bone == "pelvis" else llp26.FEMUR_NODES
+    full = np.zeros((smap.weights.shape[1], 3))
+    full[part] = nodes
+    return smap.mesh(full)
+
+
+# ---------------------------------------------------------------------- assembly: frame, mirror, pose, seat
+@dataclass
+class Subject:
+    """An assembled subject in RAS mm: meshes (pelvis, femur_left, femur_right), landmarks and the sacral base frame."""
+
+    meshes: dict[str, trimesh.Trimesh]
+    params: dict
+
+
+def femur_pose(side: str, flexion_deg: float, abduction_deg: float, internal_rotation_deg: float) -> np.ndarray:
+    """Rotation (3, 3), RAS, of a femur about its head centre from the neutral pose (mechanical axis along z).
+
+    Internal rotation (anterior surface turns medially) about z, then abduction (knee lateral) about
+    y, then flexion (knee anterior) about x. ``side`` "femur_left" (at -x) or "femur_right" (at +x).
+    """
+    sign = 1.0 if side == "femur_right" else -1.0  # lateral is sign * x
+    r_rot = rotation_about(np.array([0.0, 0.0, 1.0]), sign * math.radians(internal_rotation_deg))
+    r_abd = rotation_about(np.array([0.0, 1.0, 0.0]), -sign * math.radians(abduction_deg))
+    r_flex = rotation_about(np.array([1.0, 0.0, 0.0]), math.radians(flexion_deg))
+    return r_flex @ r_abd @ r_rot
+
+
+def _neutral_rotation(verts: np.ndarray, head_centre: np.ndarray, lm: Landmarks, lateral_world: np.ndarray) -> np.ndarray:
+    """Rotation (3, 3) taking a femur to the neutral pose: head-to-knee axis along -z, transepicondylar axis (lateral) along ``lateral_world``."""
+    up = head_centre - verts[lm.knee].mean(0)
+    up /= np.linalg.norm(up)
+    lat = verts[lm.epicondyle_lateral].mean(0) - verts[lm.epicondyle_medial].mean(0)
+    lat -= (lat @ up) * up
+    lat /= np.linalg.norm(lat)
+    local = np.stack([lat, np.cross(up, lat), up], 1)
+    world = np.stack([lateral_world, np.cross([0.0, 0.0, 1.0], lateral_world), [0.0, 0.0, 1.0]], 1)
+    return world @ local.T
+
+
+def shrink_head(verts: np.ndarray, centre: np.ndarray, radius: float, delta_mm: float) -> np.ndarray:
+    """Femur vertices with the head moved ``delta_mm`` toward its centre, blended out along the neck (monotone radial map)."""
+    r = np.linalg.norm(verts - centre, axis=1)
+    t = np.clip((r - radius - 1.0) / 19.0, 0.0, 1.0)
+    w = 1.0 - t * t * (3 - 2 * t)
+    return centre + (verts - centre) * (1.0 - delta_mm * w / np.maximum(r, 1e-9))[:, None]
+
+
+def winding_number(mesh: trimesh.Trimesh, points: np.ndarray) -> np.ndarray:
+    """Generalised winding number (P,) of a closed, outward-oriented mesh at points (P, 3): 1 inside, 0 outside
+    (sum of the triangles' signed solid angles, Van Oosterom and Strackee); robust near thin walls and edges."""
+    out = np.zeros(len(points))
+    tri = mesh.triangles
+    for i in range(0, len(points), 64):
+        r = tri[None, :, :, :] - points[i : i + 64, None, None, :]  # (p, F, 3, 3)
+        n = np.linalg.norm(r, axis=3)
+        det = np.einsum("pfi,pfi->pf", r[:, :, 0], np.cross(r[:, :, 1], r[:, :, 2]))
+        dots = [np.einsum("pfi,pfi->pf", r[:, :, a], r[:, :, b]) for a, b in ((0, 1), (1, 2), (2, 0))]
+        denom = n[:, :, 0] * n[:, :, 1] * n[:, :, 2] + dots[0] * n[:, :, 2] + dots[1] * n[:, :, 0] + dots[2] * n[:, :, 1]
+        out[i : i + 64] = 2.0 * np.arctan2(det, denom).sum(1) / (4.0 * np.pi)
+    return out
+
+
+def _clearance(femur_verts: np.ndarray, hemipelves: trimesh.Trimesh) -> float:
+    """Smallest distance (mm) from femur vertices to the hemipelvis surface; negative when a vertex is inside the bone."""
+    _, distance, _ = trimesh.proximity.closest_point(hemipelves, femur_verts)
+    near = distance < 5.0
+    inside = np.zeros(len(distance), dtype=bool)
+    if near.any():
+        inside[near] = winding_number(hemipelves, femur_verts[near]) > 0.5
+    return float(np.min(np.where(inside, -distance, distance)))
+
+
+def assemble(pelvis_nodes: np.ndarray, femur_nodes: np.ndarray, pose: dict, pelvic_tilt_deg: float = 0.0, sacral_slope_deg: float = 38.0) -> Subject:
+    """Subject meshes in RAS mm from pelvis and left-femur nodes (any rigid frame of RAS orientation).
+
+    ``pose`` holds per side ``{"flexion_deg", "abduction_deg", "internal_rotation_deg"}``; the pelvis
+    is turned so its symmetry plane is x = 0, then tilted by ``pelvic_tilt_deg`` about x (positive:
+    anterior tilt, the pubis moves down). World origin: midway between the acetabulum centres.
+    ``sacral_slope_deg`` (before the tilt) orients the S1 endplate on which the lumbar spine stands.
+    """
+    lm = landmarks()
+    pelvis = surface("pelvis", pelvis_nodes)
+    femur = surface("femur", femur_nodes)
+    normal, offset = symmetry_plane(pelvis.vertices)
+    # the pelvis frame: symmetry normal -> +x (smallest rotation), then tilt; origin between the acetabula
+    axis = np.cross(normal, [1.0, 0.0, 0.0])
+    angle = math.asin(min(1.0, np.linalg.norm(axis)))
+    rot = rotation_about(axis, angle) if angle > 1e-9 else np.eye(3)
+    rot = rotation_about(np.array([1.0, 0.0, 0.0]), -math.radians(pelvic_tilt_deg)) @ rot
+    acet = {s: fit_sphere(pelvis.vertices[getattr(lm, f"acetabulum_{s}")]) for s in ("left", "right")}
+    origin = 0.5 * (acet["left"][0] + acet["right"][0])
+    to_world = lambda p: (np.asarray(p) - origin) @ rot.T  # noqa: E731
+    pelvis_world = trimesh.Trimesh(to_world(pelvis.vertices), pelvis.faces, process=False)
+    hemi = trimesh.Trimesh(pelvis_world.vertices, pelvis.faces[np.all(np.isin(pelvis.faces, lm.hemipelves), 1)], process=False)
+    # the right femur: the left one reflected about the symmetry plane (faces reversed)
+    left_verts = femur.vertices
+    right_verts = reflect(left_verts, normal, offset)
+    head_c, head_r = fit_sphere(left_verts[lm.head])
+    params: dict = {"symmetry_plane_normal_llp26_ras": normal.tolist(), "pelvic_tilt_deg": float(pelvic_tilt_deg)}
+    placed = {}
+    for side, verts, faces, lateral in (("femur_left", left_verts, femur.faces, [-1.0, 0.0, 0.0]), ("femur_right", right_verts, femur.faces[:, ::-1], [1.0, 0.0, 0.0])):
+        c = head_c if side == "femur_left" else reflect(head_c[None], normal, offset)[0]
+        neutral = (verts - c) @ _neutral_rotation(verts, c, lm, np.asarray(lateral)).T
+        prm = pose[side]
+        local = neutral @ femur_pose(side, prm["flexion_deg"], prm["abduction_deg"], prm["internal_rotation_deg"]).T
+        a_c, a_r = acet[side.split("_")[1]]
+        placed[side] = (local, np.ascontiguousarray(faces), to_world(a_c[None])[0], a_r)
+    # joint space: the heads shrink and the sockets grow by half of it each (one shrink: the femurs stay mirror images)
+    pelvis_verts = pelvis_world.vertices
+    delta = max(0.0, max(MIN_JOINT_SPACE_MM - (a_r - head_r) for _, _, _, a_r in placed.values()))
+    for _ in range(6):
+        grown = pelvis_verts
+        for _, _, a_c, a_r in placed.values():
+            grown = shrink_head(grown, a_c, a_r, -0.5 * delta)
+        hemi = trimesh.Trimesh(grown, hemi.faces, process=False)
+        clear = min(_clearance(shrink_head(loc, np.zeros(3), head_r, 0.5 * delta)[lm.head] + a_c, hemi) for loc, _, a_c, _ in placed.values())
+        if clear >= MIN_CLEARANCE_MM:
+            break
+        delta += MIN_CLEARANCE_MM - clear + 0.2
+    meshes = {"pelvis": trimesh.Trimesh(grown, pelvis.faces, process=False)}
+    for side, (local, faces, a_c, a_r) in placed.items():
+        verts = shrink_head(local, np.zeros(3), head_r, 0.5 * delta) + a_c
+        meshes[side] = trimesh.Trimesh(verts, faces, process=False)
+        params[side] = dict(pose[side], head_centre_mm=a_c.tolist(), acetabulum_radius_mm=float(a_r + 0.5 * delta), head_radius_mm=float(head_r - 0.5 * delta), joint_space_mm=float(a_r - head_r + delta))
+    pelvis_world = meshes["pelvis"]
+    params["joint_space_added_mm"] = float(delta)
+    params["sacral_base"] = _sacral_base(pelvis_world, lm, sacral_slope_deg + pelvic_tilt_deg)
+    params["symphysis_mm"] = pelvis_world.vertices[lm.symphysis].mean(0).tolist()
+    return Subject({b: meshes[b] for b in ("pelvis", "femur_left", "femur_right")}, params)
+
+
+def _sacral_base(pelvis: trimesh.Trimesh, lm: Landmarks, slope_deg: float) -> dict:
+    """Centre (mm) of the S1 endplate (centroid of the sacral-base vertices) and its unit normal, facing
+    superiorly and anteriorly at ``slope_deg`` from the vertical (the sacral slope)."""
+    slope = math.radians(slope_deg)
+    return {"centre_mm": pelvis.vertices[lm.sacral_base].mean(0).tolist(), "normal": [0.0, math.sin(slope), math.cos(slope)], "slope_deg": float(slope_deg)}
+
+
+# ---------------------------------------------------------------------- sampling
+def sample_pose(rng: np.random.Generator) -> dict:
+    """Hip articulation of a supine AP pelvis radiograph (degrees): per side flexion, abduction, internal rotation.
+
+    Internal rotation: 60% of subjects are positioned for a standard AP hip view (feet turned in,
+    12-22 deg), the rest lie as they are (-15 external .. 10 internal); sides differ by N(0, 4).
+    Flexion -5..12, abduction -6..10 (negative: adduction), each side with its own part.
+    """
+    standard_view = rng.uniform() < 0.6
+    rotation = rng.uniform(12.0, 22.0) if standard_view else rng.uniform(-15.0, 10.0)
+    flexion, abduction = rng.uniform(-5.0, 12.0), rng.uniform(-6.0, 10.0)
+    return {
+        side: {
+            "flexion_deg": float(np.clip(flexion + rng.normal(0.0, 3.0), -8.0, 15.0)),
+            "abduction_deg": float(np.clip(abduction + rng.normal(0.0, 3.0), -8.0, 12.0)),
+            "internal_rotation_deg": float(np.clip(rotation + rng.normal(0.0, 4.0), -20.0, 27.0)),
+        }
+        for side in ("femur_left", "femur_right")
+    } | {"standard_ap_hip_view": bool(standard_view)}
+
+
+def subject_shape(subject: int | None, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Pelvis and femur nodes: LLP26 subject ``subject`` as it is, or (None) a draw of the training PCA."""
+    if subject is not None:
+        pelvis, femur = subject_nodes(subject)
+        return pelvis, femur, {"llp26_subject": int(subject)}
+    pca = training_pca()
+    coeffs = np.clip(rng.normal(0.0, 1.0, len(pca.sd)), -MAX_SD, MAX_SD)
+    pelvis, femur = pca.sample(coeffs)
+    return pelvis, femur, {"pca_coefficients_sd": coeffs.tolist(), "pca_subjects": list(pca.subjects)}
+
+
+def sample_subject(seed: int, subject: int | None = None) -> Subject:
+    """One articulated subject from ``seed``: a training-PCA draw, or LLP26 subject ``subject`` with a seeded pose."""
+    rng = np.random.default_rng([seed, 26])
+    pelvis, femur, shape = subject_shape(subject, rng)
+    pose = sample_pose(rng)
+    tilt, slope = float(rng.uniform(-5.0, 5.0)), float(rng.uniform(30.0, 45.0))
+    out = assemble(pelvis, femur, pose, tilt, slope)
+    out.params.update(shape, standard_ap_hip_view=pose["standard_ap_hip_view"])
+    return out
+
+
+# ---------------------------------------------------------------------- a phantom case (CT, labels, meshes)
+FEMUR_CROP_MM = 250.0  # the CT ends this far below the lower hip centre (an AP pelvis view sees about 150 mm)
+LESSER_TROCHANTER_DROP_MM = 70.0  # below the head centre, about; the femoral cortex thickens below it
+POSE_ATTEMPTS = 5
+
+
+def generate_llp26_case(seed: int, spacing_mm: float = 1.0, subject: int | None = None):
+    """A real-anatomy phantom case (:class:`scripts.phantom.PhantomCase`) from ``seed``.
+
+    ``subject`` None: a subject drawn from the training PCA; otherwise LLP26 subject ``subject``
+    itself (validation or test). The seed also draws the hip pose, pelvic tilt, body habitus and
+    tissues, the lumbar lordosis and the bladder. A pose whose bones would touch is redrawn.
+    """
+    from .phantom import BoneOverlapError, PhantomCase, sample_tissue, synthesize_ct
+    from .phantom_anatomy import lumbar_spine
+
+    if subject is not None and subject not in VALIDATION_SUBJECTS + TEST_SUBJECTS + TRAINING_SUBJECTS:
+        raise ValueError(f"LLP26 subject {subject} out of range 0..{llp26.N_SUBJECTS - 1}")
+    for attempt in range(POSE_ATTEMPTS):
+        case_seed = seed if attempt == 0 else [seed, 100 + attempt]
+        rng = np.random.default_rng(case_seed)
+        sub = sample_subject(int(rng.integers(2**31)), subject)
+        params = {"seed": int(seed), "anatomy": "llp26", "pose_attempt": attempt, **sub.params}
+        habitus = float(rng.uniform(0.0, 1.0))
+        tissue = sample_tissue(rng, habitus)
+        sym = np.asarray(params["symphysis_mm"])
+        volume_ml = float(rng.uniform(60.0, 400.0))
+        r = (3.0 * volume_ml * 1000.0 / (4.0 * math.pi * 1.4 * 1.0 * 0.9)) ** (1.0 / 3.0)
+        radii = np.array([1.4 * r, 0.9 * r, r])  # wider than deep, about as tall
+        tissue["bladder"] = {"centre_mm": (sym + (0.0, -12.0 - radii[1], 0.6 * radii[2])).tolist(), "radii_mm": radii.tolist(), "hu": float(rng.uniform(5.0, 20.0)), "volume_ml": volume_ml}
+        params["tissue"] = tissue
+        width = float(np.ptp(sub.meshes["pelvis"].vertices[:, 0]))
+        base = params["sacral_base"]
+        lordosis = float(rng.uniform(8.0, 14.0))
+        params["lumbar"] = {"levels": ["L5", "L4", "L3"], "lordosis_deg_per_level": lordosis, "scale": width / 270.0}
+        vertebrae = lumbar_spine(np.asarray(base["centre_mm"]), np.asarray(base["normal"]), width / 270.0, lordosis)
+        hips_z = min(params[s]["head_centre_mm"][2] for s in ("femur_left", "femur_right"))
+        shaft_tops = {s: params[s]["head_centre_mm"][2] - LESSER_TROCHANTER_DROP_MM * width / 270.0 for s in ("femur_left", "femur_right")}
+        try:
+            ct, labels, affine = synthesize_ct(sub.meshes, params, spacing_mm, np.random.default_rng([seed, 1, attempt]), shaft_tops, vertebrae, hips_z - FEMUR_CROP_MM)
+        except BoneOverlapError:
+            continue
+        params.update(spacing_mm=float(spacing_mm), inter_iliac_width_mm=width, volume_shape=list(ct.shape), femur_crop_mm=FEMUR_CROP_MM)
+        return PhantomCase(ct, labels, affine, sub.meshes, params)
+    raise BoneOverlapError(f"LLP26 phantom seed {seed}: bones overlap in {POSE_ATTEMPTS} poses")
+
+
+def subject_of_split(split: str) -> tuple[int, ...]:
+    """LLP26 subject indices of ``split`` ("training", "validation" or "test")."""
+    if split not in SUBJECT_SPLITS:
+        raise ValueError(f"unknown subject split {split!r} (one of {', '.join(SUBJECT_SPLITS)})")
+    return SUBJECT_SPLITS[split]

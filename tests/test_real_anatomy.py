@@ -1,0 +1,205 @@
+"""Tests of the real-anatomy (LLP26) cohort: split, seating, mirror, articulation, labels and the whole path."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import trimesh
+
+from scripts import llp26
+from scripts import real_anatomy as ra
+from scripts.geometry import BONES, Geometry, standard_ap_pose
+from scripts.phantom import generate_case, main, voxelize
+from scripts.volumes import BONE_LABELS, VERTEBRAE_LABEL
+
+SPACING = 4.0
+NEUTRAL = {s: {"flexion_deg": 0.0, "abduction_deg": 0.0, "internal_rotation_deg": 0.0} for s in ("femur_left", "femur_right")}
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return generate_case(3, SPACING, "llp26")
+
+
+@pytest.fixture(scope="module")
+def real_test_subject():
+    return generate_case(5, SPACING, "llp26", subject=22)
+
+
+def test_split_is_fixed_and_disjoint():
+    splits = ra.SUBJECT_SPLITS
+    assert splits["test"] == (20, 21, 22, 23, 24, 25) and splits["validation"] == (17, 18, 19) and splits["training"] == tuple(range(17))
+    assert sorted(sum(splits.values(), ())) == list(range(llp26.N_SUBJECTS))
+
+
+def test_test_subjects_never_reach_a_training_case(monkeypatch):
+    """Poison the validation and test columns of the model: the training PCA and a drawn case stay finite,
+    a training subject lies in the PCA's span and a test subject does not."""
+    clean = ra.training_pca()
+    model = llp26.load_model()
+    poisoned = dataclasses.replace(model, projected=model.projected.copy())
+    poisoned.projected[:, 17:] = np.nan
+    monkeypatch.setattr(llp26, "load_model", lambda path=None: poisoned)
+    for cached in (ra.training_pca, ra.landmarks):
+        cached.cache_clear()
+    try:
+        pca = ra.training_pca()
+        assert pca.subjects == tuple(range(17)) and np.isfinite(pca.modes).all()
+        np.testing.assert_allclose(pca.mean, clean.mean, atol=1e-6)
+        case = generate_case(11, 8.0, "llp26")
+        assert all(np.isfinite(m.vertices).all() for m in case.meshes.values())
+        assert case.params["pca_subjects"] == list(range(17))
+    finally:
+        for cached in (ra.training_pca, ra.landmarks):
+            cached.cache_clear()
+    monkeypatch.undo()
+
+    def residual(j: int) -> float:
+        pelvis, femur = ra.subject_nodes(j)
+        x = np.concatenate([pelvis, femur])
+        # rigid alignment of each part onto the PCA mean, then the part outside the modes' span
+        parts = []
+        for sl in (slice(0, 1946), slice(1946, None)):
+            a, m = x[sl], clean.mean[sl]
+            r = ra._kabsch(a, m)
+            parts.append((a - a.mean(0)) @ r.T + m.mean(0))
+        d = (np.concatenate(parts) - clean.mean).ravel()
+        modes = clean.modes.reshape(len(clean.sd), -1)
+        return float(np.sqrt(np.mean((d - modes.T @ (modes @ d)) ** 2)))
+
+    assert residual(4) < 0.2  # training subject: in the span
+    assert all(residual(j) > 1.0 for j in ra.TEST_SUBJECTS)  # test subjects: not
+
+
+def test_heads_seated_in_their_acetabula_with_a_joint_space(synthetic, real_test_subject):
+    lm = ra.landmarks()
+    for case in (synthetic, real_test_subject):
+        pelvis = case.meshes["pelvis"]
+        hemi = trimesh.Trimesh(pelvis.vertices, pelvis.faces[np.all(np.isin(pelvis.faces, lm.hemipelves), 1)], process=False)
+        for side in ("left", "right"):
+            femur = case.meshes[f"femur_{side}"]
+            head, head_r = ra.fit_sphere(femur.vertices[lm.head])
+            socket, socket_r = ra.fit_sphere(pelvis.vertices[getattr(lm, f"acetabulum_{side}")])
+            assert np.linalg.norm(head - socket) < 1.0
+            assert socket_r - head_r >= ra.MIN_JOINT_SPACE_MM - 0.5
+            assert 17.0 < head_r < 28.0  # an adult femoral head
+            _, dist, _ = trimesh.proximity.closest_point(hemi, femur.vertices)
+            assert dist.min() > 0.5  # the bones never touch ...
+            near = femur.vertices[dist < 10.0]
+            assert len(near) > 10 and (ra.winding_number(hemi, near) < 0.5).all()  # ... and no femur vertex is inside the pelvis
+        assert (case.meshes["femur_left"].vertices[:, 0] < 0).all() and (case.meshes["femur_right"].vertices[:, 0] > 0).all()
+
+
+def test_labels_of_different_bones_never_overlap(synthetic, real_test_subject):
+    for case in (synthetic, real_test_subject):
+        assert set(np.unique(case.labels)) == {0, 1, 2, 3, VERTEBRAE_LABEL}
+        for side in ("femur_left", "femur_right"):
+            centre = np.asarray(case.params[side]["head_centre_mm"])
+            origin, shape = centre - 60.0, (121, 121, 121)
+            femur = voxelize(case.meshes[side], origin, 1.0, shape)
+            pelvis = np.zeros(shape, bool)
+            for part in case.meshes["pelvis"].split(only_watertight=False):
+                pelvis |= voxelize(part, origin, 1.0, shape)
+            assert femur.sum() > 1000 and pelvis.sum() > 1000
+            assert not (femur & pelvis).any()
+
+
+def test_right_femur_is_the_mirror_image_of_the_left(synthetic):
+    left, right = synthetic.meshes["femur_left"], synthetic.meshes["femur_right"]
+    np.testing.assert_array_equal(left.faces, right.faces[:, ::-1])
+    assert left.volume > 0 and right.volume > 0 and left.volume == pytest.approx(right.volume, rel=1e-6)
+
+    def rms_after_rotation(a: np.ndarray, b: np.ndarray) -> float:
+        r = ra._kabsch(a, b)
+        return float(np.sqrt(np.mean(np.sum(((a - a.mean(0)) @ r.T - (b - b.mean(0))) ** 2, axis=1))))
+
+    assert rms_after_rotation(right.vertices * (-1.0, 1.0, 1.0), left.vertices) < 1e-6  # a reflection superimposes them
+    assert rms_after_rotation(right.vertices, left.vertices) > 10.0  # no rotation does: opposite chirality
+
+
+def test_articulation_turns_each_femur_about_its_head_centre():
+    pelvis, femur = ra.subject_nodes(20)
+    lm = ra.landmarks()
+    base = ra.assemble(pelvis, femur, NEUTRAL)
+    turned = ra.assemble(pelvis, femur, {s: dict(NEUTRAL[s], internal_rotation_deg=18.0) for s in NEUTRAL})
+    flexed = ra.assemble(pelvis, femur, {s: dict(NEUTRAL[s], flexion_deg=10.0) for s in NEUTRAL})
+    for side, lateral in (("femur_left", -1.0), ("femur_right", 1.0)):
+        v0, v1, v2 = (s.meshes[side].vertices for s in (base, turned, flexed))
+        centre = np.asarray(base.params[side]["head_centre_mm"])
+        knee0 = v0[lm.knee].mean(0)
+        assert abs(knee0[0] - centre[0]) < 60.0 and knee0[2] < centre[2] - 350.0  # neutral: knee below the hip
+        axis0 = v0[lm.epicondyle_lateral].mean(0) - v0[lm.epicondyle_medial].mean(0)
+        axis1 = v1[lm.epicondyle_lateral].mean(0) - v1[lm.epicondyle_medial].mean(0)
+        assert axis0[0] * lateral > 0.9 * np.linalg.norm(axis0)  # neutral: epicondyles along x, lateral outward
+        angle = np.degrees(np.arctan2(axis0[0] * axis1[1] - axis0[1] * axis1[0], axis0[:2] @ axis1[:2]))
+        assert abs(abs(angle) - 18.0) < 0.5
+        assert v1[lm.epicondyle_lateral].mean(0)[1] > v0[lm.epicondyle_lateral].mean(0)[1] + 5.0  # internal: the lateral side comes forward
+        assert v2[lm.knee].mean(0)[1] > knee0[1] + 50.0  # flexion: the knee moves anteriorly
+        head0, _ = ra.fit_sphere(v0[lm.head])
+        head2, _ = ra.fit_sphere(v2[lm.head])
+        np.testing.assert_allclose(head0, head2, atol=0.01)
+
+
+def test_sampled_poses_cover_a_standard_ap_view_and_unequal_sides():
+    poses = [ra.sample_pose(np.random.default_rng(s)) for s in range(200)]
+    rot = np.array([[p[s]["internal_rotation_deg"] for s in ("femur_left", "femur_right")] for p in poses])
+    standard = np.array([p["standard_ap_hip_view"] for p in poses])
+    assert 0.45 < standard.mean() < 0.75
+    assert 12.0 < np.median(rot[standard]) < 22.0 and rot[~standard].min() < -5.0
+    assert np.abs(rot[:, 0] - rot[:, 1]).mean() > 2.0
+
+
+def test_case_anatomy_body_and_ap_view(synthetic):
+    case = synthetic
+    ct = case.ct
+    assert ct.dtype == np.int16 and case.labels.dtype == np.uint8
+    vert = case.labels == VERTEBRAE_LABEL
+    pel = case.labels == BONE_LABELS["pelvis"]
+    z = np.arange(ct.shape[2]) * SPACING + case.affine[2, 3]
+    assert z[np.nonzero(vert.any((0, 1)))[0]].min() > z[np.nonzero(pel.any((0, 1)))[0]].min() + 80.0  # spine above the sacrum
+    assert ct[vert].min() > 100 and ct[pel].min() > 100  # bone HU (cortex and trabecular)
+    bladder = case.params["tissue"]["bladder"]
+    c = np.rint((np.asarray(bladder["centre_mm"]) - case.affine[:3, 3]) / SPACING).astype(int)
+    assert abs(int(ct[tuple(c)]) - bladder["hu"]) <= 1 and case.labels[tuple(c)] == 0
+    lowest_hip = min(case.params[s]["head_centre_mm"][2] for s in ("femur_left", "femur_right"))
+    assert case.affine[2, 3] >= lowest_hip - ra.FEMUR_CROP_MM - SPACING  # cropped below the hips
+    assert case.meshes["femur_left"].vertices[:, 2].min() < case.affine[2, 3]  # the mesh stays the whole femur
+    centre = case.meshes["pelvis"].centroid
+    geom = Geometry.standard().with_pose(standard_ap_pose(centre, 950.0))
+    u = {b: geom.project(geom.world_to_camera_points(case.meshes[b].vertices))[0][:, 0] for b in ("femur_left", "femur_right")}
+    assert np.median(u["femur_left"]) > np.median(u["femur_right"])  # image columns toward the patient's left
+    assert 220.0 < case.params["inter_iliac_width_mm"] < 340.0
+
+
+def test_cli_cohort_and_real_subjects_feed_simulator_and_shape_model(tmp_path):
+    """The whole anatomy path on a tiny cohort: phantom CLI (training draws and real validation
+    subjects) -> simulator -> shape model from the training cases."""
+    from scripts.simulate import find_cases, load_config, simulate
+    from scripts.ssm import build_from_cases
+
+    cohort, real = tmp_path / "cohort", tmp_path / "validation"
+    assert main(["--anatomy", "llp26", "--n", "2", "--out", str(cohort), "--seed", "4", "--spacing", "8"]) == 0
+    assert main(["--subjects", "validation", "--out", str(real), "--seed", "4", "--spacing", "8"]) == 0
+    assert sorted(p.name for p in real.iterdir()) == ["subject_17_00", "subject_18_00", "subject_19_00"]
+    first = {}
+    for d in [*sorted(cohort.iterdir()), *sorted(real.iterdir())]:
+        params = json.loads((d / "params.json").read_text())
+        assert params["anatomy"] == "llp26" and nib.aff2axcodes(nib.load(d / "ct.nii.gz").affine) == ("R", "A", "S")
+        assert params.get("llp26_subject") == (int(d.name.split("_")[1]) if d.name.startswith("subject") else None)
+        for bone in BONES:
+            mesh = trimesh.load(d / "meshes" / f"{bone}.ply", process=False)
+            assert mesh.is_watertight
+            ref = first.setdefault(bone, mesh)
+            np.testing.assert_array_equal(mesh.faces, ref.faces)  # vertex correspondence across subjects
+    cfg = load_config()
+    cfg["depth"]["step_voxels"] = 1.0
+    datalist, errors = simulate(find_cases(real), tmp_path / "sim", poses=1, seed=0, cfg=cfg, split="test")
+    assert not errors and len(datalist["test"]) == 3
+    mask = nib.load(tmp_path / "sim" / "subject_17_00_p0" / "mask.nii.gz").get_fdata()
+    assert mask.shape[-1] == 3 and (mask.reshape(-1, 3).sum(0) > 0).all()  # three bones, no vertebra channel
+    models, meta = build_from_cases(cohort, variance=1.0)
+    assert meta["cases"] == ["case_0000", "case_0001"] and models["femur_left"].n_modes == 1
