@@ -2,7 +2,8 @@
 
 For every test sample and bone, each reconstruction variant is compared with the true surface
 (the entry's world-RAS mesh moved into the camera frame by the sample's ``world_to_camera``, or a
-marching-cubes surface of the CT labels when no mesh is listed), both clipped to the X-ray cone:
+marching-cubes surface of the CT labels when no mesh is listed), both clipped to the X-ray cone
+and to the box of the CT the sample was simulated from (``ct_extent`` of its sample.json):
 
 - variants: ``single_face`` (front-face-only network, its front surface), ``single_face_ssm`` (its
   shape-model completion), ``dual_face`` (stitched dual-face surface), ``dual_face_ssm`` (completion);
@@ -33,15 +34,15 @@ import trimesh
 from skimage.measure import marching_cubes
 from tqdm import tqdm
 
-from scripts.files import InputFileError, PathLike, atomic_path, read_depth_and_mask, read_json, read_nifti, read_nifti_with_affine, write_json
+from scripts.files import InputFileError, PathLike, atomic_path, read_depth_and_mask, read_json, read_nifti, write_json
 from scripts.geometry import Geometry, GeometryError, apply_transform, channel_order, read_geometry
 from scripts.reconstruct import DepthPrediction, Reconstructor, oracle_prediction
 from scripts.report import save_error_map, save_metric_bars
 from scripts.ssm import read_mesh
-from scripts.surface_metrics import surface_metrics, vertex_errors
+from scripts.surface_metrics import surface_metrics, vertex_errors, volume_extent_planes
 from scripts.training import load_datalist
 from scripts.transforms import ResizeDepthd
-from scripts.volumes import BONE_LABELS
+from scripts.volumes import BONE_LABELS, read_labels
 
 VARIANTS = ("single_face", "single_face_ssm", "dual_face", "dual_face_ssm")
 SHIFTS = ("centre", "prior", "oracle")
@@ -59,12 +60,15 @@ class Sample:
     depth: np.ndarray
     mask: np.ndarray
     meshes: dict[str, trimesh.Trimesh]
+    extent_planes: list | None = None  # camera-frame planes of the simulated CT's box (None: not recorded)
 
 
 # ---------------------------------------------------------------------- ground truth
-def label_surfaces(labels_path: PathLike, bones: Sequence[str]) -> dict[str, trimesh.Trimesh]:
-    """World-RAS (mm) marching-cubes surfaces of the bone labels (IDs of ``scripts.volumes.BONE_LABELS``)."""
-    labels, affine = read_nifti_with_affine(labels_path)
+def label_surfaces(labels_path: PathLike, bones: Sequence[str], label_map: Mapping | None = None) -> dict[str, trimesh.Trimesh]:
+    """World-RAS (mm) marching-cubes surfaces of bone labels read as the simulator read them
+    (:func:`scripts.volumes.read_labels`: a label volume with ``label_map``, or a TotalSegmentator folder)."""
+    volume = read_labels(labels_path, None, label_map)
+    labels, affine = volume.array, volume.affine
     out = {}
     for bone in bones:
         occupied = np.pad(labels == BONE_LABELS[bone], 1)
@@ -83,7 +87,7 @@ def truth_meshes(entry: Mapping, dataset_dir: Path, geometry: Geometry) -> dict[
         notes = read_json(Path(entry["geometry"]).parent / "sample.json")
         labels = Path(notes.get("labels") or "")
         labels = labels if labels.is_file() else dataset_dir / labels
-        world = label_surfaces(labels, geometry.bones)
+        world = label_surfaces(labels, geometry.bones, notes.get("label_map"))
     out = {}
     for bone, mesh in world.items():
         out[bone] = trimesh.Trimesh(geometry.world_to_camera_points(np.asarray(mesh.vertices)), mesh.faces, process=False)
@@ -111,11 +115,13 @@ def load_sample(entry: Mapping, dataset_dir: PathLike, image_size: Sequence[int]
         depth, mask = depth[[2 * i + f for i in order for f in (0, 1)]], mask[order]
         geometry = replace(geometry, bones=tuple(bones))
     meshes = truth_meshes(entry, dataset_dir, geometry)
+    extent = read_json(Path(entry["geometry"]).parent / "sample.json").get("ct_extent")
+    planes = volume_extent_planes(extent["affine"], extent["shape"], geometry.matrix) if extent else None
     if image_size is not None and tuple(image_size) != geometry.image_size:
         geometry = geometry.resized(image_size)
         r = ResizeDepthd(spatial_size=(geometry.height, geometry.width))({"depth": torch.as_tensor(depth), "mask": torch.as_tensor(mask)})
         depth, mask = r["depth"].numpy(), r["mask"].numpy()
-    return Sample(Path(entry["image"]).parent.name, image, geometry, depth, mask.astype(bool), meshes)
+    return Sample(Path(entry["image"]).parent.name, image, geometry, depth, mask.astype(bool), meshes, planes)
 
 
 def true_face_mask(depth: np.ndarray, mask: np.ndarray, faces: int) -> np.ndarray:
@@ -190,8 +196,9 @@ def evaluate_sample(
             for bone in bones:
                 truth = sample.meshes.get(bone)
                 base = {"sample": sample.name, "bone": bone, "shift": shift}
-                rows.append({**base, "variant": network, **_surface_scores(rec.surfaces.get(bone), truth, rec.geometry, **metric_kwargs), "depth_mae_mm": mae[bone], "dice": dice[bone]})
-                rows.append({**base, "variant": f"{network}_ssm", **_surface_scores(completed.get(bone), truth, rec.geometry, **metric_kwargs), "depth_mae_mm": float("nan"), "dice": dice[bone]})
+                scores = {"extent_planes": sample.extent_planes, **metric_kwargs}
+                rows.append({**base, "variant": network, **_surface_scores(rec.surfaces.get(bone), truth, rec.geometry, **scores), "depth_mae_mm": mae[bone], "dice": dice[bone]})
+                rows.append({**base, "variant": f"{network}_ssm", **_surface_scores(completed.get(bone), truth, rec.geometry, **scores), "depth_mae_mm": float("nan"), "dice": dice[bone]})
     return rows, shown
 
 
@@ -329,7 +336,7 @@ class EvaluationRunner:
                 sample_rows, sample_shown = evaluate_sample(sample, preds, self.dual_face, prior, **self.metric_kwargs)
                 rows += sample_rows
                 if not shown and sample_shown:
-                    shown = {**sample_shown, "sample": sample.name, "geometry": sample.geometry}
+                    shown = {**sample_shown, "sample": sample.name, "geometry": sample.geometry, "extent_planes": sample.extent_planes}
         except InputFileError as e:
             print(e, file=sys.stderr)
             raise SystemExit(1) from None
@@ -354,7 +361,7 @@ class EvaluationRunner:
         bones = [b for b in dict.fromkeys(r["bone"] for r in means) if b != "all"]
         save_metric_bars(self.output_dir / "assd_by_variant.png", means, "assd_mm", SHIFTS, result["variants"], bones, "ASSD (mm)")
         if shown:
-            errors = {b: vertex_errors(m, shown["truth"][b], shown["geometry"]) for b, m in shown["meshes"].items() if b in shown["truth"]}
+            errors = {b: vertex_errors(m, shown["truth"][b], shown["geometry"], shown["extent_planes"]) for b, m in shown["meshes"].items() if b in shown["truth"]}
             meshes = {b: m for b, m in shown["meshes"].items() if b in errors}
             save_error_map(self.output_dir / f"error_map_{shown['sample']}.png", meshes, errors, self.error_map_max_mm,
                            f"{shown['sample']}: {shown['variant']} (centre shift), distance to truth")

@@ -22,6 +22,15 @@ import numpy as np
 PathLike = Union[str, Path]
 
 
+def shared_data_dir() -> Path | None:
+    """The project's shared data folder ``shared/data`` beside the bundle's root folder or beside one of
+    its ancestors (a git worktree nested deeper); None when there is none (tests then skip)."""
+    for parent in Path(__file__).resolve().parents[1].parents:
+        if (parent / "shared" / "data").is_dir():
+            return parent / "shared" / "data"
+    return None
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -47,7 +47,7 @@ from scripts.files import InputFileError, atomic_dir, exits_on_input_error, read
 from scripts.geometry import STANDARD_GEOMETRY_FILE, Geometry, apply_transform, read_geometry, standard_ap_pose  # noqa: E402
 from scripts.radiograph_style import style_radiograph  # noqa: E402
 from scripts.report import bone_colour, front_back_extent, save_figure  # noqa: E402
-from scripts.volumes import BONE_LABELS, Volume, bones_center, load_label_map, read_ct, read_labels  # noqa: E402
+from scripts.volumes import BONE_LABELS, LABEL_MAP_CHOICES, Volume, bones_center, load_label_map, read_ct, read_labels, remove_couch  # noqa: E402
 
 DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent.parent / "configs" / "simulate.yaml"
 SPLITS = ("training", "validation", "test")
@@ -168,8 +168,9 @@ def pose_parameters(case: str, pose: int, seed: int, pose_cfg: dict) -> tuple[li
 # ---------------------------------------------------------------------- one sample
 @dataclass
 class LoadedCase:
-    """A case read once for all its poses: CT and labels (RAS mm), attenuation (1/mm) on a possibly
-    coarsened grid with its voxel-to-RAS affine, the object centre (RAS mm) and per-bone depth grids."""
+    """A case read once for all its poses: CT (couch removed) and labels (RAS mm), attenuation (1/mm) on a
+    possibly coarsened grid with its voxel-to-RAS affine, the object centre (RAS mm), per-bone depth
+    grids and the CT voxels set to air as couch."""
 
     case: Case
     ct: Volume
@@ -178,16 +179,22 @@ class LoadedCase:
     mu_affine: np.ndarray
     center: np.ndarray
     bones: dict[str, BoneGrid | None]
+    couch_voxels: int = 0
 
 
-def load_case(case: Case, label_map: dict[int, int], cfg: dict, device: torch.device | str) -> LoadedCase:
-    """Read and check a case; attenuation volume and per-bone depth grids (reused by every pose) on ``device``."""
+def load_case(case: Case, label_map: dict[int, int] | str, cfg: dict, device: torch.device | str) -> LoadedCase:
+    """Read and check a case, remove a CT couch (``couch.remove``, :func:`scripts.volumes.remove_couch`);
+    attenuation volume and per-bone depth grids (reused by every pose) on ``device``."""
     ct = read_ct(case.ct)
     labels = read_labels(case.labels, ct, label_map)
+    couch = cfg.get("couch", {})
+    removed = 0
+    if couch.get("remove", True):
+        ct, removed = remove_couch(ct, cfg["pose"].get("body_hu", -500.0), couch.get("opening_mm", 6.0), couch.get("grid_mm", 3.0))
     drr = cfg["drr"]
     mu, mu_affine = attenuation_volume(ct.array, ct.affine, drr["energy_kev"], drr["bone_enhancement"], drr["min_voxel_mm"], device)
     grids = bone_grids(labels.array, tuple(BONE_LABELS), device=device)
-    return LoadedCase(case, ct, labels, mu, mu_affine, bones_center(labels), grids)
+    return LoadedCase(case, ct, labels, mu, mu_affine, bones_center(labels), grids, removed)
 
 
 def table_shift_mm(ct: Volume, world_to_camera: np.ndarray, center_ras: np.ndarray, table_mm: float, body_hu: float, reach_mm: float = 400.0) -> float:
@@ -195,8 +202,8 @@ def table_shift_mm(ct: Volume, world_to_camera: np.ndarray, center_ras: np.ndarr
 
     The table is a plane normal to the central ray. The patient rests on it where the line along
     camera +z (anterior -> posterior) through the object centre leaves the body (last CT voxel
-    above ``body_hu``, sampled every 1 mm over +-``reach_mm``). A CT couch above ``body_hu`` counts
-    as body: crop it from the CT first.
+    above ``body_hu``, sampled every 1 mm over +-``reach_mm``). A CT couch above ``body_hu`` would
+    count as body: :func:`load_case` removes it first.
     """
     centre = np.asarray(center_ras, dtype=np.float64)
     offsets = np.arange(-reach_mm, reach_mm + 1.0, 1.0)
@@ -243,6 +250,9 @@ def render_sample(lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose
         "drr": dict(cfg["drr"]),
         "ct": str(lc.case.ct),
         "labels": str(lc.case.labels),
+        "label_map": lc.labels.label_map,
+        "ct_extent": {"shape": list(lc.ct.array.shape), "affine": lc.ct.affine.tolist()},
+        "couch_voxels_removed": lc.couch_voxels,
     }
     return {"image": image.cpu().numpy(), "depth": depth.cpu().numpy(), "mask": mask.cpu().numpy(), "geometry": geom, "notes": notes}
 
@@ -339,10 +349,11 @@ def _rebuild_datalist(out_dir: Path, seed: int, fractions: dict[str, float], cas
 _LOADED: dict[str, LoadedCase] = {}  # the last case a worker loaded, under its :func:`_load_key`
 
 
-def _load_key(case: Case, label_map: dict[int, int], cfg: dict, device: torch.device | str) -> str:
-    """What :func:`load_case` depends on: the files (path and modification time), label map, DRR settings and device."""
+def _load_key(case: Case, label_map: dict[int, int] | str, cfg: dict, device: torch.device | str) -> str:
+    """What :func:`load_case` depends on: the files (path and modification time), label map, DRR and couch settings and device."""
     files = [(str(f.resolve()), f.stat().st_mtime_ns) for f in (case.ct, case.labels) if f.exists()]
-    return repr((files, sorted(label_map.items()), cfg["drr"], str(torch.device(device))))
+    lut = sorted(label_map.items()) if isinstance(label_map, dict) else label_map
+    return repr((files, lut, cfg["drr"], cfg.get("couch"), str(torch.device(device))))
 
 
 def _run(task: tuple) -> tuple[str, str | None]:
@@ -376,7 +387,7 @@ def simulate(
     cfg: dict | None = None,
     geometry: Geometry | None = None,
     source_to_object_mm: float = 950.0,
-    label_map: dict[int, int] | None = None,
+    label_map: dict[int, int] | str | None = None,
     workers: int = 1,
     device: str | None = None,
     overwrite: bool = False,
@@ -436,11 +447,11 @@ def main(argv: list[str] | None = None) -> int:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--ct", help="CT file (NIfTI/NRRD/MHA) or DICOM series folder, in HU")
     src.add_argument("--cases", help="cohort folder: <case>/{ct.nii.gz, labels.nii.gz, meshes/<bone>.ply}")
-    parser.add_argument("--labels", help="bone label volume for --ct")
+    parser.add_argument("--labels", help="for --ct: a label volume (ids mapped by --label-map) or a TotalSegmentator output folder of per-structure masks (hip_left.nii.gz, ...)")
     parser.add_argument("--out", required=True, help="output folder (samples + datalist.json)")
     parser.add_argument("--poses", type=int, default=1, help="poses per case")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--label-map", default=None, help="JSON file {source_id: bone id or name} or preset: default, totalsegmentator, totalsegmentator_v1")
+    parser.add_argument("--label-map", default=None, help=f"JSON file {{source_id: bone id or name}} or preset: {', '.join(LABEL_MAP_CHOICES)} (totalsegmentator: v1 or v2 ids, told from the labels)")
     parser.add_argument("--geometry", default=None, help="geometry JSON (default configs/geometry.json)")
     parser.add_argument("--config", default=None, help="simulation YAML (default configs/simulate.yaml)")
     parser.add_argument("--shard", type=parse_shard, default=(0, 1), help="i/n: this run simulates cases i, i+n, ... (sorted by name)")

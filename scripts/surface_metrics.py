@@ -4,7 +4,10 @@ Both surfaces are sampled uniformly by area (``spacing_mm`` apart on average) an
 distance to the other surface (exact point-to-triangle, :func:`point_to_surface`) gives the two
 directed distance sets D(A->B), D(B->A). With both meshes in the camera frame and a geometry given,
 each mesh is first clipped to the cone (the pyramid from the source through the detector's edges):
-a bone is judged only where the radiograph saw it.
+a bone is judged only where the radiograph saw it. With the extent of the CT the radiograph was
+simulated from (``extent_planes``, :func:`volume_extent_planes`) both are also clipped to that box: a
+CT that ends inside the X-ray field (e.g. below the femoral heads) is judged on what it contains,
+not on the stump its labels leave against a completed bone.
 
 - ASSD: mean over the union of both sample sets, (sum D(A->B) + sum D(B->A)) / (n_A + n_B), i.e.
   area-weighted;
@@ -16,21 +19,57 @@ a bone is judged only where the radiograph saw it.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import trimesh
 from scipy.spatial import cKDTree
 
-from .geometry import Geometry
+from .geometry import Geometry, apply_transform
+
+Planes = Sequence[tuple[np.ndarray, np.ndarray]]  # (origin, inward unit normal), camera frame mm
 
 
-def clip_to_field_of_view(mesh: trimesh.Trimesh, geometry: Geometry) -> trimesh.Trimesh:
-    """The part of a camera-frame mesh inside the X-ray cone (triangles cut at :meth:`Geometry.field_of_view_planes`, no caps)."""
+def clip_to_planes(mesh: trimesh.Trimesh, planes: Planes) -> trimesh.Trimesh:
+    """The part of a mesh on the inner side of every plane (triangles cut, no caps)."""
     vertices, faces = np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces)
-    for origin, normal in geometry.field_of_view_planes():
+    for origin, normal in planes:
         if len(faces) == 0:
             break
         vertices, faces = trimesh.intersections.slice_faces_plane(vertices, faces, normal, origin)[:2]
     return trimesh.Trimesh(vertices, faces, process=False)
+
+
+def clip_to_field_of_view(mesh: trimesh.Trimesh, geometry: Geometry) -> trimesh.Trimesh:
+    """The part of a camera-frame mesh inside the X-ray cone (triangles cut at :meth:`Geometry.field_of_view_planes`, no caps)."""
+    return clip_to_planes(mesh, geometry.field_of_view_planes())
+
+
+def volume_extent_planes(affine: np.ndarray, shape: Sequence[int], world_to_camera: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The six planes (camera frame mm, inward normals) of the box spanned by a volume's outermost voxel centres.
+
+    ``affine``: voxel index -> RAS world mm; ``shape``: voxels along i, j, k; ``world_to_camera``:
+    RAS world mm -> camera mm. Label surfaces (marching cubes) close the bone half a voxel outside
+    this box, so clipping to it removes the cut caps where a CT ends.
+    """
+    to_camera = np.asarray(world_to_camera, dtype=np.float64) @ np.asarray(affine, dtype=np.float64)
+    planes = []
+    for axis in range(3):
+        edge = to_camera[:3, :3] @ np.eye(3)[axis]
+        normal = edge / np.linalg.norm(edge)
+        for index, sign in ((0.0, 1.0), (float(shape[axis] - 1), -1.0)):
+            ijk = np.zeros(3)
+            ijk[axis] = index
+            planes.append((apply_transform(to_camera, ijk), sign * normal))
+    return planes
+
+
+def inside_planes(points: np.ndarray, planes: Planes) -> np.ndarray:
+    """(n,) True for points (n, 3) on the inner side of every plane."""
+    inside = np.ones(len(points), bool)
+    for origin, normal in planes:
+        inside &= (np.asarray(points) - origin) @ normal >= 0
+    return inside
 
 
 def sample_surface(mesh: trimesh.Trimesh, spacing_mm: float = 1.0, max_samples: int = 20000, seed: int = 0) -> np.ndarray:
@@ -142,14 +181,16 @@ def surface_metrics(
     spacing_mm: float = 1.0,
     max_samples: int = 20000,
     seed: int = 0,
+    extent_planes: Planes | None = None,
 ) -> dict[str, float]:
     """ASSD, HD95, HD and Chamfer (mm) between ``pred`` and ``ref`` (same frame, mm; see module doc).
 
-    With ``geometry`` both meshes (camera frame) are clipped to its X-ray cone first. Returns NaN
-    values when either surface has nothing left to sample.
+    With ``geometry`` both meshes (camera frame) are clipped to its X-ray cone first, with
+    ``extent_planes`` to the CT's box too. Returns NaN values when either surface has nothing left to sample.
     """
-    if geometry is not None:
-        pred, ref = clip_to_field_of_view(pred, geometry), clip_to_field_of_view(ref, geometry)
+    planes = [*(geometry.field_of_view_planes() if geometry is not None else ()), *(extent_planes or ())]
+    if planes:
+        pred, ref = clip_to_planes(pred, planes), clip_to_planes(ref, planes)
     pa = sample_surface(pred, spacing_mm, max_samples, seed)
     pb = sample_surface(ref, spacing_mm, max_samples, seed + 1)
     if len(pa) == 0 or len(pb) == 0:
@@ -163,16 +204,20 @@ def surface_metrics(
     }
 
 
-def vertex_errors(mesh: trimesh.Trimesh, ref: trimesh.Trimesh, geometry: Geometry | None = None) -> np.ndarray:
+def vertex_errors(mesh: trimesh.Trimesh, ref: trimesh.Trimesh, geometry: Geometry | None = None, extent_planes: Planes | None = None) -> np.ndarray:
     """Distance (V,) in mm from each vertex of ``mesh`` to the surface of ``ref``, for colour maps.
 
-    With ``geometry``, ``ref`` is clipped to the X-ray cone and vertices outside it get NaN.
+    With ``geometry`` (and ``extent_planes``), ``ref`` is clipped to the X-ray cone (and the CT's
+    box) and vertices outside get NaN.
     """
     verts = np.asarray(mesh.vertices, dtype=np.float64)
     err = np.full(len(verts), np.nan)
     inside = np.ones(len(verts), bool) if geometry is None else geometry.in_field_of_view(verts)
     if geometry is not None:
         ref = clip_to_field_of_view(ref, geometry)
+    if extent_planes:
+        inside &= inside_planes(verts, extent_planes)
+        ref = clip_to_planes(ref, extent_planes)
     if inside.any() and len(ref.faces):
         err[inside] = point_to_surface(verts[inside], ref)
     return err

@@ -1,4 +1,4 @@
-"""CT and bone-label volumes: reading (NIfTI/NRRD/MHA/DICOM series), grid and HU checks, label mapping.
+"""CT and bone-label volumes: reading (NIfTI/NRRD/MHA/DICOM series), grid and HU checks, label mapping, couch removal.
 
 Every volume is returned as an array indexed ``[i, j, k]`` plus a 4x4 ``affine`` mapping voxel
 indices to NIfTI RAS+ world coordinates (mm). SimpleITK reads NRRD/MHA/DICOM in the DICOM/ITK LPS
@@ -6,16 +6,12 @@ convention (:func:`read_volume` converts to RAS by negating the first two world 
 NIfTI, read with nibabel in its native RAS (SimpleITK zero-fills truncated NIfTI without error).
 
 Label IDs after mapping: 0 background, 1 pelvis, 2 femur_left, 3 femur_right (``BONE_LABELS``).
-
-CLI (approximate bone labels for an unlabeled CT, see :func:`threshold_labels`)::
-
-    python -m scripts.volumes threshold --ct CT --out LABELS.nii.gz [--threshold-hu 200]
+Labels come as one multi-label volume (ids mapped by a label map) or as a TotalSegmentator output
+folder of one binary mask per structure (``hip_left.nii.gz``, ``sacrum.nii.gz``, ...).
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -24,7 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from scripts.files import InputFileError, PathLike, atomic_path, exits_on_input_error, read_json, read_nifti_with_affine
+from scripts.files import InputFileError, PathLike, atomic_path, read_json, read_nifti_with_affine
 from scripts.geometry import BONES
 
 
@@ -32,15 +28,38 @@ BONE_LABELS: dict[str, int] = {bone: i + 1 for i, bone in enumerate(BONES)}
 VERTEBRAE_LABEL = 4  # lumbar vertebrae in phantom label maps: rendered in the radiograph, never reconstructed (not in any label map preset)
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
-# Source label id -> bone label id. TotalSegmentator class ids from its ``map_to_binary.class_map``:
-# v2 "total": sacrum 25, femur_left 75, femur_right 76, hip_left 77, hip_right 78;
-# v1 "total_v1": femur_left 88, femur_right 89, hip_left 90, hip_right 91, sacrum 92.
+# TotalSegmentator structures that make up the bundle's bones. The pelvis is both hip bones and the
+# sacrum; v2 segments the first sacral vertebra apart from the rest of the sacrum (vertebrae_S1).
+TOTALSEGMENTATOR_BONES: dict[str, str] = {
+    "hip_left": "pelvis",
+    "hip_right": "pelvis",
+    "sacrum": "pelvis",
+    "vertebrae_S1": "pelvis",
+    "femur_left": "femur_left",
+    "femur_right": "femur_right",
+}
+# Their class ids in TotalSegmentator's multi-label output of the ``total`` task, from its own class
+# map: wasserth/TotalSegmentator, totalsegmentator/map_to_binary.py, ``class_map["total"]`` (v2)
+# and ``class_map["total_v1"]`` (v1) (read at commit 0275d30; docs/simulation.md).
+TOTALSEGMENTATOR_IDS: dict[str, dict[str, int]] = {
+    "v2": {"sacrum": 25, "vertebrae_S1": 26, "femur_left": 75, "femur_right": 76, "hip_left": 77, "hip_right": 78},
+    "v1": {"femur_left": 88, "femur_right": 89, "hip_left": 90, "hip_right": 91, "sacrum": 92},
+}
+# ``--label-map totalsegmentator``: v1 or v2 ids, told from the labels (:func:`totalsegmentator_version`).
+TOTALSEGMENTATOR_AUTO = "totalsegmentator"
+
+
+def _totalsegmentator_map(version: str) -> dict[int, int]:
+    return {i: BONE_LABELS[TOTALSEGMENTATOR_BONES[name]] for name, i in TOTALSEGMENTATOR_IDS[version].items()}
+
+
+# Source label id -> bone label id.
 LABEL_MAP_PRESETS: dict[str, dict[int, int]] = {
     "default": {1: 1, 2: 2, 3: 3},
-    "totalsegmentator": {25: 1, 77: 1, 78: 1, 75: 2, 76: 3},
-    "totalsegmentator_v1": {92: 1, 90: 1, 91: 1, 88: 2, 89: 3},
+    "totalsegmentator_v2": _totalsegmentator_map("v2"),
+    "totalsegmentator_v1": _totalsegmentator_map("v1"),
 }
-
+LABEL_MAP_CHOICES = ("default", TOTALSEGMENTATOR_AUTO, "totalsegmentator_v2", "totalsegmentator_v1")
 
 @dataclass
 class Volume:
@@ -49,6 +68,7 @@ class Volume:
     array: np.ndarray
     affine: np.ndarray
     path: str = ""
+    label_map: dict[int, int] | None = None  # labels only: the source-id -> bone-id map they were read with (None: folder or bone ids)
 
     @property
     def spacing(self) -> np.ndarray:
@@ -139,21 +159,28 @@ def read_ct(path: PathLike, min_air_fraction: float = 0.005) -> Volume:
     return ct
 
 
-def load_label_map(spec: str | PathLike | Mapping | None) -> dict[int, int]:
+LabelMapSpec = str | PathLike | Mapping | None
+
+
+def load_label_map(spec: LabelMapSpec) -> dict[int, int] | str:
     """Source-label -> bone-label map from a preset name, a JSON file or a dict.
 
-    JSON/dict values may be bone label ids (1..3) or bone names (``"pelvis"``, ...).
+    JSON/dict values may be bone label ids (1..3) or bone names (``"pelvis"``, ...). The preset
+    ``"totalsegmentator"`` is returned as that name: the TotalSegmentator version of its ids is told
+    from the labels when they are read (:func:`resolve_label_map`).
     """
     if spec is None:
         return dict(LABEL_MAP_PRESETS["default"])
     if isinstance(spec, Mapping):
         raw, source = spec, "label map"
+    elif str(spec) == TOTALSEGMENTATOR_AUTO:
+        return TOTALSEGMENTATOR_AUTO
     elif str(spec) in LABEL_MAP_PRESETS:
         return dict(LABEL_MAP_PRESETS[str(spec)])
     else:
         path = Path(spec)
         if not path.exists():
-            raise InputFileError(path, f"label map is neither a file nor a preset ({', '.join(LABEL_MAP_PRESETS)})")
+            raise InputFileError(path, f"label map is neither a file nor a preset ({', '.join(LABEL_MAP_CHOICES)})")
         raw, source = read_json(path), str(path)
     out = {}
     try:
@@ -167,19 +194,77 @@ def load_label_map(spec: str | PathLike | Mapping | None) -> dict[int, int]:
     return out
 
 
-def read_labels(path: PathLike, ct: Volume, label_map: Mapping[int, int] | None = None, atol_mm: float = 1e-3) -> Volume:
-    """Read a label volume onto the CT grid and map it to bone labels (0 background, 1..3 bones).
+def totalsegmentator_version(array: np.ndarray, affine: np.ndarray, path: PathLike, min_separation_mm: float = 30.0) -> str:
+    """``"v1"`` or ``"v2"``: which TotalSegmentator id table a multi-label volume uses.
 
+    The two tables give the hip and femur ids to different structures (v2's hip ids 77/78 are v1's
+    right ribs 8/9; v1's 90/91 are v2's brain and skull). A version fits when, for its hip or its
+    femur ids, both sides are present and the left one lies at least ``min_separation_mm`` to the
+    patient's left (RAS -x) of the right one. Exactly one version must fit, else the file is refused.
+    """
+    ids = np.unique(array)
+    fits = []
+    for version, table in TOTALSEGMENTATOR_IDS.items():
+        for pair in (("hip_left", "hip_right"), ("femur_left", "femur_right")):
+            left, right = table[pair[0]], table[pair[1]]
+            if left in ids and right in ids:
+                x = [(affine[:3, :3] @ np.argwhere(array == i).mean(0) + affine[:3, 3])[0] for i in (left, right)]
+                if x[0] < x[1] - min_separation_mm:
+                    fits.append(version)
+                    break
+    if len(fits) != 1:
+        found = "both" if fits else "neither"
+        raise InputFileError(path, f"cannot tell TotalSegmentator v1 from v2 class ids ({found} fit left/right hips or femurs); pass --label-map totalsegmentator_v1 or totalsegmentator_v2")
+    return fits[0]
+
+
+def resolve_label_map(spec: LabelMapSpec | dict[int, int], array: np.ndarray, affine: np.ndarray, path: PathLike) -> dict[int, int]:
+    """The source-id -> bone-id map for a multi-label volume: :func:`load_label_map`'s, with ``"totalsegmentator"`` resolved to v1 or v2."""
+    spec = load_label_map(spec) if not isinstance(spec, dict) else spec
+    if spec == TOTALSEGMENTATOR_AUTO:
+        return dict(LABEL_MAP_PRESETS[f"totalsegmentator_{totalsegmentator_version(array, affine, path)}"])
+    return spec
+
+
+def _read_structure_folder(folder: Path) -> Volume:
+    """A TotalSegmentator output folder (one binary mask ``<structure>.nii[.gz]`` per structure) as bone labels on the masks' grid."""
+    out: Volume | None = None
+    for name, bone in TOTALSEGMENTATOR_BONES.items():
+        files = [f for f in (folder / f"{name}.nii.gz", folder / f"{name}.nii") if f.exists()]
+        if not files:
+            continue
+        mask = read_volume(files[0], np.float32)
+        if out is None:
+            out = Volume(np.zeros(mask.array.shape, np.int32), mask.affine, str(folder))
+        elif mask.array.shape != out.array.shape or not np.allclose(mask.affine, out.affine, atol=1e-3):
+            raise InputFileError(files[0], "mask is not on the grid of the folder's other masks")
+        out.array[mask.array > 0.5] = BONE_LABELS[bone]
+    if out is None:
+        raise InputFileError(folder, f"label folder holds none of {', '.join(f'{n}.nii.gz' for n in TOTALSEGMENTATOR_BONES)} (TotalSegmentator masks)")
+    return out
+
+
+def read_labels(path: PathLike, ct: Volume | None, label_map: LabelMapSpec | dict[int, int] = None, atol_mm: float = 1e-3) -> Volume:
+    """Read bone labels (0 background, 1..3 bones) onto the CT grid (its own grid when ``ct`` is None).
+
+    ``path`` is a multi-label volume, mapped with ``label_map`` (:func:`resolve_label_map`; the map
+    used is kept in the result's ``label_map``), or a TotalSegmentator output folder of per-structure
+    masks, read by file name (:data:`TOTALSEGMENTATOR_BONES`; ``label_map`` is not used).
     Labels on another grid are resampled with nearest neighbour when they cover the CT's physical
     extent (corners within one voxel); otherwise they are refused.
     """
     path = Path(path)
-    lab = read_volume(path, np.float32)
-    rounded = np.rint(lab.array)
-    off = np.subtract(lab.array, rounded, out=lab.array)  # in place: one full-size temporary, not four
-    if np.abs(off, out=off).max(initial=0.0) > 1e-3:
-        raise InputFileError(path, "label volume holds non-integer values")
-    lab.array = rounded.astype(np.int32)
+    if path.is_dir():
+        lab, lut = _read_structure_folder(path), None
+    else:
+        lab = read_volume(path, np.float32)
+        rounded = np.rint(lab.array)
+        off = np.subtract(lab.array, rounded, out=lab.array)  # in place: one full-size temporary, not four
+        if np.abs(off, out=off).max(initial=0.0) > 1e-3:
+            raise InputFileError(path, "label volume holds non-integer values")
+        lab.array = rounded.astype(np.int32)
+        lut = resolve_label_map(label_map, lab.array, lab.affine, path)
+    ct = ct if ct is not None else Volume(lab.array, lab.affine, lab.path)
     if lab.array.shape != ct.array.shape or not np.allclose(lab.affine, ct.affine, atol=atol_mm):
         tol = float(max(lab.spacing.max(), ct.spacing.max()))
         lab_lo, lab_hi = lab.corners_world().min(0), lab.corners_world().max(0)
@@ -194,11 +279,13 @@ def read_labels(path: PathLike, ct: Volume, label_map: Mapping[int, int] | None 
         to_lab = np.linalg.inv(lab.affine) @ ct.affine
         coords = to_lab[:3, :3] @ idx + to_lab[:3, 3:4]
         lab.array = ndimage.map_coordinates(lab.array, coords, order=0, mode="nearest").reshape(ct.array.shape)
-    lut = label_map if label_map is not None else LABEL_MAP_PRESETS["default"]
-    mapped = np.zeros(ct.array.shape, np.uint8)
-    for src, dst in lut.items():
-        mapped[lab.array == src] = dst
-    return Volume(mapped, ct.affine.copy(), str(path))
+    if lut is None:
+        mapped = lab.array.astype(np.uint8)
+    else:
+        mapped = np.zeros(ct.array.shape, np.uint8)
+        for src, dst in lut.items():
+            mapped[lab.array == src] = dst
+    return Volume(mapped, ct.affine.copy(), str(path), lut)
 
 
 def bones_center(labels: Volume, inferior_shift: float = 0.1) -> np.ndarray:
@@ -221,119 +308,48 @@ def bones_center(labels: Volume, inferior_shift: float = 0.1) -> np.ndarray:
     return centre
 
 
-def threshold_labels(ct: Volume, threshold_hu: float = 200.0, min_component_ml: float = 2.0) -> np.ndarray:
-    """Approximate pelvis/femur labels of an unlabeled CT by threshold, connected components and side.
+def remove_couch(ct: Volume, body_hu: float = -500.0, opening_mm: float = 6.0, grid_mm: float = 3.0) -> tuple[Volume, int]:
+    """The CT with what lies outside the patient (the CT couch, its rails and pads) set to air (-1000 HU).
 
-    Steps (RAS: +x patient right, +z superior): bone = HU > ``threshold_hu``, closed and hole-filled,
-    components under ``min_component_ml`` dropped. Femurs: on each side of the body's mid-sagittal
-    line the 2D bone blob of the most inferior slice is followed upward slice by slice while the
-    overlapping blob does not suddenly grow (it merges with the acetabulum at the femoral head).
-    Pelvis: the largest remaining component crossing the mid-sagittal line, without the slices
-    superior to the iliac crests that are narrower than 60% of the widest pelvis slice (spine).
-    Approximate by design (fails e.g. when the CT ends above the lesser trochanters): inspect it.
+    On a grid of about ``grid_mm`` (blocks of voxels, any voxel above ``body_hu`` marks its block),
+    the body mask is opened with a ball of radius ``opening_mm``: plates and rails thinner than about
+    twice that come loose from the patient, whose largest connected component is kept, with the holes
+    of each axial slice filled (bowel gas). Voxels above ``body_hu`` outside it are the couch: a
+    couch top touching the skin with nothing (no pad: air in HU) between stays where it touches. Returns (CT, voxels set to air);
+    the input is not modified. The simulator's table model (:func:`scripts.simulate.table_shift_mm`)
+    needs the couch gone: it lays the last body voxel behind the hips on the radiography table.
     """
-    bone = ndimage.binary_fill_holes(ndimage.binary_closing(ct.array > threshold_hu, iterations=1))
-    comp, n = ndimage.label(bone)
-    voxel_ml = float(np.prod(ct.spacing)) / 1000.0
-    sizes = ndimage.sum_labels(np.ones_like(comp), comp, index=np.arange(1, n + 1)) * voxel_ml
-    bone = np.isin(comp, 1 + np.flatnonzero(sizes >= min_component_ml))
-    out = np.zeros(bone.shape, np.uint8)
-    if not bone.any():
-        return out
-    ras = _index_to_ras_axes(ct)
-    bone_ras = _to_ras_view(bone, ras)
-    out_ras = _to_ras_view(out, ras)
-    body = _to_ras_view(ct.array > -300, ras)
-    mid_x = float(np.median(np.nonzero(body.any(axis=(1, 2)))[0])) if body.any() else bone_ras.shape[0] / 2
-    x_is_right = ras["sign"][0] > 0
-    for side_right in (False, True):
-        half = np.zeros(bone_ras.shape[0], bool)
-        on_high_x = side_right == x_is_right
-        half[int(mid_x) + 1 :] = on_high_x
-        half[: int(mid_x)] = not on_high_x
-        side_mask = bone_ras & half[:, None, None]
-        _grow_femur(side_mask, out_ras, BONE_LABELS["femur_right" if side_right else "femur_left"], ras["sign"][2] > 0)
-    rest, n = ndimage.label(bone_ras & (out_ras == 0))
-    if n:
-        x_ranges = ndimage.find_objects(rest)
-        crossing = [c + 1 for c, sl in enumerate(x_ranges) if sl[0].start < mid_x < sl[0].stop]
-        if crossing:
-            largest = max(crossing, key=lambda c: int((rest == c).sum()))
-            out_ras[rest == largest] = BONE_LABELS["pelvis"]
-            _trim_spine(out_ras, ras["sign"][2] > 0)
-    return out
+    body = ct.array > body_hu
+    factor = np.maximum(1, np.round(grid_mm / ct.spacing)).astype(int)
+    padded = np.pad(body, [(0, (-n) % f) for n, f in zip(body.shape, factor)])
+    coarse = padded.reshape(padded.shape[0] // factor[0], factor[0], padded.shape[1] // factor[1], factor[1], padded.shape[2] // factor[2], factor[2]).any(axis=(1, 3, 5))
+    radius = np.maximum(1, np.round(opening_mm / (ct.spacing * factor))).astype(int)
+    grid = np.ogrid[tuple(slice(-r, r + 1) for r in radius)]
+    ball = sum((g / r) ** 2 for g, r in zip(grid, radius)) <= 1.0
+    edge = [(r, r) for r in radius]  # a body cut by the CT's field continues beyond it
+    opened = ndimage.binary_opening(np.pad(coarse, edge, mode="edge"), ball)[tuple(slice(r, -r) for r in radius)]
+    components, n = ndimage.label(opened)
+    if n == 0:
+        return ct, 0
+    sizes = ndimage.sum_labels(np.ones(components.shape, np.int32), components, index=np.arange(1, n + 1))
+    keep = components == 1 + int(np.argmax(sizes))
+    axial = int(np.argmax(np.abs(ct.affine[2, :3])))  # the voxel axis nearest to superior-inferior
+    keep = ndimage.binary_fill_holes(keep, _in_slice_structure(axial))  # bowel gas and the tissue between its pockets stay body
+    outside = np.repeat(np.repeat(np.repeat(~keep, factor[0], 0), factor[1], 1), factor[2], 2)[: body.shape[0], : body.shape[1], : body.shape[2]]
+    couch = body & outside
+    removed = int(couch.sum())
+    if removed == 0:
+        return ct, 0
+    array = ct.array.copy()
+    array[couch] = -1000.0
+    return Volume(array, ct.affine, ct.path), removed
 
 
-def _index_to_ras_axes(ct: Volume) -> dict:
-    """Which voxel axis runs along each RAS axis (nearest), and in which direction."""
-    m = ct.affine[:3, :3]
-    order = [int(np.argmax(np.abs(m[r]))) for r in range(3)]
-    if sorted(order) != [0, 1, 2]:
-        raise InputFileError(ct.path, "oblique CT orientation is not supported by the threshold labeller")
-    return {"order": order, "sign": [float(np.sign(m[r, order[r]])) for r in range(3)]}
-
-
-def _to_ras_view(a: np.ndarray, ras: dict) -> np.ndarray:
-    """View of ``a`` with axes ordered (x, y, z) of RAS (voxel directions as stored)."""
-    return a.transpose(ras["order"])
-
-
-def _grow_femur(side_mask: np.ndarray, out: np.ndarray, label: int, z_up: bool, max_growth: float = 1.8) -> None:
-    """Follow one femur's 2D blob from the most inferior slice upward (in place on ``out``)."""
-    zs = range(side_mask.shape[2]) if z_up else range(side_mask.shape[2] - 1, -1, -1)
-    prev = None
-    for z in zs:
-        blobs, n = ndimage.label(side_mask[:, :, z])
-        if n == 0:
-            if prev is not None:
-                return
-            continue
-        if prev is None:
-            areas = ndimage.sum_labels(np.ones_like(blobs), blobs, index=np.arange(1, n + 1))
-            cur = blobs == 1 + int(np.argmax(areas))
-        else:
-            hit = np.unique(blobs[prev & (blobs > 0)])
-            if hit.size == 0:
-                return
-            cur = np.isin(blobs, hit)
-            if cur.sum() > max_growth * max(prev.sum(), 1):
-                return
-        out[:, :, z][cur] = label
-        prev = cur
-
-
-def _trim_spine(labels: np.ndarray, z_up: bool) -> None:
-    """Drop pelvis voxels above the iliac crests (narrow slices superior to the widest), in place; RAS view."""
-    pel = labels == BONE_LABELS["pelvis"]
-    xs = [np.nonzero(pel[:, :, z].any(1))[0] for z in range(pel.shape[2])]
-    width = np.array([np.ptp(x) if x.size else 0 for x in xs], dtype=float)
-    order = np.arange(pel.shape[2]) if z_up else np.arange(pel.shape[2])[::-1]
-    widest = int(np.argmax(width[order]))
-    above = order[widest + 1 :]
-    narrow = above[width[above] < 0.6 * width.max()]
-    if narrow.size:
-        cut = int(np.nonzero(np.isin(order, narrow))[0].min())
-        for z in order[cut:]:
-            labels[:, :, z][pel[:, :, z]] = 0
-
-
-@exits_on_input_error
-def main(argv: list[str] | None = None) -> int:
-    """CLI (``threshold``); returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m scripts.volumes", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    th = sub.add_parser("threshold", help="approximate bone labels of an unlabeled CT (threshold + components)")
-    th.add_argument("--ct", required=True, help="CT file or DICOM series folder (HU)")
-    th.add_argument("--out", required=True, help="output label NIfTI (1 pelvis, 2 femur_left, 3 femur_right)")
-    th.add_argument("--threshold-hu", type=float, default=200.0)
-    args = parser.parse_args(argv)
-    ct = read_ct(args.ct)
-    labels = threshold_labels(ct, args.threshold_hu)
-    write_volume(args.out, labels.astype(np.uint8), ct.affine)
-    counts = {bone: int((labels == i).sum()) for bone, i in BONE_LABELS.items()}
-    print(f"wrote {args.out}: voxels per bone {counts}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def _in_slice_structure(axis: int) -> np.ndarray:
+    """3x3x3 face connectivity within the slices normal to voxel ``axis`` (no link across slices)."""
+    structure = ndimage.generate_binary_structure(3, 1)
+    for k in (0, 2):
+        index = [1, 1, 1]
+        index[axis] = k
+        structure[tuple(index)] = False
+    return structure

@@ -2,11 +2,12 @@
 point-to-surface routine against brute force."""
 
 import numpy as np
+import pytest
 import trimesh
 
 from scripts.geometry import Geometry
 from scripts.report import error_colours
-from scripts.surface_metrics import clip_to_field_of_view, point_to_surface, surface_metrics, triangle_proxies, vertex_errors
+from scripts.surface_metrics import clip_to_field_of_view, inside_planes, point_to_surface, surface_metrics, triangle_proxies, vertex_errors, volume_extent_planes
 
 GEOMETRY = Geometry(sid_mm=1100.0, pixel_spacing_mm=(3.125, 3.125), image_size=(64, 48))
 
@@ -132,3 +133,35 @@ def test_triangle_proxies_cover_triangles():
     # a long thin triangle gets a row of cells, not a square grid
     sliver = np.array([[[0.0, 0.0, 0.0], [100.0, 0.0, 0.0], [100.0, 0.5, 0.0]]])
     assert len(triangle_proxies(sliver, 1.0)[0]) <= 2 * 100
+
+
+def test_ct_extent_clipping_judges_a_cut_bone_on_what_the_ct_holds(tmp_path):
+    """A ball of radius 15 mm whose CT ends at its equator: the labels' surface is a capped hemisphere.
+    Against the whole (completed) ball it scores millimetres; clipped to the CT's box both are the same
+    hemisphere, within the voxelisation error."""
+    from scripts.evaluate import label_surfaces
+    from scripts.geometry import apply_transform, standard_ap_pose
+    from scripts.files import write_nifti
+
+    n, r = 48, 15.0
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    affine[:3, 3] = [-23.5, -23.5, 0.0]  # k = 0 (the CT's last slice) through the ball's centre
+    i, j, k = np.indices((n, n, n), dtype=np.float64)
+    inside = (i - 23.5) ** 2 + (j - 23.5) ** 2 + k**2 <= r * r
+    write_nifti(tmp_path / "labels.nii.gz", inside.astype(np.uint8), affine)
+    truth = label_surfaces(tmp_path / "labels.nii.gz", ["pelvis"])["pelvis"]
+    pose = standard_ap_pose(np.zeros(3), 950.0, [5.0, -3.0, 10.0], [0.0, 0.0, 0.0])
+    to_camera = lambda m: trimesh.Trimesh(apply_transform(pose, np.asarray(m.vertices)), m.faces, process=False)  # noqa: E731
+    ball, truth = to_camera(sphere(r)), to_camera(truth)
+    planes = volume_extent_planes(affine, (n, n, n), pose)
+    # unclipped, by hand: the ball's lower half is |z| from the cap (mean r/2 over area 2 pi r^2), the cap
+    # r - rho from the ball (mean r/3 over pi r^2), the rest 0; ASSD = (2 pi r^2 r/2 + pi r^2 r/3) / (7 pi r^2)
+    assert surface_metrics(ball, truth)["assd_mm"] == pytest.approx((r + r / 3) / 7, abs=0.15)
+    clipped = surface_metrics(ball, truth, extent_planes=planes)
+    assert clipped["assd_mm"] < 0.3 and clipped["hd_mm"] < 1.0
+    inside_ct = inside_planes(np.asarray(ball.vertices), planes)
+    ball_z = apply_transform(np.linalg.inv(pose), np.asarray(ball.vertices))[:, 2]
+    off = np.abs(ball_z) > 1e-6  # the equator's vertices lie on the plane
+    np.testing.assert_array_equal(inside_ct[off], ball_z[off] > 0)  # the box's last-slice plane is the world z = 0 plane
+    errors = vertex_errors(ball, truth, GEOMETRY.with_pose(np.eye(4)), planes)  # camera frame: the ball is in the cone
+    assert np.isnan(errors[~inside_ct]).all() and np.nanmax(errors) < 1.0

@@ -1,4 +1,4 @@
-"""Volume reading (NIfTI vs DICOM series, RAS), HU/grid checks, label maps, threshold labels."""
+"""Volume reading (NIfTI vs DICOM series, RAS), HU/grid checks, label maps and TotalSegmentator labels, couch removal."""
 
 import json
 from pathlib import Path
@@ -7,11 +7,16 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from scipy import ndimage
 
-from scripts.files import InputFileError
-from scripts.volumes import Volume, bones_center, load_label_map, read_ct, read_labels, read_volume, threshold_labels
+from scripts.files import InputFileError, shared_data_dir
+from scripts.geometry import standard_ap_pose
+from scripts.simulate import table_shift_mm
+from scripts.volumes import TOTALSEGMENTATOR_IDS, Volume, bones_center, load_label_map, read_ct, read_labels, read_volume, remove_couch, totalsegmentator_version
 
-REAL_CT = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_ct" / "example_ct.nii.gz"
+REAL_CT_DIR = (shared_data_dir() or Path("/nonexistent")) / "real_ct"
+REAL_CT = REAL_CT_DIR / "example_ct.nii.gz"
+needs_real_ct = pytest.mark.skipif(not REAL_CT.exists(), reason="shared real CT (../shared/data/real_ct) not present")
 # RAS affine of a typical DICOM axial scan: i runs to patient left (-x), j to posterior (-y).
 AFFINE = np.array([[-0.8, 0, 0, 100.0], [0, -0.9, 0, 50.0], [0, 0, 2.0, -30.0], [0, 0, 0, 1]])
 
@@ -107,7 +112,7 @@ def test_label_maps_presets_and_files(tmp_path):
     ct = read_ct(write_nib(tmp_path / "ct.nii.gz", -1000 * np.ones((4, 4, 4), np.int16)))
     ts = np.zeros((4, 4, 4), np.uint8)
     ts[0, 0, 0], ts[1, 0, 0], ts[2, 0, 0], ts[3, 0, 0], ts[3, 3, 3] = 77, 25, 75, 76, 5  # hip_left, sacrum, femurs, gallbladder
-    lab = read_labels(write_nib(tmp_path / "ts.nii.gz", ts), ct, load_label_map("totalsegmentator"))
+    lab = read_labels(write_nib(tmp_path / "ts.nii.gz", ts), ct, load_label_map("totalsegmentator_v2"))
     assert [lab.array[i, 0, 0] for i in range(4)] == [1, 1, 2, 3] and lab.array[3, 3, 3] == 0
     custom = tmp_path / "map.json"
     custom.write_text(json.dumps({"7": "femur_right", "8": 1}))
@@ -130,14 +135,114 @@ def test_bones_center_centres_on_pelvis_shifted_inferiorly():
     np.testing.assert_allclose(bones_center(Volume(only_femur, affine)), [3.5, 3.5, 11.0])
 
 
-@pytest.mark.skipif(not REAL_CT.exists(), reason="shared real CT (../shared) not present")
-def test_real_ct_reads_in_hu_and_threshold_labels_find_bones():
+def ts_volume(version, spacing=4.0, shape=(60, 20, 30)):
+    """Hips and femurs of one TotalSegmentator id table as boxes, patient left at RAS -x (low i), femurs below."""
+    ids = TOTALSEGMENTATOR_IDS[version]
+    a = np.zeros(shape, np.uint8)
+    a[5:25, 5:15, 15:28], a[35:55, 5:15, 15:28] = ids["hip_left"], ids["hip_right"]
+    a[27:33, 5:15, 15:28] = ids["sacrum"]
+    a[10:16, 8:12, 0:14], a[44:50, 8:12, 0:14] = ids["femur_left"], ids["femur_right"]
+    affine = np.diag([spacing, spacing, spacing, 1.0])
+    affine[:3, 3] = [-spacing * (shape[0] - 1) / 2, 0, 0]
+    return a, affine
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_totalsegmentator_version_told_from_the_labels(tmp_path, version):
+    a, affine = ts_volume(version)
+    ct = read_ct(write_nib(tmp_path / "ct.nii.gz", np.full(a.shape, -1000, np.int16), affine))
+    path = write_nib(tmp_path / "ts.nii.gz", a, affine)
+    assert totalsegmentator_version(a, affine, path) == version
+    lab = read_labels(path, ct, "totalsegmentator")
+    assert lab.label_map == load_label_map(f"totalsegmentator_{version}")
+    expected = np.zeros(a.shape, np.uint8)  # by hand: hips and sacrum pelvis, femurs by side
+    expected[5:55, 5:15, 15:28] = 1
+    expected[25:27, 5:15, 15:28] = expected[33:35, 5:15, 15:28] = 0
+    expected[10:16, 8:12, 0:14], expected[44:50, 8:12, 0:14] = 2, 3
+    np.testing.assert_array_equal(lab.array, expected)
+    mirrored = write_nib(tmp_path / "mirrored.nii.gz", a[::-1].copy(), affine)  # left hip on the right: no version fits
+    with pytest.raises(InputFileError, match="mirrored.nii.gz: cannot tell TotalSegmentator v1 from v2"):
+        read_labels(mirrored, ct, "totalsegmentator")
+
+
+def test_totalsegmentator_folder_read_by_structure_names(tmp_path):
+    a, affine = ts_volume("v2")
+    ct = read_ct(write_nib(tmp_path / "ct.nii.gz", np.full(a.shape, -1000, np.int16), affine))
+    folder = tmp_path / "seg"
+    folder.mkdir()
+    for name in ("hip_left", "hip_right", "sacrum", "femur_left", "femur_right"):
+        write_nib(folder / f"{name}.nii.gz", (a == TOTALSEGMENTATOR_IDS["v2"][name]).astype(np.uint8), affine)
+    write_nib(folder / "vertebrae_L5.nii.gz", np.zeros(a.shape, np.uint8), affine)  # other structures are not bones of the model
+    from_folder = read_labels(folder, ct)
+    np.testing.assert_array_equal(from_folder.array, read_labels(write_nib(tmp_path / "ts.nii.gz", a, affine), ct, "totalsegmentator").array)
+    assert from_folder.label_map is None
+    write_nib(folder / "femur_left.nii.gz", np.zeros((5, 5, 5), np.uint8), affine)
+    with pytest.raises(InputFileError, match="femur_left.nii.gz: mask is not on the grid"):
+        read_labels(folder, ct)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputFileError, match="empty: label folder holds none of hip_left.nii.gz"):
+        read_labels(empty, ct)
+
+
+def couch_ct(gap_mm):
+    """2 mm CT: an elliptic body (40 HU) with bone and bowel gas, and a 6 mm couch plate (300 HU) ``gap_mm`` behind it."""
+    shape, s = (100, 80, 20), 2.0
+    i, j = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    body = ((i - 50) / 40.0) ** 2 + ((j - 45) / 25.0) ** 2 <= 1.0  # posterior skin at j = 20 (RAS +y anterior)
+    a = np.full(shape, -1000, np.int16)
+    a[body] = 40
+    a[40:60, 40:50] = 700  # bone
+    a[30:36, 55:60] = -1000  # gas
+    a[31:35, 57] = 40  # a thin wall inside the gas stays body
+    back = 20 - int(round(gap_mm / s))
+    a[5:95, back - 3 : back] = 300  # plate, 3 voxels thick, j = back-3 .. back-1
+    affine = np.diag([s, s, s, 1.0])
+    return Volume(a.astype(np.float32), affine, "couch.nii.gz"), body
+
+
+@pytest.mark.parametrize("gap_mm", [4.0, 10.0])  # a pad (air in HU terms) between couch top and skin
+def test_couch_removed_before_the_table_model(gap_mm):
+    ct, body = couch_ct(gap_mm)
+    clean, removed = remove_couch(ct)  # 3 mm analysis grid: blocks of 2 voxels
+    plate = np.zeros(ct.array.shape, bool)
+    back = 20 - int(round(gap_mm / 2.0))
+    plate[5:95, back - 3 : back] = True
+    body3d = np.repeat(body[..., None], ct.array.shape[2], 2)
+    lost = body3d & (clean.array != ct.array)
+    assert lost.sum() <= 0.005 * body3d.sum()  # at most a voxel rounded off the skin where the plate meets it
+    assert not (lost & ndimage.binary_erosion(body3d, iterations=2)).any()  # inside (bone, gas and its wall) untouched
+    assert ((clean.array == ct.array) | plate | lost).all()
+    assert (clean.array[plate] == -1000).all()
+    assert removed == plate.sum() + lost.sum()
+    # the table touches the posterior skin (RAS y = 20 * 2 mm) on the central line through (100, 90, 20) mm
+    centre = np.array([100.0, 90.0, 20.0])
+    pose = standard_ap_pose(centre, 950.0, [0, 0, 0], [0, 0, 0])
+    skin_z = 950.0 + (centre[1] - 2.0 * 20)
+    assert table_shift_mm(clean, pose, centre, 1065.0, -500.0) == pytest.approx(1065.0 - skin_z, abs=1.0)
+    assert table_shift_mm(ct, pose, centre, 1065.0, -500.0) < 1065.0 - skin_z - gap_mm - 5.0  # the couch would have been the skin
+
+
+@needs_real_ct
+def test_real_ct_totalsegmentator_folder_and_multilabel_agree_and_couch_removed():
     ct = read_ct(REAL_CT)
     assert np.allclose(ct.affine, nib.load(str(REAL_CT)).affine, atol=1e-3)
-    labels = threshold_labels(ct)
-    assert set(np.unique(labels)) <= {0, 1, 2, 3}
-    assert (labels > 0).sum() > 1000
-    assert np.median(ct.array[labels > 0]) > 200  # bone-dense voxels (closing adds some marrow)
+    seg = REAL_CT_DIR / "example_seg"
+    folder = read_labels(seg, ct)
+    multi_path = REAL_CT_DIR / "example_seg_multilabel.nii.gz"
+    multi = read_labels(multi_path, ct, "totalsegmentator")
+    assert multi.label_map == load_label_map("totalsegmentator_v1")  # the file holds v1 ids (NOTICE.md)
+    np.testing.assert_array_equal(folder.array, multi.array)
+    masks = {n: np.asarray(nib.load(str(seg / f"{n}.nii.gz")).dataobj) > 0 for n in ("hip_left", "hip_right", "sacrum", "femur_left", "femur_right")}
+    np.testing.assert_array_equal(folder.array == 1, masks["hip_left"] | masks["hip_right"] | masks["sacrum"])
+    np.testing.assert_array_equal(folder.array == 2, masks["femur_left"])
+    left_x, right_x = ((ct.affine[:3, :3] @ np.argwhere(folder.array == b).mean(0))[0] for b in (2, 3))
+    assert left_x < right_x - 100  # patient left is RAS -x
+    clean, removed = remove_couch(ct)
+    gone = (ct.array > -500) & (clean.array <= -500)
+    assert removed == gone.sum() > 5000  # the curved couch under the patient (checked by eye: docs/simulation.md)
+    assert np.mean(np.argwhere(gone)[:, 1] <= 24) > 0.97  # posterior (RAS +y anterior, 3 mm voxels): under the patient's back
+    assert not (gone & ndimage.binary_dilation(folder.array > 0, iterations=3)).any()
 
 
 def test_labels_must_be_integers(tmp_path):
