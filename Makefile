@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_output
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test clean real-images
 
 setup: $(STAMP)
 
@@ -23,3 +23,8 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT)
+
+# The real-image checks (docs/real_radiographs.md); need ../shared/data. Rerun after a model release.
+real-images: $(STAMP)
+	$(PY) -m benchmarks.real_images gallery
+	$(PY) -m benchmarks.real_images ct

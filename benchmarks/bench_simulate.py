@@ -6,7 +6,7 @@ On CPU the depth search itself always runs on one thread (``scripts.depth_maps.c
 
     python benchmarks/bench_simulate.py [--phantom-dir DIR] [--repeats 5] [--threads 2] [--device cpu]
 
-Cases: the shared real CT (threshold labels) when ../shared exists, and a 1 mm phantom made with
+Cases: the shared real CT (its TotalSegmentator masks) when ../shared/data exists, and a 1 mm phantom made with
 ``python -m scripts.phantom`` when that module exists.
 """
 
@@ -30,9 +30,10 @@ from scripts.depth_maps import bone_grids, depth_maps  # noqa: E402
 from scripts.drr import attenuation_volume, line_integrals  # noqa: E402
 from scripts.geometry import Geometry, standard_ap_pose  # noqa: E402
 from scripts.simulate import load_config  # noqa: E402
-from scripts.volumes import Volume, bones_center, read_ct, read_labels, threshold_labels  # noqa: E402
+from scripts.files import shared_data_dir  # noqa: E402
+from scripts.volumes import Volume, bones_center, read_ct, read_labels  # noqa: E402
 
-REAL_CT = ROOT.parent / "shared" / "data" / "real_ct" / "example_ct.nii.gz"
+REAL_CT_DIR = (shared_data_dir() or Path("/nonexistent")) / "real_ct"
 
 
 def best_of(fn, repeats: int, device: torch.device) -> float:
@@ -80,9 +81,9 @@ def main() -> None:
     print(f"min of {args.repeats} runs, {where}")
     print("| case | CT voxels @ spacing | s / first sample of a case | s / further sample (DRR + depth + masks) | s / DRR | s / depth + masks | s / per-case preparation |")
     print("|---|---|---|---|---|---|---|")
-    if REAL_CT.exists():
-        ct = read_ct(REAL_CT)
-        bench("shared real CT (threshold labels)", ct, threshold_labels(ct), args.repeats, device)
+    if (REAL_CT_DIR / "example_ct.nii.gz").exists():
+        ct = read_ct(REAL_CT_DIR / "example_ct.nii.gz")
+        bench("shared real CT (TotalSegmentator labels)", ct, read_labels(REAL_CT_DIR / "example_seg", ct).array, args.repeats, device)
     if (ROOT / "scripts" / "phantom.py").exists():
         d = Path(args.phantom_dir or tempfile.mkdtemp())
         if not (d / "case_0000").exists():

@@ -1,0 +1,257 @@
+"""Real-image checks of the shipped model, one command each (results: docs/real_radiographs.md).
+
+    python -m benchmarks.real_images gallery [--radiographs DIR] [--pixel-spacing-mm 0.9] [--docs docs]
+    python -m benchmarks.real_images ct [--ct CT --labels LABELS --label-map totalsegmentator] [--poses 4] [--docs docs]
+
+``gallery``: the inference workflow (configs/inference.yaml) on every real radiograph of
+``../shared/data/real_radiographs`` -> ``docs/figures/real_<name>.png`` (its report.png) and the
+gallery section of docs/real_radiographs.md: per image the bones found, the mask pixels predicted
+outside the radiograph's own area (the padding of the standard field) and whether each bone's mask
+lies on its side (femur_left at larger u, scripts/geometry.py).
+
+``ct``: radiographs simulated (configs/simulate.yaml, ``--poses`` seeded poses) from the shared real
+CT with its TotalSegmentator masks -> the shipped model's mask Dice per bone in view (target at
+least :data:`DICE_TARGET`) and the ASSD of the dual-face and dual-face + shape-model surfaces (truth
+and prediction clipped to the cone and the CT's box) per bone, the network's centre-depth shift;
+writes docs/figures/drr_real_ct.png (pose 0: radiograph, true masks, depth) and
+docs/figures/real_ct_check.png (predicted vs true masks) and the real-CT section of
+docs/real_radiographs.md. Exit status 1 when a bone in view misses the Dice target.
+
+Both rerun with another checkpoint (``--ckpt_path``, ``--ssm_path``) after a model release. Work files
+go to ``--work`` (default: a temporary folder, removed afterwards).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from scripts.evaluate import load_sample, mask_dice  # noqa: E402
+from scripts.files import atomic_path, exits_on_input_error, read_depth_and_mask, read_json, shared_data_dir, write_json  # noqa: E402
+from scripts.geometry import Geometry  # noqa: E402
+from scripts.radiograph_io import iter_radiographs, load_radiograph, output_name  # noqa: E402
+from scripts.reconstruct import BUNDLE_ROOT, INFERENCE_CONFIG, ReconstructionRunner, build_reconstructor  # noqa: E402
+from scripts.report import bone_colour, overlay_masks, save_figure  # noqa: E402
+from scripts.surface_metrics import surface_metrics  # noqa: E402
+from scripts.simulate import Case, case_name_of, load_config, load_geometry, simulate  # noqa: E402
+from scripts.training import load_datalist  # noqa: E402
+from scripts.volumes import load_label_map  # noqa: E402
+
+DICE_TARGET = 0.85
+DOCS = BUNDLE_ROOT / "docs"
+SHARED = shared_data_dir() or Path("/nonexistent")
+REAL_RADIOGRAPHS = SHARED / "real_radiographs"
+REAL_CT_DIR = SHARED / "real_ct"
+GALLERY_PIXEL_SPACING_MM = 0.9  # NOTICE.md: about 0.8-1.0 mm per pixel at the detector for these infant films
+
+
+# ---------------------------------------------------------------------- gallery
+def image_area(native: Geometry, geometry: Geometry) -> np.ndarray:
+    """(H, W) bool: pixels of ``geometry`` whose ray meets the native radiograph (not the padding)."""
+    return native.in_field_of_view(geometry.detector_points(*geometry.pixel_grid())).numpy()
+
+
+def bone_sides(mask: np.ndarray, bones: Sequence[str]) -> dict[str, float]:
+    """Mean column u (pixels) of each found bone's mask (B, H, W); the patient's left is at larger u."""
+    return {bone: float(np.nonzero(mask[b])[1].mean()) for b, bone in enumerate(bones) if mask[b].any()}
+
+
+def sides_ok(sides: Mapping[str, float], width: int) -> bool:
+    """Both femurs found, femur_left right of the image centre (larger u), femur_right left of it, and the pelvis (when found) between them."""
+    if "femur_left" not in sides or "femur_right" not in sides:
+        return False
+    centre = (width - 1) / 2.0
+    return bool(sides["femur_right"] < centre < sides["femur_left"] and sides["femur_right"] < sides.get("pelvis", centre) < sides["femur_left"])
+
+
+def run_gallery(radiographs: Path, out_dir: Path, pixel_spacing_mm: float, overrides: Mapping | None = None) -> list[dict]:
+    """Reconstruct every radiograph under ``radiographs`` into ``out_dir/<name>/``; per image the checks above."""
+    reconstructor = build_reconstructor(INFERENCE_CONFIG, **dict(overrides or {}))
+    ReconstructionRunner(reconstructor, radiographs, out_dir, pixel_spacing_mm=pixel_spacing_mm, overwrite=True).run()
+    rows = []
+    for path in iter_radiographs(radiographs):
+        folder = out_dir / output_name(path)
+        geometry = Geometry.from_dict(read_json(folder / "result.json")["geometry"])
+        _, mask = read_depth_and_mask(folder / "depth.nii.gz", folder / "mask.nii.gz")
+        mask = mask.astype(bool)
+        native = Geometry.from_dict(load_radiograph(path, Geometry.standard(), pixel_spacing_mm=pixel_spacing_mm)[2]["native_geometry"])
+        area = image_area(native, geometry)
+        sides = bone_sides(mask, geometry.bones)
+        rows.append({
+            "name": folder.name,
+            "report": folder / "report.png",
+            "found": [b for b in geometry.bones if b in sides],
+            "outside_px": int((mask & ~area).sum()),
+            "mask_px": int(mask.sum()),
+            "side_u": sides,
+            "sides_ok": sides_ok(sides, geometry.width),
+            "mask": mask,
+            "image_area": area,
+        })
+    return rows
+
+
+# ---------------------------------------------------------------------- simulated real CT
+def run_ct_check(ct: Path, labels: Path, label_map: str | None, poses: int, seed: int, work: Path, overrides: Mapping | None = None, surfaces: bool = True) -> dict:
+    """Simulate ``poses`` radiographs of the CT into ``work`` and score the shipped model on each (all in the test list);
+    ``surfaces=False``: masks only (no meshing, shape-model fit or ASSD)."""
+    cfg = load_config()
+    geometry, s2o = load_geometry()
+    _, errors = simulate([Case(case_name_of(ct), ct, labels)], work, poses, seed, cfg, geometry, s2o, load_label_map(label_map), split="test", overwrite=True)
+    if errors:
+        raise RuntimeError("; ".join(errors))
+    reconstructor = build_reconstructor(INFERENCE_CONFIG, **dict(overrides or {})).load()
+    samples = []
+    for entry in tqdm(load_datalist(work, "test"), desc="shipped model", unit="radiograph"):
+        sample = load_sample(entry, work, reconstructor.image_size)
+        pred = reconstructor.predict(sample.image, sample.geometry)
+        in_view = [b for b, m in zip(sample.geometry.bones, sample.mask) if m.any()]
+        assd = {}
+        rec = reconstructor.reconstruct(pred) if surfaces else None  # the network's centre depth, as inference does
+        for variant, meshes in (("dual_face", rec.surfaces), ("dual_face_ssm", rec.completed)) if rec else ():
+            for bone in in_view:
+                if bone in meshes and bone in sample.meshes:
+                    assd[f"{variant}/{bone}"] = surface_metrics(meshes[bone], sample.meshes[bone], rec.geometry, extent_planes=sample.extent_planes)["assd_mm"]
+        samples.append({
+            "name": sample.name,
+            "in_view": in_view,
+            "dice": {b: d for b, d in mask_dice(pred.mask, sample.mask, sample.geometry.bones).items() if b in in_view},
+            "assd_mm": assd,
+            "image": sample.image, "mask": sample.mask, "pred_mask": pred.mask, "entry": entry,
+        })
+    bones = list(dict.fromkeys(b for s in samples for b in s["in_view"]))
+    mean = lambda values: float(np.nanmean(values)) if len(values) else float("nan")  # noqa: E731
+    summary = {
+        "ct": str(ct), "labels": str(labels), "poses": poses, "seed": seed, "dice_target": DICE_TARGET,
+        "dice": {b: mean([s["dice"][b] for s in samples if b in s["dice"]]) for b in bones},
+        "dice_min": {b: float(np.min([s["dice"][b] for s in samples if b in s["dice"]])) for b in bones},
+        "assd_mm": {k: mean([s["assd_mm"][k] for s in samples if k in s["assd_mm"]]) for k in sorted({k for s in samples for k in s["assd_mm"]})},
+        "per_pose": [{k: s[k] for k in ("name", "in_view", "dice", "assd_mm")} for s in samples],
+    }
+    summary["meets_dice_target"] = all(v >= DICE_TARGET for v in summary["dice_min"].values())
+    summary["samples"] = samples
+    return summary
+
+
+def save_ct_check_figure(path: Path, samples: Sequence[dict], bones: Sequence[str]) -> None:
+    """Per pose: the simulated radiograph with the true (solid) and predicted (dashed) masks."""
+    fig, axs = plt.subplots(1, len(samples), figsize=(3.6 * len(samples), 3.9), squeeze=False)
+    for ax, s in zip(axs[0], samples):
+        overlay_masks(ax, s["image"] if s["image"].shape == s["mask"].shape[1:] else _area_resize(s["image"], s["mask"].shape[1:]), np.moveaxis(s["mask"], 0, -1), bones, s["name"])
+        for b, bone in enumerate(bones):
+            if s["pred_mask"][b].any():
+                ax.contour(s["pred_mask"][b].astype(float), levels=[0.5], colors=[bone_colour(bone)], linewidths=1.0, linestyles="dashed")
+    handles = [plt.Line2D([], [], color=bone_colour(b), lw=2, label=b) for b in bones]
+    handles += [plt.Line2D([], [], color="k", lw=1, label="truth"), plt.Line2D([], [], color="k", lw=1, ls="--", label="shipped model")]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=8)
+    fig.tight_layout(rect=(0, 0.07, 1, 0.97))
+    save_figure(fig, path)
+
+
+def _area_resize(image: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    import torch
+
+    return torch.nn.functional.interpolate(torch.as_tensor(image)[None, None], size=tuple(shape), mode="area")[0, 0].numpy()
+
+
+# ---------------------------------------------------------------------- docs
+def replace_section(doc: Path, name: str, text: str) -> None:
+    """Replace the text between ``<!-- name:start -->`` and ``<!-- name:end -->`` in ``doc`` (appended when absent), atomically."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    old = doc.read_text() if doc.exists() else ""
+    block = f"{start}\n{text.rstrip()}\n{end}"
+    new = old[: old.index(start)] + block + old[old.index(end) + len(end):] if start in old and end in old else old.rstrip() + "\n\n" + block + "\n"
+    with atomic_path(doc) as tmp:
+        tmp.write_text(new)
+
+
+def gallery_markdown(rows: Sequence[dict], pixel_spacing_mm: float, command: str) -> str:
+    lines = [
+        f"Generated by `{command}` (pixel pitch {pixel_spacing_mm} mm assumed, standard SID).",
+        "",
+        "| image | bones found | mask pixels outside the image / all | mask centre u (px; left femur at larger u) | sides right |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        sides = ", ".join(f"{b} {u:.0f}" for b, u in r["side_u"].items())
+        lines.append(f"| {r['name']} | {', '.join(r['found']) or '-'} | {r['outside_px']} / {r['mask_px']} | {sides} | {'yes' if r['sides_ok'] else 'NO'} |")
+    lines.append("")
+    lines += [f"![{r['name']}](figures/real_{r['name']}.png)" for r in rows]
+    return "\n".join(lines)
+
+
+def ct_markdown(summary: Mapping, command: str) -> str:
+    fmt = lambda v: "-" if v is None or not np.isfinite(v) else f"{v:.2f}"  # noqa: E731
+    bones = list(summary["dice"])
+    lines = [
+        f"Generated by `{command}`: {summary['poses']} simulated poses (seed {summary['seed']}) of the shared real CT",
+        "with its TotalSegmentator masks; surfaces clipped to the X-ray cone and to the CT's box, centre depth from the network.",
+        "",
+        f"| bone | mask Dice mean (min), target >= {summary['dice_target']} | ASSD dual-face (mm) | ASSD dual-face + shape model (mm) |",
+        "|---|---|---|---|",
+    ]
+    for b in bones:
+        lines.append(f"| {b} | {fmt(summary['dice'][b])} ({fmt(summary['dice_min'][b])}) | {fmt(summary['assd_mm'].get(f'dual_face/{b}'))} | {fmt(summary['assd_mm'].get(f'dual_face_ssm/{b}'))} |")
+    lines += ["", f"Dice target met: **{'yes' if summary['meets_dice_target'] else 'no'}**.", "", "![real CT check](figures/real_ct_check.png)"]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- CLI
+@exits_on_input_error
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI (``gallery``, ``ct``); returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.real_images", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for p in (g := sub.add_parser("gallery", help="shipped model on the real radiographs")), (c := sub.add_parser("ct", help="shipped model on radiographs simulated from the real CT")):
+        p.add_argument("--docs", default=str(DOCS), help="docs folder receiving figures/ and real_radiographs.md")
+        p.add_argument("--work", default=None, help="keep work files here (default: temporary)")
+        p.add_argument("--ckpt_path", default=None)
+        p.add_argument("--ssm_path", default=None)
+        p.add_argument("--device", default=None)
+    g.add_argument("--radiographs", default=str(REAL_RADIOGRAPHS))
+    g.add_argument("--pixel-spacing-mm", type=float, default=GALLERY_PIXEL_SPACING_MM)
+    c.add_argument("--ct", default=str(REAL_CT_DIR / "example_ct.nii.gz"))
+    c.add_argument("--labels", default=str(REAL_CT_DIR / "example_seg"), help="label volume or TotalSegmentator folder")
+    c.add_argument("--label-map", default="totalsegmentator")
+    c.add_argument("--poses", type=int, default=4)
+    c.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    overrides = {"ckpt_path": args.ckpt_path, "ssm_path": args.ssm_path, "device": args.device}
+    docs = Path(args.docs)
+    command = "python -m benchmarks.real_images " + " ".join(argv if argv is not None else sys.argv[1:])
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="real_images_"))
+    try:
+        if args.command == "gallery":
+            rows = run_gallery(Path(args.radiographs), work, args.pixel_spacing_mm, overrides)
+            for r in rows:
+                shutil.copyfile(r["report"], docs / "figures" / f"real_{r['name']}.png")
+                print(f"{r['name']}: found {r['found']}, {r['outside_px']} of {r['mask_px']} mask pixels outside the image, sides {'right' if r['sides_ok'] else 'WRONG'}")
+            replace_section(docs / "real_radiographs.md", "gallery", gallery_markdown(rows, args.pixel_spacing_mm, command))
+            return 0
+        summary = run_ct_check(Path(args.ct), Path(args.labels), args.label_map, args.poses, args.seed, work, overrides)
+        samples = summary.pop("samples")
+        bones = list(Geometry.standard().bones)
+        shutil.copyfile(Path(samples[0]["entry"]["image"]).parent / "preview.png", docs / "figures" / "drr_real_ct.png")
+        save_ct_check_figure(docs / "figures" / "real_ct_check.png", samples, bones)
+        write_json(work / "real_ct_check.json", summary)
+        replace_section(docs / "real_radiographs.md", "real-ct-check", ct_markdown(summary, command))
+        print(ct_markdown(summary, command))
+        return 0 if summary["meets_dice_target"] else 1
+    finally:
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
