@@ -61,6 +61,7 @@ LABEL_MAP_PRESETS: dict[str, dict[int, int]] = {
 }
 LABEL_MAP_CHOICES = ("default", TOTALSEGMENTATOR_AUTO, "totalsegmentator_v2", "totalsegmentator_v1")
 
+
 @dataclass
 class Volume:
     """A voxel array ``[i, j, k]`` and its voxel-to-RAS-world affine (mm)."""
@@ -314,9 +315,10 @@ def remove_couch(ct: Volume, body_hu: float = -500.0, opening_mm: float = 6.0, g
     On a grid of about ``grid_mm`` (blocks of voxels, any voxel above ``body_hu`` marks its block),
     the body mask is opened with a ball of radius ``opening_mm``: plates and rails thinner than about
     twice that come loose from the patient, whose largest connected component is kept, with the holes
-    of each axial slice filled (bowel gas). Voxels above ``body_hu`` outside it are the couch: a
-    couch top touching the skin with nothing (no pad: air in HU) between stays where it touches. Returns (CT, voxels set to air);
-    the input is not modified. The simulator's table model (:func:`scripts.simulate.table_shift_mm`)
+    of each axial slice filled (bowel gas). Loose pieces that reach farther than ``opening_mm`` from
+    it are the couch (its voxels above ``body_hu`` become air); skin corners the ball rounded off stay.
+    A couch top touching the skin with nothing (no pad: air in HU) between stays where it touches.
+    Returns (CT, voxels set to air); the input is not modified. The simulator's table model (:func:`scripts.simulate.table_shift_mm`)
     needs the couch gone: it lays the last body voxel behind the hips on the radiography table.
     """
     body = ct.array > body_hu
@@ -335,8 +337,14 @@ def remove_couch(ct: Volume, body_hu: float = -500.0, opening_mm: float = 6.0, g
     keep = components == 1 + int(np.argmax(sizes))
     axial = int(np.argmax(np.abs(ct.affine[2, :3])))  # the voxel axis nearest to superior-inferior
     keep = ndimage.binary_fill_holes(keep, _in_slice_structure(axial))  # bowel gas and the tissue between its pockets stay body
-    outside = np.repeat(np.repeat(np.repeat(~keep, factor[0], 0), factor[1], 1), factor[2], 2)[: body.shape[0], : body.shape[1], : body.shape[2]]
-    couch = body & outside
+    # what the opening took off is couch only where a loose piece reaches beyond the opening radius
+    # from the patient: skin corners and thin folds the ball rounded off stay
+    pieces, _ = ndimage.label(coarse & ~keep)
+    far = ndimage.distance_transform_edt(~keep, sampling=ct.spacing * factor) > opening_mm
+    couch_blocks = np.isin(pieces, np.unique(pieces[far & (pieces > 0)]))
+    if not couch_blocks.any():
+        return ct, 0
+    couch = body & np.repeat(np.repeat(np.repeat(couch_blocks, factor[0], 0), factor[1], 1), factor[2], 2)[: body.shape[0], : body.shape[1], : body.shape[2]]
     removed = int(couch.sum())
     if removed == 0:
         return ct, 0

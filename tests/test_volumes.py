@@ -215,6 +215,7 @@ def test_couch_removed_before_the_table_model(gap_mm):
     assert ((clean.array == ct.array) | plate | lost).all()
     assert (clean.array[plate] == -1000).all()
     assert removed == plate.sum() + lost.sum()
+    assert remove_couch(Volume(np.where(plate, -1000.0, ct.array).astype(np.float32), ct.affine))[1] == 0  # no couch: nothing to remove
     # the table touches the posterior skin (RAS y = 20 * 2 mm) on the central line through (100, 90, 20) mm
     centre = np.array([100.0, 90.0, 20.0])
     pose = standard_ap_pose(centre, 950.0, [0, 0, 0], [0, 0, 0])
