@@ -316,13 +316,27 @@ def _check_dicom_header(path: Path, ds: Dataset) -> None:
 
 
 def _check_view(path: Path, ds: Dataset) -> None:
-    """Refuse what the tags say is not an AP pelvis/hip view: BodyPartExamined of another part, ViewPosition other than AP."""
+    """Refuse what the tags say is not an AP pelvis/hip view in the radiological display: BodyPartExamined of another
+    part, ViewPosition other than AP, PatientOrientation other than L\\F (lateral, mirrored or rotated)."""
     body_part = str(ds.get("BodyPartExamined", "") or "").strip().upper()
     if re.sub(r"[^A-Z]", "", body_part) in OTHER_BODY_PARTS:
         raise InputFileError(path, f"BodyPartExamined (0018,0015) is {body_part}: not a pelvis/hip radiograph (the model knows AP pelvis views only)")
     view = str(ds.get("ViewPosition", "") or "").strip().upper()
     if view not in AP_VIEW_POSITIONS:
         raise InputFileError(path, f"ViewPosition (0018,5101) is {view}: not an AP view (the model knows AP pelvis views only)")
+    value = ds.get("PatientOrientation") or []
+    orientation = [str(v).strip().upper() for v in (value.split("\\") if isinstance(value, str) else value)]
+    if len(orientation) == 2 and all(orientation):
+        shown = "\\".join(orientation)
+        columns, rows = orientation[0][0], orientation[1][0]  # the main direction of each
+        if columns in "AP" or rows in "AP":
+            raise InputFileError(path, f"PatientOrientation (0020,0020) is {shown}: a lateral or axial view, not an AP view")
+        if (columns, rows) != ("L", "F"):
+            raise InputFileError(
+                path,
+                f"PatientOrientation (0020,0020) is {shown}: the image is mirrored or rotated; the model needs the radiological "
+                "AP display L\\F (columns toward the patient's left, rows toward the feet)",
+            )
 
 
 def _dicom_pixels(path: Path, ds: Dataset) -> np.ndarray:

@@ -279,6 +279,7 @@ def test_to_dicom_round_trip_png(tmp_path, capsys):
 
     ds = pydicom.dcmread(str(tmp_path / "hip.dcm"))
     assert (ds.Modality, ds.SOPClassUID, ds.BodyPartExamined, ds.ViewPosition) == ("DX", DigitalXRayImageStorageForPresentation, "PELVIS", "AP")
+    assert list(ds.PatientOrientation) == ["L", "F"]  # radiological AP display: accepted by the reader
     assert [float(x) for x in ds.ImagerPixelSpacing] == [1.75, 1.5] and ds.Rows == 96 and ds.Columns == 80  # [row, column]
     np.testing.assert_array_equal(ds.pixel_array, img)
     # the user's file is never replaced without --overwrite; a bad geometry is refused in one line

@@ -242,6 +242,10 @@ BAD_INPUTS = {
     "chest film (BodyPartExamined CHEST)": (_dcm("chest.dcm", BodyPartExamined="CHEST"), "BodyPartExamined (0018,0015) is CHEST: not a pelvis/hip radiograph"),
     "lateral view (ViewPosition LL)": (_dcm("lat.dcm", ViewPosition="LL"), "ViewPosition (0018,5101) is LL: not an AP view"),
     "PA view (ViewPosition PA)": (_dcm("pa.dcm", ViewPosition="PA"), "ViewPosition (0018,5101) is PA: not an AP view"),
+    "lateral view (PatientOrientation A\\F)": (_dcm("lat_po.dcm", PatientOrientation=["A", "F"]),
+                                              "PatientOrientation (0020,0020) is A\\F: a lateral or axial view, not an AP view"),
+    "mirrored AP (PatientOrientation R\\F)": (_dcm("mirror.dcm", PatientOrientation=["R", "F"]),
+                                             "PatientOrientation (0020,0020) is R\\F: the image is mirrored or rotated"),
 }
 
 
