@@ -138,7 +138,7 @@ def shipped_model_results(tmp_path_factory):
     """The inference workflow (shipped model and shape models, CPU) on a simulated AP radiograph, its inverse,
     a lateral view of the same phantom and uniform noise; returns ({name: result.json}, stderr)."""
     root = tmp_path_factory.mktemp("plausible")
-    write_case(generate_case(2026, 3.0), root / "phantom" / "case_2026")
+    write_case(generate_case(2026, 3.0, "procedural"), root / "phantom" / "case_2026")
     ap = _simulated(root, "ap")
     _simulated(root, "lateral", rotation_deg=(0.0, 90.0, 0.0))
     shutil.copytree(ap, root / "in" / "inverted")
