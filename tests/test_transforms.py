@@ -122,14 +122,21 @@ def test_load_geometry_matches_bones_by_name(sphere_dataset, tmp_path):
     from scripts.evaluate import load_sample
     from scripts.files import read_depth_and_mask, write_depth_and_mask
 
+    import shutil
+
     root, _ = sphere_dataset
-    sample = _first_sample(sphere_dataset)
-    geom = Geometry.load(sample["geometry"])
-    depth, mask = read_depth_and_mask(sample["depth"], sample["mask"])
+    original = _first_sample(sphere_dataset)
+    geom = Geometry.load(original["geometry"])
+    depth, mask = read_depth_and_mask(original["depth"], original["mask"])
     order = [2, 0, 1]  # femur_right, pelvis, femur_left
-    write_depth_and_mask(tmp_path, depth[[2 * i + f for i in order for f in (0, 1)]], mask[order].astype(np.uint8), geom.image_affine)
-    (tmp_path / "geometry.json").write_text(json.dumps({**geom.to_dict(), "bones": [geom.bones[i] for i in order]}))
-    shuffled = {**sample, "depth": str(tmp_path / "depth.nii.gz"), "mask": str(tmp_path / "mask.nii.gz"), "geometry": str(tmp_path / "geometry.json")}
+    sample, shuffled = dict(original), dict(original)
+    for entry, folder, bones in ((sample, tmp_path / "std", range(3)), (shuffled, tmp_path / "shuffled", order)):
+        folder.mkdir()
+        shutil.copy(original["image"], folder / "image.nii.gz")
+        write_depth_and_mask(folder, depth[[2 * i + f for i in bones for f in (0, 1)]], mask[list(bones)].astype(np.uint8), geom.image_affine)
+        (folder / "geometry.json").write_text(json.dumps({**geom.to_dict(), "bones": [geom.bones[i] for i in bones]}))
+        (folder / "sample.json").write_text("{}")  # the simulator's notes: no CT extent
+        entry.update({k: str(folder / Path(original[k]).name) for k in ("image", "depth", "mask", "geometry")})
     transforms = load_transforms()
     a, b = transforms(sample), transforms(shuffled)
     assert b["geometry"] == a["geometry"]
@@ -143,7 +150,7 @@ def test_load_geometry_matches_bones_by_name(sphere_dataset, tmp_path):
     np.testing.assert_array_equal(s_b.depth, s_a.depth)
     np.testing.assert_array_equal(s_b.mask, s_a.mask)
     assert s_b.geometry.bones == geom.bones
-    (tmp_path / "geometry.json").write_text(json.dumps({**geom.to_dict(), "bones": ["femur_right", "pelvis", "sacrum"]}))
+    (tmp_path / "shuffled" / "geometry.json").write_text(json.dumps({**geom.to_dict(), "bones": ["femur_right", "pelvis", "sacrum"]}))
     with pytest.raises(InputFileError, match=r"geometry.json: bones \['femur_right', 'pelvis', 'sacrum'\] lack \['femur_left'\]"):
         LoadGeometryd(bones=geom.bones)(shuffled)
     with pytest.raises(InputFileError, match="lack"):
