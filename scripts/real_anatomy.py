@@ -164,6 +164,8 @@ class Landmarks:
     symphysis: np.ndarray
     sacrum: np.ndarray  # every vertex of the sacrum surface
     hemipelves: np.ndarray  # every vertex of the two hemipelves
+    hemipelvis_left: np.ndarray
+    hemipelvis_right: np.ndarray
 
 
 def _components(mesh: trimesh.Trimesh) -> list[np.ndarray]:
@@ -221,7 +223,7 @@ def landmarks() -> Landmarks:
     # pubic symphysis: hemipelvis vertices nearest the symmetry plane below the hip centres
     hemi = np.concatenate([left, right])
     lowmid = hemi[(pv[hemi, 2] < centre[2]) & (np.abs(pv[hemi] @ normal - offset) < 20.0) & (pv[hemi, 1] > centre[1])]
-    return Landmarks(acet_left, acet_right, head, knee, epi_l, epi_m, sacral_base, lowmid, sacrum, hemi)
+    return Landmarks(acet_left, acet_right, head, knee, epi_l, epi_m, sacral_base, lowmid, sacrum, hemi, left, right)
 
 
 @functools.lru_cache(maxsize=None)
@@ -295,13 +297,14 @@ def winding_number(mesh: trimesh.Trimesh, points: np.ndarray) -> np.ndarray:
     return out
 
 
-def _clearance(femur_verts: np.ndarray, hemipelves: trimesh.Trimesh) -> float:
-    """Smallest distance (mm) from femur vertices to the hemipelvis surface; negative when a vertex is inside the bone."""
-    _, distance, _ = trimesh.proximity.closest_point(hemipelves, femur_verts)
-    near = distance < 5.0
+def _clearance(femur_verts: np.ndarray, hemipelvis: trimesh.Trimesh) -> float:
+    """Smallest distance (mm) from femur vertices to a closed hemipelvis surface; negative when a vertex is inside the bone
+    (femur vertices more than 10 mm from it count as outside: seating leaves the head within a few mm of its socket)."""
+    _, distance, _ = trimesh.proximity.closest_point(hemipelvis, femur_verts)
+    near = distance < 10.0
     inside = np.zeros(len(distance), dtype=bool)
     if near.any():
-        inside[near] = winding_number(hemipelves, femur_verts[near]) > 0.5
+        inside[near] = winding_number(hemipelvis, femur_verts[near]) > 0.5
     return float(np.min(np.where(inside, -distance, distance)))
 
 
@@ -326,7 +329,7 @@ def assemble(pelvis_nodes: np.ndarray, femur_nodes: np.ndarray, pose: dict, pelv
     origin = 0.5 * (acet["left"][0] + acet["right"][0])
     to_world = lambda p: (np.asarray(p) - origin) @ rot.T  # noqa: E731
     pelvis_world = trimesh.Trimesh(to_world(pelvis.vertices), pelvis.faces, process=False)
-    hemi = trimesh.Trimesh(pelvis_world.vertices, pelvis.faces[np.all(np.isin(pelvis.faces, lm.hemipelves), 1)], process=False)
+    hemi_faces = {s: pelvis.faces[np.all(np.isin(pelvis.faces, getattr(lm, f"hemipelvis_{s}")), 1)] for s in ("left", "right")}
     # the right femur: the left one reflected about the symmetry plane (faces reversed)
     left_verts = femur.vertices
     right_verts = reflect(left_verts, normal, offset)
@@ -347,8 +350,10 @@ def assemble(pelvis_nodes: np.ndarray, femur_nodes: np.ndarray, pose: dict, pelv
         grown = pelvis_verts
         for _, _, a_c, a_r in placed.values():
             grown = shrink_head(grown, a_c, a_r, -0.5 * delta)
-        hemi = trimesh.Trimesh(grown, hemi.faces, process=False)
-        clear = min(_clearance(shrink_head(loc, np.zeros(3), head_r, 0.5 * delta)[lm.head] + a_c, hemi) for loc, _, a_c, _ in placed.values())
+        clear = min(
+            _clearance(shrink_head(loc, np.zeros(3), head_r, 0.5 * delta)[lm.head] + a_c, trimesh.Trimesh(grown, hemi_faces[side.split("_")[1]], process=False))
+            for side, (loc, _, a_c, _) in placed.items()
+        )
         if clear >= MIN_CLEARANCE_MM:
             break
         delta += MIN_CLEARANCE_MM - clear + 0.2
@@ -377,15 +382,16 @@ def sample_pose(rng: np.random.Generator) -> dict:
 
     Internal rotation: 60% of subjects are positioned for a standard AP hip view (feet turned in,
     12-22 deg), the rest lie as they are (-15 external .. 10 internal); sides differ by N(0, 4).
-    Flexion -5..12, abduction -6..10 (negative: adduction), each side with its own part.
+    Flexion -5..12 and abduction -3..10 (negative: adduction; the knees stay apart), each side with
+    its own part.
     """
     standard_view = rng.uniform() < 0.6
     rotation = rng.uniform(12.0, 22.0) if standard_view else rng.uniform(-15.0, 10.0)
-    flexion, abduction = rng.uniform(-5.0, 12.0), rng.uniform(-6.0, 10.0)
+    flexion, abduction = rng.uniform(-5.0, 12.0), rng.uniform(-3.0, 10.0)
     return {
         side: {
             "flexion_deg": float(np.clip(flexion + rng.normal(0.0, 3.0), -8.0, 15.0)),
-            "abduction_deg": float(np.clip(abduction + rng.normal(0.0, 3.0), -8.0, 12.0)),
+            "abduction_deg": float(np.clip(abduction + rng.normal(0.0, 2.0), -4.0, 12.0)),
             "internal_rotation_deg": float(np.clip(rotation + rng.normal(0.0, 4.0), -20.0, 27.0)),
         }
         for side in ("femur_left", "femur_right")
@@ -403,10 +409,14 @@ def subject_shape(subject: int | None, rng: np.random.Generator) -> tuple[np.nda
     return pelvis, femur, {"pca_coefficients_sd": coeffs.tolist(), "pca_subjects": list(pca.subjects)}
 
 
-def sample_subject(seed: int, subject: int | None = None) -> Subject:
-    """One articulated subject from ``seed``: a training-PCA draw, or LLP26 subject ``subject`` with a seeded pose."""
-    rng = np.random.default_rng([seed, 26])
-    pelvis, femur, shape = subject_shape(subject, rng)
+def sample_subject(seed: int, subject: int | None = None, attempt: int = 0) -> Subject:
+    """One articulated subject from ``seed``: a training-PCA draw, or LLP26 subject ``subject``, with a seeded pose.
+
+    The shape depends on ``seed`` only; ``attempt`` > 0 redraws the pose (hip articulation, pelvic
+    tilt, sacral slope) of the same shape.
+    """
+    pelvis, femur, shape = subject_shape(subject, np.random.default_rng([seed, 26]))
+    rng = np.random.default_rng([seed, 27, attempt])
     pose = sample_pose(rng)
     tilt, slope = float(rng.uniform(-5.0, 5.0)), float(rng.uniform(30.0, 45.0))
     out = assemble(pelvis, femur, pose, tilt, slope)
@@ -425,7 +435,9 @@ def generate_llp26_case(seed: int, spacing_mm: float = 1.0, subject: int | None 
 
     ``subject`` None: a subject drawn from the training PCA; otherwise LLP26 subject ``subject``
     itself (validation or test). The seed also draws the hip pose, pelvic tilt, body habitus and
-    tissues, the lumbar lordosis and the bladder. A pose whose bones would touch is redrawn.
+    tissues, the lumbar lordosis and the bladder. A pose whose bones would share a voxel is redrawn
+    (same shape: the meshes depend on the spacing only through such a redraw), and so is one whose
+    femurs would cross the midline.
     """
     from .phantom import BoneOverlapError, PhantomCase, sample_tissue, synthesize_ct
     from .phantom_anatomy import lumbar_spine
@@ -433,9 +445,11 @@ def generate_llp26_case(seed: int, spacing_mm: float = 1.0, subject: int | None 
     if subject is not None and subject not in VALIDATION_SUBJECTS + TEST_SUBJECTS + TRAINING_SUBJECTS:
         raise ValueError(f"LLP26 subject {subject} out of range 0..{llp26.N_SUBJECTS - 1}")
     for attempt in range(POSE_ATTEMPTS):
-        case_seed = seed if attempt == 0 else [seed, 100 + attempt]
-        rng = np.random.default_rng(case_seed)
-        sub = sample_subject(int(rng.integers(2**31)), subject)
+        rng = np.random.default_rng([seed, attempt])
+        sub = sample_subject(seed, subject, attempt)
+        left, right = sub.meshes["femur_left"].vertices, sub.meshes["femur_right"].vertices
+        if left[:, 0].max() > -2.0 or right[:, 0].min() < 2.0:  # the legs would cross
+            continue
         params = {"seed": int(seed), "anatomy": "llp26", "pose_attempt": attempt, **sub.params}
         habitus = float(rng.uniform(0.0, 1.0))
         tissue = sample_tissue(rng, habitus)
@@ -453,7 +467,7 @@ def generate_llp26_case(seed: int, spacing_mm: float = 1.0, subject: int | None 
         hips_z = min(params[s]["head_centre_mm"][2] for s in ("femur_left", "femur_right"))
         shaft_tops = {s: params[s]["head_centre_mm"][2] - LESSER_TROCHANTER_DROP_MM * width / 270.0 for s in ("femur_left", "femur_right")}
         try:
-            ct, labels, affine = synthesize_ct(sub.meshes, params, spacing_mm, np.random.default_rng([seed, 1, attempt]), shaft_tops, vertebrae, hips_z - FEMUR_CROP_MM)
+            ct, labels, affine = synthesize_ct(sub.meshes, params, spacing_mm, rng, shaft_tops, vertebrae, hips_z - FEMUR_CROP_MM)
         except BoneOverlapError:
             continue
         params.update(spacing_mm=float(spacing_mm), inter_iliac_width_mm=width, volume_shape=list(ct.shape), femur_crop_mm=FEMUR_CROP_MM)

@@ -392,10 +392,33 @@ def build_from_cases(
         "variance_kept": variance,
         "similarity_procrustes": scale,
         "registered": register,
+        **_cohort_provenance(cases),
         "frame": "training mesh frame (RAS mm), Procrustes-aligned to the first case",
         "units": {"vertices": "mm", "variances": "mm^2", "coeffs": "standard deviations"},
     }
     return models, meta
+
+
+def _cohort_provenance(cases: Sequence[Path]) -> dict:
+    """Anatomy and LLP26 subjects behind the cases (their phantom ``params.json``; empty for other meshes).
+
+    ``llp26_subjects``: every LLP26 subject whose shape reached a case (a real subject itself, or the
+    subjects of the PCA it was drawn from), so a model's metadata shows which subjects it has seen.
+    """
+    anatomies, subjects = set(), set()
+    for case in cases:
+        path = case / "params.json"
+        if not path.exists():
+            continue
+        params = read_json(path)
+        anatomies.add(params.get("anatomy", "procedural") if "tissue" in params else "unknown")
+        subjects.update(params.get("pca_subjects", []))
+        if params.get("llp26_subject") is not None:
+            subjects.add(int(params["llp26_subject"]))
+    out: dict = {"anatomy": sorted(anatomies)} if anatomies else {}
+    if subjects:
+        out["llp26_subjects"] = sorted(subjects)
+    return out
 
 
 def split_cases(datalist: PathLike, split: str) -> set[str]:

@@ -203,3 +203,4 @@ def test_cli_cohort_and_real_subjects_feed_simulator_and_shape_model(tmp_path):
     assert mask.shape[-1] == 3 and (mask.reshape(-1, 3).sum(0) > 0).all()  # three bones, no vertebra channel
     models, meta = build_from_cases(cohort, variance=1.0)
     assert meta["cases"] == ["case_0000", "case_0001"] and models["femur_left"].n_modes == 1
+
