@@ -1,19 +1,18 @@
-"""Digitally reconstructed radiographs: HU -> linear attenuation, and line integrals by ray marching.
+"""Digitally reconstructed radiographs: HU -> material densities, and line integrals by ray marching.
 
-Attenuation model (monoenergetic at the effective energy ``energy_kev``)::
-
-    mu(HU) = mu_water(E) * max(0, 1 + HU / 1000 * (1 + bone_enhancement * [HU > 0]))   [1/mm]
-           = mu_water(E) / 1000 * (1000 + max(HU, -1000) + bone_enhancement * max(HU, 0))
-
-``mu_water(E)`` is interpolated (log-log) from NIST XCOM values for water. HU is defined at the CT's
-own effective energy (~70 keV); ``bone_enhancement`` > 0 raises the attenuation of dense tissue
-relative to water, as the photoelectric effect of calcium does at the lower effective energy of a
-radiograph (~40-60 keV). The DRR value of a pixel is the line integral ``L = int mu ds`` along its
-ray from the source (dimensionless); transmission is ``exp(-L)``. The second form is equal for
-every HU (both are 0 at and below -1000 HU and agree on each linear piece; tested) and needs three
-elementwise operations per voxel instead of seven; its offset and factor are affine, so
-:func:`attenuation_volume` applies them after average pooling, slab by slab, and never holds the
-full-resolution attenuation volume.
+Material decomposition (two materials, water and cortical bone, NIST tables in
+:mod:`scripts.xray_physics`): HU are attenuation relative to water at the CT's effective energy
+``ct_kev`` (about 70 keV). A voxel at or below 0 HU is water-like tissue of density
+``1 + max(HU, -1000) / 1000`` g/cm^3 (air 0, fat a little less than water). A voxel above 0 HU is a
+mixture of water and cortical bone (1.92 g/cm^3) with bone volume fraction
+``f = HU / 1000 * mu_w / (rho_b mu_b - mu_w)`` (mass attenuation coefficients at ``ct_kev``), water
+density ``max(0, 1 - f)`` and bone density ``rho_b f``: the mixture attenuates exactly as the HU
+say at ``ct_kev``, and at every other energy as water and bone do, so bone's photoelectric
+attenuation grows toward the low energies of a radiograph as it should (beam hardening, bone
+contrast that changes with kVp). Both densities are piecewise linear in HU, so
+:func:`material_volumes` average-pools them per window, slab by slab, without a full-resolution
+float copy. The DRR of a pixel is the line integral of each density along its ray (g/cm^3 mm;
+``* 0.1`` gives the areal density in g/cm^2 that :func:`scripts.xray_physics.polychromatic_transmission` takes).
 
 Line integrals use Joseph's method: each ray is sampled where it crosses the voxel planes of its
 dominant axis (the index axis it advances fastest along), with bilinear interpolation inside each
@@ -21,7 +20,8 @@ plane (``torch.nn.functional.grid_sample`` on the stack of planes, zeros outside
 weight ``1 / |d_axis|`` mm per plane. On those planes the bilinear value equals the trilinear field,
 so this is the midpoint rule on the trilinear field with about one sample per voxel along the ray,
 but each sample reads 4 neighbouring voxels of one cache-resident plane instead of 8 voxels of
-the whole volume (about 10x faster on CPU than marching ``grid_sample`` in 3D).
+the whole volume (about 10x faster on CPU than marching ``grid_sample`` in 3D). Several channels
+(materials) share the sample positions.
 """
 
 from __future__ import annotations
@@ -31,28 +31,28 @@ import torch
 import torch.nn.functional as F
 
 from scripts.geometry import Geometry
+from scripts.xray_physics import DENSITY_G_CM3, mass_attenuation
 
-# NIST XCOM, water: energy (keV) -> mu/rho (cm^2/g) = mu (1/cm) at 1 g/cm^3.
-_WATER_KEV = np.array([20.0, 30.0, 40.0, 50.0, 60.0, 80.0, 100.0, 150.0])
-_WATER_MU_PER_CM = np.array([0.8096, 0.3756, 0.2683, 0.2269, 0.2059, 0.1837, 0.1707, 0.1505])
+MM_TO_CM = 0.1
 
 
 def mu_water_per_mm(energy_kev: float) -> float:
-    """Linear attenuation coefficient of water (1/mm) at ``energy_kev`` (20..150 keV)."""
-    if not 20.0 <= energy_kev <= 150.0:
-        raise ValueError(f"effective energy must lie in 20..150 keV, got {energy_kev}")
-    return float(np.exp(np.interp(np.log(energy_kev), np.log(_WATER_KEV), np.log(_WATER_MU_PER_CM)))) / 10.0
+    """Linear attenuation coefficient of water (1/mm) at ``energy_kev`` (20..150 keV, NIST XCOM)."""
+    return float(mass_attenuation("water", energy_kev)) * MM_TO_CM
 
 
-def _water_permille_minus_1000(hu: torch.Tensor, bone_enhancement: float) -> torch.Tensor:
-    """``1000 * mu / mu_water - 1000`` (float) of a HU tensor: ``max(HU, -1000) + bone_enhancement * max(HU, 0)``."""
-    rel = torch.clamp(hu, min=-1000.0)  # float for integer HU too (type promotion with the float bound)
-    return rel.add_(torch.relu(hu), alpha=bone_enhancement) if bone_enhancement else rel
+def bone_fraction_per_hu(ct_kev: float = 70.0) -> float:
+    """Cortical-bone volume fraction per HU above 0 of a water/bone mixture with the HU's attenuation at ``ct_kev``."""
+    mw, mb = mass_attenuation("water", ct_kev), mass_attenuation("bone", ct_kev)
+    return float(mw / (DENSITY_G_CM3["bone"] * mb - mw)) / 1000.0
 
 
-def hu_to_mu(hu: torch.Tensor, energy_kev: float = 60.0, bone_enhancement: float = 0.0) -> torch.Tensor:
-    """Linear attenuation (1/mm, float) of a HU tensor; see the module docstring for the model."""
-    return _water_permille_minus_1000(hu, bone_enhancement).add_(1000.0).mul_(mu_water_per_mm(energy_kev) / 1000.0)
+def hu_to_densities(hu: torch.Tensor, ct_kev: float = 70.0) -> torch.Tensor:
+    """Water and cortical-bone densities (2, ...) in g/cm^3 of a HU tensor (...); see the module docstring."""
+    hu = hu.float()
+    f = torch.relu(hu) * bone_fraction_per_hu(ct_kev)
+    water = torch.where(hu > 0, torch.clamp(1.0 - f, min=0.0), 1.0 + torch.clamp(hu, min=-1000.0) / 1000.0)
+    return torch.stack([water, DENSITY_G_CM3["bone"] * f])
 
 
 def rays_in_voxels(geometry: Geometry, affine: np.ndarray, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,21 +99,21 @@ def march(volume: torch.Tensor, origin: torch.Tensor, slope: torch.Tensor, t: to
 
 
 def _plane_stack(mu: torch.Tensor, axis: int, subdivisions: int) -> torch.Tensor:
-    """Planes of ``mu`` across ``axis`` as a batch (N * subdivisions, 1, P, Q).
+    """Planes of ``mu`` (C, I, J, K) across spatial ``axis`` as a batch (N * subdivisions, C, P, Q).
 
     With ``subdivisions`` n > 1 the planes sit at fractional indices ``(q + 0.5) / n - 0.5``,
     linearly interpolated between voxel planes (zeros beyond the volume, as trilinear sampling).
     """
-    planes = mu.movedim(axis, 0)
+    planes = mu.movedim(axis + 1, 0)  # (N, C, P, Q)
     if subdivisions > 1:
         n = planes.shape[0]
         c = (torch.arange(n * subdivisions, device=mu.device, dtype=mu.dtype) + 0.5) / subdivisions - 0.5
         lo = torch.floor(c)
-        w = (c - lo)[:, None, None]
-        padded = F.pad(planes, (0, 0, 0, 0, 1, 1))
+        w = (c - lo)[:, None, None, None]
+        padded = F.pad(planes, (0, 0, 0, 0, 0, 0, 1, 1))
         i = lo.long() + 1
         planes = (1.0 - w) * padded[i] + w * padded[i + 1]
-    return planes[:, None].contiguous()
+    return planes.contiguous()
 
 
 def line_integrals(
@@ -123,7 +123,9 @@ def line_integrals(
     step_mm: float | None = None,
     max_samples_per_chunk: int = 4_000_000,
 ) -> torch.Tensor:
-    """DRR line integrals (H, W) of an attenuation volume ``mu`` (I, J, K) in 1/mm with voxel->RAS ``affine``.
+    """DRR line integrals (H, W) of a volume ``mu`` (I, J, K) with voxel->RAS ``affine``, or (C, H, W) of channels (C, I, J, K).
+
+    Values are per mm of ray (e.g. 1/mm attenuation -> dimensionless; g/cm^3 density -> g/cm^3 mm).
 
     Joseph's method (module docstring): one sample per voxel plane of each ray's dominant axis,
     planes subdivided ``ceil(plane spacing / step_mm)`` times when ``step_mm`` (mm) is smaller than
@@ -131,11 +133,14 @@ def line_integrals(
     give 0. Runs on ``mu.device``, chunked over planes.
     """
     device = mu.device
+    single = mu.dim() == 3
+    mu = mu[None] if single else mu
+    spatial = tuple(mu.shape[1:])
     spacing = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
     source, dirs = rays_in_voxels(geometry, affine, device)
-    shape = torch.as_tensor(mu.shape, dtype=torch.float64, device=device)
+    shape = torch.as_tensor(spatial, dtype=torch.float64, device=device)
     near, far = box_entry_exit(source, dirs, torch.full_like(shape, -0.5), shape - 0.5)
-    out = torch.zeros(dirs.shape[0], dtype=mu.dtype, device=device)
+    out = torch.zeros(mu.shape[0], dirs.shape[0], dtype=mu.dtype, device=device)
     hit = far > near
     dominant = dirs.abs().argmax(-1)
     for axis in range(3):
@@ -148,21 +153,22 @@ def line_integrals(
         d = dirs[idx]
         slope = d[:, others] / d[:, axis : axis + 1]  # index change per plane index
         base = source[others] - source[axis] * slope
-        plane_shape = (mu.shape[others[0]], mu.shape[others[1]])
+        plane_shape = (spatial[others[0]], spatial[others[1]])
         base_n = to_grid(base, plane_shape).to(mu.dtype)
         slope_n = to_grid(slope, plane_shape, offset=False).to(mu.dtype)
         c = (torch.arange(planes.shape[0], device=device, dtype=torch.float64) + 0.5) / n_sub - 0.5
         # planes behind the source (only when it sits between the planes) do not count
         ahead = ((c[:, None] - source[axis]) / d[:, axis] > 0).to(mu.dtype) if c[0] < source[axis] < c[-1] else None
         c = c.to(mu.dtype)
-        chunk = max(1, max_samples_per_chunk // idx.numel())
-        total = torch.zeros(idx.numel(), dtype=mu.dtype, device=device)
+        chunk = max(1, max_samples_per_chunk // (idx.numel() * mu.shape[0]))
+        total = torch.zeros(mu.shape[0], idx.numel(), dtype=mu.dtype, device=device)
         for start in range(0, planes.shape[0], chunk):
-            grid = torch.addcmul(base_n, c[start : start + chunk, None, None], slope_n)[:, None]  # (C, 1, R, 2)
-            vals = F.grid_sample(planes[start : start + chunk], grid, mode="bilinear", padding_mode="zeros", align_corners=True)[:, 0, 0]
-            total += vals.sum(0) if ahead is None else (vals * ahead[start : start + chunk]).sum(0)
-        out[idx] = total / (d[:, axis].abs() * n_sub).to(mu.dtype)
-    return out.reshape(geometry.height, geometry.width)
+            grid = torch.addcmul(base_n, c[start : start + chunk, None, None], slope_n)[:, None]  # (N, 1, R, 2)
+            vals = F.grid_sample(planes[start : start + chunk], grid, mode="bilinear", padding_mode="zeros", align_corners=True)[:, :, 0]
+            total += vals.sum(0) if ahead is None else (vals * ahead[start : start + chunk, None]).sum(0)
+        out[:, idx] = total / (d[:, axis].abs() * n_sub).to(mu.dtype)
+    out = out.reshape(-1, geometry.height, geometry.width)
+    return out[0] if single else out
 
 
 def pooling_factors(affine: np.ndarray, min_voxel_mm: float) -> np.ndarray:
@@ -172,32 +178,31 @@ def pooling_factors(affine: np.ndarray, min_voxel_mm: float) -> np.ndarray:
 
 
 def coarsen(mu: torch.Tensor, affine: np.ndarray, min_voxel_mm: float) -> tuple[torch.Tensor, np.ndarray]:
-    """Average-pool ``mu`` (I, J, K) by integer factors so voxels reach about ``min_voxel_mm``; adjusted affine."""
+    """Average-pool ``mu`` (I, J, K) or (C, I, J, K) by integer factors so voxels reach about ``min_voxel_mm``; adjusted affine."""
     f = pooling_factors(affine, min_voxel_mm)
     if np.all(f == 1):
         return mu, np.asarray(affine)
-    pooled = F.avg_pool3d(mu[None, None], tuple(int(x) for x in f), ceil_mode=True, count_include_pad=False)[0, 0]
+    batched = mu[None, None] if mu.dim() == 3 else mu[None]
+    pooled = F.avg_pool3d(batched, tuple(int(x) for x in f), ceil_mode=True, count_include_pad=False)[0]
     scale = np.eye(4)
     scale[:3, :3] = np.diag(f)
     scale[:3, 3] = (f - 1) / 2.0
-    return pooled, np.asarray(affine) @ scale
+    return (pooled[0] if mu.dim() == 3 else pooled), np.asarray(affine) @ scale
 
 
-def attenuation_volume(
+def material_volumes(
     hu: np.ndarray | torch.Tensor,
     affine: np.ndarray,
-    energy_kev: float = 60.0,
-    bone_enhancement: float = 0.0,
+    ct_kev: float = 70.0,
     min_voxel_mm: float = 2.0,
     device: torch.device | str = "cpu",
     slab_voxels: int = 1 << 22,
 ) -> tuple[torch.Tensor, np.ndarray]:
-    """``coarsen(hu_to_mu(hu), affine, min_voxel_mm)`` (float32 1/mm on ``device``, pooled affine) for a HU volume (I, J, K).
+    """``coarsen(hu_to_densities(hu), affine, min_voxel_mm)``: water and bone densities (2, I', J', K') float32 g/cm^3 on ``device``, pooled affine.
 
     Computed over slabs of whole pooling windows along axis 0 (about ``slab_voxels`` HU voxels
-    each): pooling is per window, so the result is the same, but no full-resolution attenuation
-    volume or full-size temporary is allocated (slab temporaries reuse already-mapped memory).
-    The offset 1000 and the factor ``mu_water / 1000`` are applied after pooling (pooling is linear).
+    each): pooling is per window, so the result is the same, but no full-resolution float volume
+    is allocated.
     """
     hu = torch.as_tensor(hu)
     f0 = int(pooling_factors(affine, min_voxel_mm)[0])
@@ -206,23 +211,21 @@ def attenuation_volume(
         del bounds[-2]  # a last slab thinner than one window joins the one before
     out = None
     for start, stop in zip(bounds[:-1], bounds[1:]):
-        slab = hu[start:stop].to(device=device, dtype=torch.float32)
-        pooled, pooled_affine = coarsen(_water_permille_minus_1000(slab, bone_enhancement), affine, min_voxel_mm)
+        pooled, pooled_affine = coarsen(hu_to_densities(hu[start:stop].to(device=device), ct_kev), affine, min_voxel_mm)
         if out is None:
-            out = torch.empty((-(-hu.shape[0] // f0), *pooled.shape[1:]), dtype=pooled.dtype, device=pooled.device)
-        out[start // f0 : start // f0 + pooled.shape[0]] = pooled
-    return out.add_(1000.0).mul_(mu_water_per_mm(energy_kev) / 1000.0), pooled_affine
+            out = torch.empty((2, -(-hu.shape[0] // f0), *pooled.shape[2:]), dtype=pooled.dtype, device=pooled.device)
+        out[:, start // f0 : start // f0 + pooled.shape[1]] = pooled
+    return out, pooled_affine
 
 
 def render_drr(
     hu: np.ndarray | torch.Tensor,
     affine: np.ndarray,
     geometry: Geometry,
-    energy_kev: float = 60.0,
-    bone_enhancement: float = 0.0,
+    ct_kev: float = 70.0,
     step_mm: float | None = None,
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
-    """Line-integral DRR (H, W) of a HU volume (I, J, K) seen with ``geometry`` (its world_to_camera pose)."""
-    mu = hu_to_mu(torch.as_tensor(hu, dtype=torch.float32, device=device), energy_kev, bone_enhancement)
-    return line_integrals(mu, affine, geometry, step_mm)
+    """Areal densities (2, H, W) g/cm^2 of water and bone along the pixel rays of ``geometry`` through a HU volume (I, J, K)."""
+    densities = hu_to_densities(torch.as_tensor(hu, device=device), ct_kev)
+    return line_integrals(densities, affine, geometry, step_mm) * MM_TO_CM

@@ -352,9 +352,14 @@ def _dicom_pixels(path: Path, ds: Dataset) -> np.ndarray:
                 arr = apply_voi_lut(arr, ds, index=0).astype(np.float64)
     except Exception as e:  # truncated/undecodable pixel data, bad LUTs
         raise InputFileError(path, f"corrupt or undecodable pixel data ({type(e).__name__}: {e})") from None
-    if str(ds.PhotometricInterpretation) == "MONOCHROME1" and np.isfinite(arr).all():
-        arr = arr.max() + arr.min() - arr
-    return arr.astype(np.float32)
+    return bone_bright(arr, str(ds.PhotometricInterpretation)).astype(np.float32)
+
+
+def bone_bright(arr: np.ndarray, photometric: str) -> np.ndarray:
+    """Pixel values with bone bright: MONOCHROME1 (low values bright) is mirrored within its own range, MONOCHROME2 kept."""
+    if photometric == "MONOCHROME1" and np.isfinite(arr).all():
+        return arr.max() + arr.min() - arr
+    return arr
 
 
 def _dicom_geometry(path: Path, ds: Dataset, sid_mm, spacing) -> tuple[Geometry, dict]:

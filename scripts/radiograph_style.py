@@ -1,34 +1,92 @@
-"""Realism options that turn DRR line integrals into processed-radiograph-like images (bone bright).
+"""Clinical image formation of a simulated AP pelvis radiograph, every part a per-sample option.
 
-Pipeline on a line-integral image ``L`` (H, W), each step off when its parameter is 0:
+:func:`style_radiograph` turns the patient's water and bone areal densities along the pixel rays
+(:func:`scripts.drr.line_integrals`) into what a user's reader delivers from a clinical radiograph
+(bone bright, [0, 1]), in this order:
 
-1. transmission ``T = exp(-L)``;
-2. scatter-like haze: ``T + scatter_fraction * blur(T, scatter_sigma_px)`` (low-frequency veil);
-3. detector PSF: Gaussian blur with ``blur_sigma_px`` pixels;
-4. quantum noise: Poisson counts with ``photons`` expected quanta per unexposed pixel;
-5. log: ``L' = -log(T)``, normalised by its ``norm_percentile`` percentile, clipped to [0, 1];
-6. display contrast: ``image = L'^gamma``.
+1. **field**: a 35 x 43 cm detector in portrait or landscape at SID ``sid_mm`` covers part of the
+   standard field (the rest is padding: ``fov`` 0); collimator blades narrow it by
+   ``collimation_inset_mm`` per side, rotated by ``collimation_rotation_deg``, with a penumbra
+   (``exposed``);
+2. **objects** (``scripts.clinical_content``, each with its ``*_prob``): hip or spine implant,
+   gonad shield, positioning aids, lead side marker, as areal densities of titanium, CoCr, lead,
+   water;
+3. **physics** (``scripts.xray_physics``): filtered Kramers spectrum (``kvp``,
+   ``filtration_al_mm``, ``filtration_cu_mm``) through all materials, heel effect along the
+   anode-cathode axis (image rows, anode up or down), inverse square and obliquity (cos^3),
+   collimator leakage, scatter (``scatter_per_attenuation``, ``scatter_sigma_mm``) with or
+   without an anti-scatter grid, detector MTF and resampling blur, quantum and electronic noise
+   (``photons_per_mm2``, ``electronic_noise``, native ``pitch_mm``), gain (flat-field) correction;
+4. **processing** (``scripts.radiograph_processing``): log, exposure recognition, multi-scale
+   contrast equalisation, look-up curve, gamma;
+5. **display content**: burned-in text, electronic shutter (constant outside the collimation);
+6. **storage**: ``bits_stored``, MONOCHROME1 or 2, read back as the DICOM reader does; padding 0.
 
-Every option may be a number or a ``[low, high]`` range drawn uniformly per image with the given
-generator, so a data set covers a spread of real processing chains.
+Every option is a number, or a ``[low, high]`` range drawn uniformly per image with the given
+generator; ``*_prob`` options are chances. :data:`DEFAULT_STYLE` turns every effect off (a plain
+80 kVp log image of the whole field); configs/simulate.yaml holds the clinical ranges.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Mapping, Sequence, Union
 
 import torch
-from monai.networks.layers import GaussianFilter
+
+from scripts import clinical_content as content
+from scripts.geometry import Geometry
+from scripts.radiograph_processing import process, store_and_read
+from scripts.xray_physics import MATERIALS, detector_signal, detector_weights, grid_transmission, heel_factor, polychromatic_transmission, scatter, spectrum
 
 Option = Union[float, Sequence[float]]
 
 DEFAULT_STYLE: dict[str, Option] = {
-    "scatter_fraction": 0.0,
-    "scatter_sigma_px": 24.0,
-    "blur_sigma_px": 0.0,
-    "photons": 0.0,
+    # field
+    "sid_mm": 0.0,  # real SID (mm); 0: the geometry's own
+    "detector_short_mm": 0.0,  # 0: the detector covers the whole standard field
+    "detector_long_mm": 0.0,
+    "portrait_prob": 1.0,
+    "collimation_inset_mm": 0.0,
+    "collimation_rotation_deg": 0.0,
+    "penumbra_mm": 0.0,
+    "collimator_leakage": 0.0,
+    # objects
+    "hip_implant_prob": 0.0,
+    "spine_implant_prob": 0.0,
+    "gonad_shield_prob": 0.0,
+    "positioning_aid_prob": 0.0,
+    "side_marker_prob": 0.0,
+    # physics
+    "kvp": 80.0,
+    "filtration_al_mm": 2.5,
+    "filtration_cu_mm": 0.0,
+    "anode_angle_deg": 12.0,
+    "heel_attenuation": 0.0,
+    "anode_up_prob": 0.5,
+    "scatter_per_attenuation": 0.0,
+    "scatter_sigma_mm": 60.0,
+    "grid_prob": 0.0,
+    "grid_primary": 0.7,
+    "grid_scatter": 0.1,
+    "detector_blur_mm": 0.0,
+    "pitch_mm": 0.0,  # native detector pitch (mm); 0: the standard pixel itself
+    "photons_per_mm2": 0.0,  # unattenuated quanta per mm^2 at the detector; 0: no quantum noise
+    "electronic_noise": 0.0,  # quanta (std) per native pixel
+    # processing
+    "window_low_percentile": 0.0,
+    "window_high_percentile": 100.0,
+    "base_gain": 1.0,
+    "detail_gain": 1.0,
+    "power": 1.0,
+    "lut_contrast": 0.0,
     "gamma": 1.0,
-    "norm_percentile": 99.5,
+    # display and storage
+    "text_prob": 0.0,
+    "shutter_prob": 0.0,
+    "shutter_white_prob": 0.3,
+    "bits_stored": 16.0,
+    "monochrome1_prob": 0.0,
 }
 
 
@@ -37,33 +95,110 @@ def draw(value: Option, generator: torch.Generator | None = None) -> float:
     if isinstance(value, (int, float)):
         return float(value)
     low, high = (float(v) for v in value)
-    return low + (high - low) * float(torch.rand((), generator=generator))
+    return content.uniform(generator, low, high)
 
 
-def _blur(image: torch.Tensor, sigma_px: float) -> torch.Tensor:
-    return GaussianFilter(2, sigma_px).to(image.device)(image[None, None])[0, 0]
-
-
-def style_radiograph(line_integral: torch.Tensor, options: Mapping[str, Option] | None = None, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
-    """Radiograph-like image (H, W) float32 in [0, 1], bone bright, and the option values drawn.
-
-    ``generator`` (CPU) seeds the option draws and the noise.
-    """
+def draw_options(options: Mapping[str, Option] | None, generator: torch.Generator | None) -> dict:
+    """Values of every option for one image (``*_prob`` options become booleans without the suffix)."""
     opts = {**DEFAULT_STYLE, **(options or {})}
     unknown = set(opts) - set(DEFAULT_STYLE)
     if unknown:
         raise ValueError(f"unknown radiograph style option(s) {sorted(unknown)}")
-    p = {k: draw(v, generator) for k, v in opts.items()}
-    t = torch.exp(-line_integral.float())
-    if p["scatter_fraction"] > 0:
-        t = t + p["scatter_fraction"] * _blur(t, p["scatter_sigma_px"])
-    if p["blur_sigma_px"] > 0:
-        t = _blur(t, p["blur_sigma_px"])
-    if p["photons"] > 0:
-        lam = (t * p["photons"]).cpu()
-        t = (torch.poisson(lam, generator=generator).to(t.device) / p["photons"]).clamp(min=0.5 / p["photons"])
-    log_t = -torch.log(t.clamp(min=1e-12))
-    log_t = log_t - log_t.min()
-    ref = torch.quantile(log_t.flatten(), p["norm_percentile"] / 100.0).clamp(min=1e-6)
-    image = (log_t / ref).clamp(0.0, 1.0) ** p["gamma"]
-    return image.float(), p
+    p = {}
+    for key, value in opts.items():
+        if key.endswith("_prob"):
+            p[key[: -len("_prob")]] = content.chance(generator, draw(value, generator))
+        elif key == "collimation_inset_mm":
+            p[key] = [draw(value, generator) for _ in range(4)]  # left, right, top, bottom
+        else:
+            p[key] = draw(value, generator)
+    p["bits_stored"] = int(round(p["bits_stored"]))
+    return p
+
+
+def style_radiograph(
+    areal_density: torch.Tensor,
+    geometry: Geometry,
+    masks: torch.Tensor | None = None,
+    options: Mapping[str, Option] | None = None,
+    generator: torch.Generator | None = None,
+    source_to_object_mm: float = 950.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+    """Clinical radiograph of water and bone areal densities (2, H, W) g/cm^2 seen with ``geometry``.
+
+    Args:
+        areal_density: (2, H, W) water and cortical-bone areal densities along the pixel rays.
+        geometry: the image's geometry (detector frame, SID).
+        masks: (B, H, W) bone masks in ``geometry.bones`` order, to place implants and shields; None: none placed.
+        options: :data:`DEFAULT_STYLE` keys, numbers or ``[low, high]``.
+        generator: CPU generator seeding every draw and the noise.
+        source_to_object_mm: distance of the patient from the source (object-plane sizes of implants and shields).
+
+    Returns:
+        image (H, W) float32 in [0, 1], bone bright, 0 outside the detector; ``fov`` (H, W) float 1
+        on the detector area (the radiograph's own area), 0 on padding; ``exposed`` (H, W) exposed
+        fraction inside the collimation; the drawn option values.
+    """
+    p = draw_options(options, generator)
+    device, dtype = areal_density.device, torch.float32
+    h, w = areal_density.shape[-2:]
+    sid = p["sid_mm"] or geometry.sid_mm
+    p["sid_mm"] = sid
+    if p["detector_short_mm"] > 0:
+        fov = content.detector_area(geometry, sid, p["portrait"], p["detector_short_mm"], p["detector_long_mm"], device)
+    else:
+        fov = torch.ones((h, w), dtype=dtype, device=device)
+    exposed = content.collimation(geometry, fov, tuple(p["collimation_inset_mm"]), p["collimation_rotation_deg"], p["penumbra_mm"])
+
+    # ---- objects in the beam
+    stack = torch.zeros((len(MATERIALS), h, w), dtype=dtype, device=device)
+    stack[:2] = areal_density.to(dtype)
+    x, y = content.detector_mm(geometry, device)
+    magnification = geometry.sid_mm / source_to_object_mm
+    xo, yo = x / magnification, y / magnification
+    placed: list[dict[str, torch.Tensor]] = []
+    bones = {b: masks[i].bool() for i, b in enumerate(geometry.bones)} if masks is not None else {}
+    pelvis = bones.get("pelvis")
+    has_pelvis = pelvis is not None and int(pelvis.sum()) > 50
+    if p["hip_implant"] and has_pelvis:
+        femurs = [b for b in ("femur_left", "femur_right") if b in bones and int(bones[b].sum()) > 50]
+        if femurs:
+            femur = femurs[int(content.uniform(generator, 0, len(femurs) - 1e-6))]
+            medial = 1.0 if float(xo[pelvis].mean()) > float(xo[bones[femur]].mean()) else -1.0
+            placed.append(content.hip_implant(xo, yo, bones[femur], medial, generator))
+    if p["spine_implant"] and has_pelvis:
+        placed.append(content.spine_implant(xo, yo, pelvis, generator))
+    if p["gonad_shield"] and has_pelvis:
+        placed.append(content.gonad_shield(xo, yo, pelvis, generator))
+    if p["positioning_aid"]:
+        placed.append(content.positioning_aids(xo, yo, generator))
+    if p["side_marker"] and bool((exposed > 0.5).any()):
+        placed.append(content.side_marker(exposed, geometry, generator))
+    for objects in placed:
+        for material, density in objects.items():
+            stack[MATERIALS.index(material)] += density.to(dtype)
+
+    # ---- physics
+    energies, photons = spectrum(p["kvp"], p["filtration_al_mm"], p["filtration_cu_mm"])
+    transmitted = polychromatic_transmission(stack, energies, detector_weights(energies, photons))
+    cos_phi = geometry.sid_mm / torch.sqrt(x * x + y * y + geometry.sid_mm**2)
+    toward_cathode = torch.atan(y / geometry.sid_mm) * (1.0 if p["anode_up"] else -1.0)
+    beam = heel_factor(toward_cathode, p["anode_angle_deg"], p["heel_attenuation"]) * cos_phi**3
+    primary = transmitted * beam * (exposed + p["collimator_leakage"] * (1.0 - exposed))
+    pixel_mm = geometry.pixel_spacing_mm[0] * sid / geometry.sid_mm  # a standard pixel's size on the real detector
+    scattered = scatter(transmitted, exposed, p["scatter_per_attenuation"], p["scatter_sigma_mm"] / pixel_mm) * beam
+    t_primary, t_scatter = grid_transmission(p["grid"], p["grid_primary"], p["grid_scatter"])
+    intensity = t_primary * primary + t_scatter * scattered
+    pitch = p["pitch_mm"] or pixel_mm
+    blur_mm = math.hypot(p["detector_blur_mm"], max(pixel_mm - pitch, 0.0) / 2.0)  # MTF, and the reader's anti-alias prefilter
+    quanta = p["photons_per_mm2"] * pixel_mm**2 * t_primary
+    signal = detector_signal(intensity / t_primary, quanta, blur_mm / pixel_mm, p["electronic_noise"], (pixel_mm / pitch) ** 2, generator)
+
+    # ---- processing, display content, storage
+    image = process(signal, exposed, p)
+    if p["text"]:
+        image = torch.maximum(image, content.burned_in_text(fov, geometry, generator))
+    if p["shutter"]:
+        image = torch.where(exposed < 0.5, torch.full_like(image, 1.0 if p["shutter_white"] else 0.0), image)
+    image = store_and_read(image * fov, p["bits_stored"], p["monochrome1"]) * fov
+    return image.to(dtype), fov, exposed, {k: v for k, v in p.items()}

@@ -42,7 +42,7 @@ import yaml  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from scripts.depth_maps import BoneGrid, bone_grids, depth_maps  # noqa: E402
-from scripts.drr import attenuation_volume, line_integrals  # noqa: E402
+from scripts.drr import MM_TO_CM, line_integrals, material_volumes  # noqa: E402
 from scripts.files import InputFileError, atomic_dir, exits_on_input_error, read_json, write_depth_and_mask, write_json, write_nifti  # noqa: E402
 from scripts.geometry import STANDARD_GEOMETRY_FILE, Geometry, apply_transform, read_geometry, standard_ap_pose  # noqa: E402
 from scripts.radiograph_style import style_radiograph  # noqa: E402
@@ -51,7 +51,7 @@ from scripts.volumes import BONE_LABELS, LABEL_MAP_CHOICES, Volume, bones_center
 
 DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent.parent / "configs" / "simulate.yaml"
 SPLITS = ("training", "validation", "test")
-SAMPLE_FILES = ("image.nii.gz", "depth.nii.gz", "mask.nii.gz", "geometry.json", "sample.json", "preview.png")
+SAMPLE_FILES = ("image.nii.gz", "fov.nii.gz", "depth.nii.gz", "mask.nii.gz", "geometry.json", "sample.json", "preview.png")
 
 
 @dataclass
@@ -168,9 +168,9 @@ def pose_parameters(case: str, pose: int, seed: int, pose_cfg: dict) -> tuple[li
 # ---------------------------------------------------------------------- one sample
 @dataclass
 class LoadedCase:
-    """A case read once for all its poses: CT (couch removed) and labels (RAS mm), attenuation (1/mm) on a
-    possibly coarsened grid with its voxel-to-RAS affine, the object centre (RAS mm), per-bone depth
-    grids and the CT voxels set to air as couch."""
+    """A case read once for all its poses: CT (couch removed) and labels (RAS mm), water and bone densities
+    (2, I, J, K) g/cm^3 on a possibly coarsened grid with its voxel-to-RAS affine, the object centre (RAS mm),
+    per-bone depth grids and the CT voxels set to air as couch."""
 
     case: Case
     ct: Volume
@@ -184,7 +184,7 @@ class LoadedCase:
 
 def load_case(case: Case, label_map: dict[int, int] | str, cfg: dict, device: torch.device | str) -> LoadedCase:
     """Read and check a case, remove a CT couch (``couch.remove``, :func:`scripts.volumes.remove_couch`);
-    attenuation volume and per-bone depth grids (reused by every pose) on ``device``."""
+    material density volumes and per-bone depth grids (reused by every pose) on ``device``."""
     ct = read_ct(case.ct)
     labels = read_labels(case.labels, ct, label_map)
     couch = cfg.get("couch", {})
@@ -192,7 +192,7 @@ def load_case(case: Case, label_map: dict[int, int] | str, cfg: dict, device: to
     if couch.get("remove", True):
         ct, removed = remove_couch(ct, cfg["pose"].get("body_hu", -500.0), couch.get("opening_mm", 6.0), couch.get("grid_mm", 3.0))
     drr = cfg["drr"]
-    mu, mu_affine = attenuation_volume(ct.array, ct.affine, drr["energy_kev"], drr["bone_enhancement"], drr["min_voxel_mm"], device)
+    mu, mu_affine = material_volumes(ct.array, ct.affine, drr["ct_kev"], drr["min_voxel_mm"], device)
     grids = bone_grids(labels.array, tuple(BONE_LABELS), device=device)
     return LoadedCase(case, ct, labels, mu, mu_affine, bones_center(labels), grids, removed)
 
@@ -219,7 +219,11 @@ def table_shift_mm(ct: Volume, world_to_camera: np.ndarray, center_ras: np.ndarr
 
 
 def render_sample(lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose: int, device: torch.device | str, split: str) -> dict:
-    """Image (H, W), depth (2B, H, W), mask (B, H, W) and sample notes (``split``: its datalist list) for one pose."""
+    """Image (H, W), field of view (H, W), depth (2B, H, W), mask (B, H, W) and sample notes (``split``: its datalist list) for one pose.
+
+    Masks and depths are kept only where the radiograph shows the patient: inside the detector area
+    and the collimation (``exposed`` >= 0.5 of :func:`scripts.radiograph_style.style_radiograph`).
+    """
     name = lc.case.name
     pose_cfg = cfg["pose"]
     rot, trans = pose_parameters(name, pose, seed, pose_cfg)
@@ -229,10 +233,13 @@ def render_sample(lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose
         world_to_camera = standard_ap_pose(lc.center, cfg["source_to_object_mm"], rot, trans)
     geom = geometry.with_pose(world_to_camera)
     step = cfg["drr"]["step_voxels"] * float(np.linalg.norm(lc.mu_affine[:3, :3], axis=0).min())
-    drr = line_integrals(lc.mu, lc.mu_affine, geom, step)
-    gen = torch.Generator().manual_seed(int(_stable_unit("style", seed, name, pose) * 2**62))
-    image, style = style_radiograph(drr, cfg["style"], gen)
+    areal = line_integrals(lc.mu, lc.mu_affine, geom, step) * MM_TO_CM
     depth, mask = depth_maps(lc.labels.array, lc.ct.affine, geom, geom.bones, cfg["depth"]["step_voxels"], device, lc.bones)
+    gen = torch.Generator().manual_seed(int(_stable_unit("style", seed, name, pose) * 2**62))
+    image, fov, exposed, style = style_radiograph(areal, geom, mask, cfg["style"], gen, float(apply_transform(geom.matrix, lc.center)[2]))
+    shown = (exposed >= 0.5).to(mask.dtype)
+    mask = mask * shown
+    depth = depth * shown.to(depth.dtype)
     present = {b: lc.bones.get(b) is not None for b in geom.bones}
     notes = {
         "case": name,
@@ -254,7 +261,7 @@ def render_sample(lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose
         "ct_extent": {"shape": list(lc.ct.array.shape), "affine": lc.ct.affine.tolist()},
         "couch_voxels_removed": lc.couch_voxels,
     }
-    return {"image": image.cpu().numpy(), "depth": depth.cpu().numpy(), "mask": mask.cpu().numpy(), "geometry": geom, "notes": notes}
+    return {"image": image.cpu().numpy(), "fov": fov.cpu().numpy(), "depth": depth.cpu().numpy(), "mask": mask.cpu().numpy(), "geometry": geom, "notes": notes}
 
 
 def save_preview(path: Path, image: np.ndarray, depth: np.ndarray, mask: np.ndarray, bones: Sequence[str]) -> None:
@@ -286,6 +293,7 @@ def write_sample(out_dir: Path, name: str, sample: dict, meshes: dict[str, str])
     affine = geom.image_affine
     with atomic_dir(out_dir / name) as tmp:
         write_nifti(tmp / "image.nii.gz", sample["image"].astype(np.float32), affine)
+        write_nifti(tmp / "fov.nii.gz", sample["fov"].astype(np.uint8), affine)
         write_depth_and_mask(tmp, sample["depth"], sample["mask"], affine)
         geom.save(tmp / "geometry.json")
         save_preview(tmp / "preview.png", sample["image"], sample["depth"], sample["mask"], geom.bones)
@@ -330,6 +338,7 @@ def _rebuild_datalist(out_dir: Path, seed: int, fractions: dict[str, float], cas
             raise InputFileError(d / "sample.json", f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
         entry = {
             "image": f"{d.name}/image.nii.gz",
+            "fov": f"{d.name}/fov.nii.gz",
             "depth": f"{d.name}/depth.nii.gz",
             "mask": f"{d.name}/mask.nii.gz",
             "geometry": f"{d.name}/geometry.json",

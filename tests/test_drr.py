@@ -1,12 +1,12 @@
-"""DRR line integrals against analytic chord lengths; attenuation model and style options."""
+"""DRR line integrals against analytic chord lengths; HU -> water/bone material decomposition."""
 
 import numpy as np
 import pytest
 import torch
 
-from scripts.drr import attenuation_volume, coarsen, hu_to_mu, mu_water_per_mm, render_drr
+from scripts.drr import hu_to_densities, material_volumes, mu_water_per_mm, render_drr
 from scripts.geometry import Geometry, standard_ap_pose
-from scripts.radiograph_style import style_radiograph
+from scripts.xray_physics import mass_attenuation
 
 R = 20.0
 
@@ -22,84 +22,77 @@ def sphere_volume(spacing=0.5, hu_inside=1000.0):
     return hu, affine
 
 
-def test_mu_water_matches_nist_table_and_hu_model():
+def test_mu_water_matches_nist_table():
     assert mu_water_per_mm(60.0) == pytest.approx(0.02059, rel=1e-6)  # NIST XCOM water, 60 keV
     assert mu_water_per_mm(80.0) == pytest.approx(0.01837, rel=1e-6)
-    mu = hu_to_mu(torch.tensor([-1000.0, 0.0, 1000.0]), 60.0, bone_enhancement=0.5)
-    assert mu.tolist() == pytest.approx([0.0, 0.02059, 0.02059 * 2.5], rel=1e-5)
+    assert mu_water_per_mm(80.0) < mu_water_per_mm(70.0) < mu_water_per_mm(60.0)  # log-log between the table rows
 
 
-def reference_mu(hu, energy_kev, bone_enhancement):
-    """The documented model in float64, written as the piecewise definition."""
+def reference_densities(hu, ct_kev=70.0):
+    """The documented decomposition in float64, written piecewise: (water, bone) g/cm^3."""
     hu = np.asarray(hu, dtype=np.float64)
-    return mu_water_per_mm(energy_kev) * np.maximum(0.0, 1.0 + hu / 1000.0 * (1.0 + bone_enhancement * (hu > 0)))
+    mw, mb = mass_attenuation("water", ct_kev), mass_attenuation("bone", ct_kev)
+    f = np.where(hu > 0, hu / 1000.0 * mw / (1.92 * mb - mw), 0.0)
+    water = np.where(hu > 0, np.maximum(0.0, 1.0 - f), np.maximum(0.0, 1.0 + hu / 1000.0))
+    return np.stack([water, 1.92 * f])
 
 
-@pytest.mark.parametrize("bone_enhancement", [0.0, 0.5, 1.3])
 @pytest.mark.parametrize("dtype", [np.int16, np.float32])
-def test_hu_to_mu_equals_piecewise_definition_for_every_hu(bone_enhancement, dtype):
+def test_densities_equal_piecewise_definition_and_reproduce_the_hu(dtype):
     hu = np.concatenate([np.arange(-3024, 3072), [-1000.5, -999.5, -0.25, 0.25]]).astype(dtype)
-    mu = hu_to_mu(torch.as_tensor(hu), 80.0, bone_enhancement).double().numpy()
-    ref = reference_mu(hu, 80.0, bone_enhancement)
-    assert np.all(mu[ref == 0] == 0)  # at and below -1000 HU (and the clamp below it) exactly no attenuation
-    np.testing.assert_allclose(mu[ref > 0], ref[ref > 0], rtol=1e-6)
+    dens = hu_to_densities(torch.as_tensor(hu), 70.0).double().numpy()
+    ref = reference_densities(hu)
+    np.testing.assert_allclose(dens, ref, rtol=1e-5, atol=1e-6)
+    # at the CT's energy the mixture attenuates as its HU say, up to pure cortical bone
+    mw, mb = mass_attenuation("water", 70.0), mass_attenuation("bone", 70.0)
+    mu = dens[0] * mw + dens[1] * mb
+    hu_cortical = 1000.0 * (1.92 * mb - mw) / mw
+    ok = (hu >= -1000) & (hu <= hu_cortical)
+    np.testing.assert_allclose(mu[ok], mw * (1.0 + hu[ok] / 1000.0), rtol=1e-5, atol=1e-7)
+    assert 1400 < hu_cortical < 1800  # cortical bone's HU at about 70 keV
+    assert np.all(dens[:, hu <= -1000] == 0)  # air and below: nothing
 
 
 @pytest.mark.parametrize("slab_voxels", [500, 1 << 22])  # many slabs (last one thinner than a window) / one slab
-def test_pooled_attenuation_equals_voxelwise_attenuation_then_average(slab_voxels):
+def test_pooled_densities_equal_voxelwise_densities_then_average(slab_voxels):
     rng = np.random.default_rng(1)
     hu = rng.integers(-3024, 3000, size=(23, 18, 13)).astype(np.int16)
-    hu[:, :4] = -1024  # air outside the field of view, clamped to 0 before averaging
+    hu[:, :4] = -1024  # air outside the field of view
     rotation = np.linalg.qr(rng.normal(size=(3, 3)))[0]
     affine = np.eye(4)
     affine[:3, :3] = rotation @ np.diag([0.7, 1.0, 0.45])  # factors 2, 2, 4 for 2 mm voxels
     affine[:3, 3] = [10.0, -20.0, 5.0]
-    mu, pooled_affine = attenuation_volume(hu, affine, 60.0, 0.5, 2.0, slab_voxels=slab_voxels)
+    dens, pooled_affine = material_volumes(hu, affine, 70.0, 2.0, slab_voxels=slab_voxels)
     f = np.array([2, 2, 4])
-    voxel_mu = reference_mu(hu, 60.0, 0.5)
-    expected = np.zeros([-(-n // k) for n, k in zip(hu.shape, f)])
-    for b in np.ndindex(*expected.shape):  # mean over each window's voxels (partial windows at the far ends)
-        expected[b] = voxel_mu[tuple(slice(i * k, (i + 1) * k) for i, k in zip(b, f))].mean()
-    assert mu.shape == expected.shape and mu.dtype == torch.float32
-    np.testing.assert_allclose(mu.numpy(), expected, rtol=1e-5, atol=1e-5 * expected.max())
+    voxel = reference_densities(hu)
+    expected = np.zeros([2] + [-(-n // k) for n, k in zip(hu.shape, f)])
+    for b in np.ndindex(*expected.shape[1:]):  # mean over each window's voxels (partial windows at the far ends)
+        expected[(slice(None),) + b] = voxel[(slice(None),) + tuple(slice(i * k, (i + 1) * k) for i, k in zip(b, f))].mean(axis=(1, 2, 3))
+    assert dens.shape == expected.shape and dens.dtype == torch.float32
+    np.testing.assert_allclose(dens.numpy(), expected, rtol=1e-5, atol=1e-5 * expected.max())
     scale = np.eye(4)
     scale[:3, :3], scale[:3, 3] = np.diag(f), (f - 1) / 2.0
     np.testing.assert_allclose(pooled_affine, affine @ scale)  # window centre of voxel (0, 0, 0)
-    ref_mu, ref_affine = coarsen(hu_to_mu(torch.as_tensor(hu, dtype=torch.float32), 60.0, 0.5), affine, 2.0)
-    np.testing.assert_allclose(mu.numpy(), ref_mu.numpy(), rtol=1e-5, atol=1e-6 * float(ref_mu.max()))
-    np.testing.assert_array_equal(pooled_affine, ref_affine)
 
 
 @pytest.mark.parametrize(
     "rotation_deg, step_mm",
     [([4, 9, -6], 0.5), ([4, 9, -6], 0.25), ([0, 80, 0], 0.5)],  # AP rays (dominant j axis), subdivided planes, near-lateral rays (dominant i)
 )
-def test_drr_of_uniform_sphere_matches_chord_times_attenuation(rotation_deg, step_mm):
+def test_drr_of_uniform_sphere_matches_chord_times_densities(rotation_deg, step_mm):
     hu, affine = sphere_volume()
     g = Geometry(1100.0, (1.5, 1.5), (40, 36)).with_pose(standard_ap_pose([0, 0, 0], 950.0, rotation_deg, [2.0, -1.0, 15.0]))
-    drr = render_drr(hu, affine, g, energy_kev=60.0, step_mm=step_mm).numpy().ravel()
+    drr = render_drr(hu, affine, g, ct_kev=70.0, step_mm=step_mm).numpy().reshape(2, -1)
     o, d = g.world_rays(dtype=torch.float64)
     o, d = o.numpy(), d.numpy().reshape(-1, 3)
     b = d @ o
     disc = b * b - (o @ o - R * R)
-    chord = 2 * np.sqrt(np.clip(disc, 0, None))
-    expected = chord * 2 * mu_water_per_mm(60.0)  # HU 1000 -> twice water
-    central = chord > R  # away from the silhouette, where binary voxelisation dominates
-    rel = np.abs(drr[central] / expected[central] - 1)
+    chord_cm = 2 * np.sqrt(np.clip(disc, 0, None)) / 10.0
+    central = chord_cm * 10.0 > R  # away from the silhouette, where binary voxelisation dominates
     assert central.sum() > 100
-    assert np.median(rel) < 0.01
-    assert abs(drr[central].sum() / expected[central].sum() - 1) < 0.01
-    assert np.all(drr[disc < -25.0] < 1e-3)  # rays missing the sphere by a margin see only air
-
-
-def test_style_defaults_are_a_monotone_normalisation_and_options_act():
-    line = torch.linspace(0, 4, 64).reshape(8, 8)
-    plain, drawn = style_radiograph(line)
-    assert plain.min() >= 0 and plain.max() <= 1
-    assert torch.all(plain.flatten().diff() >= 0)  # bone (larger integral) brighter
-    gen = torch.Generator().manual_seed(0)
-    noisy, drawn = style_radiograph(line, {"photons": 1000.0, "gamma": [0.5, 2.0]}, gen)
-    assert 0.5 <= drawn["gamma"] <= 2.0
-    assert not torch.allclose(noisy, plain)
-    with pytest.raises(ValueError):
-        style_radiograph(line, {"not_an_option": 1})
+    for channel, density in enumerate(reference_densities([1000.0])[:, 0]):  # HU 1000: a water/bone mixture
+        expected = chord_cm * density
+        rel = np.abs(drr[channel, central] / expected[central] - 1)
+        assert np.median(rel) < 0.01
+        assert abs(drr[channel, central].sum() / expected[central].sum() - 1) < 0.01
+        assert np.all(drr[channel, disc < -25.0] < 1e-4)  # rays missing the sphere by a margin see only air

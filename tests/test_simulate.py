@@ -81,6 +81,13 @@ def test_cohort_samples_datalist_and_shards(tmp_path, small_geometry):
     assert np.all(depth[..., 1::2][mask > 0] >= depth[..., 0::2][mask > 0])
     assert mask.reshape(-1, 3).any(0).all()
     assert 800 < depth[..., 0][mask[..., 0] > 0].min() < 1100
+    fov = nib.load(str(sample / "fov.nii.gz")).get_fdata()
+    notes = json.loads((sample / "sample.json").read_text())
+    assert fov.shape == (32, 32) and set(np.unique(fov)) <= {0, 1} and fov.mean() > 0.5
+    assert np.all(image.get_fdata()[fov == 0] == 0)  # padding outside the detector
+    assert np.all(mask[fov == 0] == 0) and np.all(depth[fov == 0] == 0)  # labels only where the radiograph shows the patient
+    assert 70 <= notes["style"]["kvp"] <= 90 and 1000 <= notes["style"]["sid_mm"] <= 1200
+    assert all(e["fov"] == f"{e['image'].split('/')[0]}/fov.nii.gz" for e in entries)
     geometry = json.loads((sample / "geometry.json").read_text())
     assert tuple(geometry) == GEOMETRY_KEYS
     assert is_rigid(Geometry.load(sample / "geometry.json").matrix)

@@ -1,0 +1,227 @@
+"""What clinical AP pelvis radiographs hold besides the patient: detector field, collimation, lead
+markers, burned-in text, gonad shields, positioning aids and implants.
+
+Positions are in the standard detector frame (mm at the standard SID, from the principal point,
++x along columns, +y along rows: :func:`detector_mm`). Objects in or on the patient (implants,
+shields, straps) are sized in mm at the object plane and drawn at ``magnification`` = SID /
+source-to-object distance; markers lie on the detector cover (magnification 1). Physical objects
+return areal densities (g/cm^2) of a material of :data:`scripts.xray_physics.MATERIALS`, to be
+attenuated with the patient; burned-in text is a display overlay. Shapes are analytic: a rod of
+radius r at lateral distance d is ``2 sqrt(r^2 - d^2)`` thick, a ball likewise. Placement uses the
+simulated bone masks (the bone labels are never changed). Random draws use the caller's
+``torch.Generator`` so samples are reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from scripts.geometry import Geometry
+from scripts.xray_physics import DENSITY_G_CM3
+
+
+def uniform(generator: torch.Generator | None, low: float, high: float) -> float:
+    """A uniform draw in [low, high]."""
+    return low + (high - low) * float(torch.rand((), generator=generator))
+
+
+def chance(generator: torch.Generator | None, probability: float) -> bool:
+    """True with ``probability``."""
+    return float(torch.rand((), generator=generator)) < probability
+
+
+def detector_mm(geometry: Geometry, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) of every pixel centre (H, W) on the standard detector, mm from the principal point."""
+    u, v = geometry.pixel_grid(device=device, dtype=torch.float32)
+    (cu, cv), (su, sv) = geometry.principal_point_px, geometry.pixel_spacing_mm
+    return (u - cu) * su, (v - cv) * sv
+
+
+def detector_area(geometry: Geometry, sid_mm: float, portrait: bool, short_mm: float = 350.0, long_mm: float = 430.0,
+                  device: torch.device | str = "cpu") -> torch.Tensor:
+    """Float mask (H, W): pixels of the standard field that a ``short_mm`` x ``long_mm`` detector at ``sid_mm`` covers.
+
+    The detector is centred on the central ray (as the Bucky tray follows the tube); portrait puts
+    the short side along x (columns). Its extent in the standard field is scaled by standard SID / ``sid_mm``.
+    """
+    x, y = detector_mm(geometry, device)
+    scale = geometry.sid_mm / sid_mm
+    half_x = 0.5 * (short_mm if portrait else long_mm) * scale
+    half_y = 0.5 * (long_mm if portrait else short_mm) * scale
+    return ((x.abs() <= half_x) & (y.abs() <= half_y)).float()
+
+
+def rectangle_distance(x: torch.Tensor, y: torch.Tensor, box: tuple[float, float, float, float], rotation_deg: float) -> torch.Tensor:
+    """Signed distance (mm, positive inside) to the rectangle ``box`` = (x0, x1, y0, y1) rotated by ``rotation_deg`` about its centre."""
+    x0, x1, y0, y1 = box
+    cx, cy = 0.5 * (x0 + x1), 0.5 * (y0 + y1)
+    a = math.radians(rotation_deg)
+    xr = math.cos(a) * (x - cx) + math.sin(a) * (y - cy)
+    yr = -math.sin(a) * (x - cx) + math.cos(a) * (y - cy)
+    return torch.minimum(0.5 * (x1 - x0) - xr.abs(), 0.5 * (y1 - y0) - yr.abs())
+
+
+def collimation(geometry: Geometry, detector: torch.Tensor, insets_mm: tuple[float, float, float, float], rotation_deg: float,
+                penumbra_mm: float) -> torch.Tensor:
+    """Exposed fraction (H, W) in [0, 1]: the detector area narrowed by collimator insets (left, right, top, bottom; mm at
+    the detector), rotated by ``rotation_deg``, with a linear penumbra of ``penumbra_mm``."""
+    x, y = detector_mm(geometry, detector.device)
+    inside = detector > 0.5
+    xs, ys = x[inside], y[inside]
+    hx, hy = 0.5 * geometry.pixel_spacing_mm[0], 0.5 * geometry.pixel_spacing_mm[1]  # the detector's outer pixel edges
+    box = (float(xs.min()) - hx + insets_mm[0], float(xs.max()) + hx - insets_mm[1], float(ys.min()) - hy + insets_mm[2], float(ys.max()) + hy - insets_mm[3])
+    d = rectangle_distance(x, y, box, rotation_deg)
+    return (d / max(penumbra_mm, 1e-3) + 0.5).clamp(0.0, 1.0) * detector
+
+
+def rod(x: torch.Tensor, y: torch.Tensor, p0: tuple[float, float], p1: tuple[float, float], r0: float, r1: float) -> torch.Tensor:
+    """Thickness (mm) of a rod from ``p0`` to ``p1`` (mm) whose radius tapers from ``r0`` to ``r1`` (mm), seen side-on."""
+    dx, dy = p1[0] - p0[0], p1[1] - p0[1]
+    length2 = max(dx * dx + dy * dy, 1e-9)
+    t = (((x - p0[0]) * dx + (y - p0[1]) * dy) / length2).clamp(0.0, 1.0)
+    d2 = (x - p0[0] - t * dx) ** 2 + (y - p0[1] - t * dy) ** 2
+    r = r0 + (r1 - r0) * t
+    return 2.0 * torch.sqrt(torch.clamp(r * r - d2, min=0.0))
+
+
+def ball(x: torch.Tensor, y: torch.Tensor, centre: tuple[float, float], radius: float) -> torch.Tensor:
+    """Thickness (mm) of a ball of ``radius`` (mm) at ``centre`` (mm)."""
+    return 2.0 * torch.sqrt(torch.clamp(radius**2 - (x - centre[0]) ** 2 - (y - centre[1]) ** 2, min=0.0))
+
+
+def _g_cm2(thickness_mm: torch.Tensor, material: str) -> torch.Tensor:
+    return thickness_mm * 0.1 * DENSITY_G_CM3[material]
+
+
+def hip_implant(x: torch.Tensor, y: torch.Tensor, femur: torch.Tensor, medial_sign: float, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+    """Total hip replacement on a femur mask (H, W): titanium stem and cup, CoCr head (areal densities g/cm^2).
+
+    ``x``, ``y``: object-plane mm of every pixel; ``medial_sign``: +1 if the pelvis' midline lies at larger x.
+    The head sits on the femoral head (centroid of the proximal 40 mm of the mask, medial half), the
+    stem follows the shaft (principal axis of the mask) for 110-150 mm.
+    """
+    xs, ys = x[femur], y[femur]
+    top = ys.min()
+    band = ys < top + 40.0
+    bx, by = xs[band], ys[band]
+    medial = (bx - bx.mean()) * medial_sign >= 0
+    head = (float(bx[medial].mean()), float(by[medial].mean()))
+    pts = torch.stack([xs - xs.mean(), ys - ys.mean()], 1)
+    axis = torch.linalg.eigh(pts.T @ pts)[1][:, -1]
+    axis = axis if axis[1] > 0 else -axis  # pointing down the shaft
+    r_head = uniform(generator, 14.0, 18.0)
+    neck = (head[0] - medial_sign * 25.0, head[1] + 35.0)  # stem shoulder, lateral and below the head
+    length = uniform(generator, 110.0, 150.0)
+    tip = (neck[0] + float(axis[0]) * length, neck[1] + float(axis[1]) * length)
+    titanium = rod(x, y, neck, tip, uniform(generator, 8.0, 10.0), 4.0) + rod(x, y, head, neck, 6.0, 7.0)
+    r_in, r_out = r_head + 1.0, r_head + uniform(generator, 4.0, 7.0)
+    shell = ball(x, y, head, r_out) - ball(x, y, head, r_in)
+    cup_side = ((y - head[1]) - medial_sign * (x - head[0]) * 0.3) <= 0  # the half facing the acetabulum (up, medial)
+    titanium = titanium + shell * cup_side
+    head_ball = ball(x, y, head, r_head)
+    return {"titanium": _g_cm2(titanium * (head_ball == 0), "titanium"), "copper": _g_cm2(head_ball, "cocr")}
+
+
+def spine_implant(x: torch.Tensor, y: torch.Tensor, pelvis: torch.Tensor, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+    """Lumbar instrumentation above the pelvis mask: two titanium rods and paired pedicle screws (g/cm^2)."""
+    xs, ys = x[pelvis], y[pelvis]
+    mid, top = float(xs.mean()), float(ys.min())
+    half = uniform(generator, 18.0, 25.0)
+    length = uniform(generator, 90.0, 160.0)
+    y0, y1 = top + 30.0, top + 30.0 - length
+    t = torch.zeros_like(x)
+    for side in (-1.0, 1.0):
+        t = t + rod(x, y, (mid + side * half, y0), (mid + side * half, y1), 3.0, 3.0)
+        for k in range(int(length // 35.0) + 1):
+            yk = y0 - k * 35.0
+            t = t + rod(x, y, (mid + side * (half + 8.0), yk), (mid + side * (half - 22.0), yk + 4.0), 3.2, 2.5)
+    return {"titanium": _g_cm2(t, "titanium")}
+
+
+def gonad_shield(x: torch.Tensor, y: torch.Tensor, pelvis: torch.Tensor, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+    """A 0.35-0.5 mm lead gonad shield: male type (rounded, below the symphysis) or female type (oval over the lower pelvis)."""
+    xs, ys = x[pelvis], y[pelvis]
+    mid, top, bottom = float(xs.mean()), float(ys.min()), float(ys.max())
+    if chance(generator, 0.5):
+        cx, cy, ax, ay = mid, bottom + uniform(generator, 0.0, 30.0), uniform(generator, 25.0, 40.0), uniform(generator, 30.0, 45.0)
+    else:
+        cx, cy, ax, ay = mid, top + 0.62 * (bottom - top), uniform(generator, 40.0, 55.0), uniform(generator, 25.0, 35.0)
+    inside = ((x - cx) / ax) ** 2 + ((y - cy) / ay) ** 2 <= 1.0
+    return {"lead": _g_cm2(inside.float() * uniform(generator, 0.35, 0.5), "lead")}
+
+
+def positioning_aids(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+    """A compression strap across the pelvis or thighs (2-6 mm water-equivalent) with a metal buckle, foam
+    wedges at the sides (1-3 mm water-equivalent) and a thin radiolucent board edge (0.1-0.3 mm copper-equivalent line)."""
+    water = torch.zeros_like(x)
+    angle = math.radians(uniform(generator, -8.0, 8.0))
+    yc = uniform(generator, -60.0, 120.0)
+    across = -math.sin(angle) * x + math.cos(angle) * (y - yc)
+    width = uniform(generator, 40.0, 70.0)
+    strap = (across.abs() <= width / 2).float()
+    water = water + strap * uniform(generator, 2.0, 6.0)
+    bx = uniform(generator, -60.0, 60.0)
+    buckle = ((x - bx).abs() <= 20.0) & (across.abs() <= width / 2 + 5.0) & ((x - bx).abs() >= 15.0)
+    reach = uniform(generator, 40.0, 90.0)
+    side = ((x.abs() - (x.abs().max() - reach)) / reach).clamp(0.0, 1.0)  # wedges thickening toward both sides
+    water = water + side * uniform(generator, 1.0, 3.0)
+    edge_y = uniform(generator, -180.0, 180.0)
+    edge = ((y - edge_y).abs() <= 1.0).float() * uniform(generator, 0.1, 0.3)
+    return {"water": _g_cm2(water, "water"), "titanium": _g_cm2(buckle.float() * 1.5, "titanium"), "copper": _g_cm2(edge, "copper")}
+
+
+def _glyphs(text: str, height_px: int) -> np.ndarray:
+    """Rendered ``text`` (bool array) with a font of about ``height_px`` pixels."""
+    font = ImageFont.load_default(size=max(6, int(height_px)))
+    left, top, right, bottom = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), text, font=font)
+    im = Image.new("L", (max(1, right - left), max(1, bottom - top)))
+    ImageDraw.Draw(im).text((-left, -top), text, fill=255, font=font)
+    return np.asarray(im) > 127
+
+
+def stamp(shape: tuple[int, int], glyphs: np.ndarray, row: int, col: int) -> torch.Tensor:
+    """Float mask (H, W) with ``glyphs`` placed at (row, col), clipped to the image."""
+    out = np.zeros(shape, dtype=np.float32)
+    h, w = glyphs.shape
+    r0, c0 = max(row, 0), max(col, 0)
+    r1, c1 = min(row + h, shape[0]), min(col + w, shape[1])
+    if r1 > r0 and c1 > c0:
+        out[r0:r1, c0:c1] = glyphs[r0 - row : r1 - row, c0 - col : c1 - col]
+    return torch.from_numpy(out)
+
+
+def _corner(exposed: torch.Tensor, size: tuple[int, int], right: bool, bottom: bool, margin: int, generator) -> tuple[int, int]:
+    rows = torch.nonzero(exposed.amax(1) > 0.5).flatten()
+    cols = torch.nonzero(exposed.amax(0) > 0.5).flatten()
+    r = int(rows.max()) - size[0] - margin if bottom else int(rows.min()) + margin
+    c = int(cols.max()) - size[1] - margin if right else int(cols.min()) + margin
+    jitter = int(uniform(generator, 0, 2 * margin))
+    return r + (-jitter if bottom else jitter), c + (-jitter if right else jitter)
+
+
+def side_marker(exposed: torch.Tensor, geometry: Geometry, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+    """A lead letter R (image left: the patient's right on an AP film) or L (image right), 15-25 mm tall, 1-2 mm lead."""
+    right_side = chance(generator, 0.5)
+    letter = _glyphs("L" if right_side else "R", round(uniform(generator, 15.0, 25.0) / geometry.pixel_spacing_mm[1]))
+    r, c = _corner(exposed, letter.shape, right_side, chance(generator, 0.5), max(2, round(10.0 / geometry.pixel_spacing_mm[0])), generator)
+    mask = stamp(tuple(exposed.shape), letter, r, c).to(exposed.device)
+    return {"lead": _g_cm2(mask * uniform(generator, 1.0, 2.0), "lead")}
+
+
+def burned_in_text(detector: torch.Tensor, geometry: Geometry, generator: torch.Generator | None) -> torch.Tensor:
+    """Float mask (H, W) of 1-3 lines of annotation (site, exposure, IDs) in corners of the detector area, 5-9 mm tall."""
+    out = torch.zeros_like(detector)
+    size_px = round(uniform(generator, 5.0, 9.0) / geometry.pixel_spacing_mm[1])
+    pool = string.ascii_uppercase + string.digits
+    for _ in range(1 + int(uniform(generator, 0, 2.99))):
+        words = ["AP PELVIS", "HIP", f"{int(uniform(generator, 70, 90))}kV", f"{int(uniform(generator, 5, 40))}mAs", "SUPINE", "PORTABLE"]
+        text = words[int(uniform(generator, 0, len(words) - 0.01))] + " " + "".join(pool[int(uniform(generator, 0, len(pool) - 0.01))] for _ in range(int(uniform(generator, 0, 8))))
+        g = _glyphs(text.strip(), size_px)
+        r, c = _corner(detector, g.shape, chance(generator, 0.5), chance(generator, 0.5), 2, generator)
+        out = torch.maximum(out, stamp(tuple(detector.shape), g, r, c).to(detector.device))
+    return out * detector

@@ -1,0 +1,91 @@
+"""Vendor image processing of a detected radiograph: log, exposure recognition, multi-scale contrast
+equalisation, look-up curve and window, storage as MONOCHROME1/2.
+
+Input: the detected signal ``D`` (H, W) in units of the unattenuated intensity and the exposed
+(collimated) area. Output: a display image (H, W) in [0, 1], bone bright, as the bundle's readers
+deliver every radiograph (``scripts.radiograph_io``).
+
+1. log: ``L = -log D``;
+2. exposure recognition: the ``window_low_percentile`` .. ``window_high_percentile`` percentiles
+   of ``L`` over the exposed area map to 0 .. 1 (the histogram analysis vendors run inside the
+   collimation);
+3. multi-scale contrast equalisation (MUSICA-like; unsharp masking is its one-level case): ``x``
+   is split into Gaussian difference bands at 1, 2, 4, 8, 16 pixels and a coarse residual; bands
+   are amplified nonlinearly, ``detail_gain * sign(b) a (|b| / a)^power`` with ``a = 0.1``
+   (power < 1 lifts faint detail more than strong edges), the residual is scaled by
+   ``base_gain`` about its exposed mean (< 1 flattens the large-scale latitude: soft tissue and
+   bone both visible);
+4. look-up curve: a sigmoid of ``lut_contrast`` (0: linear) through (0, 0) and (1, 1), then
+   ``gamma``, clipped to [0, 1];
+5. storage: quantised to ``bits_stored`` and written as MONOCHROME2 or MONOCHROME1 (inverted), then
+   read back with the same function the DICOM reader uses (:func:`scripts.radiograph_io.bone_bright`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from scripts.radiograph_io import bone_bright
+from scripts.xray_physics import gaussian_blur
+
+BAND_SIGMAS_PX = (1.0, 2.0, 4.0, 8.0, 16.0)
+BAND_AMPLITUDE = 0.1
+
+
+def masked_quantile(x: torch.Tensor, mask: torch.Tensor, q: float) -> torch.Tensor:
+    """``q``-quantile (0..1) of ``x`` over ``mask`` (all of ``x`` when the mask is empty)."""
+    values = x[mask > 0.5] if bool((mask > 0.5).any()) else x.flatten()
+    return torch.quantile(values.float(), float(q))
+
+
+def exposure_normalise(log_signal: torch.Tensor, exposed: torch.Tensor, low_percentile: float, high_percentile: float) -> torch.Tensor:
+    """``log_signal`` with its exposed-area percentiles ``low_percentile`` -> 0 and ``high_percentile`` -> 1 (not clipped)."""
+    lo = masked_quantile(log_signal, exposed, low_percentile / 100.0)
+    hi = masked_quantile(log_signal, exposed, high_percentile / 100.0)
+    return (log_signal - lo) / (hi - lo).clamp(min=1e-6)
+
+
+def multiscale_equalise(x: torch.Tensor, exposed: torch.Tensor, base_gain: float, detail_gain: float, power: float) -> torch.Tensor:
+    """Multi-scale contrast equalisation of ``x`` (H, W) (module docstring, step 3); identity for gains 1 and power 1."""
+    bands, previous = [], x
+    for sigma in BAND_SIGMAS_PX:
+        smooth = gaussian_blur(x, sigma)
+        bands.append(previous - smooth)
+        previous = smooth
+    residual = previous
+    mean = residual[exposed > 0.5].mean() if bool((exposed > 0.5).any()) else residual.mean()
+    out = mean + base_gain * (residual - mean)
+    for b in bands:
+        out = out + detail_gain * torch.sign(b) * BAND_AMPLITUDE * (b.abs() / BAND_AMPLITUDE) ** power
+    return out
+
+
+def look_up(x: torch.Tensor, lut_contrast: float, gamma: float) -> torch.Tensor:
+    """Display curve of ``x`` (clipped to [0, 1]): sigmoid of slope ``lut_contrast`` through (0, 0) and (1, 1), then ``gamma``."""
+    x = x.clamp(0.0, 1.0)
+    if lut_contrast > 1e-3:
+        s = lambda t: torch.sigmoid(lut_contrast * (t - 0.5))  # noqa: E731
+        lo, hi = s(torch.zeros(())), s(torch.ones(()))
+        x = ((s(x) - lo) / (hi - lo)).clamp(0.0, 1.0)
+    return x**gamma
+
+
+def store_and_read(image: torch.Tensor, bits_stored: int, monochrome1: bool) -> torch.Tensor:
+    """``image`` in [0, 1] (bone bright) stored with ``bits_stored`` bits as MONOCHROME1 (inverted) or 2, read back to [0, 1] bone bright."""
+    top = float(2 ** int(bits_stored) - 1)
+    stored = torch.round(image.clamp(0.0, 1.0) * top)
+    if monochrome1:
+        stored = top - stored
+    arr = bone_bright(stored.cpu().numpy().astype(np.float64), "MONOCHROME1" if monochrome1 else "MONOCHROME2")
+    lo, hi = float(arr.min()), float(arr.max())
+    return torch.as_tensor((arr - lo) / max(hi - lo, 1e-12), dtype=image.dtype, device=image.device)
+
+
+def process(signal: torch.Tensor, exposed: torch.Tensor, p: dict) -> torch.Tensor:
+    """Vendor chain (module docstring, steps 1-4) of a detected signal (H, W) with drawn options ``p``; display image in [0, 1]."""
+    log_signal = -torch.log(signal.clamp(min=1e-6))
+    x = exposure_normalise(log_signal, exposed, p["window_low_percentile"], p["window_high_percentile"])
+    x = multiscale_equalise(x, exposed, p["base_gain"], p["detail_gain"], p["power"])
+    return look_up(x, p["lut_contrast"], p["gamma"])
+

@@ -1,0 +1,209 @@
+"""Clinical image formation, each part against a hand-computed case: spectrum, polychromatic attenuation,
+heel effect, scatter and grid, detector field and collimation, processing, storage, content."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from scripts import clinical_content as content
+from scripts.geometry import Geometry
+from scripts.radiograph_io import bone_bright
+from scripts.radiograph_processing import exposure_normalise, look_up, multiscale_equalise, store_and_read
+from scripts.radiograph_style import DEFAULT_STYLE, style_radiograph
+from scripts.xray_physics import (
+    MATERIALS,
+    detector_weights,
+    grid_transmission,
+    heel_factor,
+    mass_attenuation,
+    polychromatic_transmission,
+    scatter,
+    spectrum,
+)
+
+GEOM = Geometry(1100.0, (6.25, 6.25), (64, 64))  # the standard 400 mm field at 64 x 64
+
+
+def water_slab(g_cm2: float, shape=(64, 64)) -> torch.Tensor:
+    stack = torch.zeros((2,) + shape)
+    stack[0] = g_cm2
+    return stack
+
+
+def test_unfiltered_spectrum_is_kramers_and_filtration_hardens_it():
+    e, n = spectrum(80.0, 0.0, 0.0, bin_kev=5.0)
+    assert e[0] == 22.5 and e[-1] == 77.5
+    kramers = (80.0 - e) / e
+    np.testing.assert_allclose(n, kramers / kramers.sum(), rtol=1e-12)
+    _, n_al = spectrum(80.0, 3.0, 0.0)
+    _, n_cu = spectrum(80.0, 3.0, 0.2)
+    mean = lambda w: float((w * e).sum())  # noqa: E731
+    assert mean(n) < mean(n_al) < mean(n_cu)  # beam hardening by the filters
+    with pytest.raises(ValueError):
+        spectrum(20.0)
+
+
+def test_polychromatic_water_slab_lies_between_the_monochromatic_extremes():
+    e, n = spectrum(90.0, 2.5, 0.1)
+    w = detector_weights(e, n)
+    for t_cm in (1.0, 5.0, 20.0):
+        p = float(polychromatic_transmission(water_slab(t_cm, (1, 1)), e, w)[0, 0])
+        soft = math.exp(-mass_attenuation("water", e[0]) * t_cm)  # lowest energy: most attenuated
+        hard = math.exp(-mass_attenuation("water", e[-1]) * t_cm)
+        assert soft < p < hard
+        assert p == pytest.approx(float(np.sum(w * np.exp(-mass_attenuation("water", e) * t_cm))), rel=1e-5)
+    # beam hardening: the effective attenuation per cm falls with thickness
+    mu_eff = [-math.log(float(polychromatic_transmission(water_slab(t, (1, 1)), e, w)[0, 0])) / t for t in (1.0, 10.0, 30.0)]
+    assert mu_eff[0] > mu_eff[1] > mu_eff[2]
+    # two energies by hand: half the signal at 40 keV, half at 80 keV, 10 cm water + 1 g/cm^2 bone
+    a = torch.zeros((len(MATERIALS), 1, 1))
+    a[0], a[1] = 10.0, 1.0
+    hand = 0.5 * sum(math.exp(-10.0 * mass_attenuation("water", k) - mass_attenuation("bone", k)) for k in (40.0, 80.0))
+    assert float(polychromatic_transmission(a, np.array([40.0, 80.0]), np.array([0.5, 0.5]))[0, 0]) == pytest.approx(hand, rel=1e-5)
+
+
+def test_lead_k_edge_and_table_values():
+    assert mass_attenuation("lead", 88.0) < mass_attenuation("lead", 88.01)  # the K edge is a step up
+    assert float(mass_attenuation("bone", 60.0)) == pytest.approx(0.3148)  # NIST, cortical bone (ICRU-44)
+    with pytest.raises(ValueError):
+        mass_attenuation("water", 10.0)
+
+
+def test_heel_effect_is_monotone_along_the_anode_cathode_axis():
+    theta = torch.linspace(-0.15, 0.15, 101)  # radians (+-8.6 degrees); anode side negative
+    f = heel_factor(theta, anode_angle_deg=12.0, attenuation=0.02)
+    assert torch.all(f.diff() > 0)  # intensity rises from the anode to the cathode side
+    assert torch.all(heel_factor(torch.linspace(-0.4, 0.4, 101), 12.0, 0.02).diff() >= 0)  # beyond the target's edge: flat
+    assert float(heel_factor(torch.zeros(1), 12.0, 0.02)) == pytest.approx(1.0)
+    assert float(f[0]) < 0.9 and float(f[-1]) < 1.2
+    # in the image: without a heel effect the slab is symmetric top to bottom (cos^3 falloff); with the anode
+    # up, the top (less signal) is brighter than the bottom
+    plain = style_radiograph(water_slab(20.0), GEOM)[0]
+    heeled = style_radiograph(water_slab(20.0), GEOM, options={"heel_attenuation": 0.02, "anode_up_prob": 1.0})[0]
+    assert torch.allclose(plain, plain.flip(0), atol=1e-3)
+    assert heeled[:8].mean() > heeled[-8:].mean() + 0.1
+
+
+def test_grid_removes_scatter_in_a_uniform_slab():
+    mu_t = 20.0 * float(mass_attenuation("water", 60.0))  # 20 cm of water at 60 keV
+    primary = torch.full((64, 64), math.exp(-mu_t))
+    exposed = torch.ones(64, 64)
+    kappa = 1.2
+    s = scatter(primary, exposed, kappa, sigma_px=3.0, downsample=1)
+    centre = float(s[32, 32])
+    assert centre == pytest.approx(kappa * mu_t * math.exp(-mu_t), rel=1e-4)  # SPR = kappa * mu t away from the edges
+    assert float(s[0, 0]) < 0.5 * centre  # no scatter comes from beyond the field
+    spr = {}
+    for grid in (False, True):
+        tp, ts = grid_transmission(grid, 0.7, 0.1)
+        spr[grid] = ts * centre / (tp * float(primary[32, 32]))
+    assert spr[False] == pytest.approx(kappa * mu_t, rel=1e-4)
+    assert spr[True] == pytest.approx(kappa * mu_t * 0.1 / 0.7, rel=1e-4)
+    # scatter only comes from irradiated pixels: a collimated half scatters nothing
+    half = exposed.clone()
+    half[:, 32:] = 0
+    assert float(scatter(primary, half, kappa, 3.0, downsample=1)[32, 60]) < 1e-3 * centre
+
+
+def test_detector_area_of_a_35_by_43_detector():
+    for sid, portrait in ((1100.0, True), (1000.0, False), (1200.0, True)):
+        area = content.detector_area(GEOM, sid, portrait)
+        x, y = content.detector_mm(GEOM)
+        wide, tall = (350.0, 430.0) if portrait else (430.0, 350.0)
+        expected = (x.abs() <= wide / 2 * 1100.0 / sid) & (y.abs() <= tall / 2 * 1100.0 / sid)
+        assert torch.equal(area.bool(), expected)
+        cols = int(area.bool().any(0).sum())
+        assert cols == min(64, 2 * math.floor(wide / 2 * 1100.0 / sid / 6.25 + 0.5))  # pixel centres at +-3.125 + k 6.25 mm
+
+
+def test_collimated_border_is_constant_and_padding_is_zero():
+    opts = {"detector_short_mm": 350.0, "detector_long_mm": 430.0, "portrait_prob": 1.0, "collimation_inset_mm": 40.0,
+            "collimation_rotation_deg": 2.0, "shutter_prob": 1.0, "shutter_white_prob": 0.0, "photons_per_mm2": 20000.0,
+            "scatter_per_attenuation": 1.0, "grid_prob": 1.0, "bits_stored": 12.0}
+    image, fov, exposed, drawn = style_radiograph(water_slab(15.0), GEOM, options=opts, generator=torch.Generator().manual_seed(0))
+    border = (fov > 0.5) & (exposed < 0.5)
+    assert border.sum() > 100 and (exposed > 0.5).sum() > 1000
+    assert torch.all(image[border] == 0.0)  # the electronic shutter: one constant value
+    assert torch.all(image[fov < 0.5] == 0.0)  # padding
+    assert image[exposed > 0.5].std() > 0  # noise inside the field
+    # without a shutter the blades leave only leakage and scatter: the border is brighter (less signal) than the field
+    physical = style_radiograph(water_slab(15.0), GEOM, options={**opts, "shutter_prob": 0.0, "collimator_leakage": 0.02},
+                                generator=torch.Generator().manual_seed(0))[0]
+    assert physical[border].mean() > physical[exposed > 0.5].mean()
+
+
+def test_monochrome1_storage_reads_back_as_monochrome2():
+    image = torch.rand(32, 32, generator=torch.Generator().manual_seed(1))
+    image[0, 0], image[0, 1] = 0.0, 1.0
+    m2 = store_and_read(image, 12, monochrome1=False)
+    m1 = store_and_read(image, 12, monochrome1=True)
+    assert torch.allclose(m1, m2, atol=1e-6)
+    assert torch.allclose(m2, image, atol=0.5 / 4095 + 1e-6)  # 12-bit quantisation
+    assert np.array_equal(bone_bright(np.array([0.0, 3.0, 10.0]), "MONOCHROME1"), [10.0, 7.0, 0.0])
+
+
+def test_processing_steps_by_hand():
+    x = torch.linspace(0, 1, 64).repeat(64, 1) + 0.1 * torch.rand(64, 64, generator=torch.Generator().manual_seed(2))
+    exposed = torch.ones(64, 64)
+    assert torch.allclose(multiscale_equalise(x, exposed, 1.0, 1.0, 1.0), x, atol=1e-5)  # identity
+    flat = multiscale_equalise(x, exposed, 0.3, 1.0, 1.0)
+    assert flat.std() < x.std()  # large-scale latitude compressed
+    detail = multiscale_equalise(x, exposed, 1.0, 2.0, 1.0) - x
+    assert detail.abs().max() > 0.01
+    n = exposure_normalise(x, exposed, 0.0, 100.0)
+    assert float(n.min()) == pytest.approx(0.0, abs=1e-6) and float(n.max()) == pytest.approx(1.0, abs=1e-6)
+    ramp = torch.linspace(0, 1, 11)
+    assert torch.allclose(look_up(ramp, 0.0, 1.0), ramp)
+    s = look_up(ramp, 8.0, 1.0)
+    assert float(s[0]) == 0.0 and float(s[-1]) == pytest.approx(1.0) and torch.all(s.diff() > 0)
+    assert float(s[2]) < 0.2  # sigmoid: toe below the linear curve
+    assert torch.allclose(look_up(ramp, 0.0, 2.0), ramp**2)
+
+
+def test_defaults_are_a_plain_log_image_and_unknown_options_fail():
+    slab = water_slab(5.0)
+    slab[0, :, 32:] = 25.0  # thicker right half
+    image, fov, exposed, drawn = style_radiograph(slab, GEOM)
+    assert torch.all(fov == 1) and torch.all(exposed == 1)
+    assert float(image[:, :32].mean()) == pytest.approx(0.0, abs=0.02) and float(image[:, 32:].mean()) == pytest.approx(1.0, abs=0.02)
+    assert set(drawn) >= {"kvp", "grid", "shutter", "monochrome1"}
+    with pytest.raises(ValueError):
+        style_radiograph(slab, GEOM, options={"not_an_option": 1})
+    assert set(DEFAULT_STYLE) >= {"kvp", "filtration_al_mm", "heel_attenuation", "grid_prob", "photons_per_mm2", "base_gain", "monochrome1_prob"}
+
+
+def two_bone_masks():
+    """Pelvis block in the upper middle, two femur bars below it (64 x 64, 6.25 mm pixels)."""
+    masks = torch.zeros((3, 64, 64), dtype=torch.bool)
+    masks[0, 14:30, 16:48] = True
+    masks[1, 26:58, 38:44] = True  # femur_left: image right
+    masks[2, 26:58, 20:26] = True
+    return masks
+
+
+def test_implants_shield_and_marker_lie_where_they_belong_and_keep_labels():
+    masks = two_bone_masks()
+    gen = torch.Generator().manual_seed(3)
+    base = style_radiograph(water_slab(15.0), GEOM, masks)[0]
+    hip = style_radiograph(water_slab(15.0), GEOM, masks, {"hip_implant_prob": 1.0}, gen)[0]
+    brighter = (hip - base) > 0.05
+    femurs = masks[1] | masks[2]
+    assert brighter.any() and (brighter & femurs).sum() > 0.5 * brighter.sum()  # the stem and head sit on a femur
+    assert torch.equal(masks, two_bone_masks())  # labels untouched
+    shield = style_radiograph(water_slab(15.0), GEOM, masks, {"gonad_shield_prob": 1.0}, torch.Generator().manual_seed(4))[0]
+    dark = (shield - base) > 0.2
+    rows = torch.nonzero(dark.any(1)).flatten()
+    assert dark.any() and int(rows.min()) >= 18  # over the lower pelvis / below it, not over the crests
+    marker = style_radiograph(water_slab(15.0), GEOM, masks, {"side_marker_prob": 1.0}, torch.Generator().manual_seed(5))[0]
+    lead = (marker - base) > 0.2
+    assert lead.any() and not lead[16:48, 16:48].any()  # a letter in a corner of the field
+
+
+def test_style_runs_on_the_areal_density_device_and_is_seeded():
+    opts = {"photons_per_mm2": 50000.0, "positioning_aid_prob": 1.0, "text_prob": 1.0, "kvp": [70.0, 90.0]}
+    a = style_radiograph(water_slab(15.0), GEOM, two_bone_masks(), opts, torch.Generator().manual_seed(7))
+    b = style_radiograph(water_slab(15.0), GEOM, two_bone_masks(), opts, torch.Generator().manual_seed(7))
+    assert torch.equal(a[0], b[0]) and a[3] == b[3]
+    assert 70.0 <= a[3]["kvp"] <= 90.0
