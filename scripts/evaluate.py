@@ -52,7 +52,9 @@ METRIC_KEYS = SURFACE_KEYS + ("depth_mae_mm", "dice")
 
 @dataclass
 class Sample:
-    """One test sample: image (H, W), true depth (2B, H, W) mm and mask (B, H, W), true camera-frame meshes."""
+    """One test sample: image (H, W), true depth (2B, H, W) mm and mask (B, H, W), true camera-frame meshes,
+    the radiograph's own area (H, W) (None: all of the image) and ``field``, the geometry of the exposed
+    pixel box (``sample.json: field_px``) whose cone truth and prediction are clipped to (None: the whole image)."""
 
     name: str
     image: np.ndarray
@@ -61,6 +63,8 @@ class Sample:
     mask: np.ndarray
     meshes: dict[str, trimesh.Trimesh]
     extent_planes: list | None = None  # camera-frame planes of the simulated CT's box (None: not recorded)
+    fov: np.ndarray | None = None
+    field: Geometry | None = None
 
 
 # ---------------------------------------------------------------------- ground truth
@@ -115,13 +119,17 @@ def load_sample(entry: Mapping, dataset_dir: PathLike, image_size: Sequence[int]
         depth, mask = depth[[2 * i + f for i in order for f in (0, 1)]], mask[order]
         geometry = replace(geometry, bones=tuple(bones))
     meshes = truth_meshes(entry, dataset_dir, geometry)
-    extent = read_json(Path(entry["geometry"]).parent / "sample.json").get("ct_extent")
+    notes_file = Path(entry["geometry"]).parent / "sample.json"
+    notes = read_json(notes_file) if notes_file.exists() else {}
+    extent = notes.get("ct_extent")
     planes = volume_extent_planes(extent["affine"], extent["shape"], geometry.matrix) if extent else None
+    field = geometry.cropped(notes["field_px"]) if notes.get("field_px") else geometry
     if image_size is not None and tuple(image_size) != geometry.image_size:
         geometry = geometry.resized(image_size)
         r = ResizeDepthd(spatial_size=(geometry.height, geometry.width))({"depth": torch.as_tensor(depth), "mask": torch.as_tensor(mask)})
         depth, mask = r["depth"].numpy(), r["mask"].numpy()
-    return Sample(Path(entry["image"]).parent.name, image, geometry, depth, mask.astype(bool), meshes, planes)
+    fov = read_nifti(entry["fov"]) if entry.get("fov") else None
+    return Sample(Path(entry["image"]).parent.name, image, geometry, depth, mask.astype(bool), meshes, planes, fov, field)
 
 
 def true_face_mask(depth: np.ndarray, mask: np.ndarray, faces: int) -> np.ndarray:
@@ -181,6 +189,7 @@ def evaluate_sample(
     completions with their true meshes, for the error map."""
     rows, shown = [], {}
     bones = sample.geometry.bones
+    field = sample.field or sample.geometry  # same rays as the network's geometry: its cone is the exposed part
     for network, pred in predictions.items():
         faces = pred.faces
         valid = true_face_mask(sample.depth, sample.mask, faces)
@@ -197,8 +206,8 @@ def evaluate_sample(
                 truth = sample.meshes.get(bone)
                 base = {"sample": sample.name, "bone": bone, "shift": shift}
                 scores = {"extent_planes": sample.extent_planes, **metric_kwargs}
-                rows.append({**base, "variant": network, **_surface_scores(rec.surfaces.get(bone), truth, rec.geometry, **scores), "depth_mae_mm": mae[bone], "dice": dice[bone]})
-                rows.append({**base, "variant": f"{network}_ssm", **_surface_scores(completed.get(bone), truth, rec.geometry, **scores), "depth_mae_mm": float("nan"), "dice": dice[bone]})
+                rows.append({**base, "variant": network, **_surface_scores(rec.surfaces.get(bone), truth, field, **scores), "depth_mae_mm": mae[bone], "dice": dice[bone]})
+                rows.append({**base, "variant": f"{network}_ssm", **_surface_scores(completed.get(bone), truth, field, **scores), "depth_mae_mm": float("nan"), "dice": dice[bone]})
     return rows, shown
 
 
@@ -313,7 +322,7 @@ class EvaluationRunner:
     def _predict(self, network: str, rec: Reconstructor | None, sample: Sample) -> DepthPrediction:
         if rec is None:
             return oracle_prediction(sample.depth, sample.mask, sample.geometry, faces=1 if network == "single_face" else 2)
-        pred = rec.predict(sample.image, sample.geometry)
+        pred = rec.predict(sample.image, sample.geometry, sample.fov)
         if pred.mask_prob.shape[1:] != sample.mask.shape[1:]:
             raise ValueError(f"{network} predicts at {pred.mask_prob.shape[1:]}, truth resampled to {sample.mask.shape[1:]}")
         return pred
@@ -336,7 +345,7 @@ class EvaluationRunner:
                 sample_rows, sample_shown = evaluate_sample(sample, preds, self.dual_face, prior, **self.metric_kwargs)
                 rows += sample_rows
                 if not shown and sample_shown:
-                    shown = {**sample_shown, "sample": sample.name, "geometry": sample.geometry, "extent_planes": sample.extent_planes}
+                    shown = {**sample_shown, "sample": sample.name, "geometry": sample.field or sample.geometry, "extent_planes": sample.extent_planes}
         except InputFileError as e:
             print(e, file=sys.stderr)
             raise SystemExit(1) from None

@@ -328,6 +328,12 @@ class Geometry:
         mirror = np.diag([-1.0, 1.0, 1.0, 1.0])
         return replace(self, principal_point_px=(self.width - 1 - cu, cv)).with_pose(mirror @ self.matrix)
 
+    def cropped(self, box_px: Sequence[int]) -> "Geometry":
+        """Pixels ``u0..u1``, ``v0..v1`` (inclusive, ``box_px = (u0, u1, v0, v1)``) as a detector of their own: same rays and pitch, principal point shifted."""
+        u0, u1, v0, v1 = (int(b) for b in box_px)
+        cu, cv = self.principal_point_px
+        return replace(self, image_size=(u1 - u0 + 1, v1 - v0 + 1), principal_point_px=(cu - u0, cv - v0))
+
     def resized(self, image_size: Sequence[int]) -> "Geometry":
         """Same detector field of view sampled at ``image_size`` (W, H): pitch and principal point rescaled."""
         w, h = int(image_size[0]), int(image_size[1])

@@ -137,8 +137,30 @@ def resample_to(image: np.ndarray, native: Geometry, target: Geometry) -> tuple[
     if np.any(sigma > 0):
         src = ndimage.gaussian_filter(src, sigma=tuple(sigma), mode="nearest")
     out = ndimage.map_coordinates(src, [uv[..., 1], uv[..., 0]], order=1, mode="constant", cval=float(image.min()))
-    inside = native.in_field_of_view(target.detector_points(*target.pixel_grid()))
-    return out.astype(np.float32), float(inside.double().mean())
+    return out.astype(np.float32), float(field_of_view(native, target).mean())
+
+
+def field_of_view(native: Geometry, target: Geometry) -> np.ndarray:
+    """(H, W) float32 of ``target``: 1 where a pixel's ray meets the ``native`` detector (the radiograph's own area), 0 on padding."""
+    return native.in_field_of_view(target.detector_points(*target.pixel_grid())).numpy().astype(np.float32)
+
+
+def radiograph_field(path: PathLike, geometry: Geometry, info: dict) -> np.ndarray:
+    """The radiograph's own area (H, W) float32 in the image :func:`load_radiograph` returned for ``path``.
+
+    Resampled inputs: the native detector's footprint (:func:`field_of_view`). Simulator NIfTI: the
+    ``fov.nii.gz`` beside the image when there is one, else all of the image.
+    """
+    path = Path(path)
+    if "native_geometry" in info:
+        return field_of_view(Geometry.from_dict(info["native_geometry"]), geometry)
+    fov_file = path.parent / "fov.nii.gz"
+    if path.name.lower().endswith(NIFTI_SUFFIXES) and fov_file.exists():
+        fov = read_nifti(fov_file)
+        if fov.shape != (geometry.height, geometry.width):
+            raise InputFileError(fov_file, f"shape {fov.shape} differs from the image's (H, W)=({geometry.height}, {geometry.width})")
+        return (fov > 0.5).astype(np.float32)
+    return np.ones((geometry.height, geometry.width), dtype=np.float32)
 
 
 def read_dicom(path: PathLike, stop_before_pixels: bool = False) -> Dataset:

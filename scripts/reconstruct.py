@@ -37,7 +37,7 @@ from scripts.geometry import BONES, Geometry, GeometryError
 from scripts.meshing import dual_face_mesh, grid_triangles, masked_points
 from scripts.networks import absolute_depth, split_output
 from scripts.plausibility import plausibility
-from scripts.radiograph_io import NIFTI_SUFFIXES, RASTER_SUFFIXES, iter_radiographs, load_radiograph, output_name, read_dicom
+from scripts.radiograph_io import NIFTI_SUFFIXES, RASTER_SUFFIXES, iter_radiographs, load_radiograph, output_name, radiograph_field, read_dicom
 from scripts.report import save_reconstruction_report
 from scripts.ssm import ShapeFit, ShapeModel, fit_shape_model, load_shape_models
 from scripts.transforms import flip_bone_maps_lr
@@ -269,14 +269,23 @@ class Reconstructor:
             self.shape_models = load_shape_models(self.ssm_path)[0] if self.ssm_path else {}
         return self
 
-    def predict(self, image: np.ndarray, geometry: Geometry) -> DepthPrediction:
-        """Network maps of an (H, W) bone-bright image at the network size, with the matching geometry."""
+    def predict(self, image: np.ndarray, geometry: Geometry, fov: np.ndarray | None = None) -> DepthPrediction:
+        """Network maps of an (H, W) bone-bright image at the network size, with the matching geometry.
+
+        ``fov`` (H, W): the radiograph's own area in ``image`` (1; 0 on padding, e.g. where a smaller
+        input was padded to the standard field); None: all of it. The preprocessing fills the image
+        outside it as in training, and no bone is predicted there (mask probability 0).
+        """
         self.load()
         if self.network is None:
             raise ValueError("no checkpoint: pass ckpt_path or a precomputed prediction")
         net_geometry = replace(geometry if geometry.image_size == self.image_size else geometry.resized(self.image_size), bones=self.bones)
-        x = self.preprocessing({"image": torch.as_tensor(np.asarray(image, dtype=np.float32))[None]})["image"]
-        x = torch.as_tensor(x, dtype=torch.float32)[None].to(self.device)
+        data = {"image": torch.as_tensor(np.asarray(image, dtype=np.float32))[None]}
+        if fov is not None:
+            data["fov"] = torch.as_tensor(np.asarray(fov, dtype=np.float32))[None]
+        data = self.preprocessing(data)
+        x = torch.as_tensor(data["image"], dtype=torch.float32)[None].to(self.device)
+        inside = data.get("fov")
         if tuple(x.shape[-2:]) != (net_geometry.height, net_geometry.width):
             raise ValueError(f"preprocessing gave {tuple(x.shape[-2:])}, expected (H, W) = {(net_geometry.height, net_geometry.width)}")
         bones = len(self.bones)
@@ -287,9 +296,10 @@ class Reconstructor:
             if self.flip_tta:
                 mirrored = split_output(self.network(torch.flip(x, dims=(-1,))).float(), bones, faces)
                 parts = _average_with_mirror(parts, mirrored, self.bones, faces)
-        return DepthPrediction(
-            parts["depth"][0].cpu().numpy(), torch.sigmoid(parts["mask_logits"][0]).cpu().numpy(), float(parts["centre"][0]), net_geometry
-        )
+        mask_prob = torch.sigmoid(parts["mask_logits"][0]).cpu()
+        if inside is not None:
+            mask_prob = mask_prob * (torch.as_tensor(inside).float().cpu().reshape(1, *mask_prob.shape[-2:]) > 0.5)
+        return DepthPrediction(parts["depth"][0].cpu().numpy(), mask_prob.numpy(), float(parts["centre"][0]), net_geometry)
 
     def reconstruct(self, prediction: DepthPrediction, centre_mm: float | None = None, weights: np.ndarray | None = None, complete: bool = True) -> Reconstruction:
         """Surfaces and completions from maps, shifted to ``centre_mm`` (default the prediction's estimate)."""
@@ -308,10 +318,10 @@ class Reconstructor:
         score = plausibility(mask, depth, geom, {b: f.rms_mm for b, f in fits.items()}, **self.plausibility_kwargs)
         return Reconstruction(geom, depth, mask, centre, surfaces, fits, {"meshing": t1 - t0, "ssm": t2 - t1}, score)
 
-    def __call__(self, image: np.ndarray, geometry: Geometry, prediction: DepthPrediction | None = None) -> Reconstruction:
-        """Predict (unless ``prediction`` is given, e.g. an oracle) and reconstruct with the estimated centre depth."""
+    def __call__(self, image: np.ndarray, geometry: Geometry, prediction: DepthPrediction | None = None, fov: np.ndarray | None = None) -> Reconstruction:
+        """Predict (unless ``prediction`` is given, e.g. an oracle) and reconstruct with the estimated centre depth (``fov``: :meth:`predict`)."""
         t0 = time.perf_counter()
-        prediction = prediction or self.predict(image, geometry)
+        prediction = prediction or self.predict(image, geometry, fov)
         t1 = time.perf_counter()
         rec = self.reconstruct(prediction)
         rec.timings_s = {"network": t1 - t0, **rec.timings_s}
@@ -419,8 +429,9 @@ class ReconstructionRunner:
         if not self.overwrite and (target / "result.json").exists():
             return "skipped"
         image, geometry, info = load_radiograph(path, self.standard, self.sid_mm, self.pixel_spacing_mm)
+        fov = radiograph_field(path, geometry, info)
         t1 = time.perf_counter()
-        rec = self.reconstructor(image, geometry)
+        rec = self.reconstructor(image, geometry, fov=fov)
         rec.timings_s = {"load": t1 - t0, **rec.timings_s}
         write_reconstruction(target, rec, image, info, name)
         for warning in output_warnings(rec, info):  # named by the output folder: free of patient identifiers

@@ -241,6 +241,8 @@ def render_sample(lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose
     mask = mask * shown
     depth = depth * shown.to(depth.dtype)
     present = {b: lc.bones.get(b) is not None for b in geom.bones}
+    rows, cols = torch.nonzero(shown.any(1)).flatten(), torch.nonzero(shown.any(0)).flatten()
+    field_px = [int(cols.min()), int(cols.max()), int(rows.min()), int(rows.max())] if rows.numel() else None
     notes = {
         "case": name,
         "pose": pose,
@@ -253,6 +255,7 @@ def render_sample(lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose
         "absent_bones": [b for b in geom.bones if not present[b]],
         "bones_in_view": [b for i, b in enumerate(geom.bones) if bool(mask[i].any())],
         "bones_outside_view": [b for i, b in enumerate(geom.bones) if present[b] and not bool(mask[i].any())],
+        "field_px": field_px,
         "style": style,
         "drr": dict(cfg["drr"]),
         "ct": str(lc.case.ct),

@@ -14,6 +14,7 @@ from monai.handlers import CheckpointSaver, from_engine
 from scripts.files import InputFileError, PathLike, read_json
 
 SAMPLE_FILE_KEYS = ("image", "depth", "mask", "geometry")
+OPTIONAL_SAMPLE_FILE_KEYS = ("fov",)  # the radiograph's own area; data sets simulated before it have none
 CHECKPOINT_PATTERN = re.compile(r"checkpoint_epoch=(\d+)\.pt$")
 
 
@@ -32,7 +33,7 @@ def load_datalist(dataset_dir: PathLike, key: str = "training") -> list[dict]:
         if not isinstance(item, dict) or any(k not in item for k in SAMPLE_FILE_KEYS):
             raise InputFileError(path, f"{key}[{i}] must be an object with keys {list(SAMPLE_FILE_KEYS)}")
         entry = dict(item)
-        for k in SAMPLE_FILE_KEYS:
+        for k in SAMPLE_FILE_KEYS + tuple(k for k in OPTIONAL_SAMPLE_FILE_KEYS if k in item):
             f = Path(dataset_dir) / item[k]
             if not f.is_file():
                 raise InputFileError(f, f"listed in {path} ({key}[{i}].{k}) but missing")

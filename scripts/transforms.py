@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from monai.config import KeysCollection
-from monai.transforms import GaussianSmooth, MapTransform, RandomizableTransform, ScaleIntensityRangePercentilesd
+from monai.data import MetaTensor
+from monai.transforms import GaussianSmooth, MapTransform, RandomizableTransform
 
 from scripts.files import InputFileError
 from scripts.geometry import Geometry, GeometryError, channel_order, read_geometry
@@ -91,15 +92,66 @@ class ResizeDepthd(MapTransform):
         return d
 
 
-class NormalizeRadiographd(ScaleIntensityRangePercentilesd):
+class NormalizeRadiographd(MapTransform):
     """Robust radiograph normalisation: percentiles ``lower``..``upper`` of the image -> [0, 1], clipped.
 
     Fits both unnormalised DRR line integrals and processed clinical radiographs (bone bright): a
-    different energy, gain or window lands in the same range.
+    different energy, gain or window lands in the same range. With ``fov_key`` the percentiles are
+    taken over the radiograph's own area only (``fov`` > 0.5), so padding does not shift them.
     """
 
-    def __init__(self, keys: KeysCollection = "image", lower: float = 1.0, upper: float = 99.5, allow_missing_keys: bool = False):
-        super().__init__(keys, lower=lower, upper=upper, b_min=0.0, b_max=1.0, clip=True, allow_missing_keys=allow_missing_keys)
+    def __init__(self, keys: KeysCollection = "image", lower: float = 1.0, upper: float = 99.5, fov_key: str | None = None, allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.lower, self.upper, self.fov_key = float(lower), float(upper), fov_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        fov = d.get(self.fov_key) if self.fov_key else None
+        for key in self.key_iterator(d):
+            img = torch.as_tensor(d[key]).float()
+            inside = img[torch.as_tensor(fov).expand_as(img) > 0.5] if fov is not None else img.flatten()
+            if inside.numel() == 0:
+                inside = img.flatten()
+            lo, hi = torch.quantile(inside, torch.tensor([self.lower / 100.0, self.upper / 100.0], dtype=inside.dtype))
+            out = ((img - lo) / (hi - lo)).clamp(0.0, 1.0) if hi > lo else img - lo
+            d[key] = MetaTensor(out, meta=d[key].meta) if isinstance(d[key], MetaTensor) else out
+        return d
+
+
+class EnsureFieldOfViewd(MapTransform):
+    """Give every sample a field-of-view map ``fov_key`` (1, H, W) float: 1 on the radiograph's own area, 0 on padding.
+
+    A sample without one (data sets simulated before padding existed, radiographs filling the
+    standard field) gets ones like ``image_key``.
+    """
+
+    def __init__(self, image_key: str = "image", fov_key: str = "fov"):
+        super().__init__([image_key, fov_key], allow_missing_keys=True)
+        self.image_key, self.fov_key = image_key, fov_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        image = torch.as_tensor(d[self.image_key])
+        fov = d.get(self.fov_key)
+        d[self.fov_key] = torch.ones_like(image, dtype=torch.float32) if fov is None else (torch.as_tensor(fov).float().reshape(image.shape) > 0.5).float()
+        return d
+
+
+class FillOutsideFieldd(MapTransform):
+    """The same input for padding in training and inference: image pixels outside the field of view
+    (``fov`` <= 0.5) set to ``fill``; with ``channel`` the field of view is appended as a second image channel."""
+
+    def __init__(self, image_key: str = "image", fov_key: str = "fov", fill: float = 0.0, channel: bool = False):
+        super().__init__([image_key, fov_key])
+        self.image_key, self.fov_key, self.fill, self.channel = image_key, fov_key, float(fill), bool(channel)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        image = torch.as_tensor(d[self.image_key]).float()
+        fov = (torch.as_tensor(d[self.fov_key]).float() > 0.5).float().to(image.device)
+        image = torch.where(fov > 0, image, torch.full_like(image, self.fill))
+        d[self.image_key] = torch.cat([image, fov], 0) if self.channel else image
+        return d
 
 
 class RandHazed(RandomizableTransform, MapTransform):

@@ -1,0 +1,80 @@
+"""What lies outside the radiograph: padding is normalised away, filled as in training, and inference
+predicts nothing there (a network that would mark bone everywhere still leaves the padding empty)."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import torch
+from PIL import Image
+
+from scripts.geometry import Geometry
+from scripts.networks import DualFaceDepthNet
+from scripts.radiograph_io import field_of_view
+from scripts.reconstruct import build_reconstructor
+from scripts.transforms import EnsureFieldOfViewd, FillOutsideFieldd, NormalizeRadiographd
+from tests.helpers import FEATURES, run_bundle
+
+GEOM = Geometry(1100.0, (6.25, 6.25), (64, 64))  # the standard 400 mm field at 64 x 64
+
+
+def bone_everywhere_network(in_channels: int = 1) -> DualFaceDepthNet:
+    """A tiny network whose mask logits are +20 at every pixel: without a field of view it marks bone everywhere."""
+    torch.manual_seed(0)
+    net = DualFaceDepthNet(in_channels=in_channels, features=FEATURES)
+    with torch.no_grad():
+        net.final_conv.bias[net.n_depth : net.n_depth + net.bones] = 20.0
+    return net
+
+
+def test_normalisation_ignores_padding_and_fill_is_the_same_everywhere():
+    torch.manual_seed(1)
+    inside = torch.rand(1, 40, 30)
+    padded = torch.full((1, 64, 64), 7.0)  # a padding value far outside the image's range
+    padded[:, 10:50, 20:50] = inside
+    fov = torch.zeros(1, 64, 64)
+    fov[:, 10:50, 20:50] = 1.0
+    a = NormalizeRadiographd(keys="image", fov_key="fov")({"image": padded, "fov": fov})["image"]
+    b = NormalizeRadiographd(keys="image")({"image": inside})["image"]
+    torch.testing.assert_close(a[:, 10:50, 20:50], b, atol=1e-5, rtol=0)
+    filled = FillOutsideFieldd(fill=0.0)({"image": a, "fov": fov})["image"]
+    assert filled.shape == (1, 64, 64) and torch.all(filled[fov == 0] == 0.0)
+    two = FillOutsideFieldd(fill=0.0, channel=True)({"image": a, "fov": fov})["image"]
+    assert two.shape == (2, 64, 64) and torch.equal(two[1:], fov) and torch.equal(two[:1], filled)
+    whole = EnsureFieldOfViewd()({"image": inside})
+    assert torch.equal(whole["fov"], torch.ones_like(inside))
+
+
+def test_inference_predicts_nothing_in_padding(tmp_path):
+    """A 30 x 24 cm PNG resampled into the 40 cm standard field: masks only on the radiograph's own area."""
+    net = bone_everywhere_network()
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    GEOM.save(tmp_path / "geometry.json")
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((80, 100)) * 200 + 30).astype(np.uint8)).save(inputs / "film.png")
+    out = tmp_path / "out"
+    run_bundle("inference.yaml", input_dir=str(inputs), output_dir=str(out), ckpt_path=str(tmp_path / "model.pt"), ssm_path="",
+               standard_geometry=str(tmp_path / "geometry.json"), pixel_spacing_mm=3.0, features=FEATURES, image_size=64, device="cpu")
+    mask = np.asarray(nib.load(str(out / "film" / "mask.nii.gz")).dataobj)  # (H, W, B)
+    fov = field_of_view(Geometry(1100.0, (3.0, 3.0), (100, 80)), GEOM)
+    assert 0.3 < fov.mean() < 0.7  # the input covers part of the standard field
+    assert not mask[fov == 0].any()  # nothing predicted in the padding
+    assert mask[fov == 1].all()  # the network marks bone everywhere it may
+    assert json.loads((out / "film" / "result.json").read_text())["coverage"] == float(fov.mean())
+
+
+def test_field_of_view_channel_reaches_the_network():
+    """With fov_channel the network gets the field of view as its second channel; masks still stop at the padding."""
+    rec = build_reconstructor(ckpt_path=None, ssm_path=None, device="cpu", features=FEATURES, image_size=64, fov_channel=True)
+    rec.network = bone_everywhere_network(in_channels=2).eval()
+    seen = []
+    rec.network.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    fov = np.zeros((64, 64), np.float32)
+    fov[8:56, 4:40] = 1.0
+    pred = rec.predict(np.random.default_rng(2).random((64, 64)).astype(np.float32), GEOM, fov)
+    assert seen[0].shape[1] == 2 and torch.equal(seen[0][0, 1], torch.as_tensor(fov))
+    assert not pred.mask[:, fov == 0].any() and pred.mask[:, fov == 1].all()
