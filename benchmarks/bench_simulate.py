@@ -1,7 +1,10 @@
-"""Simulator speed (CPU, 2 threads unless --threads; or --device cuda): seconds per 256x256 sample (DRR + dual-face depth, 3 bones, masks), DRR alone, peak memory.
+"""Simulator speed (CPU, 2 threads unless --threads; or --device cuda): seconds per 256x256 sample (DRR + dual-face depth, 3 bones, masks,
+clinical image formation), each part alone, peak memory.
 
-A case's first sample pays the per-case preparation (HU -> attenuation, pooling, per-bone depth
-grids); the simulator reuses it for the case's other poses, so further samples cost DRR + depth.
+A case's first sample pays the per-case preparation (HU -> water/bone densities, pooling, per-bone depth
+grids); the simulator reuses it for the case's other poses, so further samples cost DRR + depth + image formation.
+Image formation (``scripts.radiograph_style``, configs/simulate.yaml ranges) is timed over ``repeats`` different draws
+(seeds), all parts switched on (every ``*_prob`` 1), so its minimum is the cost of a full clinical chain.
 On CPU the depth search itself always runs on one thread (``scripts.depth_maps.cpu_threads``).
 
     python benchmarks/bench_simulate.py [--phantom-dir DIR] [--repeats 5] [--threads 2] [--device cpu]
@@ -27,8 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from scripts.depth_maps import bone_grids, depth_maps  # noqa: E402
-from scripts.drr import attenuation_volume, line_integrals  # noqa: E402
+from scripts.drr import MM_TO_CM, line_integrals, material_volumes  # noqa: E402
 from scripts.geometry import Geometry, standard_ap_pose  # noqa: E402
+from scripts.radiograph_style import style_radiograph  # noqa: E402
 from scripts.simulate import load_config  # noqa: E402
 from scripts.files import shared_data_dir  # noqa: E402
 from scripts.volumes import Volume, bones_center, read_ct, read_labels  # noqa: E402
@@ -56,7 +60,7 @@ def bench(name: str, ct: Volume, labels, repeats: int, device: torch.device) -> 
 
     def prepare():
         drr = cfg["drr"]
-        mu, affine = attenuation_volume(ct.array, ct.affine, drr["energy_kev"], drr["bone_enhancement"], drr["min_voxel_mm"], device)
+        mu, affine = material_volumes(ct.array, ct.affine, drr["ct_kev"], drr["min_voxel_mm"], device)
         return mu, affine, bone_grids(labels, g.bones, device=device)
 
     mu, affine, grids = prepare()
@@ -65,7 +69,15 @@ def bench(name: str, ct: Volume, labels, repeats: int, device: torch.device) -> 
     t_drr = best_of(lambda: line_integrals(mu, affine, geom, step), repeats, device)
     t_depth = best_of(lambda: depth_maps(labels, ct.affine, geom, step_voxels=step_depth, device=device, grids=grids), repeats, device)
     t_prep = best_of(prepare, repeats, device)
-    print(f"| {name} | {ct.array.shape} @ {ct.spacing.round(2).tolist()} mm | {t_prep + t_drr + t_depth:.2f} | {t_drr + t_depth:.2f} | {t_drr:.2f} | {t_depth:.2f} | {t_prep:.2f} |")
+    areal = line_integrals(mu, affine, geom, step) * MM_TO_CM
+    masks = depth_maps(labels, ct.affine, geom, step_voxels=step_depth, device=device, grids=grids)[1]
+    options = {k: (1.0 if k.endswith("_prob") and k not in ("shutter_white_prob", "anode_up_prob", "portrait_prob", "monochrome1_prob") else v)
+               for k, v in cfg["style"].items()}
+    seeds = iter(range(10 * repeats + 10))
+    style_radiograph(areal, geom, masks, options, torch.Generator().manual_seed(next(seeds)))  # warm-up
+    t_style = best_of(lambda: style_radiograph(areal, geom, masks, options, torch.Generator().manual_seed(next(seeds))), repeats, device)
+    further = t_drr + t_depth + t_style
+    print(f"| {name} | {ct.array.shape} @ {ct.spacing.round(2).tolist()} mm | {t_prep + further:.2f} | {further:.2f} | {t_drr:.2f} | {t_depth:.2f} | {t_style:.2f} | {t_prep:.2f} |")
 
 
 def main() -> None:
@@ -79,8 +91,8 @@ def main() -> None:
     device = torch.device(args.device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, torch threads {args.threads}"
     print(f"min of {args.repeats} runs, {where}")
-    print("| case | CT voxels @ spacing | s / first sample of a case | s / further sample (DRR + depth + masks) | s / DRR | s / depth + masks | s / per-case preparation |")
-    print("|---|---|---|---|---|---|---|")
+    print("| case | CT voxels @ spacing | s / first sample of a case | s / further sample (DRR + depth + masks + image formation) | s / DRR | s / depth + masks | s / image formation | s / per-case preparation |")
+    print("|---|---|---|---|---|---|---|---|")
     if (REAL_CT_DIR / "example_ct.nii.gz").exists():
         ct = read_ct(REAL_CT_DIR / "example_ct.nii.gz")
         bench("shared real CT (TotalSegmentator labels)", ct, read_labels(REAL_CT_DIR / "example_seg", ct).array, args.repeats, device)

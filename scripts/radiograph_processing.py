@@ -7,12 +7,14 @@ deliver every radiograph (``scripts.radiograph_io``).
 
 1. log: ``L = -log D``;
 2. exposure recognition: the ``window_low_percentile`` .. ``window_high_percentile`` percentiles
-   of ``L`` over the exposed area map to 0 .. 1 (the histogram analysis vendors run inside the
-   collimation);
+   of ``L`` over the patient (exposed pixels with ``L`` > 0.5, i.e. less than 61% transmitted; all
+   exposed pixels if the patient covers less than 5% of them) map to 0 .. 1, as vendors' histogram
+   analysis finds the values of interest inside the collimation and lets direct exposure saturate;
 3. multi-scale contrast equalisation (MUSICA-like; unsharp masking is its one-level case): ``x``
-   is split into Gaussian difference bands at 1, 2, 4, 8, 16 pixels and a coarse residual; bands
-   are amplified nonlinearly, ``detail_gain * sign(b) a (|b| / a)^power`` with ``a = 0.1``
-   (power < 1 lifts faint detail more than strong edges), the residual is scaled by
+   is split into Gaussian difference bands at 1, 2, 4, 8, 16 pixels and a coarse residual; the
+   bands from 2 pixels up are amplified nonlinearly, ``detail_gain * sign(b) a (|b| / a)^power``
+   with ``a = 0.1`` (power < 1 lifts faint detail more than strong edges), the finest band (mostly
+   noise) is kept as it is, and the residual is scaled by
    ``base_gain`` about its exposed mean (< 1 flattens the large-scale latitude: soft tissue and
    bone both visible);
 4. look-up curve: a sigmoid of ``lut_contrast`` (0: linear) through (0, 0) and (1, 1), then
@@ -39,10 +41,15 @@ def masked_quantile(x: torch.Tensor, mask: torch.Tensor, q: float) -> torch.Tens
     return torch.quantile(values.float(), float(q))
 
 
+PATIENT_LOG = 0.5
+
+
 def exposure_normalise(log_signal: torch.Tensor, exposed: torch.Tensor, low_percentile: float, high_percentile: float) -> torch.Tensor:
-    """``log_signal`` with its exposed-area percentiles ``low_percentile`` -> 0 and ``high_percentile`` -> 1 (not clipped)."""
-    lo = masked_quantile(log_signal, exposed, low_percentile / 100.0)
-    hi = masked_quantile(log_signal, exposed, high_percentile / 100.0)
+    """``log_signal`` with the patient's percentiles ``low_percentile`` -> 0 and ``high_percentile`` -> 1 (not clipped; module docstring, step 2)."""
+    patient = (exposed > 0.5) & (log_signal > PATIENT_LOG)
+    region = patient if int(patient.sum()) >= 0.05 * int((exposed > 0.5).sum()) else exposed
+    lo = masked_quantile(log_signal, region, low_percentile / 100.0)
+    hi = masked_quantile(log_signal, region, high_percentile / 100.0)
     return (log_signal - lo) / (hi - lo).clamp(min=1e-6)
 
 
@@ -56,7 +63,8 @@ def multiscale_equalise(x: torch.Tensor, exposed: torch.Tensor, base_gain: float
     residual = previous
     mean = residual[exposed > 0.5].mean() if bool((exposed > 0.5).any()) else residual.mean()
     out = mean + base_gain * (residual - mean)
-    for b in bands:
+    out = out + bands[0]
+    for b in bands[1:]:
         out = out + detail_gain * torch.sign(b) * BAND_AMPLITUDE * (b.abs() / BAND_AMPLITUDE) ** power
     return out
 

@@ -16,7 +16,8 @@
    anode-cathode axis (image rows, anode up or down), inverse square and obliquity (cos^3),
    collimator leakage, scatter (``scatter_per_attenuation``, ``scatter_sigma_mm``) with or
    without an anti-scatter grid, detector MTF and resampling blur, quantum and electronic noise
-   (``photons_per_mm2``, ``electronic_noise``, native ``pitch_mm``), gain (flat-field) correction;
+   (``quanta_per_mm2`` behind the patient, as the automatic exposure control sets it,
+   ``electronic_noise``, native ``pitch_mm``), gain (flat-field) correction;
 4. **processing** (``scripts.radiograph_processing``): log, exposure recognition, multi-scale
    contrast equalisation, look-up curve, gamma;
 5. **display content**: burned-in text, electronic shutter (constant outside the collimation);
@@ -36,7 +37,7 @@ import torch
 
 from scripts import clinical_content as content
 from scripts.geometry import Geometry
-from scripts.radiograph_processing import process, store_and_read
+from scripts.radiograph_processing import masked_quantile, process, store_and_read
 from scripts.xray_physics import MATERIALS, detector_signal, detector_weights, grid_transmission, heel_factor, polychromatic_transmission, scatter, spectrum
 
 Option = Union[float, Sequence[float]]
@@ -71,7 +72,7 @@ DEFAULT_STYLE: dict[str, Option] = {
     "grid_scatter": 0.1,
     "detector_blur_mm": 0.0,
     "pitch_mm": 0.0,  # native detector pitch (mm); 0: the standard pixel itself
-    "photons_per_mm2": 0.0,  # unattenuated quanta per mm^2 at the detector; 0: no quantum noise
+    "quanta_per_mm2": 0.0,  # detected quanta per mm^2 at the exposed area's median (set by the AEC); 0: no quantum noise
     "electronic_noise": 0.0,  # quanta (std) per native pixel
     # processing
     "window_low_percentile": 0.0,
@@ -191,8 +192,10 @@ def style_radiograph(
     intensity = t_primary * primary + t_scatter * scattered
     pitch = p["pitch_mm"] or pixel_mm
     blur_mm = math.hypot(p["detector_blur_mm"], max(pixel_mm - pitch, 0.0) / 2.0)  # MTF, and the reader's anti-alias prefilter
-    quanta = p["photons_per_mm2"] * pixel_mm**2 * t_primary
-    signal = detector_signal(intensity / t_primary, quanta, blur_mm / pixel_mm, p["electronic_noise"], (pixel_mm / pitch) ** 2, generator)
+    intensity = intensity / t_primary  # gain (flat-field) correction: 1 where nothing attenuates
+    median = float(masked_quantile(intensity, exposed, 0.5).clamp(min=1e-6))  # the AEC exposes for the patient
+    quanta = p["quanta_per_mm2"] * pixel_mm**2 / median
+    signal = detector_signal(intensity, quanta, blur_mm / pixel_mm, p["electronic_noise"], (pixel_mm / pitch) ** 2, generator)
 
     # ---- processing, display content, storage
     image = process(signal, exposed, p)

@@ -74,7 +74,7 @@ def test_simulator_on_cuda_matches_cpu(cohort, tmp_path):
     """DRR, depth maps and masks. Quantum noise is off: a Poisson draw follows its expected count, whose
     last float bit can differ between devices, and one different draw shifts the rest of the stream."""
     cfg = load_config()
-    cfg["style"]["photons"] = 0.0
+    cfg["style"].update(quanta_per_mm2=0.0, electronic_noise=0.0, bits_stored=16.0)
     for device in DEVICES:
         _, errors = simulate(find_cases(cohort), tmp_path / device, poses=2, cfg=cfg, device=device)
         assert not errors

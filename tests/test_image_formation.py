@@ -120,7 +120,7 @@ def test_detector_area_of_a_35_by_43_detector():
 
 def test_collimated_border_is_constant_and_padding_is_zero():
     opts = {"detector_short_mm": 350.0, "detector_long_mm": 430.0, "portrait_prob": 1.0, "collimation_inset_mm": 40.0,
-            "collimation_rotation_deg": 2.0, "shutter_prob": 1.0, "shutter_white_prob": 0.0, "photons_per_mm2": 20000.0,
+            "collimation_rotation_deg": 2.0, "shutter_prob": 1.0, "shutter_white_prob": 0.0, "quanta_per_mm2": 20000.0,
             "scatter_per_attenuation": 1.0, "grid_prob": 1.0, "bits_stored": 12.0}
     image, fov, exposed, drawn = style_radiograph(water_slab(15.0), GEOM, options=opts, generator=torch.Generator().manual_seed(0))
     border = (fov > 0.5) & (exposed < 0.5)
@@ -171,7 +171,7 @@ def test_defaults_are_a_plain_log_image_and_unknown_options_fail():
     assert set(drawn) >= {"kvp", "grid", "shutter", "monochrome1"}
     with pytest.raises(ValueError):
         style_radiograph(slab, GEOM, options={"not_an_option": 1})
-    assert set(DEFAULT_STYLE) >= {"kvp", "filtration_al_mm", "heel_attenuation", "grid_prob", "photons_per_mm2", "base_gain", "monochrome1_prob"}
+    assert set(DEFAULT_STYLE) >= {"kvp", "filtration_al_mm", "heel_attenuation", "grid_prob", "quanta_per_mm2", "base_gain", "monochrome1_prob"}
 
 
 def two_bone_masks():
@@ -202,7 +202,7 @@ def test_implants_shield_and_marker_lie_where_they_belong_and_keep_labels():
 
 
 def test_style_runs_on_the_areal_density_device_and_is_seeded():
-    opts = {"photons_per_mm2": 50000.0, "positioning_aid_prob": 1.0, "text_prob": 1.0, "kvp": [70.0, 90.0]}
+    opts = {"quanta_per_mm2": 50000.0, "positioning_aid_prob": 1.0, "text_prob": 1.0, "kvp": [70.0, 90.0]}
     a = style_radiograph(water_slab(15.0), GEOM, two_bone_masks(), opts, torch.Generator().manual_seed(7))
     b = style_radiograph(water_slab(15.0), GEOM, two_bone_masks(), opts, torch.Generator().manual_seed(7))
     assert torch.equal(a[0], b[0]) and a[3] == b[3]
