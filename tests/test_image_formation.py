@@ -152,8 +152,13 @@ def test_processing_steps_by_hand():
     assert flat.std() < x.std()  # large-scale latitude compressed
     detail = multiscale_equalise(x, exposed, 1.0, 2.0, 1.0) - x
     assert detail.abs().max() > 0.01
-    n = exposure_normalise(x, exposed, 0.0, 100.0)
+    log_signal = 1.0 + x  # the patient: every pixel attenuated (log > 0.5)
+    n = exposure_normalise(log_signal, exposed, 0.0, 100.0)
     assert float(n.min()) == pytest.approx(0.0, abs=1e-6) and float(n.max()) == pytest.approx(1.0, abs=1e-6)
+    with_air = log_signal.clone()
+    with_air[:, :8] = 0.05  # direct exposure beside the patient: outside the values of interest, saturates below 0
+    m = exposure_normalise(with_air, exposed, 0.0, 100.0)
+    assert torch.allclose(m[:, 8:], exposure_normalise(log_signal[:, 8:], exposed[:, 8:], 0.0, 100.0)) and bool(torch.all(m[:, :8] < 0))
     ramp = torch.linspace(0, 1, 11)
     assert torch.allclose(look_up(ramp, 0.0, 1.0), ramp)
     s = look_up(ramp, 8.0, 1.0)
