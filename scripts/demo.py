@@ -23,7 +23,7 @@ from scripts.files import exits_on_input_error, write_json
 from scripts.geometry import Geometry
 from scripts.phantom import generate_case, write_case
 from scripts.reconstruct import BUNDLE_ROOT, INFERENCE_CONFIG
-from scripts.simulate import find_cases, simulate
+from scripts.simulate import PLAIN_CONFIG_FILE, find_cases, load_config, simulate
 from scripts.ssm import read_mesh
 from scripts.surface_metrics import surface_metrics
 
@@ -36,7 +36,8 @@ def run_demo(out: Path, seed: int, spacing_mm: float, device: str | None) -> dic
     write_case(generate_case(seed, spacing_mm, "procedural"), out / "phantom" / DEMO_CASE)
 
     print(f"[2/4] simulated radiograph -> {out / 'radiograph'}")
-    datalist, errors = simulate(find_cases(out / "phantom"), out / "radiograph", poses=1, seed=seed, device=device, overwrite=True)
+    cfg = load_config(PLAIN_CONFIG_FILE)  # the shipped model's training look
+    datalist, errors = simulate(find_cases(out / "phantom"), out / "radiograph", poses=1, seed=seed, cfg=cfg, device=device, overwrite=True)
     if errors:
         raise RuntimeError("; ".join(errors))
     entry = next(e for split in datalist.values() for e in split)

@@ -36,11 +36,6 @@ from scripts.xray_physics import DENSITY_G_CM3, mass_attenuation
 MM_TO_CM = 0.1
 
 
-def mu_water_per_mm(energy_kev: float) -> float:
-    """Linear attenuation coefficient of water (1/mm) at ``energy_kev`` (20..150 keV, NIST XCOM)."""
-    return float(mass_attenuation("water", energy_kev)) * MM_TO_CM
-
-
 def bone_fraction_per_hu(ct_kev: float = 70.0) -> float:
     """Cortical-bone volume fraction per HU above 0 of a water/bone mixture with the HU's attenuation at ``ct_kev``."""
     mw, mb = mass_attenuation("water", ct_kev), mass_attenuation("bone", ct_kev)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from scripts.drr import hu_to_densities, material_volumes, mu_water_per_mm, render_drr
+from scripts.drr import hu_to_densities, material_volumes, render_drr
 from scripts.geometry import Geometry, standard_ap_pose
 from scripts.xray_physics import mass_attenuation
 
@@ -22,10 +22,10 @@ def sphere_volume(spacing=0.5, hu_inside=1000.0):
     return hu, affine
 
 
-def test_mu_water_matches_nist_table():
-    assert mu_water_per_mm(60.0) == pytest.approx(0.02059, rel=1e-6)  # NIST XCOM water, 60 keV
-    assert mu_water_per_mm(80.0) == pytest.approx(0.01837, rel=1e-6)
-    assert mu_water_per_mm(80.0) < mu_water_per_mm(70.0) < mu_water_per_mm(60.0)  # log-log between the table rows
+def test_water_attenuation_matches_nist_table():
+    assert float(mass_attenuation("water", 60.0)) == pytest.approx(0.2059, rel=1e-6)  # NIST XCOM water, 60 keV (cm^2/g)
+    assert float(mass_attenuation("water", 80.0)) == pytest.approx(0.1837, rel=1e-6)
+    assert mass_attenuation("water", 80.0) < mass_attenuation("water", 70.0) < mass_attenuation("water", 60.0)  # log-log between rows
 
 
 def reference_densities(hu, ct_kev=70.0):

@@ -126,7 +126,8 @@ def _simulated(root, name: str, rotation_deg=None):
     with pytest.MonkeyPatch.context() as mp:
         if rotation_deg is not None:
             mp.setattr(simulate, "pose_parameters", lambda *args: (list(rotation_deg), [0.0, 0.0, 0.0]))
-        datalist, errors = simulate.simulate(simulate.find_cases(root / "phantom"), root / name, poses=1, seed=3, device="cpu")
+        cfg = simulate.load_config(simulate.PLAIN_CONFIG_FILE)  # the shipped model's training look (no clinical image formation)
+        datalist, errors = simulate.simulate(simulate.find_cases(root / "phantom"), root / name, poses=1, seed=3, cfg=cfg, device="cpu")
     assert not errors
     sample = root / name / Path(next(e for split in datalist.values() for e in split)["image"]).parent
     shutil.copytree(sample, root / "in" / name)

@@ -155,3 +155,46 @@ def test_load_geometry_matches_bones_by_name(sphere_dataset, tmp_path):
         LoadGeometryd(bones=geom.bones)(shuffled)
     with pytest.raises(InputFileError, match="lack"):
         load_sample(shuffled | with_mesh, root, bones=geom.bones)
+
+
+def _config(**overrides) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config(str(TRAIN_CONFIG))
+    for key, value in {"image_size": 64, **overrides}.items():
+        parser[key] = value
+    return parser
+
+
+@pytest.mark.parametrize("zoom", [0.9, 1.1])
+def test_training_zoom_moves_image_labels_and_field_together(sphere_dataset, zoom):
+    """The configured RandZoomd scales the mask area by zoom^2 about the centre, keeps the image on it, and pads the field with 0."""
+    sample = load_transforms()(_first_sample(sphere_dataset))
+    sample["image"] = sample["mask"][:1].clone()  # an image that is the first bone's mask
+    parser = _config(augment_prob=1.0, zoom_range=[zoom, zoom])
+    rand_zoom = next(t for t in parser.get_parsed_content("augment_transforms") if type(t).__name__ == "RandZoomd")
+    out = rand_zoom(sample)
+    before, after = float(sample["mask"][0].sum()), float(out["mask"][0].sum())
+    assert after / before == pytest.approx(zoom**2, rel=0.15)
+    agree = ((out["image"][0] > 0.5) == (out["mask"][0] > 0.5)).float().mean()
+    assert agree > 0.99
+    ys, xs = torch.nonzero(out["mask"][0] > 0, as_tuple=True)
+    y0, x0 = torch.nonzero(sample["mask"][0] > 0, as_tuple=True)
+    centre = torch.tensor([31.5, 31.5])
+    moved = torch.stack([ys.float().mean(), xs.float().mean()]) - centre
+    expected = (torch.stack([y0.float().mean(), x0.float().mean()]) - centre) * zoom
+    assert torch.allclose(moved, expected, atol=1.0)  # scaled about the image centre (the principal point)
+    depth_in = sample["depth"][0][sample["depth"][0] > 0]
+    depth_out = out["depth"][0][out["depth"][0] > 0]
+    assert depth_in.min() - 1e-3 <= depth_out.min() and depth_out.max() <= depth_in.max() + 1e-3  # depth values move, unchanged
+    assert (out["fov"].min() == 0) == (zoom < 1)  # zooming out pads outside the radiograph
+
+
+def test_training_input_has_the_field_channel_when_configured(sphere_dataset):
+    from monai.transforms import Compose
+
+    for channel in (False, True):
+        parser = _config(fov_channel=channel, augment_prob=1.0)
+        pipeline = Compose(parser.get_parsed_content("validate#preprocessing").transforms)
+        out = pipeline(_first_sample(sphere_dataset))
+        assert out["image"].shape[0] == (2 if channel else 1) and out["label"].shape[0] == 9
+        assert parser.get_parsed_content("network_def").conv_0.conv_0.conv.in_channels == (2 if channel else 1)
