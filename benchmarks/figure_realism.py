@@ -25,13 +25,12 @@ from PIL import Image  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.files import read_json, read_nifti  # noqa: E402
+from scripts.files import read_json, read_nifti, shared_data_dir  # noqa: E402
 from scripts.report import save_figure  # noqa: E402
 from scripts.simulate import Case, load_config, load_geometry, simulate  # noqa: E402
 from scripts.volumes import load_label_map  # noqa: E402
 
-# the repository's parent folder holds shared/ (a worktree one level deeper: its grandparent)
-SHARED = next((p / "shared" / "data" for p in (ROOT.parent, ROOT.parent.parent) if (p / "shared" / "data").is_dir()), ROOT.parent / "shared" / "data")
+SHARED = shared_data_dir() or ROOT.parent / "shared" / "data"
 
 
 def real_images(folder: Path) -> list[tuple[str, np.ndarray]]:
