@@ -72,6 +72,8 @@ def collimation(geometry: Geometry, detector: torch.Tensor, insets_mm: tuple[flo
     the detector), rotated by ``rotation_deg``, with a linear penumbra of ``penumbra_mm``."""
     x, y = detector_mm(geometry, detector.device)
     inside = detector > 0.5
+    if not bool(inside.any()):
+        return torch.zeros_like(detector)
     xs, ys = x[inside], y[inside]
     hx, hy = 0.5 * geometry.pixel_spacing_mm[0], 0.5 * geometry.pixel_spacing_mm[1]  # the detector's outer pixel edges
     box = (float(xs.min()) - hx + insets_mm[0], float(xs.max()) + hx - insets_mm[1], float(ys.min()) - hy + insets_mm[2], float(ys.max()) + hy - insets_mm[3])
