@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Release recipe (one GPU machine, ~10 minutes on an H200 with 16 CPU cores): the real-anatomy
+# training cohort with clinical image formation -> dual-face and single-face networks + shape models.
+#
+#   bash recipes/release_gpu.sh RUN_DIR        # then: python -m scripts.release RUN_DIR/... (docs/training.md)
+#
+# Sizes are environment variables so the same script rehearses on a CPU at toy scale:
+#   N_LLP=2 N_PROC=1 POSES=2 VAL_POSES=1 EPOCHS=1 WORKERS=2 DEVICE=cpu bash recipes/release_gpu.sh /tmp/rehearsal
+set -euo pipefail
+RUN=${1:?usage: release_gpu.sh RUN_DIR}
+N_LLP=${N_LLP:-160}        # synthetic real-anatomy subjects (training-only PCA of LLP26 subjects 0-16)
+N_PROC=${N_PROC:-48}       # procedural phantoms kept for variety (case_1000 ...)
+POSES=${POSES:-8}          # radiographs per training subject
+VAL_POSES=${VAL_POSES:-10} # radiographs per real validation subject (17-19)
+SPACING=${SPACING:-1.5}    # CT voxel size, mm (ground truth comes from the meshes, not the voxels)
+EPOCHS=${EPOCHS:-40}
+BATCH=${BATCH:-32}
+LR=${LR:-0.001}
+WORKERS=${WORKERS:-16}
+DEVICE=${DEVICE:-cuda}
+PRETRAINED=${PRETRAINED:-models/model.pt}
+PRETRAINED_SINGLE=${PRETRAINED_SINGLE:-models/model_single_face.pt}
+PY=${PYTHON:-python}
+mkdir -p "$RUN"
+stamp() { echo "[$(date +%H:%M:%S)] $*"; }
+
+stamp "cohorts"
+$PY -m scripts.phantom --anatomy llp26 --n "$N_LLP" --out "$RUN/cohort_llp26" --seed 0 --spacing "$SPACING" --workers "$WORKERS"
+$PY -m scripts.phantom --anatomy procedural --n "$N_PROC" --start 1000 --out "$RUN/cohort_procedural" --seed 0 --spacing "$SPACING" --workers "$WORKERS"
+$PY -m scripts.phantom --anatomy llp26 --subjects validation --out "$RUN/validation_subjects" --spacing "$SPACING" --workers 3
+
+stamp "simulation"
+for cohort in cohort_llp26 cohort_procedural; do
+  $PY -m scripts.simulate --cases "$RUN/$cohort" --out "$RUN/sim" --poses "$POSES" --split training --workers 4 --device "$DEVICE"
+done
+$PY -m scripts.simulate --cases "$RUN/validation_subjects" --out "$RUN/sim" --poses "$VAL_POSES" --split validation --workers 3 --device "$DEVICE"
+
+stamp "training (dual-face and single-face side by side)"
+train() {  # $1 run folder, $2 pretrained, $3 extra config file
+  $PY -m monai.bundle run --config_file "$3" --dataset_dir "$RUN/sim" \
+    --output_dir "$1" --ckpt_dir "$1" --pretrained "$2" --epochs "$EPOCHS" --batch_size "$BATCH" \
+    --learning_rate "$LR" --image_size 128 --num_workers 4 --device "\$torch.device('$DEVICE')" > "$1.log" 2>&1
+}
+train "$RUN/dual_face" "$PRETRAINED" "['configs/train.yaml']" &
+dual=$!
+train "$RUN/single_face" "$PRETRAINED_SINGLE" "['configs/train.yaml','configs/variants/single_face.yaml']" &
+single=$!
+stamp "shape models (the real-anatomy training cohort)"
+$PY -m scripts.ssm build --cases "$RUN/cohort_llp26" --out "$RUN/ssm.npz" --variance 0.999
+wait $dual; wait $single
+tail -3 "$RUN/dual_face.log" "$RUN/single_face.log"
+stamp "done"
