@@ -21,6 +21,7 @@ DEVICE=${DEVICE:-cuda}
 PRETRAINED=${PRETRAINED:-models/model.pt}
 PRETRAINED_SINGLE=${PRETRAINED_SINGLE:-models/model_single_face.pt}
 PY=${PYTHON:-python}
+DEADLINE_S=${DEADLINE_S:-0}  # >0: training stops (keeping its best model so far) this many seconds after the start
 mkdir -p "$RUN"
 stamp() { echo "[$(date +%H:%M:%S)] $*"; }
 
@@ -36,10 +37,13 @@ done
 $PY -m scripts.simulate --cases "$RUN/validation_subjects" --out "$RUN/sim" --poses "$VAL_POSES" --split validation --workers 3 --device "$DEVICE"
 
 stamp "training (dual-face and single-face side by side)"
-train() {  # $1 run folder, $2 pretrained, $3 extra config file
-  $PY -m monai.bundle run --config_file "$3" --dataset_dir "$RUN/sim" \
+budget=0
+if (( DEADLINE_S > 0 )); then budget=$(( DEADLINE_S - SECONDS > 60 ? DEADLINE_S - SECONDS : 60 )); fi
+stamp "training budget: ${budget}s (0: until the last epoch)"
+train() {  # $1 run folder, $2 pretrained, $3 config files
+  timeout "$budget" $PY -m monai.bundle run --config_file "$3" --dataset_dir "$RUN/sim" \
     --output_dir "$1" --ckpt_dir "$1" --pretrained "$2" --epochs "$EPOCHS" --batch_size "$BATCH" \
-    --learning_rate "$LR" --image_size 128 --num_workers 4 --device "\$torch.device('$DEVICE')" > "$1.log" 2>&1
+    --learning_rate "$LR" --image_size 128 --num_workers 4 --device "\$torch.device('$DEVICE')" > "$1.log" 2>&1 || [[ $? == 124 && -f "$1/model.pt" ]]
 }
 train "$RUN/dual_face" "$PRETRAINED" "['configs/train.yaml']" &
 dual=$!
@@ -48,5 +52,5 @@ single=$!
 stamp "shape models (the real-anatomy training cohort)"
 $PY -m scripts.ssm build --cases "$RUN/cohort_llp26" --out "$RUN/ssm.npz" --variance 0.999
 wait $dual; wait $single
-tail -3 "$RUN/dual_face.log" "$RUN/single_face.log"
+tail -n 3 "$RUN/dual_face.log" "$RUN/single_face.log"
 stamp "done"
