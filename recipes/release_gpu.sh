@@ -17,6 +17,7 @@ EPOCHS=${EPOCHS:-40}
 BATCH=${BATCH:-32}
 LR=${LR:-0.001}
 WORKERS=${WORKERS:-16}
+SIM_WORKERS=${SIM_WORKERS:-6}  # simulator processes (each with its own CUDA context)
 DEVICE=${DEVICE:-cuda}
 PRETRAINED=${PRETRAINED:-models/model.pt}
 PRETRAINED_SINGLE=${PRETRAINED_SINGLE:-models/model_single_face.pt}
@@ -32,7 +33,7 @@ $PY -m scripts.phantom --anatomy llp26 --subjects validation --out "$RUN/validat
 
 stamp "simulation"
 for cohort in cohort_llp26 cohort_procedural; do
-  $PY -m scripts.simulate --cases "$RUN/$cohort" --out "$RUN/sim" --poses "$POSES" --split training --workers 4 --device "$DEVICE"
+  $PY -m scripts.simulate --cases "$RUN/$cohort" --out "$RUN/sim" --poses "$POSES" --split training --workers "$SIM_WORKERS" --device "$DEVICE"
 done
 $PY -m scripts.simulate --cases "$RUN/validation_subjects" --out "$RUN/sim" --poses "$VAL_POSES" --split validation --workers 3 --device "$DEVICE"
 
