@@ -38,7 +38,7 @@ def _umask() -> int:
 
 
 class InputFileError(RuntimeError):
-    """Bad input: names the offending file and the problem, in one line."""
+    """Bad input: names the offending file (or command-line option) and the problem, in one line."""
 
     def __init__(self, path: PathLike, problem: str):
         self.path = str(path)
@@ -60,6 +60,45 @@ def exits_on_input_error(main: Callable[..., int]) -> Callable[..., int]:
     return wrapper
 
 
+def input_error_of(error: BaseException) -> InputFileError | None:
+    """The :class:`InputFileError` in ``error``'s chain of causes (MONAI wraps errors of config expressions), or None."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, InputFileError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _ckpt_export_error(error: BaseException, tb) -> str | None:
+    """One line for a checkpoint MONAI's ``ckpt_export`` could not load or fit, from the failing frames; else None."""
+    ckpt, in_load = None, False
+    while tb is not None:
+        code, local = tb.tb_frame.f_code, tb.tb_frame.f_locals
+        if code.co_name == "ckpt_export" and "ckpt_file_" in local:
+            ckpt = local["ckpt_file_"]
+        elif ckpt is not None and code.co_name in ("load", "copy_model_state", "_export", "load_objects"):
+            in_load = True
+        tb = tb.tb_next
+    if ckpt is None or not in_load:
+        return None
+    first = (str(error).strip().splitlines() or [""])[0]
+    return f"{ckpt}: not a state-dict checkpoint of network_def ({type(error).__name__}: {first})"
+
+
+def one_line_excepthook(kind: type[BaseException], error: BaseException, tb) -> None:
+    """``sys.excepthook`` of the bundle's commands (``monai.bundle run ...``): an uncaught error caused by an
+    :class:`InputFileError` (or a bad ``ckpt_export`` checkpoint) prints its one line, without traceback;
+    anything else gets Python's usual traceback. Exit status 1 either way."""
+    bad = input_error_of(error)
+    line = str(bad) if bad is not None else _ckpt_export_error(error, tb)
+    if line is None:
+        sys.__excepthook__(kind, error, tb)
+    else:
+        print(line, file=sys.stderr)
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffixes); rename onto ``path`` on success, delete on error."""
@@ -77,16 +116,57 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def atomic_dir(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary directory beside ``path``; it replaces ``path`` only when the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+OUTPUT_MARKER = ".3ddx_output.json"
+MAX_NAME_CHARS = 120  # output folder names; the temporary ``.<name>.XXXXXXXX.partial`` must stay under 255 bytes
+
+
+def written_by_bundle(folder: PathLike) -> dict | None:
+    """The marker :func:`atomic_dir` writes into every folder it completes (``{"kind", "source"}``), or None."""
     try:
+        marker = json.loads((Path(folder) / OUTPUT_MARKER).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return marker if isinstance(marker, dict) and "kind" in marker else None
+
+
+def check_replaceable(path: PathLike, kind: str, source: str | None = None) -> bool:
+    """Whether ``path`` exists as a folder this bundle wrote as ``kind`` for ``source``; False when absent.
+
+    Raises:
+        InputFileError: ``path`` exists but is not such a folder (a user's file or folder, another
+            kind of result, or the result of another input): it must be left untouched.
+    """
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return False
+    marker = None if path.is_symlink() or not path.is_dir() else written_by_bundle(path)
+    if marker is None:
+        raise InputFileError(path, f"exists and was not written by this bundle (no {OUTPUT_MARKER}); left untouched: move it or choose another output folder")
+    if marker["kind"] != kind:
+        raise InputFileError(path, f"holds a {marker['kind']} written by this bundle, not a {kind}; left untouched: choose another output folder")
+    if source is not None and marker.get("source") != source:
+        raise InputFileError(path, f"holds the {kind} of another input (two inputs with one output name); left untouched: rename one input or choose another output folder")
+    return True
+
+
+@contextlib.contextmanager
+def atomic_dir(path: PathLike, kind: str, source: str | None = None) -> Iterator[Path]:
+    """Yield a temporary directory beside ``path``; it replaces ``path`` only when the block succeeds.
+
+    The folder gets the marker :data:`OUTPUT_MARKER` (``kind``: what it holds, e.g. "reconstruction";
+    ``source``: an identifier of the input it was made from). An existing ``path`` is replaced only when
+    it carries the marker of the same ``kind`` (and ``source``, when given): anything else raises
+    :class:`InputFileError` before any work and again before the rename (:func:`check_replaceable`).
+    """
+    path = Path(path)
+    check_replaceable(path, kind, source)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name[:MAX_NAME_CHARS]}.", suffix=".partial", dir=path.parent))
+    try:
+        (tmp / OUTPUT_MARKER).write_text(json.dumps({"kind": kind, "source": source}))
         yield tmp
         tmp.chmod(0o777 & ~_umask())
-        if path.exists():
+        if check_replaceable(path, kind, source):
             shutil.rmtree(path)
         tmp.rename(path)
     finally:
@@ -97,10 +177,12 @@ def atomic_dir(path: PathLike) -> Iterator[Path]:
 def remove_partials(directory: PathLike) -> list[Path]:
     """Delete the temporary ``.<name>.*.partial`` folders of :func:`atomic_dir` left in ``directory`` by a killed run.
 
-    Only for a directory no other process is writing into. Returns the removed paths.
+    Only folders holding the marker (or empty) are removed: a user's folder of that name stays. Only for
+    a directory no other process is writing into. Returns the removed paths.
     """
     directory = Path(directory)
-    stale = sorted(p for p in directory.glob(".*.partial") if p.is_dir()) if directory.is_dir() else []
+    found = sorted(p for p in directory.glob(".*.partial") if p.is_dir() and not p.is_symlink()) if directory.is_dir() else []
+    stale = [p for p in found if written_by_bundle(p) is not None or not any(p.iterdir())]
     for p in stale:
         shutil.rmtree(p, ignore_errors=True)
     return stale

@@ -376,7 +376,7 @@ def save_preview(case: PhantomCase, path: Path) -> None:
 
 def write_case(case: PhantomCase, out_dir: str | Path) -> None:
     """Write ct.nii.gz, labels.nii.gz, meshes/<bone>.ply, params.json and preview.png into ``out_dir`` atomically."""
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, "phantom case") as tmp:
         write_nifti(tmp / "ct.nii.gz", case.ct, case.affine)
         write_nifti(tmp / "labels.nii.gz", case.labels, case.affine)
         (tmp / "meshes").mkdir()

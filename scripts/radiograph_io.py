@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import re
 import sys
 import warnings
@@ -46,7 +47,7 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from scipy import ndimage
 
 from scripts.dicom_export import write_radiograph_dicom
-from scripts.files import InputFileError, PathLike, exits_on_input_error, read_nifti
+from scripts.files import MAX_NAME_CHARS, InputFileError, PathLike, exits_on_input_error, read_nifti, written_by_bundle
 from scripts.geometry import IMAGE_SIZE_RANGE_PX, MAGNIFICATION_RANGE, Geometry, GeometryError, read_geometry
 
 MIN_SIZE_PX, MAX_SIZE_PX = IMAGE_SIZE_RANGE_PX
@@ -182,23 +183,39 @@ def read_dicom(path: PathLike, stop_before_pixels: bool = False) -> Dataset:
     return ds
 
 
-def iter_radiographs(input_path: PathLike) -> Iterator[Path]:
+RESULT_KINDS = ("reconstruction", "deploy result")  # folders of results (scripts.files marker): never read as inputs
+
+
+def iter_radiographs(input_path: PathLike, output_dir: PathLike | None = None) -> Iterator[Path]:
     """Yield the radiograph files under ``input_path`` (a file, or a folder searched recursively).
 
-    A folder yields PNG/TIFF files, simulator ``image.nii(.gz)`` files (a folder holding geometry.json
+    A folder yields PNG/JPEG/TIFF files, simulator ``image.nii(.gz)`` files (a folder holding geometry.json
     contributes only that image, not its depth/mask/preview), and DICOM files (recognised by the DICM
-    preamble, ``.dcm`` files always), one per SOP Instance UID. Hidden files and DICOMDIR are skipped.
+    preamble, ``.dcm`` files always), one per SOP Instance UID. Hidden files and DICOMDIR are skipped,
+    and so are ``output_dir`` and every result folder this bundle wrote (:data:`RESULT_KINDS`), so
+    outputs inside the input folder are never read back as inputs.
+
+    Raises:
+        InputFileError: ``input_path`` missing, or ``output_dir`` is the input folder itself.
     """
     input_path = Path(input_path)
+    if output_dir is not None and input_path.is_dir() and Path(output_dir).resolve() == input_path.resolve():
+        raise InputFileError(output_dir, "the output folder is the input folder; choose another one (a folder inside it is fine)")
     if input_path.is_file():
         yield input_path
         return
     if not input_path.is_dir():
         raise InputFileError(input_path, "input not found")
+    skip = Path(output_dir).resolve() if output_dir is not None else None
+    files = []
+    for folder, dirs, names in os.walk(input_path):
+        here = Path(folder)
+        dirs[:] = [d for d in dirs if not d.startswith(".") and (here / d).resolve() != skip and _not_results(here / d)]
+        files += [here / n for n in names]
     seen_uids: set[str] = set()
-    for path in sorted(p for p in input_path.rglob("*") if p.is_file()):
+    for path in sorted(files):
         name = path.name.lower()
-        if name.startswith(".") or name == "dicomdir" or any(part.startswith(".") for part in path.relative_to(input_path).parts):
+        if name.startswith(".") or name == "dicomdir":
             continue
         if (path.parent / "geometry.json").exists():
             if name in ("image.nii", "image.nii.gz"):
@@ -215,27 +232,54 @@ def iter_radiographs(input_path: PathLike) -> Iterator[Path]:
             yield path
 
 
-def output_name(path: PathLike, ds: Dataset | None = None) -> str:
-    """A file-name-safe output stem without patient identifiers.
+def _not_results(folder: Path) -> bool:
+    marker = written_by_bundle(folder)
+    return marker is None or marker["kind"] not in RESULT_KINDS
 
-    The input name (simulator ``image.nii.gz``: its folder name) is used when it is not PHI-like; it is
-    PHI-like when it holds a date, a run of 6+ digits (MRN, accession, UID), words like "patient"/"dob",
-    or any part of the DICOM PatientName/PatientID. PHI-like names become ``rg_<12 hex>``: a SHA-256 of
-    the SOP Instance UID for DICOM, else of the file name.
+
+def output_name(path: PathLike, ds: Dataset | None = None, root: PathLike | None = None) -> str:
+    """A file-name-safe output folder name, unique per input, without patient identifiers.
+
+    The input's path relative to ``root`` (the input folder; simulator ``image.nii.gz``: its folder),
+    suffix dropped, folders joined by ``.``, each part reduced to ``[A-Za-z0-9_-]``: ``PAT_A/hip.dcm`` ->
+    ``PAT_A.hip``. When that reduction changed a part (``hip a.png`` -> ``hip_a``), or the name is longer
+    than :data:`scripts.files.MAX_NAME_CHARS`, a stable suffix ``-<6 hex of SHA-256 of the relative
+    path>`` keeps it apart from other inputs. PHI-like names become ``rg_<12 hex>``: a SHA-256 of the SOP
+    Instance UID for DICOM, else of the relative path. A name is PHI-like when it holds a date, a run of
+    6+ digits (MRN, accession, UID), words like "patient"/"dob", or any part of the DICOM
+    PatientName/PatientID/PatientBirthDate.
     """
     path = Path(path)
-    stem = path.name
+    unit, stem = path, path.name
     for suffix in NIFTI_SUFFIXES[::-1] + RASTER_SUFFIXES + (".dcm", ".dicom"):
         if stem.lower().endswith(suffix):
             stem = stem[: -len(suffix)]
             break
     if stem.lower() == "image" and path.name.lower().endswith(NIFTI_SUFFIXES):
-        stem = path.parent.name
-    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_")
-    if stem and not _phi_like(stem, ds):
-        return stem
-    key = str(ds.SOPInstanceUID) if ds is not None and "SOPInstanceUID" in ds else path.name
-    return "rg_" + hashlib.sha256(key.encode()).hexdigest()[:12]
+        unit, stem = path.parent, path.parent.name
+    folders: tuple[str, ...] = ()
+    if root is not None:
+        try:
+            folders = unit.parent.resolve().relative_to(Path(root).resolve()).parts
+        except ValueError:
+            folders = ()
+    raw = [*folders, stem]
+    safe = [re.sub(r"[^A-Za-z0-9_-]+", "_", part).strip("_") for part in raw]
+    name = ".".join(part for part in safe if part)
+    digest = hashlib.sha256("/".join(raw).encode()).hexdigest()
+    if not name or _phi_like(name, ds):
+        key = str(ds.SOPInstanceUID) if ds is not None and "SOPInstanceUID" in ds else "/".join(raw)
+        return "rg_" + hashlib.sha256(key.encode()).hexdigest()[:12]
+    if safe != raw or len(name) > MAX_NAME_CHARS:
+        name = f"{name[: MAX_NAME_CHARS - 7]}-{digest[:6]}"
+    return name
+
+
+def input_key(path: PathLike, ds: Dataset | None = None) -> str:
+    """A stable identifier of one input for the output marker, without identifiers: SHA-256 of the SOP Instance
+    UID for DICOM, else of the resolved file path (a rerun on the same input finds its own output)."""
+    key = f"dicom:{ds.SOPInstanceUID}" if ds is not None and "SOPInstanceUID" in ds else f"file:{Path(path).resolve()}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------- NIfTI

@@ -32,12 +32,12 @@ from monai.bundle import ConfigParser
 from tqdm import tqdm
 
 from scripts.checkpoints import load_network
-from scripts.files import InputFileError, PathLike, atomic_dir, remove_partials, write_depth_and_mask, write_json
+from scripts.files import InputFileError, PathLike, atomic_dir, check_replaceable, remove_partials, write_depth_and_mask, write_json
 from scripts.geometry import BONES, Geometry, GeometryError
 from scripts.meshing import dual_face_mesh, grid_triangles, masked_points
 from scripts.networks import absolute_depth, split_output
 from scripts.plausibility import plausibility
-from scripts.radiograph_io import NIFTI_SUFFIXES, RASTER_SUFFIXES, iter_radiographs, load_radiograph, output_name, radiograph_field, read_dicom
+from scripts.radiograph_io import NIFTI_SUFFIXES, RASTER_SUFFIXES, input_key, iter_radiographs, load_radiograph, output_name, radiograph_field, read_dicom
 from scripts.report import save_reconstruction_report
 from scripts.ssm import ShapeFit, ShapeModel, fit_shape_model, load_shape_models
 from scripts.transforms import flip_bone_maps_lr
@@ -45,6 +45,7 @@ from scripts.transforms import flip_bone_maps_lr
 BUNDLE_ROOT = Path(__file__).resolve().parent.parent
 INFERENCE_CONFIG = BUNDLE_ROOT / "configs" / "inference.yaml"
 OUTPUT_FILES = ("depth.nii.gz", "mask.nii.gz", "result.json", "report.png")
+RESULT_KIND = "reconstruction"  # the scripts.files marker of output folders
 FRAME = "camera (mm): origin at the X-ray focal spot, +x image columns, +y image rows, +z toward the detector"
 
 
@@ -329,13 +330,17 @@ class Reconstructor:
 
 
 # ---------------------------------------------------------------------- outputs
-def write_reconstruction(out_dir: PathLike, rec: Reconstruction, image: np.ndarray, info: Mapping, name: str) -> Path:
-    """Write ``out_dir`` atomically: depth/mask NIfTI (simulator layout), ``<bone>.ply``, ``<bone>_completed.ply``, result.json, report.png."""
+def write_reconstruction(out_dir: PathLike, rec: Reconstruction, image: np.ndarray, info: Mapping, name: str, source: str | None = None) -> Path:
+    """Write ``out_dir`` atomically: depth/mask NIfTI (simulator layout), ``<bone>.ply``, ``<bone>_completed.ply``, result.json, report.png.
+
+    ``source``: identifier of the input (:func:`scripts.radiograph_io.input_key`); an existing ``out_dir``
+    is replaced only when it is this bundle's reconstruction of the same input (:func:`scripts.files.atomic_dir`).
+    """
     geom = rec.geometry
     affine = geom.image_affine
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, RESULT_KIND, source) as tmp:
         write_depth_and_mask(tmp, rec.depth, rec.mask, affine)
         for bone, mesh in rec.surfaces.items():
             mesh.export(tmp / f"{bone}.ply")
@@ -415,6 +420,7 @@ class ReconstructionRunner:
         self.input_dir, self.output_dir = Path(input_dir), Path(output_dir)
         self.standard_geometry = standard_geometry
         self.sid_mm, self.pixel_spacing_mm, self.overwrite = sid_mm, pixel_spacing_mm, bool(overwrite)
+        self._claimed: dict[str, Path] = {}  # output name -> the input that has it in this run
 
     @functools.cached_property
     def standard(self) -> Geometry:
@@ -422,18 +428,29 @@ class ReconstructionRunner:
         return Geometry.standard(self.standard_geometry, check_range=True)
 
     def process(self, path: Path) -> str:
-        """Reconstruct one file; returns "done" or "skipped". Raises InputFileError / ValueError for bad input."""
+        """Reconstruct one file; returns "done" or "skipped". Raises InputFileError / ValueError for bad input.
+
+        The output folder is ``output_dir/<name>`` (:func:`scripts.radiograph_io.output_name`, unique per
+        input). It is skipped when it already holds this input's finished reconstruction (unless
+        ``overwrite``); a name already used by another input of this run, or a folder that is not this
+        input's reconstruction, is an error and is left untouched.
+        """
         t0 = time.perf_counter()
-        name = output_name(path, _dicom_header(path))
+        header = _dicom_header(path)
+        name = output_name(path, header, self.input_dir if self.input_dir.is_dir() else None)
+        source = input_key(path, header)
         target = self.output_dir / name
-        if not self.overwrite and (target / "result.json").exists():
+        other = self._claimed.setdefault(name, path)
+        if other != path:
+            raise InputFileError(path, f"its output name {name!r} is that of {other} too; rename one of them (nothing written for this one)")
+        if check_replaceable(target, RESULT_KIND, source) and not self.overwrite and (target / "result.json").exists():
             return "skipped"
         image, geometry, info = load_radiograph(path, self.standard, self.sid_mm, self.pixel_spacing_mm)
         fov = radiograph_field(path, geometry, info)
         t1 = time.perf_counter()
         rec = self.reconstructor(image, geometry, fov=fov)
         rec.timings_s = {"load": t1 - t0, **rec.timings_s}
-        write_reconstruction(target, rec, image, info, name)
+        write_reconstruction(target, rec, image, info, name, source)
         for warning in output_warnings(rec, info):  # named by the output folder: free of patient identifiers
             tqdm.write(f"{target}: warning: {warning}", file=sys.stderr)
         return "done"
@@ -443,7 +460,7 @@ class ReconstructionRunner:
         try:
             _ = self.standard
             self.reconstructor.load()
-            inputs = list(iter_radiographs(self.input_dir))
+            inputs = list(iter_radiographs(self.input_dir, self.output_dir))
             remove_partials(self.output_dir)  # unfinished outputs of an interrupted (killed) run
         except (InputFileError, GeometryError) as e:
             print(e, file=sys.stderr)

@@ -297,7 +297,7 @@ def write_sample(out_dir: Path, name: str, sample: dict, meshes: dict[str, str])
     """Write one sample folder atomically (temporary folder, then rename)."""
     geom: Geometry = sample["geometry"]
     affine = geom.image_affine
-    with atomic_dir(out_dir / name) as tmp:
+    with atomic_dir(out_dir / name, "simulator sample") as tmp:
         write_nifti(tmp / "image.nii.gz", sample["image"].astype(np.float32), affine)
         write_nifti(tmp / "fov.nii.gz", sample["fov"].astype(np.uint8), affine)
         write_depth_and_mask(tmp, sample["depth"], sample["mask"], affine)
@@ -444,6 +444,17 @@ def simulate(
     return build_datalist(out_dir, seed, cfg["split"], cohort), errors
 
 
+def positive_int(text: str) -> int:
+    """A command-line count that must be at least 1 (``--poses 0`` would silently write nothing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     """``"i/n"`` -> (i, n) with 0 <= i < n."""
     try:
@@ -464,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--cases", help="cohort folder: <case>/{ct.nii.gz, labels.nii.gz, meshes/<bone>.ply}")
     parser.add_argument("--labels", help="for --ct: a label volume (ids mapped by --label-map) or a TotalSegmentator output folder of per-structure masks (hip_left.nii.gz, ...)")
     parser.add_argument("--out", required=True, help="output folder (samples + datalist.json)")
-    parser.add_argument("--poses", type=int, default=1, help="poses per case")
+    parser.add_argument("--poses", type=positive_int, default=1, help="poses per case (at least 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--label-map", default=None, help=f"JSON file {{source_id: bone id or name}} or preset: {', '.join(LABEL_MAP_CHOICES)} (totalsegmentator: v1 or v2 ids, told from the labels)")
     parser.add_argument("--geometry", default=None, help="geometry JSON (default configs/geometry.json)")

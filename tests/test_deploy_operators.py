@@ -14,6 +14,7 @@ from monai.bundle import ConfigParser
 
 from deploy.app.pipeline import load_cases, run, run_inference, write_case
 from scripts.dicom_export import read_encapsulated_stl
+from scripts.files import OUTPUT_MARKER
 from scripts.geometry import Geometry
 from tests.helpers import ROOT, STD, make_dicom, ramp
 
@@ -42,7 +43,7 @@ def test_run_writes_stl_and_dicom_per_bone(dicom_dir, tmp_path, capsys):
     (case_dir,) = list((tmp_path / "out").iterdir())
     assert case_dir.name.startswith("rg_") and "Doe" not in case_dir.name
     files = sorted(p.name for p in case_dir.iterdir())
-    assert files == sorted([f"{b}.{e}" for b in STD.bones for e in ("stl", "dcm")] + ["result.json"])
+    assert files == sorted([f"{b}.{e}" for b in STD.bones for e in ("stl", "dcm")] + ["result.json", OUTPUT_MARKER])
     result = (case_dir / "result.json").read_text()
     assert "Doe" not in result and "MRN" not in result and "19650101" not in result
     assert json.loads(result)["input_format"] == "dicom"
@@ -156,7 +157,7 @@ def test_app_end_to_end_torchscript_and_shape_model(tmp_path, capsys):
     assert app_main.main(argv) == 0, capsys.readouterr().err
     case_dir = tmp_path / "out" / "hip_ap"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["hip_ap"]
-    assert sorted(p.name for p in case_dir.iterdir()) == ["pelvis.dcm", "pelvis.stl", "result.json"]  # femurs not found
+    assert sorted(p.name for p in case_dir.iterdir()) == sorted([OUTPUT_MARKER, "pelvis.dcm", "pelvis.stl", "result.json"])  # femurs not found
     stl = trimesh.load(str(case_dir / "pelvis.stl"), force="mesh")
     ds = pydicom.dcmread(str(case_dir / "pelvis.dcm"))
     assert ds.StudyInstanceUID == src.StudyInstanceUID and ds.Modality == "M3D"

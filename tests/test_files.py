@@ -1,9 +1,11 @@
+import json
 import os
 
 import numpy as np
 import pytest
 
 from scripts.files import (
+    OUTPUT_MARKER,
     InputFileError,
     atomic_dir,
     atomic_path,
@@ -11,6 +13,7 @@ from scripts.files import (
     read_depth_and_mask,
     read_json,
     read_nifti,
+    remove_partials,
     write_depth_and_mask,
     write_json,
     write_nifti,
@@ -30,7 +33,7 @@ def test_atomic_writes_have_umask_permissions(tmp_path):
     old = os.umask(0o022)
     try:
         write_json(tmp_path / "a.json", {"x": np.float32(1.5), "y": np.arange(3)})
-        with atomic_dir(tmp_path / "case") as d:
+        with atomic_dir(tmp_path / "case", "test result") as d:
             (d / "f.txt").write_text("ok")
     finally:
         os.umask(old)
@@ -41,10 +44,10 @@ def test_atomic_writes_have_umask_permissions(tmp_path):
 
 def test_atomic_dir_replaces_only_on_success(tmp_path):
     target = tmp_path / "case"
-    with atomic_dir(target) as d:
+    with atomic_dir(target, "test result") as d:
         (d / "a.txt").write_text("first")
     with pytest.raises(ValueError):
-        with atomic_dir(target) as d:
+        with atomic_dir(target, "test result") as d:
             (d / "a.txt").write_text("second")
             raise ValueError("bad input")
     assert (target / "a.txt").read_text() == "first"
@@ -90,3 +93,66 @@ def test_depth_and_mask_layout_round_trip(tmp_path):
     d, m = read_depth_and_mask(tmp_path / "depth.nii.gz", tmp_path / "mask.nii.gz")
     np.testing.assert_array_equal(d, depth)
     np.testing.assert_array_equal(m, mask)
+
+
+def _tree(root):
+    """{relative path: bytes} of every file under ``root``: the user's data, to compare before and after."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("existing", ["user folder", "user file", "other kind", "other input", "symlink"])
+def test_atomic_dir_never_replaces_what_it_did_not_write(tmp_path, existing):
+    """Only a folder carrying this bundle's marker of the same kind and input is replaced; anything else is
+    refused with one line naming it, before the block runs, and stays byte for byte."""
+    target = tmp_path / "out" / "notes"
+    if existing == "user folder":
+        (target / "sub").mkdir(parents=True)
+        (target / "sub" / "diary.txt").write_text("mine")
+    elif existing == "user file":
+        target.parent.mkdir()
+        target.write_text("mine")
+    elif existing == "symlink":
+        (tmp_path / "elsewhere").mkdir()
+        (tmp_path / "elsewhere" / "x.txt").write_text("mine")
+        target.parent.mkdir()
+        target.symlink_to(tmp_path / "elsewhere")
+    else:
+        with atomic_dir(target, "simulator sample" if existing == "other kind" else "result", source="a") as d:
+            (d / "x.txt").write_text("first")
+    before = _tree(tmp_path)
+    ran = []
+    with pytest.raises(InputFileError) as info:
+        with atomic_dir(target, "result", source="b") as d:
+            ran.append(d)
+    assert str(info.value).startswith(f"{target}: ") and "left untouched" in str(info.value) and "\n" not in str(info.value)
+    assert not ran and _tree(tmp_path) == before
+    assert sorted(p.name for p in target.parent.iterdir()) == ["notes"]  # no temporary folder either
+
+
+def test_atomic_dir_replaces_its_own_result_of_the_same_input(tmp_path):
+    target = tmp_path / "case"
+    for text in ("first", "second"):
+        with atomic_dir(target, "result", source="a") as d:
+            (d / "x.txt").write_text(text)
+    assert (target / "x.txt").read_text() == "second"
+    assert json.loads((target / OUTPUT_MARKER).read_text()) == {"kind": "result", "source": "a"}
+
+
+def test_remove_partials_removes_only_its_own(tmp_path):
+    own = tmp_path / ".case.abc123.partial"
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_dir(tmp_path / "case", "result") as d:
+            killed = d  # a SIGKILL would leave this folder: simulate by copying it before the cleanup
+            (d / "half.nii.gz").write_bytes(b"half")
+            import shutil
+
+            shutil.copytree(d, own)
+            raise KeyboardInterrupt
+    assert not killed.exists()
+    user = tmp_path / ".thesis.final.partial"  # a user's folder with a look-alike name
+    user.mkdir()
+    (user / "chapter.tex").write_text("mine")
+    empty = tmp_path / ".case.xyz789.partial"  # killed before the marker was written
+    empty.mkdir()
+    assert remove_partials(tmp_path) == sorted([own, empty])
+    assert (user / "chapter.tex").read_text() == "mine"

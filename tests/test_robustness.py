@@ -29,7 +29,7 @@ from PIL import Image
 from pydicom.uid import CTImageStorage, MRImageStorage
 
 import scripts.reconstruct as reconstruct
-from scripts.files import write_nifti
+from scripts.files import OUTPUT_MARKER, write_nifti
 from scripts.geometry import Geometry
 from scripts.networks import DualFaceDepthNet
 from scripts.radiograph_io import load_radiograph, output_name, resample_to
@@ -474,6 +474,7 @@ def test_interrupted_batch_resumes(bundle, tmp_path, monkeypatch, capsys):
     t0 = (out / "c0" / "result.json").stat().st_mtime_ns
     killed = out / ".c1.x1y2z3.partial"  # what SIGKILL leaves behind mid-write
     killed.mkdir()
+    (killed / OUTPUT_MARKER).write_text(json.dumps({"kind": "reconstruction", "source": None}))  # atomic_dir's first write
     (killed / "depth.nii.gz").write_bytes(b"half")
     assert run_workflow(d, out, bundle) == 0
     assert "reconstructed 1, skipped 1" in capsys.readouterr().err

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def compose(self):
             ctx = Application.init_app_context([argv[0]] + sdk_argv)
-            loader = RadiographLoaderOperator(self, CountCondition(self, 1), input_path=Path(ctx.input_path), standard=standard, name="loader", **load_kwargs)
+            loader = RadiographLoaderOperator(self, CountCondition(self, 1), input_path=Path(ctx.input_path), output_path=Path(ctx.output_path), standard=standard, name="loader", **load_kwargs)
             recon = BoneReconstructionOperator(self, infer=reconstruct_image_adapter(ctx.model_path, opts.device, opts.ssm_path), name="reconstruct")
             writer = MeshWriterOperator(self, output_folder=Path(ctx.output_path), name="writer")
             self.add_flow(loader, recon, {("cases", "cases")})

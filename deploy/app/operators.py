@@ -17,11 +17,11 @@ logger = logging.getLogger(__name__)
 
 
 class RadiographLoaderOperator(Operator):
-    """Emits ``cases``: the radiographs under ``input_path`` in the standard geometry (refusals logged)."""
+    """Emits ``cases``: the radiographs under ``input_path`` (not the results under ``output_path``) in the standard geometry (refusals logged)."""
 
-    def __init__(self, fragment: Fragment, *args, input_path: Path, standard: Geometry, sid_mm=None, pixel_spacing_mm=None, **kwargs):
+    def __init__(self, fragment: Fragment, *args, input_path: Path, standard: Geometry, output_path: Path | None = None, sid_mm=None, pixel_spacing_mm=None, **kwargs):
         self.input_path, self.standard = Path(input_path), standard
-        self.load_kwargs = dict(sid_mm=sid_mm, pixel_spacing_mm=pixel_spacing_mm)
+        self.load_kwargs = dict(sid_mm=sid_mm, pixel_spacing_mm=pixel_spacing_mm, output_dir=output_path)
         self.errors: list[str] = []
         super().__init__(fragment, *args, **kwargs)
 

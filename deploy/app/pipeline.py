@@ -18,17 +18,19 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from scripts.dicom_export import write_encapsulated_stl, write_stl
-from scripts.files import InputFileError, PathLike, atomic_dir, write_json
+from scripts.files import OUTPUT_MARKER, InputFileError, PathLike, atomic_dir, write_json
 from scripts.geometry import Geometry
-from scripts.radiograph_io import iter_radiographs, load_radiograph, output_name, read_dicom
+from scripts.radiograph_io import input_key, iter_radiographs, load_radiograph, output_name, read_dicom
 
+RESULT_KIND = "deploy result"  # the scripts.files marker of case folders
 MeshFn = Callable[[np.ndarray, Geometry], "dict[str, trimesh.Trimesh]"]
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class RadiographCase:
-    """One input radiograph in the standard geometry; ``source`` is the DICOM header (no pixels) or None."""
+    """One input radiograph in the standard geometry; ``source`` is the DICOM header (no pixels) or None; ``key``
+    identifies the input in its output folder's marker (:func:`scripts.radiograph_io.input_key`)."""
 
     path: Path
     name: str
@@ -36,21 +38,43 @@ class RadiographCase:
     geometry: Geometry
     info: dict
     source: Dataset | None = None
+    key: str | None = None
 
 
 def load_cases(
-    input_path: PathLike, standard: Geometry, sid_mm: float | None = None, pixel_spacing_mm: float | Sequence[float] | None = None
+    input_path: PathLike,
+    standard: Geometry,
+    sid_mm: float | None = None,
+    pixel_spacing_mm: float | Sequence[float] | None = None,
+    output_dir: PathLike | None = None,
 ) -> tuple[list[RadiographCase], list[str]]:
-    """Load every radiograph under ``input_path``; refused files become one-line messages (second return)."""
-    cases, errors = [], []
-    for path in iter_radiographs(input_path):
+    """Load every radiograph under ``input_path`` (never ``output_dir`` or earlier results inside it).
+
+    Refused files become one-line messages (second return) and the others still load; output names are
+    unique per input (:func:`scripts.radiograph_io.output_name`) and a second input with the same name
+    is refused, never written over the first.
+    """
+    cases, errors, claimed = [], [], {}
+    root = Path(input_path) if Path(input_path).is_dir() else None
+    try:
+        paths = list(iter_radiographs(input_path, output_dir))
+    except InputFileError as e:
+        return [], [str(e)]
+    for path in paths:
         try:
             image, geometry, info = load_radiograph(path, standard, sid_mm=sid_mm, pixel_spacing_mm=pixel_spacing_mm)
             source = read_dicom(path, stop_before_pixels=True) if info["format"] == "dicom" else None
+            name = output_name(path, source, root)
         except InputFileError as e:
             errors.append(str(e))
             continue
-        cases.append(RadiographCase(path, output_name(path, source), image, geometry, info, source))
+        except Exception as e:  # an unforeseen reader failure refuses this file only; the others still run
+            errors.append(f"{path}: failed ({type(e).__name__}: {e})")
+            continue
+        if claimed.setdefault(name, path) != path:
+            errors.append(f"{path}: its output name {name!r} is that of {claimed[name]} too; rename one of them (nothing written for this one)")
+            continue
+        cases.append(RadiographCase(path, name, image, geometry, info, source, input_key(path, source)))
     return cases, errors
 
 
@@ -73,11 +97,12 @@ def run_inference(case: RadiographCase, infer: MeshFn) -> dict[str, trimesh.Trim
 def write_case(case: RadiographCase, meshes: dict[str, trimesh.Trimesh], output_dir: PathLike, software_version: str = "0.1.0") -> list[Path]:
     """Write ``<output_dir>/<name>/<bone>.stl`` and ``<bone>.dcm`` (one new series per case) and ``result.json``.
 
-    The case folder appears only when complete. result.json holds no patient identifiers.
+    The case folder appears only when complete; an existing one is replaced only when it is this app's
+    result for the same input (else :class:`InputFileError` naming it). result.json holds no patient identifiers.
     """
     final = Path(output_dir) / case.name
     series_uid = generate_uid()
-    with atomic_dir(final) as tmp:
+    with atomic_dir(final, RESULT_KIND, case.key) as tmp:
         for i, bone in enumerate(case.geometry.bones):
             if bone not in meshes:
                 continue
@@ -95,7 +120,7 @@ def write_case(case: RadiographCase, meshes: dict[str, trimesh.Trimesh], output_
             "warnings": case.info.get("warnings", []),
         }
         write_json(tmp / "result.json", summary)
-    return sorted(final.iterdir())
+    return sorted(f for f in final.iterdir() if f.name != OUTPUT_MARKER)
 
 
 def reconstruct_image_adapter(model_path: PathLike, device: str | None = None, ssm_path: PathLike | None = None) -> MeshFn:
@@ -117,7 +142,7 @@ def reconstruct_image_adapter(model_path: PathLike, device: str | None = None, s
 
 def run(input_path: PathLike, output_dir: PathLike, infer: MeshFn, standard: Geometry | None = None, **load_kwargs) -> int:
     """Whole app without the SDK: returns 0 when every input was reconstructed, else 1 (errors on stderr)."""
-    cases, errors = load_cases(input_path, standard or Geometry.standard(), **load_kwargs)
+    cases, errors = load_cases(input_path, standard or Geometry.standard(), output_dir=output_dir, **load_kwargs)
     for case in cases:
         try:
             write_case(case, run_inference(case, infer), output_dir)
@@ -125,10 +150,9 @@ def run(input_path: PathLike, output_dir: PathLike, infer: MeshFn, standard: Geo
             for warning in case.info.get("warnings", []):  # named by the PHI-free output folder
                 print(f"{Path(output_dir) / case.name}: warning: {warning}", file=sys.stderr)
         except InputFileError as e:
-            if Path(e.path) != case.path:  # the model or shape-model file: every case would fail the same way
-                errors.append(str(e))
-                break
             errors.append(str(e))
+            if Path(e.path) not in (case.path, Path(output_dir) / case.name):  # the model or shape-model file (or an option): every case would fail
+                break
         except ValueError as e:
             errors.append(f"{case.path}: {e}")
     if not cases and not errors:
