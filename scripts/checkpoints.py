@@ -1,8 +1,11 @@
-"""Network weights from files: state-dict checkpoints (``torch.load(weights_only=True)``) and TorchScript.
+"""Network weights from files: state-dict checkpoints (``torch.load(weights_only=True)``) and, only when asked, TorchScript.
 
-:func:`load_weights` puts a state dict into a network (training from a pretrained model, inference);
-:func:`load_network` also accepts a TorchScript archive (inference, export). Both refuse missing,
-empty, corrupt or mismatched files with one :class:`InputFileError` naming the file.
+A state dict is data; a TorchScript archive is code (``torch.jit.load`` runs what it holds), like a
+bundle config: take it only from a trusted source. :func:`load_weights` puts a state dict into a
+network (training from a pretrained model, inference); :func:`load_network` also accepts a
+TorchScript archive when the caller says so (``torchscript=True``: the inference config's
+``torchscript`` key, the Deploy app's ``.ts`` model path). Both refuse missing, empty, corrupt,
+mismatched or (shipped files) altered files with one :class:`InputFileError` naming the file.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from typing import Mapping
 
 import torch
 
-from scripts.files import InputFileError, PathLike
+from scripts.files import InputFileError, PathLike, first_line
+from scripts.release import verify_shipped
 
 
-def _is_torchscript(path: Path) -> bool:
+def is_torchscript(path: PathLike) -> bool:
     """Whether ``path`` is a TorchScript archive (a zip holding TorchScript code or constants)."""
     try:
         with zipfile.ZipFile(path) as z:
@@ -31,6 +35,7 @@ def _check_file(path: Path) -> None:
         raise InputFileError(path, "checkpoint not found")
     if path.stat().st_size == 0:
         raise InputFileError(path, "checkpoint file is empty")
+    verify_shipped(path)
 
 
 def _load_state_dict_into(path: Path, network: torch.nn.Module) -> torch.nn.Module:
@@ -40,7 +45,7 @@ def _load_state_dict_into(path: Path, network: torch.nn.Module) -> torch.nn.Modu
             warnings.simplefilter("ignore")  # e.g. pickle-protocol notes on foreign files: the error below says it
             state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # pickle/zip errors of corrupt or foreign files
-        raise InputFileError(path, f"unreadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        raise InputFileError(path, f"unreadable checkpoint ({first_line(e)})") from None
     if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
         state = state["model"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -66,23 +71,30 @@ def load_weights(path: PathLike, network: torch.nn.Module) -> torch.nn.Module:
     """
     path = Path(path)
     _check_file(path)
-    if _is_torchscript(path):
+    if is_torchscript(path):
         raise InputFileError(path, "a TorchScript archive holds no trainable weights for network_def: give a state-dict checkpoint (model.pt)")
     return _load_state_dict_into(path, network)
 
 
-def load_network(path: PathLike, network: torch.nn.Module | None, device: torch.device | str = "cpu") -> torch.nn.Module:
+def load_network(path: PathLike, network: torch.nn.Module | None, device: torch.device | str = "cpu", torchscript: bool = False) -> torch.nn.Module:
     """Network with the weights of ``path`` in eval mode on ``device``.
 
-    ``path`` is a state dict loaded into ``network`` (as :func:`load_weights`), or a TorchScript archive
-    (``torch.jit.load``; ``network`` unused).
+    ``path`` is a state dict loaded into ``network`` (as :func:`load_weights`), or, with ``torchscript``,
+    also a TorchScript archive (``torch.jit.load``: its code runs; ``network`` unused).
 
     Raises:
-        InputFileError: missing, empty or unreadable file, or weights that do not fit ``network``.
+        InputFileError: missing, empty or unreadable file, a TorchScript archive without ``torchscript``,
+            or weights that do not fit ``network``.
     """
     path = Path(path)
     _check_file(path)
-    if _is_torchscript(path):
+    if is_torchscript(path):
+        if not torchscript:
+            raise InputFileError(
+                path,
+                "is a TorchScript archive (code, not data): not loaded; give a state-dict checkpoint, or, for a TorchScript "
+                "file from a trusted source, ask for it explicitly (--torchscript true; the Deploy app's .ts model path)",
+            )
         try:
             return torch.jit.load(str(path), map_location=device).eval()
         except Exception as e:  # torch raises many types for corrupt archives

@@ -1,20 +1,45 @@
-"""On/off config keys given on the command line.
+"""Command-line config values: on/off keys and torch devices.
 
 ``python -m monai.bundle run ... --key false`` hands the config the STRING ``"false"`` (Python
 Fire parses only ``False``), which plain ``if @key`` would take as on. Configs read their flags
-through :func:`as_flag`, so ``false``/``False``/``0``/``no`` all mean off.
+through :func:`as_flag`, so ``false``/``False``/``0``/``no`` all mean off; devices through
+:func:`as_device`, so ``--device cuda`` on a machine without CUDA is one clear line, not a traceback.
+A bad value raises :class:`scripts.files.InputFileError` naming the option (``--<name>``).
 """
 
 from __future__ import annotations
+
+import torch
+
+from scripts.files import InputFileError
 
 _WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
 
 
 def as_flag(value: bool | int | str, name: str = "flag") -> bool:
-    """``value`` as a bool: bools, 0/1 and the words true/false, yes/no, on/off (any case); else ValueError naming ``name``."""
+    """``value`` as a bool: bools, 0/1 and the words true/false, yes/no, on/off (any case); else InputFileError naming ``--name``."""
     if isinstance(value, bool):
         return value
     key = str(value).strip().lower()
     if key not in _WORDS:
-        raise ValueError(f"{name} must be true or false, got {value!r}")
+        raise InputFileError(f"--{name}", f"must be true or false, got {value!r}")
     return _WORDS[key]
+
+
+def as_device(value: torch.device | str | None, name: str = "device") -> torch.device:
+    """``value`` as a usable torch device (None: CUDA when available, else CPU); a malformed name or a CUDA
+    device this machine does not have raises InputFileError naming ``--name``."""
+    if value is None or str(value).strip() == "":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(str(value).strip())
+    except (RuntimeError, ValueError) as e:
+        raise InputFileError(f"--{name}", f"not a torch device ({value!r}: {str(e).splitlines()[0]}); e.g. cpu, cuda, cuda:0") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputFileError(f"--{name}", f"{value} requested but CUDA is not available on this machine; use --{name} cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InputFileError(f"--{name}", f"{value} requested but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type not in ("cpu",) and not getattr(torch.backends, device.type, None):
+        raise InputFileError(f"--{name}", f"device type {device.type} is not supported here; use cpu or cuda")
+    return device

@@ -2,7 +2,7 @@
 
 CLI::
 
-    python -m scripts.export_onnx --ckpt models/model.pt --out models/model.onnx
+    python -m scripts.export_onnx --ckpt models/model.pt --out runs/export/model.onnx
         [--config_file configs/inference.yaml] [--override features=[4,4,8,8,16,4] ...] [--check]
 
 The graph takes ``image`` (N, 1, H, W) float32, the normalised radiograph at the trained size
@@ -25,6 +25,7 @@ import yaml
 from scripts.checkpoints import load_network
 from scripts.files import PathLike, atomic_path, exits_on_input_error
 from scripts.reconstruct import INFERENCE_CONFIG, bundle_config
+from scripts.release import refuse_models_dir
 
 
 def network_from_config(
@@ -46,8 +47,10 @@ def export_onnx(
     """Write the network of ``config_file`` with the weights of ``ckpt`` as ONNX to ``out`` (batch axis dynamic).
 
     Raises:
-        InputFileError: missing, empty, unreadable or mismatched checkpoint.
+        InputFileError: missing, empty, unreadable or mismatched checkpoint, a TorchScript archive (code: refused),
+            or ``out`` inside models/.
     """
+    refuse_models_dir(out, "--out")
     net, shape = network_from_config(config_file, overrides)
     net = load_network(ckpt, net, "cpu")
     example = torch.zeros(1, *shape)
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: export (and optionally check) the ONNX model; returns the exit status."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", required=True, help="state-dict checkpoint (e.g. models/model.pt)")
-    p.add_argument("--out", required=True, help="ONNX file to write (e.g. models/model.onnx)")
+    p.add_argument("--out", required=True, help="ONNX file to write (e.g. runs/export/model.onnx; never into models/)")
     p.add_argument("--config_file", default=str(INFERENCE_CONFIG), help="config holding network_def and image_size")
     p.add_argument("--override", type=_override, action="append", default=[], help="config key=YAML value, e.g. features=[4,4,8,8,16,4]")
     p.add_argument("--opset", type=int, default=18)

@@ -60,6 +60,12 @@ def exits_on_input_error(main: Callable[..., int]) -> Callable[..., int]:
     return wrapper
 
 
+def first_line(error: BaseException) -> str:
+    """``Type: first line of the message`` of an exception, for one-line reports."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
 def input_error_of(error: BaseException) -> InputFileError | None:
     """The :class:`InputFileError` in ``error``'s chain of causes (MONAI wraps errors of config expressions), or None."""
     seen: set[int] = set()
@@ -83,8 +89,7 @@ def _ckpt_export_error(error: BaseException, tb) -> str | None:
         tb = tb.tb_next
     if ckpt is None or not in_load:
         return None
-    first = (str(error).strip().splitlines() or [""])[0]
-    return f"{ckpt}: not a state-dict checkpoint of network_def ({type(error).__name__}: {first})"
+    return f"{ckpt}: not a state-dict checkpoint of network_def ({first_line(error)})"
 
 
 def one_line_excepthook(kind: type[BaseException], error: BaseException, tb) -> None:

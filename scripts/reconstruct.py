@@ -2,7 +2,7 @@
 
 Pipeline pieces (each usable alone):
 
-1. :func:`scripts.checkpoints.load_network` - checkpoint (state dict, ``torch.load(weights_only=True)``) or TorchScript;
+1. :func:`scripts.checkpoints.load_network` - checkpoint (state dict, ``torch.load(weights_only=True)``; TorchScript only when asked);
 2. :meth:`Reconstructor.predict` - the network at its trained size (image area-resized, geometry
    :meth:`Geometry.resized`, same preprocessing as training) -> :class:`DepthPrediction` with
    relative (shift-free) depths, mask probabilities and the centre-depth estimate;
@@ -32,6 +32,7 @@ from monai.bundle import ConfigParser
 from tqdm import tqdm
 
 from scripts.checkpoints import load_network
+from scripts.config_flags import as_device
 from scripts.files import InputFileError, PathLike, atomic_dir, check_replaceable, remove_partials, write_depth_and_mask, write_json
 from scripts.geometry import BONES, Geometry, GeometryError
 from scripts.meshing import dual_face_mesh, grid_triangles, masked_points
@@ -216,11 +217,11 @@ class Reconstructor:
 
     Args:
         network: the network definition (e.g. :class:`scripts.networks.DualFaceDepthNet`); weights from ``ckpt_path``.
-        ckpt_path: state dict or TorchScript file; ``None`` only when predictions are always given.
+        ckpt_path: state-dict checkpoint (TorchScript only with ``torchscript``); ``None`` only when predictions are always given.
         preprocessing: dictionary transform on ``{"image": (1, H, W)}`` at the network size (normalisation as in training).
         image_size: (W, H) the network was trained at; inputs are area-resized to it, the geometry with them.
         ssm_path: per-bone shape models (``scripts.ssm``); ``None`` disables completion.
-        device: torch device (default CUDA when available).
+        device: torch device (default CUDA when available); an unavailable one raises InputFileError naming ``--device``.
         min_pixels: a bone with fewer mask pixels counts as not found.
         max_depth_jump_mm: meshing depth-jump threshold (:func:`scripts.meshing.dual_face_mesh`).
         fit_kwargs: extra arguments of :func:`scripts.ssm.fit_shape_model`.
@@ -230,6 +231,7 @@ class Reconstructor:
             labelled with these, whatever order an input's geometry.json lists (that order only
             describes the input's own truth files).
         plausibility: thresholds of :func:`scripts.plausibility.plausibility` (configs: ``plausibility``).
+        torchscript: accept a TorchScript ``ckpt_path`` (its code runs: trusted sources only).
 
     Weights and models load on first use (:meth:`load`), so a bad file surfaces as one
     :class:`InputFileError` before any output is written.
@@ -249,13 +251,15 @@ class Reconstructor:
         flip_tta: bool = False,
         bones: Sequence[str] = BONES,
         plausibility: Mapping | None = None,
+        torchscript: bool = False,
     ):
         self.network_def, self.ckpt_path, self.ssm_path = network, ckpt_path, ssm_path
         self.bones = tuple(bones)
         self.plausibility_kwargs = dict(plausibility or {})
         self.preprocessing = preprocessing
         self.image_size = (int(image_size[0]), int(image_size[1]))
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = as_device(device)
+        self.torchscript = bool(torchscript)
         self.min_pixels, self.max_depth_jump_mm = int(min_pixels), float(max_depth_jump_mm)
         self.fit_kwargs = dict(fit_kwargs or {})
         self.flip_tta = bool(flip_tta)
@@ -265,7 +269,7 @@ class Reconstructor:
     def load(self, network: bool = True) -> "Reconstructor":
         """Load shape models and (``network``) weights, once. Raises :class:`InputFileError` naming a bad file."""
         if network and self.network is None and self.ckpt_path is not None:
-            self.network = load_network(self.ckpt_path, self.network_def, self.device)
+            self.network = load_network(self.ckpt_path, self.network_def, self.device, self.torchscript)
         if self.shape_models is None:
             self.shape_models = load_shape_models(self.ssm_path)[0] if self.ssm_path else {}
         return self
@@ -502,8 +506,8 @@ def build_reconstructor(config_file: PathLike = INFERENCE_CONFIG, **overrides) -
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_reconstructor(model_path: str | None, ssm_path: str | None, device: str | None) -> Reconstructor:
-    return build_reconstructor(ckpt_path=model_path, ssm_path=ssm_path, device=device).load()
+def _cached_reconstructor(model_path: str | None, ssm_path: str | None, device: str | None, torchscript: bool) -> Reconstructor:
+    return build_reconstructor(ckpt_path=model_path, ssm_path=ssm_path, device=device, torchscript=torchscript).load()
 
 
 class BoneMeshes(dict):
@@ -522,6 +526,7 @@ def reconstruct_image(
     ssm_path: PathLike | None = None,
     device: str | None = None,
     completed: bool = True,
+    torchscript: bool = False,
 ) -> BoneMeshes:
     """Bone surfaces (camera frame, mm) of one bone-bright radiograph (H, W) taken with ``geometry``.
 
@@ -529,6 +534,7 @@ def reconstruct_image(
     ``ssm_path``, default models/ssm.npz). Returns per found bone the shape-model completion
     (``completed``; the dual-face surface where no fit was possible) or the dual-face surface, with
     the result's warnings (``.warnings``: empty unless the prediction is implausible).
+    ``torchscript``: accept a TorchScript ``model_path`` (its code runs: trusted sources only).
     """
-    rec = _cached_reconstructor(None if model_path is None else str(model_path), None if ssm_path is None else str(ssm_path), device)(image, geometry)
+    rec = _cached_reconstructor(None if model_path is None else str(model_path), None if ssm_path is None else str(ssm_path), device, bool(torchscript))(image, geometry)
     return BoneMeshes({**rec.surfaces, **(rec.completed if completed else {})}, rec.warnings)

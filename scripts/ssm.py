@@ -11,7 +11,7 @@ instance: X = s R Y(b) + t.
 
 CLI::
 
-    python -m scripts.ssm build --cases DIR --out models/ssm.npz [--variance 0.98] [--scale]
+    python -m scripts.ssm build --cases DIR --out runs/ssm/ssm.npz [--variance 0.98] [--scale]
                                 [--register [--template DIR]] [--bones pelvis femur_left ...]
 
 reads ``DIR/case_*/meshes/<bone>.ply`` and writes one ``.npz`` (loadable with
@@ -34,6 +34,7 @@ from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
 from .files import InputFileError, PathLike, atomic_path, exits_on_input_error, read_json
+from .release import refuse_models_dir, verify_shipped
 from .geometry import BONES, STANDARD_AP_ROTATION, Geometry, apply_transform
 from .surface_metrics import point_to_surface
 
@@ -101,6 +102,7 @@ def load_shape_models(path: PathLike) -> tuple[dict[str, ShapeModel], dict]:
     path = Path(path)
     if not path.exists():
         raise InputFileError(path, "shape model file not found")
+    verify_shipped(path)
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
@@ -445,9 +447,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--datalist", default=None, help="simulator datalist.json: use only the cases of --split (keeps test subjects out)")
     b.add_argument("--split", default="training", help="datalist list whose cases build the model (with --datalist)")
     args = parser.parse_args(argv)
+    out = Path(args.out)
+    refuse_models_dir(out, "--out")
     names = split_cases(args.datalist, args.split) if args.datalist else None
     models, meta = build_from_cases(args.cases, args.bones, args.variance, args.scale, args.register, args.template, names)
-    out = Path(args.out)
     save_shape_models(out, models, meta)
     _plot_variance(out.with_suffix(".png"), models)
     for bone, m in models.items():

@@ -1,17 +1,22 @@
-"""Small helpers the training configs call: datalist loading, resume checkpoint lookup, best-model memory,
-progress bar."""
+"""Small helpers the training configs call: datalist loading, resume checkpoint lookup (and its checks against
+``pretrained``), best-model memory, progress bar."""
 
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
+from typing import Mapping
+
+import torch
 
 from ignite.engine import Engine
 from ignite.handlers.tqdm_logger import ProgressBar
 from monai.engines import Workflow
 from monai.handlers import CheckpointSaver, from_engine
 
-from scripts.files import InputFileError, PathLike, read_json
+from scripts.config_flags import as_flag
+from scripts.files import InputFileError, PathLike, first_line, read_json
 
 SAMPLE_FILE_KEYS = ("image", "depth", "mask", "geometry")
 OPTIONAL_SAMPLE_FILE_KEYS = ("fov",)  # the radiograph's own area; data sets simulated before it have none
@@ -40,6 +45,35 @@ def load_datalist(dataset_dir: PathLike, key: str = "training") -> list[dict]:
             entry[k] = str(f)
         entries.append(entry)
     return entries
+
+
+def resume_checkpoint(output_dir: PathLike, resume: bool | str = True, pretrained: PathLike | None = None) -> str | None:
+    """The run's checkpoint to resume from (:func:`latest_checkpoint` when ``resume``), checked before training starts.
+
+    Raises:
+        InputFileError: a checkpoint to resume and ``pretrained`` weights at once (the run cannot start from
+            both: says how to choose), or a checkpoint that is not a training checkpoint of this bundle
+            (read with ``weights_only=True``; its ``model`` entry a state dict).
+    """
+    latest = latest_checkpoint(output_dir) if as_flag(resume, "resume") else None
+    if latest is None:
+        return None
+    if pretrained not in (None, ""):
+        raise InputFileError(
+            latest,
+            f"a checkpoint to resume, and --pretrained {pretrained} was given too: to fine-tune from {pretrained} give a new "
+            "--output_dir; to resume this run drop --pretrained",
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(latest, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle/zip errors of corrupt or foreign files, code refused by weights_only
+        raise InputFileError(latest, f"unreadable resume checkpoint ({first_line(e)})") from None
+    model = state.get("model") if isinstance(state, Mapping) else None
+    if not isinstance(model, Mapping) or not all(isinstance(v, torch.Tensor) for v in model.values()):
+        raise InputFileError(latest, "not a training checkpoint of this bundle (no 'model' state dict); move it out of --output_dir or pass --resume false")
+    return latest
 
 
 def latest_checkpoint(output_dir: PathLike) -> str | None:

@@ -71,10 +71,10 @@ def test_ckpt_export_cli_torchscript_matches_checkpoint(ckpt, reference, tmp_pat
     assert json.loads(extra["metadata.json"])["network_data_format"]["outputs"]["pred"]["num_channels"] == 10
     with torch.inference_mode():
         assert_same_outputs(model(x).numpy(), want)
-    # the workflow's loader recognises TorchScript and predicts what the checkpoint predicts
+    # the workflow's loader takes TorchScript when asked (torchscript true) and predicts what the checkpoint predicts
     image = np.random.default_rng(1).random((SIZE, SIZE)).astype(np.float32)
     geometry = Geometry.standard(image_size=[SIZE, SIZE], pixel_spacing_mm=[6.25, 6.25], principal_point_px=[31.5, 31.5])
-    preds = [build_reconstructor(ckpt_path=str(p), ssm_path=None, device="cpu", **OVERRIDES).predict(image, geometry) for p in (ckpt, ts)]
+    preds = [build_reconstructor(ckpt_path=str(p), ssm_path=None, device="cpu", torchscript=True, **OVERRIDES).predict(image, geometry) for p in (ckpt, ts)]
     np.testing.assert_allclose(preds[1].mask_prob, preds[0].mask_prob, atol=1e-5)
     np.testing.assert_allclose(preds[1].depth, preds[0].depth, rtol=1e-6, atol=1e-4)
     assert preds[1].centre_mm == pytest.approx(preds[0].centre_mm, rel=1e-6)
@@ -109,3 +109,21 @@ def test_onnx_export_refuses_bad_checkpoints(kind, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"{bad}: ")
     assert sorted(p.name for p in tmp_path.iterdir()) == [bad.name]  # nothing written
+
+
+@pytest.mark.parametrize("content", ["garbage", "TorchScript", "other network"])
+def test_ckpt_export_bad_checkpoint_one_line(tmp_path, content):
+    """MONAI's ckpt_export on a file that is not a fitting state dict: one line naming it, no traceback, nothing written."""
+    bad = tmp_path / "bad.pt"
+    if content == "garbage":
+        bad.write_bytes(b"not a checkpoint" * 10)
+    elif content == "TorchScript":
+        torch.jit.script(DualFaceDepthNet(features=FEATURES)).save(str(bad))
+    else:
+        torch.save(DualFaceDepthNet(features=[4, 4, 8, 8, 32, 4]).state_dict(), bad)
+    cmd = [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(tmp_path / "model.ts"), "--ckpt_file", str(bad),
+           "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.yaml", "--features", json.dumps(FEATURES)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=bundle_env())
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1].startswith(f"{bad}: not a state-dict checkpoint of network_def")
+    assert not (tmp_path / "model.ts").exists()

@@ -401,7 +401,7 @@ BAD_MODELS = {
                                              "checkpoint from another bundle version or network configuration: shapes differ for"),
     "single-face checkpoint": ("ckpt_path", lambda p: torch.save(DualFaceDepthNet(features=FEATURES, faces=1).state_dict(), p),
                                "shapes differ for ['final_conv.bias', 'final_conv.weight']"),
-    "corrupt TorchScript": ("ckpt_path", _torchscript_with_garbage, "unreadable TorchScript model"),
+    "corrupt TorchScript": ("ckpt_path", _torchscript_with_garbage, "is a TorchScript archive (code, not data): not loaded"),
     "pickle with code": ("ckpt_path", lambda p: torch.save({"w": _Payload(p.parent / "pwned")}, p), "unreadable checkpoint"),
     "corrupt shape model": ("ssm_path", lambda p: p.write_bytes(b"PK\x03\x04 broken zip"), "not a readable shape model"),
 }

@@ -177,9 +177,16 @@ def test_pretrained_weights_start_the_training(dataset, tmp_path):
     ckpt = torch.load(latest_checkpoint(tmp_path / "fresh"), map_location="cpu")
     again = _weights_at_first_epoch(train_workflow(dataset, tmp_path / "again", epochs=1, pretrained=latest_checkpoint(tmp_path / "fresh")))
     assert all(torch.equal(again[k], ckpt["model"][k]) for k in start)
-    # resuming continues from the run's own checkpoint (after epoch 1), not from the pretrained weights
+    # a checkpoint to resume and --pretrained at once: an error that says how to choose; the run's files stay
     after_first = torch.load(latest_checkpoint(tmp_path / "tuned"), map_location="cpu")["model"]
-    resumed = _weights_at_first_epoch(train_workflow(dataset, tmp_path / "tuned", epochs=2, pretrained=str(tmp_path / "pre.pt")))
+    files = {p.name: p.read_bytes() for p in (tmp_path / "tuned").glob("*.pt")}
+    with pytest.raises(Exception) as info:
+        train_workflow(dataset, tmp_path / "tuned", epochs=2, pretrained=str(tmp_path / "pre.pt"))
+    cause = _root_cause(info.value)
+    assert isinstance(cause, InputFileError) and "give a new --output_dir" in str(cause) and "drop --pretrained" in str(cause)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "tuned").glob("*.pt")} == files
+    # without --pretrained the run continues from its own checkpoint (after epoch 1)
+    resumed = _weights_at_first_epoch(train_workflow(dataset, tmp_path / "tuned", epochs=2))
     assert all(torch.equal(resumed[k], after_first[k]) for k in start)
     assert not torch.equal(resumed["conv_0.conv_0.conv.weight"], start["conv_0.conv_0.conv.weight"])
 
@@ -220,7 +227,7 @@ def test_command_line_false_switches_flags_off(dataset, tmp_path):
     """``--casi_per_channel false`` reaches the config as the string "false" (Python Fire): it must mean off."""
     for run in ("off", "on"):
         (tmp_path / run).mkdir()
-        (tmp_path / run / "checkpoint_epoch=1.pt").write_bytes(b"")  # found only when resuming
+        torch.save({"model": DualFaceDepthNet(features=TINY["features"]).state_dict()}, tmp_path / run / "checkpoint_epoch=1.pt")  # found only when resuming
     off = train_workflow(dataset, tmp_path / "off", epochs=1, casi_per_channel="false", center_align="False", resume="false")
     loss = off.parser.get_parsed_content("loss").depth_loss
     assert loss.per_channel is False and loss.center_align is False
@@ -236,8 +243,39 @@ def test_as_flag(value, expected):
 
 
 def test_as_flag_names_the_key():
-    with pytest.raises(ValueError, match="flip_tta must be true or false, got 'maybe'"):
+    with pytest.raises(InputFileError, match="--flip_tta: must be true or false, got 'maybe'"):
         as_flag("maybe", "flip_tta")
+
+
+def test_runs_never_write_into_models(dataset, tmp_path):
+    """The README train command keeps the best model in its run folder; ckpt_dir or output_dir inside models/ is
+    refused before anything is written, and the shipped files stay byte for byte."""
+    parser = ConfigWorkflow(config_file=TRAIN, meta_file=META, workflow_type="train", output_dir=str(tmp_path / "run")).parser
+    assert parser.get_parsed_content("ckpt_dir") == str(tmp_path / "run")
+    shipped = {p.name: p.read_bytes() for p in (ROOT / "models").iterdir()}
+    for key, run_dir, ckpt_dir in (("ckpt_dir", tmp_path / "run2", ROOT / "models"), ("output_dir", ROOT / "models", tmp_path / "best")):
+        with pytest.raises(Exception) as info:
+            train_workflow(dataset, run_dir, epochs=1, ckpt_dir=str(ckpt_dir))
+        cause = _root_cause(info.value)
+        assert isinstance(cause, InputFileError) and f"{key} points into the shipped models/ folder" in str(cause)
+    assert {p.name: p.read_bytes() for p in (ROOT / "models").iterdir()} == shipped
+
+
+@pytest.mark.parametrize("content", ["plain state dict", "not a checkpoint"])
+def test_resume_checkpoint_that_is_not_a_training_checkpoint(dataset, tmp_path, content):
+    """A checkpoint_epoch=N.pt that is not this bundle's training checkpoint: one error naming it before training."""
+    run = tmp_path / "run"
+    run.mkdir()
+    bad = run / "checkpoint_epoch=3.pt"
+    if content == "plain state dict":
+        torch.save(DualFaceDepthNet(features=TINY["features"]).state_dict(), bad)
+    else:
+        bad.write_bytes(b"garbage" * 20)
+    with pytest.raises(Exception) as info:
+        train_workflow(dataset, run, epochs=4)
+    cause = _root_cause(info.value)
+    assert isinstance(cause, InputFileError) and cause.path == str(bad)
+    assert ("no 'model' state dict" if content == "plain state dict" else "unreadable resume checkpoint") in str(cause)
 
 
 def test_ddp_two_processes_cpu(dataset, tmp_path):

@@ -129,13 +129,16 @@ def reconstruct_image_adapter(model_path: PathLike, device: str | None = None, s
     Expected contract: ``reconstruct_image(image, geometry, model_path=..., ssm_path=..., device=...)``
     returns ``{bone: trimesh.Trimesh}`` in the camera frame (mm): the shape-model completion where a fit
     was possible, else the dual-face surface. ``ssm_path``: None for the bundle's models/ssm.npz, "" for
-    no completion.
+    no completion. A model path ending in ``.ts`` may be TorchScript (its code runs: trusted sources
+    only); any other is loaded as a state dict with ``weights_only=True``.
     """
+
+    torchscript = Path(model_path).suffix.lower() == ".ts"  # the explicit request for TorchScript (code: trusted sources only)
 
     def infer(image: np.ndarray, geometry: Geometry) -> dict[str, trimesh.Trimesh]:
         from scripts.reconstruct import reconstruct_image
 
-        return reconstruct_image(image, geometry, model_path=str(model_path), ssm_path=None if ssm_path is None else str(ssm_path), device=device)
+        return reconstruct_image(image, geometry, model_path=str(model_path), ssm_path=None if ssm_path is None else str(ssm_path), device=device, torchscript=torchscript)
 
     return infer
 
