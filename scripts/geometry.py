@@ -25,7 +25,7 @@ from typing import Sequence, TypeVar
 import numpy as np
 import torch
 
-from scripts.files import InputFileError, PathLike, write_json
+from scripts.files import InputFileError, PathLike, read_json, write_json
 
 ArrayLike = TypeVar("ArrayLike", np.ndarray, torch.Tensor)
 
@@ -197,8 +197,14 @@ class Geometry:
 
     @classmethod
     def standard(cls, path: PathLike | None = None, check_range: bool = False, **overrides) -> "Geometry":
-        """The standard geometry from configs/geometry.json (or ``path``), with optional overrides (``check_range`` as :meth:`load`)."""
-        d = json.loads(Path(path or STANDARD_GEOMETRY_FILE).read_text())
+        """The standard geometry from configs/geometry.json (or ``path``), with optional overrides (``check_range`` as :meth:`load`).
+
+        Raises:
+            InputFileError: the file is missing or not JSON; GeometryError: invalid values.
+        """
+        d = read_json(path or STANDARD_GEOMETRY_FILE)  # missing or not JSON: InputFileError naming the file
+        if not isinstance(d, dict):
+            raise InputFileError(path or STANDARD_GEOMETRY_FILE, f"not a geometry (a JSON object with keys {list(GEOMETRY_KEYS)})")
         d.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(d, source=str(path or STANDARD_GEOMETRY_FILE), check_range=check_range)
 

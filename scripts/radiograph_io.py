@@ -47,12 +47,13 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from scipy import ndimage
 
 from scripts.dicom_export import write_radiograph_dicom
-from scripts.files import MAX_NAME_CHARS, InputFileError, PathLike, exits_on_input_error, read_nifti, written_by_bundle
+from scripts.files import MAX_NAME_CHARS, InputFileError, PathLike, exits_on_input_error, first_line, read_nifti, written_by_bundle
 from scripts.geometry import IMAGE_SIZE_RANGE_PX, MAGNIFICATION_RANGE, Geometry, GeometryError, read_geometry
 
 MIN_SIZE_PX, MAX_SIZE_PX = IMAGE_SIZE_RANGE_PX
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-RASTER_SUFFIXES = (".png", ".tif", ".tiff")
+RASTER_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+JPEG_GREY_TOLERANCE = 12  # JPEG chroma rounding: R, G, B of a grey JPEG differ by a few levels
 RADIOGRAPH_MODALITIES = ("DX", "CR", "RG")
 SECONDARY_CAPTURE_CLASSES = (
     "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image Storage
@@ -106,14 +107,14 @@ def load_radiograph(
     if name.endswith(RASTER_SUFFIXES):
         image = _read_raster(path)
         native, source = _raster_geometry(path, image.shape, standard, sid_mm, spacing)
-        info = {"format": "png" if name.endswith(".png") else "tiff"}
+        info = {"format": _raster_format(name)}
     else:
         ds = read_dicom(path)
         native, source = _dicom_geometry(path, ds, sid_mm, spacing)  # from the header: refused before decoding pixels
         image = _dicom_pixels(path, ds)
         info = {"format": "dicom", "modality": str(ds.get("Modality", "")), "photometric": str(ds.PhotometricInterpretation)}
         if "DistanceSourceToPatient" in ds:
-            info["source_to_object_mm"] = float(ds.DistanceSourceToPatient)
+            info["source_to_object_mm"] = _tag_number(path, ds, "DistanceSourceToPatient")
         if str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES":
             info["burned_in_annotation"] = True
             info["warnings"] = [BURNED_IN_WARNING]
@@ -308,10 +309,17 @@ def _load_nifti(path: Path) -> tuple[np.ndarray, Geometry, dict]:
 
 
 # ---------------------------------------------------------------------- PNG / TIFF
+def _raster_format(name: str) -> str:
+    return "png" if name.endswith(".png") else "jpeg" if name.endswith((".jpg", ".jpeg")) else "tiff"
+
+
 def _read_raster(path: Path) -> np.ndarray:
-    """Grayscale 8/16-bit (or float TIFF) pixels; RGB(A) accepted only when R == G == B (and alpha opaque)."""
+    """Grayscale 8/16-bit PNG/JPEG/TIFF or float (16/32/64-bit) TIFF pixels; RGB(A) accepted only when R == G == B
+    (JPEG: within :data:`JPEG_GREY_TOLERANCE` levels) and alpha opaque."""
     from PIL import Image, UnidentifiedImageError
 
+    if path.name.lower().endswith((".tif", ".tiff")) and not _pillow_reads(path):
+        return _read_tiff(path)  # float64/float16 and other TIFFs Pillow does not know
     try:
         with Image.open(path) as im:
             _check_size(path, im.size[::-1])
@@ -329,13 +337,46 @@ def _read_raster(path: Path) -> np.ndarray:
         color = arr[..., :-1] if mode in ("RGBA", "LA") else arr
         if mode in ("RGBA", "LA") and not np.all(arr[..., -1] == arr[..., -1].max()):
             raise InputFileError(path, "image has a transparent alpha channel; give a grayscale radiograph")
-        if not np.all(color == color[..., :1]):
+        spread = int(np.abs(color.astype(np.int32) - color[..., :1]).max())
+        if spread > (JPEG_GREY_TOLERANCE if _raster_format(path.name.lower()) == "jpeg" else 0):
             raise InputFileError(path, f"colour ({mode}) image; give a grayscale radiograph")
-        arr = color[..., 0]
+        arr = color.mean(axis=-1) if spread else color[..., 0]
     elif mode not in ("L", "I", "I;16", "I;16B", "I;16L", "F"):
         raise InputFileError(path, f"unsupported image mode {mode}; give an 8/16-bit grayscale radiograph")
     if arr.ndim != 2:
         raise InputFileError(path, f"expected a 2D grayscale image, got shape {arr.shape}")
+    return arr.astype(np.float32)
+
+
+def _pillow_reads(path: Path) -> bool:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path):
+            return True
+    except (UnidentifiedImageError, OSError, ValueError):
+        return False
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    """A one-page grayscale TIFF with tifffile (float16/float64 and others Pillow does not read)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if len(tif.pages) > 1:
+                raise InputFileError(path, f"multi-page image ({len(tif.pages)} frames); one radiograph per file")
+            page = tif.pages[0]
+            if page.ndim != 2:
+                raise InputFileError(path, f"expected a 2D grayscale image, got shape {page.shape}")
+            _check_size(path, page.shape)
+            arr = page.asarray()
+    except InputFileError:
+        raise
+    except Exception as e:  # tifffile raises many types for corrupt files and unsupported compressions
+        raise InputFileError(path, f"unreadable or truncated image ({type(e).__name__}: {e})") from None
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise InputFileError(path, f"unsupported pixel type {arr.dtype}; give a grayscale radiograph")
     return arr.astype(np.float32)
 
 
@@ -371,10 +412,10 @@ def _check_dicom_header(path: Path, ds: Dataset) -> None:
     if "Rows" not in ds or "Columns" not in ds:
         raise InputFileError(path, "no image (Rows/Columns missing)")
     _check_size(path, (int(ds.Rows), int(ds.Columns)))
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    frames = int(_tag_number(path, ds, "NumberOfFrames")) if _present(ds, "NumberOfFrames") else 1
     if frames > 1:
         raise InputFileError(path, f"multi-frame / volume DICOM ({frames} frames); one 2D radiograph per file")
-    samples = int(ds.get("SamplesPerPixel", 1))
+    samples = int(_tag_number(path, ds, "SamplesPerPixel")) if _present(ds, "SamplesPerPixel") else 1
     photometric = str(ds.get("PhotometricInterpretation", ""))
     if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise InputFileError(path, f"colour or unsupported photometric interpretation ({photometric}, {samples} samples/pixel); need MONOCHROME1/2")
@@ -407,17 +448,26 @@ def _check_view(path: Path, ds: Dataset) -> None:
 
 def _dicom_pixels(path: Path, ds: Dataset) -> np.ndarray:
     """Stored values -> modality LUT (slope/intercept) -> VOI LUT/window -> MONOCHROME1 inverted (bone bright)."""
+    for keyword in ("RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth"):
+        if _present(ds, keyword):
+            _tag_numbers(path, ds, keyword)  # a value that does not parse is named, not reported as corrupt pixels
+    arr, rescaled = _compressed_pixels(path, ds)
+    monochrome1 = str(ds.PhotometricInterpretation) == "MONOCHROME1"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            arr = ds.pixel_array
+            arr = ds.pixel_array if arr is None else arr
             if arr.shape != (int(ds.Rows), int(ds.Columns)):
                 raise ValueError(f"pixel array shape {arr.shape} != (Rows, Columns)")
-            arr = apply_modality_lut(arr, ds).astype(np.float64)
-            if "WindowCenter" in ds or "VOILUTSequence" in ds:
+            arr = (arr if rescaled else apply_modality_lut(arr, ds)).astype(np.float64)
+            if rescaled and monochrome1:  # GDCM inverted it already (bone bright, an offset from ours); the window is skipped
+                pass
+            elif "WindowCenter" in ds or "VOILUTSequence" in ds:
                 arr = apply_voi_lut(arr, ds, index=0).astype(np.float64)
     except Exception as e:  # truncated/undecodable pixel data, bad LUTs
         raise InputFileError(path, f"corrupt or undecodable pixel data ({type(e).__name__}: {e})") from None
+    if rescaled:  # GDCM made MONOCHROME1 bone bright already
+        return arr.astype(np.float32)
     return bone_bright(arr, str(ds.PhotometricInterpretation)).astype(np.float32)
 
 
@@ -428,21 +478,54 @@ def bone_bright(arr: np.ndarray, photometric: str) -> np.ndarray:
     return arr
 
 
+def _compressed_pixels(path: Path, ds: Dataset) -> tuple[np.ndarray | None, bool]:
+    """Pixels of compressed DICOM that pydicom cannot decode here (no pylibjpeg / gdcm: JPEG Lossless, JPEG-LS),
+    decoded by SimpleITK's GDCM, which applies the modality LUT itself and inverts MONOCHROME1 (bone bright, up
+    to a constant offset from pydicom's values): ``(pixels, True)``. ``(None, False)``
+    when pydicom decodes the file (uncompressed, RLE, JPEG baseline, JPEG 2000) or it is not compressed.
+    """
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if syntax is None or not syntax.is_compressed or "PixelData" not in ds:
+        return None, False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds.pixel_array  # noqa: B018  (decoded and cached by pydicom when it has a decoder)
+        return None, False
+    except Exception as e:
+        pydicom_error = first_line(e)
+    import SimpleITK as sitk
+
+    try:
+        reader = sitk.ImageFileReader()
+        reader.SetImageIO("GDCMImageIO")
+        reader.SetFileName(str(path))
+        arr = sitk.GetArrayFromImage(reader.Execute())
+    except Exception:  # GDCM lacks the codec too, or the data are corrupt
+        raise InputFileError(
+            path,
+            f"compressed pixel data ({syntax.name}, {syntax}) cannot be decoded here: pydicom needs pylibjpeg with "
+            "pylibjpeg-libjpeg or python-gdcm (not installed), and SimpleITK/GDCM failed too; see docs/real_radiographs.md "
+            f"for the supported transfer syntaxes ({pydicom_error[:80]})",
+        ) from None
+    return arr.reshape(arr.shape[-2:]) if arr.ndim == 3 and arr.shape[0] == 1 else arr, True
+
+
 def _dicom_geometry(path: Path, ds: Dataset, sid_mm, spacing) -> tuple[Geometry, dict]:
     source: dict = {}
     if "DistanceSourceToDetector" in ds and ds.DistanceSourceToDetector not in (None, ""):
-        sid, source["sid_mm"] = float(ds.DistanceSourceToDetector), "DistanceSourceToDetector (0018,1110)"
+        sid, source["sid_mm"] = _tag_number(path, ds, "DistanceSourceToDetector"), "DistanceSourceToDetector (0018,1110)"
     elif sid_mm is not None:
         sid, source["sid_mm"] = _argument_number(path, "sid_mm", sid_mm), "argument sid_mm"
     else:
         raise InputFileError(path, "missing DistanceSourceToDetector (0018,1110); pass --sid_mm")
     pitch = None
     if _present(ds, "ImagerPixelSpacing"):
-        pitch, source["pixel_spacing_mm"] = _row_col(ds.ImagerPixelSpacing), "ImagerPixelSpacing (0018,1164)"
+        pitch, source["pixel_spacing_mm"] = _row_col(_tag_numbers(path, ds, "ImagerPixelSpacing")), "ImagerPixelSpacing (0018,1164)"
     elif _present(ds, "PixelSpacing"):
-        ps = _row_col(ds.PixelSpacing)
+        ps = _row_col(_tag_numbers(path, ds, "PixelSpacing"))
         if _present(ds, "EstimatedRadiographicMagnificationFactor"):
-            m = _magnification(path, float(ds.EstimatedRadiographicMagnificationFactor), "EstimatedRadiographicMagnificationFactor (0018,1114)")
+            m = _magnification(path, _tag_number(path, ds, "EstimatedRadiographicMagnificationFactor"), "EstimatedRadiographicMagnificationFactor (0018,1114)")
             pitch, source["pixel_spacing_mm"] = ps * m, "PixelSpacing (0028,0030) x EstimatedRadiographicMagnificationFactor (0018,1114)"
         elif _present(ds, "PixelSpacingCalibrationType"):
             if not _present(ds, "DistanceSourceToPatient"):
@@ -451,7 +534,7 @@ def _dicom_geometry(path: Path, ds: Dataset, sid_mm, spacing) -> tuple[Geometry,
                     "PixelSpacing (0028,0030) is calibrated to the object plane but EstimatedRadiographicMagnificationFactor "
                     "(0018,1114) and DistanceSourceToPatient (0018,1111) are missing; pass --pixel_spacing_mm",
                 )
-            m = _magnification(path, sid / float(ds.DistanceSourceToPatient), "SID / DistanceSourceToPatient (0018,1111)")
+            m = _magnification(path, sid / _tag_number(path, ds, "DistanceSourceToPatient"), "SID / DistanceSourceToPatient (0018,1111)")
             pitch, source["pixel_spacing_mm"] = ps * m, "PixelSpacing (0028,0030) x SID / DistanceSourceToPatient (0018,1111)"
         else:
             pitch, source["pixel_spacing_mm"] = ps, "PixelSpacing (0028,0030), uncalibrated (detector pitch)"
@@ -460,6 +543,21 @@ def _dicom_geometry(path: Path, ds: Dataset, sid_mm, spacing) -> tuple[Geometry,
             raise InputFileError(path, "missing ImagerPixelSpacing (0018,1164) and PixelSpacing (0028,0030); pass --pixel_spacing_mm")
         pitch, source["pixel_spacing_mm"] = np.asarray(spacing, dtype=float), "argument pixel_spacing_mm"
     return _geometry(path, sid, tuple(pitch), (int(ds.Columns), int(ds.Rows)), source), source
+
+
+def _tag_numbers(path: Path, ds: Dataset, keyword: str) -> list[float]:
+    """The numeric value(s) of a DICOM attribute; text that does not parse raises InputFileError naming the tag."""
+    element = ds[keyword]
+    values = element.value if isinstance(element.value, (list, tuple, pydicom.multival.MultiValue)) else [element.value]
+    try:
+        return [float(v) for v in values]
+    except (TypeError, ValueError):
+        raw = "\\".join(str(v) for v in values)[:40]
+        raise InputFileError(path, f"{keyword} ({element.tag.group:04X},{element.tag.element:04X}) does not parse as a number: {raw!r}") from None
+
+
+def _tag_number(path: Path, ds: Dataset, keyword: str) -> float:
+    return _tag_numbers(path, ds, keyword)[0]
 
 
 def _row_col(value) -> np.ndarray:

@@ -29,11 +29,11 @@ from PIL import Image
 from pydicom.uid import CTImageStorage, MRImageStorage
 
 import scripts.reconstruct as reconstruct
-from scripts.files import OUTPUT_MARKER, write_nifti
+from scripts.files import OUTPUT_MARKER, input_error_of, write_nifti
 from scripts.geometry import Geometry
 from scripts.networks import DualFaceDepthNet
 from scripts.radiograph_io import load_radiograph, output_name, resample_to
-from tests.helpers import FEATURES, ROOT, bundle_env, make_dicom, run_bundle
+from tests.helpers import FEATURES, ROOT, SHARED_DATA, bundle_env, make_dicom, run_bundle
 
 GEOM = Geometry(sid_mm=1100.0, pixel_spacing_mm=(6.25, 6.25), image_size=(64, 64))  # the standard 400 mm field at 64 px
 COMPLETE = {"depth.nii.gz", "mask.nii.gz", "result.json", "report.png"}
@@ -189,6 +189,36 @@ def _huge_nifti(d):
     return d / "case" / "image.nii.gz"
 
 
+def _dcm_raw_tag(name: str, keyword: str, raw: bytes = b"not-a-num!", **tags):
+    """Maker of a DICOM whose ``keyword`` holds text that does not parse (written over a 10-byte placeholder)."""
+
+    def make(d: Path) -> Path:
+        placeholder = "12345.6789"
+        value = [placeholder, "6.25"] if keyword in ("ImagerPixelSpacing", "PixelSpacing") else placeholder
+        dicom(d / name, **{keyword: value, **tags})
+        data = (d / name).read_bytes()
+        assert data.count(placeholder.encode()) == 1
+        (d / name).write_bytes(data.replace(placeholder.encode(), raw))
+        return d / name
+
+    return make
+
+
+def _jpeg_ls_undecodable(d: Path) -> Path:
+    """JPEG-LS transfer syntax whose data no decoder here can read: the missing decoders are named."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGLSLossless
+
+    ds = dicom(d / "jls.dcm")
+    ds.PixelData = encapsulate([b"\xff\xd8 not really JPEG-LS \xff\xd9"])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    ds.file_meta.TransferSyntaxUID = JPEGLSLossless
+    ds.save_as(str(d / "jls.dcm"), enforce_file_format=True)
+    return d / "jls.dcm"
+
+
+
 BAD_INPUTS = {
     "corrupt DICOM": (_corrupt_dicom, "corrupt or truncated DICOM"),
     "DICOM truncated in the header": (lambda d: _truncated(d, 400), "corrupt or truncated DICOM (no pixel data (7FE0,0010))"),
@@ -246,6 +276,17 @@ BAD_INPUTS = {
                                               "PatientOrientation (0020,0020) is A\\F: a lateral or axial view, not an AP view"),
     "mirrored AP (PatientOrientation R\\F)": (_dcm("mirror.dcm", PatientOrientation=["R", "F"]),
                                              "PatientOrientation (0020,0020) is R\\F: the image is mirrored or rotated"),
+    "DICOM SID tag that does not parse": (_dcm_raw_tag("sid.dcm", "DistanceSourceToDetector"),
+                                          "DistanceSourceToDetector (0018,1110) does not parse as a number: 'not-a-num!'"),
+    "DICOM spacing tag that does not parse": (_dcm_raw_tag("pitch.dcm", "ImagerPixelSpacing"),
+                                              "ImagerPixelSpacing (0018,1164) does not parse as a number: 'not-a-num!\\\\6.25'"),
+    "DICOM rescale slope that does not parse": (_dcm_raw_tag("slope.dcm", "RescaleSlope", RescaleIntercept=0.0),
+                                                "RescaleSlope (0028,1053) does not parse as a number"),
+    "JPEG-LS DICOM no decoder reads": (_jpeg_ls_undecodable, "cannot be decoded here: pydicom needs pylibjpeg with pylibjpeg-libjpeg or python-gdcm"),
+    "JPEG of another size, no pitch": (lambda d: _png(d, "xr.jpg", np.tile(image64(hi=250).astype(np.uint8), (2, 2))),
+                                       "differs from the standard geometry 64x64 and the file has no pixel spacing"),
+    "colour JPEG": (lambda d: _png(d, "photo.jpeg", np.stack([image64(hi=250).astype(np.uint8), np.zeros((64, 64), np.uint8), np.full((64, 64), 200, np.uint8)], -1)),
+                    "colour (RGB) image; give a grayscale radiograph"),
 }
 
 
@@ -591,3 +632,275 @@ def test_coverage_of_any_detector(rows, cols, pitch, sid):
     inside_u = (np.abs(centres) <= half_u).mean()
     inside_v = (np.abs(centres) <= half_v).mean()
     assert coverage == pytest.approx(inside_u * inside_v, abs=1.5 / 64)
+
+
+# ---------------------------------------------------------------------- a user's files are sacred (data loss)
+def tree(root: Path) -> dict[str, bytes]:
+    """{relative path: bytes} of every file under ``root``: compared before and after a run."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _sample_folder(d: Path, name: str = "case_0000_p0") -> Path:
+    """A simulator sample folder (image, geometry, ground truth) as the simulator writes it."""
+    write_nifti(d / name / "image.nii.gz", image64())
+    GEOM.save(d / name / "geometry.json")
+    write_nifti(d / name / "depth.nii.gz", np.full((64, 64, 6), 950.0, np.float32))
+    write_nifti(d / name / "mask.nii.gz", np.ones((64, 64, 3), np.uint8))
+    return d / name
+
+
+def test_output_dir_equal_to_input_dir_is_refused(bundle, tmp_path, capsys):
+    """--output_dir = --input_dir with the simulator layout: one line, exit 1, the inputs intact (they were deleted)."""
+    d = tmp_path / "sim"
+    _sample_folder(d)
+    before = tree(d)
+    assert run_workflow(d, d, bundle) == 1
+    err = capsys.readouterr().err
+    assert f"{d}: the output folder is the input folder" in err and "Traceback" not in err
+    assert tree(d) == before
+
+
+def test_output_inside_input_is_never_read_back(bundle, tmp_path, capsys):
+    """Outputs inside the input folder (their report.png, depth.nii.gz) are not inputs: a rerun skips, never grows."""
+    d = tmp_path / "in"
+    sample = _sample_folder(d)
+    Image.fromarray(image64(2, hi=250).astype(np.uint8)).save(d / "b.png")
+    out = d / "results"
+    inputs = tree(sample) | {"b.png": (d / "b.png").read_bytes()}
+    assert run_workflow(d, out, bundle) == 0
+    assert "reconstructed 2, skipped 0 (already done), failed 0" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["b", "case_0000_p0"]
+    assert run_workflow(d, out, bundle) == 0  # output folder named explicitly: skipped while scanning
+    assert "reconstructed 0, skipped 2 (already done), failed 0" in capsys.readouterr().err
+    assert run_workflow(d, tmp_path / "out2", bundle) == 0  # d/results holds results (marker): not read back either
+    assert "reconstructed 2, skipped 0 (already done), failed 0" in capsys.readouterr().err
+    assert tree(sample) | {"b.png": (d / "b.png").read_bytes()} == inputs
+
+
+def test_user_folder_with_an_output_name_is_left_untouched(bundle, tmp_path, capsys):
+    """OUT/notes/ of the user and an input notes.png: one line naming the folder, the folder intact, others done."""
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(image64(1, hi=250).astype(np.uint8)).save(d / "notes.png")
+    Image.fromarray(image64(2, hi=250).astype(np.uint8)).save(d / "b.png")
+    out = tmp_path / "out"
+    (out / "notes" / "2025").mkdir(parents=True)
+    (out / "notes" / "2025" / "thesis.txt").write_text("years of work")
+    (out / "notes" / "result.json").write_text("{}")  # looks finished, is not ours
+    before = tree(out / "notes")
+    for overwrite in (False, True):
+        assert run_workflow(d, out, bundle, overwrite=overwrite) == 1
+        err = capsys.readouterr().err
+        assert error_lines(err, out / "notes") == [f"{out / 'notes'}: exists and was not written by this bundle (no {OUTPUT_MARKER}); left untouched: move it or choose another output folder"]
+        assert "failed 1" in err and "Traceback" not in err
+        assert tree(out / "notes") == before
+    assert_complete(out / "b")
+
+
+def test_inputs_with_one_name_get_their_own_outputs_and_clashes_are_errors(bundle, tmp_path, capsys):
+    """PAT_A/hip.dcm and PAT_B/hip.dcm, 'hip a.png' and 'hip_a.png': four outputs, each from its input; hip.png
+    beside hip.tif (one name): the second is an error, never a skip or an overwrite; another input's folder
+    from an earlier run is never replaced, not even with --overwrite true."""
+    d = tmp_path / "in"
+    for k, patient in enumerate(("PAT_A", "PAT_B")):
+        (d / patient).mkdir(parents=True)
+        dicom(d / patient / "hip.dcm", image64(k))
+    Image.fromarray(image64(2, hi=250).astype(np.uint8)).save(d / "hip a.png")
+    Image.fromarray(image64(3, hi=250).astype(np.uint8)).save(d / "hip_a.png")
+    out = tmp_path / "out"
+    assert run_workflow(d, out, bundle) == 0
+    suffix = hashlib.sha256("hip a".encode()).hexdigest()[:6]
+    assert sorted(p.name for p in out.iterdir()) == sorted(["PAT_A.hip", "PAT_B.hip", "hip_a", f"hip_a-{suffix}"])
+    depth = {p.name: nib.load(str(p / "depth.nii.gz")).get_fdata() for p in out.iterdir()}
+    assert len({v.tobytes() for v in depth.values()}) == 4  # four different results, none overwritten
+    assert run_workflow(d, out, bundle) == 0 and "reconstructed 0, skipped 4" in capsys.readouterr().err
+    # one name for two inputs in one run
+    Image.fromarray(image64(4).astype(np.float32)).save(d / "hip.tif")
+    Image.fromarray(image64(5, hi=250).astype(np.uint8)).save(d / "hip.png")
+    assert run_workflow(d, out, bundle) == 1
+    err = capsys.readouterr().err
+    assert error_lines(err, d / "hip.tif") == [f"{d / 'hip.tif'}: its output name 'hip' is that of {d / 'hip.png'} too; rename one of them (nothing written for this one)"]
+    first = tree(out / "hip")
+    # a later run whose hip.png is another image: the folder of the first is never replaced
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.fromarray(image64(6, hi=250).astype(np.uint8)).save(other / "hip.png")
+    for overwrite in (False, True):
+        assert run_workflow(other, out, bundle, overwrite=overwrite) == 1
+        assert f"{out / 'hip'}: holds the reconstruction of another input" in capsys.readouterr().err
+        assert tree(out / "hip") == first
+
+
+def test_deploy_app_never_overwrites_or_deletes(tmp_path, capsys):
+    """The Deploy app: two inputs with one file name get their own folders; a user folder with an output name
+    stays; a DICOM tag that does not parse is one line and the good files after it are still written."""
+    from deploy.app.pipeline import run as deploy_run
+
+    def infer(image, geometry):  # a sphere whose radius encodes the input
+        import trimesh
+
+        return {"pelvis": trimesh.creation.icosphere(1, radius=5.0 + float(image.mean()) / 100.0).apply_translation([0, 0, 900.0])}
+
+    d = tmp_path / "in"
+    for k, patient in enumerate(("PAT_A", "PAT_B")):
+        (d / patient).mkdir(parents=True)
+        dicom(d / patient / "hip.dcm", image64(k, hi=1000.0 + 500 * k))
+    _dcm_raw_tag("a_bad.dcm", "DistanceSourceToDetector")(d)
+    Image.fromarray(image64(1, hi=250).astype(np.uint8)).save(d / "notes.png")
+    out = tmp_path / "out"
+    (out / "notes").mkdir(parents=True)
+    (out / "notes" / "diary.txt").write_text("mine")
+    assert deploy_run(d, out, infer, GEOM) == 1
+    err = capsys.readouterr().err
+    assert error_lines(err, d / "a_bad.dcm") == [f"{d / 'a_bad.dcm'}: DistanceSourceToDetector (0018,1110) does not parse as a number: 'not-a-num!'"]
+    assert error_lines(err, out / "notes") == [f"{out / 'notes'}: exists and was not written by this bundle (no {OUTPUT_MARKER}); left untouched: move it or choose another output folder"]
+    assert (out / "notes" / "diary.txt").read_text() == "mine" and sorted(p.name for p in (out / "notes").iterdir()) == ["diary.txt"]
+    spheres = {p: trimesh_radius(out / p / "pelvis.stl") for p in ("PAT_A.hip", "PAT_B.hip")}
+    assert spheres["PAT_A.hip"] != pytest.approx(spheres["PAT_B.hip"], abs=0.01)  # each folder holds its own input's result
+
+
+def trimesh_radius(stl: Path) -> float:
+    import trimesh
+
+    mesh = trimesh.load(str(stl), force="mesh")
+    return float(np.linalg.norm(mesh.vertices - mesh.vertices.mean(0), axis=1).mean())
+
+
+# ---------------------------------------------------------------------- clear errors: options, names, formats
+def _option_error(bundle: dict, tmp_path: Path, capsys, **overrides) -> str:
+    """The one line a bad option gets from the in-process workflow (printed by the runner, or the error that
+    ``scripts.files.one_line_excepthook`` prints for the CLI)."""
+    d = tmp_path / "in"
+    d.mkdir(exist_ok=True)
+    dicom(d / "a.dcm")
+    try:
+        code = run_workflow(d, tmp_path / "out", bundle, **overrides)
+    except Exception as e:  # raised while MONAI parses the config: the CLI prints its InputFileError line
+        bad = input_error_of(e)
+        assert bad is not None, e
+        return str(bad)
+    assert code == 1
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+OPTION_CASES = {
+    "--device cuda without CUDA": ({"device": "cuda"}, "--device: cuda requested but CUDA is not available on this machine; use --device cpu"),
+    "--device that is no device": ({"device": "gpu0"}, "--device: not a torch device ('gpu0'"),
+    "--overwrite maybe": ({"overwrite": "maybe"}, "--overwrite: must be true or false, got 'maybe'"),
+    "--torchscript maybe": ({"torchscript": "maybe"}, "--torchscript: must be true or false, got 'maybe'"),
+    "missing --standard_geometry": ({"standard_geometry": "{tmp}/nowhere.json"}, "{tmp}/nowhere.json: file not found"),
+    "--standard_geometry not JSON": ({"standard_geometry": "{tmp}/geometry.txt"}, "{tmp}/geometry.txt: unreadable JSON ("),
+    "--standard_geometry a JSON list": ({"standard_geometry": "{tmp}/list.json"}, "{tmp}/list.json: not a geometry (a JSON object with keys"),
+}
+
+
+@pytest.mark.parametrize("case", list(OPTION_CASES))
+def test_bad_option_one_line_before_any_output(case, bundle, tmp_path, capsys):
+    overrides, needle = OPTION_CASES[case]
+    if case.startswith("--device cuda") and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    (tmp_path / "geometry.txt").write_text("sid_mm: 1000")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    overrides = {k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in overrides.items()}
+    line = _option_error(bundle, tmp_path, capsys, **overrides)
+    assert line.startswith(needle.format(tmp=tmp_path)) and "\n" not in line
+    assert_no_output(tmp_path / "out")
+
+
+def test_cli_bad_option_one_line_no_traceback(bundle, tmp_path):
+    """The real command line: --overwrite maybe (and --device cuda where there is no CUDA) is one line, exit 1."""
+    d = tmp_path / "in"
+    d.mkdir()
+    dicom(d / "a.dcm")
+    overrides = {"overwrite": "maybe"} if torch.cuda.is_available() else {"device": "cuda", "overwrite": "maybe"}
+    done = _cli(_cli_args({**bundle, "ssm_path": "''", **overrides}, d, tmp_path / "out"))
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("--device: cuda requested" if "device" in overrides else "--overwrite: must be true or false")
+    assert_no_output(tmp_path / "out")
+
+
+def test_250_byte_file_name_is_reconstructed(bundle, tmp_path):
+    """A 250-byte file name: the output name is cut to 120 characters plus a stable suffix (the temporary
+    folder name no longer exceeds the 255-byte limit)."""
+    d = tmp_path / "in"
+    d.mkdir()
+    long = "hip_" + "x" * 242 + ".png"
+    assert len(long.encode()) == 250
+    Image.fromarray(image64(hi=250).astype(np.uint8)).save(d / long)
+    assert run_workflow(d, tmp_path / "out", bundle) == 0
+    (case,) = list((tmp_path / "out").iterdir())
+    assert len(case.name) == 120 and case.name.startswith("hip_xxx")
+    assert case.name.endswith("-" + hashlib.sha256(long[:-4].encode()).hexdigest()[:6])
+    assert_complete(case)
+
+
+def test_jpeg_and_float_tiff_radiographs_are_read(bundle, tmp_path):
+    """JPEG (grey, and grey saved as RGB) gives exactly what the 8-bit PNG of the same pixels gives; float64 and
+    float16 TIFF give what the float32 TIFF gives; a JPEG Lossless DICOM (decoded by SimpleITK/GDCM) what the
+    uncompressed DICOM gives."""
+    import SimpleITK as sitk
+    import pydicom
+
+    d = tmp_path / "in"
+    d.mkdir()
+    g = image64(hi=250).astype(np.uint8)
+    Image.fromarray(g).save(d / "ref.png")
+    Image.fromarray(g).save(d / "grey.jpg", quality=100)
+    jpeg_pixels = np.asarray(Image.open(d / "grey.jpg"))
+    Image.fromarray(jpeg_pixels).save(d / "ref_jpeg.png")  # the same pixels, lossless
+    Image.fromarray(np.stack([jpeg_pixels] * 3, -1)).save(d / "rgb.jpeg", quality=100, subsampling=0)
+    f = np.round(image64(hi=3000.0)).astype(np.float64)
+    for name, dtype in (("f64", np.float64), ("f32", np.float32), ("f16", np.float16)):
+        tifffile_write(d / f"{name}.tif", f.astype(dtype))
+    px = np.round(image64()).astype(np.uint16)
+    ds = dicom(d / "plain.dcm", px, RescaleSlope=2.0, RescaleIntercept=-5.0)
+    w = sitk.ImageFileWriter()
+    w.SetImageIO("GDCMImageIO")
+    w.SetFileName(str(tmp_path / "gdcm.dcm"))
+    w.SetUseCompression(True)
+    w.SetCompressor("JPEG")  # GDCM's JPEG is JPEG Lossless (process 14): pydicom has no decoder for it here
+    w.Execute(sitk.GetImageFromArray(px))
+    compressed = pydicom.dcmread(str(tmp_path / "gdcm.dcm"))
+    assert compressed.file_meta.TransferSyntaxUID == pydicom.uid.JPEGLosslessSV1
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    ds.PixelData = compressed.PixelData
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    ds.file_meta.TransferSyntaxUID = compressed.file_meta.TransferSyntaxUID
+    ds.save_as(str(d / "lossless.dcm"), enforce_file_format=True)
+    assert run_workflow(d, tmp_path / "out", bundle) == 0
+    out = tmp_path / "out"
+    depth = {p.name: nib.load(str(p / "depth.nii.gz")).get_fdata() for p in out.iterdir()}
+    assert json.loads((out / "grey" / "result.json").read_text())["input_format"] == "jpeg"
+    np.testing.assert_array_equal(depth["grey"], depth["ref_jpeg"])
+    rgb, ref = (load_radiograph(d / n, GEOM)[0] for n in ("rgb.jpeg", "ref_jpeg.png"))
+    assert np.abs(rgb - ref).max() <= 3 and "rgb" in depth  # a grey RGB JPEG: its channels' mean, within chroma rounding
+    np.testing.assert_array_equal(depth["f64"], depth["f32"])
+    assert np.isfinite(depth["f16"]).all()  # float16 rounds values above 2048: read, not refused
+    np.testing.assert_array_equal(depth["lossless"], depth["plain"])
+
+
+def tifffile_write(path: Path, array: np.ndarray) -> None:
+    import tifffile
+
+    tifffile.imwrite(str(path), array)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "real_radiographs").is_dir(), reason="../shared/data/real_radiographs not present")
+def test_real_jpeg_radiographs_are_read(bundle, tmp_path):
+    """The real radiographs are 331 x 331 JPEG without spacing: read (not 'not a DICOM file'), resampled with the pitch given."""
+    (src,) = sorted((SHARED_DATA / "real_radiographs").glob("*.jpg"))[:1]
+    img, geom, info = load_radiograph(src, GEOM, pixel_spacing_mm=400.0 / 331)
+    assert info["format"] == "jpeg" and img.shape == (64, 64) and geom == GEOM and np.ptp(img) > 0
+    assert info["coverage"] == pytest.approx(1.0, abs=0.02)
+
+
+def test_simulate_poses_0_is_an_error(tmp_path, capsys):
+    from scripts.simulate import main as simulate_main
+
+    with pytest.raises(SystemExit) as info:
+        simulate_main(["--cases", str(tmp_path / "cohort"), "--out", str(tmp_path / "sim"), "--poses", "0"])
+    assert info.value.code == 2
+    assert "argument --poses: must be >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "sim").exists()
