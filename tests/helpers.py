@@ -24,8 +24,6 @@ from scripts.geometry import Geometry, standard_ap_pose
 from scripts.networks import DualFaceDepthNet
 
 ROOT = Path(__file__).resolve().parent.parent
-# ../shared/data beside the repository (a worktree may sit one level deeper: its grandparent's shared/ then)
-SHARED_DATA = next((p / "shared" / "data" for p in (ROOT.parent, ROOT.parent.parent) if (p / "shared" / "data").is_dir()), ROOT.parent / "shared" / "data")
 FEATURES = [4, 4, 8, 8, 16, 4]  # a tiny DualFaceDepthNet
 FAST_FIT = {"n_iterations": 6, "n_rigid_iterations": 3, "max_points": 400}  # a quick shape-model fit
 STD = Geometry(sid_mm=1000.0, pixel_spacing_mm=(2.0, 2.0), image_size=(64, 64))  # standard geometry of the radiograph tests

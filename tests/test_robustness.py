@@ -29,11 +29,11 @@ from PIL import Image
 from pydicom.uid import CTImageStorage, MRImageStorage
 
 import scripts.reconstruct as reconstruct
-from scripts.files import OUTPUT_MARKER, input_error_of, write_nifti
+from scripts.files import OUTPUT_MARKER, input_error_of, shared_data_dir, write_nifti
 from scripts.geometry import Geometry
 from scripts.networks import DualFaceDepthNet
 from scripts.radiograph_io import load_radiograph, output_name, resample_to
-from tests.helpers import FEATURES, ROOT, SHARED_DATA, bundle_env, make_dicom, run_bundle
+from tests.helpers import FEATURES, ROOT, bundle_env, make_dicom, run_bundle
 
 GEOM = Geometry(sid_mm=1100.0, pixel_spacing_mm=(6.25, 6.25), image_size=(64, 64))  # the standard 400 mm field at 64 px
 COMPLETE = {"depth.nii.gz", "mask.nii.gz", "result.json", "report.png"}
@@ -887,10 +887,13 @@ def tifffile_write(path: Path, array: np.ndarray) -> None:
     tifffile.imwrite(str(path), array)
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "real_radiographs").is_dir(), reason="../shared/data/real_radiographs not present")
+REAL_RADIOGRAPHS = (shared_data_dir() or Path("/nonexistent")) / "real_radiographs"
+
+
+@pytest.mark.skipif(not REAL_RADIOGRAPHS.is_dir(), reason="../shared/data/real_radiographs not present")
 def test_real_jpeg_radiographs_are_read(bundle, tmp_path):
     """The real radiographs are 331 x 331 JPEG without spacing: read (not 'not a DICOM file'), resampled with the pitch given."""
-    (src,) = sorted((SHARED_DATA / "real_radiographs").glob("*.jpg"))[:1]
+    (src,) = sorted(REAL_RADIOGRAPHS.glob("*.jpg"))[:1]
     img, geom, info = load_radiograph(src, GEOM, pixel_spacing_mm=400.0 / 331)
     assert info["format"] == "jpeg" and img.shape == (64, 64) and geom == GEOM and np.ptp(img) > 0
     assert info["coverage"] == pytest.approx(1.0, abs=0.02)
