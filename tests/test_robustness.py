@@ -732,8 +732,9 @@ def test_inputs_with_one_name_get_their_own_outputs_and_clashes_are_errors(bundl
 
 
 def test_deploy_app_never_overwrites_or_deletes(tmp_path, capsys):
-    """The Deploy app: two inputs with one file name get their own folders; a user folder with an output name
-    stays; a DICOM tag that does not parse is one line and the good files after it are still written."""
+    """The Deploy app: two inputs with one file name get their own folders, one output name for two inputs of a
+    folder is an error for the second; a user folder with an output name stays; a DICOM tag that does not parse
+    is one line and the good files after it are still written."""
     from deploy.app.pipeline import run as deploy_run
 
     def infer(image, geometry):  # a sphere whose radius encodes the input
@@ -747,6 +748,8 @@ def test_deploy_app_never_overwrites_or_deletes(tmp_path, capsys):
         dicom(d / patient / "hip.dcm", image64(k, hi=1000.0 + 500 * k))
     _dcm_raw_tag("a_bad.dcm", "DistanceSourceToDetector")(d)
     Image.fromarray(image64(1, hi=250).astype(np.uint8)).save(d / "notes.png")
+    Image.fromarray(image64(3, hi=250).astype(np.uint8)).save(d / "hip.png")
+    Image.fromarray(image64(4).astype(np.float32)).save(d / "hip.tif")  # one output name with hip.png
     out = tmp_path / "out"
     (out / "notes").mkdir(parents=True)
     (out / "notes" / "diary.txt").write_text("mine")
@@ -755,6 +758,8 @@ def test_deploy_app_never_overwrites_or_deletes(tmp_path, capsys):
     assert error_lines(err, d / "a_bad.dcm") == [f"{d / 'a_bad.dcm'}: DistanceSourceToDetector (0018,1110) does not parse as a number: 'not-a-num!'"]
     assert error_lines(err, out / "notes") == [f"{out / 'notes'}: exists and was not written by this bundle (no {OUTPUT_MARKER}); left untouched: move it or choose another output folder"]
     assert (out / "notes" / "diary.txt").read_text() == "mine" and sorted(p.name for p in (out / "notes").iterdir()) == ["diary.txt"]
+    assert error_lines(err, d / "hip.tif") == [f"{d / 'hip.tif'}: its output name 'hip' is that of {d / 'hip.png'} too; rename one of them (nothing written for this one)"]
+    assert sorted(p.name for p in out.iterdir()) == ["PAT_A.hip", "PAT_B.hip", "hip", "notes"]
     spheres = {p: trimesh_radius(out / p / "pelvis.stl") for p in ("PAT_A.hip", "PAT_B.hip")}
     assert spheres["PAT_A.hip"] != pytest.approx(spheres["PAT_B.hip"], abs=0.01)  # each folder holds its own input's result
 
