@@ -2,18 +2,26 @@
 bone-side convention, and radiographs simulated from the real CT with its TotalSegmentator masks scored
 with the shipped model. Commands and numbers: docs/real_radiographs.md."""
 
+import numpy as np
 import pytest
 
 from benchmarks.real_images import DICE_TARGET, REAL_CT_DIR, bone_sides, run_ct_check, sides_ok
-from scripts.geometry import Geometry
+from scripts.geometry import BONES, Geometry
 
 
 def test_sides_convention():
-    """femur_left at larger u (camera x -> patient left, scripts/geometry.py), the pelvis between the femurs."""
-    assert sides_ok({"pelvis": 64.0, "femur_left": 90.0, "femur_right": 40.0}, 128)
-    assert not sides_ok({"pelvis": 64.0, "femur_left": 40.0, "femur_right": 90.0}, 128)
-    assert not sides_ok({"pelvis": 100.0, "femur_left": 90.0, "femur_right": 40.0}, 128)
-    assert not sides_ok({"pelvis": 64.0, "femur_left": 90.0}, 128)  # a femur not found is not on its side
+    """femur_left at larger u (camera x -> patient left, scripts/geometry.py); fractions counted by hand."""
+    mask = np.zeros((3, 8, 10), bool)
+    mask[0, 2:4, 2:8] = True  # pelvis: 3 of 6 columns on each side of the centre u = 4.5
+    mask[1, 5:7, 6:9] = True  # femur_left right of the centre
+    mask[2, 5:7, 1:4] = True  # femur_right left of it
+    sides = bone_sides(mask, BONES)
+    assert sides == {"pelvis": 0.5, "femur_left": 1.0, "femur_right": 1.0} and sides_ok(sides)
+    mask[1, 7, 0:2] = True  # 2 of 8 femur_left pixels on the wrong side
+    assert bone_sides(mask, BONES)["femur_left"] == 0.75 and not sides_ok(bone_sides(mask, BONES))
+    swapped = mask[[0, 2, 1]]
+    assert not sides_ok(bone_sides(swapped, BONES))
+    assert not sides_ok(bone_sides(mask[:2], BONES[:2]))  # a femur not found is not on its side
 
 
 @pytest.mark.skipif(not (REAL_CT_DIR / "example_seg").is_dir(), reason="shared real CT (../shared/data/real_ct) not present")
@@ -27,7 +35,7 @@ def test_radiograph_simulated_from_the_real_ct_scores_the_shipped_model(tmp_path
     (sample,) = summary["samples"]
     bones = list(Geometry.standard().bones)
     assert sample["in_view"] == bones
-    assert sides_ok(bone_sides(sample["mask"], bones), sample["mask"].shape[-1])
+    assert sides_ok(bone_sides(sample["mask"], bones))
     for b, bone in enumerate(bones):
         pred, truth = sample["pred_mask"][b], sample["mask"][b]
         assert summary["dice"][bone] == pytest.approx(2 * (pred & truth).sum() / (pred.sum() + truth.sum()))
