@@ -8,7 +8,6 @@ import pytest
 
 from benchmarks.real_images import DICE_TARGET, GALLERY_PIXEL_SPACING_MM, REAL_CT_DIR, REAL_RADIOGRAPHS, bone_sides, run_ct_check, run_gallery, sides_ok
 from scripts.geometry import BONES, Geometry
-from scripts.radiograph_io import RASTER_SUFFIXES
 
 RADIOGRAPHS = sorted(REAL_RADIOGRAPHS.glob("*.jpg")) if REAL_RADIOGRAPHS.is_dir() else []
 
@@ -29,7 +28,6 @@ def test_sides_convention():
 
 
 @pytest.mark.skipif(len(RADIOGRAPHS) != 3, reason="real radiographs (../shared/data/real_radiographs) not present")
-@pytest.mark.skipif(".jpg" not in RASTER_SUFFIXES, reason="JPEG radiographs are not read yet (scripts.radiograph_io)")
 def test_real_radiographs_nothing_predicted_outside_the_image(tmp_path):
     """The three real radiographs through the inference workflow: no mask pixel in the padding of the
     standard field. Their sides (:data:`SIDE_FRACTION`) are the gallery's reported target, not asserted
