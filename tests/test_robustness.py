@@ -750,6 +750,9 @@ def test_deploy_app_never_overwrites_or_deletes(tmp_path, capsys):
     Image.fromarray(image64(1, hi=250).astype(np.uint8)).save(d / "notes.png")
     Image.fromarray(image64(3, hi=250).astype(np.uint8)).save(d / "hip.png")
     Image.fromarray(image64(4).astype(np.float32)).save(d / "hip.tif")  # one output name with hip.png
+    before = tree(d)
+    assert deploy_run(d, d, infer, GEOM) == 1  # -o equal to -i: refused, inputs intact
+    assert f"{d}: the output folder is the input folder" in capsys.readouterr().err and tree(d) == before
     out = tmp_path / "out"
     (out / "notes").mkdir(parents=True)
     (out / "notes" / "diary.txt").write_text("mine")

@@ -22,7 +22,7 @@ from scripts.metrics import DepthMAE, MaskDice
 from scripts.networks import DualFaceDepthNet, absolute_depth, split_output
 from scripts.plot_training import plot_training
 from scripts.training import latest_checkpoint, load_datalist
-from tests.helpers import META, ROOT, TINY, TRAIN, ddp_train_command, train_workflow, write_sphere_dataset
+from tests.helpers import META, ROOT, TINY, TRAIN, bundle_env, ddp_train_command, train_workflow, write_sphere_dataset
 
 EXIT_ABORT = "terminate called without an active exception"
 
@@ -198,12 +198,17 @@ def _root_cause(error: BaseException) -> BaseException:
     return error
 
 
-@pytest.mark.parametrize("name,match", [("wide.pt", "network configuration"), ("model.ts", "TorchScript"), ("missing.pt", "not found")])
+@pytest.mark.parametrize("name,match", [("wide.pt", "network configuration"), ("model.ts", "TorchScript"), ("missing.pt", "not found"),
+                                        ("garbage.pt", "unreadable checkpoint"), ("list.pt", "not a network state dict")])
 def test_pretrained_weights_that_do_not_fit_name_the_file(dataset, tmp_path, name, match):
     if name == "wide.pt":
         torch.save(DualFaceDepthNet(features=[8, 8, 16, 16, 32, 8]).state_dict(), tmp_path / name)
     elif name == "model.ts":
         torch.jit.script(DualFaceDepthNet(features=TINY["features"])).save(str(tmp_path / name))
+    elif name == "garbage.pt":
+        (tmp_path / name).write_bytes(b"not a checkpoint" * 10)
+    elif name == "list.pt":
+        torch.save([torch.zeros(3)], tmp_path / name)
     wf = train_workflow(dataset, tmp_path / "run", epochs=1, pretrained=str(tmp_path / name))
     with pytest.raises(Exception) as info:  # before any training sample is loaded and cached
         wf.parser.get_parsed_content("train#dataset")
@@ -305,3 +310,15 @@ def test_verify_net_in_out():
     cmd = [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def", "--meta_file", META, "--config_file", TRAIN]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "verified with no error" in proc.stdout + proc.stderr, proc.stderr[-3000:]
+
+
+def test_cli_pretrained_not_a_state_dict_one_line(dataset, tmp_path):
+    """The real command line: a --pretrained file that is not a state dict is one line naming it, exit 1, no traceback."""
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint" * 10)
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", TRAIN, "--meta_file", META, "--dataset_dir", str(dataset),
+           "--output_dir", str(tmp_path / "run"), "--pretrained", str(tmp_path / "garbage.pt"), "--epochs", "1", "--image_size", "64",
+           "--features", str(TINY["features"]), "--device", "cpu"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=bundle_env())
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1].startswith(f"{tmp_path / 'garbage.pt'}: unreadable checkpoint")
+    assert not list((tmp_path / "run").glob("*.pt"))
