@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--figure", default=str(ROOT / "docs" / "figures" / "ssm_completion_llp26.png"))
     args = parser.parse_args()
     files = [args.ssm, *args.compare]
-    model_sets = {Path(f).name if i == 0 else f"{Path(f).name} ({i})": load_shape_models(f)[0] for i, f in enumerate(files)}
+    model_sets = {Path(f).stem: load_shape_models(f)[0] for f in files}
     rows, shown = [], None
     for j in SUBJECT_SPLITS[args.subjects]:
         for k in range(args.poses):

@@ -177,7 +177,7 @@ def voxelize(mesh: trimesh.Trimesh, origin: np.ndarray, spacing: float, shape: t
 
 
 # ---------------------------------------------------------------------- CT synthesis
-def _body_layout(meshes: dict[str, trimesh.Trimesh], params: dict) -> dict:
+def _body_layout(meshes: dict[str, trimesh.Trimesh | trimesh.PointCloud], params: dict) -> dict:
     """Torso ellipse (centre y, half axes) and thigh circles following the femoral shafts, mm."""
     t = params["tissue"]
     pb = meshes["pelvis"].bounds
@@ -209,17 +209,24 @@ def _body_sdf(x: np.ndarray, y: np.ndarray, z: np.ndarray, layout: dict, thigh_r
 
 
 def _bone_hu(mask: np.ndarray, spacing: float, cortex_mm: np.ndarray | float, params: dict, rng: np.random.Generator) -> np.ndarray:
-    """HU inside one bone mask: cortical shell of thickness ``cortex_mm`` over a trabecular interior."""
+    """HU at the voxels of one bone mask (in ``mask[mask]`` order): cortical shell of thickness ``cortex_mm``
+    (a number, or an array broadcast to the mask) over a trabecular interior, both with a smooth texture.
+
+    The texture is a coarse N(0, 1) field (one value per 8 voxels) interpolated linearly, as
+    ``scipy.ndimage.zoom(field, 8, order=1)`` edge-padded to the mask's shape would, at the mask's voxels only.
+    """
     t = params["tissue"]
     depth = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
-    cortex = depth <= np.maximum(cortex_mm, spacing)
-    texture = ndimage.zoom(rng.normal(0.0, 1.0, size=tuple(max(2, s // 8) for s in mask.shape)), 8, order=1)
-    texture = np.pad(texture, [(0, max(0, s - ts)) for s, ts in zip(mask.shape, texture.shape)], mode="edge")
-    texture = texture[: mask.shape[0], : mask.shape[1], : mask.shape[2]]
+    idx = np.nonzero(mask)
+    cortex = depth[idx] <= np.maximum(np.broadcast_to(cortex_mm, mask.shape)[idx], spacing)
+    coarse = rng.normal(0.0, 1.0, size=tuple(max(2, s // 8) for s in mask.shape))
+    zoomed = [max(round(c * 8), 1) for c in coarse.shape]  # the shape zoom(coarse, 8) has
+    coords = [np.minimum(i, z - 1) * ((c - 1) / (z - 1) if z > 1 else 0.0) for i, c, z in zip(idx, coarse.shape, zoomed)]
+    texture = ndimage.map_coordinates(coarse, coords, order=1)
     return np.where(cortex, t["cortical_hu"] + 80.0 * texture, t["trabecular_hu"] + 50.0 * texture)
 
 
-def _volume_grid(meshes: Sequence[trimesh.Trimesh], layout: dict, thigh_r: float, spacing: float, z_floor_mm: float | None = None) -> tuple[np.ndarray, tuple[int, int, int]]:
+def _volume_grid(meshes: Sequence[trimesh.Trimesh | trimesh.PointCloud], layout: dict, thigh_r: float, spacing: float, z_floor_mm: float | None = None) -> tuple[np.ndarray, tuple[int, int, int]]:
     """Origin (first voxel centre, mm) and shape of a grid holding every mesh (above ``z_floor_mm``) and the body cross-section."""
     lo = np.min([m.bounds[0] for m in meshes], 0) - (0.0, 0.0, 6.0)
     hi = np.max([m.bounds[1] for m in meshes], 0) + (0.0, 0.0, 15.0)
@@ -272,8 +279,12 @@ def synthesize_ct(
     Raises :class:`BoneOverlapError` when two bones of ``meshes`` share a voxel.
     """
     t = params["tissue"]
-    layout = _body_layout(meshes, params)
-    origin, shape = _volume_grid([*meshes.values(), *vertebrae], layout, t["thigh_radius_mm"], spacing_mm, z_floor_mm)
+    if z_floor_mm is None:
+        inside = meshes
+    else:  # the body and the grid follow the bones' parts above the volume's floor
+        inside = {name: trimesh.PointCloud(m.vertices[m.vertices[:, 2] >= z_floor_mm]) for name, m in meshes.items()}
+    layout = _body_layout(inside, params)
+    origin, shape = _volume_grid([*inside.values(), *vertebrae], layout, t["thigh_radius_mm"], spacing_mm, z_floor_mm)
     affine = np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0])
     affine[:3, 3] = origin
 
@@ -304,21 +315,25 @@ def synthesize_ct(
         if name in shaft_top_z:
             z_box = zs[box[2]][None, None, :]
             cortex = t["cortex_mm"] + (t["shaft_cortex_mm"] - t["cortex_mm"]) * anatomy.smoothstep(shaft_top_z[name] - z_box, 0.0, 40.0)
-        ct[box][mask] = _bone_hu(mask, spacing_mm, cortex, params, rng)[mask]
+        ct[box][mask] = _bone_hu(mask, spacing_mm, cortex, params, rng)
 
     soft = (labels == 0) & muscle
+
+    def fill_ellipsoid(centre: np.ndarray, radii: np.ndarray, hu: float) -> None:
+        """Soft-tissue voxels inside an axis-aligned ellipsoid (mm) get ``hu`` (evaluated in its bounding box only)."""
+        box = tuple(slice(int(np.searchsorted(a, c - r)), int(np.searchsorted(a, c + r, side="right"))) for a, c, r in zip((xs, ys, zs), centre, radii))
+        x, y, z = xs[box[0]][:, None, None], ys[box[1]][None, :, None], zs[box[2]][None, None, :]
+        inside = ((x - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2 + ((z - centre[2]) / radii[2]) ** 2 < 1
+        ct[box][inside & soft[box]] = hu
+
     # bowel gas in the lower abdomen, in soft tissue only
     pb = meshes["pelvis"].bounds
     for _ in range(t["gas_pockets"]):
         c = rng.uniform((-0.4 * pb[1, 0], pb[0, 1] + 40.0, 0.5 * pb[1, 2]), (0.4 * pb[1, 0], pb[1, 1], pb[1, 2]))
-        r = rng.uniform(8.0, 25.0, size=3)
-        inside = ((xs[:, None, None] - c[0]) / r[0]) ** 2 + ((ys[None, :, None] - c[1]) / r[1]) ** 2 + ((zs[None, None, :] - c[2]) / r[2]) ** 2 < 1
-        ct[inside & soft] = HU_GAS
+        fill_ellipsoid(c, rng.uniform(8.0, 25.0, size=3), HU_GAS)
     bladder = t.get("bladder")
     if bladder:
-        (cx, cy, cz), (rx, ry, rz) = bladder["centre_mm"], bladder["radii_mm"]
-        inside = ((xs[:, None, None] - cx) / rx) ** 2 + ((ys[None, :, None] - cy) / ry) ** 2 + ((zs[None, None, :] - cz) / rz) ** 2 < 1
-        ct[inside & soft] = bladder["hu"]
+        fill_ellipsoid(np.asarray(bladder["centre_mm"]), np.asarray(bladder["radii_mm"]), bladder["hu"])
     return np.round(ct).astype(np.int16), labels, affine
 
 

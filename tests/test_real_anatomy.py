@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -203,4 +204,31 @@ def test_cli_cohort_and_real_subjects_feed_simulator_and_shape_model(tmp_path):
     assert mask.shape[-1] == 3 and (mask.reshape(-1, 3).sum(0) > 0).all()  # three bones, no vertebra channel
     models, meta = build_from_cases(cohort, variance=1.0)
     assert meta["cases"] == ["case_0000", "case_0001"] and models["femur_left"].n_modes == 1
+    assert meta["anatomy"] == ["llp26"] and meta["llp26_subjects"] == list(ra.TRAINING_SUBJECTS)
+    assert build_from_cases(real, bones=["femur_left"])[1]["llp26_subjects"] == [17, 18, 19]  # a leak would show
 
+
+
+def test_shipped_shape_models_never_saw_a_validation_or_test_subject():
+    """models/ssm.npz: its cases' LLP26 subjects (metadata) are training subjects only; once it is built
+    from real anatomy, also geometrically: training subjects lie (nearly) in its span, test subjects do not."""
+    from scripts.ssm import load_shape_models
+
+    models, meta = load_shape_models(Path(__file__).resolve().parent.parent / "models" / "ssm.npz")
+    assert set(meta.get("llp26_subjects", [])) <= set(ra.TRAINING_SUBJECTS)
+    if meta.get("anatomy") != ["llp26"]:
+        pytest.skip("the shipped shape models are not built from LLP26 cases (release 0.5.0: procedural)")
+
+    def residual(bone: str, j: int) -> float:
+        pelvis, femur = ra.subject_nodes(j)
+        verts = ra.surface("pelvis", pelvis).vertices if bone == "pelvis" else ra.surface("femur", femur).vertices
+        model = models[bone]
+        aligned = (verts - verts.mean(0)) @ ra._kabsch(verts, model.mean).T + model.mean.mean(0)
+        d = (aligned - model.mean).ravel()
+        modes = model.modes.reshape(model.n_modes, -1)
+        return float(np.sqrt(np.mean((d - modes.T @ (modes @ d)) ** 2)))
+
+    for bone in ("pelvis", "femur_left"):
+        training = np.mean([residual(bone, j) for j in (0, 5, 10, 15)])
+        test = np.mean([residual(bone, j) for j in ra.TEST_SUBJECTS])
+        assert test > 1.7 * training, (bone, training, test)
