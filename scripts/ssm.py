@@ -394,14 +394,14 @@ def build_from_cases(
         "variance_kept": variance,
         "similarity_procrustes": scale,
         "registered": register,
-        **_cohort_provenance(cases),
+        **cohort_provenance(cases),
         "frame": "training mesh frame (RAS mm), Procrustes-aligned to the first case",
         "units": {"vertices": "mm", "variances": "mm^2", "coeffs": "standard deviations"},
     }
     return models, meta
 
 
-def _cohort_provenance(cases: Sequence[Path]) -> dict:
+def cohort_provenance(cases: Sequence[Path]) -> dict:
     """Anatomy and LLP26 subjects behind the cases (their phantom ``params.json``; empty for other meshes).
 
     ``llp26_subjects``: every LLP26 subject whose shape reached a case (a real subject itself, or the
