@@ -1,9 +1,10 @@
-"""Command-line config values: on/off keys and torch devices.
+"""Command-line config values: on/off keys, torch devices and shards.
 
 ``python -m monai.bundle run ... --key false`` hands the config the STRING ``"false"`` (Python
 Fire parses only ``False``), which plain ``if @key`` would take as on. Configs read their flags
 through :func:`as_flag`, so ``false``/``False``/``0``/``no`` all mean off; devices through
-:func:`as_device`, so ``--device cuda`` on a machine without CUDA is one clear line, not a traceback.
+:func:`as_device`, so ``--device cuda`` on a machine without CUDA is one clear line, not a traceback;
+shards ``i/n`` (the simulator's and the inference workflow's ``--shard``) through :func:`as_shard`.
 A bad value raises :class:`scripts.files.InputFileError` naming the option (``--<name>``).
 """
 
@@ -43,3 +44,16 @@ def as_device(value: torch.device | str | None, name: str = "device") -> torch.d
     elif device.type not in ("cpu",) and not getattr(torch.backends, device.type, None):
         raise InputFileError(f"--{name}", f"device type {device.type} is not supported here; use cpu or cuda")
     return device
+
+
+def as_shard(value: str | tuple[int, int] | list[int] | None, name: str = "shard") -> tuple[int, int]:
+    """``"i/n"`` (or (i, n); None: the whole, (0, 1)) -> (i, n) with 0 <= i < n; else InputFileError naming ``--name``."""
+    if value is None:
+        return 0, 1
+    try:
+        i, n = (int(x) for x in (str(value).split("/") if isinstance(value, str) else value))
+    except (TypeError, ValueError):
+        raise InputFileError(f"--{name}", f"must look like i/n, got {value!r}") from None
+    if not 0 <= i < n:
+        raise InputFileError(f"--{name}", f"index must satisfy 0 <= i < n, got {value!r}")
+    return i, n

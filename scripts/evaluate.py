@@ -21,12 +21,15 @@ that isolates meshing, shape model and metrics).
 from __future__ import annotations
 
 import csv
+import functools
 import io
+import json
 import math
+import multiprocessing
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -39,7 +42,7 @@ from scripts.geometry import Geometry, GeometryError, apply_transform, channel_o
 from scripts.reconstruct import DepthPrediction, Reconstructor, oracle_prediction
 from scripts.report import save_error_map, save_metric_bars
 from scripts.ssm import read_mesh
-from scripts.surface_metrics import surface_metrics, vertex_errors, volume_extent_planes
+from scripts.surface_metrics import ReferenceSurface, vertex_errors, volume_extent_planes
 from scripts.training import load_datalist
 from scripts.transforms import ResizeDepthd
 from scripts.volumes import BONE_LABELS, read_labels
@@ -82,16 +85,26 @@ def label_surfaces(labels_path: PathLike, bones: Sequence[str], label_map: Mappi
     return out
 
 
+# the poses of one subject share its true surfaces: each file is read (or marched) once per process
+_world_mesh = functools.lru_cache(maxsize=16)(read_mesh)
+
+
+@functools.lru_cache(maxsize=4)
+def _label_surfaces(labels: str, bones: tuple[str, ...], label_map_json: str | None) -> dict[str, trimesh.Trimesh]:
+    return label_surfaces(labels, bones, None if label_map_json is None else json.loads(label_map_json))
+
+
 def truth_meshes(entry: Mapping, dataset_dir: Path, geometry: Geometry) -> dict[str, trimesh.Trimesh]:
     """True surfaces in the camera frame: the entry's meshes, else marching cubes of the labels named in sample.json."""
     meshes = entry.get("meshes")
     if meshes:
-        world = {bone: read_mesh(dataset_dir / p) for bone, p in meshes.items() if bone in geometry.bones}
+        world = {bone: _world_mesh(str(dataset_dir / p)) for bone, p in meshes.items() if bone in geometry.bones}
     else:
         notes = read_json(Path(entry["geometry"]).parent / "sample.json")
         labels = Path(notes.get("labels") or "")
         labels = labels if labels.is_file() else dataset_dir / labels
-        world = label_surfaces(labels, geometry.bones, notes.get("label_map"))
+        label_map = notes.get("label_map")
+        world = _label_surfaces(str(labels), tuple(geometry.bones), None if label_map is None else json.dumps(label_map, sort_keys=True))
     out = {}
     for bone, mesh in world.items():
         out[bone] = trimesh.Trimesh(geometry.world_to_camera_points(np.asarray(mesh.vertices)), mesh.faces, process=False)
@@ -143,14 +156,20 @@ def mean_masked_depth(depth: np.ndarray, valid: np.ndarray) -> float:
     return float(depth[valid].mean()) if valid.any() else float("nan")
 
 
-def prior_centre_depth(dataset_dir: PathLike, split: str = "training") -> dict[int, float]:
+def sample_mean_depths(entry: Mapping) -> dict[int, float]:
+    """A datalist entry's mean masked true depth (mm), both faces (key 2) and front faces only (key 1)."""
+    depth, mask = read_depth_and_mask(entry["depth"], entry["mask"])
+    return {faces: mean_masked_depth(d, true_face_mask(depth, mask, faces)) for faces, d in ((2, depth), (1, depth[0::2]))}
+
+
+def prior_centre_depth(dataset_dir: PathLike, split: str = "training", map_fn: Callable = map) -> dict[int, float]:
     """Fixed-geometry priors (mm) per face count: mean over the split's samples of each sample's mean masked
-    depth, both faces (key 2) and front faces only (key 1), as the centre heads are trained."""
+    depth, both faces (key 2) and front faces only (key 1), as the centre heads are trained. ``map_fn``: an
+    ordered map (e.g. a process pool's ``imap``) over the entries (:func:`sample_mean_depths`)."""
     values: dict[int, list[float]] = {1: [], 2: []}
-    for entry in tqdm(load_datalist(dataset_dir, split), desc=f"prior depth ({split})", unit="sample"):
-        depth, mask = read_depth_and_mask(entry["depth"], entry["mask"])
-        for faces, d in ((2, depth), (1, depth[0::2])):
-            value = mean_masked_depth(d, true_face_mask(depth, mask, faces))
+    entries = load_datalist(dataset_dir, split)
+    for means in tqdm(map_fn(sample_mean_depths, entries), total=len(entries), desc=f"prior depth ({split})", unit="sample"):
+        for faces, value in means.items():
             if math.isfinite(value):
                 values[faces].append(value)
     if not values[2]:
@@ -176,20 +195,24 @@ def mask_dice(pred: np.ndarray, truth: np.ndarray, bones: Sequence[str]) -> dict
     return out
 
 
-def _surface_scores(mesh: trimesh.Trimesh | None, truth: trimesh.Trimesh | None, geometry: Geometry, **metric_kwargs) -> dict[str, float]:
+def _surface_scores(mesh: trimesh.Trimesh | None, truth: ReferenceSurface | None) -> dict[str, float]:
     if mesh is None or truth is None or len(mesh.faces) == 0:
         return {k: float("nan") for k in SURFACE_KEYS}
-    return surface_metrics(mesh, truth, geometry, **metric_kwargs)
+    return truth.metrics(mesh)
 
 
 def evaluate_sample(
-    sample: Sample, predictions: Mapping[str, DepthPrediction], reconstructor: Reconstructor, prior_mm: Mapping[int, float], **metric_kwargs
+    sample: Sample, predictions: Mapping[str, DepthPrediction], reconstructor: Reconstructor, prior_mm: Mapping[int, float],
+    spacing_mm: float = 1.0, max_samples: int = 20000,
 ) -> tuple[list[dict], dict]:
     """Rows (one per variant, shift and bone) for one sample; and the dual-face (or single-face) centre-shift
     completions with their true meshes, for the error map."""
     rows, shown = [], {}
     bones = sample.geometry.bones
+    # each true surface is clipped, sampled and indexed once for all variants and shifts (as surface_metrics would each time)
     field = sample.field or sample.geometry  # same rays as the network's geometry: its cone is the exposed part
+    references = {bone: ReferenceSurface(mesh, field, spacing_mm, max_samples, seed=1, extent_planes=sample.extent_planes)
+                  for bone, mesh in sample.meshes.items()}
     for network, pred in predictions.items():
         faces = pred.faces
         valid = true_face_mask(sample.depth, sample.mask, faces)
@@ -203,11 +226,10 @@ def evaluate_sample(
             if shift == "centre" and completed:
                 shown = {"meshes": completed, "truth": sample.meshes, "variant": f"{network}_ssm"}
             for bone in bones:
-                truth = sample.meshes.get(bone)
+                truth = references.get(bone)
                 base = {"sample": sample.name, "bone": bone, "shift": shift}
-                scores = {"extent_planes": sample.extent_planes, **metric_kwargs}
-                rows.append({**base, "variant": network, **_surface_scores(rec.surfaces.get(bone), truth, field, **scores), "depth_mae_mm": mae[bone], "dice": dice[bone]})
-                rows.append({**base, "variant": f"{network}_ssm", **_surface_scores(completed.get(bone), truth, field, **scores), "depth_mae_mm": float("nan"), "dice": dice[bone]})
+                rows.append({**base, "variant": network, **_surface_scores(rec.surfaces.get(bone), truth), "depth_mae_mm": mae[bone], "dice": dice[bone]})
+                rows.append({**base, "variant": f"{network}_ssm", **_surface_scores(completed.get(bone), truth), "depth_mae_mm": float("nan"), "dice": dice[bone]})
     return rows, shown
 
 
@@ -280,6 +302,8 @@ class EvaluationRunner:
         error_map_max_mm: colour scale of the error map.
         surface_spacing_mm, max_samples: surface sampling of :func:`scripts.surface_metrics.surface_metrics`.
         poses_per_case: evaluate only poses ``0 .. poses_per_case - 1`` of each case (``None``: all).
+        workers: processes evaluating subjects (all poses of one subject in one process) and reading the
+            training split for the prior in parallel; the numbers do not depend on it.
     """
 
     def __init__(
@@ -295,6 +319,7 @@ class EvaluationRunner:
         surface_spacing_mm: float = 1.0,
         max_samples: int = 20000,
         poses_per_case: int | None = None,
+        workers: int = 1,
     ):
         self.dual_face, self.single_face = dual_face, single_face
         self.poses_per_case = poses_per_case
@@ -302,6 +327,7 @@ class EvaluationRunner:
         self.split, self.prior_centre_mm, self.oracle_inputs = split, prior_centre_mm, bool(oracle_inputs)
         self.error_map_max_mm = float(error_map_max_mm)
         self.metric_kwargs = {"spacing_mm": float(surface_spacing_mm), "max_samples": int(max_samples)}
+        self.workers = max(1, int(workers))
 
     def _networks(self, notes: list[str]) -> dict[str, Reconstructor | None]:
         """Loaded reconstructors per network variant (None for oracle inputs); a missing single-face checkpoint is a note."""
@@ -327,28 +353,55 @@ class EvaluationRunner:
             raise ValueError(f"{network} predicts at {pred.mask_prob.shape[1:]}, truth resampled to {sample.mask.shape[1:]}")
         return pred
 
+    def evaluate_entries(self, entries: Sequence[Mapping], nets: Mapping[str, Reconstructor | None], prior: Mapping[int, float]) -> list[tuple[list[dict], dict]]:
+        """Rows and error-map candidate (:func:`evaluate_sample`) of each entry, in order; raises InputFileError."""
+        size = None if self.oracle_inputs else self.dual_face.image_size
+        out = []
+        for entry in entries:
+            sample = load_sample(entry, self.dataset_dir, size, self.dual_face.bones)
+            preds = {name: self._predict(name, rec, sample) for name, rec in nets.items()}
+            rows, shown = evaluate_sample(sample, preds, self.dual_face, prior, **self.metric_kwargs)
+            out.append((rows, {**shown, "sample": sample.name, "geometry": sample.field or sample.geometry, "extent_planes": sample.extent_planes} if shown else {}))
+        return out
+
     def run(self) -> dict:
         """Evaluate and write outputs; exits 1 with one line on bad input."""
         notes: list[str] = []
+        pool = None
         try:
             nets = self._networks(notes)
             entries = load_datalist(self.dataset_dir, self.split)
             if self.poses_per_case is not None:
                 entries = [e for e in entries if int(e.get("pose", 0)) < int(self.poses_per_case)]
             given = self.prior_centre_mm
-            prior = {1: float(given), 2: float(given)} if given is not None else prior_centre_depth(self.dataset_dir, "training")
-            rows, shown = [], {}
-            size = None if self.oracle_inputs else self.dual_face.image_size
-            for entry in tqdm(entries, desc=f"evaluate ({self.split})", unit="sample"):
-                sample = load_sample(entry, self.dataset_dir, size, self.dual_face.bones)
-                preds = {name: self._predict(name, rec, sample) for name, rec in nets.items()}
-                sample_rows, sample_shown = evaluate_sample(sample, preds, self.dual_face, prior, **self.metric_kwargs)
-                rows += sample_rows
-                if not shown and sample_shown:
-                    shown = {**sample_shown, "sample": sample.name, "geometry": sample.field or sample.geometry, "extent_planes": sample.extent_planes}
+            if self.workers > 1:  # forked after loading: workers share the networks and shape models
+                _WORKER["state"] = (self, nets)
+                pool = multiprocessing.get_context("fork").Pool(self.workers, _init_worker)
+            prior = {1: float(given), 2: float(given)} if given is not None else prior_centre_depth(
+                self.dataset_dir, "training", functools.partial(pool.imap, chunksize=16) if pool else map)
+            # one task per subject (its poses share the true surfaces), results in datalist order
+            groups: dict[str, list[int]] = {}
+            for k, entry in enumerate(entries):
+                groups.setdefault(str(entry.get("case", k)), []).append(k)
+            tasks = [([entries[k] for k in ks], prior) for ks in groups.values()]
+            results: list = [None] * len(entries)
+            with tqdm(total=len(entries), desc=f"evaluate ({self.split})", unit="sample") as bar:
+                for ks, done in zip(groups.values(), pool.imap(_evaluate_task, tasks) if pool else (self.evaluate_entries(e, nets, p) for e, p in tasks)):
+                    if isinstance(done, str):  # a worker's InputFileError line
+                        print(done, file=sys.stderr)
+                        raise SystemExit(1)
+                    for k, result in zip(ks, done):
+                        results[k] = result
+                    bar.update(len(ks))
         except InputFileError as e:
             print(e, file=sys.stderr)
             raise SystemExit(1) from None
+        finally:
+            if pool is not None:
+                pool.terminate()
+                _WORKER.clear()
+        rows = [row for sample_rows, _ in results for row in sample_rows]
+        shown = next((s for _, s in results if s), {})
         means = summarise(rows)
         result = {
             "split": self.split,
@@ -375,3 +428,20 @@ class EvaluationRunner:
             save_error_map(self.output_dir / f"error_map_{shown['sample']}.png", meshes, errors, self.error_map_max_mm,
                            f"{shown['sample']}: {shown['variant']} (centre shift), distance to truth")
         return result
+
+
+# ---------------------------------------------------------------------- worker processes
+_WORKER: dict = {}  # the runner and its loaded networks, set before the pool forks
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)  # one process per core; also keeps OpenMP out of forked children
+
+
+def _evaluate_task(task: tuple) -> list | str:
+    """:meth:`EvaluationRunner.evaluate_entries` of (entries, prior) in a worker; bad input comes back as its one line."""
+    runner, nets = _WORKER["state"]
+    try:
+        return runner.evaluate_entries(task[0], nets, task[1])
+    except InputFileError as e:
+        return str(e)

@@ -14,7 +14,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator, Union
+from typing import Any, Callable, Iterable, Iterator, Mapping, Union
 
 import nibabel as nib
 import numpy as np
@@ -179,15 +179,22 @@ def atomic_dir(path: PathLike, kind: str, source: str | None = None) -> Iterator
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def remove_partials(directory: PathLike) -> list[Path]:
-    """Delete the temporary ``.<name>.*.partial`` folders of :func:`atomic_dir` left in ``directory`` by a killed run.
-
-    Only folders holding the marker (or empty) are removed: a user's folder of that name stays. Only for
-    a directory no other process is writing into. Returns the removed paths.
-    """
+def find_partials(directory: PathLike) -> dict[str, list[Path]]:
+    """The temporary ``.<name>.XXXXXXXX.partial`` folders of :func:`atomic_dir` left in ``directory`` by a killed run,
+    by output name. Only folders holding the marker (or empty) count: a user's folder of that name is not one."""
     directory = Path(directory)
-    found = sorted(p for p in directory.glob(".*.partial") if p.is_dir() and not p.is_symlink()) if directory.is_dir() else []
-    stale = [p for p in found if written_by_bundle(p) is not None or not any(p.iterdir())]
+    found: dict[str, list[Path]] = {}
+    for p in sorted(directory.glob(".*.partial")) if directory.is_dir() else []:
+        if p.is_dir() and not p.is_symlink() and (written_by_bundle(p) is not None or not any(p.iterdir())):
+            found.setdefault(p.name[1 : -len(".partial")].rsplit(".", 1)[0], []).append(p)
+    return found
+
+
+def remove_partials(directory: PathLike, names: Iterable[str] | None = None, found: Mapping[str, list[Path]] | None = None) -> list[Path]:
+    """Delete the :func:`find_partials` folders of ``directory`` (or the already ``found`` ones) of the output
+    ``names`` (``None``: all, only for a directory no other process is writing into). Returns the removed paths."""
+    found = find_partials(directory) if found is None else found
+    stale = [p for name in (found if names is None else names) for p in found.get(name, ())]
     for p in stale:
         shutil.rmtree(p, ignore_errors=True)
     return stale
@@ -221,9 +228,10 @@ def read_json(path: PathLike) -> Any:
 
 
 def write_nifti(path: PathLike, array: np.ndarray, affine: np.ndarray | None = None) -> None:
-    """Write an array as NIfTI (identity affine unless given) atomically; dtype is kept."""
-    img = nib.Nifti1Image(np.asarray(array), np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64))
-    img.header.set_data_dtype(np.asarray(array).dtype)
+    """Write an array as NIfTI (identity affine unless given) atomically; dtype is kept, the array is not copied."""
+    array = np.asarray(array)
+    img = nib.Nifti1Image(array, np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64))
+    img.header.set_data_dtype(array.dtype)
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
 
@@ -251,8 +259,25 @@ def read_nifti_with_affine(path: PathLike, dtype: type = np.float32) -> tuple[np
 def write_depth_and_mask(folder: PathLike, depth: np.ndarray, mask: np.ndarray, affine: np.ndarray) -> None:
     """``folder/depth.nii.gz`` (H, W, 2B) float32 mm and ``folder/mask.nii.gz`` (H, W, B) uint8 from
     channel-first depth (2B, H, W) and mask (B, H, W): the simulator's sample layout."""
-    write_nifti(Path(folder) / "depth.nii.gz", np.moveaxis(depth, 0, -1).astype(np.float32), affine)
-    write_nifti(Path(folder) / "mask.nii.gz", np.moveaxis(mask, 0, -1).astype(np.uint8), affine)
+    write_nifti(Path(folder) / "depth.nii.gz", np.moveaxis(depth, 0, -1).astype(np.float32, copy=False), affine)  # views, no copy
+    write_nifti(Path(folder) / "mask.nii.gz", np.moveaxis(mask, 0, -1).view(np.uint8) if mask.dtype == bool else np.moveaxis(mask, 0, -1).astype(np.uint8, copy=False), affine)
+
+
+def write_ply(path: PathLike, vertices: np.ndarray, faces: np.ndarray) -> None:
+    """Binary little-endian PLY of a triangle mesh (vertices (V, 3) as float32 mm, faces (F, 3) as int32), atomically.
+
+    Written straight from the arrays (one record array for the faces), without a mesh library's export pass.
+    """
+    vertices = np.ascontiguousarray(vertices, dtype="<f4")
+    faces = np.asarray(faces)
+    records = np.empty(len(faces), dtype=[("n", "u1"), ("v", "<i4", (3,))])
+    records["n"], records["v"] = 3, faces
+    header = (f"ply\nformat binary_little_endian 1.0\nelement vertex {len(vertices)}\nproperty float x\nproperty float y\n"
+              f"property float z\nelement face {len(faces)}\nproperty list uchar int vertex_indices\nend_header\n")
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(header.encode("ascii"))
+        vertices.tofile(f)
+        records.tofile(f)
 
 
 def read_depth_and_mask(depth_path: PathLike, mask_path: PathLike) -> tuple[np.ndarray, np.ndarray]:

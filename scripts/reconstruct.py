@@ -18,6 +18,8 @@ Everything is in the camera frame (mm): origin at the focal spot, +z toward the 
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import functools
 import sys
 import time
@@ -32,8 +34,8 @@ from monai.bundle import ConfigParser
 from tqdm import tqdm
 
 from scripts.checkpoints import load_network
-from scripts.config_flags import as_device
-from scripts.files import InputFileError, PathLike, atomic_dir, check_replaceable, remove_partials, write_depth_and_mask, write_json
+from scripts.config_flags import as_device, as_shard
+from scripts.files import InputFileError, PathLike, atomic_dir, check_replaceable, find_partials, remove_partials, write_depth_and_mask, write_json, write_ply
 from scripts.geometry import BONES, Geometry, GeometryError
 from scripts.meshing import dual_face_mesh, grid_triangles, masked_points
 from scripts.networks import absolute_depth, split_output
@@ -212,6 +214,27 @@ def _average_with_mirror(parts: Mapping[str, torch.Tensor], mirrored: Mapping[st
     }
 
 
+def network_input(
+    image: np.ndarray, geometry: Geometry, preprocessing: Callable[[dict], dict], image_size: Sequence[int], bones: Sequence[str] = BONES,
+    fov: np.ndarray | None = None,
+) -> tuple[torch.Tensor, Geometry, torch.Tensor | None]:
+    """Preprocessed network input (1, h, w) float32 of an (H, W) image, its geometry resized to ``image_size`` (W, H)
+    (:meth:`Geometry.resized`, same field of view) with its maps labelled with the network's ``bones``, and the
+    radiograph's own area at that size (1, h, w) when ``fov`` (H, W; 1 inside, 0 on padding) is given (else None).
+    Raises ValueError when the preprocessing gives another size."""
+    size = (int(image_size[0]), int(image_size[1]))
+    net_geometry = replace(geometry if geometry.image_size == size else geometry.resized(size), bones=tuple(bones))
+    data = {"image": torch.as_tensor(np.asarray(image, dtype=np.float32))[None]}
+    if fov is not None:
+        data["fov"] = torch.as_tensor(np.asarray(fov, dtype=np.float32))[None]
+    data = preprocessing(data)
+    x = torch.as_tensor(data["image"], dtype=torch.float32)
+    if tuple(x.shape[-2:]) != (net_geometry.height, net_geometry.width):
+        raise ValueError(f"preprocessing gave {tuple(x.shape[-2:])}, expected (H, W) = {(net_geometry.height, net_geometry.width)}")
+    inside = data.get("fov")
+    return x, net_geometry, None if inside is None else torch.as_tensor(inside, dtype=torch.float32).reshape(1, *x.shape[-2:])
+
+
 class Reconstructor:
     """Network + preprocessing + shape models: ``reconstructor(image, geometry) -> Reconstruction``.
 
@@ -274,6 +297,11 @@ class Reconstructor:
             self.shape_models = load_shape_models(self.ssm_path)[0] if self.ssm_path else {}
         return self
 
+    def prepare(self, image: np.ndarray, geometry: Geometry, fov: np.ndarray | None = None) -> tuple[torch.Tensor, Geometry, torch.Tensor | None]:
+        """The network input (1, h, w) of an (H, W) bone-bright image, its geometry and radiograph area at the network
+        size (:func:`network_input`; light, so DataLoader workers run it ahead of the network)."""
+        return network_input(image, geometry, self.preprocessing, self.image_size, self.bones, fov)
+
     def predict(self, image: np.ndarray, geometry: Geometry, fov: np.ndarray | None = None) -> DepthPrediction:
         """Network maps of an (H, W) bone-bright image at the network size, with the matching geometry.
 
@@ -281,30 +309,30 @@ class Reconstructor:
         input was padded to the standard field); None: all of it. The preprocessing fills the image
         outside it as in training, and no bone is predicted there (mask probability 0).
         """
+        x, net_geometry, inside = self.prepare(image, geometry, fov)
+        return self.predict_batch(x[None], [net_geometry], [inside])[0]
+
+    def predict_batch(self, inputs: torch.Tensor, geometries: Sequence[Geometry], fields: Sequence[torch.Tensor | None] | None = None) -> list[DepthPrediction]:
+        """Network maps of a batch of prepared inputs (N, 1, h, w) (:meth:`prepare`), one network call (two with
+        ``flip_tta``); ``geometries``: the N network-size geometries; ``fields``: each one's radiograph area
+        (1, h, w) or None (no bone predicted outside it)."""
         self.load()
         if self.network is None:
             raise ValueError("no checkpoint: pass ckpt_path or a precomputed prediction")
-        net_geometry = replace(geometry if geometry.image_size == self.image_size else geometry.resized(self.image_size), bones=self.bones)
-        data = {"image": torch.as_tensor(np.asarray(image, dtype=np.float32))[None]}
-        if fov is not None:
-            data["fov"] = torch.as_tensor(np.asarray(fov, dtype=np.float32))[None]
-        data = self.preprocessing(data)
-        x = torch.as_tensor(data["image"], dtype=torch.float32)[None].to(self.device)
-        inside = data.get("fov")
-        if tuple(x.shape[-2:]) != (net_geometry.height, net_geometry.width):
-            raise ValueError(f"preprocessing gave {tuple(x.shape[-2:])}, expected (H, W) = {(net_geometry.height, net_geometry.width)}")
-        bones = len(self.bones)
+        x = torch.as_tensor(inputs, dtype=torch.float32).to(self.device)
+        bones = self.bones
         with torch.inference_mode():
             out = self.network(x).float()
-            faces = (out.shape[1] - 1 - bones) // bones
-            parts = split_output(out, bones, faces)
+            faces = (out.shape[1] - 1 - len(bones)) // len(bones)
+            parts = split_output(out, len(bones), faces)
             if self.flip_tta:
-                mirrored = split_output(self.network(torch.flip(x, dims=(-1,))).float(), bones, faces)
-                parts = _average_with_mirror(parts, mirrored, self.bones, faces)
-        mask_prob = torch.sigmoid(parts["mask_logits"][0]).cpu()
-        if inside is not None:
-            mask_prob = mask_prob * (torch.as_tensor(inside).float().cpu().reshape(1, *mask_prob.shape[-2:]) > 0.5)
-        return DepthPrediction(parts["depth"][0].cpu().numpy(), mask_prob.numpy(), float(parts["centre"][0]), net_geometry)
+                mirrored = split_output(self.network(torch.flip(x, dims=(-1,))).float(), len(bones), faces)
+                parts = _average_with_mirror(parts, mirrored, bones, faces)
+            depth, mask_prob, centre = parts["depth"].cpu().numpy(), torch.sigmoid(parts["mask_logits"]).cpu().numpy(), parts["centre"].reshape(len(x)).cpu().numpy()
+        for k, inside in enumerate(fields or ()):
+            if inside is not None:
+                mask_prob[k] *= np.asarray(inside, dtype=np.float32).reshape(1, *mask_prob.shape[-2:]) > 0.5
+        return [DepthPrediction(depth[k], mask_prob[k], float(centre[k]), g) for k, g in enumerate(geometries)]
 
     def reconstruct(self, prediction: DepthPrediction, centre_mm: float | None = None, weights: np.ndarray | None = None, complete: bool = True) -> Reconstruction:
         """Surfaces and completions from maps, shifted to ``centre_mm`` (default the prediction's estimate)."""
@@ -334,29 +362,34 @@ class Reconstructor:
 
 
 # ---------------------------------------------------------------------- outputs
-def write_reconstruction(out_dir: PathLike, rec: Reconstruction, image: np.ndarray, info: Mapping, name: str, source: str | None = None) -> Path:
-    """Write ``out_dir`` atomically: depth/mask NIfTI (simulator layout), ``<bone>.ply``, ``<bone>_completed.ply``, result.json, report.png.
+def write_reconstruction(
+    out_dir: PathLike, rec: Reconstruction, image: np.ndarray, info: Mapping, name: str, source: str | None = None, report: bool = True
+) -> Path:
+    """Write ``out_dir`` atomically: depth/mask NIfTI (simulator layout), ``<bone>.ply``, ``<bone>_completed.ply``,
+    result.json and (``report``) report.png. Safe to run in a background thread (no plotting library).
 
     ``source``: identifier of the input (:func:`scripts.radiograph_io.input_key`); an existing ``out_dir``
     is replaced only when it is this bundle's reconstruction of the same input (:func:`scripts.files.atomic_dir`).
     """
     geom = rec.geometry
-    affine = geom.image_affine
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
+    warnings = output_warnings(rec, info)
     with atomic_dir(out_dir, RESULT_KIND, source) as tmp:
-        write_depth_and_mask(tmp, rec.depth, rec.mask, affine)
+        write_depth_and_mask(tmp, rec.depth, rec.mask, geom.image_affine)
         for bone, mesh in rec.surfaces.items():
-            mesh.export(tmp / f"{bone}.ply")
-        for bone, mesh in rec.completed.items():
-            mesh.export(tmp / f"{bone}_completed.ply")
-        shown = None if info.get("burned_in_annotation") else _resize_image(image, geom)  # identifying text stays out of the report
+            write_ply(tmp / f"{bone}.ply", mesh.vertices, mesh.faces)
+        for bone, fit in rec.fits.items():
+            write_ply(tmp / f"{bone}_completed.ply", fit.vertices, fit.faces)
         faces = rec.depth.shape[0] // rec.mask.shape[0]
-        depth2 = np.moveaxis(rec.depth if faces == 2 else np.repeat(rec.depth, 2, axis=0), 0, -1)
-        warnings = output_warnings(rec, info)
-        save_reconstruction_report(
-            tmp / "report.png", shown, np.moveaxis(rec.mask, 0, -1), depth2, rec.completed or rec.surfaces, geom.bones, title=name, warnings=warnings
-        )
+        t1 = time.perf_counter()
+        if report:
+            shown = None if info.get("burned_in_annotation") else _resize_image(image, geom)  # identifying text stays out of the report
+            depth2 = np.moveaxis(rec.depth if faces == 2 else np.repeat(rec.depth, 2, axis=0), 0, -1)
+            save_reconstruction_report(
+                tmp / "report.png", shown, np.moveaxis(rec.mask, 0, -1), depth2, rec.completed or rec.surfaces, geom.bones, title=name, warnings=warnings
+            )
+        t2 = time.perf_counter()
         result = {
             "name": name,
             "input_format": info.get("format"),
@@ -369,7 +402,7 @@ def write_reconstruction(out_dir: PathLike, rec: Reconstruction, image: np.ndarr
             "bones": rec.bone_summary(),
             "warnings": warnings,
             "plausibility": rec.plausibility,
-            "timings_s": {**rec.timings_s, "write": time.perf_counter() - t0},
+            "timings_s": {**rec.timings_s, "write": t1 - t0 + time.perf_counter() - t2, **({"report": t2 - t1} if report else {})},
         }
         write_json(tmp / "result.json", result)
     return out_dir
@@ -394,12 +427,88 @@ def _dicom_header(path: Path):
     return None if path.name.lower().endswith(NIFTI_SUFFIXES + RASTER_SUFFIXES) else read_dicom(path, stop_before_pixels=True)
 
 
+@dataclass
+class RadiographInput:
+    """One input of the batch workflow as read ahead by :class:`RadiographReader`.
+
+    ``status``: "ready" (image, geometry, info and the prepared network input set), "skipped" (this input's
+    finished output exists) or "failed" (``error``: the one line to report). ``name``: the output folder's
+    name (:func:`scripts.radiograph_io.output_name`, "" when even that failed); ``source``: the input's
+    identifier in the output marker (:func:`scripts.radiograph_io.input_key`).
+    """
+
+    path: Path
+    status: str
+    name: str = ""
+    source: str = ""
+    image: np.ndarray | None = None
+    geometry: Geometry | None = None
+    info: dict = field(default_factory=dict)
+    network_input: np.ndarray | None = None  # (1, h, w) float32; NumPy, so workers hand it over through a pipe
+    network_geometry: Geometry | None = None
+    network_field: np.ndarray | None = None  # (1, h, w) the radiograph's own area at the network size; None: all
+    load_s: float = 0.0
+    error: str = ""
+
+
+class RadiographReader(torch.utils.data.Dataset):
+    """Dataset of input files -> :class:`RadiographInput`: output name, skip check (an existing folder that is not
+    this input's reconstruction fails the input, :func:`scripts.files.check_replaceable`), reading and
+    resampling into the standard geometry (:func:`scripts.radiograph_io.load_radiograph`), the radiograph's
+    own area and the network's preprocessing (:func:`network_input`). Bad input becomes a "failed" item, so
+    DataLoader workers never raise. ``input_root``: the input folder output names are relative to (None: a file)."""
+
+    def __init__(self, paths: Sequence[Path], input_root: Path | None, output_dir: Path, standard: Geometry, sid_mm, pixel_spacing_mm,
+                 overwrite: bool, preprocessing: Callable[[dict], dict], image_size: Sequence[int], bones: Sequence[str]):
+        self.paths, self.input_root, self.output_dir, self.standard = list(paths), input_root, Path(output_dir), standard
+        self.sid_mm, self.pixel_spacing_mm, self.overwrite = sid_mm, pixel_spacing_mm, overwrite
+        self.preprocessing, self.image_size, self.bones = preprocessing, image_size, tuple(bones)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> RadiographInput:
+        path = self.paths[index]
+        t0 = time.perf_counter()
+        name = source = ""
+        try:
+            header = _dicom_header(path)
+            name, source = output_name(path, header, self.input_root), input_key(path, header)
+            target = self.output_dir / name
+            if check_replaceable(target, RESULT_KIND, source) and not self.overwrite and (target / "result.json").exists():
+                return RadiographInput(path, "skipped", name, source)
+            image, geometry, info = load_radiograph(path, self.standard, self.sid_mm, self.pixel_spacing_mm)
+            fov = radiograph_field(path, geometry, info)
+            x, net_geometry, inside = network_input(image, geometry, self.preprocessing, self.image_size, self.bones, fov)
+        except InputFileError as e:
+            return RadiographInput(path, "failed", name, source, error=str(e))
+        except (ValueError, GeometryError) as e:
+            return RadiographInput(path, "failed", name, source, error=f"{path}: {e}")
+        except Exception as e:  # anything else fails this input only
+            return RadiographInput(path, "failed", name, source, error=f"{path}: failed ({type(e).__name__}: {e})")
+        return RadiographInput(path, "ready", name, source, image, geometry, info, x.numpy(), net_geometry, None if inside is None else inside.numpy(),
+                               time.perf_counter() - t0)
+
+
+def _as_list(batch: list) -> list:
+    """DataLoader collate function keeping a batch as the list of its items."""
+    return batch
+
+
 class ReconstructionRunner:
     """Reconstruct every radiograph under ``input_dir`` into ``output_dir/<name>/``.
 
+    A pipeline: DataLoader workers read, resample and preprocess the next inputs; the main process
+    runs the network on ``batch_size`` images at a time and the shape-model fits; a pool of
+    ``writers`` threads writes each finished output (atomically) while the next is reconstructed.
+
     A bad file is reported on stderr (one line: file and problem) and skipped; finished outputs are
     skipped on a rerun unless ``overwrite``. After all inputs, exits with status 1
-    (``SystemExit``) if any failed or a checkpoint/shape model is unusable.
+    (``SystemExit``) if any failed or a checkpoint/shape model is unusable. A killed run leaves at most
+    ``.<name>.*.partial`` folders, which the next run (of the same shard) removes before redoing them.
+    The output folder of an input is ``output_dir/<name>`` (:func:`scripts.radiograph_io.output_name`, unique
+    per input); a name already used by another input of this run, or a folder that is not this input's
+    reconstruction, is an error for that input and is left untouched.
 
     Args:
         reconstructor: a :class:`Reconstructor`.
@@ -408,6 +517,12 @@ class ReconstructionRunner:
         standard_geometry: geometry JSON for inputs without their own (PNG/TIFF/DICOM); default configs/geometry.json.
         sid_mm, pixel_spacing_mm: fill-ins for inputs lacking them (:func:`scripts.radiograph_io.load_radiograph`).
         overwrite: redo finished outputs.
+        report: also write report.png.
+        batch_size: images per network call.
+        num_workers: DataLoader worker processes reading inputs ahead (0: in the main process).
+        writers: threads writing outputs in the background (0: written in the main thread).
+        shard: ``"i/n"``: only inputs i, i+n, ... of the sorted input list (a cluster array job's part of an
+            archive; shards share ``output_dir`` and need no other coordination).
     """
 
     def __init__(
@@ -419,11 +534,18 @@ class ReconstructionRunner:
         sid_mm: float | None = None,
         pixel_spacing_mm: float | Sequence[float] | None = None,
         overwrite: bool = False,
+        report: bool = True,
+        batch_size: int = 1,
+        num_workers: int = 1,
+        writers: int = 1,
+        shard: str | Sequence[int] | None = None,
     ):
         self.reconstructor = reconstructor
         self.input_dir, self.output_dir = Path(input_dir), Path(output_dir)
         self.standard_geometry = standard_geometry
         self.sid_mm, self.pixel_spacing_mm, self.overwrite = sid_mm, pixel_spacing_mm, bool(overwrite)
+        self.report, self.batch_size, self.num_workers, self.writers = bool(report), max(1, int(batch_size)), max(0, int(num_workers)), max(0, int(writers))
+        self.shard = shard
         self._claimed: dict[str, Path] = {}  # output name -> the input that has it in this run
 
     @functools.cached_property
@@ -431,64 +553,122 @@ class ReconstructionRunner:
         """The standard geometry given to inputs without their own."""
         return Geometry.standard(self.standard_geometry, check_range=True)
 
-    def process(self, path: Path) -> str:
-        """Reconstruct one file; returns "done" or "skipped". Raises InputFileError / ValueError for bad input.
+    def inputs(self) -> list[Path]:
+        """This shard's input files (every n-th of the sorted list from the i-th)."""
+        i, n = as_shard(self.shard)
+        return list(iter_radiographs(self.input_dir, self.output_dir))[i::n]
 
-        The output folder is ``output_dir/<name>`` (:func:`scripts.radiograph_io.output_name`, unique per
-        input). It is skipped when it already holds this input's finished reconstruction (unless
-        ``overwrite``); a name already used by another input of this run, or a folder that is not this
-        input's reconstruction, is an error and is left untouched.
-        """
+    def reader(self, paths: Sequence[Path]) -> torch.utils.data.DataLoader:
+        """DataLoader of :class:`RadiographReader` items in input order, lists of ``batch_size``."""
+        dataset = RadiographReader(paths, self.input_dir if self.input_dir.is_dir() else None, self.output_dir, self.standard, self.sid_mm, self.pixel_spacing_mm, self.overwrite,
+                                   self.reconstructor.preprocessing, self.reconstructor.image_size, self.reconstructor.bones)
+        workers = min(self.num_workers, len(paths))
+        return torch.utils.data.DataLoader(dataset, batch_size=self.batch_size, num_workers=workers, collate_fn=_as_list,
+                                           prefetch_factor=2 if workers else None, persistent_workers=False)
+
+    def _reconstruct(self, batch: Sequence[RadiographInput]) -> list[tuple[RadiographInput, Reconstruction | str]]:
+        """Network on the batch's ready items, then each one's surfaces and fits (or the error line)."""
+        ready = [item for item in batch if item.status == "ready"]
+        if not ready:
+            return []
         t0 = time.perf_counter()
-        header = _dicom_header(path)
-        name = output_name(path, header, self.input_dir if self.input_dir.is_dir() else None)
-        source = input_key(path, header)
-        target = self.output_dir / name
-        other = self._claimed.setdefault(name, path)
-        if other != path:
-            raise InputFileError(path, f"its output name {name!r} is that of {other} too; rename one of them (nothing written for this one)")
-        if check_replaceable(target, RESULT_KIND, source) and not self.overwrite and (target / "result.json").exists():
-            return "skipped"
-        image, geometry, info = load_radiograph(path, self.standard, self.sid_mm, self.pixel_spacing_mm)
-        fov = radiograph_field(path, geometry, info)
-        t1 = time.perf_counter()
-        rec = self.reconstructor(image, geometry, fov=fov)
-        rec.timings_s = {"load": t1 - t0, **rec.timings_s}
-        write_reconstruction(target, rec, image, info, name, source)
-        for warning in output_warnings(rec, info):  # named by the output folder: free of patient identifiers
-            tqdm.write(f"{target}: warning: {warning}", file=sys.stderr)
-        return "done"
+        try:
+            inputs = torch.from_numpy(np.stack([item.network_input for item in ready]))
+            predictions = self.reconstructor.predict_batch(inputs, [item.network_geometry for item in ready], [item.network_field for item in ready])
+        except ValueError as e:
+            return [(item, f"{item.path}: {e}") for item in ready]
+        network_s = (time.perf_counter() - t0) / len(ready)
+        out: list[tuple[RadiographInput, Reconstruction | str]] = []
+        for item, prediction in zip(ready, predictions):
+            try:
+                rec = self.reconstructor.reconstruct(prediction)
+            except (ValueError, GeometryError) as e:
+                out.append((item, f"{item.path}: {e}"))
+                continue
+            except Exception as e:  # anything else fails this input only; KeyboardInterrupt still stops the batch
+                out.append((item, f"{item.path}: failed ({type(e).__name__}: {e})"))
+                continue
+            rec.timings_s = {"load": item.load_s, "network": network_s, **rec.timings_s}
+            out.append((item, rec))
+        return out
 
     def run(self) -> dict[str, list[str]]:
         """Process all inputs; returns {"done", "skipped", "failed"} lists, or exits 1 after all if any failed."""
         try:
             _ = self.standard
             self.reconstructor.load()
-            inputs = list(iter_radiographs(self.input_dir, self.output_dir))
-            remove_partials(self.output_dir)  # unfinished outputs of an interrupted (killed) run
+            inputs = self.inputs()
         except (InputFileError, GeometryError) as e:
             print(e, file=sys.stderr)
             raise SystemExit(1) from None
         status: dict[str, list[str]] = {"done": [], "skipped": [], "failed": []}
         if not inputs:
-            print(f"{self.input_dir}: no radiographs found", file=sys.stderr)
+            print(f"{self.input_dir}: no radiographs found" + ("" if self.shard is None else f" for shard {self.shard}"), file=sys.stderr)
             raise SystemExit(1)
-        for path in tqdm(inputs, desc="reconstruct", unit="image"):
-            try:
-                status[self.process(path)].append(str(path))
-            except InputFileError as e:
-                tqdm.write(str(e), file=sys.stderr)
-                status["failed"].append(str(path))
-            except (ValueError, GeometryError) as e:
-                tqdm.write(f"{path}: {e}", file=sys.stderr)
-                status["failed"].append(str(path))
-            except Exception as e:  # anything else fails this input only; KeyboardInterrupt still stops the batch
-                tqdm.write(f"{path}: failed ({type(e).__name__}: {e})", file=sys.stderr)
-                status["failed"].append(str(path))
+
+        def failed(path: Path, line: str) -> None:
+            tqdm.write(line, file=sys.stderr)
+            status["failed"].append(str(path))
+
+        stale = find_partials(self.output_dir)  # unfinished outputs of a killed run: all, or (shards) each as its input comes
+        if self.shard is None:
+            remove_partials(self.output_dir, found=stale)
+        pending: collections.deque = collections.deque()  # (input, its warnings, future) in submission order
+
+        def collect(limit: int) -> None:
+            while len(pending) > limit:
+                item, warnings, future = pending.popleft()
+                try:
+                    target = future.result()
+                    status["done"].append(str(item.path))
+                    for warning in warnings:  # named by the output folder: free of patient identifiers
+                        tqdm.write(f"{target}: warning: {warning}", file=sys.stderr)
+                except Exception as e:
+                    failed(item.path, f"{item.path}: writing failed ({type(e).__name__}: {e})")
+                bar.update(1)
+
+        pool = concurrent.futures.ThreadPoolExecutor(self.writers, thread_name_prefix="writer") if self.writers else None
+        try:
+            with tqdm(total=len(inputs), desc="reconstruct", unit="image") as bar:
+                for batch in self.reader(inputs):
+                    for item in batch:
+                        other = self._claimed.setdefault(item.name, item.path) if item.name else item.path
+                        if other != item.path:  # one output name for two inputs: the later one is an error
+                            item.status, item.error = "failed", f"{item.path}: its output name {item.name!r} is that of {other} too; rename one of them (nothing written for this one)"
+                        elif self.shard is not None and item.name in stale:
+                            remove_partials(self.output_dir, [item.name], stale)  # this shard's, left by a killed run
+                        if item.status == "skipped":
+                            status["skipped"].append(str(item.path))
+                        elif item.status == "failed":
+                            failed(item.path, item.error)
+                        bar.update(item.status != "ready")
+                    for item, rec in self._reconstruct(batch):
+                        if isinstance(rec, str):
+                            failed(item.path, rec)
+                            bar.update(1)
+                            continue
+                        args = (self.output_dir / item.name, rec, item.image, item.info, item.name, item.source, self.report)
+                        future = pool.submit(write_reconstruction, *args) if pool else _done(write_reconstruction, *args)
+                        pending.append((item, output_warnings(rec, item.info), future))
+                        collect(2 * self.writers)  # bounded: at most twice the writers' outputs held in memory
+                collect(0)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)  # an interrupted run finishes (atomically) what is being written
         print(f"reconstructed {len(status['done'])}, skipped {len(status['skipped'])} (already done), failed {len(status['failed'])}", file=sys.stderr)
         if status["failed"]:
             raise SystemExit(1)
         return status
+
+
+def _done(fn: Callable, *args) -> concurrent.futures.Future:
+    """``fn(*args)`` run now, as a finished Future (its exception kept, KeyboardInterrupt raised)."""
+    future: concurrent.futures.Future = concurrent.futures.Future()
+    try:
+        future.set_result(fn(*args))
+    except Exception as e:
+        future.set_exception(e)
+    return future
 
 
 # ---------------------------------------------------------------------- one-call API

@@ -1,4 +1,5 @@
-"""PNG reports: radiograph with mask overlays, depth maps and orthogonal mesh renderings."""
+"""PNG reports: radiograph with mask overlays, depth maps and orthogonal mesh renderings (a small z-buffer
+rasteriser, no 3D plotting), error maps and metric bars."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import trimesh  # noqa: E402
-from matplotlib.collections import PolyCollection  # noqa: E402
 
 from .files import atomic_path  # noqa: E402
 
@@ -51,65 +51,139 @@ def front_back_extent(depth: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, 
     return np.where(any_bone, front, np.nan), np.where(any_bone, back, np.nan)
 
 
-def overlay_masks(ax: plt.Axes, image: np.ndarray, masks: np.ndarray, bones: Sequence[str], title: str = "radiograph") -> None:
-    """Radiograph (H, W) in grey with each bone's mask (H, W, B) outlined in its colour."""
-    ax.imshow(image, cmap="gray")
-    for b, bone in enumerate(bones):
-        if masks[..., b].any():
-            ax.contour(masks[..., b].astype(float), levels=[0.5], colors=[bone_colour(bone)], linewidths=1.0)
-    ax.set_title(title, fontsize=9)
-    ax.axis("off")
+def normalised_grey(image: np.ndarray) -> np.ndarray:
+    """Image (H, W) scaled to [0, 1] between its 1st and 99.5th percentiles (constant images give 0)."""
+    image = np.asarray(image, dtype=np.float32)
+    lo, hi = np.percentile(image, (1.0, 99.5)) if image.size else (0.0, 1.0)
+    return np.clip((image - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(image)
 
 
-def depth_panel(ax: plt.Axes, depth: np.ndarray, title: str) -> None:
-    """One depth map (H, W) in mm, 0 or NaN = no bone (shown transparent)."""
-    shown = np.where(depth > 0, depth, np.nan)
-    im = ax.imshow(shown, cmap="viridis")
-    ax.set_title(title, fontsize=9)
-    ax.axis("off")
-    plt.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="mm")
-
-
-def render_mesh(
-    ax: plt.Axes,
+def render_meshes(
     meshes: Mapping[str, trimesh.Trimesh],
     axes: tuple[int, int],
     view_axis: int,
-    title: str,
+    size_px: int = 320,
     face_colours: Mapping[str, np.ndarray] | None = None,
-) -> None:
-    """Orthographic, flat-shaded rendering of camera-frame meshes looked at along ``view_axis`` (painter's algorithm).
+    background: Sequence[float] = (1.0, 1.0, 1.0),
+) -> np.ndarray:
+    """Orthographic, flat-shaded z-buffer rendering (H, W, 3) floats in [0, 1] of camera-frame meshes (mm).
 
-    ``face_colours``: optional per-bone RGB (F, 3) in [0, 1] replacing the bone colour (e.g. an error map).
+    The meshes' triangles are projected onto the camera ``axes`` (horizontal, vertical; vertical grows
+    down the picture, as camera y does in the image) and rasterised into one ``size_px`` square
+    picture (equal scale, 5% margin); per pixel the triangle nearest along ``view_axis`` (smallest
+    coordinate, the source side for the AP view) wins. Shading: |normal . view| * 0.75 + 0.25 of the
+    bone colour, or of ``face_colours`` (per-bone RGB (F, 3) in [0, 1], e.g. an error map).
     """
-    polys, colours, keys = [], [], []
-    light = np.zeros(3)
-    light[view_axis] = -1.0
+    picture = np.empty((size_px, size_px, 3))
+    picture[:] = background
+    tri, colour = [], []
     for bone, mesh in meshes.items():
         if mesh is None or len(mesh.faces) == 0:
             continue
-        tri = mesh.vertices[mesh.faces]
-        shade = np.abs(mesh.face_normals @ light) * 0.75 + 0.25
-        if face_colours is not None and bone in face_colours:
-            base = np.asarray(face_colours[bone], dtype=np.float64)[:, :3]
-        else:
-            base = np.array(matplotlib.colors.to_rgb(bone_colour(bone)))[None]
-        polys.append(tri[:, :, list(axes)])
-        colours.append(np.clip(shade[:, None] * base, 0, 1))
-        keys.append(-tri[:, :, view_axis].mean(1))  # far first, near last
-    if polys:
-        order = np.argsort(np.concatenate(keys))
-        collection = PolyCollection(np.concatenate(polys)[order], facecolors=np.concatenate(colours)[order], edgecolors="none")
-        ax.add_collection(collection)
-        allpts = np.concatenate([p.reshape(-1, 2) for p in polys])
-        lo, hi = allpts.min(0), allpts.max(0)
-        pad = 0.05 * (hi - lo).max()
-        ax.set_xlim(lo[0] - pad, hi[0] + pad)
-        ax.set_ylim(hi[1] + pad, lo[1] - pad)  # camera y points down the image
-    ax.set_aspect("equal")
-    ax.set_title(title, fontsize=9)
-    ax.set_xticks([])
-    ax.set_yticks([])
+        t = np.asarray(mesh.vertices, dtype=np.float64)[np.asarray(mesh.faces)]
+        normal = np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0])
+        shade = np.abs(normal[:, view_axis]) / np.maximum(np.linalg.norm(normal, axis=1), 1e-12) * 0.75 + 0.25
+        base = np.asarray(face_colours[bone], dtype=np.float64)[:, :3] if face_colours is not None and bone in face_colours else np.array(matplotlib.colors.to_rgb(bone_colour(bone)))[None]
+        tri.append(t)
+        colour.append(np.clip(shade[:, None] * base, 0.0, 1.0))
+    if not tri:
+        return picture
+    t, colour = np.concatenate(tri), np.concatenate(colour)
+    xy, depth = t[..., list(axes)], t[..., view_axis]
+    lo, hi = xy.reshape(-1, 2).min(0), xy.reshape(-1, 2).max(0)
+    scale = size_px / (1.1 * max(float((hi - lo).max()), 1e-6))
+    xy = (xy - (lo + hi) / 2) * scale + size_px / 2  # pixel centres at integer + 0.5
+    pixel, z, face = _rasterise(xy, depth, size_px)
+    order = np.lexsort((z, pixel))
+    first = np.ones(len(order), bool)
+    first[1:] = pixel[order][1:] != pixel[order][:-1]
+    nearest = order[first]
+    picture.reshape(-1, 3)[pixel[nearest]] = colour[face[nearest]]
+    return picture
+
+
+def _rasterise(xy: np.ndarray, depth: np.ndarray, size_px: int, max_candidates: int = 4_000_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixels covered by 2D triangles ``xy`` (T, 3, 2) in pixel units (x right, y down) with vertex depths (T, 3):
+    flat pixel index, interpolated depth and triangle index of every (pixel, triangle) pair whose pixel
+    centre is inside. Each triangle's barycentric coordinates and depth are affine in (x, y): their
+    coefficients are computed once per triangle, then evaluated at the pixel centres of its bounding box."""
+    a, b, c = xy[:, 0], xy[:, 1], xy[:, 2]
+    area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+    keep = np.flatnonzero(np.abs(area) > 1e-12)
+    a, b, c, area, depth = a[keep], b[keep], c[keep], area[keep], depth[keep]
+    # barycentric weight of a: ((c - b) x (p - b)) / area, of b: ((a - c) x (p - c)) / area; affine: kx*x + ky*y + k0
+    coeff = []
+    for p, q in ((b, c), (c, a)):
+        kx, ky = -(q[:, 1] - p[:, 1]) / area, (q[:, 0] - p[:, 0]) / area
+        coeff.append((kx, ky, -(kx * p[:, 0] + ky * p[:, 1])))
+    (ax, ay, a0), (bx, by, b0) = coeff
+    zx = ax * (depth[:, 0] - depth[:, 2]) + bx * (depth[:, 1] - depth[:, 2])
+    zy = ay * (depth[:, 0] - depth[:, 2]) + by * (depth[:, 1] - depth[:, 2])
+    z0 = a0 * (depth[:, 0] - depth[:, 2]) + b0 * (depth[:, 1] - depth[:, 2]) + depth[:, 2]
+    # pixel (i, j) has its centre at (i + 0.5, j + 0.5): those inside the bounding box
+    lo = np.clip(np.ceil(np.minimum(np.minimum(a, b), c) - 0.5), 0, size_px).astype(np.int32)
+    hi = np.clip(np.floor(np.maximum(np.maximum(a, b), c) - 0.5), -1, size_px - 1).astype(np.int32)
+    w, h = np.maximum(hi[:, 0] - lo[:, 0] + 1, 0), np.maximum(hi[:, 1] - lo[:, 1] + 1, 0)
+    # per triangle: x0, y0, width, then the affine coefficients; repeated once per bounding-box pixel
+    per_triangle = np.stack([lo[:, 0], lo[:, 1], w, ax, ay, a0, bx, by, b0, zx, zy, z0, keep], axis=1).astype(np.float64)
+    counts = w.astype(np.int64) * h
+    ends = np.cumsum(counts)
+    out: list[tuple[np.ndarray, ...]] = [(np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64))]
+    start = 0
+    while start < len(counts):  # chunks of at most max_candidates candidate pixels (at least one triangle)
+        stop = max(int(np.searchsorted(ends, (ends[start - 1] if start else 0) + max_candidates, side="right")), start + 1)
+        n = counts[start:stop]
+        k = np.repeat(per_triangle[start:stop], n, axis=0)
+        local = np.arange(int(n.sum()), dtype=np.float64) - np.repeat((ends[start:stop] - n - (ends[start - 1] if start else 0)).astype(np.float64), n)
+        row = np.floor(local / k[:, 2])
+        px, py = k[:, 0] + (local - row * k[:, 2]) + 0.5, k[:, 1] + row + 0.5
+        la = k[:, 3] * px + k[:, 4] * py + k[:, 5]
+        lb = k[:, 6] * px + k[:, 7] * py + k[:, 8]
+        inside = (la >= -1e-9) & (lb >= -1e-9) & (la + lb <= 1.0 + 1e-9)
+        px, py, k = px[inside], py[inside], k[inside]
+        out.append(((py - 0.5).astype(np.int64) * size_px + (px - 0.5).astype(np.int64), k[:, 9] * px + k[:, 10] * py + k[:, 11], k[:, 12].astype(np.int64)))
+        start = stop
+    return tuple(np.concatenate(parts) for parts in zip(*out))  # type: ignore[return-value]
+
+
+def _hex_rgb(colour: str) -> np.ndarray:
+    return np.array(matplotlib.colors.to_rgb(colour))
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    """Boundary pixels (H, W) of a boolean mask: set pixels with an unset 4-neighbour (or the image edge)."""
+    p = np.pad(mask, 1)
+    return mask & ~(p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:])
+
+
+def _fit_panel(rgb: np.ndarray, size_px: int) -> np.ndarray:
+    """An (h, w, 3) picture enlarged by the largest integer factor (nearest) that fits ``size_px``, centred on white."""
+    k = max(1, size_px // max(rgb.shape[:2]))
+    big = np.repeat(np.repeat(rgb, k, axis=0), k, axis=1)[:size_px, :size_px]
+    panel = np.ones((size_px, size_px, 3))
+    oy, ox = (size_px - big.shape[0]) // 2, (size_px - big.shape[1]) // 2
+    panel[oy : oy + big.shape[0], ox : ox + big.shape[1]] = big
+    return panel
+
+
+def radiograph_picture(image: np.ndarray, masks: np.ndarray, bones: Sequence[str], size_px: int = 320) -> np.ndarray:
+    """Radiograph (H, W) in grey with each bone's mask (H, W, B) outlined in its colour, as (size_px, size_px, 3)."""
+    k = max(1, size_px // max(image.shape))
+    grey = np.repeat(np.repeat(normalised_grey(image), k, axis=0), k, axis=1)
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    for b, bone in enumerate(bones):
+        m = np.repeat(np.repeat(np.asarray(masks[..., b]) > 0, k, axis=0), k, axis=1)
+        rgb[_outline(m)] = _hex_rgb(bone_colour(bone))
+    return _fit_panel(rgb, size_px)
+
+
+def depth_picture(depth: np.ndarray, size_px: int = 320, cmap: str = "viridis") -> tuple[np.ndarray, float, float]:
+    """A depth map (H, W) in mm (NaN or <= 0: no bone, white) on ``cmap`` between its min and max; returns (picture, min, max)."""
+    seen = np.isfinite(depth) & (depth > 0)
+    lo, hi = (float(depth[seen].min()), float(depth[seen].max())) if seen.any() else (0.0, 1.0)
+    rgb = matplotlib.colormaps[cmap](np.clip((np.where(seen, depth, lo) - lo) / max(hi - lo, 1e-6), 0, 1))[..., :3]
+    rgb[~seen] = 1.0
+    return _fit_panel(rgb, size_px), lo, hi
 
 
 def save_reconstruction_report(
@@ -121,33 +195,56 @@ def save_reconstruction_report(
     bones: Sequence[str],
     title: str = "",
     warnings: Sequence[str] = (),
+    panel_px: int = 320,
 ) -> None:
-    """report.png: radiograph + mask outlines, nearest front / farthest back depth, three mesh views.
+    """report.png: radiograph + mask outlines, nearest front / farthest back depth (colour bar in mm), three mesh views.
 
     ``masks`` (H, W, B), ``depth`` (H, W, 2B) bone-major in mm, ``meshes`` in the camera frame (mm).
     ``image`` None: the radiograph is left out (outlines on black), e.g. when it carries burned-in text.
-    ``warnings`` are printed in red above the panels.
+    ``warnings`` are printed in red above the panels. Drawn directly into pixels (:func:`render_meshes`,
+    no plotting library, so it may run in a background thread) and written atomically.
     """
+    from PIL import Image, ImageDraw, ImageFont
+
     front, back = front_back_extent(np.moveaxis(depth, -1, 0), np.moveaxis(masks, -1, 0))
-    fig, axs = plt.subplots(2, 3, figsize=(13, 8.5))
+    label, bar, gap, line = 18, 14, 10, 16
+    cell_w, cell_h = panel_px + bar + 48 + gap, panel_px + label + gap
+    warning_lines = [part for text in warnings for part in textwrap.wrap("WARNING: " + text, 3 * cell_w // 7)]
+    head = 30 + line * len(warning_lines)
+    canvas = np.ones((head + 2 * cell_h + 24, 3 * cell_w, 3))
+    texts: list[tuple[tuple[int, int], str, tuple[int, int, int]]] = [((gap, 6), title, (0, 0, 0))]
+    texts += [((gap, 26 + line * k), text, (200, 0, 0)) for k, text in enumerate(warning_lines)]
+    depth_bars = []
     if image is None:
-        overlay_masks(axs[0, 0], np.zeros(masks.shape[:2], np.float32), masks, bones, title="mask outlines (radiograph left out)")
+        panels = [(radiograph_picture(np.zeros(masks.shape[:2], np.float32), masks, bones, panel_px), "mask outlines (radiograph left out)")]
     else:
-        overlay_masks(axs[0, 0], image, masks, bones)
-    depth_panel(axs[0, 1], front, "front-face depth (nearest bone)")
-    depth_panel(axs[0, 2], back, "back-face depth (farthest bone)")
-    for ax, (name, axes, view_axis) in zip(axs[1], MESH_VIEWS):
-        render_mesh(ax, meshes, axes, view_axis, name)
-    handles = [plt.Line2D([], [], color=bone_colour(b), lw=4, label=b) for b in bones]
-    fig.legend(handles=handles, loc="lower center", ncol=len(bones), frameon=False)
-    fig.suptitle(title)
-    top = 0.96
-    for text in warnings:
-        wrapped = textwrap.fill("WARNING: " + text, 170)
-        fig.text(0.5, top, wrapped, ha="center", va="top", color="red", fontsize=8)
-        top -= 0.018 * (wrapped.count("\n") + 1) + 0.004
-    fig.tight_layout(rect=(0, 0.04, 1, min(top, 0.97)))
-    save_figure(fig, path)
+        panels = [(radiograph_picture(image, masks, bones, panel_px), "radiograph + masks")]
+    for name, d in (("front-face depth (nearest bone)", front), ("back-face depth (farthest bone)", back)):
+        picture, lo, hi = depth_picture(d, panel_px)
+        panels.append((picture, name))
+        depth_bars.append((lo, hi))
+    panels += [(render_meshes(meshes, axes, view_axis, panel_px), name) for name, axes, view_axis in MESH_VIEWS]
+    ramp = matplotlib.colormaps["viridis"](np.linspace(1, 0, panel_px))[:, None, :3]
+    for i, (picture, name) in enumerate(panels):
+        y, x = head + (i // 3) * cell_h + label, gap + (i % 3) * cell_w
+        canvas[y : y + panel_px, x : x + panel_px] = picture
+        texts.append(((x, y - label), name, (0, 0, 0)))
+        if i in (1, 2):
+            lo, hi = depth_bars[i - 1]
+            canvas[y : y + panel_px, x + panel_px + 4 : x + panel_px + 4 + bar] = ramp
+            texts += [((x + panel_px + bar + 6, y + dy), text, (0, 0, 0)) for dy, text in ((0, f"{hi:.0f}"), (panel_px - 14, f"{lo:.0f}"), (panel_px // 2 - 7, "mm"))]
+    legend_y, legend_x = canvas.shape[0] - 20, gap
+    for bone in bones:
+        canvas[legend_y + 4 : legend_y + 14, legend_x : legend_x + 24] = _hex_rgb(bone_colour(bone))
+        texts.append(((legend_x + 30, legend_y), bone, (0, 0, 0)))
+        legend_x += 40 + 9 * len(bone)
+    picture = Image.fromarray((canvas * 255).round().astype(np.uint8))
+    draw = ImageDraw.Draw(picture)
+    font = ImageFont.load_default(size=13)
+    for (x, y), text, colour in texts:
+        draw.text((x, y), text, fill=colour, font=font)
+    with atomic_path(path) as tmp:
+        picture.save(tmp, format="png", compress_level=3)
 
 
 def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110) -> None:
@@ -166,7 +263,9 @@ def save_error_map(path: str | Path, meshes: Mapping[str, trimesh.Trimesh], vert
         colours[bone] = error_rgba(err, max_mm, cmap.name)[:, :3]
     fig, axs = plt.subplots(1, 3, figsize=(13, 4.8))
     for ax, (name, axes, view_axis) in zip(axs, MESH_VIEWS):
-        render_mesh(ax, meshes, axes, view_axis, name, face_colours=colours)
+        ax.imshow(render_meshes(meshes, axes, view_axis, 480, face_colours=colours))
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
     mappable = plt.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0, max_mm), cmap=cmap)
     fig.colorbar(mappable, ax=list(axs), fraction=0.02, pad=0.01, label="distance to truth (mm)")
     fig.suptitle(title)

@@ -41,6 +41,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from scripts.config_flags import as_shard  # noqa: E402
 from scripts.depth_maps import BoneGrid, bone_grids, depth_maps  # noqa: E402
 from scripts.drr import MM_TO_CM, line_integrals, material_volumes  # noqa: E402
 from scripts.files import InputFileError, atomic_dir, exits_on_input_error, read_json, write_depth_and_mask, write_json, write_nifti  # noqa: E402
@@ -456,14 +457,11 @@ def positive_int(text: str) -> int:
 
 
 def parse_shard(text: str) -> tuple[int, int]:
-    """``"i/n"`` -> (i, n) with 0 <= i < n."""
+    """``"i/n"`` -> (i, n) with 0 <= i < n (:func:`scripts.config_flags.as_shard`), as an argparse type."""
     try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"shard must look like i/n, got {text!r}") from None
-    if not 0 <= i < n:
-        raise argparse.ArgumentTypeError(f"shard index must satisfy 0 <= i < n, got {text!r}")
-    return i, n
+        return as_shard(text)
+    except InputFileError as e:
+        raise argparse.ArgumentTypeError(f"shard {e.problem}") from None
 
 
 @exits_on_input_error

@@ -142,7 +142,7 @@ class _ProxyIndex:
         return d.min(1), near[:, -1]
 
 
-def point_to_surface(points: np.ndarray, mesh: trimesh.Trimesh, max_pairs: int = 1_000_000) -> np.ndarray:
+def point_to_surface(points: np.ndarray, mesh: trimesh.Trimesh | "_ProxyIndex", max_pairs: int = 1_000_000) -> np.ndarray:
     """Exact unsigned distance (n,) in mm from each point to the closest point of ``mesh``'s triangles.
 
     Candidate triangles come from a cKDTree of proxy points that cover every triangle within a
@@ -151,15 +151,19 @@ def point_to_surface(points: np.ndarray, mesh: trimesh.Trimesh, max_pairs: int =
     has a proxy within ``u`` plus the largest radius, so those proxies' triangles are then measured
     exactly (``trimesh.triangles.closest_point``), skipping those whose lower bound (proxy distance
     minus its radius, or distance to the triangle's plane) is not below ``u``. ``max_pairs`` bounds
-    the point-proxy pairs held in memory at once.
+    the point-proxy pairs held in memory at once. ``mesh`` may be the proxy index of a mesh already
+    built (:class:`ReferenceSurface` queries one surface many times).
     """
     points = np.asarray(points, dtype=np.float64)
     if len(points) == 0:
         return np.zeros(0)
-    tri = np.asarray(mesh.triangles, dtype=np.float64)
-    if len(tri) == 0:
-        raise ValueError("distance to an empty surface")
-    index = _ProxyIndex(tri)
+    if isinstance(mesh, _ProxyIndex):
+        index = mesh
+    else:
+        tri = np.asarray(mesh.triangles, dtype=np.float64)
+        if len(tri) == 0:
+            raise ValueError("distance to an empty surface")
+        index = _ProxyIndex(tri)
     n_proxies, radius = len(index.proxies), float(index.radius.max())
     k0 = min(8, n_proxies)
     dist, kth = index.nearest(points, k0, np.full(len(points), np.inf))
@@ -172,6 +176,48 @@ def point_to_surface(points: np.ndarray, mesh: trimesh.Trimesh, max_pairs: int =
         for chunk in np.array_split(group, -(-len(group) * int(k) // max_pairs)):
             dist[chunk] = np.minimum(dist[chunk], index.nearest(points[chunk], int(k), dist[chunk])[0])
     return dist
+
+
+class ReferenceSurface:
+    """A true surface prepared once for many :meth:`metrics` calls: clipped to the X-ray cone (with
+    ``geometry``) and the CT's box (``extent_planes``), sampled (``spacing_mm``, ``max_samples``,
+    ``seed``) and indexed for distance queries.
+
+    ``ReferenceSurface(ref, geometry, spacing_mm, max_samples, seed + 1, extent_planes).metrics(pred, seed)``
+    is :func:`surface_metrics` ``(pred, ref, geometry, spacing_mm, max_samples, seed, extent_planes)``,
+    number for number.
+    """
+
+    def __init__(self, ref: trimesh.Trimesh, geometry: Geometry | None = None, spacing_mm: float = 1.0, max_samples: int = 20000, seed: int = 1,
+                 extent_planes: Planes | None = None):
+        self.spacing_mm, self.max_samples = spacing_mm, max_samples
+        self.planes = [*(geometry.field_of_view_planes() if geometry is not None else ()), *(extent_planes or ())]
+        self.mesh = clip_to_planes(ref, self.planes) if self.planes else ref
+        self.samples = sample_surface(self.mesh, spacing_mm, max_samples, seed)
+        self._index: _ProxyIndex | None = None
+
+    @property
+    def index(self) -> "_ProxyIndex":
+        """Proxy index of the (clipped) surface, built on first use."""
+        if self._index is None:
+            self._index = _ProxyIndex(np.asarray(self.mesh.triangles, dtype=np.float64))
+        return self._index
+
+    def metrics(self, pred: trimesh.Trimesh, seed: int = 0) -> dict[str, float]:
+        """ASSD, HD95, HD and Chamfer (mm) of ``pred`` (same frame; clipped like the reference) against this surface."""
+        if self.planes:
+            pred = clip_to_planes(pred, self.planes)
+        pa = sample_surface(pred, self.spacing_mm, self.max_samples, seed)
+        pb = self.samples
+        if len(pa) == 0 or len(pb) == 0:
+            return {k: float("nan") for k in ("assd_mm", "hd95_mm", "hd_mm", "chamfer_mm")}
+        da, db = point_to_surface(pa, self.index), point_to_surface(pb, pred)
+        return {
+            "assd_mm": float((da.sum() + db.sum()) / (len(da) + len(db))),
+            "hd95_mm": float(max(np.percentile(da, 95), np.percentile(db, 95))),
+            "hd_mm": float(max(da.max(), db.max())),
+            "chamfer_mm": float((da.mean() + db.mean()) / 2),
+        }
 
 
 def surface_metrics(
@@ -187,21 +233,9 @@ def surface_metrics(
 
     With ``geometry`` both meshes (camera frame) are clipped to its X-ray cone first, with
     ``extent_planes`` to the CT's box too. Returns NaN values when either surface has nothing left to sample.
+    Comparing many surfaces with one reference: :class:`ReferenceSurface`.
     """
-    planes = [*(geometry.field_of_view_planes() if geometry is not None else ()), *(extent_planes or ())]
-    if planes:
-        pred, ref = clip_to_planes(pred, planes), clip_to_planes(ref, planes)
-    pa = sample_surface(pred, spacing_mm, max_samples, seed)
-    pb = sample_surface(ref, spacing_mm, max_samples, seed + 1)
-    if len(pa) == 0 or len(pb) == 0:
-        return {k: float("nan") for k in ("assd_mm", "hd95_mm", "hd_mm", "chamfer_mm")}
-    da, db = point_to_surface(pa, ref), point_to_surface(pb, pred)
-    return {
-        "assd_mm": float((da.sum() + db.sum()) / (len(da) + len(db))),
-        "hd95_mm": float(max(np.percentile(da, 95), np.percentile(db, 95))),
-        "hd_mm": float(max(da.max(), db.max())),
-        "chamfer_mm": float((da.mean() + db.mean()) / 2),
-    }
+    return ReferenceSurface(ref, geometry, spacing_mm, max_samples, seed + 1, extent_planes).metrics(pred, seed)
 
 
 def vertex_errors(mesh: trimesh.Trimesh, ref: trimesh.Trimesh, geometry: Geometry | None = None, extent_planes: Planes | None = None) -> np.ndarray:

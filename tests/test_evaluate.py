@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 import trimesh
 
-from scripts.evaluate import METRIC_KEYS, SHIFTS, VARIANTS, label_surfaces, prior_centre_depth
+from scripts.evaluate import METRIC_KEYS, SHIFTS, VARIANTS, label_surfaces, load_sample, prior_centre_depth, true_face_mask
 from scripts.files import write_nifti
-from tests.helpers import make_dataset, run_evaluation
+from scripts.networks import DualFaceDepthNet
+from scripts.reconstruct import build_reconstructor
+from scripts.surface_metrics import clip_to_field_of_view, sample_surface
+from scripts.training import load_datalist
+from tests.helpers import FAST_FIT, FEATURES, make_dataset, run_evaluation
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +94,58 @@ def test_label_surface_fallback(tmp_path):
     mesh: trimesh.Trimesh = meshes["femur_left"]
     r = np.linalg.norm(mesh.vertices - (np.array([24.5, 24.5, 24.5]) + affine[:3, 3]), axis=1)
     assert abs(r.mean() - 20.0) < 0.7 and mesh.is_watertight and mesh.volume > 0
+
+
+def straightforward_metrics(mesh: trimesh.Trimesh, truth: trimesh.Trimesh, geometry, spacing_mm: float, max_samples: int) -> dict[str, float]:
+    """The metrics of one pair computed on their own: both meshes clipped to the cone and sampled (seeds 0 and 1, as
+    documented), each sample's distance to the other surface by trimesh's exact closest point (not the bundle's index)."""
+    a, b = clip_to_field_of_view(mesh, geometry), clip_to_field_of_view(truth, geometry)
+    pa, pb = sample_surface(a, spacing_mm, max_samples, 0), sample_surface(b, spacing_mm, max_samples, 1)
+    if len(pa) == 0 or len(pb) == 0:
+        return {k: float("nan") for k in ("assd_mm", "hd95_mm", "hd_mm", "chamfer_mm")}
+    da, db = trimesh.proximity.closest_point(b, pa)[1], trimesh.proximity.closest_point(a, pb)[1]
+    return {"assd_mm": (da.sum() + db.sum()) / (len(da) + len(db)), "hd95_mm": max(np.percentile(da, 95), np.percentile(db, 95)),
+            "hd_mm": max(da.max(), db.max()), "chamfer_mm": (da.mean() + db.mean()) / 2}
+
+
+def test_parallel_evaluation_matches_the_straightforward_path(data, tmp_path):
+    """Two worker processes, each true surface clipped, sampled and indexed once per sample, true meshes read once per
+    subject: every surface number equals (to 0.01 mm) the straightforward path, which reconstructs each variant and
+    shift and measures every surface pair on its own."""
+    both = data.parent / "sim_both"  # both cases in the test split (two subjects: one per worker)
+    both.mkdir(exist_ok=True)
+    datalist = json.loads((data / "datalist.json").read_text())
+    entries = [{**e, **{k: f"../sim/{e[k]}" for k in ("image", "depth", "mask", "geometry")}} for split in datalist.values() for e in split]
+    (both / "datalist.json").write_text(json.dumps({"training": entries[:1], "validation": [], "test": entries}))
+    torch.manual_seed(2)
+    torch.save(DualFaceDepthNet(features=FEATURES, faces=1).state_dict(), data.parent / "single_face.pt")
+    spacing, max_samples, prior = 3.0, 600, 960.0
+    m = run_evaluation(both, tmp_path / "eval", workers=2, ckpt_path=str(data.parent / "model.pt"),
+                       single_face_ckpt_path=str(data.parent / "single_face.pt"), prior_centre_mm=prior)
+    assert m["variants"] == list(VARIANTS) and m["n_samples"] == 2
+    got = {(r["sample"], r["variant"], r["shift"], r["bone"]): r for r in m["per_sample"]}
+    assert len(got) == 2 * len(VARIANTS) * len(SHIFTS) * 3
+
+    common = {"ssm_path": str(data.parent / "ssm.npz"), "device": "cpu", "image_size": 64, "features": FEATURES, "ssm_fit": FAST_FIT}
+    nets = {"dual_face": build_reconstructor(ckpt_path=str(data.parent / "model.pt"), **common).load(),
+            "single_face": build_reconstructor(ckpt_path=str(data.parent / "single_face.pt"), faces=1, **common).load()}
+    compared = 0
+    for entry in load_datalist(both, "test"):
+        sample = load_sample(entry, both, (64, 64))
+        for network, recon in nets.items():
+            pred = recon.predict(sample.image, sample.geometry)
+            valid = true_face_mask(sample.depth, sample.mask, pred.faces)
+            oracle = float((sample.depth if pred.faces == 2 else sample.depth[0::2])[valid].mean())
+            for shift, centre, weights in (("centre", pred.centre_mm, None), ("prior", prior, None), ("oracle", oracle, valid)):
+                rec = nets["dual_face"].reconstruct(pred, centre, weights)
+                for variant, meshes in ((network, rec.surfaces), (f"{network}_ssm", rec.completed)):
+                    for bone, truth in sample.meshes.items():
+                        row = got[(sample.name, variant, shift, bone)]
+                        if bone not in meshes:
+                            assert np.isnan(row["assd_mm"])
+                            continue
+                        expected = straightforward_metrics(meshes[bone], truth, sample.geometry, spacing, max_samples)
+                        for key, value in expected.items():
+                            assert row[key] == pytest.approx(value, abs=0.01), (sample.name, variant, shift, bone, key)
+                        compared += 1
+    assert compared >= 2 * 2 * 3 * 3  # at least the completions of every bone, network, shift and sample

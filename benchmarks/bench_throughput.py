@@ -1,0 +1,99 @@
+"""Inference throughput end to end: the real ``monai.bundle run`` of configs/inference.yaml on N simulated radiographs.
+
+    python benchmarks/bench_throughput.py --input_dir DIR [--n 100] [--repeats 1] [--threads 2]
+                                          [--settings reports no_reports] [--override KEY=VALUE ...]
+
+``DIR``: simulator output (``<case>_p<k>/image.nii.gz`` with geometry.json); the first ``n`` samples (sorted)
+are copied (image and geometry) into a temporary input folder. Each setting runs the workflow as a user would, in a fresh
+process (startup, imports, model loading included), into a fresh output folder, with
+``OMP_WAIT_POLICY=PASSIVE`` and ``--threads`` intra-op threads (docs/inference.md, "Threads on a shared CPU").
+Prints, per setting, wall seconds per image (startup included; median over ``repeats``) and the per-stage
+medians over all images from their result.json ``timings_s`` (load and write run beside the main
+process: DataLoader workers and writer threads). Targets (issue 16): with reports <= 0.8 s, without <= 0.6 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+SETTINGS = {"reports": {}, "no_reports": {"report": "false"}}
+TARGETS = {"reports": 0.8, "no_reports": 0.6}
+STAGES = ("load", "network", "meshing", "ssm", "write", "report")
+
+
+def copy_inputs(dataset: Path, n: int, into: Path) -> int:
+    """Copy image.nii.gz and geometry.json of the first ``n`` sample folders of a simulator output into ``into``."""
+    samples = sorted(p.parent for p in dataset.glob("*/image.nii.gz"))[:n]
+    for s in samples:
+        (into / s.name).mkdir(parents=True)
+        for f in ("image.nii.gz", "geometry.json"):
+            shutil.copyfile(s / f, into / s.name / f)
+    return len(samples)
+
+
+def run_once(inputs: Path, out: Path, threads: int, overrides: dict[str, str]) -> float:
+    """Wall seconds of one workflow run in a fresh process."""
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.yaml",
+           "--input_dir", str(inputs), "--output_dir", str(out), "--device", "cpu"]
+    for k, v in overrides.items():
+        cmd += [f"--{k}", v]
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(threads),
+           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if done.returncode:
+        raise RuntimeError(f"workflow failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return wall
+
+
+def stage_medians(out: Path) -> dict[str, float]:
+    """Median seconds per stage over the outputs' result.json timings."""
+    timings = [json.loads(p.read_text())["timings_s"] for p in out.glob("*/result.json")]
+    return {k: float(np.median([t[k] for t in timings])) for k in STAGES if all(k in t for t in timings)}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--input_dir", required=True, help="simulator output folder")
+    p.add_argument("--n", type=int, default=100, help="radiographs (the first n samples)")
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    p.add_argument("--override", nargs="*", default=[], help="more config keys, KEY=VALUE (e.g. writers=2 num_workers=1)")
+    args = p.parse_args()
+    extra = dict(kv.split("=", 1) for kv in args.override)
+    load = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="bench_throughput_") as tmp:
+        n = copy_inputs(Path(args.input_dir), args.n, Path(tmp) / "in")
+        print(f"{n} radiographs from {args.input_dir}; {args.threads} threads, {os.cpu_count()} CPUs; load average {load:.1f} at start; overrides {extra or '-'}")
+        rows = []
+        for setting in args.settings:
+            walls, stages = [], {}
+            for r in range(args.repeats):
+                out = Path(tmp) / f"out_{setting}_{r}"
+                walls.append(run_once(Path(tmp) / "in", out, args.threads, {**SETTINGS[setting], **extra}))
+                stages = stage_medians(out)
+                print(f"  {setting} run {r + 1}: {walls[-1]:.1f} s, {walls[-1] / n:.3f} s/image; load average {os.getloadavg()[0]:.1f}", flush=True)
+            rows.append((setting, float(np.median(walls)) / n, stages))
+    print("\n| setting | s / image end to end (startup included) | target | " + " | ".join(STAGES) + " |")
+    print("|---|---|---|" + "---|" * len(STAGES))
+    for setting, per_image, stages in rows:
+        print(f"| {setting} | {per_image:.3f} | <= {TARGETS[setting]} | " + " | ".join(f"{stages[k]:.3f}" if k in stages else "-" for k in STAGES) + " |")
+    print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
