@@ -16,7 +16,7 @@ from scripts.evaluate import METRIC_KEYS, SHIFTS, VARIANTS, label_surfaces, load
 from scripts.files import write_nifti
 from scripts.networks import DualFaceDepthNet
 from scripts.reconstruct import build_reconstructor
-from scripts.surface_metrics import clip_to_field_of_view, sample_surface
+from scripts.surface_metrics import clip_to_planes, sample_surface
 from scripts.training import load_datalist
 from tests.helpers import FAST_FIT, FEATURES, make_dataset, run_evaluation
 
@@ -96,10 +96,10 @@ def test_label_surface_fallback(tmp_path):
     assert abs(r.mean() - 20.0) < 0.7 and mesh.is_watertight and mesh.volume > 0
 
 
-def straightforward_metrics(mesh: trimesh.Trimesh, truth: trimesh.Trimesh, geometry, spacing_mm: float, max_samples: int) -> dict[str, float]:
-    """The metrics of one pair computed on their own: both meshes clipped to the cone and sampled (seeds 0 and 1, as
-    documented), each sample's distance to the other surface by trimesh's exact closest point (not the bundle's index)."""
-    a, b = clip_to_field_of_view(mesh, geometry), clip_to_field_of_view(truth, geometry)
+def straightforward_metrics(mesh: trimesh.Trimesh, truth: trimesh.Trimesh, planes: list, spacing_mm: float, max_samples: int) -> dict[str, float]:
+    """The metrics of one pair computed on their own: both meshes clipped (cone and CT box) and sampled (seeds 0 and 1,
+    as documented), each sample's distance to the other surface by trimesh's exact closest point (not the bundle's index)."""
+    a, b = clip_to_planes(mesh, planes), clip_to_planes(truth, planes)
     pa, pb = sample_surface(a, spacing_mm, max_samples, 0), sample_surface(b, spacing_mm, max_samples, 1)
     if len(pa) == 0 or len(pb) == 0:
         return {k: float("nan") for k in ("assd_mm", "hd95_mm", "hd_mm", "chamfer_mm")}
@@ -131,7 +131,8 @@ def test_parallel_evaluation_matches_the_straightforward_path(data, tmp_path):
             "single_face": build_reconstructor(ckpt_path=str(data.parent / "single_face.pt"), faces=1, **common).load()}
     compared = 0
     for entry in load_datalist(both, "test"):
-        sample = load_sample(entry, both, (64, 64))
+        sample = load_sample(entry, both, (64, 64), nets["dual_face"].bones)
+        assert sample.extent_planes  # the simulator records the CT's box
         for network, recon in nets.items():
             pred = recon.predict(sample.image, sample.geometry)
             valid = true_face_mask(sample.depth, sample.mask, pred.faces)
@@ -144,7 +145,8 @@ def test_parallel_evaluation_matches_the_straightforward_path(data, tmp_path):
                         if bone not in meshes:
                             assert np.isnan(row["assd_mm"])
                             continue
-                        expected = straightforward_metrics(meshes[bone], truth, sample.geometry, spacing, max_samples)
+                        planes = [*sample.geometry.field_of_view_planes(), *(sample.extent_planes or ())]
+                        expected = straightforward_metrics(meshes[bone], truth, planes, spacing, max_samples)
                         for key, value in expected.items():
                             assert row[key] == pytest.approx(value, abs=0.01), (sample.name, variant, shift, bone, key)
                         compared += 1

@@ -8,6 +8,9 @@ by that much, and the batch workflow must write the full layout, skip/redo and r
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -24,7 +27,7 @@ from scripts.geometry import Geometry
 from scripts.networks import DualFaceDepthNet
 from scripts.reconstruct import Reconstructor, oracle_prediction, reconstruct_image
 from scripts.surface_metrics import point_to_surface, surface_metrics
-from tests.helpers import FAST_FIT, FEATURES, ROOT, make_dataset, run_bundle
+from tests.helpers import FAST_FIT, FEATURES, ROOT, bundle_env, make_dataset, run_bundle
 
 OVERRIDES = {"features": FEATURES, "image_size": 64, "device": "cpu", "ssm_fit": FAST_FIT}
 
@@ -202,3 +205,100 @@ def test_flip_tta_makes_the_prediction_mirror_equivariant(tmp_path):
     plain = Reconstructor(DualFaceDepthNet(features=FEATURES), ckpt, preprocessing=lambda d: d, image_size=(64, 64), device="cpu")
     c = plain.predict(image, geometry)
     assert not np.allclose(c.mask_prob, a.mask_prob, atol=1e-3)  # an untrained net is not symmetric: TTA changed it
+
+
+def _copy_inputs(data: Path, into: Path, copies: int = 1) -> list[str]:
+    """The two tiny samples (image + geometry), ``copies`` times under distinct folder names; returns the names."""
+    names = []
+    for k in range(copies):
+        for case in ("case_0000_p0", "case_0001_p0"):
+            name = f"{case}_{k}" if copies > 1 else case
+            (into / name).mkdir(parents=True)
+            for f in ("image.nii.gz", "geometry.json"):
+                (into / name / f).write_bytes((data / case / f).read_bytes())
+            names.append(name)
+    return names
+
+
+def _assert_complete(d: Path, report: bool = True) -> None:
+    expected = {"depth.nii.gz", "mask.nii.gz", "result.json"} | ({"report.png"} if report else set())
+    assert expected <= {p.name for p in d.iterdir()}, d
+    json.loads((d / "result.json").read_text())
+    assert nib.load(str(d / "depth.nii.gz")).get_fdata().shape == (64, 64, 6)
+    for ply in d.glob("*.ply"):
+        assert len(trimesh.load(str(ply), process=False).faces) > 0
+    if report:
+        assert (d / "report.png").read_bytes()[-8:-4] == b"IEND"  # a whole PNG
+
+
+def test_killed_background_writing_leaves_no_partial_output(data, tmp_path):
+    """SIGKILL while the writer threads are busy: every output under its final name is complete, only hidden
+    ``.<name>.*.partial`` folders are left, and the rerun finishes the rest without touching finished outputs."""
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    names = _copy_inputs(data, inputs, copies=4)
+    args = {**OVERRIDES, "input_dir": str(inputs), "output_dir": str(out), "ckpt_path": str(data.parent / "model.pt"),
+            "ssm_path": str(data.parent / "ssm.npz"), "writers": 2, "num_workers": 1}
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.yaml",
+           *[x for k, v in args.items() for x in (f"--{k}", json.dumps(v) if isinstance(v, (list, dict)) else str(v))]]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=bundle_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not (out.is_dir() and any(out.glob(".*.partial"))):  # a writer is inside an output's temporary folder
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before any output was being written"
+            time.sleep(0.005)
+        proc.kill()
+    finally:
+        proc.wait()
+    left = list(out.iterdir())
+    assert any(p.name.startswith(".") for p in left)
+    finished = [p for p in left if not p.name.startswith(".")]
+    for d in finished:
+        _assert_complete(d)
+    assert len(finished) < len(names)
+    before = {d.name: (d / "result.json").stat().st_mtime_ns for d in finished}
+    run_inference(inputs, out, data.parent / "model.pt", data.parent / "ssm.npz", writers=2)
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)  # no partial folders left
+    for name in names:
+        _assert_complete(out / name)
+    assert all((out / name / "result.json").stat().st_mtime_ns == t for name, t in before.items())
+
+
+def test_shards_split_the_inputs_and_report_is_optional(data, tmp_path, capsys):
+    """Two shards into one folder: disjoint halves whose union is every input; a shard removes only its own
+    inputs' leftovers of a killed run; --report false writes everything but report.png; a bad shard is one line."""
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    names = _copy_inputs(data, inputs, copies=2)  # sorted: case_0000_p0_0, case_0000_p0_1, case_0001_p0_0, case_0001_p0_1
+    other = out / f".{sorted(names)[1]}.abc123.partial"  # shard 1/2's input, being written by that shard
+    other.mkdir(parents=True)
+    run_inference(inputs, out, data.parent / "model.pt", data.parent / "ssm.npz", shard="0/2", report=False)
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted(names)[0::2]
+    assert other.is_dir()
+    for name in sorted(names)[0::2]:
+        _assert_complete(out / name, report=False)
+        assert not (out / name / "report.png").exists()
+    run_inference(inputs, out, data.parent / "model.pt", data.parent / "ssm.npz", shard="1/2")
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)  # shard 1 removed its own leftover
+    for name in sorted(names)[1::2]:
+        _assert_complete(out / name)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        run_inference(inputs, out, data.parent / "model.pt", data.parent / "ssm.npz", shard="2/2")
+    assert e.value.code == 1 and capsys.readouterr().err.strip().splitlines()[-1] == "shard: shard index must satisfy 0 <= i < n, got '2/2'"
+
+
+def test_batched_network_calls_match_single_images(tmp_path):
+    """predict_batch on 3 images (with the mirror pass) equals 3 single predictions; the batch workflow with
+    batch_size 3 writes the same depth maps as batch_size 1."""
+    torch.manual_seed(0)
+    ckpt = tmp_path / "net.pt"
+    torch.save(DualFaceDepthNet(features=FEATURES).state_dict(), ckpt)
+    recon = Reconstructor(DualFaceDepthNet(features=FEATURES), ckpt, preprocessing=lambda d: d, image_size=(64, 64), device="cpu", flip_tta=True)
+    geometry = Geometry.standard(image_size=[64, 64], pixel_spacing_mm=[6.25, 6.25], principal_point_px=[31.5, 31.5])
+    images = np.random.default_rng(0).random((3, 64, 64)).astype(np.float32)
+    batch = recon.predict_batch(torch.from_numpy(images[:, None]), [geometry] * 3)
+    for image, b in zip(images, batch):
+        a = recon.predict(image, geometry)
+        np.testing.assert_allclose(b.depth, a.depth, atol=1e-3)
+        np.testing.assert_allclose(b.mask_prob, a.mask_prob, atol=1e-5)
+        assert b.centre_mm == pytest.approx(a.centre_mm, abs=1e-3)
+    assert not np.allclose(batch[0].mask_prob, batch[1].mask_prob)  # different images, different maps

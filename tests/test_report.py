@@ -1,0 +1,67 @@
+"""report.png's z-buffer mesh renderer against analytic pictures: a sphere's disc, the nearer of two squares."""
+
+from __future__ import annotations
+
+import numpy as np
+import trimesh
+from PIL import Image
+
+from scripts.report import BONE_COLOURS, render_meshes, save_reconstruction_report
+
+
+def square(z: float, half: float, centre=(0.0, 0.0)) -> trimesh.Trimesh:
+    """A square in the plane camera z = ``z`` (mm), facing the source."""
+    cx, cy = centre
+    v = np.array([[cx - half, cy - half, z], [cx + half, cy - half, z], [cx + half, cy + half, z], [cx - half, cy + half, z]])
+    return trimesh.Trimesh(v, [[0, 1, 2], [0, 2, 3]], process=False)
+
+
+def test_sphere_renders_as_its_disc():
+    """AP view of a 50 mm sphere: covered pixels = the disc of radius 50 mm at the picture's scale (size / 1.1 diameters)."""
+    sphere = trimesh.creation.icosphere(subdivisions=5, radius=50.0)
+    sphere.apply_translation([10.0, -20.0, 1000.0])
+    size = 200
+    picture = render_meshes({"pelvis": sphere}, (0, 1), 2, size)
+    covered = (picture != 1.0).any(-1)
+    radius_px = 50.0 * size / (1.1 * 100.0)
+    assert abs(covered.sum() / (np.pi * radius_px**2) - 1) < 0.01
+    v, u = np.nonzero(covered)
+    assert abs(u.mean() + 0.5 - size / 2) < 0.5 and abs(v.mean() + 0.5 - size / 2) < 0.5  # centred
+    # flat shading |n . view| * 0.75 + 0.25: brightest at the centre, darkest at the rim
+    base = np.array([int(BONE_COLOURS["pelvis"][i : i + 2], 16) / 255 for i in (1, 3, 5)])
+    np.testing.assert_allclose(picture[size // 2, size // 2], base, atol=0.02)
+    assert picture[covered].sum(-1).min() < 0.4 * base.sum()
+
+
+def test_nearer_surface_wins_whatever_the_order():
+    """Two overlapping squares: the one nearer the source (smaller z) covers the overlap, in either drawing order."""
+    near, far = square(900.0, 20.0, (-10.0, 0.0)), square(1000.0, 20.0, (10.0, 0.0))
+    red, blue = np.array([[1.0, 0.0, 0.0]] * 2), np.array([[0.0, 0.0, 1.0]] * 2)
+    for meshes, colours in (({"a": near, "b": far}, {"a": red, "b": blue}), ({"a": far, "b": near}, {"a": blue, "b": red})):
+        picture = render_meshes(meshes, (0, 1), 2, 100, face_colours=colours)
+        row = picture[50]
+        # picture spans x in [-30, 30] mm * 1.1 -> 100 px; overlap x in [-10, 10] mm -> pixels about 35..65
+        assert (row[40:60] == [1.0, 0.0, 0.0]).all()
+        assert (row[70:80] == [0.0, 0.0, 1.0]).all() and (row[20:30] == [1.0, 0.0, 0.0]).all()
+    # seen from the side (lateral view, along camera x) the far square is the one at larger z
+    lateral = render_meshes({"a": near, "b": far}, (2, 1), 0, 100, face_colours={"a": red, "b": blue})
+    assert (lateral == 1.0).all(-1).sum() > 0.9 * 100 * 100  # edge-on squares cover (almost) nothing
+
+
+def test_report_png(tmp_path):
+    """report.png: a whole PNG with the radiograph, the depth colours and every bone's colour in it."""
+    h = w = 64
+    image = np.random.default_rng(0).random((h, w)).astype(np.float32)
+    masks = np.zeros((h, w, 3), bool)
+    masks[10:30, 10:50, 0] = masks[35:60, 5:20, 1] = masks[35:60, 40:55, 2] = True
+    depth = np.zeros((h, w, 6), np.float32)
+    for b in range(3):
+        depth[..., 2 * b][masks[..., b]], depth[..., 2 * b + 1][masks[..., b]] = 900.0 + 10 * b, 950.0 + 10 * b
+    meshes = {"pelvis": square(950.0, 40.0), "femur_left": square(960.0, 10.0, (50.0, 60.0)), "femur_right": square(970.0, 10.0, (-50.0, 60.0))}
+    save_reconstruction_report(tmp_path / "report.png", image, masks, depth, meshes, ["pelvis", "femur_left", "femur_right"], title="x")
+    picture = np.asarray(Image.open(tmp_path / "report.png").convert("RGB"))
+    assert picture.shape[0] > 600 and picture.shape[1] > 900
+    colours = {tuple(c) for c in picture.reshape(-1, 3)}
+    for hex_colour in BONE_COLOURS.values():
+        assert tuple(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)) in colours
+    assert not list(tmp_path.glob(".*"))  # written atomically
