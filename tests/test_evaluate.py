@@ -134,7 +134,7 @@ def test_parallel_evaluation_matches_the_straightforward_path(data, tmp_path):
         sample = load_sample(entry, both, (64, 64), nets["dual_face"].bones)
         assert sample.extent_planes  # the simulator records the CT's box
         for network, recon in nets.items():
-            pred = recon.predict(sample.image, sample.geometry)
+            pred = recon.predict(sample.image, sample.geometry, sample.fov)
             valid = true_face_mask(sample.depth, sample.mask, pred.faces)
             oracle = float((sample.depth if pred.faces == 2 else sample.depth[0::2])[valid].mean())
             for shift, centre, weights in (("centre", pred.centre_mm, None), ("prior", prior, None), ("oracle", oracle, valid)):
@@ -145,7 +145,7 @@ def test_parallel_evaluation_matches_the_straightforward_path(data, tmp_path):
                         if bone not in meshes:
                             assert np.isnan(row["assd_mm"])
                             continue
-                        planes = [*sample.geometry.field_of_view_planes(), *(sample.extent_planes or ())]
+                        planes = [*(sample.field or sample.geometry).field_of_view_planes(), *(sample.extent_planes or ())]
                         expected = straightforward_metrics(meshes[bone], truth, planes, spacing, max_samples)
                         for key, value in expected.items():
                             assert row[key] == pytest.approx(value, abs=0.01), (sample.name, variant, shift, bone, key)
