@@ -115,7 +115,7 @@ def test_parallel_evaluation_matches_the_straightforward_path(data, tmp_path):
     both = data.parent / "sim_both"  # both cases in the test split (two subjects: one per worker)
     both.mkdir(exist_ok=True)
     datalist = json.loads((data / "datalist.json").read_text())
-    entries = [{**e, **{k: f"../sim/{e[k]}" for k in ("image", "depth", "mask", "geometry")}} for split in datalist.values() for e in split]
+    entries = [{**e, **{k: f"../sim/{e[k]}" for k in ("image", "depth", "mask", "geometry", "fov") if k in e}} for split in datalist.values() for e in split]
     (both / "datalist.json").write_text(json.dumps({"training": entries[:1], "validation": [], "test": entries}))
     torch.manual_seed(2)
     torch.save(DualFaceDepthNet(features=FEATURES, faces=1).state_dict(), data.parent / "single_face.pt")
