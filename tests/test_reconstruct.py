@@ -283,7 +283,7 @@ def test_shards_split_the_inputs_and_report_is_optional(data, tmp_path, capsys):
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         run_inference(inputs, out, data.parent / "model.pt", data.parent / "ssm.npz", shard="2/2")
-    assert e.value.code == 1 and capsys.readouterr().err.strip().splitlines()[-1] == "shard: shard index must satisfy 0 <= i < n, got '2/2'"
+    assert e.value.code == 1 and capsys.readouterr().err.strip().splitlines()[-1] == "--shard: index must satisfy 0 <= i < n, got '2/2'"
 
 
 def test_batched_network_calls_match_single_images(tmp_path):
