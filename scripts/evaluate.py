@@ -27,6 +27,7 @@ import json
 import math
 import multiprocessing
 import sys
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -203,10 +204,12 @@ def _surface_scores(mesh: trimesh.Trimesh | None, truth: ReferenceSurface | None
 
 def evaluate_sample(
     sample: Sample, predictions: Mapping[str, DepthPrediction], reconstructor: Reconstructor, prior_mm: Mapping[int, float],
-    spacing_mm: float = 1.0, max_samples: int = 20000,
+    spacing_mm: float = 1.0, max_samples: int = 20000, timings: dict[str, float] | None = None,
 ) -> tuple[list[dict], dict]:
     """Rows (one per variant, shift and bone) for one sample; and the dual-face (or single-face) centre-shift
-    completions with their true meshes, for the error map."""
+    completions with their true meshes, for the error map. ``timings``: seconds spent reconstructing (meshing
+    and shape-model fits) and measuring surfaces are added under "reconstruct" and "metrics"."""
+    timings = {} if timings is None else timings
     rows, shown = [], {}
     bones = sample.geometry.bones
     # each true surface is clipped, sampled and indexed once for all variants and shifts (as surface_metrics would each time)
@@ -220,7 +223,10 @@ def evaluate_sample(
         shifts = {"centre": (pred.centre_mm, None), "prior": (prior_mm[faces], None), "oracle": (mean_masked_depth(true_depth, valid), valid)}
         dice = mask_dice(pred.mask, sample.mask, bones)
         for shift, (centre, weights) in shifts.items():
+            t0 = time.perf_counter()
             rec = reconstructor.reconstruct(pred, centre, weights)
+            t1 = time.perf_counter()
+            timings["reconstruct"] = timings.get("reconstruct", 0.0) + t1 - t0
             mae = depth_mae(pred.absolute(centre, weights, masked=False), true_depth, valid, bones)
             completed = rec.completed
             if shift == "centre" and completed:
@@ -230,6 +236,7 @@ def evaluate_sample(
                 base = {"sample": sample.name, "bone": bone, "shift": shift}
                 rows.append({**base, "variant": network, **_surface_scores(rec.surfaces.get(bone), truth), "depth_mae_mm": mae[bone], "dice": dice[bone]})
                 rows.append({**base, "variant": f"{network}_ssm", **_surface_scores(completed.get(bone), truth), "depth_mae_mm": float("nan"), "dice": dice[bone]})
+            timings["metrics"] = timings.get("metrics", 0.0) + time.perf_counter() - t1
     return rows, shown
 
 
@@ -353,19 +360,24 @@ class EvaluationRunner:
             raise ValueError(f"{network} predicts at {pred.mask_prob.shape[1:]}, truth resampled to {sample.mask.shape[1:]}")
         return pred
 
-    def evaluate_entries(self, entries: Sequence[Mapping], nets: Mapping[str, Reconstructor | None], prior: Mapping[int, float]) -> list[tuple[list[dict], dict]]:
-        """Rows and error-map candidate (:func:`evaluate_sample`) of each entry, in order; raises InputFileError."""
+    def evaluate_entries(self, entries: Sequence[Mapping], nets: Mapping[str, Reconstructor | None], prior: Mapping[int, float]) -> list[tuple[list[dict], dict, dict]]:
+        """Rows, error-map candidate (:func:`evaluate_sample`) and stage seconds (load, predict, reconstruct,
+        metrics) of each entry, in order; raises InputFileError."""
         size = None if self.oracle_inputs else self.dual_face.image_size
         out = []
         for entry in entries:
+            t0 = time.perf_counter()
             sample = load_sample(entry, self.dataset_dir, size, self.dual_face.bones)
+            t1 = time.perf_counter()
             preds = {name: self._predict(name, rec, sample) for name, rec in nets.items()}
-            rows, shown = evaluate_sample(sample, preds, self.dual_face, prior, **self.metric_kwargs)
-            out.append((rows, {**shown, "sample": sample.name, "geometry": sample.field or sample.geometry, "extent_planes": sample.extent_planes} if shown else {}))
+            timings = {"load": t1 - t0, "predict": time.perf_counter() - t1}
+            rows, shown = evaluate_sample(sample, preds, self.dual_face, prior, **self.metric_kwargs, timings=timings)
+            out.append((rows, {**shown, "sample": sample.name, "geometry": sample.field or sample.geometry, "extent_planes": sample.extent_planes} if shown else {}, timings))
         return out
 
     def run(self) -> dict:
         """Evaluate and write outputs; exits 1 with one line on bad input."""
+        started = time.perf_counter()
         notes: list[str] = []
         pool = None
         try:
@@ -400,8 +412,9 @@ class EvaluationRunner:
             if pool is not None:
                 pool.terminate()
                 _WORKER.clear()
-        rows = [row for sample_rows, _ in results for row in sample_rows]
-        shown = next((s for _, s in results if s), {})
+        rows = [row for sample_rows, _, _ in results for row in sample_rows]
+        shown = next((s for _, s, _ in results if s), {})
+        stages = {k: float(np.median([t.get(k, 0.0) for _, _, t in results])) for k in ("load", "predict", "reconstruct", "metrics")}
         means = summarise(rows)
         result = {
             "split": self.split,
@@ -412,6 +425,7 @@ class EvaluationRunner:
             "shifts": list(SHIFTS),
             "units": {k: ("mm" if k.endswith("_mm") else "fraction") for k in METRIC_KEYS},
             "notes": notes,
+            "timings_s": {"total": time.perf_counter() - started, "workers": self.workers, "per_sample_median": stages},
             "means": means,
             "per_sample": rows,
         }

@@ -1,7 +1,7 @@
 """Surface distances between meshes (mm), restricted to the X-ray cone of a radiograph.
 
 Both surfaces are sampled uniformly by area (``spacing_mm`` apart on average) and each sample's
-distance to the other surface (exact point-to-triangle, :func:`point_to_surface`) gives the two
+distance to the other surface (exact point-to-triangle, :func:`point_to_surface`, libigl's AABB tree) gives the two
 directed distance sets D(A->B), D(B->A). With both meshes in the camera frame and a geometry given,
 each mesh is first clipped to the cone (the pyramid from the source through the detector's edges):
 a bone is judged only where the radiograph saw it. With the extent of the CT the radiograph was
@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import igl
 import numpy as np
 import trimesh
-from scipy.spatial import cKDTree
 
 from .geometry import Geometry, apply_transform
 
@@ -80,102 +80,30 @@ def sample_surface(mesh: trimesh.Trimesh, spacing_mm: float = 1.0, max_samples: 
     return trimesh.sample.sample_surface(mesh, n, seed=seed)[0]
 
 
-def triangle_proxies(triangles: np.ndarray, spacing_mm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Proxy points (P, 3) covering triangles (T, 3, 3): every point of a triangle lies within its proxies' radius of one of them.
+class MeshDistance:
+    """Exact unsigned point-to-surface distances (mm) to one triangle mesh: libigl's AABB tree of the
+    triangles, built once, answers every query (closest point on the closest triangle)."""
 
-    A triangle whose two edges at the vertex opposite its longest edge are at most ``spacing_mm``
-    long gets its centroid; a larger one is cut into a parallelogram grid spanned from that vertex,
-    with steps of at most ``spacing_mm`` along both edges (a long thin triangle gets a row of cells,
-    not a square grid), and gets the centre of every cell that meets it. All proxies lie in their
-    triangle's plane. Returns (proxies, owner (P,) triangle index, radius (P,) mm: the largest
-    distance from the proxy to a corner of its triangle or cell).
-    """
-    tri = np.asarray(triangles, dtype=np.float64)
-    opposite = np.linalg.norm(np.roll(tri, -1, axis=1) - np.roll(tri, -2, axis=1), axis=-1)  # edge opposite each vertex
-    first = np.argmax(opposite, axis=1)
-    a, b, c = np.moveaxis(tri[np.arange(len(tri))[:, None], (first[:, None] + np.arange(3)) % 3], 1, 0)
-    n1 = np.maximum(np.ceil(np.linalg.norm(b - a, axis=1) / spacing_mm), 1).astype(np.int64)
-    n2 = np.maximum(np.ceil(np.linalg.norm(c - a, axis=1) / spacing_mm), 1).astype(np.int64)
-    small = np.flatnonzero((n1 == 1) & (n2 == 1))
-    centroid = tri[small].mean(1)
-    centroid_radius = np.linalg.norm(tri[small] - centroid[:, None], axis=-1).max(1, initial=0.0)
-    # cells (i, j) of the large triangles: s in [i, i+1] / n1, t in [j, j+1] / n2, kept when i/n1 + j/n2 <= 1
-    large = np.setdiff1d(np.arange(len(tri)), small)
-    counts = n1[large] * n2[large]
-    owner = np.repeat(large, counts)
-    local = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    i, j = np.divmod(local, n2[owner])
-    keep = i * n2[owner] + j * n1[owner] <= n1[owner] * n2[owner]
-    owner, i, j = owner[keep], i[keep], j[keep]
-    u, v = (b - a) / n1[:, None], (c - a) / n2[:, None]
-    cells = a[owner] + (i + 0.5)[:, None] * u[owner] + (j + 0.5)[:, None] * v[owner]
-    half_diagonal = np.maximum(np.linalg.norm(u + v, axis=1), np.linalg.norm(u - v, axis=1)) / 2
-    return np.concatenate([centroid, cells]), np.concatenate([small, owner]), np.concatenate([centroid_radius, half_diagonal[owner]])
-
-
-class _ProxyIndex:
-    """cKDTree of the proxies of a triangle soup (T, 3, 3), with each proxy's radius and triangle normal."""
-
-    def __init__(self, tri: np.ndarray):
-        edges = np.linalg.norm(tri - np.roll(tri, 1, axis=1), axis=-1)
-        self.tri = tri
-        proxies, self.owner, self.radius = triangle_proxies(tri, max(float(np.median(edges)), 1e-9 * float(edges.max()), 1e-12))
-        normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-        length = np.linalg.norm(normal, axis=1, keepdims=True)
-        self.normal = np.divide(normal, length, out=np.zeros_like(normal), where=length > 0)  # degenerate: no plane bound
-        self.proxies = proxies
-        self.tree = cKDTree(proxies)
-
-    def nearest(self, points: np.ndarray, k: int, bound: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Exact distance (n,) to the closest triangle among those of the ``k`` nearest proxies (inf if none
-        can beat ``bound`` (n,)), and the ``k``-th proxy distance (n,)."""
-        near, idx = self.tree.query(points, k)
-        near, idx = near.reshape(len(points), k), idx.reshape(len(points), k)
-        face = self.owner[idx]
-        # lower bounds of the point-triangle distance: proxy distance minus radius, and distance to the plane
-        plane = np.abs(np.einsum("nkj,nkj->nk", points[:, None] - self.proxies[idx], self.normal[face]))
-        test = np.maximum(near - self.radius[idx], plane) < bound[:, None]
-        row = np.nonzero(test)[0]
-        p = points[row]
-        d = np.full((len(points), k), np.inf)
-        d[test] = np.linalg.norm(trimesh.triangles.closest_point(self.tri[face[test]], p) - p, axis=1)
-        return d.min(1), near[:, -1]
-
-
-def point_to_surface(points: np.ndarray, mesh: trimesh.Trimesh | "_ProxyIndex", max_pairs: int = 1_000_000) -> np.ndarray:
-    """Exact unsigned distance (n,) in mm from each point to the closest point of ``mesh``'s triangles.
-
-    Candidate triangles come from a cKDTree of proxy points that cover every triangle within a
-    radius (:func:`triangle_proxies`, cells about the median edge length): the triangles of a point's
-    8 nearest proxies give an upper bound ``u`` on its distance; every triangle that can be closer
-    has a proxy within ``u`` plus the largest radius, so those proxies' triangles are then measured
-    exactly (``trimesh.triangles.closest_point``), skipping those whose lower bound (proxy distance
-    minus its radius, or distance to the triangle's plane) is not below ``u``. ``max_pairs`` bounds
-    the point-proxy pairs held in memory at once. ``mesh`` may be the proxy index of a mesh already
-    built (:class:`ReferenceSurface` queries one surface many times).
-    """
-    points = np.asarray(points, dtype=np.float64)
-    if len(points) == 0:
-        return np.zeros(0)
-    if isinstance(mesh, _ProxyIndex):
-        index = mesh
-    else:
-        tri = np.asarray(mesh.triangles, dtype=np.float64)
-        if len(tri) == 0:
+    def __init__(self, mesh: trimesh.Trimesh):
+        self.vertices = np.ascontiguousarray(mesh.vertices, dtype=np.float64)
+        self.faces = np.ascontiguousarray(mesh.faces, dtype=np.int64)
+        if len(self.faces) == 0:
             raise ValueError("distance to an empty surface")
-        index = _ProxyIndex(tri)
-    n_proxies, radius = len(index.proxies), float(index.radius.max())
-    k0 = min(8, n_proxies)
-    dist, kth = index.nearest(points, k0, np.full(len(points), np.inf))
-    need = np.asarray(index.tree.query_ball_point(points, np.nextafter(dist + radius, np.inf), return_length=True))
-    todo = np.flatnonzero((need > k0) & (kth - radius < dist))
-    # the rest in groups by the next power of two >= their count of proxies within u + radius
-    ks = np.minimum(2 ** np.ceil(np.log2(np.maximum(need[todo], 1))).astype(np.int64), n_proxies)
-    for k in np.unique(ks):
-        group = todo[ks == k]
-        for chunk in np.array_split(group, -(-len(group) * int(k) // max_pairs)):
-            dist[chunk] = np.minimum(dist[chunk], index.nearest(points[chunk], int(k), dist[chunk])[0])
-    return dist
+        self.tree = igl.AABB()
+        self.tree.init(self.vertices, self.faces)
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        """Distance (n,) mm from each point (n, 3) to the closest point of the surface."""
+        points = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 3)
+        if len(points) == 0:
+            return np.zeros(0)
+        return np.sqrt(self.tree.squared_distance(self.vertices, self.faces, points)[0])
+
+
+def point_to_surface(points: np.ndarray, mesh: trimesh.Trimesh) -> np.ndarray:
+    """Exact unsigned distance (n,) in mm from each point to the closest point of ``mesh``'s triangles
+    (:class:`MeshDistance`; many queries against one mesh: keep its ``MeshDistance``)."""
+    return MeshDistance(mesh)(points)
 
 
 class ReferenceSurface:
@@ -194,14 +122,14 @@ class ReferenceSurface:
         self.planes = [*(geometry.field_of_view_planes() if geometry is not None else ()), *(extent_planes or ())]
         self.mesh = clip_to_planes(ref, self.planes) if self.planes else ref
         self.samples = sample_surface(self.mesh, spacing_mm, max_samples, seed)
-        self._index: _ProxyIndex | None = None
+        self._distance: MeshDistance | None = None
 
     @property
-    def index(self) -> "_ProxyIndex":
-        """Proxy index of the (clipped) surface, built on first use."""
-        if self._index is None:
-            self._index = _ProxyIndex(np.asarray(self.mesh.triangles, dtype=np.float64))
-        return self._index
+    def distance(self) -> MeshDistance:
+        """Distances to the (clipped) surface, its tree built on first use."""
+        if self._distance is None:
+            self._distance = MeshDistance(self.mesh)
+        return self._distance
 
     def metrics(self, pred: trimesh.Trimesh, seed: int = 0) -> dict[str, float]:
         """ASSD, HD95, HD and Chamfer (mm) of ``pred`` (same frame; clipped like the reference) against this surface."""
@@ -211,7 +139,7 @@ class ReferenceSurface:
         pb = self.samples
         if len(pa) == 0 or len(pb) == 0:
             return {k: float("nan") for k in ("assd_mm", "hd95_mm", "hd_mm", "chamfer_mm")}
-        da, db = point_to_surface(pa, self.index), point_to_surface(pb, pred)
+        da, db = self.distance(pa), point_to_surface(pb, pred)
         return {
             "assd_mm": float((da.sum() + db.sum()) / (len(da) + len(db))),
             "hd95_mm": float(max(np.percentile(da, 95), np.percentile(db, 95))),

@@ -7,7 +7,7 @@ import trimesh
 
 from scripts.geometry import Geometry
 from scripts.report import error_colours
-from scripts.surface_metrics import clip_to_field_of_view, inside_planes, point_to_surface, surface_metrics, triangle_proxies, vertex_errors, volume_extent_planes
+from scripts.surface_metrics import clip_to_field_of_view, inside_planes, point_to_surface, surface_metrics, vertex_errors, volume_extent_planes
 
 GEOMETRY = Geometry(sid_mm=1100.0, pixel_spacing_mm=(3.125, 3.125), image_size=(64, 48))
 
@@ -91,7 +91,7 @@ def test_point_to_surface_matches_brute_force():
         # points near the triangles (on them, just off them) and far away
         on = np.einsum("ij,ijk->ik", rng.dirichlet([1, 1, 1], 200), tri[rng.integers(0, n, 200)])
         points = np.concatenate([on, on + rng.normal(0, 0.5, on.shape), rng.normal(0, 200.0, (200, 3))])
-        d = point_to_surface(points, mesh, max_pairs=5000)  # small batches exercise the chunking
+        d = point_to_surface(points, mesh)
         assert np.allclose(d, brute_force_distance(points, tri), rtol=0, atol=1e-9)
         assert np.all(d[:200] < 1e-9)
     # few large triangles of one size (one proxy each, far from its corners), points near corners and edges
@@ -110,29 +110,6 @@ def test_point_to_surface_noisy_surface():
     mesh.vertices *= (1 + 0.05 * rng.standard_normal(len(mesh.vertices)) + 2.0 * (rng.random(len(mesh.vertices)) < 0.01))[:, None]
     points = rng.normal(0, 60.0, (300, 3))
     assert np.allclose(point_to_surface(points, mesh), brute_force_distance(points, mesh.triangles), rtol=0, atol=1e-9)
-
-
-def test_triangle_proxies_cover_triangles():
-    rng = np.random.default_rng(11)
-    tri = random_soup(rng, 300)
-    spacing = 0.8
-    proxies, owner, radius = triangle_proxies(tri, spacing)
-    assert np.all(radius <= spacing + 1e-9)  # cell half-diagonals; centroids of triangles with short edges
-    # every point of every triangle is within its radius of one of its own proxies
-    face = rng.integers(0, len(tri), 20000)
-    x = np.einsum("ij,ijk->ik", rng.dirichlet([0.3, 0.3, 0.3], len(face)), tri[face])
-    order = np.argsort(owner)
-    start = np.searchsorted(owner[order], np.arange(len(tri) + 1))
-    for f in np.unique(face):
-        own = order[start[f] : start[f + 1]]
-        gap = np.linalg.norm(x[face == f][:, None] - proxies[own][None], axis=-1) - radius[own][None]
-        assert (gap.min(1) <= 1e-9).all()
-    # proxies lie in their triangle's plane
-    normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    assert np.allclose(np.einsum("ij,ij->i", proxies - tri[owner, 0], normal[owner]), 0.0, atol=1e-6)
-    # a long thin triangle gets a row of cells, not a square grid
-    sliver = np.array([[[0.0, 0.0, 0.0], [100.0, 0.0, 0.0], [100.0, 0.5, 0.0]]])
-    assert len(triangle_proxies(sliver, 1.0)[0]) <= 2 * 100
 
 
 def test_ct_extent_clipping_judges_a_cut_bone_on_what_the_ct_holds(tmp_path):

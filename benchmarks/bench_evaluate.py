@@ -1,0 +1,82 @@
+"""Evaluation speed: the real ``monai.bundle run`` of configs/evaluate.yaml, all variants and shifts, per sample.
+
+    python benchmarks/bench_evaluate.py --dataset_dir DIR [--poses_per_case 2] [--workers 1 2] [--threads 2]
+                                        [--prior_centre_mm 955.4] [--override KEY=VALUE ...]
+
+Each ``--workers`` value runs the workflow in a fresh process (startup, model loading and, without
+``--prior_centre_mm``, the prior from the training split included) into a fresh output folder, with
+``OMP_WAIT_POLICY=PASSIVE``. Prints wall seconds per sample and the per-stage medians per sample that
+the workflow records in metrics.json ``timings_s`` (load, predict, reconstruct, metrics; seconds of
+one process), and checks that every run gives the same numbers. Target (issue 16): <= 10 s per sample
+on 2 cores for the full table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = ("load", "predict", "reconstruct", "metrics")
+
+
+def run_once(args: argparse.Namespace, workers: int, out: Path) -> tuple[float, dict]:
+    """Wall seconds of one evaluation run in a fresh process, and its metrics.json."""
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/evaluate.yaml", "--dataset_dir", args.dataset_dir,
+           "--output_dir", str(out), "--workers", str(workers), "--device", "cpu"]
+    if args.poses_per_case is not None:
+        cmd += ["--poses_per_case", str(args.poses_per_case)]
+    if args.prior_centre_mm is not None:
+        cmd += ["--prior_centre_mm", str(args.prior_centre_mm)]
+    for kv in args.override:
+        k, v = kv.split("=", 1)
+        cmd += [f"--{k}", v]
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(args.threads),
+           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if done.returncode:
+        raise RuntimeError(f"evaluation failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return wall, json.loads((out / "metrics.json").read_text())
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dataset_dir", required=True)
+    p.add_argument("--poses_per_case", type=int, default=2)
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--prior_centre_mm", type=float, default=None)
+    p.add_argument("--override", nargs="*", default=[], help="more config keys, KEY=VALUE")
+    args = p.parse_args()
+    print(f"{args.dataset_dir}, poses per case {args.poses_per_case}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} at start")
+    rows, reference = [], None
+    with tempfile.TemporaryDirectory(prefix="bench_evaluate_") as tmp:
+        for workers in args.workers:
+            wall, metrics = run_once(args, workers, Path(tmp) / f"eval_{workers}")
+            n = metrics["n_samples"]
+            stages = metrics["timings_s"]["per_sample_median"]
+            numbers = [(r["sample"], r["variant"], r["shift"], r["bone"], r["assd_mm"], r["hd95_mm"]) for r in metrics["per_sample"]]
+            same = "-" if reference is None else str(all(a[:4] == b[:4] and np.allclose(a[4:], b[4:], atol=0.01, equal_nan=True) for a, b in zip(numbers, reference)))
+            reference = reference or numbers
+            rows.append((workers, n, wall / n, stages, same))
+            print(f"  workers {workers}: {wall:.0f} s for {n} samples; load average {os.getloadavg()[0]:.1f}", flush=True)
+    print("\n| workers | samples | s / sample (wall, startup included) | target | " + " | ".join(f"{s} (median s)" for s in STAGES) + " | same numbers as the first run |")
+    print("|---|---|---|---|" + "---|" * len(STAGES) + "---|")
+    for workers, n, per_sample, stages, same in rows:
+        print(f"| {workers} | {n} | {per_sample:.1f} | <= 10 | " + " | ".join(f"{stages.get(s, float('nan')):.2f}" for s in STAGES) + f" | {same} |")
+    print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
