@@ -51,6 +51,16 @@ def front_back_extent(depth: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, 
     return np.where(any_bone, front, np.nan), np.where(any_bone, back, np.nan)
 
 
+def overlay_masks(ax: plt.Axes, image: np.ndarray, masks: np.ndarray, bones: Sequence[str], title: str = "radiograph") -> None:
+    """Radiograph (H, W) in grey with each bone's mask (H, W, B) outlined in its colour, on a matplotlib axis (figures)."""
+    ax.imshow(image, cmap="gray")
+    for b, bone in enumerate(bones):
+        if masks[..., b].any():
+            ax.contour(masks[..., b].astype(float), levels=[0.5], colors=[bone_colour(bone)], linewidths=1.0)
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+
+
 def normalised_grey(image: np.ndarray) -> np.ndarray:
     """Image (H, W) scaled to [0, 1] between its 1st and 99.5th percentiles (constant images give 0)."""
     image = np.asarray(image, dtype=np.float32)
@@ -100,6 +110,21 @@ def render_meshes(
     nearest = order[first]
     picture.reshape(-1, 3)[pixel[nearest]] = colour[face[nearest]]
     return picture
+
+
+def render_mesh(
+    ax: plt.Axes,
+    meshes: Mapping[str, trimesh.Trimesh],
+    axes: tuple[int, int],
+    view_axis: int,
+    title: str,
+    face_colours: Mapping[str, np.ndarray] | None = None,
+    size_px: int = 480,
+) -> None:
+    """:func:`render_meshes` shown on a matplotlib axis (figures), with ``title``."""
+    ax.imshow(render_meshes(meshes, axes, view_axis, size_px, face_colours=face_colours))
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
 
 
 def _rasterise(xy: np.ndarray, depth: np.ndarray, size_px: int, max_candidates: int = 4_000_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -263,9 +288,7 @@ def save_error_map(path: str | Path, meshes: Mapping[str, trimesh.Trimesh], vert
         colours[bone] = error_rgba(err, max_mm, cmap.name)[:, :3]
     fig, axs = plt.subplots(1, 3, figsize=(13, 4.8))
     for ax, (name, axes, view_axis) in zip(axs, MESH_VIEWS):
-        ax.imshow(render_meshes(meshes, axes, view_axis, 480, face_colours=colours))
-        ax.set_title(name, fontsize=9)
-        ax.axis("off")
+        render_mesh(ax, meshes, axes, view_axis, name, face_colours=colours)
     mappable = plt.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0, max_mm), cmap=cmap)
     fig.colorbar(mappable, ax=list(axs), fraction=0.02, pad=0.01, label="distance to truth (mm)")
     fig.suptitle(title)
