@@ -16,21 +16,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+from bundle_process import timed_bundle_run
+
 STAGES = ("load", "predict", "reconstruct", "metrics")
 
 
 def run_once(args: argparse.Namespace, workers: int, out: Path) -> tuple[float, dict]:
     """Wall seconds of one evaluation run in a fresh process, and its metrics.json."""
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/evaluate.yaml", "--dataset_dir", args.dataset_dir,
+    cmd = ["--config_file", "configs/evaluate.yaml", "--dataset_dir", args.dataset_dir,
            "--output_dir", str(out), "--workers", str(workers), "--device", "cpu"]
     if args.poses_per_case is not None:
         cmd += ["--poses_per_case", str(args.poses_per_case)]
@@ -39,13 +38,7 @@ def run_once(args: argparse.Namespace, workers: int, out: Path) -> tuple[float, 
     for kv in args.override:
         k, v = kv.split("=", 1)
         cmd += [f"--{k}", v]
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(args.threads),
-           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
-    t0 = time.perf_counter()
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if done.returncode:
-        raise RuntimeError(f"evaluation failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    wall = timed_bundle_run(cmd, args.threads)
     return wall, json.loads((out / "metrics.json").read_text())
 
 

@@ -18,15 +18,14 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+from bundle_process import timed_bundle_run
+
 SETTINGS = {"reports": {}, "no_reports": {"report": "false"}}
 TARGETS = {"reports": 0.8, "no_reports": 0.6}
 STAGES = ("load", "network", "meshing", "ssm", "write", "report")
@@ -44,17 +43,10 @@ def copy_inputs(dataset: Path, n: int, into: Path) -> int:
 
 def run_once(inputs: Path, out: Path, threads: int, overrides: dict[str, str]) -> float:
     """Wall seconds of one workflow run in a fresh process."""
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.yaml",
-           "--input_dir", str(inputs), "--output_dir", str(out), "--device", "cpu"]
+    cmd = ["--config_file", "configs/inference.yaml", "--input_dir", str(inputs), "--output_dir", str(out), "--device", "cpu"]
     for k, v in overrides.items():
         cmd += [f"--{k}", v]
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(threads),
-           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
-    t0 = time.perf_counter()
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if done.returncode:
-        raise RuntimeError(f"workflow failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    wall = timed_bundle_run(cmd, threads)
     return wall
 
 

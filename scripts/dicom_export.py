@@ -39,6 +39,20 @@ STUDY_KEYWORDS = ("StudyInstanceUID", "StudyDate", "StudyTime", "ReferringPhysic
 TYPE2_EMPTY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
 
 
+def _new_dataset(sop_class_uid: str) -> Dataset:
+    """An explicit-VR little-endian dataset of ``sop_class_uid`` with a new instance UID in its file meta
+    and the type 2 attributes of ``TYPE2_EMPTY`` present and empty."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = sop_class_uid
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    for kw in TYPE2_EMPTY:
+        setattr(ds, kw, "")
+    return ds
+
+
 def write_stl(mesh: trimesh.Trimesh, path: PathLike) -> Path:
     """Write ``mesh`` as binary STL atomically; returns the path."""
     path = Path(path)
@@ -73,16 +87,9 @@ def encapsulated_stl_dataset(
     """
     now = datetime.datetime.now()
     data = stl_bytes(mesh)
-    sop_uid = generate_uid()
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = EncapsulatedSTLStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = _new_dataset(EncapsulatedSTLStorage)
+    sop_uid = ds.file_meta.MediaStorageSOPInstanceUID
     # Patient and General Study modules: copied from the source, type 2 attributes empty otherwise
-    for kw in TYPE2_EMPTY:
-        setattr(ds, kw, "")
     for kw in PATIENT_KEYWORDS + STUDY_KEYWORDS:
         if source is not None and kw in source:
             ds[kw] = source[kw]
@@ -167,15 +174,8 @@ def radiograph_dataset(
     else:
         stored = np.round((image.astype(np.float64) - lo) * (65535.0 / ((hi - lo) or 1.0))).astype(np.uint16)
     now = datetime.datetime.now()
-    sop_uid = generate_uid()
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
-    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    for kw in TYPE2_EMPTY:
-        setattr(ds, kw, "")
+    ds = _new_dataset(DigitalXRayImageStorageForPresentation)
+    sop_uid = ds.file_meta.MediaStorageSOPInstanceUID
     ds.SOPClassUID, ds.SOPInstanceUID = DigitalXRayImageStorageForPresentation, sop_uid
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.InstanceCreationDate, ds.InstanceCreationTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
