@@ -145,12 +145,17 @@ def bone_points(depth: np.ndarray, mask: np.ndarray, geometry: Geometry) -> dict
 def complete_surfaces(
     points: Mapping[str, np.ndarray], shape_models: Mapping[str, ShapeModel], geometry: Geometry, min_points: int = 10, **fit_kwargs
 ) -> dict[str, ShapeFit]:
-    """Shape-model fit per bone with a model and at least ``min_points`` points (camera frame, cone-aware)."""
-    return {
-        bone: fit_shape_model(shape_models[bone], pts, geometry=geometry, **fit_kwargs)
-        for bone, pts in points.items()
-        if bone in shape_models and len(pts) >= max(min_points, 10)
-    }
+    """Shape-model fit per bone with a model and at least ``min_points`` points (camera frame, cone-aware).
+
+    The bones are fitted in parallel threads (the KD-tree queries and most NumPy work release the GIL);
+    each fit is deterministic, so the result equals fitting them one after another.
+    """
+    bones = [b for b, pts in points.items() if b in shape_models and len(pts) >= max(min_points, 10)]
+    if not bones:
+        return {}
+    with concurrent.futures.ThreadPoolExecutor(len(bones)) as pool:
+        fits = {b: pool.submit(fit_shape_model, shape_models[b], points[b], geometry=geometry, **fit_kwargs) for b in bones}
+        return {b: f.result() for b, f in fits.items()}
 
 
 @dataclass
