@@ -9,7 +9,7 @@ Error = network centre estimate - true mean depth of the visible bone faces (the
 The subject-level part is the RMS over subjects of their mean error; the within-subject part the RMS
 of the errors about their subject's mean (poses differ, the subject does not). With the phantoms'
 ``params.json`` beside the case meshes, the posterior tissue's individual part (its residual on the
-habitus that drives every soft-tissue depot, see scripts/phantom.py) is regressed out too. Writes
+habitus that drives every soft-tissue depot, see scripts/data/phantom.py) is regressed out too. Writes
 centre_depth.json and centre_depth.png; prints a Markdown table for docs/inference.md.
 """
 
@@ -32,9 +32,9 @@ from tqdm import tqdm  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.evaluate import load_sample, mean_masked_depth, true_face_mask  # noqa: E402
-from scripts.reconstruct import build_reconstructor  # noqa: E402
-from scripts.training import load_datalist  # noqa: E402
+from scripts.reconstruction.evaluate import load_sample, mean_masked_depth, true_face_mask  # noqa: E402
+from scripts.reconstruction.reconstruct import build_reconstructor  # noqa: E402
+from scripts.model.training import load_datalist  # noqa: E402
 
 
 def phantom_tissue(entry: dict, dataset_dir: Path) -> tuple[float, float] | None:

@@ -27,17 +27,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from scripts.geometry import Geometry  # noqa: E402
-from scripts.networks import DualFaceDepthNet  # noqa: E402
-from scripts.radiograph_io import load_radiograph  # noqa: E402
-from scripts.files import read_depth_and_mask  # noqa: E402
-from scripts.reconstruct import build_reconstructor, oracle_prediction  # noqa: E402
+from scripts.model.networks import DualFaceDepthNet  # noqa: E402
+from scripts.io.radiograph_io import load_radiograph  # noqa: E402
+from scripts.io.files import read_depth_and_mask  # noqa: E402
+from scripts.reconstruction.reconstruct import build_reconstructor, oracle_prediction  # noqa: E402
 
 
 def make_inputs(tmp: Path) -> tuple[Path, Path]:
     """A simulated 256x256 radiograph (image.nii.gz with geometry.json) and shape models from the same cohort."""
-    from scripts.phantom import generate_cohort
-    from scripts.simulate import find_cases, simulate
-    from scripts.ssm import build_from_cases, save_shape_models
+    from scripts.data.phantom import generate_cohort
+    from scripts.data.simulate import find_cases, simulate
+    from scripts.reconstruction.ssm import build_from_cases, save_shape_models
 
     generate_cohort(2, tmp / "cohort", seed=0, spacing_mm=3.0, anatomy_name="procedural")
     simulate(find_cases(tmp / "cohort"), tmp / "sim", poses=1, device="cpu")

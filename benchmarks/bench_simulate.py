@@ -3,9 +3,9 @@ clinical image formation), each part alone, peak memory.
 
 A case's first sample pays the per-case preparation (HU -> water/bone densities, pooling, per-bone depth
 grids); the simulator reuses it for the case's other poses, so further samples cost DRR + depth + image formation.
-Image formation (``scripts.radiograph_style``, configs/simulate.yaml ranges) is timed over ``repeats`` different draws
+Image formation (``scripts.data.radiograph_style``, configs/simulate.yaml ranges) is timed over ``repeats`` different draws
 (seeds), all parts switched on (every ``*_prob`` 1), so its minimum is the cost of a full clinical chain.
-On CPU the depth search itself always runs on one thread (``scripts.depth_maps.cpu_threads``).
+On CPU the depth search itself always runs on one thread (``scripts.data.depth_maps.cpu_threads``).
 
     python benchmarks/bench_simulate.py [--phantom-dir DIR] [--repeats 5] [--threads 2] [--device cpu]
 
@@ -29,13 +29,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scripts.depth_maps import bone_grids, depth_maps  # noqa: E402
-from scripts.drr import MM_TO_CM, line_integrals, material_volumes  # noqa: E402
+from scripts.data.depth_maps import bone_grids, depth_maps  # noqa: E402
+from scripts.data.drr import MM_TO_CM, line_integrals, material_volumes  # noqa: E402
 from scripts.geometry import Geometry, standard_ap_pose  # noqa: E402
-from scripts.radiograph_style import style_radiograph  # noqa: E402
-from scripts.simulate import load_config  # noqa: E402
-from scripts.files import shared_data_dir  # noqa: E402
-from scripts.volumes import Volume, bones_center, read_ct, read_labels  # noqa: E402
+from scripts.data.radiograph_style import style_radiograph  # noqa: E402
+from scripts.data.simulate import load_config  # noqa: E402
+from scripts.io.files import shared_data_dir  # noqa: E402
+from scripts.data.volumes import Volume, bones_center, read_ct, read_labels  # noqa: E402
 
 REAL_CT_DIR = (shared_data_dir() or Path("/nonexistent")) / "real_ct"
 

@@ -4,9 +4,9 @@
                                               [--subjects test] [--poses 2] [--figure docs/figures/ssm_completion_llp26.png]
 
 For every real subject of ``--subjects`` (LLP26 test subjects 20-25 by default) and ``--poses``
-seeded hip poses, the true bone surfaces (scripts.real_anatomy) are seen in the standard AP
+seeded hip poses, the true bone surfaces (scripts.data.real_anatomy) are seen in the standard AP
 geometry; the true surface inside the X-ray cone (what perfect dual-face depth maps give) is
-sampled (1 point per 4 mm^2) and each shape model is fitted to it (``scripts.ssm.fit_shape_model``,
+sampled (1 point per 4 mm^2) and each shape model is fitted to it (``scripts.reconstruction.ssm.fit_shape_model``,
 cone-aware, as in inference). Reports the completion's ASSD against the truth inside the cone and
 over the whole bone, per bone, as a Markdown table for docs/phantom.md, and saves a figure of one
 subject (truth, then each model's completion, coloured by the distance to the truth).
@@ -29,10 +29,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from scripts.geometry import Geometry, standard_ap_pose  # noqa: E402
-from scripts.real_anatomy import SUBJECT_SPLITS, sample_subject  # noqa: E402
-from scripts.report import error_rgba, render_mesh, save_figure  # noqa: E402
-from scripts.ssm import fit_shape_model, load_shape_models  # noqa: E402
-from scripts.surface_metrics import clip_to_field_of_view, sample_surface, surface_metrics, vertex_errors  # noqa: E402
+from scripts.data.real_anatomy import SUBJECT_SPLITS, sample_subject  # noqa: E402
+from scripts.io.report import error_rgba, render_mesh, save_figure  # noqa: E402
+from scripts.reconstruction.ssm import fit_shape_model, load_shape_models  # noqa: E402
+from scripts.reconstruction.surface_metrics import clip_to_field_of_view, sample_surface, surface_metrics, vertex_errors  # noqa: E402
 
 
 def completions(models: dict, truth: dict, geometry: Geometry) -> dict:

@@ -25,10 +25,10 @@ from PIL import Image  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.files import read_json, read_nifti, shared_data_dir  # noqa: E402
-from scripts.report import save_figure  # noqa: E402
-from scripts.simulate import Case, load_config, load_geometry, simulate  # noqa: E402
-from scripts.volumes import load_label_map  # noqa: E402
+from scripts.io.files import read_json, read_nifti, shared_data_dir  # noqa: E402
+from scripts.io.report import save_figure  # noqa: E402
+from scripts.data.simulate import Case, load_config, load_geometry, simulate  # noqa: E402
+from scripts.data.volumes import load_label_map  # noqa: E402
 
 SHARED = shared_data_dir() or ROOT.parent / "shared" / "data"
 

@@ -38,16 +38,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from scripts.evaluate import load_sample, mask_dice  # noqa: E402
-from scripts.files import atomic_path, exits_on_input_error, read_depth_and_mask, read_json, shared_data_dir, write_json  # noqa: E402
+from scripts.reconstruction.evaluate import load_sample, mask_dice  # noqa: E402
+from scripts.io.files import atomic_path, exits_on_input_error, read_depth_and_mask, read_json, shared_data_dir, write_json  # noqa: E402
 from scripts.geometry import Geometry  # noqa: E402
-from scripts.radiograph_io import iter_radiographs, load_radiograph  # noqa: E402
-from scripts.reconstruct import BUNDLE_ROOT, INFERENCE_CONFIG, ReconstructionRunner, build_reconstructor  # noqa: E402
-from scripts.report import bone_colour, overlay_masks, save_figure  # noqa: E402
-from scripts.surface_metrics import surface_metrics  # noqa: E402
-from scripts.simulate import Case, case_name_of, load_config, load_geometry, simulate  # noqa: E402
-from scripts.training import load_datalist  # noqa: E402
-from scripts.volumes import load_label_map  # noqa: E402
+from scripts.io.radiograph_io import iter_radiographs, load_radiograph  # noqa: E402
+from scripts.reconstruction.reconstruct import BUNDLE_ROOT, INFERENCE_CONFIG, ReconstructionRunner, build_reconstructor  # noqa: E402
+from scripts.io.report import bone_colour, overlay_masks, save_figure  # noqa: E402
+from scripts.reconstruction.surface_metrics import surface_metrics  # noqa: E402
+from scripts.data.simulate import Case, case_name_of, load_config, load_geometry, simulate  # noqa: E402
+from scripts.model.training import load_datalist  # noqa: E402
+from scripts.data.volumes import load_label_map  # noqa: E402
 
 DICE_TARGET = 0.85
 DOCS = BUNDLE_ROOT / "docs"

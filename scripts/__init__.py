@@ -1,12 +1,16 @@
 """3DDX bone surface reconstruction bundle: the package that configs reach by ``_target_``.
 
 Importing it (every bundle config does) makes an uncaught bad-input error print its one line
-(``<file or option>: <problem>``) instead of a traceback: :func:`scripts.files.one_line_excepthook`.
+(``<file or option>: <problem>``) instead of a traceback: :func:`scripts.io.files.one_line_excepthook`.
 """
 
 import sys
+from pathlib import Path
 
-from scripts.files import one_line_excepthook
+BUNDLE_ROOT = Path(__file__).resolve().parent.parent
+"""The bundle's root folder (configs/, models/, scripts/); set before the submodules that use it load."""
+
+from scripts.io.files import one_line_excepthook  # noqa: E402
 
 if sys.excepthook is sys.__excepthook__:
     sys.excepthook = one_line_excepthook

@@ -5,14 +5,14 @@ Fire parses only ``False``), which plain ``if @key`` would take as on. Configs r
 through :func:`as_flag`, so ``false``/``False``/``0``/``no`` all mean off; devices through
 :func:`as_device`, so ``--device cuda`` on a machine without CUDA is one clear line, not a traceback;
 shards ``i/n`` (the simulator's and the inference workflow's ``--shard``) through :func:`as_shard`.
-A bad value raises :class:`scripts.files.InputFileError` naming the option (``--<name>``).
+A bad value raises :class:`scripts.io.files.InputFileError` naming the option (``--<name>``).
 """
 
 from __future__ import annotations
 
 import torch
 
-from scripts.files import InputFileError
+from scripts.io.files import InputFileError
 
 _WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
 

@@ -25,11 +25,12 @@ from typing import Sequence, TypeVar
 import numpy as np
 import torch
 
-from scripts.files import InputFileError, PathLike, read_json, write_json
+from scripts import BUNDLE_ROOT
+from scripts.io.files import InputFileError, PathLike, read_json, write_json
 
 ArrayLike = TypeVar("ArrayLike", np.ndarray, torch.Tensor)
 
-STANDARD_GEOMETRY_FILE = Path(__file__).resolve().parent.parent / "configs" / "geometry.json"
+STANDARD_GEOMETRY_FILE = BUNDLE_ROOT / "configs" / "geometry.json"
 BONES: tuple[str, ...] = ("pelvis", "femur_left", "femur_right")
 GEOMETRY_KEYS = ("sid_mm", "pixel_spacing_mm", "image_size", "principal_point_px", "world_to_camera", "bones")
 

@@ -1,73 +1,8 @@
-"""Training curves PNG from the TensorBoard event files of a training run.
+"""``python -m scripts.plot_training``: the command of :mod:`scripts.model.plot_training`."""
 
-    python -m scripts.plot_training runs/train/tensorboard docs/training_curves.png
-"""
-
-from __future__ import annotations
-
-import argparse
 import sys
-from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
-
-from scripts.files import InputFileError, PathLike, exits_on_input_error  # noqa: E402
-from scripts.report import save_figure  # noqa: E402
-
-PANELS = (
-    ("training loss", "iteration", ("train_loss",)),
-    ("validation depth MAE (mm)", "epoch", ("val_depth_mae_mm", "val_depth_mae_oracle_mm", "val_depth_mae_raw_mm")),
-    ("validation mask Dice", "epoch", ("val_dice_pelvis", "val_dice_femur_left", "val_dice_femur_right")),
-)
-LABELS = {"val_depth_mae_mm": "estimated centre shift", "val_depth_mae_oracle_mm": "oracle shift", "val_depth_mae_raw_mm": "no shift"}
-
-
-def read_scalars(log_dir: PathLike) -> dict[str, tuple[list[int], list[float]]]:
-    """All scalar series {tag: (steps, values)} from the event files under ``log_dir`` (later files win per step)."""
-    files = sorted(Path(log_dir).rglob("events.out.tfevents.*"))
-    if not files:
-        raise InputFileError(log_dir, "no TensorBoard event files found")
-    series: dict[str, dict[int, float]] = {}
-    for f in files:
-        acc = EventAccumulator(str(f), size_guidance={"scalars": 0})
-        acc.Reload()
-        for tag in acc.Tags()["scalars"]:
-            series.setdefault(tag, {}).update({e.step: e.value for e in acc.Scalars(tag)})
-    return {tag: (sorted(s), [s[k] for k in sorted(s)]) for tag, s in series.items()}
-
-
-def plot_training(log_dir: PathLike, output_png: PathLike) -> Path:
-    """Write a three-panel PNG (loss, depth MAE with centre/oracle/no shift, Dice per bone); returns its path."""
-    scalars = read_scalars(log_dir)
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 3.8))
-    for ax, (title, xlabel, tags) in zip(axes, PANELS):
-        for tag in tags:
-            if tag in scalars:
-                steps, values = scalars[tag]
-                ax.plot(steps, values, marker="." if len(steps) < 50 else None, label=LABELS.get(tag, tag.removeprefix("val_dice_")))
-        ax.set(title=title, xlabel=xlabel)
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, output_png, dpi=120)
-    return Path(output_png)
-
-
-@exits_on_input_error
-def main(argv: list[str] | None = None) -> int:
-    """CLI: write the training-curve PNG; returns the exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("log_dir", help="folder with TensorBoard event files (e.g. runs/train/tensorboard)")
-    parser.add_argument("output_png", help="PNG to write")
-    args = parser.parse_args(argv)
-    print(plot_training(args.log_dir, args.output_png))
-    return 0
-
+from scripts.model.plot_training import main
 
 if __name__ == "__main__":
     sys.exit(main())

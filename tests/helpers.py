@@ -19,9 +19,9 @@ from monai.bundle import run as bundle_run
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
 
-from scripts.files import write_json, write_nifti
+from scripts.io.files import write_json, write_nifti
 from scripts.geometry import Geometry, standard_ap_pose
-from scripts.networks import DualFaceDepthNet
+from scripts.model.networks import DualFaceDepthNet
 
 ROOT = Path(__file__).resolve().parent.parent
 FEATURES = [4, 4, 8, 8, 16, 4]  # a tiny DualFaceDepthNet
@@ -164,9 +164,9 @@ def write_sphere_dataset(root: Path, n_cases: int = 2, size: int = 64, seed: int
 def make_dataset(root: Path) -> Path:
     """2 phantom cases (3 mm), one pose each at 64x64 (6.25 mm pixels); datalist: case 0 training, case 1 test;
     a shape model from both cases; a tiny untrained network checkpoint. Returns the data set folder."""
-    from scripts.phantom import generate_cohort
-    from scripts.simulate import find_cases, simulate
-    from scripts.ssm import build_from_cases, save_shape_models
+    from scripts.data.phantom import generate_cohort
+    from scripts.data.simulate import find_cases, simulate
+    from scripts.reconstruction.ssm import build_from_cases, save_shape_models
 
     generate_cohort(2, root / "cohort", seed=0, spacing_mm=3.0, anatomy_name="procedural")
     geometry = Geometry.standard(image_size=[64, 64], pixel_spacing_mm=[6.25, 6.25], principal_point_px=[31.5, 31.5])

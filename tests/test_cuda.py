@@ -18,11 +18,11 @@ import pytest
 import torch
 import trimesh
 
-from scripts.checkpoints import load_network
-from scripts.networks import DualFaceDepthNet
-from scripts.phantom import generate_cohort
-from scripts.simulate import find_cases, load_config, simulate
-from scripts.training import latest_checkpoint
+from scripts.model.checkpoints import load_network
+from scripts.model.networks import DualFaceDepthNet
+from scripts.data.phantom import generate_cohort
+from scripts.data.simulate import find_cases, load_config, simulate
+from scripts.model.training import latest_checkpoint
 from tests.helpers import FEATURES, ROOT, ddp_train_command, make_dataset, run_bundle, run_evaluation, train_workflow, write_sphere_dataset
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -13,8 +13,8 @@ import trimesh
 from monai.bundle import ConfigParser
 
 from deploy.app.pipeline import load_cases, run, run_inference, write_case
-from scripts.dicom_export import read_encapsulated_stl
-from scripts.files import OUTPUT_MARKER
+from scripts.io.dicom_export import read_encapsulated_stl
+from scripts.io.files import OUTPUT_MARKER
 from scripts.geometry import Geometry
 from tests.helpers import ROOT, STD, make_dicom, ramp
 
@@ -133,7 +133,7 @@ def sphere_model_file(path, standard: Geometry) -> None:
 
 def sphere_shape_model_file(path) -> None:
     """One-mode shape model (icosphere, 35 mm mean radius; mode 0 = radius, 5 mm per SD) for every bone."""
-    from scripts.ssm import ShapeModel, save_shape_models
+    from scripts.reconstruction.ssm import ShapeModel, save_shape_models
 
     ico = trimesh.creation.icosphere(2, radius=1.0)
     unit = np.asarray(ico.vertices)

@@ -5,8 +5,8 @@ import pytest
 import torch
 import trimesh
 
-from scripts.depth_maps import bone_depth, bone_grids, candidate_blocks, cpu_threads, depth_maps
-from scripts.drr import rays_in_voxels
+from scripts.data.depth_maps import bone_depth, bone_grids, candidate_blocks, cpu_threads, depth_maps
+from scripts.data.drr import rays_in_voxels
 from scripts.geometry import Geometry, standard_ap_pose
 
 SPACING = 0.5

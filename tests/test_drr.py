@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from scripts.drr import hu_to_densities, material_volumes, render_drr
+from scripts.data.drr import hu_to_densities, material_volumes, render_drr
 from scripts.geometry import Geometry, standard_ap_pose
-from scripts.xray_physics import mass_attenuation
+from scripts.data.xray_physics import mass_attenuation
 
 R = 20.0
 

@@ -12,12 +12,12 @@ import pytest
 import torch
 import trimesh
 
-from scripts.evaluate import METRIC_KEYS, SHIFTS, VARIANTS, label_surfaces, load_sample, prior_centre_depth, true_face_mask
-from scripts.files import write_nifti
-from scripts.networks import DualFaceDepthNet
-from scripts.reconstruct import build_reconstructor
-from scripts.surface_metrics import clip_to_planes, sample_surface
-from scripts.training import load_datalist
+from scripts.reconstruction.evaluate import METRIC_KEYS, SHIFTS, VARIANTS, label_surfaces, load_sample, prior_centre_depth, true_face_mask
+from scripts.io.files import write_nifti
+from scripts.model.networks import DualFaceDepthNet
+from scripts.reconstruction.reconstruct import build_reconstructor
+from scripts.reconstruction.surface_metrics import clip_to_planes, sample_surface
+from scripts.model.training import load_datalist
 from tests.helpers import FAST_FIT, FEATURES, make_dataset, run_evaluation
 
 

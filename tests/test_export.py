@@ -16,13 +16,13 @@ import onnxruntime
 import pytest
 import torch
 
-from scripts.checkpoints import load_network
-from scripts.export_onnx import main as export_onnx_main
-from scripts.export_onnx import network_from_config
-from scripts.files import InputFileError
+from scripts.model.checkpoints import load_network
+from scripts.model.export_onnx import main as export_onnx_main
+from scripts.model.export_onnx import network_from_config
+from scripts.io.files import InputFileError
 from scripts.geometry import Geometry
-from scripts.networks import DualFaceDepthNet
-from scripts.reconstruct import build_reconstructor
+from scripts.model.networks import DualFaceDepthNet
+from scripts.reconstruction.reconstruct import build_reconstructor
 from tests.helpers import FEATURES, ROOT, bundle_env
 
 SIZE = 64

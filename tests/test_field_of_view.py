@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 
 from scripts.geometry import Geometry
-from scripts.networks import DualFaceDepthNet
-from scripts.radiograph_io import field_of_view
-from scripts.reconstruct import build_reconstructor
-from scripts.transforms import EnsureFieldOfViewd, FillOutsideFieldd, NormalizeRadiographd
+from scripts.model.networks import DualFaceDepthNet
+from scripts.io.radiograph_io import field_of_view
+from scripts.reconstruction.reconstruct import build_reconstructor
+from scripts.model.transforms import EnsureFieldOfViewd, FillOutsideFieldd, NormalizeRadiographd
 from tests.helpers import FEATURES, run_bundle
 
 GEOM = Geometry(1100.0, (6.25, 6.25), (64, 64))  # the standard 400 mm field at 64 x 64

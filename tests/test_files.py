@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from scripts.files import (
+from scripts.io.files import (
     OUTPUT_MARKER,
     InputFileError,
     atomic_dir,

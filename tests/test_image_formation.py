@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from scripts import clinical_content as content
+from scripts.data import clinical_content as content
 from scripts.geometry import Geometry
-from scripts.radiograph_io import bone_bright
-from scripts.radiograph_processing import exposure_normalise, look_up, multiscale_equalise, store_and_read
-from scripts.radiograph_style import DEFAULT_STYLE, style_radiograph
-from scripts.xray_physics import (
+from scripts.io.radiograph_io import bone_bright
+from scripts.data.radiograph_processing import exposure_normalise, look_up, multiscale_equalise, store_and_read
+from scripts.data.radiograph_style import DEFAULT_STYLE, style_radiograph
+from scripts.data.xray_physics import (
     MATERIALS,
     detector_weights,
     grid_transmission,

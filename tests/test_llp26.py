@@ -9,8 +9,8 @@ import pickle
 import numpy as np
 import pytest
 
-from scripts import llp26
-from scripts.files import InputFileError
+from scripts.data import llp26
+from scripts.io.files import InputFileError
 
 
 class _Exploit:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from scripts.losses import CASILoss, CentreDepthLoss, DualFaceDepthLoss, ScaleInvariantLoss
+from scripts.model.losses import CASILoss, CentreDepthLoss, DualFaceDepthLoss, ScaleInvariantLoss
 
 
 def t(values) -> torch.Tensor:

@@ -6,7 +6,7 @@ import torch
 import trimesh
 
 from scripts.geometry import Geometry
-from scripts.meshing import dual_face_mesh, grid_triangles, masked_points
+from scripts.reconstruction.meshing import dual_face_mesh, grid_triangles, masked_points
 
 GEOMETRY = Geometry(sid_mm=1100.0, pixel_spacing_mm=(3.125, 3.125), image_size=(96, 80))
 

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 import torch
 
-import scripts.release as release_mod
+import scripts.model.release as release_mod
 from deploy.app.pipeline import reconstruct_image_adapter, run
-from scripts.checkpoints import load_network, load_weights
-from scripts.export_onnx import main as export_onnx_main
-from scripts.files import InputFileError
-from scripts.networks import DualFaceDepthNet
-from scripts.release import SHA_KEY, release, sha256, verify_shipped
+from scripts.model.checkpoints import load_network, load_weights
+from scripts.model.export_onnx import main as export_onnx_main
+from scripts.io.files import InputFileError
+from scripts.model.networks import DualFaceDepthNet
+from scripts.model.release import SHA_KEY, release, sha256, verify_shipped
 from tests.helpers import FEATURES, ROOT, STD, make_dicom, ramp, run_bundle, write_sphere_dataset
 
 MARKER: dict[str, Path | None] = {"path": None}
@@ -121,7 +121,7 @@ def test_shipped_files_match_their_sums_and_a_changed_one_is_refused(tmp_path, m
     monkeypatch.setattr(release_mod, "METADATA", tmp_path / "metadata.json")
     with pytest.raises(InputFileError, match="model.pt: SHA-256 differs from configs/metadata.json"):
         load_network(ROOT / "models" / "model.pt", DualFaceDepthNet())
-    from scripts.ssm import load_shape_models
+    from scripts.reconstruction.ssm import load_shape_models
 
     with pytest.raises(InputFileError, match="ssm.npz: SHA-256 differs"):
         load_shape_models(ROOT / "models" / "ssm.npz")

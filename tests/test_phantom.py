@@ -10,10 +10,10 @@ import pytest
 import trimesh
 from scipy import ndimage
 
-from scripts import phantom_anatomy as anatomy
+from scripts.data import phantom_anatomy as anatomy
 from scripts.geometry import BONES, Geometry, standard_ap_pose
-from scripts.phantom import build_meshes, case_seeds, generate_case, main, sample_params, voxelize
-from scripts.volumes import BONE_LABELS
+from scripts.data.phantom import build_meshes, case_seeds, generate_case, main, sample_params, voxelize
+from scripts.data.volumes import BONE_LABELS
 
 SPACING = 3.0
 

@@ -1,4 +1,4 @@
-"""Plausibility score of a prediction (scripts.plausibility) on constructed masks and depths with known answers.
+"""Plausibility score of a prediction (scripts.reconstruction.plausibility) on constructed masks and depths with known answers.
 
 Bones are analytic spheres in the camera frame (tests.helpers.SPHERES: pelvis above and between the
 femurs, femur_left at +x = the patient's left); each test breaks one property and checks that exactly
@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import scripts.simulate as simulate
-from scripts.files import read_nifti, write_nifti
+import scripts.data.simulate as simulate
+from scripts.io.files import read_nifti, write_nifti
 from scripts.geometry import Geometry
-from scripts.phantom import generate_case, write_case
-from scripts.plausibility import largest_part, plausibility
+from scripts.data.phantom import generate_case, write_case
+from scripts.reconstruction.plausibility import largest_part, plausibility
 from tests.helpers import SPHERES, run_bundle, sphere_depths
 
 GEOM = Geometry(sid_mm=1100.0, pixel_spacing_mm=(6.25, 6.25), image_size=(64, 64))  # 400 mm field

@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from PIL import Image
 from pydicom.uid import CTImageStorage, DigitalXRayImageStorageForPresentation, SecondaryCaptureImageStorage
 
-from scripts.files import InputFileError, write_nifti
+from scripts.io.files import InputFileError, write_nifti
 from scripts.geometry import Geometry
-from scripts.radiograph_io import iter_radiographs, load_radiograph, output_name, resample_to
+from scripts.io.radiograph_io import iter_radiographs, load_radiograph, output_name, resample_to
 from tests.helpers import STD, make_dicom, ramp
 
 HYP = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -264,7 +264,7 @@ def test_iter_radiographs_and_output_names(tmp_path):
 # ---------------------------------------------------------------------- to-dicom (python -m scripts.radiograph_io to-dicom)
 def test_to_dicom_round_trip_png(tmp_path, capsys):
     """A 16-bit PNG with a given pitch and SID -> DICOM DX -> the reader: the same pixels, the same geometry from the tags."""
-    from scripts.radiograph_io import main
+    from scripts.io.radiograph_io import main
 
     img = (np.arange(96 * 80).reshape(96, 80) * 7 % 60000 + 10).astype(np.uint16)
     Image.fromarray(img).save(tmp_path / "hip.png")
@@ -293,7 +293,7 @@ def test_to_dicom_round_trip_png(tmp_path, capsys):
 def test_to_dicom_round_trip_simulator_nifti(tmp_path):
     """A float simulator image keeps its geometry.json values in the tags; the pixels come back as their range mapped
     linearly onto 0..65535 (the DX IOD stores 16-bit integers), which the network's percentile normalisation does not see."""
-    from scripts.radiograph_io import to_dicom
+    from scripts.io.radiograph_io import to_dicom
 
     g = Geometry(sid_mm=1100.0, pixel_spacing_mm=(1.5, 1.5), image_size=(70, 66))
     img = np.random.default_rng(3).random((66, 70)).astype(np.float32) * 3.0 - 1.0

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import trimesh
 
-from scripts import llp26
-from scripts import real_anatomy as ra
+from scripts.data import llp26
+from scripts.data import real_anatomy as ra
 from scripts.geometry import BONES, Geometry, standard_ap_pose
-from scripts.phantom import generate_case, main, voxelize
-from scripts.volumes import BONE_LABELS, VERTEBRAE_LABEL
+from scripts.data.phantom import generate_case, main, voxelize
+from scripts.data.volumes import BONE_LABELS, VERTEBRAE_LABEL
 
 SPACING = 4.0
 NEUTRAL = {s: {"flexion_deg": 0.0, "abduction_deg": 0.0, "internal_rotation_deg": 0.0} for s in ("femur_left", "femur_right")}
@@ -179,8 +179,8 @@ def test_case_anatomy_body_and_ap_view(synthetic):
 def test_cli_cohort_and_real_subjects_feed_simulator_and_shape_model(tmp_path):
     """The whole anatomy path on a tiny cohort: phantom CLI (training draws and real validation
     subjects) -> simulator -> shape model from the training cases."""
-    from scripts.simulate import find_cases, load_config, simulate
-    from scripts.ssm import build_from_cases, cohort_provenance
+    from scripts.data.simulate import find_cases, load_config, simulate
+    from scripts.reconstruction.ssm import build_from_cases, cohort_provenance
 
     cohort, real = tmp_path / "cohort", tmp_path / "validation"
     assert main(["--anatomy", "llp26", "--n", "2", "--out", str(cohort), "--seed", "4", "--spacing", "8"]) == 0
@@ -212,7 +212,7 @@ def test_cli_cohort_and_real_subjects_feed_simulator_and_shape_model(tmp_path):
 def test_shipped_shape_models_never_saw_a_validation_or_test_subject():
     """models/ssm.npz: its cases' LLP26 subjects (metadata) are training subjects only; once it is built
     from real anatomy, also geometrically: training subjects lie (nearly) in its span, test subjects do not."""
-    from scripts.ssm import load_shape_models
+    from scripts.reconstruction.ssm import load_shape_models
 
     models, meta = load_shape_models(Path(__file__).resolve().parent.parent / "models" / "ssm.npz")
     assert set(meta.get("llp26_subjects", [])) <= set(ra.TRAINING_SUBJECTS)

@@ -21,12 +21,12 @@ import trimesh
 import yaml
 from monai.bundle import ConfigParser
 
-from scripts.checkpoints import load_network
-from scripts.files import InputFileError
+from scripts.model.checkpoints import load_network
+from scripts.io.files import InputFileError
 from scripts.geometry import Geometry
-from scripts.networks import DualFaceDepthNet
-from scripts.reconstruct import Reconstructor, oracle_prediction, reconstruct_image
-from scripts.surface_metrics import point_to_surface, surface_metrics
+from scripts.model.networks import DualFaceDepthNet
+from scripts.reconstruction.reconstruct import Reconstructor, oracle_prediction, reconstruct_image
+from scripts.reconstruction.surface_metrics import point_to_surface, surface_metrics
 from tests.helpers import FAST_FIT, FEATURES, ROOT, bundle_env, make_dataset, run_bundle
 
 OVERRIDES = {"features": FEATURES, "image_size": 64, "device": "cpu", "ssm_fit": FAST_FIT}

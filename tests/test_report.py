@@ -6,7 +6,7 @@ import numpy as np
 import trimesh
 from PIL import Image
 
-from scripts.report import BONE_COLOURS, render_meshes, save_reconstruction_report
+from scripts.io.report import BONE_COLOURS, render_meshes, save_reconstruction_report
 
 
 def square(z: float, half: float, centre=(0.0, 0.0)) -> trimesh.Trimesh:

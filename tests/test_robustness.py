@@ -28,11 +28,11 @@ from hypothesis import strategies as st
 from PIL import Image
 from pydicom.uid import CTImageStorage, MRImageStorage
 
-import scripts.reconstruct as reconstruct
-from scripts.files import OUTPUT_MARKER, input_error_of, shared_data_dir, write_nifti
+import scripts.reconstruction.reconstruct as reconstruct
+from scripts.io.files import OUTPUT_MARKER, input_error_of, shared_data_dir, write_nifti
 from scripts.geometry import Geometry
-from scripts.networks import DualFaceDepthNet
-from scripts.radiograph_io import load_radiograph, output_name, resample_to
+from scripts.model.networks import DualFaceDepthNet
+from scripts.io.radiograph_io import load_radiograph, output_name, resample_to
 from tests.helpers import FEATURES, ROOT, bundle_env, make_dicom, run_bundle
 
 GEOM = Geometry(sid_mm=1100.0, pixel_spacing_mm=(6.25, 6.25), image_size=(64, 64))  # the standard 400 mm field at 64 px
@@ -777,7 +777,7 @@ def trimesh_radius(stl: Path) -> float:
 # ---------------------------------------------------------------------- clear errors: options, names, formats
 def _option_error(bundle: dict, tmp_path: Path, capsys, **overrides) -> str:
     """The one line a bad option gets from the in-process workflow (printed by the runner, or the error that
-    ``scripts.files.one_line_excepthook`` prints for the CLI)."""
+    ``scripts.io.files.one_line_excepthook`` prints for the CLI)."""
     d = tmp_path / "in"
     d.mkdir(exist_ok=True)
     dicom(d / "a.dcm")
@@ -908,7 +908,7 @@ def test_real_jpeg_radiographs_are_read(bundle, tmp_path):
 
 
 def test_simulate_poses_0_is_an_error(tmp_path, capsys):
-    from scripts.simulate import main as simulate_main
+    from scripts.data.simulate import main as simulate_main
 
     with pytest.raises(SystemExit) as info:
         simulate_main(["--cases", str(tmp_path / "cohort"), "--out", str(tmp_path / "sim"), "--poses", "0"])

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from monai.data import load_decathlon_datalist
 
-from scripts.files import InputFileError
+from scripts.io.files import InputFileError
 from scripts.geometry import GEOMETRY_KEYS, Geometry, apply_transform, is_rigid, standard_ap_pose
-from scripts.simulate import SPLITS, assign_splits, build_datalist, main, pose_parameters, split_counts, split_of, table_shift_mm
-from scripts.volumes import Volume
+from scripts.data.simulate import SPLITS, assign_splits, build_datalist, main, pose_parameters, split_counts, split_of, table_shift_mm
+from scripts.data.volumes import Volume
 
 AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 import trimesh
 
-from scripts import ssm
-from scripts.files import InputFileError
+from scripts.reconstruction import ssm
+from scripts.io.files import InputFileError
 from scripts.geometry import STANDARD_AP_ROTATION, Geometry, rotation_matrix
-from scripts.meshing import masked_points
-from scripts.surface_metrics import surface_metrics
+from scripts.reconstruction.meshing import masked_points
+from scripts.reconstruction.surface_metrics import surface_metrics
 
 SPHERE = trimesh.creation.icosphere(3)
 

@@ -6,8 +6,8 @@ import pytest
 import trimesh
 
 from scripts.geometry import Geometry
-from scripts.report import error_colours
-from scripts.surface_metrics import clip_to_field_of_view, inside_planes, point_to_surface, surface_metrics, vertex_errors, volume_extent_planes
+from scripts.io.report import error_colours
+from scripts.reconstruction.surface_metrics import clip_to_field_of_view, inside_planes, point_to_surface, surface_metrics, vertex_errors, volume_extent_planes
 
 GEOMETRY = Geometry(sid_mm=1100.0, pixel_spacing_mm=(3.125, 3.125), image_size=(64, 48))
 
@@ -116,9 +116,9 @@ def test_ct_extent_clipping_judges_a_cut_bone_on_what_the_ct_holds(tmp_path):
     """A ball of radius 15 mm whose CT ends at its equator: the labels' surface is a capped hemisphere.
     Against the whole (completed) ball it scores millimetres; clipped to the CT's box both are the same
     hemisphere, within the voxelisation error."""
-    from scripts.evaluate import label_surfaces
+    from scripts.reconstruction.evaluate import label_surfaces
     from scripts.geometry import apply_transform, standard_ap_pose
-    from scripts.files import write_nifti
+    from scripts.io.files import write_nifti
 
     n, r = 48, 15.0
     affine = np.diag([1.0, 1.0, 1.0, 1.0])

@@ -17,11 +17,11 @@ from ignite.engine import Engine, Events
 from monai.bundle import ConfigWorkflow
 
 from scripts.config_flags import as_flag
-from scripts.files import InputFileError
-from scripts.metrics import DepthMAE, MaskDice
-from scripts.networks import DualFaceDepthNet, absolute_depth, split_output
-from scripts.plot_training import plot_training
-from scripts.training import latest_checkpoint, load_datalist
+from scripts.io.files import InputFileError
+from scripts.model.metrics import DepthMAE, MaskDice
+from scripts.model.networks import DualFaceDepthNet, absolute_depth, split_output
+from scripts.model.plot_training import plot_training
+from scripts.model.training import latest_checkpoint, load_datalist
 from tests.helpers import META, ROOT, TINY, TRAIN, bundle_env, ddp_train_command, train_workflow, write_sphere_dataset
 
 EXIT_ABORT = "terminate called without an active exception"

@@ -10,9 +10,9 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from scripts.files import InputFileError
+from scripts.io.files import InputFileError
 from scripts.geometry import Geometry
-from scripts.transforms import LoadGeometryd, NormalizeRadiographd, RandFlipLRd, lr_swap_permutation
+from scripts.model.transforms import LoadGeometryd, NormalizeRadiographd, RandFlipLRd, lr_swap_permutation
 from tests.helpers import ROOT, write_sphere_dataset
 
 TRAIN_CONFIG = ROOT / "configs" / "train.yaml"
@@ -119,8 +119,8 @@ def test_load_geometry_matches_bones_by_name(sphere_dataset, tmp_path):
     """A sample whose geometry.json lists its bones in another order (its files' channels in that order) loads
     exactly like the standard sample: the training transforms reorder the channels by name; a sample lacking
     one of the network's bones is refused naming its geometry file. Evaluation's load_sample does the same."""
-    from scripts.evaluate import load_sample
-    from scripts.files import read_depth_and_mask, write_depth_and_mask
+    from scripts.reconstruction.evaluate import load_sample
+    from scripts.io.files import read_depth_and_mask, write_depth_and_mask
 
     import shutil
 

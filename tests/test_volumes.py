@@ -9,10 +9,10 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from scripts.files import InputFileError, shared_data_dir
+from scripts.io.files import InputFileError, shared_data_dir
 from scripts.geometry import standard_ap_pose
-from scripts.simulate import table_shift_mm
-from scripts.volumes import TOTALSEGMENTATOR_IDS, Volume, bones_center, load_label_map, read_ct, read_labels, read_volume, remove_couch, totalsegmentator_version
+from scripts.data.simulate import table_shift_mm
+from scripts.data.volumes import TOTALSEGMENTATOR_IDS, Volume, bones_center, load_label_map, read_ct, read_labels, read_volume, remove_couch, totalsegmentator_version
 
 REAL_CT_DIR = (shared_data_dir() or Path("/nonexistent")) / "real_ct"
 REAL_CT = REAL_CT_DIR / "example_ct.nii.gz"

@@ -17,7 +17,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from deploy.app.pipeline import reconstruct_image_adapter, run  # noqa: E402
-from scripts.files import exits_on_input_error  # noqa: E402
+from scripts.io.files import exits_on_input_error  # noqa: E402
 from scripts.geometry import Geometry, GeometryError  # noqa: E402
 
 

@@ -17,12 +17,12 @@ import trimesh
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from scripts.dicom_export import write_encapsulated_stl, write_stl
-from scripts.files import OUTPUT_MARKER, InputFileError, PathLike, atomic_dir, write_json
+from scripts.io.dicom_export import write_encapsulated_stl, write_stl
+from scripts.io.files import OUTPUT_MARKER, InputFileError, PathLike, atomic_dir, write_json
 from scripts.geometry import Geometry
-from scripts.radiograph_io import input_key, iter_radiographs, load_radiograph, output_name, read_dicom
+from scripts.io.radiograph_io import input_key, iter_radiographs, load_radiograph, output_name, read_dicom
 
-RESULT_KIND = "deploy result"  # the scripts.files marker of case folders
+RESULT_KIND = "deploy result"  # the scripts.io.files marker of case folders
 MeshFn = Callable[[np.ndarray, Geometry], "dict[str, trimesh.Trimesh]"]
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class RadiographCase:
     """One input radiograph in the standard geometry; ``source`` is the DICOM header (no pixels) or None; ``key``
-    identifies the input in its output folder's marker (:func:`scripts.radiograph_io.input_key`)."""
+    identifies the input in its output folder's marker (:func:`scripts.io.radiograph_io.input_key`)."""
 
     path: Path
     name: str
@@ -51,7 +51,7 @@ def load_cases(
     """Load every radiograph under ``input_path`` (never ``output_dir`` or earlier results inside it).
 
     Refused files become one-line messages (second return) and the others still load; output names are
-    unique per input (:func:`scripts.radiograph_io.output_name`) and a second input with the same name
+    unique per input (:func:`scripts.io.radiograph_io.output_name`) and a second input with the same name
     is refused, never written over the first.
     """
     cases, errors, claimed = [], [], {}
@@ -82,7 +82,7 @@ def run_inference(case: RadiographCase, infer: MeshFn) -> dict[str, trimesh.Trim
     """Call ``infer(image, geometry)`` and check it returned non-empty meshes of known bones.
 
     Warnings the inference attaches to its result (``.warnings``, e.g. an implausible prediction:
-    ``scripts.reconstruct.BoneMeshes``) are added to ``case.info["warnings"]`` (result.json, stderr).
+    ``scripts.reconstruction.reconstruct.BoneMeshes``) are added to ``case.info["warnings"]`` (result.json, stderr).
     """
     meshes = infer(case.image, case.geometry)
     if not isinstance(meshes, dict):
@@ -124,7 +124,7 @@ def write_case(case: RadiographCase, meshes: dict[str, trimesh.Trimesh], output_
 
 
 def reconstruct_image_adapter(model_path: PathLike, device: str | None = None, ssm_path: PathLike | None = None) -> MeshFn:
-    """Inference callable backed by ``scripts.reconstruct.reconstruct_image`` (imported on first use).
+    """Inference callable backed by ``scripts.reconstruction.reconstruct.reconstruct_image`` (imported on first use).
 
     Expected contract: ``reconstruct_image(image, geometry, model_path=..., ssm_path=..., device=...)``
     returns ``{bone: trimesh.Trimesh}`` in the camera frame (mm): the shape-model completion where a fit
@@ -136,7 +136,7 @@ def reconstruct_image_adapter(model_path: PathLike, device: str | None = None, s
     torchscript = Path(model_path).suffix.lower() == ".ts"  # the explicit request for TorchScript (code: trusted sources only)
 
     def infer(image: np.ndarray, geometry: Geometry) -> dict[str, trimesh.Trimesh]:
-        from scripts.reconstruct import reconstruct_image
+        from scripts.reconstruction.reconstruct import reconstruct_image
 
         return reconstruct_image(image, geometry, model_path=str(model_path), ssm_path=None if ssm_path is None else str(ssm_path), device=device, torchscript=torchscript)
 

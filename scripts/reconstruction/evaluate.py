@@ -10,7 +10,7 @@ and to the box of the CT the sample was simulated from (``ct_extent`` of its sam
 - shifts (absolute depth of the relative maps): ``centre`` (the network's centre-depth head),
   ``prior`` (fixed-geometry prior: mean centre depth of the training split), ``oracle`` (the true
   mean masked depth);
-- metrics: ASSD, HD95, HD, Chamfer (mm, :mod:`scripts.surface_metrics`), depth MAE (mm, over true
+- metrics: ASSD, HD95, HD, Chamfer (mm, :mod:`scripts.reconstruction.surface_metrics`), depth MAE (mm, over true
   masked pixels of the network's shifted maps; network variants only) and mask Dice.
 
 Outputs in ``output_dir``: metrics.json, metrics.csv, summary.md, assd_by_variant.png and
@@ -38,15 +38,15 @@ import trimesh
 from skimage.measure import marching_cubes
 from tqdm import tqdm
 
-from scripts.files import InputFileError, PathLike, atomic_path, read_depth_and_mask, read_json, read_nifti, write_json
+from scripts.io.files import InputFileError, PathLike, atomic_path, read_depth_and_mask, read_json, read_nifti, write_json
 from scripts.geometry import Geometry, GeometryError, apply_transform, channel_order, read_geometry
-from scripts.reconstruct import DepthPrediction, Reconstructor, oracle_prediction
-from scripts.report import save_error_map, save_metric_bars
-from scripts.ssm import read_mesh
-from scripts.surface_metrics import ReferenceSurface, vertex_errors, volume_extent_planes
-from scripts.training import load_datalist
-from scripts.transforms import ResizeDepthd
-from scripts.volumes import BONE_LABELS, read_labels
+from scripts.reconstruction.reconstruct import DepthPrediction, Reconstructor, oracle_prediction
+from scripts.io.report import save_error_map, save_metric_bars
+from scripts.reconstruction.ssm import read_mesh
+from scripts.reconstruction.surface_metrics import ReferenceSurface, vertex_errors, volume_extent_planes
+from scripts.model.training import load_datalist
+from scripts.model.transforms import ResizeDepthd
+from scripts.data.volumes import BONE_LABELS, read_labels
 
 VARIANTS = ("single_face", "single_face_ssm", "dual_face", "dual_face_ssm")
 SHIFTS = ("centre", "prior", "oracle")
@@ -74,7 +74,7 @@ class Sample:
 # ---------------------------------------------------------------------- ground truth
 def label_surfaces(labels_path: PathLike, bones: Sequence[str], label_map: Mapping | None = None) -> dict[str, trimesh.Trimesh]:
     """World-RAS (mm) marching-cubes surfaces of bone labels read as the simulator read them
-    (:func:`scripts.volumes.read_labels`: a label volume with ``label_map``, or a TotalSegmentator folder)."""
+    (:func:`scripts.data.volumes.read_labels`: a label volume with ``label_map``, or a TotalSegmentator folder)."""
     volume = read_labels(labels_path, None, label_map)
     labels, affine = volume.array, volume.affine
     out = {}
@@ -307,7 +307,7 @@ class EvaluationRunner:
             (:func:`prior_centre_depth`, front faces only for the single-face network).
         oracle_inputs: use the true maps instead of the networks.
         error_map_max_mm: colour scale of the error map.
-        surface_spacing_mm, max_samples: surface sampling of :func:`scripts.surface_metrics.surface_metrics`.
+        surface_spacing_mm, max_samples: surface sampling of :func:`scripts.reconstruction.surface_metrics.surface_metrics`.
         poses_per_case: evaluate only poses ``0 .. poses_per_case - 1`` of each case (``None``: all).
         workers: processes evaluating subjects (all poses of one subject in one process) and reading the
             training split for the prior in parallel; the numbers do not depend on it.

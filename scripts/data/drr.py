@@ -1,7 +1,7 @@
 """Digitally reconstructed radiographs: HU -> material densities, and line integrals by ray marching.
 
 Material decomposition (two materials, water and cortical bone, NIST tables in
-:mod:`scripts.xray_physics`): HU are attenuation relative to water at the CT's effective energy
+:mod:`scripts.data.xray_physics`): HU are attenuation relative to water at the CT's effective energy
 ``ct_kev`` (about 70 keV). A voxel at or below 0 HU is water-like tissue of density
 ``1 + max(HU, -1000) / 1000`` g/cm^3 (air 0, fat a little less than water). A voxel above 0 HU is a
 mixture of water and cortical bone (1.92 g/cm^3) with bone volume fraction
@@ -12,7 +12,7 @@ attenuation grows toward the low energies of a radiograph as it should (beam har
 contrast that changes with kVp). Both densities are piecewise linear in HU, so
 :func:`material_volumes` average-pools them per window, slab by slab, without a full-resolution
 float copy. The DRR of a pixel is the line integral of each density along its ray (g/cm^3 mm;
-``* 0.1`` gives the areal density in g/cm^2 that :func:`scripts.xray_physics.polychromatic_transmission` takes).
+``* 0.1`` gives the areal density in g/cm^2 that :func:`scripts.data.xray_physics.polychromatic_transmission` takes).
 
 Line integrals use Joseph's method: each ray is sampled where it crosses the voxel planes of its
 dominant axis (the index axis it advances fastest along), with bilinear interpolation inside each
@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from scripts.geometry import Geometry
-from scripts.xray_physics import DENSITY_G_CM3, mass_attenuation
+from scripts.data.xray_physics import DENSITY_G_CM3, mass_attenuation
 
 MM_TO_CM = 0.1
 

@@ -2,7 +2,7 @@
 
 All depth tensors are (N, C, H, W) distances from the X-ray source in mm (camera frame, DESIGN.md);
 masks are {0, 1} (or soft weights) of the same shape. The network output and label layouts are
-those of :mod:`scripts.networks` (``split_output``) and :mod:`scripts.transforms` (label = depth
+those of :mod:`scripts.model.networks` (``split_output``) and :mod:`scripts.model.transforms` (label = depth
 channels followed by mask channels).
 """
 
@@ -12,7 +12,7 @@ import torch
 from monai.losses import DiceLoss
 from torch import nn
 
-from scripts.networks import front_face_channels, masked_mean_depth, split_output
+from scripts.model.networks import front_face_channels, masked_mean_depth, split_output
 
 
 class CASILoss(nn.Module):

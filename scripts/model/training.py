@@ -16,7 +16,7 @@ from monai.engines import Workflow
 from monai.handlers import CheckpointSaver, from_engine
 
 from scripts.config_flags import as_flag
-from scripts.files import InputFileError, PathLike, first_line, read_json
+from scripts.io.files import InputFileError, PathLike, first_line, read_json
 
 SAMPLE_FILE_KEYS = ("image", "depth", "mask", "geometry")
 OPTIONAL_SAMPLE_FILE_KEYS = ("fov",)  # the radiograph's own area; data sets simulated before it have none

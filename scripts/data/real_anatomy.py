@@ -1,7 +1,7 @@
 """Real-anatomy subjects from LLP26: the subject split, a training-only PCA, and assembled, articulated hips.
 
 A subject is a pelvis (both hemipelves and the sacrum) and a LEFT femur from LLP26
-(:mod:`scripts.llp26`). It becomes a phantom subject in RAS+ world mm (+x patient right, +y anterior,
+(:mod:`scripts.data.llp26`). It becomes a phantom subject in RAS+ world mm (+x patient right, +y anterior,
 +z superior; origin midway between the two acetabulum centres), as the procedural phantom:
 
 1. surfaces from the element nodes (fixed linear map), LLP26 frame turned into RAS;
@@ -35,8 +35,8 @@ import numpy as np
 import trimesh
 from scipy.spatial import cKDTree
 
-from . import llp26
-from .geometry import apply_transform
+from scripts.data import llp26
+from scripts.geometry import apply_transform
 
 TRAINING_SUBJECTS = tuple(range(0, 17))
 VALIDATION_SUBJECTS = (17, 18, 19)
@@ -431,7 +431,7 @@ POSE_ATTEMPTS = 5
 
 
 def generate_llp26_case(seed: int, spacing_mm: float = 1.0, subject: int | None = None):
-    """A real-anatomy phantom case (:class:`scripts.phantom.PhantomCase`) from ``seed``.
+    """A real-anatomy phantom case (:class:`scripts.data.phantom.PhantomCase`) from ``seed``.
 
     ``subject`` None: a subject drawn from the training PCA; otherwise LLP26 subject ``subject``
     itself (validation or test). The seed also draws the hip pose, pelvic tilt, body habitus and
@@ -439,8 +439,8 @@ def generate_llp26_case(seed: int, spacing_mm: float = 1.0, subject: int | None 
     (same shape: the meshes depend on the spacing only through such a redraw), and so is one whose
     femurs would cross the midline.
     """
-    from .phantom import BoneOverlapError, PhantomCase, sample_tissue, synthesize_ct
-    from .phantom_anatomy import lumbar_spine
+    from scripts.data.phantom import BoneOverlapError, PhantomCase, sample_tissue, synthesize_ct
+    from scripts.data.phantom_anatomy import lumbar_spine
 
     if subject is not None and subject not in VALIDATION_SUBJECTS + TEST_SUBJECTS + TRAINING_SUBJECTS:
         raise ValueError(f"LLP26 subject {subject} out of range 0..{llp26.N_SUBJECTS - 1}")

@@ -38,7 +38,7 @@ import numpy as np
 import scipy.sparse as sp
 import trimesh
 
-from .files import InputFileError, PathLike
+from scripts.io.files import InputFileError, PathLike
 
 PACKAGE = "musculoskeletal.models"
 MODEL_FILE = "shape_models/LLP26_rigid.pc"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import trimesh
 
-from .geometry import Geometry
+from scripts.geometry import Geometry
 
 # Triangles of one 2x2 pixel quad (corners a=(v,u), b=(v,u+1), c=(v+1,u), d=(v+1,u+1)), ordered
 # counter-clockwise in the image so that their normal points along +z (away from the source).

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import trimesh  # noqa: E402
 
-from .files import atomic_path  # noqa: E402
+from scripts.io.files import atomic_path  # noqa: E402
 
 BONE_COLOURS = {"pelvis": "#e6a141", "femur_left": "#4aa3df", "femur_right": "#6cc16c"}
 # (name, camera axes shown as (horizontal, vertical), axis looked along) for the three orthogonal views

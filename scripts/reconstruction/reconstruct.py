@@ -2,7 +2,7 @@
 
 Pipeline pieces (each usable alone):
 
-1. :func:`scripts.checkpoints.load_network` - checkpoint (state dict, ``torch.load(weights_only=True)``; TorchScript only when asked);
+1. :func:`scripts.model.checkpoints.load_network` - checkpoint (state dict, ``torch.load(weights_only=True)``; TorchScript only when asked);
 2. :meth:`Reconstructor.predict` - the network at its trained size (image area-resized, geometry
    :meth:`Geometry.resized`, same preprocessing as training) -> :class:`DepthPrediction` with
    relative (shift-free) depths, mask probabilities and the centre-depth estimate;
@@ -33,22 +33,22 @@ import trimesh
 from monai.bundle import ConfigParser
 from tqdm import tqdm
 
-from scripts.checkpoints import load_network
+from scripts import BUNDLE_ROOT
+from scripts.model.checkpoints import load_network
 from scripts.config_flags import as_device, as_shard
-from scripts.files import InputFileError, PathLike, atomic_dir, check_replaceable, find_partials, remove_partials, write_depth_and_mask, write_json, write_ply
+from scripts.io.files import InputFileError, PathLike, atomic_dir, check_replaceable, find_partials, remove_partials, write_depth_and_mask, write_json, write_ply
 from scripts.geometry import BONES, Geometry, GeometryError
-from scripts.meshing import dual_face_mesh, grid_triangles, masked_points
-from scripts.networks import absolute_depth, split_output
-from scripts.plausibility import plausibility
-from scripts.radiograph_io import NIFTI_SUFFIXES, RASTER_SUFFIXES, input_key, iter_radiographs, load_radiograph, output_name, radiograph_field, read_dicom
-from scripts.report import save_reconstruction_report
-from scripts.ssm import ShapeFit, ShapeModel, fit_shape_model, load_shape_models
-from scripts.transforms import flip_bone_maps_lr
+from scripts.reconstruction.meshing import dual_face_mesh, grid_triangles, masked_points
+from scripts.model.networks import absolute_depth, split_output
+from scripts.reconstruction.plausibility import plausibility
+from scripts.io.radiograph_io import NIFTI_SUFFIXES, RASTER_SUFFIXES, input_key, iter_radiographs, load_radiograph, output_name, radiograph_field, read_dicom
+from scripts.io.report import save_reconstruction_report
+from scripts.reconstruction.ssm import ShapeFit, ShapeModel, fit_shape_model, load_shape_models
+from scripts.model.transforms import flip_bone_maps_lr
 
-BUNDLE_ROOT = Path(__file__).resolve().parent.parent
 INFERENCE_CONFIG = BUNDLE_ROOT / "configs" / "inference.yaml"
 OUTPUT_FILES = ("depth.nii.gz", "mask.nii.gz", "result.json", "report.png")
-RESULT_KIND = "reconstruction"  # the scripts.files marker of output folders
+RESULT_KIND = "reconstruction"  # the scripts.io.files marker of output folders
 FRAME = "camera (mm): origin at the X-ray focal spot, +x image columns, +y image rows, +z toward the detector"
 
 
@@ -84,7 +84,7 @@ class DepthPrediction:
         """Depths (faces*B, H, W) mm shifted so that their ``weights``-mean equals ``centre_mm``.
 
         Defaults: the network's own centre estimate and the mask probabilities (per face) as weights,
-        as in training validation (:class:`scripts.metrics.DepthMAE`). ``masked``: 0 outside the mask.
+        as in training validation (:class:`scripts.model.metrics.DepthMAE`). ``masked``: 0 outside the mask.
         """
         centre = self.centre_mm if centre_mm is None else float(centre_mm)
         w = np.repeat(self.mask_prob, self.faces, axis=0) if weights is None else np.asarray(weights)
@@ -169,7 +169,7 @@ class Reconstruction:
     surfaces: dict[str, trimesh.Trimesh]
     fits: dict[str, ShapeFit]
     timings_s: dict[str, float] = field(default_factory=dict)
-    plausibility: dict = field(default_factory=dict)  # scripts.plausibility.plausibility of the masks and fits
+    plausibility: dict = field(default_factory=dict)  # scripts.reconstruction.plausibility.plausibility of the masks and fits
 
     @property
     def warnings(self) -> list[str]:
@@ -209,7 +209,7 @@ def _average_with_mirror(parts: Mapping[str, torch.Tensor], mirrored: Mapping[st
     """Mean of the network's maps of an image and (mirrored back) of its left-right mirror image.
 
     The mirror image shows the mirror patient, so its maps are flipped back and its left/right bone
-    channels swapped (:func:`scripts.transforms.flip_bone_maps_lr`). The relative (CASI) depths'
+    channels swapped (:func:`scripts.model.transforms.flip_bone_maps_lr`). The relative (CASI) depths'
     free offsets need no matching: :meth:`DepthPrediction.absolute` re-centres the mean anyway.
     """
     return {
@@ -244,21 +244,21 @@ class Reconstructor:
     """Network + preprocessing + shape models: ``reconstructor(image, geometry) -> Reconstruction``.
 
     Args:
-        network: the network definition (e.g. :class:`scripts.networks.DualFaceDepthNet`); weights from ``ckpt_path``.
+        network: the network definition (e.g. :class:`scripts.model.networks.DualFaceDepthNet`); weights from ``ckpt_path``.
         ckpt_path: state-dict checkpoint (TorchScript only with ``torchscript``); ``None`` only when predictions are always given.
         preprocessing: dictionary transform on ``{"image": (1, H, W)}`` at the network size (normalisation as in training).
         image_size: (W, H) the network was trained at; inputs are area-resized to it, the geometry with them.
         ssm_path: per-bone shape models (``scripts.ssm``); ``None`` disables completion.
         device: torch device (default CUDA when available); an unavailable one raises InputFileError naming ``--device``.
         min_pixels: a bone with fewer mask pixels counts as not found.
-        max_depth_jump_mm: meshing depth-jump threshold (:func:`scripts.meshing.dual_face_mesh`).
-        fit_kwargs: extra arguments of :func:`scripts.ssm.fit_shape_model`.
+        max_depth_jump_mm: meshing depth-jump threshold (:func:`scripts.reconstruction.meshing.dual_face_mesh`).
+        fit_kwargs: extra arguments of :func:`scripts.reconstruction.ssm.fit_shape_model`.
         flip_tta: also run the network on the left-right mirror image and average (test-time
             augmentation; twice the network time). Exact for a centred principal point.
         bones: names of the network's bone channels, in order (configs: ``bones``). The maps are
             labelled with these, whatever order an input's geometry.json lists (that order only
             describes the input's own truth files).
-        plausibility: thresholds of :func:`scripts.plausibility.plausibility` (configs: ``plausibility``).
+        plausibility: thresholds of :func:`scripts.reconstruction.plausibility.plausibility` (configs: ``plausibility``).
         torchscript: accept a TorchScript ``ckpt_path`` (its code runs: trusted sources only).
 
     Weights and models load on first use (:meth:`load`), so a bad file surfaces as one
@@ -373,8 +373,8 @@ def write_reconstruction(
     """Write ``out_dir`` atomically: depth/mask NIfTI (simulator layout), ``<bone>.ply``, ``<bone>_completed.ply``,
     result.json and (``report``) report.png. Safe to run in a background thread (no plotting library).
 
-    ``source``: identifier of the input (:func:`scripts.radiograph_io.input_key`); an existing ``out_dir``
-    is replaced only when it is this bundle's reconstruction of the same input (:func:`scripts.files.atomic_dir`).
+    ``source``: identifier of the input (:func:`scripts.io.radiograph_io.input_key`); an existing ``out_dir``
+    is replaced only when it is this bundle's reconstruction of the same input (:func:`scripts.io.files.atomic_dir`).
     """
     geom = rec.geometry
     out_dir = Path(out_dir)
@@ -438,8 +438,8 @@ class RadiographInput:
 
     ``status``: "ready" (image, geometry, info and the prepared network input set), "skipped" (this input's
     finished output exists) or "failed" (``error``: the one line to report). ``name``: the output folder's
-    name (:func:`scripts.radiograph_io.output_name`, "" when even that failed); ``source``: the input's
-    identifier in the output marker (:func:`scripts.radiograph_io.input_key`).
+    name (:func:`scripts.io.radiograph_io.output_name`, "" when even that failed); ``source``: the input's
+    identifier in the output marker (:func:`scripts.io.radiograph_io.input_key`).
     """
 
     path: Path
@@ -458,8 +458,8 @@ class RadiographInput:
 
 class RadiographReader(torch.utils.data.Dataset):
     """Dataset of input files -> :class:`RadiographInput`: output name, skip check (an existing folder that is not
-    this input's reconstruction fails the input, :func:`scripts.files.check_replaceable`), reading and
-    resampling into the standard geometry (:func:`scripts.radiograph_io.load_radiograph`), the radiograph's
+    this input's reconstruction fails the input, :func:`scripts.io.files.check_replaceable`), reading and
+    resampling into the standard geometry (:func:`scripts.io.radiograph_io.load_radiograph`), the radiograph's
     own area and the network's preprocessing (:func:`network_input`). Bad input becomes a "failed" item, so
     DataLoader workers never raise. ``input_root``: the input folder output names are relative to (None: a file)."""
 
@@ -511,16 +511,16 @@ class ReconstructionRunner:
     skipped on a rerun unless ``overwrite``. After all inputs, exits with status 1
     (``SystemExit``) if any failed or a checkpoint/shape model is unusable. A killed run leaves at most
     ``.<name>.*.partial`` folders, which the next run (of the same shard) removes before redoing them.
-    The output folder of an input is ``output_dir/<name>`` (:func:`scripts.radiograph_io.output_name`, unique
+    The output folder of an input is ``output_dir/<name>`` (:func:`scripts.io.radiograph_io.output_name`, unique
     per input); a name already used by another input of this run, or a folder that is not this input's
     reconstruction, is an error for that input and is left untouched.
 
     Args:
         reconstructor: a :class:`Reconstructor`.
-        input_dir: a radiograph file or a folder (searched recursively, :func:`scripts.radiograph_io.iter_radiographs`).
+        input_dir: a radiograph file or a folder (searched recursively, :func:`scripts.io.radiograph_io.iter_radiographs`).
         output_dir: output root.
         standard_geometry: geometry JSON for inputs without their own (PNG/TIFF/DICOM); default configs/geometry.json.
-        sid_mm, pixel_spacing_mm: fill-ins for inputs lacking them (:func:`scripts.radiograph_io.load_radiograph`).
+        sid_mm, pixel_spacing_mm: fill-ins for inputs lacking them (:func:`scripts.io.radiograph_io.load_radiograph`).
         overwrite: redo finished outputs.
         report: also write report.png.
         batch_size: images per network call.

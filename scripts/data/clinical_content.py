@@ -5,7 +5,7 @@ Positions are in the standard detector frame (mm at the standard SID, from the p
 +x along columns, +y along rows: :func:`detector_mm`). Objects in or on the patient (implants,
 shields, straps) are sized in mm at the object plane and drawn at ``magnification`` = SID /
 source-to-object distance; markers lie on the detector cover (magnification 1). Physical objects
-return areal densities (g/cm^2) of a material of :data:`scripts.xray_physics.MATERIALS`, to be
+return areal densities (g/cm^2) of a material of :data:`scripts.data.xray_physics.MATERIALS`, to be
 attenuated with the patient; burned-in text is a display overlay. Shapes are analytic: a rod of
 radius r at lateral distance d is ``2 sqrt(r^2 - d^2)`` thick, a ball likewise. Placement uses the
 simulated bone masks (the bone labels are never changed). Random draws use the caller's
@@ -22,7 +22,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from scripts.geometry import Geometry
-from scripts.xray_physics import DENSITY_G_CM3
+from scripts.data.xray_physics import DENSITY_G_CM3
 
 
 def uniform(generator: torch.Generator | None, low: float, high: float) -> float:

@@ -27,7 +27,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from scripts.files import PathLike, atomic_path
+from scripts.io.files import PathLike, atomic_path
 
 MANUFACTURER = "MONAI 3DDX bundle"
 MODEL_NAME = "hip_radiograph_3d_bone_reconstruction"

@@ -19,13 +19,15 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Union
 import nibabel as nib
 import numpy as np
 
+from scripts import BUNDLE_ROOT
+
 PathLike = Union[str, Path]
 
 
 def shared_data_dir() -> Path | None:
     """The project's shared data folder ``shared/data`` beside the bundle's root folder or beside one of
     its ancestors (a git worktree nested deeper); None when there is none (tests then skip)."""
-    for parent in Path(__file__).resolve().parents[1].parents:
+    for parent in BUNDLE_ROOT.parents:
         if (parent / "shared" / "data").is_dir():
             return parent / "shared" / "data"
     return None

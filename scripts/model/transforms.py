@@ -18,7 +18,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import GaussianSmooth, MapTransform, RandomizableTransform
 
-from scripts.files import InputFileError
+from scripts.io.files import InputFileError
 from scripts.geometry import Geometry, GeometryError, channel_order, read_geometry
 
 

@@ -20,7 +20,7 @@ deliver every radiograph (``scripts.radiograph_io``).
 4. look-up curve: a sigmoid of ``lut_contrast`` (0: linear) through (0, 0) and (1, 1), then
    ``gamma``, clipped to [0, 1];
 5. storage: quantised to ``bits_stored`` and written as MONOCHROME2 or MONOCHROME1 (inverted), then
-   read back with the same function the DICOM reader uses (:func:`scripts.radiograph_io.bone_bright`).
+   read back with the same function the DICOM reader uses (:func:`scripts.io.radiograph_io.bone_bright`).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from scripts.radiograph_io import bone_bright
-from scripts.xray_physics import gaussian_blur
+from scripts.io.radiograph_io import bone_bright
+from scripts.data.xray_physics import gaussian_blur
 
 BAND_SIGMAS_PX = (1.0, 2.0, 4.0, 8.0, 16.0)
 BAND_AMPLITUDE = 0.1

@@ -1,24 +1,24 @@
 """Clinical image formation of a simulated AP pelvis radiograph, every part a per-sample option.
 
 :func:`style_radiograph` turns the patient's water and bone areal densities along the pixel rays
-(:func:`scripts.drr.line_integrals`) into what a user's reader delivers from a clinical radiograph
+(:func:`scripts.data.drr.line_integrals`) into what a user's reader delivers from a clinical radiograph
 (bone bright, [0, 1]), in this order:
 
 1. **field**: a 35 x 43 cm detector in portrait or landscape at SID ``sid_mm`` covers part of the
    standard field (the rest is padding: ``fov`` 0); collimator blades narrow it by
    ``collimation_inset_mm`` per side, rotated by ``collimation_rotation_deg``, with a penumbra
    (``exposed``);
-2. **objects** (``scripts.clinical_content``, each with its ``*_prob``): hip or spine implant,
+2. **objects** (``scripts.data.clinical_content``, each with its ``*_prob``): hip or spine implant,
    gonad shield, positioning aids, lead side marker, as areal densities of titanium, CoCr, lead,
    water;
-3. **physics** (``scripts.xray_physics``): filtered Kramers spectrum (``kvp``,
+3. **physics** (``scripts.data.xray_physics``): filtered Kramers spectrum (``kvp``,
    ``filtration_al_mm``, ``filtration_cu_mm``) through all materials, heel effect along the
    anode-cathode axis (image rows, anode up or down), inverse square and obliquity (cos^3),
    collimator leakage, scatter (``scatter_per_attenuation``, ``scatter_sigma_mm``) with or
    without an anti-scatter grid, detector MTF and resampling blur, quantum and electronic noise
    (``quanta_per_mm2`` behind the patient, as the automatic exposure control sets it,
    ``electronic_noise``, native ``pitch_mm``), gain (flat-field) correction;
-4. **processing** (``scripts.radiograph_processing``): log, exposure recognition, multi-scale
+4. **processing** (``scripts.data.radiograph_processing``): log, exposure recognition, multi-scale
    contrast equalisation, look-up curve, gamma;
 5. **display content**: burned-in text, electronic shutter (constant outside the collimation);
 6. **storage**: ``bits_stored``, MONOCHROME1 or 2, read back as the DICOM reader does; padding 0.
@@ -35,10 +35,10 @@ from typing import Mapping, Sequence, Union
 
 import torch
 
-from scripts import clinical_content as content
+from scripts.data import clinical_content as content
 from scripts.geometry import Geometry
-from scripts.radiograph_processing import masked_quantile, process, store_and_read
-from scripts.xray_physics import MATERIALS, detector_signal, detector_weights, grid_transmission, heel_factor, polychromatic_transmission, scatter, spectrum
+from scripts.data.radiograph_processing import masked_quantile, process, store_and_read
+from scripts.data.xray_physics import MATERIALS, detector_signal, detector_weights, grid_transmission, heel_factor, polychromatic_transmission, scatter, spectrum
 
 Option = Union[float, Sequence[float]]
 

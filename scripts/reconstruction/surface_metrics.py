@@ -25,7 +25,7 @@ import igl
 import numpy as np
 import trimesh
 
-from .geometry import Geometry, apply_transform
+from scripts.geometry import Geometry, apply_transform
 
 Planes = Sequence[tuple[np.ndarray, np.ndarray]]  # (origin, inward unit normal), camera frame mm
 

@@ -17,8 +17,8 @@ from typing import Mapping
 
 import torch
 
-from scripts.files import InputFileError, PathLike, first_line
-from scripts.release import verify_shipped
+from scripts.io.files import InputFileError, PathLike, first_line
+from scripts.model.release import verify_shipped
 
 
 def is_torchscript(path: PathLike) -> bool:

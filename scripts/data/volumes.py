@@ -20,7 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from scripts.files import InputFileError, PathLike, atomic_path, read_json, read_nifti_with_affine
+from scripts.io.files import InputFileError, PathLike, atomic_path, read_json, read_nifti_with_affine
 from scripts.geometry import BONES
 
 
@@ -318,7 +318,7 @@ def remove_couch(ct: Volume, body_hu: float = -500.0, opening_mm: float = 6.0, g
     of each axial slice filled (bowel gas). Loose pieces that reach farther than ``opening_mm`` from
     it are the couch (its voxels above ``body_hu`` become air); skin corners the ball rounded off stay.
     A couch top touching the skin with nothing (no pad: air in HU) between stays where it touches.
-    Returns (CT, voxels set to air); the input is not modified. The simulator's table model (:func:`scripts.simulate.table_shift_mm`)
+    Returns (CT, voxels set to air); the input is not modified. The simulator's table model (:func:`scripts.data.simulate.table_shift_mm`)
     needs the couch gone: it lays the last body voxel behind the hips on the radiography table.
     """
     body = ct.array > body_hu

@@ -3,7 +3,7 @@
 Each metric stores its overall value under its attached name (a scalar usable as MONAI key metric)
 and the per-channel values under ``{name}_{bone}[_{face}]``, so StatsHandler and
 TensorBoardStatsHandler log all of them. Inputs are ``(output, label)`` batches as in
-:mod:`scripts.losses`; works under torch.distributed (sums are all-reduced).
+:mod:`scripts.model.losses`; works under torch.distributed (sums are all-reduced).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 
 from scripts.geometry import BONES
-from scripts.losses import face_masks, label_targets
-from scripts.networks import absolute_depth, masked_mean_depth, split_output
+from scripts.model.losses import face_masks, label_targets
+from scripts.model.networks import absolute_depth, masked_mean_depth, split_output
 
 FACES = ("front", "back")
 SHIFTS = ("centre", "oracle", "raw")
@@ -59,7 +59,7 @@ class DepthMAE(_ChannelMetric):
 
     Args:
         shift: ``"centre"``: absolute depth from the network's centre-depth estimate
-            (:func:`scripts.networks.absolute_depth`, weights = predicted mask probabilities);
+            (:func:`scripts.model.networks.absolute_depth`, weights = predicted mask probabilities);
             ``"oracle"``: the best single shift per image from the ground truth; ``"raw"``: no shift.
         bones, faces: as in the network (faces=1: front only).
     """

@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from scripts.drr import box_entry_exit, grid_rays, march, rays_in_voxels
+from scripts.data.drr import box_entry_exit, grid_rays, march, rays_in_voxels
 from scripts.geometry import Geometry
-from scripts.volumes import BONE_LABELS
+from scripts.data.volumes import BONE_LABELS
 
 GROUPS_PER_PASS = 3  # candidate groups sampled per ray and pass of the fine search (fewer passes, same answer)
 SEARCH_THREADS = 1  # CPU intra-op threads of the ray search (see cpu_threads)
@@ -223,7 +223,7 @@ def depth_maps(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Dual-face depth (2B, H, W) in mm and masks (B, H, W) uint8 of the bone labels seen with ``geometry``.
 
-    ``labels`` (I, J, K) holds bone label ids (``scripts.volumes.BONE_LABELS``) on the voxel grid of
+    ``labels`` (I, J, K) holds bone label ids (``scripts.data.volumes.BONE_LABELS``) on the voxel grid of
     ``affine`` (voxel -> RAS mm). Channel order is bone-major [b0 front, b0 back, b1 front, ...].
     An absent bone, or one outside the field of view, gives an empty mask and zero depth.
     ``grids``: :func:`bone_grids` of ``labels`` (built when ``None``; pass them to reuse across poses).

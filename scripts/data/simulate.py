@@ -1,0 +1,499 @@
+"""Training-sample simulator: CT + bone labels -> radiograph (DRR), dual-face depth maps and masks.
+
+For every case and pose k it writes ``OUT/<case>_p<k>/`` atomically (see docs/architecture.md)
+and rebuilds ``OUT/datalist.json`` (MONAI datalist, split by case) from all complete samples.
+
+CLI::
+
+    python -m scripts.simulate --ct CT --labels LABELS --out DIR --poses K --seed S
+    python -m scripts.simulate --cases COHORT_DIR --out DIR --poses K [--shard i/n] [--workers N] [--split LIST]
+
+A case's datalist list is decided when its samples are rendered and recorded in their
+``sample.json`` (``split``): ``--split`` names it (e.g. an extra training-only cohort), otherwise
+the configured fractions assign it. Rebuilding the datalist never moves a rendered sample.
+
+Pose k: the standard AP pose (bones' bounding-box centre on the central ray at
+``source_to_object_mm`` from the geometry JSON) perturbed by rotations (degrees, camera axes,
+about that centre) and translations (mm, camera frame) drawn uniformly within the configured
+ranges from a stable hash of (seed, case, k), so reruns, shards and machines agree. With
+``pose.table_mm`` set, the pose then moves along the central ray until the patient's posterior
+skin touches the table top (:func:`table_shift_mm`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import multiprocessing
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from scripts import BUNDLE_ROOT
+from scripts.config_flags import as_shard  # noqa: E402
+from scripts.data.depth_maps import BoneGrid, bone_grids, depth_maps  # noqa: E402
+from scripts.data.drr import MM_TO_CM, line_integrals, material_volumes  # noqa: E402
+from scripts.io.files import InputFileError, atomic_dir, exits_on_input_error, read_json, write_depth_and_mask, write_json, write_nifti  # noqa: E402
+from scripts.geometry import STANDARD_GEOMETRY_FILE, Geometry, apply_transform, read_geometry, standard_ap_pose  # noqa: E402
+from scripts.data.radiograph_style import style_radiograph  # noqa: E402
+from scripts.io.report import bone_colour, front_back_extent, save_figure  # noqa: E402
+from scripts.data.volumes import BONE_LABELS, LABEL_MAP_CHOICES, Volume, bones_center, load_label_map, read_ct, read_labels, remove_couch  # noqa: E402
+
+DEFAULT_CONFIG_FILE = BUNDLE_ROOT / "configs" / "simulate.yaml"
+# the look the shipped model (v1) was trained on (no clinical image formation): for the demo and the checks that
+# run the shipped model on simulated radiographs, until a model trained on the clinical image formation is released
+PLAIN_CONFIG_FILE = DEFAULT_CONFIG_FILE.parent / "simulate_plain.yaml"
+SPLITS = ("training", "validation", "test")
+SAMPLE_FILES = ("image.nii.gz", "fov.nii.gz", "depth.nii.gz", "mask.nii.gz", "geometry.json", "sample.json", "preview.png")
+
+
+@dataclass
+class Case:
+    """One CT with its labels; ``meshes`` maps bone name -> surface mesh file (world RAS mm)."""
+
+    name: str
+    ct: Path
+    labels: Path
+    meshes: dict[str, Path] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------- configuration and cases
+def load_config(path: str | Path | None = None) -> dict:
+    """The simulation config (YAML) merged over configs/simulate.yaml."""
+    cfg = yaml.safe_load(DEFAULT_CONFIG_FILE.read_text())
+    if path is not None and Path(path).resolve() != DEFAULT_CONFIG_FILE:
+        try:
+            user = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise InputFileError(path, f"unreadable config ({e})") from None
+        for key, value in user.items():
+            cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
+    return cfg
+
+
+def load_geometry(path: str | Path | None = None) -> tuple[Geometry, float]:
+    """Standard geometry and source-to-object distance (mm) from a geometry JSON (default configs/geometry.json)."""
+    path = Path(path or STANDARD_GEOMETRY_FILE)
+    return read_geometry(path), float(read_json(path).get("source_to_object_mm", 950.0))
+
+
+def case_name_of(path: str | Path) -> str:
+    """Case name of a single CT: the file name without image suffixes, or the DICOM folder name."""
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def find_cases(cases_dir: str | Path) -> list[Case]:
+    """Cases of a cohort folder: ``<case>/{ct.nii.gz, labels.nii.gz, meshes/<bone>.ply}``, sorted by name."""
+    root = Path(cases_dir)
+    if not root.is_dir():
+        raise InputFileError(root, "cohort folder not found")
+    cases = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not (d / "ct.nii.gz").exists():
+            continue
+        meshes = {b: d / "meshes" / f"{b}.ply" for b in BONE_LABELS if (d / "meshes" / f"{b}.ply").exists()}
+        cases.append(Case(d.name, d / "ct.nii.gz", d / "labels.nii.gz", meshes))
+    if not cases:
+        raise InputFileError(root, "no case folders with ct.nii.gz")
+    return cases
+
+
+def _stable_unit(*keys: Any) -> float:
+    """A number in [0, 1) from a stable (process- and machine-independent) hash of ``keys``."""
+    digest = hashlib.sha256("/".join(map(str, keys)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def split_of(case: str, seed: int, fractions: dict[str, float]) -> str:
+    """Data split of a case: a deterministic function of (case name, seed) and the split fractions."""
+    total = sum(float(fractions.get(s, 0.0)) for s in SPLITS)
+    u, edge = _stable_unit("split", seed, case) * total, 0.0
+    for s in SPLITS:
+        edge += float(fractions.get(s, 0.0))
+        if u < edge:
+            return s
+    return SPLITS[-1]
+
+
+def split_counts(n: int, fractions: dict[str, float]) -> dict[str, int]:
+    """Cases per split for ``n`` cases: largest-remainder rounding of the fractions, then every split
+    with a positive fraction gets at least one case when ``n`` allows (taken from the largest split)."""
+    weights = {s: max(0.0, float(fractions.get(s, 0.0))) for s in SPLITS}
+    total = sum(weights.values())
+    if total <= 0:
+        raise ValueError(f"split fractions must have a positive sum, got {fractions}")
+    raw = {s: n * w / total for s, w in weights.items()}
+    counts = {s: int(np.floor(r)) for s, r in raw.items()}
+    for s in sorted(SPLITS, key=lambda s: (counts[s] - raw[s], SPLITS.index(s)))[: n - sum(counts.values())]:
+        counts[s] += 1
+    active = [s for s in SPLITS if weights[s] > 0]
+    if n >= len(active):
+        for s in active:
+            if counts[s] == 0:
+                donor = max(SPLITS, key=lambda d: (counts[d], -SPLITS.index(d)))
+                counts[donor] -= 1
+                counts[s] = 1
+    return counts
+
+
+def assign_splits(cases: Sequence[str], seed: int, fractions: dict[str, float]) -> dict[str, str]:
+    """Split of every case of a known cohort: cases ranked by ``sha256("split/<seed>/<case>")`` fill
+    training, validation, test in that order with :func:`split_counts` cases each. Depends only on the
+    set of names, the seed and the fractions, so every shard that knows the cohort agrees."""
+    names = sorted(set(cases), key=lambda c: (_stable_unit("split", seed, c), c))
+    counts = split_counts(len(names), fractions)
+    bounds = np.cumsum([counts[s] for s in SPLITS])
+    return {c: SPLITS[int(np.searchsorted(bounds, rank, side="right"))] for rank, c in enumerate(names)}
+
+
+def pose_parameters(case: str, pose: int, seed: int, pose_cfg: dict) -> tuple[list[float], list[float]]:
+    """Seeded (rotation_deg, translation_mm) of pose ``pose`` of ``case``, uniform within the configured ranges."""
+    rng = np.random.default_rng(int(_stable_unit("pose", seed, case, pose) * 2**63))
+    rot = rng.uniform(-1.0, 1.0, 3) * np.asarray(pose_cfg["rotation_deg"], dtype=np.float64)
+    trans = rng.uniform(-1.0, 1.0, 3) * np.asarray(pose_cfg["translation_mm"], dtype=np.float64)
+    return rot.tolist(), trans.tolist()
+
+
+# ---------------------------------------------------------------------- one sample
+@dataclass
+class LoadedCase:
+    """A case read once for all its poses: CT (couch removed) and labels (RAS mm), water and bone densities
+    (2, I, J, K) g/cm^3 on a possibly coarsened grid with its voxel-to-RAS affine, the object centre (RAS mm),
+    per-bone depth grids and the CT voxels set to air as couch."""
+
+    case: Case
+    ct: Volume
+    labels: Volume
+    mu: torch.Tensor
+    mu_affine: np.ndarray
+    center: np.ndarray
+    bones: dict[str, BoneGrid | None]
+    couch_voxels: int = 0
+
+
+def load_case(case: Case, label_map: dict[int, int] | str, cfg: dict, device: torch.device | str) -> LoadedCase:
+    """Read and check a case, remove a CT couch (``couch.remove``, :func:`scripts.data.volumes.remove_couch`);
+    material density volumes and per-bone depth grids (reused by every pose) on ``device``."""
+    ct = read_ct(case.ct)
+    labels = read_labels(case.labels, ct, label_map)
+    couch = cfg.get("couch", {})
+    removed = 0
+    if couch.get("remove", True):
+        ct, removed = remove_couch(ct, cfg["pose"].get("body_hu", -500.0), couch.get("opening_mm", 6.0), couch.get("grid_mm", 3.0))
+    drr = cfg["drr"]
+    mu, mu_affine = material_volumes(ct.array, ct.affine, drr["ct_kev"], drr["min_voxel_mm"], device)
+    grids = bone_grids(labels.array, tuple(BONE_LABELS), device=device)
+    return LoadedCase(case, ct, labels, mu, mu_affine, bones_center(labels), grids, removed)
+
+
+def table_shift_mm(ct: Volume, world_to_camera: np.ndarray, center_ras: np.ndarray, table_mm: float, body_hu: float, reach_mm: float = 400.0) -> float:
+    """Shift (mm, along camera +z) that lays the posed patient on the table top at ``table_mm`` from the source.
+
+    The table is a plane normal to the central ray. The patient rests on it where the line along
+    camera +z (anterior -> posterior) through the object centre leaves the body (last CT voxel
+    above ``body_hu``, sampled every 1 mm over +-``reach_mm``). A CT couch above ``body_hu`` would
+    count as body: :func:`load_case` removes it first.
+    """
+    centre = np.asarray(center_ras, dtype=np.float64)
+    offsets = np.arange(-reach_mm, reach_mm + 1.0, 1.0)
+    camera_z_in_world = np.asarray(world_to_camera, dtype=np.float64)[2, :3]  # third row of the rotation
+    ijk = np.rint(apply_transform(np.linalg.inv(ct.affine), centre + offsets[:, None] * camera_z_in_world)).astype(np.int64)
+    inside = np.all((ijk >= 0) & (ijk < ct.array.shape), axis=1)
+    body = np.zeros(len(offsets), dtype=bool)
+    body[inside] = ct.array[tuple(ijk[inside].T)] > body_hu
+    if not body.any():
+        raise InputFileError(ct.path, f"no body (HU > {body_hu:g}) on the central line through the bones' centre: cannot lay the patient on the table")
+    skin_z = apply_transform(world_to_camera, centre)[2] + offsets[np.flatnonzero(body)[-1]]
+    return float(table_mm - skin_z)
+
+
+def render_sample(lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose: int, device: torch.device | str, split: str) -> dict:
+    """Image (H, W), field of view (H, W), depth (2B, H, W), mask (B, H, W) and sample notes (``split``: its datalist list) for one pose.
+
+    Masks and depths are kept only where the radiograph shows the patient: inside the detector area
+    and the collimation (``exposed`` >= 0.5 of :func:`scripts.data.radiograph_style.style_radiograph`).
+    """
+    name = lc.case.name
+    pose_cfg = cfg["pose"]
+    rot, trans = pose_parameters(name, pose, seed, pose_cfg)
+    world_to_camera = standard_ap_pose(lc.center, cfg["source_to_object_mm"], rot, trans)
+    if pose_cfg.get("table_mm") is not None:
+        trans[2] += table_shift_mm(lc.ct, world_to_camera, lc.center, pose_cfg["table_mm"], pose_cfg.get("body_hu", -500.0))
+        world_to_camera = standard_ap_pose(lc.center, cfg["source_to_object_mm"], rot, trans)
+    geom = geometry.with_pose(world_to_camera)
+    step = cfg["drr"]["step_voxels"] * float(np.linalg.norm(lc.mu_affine[:3, :3], axis=0).min())
+    areal = line_integrals(lc.mu, lc.mu_affine, geom, step) * MM_TO_CM
+    depth, mask = depth_maps(lc.labels.array, lc.ct.affine, geom, geom.bones, cfg["depth"]["step_voxels"], device, lc.bones)
+    gen = torch.Generator().manual_seed(int(_stable_unit("style", seed, name, pose) * 2**62))
+    image, fov, exposed, style = style_radiograph(areal, geom, mask, cfg["style"], gen, float(apply_transform(geom.matrix, lc.center)[2]))
+    shown = (exposed >= 0.5).to(mask.dtype)
+    mask = mask * shown
+    depth = depth * shown.to(depth.dtype)
+    present = {b: lc.bones.get(b) is not None for b in geom.bones}
+    rows, cols = torch.nonzero(shown.any(1)).flatten(), torch.nonzero(shown.any(0)).flatten()
+    field_px = [int(cols.min()), int(cols.max()), int(rows.min()), int(rows.max())] if rows.numel() else None
+    notes = {
+        "case": name,
+        "pose": pose,
+        "split": split,
+        "rotation_deg": rot,
+        "translation_mm": trans,
+        "table_mm": pose_cfg.get("table_mm"),
+        "source_to_object_mm": cfg["source_to_object_mm"],
+        "object_center_ras_mm": lc.center.tolist(),
+        "absent_bones": [b for b in geom.bones if not present[b]],
+        "bones_in_view": [b for i, b in enumerate(geom.bones) if bool(mask[i].any())],
+        "bones_outside_view": [b for i, b in enumerate(geom.bones) if present[b] and not bool(mask[i].any())],
+        "field_px": field_px,
+        "style": style,
+        "drr": dict(cfg["drr"]),
+        "ct": str(lc.case.ct),
+        "labels": str(lc.case.labels),
+        "label_map": lc.labels.label_map,
+        "ct_extent": {"shape": list(lc.ct.array.shape), "affine": lc.ct.affine.tolist()},
+        "couch_voxels_removed": lc.couch_voxels,
+    }
+    return {"image": image.cpu().numpy(), "fov": fov.cpu().numpy(), "depth": depth.cpu().numpy(), "mask": mask.cpu().numpy(), "geometry": geom, "notes": notes}
+
+
+def save_preview(path: Path, image: np.ndarray, depth: np.ndarray, mask: np.ndarray, bones: Sequence[str]) -> None:
+    """PNG: radiograph with mask outlines, front and back depth (mm) of all bones side by side."""
+    front, back = front_back_extent(depth, mask)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.3))
+    axes[0].imshow(image, cmap="gray", vmin=0, vmax=1)
+    for b, bone in enumerate(bones):
+        if mask[b].any():
+            axes[0].contour(mask[b], levels=[0.5], colors=bone_colour(bone), linewidths=0.8)
+            axes[0].plot([], [], color=bone_colour(bone), label=bone)
+    axes[0].legend(loc="lower right", fontsize=7)
+    axes[0].set_title("radiograph + masks")
+    finite = np.concatenate([front[np.isfinite(front)], back[np.isfinite(back)]])
+    lim = (finite.min(), finite.max()) if finite.size else (0, 1)
+    for ax, d, title in ((axes[1], front, "front depth (mm)"), (axes[2], back, "back depth (mm)")):
+        im = ax.imshow(d, cmap="viridis", vmin=lim[0], vmax=lim[1])
+        ax.set_title(title)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=80)
+
+
+def write_sample(out_dir: Path, name: str, sample: dict, meshes: dict[str, str]) -> None:
+    """Write one sample folder atomically (temporary folder, then rename)."""
+    geom: Geometry = sample["geometry"]
+    affine = geom.image_affine
+    with atomic_dir(out_dir / name, "simulator sample") as tmp:
+        write_nifti(tmp / "image.nii.gz", sample["image"].astype(np.float32), affine)
+        write_nifti(tmp / "fov.nii.gz", sample["fov"].astype(np.uint8), affine)
+        write_depth_and_mask(tmp, sample["depth"], sample["mask"], affine)
+        geom.save(tmp / "geometry.json")
+        save_preview(tmp / "preview.png", sample["image"], sample["depth"], sample["mask"], geom.bones)
+        write_json(tmp / "sample.json", {**sample["notes"], "meshes": meshes or None})
+
+
+# ---------------------------------------------------------------------- datalist
+def build_datalist(out_dir: str | Path, seed: int, fractions: dict[str, float], cases: Sequence[str] | None = None) -> dict:
+    """Rebuild ``out_dir/datalist.json`` from every complete sample folder; split by case.
+
+    A sample goes to the list recorded in its ``sample.json`` (``split``). Samples without one
+    (rendered before it was recorded) follow :func:`case_splits`.
+    Concurrent rebuilds (shards finishing together) are serialised by an exclusive ``fcntl.flock``
+    on ``out_dir/.datalist.lock``; the file itself is written atomically.
+    """
+    out_dir = Path(out_dir)
+    with open(out_dir / ".datalist.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return _rebuild_datalist(out_dir, seed, fractions, cases)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def case_splits(names: Sequence[str], seed: int, fractions: dict[str, float], cohort: Sequence[str] | None = None) -> dict[str, str]:
+    """List of each case in ``names``: :func:`assign_splits` over the ``cohort`` when it holds the
+    case (every list with a positive fraction gets a case when there are enough), else :func:`split_of`."""
+    known = assign_splits(cohort, seed, fractions) if cohort else {}
+    return {c: known.get(c) or split_of(c, seed, fractions) for c in names}
+
+
+def _rebuild_datalist(out_dir: Path, seed: int, fractions: dict[str, float], cases: Sequence[str] | None) -> dict:
+    lists: dict[str, list] = {s: [] for s in SPLITS}
+    samples = []
+    for d in sorted(p for p in out_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if all((d / f).exists() for f in SAMPLE_FILES):
+            samples.append((d, read_json(d / "sample.json")))
+    fallback = case_splits([n["case"] for _, n in samples if not n.get("split")], seed, fractions, cases)
+    for d, notes in samples:
+        split = notes.get("split") or fallback[notes["case"]]
+        if split not in SPLITS:
+            raise InputFileError(d / "sample.json", f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
+        entry = {
+            "image": f"{d.name}/image.nii.gz",
+            "fov": f"{d.name}/fov.nii.gz",
+            "depth": f"{d.name}/depth.nii.gz",
+            "mask": f"{d.name}/mask.nii.gz",
+            "geometry": f"{d.name}/geometry.json",
+            "case": notes["case"],
+            "pose": notes["pose"],
+        }
+        if notes.get("meshes"):
+            entry["meshes"] = notes["meshes"]
+        lists[split].append(entry)
+    for entries in lists.values():
+        entries.sort(key=lambda e: (e["case"], e["pose"]))
+    write_json(out_dir / "datalist.json", lists)
+    return lists
+
+
+# ---------------------------------------------------------------------- workers
+_LOADED: dict[str, LoadedCase] = {}  # the last case a worker loaded, under its :func:`_load_key`
+
+
+def _load_key(case: Case, label_map: dict[int, int] | str, cfg: dict, device: torch.device | str) -> str:
+    """What :func:`load_case` depends on: the files (path and modification time), label map, DRR and couch settings and device."""
+    files = [(str(f.resolve()), f.stat().st_mtime_ns) for f in (case.ct, case.labels) if f.exists()]
+    lut = sorted(label_map.items()) if isinstance(label_map, dict) else label_map
+    return repr((files, lut, cfg["drr"], cfg.get("couch"), str(torch.device(device))))
+
+
+def _run(task: tuple) -> tuple[str, str | None]:
+    """Worker: render and write one (case, pose); returns (sample name, error line or None)."""
+    case, split, pose, out_dir, seed, cfg, geometry, label_map, device, overwrite = task
+    name = f"{case.name}_p{pose}"
+    if not overwrite and all((out_dir / name / f).exists() for f in SAMPLE_FILES):
+        return name, None
+    try:
+        key = _load_key(case, label_map, cfg, device)
+        if key not in _LOADED:
+            _LOADED.clear()
+            _LOADED[key] = load_case(case, label_map, cfg, device)
+        sample = render_sample(_LOADED[key], geometry, cfg, seed, pose, device, split)
+        meshes = {b: os.path.relpath(p, out_dir) for b, p in case.meshes.items()}
+        write_sample(out_dir, name, sample, meshes)
+    except InputFileError as e:
+        return name, str(e)
+    return name, None
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def simulate(
+    cases: Sequence[Case],
+    out_dir: str | Path,
+    poses: int,
+    seed: int = 0,
+    cfg: dict | None = None,
+    geometry: Geometry | None = None,
+    source_to_object_mm: float = 950.0,
+    label_map: dict[int, int] | str | None = None,
+    workers: int = 1,
+    device: str | None = None,
+    overwrite: bool = False,
+    cohort: Sequence[str] | None = None,
+    split: str | None = None,
+) -> tuple[dict, list[str]]:
+    """Simulate ``poses`` samples per case into ``out_dir``; returns (datalist, error lines).
+
+    ``split``: the datalist list of every case of this run; without it :func:`case_splits` over the
+    ``cohort`` (names of all cases of the cohort, all shards) assigns them.
+    """
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = {**(cfg or load_config()), "source_to_object_mm": float(source_to_object_mm)}
+    geometry = geometry or Geometry.standard()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    splits = {c.name: split for c in cases} if split else case_splits([c.name for c in cases], seed, cfg["split"], cohort)
+    tasks = [(c, splits[c.name], k, out_dir, seed, cfg, geometry, label_map or load_label_map(None), device, overwrite) for c in cases for k in range(poses)]
+    errors: list[str] = []
+    failed_cases: set[str] = set()
+    with tqdm(total=len(tasks), desc="simulate", unit="sample") as bar:
+        if workers <= 1:
+            results = map(_run, tasks)
+            pool = None
+        else:
+            pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (max(1, (os.cpu_count() or 1) // workers),))
+            results = pool.imap_unordered(_run, tasks, chunksize=max(1, poses))
+        for name, error in results:
+            case = name.rsplit("_p", 1)[0]
+            if error and case not in failed_cases:
+                failed_cases.add(case)
+                errors.append(error)
+            bar.update(1)
+        if pool is not None:
+            pool.close()
+            pool.join()
+    return build_datalist(out_dir, seed, cfg["split"], cohort), errors
+
+
+def positive_int(text: str) -> int:
+    """A command-line count that must be at least 1 (``--poses 0`` would silently write nothing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n) with 0 <= i < n (:func:`scripts.config_flags.as_shard`), as an argparse type."""
+    try:
+        return as_shard(text)
+    except InputFileError as e:
+        raise argparse.ArgumentTypeError(f"shard {e.problem}") from None
+
+
+@exits_on_input_error
+def main(argv: list[str] | None = None) -> int:
+    """CLI: simulate samples and rebuild the datalist; returns the exit status (1 if any case failed)."""
+    parser = argparse.ArgumentParser(prog="python -m scripts.simulate", description="Simulate radiographs, dual-face depth maps and masks from CT.")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--ct", help="CT file (NIfTI/NRRD/MHA) or DICOM series folder, in HU")
+    src.add_argument("--cases", help="cohort folder: <case>/{ct.nii.gz, labels.nii.gz, meshes/<bone>.ply}")
+    parser.add_argument("--labels", help="for --ct: a label volume (ids mapped by --label-map) or a TotalSegmentator output folder of per-structure masks (hip_left.nii.gz, ...)")
+    parser.add_argument("--out", required=True, help="output folder (samples + datalist.json)")
+    parser.add_argument("--poses", type=positive_int, default=1, help="poses per case (at least 1)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--label-map", default=None, help=f"JSON file {{source_id: bone id or name}} or preset: {', '.join(LABEL_MAP_CHOICES)} (totalsegmentator: v1 or v2 ids, told from the labels)")
+    parser.add_argument("--geometry", default=None, help="geometry JSON (default configs/geometry.json)")
+    parser.add_argument("--config", default=None, help="simulation YAML (default configs/simulate.yaml)")
+    parser.add_argument("--shard", type=parse_shard, default=(0, 1), help="i/n: this run simulates cases i, i+n, ... (sorted by name)")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--device", default=None, help="torch device (default cuda when available)")
+    parser.add_argument("--overwrite", action="store_true", help="re-render samples that already exist")
+    parser.add_argument("--split", choices=SPLITS, default=None, help="datalist list of every sample this run renders, e.g. extra training-only subjects (samples already rendered keep theirs); default: the configured fractions")
+    args = parser.parse_args(argv)
+    if args.ct and not args.labels:
+        parser.error("--ct needs --labels")
+    cfg = load_config(args.config)
+    geometry, s2o = load_geometry(args.geometry)
+    label_map = load_label_map(args.label_map)
+    cases = [Case(case_name_of(args.ct), Path(args.ct), Path(args.labels))] if args.ct else find_cases(args.cases)
+    i, n = args.shard
+    cohort = [c.name for c in cases] if args.cases else None
+    _, errors = simulate(cases[i::n], args.out, args.poses, args.seed, cfg, geometry, s2o, label_map, args.workers, args.device, args.overwrite, cohort, args.split)
+    for e in errors:
+        print(e, file=sys.stderr)
+    return 1 if errors else 0

@@ -1,0 +1,1 @@
+"""Input and output: radiograph reading, files and output folders, DICOM export, report pictures, demo."""

@@ -1,0 +1,713 @@
+"""Reading radiographs (simulator NIfTI, PNG/TIFF, DICOM DX/CR/secondary capture) into the standard geometry.
+
+Every reader returns ``(image, geometry, info)``: ``image`` float32 (H, W) indexed ``[v, u]`` with bone
+bright, ``geometry`` the :class:`scripts.geometry.Geometry` the image is sampled in, and ``info`` a
+JSON-able dict without patient identifiers (format, native geometry, which tag or argument gave each
+geometry value, coverage of the standard field by the input).
+
+DICOM geometry (see docs/real_radiographs.md):
+
+- detector pixel pitch: ImagerPixelSpacing (0018,1164), defined at the detector, is used as is;
+  otherwise PixelSpacing (0028,0030): when EstimatedRadiographicMagnificationFactor (0018,1114) is
+  present, PixelSpacing is taken as calibrated to the object plane and pitch = PixelSpacing * factor;
+  when PixelSpacingCalibrationType (0028,0A02) says it is calibrated but no factor is given, the
+  factor is SID / SOD (DistanceSourceToDetector / DistanceSourceToPatient); uncalibrated
+  PixelSpacing (CR plates, scanned film) is the detector pitch. Spacing tags are [row, column], i.e.
+  (sv, su); anisotropic pixels are supported;
+- SID: DistanceSourceToDetector (0018,1110);
+- DistanceSourceToPatient (0018,1111) is reported in ``info`` (and used only as above);
+- principal point: the image centre (no standard tag carries it).
+
+Values missing from the header are taken from the ``sid_mm`` / ``pixel_spacing_mm`` arguments, which
+only fill gaps (header values win); without them the file is refused, naming the missing tag.
+
+Command line: turn a PNG/TIFF (or simulator NIfTI) radiograph into a DICOM DX with the geometry tags,
+e.g. to try the Deploy app::
+
+    python -m scripts.radiograph_io to-dicom hip.png hip.dcm [--sid_mm 1100] [--pixel_spacing_mm 0.15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import sys
+import warnings
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import nibabel as nib
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from scipy import ndimage
+
+from scripts.io.dicom_export import write_radiograph_dicom
+from scripts.io.files import MAX_NAME_CHARS, InputFileError, PathLike, exits_on_input_error, first_line, read_nifti, written_by_bundle
+from scripts.geometry import IMAGE_SIZE_RANGE_PX, MAGNIFICATION_RANGE, Geometry, GeometryError, read_geometry
+
+MIN_SIZE_PX, MAX_SIZE_PX = IMAGE_SIZE_RANGE_PX
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+RASTER_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+JPEG_GREY_TOLERANCE = 12  # JPEG chroma rounding: R, G, B of a grey JPEG differ by a few levels
+RADIOGRAPH_MODALITIES = ("DX", "CR", "RG")
+SECONDARY_CAPTURE_CLASSES = (
+    "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image Storage
+    "1.2.840.10008.5.1.4.1.1.7.2",  # Multi-frame Grayscale Byte SC
+    "1.2.840.10008.5.1.4.1.1.7.3",  # Multi-frame Grayscale Word SC
+)
+SECONDARY_CAPTURE_MODALITIES = ("OT", "")
+BURNED_IN_WARNING = "BurnedInAnnotation (0028,0301) YES: the image may show identifying text; the radiograph panel is left out of report.png"
+# BodyPartExamined (0018,0015) values (DICOM CID 4031 and common variants) that say the image shows
+# another body part; anything else (PELVIS, HIP, ABDOMEN, local-language or empty) is accepted.
+OTHER_BODY_PARTS = frozenset(
+    "CHEST THORAX LUNG HEART RIB RIBS STERNUM CLAVICLE SCAPULA SHOULDER ARM HUMERUS ELBOW FOREARM WRIST HAND FINGER THUMB "
+    "HEAD SKULL BRAIN FACE SINUS JAW MANDIBLE TMJ ORBIT NECK CSPINE TSPINE CERVICALSPINE THORACICSPINE KNEE PATELLA LEG "
+    "LOWERLEG TIBIA FIBULA ANKLE FOOT TOE HEEL CALCANEUS BREAST".split()
+)
+# ViewPosition (0018,5101): only an AP view (or no value) is what the model knows.
+AP_VIEW_POSITIONS = ("AP", "")
+_DATE_LIKE = re.compile(r"(19|20)\d{2}[-_.]?[01]\d[-_.]?[0-3]\d")
+_LONG_NUMBER = re.compile(r"\d{6,}")
+_PHI_WORDS = re.compile(r"(patient|mrn|dob|birth|name|accession|ssn)", re.IGNORECASE)
+
+
+# ---------------------------------------------------------------------- public API
+def load_radiograph(
+    path: PathLike,
+    standard: Geometry,
+    sid_mm: float | None = None,
+    pixel_spacing_mm: float | Sequence[float] | None = None,
+) -> tuple[np.ndarray, Geometry, dict]:
+    """Read one radiograph and bring it into ``standard`` (simulator NIfTI keeps its own geometry).
+
+    Args:
+        path: image.nii(.gz) with geometry.json beside it, PNG/TIFF, or a DICOM file.
+        standard: the bundle's standard geometry (SID mm, detector pitch mm, size, principal point).
+        sid_mm: source-to-detector distance (mm) for inputs whose header lacks it.
+        pixel_spacing_mm: detector pixel pitch (mm), one value or (su, sv), for inputs lacking it.
+
+    Returns:
+        image float32 (H, W) bone bright, its Geometry, and an info dict free of patient identifiers.
+
+    Raises:
+        InputFileError: unreadable or unsupported file, non-radiograph, bad pixels, missing geometry.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(path, "file not found")
+    name = path.name.lower()
+    if name.endswith(NIFTI_SUFFIXES):
+        return _load_nifti(path)
+    spacing = _spacing_pair(path, pixel_spacing_mm)
+    if name.endswith(RASTER_SUFFIXES):
+        image = _read_raster(path)
+        native, source = _raster_geometry(path, image.shape, standard, sid_mm, spacing)
+        info = {"format": _raster_format(name)}
+    else:
+        ds = read_dicom(path)
+        native, source = _dicom_geometry(path, ds, sid_mm, spacing)  # from the header: refused before decoding pixels
+        image = _dicom_pixels(path, ds)
+        info = {"format": "dicom", "modality": str(ds.get("Modality", "")), "photometric": str(ds.PhotometricInterpretation)}
+        if "DistanceSourceToPatient" in ds:
+            info["source_to_object_mm"] = _tag_number(path, ds, "DistanceSourceToPatient")
+        if str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES":
+            info["burned_in_annotation"] = True
+            info["warnings"] = [BURNED_IN_WARNING]
+    _check_pixels(path, image)
+    resampled, coverage = resample_to(image, native, standard)
+    info.update(native_geometry=native.to_dict(), geometry_source=source, coverage=coverage)
+    return resampled, standard, info
+
+
+def resample_to(image: np.ndarray, native: Geometry, target: Geometry) -> tuple[np.ndarray, float]:
+    """Resample ``image`` (H, W) taken with ``native`` into ``target`` along the same rays.
+
+    Both share the focal spot and central ray (crop/pad about the principal point, aspect kept).
+    Bilinear sampling after a Gaussian anti-alias prefilter of sigma (ratio - 1) / 2 native pixels
+    per axis when the target pixel is coarser. Outside the native field the image minimum (air) is
+    used. Returns the float32 image and the fraction of target pixels inside the native field.
+    """
+    uv = target.sample_from(native)  # (H, W, 2) [u, v] in native pixels
+    ratio = target.pixel_scale_in(native)  # target pixel footprint in native pixels, along u and v
+    sigma = np.maximum((ratio[::-1] - 1.0) / 2.0, 0.0)  # (rows, cols)
+    src = image.astype(np.float32, copy=False)
+    if np.any(sigma > 0):
+        src = ndimage.gaussian_filter(src, sigma=tuple(sigma), mode="nearest")
+    out = ndimage.map_coordinates(src, [uv[..., 1], uv[..., 0]], order=1, mode="constant", cval=float(image.min()))
+    return out.astype(np.float32), float(field_of_view(native, target).mean())
+
+
+def field_of_view(native: Geometry, target: Geometry) -> np.ndarray:
+    """(H, W) float32 of ``target``: 1 where a pixel's ray meets the ``native`` detector (the radiograph's own area), 0 on padding."""
+    return native.in_field_of_view(target.detector_points(*target.pixel_grid())).numpy().astype(np.float32)
+
+
+def radiograph_field(path: PathLike, geometry: Geometry, info: dict) -> np.ndarray:
+    """The radiograph's own area (H, W) float32 in the image :func:`load_radiograph` returned for ``path``.
+
+    Resampled inputs: the native detector's footprint (:func:`field_of_view`). Simulator NIfTI: the
+    ``fov.nii.gz`` beside the image when there is one, else all of the image.
+    """
+    path = Path(path)
+    if "native_geometry" in info:
+        return field_of_view(Geometry.from_dict(info["native_geometry"]), geometry)
+    fov_file = path.parent / "fov.nii.gz"
+    if path.name.lower().endswith(NIFTI_SUFFIXES) and fov_file.exists():
+        fov = read_nifti(fov_file)
+        if fov.shape != (geometry.height, geometry.width):
+            raise InputFileError(fov_file, f"shape {fov.shape} differs from the image's (H, W)=({geometry.height}, {geometry.width})")
+        return (fov > 0.5).astype(np.float32)
+    return np.ones((geometry.height, geometry.width), dtype=np.float32)
+
+
+def read_dicom(path: PathLike, stop_before_pixels: bool = False) -> Dataset:
+    """Read a DICOM file, refusing corrupt or truncated files, non-radiograph modalities, multi-frame, colour and bad sizes.
+
+    ``stop_before_pixels``: pixel data (and other values over 4 KB) are not loaded, only located.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns on odd values; corruption is judged below
+            # header-only reads still walk the whole file (large values deferred), so truncation is seen
+            ds = pydicom.dcmread(str(path), defer_size="4 KB" if stop_before_pixels else None)
+    except InvalidDicomError:
+        raise InputFileError(path, "not a DICOM file (no DICM preamble)") from None
+    except Exception as e:  # pydicom raises many types on truncated/corrupt files
+        raise InputFileError(path, f"corrupt or truncated DICOM ({type(e).__name__}: {e})") from None
+    _check_dicom_header(path, ds)
+    return ds
+
+
+RESULT_KINDS = ("reconstruction", "deploy result")  # folders of results (scripts.io.files marker): never read as inputs
+
+
+def iter_radiographs(input_path: PathLike, output_dir: PathLike | None = None) -> Iterator[Path]:
+    """Yield the radiograph files under ``input_path`` (a file, or a folder searched recursively).
+
+    A folder yields PNG/JPEG/TIFF files, simulator ``image.nii(.gz)`` files (a folder holding geometry.json
+    contributes only that image, not its depth/mask/preview), and DICOM files (recognised by the DICM
+    preamble, ``.dcm`` files always), one per SOP Instance UID. Hidden files and DICOMDIR are skipped,
+    and so are ``output_dir`` and every result folder this bundle wrote (:data:`RESULT_KINDS`), so
+    outputs inside the input folder are never read back as inputs.
+
+    Raises:
+        InputFileError: ``input_path`` missing, or ``output_dir`` is the input folder itself.
+    """
+    input_path = Path(input_path)
+    if output_dir is not None and input_path.is_dir() and Path(output_dir).resolve() == input_path.resolve():
+        raise InputFileError(output_dir, "the output folder is the input folder; choose another one (a folder inside it is fine)")
+    if input_path.is_file():
+        yield input_path
+        return
+    if not input_path.is_dir():
+        raise InputFileError(input_path, "input not found")
+    skip = Path(output_dir).resolve() if output_dir is not None else None
+    files = []
+    for folder, dirs, names in os.walk(input_path):
+        here = Path(folder)
+        dirs[:] = [d for d in dirs if not d.startswith(".") and (here / d).resolve() != skip and _not_results(here / d)]
+        files += [here / n for n in names]
+    seen_uids: set[str] = set()
+    for path in sorted(files):
+        name = path.name.lower()
+        if name.startswith(".") or name == "dicomdir":
+            continue
+        if (path.parent / "geometry.json").exists():
+            if name in ("image.nii", "image.nii.gz"):
+                yield path
+            continue
+        if name.endswith(NIFTI_SUFFIXES + RASTER_SUFFIXES):
+            yield path
+        elif name.endswith(".dcm") or _has_dicm_preamble(path):
+            uid = _sop_instance_uid(path)
+            if uid is not None and uid in seen_uids:
+                continue
+            if uid is not None:
+                seen_uids.add(uid)
+            yield path
+
+
+def _not_results(folder: Path) -> bool:
+    marker = written_by_bundle(folder)
+    return marker is None or marker["kind"] not in RESULT_KINDS
+
+
+def output_name(path: PathLike, ds: Dataset | None = None, root: PathLike | None = None) -> str:
+    """A file-name-safe output folder name, unique per input, without patient identifiers.
+
+    The input's path relative to ``root`` (the input folder; simulator ``image.nii.gz``: its folder),
+    suffix dropped, folders joined by ``.``, each part reduced to ``[A-Za-z0-9_-]``: ``PAT_A/hip.dcm`` ->
+    ``PAT_A.hip``. When that reduction changed a part (``hip a.png`` -> ``hip_a``), or the name is longer
+    than :data:`scripts.io.files.MAX_NAME_CHARS`, a stable suffix ``-<6 hex of SHA-256 of the relative
+    path>`` keeps it apart from other inputs. PHI-like names become ``rg_<12 hex>``: a SHA-256 of the SOP
+    Instance UID for DICOM, else of the relative path. A name is PHI-like when it holds a date, a run of
+    6+ digits (MRN, accession, UID), words like "patient"/"dob", or any part of the DICOM
+    PatientName/PatientID/PatientBirthDate.
+    """
+    path = Path(path)
+    unit, stem = path, path.name
+    for suffix in NIFTI_SUFFIXES[::-1] + RASTER_SUFFIXES + (".dcm", ".dicom"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    if stem.lower() == "image" and path.name.lower().endswith(NIFTI_SUFFIXES):
+        unit, stem = path.parent, path.parent.name
+    folders: tuple[str, ...] = ()
+    if root is not None:
+        try:
+            folders = unit.parent.resolve().relative_to(Path(root).resolve()).parts
+        except ValueError:
+            folders = ()
+    raw = [*folders, stem]
+    safe = [re.sub(r"[^A-Za-z0-9_-]+", "_", part).strip("_") for part in raw]
+    name = ".".join(part for part in safe if part)
+    digest = hashlib.sha256("/".join(raw).encode()).hexdigest()
+    if not name or _phi_like(name, ds):
+        key = str(ds.SOPInstanceUID) if ds is not None and "SOPInstanceUID" in ds else "/".join(raw)
+        return "rg_" + hashlib.sha256(key.encode()).hexdigest()[:12]
+    if safe != raw or len(name) > MAX_NAME_CHARS:
+        name = f"{name[: MAX_NAME_CHARS - 7]}-{digest[:6]}"
+    return name
+
+
+def input_key(path: PathLike, ds: Dataset | None = None) -> str:
+    """A stable identifier of one input for the output marker, without identifiers: SHA-256 of the SOP Instance
+    UID for DICOM, else of the resolved file path (a rerun on the same input finds its own output)."""
+    key = f"dicom:{ds.SOPInstanceUID}" if ds is not None and "SOPInstanceUID" in ds else f"file:{Path(path).resolve()}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------- NIfTI
+def _load_nifti(path: Path) -> tuple[np.ndarray, Geometry, dict]:
+    try:
+        shape = tuple(int(n) for n in nib.load(str(path)).shape)  # header only
+    except Exception as e:  # nibabel raises many types for corrupt/truncated headers
+        raise InputFileError(path, f"unreadable or truncated NIfTI ({type(e).__name__}: {e})") from None
+    if sum(n > 1 for n in shape) > 2:
+        raise InputFileError(path, f"3D volume (shape {shape}) given as a radiograph; one 2D projection image per file")
+    _check_size(path, (shape + (1, 1))[:2])
+    geometry_file = path.parent / "geometry.json"
+    if not geometry_file.exists():
+        raise InputFileError(path, f"missing {geometry_file.name} beside the NIfTI image (its geometry)")
+    try:
+        geometry = read_geometry(geometry_file, check_range=True)
+    except InputFileError as e:  # named by the image, as every other refusal of this input
+        raise InputFileError(path, f"{geometry_file.name}: {e.problem}") from None
+    image = read_nifti(path)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.shape != (geometry.height, geometry.width):
+        raise InputFileError(path, f"image shape {image.shape} does not match geometry.json size (H, W)=({geometry.height}, {geometry.width})")
+    _check_pixels(path, image)
+    return image.astype(np.float32), geometry, {"format": "nifti", "geometry_source": {"all": "geometry.json"}, "coverage": 1.0}
+
+
+# ---------------------------------------------------------------------- PNG / TIFF
+def _raster_format(name: str) -> str:
+    return "png" if name.endswith(".png") else "jpeg" if name.endswith((".jpg", ".jpeg")) else "tiff"
+
+
+def _read_raster(path: Path) -> np.ndarray:
+    """Grayscale 8/16-bit PNG/JPEG/TIFF or float (16/32/64-bit) TIFF pixels; RGB(A) accepted only when R == G == B
+    (JPEG: within :data:`JPEG_GREY_TOLERANCE` levels) and alpha opaque."""
+    from PIL import Image, UnidentifiedImageError
+
+    if path.name.lower().endswith((".tif", ".tiff")) and not _pillow_reads(path):
+        return _read_tiff(path)  # float64/float16 and other TIFFs Pillow does not know
+    try:
+        with Image.open(path) as im:
+            _check_size(path, im.size[::-1])
+            im.load()
+            if getattr(im, "n_frames", 1) > 1:
+                raise InputFileError(path, f"multi-page image ({im.n_frames} frames); one radiograph per file")
+            mode = im.mode
+            if mode == "P":
+                im = im.convert("RGBA")
+                mode = im.mode
+            arr = np.asarray(im)
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
+        raise InputFileError(path, f"unreadable or truncated image ({type(e).__name__}: {e})") from None
+    if mode in ("RGB", "RGBA", "LA"):
+        color = arr[..., :-1] if mode in ("RGBA", "LA") else arr
+        if mode in ("RGBA", "LA") and not np.all(arr[..., -1] == arr[..., -1].max()):
+            raise InputFileError(path, "image has a transparent alpha channel; give a grayscale radiograph")
+        spread = int(np.abs(color.astype(np.int32) - color[..., :1]).max())
+        if spread > (JPEG_GREY_TOLERANCE if _raster_format(path.name.lower()) == "jpeg" else 0):
+            raise InputFileError(path, f"colour ({mode}) image; give a grayscale radiograph")
+        arr = color.mean(axis=-1) if spread else color[..., 0]
+    elif mode not in ("L", "I", "I;16", "I;16B", "I;16L", "F"):
+        raise InputFileError(path, f"unsupported image mode {mode}; give an 8/16-bit grayscale radiograph")
+    if arr.ndim != 2:
+        raise InputFileError(path, f"expected a 2D grayscale image, got shape {arr.shape}")
+    return arr.astype(np.float32)
+
+
+def _pillow_reads(path: Path) -> bool:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path):
+            return True
+    except (UnidentifiedImageError, OSError, ValueError):
+        return False
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    """A one-page grayscale TIFF with tifffile (float16/float64 and others Pillow does not read)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if len(tif.pages) > 1:
+                raise InputFileError(path, f"multi-page image ({len(tif.pages)} frames); one radiograph per file")
+            page = tif.pages[0]
+            if page.ndim != 2:
+                raise InputFileError(path, f"expected a 2D grayscale image, got shape {page.shape}")
+            _check_size(path, page.shape)
+            arr = page.asarray()
+    except InputFileError:
+        raise
+    except Exception as e:  # tifffile raises many types for corrupt files and unsupported compressions
+        raise InputFileError(path, f"unreadable or truncated image ({type(e).__name__}: {e})") from None
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise InputFileError(path, f"unsupported pixel type {arr.dtype}; give a grayscale radiograph")
+    return arr.astype(np.float32)
+
+
+def _raster_geometry(path: Path, shape: tuple[int, int], standard: Geometry, sid_mm, spacing) -> tuple[Geometry, dict]:
+    """PNG/TIFF carry no geometry: the standard one when sizes match, else the given pitch (SID default standard)."""
+    h, w = shape
+    if spacing is None:
+        if (w, h) != standard.image_size:
+            raise InputFileError(
+                path,
+                f"size {w}x{h} differs from the standard geometry {standard.width}x{standard.height} and the file has no "
+                "pixel spacing; pass --pixel_spacing_mm (detector pitch, mm) to resample",
+            )
+        spacing, spacing_source = standard.pixel_spacing_mm, "standard geometry (size matches)"
+    else:
+        spacing_source = "argument pixel_spacing_mm"
+    sid, sid_source = (_argument_number(path, "sid_mm", sid_mm), "argument sid_mm") if sid_mm is not None else (standard.sid_mm, "standard geometry")
+    source = {"sid_mm": sid_source, "pixel_spacing_mm": spacing_source}
+    return _geometry(path, sid, spacing, (w, h), source), source
+
+
+# ---------------------------------------------------------------------- DICOM
+def _check_dicom_header(path: Path, ds: Dataset) -> None:
+    modality = str(ds.get("Modality", "")).upper()
+    sop_class = str(ds.get("SOPClassUID", ""))
+    is_sc = sop_class in SECONDARY_CAPTURE_CLASSES
+    if len(ds) == 0:
+        raise InputFileError(path, "corrupt or truncated DICOM (no readable data elements)")
+    if "PixelData" not in ds and (not modality or modality in RADIOGRAPH_MODALITIES or is_sc):
+        raise InputFileError(path, "corrupt or truncated DICOM (no pixel data (7FE0,0010))")
+    if modality not in RADIOGRAPH_MODALITIES and not (is_sc and modality in SECONDARY_CAPTURE_MODALITIES):
+        raise InputFileError(path, f"modality {modality or 'missing'} is not a projection radiograph (accepted: DX, CR, RG, secondary capture)")
+    if "Rows" not in ds or "Columns" not in ds:
+        raise InputFileError(path, "no image (Rows/Columns missing)")
+    _check_size(path, (int(ds.Rows), int(ds.Columns)))
+    frames = int(_tag_number(path, ds, "NumberOfFrames")) if _present(ds, "NumberOfFrames") else 1
+    if frames > 1:
+        raise InputFileError(path, f"multi-frame / volume DICOM ({frames} frames); one 2D radiograph per file")
+    samples = int(_tag_number(path, ds, "SamplesPerPixel")) if _present(ds, "SamplesPerPixel") else 1
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise InputFileError(path, f"colour or unsupported photometric interpretation ({photometric}, {samples} samples/pixel); need MONOCHROME1/2")
+    _check_view(path, ds)
+
+
+def _check_view(path: Path, ds: Dataset) -> None:
+    """Refuse what the tags say is not an AP pelvis/hip view in the radiological display: BodyPartExamined of another
+    part, ViewPosition other than AP, PatientOrientation other than L\\F (lateral, mirrored or rotated)."""
+    body_part = str(ds.get("BodyPartExamined", "") or "").strip().upper()
+    if re.sub(r"[^A-Z]", "", body_part) in OTHER_BODY_PARTS:
+        raise InputFileError(path, f"BodyPartExamined (0018,0015) is {body_part}: not a pelvis/hip radiograph (the model knows AP pelvis views only)")
+    view = str(ds.get("ViewPosition", "") or "").strip().upper()
+    if view not in AP_VIEW_POSITIONS:
+        raise InputFileError(path, f"ViewPosition (0018,5101) is {view}: not an AP view (the model knows AP pelvis views only)")
+    value = ds.get("PatientOrientation") or []
+    orientation = [str(v).strip().upper() for v in (value.split("\\") if isinstance(value, str) else value)]
+    if len(orientation) == 2 and all(orientation):
+        shown = "\\".join(orientation)
+        columns, rows = orientation[0][0], orientation[1][0]  # the main direction of each
+        if columns in "AP" or rows in "AP":
+            raise InputFileError(path, f"PatientOrientation (0020,0020) is {shown}: a lateral or axial view, not an AP view")
+        if (columns, rows) != ("L", "F"):
+            raise InputFileError(
+                path,
+                f"PatientOrientation (0020,0020) is {shown}: the image is mirrored or rotated; the model needs the radiological "
+                "AP display L\\F (columns toward the patient's left, rows toward the feet)",
+            )
+
+
+def _dicom_pixels(path: Path, ds: Dataset) -> np.ndarray:
+    """Stored values -> modality LUT (slope/intercept) -> VOI LUT/window -> MONOCHROME1 inverted (bone bright)."""
+    for keyword in ("RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth"):
+        if _present(ds, keyword):
+            _tag_numbers(path, ds, keyword)  # a value that does not parse is named, not reported as corrupt pixels
+    arr, rescaled = _compressed_pixels(path, ds)
+    monochrome1 = str(ds.PhotometricInterpretation) == "MONOCHROME1"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            arr = ds.pixel_array if arr is None else arr
+            if arr.shape != (int(ds.Rows), int(ds.Columns)):
+                raise ValueError(f"pixel array shape {arr.shape} != (Rows, Columns)")
+            arr = (arr if rescaled else apply_modality_lut(arr, ds)).astype(np.float64)
+            if rescaled and monochrome1:  # GDCM inverted it already (bone bright, an offset from ours); the window is skipped
+                pass
+            elif "WindowCenter" in ds or "VOILUTSequence" in ds:
+                arr = apply_voi_lut(arr, ds, index=0).astype(np.float64)
+    except Exception as e:  # truncated/undecodable pixel data, bad LUTs
+        raise InputFileError(path, f"corrupt or undecodable pixel data ({type(e).__name__}: {e})") from None
+    if rescaled:  # GDCM made MONOCHROME1 bone bright already
+        return arr.astype(np.float32)
+    return bone_bright(arr, str(ds.PhotometricInterpretation)).astype(np.float32)
+
+
+def bone_bright(arr: np.ndarray, photometric: str) -> np.ndarray:
+    """Pixel values with bone bright: MONOCHROME1 (low values bright) is mirrored within its own range, MONOCHROME2 kept."""
+    if photometric == "MONOCHROME1" and np.isfinite(arr).all():
+        return arr.max() + arr.min() - arr
+    return arr
+
+
+def _compressed_pixels(path: Path, ds: Dataset) -> tuple[np.ndarray | None, bool]:
+    """Pixels of compressed DICOM that pydicom cannot decode here (no pylibjpeg / gdcm: JPEG Lossless, JPEG-LS),
+    decoded by SimpleITK's GDCM, which applies the modality LUT itself and inverts MONOCHROME1 (bone bright, up
+    to a constant offset from pydicom's values): ``(pixels, True)``. ``(None, False)``
+    when pydicom decodes the file (uncompressed, RLE, JPEG baseline, JPEG 2000) or it is not compressed.
+    """
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if syntax is None or not syntax.is_compressed or "PixelData" not in ds:
+        return None, False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds.pixel_array  # noqa: B018  (decoded and cached by pydicom when it has a decoder)
+        return None, False
+    except Exception as e:
+        pydicom_error = first_line(e)
+    import SimpleITK as sitk
+
+    try:
+        reader = sitk.ImageFileReader()
+        reader.SetImageIO("GDCMImageIO")
+        reader.SetFileName(str(path))
+        arr = sitk.GetArrayFromImage(reader.Execute())
+    except Exception:  # GDCM lacks the codec too, or the data are corrupt
+        raise InputFileError(
+            path,
+            f"compressed pixel data ({syntax.name}, {syntax}) cannot be decoded here: pydicom needs pylibjpeg with "
+            "pylibjpeg-libjpeg or python-gdcm (not installed), and SimpleITK/GDCM failed too; see docs/real_radiographs.md "
+            f"for the supported transfer syntaxes ({pydicom_error[:80]})",
+        ) from None
+    return arr.reshape(arr.shape[-2:]) if arr.ndim == 3 and arr.shape[0] == 1 else arr, True
+
+
+def _dicom_geometry(path: Path, ds: Dataset, sid_mm, spacing) -> tuple[Geometry, dict]:
+    source: dict = {}
+    if "DistanceSourceToDetector" in ds and ds.DistanceSourceToDetector not in (None, ""):
+        sid, source["sid_mm"] = _tag_number(path, ds, "DistanceSourceToDetector"), "DistanceSourceToDetector (0018,1110)"
+    elif sid_mm is not None:
+        sid, source["sid_mm"] = _argument_number(path, "sid_mm", sid_mm), "argument sid_mm"
+    else:
+        raise InputFileError(path, "missing DistanceSourceToDetector (0018,1110); pass --sid_mm")
+    pitch = None
+    if _present(ds, "ImagerPixelSpacing"):
+        pitch, source["pixel_spacing_mm"] = _row_col(_tag_numbers(path, ds, "ImagerPixelSpacing")), "ImagerPixelSpacing (0018,1164)"
+    elif _present(ds, "PixelSpacing"):
+        ps = _row_col(_tag_numbers(path, ds, "PixelSpacing"))
+        if _present(ds, "EstimatedRadiographicMagnificationFactor"):
+            m = _magnification(path, _tag_number(path, ds, "EstimatedRadiographicMagnificationFactor"), "EstimatedRadiographicMagnificationFactor (0018,1114)")
+            pitch, source["pixel_spacing_mm"] = ps * m, "PixelSpacing (0028,0030) x EstimatedRadiographicMagnificationFactor (0018,1114)"
+        elif _present(ds, "PixelSpacingCalibrationType"):
+            if not _present(ds, "DistanceSourceToPatient"):
+                raise InputFileError(
+                    path,
+                    "PixelSpacing (0028,0030) is calibrated to the object plane but EstimatedRadiographicMagnificationFactor "
+                    "(0018,1114) and DistanceSourceToPatient (0018,1111) are missing; pass --pixel_spacing_mm",
+                )
+            m = _magnification(path, sid / _tag_number(path, ds, "DistanceSourceToPatient"), "SID / DistanceSourceToPatient (0018,1111)")
+            pitch, source["pixel_spacing_mm"] = ps * m, "PixelSpacing (0028,0030) x SID / DistanceSourceToPatient (0018,1111)"
+        else:
+            pitch, source["pixel_spacing_mm"] = ps, "PixelSpacing (0028,0030), uncalibrated (detector pitch)"
+    if pitch is None:
+        if spacing is None:
+            raise InputFileError(path, "missing ImagerPixelSpacing (0018,1164) and PixelSpacing (0028,0030); pass --pixel_spacing_mm")
+        pitch, source["pixel_spacing_mm"] = np.asarray(spacing, dtype=float), "argument pixel_spacing_mm"
+    return _geometry(path, sid, tuple(pitch), (int(ds.Columns), int(ds.Rows)), source), source
+
+
+def _tag_numbers(path: Path, ds: Dataset, keyword: str) -> list[float]:
+    """The numeric value(s) of a DICOM attribute; text that does not parse raises InputFileError naming the tag."""
+    element = ds[keyword]
+    values = element.value if isinstance(element.value, (list, tuple, pydicom.multival.MultiValue)) else [element.value]
+    try:
+        return [float(v) for v in values]
+    except (TypeError, ValueError):
+        raw = "\\".join(str(v) for v in values)[:40]
+        raise InputFileError(path, f"{keyword} ({element.tag.group:04X},{element.tag.element:04X}) does not parse as a number: {raw!r}") from None
+
+
+def _tag_number(path: Path, ds: Dataset, keyword: str) -> float:
+    return _tag_numbers(path, ds, keyword)[0]
+
+
+def _row_col(value) -> np.ndarray:
+    """DICOM [row spacing, column spacing] -> (su, sv) as float array."""
+    v = [float(x) for x in (value if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value, value])]
+    if len(v) == 1:
+        v = v * 2
+    return np.array([v[1], v[0]])
+
+
+def _present(ds: Dataset, keyword: str) -> bool:
+    return keyword in ds and ds[keyword].value not in (None, "", [])
+
+
+def _has_dicm_preamble(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def _sop_instance_uid(path: Path) -> str | None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a corrupt file is reported when it is read
+            return str(pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID)
+    except Exception:
+        return None
+
+
+# ---------------------------------------------------------------------- shared checks
+def _geometry(path: Path, sid: float, spacing, size, source: dict) -> Geometry:
+    """The input's native geometry, refused (naming where each value came from) outside what radiography rooms use."""
+    try:
+        return Geometry(sid_mm=sid, pixel_spacing_mm=tuple(spacing), image_size=size).check_radiography_range()
+    except GeometryError as e:
+        given = "; ".join(f"{k} from {v}" for k, v in source.items())
+        raise InputFileError(path, f"invalid geometry: {e} ({given})") from None
+
+
+def _magnification(path: Path, factor: float, source: str) -> float:
+    lo, hi = MAGNIFICATION_RANGE
+    if not lo <= factor <= hi:
+        raise InputFileError(path, f"invalid geometry: magnification {factor:g} from {source} outside {lo:g}..{hi:g}")
+    return factor
+
+
+def _argument_number(path: Path, name: str, value) -> float:
+    """A numeric argument (``sid_mm``), refusing booleans and text: ``true`` is not 1 mm."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InputFileError(path, f"argument {name} must be a number (mm), got {value!r}")
+    return float(value)
+
+
+def _spacing_pair(path: Path, spacing) -> tuple[float, float] | None:
+    if spacing is None:
+        return None
+    for s in (spacing if isinstance(spacing, (list, tuple, np.ndarray)) else [spacing]):
+        _argument_number(path, "pixel_spacing_mm", s)
+    v = np.atleast_1d(np.asarray(spacing, dtype=float))
+    if v.size == 1:
+        v = np.repeat(v, 2)
+    if v.size != 2 or not np.all(np.isfinite(v) & (v > 0)):
+        raise InputFileError(path, f"pixel_spacing_mm must be one or two positive numbers, got {spacing}")
+    return float(v[0]), float(v[1])
+
+
+def _check_size(path: Path, shape: tuple[int, int]) -> None:
+    h, w = shape
+    if min(h, w) < MIN_SIZE_PX:
+        raise InputFileError(path, f"image too small ({w}x{h} px; minimum {MIN_SIZE_PX})")
+    if max(h, w) > MAX_SIZE_PX:
+        raise InputFileError(path, f"image too large ({w}x{h} px; maximum {MAX_SIZE_PX})")
+
+
+def _check_pixels(path: Path, image: np.ndarray) -> None:
+    if image.ndim != 2:
+        raise InputFileError(path, f"expected a 2D image, got shape {image.shape}")
+    if not np.isfinite(image).all():
+        raise InputFileError(path, "contains NaN or Inf pixel values")
+    if float(image.max()) == float(image.min()):
+        raise InputFileError(path, f"constant image (all pixels {float(image.min()):g})")
+
+
+def _phi_like(stem: str, ds: Dataset | None) -> bool:
+    if _DATE_LIKE.search(stem) or _LONG_NUMBER.search(stem) or _PHI_WORDS.search(stem):
+        return True
+    if ds is None:
+        return False
+    tokens = re.split(r"[\^\s,_.-]+", f"{ds.get('PatientName', '')} {ds.get('PatientID', '')} {ds.get('PatientBirthDate', '')}")
+    low = stem.lower()
+    return any(len(t) >= 2 and t.lower() in low for t in tokens)
+
+
+# ---------------------------------------------------------------------- to-dicom
+def to_dicom(
+    input_path: PathLike,
+    output_path: PathLike,
+    standard: Geometry | None = None,
+    sid_mm: float | None = None,
+    pixel_spacing_mm: float | Sequence[float] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a PNG/TIFF or simulator NIfTI radiograph as a DICOM DX with its geometry tags; returns the output path.
+
+    The geometry is what :func:`load_radiograph` would use: a NIfTI's geometry.json; for PNG/TIFF the
+    given ``pixel_spacing_mm`` / ``sid_mm``, or the ``standard`` one when the size matches. The pixels
+    are not resampled. An existing ``output_path`` is refused unless ``overwrite``.
+    """
+    input_path, output_path = Path(input_path), Path(output_path)
+    standard = standard or Geometry.standard()
+    if output_path.exists() and not overwrite:
+        raise InputFileError(output_path, "exists; pass --overwrite to replace it")
+    if not input_path.is_file():
+        raise InputFileError(input_path, "file not found")
+    name = input_path.name.lower()
+    if name.endswith(NIFTI_SUFFIXES):
+        image, native, _ = _load_nifti(input_path)
+        if native.principal_point_px != Geometry(native.sid_mm, native.pixel_spacing_mm, native.image_size).principal_point_px:
+            raise InputFileError(input_path, f"principal point {list(native.principal_point_px)} is off the image centre; DICOM has no tag for it")
+    elif name.endswith(RASTER_SUFFIXES):
+        image = _read_raster(input_path)
+        native, _ = _raster_geometry(input_path, image.shape, standard, sid_mm, _spacing_pair(input_path, pixel_spacing_mm))
+        _check_pixels(input_path, image)
+    else:
+        raise InputFileError(input_path, f"to-dicom reads PNG/TIFF or simulator NIfTI ({', '.join(RASTER_SUFFIXES + NIFTI_SUFFIXES)})")
+    return write_radiograph_dicom(output_path, image, native.sid_mm, native.pixel_spacing_mm)
+
+
+@exits_on_input_error
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI ``python -m scripts.radiograph_io to-dicom IN OUT ...``; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m scripts.radiograph_io", description="Radiograph file tools.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("to-dicom", help="PNG/TIFF or simulator NIfTI radiograph -> DICOM DX with geometry tags (SID, detector pitch, AP pelvis)")
+    p.add_argument("input", help="image.nii.gz (geometry.json beside it), PNG or TIFF (bone bright)")
+    p.add_argument("output", help="DICOM file to write (refused if it exists, unless --overwrite)")
+    p.add_argument("--sid_mm", type=float, default=None, help="source-to-detector distance, mm (PNG/TIFF; default: the standard geometry's)")
+    p.add_argument("--pixel_spacing_mm", type=float, nargs="+", default=None,
+                   help="detector pixel pitch, mm, one value or su sv (PNG/TIFF; required unless the size is the standard one)")
+    p.add_argument("--standard_geometry", default=None, help="standard geometry JSON (default configs/geometry.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    args = parser.parse_args(argv)
+    try:
+        standard = Geometry.standard(args.standard_geometry)
+    except (GeometryError, OSError, ValueError) as e:  # the message names the file
+        print(e, file=sys.stderr)
+        return 1
+    out = to_dicom(args.input, args.output, standard, args.sid_mm, args.pixel_spacing_mm, args.overwrite)
+    print(f"wrote {out}")
+    return 0

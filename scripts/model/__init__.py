@@ -1,0 +1,1 @@
+"""Model: network, losses, metrics, transforms, training helpers, checkpoints, export and release."""

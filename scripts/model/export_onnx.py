@@ -1,0 +1,109 @@
+"""ONNX export of the inference network (``network_def`` of configs/inference.yaml) with a checkpoint.
+
+CLI::
+
+    python -m scripts.export_onnx --ckpt models/model.pt --out runs/export/model.onnx
+        [--config_file configs/inference.yaml] [--override features=[4,4,8,8,16,4] ...] [--check]
+
+The graph takes ``image`` (N, 1, H, W) float32, the normalised radiograph at the trained size
+(``image_size`` of the config; N is dynamic) and returns ``pred`` (N, faces*B + B + 1, H, W): depths
+(mm), mask logits and the centre depth, as :class:`scripts.model.networks.DualFaceDepthNet`. The
+checkpoint loads with ``torch.load(weights_only=True)``; the file is written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import yaml
+
+from scripts.model.checkpoints import load_network
+from scripts.io.files import PathLike, atomic_path, exits_on_input_error
+from scripts.reconstruction.reconstruct import INFERENCE_CONFIG, bundle_config
+from scripts.model.release import refuse_models_dir
+
+
+def network_from_config(
+    config_file: PathLike = INFERENCE_CONFIG, overrides: Mapping[str, Any] | None = None
+) -> tuple[torch.nn.Module, tuple[int, int, int]]:
+    """The config's ``network_def`` (untrained) and its input shape (C, H, W) at ``image_size`` pixels, with config-key overrides."""
+    parser = bundle_config(config_file, overrides)
+    size = int(parser.get_parsed_content("image_size"))
+    return parser.get_parsed_content("network_def"), (int(parser.get_parsed_content("network_def#in_channels")), size, size)
+
+
+def export_onnx(
+    ckpt: PathLike,
+    out: PathLike,
+    config_file: PathLike = INFERENCE_CONFIG,
+    overrides: Mapping[str, Any] | None = None,
+    opset_version: int = 18,
+) -> Path:
+    """Write the network of ``config_file`` with the weights of ``ckpt`` as ONNX to ``out`` (batch axis dynamic).
+
+    Raises:
+        InputFileError: missing, empty, unreadable or mismatched checkpoint, a TorchScript archive (code: refused),
+            or ``out`` inside models/.
+    """
+    refuse_models_dir(out, "--out")
+    net, shape = network_from_config(config_file, overrides)
+    net = load_network(ckpt, net, "cpu")
+    example = torch.zeros(1, *shape)
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        torch.onnx.export(
+            net,
+            (example,),
+            str(tmp),
+            input_names=["image"],
+            output_names=["pred"],
+            dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=64)}},
+            opset_version=opset_version,
+            external_data=False,
+            dynamo=True,
+            verbose=False,
+        )
+    return out
+
+
+def max_difference(onnx_file: PathLike, net: torch.nn.Module, x: torch.Tensor) -> float:
+    """Largest |ONNX Runtime - PyTorch| output difference for the input batch ``x`` (same units as the output, mm)."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    (got,) = session.run(["pred"], {"image": x.numpy()})
+    with torch.inference_mode():
+        want = net(x).numpy()
+    return float(np.abs(got - want).max())
+
+
+def _override(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, yaml.safe_load(value)
+
+
+@exits_on_input_error
+def main(argv: list[str] | None = None) -> int:
+    """CLI: export (and optionally check) the ONNX model; returns the exit status."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ckpt", required=True, help="state-dict checkpoint (e.g. models/model.pt)")
+    p.add_argument("--out", required=True, help="ONNX file to write (e.g. runs/export/model.onnx; never into models/)")
+    p.add_argument("--config_file", default=str(INFERENCE_CONFIG), help="config holding network_def and image_size")
+    p.add_argument("--override", type=_override, action="append", default=[], help="config key=YAML value, e.g. features=[4,4,8,8,16,4]")
+    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--check", action="store_true", help="compare ONNX Runtime with PyTorch on a random input and print the difference")
+    a = p.parse_args(argv)
+    out = export_onnx(a.ckpt, a.out, a.config_file, dict(a.override), a.opset)
+    if a.check:
+        net, shape = network_from_config(a.config_file, dict(a.override))
+        net = load_network(a.ckpt, net, "cpu")
+        diff = max_difference(out, net, torch.rand(2, *shape, generator=torch.Generator().manual_seed(0)))
+        print(f"max |onnxruntime - torch| = {diff:.3g}")
+    print(f"exported {out}")
+    return 0

@@ -1,0 +1,1 @@
+"""Reconstruction: inference pipeline, statistical shape models, surface metrics, evaluation."""

@@ -1,0 +1,457 @@
+"""Statistical shape model (PCA point-distribution model) per bone: build, register, fit.
+
+Model (per bone), in the model frame (mm; the frame of the training meshes after generalized
+Procrustes alignment to the first one, i.e. RAS world for CT-derived meshes):
+
+    Y(b) = mean + sum_k b_k * sqrt(variance_k) * mode_k            (V, 3)
+
+with ``b`` in standard deviations, ``mode_k`` orthonormal (flattened over V * 3) and ``variance_k``
+in mm^2. A pose (4x4, model -> camera frame; rigid, or similarity when scale is fitted) places an
+instance: X = s R Y(b) + t.
+
+CLI::
+
+    python -m scripts.ssm build --cases DIR --out runs/ssm/ssm.npz [--variance 0.98] [--scale]
+                                [--register [--template DIR]] [--bones pelvis femur_left ...]
+
+reads ``DIR/case_*/meshes/<bone>.ply`` and writes one ``.npz`` (loadable with
+``np.load(allow_pickle=False)``) plus a PNG of the explained variance beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import trimesh
+from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
+from tqdm import tqdm
+
+from scripts.io.files import InputFileError, PathLike, atomic_path, exits_on_input_error, read_json
+from scripts.model.release import refuse_models_dir, verify_shipped
+from scripts.geometry import BONES, STANDARD_AP_ROTATION, Geometry, apply_transform
+from scripts.reconstruction.surface_metrics import point_to_surface
+
+MODEL_KEYS = ("mean", "faces", "modes", "variances")
+
+
+@dataclass(frozen=True)
+class ShapeModel:
+    """PCA shape model of one bone.
+
+    Attributes:
+        mean: (V, 3) mean vertices, model frame, mm.
+        faces: (F, 3) triangle vertex indices shared by every instance.
+        modes: (K, V, 3) principal directions, orthonormal when flattened to (K, V * 3).
+        variances: (K,) variance of each mode, mm^2 (descending).
+    """
+
+    mean: np.ndarray
+    faces: np.ndarray
+    modes: np.ndarray
+    variances: np.ndarray
+
+    @property
+    def n_modes(self) -> int:
+        """Number K of kept modes."""
+        return len(self.variances)
+
+    def shape(self, coeffs: np.ndarray | None = None) -> np.ndarray:
+        """Model-frame vertices (V, 3) in mm for coefficients ``coeffs`` (K,) in standard deviations (None: mean)."""
+        if coeffs is None:
+            return self.mean.copy()
+        b = np.asarray(coeffs, dtype=np.float64) * np.sqrt(self.variances)
+        return self.mean + np.tensordot(b, self.modes, axes=1)
+
+    def instance(self, coeffs: np.ndarray | None = None, pose: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Vertices (V, 3) mm (posed by the 4x4 ``pose``, model -> target frame, when given) and faces (F, 3)."""
+        v = self.shape(coeffs)
+        return (v if pose is None else apply_transform(pose, v)), self.faces
+
+    def mesh(self, coeffs: np.ndarray | None = None, pose: np.ndarray | None = None) -> trimesh.Trimesh:
+        """:meth:`instance` as a mesh (mm)."""
+        return trimesh.Trimesh(*self.instance(coeffs, pose), process=False)
+
+    @classmethod
+    def load(cls, path: PathLike, bone: str) -> "ShapeModel":
+        """The model of ``bone`` from a :func:`save_shape_models` file; raises :class:`InputFileError` when absent."""
+        models, _ = load_shape_models(path)
+        if bone not in models:
+            raise InputFileError(path, f"no shape model for bone {bone!r} (has {sorted(models)})")
+        return models[bone]
+
+
+# ---------------------------------------------------------------------- storage
+def save_shape_models(path: PathLike, models: Mapping[str, ShapeModel], metadata: Mapping | None = None) -> None:
+    """Write per-bone models (keys ``<bone>/mean`` etc.) and JSON metadata to one ``.npz``, atomically."""
+    arrays = {f"{bone}/{k}": getattr(m, k) for bone, m in models.items() for k in MODEL_KEYS}
+    meta = dict(metadata or {}, bones=list(models))
+    arrays["metadata"] = np.array(json.dumps(meta))
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, **arrays)
+
+
+def load_shape_models(path: PathLike) -> tuple[dict[str, ShapeModel], dict]:
+    """Read the models of :func:`save_shape_models` (no pickle) -> ({bone: ShapeModel}, metadata)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(path, "shape model file not found")
+    verify_shipped(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+        meta = json.loads(str(data["metadata"]))
+        models = {}
+        for bone in meta["bones"]:
+            m = ShapeModel(*(data[f"{bone}/{k}"] for k in MODEL_KEYS))
+            v = len(m.mean)
+            if m.mean.shape != (v, 3) or m.modes.shape != (len(m.variances), v, 3) or m.faces.max(initial=-1) >= v:
+                raise ValueError(f"inconsistent arrays for bone {bone!r}")
+            if not all(np.isfinite(a).all() for a in (m.mean, m.modes, m.variances)):
+                raise ValueError(f"non-finite values for bone {bone!r}")
+            models[bone] = m
+    except InputFileError:
+        raise
+    except Exception as e:  # zip, npy, JSON or key errors from a corrupt or foreign file
+        raise InputFileError(path, f"not a readable shape model ({type(e).__name__}: {e})") from None
+    return models, meta
+
+
+# ---------------------------------------------------------------------- building
+def _align(a: np.ndarray, b: np.ndarray, scale: bool) -> np.ndarray:
+    """``a`` (V, 3) moved onto ``b`` by the least-squares rigid (or similarity) transform."""
+    return apply_transform(trimesh.registration.procrustes(a, b, reflection=False, scale=scale, return_cost=False), a)
+
+
+def generalized_procrustes(shapes: np.ndarray, scale: bool = False, max_iter: int = 50, tol_mm: float = 1e-6) -> np.ndarray:
+    """Align shapes (n, V, 3) in correspondence to their common mean (rigid, or similarity when ``scale``).
+
+    The gauge is fixed by the first shape: the mean stays aligned to it and, with ``scale``, keeps
+    the average centroid size of the input, so the result stays in mm. Returns the aligned (n, V, 3).
+    """
+    shapes = np.asarray(shapes, dtype=np.float64)
+    aligned = shapes - shapes.mean(1, keepdims=True)
+    size = np.linalg.norm(aligned, axis=(1, 2)).mean()
+    reference = mean = aligned[0]
+    for _ in range(max_iter):
+        aligned = np.stack([_align(s, mean, scale) for s in aligned])
+        new = _align(aligned.mean(0), reference, scale=False)
+        if scale:
+            new *= size / np.linalg.norm(new - new.mean(0))
+        change = np.abs(new - mean).max()
+        mean = new
+        if change < tol_mm:
+            break
+    return aligned
+
+
+def build_shape_model(shapes: np.ndarray, faces: np.ndarray, variance: float = 0.98, scale: bool = False) -> ShapeModel:
+    """PCA model from shapes (n, V, 3) in correspondence (mm) sharing ``faces``.
+
+    Keeps the fewest modes whose variances sum to at least ``variance`` of the total (all non-zero
+    modes when ``variance`` >= 1).
+    """
+    shapes = np.asarray(shapes, dtype=np.float64)
+    if shapes.ndim != 3 or shapes.shape[0] < 2 or shapes.shape[2] != 3:
+        raise ValueError(f"need at least two shapes (n, V, 3) in correspondence, got {shapes.shape}")
+    if not 0 < variance <= 1:
+        raise ValueError(f"variance fraction must be in (0, 1], got {variance}")
+    aligned = generalized_procrustes(shapes, scale=scale)
+    n, v, _ = aligned.shape
+    mean = aligned.mean(0)
+    _, s, vt = np.linalg.svd((aligned - mean).reshape(n, -1), full_matrices=False)
+    var = s**2 / (n - 1)
+    var = var[var > 1e-12 * max(var.sum(), 1e-300)]
+    k = len(var) if variance >= 1 else int(np.searchsorted(np.cumsum(var) / var.sum(), variance) + 1)
+    return ShapeModel(mean, np.asarray(faces, dtype=np.int64), vt[:k].reshape(k, v, 3), var[:k])
+
+
+def register_to_template(template: trimesh.Trimesh, target: trimesh.Trimesh, smoothness: Sequence[float] = (10.0, 2.0, 0.5, 0.1)) -> np.ndarray:
+    """Template vertices (V, 3) deformed onto ``target`` (same frame, mm), giving a shape in correspondence.
+
+    Rigid ICP (template sample points -> target surface, started from the centroid offset), then
+    non-rigid ICP (Amberg et al. 2007, ``trimesh.registration.nricp_amberg``) with stiffness
+    decreasing through ``smoothness``.
+    """
+    initial = np.eye(4)
+    initial[:3, 3] = target.centroid - template.centroid
+    rigid, _, _ = trimesh.registration.icp(template.vertices, target, initial=initial, max_iterations=50, reflection=False, scale=False)
+    moved = template.copy()
+    moved.apply_transform(rigid)
+    threshold = 10.0 * float(np.sqrt(target.area / max(len(target.vertices), 1)) + np.sqrt(moved.area / len(moved.vertices)))
+    steps = [[ws, 0.0, 0.5, 10] for ws in smoothness]
+    return np.asarray(trimesh.registration.nricp_amberg(moved, target, steps=steps, distance_threshold=threshold), dtype=np.float64)
+
+
+# ---------------------------------------------------------------------- fitting
+@dataclass(frozen=True)
+class ShapeFit:
+    """Result of :func:`fit_shape_model`: completed surface in the points' frame (mm)."""
+
+    vertices: np.ndarray  # (V, 3)
+    faces: np.ndarray  # (F, 3)
+    coeffs: np.ndarray  # (K,) standard deviations
+    pose: np.ndarray  # (4, 4) model -> points' frame
+    rms_mm: float  # RMS point-to-surface distance of the kept (non-trimmed) points
+    inlier_fraction: float
+
+    def mesh(self) -> trimesh.Trimesh:
+        """The completed surface as a mesh (points' frame, mm)."""
+        return trimesh.Trimesh(self.vertices, self.faces, process=False)
+
+
+def _initial_pose(model: ShapeModel, points: np.ndarray, geometry: Geometry | None, rotation: np.ndarray) -> np.ndarray:
+    """Rotation as given; translation puts the (in-view part of the) mean shape's centroid on the points' centroid."""
+    pose = np.eye(4)
+    pose[:3, :3] = rotation
+    target = points.mean(0)
+    pose[:3, 3] = target - rotation @ model.mean.mean(0)
+    for _ in range(10 if geometry is not None else 0):
+        v = apply_transform(pose, model.mean)
+        inside = geometry.in_field_of_view(v)
+        if not inside.any():
+            break
+        pose[:3, 3] += target - v[inside].mean(0)
+    return pose
+
+
+def fit_shape_model(
+    model: ShapeModel,
+    points: np.ndarray,
+    geometry: Geometry | None = None,
+    init_pose: np.ndarray | None = None,
+    fit_scale: bool = False,
+    n_iterations: int = 30,
+    n_rigid_iterations: int = 5,
+    max_points: int = 3000,
+    regularisation_mm2: float = 0.05,
+    trim_fraction: float = 0.1,
+    max_sd: float = 3.0,
+    tol_mm: float = 0.01,
+    max_step_deg: float = 10.0,
+    max_step_mm: float = 50.0,
+    seed: int = 0,
+) -> ShapeFit:
+    """Fit pose and shape coefficients to partial surface points (N, 3) in mm (e.g. back-projected dual faces).
+
+    Gauss-Newton on point-to-plane distances from each point to its closest model vertex (cKDTree;
+    area-weighted vertex normals), minimising ``mean(e^2) + regularisation_mm2 * |b|^2`` (Mahalanobis
+    prior, b in standard deviations, clipped to +-``max_sd``); the ``trim_fraction`` farthest points
+    are dropped each iteration; up to ``n_rigid_iterations`` fit the pose only, then up to
+    ``n_iterations - n_rigid_iterations`` pose and shape; each phase ends early once an update moves
+    no model vertex by more than ``tol_mm``. With ``geometry`` the points are taken as camera-frame
+    points seen through it and only model vertices inside its X-ray cone are matched (the rest of
+    the bone is unseen, not absent).
+
+    Args:
+        init_pose: 4x4 model -> points' frame start; default the standard AP rotation (model in RAS)
+            with the centroids matched.
+        fit_scale: also fit an isotropic scale (similarity pose).
+        max_points: random subsample of the points used (speed).
+        tol_mm: convergence threshold (mm) on the largest vertex displacement of one update.
+        max_step_deg, max_step_mm: trust region: an update that would rotate by more than
+            ``max_step_deg`` or translate by more than ``max_step_mm`` is shortened (all of its
+            parameters alike), so that points that fit the model badly cannot throw the pose away.
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 3 or len(pts) < 10 or not np.isfinite(pts).all():
+        raise ValueError(f"need at least 10 finite points (N, 3), got shape {pts.shape}")
+    rng = np.random.default_rng(seed)
+    if len(pts) > max_points:
+        pts = pts[rng.choice(len(pts), max_points, replace=False)]
+    pose = np.asarray(init_pose, dtype=np.float64) if init_pose is not None else _initial_pose(model, pts, geometry, STANDARD_AP_ROTATION)
+    scale = float(np.cbrt(np.linalg.det(pose[:3, :3])))
+    rot, t = pose[:3, :3] / scale, pose[:3, 3].copy()
+    k = model.n_modes
+    basis = model.modes.transpose(1, 2, 0) * np.sqrt(model.variances)  # (V, 3, K) mm per sd
+    b = np.zeros(k)
+    n_pose = 7 if fit_scale else 6
+    incidence = trimesh.geometry.index_sparse(len(model.mean), model.faces).tocsr()  # vertex-face, for area-weighted normals
+    schedule = [False] * min(n_rigid_iterations, n_iterations) + [k > 0] * max(n_iterations - n_rigid_iterations, 0)
+    it, previous = 0, None
+    while it < len(schedule):
+        shape_it = schedule[it]
+        x = scale * model.shape(b) @ rot.T + t
+        if previous is not None and np.abs(x - previous).max() < tol_mm:  # this phase has converged
+            later = [i for i in range(it, len(schedule)) if schedule[i] != shape_it]
+            if not later:
+                break
+            it, previous = later[0], None
+            continue
+        it, previous = it + 1, x
+        tri = x[model.faces]
+        face_areas = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # normals scaled by twice the area
+        normals = trimesh.geometry.mean_vertex_normals(len(x), model.faces, face_areas, sparse=incidence)
+        cand = np.flatnonzero(geometry.in_field_of_view(x)) if geometry is not None else np.arange(len(x))
+        if len(cand) < 3:
+            cand = np.arange(len(x))
+        dist, nn = cKDTree(x[cand]).query(pts)
+        keep = dist <= np.quantile(dist, 1.0 - trim_fraction) + 1e-9
+        v, p = cand[nn[keep]], pts[keep]
+        n = normals[v]
+        q = x[v] - x.mean(0)
+        e = np.einsum("ij,ij->i", n, p - x[v])
+        cols = [np.cross(q, n), n] + ([np.einsum("ij,ij->i", n, q)[:, None]] if fit_scale else [])
+        if shape_it:
+            cols.append(np.einsum("ij,ijk->ik", scale * n @ rot, basis[v]))
+        jac = np.concatenate(cols, 1)
+        m = len(e)
+        a = jac.T @ jac / m
+        rhs = jac.T @ e / m
+        a[np.diag_indices(n_pose)] += 1e-9
+        if shape_it:
+            a[n_pose:, n_pose:] += regularisation_mm2 * np.eye(k)
+            rhs[n_pose:] -= regularisation_mm2 * b
+        delta = np.linalg.solve(a, rhs)
+        delta *= min(1.0, np.deg2rad(max_step_deg) / max(np.linalg.norm(delta[:3]), 1e-300), max_step_mm / max(np.linalg.norm(delta[3:6]), 1e-300))
+        c = x.mean(0)
+        step_rot = Rotation.from_rotvec(delta[:3]).as_matrix()
+        ds = 1.0 + (delta[6] if fit_scale else 0.0)
+        rot, t, scale = step_rot @ rot, ds * step_rot @ (t - c) + c + delta[3:6], scale * ds
+        if shape_it:
+            b = np.clip(b + delta[n_pose:], -max_sd, max_sd)
+    pose = np.eye(4)
+    pose[:3, :3], pose[:3, 3] = scale * rot, t
+    verts = apply_transform(pose, model.shape(b))
+    dist, _ = cKDTree(verts).query(pts)
+    keep = dist <= np.quantile(dist, 1.0 - trim_fraction) + 1e-9
+    surf_dist = point_to_surface(pts[keep], trimesh.Trimesh(verts, model.faces, process=False))
+    return ShapeFit(verts, model.faces, b, pose, float(np.sqrt(np.mean(surf_dist**2))), float(keep.mean()))
+
+
+# ---------------------------------------------------------------------- CLI
+def read_mesh(path: PathLike) -> trimesh.Trimesh:
+    """Read a triangle mesh (PLY/STL/OBJ/...), refusing missing, unreadable or empty files."""
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(path, "mesh file not found")
+    try:
+        mesh = trimesh.load(str(path), force="mesh", process=False)
+    except Exception as e:  # trimesh raises many types for corrupt files
+        raise InputFileError(path, f"unreadable mesh ({type(e).__name__}: {e})") from None
+    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
+        raise InputFileError(path, "no triangles in mesh")
+    if not np.isfinite(mesh.vertices).all():
+        raise InputFileError(path, "mesh has NaN or Inf vertices")
+    return mesh
+
+
+def _plot_variance(path: Path, models: Mapping[str, ShapeModel]) -> None:
+    import matplotlib.pyplot as plt
+
+    from scripts.io.report import save_figure  # matplotlib (Agg) only when a model is built
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for bone, m in models.items():
+        ax.plot(np.arange(1, m.n_modes + 1), np.cumsum(m.variances) / m.variances.sum() * 100, "o-", label=f"{bone} ({m.n_modes} modes)")
+    ax.set_xlabel("mode")
+    ax.set_ylabel("cumulative variance kept (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)
+
+
+def build_from_cases(
+    cases_dir: PathLike,
+    bones: Sequence[str] = BONES,
+    variance: float = 0.98,
+    scale: bool = False,
+    register: bool = False,
+    template_dir: PathLike | None = None,
+    case_names: Sequence[str] | None = None,
+) -> tuple[dict[str, ShapeModel], dict]:
+    """Models from ``cases_dir/case_*/meshes/<bone>.ply`` (only ``case_names`` when given);
+    ``register`` brings meshes into correspondence first."""
+    cases_dir = Path(cases_dir)
+    cases = sorted(p for p in cases_dir.glob("case_*") if p.is_dir() and (case_names is None or p.name in case_names))
+    if len(cases) < 2:
+        raise InputFileError(cases_dir, f"need at least two case_* folders with meshes/<bone>.ply, found {len(cases)}")
+    models = {}
+    for bone in bones:
+        template_path = (Path(template_dir) if template_dir else cases[0] / "meshes") / f"{bone}.ply"
+        template = read_mesh(template_path)
+        shapes = []
+        for case in tqdm(cases, desc=f"{bone} meshes", unit="case"):
+            path = case / "meshes" / f"{bone}.ply"
+            mesh = read_mesh(path)
+            if register:
+                shapes.append(register_to_template(template, mesh))
+            elif mesh.vertices.shape != template.vertices.shape or not np.array_equal(mesh.faces, template.faces):
+                raise InputFileError(path, f"mesh topology differs from {template_path} ({len(mesh.vertices)} vs {len(template.vertices)} vertices); use --register")
+            else:
+                shapes.append(np.asarray(mesh.vertices, dtype=np.float64))
+        models[bone] = build_shape_model(np.stack(shapes), template.faces, variance=variance, scale=scale)
+    meta = {
+        "cases": [c.name for c in cases],
+        "n_training": len(cases),
+        "variance_kept": variance,
+        "similarity_procrustes": scale,
+        "registered": register,
+        **cohort_provenance(cases),
+        "frame": "training mesh frame (RAS mm), Procrustes-aligned to the first case",
+        "units": {"vertices": "mm", "variances": "mm^2", "coeffs": "standard deviations"},
+    }
+    return models, meta
+
+
+def cohort_provenance(cases: Sequence[Path]) -> dict:
+    """Anatomy and LLP26 subjects behind the cases (their phantom ``params.json``; empty for other meshes).
+
+    ``llp26_subjects``: every LLP26 subject whose shape reached a case (a real subject itself, or the
+    subjects of the PCA it was drawn from), so a model's metadata shows which subjects it has seen.
+    """
+    anatomies, subjects = set(), set()
+    for case in cases:
+        path = case / "params.json"
+        if not path.exists():
+            continue
+        params = read_json(path)
+        anatomies.add(params.get("anatomy", "procedural") if "tissue" in params else "unknown")
+        subjects.update(params.get("pca_subjects", []))
+        if params.get("llp26_subject") is not None:
+            subjects.add(int(params["llp26_subject"]))
+    out: dict = {"anatomy": sorted(anatomies)} if anatomies else {}
+    if subjects:
+        out["llp26_subjects"] = sorted(subjects)
+    return out
+
+
+def split_cases(datalist: PathLike, split: str) -> set[str]:
+    """Case names (entries' "case") of one list of a simulator datalist."""
+    entries = read_json(datalist).get(split)
+    if not entries:
+        raise InputFileError(datalist, f"no '{split}' entries")
+    return {e["case"] for e in entries}
+
+
+@exits_on_input_error
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI (``build``); returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m scripts.ssm", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="build per-bone PCA shape models from a cohort of meshes")
+    b.add_argument("--cases", required=True, help="folder with case_*/meshes/<bone>.ply")
+    b.add_argument("--out", required=True, help="output .npz (a PNG of explained variance is written beside it)")
+    b.add_argument("--bones", nargs="+", default=list(BONES))
+    b.add_argument("--variance", type=float, default=0.98, help="fraction of variance the kept modes explain")
+    b.add_argument("--scale", action="store_true", help="similarity (not rigid) Procrustes alignment")
+    b.add_argument("--register", action="store_true", help="bring meshes not in correspondence onto a template first")
+    b.add_argument("--template", default=None, help="folder with <bone>.ply templates for --register (default: first case)")
+    b.add_argument("--datalist", default=None, help="simulator datalist.json: use only the cases of --split (keeps test subjects out)")
+    b.add_argument("--split", default="training", help="datalist list whose cases build the model (with --datalist)")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    refuse_models_dir(out, "--out")
+    names = split_cases(args.datalist, args.split) if args.datalist else None
+    models, meta = build_from_cases(args.cases, args.bones, args.variance, args.scale, args.register, args.template, names)
+    save_shape_models(out, models, meta)
+    _plot_variance(out.with_suffix(".png"), models)
+    for bone, m in models.items():
+        print(f"{bone}: {len(m.mean)} vertices, {m.n_modes} modes, {np.sqrt(m.variances.sum()):.1f} mm total SD")
+    return 0
