@@ -9,8 +9,8 @@ gallery section of docs/real_radiographs.md: per image the bones found, the mask
 outside the radiograph's own area (the padding of the standard field) and whether each bone's mask
 lies on its side (femur_left at larger u, scripts/geometry.py; :data:`SIDE_FRACTION`).
 
-``ct``: radiographs simulated (``--config``, default the shipped model's look configs/simulate_plain.yaml
-while it exists, else configs/simulate.yaml; ``--poses`` seeded poses) from the shared real
+``ct``: radiographs simulated (configs/simulate.yaml, with ``--config`` merged over it; ``--poses``
+seeded poses) from the shared real
 CT with its TotalSegmentator masks -> the shipped model's mask Dice per bone in view (target at
 least :data:`DICE_TARGET`) and the ASSD of the dual-face and dual-face + shape-model surfaces (truth
 and prediction clipped to the cone and the CT's box) per bone, the network's centre-depth shift;
@@ -54,8 +54,6 @@ DOCS = BUNDLE_ROOT / "docs"
 SHARED = shared_data_dir() or Path("/nonexistent")
 REAL_RADIOGRAPHS = SHARED / "real_radiographs"
 REAL_CT_DIR = SHARED / "real_ct"
-# the shipped model's training look while it has one (configs/simulate_plain.yaml), else the clinical image formation
-SIMULATE_CONFIG = next((p for p in (BUNDLE_ROOT / "configs" / "simulate_plain.yaml",) if p.exists()), None)
 GALLERY_PIXEL_SPACING_MM = 0.9  # NOTICE.md: about 0.8-1.0 mm per pixel at the detector for these infant films
 
 
@@ -117,7 +115,7 @@ def run_gallery(radiographs: Path, out_dir: Path, pixel_spacing_mm: float, overr
 
 # ---------------------------------------------------------------------- simulated real CT
 def run_ct_check(
-    ct: Path, labels: Path, label_map: str | None, poses: int, seed: int, work: Path, overrides: Mapping | None = None, surfaces: bool = True, config: Path | None = SIMULATE_CONFIG
+    ct: Path, labels: Path, label_map: str | None, poses: int, seed: int, work: Path, overrides: Mapping | None = None, surfaces: bool = True, config: Path | None = None
 ) -> dict:
     """Simulate ``poses`` radiographs of the CT (simulator ``config`` merged over configs/simulate.yaml) into ``work``
     and score the shipped model on each (all in the test list); ``surfaces=False``: masks only (no meshing,
@@ -246,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("--label-map", default="totalsegmentator")
     c.add_argument("--poses", type=int, default=4)
     c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--config", default=SIMULATE_CONFIG, help="simulator YAML merged over configs/simulate.yaml (default: the shipped model's look, configs/simulate_plain.yaml, while it exists)")
+    c.add_argument("--config", default=None, help="simulator YAML merged over configs/simulate.yaml (default: none, the clinical image formation)")
     args = parser.parse_args(argv)
     overrides = {"ckpt_path": args.ckpt_path, "ssm_path": args.ssm_path, "device": args.device}
     docs = Path(args.docs)

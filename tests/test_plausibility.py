@@ -126,8 +126,7 @@ def _simulated(root, name: str, rotation_deg=None):
     with pytest.MonkeyPatch.context() as mp:
         if rotation_deg is not None:
             mp.setattr(simulate, "pose_parameters", lambda *args: (list(rotation_deg), [0.0, 0.0, 0.0]))
-        cfg = simulate.load_config(simulate.PLAIN_CONFIG_FILE)  # the shipped model's training look (no clinical image formation)
-        datalist, errors = simulate.simulate(simulate.find_cases(root / "phantom"), root / name, poses=1, seed=3, cfg=cfg, device="cpu")
+        datalist, errors = simulate.simulate(simulate.find_cases(root / "phantom"), root / name, poses=1, seed=3, device="cpu")
     assert not errors
     sample = root / name / Path(next(e for split in datalist.values() for e in split)["image"]).parent
     shutil.copytree(sample, root / "in" / name)
@@ -139,7 +138,7 @@ def shipped_model_results(tmp_path_factory):
     """The inference workflow (shipped model and shape models, CPU) on a simulated AP radiograph, its inverse,
     a lateral view of the same phantom and uniform noise; returns ({name: result.json}, stderr)."""
     root = tmp_path_factory.mktemp("plausible")
-    write_case(generate_case(2026, 3.0, "procedural"), root / "phantom" / "case_2026")
+    write_case(generate_case(2026, 3.0, "llp26", subject=20), root / "phantom" / "case_2026")  # a real test subject
     ap = _simulated(root, "ap")
     _simulated(root, "lateral", rotation_deg=(0.0, 90.0, 0.0))
     shutil.copytree(ap, root / "in" / "inverted")

@@ -52,9 +52,6 @@ from scripts.io.report import bone_colour, front_back_extent, save_figure  # noq
 from scripts.data.volumes import BONE_LABELS, LABEL_MAP_CHOICES, Volume, bones_center, load_label_map, read_ct, read_labels, remove_couch  # noqa: E402
 
 DEFAULT_CONFIG_FILE = BUNDLE_ROOT / "configs" / "simulate.yaml"
-# the look the shipped model (v1) was trained on (no clinical image formation): for the demo and the checks that
-# run the shipped model on simulated radiographs, until a model trained on the clinical image formation is released
-PLAIN_CONFIG_FILE = DEFAULT_CONFIG_FILE.parent / "simulate_plain.yaml"
 SPLITS = ("training", "validation", "test")
 SAMPLE_FILES = ("image.nii.gz", "fov.nii.gz", "depth.nii.gz", "mask.nii.gz", "geometry.json", "sample.json", "preview.png")
 

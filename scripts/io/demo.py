@@ -1,11 +1,12 @@
 """The bundle's main job on its embedded default data (``make demo``).
 
-A procedural phantom (CT, bone labels, true surfaces) -> a simulated standard-geometry radiograph
--> the inference workflow with the shipped model (models/model.pt, models/ssm.npz) -> meshes,
-report.png and result.json -> surface errors against the phantom's true surfaces, printed and
-written to errors.json. Everything runs offline.
+A real held-out adult pelvis and femurs (LLP26 test subject 20, never seen in training) posed and
+given soft tissue by the phantom generator (CT, bone labels, true surfaces) -> a radiograph with the
+clinical image formation of configs/simulate.yaml -> the inference workflow with the shipped model
+(models/model.pt, models/ssm.npz) -> meshes, report.png and result.json -> surface errors against
+the true surfaces, printed and written to errors.json. Everything runs offline.
 
-    python -m scripts.demo --out demo_output [--seed 2026] [--spacing 1.5] [--device cpu]
+    python -m scripts.demo --out demo_output [--subject 20] [--seed 2026] [--spacing 1.5] [--device cpu]
 """
 
 from __future__ import annotations
@@ -22,21 +23,22 @@ from scripts.io.files import exits_on_input_error, write_json
 from scripts.geometry import Geometry
 from scripts.data.phantom import generate_case, write_case
 from scripts.reconstruction.reconstruct import BUNDLE_ROOT, INFERENCE_CONFIG
-from scripts.data.simulate import PLAIN_CONFIG_FILE, find_cases, load_config, simulate
+from scripts.data.real_anatomy import TEST_SUBJECTS
+from scripts.data.simulate import find_cases, simulate
 from scripts.reconstruction.ssm import read_mesh
 from scripts.reconstruction.surface_metrics import surface_metrics
 
 DEMO_CASE = "case_demo"
 
 
-def run_demo(out: Path, seed: int, spacing_mm: float, device: str | None) -> dict:
-    """Run the demo into ``out``; returns per-bone errors (mm) of the dual-face and completed surfaces."""
-    print(f"[1/4] phantom (seed {seed}, {spacing_mm} mm) -> {out / 'phantom'}")
-    write_case(generate_case(seed, spacing_mm, "procedural"), out / "phantom" / DEMO_CASE)
+def run_demo(out: Path, subject: int, seed: int, spacing_mm: float, device: str | None) -> dict:
+    """Run the demo into ``out`` on LLP26 test subject ``subject`` (pose, tissue and image formation from
+    ``seed``); returns per-bone errors (mm) of the dual-face and completed surfaces."""
+    print(f"[1/4] phantom of LLP26 test subject {subject} (seed {seed}, {spacing_mm} mm) -> {out / 'phantom'}")
+    write_case(generate_case(seed, spacing_mm, "llp26", subject=subject), out / "phantom" / DEMO_CASE)
 
-    print(f"[2/4] simulated radiograph -> {out / 'radiograph'}")
-    cfg = load_config(PLAIN_CONFIG_FILE)  # the shipped model's training look
-    datalist, errors = simulate(find_cases(out / "phantom"), out / "radiograph", poses=1, seed=seed, cfg=cfg, device=device, overwrite=True)
+    print(f"[2/4] simulated radiograph (clinical image formation) -> {out / 'radiograph'}")
+    datalist, errors = simulate(find_cases(out / "phantom"), out / "radiograph", poses=1, seed=seed, device=device, overwrite=True)
     if errors:
         raise RuntimeError("; ".join(errors))
     entry = next(e for split in datalist.values() for e in split)
@@ -83,12 +85,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI: run the demo; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m scripts.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="demo_output", help="output folder (replaced parts: phantom, radiograph, reconstruction)")
-    parser.add_argument("--seed", type=int, default=2026, help="phantom subject and pose seed (not one of the training subjects)")
+    parser.add_argument("--subject", type=int, choices=TEST_SUBJECTS, default=TEST_SUBJECTS[0], help="LLP26 test subject (held out of training)")
+    parser.add_argument("--seed", type=int, default=2026, help="pose, soft tissue and image-formation seed")
     parser.add_argument("--spacing", type=float, default=1.5, help="phantom CT voxel size, mm")
     parser.add_argument("--device", default=None, help="torch device (default: CUDA when available)")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
-    results = run_demo(out, args.seed, args.spacing, args.device)
+    results = run_demo(out, args.subject, args.seed, args.spacing, args.device)
     print(format_errors(results))
     print(f"meshes, report.png and result.json: {out / 'reconstruction'}; errors: {out / 'errors.json'}")
     return 0
