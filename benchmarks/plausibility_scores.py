@@ -29,6 +29,33 @@ from scripts.io.files import read_nifti, shared_data_dir, write_nifti
 SKIP = shutil.ignore_patterns("preview.png")
 
 
+def write_inverted(sample: Path, dest: Path) -> Path:
+    """A copy of simulator sample folder ``sample`` at ``dest`` with its radiograph inverted (bone dark)."""
+    shutil.copytree(sample, dest, ignore=SKIP)
+    image = read_nifti(sample / "image.nii.gz")
+    write_nifti(dest / "image.nii.gz", (image.max() - image).astype(np.float32), Geometry.load(sample / "geometry.json").image_affine)
+    return dest
+
+
+def write_noise(path: Path, seed: int) -> Path:
+    """A 16-bit PNG of uniform noise at the standard detector size (so it takes the standard geometry)."""
+    size = Geometry.standard().image_size
+    Image.fromarray(np.random.default_rng(seed).integers(0, 65535, size[::-1]).astype(np.uint16)).save(path)
+    return path
+
+
+def simulate_lateral(cases: list, out: Path, seed: int) -> list[Path]:
+    """Sample folders of one lateral view (90 degrees about camera y, no translation) of each case, under ``out``."""
+    original, simulate.pose_parameters = simulate.pose_parameters, lambda *args: ([0.0, 90.0, 0.0], [0.0, 0.0, 0.0])
+    try:
+        datalist, errors = simulate.simulate(cases, out, poses=1, seed=seed, device="cpu")
+    finally:
+        simulate.pose_parameters = original
+    if errors:
+        raise RuntimeError("; ".join(errors))
+    return [out / Path(entry["image"]).parent for split in datalist.values() for entry in split]
+
+
 def build_inputs(samples: Path, cases: Path, radiographs: Path | None, work: Path) -> Path:
     """The input folder ``work/in`` (built once)."""
     inp = work / "in"
@@ -39,23 +66,10 @@ def build_inputs(samples: Path, cases: Path, radiographs: Path | None, work: Pat
     for s in found[::2]:
         shutil.copytree(s, inp / f"ap_{s.name}", ignore=SKIP)
     for s in found[::6]:
-        d = inp / f"inverted_{s.name}"
-        shutil.copytree(s, d, ignore=SKIP)
-        image = read_nifti(s / "image.nii.gz")
-        write_nifti(d / "image.nii.gz", (image.max() - image).astype(np.float32), Geometry.load(s / "geometry.json").image_affine)
-    size = Geometry.standard().image_size
+        write_inverted(s, inp / f"inverted_{s.name}")
     for k in range(5):
-        Image.fromarray(np.random.default_rng(k).integers(0, 65535, size[::-1]).astype(np.uint16)).save(inp / f"noise_{k}.png")
-    lateral = lambda *args: ([0.0, 90.0, 0.0], [0.0, 0.0, 0.0])  # noqa: E731
-    original, simulate.pose_parameters = simulate.pose_parameters, lateral
-    try:
-        datalist, errors = simulate.simulate(simulate.find_cases(cases)[:3], work / "lateral", poses=1, seed=3, device="cpu")
-    finally:
-        simulate.pose_parameters = original
-    if errors:
-        raise RuntimeError("; ".join(errors))
-    for entry in (e for split in datalist.values() for e in split):
-        s = work / "lateral" / Path(entry["image"]).parent
+        write_noise(inp / f"noise_{k}.png", k)
+    for s in simulate_lateral(simulate.find_cases(cases)[:3], work / "lateral", seed=3):
         shutil.copytree(s, inp / f"lateral_{s.name}", ignore=SKIP)
     for p in sorted(radiographs.glob("*.jp*g")) if radiographs and radiographs.is_dir() else []:
         shutil.copy(p, inp / f"real_{p.name}")

@@ -42,7 +42,8 @@ from scripts.reconstruction.evaluate import load_sample, mask_dice  # noqa: E402
 from scripts.io.files import atomic_path, exits_on_input_error, read_depth_and_mask, read_json, shared_data_dir, write_json  # noqa: E402
 from scripts.geometry import Geometry  # noqa: E402
 from scripts.io.radiograph_io import iter_radiographs, load_radiograph  # noqa: E402
-from scripts.reconstruction.reconstruct import BUNDLE_ROOT, INFERENCE_CONFIG, ReconstructionRunner, build_reconstructor  # noqa: E402
+from scripts import BUNDLE_ROOT  # noqa: E402
+from scripts.reconstruction.reconstruct import INFERENCE_CONFIG, ReconstructionRunner, build_reconstructor  # noqa: E402
 from scripts.io.report import bone_colour, overlay_masks, save_figure  # noqa: E402
 from scripts.reconstruction.surface_metrics import surface_metrics  # noqa: E402
 from scripts.data.simulate import Case, case_name_of, load_config, load_geometry, simulate  # noqa: E402

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 import scripts.data.simulate as simulate
-from scripts.io.files import read_nifti, write_nifti
+from benchmarks.plausibility_scores import simulate_lateral, write_inverted, write_noise
 from scripts.geometry import Geometry
 from scripts.data.phantom import generate_case, write_case
 from scripts.reconstruction.plausibility import largest_part, plausibility
@@ -120,15 +119,8 @@ def test_largest_part():
 
 
 # ---------------------------------------------------------------------- end to end, shipped model
-def _simulated(root, name: str, rotation_deg=None):
-    """One simulated standard-geometry radiograph of the phantom under root/phantom as root/in/<name>/image.nii.gz;
-    ``rotation_deg`` fixes the pose (camera axes, degrees) instead of the simulator's random one."""
-    with pytest.MonkeyPatch.context() as mp:
-        if rotation_deg is not None:
-            mp.setattr(simulate, "pose_parameters", lambda *args: (list(rotation_deg), [0.0, 0.0, 0.0]))
-        datalist, errors = simulate.simulate(simulate.find_cases(root / "phantom"), root / name, poses=1, seed=3, device="cpu")
-    assert not errors
-    sample = root / name / Path(next(e for split in datalist.values() for e in split)["image"]).parent
+def _in(root, sample: Path, name: str) -> Path:
+    """``sample`` copied to the inference input folder as root/in/<name>."""
     shutil.copytree(sample, root / "in" / name)
     return root / "in" / name
 
@@ -136,17 +128,18 @@ def _simulated(root, name: str, rotation_deg=None):
 @pytest.fixture(scope="module")
 def shipped_model_results(tmp_path_factory):
     """The inference workflow (shipped model and shape models, CPU) on a simulated AP radiograph, its inverse,
-    a lateral view of the same phantom and uniform noise; returns ({name: result.json}, stderr)."""
+    a lateral view of the same phantom and uniform noise (builders of benchmarks.plausibility_scores);
+    returns ({name: result.json}, stderr)."""
     root = tmp_path_factory.mktemp("plausible")
     write_case(generate_case(2026, 3.0, "llp26", subject=20), root / "phantom" / "case_2026")  # a real test subject
-    ap = _simulated(root, "ap")
-    _simulated(root, "lateral", rotation_deg=(0.0, 90.0, 0.0))
-    shutil.copytree(ap, root / "in" / "inverted")
-    image = read_nifti(ap / "image.nii.gz")
-    write_nifti(root / "in" / "inverted" / "image.nii.gz", (image.max() - image).astype(np.float32), Geometry.load(ap / "geometry.json").image_affine)
-    size = Geometry.standard().image_size
-    noise = np.random.default_rng(0).integers(0, 65535, size[::-1]).astype(np.uint16)  # standard size: standard geometry
-    Image.fromarray(noise).save(root / "in" / "noise.png")
+    cases = simulate.find_cases(root / "phantom")
+    datalist, errors = simulate.simulate(cases, root / "ap", poses=1, seed=3, device="cpu")
+    assert not errors
+    ap = _in(root, root / "ap" / Path(next(e for split in datalist.values() for e in split)["image"]).parent, "ap")
+    (lateral,) = simulate_lateral(cases, root / "lateral", seed=3)
+    _in(root, lateral, "lateral")
+    write_inverted(ap, root / "in" / "inverted")
+    write_noise(root / "in" / "noise.png", 0)
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         run_bundle("inference.yaml", input_dir=str(root / "in"), output_dir=str(root / "out"), device="cpu")

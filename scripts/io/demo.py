@@ -22,7 +22,8 @@ from scripts.reconstruction.evaluate import truth_meshes
 from scripts.io.files import exits_on_input_error, write_json
 from scripts.geometry import Geometry
 from scripts.data.phantom import generate_case, write_case
-from scripts.reconstruction.reconstruct import BUNDLE_ROOT, INFERENCE_CONFIG
+from scripts import BUNDLE_ROOT
+from scripts.reconstruction.reconstruct import INFERENCE_CONFIG
 from scripts.data.real_anatomy import TEST_SUBJECTS
 from scripts.data.simulate import find_cases, simulate
 from scripts.reconstruction.ssm import read_mesh
