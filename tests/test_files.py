@@ -154,5 +154,13 @@ def test_remove_partials_removes_only_its_own(tmp_path):
     (user / "chapter.tex").write_text("mine")
     empty = tmp_path / ".case.xyz789.partial"  # killed before the marker was written
     empty.mkdir()
-    assert remove_partials(tmp_path) == sorted([own, empty])
+    unwritten = tmp_path / ".case.def456.partial"  # killed between creating the marker and writing it
+    unwritten.mkdir()
+    (unwritten / OUTPUT_MARKER).touch()
+    lookalike = tmp_path / ".notes.old.partial"  # a user's folder: an unreadable marker beside the user's own file
+    lookalike.mkdir()
+    (lookalike / OUTPUT_MARKER).touch()
+    (lookalike / "notes.txt").write_text("mine")
+    assert remove_partials(tmp_path) == sorted([own, empty, unwritten])
     assert (user / "chapter.tex").read_text() == "mine"
+    assert (lookalike / "notes.txt").read_text() == "mine"

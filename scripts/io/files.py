@@ -183,11 +183,12 @@ def atomic_dir(path: PathLike, kind: str, source: str | None = None) -> Iterator
 
 def find_partials(directory: PathLike) -> dict[str, list[Path]]:
     """The temporary ``.<name>.XXXXXXXX.partial`` folders of :func:`atomic_dir` left in ``directory`` by a killed run,
-    by output name. Only folders holding the marker (or empty) count: a user's folder of that name is not one."""
+    by output name. Only folders holding the marker count, or nothing but the marker's name (a run killed while
+    creating it; then it may be empty), or nothing at all: a user's folder of that name is not one."""
     directory = Path(directory)
     found: dict[str, list[Path]] = {}
     for p in sorted(directory.glob(".*.partial")) if directory.is_dir() else []:
-        if p.is_dir() and not p.is_symlink() and (written_by_bundle(p) is not None or not any(p.iterdir())):
+        if p.is_dir() and not p.is_symlink() and (written_by_bundle(p) is not None or {c.name for c in p.iterdir()} <= {OUTPUT_MARKER}):
             found.setdefault(p.name[1 : -len(".partial")].rsplit(".", 1)[0], []).append(p)
     return found
 
