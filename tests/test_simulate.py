@@ -210,3 +210,27 @@ def test_table_shift_without_body_names_the_ct():
     volume = Volume(-1000 * np.ones((10, 10, 10), np.int16), AFFINE, "empty_ct.nii.gz")
     with pytest.raises(InputFileError, match="empty_ct.nii.gz.*no body"):
         table_shift_mm(volume, standard_ap_pose([20.0, 20.0, 20.0], 950.0), np.array([20.0, 20.0, 20.0]), 1075.0, -500.0)
+
+
+def test_ct_end_cuts_ct_labels_and_truth_together(tmp_path, small_geometry):
+    """ct_end with probability 1: the CT ends 20 mm below the femur top (RAS z 60 -> 40 mm, voxel k 10);
+    the femur masks lose their lower part, the pelvis above is untouched, sample.json records the cut box."""
+    make_case(tmp_path / "cohort" / "case_0000")
+    config = tmp_path / "cut.yaml"
+    config.write_text("ct_end: {probability: 1.0, below_femur_top_mm: [20.0, 20.0]}\npose: {rotation_deg: [0, 0, 0], translation_mm: [0, 0, 0]}\n")
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("ct_end: {probability: 0.0}\npose: {rotation_deg: [0, 0, 0], translation_mm: [0, 0, 0]}\n")
+    masks, notes = {}, {}
+    for name, cfg in (("cut", config), ("plain", plain)):
+        out = tmp_path / name
+        assert main(["--cases", str(tmp_path / "cohort"), "--out", str(out), "--geometry", str(small_geometry), "--config", str(cfg), "--split", "test"]) == 0
+        masks[name] = nib.load(str(out / "case_0000_p0" / "mask.nii.gz")).get_fdata() > 0
+        notes[name] = json.loads((out / "case_0000_p0" / "sample.json").read_text())
+    assert notes["plain"]["ct_end_z_mm"] is None and notes["plain"]["ct_extent"]["shape"] == [40, 20, 30]
+    assert notes["cut"]["ct_end_z_mm"] == pytest.approx(40.0)
+    assert notes["cut"]["ct_extent"]["shape"] == [40, 20, 20]
+    np.testing.assert_allclose(notes["cut"]["ct_extent"]["affine"], AFFINE + np.array([[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 40.0], [0, 0, 0, 0]]))
+    np.testing.assert_array_equal(masks["cut"][..., 0], masks["plain"][..., 0])  # pelvis (z 72-96 mm) above the cut
+    for b in (1, 2):  # femur rods z 16-64 mm, cut at 40 mm: fewer pixels, none new
+        assert masks["cut"][..., b].any() and not (masks["cut"][..., b] & ~masks["plain"][..., b]).any()
+        assert masks["cut"][..., b].sum() < masks["plain"][..., b].sum()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -92,6 +93,20 @@ def test_datalist_errors_name_the_file(dataset, tmp_path):
     (tmp_path / "datalist.json").write_text('{"training": [{"image": "a.nii.gz", "depth": "b", "mask": "c", "geometry": "d"}]}')
     with pytest.raises(InputFileError, match="a.nii.gz"):
         load_datalist(tmp_path, "training")
+
+
+def test_datalists_of_several_folders_are_joined(dataset, tmp_path):
+    """A list of folders: each list's entries in folder order, absolute; a folder without validation entries adds none."""
+    other = tmp_path / "other"
+    shutil.copytree(dataset, other)
+    listed = json.loads((other / "datalist.json").read_text())
+    (other / "datalist.json").write_text(json.dumps({**listed, "validation": []}))
+    one, both = load_datalist(dataset, "training"), load_datalist([dataset, other], "training")
+    assert len(both) == 2 * len(one) and both[: len(one)] == one
+    assert [e["image"] for e in both[len(one):]] == [e["image"].replace(str(dataset), str(other)) for e in one]
+    assert load_datalist([dataset, other], "validation") == load_datalist(dataset, "validation")
+    with pytest.raises(InputFileError, match="no entries"):
+        load_datalist([other], "validation")
 
 
 def test_train_end_to_end(dataset, tmp_path):

@@ -12,7 +12,7 @@ from scipy import ndimage
 from scripts.io.files import InputFileError, shared_data_dir
 from scripts.geometry import standard_ap_pose
 from scripts.data.simulate import table_shift_mm
-from scripts.data.volumes import TOTALSEGMENTATOR_IDS, Volume, bones_center, load_label_map, read_ct, read_labels, read_volume, remove_couch, totalsegmentator_version
+from scripts.data.volumes import TOTALSEGMENTATOR_IDS, Volume, bones_center, cut_below, load_label_map, read_ct, read_labels, read_volume, remove_couch, totalsegmentator_version
 
 REAL_CT_DIR = (shared_data_dir() or Path("/nonexistent")) / "real_ct"
 REAL_CT = REAL_CT_DIR / "example_ct.nii.gz"
@@ -254,3 +254,24 @@ def test_labels_must_be_integers(tmp_path):
     lab[2, 2, 2] = 1.5
     with pytest.raises(InputFileError, match="half.nii.gz: label volume holds non-integer values"):
         read_labels(write_nib(tmp_path / "half.nii.gz", lab), ct)
+
+
+@pytest.mark.parametrize("step", [2.5, -2.5])
+def test_cut_below_keeps_the_slices_above_and_their_world_positions(step):
+    """Axial slices (voxel axis 1 along RAS z, either direction) below z go; every kept voxel keeps its world position."""
+    z0 = 7.0 if step > 0 else 29.5  # slices at z 7 ... 29.5 mm either way
+    affine = np.array([[1.5, 0, 0, -10.0], [0, 0, step, 20.0], [0, step, 0, z0], [0, 0, 0, 1]])  # axis 1 -> z, axis 2 -> y
+    array = np.arange(4 * 10 * 3, dtype=np.float32).reshape(4, 10, 3)
+    vol = Volume(array, affine, "ct.nii.gz")
+    cut = cut_below(vol, 14.0)
+    z = z0 + step * np.arange(10)
+    kept = np.flatnonzero(z >= 14.0)
+    assert 0 < len(kept) < 10
+    assert cut.array.shape == (4, len(kept), 3) and cut.path == "ct.nii.gz"
+    for jj, j in enumerate(kept):
+        np.testing.assert_array_equal(cut.array[:, jj], array[:, j])
+        np.testing.assert_allclose(cut.affine @ [2, jj, 1, 1], affine @ [2, j, 1, 1])
+    assert cut_below(vol, 30.0) is None  # nothing left
+    tilted = affine.copy()
+    tilted[2, 0] = 0.1  # slices not axial
+    assert cut_below(Volume(array, tilted), 14.0) is None

@@ -49,7 +49,7 @@ from scripts.io.files import InputFileError, atomic_dir, exits_on_input_error, r
 from scripts.geometry import STANDARD_GEOMETRY_FILE, Geometry, apply_transform, read_geometry, standard_ap_pose  # noqa: E402
 from scripts.data.radiograph_style import style_radiograph  # noqa: E402
 from scripts.io.report import bone_colour, front_back_extent, save_figure  # noqa: E402
-from scripts.data.volumes import BONE_LABELS, LABEL_MAP_CHOICES, Volume, bones_center, load_label_map, read_ct, read_labels, remove_couch  # noqa: E402
+from scripts.data.volumes import BONE_LABELS, LABEL_MAP_CHOICES, Volume, bones_center, cut_below, load_label_map, read_ct, read_labels, remove_couch  # noqa: E402
 
 DEFAULT_CONFIG_FILE = BUNDLE_ROOT / "configs" / "simulate.yaml"
 SPLITS = ("training", "validation", "test")
@@ -193,10 +193,31 @@ def load_case(case: Case, label_map: dict[int, int] | str, cfg: dict, device: to
     removed = 0
     if couch.get("remove", True):
         ct, removed = remove_couch(ct, cfg["pose"].get("body_hu", -500.0), couch.get("opening_mm", 6.0), couch.get("grid_mm", 3.0))
+    return _prepared(case, ct, labels, bones_center(labels), removed, cfg, device)
+
+
+def _prepared(case: Case, ct: Volume, labels: Volume, center: np.ndarray, couch_voxels: int, cfg: dict, device: torch.device | str) -> LoadedCase:
+    """A :class:`LoadedCase` of this CT and labels: their material density volumes and per-bone depth grids."""
     drr = cfg["drr"]
     mu, mu_affine = material_volumes(ct.array, ct.affine, drr["ct_kev"], drr["min_voxel_mm"], device)
     grids = bone_grids(labels.array, tuple(BONE_LABELS), device=device)
-    return LoadedCase(case, ct, labels, mu, mu_affine, bones_center(labels), grids, removed)
+    return LoadedCase(case, ct, labels, mu, mu_affine, center, grids, couch_voxels)
+
+
+def ct_end_mm(lc: LoadedCase, cfg: dict, seed: int, pose: int) -> float | None:
+    """RAS z (mm) where this sample's CT is cut short, or None (``ct_end``: drawn per sample with
+    ``probability``, ``below_femur_top_mm`` below the highest femur voxel), as in a pelvis CT that
+    ends inside the X-ray field."""
+    spec = cfg.get("ct_end") or {}
+    rng = np.random.default_rng(int(_stable_unit("ct_end", seed, lc.case.name, pose) * 2**63))
+    if rng.uniform() >= float(spec.get("probability", 0.0)):
+        return None
+    femur = np.argwhere(np.isin(lc.labels.array, [BONE_LABELS["femur_left"], BONE_LABELS["femur_right"]]))
+    if femur.size == 0:
+        return None
+    top = float((femur @ lc.labels.affine[2, :3] + lc.labels.affine[2, 3]).max())
+    low, high = spec.get("below_femur_top_mm", (40.0, 200.0))
+    return top - float(rng.uniform(low, high))
 
 
 def table_shift_mm(ct: Volume, world_to_camera: np.ndarray, center_ras: np.ndarray, table_mm: float, body_hu: float, reach_mm: float = 400.0) -> float:
@@ -227,6 +248,13 @@ def render_sample(lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose
     and the collimation (``exposed`` >= 0.5 of :func:`scripts.data.radiograph_style.style_radiograph`).
     """
     name = lc.case.name
+    cut_mm = ct_end_mm(lc, cfg, seed, pose)
+    if cut_mm is not None:
+        ct, labels = cut_below(lc.ct, cut_mm), cut_below(lc.labels, cut_mm)
+        if ct is None or labels is None:
+            cut_mm = None
+        else:
+            lc = _prepared(lc.case, ct, labels, lc.center, lc.couch_voxels, cfg, device)
     pose_cfg = cfg["pose"]
     rot, trans = pose_parameters(name, pose, seed, pose_cfg)
     world_to_camera = standard_ap_pose(lc.center, cfg["source_to_object_mm"], rot, trans)
@@ -264,6 +292,7 @@ def render_sample(lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose
         "labels": str(lc.case.labels),
         "label_map": lc.labels.label_map,
         "ct_extent": {"shape": list(lc.ct.array.shape), "affine": lc.ct.affine.tolist()},
+        "ct_end_z_mm": cut_mm,
         "couch_voxels_removed": lc.couch_voxels,
     }
     return {"image": image.cpu().numpy(), "fov": fov.cpu().numpy(), "depth": depth.cpu().numpy(), "mask": mask.cpu().numpy(), "geometry": geom, "notes": notes}

@@ -309,6 +309,26 @@ def bones_center(labels: Volume, inferior_shift: float = 0.1) -> np.ndarray:
     return centre
 
 
+def cut_below(volume: Volume, z_mm: float, max_tilt: float = 1e-3) -> Volume | None:
+    """The volume without its axial slices whose centres lie below RAS z = ``z_mm`` (a CT that ends there),
+    the affine moved with the first kept slice; None when the volume has no axial slices (a voxel axis
+    along z within ``max_tilt``, as a fraction of its step) or would keep none."""
+    a = volume.affine[:3, :3]
+    axis = int(np.argmax(np.abs(a[2])))
+    if np.abs(np.delete(a[2], axis)).max() > max_tilt * abs(a[2, axis]):
+        return None
+    z = a[2, axis] * np.arange(volume.array.shape[axis]) + volume.affine[2, 3]
+    kept = np.flatnonzero(z >= z_mm)
+    if kept.size == 0:
+        return None
+    lo, hi = int(kept.min()), int(kept.max()) + 1
+    index = [slice(None)] * volume.array.ndim
+    index[axis] = slice(lo, hi)
+    affine = volume.affine.copy()
+    affine[:3, 3] += a[:, axis] * lo
+    return Volume(volume.array[tuple(index)], affine, volume.path, volume.label_map)
+
+
 def remove_couch(ct: Volume, body_hu: float = -500.0, opening_mm: float = 6.0, grid_mm: float = 3.0) -> tuple[Volume, int]:
     """The CT with what lies outside the patient (the CT couch, its rails and pads) set to air (-1000 HU).
 

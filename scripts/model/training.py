@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 
@@ -23,12 +23,21 @@ OPTIONAL_SAMPLE_FILE_KEYS = ("fov",)  # the radiograph's own area; data sets sim
 CHECKPOINT_PATTERN = re.compile(r"checkpoint_epoch=(\d+)\.pt$")
 
 
-def load_datalist(dataset_dir: PathLike, key: str = "training") -> list[dict]:
+def load_datalist(dataset_dir: PathLike | Sequence[PathLike], key: str = "training") -> list[dict]:
     """Entries of ``dataset_dir/datalist.json[key]`` with the sample files made absolute.
 
-    Raises :class:`InputFileError` naming the datalist (missing key, empty list, bad entry) or the
-    missing sample file.
+    ``dataset_dir`` may be a list of folders (e.g. real-anatomy and procedural data sets): their lists
+    are joined, and a folder without entries under ``key`` adds none.
+
+    Raises :class:`InputFileError` naming the datalist (missing key, empty list, bad entry; for a list of
+    folders: no entries in any) or the missing sample file.
     """
+    if not isinstance(dataset_dir, (str, Path)):
+        folders = list(dataset_dir)
+        lists = [load_datalist(d, key) if read_json(Path(d) / "datalist.json").get(key) else [] for d in folders]
+        if not any(lists):
+            raise InputFileError(Path(folders[0]) / "datalist.json" if folders else Path("."), f"no entries under key {key!r} in any of {[str(d) for d in folders]}")
+        return [e for entries in lists for e in entries]
     path = Path(dataset_dir) / "datalist.json"
     datalist = read_json(path)
     if not isinstance(datalist, dict) or not isinstance(datalist.get(key), list) or not datalist[key]:
