@@ -35,6 +35,13 @@ stamp "simulation"
 for cohort in cohort_llp26 cohort_procedural; do
   $PY -m scripts.simulate --cases "$RUN/$cohort" --out "$RUN/sim" --poses "$POSES" --split training --workers "$SIM_WORKERS" --device "$DEVICE"
 done
+# the procedural phantoms also as plain DRRs (the look of releases up to 0.5.0), and one radiograph per
+# real-anatomy subject with its CT cut short below the hips (as the shared real CT)
+$PY -m scripts.simulate --cases "$RUN/cohort_procedural" --out "$RUN/sim_plain" --poses "$POSES" --split training \
+  --config configs/simulate_plain.yaml --workers "$SIM_WORKERS" --device "$DEVICE"
+$PY -m scripts.simulate --cases "$RUN/cohort_llp26" --out "$RUN/sim_ct_end" --poses 1 --seed 1 --split training \
+  --config configs/simulate_ct_end.yaml --workers "$SIM_WORKERS" --device "$DEVICE"
+DATA="['$RUN/sim','$RUN/sim_plain','$RUN/sim_ct_end']"
 $PY -m scripts.simulate --cases "$RUN/validation_subjects" --out "$RUN/sim" --poses "$VAL_POSES" --split validation --workers 3 --device "$DEVICE"
 
 stamp "training (dual-face and single-face side by side)"
@@ -42,7 +49,7 @@ budget=0
 if (( DEADLINE_S > 0 )); then budget=$(( DEADLINE_S - SECONDS > 60 ? DEADLINE_S - SECONDS : 60 )); fi
 stamp "training budget: ${budget}s (0: until the last epoch)"
 train() {  # $1 run folder, $2 pretrained, $3 config files
-  timeout "$budget" $PY -m monai.bundle run --config_file "$3" --dataset_dir "$RUN/sim" \
+  timeout "$budget" $PY -m monai.bundle run --config_file "$3" --dataset_dir "$DATA" \
     --output_dir "$1" --ckpt_dir "$1" --pretrained "$2" --epochs "$EPOCHS" --batch_size "$BATCH" \
     --learning_rate "$LR" --image_size 128 --num_workers 4 --device "\$torch.device('$DEVICE')" > "$1.log" 2>&1 || [[ $? == 124 && -f "$1/model.pt" ]]
 }
