@@ -32,23 +32,31 @@ def load_datalist(dataset_dir: PathLike | Sequence[PathLike], key: str = "traini
     Raises :class:`InputFileError` naming the datalist (missing key, empty list, bad entry; for a list of
     folders: no entries in any) or the missing sample file.
     """
-    if not isinstance(dataset_dir, (str, Path)):
-        folders = list(dataset_dir)
-        lists = [load_datalist(d, key) if read_json(Path(d) / "datalist.json").get(key) else [] for d in folders]
-        if not any(lists):
-            raise InputFileError(Path(folders[0]) / "datalist.json" if folders else Path("."), f"no entries under key {key!r} in any of {[str(d) for d in folders]}")
-        return [e for entries in lists for e in entries]
-    path = Path(dataset_dir) / "datalist.json"
+    if isinstance(dataset_dir, (str, Path)):
+        return _folder_entries(Path(dataset_dir), key, required=True)
+    folders = [Path(d) for d in dataset_dir]
+    entries = [e for d in folders for e in _folder_entries(d, key, required=False)]
+    if not entries:
+        raise InputFileError(folders[0] / "datalist.json" if folders else Path("."), f"no entries under key {key!r} in any of {[str(d) for d in folders]}")
+    return entries
+
+
+def _folder_entries(folder: Path, key: str, required: bool) -> list[dict]:
+    """:func:`load_datalist` of one folder; a missing or empty list is an error only when ``required``."""
+    path = folder / "datalist.json"
     datalist = read_json(path)
-    if not isinstance(datalist, dict) or not isinstance(datalist.get(key), list) or not datalist[key]:
+    listed = datalist.get(key) if isinstance(datalist, dict) else None
+    if isinstance(datalist, dict) and not required and listed in (None, []):
+        return []
+    if not isinstance(listed, list) or not listed:
         raise InputFileError(path, f"no non-empty list under key {key!r}")
     entries = []
-    for i, item in enumerate(datalist[key]):
+    for i, item in enumerate(listed):
         if not isinstance(item, dict) or any(k not in item for k in SAMPLE_FILE_KEYS):
             raise InputFileError(path, f"{key}[{i}] must be an object with keys {list(SAMPLE_FILE_KEYS)}")
         entry = dict(item)
         for k in SAMPLE_FILE_KEYS + tuple(k for k in OPTIONAL_SAMPLE_FILE_KEYS if k in item):
-            f = Path(dataset_dir) / item[k]
+            f = folder / item[k]
             if not f.is_file():
                 raise InputFileError(f, f"listed in {path} ({key}[{i}].{k}) but missing")
             entry[k] = str(f)
