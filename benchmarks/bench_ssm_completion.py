@@ -6,8 +6,9 @@
 For every real subject of ``--subjects`` (LLP26 test subjects 20-25 by default) and ``--poses``
 seeded hip poses, the true bone surfaces (scripts.data.real_anatomy) are seen in the standard AP
 geometry; the true surface inside the X-ray cone (what perfect dual-face depth maps give) is
-sampled (1 point per 4 mm^2) and each shape model is fitted to it (``scripts.reconstruction.ssm.fit_shape_model``,
-cone-aware, as in inference). Reports the completion's ASSD against the truth inside the cone and
+sampled (1 point per 4 mm^2) and each shape model is fitted to it in the X-ray cone
+(``scripts.reconstruction.ssm.fit_shape_model``; inference also cuts the cone at each mask's inferior and
+lateral edges, which here are the cone's own). Reports the completion's ASSD against the truth inside the cone and
 over the whole bone, per bone, as a Markdown table for docs/phantom.md, and saves a figure of one
 subject (truth, then each model's completion, coloured by the distance to the truth).
 """

@@ -142,19 +142,43 @@ def bone_points(depth: np.ndarray, mask: np.ndarray, geometry: Geometry) -> dict
     return out
 
 
+def bone_field(geometry: Geometry, mask: np.ndarray, bone: str, margin_mm: float) -> Geometry:
+    """The detector part where ``bone`` may lie beyond what its ``mask`` (H, W) shows, as a cropped geometry.
+
+    An AP field cuts the bones on known sides: collimation, the detector or a CT's end cut the femurs
+    distally and their trochanters laterally, and the iliac wings at either side. The cone is cut at the
+    mask's inferior edge and lateral edge(s) (both for the pelvis; the other sides stay the cone's),
+    ``margin_mm`` (detector mm) beyond them, so that a shape-model fit treats the bone past a cut as unseen
+    rather than absent. Standard AP frame (:data:`scripts.geometry.STANDARD_AP_ROTATION`): +u toward
+    patient left, +v inferior.
+    """
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if not rows.size:
+        return geometry
+    w, h = geometry.image_size
+    mu, mv = (int(round(margin_mm / s)) for s in geometry.pixel_spacing_mm)
+    u0 = 0 if bone == "femur_left" else max(int(cols[0]) - mu, 0)  # patient right side (femur_left: medial, left open)
+    u1 = w - 1 if bone == "femur_right" else min(int(cols[-1]) + mu, w - 1)
+    return geometry.cropped((u0, u1, 0, min(int(rows[-1]) + mv, h - 1)))
+
+
 def complete_surfaces(
-    points: Mapping[str, np.ndarray], shape_models: Mapping[str, ShapeModel], geometry: Geometry, min_points: int = 10, **fit_kwargs
+    points: Mapping[str, np.ndarray], shape_models: Mapping[str, ShapeModel], geometry: Geometry, masks: Mapping[str, np.ndarray] | None = None,
+    field_margin_mm: float | None = 10.0, min_points: int = 10, **fit_kwargs,
 ) -> dict[str, ShapeFit]:
     """Shape-model fit per bone with a model and at least ``min_points`` points (camera frame, cone-aware).
 
+    With ``masks`` ({bone: (H, W) bool}) and ``field_margin_mm``, each bone is fitted in its
+    :func:`bone_field` (the cone cut where the image cuts the bone); otherwise in the whole cone.
     The bones are fitted in parallel threads (the KD-tree queries and most NumPy work release the GIL);
     each fit is deterministic, so the result equals fitting them one after another.
     """
     bones = [b for b, pts in points.items() if b in shape_models and len(pts) >= max(min_points, 10)]
     if not bones:
         return {}
+    fields = {b: bone_field(geometry, masks[b], b, field_margin_mm) if masks is not None and field_margin_mm is not None else geometry for b in bones}
     with concurrent.futures.ThreadPoolExecutor(len(bones)) as pool:
-        fits = {b: pool.submit(fit_shape_model, shape_models[b], points[b], geometry=geometry, **fit_kwargs) for b in bones}
+        fits = {b: pool.submit(fit_shape_model, shape_models[b], points[b], geometry=fields[b], **fit_kwargs) for b in bones}
         return {b: f.result() for b, f in fits.items()}
 
 
@@ -253,6 +277,8 @@ class Reconstructor:
         min_pixels: a bone with fewer mask pixels counts as not found.
         max_depth_jump_mm: meshing depth-jump threshold (:func:`scripts.reconstruction.meshing.dual_face_mesh`).
         fit_kwargs: extra arguments of :func:`scripts.reconstruction.ssm.fit_shape_model`.
+        field_margin_mm: each bone's fit sees the cone cut this far (detector mm) beyond its mask's
+            inferior and lateral edges (:func:`bone_field`); ``None``: the whole cone.
         flip_tta: also run the network on the left-right mirror image and average (test-time
             augmentation; twice the network time). Exact for a centred principal point.
         bones: names of the network's bone channels, in order (configs: ``bones``). The maps are
@@ -276,6 +302,7 @@ class Reconstructor:
         min_pixels: int = 10,
         max_depth_jump_mm: float = 20.0,
         fit_kwargs: Mapping | None = None,
+        field_margin_mm: float | None = 10.0,
         flip_tta: bool = False,
         bones: Sequence[str] = BONES,
         plausibility: Mapping | None = None,
@@ -290,6 +317,7 @@ class Reconstructor:
         self.torchscript = bool(torchscript)
         self.min_pixels, self.max_depth_jump_mm = int(min_pixels), float(max_depth_jump_mm)
         self.fit_kwargs = dict(fit_kwargs or {})
+        self.field_margin_mm = None if field_margin_mm is None else float(field_margin_mm)
         self.flip_tta = bool(flip_tta)
         self.network: torch.nn.Module | None = None
         self.shape_models: dict[str, ShapeModel] | None = None
@@ -350,7 +378,8 @@ class Reconstructor:
         depth = np.where(np.repeat(mask, prediction.faces, axis=0), depth, 0.0).astype(np.float32)
         surfaces = surface_meshes(depth, mask, geom, self.max_depth_jump_mm)
         t1 = time.perf_counter()
-        fits = complete_surfaces(bone_points(depth, mask, geom), self.shape_models, geom, **self.fit_kwargs) if complete else {}
+        masks = dict(zip(geom.bones, mask))
+        fits = complete_surfaces(bone_points(depth, mask, geom), self.shape_models, geom, masks, self.field_margin_mm, **self.fit_kwargs) if complete else {}
         t2 = time.perf_counter()
         centre = float(depth[np.repeat(mask, prediction.faces, axis=0)].mean()) if mask.any() else float("nan")
         score = plausibility(mask, depth, geom, {b: f.rms_mm for b, f in fits.items()}, **self.plausibility_kwargs)
