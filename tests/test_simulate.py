@@ -234,3 +234,24 @@ def test_ct_end_cuts_ct_labels_and_truth_together(tmp_path, small_geometry):
     for b in (1, 2):  # femur rods z 16-64 mm, cut at 40 mm: fewer pixels, none new
         assert masks["cut"][..., b].any() and not (masks["cut"][..., b] & ~masks["plain"][..., b]).any()
         assert masks["cut"][..., b].sum() < masks["plain"][..., b].sum()
+
+
+def test_ct_sides_cut_ct_labels_and_truth_at_the_femurs_sides(tmp_path, small_geometry):
+    """ct_sides with probability 1, 8 mm into the femurs: the femur voxels span RAS x 40-116 mm, so the CT
+    keeps x 48-108 mm (voxels i 12-27); the outer half of each femur rod and the pelvis slab's ends go."""
+    make_case(tmp_path / "cohort" / "case_0000")
+    masks, notes = {}, {}
+    for name, spec in (("cut", "{probability: 1.0, into_femur_mm: [8.0, 8.0]}"), ("plain", "{probability: 0.0}")):
+        cfg = tmp_path / f"{name}.yaml"
+        cfg.write_text(f"ct_sides: {spec}\npose: {{rotation_deg: [0, 0, 0], translation_mm: [0, 0, 0]}}\n")
+        out = tmp_path / name
+        assert main(["--cases", str(tmp_path / "cohort"), "--out", str(out), "--geometry", str(small_geometry), "--config", str(cfg), "--split", "test"]) == 0
+        masks[name] = nib.load(str(out / "case_0000_p0" / "mask.nii.gz")).get_fdata() > 0
+        notes[name] = json.loads((out / "case_0000_p0" / "sample.json").read_text())
+    assert notes["plain"]["ct_sides_x_mm"] is None
+    assert notes["cut"]["ct_sides_x_mm"] == pytest.approx([48.0, 108.0])
+    assert notes["cut"]["ct_extent"]["shape"] == [16, 20, 30]
+    np.testing.assert_allclose(notes["cut"]["ct_extent"]["affine"], AFFINE + np.array([[0, 0, 0, 48.0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]))
+    for b in (0, 1, 2):  # no bone gains a pixel; the rods' halves stay about a pixel (12.5 mm) wide
+        assert masks["cut"][..., b].any() and not (masks["cut"][..., b] & ~masks["plain"][..., b]).any()
+    assert masks["cut"][..., 0].sum() < masks["plain"][..., 0].sum()  # the pelvis slab (x 32-124 mm) loses its ends

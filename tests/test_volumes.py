@@ -12,7 +12,7 @@ from scipy import ndimage
 from scripts.io.files import InputFileError, shared_data_dir
 from scripts.geometry import standard_ap_pose
 from scripts.data.simulate import table_shift_mm
-from scripts.data.volumes import TOTALSEGMENTATOR_IDS, Volume, bones_center, cut_below, load_label_map, read_ct, read_labels, read_volume, remove_couch, totalsegmentator_version
+from scripts.data.volumes import TOTALSEGMENTATOR_IDS, Volume, bones_center, crop_along, load_label_map, read_ct, read_labels, read_volume, remove_couch, totalsegmentator_version
 
 REAL_CT_DIR = (shared_data_dir() or Path("/nonexistent")) / "real_ct"
 REAL_CT = REAL_CT_DIR / "example_ct.nii.gz"
@@ -257,13 +257,14 @@ def test_labels_must_be_integers(tmp_path):
 
 
 @pytest.mark.parametrize("step", [2.5, -2.5])
-def test_cut_below_keeps_the_slices_above_and_their_world_positions(step):
-    """Axial slices (voxel axis 1 along RAS z, either direction) below z go; every kept voxel keeps its world position."""
+def test_crop_along_keeps_the_slices_inside_and_their_world_positions(step):
+    """Axial slices (voxel axis 1 along RAS z, either direction) below z go; every kept voxel keeps its world
+    position; a range along x (voxel axis 0) keeps the sagittal slices inside it."""
     z0 = 7.0 if step > 0 else 29.5  # slices at z 7 ... 29.5 mm either way
     affine = np.array([[1.5, 0, 0, -10.0], [0, 0, step, 20.0], [0, step, 0, z0], [0, 0, 0, 1]])  # axis 1 -> z, axis 2 -> y
     array = np.arange(4 * 10 * 3, dtype=np.float32).reshape(4, 10, 3)
     vol = Volume(array, affine, "ct.nii.gz")
-    cut = cut_below(vol, 14.0)
+    cut = crop_along(vol, 2, 14.0)
     z = z0 + step * np.arange(10)
     kept = np.flatnonzero(z >= 14.0)
     assert 0 < len(kept) < 10
@@ -271,7 +272,10 @@ def test_cut_below_keeps_the_slices_above_and_their_world_positions(step):
     for jj, j in enumerate(kept):
         np.testing.assert_array_equal(cut.array[:, jj], array[:, j])
         np.testing.assert_allclose(cut.affine @ [2, jj, 1, 1], affine @ [2, j, 1, 1])
-    assert cut_below(vol, 30.0) is None  # nothing left
+    assert crop_along(vol, 2, 30.0) is None  # nothing left
+    sides = crop_along(vol, 0, -9.0, -6.0)  # x at -10, -8.5, -7, -5.5: the middle two
+    np.testing.assert_array_equal(sides.array, array[1:3])
+    np.testing.assert_allclose(sides.affine @ [0, 0, 0, 1], affine @ [1, 0, 0, 1])
     tilted = affine.copy()
     tilted[2, 0] = 0.1  # slices not axial
-    assert cut_below(Volume(array, tilted), 14.0) is None
+    assert crop_along(Volume(array, tilted), 2, 14.0) is None

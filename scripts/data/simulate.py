@@ -49,7 +49,7 @@ from scripts.io.files import InputFileError, atomic_dir, exits_on_input_error, r
 from scripts.geometry import STANDARD_GEOMETRY_FILE, Geometry, apply_transform, read_geometry, standard_ap_pose  # noqa: E402
 from scripts.data.radiograph_style import style_radiograph  # noqa: E402
 from scripts.io.report import bone_colour, front_back_extent, save_figure  # noqa: E402
-from scripts.data.volumes import BONE_LABELS, LABEL_MAP_CHOICES, Volume, bones_center, cut_below, load_label_map, read_ct, read_labels, remove_couch  # noqa: E402
+from scripts.data.volumes import BONE_LABELS, LABEL_MAP_CHOICES, Volume, bones_center, crop_along, load_label_map, read_ct, read_labels, remove_couch  # noqa: E402
 
 DEFAULT_CONFIG_FILE = BUNDLE_ROOT / "configs" / "simulate.yaml"
 SPLITS = ("training", "validation", "test")
@@ -204,6 +204,12 @@ def _prepared(case: Case, ct: Volume, labels: Volume, center: np.ndarray, couch_
     return LoadedCase(case, ct, labels, mu, mu_affine, center, grids, couch_voxels)
 
 
+def _femur_ras(lc: LoadedCase) -> np.ndarray:
+    """RAS positions (N, 3) mm of both femurs' label voxels."""
+    femur = np.argwhere(np.isin(lc.labels.array, [BONE_LABELS["femur_left"], BONE_LABELS["femur_right"]]))
+    return femur @ lc.labels.affine[:3, :3].T + lc.labels.affine[:3, 3]
+
+
 def ct_end_mm(lc: LoadedCase, cfg: dict, seed: int, pose: int) -> float | None:
     """RAS z (mm) where this sample's CT is cut short, or None (``ct_end``: drawn per sample with
     ``probability``, ``below_femur_top_mm`` below the highest femur voxel), as in a pelvis CT that
@@ -212,12 +218,26 @@ def ct_end_mm(lc: LoadedCase, cfg: dict, seed: int, pose: int) -> float | None:
     rng = np.random.default_rng(int(_stable_unit("ct_end", seed, lc.case.name, pose) * 2**63))
     if rng.uniform() >= float(spec.get("probability", 0.0)):
         return None
-    femur = np.argwhere(np.isin(lc.labels.array, [BONE_LABELS["femur_left"], BONE_LABELS["femur_right"]]))
+    femur = _femur_ras(lc)
     if femur.size == 0:
         return None
-    top = float((femur @ lc.labels.affine[2, :3] + lc.labels.affine[2, 3]).max())
     low, high = spec.get("below_femur_top_mm", (40.0, 200.0))
-    return top - float(rng.uniform(low, high))
+    return float(femur[:, 2].max()) - float(rng.uniform(low, high))
+
+
+def ct_sides_mm(lc: LoadedCase, cfg: dict, seed: int, pose: int) -> tuple[float, float] | None:
+    """RAS x range (mm) this sample's CT keeps, or None (``ct_sides``: drawn per sample with
+    ``probability``; each side ``into_femur_mm`` inside the outermost femur voxel, negative: beyond it),
+    as in a CT whose reconstruction field is narrower than the hips."""
+    spec = cfg.get("ct_sides") or {}
+    rng = np.random.default_rng(int(_stable_unit("ct_sides", seed, lc.case.name, pose) * 2**63))
+    if rng.uniform() >= float(spec.get("probability", 0.0)):
+        return None
+    femur = _femur_ras(lc)
+    if femur.size == 0:
+        return None
+    low, high = spec.get("into_femur_mm", (-30.0, 20.0))
+    return float(femur[:, 0].min()) + float(rng.uniform(low, high)), float(femur[:, 0].max()) - float(rng.uniform(low, high))
 
 
 def table_shift_mm(ct: Volume, world_to_camera: np.ndarray, center_ras: np.ndarray, table_mm: float, body_hu: float, reach_mm: float = 400.0) -> float:
@@ -248,11 +268,15 @@ def render_sample(lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose
     and the collimation (``exposed`` >= 0.5 of :func:`scripts.data.radiograph_style.style_radiograph`).
     """
     name = lc.case.name
-    cut_mm = ct_end_mm(lc, cfg, seed, pose)
-    if cut_mm is not None:
-        ct, labels = cut_below(lc.ct, cut_mm), cut_below(lc.labels, cut_mm)
+    cut_mm, sides_mm = ct_end_mm(lc, cfg, seed, pose), ct_sides_mm(lc, cfg, seed, pose)
+    crops = ([(2, cut_mm, np.inf)] if cut_mm is not None else []) + ([(0, *sides_mm)] if sides_mm is not None else [])
+    if crops:
+        ct, labels = lc.ct, lc.labels
+        for axis, low, high in crops:
+            ct = None if ct is None else crop_along(ct, axis, low, high)
+            labels = None if labels is None else crop_along(labels, axis, low, high)
         if ct is None or labels is None:
-            cut_mm = None
+            cut_mm = sides_mm = None
         else:
             lc = _prepared(lc.case, ct, labels, lc.center, lc.couch_voxels, cfg, device)
     pose_cfg = cfg["pose"]
@@ -293,6 +317,7 @@ def render_sample(lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose
         "label_map": lc.labels.label_map,
         "ct_extent": {"shape": list(lc.ct.array.shape), "affine": lc.ct.affine.tolist()},
         "ct_end_z_mm": cut_mm,
+        "ct_sides_x_mm": None if sides_mm is None else list(sides_mm),
         "couch_voxels_removed": lc.couch_voxels,
     }
     return {"image": image.cpu().numpy(), "fov": fov.cpu().numpy(), "depth": depth.cpu().numpy(), "mask": mask.cpu().numpy(), "geometry": geom, "notes": notes}

@@ -309,16 +309,19 @@ def bones_center(labels: Volume, inferior_shift: float = 0.1) -> np.ndarray:
     return centre
 
 
-def cut_below(volume: Volume, z_mm: float, max_tilt: float = 1e-3) -> Volume | None:
-    """The volume without its axial slices whose centres lie below RAS z = ``z_mm`` (a CT that ends there),
-    the affine moved with the first kept slice; None when the volume has no axial slices (a voxel axis
-    along z within ``max_tilt``, as a fraction of its step) or would keep none."""
+def crop_along(volume: Volume, world_axis: int, low_mm: float = -np.inf, high_mm: float = np.inf, max_tilt: float = 1e-3) -> Volume | None:
+    """The volume without its slices across RAS axis ``world_axis`` (0 x, 1 y, 2 z) whose centres lie
+    outside [``low_mm``, ``high_mm``] (a CT that ends there), the affine moved with the first kept slice.
+
+    None when no voxel axis runs along that world axis (within ``max_tilt``, as a fraction of its step)
+    or no slice would be kept.
+    """
     a = volume.affine[:3, :3]
-    axis = int(np.argmax(np.abs(a[2])))
-    if np.abs(np.delete(a[2], axis)).max() > max_tilt * abs(a[2, axis]):
+    axis = int(np.argmax(np.abs(a[world_axis])))
+    if np.abs(np.delete(a[world_axis], axis)).max() > max_tilt * abs(a[world_axis, axis]):
         return None
-    z = a[2, axis] * np.arange(volume.array.shape[axis]) + volume.affine[2, 3]
-    kept = np.flatnonzero(z >= z_mm)
+    w = a[world_axis, axis] * np.arange(volume.array.shape[axis]) + volume.affine[world_axis, 3]
+    kept = np.flatnonzero((w >= low_mm) & (w <= high_mm))
     if kept.size == 0:
         return None
     lo, hi = int(kept.min()), int(kept.max()) + 1
