@@ -46,11 +46,9 @@ def write_noise(path: Path, seed: int) -> Path:
 
 def simulate_lateral(cases: list, out: Path, seed: int) -> list[Path]:
     """Sample folders of one lateral view (90 degrees about camera y, no translation) of each case, under ``out``."""
-    original, simulate.pose_parameters = simulate.pose_parameters, lambda *args: ([0.0, 90.0, 0.0], [0.0, 0.0, 0.0])
-    try:
-        datalist, errors = simulate.simulate(cases, out, poses=1, seed=seed, device="cpu")
-    finally:
-        simulate.pose_parameters = original
+    cfg = simulate.load_config()
+    cfg["pose"] = {**cfg["pose"], "rotation_deg": [0.0, 0.0, 0.0], "translation_mm": [0.0, 0.0, 0.0], "view_rotation_deg": [0.0, 90.0, 0.0]}
+    datalist, errors = simulate.simulate(cases, out, poses=1, seed=seed, cfg=cfg, device="cpu")
     if errors:
         raise RuntimeError("; ".join(errors))
     return [out / Path(entry["image"]).parent for split in datalist.values() for entry in split]

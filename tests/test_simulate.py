@@ -120,6 +120,13 @@ def test_poses_are_seeded_and_within_ranges():
     for k in range(20):
         rot, trans = pose_parameters("c", k, 0, cfg)
         assert np.all(np.abs(rot) <= cfg["rotation_deg"]) and np.all(np.abs(trans) <= cfg["translation_mm"])
+    lateral = {**cfg, "view_rotation_deg": [0, 90, 0]}  # the view's rotation adds to the same draw
+    for k in range(5):
+        (rot, trans), (lat, lat_trans) = pose_parameters("c", k, 0, cfg), pose_parameters("c", k, 0, lateral)
+        np.testing.assert_allclose(np.subtract(lat, rot), [0, 90, 0])
+        assert lat_trans == trans
+    fixed = {"rotation_deg": [0, 0, 0], "translation_mm": [0, 0, 0], "view_rotation_deg": [0, 90, 0]}
+    assert pose_parameters("c", 0, 0, fixed) == ([0.0, 90.0, 0.0], [0.0, 0.0, 0.0])
 
 
 def test_bad_input_exits_1_with_one_line(tmp_path, small_geometry, capsys):

@@ -160,9 +160,10 @@ def assign_splits(cases: Sequence[str], seed: int, fractions: dict[str, float]) 
 
 
 def pose_parameters(case: str, pose: int, seed: int, pose_cfg: dict) -> tuple[list[float], list[float]]:
-    """Seeded (rotation_deg, translation_mm) of pose ``pose`` of ``case``, uniform within the configured ranges."""
+    """Seeded (rotation_deg, translation_mm) of pose ``pose`` of ``case``: uniform within the configured ranges,
+    the rotation added to ``view_rotation_deg`` (default none; e.g. [0, 90, 0] for lateral views)."""
     rng = np.random.default_rng(int(_stable_unit("pose", seed, case, pose) * 2**63))
-    rot = rng.uniform(-1.0, 1.0, 3) * np.asarray(pose_cfg["rotation_deg"], dtype=np.float64)
+    rot = rng.uniform(-1.0, 1.0, 3) * np.asarray(pose_cfg["rotation_deg"], dtype=np.float64) + np.asarray(pose_cfg.get("view_rotation_deg", (0.0, 0.0, 0.0)), dtype=np.float64)
     trans = rng.uniform(-1.0, 1.0, 3) * np.asarray(pose_cfg["translation_mm"], dtype=np.float64)
     return rot.tolist(), trans.tolist()
 
