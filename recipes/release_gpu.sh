@@ -35,13 +35,16 @@ stamp "simulation"
 for cohort in cohort_llp26 cohort_procedural; do
   $PY -m scripts.simulate --cases "$RUN/$cohort" --out "$RUN/sim" --poses "$POSES" --split training --workers "$SIM_WORKERS" --device "$DEVICE"
 done
-# the procedural phantoms also as plain DRRs (the look of releases up to 0.5.0), and one radiograph per
-# real-anatomy subject with its CT cut short below the hips (as the shared real CT)
+# the procedural phantoms also as plain DRRs (the look of releases up to 0.5.0), and per real-anatomy
+# subject one radiograph with its CT cut short below the hips and one with its CT's box also cut at
+# its sides (as the shared real CT)
 $PY -m scripts.simulate --cases "$RUN/cohort_procedural" --out "$RUN/sim_plain" --poses "$POSES" --split training \
   --config configs/simulate_plain.yaml --workers "$SIM_WORKERS" --device "$DEVICE"
 $PY -m scripts.simulate --cases "$RUN/cohort_llp26" --out "$RUN/sim_ct_end" --poses 1 --seed 1 --split training \
   --config configs/simulate_ct_end.yaml --workers "$SIM_WORKERS" --device "$DEVICE"
-DATA="['$RUN/sim','$RUN/sim_plain','$RUN/sim_ct_end']"
+$PY -m scripts.simulate --cases "$RUN/cohort_llp26" --out "$RUN/sim_ct_box" --poses 1 --seed 2 --split training \
+  --config configs/simulate_ct_box.yaml --workers "$SIM_WORKERS" --device "$DEVICE"
+DATA="['$RUN/sim','$RUN/sim_plain','$RUN/sim_ct_end','$RUN/sim_ct_box']"
 $PY -m scripts.simulate --cases "$RUN/validation_subjects" --out "$RUN/sim" --poses "$VAL_POSES" --split validation --workers 3 --device "$DEVICE"
 
 stamp "training (dual-face and single-face side by side)"

@@ -143,22 +143,22 @@ def bone_points(depth: np.ndarray, mask: np.ndarray, geometry: Geometry) -> dict
 
 
 def bone_field(geometry: Geometry, mask: np.ndarray, bone: str, margin_mm: float) -> Geometry:
-    """The detector part where ``bone`` may lie beyond what its ``mask`` (H, W) shows, as a cropped geometry.
+    """The cut-aware field of ``bone`` for its shape-model fit: the X-ray cone cut ``margin_mm`` (detector
+    mm) beyond the inferior and lateral edges of its ``mask`` (H, W), as a cropped geometry.
 
-    An AP field cuts the bones on known sides: collimation, the detector or a CT's end cut the femurs
-    distally and their trochanters laterally, and the iliac wings at either side. The cone is cut at the
-    mask's inferior edge and lateral edge(s) (both for the pelvis; the other sides stay the cone's),
-    ``margin_mm`` (detector mm) beyond them, so that a shape-model fit treats the bone past a cut as unseen
-    rather than absent. Standard AP frame (:data:`scripts.geometry.STANDARD_AP_ROTATION`): +u toward
-    patient left, +v inferior.
+    An AP field cuts bones on known sides: collimation, the detector or a CT's end cut the femurs
+    distally and their trochanters laterally, and the iliac wings at either side (hence both lateral
+    edges for the pelvis). Past those edges the bone is unseen rather than absent. The superior and
+    medial sides stay the cone's: the femoral head and the iliac crest end there by themselves. Standard
+    AP frame (:data:`scripts.geometry.STANDARD_AP_ROTATION`): +u toward the patient's left, +v inferior.
     """
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     if not rows.size:
         return geometry
     w, h = geometry.image_size
     mu, mv = (int(round(margin_mm / s)) for s in geometry.pixel_spacing_mm)
-    u0 = 0 if bone == "femur_left" else max(int(cols[0]) - mu, 0)  # patient right side (femur_left: medial, left open)
-    u1 = w - 1 if bone == "femur_right" else min(int(cols[-1]) + mu, w - 1)
+    u0 = 0 if bone == "femur_left" else max(int(cols[0]) - mu, 0)  # the patient's right side: femur_left's medial one
+    u1 = w - 1 if bone == "femur_right" else min(int(cols[-1]) + mu, w - 1)  # the left side: femur_right's medial one
     return geometry.cropped((u0, u1, 0, min(int(rows[-1]) + mv, h - 1)))
 
 
