@@ -205,23 +205,25 @@ def _prepared(case: Case, ct: Volume, labels: Volume, center: np.ndarray, couch_
     return LoadedCase(case, ct, labels, mu, mu_affine, center, grids, couch_voxels)
 
 
-def _femur_ras(lc: LoadedCase) -> np.ndarray:
-    """RAS positions (N, 3) mm of both femurs' label voxels."""
+def _drawn_cut(lc: LoadedCase, cfg: dict, key: str, seed: int, pose: int) -> tuple[np.random.Generator, dict, np.ndarray] | None:
+    """(generator, spec, RAS positions (N, 3) mm of both femurs' label voxels) when the config knob ``key``
+    cuts this sample's CT (drawn with its ``probability``, seeded by key, case and pose), else None."""
+    spec = cfg.get(key) or {}
+    rng = np.random.default_rng(int(_stable_unit(key, seed, lc.case.name, pose) * 2**63))
+    if rng.uniform() >= float(spec.get("probability", 0.0)):
+        return None
     femur = np.argwhere(np.isin(lc.labels.array, [BONE_LABELS["femur_left"], BONE_LABELS["femur_right"]]))
-    return femur @ lc.labels.affine[:3, :3].T + lc.labels.affine[:3, 3]
+    return (rng, spec, femur @ lc.labels.affine[:3, :3].T + lc.labels.affine[:3, 3]) if femur.size else None
 
 
 def ct_end_mm(lc: LoadedCase, cfg: dict, seed: int, pose: int) -> float | None:
     """RAS z (mm) where this sample's CT is cut short, or None (``ct_end``: drawn per sample with
     ``probability``, ``below_femur_top_mm`` below the highest femur voxel), as in a pelvis CT that
     ends inside the X-ray field."""
-    spec = cfg.get("ct_end") or {}
-    rng = np.random.default_rng(int(_stable_unit("ct_end", seed, lc.case.name, pose) * 2**63))
-    if rng.uniform() >= float(spec.get("probability", 0.0)):
+    drawn = _drawn_cut(lc, cfg, "ct_end", seed, pose)
+    if drawn is None:
         return None
-    femur = _femur_ras(lc)
-    if femur.size == 0:
-        return None
+    rng, spec, femur = drawn
     low, high = spec.get("below_femur_top_mm", (40.0, 200.0))
     return float(femur[:, 2].max()) - float(rng.uniform(low, high))
 
@@ -230,13 +232,10 @@ def ct_sides_mm(lc: LoadedCase, cfg: dict, seed: int, pose: int) -> tuple[float,
     """RAS x range (mm) this sample's CT keeps, or None (``ct_sides``: drawn per sample with
     ``probability``; each side ``into_femur_mm`` inside the outermost femur voxel, negative: beyond it),
     as in a CT whose reconstruction field is narrower than the hips."""
-    spec = cfg.get("ct_sides") or {}
-    rng = np.random.default_rng(int(_stable_unit("ct_sides", seed, lc.case.name, pose) * 2**63))
-    if rng.uniform() >= float(spec.get("probability", 0.0)):
+    drawn = _drawn_cut(lc, cfg, "ct_sides", seed, pose)
+    if drawn is None:
         return None
-    femur = _femur_ras(lc)
-    if femur.size == 0:
-        return None
+    rng, spec, femur = drawn
     low, high = spec.get("into_femur_mm", (-30.0, 20.0))
     return float(femur[:, 0].min()) + float(rng.uniform(low, high)), float(femur[:, 0].max()) - float(rng.uniform(low, high))
 
