@@ -236,7 +236,7 @@ def test_bone_field_cuts_the_cone_at_the_mask_inferior_and_lateral_edges():
 def test_fit_of_a_femur_cut_short_by_the_field_recovers_it():
     """Shipped femur models, posed as on an AP radiograph and cut 20-50 rows below the head top (collimation
     or a CT's end): fitted in the cut-aware field (complete_surfaces with masks) the completion lies on the
-    true surface; the whole-cone fit starts the mean femur's centroid on the seen part and can settle 20-40 mm off."""
+    true surface; the whole-cone fit starts the mean femur's centroid on the seen part and can settle 20-40 mm off here."""
     models, _ = ssm.load_shape_models(ROOT / "models" / "ssm.npz")
     geometry = Geometry.standard().resized((128, 128))
     rng = np.random.default_rng(0)
