@@ -120,8 +120,8 @@ def run_ct_check(
 ) -> dict:
     """Simulate ``poses`` radiographs of the CT (simulator ``config`` merged over configs/simulate.yaml) into ``work``
     and score the shipped model on each (all in the test list); ``surfaces=False``: masks only (no meshing,
-    shape-model fit or ASSD). The CT is rendered as it is (``ct_end`` off: it ends in the field already)."""
-    cfg = {**load_config(config), "ct_end": {"probability": 0.0}}
+    shape-model fit or ASSD). The CT is rendered as it is (``ct_end`` and ``ct_sides`` off: its box ends in the field already)."""
+    cfg = {**load_config(config), "ct_end": {"probability": 0.0}, "ct_sides": {"probability": 0.0}}
     geometry, s2o = load_geometry()
     _, errors = simulate([Case(case_name_of(ct), ct, labels)], work, poses, seed, cfg, geometry, s2o, load_label_map(label_map), split="test", overwrite=True)
     if errors:

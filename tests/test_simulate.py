@@ -219,20 +219,25 @@ def test_table_shift_without_body_names_the_ct():
         table_shift_mm(volume, standard_ap_pose([20.0, 20.0, 20.0], 950.0), np.array([20.0, 20.0, 20.0]), 1075.0, -500.0)
 
 
+def cut_and_plain(tmp_path, geometry, knob: str, spec: str) -> tuple[dict, dict]:
+    """Masks (H, W, 3) and sample.json notes of :func:`make_case`'s unperturbed pose 0, simulated with the
+    config knob ``knob`` set to ``spec`` ("cut") and with it off ("plain")."""
+    make_case(tmp_path / "cohort" / "case_0000")
+    masks, notes = {}, {}
+    for name, value in (("cut", spec), ("plain", "{probability: 0.0}")):
+        cfg = tmp_path / f"{name}.yaml"
+        cfg.write_text(f"{knob}: {value}\npose: {{rotation_deg: [0, 0, 0], translation_mm: [0, 0, 0]}}\n")
+        out = tmp_path / name
+        assert main(["--cases", str(tmp_path / "cohort"), "--out", str(out), "--geometry", str(geometry), "--config", str(cfg), "--split", "test"]) == 0
+        masks[name] = nib.load(str(out / "case_0000_p0" / "mask.nii.gz")).get_fdata() > 0
+        notes[name] = json.loads((out / "case_0000_p0" / "sample.json").read_text())
+    return masks, notes
+
+
 def test_ct_end_cuts_ct_labels_and_truth_together(tmp_path, small_geometry):
     """ct_end with probability 1: the CT ends 20 mm below the femur top (RAS z 60 -> 40 mm, voxel k 10);
     the femur masks lose their lower part, the pelvis above is untouched, sample.json records the cut box."""
-    make_case(tmp_path / "cohort" / "case_0000")
-    config = tmp_path / "cut.yaml"
-    config.write_text("ct_end: {probability: 1.0, below_femur_top_mm: [20.0, 20.0]}\npose: {rotation_deg: [0, 0, 0], translation_mm: [0, 0, 0]}\n")
-    plain = tmp_path / "plain.yaml"
-    plain.write_text("ct_end: {probability: 0.0}\npose: {rotation_deg: [0, 0, 0], translation_mm: [0, 0, 0]}\n")
-    masks, notes = {}, {}
-    for name, cfg in (("cut", config), ("plain", plain)):
-        out = tmp_path / name
-        assert main(["--cases", str(tmp_path / "cohort"), "--out", str(out), "--geometry", str(small_geometry), "--config", str(cfg), "--split", "test"]) == 0
-        masks[name] = nib.load(str(out / "case_0000_p0" / "mask.nii.gz")).get_fdata() > 0
-        notes[name] = json.loads((out / "case_0000_p0" / "sample.json").read_text())
+    masks, notes = cut_and_plain(tmp_path, small_geometry, "ct_end", "{probability: 1.0, below_femur_top_mm: [20.0, 20.0]}")
     assert notes["plain"]["ct_end_z_mm"] is None and notes["plain"]["ct_extent"]["shape"] == [40, 20, 30]
     assert notes["cut"]["ct_end_z_mm"] == pytest.approx(40.0)
     assert notes["cut"]["ct_extent"]["shape"] == [40, 20, 20]
@@ -246,15 +251,7 @@ def test_ct_end_cuts_ct_labels_and_truth_together(tmp_path, small_geometry):
 def test_ct_sides_cut_ct_labels_and_truth_at_the_femurs_sides(tmp_path, small_geometry):
     """ct_sides with probability 1, 8 mm into the femurs: the femur voxels span RAS x 40-116 mm, so the CT
     keeps x 48-108 mm (voxels i 12-27); the outer half of each femur rod and the pelvis slab's ends go."""
-    make_case(tmp_path / "cohort" / "case_0000")
-    masks, notes = {}, {}
-    for name, spec in (("cut", "{probability: 1.0, into_femur_mm: [8.0, 8.0]}"), ("plain", "{probability: 0.0}")):
-        cfg = tmp_path / f"{name}.yaml"
-        cfg.write_text(f"ct_sides: {spec}\npose: {{rotation_deg: [0, 0, 0], translation_mm: [0, 0, 0]}}\n")
-        out = tmp_path / name
-        assert main(["--cases", str(tmp_path / "cohort"), "--out", str(out), "--geometry", str(small_geometry), "--config", str(cfg), "--split", "test"]) == 0
-        masks[name] = nib.load(str(out / "case_0000_p0" / "mask.nii.gz")).get_fdata() > 0
-        notes[name] = json.loads((out / "case_0000_p0" / "sample.json").read_text())
+    masks, notes = cut_and_plain(tmp_path, small_geometry, "ct_sides", "{probability: 1.0, into_femur_mm: [8.0, 8.0]}")
     assert notes["plain"]["ct_sides_x_mm"] is None
     assert notes["cut"]["ct_sides_x_mm"] == pytest.approx([48.0, 108.0])
     assert notes["cut"]["ct_extent"]["shape"] == [16, 20, 30]

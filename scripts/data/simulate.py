@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import functools
 import hashlib
 import multiprocessing
 import os
@@ -184,6 +185,12 @@ class LoadedCase:
     bones: dict[str, BoneGrid | None]
     couch_voxels: int = 0
 
+    @functools.cached_property
+    def femur_ras(self) -> np.ndarray:
+        """RAS positions (N, 3) mm of both femurs' label voxels (found once per case, for the CT cuts of its poses)."""
+        femur = np.argwhere(np.isin(self.labels.array, [BONE_LABELS["femur_left"], BONE_LABELS["femur_right"]]))
+        return femur @ self.labels.affine[:3, :3].T + self.labels.affine[:3, 3]
+
 
 def load_case(case: Case, label_map: dict[int, int] | str, cfg: dict, device: torch.device | str) -> LoadedCase:
     """Read and check a case, remove a CT couch (``couch.remove``, :func:`scripts.data.volumes.remove_couch`);
@@ -206,14 +213,13 @@ def _prepared(case: Case, ct: Volume, labels: Volume, center: np.ndarray, couch_
 
 
 def _drawn_cut(lc: LoadedCase, cfg: dict, key: str, seed: int, pose: int) -> tuple[np.random.Generator, dict, np.ndarray] | None:
-    """(generator, spec, RAS positions (N, 3) mm of both femurs' label voxels) when the config knob ``key``
-    cuts this sample's CT (drawn with its ``probability``, seeded by key, case and pose), else None."""
+    """(generator, spec, :attr:`LoadedCase.femur_ras`) when the config knob ``key`` cuts this sample's CT
+    (drawn with its ``probability``, seeded by key, case and pose), else None."""
     spec = cfg.get(key) or {}
     rng = np.random.default_rng(int(_stable_unit(key, seed, lc.case.name, pose) * 2**63))
     if rng.uniform() >= float(spec.get("probability", 0.0)):
         return None
-    femur = np.argwhere(np.isin(lc.labels.array, [BONE_LABELS["femur_left"], BONE_LABELS["femur_right"]]))
-    return (rng, spec, femur @ lc.labels.affine[:3, :3].T + lc.labels.affine[:3, 3]) if femur.size else None
+    return (rng, spec, lc.femur_ras) if lc.femur_ras.size else None
 
 
 def ct_end_mm(lc: LoadedCase, cfg: dict, seed: int, pose: int) -> float | None:
@@ -273,10 +279,10 @@ def render_sample(lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose
     if crops:
         ct, labels = lc.ct, lc.labels
         for axis, low, high in crops:
-            ct = None if ct is None else crop_along(ct, axis, low, high)
-            labels = None if labels is None else crop_along(labels, axis, low, high)
-        if ct is None or labels is None:
-            cut_mm = sides_mm = None
+            ct, labels = crop_along(ct, axis, low, high), crop_along(labels, axis, low, high)
+            if ct is None or labels is None:  # nothing left, or an oblique CT: rendered uncut
+                cut_mm = sides_mm = None
+                break
         else:
             lc = _prepared(lc.case, ct, labels, lc.center, lc.couch_voxels, cfg, device)
     pose_cfg = cfg["pose"]
