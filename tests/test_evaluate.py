@@ -151,3 +151,62 @@ def test_parallel_evaluation_matches_the_straightforward_path(data, tmp_path):
                             assert row[key] == pytest.approx(value, abs=0.01), (sample.name, variant, shift, bone, key)
                         compared += 1
     assert compared >= 2 * 2 * 3 * 3  # at least the completions of every bone, network, shift and sample
+
+
+def test_networks_of_different_sizes_are_each_scored_at_their_own(data, tmp_path):
+    """A single-face baseline trained at another size (single_face_overrides) is evaluated against truth resampled
+    to its size, the dual-face network against truth at its own: Dice and depth MAE as computed by hand."""
+    torch.manual_seed(3)
+    torch.save(DualFaceDepthNet(features=FEATURES, faces=1).state_dict(), data.parent / "single_32.pt")
+    m = run_evaluation(data, tmp_path / "eval", ckpt_path=str(data.parent / "model.pt"), single_face_ckpt_path=str(data.parent / "single_32.pt"),
+                       single_face_overrides={"image_size": 32})
+    got = {(r["sample"], r["variant"], r["shift"], r["bone"]): r for r in m["per_sample"]}
+    common = {"ssm_path": None, "device": "cpu", "features": FEATURES}
+    nets = {"dual_face": (64, build_reconstructor(ckpt_path=str(data.parent / "model.pt"), image_size=64, **common)),
+            "single_face": (32, build_reconstructor(ckpt_path=str(data.parent / "single_32.pt"), faces=1, image_size=32, **common))}
+    checked = 0
+    for entry in load_datalist(data, "test"):
+        for network, (size, recon) in nets.items():
+            sample = load_sample(entry, data, (size, size), recon.bones)
+            pred = recon.predict(sample.image, sample.geometry, sample.fov)
+            assert pred.mask.shape[-2:] == (size, size)
+            valid = true_face_mask(sample.depth, sample.mask, pred.faces)
+            true_depth = sample.depth if pred.faces == 2 else sample.depth[0::2]
+            shifted = pred.absolute(float(true_depth[valid].mean()), valid, masked=False)
+            for b, bone in enumerate(recon.bones):
+                row = got[(sample.name, network, "oracle", bone)]
+                p, t = pred.mask[b], sample.mask[b]
+                assert row["dice"] == pytest.approx(2 * (p & t).sum() / (p.sum() + t.sum()) if p.sum() + t.sum() else 1.0)
+                ch = valid[pred.faces * b:pred.faces * (b + 1)]
+                if ch.any():
+                    err = np.abs(shifted[pred.faces * b:pred.faces * (b + 1)] - true_depth[pred.faces * b:pred.faces * (b + 1)])[ch]
+                    assert row["depth_mae_mm"] == pytest.approx(err.mean(), rel=1e-4)
+                    checked += 1
+    assert checked >= 2
+
+def test_depth_error_parts_hand_computed():
+    """benchmarks/bench_depth_offsets.error_parts: constant offsets per channel on a hand-made truth."""
+    from benchmarks.bench_depth_offsets import error_parts
+
+    depth = np.zeros((4, 10, 8))
+    mask = np.zeros((2, 10, 8), bool)
+    mask[0, :, :4] = True  # bone 0: 40 pixels per face
+    mask[1, :, 4:] = True  # bone 1: 40 pixels per face
+    depth[0:2] = np.where(mask[0], [[900.0]], 0)
+    depth[1] += mask[0] * 20.0
+    depth[2:4] = np.where(mask[1], [[950.0]], 0)
+    depth[3] += mask[1] * 30.0
+    offsets = np.array([1.0, 3.0, -2.0, 6.0])  # bone 0 faces: +1, +3; bone 1: -2, +6 -> radiograph mean +2
+    pred = depth + offsets[:, None, None] * np.repeat(mask, 2, axis=0)
+    pred[2, :5] += 4.0  # bone 1 front: its top half 4 mm further (a tilt): mean offset -2 + 2 = 0
+    parts = error_parts(pred, mask, depth, mask)
+    assert parts["mae"]["face"] == pytest.approx((0 + 0 + 2 + 0) / 4)  # tilted face: |+-2| about its own mean
+    # per bone: bone 0 errors 1 and 3 about 2 -> 1, 1; bone 1 errors (2, -2) front and 6 back about 3 -> 3, 3
+    assert parts["mae"]["bone"] == pytest.approx((1 + 1 + 3 + 3) / 4)
+    # one shift: mean error (40*1 + 40*3 + 20*2 + 20*-2 + 40*6) / 160 = 2.5
+    assert parts["mae"]["radiograph"] == pytest.approx((1.5 + 0.5 + 2.5 + 3.5) / 4)
+    np.testing.assert_allclose(parts["offset"], [-1.5, 0.5, -2.5, 3.5])
+    # head: the top 30% of rows 0..9 (rows 0-2), error +2; rest: rows 3-4 at +2, rows 5-9 at -2; about 2.5
+    assert parts["head"][2] == pytest.approx(2 - 2.5)
+    assert parts["rest"][2] == pytest.approx((2 * 2 - 5 * 2) / 7 - 2.5)
+    assert parts["head"][0] == pytest.approx(-1.5) and parts["rest"][0] == pytest.approx(-1.5)  # no tilt

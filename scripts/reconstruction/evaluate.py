@@ -140,10 +140,18 @@ def load_sample(entry: Mapping, dataset_dir: PathLike, image_size: Sequence[int]
     field = geometry.cropped(notes["field_px"]) if notes.get("field_px") else geometry
     if image_size is not None and tuple(image_size) != geometry.image_size:
         geometry = geometry.resized(image_size)
-        r = ResizeDepthd(spatial_size=(geometry.height, geometry.width))({"depth": torch.as_tensor(depth), "mask": torch.as_tensor(mask)})
-        depth, mask = r["depth"].numpy(), r["mask"].numpy()
+        depth, mask = resized_truth(depth, mask, geometry.image_size)
     fov = read_nifti(entry["fov"]) if entry.get("fov") else None
     return Sample(Path(entry["image"]).parent.name, image, geometry, depth, mask.astype(bool), meshes, planes, fov, field)
+
+
+def resized_truth(depth: np.ndarray, mask: np.ndarray, image_size: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """True depth (2B, H, W) mm and masks (B, H, W) area-resampled to ``image_size`` (W, H) as in training
+    validation (:class:`scripts.model.transforms.ResizeDepthd`); returned as they are at their own size."""
+    if tuple(image_size) == (depth.shape[-1], depth.shape[-2]):
+        return depth, mask
+    r = ResizeDepthd(spatial_size=(image_size[1], image_size[0]))({"depth": torch.as_tensor(depth), "mask": torch.as_tensor(mask)})
+    return r["depth"].numpy(), r["mask"].numpy().astype(bool)
 
 
 def true_face_mask(depth: np.ndarray, mask: np.ndarray, faces: int) -> np.ndarray:
@@ -218,10 +226,11 @@ def evaluate_sample(
                   for bone, mesh in sample.meshes.items()}
     for network, pred in predictions.items():
         faces = pred.faces
-        valid = true_face_mask(sample.depth, sample.mask, faces)
-        true_depth = sample.depth if faces == 2 else sample.depth[0::2]
+        depth, mask = resized_truth(sample.depth, sample.mask, pred.geometry.image_size)  # each network at its own size
+        valid = true_face_mask(depth, mask, faces)
+        true_depth = depth if faces == 2 else depth[0::2]
         shifts = {"centre": (pred.centre_mm, None), "prior": (prior_mm[faces], None), "oracle": (mean_masked_depth(true_depth, valid), valid)}
-        dice = mask_dice(pred.mask, sample.mask, bones)
+        dice = mask_dice(pred.mask, mask, bones)
         for shift, (centre, weights) in shifts.items():
             t0 = time.perf_counter()
             rec = reconstructor.reconstruct(pred, centre, weights)
@@ -355,19 +364,15 @@ class EvaluationRunner:
     def _predict(self, network: str, rec: Reconstructor | None, sample: Sample) -> DepthPrediction:
         if rec is None:
             return oracle_prediction(sample.depth, sample.mask, sample.geometry, faces=1 if network == "single_face" else 2)
-        pred = rec.predict(sample.image, sample.geometry, sample.fov)
-        if pred.mask_prob.shape[1:] != sample.mask.shape[1:]:
-            raise ValueError(f"{network} predicts at {pred.mask_prob.shape[1:]}, truth resampled to {sample.mask.shape[1:]}")
-        return pred
+        return rec.predict(sample.image, sample.geometry, sample.fov)
 
     def evaluate_entries(self, entries: Sequence[Mapping], nets: Mapping[str, Reconstructor | None], prior: Mapping[int, float]) -> list[tuple[list[dict], dict, dict]]:
         """Rows, error-map candidate (:func:`evaluate_sample`) and stage seconds (load, predict, reconstruct,
         metrics) of each entry, in order; raises InputFileError."""
-        size = None if self.oracle_inputs else self.dual_face.image_size
         out = []
         for entry in entries:
             t0 = time.perf_counter()
-            sample = load_sample(entry, self.dataset_dir, size, self.dual_face.bones)
+            sample = load_sample(entry, self.dataset_dir, None, self.dual_face.bones)  # truth at each network's size: evaluate_sample
             t1 = time.perf_counter()
             preds = {name: self._predict(name, rec, sample) for name, rec in nets.items()}
             timings = {"load": t1 - t0, "predict": time.perf_counter() - t1}
