@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_centre_depth import rms  # noqa: E402
 from scripts.model.training import load_datalist  # noqa: E402
-from scripts.reconstruction.evaluate import load_sample  # noqa: E402
+from scripts.reconstruction.evaluate import load_sample, true_face_mask  # noqa: E402
 from scripts.reconstruction.reconstruct import build_reconstructor  # noqa: E402
 
 SHIFTS = ("radiograph", "bone", "face")
@@ -47,14 +47,13 @@ def error_parts(pred_depth: np.ndarray, pred_mask: np.ndarray, depth: np.ndarray
     ``offset`` (2B,) each channel's mean error minus the radiograph's, mm, and ``head``/``rest`` (2B,) the
     same offset over the top ``HEAD_ROWS`` of the channel's rows and over the others (NaN when empty).
     """
-    channels = range(depth.shape[0])
-    valid = [pred_mask[c // 2] & mask[c // 2] & (depth[c] > 0) for c in channels]
-    err = [np.where(valid[c], pred_depth[c] - depth[c], np.nan) for c in channels]
+    valid = true_face_mask(depth, mask, 2) & np.repeat(pred_mask, 2, axis=0)
+    err = [np.where(v, p - t, np.nan) for v, p, t in zip(valid, pred_depth, depth)]
     seen = [e[np.isfinite(e)] for e in err]
     if not any(s.size for s in seen):
         raise ValueError("no pixel where both masks and the true depth agree")
     overall = float(np.concatenate(seen).mean())
-    per_bone = [np.concatenate(seen[2 * b:2 * b + 2]) for b in range(len(channels) // 2)]
+    per_bone = [np.concatenate(seen[2 * b:2 * b + 2]) for b in range(len(seen) // 2)]
     shift = {"radiograph": [overall] * len(seen), "bone": [p.mean() if p.size else np.nan for p in per_bone for _ in (0, 1)],
              "face": [s.mean() if s.size else np.nan for s in seen]}
     mae = {k: float(np.nanmean([np.abs(s - m).mean() if s.size else np.nan for s, m in zip(seen, v)])) for k, v in shift.items()}
@@ -66,8 +65,7 @@ def error_parts(pred_depth: np.ndarray, pred_mask: np.ndarray, depth: np.ndarray
         cut = rows[0] + int(HEAD_ROWS * (rows[-1] - rows[0])) + 1
         head[c] = np.nanmean(e[:cut]) - overall
         rest[c] = np.nanmean(e[cut:]) - overall if np.isfinite(e[cut:]).any() else np.nan
-    offset = np.array([s.mean() - overall if s.size else np.nan for s in seen])
-    return {"mae": mae, "offset": offset, "head": head, "rest": rest}
+    return {"mae": mae, "offset": np.array(shift["face"]) - overall, "head": head, "rest": rest}
 
 
 def summarise(parts: list[dict], channels: list[str]) -> dict:
@@ -115,7 +113,6 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     overrides = {"image_size": args.image_size} if args.image_size else {}
     rec = build_reconstructor(ckpt_path=args.ckpt, ssm_path=None, device="cpu", **overrides).load()
-    size = (rec.image_size, rec.image_size) if isinstance(rec.image_size, int) else tuple(rec.image_size)
     channels = [f"{b}_{f}" for b in rec.bones for f in ("front", "back")]
     sets = [(args.dataset_dir, s) for s in args.splits] + ([(args.dataset_dir_test, "test")] if args.dataset_dir_test else [])
     results = {}
@@ -124,13 +121,13 @@ def main(argv: list[str] | None = None) -> int:
         pick = np.random.default_rng(0).choice(len(entries), min(args.n, len(entries)), replace=False)
         parts = []
         for i in tqdm(sorted(pick), desc=split):
-            s = load_sample(entries[i], ds, size, rec.bones)
+            s = load_sample(entries[i], ds, rec.image_size, rec.bones)
             pred = rec.predict(s.image, s.geometry, s.fov)
             parts.append(error_parts(pred.depth, pred.mask, s.depth, s.mask))
         results[split] = summarise(parts, channels)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "depth_offsets.json").write_text(json.dumps({"ckpt": args.ckpt, "image_size": list(size), "splits": results}, indent=2))
+    (out / "depth_offsets.json").write_text(json.dumps({"ckpt": args.ckpt, "image_size": list(rec.image_size), "splits": results}, indent=2))
     plot(results, out / "depth_offsets.png")
     print("| split | radiographs | MAE, one shift per radiograph / bone / face | offset RMS pelvis / femur_left / femur_right | femur head / rest offset RMS |")
     print("|---|---|---|---|---|")

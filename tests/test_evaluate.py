@@ -184,6 +184,7 @@ def test_networks_of_different_sizes_are_each_scored_at_their_own(data, tmp_path
                     checked += 1
     assert checked >= 2
 
+
 def test_depth_error_parts_hand_computed():
     """benchmarks/bench_depth_offsets.error_parts: constant offsets per channel on a hand-made truth."""
     from benchmarks.bench_depth_offsets import error_parts

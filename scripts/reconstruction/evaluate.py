@@ -224,9 +224,13 @@ def evaluate_sample(
     field = sample.field or sample.geometry  # same rays as the network's geometry: its cone is the exposed part
     references = {bone: ReferenceSurface(mesh, field, spacing_mm, max_samples, seed=1, extent_planes=sample.extent_planes)
                   for bone, mesh in sample.meshes.items()}
+    truth_at: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}  # truth maps at each network's size, resampled once
     for network, pred in predictions.items():
         faces = pred.faces
-        depth, mask = resized_truth(sample.depth, sample.mask, pred.geometry.image_size)  # each network at its own size
+        size = pred.geometry.image_size
+        if size not in truth_at:
+            truth_at[size] = resized_truth(sample.depth, sample.mask, size)
+        depth, mask = truth_at[size]
         valid = true_face_mask(depth, mask, faces)
         true_depth = depth if faces == 2 else depth[0::2]
         shifts = {"centre": (pred.centre_mm, None), "prior": (prior_mm[faces], None), "oracle": (mean_masked_depth(true_depth, valid), valid)}
