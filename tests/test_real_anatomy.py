@@ -232,3 +232,60 @@ def test_shipped_shape_models_never_saw_a_validation_or_test_subject():
         training = np.mean([residual(bone, j) for j in (0, 5, 10, 15)])
         test = np.mean([residual(bone, j) for j in ra.TEST_SUBJECTS])
         assert test > 1.7 * training, (bone, training, test)
+
+
+def _rigid_rotation_angle_deg(a: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray]:
+    """Angle (deg) and unit axis of the rotation best mapping points a onto b (Kabsch, independent of the code under test)."""
+    u, _, vt = np.linalg.svd((a - a.mean(0)).T @ (b - b.mean(0)))
+    r = vt.T @ np.diag([1.0, 1.0, np.sign(np.linalg.det(vt.T @ u.T))]) @ u.T
+    axis = np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]])
+    return float(np.degrees(np.arccos(np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0)))), axis / np.linalg.norm(axis)
+
+
+def test_femur_variation_is_the_named_change():
+    """Version turns the proximal femur about the mechanical axis and leaves the knee; bow moves the mid-shaft
+    anteriorly; a valgus neck-shaft change turns the head about an AP axis, up and toward the shaft."""
+    pca = ra.training_pca()
+    _, nodes = pca.sample(np.zeros(len(pca.sd)))
+    centre, rot = ra.femur_neutral_frame(nodes)
+    local = lambda n: (n - centre) @ rot.T  # noqa: E731
+    base = local(nodes)
+    np.testing.assert_allclose(ra.vary_femur(nodes), nodes, atol=1e-9)
+    knee_z = base[:, 2].min()
+    top, distal = base[:, 2] > -ra.VARIATION_TOP_MM, base[:, 2] < knee_z + 40.0
+    a = np.radians(10.0)
+    turned = base @ np.array([[np.cos(a), np.sin(a), 0.0], [-np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])  # +10 deg about +z
+    version = local(ra.vary_femur(nodes, version_deg=10.0))
+    np.testing.assert_allclose(version[top], turned[top], atol=1e-6)
+    np.testing.assert_allclose(version[distal], base[distal], atol=1e-6)
+    assert (version[top & (base[:, 0] < -20.0), 1] < base[top & (base[:, 0] < -20.0), 1]).all()  # the lateral proximal femur goes back
+    bow = local(ra.vary_femur(nodes, bow_mm=5.0)) - base
+    np.testing.assert_allclose(bow[:, [0, 2]], 0.0, atol=1e-9)
+    assert bow[:, 1].max() == pytest.approx(5.0, abs=0.2) and (bow[:, 1] >= -1e-9).all()
+    assert np.abs(bow[top | distal, 1]).max() < 1e-9
+    valgus = local(ra.vary_femur(nodes, neck_shaft_deg=6.0))
+    surf = lambda n: (ra.surface("femur", n).vertices - centre) @ rot.T  # noqa: E731
+    head = ra.landmarks().head[surf(nodes)[ra.landmarks().head, 0] > 0.0]  # the head's medial half, away from the neck
+    before, after = surf(nodes)[head], surf(ra.vary_femur(nodes, neck_shaft_deg=6.0))[head]
+    angle, axis = _rigid_rotation_angle_deg(before, after)
+    assert angle == pytest.approx(6.0, abs=0.05) and abs(axis[1]) > 0.999
+    moved = after.mean(0) - before.mean(0)
+    assert moved[2] > 2.0 and moved[0] < -2.0  # up, and toward the shaft (lateral is -x for the left femur)
+    np.testing.assert_allclose(valgus[distal | (base[:, 2] < -ra.VARIATION_TOP_MM)], base[distal | (base[:, 2] < -ra.VARIATION_TOP_MM)], atol=1e-9)
+
+
+def test_femur_variation_widens_draws_only():
+    """Off by default (cohorts drawn before stay the same); a PCA draw records its draws and its femurs stay
+    mirror images; a real subject is never changed."""
+    plain, again = ra.sample_subject(4), ra.sample_subject(4, femur_variation=0.0)
+    np.testing.assert_array_equal(plain.meshes["femur_left"].vertices, again.meshes["femur_left"].vertices)
+    varied = ra.sample_subject(4, femur_variation=1.0)
+    draws = varied.params["femur_variation"]
+    assert set(draws) == set(ra.FEMUR_VARIATION_SD) and all(abs(draws[k]) <= ra.MAX_SD * sd for k, sd in ra.FEMUR_VARIATION_SD.items())
+    assert np.abs(varied.meshes["femur_left"].vertices - plain.meshes["femur_left"].vertices).max() > 1.0
+    assert varied.meshes["femur_left"].is_watertight and len(varied.meshes["femur_left"].vertices) == len(plain.meshes["femur_left"].vertices)
+    left, right = varied.meshes["femur_left"], varied.meshes["femur_right"]
+    assert left.volume == pytest.approx(right.volume, rel=1e-6) and left.volume > 0 and right.volume > 0
+    real, real_varied = ra.sample_subject(4, subject=21), ra.sample_subject(4, subject=21, femur_variation=1.0)
+    np.testing.assert_array_equal(real.meshes["femur_left"].vertices, real_varied.meshes["femur_left"].vertices)
+    assert "femur_variation" not in real_varied.params

@@ -336,20 +336,21 @@ def synthesize_ct(
     return np.round(ct).astype(np.int16), labels, affine
 
 
-def generate_case(seed: int, spacing_mm: float = 1.0, anatomy_name: str = DEFAULT_ANATOMY, subject: int | None = None) -> PhantomCase:
+def generate_case(seed: int, spacing_mm: float = 1.0, anatomy_name: str = DEFAULT_ANATOMY, subject: int | None = None, femur_variation: float = 0.0) -> PhantomCase:
     """One phantom subject from ``seed`` on an isotropic ``spacing_mm`` grid (same seed -> same case).
 
     ``anatomy_name``: ``"procedural"`` (template bones, this module) or ``"llp26"`` (real anatomy,
-    :mod:`scripts.data.real_anatomy`: a training-PCA draw, or LLP26 subject ``subject`` itself).
+    :mod:`scripts.data.real_anatomy`: a training-PCA draw, or LLP26 subject ``subject`` itself);
+    ``femur_variation`` (llp26 draws) widens their femurs' version, neck-shaft angle and bow.
     """
     if not (math.isfinite(spacing_mm) and spacing_mm > 0):
         raise ValueError(f"spacing_mm must be positive, got {spacing_mm}")
     if anatomy_name == "llp26":
         from scripts.data.real_anatomy import generate_llp26_case  # LLP26 is read only when asked for
 
-        return generate_llp26_case(seed, spacing_mm, subject)
-    if anatomy_name != "procedural" or subject is not None:
-        raise ValueError(f"unknown anatomy {anatomy_name!r} (or a subject index for the procedural phantom)")
+        return generate_llp26_case(seed, spacing_mm, subject, femur_variation)
+    if anatomy_name != "procedural" or subject is not None or femur_variation:
+        raise ValueError(f"unknown anatomy {anatomy_name!r} (or a subject index or femur variation for the procedural phantom)")
     params = sample_params(seed)
     meshes = build_meshes(params)
     shaft_tops = {name: params[name]["head_centre_mm"][2] + anatomy.LESSER_TROCHANTER_LEVEL * params["scale"] for name in ("femur_left", "femur_right")}
@@ -405,21 +406,21 @@ def case_seeds(n: int, seed: int, start: int = 0) -> list[int]:
     return [int(s) for s in np.random.SeedSequence(seed).generate_state(start + n, dtype=np.uint32)[start:]]
 
 
-def _write_one(task: tuple[int, Path, float, str, int | None]) -> Path:
-    case_seed, folder, spacing_mm, anatomy_name, subject = task
-    write_case(generate_case(case_seed, spacing_mm, anatomy_name, subject), folder)
+def _write_one(task: tuple[int, Path, float, str, int | None, float]) -> Path:
+    case_seed, folder, spacing_mm, anatomy_name, subject, femur_variation = task
+    write_case(generate_case(case_seed, spacing_mm, anatomy_name, subject, femur_variation), folder)
     return folder
 
 
-def cohort_tasks(n: int, out: Path, seed: int, spacing_mm: float, start: int, anatomy_name: str, subjects: str | None) -> list[tuple]:
-    """(case seed, folder, spacing, anatomy, subject) of every case to write.
+def cohort_tasks(n: int, out: Path, seed: int, spacing_mm: float, start: int, anatomy_name: str, subjects: str | None, femur_variation: float = 0.0) -> list[tuple]:
+    """(case seed, folder, spacing, anatomy, subject, femur variation) of every case to write.
 
     Without ``subjects``: cases ``out/case_XXXX``, ``start .. start+n-1`` of the seed's cohort. With
     ``subjects`` ("validation" or "test", LLP26 only): for each of that split's real subjects ``j``,
     cases ``out/subject_JJ_KK``, ``k = start .. start+n-1``, each with its own seeded pose and body.
     """
     if subjects is None:
-        return [(s, out / f"case_{start + i:04d}", spacing_mm, anatomy_name, None) for i, s in enumerate(case_seeds(n, seed, start))]
+        return [(s, out / f"case_{start + i:04d}", spacing_mm, anatomy_name, None, femur_variation) for i, s in enumerate(case_seeds(n, seed, start))]
     if anatomy_name != "llp26":
         raise ValueError("--subjects needs --anatomy llp26")
     from scripts.data.real_anatomy import subject_of_split
@@ -427,7 +428,7 @@ def cohort_tasks(n: int, out: Path, seed: int, spacing_mm: float, start: int, an
     if subjects == "training":
         raise ValueError("--subjects training: training cases are drawn from the training PCA (leave --subjects out)")
     return [
-        (s, out / f"subject_{j:02d}_{start + i:02d}", spacing_mm, anatomy_name, j)
+        (s, out / f"subject_{j:02d}_{start + i:02d}", spacing_mm, anatomy_name, j, 0.0)
         for j in subject_of_split(subjects)
         for i, s in enumerate(case_seeds(n, int(np.random.SeedSequence([seed, j]).generate_state(1)[0]), start))
     ]
@@ -442,9 +443,10 @@ def generate_cohort(
     start: int = 0,
     anatomy_name: str = DEFAULT_ANATOMY,
     subjects: str | None = None,
+    femur_variation: float = 0.0,
 ) -> list[Path]:
     """Write a cohort with ``workers`` processes (cases of :func:`cohort_tasks`); returns their folders."""
-    tasks = cohort_tasks(n, Path(out), seed, spacing_mm, start, anatomy_name, subjects)
+    tasks = cohort_tasks(n, Path(out), seed, spacing_mm, start, anatomy_name, subjects, femur_variation)
     progress = dict(total=len(tasks), desc=f"{anatomy_name} phantom cases", unit="case")
     if workers <= 1:
         return [_write_one(t) for t in tqdm(tasks, **progress)]
@@ -464,13 +466,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", type=int, default=0, help="index of the first case (extends a cohort: --start 48 after --n 48)")
     parser.add_argument("--spacing", type=float, default=1.0, help="isotropic voxel spacing, mm")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes (each holds one case, about 2 GiB at 1 mm)")
+    parser.add_argument(
+        "--femur_variation", type=float, default=0.0, help="llp26 draws: femoral version, neck-shaft angle and shaft bow beyond the training span, in units of their SDs (8 deg, 4 deg, 3 mm); 0: off"
+    )
     args = parser.parse_args(argv)
     n = args.n if args.n is not None else (1 if args.subjects else None)
     if n is None:
         parser.error("--n is required (unless --subjects is given)")
-    if n < 1 or args.start < 0 or not (args.spacing > 0) or args.workers < 1:
-        parser.error("--n and --workers must be >= 1, --start >= 0 and --spacing > 0")
+    if n < 1 or args.start < 0 or not (args.spacing > 0) or args.workers < 1 or not (args.femur_variation >= 0):
+        parser.error("--n and --workers must be >= 1, --start and --femur_variation >= 0 and --spacing > 0")
+    if args.femur_variation and (args.anatomy != "llp26" or args.subjects):
+        parser.error("--femur_variation widens llp26 training draws only (not --anatomy procedural or --subjects)")
     if args.subjects and args.anatomy != "llp26":
         parser.error("--subjects needs --anatomy llp26")
-    generate_cohort(n, args.out, args.seed, args.spacing, args.workers, args.start, args.anatomy, args.subjects)
+    generate_cohort(n, args.out, args.seed, args.spacing, args.workers, args.start, args.anatomy, args.subjects, args.femur_variation)
     return 0

@@ -274,6 +274,70 @@ def _neutral_rotation(verts: np.ndarray, head_centre: np.ndarray, lm: Landmarks,
     return world @ local.T
 
 
+FEMUR_VARIATION_SD = {"version_deg": 8.0, "neck_shaft_deg": 4.0, "bow_mm": 3.0}  # per unit of ``femur_variation``
+VARIATION_TOP_MM = 70.0  # below the head centre (lesser trochanter): the proximal block moves as one above it
+VARIATION_KNEE_MM = 80.0  # above the knee centre: the condyles never move
+
+
+def femur_neutral_frame(femur_nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Head centre (3,) mm and rotation (3, 3) of a LEFT femur's neutral frame (RAS axes, head at the origin,
+    mechanical axis along z, lateral -x): ``local = (nodes - centre) @ rotation.T``."""
+    verts = surface("femur", femur_nodes).vertices
+    centre, _ = fit_sphere(verts[landmarks().head])
+    return centre, _neutral_rotation(verts, centre, landmarks(), np.array([-1.0, 0.0, 0.0]))
+
+
+def _smoothstep(t: np.ndarray) -> np.ndarray:
+    t = np.clip(t, 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def _neck_shaft_displacement(local: np.ndarray, verts: np.ndarray, angle_rad: float) -> np.ndarray:
+    """Displacement (N, 3) mm of neutral-frame points turning head and neck by ``angle_rad`` (valgus positive)
+    about the AP axis through the neck-shaft intersection; ``verts`` (neutral frame) locate the shaft axis."""
+    top, low = (verts[np.abs(verts[:, 2] - z0) < 8.0].mean(0) for z0 in (-VARIATION_TOP_MM - 10.0, -VARIATION_TOP_MM - 70.0))
+    axis = (top - low) / np.linalg.norm(top - low)
+    # where a neck of about 128 deg meets the shaft axis: about 0.8 x the offset below the head centre
+    pivot = top + axis * (-0.8 * np.linalg.norm(top[:2]) - top[2]) / axis[2]
+    neck = -pivot / np.linalg.norm(pivot)
+    angle = -angle_rad * _smoothstep(((local - pivot) @ neck / np.linalg.norm(pivot) - 0.45) / 0.3)
+    d = local - pivot  # left femur, head medial (+x): valgus turns the neck toward +z, about +y by a negative angle
+    c, s = np.cos(angle), np.sin(angle)
+    return np.c_[c * d[:, 0] + s * d[:, 2], d[:, 1], -s * d[:, 0] + c * d[:, 2]] - d
+
+
+def vary_femur(femur_nodes: np.ndarray, version_deg: float = 0.0, neck_shaft_deg: float = 0.0, bow_mm: float = 0.0) -> np.ndarray:
+    """LEFT-femur nodes (634, 3) RAS mm with femoral version, neck-shaft angle and anterior shaft bow changed.
+
+    In the neutral frame (:func:`femur_neutral_frame`), with ``z_top`` ``VARIATION_TOP_MM`` below the
+    head centre and ``z_knee`` ``VARIATION_KNEE_MM`` above the knee centre:
+
+    - version: everything above ``z_top`` turns about the mechanical axis by ``version_deg``
+      (positive: more anteversion, the head further anterior of the condyles), fading to 0 at ``z_knee``;
+    - neck-shaft angle: head and neck turn about the AP axis through the shaft axis at ``z_top`` by
+      ``neck_shaft_deg`` (positive: valgus), fading out along the neck toward the shaft;
+    - bow: the shaft between ``z_top`` and ``z_knee`` moves anteriorly by ``bow_mm`` * 4t(1 - t).
+
+    Smooth maps of the nodes, so vertex correspondence across subjects is kept.
+    """
+    centre, rot = femur_neutral_frame(femur_nodes)
+    local = (np.asarray(femur_nodes, dtype=np.float64) - centre) @ rot.T
+    verts = (surface("femur", femur_nodes).vertices - centre) @ rot.T
+    z_top, z_knee = -VARIATION_TOP_MM, verts[landmarks().knee, 2].mean() + VARIATION_KNEE_MM
+    z = local[:, 2]
+    if neck_shaft_deg:
+        local = local + _neck_shaft_displacement(local, verts, math.radians(neck_shaft_deg))
+    t = (z - z_knee) / (z_top - z_knee)  # 0 at the knee end, 1 at the top of the shaft
+    if version_deg:
+        angle = np.radians(version_deg) * _smoothstep(t)
+        c, s = np.cos(angle), np.sin(angle)
+        local = np.c_[c * local[:, 0] - s * local[:, 1], s * local[:, 0] + c * local[:, 1], local[:, 2]]
+    if bow_mm:
+        tc = np.clip(t, 0.0, 1.0)
+        local = local + np.c_[np.zeros_like(tc), bow_mm * 4.0 * tc * (1.0 - tc), np.zeros_like(tc)]
+    return centre + local @ rot
+
+
 def shrink_head(verts: np.ndarray, centre: np.ndarray, radius: float, delta_mm: float) -> np.ndarray:
     """Femur vertices with the head moved ``delta_mm`` toward its centre, blended out along the neck (monotone radial map)."""
     r = np.linalg.norm(verts - centre, axis=1)
@@ -409,13 +473,24 @@ def subject_shape(subject: int | None, rng: np.random.Generator) -> tuple[np.nda
     return pelvis, femur, {"pca_coefficients_sd": coeffs.tolist(), "pca_subjects": list(pca.subjects)}
 
 
-def sample_subject(seed: int, subject: int | None = None, attempt: int = 0) -> Subject:
+def femur_variation_draw(scale: float, rng: np.random.Generator) -> dict:
+    """Arguments of :func:`vary_femur`: normal draws of ``scale`` x ``FEMUR_VARIATION_SD``, clipped to +-``MAX_SD`` of it."""
+    return {k: float(np.clip(rng.normal(0.0, scale * sd), -MAX_SD * scale * sd, MAX_SD * scale * sd)) for k, sd in FEMUR_VARIATION_SD.items()}
+
+
+def sample_subject(seed: int, subject: int | None = None, attempt: int = 0, femur_variation: float = 0.0) -> Subject:
     """One articulated subject from ``seed``: a training-PCA draw, or LLP26 subject ``subject``, with a seeded pose.
 
-    The shape depends on ``seed`` only; ``attempt`` > 0 redraws the pose (hip articulation, pelvic
-    tilt, sacral slope) of the same shape.
+    The shape depends on ``seed`` (and ``femur_variation``) only; ``attempt`` > 0 redraws the pose (hip
+    articulation, pelvic tilt, sacral slope) of the same shape. ``femur_variation`` > 0 widens a PCA
+    draw's femur beyond the training subjects' span (:func:`vary_femur`, SDs ``femur_variation`` x
+    ``FEMUR_VARIATION_SD``); real subjects stay as they are.
     """
     pelvis, femur, shape = subject_shape(subject, np.random.default_rng([seed, 26]))
+    if femur_variation > 0.0 and subject is None:
+        variation = femur_variation_draw(femur_variation, np.random.default_rng([seed, 28]))
+        femur = vary_femur(femur, **variation)
+        shape["femur_variation"] = variation
     rng = np.random.default_rng([seed, 27, attempt])
     pose = sample_pose(rng)
     tilt, slope = float(rng.uniform(-5.0, 5.0)), float(rng.uniform(30.0, 45.0))
@@ -430,14 +505,14 @@ LESSER_TROCHANTER_DROP_MM = 70.0  # below the head centre, about; the femoral co
 POSE_ATTEMPTS = 5
 
 
-def generate_llp26_case(seed: int, spacing_mm: float = 1.0, subject: int | None = None):
+def generate_llp26_case(seed: int, spacing_mm: float = 1.0, subject: int | None = None, femur_variation: float = 0.0):
     """A real-anatomy phantom case (:class:`scripts.data.phantom.PhantomCase`) from ``seed``.
 
     ``subject`` None: a subject drawn from the training PCA; otherwise LLP26 subject ``subject``
     itself (validation or test). The seed also draws the hip pose, pelvic tilt, body habitus and
     tissues, the lumbar lordosis and the bladder. A pose whose bones would share a voxel is redrawn
     (same shape: the meshes depend on the spacing only through such a redraw), and so is one whose
-    femurs would cross the midline.
+    femurs would cross the midline. ``femur_variation``: see :func:`sample_subject`.
     """
     from scripts.data.phantom import BoneOverlapError, PhantomCase, sample_tissue, synthesize_ct
     from scripts.data.phantom_anatomy import lumbar_spine
@@ -446,7 +521,7 @@ def generate_llp26_case(seed: int, spacing_mm: float = 1.0, subject: int | None 
         raise ValueError(f"LLP26 subject {subject} out of range 0..{llp26.N_SUBJECTS - 1}")
     for attempt in range(POSE_ATTEMPTS):
         rng = np.random.default_rng([seed, attempt])
-        sub = sample_subject(seed, subject, attempt)
+        sub = sample_subject(seed, subject, attempt, femur_variation)
         left, right = sub.meshes["femur_left"].vertices, sub.meshes["femur_right"].vertices
         if left[:, 0].max() > -2.0 or right[:, 0].min() < 2.0:  # the legs would cross
             continue
