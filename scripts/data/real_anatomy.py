@@ -314,8 +314,8 @@ def vary_femur(femur_nodes: np.ndarray, version_deg: float = 0.0, neck_shaft_deg
 
     - version: everything above ``z_top`` turns about the mechanical axis by ``version_deg``
       (positive: more anteversion, the head further anterior of the condyles), fading to 0 at ``z_knee``;
-    - neck-shaft angle: head and neck turn about the AP axis through the shaft axis at ``z_top`` by
-      ``neck_shaft_deg`` (positive: valgus), fading out along the neck toward the shaft;
+    - neck-shaft angle: head and neck turn by ``neck_shaft_deg`` (positive: valgus) about the AP axis
+      through the neck-shaft intersection on the shaft axis, fading out along the neck toward the shaft;
     - bow: the shaft between ``z_top`` and ``z_knee`` moves anteriorly by ``bow_mm`` * 4t(1 - t).
 
     Smooth maps of the nodes, so vertex correspondence across subjects is kept.
