@@ -33,17 +33,18 @@ LEVEL_MM = 100.0  # below the head centre
 CHANGES = (("version_deg", "version (from above)", (0, 1)), ("neck_shaft_deg", "neck-shaft angle (from the front)", (0, 2)), ("bow_mm", "shaft bow (from the side)", (1, 2)))
 
 
-def neutral_vertices(femur_nodes: np.ndarray, frame: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-    """Surface vertices (V, 3) mm of a left femur in the neutral frame of ``frame`` (default: its own)."""
-    centre, rot = frame or ra.femur_neutral_frame(femur_nodes)
-    return (ra.surface("femur", femur_nodes).vertices - centre) @ rot.T
+def neutral_surface(femur_nodes: np.ndarray, frame: tuple[np.ndarray, np.ndarray] | None = None) -> trimesh.Trimesh:
+    """Surface (mm) of a left femur in the neutral frame of ``frame`` (default: its own)."""
+    mesh = ra.surface("femur", femur_nodes)
+    centre, rot = frame or ra.femur_neutral_frame(mesh.vertices)
+    return trimesh.Trimesh((mesh.vertices - centre) @ rot.T, mesh.faces, process=False)
 
 
 def shaft_depth_mm(femur_nodes: np.ndarray) -> float:
     """Depth (mm, + anterior) of the area centroid of the femur's cross-section ``LEVEL_MM`` below the head
     centre, neutral frame (the section's largest loop, shoelace formula)."""
-    mesh = trimesh.Trimesh(neutral_vertices(femur_nodes), ra.surface("femur", femur_nodes).faces, process=False)
-    loop = max(mesh.section(plane_origin=[0.0, 0.0, -LEVEL_MM], plane_normal=[0.0, 0.0, 1.0]).discrete, key=len)
+    section = neutral_surface(femur_nodes).section(plane_origin=[0.0, 0.0, -LEVEL_MM], plane_normal=[0.0, 0.0, 1.0])
+    loop = max(section.discrete, key=len)
     x, y = loop[:, 0], loop[:, 1]
     cross = x * np.roll(y, -1) - np.roll(x, -1) * y
     return float(((y + np.roll(y, -1)) * cross).sum() / (3.0 * cross.sum()))
@@ -56,15 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     pca = ra.training_pca()
     _, mean_nodes = pca.sample(np.zeros(len(pca.sd)))
-    frame = ra.femur_neutral_frame(mean_nodes)
+    frame = ra.femur_neutral_frame(ra.surface("femur", mean_nodes).vertices)
     fig, axes = plt.subplots(1, 4, figsize=(17, 5.5), gridspec_kw={"width_ratios": [1, 1, 0.7, 1.6]})
-    base = neutral_vertices(mean_nodes, frame)
+    base = neutral_surface(mean_nodes, frame).vertices
     for ax, (key, title, (i, j)) in zip(axes, CHANGES):
         top = base[:, 2] > -LEVEL_MM - 60.0 if key != "bow_mm" else np.ones(len(base), bool)
         ax.scatter(base[top, i], base[top, j], s=1, c="0.6", label="training mean")
         for k, colour in ((-2.0, "tab:blue"), (2.0, "tab:red")):
             value = k * ra.FEMUR_VARIATION_SD[key]
-            v = neutral_vertices(ra.vary_femur(mean_nodes, **{key: value}), frame)
+            v = neutral_surface(ra.vary_femur(mean_nodes, **{key: value}), frame).vertices
             ax.scatter(v[top, i], v[top, j], s=1, c=colour, alpha=0.5, label=f"{value:+g} {'mm' if key == 'bow_mm' else 'deg'}")
         ax.set_aspect("equal")
         ax.set_xlabel("xyz"[i] + " (mm)")
@@ -75,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     groups = {f"LLP26 {name} subjects": [shaft_depth_mm(ra.subject_nodes(s)[1]) for s in subjects] for name, subjects in ra.SUBJECT_SPLITS.items()}
     plain, varied = [], []
     for _ in range(args.draws):
-        coeffs = np.clip(rng.normal(0.0, 1.0, len(pca.sd)), -ra.MAX_SD, ra.MAX_SD)
-        nodes = pca.sample(coeffs)[1]
+        nodes = ra.subject_shape(None, rng)[1]
         plain.append(shaft_depth_mm(nodes))
         varied.append(shaft_depth_mm(ra.vary_femur(nodes, **ra.femur_variation_draw(1.0, rng))))
     groups["cohort draws (training PCA)"] = plain

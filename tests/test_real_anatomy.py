@@ -247,7 +247,7 @@ def test_femur_variation_is_the_named_change():
     anteriorly; a valgus neck-shaft change turns the head about an AP axis, up and toward the shaft."""
     pca = ra.training_pca()
     _, nodes = pca.sample(np.zeros(len(pca.sd)))
-    centre, rot = ra.femur_neutral_frame(nodes)
+    centre, rot = ra.femur_neutral_frame(ra.surface("femur", nodes).vertices)
     local = lambda n: (n - centre) @ rot.T  # noqa: E731
     base = local(nodes)
     np.testing.assert_allclose(ra.vary_femur(nodes), nodes, atol=1e-9)
@@ -263,10 +263,11 @@ def test_femur_variation_is_the_named_change():
     np.testing.assert_allclose(bow[:, [0, 2]], 0.0, atol=1e-9)
     assert bow[:, 1].max() == pytest.approx(5.0, abs=0.2) and (bow[:, 1] >= -1e-9).all()
     assert np.abs(bow[top | distal, 1]).max() < 1e-9
-    valgus = local(ra.vary_femur(nodes, neck_shaft_deg=6.0))
+    valgus_nodes = ra.vary_femur(nodes, neck_shaft_deg=6.0)
+    valgus = local(valgus_nodes)
     surf = lambda n: (ra.surface("femur", n).vertices - centre) @ rot.T  # noqa: E731
     head = ra.landmarks().head[surf(nodes)[ra.landmarks().head, 0] > 0.0]  # the head's medial half, away from the neck
-    before, after = surf(nodes)[head], surf(ra.vary_femur(nodes, neck_shaft_deg=6.0))[head]
+    before, after = surf(nodes)[head], surf(valgus_nodes)[head]
     angle, axis = _rigid_rotation_angle_deg(before, after)
     assert angle == pytest.approx(6.0, abs=0.05) and abs(axis[1]) > 0.999
     moved = after.mean(0) - before.mean(0)

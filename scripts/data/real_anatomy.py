@@ -279,10 +279,10 @@ VARIATION_TOP_MM = 70.0  # below the head centre (lesser trochanter): the proxim
 VARIATION_KNEE_MM = 80.0  # above the knee centre: the condyles never move
 
 
-def femur_neutral_frame(femur_nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def femur_neutral_frame(verts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Head centre (3,) mm and rotation (3, 3) of a LEFT femur's neutral frame (RAS axes, head at the origin,
-    mechanical axis along z, lateral -x): ``local = (nodes - centre) @ rotation.T``."""
-    verts = surface("femur", femur_nodes).vertices
+    mechanical axis along z, lateral -x) from its surface vertices (:func:`surface`):
+    ``local = (points - centre) @ rotation.T``."""
     centre, _ = fit_sphere(verts[landmarks().head])
     return centre, _neutral_rotation(verts, centre, landmarks(), np.array([-1.0, 0.0, 0.0]))
 
@@ -320,9 +320,10 @@ def vary_femur(femur_nodes: np.ndarray, version_deg: float = 0.0, neck_shaft_deg
 
     Smooth maps of the nodes, so vertex correspondence across subjects is kept.
     """
-    centre, rot = femur_neutral_frame(femur_nodes)
+    verts = surface("femur", femur_nodes).vertices
+    centre, rot = femur_neutral_frame(verts)
     local = (np.asarray(femur_nodes, dtype=np.float64) - centre) @ rot.T
-    verts = (surface("femur", femur_nodes).vertices - centre) @ rot.T
+    verts = (verts - centre) @ rot.T
     z_top, z_knee = -VARIATION_TOP_MM, verts[landmarks().knee, 2].mean() + VARIATION_KNEE_MM
     z = local[:, 2]
     if neck_shaft_deg:
