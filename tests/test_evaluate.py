@@ -211,3 +211,21 @@ def test_depth_error_parts_hand_computed():
     assert parts["head"][2] == pytest.approx(2 - 2.5)
     assert parts["rest"][2] == pytest.approx((2 * 2 - 5 * 2) / 7 - 2.5)
     assert parts["head"][0] == pytest.approx(-1.5) and parts["rest"][0] == pytest.approx(-1.5)  # no tilt
+
+
+def test_surface_error_parts_undo_a_known_pose_error():
+    """benchmarks/bench_surface_error_sources.bone_parts: a completion that is the truth turned 6 degrees about x
+    at its joint and shifted takes each correction back to the hand-computed surface."""
+    from benchmarks.bench_surface_error_sources import about_x, bone_parts, turned
+
+    rng = np.random.default_rng(0)
+    truth = rng.normal(0.0, 1.0, (400, 3)) * [20.0, 25.0, 150.0] + [80.0, 0.0, -120.0]  # a femur-sized cloud
+    joint, shift = np.array([82.0, 0.0, 0.0]), np.array([1.0, -2.0, 7.0])
+    pred = turned(truth, about_x(6.0), joint) + shift
+    seen = truth[:, 2] > -200.0  # the part in view
+    parts = bone_parts(pred, truth, seen, joint + shift)
+    assert parts["turn_deg"] == pytest.approx(-6.0)  # the turn that takes the completion back
+    np.testing.assert_allclose(parts["rigid"], truth, atol=1e-9)  # rigid pose set right: no shape error left
+    np.testing.assert_allclose(parts["angle"], truth + shift, atol=1e-9)  # angle taken out about the moved joint
+    np.testing.assert_allclose(parts["translation"][seen].mean(0), truth[seen].mean(0), atol=1e-9)
+    np.testing.assert_allclose(parts["estimated"], pred)
