@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_centre_depth import rms  # noqa: E402
+from scripts.data.real_anatomy import kabsch, rotation_about  # noqa: E402
 from scripts.io.files import read_json  # noqa: E402
 from scripts.model.training import load_datalist  # noqa: E402
 from scripts.reconstruction.evaluate import load_sample  # noqa: E402
@@ -55,17 +56,9 @@ ACETABULUM_RADIUS_MM = 35.0  # true pelvis vertices this close to a head centre 
 CORRECTIONS = ("estimated", "angle", "translation", "rigid")
 
 
-def kabsch(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Rotation (3, 3) of the least-squares rigid map of centred ``src`` (N, 3) onto centred ``dst``."""
-    a, b = src - src.mean(0), dst - dst.mean(0)
-    u, _, vt = np.linalg.svd(a.T @ b)
-    d = np.sign(np.linalg.det(u @ vt))
-    return (u @ np.diag([1.0, 1.0, d]) @ vt).T
-
-
 def about_x(angle_deg: float) -> np.ndarray:
     """Rotation (3, 3) by ``angle_deg`` about the world x axis (left-right: femur flexion, pelvic tilt)."""
-    return Rotation.from_rotvec([math.radians(angle_deg), 0.0, 0.0]).as_matrix()
+    return rotation_about(np.array([1.0, 0.0, 0.0]), math.radians(angle_deg))
 
 
 def turned(verts: np.ndarray, rot: np.ndarray, centre: np.ndarray) -> np.ndarray:
@@ -113,15 +106,16 @@ def sample_rows(entry: dict, dataset_dir: Path, rec) -> list[dict]:
         if mesh is None or len(mesh.vertices) != len(truth_cam.vertices):
             raise SystemExit(f"{s.name}: {bone} completion and truth are not in vertex correspondence (real-anatomy samples only)")
         ref = ReferenceSurface(truth_cam, field, 1.0, 20000, seed=1, extent_planes=s.extent_planes)
-        seen = field.in_field_of_view(np.asarray(truth_cam.vertices))
+        true_cam = np.asarray(truth_cam.vertices)
+        seen = field.in_field_of_view(true_cam)
         if s.extent_planes:
-            seen &= inside_planes(np.asarray(truth_cam.vertices), s.extent_planes)
-        truth = s.geometry.camera_to_world_points(np.asarray(truth_cam.vertices))
+            seen &= inside_planes(true_cam, s.extent_planes)
+        truth = s.geometry.camera_to_world_points(true_cam)
         world = s.geometry.camera_to_world_points(np.asarray(mesh.vertices))
         pivot, joint, angle, sign = joint_pose(truth, params, bone)
         parts = bone_parts(world, truth, seen, pivot + world[joint].mean(0) - truth[joint].mean(0))
         to_cam = lambda v, faces=mesh.faces: trimesh.Trimesh(s.geometry.world_to_camera_points(v), faces, process=False)  # noqa: E731
-        offset = s.geometry.world_to_camera_points(world[seen].mean(0)[None])[0] - np.asarray(truth_cam.vertices)[seen].mean(0)
+        offset = s.geometry.world_to_camera_points(world[seen].mean(0)[None])[0] - true_cam[seen].mean(0)
         row = {"sample": s.name, "bone": bone, "angle_deg": angle, "angle_error_deg": -sign * parts.pop("turn_deg"), "offset_camera_mm": offset.tolist()}
         row.update({k: ref.metrics(to_cam(v))["assd_mm"] for k, v in parts.items()})
         row["floor"] = ref.metrics(to_cam(turned(truth, about_x(sign * (MEAN_ANGLE_DEG[bone] - angle)), pivot), truth_cam.faces))["assd_mm"]

@@ -66,7 +66,7 @@ def test_test_subjects_never_reach_a_training_case(monkeypatch):
         parts = []
         for sl in (slice(0, 1946), slice(1946, None)):
             a, m = x[sl], clean.mean[sl]
-            r = ra._kabsch(a, m)
+            r = ra.kabsch(a, m)
             parts.append((a - a.mean(0)) @ r.T + m.mean(0))
         d = (np.concatenate(parts) - clean.mean).ravel()
         modes = clean.modes.reshape(len(clean.sd), -1)
@@ -115,7 +115,7 @@ def test_right_femur_is_the_mirror_image_of_the_left(synthetic):
     assert left.volume > 0 and right.volume > 0 and left.volume == pytest.approx(right.volume, rel=1e-6)
 
     def rms_after_rotation(a: np.ndarray, b: np.ndarray) -> float:
-        r = ra._kabsch(a, b)
+        r = ra.kabsch(a, b)
         return float(np.sqrt(np.mean(np.sum(((a - a.mean(0)) @ r.T - (b - b.mean(0))) ** 2, axis=1))))
 
     assert rms_after_rotation(right.vertices * (-1.0, 1.0, 1.0), left.vertices) < 1e-6  # a reflection superimposes them
@@ -223,7 +223,7 @@ def test_shipped_shape_models_never_saw_a_validation_or_test_subject():
         pelvis, femur = ra.subject_nodes(j)
         verts = ra.surface("pelvis", pelvis).vertices if bone == "pelvis" else ra.surface("femur", femur).vertices
         model = models[bone]
-        aligned = (verts - verts.mean(0)) @ ra._kabsch(verts, model.mean).T + model.mean.mean(0)
+        aligned = (verts - verts.mean(0)) @ ra.kabsch(verts, model.mean).T + model.mean.mean(0)
         d = (aligned - model.mean).ravel()
         modes = model.modes.reshape(model.n_modes, -1)
         return float(np.sqrt(np.mean((d - modes.T @ (modes @ d)) ** 2)))

@@ -93,7 +93,7 @@ def rotation_about(axis: np.ndarray, angle_rad: float) -> np.ndarray:
     return np.eye(3) + math.sin(angle_rad) * k + (1 - math.cos(angle_rad)) * k @ k
 
 
-def _kabsch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def kabsch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Rotation (3, 3) best mapping centred ``a`` onto centred ``b`` (N, 3)."""
     u, _, vt = np.linalg.svd((a - a.mean(0)).T @ (b - b.mean(0)))
     d = np.sign(np.linalg.det(vt.T @ u.T))
@@ -112,7 +112,7 @@ def _procrustes_rigid(shapes: np.ndarray) -> np.ndarray:
     aligned = shapes - shapes.mean(1, keepdims=True) + shapes[0].mean(0)
     for _ in range(20):
         mean = aligned.mean(0)
-        new = np.stack([(s - s.mean(0)) @ _kabsch(s, mean).T + mean.mean(0) for s in aligned])
+        new = np.stack([(s - s.mean(0)) @ kabsch(s, mean).T + mean.mean(0) for s in aligned])
         if np.abs(new - aligned).max() < 1e-6:
             break
         aligned = new
