@@ -33,21 +33,17 @@ LEVEL_MM = 100.0  # below the head centre
 CHANGES = (("version_deg", "version (from above)", (0, 1)), ("neck_shaft_deg", "neck-shaft angle (from the front)", (0, 2)), ("bow_mm", "shaft bow (from the side)", (1, 2)))
 
 
-def neutral_surface(femur_nodes: np.ndarray, frame: tuple[np.ndarray, np.ndarray] | None = None) -> trimesh.Trimesh:
+def neutral_surface(femur_nodes: np.ndarray, frame: tuple[np.ndarray, float, np.ndarray] | None = None) -> trimesh.Trimesh:
     """Surface (mm) of a left femur in the neutral frame of ``frame`` (default: its own)."""
     mesh = ra.surface("femur", femur_nodes)
-    centre, rot = frame or ra.femur_neutral_frame(mesh.vertices)
+    centre, _, rot = frame or ra.femur_neutral_frame(mesh.vertices)
     return trimesh.Trimesh((mesh.vertices - centre) @ rot.T, mesh.faces, process=False)
 
 
 def shaft_depth_mm(femur_nodes: np.ndarray) -> float:
     """Depth (mm, + anterior) of the area centroid of the femur's cross-section ``LEVEL_MM`` below the head
-    centre, neutral frame (the section's largest loop, shoelace formula)."""
-    section = neutral_surface(femur_nodes).section(plane_origin=[0.0, 0.0, -LEVEL_MM], plane_normal=[0.0, 0.0, 1.0])
-    loop = max(section.discrete, key=len)
-    x, y = loop[:, 0], loop[:, 1]
-    cross = x * np.roll(y, -1) - np.roll(x, -1) * y
-    return float(((y + np.roll(y, -1)) * cross).sum() / (3.0 * cross.sum()))
+    centre, neutral frame."""
+    return float(ra.section_centroid(neutral_surface(femur_nodes), -LEVEL_MM)[1])
 
 
 def main(argv: list[str] | None = None) -> int:

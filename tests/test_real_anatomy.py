@@ -247,7 +247,7 @@ def test_femur_variation_is_the_named_change():
     anteriorly; a valgus neck-shaft change turns the head about an AP axis, up and toward the shaft."""
     pca = ra.training_pca()
     _, nodes = pca.sample(np.zeros(len(pca.sd)))
-    centre, rot = ra.femur_neutral_frame(ra.surface("femur", nodes).vertices)
+    centre, _, rot = ra.femur_neutral_frame(ra.surface("femur", nodes).vertices)
     local = lambda n: (n - centre) @ rot.T  # noqa: E731
     base = local(nodes)
     np.testing.assert_allclose(ra.vary_femur(nodes), nodes, atol=1e-9)
@@ -272,7 +272,26 @@ def test_femur_variation_is_the_named_change():
     assert angle == pytest.approx(6.0, abs=0.05) and abs(axis[1]) > 0.999
     moved = after.mean(0) - before.mean(0)
     assert moved[2] > 2.0 and moved[0] < -2.0  # up, and toward the shaft (lateral is -x for the left femur)
+    # the turn's fixed point (x, z) lies on the shaft axis: the cross-section centroids 80 and 140 mm down
+    r = ra.kabsch(before - before.mean(0), after - after.mean(0))[np.ix_([0, 2], [0, 2])]
+    t = (after.mean(0) - before.mean(0) @ ra.kabsch(before - before.mean(0), after - after.mean(0)).T)[[0, 2]]
+    pivot = np.linalg.solve(np.eye(2) - r, t)
+    neutral = trimesh.Trimesh(surf(nodes), ra.surface("femur", nodes).faces, process=False)
+    top, low = (ra.section_centroid(neutral, z)[[0, 2]] for z in (-80.0, -140.0))
+    along = (top - low) / np.linalg.norm(top - low)
+    off_axis = (pivot - low) - ((pivot - low) @ along) * along
+    assert np.linalg.norm(off_axis) < 0.5 and pivot[1] < -10.0  # on the axis, below the head
     np.testing.assert_allclose(valgus[distal | (base[:, 2] < -ra.VARIATION_TOP_MM)], base[distal | (base[:, 2] < -ra.VARIATION_TOP_MM)], atol=1e-9)
+
+
+def test_section_centroid_is_the_area_centroid():
+    """An L-shaped prism (unequal vertex spacing): the area centroid (95/7, 95/7) mm, not the vertex mean, at any cut."""
+    outline = np.array([[0.0, 0.0], [40.0, 0.0], [40.0, 10.0], [10.0, 10.0], [10.0, 40.0], [0.0, 40.0]]) + [5.0, -20.0]
+    prism = trimesh.creation.extrude_triangulation(outline, np.array([[0, 1, 2], [0, 2, 3], [0, 3, 4], [0, 4, 5]]), height=30.0)
+    for z in (3.0, 17.5):
+        np.testing.assert_allclose(ra.section_centroid(prism, z), [95.0 / 7.0 + 5.0, 95.0 / 7.0 - 20.0, z], atol=1e-9)
+    with pytest.raises(ValueError, match="does not reach"):
+        ra.section_centroid(prism, 31.0)
 
 
 def test_femur_variation_widens_draws_only():

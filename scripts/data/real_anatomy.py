@@ -262,29 +262,27 @@ def femur_pose(side: str, flexion_deg: float, abduction_deg: float, internal_rot
     return r_flex @ r_abd @ r_rot
 
 
-def _neutral_rotation(verts: np.ndarray, head_centre: np.ndarray, lm: Landmarks, lateral_world: np.ndarray) -> np.ndarray:
-    """Rotation (3, 3) taking a femur to the neutral pose: head-to-knee axis along -z, transepicondylar axis (lateral) along ``lateral_world``."""
-    up = head_centre - verts[lm.knee].mean(0)
-    up /= np.linalg.norm(up)
-    lat = verts[lm.epicondyle_lateral].mean(0) - verts[lm.epicondyle_medial].mean(0)
-    lat -= (lat @ up) * up
-    lat /= np.linalg.norm(lat)
-    local = np.stack([lat, np.cross(up, lat), up], 1)
-    world = np.stack([lateral_world, np.cross([0.0, 0.0, 1.0], lateral_world), [0.0, 0.0, 1.0]], 1)
-    return world @ local.T
-
-
 FEMUR_VARIATION_SD = {"version_deg": 8.0, "neck_shaft_deg": 4.0, "bow_mm": 3.0}  # per unit of ``femur_variation``
 VARIATION_TOP_MM = 70.0  # below the head centre (lesser trochanter): the proximal block moves as one above it
 VARIATION_KNEE_MM = 80.0  # above the knee centre: the condyles never move
 
 
-def femur_neutral_frame(verts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Head centre (3,) mm and rotation (3, 3) of a LEFT femur's neutral frame (RAS axes, head at the origin,
-    mechanical axis along z, lateral -x) from its surface vertices (:func:`surface`):
-    ``local = (points - centre) @ rotation.T``."""
-    centre, _ = fit_sphere(verts[landmarks().head])
-    return centre, _neutral_rotation(verts, centre, landmarks(), np.array([-1.0, 0.0, 0.0]))
+def femur_neutral_frame(verts: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+    """Head centre (3,) mm, head radius (mm) and rotation (3, 3) of a LEFT femur's neutral frame from its surface
+    vertices (:func:`surface`): RAS axes, head at the origin, head-to-knee (mechanical) axis along -z,
+    transepicondylar axis (lateral) along -x; ``local = (points - centre) @ rotation.T``.
+
+    A right femur made by reflecting the left one (:func:`assemble`) has the mirror frame: its local
+    coordinates are the left one's with x negated."""
+    lm = landmarks()
+    centre, radius = fit_sphere(verts[lm.head])
+    up = centre - verts[lm.knee].mean(0)
+    up /= np.linalg.norm(up)
+    lat = verts[lm.epicondyle_lateral].mean(0) - verts[lm.epicondyle_medial].mean(0)
+    lat -= (lat @ up) * up
+    lat /= np.linalg.norm(lat)
+    local_axes = np.stack([lat, np.cross(up, lat), up], 1)  # columns: lateral, its cross with up, up
+    return centre, radius, np.diag([-1.0, -1.0, 1.0]) @ local_axes.T  # lateral -> -x, then +z x (-x) = -y
 
 
 def _smoothstep(t: np.ndarray) -> np.ndarray:
@@ -292,10 +290,23 @@ def _smoothstep(t: np.ndarray) -> np.ndarray:
     return t * t * (3.0 - 2.0 * t)
 
 
-def _neck_shaft_displacement(local: np.ndarray, verts: np.ndarray, angle_rad: float) -> np.ndarray:
+def section_centroid(mesh: trimesh.Trimesh, z_mm: float) -> np.ndarray:
+    """Area centroid (3,) mm of a closed surface's cross-section by the plane z = ``z_mm`` (its largest loop,
+    shoelace formula), in the mesh's frame: where a femur's shaft axis crosses that level in its neutral frame."""
+    section = mesh.section(plane_origin=[0.0, 0.0, z_mm], plane_normal=[0.0, 0.0, 1.0])
+    if section is None:
+        raise ValueError(f"the surface does not reach z = {z_mm} mm")
+    loop = max(section.discrete, key=len)
+    x, y = loop[:, 0], loop[:, 1]
+    cross = x * np.roll(y, -1) - np.roll(x, -1) * y
+    return np.array([((x + np.roll(x, -1)) * cross).sum(), ((y + np.roll(y, -1)) * cross).sum(), 0.0]) / (3.0 * cross.sum()) + [0.0, 0.0, z_mm]
+
+
+def _neck_shaft_displacement(local: np.ndarray, neutral: trimesh.Trimesh, angle_rad: float) -> np.ndarray:
     """Displacement (N, 3) mm of neutral-frame points turning head and neck by ``angle_rad`` (valgus positive)
-    about the AP axis through the neck-shaft intersection; ``verts`` (neutral frame) locate the shaft axis."""
-    top, low = (verts[np.abs(verts[:, 2] - z0) < 8.0].mean(0) for z0 in (-VARIATION_TOP_MM - 10.0, -VARIATION_TOP_MM - 70.0))
+    about the AP axis through the neck-shaft intersection; the shaft axis runs through the cross-section
+    centroids of the ``neutral`` surface 80 and 140 mm below the head centre."""
+    top, low = (section_centroid(neutral, -VARIATION_TOP_MM - dz) for dz in (10.0, 70.0))
     axis = (top - low) / np.linalg.norm(top - low)
     # where a neck of about 128 deg meets the shaft axis: about 0.8 x the offset below the head centre
     pivot = top + axis * (-0.8 * np.linalg.norm(top[:2]) - top[2]) / axis[2]
@@ -320,14 +331,14 @@ def vary_femur(femur_nodes: np.ndarray, version_deg: float = 0.0, neck_shaft_deg
 
     Smooth maps of the nodes, so vertex correspondence across subjects is kept.
     """
-    verts = surface("femur", femur_nodes).vertices
-    centre, rot = femur_neutral_frame(verts)
+    mesh = surface("femur", femur_nodes)
+    centre, _, rot = femur_neutral_frame(mesh.vertices)
     local = (np.asarray(femur_nodes, dtype=np.float64) - centre) @ rot.T
-    verts = (verts - centre) @ rot.T
-    z_top, z_knee = -VARIATION_TOP_MM, verts[landmarks().knee, 2].mean() + VARIATION_KNEE_MM
+    neutral = trimesh.Trimesh((mesh.vertices - centre) @ rot.T, mesh.faces, process=False)
+    z_top, z_knee = -VARIATION_TOP_MM, neutral.vertices[landmarks().knee, 2].mean() + VARIATION_KNEE_MM
     z = local[:, 2]
     if neck_shaft_deg:
-        local = local + _neck_shaft_displacement(local, verts, math.radians(neck_shaft_deg))
+        local = local + _neck_shaft_displacement(local, neutral, math.radians(neck_shaft_deg))
     t = (z - z_knee) / (z_top - z_knee)  # 0 at the knee end, 1 at the top of the shaft
     if version_deg:
         angle = np.radians(version_deg) * _smoothstep(t)
@@ -384,7 +395,7 @@ def assemble(pelvis_nodes: np.ndarray, femur_nodes: np.ndarray, pose: dict, pelv
     lm = landmarks()
     pelvis = surface("pelvis", pelvis_nodes)
     femur = surface("femur", femur_nodes)
-    normal, offset = symmetry_plane(pelvis.vertices)
+    normal, _ = symmetry_plane(pelvis.vertices)
     # the pelvis frame: symmetry normal -> +x (smallest rotation), then tilt; origin between the acetabula
     axis = np.cross(normal, [1.0, 0.0, 0.0])
     angle = math.asin(min(1.0, np.linalg.norm(axis)))
@@ -395,15 +406,12 @@ def assemble(pelvis_nodes: np.ndarray, femur_nodes: np.ndarray, pose: dict, pelv
     to_world = lambda p: (np.asarray(p) - origin) @ rot.T  # noqa: E731
     pelvis_world = trimesh.Trimesh(to_world(pelvis.vertices), pelvis.faces, process=False)
     hemi_faces = {s: pelvis.faces[np.all(np.isin(pelvis.faces, getattr(lm, f"hemipelvis_{s}")), 1)] for s in ("left", "right")}
-    # the right femur: the left one reflected about the symmetry plane (faces reversed)
-    left_verts = femur.vertices
-    right_verts = reflect(left_verts, normal, offset)
-    head_c, head_r = fit_sphere(left_verts[lm.head])
+    # the right femur: the left one reflected (faces reversed), i.e. its neutral frame with x negated
+    head_c, head_r, neutral_rot = femur_neutral_frame(femur.vertices)
+    neutral_left = (femur.vertices - head_c) @ neutral_rot.T
     params: dict = {"symmetry_plane_normal_llp26_ras": normal.tolist(), "pelvic_tilt_deg": float(pelvic_tilt_deg)}
     placed = {}
-    for side, verts, faces, lateral in (("femur_left", left_verts, femur.faces, [-1.0, 0.0, 0.0]), ("femur_right", right_verts, femur.faces[:, ::-1], [1.0, 0.0, 0.0])):
-        c = head_c if side == "femur_left" else reflect(head_c[None], normal, offset)[0]
-        neutral = (verts - c) @ _neutral_rotation(verts, c, lm, np.asarray(lateral)).T
+    for side, neutral, faces in (("femur_left", neutral_left, femur.faces), ("femur_right", neutral_left * [-1.0, 1.0, 1.0], femur.faces[:, ::-1])):
         prm = pose[side]
         local = neutral @ femur_pose(side, prm["flexion_deg"], prm["abduction_deg"], prm["internal_rotation_deg"]).T
         a_c, a_r = acet[side.split("_")[1]]
