@@ -273,9 +273,9 @@ def test_femur_variation_is_the_named_change():
     moved = after.mean(0) - before.mean(0)
     assert moved[2] > 2.0 and moved[0] < -2.0  # up, and toward the shaft (lateral is -x for the left femur)
     # the turn's fixed point (x, z) lies on the shaft axis: the cross-section centroids 80 and 140 mm down
-    r = ra.kabsch(before - before.mean(0), after - after.mean(0))[np.ix_([0, 2], [0, 2])]
-    t = (after.mean(0) - before.mean(0) @ ra.kabsch(before - before.mean(0), after - after.mean(0)).T)[[0, 2]]
-    pivot = np.linalg.solve(np.eye(2) - r, t)
+    turn = ra.kabsch(before, after)  # after = before @ turn.T + shift
+    shift = (after.mean(0) - before.mean(0) @ turn.T)[[0, 2]]
+    pivot = np.linalg.solve(np.eye(2) - turn[np.ix_([0, 2], [0, 2])], shift)
     neutral = trimesh.Trimesh(surf(nodes), ra.surface("femur", nodes).faces, process=False)
     top, low = (ra.section_centroid(neutral, z)[[0, 2]] for z in (-80.0, -140.0))
     along = (top - low) / np.linalg.norm(top - low)
