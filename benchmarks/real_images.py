@@ -41,7 +41,7 @@ from tqdm import tqdm  # noqa: E402
 from scripts.reconstruction.evaluate import load_sample, mask_dice  # noqa: E402
 from scripts.io.files import atomic_path, exits_on_input_error, read_depth_and_mask, read_json, shared_data_dir, write_json  # noqa: E402
 from scripts.geometry import Geometry  # noqa: E402
-from scripts.io.radiograph_io import iter_radiographs, load_radiograph  # noqa: E402
+from scripts.io.radiograph_io import field_of_view, iter_radiographs, load_radiograph  # noqa: E402
 from scripts import BUNDLE_ROOT  # noqa: E402
 from scripts.reconstruction.reconstruct import INFERENCE_CONFIG, ReconstructionRunner, build_reconstructor  # noqa: E402
 from scripts.io.report import bone_colour, overlay_masks, save_figure  # noqa: E402
@@ -59,11 +59,6 @@ GALLERY_PIXEL_SPACING_MM = 0.9  # NOTICE.md: about 0.8-1.0 mm per pixel at the d
 
 
 # ---------------------------------------------------------------------- gallery
-def image_area(native: Geometry, geometry: Geometry) -> np.ndarray:
-    """(H, W) bool: pixels of ``geometry`` whose ray meets the native radiograph (not the padding)."""
-    return native.in_field_of_view(geometry.detector_points(*geometry.pixel_grid())).numpy()
-
-
 def bone_sides(mask: np.ndarray, bones: Sequence[str]) -> dict[str, float]:
     """Per found bone of a mask (B, H, W), the fraction of its pixels on its side of the image centre
     column: femur_left at larger u (camera x points to the patient's left), femur_right at smaller u;
@@ -98,7 +93,7 @@ def run_gallery(radiographs: Path, out_dir: Path, pixel_spacing_mm: float, overr
         _, mask = read_depth_and_mask(folder / "depth.nii.gz", folder / "mask.nii.gz")
         mask = mask.astype(bool)
         native = Geometry.from_dict(load_radiograph(path, Geometry.standard(), pixel_spacing_mm=pixel_spacing_mm)[2]["native_geometry"])
-        area = image_area(native, geometry)
+        area = field_of_view(native, geometry) > 0.5  # pixels whose ray meets the radiograph, not the padding
         sides = bone_sides(mask, geometry.bones)
         rows.append({
             "name": name,

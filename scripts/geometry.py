@@ -1,6 +1,6 @@
 """Radiography geometry: the one module that knows how pixels, rays and poses relate.
 
-Frames (DESIGN.md):
+Frames (docs/architecture.md, "Geometry conventions"):
 
 - camera frame, mm: origin at the X-ray focal spot, +z along the central ray toward the detector,
   +x along image columns (u), +y along image rows (v, downward); right-handed;

@@ -13,7 +13,7 @@ import torch
 import trimesh
 
 from scripts.reconstruction.evaluate import METRIC_KEYS, SHIFTS, VARIANTS, label_surfaces, load_sample, prior_centre_depth, true_face_mask
-from scripts.io.files import write_nifti
+from scripts.io.files import OUTPUT_MARKER, input_error_of, write_nifti
 from scripts.model.networks import DualFaceDepthNet
 from scripts.reconstruction.reconstruct import build_reconstructor
 from scripts.reconstruction.surface_metrics import clip_to_planes, sample_surface
@@ -143,7 +143,7 @@ def test_parallel_evaluation_matches_the_straightforward_path(data, tmp_path):
                     for bone, truth in sample.meshes.items():
                         row = got[(sample.name, variant, shift, bone)]
                         if bone not in meshes:
-                            assert np.isnan(row["assd_mm"])
+                            assert row["assd_mm"] is None  # no surface: null in metrics.json (strict JSON has no NaN)
                             continue
                         planes = [*(sample.field or sample.geometry).field_of_view_planes(), *(sample.extent_planes or ())]
                         expected = straightforward_metrics(meshes[bone], truth, planes, spacing, max_samples)
@@ -229,3 +229,27 @@ def test_surface_error_parts_undo_a_known_pose_error():
     np.testing.assert_allclose(parts["angle"], truth + shift, atol=1e-9)  # angle taken out about the moved joint
     np.testing.assert_allclose(parts["translation"][seen].mean(0), truth[seen].mean(0), atol=1e-9)
     np.testing.assert_allclose(parts["estimated"], pred)
+
+
+def test_single_face_overrides_reach_its_reconstruction_and_the_output_folder_is_kept_safe(data, tmp_path):
+    """single_face_overrides that only the reconstruction reads (min_pixels) apply to the baseline, not the dual-face
+    network; a folder the bundle did not write is refused before any work, an earlier evaluation is replaced."""
+    torch.manual_seed(4)
+    single = DualFaceDepthNet(features=FEATURES, faces=1)
+    with torch.no_grad():
+        single.final_conv.bias[3:6] = 5.0  # mask logits: every pixel of every bone, so each bone has a surface
+    torch.save(single.state_dict(), data.parent / "single_64.pt")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "summary.md").write_text("my notes")
+    with pytest.raises(Exception) as e:
+        run_evaluation(data, mine, ckpt_path=str(data.parent / "model.pt"))
+    assert "was not written by this bundle" in str(input_error_of(e.value))
+    assert [p.name for p in mine.iterdir()] == ["summary.md"] and (mine / "summary.md").read_text() == "my notes"
+    kw = dict(ckpt_path=str(data.parent / "model.pt"), single_face_ckpt_path=str(data.parent / "single_64.pt"))
+    first = run_evaluation(data, tmp_path / "eval", **kw)
+    m = run_evaluation(data, tmp_path / "eval", single_face_overrides={"min_pixels": 10**6}, **kw)  # replaces the first
+    assert (tmp_path / "eval" / OUTPUT_MARKER).exists() and not list(tmp_path.glob(".eval.*"))
+    for run, single_found in ((first, True), (m, False)):
+        found = {v: any(r["assd_mm"] is not None for r in run["per_sample"] if r["variant"] == v) for v in ("single_face", "dual_face")}
+        assert found == {"single_face": single_found, "dual_face": True}

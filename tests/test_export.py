@@ -91,6 +91,10 @@ def test_onnx_export_matches_checkpoint(ckpt, reference, tmp_path, capsys):
     (got,) = session.run(["pred"], {"image": x.numpy()})  # batch of 2 through the dynamic batch axis
     assert_same_outputs(got, want)
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]  # no temporary files left
+    exported = out.read_bytes()
+    assert export_onnx_main(argv) == 1  # an existing file is not replaced without --overwrite
+    assert capsys.readouterr().err.strip() == f"{out}: exists; pass --overwrite to replace it" and out.read_bytes() == exported
+    assert export_onnx_main(argv + ["--overwrite"]) == 0
 
 
 @pytest.mark.parametrize("kind", ["empty", "junk", "other_version"])

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from scripts.io.files import (
+    MODELS_DIR,
     OUTPUT_MARKER,
     InputFileError,
     atomic_dir,
@@ -40,6 +41,37 @@ def test_atomic_writes_have_umask_permissions(tmp_path):
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "case").stat().st_mode & 0o777 == 0o755
     assert read_json(tmp_path / "a.json") == {"x": 1.5, "y": [0, 1, 2]}
+
+
+def test_json_is_strict_nan_and_infinity_become_null(tmp_path):
+    """result.json and metrics.json parse with strict JSON readers (jq, JavaScript): no NaN or Infinity tokens."""
+    write_json(tmp_path / "r.json", {"centre_depth_mm": float("nan"), "v": [np.float32("inf"), 2.0, -np.inf], "a": np.array([np.nan, 1.0]), "n": None})
+    text = (tmp_path / "r.json").read_text()
+
+    def refuse(token):
+        raise ValueError(token)
+
+    assert json.loads(text, parse_constant=refuse) == {"centre_depth_mm": None, "v": [None, 2.0, None], "a": [None, 1.0], "n": None}
+    with pytest.raises(TypeError, match="not JSON serialisable"):
+        write_json(tmp_path / "s.json", {"x": {1, 2}})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+def test_no_writer_but_the_release_step_writes_into_models(tmp_path):
+    """Every atomic writer (files, output folders) refuses a target inside the shipped models/ folder, before writing."""
+    before = sorted(p.name for p in MODELS_DIR.iterdir())
+    with pytest.raises(InputFileError, match="shipped models/ folder"):
+        write_json(MODELS_DIR / "x.json", {})
+    with pytest.raises(InputFileError, match="shipped models/ folder"):
+        with atomic_path(MODELS_DIR / "model.pt"):
+            raise AssertionError("not reached")
+    with pytest.raises(InputFileError, match="shipped models/ folder"):
+        with atomic_dir(MODELS_DIR / "out", "test result"):
+            raise AssertionError("not reached")
+    assert sorted(p.name for p in MODELS_DIR.iterdir()) == before
+    with atomic_path(tmp_path / "models" / "x.txt", release=True) as tmp:  # the release step's own way in
+        tmp.write_text("ok")
+    assert (tmp_path / "models" / "x.txt").read_text() == "ok"
 
 
 def test_atomic_dir_replaces_only_on_success(tmp_path):

@@ -138,6 +138,8 @@ def test_secondary_capture_accepted(tmp_path):
         (dict(DistanceSourceToDetector=None), ramp(), "DistanceSourceToDetector (0018,1110); pass --sid_mm"),
         (dict(ImagerPixelSpacing=None), ramp(), "ImagerPixelSpacing (0018,1164) and PixelSpacing (0028,0030); pass --pixel_spacing_mm"),
         (dict(ImagerPixelSpacing=None, PixelSpacing=[1, 1], PixelSpacingCalibrationType="GEOMETRY"), ramp(), "EstimatedRadiographicMagnificationFactor"),
+        (dict(ImagerPixelSpacing=None, PixelSpacing=[1, 1], PixelSpacingCalibrationType="GEOMETRY", DistanceSourceToPatient=0),
+         ramp(), "DistanceSourceToPatient (0018,1111) must be a positive distance in mm, got 0"),
         (dict(modality="CT", sop_class=CTImageStorage), ramp(), "modality CT"),
         (dict(modality="MR"), ramp(), "modality MR"),
         (dict(modality="OT"), ramp(), "modality OT"),  # OT only as secondary capture

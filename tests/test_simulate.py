@@ -139,6 +139,35 @@ def test_bad_input_exits_1_with_one_line(tmp_path, small_geometry, capsys):
     assert not [p for p in (tmp_path / "o").iterdir() if p.name.startswith("broken")]
 
 
+@pytest.mark.parametrize("config, problem", [
+    ("ct_ends: {probability: 1.0}", "unknown setting 'ct_ends'"),  # a misspelt section
+    ("pose: {rotation_degs: [0, 0, 0]}", "pose: unknown key(s) ['rotation_degs']"),  # a misspelt knob
+    ("style: {kvpp: 80}", "style: unknown key(s) ['kvpp']"),
+    ("pose: 3", "pose: must be a mapping"),
+    ("- a list", "not a mapping of simulator settings"),
+])
+def test_bad_config_is_refused_before_any_work(tmp_path, small_geometry, capsys, config, problem):
+    """A setting the simulator does not know would otherwise be ignored without a word (the default drawn instead)."""
+    make_case(tmp_path / "cohort" / "case_000")
+    (tmp_path / "bad.yaml").write_text(config)
+    code = main(["--cases", str(tmp_path / "cohort"), "--out", str(tmp_path / "o"), "--geometry", str(small_geometry), "--config", str(tmp_path / "bad.yaml")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.startswith(f"{tmp_path / 'bad.yaml'}: {problem}") and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("distance", [None, 0, -950, "950", 2000])
+def test_source_to_object_distance_is_checked(tmp_path, capsys, distance):
+    """The patient's distance from the source must give a magnification SID / distance within 1..2."""
+    make_case(tmp_path / "cohort" / "case_000")
+    geometry = tmp_path / "geometry.json"
+    geometry.write_text(json.dumps({"sid_mm": 1100, "pixel_spacing_mm": [12.5, 12.5], "image_size": [32, 32], "source_to_object_mm": distance}))
+    code = main(["--cases", str(tmp_path / "cohort"), "--out", str(tmp_path / "o"), "--geometry", str(geometry)])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith(f"{geometry}: source_to_object_mm must be a distance") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
 FRACTIONS = {"training": 0.8, "validation": 0.1, "test": 0.1}
 
 

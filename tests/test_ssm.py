@@ -193,7 +193,32 @@ def test_cli_build_and_bad_topology(tmp_path, cohort, capsys):
     out2 = tmp_path / "train_only.npz"
     assert ssm.main(["build", "--cases", str(tmp_path / "cases"), "--out", str(out2), "--bones", "pelvis", "--datalist", str(datalist)]) == 0
     assert ssm.load_shape_models(out2)[1]["cases"] == ["case_000", "case_001", "case_002", "case_004"]
-    assert ssm.main(["build", "--cases", str(tmp_path / "cases"), "--out", str(out2), "--datalist", str(datalist), "--split", "validation"]) == 1
+    assert ssm.main(["build", "--cases", str(tmp_path / "cases"), "--out", str(tmp_path / "val.npz"), "--datalist", str(datalist), "--split", "validation"]) == 1
+    assert "no 'validation' entries" in capsys.readouterr().err and not (tmp_path / "val.npz").exists()
+
+
+def test_cli_build_refuses_what_it_cannot_write_right(tmp_path, cohort, capsys):
+    """An existing output (a user's file) is left alone unless --overwrite; a bad --out, --variance or a --split
+    without its --datalist stop before any work, and the model is written whole under a name without .npz too."""
+    shapes, _ = cohort
+    write_cases(tmp_path / "cases", [trimesh.Trimesh(s, SPHERE.faces, process=False) for s in shapes[:4]])
+    build = ["build", "--cases", str(tmp_path / "cases"), "--bones", "pelvis", "--out"]
+    mine = tmp_path / "mine.npz"
+    mine.write_bytes(b"a user's file")
+    assert ssm.main(build + [str(mine)]) == 1
+    assert "exists; pass --overwrite" in capsys.readouterr().err and mine.read_bytes() == b"a user's file"
+    (tmp_path / "plot.png").write_bytes(b"a user's picture")  # the variance plot's name beside --out
+    assert ssm.main(build + [str(tmp_path / "plot.npz")]) == 1 and (tmp_path / "plot.png").read_bytes() == b"a user's picture"
+    assert ssm.main(build + [str(mine), "--overwrite"]) == 0
+    assert ssm.load_shape_models(mine)[0]["pelvis"].mean.shape == (642, 3)
+    for bad in (build + [str(tmp_path / "model")], build + [str(tmp_path / "m.png")], build + [str(tmp_path / "v.npz"), "--variance", "1.5"],
+                build + [str(tmp_path / "s.npz"), "--split", "validation"]):
+        with pytest.raises(SystemExit) as e:
+            ssm.main(bad)
+        assert e.value.code == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cases", "mine.npz", "mine.png", "plot.png"]  # nothing else written
+    assert ssm.main(build + [str(ROOT / "models" / "new.npz")]) == 1
+    assert "shipped models/ folder" in capsys.readouterr().err and not (ROOT / "models" / "new.npz").exists()
 
 
 def test_register_brings_meshes_into_correspondence(tmp_path):

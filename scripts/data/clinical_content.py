@@ -36,10 +36,9 @@ def chance(generator: torch.Generator | None, probability: float) -> bool:
 
 
 def detector_mm(geometry: Geometry, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, y) of every pixel centre (H, W) on the standard detector, mm from the principal point."""
-    u, v = geometry.pixel_grid(device=device, dtype=torch.float32)
-    (cu, cv), (su, sv) = geometry.principal_point_px, geometry.pixel_spacing_mm
-    return (u - cu) * su, (v - cv) * sv
+    """(x, y) of every pixel centre (H, W) on the standard detector, mm from the principal point (float32)."""
+    points = geometry.detector_points(*geometry.pixel_grid(device=device, dtype=torch.float32))
+    return points[..., 0], points[..., 1]
 
 
 def detector_area(geometry: Geometry, sid_mm: float, portrait: bool, short_mm: float = 350.0, long_mm: float = 430.0,

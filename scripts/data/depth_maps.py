@@ -5,7 +5,7 @@ The surface of bone ``b`` is the 0.5 isosurface of its trilinearly interpolated 
 ``step_voxels`` of the smallest voxel size; the first and last samples at or above 0.5 bracket the
 entry (front face) and exit (back face) crossings, which bisection plus a final linear
 interpolation refine to well under a voxel. Depth is the distance (mm) from the X-ray source along
-the ray (DESIGN.md); ``mask`` is 1 where the ray meets the bone; depth is 0 outside the mask.
+the ray (docs/architecture.md, "Data conventions"); ``mask`` is 1 where the ray meets the bone; depth is 0 outside the mask.
 
 Coarse-to-fine search (same answer as sampling every step, far fewer samples): the fine samples
 of a ray are taken in groups of ``m`` consecutive steps; a group is sampled on the full-resolution

@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import trimesh
@@ -37,6 +38,9 @@ from scipy.spatial import cKDTree
 
 from scripts.data import llp26
 from scripts.geometry import apply_transform
+
+if TYPE_CHECKING:  # scripts.data.phantom imports this module
+    from scripts.data.phantom import PhantomCase
 
 TRAINING_SUBJECTS = tuple(range(0, 17))
 VALIDATION_SUBJECTS = (17, 18, 19)
@@ -514,7 +518,7 @@ LESSER_TROCHANTER_DROP_MM = 70.0  # below the head centre, about; the femoral co
 POSE_ATTEMPTS = 5
 
 
-def generate_llp26_case(seed: int, spacing_mm: float = 1.0, subject: int | None = None, femur_variation: float = 0.0):
+def generate_llp26_case(seed: int, spacing_mm: float = 1.0, subject: int | None = None, femur_variation: float = 0.0) -> "PhantomCase":
     """A real-anatomy phantom case (:class:`scripts.data.phantom.PhantomCase`) from ``seed``.
 
     ``subject`` None: a subject drawn from the training PCA; otherwise LLP26 subject ``subject``

@@ -47,7 +47,7 @@ from scripts.config_flags import as_shard  # noqa: E402
 from scripts.data.depth_maps import BoneGrid, bone_grids, depth_maps  # noqa: E402
 from scripts.data.drr import MM_TO_CM, line_integrals, material_volumes  # noqa: E402
 from scripts.io.files import InputFileError, atomic_dir, exits_on_input_error, read_json, write_depth_and_mask, write_json, write_nifti  # noqa: E402
-from scripts.geometry import STANDARD_GEOMETRY_FILE, Geometry, apply_transform, read_geometry, standard_ap_pose  # noqa: E402
+from scripts.geometry import MAGNIFICATION_RANGE, STANDARD_GEOMETRY_FILE, Geometry, apply_transform, read_geometry, standard_ap_pose  # noqa: E402
 from scripts.data.radiograph_style import style_radiograph  # noqa: E402
 from scripts.io.report import bone_colour, front_back_extent, save_figure  # noqa: E402
 from scripts.data.volumes import BONE_LABELS, LABEL_MAP_CHOICES, Volume, bones_center, crop_along, load_label_map, read_ct, read_labels, remove_couch  # noqa: E402
@@ -69,22 +69,42 @@ class Case:
 
 # ---------------------------------------------------------------------- configuration and cases
 def load_config(path: str | Path | None = None) -> dict:
-    """The simulation config (YAML) merged over configs/simulate.yaml."""
+    """The simulation config (YAML) merged over configs/simulate.yaml.
+
+    Raises:
+        InputFileError: unreadable file, not a mapping, or a key (one level deep) that configs/simulate.yaml
+            does not have: a misspelt setting would otherwise be ignored without a word.
+    """
     cfg = yaml.safe_load(DEFAULT_CONFIG_FILE.read_text())
     if path is not None and Path(path).resolve() != DEFAULT_CONFIG_FILE:
         try:
             user = yaml.safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError) as e:
             raise InputFileError(path, f"unreadable config ({e})") from None
+        if not isinstance(user, dict):
+            raise InputFileError(path, "not a mapping of simulator settings (see configs/simulate.yaml)")
         for key, value in user.items():
-            cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
+            if key not in cfg:
+                raise InputFileError(path, f"unknown setting {key!r} (configs/simulate.yaml has {', '.join(cfg)})")
+            if isinstance(cfg[key], dict):
+                unknown = sorted(set(value) - set(cfg[key])) if isinstance(value, dict) else None
+                if unknown is None or unknown:
+                    raise InputFileError(path, f"{key}: " + (f"unknown key(s) {unknown}" if unknown else "must be a mapping like configs/simulate.yaml's"))
+                cfg[key] = {**cfg[key], **value}
+            else:
+                cfg[key] = value
     return cfg
 
 
 def load_geometry(path: str | Path | None = None) -> tuple[Geometry, float]:
     """Standard geometry and source-to-object distance (mm) from a geometry JSON (default configs/geometry.json)."""
     path = Path(path or STANDARD_GEOMETRY_FILE)
-    return read_geometry(path), float(read_json(path).get("source_to_object_mm", 950.0))
+    geometry, s2o = read_geometry(path), read_json(path).get("source_to_object_mm", 950.0)
+    lo, hi = MAGNIFICATION_RANGE
+    if isinstance(s2o, bool) or not isinstance(s2o, (int, float)) or not s2o > 0 or not lo <= geometry.sid_mm / s2o <= hi:
+        raise InputFileError(path, f"source_to_object_mm must be a distance (mm) giving a magnification SID / distance "
+                                   f"of {lo:g}..{hi:g} (SID {geometry.sid_mm:g} mm), got {s2o!r}")
+    return geometry, float(s2o)
 
 
 def case_name_of(path: str | Path) -> str:

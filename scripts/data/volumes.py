@@ -20,7 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from scripts.io.files import InputFileError, PathLike, atomic_path, read_json, read_nifti_with_affine
+from scripts.io.files import InputFileError, PathLike, read_json, read_nifti_with_affine
 from scripts.geometry import BONES
 
 
@@ -127,18 +127,6 @@ def read_volume(path: PathLike, dtype: type = np.float32) -> Volume:
     if np.issubdtype(vol.array.dtype, np.floating) and not np.isfinite(vol.array).all():
         raise InputFileError(path, "contains NaN or Inf values")
     return vol
-
-
-def write_volume(path: PathLike, array: np.ndarray, affine: np.ndarray) -> None:
-    """Write ``array[i, j, k]`` with a RAS affine atomically in the format given by the suffix (SimpleITK)."""
-    img = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(array).transpose(2, 1, 0)))
-    lps = LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)
-    spacing = np.linalg.norm(lps[:3, :3], axis=0)
-    img.SetSpacing(spacing.tolist())
-    img.SetDirection((lps[:3, :3] / spacing).ravel().tolist())
-    img.SetOrigin(lps[:3, 3].tolist())
-    with atomic_path(path) as tmp:
-        sitk.WriteImage(img, str(tmp), True)
 
 
 def read_ct(path: PathLike, min_air_fraction: float = 0.005) -> Volume:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import os
 import shutil
 import sys
 import tempfile
+import types
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Union
 
@@ -22,6 +24,7 @@ import numpy as np
 from scripts import BUNDLE_ROOT
 
 PathLike = Union[str, Path]
+MODELS_DIR = BUNDLE_ROOT / "models"  # the shipped files: written only by the release step (scripts.model.release)
 
 
 def shared_data_dir() -> Path | None:
@@ -79,7 +82,7 @@ def input_error_of(error: BaseException) -> InputFileError | None:
     return None
 
 
-def _ckpt_export_error(error: BaseException, tb) -> str | None:
+def _ckpt_export_error(error: BaseException, tb: types.TracebackType | None) -> str | None:
     """One line for a checkpoint MONAI's ``ckpt_export`` could not load or fit, from the failing frames; else None."""
     ckpt, in_load = None, False
     while tb is not None:
@@ -94,7 +97,7 @@ def _ckpt_export_error(error: BaseException, tb) -> str | None:
     return f"{ckpt}: not a state-dict checkpoint of network_def ({first_line(error)})"
 
 
-def one_line_excepthook(kind: type[BaseException], error: BaseException, tb) -> None:
+def one_line_excepthook(kind: type[BaseException], error: BaseException, tb: types.TracebackType | None) -> None:
     """``sys.excepthook`` of the bundle's commands (``monai.bundle run ...``): an uncaught error caused by an
     :class:`InputFileError` (or a bad ``ckpt_export`` checkpoint) prints its one line, without traceback;
     anything else gets Python's usual traceback. Exit status 1 either way."""
@@ -106,10 +109,30 @@ def one_line_excepthook(kind: type[BaseException], error: BaseException, tb) -> 
         print(line, file=sys.stderr)
 
 
+def refuse_models_dir(path: PathLike, option: str = "output") -> None:
+    """Refuse an output ``path`` (a file or folder) inside models/: runs write under runs/, releases go through
+    scripts.model.release."""
+    p = Path(path).resolve()
+    models = MODELS_DIR.resolve()
+    if p == models or models in p.parents:
+        raise InputFileError(path, f"{option} points into the shipped models/ folder; write under runs/ and ship with python -m scripts.release")
+
+
+def refuse_existing(path: PathLike, overwrite: bool = False) -> None:
+    """Refuse an existing output file unless ``overwrite`` (a single-file output cannot tell a user's file from its own)."""
+    if not overwrite and (Path(path).exists() or Path(path).is_symlink()):
+        raise InputFileError(path, "exists; pass --overwrite to replace it")
+
+
 @contextlib.contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (same suffixes); rename onto ``path`` on success, delete on error."""
+def atomic_path(path: PathLike, release: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffixes); rename onto ``path`` on success, delete on error.
+
+    A ``path`` inside models/ is refused (:func:`refuse_models_dir`) unless ``release`` (the release step).
+    """
     path = Path(path)
+    if not release:
+        refuse_models_dir(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=suffix, dir=path.parent)
@@ -166,6 +189,7 @@ def atomic_dir(path: PathLike, kind: str, source: str | None = None) -> Iterator
     :class:`InputFileError` before any work and again before the rename (:func:`check_replaceable`).
     """
     path = Path(path)
+    refuse_models_dir(path)
     check_replaceable(path, kind, source)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name[:MAX_NAME_CHARS]}.", suffix=".partial", dir=path.parent))
@@ -204,18 +228,27 @@ def remove_partials(directory: PathLike, names: Iterable[str] | None = None, fou
 
 
 def write_json(path: PathLike, data: Any) -> None:
-    """Write ``data`` as indented JSON atomically (NumPy scalars/arrays and paths converted)."""
+    """Write ``data`` as indented, strict JSON atomically: NumPy scalars/arrays and paths converted, NaN and
+    infinities written as null (standard JSON has no NaN; jq and JavaScript refuse it)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, default=_json_default))
+        tmp.write_text(json.dumps(_plain_json(data), indent=2, allow_nan=False))
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
+def _plain_json(o: Any) -> Any:
+    if isinstance(o, Mapping):
+        return {k: _plain_json(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_plain_json(v) for v in o]
     if isinstance(o, np.ndarray):
-        return o.tolist()
+        return _plain_json(o.tolist())
+    if isinstance(o, np.generic):
+        o = o.item()
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
     if isinstance(o, Path):
         return str(o)
+    if o is None or isinstance(o, (str, int, float)):
+        return o
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 

@@ -47,7 +47,7 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from scipy import ndimage
 
 from scripts.io.dicom_export import write_radiograph_dicom
-from scripts.io.files import MAX_NAME_CHARS, InputFileError, PathLike, exits_on_input_error, first_line, read_nifti, written_by_bundle
+from scripts.io.files import MAX_NAME_CHARS, InputFileError, PathLike, exits_on_input_error, first_line, read_nifti, refuse_existing, written_by_bundle
 from scripts.geometry import IMAGE_SIZE_RANGE_PX, MAGNIFICATION_RANGE, Geometry, GeometryError, read_geometry
 
 MIN_SIZE_PX, MAX_SIZE_PX = IMAGE_SIZE_RANGE_PX
@@ -534,7 +534,10 @@ def _dicom_geometry(path: Path, ds: Dataset, sid_mm, spacing) -> tuple[Geometry,
                     "PixelSpacing (0028,0030) is calibrated to the object plane but EstimatedRadiographicMagnificationFactor "
                     "(0018,1114) and DistanceSourceToPatient (0018,1111) are missing; pass --pixel_spacing_mm",
                 )
-            m = _magnification(path, sid / _tag_number(path, ds, "DistanceSourceToPatient"), "SID / DistanceSourceToPatient (0018,1111)")
+            distance = _tag_number(path, ds, "DistanceSourceToPatient")
+            if not (np.isfinite(distance) and distance > 0):
+                raise InputFileError(path, f"DistanceSourceToPatient (0018,1111) must be a positive distance in mm, got {distance:g}")
+            m = _magnification(path, sid / distance, "SID / DistanceSourceToPatient (0018,1111)")
             pitch, source["pixel_spacing_mm"] = ps * m, "PixelSpacing (0028,0030) x SID / DistanceSourceToPatient (0018,1111)"
         else:
             pitch, source["pixel_spacing_mm"] = ps, "PixelSpacing (0028,0030), uncalibrated (detector pitch)"
@@ -671,8 +674,7 @@ def to_dicom(
     """
     input_path, output_path = Path(input_path), Path(output_path)
     standard = standard or Geometry.standard()
-    if output_path.exists() and not overwrite:
-        raise InputFileError(output_path, "exists; pass --overwrite to replace it")
+    refuse_existing(output_path, overwrite)
     if not input_path.is_file():
         raise InputFileError(input_path, "file not found")
     name = input_path.name.lower()

@@ -22,9 +22,8 @@ import torch
 import yaml
 
 from scripts.model.checkpoints import load_network
-from scripts.io.files import PathLike, atomic_path, exits_on_input_error
+from scripts.io.files import PathLike, atomic_path, exits_on_input_error, refuse_existing, refuse_models_dir
 from scripts.reconstruction.reconstruct import INFERENCE_CONFIG, bundle_config
-from scripts.model.release import refuse_models_dir
 
 
 def network_from_config(
@@ -42,14 +41,16 @@ def export_onnx(
     config_file: PathLike = INFERENCE_CONFIG,
     overrides: Mapping[str, Any] | None = None,
     opset_version: int = 18,
+    overwrite: bool = False,
 ) -> Path:
     """Write the network of ``config_file`` with the weights of ``ckpt`` as ONNX to ``out`` (batch axis dynamic).
 
     Raises:
         InputFileError: missing, empty, unreadable or mismatched checkpoint, a TorchScript archive (code: refused),
-            or ``out`` inside models/.
+            ``out`` inside models/, or an existing ``out`` without ``overwrite``.
     """
     refuse_models_dir(out, "--out")
+    refuse_existing(out, overwrite)
     net, shape = network_from_config(config_file, overrides)
     net = load_network(ckpt, net, "cpu")
     example = torch.zeros(1, *shape)
@@ -93,13 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: export (and optionally check) the ONNX model; returns the exit status."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", required=True, help="state-dict checkpoint (e.g. models/model.pt)")
-    p.add_argument("--out", required=True, help="ONNX file to write (e.g. runs/export/model.onnx; never into models/)")
+    p.add_argument("--out", required=True, help="ONNX file to write (e.g. runs/export/model.onnx; never into models/; refused if it exists, unless --overwrite)")
     p.add_argument("--config_file", default=str(INFERENCE_CONFIG), help="config holding network_def and image_size")
     p.add_argument("--override", type=_override, action="append", default=[], help="config key=YAML value, e.g. features=[4,4,8,8,16,4]")
     p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--check", action="store_true", help="compare ONNX Runtime with PyTorch on a random input and print the difference")
     a = p.parse_args(argv)
-    out = export_onnx(a.ckpt, a.out, a.config_file, dict(a.override), a.opset)
+    out = export_onnx(a.ckpt, a.out, a.config_file, dict(a.override), a.opset, a.overwrite)
     if a.check:
         net, shape = network_from_config(a.config_file, dict(a.override))
         net = load_network(a.ckpt, net, "cpu")

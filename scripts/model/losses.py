@@ -1,6 +1,6 @@
 """Training losses: CASI (centre-aligned scale-invariant) depth loss, mask loss, centre-depth loss.
 
-All depth tensors are (N, C, H, W) distances from the X-ray source in mm (camera frame, DESIGN.md);
+All depth tensors are (N, C, H, W) distances from the X-ray source in mm (camera frame, docs/architecture.md);
 masks are {0, 1} (or soft weights) of the same shape. The network output and label layouts are
 those of :mod:`scripts.model.networks` (``split_output``) and :mod:`scripts.model.transforms` (label = depth
 channels followed by mask channels).
@@ -16,7 +16,7 @@ from scripts.model.networks import front_face_channels, masked_mean_depth, split
 
 
 class CASILoss(nn.Module):
-    """Centre-aligned scale-invariant log-depth loss (DESIGN.md, "CASI loss").
+    """Centre-aligned scale-invariant log-depth loss (docs/architecture.md, "CASI loss").
 
     1. centre alignment (``center_align=True``): one shift per sample over all channels,
        ``shift = sum(m (t - p)) / (sum(m) + eps)``, ``p' = p + shift`` (gradients flow through it);

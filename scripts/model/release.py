@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Sequence
 
 from scripts import BUNDLE_ROOT
-from scripts.io.files import InputFileError, PathLike, atomic_path, exits_on_input_error, first_line, read_json
+from scripts.io.files import MODELS_DIR, InputFileError, PathLike, atomic_path, exits_on_input_error, first_line, read_json
 
-MODELS_DIR = BUNDLE_ROOT / "models"
 METADATA = BUNDLE_ROOT / "configs" / "metadata.json"
 SHA_KEY = "shipped_files_sha256"
 SHIPPED = {"model": "model.pt", "single_face": "model_single_face.pt", "ssm": "ssm.npz", "torchscript": "model.ts"}
@@ -70,14 +69,6 @@ def verify_shipped(path: PathLike) -> None:
         )
 
 
-def refuse_models_dir(path: PathLike, option: str) -> None:
-    """Refuse an output ``path`` (a file or folder) inside models/: runs write under runs/, releases go through this module."""
-    p = Path(path).resolve()
-    models = MODELS_DIR.resolve()
-    if p == models or models in p.parents:
-        raise InputFileError(path, f"{option} points into the shipped models/ folder; write under runs/ and ship with python -m scripts.release")
-
-
 def _check(kind: str, path: Path) -> None:
     """The file is what its shipped name says (state dict, shape model, TorchScript archive), without running code."""
     if not path.is_file():
@@ -116,7 +107,7 @@ def release(files: dict[str, PathLike], metadata: PathLike = METADATA, models_di
         if kind == "ssm" and path.with_suffix(".png").is_file():  # the explained-variance plot beside it
             targets.append((path.with_suffix(".png"), Path(models_dir) / "ssm.png"))
         for src, dst in targets:
-            with atomic_path(dst) as tmp:
+            with atomic_path(dst, release=True) as tmp:
                 shutil.copyfile(src, tmp)
             extra[f"models/{dst.name}"] = sums[f"models/{dst.name}"] = sha256(dst)
     meta[SHA_KEY] = dict(sorted(sums.items()))

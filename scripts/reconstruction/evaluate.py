@@ -13,8 +13,9 @@ and to the box of the CT the sample was simulated from (``ct_extent`` of its sam
 - metrics: ASSD, HD95, HD, Chamfer (mm, :mod:`scripts.reconstruction.surface_metrics`), depth MAE (mm, over true
   masked pixels of the network's shifted maps; network variants only) and mask Dice.
 
-Outputs in ``output_dir``: metrics.json, metrics.csv, summary.md, assd_by_variant.png and
-error_map_<sample>.png. ``oracle_inputs`` replaces the networks by the true maps (an upper bound
+Outputs in ``output_dir``, written as one folder when the run completes (an existing ``output_dir``
+is replaced only when it is an earlier evaluation of this bundle; anything else is refused before any
+work): metrics.json, metrics.csv, summary.md, assd_by_variant.png and error_map_<sample>.png. ``oracle_inputs`` replaces the networks by the true maps (an upper bound
 that isolates meshing, shape model and metrics).
 """
 
@@ -38,7 +39,7 @@ import trimesh
 from skimage.measure import marching_cubes
 from tqdm import tqdm
 
-from scripts.io.files import InputFileError, PathLike, atomic_path, read_depth_and_mask, read_json, read_nifti, write_json
+from scripts.io.files import InputFileError, PathLike, atomic_dir, atomic_path, check_replaceable, read_depth_and_mask, read_json, read_nifti, refuse_models_dir, write_json
 from scripts.geometry import Geometry, GeometryError, apply_transform, channel_order, read_geometry
 from scripts.reconstruction.reconstruct import DepthPrediction, Reconstructor, oracle_prediction
 from scripts.io.report import save_error_map, save_metric_bars
@@ -50,6 +51,7 @@ from scripts.data.volumes import BONE_LABELS, read_labels
 
 VARIANTS = ("single_face", "single_face_ssm", "dual_face", "dual_face_ssm")
 SHIFTS = ("centre", "prior", "oracle")
+RESULT_KIND = "evaluation"  # output-folder marker kind (scripts.io.files.atomic_dir)
 SURFACE_KEYS = ("assd_mm", "hd95_mm", "hd_mm", "chamfer_mm")
 METRIC_KEYS = SURFACE_KEYS + ("depth_mae_mm", "dice")
 
@@ -211,11 +213,12 @@ def _surface_scores(mesh: trimesh.Trimesh | None, truth: ReferenceSurface | None
 
 
 def evaluate_sample(
-    sample: Sample, predictions: Mapping[str, DepthPrediction], reconstructor: Reconstructor, prior_mm: Mapping[int, float],
+    sample: Sample, predictions: Mapping[str, DepthPrediction], reconstructors: Mapping[str, Reconstructor], prior_mm: Mapping[int, float],
     spacing_mm: float = 1.0, max_samples: int = 20000, timings: dict[str, float] | None = None,
 ) -> tuple[list[dict], dict]:
     """Rows (one per variant, shift and bone) for one sample; and the dual-face (or single-face) centre-shift
-    completions with their true meshes, for the error map. ``timings``: seconds spent reconstructing (meshing
+    completions with their true meshes, for the error map. Each network's prediction is meshed and fitted by
+    its own entry of ``reconstructors`` (the single-face baseline's overrides apply to it). ``timings``: seconds spent reconstructing (meshing
     and shape-model fits) and measuring surfaces are added under "reconstruct" and "metrics"."""
     timings = {} if timings is None else timings
     rows, shown = [], {}
@@ -237,7 +240,7 @@ def evaluate_sample(
         dice = mask_dice(pred.mask, mask, bones)
         for shift, (centre, weights) in shifts.items():
             t0 = time.perf_counter()
-            rec = reconstructor.reconstruct(pred, centre, weights)
+            rec = reconstructors[network].reconstruct(pred, centre, weights)
             t1 = time.perf_counter()
             timings["reconstruct"] = timings.get("reconstruct", 0.0) + t1 - t0
             mae = depth_mae(pred.absolute(centre, weights, masked=False), true_depth, valid, bones)
@@ -380,13 +383,16 @@ class EvaluationRunner:
             t1 = time.perf_counter()
             preds = {name: self._predict(name, rec, sample) for name, rec in nets.items()}
             timings = {"load": t1 - t0, "predict": time.perf_counter() - t1}
-            rows, shown = evaluate_sample(sample, preds, self.dual_face, prior, **self.metric_kwargs, timings=timings)
+            recs = {name: rec or self.dual_face for name, rec in nets.items()}  # oracle inputs: the dual-face settings
+            rows, shown = evaluate_sample(sample, preds, recs, prior, **self.metric_kwargs, timings=timings)
             out.append((rows, {**shown, "sample": sample.name, "geometry": sample.field or sample.geometry, "extent_planes": sample.extent_planes} if shown else {}, timings))
         return out
 
     def run(self) -> dict:
         """Evaluate and write outputs; exits 1 with one line on bad input."""
         started = time.perf_counter()
+        refuse_models_dir(self.output_dir, "output_dir")
+        check_replaceable(self.output_dir, RESULT_KIND)  # a folder this bundle did not write as an evaluation: refused before any work
         notes: list[str] = []
         pool = None
         try:
@@ -438,18 +444,18 @@ class EvaluationRunner:
             "means": means,
             "per_sample": rows,
         }
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        write_json(self.output_dir / "metrics.json", result)
-        write_csv(self.output_dir / "metrics.csv", rows, means)
-        with atomic_path(self.output_dir / "summary.md") as tmp:
-            tmp.write_text(summary_markdown(means, notes, prior, len(entries), self.oracle_inputs))
-        bones = [b for b in dict.fromkeys(r["bone"] for r in means) if b != "all"]
-        save_metric_bars(self.output_dir / "assd_by_variant.png", means, "assd_mm", SHIFTS, result["variants"], bones, "ASSD (mm)")
-        if shown:
-            errors = {b: vertex_errors(m, shown["truth"][b], shown["geometry"], shown["extent_planes"]) for b, m in shown["meshes"].items() if b in shown["truth"]}
-            meshes = {b: m for b, m in shown["meshes"].items() if b in errors}
-            save_error_map(self.output_dir / f"error_map_{shown['sample']}.png", meshes, errors, self.error_map_max_mm,
-                           f"{shown['sample']}: {shown['variant']} (centre shift), distance to truth")
+        with atomic_dir(self.output_dir, RESULT_KIND) as out:
+            write_json(out / "metrics.json", result)
+            write_csv(out / "metrics.csv", rows, means)
+            with atomic_path(out / "summary.md") as tmp:
+                tmp.write_text(summary_markdown(means, notes, prior, len(entries), self.oracle_inputs))
+            bones = [b for b in dict.fromkeys(r["bone"] for r in means) if b != "all"]
+            save_metric_bars(out / "assd_by_variant.png", means, "assd_mm", SHIFTS, result["variants"], bones, "ASSD (mm)")
+            if shown:
+                errors = {b: vertex_errors(m, shown["truth"][b], shown["geometry"], shown["extent_planes"]) for b, m in shown["meshes"].items() if b in shown["truth"]}
+                meshes = {b: m for b, m in shown["meshes"].items() if b in errors}
+                save_error_map(out / f"error_map_{shown['sample']}.png", meshes, errors, self.error_map_max_mm,
+                               f"{shown['sample']}: {shown['variant']} (centre shift), distance to truth")
         return result
 
 

@@ -64,7 +64,7 @@ def grid_triangles(mask: np.ndarray) -> np.ndarray:
     return np.concatenate(tris).astype(np.int64)
 
 
-def _edge_jumps(depth: np.ndarray, tris: np.ndarray, footprint: np.ndarray, max_jump_mm: float, max_jump_per_footprint: float | None) -> np.ndarray:
+def _edge_jumps(depth: np.ndarray, tris: np.ndarray, footprint: np.ndarray | None, max_jump_mm: float, max_jump_per_footprint: float | None) -> np.ndarray:
     """True for triangles (T,) with an edge whose depth difference crosses a jump."""
     d = depth.reshape(-1)[tris]  # (T, 3)
     jump = np.abs(d - np.roll(d, -1, axis=1))
@@ -140,5 +140,18 @@ def dual_face_mesh(
     if len(faces) == 0:
         return empty
     mesh = trimesh.Trimesh(pts, faces, process=False)
+    mesh.remove_unreferenced_vertices()
+    return mesh
+
+
+def front_face_mesh(front: np.ndarray, mask: np.ndarray, geometry: Geometry, max_depth_jump_mm: float = 20.0) -> trimesh.Trimesh:
+    """Open surface (camera frame, mm) of the front face only (single-face baseline): the grid triangles of
+    the masked pixels with a front depth, facing the source, less those with an edge crossing a depth jump
+    (two depths more than ``max_depth_jump_mm`` apart)."""
+    front = np.asarray(front, dtype=np.float64)
+    tris = grid_triangles(np.asarray(mask, bool) & (front > 0))
+    if len(tris):
+        tris = tris[~_edge_jumps(front, tris, None, max_depth_jump_mm, None)]
+    mesh = trimesh.Trimesh(geometry.backproject(front).reshape(-1, 3), tris[:, ::-1], process=False)
     mesh.remove_unreferenced_vertices()
     return mesh

@@ -38,7 +38,7 @@ from scripts.model.checkpoints import load_network
 from scripts.config_flags import as_device, as_shard
 from scripts.io.files import InputFileError, PathLike, atomic_dir, check_replaceable, find_partials, remove_partials, write_depth_and_mask, write_json, write_ply
 from scripts.geometry import BONES, Geometry, GeometryError
-from scripts.reconstruction.meshing import dual_face_mesh, grid_triangles, masked_points
+from scripts.reconstruction.meshing import dual_face_mesh, front_face_mesh, masked_points
 from scripts.model.networks import absolute_depth, split_output
 from scripts.reconstruction.plausibility import plausibility
 from scripts.io.radiograph_io import NIFTI_SUFFIXES, RASTER_SUFFIXES, input_key, iter_radiographs, load_radiograph, output_name, radiograph_field, read_dicom
@@ -47,7 +47,6 @@ from scripts.reconstruction.ssm import ShapeFit, ShapeModel, fit_shape_model, lo
 from scripts.model.transforms import flip_bone_maps_lr
 
 INFERENCE_CONFIG = BUNDLE_ROOT / "configs" / "inference.yaml"
-OUTPUT_FILES = ("depth.nii.gz", "mask.nii.gz", "result.json", "report.png")
 RESULT_KIND = "reconstruction"  # the scripts.io.files marker of output folders
 FRAME = "camera (mm): origin at the X-ray focal spot, +x image columns, +y image rows, +z toward the detector"
 
@@ -104,17 +103,6 @@ def oracle_prediction(depth: np.ndarray, mask: np.ndarray, geometry: Geometry, f
 
 
 # ---------------------------------------------------------------------- surfaces
-def front_face_mesh(front: np.ndarray, mask: np.ndarray, geometry: Geometry, max_depth_jump_mm: float = 20.0) -> trimesh.Trimesh:
-    """Open surface (camera frame, mm) of the front face only (single-face baseline): grid triangles facing the source."""
-    mask = np.asarray(mask, bool) & (front > 0)
-    tris = grid_triangles(mask)
-    d = np.asarray(front, dtype=np.float64).reshape(-1)[tris]
-    tris = tris[np.ptp(d, axis=1) <= max_depth_jump_mm] if len(tris) else tris
-    mesh = trimesh.Trimesh(geometry.backproject(np.asarray(front, dtype=np.float64)).reshape(-1, 3), tris[:, ::-1], process=False)
-    mesh.remove_unreferenced_vertices()
-    return mesh
-
-
 def surface_meshes(depth: np.ndarray, mask: np.ndarray, geometry: Geometry, max_depth_jump_mm: float = 20.0) -> dict[str, trimesh.Trimesh]:
     """Per-bone surfaces (camera frame, mm) from absolute depth (faces*B, H, W) and mask (B, H, W); empty masks skipped."""
     faces = depth.shape[0] // mask.shape[0]
@@ -492,7 +480,8 @@ class RadiographReader(torch.utils.data.Dataset):
     own area and the network's preprocessing (:func:`network_input`). Bad input becomes a "failed" item, so
     DataLoader workers never raise. ``input_root``: the input folder output names are relative to (None: a file)."""
 
-    def __init__(self, paths: Sequence[Path], input_root: Path | None, output_dir: Path, standard: Geometry, sid_mm, pixel_spacing_mm,
+    def __init__(self, paths: Sequence[Path], input_root: Path | None, output_dir: Path, standard: Geometry, sid_mm: float | None,
+                 pixel_spacing_mm: float | Sequence[float] | None,
                  overwrite: bool, preprocessing: Callable[[dict], dict], image_size: Sequence[int], bones: Sequence[str]):
         self.paths, self.input_root, self.output_dir, self.standard = list(paths), input_root, Path(output_dir), standard
         self.sid_mm, self.pixel_spacing_mm, self.overwrite = sid_mm, pixel_spacing_mm, overwrite

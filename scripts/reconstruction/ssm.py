@@ -32,8 +32,8 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
-from scripts.io.files import InputFileError, PathLike, atomic_path, exits_on_input_error, read_json
-from scripts.model.release import refuse_models_dir, verify_shipped
+from scripts.io.files import InputFileError, PathLike, atomic_path, exits_on_input_error, read_json, refuse_existing, refuse_models_dir
+from scripts.model.release import verify_shipped
 from scripts.geometry import BONES, STANDARD_AP_ROTATION, Geometry, apply_transform
 from scripts.reconstruction.surface_metrics import point_to_surface
 
@@ -92,8 +92,8 @@ def save_shape_models(path: PathLike, models: Mapping[str, ShapeModel], metadata
     arrays = {f"{bone}/{k}": getattr(m, k) for bone, m in models.items() for k in MODEL_KEYS}
     meta = dict(metadata or {}, bones=list(models))
     arrays["metadata"] = np.array(json.dumps(meta))
-    with atomic_path(path) as tmp:
-        np.savez_compressed(tmp, **arrays)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: NumPy appends .npz to a bare name
+        np.savez_compressed(f, **arrays)
 
 
 def load_shape_models(path: PathLike) -> tuple[dict[str, ShapeModel], dict]:
@@ -437,7 +437,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build per-bone PCA shape models from a cohort of meshes")
     b.add_argument("--cases", required=True, help="folder with case_*/meshes/<bone>.ply")
-    b.add_argument("--out", required=True, help="output .npz (a PNG of explained variance is written beside it)")
+    b.add_argument("--out", required=True, help="output .npz (a PNG of explained variance is written beside it); refused if either exists, unless --overwrite")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing --out and its PNG")
     b.add_argument("--bones", nargs="+", default=list(BONES))
     b.add_argument("--variance", type=float, default=0.98, help="fraction of variance the kept modes explain")
     b.add_argument("--scale", action="store_true", help="similarity (not rigid) Procrustes alignment")
@@ -447,7 +448,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--split", default="training", help="datalist list whose cases build the model (with --datalist)")
     args = parser.parse_args(argv)
     out = Path(args.out)
+    if out.suffix != ".npz":
+        parser.error(f"--out must name a .npz file (the variance plot is written beside it as .png), got {out}")
+    if not 0.0 < args.variance <= 1.0:
+        parser.error(f"--variance is a fraction in (0, 1], got {args.variance}")
+    if args.datalist is None and args.split != "training":
+        parser.error("--split selects a list of --datalist: give --datalist too")
     refuse_models_dir(out, "--out")
+    for path in (out, out.with_suffix(".png")):
+        refuse_existing(path, args.overwrite)
     names = split_cases(args.datalist, args.split) if args.datalist else None
     models, meta = build_from_cases(args.cases, args.bones, args.variance, args.scale, args.register, args.template, names)
     save_shape_models(out, models, meta)
