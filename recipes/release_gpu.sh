@@ -65,7 +65,7 @@ dual=$!
 train "$RUN/single_face" "$PRETRAINED_SINGLE" "['configs/train.yaml','configs/variants/single_face.yaml']" &
 single=$!
 stamp "shape models (the real-anatomy training cohort)"
-$PY -m scripts.ssm build --cases "$RUN/cohort_llp26" --out "$RUN/ssm.npz" --variance 0.999
+$PY -m scripts.ssm build --cases "$RUN/cohort_llp26" --out "$RUN/ssm.npz" --variance 0.999 --overwrite  # a rerun replaces its own
 wait $dual; wait $single
 tail -n 3 "$RUN/dual_face.log" "$RUN/single_face.log"
 stamp "done"
