@@ -12,9 +12,10 @@ import torch
 import trimesh
 from monai.bundle import ConfigParser
 
-from deploy.app.pipeline import load_cases, run, run_inference, write_case
+from deploy.app.pipeline import load_cases, reconstruct_cases, run, run_inference, write_case, write_results
 from scripts.io.dicom_export import read_encapsulated_stl
-from scripts.io.files import OUTPUT_MARKER
+from scripts.io.dicom_export import bundle_version
+from scripts.io.files import OUTPUT_MARKER, InputFileError
 from scripts.geometry import Geometry
 from tests.helpers import ROOT, STD, make_dicom, ramp
 
@@ -52,6 +53,7 @@ def test_run_writes_stl_and_dicom_per_bone(dicom_dir, tmp_path, capsys):
     for i, bone in enumerate(STD.bones):
         ds = pydicom.dcmread(str(case_dir / f"{bone}.dcm"))
         assert ds.StudyInstanceUID == src.StudyInstanceUID and ds.PatientID == src.PatientID
+        assert ds.SoftwareVersions == json.loads((ROOT / "configs" / "metadata.json").read_text())["version"] == bundle_version()
         series.add(ds.SeriesInstanceUID)
         stl = trimesh.load(str(case_dir / f"{bone}.stl"))
         for m in (stl, read_encapsulated_stl(ds)):
@@ -70,6 +72,48 @@ def test_inference_contract_checked(dicom_dir):
         run_inference(cases[0], lambda im, g: [trimesh.creation.box()])
     partial = run_inference(cases[0], lambda im, g: {"pelvis": trimesh.creation.box(), "femur_left": trimesh.Trimesh()})
     assert list(partial) == ["pelvis"]  # empty meshes dropped
+
+
+def test_stages_go_on_past_a_failed_case_and_stop_at_a_bad_model(tmp_path, capsys):
+    """The functions the SDK operators call (and the plain run): a case whose inference or writing fails is one line
+    and the others are done; an error naming the model stops the inference loop (every case would fail)."""
+    d = tmp_path / "in"
+    d.mkdir()
+    for name in ("a", "b", "c"):
+        make_dicom(d / f"{name}.dcm", ramp())
+    cases, errors = load_cases(d, STD)
+    assert len(cases) == 3 and errors == []
+
+    def flaky(image, geometry):
+        flaky.calls += 1
+        if flaky.calls == 2:
+            raise ValueError("no bone found")
+        return fake_infer(image, geometry)
+
+    flaky.calls = 0
+    results, failed = reconstruct_cases(cases, flaky)
+    assert [c.name for c, _ in results] == [cases[0].name, cases[2].name] and failed == [f"{cases[1].path}: no bone found"]
+
+    def bad_model(image, geometry):
+        bad_model.calls += 1
+        raise InputFileError(tmp_path / "model.pt", "checkpoint file is empty")
+
+    bad_model.calls = 0
+    assert reconstruct_cases(cases, bad_model) == ([], [f"{tmp_path / 'model.pt'}: checkpoint file is empty"]) and bad_model.calls == 1
+    out = tmp_path / "out"
+    (out / cases[0].name).mkdir(parents=True)
+    (out / cases[0].name / "notes.txt").write_text("mine")
+    errors = write_results(results, out)
+    assert len(errors) == 1 and errors[0].startswith(f"{out / cases[0].name}: exists and was not written by this bundle")
+    assert (out / cases[0].name / "notes.txt").read_text() == "mine" and (out / cases[2].name / "result.json").exists()
+
+
+def test_app_version_is_the_bundles():
+    """The MAP manifest names the bundle's version (as every DICOM output's SoftwareVersions does)."""
+    import yaml
+
+    app = yaml.safe_load((ROOT / "deploy" / "app" / "app.yaml").read_text())
+    assert str(app["application"]["version"]) == bundle_version()
 
 
 def test_failed_write_leaves_no_case_folder(dicom_dir, tmp_path):
@@ -190,6 +234,22 @@ def test_app_bad_model_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and err == [f"{tmp_path / 'empty.ts'}: checkpoint file is empty"]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_app_refuses_an_output_file_and_an_unknown_log_level(tmp_path, capsys):
+    import deploy.app.__main__ as app_main
+
+    d = tmp_path / "in"
+    d.mkdir()
+    make_dicom(d / "a.dcm", ramp())
+    (tmp_path / "out.txt").write_text("mine")
+    assert app_main.main(["app", "-i", str(d), "-o", str(tmp_path / "out.txt"), "-m", "models/model.pt"]) == 1
+    assert capsys.readouterr().err.strip() == f"{tmp_path / 'out.txt'}: exists and is not a folder; -o names the output folder"
+    assert (tmp_path / "out.txt").read_text() == "mine"
+    with pytest.raises(SystemExit) as e:
+        app_main.main(["app", "-i", str(d), "-o", str(tmp_path / "out"), "-m", "models/model.pt", "-l", "loud"])
+    assert e.value.code == 2 and "invalid choice: 'LOUD'" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out.txt"]
 
 
 def test_app_help_lists_every_option(capsys):

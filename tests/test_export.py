@@ -115,19 +115,25 @@ def test_onnx_export_refuses_bad_checkpoints(kind, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == [bad.name]  # nothing written
 
 
-@pytest.mark.parametrize("content", ["garbage", "TorchScript", "other network"])
-def test_ckpt_export_bad_checkpoint_one_line(tmp_path, content):
-    """MONAI's ckpt_export on a file that is not a fitting state dict: one line naming it, no traceback, nothing written."""
-    bad = tmp_path / "bad.pt"
+@pytest.mark.parametrize("content", ["garbage", "TorchScript", "other network", "good, no output folder"])
+def test_ckpt_export_bad_checkpoint_one_line(ckpt, tmp_path, content):
+    """MONAI's ckpt_export on a file that is not a fitting state dict, or into a folder that does not exist: one
+    line naming the file at fault, no traceback, nothing written."""
+    bad, out = tmp_path / "bad.pt", tmp_path / "model.ts"
     if content == "garbage":
         bad.write_bytes(b"not a checkpoint" * 10)
     elif content == "TorchScript":
         torch.jit.script(DualFaceDepthNet(features=FEATURES)).save(str(bad))
-    else:
+    elif content == "other network":
         torch.save(DualFaceDepthNet(features=[4, 4, 8, 8, 32, 4]).state_dict(), bad)
-    cmd = [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(tmp_path / "model.ts"), "--ckpt_file", str(bad),
+    else:
+        bad, out = ckpt, tmp_path / "absent" / "model.ts"
+    cmd = [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(out), "--ckpt_file", str(bad),
            "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.yaml", "--features", json.dumps(FEATURES)]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=bundle_env())
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
-    assert done.stderr.strip().splitlines()[-1].startswith(f"{bad}: not a state-dict checkpoint of network_def")
-    assert not (tmp_path / "model.ts").exists()
+    line = done.stderr.strip().splitlines()[-1]
+    if bad == ckpt:
+        assert line.startswith(f"{out}: the export could not be written (RuntimeError: Parent directory") and not out.parent.exists()
+    else:
+        assert line.startswith(f"{bad}: not a state-dict checkpoint of network_def") and not out.exists()

@@ -17,11 +17,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from deploy.app.pipeline import reconstruct_image_adapter, run  # noqa: E402
-from scripts.io.files import exits_on_input_error  # noqa: E402
+from scripts.io.files import InputFileError, exits_on_input_error  # noqa: E402
 from scripts.geometry import Geometry, GeometryError  # noqa: E402
 
 
 SDK_OPTIONS = ("input", "output", "model", "workdir", "log_level")  # the MONAI Deploy app context's -i/-o/-m/-w/-l
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -32,7 +33,7 @@ def argument_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output folder: OUT/<name>/ per radiograph")
     p.add_argument("-m", "--model", required=True, help="network: TorchScript models/model.ts (or a state dict .pt)")
     p.add_argument("-w", "--workdir", default=None, help="MONAI Deploy working folder (SDK runs only)")
-    p.add_argument("-l", "--log-level", dest="log_level", default="INFO", help="logging level: DEBUG, INFO, WARNING, ERROR")
+    p.add_argument("-l", "--log-level", dest="log_level", default="INFO", type=str.upper, choices=LOG_LEVELS, help="logging level: " + ", ".join(LOG_LEVELS))
     p.add_argument("--ssm_path", default=None, help="shape models (default models/ssm.npz of the bundle; '' for no completion)")
     p.add_argument("--sid_mm", type=float, default=None, help="source-to-detector distance (mm) for inputs lacking it")
     p.add_argument("--pixel_spacing_mm", type=float, nargs="+", default=None, help="detector pixel pitch (mm), 1 or 2 values, for inputs lacking it")
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     opts = argument_parser().parse_args(argv[1:])
     sdk_argv = sdk_arguments(opts)
+    if Path(opts.output).exists() and not Path(opts.output).is_dir():
+        raise InputFileError(opts.output, "exists and is not a folder; -o names the output folder")
     try:
         standard = Geometry.standard(opts.geometry, check_range=True)
     except (GeometryError, OSError, ValueError) as e:  # missing or malformed geometry JSON (the message names it)
@@ -78,9 +81,11 @@ def main(argv: list[str] | None = None) -> int:
             writer = MeshWriterOperator(self, output_folder=Path(ctx.output_path), name="writer")
             self.add_flow(loader, recon, {("cases", "cases")})
             self.add_flow(recon, writer, {("results", "results")})
+            self.stages = (loader, recon, writer)
 
-    HipRadiograph3DApp().run()
-    return 0
+    app = HipRadiograph3DApp()
+    app.run()
+    return 1 if any(stage.errors for stage in getattr(app, "stages", ())) else 0
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from monai.deploy.core import Fragment, Operator, OperatorSpec
 
-from deploy.app.pipeline import MeshFn, load_cases, run_inference, write_case
+from deploy.app.pipeline import MeshFn, load_cases, reconstruct_cases, write_results
 from scripts.geometry import Geometry
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ class BoneReconstructionOperator(Operator):
 
     def __init__(self, fragment: Fragment, *args, infer: MeshFn, **kwargs):
         self.infer = infer
+        self.errors: list[str] = []
         super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec: OperatorSpec) -> None:
@@ -50,9 +51,11 @@ class BoneReconstructionOperator(Operator):
         spec.output("results")
 
     def compute(self, op_input, op_output, context) -> None:
-        """Reconstruct every received case and emit the meshes as ``results``."""
-        cases = op_input.receive("cases")
-        op_output.emit([(case, run_inference(case, self.infer)) for case in cases], "results")
+        """Reconstruct every received case and emit the meshes as ``results`` (failed cases logged, in ``errors``)."""
+        results, self.errors = reconstruct_cases(op_input.receive("cases"), self.infer)
+        for line in self.errors:
+            logger.error(line)
+        op_output.emit(results, "results")
 
 
 class MeshWriterOperator(Operator):
@@ -60,6 +63,7 @@ class MeshWriterOperator(Operator):
 
     def __init__(self, fragment: Fragment, *args, output_folder: Path, **kwargs):
         self.output_folder = Path(output_folder)
+        self.errors: list[str] = []
         super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec: OperatorSpec) -> None:
@@ -67,9 +71,7 @@ class MeshWriterOperator(Operator):
         spec.input("results")
 
     def compute(self, op_input, op_output, context) -> None:
-        """Write the received meshes of every case."""
-        for case, meshes in op_input.receive("results"):
-            paths = write_case(case, meshes, self.output_folder)
-            logger.info("%s: wrote %d files", case.name, len(paths))
-            for warning in case.info.get("warnings", []):
-                logger.warning("%s: warning: %s", self.output_folder / case.name, warning)
+        """Write the received meshes of every case (cases that cannot be written logged, in ``errors``)."""
+        self.errors = write_results(op_input.receive("results"), self.output_folder)
+        for line in self.errors:
+            logger.error(line)

@@ -94,8 +94,9 @@ def run_inference(case: RadiographCase, infer: MeshFn) -> dict[str, trimesh.Trim
     return {b: m for b, m in meshes.items() if isinstance(m, trimesh.Trimesh) and len(m.faces) > 0}
 
 
-def write_case(case: RadiographCase, meshes: dict[str, trimesh.Trimesh], output_dir: PathLike, software_version: str = "0.1.0") -> list[Path]:
-    """Write ``<output_dir>/<name>/<bone>.stl`` and ``<bone>.dcm`` (one new series per case) and ``result.json``.
+def write_case(case: RadiographCase, meshes: dict[str, trimesh.Trimesh], output_dir: PathLike) -> list[Path]:
+    """Write ``<output_dir>/<name>/<bone>.stl`` and ``<bone>.dcm`` (one new series per case, SoftwareVersions the
+    bundle's version) and ``result.json``.
 
     The case folder appears only when complete; an existing one is replaced only when it is this app's
     result for the same input (else :class:`InputFileError` naming it). result.json holds no patient identifiers.
@@ -108,7 +109,7 @@ def write_case(case: RadiographCase, meshes: dict[str, trimesh.Trimesh], output_
                 continue
             write_stl(meshes[bone], tmp / f"{bone}.stl")
             write_encapsulated_stl(
-                meshes[bone], tmp / f"{bone}.dcm", bone, source=case.source, series_instance_uid=series_uid, instance_number=i + 1, software_version=software_version
+                meshes[bone], tmp / f"{bone}.dcm", bone, source=case.source, series_instance_uid=series_uid, instance_number=i + 1
             )
         summary = {
             "input_format": case.info["format"],
@@ -143,21 +144,43 @@ def reconstruct_image_adapter(model_path: PathLike, device: str | None = None, s
     return infer
 
 
-def run(input_path: PathLike, output_dir: PathLike, infer: MeshFn, standard: Geometry | None = None, **load_kwargs) -> int:
-    """Whole app without the SDK: returns 0 when every input was reconstructed, else 1 (errors on stderr)."""
-    cases, errors = load_cases(input_path, standard or Geometry.standard(), output_dir=output_dir, **load_kwargs)
+def reconstruct_cases(cases: Sequence[RadiographCase], infer: MeshFn) -> tuple[list[tuple[RadiographCase, dict[str, trimesh.Trimesh]]], list[str]]:
+    """Meshes of every case, and one line per case whose inference failed. An error that names another file than
+    the case's input (the model, the shape-model file) stops the loop: every further case would fail alike."""
+    results, errors = [], []
     for case in cases:
         try:
-            write_case(case, run_inference(case, infer), output_dir)
-            logger.info("reconstructed %s", case.name)
-            for warning in case.info.get("warnings", []):  # named by the PHI-free output folder
-                print(f"{Path(output_dir) / case.name}: warning: {warning}", file=sys.stderr)
+            results.append((case, run_inference(case, infer)))
         except InputFileError as e:
             errors.append(str(e))
-            if Path(e.path) not in (case.path, Path(output_dir) / case.name):  # the model or shape-model file (or an option): every case would fail
+            if Path(e.path) != case.path:
                 break
         except ValueError as e:
             errors.append(f"{case.path}: {e}")
+    return results, errors
+
+
+def write_results(results: Sequence[tuple[RadiographCase, dict[str, trimesh.Trimesh]]], output_dir: PathLike) -> list[str]:
+    """Write every case (:func:`write_case`); returns one line per case that could not be written (e.g. a user's
+    folder of its name). Each written case's warnings go to stderr, named by its PHI-free output folder."""
+    errors = []
+    for case, meshes in results:
+        try:
+            write_case(case, meshes, output_dir)
+        except InputFileError as e:
+            errors.append(str(e))
+            continue
+        logger.info("reconstructed %s", case.name)
+        for warning in case.info.get("warnings", []):
+            print(f"{Path(output_dir) / case.name}: warning: {warning}", file=sys.stderr)
+    return errors
+
+
+def run(input_path: PathLike, output_dir: PathLike, infer: MeshFn, standard: Geometry | None = None, **load_kwargs) -> int:
+    """Whole app without the SDK: returns 0 when every input was reconstructed, else 1 (errors on stderr)."""
+    cases, errors = load_cases(input_path, standard or Geometry.standard(), output_dir=output_dir, **load_kwargs)
+    results, failed = reconstruct_cases(cases, infer)
+    errors += failed + write_results(results, output_dir)
     if not cases and not errors:
         errors.append(f"{input_path}: no radiographs found")
     for line in errors:

@@ -12,7 +12,9 @@ patient attributes.
 from __future__ import annotations
 
 import datetime
+import functools
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from scripts import BUNDLE_ROOT
 from scripts.io.files import PathLike, atomic_path
 
 MANUFACTURER = "MONAI 3DDX bundle"
@@ -37,6 +40,12 @@ PATIENT_KEYWORDS = (
 )  # fmt: skip
 STUDY_KEYWORDS = ("StudyInstanceUID", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber", "StudyDescription")
 TYPE2_EMPTY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
+
+
+@functools.lru_cache(maxsize=1)
+def bundle_version() -> str:
+    """The bundle's version (configs/metadata.json ``version``): the SoftwareVersions of every DICOM it writes."""
+    return str(json.loads((BUNDLE_ROOT / "configs" / "metadata.json").read_text())["version"])
 
 
 def _new_dataset(sop_class_uid: str) -> Dataset:
@@ -73,7 +82,7 @@ def encapsulated_stl_dataset(
     series_instance_uid: str | None = None,
     series_number: int = 9001,
     instance_number: int = 1,
-    software_version: str = "0.1.0",
+    software_version: str | None = None,
 ) -> Dataset:
     """Build a DICOM Encapsulated STL dataset of ``mesh`` (a bone surface, camera frame, mm).
 
@@ -83,7 +92,7 @@ def encapsulated_stl_dataset(
         source: the radiograph's dataset; its Patient module and study identifiers are copied.
         series_instance_uid: shared by all bones of one reconstruction; new when ``None``.
         series_number, instance_number: DICOM numbering of the new series and instance.
-        software_version: written to SoftwareVersions.
+        software_version: written to SoftwareVersions (None: :func:`bundle_version`).
     """
     now = datetime.datetime.now()
     data = stl_bytes(mesh)
@@ -112,7 +121,7 @@ def encapsulated_stl_dataset(
     ds.Manufacturer = MANUFACTURER
     ds.ManufacturerModelName = MODEL_NAME
     ds.DeviceSerialNumber = "0"
-    ds.SoftwareVersions = software_version
+    ds.SoftwareVersions = software_version or bundle_version()
     # Encapsulated Document and Manufacturing 3D Model modules
     ds.InstanceNumber = instance_number
     ds.ContentDate, ds.ContentTime = ds.InstanceCreationDate, ds.InstanceCreationTime
@@ -183,7 +192,7 @@ def radiograph_dataset(
     ds.Modality, ds.PresentationIntentType, ds.ImageType = "DX", "FOR PRESENTATION", ["DERIVED", "SECONDARY"]
     ds.SeriesNumber, ds.InstanceNumber = 1, 1
     ds.SeriesDescription = "converted by scripts.radiograph_io to-dicom"
-    ds.Manufacturer, ds.ManufacturerModelName = MANUFACTURER, MODEL_NAME
+    ds.Manufacturer, ds.ManufacturerModelName, ds.SoftwareVersions = MANUFACTURER, MODEL_NAME, bundle_version()
     ds.BodyPartExamined, ds.ViewPosition = body_part, view_position
     ds.PatientOrientation = ["L", "F"]  # columns toward the patient's left, rows toward the feet (AP, radiological display)
     ds.DistanceSourceToDetector = f"{float(sid_mm):.10g}"

@@ -83,18 +83,23 @@ def input_error_of(error: BaseException) -> InputFileError | None:
 
 
 def _ckpt_export_error(error: BaseException, tb: types.TracebackType | None) -> str | None:
-    """One line for a checkpoint MONAI's ``ckpt_export`` could not load or fit, from the failing frames; else None."""
-    ckpt, in_load = None, False
+    """One line for MONAI's ``ckpt_export``, from the failing frames: a checkpoint it could not load or fit
+    (``--ckpt_file``), or an export it could not write (``--filepath``, e.g. its folder missing); else None."""
+    ckpt = out = stage = None
     while tb is not None:
         code, local = tb.tb_frame.f_code, tb.tb_frame.f_locals
         if code.co_name == "ckpt_export" and "ckpt_file_" in local:
-            ckpt = local["ckpt_file_"]
-        elif ckpt is not None and code.co_name in ("load", "copy_model_state", "_export", "load_objects"):
-            in_load = True
+            ckpt, out = local["ckpt_file_"], local.get("filepath_")
+        elif ckpt is not None and code.co_name in ("load", "copy_model_state", "load_objects"):
+            stage = stage or "load"
+        elif ckpt is not None and code.co_name == "save_net_with_metadata":
+            stage = stage or "save"
         tb = tb.tb_next
-    if ckpt is None or not in_load:
-        return None
-    return f"{ckpt}: not a state-dict checkpoint of network_def ({first_line(error)})"
+    if stage == "load":
+        return f"{ckpt}: not a state-dict checkpoint of network_def ({first_line(error)})"
+    if stage == "save":
+        return f"{out}: the export could not be written ({first_line(error)})"
+    return None
 
 
 def one_line_excepthook(kind: type[BaseException], error: BaseException, tb: types.TracebackType | None) -> None:
