@@ -7,6 +7,7 @@ import json
 
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -60,11 +61,14 @@ def test_inference_predicts_nothing_in_padding(tmp_path):
     run_bundle("inference.yaml", input_dir=str(inputs), output_dir=str(out), ckpt_path=str(tmp_path / "model.pt"), ssm_path="",
                standard_geometry=str(tmp_path / "geometry.json"), pixel_spacing_mm=3.0, features=FEATURES, image_size=64, device="cpu")
     mask = np.asarray(nib.load(str(out / "film" / "mask.nii.gz")).dataobj)  # (H, W, B)
-    fov = field_of_view(Geometry(1100.0, (3.0, 3.0), (100, 80)), GEOM)
-    assert 0.3 < fov.mean() < 0.7  # the input covers part of the standard field
-    assert not mask[fov == 0].any()  # nothing predicted in the padding
-    assert mask[fov == 1].all()  # the network marks bone everywhere it may
-    assert json.loads((out / "film" / "result.json").read_text())["coverage"] == float(fov.mean())
+    # by hand: the 300 x 240 mm film, centred at the same SID, covers pixel centres |u - 31.5| * 6.25 <= 150 mm
+    # and |v - 31.5| * 6.25 <= 120 mm of the 64 x 64 standard field: columns 8..55, rows 13..50
+    fov = np.zeros((64, 64), bool)
+    fov[13:51, 8:56] = True
+    np.testing.assert_array_equal(field_of_view(Geometry(1100.0, (3.0, 3.0), (100, 80)), GEOM) > 0.5, fov)
+    assert not mask[~fov].any()  # nothing predicted in the padding
+    assert mask[fov].all()  # the network marks bone everywhere it may
+    assert json.loads((out / "film" / "result.json").read_text())["coverage"] == pytest.approx(38 * 48 / 64**2)
 
 
 def test_field_of_view_channel_reaches_the_network():

@@ -206,9 +206,14 @@ def test_implants_shield_and_marker_lie_where_they_belong_and_keep_labels():
     assert lead.any() and not lead[16:48, 16:48].any()  # a letter in a corner of the field
 
 
-def test_style_runs_on_the_areal_density_device_and_is_seeded():
+def test_style_is_seeded_and_stays_on_the_areal_density_device():
+    """One generator seed gives one image and one set of drawn options; another seed draws others. The outputs
+    lie on the input's device (CPU here; tests/test_cuda.py renders whole samples on a GPU)."""
     opts = {"quanta_per_mm2": 50000.0, "positioning_aid_prob": 1.0, "text_prob": 1.0, "kvp": [70.0, 90.0]}
     a = style_radiograph(water_slab(15.0), GEOM, two_bone_masks(), opts, torch.Generator().manual_seed(7))
     b = style_radiograph(water_slab(15.0), GEOM, two_bone_masks(), opts, torch.Generator().manual_seed(7))
+    c = style_radiograph(water_slab(15.0), GEOM, two_bone_masks(), opts, torch.Generator().manual_seed(8))
     assert torch.equal(a[0], b[0]) and a[3] == b[3]
-    assert 70.0 <= a[3]["kvp"] <= 90.0
+    assert not torch.equal(a[0], c[0]) and a[3]["kvp"] != c[3]["kvp"]
+    assert 70.0 <= a[3]["kvp"] <= 90.0 and 70.0 <= c[3]["kvp"] <= 90.0
+    assert all(t.device == water_slab(15.0).device for t in a[:3] if isinstance(t, torch.Tensor))

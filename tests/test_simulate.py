@@ -12,7 +12,7 @@ from monai.data import load_decathlon_datalist
 
 from scripts.io.files import InputFileError
 from scripts.geometry import GEOMETRY_KEYS, Geometry, apply_transform, is_rigid, standard_ap_pose
-from scripts.data.simulate import SPLITS, assign_splits, build_datalist, main, pose_parameters, split_counts, split_of, table_shift_mm
+from scripts.data.simulate import SPLITS, assign_splits, build_datalist, main, pose_parameters, split_counts, table_shift_mm
 from scripts.data.volumes import Volume
 
 AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
@@ -199,12 +199,20 @@ def test_same_case_name_in_another_cohort_is_loaded_afresh(tmp_path, small_geome
 
 
 def test_single_ct_without_cohort_uses_per_case_hash(tmp_path, small_geometry):
+    """A single CT's list is a SHA-256 hash of ("split", seed, case name) cut at configs/simulate.yaml's fractions
+    (training 0.7, validation 0.1, test 0.2): a seed for each list, computed by hand, lands it there."""
     make_case(tmp_path / "c")
-    out = tmp_path / "out"
-    args = ["--ct", str(tmp_path / "c" / "ct.nii.gz"), "--labels", str(tmp_path / "c" / "labels.nii.gz"), "--out", str(out)]
-    assert main(args + ["--geometry", str(small_geometry), "--seed", "2"]) == 0
-    datalist = json.loads((out / "datalist.json").read_text())
-    assert [s for s in SPLITS if datalist[s]] == [split_of("ct", 2, FRACTIONS)]
+    wanted = {}
+    for seed in range(100):
+        u = int.from_bytes(hashlib.sha256(f"split/{seed}/ct".encode()).digest()[:8], "big") / 2.0**64
+        wanted.setdefault("training" if u < 0.7 else "validation" if u < 0.8 else "test", seed)
+    assert set(wanted) == set(SPLITS)
+    for split, seed in wanted.items():
+        out = tmp_path / f"out_{split}"
+        args = ["--ct", str(tmp_path / "c" / "ct.nii.gz"), "--labels", str(tmp_path / "c" / "labels.nii.gz"), "--out", str(out)]
+        assert main(args + ["--geometry", str(small_geometry), "--seed", str(seed)]) == 0
+        datalist = json.loads((out / "datalist.json").read_text())
+        assert [s for s in SPLITS if datalist[s]] == [split]
 
 
 def test_datalist_rebuild_waits_for_the_lock(tmp_path):
