@@ -22,6 +22,7 @@ SIM_WORKERS=${SIM_WORKERS:-6}  # simulator processes (each with its own CUDA con
 DEVICE=${DEVICE:-cuda}
 PRETRAINED=${PRETRAINED:-models/model.pt}
 PRETRAINED_SINGLE=${PRETRAINED_SINGLE:-models/model_single_face.pt}
+DUAL_FEATURES=${DUAL_FEATURES:-}  # e.g. "[24, 24, 48, 96, 192, 24]": grow the dual-face network from PRETRAINED (pretrained_widen); inference.yaml features must then match
 PY=${PYTHON:-python}
 DEADLINE_S=${DEADLINE_S:-0}  # >0: training stops (keeping its best model so far) this many seconds after the start
 mkdir -p "$RUN"
@@ -55,12 +56,14 @@ stamp "training (dual-face and single-face side by side)"
 budget=0
 if (( DEADLINE_S > 0 )); then budget=$(( DEADLINE_S - SECONDS > 60 ? DEADLINE_S - SECONDS : 60 )); fi
 stamp "training budget: ${budget}s (0: until the last epoch)"
-train() {  # $1 run folder, $2 pretrained, $3 config files
+train() {  # $1 run folder, $2 pretrained, $3 config files, then extra options
   timeout "$budget" $PY -m monai.bundle run --config_file "$3" --dataset_dir "$DATA" \
     --output_dir "$1" --ckpt_dir "$1" --pretrained "$2" --epochs "$EPOCHS" --batch_size "$BATCH" \
-    --learning_rate "$LR" --image_size 128 --num_workers 4 --device "\$torch.device('$DEVICE')" > "$1.log" 2>&1 || [[ $? == 124 && -f "$1/model.pt" ]]
+    --learning_rate "$LR" --image_size 128 --num_workers 4 --device "\$torch.device('$DEVICE')" "${@:4}" > "$1.log" 2>&1 || [[ $? == 124 && -f "$1/model.pt" ]]
 }
-train "$RUN/dual_face" "$PRETRAINED" "['configs/train.yaml']" &
+grow=()
+if [[ -n "$DUAL_FEATURES" ]]; then grow=(--features "$DUAL_FEATURES" --pretrained_widen true); fi
+train "$RUN/dual_face" "$PRETRAINED" "['configs/train.yaml']" "${grow[@]}" &
 dual=$!
 train "$RUN/single_face" "$PRETRAINED_SINGLE" "['configs/train.yaml','configs/variants/single_face.yaml']" &
 single=$!

@@ -206,6 +206,21 @@ def test_pretrained_weights_start_the_training(dataset, tmp_path):
     assert not torch.equal(resumed["conv_0.conv_0.conv.weight"], start["conv_0.conv_0.conv.weight"])
 
 
+def test_pretrained_widen_starts_a_wider_network_from_a_narrower_one(dataset, tmp_path):
+    """`--pretrained small.pt --features WIDER --pretrained_widen true`: the wider network's first epoch starts
+    from the narrow one's maps (widening.py); without the flag the narrow file is refused (test below)."""
+    torch.manual_seed(7)
+    small = DualFaceDepthNet(features=[2, 2, 4, 4, 8, 2])
+    torch.save(small.state_dict(), tmp_path / "small.pt")
+    wf = train_workflow(dataset, tmp_path / "wide", epochs=1, pretrained=str(tmp_path / "small.pt"), pretrained_widen=True)
+    start = _weights_at_first_epoch(wf)
+    wide = DualFaceDepthNet(features=TINY["features"])
+    wide.load_state_dict(start)
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(wide.eval()(x), small.eval()(x), rtol=0, atol=1e-3)
+
+
 def _root_cause(error: BaseException) -> BaseException:
     """The innermost exception of a chain (MONAI wraps errors raised inside config expressions)."""
     while error.__cause__ is not None:

@@ -19,6 +19,7 @@ import torch
 
 from scripts.io.files import InputFileError, PathLike, first_line
 from scripts.model.release import verify_shipped
+from scripts.model.widening import widen_state_dict
 
 
 def is_torchscript(path: PathLike) -> bool:
@@ -38,8 +39,9 @@ def _check_file(path: Path) -> None:
     verify_shipped(path)
 
 
-def _load_state_dict_into(path: Path, network: torch.nn.Module) -> torch.nn.Module:
-    """Load the state dict file ``path`` (already checked present, non-empty, not TorchScript) into ``network``."""
+def _load_state_dict_into(path: Path, network: torch.nn.Module, widen: bool = False) -> torch.nn.Module:
+    """Load the state dict file ``path`` (already checked present, non-empty, not TorchScript) into ``network``
+    (``widen``: a narrower network's weights, embedded by :func:`scripts.model.widening.widen_state_dict`)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. pickle-protocol notes on foreign files: the error below says it
@@ -50,6 +52,11 @@ def _load_state_dict_into(path: Path, network: torch.nn.Module) -> torch.nn.Modu
         state = state["model"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InputFileError(path, "not a network state dict (expected parameter name -> tensor)")
+    if widen:
+        try:
+            state = widen_state_dict(state, network)
+        except ValueError as e:
+            raise InputFileError(path, f"cannot widen into network_def: {e}") from None
     own = network.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     differ = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
@@ -61,10 +68,12 @@ def _load_state_dict_into(path: Path, network: torch.nn.Module) -> torch.nn.Modu
     return network
 
 
-def load_weights(path: PathLike, network: torch.nn.Module) -> torch.nn.Module:
+def load_weights(path: PathLike, network: torch.nn.Module, widen: bool = False) -> torch.nn.Module:
     """``network`` (same object, mode and device kept) with the state dict of ``path`` loaded into it.
 
-    A ``{"model": state_dict}`` wrapper (e.g. a training ``checkpoint_epoch=N.pt``) is accepted.
+    A ``{"model": state_dict}`` wrapper (e.g. a training ``checkpoint_epoch=N.pt``) is accepted. ``widen``: the
+    file holds a network of the same layout with fewer channels (smaller ``features``), embedded so that
+    ``network`` starts out computing what it did (:mod:`scripts.model.widening`).
 
     Raises:
         InputFileError: missing, empty, unreadable or TorchScript file, or weights that do not fit ``network``.
@@ -73,7 +82,7 @@ def load_weights(path: PathLike, network: torch.nn.Module) -> torch.nn.Module:
     _check_file(path)
     if is_torchscript(path):
         raise InputFileError(path, "a TorchScript archive holds no trainable weights for network_def: give a state-dict checkpoint (model.pt)")
-    return _load_state_dict_into(path, network)
+    return _load_state_dict_into(path, network, widen)
 
 
 def load_network(path: PathLike, network: torch.nn.Module | None, device: torch.device | str = "cpu", torchscript: bool = False) -> torch.nn.Module:
