@@ -14,6 +14,7 @@ from scripts.data.radiograph_processing import exposure_normalise, look_up, mult
 from scripts.data.radiograph_style import DEFAULT_STYLE, style_radiograph
 from scripts.data.xray_physics import (
     MATERIALS,
+    detector_signal,
     detector_weights,
     grid_transmission,
     heel_factor,
@@ -217,3 +218,59 @@ def test_style_is_seeded_and_stays_on_the_areal_density_device():
     assert not torch.equal(a[0], c[0]) and a[3]["kvp"] != c[3]["kvp"]
     assert 70.0 <= a[3]["kvp"] <= 90.0 and 70.0 <= c[3]["kvp"] <= 90.0
     assert all(t.device == water_slab(15.0).device for t in a[:3] if isinstance(t, torch.Tensor))
+
+
+def test_collimator_penumbra_is_a_linear_ramp_across_the_blade_edge():
+    """Exposed fraction 0.5 on the blade line, rising linearly over penumbra_mm: a 40 mm inset on the left of a
+    whole-field detector puts the edge at x = -200 + 40 = -160 mm (pixel centres at (u - 31.5) * 6.25 mm); the
+    right blade, not inset, stands on the detector's edge at x = 200 mm."""
+    detector = torch.ones(64, 64)
+    x = (torch.arange(64) - 31.5) * 6.25
+    for penumbra in (12.5, 25.0):
+        exposed = content.collimation(GEOM, detector, (40.0, 0.0, 0.0, 0.0), 0.0, penumbra)
+        expected = (torch.minimum(x + 160.0, 200.0 - x) / penumbra + 0.5).clamp(0.0, 1.0)
+        torch.testing.assert_close(exposed[32], expected, rtol=0, atol=1e-5)
+
+
+def test_detector_blur_quantum_and_electronic_noise_by_hand():
+    """Detector response (xray_physics.detector_signal): a Gaussian MTF turns a step into the normal CDF; Poisson
+    quanta give a signal variance I / q; electronic noise of s quanta in each of N native pixels adds N s^2 / q^2."""
+    step = torch.zeros(64, 64, dtype=torch.float64)
+    step[:, 32:] = 1.0
+    sigma = 2.0
+    blurred = detector_signal(step, 0.0, sigma, 0.0, 1.0)[32]
+    u = torch.arange(64, dtype=torch.float64)
+    cdf = 0.5 * (1.0 + torch.erf((u - 31.5) / (sigma * math.sqrt(2.0))))  # the continuous step response at pixel centres
+    torch.testing.assert_close(blurred, cdf, rtol=0, atol=0.01)
+    flat = torch.full((256, 256), 0.5, dtype=torch.float64)
+    q = 400.0
+    quantum = detector_signal(flat, q, 0.0, 0.0, 1.0, torch.Generator().manual_seed(0))
+    assert float(quantum.mean()) == pytest.approx(0.5, abs=4 * math.sqrt(0.5 / q / flat.numel()))
+    assert float(quantum.var()) == pytest.approx(0.5 / q, rel=0.03)  # 65536 samples: 0.6% SE of a variance
+    both = detector_signal(flat, q, 0.0, 3.0, 4.0, torch.Generator().manual_seed(1))
+    assert float(both.var()) == pytest.approx((0.5 * q + 4 * 3.0**2) / q**2, rel=0.03)
+
+
+def test_spine_implant_positioning_aids_and_text_by_construction():
+    """Spine rods: titanium only, mirror-symmetric about the pelvis's middle column, a rod 3 mm in radius 2 x 3 mm
+    thick on its axis, nothing more than 30 mm + a screw below the pelvis top. Positioning aids: water, a titanium
+    buckle and a copper board line, all thin. Burned-in text: in the detector area only, 5-9 mm tall."""
+    x, y = content.detector_mm(GEOM)
+    pelvis = (x.abs() <= 100.0) & (y >= -50.0) & (y <= 80.0)  # symmetric about x = 0; top at the first row >= -50 mm
+    top = float(y[pelvis].min())
+    spine = content.spine_implant(x, y, pelvis, torch.Generator().manual_seed(2))
+    assert set(spine) == {"titanium"}
+    ti = spine["titanium"]
+    torch.testing.assert_close(ti, torch.flip(ti, dims=[1]), rtol=0, atol=1e-5)  # mirror image about x = 0
+    assert ti.max() > 0 and not ti[y > top + 30.0 + 3.2 + 4.0 + 6.25].any()  # rods end 30 mm below the pelvis top
+    assert float(ti.max()) >= 0.1 * 6.0 * 4.506 - 1e-4  # at least a rod's diameter of titanium where rods and screws meet
+    aids = content.positioning_aids(x, y, torch.Generator().manual_seed(3))
+    assert set(aids) == {"water", "titanium", "copper"}
+    assert 0 < float(aids["water"].max()) <= 0.1 * (6.0 + 3.0) + 1e-6  # strap plus wedge: at most 9 mm of water
+    assert float(aids["copper"].max()) <= 0.1 * 0.3 * 8.96 + 1e-6 and aids["copper"].gt(0).any(1).sum() <= 2  # one thin line
+    detector = torch.zeros(64, 64)
+    detector[8:56, 4:60] = 1.0
+    text = content.burned_in_text(detector, GEOM, torch.Generator().manual_seed(4))
+    rows = torch.nonzero(text.any(1)).flatten()
+    assert text.any() and not text[detector == 0].any() and not text[20:44, 20:44].any()  # in corners of the detector
+    assert 1 <= len(rows) <= 3 * math.ceil(9.0 / 6.25) + 3  # up to three lines of 5-9 mm letters

@@ -176,18 +176,24 @@ def test_case_anatomy_body_and_ap_view(synthetic):
     assert 220.0 < case.params["inter_iliac_width_mm"] < 340.0
 
 
-def test_cli_cohort_and_real_subjects_feed_simulator_and_shape_model(tmp_path):
-    """The whole anatomy path on a tiny cohort: phantom CLI (training draws and real validation
-    subjects) -> simulator -> shape model from the training cases."""
+def test_cli_cohort_and_real_subjects_feed_simulator_shape_model_training_and_evaluation(tmp_path):
+    """The whole anatomy path on a tiny cohort: phantom CLI (training draws, real validation and test
+    subjects) -> simulator -> shape model from the training cases -> training -> evaluation on the real
+    test subjects; every case and the shape model carry LLP26's MPL-2.0 notice."""
+    from scripts.data.llp26 import NOTICE
     from scripts.data.simulate import find_cases, load_config, simulate
-    from scripts.reconstruction.ssm import build_from_cases, cohort_provenance
+    from scripts.reconstruction.ssm import build_from_cases, cohort_provenance, save_shape_models
+    from tests.helpers import run_evaluation, train_workflow
 
-    cohort, real = tmp_path / "cohort", tmp_path / "validation"
+    cohort, real, test = tmp_path / "cohort", tmp_path / "validation", tmp_path / "test"
     assert main(["--anatomy", "llp26", "--n", "2", "--out", str(cohort), "--seed", "4", "--spacing", "8"]) == 0
     assert main(["--subjects", "validation", "--out", str(real), "--seed", "4", "--spacing", "8"]) == 0
+    assert main(["--subjects", "test", "--out", str(test), "--seed", "4", "--spacing", "8"]) == 0
     assert sorted(p.name for p in real.iterdir()) == ["subject_17_00", "subject_18_00", "subject_19_00"]
+    assert sorted(p.name for p in test.iterdir()) == [f"subject_{j}_00" for j in ra.TEST_SUBJECTS]
     first = {}
-    for d in [*sorted(cohort.iterdir()), *sorted(real.iterdir())]:
+    for d in [*sorted(cohort.iterdir()), *sorted(real.iterdir()), *sorted(test.iterdir())]:
+        assert "Mozilla Public License 2.0" in (d / "NOTICE.txt").read_text()
         params = json.loads((d / "params.json").read_text())
         assert params["anatomy"] == "llp26" and nib.aff2axcodes(nib.load(d / "ct.nii.gz").affine) == ("R", "A", "S")
         assert params.get("llp26_subject") == (int(d.name.split("_")[1]) if d.name.startswith("subject") else None)
@@ -204,8 +210,20 @@ def test_cli_cohort_and_real_subjects_feed_simulator_and_shape_model(tmp_path):
     assert mask.shape[-1] == 3 and (mask.reshape(-1, 3).sum(0) > 0).all()  # three bones, no vertebra channel
     models, meta = build_from_cases(cohort, variance=1.0)
     assert meta["cases"] == ["case_0000", "case_0001"] and models["femur_left"].n_modes == 1
-    assert meta["anatomy"] == ["llp26"] and meta["llp26_subjects"] == list(ra.TRAINING_SUBJECTS)
+    assert meta["anatomy"] == ["llp26"] and meta["llp26_subjects"] == list(ra.TRAINING_SUBJECTS) and meta["notice"] == NOTICE
     assert cohort_provenance(sorted(real.iterdir()))["llp26_subjects"] == [17, 18, 19]  # a leak would show
+    # training and evaluation take the cohort unchanged: draws to train on, a real subject to validate, real test subjects
+    save_shape_models(tmp_path / "ssm.npz", models, meta)
+    data = tmp_path / "sim_all"
+    for cases, split in ((find_cases(cohort), "training"), (find_cases(real)[:1], "validation"), (find_cases(test)[:2], "test")):
+        assert not simulate(cases, data, poses=1, seed=0, cfg=cfg, split=split)[1]
+    wf = train_workflow(data, tmp_path / "run", epochs=1)
+    wf.run()
+    wf.finalize()
+    m = run_evaluation(data, tmp_path / "eval", ckpt_path=str(tmp_path / "run" / "models" / "model.pt"), single_face_ckpt_path=str(tmp_path / "absent.pt"))
+    assert m["n_samples"] == 2 and {r["sample"] for r in m["per_sample"]} == {f"subject_{j}_00_p0" for j in ra.TEST_SUBJECTS[:2]}
+    oracle = run_evaluation(data, tmp_path / "oracle", oracle_inputs=True)  # the true maps: the truth surfaces agree with them
+    assert all(r["assd_mm"] < 5.0 for r in oracle["means"] if r["variant"] == "dual_face" and r["shift"] == "oracle" and r["bone"] != "all")
 
 
 

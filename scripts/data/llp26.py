@@ -43,6 +43,11 @@ from scripts.io.files import InputFileError, PathLike
 PACKAGE = "musculoskeletal.models"
 MODEL_FILE = "shape_models/LLP26_rigid.pc"
 N_SUBJECTS = 26
+NOTICE = (  # kept with everything derived from LLP26's shapes (phantom cases, shape models): MPL-2.0, section 3.2
+    "Derived from the LLP26 shape model (PyPI package musculoskeletal-models 0.2.4, Auckland Bioengineering "
+    "Institute; Zhang, Fernandez, Hislop-Jambrich, Besier, J Biomech 2016), Mozilla Public License 2.0 "
+    "(https://mozilla.org/MPL/2.0/). Source form: that package, unmodified."
+)
 PELVIS_NODES = slice(0, 1946)
 FEMUR_NODES = slice(1946, 2580)
 PELVIS_MESH = ("atlas_meshes/pelvis_combined_cubic_flat.mesh", "atlas_meshes/pelvis_combined_cubic_flat.ens")

@@ -40,6 +40,7 @@ from scipy import ndimage  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from scripts.data import phantom_anatomy as anatomy  # noqa: E402
+from scripts.data.llp26 import NOTICE as LLP26_NOTICE  # noqa: E402
 from scripts.io.files import atomic_dir, exits_on_input_error, write_json, write_nifti  # noqa: E402
 from scripts.geometry import BONES  # noqa: E402
 from scripts.io.report import bone_colour, save_figure  # noqa: E402
@@ -390,8 +391,11 @@ def save_preview(case: PhantomCase, path: Path) -> None:
 
 
 def write_case(case: PhantomCase, out_dir: str | Path) -> None:
-    """Write ct.nii.gz, labels.nii.gz, meshes/<bone>.ply, params.json and preview.png into ``out_dir`` atomically."""
+    """Write ct.nii.gz, labels.nii.gz, meshes/<bone>.ply, params.json and preview.png into ``out_dir`` atomically,
+    and NOTICE.txt (the MPL-2.0 notice) for a case derived from LLP26."""
     with atomic_dir(out_dir, "phantom case") as tmp:
+        if case.params.get("anatomy") == "llp26":
+            (tmp / "NOTICE.txt").write_text(LLP26_NOTICE + "\n")
         write_nifti(tmp / "ct.nii.gz", case.ct, case.affine)
         write_nifti(tmp / "labels.nii.gz", case.labels, case.affine)
         (tmp / "meshes").mkdir()

@@ -104,7 +104,7 @@ def _ckpt_export_error(error: BaseException, tb: types.TracebackType | None) -> 
 
 def one_line_excepthook(kind: type[BaseException], error: BaseException, tb: types.TracebackType | None) -> None:
     """``sys.excepthook`` of the bundle's commands (``monai.bundle run ...``): an uncaught error caused by an
-    :class:`InputFileError` (or a bad ``ckpt_export`` checkpoint) prints its one line, without traceback;
+    :class:`InputFileError` (or a ``ckpt_export`` checkpoint or output it could not use) prints its one line, without traceback;
     anything else gets Python's usual traceback. Exit status 1 either way."""
     bad = input_error_of(error)
     line = str(bad) if bad is not None else _ckpt_export_error(error, tb)

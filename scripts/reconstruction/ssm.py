@@ -33,6 +33,7 @@ from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
 from scripts.io.files import InputFileError, PathLike, atomic_path, exits_on_input_error, read_json, refuse_existing, refuse_models_dir
+from scripts.data.llp26 import NOTICE as LLP26_NOTICE
 from scripts.model.release import verify_shipped
 from scripts.geometry import BONES, STANDARD_AP_ROTATION, Geometry, apply_transform
 from scripts.reconstruction.surface_metrics import point_to_surface
@@ -404,7 +405,8 @@ def cohort_provenance(cases: Sequence[Path]) -> dict:
     """Anatomy and LLP26 subjects behind the cases (their phantom ``params.json``; empty for other meshes).
 
     ``llp26_subjects``: every LLP26 subject whose shape reached a case (a real subject itself, or the
-    subjects of the PCA it was drawn from), so a model's metadata shows which subjects it has seen.
+    subjects of the PCA it was drawn from), so a model's metadata shows which subjects it has seen;
+    ``notice``: LLP26's MPL-2.0 notice when any case derives from it.
     """
     anatomies, subjects = set(), set()
     for case in cases:
@@ -419,6 +421,8 @@ def cohort_provenance(cases: Sequence[Path]) -> dict:
     out: dict = {"anatomy": sorted(anatomies)} if anatomies else {}
     if subjects:
         out["llp26_subjects"] = sorted(subjects)
+    if "llp26" in anatomies:
+        out["notice"] = LLP26_NOTICE  # the MPL-2.0 notice travels with the model
     return out
 
 
