@@ -19,7 +19,7 @@ from torch import nn
 
 def _input_dim(module: nn.Module) -> int:
     """The weight dimension that indexes a layer's input channels."""
-    return 0 if isinstance(module, nn.modules.conv._ConvTransposeNd) else 1
+    return 0 if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)) else 1
 
 
 def _concat_index(old_in: int, new_in: int, old_up: int, new_up: int) -> torch.Tensor:
@@ -42,9 +42,10 @@ def widen_state_dict(state: Mapping[str, torch.Tensor], network: nn.Module) -> d
     own = network.state_dict()
     if set(own) != set(state):
         raise ValueError("the weights are of another network layout (parameter names differ)")
-    for key, what in (("conv_0.conv_0.conv.weight", "input channels (fov_channel)"), ("final_conv.bias", "output maps (bones, faces)")):
-        if own[key].shape[-1 if key.endswith("bias") else 1] != state[key].shape[-1 if key.endswith("bias") else 1]:
-            raise ValueError(f"the networks have different {what}")
+    if own["conv_0.conv_0.conv.weight"].shape[1] != state["conv_0.conv_0.conv.weight"].shape[1]:
+        raise ValueError("the networks have different input channels (fov_channel)")
+    if own["final_conv.bias"].shape != state["final_conv.bias"].shape:
+        raise ValueError("the networks have different output maps (bones, faces)")
     modules = dict(network.named_modules())
     out = {}
     for key, new in own.items():
