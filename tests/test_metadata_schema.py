@@ -64,3 +64,13 @@ def test_verify_metadata_runs_offline(tmp_path, monkeypatch):
 @pytest.mark.skipif(not META.exists(), reason="configs/metadata.json not written yet")
 def test_bundle_metadata_valid():
     jsonschema.validate(json.loads(META.read_text()), schema())
+
+
+def test_metadata_package_versions_are_the_pins():
+    """metadata.json's monai / torch / numpy and required_packages_version name the versions requirements.txt pins."""
+    pins = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().splitlines() if "==" in line and not line.startswith("#"))
+    pins = {name.strip().lower(): version.strip() for name, version in pins.items()}
+    meta = json.loads(META.read_text())
+    for package, version in meta["required_packages_version"].items():
+        assert pins.get(package.lower()) == version, package
+    assert pins["monai"] == meta["monai_version"] and pins["torch"].startswith(meta["pytorch_version"]) and pins["numpy"].startswith(meta["numpy_version"])

@@ -56,6 +56,7 @@ def run_demo(out: Path, subject: int, seed: int, spacing_mm: float, device: str 
         **overrides,
     )
     rec_dir = out / "reconstruction" / sample_dir.name
+    print(f"      meshes, report.png and result.json: {rec_dir}")
 
     print("[4/4] surface errors against the phantom's true surfaces (clipped to the X-ray cone)")
     geometry = Geometry.load(sample_dir / "geometry.json")
@@ -94,5 +95,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out).resolve()
     results = run_demo(out, args.subject, args.seed, args.spacing, args.device)
     print(format_errors(results))
-    print(f"meshes, report.png and result.json: {out / 'reconstruction'}; errors: {out / 'errors.json'}")
+    print(f"errors: {out / 'errors.json'}")
     return 0
