@@ -58,7 +58,8 @@ def main() -> int:
             wall, metrics = run_once(args, workers, Path(tmp) / f"eval_{workers}")
             n = metrics["n_samples"]
             stages = metrics["timings_s"]["per_sample_median"]
-            numbers = [(r["sample"], r["variant"], r["shift"], r["bone"], r["assd_mm"], r["hd95_mm"]) for r in metrics["per_sample"]]
+            numbers = [(r["sample"], r["variant"], r["shift"], r["bone"], *(np.nan if r[k] is None else r[k] for k in ("assd_mm", "hd95_mm")))
+                       for r in metrics["per_sample"]]  # null (no surface) compares as NaN
             same = "-" if reference is None else str(all(a[:4] == b[:4] and np.allclose(a[4:], b[4:], atol=0.01, equal_nan=True) for a, b in zip(numbers, reference)))
             reference = reference or numbers
             rows.append((workers, n, wall / n, stages, same))

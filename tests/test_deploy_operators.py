@@ -91,21 +91,43 @@ def test_stages_go_on_past_a_failed_case_and_stop_at_a_bad_model(tmp_path, capsy
         return fake_infer(image, geometry)
 
     flaky.calls = 0
-    results, failed = reconstruct_cases(cases, flaky)
-    assert [c.name for c, _ in results] == [cases[0].name, cases[2].name] and failed == [f"{cases[1].path}: no bone found"]
+    done = list(reconstruct_cases(cases, flaky))
+    results = [(c, m) for c, m, error in done if error is None]
+    assert [c.name for c, _ in results] == [cases[0].name, cases[2].name]
+    assert [error for _, _, error in done if error] == [f"{cases[1].path}: no bone found"]
 
     def bad_model(image, geometry):
         bad_model.calls += 1
         raise InputFileError(tmp_path / "model.pt", "checkpoint file is empty")
 
     bad_model.calls = 0
-    assert reconstruct_cases(cases, bad_model) == ([], [f"{tmp_path / 'model.pt'}: checkpoint file is empty"]) and bad_model.calls == 1
+    assert list(reconstruct_cases(cases, bad_model)) == [(cases[0], None, f"{tmp_path / 'model.pt'}: checkpoint file is empty")] and bad_model.calls == 1
     out = tmp_path / "out"
     (out / cases[0].name).mkdir(parents=True)
     (out / cases[0].name / "notes.txt").write_text("mine")
     errors = write_results(results, out)
     assert len(errors) == 1 and errors[0].startswith(f"{out / cases[0].name}: exists and was not written by this bundle")
     assert (out / cases[0].name / "notes.txt").read_text() == "mine" and (out / cases[2].name / "result.json").exists()
+
+
+def test_run_writes_each_case_before_inferring_the_next(tmp_path):
+    """The plain run streams: a crash in the second case's inference leaves the first case written."""
+    d = tmp_path / "in"
+    d.mkdir()
+    for name in ("a", "b"):
+        make_dicom(d / f"{name}.dcm", ramp())
+
+    def crash_second(image, geometry):
+        crash_second.calls += 1
+        if crash_second.calls == 2:
+            raise RuntimeError("out of memory")
+        return fake_infer(image, geometry)
+
+    crash_second.calls = 0
+    with pytest.raises(RuntimeError):
+        run(d, tmp_path / "out", crash_second, STD)
+    (written,) = [p for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")]
+    assert (written / "result.json").exists()
 
 
 def test_app_version_is_the_bundles():

@@ -170,6 +170,15 @@ def test_atomic_dir_replaces_its_own_result_of_the_same_input(tmp_path):
     assert json.loads((target / OUTPUT_MARKER).read_text()) == {"kind": "result", "source": "a"}
 
 
+def test_atomic_dir_takes_an_empty_folder(tmp_path):
+    """An empty folder (made with mkdir for the output) holds nothing to lose: it is taken, not refused."""
+    target = tmp_path / "eval"
+    target.mkdir()
+    with atomic_dir(target, "evaluation") as d:
+        (d / "x.txt").write_text("done")
+    assert (target / "x.txt").read_text() == "done" and sorted(p.name for p in tmp_path.iterdir()) == ["eval"]
+
+
 def test_remove_partials_removes_only_its_own(tmp_path):
     own = tmp_path / ".case.abc123.partial"
     with pytest.raises(KeyboardInterrupt):

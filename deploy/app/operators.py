@@ -52,9 +52,13 @@ class BoneReconstructionOperator(Operator):
 
     def compute(self, op_input, op_output, context) -> None:
         """Reconstruct every received case and emit the meshes as ``results`` (failed cases logged, in ``errors``)."""
-        results, self.errors = reconstruct_cases(op_input.receive("cases"), self.infer)
-        for line in self.errors:
-            logger.error(line)
+        results, self.errors = [], []
+        for case, meshes, error in reconstruct_cases(op_input.receive("cases"), self.infer):
+            if error:
+                self.errors.append(error)
+                logger.error(error)
+            else:
+                results.append((case, meshes))
         op_output.emit(results, "results")
 
 

@@ -10,7 +10,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import trimesh
@@ -144,20 +144,19 @@ def reconstruct_image_adapter(model_path: PathLike, device: str | None = None, s
     return infer
 
 
-def reconstruct_cases(cases: Sequence[RadiographCase], infer: MeshFn) -> tuple[list[tuple[RadiographCase, dict[str, trimesh.Trimesh]]], list[str]]:
-    """Meshes of every case, and one line per case whose inference failed. An error that names another file than
-    the case's input (the model, the shape-model file) stops the loop: every further case would fail alike."""
-    results, errors = [], []
+def reconstruct_cases(cases: Sequence[RadiographCase], infer: MeshFn) -> Iterator[tuple[RadiographCase, dict[str, trimesh.Trimesh] | None, str | None]]:
+    """For each case in turn, ``(case, meshes, None)``, or ``(case, None, line)`` when its inference failed. An
+    error naming another file than the case's input (the model, the shape-model file) ends the loop: every
+    further case would fail alike."""
     for case in cases:
         try:
-            results.append((case, run_inference(case, infer)))
+            yield case, run_inference(case, infer), None
         except InputFileError as e:
-            errors.append(str(e))
+            yield case, None, str(e)
             if Path(e.path) != case.path:
-                break
+                return
         except ValueError as e:
-            errors.append(f"{case.path}: {e}")
-    return results, errors
+            yield case, None, f"{case.path}: {e}"
 
 
 def write_results(results: Sequence[tuple[RadiographCase, dict[str, trimesh.Trimesh]]], output_dir: PathLike) -> list[str]:
@@ -179,8 +178,8 @@ def write_results(results: Sequence[tuple[RadiographCase, dict[str, trimesh.Trim
 def run(input_path: PathLike, output_dir: PathLike, infer: MeshFn, standard: Geometry | None = None, **load_kwargs) -> int:
     """Whole app without the SDK: returns 0 when every input was reconstructed, else 1 (errors on stderr)."""
     cases, errors = load_cases(input_path, standard or Geometry.standard(), output_dir=output_dir, **load_kwargs)
-    results, failed = reconstruct_cases(cases, infer)
-    errors += failed + write_results(results, output_dir)
+    for case, meshes, error in reconstruct_cases(cases, infer):  # each case written as soon as it is done
+        errors += [error] if error else write_results([(case, meshes)], output_dir)
     if not cases and not errors:
         errors.append(f"{input_path}: no radiographs found")
     for line in errors:

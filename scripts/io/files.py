@@ -165,7 +165,8 @@ def written_by_bundle(folder: PathLike) -> dict | None:
 
 
 def check_replaceable(path: PathLike, kind: str, source: str | None = None) -> bool:
-    """Whether ``path`` exists as a folder this bundle wrote as ``kind`` for ``source``; False when absent.
+    """Whether ``path`` exists as a folder this bundle wrote as ``kind`` for ``source``, or as an empty folder
+    (nothing in it to lose, e.g. made with ``mkdir`` for the output); False when absent.
 
     Raises:
         InputFileError: ``path`` exists but is not such a folder (a user's file or folder, another
@@ -174,6 +175,8 @@ def check_replaceable(path: PathLike, kind: str, source: str | None = None) -> b
     path = Path(path)
     if not path.exists() and not path.is_symlink():
         return False
+    if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+        return True
     marker = None if path.is_symlink() or not path.is_dir() else written_by_bundle(path)
     if marker is None:
         raise InputFileError(path, f"exists and was not written by this bundle (no {OUTPUT_MARKER}); left untouched: move it or choose another output folder")

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from scripts import BUNDLE_ROOT
 from scripts.model.checkpoints import load_network
 from scripts.config_flags import as_device, as_shard
-from scripts.io.files import InputFileError, PathLike, atomic_dir, check_replaceable, find_partials, remove_partials, write_depth_and_mask, write_json, write_ply
+from scripts.io.files import InputFileError, PathLike, atomic_dir, check_replaceable, find_partials, refuse_models_dir, remove_partials, write_depth_and_mask, write_json, write_ply
 from scripts.geometry import BONES, Geometry, GeometryError
 from scripts.reconstruction.meshing import dual_face_mesh, front_face_mesh, masked_points
 from scripts.model.networks import absolute_depth, split_output
@@ -618,6 +618,7 @@ class ReconstructionRunner:
     def run(self) -> dict[str, list[str]]:
         """Process all inputs; returns {"done", "skipped", "failed"} lists, or exits 1 after all if any failed."""
         try:
+            refuse_models_dir(self.output_dir, "output_dir")
             _ = self.standard
             self.reconstructor.load()
             inputs = self.inputs()
