@@ -64,7 +64,7 @@ def test_ckpt_export_cli_torchscript_matches_checkpoint(ckpt, reference, tmp_pat
     ts = tmp_path / "model.ts"
     cmd = [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", str(ckpt),
            "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.yaml", "--features", json.dumps(FEATURES)]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=bundle_env())
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, encoding="utf-8", errors="replace", timeout=300, env=bundle_env())
     assert done.returncode == 0, done.stderr[-2000:]
     extra = {"metadata.json": ""}
     model = torch.jit.load(str(ts), _extra_files=extra)
@@ -130,7 +130,7 @@ def test_ckpt_export_bad_checkpoint_one_line(ckpt, tmp_path, content):
         bad, out = ckpt, tmp_path / "absent" / "model.ts"
     cmd = [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(out), "--ckpt_file", str(bad),
            "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.yaml", "--features", json.dumps(FEATURES)]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=bundle_env())
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, encoding="utf-8", errors="replace", timeout=300, env=bundle_env())
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     line = done.stderr.strip().splitlines()[-1]
     if bad == ckpt:

@@ -528,7 +528,7 @@ def test_interrupted_batch_resumes(bundle, tmp_path, monkeypatch, capsys):
 # ---------------------------------------------------------------------- the real CLI, privacy, no network
 def _cli(args: list[str]) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.yaml", *args]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=bundle_env())
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, encoding="utf-8", errors="replace", timeout=300, env=bundle_env())
 
 
 def _cli_args(bundle: dict, d: Path, out: Path, **overrides) -> list[str]:

@@ -322,13 +322,13 @@ def test_ddp_two_processes_cpu(dataset, tmp_path):
         last = latest_checkpoint(run)
         return last is not None and last.endswith("checkpoint_epoch=2.pt") and (run / "models" / "model.pt").exists()
 
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=240)
     if proc.returncode != 0 and complete() and EXIT_ABORT in proc.stderr:
         # a gloo rank aborting at interpreter exit after a complete run (once in CI, never in 50 local
         # runs; docs/training.md): run again from scratch, so a second abort fails the test
         warnings.warn(f"DDP rank aborted at exit after a complete run; retrying once:\n{proc.stderr[-1500:]}")
         shutil.rmtree(run)
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert complete()
     # TensorBoard events come from rank 0 alone (file names end in .<pid>.<n>)
@@ -338,7 +338,7 @@ def test_ddp_two_processes_cpu(dataset, tmp_path):
 
 def test_verify_net_in_out():
     cmd = [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def", "--meta_file", META, "--config_file", TRAIN]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, encoding="utf-8", errors="replace", timeout=120)
     assert proc.returncode == 0 and "verified with no error" in proc.stdout + proc.stderr, proc.stderr[-3000:]
 
 
@@ -348,7 +348,7 @@ def test_cli_pretrained_not_a_state_dict_one_line(dataset, tmp_path):
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", TRAIN, "--meta_file", META, "--dataset_dir", str(dataset),
            "--output_dir", str(tmp_path / "run"), "--pretrained", str(tmp_path / "garbage.pt"), "--epochs", "1", "--image_size", "64",
            "--features", str(TINY["features"]), "--device", "cpu"]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=bundle_env())
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, encoding="utf-8", errors="replace", timeout=300, env=bundle_env())
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert done.stderr.strip().splitlines()[-1].startswith(f"{tmp_path / 'garbage.pt'}: unreadable checkpoint")
     assert not list((tmp_path / "run").glob("*.pt"))
