@@ -27,6 +27,19 @@ def fake_infer(image: np.ndarray, geometry: Geometry) -> dict:
     return {b: trimesh.creation.icosphere(1, radius=r + i).apply_translation([0, 0, 900.0]) for i, b in enumerate(geometry.bones)}
 
 
+def failing_second(error: Exception):
+    """An inference callable like :func:`fake_infer` that raises ``error`` on its second call."""
+    calls = []
+
+    def infer(image: np.ndarray, geometry: Geometry) -> dict:
+        calls.append(1)
+        if len(calls) == 2:
+            raise error
+        return fake_infer(image, geometry)
+
+    return infer
+
+
 @pytest.fixture()
 def dicom_dir(tmp_path):
     d = tmp_path / "in"
@@ -84,14 +97,7 @@ def test_stages_go_on_past_a_failed_case_and_stop_at_a_bad_model(tmp_path, capsy
     cases, errors = load_cases(d, STD)
     assert len(cases) == 3 and errors == []
 
-    def flaky(image, geometry):
-        flaky.calls += 1
-        if flaky.calls == 2:
-            raise ValueError("no bone found")
-        return fake_infer(image, geometry)
-
-    flaky.calls = 0
-    done = list(reconstruct_cases(cases, flaky))
+    done = list(reconstruct_cases(cases, failing_second(ValueError("no bone found"))))
     results = [(c, m) for c, m, error in done if error is None]
     assert [c.name for c, _ in results] == [cases[0].name, cases[2].name]
     assert [error for _, _, error in done if error] == [f"{cases[1].path}: no bone found"]
@@ -117,15 +123,8 @@ def test_run_writes_each_case_before_inferring_the_next(tmp_path):
     for name in ("a", "b"):
         make_dicom(d / f"{name}.dcm", ramp())
 
-    def crash_second(image, geometry):
-        crash_second.calls += 1
-        if crash_second.calls == 2:
-            raise RuntimeError("out of memory")
-        return fake_infer(image, geometry)
-
-    crash_second.calls = 0
     with pytest.raises(RuntimeError):
-        run(d, tmp_path / "out", crash_second, STD)
+        run(d, tmp_path / "out", failing_second(RuntimeError("out of memory")), STD)
     (written,) = [p for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")]
     assert (written / "result.json").exists()
 
