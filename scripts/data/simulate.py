@@ -86,13 +86,15 @@ def load_config(path: str | Path | None = None) -> dict:
         for key, value in user.items():
             if key not in cfg:
                 raise InputFileError(path, f"unknown setting {key!r} (configs/simulate.yaml has {', '.join(cfg)})")
-            if isinstance(cfg[key], dict):
-                unknown = sorted(set(value) - set(cfg[key])) if isinstance(value, dict) else None
-                if unknown is None or unknown:
-                    raise InputFileError(path, f"{key}: " + (f"unknown key(s) {unknown}" if unknown else "must be a mapping like configs/simulate.yaml's"))
-                cfg[key] = {**cfg[key], **value}
-            else:
+            if not isinstance(cfg[key], dict):
                 cfg[key] = value
+                continue
+            if not isinstance(value, dict):
+                raise InputFileError(path, f"{key}: must be a mapping like configs/simulate.yaml's")
+            unknown = sorted(set(value) - set(cfg[key]))
+            if unknown:
+                raise InputFileError(path, f"{key}: unknown key(s) {unknown}")
+            cfg[key] = {**cfg[key], **value}
     return cfg
 
 

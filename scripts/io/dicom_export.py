@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime
 import functools
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +28,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from scripts import BUNDLE_ROOT
-from scripts.io.files import PathLike, atomic_path
+from scripts.io.files import METADATA, PathLike, atomic_path, read_json
 
 MANUFACTURER = "MONAI 3DDX bundle"
 MODEL_NAME = "hip_radiograph_3d_bone_reconstruction"
@@ -45,7 +43,7 @@ TYPE2_EMPTY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "St
 @functools.lru_cache(maxsize=1)
 def bundle_version() -> str:
     """The bundle's version (configs/metadata.json ``version``): the SoftwareVersions of every DICOM it writes."""
-    return str(json.loads((BUNDLE_ROOT / "configs" / "metadata.json").read_text())["version"])
+    return str(read_json(METADATA)["version"])
 
 
 def _new_dataset(sop_class_uid: str) -> Dataset:

@@ -25,6 +25,7 @@ from scripts import BUNDLE_ROOT
 
 PathLike = Union[str, Path]
 MODELS_DIR = BUNDLE_ROOT / "models"  # the shipped files: written only by the release step (scripts.model.release)
+METADATA = BUNDLE_ROOT / "configs" / "metadata.json"  # the bundle's metadata: version, changelog, shipped files' SHA-256
 
 
 def shared_data_dir() -> Path | None:
@@ -169,10 +170,12 @@ def check_replaceable(path: PathLike, kind: str, source: str | None = None) -> b
     (nothing in it to lose, e.g. made with ``mkdir`` for the output); False when absent.
 
     Raises:
-        InputFileError: ``path`` exists but is not such a folder (a user's file or folder, another
+        InputFileError: ``path`` lies in models/ (:func:`refuse_models_dir`), or exists but is not such a
+            folder (a user's file or folder, another
             kind of result, or the result of another input): it must be left untouched.
     """
     path = Path(path)
+    refuse_models_dir(path)
     if not path.exists() and not path.is_symlink():
         return False
     if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
@@ -197,7 +200,6 @@ def atomic_dir(path: PathLike, kind: str, source: str | None = None) -> Iterator
     :class:`InputFileError` before any work and again before the rename (:func:`check_replaceable`).
     """
     path = Path(path)
-    refuse_models_dir(path)
     check_replaceable(path, kind, source)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name[:MAX_NAME_CHARS]}.", suffix=".partial", dir=path.parent))

@@ -21,10 +21,8 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
-from scripts import BUNDLE_ROOT
-from scripts.io.files import MODELS_DIR, InputFileError, PathLike, atomic_path, exits_on_input_error, first_line, read_json
+from scripts.io.files import METADATA, MODELS_DIR, InputFileError, PathLike, atomic_path, exits_on_input_error, first_line, read_json
 
-METADATA = BUNDLE_ROOT / "configs" / "metadata.json"
 SHA_KEY = "shipped_files_sha256"
 SHIPPED = {"model": "model.pt", "single_face": "model_single_face.pt", "ssm": "ssm.npz", "torchscript": "model.ts"}
 

@@ -39,7 +39,7 @@ import trimesh
 from skimage.measure import marching_cubes
 from tqdm import tqdm
 
-from scripts.io.files import InputFileError, PathLike, atomic_dir, atomic_path, check_replaceable, read_depth_and_mask, read_json, read_nifti, refuse_models_dir, write_json
+from scripts.io.files import InputFileError, PathLike, atomic_dir, atomic_path, check_replaceable, read_depth_and_mask, read_json, read_nifti, write_json
 from scripts.geometry import Geometry, GeometryError, apply_transform, channel_order, read_geometry
 from scripts.reconstruction.reconstruct import DepthPrediction, Reconstructor, oracle_prediction
 from scripts.io.report import save_error_map, save_metric_bars
@@ -377,13 +377,13 @@ class EvaluationRunner:
         """Rows, error-map candidate (:func:`evaluate_sample`) and stage seconds (load, predict, reconstruct,
         metrics) of each entry, in order; raises InputFileError."""
         out = []
+        recs = {name: rec or self.dual_face for name, rec in nets.items()}  # oracle inputs: the dual-face settings
         for entry in entries:
             t0 = time.perf_counter()
             sample = load_sample(entry, self.dataset_dir, None, self.dual_face.bones)  # truth at each network's size: evaluate_sample
             t1 = time.perf_counter()
             preds = {name: self._predict(name, rec, sample) for name, rec in nets.items()}
             timings = {"load": t1 - t0, "predict": time.perf_counter() - t1}
-            recs = {name: rec or self.dual_face for name, rec in nets.items()}  # oracle inputs: the dual-face settings
             rows, shown = evaluate_sample(sample, preds, recs, prior, **self.metric_kwargs, timings=timings)
             out.append((rows, {**shown, "sample": sample.name, "geometry": sample.field or sample.geometry, "extent_planes": sample.extent_planes} if shown else {}, timings))
         return out
@@ -391,8 +391,7 @@ class EvaluationRunner:
     def run(self) -> dict:
         """Evaluate and write outputs; exits 1 with one line on bad input."""
         started = time.perf_counter()
-        refuse_models_dir(self.output_dir, "output_dir")
-        check_replaceable(self.output_dir, RESULT_KIND)  # a folder this bundle did not write as an evaluation: refused before any work
+        check_replaceable(self.output_dir, RESULT_KIND)  # models/ or a folder this bundle did not write as an evaluation: refused before any work
         notes: list[str] = []
         pool = None
         try:
