@@ -6,7 +6,8 @@
 Inputs, all through the inference workflow (configs/inference.yaml): every other simulated AP radiograph of
 ``--samples`` (a simulate output folder, e.g. the real test subjects: should pass), every sixth of them
 inverted, uniform noise (5 images), lateral views (90 degrees about camera y) of the first three cases of
-``--cases``, and the real radiographs of ``--radiographs`` when present (at ``--pixel-spacing-mm``).
+``--cases``, five radiographs of a procedural chest phantom (:func:`write_chest_case`), and the real
+radiographs of ``--radiographs`` when present (at ``--pixel-spacing-mm``).
 Writes OUT/plausibility.json (score, failed checks and every check's value per input) and prints a table.
 """
 
@@ -20,10 +21,12 @@ from pathlib import Path
 import monai.bundle
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 from scripts import BUNDLE_ROOT
 from scripts.data import simulate
 from scripts.geometry import Geometry
+from scripts.data.volumes import VERTEBRAE_LABEL, load_label_map
 from scripts.io.files import read_nifti, shared_data_dir, write_nifti
 
 SKIP = shutil.ignore_patterns("preview.png")
@@ -54,6 +57,67 @@ def simulate_lateral(cases: list, out: Path, seed: int) -> list[Path]:
     return [out / Path(entry["image"]).parent for split in datalist.values() for entry in split]
 
 
+def write_chest_case(dest: Path, spacing_mm: float = 3.0) -> Path:
+    """A procedural chest phantom at ``dest`` (ct.nii.gz, labels.nii.gz; RAS mm, origin at the chest's centre): a
+    torso with subcutaneous fat, two lungs (-850 HU), the heart toward the patient's left, 11 pairs of ribs
+    descending from the spine toward the front, clavicles, scapulae and a thoracic spine (label 4, never
+    reconstructed). No pelvis or femur: an input the model does not know, rendered like an AP radiograph."""
+    lo = np.array([-190.0, -140.0, -230.0])
+    shape = tuple(int(n) for n in np.ceil(-2.0 * lo / spacing_mm) + 1)
+    axes = [lo[i] + spacing_mm * np.arange(shape[i]) for i in range(3)]
+    x, y, z = np.meshgrid(*axes, indexing="ij", sparse=True)
+
+    def ellipsoid(centre: tuple, radii: tuple) -> np.ndarray:
+        return sum(((g - c) / r) ** 2 for g, c, r in zip((x, y, z), centre, radii)) <= 1.0
+
+    ct = np.full(shape, -1000.0, np.float32)
+    ct[np.broadcast_to((x / 165.0) ** 2 + (y / 115.0) ** 2 <= 1.0, shape)] = -100.0  # fat under the skin
+    ct[np.broadcast_to((x / 155.0) ** 2 + (y / 105.0) ** 2 <= 1.0, shape)] = 40.0
+    for side in (-1.0, 1.0):
+        ct[ellipsoid((side * 80.0, -5.0, 40.0), (62.0, 85.0, 150.0))] = -850.0
+    ct[ellipsoid((-30.0, 25.0, -50.0), (70.0, 55.0, 65.0))] = 40.0  # the heart (RAS -x: the patient's left)
+    centre_lines = np.zeros(shape, bool)
+
+    def draw(points: np.ndarray) -> None:
+        ijk = np.rint((points - lo) / spacing_mm).astype(np.int64)
+        centre_lines[tuple(ijk[np.all((ijk >= 0) & (ijk < shape), axis=1)].T)] = True
+
+    phi = np.linspace(0.08, 0.8 * np.pi, 300)  # angle about the spine, from behind (0) toward the front
+    t = np.linspace(0.0, 1.0, 200)
+    for side in (-1.0, 1.0):
+        for k in range(11):
+            grow = min(1.0, k / 4.0)  # the upper ribs are shorter
+            a, b, top = 85.0 + 60.0 * grow, 70.0 + 30.0 * grow, 185.0 - 29.0 * k
+            draw(np.stack([side * a * np.sin(phi), -b * np.cos(phi), top - 55.0 * phi / np.pi], 1))
+        draw(np.stack([side * (20.0 + 135.0 * t), 65.0 - 55.0 * t + 10.0 * np.sin(np.pi * t), 178.0 + 18.0 * t], 1))  # clavicle
+        ct[ellipsoid((side * 115.0, -85.0, 110.0), (45.0, 7.0, 75.0))] = 600.0  # scapula
+    ct[ndimage.distance_transform_edt(~centre_lines, sampling=spacing_mm) <= 5.0] = 700.0
+    labels = np.zeros(shape, np.uint8)
+    for bottom in np.arange(-215.0, 215.0, 28.0):  # vertebral bodies over discs, spinous processes behind them
+        level = (z >= bottom) & (z < bottom + 22.0)
+        body = np.broadcast_to((x / 20.0) ** 2 + ((y + 55.0) / 17.0) ** 2 <= 1.0, shape) & np.broadcast_to(level, shape)
+        ct[body] = 350.0
+        labels[body] = VERTEBRAE_LABEL
+        ct[np.broadcast_to((x / 8.0) ** 2 + ((y + 90.0) / 14.0) ** 2 <= 1.0, shape) & np.broadcast_to(level, shape)] = 600.0
+    affine = np.diag([spacing_mm] * 3 + [1.0])
+    affine[:3, 3] = lo
+    dest.mkdir(parents=True, exist_ok=True)
+    write_nifti(dest / "ct.nii.gz", ct.astype(np.int16), affine)
+    write_nifti(dest / "labels.nii.gz", labels, affine)
+    return dest
+
+
+def simulate_chest(out: Path, poses: int, seed: int) -> list[Path]:
+    """Sample folders ``out/chest_p<k>`` of :func:`write_chest_case`'s phantom, with the clinical image formation
+    of configs/simulate.yaml, centred on the chest's centre (it has no bone to centre on)."""
+    cfg = {**simulate.load_config(), "source_to_object_mm": 950.0}
+    (case,) = simulate.find_cases(write_chest_case(out / "case" / "chest").parent)
+    loaded = simulate.load_case(case, load_label_map(None), cfg, "cpu", center_ras=(0.0, 0.0, 0.0))
+    for k in range(poses):
+        simulate.write_sample(out, f"chest_p{k}", simulate.render_sample(loaded, Geometry.standard(), cfg, seed, k, "cpu", "test"), {})
+    return [out / f"chest_p{k}" for k in range(poses)]
+
+
 def build_inputs(samples: Path, cases: Path, radiographs: Path | None, work: Path) -> Path:
     """The input folder ``work/in`` (built once)."""
     inp = work / "in"
@@ -69,6 +133,8 @@ def build_inputs(samples: Path, cases: Path, radiographs: Path | None, work: Pat
         write_noise(inp / f"noise_{k}.png", k)
     for s in simulate_lateral(simulate.find_cases(cases)[:3], work / "lateral", seed=3):
         shutil.copytree(s, inp / f"lateral_{s.name}", ignore=SKIP)
+    for s in simulate_chest(work / "chest", poses=5, seed=3):
+        shutil.copytree(s, inp / s.name, ignore=SKIP)
     for p in sorted(radiographs.glob("*.jp*g")) if radiographs and radiographs.is_dir() else []:
         shutil.copy(p, inp / f"real_{p.name}")
     return inp

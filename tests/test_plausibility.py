@@ -3,7 +3,8 @@
 Bones are analytic spheres in the camera frame (tests.helpers.SPHERES: pelvis above and between the
 femurs, femur_left at +x = the patient's left); each test breaks one property and checks that exactly
 the checks it should fail fail, with hand-computed values. End to end, the inference workflow with the
-shipped model warns on noise, an inverted image and a lateral view, and not on a simulated AP radiograph.
+shipped model warns on noise, an inverted image, a lateral view and a chest film, and not on a simulated AP
+radiograph.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import numpy as np
 import pytest
 
 import scripts.data.simulate as simulate
-from benchmarks.plausibility_scores import simulate_lateral, write_inverted, write_noise
+from benchmarks.plausibility_scores import simulate_chest, simulate_lateral, write_inverted, write_noise
 from scripts.geometry import Geometry
 from scripts.data.phantom import generate_case, write_case
+from scripts.io.files import read_nifti
 from scripts.reconstruction.plausibility import largest_part, plausibility
 from tests.helpers import SPHERES, run_bundle, sphere_depths
 
@@ -128,7 +130,8 @@ def _in(root, sample: Path, name: str) -> Path:
 @pytest.fixture(scope="module")
 def shipped_model_results(tmp_path_factory):
     """The inference workflow (shipped model and shape models, CPU) on a simulated AP radiograph, its inverse,
-    a lateral view of the same phantom and uniform noise (builders of benchmarks.plausibility_scores);
+    a lateral view of the same phantom, uniform noise and a simulated chest film (builders of
+    benchmarks.plausibility_scores);
     returns ({name: result.json}, stderr)."""
     root = tmp_path_factory.mktemp("plausible")
     write_case(generate_case(2026, 3.0, "llp26", subject=20), root / "phantom" / "case_2026")  # a real test subject
@@ -140,6 +143,9 @@ def shipped_model_results(tmp_path_factory):
     _in(root, lateral, "lateral")
     write_inverted(ap, root / "in" / "inverted")
     write_noise(root / "in" / "noise.png", 0)
+    (chest,) = simulate_chest(root / "chest", poses=1, seed=3)
+    assert not read_nifti(chest / "mask.nii.gz").any() and read_nifti(chest / "image.nii.gz").std() > 0  # no pelvis or femur in it
+    _in(root, chest, "chest")
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         run_bundle("inference.yaml", input_dir=str(root / "in"), output_dir=str(root / "out"), device="cpu")
@@ -149,10 +155,10 @@ def shipped_model_results(tmp_path_factory):
 
 def test_shipped_model_warns_on_what_is_not_an_ap_pelvis_radiograph(shipped_model_results):
     results, err, out = shipped_model_results
-    assert set(results) == {"ap", "lateral", "inverted", "noise"}
+    assert set(results) == {"ap", "lateral", "inverted", "noise", "chest"}
     assert results["ap"]["plausibility"]["plausible"] and results["ap"]["warnings"] == []
     assert not [line for line in err.splitlines() if str(out / "ap") in line]
-    for name in ("lateral", "inverted", "noise"):
+    for name in ("lateral", "inverted", "noise", "chest"):
         result = results[name]
         assert not result["plausibility"]["plausible"], (name, result["plausibility"])
         assert result["plausibility"]["score"] < result["plausibility"]["min_score"] <= results["ap"]["plausibility"]["score"]

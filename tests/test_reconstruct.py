@@ -7,10 +7,12 @@ by that much, and the batch workflow must write the full layout, skip/redo and r
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -231,30 +233,51 @@ def _assert_complete(d: Path, report: bool = True) -> None:
         assert (d / "report.png").read_bytes()[-8:-4] == b"IEND"  # a whole PNG
 
 
+# Runs the inference workflow and SIGKILLs the process from inside a writer thread as it is about to write the
+# KILL_AT-th result.json, so that the death falls inside that output's temporary folder every time.
+KILL_AT = 3
+_DYING_RUN = f"""
+import os, runpy, signal, sys, threading
+import scripts.reconstruction.reconstruct as reconstruct
+lock, calls, write_json = threading.Lock(), [], reconstruct.write_json
+def dying_write_json(*args, **kwargs):
+    with lock:
+        calls.append(args[0])
+        if len(calls) == {KILL_AT}:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return write_json(*args, **kwargs)
+reconstruct.write_json = dying_write_json
+sys.argv = ["monai.bundle", *sys.argv[1:]]
+runpy.run_module("monai.bundle", run_name="__main__")
+"""
+
+
 def test_killed_background_writing_leaves_no_partial_output(data, tmp_path):
-    """SIGKILL while the writer threads are busy: every output under its final name is complete, only hidden
-    ``.<name>.*.partial`` folders are left, and the rerun finishes the rest without touching finished outputs."""
+    """SIGKILL while the writer threads are busy (inside the third output's temporary folder): every output under
+    its final name is complete, only hidden ``.<name>.*.partial`` folders are left, and the rerun finishes the rest
+    without touching finished outputs."""
     inputs, out = tmp_path / "in", tmp_path / "out"
     names = _copy_inputs(data, inputs, copies=4)
     args = {**OVERRIDES, "input_dir": str(inputs), "output_dir": str(out), "ckpt_path": str(data.parent / "model.pt"),
             "ssm_path": str(data.parent / "ssm.npz"), "writers": 2, "num_workers": 1}
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.yaml",
+    cmd = [sys.executable, "-c", _DYING_RUN, "run", "--config_file", "configs/inference.yaml",
            *[x for k, v in args.items() for x in (f"--{k}", json.dumps(v) if isinstance(v, (list, dict)) else str(v))]]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=bundle_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 240
-        while not (out.is_dir() and any(out.glob(".*.partial"))):  # a writer is inside an output's temporary folder
-            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before any output was being written"
-            time.sleep(0.005)
-        proc.kill()
-    finally:
-        proc.wait()
+    log = tmp_path / "run.log"
+    with log.open("wb") as sink:  # not a pipe: the killed run's data-loader worker would hold it open
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=bundle_env(), stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            returncode = proc.wait(timeout=600)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # the orphaned worker too
+            proc.wait()
+    assert returncode == -signal.SIGKILL, log.read_text(encoding="utf-8", errors="replace")[-2000:]
     left = list(out.iterdir())
     assert any(p.name.startswith(".") for p in left)
     finished = [p for p in left if not p.name.startswith(".")]
     for d in finished:
         _assert_complete(d)
-    assert len(finished) < len(names)
+    assert len(finished) < KILL_AT  # the outputs whose result.json was written before, at most
     before = {d.name: (d / "result.json").stat().st_mtime_ns for d in finished}
     run_inference(inputs, out, data.parent / "model.pt", data.parent / "ssm.npz", writers=2)
     assert sorted(p.name for p in out.iterdir()) == sorted(names)  # no partial folders left

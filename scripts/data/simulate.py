@@ -214,16 +214,21 @@ class LoadedCase:
         return femur @ self.labels.affine[:3, :3].T + self.labels.affine[:3, 3]
 
 
-def load_case(case: Case, label_map: dict[int, int] | str, cfg: dict, device: torch.device | str) -> LoadedCase:
+def load_case(case: Case, label_map: dict[int, int] | str, cfg: dict, device: torch.device | str, center_ras: Sequence[float] | None = None) -> LoadedCase:
     """Read and check a case, remove a CT couch (``couch.remove``, :func:`scripts.data.volumes.remove_couch`);
-    material density volumes and per-bone depth grids (reused by every pose) on ``device``."""
+    material density volumes and per-bone depth grids (reused by every pose) on ``device``.
+
+    ``center_ras``: the point (RAS mm) the poses centre on; default :func:`scripts.data.volumes.bones_center`
+    of the labels, which refuses labels without a bone (give it for a CT of another body part).
+    """
     ct = read_ct(case.ct)
     labels = read_labels(case.labels, ct, label_map)
     couch = cfg.get("couch", {})
     removed = 0
     if couch.get("remove", True):
         ct, removed = remove_couch(ct, cfg["pose"].get("body_hu", -500.0), couch.get("opening_mm", 6.0), couch.get("grid_mm", 3.0))
-    return _prepared(case, ct, labels, bones_center(labels), removed, cfg, device)
+    center = bones_center(labels) if center_ras is None else np.asarray(center_ras, dtype=np.float64)
+    return _prepared(case, ct, labels, center, removed, cfg, device)
 
 
 def _prepared(case: Case, ct: Volume, labels: Volume, center: np.ndarray, couch_voxels: int, cfg: dict, device: torch.device | str) -> LoadedCase:
