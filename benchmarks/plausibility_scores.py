@@ -26,7 +26,7 @@ from scipy import ndimage
 from scripts import BUNDLE_ROOT
 from scripts.data import simulate
 from scripts.geometry import Geometry
-from scripts.data.volumes import VERTEBRAE_LABEL, load_label_map
+from scripts.data.volumes import VERTEBRAE_LABEL
 from scripts.io.files import read_nifti, shared_data_dir, write_nifti
 
 SKIP = shutil.ignore_patterns("preview.png")
@@ -90,7 +90,7 @@ def write_chest_case(dest: Path, spacing_mm: float = 3.0) -> Path:
             a, b, top = 85.0 + 60.0 * grow, 70.0 + 30.0 * grow, 185.0 - 29.0 * k
             draw(np.stack([side * a * np.sin(phi), -b * np.cos(phi), top - 55.0 * phi / np.pi], 1))
         draw(np.stack([side * (20.0 + 135.0 * t), 65.0 - 55.0 * t + 10.0 * np.sin(np.pi * t), 178.0 + 18.0 * t], 1))  # clavicle
-        ct[ellipsoid((side * 115.0, -85.0, 110.0), (45.0, 7.0, 75.0))] = 600.0  # scapula
+        ct[ellipsoid((side * 100.0, -70.0, 110.0), (45.0, 7.0, 75.0))] = 600.0  # scapula, inside the back wall
     ct[ndimage.distance_transform_edt(~centre_lines, sampling=spacing_mm) <= 5.0] = 700.0
     labels = np.zeros(shape, np.uint8)
     for bottom in np.arange(-215.0, 215.0, 28.0):  # vertebral bodies over discs, spinous processes behind them
@@ -108,14 +108,16 @@ def write_chest_case(dest: Path, spacing_mm: float = 3.0) -> Path:
 
 
 def simulate_chest(out: Path, poses: int, seed: int) -> list[Path]:
-    """Sample folders ``out/chest_p<k>`` of :func:`write_chest_case`'s phantom, with the clinical image formation
-    of configs/simulate.yaml, centred on the chest's centre (it has no bone to centre on)."""
-    cfg = {**simulate.load_config(), "source_to_object_mm": 950.0}
-    (case,) = simulate.find_cases(write_chest_case(out / "case" / "chest").parent)
-    loaded = simulate.load_case(case, load_label_map(None), cfg, "cpu", center_ras=(0.0, 0.0, 0.0))
-    for k in range(poses):
-        simulate.write_sample(out, f"chest_p{k}", simulate.render_sample(loaded, Geometry.standard(), cfg, seed, k, "cpu", "test"), {})
-    return [out / f"chest_p{k}" for k in range(poses)]
+    """Sample folders of :func:`write_chest_case`'s phantom under ``out`` (``chest_p<k>``), with the clinical image
+    formation of configs/simulate.yaml, centred on the chest's centre (it has no bone to centre on) and no couch removal
+    (it has no couch: the removal would take the thin tissue behind the lungs for one)."""
+    cfg = simulate.load_config()
+    cfg["couch"] = {**cfg.get("couch", {}), "remove": False}
+    cases = simulate.find_cases(write_chest_case(out / "case" / "chest").parent)
+    datalist, errors = simulate.simulate(cases, out, poses=poses, seed=seed, cfg=cfg, device="cpu", split="test", center_ras=(0.0, 0.0, 0.0))
+    if errors:
+        raise RuntimeError("; ".join(errors))
+    return [out / Path(entry["image"]).parent for entry in datalist["test"]]
 
 
 def build_inputs(samples: Path, cases: Path, radiographs: Path | None, work: Path) -> Path:

@@ -145,6 +145,7 @@ def shipped_model_results(tmp_path_factory):
     write_noise(root / "in" / "noise.png", 0)
     (chest,) = simulate_chest(root / "chest", poses=1, seed=3)
     assert not read_nifti(chest / "mask.nii.gz").any() and read_nifti(chest / "image.nii.gz").std() > 0  # no pelvis or femur in it
+    assert json.loads((chest / "sample.json").read_text())["couch_voxels_removed"] == 0  # the phantom is whole
     _in(root, chest, "chest")
     err = io.StringIO()
     with contextlib.redirect_stderr(err):

@@ -234,7 +234,8 @@ def _assert_complete(d: Path, report: bool = True) -> None:
 
 
 # Runs the inference workflow and SIGKILLs the process from inside a writer thread as it is about to write the
-# KILL_AT-th result.json, so that the death falls inside that output's temporary folder every time.
+# KILL_AT-th result.json (the last file of an output), so that the death falls inside that output's temporary
+# folder every time; a death in the middle of a file is the same case, as files reach their names only by renaming.
 KILL_AT = 3
 _DYING_RUN = f"""
 import os, runpy, signal, sys, threading
@@ -277,7 +278,7 @@ def test_killed_background_writing_leaves_no_partial_output(data, tmp_path):
     finished = [p for p in left if not p.name.startswith(".")]
     for d in finished:
         _assert_complete(d)
-    assert len(finished) < KILL_AT  # the outputs whose result.json was written before, at most
+    assert 1 <= len(finished) < KILL_AT  # a writer took the third output only after finishing one before it
     before = {d.name: (d / "result.json").stat().st_mtime_ns for d in finished}
     run_inference(inputs, out, data.parent / "model.pt", data.parent / "ssm.npz", writers=2)
     assert sorted(p.name for p in out.iterdir()) == sorted(names)  # no partial folders left

@@ -450,24 +450,25 @@ def _rebuild_datalist(out_dir: Path, seed: int, fractions: dict[str, float], cas
 _LOADED: dict[str, LoadedCase] = {}  # the last case a worker loaded, under its :func:`_load_key`
 
 
-def _load_key(case: Case, label_map: dict[int, int] | str, cfg: dict, device: torch.device | str) -> str:
-    """What :func:`load_case` depends on: the files (path and modification time), label map, DRR and couch settings and device."""
+def _load_key(case: Case, label_map: dict[int, int] | str, cfg: dict, device: torch.device | str, center_ras: Sequence[float] | None) -> str:
+    """What :func:`load_case` depends on: the files (path and modification time), label map, DRR and couch settings, device and centre."""
     files = [(str(f.resolve()), f.stat().st_mtime_ns) for f in (case.ct, case.labels) if f.exists()]
     lut = sorted(label_map.items()) if isinstance(label_map, dict) else label_map
-    return repr((files, lut, cfg["drr"], cfg.get("couch"), str(torch.device(device))))
+    centre = None if center_ras is None else [float(c) for c in center_ras]
+    return repr((files, lut, cfg["drr"], cfg.get("couch"), str(torch.device(device)), centre))
 
 
 def _run(task: tuple) -> tuple[str, str | None]:
     """Worker: render and write one (case, pose); returns (sample name, error line or None)."""
-    case, split, pose, out_dir, seed, cfg, geometry, label_map, device, overwrite = task
+    case, split, pose, out_dir, seed, cfg, geometry, label_map, device, overwrite, center_ras = task
     name = f"{case.name}_p{pose}"
     if not overwrite and all((out_dir / name / f).exists() for f in SAMPLE_FILES):
         return name, None
     try:
-        key = _load_key(case, label_map, cfg, device)
+        key = _load_key(case, label_map, cfg, device, center_ras)
         if key not in _LOADED:
             _LOADED.clear()
-            _LOADED[key] = load_case(case, label_map, cfg, device)
+            _LOADED[key] = load_case(case, label_map, cfg, device, center_ras)
         sample = render_sample(_LOADED[key], geometry, cfg, seed, pose, device, split)
         meshes = {b: os.path.relpath(p, out_dir) for b, p in case.meshes.items()}
         write_sample(out_dir, name, sample, meshes)
@@ -494,11 +495,12 @@ def simulate(
     overwrite: bool = False,
     cohort: Sequence[str] | None = None,
     split: str | None = None,
+    center_ras: Sequence[float] | None = None,
 ) -> tuple[dict, list[str]]:
     """Simulate ``poses`` samples per case into ``out_dir``; returns (datalist, error lines).
 
     ``split``: the datalist list of every case of this run; without it :func:`case_splits` over the
-    ``cohort`` (names of all cases of the cohort, all shards) assigns them.
+    ``cohort`` (names of all cases of the cohort, all shards) assigns them. ``center_ras``: see :func:`load_case`.
     """
     if split is not None and split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
@@ -508,7 +510,7 @@ def simulate(
     geometry = geometry or Geometry.standard()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     splits = {c.name: split for c in cases} if split else case_splits([c.name for c in cases], seed, cfg["split"], cohort)
-    tasks = [(c, splits[c.name], k, out_dir, seed, cfg, geometry, label_map or load_label_map(None), device, overwrite) for c in cases for k in range(poses)]
+    tasks = [(c, splits[c.name], k, out_dir, seed, cfg, geometry, label_map or load_label_map(None), device, overwrite, center_ras) for c in cases for k in range(poses)]
     errors: list[str] = []
     failed_cases: set[str] = set()
     with tqdm(total=len(tasks), desc="simulate", unit="sample") as bar:
