@@ -27,10 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from scripts.geometry import Geometry  # noqa: E402
-from scripts.model.networks import DualFaceDepthNet  # noqa: E402
 from scripts.io.radiograph_io import load_radiograph  # noqa: E402
 from scripts.io.files import read_depth_and_mask  # noqa: E402
-from scripts.reconstruction.reconstruct import build_reconstructor, oracle_prediction  # noqa: E402
+from scripts.reconstruction.reconstruct import build_reconstructor, bundle_config, oracle_prediction  # noqa: E402
 
 
 def make_inputs(tmp: Path) -> tuple[Path, Path]:
@@ -92,7 +91,7 @@ def run_benchmark(args: argparse.Namespace, tmp: Path) -> None:
     if not ckpt.is_file():
         ckpt, note = tmp / "untrained.pt", "UNTRAINED network (no checkpoint, seed 0)"
         torch.manual_seed(0)
-        torch.save(DualFaceDepthNet().state_dict(), ckpt)
+        torch.save(bundle_config().get_parsed_content("network_def").state_dict(), ckpt)
     recon = build_reconstructor(ckpt_path=str(ckpt), ssm_path=args.ssm, device=args.device, image_size=args.image_size).load()
     size = f"{recon.image_size[0]}x{recon.image_size[1]}"
     where = torch.cuda.get_device_name(recon.device) if recon.device.type == "cuda" else "CPU"

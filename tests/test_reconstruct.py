@@ -27,7 +27,7 @@ from scripts.model.checkpoints import load_network
 from scripts.io.files import InputFileError
 from scripts.geometry import Geometry
 from scripts.model.networks import DualFaceDepthNet
-from scripts.reconstruction.reconstruct import Reconstructor, oracle_prediction, reconstruct_image
+from scripts.reconstruction.reconstruct import Reconstructor, bundle_config, oracle_prediction, reconstruct_image
 from scripts.reconstruction.surface_metrics import point_to_surface, surface_metrics
 from tests.helpers import FAST_FIT, FEATURES, ROOT, bundle_env, make_dataset, run_bundle
 
@@ -178,7 +178,7 @@ def test_reconstruct_image_api(data):
     """The deploy/demo entry point: {bone: mesh} in the camera frame for a 64x64 input run at the trained 256x256."""
     torch.manual_seed(1)
     ckpt = data.parent / "model_default.pt"
-    torch.save(DualFaceDepthNet().state_dict(), ckpt)
+    torch.save(bundle_config().get_parsed_content("network_def").state_dict(), ckpt)  # the shipped network, untrained
     image = nib.load(str(data / "case_0001_p0" / "image.nii.gz")).get_fdata().astype(np.float32)
     geometry = Geometry.load(data / "case_0001_p0" / "geometry.json")
     meshes = reconstruct_image(image, geometry, model_path=ckpt, ssm_path=data.parent / "ssm.npz", device="cpu", completed=False)
