@@ -365,7 +365,8 @@ def save_preview(path: Path, image: np.ndarray, depth: np.ndarray, mask: np.ndar
         if mask[b].any():
             axes[0].contour(mask[b], levels=[0.5], colors=bone_colour(bone), linewidths=0.8)
             axes[0].plot([], [], color=bone_colour(bone), label=bone)
-    axes[0].legend(loc="lower right", fontsize=7)
+    if mask.any():  # a radiograph with no bone in view (e.g. a chest phantom) has nothing to label
+        axes[0].legend(loc="lower right", fontsize=7)
     axes[0].set_title("radiograph + masks")
     finite = np.concatenate([front[np.isfinite(front)], back[np.isfinite(back)]])
     lim = (finite.min(), finite.max()) if finite.size else (0, 1)
