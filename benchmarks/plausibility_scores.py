@@ -70,9 +70,13 @@ def write_chest_case(dest: Path, spacing_mm: float = 3.0) -> Path:
     def ellipsoid(centre: tuple, radii: tuple) -> np.ndarray:
         return sum(((g - c) / r) ** 2 for g, c, r in zip((x, y, z), centre, radii)) <= 1.0
 
+    def column(centre_xy: tuple, radii_xy: tuple) -> np.ndarray:
+        """An elliptic column along z through the whole volume."""
+        return np.broadcast_to(((x - centre_xy[0]) / radii_xy[0]) ** 2 + ((y - centre_xy[1]) / radii_xy[1]) ** 2 <= 1.0, shape)
+
     ct = np.full(shape, -1000.0, np.float32)
-    ct[np.broadcast_to((x / 165.0) ** 2 + (y / 115.0) ** 2 <= 1.0, shape)] = -100.0  # fat under the skin
-    ct[np.broadcast_to((x / 155.0) ** 2 + (y / 105.0) ** 2 <= 1.0, shape)] = 40.0
+    ct[column((0.0, 0.0), (165.0, 115.0))] = -100.0  # fat under the skin
+    ct[column((0.0, 0.0), (155.0, 105.0))] = 40.0
     for side in (-1.0, 1.0):
         ct[ellipsoid((side * 80.0, -5.0, 40.0), (62.0, 85.0, 150.0))] = -850.0
     ct[ellipsoid((-30.0, 25.0, -50.0), (70.0, 55.0, 65.0))] = 40.0  # the heart (RAS -x: the patient's left)
@@ -94,11 +98,11 @@ def write_chest_case(dest: Path, spacing_mm: float = 3.0) -> Path:
     ct[ndimage.distance_transform_edt(~centre_lines, sampling=spacing_mm) <= 5.0] = 700.0
     labels = np.zeros(shape, np.uint8)
     for bottom in np.arange(-215.0, 215.0, 28.0):  # vertebral bodies over discs, spinous processes behind them
-        level = (z >= bottom) & (z < bottom + 22.0)
-        body = np.broadcast_to((x / 20.0) ** 2 + ((y + 55.0) / 17.0) ** 2 <= 1.0, shape) & np.broadcast_to(level, shape)
+        level = np.broadcast_to((z >= bottom) & (z < bottom + 22.0), shape)
+        body = column((0.0, -55.0), (20.0, 17.0)) & level
         ct[body] = 350.0
         labels[body] = VERTEBRAE_LABEL
-        ct[np.broadcast_to((x / 8.0) ** 2 + ((y + 90.0) / 14.0) ** 2 <= 1.0, shape) & np.broadcast_to(level, shape)] = 600.0
+        ct[column((0.0, -90.0), (8.0, 14.0)) & level] = 600.0
     affine = np.diag([spacing_mm] * 3 + [1.0])
     affine[:3, 3] = lo
     dest.mkdir(parents=True, exist_ok=True)

@@ -116,12 +116,13 @@ def test_shipped_files_match_their_sums_and_a_changed_one_is_refused(tmp_path, m
     assert set(sums) == {f"models/{p.name}" for p in (ROOT / "models").iterdir()}  # every shipped file is listed
     for name, digest in sums.items():
         assert sha256(ROOT / name) == digest, f"{name} changed without python -m scripts.release"
-    load_network(ROOT / "models" / "model.pt", bundle_config().get_parsed_content("network_def"))  # the shipped model passes the check
+    shipped_network = bundle_config().get_parsed_content("network_def")
+    load_network(ROOT / "models" / "model.pt", shipped_network)  # the shipped model passes the check
     altered = dict(meta, **{SHA_KEY: dict(sums, **{"models/model.pt": "0" * 64, "models/ssm.npz": "0" * 64})})
     (tmp_path / "metadata.json").write_text(json.dumps(altered))
     monkeypatch.setattr(release_mod, "METADATA", tmp_path / "metadata.json")
     with pytest.raises(InputFileError, match="model.pt: SHA-256 differs from configs/metadata.json"):
-        load_network(ROOT / "models" / "model.pt", bundle_config().get_parsed_content("network_def"))
+        load_network(ROOT / "models" / "model.pt", shipped_network)
     from scripts.reconstruction.ssm import load_shape_models
 
     with pytest.raises(InputFileError, match="ssm.npz: SHA-256 differs"):
