@@ -84,7 +84,7 @@ def run_evaluation(data: Path, out: Path, device: str = "cpu", **kw) -> dict:
     surface sampling) with config-key overrides; returns metrics.json."""
     overrides = {"image_size": 64, "features": FEATURES, "ssm_fit": FAST_FIT}
     run_bundle("evaluate.yaml", dataset_dir=str(data), output_dir=str(out), ssm_path=str(data.parent / "ssm.npz"), device=device,
-               surface_spacing_mm=3.0, surface_max_samples=600, inference_overrides=overrides, single_face_features=FEATURES, **kw)
+               surface_spacing_mm=3.0, surface_max_samples=600, inference_overrides=overrides, **kw)
     return json.loads((out / "metrics.json").read_text())
 
 # ---------------------------------------------------------------------- DICOM radiographs

@@ -130,6 +130,17 @@ def test_shipped_files_match_their_sums_and_a_changed_one_is_refused(tmp_path, m
     verify_shipped(ROOT / "models" / "model_single_face.pt")  # still listed with its true sum
 
 
+def test_shipped_single_face_baseline_loads_into_the_network_evaluation_builds():
+    """configs/evaluate.yaml builds the baseline from inference.yaml's network (faces 1, no overrides): the shipped
+    weights must fit it (a missing or unexpected key, or a channel count that differs, fails the load)."""
+    parser = bundle_config(ROOT / "configs" / "evaluate.yaml")
+    parser["device"] = "cpu"
+    baseline = parser.get_parsed_content("single_face").load()
+    out = baseline.network(torch.zeros(1, 1, 64, 64))
+    assert out.shape[1] == 2 * 3 + 1  # 3 front-face depths, 3 mask logits, 1 centre-depth channel
+    assert sum(p.numel() for p in baseline.network.parameters()) == sum(p.numel() for p in bundle_config().get_parsed_content("network_def").parameters()) - 3 * 24 - 3
+
+
 def test_release_copies_checked_files_and_records_their_sums(planted, tmp_path):
     path, marker = planted
     models, meta = tmp_path / "models", tmp_path / "metadata.json"
