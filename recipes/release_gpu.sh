@@ -22,7 +22,7 @@ SIM_WORKERS=${SIM_WORKERS:-6}  # simulator processes (each with its own CUDA con
 DEVICE=${DEVICE:-cuda}
 PRETRAINED=${PRETRAINED:-models/model.pt}
 PRETRAINED_SINGLE=${PRETRAINED_SINGLE:-models/model_single_face.pt}
-DUAL_FEATURES=${DUAL_FEATURES:-}  # e.g. "[24, 24, 48, 96, 192, 24]": grow the dual-face network from PRETRAINED (pretrained_widen); inference.yaml features must then match
+FEATURES=${FEATURES:-}  # e.g. "[32, 32, 64, 128, 256, 32]": grow both networks from PRETRAINED and PRETRAINED_SINGLE (pretrained_widen), so the baseline keeps the dual-face width; inference.yaml and train.yaml features must then match
 PY=${PYTHON:-python}
 DEADLINE_S=${DEADLINE_S:-0}  # >0: training stops (keeping its best model so far) this many seconds after the start
 mkdir -p "$RUN"
@@ -62,10 +62,10 @@ train() {  # $1 run folder, $2 pretrained, $3 config files, then extra options
     --learning_rate "$LR" --image_size 128 --num_workers 4 --device "\$torch.device('$DEVICE')" "${@:4}" > "$1.log" 2>&1 || [[ $? == 124 && -f "$1/model.pt" ]]
 }
 grow=()
-if [[ -n "$DUAL_FEATURES" ]]; then grow=(--features "$DUAL_FEATURES" --pretrained_widen true); fi
+if [[ -n "$FEATURES" ]]; then grow=(--features "$FEATURES" --pretrained_widen true); fi
 train "$RUN/dual_face" "$PRETRAINED" "['configs/train.yaml']" "${grow[@]}" &
 dual=$!
-train "$RUN/single_face" "$PRETRAINED_SINGLE" "['configs/train.yaml','configs/variants/single_face.yaml']" &
+train "$RUN/single_face" "$PRETRAINED_SINGLE" "['configs/train.yaml','configs/variants/single_face.yaml']" "${grow[@]}" &
 single=$!
 stamp "shape models (the real-anatomy training cohort)"
 $PY -m scripts.ssm build --cases "$RUN/cohort_llp26" --out "$RUN/ssm.npz" --variance 0.999 --overwrite  # a rerun replaces its own
