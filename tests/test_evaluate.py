@@ -12,7 +12,7 @@ import pytest
 import torch
 import trimesh
 
-from scripts.reconstruction.evaluate import METRIC_KEYS, SHIFTS, VARIANTS, label_surfaces, load_sample, prior_centre_depth, true_face_mask
+from scripts.reconstruction.evaluate import METRIC_KEYS, SHIFTS, VARIANTS, label_surfaces, load_sample, prior_centre_depth, subject_summary, true_face_mask
 from scripts.io.files import OUTPUT_MARKER, input_error_of, write_nifti
 from scripts.model.networks import DualFaceDepthNet
 from scripts.reconstruction.reconstruct import build_reconstructor
@@ -62,12 +62,37 @@ def test_oracle_evaluation_end_to_end(data, tmp_path):
     out = tmp_path / "eval"
     with open(out / "metrics.csv") as f:
         table = list(csv.DictReader(f))
-    assert set(table[0]) == {"sample", "variant", "shift", "bone", *METRIC_KEYS}
+    assert set(table[0]) == {"sample", "case", "variant", "shift", "bone", *METRIC_KEYS}
     assert sum(r["sample"] == "mean" for r in table) == len(m["means"])
+    assert {r["case"] for r in table if r["sample"] != "mean"} == {"case_0001"}
     summary = (out / "summary.md").read_text()
     assert "| dual_face_ssm | oracle | femur_left |" in summary and "ORACLE" in summary
+    # one test subject: its per-subject row is the headline mean, and its interval is that one value
+    subj = m["subjects"]
+    assert (subj["variant"], subj["shift"]) == ("dual_face_ssm", "centre") and subj["poses"] == {"case_0001": 1}
+    for bone in ("pelvis", "femur_left", "femur_right", "all"):
+        assert subj["per_subject"]["case_0001"][bone] == pytest.approx(rows[("dual_face_ssm", "centre", bone)]["assd_mm"])
+        assert subj["ci95"][bone] == pytest.approx([subj["mean"][bone]] * 2)
+    assert "| case_0001 | 1 |" in summary and "| mean (95% interval) | 1 |" in summary
     for png in ("assd_by_variant.png", "error_map_case_0001_p0.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_subject_summary_by_hand():
+    """Two subjects: per-subject means over poses by hand, "all" over bones and poses, a missing bone skipped; the
+    bootstrap mean of two subjects takes only the values a, (a+b)/2 and b, so its 95% interval is [a, b]."""
+    def row(case, pose, bone, assd, variant="dual_face_ssm", shift="centre"):
+        return {"sample": f"{case}_p{pose}", "case": case, "variant": variant, "shift": shift, "bone": bone, "assd_mm": assd}
+    rows = [row("s1", 0, "pelvis", 1.0), row("s1", 1, "pelvis", 3.0), row("s1", 0, "femur_left", 4.0), row("s1", 1, "femur_left", float("nan")),
+            row("s2", 0, "pelvis", 6.0), row("s2", 0, "femur_left", 8.0),
+            row("s1", 0, "pelvis", 100.0, shift="oracle"), row("s2", 0, "pelvis", 100.0, variant="dual_face")]  # other variants: ignored
+    got = subject_summary(rows)
+    assert got["bones"] == ["pelvis", "femur_left", "all"] and got["poses"] == {"s1": 2, "s2": 1}
+    assert got["per_subject"] == {"s1": {"pelvis": 2.0, "femur_left": 4.0, "all": pytest.approx(8.0 / 3)},
+                                  "s2": {"pelvis": 6.0, "femur_left": 8.0, "all": 7.0}}
+    assert got["mean"] == {"pelvis": 4.0, "femur_left": 6.0, "all": pytest.approx((8.0 / 3 + 7.0) / 2)}
+    assert got["ci95"]["pelvis"] == [2.0, 6.0] and got["ci95"]["femur_left"] == [4.0, 8.0]
+    assert subject_summary(rows, seed=5) == subject_summary(rows, seed=5)
 
 
 def test_network_evaluation_skips_missing_single_face(data, tmp_path, capsys):

@@ -16,7 +16,9 @@ and to the box of the CT the sample was simulated from (``ct_extent`` of its sam
 Outputs in ``output_dir``, written as one folder when the run completes (an existing ``output_dir``
 is replaced only when it is an earlier evaluation of this bundle; anything else is refused before any
 work): metrics.json, metrics.csv, summary.md, assd_by_variant.png and error_map_<sample>.png. ``oracle_inputs`` replaces the networks by the true maps (an upper bound
-that isolates meshing, shape model and metrics).
+that isolates meshing, shape model and metrics). The variant and shift the targets are stated for
+(``HEADLINE``) is also summarised per subject, with a bootstrap interval over subjects
+(:func:`subject_summary`: metrics.json ``subjects`` and a second table in summary.md).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ SHIFTS = ("centre", "prior", "oracle")
 RESULT_KIND = "evaluation"  # output-folder marker kind (scripts.io.files.atomic_dir)
 SURFACE_KEYS = ("assd_mm", "hd95_mm", "hd_mm", "chamfer_mm")
 METRIC_KEYS = SURFACE_KEYS + ("depth_mae_mm", "dice")
+HEADLINE = ("dual_face_ssm", "centre")  # the variant and shift the accuracy targets are stated for: summarised per subject
 
 
 @dataclass
@@ -275,13 +278,44 @@ def summarise(rows: Sequence[Mapping]) -> list[dict]:
     return out
 
 
+def subject_summary(rows: Sequence[Mapping], variant: str = "dual_face_ssm", shift: str = "centre", metric: str = "assd_mm",
+                    n_boot: int = 2000, seed: int = 0) -> dict:
+    """``metric`` of one variant and shift per subject (``case``; mean over its poses) and bone, plus "all" (all its
+    bones and poses), and the mean over subjects with a 95% percentile-bootstrap interval (subjects drawn with
+    replacement, ``n_boot`` draws): the uncertainty that a handful of test subjects leaves. NaNs (bone not found) skipped."""
+    picked = [r for r in rows if r["variant"] == variant and r["shift"] == shift]
+    cases = [str(r.get("case", r["sample"])) for r in picked]
+    subjects = list(dict.fromkeys(cases))
+    bones = list(dict.fromkeys(r["bone"] for r in picked)) + ["all"]
+    rng = np.random.default_rng(seed)
+    per_subject: dict[str, dict[str, float]] = {s: {} for s in subjects}
+    mean: dict[str, float] = {}
+    ci95: dict[str, list[float]] = {}
+    for bone in bones:
+        for s in subjects:
+            v = np.array([r[metric] for r, c in zip(picked, cases) if c == s and bone in ("all", r["bone"])], dtype=np.float64)
+            v = v[np.isfinite(v)]
+            per_subject[s][bone] = float(v.mean()) if v.size else float("nan")
+        col = np.array([per_subject[s][bone] for s in subjects])
+        col = col[np.isfinite(col)]
+        if not col.size:
+            mean[bone], ci95[bone] = float("nan"), [float("nan"), float("nan")]
+            continue
+        boot = col[rng.integers(0, col.size, size=(int(n_boot), col.size))].mean(axis=1)
+        mean[bone], ci95[bone] = float(col.mean()), [float(x) for x in np.percentile(boot, [2.5, 97.5])]
+    poses = {s: len({r["sample"] for r, c in zip(picked, cases) if c == s}) for s in subjects}
+    return {"variant": variant, "shift": shift, "metric": metric, "bones": bones, "poses": poses, "per_subject": per_subject,
+            "mean": mean, "ci95": ci95, "n_boot": int(n_boot), "interval": "percentile bootstrap over subjects"}
+
+
 # ---------------------------------------------------------------------- outputs
 def _fmt(v: float) -> str:
     return "-" if v is None or not math.isfinite(v) else f"{v:.2f}"
 
 
-def summary_markdown(means: Sequence[Mapping], notes: Sequence[str], prior_mm: Mapping[int, float], n_samples: int, oracle_inputs: bool) -> str:
-    """The means table (variant x shift x bone) as Markdown."""
+def summary_markdown(means: Sequence[Mapping], notes: Sequence[str], prior_mm: Mapping[int, float], n_samples: int, oracle_inputs: bool,
+                     subjects: Mapping | None = None) -> str:
+    """The means table (variant x shift x bone) and, given, the per-subject table of :func:`subject_summary`, as Markdown."""
     lines = [
         "# Evaluation summary",
         "",
@@ -293,6 +327,16 @@ def summary_markdown(means: Sequence[Mapping], notes: Sequence[str], prior_mm: M
     ]
     for r in means:
         lines.append(f"| {r['variant']} | {r['shift']} | {r['bone']} | {_fmt(r['assd_mm'])} | {_fmt(r['hd95_mm'])} | {_fmt(r['chamfer_mm'])} | {_fmt(r['depth_mae_mm'])} | {_fmt(r['dice'])} | {r['assd_mm_n']} |")
+    if subjects and subjects["per_subject"]:
+        bones, n = subjects["bones"], len(subjects["per_subject"])
+        lines += ["", f"## Per subject: {subjects['variant']}, {subjects['shift']} shift, {subjects['metric'].removesuffix('_mm').upper()} (mm)", "",
+                  f"Mean over each subject's poses; last row: the mean over the {n} subjects and its 95% interval ({subjects['interval']}, "
+                  f"{subjects['n_boot']} draws), the uncertainty that {n} subjects leave.", "",
+                  "| subject | poses | " + " | ".join(bones) + " |", "|---|---|" + "---|" * len(bones)]
+        for s, values in subjects["per_subject"].items():
+            lines.append(f"| {s} | {subjects['poses'][s]} | " + " | ".join(_fmt(values[b]) for b in bones) + " |")
+        lines.append(f"| mean (95% interval) | {sum(subjects['poses'].values())} | "
+                     + " | ".join(f"{_fmt(subjects['mean'][b])} ({_fmt(subjects['ci95'][b][0])}-{_fmt(subjects['ci95'][b][1])})" for b in bones) + " |")
     if notes:
         lines += ["", "Notes:", *[f"- {n}" for n in notes]]
     return "\n".join(lines) + "\n"
@@ -300,7 +344,7 @@ def summary_markdown(means: Sequence[Mapping], notes: Sequence[str], prior_mm: M
 
 def write_csv(path: PathLike, rows: Sequence[Mapping], means: Sequence[Mapping]) -> None:
     """Per-sample rows then mean rows (sample = "mean")."""
-    fields = ["sample", "variant", "shift", "bone", *METRIC_KEYS]
+    fields = ["sample", "case", "variant", "shift", "bone", *METRIC_KEYS]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
@@ -385,6 +429,7 @@ class EvaluationRunner:
             preds = {name: self._predict(name, rec, sample) for name, rec in nets.items()}
             timings = {"load": t1 - t0, "predict": time.perf_counter() - t1}
             rows, shown = evaluate_sample(sample, preds, recs, prior, **self.metric_kwargs, timings=timings)
+            rows = [{"case": str(entry.get("case", sample.name)), **r} for r in rows]  # the subject, for subject_summary
             out.append((rows, {**shown, "sample": sample.name, "geometry": sample.field or sample.geometry, "extent_planes": sample.extent_planes} if shown else {}, timings))
         return out
 
@@ -430,6 +475,7 @@ class EvaluationRunner:
         shown = next((s for _, s, _ in results if s), {})
         stages = {k: float(np.median([t.get(k, 0.0) for _, _, t in results])) for k in ("load", "predict", "reconstruct", "metrics")}
         means = summarise(rows)
+        subjects = subject_summary(rows, *HEADLINE)
         result = {
             "split": self.split,
             "n_samples": len(entries),
@@ -441,13 +487,14 @@ class EvaluationRunner:
             "notes": notes,
             "timings_s": {"total": time.perf_counter() - started, "workers": self.workers, "per_sample_median": stages},
             "means": means,
+            "subjects": subjects,
             "per_sample": rows,
         }
         with atomic_dir(self.output_dir, RESULT_KIND) as out:
             write_json(out / "metrics.json", result)
             write_csv(out / "metrics.csv", rows, means)
             with atomic_path(out / "summary.md") as tmp:
-                tmp.write_text(summary_markdown(means, notes, prior, len(entries), self.oracle_inputs))
+                tmp.write_text(summary_markdown(means, notes, prior, len(entries), self.oracle_inputs, subjects))
             bones = [b for b in dict.fromkeys(r["bone"] for r in means) if b != "all"]
             save_metric_bars(out / "assd_by_variant.png", means, "assd_mm", SHIFTS, result["variants"], bones, "ASSD (mm)")
             if shown:
