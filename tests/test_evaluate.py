@@ -12,6 +12,7 @@ import pytest
 import torch
 import trimesh
 
+from benchmarks.compare_evaluations import compare, main, subject_rows
 from scripts.reconstruction.evaluate import METRIC_KEYS, SHIFTS, VARIANTS, label_surfaces, load_sample, prior_centre_depth, subject_summary, true_face_mask
 from scripts.io.files import OUTPUT_MARKER, input_error_of, write_nifti
 from scripts.model.networks import DualFaceDepthNet
@@ -93,6 +94,27 @@ def test_subject_summary_by_hand():
     assert got["mean"] == {"pelvis": 4.0, "femur_left": 6.0, "all": pytest.approx((8.0 / 3 + 7.0) / 2)}
     assert got["ci95"]["pelvis"] == [2.0, 6.0] and got["ci95"]["femur_left"] == [4.0, 8.0]
     assert subject_summary(rows, seed=5) == subject_summary(rows, seed=5)
+
+
+def test_compare_evaluations_by_hand(tmp_path, capsys):
+    """Paired by subject: a new evaluation 1 mm better on every subject differs by exactly -1 (interval [-1, -1]); with
+    differences -1 and 0 on two subjects the interval is [-1, 0]. A metrics.json without ``case`` takes the subject
+    from the sample name; subjects only one evaluation has are left out."""
+    def rows(values: dict[str, float], with_case: bool = True) -> list[dict]:
+        return [{"sample": f"{c}_p{p}", **({"case": c} if with_case else {}), "variant": "dual_face_ssm", "shift": "centre", "bone": "pelvis", "assd_mm": v + p}
+                for c, v in values.items() for p in (0, 1)]
+    for name, values, with_case in (("old", {"s1": 3.0, "s2": 5.0, "s9": 1.0}, False), ("new", {"s1": 2.0, "s2": 4.0}, True)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps({"per_sample": rows(values, with_case)}))
+    old, new = subject_rows(tmp_path / "old" / "metrics.json"), subject_rows(tmp_path / "new" / "metrics.json")
+    assert {r["case"] for r in old} == {"s1", "s2", "s9"}
+    got = compare(old, new)["pelvis"]
+    assert got["subjects"] == 2 and got["old"] == 4.5 and got["new"] == 3.5
+    assert got["difference"] == -1.0 and got["ci95"] == [-1.0, -1.0]
+    spread = compare(old, subject_rows(tmp_path / "new" / "metrics.json")[:2] + [{**r, "assd_mm": r["assd_mm"] + 1} for r in new[2:]])["pelvis"]
+    assert spread["difference"] == -0.5 and spread["ci95"] == [-1.0, 0.0]
+    assert main([str(tmp_path / "old"), str(tmp_path / "new")]) == 0 and "| pelvis | 2 | 4.50 | 3.50 | -1.00 (-1.00 to -1.00) |" in capsys.readouterr().out
+    assert main([str(tmp_path / "old"), str(tmp_path)]) == 1 and "metrics.json" in capsys.readouterr().err
 
 
 def test_network_evaluation_skips_missing_single_face(data, tmp_path, capsys):

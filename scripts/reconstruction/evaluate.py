@@ -278,7 +278,13 @@ def summarise(rows: Sequence[Mapping]) -> list[dict]:
     return out
 
 
-def subject_summary(rows: Sequence[Mapping], variant: str = "dual_face_ssm", shift: str = "centre", metric: str = "assd_mm",
+def bootstrap_interval(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> list[float]:
+    """95% percentile-bootstrap interval of the mean of ``values`` (one per subject, drawn with replacement)."""
+    boot = values[rng.integers(0, values.size, size=(int(n_boot), values.size))].mean(axis=1)
+    return [float(x) for x in np.percentile(boot, [2.5, 97.5])]
+
+
+def subject_summary(rows: Sequence[Mapping], variant: str = HEADLINE[0], shift: str = HEADLINE[1], metric: str = "assd_mm",
                     n_boot: int = 2000, seed: int = 0) -> dict:
     """``metric`` of one variant and shift per subject (``case``; mean over its poses) and bone, plus "all" (all its
     bones and poses), and the mean over subjects with a 95% percentile-bootstrap interval (subjects drawn with
@@ -301,8 +307,7 @@ def subject_summary(rows: Sequence[Mapping], variant: str = "dual_face_ssm", shi
         if not col.size:
             mean[bone], ci95[bone] = float("nan"), [float("nan"), float("nan")]
             continue
-        boot = col[rng.integers(0, col.size, size=(int(n_boot), col.size))].mean(axis=1)
-        mean[bone], ci95[bone] = float(col.mean()), [float(x) for x in np.percentile(boot, [2.5, 97.5])]
+        mean[bone], ci95[bone] = float(col.mean()), bootstrap_interval(col, n_boot, rng)
     poses = {s: len({r["sample"] for r, c in zip(picked, cases) if c == s}) for s in subjects}
     return {"variant": variant, "shift": shift, "metric": metric, "bones": bones, "poses": poses, "per_subject": per_subject,
             "mean": mean, "ci95": ci95, "n_boot": int(n_boot), "interval": "percentile bootstrap over subjects"}
@@ -475,7 +480,7 @@ class EvaluationRunner:
         shown = next((s for _, s, _ in results if s), {})
         stages = {k: float(np.median([t.get(k, 0.0) for _, _, t in results])) for k in ("load", "predict", "reconstruct", "metrics")}
         means = summarise(rows)
-        subjects = subject_summary(rows, *HEADLINE)
+        subjects = subject_summary(rows)
         result = {
             "split": self.split,
             "n_samples": len(entries),
