@@ -63,9 +63,11 @@ HEADLINE = ("dual_face_ssm", "centre")  # the variant and shift the accuracy tar
 class Sample:
     """One test sample: image (H, W), true depth (2B, H, W) mm and mask (B, H, W), true camera-frame meshes,
     the radiograph's own area (H, W) (None: all of the image) and ``field``, the geometry of the exposed
-    pixel box (``sample.json: field_px``) whose cone truth and prediction are clipped to (None: the whole image)."""
+    pixel box (``sample.json: field_px``) whose cone truth and prediction are clipped to (None: the whole image).
+    ``case``: the subject (datalist ``case``; the sample's own name when not listed)."""
 
     name: str
+    case: str
     image: np.ndarray
     geometry: Geometry
     depth: np.ndarray
@@ -147,7 +149,8 @@ def load_sample(entry: Mapping, dataset_dir: PathLike, image_size: Sequence[int]
         geometry = geometry.resized(image_size)
         depth, mask = resized_truth(depth, mask, geometry.image_size)
     fov = read_nifti(entry["fov"]) if entry.get("fov") else None
-    return Sample(Path(entry["image"]).parent.name, image, geometry, depth, mask.astype(bool), meshes, planes, fov, field)
+    name = Path(entry["image"]).parent.name
+    return Sample(name, str(entry.get("case", name)), image, geometry, depth, mask.astype(bool), meshes, planes, fov, field)
 
 
 def resized_truth(depth: np.ndarray, mask: np.ndarray, image_size: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -252,7 +255,7 @@ def evaluate_sample(
                 shown = {"meshes": completed, "truth": sample.meshes, "variant": f"{network}_ssm"}
             for bone in bones:
                 truth = references.get(bone)
-                base = {"sample": sample.name, "bone": bone, "shift": shift}
+                base = {"sample": sample.name, "case": sample.case, "bone": bone, "shift": shift}
                 rows.append({**base, "variant": network, **_surface_scores(rec.surfaces.get(bone), truth), "depth_mae_mm": mae[bone], "dice": dice[bone]})
                 rows.append({**base, "variant": f"{network}_ssm", **_surface_scores(completed.get(bone), truth), "depth_mae_mm": float("nan"), "dice": dice[bone]})
             timings["metrics"] = timings.get("metrics", 0.0) + time.perf_counter() - t1
@@ -286,29 +289,31 @@ def bootstrap_interval(values: np.ndarray, n_boot: int, rng: np.random.Generator
 
 def subject_summary(rows: Sequence[Mapping], variant: str = HEADLINE[0], shift: str = HEADLINE[1], metric: str = "assd_mm",
                     n_boot: int = 2000, seed: int = 0) -> dict:
-    """``metric`` of one variant and shift per subject (``case``; mean over its poses) and bone, plus "all" (all its
-    bones and poses), and the mean over subjects with a 95% percentile-bootstrap interval (subjects drawn with
+    """``metric`` of one variant and shift per subject (each row's ``case``; mean over its poses) and bone, plus "all"
+    (all its bones and poses), and the mean over subjects with a 95% percentile-bootstrap interval (subjects drawn with
     replacement, ``n_boot`` draws): the uncertainty that a handful of test subjects leaves. NaNs (bone not found) skipped."""
-    picked = [r for r in rows if r["variant"] == variant and r["shift"] == shift]
-    cases = [str(r.get("case", r["sample"])) for r in picked]
-    subjects = list(dict.fromkeys(cases))
-    bones = list(dict.fromkeys(r["bone"] for r in picked)) + ["all"]
+    by_subject: dict[str, list[Mapping]] = {}
+    for r in rows:
+        if r["variant"] == variant and r["shift"] == shift:
+            by_subject.setdefault(str(r["case"]), []).append(r)
+    bones = list(dict.fromkeys(r["bone"] for group in by_subject.values() for r in group)) + ["all"]
     rng = np.random.default_rng(seed)
-    per_subject: dict[str, dict[str, float]] = {s: {} for s in subjects}
+    per_subject: dict[str, dict[str, float]] = {}
+    for s, group in by_subject.items():
+        values = np.array([r[metric] for r in group], dtype=np.float64)
+        found = np.isfinite(values)
+        of_bone = {bone: found & np.array([bone in ("all", r["bone"]) for r in group]) for bone in bones}
+        per_subject[s] = {bone: float(values[k].mean()) if k.any() else float("nan") for bone, k in of_bone.items()}
     mean: dict[str, float] = {}
     ci95: dict[str, list[float]] = {}
     for bone in bones:
-        for s in subjects:
-            v = np.array([r[metric] for r, c in zip(picked, cases) if c == s and bone in ("all", r["bone"])], dtype=np.float64)
-            v = v[np.isfinite(v)]
-            per_subject[s][bone] = float(v.mean()) if v.size else float("nan")
-        col = np.array([per_subject[s][bone] for s in subjects])
+        col = np.array([per_subject[s][bone] for s in per_subject])
         col = col[np.isfinite(col)]
         if not col.size:
             mean[bone], ci95[bone] = float("nan"), [float("nan"), float("nan")]
             continue
         mean[bone], ci95[bone] = float(col.mean()), bootstrap_interval(col, n_boot, rng)
-    poses = {s: len({r["sample"] for r, c in zip(picked, cases) if c == s}) for s in subjects}
+    poses = {s: len({r["sample"] for r in group}) for s, group in by_subject.items()}
     return {"variant": variant, "shift": shift, "metric": metric, "bones": bones, "poses": poses, "per_subject": per_subject,
             "mean": mean, "ci95": ci95, "n_boot": int(n_boot), "interval": "percentile bootstrap over subjects"}
 
@@ -434,7 +439,6 @@ class EvaluationRunner:
             preds = {name: self._predict(name, rec, sample) for name, rec in nets.items()}
             timings = {"load": t1 - t0, "predict": time.perf_counter() - t1}
             rows, shown = evaluate_sample(sample, preds, recs, prior, **self.metric_kwargs, timings=timings)
-            rows = [{"case": str(entry.get("case", sample.name)), **r} for r in rows]  # the subject, for subject_summary
             out.append((rows, {**shown, "sample": sample.name, "geometry": sample.field or sample.geometry, "extent_planes": sample.extent_planes} if shown else {}, timings))
         return out
 
