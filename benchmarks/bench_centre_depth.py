@@ -9,8 +9,11 @@ Error = network centre estimate - true mean depth of the visible bone faces (the
 The subject-level part is the RMS over subjects of their mean error; the within-subject part the RMS
 of the errors about their subject's mean (poses differ, the subject does not). With the phantoms'
 ``params.json`` beside the case meshes, the posterior tissue's individual part (its residual on the
-habitus that drives every soft-tissue depot, see scripts/data/phantom.py) is regressed out too. Writes
-centre_depth.json and centre_depth.png; prints a Markdown table for docs/inference.md.
+habitus that drives every soft-tissue depot, see scripts/data/phantom.py) is regressed out too. For any CT,
+phantom or real, a second table sets the error against each sample's pelvis-to-table clearance (mm: the
+posterior soft tissue between the pelvis's deepest point and the table top, as sample.json records it or
+measured from the labels and pose). Writes centre_depth.json and centre_depth.png; prints Markdown tables
+for docs/inference.md.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ sys.path.insert(0, str(ROOT))
 from scripts.reconstruction.evaluate import load_sample, mean_masked_depth, true_face_mask  # noqa: E402
 from scripts.reconstruction.reconstruct import build_reconstructor  # noqa: E402
 from scripts.model.training import load_datalist  # noqa: E402
+from scripts.data.simulate import label_positions, table_clearance_mm  # noqa: E402
+from scripts.data.volumes import load_label_map, read_labels  # noqa: E402
+from scripts.io.files import InputFileError, read_json  # noqa: E402
 
 
 def phantom_tissue(entry: dict, dataset_dir: Path) -> tuple[float, float] | None:
@@ -47,6 +53,25 @@ def phantom_tissue(entry: dict, dataset_dir: Path) -> tuple[float, float] | None
         return None
     tissue = json.loads(params.read_text()).get("tissue", {})
     return (float(tissue["habitus"]), float(tissue["posterior_tissue_mm"])) if "posterior_tissue_mm" in tissue else None
+
+
+def pelvis_clearance(entry: dict, dataset_dir: Path, world_to_camera: np.ndarray, labels_cache: dict[str, np.ndarray]) -> float | None:
+    """The sample's pelvis-to-table clearance (mm; :func:`scripts.data.simulate.table_clearance_mm`): as its
+    sample.json records it, or measured from its (uncut) labels and pose for samples rendered before it was
+    recorded (``world_to_camera``: its pose); None without a table (``pose.table_mm: null``) or a readable labels file."""
+    folder = (dataset_dir / entry["image"]).parent
+    notes = read_json(folder / "sample.json") if (folder / "sample.json").is_file() else {}
+    if notes.get("table_mm") is None:
+        return None
+    if notes.get("pelvis_table_clearance_mm") is not None:
+        return float(notes["pelvis_table_clearance_mm"])
+    source = notes.get("labels")
+    if source not in labels_cache:
+        try:
+            labels_cache[source] = label_positions(read_labels(source, None, load_label_map(notes.get("label_map"))), ("pelvis",))
+        except (InputFileError, OSError, TypeError):
+            labels_cache[source] = np.empty((0, 3))
+    return table_clearance_mm(labels_cache[source], world_to_camera, notes["table_mm"])
 
 
 def rms(a: ArrayLike) -> float:
@@ -81,6 +106,15 @@ def tissue_regression(error: np.ndarray, tissue: np.ndarray) -> tuple[dict[str, 
             "slope": float(slope), "rms_without_it_mm": rms(rest)}, own
 
 
+def clearance_summary(error: np.ndarray, clearance: np.ndarray) -> dict[str, float | None]:
+    """Mean, SD and range of the pelvis-to-table clearance (mm) and, over two or more distinct values, the
+    error's correlation with it and the slope (mm of error per mm of clearance); None where undefined."""
+    spread = clearance.size > 1 and np.ptp(clearance) > 0
+    slope = float(np.polyfit(clearance, error, 1)[0]) if spread else None
+    return {"mean_mm": float(clearance.mean()), "sd_mm": float(clearance.std()), "min_mm": float(clearance.min()), "max_mm": float(clearance.max()),
+            "correlation": float(np.corrcoef(clearance, error)[0, 1]) if spread else None, "slope": slope}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset_dir", type=Path, required=True)
@@ -92,19 +126,22 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     recon = build_reconstructor(ckpt_path=args.ckpt, ssm_path=None, device="cpu")
 
-    results, plotted = {}, {}
+    results, plotted, labels_cache = {}, {}, {}
     for split in args.splits:
-        errors, subjects, tissue = [], [], []
+        errors, subjects, tissue, clearance = [], [], [], []
         for entry in tqdm(load_datalist(args.dataset_dir, split), desc=f"centre depth ({split})", unit="sample"):
             sample = load_sample(entry, args.dataset_dir, recon.image_size)
             truth = mean_masked_depth(sample.depth, true_face_mask(sample.depth, sample.mask, 2))
             errors.append(recon.predict(sample.image, sample.geometry).centre_mm - truth)
             subjects.append(str(entry.get("case", sample.name)))
             tissue.append(phantom_tissue(entry, args.dataset_dir))
+            clearance.append(pelvis_clearance(entry, args.dataset_dir, sample.geometry.matrix, labels_cache))
         error, subject = np.array(errors), np.array(subjects)
         results[split], own = decompose(error, subject), None
         if all(t is not None for t in tissue):
             results[split]["posterior_tissue"], own = tissue_regression(error, np.array(tissue, dtype=float))
+        if all(c is not None for c in clearance):
+            results[split]["pelvis_table_clearance"] = clearance_summary(error, np.array(clearance))
         plotted[split] = (own, error, subject)
 
     args.output_dir.mkdir(parents=True, exist_ok=True)
@@ -118,6 +155,13 @@ def main(argv: list[str] | None = None) -> int:
         rest = f"{t['rms_without_it_mm']:.2f}" if t else "-"
         print(f"| {split} | {r['n']} ({r['subjects']}) | {r['bias_mm']:+.2f} | {r['rms_mm']:.2f} | {r['subject_rms_mm']:.2f} "
               f"| {r['within_subject_rms_mm']:.2f} | {corr} | {rest} |")
+    print()
+    print("| split | pelvis-to-table clearance, mean +- SD (range), mm | corr. with the error | error per mm of clearance |")
+    print("|---|---|---|---|")
+    for split, r in results.items():
+        if c := r.get("pelvis_table_clearance"):
+            corr = "- | -" if c["correlation"] is None else f"{c['correlation']:.2f} | {c['slope']:+.2f}"
+            print(f"| {split} | {c['mean_mm']:.1f} +- {c['sd_mm']:.1f} ({c['min_mm']:.1f}-{c['max_mm']:.1f}) | {corr} |")
     return 0
 
 

@@ -12,7 +12,7 @@ from monai.data import load_decathlon_datalist
 
 from scripts.io.files import InputFileError
 from scripts.geometry import GEOMETRY_KEYS, Geometry, apply_transform, is_rigid, standard_ap_pose
-from scripts.data.simulate import SPLITS, assign_splits, build_datalist, main, pose_parameters, split_counts, table_shift_mm
+from scripts.data.simulate import SPLITS, assign_splits, build_datalist, label_positions, main, pose_parameters, split_counts, table_clearance_mm, table_shift_mm
 from scripts.data.volumes import Volume
 
 AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
@@ -87,6 +87,7 @@ def test_cohort_samples_datalist_and_shards(tmp_path, small_geometry):
     assert np.all(image.get_fdata()[fov == 0] == 0)  # padding outside the detector
     assert np.all(mask[fov == 0] == 0) and np.all(depth[fov == 0] == 0)  # labels only where the radiograph shows the patient
     assert 70 <= notes["style"]["kvp"] <= 90 and 1000 <= notes["style"]["sid_mm"] <= 1200
+    assert 10.0 < notes["pelvis_table_clearance_mm"] < 34.0  # 22 mm unrotated (test_pelvis_table_clearance_by_hand); the pose tilts the slab
     assert all(e["fov"] == f"{e['image'].split('/')[0]}/fov.nii.gz" for e in entries)
     geometry = json.loads((sample / "geometry.json").read_text())
     assert tuple(geometry) == GEOMETRY_KEYS
@@ -250,6 +251,21 @@ def test_table_shift_lays_the_posterior_skin_on_the_table(rotation):
         assert centre_cam[2] == pytest.approx(1075.0 - 28.0, abs=1.0)
 
 
+def test_pelvis_table_clearance_by_hand(tmp_path):
+    """make_case's pelvis slab (voxel centres y = 32..44 mm) on the table by its skin (y = 10 mm), pose unrotated:
+    its deepest voxel centre lies 22 mm in front of the table; a case without pelvis voxels has none."""
+    make_case(tmp_path / "case")
+    labels = Volume(nib.load(str(tmp_path / "case" / "labels.nii.gz")).get_fdata().astype(np.uint8), AFFINE, "labels.nii.gz")
+    ct = Volume(body_block_ct(), AFFINE, "ct.nii.gz")
+    pelvis = label_positions(labels, ("pelvis",))
+    assert len(pelvis) == 24 * 4 * 6 and pelvis[:, 1].min() == pytest.approx(32.0)
+    centre = np.array([80.0, 38.0, 60.0])
+    pose = standard_ap_pose(centre, 950.0, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
+    pose[2, 3] += table_shift_mm(ct, pose, centre, 1075.0, -500.0)
+    assert table_clearance_mm(pelvis, pose, 1075.0) == pytest.approx(22.0, abs=1.0)
+    assert table_clearance_mm(label_positions(labels, ()), pose, 1075.0) is None
+
+
 def test_table_shift_without_body_names_the_ct():
     volume = Volume(-1000 * np.ones((10, 10, 10), np.int16), AFFINE, "empty_ct.nii.gz")
     with pytest.raises(InputFileError, match="empty_ct.nii.gz.*no body"):
@@ -296,3 +312,30 @@ def test_ct_sides_cut_ct_labels_and_truth_at_the_femurs_sides(tmp_path, small_ge
     for b in (0, 1, 2):  # no bone gains a pixel; the rods' halves stay about a pixel (12.5 mm) wide
         assert masks["cut"][..., b].any() and not (masks["cut"][..., b] & ~masks["plain"][..., b]).any()
     assert masks["cut"][..., 0].sum() < masks["plain"][..., 0].sum()  # the pelvis slab (x 32-124 mm) loses its ends
+
+
+def test_centre_depth_bench_reads_or_measures_the_clearance(tmp_path, small_geometry):
+    """bench_centre_depth takes the clearance a sample records, and measures the same from its labels and pose
+    for a sample rendered before it was recorded; its summary has the slope and correlation of a line."""
+    from benchmarks.bench_centre_depth import clearance_summary, pelvis_clearance
+
+    make_case(tmp_path / "cohort" / "case_0000")
+    out = tmp_path / "out"
+    assert main(["--cases", str(tmp_path / "cohort"), "--out", str(out), "--poses", "1", "--seed", "0", "--geometry", str(small_geometry), "--split", "test"]) == 0
+    entry = json.loads((out / "datalist.json").read_text())["test"][0]
+    notes_path = out / "case_0000_p0" / "sample.json"
+    notes = json.loads(notes_path.read_text())
+    pose = Geometry.load(out / "case_0000_p0" / "geometry.json").matrix
+    recorded = pelvis_clearance(entry, out, pose, {})
+    assert recorded == notes["pelvis_table_clearance_mm"]
+    del notes["pelvis_table_clearance_mm"]
+    notes_path.write_text(json.dumps(notes))
+    assert pelvis_clearance(entry, out, pose, {}) == pytest.approx(recorded, abs=1e-9)
+    notes_path.write_text(json.dumps({**notes, "table_mm": None}))
+    assert pelvis_clearance(entry, out, pose, {}) is None
+
+    line = clearance_summary(np.array([3.0, 5.0, 9.0]), np.array([1.0, 2.0, 4.0]))  # error = 2 * clearance + 1
+    assert line["slope"] == pytest.approx(2.0) and line["correlation"] == pytest.approx(1.0)
+    assert line["mean_mm"] == pytest.approx(7.0 / 3.0) and (line["min_mm"], line["max_mm"]) == (1.0, 4.0)
+    flat = clearance_summary(np.array([1.0, 2.0]), np.array([5.0, 5.0]))
+    assert flat["slope"] is None and flat["correlation"] is None and flat["sd_mm"] == 0.0

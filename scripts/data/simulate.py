@@ -210,8 +210,27 @@ class LoadedCase:
     @functools.cached_property
     def femur_ras(self) -> np.ndarray:
         """RAS positions (N, 3) mm of both femurs' label voxels (found once per case, for the CT cuts of its poses)."""
-        femur = np.argwhere(np.isin(self.labels.array, [BONE_LABELS["femur_left"], BONE_LABELS["femur_right"]]))
-        return femur @ self.labels.affine[:3, :3].T + self.labels.affine[:3, 3]
+        return label_positions(self.labels, ("femur_left", "femur_right"))
+
+    @functools.cached_property
+    def pelvis_ras(self) -> np.ndarray:
+        """RAS positions (N, 3) mm of the pelvis label voxels (found once per case, for its poses' table clearance)."""
+        return label_positions(self.labels, ("pelvis",))
+
+
+def label_positions(labels: Volume, bones: Sequence[str]) -> np.ndarray:
+    """RAS positions (N, 3) mm of the voxel centres of ``bones`` in a bone label volume."""
+    ijk = np.argwhere(np.isin(labels.array, [BONE_LABELS[b] for b in bones]))
+    return ijk @ labels.affine[:3, :3].T + labels.affine[:3, 3]
+
+
+def table_clearance_mm(points_ras: np.ndarray, world_to_camera: np.ndarray, table_mm: float) -> float | None:
+    """Distance (mm, along the central ray) from the deepest of ``points_ras`` (RAS mm; e.g. the pelvis's
+    label voxels) to the table top at ``table_mm`` from the source: for the pelvis, the posterior soft
+    tissue that sets the bones' depth on the table and that an AP radiograph hardly shows. None without points."""
+    if not len(points_ras):
+        return None
+    return float(table_mm - np.max(apply_transform(world_to_camera, points_ras)[:, 2]))
 
 
 def load_case(case: Case, label_map: dict[int, int] | str, cfg: dict, device: torch.device | str, center_ras: Sequence[float] | None = None) -> LoadedCase:
@@ -337,6 +356,7 @@ def render_sample(lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose
         "rotation_deg": rot,
         "translation_mm": trans,
         "table_mm": pose_cfg.get("table_mm"),
+        "pelvis_table_clearance_mm": None if pose_cfg.get("table_mm") is None else table_clearance_mm(lc.pelvis_ras, world_to_camera, pose_cfg["table_mm"]),
         "source_to_object_mm": cfg["source_to_object_mm"],
         "object_center_ras_mm": lc.center.tolist(),
         "absent_bones": [b for b in geom.bones if not present[b]],
