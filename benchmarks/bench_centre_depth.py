@@ -2,7 +2,7 @@
 a per-subject part and a per-radiograph part, and, on the phantom cohort, set against what the
 radiograph cannot show: each subject's own posterior soft-tissue thickness.
 
-    python benchmarks/bench_centre_depth.py --dataset_dir data/sim [--splits validation test]
+    python benchmarks/bench_centre_depth.py --dataset_dir data/sim [more folders] [--splits validation test]
                                             [--ckpt models/model.pt] [--output_dir bench_centre]
 
 Error = network centre estimate - true mean depth of the visible bone faces (the oracle shift), mm.
@@ -117,7 +117,7 @@ def clearance_summary(error: np.ndarray, clearance: np.ndarray) -> dict[str, flo
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset_dir", type=Path, required=True)
+    ap.add_argument("--dataset_dir", type=Path, nargs="+", required=True, help="simulated data sets; with several, rows are named folder/split")
     ap.add_argument("--splits", nargs="+", default=["validation", "test"])
     ap.add_argument("--ckpt", default=str(ROOT / "models" / "model.pt"))
     ap.add_argument("--output_dir", type=Path, default=Path("bench_centre"))
@@ -127,22 +127,27 @@ def main(argv: list[str] | None = None) -> int:
     recon = build_reconstructor(ckpt_path=args.ckpt, ssm_path=None, device="cpu")
 
     results, plotted, labels_cache = {}, {}, {}
-    for split in args.splits:
+    pairs = [(d, s) for d in args.dataset_dir for s in args.splits if read_json(d / "datalist.json").get(s)]
+    if not pairs:
+        ap.error(f"no samples in the lists {args.splits} of {[str(d) for d in args.dataset_dir]}")
+    for dataset_dir, split in pairs:
+        name = split if len(args.dataset_dir) == 1 else f"{dataset_dir.name}/{split}"
         errors, subjects, tissue, clearance = [], [], [], []
-        for entry in tqdm(load_datalist(args.dataset_dir, split), desc=f"centre depth ({split})", unit="sample"):
-            sample = load_sample(entry, args.dataset_dir, recon.image_size)
+        for entry in tqdm(load_datalist(dataset_dir, split), desc=f"centre depth ({name})", unit="sample"):
+            sample = load_sample(entry, dataset_dir, recon.image_size)
             truth = mean_masked_depth(sample.depth, true_face_mask(sample.depth, sample.mask, 2))
             errors.append(recon.predict(sample.image, sample.geometry).centre_mm - truth)
             subjects.append(str(entry.get("case", sample.name)))
-            tissue.append(phantom_tissue(entry, args.dataset_dir))
-            clearance.append(pelvis_clearance(entry, args.dataset_dir, sample.geometry.matrix, labels_cache))
+            tissue.append(phantom_tissue(entry, dataset_dir))
+            clearance.append(pelvis_clearance(entry, dataset_dir, sample.geometry.matrix, labels_cache))
         error, subject = np.array(errors), np.array(subjects)
-        results[split], own = decompose(error, subject), None
+        results[name], own, cleared = decompose(error, subject), None, None
         if all(t is not None for t in tissue):
-            results[split]["posterior_tissue"], own = tissue_regression(error, np.array(tissue, dtype=float))
+            results[name]["posterior_tissue"], own = tissue_regression(error, np.array(tissue, dtype=float))
         if all(c is not None for c in clearance):
-            results[split]["pelvis_table_clearance"] = clearance_summary(error, np.array(clearance))
-        plotted[split] = (own, error, subject)
+            cleared = np.array(clearance)
+            results[name]["pelvis_table_clearance"] = clearance_summary(error, cleared)
+        plotted[name] = (own, cleared, error, subject)
 
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "centre_depth.json").write_text(json.dumps(results, indent=1))
@@ -166,21 +171,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def save_plot(path: Path, plotted: dict) -> None:
-    """Left: error vs the subject's own posterior tissue (when known); right: per-subject mean +- SD error."""
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.2))
+    """Error (mm) against the phantom subject's own posterior tissue and against the pelvis-to-table clearance
+    (each when known), and per subject (mean +- SD over its poses)."""
+    fig, (ax0, axc, ax1) = plt.subplots(1, 3, figsize=(16, 4.2))
     offset = 0
-    for split, (own, error, subject) in plotted.items():
+    for split, (own, cleared, error, subject) in plotted.items():
         if own is not None:
             ax0.scatter(own, error, s=12, alpha=0.7, label=split)
+        if cleared is not None:
+            axc.scatter(cleared, error, s=12, alpha=0.7, label=split)
         groups = list(by_subject(error, subject).values())
         x = np.arange(len(groups)) + offset
         ax1.errorbar(x, [g.mean() for g in groups], yerr=[g.std() for g in groups], fmt="o", capsize=3, label=split)
         offset += len(groups)
     ax0.set(xlabel="subject's own posterior soft tissue (mm, beyond its habitus)", ylabel="centre-depth error (mm)",
             title="error vs what an AP radiograph cannot show")
+    axc.set(xlabel="pelvis-to-table clearance (mm)", ylabel="centre-depth error (mm)", title="error vs the tissue under the pelvis")
     ax1.axhline(0.0, color="k", lw=0.8)
     ax1.set(xlabel="held-out subject", ylabel="centre-depth error (mm), mean +- SD over poses", title="per-subject error")
-    for ax in (ax0, ax1):
+    for ax in (ax0, axc, ax1):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
