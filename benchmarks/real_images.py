@@ -2,6 +2,7 @@
 
     python -m benchmarks.real_images gallery [--radiographs DIR] [--pixel-spacing-mm 0.9] [--docs docs]
     python -m benchmarks.real_images ct [--ct CT --labels LABELS --label-map totalsegmentator] [--poses 4] [--docs docs]
+                                        [--posterior-fat-mm MM]   # what-if, prints only (with_posterior_fat)
 
 ``gallery``: the inference workflow (configs/inference.yaml) on every real radiograph of
 ``../shared/data/real_radiographs`` -> ``docs/figures/real_<name>.png`` (its report.png) and the
@@ -40,7 +41,7 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from scripts.reconstruction.evaluate import evaluate_sample, load_sample, mask_dice, mean_masked_depth, resized_truth, true_face_mask  # noqa: E402
-from scripts.io.files import atomic_path, exits_on_input_error, read_depth_and_mask, read_json, shared_data_dir, write_json  # noqa: E402
+from scripts.io.files import atomic_path, exits_on_input_error, read_depth_and_mask, read_json, shared_data_dir, write_json, write_nifti  # noqa: E402
 from scripts.geometry import Geometry  # noqa: E402
 from scripts.io.radiograph_io import field_of_view, iter_radiographs, load_radiograph  # noqa: E402
 from scripts import BUNDLE_ROOT  # noqa: E402
@@ -49,7 +50,7 @@ from scripts.io.report import bone_colour, overlay_masks, save_figure  # noqa: E
 from scripts.reconstruction.surface_metrics import surface_metrics  # noqa: E402
 from scripts.data.simulate import Case, case_name_of, load_config, load_geometry, simulate  # noqa: E402
 from scripts.model.training import load_datalist  # noqa: E402
-from scripts.data.volumes import load_label_map  # noqa: E402
+from scripts.data.volumes import load_label_map, read_ct, read_labels, remove_couch  # noqa: E402
 
 DICE_TARGET = 0.85
 BELOW_TARGET = 3  # exit status of `ct` when a bone's Dice is below DICE_TARGET (1: bad input, 2: bad options)
@@ -164,6 +165,38 @@ def run_ct_check(
     return summary
 
 
+def with_posterior_fat(ct_path: Path, labels_path: Path, label_map: str | None, fat_mm: float, out_dir: Path,
+                       fat_hu: float = -100.0, body_hu: float = -500.0, contact_mm: float = 6.0) -> tuple[Path, Path]:
+    """A what-if for the centre depth: copies of a CT (couch removed) and its bone labels (ids 1..3) with about
+    ``fat_mm`` (mm) of fat (``fat_hu``) laid under the back, the tissue under the pelvis that an AP radiograph
+    hardly shows. The voxel axis nearest RAS y is extended posteriorly by ``round(fat_mm / spacing)`` rows, filled
+    from the new posterior surface up to the skin in every column whose skin lies within ``contact_mm`` of its
+    axial slice's most posterior skin (where the back rests on the table). Returns (CT, labels) in ``out_dir``."""
+    ct = remove_couch(read_ct(ct_path), body_hu)[0]
+    labels = read_labels(labels_path, ct, load_label_map(label_map))
+    axis = int(np.argmax(np.abs(ct.affine[1, :3])))
+    spacing = float(ct.spacing[axis])
+    rows, reach = int(round(fat_mm / spacing)), int(round(contact_mm / spacing))
+    step = 1 if ct.affine[1, axis] > 0 else -1  # voxel index growing anteriorly: posterior rows go first
+    hu, bone = (np.moveaxis(v.array, axis, 1)[:, ::step] for v in (ct, labels))
+    body = hu > body_hu
+    skin = np.where(body.any(1), body.argmax(1), hu.shape[1])  # (i, k): first body row from the back
+    hu = np.concatenate([np.full((hu.shape[0], rows, hu.shape[2]), -1000.0, hu.dtype), hu], axis=1)
+    bone = np.concatenate([np.zeros((bone.shape[0], rows, bone.shape[2]), bone.dtype), bone], axis=1)
+    for k in np.flatnonzero(body.any(axis=(0, 1))):
+        back = int(skin[:, k].min())
+        for i in np.flatnonzero(skin[:, k] <= back + reach):
+            hu[i, back : skin[i, k] + rows, k] = fat_hu
+    affine = ct.affine.copy()
+    if step == 1:
+        affine[:3, 3] -= affine[:3, axis] * rows
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = out_dir / "ct.nii.gz", out_dir / "labels.nii.gz"
+    for path, array in zip(paths, (hu, bone)):
+        write_nifti(path, np.ascontiguousarray(np.moveaxis(array[:, ::step], 1, axis)), affine)
+    return paths
+
+
 def save_ct_check_figure(path: Path, samples: Sequence[dict], bones: Sequence[str]) -> None:
     """Per pose: the simulated radiograph with the true (solid) and predicted (dashed) masks."""
     fig, axs = plt.subplots(1, len(samples), figsize=(3.6 * len(samples), 3.9), squeeze=False)
@@ -256,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("--poses", type=int, default=4)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--config", default=None, help="simulator YAML merged over configs/simulate.yaml (default: none, the clinical image formation)")
+    c.add_argument("--posterior-fat-mm", type=float, default=0.0,
+                   help="what-if: lay this much fat (mm) under the CT's back first (with_posterior_fat); prints the table, writes nothing into --docs")
     args = parser.parse_args(argv)
     overrides = {"ckpt_path": args.ckpt_path, "ssm_path": args.ssm_path, "device": args.device}
     docs = Path(args.docs)
@@ -269,8 +304,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{r['name']}: found {r['found']}, {r['outside_px']} of {r['mask_px']} mask pixels outside the image, sides {'right' if r['sides_ok'] else 'WRONG'}")
             replace_section(docs / "real_radiographs.md", "gallery", gallery_markdown(rows, args.pixel_spacing_mm, command))
             return 0
-        summary = run_ct_check(Path(args.ct), Path(args.labels), args.label_map, args.poses, args.seed, work, overrides, config=args.config)
+        ct, labels, label_map = Path(args.ct), Path(args.labels), args.label_map
+        if args.posterior_fat_mm:
+            ct, labels = with_posterior_fat(ct, labels, label_map, args.posterior_fat_mm, work / "with_posterior_fat")
+            label_map = None
+        summary = run_ct_check(ct, labels, label_map, args.poses, args.seed, work, overrides, config=args.config)
         samples = summary.pop("samples")
+        if args.posterior_fat_mm:
+            print(ct_markdown(summary, command))
+            return 0 if summary["meets_dice_target"] else BELOW_TARGET
         bones = list(Geometry.standard().bones)
         shutil.copyfile(Path(samples[0]["entry"]["image"]).parent / "preview.png", docs / "figures" / "drr_real_ct.png")
         save_ct_check_figure(docs / "figures" / "real_ct_check.png", samples, bones)

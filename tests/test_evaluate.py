@@ -140,6 +140,10 @@ def test_label_surface_fallback(tmp_path):
     write_nifti(tmp_path / "labels.nii.gz", labels, affine)
     meshes = label_surfaces(tmp_path / "labels.nii.gz", ("pelvis", "femur_left"))
     assert list(meshes) == ["femur_left"]
+    # the label map as sample.json gives it back (JSON: string ids) reads the same labels
+    recorded = json.loads(json.dumps({7: 1, 2: 2}))
+    again = label_surfaces(tmp_path / "labels.nii.gz", ("pelvis", "femur_left"), recorded)
+    assert list(again) == ["femur_left"] and np.array_equal(again["femur_left"].vertices, meshes["femur_left"].vertices)
     mesh: trimesh.Trimesh = meshes["femur_left"]
     r = np.linalg.norm(mesh.vertices - (np.array([24.5, 24.5, 24.5]) + affine[:3, 3]), axis=1)
     assert abs(r.mean() - 20.0) < 0.7 and mesh.is_watertight and mesh.volume > 0

@@ -6,8 +6,11 @@ numbers: docs/real_radiographs.md."""
 import numpy as np
 import pytest
 
-from benchmarks.real_images import DICE_TARGET, GALLERY_PIXEL_SPACING_MM, REAL_CT_DIR, REAL_RADIOGRAPHS, bone_sides, run_ct_check, run_gallery, sides_ok
-from scripts.geometry import BONES, Geometry
+from benchmarks.real_images import DICE_TARGET, GALLERY_PIXEL_SPACING_MM, REAL_CT_DIR, REAL_RADIOGRAPHS, bone_sides, run_ct_check, run_gallery, sides_ok, with_posterior_fat
+from scripts.data.simulate import label_positions, table_clearance_mm, table_shift_mm
+from scripts.data.volumes import Volume, read_ct, read_labels
+from scripts.geometry import BONES, Geometry, standard_ap_pose
+from scripts.io.files import write_nifti
 
 RADIOGRAPHS = sorted(REAL_RADIOGRAPHS.glob("*.jpg")) if REAL_RADIOGRAPHS.is_dir() else []
 
@@ -64,3 +67,29 @@ def test_radiograph_simulated_from_the_real_ct_scores_the_shipped_model(tmp_path
         pred, truth = sample["pred_mask"][b], sample["mask"][b]
         assert summary["dice"][bone] == pytest.approx(2 * (pred & truth).sum() / (pred.sum() + truth.sum()))
     assert summary["meets_dice_target"] == all(d >= DICE_TARGET for d in summary["dice"].values())
+
+
+def test_posterior_fat_what_if_by_hand(tmp_path):
+    """A body block (0 HU, 4 mm voxels, RAS y 10..66 mm, through the CT's whole z extent so the couch removal keeps
+    all of it) with a pelvis slab (voxel centres y 32..44 mm) lies 22 mm
+    off the table (unrotated pose); 12 mm of fat under its back: three -100 HU rows behind it, the labels where
+    they were in the world, the pelvis 34 mm off the table."""
+    affine = np.diag([4.0, 4.0, 4.0, 1.0])
+    ct = np.full((40, 20, 30), -1000, np.int16)
+    ct[4:36, 3:17, :] = 0
+    labels = np.zeros(ct.shape, np.uint8)
+    labels[8:32, 8:12, 18:24] = 1
+    write_nifti(tmp_path / "ct.nii.gz", ct, affine)
+    write_nifti(tmp_path / "labels.nii.gz", labels, affine)
+    ct_path, labels_path = with_posterior_fat(tmp_path / "ct.nii.gz", tmp_path / "labels.nii.gz", None, 12.0, tmp_path / "fat")
+    fat, fat_labels = read_ct(ct_path), read_labels(labels_path, None)
+    assert fat.array.shape == (40, 23, 30) and fat.affine[1, 3] == pytest.approx(-12.0)
+    expected = np.concatenate([np.full((40, 3, 30), -1000, np.int16), ct], axis=1)
+    expected[4:36, 3:6, :] = -100  # under the back: new rows 3-5 (y -2..10 mm) between the new surface and the skin
+    np.testing.assert_array_equal(fat.array, expected)
+    np.testing.assert_allclose(label_positions(fat_labels, ("pelvis",)), label_positions(Volume(labels, affine), ("pelvis",)))
+    centre = np.array([80.0, 38.0, 60.0])
+    for volume, expected in ((Volume(ct.astype(np.float32), affine, "ct"), 22.0), (fat, 34.0)):
+        pose = standard_ap_pose(centre, 950.0, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
+        pose[2, 3] += table_shift_mm(volume, pose, centre, 1075.0, -500.0)
+        assert table_clearance_mm(label_positions(Volume(labels, affine), ("pelvis",)), pose, 1075.0) == pytest.approx(expected, abs=1.0)

@@ -208,8 +208,9 @@ def totalsegmentator_version(array: np.ndarray, affine: np.ndarray, path: PathLi
 
 
 def resolve_label_map(spec: LabelMapSpec | dict[int, int], array: np.ndarray, affine: np.ndarray, path: PathLike) -> dict[int, int]:
-    """The source-id -> bone-id map for a multi-label volume: :func:`load_label_map`'s, with ``"totalsegmentator"`` resolved to v1 or v2."""
-    spec = load_label_map(spec) if not isinstance(spec, dict) else spec
+    """The source-id -> bone-id map for a multi-label volume: :func:`load_label_map`'s (a dict too, e.g. one read back from
+    sample.json with string ids, is checked and given integer ids), with ``"totalsegmentator"`` resolved to v1 or v2."""
+    spec = load_label_map(spec)
     if spec == TOTALSEGMENTATOR_AUTO:
         return dict(LABEL_MAP_PRESETS[f"totalsegmentator_{totalsegmentator_version(array, affine, path)}"])
     return spec
