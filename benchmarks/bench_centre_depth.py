@@ -55,12 +55,12 @@ def phantom_tissue(entry: dict, dataset_dir: Path) -> tuple[float, float] | None
     return (float(tissue["habitus"]), float(tissue["posterior_tissue_mm"])) if "posterior_tissue_mm" in tissue else None
 
 
-def pelvis_clearance(entry: dict, dataset_dir: Path, world_to_camera: np.ndarray, labels_cache: dict[str, np.ndarray]) -> float | None:
+def pelvis_clearance(entry: dict, world_to_camera: np.ndarray, labels_cache: dict[str, np.ndarray]) -> float | None:
     """The sample's pelvis-to-table clearance (mm; :func:`scripts.data.simulate.table_clearance_mm`): as its
     sample.json records it, or measured from its (uncut) labels and pose for samples rendered before it was
     recorded (``world_to_camera``: its pose); None without a table (``pose.table_mm: null``) or a readable labels file."""
-    folder = (dataset_dir / entry["image"]).parent
-    notes = read_json(folder / "sample.json") if (folder / "sample.json").is_file() else {}
+    notes_path = Path(entry["image"]).parent / "sample.json"  # datalist entries are absolute (load_datalist)
+    notes = read_json(notes_path) if notes_path.is_file() else {}
     if notes.get("table_mm") is None:
         return None
     if notes.get("pelvis_table_clearance_mm") is not None:
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             errors.append(recon.predict(sample.image, sample.geometry).centre_mm - truth)
             subjects.append(str(entry.get("case", sample.name)))
             tissue.append(phantom_tissue(entry, dataset_dir))
-            clearance.append(pelvis_clearance(entry, dataset_dir, sample.geometry.matrix, labels_cache))
+            clearance.append(pelvis_clearance(entry, sample.geometry.matrix, labels_cache))
         error, subject = np.array(errors), np.array(subjects)
         results[name], own, cleared = decompose(error, subject), None, None
         if all(t is not None for t in tissue):

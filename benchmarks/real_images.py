@@ -40,7 +40,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from scripts.reconstruction.evaluate import evaluate_sample, load_sample, mask_dice, mean_masked_depth, resized_truth, true_face_mask  # noqa: E402
+from scripts.reconstruction.evaluate import evaluate_sample, load_sample, mask_dice, mean_masked_depth, true_face_mask  # noqa: E402
 from scripts.io.files import atomic_path, exits_on_input_error, read_depth_and_mask, read_json, shared_data_dir, write_json, write_nifti  # noqa: E402
 from scripts.geometry import Geometry  # noqa: E402
 from scripts.io.radiograph_io import field_of_view, iter_radiographs, load_radiograph  # noqa: E402
@@ -137,14 +137,13 @@ def run_ct_check(
             for bone in in_view:  # as evaluated before the CT's box was taken into account: the cone only
                 if bone in shown.get("meshes", {}) and bone in sample.meshes:
                     assd[f"dual_face_ssm/centre_cone_only/{bone}"] = surface_metrics(shown["meshes"][bone], sample.meshes[bone], pred.geometry)["assd_mm"]
-        depth, mask = resized_truth(sample.depth, sample.mask, pred.geometry.image_size)
         samples.append({
             "name": sample.name,
             "in_view": in_view,
             "dice": {b: d for b, d in mask_dice(pred.mask, sample.mask, sample.geometry.bones).items() if b in in_view},
             "assd_mm": assd,
-            "centre_mm": {"estimated": pred.centre_mm, "true": mean_masked_depth(depth, true_face_mask(depth, mask, 2))},
-            "pelvis_table_clearance_mm": read_json(work / Path(entry["image"]).parent / "sample.json").get("pelvis_table_clearance_mm"),
+            "centre_mm": {"estimated": pred.centre_mm, "true": mean_masked_depth(sample.depth, true_face_mask(sample.depth, sample.mask, 2))},  # truth at the network size (load_sample)
+            "pelvis_table_clearance_mm": read_json(Path(entry["image"]).parent / "sample.json").get("pelvis_table_clearance_mm"),
             "image": sample.image, "mask": sample.mask, "pred_mask": pred.mask, "entry": entry,
         })
     bones = list(dict.fromkeys(b for s in samples for b in s["in_view"]))

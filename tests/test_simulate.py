@@ -318,21 +318,22 @@ def test_centre_depth_bench_reads_or_measures_the_clearance(tmp_path, small_geom
     """bench_centre_depth takes the clearance a sample records, and measures the same from its labels and pose
     for a sample rendered before it was recorded; its summary has the slope and correlation of a line."""
     from benchmarks.bench_centre_depth import clearance_summary, pelvis_clearance
+    from scripts.model.training import load_datalist
 
     make_case(tmp_path / "cohort" / "case_0000")
     out = tmp_path / "out"
     assert main(["--cases", str(tmp_path / "cohort"), "--out", str(out), "--poses", "1", "--seed", "0", "--geometry", str(small_geometry), "--split", "test"]) == 0
-    entry = json.loads((out / "datalist.json").read_text())["test"][0]
+    entry = load_datalist(out, "test")[0]  # absolute paths, as the bench reads them
     notes_path = out / "case_0000_p0" / "sample.json"
     notes = json.loads(notes_path.read_text())
     pose = Geometry.load(out / "case_0000_p0" / "geometry.json").matrix
-    recorded = pelvis_clearance(entry, out, pose, {})
+    recorded = pelvis_clearance(entry, pose, {})
     assert recorded == notes["pelvis_table_clearance_mm"]
     del notes["pelvis_table_clearance_mm"]
     notes_path.write_text(json.dumps(notes))
-    assert pelvis_clearance(entry, out, pose, {}) == pytest.approx(recorded, abs=1e-9)
+    assert pelvis_clearance(entry, pose, {}) == pytest.approx(recorded, abs=1e-9)
     notes_path.write_text(json.dumps({**notes, "table_mm": None}))
-    assert pelvis_clearance(entry, out, pose, {}) is None
+    assert pelvis_clearance(entry, pose, {}) is None
 
     line = clearance_summary(np.array([3.0, 5.0, 9.0]), np.array([1.0, 2.0, 4.0]))  # error = 2 * clearance + 1
     assert line["slope"] == pytest.approx(2.0) and line["correlation"] == pytest.approx(1.0)
