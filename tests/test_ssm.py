@@ -11,7 +11,7 @@ from scripts.reconstruction import ssm
 from scripts.io.files import InputFileError
 from scripts.geometry import STANDARD_AP_ROTATION, Geometry, rotation_matrix
 from scripts.reconstruction.meshing import masked_points
-from scripts.reconstruction.reconstruct import bone_field, complete_surfaces
+from scripts.reconstruction.reconstruct import bone_field, bone_points, complete_surfaces
 from scripts.reconstruction.surface_metrics import surface_metrics
 from tests.helpers import ROOT
 
@@ -167,6 +167,47 @@ def test_fit_trust_region_keeps_pose_near_bad_points(cohort):
         points = np.array([10.0, 20.0, 950.0]) + np.random.default_rng(seed).uniform(-1, 1, (2000, 3)) * [15.0, 100.0, 5.0]
         fit = ssm.fit_shape_model(model, points, geometry=geometry)
         assert np.linalg.norm(fit.vertices.mean(0) - points.mean(0)) < 20.0 and fit.rms_mm < 10.0
+
+
+def test_fit_matches_front_faces_to_the_model_front(cohort):
+    """A 4 mm plate seen from the front only, started 3 mm toward the source: a front-face point's closest
+    model vertex is on the plate's back face (1 mm away, the front 3 mm), so face-blind matching settles
+    with the back face on the points (4 mm toward the source); matching each point to model vertices facing
+    its way (``facing``) finds the true depth."""
+    plate = trimesh.creation.box(extents=(80.0, 60.0, 4.0)).subdivide_to_size(2.0)
+    model = ssm.ShapeModel(np.asarray(plate.vertices), np.asarray(plate.faces), np.zeros((0, len(plate.vertices), 3)), np.zeros(0))
+    geometry = Geometry(sid_mm=1100.0, pixel_spacing_mm=(4.0, 4.0), image_size=(64, 64))
+    truth = np.eye(4)
+    truth[2, 3] = 950.0
+    points, mask = dual_face_points(trimesh.Trimesh(posed(model.mean, truth), model.faces), geometry)
+    front = points[: len(points) // 2]
+    assert mask.sum() > 200 and np.allclose(front[:, 2], 948.0, atol=1e-6)
+    start = truth.copy()
+    start[2, 3] -= 3.0
+    depth = {}
+    for name, facing in (("matched", np.ones(len(front))), ("blind", None)):
+        fit = ssm.fit_shape_model(model, front, geometry=geometry, init_pose=start, facing=facing)
+        depth[name] = fit.pose[2, 3]
+    assert depth["matched"] == pytest.approx(950.0, abs=0.2)
+    assert depth["blind"] == pytest.approx(946.0, abs=0.5)  # the failure the matching removes
+    off = ssm.fit_shape_model(model, front, geometry=geometry, init_pose=start, facing=np.ones(len(front)), match_faces=False)
+    assert off.pose[2, 3] == pytest.approx(depth["blind"], abs=1e-9)
+    with pytest.raises(ValueError, match="one sign per point"):
+        ssm.fit_shape_model(model, front, geometry=geometry, facing=np.ones(3))
+
+
+def test_bone_points_facing_is_front_then_back():
+    geometry = Geometry(sid_mm=1100.0, pixel_spacing_mm=(4.0, 4.0), image_size=(64, 64), bones=("pelvis", "femur_left"))
+    mask = np.zeros((2, 64, 64), dtype=bool)
+    mask[0, 20:30, 20:25] = True
+    depth = np.zeros((4, 64, 64), dtype=np.float32)
+    depth[0][mask[0]], depth[1][mask[0]] = 940.0, 960.0
+    points, facing = bone_points(depth, mask, geometry)
+    assert list(points) == ["pelvis"] and points["pelvis"].shape == (100, 3)
+    assert np.array_equal(facing["pelvis"], np.repeat([1, -1], 50))
+    assert np.allclose(np.linalg.norm(points["pelvis"][:50], axis=1), 940.0) and np.allclose(np.linalg.norm(points["pelvis"][50:], axis=1), 960.0)
+    points, facing = bone_points(depth[::2], mask, geometry)  # one face per bone: front only
+    assert points["pelvis"].shape == (50, 3) and np.array_equal(facing["pelvis"], np.ones(50))
 
 
 def write_cases(root, meshes):

@@ -118,16 +118,19 @@ def surface_meshes(depth: np.ndarray, mask: np.ndarray, geometry: Geometry, max_
     return out
 
 
-def bone_points(depth: np.ndarray, mask: np.ndarray, geometry: Geometry) -> dict[str, np.ndarray]:
-    """Per-bone back-projected points (N, 3) camera frame mm (front then back faces); empty masks skipped."""
+def bone_points(depth: np.ndarray, mask: np.ndarray, geometry: Geometry) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per-bone back-projected points (N, 3) camera frame mm (front then back faces) and their facing
+    (N,): +1 front face (toward the source), -1 back face; empty masks skipped."""
     faces = depth.shape[0] // mask.shape[0]
-    out = {}
+    points, facing = {}, {}
     for b, bone in enumerate(geometry.bones):
         if mask[b].any():
             front = depth[faces * b]
             pts = masked_points(front, depth[2 * b + 1] if faces == 2 else front, mask[b], geometry)
-            out[bone] = pts if faces == 2 else pts[: len(pts) // 2]
-    return out
+            n = len(pts) // 2
+            points[bone] = pts if faces == 2 else pts[:n]
+            facing[bone] = np.repeat([1, -1], n) if faces == 2 else np.ones(n, dtype=np.int64)
+    return points, facing
 
 
 def bone_field(geometry: Geometry, mask: np.ndarray, bone: str, margin_mm: float) -> Geometry:
@@ -152,12 +155,14 @@ def bone_field(geometry: Geometry, mask: np.ndarray, bone: str, margin_mm: float
 
 def complete_surfaces(
     points: Mapping[str, np.ndarray], shape_models: Mapping[str, ShapeModel], geometry: Geometry, masks: Mapping[str, np.ndarray] | None = None,
-    field_margin_mm: float | None = 10.0, min_points: int = 10, **fit_kwargs,
+    field_margin_mm: float | None = 10.0, min_points: int = 10, facing: Mapping[str, np.ndarray] | None = None, **fit_kwargs,
 ) -> dict[str, ShapeFit]:
     """Shape-model fit per bone with a model and at least ``min_points`` points (camera frame, cone-aware).
 
     With ``masks`` ({bone: (H, W) bool}) and ``field_margin_mm``, each bone is fitted in its
     :func:`bone_field` (the cone cut where the image cuts the bone); otherwise in the whole cone.
+    ``facing`` ({bone: (N,) +1 front / -1 back face}, :func:`bone_points`) lets each fit match front
+    and back faces to the model's own (:func:`scripts.reconstruction.ssm.fit_shape_model`).
     The bones are fitted in parallel threads (the KD-tree queries and most NumPy work release the GIL);
     each fit is deterministic, so the result equals fitting them one after another.
     """
@@ -166,7 +171,7 @@ def complete_surfaces(
         return {}
     fields = {b: bone_field(geometry, masks[b], b, field_margin_mm) if masks is not None and field_margin_mm is not None else geometry for b in bones}
     with concurrent.futures.ThreadPoolExecutor(len(bones)) as pool:
-        fits = {b: pool.submit(fit_shape_model, shape_models[b], points[b], geometry=fields[b], **fit_kwargs) for b in bones}
+        fits = {b: pool.submit(fit_shape_model, shape_models[b], points[b], geometry=fields[b], facing=None if facing is None else facing[b], **fit_kwargs) for b in bones}
         return {b: f.result() for b, f in fits.items()}
 
 
@@ -367,7 +372,8 @@ class Reconstructor:
         surfaces = surface_meshes(depth, mask, geom, self.max_depth_jump_mm)
         t1 = time.perf_counter()
         masks = dict(zip(geom.bones, mask))
-        fits = complete_surfaces(bone_points(depth, mask, geom), self.shape_models, geom, masks, self.field_margin_mm, **self.fit_kwargs) if complete else {}
+        points, facing = bone_points(depth, mask, geom)
+        fits = complete_surfaces(points, self.shape_models, geom, masks, self.field_margin_mm, facing=facing, **self.fit_kwargs) if complete else {}
         t2 = time.perf_counter()
         centre = float(depth[np.repeat(mask, prediction.faces, axis=0)].mean()) if mask.any() else float("nan")
         score = plausibility(mask, depth, geom, {b: f.rms_mm for b, f in fits.items()}, **self.plausibility_kwargs)

@@ -221,6 +221,23 @@ def _initial_pose(model: ShapeModel, points: np.ndarray, geometry: Geometry | No
     return pose
 
 
+def _closest_vertices(x: np.ndarray, pts: np.ndarray, cand: np.ndarray, sides: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Distance (mm) and index of each point's closest candidate vertex of ``x``; with ``sides`` =
+    (candidate faces the source, point faces the source), only among candidates facing its way."""
+    if sides is None:
+        dist, nn = cKDTree(x[cand]).query(pts)
+        return dist, cand[nn]
+    toward, point_toward = sides
+    dist, v = np.empty(len(pts)), np.empty(len(pts), dtype=np.int64)
+    for way in (True, False):
+        sel = point_toward == way
+        group = cand[toward == way]
+        if not sel.any():
+            continue
+        dist[sel], v[sel] = _closest_vertices(x, pts[sel], group if len(group) >= 3 else cand, None)
+    return dist, v
+
+
 def fit_shape_model(
     model: ShapeModel,
     points: np.ndarray,
@@ -237,6 +254,8 @@ def fit_shape_model(
     max_step_deg: float = 10.0,
     max_step_mm: float = 50.0,
     seed: int = 0,
+    facing: np.ndarray | None = None,
+    match_faces: bool = True,
 ) -> ShapeFit:
     """Fit pose and shape coefficients to partial surface points (N, 3) in mm (e.g. back-projected dual faces).
 
@@ -258,13 +277,24 @@ def fit_shape_model(
         max_step_deg, max_step_mm: trust region: an update that would rotate by more than
             ``max_step_deg`` or translate by more than ``max_step_mm`` is shortened (all of its
             parameters alike), so that points that fit the model badly cannot throw the pose away.
+        facing: (N,) +1 for points of surfaces that face the X-ray source (front faces), -1 for those
+            that face away (back faces). With ``geometry`` and ``match_faces``, each point is matched
+            only to model vertices whose outward normal faces the same way (camera frame, source at
+            the origin), so that a front-face point never pulls the model's back surface onto it
+            (thin walls such as the iliac wing, or a bone seen from the front only).
     """
     pts = np.asarray(points, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[1] != 3 or len(pts) < 10 or not np.isfinite(pts).all():
         raise ValueError(f"need at least 10 finite points (N, 3), got shape {pts.shape}")
     rng = np.random.default_rng(seed)
+    side = None
+    if facing is not None and geometry is not None and match_faces:
+        side = np.asarray(facing).reshape(-1) > 0
+        if side.shape != (len(pts),):
+            raise ValueError(f"facing needs one sign per point ({len(pts)}), got shape {np.shape(facing)}")
     if len(pts) > max_points:
-        pts = pts[rng.choice(len(pts), max_points, replace=False)]
+        chosen = rng.choice(len(pts), max_points, replace=False)
+        pts, side = pts[chosen], (side[chosen] if side is not None else None)
     pose = np.asarray(init_pose, dtype=np.float64) if init_pose is not None else _initial_pose(model, pts, geometry, STANDARD_AP_ROTATION)
     scale = float(np.cbrt(np.linalg.det(pose[:3, :3])))
     rot, t = pose[:3, :3] / scale, pose[:3, 3].copy()
@@ -273,6 +303,7 @@ def fit_shape_model(
     b = np.zeros(k)
     n_pose = 7 if fit_scale else 6
     incidence = trimesh.geometry.index_sparse(len(model.mean), model.faces).tocsr()  # vertex-face, for area-weighted normals
+    outward = 1.0 if trimesh.Trimesh(model.mean, model.faces, process=False).volume >= 0 else -1.0  # winding of the model's faces
     schedule = [False] * min(n_rigid_iterations, n_iterations) + [k > 0] * max(n_iterations - n_rigid_iterations, 0)
     it, previous = 0, None
     while it < len(schedule):
@@ -291,9 +322,9 @@ def fit_shape_model(
         cand = np.flatnonzero(geometry.in_field_of_view(x)) if geometry is not None else np.arange(len(x))
         if len(cand) < 3:
             cand = np.arange(len(x))
-        dist, nn = cKDTree(x[cand]).query(pts)
+        dist, v = _closest_vertices(x, pts, cand, None if side is None else (outward * np.einsum("ij,ij->i", normals[cand], x[cand]) < 0, side))
         keep = dist <= np.quantile(dist, 1.0 - trim_fraction) + 1e-9
-        v, p = cand[nn[keep]], pts[keep]
+        v, p = v[keep], pts[keep]
         n = normals[v]
         q = x[v] - x.mean(0)
         e = np.einsum("ij,ij->i", n, p - x[v])
