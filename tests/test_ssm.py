@@ -190,6 +190,8 @@ def test_fit_matches_front_faces_to_the_model_front(cohort):
         depth[name] = fit.pose[2, 3]
     assert depth["matched"] == pytest.approx(950.0, abs=0.2)
     assert depth["blind"] == pytest.approx(946.0, abs=0.5)  # the failure the matching removes
+    inward = ssm.ShapeModel(model.mean, model.faces[:, ::-1].copy(), model.modes, model.variances)  # faces wound inward
+    assert ssm.fit_shape_model(inward, front, geometry=geometry, init_pose=start, facing=np.ones(len(front))).pose[2, 3] == pytest.approx(depth["matched"], abs=1e-6)
     off = ssm.fit_shape_model(model, front, geometry=geometry, init_pose=start, facing=np.ones(len(front)), match_faces=False)
     assert off.pose[2, 3] == pytest.approx(depth["blind"], abs=1e-9)
     with pytest.raises(ValueError, match="one sign per point"):
