@@ -200,6 +200,29 @@ def test_soft_tissue_depots_follow_the_body_habitus():
         assert 0.05 < np.abs(unit - habitus).mean() < 0.12  # an individual part of about 10% of the range
 
 
+def test_posterior_tissue_range_sets_the_tissue_behind_the_pelvis(tmp_path):
+    """--posterior_tissue_mm: the default draws are unchanged, a fixed range gives that thickness behind the
+    pelvis in params and in the CT (the body's back this far behind the pelvis's, to a voxel), every other
+    draw unchanged; a reversed range is refused before anything is written."""
+    assert sample_params(3) == sample_params(3, (30.0, 55.0))
+    depth = {}
+    for mm in (15.0, 45.0):
+        case = generate_case(3, SPACING, "procedural", posterior_tissue_mm=(mm, mm))
+        tissue = dict(case.params["tissue"])
+        assert tissue.pop("posterior_tissue_mm") == mm
+        default = dict(sample_params(3)["tissue"])
+        default.pop("posterior_tissue_mm")
+        assert tissue == default
+        y = _world_points(case, np.argwhere(case.ct > -500))[:, 1]  # body voxels, RAS y (anterior +)
+        pelvis_y = _world_points(case, np.argwhere(case.labels == BONE_LABELS["pelvis"]))[:, 1]
+        depth[mm] = pelvis_y.min() - y.min()
+    assert depth[45.0] - depth[15.0] == pytest.approx(30.0, abs=SPACING)
+    assert depth[15.0] == pytest.approx(15.0, abs=2 * SPACING)
+    with pytest.raises(SystemExit):
+        main(["--anatomy", "procedural", "--n", "1", "--out", str(tmp_path / "x"), "--posterior_tissue_mm", "40", "20"])
+    assert not (tmp_path / "x").exists()
+
+
 def test_parallel_and_extended_cohorts_match_serial(tmp_path):
     """--workers 2 writes the same cases (same seeds, same folders) as one process, and --start 1
     writes the second case of that cohort without the first."""

@@ -49,6 +49,7 @@ from scripts.data.volumes import BONE_LABELS, VERTEBRAE_LABEL  # noqa: E402
 HU_AIR, HU_FAT, HU_GAS = -1000, -100, -950
 ANATOMIES = ("llp26", "procedural")
 DEFAULT_ANATOMY = "llp26"
+POSTERIOR_TISSUE_MM = (30.0, 55.0)  # soft tissue behind the pelvis, mm, leanest .. heaviest body build
 
 
 @dataclass
@@ -63,8 +64,8 @@ class PhantomCase:
 
 
 # ---------------------------------------------------------------------- subject parameters
-def sample_params(seed: int) -> dict:
-    """Shape and tissue parameters of one subject (lengths mm, angles degrees), from ``seed``."""
+def sample_params(seed: int, posterior_tissue_mm: Sequence[float] = POSTERIOR_TISSUE_MM) -> dict:
+    """Shape and tissue parameters of one subject (lengths mm, angles degrees), from ``seed`` (posterior tissue range: :func:`sample_tissue`)."""
     rng = np.random.default_rng(seed)
     u = rng.uniform
     habitus = float(u(0.0, 1.0))  # body build, lean (0) to heavy (1): drives every soft-tissue depot
@@ -92,12 +93,16 @@ def sample_params(seed: int) -> dict:
         "head_radius": float(u(21.5, 25.5)),
         "femur_left": side(),
         "femur_right": side(),
-        "tissue": sample_tissue(rng, habitus),
+        "tissue": sample_tissue(rng, habitus, posterior_tissue_mm),
     }
 
 
-def sample_tissue(rng: np.random.Generator, habitus: float) -> dict:
-    """Bone HU, muscle HU and soft-tissue depots (mm) of one subject; every depot follows the ``habitus`` (0 lean .. 1 heavy)."""
+def sample_tissue(rng: np.random.Generator, habitus: float, posterior_tissue_mm: Sequence[float] = POSTERIOR_TISSUE_MM) -> dict:
+    """Bone HU, muscle HU and soft-tissue depots (mm) of one subject; every depot follows the ``habitus`` (0 lean .. 1 heavy).
+
+    ``posterior_tissue_mm``: (lean, heavy) range of the soft tissue behind the pelvis (the patient lies on
+    it on the table; an AP radiograph hardly shows it). Equal ends fix it; the draws do not depend on it.
+    """
     u = rng.uniform
 
     def depot(low: float, high: float) -> float:
@@ -114,7 +119,7 @@ def sample_tissue(rng: np.random.Generator, habitus: float) -> dict:
         "fat_mm": depot(8.0, 35.0),
         "lateral_tissue_mm": depot(35.0, 75.0),
         "anterior_tissue_mm": depot(40.0, 110.0),
-        "posterior_tissue_mm": depot(30.0, 55.0),
+        "posterior_tissue_mm": depot(*posterior_tissue_mm),
         "thigh_radius_mm": depot(70.0, 95.0),
         "gas_pockets": int(rng.integers(0, 5)),
     }
@@ -337,22 +342,26 @@ def synthesize_ct(
     return np.round(ct).astype(np.int16), labels, affine
 
 
-def generate_case(seed: int, spacing_mm: float = 1.0, anatomy_name: str = DEFAULT_ANATOMY, subject: int | None = None, femur_variation: float = 0.0) -> PhantomCase:
+def generate_case(
+    seed: int, spacing_mm: float = 1.0, anatomy_name: str = DEFAULT_ANATOMY, subject: int | None = None, femur_variation: float = 0.0,
+    posterior_tissue_mm: Sequence[float] = POSTERIOR_TISSUE_MM,
+) -> PhantomCase:
     """One phantom subject from ``seed`` on an isotropic ``spacing_mm`` grid (same seed -> same case).
 
     ``anatomy_name``: ``"procedural"`` (template bones, this module) or ``"llp26"`` (real anatomy,
     :mod:`scripts.data.real_anatomy`: a training-PCA draw, or LLP26 subject ``subject`` itself);
-    ``femur_variation`` (llp26 draws) widens their femurs' version, neck-shaft angle and bow.
+    ``femur_variation`` (llp26 draws) widens their femurs' version, neck-shaft angle and bow;
+    ``posterior_tissue_mm``: the range of the soft tissue behind the pelvis (:func:`sample_tissue`).
     """
     if not (math.isfinite(spacing_mm) and spacing_mm > 0):
         raise ValueError(f"spacing_mm must be positive, got {spacing_mm}")
     if anatomy_name == "llp26":
         from scripts.data.real_anatomy import generate_llp26_case  # LLP26 is read only when asked for
 
-        return generate_llp26_case(seed, spacing_mm, subject, femur_variation)
+        return generate_llp26_case(seed, spacing_mm, subject, femur_variation, posterior_tissue_mm)
     if anatomy_name != "procedural" or subject is not None or femur_variation:
         raise ValueError(f"unknown anatomy {anatomy_name!r} (or a subject index or femur variation for the procedural phantom)")
-    params = sample_params(seed)
+    params = sample_params(seed, posterior_tissue_mm)
     meshes = build_meshes(params)
     shaft_tops = {name: params[name]["head_centre_mm"][2] + anatomy.LESSER_TROCHANTER_LEVEL * params["scale"] for name in ("femur_left", "femur_right")}
     ct, labels, affine = synthesize_ct(meshes, params, spacing_mm, np.random.default_rng([seed, 1]), shaft_tops)
@@ -410,21 +419,25 @@ def case_seeds(n: int, seed: int, start: int = 0) -> list[int]:
     return [int(s) for s in np.random.SeedSequence(seed).generate_state(start + n, dtype=np.uint32)[start:]]
 
 
-def _write_one(task: tuple[int, Path, float, str, int | None, float]) -> Path:
-    case_seed, folder, spacing_mm, anatomy_name, subject, femur_variation = task
-    write_case(generate_case(case_seed, spacing_mm, anatomy_name, subject, femur_variation), folder)
+def _write_one(task: tuple[int, Path, float, str, int | None, float, tuple[float, float]]) -> Path:
+    case_seed, folder, spacing_mm, anatomy_name, subject, femur_variation, posterior_tissue_mm = task
+    write_case(generate_case(case_seed, spacing_mm, anatomy_name, subject, femur_variation, posterior_tissue_mm), folder)
     return folder
 
 
-def cohort_tasks(n: int, out: Path, seed: int, spacing_mm: float, start: int, anatomy_name: str, subjects: str | None, femur_variation: float = 0.0) -> list[tuple]:
-    """(case seed, folder, spacing, anatomy, subject, femur variation) of every case to write.
+def cohort_tasks(
+    n: int, out: Path, seed: int, spacing_mm: float, start: int, anatomy_name: str, subjects: str | None, femur_variation: float = 0.0,
+    posterior_tissue_mm: Sequence[float] = POSTERIOR_TISSUE_MM,
+) -> list[tuple]:
+    """(case seed, folder, spacing, anatomy, subject, femur variation, posterior tissue range) of every case to write.
 
     Without ``subjects``: cases ``out/case_XXXX``, ``start .. start+n-1`` of the seed's cohort. With
     ``subjects`` ("validation" or "test", LLP26 only): for each of that split's real subjects ``j``,
     cases ``out/subject_JJ_KK``, ``k = start .. start+n-1``, each with its own seeded pose and body.
     """
+    tissue = (float(posterior_tissue_mm[0]), float(posterior_tissue_mm[1]))
     if subjects is None:
-        return [(s, out / f"case_{start + i:04d}", spacing_mm, anatomy_name, None, femur_variation) for i, s in enumerate(case_seeds(n, seed, start))]
+        return [(s, out / f"case_{start + i:04d}", spacing_mm, anatomy_name, None, femur_variation, tissue) for i, s in enumerate(case_seeds(n, seed, start))]
     if anatomy_name != "llp26":
         raise ValueError("--subjects needs --anatomy llp26")
     from scripts.data.real_anatomy import subject_of_split
@@ -432,7 +445,7 @@ def cohort_tasks(n: int, out: Path, seed: int, spacing_mm: float, start: int, an
     if subjects == "training":
         raise ValueError("--subjects training: training cases are drawn from the training PCA (leave --subjects out)")
     return [
-        (s, out / f"subject_{j:02d}_{start + i:02d}", spacing_mm, anatomy_name, j, 0.0)
+        (s, out / f"subject_{j:02d}_{start + i:02d}", spacing_mm, anatomy_name, j, 0.0, tissue)
         for j in subject_of_split(subjects)
         for i, s in enumerate(case_seeds(n, int(np.random.SeedSequence([seed, j]).generate_state(1)[0]), start))
     ]
@@ -448,9 +461,10 @@ def generate_cohort(
     anatomy_name: str = DEFAULT_ANATOMY,
     subjects: str | None = None,
     femur_variation: float = 0.0,
+    posterior_tissue_mm: Sequence[float] = POSTERIOR_TISSUE_MM,
 ) -> list[Path]:
     """Write a cohort with ``workers`` processes (cases of :func:`cohort_tasks`); returns their folders."""
-    tasks = cohort_tasks(n, Path(out), seed, spacing_mm, start, anatomy_name, subjects, femur_variation)
+    tasks = cohort_tasks(n, Path(out), seed, spacing_mm, start, anatomy_name, subjects, femur_variation, posterior_tissue_mm)
     progress = dict(total=len(tasks), desc=f"{anatomy_name} phantom cases", unit="case")
     if workers <= 1:
         return [_write_one(t) for t in tqdm(tasks, **progress)]
@@ -473,6 +487,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--femur_variation", type=float, default=0.0, help="llp26 draws: femoral version, neck-shaft angle and shaft bow beyond the training span, in units of their SDs (8 deg, 4 deg, 3 mm); 0: off"
     )
+    parser.add_argument(
+        "--posterior_tissue_mm", type=float, nargs=2, default=list(POSTERIOR_TISSUE_MM), metavar=("LEAN", "HEAVY"),
+        help="soft tissue behind the pelvis, mm, for the leanest and the heaviest body build (equal: fixed); default %(default)s",
+    )
     args = parser.parse_args(argv)
     n = args.n if args.n is not None else (1 if args.subjects else None)
     if n is None:
@@ -483,5 +501,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--femur_variation widens llp26 training draws only (not --anatomy procedural or --subjects)")
     if args.subjects and args.anatomy != "llp26":
         parser.error("--subjects needs --anatomy llp26")
-    generate_cohort(n, args.out, args.seed, args.spacing, args.workers, args.start, args.anatomy, args.subjects, args.femur_variation)
+    lean, heavy = args.posterior_tissue_mm
+    if not (0.0 <= lean <= heavy <= 200.0):
+        parser.error(f"--posterior_tissue_mm needs 0 <= LEAN <= HEAVY <= 200 mm, got {lean:g} {heavy:g}")
+    generate_cohort(n, args.out, args.seed, args.spacing, args.workers, args.start, args.anatomy, args.subjects, args.femur_variation, (lean, heavy))
     return 0

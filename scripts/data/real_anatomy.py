@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import trimesh
@@ -518,16 +518,19 @@ LESSER_TROCHANTER_DROP_MM = 70.0  # below the head centre, about; the femoral co
 POSE_ATTEMPTS = 5
 
 
-def generate_llp26_case(seed: int, spacing_mm: float = 1.0, subject: int | None = None, femur_variation: float = 0.0) -> "PhantomCase":
+def generate_llp26_case(
+    seed: int, spacing_mm: float = 1.0, subject: int | None = None, femur_variation: float = 0.0, posterior_tissue_mm: Sequence[float] | None = None,
+) -> "PhantomCase":
     """A real-anatomy phantom case (:class:`scripts.data.phantom.PhantomCase`) from ``seed``.
 
     ``subject`` None: a subject drawn from the training PCA; otherwise LLP26 subject ``subject``
     itself (validation or test). The seed also draws the hip pose, pelvic tilt, body habitus and
     tissues, the lumbar lordosis and the bladder. A pose whose bones would share a voxel is redrawn
     (same shape: the meshes depend on the spacing only through such a redraw), and so is one whose
-    femurs would cross the midline. ``femur_variation``: see :func:`sample_subject`.
+    femurs would cross the midline. ``femur_variation``: see :func:`sample_subject`; ``posterior_tissue_mm``:
+    see :func:`scripts.data.phantom.sample_tissue` (None: its default range).
     """
-    from scripts.data.phantom import BoneOverlapError, PhantomCase, sample_tissue, synthesize_ct
+    from scripts.data.phantom import POSTERIOR_TISSUE_MM, BoneOverlapError, PhantomCase, sample_tissue, synthesize_ct
     from scripts.data.phantom_anatomy import lumbar_spine
 
     if subject is not None and subject not in VALIDATION_SUBJECTS + TEST_SUBJECTS + TRAINING_SUBJECTS:
@@ -540,7 +543,7 @@ def generate_llp26_case(seed: int, spacing_mm: float = 1.0, subject: int | None 
             continue
         params = {"seed": int(seed), "anatomy": "llp26", "pose_attempt": attempt, **sub.params}
         habitus = float(rng.uniform(0.0, 1.0))
-        tissue = sample_tissue(rng, habitus)
+        tissue = sample_tissue(rng, habitus, POSTERIOR_TISSUE_MM if posterior_tissue_mm is None else posterior_tissue_mm)
         sym = np.asarray(params["symphysis_mm"])
         volume_ml = float(rng.uniform(60.0, 400.0))
         r = (3.0 * volume_ml * 1000.0 / (4.0 * math.pi * 1.4 * 1.0 * 0.9)) ** (1.0 / 3.0)
