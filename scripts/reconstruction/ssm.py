@@ -21,6 +21,7 @@ reads ``DIR/case_*/meshes/<bone>.ply`` and writes one ``.npz`` (loadable with
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,11 @@ class ShapeModel:
     def mesh(self, coeffs: np.ndarray | None = None, pose: np.ndarray | None = None) -> trimesh.Trimesh:
         """:meth:`instance` as a mesh (mm)."""
         return trimesh.Trimesh(*self.instance(coeffs, pose), process=False)
+
+    @functools.cached_property
+    def outward(self) -> float:
+        """+1 when the faces wind outward (the mean's signed volume is positive), -1 when inward; every instance shares it."""
+        return 1.0 if self.mesh().volume >= 0 else -1.0
 
     @classmethod
     def load(cls, path: PathLike, bone: str) -> "ShapeModel":
@@ -303,7 +309,6 @@ def fit_shape_model(
     b = np.zeros(k)
     n_pose = 7 if fit_scale else 6
     incidence = trimesh.geometry.index_sparse(len(model.mean), model.faces).tocsr()  # vertex-face, for area-weighted normals
-    outward = 1.0 if trimesh.Trimesh(model.mean, model.faces, process=False).volume >= 0 else -1.0  # winding of the model's faces
     schedule = [False] * min(n_rigid_iterations, n_iterations) + [k > 0] * max(n_iterations - n_rigid_iterations, 0)
     it, previous = 0, None
     while it < len(schedule):
@@ -322,7 +327,7 @@ def fit_shape_model(
         cand = np.flatnonzero(geometry.in_field_of_view(x)) if geometry is not None else np.arange(len(x))
         if len(cand) < 3:
             cand = np.arange(len(x))
-        dist, v = _closest_vertices(x, pts, cand, None if side is None else (outward * np.einsum("ij,ij->i", normals[cand], x[cand]) < 0, side))
+        dist, v = _closest_vertices(x, pts, cand, None if side is None else (model.outward * np.einsum("ij,ij->i", normals[cand], x[cand]) < 0, side))
         keep = dist <= np.quantile(dist, 1.0 - trim_fraction) + 1e-9
         v, p = v[keep], pts[keep]
         n = normals[v]
