@@ -170,7 +170,8 @@ def with_posterior_fat(ct_path: Path, labels_path: Path, label_map: str | None, 
     ``fat_mm`` (mm) of fat (``fat_hu``) laid under the back, the tissue under the pelvis that an AP radiograph
     hardly shows. The voxel axis nearest RAS y is extended posteriorly by ``round(fat_mm / spacing)`` rows, filled
     from the new posterior surface up to the skin in every column whose skin lies within ``contact_mm`` of its
-    axial slice's most posterior skin (where the back rests on the table). Returns (CT, labels) in ``out_dir``."""
+    axial slice's most posterior skin (where the back rests on the table). Returns (CT, labels) in ``out_dir``; the CT
+    keeps its case name, so the simulator draws the same poses as for the original (a paired comparison)."""
     ct = remove_couch(read_ct(ct_path), body_hu)[0]
     labels = read_labels(labels_path, ct, load_label_map(label_map))
     axis = int(np.argmax(np.abs(ct.affine[1, :3])))
@@ -190,7 +191,8 @@ def with_posterior_fat(ct_path: Path, labels_path: Path, label_map: str | None, 
     if step == 1:
         affine[:3, 3] -= affine[:3, axis] * rows
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = out_dir / "ct.nii.gz", out_dir / "labels.nii.gz"
+    case = case_name_of(ct_path)
+    paths = out_dir / f"{case}.nii.gz", out_dir / f"{case}_labels.nii.gz"
     for path, array in zip(paths, (hu, bone)):
         write_nifti(path, np.ascontiguousarray(np.moveaxis(array[:, ::step], 1, axis)), affine)
     return paths

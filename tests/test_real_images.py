@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from benchmarks.real_images import DICE_TARGET, GALLERY_PIXEL_SPACING_MM, REAL_CT_DIR, REAL_RADIOGRAPHS, bone_sides, run_ct_check, run_gallery, sides_ok, with_posterior_fat
-from scripts.data.simulate import label_positions, table_clearance_mm, table_shift_mm
+from scripts.data.simulate import case_name_of, label_positions, table_clearance_mm, table_shift_mm
 from scripts.data.volumes import Volume, read_ct, read_labels
 from scripts.geometry import BONES, Geometry, standard_ap_pose
 from scripts.io.files import write_nifti
@@ -73,15 +73,16 @@ def test_posterior_fat_what_if_by_hand(tmp_path):
     """A body block (0 HU, 4 mm voxels, RAS y 10..66 mm, through the CT's whole z extent so the couch removal keeps
     all of it) with a pelvis slab (voxel centres y 32..44 mm) lies 22 mm
     off the table (unrotated pose); 12 mm of fat under its back: three -100 HU rows behind it, the labels where
-    they were in the world, the pelvis 34 mm off the table."""
+    they were in the world, the pelvis 34 mm off the table; the copy keeps the case name (the same simulated poses)."""
     affine = np.diag([4.0, 4.0, 4.0, 1.0])
     ct = np.full((40, 20, 30), -1000, np.int16)
     ct[4:36, 3:17, :] = 0
     labels = np.zeros(ct.shape, np.uint8)
     labels[8:32, 8:12, 18:24] = 1
-    write_nifti(tmp_path / "ct.nii.gz", ct, affine)
+    write_nifti(tmp_path / "subject_7.nii.gz", ct, affine)
     write_nifti(tmp_path / "labels.nii.gz", labels, affine)
-    ct_path, labels_path = with_posterior_fat(tmp_path / "ct.nii.gz", tmp_path / "labels.nii.gz", None, 12.0, tmp_path / "fat")
+    ct_path, labels_path = with_posterior_fat(tmp_path / "subject_7.nii.gz", tmp_path / "labels.nii.gz", None, 12.0, tmp_path / "fat")
+    assert case_name_of(ct_path) == "subject_7" and ct_path.parent == labels_path.parent == tmp_path / "fat"
     fat, fat_labels = read_ct(ct_path), read_labels(labels_path, None)
     assert fat.array.shape == (40, 23, 30) and fat.affine[1, 3] == pytest.approx(-12.0)
     expected = np.concatenate([np.full((40, 3, 30), -1000, np.int16), ct], axis=1)
