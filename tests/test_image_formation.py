@@ -13,6 +13,7 @@ from scripts.io.radiograph_io import bone_bright
 from scripts.data.radiograph_processing import exposure_normalise, look_up, multiscale_equalise, store_and_read
 from scripts.data.radiograph_style import DEFAULT_STYLE, style_radiograph
 from scripts.data.xray_physics import (
+    DENSITY_G_CM3,
     MATERIALS,
     detector_signal,
     detector_weights,
@@ -205,6 +206,73 @@ def test_implants_shield_and_marker_lie_where_they_belong_and_keep_labels():
     marker = style_radiograph(water_slab(15.0), GEOM, masks, {"side_marker_prob": 1.0}, torch.Generator().manual_seed(5))[0]
     lead = (marker - base) > 0.2
     assert lead.any() and not lead[16:48, 16:48].any()  # a letter in a corner of the field
+
+
+def analytic_femur():
+    """Object-plane grid (1 mm pixels, x -150..150, y -60..300 mm) and a left-side femur whose pelvis lies at larger x:
+    a head disc (radius 22 mm) at the origin, a neck 24 mm wide to the shaft at (-45, 40) (neck-shaft angle 132
+    degrees), a straight shaft 30 mm wide (x -60..-30) from y 40 mm down."""
+    y, x = torch.meshgrid(torch.arange(-60.0, 300.5), torch.arange(-150.0, 150.5), indexing="ij")
+    t = ((x * -45.0 + y * 40.0) / (45.0**2 + 40.0**2)).clamp(0.0, 1.0)
+    neck = (x + 45.0 * t) ** 2 + (y - 40.0 * t) ** 2 <= 12.0**2
+    femur = (x**2 + y**2 <= 22.0**2) | neck | ((x >= -60.0) & (x <= -30.0) & (y >= 40.0))
+    return x, y, femur
+
+
+def test_hip_fixations_follow_the_neck_and_shaft():
+    """On an analytic femur (lateral cortex of the shaft at x = -60 mm): every kind is steel only; the neck screws
+    pass the head centre and a point 30 mm down the neck axis at 130 degrees to the shaft (6.25 or 3.25 mm
+    radius: within 2.6 mm of any drawn angle 125-135), not the pelvis side of the head; they end at the lateral
+    cortex (cannulated: no steel beyond x = -77 mm, the exit 3 mm past the cortex plus a screw's offset and
+    radius). A sliding hip screw's side plate stands edge-on just outside the cortex (19 mm of steel at x = -62.5
+    mm for 70 mm down the shaft, nothing at x = -70 below the barrel); a nail fills the shaft's axis at y = 130 mm, where cannulated
+    screws put nothing. Drawn kinds are seeded; an unknown kind is refused."""
+    x, y, femur = analytic_femur()
+    head, _ = content.proximal_femur(x, y, femur, 1.0)
+    plate = 19.0 * 0.1 * DENSITY_G_CM3["steel"]
+    angle = math.radians(180.0 - 130.0)
+    down_neck = (head[0] - 30.0 * math.sin(angle), head[1] + 30.0 * math.cos(angle))
+    pixel = lambda p: (int(round(p[1] + 60.0)), int(round(p[0] + 150.0)))  # noqa: E731  (row, column) of an (x, y) point
+    for k, kind in enumerate(content.HIP_FIXATIONS):
+        metal = content.hip_fixation(x, y, femur, 1.0, torch.Generator().manual_seed(k), kind)
+        assert set(metal) == {"copper"}
+        steel = metal["copper"]
+        assert float(steel.min()) >= 0.0
+        assert float(steel[pixel(head)]) > 0.0 and float(steel[pixel(down_neck)]) > 0.0
+        assert float(steel[pixel((head[0] + 35.0, head[1]))]) == 0.0  # nothing toward the pelvis past the head
+        if kind == "cannulated_screws":
+            assert float(x[steel > 0].min()) >= -77.0
+            assert float(steel[pixel((-45.0, 130.0))]) == 0.0
+        if kind == "cephalomedullary_nail":
+            assert float(steel[pixel((-45.0, 130.0))]) > 0.0
+        if kind == "sliding_hip_screw":
+            column = steel[:, pixel((-62.5, 0.0))[1]]
+            rows = torch.nonzero(column >= 0.99 * plate).flatten()
+            assert len(rows) >= 70 and bool(torch.all(rows.diff() == 1))
+            assert float(steel[pixel((-70.0, 100.0))[0]:, pixel((-70.0, 0.0))[1]].max()) == 0.0  # below the barrel
+    drawn = [content.hip_fixation(x, y, femur, 1.0, torch.Generator().manual_seed(s))["copper"] for s in (1, 1)]
+    assert torch.equal(drawn[0], drawn[1])
+    with pytest.raises(ValueError):
+        content.hip_fixation(x, y, femur, 1.0, None, "plate")
+
+
+def test_hip_fixation_fraction_swaps_the_joint_replacement_without_touching_other_draws():
+    """``hip_fixation_fraction`` 0 (the default) draws nothing, so every other draw is what it was before the option
+    existed: a tiny fraction, which draws its chance (and then places the same joint replacement), shifts the
+    quantum noise that 0 leaves alone. 1 puts steel, not a titanium stem with a CoCr head, on a femur; the
+    labels stay those of the bones."""
+    masks = two_bone_masks()
+    opts = {"hip_implant_prob": 1.0, "quanta_per_mm2": 50000.0}
+    default = style_radiograph(water_slab(15.0), GEOM, masks, opts, torch.Generator().manual_seed(3))
+    zero = style_radiograph(water_slab(15.0), GEOM, masks, {**opts, "hip_fixation_fraction": 0.0}, torch.Generator().manual_seed(3))
+    fixed = style_radiograph(water_slab(15.0), GEOM, masks, {**opts, "hip_fixation_fraction": 1.0}, torch.Generator().manual_seed(3))
+    tiny = style_radiograph(water_slab(15.0), GEOM, masks, {**opts, "hip_fixation_fraction": 1e-9}, torch.Generator().manual_seed(3))
+    assert torch.equal(default[0], zero[0]) and not torch.equal(zero[0], tiny[0])
+    assert not torch.equal(default[0], fixed[0])
+    base = style_radiograph(water_slab(15.0), GEOM, masks)[0]
+    brighter = (style_radiograph(water_slab(15.0), GEOM, masks, {"hip_implant_prob": 1.0, "hip_fixation_fraction": 1.0})[0] - base) > 0.05
+    assert brighter.any() and (brighter & (masks[1] | masks[2])).sum() > 0.5 * brighter.sum()
+    assert torch.equal(masks, two_bone_masks())
 
 
 def test_style_is_seeded_and_stays_on_the_areal_density_device():

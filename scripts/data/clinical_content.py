@@ -99,26 +99,35 @@ def _g_cm2(thickness_mm: torch.Tensor, material: str) -> torch.Tensor:
     return thickness_mm * 0.1 * DENSITY_G_CM3[material]
 
 
-def hip_implant(x: torch.Tensor, y: torch.Tensor, femur: torch.Tensor, medial_sign: float, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
-    """Total hip replacement on a femur mask (H, W): titanium stem and cup, CoCr head (areal densities g/cm^2).
+def proximal_femur(x: torch.Tensor, y: torch.Tensor, femur: torch.Tensor, medial_sign: float) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Head centre (object-plane mm) and unit shaft axis (pointing down the shaft) of a femur mask (H, W).
 
     ``x``, ``y``: object-plane mm of every pixel; ``medial_sign``: +1 if the pelvis' midline lies at larger x.
-    The head sits on the femoral head (centroid of the proximal 40 mm of the mask, medial half), the
-    stem follows the shaft (principal axis of the mask) for 110-150 mm.
+    The head centre is the centroid of the medial half of the mask's proximal 40 mm; the axis is the
+    mask's principal axis.
     """
     xs, ys = x[femur], y[femur]
-    top = ys.min()
-    band = ys < top + 40.0
+    band = ys < ys.min() + 40.0
     bx, by = xs[band], ys[band]
     medial = (bx - bx.mean()) * medial_sign >= 0
     head = (float(bx[medial].mean()), float(by[medial].mean()))
     pts = torch.stack([xs - xs.mean(), ys - ys.mean()], 1)
     axis = torch.linalg.eigh(pts.T @ pts)[1][:, -1]
-    axis = axis if axis[1] > 0 else -axis  # pointing down the shaft
+    axis = axis if axis[1] > 0 else -axis
+    return head, (float(axis[0]), float(axis[1]))
+
+
+def hip_implant(x: torch.Tensor, y: torch.Tensor, femur: torch.Tensor, medial_sign: float, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+    """Total hip replacement on a femur mask (H, W): titanium stem and cup, CoCr head (areal densities g/cm^2).
+
+    The head sits on the femoral head centre and the stem follows the shaft axis (:func:`proximal_femur`)
+    for 110-150 mm.
+    """
+    head, axis = proximal_femur(x, y, femur, medial_sign)
     r_head = uniform(generator, 14.0, 18.0)
     neck = (head[0] - medial_sign * 25.0, head[1] + 35.0)  # stem shoulder, lateral and below the head
     length = uniform(generator, 110.0, 150.0)
-    tip = (neck[0] + float(axis[0]) * length, neck[1] + float(axis[1]) * length)
+    tip = (neck[0] + axis[0] * length, neck[1] + axis[1] * length)
     titanium = rod(x, y, neck, tip, uniform(generator, 8.0, 10.0), 4.0) + rod(x, y, head, neck, 6.0, 7.0)
     r_in, r_out = r_head + 1.0, r_head + uniform(generator, 4.0, 7.0)
     shell = ball(x, y, head, r_out) - ball(x, y, head, r_in)
@@ -126,6 +135,89 @@ def hip_implant(x: torch.Tensor, y: torch.Tensor, femur: torch.Tensor, medial_si
     titanium = titanium + shell * cup_side
     head_ball = ball(x, y, head, r_head)
     return {"titanium": _g_cm2(titanium * (head_ball == 0), "titanium"), "copper": _g_cm2(head_ball, "cocr")}
+
+
+def _shaft(xs: torch.Tensor, ys: torch.Tensor, head_y: float) -> tuple[tuple[float, float], tuple[float, float]]:
+    """A point on the shaft's axis and the unit axis pointing down it (object mm) from the femur's pixels: their
+    part 50 mm and more below the head centre (its centroid and principal axis) where it spans 40 mm or more,
+    else the pixels below the head centre and straight down (an image that cuts the femur at its neck)."""
+    shaft = ys > head_y + 50.0
+    if int(shaft.sum()) < 2 or float(ys[shaft].max() - ys[shaft].min()) < 40.0:
+        below = ys > head_y if bool((ys > head_y).any()) else torch.ones_like(ys, dtype=torch.bool)
+        return (float(xs[below].mean()), float(ys[below].mean())), (0.0, 1.0)
+    centre = (float(xs[shaft].mean()), float(ys[shaft].mean()))
+    pts = torch.stack([xs[shaft] - centre[0], ys[shaft] - centre[1]], 1)
+    axis = torch.linalg.eigh(pts.T @ pts)[1][:, -1]
+    axis = axis if axis[1] > 0 else -axis
+    return centre, (float(axis[0]), float(axis[1]))
+
+
+HIP_FIXATIONS = ("sliding_hip_screw", "cephalomedullary_nail", "cannulated_screws")
+
+
+def hip_fixation(x: torch.Tensor, y: torch.Tensor, femur: torch.Tensor, medial_sign: float, generator: torch.Generator | None,
+                 kind: str | None = None) -> dict[str, torch.Tensor]:
+    """Fixation of a proximal femur fracture on a femur mask (H, W), stainless steel (g/cm^2).
+
+    ``kind``: one of :data:`HIP_FIXATIONS` (None: drawn with equal chance). The neck axis leaves the head
+    centre (:func:`proximal_femur`) laterally and down at a neck-shaft angle of 125-135 degrees to the shaft
+    (:func:`_shaft`); screw tips lie 5-12 mm beyond the head centre, toward the head's top; the neck ends
+    at the lateral cortex (the femur pixel within 3 mm of the axis farthest along it). A sliding hip screw
+    is a lag screw (6.25 mm radius), a barrel and a side plate seen edge-on (5.5 mm wide, 19 mm deep) on
+    the lateral cortex for 80-150 mm down the shaft with 2-4 cortical screws; a cephalomedullary nail runs down the shaft's axis from 15-30 mm above the
+    head centre for 180-240 mm (8 mm radius for 50 mm, then 5.5) with a lag screw into the head and a
+    distal locking screw; cannulated screws are three 6.5 mm screws along the neck, 7 mm apart across it.
+    """
+    head, _ = proximal_femur(x, y, femur, medial_sign)
+    xs, ys = x[femur], y[femur]
+    centre, axis = _shaft(xs, ys, head[1])
+    if kind is None:
+        kind = HIP_FIXATIONS[min(int(uniform(generator, 0.0, len(HIP_FIXATIONS))), len(HIP_FIXATIONS) - 1)]
+    if kind not in HIP_FIXATIONS:
+        raise ValueError(f"hip fixation must be one of {HIP_FIXATIONS}, got {kind!r}")
+    lateral = (-axis[1], axis[0]) if -axis[1] * medial_sign < 0 else (axis[1], -axis[0])  # across the shaft, away from the pelvis
+    angle = math.radians(180.0 - uniform(generator, 125.0, 135.0))  # between the neck axis (pointing down it) and the shaft's
+    neck = (math.cos(angle) * axis[0] + math.sin(angle) * lateral[0], math.cos(angle) * axis[1] + math.sin(angle) * lateral[1])
+    across = (-neck[1], neck[0])
+
+    def at(t: float, offset: float = 0.0) -> tuple[float, float]:
+        """The point ``t`` mm down the neck axis from the head centre, ``offset`` mm across it."""
+        return (head[0] + t * neck[0] + offset * across[0], head[1] + t * neck[1] + offset * across[1])
+
+    along = (xs - head[0]) * neck[0] + (ys - head[1]) * neck[1]
+    off_axis = (xs - head[0]) * across[0] + (ys - head[1]) * across[1]
+    cortex = float(along[off_axis.abs() <= 3.0].max())
+    tip = -uniform(generator, 5.0, 12.0)
+    steel = torch.zeros_like(x)
+    if kind == "cannulated_screws":
+        for offset in (-7.0, 0.0, 7.0):
+            steel = steel + rod(x, y, at(tip, offset), at(cortex + 3.0, offset), 3.25, 3.25)
+        return {"copper": _g_cm2(steel, "steel")}
+    nail = kind == "cephalomedullary_nail"
+    steel = steel + rod(x, y, at(tip), at(cortex + 5.0), 5.25 if nail else 6.25, 5.25 if nail else 6.25)
+    if nail:
+        top = (head[1] - uniform(generator, 15.0, 30.0) - centre[1]) / axis[1]  # the shaft axis level with the trochanter tip
+        length = uniform(generator, 180.0, 240.0)
+        point = lambda s: (centre[0] + (top + s) * axis[0], centre[1] + (top + s) * axis[1])  # noqa: E731
+        steel = steel + rod(x, y, point(0.0), point(50.0), 8.0, 8.0) + rod(x, y, point(50.0), point(length), 5.5, 5.5)
+        lock = point(length - 25.0)
+        steel = steel + rod(x, y, (lock[0] + 20.0 * lateral[0], lock[1] + 20.0 * lateral[1]), (lock[0] - 20.0 * lateral[0], lock[1] - 20.0 * lateral[1]), 2.5, 2.5)
+        return {"copper": _g_cm2(steel, "steel")}
+    exit_point = at(cortex + 3.0)
+    steel = steel + rod(x, y, at(cortex - 35.0), exit_point, 6.5, 6.5)  # the barrel around the lag screw
+    length = uniform(generator, 80.0, 150.0)
+    down = (xs - exit_point[0]) * axis[0] + (ys - exit_point[1]) * axis[1]
+    side = (xs - exit_point[0]) * lateral[0] + (ys - exit_point[1]) * lateral[1]
+    level = (down - length).abs() <= 3.0  # the plate's end rests on the lateral cortex where the femur reaches that far
+    reach_side = float(side[level].max()) + 2.75 if bool(level.any()) else 0.0
+    end = (exit_point[0] + length * axis[0] + reach_side * lateral[0], exit_point[1] + length * axis[1] + reach_side * lateral[1])
+    steel = steel + 19.0 * (rod(x, y, exit_point, end, 2.75, 2.75) > 0).float()  # the side plate, seen edge-on: 19 mm deep
+    run = ((end[0] - exit_point[0]) / length, (end[1] - exit_point[1]) / length)
+    for k in range(int(uniform(generator, 2.0, 5.0 - 1e-6))):
+        s = (exit_point[0] + (25.0 + 16.0 * k) * run[0], exit_point[1] + (25.0 + 16.0 * k) * run[1])
+        reach = uniform(generator, 32.0, 40.0)
+        steel = steel + rod(x, y, s, (s[0] - reach * lateral[0], s[1] - reach * lateral[1]), 2.25, 2.25)
+    return {"copper": _g_cm2(steel, "steel")}
 
 
 def spine_implant(x: torch.Tensor, y: torch.Tensor, pelvis: torch.Tensor, generator: torch.Generator | None) -> dict[str, torch.Tensor]:

@@ -8,8 +8,9 @@
    standard field (the rest is padding: ``fov`` 0); collimator blades narrow it by
    ``collimation_inset_mm`` per side, rotated by ``collimation_rotation_deg``, with a penumbra
    (``exposed``);
-2. **objects** (``scripts.data.clinical_content``, each with its ``*_prob``): hip or spine implant,
-   gonad shield, positioning aids, lead side marker, as areal densities of titanium, CoCr, lead,
+2. **objects** (``scripts.data.clinical_content``, each with its ``*_prob``): hip implant (a joint
+   replacement, or with ``hip_fixation_fraction`` a fracture fixation) or spine implant,
+   gonad shield, positioning aids, lead side marker, as areal densities of titanium, CoCr, steel, lead,
    water;
 3. **physics** (``scripts.data.xray_physics``): filtered Kramers spectrum (``kvp``,
    ``filtration_al_mm``, ``filtration_cu_mm``) through all materials, heel effect along the
@@ -54,6 +55,7 @@ DEFAULT_STYLE: dict[str, Option] = {
     "collimator_leakage": 0.0,
     # objects
     "hip_implant_prob": 0.0,
+    "hip_fixation_fraction": 0.0,  # share of hip implants that fix a fracture (clinical_content.hip_fixation) instead of replacing the joint
     "spine_implant_prob": 0.0,
     "gonad_shield_prob": 0.0,
     "positioning_aid_prob": 0.0,
@@ -166,7 +168,8 @@ def style_radiograph(
         if femurs:
             femur = femurs[int(content.uniform(generator, 0, len(femurs) - 1e-6))]
             medial = 1.0 if float(xo[pelvis].mean()) > float(xo[bones[femur]].mean()) else -1.0
-            placed.append(content.hip_implant(xo, yo, bones[femur], medial, generator))
+            fixation = p["hip_fixation_fraction"] > 0 and content.chance(generator, p["hip_fixation_fraction"])  # no draw when 0
+            placed.append((content.hip_fixation if fixation else content.hip_implant)(xo, yo, bones[femur], medial, generator))
     if p["spine_implant"] and has_pelvis:
         placed.append(content.spine_implant(xo, yo, pelvis, generator))
     if p["gonad_shield"] and has_pelvis:

@@ -47,9 +47,9 @@ MASS_ATTENUATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "lead": ((20.0, 30.0, 40.0, 50.0, 60.0, 80.0, 88.0045 - 1e-6, 88.0045, 100.0, 150.0),
              (86.36, 30.32, 14.36, 8.041, 5.021, 2.419, 1.910, 7.683, 5.549, 2.014)),
 }
-DENSITY_G_CM3 = {"water": 1.0, "bone": 1.92, "aluminium": 2.699, "copper": 8.96, "titanium": 4.506, "lead": 11.35, "cocr": 8.3}
+DENSITY_G_CM3 = {"water": 1.0, "bone": 1.92, "aluminium": 2.699, "copper": 8.96, "titanium": 4.506, "lead": 11.35, "cocr": 8.3, "steel": 7.9}
 # Materials of the per-pixel areal-density stack (M, H, W) that the image chain attenuates with.
-# CoCr (implant heads) is approximated by copper's coefficients at CoCr's density.
+# CoCr (implant heads) and stainless steel (fracture fixation) are approximated by copper's coefficients at their densities.
 MATERIALS = ("water", "bone", "titanium", "copper", "lead")
 MIN_KEV = 20.0
 
