@@ -12,7 +12,8 @@ from monai.data import load_decathlon_datalist
 
 from scripts.io.files import InputFileError
 from scripts.geometry import GEOMETRY_KEYS, Geometry, apply_transform, is_rigid, standard_ap_pose
-from scripts.data.simulate import SPLITS, assign_splits, build_datalist, label_positions, main, pose_parameters, split_counts, table_clearance_mm, table_shift_mm
+from scripts import BUNDLE_ROOT
+from scripts.data.simulate import SPLITS, assign_splits, build_datalist, label_positions, load_config, main, pose_parameters, split_counts, table_clearance_mm, table_shift_mm
 from scripts.data.volumes import Volume
 
 AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
@@ -155,6 +156,12 @@ def test_bad_config_is_refused_before_any_work(tmp_path, small_geometry, capsys,
     err = capsys.readouterr().err.strip()
     assert code == 1 and err.startswith(f"{tmp_path / 'bad.yaml'}: {problem}") and len(err.splitlines()) == 1, err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("overlay", sorted((BUNDLE_ROOT / "configs").glob("simulate_*.yaml")), ids=lambda p: p.name)
+def test_shipped_simulator_overlays_load_over_the_default(overlay):
+    """Every configs/simulate_*.yaml names only settings configs/simulate.yaml has, and changes at least one."""
+    assert load_config(overlay) != load_config(None)
 
 
 @pytest.mark.parametrize("distance", [None, 0, -950, "950", 2000])
