@@ -254,6 +254,10 @@ def test_hip_fixations_follow_the_neck_and_shaft():
     assert torch.equal(drawn[0], drawn[1])
     with pytest.raises(ValueError):
         content.hip_fixation(x, y, femur, 1.0, None, "plate")
+    sliver = (x - 100.0) ** 2 + (y - 280.0) ** 2 <= 5.0**2  # a femur the field cuts to a few pixels: steel, no failure
+    for kind in content.HIP_FIXATIONS:
+        steel = content.hip_fixation(x, y, sliver, 1.0, torch.Generator().manual_seed(0), kind)["copper"]
+        assert bool(torch.isfinite(steel).all()) and float(steel.max()) > 0.0
 
 
 def test_hip_fixation_fraction_swaps_the_joint_replacement_without_touching_other_draws():

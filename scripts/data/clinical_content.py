@@ -140,7 +140,8 @@ def hip_implant(x: torch.Tensor, y: torch.Tensor, femur: torch.Tensor, medial_si
 def _shaft(xs: torch.Tensor, ys: torch.Tensor, head_y: float) -> tuple[tuple[float, float], tuple[float, float]]:
     """A point on the shaft's axis and the unit axis pointing down it (object mm) from the femur's pixels: their
     part 50 mm and more below the head centre (its centroid and principal axis) where it spans 40 mm or more,
-    else the pixels below the head centre and straight down (an image that cuts the femur at its neck)."""
+    else the pixels below the head centre and straight down (an image that cuts the femur at its neck); straight
+    down as well where that axis leans more than 45 degrees."""
     shaft = ys > head_y + 50.0
     if int(shaft.sum()) < 2 or float(ys[shaft].max() - ys[shaft].min()) < 40.0:
         below = ys > head_y if bool((ys > head_y).any()) else torch.ones_like(ys, dtype=torch.bool)
@@ -149,6 +150,8 @@ def _shaft(xs: torch.Tensor, ys: torch.Tensor, head_y: float) -> tuple[tuple[flo
     pts = torch.stack([xs[shaft] - centre[0], ys[shaft] - centre[1]], 1)
     axis = torch.linalg.eigh(pts.T @ pts)[1][:, -1]
     axis = axis if axis[1] > 0 else -axis
+    if float(axis[1]) < math.cos(math.radians(45.0)):  # not a shaft seen in an AP view
+        return centre, (0.0, 1.0)
     return centre, (float(axis[0]), float(axis[1]))
 
 
@@ -186,7 +189,8 @@ def hip_fixation(x: torch.Tensor, y: torch.Tensor, femur: torch.Tensor, medial_s
 
     along = (xs - head[0]) * neck[0] + (ys - head[1]) * neck[1]
     off_axis = (xs - head[0]) * across[0] + (ys - head[1]) * across[1]
-    cortex = float(along[off_axis.abs() <= 3.0].max())
+    near = off_axis.abs() <= 3.0
+    cortex = float(along[near].max()) if bool(near.any()) else 0.0
     tip = -uniform(generator, 5.0, 12.0)
     steel = torch.zeros_like(x)
     if kind == "cannulated_screws":
