@@ -41,15 +41,18 @@ done
 $PY -m scripts.simulate --cases "$RUN/cohort_femur_variation" --out "$RUN/sim_femur_variation" --poses "$POSES" --seed 3 --split training \
   --workers "$SIM_WORKERS" --device "$DEVICE"
 # the procedural phantoms also as plain DRRs (the look of releases up to 0.5.0), and per real-anatomy
-# subject one radiograph with its CT cut short below the hips and one with its CT's box also cut at
-# its sides (as the shared real CT)
+# subject one radiograph with its CT cut short below the hips, one with its CT's box also cut at
+# its sides (as the shared real CT) and one with a 50% chance of a proximal-femur fracture fixation
+# (configs/simulate_fixation.yaml; the shared real CT's left femur holds one)
 $PY -m scripts.simulate --cases "$RUN/cohort_procedural" --out "$RUN/sim_plain" --poses "$POSES" --split training \
   --config configs/simulate_plain.yaml --workers "$SIM_WORKERS" --device "$DEVICE"
 $PY -m scripts.simulate --cases "$RUN/cohort_llp26" --out "$RUN/sim_ct_end" --poses 1 --seed 1 --split training \
   --config configs/simulate_ct_end.yaml --workers "$SIM_WORKERS" --device "$DEVICE"
 $PY -m scripts.simulate --cases "$RUN/cohort_llp26" --out "$RUN/sim_ct_box" --poses 1 --seed 2 --split training \
   --config configs/simulate_ct_box.yaml --workers "$SIM_WORKERS" --device "$DEVICE"
-DATA="['$RUN/sim','$RUN/sim_femur_variation','$RUN/sim_plain','$RUN/sim_ct_end','$RUN/sim_ct_box']"
+$PY -m scripts.simulate --cases "$RUN/cohort_llp26" --out "$RUN/sim_fixation" --poses 1 --seed 4 --split training \
+  --config configs/simulate_fixation.yaml --workers "$SIM_WORKERS" --device "$DEVICE"
+DATA="['$RUN/sim','$RUN/sim_femur_variation','$RUN/sim_plain','$RUN/sim_ct_end','$RUN/sim_ct_box','$RUN/sim_fixation']"
 $PY -m scripts.simulate --cases "$RUN/validation_subjects" --out "$RUN/sim" --poses "$VAL_POSES" --split validation --workers 3 --device "$DEVICE"
 
 stamp "training (dual-face and single-face side by side)"
