@@ -202,10 +202,15 @@ def hip_fixation(x: torch.Tensor, y: torch.Tensor, femur: torch.Tensor, medial_s
     if nail:
         top = (head[1] - uniform(generator, 15.0, 30.0) - centre[1]) / axis[1]  # the shaft axis level with the trochanter tip
         length = uniform(generator, 180.0, 240.0)
-        point = lambda s: (centre[0] + (top + s) * axis[0], centre[1] + (top + s) * axis[1])  # noqa: E731
+
+        def point(s: float) -> tuple[float, float]:
+            """The point ``s`` mm down the nail from its top."""
+            return (centre[0] + (top + s) * axis[0], centre[1] + (top + s) * axis[1])
+
         steel = steel + rod(x, y, point(0.0), point(50.0), 8.0, 8.0) + rod(x, y, point(50.0), point(length), 5.5, 5.5)
-        lock = point(length - 25.0)
-        steel = steel + rod(x, y, (lock[0] + 20.0 * lateral[0], lock[1] + 20.0 * lateral[1]), (lock[0] - 20.0 * lateral[0], lock[1] - 20.0 * lateral[1]), 2.5, 2.5)
+        lock = point(length - 25.0)  # the distal locking screw, across the shaft
+        ends = [(lock[0] + r * lateral[0], lock[1] + r * lateral[1]) for r in (20.0, -20.0)]
+        steel = steel + rod(x, y, ends[0], ends[1], 2.5, 2.5)
         return {"copper": _g_cm2(steel, "steel")}
     exit_point = at(cortex + 3.0)
     steel = steel + rod(x, y, at(cortex - 35.0), exit_point, 6.5, 6.5)  # the barrel around the lag screw
@@ -218,9 +223,9 @@ def hip_fixation(x: torch.Tensor, y: torch.Tensor, femur: torch.Tensor, medial_s
     steel = steel + 19.0 * (rod(x, y, exit_point, end, 2.75, 2.75) > 0).float()  # the side plate, seen edge-on: 19 mm deep
     run = ((end[0] - exit_point[0]) / length, (end[1] - exit_point[1]) / length)
     for k in range(int(uniform(generator, 2.0, 5.0 - 1e-6))):
-        s = (exit_point[0] + (25.0 + 16.0 * k) * run[0], exit_point[1] + (25.0 + 16.0 * k) * run[1])
+        screw = (exit_point[0] + (25.0 + 16.0 * k) * run[0], exit_point[1] + (25.0 + 16.0 * k) * run[1])
         reach = uniform(generator, 32.0, 40.0)
-        steel = steel + rod(x, y, s, (s[0] - reach * lateral[0], s[1] - reach * lateral[1]), 2.25, 2.25)
+        steel = steel + rod(x, y, screw, (screw[0] - reach * lateral[0], screw[1] - reach * lateral[1]), 2.25, 2.25)
     return {"copper": _g_cm2(steel, "steel")}
 
 
