@@ -167,9 +167,10 @@ def hip_fixation(x: torch.Tensor, y: torch.Tensor, femur: torch.Tensor, medial_s
     (:func:`_shaft`); screw tips lie 5-12 mm beyond the head centre, toward the head's top; the neck ends
     at the lateral cortex (the femur pixel within 3 mm of the axis farthest along it). A sliding hip screw
     is a lag screw (6.25 mm radius), a barrel and a side plate seen edge-on (5.5 mm wide, 19 mm deep) on
-    the lateral cortex for 80-150 mm down the shaft with 2-4 cortical screws; a cephalomedullary nail runs down the shaft's axis from 15-30 mm above the
-    head centre for 180-240 mm (8 mm radius for 50 mm, then 5.5) with a lag screw into the head and a
-    distal locking screw; cannulated screws are three 6.5 mm screws along the neck, 7 mm apart across it.
+    the lateral cortex for 80-150 mm down the shaft with 2-4 cortical screws; a cephalomedullary nail runs
+    down the shaft's axis from 15-30 mm above the head centre for 180-240 mm (8 mm radius for 50 mm, then
+    5.5) with a lag screw into the head and a distal locking screw; cannulated screws are three 6.5 mm
+    screws along the neck, 7 mm apart across it.
     """
     head, _ = proximal_femur(x, y, femur, medial_sign)
     xs, ys = x[femur], y[femur]
