@@ -300,6 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "gallery":
             rows = run_gallery(Path(args.radiographs), work, args.pixel_spacing_mm, overrides)
+            (docs / "figures").mkdir(parents=True, exist_ok=True)
             for r in rows:
                 shutil.copyfile(r["report"], docs / "figures" / f"real_{r['name']}.png")
                 print(f"{r['name']}: found {r['found']}, {r['outside_px']} of {r['mask_px']} mask pixels outside the image, sides {'right' if r['sides_ok'] else 'WRONG'}")
@@ -315,6 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(ct_markdown(summary, command))
             return 0 if summary["meets_dice_target"] else BELOW_TARGET
         bones = list(Geometry.standard().bones)
+        (docs / "figures").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(Path(samples[0]["entry"]["image"]).parent / "preview.png", docs / "figures" / "drr_real_ct.png")
         save_ct_check_figure(docs / "figures" / "real_ct_check.png", samples, bones)
         write_json(work / "real_ct_check.json", summary)
