@@ -236,6 +236,7 @@ def test_app_end_to_end_torchscript_and_shape_model(tmp_path, capsys):
     assert abs(np.median(radii) - SPHERE_RADIUS) < 1.0 and radii.max() - radii.min() < 3.0
     result = json.loads((case_dir / "result.json").read_text())
     assert result["input_format"] == "dicom" and list(result["bones"]) == ["pelvis"]
+    assert result["hip_plane"] is None  # no femur completed
     # a pelvis alone is no AP pelvis radiograph's prediction: the plausibility warning reaches result.json and stderr
     (warning,) = result["warnings"]
     assert warning.startswith("implausible prediction") and "femur_left found, femur_right found" in warning

@@ -90,6 +90,14 @@ def test_oracle_depth_gives_true_surfaces(data):
         assert np.median(point_to_surface(np.asarray(surf.vertices), truth)) < voxel / 2
         assert surface_metrics(surf, truth, field, spacing_mm=3.0)["assd_mm"] < voxel
         assert surface_metrics(rec.completed[bone], truth, field, spacing_mm=3.0)["assd_mm"] < voxel
+    # the completed femoral heads on the phantom's own head centres (params.json, world RAS), the hip plane through them
+    notes = json.loads((sample / "sample.json").read_text())
+    params = json.loads(((sample.parent / notes["meshes"]["femur_left"]).resolve().parent.parent / "params.json").read_text())
+    true_centres = {b: geometry.world_to_camera_points(np.array(params[b]["head_centre_mm"])) for b in ("femur_left", "femur_right")}
+    assert sorted(rec.heads) == sorted(true_centres)
+    for bone, centre in true_centres.items():
+        assert np.linalg.norm(rec.heads[bone][0] - centre) < voxel
+    assert rec.hip_plane["magnification"] == pytest.approx(geometry.sid_mm / np.mean([c[2] for c in true_centres.values()]), rel=voxel / 950.0)
     # a known depth error moves the surface along the rays by that amount
     moved = recon.reconstruct(pred, centre_mm=pred.centre_mm + 15.0, complete=False)
     np.testing.assert_allclose(moved.depth[moved.depth > 0] - rec.depth[rec.depth > 0], 15.0, atol=1e-3)
@@ -161,6 +169,9 @@ def test_workflow_layout_rerun_overwrite_and_bad_file(data, tmp_path, capsys):
             assert abs(np.mean(depth[..., 2 * b : 2 * b + 2][mask[..., b]]) - info["centre_depth_mm"]) < 1e-3
             completed = trimesh.load(str(d / f"{bone}_completed.ply"), process=False)
             assert np.isfinite(completed.vertices).all() and np.isfinite(info["ssm"]["rms_mm"])
+            assert ("head" in info) == bone.startswith("femur")  # its sphere: test_hips.py, and on the truth above
+        heads = [result["bones"][b]["head"]["centre_mm"][2] for b in ("femur_left", "femur_right") if "head" in result["bones"][b]]
+        assert result["hip_plane"]["magnification"] == pytest.approx(geometry.sid_mm / np.mean(heads))
         assert set(result["timings_s"]) >= {"load", "network", "meshing", "ssm", "write"}
 
     before = {p: p.stat().st_mtime_ns for p in out.glob("*/result.json")}

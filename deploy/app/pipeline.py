@@ -82,7 +82,8 @@ def run_inference(case: RadiographCase, infer: MeshFn) -> dict[str, trimesh.Trim
     """Call ``infer(image, geometry)`` and check it returned non-empty meshes of known bones.
 
     Warnings the inference attaches to its result (``.warnings``, e.g. an implausible prediction:
-    ``scripts.reconstruction.reconstruct.BoneMeshes``) are added to ``case.info["warnings"]`` (result.json, stderr).
+    ``scripts.reconstruction.reconstruct.BoneMeshes``) are added to ``case.info["warnings"]`` (result.json, stderr),
+    its hip plane (``.hip_plane``, docs/inference.md) to ``case.info["hip_plane"]`` (result.json).
     """
     meshes = infer(case.image, case.geometry)
     if not isinstance(meshes, dict):
@@ -91,6 +92,7 @@ def run_inference(case: RadiographCase, infer: MeshFn) -> dict[str, trimesh.Trim
     if unknown:
         raise ValueError(f"inference returned unknown bone(s) {sorted(unknown)}; expected some of {case.geometry.bones}")
     case.info["warnings"] = [*case.info.get("warnings", []), *getattr(meshes, "warnings", [])]
+    case.info["hip_plane"] = getattr(meshes, "hip_plane", None)
     return {b: m for b, m in meshes.items() if isinstance(m, trimesh.Trimesh) and len(m.faces) > 0}
 
 
@@ -118,6 +120,7 @@ def write_case(case: RadiographCase, meshes: dict[str, trimesh.Trimesh], output_
             "geometry_source": case.info.get("geometry_source"),
             "coverage": case.info.get("coverage"),
             "frame": "camera (mm): origin at the focal spot, +z toward the detector",
+            "hip_plane": case.info.get("hip_plane"),
             "warnings": case.info.get("warnings", []),
         }
         write_json(tmp / "result.json", summary)

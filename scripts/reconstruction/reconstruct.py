@@ -38,6 +38,7 @@ from scripts.model.checkpoints import load_network
 from scripts.config_flags import as_device, as_shard
 from scripts.io.files import InputFileError, PathLike, atomic_dir, check_replaceable, find_partials, refuse_models_dir, remove_partials, write_depth_and_mask, write_json, write_ply
 from scripts.geometry import BONES, Geometry, GeometryError
+from scripts.reconstruction.hips import MEDIAL_X, femoral_head_vertices, head_spheres, hip_plane
 from scripts.reconstruction.meshing import dual_face_mesh, front_face_mesh, masked_points
 from scripts.model.networks import absolute_depth, split_output
 from scripts.reconstruction.plausibility import plausibility
@@ -187,6 +188,12 @@ class Reconstruction:
     fits: dict[str, ShapeFit]
     timings_s: dict[str, float] = field(default_factory=dict)
     plausibility: dict = field(default_factory=dict)  # scripts.reconstruction.plausibility.plausibility of the masks and fits
+    heads: dict[str, tuple[np.ndarray, float]] = field(default_factory=dict)  # femoral head (centre (3,), radius) of each completed femur, camera mm
+
+    @property
+    def hip_plane(self) -> dict | None:
+        """The hip plane through the completed femoral head centres (:func:`scripts.reconstruction.hips.hip_plane`)."""
+        return hip_plane({b: c for b, (c, _) in self.heads.items()}, self.geometry.sid_mm)
 
     @property
     def warnings(self) -> list[str]:
@@ -215,6 +222,9 @@ class Reconstruction:
             info["ssm"] = None if fit is None else {
                 "rms_mm": fit.rms_mm, "inlier_fraction": fit.inlier_fraction, "coeffs_sd": fit.coeffs.tolist(), "pose_model_to_camera": fit.pose.tolist()
             }
+            if bone in self.heads:
+                centre, radius = self.heads[bone]
+                info["head"] = {"centre_mm": np.asarray(centre).tolist(), "radius_mm": float(radius)}
             if not m.any():
                 info["note"] = "bone not found (empty mask): skipped"
             out[bone] = info
@@ -314,6 +324,7 @@ class Reconstructor:
         self.flip_tta = bool(flip_tta)
         self.network: torch.nn.Module | None = None
         self.shape_models: dict[str, ShapeModel] | None = None
+        self.head_vertices: dict[str, np.ndarray] = {}  # femur models' head vertex indices (hips.femoral_head_vertices of the mean)
 
     def load(self, network: bool = True) -> "Reconstructor":
         """Load shape models and (``network``) weights, once. Raises :class:`InputFileError` naming a bad file."""
@@ -321,6 +332,7 @@ class Reconstructor:
             self.network = load_network(self.ckpt_path, self.network_def, self.device, self.torchscript)
         if self.shape_models is None:
             self.shape_models = load_shape_models(self.ssm_path)[0] if self.ssm_path else {}
+            self.head_vertices = {b: femoral_head_vertices(m.mean, b) for b, m in self.shape_models.items() if b in MEDIAL_X}
         return self
 
     def prepare(self, image: np.ndarray, geometry: Geometry, fov: np.ndarray | None = None) -> tuple[torch.Tensor, Geometry, torch.Tensor | None]:
@@ -377,7 +389,8 @@ class Reconstructor:
         t2 = time.perf_counter()
         centre = float(depth[np.repeat(mask, prediction.faces, axis=0)].mean()) if mask.any() else float("nan")
         score = plausibility(mask, depth, geom, {b: f.rms_mm for b, f in fits.items()}, **self.plausibility_kwargs)
-        return Reconstruction(geom, depth, mask, centre, surfaces, fits, {"meshing": t1 - t0, "ssm": t2 - t1}, score)
+        heads = head_spheres({b: f.vertices for b, f in fits.items()}, self.head_vertices)
+        return Reconstruction(geom, depth, mask, centre, surfaces, fits, {"meshing": t1 - t0, "ssm": t2 - t1}, score, heads)
 
     def __call__(self, image: np.ndarray, geometry: Geometry, prediction: DepthPrediction | None = None, fov: np.ndarray | None = None) -> Reconstruction:
         """Predict (unless ``prediction`` is given, e.g. an oracle) and reconstruct with the estimated centre depth (``fov``: :meth:`predict`)."""
@@ -427,6 +440,7 @@ def write_reconstruction(
             "geometry": geom.to_dict(),
             "faces": faces,
             "centre_depth_mm": rec.centre_mm,
+            "hip_plane": rec.hip_plane,
             "bones": rec.bone_summary(),
             "warnings": warnings,
             "plausibility": rec.plausibility,
@@ -722,11 +736,13 @@ def _cached_reconstructor(model_path: str | None, ssm_path: str | None, device: 
 
 class BoneMeshes(dict):
     """``{bone: trimesh.Trimesh}`` of one radiograph (camera frame, mm) carrying the result's ``warnings``
-    (sentences, e.g. an implausible prediction: :attr:`Reconstruction.warnings`)."""
+    (sentences, e.g. an implausible prediction: :attr:`Reconstruction.warnings`) and ``hip_plane``
+    (:attr:`Reconstruction.hip_plane`; None without a completed femur)."""
 
-    def __init__(self, meshes: Mapping[str, trimesh.Trimesh], warnings: Sequence[str] = ()):
+    def __init__(self, meshes: Mapping[str, trimesh.Trimesh], warnings: Sequence[str] = (), hip_plane: dict | None = None):
         super().__init__(meshes)
         self.warnings = list(warnings)
+        self.hip_plane = hip_plane
 
 
 def reconstruct_image(
@@ -743,8 +759,8 @@ def reconstruct_image(
     Uses configs/inference.yaml (checkpoint ``model_path``, default models/model.pt; shape models
     ``ssm_path``, default models/ssm.npz). Returns per found bone the shape-model completion
     (``completed``; the dual-face surface where no fit was possible) or the dual-face surface, with
-    the result's warnings (``.warnings``: empty unless the prediction is implausible).
+    the result's warnings (``.warnings``: empty unless the prediction is implausible) and hip plane (``.hip_plane``).
     ``torchscript``: accept a TorchScript ``model_path`` (its code runs: trusted sources only).
     """
     rec = _cached_reconstructor(None if model_path is None else str(model_path), None if ssm_path is None else str(ssm_path), device, bool(torchscript))(image, geometry)
-    return BoneMeshes({**rec.surfaces, **(rec.completed if completed else {})}, rec.warnings)
+    return BoneMeshes({**rec.surfaces, **(rec.completed if completed else {})}, rec.warnings, rec.hip_plane)
