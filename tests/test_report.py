@@ -65,3 +65,11 @@ def test_report_png(tmp_path):
     for hex_colour in BONE_COLOURS.values():
         assert tuple(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)) in colours
     assert not list(tmp_path.glob(".*"))  # written atomically
+    # the hip plane is written beside the bone legend: the bottom band gains dark text pixels, nothing above it changes
+    save_reconstruction_report(tmp_path / "hips.png", image, masks, depth, meshes, ["pelvis", "femur_left", "femur_right"], title="x",
+                               hip_plane={"depth_mm": 951.6, "magnification": 1100.0 / 951.6, "femurs": ["femur_left", "femur_right"]})
+    with_plane = np.asarray(Image.open(tmp_path / "hips.png").convert("RGB"))
+    assert with_plane.shape == picture.shape
+    changed = np.flatnonzero((with_plane != picture).any(axis=(1, 2)))
+    assert changed.size and changed.min() >= picture.shape[0] - 24
+    assert (with_plane[-24:].sum(-1) < 200).sum() > (picture[-24:].sum(-1) < 200).sum()

@@ -221,13 +221,15 @@ def save_reconstruction_report(
     title: str = "",
     warnings: Sequence[str] = (),
     panel_px: int = 320,
+    hip_plane: Mapping | None = None,
 ) -> None:
     """report.png: radiograph + mask outlines, nearest front / farthest back depth (colour bar in mm), three mesh views.
 
     ``masks`` (H, W, B), ``depth`` (H, W, 2B) bone-major in mm, ``meshes`` in the camera frame (mm).
     ``image`` None: the radiograph is left out (outlines on black), e.g. when it carries burned-in text.
-    ``warnings`` are printed in red above the panels. Drawn directly into pixels (:func:`render_meshes`,
-    no plotting library, so it may run in a background thread) and written atomically.
+    ``warnings`` are printed in red above the panels; ``hip_plane``
+    (:func:`scripts.reconstruction.hips.hip_plane`) beside the bone legend. Drawn directly into pixels
+    (:func:`render_meshes`, no plotting library, so it may run in a background thread) and written atomically.
     """
     from PIL import Image, ImageDraw, ImageFont
 
@@ -263,6 +265,9 @@ def save_reconstruction_report(
         canvas[legend_y + 4 : legend_y + 14, legend_x : legend_x + 24] = _hex_rgb(bone_colour(bone))
         texts.append(((legend_x + 30, legend_y), bone, (0, 0, 0)))
         legend_x += 40 + 9 * len(bone)
+    if hip_plane:
+        texts.append(((legend_x + 20, legend_y), f"hip plane (femoral head centres): {hip_plane['depth_mm']:.0f} mm from the source, "
+                      f"magnification {hip_plane['magnification']:.3f}", (0, 0, 0)))
     picture = Image.fromarray((canvas * 255).round().astype(np.uint8))
     draw = ImageDraw.Draw(picture)
     font = ImageFont.load_default(size=13)

@@ -428,7 +428,8 @@ def write_reconstruction(
             shown = None if info.get("burned_in_annotation") else _resize_image(image, geom)  # identifying text stays out of the report
             depth2 = np.moveaxis(rec.depth if faces == 2 else np.repeat(rec.depth, 2, axis=0), 0, -1)
             save_reconstruction_report(
-                tmp / "report.png", shown, np.moveaxis(rec.mask, 0, -1), depth2, rec.completed or rec.surfaces, geom.bones, title=name, warnings=warnings
+                tmp / "report.png", shown, np.moveaxis(rec.mask, 0, -1), depth2, rec.completed or rec.surfaces, geom.bones, title=name, warnings=warnings,
+                hip_plane=rec.hip_plane,
             )
         t2 = time.perf_counter()
         result = {
