@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from scripts.data import phantom_anatomy as anatomy
 from scripts.geometry import BONES, Geometry, standard_ap_pose
-from scripts.data.phantom import build_meshes, case_seeds, generate_case, main, sample_params, voxelize
+from scripts.data.phantom import BONE_LOSS_AT_1, build_meshes, case_seeds, generate_case, main, sample_params, voxelize
 from scripts.data.volumes import BONE_LABELS
 
 SPACING = 3.0
@@ -220,6 +220,31 @@ def test_posterior_tissue_range_sets_the_tissue_behind_the_pelvis(tmp_path):
     assert depth[15.0] == pytest.approx(15.0, abs=2 * SPACING)
     with pytest.raises(SystemExit):
         main(["--anatomy", "procedural", "--n", "1", "--out", str(tmp_path / "x"), "--posterior_tissue_mm", "40", "20"])
+    assert not (tmp_path / "x").exists()
+
+
+def test_osteoporosis_scales_the_bone_draws_and_nothing_else(tmp_path):
+    """--osteoporosis: the default draws nothing (params as before); a fixed bone loss of 1 scales the four bone
+    draws by BONE_LOSS_AT_1 (by hand: trabecular HU to 35%), every other draw unchanged, and lowers the CT's bone
+    HU by as much (mean over the pelvis's interior, away from the partial-volume rim); a range draws one loss
+    per subject within it; a reversed range is refused before anything is written."""
+    default = sample_params(3)
+    assert default == sample_params(3, osteoporosis=(0.0, 0.0)) and "osteoporosis" not in default["tissue"]
+    lossy = sample_params(3, osteoporosis=(1.0, 1.0))["tissue"]
+    assert lossy.pop("osteoporosis") == 1.0
+    assert lossy["trabecular_hu"] == pytest.approx(0.35 * default["tissue"]["trabecular_hu"])
+    assert lossy["cortical_hu"] == pytest.approx(0.65 * default["tissue"]["cortical_hu"])
+    assert lossy["cortex_mm"] == pytest.approx(0.6 * default["tissue"]["cortex_mm"])
+    assert {k: v for k, v in lossy.items() if k not in BONE_LOSS_AT_1} == {k: v for k, v in default["tissue"].items() if k not in BONE_LOSS_AT_1}
+    drawn = [sample_params(s, osteoporosis=(0.2, 0.6))["tissue"]["osteoporosis"] for s in range(20)]
+    assert all(0.2 <= o <= 0.6 for o in drawn) and np.std(drawn) > 0.05
+    young, old = generate_case(3, SPACING, "procedural"), generate_case(3, SPACING, "procedural", osteoporosis=(1.0, 1.0))
+    np.testing.assert_array_equal(young.labels, old.labels)
+    inner = ndimage.binary_erosion(young.labels == BONE_LABELS["pelvis"], iterations=2)
+    ratio = (old.ct[inner].astype(float).mean()) / young.ct[inner].astype(float).mean()
+    assert 0.3 < ratio < 0.7  # between the trabecular and the cortical scaling
+    with pytest.raises(SystemExit):
+        main(["--anatomy", "procedural", "--n", "1", "--out", str(tmp_path / "x"), "--osteoporosis", "0.8", "0.2"])
     assert not (tmp_path / "x").exists()
 
 

@@ -50,6 +50,9 @@ HU_AIR, HU_FAT, HU_GAS = -1000, -100, -950
 ANATOMIES = ("llp26", "procedural")
 DEFAULT_ANATOMY = "llp26"
 POSTERIOR_TISSUE_MM = (30.0, 55.0)  # soft tissue behind the pelvis, mm, leanest .. heaviest body build
+OSTEOPOROSIS = (0.0, 0.0)  # range of the bone-loss factor (0: the young-adult bone of the draws, 1: severe), drawn per subject
+# what bone loss 1 leaves of each bone draw (trabecular bone loses most, the cortex thins and loses less density)
+BONE_LOSS_AT_1 = {"trabecular_hu": 0.35, "cortical_hu": 0.65, "cortex_mm": 0.6, "shaft_cortex_mm": 0.6}
 
 
 @dataclass
@@ -64,8 +67,9 @@ class PhantomCase:
 
 
 # ---------------------------------------------------------------------- subject parameters
-def sample_params(seed: int, posterior_tissue_mm: Sequence[float] = POSTERIOR_TISSUE_MM) -> dict:
-    """Shape and tissue parameters of one subject (lengths mm, angles degrees), from ``seed`` (posterior tissue range: :func:`sample_tissue`)."""
+def sample_params(seed: int, posterior_tissue_mm: Sequence[float] = POSTERIOR_TISSUE_MM, osteoporosis: Sequence[float] = OSTEOPOROSIS) -> dict:
+    """Shape and tissue parameters of one subject (lengths mm, angles degrees), from ``seed`` (posterior tissue and
+    bone-loss ranges: :func:`sample_tissue`)."""
     rng = np.random.default_rng(seed)
     u = rng.uniform
     habitus = float(u(0.0, 1.0))  # body build, lean (0) to heavy (1): drives every soft-tissue depot
@@ -93,15 +97,21 @@ def sample_params(seed: int, posterior_tissue_mm: Sequence[float] = POSTERIOR_TI
         "head_radius": float(u(21.5, 25.5)),
         "femur_left": side(),
         "femur_right": side(),
-        "tissue": sample_tissue(rng, habitus, posterior_tissue_mm),
+        "tissue": sample_tissue(rng, habitus, posterior_tissue_mm, osteoporosis),
     }
 
 
-def sample_tissue(rng: np.random.Generator, habitus: float, posterior_tissue_mm: Sequence[float] = POSTERIOR_TISSUE_MM) -> dict:
+def sample_tissue(
+    rng: np.random.Generator, habitus: float, posterior_tissue_mm: Sequence[float] = POSTERIOR_TISSUE_MM, osteoporosis: Sequence[float] = OSTEOPOROSIS
+) -> dict:
     """Bone HU, muscle HU and soft-tissue depots (mm) of one subject; every depot follows the ``habitus`` (0 lean .. 1 heavy).
 
     ``posterior_tissue_mm``: (lean, heavy) range of the soft tissue behind the pelvis (the patient lies on
     it on the table; an AP radiograph hardly shows it). Equal ends fix it; the draws do not depend on it.
+    ``osteoporosis``: range of a bone-loss factor ``o`` drawn per subject (a child stream of ``rng``, so
+    every other draw stays as it is): each bone draw is scaled by ``1 - o * (1 - BONE_LOSS_AT_1[key])``
+    (trabecular HU to 35% at ``o = 1``, cortical HU to 65%, cortices to 60% of their thickness). The
+    default (0, 0) draws nothing and changes nothing.
     """
     u = rng.uniform
 
@@ -109,7 +119,7 @@ def sample_tissue(rng: np.random.Generator, habitus: float, posterior_tissue_mm:
         """A soft-tissue thickness (mm) following the habitus, with 10% of the range individual."""
         return float(low + (high - low) * np.clip(habitus + rng.normal(0.0, 0.1), 0.0, 1.0))
 
-    return {
+    tissue = {
         "cortical_hu": float(u(1300.0, 1700.0)),
         "trabecular_hu": float(u(180.0, 350.0)),
         "muscle_hu": float(u(30.0, 55.0)),
@@ -123,6 +133,10 @@ def sample_tissue(rng: np.random.Generator, habitus: float, posterior_tissue_mm:
         "thigh_radius_mm": depot(70.0, 95.0),
         "gas_pockets": int(rng.integers(0, 5)),
     }
+    if osteoporosis[1] > 0.0:
+        loss = float(rng.spawn(1)[0].uniform(*osteoporosis))
+        tissue.update({key: tissue[key] * (1.0 - loss * (1.0 - kept)) for key, kept in BONE_LOSS_AT_1.items()}, osteoporosis=loss)
+    return tissue
 
 
 def build_meshes(params: dict) -> dict[str, trimesh.Trimesh]:
@@ -344,24 +358,24 @@ def synthesize_ct(
 
 def generate_case(
     seed: int, spacing_mm: float = 1.0, anatomy_name: str = DEFAULT_ANATOMY, subject: int | None = None, femur_variation: float = 0.0,
-    posterior_tissue_mm: Sequence[float] = POSTERIOR_TISSUE_MM,
+    posterior_tissue_mm: Sequence[float] = POSTERIOR_TISSUE_MM, osteoporosis: Sequence[float] = OSTEOPOROSIS,
 ) -> PhantomCase:
     """One phantom subject from ``seed`` on an isotropic ``spacing_mm`` grid (same seed -> same case).
 
     ``anatomy_name``: ``"procedural"`` (template bones, this module) or ``"llp26"`` (real anatomy,
     :mod:`scripts.data.real_anatomy`: a training-PCA draw, or LLP26 subject ``subject`` itself);
     ``femur_variation`` (llp26 draws) widens their femurs' version, neck-shaft angle and bow;
-    ``posterior_tissue_mm``: the range of the soft tissue behind the pelvis (:func:`sample_tissue`).
+    ``posterior_tissue_mm``, ``osteoporosis``: the ranges of the soft tissue behind the pelvis and of bone loss (:func:`sample_tissue`).
     """
     if not (math.isfinite(spacing_mm) and spacing_mm > 0):
         raise ValueError(f"spacing_mm must be positive, got {spacing_mm}")
     if anatomy_name == "llp26":
         from scripts.data.real_anatomy import generate_llp26_case  # LLP26 is read only when asked for
 
-        return generate_llp26_case(seed, spacing_mm, subject, femur_variation, posterior_tissue_mm)
+        return generate_llp26_case(seed, spacing_mm, subject, femur_variation, posterior_tissue_mm, osteoporosis)
     if anatomy_name != "procedural" or subject is not None or femur_variation:
         raise ValueError(f"unknown anatomy {anatomy_name!r} (or a subject index or femur variation for the procedural phantom)")
-    params = sample_params(seed, posterior_tissue_mm)
+    params = sample_params(seed, posterior_tissue_mm, osteoporosis)
     meshes = build_meshes(params)
     shaft_tops = {name: params[name]["head_centre_mm"][2] + anatomy.LESSER_TROCHANTER_LEVEL * params["scale"] for name in ("femur_left", "femur_right")}
     ct, labels, affine = synthesize_ct(meshes, params, spacing_mm, np.random.default_rng([seed, 1]), shaft_tops)
@@ -419,25 +433,26 @@ def case_seeds(n: int, seed: int, start: int = 0) -> list[int]:
     return [int(s) for s in np.random.SeedSequence(seed).generate_state(start + n, dtype=np.uint32)[start:]]
 
 
-def _write_one(task: tuple[int, Path, float, str, int | None, float, tuple[float, float]]) -> Path:
-    case_seed, folder, spacing_mm, anatomy_name, subject, femur_variation, posterior_tissue_mm = task
-    write_case(generate_case(case_seed, spacing_mm, anatomy_name, subject, femur_variation, posterior_tissue_mm), folder)
+def _write_one(task: tuple[int, Path, float, str, int | None, float, tuple[float, float], tuple[float, float]]) -> Path:
+    case_seed, folder, spacing_mm, anatomy_name, subject, femur_variation, posterior_tissue_mm, osteoporosis = task
+    write_case(generate_case(case_seed, spacing_mm, anatomy_name, subject, femur_variation, posterior_tissue_mm, osteoporosis), folder)
     return folder
 
 
 def cohort_tasks(
     n: int, out: Path, seed: int, spacing_mm: float, start: int, anatomy_name: str, subjects: str | None, femur_variation: float = 0.0,
-    posterior_tissue_mm: Sequence[float] = POSTERIOR_TISSUE_MM,
+    posterior_tissue_mm: Sequence[float] = POSTERIOR_TISSUE_MM, osteoporosis: Sequence[float] = OSTEOPOROSIS,
 ) -> list[tuple]:
-    """(case seed, folder, spacing, anatomy, subject, femur variation, posterior tissue range) of every case to write.
+    """(case seed, folder, spacing, anatomy, subject, femur variation, posterior tissue range, bone-loss range) of every case to write.
 
     Without ``subjects``: cases ``out/case_XXXX``, ``start .. start+n-1`` of the seed's cohort. With
     ``subjects`` ("validation" or "test", LLP26 only): for each of that split's real subjects ``j``,
     cases ``out/subject_JJ_KK``, ``k = start .. start+n-1``, each with its own seeded pose and body.
     """
     tissue = (float(posterior_tissue_mm[0]), float(posterior_tissue_mm[1]))
+    bone = (float(osteoporosis[0]), float(osteoporosis[1]))
     if subjects is None:
-        return [(s, out / f"case_{start + i:04d}", spacing_mm, anatomy_name, None, femur_variation, tissue) for i, s in enumerate(case_seeds(n, seed, start))]
+        return [(s, out / f"case_{start + i:04d}", spacing_mm, anatomy_name, None, femur_variation, tissue, bone) for i, s in enumerate(case_seeds(n, seed, start))]
     if anatomy_name != "llp26":
         raise ValueError("--subjects needs --anatomy llp26")
     from scripts.data.real_anatomy import subject_of_split
@@ -445,7 +460,7 @@ def cohort_tasks(
     if subjects == "training":
         raise ValueError("--subjects training: training cases are drawn from the training PCA (leave --subjects out)")
     return [
-        (s, out / f"subject_{j:02d}_{start + i:02d}", spacing_mm, anatomy_name, j, 0.0, tissue)
+        (s, out / f"subject_{j:02d}_{start + i:02d}", spacing_mm, anatomy_name, j, 0.0, tissue, bone)
         for j in subject_of_split(subjects)
         for i, s in enumerate(case_seeds(n, int(np.random.SeedSequence([seed, j]).generate_state(1)[0]), start))
     ]
@@ -462,9 +477,10 @@ def generate_cohort(
     subjects: str | None = None,
     femur_variation: float = 0.0,
     posterior_tissue_mm: Sequence[float] = POSTERIOR_TISSUE_MM,
+    osteoporosis: Sequence[float] = OSTEOPOROSIS,
 ) -> list[Path]:
     """Write a cohort with ``workers`` processes (cases of :func:`cohort_tasks`); returns their folders."""
-    tasks = cohort_tasks(n, Path(out), seed, spacing_mm, start, anatomy_name, subjects, femur_variation, posterior_tissue_mm)
+    tasks = cohort_tasks(n, Path(out), seed, spacing_mm, start, anatomy_name, subjects, femur_variation, posterior_tissue_mm, osteoporosis)
     progress = dict(total=len(tasks), desc=f"{anatomy_name} phantom cases", unit="case")
     if workers <= 1:
         return [_write_one(t) for t in tqdm(tasks, **progress)]
@@ -491,6 +507,11 @@ def main(argv: list[str] | None = None) -> int:
         "--posterior_tissue_mm", type=float, nargs=2, default=list(POSTERIOR_TISSUE_MM), metavar=("LEAN", "HEAVY"),
         help="soft tissue behind the pelvis, mm, for the leanest and the heaviest body build (equal: fixed); default %(default)s",
     )
+    parser.add_argument(
+        "--osteoporosis", type=float, nargs=2, default=list(OSTEOPOROSIS), metavar=("LOW", "HIGH"),
+        help="range of the bone-loss factor drawn per subject (0: young-adult bone, 1: trabecular HU to 35%%, cortical HU to 65%%, "
+        "cortices to 60%%); default %(default)s: none drawn, the draws unchanged",
+    )
     args = parser.parse_args(argv)
     n = args.n if args.n is not None else (1 if args.subjects else None)
     if n is None:
@@ -504,5 +525,8 @@ def main(argv: list[str] | None = None) -> int:
     lean, heavy = args.posterior_tissue_mm
     if not (0.0 <= lean <= heavy <= 200.0):
         parser.error(f"--posterior_tissue_mm needs 0 <= LEAN <= HEAVY <= 200 mm, got {lean:g} {heavy:g}")
-    generate_cohort(n, args.out, args.seed, args.spacing, args.workers, args.start, args.anatomy, args.subjects, args.femur_variation, (lean, heavy))
+    low, high = args.osteoporosis
+    if not (0.0 <= low <= high <= 1.0):
+        parser.error(f"--osteoporosis needs 0 <= LOW <= HIGH <= 1, got {low:g} {high:g}")
+    generate_cohort(n, args.out, args.seed, args.spacing, args.workers, args.start, args.anatomy, args.subjects, args.femur_variation, (lean, heavy), (low, high))
     return 0

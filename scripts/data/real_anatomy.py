@@ -520,6 +520,7 @@ POSE_ATTEMPTS = 5
 
 def generate_llp26_case(
     seed: int, spacing_mm: float = 1.0, subject: int | None = None, femur_variation: float = 0.0, posterior_tissue_mm: Sequence[float] | None = None,
+    osteoporosis: Sequence[float] | None = None,
 ) -> "PhantomCase":
     """A real-anatomy phantom case (:class:`scripts.data.phantom.PhantomCase`) from ``seed``.
 
@@ -527,10 +528,10 @@ def generate_llp26_case(
     itself (validation or test). The seed also draws the hip pose, pelvic tilt, body habitus and
     tissues, the lumbar lordosis and the bladder. A pose whose bones would share a voxel is redrawn
     (same shape: the meshes depend on the spacing only through such a redraw), and so is one whose
-    femurs would cross the midline. ``femur_variation``: see :func:`sample_subject`; ``posterior_tissue_mm``:
-    see :func:`scripts.data.phantom.sample_tissue` (None: its default range).
+    femurs would cross the midline. ``femur_variation``: see :func:`sample_subject`; ``posterior_tissue_mm``,
+    ``osteoporosis``: see :func:`scripts.data.phantom.sample_tissue` (None: its default ranges).
     """
-    from scripts.data.phantom import POSTERIOR_TISSUE_MM, BoneOverlapError, PhantomCase, sample_tissue, synthesize_ct
+    from scripts.data.phantom import OSTEOPOROSIS, POSTERIOR_TISSUE_MM, BoneOverlapError, PhantomCase, sample_tissue, synthesize_ct
     from scripts.data.phantom_anatomy import lumbar_spine
 
     if subject is not None and subject not in VALIDATION_SUBJECTS + TEST_SUBJECTS + TRAINING_SUBJECTS:
@@ -543,7 +544,8 @@ def generate_llp26_case(
             continue
         params = {"seed": int(seed), "anatomy": "llp26", "pose_attempt": attempt, **sub.params}
         habitus = float(rng.uniform(0.0, 1.0))
-        tissue = sample_tissue(rng, habitus, POSTERIOR_TISSUE_MM if posterior_tissue_mm is None else posterior_tissue_mm)
+        tissue = sample_tissue(rng, habitus, POSTERIOR_TISSUE_MM if posterior_tissue_mm is None else posterior_tissue_mm,
+                               OSTEOPOROSIS if osteoporosis is None else osteoporosis)
         sym = np.asarray(params["symphysis_mm"])
         volume_ml = float(rng.uniform(60.0, 400.0))
         r = (3.0 * volume_ml * 1000.0 / (4.0 * math.pi * 1.4 * 1.0 * 0.9)) ** (1.0 / 3.0)
