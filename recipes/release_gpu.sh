@@ -5,12 +5,13 @@
 #   bash recipes/release_gpu.sh RUN_DIR        # then: python -m scripts.release RUN_DIR/... (docs/training.md)
 #
 # Sizes are environment variables so the same script rehearses on a CPU at toy scale:
-#   N_LLP=2 N_FV=1 N_PROC=1 POSES=2 VAL_POSES=1 EPOCHS=1 WORKERS=2 DEVICE=cpu bash recipes/release_gpu.sh /tmp/rehearsal
+#   N_LLP=2 N_FV=1 N_PROC=1 N_OST=1 POSES=2 VAL_POSES=1 EPOCHS=1 WORKERS=2 DEVICE=cpu bash recipes/release_gpu.sh /tmp/rehearsal
 set -euo pipefail
 RUN=${1:?usage: release_gpu.sh RUN_DIR}
 N_LLP=${N_LLP:-160}        # synthetic real-anatomy subjects (training-only PCA of LLP26 subjects 0-16)
 N_FV=${N_FV:-160}          # more of them with femurs beyond the training span (--femur_variation 1)
 N_PROC=${N_PROC:-48}       # procedural phantoms kept for variety (case_1000 ...)
+N_OST=${N_OST:-160}        # more real-anatomy subjects with bone loss drawn 0-1 (--osteoporosis 0 1: the elderly)
 POSES=${POSES:-8}          # radiographs per training subject
 VAL_POSES=${VAL_POSES:-10} # radiographs per real validation subject (17-19)
 SPACING=${SPACING:-1.5}    # CT voxel size, mm (ground truth comes from the meshes, not the voxels)
@@ -31,6 +32,7 @@ stamp() { echo "[$(date +%H:%M:%S)] $*"; }
 stamp "cohorts"
 $PY -m scripts.phantom --anatomy llp26 --n "$N_LLP" --out "$RUN/cohort_llp26" --seed 0 --spacing "$SPACING" --workers "$WORKERS"
 $PY -m scripts.phantom --anatomy llp26 --n "$N_FV" --start "$N_LLP" --out "$RUN/cohort_femur_variation" --seed 0 --spacing "$SPACING" --workers "$WORKERS" --femur_variation 1
+$PY -m scripts.phantom --anatomy llp26 --n "$N_OST" --start $(( N_LLP + N_FV )) --out "$RUN/cohort_osteoporosis" --seed 0 --spacing "$SPACING" --workers "$WORKERS" --osteoporosis 0 1
 $PY -m scripts.phantom --anatomy procedural --n "$N_PROC" --start 1000 --out "$RUN/cohort_procedural" --seed 0 --spacing "$SPACING" --workers "$WORKERS"
 $PY -m scripts.phantom --anatomy llp26 --subjects validation --out "$RUN/validation_subjects" --spacing "$SPACING" --workers 3
 
@@ -52,7 +54,9 @@ $PY -m scripts.simulate --cases "$RUN/cohort_llp26" --out "$RUN/sim_ct_box" --po
   --config configs/simulate_ct_box.yaml --workers "$SIM_WORKERS" --device "$DEVICE"
 $PY -m scripts.simulate --cases "$RUN/cohort_llp26" --out "$RUN/sim_fixation" --poses 1 --seed 4 --split training \
   --config configs/simulate_fixation.yaml --workers "$SIM_WORKERS" --device "$DEVICE"
-DATA="['$RUN/sim','$RUN/sim_femur_variation','$RUN/sim_plain','$RUN/sim_ct_end','$RUN/sim_ct_box','$RUN/sim_fixation']"
+$PY -m scripts.simulate --cases "$RUN/cohort_osteoporosis" --out "$RUN/sim_osteoporosis" --poses "$POSES" --seed 5 --split training \
+  --workers "$SIM_WORKERS" --device "$DEVICE"
+DATA="['$RUN/sim','$RUN/sim_femur_variation','$RUN/sim_plain','$RUN/sim_ct_end','$RUN/sim_ct_box','$RUN/sim_fixation','$RUN/sim_osteoporosis']"
 $PY -m scripts.simulate --cases "$RUN/validation_subjects" --out "$RUN/sim" --poses "$VAL_POSES" --split validation --workers 3 --device "$DEVICE"
 
 stamp "training (dual-face and single-face side by side)"
