@@ -32,8 +32,7 @@ sys.path.insert(0, str(ROOT))
 from scripts.io.files import write_json  # noqa: E402
 from scripts.model.training import load_datalist  # noqa: E402
 from scripts.reconstruction.evaluate import Sample, load_sample, mean_masked_depth, true_face_mask  # noqa: E402
-from scripts.data.real_anatomy import fit_sphere  # noqa: E402
-from scripts.reconstruction.hips import MEDIAL_X, femoral_head_vertices, hip_plane  # noqa: E402
+from scripts.reconstruction.hips import MEDIAL_X, femoral_head_vertices, head_spheres, hip_plane  # noqa: E402
 from scripts.reconstruction.reconstruct import build_reconstructor  # noqa: E402
 
 SHIFTS = ("estimated", "oracle")
@@ -44,13 +43,8 @@ CLINICAL_MEAN_ERROR_PCT = {"ball beside the trochanter": 2.55, "ball between the
 
 def true_heads(sample: Sample) -> dict[str, tuple[np.ndarray, float]]:
     """{femur: (centre (3,), radius)} camera mm of the sample's true femur meshes (head chosen on the mesh in world RAS)."""
-    heads = {}
-    for bone in MEDIAL_X:
-        mesh = sample.meshes.get(bone)
-        if mesh is not None and len(mesh.vertices):
-            v = np.asarray(mesh.vertices, dtype=np.float64)
-            heads[bone] = fit_sphere(v[femoral_head_vertices(sample.geometry.camera_to_world_points(v), bone)])
-    return heads
+    vertices = {b: np.asarray(m.vertices, dtype=np.float64) for b, m in sample.meshes.items() if b in MEDIAL_X and len(m.vertices)}
+    return head_spheres(vertices, {b: femoral_head_vertices(sample.geometry.camera_to_world_points(v), b) for b, v in vertices.items()})
 
 
 def score_sample(sample: Sample, recon) -> dict:
