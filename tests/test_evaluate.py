@@ -13,7 +13,7 @@ import torch
 import trimesh
 
 from benchmarks.compare_evaluations import compare, main, subject_rows
-from scripts.reconstruction.evaluate import METRIC_KEYS, SHIFTS, VARIANTS, label_surfaces, load_sample, prior_centre_depth, subject_summary, true_face_mask
+from scripts.reconstruction.evaluate import METRIC_KEYS, SHIFTS, VARIANTS, label_surfaces, load_sample, mask_top_edge_px, prior_centre_depth, subject_summary, true_face_mask
 from scripts.io.files import OUTPUT_MARKER, input_error_of, write_nifti
 from scripts.model.networks import DualFaceDepthNet
 from scripts.reconstruction.reconstruct import build_reconstructor
@@ -94,6 +94,21 @@ def test_subject_summary_by_hand():
     assert got["mean"] == {"pelvis": 4.0, "femur_left": 6.0, "all": pytest.approx((8.0 / 3 + 7.0) / 2)}
     assert got["ci95"]["pelvis"] == [2.0, 6.0] and got["ci95"]["femur_left"] == [4.0, 8.0]
     assert subject_summary(rows, seed=5) == subject_summary(rows, seed=5)
+
+
+def test_mask_top_edge_by_hand():
+    """Truth rows 10-19 over columns 5-14. Bone 0: the prediction 3 rows higher over columns 3-12 (shared 5-12): -3.
+    Bone 1: prediction tops 8, 9, ..., 17 over columns 5-14 (differences -2..+7): median +2.5. Bone 2: no shared
+    column: NaN."""
+    truth = np.zeros((3, 32, 32), bool)
+    truth[:, 10:20, 5:15] = True
+    pred = np.zeros_like(truth)
+    pred[0, 7:20, 3:13] = True
+    for k, c in enumerate(range(5, 15)):
+        pred[1, 8 + k : 20, c] = True
+    pred[2, 10:20, 20:25] = True
+    got = mask_top_edge_px(pred, truth, ("a", "b", "c"))
+    assert got["a"] == -3.0 and got["b"] == 2.5 and np.isnan(got["c"])
 
 
 def test_compare_evaluations_by_hand(tmp_path, capsys):

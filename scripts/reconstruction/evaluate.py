@@ -212,6 +212,17 @@ def mask_dice(pred: np.ndarray, truth: np.ndarray, bones: Sequence[str]) -> dict
     return out
 
 
+def mask_top_edge_px(pred: np.ndarray, truth: np.ndarray, bones: Sequence[str]) -> dict[str, float]:
+    """Per bone, the median over the image columns that both boolean masks (B, H, W) reach of the prediction's
+    topmost row minus the truth's (pixels; negative: the prediction reaches higher, toward row 0); NaN
+    without such a column. A mask sitting too high or too low on its bone shows here, where Dice only falls."""
+    out = {}
+    for b, bone in enumerate(bones):
+        columns = np.flatnonzero(pred[b].any(0) & truth[b].any(0))
+        out[bone] = float(np.median(pred[b][:, columns].argmax(0) - truth[b][:, columns].argmax(0))) if columns.size else float("nan")
+    return out
+
+
 def _surface_scores(mesh: trimesh.Trimesh | None, truth: ReferenceSurface | None) -> dict[str, float]:
     if mesh is None or truth is None or len(mesh.faces) == 0:
         return {k: float("nan") for k in SURFACE_KEYS}
