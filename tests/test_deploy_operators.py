@@ -20,9 +20,9 @@ from scripts.geometry import Geometry
 from tests.helpers import ROOT, STD, make_dicom, ramp
 
 
-def fake_infer(image: np.ndarray, geometry: Geometry) -> dict:
+def fake_infer(image: np.ndarray, geometry: Geometry, fov: np.ndarray | None = None) -> dict:
     """A sphere per bone whose radius encodes the image mean, so outputs can be traced to inputs."""
-    assert image.shape == (geometry.height, geometry.width)
+    assert image.shape == (geometry.height, geometry.width) and (fov is None or fov.shape == image.shape)
     r = 5.0 + float(image.mean()) / 100.0
     return {b: trimesh.creation.icosphere(1, radius=r + i).apply_translation([0, 0, 900.0]) for i, b in enumerate(geometry.bones)}
 
@@ -31,11 +31,11 @@ def failing_second(error: Exception):
     """An inference callable like :func:`fake_infer` that raises ``error`` on its second call."""
     calls = []
 
-    def infer(image: np.ndarray, geometry: Geometry) -> dict:
+    def infer(image: np.ndarray, geometry: Geometry, fov: np.ndarray | None = None) -> dict:
         calls.append(1)
         if len(calls) == 2:
             raise error
-        return fake_infer(image, geometry)
+        return fake_infer(image, geometry, fov)
 
     return infer
 
@@ -80,10 +80,10 @@ def test_inference_contract_checked(dicom_dir):
     cases, errors = load_cases(d, STD)
     assert len(cases) == 1 and len(errors) == 1
     with pytest.raises(ValueError, match="unknown bone"):
-        run_inference(cases[0], lambda im, g: {"skull": trimesh.creation.box()})
+        run_inference(cases[0], lambda im, g, f: {"skull": trimesh.creation.box()})
     with pytest.raises(TypeError):
-        run_inference(cases[0], lambda im, g: [trimesh.creation.box()])
-    partial = run_inference(cases[0], lambda im, g: {"pelvis": trimesh.creation.box(), "femur_left": trimesh.Trimesh()})
+        run_inference(cases[0], lambda im, g, f: [trimesh.creation.box()])
+    partial = run_inference(cases[0], lambda im, g, f: {"pelvis": trimesh.creation.box(), "femur_left": trimesh.Trimesh()})
     assert list(partial) == ["pelvis"]  # empty meshes dropped
 
 
@@ -102,7 +102,7 @@ def test_stages_go_on_past_a_failed_case_and_stop_at_a_bad_model(tmp_path, capsy
     assert [c.name for c, _ in results] == [cases[0].name, cases[2].name]
     assert [error for _, _, error in done if error] == [f"{cases[1].path}: no bone found"]
 
-    def bad_model(image, geometry):
+    def bad_model(image, geometry, fov):
         bad_model.calls += 1
         raise InputFileError(tmp_path / "model.pt", "checkpoint file is empty")
 

@@ -14,17 +14,18 @@ from PIL import Image
 from scripts.geometry import Geometry
 from scripts.model.networks import DualFaceDepthNet
 from scripts.io.radiograph_io import field_of_view
-from scripts.reconstruction.reconstruct import build_reconstructor
+from deploy.app.pipeline import load_cases, reconstruct_image_adapter, run_inference
+from scripts.reconstruction.reconstruct import INFERENCE_CONFIG, bundle_config, build_reconstructor
 from scripts.model.transforms import EnsureFieldOfViewd, FillOutsideFieldd, NormalizeRadiographd
 from tests.helpers import FEATURES, run_bundle
 
 GEOM = Geometry(1100.0, (6.25, 6.25), (64, 64))  # the standard 400 mm field at 64 x 64
 
 
-def bone_everywhere_network(in_channels: int = 1) -> DualFaceDepthNet:
-    """A tiny network whose mask logits are +20 at every pixel: without a field of view it marks bone everywhere."""
+def bone_everywhere_network(in_channels: int = 1, features=FEATURES) -> DualFaceDepthNet:
+    """A network (tiny by default) whose mask logits are +20 at every pixel: without a field of view it marks bone everywhere."""
     torch.manual_seed(0)
-    net = DualFaceDepthNet(in_channels=in_channels, features=FEATURES)
+    net = DualFaceDepthNet(in_channels=in_channels, features=features)
     with torch.no_grad():
         net.final_conv.bias[net.n_depth : net.n_depth + net.bones] = 20.0
     return net
@@ -82,3 +83,26 @@ def test_field_of_view_channel_reaches_the_network():
     pred = rec.predict(np.random.default_rng(2).random((64, 64)).astype(np.float32), GEOM, fov)
     assert seen[0].shape[1] == 2 and torch.equal(seen[0][0, 1], torch.as_tensor(fov))
     assert not pred.mask[:, fov == 0].any() and pred.mask[:, fov == 1].all()
+
+
+def test_deploy_app_predicts_nothing_in_padding(tmp_path):
+    """The MONAI Deploy app's path (load_cases -> reconstruct_image) with the shipped network's configuration: a
+    300 x 240 mm film in the 400 mm standard field gives surfaces only on rays through the film."""
+    features = bundle_config(INFERENCE_CONFIG).get_parsed_content("features")
+    torch.save(bone_everywhere_network(features=features).state_dict(), tmp_path / "model.pt")
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.fromarray((np.random.default_rng(0).random((80, 100)) * 200 + 30).astype(np.uint8)).save(inputs / "film.png")
+    standard = Geometry.standard()
+    (case,), errors = load_cases(inputs, standard, pixel_spacing_mm=3.0)
+    assert errors == [] and case.fov.shape == (standard.height, standard.width) and 0 < case.fov.mean() < 1
+    meshes = run_inference(case, reconstruct_image_adapter(tmp_path / "model.pt", "cpu", ssm_path=""))
+    assert set(meshes) == set(standard.bones)
+    # by hand: each vertex's ray meets the detector at SID * (x, y) / z (mm from the principal point); the film spans
+    # +-150 x +-120 mm there, and a network pixel (128 px over 400 mm) is 3.125 mm wide
+    pitch = 400.0 / 128
+    for mesh in meshes.values():
+        at_detector = standard.sid_mm * mesh.vertices[:, :2] / mesh.vertices[:, 2:]
+        reach = np.abs(at_detector).max(axis=0)
+        assert reach[0] <= 150.0 + pitch and reach[1] <= 120.0 + pitch  # nothing beyond the film
+        assert reach[0] >= 150.0 - 2 * pitch and reach[1] >= 120.0 - 2 * pitch  # bone everywhere it may be

@@ -738,7 +738,7 @@ def test_deploy_app_never_overwrites_or_deletes(tmp_path, capsys):
     is one line and the good files after it are still written."""
     from deploy.app.pipeline import run as deploy_run
 
-    def infer(image, geometry):  # a sphere whose radius encodes the input
+    def infer(image, geometry, fov=None):  # a sphere whose radius encodes the input
         import trimesh
 
         return {"pelvis": trimesh.creation.icosphere(1, radius=5.0 + float(image.mean()) / 100.0).apply_translation([0, 0, 900.0])}

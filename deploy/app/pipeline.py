@@ -1,7 +1,7 @@
 """The deploy app's logic in plain Python (no MONAI Deploy / Holoscan import): load, infer, write.
 
 The SDK operators in ``operators.py`` only move these objects between ports, so everything here is
-testable with a fake inference callable ``(image, geometry) -> {bone: trimesh.Trimesh}``.
+testable with a fake inference callable ``(image, geometry, fov) -> {bone: trimesh.Trimesh}``.
 """
 
 from __future__ import annotations
@@ -20,23 +20,25 @@ from pydicom.uid import generate_uid
 from scripts.io.dicom_export import write_encapsulated_stl, write_stl
 from scripts.io.files import OUTPUT_MARKER, InputFileError, PathLike, atomic_dir, write_json
 from scripts.geometry import Geometry
-from scripts.io.radiograph_io import input_key, iter_radiographs, load_radiograph, output_name, read_dicom
+from scripts.io.radiograph_io import input_key, iter_radiographs, load_radiograph, output_name, radiograph_field, read_dicom
 
 RESULT_KIND = "deploy result"  # the scripts.io.files marker of case folders
-MeshFn = Callable[[np.ndarray, Geometry], "dict[str, trimesh.Trimesh]"]
+MeshFn = Callable[[np.ndarray, Geometry, "np.ndarray | None"], "dict[str, trimesh.Trimesh]"]
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class RadiographCase:
-    """One input radiograph in the standard geometry; ``source`` is the DICOM header (no pixels) or None; ``key``
-    identifies the input in its output folder's marker (:func:`scripts.io.radiograph_io.input_key`)."""
+    """One input radiograph in the standard geometry; ``fov`` its own area in the image (1; 0 where a smaller input was
+    padded to the standard field: :func:`scripts.io.radiograph_io.radiograph_field`); ``source`` is the DICOM header
+    (no pixels) or None; ``key`` identifies the input in its output folder's marker (:func:`scripts.io.radiograph_io.input_key`)."""
 
     path: Path
     name: str
     image: np.ndarray
     geometry: Geometry
     info: dict
+    fov: np.ndarray | None = None
     source: Dataset | None = None
     key: str | None = None
 
@@ -63,6 +65,7 @@ def load_cases(
     for path in paths:
         try:
             image, geometry, info = load_radiograph(path, standard, sid_mm=sid_mm, pixel_spacing_mm=pixel_spacing_mm)
+            fov = radiograph_field(path, geometry, info)
             source = read_dicom(path, stop_before_pixels=True) if info["format"] == "dicom" else None
             name = output_name(path, source, root)
         except InputFileError as e:
@@ -74,18 +77,18 @@ def load_cases(
         if claimed.setdefault(name, path) != path:
             errors.append(f"{path}: its output name {name!r} is that of {claimed[name]} too; rename one of them (nothing written for this one)")
             continue
-        cases.append(RadiographCase(path, name, image, geometry, info, source, input_key(path, source)))
+        cases.append(RadiographCase(path, name, image, geometry, info, fov, source, input_key(path, source)))
     return cases, errors
 
 
 def run_inference(case: RadiographCase, infer: MeshFn) -> dict[str, trimesh.Trimesh]:
-    """Call ``infer(image, geometry)`` and check it returned non-empty meshes of known bones.
+    """Call ``infer(image, geometry, fov)`` and check it returned non-empty meshes of known bones.
 
     Warnings the inference attaches to its result (``.warnings``, e.g. an implausible prediction:
     ``scripts.reconstruction.reconstruct.BoneMeshes``) are added to ``case.info["warnings"]`` (result.json, stderr),
     its hip plane (``.hip_plane``, docs/inference.md) to ``case.info["hip_plane"]`` (result.json).
     """
-    meshes = infer(case.image, case.geometry)
+    meshes = infer(case.image, case.geometry, case.fov)
     if not isinstance(meshes, dict):
         raise TypeError(f"inference must return {{bone: trimesh.Trimesh}}, got {type(meshes).__name__}")
     unknown = set(meshes) - set(case.geometry.bones)
@@ -130,19 +133,20 @@ def write_case(case: RadiographCase, meshes: dict[str, trimesh.Trimesh], output_
 def reconstruct_image_adapter(model_path: PathLike, device: str | None = None, ssm_path: PathLike | None = None) -> MeshFn:
     """Inference callable backed by ``scripts.reconstruction.reconstruct.reconstruct_image`` (imported on first use).
 
-    Expected contract: ``reconstruct_image(image, geometry, model_path=..., ssm_path=..., device=...)``
+    Expected contract: ``reconstruct_image(image, geometry, model_path=..., ssm_path=..., device=..., fov=...)``
     returns ``{bone: trimesh.Trimesh}`` in the camera frame (mm): the shape-model completion where a fit
-    was possible, else the dual-face surface. ``ssm_path``: None for the bundle's models/ssm.npz, "" for
+    was possible, else the dual-face surface; nothing is predicted outside the radiograph's own area ``fov``. ``ssm_path``: None for the bundle's models/ssm.npz, "" for
     no completion. A model path ending in ``.ts`` may be TorchScript (its code runs: trusted sources
     only); any other is loaded as a state dict with ``weights_only=True``.
     """
 
     torchscript = Path(model_path).suffix.lower() == ".ts"  # the explicit request for TorchScript (code: trusted sources only)
 
-    def infer(image: np.ndarray, geometry: Geometry) -> dict[str, trimesh.Trimesh]:
+    def infer(image: np.ndarray, geometry: Geometry, fov: np.ndarray | None = None) -> dict[str, trimesh.Trimesh]:
         from scripts.reconstruction.reconstruct import reconstruct_image
 
-        return reconstruct_image(image, geometry, model_path=str(model_path), ssm_path=None if ssm_path is None else str(ssm_path), device=device, torchscript=torchscript)
+        return reconstruct_image(image, geometry, model_path=str(model_path), ssm_path=None if ssm_path is None else str(ssm_path), device=device,
+                                 torchscript=torchscript, fov=fov)
 
     return infer
 

@@ -754,6 +754,7 @@ def reconstruct_image(
     device: str | None = None,
     completed: bool = True,
     torchscript: bool = False,
+    fov: np.ndarray | None = None,
 ) -> BoneMeshes:
     """Bone surfaces (camera frame, mm) of one bone-bright radiograph (H, W) taken with ``geometry``.
 
@@ -761,7 +762,9 @@ def reconstruct_image(
     ``ssm_path``, default models/ssm.npz). Returns per found bone the shape-model completion
     (``completed``; the dual-face surface where no fit was possible) or the dual-face surface, with
     the result's warnings (``.warnings``: empty unless the prediction is implausible) and hip plane (``.hip_plane``).
-    ``torchscript``: accept a TorchScript ``model_path`` (its code runs: trusted sources only).
+    ``torchscript``: accept a TorchScript ``model_path`` (its code runs: trusted sources only). ``fov`` (H, W): the
+    radiograph's own area (:func:`scripts.io.radiograph_io.radiograph_field`; None: all of the image), normalised
+    over and filled outside as in training, with no bone predicted outside it (:meth:`Reconstructor.predict`).
     """
-    rec = _cached_reconstructor(None if model_path is None else str(model_path), None if ssm_path is None else str(ssm_path), device, bool(torchscript))(image, geometry)
+    rec = _cached_reconstructor(None if model_path is None else str(model_path), None if ssm_path is None else str(ssm_path), device, bool(torchscript))(image, geometry, fov=fov)
     return BoneMeshes({**rec.surfaces, **(rec.completed if completed else {})}, rec.warnings, rec.hip_plane)
