@@ -32,7 +32,7 @@ import scripts.reconstruction.reconstruct as reconstruct
 from scripts.io.files import OUTPUT_MARKER, input_error_of, shared_data_dir, write_nifti
 from scripts.geometry import Geometry
 from scripts.model.networks import DualFaceDepthNet
-from scripts.io.radiograph_io import load_radiograph, output_name, resample_to
+from scripts.io.radiograph_io import FOR_PROCESSING_WARNING, load_radiograph, output_name, resample_to
 from tests.helpers import FEATURES, ROOT, bundle_env, make_dicom, run_bundle
 
 GEOM = Geometry(sid_mm=1100.0, pixel_spacing_mm=(6.25, 6.25), image_size=(64, 64))  # the standard 400 mm field at 64 px
@@ -415,6 +415,23 @@ def test_burned_in_annotation_warns_and_leaves_the_radiograph_out_of_the_report(
     assert warned[0].startswith("BurnedInAnnotation (0028,0301) YES") and all("BurnedIn" not in w for w in assert_complete(out / "clean")["warnings"])
     err = capsys.readouterr().err
     assert [ln.split("\r")[-1] for ln in err.splitlines() if "BurnedInAnnotation" in ln] == [f"{out / 'annotated'}: warning: {warned[0]}"]
+
+
+def test_raw_detector_data_warns(bundle, tmp_path, capsys):
+    """A DX image FOR PROCESSING (raw detector data) is reconstructed with a warning in result.json and on stderr;
+    one FOR PRESENTATION, or without the tag, is not warned about."""
+    d = tmp_path / "in"
+    d.mkdir()
+    dicom(d / "raw.dcm", PresentationIntentType="FOR PROCESSING")
+    dicom(d / "shown.dcm", PresentationIntentType="FOR PRESENTATION")
+    dicom(d / "untagged.dcm")
+    out = tmp_path / "out"
+    assert run_workflow(d, out, bundle) == 0
+    warned = [w for w in assert_complete(out / "raw")["warnings"] if w.startswith("PresentationIntentType")]
+    assert warned == [FOR_PROCESSING_WARNING]
+    assert all(not w.startswith("PresentationIntentType") for n in ("shown", "untagged") for w in assert_complete(out / n)["warnings"])
+    err = capsys.readouterr().err
+    assert [ln.split("\r")[-1] for ln in err.splitlines() if "FOR PROCESSING" in ln] == [f"{out / 'raw'}: warning: {FOR_PROCESSING_WARNING}"]
 
 
 # ---------------------------------------------------------------------- bad checkpoints and shape models

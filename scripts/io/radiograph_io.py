@@ -62,6 +62,10 @@ SECONDARY_CAPTURE_CLASSES = (
 )
 SECONDARY_CAPTURE_MODALITIES = ("OT", "")
 BURNED_IN_WARNING = "BurnedInAnnotation (0028,0301) YES: the image may show identifying text; the radiograph panel is left out of report.png"
+FOR_PROCESSING_WARNING = (
+    "PresentationIntentType (0008,0068) FOR PROCESSING: raw detector data, before the vendor's image processing; the model "
+    "knows radiographs for presentation, so its masks and depths may not be trusted"
+)
 # BodyPartExamined (0018,0015) values (DICOM CID 4031 and common variants) that say the image shows
 # another body part; anything else (PELVIS, HIP, ABDOMEN, local-language or empty) is accepted.
 OTHER_BODY_PARTS = frozenset(
@@ -115,9 +119,14 @@ def load_radiograph(
         info = {"format": "dicom", "modality": str(ds.get("Modality", "")), "photometric": str(ds.PhotometricInterpretation)}
         if "DistanceSourceToPatient" in ds:
             info["source_to_object_mm"] = _tag_number(path, ds, "DistanceSourceToPatient")
+        warned = []
         if str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES":
             info["burned_in_annotation"] = True
-            info["warnings"] = [BURNED_IN_WARNING]
+            warned.append(BURNED_IN_WARNING)
+        if str(ds.get("PresentationIntentType", "") or "").strip().upper() == "FOR PROCESSING":
+            warned.append(FOR_PROCESSING_WARNING)
+        if warned:
+            info["warnings"] = warned
     _check_pixels(path, image)
     resampled, coverage = resample_to(image, native, standard)
     info.update(native_geometry=native.to_dict(), geometry_source=source, coverage=coverage)
