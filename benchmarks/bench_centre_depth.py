@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         for entry in tqdm(load_datalist(dataset_dir, split), desc=f"centre depth ({name})", unit="sample"):
             sample = load_sample(entry, dataset_dir, recon.image_size)
             truth = mean_masked_depth(sample.depth, true_face_mask(sample.depth, sample.mask, 2))
-            errors.append(recon.predict(sample.image, sample.geometry).centre_mm - truth)
+            errors.append(recon.predict(sample.image, sample.geometry, sample.fov).centre_mm - truth)
             subjects.append(str(entry.get("case", sample.name)))
             tissue.append(phantom_tissue(entry, dataset_dir))
             clearance.append(pelvis_clearance(entry, sample.geometry.matrix, labels_cache))

@@ -128,7 +128,7 @@ def run_ct_check(
     samples = []
     for entry in tqdm(load_datalist(work, "test"), desc="shipped model", unit="radiograph"):
         sample = load_sample(entry, work, reconstructor.image_size)
-        pred = reconstructor.predict(sample.image, sample.geometry)
+        pred = reconstructor.predict(sample.image, sample.geometry, sample.fov)
         in_view = [b for b, m in zip(sample.geometry.bones, sample.mask) if m.any()]
         assd = {}
         if surfaces:  # the evaluation's variants and shifts; the prior is the standard geometry's source-object distance
