@@ -3,6 +3,7 @@
     python -m benchmarks.real_images gallery [--radiographs DIR] [--pixel-spacing-mm 0.9] [--docs docs]
     python -m benchmarks.real_images ct [--ct CT --labels LABELS --label-map totalsegmentator] [--poses 4] [--docs docs]
                                         [--posterior-fat-mm MM]   # what-if, prints only (with_posterior_fat)
+                                        [--phantom-bone CORTEX_HU TRABECULAR_HU]   # what-if, prints only (with_phantom_bone)
 
 ``gallery``: the inference workflow (configs/inference.yaml) on every real radiograph of
 ``../shared/data/real_radiographs`` -> ``docs/figures/real_<name>.png`` (its report.png) and the
@@ -38,6 +39,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from scipy import ndimage  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from scripts.reconstruction.evaluate import evaluate_sample, load_sample, mask_dice, mask_top_edge_px, mean_masked_depth, true_face_mask  # noqa: E402
@@ -200,6 +202,30 @@ def with_posterior_fat(ct_path: Path, labels_path: Path, label_map: str | None, 
     return paths
 
 
+def with_phantom_bone(ct_path: Path, labels_path: Path, label_map: str | None, cortex_hu: float, trabecular_hu: float, out_dir: Path,
+                      metal_hu: float = 2000.0) -> tuple[Path, Path]:
+    """A what-if for the bones' look: copies of a CT and its bone labels (ids 1..3) whose voxels inside each bone label
+    get the phantoms' kind of bone (scripts/data/phantom.py): ``cortex_hu`` on the label's outermost voxels (those with a
+    6-connected neighbour outside it), ``trabecular_hu`` inside; metal (at least ``metal_hu``) is kept. Shapes, poses,
+    soft tissue and everything else stay the CT's. Returns (CT, labels) in ``out_dir``; the CT keeps its case name, so
+    the simulator draws the same poses as for the original (a paired comparison)."""
+    ct = read_ct(ct_path)
+    labels = read_labels(labels_path, ct, load_label_map(label_map))
+    hu = ct.array.copy()
+    for label in np.unique(labels.array[labels.array > 0]):
+        bone = labels.array == label
+        inner = ndimage.binary_erosion(bone, border_value=0)
+        keep = hu >= metal_hu
+        hu[bone & ~inner & ~keep] = cortex_hu
+        hu[inner & ~keep] = trabecular_hu
+    out_dir.mkdir(parents=True, exist_ok=True)
+    case = case_name_of(ct_path)
+    paths = out_dir / f"{case}.nii.gz", out_dir / f"{case}_labels.nii.gz"
+    write_nifti(paths[0], np.round(hu).astype(np.int16), ct.affine)
+    write_nifti(paths[1], labels.array.astype(np.uint8), labels.affine)
+    return paths
+
+
 def save_ct_check_figure(path: Path, samples: Sequence[dict], bones: Sequence[str]) -> None:
     """Per pose: the simulated radiograph with the true (solid) and predicted (dashed) masks."""
     fig, axs = plt.subplots(1, len(samples), figsize=(3.6 * len(samples), 3.9), squeeze=False)
@@ -296,6 +322,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("--config", default=None, help="simulator YAML merged over configs/simulate.yaml (default: none, the clinical image formation)")
     c.add_argument("--posterior-fat-mm", type=float, default=0.0,
                    help="what-if: lay this much fat (mm) under the CT's back first (with_posterior_fat); prints the table, writes nothing into --docs")
+    c.add_argument("--phantom-bone", type=float, nargs=2, default=None, metavar=("CORTEX_HU", "TRABECULAR_HU"),
+                   help="what-if: the bone labels' voxels get the phantoms' kind of bone first, a one-voxel cortex over a uniform interior "
+                        "(with_phantom_bone; metal kept); prints the table, writes nothing into --docs")
     args = parser.parse_args(argv)
     overrides = {"ckpt_path": args.ckpt_path, "ssm_path": args.ssm_path, "device": args.device}
     docs = Path(args.docs)
@@ -314,9 +343,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.posterior_fat_mm:
             ct, labels = with_posterior_fat(ct, labels, label_map, args.posterior_fat_mm, work / "with_posterior_fat")
             label_map = None
+        if args.phantom_bone:
+            ct, labels = with_phantom_bone(ct, labels, label_map, *args.phantom_bone, work / "with_phantom_bone")
+            label_map = None
+        what_if = bool(args.posterior_fat_mm or args.phantom_bone)
         summary = run_ct_check(ct, labels, label_map, args.poses, args.seed, work, overrides, config=args.config)
         samples = summary.pop("samples")
-        if args.posterior_fat_mm:
+        if what_if:
             print(ct_markdown(summary, command))
             return 0 if summary["meets_dice_target"] else BELOW_TARGET
         bones = list(Geometry.standard().bones)

@@ -6,7 +6,7 @@ numbers: docs/real_radiographs.md."""
 import numpy as np
 import pytest
 
-from benchmarks.real_images import DICE_TARGET, GALLERY_PIXEL_SPACING_MM, REAL_CT_DIR, REAL_RADIOGRAPHS, bone_sides, run_ct_check, run_gallery, sides_ok, with_posterior_fat
+from benchmarks.real_images import DICE_TARGET, GALLERY_PIXEL_SPACING_MM, REAL_CT_DIR, REAL_RADIOGRAPHS, bone_sides, run_ct_check, run_gallery, sides_ok, with_phantom_bone, with_posterior_fat
 from scripts.data.simulate import case_name_of, label_positions, table_clearance_mm, table_shift_mm
 from scripts.data.volumes import Volume, read_ct, read_labels
 from scripts.geometry import BONES, Geometry, standard_ap_pose
@@ -94,3 +94,29 @@ def test_posterior_fat_what_if_by_hand(tmp_path):
         pose = standard_ap_pose(centre, 950.0, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
         pose[2, 3] += table_shift_mm(volume, pose, centre, 1075.0, -500.0)
         assert table_clearance_mm(label_positions(Volume(labels, affine), ("pelvis",)), pose, 1075.0) == pytest.approx(expected, abs=1.0)
+
+
+def test_phantom_bone_what_if_by_hand(tmp_path):
+    """A 4 x 4 x 4 pelvis cube and a 3 x 3 x 3 femur cube in a 100 HU body: the 56 outer voxels of the first and the 26
+    of the second get the cortex, the cube's 8 inner voxels and the femur's centre the interior, a metal voxel on the
+    cube's surface keeps its 3000 HU, every voxel outside the labels keeps its own; labels and case name unchanged."""
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    ct = np.full((12, 12, 12), 100, np.int16)
+    ct[:, :, 0] = -1000
+    labels = np.zeros(ct.shape, np.uint8)
+    labels[2:6, 2:6, 2:6] = 1
+    labels[7:10, 7:10, 7:10] = 2
+    ct[2, 2, 2] = 3000
+    write_nifti(tmp_path / "subject_3.nii.gz", ct, affine)
+    write_nifti(tmp_path / "labels.nii.gz", labels, affine)
+    ct_path, labels_path = with_phantom_bone(tmp_path / "subject_3.nii.gz", tmp_path / "labels.nii.gz", None, 1100.0, 300.0, tmp_path / "bone")
+    assert case_name_of(ct_path) == "subject_3"
+    got = read_ct(ct_path).array
+    np.testing.assert_array_equal(read_labels(labels_path, None).array, labels)
+    expected = ct.astype(np.float32)
+    expected[labels > 0] = 1100.0
+    expected[3:5, 3:5, 3:5] = 300.0
+    expected[8, 8, 8] = 300.0
+    expected[2, 2, 2] = 3000.0
+    np.testing.assert_array_equal(got, expected)
+    assert (got[labels == 1] == 1100.0).sum() == 56 - 1 and (got[labels == 2] == 1100.0).sum() == 26
