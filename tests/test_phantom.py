@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from scripts.data import phantom_anatomy as anatomy
 from scripts.geometry import BONES, Geometry, standard_ap_pose
-from scripts.data.phantom import BONE_LOSS_AT_1, build_meshes, case_seeds, generate_case, main, sample_params, voxelize
+from scripts.data.phantom import BONE_LOSS_AT_1, TissueOptions, _bone_hu, build_meshes, case_seeds, generate_case, main, sample_params, voxelize
 from scripts.data.volumes import BONE_LABELS
 
 SPACING = 3.0
@@ -204,10 +204,10 @@ def test_posterior_tissue_range_sets_the_tissue_behind_the_pelvis(tmp_path):
     """--posterior_tissue_mm: the default draws are unchanged, a fixed range gives that thickness behind the
     pelvis in params and in the CT (the body's back this far behind the pelvis's, to a voxel), every other
     draw unchanged; a reversed range is refused before anything is written."""
-    assert sample_params(3) == sample_params(3, (30.0, 55.0))
+    assert sample_params(3) == sample_params(3, TissueOptions(posterior_tissue_mm=(30.0, 55.0)))
     depth = {}
     for mm in (15.0, 45.0):
-        case = generate_case(3, SPACING, "procedural", posterior_tissue_mm=(mm, mm))
+        case = generate_case(3, SPACING, "procedural", options=TissueOptions(posterior_tissue_mm=(mm, mm)))
         tissue = dict(case.params["tissue"])
         assert tissue.pop("posterior_tissue_mm") == mm
         default = dict(sample_params(3)["tissue"])
@@ -229,16 +229,16 @@ def test_osteoporosis_scales_the_bone_draws_and_nothing_else(tmp_path):
     HU by as much (mean over the pelvis's interior, away from the partial-volume rim); a range draws one loss
     per subject within it; a reversed range is refused before anything is written."""
     default = sample_params(3)
-    assert default == sample_params(3, osteoporosis=(0.0, 0.0)) and "osteoporosis" not in default["tissue"]
-    lossy = sample_params(3, osteoporosis=(1.0, 1.0))["tissue"]
+    assert default == sample_params(3, TissueOptions(osteoporosis=(0.0, 0.0))) and "osteoporosis" not in default["tissue"]
+    lossy = sample_params(3, TissueOptions(osteoporosis=(1.0, 1.0)))["tissue"]
     assert lossy.pop("osteoporosis") == 1.0
     assert lossy["trabecular_hu"] == pytest.approx(0.35 * default["tissue"]["trabecular_hu"])
     assert lossy["cortical_hu"] == pytest.approx(0.65 * default["tissue"]["cortical_hu"])
     assert lossy["cortex_mm"] == pytest.approx(0.6 * default["tissue"]["cortex_mm"])
     assert {k: v for k, v in lossy.items() if k not in BONE_LOSS_AT_1} == {k: v for k, v in default["tissue"].items() if k not in BONE_LOSS_AT_1}
-    drawn = [sample_params(s, osteoporosis=(0.2, 0.6))["tissue"]["osteoporosis"] for s in range(20)]
+    drawn = [sample_params(s, TissueOptions(osteoporosis=(0.2, 0.6)))["tissue"]["osteoporosis"] for s in range(20)]
     assert all(0.2 <= o <= 0.6 for o in drawn) and np.std(drawn) > 0.05
-    young, old = generate_case(3, SPACING, "procedural"), generate_case(3, SPACING, "procedural", osteoporosis=(1.0, 1.0))
+    young, old = generate_case(3, SPACING, "procedural"), generate_case(3, SPACING, "procedural", options=TissueOptions(osteoporosis=(1.0, 1.0)))
     np.testing.assert_array_equal(young.labels, old.labels)
     inner = ndimage.binary_erosion(young.labels == BONE_LABELS["pelvis"], iterations=2)
     ratio = (old.ct[inner].astype(float).mean()) / young.ct[inner].astype(float).mean()
@@ -246,6 +246,34 @@ def test_osteoporosis_scales_the_bone_draws_and_nothing_else(tmp_path):
     with pytest.raises(SystemExit):
         main(["--anatomy", "procedural", "--n", "1", "--out", str(tmp_path / "x"), "--osteoporosis", "0.8", "0.2"])
     assert not (tmp_path / "x").exists()
+
+
+def test_partial_volume_cortex_by_hand(tmp_path):
+    """A 20-voxel cube at 2 mm, cortex 1.2 or 2.5 mm thick: by default the outer voxel layer is cortex (1.2 mm widened to a
+    voxel; 2.5 mm cut to the one layer whose centre lies within it), with --partial_volume_cortex the layers hold shares
+    1.2 / 2 = 0.6 and 0 (1 and 0.25 for 2.5 mm), HU and texture mixed by them (the texture read from the default
+    rendering, the same draws). The shares along a row add up to the cortex on both faces; params record the choice only
+    when made; the CLI passes it on."""
+    mask = np.zeros((24, 24, 24), bool)
+    mask[2:22, 2:22, 2:22] = True
+    row = mask[:, 12, 12]  # a line through the middle: layers 1, 2, 3 ... in from each face
+    for cortex_mm, shares in ((1.2, (0.6, 0.0, 0.0)), (2.5, (1.0, 0.25, 0.0))):
+        tissue = {"cortical_hu": 1500.0, "trabecular_hu": 200.0}
+        plain = np.zeros(mask.shape)
+        plain[mask] = _bone_hu(mask, 2.0, cortex_mm, {"tissue": tissue}, np.random.default_rng(0))
+        mixed = np.zeros(mask.shape)
+        mixed[mask] = _bone_hu(mask, 2.0, cortex_mm, {"tissue": {**tissue, "partial_volume_cortex": True}}, np.random.default_rng(0))
+        layers = np.arange(2, 22)
+        texture = np.where(np.minimum(layers - 2, 21 - layers) < 1, (plain[layers, 12, 12] - 1500.0) / 80.0, (plain[layers, 12, 12] - 200.0) / 50.0)
+        depth_layer = np.minimum(layers - 2, 21 - layers)  # 0: the outer voxel
+        share = np.array([shares[min(d, 2)] for d in depth_layer])
+        np.testing.assert_allclose(mixed[layers, 12, 12], 200.0 + share * 1300.0 + (50.0 + 30.0 * share) * texture, atol=1e-6)
+        assert share.sum() * 2.0 == pytest.approx(2 * cortex_mm)  # both faces of the row
+    assert row.sum() == 20
+    assert "partial_volume_cortex" not in sample_params(3)["tissue"]
+    assert sample_params(3, TissueOptions(partial_volume_cortex=True))["tissue"] == {**sample_params(3)["tissue"], "partial_volume_cortex": True}
+    main(["--anatomy", "procedural", "--n", "1", "--out", str(tmp_path / "pv"), "--spacing", "6", "--partial_volume_cortex"])
+    assert json.loads((tmp_path / "pv" / "case_0000" / "params.json").read_text())["tissue"]["partial_volume_cortex"] is True
 
 
 def test_parallel_and_extended_cohorts_match_serial(tmp_path):

@@ -55,6 +55,22 @@ OSTEOPOROSIS = (0.0, 0.0)  # range of the bone-loss factor (0: the young-adult b
 BONE_LOSS_AT_1 = {"trabecular_hu": 0.35, "cortical_hu": 0.65, "cortex_mm": 0.6, "shaft_cortex_mm": 0.6}
 
 
+@dataclass(frozen=True)
+class TissueOptions:
+    """What a cohort draws or renders beyond the default subjects (:func:`sample_tissue`, :func:`synthesize_ct`).
+
+    ``posterior_tissue_mm``: (lean, heavy) range of the soft tissue behind the pelvis, mm (equal ends fix it);
+    ``osteoporosis``: range of the bone-loss factor drawn per subject (0: young-adult bone, 1: severe);
+    ``partial_volume_cortex``: a voxel holding part of the cortex gets the cortex's share of it (cortical and
+    trabecular HU mixed) instead of a cortex thinner than a voxel being widened to a whole voxel at cortical HU.
+    The defaults draw and render every subject as before.
+    """
+
+    posterior_tissue_mm: tuple[float, float] = POSTERIOR_TISSUE_MM
+    osteoporosis: tuple[float, float] = OSTEOPOROSIS
+    partial_volume_cortex: bool = False
+
+
 @dataclass
 class PhantomCase:
     """One subject. ``ct`` int16 HU and ``labels`` uint8 indexed (X, Y, Z); ``affine`` voxel -> RAS mm."""
@@ -67,9 +83,8 @@ class PhantomCase:
 
 
 # ---------------------------------------------------------------------- subject parameters
-def sample_params(seed: int, posterior_tissue_mm: Sequence[float] = POSTERIOR_TISSUE_MM, osteoporosis: Sequence[float] = OSTEOPOROSIS) -> dict:
-    """Shape and tissue parameters of one subject (lengths mm, angles degrees), from ``seed`` (posterior tissue and
-    bone-loss ranges: :func:`sample_tissue`)."""
+def sample_params(seed: int, options: TissueOptions = TissueOptions()) -> dict:
+    """Shape and tissue parameters of one subject (lengths mm, angles degrees), from ``seed`` (``options``: :func:`sample_tissue`)."""
     rng = np.random.default_rng(seed)
     u = rng.uniform
     habitus = float(u(0.0, 1.0))  # body build, lean (0) to heavy (1): drives every soft-tissue depot
@@ -97,21 +112,20 @@ def sample_params(seed: int, posterior_tissue_mm: Sequence[float] = POSTERIOR_TI
         "head_radius": float(u(21.5, 25.5)),
         "femur_left": side(),
         "femur_right": side(),
-        "tissue": sample_tissue(rng, habitus, posterior_tissue_mm, osteoporosis),
+        "tissue": sample_tissue(rng, habitus, options),
     }
 
 
-def sample_tissue(
-    rng: np.random.Generator, habitus: float, posterior_tissue_mm: Sequence[float] = POSTERIOR_TISSUE_MM, osteoporosis: Sequence[float] = OSTEOPOROSIS
-) -> dict:
+def sample_tissue(rng: np.random.Generator, habitus: float, options: TissueOptions = TissueOptions()) -> dict:
     """Bone HU, muscle HU and soft-tissue depots (mm) of one subject; every depot follows the ``habitus`` (0 lean .. 1 heavy).
 
-    ``posterior_tissue_mm``: (lean, heavy) range of the soft tissue behind the pelvis (the patient lies on
+    ``options.posterior_tissue_mm``: (lean, heavy) range of the soft tissue behind the pelvis (the patient lies on
     it on the table; an AP radiograph hardly shows it). Equal ends fix it; the draws do not depend on it.
-    ``osteoporosis``: range of a bone-loss factor ``o`` drawn per subject (a child stream of ``rng``, so
+    ``options.osteoporosis``: range of a bone-loss factor ``o`` drawn per subject (a child stream of ``rng``, so
     every other draw stays as it is): each bone draw is scaled by ``1 - o * (1 - BONE_LOSS_AT_1[key])``
     (trabecular HU to 35% at ``o = 1``, cortical HU to 65%, cortices to 60% of their thickness). The
-    default (0, 0) draws nothing and changes nothing.
+    default (0, 0) draws nothing and changes nothing. ``options.partial_volume_cortex`` is recorded for
+    :func:`synthesize_ct` (``partial_volume_cortex: true``; absent by default).
     """
     u = rng.uniform
 
@@ -129,13 +143,15 @@ def sample_tissue(
         "fat_mm": depot(8.0, 35.0),
         "lateral_tissue_mm": depot(35.0, 75.0),
         "anterior_tissue_mm": depot(40.0, 110.0),
-        "posterior_tissue_mm": depot(*posterior_tissue_mm),
+        "posterior_tissue_mm": depot(*options.posterior_tissue_mm),
         "thigh_radius_mm": depot(70.0, 95.0),
         "gas_pockets": int(rng.integers(0, 5)),
     }
-    if osteoporosis[1] > 0.0:
-        loss = float(rng.spawn(1)[0].uniform(*osteoporosis))
+    if options.osteoporosis[1] > 0.0:
+        loss = float(rng.spawn(1)[0].uniform(*options.osteoporosis))
         tissue.update({key: tissue[key] * (1.0 - loss * (1.0 - kept)) for key, kept in BONE_LOSS_AT_1.items()}, osteoporosis=loss)
+    if options.partial_volume_cortex:
+        tissue["partial_volume_cortex"] = True
     return tissue
 
 
@@ -231,18 +247,28 @@ def _bone_hu(mask: np.ndarray, spacing: float, cortex_mm: np.ndarray | float, pa
     """HU at the voxels of one bone mask (in ``mask[mask]`` order): cortical shell of thickness ``cortex_mm``
     (a number, or an array broadcast to the mask) over a trabecular interior, both with a smooth texture.
 
+    A voxel whose centre lies ``d`` mm inside (distance to the nearest voxel outside the mask, ``spacing`` for the
+    outermost) is cortex when ``d <= max(cortex_mm, spacing)``: a cortex thinner than a voxel takes the whole outer
+    voxel. With ``tissue.partial_volume_cortex`` it holds the cortex's share ``clip((cortex_mm - d + spacing) /
+    spacing, 0, 1)`` instead (the cortex laid from the surface half a voxel outside the outer centres), its HU and
+    texture mixed by that share, so the cortex's mass along the normal is ``cortex_mm`` at any voxel size.
+
     The texture is a coarse N(0, 1) field (one value per 8 voxels) interpolated linearly, as
     ``scipy.ndimage.zoom(field, 8, order=1)`` edge-padded to the mask's shape would, at the mask's voxels only.
     """
     t = params["tissue"]
     depth = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
     idx = np.nonzero(mask)
-    cortex = depth[idx] <= np.maximum(np.broadcast_to(cortex_mm, mask.shape)[idx], spacing)
+    thickness = np.broadcast_to(cortex_mm, mask.shape)[idx]
     coarse = rng.normal(0.0, 1.0, size=tuple(max(2, s // 8) for s in mask.shape))
     zoomed = [max(round(c * 8), 1) for c in coarse.shape]  # the shape zoom(coarse, 8) has
     coords = [np.minimum(i, z - 1) * ((c - 1) / (z - 1) if z > 1 else 0.0) for i, c, z in zip(idx, coarse.shape, zoomed)]
     texture = ndimage.map_coordinates(coarse, coords, order=1)
-    return np.where(cortex, t["cortical_hu"] + 80.0 * texture, t["trabecular_hu"] + 50.0 * texture)
+    if not t.get("partial_volume_cortex"):
+        cortex = depth[idx] <= np.maximum(thickness, spacing)
+        return np.where(cortex, t["cortical_hu"] + 80.0 * texture, t["trabecular_hu"] + 50.0 * texture)
+    share = np.clip((thickness - depth[idx] + spacing) / spacing, 0.0, 1.0)
+    return t["trabecular_hu"] + share * (t["cortical_hu"] - t["trabecular_hu"]) + (50.0 + 30.0 * share) * texture
 
 
 def _volume_grid(meshes: Sequence[trimesh.Trimesh | trimesh.PointCloud], layout: dict, thigh_r: float, spacing: float, z_floor_mm: float | None = None) -> tuple[np.ndarray, tuple[int, int, int]]:
@@ -358,24 +384,24 @@ def synthesize_ct(
 
 def generate_case(
     seed: int, spacing_mm: float = 1.0, anatomy_name: str = DEFAULT_ANATOMY, subject: int | None = None, femur_variation: float = 0.0,
-    posterior_tissue_mm: Sequence[float] = POSTERIOR_TISSUE_MM, osteoporosis: Sequence[float] = OSTEOPOROSIS,
+    options: TissueOptions = TissueOptions(),
 ) -> PhantomCase:
     """One phantom subject from ``seed`` on an isotropic ``spacing_mm`` grid (same seed -> same case).
 
     ``anatomy_name``: ``"procedural"`` (template bones, this module) or ``"llp26"`` (real anatomy,
     :mod:`scripts.data.real_anatomy`: a training-PCA draw, or LLP26 subject ``subject`` itself);
     ``femur_variation`` (llp26 draws) widens their femurs' version, neck-shaft angle and bow;
-    ``posterior_tissue_mm``, ``osteoporosis``: the ranges of the soft tissue behind the pelvis and of bone loss (:func:`sample_tissue`).
+    ``options``: the ranges of the soft tissue behind the pelvis and of bone loss, and the cortex's rendering (:class:`TissueOptions`).
     """
     if not (math.isfinite(spacing_mm) and spacing_mm > 0):
         raise ValueError(f"spacing_mm must be positive, got {spacing_mm}")
     if anatomy_name == "llp26":
         from scripts.data.real_anatomy import generate_llp26_case  # LLP26 is read only when asked for
 
-        return generate_llp26_case(seed, spacing_mm, subject, femur_variation, posterior_tissue_mm, osteoporosis)
+        return generate_llp26_case(seed, spacing_mm, subject, femur_variation, options)
     if anatomy_name != "procedural" or subject is not None or femur_variation:
         raise ValueError(f"unknown anatomy {anatomy_name!r} (or a subject index or femur variation for the procedural phantom)")
-    params = sample_params(seed, posterior_tissue_mm, osteoporosis)
+    params = sample_params(seed, options)
     meshes = build_meshes(params)
     shaft_tops = {name: params[name]["head_centre_mm"][2] + anatomy.LESSER_TROCHANTER_LEVEL * params["scale"] for name in ("femur_left", "femur_right")}
     ct, labels, affine = synthesize_ct(meshes, params, spacing_mm, np.random.default_rng([seed, 1]), shaft_tops)
@@ -433,26 +459,24 @@ def case_seeds(n: int, seed: int, start: int = 0) -> list[int]:
     return [int(s) for s in np.random.SeedSequence(seed).generate_state(start + n, dtype=np.uint32)[start:]]
 
 
-def _write_one(task: tuple[int, Path, float, str, int | None, float, tuple[float, float], tuple[float, float]]) -> Path:
-    case_seed, folder, spacing_mm, anatomy_name, subject, femur_variation, posterior_tissue_mm, osteoporosis = task
-    write_case(generate_case(case_seed, spacing_mm, anatomy_name, subject, femur_variation, posterior_tissue_mm, osteoporosis), folder)
+def _write_one(task: tuple[int, Path, float, str, int | None, float, TissueOptions]) -> Path:
+    case_seed, folder, spacing_mm, anatomy_name, subject, femur_variation, options = task
+    write_case(generate_case(case_seed, spacing_mm, anatomy_name, subject, femur_variation, options), folder)
     return folder
 
 
 def cohort_tasks(
     n: int, out: Path, seed: int, spacing_mm: float, start: int, anatomy_name: str, subjects: str | None, femur_variation: float = 0.0,
-    posterior_tissue_mm: Sequence[float] = POSTERIOR_TISSUE_MM, osteoporosis: Sequence[float] = OSTEOPOROSIS,
+    options: TissueOptions = TissueOptions(),
 ) -> list[tuple]:
-    """(case seed, folder, spacing, anatomy, subject, femur variation, posterior tissue range, bone-loss range) of every case to write.
+    """(case seed, folder, spacing, anatomy, subject, femur variation, :class:`TissueOptions`) of every case to write.
 
     Without ``subjects``: cases ``out/case_XXXX``, ``start .. start+n-1`` of the seed's cohort. With
     ``subjects`` ("validation" or "test", LLP26 only): for each of that split's real subjects ``j``,
     cases ``out/subject_JJ_KK``, ``k = start .. start+n-1``, each with its own seeded pose and body.
     """
-    tissue = (float(posterior_tissue_mm[0]), float(posterior_tissue_mm[1]))
-    bone = (float(osteoporosis[0]), float(osteoporosis[1]))
     if subjects is None:
-        return [(s, out / f"case_{start + i:04d}", spacing_mm, anatomy_name, None, femur_variation, tissue, bone) for i, s in enumerate(case_seeds(n, seed, start))]
+        return [(s, out / f"case_{start + i:04d}", spacing_mm, anatomy_name, None, femur_variation, options) for i, s in enumerate(case_seeds(n, seed, start))]
     if anatomy_name != "llp26":
         raise ValueError("--subjects needs --anatomy llp26")
     from scripts.data.real_anatomy import subject_of_split
@@ -460,7 +484,7 @@ def cohort_tasks(
     if subjects == "training":
         raise ValueError("--subjects training: training cases are drawn from the training PCA (leave --subjects out)")
     return [
-        (s, out / f"subject_{j:02d}_{start + i:02d}", spacing_mm, anatomy_name, j, 0.0, tissue, bone)
+        (s, out / f"subject_{j:02d}_{start + i:02d}", spacing_mm, anatomy_name, j, 0.0, options)
         for j in subject_of_split(subjects)
         for i, s in enumerate(case_seeds(n, int(np.random.SeedSequence([seed, j]).generate_state(1)[0]), start))
     ]
@@ -476,11 +500,10 @@ def generate_cohort(
     anatomy_name: str = DEFAULT_ANATOMY,
     subjects: str | None = None,
     femur_variation: float = 0.0,
-    posterior_tissue_mm: Sequence[float] = POSTERIOR_TISSUE_MM,
-    osteoporosis: Sequence[float] = OSTEOPOROSIS,
+    options: TissueOptions = TissueOptions(),
 ) -> list[Path]:
     """Write a cohort with ``workers`` processes (cases of :func:`cohort_tasks`); returns their folders."""
-    tasks = cohort_tasks(n, Path(out), seed, spacing_mm, start, anatomy_name, subjects, femur_variation, posterior_tissue_mm, osteoporosis)
+    tasks = cohort_tasks(n, Path(out), seed, spacing_mm, start, anatomy_name, subjects, femur_variation, options)
     progress = dict(total=len(tasks), desc=f"{anatomy_name} phantom cases", unit="case")
     if workers <= 1:
         return [_write_one(t) for t in tqdm(tasks, **progress)]
@@ -512,6 +535,11 @@ def main(argv: list[str] | None = None) -> int:
         help="range of the bone-loss factor drawn per subject (0: young-adult bone, 1: trabecular HU to 35%%, cortical HU to 65%%, "
         "cortices to 60%%); default %(default)s: none drawn, the draws unchanged",
     )
+    parser.add_argument(
+        "--partial_volume_cortex", action="store_true",
+        help="a voxel holding part of the cortex gets the cortex's share of it (HU mixed), instead of a cortex thinner than a voxel "
+        "taking the whole outer voxel at cortical HU (docs/phantom.md, 'CT synthesis')",
+    )
     args = parser.parse_args(argv)
     n = args.n if args.n is not None else (1 if args.subjects else None)
     if n is None:
@@ -528,5 +556,6 @@ def main(argv: list[str] | None = None) -> int:
     low, high = args.osteoporosis
     if not (0.0 <= low <= high <= 1.0):
         parser.error(f"--osteoporosis needs 0 <= LOW <= HIGH <= 1, got {low:g} {high:g}")
-    generate_cohort(n, args.out, args.seed, args.spacing, args.workers, args.start, args.anatomy, args.subjects, args.femur_variation, (lean, heavy), (low, high))
+    options = TissueOptions((lean, heavy), (low, high), args.partial_volume_cortex)
+    generate_cohort(n, args.out, args.seed, args.spacing, args.workers, args.start, args.anatomy, args.subjects, args.femur_variation, options)
     return 0

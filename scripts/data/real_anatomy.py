@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import trimesh
@@ -40,7 +40,7 @@ from scripts.data import llp26
 from scripts.geometry import apply_transform
 
 if TYPE_CHECKING:  # scripts.data.phantom imports this module
-    from scripts.data.phantom import PhantomCase
+    from scripts.data.phantom import PhantomCase, TissueOptions
 
 TRAINING_SUBJECTS = tuple(range(0, 17))
 VALIDATION_SUBJECTS = (17, 18, 19)
@@ -519,8 +519,7 @@ POSE_ATTEMPTS = 5
 
 
 def generate_llp26_case(
-    seed: int, spacing_mm: float = 1.0, subject: int | None = None, femur_variation: float = 0.0, posterior_tissue_mm: Sequence[float] | None = None,
-    osteoporosis: Sequence[float] | None = None,
+    seed: int, spacing_mm: float = 1.0, subject: int | None = None, femur_variation: float = 0.0, options: "TissueOptions | None" = None,
 ) -> "PhantomCase":
     """A real-anatomy phantom case (:class:`scripts.data.phantom.PhantomCase`) from ``seed``.
 
@@ -528,10 +527,10 @@ def generate_llp26_case(
     itself (validation or test). The seed also draws the hip pose, pelvic tilt, body habitus and
     tissues, the lumbar lordosis and the bladder. A pose whose bones would share a voxel is redrawn
     (same shape: the meshes depend on the spacing only through such a redraw), and so is one whose
-    femurs would cross the midline. ``femur_variation``: see :func:`sample_subject`; ``posterior_tissue_mm``,
-    ``osteoporosis``: see :func:`scripts.data.phantom.sample_tissue` (None: its default ranges).
+    femurs would cross the midline. ``femur_variation``: see :func:`sample_subject`; ``options``:
+    :class:`scripts.data.phantom.TissueOptions` (None: its defaults).
     """
-    from scripts.data.phantom import OSTEOPOROSIS, POSTERIOR_TISSUE_MM, BoneOverlapError, PhantomCase, sample_tissue, synthesize_ct
+    from scripts.data.phantom import BoneOverlapError, PhantomCase, TissueOptions, sample_tissue, synthesize_ct
     from scripts.data.phantom_anatomy import lumbar_spine
 
     if subject is not None and subject not in VALIDATION_SUBJECTS + TEST_SUBJECTS + TRAINING_SUBJECTS:
@@ -544,8 +543,7 @@ def generate_llp26_case(
             continue
         params = {"seed": int(seed), "anatomy": "llp26", "pose_attempt": attempt, **sub.params}
         habitus = float(rng.uniform(0.0, 1.0))
-        tissue = sample_tissue(rng, habitus, POSTERIOR_TISSUE_MM if posterior_tissue_mm is None else posterior_tissue_mm,
-                               OSTEOPOROSIS if osteoporosis is None else osteoporosis)
+        tissue = sample_tissue(rng, habitus, options or TissueOptions())
         sym = np.asarray(params["symphysis_mm"])
         volume_ml = float(rng.uniform(60.0, 400.0))
         r = (3.0 * volume_ml * 1000.0 / (4.0 * math.pi * 1.4 * 1.0 * 0.9)) ** (1.0 / 3.0)
