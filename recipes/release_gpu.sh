@@ -11,7 +11,7 @@ RUN=${1:?usage: release_gpu.sh RUN_DIR}
 N_LLP=${N_LLP:-160}        # synthetic real-anatomy subjects (training-only PCA of LLP26 subjects 0-16)
 N_FV=${N_FV:-160}          # more of them with femurs beyond the training span (--femur_variation 1)
 N_PROC=${N_PROC:-48}       # procedural phantoms kept for variety (case_1000 ...)
-N_OST=${N_OST:-160}        # more real-anatomy subjects with bone loss drawn 0-1 (--osteoporosis 0 1: the elderly)
+N_OST=${N_OST:-160}        # more real-anatomy subjects with bone loss drawn 0-1 and partial-volumed cortices (the elderly: faint outlines)
 POSES=${POSES:-8}          # radiographs per training subject
 VAL_POSES=${VAL_POSES:-10} # radiographs per real validation subject (17-19)
 SPACING=${SPACING:-1.5}    # CT voxel size, mm (ground truth comes from the meshes, not the voxels)
@@ -32,7 +32,7 @@ stamp() { echo "[$(date +%H:%M:%S)] $*"; }
 stamp "cohorts"
 $PY -m scripts.phantom --anatomy llp26 --n "$N_LLP" --out "$RUN/cohort_llp26" --seed 0 --spacing "$SPACING" --workers "$WORKERS"
 $PY -m scripts.phantom --anatomy llp26 --n "$N_FV" --start "$N_LLP" --out "$RUN/cohort_femur_variation" --seed 0 --spacing "$SPACING" --workers "$WORKERS" --femur_variation 1
-$PY -m scripts.phantom --anatomy llp26 --n "$N_OST" --start $(( N_LLP + N_FV )) --out "$RUN/cohort_osteoporosis" --seed 0 --spacing "$SPACING" --workers "$WORKERS" --osteoporosis 0 1
+$PY -m scripts.phantom --anatomy llp26 --n "$N_OST" --start $(( N_LLP + N_FV )) --out "$RUN/cohort_osteoporosis" --seed 0 --spacing "$SPACING" --workers "$WORKERS" --osteoporosis 0 1 --partial_volume_cortex
 $PY -m scripts.phantom --anatomy procedural --n "$N_PROC" --start 1000 --out "$RUN/cohort_procedural" --seed 0 --spacing "$SPACING" --workers "$WORKERS"
 $PY -m scripts.phantom --anatomy llp26 --subjects validation --out "$RUN/validation_subjects" --spacing "$SPACING" --workers 3
 
