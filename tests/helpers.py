@@ -115,6 +115,28 @@ def make_dicom(path, pixels, modality="DX", sop_class=DigitalXRayImageStorageFor
     return ds
 
 
+def jpeg_lossless_copy(ds: Dataset, pixels: np.ndarray, path, work) -> None:
+    """Write ``ds`` (a :func:`make_dicom` dataset of ``pixels``) to ``path`` with its pixels compressed as JPEG Lossless
+    (SimpleITK/GDCM's encoder, written in the folder ``work``), which pydicom has no decoder for here."""
+    import pydicom
+    import SimpleITK as sitk
+
+    w = sitk.ImageFileWriter()
+    w.SetImageIO("GDCMImageIO")
+    w.SetFileName(str(Path(work) / "gdcm.dcm"))
+    w.SetUseCompression(True)
+    w.SetCompressor("JPEG")  # GDCM's JPEG is JPEG Lossless (process 14)
+    w.Execute(sitk.GetImageFromArray(pixels))
+    compressed = pydicom.dcmread(str(Path(work) / "gdcm.dcm"))
+    assert compressed.file_meta.TransferSyntaxUID == pydicom.uid.JPEGLosslessSV1
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.PixelData = compressed.PixelData
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    ds.file_meta.TransferSyntaxUID = compressed.file_meta.TransferSyntaxUID
+    ds.save_as(str(path), enforce_file_format=True)
+
+
 def ramp(h=64, w=64, hi=1000):
     """A non-constant uint16 test image (H, W) with values 1 .. ``hi``."""
     return (np.arange(h * w).reshape(h, w) % hi + 1).astype(np.uint16)

@@ -17,7 +17,7 @@ from scripts.io.radiograph_io import field_of_view
 from deploy.app.pipeline import load_cases, reconstruct_image_adapter, run_inference
 from scripts.reconstruction.reconstruct import INFERENCE_CONFIG, bundle_config, build_reconstructor
 from scripts.model.transforms import EnsureFieldOfViewd, FillOutsideFieldd, NormalizeRadiographd
-from tests.helpers import FEATURES, run_bundle
+from tests.helpers import FEATURES, make_dicom, ramp, run_bundle
 
 GEOM = Geometry(1100.0, (6.25, 6.25), (64, 64))  # the standard 400 mm field at 64 x 64
 
@@ -70,6 +70,24 @@ def test_inference_predicts_nothing_in_padding(tmp_path):
     assert not mask[~fov].any()  # nothing predicted in the padding
     assert mask[fov].all()  # the network marks bone everywhere it may
     assert json.loads((out / "film" / "result.json").read_text())["coverage"] == pytest.approx(38 * 48 / 64**2)
+
+
+def test_inference_predicts_nothing_on_dicom_pixel_padding(tmp_path):
+    """A DICOM in the standard geometry whose 16 left columns hold its PixelPaddingValue: no mask there, bone everywhere else."""
+    net = bone_everywhere_network()
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    GEOM.save(tmp_path / "geometry.json")
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    pixels = ramp()
+    pixels[:, :16] = 0
+    make_dicom(inputs / "padded.dcm", pixels, DistanceSourceToDetector=1100.0, ImagerPixelSpacing=[6.25, 6.25], PixelPaddingValue=0)
+    out = tmp_path / "out"
+    run_bundle("inference.yaml", input_dir=str(inputs), output_dir=str(out), ckpt_path=str(tmp_path / "model.pt"), ssm_path="",
+               standard_geometry=str(tmp_path / "geometry.json"), features=FEATURES, image_size=64, device="cpu")
+    mask = np.asarray(nib.load(str(out / "padded" / "mask.nii.gz")).dataobj)  # (H, W, B)
+    assert not mask[:, :16].any() and mask[:, 16:].all()
+    assert json.loads((out / "padded" / "result.json").read_text())["coverage"] == pytest.approx(0.75)
 
 
 def test_field_of_view_channel_reaches_the_network():

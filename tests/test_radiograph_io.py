@@ -11,8 +11,8 @@ from pydicom.uid import CTImageStorage, DigitalXRayImageStorageForPresentation, 
 
 from scripts.io.files import InputFileError, write_nifti
 from scripts.geometry import Geometry
-from scripts.io.radiograph_io import iter_radiographs, load_radiograph, output_name, resample_to
-from tests.helpers import STD, make_dicom, ramp
+from scripts.io.radiograph_io import iter_radiographs, load_radiograph, load_radiograph_with_field, output_name, resample_to
+from tests.helpers import STD, jpeg_lossless_copy, make_dicom, ramp
 
 HYP = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -306,3 +306,37 @@ def test_to_dicom_round_trip_simulator_nifti(tmp_path):
     assert geom == g and Geometry.from_dict(info["native_geometry"]) == g.with_pose(np.eye(4))
     lo, hi = float(img.min()), float(img.max())
     np.testing.assert_array_equal(back, np.round((img.astype(np.float64) - lo) * 65535.0 / (hi - lo)))  # range -> 0..65535
+
+
+def test_dicom_pixel_padding_is_outside_the_radiograph(tmp_path):
+    """Stored values equal to PixelPaddingValue (or within it and PixelPaddingRangeLimit) are not image: with the
+    geometry of the standard field (no resampling) the field is 0 exactly there, coverage the rest's share, the padded
+    pixels take the darkest image value and the others are read as without the tag; MONOCHROME1 with a range, and the
+    same file JPEG-Lossless-compressed (decoded by GDCM, rescaled), give the same field; all padding is refused."""
+    px = ramp()  # stored values 1..1000
+    make_dicom(tmp_path / "plain.dcm", px)
+    plain_image, _, plain_info, plain_field = load_radiograph_with_field(tmp_path / "plain.dcm", STD)
+    padded = px.copy()
+    padded[:, :16] = 0
+    make_dicom(tmp_path / "pad.dcm", padded, PixelPaddingValue=0)
+    img, _, info, field = load_radiograph_with_field(tmp_path / "pad.dcm", STD)
+    expected = np.ones((64, 64), np.float32)
+    expected[:, :16] = 0.0
+    np.testing.assert_array_equal(field, expected)
+    assert info["coverage"] == pytest.approx(0.75) and info["padding_pixels"] == 64 * 16
+    np.testing.assert_allclose(img[:, 16:], plain_image[:, 16:], atol=1e-5)
+    assert np.all(img[:, :16] == img[:, 16:].min())
+    assert plain_field.min() == 1.0 and plain_info["coverage"] == 1.0 and "padding_pixels" not in plain_info
+    mono1 = px.copy()
+    mono1[40:, :] = np.arange(64 * 24).reshape(24, 64) % 96 + 4000  # a padding range 4000..4095, bone dark below it
+    tags = dict(PhotometricInterpretation="MONOCHROME1", BitsStored=12, PixelPaddingValue=4000, PixelPaddingRangeLimit=4095,
+                RescaleSlope=2.0, RescaleIntercept=-5.0)
+    ds = make_dicom(tmp_path / "m1.dcm", mono1, **tags)
+    expected = np.ones((64, 64), np.float32)
+    expected[40:] = 0.0
+    np.testing.assert_array_equal(load_radiograph_with_field(tmp_path / "m1.dcm", STD)[3], expected)
+    jpeg_lossless_copy(ds, mono1, tmp_path / "m1_lossless.dcm", tmp_path)
+    np.testing.assert_array_equal(load_radiograph_with_field(tmp_path / "m1_lossless.dcm", STD)[3], expected)
+    make_dicom(tmp_path / "all.dcm", np.zeros((64, 64), np.uint16), PixelPaddingValue=0)
+    with pytest.raises(InputFileError, match="every pixel is padding"):
+        load_radiograph(tmp_path / "all.dcm", STD)

@@ -33,7 +33,7 @@ from scripts.io.files import OUTPUT_MARKER, input_error_of, shared_data_dir, wri
 from scripts.geometry import Geometry
 from scripts.model.networks import DualFaceDepthNet
 from scripts.io.radiograph_io import FOR_PROCESSING_WARNING, load_radiograph, output_name, resample_to
-from tests.helpers import FEATURES, ROOT, bundle_env, make_dicom, run_bundle
+from tests.helpers import FEATURES, ROOT, bundle_env, jpeg_lossless_copy, make_dicom, run_bundle
 
 GEOM = Geometry(sid_mm=1100.0, pixel_spacing_mm=(6.25, 6.25), image_size=(64, 64))  # the standard 400 mm field at 64 px
 COMPLETE = {"depth.nii.gz", "mask.nii.gz", "result.json", "report.png"}
@@ -865,9 +865,6 @@ def test_jpeg_and_float_tiff_radiographs_are_read(bundle, tmp_path):
     """JPEG (grey, and grey saved as RGB) gives exactly what the 8-bit PNG of the same pixels gives; float64 and
     float16 TIFF give what the float32 TIFF gives; a JPEG Lossless DICOM (decoded by SimpleITK/GDCM) what the
     uncompressed DICOM gives."""
-    import SimpleITK as sitk
-    import pydicom
-
     d = tmp_path / "in"
     d.mkdir()
     g = image64(hi=250).astype(np.uint8)
@@ -881,20 +878,7 @@ def test_jpeg_and_float_tiff_radiographs_are_read(bundle, tmp_path):
         tifffile_write(d / f"{name}.tif", f.astype(dtype))
     px = np.round(image64()).astype(np.uint16)
     ds = dicom(d / "plain.dcm", px, RescaleSlope=2.0, RescaleIntercept=-5.0)
-    w = sitk.ImageFileWriter()
-    w.SetImageIO("GDCMImageIO")
-    w.SetFileName(str(tmp_path / "gdcm.dcm"))
-    w.SetUseCompression(True)
-    w.SetCompressor("JPEG")  # GDCM's JPEG is JPEG Lossless (process 14): pydicom has no decoder for it here
-    w.Execute(sitk.GetImageFromArray(px))
-    compressed = pydicom.dcmread(str(tmp_path / "gdcm.dcm"))
-    assert compressed.file_meta.TransferSyntaxUID == pydicom.uid.JPEGLosslessSV1
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
-    ds.PixelData = compressed.PixelData
-    ds["PixelData"].VR = "OB"
-    ds["PixelData"].is_undefined_length = True
-    ds.file_meta.TransferSyntaxUID = compressed.file_meta.TransferSyntaxUID
-    ds.save_as(str(d / "lossless.dcm"), enforce_file_format=True)
+    jpeg_lossless_copy(ds, px, d / "lossless.dcm", tmp_path)
     assert run_workflow(d, tmp_path / "out", bundle) == 0
     out = tmp_path / "out"
     depth = {p.name: nib.load(str(p / "depth.nii.gz")).get_fdata() for p in out.iterdir()}

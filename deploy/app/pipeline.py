@@ -20,7 +20,7 @@ from pydicom.uid import generate_uid
 from scripts.io.dicom_export import write_encapsulated_stl, write_stl
 from scripts.io.files import OUTPUT_MARKER, InputFileError, PathLike, atomic_dir, write_json
 from scripts.geometry import Geometry
-from scripts.io.radiograph_io import input_key, iter_radiographs, load_radiograph, output_name, radiograph_field, read_dicom
+from scripts.io.radiograph_io import input_key, iter_radiographs, load_radiograph_with_field, output_name, read_dicom
 
 RESULT_KIND = "deploy result"  # the scripts.io.files marker of case folders
 MeshFn = Callable[[np.ndarray, Geometry, "np.ndarray | None"], "dict[str, trimesh.Trimesh]"]
@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class RadiographCase:
     """One input radiograph in the standard geometry; ``fov`` its own area in the image (1; 0 where a smaller input was
-    padded to the standard field: :func:`scripts.io.radiograph_io.radiograph_field`); ``source`` is the DICOM header
+    padded to the standard field, and DICOM pixel padding: :func:`scripts.io.radiograph_io.load_radiograph_with_field`); ``source`` is the DICOM header
     (no pixels) or None; ``key`` identifies the input in its output folder's marker (:func:`scripts.io.radiograph_io.input_key`)."""
 
     path: Path
@@ -64,8 +64,7 @@ def load_cases(
         return [], [str(e)]
     for path in paths:
         try:
-            image, geometry, info = load_radiograph(path, standard, sid_mm=sid_mm, pixel_spacing_mm=pixel_spacing_mm)
-            fov = radiograph_field(path, geometry, info)
+            image, geometry, info, fov = load_radiograph_with_field(path, standard, sid_mm=sid_mm, pixel_spacing_mm=pixel_spacing_mm)
             source = read_dicom(path, stop_before_pixels=True) if info["format"] == "dicom" else None
             name = output_name(path, source, root)
         except InputFileError as e:

@@ -87,6 +87,16 @@ def load_radiograph(
     sid_mm: float | None = None,
     pixel_spacing_mm: float | Sequence[float] | None = None,
 ) -> tuple[np.ndarray, Geometry, dict]:
+    """``(image, geometry, info)`` of :func:`load_radiograph_with_field` (the radiograph's own area left out)."""
+    return load_radiograph_with_field(path, standard, sid_mm, pixel_spacing_mm)[:3]
+
+
+def load_radiograph_with_field(
+    path: PathLike,
+    standard: Geometry,
+    sid_mm: float | None = None,
+    pixel_spacing_mm: float | Sequence[float] | None = None,
+) -> tuple[np.ndarray, Geometry, dict, np.ndarray]:
     """Read one radiograph and bring it into ``standard`` (simulator NIfTI keeps its own geometry).
 
     Args:
@@ -96,7 +106,9 @@ def load_radiograph(
         pixel_spacing_mm: detector pixel pitch (mm), one value or (su, sv), for inputs lacking it.
 
     Returns:
-        image float32 (H, W) bone bright, its Geometry, and an info dict free of patient identifiers.
+        image float32 (H, W) bone bright, its Geometry, an info dict free of patient identifiers, and the
+        radiograph's own area (H, W) float32 (1 inside; 0 on the padding of the standard field and on DICOM pixel
+        padding, PixelPaddingValue (0028,0120) / PixelPaddingRangeLimit (0028,0121): pixels that are not image).
 
     Raises:
         InputFileError: unreadable or unsupported file, non-radiograph, bad pixels, missing geometry.
@@ -106,8 +118,10 @@ def load_radiograph(
         raise InputFileError(path, "file not found")
     name = path.name.lower()
     if name.endswith(NIFTI_SUFFIXES):
-        return _load_nifti(path)
+        image, geometry, info = _load_nifti(path)
+        return image, geometry, info, _nifti_field(path, geometry)
     spacing = _spacing_pair(path, pixel_spacing_mm)
+    padding = None
     if name.endswith(RASTER_SUFFIXES):
         image = _read_raster(path)
         native, source = _raster_geometry(path, image.shape, standard, sid_mm, spacing)
@@ -115,8 +129,13 @@ def load_radiograph(
     else:
         ds = read_dicom(path)
         native, source = _dicom_geometry(path, ds, sid_mm, spacing)  # from the header: refused before decoding pixels
-        image = _dicom_pixels(path, ds)
+        image, padding = _dicom_pixels(path, ds)
         info = {"format": "dicom", "modality": str(ds.get("Modality", "")), "photometric": str(ds.PhotometricInterpretation)}
+        if padding is not None:
+            if padding.all():
+                raise InputFileError(path, "every pixel is padding (PixelPaddingValue (0028,0120)): no image")
+            info["padding_pixels"] = int(padding.sum())
+            image = np.where(padding, image[~padding].min(), image)  # padding as the darkest image pixel, as the standard field's
         if "DistanceSourceToPatient" in ds:
             info["source_to_object_mm"] = _tag_number(path, ds, "DistanceSourceToPatient")
         warned = []
@@ -128,9 +147,12 @@ def load_radiograph(
         if warned:
             info["warnings"] = warned
     _check_pixels(path, image)
-    resampled, coverage = resample_to(image, native, standard)
-    info.update(native_geometry=native.to_dict(), geometry_source=source, coverage=coverage)
-    return resampled, standard, info
+    resampled, _ = resample_to(image, native, standard)
+    field = field_of_view(native, standard)
+    if padding is not None:  # the image's own pixels, resampled like the image
+        field *= resample_to((~padding).astype(np.float32), native, standard)[0] >= 0.5
+    info.update(native_geometry=native.to_dict(), geometry_source=source, coverage=float(field.mean()))
+    return resampled, standard, info, field
 
 
 def resample_to(image: np.ndarray, native: Geometry, target: Geometry) -> tuple[np.ndarray, float]:
@@ -156,22 +178,15 @@ def field_of_view(native: Geometry, target: Geometry) -> np.ndarray:
     return native.in_field_of_view(target.detector_points(*target.pixel_grid())).numpy().astype(np.float32)
 
 
-def radiograph_field(path: PathLike, geometry: Geometry, info: dict) -> np.ndarray:
-    """The radiograph's own area (H, W) float32 in the image :func:`load_radiograph` returned for ``path``.
-
-    Resampled inputs: the native detector's footprint (:func:`field_of_view`). Simulator NIfTI: the
-    ``fov.nii.gz`` beside the image when there is one, else all of the image.
-    """
-    path = Path(path)
-    if "native_geometry" in info:
-        return field_of_view(Geometry.from_dict(info["native_geometry"]), geometry)
+def _nifti_field(path: Path, geometry: Geometry) -> np.ndarray:
+    """The radiograph's own area (H, W) float32 of a simulator NIfTI: the ``fov.nii.gz`` beside it, else all of it."""
     fov_file = path.parent / "fov.nii.gz"
-    if path.name.lower().endswith(NIFTI_SUFFIXES) and fov_file.exists():
-        fov = read_nifti(fov_file)
-        if fov.shape != (geometry.height, geometry.width):
-            raise InputFileError(fov_file, f"shape {fov.shape} differs from the image's (H, W)=({geometry.height}, {geometry.width})")
-        return (fov > 0.5).astype(np.float32)
-    return np.ones((geometry.height, geometry.width), dtype=np.float32)
+    if not fov_file.exists():
+        return np.ones((geometry.height, geometry.width), dtype=np.float32)
+    fov = read_nifti(fov_file)
+    if fov.shape != (geometry.height, geometry.width):
+        raise InputFileError(fov_file, f"shape {fov.shape} differs from the image's (H, W)=({geometry.height}, {geometry.width})")
+    return (fov > 0.5).astype(np.float32)
 
 
 def read_dicom(path: PathLike, stop_before_pixels: bool = False) -> Dataset:
@@ -455,8 +470,10 @@ def _check_view(path: Path, ds: Dataset) -> None:
             )
 
 
-def _dicom_pixels(path: Path, ds: Dataset) -> np.ndarray:
-    """Stored values -> modality LUT (slope/intercept) -> VOI LUT/window -> MONOCHROME1 inverted (bone bright)."""
+def _dicom_pixels(path: Path, ds: Dataset) -> tuple[np.ndarray, np.ndarray | None]:
+    """Stored values -> modality LUT (slope/intercept) -> VOI LUT/window -> MONOCHROME1 inverted (bone bright); and the
+    pixel padding (bool, True where a stored value is PixelPaddingValue (0028,0120) or within it and
+    PixelPaddingRangeLimit (0028,0121): not image), None without the tag."""
     for keyword in ("RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth"):
         if _present(ds, keyword):
             _tag_numbers(path, ds, keyword)  # a value that does not parse is named, not reported as corrupt pixels
@@ -468,16 +485,38 @@ def _dicom_pixels(path: Path, ds: Dataset) -> np.ndarray:
             arr = ds.pixel_array if arr is None else arr
             if arr.shape != (int(ds.Rows), int(ds.Columns)):
                 raise ValueError(f"pixel array shape {arr.shape} != (Rows, Columns)")
+            padding = _pixel_padding(path, ds, arr, rescaled)
             arr = (arr if rescaled else apply_modality_lut(arr, ds)).astype(np.float64)
             if rescaled and monochrome1:  # GDCM inverted it already (bone bright, an offset from ours); the window is skipped
                 pass
             elif "WindowCenter" in ds or "VOILUTSequence" in ds:
                 arr = apply_voi_lut(arr, ds, index=0).astype(np.float64)
+    except InputFileError:
+        raise
     except Exception as e:  # truncated/undecodable pixel data, bad LUTs
         raise InputFileError(path, f"corrupt or undecodable pixel data ({type(e).__name__}: {e})") from None
     if rescaled:  # GDCM made MONOCHROME1 bone bright already
-        return arr.astype(np.float32)
-    return bone_bright(arr, str(ds.PhotometricInterpretation)).astype(np.float32)
+        return arr.astype(np.float32), padding
+    return bone_bright(arr, str(ds.PhotometricInterpretation)).astype(np.float32), padding
+
+
+def _pixel_padding(path: Path, ds: Dataset, arr: np.ndarray, rescaled: bool) -> np.ndarray | None:
+    """True where ``arr`` holds padding (PixelPaddingValue (0028,0120), up to PixelPaddingRangeLimit (0028,0121) when
+    given; both stored values); None without the tag. ``rescaled``: ``arr`` came from GDCM (:func:`_compressed_pixels`),
+    which applied the modality rescale and turned MONOCHROME1 over within BitsStored (``2**BitsStored - 1 - stored``):
+    the padding values are mapped the same way."""
+    if not _present(ds, "PixelPaddingValue"):
+        return None
+    ends = [_tag_number(path, ds, "PixelPaddingValue")]
+    if _present(ds, "PixelPaddingRangeLimit"):
+        ends.append(_tag_number(path, ds, "PixelPaddingRangeLimit"))
+    if rescaled:
+        if str(ds.PhotometricInterpretation) == "MONOCHROME1":
+            ends = [2.0 ** int(ds.BitsStored) - 1.0 - v for v in ends]
+        slope = _tag_number(path, ds, "RescaleSlope") if _present(ds, "RescaleSlope") else 1.0
+        intercept = _tag_number(path, ds, "RescaleIntercept") if _present(ds, "RescaleIntercept") else 0.0
+        ends = [slope * v + intercept for v in ends]
+    return (arr >= min(ends)) & (arr <= max(ends))
 
 
 def bone_bright(arr: np.ndarray, photometric: str) -> np.ndarray:

@@ -42,7 +42,7 @@ from scripts.reconstruction.hips import MEDIAL_X, femoral_head_vertices, head_sp
 from scripts.reconstruction.meshing import dual_face_mesh, front_face_mesh, masked_points
 from scripts.model.networks import absolute_depth, split_output
 from scripts.reconstruction.plausibility import plausibility
-from scripts.io.radiograph_io import NIFTI_SUFFIXES, RASTER_SUFFIXES, input_key, iter_radiographs, load_radiograph, output_name, radiograph_field, read_dicom
+from scripts.io.radiograph_io import NIFTI_SUFFIXES, RASTER_SUFFIXES, input_key, iter_radiographs, load_radiograph_with_field, output_name, read_dicom
 from scripts.io.report import save_reconstruction_report
 from scripts.reconstruction.ssm import ShapeFit, ShapeModel, fit_shape_model, load_shape_models
 from scripts.model.transforms import flip_bone_maps_lr
@@ -521,8 +521,7 @@ class RadiographReader(torch.utils.data.Dataset):
             target = self.output_dir / name
             if check_replaceable(target, RESULT_KIND, source) and not self.overwrite and (target / "result.json").exists():
                 return RadiographInput(path, "skipped", name, source)
-            image, geometry, info = load_radiograph(path, self.standard, self.sid_mm, self.pixel_spacing_mm)
-            fov = radiograph_field(path, geometry, info)
+            image, geometry, info, fov = load_radiograph_with_field(path, self.standard, self.sid_mm, self.pixel_spacing_mm)
             x, net_geometry, inside = network_input(image, geometry, self.preprocessing, self.image_size, self.bones, fov)
         except InputFileError as e:
             return RadiographInput(path, "failed", name, source, error=str(e))
@@ -763,7 +762,7 @@ def reconstruct_image(
     (``completed``; the dual-face surface where no fit was possible) or the dual-face surface, with
     the result's warnings (``.warnings``: empty unless the prediction is implausible) and hip plane (``.hip_plane``).
     ``torchscript``: accept a TorchScript ``model_path`` (its code runs: trusted sources only). ``fov`` (H, W): the
-    radiograph's own area (:func:`scripts.io.radiograph_io.radiograph_field`; None: all of the image), normalised
+    radiograph's own area (:func:`scripts.io.radiograph_io.load_radiograph_with_field`; None: all of the image), normalised
     over and filled outside as in training, with no bone predicted outside it (:meth:`Reconstructor.predict`).
     """
     rec = _cached_reconstructor(None if model_path is None else str(model_path), None if ssm_path is None else str(ssm_path), device, bool(torchscript))(image, geometry, fov=fov)
