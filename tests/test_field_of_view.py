@@ -49,19 +49,27 @@ def test_normalisation_ignores_padding_and_fill_is_the_same_everywhere():
     assert torch.equal(whole["fov"], torch.ones_like(inside))
 
 
+def infer_bone_everywhere(tmp_path, write_input, **overrides) -> tuple[np.ndarray, dict]:
+    """The inference workflow with :func:`bone_everywhere_network` on the one input ``write_input(folder)`` writes
+    (named ``name``), in the 64 x 64 standard field ``GEOM``: its mask (H, W, B) and result.json."""
+    torch.save(bone_everywhere_network().state_dict(), tmp_path / "model.pt")
+    GEOM.save(tmp_path / "geometry.json")
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    name = write_input(inputs)
+    run_bundle("inference.yaml", input_dir=str(inputs), output_dir=str(out), ckpt_path=str(tmp_path / "model.pt"), ssm_path="",
+               standard_geometry=str(tmp_path / "geometry.json"), features=FEATURES, image_size=64, device="cpu", **overrides)
+    return np.asarray(nib.load(str(out / name / "mask.nii.gz")).dataobj), json.loads((out / name / "result.json").read_text())
+
+
 def test_inference_predicts_nothing_in_padding(tmp_path):
     """A 30 x 24 cm PNG resampled into the 40 cm standard field: masks only on the radiograph's own area."""
-    net = bone_everywhere_network()
-    torch.save(net.state_dict(), tmp_path / "model.pt")
-    GEOM.save(tmp_path / "geometry.json")
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    rng = np.random.default_rng(0)
-    Image.fromarray((rng.random((80, 100)) * 200 + 30).astype(np.uint8)).save(inputs / "film.png")
-    out = tmp_path / "out"
-    run_bundle("inference.yaml", input_dir=str(inputs), output_dir=str(out), ckpt_path=str(tmp_path / "model.pt"), ssm_path="",
-               standard_geometry=str(tmp_path / "geometry.json"), pixel_spacing_mm=3.0, features=FEATURES, image_size=64, device="cpu")
-    mask = np.asarray(nib.load(str(out / "film" / "mask.nii.gz")).dataobj)  # (H, W, B)
+
+    def film(folder):
+        Image.fromarray((np.random.default_rng(0).random((80, 100)) * 200 + 30).astype(np.uint8)).save(folder / "film.png")
+        return "film"
+
+    mask, result = infer_bone_everywhere(tmp_path, film, pixel_spacing_mm=3.0)
     # by hand: the 300 x 240 mm film, centred at the same SID, covers pixel centres |u - 31.5| * 6.25 <= 150 mm
     # and |v - 31.5| * 6.25 <= 120 mm of the 64 x 64 standard field: columns 8..55, rows 13..50
     fov = np.zeros((64, 64), bool)
@@ -69,25 +77,21 @@ def test_inference_predicts_nothing_in_padding(tmp_path):
     np.testing.assert_array_equal(field_of_view(Geometry(1100.0, (3.0, 3.0), (100, 80)), GEOM) > 0.5, fov)
     assert not mask[~fov].any()  # nothing predicted in the padding
     assert mask[fov].all()  # the network marks bone everywhere it may
-    assert json.loads((out / "film" / "result.json").read_text())["coverage"] == pytest.approx(38 * 48 / 64**2)
+    assert result["coverage"] == pytest.approx(38 * 48 / 64**2)
 
 
 def test_inference_predicts_nothing_on_dicom_pixel_padding(tmp_path):
     """A DICOM in the standard geometry whose 16 left columns hold its PixelPaddingValue: no mask there, bone everywhere else."""
-    net = bone_everywhere_network()
-    torch.save(net.state_dict(), tmp_path / "model.pt")
-    GEOM.save(tmp_path / "geometry.json")
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    pixels = ramp()
-    pixels[:, :16] = 0
-    make_dicom(inputs / "padded.dcm", pixels, DistanceSourceToDetector=1100.0, ImagerPixelSpacing=[6.25, 6.25], PixelPaddingValue=0)
-    out = tmp_path / "out"
-    run_bundle("inference.yaml", input_dir=str(inputs), output_dir=str(out), ckpt_path=str(tmp_path / "model.pt"), ssm_path="",
-               standard_geometry=str(tmp_path / "geometry.json"), features=FEATURES, image_size=64, device="cpu")
-    mask = np.asarray(nib.load(str(out / "padded" / "mask.nii.gz")).dataobj)  # (H, W, B)
+
+    def padded(folder):
+        pixels = ramp()
+        pixels[:, :16] = 0
+        make_dicom(folder / "padded.dcm", pixels, DistanceSourceToDetector=1100.0, ImagerPixelSpacing=[6.25, 6.25], PixelPaddingValue=0)
+        return "padded"
+
+    mask, result = infer_bone_everywhere(tmp_path, padded)
     assert not mask[:, :16].any() and mask[:, 16:].all()
-    assert json.loads((out / "padded" / "result.json").read_text())["coverage"] == pytest.approx(0.75)
+    assert result["coverage"] == pytest.approx(0.75)
 
 
 def test_field_of_view_channel_reaches_the_network():
