@@ -11,7 +11,7 @@ from pydicom.uid import CTImageStorage, DigitalXRayImageStorageForPresentation, 
 
 from scripts.io.files import InputFileError, write_nifti
 from scripts.geometry import Geometry
-from scripts.io.radiograph_io import iter_radiographs, load_radiograph, load_radiograph_with_field, output_name, resample_to
+from scripts.io.radiograph_io import field_of_view, iter_radiographs, load_radiograph, load_radiograph_with_field, output_name, resample_to
 from tests.helpers import STD, jpeg_lossless_copy, make_dicom, ramp
 
 HYP = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -117,11 +117,11 @@ def test_dicom_geometry_lands_points_where_projected(tmp_path, sid, su, aniso, m
 
 def test_resample_identity_and_coverage():
     img = np.random.default_rng(1).random((64, 64)).astype(np.float32)
-    out, cov = resample_to(img, STD, STD)
+    out, cov = resample_to(img, STD, STD), field_of_view(STD, STD).mean()
     np.testing.assert_allclose(out, img, atol=1e-5)
     assert cov == 1.0
     small = Geometry(sid_mm=1000.0, pixel_spacing_mm=(2.0, 2.0), image_size=(32, 64))  # half the width
-    _, cov = resample_to(np.ones((64, 32), np.float32), small, STD)
+    cov = field_of_view(small, STD).mean()
     assert cov == pytest.approx(0.5, abs=0.02)
 
 

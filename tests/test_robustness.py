@@ -32,7 +32,7 @@ import scripts.reconstruction.reconstruct as reconstruct
 from scripts.io.files import OUTPUT_MARKER, input_error_of, shared_data_dir, write_nifti
 from scripts.geometry import Geometry
 from scripts.model.networks import DualFaceDepthNet
-from scripts.io.radiograph_io import FOR_PROCESSING_WARNING, load_radiograph, output_name, resample_to
+from scripts.io.radiograph_io import FOR_PROCESSING_WARNING, field_of_view, load_radiograph, output_name
 from tests.helpers import FEATURES, ROOT, bundle_env, jpeg_lossless_copy, make_dicom, run_bundle
 
 GEOM = Geometry(sid_mm=1100.0, pixel_spacing_mm=(6.25, 6.25), image_size=(64, 64))  # the standard 400 mm field at 64 px
@@ -643,7 +643,7 @@ def test_output_names_never_carry_identifiers(tmp_path_factory, name, pid, birth
 def test_coverage_of_any_detector(rows, cols, pitch, sid):
     """Fraction of the standard field covered by a centred detector of rows x cols pixels (any SID, pitch), by hand."""
     native = Geometry(sid_mm=sid, pixel_spacing_mm=(pitch, pitch), image_size=(cols, rows))
-    _, coverage = resample_to(np.ones((rows, cols), np.float32), native, GEOM)
+    coverage = field_of_view(native, GEOM).mean()
     # half extents at the standard detector plane (mm): the native field scaled by SID ratio
     half_u, half_v = cols * pitch / 2 * GEOM.sid_mm / sid, rows * pitch / 2 * GEOM.sid_mm / sid
     centres = (np.arange(64) - 31.5) * 6.25

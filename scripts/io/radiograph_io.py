@@ -147,21 +147,21 @@ def load_radiograph_with_field(
         if warned:
             info["warnings"] = warned
     _check_pixels(path, image)
-    resampled, _ = resample_to(image, native, standard)
+    resampled = resample_to(image, native, standard)
     field = field_of_view(native, standard)
     if padding is not None:  # the image's own pixels, resampled like the image
-        field *= resample_to((~padding).astype(np.float32), native, standard)[0] >= 0.5
+        field *= resample_to((~padding).astype(np.float32), native, standard) >= 0.5
     info.update(native_geometry=native.to_dict(), geometry_source=source, coverage=float(field.mean()))
     return resampled, standard, info, field
 
 
-def resample_to(image: np.ndarray, native: Geometry, target: Geometry) -> tuple[np.ndarray, float]:
+def resample_to(image: np.ndarray, native: Geometry, target: Geometry) -> np.ndarray:
     """Resample ``image`` (H, W) taken with ``native`` into ``target`` along the same rays.
 
     Both share the focal spot and central ray (crop/pad about the principal point, aspect kept).
     Bilinear sampling after a Gaussian anti-alias prefilter of sigma (ratio - 1) / 2 native pixels
     per axis when the target pixel is coarser. Outside the native field the image minimum (air) is
-    used. Returns the float32 image and the fraction of target pixels inside the native field.
+    used. Returns the float32 image (the native field's footprint in ``target``: :func:`field_of_view`).
     """
     uv = target.sample_from(native)  # (H, W, 2) [u, v] in native pixels
     ratio = target.pixel_scale_in(native)  # target pixel footprint in native pixels, along u and v
@@ -170,7 +170,7 @@ def resample_to(image: np.ndarray, native: Geometry, target: Geometry) -> tuple[
     if np.any(sigma > 0):
         src = ndimage.gaussian_filter(src, sigma=tuple(sigma), mode="nearest")
     out = ndimage.map_coordinates(src, [uv[..., 1], uv[..., 0]], order=1, mode="constant", cval=float(image.min()))
-    return out.astype(np.float32), float(field_of_view(native, target).mean())
+    return out.astype(np.float32)
 
 
 def field_of_view(native: Geometry, target: Geometry) -> np.ndarray:
