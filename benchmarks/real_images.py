@@ -194,12 +194,8 @@ def with_posterior_fat(ct_path: Path, labels_path: Path, label_map: str | None, 
     affine = ct.affine.copy()
     if step == 1:
         affine[:3, 3] -= affine[:3, axis] * rows
-    out_dir.mkdir(parents=True, exist_ok=True)
-    case = case_name_of(ct_path)
-    paths = out_dir / f"{case}.nii.gz", out_dir / f"{case}_labels.nii.gz"
-    for path, array in zip(paths, (hu, bone)):
-        write_nifti(path, np.ascontiguousarray(np.moveaxis(array[:, ::step], 1, axis)), affine)
-    return paths
+    hu, bone = (np.ascontiguousarray(np.moveaxis(a[:, ::step], 1, axis)) for a in (hu, bone))
+    return _write_what_if(ct_path, out_dir, hu, bone, affine)
 
 
 def with_phantom_bone(ct_path: Path, labels_path: Path, label_map: str | None, cortex_hu: float, trabecular_hu: float, out_dir: Path,
@@ -218,11 +214,16 @@ def with_phantom_bone(ct_path: Path, labels_path: Path, label_map: str | None, c
         keep = hu >= metal_hu
         hu[bone & ~inner & ~keep] = cortex_hu
         hu[inner & ~keep] = trabecular_hu
+    return _write_what_if(ct_path, out_dir, np.round(hu).astype(np.int16), labels.array.astype(np.uint8), ct.affine)
+
+
+def _write_what_if(ct_path: Path, out_dir: Path, hu: np.ndarray, labels: np.ndarray, affine: np.ndarray) -> tuple[Path, Path]:
+    """A what-if's CT and labels written into ``out_dir`` under the CT's case name (so the simulator draws its poses)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     case = case_name_of(ct_path)
     paths = out_dir / f"{case}.nii.gz", out_dir / f"{case}_labels.nii.gz"
-    write_nifti(paths[0], np.round(hu).astype(np.int16), ct.affine)
-    write_nifti(paths[1], labels.array.astype(np.uint8), labels.affine)
+    for path, array in zip(paths, (hu, labels)):
+        write_nifti(path, array, affine)
     return paths
 
 
