@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
 clean:  # the environment and what the demo wrote, nothing else in $(DEMO_OUT)
-	rm -rf $(VENV) $(DEMO_OUT)/phantom $(DEMO_OUT)/radiograph $(DEMO_OUT)/reconstruction $(DEMO_OUT)/errors.json
+	rm -rf $(VENV) $(DEMO_OUT)/phantom $(DEMO_OUT)/radiograph $(DEMO_OUT)/reconstruction $(DEMO_OUT)/errors.json $(DEMO_OUT)/.3ddx_output.json
 	-rmdir $(DEMO_OUT) 2>/dev/null
 
 # The real-image checks (docs/real_radiographs.md); need ../shared/data. Rerun after a model release.

@@ -35,8 +35,8 @@ from tqdm import tqdm  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.reconstruction.evaluate import load_sample, mean_masked_depth, true_face_mask  # noqa: E402
-from scripts.reconstruction.reconstruct import build_reconstructor  # noqa: E402
+from scripts.reconstruction.evaluate import load_sample  # noqa: E402
+from scripts.reconstruction.reconstruct import build_reconstructor, mean_masked_depth, true_face_mask  # noqa: E402
 from scripts.model.training import load_datalist  # noqa: E402
 from scripts.data.simulate import label_positions, table_clearance_mm  # noqa: E402
 from scripts.data.volumes import load_label_map, read_labels  # noqa: E402

@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_centre_depth import rms  # noqa: E402
 from scripts.model.training import load_datalist  # noqa: E402
-from scripts.reconstruction.evaluate import load_sample, true_face_mask  # noqa: E402
-from scripts.reconstruction.reconstruct import build_reconstructor  # noqa: E402
+from scripts.reconstruction.evaluate import load_sample  # noqa: E402
+from scripts.reconstruction.reconstruct import build_reconstructor, true_face_mask  # noqa: E402
 
 SHIFTS = ("radiograph", "bone", "face")
 HEAD_ROWS = 0.3  # the top fraction of a femur's mask rows counted as its head and neck

@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT))
 
 from scripts.io.files import write_json  # noqa: E402
 from scripts.model.training import load_datalist  # noqa: E402
-from scripts.reconstruction.evaluate import Sample, load_sample, mean_masked_depth, true_face_mask  # noqa: E402
+from scripts.reconstruction.evaluate import Sample, load_sample  # noqa: E402
 from scripts.reconstruction.hips import MEDIAL_X, femoral_head_vertices, head_spheres, hip_plane  # noqa: E402
-from scripts.reconstruction.reconstruct import build_reconstructor  # noqa: E402
+from scripts.reconstruction.reconstruct import build_reconstructor, mean_masked_depth, true_face_mask  # noqa: E402
 
 SHIFTS = ("estimated", "oracle")
 # mean absolute hip-plane magnification error of clinical calibration, %, on 57 post-operative radiographs

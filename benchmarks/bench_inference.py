@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from scripts.geometry import Geometry  # noqa: E402
-from scripts.io.radiograph_io import load_radiograph  # noqa: E402
+from scripts.io.radiograph_io import load_radiograph_with_field  # noqa: E402
 from scripts.io.files import read_depth_and_mask  # noqa: E402
 from scripts.reconstruction.reconstruct import build_reconstructor, bundle_config, oracle_prediction  # noqa: E402
 
@@ -51,13 +51,13 @@ def time_runs(recon, image_path: Path, repeats: int, oracle: bool) -> dict[str, 
     for run in range(repeats + 1):
         for label, complete in (("without SSM", False), ("with SSM", True)):
             t0 = time.perf_counter()
-            image, geometry, _ = load_radiograph(image_path, standard)
+            image, geometry, _, fov = load_radiograph_with_field(image_path, standard)  # as the runner reads it
             t1 = time.perf_counter()
             if oracle:
                 depth, mask = read_depth_and_mask(image_path.parent / "depth.nii.gz", image_path.parent / "mask.nii.gz")
                 pred = oracle_prediction(depth, mask, geometry)
             else:
-                pred = recon.predict(image, geometry)
+                pred = recon.predict(image, geometry, fov)
             t2 = time.perf_counter()
             rec = recon.reconstruct(pred, complete=complete)
             assert rec.surfaces

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from scripts.data.depth_maps import bone_grids, depth_maps  # noqa: E402
 from scripts.data.drr import MM_TO_CM, line_integrals, material_volumes  # noqa: E402
-from scripts.geometry import Geometry, standard_ap_pose  # noqa: E402
+from scripts.geometry import read_standard_geometry, standard_ap_pose  # noqa: E402
 from scripts.data.radiograph_style import style_radiograph  # noqa: E402
 from scripts.data.simulate import load_config  # noqa: E402
 from scripts.io.files import shared_data_dir  # noqa: E402
@@ -54,8 +54,8 @@ def best_of(fn, repeats: int, device: torch.device) -> float:
 
 def bench(name: str, ct: Volume, labels, repeats: int, device: torch.device) -> None:
     cfg = load_config()
-    g = Geometry.standard()
-    geom = g.with_pose(standard_ap_pose(bones_center(Volume(labels, ct.affine)), 950.0, [3, -4, 5], [5, 5, 10]))
+    g, source_to_object_mm = read_standard_geometry()
+    geom = g.with_pose(standard_ap_pose(bones_center(Volume(labels, ct.affine)), source_to_object_mm, [3, -4, 5], [5, 5, 10]))
     step_depth = cfg["depth"]["step_voxels"]
 
     def prepare():

@@ -29,7 +29,7 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from scripts.geometry import Geometry, standard_ap_pose  # noqa: E402
+from scripts.geometry import Geometry, read_standard_geometry, standard_ap_pose  # noqa: E402
 from scripts.data.real_anatomy import SUBJECT_SPLITS, sample_subject  # noqa: E402
 from scripts.io.report import error_rgba, render_mesh, save_figure  # noqa: E402
 from scripts.reconstruction.ssm import fit_shape_model, load_shape_models  # noqa: E402
@@ -59,11 +59,12 @@ def main() -> None:
     files = [args.ssm, *args.compare]
     model_sets = {Path(f).stem: load_shape_models(f)[0] for f in files}
     rows, shown = [], None
+    standard, source_to_object_mm = read_standard_geometry()
     for j in SUBJECT_SPLITS[args.subjects]:
         for k in range(args.poses):
             subject = sample_subject(1000 * j + k, j)
             centre = subject.meshes["pelvis"].bounds.mean(0) - (0.0, 0.0, 20.0)
-            geometry = Geometry.standard().with_pose(standard_ap_pose(centre, 950.0))
+            geometry = standard.with_pose(standard_ap_pose(centre, source_to_object_mm))
             truth = {b: m.copy().apply_transform(geometry.world_to_camera) for b, m in subject.meshes.items()}
             for name, models in model_sets.items():
                 done = completions(models, truth, geometry)

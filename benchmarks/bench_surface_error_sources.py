@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_centre_depth import rms  # noqa: E402
-from scripts.data.real_anatomy import kabsch, rotation_about  # noqa: E402
+from scripts.shape_maths import kabsch, rotation_about  # noqa: E402
 from scripts.io.files import read_json  # noqa: E402
 from scripts.model.training import load_datalist  # noqa: E402
 from scripts.reconstruction.evaluate import load_sample  # noqa: E402

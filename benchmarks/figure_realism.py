@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from scripts.io.files import read_json, read_nifti, shared_data_dir  # noqa: E402
 from scripts.io.report import save_figure  # noqa: E402
-from scripts.data.simulate import Case, load_config, load_geometry, simulate  # noqa: E402
+from scripts.data.simulate import Case, load_config, simulate  # noqa: E402
+from scripts.geometry import read_standard_geometry  # noqa: E402
 from scripts.data.volumes import load_label_map  # noqa: E402
 
 SHARED = shared_data_dir() or ROOT.parent / "shared" / "data"
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "docs" / "figures" / "simulated_vs_real.png"))
     args = parser.parse_args(argv)
-    geometry, s2o = load_geometry()
+    geometry, s2o = read_standard_geometry()
     with tempfile.TemporaryDirectory() as tmp:
         _, errors = simulate([Case("real_ct", Path(args.ct), Path(args.labels))], tmp, args.poses, args.seed, load_config(), geometry, s2o,
                              load_label_map(args.label_map), device="cpu")

@@ -9,7 +9,7 @@
 ``../shared/data/real_radiographs`` -> ``docs/figures/real_<name>.png`` (its report.png) and the
 gallery section of docs/real_radiographs.md: per image the bones found, the mask pixels predicted
 outside the radiograph's own area (the padding of the standard field) and whether each bone's mask
-lies on its side (femur_left at larger u, scripts/geometry.py; :data:`SIDE_FRACTION`).
+lies on its side of the principal point's column (femur_left at larger u, scripts/geometry.py; :data:`SIDE_FRACTION`).
 
 ``ct``: radiographs simulated (configs/simulate.yaml, with ``--config`` merged over it; ``--poses``
 seeded poses) from the shared real
@@ -42,15 +42,16 @@ import numpy as np  # noqa: E402
 from scipy import ndimage  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from scripts.reconstruction.evaluate import evaluate_sample, load_sample, mask_dice, mask_top_edge_px, mean_masked_depth, true_face_mask  # noqa: E402
+from scripts.reconstruction.evaluate import evaluate_sample, load_sample, mask_dice, mask_top_edge_px  # noqa: E402
 from scripts.io.files import atomic_path, exits_on_input_error, read_depth_and_mask, read_json, shared_data_dir, write_json, write_nifti  # noqa: E402
-from scripts.geometry import Geometry  # noqa: E402
+from scripts.geometry import Geometry, read_standard_geometry  # noqa: E402
 from scripts.io.radiograph_io import field_of_view, iter_radiographs, load_radiograph  # noqa: E402
 from scripts import BUNDLE_ROOT  # noqa: E402
-from scripts.reconstruction.reconstruct import INFERENCE_CONFIG, ReconstructionRunner, build_reconstructor  # noqa: E402
+from scripts.reconstruction.reconstruct import INFERENCE_CONFIG, ReconstructionRunner, build_reconstructor, mean_masked_depth, true_face_mask  # noqa: E402
+from scripts.reconstruction.plausibility import side_fractions  # noqa: E402
 from scripts.io.report import bone_colour, overlay_masks, save_figure  # noqa: E402
 from scripts.reconstruction.surface_metrics import surface_metrics  # noqa: E402
-from scripts.data.simulate import Case, case_name_of, load_config, load_geometry, simulate  # noqa: E402
+from scripts.data.simulate import Case, case_name_of, load_config, simulate  # noqa: E402
 from scripts.model.training import load_datalist  # noqa: E402
 from scripts.data.volumes import load_label_map, read_ct, read_labels, remove_couch  # noqa: E402
 
@@ -64,25 +65,12 @@ GALLERY_PIXEL_SPACING_MM = 0.9  # NOTICE.md: about 0.8-1.0 mm per pixel at the d
 
 
 # ---------------------------------------------------------------------- gallery
-def bone_sides(mask: np.ndarray, bones: Sequence[str]) -> dict[str, float]:
-    """Per found bone of a mask (B, H, W), the fraction of its pixels on its side of the image centre
-    column: femur_left at larger u (camera x points to the patient's left), femur_right at smaller u;
-    the pelvis, which spans both, the smaller of its two fractions (0.5: balanced)."""
-    centre = (mask.shape[-1] - 1) / 2.0
-    out = {}
-    for b, bone in enumerate(bones):
-        u = np.nonzero(mask[b])[1]
-        if u.size:
-            left = float(np.mean(u > centre))
-            out[bone] = left if bone == "femur_left" else 1.0 - left if bone == "femur_right" else min(left, 1.0 - left)
-    return out
-
-
 SIDE_FRACTION = {"femur_left": 0.95, "femur_right": 0.95, "pelvis": 0.25}  # least fraction on its side (pelvis: on each side)
 
 
 def sides_ok(sides: Mapping[str, float]) -> bool:
-    """Every bone found and its mask on its side (:func:`bone_sides` at least :data:`SIDE_FRACTION`)."""
+    """Every bone found and its mask on its side (:func:`scripts.reconstruction.plausibility.side_fractions`
+    about the principal point's column, at least :data:`SIDE_FRACTION`)."""
     return all(sides.get(bone, -1.0) >= least for bone, least in SIDE_FRACTION.items())
 
 
@@ -99,7 +87,7 @@ def run_gallery(radiographs: Path, out_dir: Path, pixel_spacing_mm: float, overr
         mask = mask.astype(bool)
         native = Geometry.from_dict(load_radiograph(path, Geometry.standard(), pixel_spacing_mm=pixel_spacing_mm)[2]["native_geometry"])
         area = field_of_view(native, geometry) > 0.5  # pixels whose ray meets the radiograph, not the padding
-        sides = bone_sides(mask, geometry.bones)
+        sides = side_fractions(mask, geometry.bones, geometry.principal_point_px[0])
         rows.append({
             "name": name,
             "report": folder / "report.png",
@@ -122,7 +110,7 @@ def run_ct_check(
     and score the shipped model on each (all in the test list); ``surfaces=False``: masks only (no meshing,
     shape-model fit or ASSD). The CT is rendered as it is (``ct_end`` and ``ct_sides`` off: its box ends in the field already)."""
     cfg = {**load_config(config), "ct_end": {"probability": 0.0}, "ct_sides": {"probability": 0.0}}
-    geometry, s2o = load_geometry()
+    geometry, s2o = read_standard_geometry()
     _, errors = simulate([Case(case_name_of(ct), ct, labels)], work, poses, seed, cfg, geometry, s2o, load_label_map(label_map), split="test", overwrite=True)
     if errors:
         raise RuntimeError("; ".join(errors))

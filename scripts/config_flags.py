@@ -1,8 +1,9 @@
-"""Command-line config values: on/off keys, torch devices and shards.
+"""Command-line config values: on/off keys, counts, torch devices and shards.
 
 ``python -m monai.bundle run ... --key false`` hands the config the STRING ``"false"`` (Python
 Fire parses only ``False``), which plain ``if @key`` would take as on. Configs read their flags
-through :func:`as_flag`, so ``false``/``False``/``0``/``no`` all mean off; devices through
+through :func:`as_flag`, so ``false``/``False``/``0``/``no`` all mean off; counts (``--batch_size``) through
+:func:`as_count`; devices through
 :func:`as_device`, so ``--device cuda`` on a machine without CUDA is one clear line, not a traceback;
 shards ``i/n`` (the simulator's and the inference workflow's ``--shard``) through :func:`as_shard`.
 A bad value raises :class:`scripts.io.files.InputFileError` naming the option (``--<name>``).
@@ -25,6 +26,18 @@ def as_flag(value: bool | int | str, name: str = "flag") -> bool:
     if key not in _WORDS:
         raise InputFileError(f"--{name}", f"must be true or false, got {value!r}")
     return _WORDS[key]
+
+
+def as_count(value: int | str, name: str, minimum: int = 0) -> int:
+    """``value`` as a whole number >= ``minimum`` (ints and their decimal text; booleans refused), e.g. ``--batch_size``;
+    else InputFileError naming ``--name``."""
+    try:
+        count = int(str(value).strip()) if not isinstance(value, (bool, float)) else None
+    except ValueError:
+        count = None
+    if count is None or count < minimum:
+        raise InputFileError(f"--{name}", f"must be a whole number of at least {minimum}, got {value!r}")
+    return count
 
 
 def as_device(value: torch.device | str | None, name: str = "device") -> torch.device:

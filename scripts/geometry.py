@@ -182,15 +182,7 @@ class Geometry:
         """Read a geometry JSON; raises :class:`GeometryError` (message starting with the path) when missing or invalid,
         or (``check_range``) outside what radiography rooms use (:meth:`check_radiography_range`)."""
         path = Path(path)
-        try:
-            d = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise GeometryError(f"{path}: geometry file not found") from None
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise GeometryError(f"{path}: unreadable geometry JSON ({e})") from None
-        if not isinstance(d, dict):
-            raise GeometryError(f"{path}: geometry JSON must be an object")
-        return cls.from_dict(d, source=str(path), check_range=check_range)
+        return cls.from_dict(_geometry_json(path), source=str(path), check_range=check_range)
 
     def save(self, path: PathLike) -> None:
         """Write geometry.json atomically (temporary name, then rename)."""
@@ -233,6 +225,13 @@ class Geometry:
         u, v = self.pixel_grid(device=device, dtype=torch.float64)
         d = self.detector_points(u, v)
         return (d / torch.linalg.norm(d, dim=-1, keepdim=True)).to(dtype)
+
+    def ray_obliquity(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """How obliquely every pixel's ray runs, each (H, W), computed in ``dtype``: the cosine of its angle to the
+        central ray (the z component of :meth:`ray_directions`) and its angle (radians) from the central ray along v
+        (rows; tan = y / SID), e.g. the heel effect's take-off angle when the anode-cathode axis runs along the rows."""
+        x, y, z = self.detector_points(*self.pixel_grid(device=device, dtype=dtype)).unbind(-1)
+        return self.sid_mm / torch.sqrt(x * x + y * y + z * z), torch.atan(y / z)
 
     def backproject(self, depth: ArrayLike) -> ArrayLike:
         """Camera-frame points (mm) of depth maps ``(..., H, W)`` -> ``(..., H, W, 3)``; same type as input.
@@ -290,20 +289,22 @@ class Geometry:
         su, sv = self.pixel_spacing_mm
         return np.linalg.norm(np.stack([np.asarray(dv) * sv, np.asarray(du) * su], -1), axis=-1) / self.sid_mm
 
+    def pixel_spacing_at(self, sid_mm: float) -> tuple[float, float]:
+        """(su, sv) mm: the pitch of these pixels' rays on a detector at ``sid_mm`` from the source (same focal spot and central ray)."""
+        return tuple(s * sid_mm / self.sid_mm for s in self.pixel_spacing_mm)
+
     def pixel_scale_in(self, other: "Geometry") -> np.ndarray:
         """(along u, along v) size of one pixel of ``self`` measured in pixels of ``other`` on the same rays.
 
-        Both geometries share the focal spot and central-ray axis (as :meth:`sample_from`); the ratio
-        of the pitches is corrected for the two detector distances.
+        Both geometries share the focal spot and central-ray axis (as :meth:`sample_from`): the pitch of
+        ``self`` at ``other``'s detector distance over ``other``'s pitch.
         """
-        return np.array(self.pixel_spacing_mm) * other.sid_mm / (self.sid_mm * np.array(other.pixel_spacing_mm))
+        return np.array(self.pixel_spacing_at(other.sid_mm)) / np.array(other.pixel_spacing_mm)
 
     def world_rays(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
         """Source position (3,) and unit pixel ray directions (H, W, 3) in the world (RAS mm) frame."""
-        cam_to_world = np.linalg.inv(self.matrix)
-        r = torch.as_tensor(cam_to_world[:3, :3], device=device, dtype=torch.float64)
-        origin = torch.as_tensor(cam_to_world[:3, 3], device=device, dtype=torch.float64)
-        dirs = self.ray_directions(device=device, dtype=torch.float64) @ r.T
+        origin = torch.as_tensor(np.linalg.inv(self.matrix)[:3, 3], device=device, dtype=torch.float64)
+        dirs = camera_to_world_directions(self.matrix, self.ray_directions(device=device, dtype=torch.float64))
         return origin.to(dtype), dirs.to(dtype)
 
     # ------------------------------------------------------------------ frames
@@ -362,6 +363,52 @@ def read_geometry(path: PathLike, check_range: bool = False) -> Geometry:
         raise InputFileError(path, str(e).removeprefix(f"{Path(path)}: ")) from None
 
 
+def read_standard_geometry(path: PathLike | None = None) -> tuple[Geometry, float]:
+    """The standard geometry and source-to-object distance (mm from the source to the patient's centre along the
+    central ray) from one geometry JSON (default configs/geometry.json; a file without ``source_to_object_mm``
+    takes the default file's).
+
+    Raises:
+        InputFileError: naming the file; missing, not JSON, an invalid geometry, or a distance that is not a
+            number giving a magnification (SID / distance) within ``MAGNIFICATION_RANGE``.
+    """
+    path = Path(path or STANDARD_GEOMETRY_FILE)
+    try:
+        d = _geometry_json(path)
+        geometry = Geometry.from_dict(d, source=str(path))
+    except GeometryError as e:
+        raise InputFileError(path, str(e).removeprefix(f"{path}: ")) from None
+    if "source_to_object_mm" not in d and path != STANDARD_GEOMETRY_FILE:
+        return geometry, read_standard_geometry()[1]
+    distance = d.get("source_to_object_mm")
+    try:
+        _check_numbers("source_to_object_mm", distance)
+        if not distance > 0:
+            raise GeometryError("source_to_object_mm is not a positive distance")
+        check_magnification(magnification(geometry.sid_mm, distance), "SID / source_to_object_mm")
+    except GeometryError:
+        lo, hi = MAGNIFICATION_RANGE
+        raise InputFileError(path, f"source_to_object_mm must be a distance (mm) giving a magnification SID / distance "
+                                   f"of {lo:g}..{hi:g} (SID {geometry.sid_mm:g} mm), got {distance!r}") from None
+    return geometry, float(distance)
+
+
+def magnification(sid_mm: float, distance_mm: ArrayLike | float) -> ArrayLike | float:
+    """How much a length in the plane normal to the central ray at ``distance_mm`` from the source grows on a
+    detector at ``sid_mm`` (SID / distance; e.g. 1100 / 950 for the standard patient, or the standard detector's
+    view of a real detector at another SID). Same type as ``distance_mm``."""
+    return sid_mm / distance_mm
+
+
+def check_magnification(factor: float, source: str) -> float:
+    """``factor`` if it lies within ``MAGNIFICATION_RANGE`` (what radiography rooms give), else :class:`GeometryError`
+    naming where it came from (``source``, e.g. a DICOM tag)."""
+    lo, hi = MAGNIFICATION_RANGE
+    if not lo <= factor <= hi:
+        raise GeometryError(f"magnification {factor:g} from {source} outside {lo:g}..{hi:g}")
+    return factor
+
+
 def channel_order(bones: Sequence[str], wanted: Sequence[str]) -> list[int]:
     """Indices into ``bones`` (a file's channel names) that give the channels of ``wanted`` (e.g. the
     network's), matched by name; raises :class:`GeometryError` when a wanted bone is missing."""
@@ -369,6 +416,19 @@ def channel_order(bones: Sequence[str], wanted: Sequence[str]) -> list[int]:
     if missing:
         raise GeometryError(f"bones {list(bones)} lack {missing} (channels are matched by name to {list(wanted)})")
     return [list(bones).index(b) for b in wanted]
+
+
+def match_bone_channels(
+    geometry: Geometry, wanted: Sequence[str], depth: ArrayLike | None = None, mask: ArrayLike | None = None
+) -> tuple[Geometry, ArrayLike | None, ArrayLike | None]:
+    """A sample's depth (2B, H, W) mm and mask (B, H, W) channels (NumPy or torch; None passes through)
+    reordered by name from ``geometry.bones`` to ``wanted`` (:func:`channel_order`), and the geometry
+    naming them; raises :class:`GeometryError` when a wanted bone is missing."""
+    if geometry.bones == tuple(wanted):
+        return geometry, depth, mask
+    order = channel_order(geometry.bones, wanted)
+    depth = None if depth is None else depth[[2 * i + f for i in order for f in (0, 1)]]
+    return replace(geometry, bones=tuple(wanted)), depth, None if mask is None else mask[order]
 
 
 def _check_numbers(name: str, values, integer: bool = False) -> None:
@@ -379,6 +439,19 @@ def _check_numbers(name: str, values, integer: bool = False) -> None:
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, kind) and not (integer and isinstance(v, numbers.Real) and float(v).is_integer()):
             what = ("integers" if integer else "numbers") if several else ("an integer" if integer else "a number")
             raise GeometryError(f"{name} must be {what}, got {v!r}")
+
+
+def _geometry_json(path: Path) -> dict:
+    """The object in a geometry JSON; :class:`GeometryError` (message starting with the path) when missing or unreadable."""
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise GeometryError(f"{path}: geometry file not found") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise GeometryError(f"{path}: unreadable geometry JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise GeometryError(f"{path}: geometry JSON must be an object")
+    return d
 
 
 def _check_range(name: str, values: Sequence[float], bounds: tuple[float, float], unit: str) -> None:
@@ -404,6 +477,15 @@ def apply_transform(matrix: np.ndarray, points: ArrayLike) -> ArrayLike:
         return points @ m[:3, :3].T + m[:3, 3]
     m = np.asarray(matrix, dtype=np.float64)
     return np.asarray(points) @ m[:3, :3].T + m[:3, 3]
+
+
+def camera_to_world_directions(world_to_camera: np.ndarray, directions_cam: ArrayLike) -> ArrayLike:
+    """Camera-frame directions (..., 3) -> RAS world directions (..., 3) under the 4x4 world-to-camera
+    transform (its inverse's rotation, no translation); e.g. ``(0, 0, 1)``: the central ray's direction."""
+    r = np.linalg.inv(np.asarray(world_to_camera, dtype=np.float64))[:3, :3]
+    if isinstance(directions_cam, torch.Tensor):
+        return directions_cam @ torch.as_tensor(r, dtype=directions_cam.dtype, device=directions_cam.device).T
+    return np.asarray(directions_cam) @ r.T
 
 
 def rotation_matrix(angles_deg: Sequence[float]) -> np.ndarray:
@@ -434,15 +516,3 @@ def standard_ap_pose(
     m[:3, :3] = r
     m[:3, 3] = t - r @ c
     return m
-
-
-def is_rigid(matrix: np.ndarray, atol: float = 1e-6) -> bool:
-    """True if the 4x4 transform is a proper rigid motion (orthonormal rotation, det +1, affine last row)."""
-    m = np.asarray(matrix, dtype=np.float64)
-    r = m[:3, :3]
-    return (
-        m.shape == (4, 4)
-        and np.allclose(r @ r.T, np.eye(3), atol=atol)
-        and abs(np.linalg.det(r) - 1.0) < atol
-        and np.allclose(m[3], [0, 0, 0, 1], atol=atol)
-    )

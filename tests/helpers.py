@@ -142,6 +142,26 @@ def ramp(h=64, w=64, hi=1000):
     return (np.arange(h * w).reshape(h, w) % hi + 1).astype(np.uint16)
 
 
+def read_encapsulated_stl(ds: Dataset):
+    """The mesh (trimesh.Trimesh, mm) stored in a DICOM Encapsulated STL dataset (padding byte removed)."""
+    import io
+
+    import trimesh
+
+    data = bytes(ds.EncapsulatedDocument)[: int(ds.EncapsulatedDocumentLength)]
+    return trimesh.load(io.BytesIO(data), file_type="stl", force="mesh")
+
+
+# ---------------------------------------------------------------------- poses
+def assert_rigid(matrix: np.ndarray, atol: float = 1e-6) -> None:
+    """Assert that a 4x4 transform is a proper rigid motion: orthonormal rotation, determinant +1, last row 0 0 0 1."""
+    m = np.asarray(matrix, dtype=np.float64)
+    assert m.shape == (4, 4)
+    np.testing.assert_allclose(m[:3, :3] @ m[:3, :3].T, np.eye(3), atol=atol)
+    assert abs(np.linalg.det(m[:3, :3]) - 1.0) < atol
+    np.testing.assert_allclose(m[3], [0.0, 0.0, 0.0, 1.0], atol=atol)
+
+
 # ---------------------------------------------------------------------- analytic sphere 'bones'
 def sphere_depths(geom: Geometry, centre: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
     """Analytic front/back ray-sphere intersection distances (mm), 0 where the ray misses: (H, W) each."""

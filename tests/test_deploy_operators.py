@@ -11,13 +11,13 @@ import pytest
 import torch
 import trimesh
 from monai.bundle import ConfigParser
+from PIL import Image
 
 from deploy.app.pipeline import load_cases, reconstruct_cases, run, run_inference, write_case, write_results
-from scripts.io.dicom_export import read_encapsulated_stl
 from scripts.io.dicom_export import bundle_version
 from scripts.io.files import OUTPUT_MARKER, InputFileError
 from scripts.geometry import Geometry
-from tests.helpers import ROOT, STD, make_dicom, ramp
+from tests.helpers import ROOT, STD, make_dicom, ramp, read_encapsulated_stl
 
 
 def fake_infer(image: np.ndarray, geometry: Geometry, fov: np.ndarray | None = None) -> dict:
@@ -116,17 +116,24 @@ def test_stages_go_on_past_a_failed_case_and_stop_at_a_bad_model(tmp_path, capsy
     assert (out / cases[0].name / "notes.txt").read_text() == "mine" and (out / cases[2].name / "result.json").exists()
 
 
-def test_run_writes_each_case_before_inferring_the_next(tmp_path):
-    """The plain run streams: a crash in the second case's inference leaves the first case written."""
+def test_run_writes_each_case_before_inferring_the_next(tmp_path, capsys):
+    """The plain run streams: when the second case's inference runs, the first case is written; an error of the
+    inference callable that is not a bad-input one (here RuntimeError) is one line for its case, and the run goes on."""
     d = tmp_path / "in"
     d.mkdir()
-    for name in ("a", "b"):
+    for name in ("a", "b", "c"):
         make_dicom(d / f"{name}.dcm", ramp())
+    out, written_before = tmp_path / "out", []
+    crash = failing_second(RuntimeError("out of memory"))
 
-    with pytest.raises(RuntimeError):
-        run(d, tmp_path / "out", failing_second(RuntimeError("out of memory")), STD)
-    (written,) = [p for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")]
-    assert (written / "result.json").exists()
+    def infer(image, geometry, fov=None):
+        written_before.append(sorted(p.name for p in out.iterdir()) if out.exists() else [])
+        return crash(image, geometry, fov)
+
+    assert run(d, out, infer, STD) == 1
+    assert written_before[1] == ["a"]
+    assert [line for line in capsys.readouterr().err.splitlines() if str(d) in line] == [f"{d / 'b.dcm'}: inference failed (RuntimeError: out of memory)"]
+    assert sorted(p.name for p in out.iterdir()) == ["a", "c"]
 
 
 def test_app_version_is_the_bundles():
@@ -158,6 +165,32 @@ def test_main_plain_cli(dicom_dir, tmp_path, monkeypatch):
     STD.save(geometry_file)
     rc = app_main.main(["app", "-i", str(d), "-o", str(tmp_path / "out"), "-m", "models/model.ts", "--geometry", str(geometry_file)])
     assert rc == 0 and len(list((tmp_path / "out").iterdir())) == 1
+
+
+@pytest.mark.skipif(importlib.util.find_spec("holoscan") is not None, reason="plain-Python path only without the SDK")
+def test_main_takes_geometry_sid_and_pixel_spacing(tmp_path, monkeypatch, capsys):
+    """--geometry, --sid_mm and --pixel_spacing_mm reach the loader: an 80x80 PNG (no pixel spacing) is one line and
+    exit 1 without --pixel_spacing_mm; with 4 mm at SID 1000 mm it is resampled into the --geometry file's geometry
+    (not configs/geometry.json), covering (80 * 4 mm * 1100 / 1000 / 400 mm)^2 of the standard field."""
+    import deploy.app.__main__ as app_main
+
+    monkeypatch.setattr(app_main, "reconstruct_image_adapter", lambda model, device, ssm_path: fake_infer)
+    geometry = Geometry(sid_mm=1100.0, pixel_spacing_mm=(6.25, 6.25), image_size=(64, 64))  # the 400 mm field at 64 px
+    assert geometry.to_dict() != Geometry.standard().to_dict()
+    geometry.save(tmp_path / "geometry.json")
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(ramp(80, 80, 250).astype(np.uint8)).save(d / "hip.png")
+    argv = ["app", "-i", str(d), "-o", str(tmp_path / "out"), "-m", "models/model.ts", "--geometry", str(tmp_path / "geometry.json")]
+    assert app_main.main(argv) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"{d / 'hip.png'}: size 80x80 differs from the standard geometry 64x64 and the file has no pixel spacing")
+    assert not (tmp_path / "out").exists()
+    assert app_main.main(argv + ["--sid_mm", "1000", "--pixel_spacing_mm", "4.0"]) == 0, capsys.readouterr().err
+    result = json.loads((tmp_path / "out" / "hip" / "result.json").read_text())
+    assert result["geometry"] == geometry.to_dict()
+    assert result["geometry_source"] == {"sid_mm": "argument sid_mm", "pixel_spacing_mm": "argument pixel_spacing_mm"}
+    assert result["coverage"] == pytest.approx((80 * 4.0 * 1100 / 1000 / 400) ** 2, abs=3 / 64)
 
 
 # ---------------------------------------------------------------------- end to end: TorchScript model + shape model
@@ -267,6 +300,8 @@ def test_app_refuses_an_output_file_and_an_unknown_log_level(tmp_path, capsys):
     (tmp_path / "out.txt").write_text("mine")
     assert app_main.main(["app", "-i", str(d), "-o", str(tmp_path / "out.txt"), "-m", "models/model.pt"]) == 1
     assert capsys.readouterr().err.strip() == f"{tmp_path / 'out.txt'}: exists and is not a folder; -o names the output folder"
+    assert app_main.main(["app", "-i", str(d), "-o", str(tmp_path / "out.txt" / "sub"), "-m", "models/model.pt"]) == 1
+    assert capsys.readouterr().err.strip() == f"{tmp_path / 'out.txt' / 'sub'}: cannot be created: {tmp_path / 'out.txt'} is a file, not a folder; -o names the output folder"
     assert (tmp_path / "out.txt").read_text() == "mine"
     with pytest.raises(SystemExit) as e:
         app_main.main(["app", "-i", str(d), "-o", str(tmp_path / "out"), "-m", "models/model.pt", "-l", "loud"])

@@ -8,7 +8,8 @@ import trimesh
 from pydicom.dataset import Dataset
 from pydicom.uid import DigitalXRayImageStorageForPresentation, generate_uid
 
-from scripts.io.dicom_export import read_encapsulated_stl, write_encapsulated_stl, write_stl
+from scripts.io.dicom_export import write_encapsulated_stl, write_stl
+from tests.helpers import read_encapsulated_stl
 
 
 def source_dataset() -> Dataset:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from scripts.data.drr import hu_to_densities, material_volumes, render_drr
+from scripts.data.drr import MM_TO_CM, hu_to_densities, line_integrals, material_volumes
 from scripts.geometry import Geometry, standard_ap_pose
 from scripts.data.xray_physics import mass_attenuation
 
@@ -82,7 +82,8 @@ def test_pooled_densities_equal_voxelwise_densities_then_average(slab_voxels):
 def test_drr_of_uniform_sphere_matches_chord_times_densities(rotation_deg, step_mm):
     hu, affine = sphere_volume()
     g = Geometry(1100.0, (1.5, 1.5), (40, 36)).with_pose(standard_ap_pose([0, 0, 0], 950.0, rotation_deg, [2.0, -1.0, 15.0]))
-    drr = render_drr(hu, affine, g, ct_kev=70.0, step_mm=step_mm).numpy().reshape(2, -1)
+    mu, mu_affine = material_volumes(hu, affine, ct_kev=70.0, min_voxel_mm=0.5)  # the simulator's path, unpooled at 0.5 mm
+    drr = (line_integrals(mu, mu_affine, g, step_mm) * MM_TO_CM).numpy().reshape(2, -1)
     o, d = g.world_rays(dtype=torch.float64)
     o, d = o.numpy(), d.numpy().reshape(-1, 3)
     b = d @ o

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 from pathlib import Path
 
@@ -11,13 +12,16 @@ import numpy as np
 import pytest
 import torch
 import trimesh
+from matplotlib import colormaps
+from PIL import Image
 
 from benchmarks.compare_evaluations import compare, main, subject_rows
-from scripts.reconstruction.evaluate import METRIC_KEYS, SHIFTS, VARIANTS, label_surfaces, load_sample, mask_top_edge_px, prior_centre_depth, subject_summary, true_face_mask
+from scripts.reconstruction.evaluate import METRIC_KEYS, SHIFTS, VARIANTS, label_surfaces, load_sample, mask_top_edge_px, prior_centre_depth, subject_summary, summarise
 from scripts.io.files import OUTPUT_MARKER, input_error_of, write_nifti
+from scripts.io.report import save_error_map
 from scripts.model.networks import DualFaceDepthNet
-from scripts.reconstruction.reconstruct import build_reconstructor
-from scripts.reconstruction.surface_metrics import clip_to_planes, sample_surface
+from scripts.reconstruction.reconstruct import build_reconstructor, true_face_mask
+from scripts.reconstruction.surface_metrics import clip_to_planes, sample_surface, vertex_errors
 from scripts.model.training import load_datalist
 from tests.helpers import FAST_FIT, FEATURES, make_dataset, run_evaluation
 
@@ -94,6 +98,48 @@ def test_subject_summary_by_hand():
     assert got["mean"] == {"pelvis": 4.0, "femur_left": 6.0, "all": pytest.approx((8.0 / 3 + 7.0) / 2)}
     assert got["ci95"]["pelvis"] == [2.0, 6.0] and got["ci95"]["femur_left"] == [4.0, 8.0]
     assert subject_summary(rows, seed=5) == subject_summary(rows, seed=5)
+
+
+def test_summarise_by_hand():
+    """Mean, population std (ddof 0) and count per (variant, shift, bone) and "all", NaN skipped but counted in ``n``:
+    pelvis ASSD 1 and 3 (mean 2, std 1), femur_left 4 and NaN (mean 4, std 0, one value), all 1, 3, 4 (mean 8/3,
+    std sqrt(14) / 3); Dice 0.9, 0.7, 0.6, 0.6. A row of another shift is a group of its own, listed after."""
+    def row(sample, bone, assd, dice, shift="centre"):
+        return {"sample": sample, "case": "s", "variant": "dual_face", "shift": shift, "bone": bone,
+                **{k: float("nan") for k in METRIC_KEYS}, "assd_mm": assd, "dice": dice}
+    rows = [row("s_p0", "pelvis", 1.0, 0.9), row("s_p1", "pelvis", 3.0, 0.7), row("s_p0", "femur_left", 4.0, 0.6),
+            row("s_p1", "femur_left", float("nan"), 0.6), row("s_p0", "pelvis", 100.0, 0.0, shift="oracle")]
+    got = {(r["shift"], r["bone"]): r for r in summarise(rows)}
+    assert [k for k in got] == [("centre", "pelvis"), ("centre", "femur_left"), ("centre", "all"),
+                                ("oracle", "pelvis"), ("oracle", "femur_left"), ("oracle", "all")]
+    expected = {"pelvis": (2.0, 1.0, 2, 2, 0.8, 0.1), "femur_left": (4.0, 0.0, 1, 2, 0.6, 0.0),
+                "all": (8.0 / 3, 14**0.5 / 3, 3, 4, 0.7, 0.015**0.5)}
+    for bone, (mean, std, n, rows_n, dice, dice_std) in expected.items():
+        r = got[("centre", bone)]
+        assert (r["assd_mm"], r["assd_mm_std"], r["assd_mm_n"], r["n"]) == pytest.approx((mean, std, n, rows_n), abs=1e-12)
+        assert (r["dice"], r["dice_std"], r["dice_n"]) == pytest.approx((dice, dice_std, rows_n), abs=1e-12)
+        assert np.isnan(r["hd95_mm"]) and np.isnan(r["hd95_mm_std"]) and r["hd95_mm_n"] == 0
+    assert got[("oracle", "pelvis")]["assd_mm"] == 100.0 and got[("oracle", "femur_left")]["n"] == 0
+
+
+def test_error_map_shows_a_known_offset_in_its_colour(tmp_path):
+    """A 60 mm square 2 mm in front of a larger true square: every vertex error is 2 mm, so the AP view of the error
+    map is that square in the colour viridis gives 2 mm on the map's scale (0 .. max_mm, default and 4 mm): a large
+    patch of it, far more pixels than the colour bar's one level of that colour."""
+    def square(z: float, half: float) -> trimesh.Trimesh:
+        v = np.array([[-half, -half, z], [half, -half, z], [half, half, z], [-half, half, z]])
+        return trimesh.Trimesh(v, [[0, 1, 2], [0, 2, 3]], process=False)
+    mesh, truth = square(998.0, 30.0), square(1000.0, 50.0)
+    errors = vertex_errors(mesh, truth)
+    np.testing.assert_allclose(errors, 2.0, atol=1e-9)
+    default_max = inspect.signature(save_error_map).parameters["max_mm"].default
+    for max_mm in (None, 4.0):
+        kwargs = {} if max_mm is None else {"max_mm": max_mm}
+        save_error_map(tmp_path / "map.png", {"pelvis": mesh}, {"pelvis": errors}, **kwargs)
+        picture = np.asarray(Image.open(tmp_path / "map.png").convert("RGB")).astype(int)
+        colour = np.round(np.array(colormaps["viridis"](2.0 / (max_mm or default_max))[:3]) * 255)
+        near = (np.abs(picture - colour) <= 2).all(-1)
+        assert near.sum() > 20000, (max_mm, near.sum())
 
 
 def test_mask_top_edge_by_hand():
@@ -324,3 +370,23 @@ def test_single_face_overrides_reach_its_reconstruction_and_the_output_folder_is
     for run, single_found in ((first, True), (m, False)):
         found = {v: any(r["assd_mm"] is not None for r in run["per_sample"] if r["variant"] == v) for v in ("single_face", "dual_face")}
         assert found == {"single_face": single_found, "dual_face": True}
+
+
+def test_torchscript_checkpoint_only_when_asked_and_scored_as_its_state_dict(data, tmp_path, capsys):
+    """``--torchscript true`` (a config key of evaluate.yaml, as of inference.yaml) lets evaluation load a TorchScript
+    archive; without it the archive is refused with one line. The archive of the tiny network scores as its state dict."""
+    net = DualFaceDepthNet(features=FEATURES)
+    net.load_state_dict(torch.load(data.parent / "model.pt", weights_only=True))
+    ts = tmp_path / "model.ts"
+    torch.jit.script(net.eval()).save(str(ts))
+    kw = dict(single_face_ckpt_path=str(tmp_path / "absent.pt"), poses_per_case=1)
+    with pytest.raises(SystemExit):
+        run_evaluation(data, tmp_path / "refused", ckpt_path=str(ts), **kw)
+    assert f"{ts}: is a TorchScript archive (code, not data): not loaded" in capsys.readouterr().err
+    scripted = run_evaluation(data, tmp_path / "ts", ckpt_path=str(ts), torchscript=True, **kw)
+    plain = run_evaluation(data, tmp_path / "sd", ckpt_path=str(data.parent / "model.pt"), **kw)
+    for a, b in zip(scripted["per_sample"], plain["per_sample"]):
+        assert (a["variant"], a["bone"], a["shift"]) == (b["variant"], b["bone"], b["shift"])
+        assert a["dice"] == pytest.approx(b["dice"], abs=1e-6)
+        assert (a["assd_mm"] is None) == (b["assd_mm"] is None)
+        assert a["assd_mm"] is None or a["assd_mm"] == pytest.approx(b["assd_mm"], abs=1e-3)

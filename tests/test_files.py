@@ -10,7 +10,9 @@ from scripts.io.files import (
     InputFileError,
     atomic_dir,
     atomic_path,
+    check_output_dir,
     exits_on_input_error,
+    make_output_dir,
     read_depth_and_mask,
     read_json,
     read_nifti,
@@ -162,12 +164,86 @@ def test_atomic_dir_never_replaces_what_it_did_not_write(tmp_path, existing):
 
 
 def test_atomic_dir_replaces_its_own_result_of_the_same_input(tmp_path):
+    """The marker lists what the block wrote (files and folders, relative paths); a result missing one of its own
+    files (result.json moved away) is still replaced."""
     target = tmp_path / "case"
     for text in ("first", "second"):
         with atomic_dir(target, "result", source="a") as d:
             (d / "x.txt").write_text(text)
-    assert (target / "x.txt").read_text() == "second"
-    assert json.loads((target / OUTPUT_MARKER).read_text()) == {"kind": "result", "source": "a"}
+            (d / "meshes").mkdir()
+            (d / "meshes" / "pelvis.ply").write_text(text)
+        assert json.loads((target / OUTPUT_MARKER).read_text()) == {"kind": "result", "source": "a", "files": ["meshes", "meshes/pelvis.ply", "x.txt"]}
+        (target / "x.txt").unlink()
+    assert (target / "meshes" / "pelvis.ply").read_text() == "second"
+
+
+@pytest.mark.parametrize("added", ["file", "folder", "file in its subfolder", "no file list"])
+def test_atomic_dir_never_deletes_what_a_user_added_to_its_result(tmp_path, added):
+    """A result the bundle wrote, with the user's notes (or segmentations) added inside, is never replaced: one
+    line naming the folder and what was added, the folder byte for byte, no temporary folder; the same after
+    the bundle's own result.json was moved away. A marker without a file list (an earlier version's) is refused too."""
+    target = tmp_path / "out" / "case"
+    with atomic_dir(target, "result", source="a") as d:
+        (d / "result.json").write_text("{}")
+        (d / "meshes").mkdir()
+        (d / "meshes" / "pelvis.ply").write_text("mesh")
+    needle = {"file": "(my_notes.txt)", "folder": "(manual_seg/)", "file in its subfolder": "(meshes/edited.ply)",
+              "no file list": f"before it recorded its files in {OUTPUT_MARKER}"}[added]
+    if added == "file":
+        (target / "my_notes.txt").write_text("mine")
+    elif added == "folder":
+        (target / "manual_seg" / "2025").mkdir(parents=True)
+        (target / "manual_seg" / "2025" / "pelvis.nii.gz").write_bytes(b"hours of work")
+    elif added == "file in its subfolder":
+        (target / "meshes" / "edited.ply").write_text("mine")
+    else:
+        (target / OUTPUT_MARKER).write_text(json.dumps({"kind": "result", "source": "a"}))
+    for moved in (False, True):
+        if moved:
+            (target / "result.json").rename(tmp_path / "result.json")
+        before = _tree(tmp_path)
+        with pytest.raises(InputFileError) as info:
+            with atomic_dir(target, "result", source="a"):
+                raise AssertionError("not reached")
+        line = str(info.value)
+        assert line.startswith(f"{target}: ") and needle in line and "left untouched" in line and "\n" not in line
+        assert _tree(tmp_path) == before and sorted(p.name for p in target.parent.iterdir()) == ["case"]
+
+
+def test_atomic_dir_checks_again_before_replacing(tmp_path):
+    """A file the user adds while the new result is being written stops the replacement (checked before the rename)."""
+    target = tmp_path / "case"
+    with atomic_dir(target, "result") as d:
+        (d / "x.txt").write_text("first")
+    with pytest.raises(InputFileError, match=r"\(notes.txt\); left untouched"):
+        with atomic_dir(target, "result") as d:
+            (d / "x.txt").write_text("second")
+            (target / "notes.txt").write_text("mine")
+    assert (target / "x.txt").read_text() == "first" and (target / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case"]
+
+
+def test_outputs_that_cannot_be_written_are_one_line(tmp_path):
+    """A file where a folder must be, a folder where a file must be: InputFileError naming the output, nothing written."""
+    (tmp_path / "file.txt").write_text("mine")
+    (tmp_path / "folder").mkdir()
+    under_file = tmp_path / "file.txt" / "x.dcm"
+    cases = [
+        (lambda: write_json(under_file, {}), f"{under_file}: cannot be written: {tmp_path / 'file.txt'} is a file, not a folder"),
+        (lambda: write_json(tmp_path / "file.txt" / "a" / "b.json", {}), f"{tmp_path / 'file.txt' / 'a' / 'b.json'}: cannot be written: {tmp_path / 'file.txt'} is a file"),
+        (lambda: write_json(tmp_path / "folder", {}), f"{tmp_path / 'folder'}: cannot be written (IsADirectoryError: Is a directory)"),
+        (lambda: atomic_dir(under_file, "result").__enter__(), f"{under_file}: cannot be written: {tmp_path / 'file.txt'} is a file"),
+        (lambda: make_output_dir(tmp_path / "file.txt", "--out"), f"{tmp_path / 'file.txt'}: exists and is not a folder; --out names the output folder"),
+        (lambda: check_output_dir(tmp_path / "file.txt", "-o"), f"{tmp_path / 'file.txt'}: exists and is not a folder; -o names the output folder"),
+        (lambda: check_output_dir(under_file, "--output_dir"), f"{under_file}: cannot be created: {tmp_path / 'file.txt'} is a file, not a folder; --output_dir names"),
+    ]
+    for call, needle in cases:
+        with pytest.raises(InputFileError) as info:
+            call()
+        assert str(info.value).startswith(needle) and "\n" not in str(info.value), info.value
+    assert (tmp_path / "file.txt").read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["file.txt", "folder"]
+    assert list((tmp_path / "folder").iterdir()) == []
+    check_output_dir(tmp_path / "new" / "out")  # missing folders under a writable one are fine
 
 
 def test_atomic_dir_takes_an_empty_folder(tmp_path):

@@ -8,10 +8,15 @@ from scripts.geometry import (
     Geometry,
     GeometryError,
     STANDARD_AP_ROTATION,
-    is_rigid,
+    camera_to_world_directions,
+    check_magnification,
+    magnification,
+    read_standard_geometry,
     rotation_matrix,
     standard_ap_pose,
 )
+from scripts.io.files import InputFileError
+from tests.helpers import assert_rigid
 
 
 @pytest.fixture
@@ -67,7 +72,7 @@ def test_cached_numpy_rays_match_torch_per_geometry(geom):
 def test_standard_ap_pose_axes_and_centre():
     centre = np.array([5.0, -20.0, 100.0])
     m = standard_ap_pose(centre, 950.0)
-    assert is_rigid(m)
+    assert_rigid(m)
     np.testing.assert_allclose(m[:3, :3], STANDARD_AP_ROTATION)
     np.testing.assert_allclose(m[:3, :3] @ np.array([-1.0, 0, 0]), [1, 0, 0])  # patient left -> +u
     np.testing.assert_allclose(m[:3, :3] @ np.array([0, 0, -1.0]), [0, 1, 0])  # inferior -> +v
@@ -81,11 +86,9 @@ def test_standard_ap_pose_axes_and_centre():
 
 def test_perturbed_pose_is_rigid_and_keeps_centre(geom):
     m = standard_ap_pose([1.0, 2.0, 3.0], 950.0, rotation_deg=(15, -15, 15), translation_mm=(30, -40, 50))
-    assert is_rigid(m)
+    assert_rigid(m)
     np.testing.assert_allclose(m @ [1.0, 2.0, 3.0, 1.0], [30, -40, 1000, 1], atol=1e-9)
     np.testing.assert_allclose(rotation_matrix((0, 0, 90)) @ [1, 0, 0], [0, 1, 0], atol=1e-12)
-    assert not is_rigid(np.diag([1.0, 1.0, 1.1, 1.0]))
-    assert not is_rigid(np.diag([-1.0, 1.0, 1.0, 1.0]))
 
 
 def test_world_camera_round_trip(geom):
@@ -157,3 +160,58 @@ def test_json_round_trip_and_errors(tmp_path, geom):
         Geometry(sid_mm=float("nan"), pixel_spacing_mm=(1, 1), image_size=(4, 4))
     with pytest.raises(GeometryError, match="not found"):
         Geometry.load(tmp_path / "missing.json")
+
+
+def test_magnification_and_its_range_by_hand():
+    assert magnification(1100.0, 950.0) == pytest.approx(1.157894737)  # the standard patient: 1100 / 950
+    np.testing.assert_allclose(magnification(1100.0, np.array([1100.0, 550.0])), [1.0, 2.0])
+    assert check_magnification(1.5, "a tag") == 1.5
+    for factor in (0.99, 2.01):
+        with pytest.raises(GeometryError, match=f"magnification {factor:g} from a tag outside 1..2"):
+            check_magnification(factor, "a tag")
+
+
+def test_pixel_spacing_at_another_sid_by_hand():
+    g = Geometry.standard()
+    assert g.pixel_spacing_at(1000.0) == pytest.approx((1.420454545, 1.420454545))  # 1.5625 * 1000 / 1100
+    other = Geometry(sid_mm=1000.0, pixel_spacing_mm=(0.5, 0.25), image_size=(800, 1600))
+    np.testing.assert_allclose(g.pixel_scale_in(other), [2.840909091, 5.681818182])
+
+
+def test_ray_obliquity_by_hand():
+    g = Geometry.standard()
+    cos_phi, along_v = g.ray_obliquity(dtype=torch.float64)
+    corner = -127.5 * 1.5625  # pixel (0, 0): x = y = -199.21875 mm on the detector
+    assert float(cos_phi[0, 0]) == pytest.approx(1100.0 / np.sqrt(2 * corner**2 + 1100.0**2), rel=1e-12)  # 0.968718
+    assert float(along_v[0, 0]) == pytest.approx(np.arctan(corner / 1100.0), rel=1e-12)  # -0.17921 rad, toward the top row
+    assert float(along_v[0, 255]) == float(along_v[0, 0]) and float(along_v[255, 0]) == -float(along_v[0, 0])
+    np.testing.assert_allclose(cos_phi.numpy(), g.ray_directions(dtype=torch.float64)[..., 2].numpy(), rtol=1e-12)
+    centred = Geometry(sid_mm=1000.0, pixel_spacing_mm=(2.0, 2.0), image_size=(5, 5))  # pixel (2, 2) on the central ray
+    cos_phi, along_v = centred.ray_obliquity(dtype=torch.float64)
+    assert float(cos_phi[2, 2]) == 1.0 and float(along_v[2, 2]) == 0.0
+    assert float(cos_phi[4, 2]) == pytest.approx(1000.0 / np.sqrt(4.0**2 + 1000.0**2)) and float(along_v[4, 2]) == pytest.approx(np.arctan(0.004))
+
+
+def test_camera_to_world_directions(geom):
+    m = standard_ap_pose([5.0, -20.0, 100.0], 950.0)
+    np.testing.assert_allclose(camera_to_world_directions(m, np.eye(3)), [[-1, 0, 0], [0, 0, -1], [0, -1, 0]], atol=1e-12)  # left, inferior, posterior
+    rays = np.random.default_rng(3).normal(size=(10, 3))
+    world = camera_to_world_directions(geom.matrix, rays)  # a rotated pose: the rotation's inverse, no translation
+    np.testing.assert_allclose(world @ geom.matrix[:3, :3].T, rays, atol=1e-12)
+    np.testing.assert_allclose(camera_to_world_directions(geom.matrix, torch.as_tensor(rays)).numpy(), world, atol=1e-12)
+
+
+def test_read_standard_geometry(tmp_path):
+    geometry, distance = read_standard_geometry()
+    assert geometry == Geometry.standard() and distance == 950.0
+    own = tmp_path / "geometry.json"
+    own.write_text(json.dumps({"sid_mm": 1000, "pixel_spacing_mm": [2.0, 2.0], "image_size": [100, 100]}))
+    assert read_standard_geometry(own) == (Geometry(1000.0, (2.0, 2.0), (100, 100)), 950.0)  # no distance: the standard file's
+    own.write_text(json.dumps({"sid_mm": 1000, "pixel_spacing_mm": [2.0, 2.0], "image_size": [100, 100], "source_to_object_mm": 800}))
+    assert read_standard_geometry(own)[1] == 800.0
+    for bad in (400, 0, -950, None, "950", True):  # magnification 2.5; not a positive distance; not a number
+        own.write_text(json.dumps({"sid_mm": 1000, "pixel_spacing_mm": [2.0, 2.0], "image_size": [100, 100], "source_to_object_mm": bad}))
+        with pytest.raises(InputFileError, match="source_to_object_mm must be a distance"):
+            read_standard_geometry(own)
+    with pytest.raises(InputFileError, match="missing.json: geometry file not found"):
+        read_standard_geometry(tmp_path / "missing.json")

@@ -169,6 +169,53 @@ def test_processing_steps_by_hand():
     assert torch.allclose(look_up(ramp, 0.0, 2.0), ramp**2)
 
 
+def test_contrast_equalisation_of_a_cosine_by_hand():
+    """A cosine of period 64 px along x, 0.3 + 0.5 cos, 48 px (the widest kernel's reach) or more from the left and
+    right edges: each Gaussian (normalised, truncated at 3 sigma) scales it by its transfer sum_n w_n cos(2 pi n / 64),
+    so band k is the cosine times A (H_{k-1} - H_k) and the residual 0.3 + A H_16 cos. The docstring's step 3 then gives,
+    pixel by pixel, m + base_gain (residual - m) + band_1 + sum_k gain sign(b) 0.1 (|b| / 0.1)^power, m the residual's
+    mean over the exposed pixels: here the interior columns where the cosine is positive, m = 0.3 + A H_16 mean(cos)."""
+    period, width, offset, amplitude = 64, 512, 0.3, 0.5
+    cos = np.cos(2 * np.pi * np.arange(width) / period)
+    x = torch.tensor(offset + amplitude * np.tile(cos, (64, 1)))  # float64: exact to rounding
+    inner = slice(64, width - 64)
+
+    def transfer(sigma: float) -> float:
+        n = np.arange(-math.ceil(3 * sigma), math.ceil(3 * sigma) + 1)
+        w = np.exp(-0.5 * (n / sigma) ** 2)
+        return float((w * np.cos(2 * np.pi * n / period)).sum() / w.sum())
+
+    h = [1.0] + [transfer(s) for s in (1.0, 2.0, 4.0, 8.0, 16.0)]
+    band = [amplitude * (h[k] - h[k + 1]) for k in range(5)]  # 0.0024, 0.0070, 0.027, 0.094, 0.22
+    residual = offset + amplitude * h[5] * cos
+    half = np.zeros(width, bool)
+    half[inner] = cos[inner] > 0
+    for base_gain, gain, power, exposed_columns in ((1.0, 1.5, 0.6, np.ones(width, bool)), (0.5, 1.0, 1.0, half), (0.5, 1.5, 0.8, half)):
+        exposed = torch.tensor(np.tile(exposed_columns, (64, 1)), dtype=torch.float64)
+        m = residual[exposed_columns].mean()  # base_gain 1: m cancels, edges or not
+        expected = m + base_gain * (residual - m) + band[0] * cos
+        for b in band[1:]:
+            expected = expected + gain * np.sign(cos) * 0.1 * (np.abs(b * cos) / 0.1) ** power
+        got = multiscale_equalise(x, exposed, base_gain, gain, power).numpy()
+        np.testing.assert_allclose(got[:, inner], np.tile(expected[inner], (64, 1)), atol=1e-8)
+
+
+def test_exposure_window_over_the_patient_or_the_whole_field_by_hand():
+    """Percentiles 0 and 100 over the patient (exposed, log > 0.5) map to 0 and 1; a patient under 5% of the exposed
+    pixels falls back to all exposed pixels. Field: the right 32 of 64 columns (2048 pixels, 5%: 102.4); log 0.1 .. 0.4
+    along x there, 0 outside the field (never part of the window)."""
+    exposed = torch.zeros(64, 64)
+    exposed[:, 32:] = 1.0
+    log_signal = torch.zeros(64, 64, dtype=torch.float64)
+    log_signal[:, 32:] = torch.linspace(0.1, 0.4, 32, dtype=torch.float64)
+    small = log_signal.clone()
+    small[:10, 40:50] = 2.0  # 100 patient pixels < 102.4: window over the field, 0.1 .. 2.0
+    torch.testing.assert_close(exposure_normalise(small, exposed, 0.0, 100.0), (small - 0.1) / 1.9)
+    large = log_signal.clone()
+    large[:11, 40:50] = torch.linspace(1.0, 2.0, 110, dtype=torch.float64).reshape(11, 10)  # 110 >= 102.4: window 1.0 .. 2.0
+    torch.testing.assert_close(exposure_normalise(large, exposed, 0.0, 100.0), large - 1.0)
+
+
 def test_defaults_are_a_plain_log_image_and_unknown_options_fail():
     slab = water_slab(5.0)
     slab[0, :, 32:] = 25.0  # thicker right half

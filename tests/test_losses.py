@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from scripts.model.losses import CASILoss, CentreDepthLoss, DualFaceDepthLoss, ScaleInvariantLoss
+from scripts.model.losses import CASILoss, CentreDepthLoss, DualFaceDepthLoss
 
 
 def t(values) -> torch.Tensor:
@@ -31,11 +31,11 @@ def test_casi_hand_computed():
 
 def test_scale_invariant_hand_computed_and_not_shift_invariant():
     pred, target, mask = t([[1.0, 5.0]]), t([[2.0, 3.0]]), torch.ones(1, 1, 1, 2, dtype=torch.float64)
-    si = ScaleInvariantLoss()
+    si = CASILoss(center_align=False)
     assert si(pred, target, mask).item() == pytest.approx(si_value([1.0, 5.0], [2.0, 3.0]), rel=1e-6)
     assert abs(si(pred + 50.0, target, mask).item() - si(pred, target, mask).item()) > 0.1
     # with lam = 1 it is exactly invariant to a global scale
-    full = ScaleInvariantLoss(lam=1.0)
+    full = CASILoss(lam=1.0, center_align=False)
     assert full(3.0 * pred, target, mask).item() == pytest.approx(full(pred, target, mask).item(), rel=1e-6)
 
 
@@ -73,7 +73,7 @@ def test_empty_channel_left_out():
     assert expected == pytest.approx(si_value([0.5, 4.5], [2.0, 3.0]), rel=1e-6)
 
 
-@pytest.mark.parametrize("loss", [CASILoss(), CASILoss(per_channel=False), ScaleInvariantLoss()])
+@pytest.mark.parametrize("loss", [CASILoss(), CASILoss(per_channel=False), CASILoss(center_align=False)])
 def test_gradients_finite(loss):
     g = torch.Generator().manual_seed(1)
     target = 900.0 + 100.0 * torch.rand(2, 4, 6, 6, generator=g)

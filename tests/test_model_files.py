@@ -8,7 +8,10 @@ The positive control proves that running it does write the marker.
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -20,9 +23,11 @@ import scripts.model.release as release_mod
 from deploy.app.pipeline import reconstruct_image_adapter, run
 from scripts.model.checkpoints import load_network, load_weights
 from scripts.model.export_onnx import main as export_onnx_main
+from scripts.model.export_onnx import network_from_config
 from scripts.io.files import InputFileError
 from scripts.model.networks import DualFaceDepthNet
 from scripts.model.release import SHA_KEY, release, sha256, verify_shipped
+from scripts.model.release import main as release_main
 from scripts.reconstruction.reconstruct import bundle_config
 from tests.helpers import FEATURES, ROOT, STD, make_dicom, ramp, run_bundle, write_sphere_dataset
 
@@ -150,7 +155,7 @@ def test_release_copies_checked_files_and_records_their_sums(planted, tmp_path):
     models.mkdir()
     shutil.copy(ROOT / "configs" / "metadata.json", meta)
     torch.manual_seed(1)
-    torch.save(DualFaceDepthNet(features=FEATURES).state_dict(), tmp_path / "best.pt")
+    torch.save(network_from_config()[0].state_dict(), tmp_path / "best.pt")  # the configured network's, untrained
     shutil.copy(ROOT / "models" / "ssm.npz", tmp_path / "ssm.npz")
     before = json.loads(meta.read_text())
     done = release({"model": tmp_path / "best.pt", "ssm": tmp_path / "ssm.npz"}, metadata=meta, models_dir=models)
@@ -169,3 +174,99 @@ def test_release_copies_checked_files_and_records_their_sums(planted, tmp_path):
     with pytest.raises(InputFileError, match="not a network state dict"):
         release({"model": tmp_path / "checkpoint_epoch=3.pt"}, metadata=meta, models_dir=models)
     assert np.array_equal(np.frombuffer((models / "model.pt").read_bytes(), np.uint8), np.frombuffer((tmp_path / "best.pt").read_bytes(), np.uint8))
+
+
+@pytest.fixture()
+def shipped_copy(tmp_path, monkeypatch) -> tuple[Path, Path]:
+    """(models folder, metadata file): copies of the shipped ones, which ``python -m scripts.release``'s ``main`` writes
+    into instead of the bundle's own."""
+    models, meta = tmp_path / "bundle" / "models", tmp_path / "bundle" / "configs" / "metadata.json"
+    shutil.copytree(ROOT / "models", models)
+    meta.parent.mkdir()
+    shutil.copy(ROOT / "configs" / "metadata.json", meta)
+    monkeypatch.setattr(release_mod, "release", functools.partial(release, metadata=meta, models_dir=models))
+    return models, meta
+
+
+def _contents(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``folder`` (hidden temporaries too), by relative path."""
+    return {str(p.relative_to(folder)): sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_release_refuses_a_state_dict_of_another_network(shipped_copy, capsys):
+    """``release --model models/model_single_face.pt`` used to print "released" and break every inference after it:
+    each state dict must load strictly into the network it is shipped for (the single-face baseline: faces 1), or
+    nothing is copied."""
+    models, meta = shipped_copy
+    before = _contents(models.parent)
+    single, dual = ROOT / "models" / "model_single_face.pt", ROOT / "models" / "model.pt"
+    assert release_main(["--model", str(single)]) == 1
+    assert capsys.readouterr().err.strip() == (f"{single}: does not fit configs/inference.yaml network_def: checkpoint from another bundle "
+                                               "version or network configuration: shapes differ for ['final_conv.bias', 'final_conv.weight']")
+    assert release_main(["--model", str(dual), "--single_face", str(dual)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"{dual}: does not fit configs/inference.yaml network_def with faces 1 (the single-face baseline): ")
+    assert _contents(models.parent) == before
+    assert release_main(["--model", str(dual), "--single_face", str(single)]) == 0  # each where it fits
+    assert capsys.readouterr().out.splitlines() == [f"released models/model.pt (sha256 {sha256(dual)[:16]}...)",
+                                                    f"released models/model_single_face.pt (sha256 {sha256(single)[:16]}...)"]
+
+
+def test_release_ships_only_a_torchscript_export_of_the_state_dict(shipped_copy, tmp_path, capsys):
+    """--torchscript must compute what the state dict computes (the one released with it, else the shipped model.pt):
+    an export of other weights is refused with one line, and shipped together with its own weights it goes in."""
+    models, meta = shipped_copy
+    torch.manual_seed(5)
+    network = network_from_config()[0].eval()
+    other, other_ts = tmp_path / "other.pt", tmp_path / "other.ts"
+    torch.save(network.state_dict(), other)
+    torch.jit.script(network).save(str(other_ts))  # what ckpt_export writes for other.pt
+    before = _contents(models.parent)
+    assert release_main(["--torchscript", str(other_ts)]) == 1  # against the shipped model.pt
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"{other_ts}: its outputs differ from {models / 'model.pt'}'s in configs/inference.yaml network_def (up to ")
+    assert err.endswith("not an export of that model; export it with monai.bundle ckpt_export (docs/deployment.md)")
+    assert _contents(models.parent) == before
+    assert release_main(["--model", str(other), "--torchscript", str(other_ts)]) == 0
+    assert sha256(models / "model.pt") == sha256(other) and sha256(models / "model.ts") == sha256(other_ts)
+    assert json.loads(meta.read_text())[SHA_KEY] == {**json.loads((ROOT / "configs" / "metadata.json").read_text())[SHA_KEY],
+                                                     "models/model.pt": sha256(other), "models/model.ts": sha256(other_ts)}
+
+
+@pytest.mark.parametrize("failing", ["copy of the second file", "rename of the second file", "rename of the metadata"])
+def test_release_is_all_or_nothing(shipped_copy, tmp_path, monkeypatch, capsys, failing):
+    """A full disk used to leave a new model.pt beside the old metadata (every run refused from then on). Whatever
+    step fails (simulated here), one line names the file, and models/ and the metadata are as they were, no temporary
+    left; the same release without the fault goes in whole."""
+    models, meta = shipped_copy
+    torch.manual_seed(7)
+    best, ssm = tmp_path / "best.pt", tmp_path / "new" / "ssm.npz"
+    torch.save(network_from_config()[0].state_dict(), best)
+    ssm.parent.mkdir()
+    shutil.copy(ROOT / "models" / "ssm.npz", ssm)
+    before = _contents(models.parent)
+    fault = {"on": True}
+    real_copy, real_replace = shutil.copyfile, os.replace
+
+    def copyfile(src, dst, *args, **kwargs):
+        if fault["on"] and failing.startswith("copy") and Path(src) == ssm:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_copy(src, dst, *args, **kwargs)
+
+    def replace(src, dst, *args, **kwargs):
+        target = models / "ssm.npz" if failing == "rename of the second file" else meta
+        if fault["on"] and failing.startswith("rename") and Path(dst) == target and str(src).endswith(".partial"):
+            raise OSError(errno.EIO, "Input/output error")
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(release_mod.shutil, "copyfile", copyfile)
+    monkeypatch.setattr(release_mod.os, "replace", replace)
+    assert release_main(["--model", str(best), "--ssm", str(ssm)]) == 1
+    named = meta if failing == "rename of the metadata" else models / "ssm.npz"
+    problem = "No space left on device" if failing.startswith("copy") else "Input/output error"
+    assert capsys.readouterr().err.strip() == f"{named}: cannot be written (OSError: {problem}); nothing released: models/ and the metadata are as they were"
+    assert _contents(models.parent) == before
+    fault["on"] = False
+    assert release_main(["--model", str(best), "--ssm", str(ssm)]) == 0
+    assert sha256(models / "model.pt") == sha256(best) and json.loads(meta.read_text())[SHA_KEY]["models/model.pt"] == sha256(best)
+    assert sorted(_contents(models.parent)) == sorted(before)  # no temporaries left

@@ -23,7 +23,7 @@ from benchmarks.plausibility_scores import simulate_chest, simulate_lateral, wri
 from scripts.geometry import Geometry
 from scripts.data.phantom import generate_case, write_case
 from scripts.io.files import read_nifti
-from scripts.reconstruction.plausibility import largest_part, plausibility
+from scripts.reconstruction.plausibility import largest_part, plausibility, side_fractions
 from tests.helpers import SPHERES, run_bundle, sphere_depths
 
 GEOM = Geometry(sid_mm=1100.0, pixel_spacing_mm=(6.25, 6.25), image_size=(64, 64))  # 400 mm field
@@ -59,6 +59,20 @@ def test_width_is_the_sphere_diameter():
     for bone, (centre, radius) in SPHERES.items():
         footprint = 6.25 * centre[2] / 1100.0  # mm per pixel at the sphere's depth
         assert 2 * radius - 2 * footprint <= checks[f"{bone} width"]["value"] <= 2 * radius + 0.5
+
+
+def test_side_fractions_by_hand():
+    """femur_left counts at larger u (columns run toward the patient's left), femur_right at smaller u, the pelvis
+    its smaller side; a pixel on the midline column is on neither side."""
+    mask = np.zeros((3, 4, 9), bool)
+    mask[0, 0, 1:8] = True  # pelvis: columns 1..7 about the midline u = 4: 3 left, 3 right, 1 on it
+    mask[1, 1, [4, 5, 6, 7]] = True  # femur_left: 3 of 4 beyond the midline, 1 on it
+    mask[2, 2, [0, 1, 4, 6]] = True  # femur_right: 2 of 4 before it, 1 on it
+    bones = ("pelvis", "femur_left", "femur_right")
+    assert side_fractions(mask, bones, 4.0) == {"pelvis": 3 / 7, "femur_left": 0.75, "femur_right": 0.5}
+    assert side_fractions(mask, bones, 0.5) == {"pelvis": 0.0, "femur_left": 1.0, "femur_right": 0.25}
+    mask[2] = False
+    assert "femur_right" not in side_fractions(mask, bones, 4.0)  # a bone not found has no fraction
 
 
 def test_swapped_femurs_fail_side_and_layout():

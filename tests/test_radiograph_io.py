@@ -340,3 +340,124 @@ def test_dicom_pixel_padding_is_outside_the_radiograph(tmp_path):
     make_dicom(tmp_path / "all.dcm", np.zeros((64, 64), np.uint16), PixelPaddingValue=0)
     with pytest.raises(InputFileError, match="every pixel is padding"):
         load_radiograph(tmp_path / "all.dcm", STD)
+
+
+# ---------------------------------------------------------------------- orientation and laterality
+# the stored image whose EXIF Orientation o makes a viewer show the displayed one: the inverse of the viewer's turn
+STORED_FOR_ORIENTATION = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+                          5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_270}
+
+
+def _save_oriented(path, displayed: Image.Image, orientation: int, **kwargs) -> None:
+    op = STORED_FOR_ORIENTATION[orientation]
+    stored = displayed if op is None else displayed.transpose(op)
+    exif = stored.getexif()
+    exif[0x0112] = orientation
+    stored.save(path, exif=exif, **kwargs)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_read_as_displayed(tmp_path, orientation):
+    """A PNG/JPEG whose EXIF Orientation mirrors or turns the stored pixels gives the pixels a viewer shows (what a
+    plain file of the displayed image gives; 90-degree turns swap the stored width and height, and the given
+    anisotropic pitch is the displayed image's), and says so in its info."""
+    from PIL import ImageOps
+
+    from scripts.io.radiograph_io import LATERALITY_ASSUMED
+
+    displayed = Image.fromarray(ramp(64, 96, hi=250).astype(np.uint8) * np.tri(64, 96, 20, dtype=np.uint8))  # no symmetry
+    displayed.save(tmp_path / "plain.png")
+    _save_oriented(tmp_path / "tagged.png", displayed, orientation)
+    with Image.open(tmp_path / "tagged.png") as im:  # the test's own stored image is right: Pillow's viewer turn shows `displayed`
+        np.testing.assert_array_equal(np.asarray(ImageOps.exif_transpose(im)), np.asarray(displayed))
+    pitch = (5.0, 4.0)  # (su, sv) of the displayed image
+    plain = load_radiograph_with_field(tmp_path / "plain.png", STD, pixel_spacing_mm=pitch)
+    tagged = load_radiograph_with_field(tmp_path / "tagged.png", STD, pixel_spacing_mm=pitch)
+    np.testing.assert_array_equal(tagged[0], plain[0])
+    np.testing.assert_array_equal(tagged[3], plain[3])
+    assert tagged[2]["native_geometry"] == plain[2]["native_geometry"] and plain[2]["native_geometry"]["image_size"] == [96, 64]
+    assert tagged[2]["exif_orientation"] == orientation and "exif_orientation" not in plain[2]
+    assert plain[2]["laterality"] == LATERALITY_ASSUMED
+    assert tagged[2]["laterality"] == LATERALITY_ASSUMED + ("" if orientation == 1 else f" (image as its EXIF Orientation {orientation} displays it)")
+    # a JPEG (lossy) gives exactly what Pillow's viewer turn of the same file shows
+    _save_oriented(tmp_path / "tagged.jpg", displayed, orientation, quality=95)
+    with Image.open(tmp_path / "tagged.jpg") as im:
+        shown = np.asarray(ImageOps.exif_transpose(im))
+    Image.fromarray(shown).save(tmp_path / "shown.png")
+    np.testing.assert_array_equal(load_radiograph(tmp_path / "tagged.jpg", STD, pixel_spacing_mm=pitch)[0],
+                                  load_radiograph(tmp_path / "shown.png", STD, pixel_spacing_mm=pitch)[0])
+
+
+def test_tiff_orientation_tag_of_a_float_tiff(tmp_path):
+    """A float64 TIFF (read by tifffile, not Pillow) with Orientation 6 (turned 90 degrees clockwise for display)."""
+    import tifffile
+
+    displayed = ramp(64, 96).astype(np.float64) * np.tri(64, 96, 20)
+    tifffile.imwrite(tmp_path / "plain.tif", displayed)
+    tifffile.imwrite(tmp_path / "tagged.tif", np.rot90(displayed, 1), extratags=[(0x0112, "H", 1, 6, True)])  # stored turned back
+    plain, _, _ = load_radiograph(tmp_path / "plain.tif", STD, pixel_spacing_mm=(5.0, 4.0))
+    tagged, _, info = load_radiograph(tmp_path / "tagged.tif", STD, pixel_spacing_mm=(5.0, 4.0))
+    np.testing.assert_array_equal(tagged, plain)
+    assert info["exif_orientation"] == 6
+
+
+def test_laterality_says_where_it_comes_from(tmp_path):
+    """Only a DICOM PatientOrientation states the left-right sense; every other input is assumed radiological."""
+    from scripts.io.radiograph_io import LATERALITY_ASSUMED
+
+    make_dicom(tmp_path / "stated.dcm", ramp(), PatientOrientation=["L", "F"])
+    make_dicom(tmp_path / "silent.dcm", ramp())
+    make_dicom(tmp_path / "half.dcm", ramp(), PatientOrientation=["L", ""])  # one direction only: states nothing
+    Image.fromarray(ramp(hi=250).astype(np.uint8)).save(tmp_path / "a.png")
+    assert load_radiograph(tmp_path / "stated.dcm", STD)[2]["laterality"] == "DICOM PatientOrientation (0020,0020) L\\F"
+    for name in ("silent.dcm", "half.dcm", "a.png"):
+        assert load_radiograph(tmp_path / name, STD)[2]["laterality"] == LATERALITY_ASSUMED
+
+
+@pytest.mark.parametrize("body_part, refused", [
+    ("CHEST PA", True), ("KNEE LEFT", True), ("LEFT HAND", True), ("C-SPINE", True), ("CHEST", True),
+    ("PELVIS", False), ("HIP LEFT", False), ("HIP KNEE", False), ("ABDOMEN", False), ("L-SPINE", False), ("BECKEN", False),
+])
+def test_body_part_examined_is_judged_by_its_words(tmp_path, body_part, refused):
+    """A value naming another body part among other words is refused; one naming the pelvis or hip is not (long-leg films)."""
+    make_dicom(tmp_path / "bp.dcm", ramp(), BodyPartExamined=body_part)
+    if refused:
+        with pytest.raises(InputFileError, match=f"BodyPartExamined \\(0018,0015\\) is {body_part}: not a pelvis/hip radiograph"):
+            load_radiograph(tmp_path / "bp.dcm", STD)
+    else:
+        assert load_radiograph(tmp_path / "bp.dcm", STD)[0].std() > 0
+
+
+def test_pixel_data_size_must_match_rows_and_columns(tmp_path):
+    """331 x 331 pixels under Rows 300 (pydicom would crop them with a warning) are refused from the header, before any
+    pixel is decoded; an odd byte count padded to even (8-bit 65 x 65: 4225 bytes stored as 4226) is accepted."""
+    from scripts.io.radiograph_io import read_dicom
+
+    make_dicom(tmp_path / "rows.dcm", ramp(331, 331), Rows=300)
+    needle = r"PixelData \(7FE0,0010\) holds 219122 bytes, but Rows x Columns x frames x samples \(300 x 331 x 1 x 1\) at BitsAllocated 16 needs 198600"
+    for read in (lambda: read_dicom(tmp_path / "rows.dcm", stop_before_pixels=True), lambda: load_radiograph(tmp_path / "rows.dcm", STD)):
+        with pytest.raises(InputFileError, match=needle):
+            read()
+    px = ramp(65, 65, hi=250).astype(np.uint8)
+    ds = make_dicom(tmp_path / "odd.dcm", px)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelData = 8, 8, 7, px.tobytes()
+    ds.save_as(str(tmp_path / "odd.dcm"), enforce_file_format=True)
+    img, geometry, info = load_radiograph(tmp_path / "odd.dcm", STD)
+    assert info["native_geometry"]["image_size"] == [65, 65] and img.std() > 0
+
+
+def test_to_dicom_never_writes_over_its_input(tmp_path, capsys):
+    """``to-dicom a.png a.png --overwrite`` (or a link to a.png as the output) is refused in one line; a.png is unchanged."""
+    import os
+
+    from scripts.io.radiograph_io import main
+
+    Image.fromarray(ramp(hi=250).astype(np.uint8)).save(tmp_path / "a.png")
+    before = (tmp_path / "a.png").read_bytes()
+    os.link(tmp_path / "a.png", tmp_path / "hard.png")
+    (tmp_path / "soft.dcm").symlink_to(tmp_path / "a.png")
+    (tmp_path / "sub").mkdir()
+    for output in ("a.png", "hard.png", "soft.dcm", "sub/../a.png"):
+        assert main(["to-dicom", str(tmp_path / "a.png"), str(tmp_path / output), "--overwrite"]) == 1
+        assert capsys.readouterr().err.strip() == f"{tmp_path / output}: the output is the input file {tmp_path / 'a.png'} itself; choose another output file"
+    assert (tmp_path / "a.png").read_bytes() == before and (tmp_path / "hard.png").read_bytes() == before

@@ -16,6 +16,7 @@ from scripts.data import real_anatomy as ra
 from scripts.geometry import BONES, Geometry, standard_ap_pose
 from scripts.data.phantom import generate_case, main, voxelize
 from scripts.data.volumes import BONE_LABELS, VERTEBRAE_LABEL
+from scripts.shape_maths import fit_sphere, kabsch
 
 SPACING = 4.0
 NEUTRAL = {s: {"flexion_deg": 0.0, "abduction_deg": 0.0, "internal_rotation_deg": 0.0} for s in ("femur_left", "femur_right")}
@@ -66,7 +67,7 @@ def test_test_subjects_never_reach_a_training_case(monkeypatch):
         parts = []
         for sl in (slice(0, 1946), slice(1946, None)):
             a, m = x[sl], clean.mean[sl]
-            r = ra.kabsch(a, m)
+            r = kabsch(a, m)
             parts.append((a - a.mean(0)) @ r.T + m.mean(0))
         d = (np.concatenate(parts) - clean.mean).ravel()
         modes = clean.modes.reshape(len(clean.sd), -1)
@@ -83,8 +84,8 @@ def test_heads_seated_in_their_acetabula_with_a_joint_space(synthetic, real_test
         hemi = trimesh.Trimesh(pelvis.vertices, pelvis.faces[np.all(np.isin(pelvis.faces, lm.hemipelves), 1)], process=False)
         for side in ("left", "right"):
             femur = case.meshes[f"femur_{side}"]
-            head, head_r = ra.fit_sphere(femur.vertices[lm.head])
-            socket, socket_r = ra.fit_sphere(pelvis.vertices[getattr(lm, f"acetabulum_{side}")])
+            head, head_r = fit_sphere(femur.vertices[lm.head])
+            socket, socket_r = fit_sphere(pelvis.vertices[getattr(lm, f"acetabulum_{side}")])
             assert np.linalg.norm(head - socket) < 1.0
             assert socket_r - head_r >= ra.MIN_JOINT_SPACE_MM - 0.5
             assert 17.0 < head_r < 28.0  # an adult femoral head
@@ -115,7 +116,7 @@ def test_right_femur_is_the_mirror_image_of_the_left(synthetic):
     assert left.volume > 0 and right.volume > 0 and left.volume == pytest.approx(right.volume, rel=1e-6)
 
     def rms_after_rotation(a: np.ndarray, b: np.ndarray) -> float:
-        r = ra.kabsch(a, b)
+        r = kabsch(a, b)
         return float(np.sqrt(np.mean(np.sum(((a - a.mean(0)) @ r.T - (b - b.mean(0))) ** 2, axis=1))))
 
     assert rms_after_rotation(right.vertices * (-1.0, 1.0, 1.0), left.vertices) < 1e-6  # a reflection superimposes them
@@ -140,8 +141,8 @@ def test_articulation_turns_each_femur_about_its_head_centre():
         assert abs(abs(angle) - 18.0) < 0.5
         assert v1[lm.epicondyle_lateral].mean(0)[1] > v0[lm.epicondyle_lateral].mean(0)[1] + 5.0  # internal: the lateral side comes forward
         assert v2[lm.knee].mean(0)[1] > knee0[1] + 50.0  # flexion: the knee moves anteriorly
-        head0, _ = ra.fit_sphere(v0[lm.head])
-        head2, _ = ra.fit_sphere(v2[lm.head])
+        head0, _ = fit_sphere(v0[lm.head])
+        head2, _ = fit_sphere(v2[lm.head])
         np.testing.assert_allclose(head0, head2, atol=0.01)
 
 
@@ -241,7 +242,7 @@ def test_shipped_shape_models_never_saw_a_validation_or_test_subject():
         pelvis, femur = ra.subject_nodes(j)
         verts = ra.surface("pelvis", pelvis).vertices if bone == "pelvis" else ra.surface("femur", femur).vertices
         model = models[bone]
-        aligned = (verts - verts.mean(0)) @ ra.kabsch(verts, model.mean).T + model.mean.mean(0)
+        aligned = (verts - verts.mean(0)) @ kabsch(verts, model.mean).T + model.mean.mean(0)
         d = (aligned - model.mean).ravel()
         modes = model.modes.reshape(model.n_modes, -1)
         return float(np.sqrt(np.mean((d - modes.T @ (modes @ d)) ** 2)))
@@ -291,7 +292,7 @@ def test_femur_variation_is_the_named_change():
     moved = after.mean(0) - before.mean(0)
     assert moved[2] > 2.0 and moved[0] < -2.0  # up, and toward the shaft (lateral is -x for the left femur)
     # the turn's fixed point (x, z) lies on the shaft axis: the cross-section centroids 80 and 140 mm down
-    turn = ra.kabsch(before, after)  # after = before @ turn.T + shift
+    turn = kabsch(before, after)  # after = before @ turn.T + shift
     shift = (after.mean(0) - before.mean(0) @ turn.T)[[0, 2]]
     pivot = np.linalg.solve(np.eye(2) - turn[np.ix_([0, 2], [0, 2])], shift)
     neutral = trimesh.Trimesh(surf(nodes), ra.surface("femur", nodes).faces, process=False)

@@ -3,16 +3,24 @@ bone-side convention, the real radiographs (nothing predicted outside the image)
 simulated from the real CT with its TotalSegmentator masks scored with the shipped model. Commands and
 numbers: docs/real_radiographs.md."""
 
+import shutil
+
 import numpy as np
 import pytest
 
-from benchmarks.real_images import DICE_TARGET, GALLERY_PIXEL_SPACING_MM, REAL_CT_DIR, REAL_RADIOGRAPHS, bone_sides, run_ct_check, run_gallery, sides_ok, with_phantom_bone, with_posterior_fat
+from benchmarks.real_images import DICE_TARGET, GALLERY_PIXEL_SPACING_MM, REAL_CT_DIR, REAL_RADIOGRAPHS, run_ct_check, run_gallery, sides_ok, with_phantom_bone, with_posterior_fat
 from scripts.data.simulate import case_name_of, label_positions, table_clearance_mm, table_shift_mm
 from scripts.data.volumes import Volume, read_ct, read_labels
 from scripts.geometry import BONES, Geometry, standard_ap_pose
 from scripts.io.files import write_nifti
+from scripts.reconstruction.plausibility import side_fractions
 
-RADIOGRAPHS = sorted(REAL_RADIOGRAPHS.glob("*.jpg")) if REAL_RADIOGRAPHS.is_dir() else []
+RADIOGRAPHS = ("331_DDH_10.jpg", "331_DDH_107.jpg", "331_DDH_121.jpg")  # the shared folder's three (docs/real_radiographs.md)
+# Floors on the shipped model's mask Dice per bone, mean over the 4 poses (seed 0) of the real CT: a little below
+# today's 0.91 / 0.74 / 0.88 (release 0.10.0, docs/real_radiographs.md, "real-ct-check"; min 0.89 / 0.64 / 0.86 over the
+# poses). A network input inverted (pose 0: 0.77 / 0.39 / 0.44; pelvis mean 0.52) or shifted 6 rows (19 mm) against its
+# geometry (pose 0: 0.85 / 0.75 / 0.68; pelvis mean 0.85) falls below them.
+DICE_FLOOR = {"pelvis": 0.89, "femur_left": 0.70, "femur_right": 0.85}
 
 
 def test_sides_convention():
@@ -21,21 +29,26 @@ def test_sides_convention():
     mask[0, 2:4, 2:8] = True  # pelvis: 3 of 6 columns on each side of the centre u = 4.5
     mask[1, 5:7, 6:9] = True  # femur_left right of the centre
     mask[2, 5:7, 1:4] = True  # femur_right left of it
-    sides = bone_sides(mask, BONES)
+    sides = side_fractions(mask, BONES, 4.5)
     assert sides == {"pelvis": 0.5, "femur_left": 1.0, "femur_right": 1.0} and sides_ok(sides)
     mask[1, 7, 0:2] = True  # 2 of 8 femur_left pixels on the wrong side
-    assert bone_sides(mask, BONES)["femur_left"] == 0.75 and not sides_ok(bone_sides(mask, BONES))
+    assert side_fractions(mask, BONES, 4.5)["femur_left"] == 0.75 and not sides_ok(side_fractions(mask, BONES, 4.5))
     swapped = mask[[0, 2, 1]]
-    assert not sides_ok(bone_sides(swapped, BONES))
-    assert not sides_ok(bone_sides(mask[:2], BONES[:2]))  # a femur not found is not on its side
+    assert not sides_ok(side_fractions(swapped, BONES, 4.5))
+    assert not sides_ok(side_fractions(mask[:2], BONES[:2], 4.5))  # a femur not found is not on its side
 
 
-@pytest.mark.skipif(len(RADIOGRAPHS) != 3, reason="real radiographs (../shared/data/real_radiographs) not present")
+@pytest.mark.skipif(not REAL_RADIOGRAPHS.is_dir(), reason="real radiographs (../shared/data/real_radiographs) not present")
 def test_real_radiographs_nothing_outside_the_image_and_bones_on_their_sides(tmp_path):
-    """The three real radiographs through the inference workflow: no mask pixel in the padding of the
-    standard field, and each bone's mask on its side (:data:`SIDE_FRACTION`)."""
-    rows = run_gallery(REAL_RADIOGRAPHS, tmp_path, GALLERY_PIXEL_SPACING_MM, {"device": "cpu", "ssm_path": None})
-    assert sorted(r["name"] for r in rows) == [p.name.split(".")[0] for p in RADIOGRAPHS]
+    """The three real radiographs through the inference workflow: no predicted mask pixel in the padding of the
+    standard field, and each predicted bone mask on its side of the image, counted here from the masks (femur_left
+    at larger u: camera x points to the patient's left; the documented targets: at least 95% of each femur's pixels
+    on its half, at least 25% of the pelvis on each half)."""
+    (tmp_path / "in").mkdir()
+    for name in RADIOGRAPHS:  # these three only, whatever else the folder holds; one missing fails
+        shutil.copy(REAL_RADIOGRAPHS / name, tmp_path / "in" / name)
+    rows = run_gallery(tmp_path / "in", tmp_path / "out", GALLERY_PIXEL_SPACING_MM, {"device": "cpu", "ssm_path": None})
+    assert sorted(r["name"] for r in rows) == sorted(name.split(".")[0] for name in RADIOGRAPHS)
     # by hand: 331 px at 0.9 mm span 297.9 mm of the detector, centred on the standard field's centre;
     # the network's 128 px of 3.125 mm (same SID) cover it between u = 63.5 -+ 297.9 / 2 / 3.125
     standard = Geometry.standard()
@@ -46,27 +59,42 @@ def test_real_radiographs_nothing_outside_the_image_and_bones_on_their_sides(tmp
     assert inside.sum() < 0.6 * 128 * 128  # the check has padding to look at
     for r in rows:
         np.testing.assert_array_equal(r["image_area"], inside)
-        assert r["mask"].any(), f"{r['name']}: no bone found"
+        assert r["found"] == list(BONES), f"{r['name']}: bones found {r['found']}"  # all three, channels in this order
+        assert r["mask"].shape == (3, 128, 128)
         assert not (r["mask"] & ~inside).any(), f"{r['name']}: {r['outside_px']} mask pixels in the padding"
-        assert r["sides_ok"], f"{r['name']}: masks off their sides {r['side_fraction']}"
+        columns = {bone: np.nonzero(r["mask"][b])[1] for b, bone in enumerate(BONES)}
+        right_half = {bone: float(np.mean(c > 63.5)) for bone, c in columns.items()}  # image right = patient left
+        assert columns["femur_left"].mean() > 63.5 and right_half["femur_left"] >= 0.95, f"{r['name']}: {right_half}"
+        assert columns["femur_right"].mean() < 63.5 and right_half["femur_right"] <= 0.05, f"{r['name']}: {right_half}"
+        assert 0.25 <= right_half["pelvis"] <= 0.75, f"{r['name']}: pelvis {right_half}"
+        assert r["sides_ok"]
 
 
 @pytest.mark.skipif(not (REAL_CT_DIR / "example_seg").is_dir(), reason="shared real CT (../shared/data/real_ct) not present")
 def test_radiograph_simulated_from_the_real_ct_scores_the_shipped_model(tmp_path):
-    """The ``ct`` check's pipeline on one pose: the TotalSegmentator folder's three bones are in view, each
-    true mask on its side, and the shipped model's Dice per bone is the Dice of its masks.
+    """The ``ct`` check's pipeline on its 4 poses (seed 0, as in docs/real_radiographs.md): the TotalSegmentator
+    folder's three bones in view, each true mask on its side, and the shipped model's mask Dice (counted here from
+    the predicted and true masks) at least :data:`DICE_FLOOR` per bone on average; the reported Dice are these.
 
     The target (Dice >= DICE_TARGET per bone in view) is the benchmark's exit status, not asserted
-    here: the shipped model meets it for the pelvis only (docs/real_radiographs.md)."""
-    summary = run_ct_check(REAL_CT_DIR / "example_ct.nii.gz", REAL_CT_DIR / "example_seg", "totalsegmentator", 1, 0, tmp_path, {"device": "cpu"}, surfaces=False)
-    (sample,) = summary["samples"]
+    here: the shipped model meets it for the pelvis and the right femur only (docs/real_radiographs.md)."""
+    summary = run_ct_check(REAL_CT_DIR / "example_ct.nii.gz", REAL_CT_DIR / "example_seg", "totalsegmentator", 4, 0, tmp_path, {"device": "cpu"}, surfaces=False)
     bones = list(Geometry.standard().bones)
-    assert sample["in_view"] == bones
-    assert sides_ok(bone_sides(sample["mask"], bones))
-    for b, bone in enumerate(bones):
-        pred, truth = sample["pred_mask"][b], sample["mask"][b]
-        assert summary["dice"][bone] == pytest.approx(2 * (pred & truth).sum() / (pred.sum() + truth.sum()))
-    assert summary["meets_dice_target"] == all(d >= DICE_TARGET for d in summary["dice"].values())
+    midline = Geometry.standard().resized((128, 128)).principal_point_px[0]  # the network-size maps' principal point
+    assert bones == list(BONES) and len(summary["samples"]) == 4
+    dice = {bone: [] for bone in bones}
+    for sample in summary["samples"]:
+        assert sample["in_view"] == bones
+        assert sides_ok(side_fractions(sample["mask"], bones, midline))
+        pred, truth = np.asarray(sample["pred_mask"], bool), np.asarray(sample["mask"], bool)
+        assert pred.shape == truth.shape == (3, 128, 128)
+        for b, bone in enumerate(bones):
+            dice[bone].append(2 * (pred[b] & truth[b]).sum() / (pred[b].sum() + truth[b].sum()))
+    for bone in bones:
+        assert np.mean(dice[bone]) >= DICE_FLOOR[bone], f"{bone}: mask Dice {np.round(dice[bone], 3)} (mean below {DICE_FLOOR[bone]})"
+        assert summary["dice"][bone] == pytest.approx(np.mean(dice[bone]))
+        assert summary["dice_min"][bone] == pytest.approx(np.min(dice[bone]))
+    assert summary["meets_dice_target"] == all(min(d) >= DICE_TARGET for d in dice.values())
 
 
 def test_posterior_fat_what_if_by_hand(tmp_path):

@@ -73,3 +73,40 @@ def test_report_png(tmp_path):
     changed = np.flatnonzero((with_plane != picture).any(axis=(1, 2)))
     assert changed.size and changed.min() >= picture.shape[0] - 24
     assert (with_plane[-24:].sum(-1) < 200).sum() > (picture[-24:].sum(-1) < 200).sum()
+
+
+def test_report_radiograph_panel_keeps_orientation_and_sides(tmp_path):
+    """A 32 x 64 (H x W) black radiograph with a bright top-right corner (rows 0-7, columns 56-63), femur_left masked at
+    rows 4-11, columns 40-59 (image right, where the patient's left lies in an AP view) and femur_right at rows 20-27,
+    columns 4-23. In report.png the radiograph panel shows it enlarged 5x (320 // 64), not transposed, not mirrored:
+    its black area is 160 x 320 pixels, the corner white, and each bone's colour exactly on its mask's 1-pixel
+    outline there, rows 5*r0 .. 5*r1 - 1 and columns 5*c0 .. 5*c1 - 1."""
+    h, w, k = 32, 64, 5
+    image = np.zeros((h, w), np.float32)
+    image[:8, 56:] = 1.0
+    boxes = {"femur_left": (4, 12, 40, 60), "femur_right": (20, 28, 4, 24)}
+    bones = ["pelvis", "femur_left", "femur_right"]
+    masks = np.zeros((h, w, 3), bool)
+    for bone, (r0, r1, c0, c1) in boxes.items():
+        masks[r0:r1, c0:c1, bones.index(bone)] = True
+    depth = np.where(np.repeat(masks, 2, axis=-1), 950.0, 0.0).astype(np.float32)
+    meshes = {"femur_left": square(960.0, 10.0, (50.0, 60.0)), "femur_right": square(970.0, 10.0, (-50.0, 60.0))}
+    save_reconstruction_report(tmp_path / "report.png", image, masks, depth, meshes, bones, title="x")
+    picture = np.asarray(Image.open(tmp_path / "report.png").convert("RGB")).astype(int)
+    # the radiograph's black pixels fill most of every column, then of every row, of its image (text is too thin to)
+    black = (picture == 0).all(-1)
+    cols = np.flatnonzero(black.sum(0) >= 50)
+    rows = np.flatnonzero(black[:, cols].sum(1) >= 100)
+    assert rows.size == h * k and cols.size == w * k and np.ptp(rows) == h * k - 1 and np.ptp(cols) == w * k - 1
+    panel = picture[rows[0] : rows[0] + h * k, cols[0] : cols[0] + w * k]
+    expected = np.zeros((h * k, w * k, 3), int)
+    expected[: 8 * k, 56 * k :] = 255
+    for bone, (r0, r1, c0, c1) in boxes.items():
+        outline = np.zeros((h * k, w * k), bool)
+        outline[r0 * k : r1 * k, c0 * k : c1 * k] = True
+        outline[r0 * k + 1 : r1 * k - 1, c0 * k + 1 : c1 * k - 1] = False
+        expected[outline] = [int(BONE_COLOURS[bone][i : i + 2], 16) for i in (1, 3, 5)]
+    np.testing.assert_array_equal(panel, expected)
+    # and nowhere else in the panel's square (white above and below the image)
+    assert (picture[rows[0] - (w - h) * k // 2 : rows[0], cols[0] : cols[0] + w * k] == 255).all()
+    assert (picture[rows[0] + h * k : rows[0] + h * k + (w - h) * k // 2, cols[0] : cols[0] + w * k] == 255).all()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -223,6 +224,8 @@ BAD_INPUTS = {
     "corrupt DICOM": (_corrupt_dicom, "corrupt or truncated DICOM"),
     "DICOM truncated in the header": (lambda d: _truncated(d, 400), "corrupt or truncated DICOM (no pixel data (7FE0,0010))"),
     "DICOM truncated in the pixel data": (lambda d: _truncated(d, -3000), "corrupt or undecodable pixel data"),
+    "DICOM Rows 64 over 72 x 72 pixels": (_dcm("rows.dcm", np.tile(image64(), (2, 2))[:72, :72], Rows=64),
+                                          "PixelData (7FE0,0010) holds 10368 bytes, but Rows x Columns x frames x samples (64 x 72 x 1 x 1) at BitsAllocated 16 needs 9216"),
     "not DICOM (text named .dcm)": (_text, "not a DICOM file"),
     "CT slice": (_dcm("ct.dcm", modality="CT", sop_class=CTImageStorage), "modality CT is not a projection radiograph"),
     "MR image": (_dcm("mr.dcm", modality="MR", sop_class=MRImageStorage), "modality MR is not a projection radiograph"),
@@ -270,6 +273,8 @@ BAD_INPUTS = {
     "huge NIfTI (12000 px)": (_huge_nifti, "image too large (12000x12000 px; maximum 8000)"),
     # what the tags say is not an AP pelvis/hip view
     "chest film (BodyPartExamined CHEST)": (_dcm("chest.dcm", BodyPartExamined="CHEST"), "BodyPartExamined (0018,0015) is CHEST: not a pelvis/hip radiograph"),
+    "chest film (BodyPartExamined CHEST PA)": (_dcm("chest_pa.dcm", BodyPartExamined="CHEST PA"), "BodyPartExamined (0018,0015) is CHEST PA: not a pelvis/hip radiograph"),
+    "knee film (BodyPartExamined KNEE LEFT)": (_dcm("knee.dcm", BodyPartExamined="KNEE LEFT"), "BodyPartExamined (0018,0015) is KNEE LEFT: not a pelvis/hip radiograph"),
     "lateral view (ViewPosition LL)": (_dcm("lat.dcm", ViewPosition="LL"), "ViewPosition (0018,5101) is LL: not an AP view"),
     "PA view (ViewPosition PA)": (_dcm("pa.dcm", ViewPosition="PA"), "ViewPosition (0018,5101) is PA: not an AP view"),
     "lateral view (PatientOrientation A\\F)": (_dcm("lat_po.dcm", PatientOrientation=["A", "F"]),
@@ -553,6 +558,87 @@ def _cli_args(bundle: dict, d: Path, out: Path, **overrides) -> list[str]:
     return [x for k, v in args.items() for x in (f"--{k}", json.dumps(v) if isinstance(v, list) else str(v))]
 
 
+def test_unreadable_and_special_files_fail_one_line_each(bundle, tmp_path, monkeypatch, capsys):
+    """A folder and an extension-less DICOM without read permission, and FIFOs (one named like a PNG), beside a good
+    PNG: each is one line and counts as failed (exit 1), the PNG is reconstructed, and nothing blocks on a FIFO.
+    Read permission is taken away by refusing ``open`` and ``os.scandir`` of those paths (``chmod 000`` does not
+    stop root); an alarm turns a run blocked on a FIFO into a failure."""
+    import builtins
+    import signal
+
+    d = tmp_path / "in"
+    (d / "PAT_B").mkdir(parents=True)
+    Image.fromarray(image64(hi=250).astype(np.uint8)).save(d / "a_ok.png")
+    Image.fromarray(image64(1, hi=250).astype(np.uint8)).save(d / "PAT_B" / "b.png")
+    dicom(d / "IM0001")
+    os.mkfifo(d / "b_pipe")
+    os.mkfifo(d / "c_pipe.png")
+    denied = {str(d / "PAT_B"), str(d / "IM0001")}
+    real_open, real_scandir = builtins.open, os.scandir
+
+    def refuse(path) -> None:
+        if isinstance(path, (str, os.PathLike)) and os.fspath(path) in denied:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+
+    def guarded_open(file, *args, **kwargs):
+        refuse(file)
+        return real_open(file, *args, **kwargs)
+
+    def guarded_scandir(path="."):
+        refuse(path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    monkeypatch.setattr(os, "scandir", guarded_scandir)
+
+    def blocked(signum, frame):
+        pytest.fail("the run blocked (on a FIFO?)")  # not an OSError: no reader's error handling takes it for a bad file
+
+    previous = signal.signal(signal.SIGALRM, blocked)
+    signal.alarm(120)
+    try:
+        status = run_workflow(d, tmp_path / "out", bundle)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    err = capsys.readouterr().err
+    assert status == 1 and "reconstructed 1, skipped 0 (already done), failed 4" in err and "Traceback" not in err
+    expected = {
+        "PAT_B": "folder cannot be read (Permission denied): its radiographs were not looked for",
+        "IM0001": "file cannot be read (Permission denied)",
+        "b_pipe": "a named pipe (FIFO), not a radiograph file",
+        "c_pipe.png": "a named pipe (FIFO), not a radiograph file",
+    }
+    for name, problem in expected.items():
+        assert error_lines(err, d / name) == [f"{d / name}: {problem}"], err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_ok"]
+    assert_complete(tmp_path / "out" / "a_ok")
+
+
+def test_exif_mirrored_radiograph_keeps_the_femurs_apart(bundle, tmp_path):
+    """A radiograph stored mirrored with EXIF Orientation 2 (every viewer shows the right AP) gives the maps of the
+    plain image, not of its mirror (the femurs swapped); result.json says where the left-right sense came from."""
+    from scripts.io.radiograph_io import LATERALITY_ASSUMED
+
+    d = tmp_path / "in"
+    d.mkdir()
+    shown = Image.fromarray(image64(hi=250).astype(np.uint8))
+    shown.save(d / "plain.png")
+    stored = shown.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    exif = stored.getexif()
+    exif[0x0112] = 2
+    stored.save(d / "mirrored.png", exif=exif)
+    dicom(d / "stated.dcm", PatientOrientation=["L", "F"])
+    assert run_workflow(d, tmp_path / "out", bundle) == 0
+    plain, mirrored = (nib.load(str(tmp_path / "out" / name / "depth.nii.gz")).get_fdata() for name in ("plain", "mirrored"))
+    assert plain[..., 2:].any()  # femur channels hold something to compare
+    np.testing.assert_array_equal(mirrored, plain)
+    results = {name: assert_complete(tmp_path / "out" / name) for name in ("plain", "mirrored", "stated")}
+    assert results["plain"]["laterality"] == LATERALITY_ASSUMED
+    assert results["mirrored"]["laterality"] == LATERALITY_ASSUMED + " (image as its EXIF Orientation 2 displays it)"
+    assert results["stated"]["laterality"] == "DICOM PatientOrientation (0020,0020) L\\F"
+
+
 def test_cli_bad_input_one_line_each(bundle, tmp_path):
     d = tmp_path / "in"
     d.mkdir()
@@ -785,6 +871,136 @@ def test_deploy_app_never_overwrites_or_deletes(tmp_path, capsys):
     assert spheres["PAT_A.hip"] != pytest.approx(spheres["PAT_B.hip"], abs=0.01)  # each folder holds its own input's result
 
 
+def test_user_files_added_to_a_result_are_never_deleted(bundle, tmp_path, capsys):
+    """OUT/hip/my_notes.txt added to a finished result: a rerun skips it; --overwrite true (it used to delete the
+    notes, exit 0) and a rerun after result.json was moved away (with a manual_seg/ folder added) refuse it with one
+    line naming the folder and what was added, leave it byte for byte and do the other input; with the additions
+    moved out the result is redone."""
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(image64(1, hi=250).astype(np.uint8)).save(d / "hip.jpg")
+    Image.fromarray(image64(2, hi=250).astype(np.uint8)).save(d / "b.png")
+    out = tmp_path / "out"
+    assert run_workflow(d, out, bundle) == 0
+    (out / "hip" / "my_notes.txt").write_text("notes")
+    before = tree(out / "hip")
+    assert run_workflow(d, out, bundle) == 0 and "reconstructed 0, skipped 2 (already done), failed 0" in capsys.readouterr().err
+    assert tree(out / "hip") == before
+    refused = f"{out / 'hip'}: holds what this bundle did not write there ({{}}); left untouched: move that out of it or choose another output folder"
+    assert run_workflow(d, out, bundle, overwrite=True) == 1
+    err = capsys.readouterr().err
+    assert error_lines(err, out / "hip") == [refused.format("my_notes.txt")] and "reconstructed 1, skipped 0 (already done), failed 1" in err
+    assert tree(out / "hip") == before
+    (out / "hip" / "result.json").rename(tmp_path / "result.json")
+    (out / "hip" / "manual_seg").mkdir()
+    (out / "hip" / "manual_seg" / "pelvis.nii.gz").write_bytes(b"hours of work")
+    before = tree(out / "hip")
+    assert run_workflow(d, out, bundle) == 1
+    err = capsys.readouterr().err
+    assert error_lines(err, out / "hip") == [refused.format("manual_seg/, my_notes.txt")] and "Traceback" not in err
+    assert tree(out / "hip") == before and sorted(p.name for p in out.iterdir()) == ["b", "hip"]
+    (out / "hip" / "my_notes.txt").unlink()
+    (out / "hip" / "manual_seg" / "pelvis.nii.gz").unlink()
+    (out / "hip" / "manual_seg").rmdir()
+    assert run_workflow(d, out, bundle) == 0 and "reconstructed 1, skipped 1 (already done), failed 0" in capsys.readouterr().err
+    assert_complete(out / "hip")
+
+
+def _deploy_main(monkeypatch, tmp_path: Path, inferred: list | None = None):
+    """``python deploy/app``'s ``main`` with a sphere per input (radius from the image mean) for the network, in the 64x64
+    geometry; each image inferred is appended to ``inferred``."""
+    import trimesh
+
+    import deploy.app.__main__ as app_main
+
+    def infer(image, geometry, fov=None):
+        (inferred if inferred is not None else []).append(image)
+        return {"pelvis": trimesh.creation.icosphere(1, radius=5.0 + float(image.mean()) / 100.0).apply_translation([0, 0, 900.0])}
+
+    monkeypatch.setattr(app_main, "reconstruct_image_adapter", lambda model, device, ssm_path: infer)
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # main's logging.basicConfig writes to this test's stderr
+    GEOM.save(tmp_path / "geometry.json")
+    return lambda d, out: app_main.main(["app", "-i", str(d), "-o", str(out), "-m", "models/model.ts", "--geometry", str(tmp_path / "geometry.json")])
+
+
+def test_deploy_app_never_deletes_what_a_user_added_and_clears_its_leftovers(tmp_path, monkeypatch, capsys):
+    """The Deploy app (``main``): a user's file added to DOUT/<case>/ is never deleted (it was, on every plain rerun):
+    that case gets one line naming it before its inference, the other is redone; the ``.partial`` folder a killed run
+    left is removed (as inference removes its own), a user's folder with a look-alike name stays."""
+    inferred: list = []
+    app = _deploy_main(monkeypatch, tmp_path, inferred)
+    d = tmp_path / "in"
+    d.mkdir()
+    for k, name in enumerate(("a", "b")):
+        dicom(d / f"{name}.dcm", image64(k))
+    out = tmp_path / "out"
+    assert app(d, out) == 0
+    (out / "a" / "my_notes.txt").write_text("notes")
+    killed = out / ".b.x1y2z3.partial"  # what SIGKILL leaves behind mid-write
+    killed.mkdir()
+    (killed / OUTPUT_MARKER).write_text(json.dumps({"kind": "deploy result", "source": None}))
+    (killed / "pelvis.stl").write_bytes(b"half")
+    (out / ".thesis.final.partial").mkdir()
+    (out / ".thesis.final.partial" / "chapter.tex").write_text("mine")
+    before, b_written = tree(out / "a"), (out / "b" / "result.json").stat().st_mtime_ns
+    inferred.clear()
+    assert app(d, out) == 1 and len(inferred) == 1  # b only
+    err = capsys.readouterr().err
+    assert error_lines(err, out / "a") == [f"{out / 'a'}: holds what this bundle did not write there (my_notes.txt); left untouched: move that out of it or choose another output folder"]
+    assert "Traceback" not in err and tree(out / "a") == before
+    assert (out / "b" / "result.json").stat().st_mtime_ns != b_written
+    assert sorted(p.name for p in out.iterdir()) == [".thesis.final.partial", "a", "b"]
+    assert (out / ".thesis.final.partial" / "chapter.tex").read_text() == "mine"
+
+
+def test_output_dir_that_cannot_be_a_folder_is_refused_before_any_work(bundle, tmp_path, monkeypatch, capsys):
+    """--output_dir naming a file, or a path under a file: one line, exit 1, no input reconstructed (every input used to be
+    reconstructed and then fail with 'writing failed (FileExistsError ...)'); the file untouched. The Deploy app's -o alike."""
+    d = tmp_path / "in"
+    d.mkdir()
+    dicom(d / "a.dcm")
+    (tmp_path / "out.txt").write_text("mine")
+    calls = []
+    real = reconstruct.Reconstructor.predict_batch
+    monkeypatch.setattr(reconstruct.Reconstructor, "predict_batch", lambda *a, **k: calls.append(1) or real(*a, **k))
+    app = _deploy_main(monkeypatch, tmp_path)
+    for out, line in ((tmp_path / "out.txt", "exists and is not a folder; {option} names the output folder"),
+                      (tmp_path / "out.txt" / "sub", f"cannot be created: {tmp_path / 'out.txt'} is a file, not a folder; {{option}} names the output folder")):
+        assert run_workflow(d, out, bundle) == 1
+        assert capsys.readouterr().err.strip().splitlines() == [f"{out}: " + line.format(option="--output_dir")]
+        assert app(d, out) == 1
+        assert capsys.readouterr().err.strip().splitlines() == [f"{out}: " + line.format(option="-o")]
+    assert not calls and (tmp_path / "out.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["geometry.json", "in", "out.txt"]
+
+
+def test_output_paths_that_cannot_be_written_are_one_line(tmp_path, capsys):
+    """to-dicom into a path under a file or onto a folder (--overwrite), simulate --out naming a file or a path under
+    one: one line naming the output, exit 1, no traceback (they were PermissionError / FileExistsError /
+    IsADirectoryError tracebacks); nothing written."""
+    from scripts.data.simulate import main as simulate_main
+    from scripts.io.radiograph_io import main as radiograph_io_main
+
+    Image.fromarray(image64(1, hi=250).astype(np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "file.txt").write_text("mine")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "cohort" / "c0").mkdir(parents=True)
+    (tmp_path / "cohort" / "c0" / "ct.nii.gz").write_bytes(b"never read")
+    file_in_the_way = f"cannot be written: {tmp_path / 'file.txt'} is a file, not a folder"
+    runs = [
+        (radiograph_io_main, ["to-dicom", str(tmp_path / "a.png"), str(tmp_path / "file.txt" / "x.dcm"), "--pixel_spacing_mm", "6.25"], f"{tmp_path / 'file.txt' / 'x.dcm'}: {file_in_the_way}"),
+        (radiograph_io_main, ["to-dicom", str(tmp_path / "a.png"), str(tmp_path / "folder"), "--pixel_spacing_mm", "6.25", "--overwrite"], f"{tmp_path / 'folder'}: cannot be written (IsADirectoryError: Is a directory)"),
+        (simulate_main, ["--cases", str(tmp_path / "cohort"), "--out", str(tmp_path / "file.txt")], f"{tmp_path / 'file.txt'}: exists and is not a folder; --out names the output folder"),
+        (simulate_main, ["--cases", str(tmp_path / "cohort"), "--out", str(tmp_path / "file.txt" / "sim")],
+         f"{tmp_path / 'file.txt' / 'sim'}: cannot be created: {tmp_path / 'file.txt'} is a file, not a folder; --out names the output folder"),
+    ]
+    for main, argv, line in runs:
+        assert main(argv) == 1
+        assert capsys.readouterr().err.strip().splitlines() == [line], argv
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "cohort", "file.txt", "folder"]
+    assert (tmp_path / "file.txt").read_text() == "mine" and list((tmp_path / "folder").iterdir()) == []
+
+
 def trimesh_radius(stl: Path) -> float:
     import trimesh
 
@@ -813,6 +1029,10 @@ OPTION_CASES = {
     "--device cuda without CUDA": ({"device": "cuda"}, "--device: cuda requested but CUDA is not available on this machine; use --device cpu"),
     "--device that is no device": ({"device": "gpu0"}, "--device: not a torch device ('gpu0'"),
     "--overwrite maybe": ({"overwrite": "maybe"}, "--overwrite: must be true or false, got 'maybe'"),
+    "--batch_size abc": ({"batch_size": "abc"}, "--batch_size: must be a whole number of at least 1, got 'abc'"),
+    "--batch_size 0": ({"batch_size": 0}, "--batch_size: must be a whole number of at least 1, got 0"),
+    "--writers abc": ({"writers": "abc"}, "--writers: must be a whole number of at least 0, got 'abc'"),
+    "--num_workers -1": ({"num_workers": -1}, "--num_workers: must be a whole number of at least 0, got -1"),
     "--torchscript maybe": ({"torchscript": "maybe"}, "--torchscript: must be true or false, got 'maybe'"),
     "missing --standard_geometry": ({"standard_geometry": "{tmp}/nowhere.json"}, "{tmp}/nowhere.json: file not found"),
     "--standard_geometry not JSON": ({"standard_geometry": "{tmp}/geometry.txt"}, "{tmp}/geometry.txt: unreadable JSON ("),

@@ -4,6 +4,7 @@ import fcntl
 import hashlib
 import json
 import threading
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -11,10 +12,12 @@ import pytest
 from monai.data import load_decathlon_datalist
 
 from scripts.io.files import InputFileError
-from scripts.geometry import GEOMETRY_KEYS, Geometry, apply_transform, is_rigid, standard_ap_pose
+from scripts.geometry import GEOMETRY_KEYS, Geometry, apply_transform, standard_ap_pose
 from scripts import BUNDLE_ROOT
 from scripts.data.simulate import SPLITS, assign_splits, build_datalist, label_positions, load_config, main, pose_parameters, split_counts, table_clearance_mm, table_shift_mm
+import scripts.data.simulate as simulate_mod
 from scripts.data.volumes import Volume
+from tests.helpers import assert_rigid
 
 AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
 
@@ -92,7 +95,7 @@ def test_cohort_samples_datalist_and_shards(tmp_path, small_geometry):
     assert all(e["fov"] == f"{e['image'].split('/')[0]}/fov.nii.gz" for e in entries)
     geometry = json.loads((sample / "geometry.json").read_text())
     assert tuple(geometry) == GEOMETRY_KEYS
-    assert is_rigid(Geometry.load(sample / "geometry.json").matrix)
+    assert_rigid(Geometry.load(sample / "geometry.json").matrix)
     notes = json.loads((out / "case_0001_p0" / "sample.json").read_text())
     assert notes["absent_bones"] == ["femur_right"]
     assert notes["meshes"] == {"pelvis": "../cohort/case_0001/meshes/pelvis.ply"}
@@ -223,19 +226,110 @@ def test_single_ct_without_cohort_uses_per_case_hash(tmp_path, small_geometry):
         assert [s for s in SPLITS if datalist[s]] == [split]
 
 
-def test_datalist_rebuild_waits_for_the_lock(tmp_path):
-    (tmp_path / "out").mkdir()
+def test_datalist_rebuild_waits_for_the_lock(tmp_path, monkeypatch):
+    """A rebuild meets the lock another shard holds and waits for it. The verdict rests on what the worker saw (the
+    lock held when it asked: a signalled Event) and on no datalist before the release, not on how long anything took."""
     out = tmp_path / "out"
+    out.mkdir()
+    found_held, real_flock = threading.Event(), fcntl.flock
+
+    def probing_flock(fd, operation):
+        if operation == fcntl.LOCK_EX:
+            try:
+                return real_flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                found_held.set()
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(simulate_mod, "fcntl", SimpleNamespace(flock=probing_flock, LOCK_EX=fcntl.LOCK_EX, LOCK_UN=fcntl.LOCK_UN))
     with open(out / ".datalist.lock", "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # another shard rebuilding
         worker = threading.Thread(target=build_datalist, args=(out, 0, FRACTIONS, ["a"]))
         worker.start()
-        worker.join(timeout=1.0)
-        assert worker.is_alive() and not (out / "datalist.json").exists()
+        while worker.is_alive() and not found_held.wait(0.05):  # until it meets the lock, or (a broken lock) is done
+            pass
+        assert found_held.is_set() and not (out / "datalist.json").exists()
         fcntl.flock(held, fcntl.LOCK_UN)
-    worker.join(timeout=30)
-    assert not worker.is_alive()
+    worker.join()
     assert json.loads((out / "datalist.json").read_text()) == {s: [] for s in SPLITS}
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_datalist_the_simulator_did_not_write_is_never_replaced(tmp_path, small_geometry, capsys):
+    """datalist.json is rebuilt only when the simulator wrote it (its SHA-256 in the folder's marker, or, from versions
+    that wrote no marker, exactly the simulator's form); a user's own, or the simulator's edited by hand, is refused
+    with one line before any rendering and keeps its bytes."""
+    make_case(tmp_path / "c")
+    out = tmp_path / "out"
+    run = ["--ct", str(tmp_path / "c" / "ct.nii.gz"), "--labels", str(tmp_path / "c" / "labels.nii.gz"), "--out", str(out), "--geometry", str(small_geometry)]
+    datalist = out / "datalist.json"
+
+    def refused(poses: int) -> None:
+        before, _ = _sha(datalist), capsys.readouterr()
+        assert main(run + ["--poses", str(poses)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err == f"{datalist}: was not written by the simulator (or was changed since); left untouched: move it out of the way " \
+                      "(the simulator rebuilds its datalist from the samples) or choose another --out"
+        assert _sha(datalist) == before and not (out / f"ct_p{poses - 1}").exists()  # nothing rendered
+
+    out.mkdir()
+    datalist.write_text(json.dumps({"training": [{"image": "/data/mine/img.nii.gz", "label": "/data/mine/seg.nii.gz"}]}))
+    refused(1)
+    datalist.unlink()
+    assert main(run) == 0 and main(run + ["--poses", "2"]) == 0  # its own datalist is rebuilt
+    mine = json.loads(datalist.read_text())
+    assert [e["pose"] for s in SPLITS for e in mine[s]] == [0, 1]
+    datalist.write_text(json.dumps({**mine, "training": mine["training"][:1], "validation": mine["validation"][:1], "test": mine["test"][:1]}))
+    refused(3)  # the simulator's, edited by hand
+    # an earlier version's output: no marker, the simulator's exact form (also without "fov", as the first versions)
+    (out / ".3ddx_output.json").unlink()
+    datalist.write_text(json.dumps({s: [{k: v for k, v in e.items() if k != "fov"} for e in mine[s]] for s in SPLITS}))
+    assert main(run + ["--poses", "2"]) == 0 and json.loads(datalist.read_text()) == mine
+    (out / ".3ddx_output.json").unlink()
+    datalist.write_text(json.dumps({**mine, "extra": []}))  # the same lists beside a key the simulator never writes
+    refused(3)
+    datalist.unlink()
+    (out / ".3ddx_output.json").write_text(json.dumps({"kind": "reconstruction", "source": None}))  # another kind of bundle output
+    capsys.readouterr()
+    assert main(run) == 1
+    assert capsys.readouterr().err.strip() == f"{out}: holds a reconstruction written by this bundle, not a simulated data set; choose another --out"
+    assert not datalist.exists()
+
+
+def test_two_cts_of_one_name_never_share_a_case(tmp_path, small_geometry, capsys):
+    """patA/ct.nii.gz and patB/ct.nii.gz both make case "ct": B into A's folder is refused with one line (with and
+    without --overwrite) and A's samples and datalist keep their bytes; A again is skipped; B into another folder is
+    fine. Samples of versions that recorded no source are told apart by their recorded CT path."""
+    make_case(tmp_path / "patA")
+    make_case(tmp_path / "patB", with_femur_right=False)
+    out = tmp_path / "out"
+
+    def run(patient: str, *extra: str) -> int:
+        folder = tmp_path / patient
+        return main(["--ct", str(folder / "ct.nii.gz"), "--labels", str(folder / "labels.nii.gz"), "--out", str(out), "--geometry", str(small_geometry), *extra])
+
+    assert run("patA") == 0
+    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != ".datalist.lock")
+    before = {p: _sha(p) for p in files}
+    notes = out / "ct_p0" / "sample.json"
+    for legacy in (False, True):
+        if legacy:  # as written before sources were recorded
+            notes.write_text(json.dumps({k: v for k, v in json.loads(notes.read_text()).items() if k != "source"}))
+            before[notes] = _sha(notes)
+        for extra in ((), ("--overwrite",)):
+            capsys.readouterr()
+            assert run("patB", *extra) == 1
+            err = capsys.readouterr().err.strip()
+            assert err == (f"{tmp_path / 'patB' / 'ct.nii.gz'}: case name 'ct' is taken in {out} by the samples of another CT "
+                           f"({tmp_path / 'patA' / 'ct.nii.gz'}); choose another --out or rename this CT (its file or folder name is the case name)")
+            assert {p: _sha(p) for p in files} == before
+        assert run("patA") == 0 and {p: _sha(p) for p in files} == before  # the same CT: skipped
+    assert json.loads(notes.read_text()).get("source") is None
+    out = tmp_path / "out_b"
+    assert run("patB") == 0 and nib.load(str(out / "ct_p0" / "mask.nii.gz")).get_fdata()[..., 2].sum() == 0  # B's own samples
 
 
 @pytest.mark.parametrize("rotation", [(0.0, 0.0, 0.0), (0.0, 0.0, 14.0), (8.0, -6.0, 10.0)])

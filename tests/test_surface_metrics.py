@@ -6,7 +6,7 @@ import pytest
 import trimesh
 
 from scripts.geometry import Geometry
-from scripts.io.report import error_colours
+from scripts.io.report import error_rgba
 from scripts.reconstruction.surface_metrics import clip_to_field_of_view, inside_planes, point_to_surface, surface_metrics, vertex_errors, volume_extent_planes
 
 GEOMETRY = Geometry(sid_mm=1100.0, pixel_spacing_mm=(3.125, 3.125), image_size=(64, 48))
@@ -62,9 +62,9 @@ def test_vertex_errors():
     err = vertex_errors(shifted, shifted, geometry=GEOMETRY)
     inside = GEOMETRY.in_field_of_view(shifted.vertices)
     assert np.isnan(err[~inside]).all() and np.allclose(err[inside], 0.0, atol=1e-6) and (~inside).any()
-    colours = error_colours(err, max_mm=5.0)
-    assert colours.shape == (len(err), 4) and colours.dtype == np.uint8
-    assert (colours[~inside] == [153, 153, 153, 255]).all()
+    colours = error_rgba(err, max_mm=5.0)
+    assert colours.shape == (len(err), 4)
+    assert (colours[~inside] == [0.6, 0.6, 0.6, 1.0]).all()  # NaN (outside the cone) shows grey
 
 
 def random_soup(rng, n):

@@ -17,7 +17,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from deploy.app.pipeline import reconstruct_image_adapter, run  # noqa: E402
-from scripts.io.files import InputFileError, exits_on_input_error  # noqa: E402
+from scripts.io.files import check_output_dir, exits_on_input_error  # noqa: E402
 from scripts.geometry import Geometry, GeometryError  # noqa: E402
 
 
@@ -54,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     opts = argument_parser().parse_args(argv[1:])
     sdk_argv = sdk_arguments(opts)
-    if Path(opts.output).exists() and not Path(opts.output).is_dir():
-        raise InputFileError(opts.output, "exists and is not a folder; -o names the output folder")
+    check_output_dir(opts.output, "-o")  # a file, a path under a file or a folder without write permission: one line, nothing run
     try:
         standard = Geometry.standard(opts.geometry, check_range=True)
     except (GeometryError, OSError, ValueError) as e:  # missing or malformed geometry JSON (the message names it)

@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from scripts.io.dicom_export import write_encapsulated_stl, write_stl
-from scripts.io.files import OUTPUT_MARKER, InputFileError, PathLike, atomic_dir, write_json
+from scripts.io.files import OUTPUT_MARKER, InputFileError, PathLike, atomic_dir, check_replaceable, remove_partials, write_json
 from scripts.geometry import Geometry
 from scripts.io.radiograph_io import input_key, iter_radiographs, load_radiograph_with_field, output_name, read_dicom
 
@@ -54,7 +54,9 @@ def load_cases(
 
     Refused files become one-line messages (second return) and the others still load; output names are
     unique per input (:func:`scripts.io.radiograph_io.output_name`) and a second input with the same name
-    is refused, never written over the first.
+    is refused, never written over the first, as is an input whose folder in ``output_dir`` this app may not
+    replace (:func:`scripts.io.files.check_replaceable`: a user's folder, or a user's file added to a result).
+    The ``.partial`` folders a killed run left in ``output_dir`` are removed first (:func:`scripts.io.files.remove_partials`).
     """
     cases, errors, claimed = [], [], {}
     root = Path(input_path) if Path(input_path).is_dir() else None
@@ -62,6 +64,8 @@ def load_cases(
         paths = list(iter_radiographs(input_path, output_dir))
     except InputFileError as e:
         return [], [str(e)]
+    if output_dir is not None:
+        remove_partials(output_dir)
     for path in paths:
         try:
             image, geometry, info, fov = load_radiograph_with_field(path, standard, sid_mm=sid_mm, pixel_spacing_mm=pixel_spacing_mm)
@@ -76,7 +80,14 @@ def load_cases(
         if claimed.setdefault(name, path) != path:
             errors.append(f"{path}: its output name {name!r} is that of {claimed[name]} too; rename one of them (nothing written for this one)")
             continue
-        cases.append(RadiographCase(path, name, image, geometry, info, fov, source, input_key(path, source)))
+        key = input_key(path, source)
+        if output_dir is not None:
+            try:
+                check_replaceable(Path(output_dir) / name, RESULT_KIND, key)  # before inference; again when written
+            except InputFileError as e:
+                errors.append(str(e))
+                continue
+        cases.append(RadiographCase(path, name, image, geometry, info, fov, source, key))
     return cases, errors
 
 
@@ -121,6 +132,7 @@ def write_case(case: RadiographCase, meshes: dict[str, trimesh.Trimesh], output_
             "geometry": case.geometry.to_dict(),
             "geometry_source": case.info.get("geometry_source"),
             "coverage": case.info.get("coverage"),
+            "laterality": case.info.get("laterality"),
             "frame": "camera (mm): origin at the focal spot, +z toward the detector",
             "hip_plane": case.info.get("hip_plane"),
             "warnings": case.info.get("warnings", []),
@@ -151,9 +163,9 @@ def reconstruct_image_adapter(model_path: PathLike, device: str | None = None, s
 
 
 def reconstruct_cases(cases: Sequence[RadiographCase], infer: MeshFn) -> Iterator[tuple[RadiographCase, dict[str, trimesh.Trimesh] | None, str | None]]:
-    """For each case in turn, ``(case, meshes, None)``, or ``(case, None, line)`` when its inference failed. An
-    error naming another file than the case's input (the model, the shape-model file) ends the loop: every
-    further case would fail alike."""
+    """For each case in turn, ``(case, meshes, None)``, or ``(case, None, line)`` when its inference failed (any
+    exception of ``infer``). An :class:`InputFileError` naming another file than the case's input (the model,
+    the shape-model file) ends the loop: every further case would fail alike."""
     for case in cases:
         try:
             yield case, run_inference(case, infer), None
@@ -163,6 +175,8 @@ def reconstruct_cases(cases: Sequence[RadiographCase], infer: MeshFn) -> Iterato
                 return
         except ValueError as e:
             yield case, None, f"{case.path}: {e}"
+        except Exception as e:  # anything else the callable raises fails this case only; KeyboardInterrupt still stops the run
+            yield case, None, f"{case.path}: inference failed ({type(e).__name__}: {e})"
 
 
 def write_results(results: Sequence[tuple[RadiographCase, dict[str, trimesh.Trimesh]]], output_dir: PathLike) -> list[str]:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from scripts.geometry import Geometry
+from scripts.geometry import Geometry, magnification
 from scripts.data.xray_physics import DENSITY_G_CM3
 
 
@@ -49,7 +49,7 @@ def detector_area(geometry: Geometry, sid_mm: float, portrait: bool, short_mm: f
     the short side along x (columns). Its extent in the standard field is scaled by standard SID / ``sid_mm``.
     """
     x, y = detector_mm(geometry, device)
-    scale = geometry.sid_mm / sid_mm
+    scale = magnification(geometry.sid_mm, sid_mm)  # the real detector is a plane at sid_mm from the source
     half_x = 0.5 * (short_mm if portrait else long_mm) * scale
     half_y = 0.5 * (long_mm if portrait else short_mm) * scale
     return ((x.abs() <= half_x) & (y.abs() <= half_y)).float()

@@ -211,16 +211,3 @@ def material_volumes(
             out = torch.empty((2, -(-hu.shape[0] // f0), *pooled.shape[2:]), dtype=pooled.dtype, device=pooled.device)
         out[:, start // f0 : start // f0 + pooled.shape[1]] = pooled
     return out, pooled_affine
-
-
-def render_drr(
-    hu: np.ndarray | torch.Tensor,
-    affine: np.ndarray,
-    geometry: Geometry,
-    ct_kev: float = 70.0,
-    step_mm: float | None = None,
-    device: torch.device | str = "cpu",
-) -> torch.Tensor:
-    """Areal densities (2, H, W) g/cm^2 of water and bone along the pixel rays of ``geometry`` through a HU volume (I, J, K)."""
-    densities = hu_to_densities(torch.as_tensor(hu, device=device), ct_kev)
-    return line_integrals(densities, affine, geometry, step_mm) * MM_TO_CM

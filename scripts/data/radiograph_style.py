@@ -37,7 +37,7 @@ from typing import Mapping, Sequence, Union
 import torch
 
 from scripts.data import clinical_content as content
-from scripts.geometry import Geometry
+from scripts.geometry import Geometry, magnification, read_standard_geometry
 from scripts.data.radiograph_processing import masked_quantile, process, store_and_read
 from scripts.data.xray_physics import MATERIALS, detector_signal, detector_weights, grid_transmission, heel_factor, polychromatic_transmission, scatter, spectrum
 
@@ -125,7 +125,7 @@ def style_radiograph(
     masks: torch.Tensor | None = None,
     options: Mapping[str, Option] | None = None,
     generator: torch.Generator | None = None,
-    source_to_object_mm: float = 950.0,
+    source_to_object_mm: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
     """Clinical radiograph of water and bone areal densities (2, H, W) g/cm^2 seen with ``geometry``.
 
@@ -135,7 +135,8 @@ def style_radiograph(
         masks: (B, H, W) bone masks in ``geometry.bones`` order, to place implants and shields; None: none placed.
         options: :data:`DEFAULT_STYLE` keys, numbers or ``[low, high]``.
         generator: CPU generator seeding every draw and the noise.
-        source_to_object_mm: distance of the patient from the source (object-plane sizes of implants and shields).
+        source_to_object_mm: distance (mm) of the patient from the source (object-plane sizes of implants and
+            shields); None: configs/geometry.json's.
 
     Returns:
         image (H, W) float32 in [0, 1], bone bright, 0 outside the detector; ``fov`` (H, W) float 1
@@ -157,8 +158,10 @@ def style_radiograph(
     stack = torch.zeros((len(MATERIALS), h, w), dtype=dtype, device=device)
     stack[:2] = areal_density.to(dtype)
     x, y = content.detector_mm(geometry, device)
-    magnification = geometry.sid_mm / source_to_object_mm
-    xo, yo = x / magnification, y / magnification
+    if source_to_object_mm is None:
+        source_to_object_mm = read_standard_geometry()[1]
+    object_magnification = magnification(geometry.sid_mm, source_to_object_mm)
+    xo, yo = x / object_magnification, y / object_magnification
     placed: list[dict[str, torch.Tensor]] = []
     bones = {b: masks[i].bool() for i, b in enumerate(geometry.bones)} if masks is not None else {}
     pelvis = bones.get("pelvis")
@@ -185,11 +188,11 @@ def style_radiograph(
     # ---- physics
     energies, photons = spectrum(p["kvp"], p["filtration_al_mm"], p["filtration_cu_mm"])
     transmitted = polychromatic_transmission(stack, energies, detector_weights(energies, photons))
-    cos_phi = geometry.sid_mm / torch.sqrt(x * x + y * y + geometry.sid_mm**2)
-    toward_cathode = torch.atan(y / geometry.sid_mm) * (1.0 if p["anode_up"] else -1.0)
+    cos_phi, along_v = geometry.ray_obliquity(device, dtype)
+    toward_cathode = along_v * (1.0 if p["anode_up"] else -1.0)
     beam = heel_factor(toward_cathode, p["anode_angle_deg"], p["heel_attenuation"]) * cos_phi**3
     primary = transmitted * beam * (exposed + p["collimator_leakage"] * (1.0 - exposed))
-    pixel_mm = geometry.pixel_spacing_mm[0] * sid / geometry.sid_mm  # a standard pixel's size on the real detector
+    pixel_mm = geometry.pixel_spacing_at(sid)[0]  # a standard pixel's size on the real detector
     scattered = scatter(transmitted, exposed, p["scatter_per_attenuation"], p["scatter_sigma_mm"] / pixel_mm) * beam
     t_primary, t_scatter = grid_transmission(p["grid"], p["grid_primary"], p["grid_scatter"])
     intensity = t_primary * primary + t_scatter * scattered

@@ -37,7 +37,7 @@ import trimesh
 from scipy.spatial import cKDTree
 
 from scripts.data import llp26
-from scripts.geometry import apply_transform
+from scripts.shape_maths import fit_sphere, generalized_procrustes, reflect, refit_sphere_shell, rotation_about, symmetry_plane
 
 if TYPE_CHECKING:  # scripts.data.phantom imports this module
     from scripts.data.phantom import PhantomCase, TissueOptions
@@ -51,76 +51,11 @@ MIN_CLEARANCE_MM = 1.0  # and the smallest bone-to-bone distance anywhere in the
 MAX_SD = 2.5  # synthetic subjects: PCA coefficients clipped to +-MAX_SD standard deviations
 
 
-# ---------------------------------------------------------------------- small geometry helpers
-def fit_sphere(points: np.ndarray) -> tuple[np.ndarray, float]:
-    """Least-squares sphere (centre (3,), radius) through points (N, 3) mm (algebraic fit)."""
-    p = np.asarray(points, dtype=np.float64)
-    a = np.c_[2.0 * p, np.ones(len(p))]
-    sol, *_ = np.linalg.lstsq(a, (p**2).sum(1), rcond=None)
-    centre = sol[:3]
-    return centre, float(np.sqrt(sol[3] + centre @ centre))
-
-
-def reflect(points: np.ndarray, normal: np.ndarray, offset: float) -> np.ndarray:
-    """Points (N, 3) reflected about the plane ``normal . x = offset`` (unit normal, mm)."""
-    p = np.asarray(points, dtype=np.float64)
-    return p - 2.0 * (p @ normal - offset)[:, None] * normal
-
-
-def symmetry_plane(points: np.ndarray, guess_normal: np.ndarray = np.array([1.0, 0.0, 0.0]), iterations: int = 30) -> tuple[np.ndarray, float]:
-    """Mirror-symmetry plane (unit normal, offset mm) of a point cloud (N, 3): ``normal . x = offset``.
-
-    The cloud reflected about a first plane (through its centroid, normal ``guess_normal``) is
-    registered rigidly onto itself (ICP); reflection then registration is the symmetry, an improper
-    isometry whose -1 eigenvector is the plane normal (pointing like ``guess_normal``).
-    """
-    p = np.asarray(points, dtype=np.float64)
-    n0 = guess_normal / np.linalg.norm(guess_normal)
-    c = p.mean(0)
-    mirrored = reflect(p, n0, float(n0 @ c))
-    matrix, _, _ = trimesh.registration.icp(mirrored, p, max_iterations=iterations, reflection=False, scale=False, threshold=1e-6)
-    s = np.eye(4)
-    s[:3, :3] = np.eye(3) - 2.0 * np.outer(n0, n0)
-    s[:3, 3] = 2.0 * (n0 @ c) * n0
-    sym = matrix @ s
-    w, v = np.linalg.eig(sym[:3, :3])
-    normal = np.real(v[:, np.argmin(np.abs(w + 1.0))])
-    normal = normal / np.linalg.norm(normal) * np.sign(normal @ n0)
-    midpoints = 0.5 * (p + apply_transform(sym, p))
-    return normal, float(np.mean(midpoints @ normal))
-
-
-def rotation_about(axis: np.ndarray, angle_rad: float) -> np.ndarray:
-    """Rotation matrix (3, 3) by ``angle_rad`` about the unit ``axis`` (right hand)."""
-    a = np.asarray(axis, dtype=np.float64) / np.linalg.norm(axis)
-    k = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
-    return np.eye(3) + math.sin(angle_rad) * k + (1 - math.cos(angle_rad)) * k @ k
-
-
-def kabsch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Rotation (3, 3) best mapping centred ``a`` onto centred ``b`` (N, 3)."""
-    u, _, vt = np.linalg.svd((a - a.mean(0)).T @ (b - b.mean(0)))
-    d = np.sign(np.linalg.det(vt.T @ u.T))
-    return vt.T @ np.diag([1.0, 1.0, d]) @ u.T
-
-
 # ---------------------------------------------------------------------- subjects and training PCA
 def subject_nodes(j: int) -> tuple[np.ndarray, np.ndarray]:
     """Pelvis (1946, 3) and left-femur (634, 3) element nodes of LLP26 subject ``j``, RAS mm (LLP26 origin)."""
     nodes = llp26.llp26_to_ras(llp26.load_model().subject(j))
     return nodes[llp26.PELVIS_NODES], nodes[llp26.FEMUR_NODES]
-
-
-def _procrustes_rigid(shapes: np.ndarray) -> np.ndarray:
-    """Shapes (n, N, 3) rigidly aligned (rotation and translation) to their iterated mean (first shape's frame)."""
-    aligned = shapes - shapes.mean(1, keepdims=True) + shapes[0].mean(0)
-    for _ in range(20):
-        mean = aligned.mean(0)
-        new = np.stack([(s - s.mean(0)) @ kabsch(s, mean).T + mean.mean(0) for s in aligned])
-        if np.abs(new - aligned).max() < 1e-6:
-            break
-        aligned = new
-    return aligned
 
 
 @dataclass(frozen=True)
@@ -143,8 +78,8 @@ class TrainingPCA:
 def training_pca(subjects: tuple[int, ...] = TRAINING_SUBJECTS) -> TrainingPCA:
     """The PCA of :class:`TrainingPCA` rebuilt from ``subjects`` (default the 17 training subjects) only."""
     parts = [subject_nodes(j) for j in subjects]
-    pelvis = _procrustes_rigid(np.stack([p for p, _ in parts]))
-    femur = _procrustes_rigid(np.stack([f for _, f in parts]))
+    # each part rigidly aligned to its mean (orientation of the plain mean), placed at the first subject's centroid
+    pelvis, femur = (generalized_procrustes(shapes, gauge="mean") + shapes[0].mean(0) for shapes in (np.stack([p for p, _ in parts]), np.stack([f for _, f in parts])))
     x = np.concatenate([pelvis, femur], 1)
     mean = x.mean(0)
     _, s, vt = np.linalg.svd((x - mean).reshape(len(subjects), -1), full_matrices=False)
@@ -191,11 +126,10 @@ def landmarks() -> Landmarks:
     fv = femur.vertices
     # femoral head: the femur vertices nearest the pelvis, refined by a sphere fit
     near = cKDTree(pelvis.vertices[left]).query(fv)[0]
-    centre, radius = fit_sphere(fv[near < np.quantile(near, 0.03)])
-    for _ in range(5):
-        head = np.flatnonzero(np.abs(np.linalg.norm(fv - centre, axis=1) - radius) < 2.5)
-        head = head[(fv[head] - centre) @ (pelvis.vertices[left].mean(0) - centre) > -0.2 * radius * np.linalg.norm(pelvis.vertices[left].mean(0) - centre)]
-        centre, radius = fit_sphere(fv[head])
+    toward = pelvis.vertices[left].mean(0)  # the shell is kept on the side facing the hemipelvis
+    head, centre, radius = refit_sphere_shell(
+        fv, np.flatnonzero(near < np.quantile(near, 0.03)), 2.5, 5, keep=lambda p, c, r: (p - c) @ (toward - c) > -0.2 * r * np.linalg.norm(toward - c)
+    )
     # acetabula: hemipelvis vertices on a sphere about the head centre (lunate surface), normals facing it
     pv, pn = pelvis.vertices, pelvis.vertex_normals
 

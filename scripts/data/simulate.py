@@ -1,7 +1,8 @@
 """Training-sample simulator: CT + bone labels -> radiograph (DRR), dual-face depth maps and masks.
 
 For every case and pose k it writes ``OUT/<case>_p<k>/`` atomically (see docs/architecture.md)
-and rebuilds ``OUT/datalist.json`` (MONAI datalist, split by case) from all complete samples.
+and rebuilds ``OUT/datalist.json`` (MONAI datalist, split by case) from all complete samples; a datalist
+the simulator did not write, or a case name that holds another CT's samples, is refused before any rendering.
 
 CLI::
 
@@ -23,6 +24,7 @@ skin touches the table top (:func:`table_shift_mm`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import functools
 import hashlib
@@ -31,7 +33,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import matplotlib
 
@@ -46,8 +48,10 @@ from scripts import BUNDLE_ROOT
 from scripts.config_flags import as_shard  # noqa: E402
 from scripts.data.depth_maps import BoneGrid, bone_grids, depth_maps  # noqa: E402
 from scripts.data.drr import MM_TO_CM, line_integrals, material_volumes  # noqa: E402
-from scripts.io.files import InputFileError, atomic_dir, exits_on_input_error, read_json, write_depth_and_mask, write_json, write_nifti  # noqa: E402
-from scripts.geometry import MAGNIFICATION_RANGE, STANDARD_GEOMETRY_FILE, Geometry, apply_transform, read_geometry, standard_ap_pose  # noqa: E402
+from scripts.io.files import OUTPUT_MARKER, InputFileError, atomic_dir, exits_on_input_error, make_output_dir, read_json, write_depth_and_mask, write_json, write_nifti, written_by_bundle  # noqa: E402
+from scripts.io.radiograph_io import input_key  # noqa: E402
+from scripts.model.release import sha256  # noqa: E402
+from scripts.geometry import Geometry, apply_transform, camera_to_world_directions, read_standard_geometry, standard_ap_pose  # noqa: E402
 from scripts.data.radiograph_style import style_radiograph  # noqa: E402
 from scripts.io.report import bone_colour, front_back_extent, save_figure  # noqa: E402
 from scripts.data.volumes import BONE_LABELS, LABEL_MAP_CHOICES, Volume, bones_center, crop_along, load_label_map, read_ct, read_labels, remove_couch  # noqa: E402
@@ -55,6 +59,9 @@ from scripts.data.volumes import BONE_LABELS, LABEL_MAP_CHOICES, Volume, bones_c
 DEFAULT_CONFIG_FILE = BUNDLE_ROOT / "configs" / "simulate.yaml"
 SPLITS = ("training", "validation", "test")
 SAMPLE_FILES = ("image.nii.gz", "fov.nii.gz", "depth.nii.gz", "mask.nii.gz", "geometry.json", "sample.json", "preview.png")
+SAMPLE_KIND = "simulator sample"  # output marker kind of a sample folder
+DATASET_KIND = "simulated data set"  # output marker kind of --out: records the SHA-256 of the datalist.json the simulator wrote
+ENTRY_FILES = {"image": "image.nii.gz", "fov": "fov.nii.gz", "depth": "depth.nii.gz", "mask": "mask.nii.gz", "geometry": "geometry.json"}  # datalist entry keys
 
 
 @dataclass
@@ -98,24 +105,45 @@ def load_config(path: str | Path | None = None) -> dict:
     return cfg
 
 
-def load_geometry(path: str | Path | None = None) -> tuple[Geometry, float]:
-    """Standard geometry and source-to-object distance (mm) from a geometry JSON (default configs/geometry.json)."""
-    path = Path(path or STANDARD_GEOMETRY_FILE)
-    geometry, s2o = read_geometry(path), read_json(path).get("source_to_object_mm", 950.0)
-    lo, hi = MAGNIFICATION_RANGE
-    if isinstance(s2o, bool) or not isinstance(s2o, (int, float)) or not s2o > 0 or not lo <= geometry.sid_mm / s2o <= hi:
-        raise InputFileError(path, f"source_to_object_mm must be a distance (mm) giving a magnification SID / distance "
-                                   f"of {lo:g}..{hi:g} (SID {geometry.sid_mm:g} mm), got {s2o!r}")
-    return geometry, float(s2o)
-
-
 def case_name_of(path: str | Path) -> str:
-    """Case name of a single CT: the file name without image suffixes, or the DICOM folder name."""
+    """Case name of a single CT: the file name without image suffixes, or the DICOM folder name
+    (two CTs of one name cannot share an output folder: :func:`check_case_sources`)."""
     name = Path(path).name
     for suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return name
+
+
+def case_source(ct: str | Path) -> str:
+    """Where a case came from, recorded in its samples' ``sample.json`` (``source``): SHA-256 (16 hex) of the
+    CT's resolved path, as inference records its inputs (:func:`scripts.io.radiograph_io.input_key`)."""
+    return input_key(ct)
+
+
+def check_case_sources(out_dir: Path, cases: Sequence[Case]) -> None:
+    """Refuse, before any rendering, a case whose name already holds samples of another CT in ``out_dir``.
+
+    A sample's source is its ``sample.json`` ``source``; samples of versions that did not record it count
+    as coming from their recorded ``ct`` path (resolved from the current folder, as it was given then).
+    Only folders with the simulator-sample marker are looked at.
+
+    Raises:
+        InputFileError: naming the CT, the other CT and the way out (another --out, or a renamed CT).
+    """
+    wanted = {c.name: c for c in cases}
+    for d in sorted(out_dir.iterdir()):
+        case, sep, pose = d.name.rpartition("_p")
+        if not sep or not pose.isdigit() or case not in wanted or (written_by_bundle(d) or {}).get("kind") != SAMPLE_KIND:
+            continue
+        try:
+            notes = read_json(d / "sample.json")
+        except InputFileError:
+            continue  # an incomplete sample: redone, never listed
+        recorded = notes.get("source") or (case_source(notes["ct"]) if isinstance(notes.get("ct"), str) else None)
+        if recorded is not None and recorded != case_source(wanted[case].ct):
+            raise InputFileError(wanted[case].ct, f"case name {case!r} is taken in {out_dir} by the samples of another CT ({notes.get('ct')}); "
+                                                  "choose another --out or rename this CT (its file or folder name is the case name)")
 
 
 def find_cases(cases_dir: str | Path) -> list[Case]:
@@ -302,8 +330,8 @@ def table_shift_mm(ct: Volume, world_to_camera: np.ndarray, center_ras: np.ndarr
     """
     centre = np.asarray(center_ras, dtype=np.float64)
     offsets = np.arange(-reach_mm, reach_mm + 1.0, 1.0)
-    camera_z_in_world = np.asarray(world_to_camera, dtype=np.float64)[2, :3]  # third row of the rotation
-    ijk = np.rint(apply_transform(np.linalg.inv(ct.affine), centre + offsets[:, None] * camera_z_in_world)).astype(np.int64)
+    central_ray = camera_to_world_directions(world_to_camera, np.array([0.0, 0.0, 1.0]))  # camera +z in the world
+    ijk = np.rint(apply_transform(np.linalg.inv(ct.affine), centre + offsets[:, None] * central_ray)).astype(np.int64)
     inside = np.all((ijk >= 0) & (ijk < ct.array.shape), axis=1)
     body = np.zeros(len(offsets), dtype=bool)
     body[inside] = ct.array[tuple(ijk[inside].T)] > body_hu
@@ -400,17 +428,17 @@ def save_preview(path: Path, image: np.ndarray, depth: np.ndarray, mask: np.ndar
     save_figure(fig, path, dpi=80)
 
 
-def write_sample(out_dir: Path, name: str, sample: dict, meshes: dict[str, str]) -> None:
-    """Write one sample folder atomically (temporary folder, then rename)."""
+def write_sample(out_dir: Path, name: str, sample: dict, meshes: dict[str, str], source: str) -> None:
+    """Write one sample folder atomically (temporary folder, then rename); ``source``: its CT's :func:`case_source`."""
     geom: Geometry = sample["geometry"]
     affine = geom.image_affine
-    with atomic_dir(out_dir / name, "simulator sample") as tmp:
+    with atomic_dir(out_dir / name, SAMPLE_KIND) as tmp:
         write_nifti(tmp / "image.nii.gz", sample["image"].astype(np.float32), affine)
         write_nifti(tmp / "fov.nii.gz", sample["fov"].astype(np.uint8), affine)
         write_depth_and_mask(tmp, sample["depth"], sample["mask"], affine)
         geom.save(tmp / "geometry.json")
         save_preview(tmp / "preview.png", sample["image"], sample["depth"], sample["mask"], geom.bones)
-        write_json(tmp / "sample.json", {**sample["notes"], "meshes": meshes or None})
+        write_json(tmp / "sample.json", {**sample["notes"], "meshes": meshes or None, "source": source})
 
 
 # ---------------------------------------------------------------------- datalist
@@ -420,15 +448,69 @@ def build_datalist(out_dir: str | Path, seed: int, fractions: dict[str, float], 
     A sample goes to the list recorded in its ``sample.json`` (``split``). Samples without one
     (rendered before it was recorded) follow :func:`case_splits`.
     Concurrent rebuilds (shards finishing together) are serialised by an exclusive ``fcntl.flock``
-    on ``out_dir/.datalist.lock``; the file itself is written atomically.
+    on ``out_dir/.datalist.lock``; the file itself is written atomically, and only over a datalist the
+    simulator wrote (:func:`check_datalist`), whose SHA-256 goes into ``out_dir``'s output marker.
     """
     out_dir = Path(out_dir)
+    with datalist_lock(out_dir):
+        check_datalist(out_dir)
+        lists = _rebuild_datalist(out_dir, seed, fractions, cases)
+        write_json(out_dir / OUTPUT_MARKER, {"kind": DATASET_KIND, "source": None, "datalist_sha256": sha256(out_dir / "datalist.json")})
+        return lists
+
+
+@contextlib.contextmanager
+def datalist_lock(out_dir: Path) -> Iterator[None]:
+    """Hold the exclusive ``fcntl.flock`` on ``out_dir/.datalist.lock`` (shards checking or rebuilding the datalist)."""
     with open(out_dir / ".datalist.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            return _rebuild_datalist(out_dir, seed, fractions, cases)
+            yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def is_simulator_datalist(data: Any) -> bool:
+    """Whether ``data`` (parsed JSON) has exactly the form :func:`_rebuild_datalist` writes: the lists of
+    :data:`SPLITS`, each entry naming its sample folder's files (:data:`ENTRY_FILES`; early versions had no
+    ``fov``), ``case``, ``pose`` and optionally ``meshes``. How datalists of simulator versions that wrote no
+    ``datalist_sha256`` are told from a user's."""
+    if not isinstance(data, dict) or set(data) != set(SPLITS) or not all(isinstance(v, list) for v in data.values()):
+        return False
+    required, allowed = set(ENTRY_FILES) - {"fov"} | {"case", "pose"}, set(ENTRY_FILES) | {"case", "pose", "meshes"}
+    for entry in (e for v in data.values() for e in v):
+        if not isinstance(entry, dict) or not required <= set(entry) <= allowed or not isinstance(entry["image"], str):
+            return False
+        folder = entry["image"].split("/")[0]
+        if folder in ("", ".", "..") or any(entry[k] != f"{folder}/{name}" for k, name in ENTRY_FILES.items() if k in entry):
+            return False
+    return True
+
+
+def check_datalist(out_dir: Path) -> None:
+    """Refuse to rebuild ``out_dir/datalist.json`` unless the simulator wrote it: its SHA-256 is the one in
+    ``out_dir``'s output marker (kind "simulated data set"), or, without a marker (simulator versions up to
+    bundle 0.10.5 wrote none), it has exactly the simulator's form (:func:`is_simulator_datalist`). Call under :func:`datalist_lock`.
+
+    Raises:
+        InputFileError: ``out_dir`` holds another kind of bundle output, or its datalist.json is a user's
+            (or was changed since the simulator wrote it): left untouched.
+    """
+    marker, path = written_by_bundle(out_dir), out_dir / "datalist.json"
+    if marker is not None and marker["kind"] != DATASET_KIND:
+        raise InputFileError(out_dir, f"holds a {marker['kind']} written by this bundle, not a simulated data set; choose another --out")
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_file() and not path.is_symlink():
+        if marker is not None and marker.get("datalist_sha256") == sha256(path):
+            return
+        try:
+            if marker is None and is_simulator_datalist(read_json(path)):
+                return
+        except InputFileError:  # unreadable JSON: not the simulator's either
+            pass
+    raise InputFileError(path, "was not written by the simulator (or was changed since); left untouched: move it out of "
+                               "the way (the simulator rebuilds its datalist from the samples) or choose another --out")
 
 
 def case_splits(names: Sequence[str], seed: int, fractions: dict[str, float], cohort: Sequence[str] | None = None) -> dict[str, str]:
@@ -449,15 +531,7 @@ def _rebuild_datalist(out_dir: Path, seed: int, fractions: dict[str, float], cas
         split = notes.get("split") or fallback[notes["case"]]
         if split not in SPLITS:
             raise InputFileError(d / "sample.json", f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
-        entry = {
-            "image": f"{d.name}/image.nii.gz",
-            "fov": f"{d.name}/fov.nii.gz",
-            "depth": f"{d.name}/depth.nii.gz",
-            "mask": f"{d.name}/mask.nii.gz",
-            "geometry": f"{d.name}/geometry.json",
-            "case": notes["case"],
-            "pose": notes["pose"],
-        }
+        entry = {**{k: f"{d.name}/{name}" for k, name in ENTRY_FILES.items()}, "case": notes["case"], "pose": notes["pose"]}
         if notes.get("meshes"):
             entry["meshes"] = notes["meshes"]
         lists[split].append(entry)
@@ -492,7 +566,7 @@ def _run(task: tuple) -> tuple[str, str | None]:
             _LOADED[key] = load_case(case, label_map, cfg, device, center_ras)
         sample = render_sample(_LOADED[key], geometry, cfg, seed, pose, device, split)
         meshes = {b: os.path.relpath(p, out_dir) for b, p in case.meshes.items()}
-        write_sample(out_dir, name, sample, meshes)
+        write_sample(out_dir, name, sample, meshes, case_source(case.ct))
     except InputFileError as e:
         return name, str(e)
     return name, None
@@ -509,7 +583,7 @@ def simulate(
     seed: int = 0,
     cfg: dict | None = None,
     geometry: Geometry | None = None,
-    source_to_object_mm: float = 950.0,
+    source_to_object_mm: float | None = None,
     label_map: dict[int, int] | str | None = None,
     workers: int = 1,
     device: str | None = None,
@@ -522,13 +596,21 @@ def simulate(
 
     ``split``: the datalist list of every case of this run; without it :func:`case_splits` over the
     ``cohort`` (names of all cases of the cohort, all shards) assigns them. ``center_ras``: see :func:`load_case`.
+    Refused before any rendering: a datalist.json the simulator did not write (:func:`check_datalist`), a case name
+    that holds another CT's samples (:func:`check_case_sources`).
+    ``geometry``, ``source_to_object_mm`` (mm): None takes configs/geometry.json's (:func:`scripts.geometry.read_standard_geometry`).
     """
     if split is not None and split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_output_dir(out_dir, "--out")
+    with datalist_lock(out_dir):
+        check_datalist(out_dir)
+    check_case_sources(out_dir, cases)
+    if geometry is None or source_to_object_mm is None:
+        standard, standard_distance = read_standard_geometry()
+        geometry = standard if geometry is None else geometry
+        source_to_object_mm = standard_distance if source_to_object_mm is None else source_to_object_mm
     cfg = {**(cfg or load_config()), "source_to_object_mm": float(source_to_object_mm)}
-    geometry = geometry or Geometry.standard()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     splits = {c.name: split for c in cases} if split else case_splits([c.name for c in cases], seed, cfg["split"], cohort)
     tasks = [(c, splits[c.name], k, out_dir, seed, cfg, geometry, label_map or load_label_map(None), device, overwrite, center_ras) for c in cases for k in range(poses)]
@@ -595,7 +677,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.ct and not args.labels:
         parser.error("--ct needs --labels")
     cfg = load_config(args.config)
-    geometry, s2o = load_geometry(args.geometry)
+    geometry, s2o = read_standard_geometry(args.geometry)
     label_map = load_label_map(args.label_map)
     cases = [Case(case_name_of(args.ct), Path(args.ct), Path(args.labels))] if args.ct else find_cases(args.cases)
     i, n = args.shard

@@ -19,7 +19,7 @@ import monai.bundle
 import numpy as np
 
 from scripts.reconstruction.evaluate import truth_meshes
-from scripts.io.files import exits_on_input_error, write_json
+from scripts.io.files import atomic_dir, exits_on_input_error, remove_partials, write_json
 from scripts.geometry import Geometry
 from scripts.data.phantom import generate_case, write_case
 from scripts import BUNDLE_ROOT
@@ -30,45 +30,53 @@ from scripts.reconstruction.ssm import read_mesh
 from scripts.reconstruction.surface_metrics import surface_metrics
 
 DEMO_CASE = "case_demo"
+DEMO_KIND = "demo"  # the output marker's kind of a demo output folder (scripts.io.files.atomic_dir)
 
 
 def run_demo(out: Path, subject: int, seed: int, spacing_mm: float, device: str | None) -> dict:
     """Run the demo into ``out`` on LLP26 test subject ``subject`` (pose, tissue and image formation from
-    ``seed``); returns per-bone errors (mm) of the dual-face and completed surfaces."""
-    print(f"[1/4] phantom of LLP26 test subject {subject} (seed {seed}, {spacing_mm} mm) -> {out / 'phantom'}")
-    write_case(generate_case(seed, spacing_mm, "llp26", subject=subject), out / "phantom" / DEMO_CASE)
+    ``seed``); returns per-bone errors (mm) of the dual-face and completed surfaces.
 
-    print(f"[2/4] simulated radiograph (clinical image formation) -> {out / 'radiograph'}")
-    datalist, errors = simulate(find_cases(out / "phantom"), out / "radiograph", poses=1, seed=seed, device=device, overwrite=True)
-    if errors:
-        raise RuntimeError("; ".join(errors))
-    entry = next(e for split in datalist.values() for e in split)
-    sample_dir = out / "radiograph" / Path(entry["image"]).parent
+    ``out`` is the demo's own folder (:func:`scripts.io.files.atomic_dir`, kind :data:`DEMO_KIND`): written beside
+    it and put in place when complete, replacing only an earlier demo output; an existing folder holding anything
+    else (a user's files) raises :class:`scripts.io.files.InputFileError` before any work and is left untouched. The
+    temporary folder a killed demo left beside ``out`` is removed first."""
+    remove_partials(out.parent, [out.name])
+    with atomic_dir(out, DEMO_KIND) as work:
+        print(f"[1/4] phantom of LLP26 test subject {subject} (seed {seed}, {spacing_mm} mm) -> {out / 'phantom'}")
+        write_case(generate_case(seed, spacing_mm, "llp26", subject=subject), work / "phantom" / DEMO_CASE)
 
-    print(f"[3/4] inference with the shipped model -> {out / 'reconstruction'}")
-    overrides = {"device": device} if device else {}
-    monai.bundle.run(
-        config_file=str(INFERENCE_CONFIG),
-        bundle_root=str(BUNDLE_ROOT),
-        input_dir=str(sample_dir),
-        output_dir=str(out / "reconstruction"),
-        overwrite=True,
-        **overrides,
-    )
-    rec_dir = out / "reconstruction" / sample_dir.name
-    print(f"      meshes, report.png and result.json: {rec_dir}")
+        print(f"[2/4] simulated radiograph (clinical image formation) -> {out / 'radiograph'}")
+        datalist, errors = simulate(find_cases(work / "phantom"), work / "radiograph", poses=1, seed=seed, device=device, overwrite=True)
+        if errors:
+            raise RuntimeError("; ".join(errors))
+        entry = next(e for split in datalist.values() for e in split)
+        sample_dir = work / "radiograph" / Path(entry["image"]).parent
 
-    print("[4/4] surface errors against the phantom's true surfaces (clipped to the X-ray cone)")
-    geometry = Geometry.load(sample_dir / "geometry.json")
-    truth = truth_meshes(entry, out / "radiograph", geometry)
-    results: dict[str, dict] = {}
-    for bone, ref in truth.items():
-        row = {}
-        for kind, suffix in (("dual_face", ""), ("dual_face_ssm", "_completed")):
-            path = rec_dir / f"{bone}{suffix}.ply"
-            row[kind] = surface_metrics(read_mesh(path), ref, geometry) if path.exists() else None
-        results[bone] = row
-    write_json(out / "errors.json", results)
+        print(f"[3/4] inference with the shipped model -> {out / 'reconstruction'}")
+        overrides = {"device": device} if device else {}
+        monai.bundle.run(
+            config_file=str(INFERENCE_CONFIG),
+            bundle_root=str(BUNDLE_ROOT),
+            input_dir=str(sample_dir),
+            output_dir=str(work / "reconstruction"),
+            overwrite=True,
+            **overrides,
+        )
+        rec_dir = work / "reconstruction" / sample_dir.name
+        print(f"      meshes, report.png and result.json: {out / 'reconstruction' / sample_dir.name}")
+
+        print("[4/4] surface errors against the phantom's true surfaces (clipped to the X-ray cone)")
+        geometry = Geometry.load(sample_dir / "geometry.json")
+        truth = truth_meshes(entry, work / "radiograph", geometry)
+        results: dict[str, dict] = {}
+        for bone, ref in truth.items():
+            row = {}
+            for kind, suffix in (("dual_face", ""), ("dual_face_ssm", "_completed")):
+                path = rec_dir / f"{bone}{suffix}.ply"
+                row[kind] = surface_metrics(read_mesh(path), ref, geometry) if path.exists() else None
+            results[bone] = row
+        write_json(work / "errors.json", results)
     return results
 
 
@@ -86,7 +94,7 @@ def format_errors(results: dict) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: run the demo; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m scripts.demo", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="demo_output", help="output folder (replaced parts: phantom, radiograph, reconstruction)")
+    parser.add_argument("--out", default="demo_output", help="output folder, the demo's own: a rerun replaces it; a folder holding anything else is refused")
     parser.add_argument("--subject", type=int, choices=TEST_SUBJECTS, default=TEST_SUBJECTS[0], help="LLP26 test subject (held out of training)")
     parser.add_argument("--seed", type=int, default=1, help="pose, soft tissue and image-formation seed")
     parser.add_argument("--spacing", type=float, default=1.5, help="phantom CT voxel size, mm")

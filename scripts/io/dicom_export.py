@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime
 import functools
-import io
 from pathlib import Path
 
 import numpy as np
@@ -78,9 +77,7 @@ def encapsulated_stl_dataset(
     bone: str,
     source: Dataset | None = None,
     series_instance_uid: str | None = None,
-    series_number: int = 9001,
     instance_number: int = 1,
-    software_version: str | None = None,
 ) -> Dataset:
     """Build a DICOM Encapsulated STL dataset of ``mesh`` (a bone surface, camera frame, mm).
 
@@ -89,8 +86,7 @@ def encapsulated_stl_dataset(
         bone: bone name, used in the document title and series description.
         source: the radiograph's dataset; its Patient module and study identifiers are copied.
         series_instance_uid: shared by all bones of one reconstruction; new when ``None``.
-        series_number, instance_number: DICOM numbering of the new series and instance.
-        software_version: written to SoftwareVersions (None: :func:`bundle_version`).
+        instance_number: DICOM number of the instance in its series (series number 9001).
     """
     now = datetime.datetime.now()
     data = stl_bytes(mesh)
@@ -110,7 +106,7 @@ def encapsulated_stl_dataset(
     # Encapsulated Document Series
     ds.Modality = "M3D"
     ds.SeriesInstanceUID = series_instance_uid or generate_uid()
-    ds.SeriesNumber = series_number
+    ds.SeriesNumber = 9001
     ds.SeriesDescription = "3DDX bone surfaces (camera frame, mm)"
     # Frame of Reference: the radiograph's camera frame
     ds.FrameOfReferenceUID = generate_uid()
@@ -119,7 +115,7 @@ def encapsulated_stl_dataset(
     ds.Manufacturer = MANUFACTURER
     ds.ManufacturerModelName = MODEL_NAME
     ds.DeviceSerialNumber = "0"
-    ds.SoftwareVersions = software_version or bundle_version()
+    ds.SoftwareVersions = bundle_version()
     # Encapsulated Document and Manufacturing 3D Model modules
     ds.InstanceNumber = instance_number
     ds.ContentDate, ds.ContentTime = ds.InstanceCreationDate, ds.InstanceCreationTime
@@ -141,32 +137,15 @@ def encapsulated_stl_dataset(
 
 def write_encapsulated_stl(mesh: trimesh.Trimesh, path: PathLike, bone: str, source: Dataset | None = None, **kwargs) -> Path:
     """Write the Encapsulated STL instance of ``mesh`` to ``path`` atomically (see :func:`encapsulated_stl_dataset`)."""
-    path = Path(path)
-    ds = encapsulated_stl_dataset(mesh, bone, source=source, **kwargs)
-    with atomic_path(path) as tmp:
-        ds.save_as(str(tmp), enforce_file_format=True)
-    return path
+    return _save_dataset(encapsulated_stl_dataset(mesh, bone, source=source, **kwargs), path)
 
 
-def read_encapsulated_stl(ds: Dataset) -> trimesh.Trimesh:
-    """The mesh stored in an Encapsulated STL dataset (padding byte removed)."""
-    data = bytes(ds.EncapsulatedDocument)[: int(ds.EncapsulatedDocumentLength)]
-    return trimesh.load(io.BytesIO(data), file_type="stl", force="mesh")
-
-
-def radiograph_dataset(
-    image: np.ndarray,
-    sid_mm: float,
-    pixel_spacing_mm: tuple[float, float],
-    body_part: str = "PELVIS",
-    view_position: str = "AP",
-    source_to_object_mm: float | None = None,
-) -> Dataset:
+def radiograph_dataset(image: np.ndarray, sid_mm: float, pixel_spacing_mm: tuple[float, float]) -> Dataset:
     """A DICOM DX (For Presentation, MONOCHROME2, 16 bit) of a bone-bright radiograph ``image`` (H, W).
 
     Geometry tags: DistanceSourceToDetector (0018,1110) = ``sid_mm``, ImagerPixelSpacing (0018,1164) =
-    [sv, su] from ``pixel_spacing_mm`` (su, sv) (mm at the detector), DistanceSourceToPatient
-    (0018,1111) when given; BodyPartExamined and ViewPosition as given. Integer images within 0..65535
+    [sv, su] from ``pixel_spacing_mm`` (su, sv) (mm at the detector); BodyPartExamined PELVIS, ViewPosition
+    AP. Integer images within 0..65535
     are stored as is; anything else maps its range linearly onto 0..65535 (the DX IOD fixes rescale
     slope 1 and intercept 0; the network's percentile normalisation does not see a linear map).
     Patient attributes are empty.
@@ -191,12 +170,10 @@ def radiograph_dataset(
     ds.SeriesNumber, ds.InstanceNumber = 1, 1
     ds.SeriesDescription = "converted by scripts.radiograph_io to-dicom"
     ds.Manufacturer, ds.ManufacturerModelName, ds.SoftwareVersions = MANUFACTURER, MODEL_NAME, bundle_version()
-    ds.BodyPartExamined, ds.ViewPosition = body_part, view_position
+    ds.BodyPartExamined, ds.ViewPosition = "PELVIS", "AP"
     ds.PatientOrientation = ["L", "F"]  # columns toward the patient's left, rows toward the feet (AP, radiological display)
     ds.DistanceSourceToDetector = f"{float(sid_mm):.10g}"
     ds.ImagerPixelSpacing = [f"{float(pixel_spacing_mm[1]):.10g}", f"{float(pixel_spacing_mm[0]):.10g}"]
-    if source_to_object_mm is not None:
-        ds.DistanceSourceToPatient = f"{float(source_to_object_mm):.10g}"
     ds.Rows, ds.Columns = stored.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
@@ -205,10 +182,14 @@ def radiograph_dataset(
     return ds
 
 
-def write_radiograph_dicom(path: PathLike, image: np.ndarray, sid_mm: float, pixel_spacing_mm: tuple[float, float], **kwargs) -> Path:
+def write_radiograph_dicom(path: PathLike, image: np.ndarray, sid_mm: float, pixel_spacing_mm: tuple[float, float]) -> Path:
     """Write :func:`radiograph_dataset` to ``path`` atomically; returns the path."""
+    return _save_dataset(radiograph_dataset(image, sid_mm, pixel_spacing_mm), path)
+
+
+def _save_dataset(ds: Dataset, path: PathLike) -> Path:
+    """Write ``ds`` as a DICOM file (with its file meta) to ``path`` atomically; returns the path."""
     path = Path(path)
-    ds = radiograph_dataset(image, sid_mm, pixel_spacing_mm, **kwargs)
     with atomic_path(path) as tmp:
         ds.save_as(str(tmp), enforce_file_format=True)
     return path

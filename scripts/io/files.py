@@ -130,6 +130,53 @@ def refuse_existing(path: PathLike, overwrite: bool = False) -> None:
         raise InputFileError(path, "exists; pass --overwrite to replace it")
 
 
+def _in_the_way(path: Path) -> Path | None:
+    """The nearest existing ancestor of ``path`` when it is not a folder (a file where a folder must be), else None."""
+    ancestor = next((p for p in path.parents if p.exists() or p.is_symlink()), None)
+    return None if ancestor is None or ancestor.is_dir() else ancestor
+
+
+def output_error(path: PathLike, error: OSError) -> InputFileError:
+    """The one line for an output ``path`` (file or folder) that could not be created or written (``error``)."""
+    blocker = _in_the_way(Path(path))
+    if blocker is not None:
+        return InputFileError(path, f"cannot be written: {blocker} is a file, not a folder")
+    return InputFileError(path, f"cannot be written ({type(error).__name__}: {error.strerror or error})")
+
+
+@contextlib.contextmanager
+def _output_errors(path: PathLike) -> Iterator[None]:
+    """Turn an ``OSError`` of the block (creating or renaming the output ``path``) into :func:`output_error`'s one line."""
+    try:
+        yield
+    except OSError as e:
+        raise output_error(path, e) from None
+
+
+def check_output_dir(path: PathLike, option: str = "output") -> None:
+    """Refuse, before any work, an output root folder ``path`` no output can be written into: an existing file, a path
+    under a file, or a folder (or its nearest existing ancestor) without write permission. ``option`` names it in the line."""
+    path = Path(path)
+    if (path.exists() or path.is_symlink()) and not path.is_dir():
+        raise InputFileError(path, f"exists and is not a folder; {option} names the output folder")
+    blocker = _in_the_way(path)
+    if blocker is not None:
+        raise InputFileError(path, f"cannot be created: {blocker} is a file, not a folder; {option} names the output folder")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputFileError(path, f"cannot be written (no write permission on {existing})")
+
+
+def make_output_dir(path: PathLike, option: str = "output") -> Path:
+    """Create the output root folder ``path`` (and its parents) if missing, refused first as in :func:`check_output_dir`;
+    a failure is :func:`output_error`'s one line."""
+    path = Path(path)
+    check_output_dir(path, option)
+    with _output_errors(path):
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike, release: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffixes); rename onto ``path`` on success, delete on error.
@@ -139,15 +186,16 @@ def atomic_path(path: PathLike, release: bool = False) -> Iterator[Path]:
     path = Path(path)
     if not release:
         refuse_models_dir(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=suffix, dir=path.parent)
+    with _output_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix="".join(path.suffixes), dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:
         yield tmp
-        tmp.chmod(0o666 & ~_umask())  # mkstemp creates 0600; finished files get the usual permissions
-        tmp.replace(path)
+        with _output_errors(path):
+            tmp.chmod(0o666 & ~_umask())  # mkstemp creates 0600; finished files get the usual permissions
+            tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -157,7 +205,7 @@ MAX_NAME_CHARS = 120  # output folder names; the temporary ``.<name>.XXXXXXXX.pa
 
 
 def written_by_bundle(folder: PathLike) -> dict | None:
-    """The marker :func:`atomic_dir` writes into every folder it completes (``{"kind", "source"}``), or None."""
+    """The marker :func:`atomic_dir` writes into every folder it completes (``{"kind", "source", "files"}``), or None."""
     try:
         marker = json.loads((Path(folder) / OUTPUT_MARKER).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -165,9 +213,31 @@ def written_by_bundle(folder: PathLike) -> dict | None:
     return marker if isinstance(marker, dict) and "kind" in marker else None
 
 
-def check_replaceable(path: PathLike, kind: str, source: str | None = None) -> bool:
+def folder_entries(folder: PathLike) -> list[str]:
+    """Relative paths (``/``-separated) of every file and folder under ``folder``, the marker left out; links are
+    listed, not followed. What :func:`atomic_dir` records as written in a folder's marker (``files``)."""
+    folder = Path(folder)
+    entries = []
+    for root, dirs, files in os.walk(folder):
+        rel = Path(root).relative_to(folder)
+        entries += [(rel / name).as_posix() for name in dirs + files]
+    return sorted(set(entries) - {OUTPUT_MARKER})
+
+
+def foreign_entries(folder: PathLike, written: Iterable[str]) -> list[str]:
+    """What ``folder`` holds beyond the ``written`` entries (:func:`folder_entries`): files, and folders (ending in
+    ``/``, their contents not listed) the bundle did not write there, e.g. a user's notes."""
+    written = set(written)
+    extra = [e for e in folder_entries(folder) if e not in written]
+    folders = {e for e in extra if (Path(folder) / e).is_dir() and not (Path(folder) / e).is_symlink()}
+    return [e + "/" if e in folders else e for e in extra if not any(e.startswith(f + "/") for f in folders)]
+
+
+def check_own_output(path: PathLike, kind: str, source: str | None = None) -> bool:
     """Whether ``path`` exists as a folder this bundle wrote as ``kind`` for ``source``, or as an empty folder
-    (nothing in it to lose, e.g. made with ``mkdir`` for the output); False when absent.
+    (nothing in it to lose, e.g. made with ``mkdir`` for the output); False when absent. What the folder holds
+    besides is not looked at (a rerun may skip a finished folder the user added files to; replacing it is
+    :func:`check_replaceable`'s question).
 
     Raises:
         InputFileError: ``path`` lies in models/ (:func:`refuse_models_dir`), or exists but is not such a
@@ -190,26 +260,54 @@ def check_replaceable(path: PathLike, kind: str, source: str | None = None) -> b
     return True
 
 
+def check_replaceable(path: PathLike, kind: str, source: str | None = None) -> bool:
+    """Whether ``path`` exists and may be replaced: :func:`check_own_output`, and the folder holds nothing but the
+    files and folders this bundle wrote there (the marker's ``files``); False when absent.
+
+    Raises:
+        InputFileError: :func:`check_own_output`'s cases, or the folder holds anything else (named in the line:
+            a user's notes or segmentations added to a result), or its marker lists no files (written by an
+            earlier version of the bundle): it must be left untouched.
+    """
+    if not check_own_output(path, kind, source):
+        return False
+    marker = written_by_bundle(path)
+    if marker is None:  # an empty folder
+        return True
+    if not isinstance(marker.get("files"), list):
+        raise InputFileError(path, f"was written by this bundle before it recorded its files in {OUTPUT_MARKER}; left untouched: move or delete it to redo it")
+    foreign = foreign_entries(path, marker["files"])
+    if foreign:
+        names = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise InputFileError(path, f"holds what this bundle did not write there ({names}); left untouched: move that out of it or choose another output folder")
+    return True
+
+
 @contextlib.contextmanager
 def atomic_dir(path: PathLike, kind: str, source: str | None = None) -> Iterator[Path]:
     """Yield a temporary directory beside ``path``; it replaces ``path`` only when the block succeeds.
 
     The folder gets the marker :data:`OUTPUT_MARKER` (``kind``: what it holds, e.g. "reconstruction";
-    ``source``: an identifier of the input it was made from). An existing ``path`` is replaced only when
-    it carries the marker of the same ``kind`` (and ``source``, when given): anything else raises
-    :class:`InputFileError` before any work and again before the rename (:func:`check_replaceable`).
+    ``source``: an identifier of the input it was made from; ``files``: what the block wrote, :func:`folder_entries`).
+    An existing ``path`` is replaced only when it carries the marker of the same ``kind`` (and ``source``, when
+    given) and holds nothing else than the files that marker lists: anything else raises
+    :class:`InputFileError` before any work and again before the rename (:func:`check_replaceable`), as does a
+    folder that cannot be created (:func:`output_error`).
     """
     path = Path(path)
     check_replaceable(path, kind, source)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name[:MAX_NAME_CHARS]}.", suffix=".partial", dir=path.parent))
+    with _output_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name[:MAX_NAME_CHARS]}.", suffix=".partial", dir=path.parent))
     try:
         (tmp / OUTPUT_MARKER).write_text(json.dumps({"kind": kind, "source": source}))
         yield tmp
+        (tmp / OUTPUT_MARKER).write_text(json.dumps({"kind": kind, "source": source, "files": folder_entries(tmp)}))
         tmp.chmod(0o777 & ~_umask())
         if check_replaceable(path, kind, source):
             shutil.rmtree(path)
-        tmp.rename(path)
+        with _output_errors(path):
+            tmp.rename(path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -33,6 +33,7 @@ import argparse
 import hashlib
 import os
 import re
+import stat
 import sys
 import warnings
 from pathlib import Path
@@ -41,14 +42,16 @@ from typing import Iterator, Sequence
 import nibabel as nib
 import numpy as np
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.pixels.utils import get_expected_length
 from scipy import ndimage
 
 from scripts.io.dicom_export import write_radiograph_dicom
 from scripts.io.files import MAX_NAME_CHARS, InputFileError, PathLike, exits_on_input_error, first_line, read_nifti, refuse_existing, written_by_bundle
-from scripts.geometry import IMAGE_SIZE_RANGE_PX, MAGNIFICATION_RANGE, Geometry, GeometryError, read_geometry
+from scripts.geometry import IMAGE_SIZE_RANGE_PX, Geometry, GeometryError, check_magnification, magnification, read_geometry
 
 MIN_SIZE_PX, MAX_SIZE_PX = IMAGE_SIZE_RANGE_PX
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -73,8 +76,24 @@ OTHER_BODY_PARTS = frozenset(
     "HEAD SKULL BRAIN FACE SINUS JAW MANDIBLE TMJ ORBIT NECK CSPINE TSPINE CERVICALSPINE THORACICSPINE KNEE PATELLA LEG "
     "LOWERLEG TIBIA FIBULA ANKLE FOOT TOE HEEL CALCANEUS BREAST".split()
 )
+PELVIS_BODY_PARTS = frozenset({"PELVIS", "HIP", "HIPS"})  # a value naming one of these is accepted whatever else it names
 # ViewPosition (0018,5101): only an AP view (or no value) is what the model knows.
 AP_VIEW_POSITIONS = ("AP", "")
+# Where the left-right sense of an input comes from (info "laterality", result.json): only a DICOM PatientOrientation
+# (0020,0020) states it; every other input is taken as displayed the radiological way.
+LATERALITY_ASSUMED = "assumed: radiological display (columns toward the patient's left); not checked"
+# EXIF/TIFF Orientation (0x0112) 2..8: how a viewer turns the stored pixels [row, col] into the displayed image
+# (ImageOps.exif_transpose's operations); 1 (or no tag) is the stored image itself.
+EXIF_ORIENTATION_TAG = 0x0112
+EXIF_ORIENTATIONS = {
+    2: lambda a: a[:, ::-1],  # mirrored left-right
+    3: lambda a: a[::-1, ::-1],  # rotated 180 degrees
+    4: lambda a: a[::-1],  # mirrored top-bottom
+    5: lambda a: a.T,  # transposed
+    6: lambda a: np.rot90(a, -1),  # rotated 90 degrees clockwise
+    7: lambda a: a[::-1, ::-1].T,  # transposed across the other diagonal
+    8: lambda a: np.rot90(a, 1),  # rotated 90 degrees counter-clockwise
+}
 _DATE_LIKE = re.compile(r"(19|20)\d{2}[-_.]?[01]\d[-_.]?[0-3]\d")
 _LONG_NUMBER = re.compile(r"\d{6,}")
 _PHI_WORDS = re.compile(r"(patient|mrn|dob|birth|name|accession|ssn)", re.IGNORECASE)
@@ -109,13 +128,15 @@ def load_radiograph_with_field(
         image float32 (H, W) bone bright, its Geometry, an info dict free of patient identifiers, and the
         radiograph's own area (H, W) float32 (1 inside; 0 on the padding of the standard field and on DICOM pixel
         padding, PixelPaddingValue (0028,0120) / PixelPaddingRangeLimit (0028,0121): pixels that are not image).
+        PNG/JPEG/TIFF are read as a viewer shows them (EXIF/TIFF Orientation applied: info ``exif_orientation``);
+        info ``laterality`` says where the left-right sense comes from (:data:`LATERALITY_ASSUMED` unless a DICOM
+        PatientOrientation states it).
 
     Raises:
-        InputFileError: unreadable or unsupported file, non-radiograph, bad pixels, missing geometry.
+        InputFileError: not a readable file, unsupported file, non-radiograph, bad pixels, missing geometry.
     """
     path = Path(path)
-    if not path.exists():
-        raise InputFileError(path, "file not found")
+    _check_readable_file(path)
     name = path.name.lower()
     if name.endswith(NIFTI_SUFFIXES):
         image, geometry, info = _load_nifti(path)
@@ -123,14 +144,20 @@ def load_radiograph_with_field(
     spacing = _spacing_pair(path, pixel_spacing_mm)
     padding = None
     if name.endswith(RASTER_SUFFIXES):
-        image = _read_raster(path)
-        native, source = _raster_geometry(path, image.shape, standard, sid_mm, spacing)
-        info = {"format": _raster_format(name)}
+        image, orientation = _read_raster(path)
+        native, source = _raster_geometry(path, image.shape, standard, sid_mm, spacing)  # the displayed image's size and pitch
+        info = {"format": _raster_format(name), "laterality": LATERALITY_ASSUMED}
+        if orientation is not None:
+            info["exif_orientation"] = orientation
+            if orientation != 1:
+                info["laterality"] += f" (image as its EXIF Orientation {orientation} displays it)"
     else:
         ds = read_dicom(path)
         native, source = _dicom_geometry(path, ds, sid_mm, spacing)  # from the header: refused before decoding pixels
         image, padding = _dicom_pixels(path, ds)
-        info = {"format": "dicom", "modality": str(ds.get("Modality", "")), "photometric": str(ds.PhotometricInterpretation)}
+        shown = "\\".join(_patient_orientation(ds))  # L\\F (read_dicom refused any other)
+        info = {"format": "dicom", "modality": str(ds.get("Modality", "")), "photometric": str(ds.PhotometricInterpretation),
+                "laterality": f"DICOM PatientOrientation (0020,0020) {shown}" if shown else LATERALITY_ASSUMED}
         if padding is not None:
             if padding.all():
                 raise InputFileError(path, "every pixel is padding (PixelPaddingValue (0028,0120)): no image")
@@ -195,6 +222,7 @@ def read_dicom(path: PathLike, stop_before_pixels: bool = False) -> Dataset:
     ``stop_before_pixels``: pixel data (and other values over 4 KB) are not loaded, only located.
     """
     path = Path(path)
+    _check_readable_file(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pydicom warns on odd values; corruption is judged below
@@ -218,7 +246,9 @@ def iter_radiographs(input_path: PathLike, output_dir: PathLike | None = None) -
     contributes only that image, not its depth/mask/preview), and DICOM files (recognised by the DICM
     preamble, ``.dcm`` files always), one per SOP Instance UID. Hidden files and DICOMDIR are skipped,
     and so are ``output_dir`` and every result folder this bundle wrote (:data:`RESULT_KINDS`), so
-    outputs inside the input folder are never read back as inputs.
+    outputs inside the input folder are never read back as inputs. What cannot be looked into (a folder or
+    file without read permission, a FIFO, socket or device, a broken link) is yielded too, never opened here:
+    reading it fails with its one line (:func:`_check_readable_file`) instead of it being skipped unseen.
 
     Raises:
         InputFileError: ``input_path`` missing, or ``output_dir`` is the input folder itself.
@@ -226,14 +256,14 @@ def iter_radiographs(input_path: PathLike, output_dir: PathLike | None = None) -
     input_path = Path(input_path)
     if output_dir is not None and input_path.is_dir() and Path(output_dir).resolve() == input_path.resolve():
         raise InputFileError(output_dir, "the output folder is the input folder; choose another one (a folder inside it is fine)")
-    if input_path.is_file():
+    if input_path.exists() and not input_path.is_dir():
         yield input_path
         return
     if not input_path.is_dir():
         raise InputFileError(input_path, "input not found")
     skip = Path(output_dir).resolve() if output_dir is not None else None
-    files = []
-    for folder, dirs, names in os.walk(input_path):
+    files: list[Path] = []
+    for folder, dirs, names in os.walk(input_path, onerror=lambda e: files.append(Path(e.filename))):  # unreadable folders too
         here = Path(folder)
         dirs[:] = [d for d in dirs if not d.startswith(".") and (here / d).resolve() != skip and _not_results(here / d)]
         files += [here / n for n in names]
@@ -329,7 +359,8 @@ def _load_nifti(path: Path) -> tuple[np.ndarray, Geometry, dict]:
     if image.shape != (geometry.height, geometry.width):
         raise InputFileError(path, f"image shape {image.shape} does not match geometry.json size (H, W)=({geometry.height}, {geometry.width})")
     _check_pixels(path, image)
-    return image.astype(np.float32), geometry, {"format": "nifti", "geometry_source": {"all": "geometry.json"}, "coverage": 1.0}
+    info = {"format": "nifti", "geometry_source": {"all": "geometry.json"}, "coverage": 1.0, "laterality": LATERALITY_ASSUMED}
+    return image.astype(np.float32), geometry, info
 
 
 # ---------------------------------------------------------------------- PNG / TIFF
@@ -337,17 +368,20 @@ def _raster_format(name: str) -> str:
     return "png" if name.endswith(".png") else "jpeg" if name.endswith((".jpg", ".jpeg")) else "tiff"
 
 
-def _read_raster(path: Path) -> np.ndarray:
-    """Grayscale 8/16-bit PNG/JPEG/TIFF or float (16/32/64-bit) TIFF pixels; RGB(A) accepted only when R == G == B
-    (JPEG: within :data:`JPEG_GREY_TOLERANCE` levels) and alpha opaque."""
+def _read_raster(path: Path) -> tuple[np.ndarray, int | None]:
+    """Grayscale 8/16-bit PNG/JPEG/TIFF or float (16/32/64-bit) TIFF pixels as a viewer displays them, and the EXIF/TIFF
+    Orientation (0x0112) applied to get there (:data:`EXIF_ORIENTATIONS`; None: no valid tag); RGB(A) accepted only
+    when R == G == B (JPEG: within :data:`JPEG_GREY_TOLERANCE` levels) and alpha opaque."""
     from PIL import Image, UnidentifiedImageError
 
     if path.name.lower().endswith((".tif", ".tiff")) and not _pillow_reads(path):
-        return _read_tiff(path)  # float64/float16 and other TIFFs Pillow does not know
+        arr, orientation = _read_tiff(path)  # float64/float16 and other TIFFs Pillow does not know
+        return _displayed(arr, orientation)
     try:
         with Image.open(path) as im:
             _check_size(path, im.size[::-1])
             im.load()
+            orientation = im.getexif().get(EXIF_ORIENTATION_TAG)
             if getattr(im, "n_frames", 1) > 1:
                 raise InputFileError(path, f"multi-page image ({im.n_frames} frames); one radiograph per file")
             mode = im.mode
@@ -369,7 +403,21 @@ def _read_raster(path: Path) -> np.ndarray:
         raise InputFileError(path, f"unsupported image mode {mode}; give an 8/16-bit grayscale radiograph")
     if arr.ndim != 2:
         raise InputFileError(path, f"expected a 2D grayscale image, got shape {arr.shape}")
-    return arr.astype(np.float32)
+    return _displayed(arr.astype(np.float32), orientation)
+
+
+def _displayed(arr: np.ndarray, orientation) -> tuple[np.ndarray, int | None]:
+    """Stored pixels (H, W) turned as EXIF/TIFF Orientation ``orientation`` tells a viewer (a rotation by 90 degrees
+    swaps H and W), and the orientation applied (None when absent or not one of 1..8, which viewers ignore)."""
+    try:
+        orientation = int(orientation)
+    except (TypeError, ValueError):
+        return arr, None
+    if orientation == 1:
+        return arr, 1
+    if orientation not in EXIF_ORIENTATIONS:
+        return arr, None
+    return np.ascontiguousarray(EXIF_ORIENTATIONS[orientation](arr)), orientation
 
 
 def _pillow_reads(path: Path) -> bool:
@@ -382,8 +430,9 @@ def _pillow_reads(path: Path) -> bool:
         return False
 
 
-def _read_tiff(path: Path) -> np.ndarray:
-    """A one-page grayscale TIFF with tifffile (float16/float64 and others Pillow does not read)."""
+def _read_tiff(path: Path) -> tuple[np.ndarray, int | None]:
+    """A one-page grayscale TIFF with tifffile (float16/float64 and others Pillow does not read), stored pixels and its
+    Orientation (0x0112) tag value (None: no tag)."""
     import tifffile
 
     try:
@@ -395,17 +444,20 @@ def _read_tiff(path: Path) -> np.ndarray:
                 raise InputFileError(path, f"expected a 2D grayscale image, got shape {page.shape}")
             _check_size(path, page.shape)
             arr = page.asarray()
+            tag = page.tags.get(EXIF_ORIENTATION_TAG)
+            orientation = None if tag is None else tag.value
     except InputFileError:
         raise
     except Exception as e:  # tifffile raises many types for corrupt files and unsupported compressions
         raise InputFileError(path, f"unreadable or truncated image ({type(e).__name__}: {e})") from None
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise InputFileError(path, f"unsupported pixel type {arr.dtype}; give a grayscale radiograph")
-    return arr.astype(np.float32)
+    return arr.astype(np.float32), orientation
 
 
 def _raster_geometry(path: Path, shape: tuple[int, int], standard: Geometry, sid_mm, spacing) -> tuple[Geometry, dict]:
-    """PNG/TIFF carry no geometry: the standard one when sizes match, else the given pitch (SID default standard)."""
+    """PNG/TIFF carry no geometry: the standard one when sizes match, else the given pitch (SID default standard).
+    ``shape`` and the pitch (su, sv) are the displayed image's (EXIF orientation applied)."""
     h, w = shape
     if spacing is None:
         if (w, h) != standard.image_size:
@@ -443,21 +495,43 @@ def _check_dicom_header(path: Path, ds: Dataset) -> None:
     photometric = str(ds.get("PhotometricInterpretation", ""))
     if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise InputFileError(path, f"colour or unsupported photometric interpretation ({photometric}, {samples} samples/pixel); need MONOCHROME1/2")
+    _check_pixel_data_length(path, ds, frames, samples)
     _check_view(path, ds)
+
+
+def _check_pixel_data_length(path: Path, ds: Dataset, frames: int, samples: int) -> None:
+    """Refuse native (uncompressed) pixel data whose size disagrees with Rows x Columns x frames x samples x
+    BitsAllocated (pydicom would crop or pad it with a warning only, moving the principal point); read from the
+    header, the pixels are not loaded. Compressed data are sized by their codestream (checked when decoded)."""
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if syntax is not None and syntax.is_compressed:
+        return
+    element = ds.get_item("PixelData", keep_deferred=True)
+    length = element.length if isinstance(element, RawDataElement) else len(element.value or b"")
+    try:
+        expected = int(get_expected_length(ds, unit="bytes"))
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return  # a missing BitsAllocated and the like: the decoder names it
+    if length not in (expected, expected + expected % 2):  # odd lengths are padded to even
+        raise InputFileError(
+            path,
+            f"corrupt or undecodable pixel data: PixelData (7FE0,0010) holds {length} bytes, but Rows x Columns x frames x "
+            f"samples ({int(ds.Rows)} x {int(ds.Columns)} x {frames} x {samples}) at BitsAllocated {ds.get('BitsAllocated')} needs {expected}",
+        )
 
 
 def _check_view(path: Path, ds: Dataset) -> None:
     """Refuse what the tags say is not an AP pelvis/hip view in the radiological display: BodyPartExamined of another
     part, ViewPosition other than AP, PatientOrientation other than L\\F (lateral, mirrored or rotated)."""
     body_part = str(ds.get("BodyPartExamined", "") or "").strip().upper()
-    if re.sub(r"[^A-Z]", "", body_part) in OTHER_BODY_PARTS:
+    words = {*re.findall(r"[A-Z]+", body_part), re.sub(r"[^A-Z]", "", body_part)}  # "CHEST PA" and "C-SPINE" both
+    if words & OTHER_BODY_PARTS and not words & PELVIS_BODY_PARTS:
         raise InputFileError(path, f"BodyPartExamined (0018,0015) is {body_part}: not a pelvis/hip radiograph (the model knows AP pelvis views only)")
     view = str(ds.get("ViewPosition", "") or "").strip().upper()
     if view not in AP_VIEW_POSITIONS:
         raise InputFileError(path, f"ViewPosition (0018,5101) is {view}: not an AP view (the model knows AP pelvis views only)")
-    value = ds.get("PatientOrientation") or []
-    orientation = [str(v).strip().upper() for v in (value.split("\\") if isinstance(value, str) else value)]
-    if len(orientation) == 2 and all(orientation):
+    orientation = _patient_orientation(ds)
+    if orientation:
         shown = "\\".join(orientation)
         columns, rows = orientation[0][0], orientation[1][0]  # the main direction of each
         if columns in "AP" or rows in "AP":
@@ -468,6 +542,13 @@ def _check_view(path: Path, ds: Dataset) -> None:
                 f"PatientOrientation (0020,0020) is {shown}: the image is mirrored or rotated; the model needs the radiological "
                 "AP display L\\F (columns toward the patient's left, rows toward the feet)",
             )
+
+
+def _patient_orientation(ds: Dataset) -> list[str]:
+    """PatientOrientation (0020,0020) as [columns, rows] direction codes, upper case; [] unless both are given."""
+    value = ds.get("PatientOrientation") or []
+    orientation = [str(v).strip().upper() for v in (value.split("\\") if isinstance(value, str) else value)]
+    return orientation if len(orientation) == 2 and all(orientation) else []
 
 
 def _dicom_pixels(path: Path, ds: Dataset) -> tuple[np.ndarray, np.ndarray | None]:
@@ -585,7 +666,7 @@ def _dicom_geometry(path: Path, ds: Dataset, sid_mm, spacing) -> tuple[Geometry,
             distance = _tag_number(path, ds, "DistanceSourceToPatient")
             if not (np.isfinite(distance) and distance > 0):
                 raise InputFileError(path, f"DistanceSourceToPatient (0018,1111) must be a positive distance in mm, got {distance:g}")
-            m = _magnification(path, sid / distance, "SID / DistanceSourceToPatient (0018,1111)")
+            m = _magnification(path, magnification(sid, distance), "SID / DistanceSourceToPatient (0018,1111)")
             pitch, source["pixel_spacing_mm"] = ps * m, "PixelSpacing (0028,0030) x SID / DistanceSourceToPatient (0018,1111)"
         else:
             pitch, source["pixel_spacing_mm"] = ps, "PixelSpacing (0028,0030), uncalibrated (detector pitch)"
@@ -624,15 +705,21 @@ def _present(ds: Dataset, keyword: str) -> bool:
 
 
 def _has_dicm_preamble(path: Path) -> bool:
+    """True for a regular file with the DICM preamble, and for what cannot be looked into (not a regular file, no read
+    permission): its reader then reports it. Never opens anything but a regular file (a FIFO would block)."""
     try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            return True
         with open(path, "rb") as f:
             f.seek(128)
             return f.read(4) == b"DICM"
     except OSError:
-        return False
+        return True
 
 
 def _sop_instance_uid(path: Path) -> str | None:
+    if not path.is_file():  # regular files (and links to them) only: reading a FIFO blocks
+        return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a corrupt file is reported when it is read
@@ -642,6 +729,34 @@ def _sop_instance_uid(path: Path) -> str | None:
 
 
 # ---------------------------------------------------------------------- shared checks
+FILE_KINDS = {stat.S_IFIFO: "a named pipe (FIFO)", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
+
+
+def _check_readable_file(path: Path) -> None:
+    """Refuse, before any reader opens it, what is not a readable regular file (links followed): a folder, a FIFO
+    (reading one blocks), socket or device, a broken link, or a file or folder without read permission.
+
+    Raises:
+        InputFileError: naming the file and what it is.
+    """
+    try:
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            with os.scandir(path):
+                pass
+            raise InputFileError(path, "a folder, not a radiograph file")
+        if not stat.S_ISREG(mode):
+            raise InputFileError(path, f"{FILE_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}, not a radiograph file")
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError:
+        raise InputFileError(path, "broken symbolic link" if path.is_symlink() else "file not found") from None
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        problem = f"folder cannot be read ({reason}): its radiographs were not looked for" if path.is_dir() else f"file cannot be read ({reason})"
+        raise InputFileError(path, problem) from None
+
+
 def _geometry(path: Path, sid: float, spacing, size, source: dict) -> Geometry:
     """The input's native geometry, refused (naming where each value came from) outside what radiography rooms use."""
     try:
@@ -652,10 +767,10 @@ def _geometry(path: Path, sid: float, spacing, size, source: dict) -> Geometry:
 
 
 def _magnification(path: Path, factor: float, source: str) -> float:
-    lo, hi = MAGNIFICATION_RANGE
-    if not lo <= factor <= hi:
-        raise InputFileError(path, f"invalid geometry: magnification {factor:g} from {source} outside {lo:g}..{hi:g}")
-    return factor
+    try:
+        return check_magnification(factor, source)
+    except GeometryError as e:
+        raise InputFileError(path, f"invalid geometry: {e}") from None
 
 
 def _argument_number(path: Path, name: str, value) -> float:
@@ -718,20 +833,22 @@ def to_dicom(
 
     The geometry is what :func:`load_radiograph` would use: a NIfTI's geometry.json; for PNG/TIFF the
     given ``pixel_spacing_mm`` / ``sid_mm``, or the ``standard`` one when the size matches. The pixels
-    are not resampled. An existing ``output_path`` is refused unless ``overwrite``.
+    are not resampled (PNG/JPEG/TIFF: as displayed, EXIF orientation applied). An existing ``output_path`` is
+    refused unless ``overwrite``, and the input file itself always.
     """
     input_path, output_path = Path(input_path), Path(output_path)
     standard = standard or Geometry.standard()
+    _check_readable_file(input_path)
+    if output_path.exists() and os.path.samefile(input_path, output_path):  # the same path, a link or a hard link
+        raise InputFileError(output_path, f"the output is the input file {input_path} itself; choose another output file")
     refuse_existing(output_path, overwrite)
-    if not input_path.is_file():
-        raise InputFileError(input_path, "file not found")
     name = input_path.name.lower()
     if name.endswith(NIFTI_SUFFIXES):
         image, native, _ = _load_nifti(input_path)
         if native.principal_point_px != Geometry(native.sid_mm, native.pixel_spacing_mm, native.image_size).principal_point_px:
             raise InputFileError(input_path, f"principal point {list(native.principal_point_px)} is off the image centre; DICOM has no tag for it")
     elif name.endswith(RASTER_SUFFIXES):
-        image = _read_raster(input_path)
+        image, _ = _read_raster(input_path)
         native, _ = _raster_geometry(input_path, image.shape, standard, sid_mm, _spacing_pair(input_path, pixel_spacing_mm))
         _check_pixels(input_path, image)
     else:

@@ -34,11 +34,6 @@ def error_rgba(errors: np.ndarray, max_mm: float = 5.0, cmap: str = "viridis") -
     return rgba
 
 
-def error_colours(errors: np.ndarray, max_mm: float = 5.0, cmap: str = "viridis") -> np.ndarray:
-    """RGBA (V, 4) uint8 vertex colours of :func:`error_rgba` (e.g. for a coloured PLY)."""
-    return (error_rgba(errors, max_mm, cmap) * 255).round().astype(np.uint8)
-
-
 def front_back_extent(depth: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Nearest front-face and farthest back-face depth (H, W) in mm over all bones; NaN where no bone.
 

@@ -30,7 +30,7 @@ class CASILoss(nn.Module):
         lam: weight of the scale-invariance term (0: plain log-RMSE, 1: fully scale invariant).
         per_channel: per (sample, channel) statistics if True, pooled over channels if False.
         eps: numerical floor for logs, denominators and the square root.
-        center_align: apply step 1; ``False`` gives :class:`ScaleInvariantLoss`.
+        center_align: apply step 1; ``False`` gives the plain scale-invariant loss (Eigen et al.).
     """
 
     def __init__(self, lam: float = 0.85, per_channel: bool = True, eps: float = 1e-8, center_align: bool = True):
@@ -46,8 +46,7 @@ class CASILoss(nn.Module):
             raise ValueError(f"pred {tuple(pred.shape)}, target {tuple(target.shape)} and mask {tuple(mask.shape)} must match")
         mask = mask.to(pred.dtype)
         if self.center_align:
-            shift = (mask * (target - pred)).sum(dim=(1, 2, 3), keepdim=True) / (mask.sum(dim=(1, 2, 3), keepdim=True) + self.eps)
-            pred = pred + shift
+            pred = pred + masked_mean_depth(target - pred, mask, self.eps)[:, None, None, None]
         g = (torch.log(torch.relu(pred) + self.eps) - torch.log(torch.relu(target) + self.eps)) * mask
         dims = (2, 3) if self.per_channel else (1, 2, 3)
         count = mask.sum(dim=dims)
@@ -57,13 +56,6 @@ class CASILoss(nn.Module):
         per_group = torch.sqrt(torch.clamp(mean_sq - self.lam * mean * mean, min=self.eps))
         valid = (count > 0).to(pred.dtype)
         return (per_group * valid).sum() / valid.sum().clamp(min=1.0)
-
-
-class ScaleInvariantLoss(CASILoss):
-    """Scale-invariant log-depth loss (Eigen et al.): :class:`CASILoss` without centre alignment."""
-
-    def __init__(self, lam: float = 0.85, per_channel: bool = True, eps: float = 1e-8):
-        super().__init__(lam=lam, per_channel=per_channel, eps=eps, center_align=False)
 
 
 class CentreDepthLoss(nn.Module):

@@ -6,9 +6,11 @@ folder given); the shipped files change only through this deliberate step::
     python -m scripts.release [--model runs/train/model.pt] [--single_face runs/single/model.pt]
         [--ssm runs/ssm/ssm.npz] [--torchscript runs/export/model.ts]
 
-It checks each file (state dicts load with ``weights_only=True``, the shape model reads), copies it
-atomically over its shipped name and records its SHA-256 in ``configs/metadata.json``
-(``shipped_files_sha256``). Loading a listed file whose sum differs is refused with one line.
+It checks each file before it copies any (state dicts load with ``weights_only=True`` and strictly into the
+configured network, the shape model reads, a TorchScript archive computes what the state dict does), stages
+every copy and the new ``configs/metadata.json`` as temporaries, then renames them over the shipped names and
+records their SHA-256 (``shipped_files_sha256``), the metadata last: all or nothing. Loading a listed file whose
+sum differs is refused with one line.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import argparse
 import functools
 import hashlib
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from scripts.io.files import METADATA, MODELS_DIR, InputFileError, PathLike, atomic_path, exits_on_input_error, first_line, read_json
+from scripts.io.files import METADATA, MODELS_DIR, InputFileError, PathLike, _umask, exits_on_input_error, first_line, read_json
 
 SHA_KEY = "shipped_files_sha256"
 SHIPPED = {"model": "model.pt", "single_face": "model_single_face.pt", "ssm": "ssm.npz", "torchscript": "model.ts"}
@@ -67,12 +71,25 @@ def verify_shipped(path: PathLike) -> None:
         )
 
 
-def _check(kind: str, path: Path) -> None:
-    """The file is what its shipped name says (state dict, shape model, TorchScript archive), without running code."""
+def _network(kind: str) -> tuple["torch.nn.Module", tuple[int, int, int]]:
+    """The network a shipped state dict must fit and its input shape (C, H, W): configs/inference.yaml ``network_def``,
+    with ``faces`` 1 for the single-face baseline (as configs/evaluate.yaml builds it)."""
+    from scripts.model.export_onnx import network_from_config
+
+    return network_from_config(overrides={"faces": 1} if kind == "single_face" else None)
+
+
+def _check(kind: str, path: Path, model: Path) -> None:
+    """The file is what its shipped name says: a state dict that loads (strictly) into the configured network, a shape
+    model, or a TorchScript archive whose outputs on a fixed input are those of ``model`` (the state dict released with
+    it, else the shipped one) in that network, within 1e-4 plus 1e-6 relative (float32 rounding of ~950 mm depths).
+    State dicts load with ``weights_only=True``; the TorchScript archive's code runs (a trusted file being shipped)."""
     if not path.is_file():
         raise InputFileError(path, "file not found")
     if kind in ("model", "single_face"):
         import torch
+
+        from scripts.model.checkpoints import load_weights
 
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -80,37 +97,114 @@ def _check(kind: str, path: Path) -> None:
             raise InputFileError(path, f"not a state-dict checkpoint ({first_line(e)})") from None
         if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise InputFileError(path, "not a network state dict (parameter name -> tensor); release the best model (model.pt), not a training checkpoint")
+        try:
+            load_weights(path, _network(kind)[0])
+        except InputFileError as e:
+            faces = " with faces 1 (the single-face baseline)" if kind == "single_face" else ""
+            raise InputFileError(path, f"does not fit configs/inference.yaml network_def{faces}: {e.problem}") from None
     elif kind == "ssm":
         from scripts.reconstruction.ssm import load_shape_models
 
         load_shape_models(path)
     elif kind == "torchscript":
-        from scripts.model.checkpoints import is_torchscript
+        import torch
+
+        from scripts.model.checkpoints import is_torchscript, load_network
 
         if not is_torchscript(path):
             raise InputFileError(path, "not a TorchScript archive")
+        network, shape = _network("model")
+        x = torch.rand(1, *shape, generator=torch.Generator().manual_seed(0))
+        scripted = load_network(path, None, torchscript=True)
+        with torch.inference_mode():
+            want = load_network(model, network)(x)
+            try:
+                got = scripted(x)
+            except Exception as e:  # whatever the archive's code raises
+                raise InputFileError(path, f"fails on the network's input {tuple(x.shape)} ({first_line(e)})") from None
+        same_shape = isinstance(got, torch.Tensor) and got.shape == want.shape
+        if not same_shape or not bool(((got - want).abs() <= 1e-4 + 1e-6 * want.abs()).all()):
+            diff = f"up to {float((got - want).abs().max()):.3g}" if same_shape else "in shape"
+            raise InputFileError(path, f"its outputs differ from {model}'s in configs/inference.yaml network_def ({diff}): not an export of that "
+                                       "model; export it with monai.bundle ckpt_export (docs/deployment.md)")
+
+
+def _unwritten(path: Path, error: OSError) -> InputFileError:
+    return InputFileError(path, f"cannot be written ({type(error).__name__}: {error.strerror or error}); nothing released: "
+                                "models/ and the metadata are as they were")
+
+
+def _stage(content: Path | str, dst: Path, made: list[Path]) -> tuple[Path, Path, Path | None]:
+    """(temporary, ``dst``, backup): a temporary beside ``dst`` holding a copy of the file ``content`` (or the text
+    ``content``) and, when ``dst`` exists, its old file hard-linked (or copied) aside; both listed in ``made``."""
+    fd, name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent)
+    os.close(fd)
+    tmp = Path(name)
+    made.append(tmp)
+    if isinstance(content, Path):
+        shutil.copyfile(content, tmp)
+    else:
+        tmp.write_text(content)
+    tmp.chmod(0o666 & ~_umask())  # mkstemp creates 0600
+    if not dst.exists():
+        return tmp, dst, None
+    backup = Path(f"{tmp}.old")
+    made.append(backup)
+    try:
+        os.link(dst, backup)
+    except OSError:  # a file system without hard links
+        shutil.copy2(dst, backup)
+    return tmp, dst, backup
+
+
+def _install(staged: list[tuple[Path, Path, Path | None]]) -> None:
+    """Rename each staged temporary onto its target, in order; on an ``OSError`` put every replaced target's old
+    file back (a new one is removed) and raise the one line naming the target."""
+    done: list[tuple[Path, Path | None]] = []
+    for tmp, dst, backup in staged:
+        try:
+            os.replace(tmp, dst)
+        except OSError as e:
+            for replaced, old in reversed(done):
+                if old is None:
+                    replaced.unlink(missing_ok=True)
+                else:
+                    os.replace(old, replaced)
+            raise _unwritten(dst, e) from None
+        done.append((dst, backup))
 
 
 def release(files: dict[str, PathLike], metadata: PathLike = METADATA, models_dir: PathLike = MODELS_DIR) -> dict[str, str]:
     """Copy ``{kind: file}`` (kinds of :data:`SHIPPED`) over the shipped names in ``models_dir`` and record
-    their SHA-256 in ``metadata``; returns ``{models/<name>: sha256}``. Every file is checked before any is copied."""
+    their SHA-256 in ``metadata``; returns ``{models/<name>: sha256}``.
+
+    All or nothing: every file is checked (:func:`_check`), and every copy and the new metadata are staged as
+    temporaries beside their targets before any target changes; then they are renamed into place, the metadata
+    last. A failure (e.g. a full disk) raises :class:`InputFileError` and leaves ``models_dir`` and ``metadata`` as they were.
+    """
     files = {k: Path(v) for k, v in files.items() if v is not None}
+    models_dir, metadata = Path(models_dir), Path(metadata)
     for kind, path in files.items():
-        _check(kind, path)
+        _check(kind, path, files.get("model", models_dir / SHIPPED["model"]))
     meta = read_json(metadata)
     sums = dict(meta.get(SHA_KEY) or {})
-    extra = {}
-    for kind, path in files.items():
-        targets = [(path, Path(models_dir) / SHIPPED[kind])]
-        if kind == "ssm" and path.with_suffix(".png").is_file():  # the explained-variance plot beside it
-            targets.append((path.with_suffix(".png"), Path(models_dir) / "ssm.png"))
-        for src, dst in targets:
-            with atomic_path(dst, release=True) as tmp:
-                shutil.copyfile(src, tmp)
-            extra[f"models/{dst.name}"] = sums[f"models/{dst.name}"] = sha256(dst)
-    meta[SHA_KEY] = dict(sorted(sums.items()))
-    with atomic_path(metadata) as tmp:
-        tmp.write_text(json.dumps(meta, indent=4) + "\n")
+    targets = [(path, models_dir / SHIPPED[kind]) for kind, path in files.items()]
+    if "ssm" in files and files["ssm"].with_suffix(".png").is_file():  # the explained-variance plot beside it
+        targets.append((files["ssm"].with_suffix(".png"), models_dir / "ssm.png"))
+    extra = {f"models/{dst.name}": sha256(src) for src, dst in targets}
+    meta[SHA_KEY] = dict(sorted({**sums, **extra}.items()))
+    made: list[Path] = []
+    try:
+        staged = []
+        for content, dst in [*targets, (json.dumps(meta, indent=4) + "\n", metadata)]:
+            try:
+                staged.append(_stage(content, dst, made))
+            except OSError as e:
+                raise _unwritten(dst, e) from None
+        _install(staged)
+    finally:
+        for p in made:
+            p.unlink(missing_ok=True)
     return extra
 
 

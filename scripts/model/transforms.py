@@ -8,7 +8,6 @@ off their rays except the geometry-aware left-right flip, which mirrors the geom
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Hashable, Mapping, Sequence
 
 import numpy as np
@@ -19,7 +18,7 @@ from monai.data import MetaTensor
 from monai.transforms import GaussianSmooth, MapTransform, RandomizableTransform
 
 from scripts.io.files import InputFileError
-from scripts.geometry import Geometry, GeometryError, channel_order, read_geometry
+from scripts.geometry import Geometry, GeometryError, match_bone_channels, read_geometry
 
 
 class LoadGeometryd(MapTransform):
@@ -48,16 +47,12 @@ class LoadGeometryd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             geom = d[key] if isinstance(d[key], Geometry) else read_geometry(d[key])
-            if self.bones is not None and geom.bones != self.bones:
+            if self.bones is not None:
                 try:
-                    order = channel_order(geom.bones, self.bones)
+                    geom, depth, mask = match_bone_channels(geom, self.bones, d.get(self.depth_key), d.get(self.mask_key))
                 except GeometryError as e:
                     raise InputFileError(data[key] if not isinstance(data[key], Geometry) else key, str(e)) from None
-                if self.mask_key in d:
-                    d[self.mask_key] = d[self.mask_key][order]
-                if self.depth_key in d:
-                    d[self.depth_key] = d[self.depth_key][[2 * i + f for i in order for f in (0, 1)]]
-                geom = replace(geom, bones=self.bones)
+                d.update({k: v for k, v in ((self.depth_key, depth), (self.mask_key, mask)) if v is not None})
             if self.image_size is not None and geom.image_size != self.image_size:
                 geom = geom.resized(self.image_size)
             d[key] = geom

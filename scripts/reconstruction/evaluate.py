@@ -31,7 +31,7 @@ import math
 import multiprocessing
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -42,8 +42,8 @@ from skimage.measure import marching_cubes
 from tqdm import tqdm
 
 from scripts.io.files import InputFileError, PathLike, atomic_dir, atomic_path, check_replaceable, read_depth_and_mask, read_json, read_nifti, write_json
-from scripts.geometry import Geometry, GeometryError, apply_transform, channel_order, read_geometry
-from scripts.reconstruction.reconstruct import DepthPrediction, Reconstructor, oracle_prediction
+from scripts.geometry import Geometry, GeometryError, apply_transform, match_bone_channels, read_geometry
+from scripts.reconstruction.reconstruct import DepthPrediction, Reconstructor, mean_masked_depth, oracle_prediction, true_face_mask
 from scripts.io.report import save_error_map, save_metric_bars
 from scripts.reconstruction.ssm import read_mesh
 from scripts.reconstruction.surface_metrics import ReferenceSurface, vertex_errors, volume_extent_planes
@@ -132,13 +132,11 @@ def load_sample(entry: Mapping, dataset_dir: PathLike, image_size: Sequence[int]
     b = len(geometry.bones)
     if image.shape != (geometry.height, geometry.width) or depth.shape != (2 * b, *image.shape) or mask.shape != (b, *image.shape):
         raise InputFileError(entry["image"], f"image {image.shape}, depth {depth.shape}, mask {mask.shape} disagree with geometry {geometry.image_size} and {b} bones")
-    if bones is not None and tuple(bones) != geometry.bones:
+    if bones is not None:
         try:
-            order = channel_order(geometry.bones, bones)
+            geometry, depth, mask = match_bone_channels(geometry, bones, depth, mask)
         except GeometryError as e:
             raise InputFileError(entry["geometry"], str(e)) from None
-        depth, mask = depth[[2 * i + f for i in order for f in (0, 1)]], mask[order]
-        geometry = replace(geometry, bones=tuple(bones))
     meshes = truth_meshes(entry, dataset_dir, geometry)
     notes_file = Path(entry["geometry"]).parent / "sample.json"
     notes = read_json(notes_file) if notes_file.exists() else {}
@@ -160,17 +158,6 @@ def resized_truth(depth: np.ndarray, mask: np.ndarray, image_size: Sequence[int]
         return depth, mask
     r = ResizeDepthd(spatial_size=(image_size[1], image_size[0]))({"depth": torch.as_tensor(depth), "mask": torch.as_tensor(mask)})
     return r["depth"].numpy(), r["mask"].numpy().astype(bool)
-
-
-def true_face_mask(depth: np.ndarray, mask: np.ndarray, faces: int) -> np.ndarray:
-    """(faces*B, H, W) validity of true depth (2B, H, W) channels given masks (B, H, W) (front only when faces=1)."""
-    depth = depth if faces == 2 else depth[0::2]
-    return np.repeat(mask, faces, axis=0) & (depth > 0)
-
-
-def mean_masked_depth(depth: np.ndarray, valid: np.ndarray) -> float:
-    """Mean depth (mm) over valid pixels (NaN when none)."""
-    return float(depth[valid].mean()) if valid.any() else float("nan")
 
 
 def sample_mean_depths(entry: Mapping) -> dict[int, float]:

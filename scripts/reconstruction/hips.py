@@ -14,7 +14,8 @@ from typing import Mapping
 
 import numpy as np
 
-from scripts.data.real_anatomy import fit_sphere
+from scripts.geometry import magnification
+from scripts.shape_maths import fit_sphere, refit_sphere_shell
 
 MEDIAL_X = {"femur_left": 1.0, "femur_right": -1.0}  # sign of RAS x toward the body's midline (+x: patient right)
 HEAD_SEED_RADIUS_MM = 30.0  # first sphere: the femur's vertices this near its superomedial extreme
@@ -30,14 +31,7 @@ def femoral_head_vertices(vertices_ras: np.ndarray, bone: str, iterations: int =
     vertices within :data:`HEAD_SHELL_MM` of it until the set settles."""
     v = np.asarray(vertices_ras, dtype=np.float64)
     seed = v[np.argmax(v[:, 2] + MEDIAL_X[bone] * v[:, 0])]
-    head = np.flatnonzero(np.linalg.norm(v - seed, axis=1) < HEAD_SEED_RADIUS_MM)
-    for _ in range(iterations):
-        centre, radius = fit_sphere(v[head])
-        chosen = np.flatnonzero(np.abs(np.linalg.norm(v - centre, axis=1) - radius) < HEAD_SHELL_MM)
-        if np.array_equal(chosen, head):
-            break
-        head = chosen
-    return head
+    return refit_sphere_shell(v, np.flatnonzero(np.linalg.norm(v - seed, axis=1) < HEAD_SEED_RADIUS_MM), HEAD_SHELL_MM, iterations)[0]
 
 
 def head_spheres(vertices: Mapping[str, np.ndarray], head_vertices: Mapping[str, np.ndarray]) -> dict[str, tuple[np.ndarray, float]]:
@@ -52,4 +46,4 @@ def hip_plane(head_centres: Mapping[str, np.ndarray], sid_mm: float) -> dict | N
     if not head_centres:
         return None
     depth = float(np.mean([np.asarray(c)[2] for c in head_centres.values()]))
-    return {"depth_mm": depth, "magnification": float(sid_mm) / depth, "femurs": sorted(head_centres)}
+    return {"depth_mm": depth, "magnification": magnification(float(sid_mm), depth), "femurs": sorted(head_centres)}

@@ -41,6 +41,19 @@ def largest_part(mask: np.ndarray) -> np.ndarray:
     return labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
 
 
+def side_fractions(mask: np.ndarray, bones: Sequence[str], midline_u: float) -> dict[str, float]:
+    """Per found bone of a mask (B, H, W) (channels named by ``bones``), the fraction of its pixels on its side of
+    the image column ``midline_u`` (px): femur_left at larger u (image columns run toward the patient's left),
+    femur_right at smaller u; any other bone (the pelvis spans both) the smaller of its two fractions (0.5: balanced)."""
+    out = {}
+    for b, bone in enumerate(bones):
+        u = np.nonzero(mask[b])[1]
+        if u.size:
+            left, right = float(np.mean(u > midline_u)), float(np.mean(u < midline_u))
+            out[bone] = left if bone == "femur_left" else right if bone == "femur_right" else min(left, right)
+    return out
+
+
 def plausibility(
     mask: np.ndarray,
     depth: np.ndarray,
@@ -87,12 +100,10 @@ def plausibility(
             check(f"{bone} width", np.ptp(x), f"{lo:g}..{hi:g} mm", lo <= np.ptp(x) <= hi)
         if bone in fit_rms_mm:
             check(f"{bone} shape-model fit", fit_rms_mm[bone], f"<= {max_ssm_rms_mm:g} mm RMS", fit_rms_mm[bone] <= max_ssm_rms_mm)
-    midline = centroid["pelvis"][0] if "pelvis" in centroid else geometry.principal_point_px[0]
-    for bone, sign in (("femur_left", 1.0), ("femur_right", -1.0)):  # +u: toward the patient's left
-        if bone in centroid:
-            u = np.nonzero(mask[geometry.bones.index(bone)])[1]
-            side = float(np.mean(sign * (u - midline) > 0))
-            check(f"{bone} side", side, f">= {min_side_fraction:g} of the mask on the patient's {bone.split('_')[1]} of the pelvis centre", side >= min_side_fraction)
+    sides = side_fractions(mask, geometry.bones, centroid["pelvis"][0] if "pelvis" in centroid else geometry.principal_point_px[0])
+    for bone in ("femur_left", "femur_right"):
+        if bone in sides:
+            check(f"{bone} side", sides[bone], f">= {min_side_fraction:g} of the mask on the patient's {bone.split('_')[1]} of the pelvis centre", sides[bone] >= min_side_fraction)
     if {"pelvis", "femur_left", "femur_right"} <= set(centroid):
         (pu, pv), (lu, lv), (ru, rv) = centroid["pelvis"], centroid["femur_left"], centroid["femur_right"]
         check("pelvis above the femurs", min(lv, rv) - pv, "> 0 px (pelvis centroid row above both femurs')", pv < min(lv, rv))

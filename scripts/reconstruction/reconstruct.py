@@ -35,8 +35,9 @@ from tqdm import tqdm
 
 from scripts import BUNDLE_ROOT
 from scripts.model.checkpoints import load_network
-from scripts.config_flags import as_device, as_shard
-from scripts.io.files import InputFileError, PathLike, atomic_dir, check_replaceable, find_partials, refuse_models_dir, remove_partials, write_depth_and_mask, write_json, write_ply
+from scripts.config_flags import as_count, as_device, as_shard
+from scripts.io.files import (InputFileError, PathLike, atomic_dir, check_output_dir, check_own_output, check_replaceable, find_partials, refuse_models_dir, remove_partials,
+                               write_depth_and_mask, write_json, write_ply)
 from scripts.geometry import BONES, Geometry, GeometryError
 from scripts.reconstruction.hips import MEDIAL_X, femoral_head_vertices, head_spheres, hip_plane
 from scripts.reconstruction.meshing import dual_face_mesh, front_face_mesh, masked_points
@@ -93,14 +94,24 @@ class DepthPrediction:
         return (np.where(np.repeat(self.mask, self.faces, axis=0), shifted, 0.0) if masked else shifted).astype(np.float32)
 
 
-def oracle_prediction(depth: np.ndarray, mask: np.ndarray, geometry: Geometry, faces: int = 2) -> DepthPrediction:
-    """A 'perfect network': true depth (2B, H, W) mm and mask (B, H, W); centre = the true mean masked depth."""
-    depth = np.asarray(depth, dtype=np.float32)
+def true_face_mask(depth: np.ndarray, mask: np.ndarray, faces: int) -> np.ndarray:
+    """(faces*B, H, W) validity of true depth (2B, H, W) channels given masks (B, H, W) (front only when faces=1)."""
     depth = depth if faces == 2 else depth[0::2]
-    mask = np.asarray(mask, dtype=np.float32)
-    valid = np.repeat(mask, faces, axis=0) * (depth > 0)
-    centre = float((depth * valid).sum() / max(valid.sum(), 1.0))
-    return DepthPrediction(depth * valid, mask, centre, geometry)
+    return np.repeat(mask, faces, axis=0) & (depth > 0)
+
+
+def mean_masked_depth(depth: np.ndarray, valid: np.ndarray) -> float:
+    """Mean depth (mm) over valid pixels (NaN when none)."""
+    return float(depth[valid].mean()) if valid.any() else float("nan")
+
+
+def oracle_prediction(depth: np.ndarray, mask: np.ndarray, geometry: Geometry, faces: int = 2) -> DepthPrediction:
+    """A 'perfect network': true depth (2B, H, W) mm and mask (B, H, W); centre = the true mean masked depth
+    (NaN when the masks are empty)."""
+    depth = np.asarray(depth, dtype=np.float32)
+    valid = true_face_mask(depth, np.asarray(mask, dtype=bool), faces)
+    depth = np.where(valid, depth if faces == 2 else depth[0::2], np.float32(0.0))
+    return DepthPrediction(depth, np.asarray(mask, dtype=np.float32), mean_masked_depth(depth, valid), geometry)
 
 
 # ---------------------------------------------------------------------- surfaces
@@ -387,7 +398,7 @@ class Reconstructor:
         points, facing = bone_points(depth, mask, geom)
         fits = complete_surfaces(points, self.shape_models, geom, masks, self.field_margin_mm, facing=facing, **self.fit_kwargs) if complete else {}
         t2 = time.perf_counter()
-        centre = float(depth[np.repeat(mask, prediction.faces, axis=0)].mean()) if mask.any() else float("nan")
+        centre = mean_masked_depth(depth, np.repeat(mask, prediction.faces, axis=0))
         score = plausibility(mask, depth, geom, {b: f.rms_mm for b, f in fits.items()}, **self.plausibility_kwargs)
         heads = head_spheres({b: f.vertices for b, f in fits.items()}, self.head_vertices)
         return Reconstruction(geom, depth, mask, centre, surfaces, fits, {"meshing": t1 - t0, "ssm": t2 - t1}, score, heads)
@@ -437,6 +448,7 @@ def write_reconstruction(
             "input_format": info.get("format"),
             "geometry_source": info.get("geometry_source"),
             "coverage": info.get("coverage"),
+            "laterality": info.get("laterality"),
             "frame": FRAME,
             "geometry": geom.to_dict(),
             "faces": faces,
@@ -496,7 +508,8 @@ class RadiographInput:
 
 class RadiographReader(torch.utils.data.Dataset):
     """Dataset of input files -> :class:`RadiographInput`: output name, skip check (an existing folder that is not
-    this input's reconstruction fails the input, :func:`scripts.io.files.check_replaceable`), reading and
+    this input's reconstruction, or one to be replaced holding files it did not write, fails the input:
+    :func:`scripts.io.files.check_replaceable`), reading and
     resampling into the standard geometry (:func:`scripts.io.radiograph_io.load_radiograph`), the radiograph's
     own area and the network's preprocessing (:func:`network_input`). Bad input becomes a "failed" item, so
     DataLoader workers never raise. ``input_root``: the input folder output names are relative to (None: a file)."""
@@ -519,8 +532,9 @@ class RadiographReader(torch.utils.data.Dataset):
             header = _dicom_header(path)
             name, source = output_name(path, header, self.input_root), input_key(path, header)
             target = self.output_dir / name
-            if check_replaceable(target, RESULT_KIND, source) and not self.overwrite and (target / "result.json").exists():
+            if check_own_output(target, RESULT_KIND, source) and not self.overwrite and (target / "result.json").exists():
                 return RadiographInput(path, "skipped", name, source)
+            check_replaceable(target, RESULT_KIND, source)  # to be replaced: a user's file inside fails this input before any work
             image, geometry, info, fov = load_radiograph_with_field(path, self.standard, self.sid_mm, self.pixel_spacing_mm)
             x, net_geometry, inside = network_input(image, geometry, self.preprocessing, self.image_size, self.bones, fov)
         except InputFileError as e:
@@ -587,7 +601,8 @@ class ReconstructionRunner:
         self.input_dir, self.output_dir = Path(input_dir), Path(output_dir)
         self.standard_geometry = standard_geometry
         self.sid_mm, self.pixel_spacing_mm, self.overwrite = sid_mm, pixel_spacing_mm, bool(overwrite)
-        self.report, self.batch_size, self.num_workers, self.writers = bool(report), max(1, int(batch_size)), max(0, int(num_workers)), max(0, int(writers))
+        self.report, self.batch_size = bool(report), as_count(batch_size, "batch_size", 1)
+        self.num_workers, self.writers = as_count(num_workers, "num_workers"), as_count(writers, "writers")
         self.shard = shard
         self._claimed: dict[str, Path] = {}  # output name -> the input that has it in this run
 
@@ -639,6 +654,7 @@ class ReconstructionRunner:
         """Process all inputs; returns {"done", "skipped", "failed"} lists, or exits 1 after all if any failed."""
         try:
             refuse_models_dir(self.output_dir, "output_dir")
+            check_output_dir(self.output_dir, "--output_dir")
             _ = self.standard
             self.reconstructor.load()
             inputs = self.inputs()

@@ -38,6 +38,7 @@ from scripts.data.llp26 import NOTICE as LLP26_NOTICE
 from scripts.model.release import verify_shipped
 from scripts.geometry import BONES, STANDARD_AP_ROTATION, Geometry, apply_transform
 from scripts.reconstruction.surface_metrics import point_to_surface
+from scripts.shape_maths import generalized_procrustes
 
 MODEL_KEYS = ("mean", "faces", "modes", "variances")
 
@@ -130,33 +131,6 @@ def load_shape_models(path: PathLike) -> tuple[dict[str, ShapeModel], dict]:
 
 
 # ---------------------------------------------------------------------- building
-def _align(a: np.ndarray, b: np.ndarray, scale: bool) -> np.ndarray:
-    """``a`` (V, 3) moved onto ``b`` by the least-squares rigid (or similarity) transform."""
-    return apply_transform(trimesh.registration.procrustes(a, b, reflection=False, scale=scale, return_cost=False), a)
-
-
-def generalized_procrustes(shapes: np.ndarray, scale: bool = False, max_iter: int = 50, tol_mm: float = 1e-6) -> np.ndarray:
-    """Align shapes (n, V, 3) in correspondence to their common mean (rigid, or similarity when ``scale``).
-
-    The gauge is fixed by the first shape: the mean stays aligned to it and, with ``scale``, keeps
-    the average centroid size of the input, so the result stays in mm. Returns the aligned (n, V, 3).
-    """
-    shapes = np.asarray(shapes, dtype=np.float64)
-    aligned = shapes - shapes.mean(1, keepdims=True)
-    size = np.linalg.norm(aligned, axis=(1, 2)).mean()
-    reference = mean = aligned[0]
-    for _ in range(max_iter):
-        aligned = np.stack([_align(s, mean, scale) for s in aligned])
-        new = _align(aligned.mean(0), reference, scale=False)
-        if scale:
-            new *= size / np.linalg.norm(new - new.mean(0))
-        change = np.abs(new - mean).max()
-        mean = new
-        if change < tol_mm:
-            break
-    return aligned
-
-
 def build_shape_model(shapes: np.ndarray, faces: np.ndarray, variance: float = 0.98, scale: bool = False) -> ShapeModel:
     """PCA model from shapes (n, V, 3) in correspondence (mm) sharing ``faces``.
 
