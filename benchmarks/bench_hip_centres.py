@@ -33,7 +33,7 @@ from scripts.io.files import write_json  # noqa: E402
 from scripts.model.training import load_datalist  # noqa: E402
 from scripts.reconstruction.evaluate import Sample, load_sample  # noqa: E402
 from scripts.reconstruction.hips import MEDIAL_X, femoral_head_vertices, head_spheres, hip_plane  # noqa: E402
-from scripts.reconstruction.reconstruct import build_reconstructor, mean_masked_depth, true_face_mask  # noqa: E402
+from scripts.reconstruction.reconstruct import Reconstructor, build_reconstructor, mean_masked_depth, true_face_mask  # noqa: E402
 
 SHIFTS = ("estimated", "oracle")
 # mean absolute hip-plane magnification error of clinical calibration, %, on 57 post-operative radiographs
@@ -47,7 +47,7 @@ def true_heads(sample: Sample) -> dict[str, tuple[np.ndarray, float]]:
     return head_spheres(vertices, {b: femoral_head_vertices(sample.geometry.camera_to_world_points(v), b) for b, v in vertices.items()})
 
 
-def score_sample(sample: Sample, recon) -> dict:
+def score_sample(sample: Sample, recon: Reconstructor) -> dict:
     """Head-centre and hip-plane errors of one sample for each shift (mm, %)."""
     truth = true_heads(sample)
     true_plane = hip_plane({b: c for b, (c, _) in truth.items()}, sample.geometry.sid_mm)

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from scripts.geometry import Geometry  # noqa: E402
 from scripts.io.radiograph_io import load_radiograph_with_field  # noqa: E402
 from scripts.io.files import read_depth_and_mask  # noqa: E402
-from scripts.reconstruction.reconstruct import build_reconstructor, bundle_config, oracle_prediction  # noqa: E402
+from scripts.reconstruction.reconstruct import Reconstructor, build_reconstructor, bundle_config, oracle_prediction  # noqa: E402
 
 
 def make_inputs(tmp: Path) -> tuple[Path, Path]:
@@ -44,7 +44,7 @@ def make_inputs(tmp: Path) -> tuple[Path, Path]:
     return sorted((tmp / "sim").glob("*/image.nii.gz"))[0], tmp / "ssm.npz"
 
 
-def time_runs(recon, image_path: Path, repeats: int, oracle: bool) -> dict[str, dict[str, list[float]]]:
+def time_runs(recon: Reconstructor, image_path: Path, repeats: int, oracle: bool) -> dict[str, dict[str, list[float]]]:
     """Per setting ("without SSM", "with SSM"): seconds of each step and the total, over ``repeats`` (after one warm-up)."""
     standard = Geometry.standard()
     times: dict[str, dict[str, list[float]]] = {}

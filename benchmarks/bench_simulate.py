@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from scripts.data.depth_maps import bone_grids, depth_maps  # noqa: E402
-from scripts.data.drr import MM_TO_CM, line_integrals, material_volumes  # noqa: E402
+from scripts.data.drr import areal_densities, material_volumes  # noqa: E402
 from scripts.geometry import read_standard_geometry, standard_ap_pose  # noqa: E402
 from scripts.data.radiograph_style import style_radiograph  # noqa: E402
 from scripts.data.simulate import load_config  # noqa: E402
@@ -40,7 +41,7 @@ from scripts.data.volumes import Volume, bones_center, read_ct, read_labels  # n
 REAL_CT_DIR = (shared_data_dir() or Path("/nonexistent")) / "real_ct"
 
 
-def best_of(fn, repeats: int, device: torch.device) -> float:
+def best_of(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
     """Minimum wall time (s) of ``repeats`` calls (GPU work finished): the machine is shared, the minimum is the least disturbed."""
     times = []
     for _ in range(repeats):
@@ -52,7 +53,7 @@ def best_of(fn, repeats: int, device: torch.device) -> float:
     return min(times)
 
 
-def bench(name: str, ct: Volume, labels, repeats: int, device: torch.device) -> None:
+def bench(name: str, ct: Volume, labels: np.ndarray, repeats: int, device: torch.device) -> None:
     cfg = load_config()
     g, source_to_object_mm = read_standard_geometry()
     geom = g.with_pose(standard_ap_pose(bones_center(Volume(labels, ct.affine)), source_to_object_mm, [3, -4, 5], [5, 5, 10]))
@@ -64,12 +65,11 @@ def bench(name: str, ct: Volume, labels, repeats: int, device: torch.device) -> 
         return mu, affine, bone_grids(labels, g.bones, device=device)
 
     mu, affine, grids = prepare()
-    step = cfg["drr"]["step_voxels"] * float(np.linalg.norm(affine[:3, :3], axis=0).min())
-    line_integrals(mu, affine, geom, step)  # warm-up
-    t_drr = best_of(lambda: line_integrals(mu, affine, geom, step), repeats, device)
+    step_drr = cfg["drr"]["step_voxels"]
+    areal = areal_densities(mu, affine, geom, step_drr)  # warm-up
+    t_drr = best_of(lambda: areal_densities(mu, affine, geom, step_drr), repeats, device)
     t_depth = best_of(lambda: depth_maps(labels, ct.affine, geom, step_voxels=step_depth, device=device, grids=grids), repeats, device)
     t_prep = best_of(prepare, repeats, device)
-    areal = line_integrals(mu, affine, geom, step) * MM_TO_CM
     masks = depth_maps(labels, ct.affine, geom, step_voxels=step_depth, device=device, grids=grids)[1]
     options = {k: (1.0 if k.endswith("_prob") and k not in ("shutter_white_prob", "anode_up_prob", "portrait_prob", "monochrome1_prob") else v)
                for k, v in cfg["style"].items()}

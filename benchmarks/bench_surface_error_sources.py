@@ -47,7 +47,7 @@ from scripts.shape_maths import kabsch, rotation_about  # noqa: E402
 from scripts.io.files import read_json  # noqa: E402
 from scripts.model.training import load_datalist  # noqa: E402
 from scripts.reconstruction.evaluate import load_sample  # noqa: E402
-from scripts.reconstruction.reconstruct import build_reconstructor  # noqa: E402
+from scripts.reconstruction.reconstruct import Reconstructor, build_reconstructor  # noqa: E402
 from scripts.reconstruction.surface_metrics import ReferenceSurface, inside_planes  # noqa: E402
 
 MEAN_ANGLE_DEG = {"pelvis": 0.0, "femur_left": 3.5, "femur_right": 3.5}  # cohort means of tilt and flexion (sample_pose)
@@ -93,7 +93,7 @@ def joint_pose(truth: np.ndarray, params: dict, bone: str) -> tuple[np.ndarray, 
     return head, np.linalg.norm(truth - head, axis=1) < HEAD_RADIUS_MM, float(params[bone]["flexion_deg"]), 1.0
 
 
-def sample_rows(entry: dict, dataset_dir: Path, rec) -> list[dict]:
+def sample_rows(entry: dict, dataset_dir: Path, rec: Reconstructor) -> list[dict]:
     """One row per bone of one radiograph: ASSD (mm) per correction, floor, true and predicted-minus-true angle."""
     s = load_sample(entry, dataset_dir)
     params = read_json(Path(dataset_dir, entry["meshes"]["pelvis"]).parent.parent / "params.json")

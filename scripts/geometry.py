@@ -479,6 +479,11 @@ def apply_transform(matrix: np.ndarray, points: ArrayLike) -> ArrayLike:
     return np.asarray(points) @ m[:3, :3].T + m[:3, 3]
 
 
+def voxel_spacing(affine: np.ndarray) -> np.ndarray:
+    """Voxel size (3,) mm along i, j, k of a 4x4 voxel-to-world affine (the lengths of its first three columns)."""
+    return np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+
+
 def camera_to_world_directions(world_to_camera: np.ndarray, directions_cam: ArrayLike) -> ArrayLike:
     """Camera-frame directions (..., 3) -> RAS world directions (..., 3) under the 4x4 world-to-camera
     transform (its inverse's rotation, no translation); e.g. ``(0, 0, 1)``: the central ray's direction."""

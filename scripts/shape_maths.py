@@ -83,6 +83,14 @@ def rotation_about(axis: np.ndarray, angle_rad: float) -> np.ndarray:
     return np.eye(3) + math.sin(angle_rad) * k + (1 - math.cos(angle_rad)) * k @ k
 
 
+def rotate_points_about(points: np.ndarray, centre: np.ndarray, axis: np.ndarray, angles_rad: np.ndarray) -> np.ndarray:
+    """Points (N, 3) mm turned about the line through ``centre`` (3,) mm along the unit ``axis`` by per-point
+    angles (N,) radians (right hand; Rodrigues), e.g. a rotation blended in along a bone."""
+    r = points - centre
+    c, s = np.cos(angles_rad)[:, None], np.sin(angles_rad)[:, None]
+    return centre + r * c + np.cross(axis, r) * s + axis * (r @ axis)[:, None] * (1 - c)
+
+
 # ---------------------------------------------------------------------- alignment
 def kabsch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Rotation (3, 3) best mapping centred ``a`` onto centred ``b`` (N, 3)."""

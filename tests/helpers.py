@@ -1,4 +1,5 @@
-"""Helpers shared by several test files: tiny data sets, DICOM radiographs and bundle workflow runs.
+"""Helpers shared by several test files: tiny data sets and checkpoints, DICOM radiographs, analytic ellipsoid
+depth maps, bundle workflow runs and checks of their outputs.
 
 Everything here makes its own small data (nothing is downloaded); truth is analytic or comes from
 the simulator's meshes.
@@ -12,8 +13,10 @@ import socket
 import sys
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
+import trimesh
 from monai.bundle import ConfigWorkflow
 from monai.bundle import run as bundle_run
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -27,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FEATURES = [4, 4, 8, 8, 16, 4]  # a tiny DualFaceDepthNet
 FAST_FIT = {"n_iterations": 6, "n_rigid_iterations": 3, "max_points": 400}  # a quick shape-model fit
 STD = Geometry(sid_mm=1000.0, pixel_spacing_mm=(2.0, 2.0), image_size=(64, 64))  # standard geometry of the radiograph tests
+GEOM = Geometry(sid_mm=1100.0, pixel_spacing_mm=(6.25, 6.25), image_size=(64, 64))  # the standard 400 mm field at 64 x 64
 # camera-frame sphere centres (mm) and radii per bone; camera +x = patient left
 SPHERES = {"pelvis": ((0.0, -30.0, 950.0), 70.0), "femur_left": ((75.0, 60.0, 965.0), 30.0), "femur_right": ((-70.0, 65.0, 960.0), 24.0)}
 
@@ -163,14 +167,51 @@ def assert_rigid(matrix: np.ndarray, atol: float = 1e-6) -> None:
 
 
 # ---------------------------------------------------------------------- analytic sphere 'bones'
-def sphere_depths(geom: Geometry, centre: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """Analytic front/back ray-sphere intersection distances (mm), 0 where the ray misses: (H, W) each."""
-    d = geom.ray_directions(dtype=torch.float64).numpy()
-    b = d @ centre
-    disc = b * b - centre @ centre + radius * radius
+def ellipsoid_depths(geom: Geometry, centre, radii, world: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Analytic front/back distances (mm) from the source along the pixel rays to an ellipsoid (centre and semi-axes
+    ``radii`` in mm, axes along the frame's; equal radii: a sphere), 0 where the ray misses, and the hit mask: (H, W)
+    each. Camera frame, or with ``world`` the posed geometry's world (RAS mm) rays."""
+    if world:
+        origin, d = (a.numpy() for a in geom.world_rays(dtype=torch.float64))
+    else:
+        origin, d = np.zeros(3), geom.ray_directions(dtype=torch.float64).numpy()
+    d = d / np.asarray(radii, dtype=np.float64)
+    c = (np.asarray(centre, dtype=np.float64) - origin) / np.asarray(radii, dtype=np.float64)
+    a, b, cc = (d * d).sum(-1), d @ c, c @ c - 1.0
+    disc = b * b - a * cc
     hit = disc > 0
-    root = np.sqrt(np.where(hit, disc, 0.0))
-    return np.where(hit, b - root, 0.0), np.where(hit, b + root, 0.0)
+    root = np.sqrt(np.clip(disc, 0, None))
+    return np.where(hit, (b - root) / a, 0.0), np.where(hit, (b + root) / a, 0.0), hit
+
+
+class SphereNet(torch.nn.Module):
+    """A 'network' whose pelvis maps are those of a sphere (analytic ray-sphere hits); femurs absent."""
+
+    def __init__(self, front: torch.Tensor, back: torch.Tensor, inside: torch.Tensor, centre_mm: float):
+        super().__init__()
+        off = torch.full_like(front, 950.0)
+        logits = torch.where(inside, 30.0, -30.0)
+        maps = torch.stack([front, back, off, off, off, off, logits, torch.full_like(front, -30.0), torch.full_like(front, -30.0),
+                            torch.full_like(front, centre_mm)])
+        self.register_buffer("maps", maps[None].float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maps.expand(x.shape[0], -1, -1, -1)
+
+
+def sphere_model_file(path: Path, geometry: Geometry, centre, radius: float) -> None:
+    """TorchScript :class:`SphereNet` of the sphere (camera frame, mm) seen in ``geometry`` resized to the network size
+    (``image_size`` of configs/inference.yaml); pixels whose chord is under 2 mm (the grazing rim) are left out."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(ROOT / "configs" / "inference.yaml"))
+    size = int(parser["image_size"])
+    front, back, hit = (torch.as_tensor(a) for a in ellipsoid_depths(geometry.resized((size, size)), centre, (radius,) * 3))
+    inside = hit & (back - front > 2.0)
+    front, back = torch.where(inside, front, 0.0), torch.where(inside, back, 0.0)
+    centre_mm = float(torch.cat([front[inside], back[inside]]).mean())
+    torch.jit.save(torch.jit.script(SphereNet(front, back, inside, centre_mm)), str(path))
 
 
 def write_sphere_dataset(root: Path, n_cases: int = 2, size: int = 64, seed: int = 0) -> dict[str, dict]:
@@ -183,9 +224,9 @@ def write_sphere_dataset(root: Path, n_cases: int = 2, size: int = 64, seed: int
         geom = Geometry.standard().resized((size, size)).with_pose(standard_ap_pose((0.0, 0.0, 0.0), 950.0))
         depth, mask = [], []
         for centre, radius in spheres.values():
-            front, back = sphere_depths(geom, centre, radius)
+            front, back, hit = ellipsoid_depths(geom, centre, (radius,) * 3)
             depth += [front, back]
-            mask.append(back > 0)
+            mask.append(hit)
         depth = np.stack(depth, -1).astype(np.float32)
         mask = np.stack(mask, -1).astype(np.uint8)
         image = (0.02 * (depth[..., 1::2] - depth[..., 0::2]).sum(-1)).astype(np.float32)  # bone-bright line integral
@@ -219,6 +260,49 @@ def make_dataset(root: Path) -> Path:
                                                 "test": [e for e in entries if e["case"] == "case_0001"]})
     models, meta = build_from_cases(root / "cohort")
     save_shape_models(root / "ssm.npz", models, meta)
-    torch.manual_seed(0)
-    torch.save(DualFaceDepthNet(features=FEATURES).state_dict(), root / "model.pt")
+    tiny_checkpoint(root / "model.pt")
     return root / "sim"
+
+
+def tiny_checkpoint(path: Path, seed: int = 0, features: list[int] = FEATURES, faces: int = 2) -> Path:
+    """State dict of an untrained DualFaceDepthNet (tiny :data:`FEATURES` unless given) made after
+    ``torch.manual_seed(seed)``, saved at ``path``; returns ``path``."""
+    torch.manual_seed(seed)
+    torch.save(DualFaceDepthNet(features=features, faces=faces).state_dict(), path)
+    return path
+
+
+# ---------------------------------------------------------------------- outputs, files and stderr
+def assert_complete(case_dir: Path, report: bool = True) -> dict:
+    """Assert one inference output is whole: depth (64, 64, 6) finite, mask, result.json, non-empty PLY surfaces and
+    (``report``) a whole report.png; returns result.json."""
+    expected = {"depth.nii.gz", "mask.nii.gz", "result.json"} | ({"report.png"} if report else set())
+    assert expected <= {p.name for p in case_dir.iterdir()}, case_dir
+    depth = nib.load(str(case_dir / "depth.nii.gz")).get_fdata()
+    assert depth.shape == (64, 64, 6) and np.isfinite(depth).all()
+    for ply in case_dir.glob("*.ply"):
+        assert len(trimesh.load(str(ply), process=False).faces) > 0
+    if report:
+        assert (case_dir / "report.png").read_bytes()[-8:-4] == b"IEND"  # a whole PNG
+    return json.loads((case_dir / "result.json").read_text())
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """{relative path: bytes} of every file under ``root``: compared before and after a run."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def error_lines(err: str, needle: str | Path) -> list[str]:
+    """Lines of captured stderr containing ``needle`` (tqdm's carriage-return progress bar removed)."""
+    return [line.split("\r")[-1] for line in err.splitlines() if str(needle) in line]
+
+
+class Booby:
+    """Unpickling this runs ``os.mkdir(path)``: a safe loader must refuse it (``path`` must not appear)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.path),)
+

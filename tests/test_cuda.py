@@ -18,6 +18,7 @@ import pytest
 import torch
 import trimesh
 
+from scripts.io.files import read_depth_and_mask
 from scripts.model.checkpoints import load_network
 from scripts.model.networks import DualFaceDepthNet
 from scripts.data.phantom import generate_cohort
@@ -29,18 +30,13 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 DEVICES = ("cpu", "cuda")
 
 
-def read_maps(sample: Path) -> tuple[np.ndarray, np.ndarray]:
-    """depth (H, W, 2B) in mm and mask (H, W, B) of a simulator or inference folder."""
-    return nib.load(str(sample / "depth.nii.gz")).get_fdata(), nib.load(str(sample / "mask.nii.gz")).get_fdata() > 0
-
-
 def assert_maps_agree(a: Path, b: Path, depth_tol_mm: float, mask_tol: float) -> None:
     """Masks differ on at most ``mask_tol`` of the bone pixels; depths where both masks hold within ``depth_tol_mm``."""
-    depth_a, mask_a = read_maps(a)
-    depth_b, mask_b = read_maps(b)
+    depth_a, mask_a = read_depth_and_mask(a / "depth.nii.gz", a / "mask.nii.gz")
+    depth_b, mask_b = read_depth_and_mask(b / "depth.nii.gz", b / "mask.nii.gz")
     flipped = (mask_a != mask_b).sum() / max(1, (mask_a | mask_b).sum())
     assert flipped <= mask_tol, f"{a.name}: {flipped:.2%} of the bone pixels change mask"
-    both = np.repeat(mask_a & mask_b, 2, axis=-1)
+    both = np.repeat(mask_a & mask_b, 2, axis=0)
     err = np.abs(depth_a - depth_b)[both]
     assert err.max() <= depth_tol_mm, f"{a.name}: depth differs by up to {err.max():.4f} mm (median {np.median(err):.4f})"
 

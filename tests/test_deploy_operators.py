@@ -8,16 +8,14 @@ import json
 import numpy as np
 import pydicom
 import pytest
-import torch
 import trimesh
-from monai.bundle import ConfigParser
 from PIL import Image
 
 from deploy.app.pipeline import load_cases, reconstruct_cases, run, run_inference, write_case, write_results
 from scripts.io.dicom_export import bundle_version
 from scripts.io.files import OUTPUT_MARKER, InputFileError
 from scripts.geometry import Geometry
-from tests.helpers import ROOT, STD, make_dicom, ramp, read_encapsulated_stl
+from tests.helpers import ROOT, STD, make_dicom, ramp, read_encapsulated_stl, sphere_model_file
 
 
 def fake_infer(image: np.ndarray, geometry: Geometry, fov: np.ndarray | None = None) -> dict:
@@ -61,7 +59,7 @@ def test_run_writes_stl_and_dicom_per_bone(dicom_dir, tmp_path, capsys):
     result = (case_dir / "result.json").read_text()
     assert "Doe" not in result and "MRN" not in result and "19650101" not in result
     assert json.loads(result)["input_format"] == "dicom"
-    expected_r = 5.0 + float(load_cases(d, STD)[0][0].image.mean()) / 100.0
+    expected_r = 5.0 + float(np.mean(ramp(), dtype=np.float64)) / 100.0  # fake_infer's radius from the pixels written
     series = set()
     for i, bone in enumerate(STD.bones):
         ds = pydicom.dcmread(str(case_dir / f"{bone}.dcm"))
@@ -198,37 +196,6 @@ SPHERE_CENTRE = np.array([0.0, 0.0, 950.0])  # mm, camera frame, on the central 
 SPHERE_RADIUS = 40.0
 
 
-class SphereNet(torch.nn.Module):
-    """A 'network' whose pelvis maps are those of a sphere (analytic ray-sphere hits); femurs absent."""
-
-    def __init__(self, front: torch.Tensor, back: torch.Tensor, inside: torch.Tensor, centre_mm: float):
-        super().__init__()
-        off = torch.full_like(front, 950.0)
-        logits = torch.where(inside, 30.0, -30.0)
-        maps = torch.stack([front, back, off, off, off, off, logits, torch.full_like(front, -30.0), torch.full_like(front, -30.0),
-                            torch.full_like(front, centre_mm)])
-        self.register_buffer("maps", maps[None].float())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.maps.expand(x.shape[0], -1, -1, -1)
-
-
-def sphere_model_file(path, standard: Geometry) -> None:
-    """TorchScript SphereNet for the standard geometry resized to the network size (``image_size`` of configs/inference.yaml)."""
-    parser = ConfigParser()
-    parser.read_config(str(ROOT / "configs" / "inference.yaml"))
-    size = int(parser["image_size"])
-    dirs = standard.resized((size, size)).ray_directions(dtype=torch.float64)
-    c = torch.as_tensor(SPHERE_CENTRE)
-    along = dirs @ c
-    disc = along**2 - c.dot(c) + SPHERE_RADIUS**2
-    inside = disc > 1.0  # clear of the grazing rim
-    root = torch.sqrt(disc.clamp(min=0))
-    front, back = torch.where(inside, along - root, 0.0), torch.where(inside, along + root, 0.0)
-    centre = float(torch.cat([front[inside], back[inside]]).mean())
-    torch.jit.save(torch.jit.script(SphereNet(front, back, inside, centre)), str(path))
-
-
 def sphere_shape_model_file(path) -> None:
     """One-mode shape model (icosphere, 35 mm mean radius; mode 0 = radius, 5 mm per SD) for every bone."""
     from scripts.reconstruction.ssm import ShapeModel, save_shape_models
@@ -245,7 +212,7 @@ def test_app_end_to_end_torchscript_and_shape_model(tmp_path, capsys):
     import deploy.app.__main__ as app_main
 
     standard = Geometry.standard()
-    sphere_model_file(tmp_path / "model.ts", standard)
+    sphere_model_file(tmp_path / "model.ts", standard, SPHERE_CENTRE, SPHERE_RADIUS)
     sphere_shape_model_file(tmp_path / "ssm.npz")
     d = tmp_path / "in"
     d.mkdir()
@@ -275,6 +242,36 @@ def test_app_end_to_end_torchscript_and_shape_model(tmp_path, capsys):
     assert warning.startswith("implausible prediction") and "femur_left found, femur_right found" in warning
     assert f"{case_dir}: warning: {warning}" in capsys.readouterr().err
     assert not {"Doe", "MRN123456", "19650101"} & set((case_dir / "result.json").read_text().split('"'))
+
+
+def test_app_result_json_agrees_with_the_bundle_inference(tmp_path, capsys):
+    """The Deploy app and the bundle's inference (configs/inference.yaml's runner) on one DICOM with one model: result.json's
+    shared fields agree, laterality from PatientOrientation included; each bone the app wrote has the bundle's summary
+    of that bone plus the size of the mesh it wrote, which is the bundle's <bone>_completed.ply."""
+    import deploy.app.__main__ as app_main
+    from scripts.reconstruction.reconstruct import ReconstructionRunner, build_reconstructor
+
+    sphere_model_file(tmp_path / "model.ts", Geometry.standard(), SPHERE_CENTRE, SPHERE_RADIUS)
+    sphere_shape_model_file(tmp_path / "ssm.npz")
+    d = tmp_path / "in"
+    d.mkdir()
+    make_dicom(d / "hip_ap.dcm", ramp(), DistanceSourceToDetector=1100.0, ImagerPixelSpacing=[6.25, 6.25], PatientOrientation=["L", "F"])
+    model = ["-m", str(tmp_path / "model.ts"), "--ssm_path", str(tmp_path / "ssm.npz"), "--device", "cpu"]
+    assert app_main.main(["app", "-i", str(d), "-o", str(tmp_path / "app"), *model]) == 0, capsys.readouterr().err
+    reconstructor = build_reconstructor(ckpt_path=str(tmp_path / "model.ts"), ssm_path=str(tmp_path / "ssm.npz"), device="cpu", torchscript=True)
+    ReconstructionRunner(reconstructor, d, tmp_path / "bundle", report=False, num_workers=0, writers=0).run()
+    app = json.loads((tmp_path / "app" / "hip_ap" / "result.json").read_text())
+    bundle = json.loads((tmp_path / "bundle" / "hip_ap" / "result.json").read_text())
+    assert app["laterality"] == bundle["laterality"] == "DICOM PatientOrientation (0020,0020) L\\F"
+    shared = ("input_format", "geometry_source", "coverage", "frame", "hip_plane", "warnings")
+    assert {k: app[k] for k in shared} == {k: bundle[k] for k in shared}
+    # geometry: the app's is the standard one its image was resampled into, the bundle's that of its maps (network size)
+    standard, size = Geometry.standard(), bundle["geometry"]["image_size"]
+    assert app["geometry"] == standard.to_dict() and bundle["geometry"] == standard.resized(tuple(size)).to_dict() and size[0] < standard.width
+    assert list(app["bones"]) == ["pelvis"] and bundle["bones"]["pelvis"]["found"] and bundle["bones"]["pelvis"]["ssm"] is not None
+    completed = trimesh.load(str(tmp_path / "bundle" / "hip_ap" / "pelvis_completed.ply"), process=False)
+    written = {"vertices": len(completed.vertices), "faces": len(completed.faces), "watertight": bool(completed.is_watertight)}
+    assert app["bones"]["pelvis"] == {**bundle["bones"]["pelvis"], "mesh": written}
 
 
 def test_app_bad_model_one_line(tmp_path, capsys):

@@ -17,9 +17,7 @@ from scripts.io.radiograph_io import field_of_view
 from deploy.app.pipeline import load_cases, reconstruct_image_adapter, run_inference
 from scripts.reconstruction.reconstruct import INFERENCE_CONFIG, bundle_config, build_reconstructor
 from scripts.model.transforms import EnsureFieldOfViewd, FillOutsideFieldd, NormalizeRadiographd
-from tests.helpers import FEATURES, make_dicom, ramp, run_bundle
-
-GEOM = Geometry(1100.0, (6.25, 6.25), (64, 64))  # the standard 400 mm field at 64 x 64
+from tests.helpers import FEATURES, GEOM, make_dicom, ramp, run_bundle
 
 
 def bone_everywhere_network(in_channels: int = 1, features=FEATURES) -> DualFaceDepthNet:

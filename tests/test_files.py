@@ -21,6 +21,7 @@ from scripts.io.files import (
     write_json,
     write_nifti,
 )
+from tests.helpers import tree
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
@@ -129,11 +130,6 @@ def test_depth_and_mask_layout_round_trip(tmp_path):
     np.testing.assert_array_equal(m, mask)
 
 
-def _tree(root):
-    """{relative path: bytes} of every file under ``root``: the user's data, to compare before and after."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 @pytest.mark.parametrize("existing", ["user folder", "user file", "other kind", "other input", "symlink"])
 def test_atomic_dir_never_replaces_what_it_did_not_write(tmp_path, existing):
     """Only a folder carrying this bundle's marker of the same kind and input is replaced; anything else is
@@ -153,13 +149,13 @@ def test_atomic_dir_never_replaces_what_it_did_not_write(tmp_path, existing):
     else:
         with atomic_dir(target, "simulator sample" if existing == "other kind" else "result", source="a") as d:
             (d / "x.txt").write_text("first")
-    before = _tree(tmp_path)
+    before = tree(tmp_path)
     ran = []
     with pytest.raises(InputFileError) as info:
         with atomic_dir(target, "result", source="b") as d:
             ran.append(d)
     assert str(info.value).startswith(f"{target}: ") and "left untouched" in str(info.value) and "\n" not in str(info.value)
-    assert not ran and _tree(tmp_path) == before
+    assert not ran and tree(tmp_path) == before
     assert sorted(p.name for p in target.parent.iterdir()) == ["notes"]  # no temporary folder either
 
 
@@ -201,13 +197,13 @@ def test_atomic_dir_never_deletes_what_a_user_added_to_its_result(tmp_path, adde
     for moved in (False, True):
         if moved:
             (target / "result.json").rename(tmp_path / "result.json")
-        before = _tree(tmp_path)
+        before = tree(tmp_path)
         with pytest.raises(InputFileError) as info:
             with atomic_dir(target, "result", source="a"):
                 raise AssertionError("not reached")
         line = str(info.value)
         assert line.startswith(f"{target}: ") and needle in line and "left untouched" in line and "\n" not in line
-        assert _tree(tmp_path) == before and sorted(p.name for p in target.parent.iterdir()) == ["case"]
+        assert tree(tmp_path) == before and sorted(p.name for p in target.parent.iterdir()) == ["case"]
 
 
 def test_atomic_dir_checks_again_before_replacing(tmp_path):

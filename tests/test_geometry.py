@@ -14,6 +14,7 @@ from scripts.geometry import (
     read_standard_geometry,
     rotation_matrix,
     standard_ap_pose,
+    voxel_spacing,
 )
 from scripts.io.files import InputFileError
 from tests.helpers import assert_rigid
@@ -190,6 +191,14 @@ def test_ray_obliquity_by_hand():
     cos_phi, along_v = centred.ray_obliquity(dtype=torch.float64)
     assert float(cos_phi[2, 2]) == 1.0 and float(along_v[2, 2]) == 0.0
     assert float(cos_phi[4, 2]) == pytest.approx(1000.0 / np.sqrt(4.0**2 + 1000.0**2)) and float(along_v[4, 2]) == pytest.approx(np.arctan(0.004))
+
+
+def test_voxel_spacing_of_an_oblique_affine():
+    """The voxel size along i, j, k survives any rotation of the voxel axes and ignores the translation."""
+    affine = np.eye(4)
+    affine[:3, :3] = rotation_matrix((20.0, -35.0, 50.0)) @ np.diag([0.8, 0.7, 2.5])
+    affine[:3, 3] = (-180.0, 12.0, 95.0)
+    np.testing.assert_allclose(voxel_spacing(affine), [0.8, 0.7, 2.5], atol=1e-12)
 
 
 def test_camera_to_world_directions(geom):

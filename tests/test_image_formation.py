@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from scripts.data import clinical_content as content
-from scripts.geometry import Geometry
 from scripts.io.radiograph_io import bone_bright
 from scripts.data.radiograph_processing import exposure_normalise, look_up, multiscale_equalise, store_and_read
 from scripts.data.radiograph_style import DEFAULT_STYLE, style_radiograph
@@ -24,8 +23,7 @@ from scripts.data.xray_physics import (
     scatter,
     spectrum,
 )
-
-GEOM = Geometry(1100.0, (6.25, 6.25), (64, 64))  # the standard 400 mm field at 64 x 64
+from tests.helpers import GEOM
 
 
 def water_slab(g_cm2: float, shape=(64, 64)) -> torch.Tensor:

@@ -11,14 +11,7 @@ import pytest
 
 from scripts.data import llp26
 from scripts.io.files import InputFileError
-
-
-class _Exploit:
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (os.mkdir, (str(self.path),))
+from tests.helpers import Booby
 
 
 def test_unpickler_reads_arrays_and_refuses_any_other_global(tmp_path):
@@ -31,7 +24,7 @@ def test_unpickler_reads_arrays_and_refuses_any_other_global(tmp_path):
     assert loaded["modes"].dtype == np.float32
     victim = tmp_path / "created_by_pickle"
     bad = tmp_path / "bad.pc"
-    bad.write_bytes(pickle.dumps({"mean": _Exploit(victim)}))
+    bad.write_bytes(pickle.dumps({"mean": Booby(victim)}))
     with pytest.raises(InputFileError, match="os.mkdir is not allowed|posix.mkdir is not allowed"):
         llp26.load_array_pickle(bad)
     assert not victim.exists()  # nothing ran

@@ -2,24 +2,13 @@
 
 import numpy as np
 import pytest
-import torch
 import trimesh
 
 from scripts.geometry import Geometry
 from scripts.reconstruction.meshing import dual_face_mesh, grid_triangles, masked_points
+from tests.helpers import ellipsoid_depths
 
 GEOMETRY = Geometry(sid_mm=1100.0, pixel_spacing_mm=(3.125, 3.125), image_size=(96, 80))
-
-
-def ellipsoid_depths(geometry, centre, radii):
-    """Exact front/back depths (mm) and mask of an axis-aligned ellipsoid: ray/quadric intersection."""
-    d = geometry.ray_directions(dtype=torch.float64).numpy() / np.asarray(radii)
-    c = np.asarray(centre, dtype=np.float64) / np.asarray(radii)
-    a, b, cc = (d * d).sum(-1), d @ c, c @ c - 1.0
-    disc = b * b - a * cc
-    mask = disc > 0
-    root = np.sqrt(np.clip(disc, 0, None))
-    return np.where(mask, (b - root) / a, 0.0), np.where(mask, (b + root) / a, 0.0), mask
 
 
 def test_sphere_closed_and_on_surface():

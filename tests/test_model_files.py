@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import hashlib
 import json
 import os
 import shutil
@@ -26,7 +27,7 @@ from scripts.model.export_onnx import main as export_onnx_main
 from scripts.model.export_onnx import network_from_config
 from scripts.io.files import InputFileError
 from scripts.model.networks import DualFaceDepthNet
-from scripts.model.release import SHA_KEY, release, sha256, verify_shipped
+from scripts.model.release import SHA_KEY, release, verify_shipped
 from scripts.model.release import main as release_main
 from scripts.reconstruction.reconstruct import bundle_config
 from tests.helpers import FEATURES, ROOT, STD, make_dicom, ramp, run_bundle, write_sphere_dataset
@@ -43,6 +44,11 @@ def _touch(x: torch.Tensor) -> torch.Tensor:
 
 
 _LIB.impl("touch", _touch, "CompositeExplicitAutograd")
+
+
+def sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, by hashlib (not the release module's own digest)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 class _Planted(torch.nn.Module):

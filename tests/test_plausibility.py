@@ -20,13 +20,11 @@ import pytest
 
 import scripts.data.simulate as simulate
 from benchmarks.plausibility_scores import simulate_chest, simulate_lateral, write_inverted, write_noise
-from scripts.geometry import Geometry
 from scripts.data.phantom import generate_case, write_case
 from scripts.io.files import read_nifti
 from scripts.reconstruction.plausibility import largest_part, plausibility, side_fractions
-from tests.helpers import SPHERES, run_bundle, sphere_depths
+from tests.helpers import GEOM, SPHERES, ellipsoid_depths, error_lines, run_bundle
 
-GEOM = Geometry(sid_mm=1100.0, pixel_spacing_mm=(6.25, 6.25), image_size=(64, 64))  # 400 mm field
 GOOD_FIT = {"pelvis": 1.0, "femur_left": 0.5, "femur_right": 0.5}
 
 
@@ -35,9 +33,9 @@ def maps(spheres: dict) -> tuple[np.ndarray, np.ndarray]:
     depth, mask = [], []
     for bone in GEOM.bones:
         centre, radius = spheres[bone]
-        front, back = sphere_depths(GEOM, np.asarray(centre, dtype=np.float64), radius)
+        front, back, hit = ellipsoid_depths(GEOM, centre, (radius,) * 3)
         depth += [front, back]
-        mask.append(back > 0)
+        mask.append(hit)
     return np.stack(depth).astype(np.float32), np.stack(mask)
 
 
@@ -178,5 +176,4 @@ def test_shipped_model_warns_on_what_is_not_an_ap_pelvis_radiograph(shipped_mode
         assert not result["plausibility"]["plausible"], (name, result["plausibility"])
         assert result["plausibility"]["score"] < result["plausibility"]["min_score"] <= results["ap"]["plausibility"]["score"]
         assert result["warnings"] == [result["plausibility"]["warning"]] and "may not be an AP pelvis radiograph" in result["warnings"][0]
-        lines = [line.split("\r")[-1] for line in err.splitlines() if f"{out / name}: warning: " in line]
-        assert lines == [f"{out / name}: warning: {result['warnings'][0]}"]
+        assert error_lines(err, f"{out / name}: warning: ") == [f"{out / name}: warning: {result['warnings'][0]}"]

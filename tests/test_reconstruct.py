@@ -24,12 +24,12 @@ import yaml
 from monai.bundle import ConfigParser
 
 from scripts.model.checkpoints import load_network
-from scripts.io.files import InputFileError
+from scripts.io.files import InputFileError, read_depth_and_mask
 from scripts.geometry import Geometry
 from scripts.model.networks import DualFaceDepthNet
 from scripts.reconstruction.reconstruct import Reconstructor, bundle_config, oracle_prediction, reconstruct_image
 from scripts.reconstruction.surface_metrics import point_to_surface, surface_metrics
-from tests.helpers import FAST_FIT, FEATURES, ROOT, bundle_env, make_dataset, run_bundle
+from tests.helpers import FAST_FIT, FEATURES, ROOT, assert_complete, bundle_env, make_dataset, run_bundle, sphere_model_file, tiny_checkpoint
 
 OVERRIDES = {"features": FEATURES, "image_size": 64, "device": "cpu", "ssm_fit": FAST_FIT}
 
@@ -46,12 +46,6 @@ def truth_in_camera(sample_dir: Path, bone: str) -> trimesh.Trimesh:
     geometry = Geometry.load(sample_dir / "geometry.json")
     mesh = trimesh.load(str((sample_dir.parent / notes["meshes"][bone]).resolve()), process=False)
     return trimesh.Trimesh(geometry.world_to_camera_points(mesh.vertices), mesh.faces, process=False)
-
-
-def load_truth(sample_dir: Path) -> tuple[np.ndarray, np.ndarray, Geometry]:
-    depth = np.moveaxis(nib.load(str(sample_dir / "depth.nii.gz")).get_fdata(), -1, 0).astype(np.float32)
-    mask = np.moveaxis(nib.load(str(sample_dir / "mask.nii.gz")).get_fdata(), -1, 0) > 0
-    return depth, mask, Geometry.load(sample_dir / "geometry.json")
 
 
 def run_inference(input_dir, output_dir, ckpt, ssm, **kw):
@@ -77,7 +71,8 @@ def test_inference_network_matches_training():
 def test_oracle_depth_gives_true_surfaces(data):
     """True depth maps through the pipeline: surfaces within one CT voxel of the true bone surface."""
     sample = data / "case_0001_p0"
-    depth, mask, geometry = load_truth(sample)
+    depth, mask = read_depth_and_mask(sample / "depth.nii.gz", sample / "mask.nii.gz")
+    geometry = Geometry.load(sample / "geometry.json")
     recon = Reconstructor(None, None, preprocessing=lambda d: d, image_size=(64, 64), ssm_path=data.parent / "ssm.npz", fit_kwargs=FAST_FIT)
     pred = oracle_prediction(depth, mask, geometry)
     field = geometry.cropped(json.loads((sample / "sample.json").read_text())["field_px"])  # the exposed part of the detector
@@ -185,13 +180,22 @@ def test_workflow_layout_rerun_overwrite_and_bad_file(data, tmp_path, capsys):
     assert all(p.stat().st_mtime_ns != t for p, t in before.items())
 
 
-def test_reconstruct_image_api(data):
-    """The deploy/demo entry point: {bone: mesh} in the camera frame for a 64x64 input run at the trained 256x256."""
+def test_reconstruct_image_api(data, tmp_path):
+    """The deploy/demo entry point: {bone: mesh} in the camera frame for a 64x64 input run at the configured network
+    size. A TorchScript 'network' drawing a 40 mm sphere's exact depth maps (pelvis only) gives a pelvis surface on
+    that sphere; the shipped network's state dict, untrained, gives surfaces inside the X-ray cone."""
+    image = nib.load(str(data / "case_0001_p0" / "image.nii.gz")).get_fdata().astype(np.float32)
+    geometry = Geometry.load(data / "case_0001_p0" / "geometry.json")
+    centre, radius = np.array([0.0, -15.0, 940.0]), 40.0  # camera frame, mm; on the midline, as flip TTA averages mirror images
+    sphere_model_file(tmp_path / "sphere.ts", geometry, centre, radius)
+    meshes = reconstruct_image(image, geometry, model_path=tmp_path / "sphere.ts", ssm_path=data.parent / "ssm.npz", device="cpu",
+                               completed=False, torchscript=True)
+    assert list(meshes) == ["pelvis"]
+    radii = np.linalg.norm(np.asarray(meshes["pelvis"].vertices) - centre, axis=1)
+    assert np.abs(radii - radius).max() < 0.05 and meshes["pelvis"].is_watertight
     torch.manual_seed(1)
     ckpt = data.parent / "model_default.pt"
     torch.save(bundle_config().get_parsed_content("network_def").state_dict(), ckpt)  # the shipped network, untrained
-    image = nib.load(str(data / "case_0001_p0" / "image.nii.gz")).get_fdata().astype(np.float32)
-    geometry = Geometry.load(data / "case_0001_p0" / "geometry.json")
     meshes = reconstruct_image(image, geometry, model_path=ckpt, ssm_path=data.parent / "ssm.npz", device="cpu", completed=False)
     assert meshes and set(meshes) <= set(geometry.bones)
     for mesh in meshes.values():
@@ -202,9 +206,7 @@ def test_reconstruct_image_api(data):
 def test_flip_tta_makes_the_prediction_mirror_equivariant(tmp_path):
     """With flip_tta, predicting the mirror image gives the mirror of the prediction: masks and centre
     exactly, depths up to the free CASI offset, and the left/right femur maps trade places."""
-    torch.manual_seed(0)
-    ckpt = tmp_path / "net.pt"
-    torch.save(DualFaceDepthNet(features=FEATURES).state_dict(), ckpt)
+    ckpt = tiny_checkpoint(tmp_path / "net.pt")
     recon = Reconstructor(DualFaceDepthNet(features=FEATURES), ckpt, preprocessing=lambda d: d, image_size=(64, 64), device="cpu", flip_tta=True)
     geometry = Geometry.standard(image_size=[64, 64], pixel_spacing_mm=[6.25, 6.25], principal_point_px=[31.5, 31.5])
     image = np.random.default_rng(0).random((64, 64)).astype(np.float32)
@@ -231,17 +233,6 @@ def _copy_inputs(data: Path, into: Path, copies: int = 1) -> list[str]:
                 (into / name / f).write_bytes((data / case / f).read_bytes())
             names.append(name)
     return names
-
-
-def _assert_complete(d: Path, report: bool = True) -> None:
-    expected = {"depth.nii.gz", "mask.nii.gz", "result.json"} | ({"report.png"} if report else set())
-    assert expected <= {p.name for p in d.iterdir()}, d
-    json.loads((d / "result.json").read_text())
-    assert nib.load(str(d / "depth.nii.gz")).get_fdata().shape == (64, 64, 6)
-    for ply in d.glob("*.ply"):
-        assert len(trimesh.load(str(ply), process=False).faces) > 0
-    if report:
-        assert (d / "report.png").read_bytes()[-8:-4] == b"IEND"  # a whole PNG
 
 
 # Runs the inference workflow and SIGKILLs the process from inside a writer thread as it is about to write the
@@ -288,13 +279,13 @@ def test_killed_background_writing_leaves_no_partial_output(data, tmp_path):
     assert any(p.name.startswith(".") for p in left)
     finished = [p for p in left if not p.name.startswith(".")]
     for d in finished:
-        _assert_complete(d)
+        assert_complete(d)
     assert 1 <= len(finished) < KILL_AT  # a writer took the third output only after finishing one before it
     before = {d.name: (d / "result.json").stat().st_mtime_ns for d in finished}
     run_inference(inputs, out, data.parent / "model.pt", data.parent / "ssm.npz", writers=2)
     assert sorted(p.name for p in out.iterdir()) == sorted(names)  # no partial folders left
     for name in names:
-        _assert_complete(out / name)
+        assert_complete(out / name)
     assert all((out / name / "result.json").stat().st_mtime_ns == t for name, t in before.items())
 
 
@@ -309,12 +300,12 @@ def test_shards_split_the_inputs_and_report_is_optional(data, tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted(names)[0::2]
     assert other.is_dir()
     for name in sorted(names)[0::2]:
-        _assert_complete(out / name, report=False)
+        assert_complete(out / name, report=False)
         assert not (out / name / "report.png").exists()
     run_inference(inputs, out, data.parent / "model.pt", data.parent / "ssm.npz", shard="1/2")
     assert sorted(p.name for p in out.iterdir()) == sorted(names)  # shard 1 removed its own leftover
     for name in sorted(names)[1::2]:
-        _assert_complete(out / name)
+        assert_complete(out / name)
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         run_inference(inputs, out, data.parent / "model.pt", data.parent / "ssm.npz", shard="2/2")
@@ -324,9 +315,7 @@ def test_shards_split_the_inputs_and_report_is_optional(data, tmp_path, capsys):
 def test_batched_network_calls_match_single_images(tmp_path):
     """predict_batch on 3 images (with the mirror pass) equals 3 single predictions; the batch workflow with
     batch_size 3 writes the same depth maps as batch_size 1."""
-    torch.manual_seed(0)
-    ckpt = tmp_path / "net.pt"
-    torch.save(DualFaceDepthNet(features=FEATURES).state_dict(), ckpt)
+    ckpt = tiny_checkpoint(tmp_path / "net.pt")
     recon = Reconstructor(DualFaceDepthNet(features=FEATURES), ckpt, preprocessing=lambda d: d, image_size=(64, 64), device="cpu", flip_tta=True)
     geometry = Geometry.standard(image_size=[64, 64], pixel_spacing_mm=[6.25, 6.25], principal_point_px=[31.5, 31.5])
     images = np.random.default_rng(0).random((3, 64, 64)).astype(np.float32)

@@ -34,10 +34,8 @@ from scripts.io.files import OUTPUT_MARKER, input_error_of, shared_data_dir, wri
 from scripts.geometry import Geometry
 from scripts.model.networks import DualFaceDepthNet
 from scripts.io.radiograph_io import FOR_PROCESSING_WARNING, field_of_view, load_radiograph, output_name
-from tests.helpers import FEATURES, ROOT, bundle_env, jpeg_lossless_copy, make_dicom, run_bundle
+from tests.helpers import FEATURES, GEOM, ROOT, Booby, assert_complete, bundle_env, error_lines, jpeg_lossless_copy, make_dicom, run_bundle, tiny_checkpoint, tree
 
-GEOM = Geometry(sid_mm=1100.0, pixel_spacing_mm=(6.25, 6.25), image_size=(64, 64))  # the standard 400 mm field at 64 px
-COMPLETE = {"depth.nii.gz", "mask.nii.gz", "result.json", "report.png"}
 PHI = ("Doe", "Jane", "MRN123456", "19650101")
 HYP = settings(max_examples=10, deadline=None)
 
@@ -46,8 +44,7 @@ HYP = settings(max_examples=10, deadline=None)
 def bundle(tmp_path_factory) -> dict:
     """A tiny random checkpoint and the 64x64 standard geometry, as workflow overrides."""
     root = tmp_path_factory.mktemp("bundle")
-    torch.manual_seed(0)
-    torch.save(DualFaceDepthNet(features=FEATURES).state_dict(), root / "model.pt")
+    tiny_checkpoint(root / "model.pt")
     GEOM.save(root / "geometry.json")
     return {"ckpt_path": str(root / "model.pt"), "standard_geometry": str(root / "geometry.json"), "ssm_path": "",
             "features": FEATURES, "image_size": 64, "device": "cpu"}
@@ -72,18 +69,6 @@ def image64(seed: int = 0, hi: float = 1000.0) -> np.ndarray:
 def dicom(path: Path, pixels: np.ndarray | None = None, **tags):
     tags = {"DistanceSourceToDetector": 1100.0, "ImagerPixelSpacing": [6.25, 6.25], **tags}
     return make_dicom(path, np.round(image64() if pixels is None else pixels).astype(np.uint16), **tags)
-
-
-def error_lines(err: str, path: Path) -> list[str]:
-    """stderr lines naming ``path`` (tqdm's carriage-return bar removed)."""
-    return [line.split("\r")[-1] for line in err.splitlines() if str(path) in line]
-
-
-def assert_complete(case_dir: Path) -> dict:
-    assert COMPLETE <= {p.name for p in case_dir.iterdir()}
-    depth = nib.load(str(case_dir / "depth.nii.gz")).get_fdata()
-    assert depth.shape == (64, 64, 6) and np.isfinite(depth).all()
-    return json.loads((case_dir / "result.json").read_text())
 
 
 def assert_no_output(out: Path) -> None:
@@ -419,7 +404,7 @@ def test_burned_in_annotation_warns_and_leaves_the_radiograph_out_of_the_report(
     warned = assert_complete(out / "annotated")["warnings"]
     assert warned[0].startswith("BurnedInAnnotation (0028,0301) YES") and all("BurnedIn" not in w for w in assert_complete(out / "clean")["warnings"])
     err = capsys.readouterr().err
-    assert [ln.split("\r")[-1] for ln in err.splitlines() if "BurnedInAnnotation" in ln] == [f"{out / 'annotated'}: warning: {warned[0]}"]
+    assert error_lines(err, "BurnedInAnnotation") == [f"{out / 'annotated'}: warning: {warned[0]}"]
 
 
 def test_raw_detector_data_warns(bundle, tmp_path, capsys):
@@ -436,20 +421,10 @@ def test_raw_detector_data_warns(bundle, tmp_path, capsys):
     assert warned == [FOR_PROCESSING_WARNING]
     assert all(not w.startswith("PresentationIntentType") for n in ("shown", "untagged") for w in assert_complete(out / n)["warnings"])
     err = capsys.readouterr().err
-    assert [ln.split("\r")[-1] for ln in err.splitlines() if "FOR PROCESSING" in ln] == [f"{out / 'raw'}: warning: {FOR_PROCESSING_WARNING}"]
+    assert error_lines(err, "FOR PROCESSING") == [f"{out / 'raw'}: warning: {FOR_PROCESSING_WARNING}"]
 
 
 # ---------------------------------------------------------------------- bad checkpoints and shape models
-class _Payload:
-    """Unpickling this would create a folder: weights_only=True must refuse to run it."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.mkdir, (str(self.marker),)
-
-
 def _torchscript_with_garbage(path: Path) -> None:
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("model/constants.pkl", b"garbage")
@@ -465,7 +440,7 @@ BAD_MODELS = {
     "single-face checkpoint": ("ckpt_path", lambda p: torch.save(DualFaceDepthNet(features=FEATURES, faces=1).state_dict(), p),
                                "shapes differ for ['final_conv.bias', 'final_conv.weight']"),
     "corrupt TorchScript": ("ckpt_path", _torchscript_with_garbage, "is a TorchScript archive (code, not data): not loaded"),
-    "pickle with code": ("ckpt_path", lambda p: torch.save({"w": _Payload(p.parent / "pwned")}, p), "unreadable checkpoint"),
+    "pickle with code": ("ckpt_path", lambda p: torch.save({"w": Booby(p.parent / "pwned")}, p), "unreadable checkpoint"),
     "corrupt shape model": ("ssm_path", lambda p: p.write_bytes(b"PK\x03\x04 broken zip"), "not a readable shape model"),
 }
 
@@ -739,11 +714,6 @@ def test_coverage_of_any_detector(rows, cols, pitch, sid):
 
 
 # ---------------------------------------------------------------------- a user's files are sacred (data loss)
-def tree(root: Path) -> dict[str, bytes]:
-    """{relative path: bytes} of every file under ``root``: compared before and after a run."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 def _sample_folder(d: Path, name: str = "case_0000_p0") -> Path:
     """A simulator sample folder (image, geometry, ground truth) as the simulator writes it."""
     write_nifti(d / name / "image.nii.gz", image64())

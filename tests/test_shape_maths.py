@@ -8,7 +8,7 @@ import trimesh
 from scipy.spatial.transform import Rotation
 
 from scripts.geometry import rotation_matrix
-from scripts.shape_maths import generalized_procrustes, refit_sphere_shell
+from scripts.shape_maths import generalized_procrustes, refit_sphere_shell, rotate_points_about
 
 
 def ball_on_a_shaft() -> tuple[np.ndarray, int, np.ndarray, float]:
@@ -53,3 +53,16 @@ def test_procrustes_gauges():
     assert np.abs(mean[0] - first[0]).max() > 1.0  # the two gauges differ
     with pytest.raises(ValueError, match="gauge"):
         generalized_procrustes(shapes, gauge="last")
+
+
+def test_rotate_points_about_per_point_angles():
+    """Each point turns about the line (centre, axis) by its own angle: by hand about z, and against scipy's rotation vectors."""
+    centre = np.array([1.0, 1.0, 0.0])
+    z_turned = rotate_points_about(np.array([[2.0, 1.0, 5.0], [2.0, 1.0, 5.0], [1.0, 3.0, -2.0]]), centre, np.array([0.0, 0.0, 1.0]), np.array([0.0, np.pi / 2, np.pi]))
+    np.testing.assert_allclose(z_turned, [[2.0, 1.0, 5.0], [1.0, 2.0, 5.0], [1.0, -1.0, -2.0]], atol=1e-12)
+    rng = np.random.default_rng(5)
+    points, angles = rng.normal(0.0, 50.0, (40, 3)), rng.uniform(-np.pi, np.pi, 40)
+    axis = np.array([0.3, -0.5, 0.8]) / np.linalg.norm([0.3, -0.5, 0.8])
+    centre = np.array([10.0, -20.0, 30.0])
+    expected = Rotation.from_rotvec(angles[:, None] * axis).apply(points - centre) + centre
+    np.testing.assert_allclose(rotate_points_about(points, centre, axis, angles), expected, atol=1e-9)

@@ -18,7 +18,7 @@ from ignite.engine import Engine, Events
 from monai.bundle import ConfigWorkflow
 
 from scripts.config_flags import as_flag
-from scripts.io.files import InputFileError
+from scripts.io.files import InputFileError, input_error_of
 from scripts.model.metrics import DepthMAE, MaskDice
 from scripts.model.networks import DualFaceDepthNet, absolute_depth, split_output
 from scripts.model.plot_training import plot_training
@@ -197,7 +197,7 @@ def test_pretrained_weights_start_the_training(dataset, tmp_path):
     files = {p.name: p.read_bytes() for p in (tmp_path / "tuned").glob("*.pt")}
     with pytest.raises(Exception) as info:
         train_workflow(dataset, tmp_path / "tuned", epochs=2, pretrained=str(tmp_path / "pre.pt"))
-    cause = _root_cause(info.value)
+    cause = input_error_of(info.value)
     assert isinstance(cause, InputFileError) and "give a new --output_dir" in str(cause) and "drop --pretrained" in str(cause)
     assert {p.name: p.read_bytes() for p in (tmp_path / "tuned").glob("*.pt")} == files
     # without --pretrained the run continues from its own checkpoint (after epoch 1)
@@ -221,13 +221,6 @@ def test_pretrained_widen_starts_a_wider_network_from_a_narrower_one(dataset, tm
         torch.testing.assert_close(wide.eval()(x), small.eval()(x), rtol=0, atol=1e-3)
 
 
-def _root_cause(error: BaseException) -> BaseException:
-    """The innermost exception of a chain (MONAI wraps errors raised inside config expressions)."""
-    while error.__cause__ is not None:
-        error = error.__cause__
-    return error
-
-
 @pytest.mark.parametrize("name,match", [("wide.pt", "network configuration"), ("model.ts", "TorchScript"), ("missing.pt", "not found"),
                                         ("garbage.pt", "unreadable checkpoint"), ("list.pt", "not a network state dict")])
 def test_pretrained_weights_that_do_not_fit_name_the_file(dataset, tmp_path, name, match):
@@ -242,7 +235,7 @@ def test_pretrained_weights_that_do_not_fit_name_the_file(dataset, tmp_path, nam
     wf = train_workflow(dataset, tmp_path / "run", epochs=1, pretrained=str(tmp_path / name))
     with pytest.raises(Exception) as info:  # before any training sample is loaded and cached
         wf.parser.get_parsed_content("train#dataset")
-    cause = _root_cause(info.value)
+    cause = input_error_of(info.value)
     assert isinstance(cause, InputFileError) and name in str(cause) and match in str(cause)
 
 
@@ -291,7 +284,7 @@ def test_runs_never_write_into_models(dataset, tmp_path):
     for key, run_dir, ckpt_dir in (("ckpt_dir", tmp_path / "run2", ROOT / "models"), ("output_dir", ROOT / "models", tmp_path / "best")):
         with pytest.raises(Exception) as info:
             train_workflow(dataset, run_dir, epochs=1, ckpt_dir=str(ckpt_dir))
-        cause = _root_cause(info.value)
+        cause = input_error_of(info.value)
         assert isinstance(cause, InputFileError) and f"{key} points into the shipped models/ folder" in str(cause)
     assert {p.name: p.read_bytes() for p in (ROOT / "models").iterdir()} == shipped
 
@@ -308,7 +301,7 @@ def test_resume_checkpoint_that_is_not_a_training_checkpoint(dataset, tmp_path, 
         bad.write_bytes(b"garbage" * 20)
     with pytest.raises(Exception) as info:
         train_workflow(dataset, run, epochs=4)
-    cause = _root_cause(info.value)
+    cause = input_error_of(info.value)
     assert isinstance(cause, InputFileError) and cause.path == str(bad)
     assert ("no 'model' state dict" if content == "plain state dict" else "unreadable resume checkpoint") in str(cause)
 

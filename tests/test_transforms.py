@@ -10,7 +10,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from scripts.io.files import InputFileError
+from scripts.io.files import InputFileError, input_error_of
 from scripts.geometry import Geometry
 from scripts.model.transforms import LoadGeometryd, NormalizeRadiographd, RandFlipLRd, lr_swap_permutation
 from tests.helpers import ROOT, write_sphere_dataset
@@ -109,9 +109,7 @@ def test_bad_geometry_names_file(sphere_dataset, tmp_path):
     sample["geometry"] = str(bad)
     with pytest.raises(RuntimeError) as excinfo:  # MONAI's Compose wraps the transform's error
         load_transforms()(sample)
-    cause = excinfo.value
-    while cause is not None and not isinstance(cause, InputFileError):
-        cause = cause.__cause__
+    cause = input_error_of(excinfo.value)
     assert cause is not None and cause.path == str(bad) and "missing geometry key" in cause.problem
 
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from scripts.data.drr import box_entry_exit, grid_rays, march, rays_in_voxels
-from scripts.geometry import Geometry
+from scripts.geometry import Geometry, voxel_spacing
 from scripts.data.volumes import BONE_LABELS
 
 GROUPS_PER_PASS = 3  # candidate groups sampled per ray and pass of the fine search (fewer passes, same answer)
@@ -235,7 +235,7 @@ def depth_maps(
     depth = torch.zeros(2 * len(bones), h * w, dtype=torch.float32, device=device)
     mask = torch.zeros(len(bones), h * w, dtype=torch.uint8, device=device)
     source, dirs = rays_in_voxels(geometry, affine, device)
-    step = step_voxels * float(np.linalg.norm(np.asarray(affine)[:3, :3], axis=0).min())
+    step = step_voxels * float(voxel_spacing(affine).min())
     with cpu_threads(SEARCH_THREADS, device):
         for b, bone in enumerate(bones):
             grid = grids.get(bone)

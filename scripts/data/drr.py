@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from scripts.geometry import Geometry
+from scripts.geometry import Geometry, apply_transform, voxel_spacing
 from scripts.data.xray_physics import DENSITY_G_CM3, mass_attenuation
 
 MM_TO_CM = 0.1
@@ -57,7 +57,7 @@ def rays_in_voxels(geometry: Geometry, affine: np.ndarray, device: torch.device 
     """
     origin, dirs = geometry.world_rays(device=device, dtype=torch.float64)
     inv = torch.as_tensor(np.linalg.inv(np.asarray(affine, dtype=np.float64)), device=device)
-    return inv[:3, :3] @ origin + inv[:3, 3], dirs.reshape(-1, 3) @ inv[:3, :3].T
+    return apply_transform(inv, origin), dirs.reshape(-1, 3) @ inv[:3, :3].T
 
 
 def box_entry_exit(source: torch.Tensor, dirs: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,7 +131,7 @@ def line_integrals(
     single = mu.dim() == 3
     mu = mu[None] if single else mu
     spatial = tuple(mu.shape[1:])
-    spacing = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+    spacing = voxel_spacing(affine)
     source, dirs = rays_in_voxels(geometry, affine, device)
     shape = torch.as_tensor(spatial, dtype=torch.float64, device=device)
     near, far = box_entry_exit(source, dirs, torch.full_like(shape, -0.5), shape - 0.5)
@@ -166,10 +166,15 @@ def line_integrals(
     return out[0] if single else out
 
 
+def areal_densities(mu: torch.Tensor, affine: np.ndarray, geometry: Geometry, step_voxels: float) -> torch.Tensor:
+    """Areal densities (C, H, W) in g/cm^2 of density volumes ``mu`` (C, I, J, K) g/cm^3 (e.g. :func:`material_volumes`)
+    with voxel->RAS ``affine``: :func:`line_integrals` sampled every ``step_voxels`` times the smallest voxel size (mm)."""
+    return line_integrals(mu, affine, geometry, step_voxels * float(voxel_spacing(affine).min())) * MM_TO_CM
+
+
 def pooling_factors(affine: np.ndarray, min_voxel_mm: float) -> np.ndarray:
     """Integer pooling factor per index axis (3,) that brings voxels of ``affine`` to about ``min_voxel_mm`` (mm)."""
-    spacing = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
-    return np.maximum(1, np.floor(min_voxel_mm / spacing + 1e-6)).astype(int)
+    return np.maximum(1, np.floor(min_voxel_mm / voxel_spacing(affine) + 1e-6)).astype(int)
 
 
 def coarsen(mu: torch.Tensor, affine: np.ndarray, min_voxel_mm: float) -> tuple[torch.Tensor, np.ndarray]:

@@ -23,6 +23,8 @@ import numpy as np
 import trimesh
 from skimage.measure import marching_cubes
 
+from scripts.shape_maths import rotate_points_about, rotation_about
+
 # ---------------------------------------------------------------------- template constants (mm, degrees)
 HEAD_RADIUS = 24.0  # template femoral head radius
 JOINT_GAP = 2.5  # template hip joint space (cavity radius - head radius)
@@ -179,13 +181,6 @@ def _softplus(x: np.ndarray, width: float) -> np.ndarray:
     return width * np.logaddexp(0.0, x / width)
 
 
-def _rotate_about(p: np.ndarray, centre: np.ndarray, axis: np.ndarray, angles: np.ndarray) -> np.ndarray:
-    """Rotate points (N, 3) about the line (centre, unit axis) by per-point angles (N,) radians (Rodrigues)."""
-    r = p - centre
-    c, s = np.cos(angles)[:, None], np.sin(angles)[:, None]
-    return centre + r * c + np.cross(axis, r) * s + axis * (r @ axis)[:, None] * (1 - c)
-
-
 def deform_pelvis(points: np.ndarray, prm: dict) -> np.ndarray:
     """Subject pelvis from template points (RAS mm).
 
@@ -234,8 +229,8 @@ def deform_femur_local(points: np.ndarray, side: dict, prm: dict) -> np.ndarray:
     shaft_axis = np.array([0.0, 0.0, 1.0])
     bend_axis = np.cross(-shaft_axis, up)
     bend_axis /= np.linalg.norm(bend_axis)
-    p = _rotate_about(p, base, bend_axis, w * math.radians(side["neck_shaft_angle"] - NECK_SHAFT_ANGLE))
-    p = _rotate_about(p, base, shaft_axis, -w * math.radians(side["anteversion"] - ANTEVERSION))
+    p = rotate_points_about(p, base, bend_axis, w * math.radians(side["neck_shaft_angle"] - NECK_SHAFT_ANGLE))
+    p = rotate_points_about(p, base, shaft_axis, -w * math.radians(side["anteversion"] - ANTEVERSION))
     # shaft: thickness about the shaft axis and length below the lesser trochanter
     below = smoothstep(LESSER_TROCHANTER_LEVEL - p[:, 2], 0.0, 40.0)
     axis_la = base[:2] + (2.0, 4.0)
@@ -247,9 +242,8 @@ def deform_femur_local(points: np.ndarray, side: dict, prm: dict) -> np.ndarray:
 
 def femur_pose(side: dict) -> np.ndarray:
     """Rotation (3, 3) of the local femur about its head centre: adduction (distal shaft medial), then flexion."""
-    ad, fl = math.radians(side["adduction"]), math.radians(side["flexion"])
-    r_ad = np.array([[math.cos(ad), 0, math.sin(ad)], [0, 1, 0], [-math.sin(ad), 0, math.cos(ad)]])
-    r_fl = np.array([[1, 0, 0], [0, math.cos(fl), -math.sin(fl)], [0, math.sin(fl), math.cos(fl)]])
+    r_ad = rotation_about(np.array([0.0, 1.0, 0.0]), math.radians(side["adduction"]))
+    r_fl = rotation_about(np.array([1.0, 0.0, 0.0]), math.radians(side["flexion"]))
     return r_fl @ r_ad
 
 

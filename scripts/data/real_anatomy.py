@@ -37,7 +37,7 @@ import trimesh
 from scipy.spatial import cKDTree
 
 from scripts.data import llp26
-from scripts.shape_maths import fit_sphere, generalized_procrustes, reflect, refit_sphere_shell, rotation_about, symmetry_plane
+from scripts.shape_maths import fit_sphere, generalized_procrustes, reflect, refit_sphere_shell, rotate_points_about, rotation_about, symmetry_plane
 
 if TYPE_CHECKING:  # scripts.data.phantom imports this module
     from scripts.data.phantom import PhantomCase, TissueOptions
@@ -240,8 +240,8 @@ def section_centroid(mesh: trimesh.Trimesh, z_mm: float) -> np.ndarray:
     return np.array([((x + np.roll(x, -1)) * cross).sum(), ((y + np.roll(y, -1)) * cross).sum(), 0.0]) / (3.0 * cross.sum()) + [0.0, 0.0, z_mm]
 
 
-def _neck_shaft_displacement(local: np.ndarray, neutral: trimesh.Trimesh, angle_rad: float) -> np.ndarray:
-    """Displacement (N, 3) mm of neutral-frame points turning head and neck by ``angle_rad`` (valgus positive)
+def _turn_neck(local: np.ndarray, neutral: trimesh.Trimesh, angle_rad: float) -> np.ndarray:
+    """Neutral-frame points (N, 3) mm with head and neck turned by ``angle_rad`` (valgus positive)
     about the AP axis through the neck-shaft intersection; the shaft axis runs through the cross-section
     centroids of the ``neutral`` surface 80 and 140 mm below the head centre."""
     top, low = (section_centroid(neutral, -VARIATION_TOP_MM - dz) for dz in (10.0, 70.0))
@@ -250,9 +250,8 @@ def _neck_shaft_displacement(local: np.ndarray, neutral: trimesh.Trimesh, angle_
     pivot = top + axis * (-0.8 * np.linalg.norm(top[:2]) - top[2]) / axis[2]
     neck = -pivot / np.linalg.norm(pivot)
     angle = -angle_rad * _smoothstep(((local - pivot) @ neck / np.linalg.norm(pivot) - 0.45) / 0.3)
-    d = local - pivot  # left femur, head medial (+x): valgus turns the neck toward +z, about +y by a negative angle
-    c, s = np.cos(angle), np.sin(angle)
-    return np.c_[c * d[:, 0] + s * d[:, 2], d[:, 1], -s * d[:, 0] + c * d[:, 2]] - d
+    # left femur, head medial (+x): valgus turns the neck toward +z, about +y by a negative angle
+    return rotate_points_about(local, pivot, np.array([0.0, 1.0, 0.0]), angle)
 
 
 def vary_femur(femur_nodes: np.ndarray, version_deg: float = 0.0, neck_shaft_deg: float = 0.0, bow_mm: float = 0.0) -> np.ndarray:
@@ -276,12 +275,10 @@ def vary_femur(femur_nodes: np.ndarray, version_deg: float = 0.0, neck_shaft_deg
     z_top, z_knee = -VARIATION_TOP_MM, neutral.vertices[landmarks().knee, 2].mean() + VARIATION_KNEE_MM
     z = local[:, 2]
     if neck_shaft_deg:
-        local = local + _neck_shaft_displacement(local, neutral, math.radians(neck_shaft_deg))
+        local = _turn_neck(local, neutral, math.radians(neck_shaft_deg))
     t = (z - z_knee) / (z_top - z_knee)  # 0 at the knee end, 1 at the top of the shaft
     if version_deg:
-        angle = np.radians(version_deg) * _smoothstep(t)
-        c, s = np.cos(angle), np.sin(angle)
-        local = np.c_[c * local[:, 0] - s * local[:, 1], s * local[:, 0] + c * local[:, 1], local[:, 2]]
+        local = rotate_points_about(local, np.zeros(3), np.array([0.0, 0.0, 1.0]), np.radians(version_deg) * _smoothstep(t))
     if bow_mm:
         tc = np.clip(t, 0.0, 1.0)
         local = local + np.c_[np.zeros_like(tc), bow_mm * 4.0 * tc * (1.0 - tc), np.zeros_like(tc)]

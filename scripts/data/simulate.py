@@ -47,7 +47,7 @@ from tqdm import tqdm  # noqa: E402
 from scripts import BUNDLE_ROOT
 from scripts.config_flags import as_shard  # noqa: E402
 from scripts.data.depth_maps import BoneGrid, bone_grids, depth_maps  # noqa: E402
-from scripts.data.drr import MM_TO_CM, line_integrals, material_volumes  # noqa: E402
+from scripts.data.drr import areal_densities, material_volumes  # noqa: E402
 from scripts.io.files import OUTPUT_MARKER, InputFileError, atomic_dir, exits_on_input_error, make_output_dir, read_json, write_depth_and_mask, write_json, write_nifti, written_by_bundle  # noqa: E402
 from scripts.io.radiograph_io import input_key  # noqa: E402
 from scripts.model.release import sha256  # noqa: E402
@@ -249,7 +249,7 @@ class LoadedCase:
 def label_positions(labels: Volume, bones: Sequence[str]) -> np.ndarray:
     """RAS positions (N, 3) mm of the voxel centres of ``bones`` in a bone label volume."""
     ijk = np.argwhere(np.isin(labels.array, [BONE_LABELS[b] for b in bones]))
-    return ijk @ labels.affine[:3, :3].T + labels.affine[:3, 3]
+    return apply_transform(labels.affine, ijk)
 
 
 def table_clearance_mm(points_ras: np.ndarray, world_to_camera: np.ndarray, table_mm: float) -> float | None:
@@ -366,8 +366,7 @@ def render_sample(lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose
         trans[2] += table_shift_mm(lc.ct, world_to_camera, lc.center, pose_cfg["table_mm"], pose_cfg.get("body_hu", -500.0))
         world_to_camera = standard_ap_pose(lc.center, cfg["source_to_object_mm"], rot, trans)
     geom = geometry.with_pose(world_to_camera)
-    step = cfg["drr"]["step_voxels"] * float(np.linalg.norm(lc.mu_affine[:3, :3], axis=0).min())
-    areal = line_integrals(lc.mu, lc.mu_affine, geom, step) * MM_TO_CM
+    areal = areal_densities(lc.mu, lc.mu_affine, geom, cfg["drr"]["step_voxels"])
     depth, mask = depth_maps(lc.labels.array, lc.ct.affine, geom, geom.bones, cfg["depth"]["step_voxels"], device, lc.bones)
     gen = torch.Generator().manual_seed(int(_stable_unit("style", seed, name, pose) * 2**62))
     image, fov, exposed, style = style_radiograph(areal, geom, mask, cfg["style"], gen, float(apply_transform(geom.matrix, lc.center)[2]))

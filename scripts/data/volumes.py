@@ -21,7 +21,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from scripts.io.files import InputFileError, PathLike, read_json, read_nifti_with_affine
-from scripts.geometry import BONES
+from scripts.geometry import BONES, apply_transform, voxel_spacing
 
 
 BONE_LABELS: dict[str, int] = {bone: i + 1 for i, bone in enumerate(BONES)}
@@ -74,13 +74,13 @@ class Volume:
     @property
     def spacing(self) -> np.ndarray:
         """Voxel size along i, j, k in mm."""
-        return np.linalg.norm(self.affine[:3, :3], axis=0)
+        return voxel_spacing(self.affine)
 
     def corners_world(self) -> np.ndarray:
         """World (RAS mm) positions of the 8 corner voxel centres, (8, 3)."""
         n = np.asarray(self.array.shape[:3]) - 1
         idx = np.array([[a, b, c] for a in (0, n[0]) for b in (0, n[1]) for c in (0, n[2])], dtype=np.float64)
-        return idx @ self.affine[:3, :3].T + self.affine[:3, 3]
+        return apply_transform(self.affine, idx)
 
 
 def _read_sitk(path: Path) -> sitk.Image:
@@ -197,7 +197,7 @@ def totalsegmentator_version(array: np.ndarray, affine: np.ndarray, path: PathLi
         for pair in (("hip_left", "hip_right"), ("femur_left", "femur_right")):
             left, right = table[pair[0]], table[pair[1]]
             if left in ids and right in ids:
-                x = [(affine[:3, :3] @ np.argwhere(array == i).mean(0) + affine[:3, 3])[0] for i in (left, right)]
+                x = [apply_transform(affine, np.argwhere(array == i).mean(0))[0] for i in (left, right)]
                 if x[0] < x[1] - min_separation_mm:
                     fits.append(version)
                     break
@@ -290,10 +290,9 @@ def bones_center(labels: Volume, inferior_shift: float = 0.1) -> np.ndarray:
     if idx.size == 0:
         raise InputFileError(labels.path, "no bone labels (1 pelvis, 2 femur_left, 3 femur_right) present")
     lo, hi = idx.min(0), idx.max(0)
-    to_world = lambda ijk: labels.affine[:3, :3] @ ijk + labels.affine[:3, 3]  # noqa: E731
-    centre = to_world((lo + hi) / 2.0)
+    centre = apply_transform(labels.affine, (lo + hi) / 2.0)
     if pelvis.size:
-        corners = np.array([to_world(np.array([a, b, c])) for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])])
+        corners = apply_transform(labels.affine, np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])]))
         centre[2] -= inferior_shift * (corners[:, 2].max() - corners[:, 2].min())
     return centre
 

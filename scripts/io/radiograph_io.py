@@ -30,6 +30,7 @@ e.g. to try the Deploy app::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import os
 import re
@@ -37,7 +38,7 @@ import stat
 import sys
 import warnings
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -115,6 +116,7 @@ def load_radiograph_with_field(
     standard: Geometry,
     sid_mm: float | None = None,
     pixel_spacing_mm: float | Sequence[float] | None = None,
+    header: Dataset | None = None,
 ) -> tuple[np.ndarray, Geometry, dict, np.ndarray]:
     """Read one radiograph and bring it into ``standard`` (simulator NIfTI keeps its own geometry).
 
@@ -123,6 +125,8 @@ def load_radiograph_with_field(
         standard: the bundle's standard geometry (SID mm, detector pitch mm, size, principal point).
         sid_mm: source-to-detector distance (mm) for inputs whose header lacks it.
         pixel_spacing_mm: detector pixel pitch (mm), one value or (su, sv), for inputs lacking it.
+        header: the DICOM file's header as ``read_dicom(path, stop_before_pixels=True)`` read it (its pixel data are
+            read from the file here), so the file is parsed once; None: read here.
 
     Returns:
         image float32 (H, W) bone bright, its Geometry, an info dict free of patient identifiers, and the
@@ -152,7 +156,7 @@ def load_radiograph_with_field(
             if orientation != 1:
                 info["laterality"] += f" (image as its EXIF Orientation {orientation} displays it)"
     else:
-        ds = read_dicom(path)
+        ds = read_dicom(path) if header is None else header
         native, source = _dicom_geometry(path, ds, sid_mm, spacing)  # from the header: refused before decoding pixels
         image, padding = _dicom_pixels(path, ds)
         shown = "\\".join(_patient_orientation(ds))  # L\\F (read_dicom refused any other)
@@ -337,6 +341,87 @@ def input_key(path: PathLike, ds: Dataset | None = None) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def error_line(path: PathLike, error: Exception) -> str:
+    """The one line refusing input ``path`` for ``error``: an :class:`InputFileError` as it is (it names its file), a
+    ValueError ``<path>: <message>``, anything else ``<path>: failed (<type>: <message>)``."""
+    if isinstance(error, InputFileError):
+        return str(error)
+    return f"{path}: {error}" if isinstance(error, ValueError) else f"{path}: failed ({type(error).__name__}: {error})"
+
+
+@dataclasses.dataclass
+class RadiographFile:
+    """One input of a run as :class:`RadiographInputs` read it: ``name`` its output folder (:func:`output_name`; "" when
+    not even its header could be read), ``key`` its identifier in the output marker (:func:`input_key`), ``header``
+    its DICOM header (None for NIfTI/PNG/TIFF); once loaded ``image``, ``geometry``, ``info`` and ``fov`` of
+    :func:`load_radiograph_with_field` (``image`` None: not loaded); ``error``: the one line refusing it ("" if none)."""
+
+    path: Path
+    name: str = ""
+    key: str = ""
+    header: Dataset | None = None
+    image: np.ndarray | None = None
+    geometry: Geometry | None = None
+    info: dict = dataclasses.field(default_factory=dict)
+    fov: np.ndarray | None = None
+    error: str = ""
+
+
+class RadiographInputs:
+    """The radiographs under ``input_path`` (not ``output_dir``'s results) with their output names, as the bundle's
+    batch inference (:class:`scripts.reconstruction.reconstruct.ReconstructionRunner`) and the Deploy app
+    (``deploy/app/pipeline.py``) both list, read, name and refuse them. It lives here, beside :func:`iter_radiographs`,
+    :func:`output_name`, :func:`input_key` and :func:`load_radiograph_with_field` which it combines, so that neither
+    workflow owns the other's naming. :meth:`read` (picklable: the runner calls it in DataLoader workers) and
+    :meth:`claim` (in the one process that writes) are separate steps; :meth:`items` does both in turn.
+    ``sid_mm``, ``pixel_spacing_mm``: fill-ins for inputs lacking them (:func:`load_radiograph_with_field`).
+    """
+
+    def __init__(self, input_path: PathLike, standard: Geometry, sid_mm: float | None = None,
+                 pixel_spacing_mm: float | Sequence[float] | None = None, output_dir: PathLike | None = None):
+        self.input_path, self.output_dir = Path(input_path), output_dir
+        self.root = self.input_path if self.input_path.is_dir() else None  # output names are relative to it
+        self.standard, self.sid_mm, self.pixel_spacing_mm = standard, sid_mm, pixel_spacing_mm
+        self._claimed: dict[str, Path] = {}  # output name -> the input that has it in this run
+
+    def paths(self) -> list[Path]:
+        """The input files (:func:`iter_radiographs`; raises its :class:`InputFileError`)."""
+        return list(iter_radiographs(self.input_path, self.output_dir))
+
+    def read(self, path: PathLike, before_load: Callable[[RadiographFile], bool] | None = None) -> RadiographFile:
+        """``path`` named from its header (DICOM read once, pixel data when loaded) and loaded into the standard
+        geometry unless ``before_load(item)`` returns False (e.g. its finished output exists: not loaded). Never
+        raises: a refusal, also one ``before_load`` raises (:class:`InputFileError`), becomes ``item.error`` (:func:`error_line`)."""
+        item = RadiographFile(Path(path))
+        try:
+            if not item.path.name.lower().endswith(NIFTI_SUFFIXES + RASTER_SUFFIXES):
+                item.header = read_dicom(item.path, stop_before_pixels=True)
+            item.name, item.key = output_name(item.path, item.header, self.root), input_key(item.path, item.header)
+            if before_load is None or before_load(item):
+                item.image, item.geometry, item.info, item.fov = load_radiograph_with_field(
+                    item.path, self.standard, self.sid_mm, self.pixel_spacing_mm, item.header)
+                if item.header is not None and "PixelData" in item.header:
+                    del item.header.PixelData  # now in ``image``: the header holds no pixels, as before loading
+        except Exception as e:  # anything else refuses this input only; KeyboardInterrupt still stops the run
+            item.error = error_line(item.path, e)
+        return item
+
+    def claim(self, item: RadiographFile) -> bool:
+        """Give ``item`` its output name in this run: False, with ``item.error`` set, when an earlier input of the run
+        has that name (it keeps it; nothing is written for this one). An item without a name claims nothing."""
+        other = self._claimed.setdefault(item.name, item.path) if item.name else item.path
+        if other != item.path:
+            item.error = f"{item.path}: its output name {item.name!r} is that of {other} too; rename one of them (nothing written for this one)"
+        return other == item.path
+
+    def items(self, paths: Sequence[Path], before_load: Callable[[RadiographFile], bool] | None = None) -> Iterator[RadiographFile]:
+        """Each of ``paths`` in turn, read (:meth:`read`) and its name claimed (:meth:`claim`)."""
+        for path in paths:
+            item = self.read(path, before_load)
+            self.claim(item)
+            yield item
+
+
 # ---------------------------------------------------------------------- NIfTI
 def _load_nifti(path: Path) -> tuple[np.ndarray, Geometry, dict]:
     try:
@@ -455,7 +540,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, int | None]:
     return arr.astype(np.float32), orientation
 
 
-def _raster_geometry(path: Path, shape: tuple[int, int], standard: Geometry, sid_mm, spacing) -> tuple[Geometry, dict]:
+def _raster_geometry(path: Path, shape: tuple[int, int], standard: Geometry, sid_mm: float | None, spacing: tuple[float, float] | None) -> tuple[Geometry, dict]:
     """PNG/TIFF carry no geometry: the standard one when sizes match, else the given pitch (SID default standard).
     ``shape`` and the pitch (su, sv) are the displayed image's (EXIF orientation applied)."""
     h, w = shape
@@ -640,7 +725,7 @@ def _compressed_pixels(path: Path, ds: Dataset) -> tuple[np.ndarray | None, bool
     return arr.reshape(arr.shape[-2:]) if arr.ndim == 3 and arr.shape[0] == 1 else arr, True
 
 
-def _dicom_geometry(path: Path, ds: Dataset, sid_mm, spacing) -> tuple[Geometry, dict]:
+def _dicom_geometry(path: Path, ds: Dataset, sid_mm: float | None, spacing: tuple[float, float] | None) -> tuple[Geometry, dict]:
     source: dict = {}
     if "DistanceSourceToDetector" in ds and ds.DistanceSourceToDetector not in (None, ""):
         sid, source["sid_mm"] = _tag_number(path, ds, "DistanceSourceToDetector"), "DistanceSourceToDetector (0018,1110)"
@@ -757,7 +842,7 @@ def _check_readable_file(path: Path) -> None:
         raise InputFileError(path, problem) from None
 
 
-def _geometry(path: Path, sid: float, spacing, size, source: dict) -> Geometry:
+def _geometry(path: Path, sid: float, spacing: Sequence[float], size: tuple[int, int], source: dict) -> Geometry:
     """The input's native geometry, refused (naming where each value came from) outside what radiography rooms use."""
     try:
         return Geometry(sid_mm=sid, pixel_spacing_mm=tuple(spacing), image_size=size).check_radiography_range()

@@ -43,7 +43,7 @@ from scripts.reconstruction.hips import MEDIAL_X, femoral_head_vertices, head_sp
 from scripts.reconstruction.meshing import dual_face_mesh, front_face_mesh, masked_points
 from scripts.model.networks import absolute_depth, split_output
 from scripts.reconstruction.plausibility import plausibility
-from scripts.io.radiograph_io import NIFTI_SUFFIXES, RASTER_SUFFIXES, input_key, iter_radiographs, load_radiograph_with_field, output_name, read_dicom
+from scripts.io.radiograph_io import RadiographFile, RadiographInputs, error_line
 from scripts.io.report import save_reconstruction_report
 from scripts.reconstruction.ssm import ShapeFit, ShapeModel, fit_shape_model, load_shape_models
 from scripts.model.transforms import flip_bone_maps_lr
@@ -226,9 +226,7 @@ class Reconstruction:
             if m.any():
                 d = self.depth[faces * b : faces * (b + 1)][:, m]
                 border = m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any()
-                surf = self.surfaces[bone]
-                info.update(centre_depth_mm=float(d.mean()), in_view=not border,
-                            surface={"vertices": len(surf.vertices), "faces": len(surf.faces), "watertight": bool(surf.is_watertight)})
+                info.update(centre_depth_mm=float(d.mean()), in_view=not border, surface=mesh_summary(self.surfaces[bone]))
             fit = self.fits.get(bone)
             info["ssm"] = None if fit is None else {
                 "rms_mm": fit.rms_mm, "inlier_fraction": fit.inlier_fraction, "coeffs_sd": fit.coeffs.tolist(), "pose_model_to_camera": fit.pose.tolist()
@@ -445,22 +443,39 @@ def write_reconstruction(
         t2 = time.perf_counter()
         result = {
             "name": name,
-            "input_format": info.get("format"),
-            "geometry_source": info.get("geometry_source"),
-            "coverage": info.get("coverage"),
-            "laterality": info.get("laterality"),
-            "frame": FRAME,
-            "geometry": geom.to_dict(),
+            **result_summary(info, geom, rec.bone_summary(), rec.hip_plane, warnings),
             "faces": faces,
             "centre_depth_mm": rec.centre_mm,
-            "hip_plane": rec.hip_plane,
-            "bones": rec.bone_summary(),
-            "warnings": warnings,
             "plausibility": rec.plausibility,
             "timings_s": {**rec.timings_s, "write": t1 - t0 + time.perf_counter() - t2, **({"report": t2 - t1} if report else {})},
         }
         write_json(tmp / "result.json", result)
     return out_dir
+
+
+def mesh_summary(mesh: trimesh.Trimesh) -> dict:
+    """Size of a surface in result.json: vertices, faces, watertight."""
+    return {"vertices": len(mesh.vertices), "faces": len(mesh.faces), "watertight": bool(mesh.is_watertight)}
+
+
+def result_summary(info: Mapping, geometry: Geometry, bones: Mapping[str, dict], hip_plane: dict | None, warnings: Sequence[str]) -> dict:
+    """The result.json fields the bundle's inference (:func:`write_reconstruction`) and the Deploy app
+    (``deploy/app/pipeline.py``) share, built here for both so that they agree: the input's format, geometry
+    source, coverage and laterality (``info`` of :func:`scripts.io.radiograph_io.load_radiograph_with_field`),
+    the frame (:data:`FRAME`), ``geometry`` (the bundle's: its maps', at the network size; the app's: the standard one
+    its image was resampled into), the per-bone summary ``bones`` (:meth:`Reconstruction.bone_summary`),
+    the hip plane (camera frame, mm) and the warnings."""
+    return {
+        "input_format": info.get("format"),
+        "geometry_source": info.get("geometry_source"),
+        "coverage": info.get("coverage"),
+        "laterality": info.get("laterality"),
+        "frame": FRAME,
+        "geometry": geometry.to_dict(),
+        "hip_plane": hip_plane,
+        "bones": dict(bones),
+        "warnings": list(warnings),
+    }
 
 
 def output_warnings(rec: Reconstruction, info: Mapping) -> list[str]:
@@ -477,74 +492,58 @@ def _resize_image(image: np.ndarray, geometry: Geometry) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- batch workflow
-def _dicom_header(path: Path):
-    """DICOM header (no pixels) for PHI-free naming, or None for NIfTI/PNG/TIFF."""
-    return None if path.name.lower().endswith(NIFTI_SUFFIXES + RASTER_SUFFIXES) else read_dicom(path, stop_before_pixels=True)
-
-
 @dataclass
-class RadiographInput:
-    """One input of the batch workflow as read ahead by :class:`RadiographReader`.
+class RadiographInput(RadiographFile):
+    """One input of the batch workflow as read ahead by :class:`RadiographReader`: the
+    :class:`scripts.io.radiograph_io.RadiographFile` (name, key, image, geometry, info, error; its DICOM header left
+    in the worker) with the network's input.
 
     ``status``: "ready" (image, geometry, info and the prepared network input set), "skipped" (this input's
-    finished output exists) or "failed" (``error``: the one line to report). ``name``: the output folder's
-    name (:func:`scripts.io.radiograph_io.output_name`, "" when even that failed); ``source``: the input's
-    identifier in the output marker (:func:`scripts.io.radiograph_io.input_key`).
+    finished output exists) or "failed" (``error``: the one line to report).
     """
 
-    path: Path
-    status: str
-    name: str = ""
-    source: str = ""
-    image: np.ndarray | None = None
-    geometry: Geometry | None = None
-    info: dict = field(default_factory=dict)
+    status: str = "ready"
     network_input: np.ndarray | None = None  # (1, h, w) float32; NumPy, so workers hand it over through a pipe
     network_geometry: Geometry | None = None
     network_field: np.ndarray | None = None  # (1, h, w) the radiograph's own area at the network size; None: all
     load_s: float = 0.0
-    error: str = ""
 
 
 class RadiographReader(torch.utils.data.Dataset):
     """Dataset of input files -> :class:`RadiographInput`: output name, skip check (an existing folder that is not
     this input's reconstruction, or one to be replaced holding files it did not write, fails the input:
-    :func:`scripts.io.files.check_replaceable`), reading and
-    resampling into the standard geometry (:func:`scripts.io.radiograph_io.load_radiograph`), the radiograph's
-    own area and the network's preprocessing (:func:`network_input`). Bad input becomes a "failed" item, so
-    DataLoader workers never raise. ``input_root``: the input folder output names are relative to (None: a file)."""
+    :func:`scripts.io.files.check_replaceable`), reading and resampling into the standard geometry
+    (:meth:`scripts.io.radiograph_io.RadiographInputs.read`), the radiograph's own area and the network's
+    preprocessing (:func:`network_input`). Bad input becomes a "failed" item, so DataLoader workers never raise."""
 
-    def __init__(self, paths: Sequence[Path], input_root: Path | None, output_dir: Path, standard: Geometry, sid_mm: float | None,
-                 pixel_spacing_mm: float | Sequence[float] | None,
-                 overwrite: bool, preprocessing: Callable[[dict], dict], image_size: Sequence[int], bones: Sequence[str]):
-        self.paths, self.input_root, self.output_dir, self.standard = list(paths), input_root, Path(output_dir), standard
-        self.sid_mm, self.pixel_spacing_mm, self.overwrite = sid_mm, pixel_spacing_mm, overwrite
+    def __init__(self, paths: Sequence[Path], inputs: RadiographInputs, output_dir: Path, overwrite: bool,
+                 preprocessing: Callable[[dict], dict], image_size: Sequence[int], bones: Sequence[str]):
+        self.paths, self.inputs, self.output_dir, self.overwrite = list(paths), inputs, Path(output_dir), overwrite
         self.preprocessing, self.image_size, self.bones = preprocessing, image_size, tuple(bones)
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def _to_load(self, item: RadiographFile) -> bool:
+        """False when ``item``'s finished reconstruction exists (skipped unless ``overwrite``); raises when its folder may not be replaced."""
+        target = self.output_dir / item.name
+        if check_own_output(target, RESULT_KIND, item.key) and not self.overwrite and (target / "result.json").exists():
+            return False
+        check_replaceable(target, RESULT_KIND, item.key)  # to be replaced: a user's file inside fails this input before any work
+        return True
+
     def __getitem__(self, index: int) -> RadiographInput:
         path = self.paths[index]
         t0 = time.perf_counter()
-        name = source = ""
+        item = self.inputs.read(path, self._to_load)
+        if item.error or item.image is None:
+            return RadiographInput(path, item.name, item.key, error=item.error, status="failed" if item.error else "skipped")
         try:
-            header = _dicom_header(path)
-            name, source = output_name(path, header, self.input_root), input_key(path, header)
-            target = self.output_dir / name
-            if check_own_output(target, RESULT_KIND, source) and not self.overwrite and (target / "result.json").exists():
-                return RadiographInput(path, "skipped", name, source)
-            check_replaceable(target, RESULT_KIND, source)  # to be replaced: a user's file inside fails this input before any work
-            image, geometry, info, fov = load_radiograph_with_field(path, self.standard, self.sid_mm, self.pixel_spacing_mm)
-            x, net_geometry, inside = network_input(image, geometry, self.preprocessing, self.image_size, self.bones, fov)
-        except InputFileError as e:
-            return RadiographInput(path, "failed", name, source, error=str(e))
-        except (ValueError, GeometryError) as e:
-            return RadiographInput(path, "failed", name, source, error=f"{path}: {e}")
-        except Exception as e:  # anything else fails this input only
-            return RadiographInput(path, "failed", name, source, error=f"{path}: failed ({type(e).__name__}: {e})")
-        return RadiographInput(path, "ready", name, source, image, geometry, info, x.numpy(), net_geometry, None if inside is None else inside.numpy(),
-                               time.perf_counter() - t0)
+            x, net_geometry, inside = network_input(item.image, item.geometry, self.preprocessing, self.image_size, self.bones, item.fov)
+        except Exception as e:  # fails this input only
+            return RadiographInput(path, item.name, item.key, error=error_line(path, e), status="failed")
+        return RadiographInput(path, item.name, item.key, None, item.image, item.geometry, item.info, item.fov, network_input=x.numpy(),
+                               network_geometry=net_geometry, network_field=None if inside is None else inside.numpy(), load_s=time.perf_counter() - t0)
 
 
 def _as_list(batch: list) -> list:
@@ -604,21 +603,25 @@ class ReconstructionRunner:
         self.report, self.batch_size = bool(report), as_count(batch_size, "batch_size", 1)
         self.num_workers, self.writers = as_count(num_workers, "num_workers"), as_count(writers, "writers")
         self.shard = shard
-        self._claimed: dict[str, Path] = {}  # output name -> the input that has it in this run
 
     @functools.cached_property
     def standard(self) -> Geometry:
         """The standard geometry given to inputs without their own."""
         return Geometry.standard(self.standard_geometry, check_range=True)
 
+    @functools.cached_property
+    def radiographs(self) -> RadiographInputs:
+        """The run's inputs and the output names they claimed (:class:`scripts.io.radiograph_io.RadiographInputs`)."""
+        return RadiographInputs(self.input_dir, self.standard, self.sid_mm, self.pixel_spacing_mm, self.output_dir)
+
     def inputs(self) -> list[Path]:
         """This shard's input files (every n-th of the sorted list from the i-th)."""
         i, n = as_shard(self.shard)
-        return list(iter_radiographs(self.input_dir, self.output_dir))[i::n]
+        return self.radiographs.paths()[i::n]
 
     def reader(self, paths: Sequence[Path]) -> torch.utils.data.DataLoader:
         """DataLoader of :class:`RadiographReader` items in input order, lists of ``batch_size``."""
-        dataset = RadiographReader(paths, self.input_dir if self.input_dir.is_dir() else None, self.output_dir, self.standard, self.sid_mm, self.pixel_spacing_mm, self.overwrite,
+        dataset = RadiographReader(paths, self.radiographs, self.output_dir, self.overwrite,
                                    self.reconstructor.preprocessing, self.reconstructor.image_size, self.reconstructor.bones)
         workers = min(self.num_workers, len(paths))
         return torch.utils.data.DataLoader(dataset, batch_size=self.batch_size, num_workers=workers, collate_fn=_as_list,
@@ -692,9 +695,8 @@ class ReconstructionRunner:
             with tqdm(total=len(inputs), desc="reconstruct", unit="image") as bar:
                 for batch in self.reader(inputs):
                     for item in batch:
-                        other = self._claimed.setdefault(item.name, item.path) if item.name else item.path
-                        if other != item.path:  # one output name for two inputs: the later one is an error
-                            item.status, item.error = "failed", f"{item.path}: its output name {item.name!r} is that of {other} too; rename one of them (nothing written for this one)"
+                        if not self.radiographs.claim(item):  # one output name for two inputs: the later one is an error
+                            item.status = "failed"
                         elif self.shard is not None and item.name in stale:
                             remove_partials(self.output_dir, [item.name], stale)  # this shard's, left by a killed run
                         if item.status == "skipped":
@@ -707,7 +709,7 @@ class ReconstructionRunner:
                             failed(item.path, rec)
                             bar.update(1)
                             continue
-                        args = (self.output_dir / item.name, rec, item.image, item.info, item.name, item.source, self.report)
+                        args = (self.output_dir / item.name, rec, item.image, item.info, item.name, item.key, self.report)
                         future = pool.submit(write_reconstruction, *args) if pool else _done(write_reconstruction, *args)
                         pending.append((item, output_warnings(rec, item.info), future))
                         collect(2 * self.writers)  # bounded: at most twice the writers' outputs held in memory
@@ -752,13 +754,16 @@ def _cached_reconstructor(model_path: str | None, ssm_path: str | None, device: 
 
 class BoneMeshes(dict):
     """``{bone: trimesh.Trimesh}`` of one radiograph (camera frame, mm) carrying the result's ``warnings``
-    (sentences, e.g. an implausible prediction: :attr:`Reconstruction.warnings`) and ``hip_plane``
-    (:attr:`Reconstruction.hip_plane`; None without a completed femur)."""
+    (sentences, e.g. an implausible prediction: :attr:`Reconstruction.warnings`), ``hip_plane``
+    (:attr:`Reconstruction.hip_plane`; None without a completed femur) and per-bone summary ``bones``
+    (:meth:`Reconstruction.bone_summary`: result.json's)."""
 
-    def __init__(self, meshes: Mapping[str, trimesh.Trimesh], warnings: Sequence[str] = (), hip_plane: dict | None = None):
+    def __init__(self, meshes: Mapping[str, trimesh.Trimesh], warnings: Sequence[str] = (), hip_plane: dict | None = None,
+                 bones: Mapping[str, dict] | None = None):
         super().__init__(meshes)
         self.warnings = list(warnings)
         self.hip_plane = hip_plane
+        self.bones = dict(bones or {})
 
 
 def reconstruct_image(
@@ -776,10 +781,11 @@ def reconstruct_image(
     Uses configs/inference.yaml (checkpoint ``model_path``, default models/model.pt; shape models
     ``ssm_path``, default models/ssm.npz). Returns per found bone the shape-model completion
     (``completed``; the dual-face surface where no fit was possible) or the dual-face surface, with
-    the result's warnings (``.warnings``: empty unless the prediction is implausible) and hip plane (``.hip_plane``).
+    the result's warnings (``.warnings``: empty unless the prediction is implausible), hip plane (``.hip_plane``) and per-bone
+    summary (``.bones``).
     ``torchscript``: accept a TorchScript ``model_path`` (its code runs: trusted sources only). ``fov`` (H, W): the
     radiograph's own area (:func:`scripts.io.radiograph_io.load_radiograph_with_field`; None: all of the image), normalised
     over and filled outside as in training, with no bone predicted outside it (:meth:`Reconstructor.predict`).
     """
     rec = _cached_reconstructor(None if model_path is None else str(model_path), None if ssm_path is None else str(ssm_path), device, bool(torchscript))(image, geometry, fov=fov)
-    return BoneMeshes({**rec.surfaces, **(rec.completed if completed else {})}, rec.warnings, rec.hip_plane)
+    return BoneMeshes({**rec.surfaces, **(rec.completed if completed else {})}, rec.warnings, rec.hip_plane, rec.bone_summary())
