@@ -263,6 +263,10 @@ def test_cli_build_refuses_what_it_cannot_write_right(tmp_path, cohort, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cases", "mine.npz", "mine.png", "plot.png"]  # nothing else written
     assert ssm.main(build + [str(ROOT / "models" / "new.npz")]) == 1
     assert "shipped models/ folder" in capsys.readouterr().err and not (ROOT / "models" / "new.npz").exists()
+    # --out under a file: one line naming it before the build (the missing --cases would be the first error after)
+    assert ssm.main(["build", "--cases", str(tmp_path / "absent"), "--bones", "pelvis", "--out", str(mine / "s.npz")]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == f"{mine / 's.npz'}: cannot be written: its folder {mine} exists and is not a folder", line
 
 
 def test_register_brings_meshes_into_correspondence(tmp_path):
