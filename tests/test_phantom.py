@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import nibabel as nib
 import numpy as np
@@ -14,6 +15,7 @@ from scripts.data import phantom_anatomy as anatomy
 from scripts.geometry import BONES, Geometry, standard_ap_pose
 from scripts.data.phantom import BONE_LOSS_AT_1, TissueOptions, _bone_hu, build_meshes, case_seeds, generate_case, main, sample_params, voxelize
 from scripts.data.volumes import BONE_LABELS
+from scripts.io.files import OUTPUT_MARKER, InputFileError
 
 SPACING = 3.0
 
@@ -185,6 +187,32 @@ def test_cli_writes_full_layout(tmp_path):
     with pytest.raises(SystemExit):
         main(["--anatomy", "procedural", "--n", "1", "--out", str(tmp_path / "x"), "--spacing", "-1"])
     assert not (tmp_path / "x").exists()
+
+
+def test_cli_leaves_a_users_files_and_clears_its_leftovers(tmp_path, capsys):
+    """A user's folder at a case's name, or a file as --out: one line before any case is drawn, nothing written,
+    the user's files byte for byte; a rerun removes the .case_XXXX.*.partial folder of a killed run."""
+    out = tmp_path / "out"
+    (out / "case_0001").mkdir(parents=True)
+    (out / "case_0001" / "notes.txt").write_text("mine")
+    (out / "notes.txt").write_text("mine too")
+    args = ["--anatomy", "procedural", "--n", "2", "--seed", "5", "--spacing", "8"]
+    assert main([*args, "--out", str(out)]) == 1
+    assert f"{out / 'case_0001'}: exists and was not written by this bundle" in capsys.readouterr().err
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["case_0001", "case_0001/notes.txt", "notes.txt"]
+    (tmp_path / "file").write_text("a user's file")
+    assert main([*args, "--out", str(tmp_path / "file"), "--workers", "2"]) == 1
+    assert capsys.readouterr().err.strip().endswith("exists and is not a folder; --out names the output folder")
+    assert (tmp_path / "file").read_text() == "a user's file"
+    err = pickle.loads(pickle.dumps(InputFileError("a.nii.gz", "bad")))  # a worker's error reaches the Pool's parent
+    assert (err.path, err.problem, str(err)) == ("a.nii.gz", "bad", "a.nii.gz: bad")
+    (out / "case_0001" / "notes.txt").unlink()
+    (out / "case_0001").rmdir()
+    leftover = out / ".case_0000.k1lled00.partial"
+    leftover.mkdir()
+    (leftover / OUTPUT_MARKER).write_text(json.dumps({"kind": "phantom case", "source": None}))
+    assert main([*args, "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["case_0000", "case_0001", "notes.txt"]
 
 
 def test_soft_tissue_depots_follow_the_body_habitus():

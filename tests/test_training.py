@@ -21,7 +21,7 @@ from scripts.config_flags import as_flag
 from scripts.io.files import InputFileError, input_error_of
 from scripts.model.metrics import DepthMAE, MaskDice
 from scripts.model.networks import DualFaceDepthNet, absolute_depth, split_output
-from scripts.model.plot_training import plot_training
+from scripts.model.plot_training import main as plot_main, plot_training
 from scripts.model.training import latest_checkpoint, load_datalist
 from tests.helpers import META, ROOT, TINY, TRAIN, bundle_env, ddp_train_command, train_workflow, write_sphere_dataset
 
@@ -120,6 +120,12 @@ def test_train_end_to_end(dataset, tmp_path):
     DualFaceDepthNet(features=TINY["features"]).load_state_dict(best)
     png = plot_training(tmp_path / "run" / "tensorboard", tmp_path / "curves.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a user's PNG at the output: one line, the file byte for byte; --overwrite replaces it
+    (tmp_path / "mine.png").write_bytes(b"a user's figure")
+    assert plot_main([str(tmp_path / "run" / "tensorboard"), str(tmp_path / "mine.png")]) == 1
+    assert (tmp_path / "mine.png").read_bytes() == b"a user's figure"
+    assert plot_main([str(tmp_path / "run" / "tensorboard"), str(tmp_path / "mine.png"), "--overwrite"]) == 0
+    assert (tmp_path / "mine.png").read_bytes() == png.read_bytes()
 
 
 def test_resume_continues_from_saved_epoch(dataset, tmp_path):
@@ -253,9 +259,8 @@ def test_variants(dataset, tmp_path, variant, depth_channels):
 
 def test_command_line_false_switches_flags_off(dataset, tmp_path):
     """``--casi_per_channel false`` reaches the config as the string "false" (Python Fire): it must mean off."""
-    for run in ("off", "on"):
-        (tmp_path / run).mkdir()
-        torch.save({"model": DualFaceDepthNet(features=TINY["features"]).state_dict()}, tmp_path / run / "checkpoint_epoch=1.pt")  # found only when resuming
+    (tmp_path / "on").mkdir()
+    torch.save({"model": DualFaceDepthNet(features=TINY["features"]).state_dict()}, tmp_path / "on" / "checkpoint_epoch=1.pt")
     off = train_workflow(dataset, tmp_path / "off", epochs=1, casi_per_channel="false", center_align="False", resume="false")
     loss = off.parser.get_parsed_content("loss").depth_loss
     assert loss.per_channel is False and loss.center_align is False
@@ -304,6 +309,34 @@ def test_resume_checkpoint_that_is_not_a_training_checkpoint(dataset, tmp_path, 
     cause = input_error_of(info.value)
     assert isinstance(cause, InputFileError) and cause.path == str(bad)
     assert ("no 'model' state dict" if content == "plain state dict" else "unreadable resume checkpoint") in str(cause)
+
+
+def _tree(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_training_never_overwrites_what_it_did_not_write(dataset, tmp_path):
+    """A fresh run into a folder holding a user's model.pt, an earlier run's checkpoint (with --resume false), or a
+    checkpoint of another network (resume): one error naming the file before training; every file byte for byte."""
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "model.pt").write_bytes(b"a user's model" * 10)
+    (user / "notes.txt").write_text("mine")
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    torch.save({"model": DualFaceDepthNet(features=TINY["features"]).state_dict()}, earlier / "checkpoint_epoch=5.pt")
+    other = tmp_path / "other"
+    other.mkdir()
+    torch.save({"model": DualFaceDepthNet(features=[8, 8, 16, 16, 32, 8]).state_dict()}, other / "checkpoint_epoch=2.pt")
+    for run, override, bad, match in ((user, {"ckpt_dir": str(user)}, user / "model.pt", "this run starts afresh"),
+                                      (earlier, {"resume": "false"}, earlier / "checkpoint_epoch=5.pt", "--resume false"),
+                                      (other, {}, other / "checkpoint_epoch=2.pt", "shapes differ for")):
+        before = _tree(run)
+        with pytest.raises(Exception) as info:
+            train_workflow(dataset, run, epochs=1, **override)
+        cause = input_error_of(info.value)
+        assert isinstance(cause, InputFileError) and cause.path == str(bad) and match in str(cause), info.value
+        assert _tree(run) == before
 
 
 def test_ddp_two_processes_cpu(dataset, tmp_path):

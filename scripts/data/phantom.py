@@ -41,7 +41,7 @@ from tqdm import tqdm  # noqa: E402
 
 from scripts.data import phantom_anatomy as anatomy  # noqa: E402
 from scripts.data.llp26 import NOTICE as LLP26_NOTICE  # noqa: E402
-from scripts.io.files import atomic_dir, exits_on_input_error, write_json, write_nifti  # noqa: E402
+from scripts.io.files import atomic_dir, check_replaceable, exits_on_input_error, make_output_dir, remove_partials, write_json, write_nifti  # noqa: E402
 from scripts.geometry import BONES  # noqa: E402
 from scripts.io.report import bone_colour, save_figure  # noqa: E402
 from scripts.data.volumes import BONE_LABELS, VERTEBRAE_LABEL  # noqa: E402
@@ -504,6 +504,10 @@ def generate_cohort(
 ) -> list[Path]:
     """Write a cohort with ``workers`` processes (cases of :func:`cohort_tasks`); returns their folders."""
     tasks = cohort_tasks(n, Path(out), seed, spacing_mm, start, anatomy_name, subjects, femur_variation, options)
+    make_output_dir(out, "--out")
+    for task in tasks:  # a user's file or folder at a case's name: refused before any case is drawn
+        check_replaceable(task[1], "phantom case")
+    remove_partials(out, [task[1].name for task in tasks])  # this cohort's leftovers of a killed run
     progress = dict(total=len(tasks), desc=f"{anatomy_name} phantom cases", unit="case")
     if workers <= 1:
         return [_write_one(t) for t in tqdm(tasks, **progress)]

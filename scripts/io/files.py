@@ -51,6 +51,10 @@ class InputFileError(RuntimeError):
         self.problem = problem
         super().__init__(f"{path}: {problem}")
 
+    def __reduce__(self) -> tuple:
+        """Pickle as ``(path, problem)``: a worker process's error reaches the parent (else a Pool waits forever)."""
+        return type(self), (self.path, self.problem)
+
 
 def exits_on_input_error(main: Callable[..., int]) -> Callable[..., int]:
     """Decorate a CLI ``main``: an :class:`InputFileError` prints its one line to stderr and ``main`` returns 1."""

@@ -57,6 +57,17 @@ def _load_state_dict_into(path: Path, network: torch.nn.Module, widen: bool = Fa
             state = widen_state_dict(state, network)
         except ValueError as e:
             raise InputFileError(path, f"cannot widen into network_def: {e}") from None
+    check_fits(path, state, network)
+    network.load_state_dict(state)
+    return network
+
+
+def check_fits(path: PathLike, state: Mapping[str, torch.Tensor], network: torch.nn.Module) -> None:
+    """Refuse the state dict ``state`` (read from ``path``) unless its names and shapes are ``network``'s.
+
+    Raises:
+        InputFileError: naming ``path`` and up to three differing, missing and unexpected parameters.
+    """
     own = network.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     differ = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
@@ -64,8 +75,6 @@ def _load_state_dict_into(path: Path, network: torch.nn.Module, widen: bool = Fa
         parts = [f"{label} {names[:3]}{' ...' if len(names) > 3 else ''}" for label, names in
                  (("shapes differ for", differ), ("missing", missing), ("unexpected", unexpected)) if names]
         raise InputFileError(path, "checkpoint from another bundle version or network configuration: " + "; ".join(parts))
-    network.load_state_dict(state)
-    return network
 
 
 def load_weights(path: PathLike, network: torch.nn.Module, widen: bool = False) -> torch.nn.Module:

@@ -1,6 +1,6 @@
 """Training curves PNG from the TensorBoard event files of a training run.
 
-    python -m scripts.plot_training runs/train/tensorboard docs/training_curves.png
+    python -m scripts.plot_training runs/train/tensorboard docs/training_curves.png [--overwrite]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
-from scripts.io.files import InputFileError, PathLike, exits_on_input_error  # noqa: E402
+from scripts.io.files import InputFileError, PathLike, exits_on_input_error, refuse_existing  # noqa: E402
 from scripts.io.report import save_figure  # noqa: E402
 
 PANELS = (
@@ -39,8 +39,10 @@ def read_scalars(log_dir: PathLike) -> dict[str, tuple[list[int], list[float]]]:
     return {tag: (sorted(s), [s[k] for k in sorted(s)]) for tag, s in series.items()}
 
 
-def plot_training(log_dir: PathLike, output_png: PathLike) -> Path:
-    """Write a three-panel PNG (loss, depth MAE with centre/oracle/no shift, Dice per bone); returns its path."""
+def plot_training(log_dir: PathLike, output_png: PathLike, overwrite: bool = False) -> Path:
+    """Write a three-panel PNG (loss, depth MAE with centre/oracle/no shift, Dice per bone); returns its path.
+    An existing ``output_png`` is refused (:class:`InputFileError`) unless ``overwrite``."""
+    refuse_existing(output_png, overwrite)
     scalars = read_scalars(log_dir)
     fig, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 3.8))
     for ax, (title, xlabel, tags) in zip(axes, PANELS):
@@ -62,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: write the training-curve PNG; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("log_dir", help="folder with TensorBoard event files (e.g. runs/train/tensorboard)")
-    parser.add_argument("output_png", help="PNG to write")
+    parser.add_argument("output_png", help="PNG to write (refused if it exists, unless --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output_png")
     args = parser.parse_args(argv)
-    print(plot_training(args.log_dir, args.output_png))
+    print(plot_training(args.log_dir, args.output_png, args.overwrite))
     return 0

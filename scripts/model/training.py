@@ -17,6 +17,7 @@ from monai.handlers import CheckpointSaver, from_engine
 
 from scripts.config_flags import as_flag
 from scripts.io.files import InputFileError, PathLike, first_line, read_json
+from scripts.model.checkpoints import check_fits
 
 SAMPLE_FILE_KEYS = ("image", "depth", "mask", "geometry")
 OPTIONAL_SAMPLE_FILE_KEYS = ("fov",)  # the radiograph's own area; data sets simulated before it have none
@@ -64,16 +65,28 @@ def _folder_entries(folder: Path, key: str, required: bool) -> list[dict]:
     return entries
 
 
-def resume_checkpoint(output_dir: PathLike, resume: bool | str = True, pretrained: PathLike | None = None) -> str | None:
+def resume_checkpoint(
+    output_dir: PathLike, resume: bool | str = True, pretrained: PathLike | None = None, network: torch.nn.Module | None = None,
+    ckpt_dir: PathLike | None = None,
+) -> str | None:
     """The run's checkpoint to resume from (:func:`latest_checkpoint` when ``resume``), checked before training starts.
 
     Raises:
         InputFileError: a checkpoint to resume and ``pretrained`` weights at once (the run cannot start from
             both: says how to choose), or a checkpoint that is not a training checkpoint of this bundle
-            (read with ``weights_only=True``; its ``model`` entry a state dict).
+            (read with ``weights_only=True``; its ``model`` entry a state dict) or whose model does not fit
+            ``network``; for a fresh run (``resume`` off, or nothing to resume), a ``checkpoint_epoch=N.pt`` of an
+            earlier run in ``output_dir`` or a ``model.pt`` in ``ckpt_dir`` (default ``output_dir``): the run
+            would overwrite files it did not write, and a later resume would pick up the earlier run's epoch.
     """
-    latest = latest_checkpoint(output_dir) if as_flag(resume, "resume") else None
+    resume, latest = as_flag(resume, "resume"), latest_checkpoint(output_dir)
+    if latest is not None and not resume:
+        raise InputFileError(latest, "a checkpoint of an earlier run, and --resume false: left untouched; to start over give a new --output_dir")
     if latest is None:
+        best = Path(output_dir if ckpt_dir in (None, "") else ckpt_dir) / "model.pt"
+        if best.exists() or best.is_symlink():
+            raise InputFileError(best, "exists, and this run starts afresh (no checkpoint_epoch=N.pt to resume in --output_dir): "
+                                       "left untouched; give a new --output_dir (or --ckpt_dir)")
         return None
     if pretrained not in (None, ""):
         raise InputFileError(
@@ -89,7 +102,9 @@ def resume_checkpoint(output_dir: PathLike, resume: bool | str = True, pretraine
         raise InputFileError(latest, f"unreadable resume checkpoint ({first_line(e)})") from None
     model = state.get("model") if isinstance(state, Mapping) else None
     if not isinstance(model, Mapping) or not all(isinstance(v, torch.Tensor) for v in model.values()):
-        raise InputFileError(latest, "not a training checkpoint of this bundle (no 'model' state dict); move it out of --output_dir or pass --resume false")
+        raise InputFileError(latest, "not a training checkpoint of this bundle (no 'model' state dict); move it out of --output_dir or give a new --output_dir")
+    if network is not None:
+        check_fits(latest, model, network)
     return latest
 
 
