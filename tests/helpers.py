@@ -150,8 +150,6 @@ def read_encapsulated_stl(ds: Dataset):
     """The mesh (trimesh.Trimesh, mm) stored in a DICOM Encapsulated STL dataset (padding byte removed)."""
     import io
 
-    import trimesh
-
     data = bytes(ds.EncapsulatedDocument)[: int(ds.EncapsulatedDocumentLength)]
     return trimesh.load(io.BytesIO(data), file_type="stl", force="mesh")
 

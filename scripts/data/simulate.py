@@ -48,9 +48,8 @@ from scripts import BUNDLE_ROOT
 from scripts.config_flags import as_shard  # noqa: E402
 from scripts.data.depth_maps import BoneGrid, bone_grids, depth_maps  # noqa: E402
 from scripts.data.drr import areal_densities, material_volumes  # noqa: E402
-from scripts.io.files import OUTPUT_MARKER, InputFileError, atomic_dir, exits_on_input_error, make_output_dir, read_json, write_depth_and_mask, write_json, write_nifti, written_by_bundle  # noqa: E402
+from scripts.io.files import OUTPUT_MARKER, InputFileError, atomic_dir, exits_on_input_error, make_output_dir, read_json, sha256, write_depth_and_mask, write_json, write_nifti, written_by_bundle  # noqa: E402
 from scripts.io.radiograph_io import input_key  # noqa: E402
-from scripts.model.release import sha256  # noqa: E402
 from scripts.geometry import Geometry, apply_transform, camera_to_world_directions, read_standard_geometry, standard_ap_pose  # noqa: E402
 from scripts.data.radiograph_style import style_radiograph  # noqa: E402
 from scripts.io.report import bone_colour, front_back_extent, save_figure  # noqa: E402

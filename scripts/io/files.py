@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import math
 import os
@@ -37,10 +38,20 @@ def shared_data_dir() -> Path | None:
     return None
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's file-mode creation mask (what new files' permissions leave out)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def sha256(path: PathLike) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 class InputFileError(RuntimeError):
@@ -157,18 +168,27 @@ def _output_errors(path: PathLike) -> Iterator[None]:
         raise output_error(path, e) from None
 
 
-def check_output_dir(path: PathLike, option: str = "output") -> None:
-    """Refuse, before any work, an output root folder ``path`` no output can be written into: an existing file, a path
-    under a file, or a folder (or its nearest existing ancestor) without write permission. ``option`` names it in the line."""
+def output_dir_problem(path: PathLike) -> str | None:
+    """Why no output can be written into the folder ``path``, or None: it exists and is not a folder, it lies under a
+    file, or it (or its nearest existing ancestor) has no write permission."""
     path = Path(path)
     if (path.exists() or path.is_symlink()) and not path.is_dir():
-        raise InputFileError(path, f"exists and is not a folder; {option} names the output folder")
+        return "exists and is not a folder"
     blocker = _in_the_way(path)
     if blocker is not None:
-        raise InputFileError(path, f"cannot be created: {blocker} is a file, not a folder; {option} names the output folder")
+        return f"cannot be created: {blocker} is a file, not a folder"
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputFileError(path, f"cannot be written (no write permission on {existing})")
+        return f"cannot be written (no write permission on {existing})"
+    return None
+
+
+def check_output_dir(path: PathLike, option: str = "output") -> None:
+    """Refuse, before any work, an output root folder ``path`` no output can be written into (:func:`output_dir_problem`);
+    ``option`` names it in the line."""
+    problem = output_dir_problem(path)
+    if problem is not None:
+        raise InputFileError(path, f"{problem}; {option} names the output folder")
 
 
 def make_output_dir(path: PathLike, option: str = "output") -> Path:
@@ -198,7 +218,7 @@ def atomic_path(path: PathLike, release: bool = False) -> Iterator[Path]:
     try:
         yield tmp
         with _output_errors(path):
-            tmp.chmod(0o666 & ~_umask())  # mkstemp creates 0600; finished files get the usual permissions
+            tmp.chmod(0o666 & ~current_umask())  # mkstemp creates 0600; finished files get the usual permissions
             tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -307,7 +327,7 @@ def atomic_dir(path: PathLike, kind: str, source: str | None = None) -> Iterator
         (tmp / OUTPUT_MARKER).write_text(json.dumps({"kind": kind, "source": source}))
         yield tmp
         (tmp / OUTPUT_MARKER).write_text(json.dumps({"kind": kind, "source": source, "files": folder_entries(tmp)}))
-        tmp.chmod(0o777 & ~_umask())
+        tmp.chmod(0o777 & ~current_umask())
         if check_replaceable(path, kind, source):
             shutil.rmtree(path)
         with _output_errors(path):

@@ -140,8 +140,9 @@ def load_radiograph_with_field(
         InputFileError: not a readable file, unsupported file, non-radiograph, bad pixels, missing geometry.
     """
     path = Path(path)
-    _check_readable_file(path)
     name = path.name.lower()
+    if name.endswith(NIFTI_SUFFIXES + RASTER_SUFFIXES):
+        _check_readable_file(path)  # a DICOM's reader checks it (read_dicom), a given header was read that way
     if name.endswith(NIFTI_SUFFIXES):
         image, geometry, info = _load_nifti(path)
         return image, geometry, info, _nifti_field(path, geometry)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import json
 import os
 import shutil
@@ -25,19 +24,10 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from scripts.io.files import METADATA, MODELS_DIR, InputFileError, PathLike, _umask, exits_on_input_error, first_line, read_json
+from scripts.io.files import METADATA, MODELS_DIR, InputFileError, PathLike, current_umask, exits_on_input_error, first_line, read_json, sha256
 
 SHA_KEY = "shipped_files_sha256"
 SHIPPED = {"model": "model.pt", "single_face": "model_single_face.pt", "ssm": "ssm.npz", "torchscript": "model.ts"}
-
-
-def sha256(path: PathLike) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @functools.lru_cache(maxsize=32)
@@ -145,7 +135,7 @@ def _stage(content: Path | str, dst: Path, made: list[Path]) -> tuple[Path, Path
         shutil.copyfile(content, tmp)
     else:
         tmp.write_text(content)
-    tmp.chmod(0o666 & ~_umask())  # mkstemp creates 0600
+    tmp.chmod(0o666 & ~current_umask())  # mkstemp creates 0600
     if not dst.exists():
         return tmp, dst, None
     backup = Path(f"{tmp}.old")

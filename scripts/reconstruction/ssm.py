@@ -33,7 +33,7 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
-from scripts.io.files import InputFileError, PathLike, atomic_path, check_output_dir, exits_on_input_error, read_json, refuse_existing, refuse_models_dir
+from scripts.io.files import InputFileError, PathLike, atomic_path, exits_on_input_error, output_dir_problem, read_json, refuse_existing, refuse_models_dir
 from scripts.data.llp26 import NOTICE as LLP26_NOTICE
 from scripts.model.release import verify_shipped
 from scripts.geometry import BONES, STANDARD_AP_ROTATION, Geometry, apply_transform
@@ -469,10 +469,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.datalist is None and args.split != "training":
         parser.error("--split selects a list of --datalist: give --datalist too")
     refuse_models_dir(out, "--out")
-    try:  # before the build, which takes minutes
-        check_output_dir(out.parent, "--out")
-    except InputFileError as e:
-        raise InputFileError(out, f"cannot be written: its folder {e.path} {e.problem.split('; ')[0]}") from None
+    problem = output_dir_problem(out.parent)  # before the build, which takes minutes
+    if problem is not None:
+        raise InputFileError(out, f"cannot be written: its folder {out.parent} {problem}")
     for path in (out, out.with_suffix(".png")):
         refuse_existing(path, args.overwrite)
     names = split_cases(args.datalist, args.split) if args.datalist else None
