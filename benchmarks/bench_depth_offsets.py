@@ -40,6 +40,13 @@ SHIFTS = ("radiograph", "bone", "face")
 HEAD_ROWS = 0.3  # the top fraction of a femur's mask rows counted as its head and neck
 
 
+def fixed_subset(dataset_dir: str | Path, split: str, n: int) -> list[dict]:
+    """Up to ``n`` entries of a datalist split: a fixed random subset (seed 0, the same on every run), in datalist order; all when fewer."""
+    entries = load_datalist(dataset_dir, split)
+    pick = np.random.default_rng(0).choice(len(entries), min(n, len(entries)), replace=False)
+    return [entries[i] for i in sorted(pick)]
+
+
 def error_parts(pred_depth: np.ndarray, pred_mask: np.ndarray, depth: np.ndarray, mask: np.ndarray) -> dict:
     """Depth error parts of one radiograph: maps (2B, H, W) mm bone-major [front, back], masks (B, H, W) bool.
 
@@ -117,11 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     sets = [(args.dataset_dir, s) for s in args.splits] + ([(args.dataset_dir_test, "test")] if args.dataset_dir_test else [])
     results = {}
     for ds, split in sets:
-        entries = load_datalist(ds, split)
-        pick = np.random.default_rng(0).choice(len(entries), min(args.n, len(entries)), replace=False)
         parts = []
-        for i in tqdm(sorted(pick), desc=split):
-            s = load_sample(entries[i], ds, rec.image_size, rec.bones)
+        for entry in tqdm(fixed_subset(ds, split, args.n), desc=split):
+            s = load_sample(entry, ds, rec.image_size, rec.bones)
             pred = rec.predict(s.image, s.geometry, s.fov)
             parts.append(error_parts(pred.depth, pred.mask, s.depth, s.mask))
         results[split] = summarise(parts, channels)

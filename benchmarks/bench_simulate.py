@@ -24,19 +24,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scripts.data.depth_maps import bone_grids, depth_maps  # noqa: E402
-from scripts.data.drr import areal_densities, material_volumes  # noqa: E402
+from scripts.data.depth_maps import depth_maps  # noqa: E402
+from scripts.data.drr import areal_densities  # noqa: E402
 from scripts.geometry import read_standard_geometry, standard_ap_pose  # noqa: E402
 from scripts.data.radiograph_style import style_radiograph  # noqa: E402
-from scripts.data.simulate import load_config  # noqa: E402
+from scripts.data.simulate import Case, load_case, load_config, prepare_case  # noqa: E402
 from scripts.io.files import shared_data_dir  # noqa: E402
-from scripts.data.volumes import Volume, bones_center, read_ct, read_labels  # noqa: E402
 
 REAL_CT_DIR = (shared_data_dir() or Path("/nonexistent")) / "real_ct"
 
@@ -53,24 +51,20 @@ def best_of(fn: Callable[[], object], repeats: int, device: torch.device) -> flo
     return min(times)
 
 
-def bench(name: str, ct: Volume, labels: np.ndarray, repeats: int, device: torch.device) -> None:
+def bench(name: str, case: Case, repeats: int, device: torch.device) -> None:
+    """One table row: the case read as the simulator reads it (:func:`scripts.data.simulate.load_case`), its parts timed."""
     cfg = load_config()
     g, source_to_object_mm = read_standard_geometry()
-    geom = g.with_pose(standard_ap_pose(bones_center(Volume(labels, ct.affine)), source_to_object_mm, [3, -4, 5], [5, 5, 10]))
+    lc = load_case(case, None, cfg, device)
+    ct, labels = lc.ct, lc.labels.array
+    geom = g.with_pose(standard_ap_pose(lc.center, source_to_object_mm, [3, -4, 5], [5, 5, 10]))
     step_depth = cfg["depth"]["step_voxels"]
-
-    def prepare():
-        drr = cfg["drr"]
-        mu, affine = material_volumes(ct.array, ct.affine, drr["ct_kev"], drr["min_voxel_mm"], device)
-        return mu, affine, bone_grids(labels, g.bones, device=device)
-
-    mu, affine, grids = prepare()
     step_drr = cfg["drr"]["step_voxels"]
-    areal = areal_densities(mu, affine, geom, step_drr)  # warm-up
-    t_drr = best_of(lambda: areal_densities(mu, affine, geom, step_drr), repeats, device)
-    t_depth = best_of(lambda: depth_maps(labels, ct.affine, geom, step_voxels=step_depth, device=device, grids=grids), repeats, device)
-    t_prep = best_of(prepare, repeats, device)
-    masks = depth_maps(labels, ct.affine, geom, step_voxels=step_depth, device=device, grids=grids)[1]
+    areal = areal_densities(lc.mu, lc.mu_affine, geom, step_drr)  # warm-up
+    t_drr = best_of(lambda: areal_densities(lc.mu, lc.mu_affine, geom, step_drr), repeats, device)
+    t_depth = best_of(lambda: depth_maps(labels, ct.affine, geom, step_voxels=step_depth, device=device, grids=lc.bones), repeats, device)
+    t_prep = best_of(lambda: prepare_case(case, ct, lc.labels, lc.center, lc.couch_voxels, cfg, device), repeats, device)
+    masks = depth_maps(labels, ct.affine, geom, step_voxels=step_depth, device=device, grids=lc.bones)[1]
     options = {k: (1.0 if k.endswith("_prob") and k not in ("shutter_white_prob", "anode_up_prob", "portrait_prob", "monochrome1_prob") else v)
                for k, v in cfg["style"].items()}
     seeds = iter(range(10 * repeats + 10))
@@ -94,14 +88,12 @@ def main() -> None:
     print("| case | CT voxels @ spacing | s / first sample of a case | s / further sample (DRR + depth + masks + image formation) | s / DRR | s / depth + masks | s / image formation | s / per-case preparation |")
     print("|---|---|---|---|---|---|---|---|")
     if (REAL_CT_DIR / "example_ct.nii.gz").exists():
-        ct = read_ct(REAL_CT_DIR / "example_ct.nii.gz")
-        bench("shared real CT (TotalSegmentator labels)", ct, read_labels(REAL_CT_DIR / "example_seg", ct).array, args.repeats, device)
+        bench("shared real CT (TotalSegmentator labels)", Case("example", REAL_CT_DIR / "example_ct.nii.gz", REAL_CT_DIR / "example_seg"), args.repeats, device)
     if (ROOT / "scripts" / "phantom.py").exists():
         d = Path(args.phantom_dir or tempfile.mkdtemp())
         if not (d / "case_0000").exists():
             subprocess.run([sys.executable, "-m", "scripts.phantom", "--anatomy", "procedural", "--n", "1", "--out", str(d), "--seed", "0", "--spacing", "1.0"], cwd=ROOT, check=True)
-        ct = read_ct(d / "case_0000" / "ct.nii.gz")
-        bench("1 mm phantom", ct, read_labels(d / "case_0000" / "labels.nii.gz", ct).array, args.repeats, device)
+        bench("1 mm phantom", Case("case_0000", d / "case_0000" / "ct.nii.gz", d / "case_0000" / "labels.nii.gz"), args.repeats, device)
     print(f"peak memory (max RSS): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

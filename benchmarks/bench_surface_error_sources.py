@@ -43,9 +43,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_centre_depth import rms  # noqa: E402
+from benchmarks.bench_depth_offsets import fixed_subset  # noqa: E402
 from scripts.shape_maths import kabsch, rotation_about  # noqa: E402
 from scripts.io.files import read_json  # noqa: E402
-from scripts.model.training import load_datalist  # noqa: E402
 from scripts.reconstruction.evaluate import load_sample  # noqa: E402
 from scripts.reconstruction.reconstruct import Reconstructor, build_reconstructor  # noqa: E402
 from scripts.reconstruction.surface_metrics import ReferenceSurface, inside_planes  # noqa: E402
@@ -178,9 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     name = args.name or args.split
     rec = build_reconstructor(ckpt_path=args.ckpt, device="cpu").load()
-    entries = load_datalist(args.dataset_dir, args.split)
-    pick = sorted(np.random.default_rng(0).choice(len(entries), min(args.n, len(entries)), replace=False))
-    rows = [r for i in tqdm(pick, desc=name) for r in sample_rows(entries[i], Path(args.dataset_dir), rec)]
+    rows = [r for e in tqdm(fixed_subset(args.dataset_dir, args.split, args.n), desc=name) for r in sample_rows(e, Path(args.dataset_dir), rec)]
     summary = summarise(rows)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)

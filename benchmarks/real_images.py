@@ -47,7 +47,8 @@ from scripts.io.files import atomic_path, exits_on_input_error, read_depth_and_m
 from scripts.geometry import Geometry, read_standard_geometry  # noqa: E402
 from scripts.io.radiograph_io import field_of_view, iter_radiographs, load_radiograph  # noqa: E402
 from scripts import BUNDLE_ROOT  # noqa: E402
-from scripts.reconstruction.reconstruct import INFERENCE_CONFIG, ReconstructionRunner, build_reconstructor, mean_masked_depth, true_face_mask  # noqa: E402
+from scripts.reconstruction.reconstruct import INFERENCE_CONFIG, build_reconstructor, mean_masked_depth, true_face_mask  # noqa: E402
+from scripts.reconstruction.runner import ReconstructionRunner  # noqa: E402
 from scripts.reconstruction.plausibility import side_fractions  # noqa: E402
 from scripts.io.report import bone_colour, overlay_masks, save_figure  # noqa: E402
 from scripts.reconstruction.surface_metrics import surface_metrics  # noqa: E402

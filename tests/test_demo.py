@@ -8,7 +8,8 @@ import pytest
 
 from scripts.data.real_anatomy import TEST_SUBJECTS
 from scripts.geometry import BONES
-from scripts.io.demo import format_errors, main, run_demo
+from scripts.data.simulate import check_case_sources, find_cases
+from scripts.io.demo import DEMO_CASE, format_errors, main, run_demo
 from scripts.io.files import read_json
 
 SPACING_MM = 6.0  # the demo's --spacing (default 1.5): about 12 s for one run on one CPU core
@@ -47,6 +48,16 @@ def test_demo_errors_of_the_shipped_model(demo):
     (rec,) = (out / "reconstruction").iterdir()
     assert {f"{b}{s}.ply" for b in BONES for s in ("", "_completed")} | {"report.png", "result.json"} <= {p.name for p in rec.iterdir()}
     assert sorted(p.name for p in out.iterdir()) == [".3ddx_output.json", "errors.json", "phantom", "radiograph", "reconstruction"]
+
+
+def test_demo_sample_records_its_ct_where_it_is(demo):
+    """The demo builds its folder under a temporary name: the simulated sample's source still names the phantom CT in
+    the final folder, and scripts.simulate over that folder counts the sample as the phantom's (no refusal)."""
+    out, _ = demo
+    (notes,) = (out / "radiograph").glob("*/sample.json")
+    ct = out / "phantom" / DEMO_CASE / "ct.nii.gz"
+    assert ct.is_file() and (out / "radiograph" / read_json(notes)["source"]).resolve() == ct.resolve()
+    check_case_sources(out / "radiograph", find_cases(out / "phantom"))
 
 
 def test_format_errors_by_hand():

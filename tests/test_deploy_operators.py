@@ -249,7 +249,8 @@ def test_app_result_json_agrees_with_the_bundle_inference(tmp_path, capsys):
     shared fields agree, laterality from PatientOrientation included; each bone the app wrote has the bundle's summary
     of that bone plus the size of the mesh it wrote, which is the bundle's <bone>_completed.ply."""
     import deploy.app.__main__ as app_main
-    from scripts.reconstruction.reconstruct import ReconstructionRunner, build_reconstructor
+    from scripts.reconstruction.reconstruct import build_reconstructor
+    from scripts.reconstruction.runner import ReconstructionRunner
 
     sphere_model_file(tmp_path / "model.ts", Geometry.standard(), SPHERE_CENTRE, SPHERE_RADIUS)
     sphere_shape_model_file(tmp_path / "ssm.npz")

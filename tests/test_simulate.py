@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from monai.data import load_decathlon_datalist
 
-from scripts.io.files import InputFileError
+from scripts.io.files import InputFileError, atomic_dir
+from scripts.io.radiograph_io import input_key
 from scripts.geometry import GEOMETRY_KEYS, Geometry, apply_transform, standard_ap_pose
 from scripts import BUNDLE_ROOT
 from scripts.data.simulate import SPLITS, assign_splits, build_datalist, label_positions, load_config, main, pose_parameters, split_counts, table_clearance_mm, table_shift_mm
@@ -330,6 +331,36 @@ def test_two_cts_of_one_name_never_share_a_case(tmp_path, small_geometry, capsys
     assert json.loads(notes.read_text()).get("source") is None
     out = tmp_path / "out_b"
     assert run("patB") == 0 and nib.load(str(out / "ct_p0" / "mask.nii.gz")).get_fdata()[..., 2].sum() == 0  # B's own samples
+
+
+def test_source_names_the_ct_after_the_data_set_is_renamed(tmp_path, small_geometry, capsys):
+    """A cohort and its data set built under a temporary name (atomic_dir, as make demo builds them) and renamed: the
+    sample's source is the CT's path from the data set, a rerun over the renamed folder skips the sample (the same
+    CT) and refuses another CT of that case name; so again after the whole folder moves. A source as bundle 0.10.6
+    recorded it (SHA-256 of the CT's resolved path) still tells its CT from another."""
+    built = tmp_path / "built"
+    with atomic_dir(built, "test") as work:
+        make_case(work / "cohort" / "hip")
+        assert main(["--cases", str(work / "cohort"), "--out", str(work / "data"), "--geometry", str(small_geometry)]) == 0
+    make_case(tmp_path / "other" / "hip")
+    assert json.loads((built / "data" / "hip_p0" / "sample.json").read_text())["source"] == "../cohort/hip/ct.nii.gz"
+
+    def same_and_other(root):
+        """Exit statuses of a rerun of root's own cohort into root/data (sample.json unchanged) and of the other CT."""
+        notes = root / "data" / "hip_p0" / "sample.json"
+        before = _sha(notes)
+        codes = [main(["--cases", str(root / cohort), "--out", str(root / "data"), "--geometry", str(small_geometry)]) for cohort in ("cohort", "../other")]
+        assert _sha(notes) == before
+        return codes
+
+    assert same_and_other(built) == [0, 1]
+    assert "case name 'hip' is taken" in capsys.readouterr().err
+    moved = tmp_path / "moved"
+    built.rename(moved)
+    assert same_and_other(moved) == [0, 1]
+    notes = moved / "data" / "hip_p0" / "sample.json"
+    notes.write_text(json.dumps({**json.loads(notes.read_text()), "source": input_key(moved / "cohort" / "hip" / "ct.nii.gz")}))
+    assert same_and_other(moved) == [0, 1]
 
 
 @pytest.mark.parametrize("rotation", [(0.0, 0.0, 0.0), (0.0, 0.0, 14.0), (8.0, -6.0, 10.0)])

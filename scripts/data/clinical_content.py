@@ -55,13 +55,15 @@ def detector_area(geometry: Geometry, sid_mm: float, portrait: bool, short_mm: f
     return ((x.abs() <= half_x) & (y.abs() <= half_y)).float()
 
 
+def _in_turned_axes(x: torch.Tensor, y: torch.Tensor, angle_rad: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coordinates (mm) of the points (x, y) along axes turned by ``angle_rad`` from x toward y."""
+    return math.cos(angle_rad) * x + math.sin(angle_rad) * y, -math.sin(angle_rad) * x + math.cos(angle_rad) * y
+
+
 def rectangle_distance(x: torch.Tensor, y: torch.Tensor, box: tuple[float, float, float, float], rotation_deg: float) -> torch.Tensor:
     """Signed distance (mm, positive inside) to the rectangle ``box`` = (x0, x1, y0, y1) rotated by ``rotation_deg`` about its centre."""
     x0, x1, y0, y1 = box
-    cx, cy = 0.5 * (x0 + x1), 0.5 * (y0 + y1)
-    a = math.radians(rotation_deg)
-    xr = math.cos(a) * (x - cx) + math.sin(a) * (y - cy)
-    yr = -math.sin(a) * (x - cx) + math.cos(a) * (y - cy)
+    xr, yr = _in_turned_axes(x - 0.5 * (x0 + x1), y - 0.5 * (y0 + y1), math.radians(rotation_deg))
     return torch.minimum(0.5 * (x1 - x0) - xr.abs(), 0.5 * (y1 - y0) - yr.abs())
 
 
@@ -264,7 +266,7 @@ def positioning_aids(x: torch.Tensor, y: torch.Tensor, generator: torch.Generato
     water = torch.zeros_like(x)
     angle = math.radians(uniform(generator, -8.0, 8.0))
     yc = uniform(generator, -60.0, 120.0)
-    across = -math.sin(angle) * x + math.cos(angle) * (y - yc)
+    _, across = _in_turned_axes(x, y - yc, angle)
     width = uniform(generator, 40.0, 70.0)
     strap = (across.abs() <= width / 2).float()
     water = water + strap * uniform(generator, 2.0, 6.0)

@@ -43,6 +43,7 @@ from scripts.data import phantom_anatomy as anatomy  # noqa: E402
 from scripts.data.llp26 import NOTICE as LLP26_NOTICE  # noqa: E402
 from scripts.io.files import atomic_dir, check_replaceable, exits_on_input_error, make_output_dir, remove_partials, write_json, write_nifti  # noqa: E402
 from scripts.geometry import BONES  # noqa: E402
+from scripts.rasterise import rasterise_triangles  # noqa: E402
 from scripts.io.report import bone_colour, save_figure  # noqa: E402
 from scripts.data.volumes import BONE_LABELS, VERTEBRAE_LABEL  # noqa: E402
 
@@ -175,37 +176,10 @@ def voxelize(mesh: trimesh.Trimesh, origin: np.ndarray, spacing: float, shape: t
     """
     v = (np.asarray(mesh.vertices) - origin) / spacing
     tri = v[np.asarray(mesh.faces)]
-    a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
-    area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
-    keep = area != 0
-    a, b, c, area = a[keep], b[keep], c[keep], area[keep]
-    flip = area < 0  # make every projected triangle counter-clockwise
-    b, c = np.where(flip[:, None], c, b), np.where(flip[:, None], b, c)
-    area = np.abs(area)
-    xy = np.stack([a[:, :2], b[:, :2], c[:, :2]], 1)
-    lo = np.clip(np.ceil(xy.min(1)), 0, None).astype(np.int64)
-    hi = np.minimum(np.floor(xy.max(1)), np.array(shape[:2]) - 1).astype(np.int64)
-    nx, ny = np.maximum(hi[:, 0] - lo[:, 0] + 1, 0), np.maximum(hi[:, 1] - lo[:, 1] + 1, 0)
-    counts = nx * ny
-    idx = np.repeat(np.arange(len(a)), counts)
-    offset = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    px = lo[idx, 0] + offset % nx[idx]
-    py = lo[idx, 1] + offset // nx[idx]
-    a, b, c, area = a[idx], b[idx], c[idx], area[idx]
-
-    def edge(p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
-        e = (p1[:, 0] - p0[:, 0]) * (py - p0[:, 1]) - (p1[:, 1] - p0[:, 1]) * (px - p0[:, 0])
-        dx, dy = p1[:, 0] - p0[:, 0], p1[:, 1] - p0[:, 1]
-        owns = (dy > 0) | ((dy == 0) & (dx < 0))
-        return e, (e > 0) | ((e == 0) & owns)
-
-    e_ab, in_ab = edge(a, b)
-    e_bc, in_bc = edge(b, c)
-    e_ca, in_ca = edge(c, a)
-    hit = in_ab & in_bc & in_ca
-    z = (e_bc * a[:, 2] + e_ca * b[:, 2] + e_ab * c[:, 2])[hit] / area[hit]
+    pixel, z, _ = rasterise_triangles(tri[..., :2], tri[..., 2], (shape[1], shape[0]))
+    py, px = np.divmod(pixel, shape[0])
     k = np.clip(np.ceil(z), 0, shape[2]).astype(np.int64)
-    flat = (px[hit] * shape[1] + py[hit]) * (shape[2] + 1) + k
+    flat = (px * shape[1] + py) * (shape[2] + 1) + k
     toggles = (np.bincount(flat, minlength=shape[0] * shape[1] * (shape[2] + 1)) & 1).astype(np.uint8)
     toggles = toggles.reshape(shape[0], shape[1], shape[2] + 1)
     return np.bitwise_xor.accumulate(toggles, axis=2)[..., : shape[2]].astype(bool)

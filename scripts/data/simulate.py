@@ -114,17 +114,25 @@ def case_name_of(path: str | Path) -> str:
     return name
 
 
-def case_source(ct: str | Path) -> str:
-    """Where a case came from, recorded in its samples' ``sample.json`` (``source``): SHA-256 (16 hex) of the
-    CT's resolved path, as inference records its inputs (:func:`scripts.io.radiograph_io.input_key`)."""
-    return input_key(ct)
+def case_source(ct: str | Path, out_dir: str | Path) -> str:
+    """Where a case came from, recorded in its samples' ``sample.json`` (``source``): the CT's path relative to the
+    data set folder ``out_dir``, as ``meshes`` are; it stays true when the data set moves or is renamed with its
+    cohort (``make demo`` builds both under a temporary name)."""
+    return os.path.relpath(os.path.abspath(ct), os.path.abspath(out_dir))
+
+
+def is_case_source(recorded: str, ct: str | Path, out_dir: str | Path) -> bool:
+    """Whether a sample's recorded ``source`` names the CT ``ct``: its :func:`case_source` (symbolic links resolved),
+    or, as bundle 0.10.6 recorded it, the SHA-256 of the CT's resolved path (:func:`scripts.io.radiograph_io.input_key`)."""
+    named = Path(os.path.normpath(os.path.join(os.path.abspath(out_dir), recorded)))
+    return named.resolve() == Path(ct).resolve() or recorded == input_key(ct)
 
 
 def check_case_sources(out_dir: Path, cases: Sequence[Case]) -> None:
     """Refuse, before any rendering, a case whose name already holds samples of another CT in ``out_dir``.
 
-    A sample's source is its ``sample.json`` ``source``; samples of versions that did not record it count
-    as coming from their recorded ``ct`` path (resolved from the current folder, as it was given then).
+    A sample's source is its ``sample.json`` ``source`` (:func:`is_case_source`); samples of versions that did not
+    record it count as coming from their recorded ``ct`` path (resolved from the current folder, as it was given then).
     Only folders with the simulator-sample marker are looked at.
 
     Raises:
@@ -139,9 +147,15 @@ def check_case_sources(out_dir: Path, cases: Sequence[Case]) -> None:
             notes = read_json(d / "sample.json")
         except InputFileError:
             continue  # an incomplete sample: redone, never listed
-        recorded = notes.get("source") or (case_source(notes["ct"]) if isinstance(notes.get("ct"), str) else None)
-        if recorded is not None and recorded != case_source(wanted[case].ct):
-            raise InputFileError(wanted[case].ct, f"case name {case!r} is taken in {out_dir} by the samples of another CT ({notes.get('ct')}); "
+        ct = wanted[case].ct
+        if isinstance(notes.get("source"), str):
+            same = is_case_source(notes["source"], ct, out_dir)
+        elif isinstance(notes.get("ct"), str):
+            same = Path(notes["ct"]).resolve() == Path(ct).resolve()
+        else:
+            continue
+        if not same:
+            raise InputFileError(ct, f"case name {case!r} is taken in {out_dir} by the samples of another CT ({notes.get('ct')}); "
                                                   "choose another --out or rename this CT (its file or folder name is the case name)")
 
 
@@ -274,11 +288,12 @@ def load_case(case: Case, label_map: dict[int, int] | str, cfg: dict, device: to
     if couch.get("remove", True):
         ct, removed = remove_couch(ct, cfg["pose"].get("body_hu", -500.0), couch.get("opening_mm", 6.0), couch.get("grid_mm", 3.0))
     center = bones_center(labels) if center_ras is None else np.asarray(center_ras, dtype=np.float64)
-    return _prepared(case, ct, labels, center, removed, cfg, device)
+    return prepare_case(case, ct, labels, center, removed, cfg, device)
 
 
-def _prepared(case: Case, ct: Volume, labels: Volume, center: np.ndarray, couch_voxels: int, cfg: dict, device: torch.device | str) -> LoadedCase:
-    """A :class:`LoadedCase` of this CT and labels: their material density volumes and per-bone depth grids."""
+def prepare_case(case: Case, ct: Volume, labels: Volume, center: np.ndarray, couch_voxels: int, cfg: dict, device: torch.device | str) -> LoadedCase:
+    """A :class:`LoadedCase` of this CT and labels: their material density volumes and per-bone depth grids (the
+    per-case preparation every pose reuses; ``benchmarks/bench_simulate.py`` times it)."""
     drr = cfg["drr"]
     mu, mu_affine = material_volumes(ct.array, ct.affine, drr["ct_kev"], drr["min_voxel_mm"], device)
     grids = bone_grids(labels.array, tuple(BONE_LABELS), device=device)
@@ -357,7 +372,7 @@ def render_sample(lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose
                 cut_mm = sides_mm = None
                 break
         else:
-            lc = _prepared(lc.case, ct, labels, lc.center, lc.couch_voxels, cfg, device)
+            lc = prepare_case(lc.case, ct, labels, lc.center, lc.couch_voxels, cfg, device)
     pose_cfg = cfg["pose"]
     rot, trans = pose_parameters(name, pose, seed, pose_cfg)
     world_to_camera = standard_ap_pose(lc.center, cfg["source_to_object_mm"], rot, trans)
@@ -564,7 +579,7 @@ def _run(task: tuple) -> tuple[str, str | None]:
             _LOADED[key] = load_case(case, label_map, cfg, device, center_ras)
         sample = render_sample(_LOADED[key], geometry, cfg, seed, pose, device, split)
         meshes = {b: os.path.relpath(p, out_dir) for b, p in case.meshes.items()}
-        write_sample(out_dir, name, sample, meshes, case_source(case.ct))
+        write_sample(out_dir, name, sample, meshes, case_source(case.ct, out_dir))
     except InputFileError as e:
         return name, str(e)
     return name, None

@@ -268,12 +268,17 @@ def check_own_output(path: PathLike, kind: str, source: str | None = None) -> bo
             folder (a user's file or folder, another
             kind of result, or the result of another input): it must be left untouched.
     """
+    return _own_output_marker(path, kind, source) is not None
+
+
+def _own_output_marker(path: PathLike, kind: str, source: str | None = None) -> dict | None:
+    """:func:`check_own_output` reading the marker once: the folder's marker, ``{}`` for an empty folder, None when absent."""
     path = Path(path)
     refuse_models_dir(path)
     if not path.exists() and not path.is_symlink():
-        return False
+        return None
     if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
-        return True
+        return {}
     marker = None if path.is_symlink() or not path.is_dir() else written_by_bundle(path)
     if marker is None:
         raise InputFileError(path, f"exists and was not written by this bundle (no {OUTPUT_MARKER}); left untouched: move it or choose another output folder")
@@ -281,7 +286,7 @@ def check_own_output(path: PathLike, kind: str, source: str | None = None) -> bo
         raise InputFileError(path, f"holds a {marker['kind']} written by this bundle, not a {kind}; left untouched: choose another output folder")
     if source is not None and marker.get("source") != source:
         raise InputFileError(path, f"holds the {kind} of another input (two inputs with one output name); left untouched: rename one input or choose another output folder")
-    return True
+    return marker
 
 
 def check_replaceable(path: PathLike, kind: str, source: str | None = None) -> bool:
@@ -293,10 +298,10 @@ def check_replaceable(path: PathLike, kind: str, source: str | None = None) -> b
             a user's notes or segmentations added to a result), or its marker lists no files (written by an
             earlier version of the bundle): it must be left untouched.
     """
-    if not check_own_output(path, kind, source):
+    marker = _own_output_marker(path, kind, source)
+    if marker is None:
         return False
-    marker = written_by_bundle(path)
-    if marker is None:  # an empty folder
+    if not marker:  # an empty folder
         return True
     if not isinstance(marker.get("files"), list):
         raise InputFileError(path, f"was written by this bundle before it recorded its files in {OUTPUT_MARKER}; left untouched: move or delete it to redo it")

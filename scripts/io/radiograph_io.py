@@ -370,7 +370,7 @@ class RadiographFile:
 
 class RadiographInputs:
     """The radiographs under ``input_path`` (not ``output_dir``'s results) with their output names, as the bundle's
-    batch inference (:class:`scripts.reconstruction.reconstruct.ReconstructionRunner`) and the Deploy app
+    batch inference (:class:`scripts.reconstruction.runner.ReconstructionRunner`) and the Deploy app
     (``deploy/app/pipeline.py``) both list, read, name and refuse them. It lives here, beside :func:`iter_radiographs`,
     :func:`output_name`, :func:`input_key` and :func:`load_radiograph_with_field` which it combines, so that neither
     workflow owns the other's naming. :meth:`read` (picklable: the runner calls it in DataLoader workers) and

@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 import trimesh  # noqa: E402
 
 from scripts.io.files import atomic_path  # noqa: E402
+from scripts.rasterise import rasterise_triangles  # noqa: E402
 
 BONE_COLOURS = {"pelvis": "#e6a141", "femur_left": "#4aa3df", "femur_right": "#6cc16c"}
 # (name, camera axes shown as (horizontal, vertical), axis looked along) for the three orthogonal views
@@ -97,8 +98,8 @@ def render_meshes(
     xy, depth = t[..., list(axes)], t[..., view_axis]
     lo, hi = xy.reshape(-1, 2).min(0), xy.reshape(-1, 2).max(0)
     scale = size_px / (1.1 * max(float((hi - lo).max()), 1e-6))
-    xy = (xy - (lo + hi) / 2) * scale + size_px / 2  # pixel centres at integer + 0.5
-    pixel, z, face = _rasterise(xy, depth, size_px)
+    xy = (xy - (lo + hi) / 2) * scale + (size_px - 1) / 2  # pixel centres at integers
+    pixel, z, face = rasterise_triangles(xy, depth, (size_px, size_px))
     order = np.lexsort((z, pixel))
     first = np.ones(len(order), bool)
     first[1:] = pixel[order][1:] != pixel[order][:-1]
@@ -120,50 +121,6 @@ def render_mesh(
     ax.imshow(render_meshes(meshes, axes, view_axis, size_px, face_colours=face_colours))
     ax.set_title(title, fontsize=9)
     ax.axis("off")
-
-
-def _rasterise(xy: np.ndarray, depth: np.ndarray, size_px: int, max_candidates: int = 4_000_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pixels covered by 2D triangles ``xy`` (T, 3, 2) in pixel units (x right, y down) with vertex depths (T, 3):
-    flat pixel index, interpolated depth and triangle index of every (pixel, triangle) pair whose pixel
-    centre is inside. Each triangle's barycentric coordinates and depth are affine in (x, y): their
-    coefficients are computed once per triangle, then evaluated at the pixel centres of its bounding box."""
-    a, b, c = xy[:, 0], xy[:, 1], xy[:, 2]
-    area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
-    keep = np.flatnonzero(np.abs(area) > 1e-12)
-    a, b, c, area, depth = a[keep], b[keep], c[keep], area[keep], depth[keep]
-    # barycentric weight of a: ((c - b) x (p - b)) / area, of b: ((a - c) x (p - c)) / area; affine: kx*x + ky*y + k0
-    coeff = []
-    for p, q in ((b, c), (c, a)):
-        kx, ky = -(q[:, 1] - p[:, 1]) / area, (q[:, 0] - p[:, 0]) / area
-        coeff.append((kx, ky, -(kx * p[:, 0] + ky * p[:, 1])))
-    (ax, ay, a0), (bx, by, b0) = coeff
-    zx = ax * (depth[:, 0] - depth[:, 2]) + bx * (depth[:, 1] - depth[:, 2])
-    zy = ay * (depth[:, 0] - depth[:, 2]) + by * (depth[:, 1] - depth[:, 2])
-    z0 = a0 * (depth[:, 0] - depth[:, 2]) + b0 * (depth[:, 1] - depth[:, 2]) + depth[:, 2]
-    # pixel (i, j) has its centre at (i + 0.5, j + 0.5): those inside the bounding box
-    lo = np.clip(np.ceil(np.minimum(np.minimum(a, b), c) - 0.5), 0, size_px).astype(np.int32)
-    hi = np.clip(np.floor(np.maximum(np.maximum(a, b), c) - 0.5), -1, size_px - 1).astype(np.int32)
-    w, h = np.maximum(hi[:, 0] - lo[:, 0] + 1, 0), np.maximum(hi[:, 1] - lo[:, 1] + 1, 0)
-    # per triangle: x0, y0, width, then the affine coefficients; repeated once per bounding-box pixel
-    per_triangle = np.stack([lo[:, 0], lo[:, 1], w, ax, ay, a0, bx, by, b0, zx, zy, z0, keep], axis=1).astype(np.float64)
-    counts = w.astype(np.int64) * h
-    ends = np.cumsum(counts)
-    out: list[tuple[np.ndarray, ...]] = [(np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64))]
-    start = 0
-    while start < len(counts):  # chunks of at most max_candidates candidate pixels (at least one triangle)
-        stop = max(int(np.searchsorted(ends, (ends[start - 1] if start else 0) + max_candidates, side="right")), start + 1)
-        n = counts[start:stop]
-        k = np.repeat(per_triangle[start:stop], n, axis=0)
-        local = np.arange(int(n.sum()), dtype=np.float64) - np.repeat((ends[start:stop] - n - (ends[start - 1] if start else 0)).astype(np.float64), n)
-        row = np.floor(local / k[:, 2])
-        px, py = k[:, 0] + (local - row * k[:, 2]) + 0.5, k[:, 1] + row + 0.5
-        la = k[:, 3] * px + k[:, 4] * py + k[:, 5]
-        lb = k[:, 6] * px + k[:, 7] * py + k[:, 8]
-        inside = (la >= -1e-9) & (lb >= -1e-9) & (la + lb <= 1.0 + 1e-9)
-        px, py, k = px[inside], py[inside], k[inside]
-        out.append(((py - 0.5).astype(np.int64) * size_px + (px - 0.5).astype(np.int64), k[:, 9] * px + k[:, 10] * py + k[:, 11], k[:, 12].astype(np.int64)))
-        start = stop
-    return tuple(np.concatenate(parts) for parts in zip(*out))  # type: ignore[return-value]
 
 
 def _hex_rgb(colour: str) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Training curves PNG from the TensorBoard event files of a training run.
+"""Training curves PNG from the TensorBoard event files of a training run, or of several runs side by side.
 
     python -m scripts.plot_training runs/train/tensorboard docs/training_curves.png [--overwrite]
 """
@@ -25,31 +25,42 @@ PANELS = (
 LABELS = {"val_depth_mae_mm": "estimated centre shift", "val_depth_mae_oracle_mm": "oracle shift", "val_depth_mae_raw_mm": "no shift"}
 
 
-def read_scalars(log_dir: PathLike) -> dict[str, tuple[list[int], list[float]]]:
-    """All scalar series {tag: (steps, values)} from the event files under ``log_dir`` (later files win per step)."""
+Scalars = dict[str, tuple[list[int], list[float]]]  # {tag: (steps, values)}
+
+
+def read_runs(log_dir: PathLike) -> dict[str, Scalars]:
+    """The scalar series of each run under ``log_dir``: {run: {tag: (steps, values)}}, sorted by run.
+
+    A run is a folder holding event files, named by its path relative to ``log_dir`` ("." for ``log_dir`` itself);
+    its files (training and validation writers, a resumed run's new ones) are merged in name order, so the later
+    file wins per step. The files of different folders are never merged: each is its own run."""
     files = sorted(Path(log_dir).rglob("events.out.tfevents.*"))
     if not files:
         raise InputFileError(log_dir, "no TensorBoard event files found")
-    series: dict[str, dict[int, float]] = {}
+    runs: dict[str, dict[str, dict[int, float]]] = {}
     for f in files:
         acc = EventAccumulator(str(f), size_guidance={"scalars": 0})
         acc.Reload()
+        series = runs.setdefault(f.parent.relative_to(log_dir).as_posix(), {})
         for tag in acc.Tags()["scalars"]:
             series.setdefault(tag, {}).update({e.step: e.value for e in acc.Scalars(tag)})
-    return {tag: (sorted(s), [s[k] for k in sorted(s)]) for tag, s in series.items()}
+    return {run: {tag: (sorted(s), [s[k] for k in sorted(s)]) for tag, s in series.items()} for run, series in sorted(runs.items())}
 
 
 def plot_training(log_dir: PathLike, output_png: PathLike, overwrite: bool = False) -> Path:
     """Write a three-panel PNG (loss, depth MAE with centre/oracle/no shift, Dice per bone); returns its path.
+    Several runs under ``log_dir`` (:func:`read_runs`) are drawn as separate curves, each label prefixed by its run.
     An existing ``output_png`` is refused (:class:`InputFileError`) unless ``overwrite``."""
     refuse_existing(output_png, overwrite)
-    scalars = read_scalars(log_dir)
+    runs = read_runs(log_dir)
     fig, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 3.8))
     for ax, (title, xlabel, tags) in zip(axes, PANELS):
-        for tag in tags:
-            if tag in scalars:
-                steps, values = scalars[tag]
-                ax.plot(steps, values, marker="." if len(steps) < 50 else None, label=LABELS.get(tag, tag.removeprefix("val_dice_")))
+        for run, scalars in runs.items():
+            for tag in tags:
+                if tag in scalars:
+                    steps, values = scalars[tag]
+                    label = LABELS.get(tag, tag.removeprefix("val_dice_"))
+                    ax.plot(steps, values, marker="." if len(steps) < 50 else None, label=label if len(runs) == 1 else f"{run}: {label}")
         ax.set(title=title, xlabel=xlabel)
         ax.grid(alpha=0.3)
         if ax.lines:
@@ -63,7 +74,7 @@ def plot_training(log_dir: PathLike, output_png: PathLike, overwrite: bool = Fal
 def main(argv: list[str] | None = None) -> int:
     """CLI: write the training-curve PNG; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("log_dir", help="folder with TensorBoard event files (e.g. runs/train/tensorboard)")
+    parser.add_argument("log_dir", help="folder with TensorBoard event files (e.g. runs/train/tensorboard); each subfolder holding some is a run of its own")
     parser.add_argument("output_png", help="PNG to write (refused if it exists, unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output_png")
     args = parser.parse_args(argv)

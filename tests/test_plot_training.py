@@ -1,0 +1,43 @@
+"""scripts.plot_training on synthetic TensorBoard runs: each folder of event files is one run, never merged with
+another; a resumed run's files in one folder are one run (the later file wins per step)."""
+
+from torch.utils.tensorboard import SummaryWriter
+
+from scripts.model.plot_training import main, read_runs
+
+
+def write_events(folder, scalars: dict[str, dict[int, float]], time: int = 1) -> None:
+    """One event file in ``folder`` with {tag: {step: value}} (values exact in float32), named as if written at
+    ``time`` (s; the file name orders a run's files)."""
+    staging = folder / "staging"
+    writer = SummaryWriter(str(staging))
+    for tag, points in scalars.items():
+        for step, value in points.items():
+            writer.add_scalar(tag, value, step)
+    writer.close()
+    (written,) = staging.iterdir()
+    written.rename(folder / f"events.out.tfevents.{time:010d}.host.1.0")
+    staging.rmdir()
+
+
+def test_each_folder_of_event_files_is_its_own_run(tmp_path):
+    """runs/a and runs/nested/b share steps with different values: two runs, each with exactly its own points; the
+    plot of both is written. A folder holding event files itself is the one run "."."""
+    runs = tmp_path / "runs"
+    write_events(runs / "a", {"train_loss": {0: 1.0, 1: 0.5, 2: 0.25}, "val_dice_pelvis": {1: 0.5}})
+    write_events(runs / "nested" / "b", {"train_loss": {1: 8.0, 2: 4.0, 3: 2.0}, "val_depth_mae_mm": {1: 6.0, 2: 3.0}})
+    assert read_runs(runs) == {
+        "a": {"train_loss": ([0, 1, 2], [1.0, 0.5, 0.25]), "val_dice_pelvis": ([1], [0.5])},
+        "nested/b": {"train_loss": ([1, 2, 3], [8.0, 4.0, 2.0]), "val_depth_mae_mm": ([1, 2], [6.0, 3.0])},
+    }
+    assert read_runs(runs / "a") == {".": read_runs(runs)["a"]}
+    png = tmp_path / "curves.png"
+    assert main([str(runs), str(png)]) == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_resumed_runs_files_are_one_run(tmp_path):
+    """Two event files in one folder (a run resumed at step 1): one series, the later file's value at step 1."""
+    write_events(tmp_path / "run", {"train_loss": {1: 3.0, 2: 1.0}}, time=2)
+    write_events(tmp_path / "run", {"train_loss": {0: 4.0, 1: 2.0}}, time=1)
+    assert len(list((tmp_path / "run").glob("events.out.tfevents.*"))) == 2
+    assert read_runs(tmp_path / "run") == {".": {"train_loss": ([0, 1, 2], [4.0, 3.0, 1.0])}}
