@@ -112,16 +112,17 @@ def write_chest_case(dest: Path, spacing_mm: float = 3.0) -> Path:
 
 
 def simulate_chest(out: Path, poses: int, seed: int) -> list[Path]:
-    """Sample folders of :func:`write_chest_case`'s phantom under ``out`` (``chest_p<k>``), with the clinical image
+    """Sample folders of :func:`write_chest_case`'s phantom (``out/samples/chest_p<k>``; the case in ``out/case``), with the clinical image
     formation of configs/simulate.yaml, centred on the chest's centre (it has no bone to centre on) and no couch removal
     (it has no couch: the removal would take the thin tissue behind the lungs for one)."""
     cfg = simulate.load_config()
     cfg["couch"] = {**cfg.get("couch", {}), "remove": False}
     cases = simulate.find_cases(write_chest_case(out / "case" / "chest").parent)
-    datalist, errors = simulate.simulate(cases, out, poses=poses, seed=seed, cfg=cfg, device="cpu", split="test", center_ras=(0.0, 0.0, 0.0))
+    samples = out / "samples"  # beside the case: the simulator writes only into a data set of its own
+    datalist, errors = simulate.simulate(cases, samples, poses=poses, seed=seed, cfg=cfg, device="cpu", split="test", center_ras=(0.0, 0.0, 0.0))
     if errors:
         raise RuntimeError("; ".join(errors))
-    return [out / Path(entry["image"]).parent for entry in datalist["test"]]
+    return [samples / Path(entry["image"]).parent for entry in datalist["test"]]
 
 
 def build_inputs(samples: Path, cases: Path, radiographs: Path | None, work: Path) -> Path:

@@ -104,6 +104,12 @@ def run_gallery(radiographs: Path, out_dir: Path, pixel_spacing_mm: float, overr
 
 
 # ---------------------------------------------------------------------- simulated real CT
+def checkpoint_label(path: str | Path) -> str:
+    """The checkpoint a run uses as its progress bar shows it: relative to the bundle inside it (models/model.pt: the shipped one)."""
+    resolved = Path(path).resolve()
+    return resolved.relative_to(BUNDLE_ROOT.resolve()).as_posix() if BUNDLE_ROOT.resolve() in resolved.parents else str(path)
+
+
 def run_ct_check(
     ct: Path, labels: Path, label_map: str | None, poses: int, seed: int, work: Path, overrides: Mapping | None = None, surfaces: bool = True, config: Path | None = None
 ) -> dict:
@@ -117,7 +123,7 @@ def run_ct_check(
         raise RuntimeError("; ".join(errors))
     reconstructor = build_reconstructor(INFERENCE_CONFIG, **dict(overrides or {})).load()
     samples = []
-    for entry in tqdm(load_datalist(work, "test"), desc="shipped model", unit="radiograph"):
+    for entry in tqdm(load_datalist(work, "test"), desc=checkpoint_label(reconstructor.ckpt_path), unit="radiograph"):
         sample = load_sample(entry, work, reconstructor.image_size)
         pred = reconstructor.predict(sample.image, sample.geometry, sample.fov)
         in_view = [b for b, m in zip(sample.geometry.bones, sample.mask) if m.any()]

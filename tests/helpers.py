@@ -83,11 +83,12 @@ def run_bundle(config: str, **overrides) -> None:
 
 
 
-def run_evaluation(data: Path, out: Path, device: str = "cpu", **kw) -> dict:
-    """The evaluation workflow on a :func:`make_dataset` data set (tiny network, quick shape-model fits, 3 mm
-    surface sampling) with config-key overrides; returns metrics.json."""
+def run_evaluation(data: Path | list[Path], out: Path, device: str = "cpu", **kw) -> dict:
+    """The evaluation workflow on a :func:`make_dataset` data set, or a list of such folders beside it (tiny network,
+    quick shape-model fits, 3 mm surface sampling) with config-key overrides; returns metrics.json."""
     overrides = {"image_size": 64, "features": FEATURES, "ssm_fit": FAST_FIT}
-    run_bundle("evaluate.yaml", dataset_dir=str(data), output_dir=str(out), ssm_path=str(data.parent / "ssm.npz"), device=device,
+    first, dataset_dir = (data, str(data)) if isinstance(data, Path) else (data[0], [str(d) for d in data])
+    run_bundle("evaluate.yaml", dataset_dir=dataset_dir, output_dir=str(out), ssm_path=str(first.parent / "ssm.npz"), device=device,
                surface_spacing_mm=3.0, surface_max_samples=600, inference_overrides=overrides, **kw)
     return json.loads((out / "metrics.json").read_text())
 
@@ -210,6 +211,17 @@ def sphere_model_file(path: Path, geometry: Geometry, centre, radius: float) -> 
     front, back = torch.where(inside, front, 0.0), torch.where(inside, back, 0.0)
     centre_mm = float(torch.cat([front[inside], back[inside]]).mean())
     torch.jit.save(torch.jit.script(SphereNet(front, back, inside, centre_mm)), str(path))
+
+
+def sphere_shape_model_file(path: Path, bones: tuple[str, ...] = ("pelvis", "femur_left", "femur_right")) -> None:
+    """One-mode shape model (icosphere, 35 mm mean radius; mode 0 = radius, 5 mm per SD) for each of ``bones``."""
+    from scripts.reconstruction.ssm import ShapeModel, save_shape_models
+
+    ico = trimesh.creation.icosphere(2, radius=1.0)
+    unit = np.asarray(ico.vertices)
+    mode = unit / np.sqrt(len(unit))  # orthonormal over V * 3
+    model = ShapeModel(35.0 * unit, np.asarray(ico.faces), mode[None], np.array([25.0 * len(unit)]))
+    save_shape_models(path, {b: model for b in bones})
 
 
 def write_sphere_dataset(root: Path, n_cases: int = 2, size: int = 64, seed: int = 0) -> dict[str, dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 
@@ -15,7 +16,7 @@ from deploy.app.pipeline import load_cases, reconstruct_cases, run, run_inferenc
 from scripts.io.dicom_export import bundle_version
 from scripts.io.files import OUTPUT_MARKER, InputFileError
 from scripts.geometry import Geometry
-from tests.helpers import ROOT, STD, make_dicom, ramp, read_encapsulated_stl, sphere_model_file
+from tests.helpers import ROOT, STD, make_dicom, ramp, read_encapsulated_stl, sphere_model_file, sphere_shape_model_file
 
 
 def fake_infer(image: np.ndarray, geometry: Geometry, fov: np.ndarray | None = None) -> dict:
@@ -196,17 +197,6 @@ SPHERE_CENTRE = np.array([0.0, 0.0, 950.0])  # mm, camera frame, on the central 
 SPHERE_RADIUS = 40.0
 
 
-def sphere_shape_model_file(path) -> None:
-    """One-mode shape model (icosphere, 35 mm mean radius; mode 0 = radius, 5 mm per SD) for every bone."""
-    from scripts.reconstruction.ssm import ShapeModel, save_shape_models
-
-    ico = trimesh.creation.icosphere(2, radius=1.0)
-    unit = np.asarray(ico.vertices)
-    mode = unit / np.sqrt(len(unit))  # orthonormal over V * 3
-    model = ShapeModel(35.0 * unit, np.asarray(ico.faces), mode[None], np.array([25.0 * len(unit)]))
-    save_shape_models(path, {b: model for b in ("pelvis", "femur_left", "femur_right")})
-
-
 def test_app_end_to_end_torchscript_and_shape_model(tmp_path, capsys):
     """``python deploy/app`` plain path: DICOM DX in -> bundle inference (TorchScript + SSM) -> STL + Encapsulated STL."""
     import deploy.app.__main__ as app_main
@@ -264,7 +254,8 @@ def test_app_result_json_agrees_with_the_bundle_inference(tmp_path, capsys):
     app = json.loads((tmp_path / "app" / "hip_ap" / "result.json").read_text())
     bundle = json.loads((tmp_path / "bundle" / "hip_ap" / "result.json").read_text())
     assert app["laterality"] == bundle["laterality"] == "DICOM PatientOrientation (0020,0020) L\\F"
-    shared = ("input_format", "geometry_source", "coverage", "frame", "hip_plane", "warnings")
+    assert app["model"]["network"] == {"file": "model.ts", "sha256": hashlib.sha256((tmp_path / "model.ts").read_bytes()).hexdigest(), "torchscript": True}
+    shared = ("input_format", "geometry_source", "coverage", "frame", "hip_plane", "warnings", "model")
     assert {k: app[k] for k in shared} == {k: bundle[k] for k in shared}
     # geometry: the app's is the standard one its image was resampled into, the bundle's that of its maps (network size)
     standard, size = Geometry.standard(), bundle["geometry"]["image_size"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import inspect
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +16,14 @@ from matplotlib import colormaps
 from PIL import Image
 
 from benchmarks.compare_evaluations import compare, main, subject_rows
-from scripts.reconstruction.evaluate import METRIC_KEYS, SHIFTS, VARIANTS, label_surfaces, load_sample, mask_top_edge_px, prior_centre_depth, subject_summary, summarise
-from scripts.io.files import OUTPUT_MARKER, input_error_of, read_depth_and_mask, write_nifti
+from scripts.reconstruction.evaluate import METRIC_KEYS, SHIFTS, VARIANTS, dataset_folders, label_surfaces, load_sample, mask_top_edge_px, prior_centre_depth, subject_summary, summarise
+from scripts.io.files import OUTPUT_MARKER, InputFileError, input_error_of, read_depth_and_mask, read_json, write_json, write_nifti
 from scripts.io.report import save_error_map
 from scripts.model.networks import DualFaceDepthNet
 from scripts.reconstruction.reconstruct import build_reconstructor, true_face_mask
 from scripts.reconstruction.surface_metrics import clip_to_planes, sample_surface, vertex_errors
 from scripts.model.training import load_datalist
-from tests.helpers import FAST_FIT, FEATURES, make_dataset, run_evaluation, tiny_checkpoint
+from tests.helpers import FAST_FIT, FEATURES, error_lines, make_dataset, run_bundle, run_evaluation, tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +81,86 @@ def test_oracle_evaluation_end_to_end(data, tmp_path):
     assert "| case_0001 | 1 |" in summary and "| mean (95% interval) | 1 |" in summary
     for png in ("assd_by_variant.png", "error_map_case_0001_p0.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def copy_dataset(data: Path, name: str, **lists: list[str]) -> Path:
+    """A copy of the data set beside it (its mesh paths stay valid) named ``name``, whose datalist holds the given
+    lists, each the original's samples of those cases (e.g. ``training=["case_0001"], test=[]``)."""
+    copy = data.parent / name
+    if not copy.exists():
+        shutil.copytree(data, copy)
+    entries = [e for listed in read_json(data / "datalist.json").values() for e in listed]
+    write_json(copy / "datalist.json", {key: [e for e in entries if e["case"] in cases] for key, cases in lists.items()})
+    return copy
+
+
+def test_several_data_sets_are_evaluated_together_with_their_samples_and_subjects_apart(data, tmp_path, capsys):
+    """--dataset_dir as a list (as train.yaml takes it): the test lists of all sets evaluated together, each sample and
+    subject named <set>.<name> so equal names in two sets stay two subjects; a set with no test sample is noted and left out."""
+    own = copy_dataset(data, "sim_own", training=["case_0000"], validation=[], test=["case_0001"])
+    empty = copy_dataset(data, "sim_train_only", training=["case_0000", "case_0001"], validation=[], test=[])
+    kw = dict(oracle_inputs=True, prior_centre_mm=true_mean_depth(data / "case_0001_p0") + 30.0)
+    one = run_evaluation(data, tmp_path / "one", **kw)
+    both = run_evaluation([data, own, empty], tmp_path / "both", **kw)
+    assert f"{empty}: no samples in its 'test' list; not evaluated" in both["notes"]
+    assert both["n_samples"] == 2 and both["dataset_dirs"] == {"sim": str(data), "sim_own": str(own), "sim_train_only": str(empty)}
+    assert {r["sample"] for r in both["per_sample"]} == {"sim.case_0001_p0", "sim_own.case_0001_p0"}
+    single = {(r["variant"], r["shift"], r["bone"]): r for r in one["per_sample"]}
+    for r in both["per_sample"]:  # the same sample in both sets: the single set's numbers
+        set_name = r["sample"].split(".")[0]
+        assert r["case"] == f"{set_name}.case_0001"
+        for k in ("assd_mm", "depth_mae_mm", "dice"):
+            assert r[k] == pytest.approx(single[(r["variant"], r["shift"], r["bone"])][k], abs=1e-6)
+    subj = both["subjects"]
+    assert subj["poses"] == {"sim.case_0001": 1, "sim_own.case_0001": 1}  # two subjects of one pose each, not one of two
+    for name in subj["poses"]:
+        assert subj["per_subject"][name] == pytest.approx(one["subjects"]["per_subject"]["case_0001"])
+    out = tmp_path / "both"
+    with open(out / "metrics.csv") as f:
+        assert {r["case"] for r in csv.DictReader(f) if r["sample"] != "mean"} == {"sim.case_0001", "sim_own.case_0001"}
+    assert "| sim.case_0001 | 1 |" in (out / "summary.md").read_text() and (out / "error_map_sim.case_0001_p0.png").is_file()
+
+
+def test_dataset_dir_values(data, tmp_path):
+    """One folder keeps its sample names; several get their folder names as prefixes (with their positions when two
+    share a name); anything else is one line naming --dataset_dir, also through the bundle workflow."""
+    assert dataset_folders("a/sim") == dataset_folders(["a/sim"]) == {"": Path("a/sim")}
+    assert dataset_folders([Path("a/sim"), "b/own"]) == {"sim.": Path("a/sim"), "own.": Path("b/own")}
+    assert dataset_folders(["a/sim", "b/sim", "c/own"]) == {"1_sim.": Path("a/sim"), "2_sim.": Path("b/sim"), "3_own.": Path("c/own")}
+    for bad, problem in ((5, "expected a data set folder or a list of them"), ([], "expected"), (["a", 3], "expected"),
+                         ({"a": "b"}, "expected"), (["a", ""], "expected"), (["a/sim", "a/./sim"], "a/sim is listed twice")):
+        with pytest.raises(InputFileError) as e:
+            dataset_folders(bad)
+        assert str(e.value).startswith("--dataset_dir: ") and problem in str(e.value)
+    with pytest.raises(Exception) as e:
+        run_bundle("evaluate.yaml", dataset_dir=7, output_dir=str(tmp_path / "eval"), ssm_path=str(data.parent / "ssm.npz"), device="cpu")
+    assert str(input_error_of(e.value)) == "--dataset_dir: expected a data set folder or a list of them, e.g. \"['data/sim','data/sim_own']\"; got 7"
+    assert not (tmp_path / "eval").exists()
+
+
+def test_an_empty_split_says_which_lists_there_are_and_how_to_choose(data, tmp_path, capsys):
+    """A user's one CT simulated into 'training': the test list is empty, and the line names every list with its
+    samples and --split; --split training evaluates it. Without a training list the prior says to pass --prior_centre_mm."""
+    own = copy_dataset(data, "sim_one_ct", training=["case_0001"], validation=[], test=[])
+    with pytest.raises(SystemExit):
+        run_evaluation(own, tmp_path / "refused", oracle_inputs=True)
+    assert error_lines(capsys.readouterr().err, "datalist.json") == [
+        f"{own / 'datalist.json'}: no samples in its 'test' list (its lists: training 1, validation 0, test 0); "
+        "choose the list to evaluate with --split (e.g. --split training for a CT simulated into training)"]
+    assert not (tmp_path / "refused").exists()
+    m = run_evaluation(own, tmp_path / "eval", oracle_inputs=True, split="training")
+    assert m["split"] == "training" and {r["sample"] for r in m["per_sample"]} == {"case_0001_p0"}
+    assert m["prior_centre_mm"]["dual_face"] == pytest.approx(true_mean_depth(data / "case_0001_p0"), abs=1e-3)
+    assert "1 training samples" in (tmp_path / "eval" / "summary.md").read_text()
+    test_only = copy_dataset(data, "sim_test_only", test=["case_0001"])
+    remedy = "the prior centre depth is their mean depth: pass --prior_centre_mm MM"
+    with pytest.raises(InputFileError) as e:
+        prior_centre_depth(test_only)
+    assert str(e.value).startswith(f"{test_only / 'datalist.json'}: no samples in its 'training' list (its lists: test 1); {remedy}")
+    with pytest.raises(InputFileError) as e:
+        prior_centre_depth([test_only, copy_dataset(data, "sim_none", training=[], test=[])])
+    assert str(e.value).startswith(f"--dataset_dir: no samples in the 'training' list of any data set ({test_only / 'datalist.json'}: test 1; "
+                                   f"{data.parent / 'sim_none' / 'datalist.json'}: training 0, test 0); {remedy}")
 
 
 def test_subject_summary_by_hand():

@@ -29,7 +29,8 @@ from scripts.geometry import Geometry
 from scripts.model.networks import DualFaceDepthNet
 from scripts.reconstruction.reconstruct import Reconstructor, bundle_config, oracle_prediction, reconstruct_image
 from scripts.reconstruction.surface_metrics import point_to_surface, surface_metrics
-from tests.helpers import FAST_FIT, FEATURES, ROOT, assert_complete, bundle_env, make_dataset, run_bundle, sphere_model_file, tiny_checkpoint
+from tests.helpers import (FAST_FIT, FEATURES, ROOT, assert_complete, bundle_env, error_lines, make_dataset, make_dicom, ramp, run_bundle,
+                           sphere_model_file, sphere_shape_model_file, tiny_checkpoint)
 
 OVERRIDES = {"features": FEATURES, "image_size": 64, "device": "cpu", "ssm_fit": FAST_FIT}
 
@@ -201,6 +202,26 @@ def test_reconstruct_image_api(data, tmp_path):
     for mesh in meshes.values():
         assert isinstance(mesh, trimesh.Trimesh) and len(mesh.faces) > 0
         assert geometry.in_field_of_view(np.asarray(mesh.vertices), margin_px=-0.01).all()
+
+
+def test_a_bone_missing_from_the_shape_model_file_is_warned(tmp_path, capsys):
+    """A shape model file without the pelvis (e.g. built for femurs only): the pelvis the network finds gets its surface,
+    no completion and a warning naming the bone and the file, in result.json and on stderr."""
+    sphere_model_file(tmp_path / "model.ts", Geometry.standard(), (0.0, 0.0, 950.0), 40.0)  # finds a pelvis only
+    ssm = tmp_path / "femurs.npz"
+    sphere_shape_model_file(ssm, ("femur_left", "femur_right"))
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    make_dicom(inputs / "hip_ap.dcm", ramp(), DistanceSourceToDetector=1100.0, ImagerPixelSpacing=[6.25, 6.25])
+    run_bundle("inference.yaml", input_dir=str(inputs), output_dir=str(out), ckpt_path=str(tmp_path / "model.ts"), torchscript=True,
+               ssm_path=str(ssm), device="cpu", report=False)
+    case = out / "hip_ap"
+    result = json.loads((case / "result.json").read_text())
+    assert result["bones"]["pelvis"]["found"] and result["bones"]["pelvis"]["ssm"] is None
+    assert (case / "pelvis.ply").exists() and not (case / "pelvis_completed.ply").exists()
+    warning = f"pelvis: the shape model file {ssm} has no pelvis model; no completion (pelvis_completed.ply)"
+    assert warning in result["warnings"]
+    assert error_lines(capsys.readouterr().err, "no pelvis model") == [f"{case}: warning: {warning}"]
 
 
 def test_flip_tta_makes_the_prediction_mirror_equivariant(tmp_path):

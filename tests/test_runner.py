@@ -1,11 +1,13 @@
 """The batch runner's own mechanics (scripts/reconstruction/runner.py): its read-ahead workers die with a killed run,
-and the skip check of an input reads the output folder's marker once."""
+the skip check of an input reads the output folder's marker once, and a rerun skips only results of its own model."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,11 +17,12 @@ from pathlib import Path
 import pytest
 
 import scripts.io.files as files
+from scripts.geometry import Geometry
 from scripts.io.files import atomic_dir, write_json
 from scripts.io.radiograph_io import RadiographFile
-from scripts.reconstruction.reconstruct import RESULT_KIND
-from scripts.reconstruction.runner import RadiographReader
-from tests.helpers import ROOT, bundle_env
+from scripts.reconstruction.reconstruct import RESULT_KIND, build_reconstructor
+from scripts.reconstruction.runner import RadiographReader, ReconstructionRunner
+from tests.helpers import ROOT, bundle_env, error_lines, make_dicom, ramp, sphere_model_file, sphere_shape_model_file, tree
 
 # A run reading ahead with two workers whose items (1 MiB each) are larger than a pipe holds; once it has an item from
 # each worker it prints their pids and SIGKILLs itself, as `kill -9` of an inference run does, with the workers' next
@@ -92,6 +95,60 @@ def test_skip_check_reads_the_marker_once(tmp_path, monkeypatch, overwrite, resu
     reads = []
     real = files.written_by_bundle
     monkeypatch.setattr(files, "written_by_bundle", lambda folder: reads.append(Path(folder)) or real(folder))
-    reader = RadiographReader([], None, out, overwrite, lambda d: d, (64, 64), ("pelvis",))
-    assert reader._to_load(RadiographFile(tmp_path / "r1.png", "r1", "key-1")) is to_load
+    reader = RadiographReader([], None, out, overwrite, lambda d: d, (64, 64), ("pelvis",), {"model": {}, "options": {}})
+    assert reader._to_load(RadiographFile(tmp_path / "r1.png", "r1", "key-1"), []) is to_load
     assert reads == [out / "r1"]
+
+
+def _run(inputs: Path, out: Path, model: Path, ssm: Path, **kw) -> dict:
+    """The batch runner in this process with a TorchScript ``model`` and shape models ``ssm`` (no report, no workers)."""
+    reconstructor = build_reconstructor(ckpt_path=str(model), ssm_path=str(ssm), device="cpu", torchscript=True)
+    return ReconstructionRunner(reconstructor, inputs, out, report=False, num_workers=0, writers=0, **kw).run()
+
+
+def test_a_rerun_skips_only_results_of_its_own_model(tmp_path, capsys):
+    """result.json records the files that made it (names, SHA-256 computed here from their bytes) and the options. A
+    rerun with the same files (a copy of the network under another name included) skips it; one with other network
+    weights, another shape model or another option refuses it in one line, counted as failed, and leaves the folder as
+    it was; --overwrite true replaces it. A result of bundle 0.10.6 (no model recorded) is skipped with one note."""
+    a, b, ssm, pelvis_only = tmp_path / "a.ts", tmp_path / "b.ts", tmp_path / "ssm.npz", tmp_path / "pelvis.npz"
+    sphere_model_file(a, Geometry.standard(), (0.0, 0.0, 950.0), 40.0)
+    sphere_model_file(b, Geometry.standard(), (0.0, 0.0, 950.0), 42.0)
+    sphere_shape_model_file(ssm)
+    sphere_shape_model_file(pelvis_only, ("pelvis",))
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    make_dicom(inputs / "hip_ap.dcm", ramp(), DistanceSourceToDetector=1100.0, ImagerPixelSpacing=[6.25, 6.25])
+    case, done = out / "hip_ap", [str(inputs / "hip_ap.dcm")]
+    assert _run(inputs, out, a, ssm)["done"] == done
+    digest = lambda path: hashlib.sha256(path.read_bytes()).hexdigest()  # noqa: E731
+    result = json.loads((case / "result.json").read_text())
+    version = json.loads((ROOT / "configs" / "metadata.json").read_text())["version"]
+    assert result["model"] == {"bundle_version": version, "network": {"file": "a.ts", "sha256": digest(a), "torchscript": True},
+                               "shape_model": {"file": "ssm.npz", "sha256": digest(ssm)}}
+    assert result["options"]["pixel_spacing_mm"] is None and result["options"]["image_size"] == [128, 128] and result["options"]["report"] is False
+
+    before = tree(out)
+    shutil.copyfile(a, tmp_path / "a_copy.ts")
+    for model in (a, tmp_path / "a_copy.ts"):
+        assert _run(inputs, out, model, ssm)["skipped"] == done
+    assert tree(out) == before and "record no model" not in capsys.readouterr().err
+    for model, shape, kw, changed in ((b, ssm, {}, "network weights"), (a, pelvis_only, {}, "shape model"),
+                                      (b, ssm, {"pixel_spacing_mm": 0.2}, "network weights, pixel_spacing_mm")):
+        with pytest.raises(SystemExit) as e:
+            _run(inputs, out, model, shape, **kw)
+        err = capsys.readouterr().err
+        assert e.value.code == 1 and "reconstructed 0, skipped 0 (already done), failed 1" in err
+        assert error_lines(err, case) == [f"{case}: was made with other {changed} than this run's; left untouched: pass --overwrite true "
+                                          "to replace it with this run's result or choose another --output_dir"]
+        assert tree(out) == before
+    assert _run(inputs, out, b, ssm, overwrite=True)["done"] == done
+    result = json.loads((case / "result.json").read_text())
+    assert result["model"]["network"] == {"file": "b.ts", "sha256": digest(b), "torchscript": True}
+
+    del result["model"], result["options"]  # as bundle 0.10.6 wrote it
+    (case / "result.json").write_text(json.dumps(result))
+    capsys.readouterr()
+    assert _run(inputs, out, a, ssm)["skipped"] == done
+    assert error_lines(capsys.readouterr().err, "record no model") == [
+        f"{out}: 1 finished output(s) record no model (written by bundle 0.10.6 or earlier), skipped as done; pass --overwrite true to redo them with this run's model"]

@@ -135,14 +135,34 @@ def test_poses_are_seeded_and_within_ranges():
     assert pose_parameters("c", 0, 0, fixed) == ([0.0, 90.0, 0.0], [0.0, 0.0, 0.0])
 
 
-def test_bad_input_exits_1_with_one_line(tmp_path, small_geometry, capsys):
+@pytest.mark.parametrize("broken", ["ct", "no labels", "labels elsewhere", "fractional labels"])
+def test_bad_input_exits_1_with_one_line_and_leaves_no_folder(tmp_path, small_geometry, capsys, broken):
+    """An unreadable CT, a labels path that is not there, labels covering another space or holding non-integer
+    values: one line naming the file after the summary (nothing rendered, one sample failed), exit 1, and no
+    output folder made (an empty one given stays empty: no marker, datalist or lock)."""
     make_case(tmp_path / "good")
-    bad = tmp_path / "broken.nii.gz"
-    bad.write_bytes(b"not a nifti")
-    code = main(["--ct", str(bad), "--labels", str(tmp_path / "good" / "labels.nii.gz"), "--out", str(tmp_path / "o"), "--geometry", str(small_geometry)])
-    err = capsys.readouterr().err
-    assert code == 1 and "broken.nii.gz" in err
-    assert not [p for p in (tmp_path / "o").iterdir() if p.name.startswith("broken")]
+    ct, labels = tmp_path / "good" / "ct.nii.gz", tmp_path / "good" / "labels.nii.gz"
+    if broken == "ct":
+        ct = tmp_path / "broken.nii.gz"
+        ct.write_bytes(b"not a nifti")
+    elif broken == "no labels":
+        labels = tmp_path / "missing.nii.gz"
+    else:
+        lab = nib.load(str(labels))
+        array, affine = lab.get_fdata(), lab.affine.copy()
+        if broken == "labels elsewhere":
+            affine[:3, 3] += 500.0  # 0.5 m away from the CT
+        else:
+            array = array * 0.5
+        labels = tmp_path / "bad_labels.nii.gz"
+        nib.save(nib.Nifti1Image(array.astype(np.float32), affine), str(labels))
+    (tmp_path / "empty").mkdir()
+    for out in (tmp_path / "o", tmp_path / "empty"):
+        code = main(["--ct", str(ct), "--labels", str(labels), "--out", str(out), "--geometry", str(small_geometry)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 1 and err[-1].startswith(f"{ct if broken == 'ct' else labels}: "), err
+        assert err[-2] == "rendered 0, skipped 0 (already done), failed 1"
+    assert not (tmp_path / "o").exists() and not any((tmp_path / "empty").iterdir())
 
 
 @pytest.mark.parametrize("config, problem", [
@@ -472,3 +492,110 @@ def test_centre_depth_bench_reads_or_measures_the_clearance(tmp_path, small_geom
     assert line["mean_mm"] == pytest.approx(7.0 / 3.0) and (line["min_mm"], line["max_mm"]) == (1.0, 4.0)
     flat = clearance_summary(np.array([1.0, 2.0]), np.array([5.0, 5.0]))
     assert flat["slope"] is None and flat["correlation"] is None and flat["sd_mm"] == 0.0
+
+
+def test_rerun_skips_the_same_inputs_and_refuses_other_ones(tmp_path, small_geometry, capsys):
+    """A rerun over a sample rendered from the same inputs skips it (counted as skipped); one with another seed,
+    label map or setting is refused with one line naming the sample and what differs, before any
+    rendering, every file keeping its bytes; --overwrite renders it anew. Samples of bundle 0.10.6 and earlier (no
+    record of their inputs) are skipped as before."""
+    make_case(tmp_path / "cohort" / "case_0000")
+    (tmp_path / "style.yaml").write_text("style: {kvp: 80.0}\n")
+    out = tmp_path / "out"
+    run = ["--cases", str(tmp_path / "cohort"), "--out", str(out), "--geometry", str(small_geometry), "--split", "test"]
+    assert main(run) == 0
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "rendered 1, skipped 0 (already done), failed 0"
+    sample = out / "case_0000_p0"
+    assert json.loads((sample / "sample.json").read_text())["inputs"]["labels"] == "../cohort/case_0000/labels.nii.gz"
+    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != ".datalist.lock")
+    before = {p: _sha(p) for p in files}
+    assert main(run) == 0 and {p: _sha(p) for p in files} == before
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "rendered 0, skipped 1 (already done), failed 0"
+    for extra, differs in (
+        (["--seed", "1"], "seed 0 -> 1"),
+        (["--label-map", "totalsegmentator"], 'label_map null -> "totalsegmentator"'),
+        (["--config", str(tmp_path / "style.yaml")], "config.style.kvp [70.0, 90.0] -> 80.0"),
+    ):
+        assert main(run + extra) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"{sample}: was rendered from other inputs ({differs}") and len(err.splitlines()) == 1, err
+        assert err.endswith("; left untouched: choose another --out, or pass --overwrite to render it again")
+        assert {p: _sha(p) for p in files} == before
+    assert main(run + ["--seed", "1", "--overwrite"]) == 0
+    assert json.loads((sample / "sample.json").read_text())["inputs"]["seed"] == 1 and _sha(sample / "image.nii.gz") != before[sample / "image.nii.gz"]
+    notes = json.loads((sample / "sample.json").read_text())
+    del notes["inputs"]  # as bundle 0.10.6 wrote it
+    (sample / "sample.json").write_text(json.dumps(notes))
+    legacy = _sha(sample / "sample.json")
+    capsys.readouterr()
+    assert main(run + ["--seed", "2"]) == 0 and _sha(sample / "sample.json") == legacy
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "rendered 0, skipped 1 (already done), failed 0"
+
+
+def test_out_folder_that_is_not_a_data_set_gets_nothing(tmp_path, small_geometry, capsys):
+    """--out holding an inference result (no marker, or another kind's marker) is refused with one line before any
+    rendering, and nothing (marker, datalist, lock) is written into it; a folder holding only sample folders (a
+    first run stopped before its datalist) is the simulator's and is finished."""
+    make_case(tmp_path / "c")
+    run = ["--ct", str(tmp_path / "c" / "ct.nii.gz"), "--labels", str(tmp_path / "c" / "labels.nii.gz"), "--geometry", str(small_geometry)]
+    foreign = tmp_path / "result"
+    foreign.mkdir()
+    (foreign / "result.json").write_text("{}")
+    (foreign / "surfaces").mkdir()
+    for marker, line in ((None, f"{foreign}: holds files that are not a simulated data set (no .3ddx_output.json of kind 'simulated data set'); "
+                                "left untouched: choose another --out (a new or empty folder)"),
+                         ({"kind": "reconstruction", "source": None}, f"{foreign}: holds a reconstruction written by this bundle, not a simulated data set; choose another --out")):
+        if marker:
+            (foreign / ".3ddx_output.json").write_text(json.dumps(marker))
+        listing = sorted(p.name for p in foreign.iterdir())
+        assert main(run + ["--out", str(foreign)]) == 1
+        assert capsys.readouterr().err.strip() == line
+        assert sorted(p.name for p in foreign.iterdir()) == listing
+    out = tmp_path / "out"
+    assert main(run + ["--out", str(out)]) == 0
+    datalist = json.loads((out / "datalist.json").read_text())
+    (out / "datalist.json").unlink()
+    (out / ".3ddx_output.json").unlink()
+    capsys.readouterr()
+    assert main(run + ["--out", str(out)]) == 0 and json.loads((out / "datalist.json").read_text()) == datalist
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "rendered 0, skipped 1 (already done), failed 0"
+
+
+def test_cohort_case_may_hold_a_totalsegmentator_folder(tmp_path, small_geometry, capsys):
+    """A case of --cases with its labels as a TotalSegmentator output folder (labels/hip_left.nii.gz, ...) renders
+    the same sample as one with those labels in labels.nii.gz; a rerun after its labels changed from one to the other
+    is refused naming the labels."""
+    for cohort in ("file", "folder"):
+        make_case(tmp_path / cohort / "case_0000")
+    case = tmp_path / "folder" / "case_0000"
+    lab = nib.load(str(case / "labels.nii.gz"))
+    (case / "labels").mkdir()
+    for name, bone in (("hip_left", 1), ("hip_right", -1), ("sacrum", -1), ("femur_left", 2), ("femur_right", 3)):  # -1: an empty mask
+        nib.save(nib.Nifti1Image((lab.get_fdata() == bone).astype(np.uint8), lab.affine), str(case / "labels" / f"{name}.nii.gz"))
+    (case / "labels.nii.gz").unlink()
+    for cohort in ("file", "folder"):
+        assert main(["--cases", str(tmp_path / cohort), "--out", str(tmp_path / f"out_{cohort}"), "--geometry", str(small_geometry)]) == 0
+    for f in ("mask.nii.gz", "depth.nii.gz", "image.nii.gz"):
+        np.testing.assert_array_equal(*(nib.load(str(tmp_path / f"out_{c}" / "case_0000_p0" / f)).get_fdata() for c in ("file", "folder")))
+    (tmp_path / "file" / "case_0000" / "labels.nii.gz").unlink()
+    (case / "labels").rename(tmp_path / "file" / "case_0000" / "labels")
+    capsys.readouterr()
+    assert main(["--cases", str(tmp_path / "file"), "--out", str(tmp_path / "out_file"), "--geometry", str(small_geometry)]) == 1
+    assert capsys.readouterr().err.startswith(f"{tmp_path / 'out_file' / 'case_0000_p0'}: was rendered from other inputs (labels ")
+
+
+def test_a_ct_stays_in_one_list_of_a_data_set(tmp_path, small_geometry, capsys):
+    """Poses added to a CT's samples join their list: with another --split the run is refused with one line before
+    any rendering; without --split (even with another seed, whose hash would pick another list) they join it."""
+    make_case(tmp_path / "c")
+    out = tmp_path / "out"
+    run = ["--ct", str(tmp_path / "c" / "ct.nii.gz"), "--labels", str(tmp_path / "c" / "labels.nii.gz"), "--out", str(out), "--geometry", str(small_geometry)]
+    assert main(run + ["--split", "training"]) == 0
+    capsys.readouterr()
+    assert main(run + ["--split", "test", "--poses", "2"]) == 1
+    assert capsys.readouterr().err.strip() == (f"{tmp_path / 'c' / 'ct.nii.gz'}: has samples in the training list of {out}, not test: a CT belongs to "
+                                               "one list (its radiographs in both would be alike); leave --split out to add poses to training")
+    assert not (out / "ct_p1").exists()
+    seed = next(s for s in range(100) if simulate_mod.split_of("ct", s, load_config()["split"]) != "training")
+    assert main(run + ["--poses", "2", "--seed", str(seed), "--overwrite"]) == 0
+    assert [e["pose"] for e in json.loads((out / "datalist.json").read_text())["training"]] == [0, 1]

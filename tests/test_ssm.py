@@ -8,13 +8,13 @@ import torch
 import trimesh
 
 from scripts.reconstruction import ssm
-from scripts.io.files import InputFileError
+from scripts.io.files import InputFileError, shared_data_dir, write_nifti
 from scripts.geometry import STANDARD_AP_ROTATION, Geometry, rotation_matrix
 from scripts.reconstruction.meshing import masked_points
 from scripts.reconstruction.reconstruct import bone_field, bone_points, complete_surfaces
 from scripts.reconstruction.surface_metrics import surface_metrics
 from scripts.shape_maths import generalized_procrustes
-from tests.helpers import ROOT
+from tests.helpers import ROOT, error_lines
 
 SPHERE = trimesh.creation.icosphere(3)
 
@@ -267,6 +267,101 @@ def test_cli_build_refuses_what_it_cannot_write_right(tmp_path, cohort, capsys):
     assert ssm.main(["build", "--cases", str(tmp_path / "absent"), "--bones", "pelvis", "--out", str(mine / "s.npz")]) == 1
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line == f"{mine / 's.npz'}: cannot be written: its folder {mine} exists and is not a folder", line
+
+
+def test_build_takes_case_folders_of_any_name_and_says_why_it_found_too_few(tmp_path, cohort, capsys):
+    """Case folders are the subfolders holding meshes/, whatever their names (a user's patA/, not only case_*); too few
+    gets one line saying what was looked for, where, and why each subfolder was left out (no meshes/, or not a case of
+    --datalist's list, e.g. an own CT simulated as 'ct' while its folder is patA)."""
+    shapes, _ = cohort
+    cases = tmp_path / "own"
+    for name, shape in zip(("patA", "patB", "patC"), shapes):
+        (cases / name / "meshes").mkdir(parents=True)
+        trimesh.Trimesh(shape, SPHERE.faces, process=False).export(cases / name / "meshes" / "pelvis.ply")
+    (cases / "seg").mkdir()  # the user's label folder, no meshes
+    assert ssm.main(["build", "--cases", str(cases), "--out", str(tmp_path / "own.npz"), "--bones", "pelvis"]) == 0
+    assert ssm.load_shape_models(tmp_path / "own.npz")[1]["cases"] == ["patA", "patB", "patC"]
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"training": [{"case": "ct"}], "test": [{"case": "patC"}]}))
+    for split, found, left in (("training", "found 0", "patA, patB, patC: not among the 'training' cases of --datalist {d} (ct)"),
+                               ("test", "found 1 (patC)", "patA, patB: not among the 'test' cases of --datalist {d} (patC)")):
+        out = tmp_path / f"{split}.npz"
+        assert ssm.main(["build", "--cases", str(cases), "--out", str(out), "--bones", "pelvis", "--datalist", str(datalist), "--split", split]) == 1
+        assert error_lines(capsys.readouterr().err, cases) == [
+            f"{cases}: need at least two case folders (subfolders of any name holding meshes/<bone>.ply), {found}; left out: "
+            + left.format(d=datalist) + "; seg: no meshes/ folder (python -m scripts.ssm meshes writes one from the case's labels)"]
+        assert not out.exists()
+    (tmp_path / "empty").mkdir()
+    assert ssm.main(["build", "--cases", str(tmp_path / "empty"), "--out", str(tmp_path / "e.npz")]) == 1
+    assert capsys.readouterr().err.strip().endswith("found 0; it has no subfolders")
+
+
+def test_meshes_from_labels_land_on_the_labelled_bones_and_build_a_model(tmp_path, capsys):
+    """``ssm meshes``: marching cubes of a label volume (spheres of known centre and radius, 1 mm voxels, shifted
+    affine) in world mm, the same from a TotalSegmentator folder of per-structure masks; written as the case layout
+    that ``build --register`` takes; a missing bone, or a meshes/ folder the command did not write, gets one line."""
+    grid = np.indices((60, 50, 50)).transpose(1, 2, 3, 0).astype(np.float64)
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    affine[:3, 3] = [10.0, -5.0, 3.0]
+    spheres = {"pelvis": ([30.0, 25.0, 32.0], 12.0), "femur_left": ([12.0, 25.0, 14.0], 8.0), "femur_right": ([48.0, 25.0, 14.0], 8.0)}
+    labels = np.zeros(grid.shape[:3], np.uint8)
+    masks = {}
+    for i, (bone, (centre, radius)) in enumerate(spheres.items()):
+        masks[bone] = np.linalg.norm(grid - centre, axis=-1) <= radius
+        labels[masks[bone]] = i + 1
+    write_nifti(tmp_path / "labels.nii.gz", labels, affine)
+    seg = tmp_path / "seg"
+    seg.mkdir()
+    x = grid[..., 0]
+    for name, mask in (("hip_left", masks["pelvis"] & (x < 25)), ("sacrum", masks["pelvis"] & (x >= 25) & (x < 35)),
+                       ("hip_right", masks["pelvis"] & (x >= 35)), ("femur_left", masks["femur_left"]), ("femur_right", masks["femur_right"])):
+        write_nifti(seg / f"{name}.nii.gz", mask.astype(np.uint8), affine)
+    cases = tmp_path / "cases"
+    assert ssm.main(["meshes", "--labels", str(tmp_path / "labels.nii.gz"), "--out", str(cases / "patA")]) == 0
+    assert ssm.main(["meshes", "--labels", str(seg), "--out", str(cases / "patB")]) == 0
+    for bone, (centre, radius) in spheres.items():
+        a, b = (ssm.read_mesh(cases / case / "meshes" / f"{bone}.ply") for case in ("patA", "patB"))
+        assert np.allclose(a.vertices, b.vertices) and np.array_equal(a.faces, b.faces)
+        r = np.linalg.norm(a.vertices - (np.array(centre) + affine[:3, 3]), axis=1)
+        assert abs(r.mean() - radius) < 0.7 and a.is_watertight and a.volume > 0
+    assert ssm.main(["meshes", "--labels", str(tmp_path / "labels.nii.gz"), "--out", str(cases / "patA")]) == 0  # its own: replaced
+    capsys.readouterr()
+    write_nifti(tmp_path / "no_right.nii.gz", np.where(labels == 3, 0, labels).astype(np.uint8), affine)
+    assert ssm.main(["meshes", "--labels", str(tmp_path / "no_right.nii.gz"), "--out", str(tmp_path / "x")]) == 1
+    assert error_lines(capsys.readouterr().err, "no_right") == [f"{tmp_path / 'no_right.nii.gz'}: no voxels of femur_right (is --label-map right for these labels?)"]
+    assert not (tmp_path / "x").exists()
+    (tmp_path / "mine" / "meshes").mkdir(parents=True)
+    (tmp_path / "mine" / "meshes" / "pelvis.ply").write_text("a user's mesh")
+    assert ssm.main(["meshes", "--labels", str(seg), "--out", str(tmp_path / "mine")]) == 1
+    assert (tmp_path / "mine" / "meshes" / "pelvis.ply").read_text() == "a user's mesh" and "not written by this bundle" in capsys.readouterr().err
+    template = tmp_path / "template"
+    template.mkdir()
+    trimesh.creation.icosphere(2, radius=10.0).export(template / "pelvis.ply")
+    build = ["build", "--cases", str(cases), "--bones", "pelvis", "--register", "--template", str(template), "--out"]
+    assert ssm.main(build + [str(tmp_path / "same.npz")]) == 1  # two copies of one shape: no mode, no unreadable model
+    assert error_lines(capsys.readouterr().err, cases) == [f"{cases}: pelvis: the 2 shapes are the same after alignment: nothing varies to model"]
+    assert not (tmp_path / "same.npz").exists()
+    write_nifti(tmp_path / "small.nii.gz", np.where(labels == 1, np.linalg.norm(grid - spheres["pelvis"][0], axis=-1) <= 10.0, labels).astype(np.uint8), affine)
+    assert ssm.main(["meshes", "--labels", str(tmp_path / "small.nii.gz"), "--out", str(cases / "patC")]) == 0
+    assert ssm.main(build + [str(tmp_path / "ssm.npz")]) == 0
+    mean = ssm.ShapeModel.load(tmp_path / "ssm.npz", "pelvis").mean
+    r = np.linalg.norm(mean - mean.mean(0), axis=1)
+    assert mean.shape == (162, 3) and abs(r.mean() - 34.0 / 3) < 0.7  # the template registered onto the spheres: mean radius of 12, 12, 10
+
+
+REAL_CT = (shared_data_dir() or ROOT / "absent") / "real_ct"
+
+
+@pytest.mark.skipif(not (REAL_CT / "example_seg").is_dir(), reason="shared real CT (../shared/data/real_ct) not present")
+def test_meshes_of_the_real_ct_from_its_folder_and_its_multilabel_file_agree(tmp_path):
+    """The shared CT's TotalSegmentator folder and its multi-label file (v1 ids, --label-map totalsegmentator) give the
+    same three surfaces, each closed, in the CT's world box."""
+    assert ssm.main(["meshes", "--labels", str(REAL_CT / "example_seg"), "--out", str(tmp_path / "folder")]) == 0
+    assert ssm.main(["meshes", "--labels", str(REAL_CT / "example_seg_multilabel.nii.gz"), "--label-map", "totalsegmentator", "--out", str(tmp_path / "file")]) == 0
+    for bone in ("pelvis", "femur_left", "femur_right"):
+        a, b = (ssm.read_mesh(tmp_path / case / "meshes" / f"{bone}.ply") for case in ("folder", "file"))
+        assert np.allclose(a.vertices, b.vertices) and np.array_equal(a.faces, b.faces) and a.is_watertight
+        assert len(a.vertices) > 1000
 
 
 def test_register_brings_meshes_into_correspondence(tmp_path):

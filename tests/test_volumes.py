@@ -12,7 +12,7 @@ from scipy import ndimage
 from scripts.io.files import InputFileError, shared_data_dir
 from scripts.geometry import standard_ap_pose
 from scripts.data.simulate import table_shift_mm
-from scripts.data.volumes import TOTALSEGMENTATOR_IDS, Volume, bones_center, crop_along, load_label_map, read_ct, read_labels, read_volume, remove_couch, totalsegmentator_version
+from scripts.data.volumes import LABEL_MAP_PRESETS, TOTALSEGMENTATOR_IDS, Volume, bones_center, crop_along, load_label_map, read_ct, read_labels, read_volume, remove_couch, totalsegmentator_version
 
 REAL_CT_DIR = (shared_data_dir() or Path("/nonexistent")) / "real_ct"
 REAL_CT = REAL_CT_DIR / "example_ct.nii.gz"
@@ -114,7 +114,7 @@ def test_label_maps_presets_and_files(tmp_path):
     ct = read_ct(write_nib(tmp_path / "ct.nii.gz", -1000 * np.ones((4, 4, 4), np.int16)))
     ts = np.zeros((4, 4, 4), np.uint8)
     ts[0, 0, 0], ts[1, 0, 0], ts[2, 0, 0], ts[3, 0, 0], ts[3, 3, 3] = 77, 25, 75, 76, 5  # hip_left, sacrum, femurs, gallbladder
-    lab = read_labels(write_nib(tmp_path / "ts.nii.gz", ts), ct, load_label_map("totalsegmentator_v2"))
+    lab = read_labels(write_nib(tmp_path / "ts.nii.gz", ts), ct, LABEL_MAP_PRESETS["totalsegmentator_v2"])  # a map as sample.json records it
     assert [lab.array[i, 0, 0] for i in range(4)] == [1, 1, 2, 3] and lab.array[3, 3, 3] == 0
     custom = tmp_path / "map.json"
     custom.write_text(json.dumps({"7": "femur_right", "8": 1}))
@@ -156,7 +156,7 @@ def test_totalsegmentator_version_told_from_the_labels(tmp_path, version):
     path = write_nib(tmp_path / "ts.nii.gz", a, affine)
     assert totalsegmentator_version(a, affine, path) == version
     lab = read_labels(path, ct, "totalsegmentator")
-    assert lab.label_map == load_label_map(f"totalsegmentator_{version}")
+    assert lab.label_map == LABEL_MAP_PRESETS[f"totalsegmentator_{version}"]
     expected = np.zeros(a.shape, np.uint8)  # by hand: hips and sacrum pelvis, femurs by side
     expected[5:55, 5:15, 15:28] = 1
     expected[25:27, 5:15, 15:28] = expected[33:35, 5:15, 15:28] = 0
@@ -183,8 +183,84 @@ def test_totalsegmentator_folder_read_by_structure_names(tmp_path):
         read_labels(folder, ct)
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(InputFileError, match="empty: label folder holds none of hip_left.nii.gz"):
+    with pytest.raises(InputFileError, match="empty: label folder lacks hip_left.nii.gz, hip_right.nii.gz, sacrum.nii.gz, femur_left.nii.gz, femur_right.nii.gz "):
         read_labels(empty, ct)
+
+
+def test_bundle_map_refuses_ids_it_does_not_know(tmp_path):
+    """Without --label-map a TotalSegmentator file's ids 1..3 (spleen, kidneys) would become pelvis and femurs."""
+    a, affine = ts_volume("v1")
+    ct = read_ct(write_nib(tmp_path / "ct.nii.gz", np.full(a.shape, -1000, np.int16), affine))
+    a[20:40, 15:20, 28:30], a[5:10, 15:20, 28:30], a[50:55, 15:20, 28:30] = 1, 2, 3  # spleen, kidneys
+    ts = write_nib(tmp_path / "ts.nii.gz", a, affine)
+    for spec in (None, "default"):
+        with pytest.raises(InputFileError, match=r"ts.nii.gz: holds label ids 88, 89, 90, 91, 92 that the bundle's label map .* "
+                                                 r"does not know; TotalSegmentator labels: pass --label-map totalsegmentator"):
+            read_labels(ts, ct, spec)
+    assert set(np.unique(read_labels(ts, ct, {90: "pelvis"}).array)) == {0, 1}  # a map of the user's ids leaves the others out
+    bundle = np.zeros(a.shape, np.int16)  # a phantom's labels: the bones and lumbar vertebrae (4, background after mapping)
+    bundle[0:4, 0, 0] = [1, 2, 3, 4]
+    lab = read_labels(write_nib(tmp_path / "bundle.nii.gz", bundle, affine), ct)
+    assert lab.array[0:4, 0, 0].tolist() == [1, 2, 3, 0] and lab.label_map == {1: 1, 2: 2, 3: 3}
+    bundle[5, 0, 0] = -1
+    with pytest.raises(InputFileError, match="bundle.nii.gz: holds label ids -1 that"):
+        read_labels(write_nib(tmp_path / "bundle.nii.gz", bundle, affine), ct)
+
+
+@pytest.mark.parametrize("version, other", [("v1", "v2"), ("v2", "v1")])
+def test_explicit_totalsegmentator_version_must_fit_the_labels(tmp_path, version, other):
+    """The other version's preset on a file maps the wrong structures (v1's right ribs 8/9 are v2's hips 77/78):
+    refused like the auto preset refuses, naming the version that fits; the right one reads as the auto preset does."""
+    a, affine = ts_volume(version)
+    a[40:50, 15:18, 28], a[40:50, 15:18, 29] = 77, 78  # v1: rib_right_8, rib_right_9 (v2: hips); both on the right
+    ct = read_ct(write_nib(tmp_path / "ct.nii.gz", np.full(a.shape, -1000, np.int16), affine))
+    path = write_nib(tmp_path / "ts.nii.gz", a, affine)
+    with pytest.raises(InputFileError, match=rf"ts.nii.gz: does not fit TotalSegmentator {other} class ids \(.*\) but fits {version}'s; "
+                                             rf"pass --label-map totalsegmentator_{version}$"):
+        read_labels(path, ct, f"totalsegmentator_{other}")
+    right = read_labels(path, ct, f"totalsegmentator_{version}")
+    assert right.label_map == LABEL_MAP_PRESETS[f"totalsegmentator_{version}"]
+    np.testing.assert_array_equal(right.array, read_labels(path, ct, "totalsegmentator").array)
+    mirrored = write_nib(tmp_path / "mirrored.nii.gz", a[::-1].copy(), affine)  # left hip on the right: fits neither
+    with pytest.raises(InputFileError, match=f"mirrored.nii.gz: does not fit TotalSegmentator {version} .*, nor the other version's; pass a JSON label map"):
+        read_labels(mirrored, ct, f"totalsegmentator_{version}")
+
+
+def ts_folder(folder, names, version="v2", empty=()):
+    """TotalSegmentator's output folder of ``ts_volume(version)``: the masks ``names``, those in ``empty`` all zero."""
+    a, affine = ts_volume(version)
+    folder.mkdir()
+    for name in names:
+        write_nib(folder / f"{name}.nii.gz", ((a == TOTALSEGMENTATOR_IDS[version][name]) & (name not in empty)).astype(np.uint8), affine)
+    return folder
+
+
+def test_totalsegmentator_folder_missing_masks_refused_empty_ones_read(tmp_path):
+    """A folder made with --roi_subset without the femurs would label femurs the image shows as absent."""
+    a, affine = ts_volume("v2")
+    ct = read_ct(write_nib(tmp_path / "ct.nii.gz", np.full(a.shape, -1000, np.int16), affine))
+    subset = ts_folder(tmp_path / "subset", ("hip_left", "hip_right", "sacrum", "vertebrae_S1"))
+    with pytest.raises(InputFileError, match="subset: label folder lacks femur_left.nii.gz, femur_right.nii.gz "):
+        read_labels(subset, ct)
+    # empty masks are bones outside the CT (a crop): read as absent; v1's folders have no vertebrae_S1
+    cropped = read_labels(ts_folder(tmp_path / "cropped", ("hip_left", "hip_right", "sacrum", "femur_left", "femur_right"), empty=("femur_left",)), ct)
+    assert (cropped.array == 2).sum() == 0 and (cropped.array == 3).sum() == (a == TOTALSEGMENTATOR_IDS["v2"]["femur_right"]).sum()
+    assert (cropped.array == 1).sum() == np.isin(a, [TOTALSEGMENTATOR_IDS["v2"][n] for n in ("hip_left", "hip_right", "sacrum")]).sum()
+
+
+def test_label_map_of_ids_refused_for_a_folder(tmp_path):
+    """A folder is read by structure name: only the TotalSegmentator presets (or none) make sense with it."""
+    a, affine = ts_volume("v1")
+    ct = read_ct(write_nib(tmp_path / "ct.nii.gz", np.full(a.shape, -1000, np.int16), affine))
+    seg = ts_folder(tmp_path / "seg", ("hip_left", "hip_right", "sacrum", "femur_left", "femur_right"), "v1")
+    expected = read_labels(seg, ct).array
+    for spec in ("totalsegmentator", "totalsegmentator_v1", "totalsegmentator_v2"):
+        np.testing.assert_array_equal(read_labels(seg, ct, spec).array, expected)
+    custom = tmp_path / "map.json"
+    custom.write_text(json.dumps({"90": "pelvis"}))
+    for spec, given in (("default", "--label-map default"), (custom, "a label map of ids"), ({90: 1}, "a label map of ids")):
+        with pytest.raises(InputFileError, match=f"seg: a TotalSegmentator folder is read by structure file names .*: {given} does not apply; pass no --label-map"):
+            read_labels(seg, ct, spec)
 
 
 def couch_ct(gap_mm):
@@ -234,7 +310,7 @@ def test_real_ct_totalsegmentator_folder_and_multilabel_agree_and_couch_removed(
     folder = read_labels(seg, ct)
     multi_path = REAL_CT_DIR / "example_seg_multilabel.nii.gz"
     multi = read_labels(multi_path, ct, "totalsegmentator")
-    assert multi.label_map == load_label_map("totalsegmentator_v1")  # the file holds v1 ids (NOTICE.md)
+    assert multi.label_map == LABEL_MAP_PRESETS["totalsegmentator_v1"]  # the file holds v1 ids (NOTICE.md)
     np.testing.assert_array_equal(folder.array, multi.array)
     masks = {n: np.asarray(nib.load(str(seg / f"{n}.nii.gz")).dataobj) > 0 for n in ("hip_left", "hip_right", "sacrum", "femur_left", "femur_right")}
     np.testing.assert_array_equal(folder.array == 1, masks["hip_left"] | masks["hip_right"] | masks["sacrum"])
@@ -246,6 +322,17 @@ def test_real_ct_totalsegmentator_folder_and_multilabel_agree_and_couch_removed(
     assert removed == gone.sum() > 5000  # the curved couch under the patient (checked by eye: docs/simulation.md)
     assert np.mean(np.argwhere(gone)[:, 1] <= 24) > 0.97  # posterior (RAS +y anterior, 3 mm voxels): under the patient's back
     assert not (gone & ndimage.binary_dilation(folder.array > 0, iterations=3)).any()
+
+
+@needs_real_ct
+def test_real_multilabel_file_refused_without_its_map_or_with_v2():
+    """The shared v1 file: without --label-map its spleen and kidneys (1..3) would be bones; v2's ids would make ribs pelvis."""
+    ct, multi = read_ct(REAL_CT), REAL_CT_DIR / "example_seg_multilabel.nii.gz"
+    with pytest.raises(InputFileError, match=r"example_seg_multilabel.nii.gz: holds label ids 5, 6, 7, 8, 9, 10, 11, 12, \.\.\. \(55 ids\) .* "
+                                             r"pass --label-map totalsegmentator"):
+        read_labels(multi, ct)
+    with pytest.raises(InputFileError, match="does not fit TotalSegmentator v2 class ids .* but fits v1's; pass --label-map totalsegmentator_v1$"):
+        read_labels(multi, ct, "totalsegmentator_v2")
 
 
 def test_labels_must_be_integers(tmp_path):

@@ -68,7 +68,9 @@ def run_inference(case: RadiographFile, infer: MeshFn) -> dict[str, trimesh.Trim
     Warnings the inference attaches to its result (``.warnings``, e.g. an implausible prediction:
     ``scripts.reconstruction.reconstruct.BoneMeshes``) are added to ``case.info["warnings"]`` (result.json, stderr),
     its hip plane (``.hip_plane``, docs/inference.md) to ``case.info["hip_plane"]`` and its per-bone summary
-    (``.bones``: :meth:`scripts.reconstruction.reconstruct.Reconstruction.bone_summary`) to ``case.info["bones"]`` (result.json).
+    (``.bones``: :meth:`scripts.reconstruction.reconstruct.Reconstruction.bone_summary`) to ``case.info["bones"]`` and the
+    model that made it (``.model``: :attr:`scripts.reconstruction.reconstruct.Reconstructor.model`; None for a callable
+    without one) to ``case.info["model"]`` (result.json).
     """
     meshes = infer(case.image, case.geometry, case.fov)
     if not isinstance(meshes, dict):
@@ -79,6 +81,7 @@ def run_inference(case: RadiographFile, infer: MeshFn) -> dict[str, trimesh.Trim
     case.info["warnings"] = [*case.info.get("warnings", []), *getattr(meshes, "warnings", [])]
     case.info["hip_plane"] = getattr(meshes, "hip_plane", None)
     case.info["bones"] = getattr(meshes, "bones", {})
+    case.info["model"] = getattr(meshes, "model", None)
     return {b: m for b, m in meshes.items() if isinstance(m, trimesh.Trimesh) and len(m.faces) > 0}
 
 
@@ -102,7 +105,7 @@ def write_case(case: RadiographFile, meshes: dict[str, trimesh.Trimesh], output_
                 meshes[bone], tmp / f"{bone}.dcm", bone, source=case.header, series_instance_uid=series_uid, instance_number=i + 1
             )
         bones = {b: {**case.info.get("bones", {}).get(b, {}), "mesh": mesh_summary(m)} for b, m in meshes.items()}
-        summary = result_summary(case.info, case.geometry, bones, case.info.get("hip_plane"), case.info.get("warnings", []))
+        summary = result_summary(case.info, case.geometry, bones, case.info.get("hip_plane"), case.info.get("warnings", []), case.info.get("model"))
         write_json(tmp / "result.json", summary)
     return sorted(f for f in final.iterdir() if f.name != OUTPUT_MARKER)
 

@@ -11,7 +11,8 @@ CLI::
 
 A case's datalist list is decided when its samples are rendered and recorded in their
 ``sample.json`` (``split``): ``--split`` names it (e.g. an extra training-only cohort), otherwise
-the configured fractions assign it. Rebuilding the datalist never moves a rendered sample.
+the configured fractions assign it. Rebuilding the datalist never moves a rendered sample, and new poses
+of a case join its rendered samples' list (a ``--split`` naming another is refused).
 
 Pose k: the standard AP pose (bones' bounding-box centre on the central ray at
 ``source_to_object_mm`` from the geometry JSON) perturbed by rotations (degrees, camera axes,
@@ -28,6 +29,7 @@ import contextlib
 import fcntl
 import functools
 import hashlib
+import json
 import multiprocessing
 import os
 import sys
@@ -48,7 +50,7 @@ from scripts import BUNDLE_ROOT
 from scripts.config_flags import as_shard  # noqa: E402
 from scripts.data.depth_maps import BoneGrid, bone_grids, depth_maps  # noqa: E402
 from scripts.data.drr import areal_densities, material_volumes  # noqa: E402
-from scripts.io.files import OUTPUT_MARKER, InputFileError, atomic_dir, exits_on_input_error, make_output_dir, read_json, sha256, write_depth_and_mask, write_json, write_nifti, written_by_bundle  # noqa: E402
+from scripts.io.files import OUTPUT_MARKER, InputFileError, atomic_dir, check_output_dir, exits_on_input_error, read_json, sha256, write_depth_and_mask, write_json, write_nifti, written_by_bundle  # noqa: E402
 from scripts.io.radiograph_io import input_key  # noqa: E402
 from scripts.geometry import Geometry, apply_transform, camera_to_world_directions, read_standard_geometry, standard_ap_pose  # noqa: E402
 from scripts.data.radiograph_style import style_radiograph  # noqa: E402
@@ -61,6 +63,7 @@ SAMPLE_FILES = ("image.nii.gz", "fov.nii.gz", "depth.nii.gz", "mask.nii.gz", "ge
 SAMPLE_KIND = "simulator sample"  # output marker kind of a sample folder
 DATASET_KIND = "simulated data set"  # output marker kind of --out: records the SHA-256 of the datalist.json the simulator wrote
 ENTRY_FILES = {"image": "image.nii.gz", "fov": "fov.nii.gz", "depth": "depth.nii.gz", "mask": "mask.nii.gz", "geometry": "geometry.json"}  # datalist entry keys
+DATALIST_LOCK = ".datalist.lock"  # in --out: serialises datalist checks and rebuilds (:func:`datalist_lock`)
 
 
 @dataclass
@@ -124,12 +127,18 @@ def case_source(ct: str | Path, out_dir: str | Path) -> str:
 def is_case_source(recorded: str, ct: str | Path, out_dir: str | Path) -> bool:
     """Whether a sample's recorded ``source`` names the CT ``ct``: its :func:`case_source` (symbolic links resolved),
     or, as bundle 0.10.6 recorded it, the SHA-256 of the CT's resolved path (:func:`scripts.io.radiograph_io.input_key`)."""
-    named = Path(os.path.normpath(os.path.join(os.path.abspath(out_dir), recorded)))
-    return named.resolve() == Path(ct).resolve() or recorded == input_key(ct)
+    return names_path(recorded, ct, out_dir) or recorded == input_key(ct)
 
 
-def check_case_sources(out_dir: Path, cases: Sequence[Case]) -> None:
-    """Refuse, before any rendering, a case whose name already holds samples of another CT in ``out_dir``.
+def names_path(recorded: str, path: str | Path, out_dir: str | Path) -> bool:
+    """Whether ``recorded``, a path relative to the data set folder ``out_dir`` (:func:`case_source`), names ``path``
+    (symbolic links resolved)."""
+    return Path(os.path.normpath(os.path.join(os.path.abspath(out_dir), recorded))).resolve() == Path(path).resolve()
+
+
+def check_case_sources(out_dir: Path, cases: Sequence[Case]) -> dict[str, str]:
+    """Refuse, before any rendering, a case whose name already holds samples of another CT in ``out_dir``; returns the
+    datalist list (``split``) the samples of each case already there record (cases without such samples left out).
 
     A sample's source is its ``sample.json`` ``source`` (:func:`is_case_source`); samples of versions that did not
     record it count as coming from their recorded ``ct`` path (resolved from the current folder, as it was given then).
@@ -139,7 +148,8 @@ def check_case_sources(out_dir: Path, cases: Sequence[Case]) -> None:
         InputFileError: naming the CT, the other CT and the way out (another --out, or a renamed CT).
     """
     wanted = {c.name: c for c in cases}
-    for d in sorted(out_dir.iterdir()):
+    splits: dict[str, str] = {}
+    for d in sorted(out_dir.iterdir() if out_dir.is_dir() else ()):
         case, sep, pose = d.name.rpartition("_p")
         if not sep or not pose.isdigit() or case not in wanted or (written_by_bundle(d) or {}).get("kind") != SAMPLE_KIND:
             continue
@@ -157,10 +167,94 @@ def check_case_sources(out_dir: Path, cases: Sequence[Case]) -> None:
         if not same:
             raise InputFileError(ct, f"case name {case!r} is taken in {out_dir} by the samples of another CT ({notes.get('ct')}); "
                                                   "choose another --out or rename this CT (its file or folder name is the case name)")
+        if notes.get("split") in SPLITS:
+            splits[case] = notes["split"]
+    return splits
+
+
+def sample_inputs(case: Case, pose: int, out_dir: Path, seed: int, cfg: dict, geometry: Geometry, label_map: dict[int, int] | str | None,
+                  center_ras: Sequence[float] | None) -> dict:
+    """What sample ``pose`` of ``case`` is rendered from besides its CT (``source``) and its list (``split``), as JSON:
+    recorded in its ``sample.json`` (``inputs``) and compared on a rerun (:func:`rendered_samples`). The labels (path
+    relative to ``out_dir``), the label map as given (a preset name or source id -> bone id), seed, pose index, the
+    settings (``cfg`` without the split fractions, with ``source_to_object_mm``), the detector geometry and the
+    centre (RAS mm; None: the bones')."""
+    record = {"labels": case_source(case.labels, out_dir), "label_map": label_map, "seed": seed, "pose": pose,
+              "config": {k: v for k, v in cfg.items() if k != "split"}, "geometry": geometry.to_dict(), "center_ras": center_ras}
+    return json.loads(json.dumps(record, default=lambda o: o.tolist()))
+
+
+def input_differences(recorded: Any, wanted: Any, name: str = "inputs") -> list[str]:
+    """What differs between two :func:`sample_inputs` records: dotted keys (``seed``, ``config.style.kvp``), each with
+    the recorded and the wanted value when both are short."""
+    if recorded == wanted:
+        return []
+    if isinstance(recorded, dict) and isinstance(wanted, dict) and name != "label_map":
+        keys = dict.fromkeys([*wanted, *recorded])
+        return [d for k in keys for d in input_differences(recorded.get(k), wanted.get(k), k if name == "inputs" else f"{name}.{k}")]
+    old, new = json.dumps(recorded), json.dumps(wanted)
+    return [f"{name} {old} -> {new}" if len(old) + len(new) <= 60 else name]
+
+
+def rendered_samples(out_dir: Path, wanted: dict[str, tuple[Case, dict]]) -> list[str]:
+    """Names of the samples of ``wanted`` (sample name -> (case, :func:`sample_inputs`)) complete in ``out_dir``
+    and rendered from these inputs: a rerun skips them. Samples that recorded no inputs (bundle 0.10.6 and
+    earlier) count as rendered from them.
+
+    Raises:
+        InputFileError: a complete sample rendered from other inputs, naming it and what differs, before any rendering.
+    """
+    done, other = [], []
+    for name, (case, inputs) in wanted.items():
+        folder = out_dir / name
+        if not all((folder / f).exists() for f in SAMPLE_FILES):
+            continue
+        recorded = read_json(folder / "sample.json").get("inputs", inputs)
+        if isinstance(recorded, dict) and isinstance(recorded.get("labels"), str) and names_path(recorded["labels"], case.labels, out_dir):
+            recorded = {**recorded, "labels": inputs["labels"]}  # the same labels, the data set moved with its cohort
+        if recorded == inputs:
+            done.append(name)
+        else:
+            other.append((folder, input_differences(recorded, inputs)))
+    if other:
+        folder, differs = other[0]
+        more = f" (and {len(other) - 1} more samples)" if len(other) > 1 else ""
+        raise InputFileError(folder, f"was rendered from other inputs ({'; '.join(differs)}){more}; left untouched: choose another --out, "
+                                     "or pass --overwrite to render it again")
+    return done
+
+
+def holds_anything(out_dir: Path) -> bool:
+    """Whether the folder ``out_dir`` exists and holds anything but the simulator's :data:`DATALIST_LOCK`."""
+    return out_dir.is_dir() and any(p.name != DATALIST_LOCK for p in out_dir.iterdir())
+
+
+def check_out_folder(out_dir: Path) -> None:
+    """Refuse, before anything is written, an ``out_dir`` no output can be written into
+    (:func:`scripts.io.files.check_output_dir`) or that holds anything but a simulated data set. A folder missing or
+    empty is fine; one is a data set when it carries the marker of kind "simulated data set" or, without a marker
+    (versions up to 0.10.5, or a first run stopped before its datalist), holds a datalist.json or a sample folder
+    (marker kind "simulator sample"); its datalist.json must be the simulator's (:func:`check_datalist`).
+    Writes nothing; only a folder with the data-set marker is checked under its :func:`datalist_lock`."""
+    check_output_dir(out_dir, "--out")
+    if not holds_anything(out_dir):
+        return
+    marker, datalist = written_by_bundle(out_dir), out_dir / "datalist.json"
+    samples = (p for p in out_dir.iterdir() if p.is_dir() and (written_by_bundle(p) or {}).get("kind") == SAMPLE_KIND)
+    if marker is None and not datalist.exists() and not datalist.is_symlink() and next(samples, None) is None:
+        raise InputFileError(out_dir, f"holds files that are not a simulated data set (no {OUTPUT_MARKER} of kind {DATASET_KIND!r}); "
+                                      "left untouched: choose another --out (a new or empty folder)")
+    if marker is not None and marker["kind"] == DATASET_KIND:
+        with datalist_lock(out_dir):
+            check_datalist(out_dir)
+    else:
+        check_datalist(out_dir)  # another kind of bundle output, or no marker: nothing a shard rewrites under the lock
 
 
 def find_cases(cases_dir: str | Path) -> list[Case]:
-    """Cases of a cohort folder: ``<case>/{ct.nii.gz, labels.nii.gz, meshes/<bone>.ply}``, sorted by name."""
+    """Cases of a cohort folder: ``<case>/{ct.nii.gz, labels.nii.gz, meshes/<bone>.ply}``, sorted by name; a case
+    without ``labels.nii.gz`` but with a ``labels/`` folder (a TotalSegmentator output folder as it comes,
+    :func:`scripts.data.volumes.read_labels`) has that as its labels."""
     root = Path(cases_dir)
     if not root.is_dir():
         raise InputFileError(root, "cohort folder not found")
@@ -169,7 +263,8 @@ def find_cases(cases_dir: str | Path) -> list[Case]:
         if not (d / "ct.nii.gz").exists():
             continue
         meshes = {b: d / "meshes" / f"{b}.ply" for b in BONE_LABELS if (d / "meshes" / f"{b}.ply").exists()}
-        cases.append(Case(d.name, d / "ct.nii.gz", d / "labels.nii.gz", meshes))
+        labels = d / "labels" if (d / "labels").is_dir() and not (d / "labels.nii.gz").exists() else d / "labels.nii.gz"
+        cases.append(Case(d.name, d / "ct.nii.gz", labels, meshes))
     if not cases:
         raise InputFileError(root, "no case folders with ct.nii.gz")
     return cases
@@ -441,8 +536,9 @@ def save_preview(path: Path, image: np.ndarray, depth: np.ndarray, mask: np.ndar
     save_figure(fig, path, dpi=80)
 
 
-def write_sample(out_dir: Path, name: str, sample: dict, meshes: dict[str, str], source: str) -> None:
-    """Write one sample folder atomically (temporary folder, then rename); ``source``: its CT's :func:`case_source`."""
+def write_sample(out_dir: Path, name: str, sample: dict, meshes: dict[str, str], source: str, inputs: dict) -> None:
+    """Write one sample folder atomically (temporary folder, then rename); ``source``: its CT's :func:`case_source`,
+    ``inputs``: its :func:`sample_inputs`."""
     geom: Geometry = sample["geometry"]
     affine = geom.image_affine
     with atomic_dir(out_dir / name, SAMPLE_KIND) as tmp:
@@ -451,7 +547,7 @@ def write_sample(out_dir: Path, name: str, sample: dict, meshes: dict[str, str],
         write_depth_and_mask(tmp, sample["depth"], sample["mask"], affine)
         geom.save(tmp / "geometry.json")
         save_preview(tmp / "preview.png", sample["image"], sample["depth"], sample["mask"], geom.bones)
-        write_json(tmp / "sample.json", {**sample["notes"], "meshes": meshes or None, "source": source})
+        write_json(tmp / "sample.json", {**sample["notes"], "meshes": meshes or None, "source": source, "inputs": inputs})
 
 
 # ---------------------------------------------------------------------- datalist
@@ -475,7 +571,7 @@ def build_datalist(out_dir: str | Path, seed: int, fractions: dict[str, float], 
 @contextlib.contextmanager
 def datalist_lock(out_dir: Path) -> Iterator[None]:
     """Hold the exclusive ``fcntl.flock`` on ``out_dir/.datalist.lock`` (shards checking or rebuilding the datalist)."""
-    with open(out_dir / ".datalist.lock", "a") as lock:
+    with open(out_dir / DATALIST_LOCK, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -568,10 +664,8 @@ def _load_key(case: Case, label_map: dict[int, int] | str, cfg: dict, device: to
 
 def _run(task: tuple) -> tuple[str, str | None]:
     """Worker: render and write one (case, pose); returns (sample name, error line or None)."""
-    case, split, pose, out_dir, seed, cfg, geometry, label_map, device, overwrite, center_ras = task
+    case, split, pose, out_dir, seed, cfg, geometry, label_map, device, center_ras, inputs = task
     name = f"{case.name}_p{pose}"
-    if not overwrite and all((out_dir / name / f).exists() for f in SAMPLE_FILES):
-        return name, None
     try:
         key = _load_key(case, label_map, cfg, device, center_ras)
         if key not in _LOADED:
@@ -579,7 +673,7 @@ def _run(task: tuple) -> tuple[str, str | None]:
             _LOADED[key] = load_case(case, label_map, cfg, device, center_ras)
         sample = render_sample(_LOADED[key], geometry, cfg, seed, pose, device, split)
         meshes = {b: os.path.relpath(p, out_dir) for b, p in case.meshes.items()}
-        write_sample(out_dir, name, sample, meshes, case_source(case.ct, out_dir))
+        write_sample(out_dir, name, sample, meshes, case_source(case.ct, out_dir), inputs)
     except InputFileError as e:
         return name, str(e)
     return name, None
@@ -605,20 +699,23 @@ def simulate(
     split: str | None = None,
     center_ras: Sequence[float] | None = None,
 ) -> tuple[dict, list[str]]:
-    """Simulate ``poses`` samples per case into ``out_dir``; returns (datalist, error lines).
+    """Simulate ``poses`` samples per case into ``out_dir``; returns (datalist, error lines) and prints the count of
+    samples rendered, skipped (already rendered from the same inputs: :func:`rendered_samples`) and failed.
 
     ``split``: the datalist list of every case of this run; without it :func:`case_splits` over the
     ``cohort`` (names of all cases of the cohort, all shards) assigns them. ``center_ras``: see :func:`load_case`.
-    Refused before any rendering: a datalist.json the simulator did not write (:func:`check_datalist`), a case name
-    that holds another CT's samples (:func:`check_case_sources`).
+    Refused before anything is written: an ``out_dir`` that is not a simulated data set or whose datalist.json the
+    simulator did not write (:func:`check_out_folder`), a case name that holds another CT's samples
+    (:func:`check_case_sources`), a ``split`` other than the one a case's samples there have (new poses of a case
+    join that list), a sample rendered from other inputs unless ``overwrite``. ``out_dir`` is created
+    with the first sample written, so a run whose cases all fail (e.g. unreadable labels) leaves none.
     ``geometry``, ``source_to_object_mm`` (mm): None takes configs/geometry.json's (:func:`scripts.geometry.read_standard_geometry`).
     """
     if split is not None and split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    out_dir = make_output_dir(out_dir, "--out")
-    with datalist_lock(out_dir):
-        check_datalist(out_dir)
-    check_case_sources(out_dir, cases)
+    out_dir = Path(out_dir)
+    check_out_folder(out_dir)
+    kept = check_case_sources(out_dir, cases)
     if geometry is None or source_to_object_mm is None:
         standard, standard_distance = read_standard_geometry()
         geometry = standard if geometry is None else geometry
@@ -626,11 +723,20 @@ def simulate(
     cfg = {**(cfg or load_config()), "source_to_object_mm": float(source_to_object_mm)}
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     splits = {c.name: split for c in cases} if split else case_splits([c.name for c in cases], seed, cfg["split"], cohort)
-    tasks = [(c, splits[c.name], k, out_dir, seed, cfg, geometry, label_map or load_label_map(None), device, overwrite, center_ras) for c in cases for k in range(poses)]
+    moved = next((c for c in cases if kept.get(c.name, splits[c.name]) != splits[c.name]), None)
+    if moved is not None and split:
+        raise InputFileError(moved.ct, f"has samples in the {kept[moved.name]} list of {out_dir}, not {split}: a CT belongs to one list "
+                                       f"(its radiographs in both would be alike); leave --split out to add poses to {kept[moved.name]}")
+    splits.update(kept)  # new poses of a case join its samples' list
+    wanted = {f"{c.name}_p{k}": (c, sample_inputs(c, k, out_dir, seed, cfg, geometry, label_map, center_ras)) for c in cases for k in range(poses)}
+    done = set() if overwrite else set(rendered_samples(out_dir, wanted))
+    tasks = [(c, splits[c.name], inputs["pose"], out_dir, seed, cfg, geometry, label_map, device, center_ras, inputs)
+             for name, (c, inputs) in wanted.items() if name not in done]
     errors: list[str] = []
     failed_cases: set[str] = set()
+    failed = 0
     with tqdm(total=len(tasks), desc="simulate", unit="sample") as bar:
-        if workers <= 1:
+        if workers <= 1 or not tasks:
             results = map(_run, tasks)
             pool = None
         else:
@@ -638,6 +744,9 @@ def simulate(
             results = pool.imap_unordered(_run, tasks, chunksize=max(1, poses))
         for name, error in results:
             case = name.rsplit("_p", 1)[0]
+            if error:
+                failed += 1
+                bar.set_postfix(failed=failed)
             if error and case not in failed_cases:
                 failed_cases.add(case)
                 errors.append(error)
@@ -645,7 +754,9 @@ def simulate(
         if pool is not None:
             pool.close()
             pool.join()
-    return build_datalist(out_dir, seed, cfg["split"], cohort), errors
+    print(f"rendered {len(tasks) - failed}, skipped {len(done)} (already done), failed {failed}", file=sys.stderr)
+    lists = build_datalist(out_dir, seed, cfg["split"], cohort) if holds_anything(out_dir) else {s: [] for s in SPLITS}
+    return lists, errors
 
 
 def positive_int(text: str) -> int:
@@ -673,7 +784,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.simulate", description="Simulate radiographs, dual-face depth maps and masks from CT.")
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--ct", help="CT file (NIfTI/NRRD/MHA) or DICOM series folder, in HU")
-    src.add_argument("--cases", help="cohort folder: <case>/{ct.nii.gz, labels.nii.gz, meshes/<bone>.ply}")
+    src.add_argument("--cases", help="cohort folder: <case>/{ct.nii.gz, labels.nii.gz or labels/ (TotalSegmentator output folder), meshes/<bone>.ply}")
     parser.add_argument("--labels", help="for --ct: a label volume (ids mapped by --label-map) or a TotalSegmentator output folder of per-structure masks (hip_left.nii.gz, ...)")
     parser.add_argument("--out", required=True, help="output folder (samples + datalist.json)")
     parser.add_argument("--poses", type=positive_int, default=1, help="poses per case (at least 1)")

@@ -47,6 +47,10 @@ TOTALSEGMENTATOR_IDS: dict[str, dict[str, int]] = {
 }
 # ``--label-map totalsegmentator``: v1 or v2 ids, told from the labels (:func:`totalsegmentator_version`).
 TOTALSEGMENTATOR_AUTO = "totalsegmentator"
+# TotalSegmentator preset name -> the id table it names (None: told from the labels). The only presets a folder takes.
+TOTALSEGMENTATOR_PRESETS: dict[str, str | None] = {TOTALSEGMENTATOR_AUTO: None, **{f"totalsegmentator_{v}": v for v in TOTALSEGMENTATOR_IDS}}
+# Ids of the bundle's own label volumes (the phantoms'): background, the bones, lumbar vertebrae.
+BUNDLE_LABEL_IDS = (0, *BONE_LABELS.values(), VERTEBRAE_LABEL)
 
 
 def _totalsegmentator_map(version: str) -> dict[int, int]:
@@ -59,7 +63,7 @@ LABEL_MAP_PRESETS: dict[str, dict[int, int]] = {
     "totalsegmentator_v2": _totalsegmentator_map("v2"),
     "totalsegmentator_v1": _totalsegmentator_map("v1"),
 }
-LABEL_MAP_CHOICES = ("default", TOTALSEGMENTATOR_AUTO, "totalsegmentator_v2", "totalsegmentator_v1")
+LABEL_MAP_CHOICES = ("default", *TOTALSEGMENTATOR_PRESETS)
 
 
 @dataclass
@@ -151,21 +155,17 @@ def read_ct(path: PathLike, min_air_fraction: float = 0.005) -> Volume:
 LabelMapSpec = str | PathLike | Mapping | None
 
 
-def load_label_map(spec: LabelMapSpec) -> dict[int, int] | str:
-    """Source-label -> bone-label map from a preset name, a JSON file or a dict.
+def load_label_map(spec: LabelMapSpec) -> dict[int, int] | str | None:
+    """Source-label -> bone-label map from a JSON file or a dict; a preset's name; None (no map given).
 
-    JSON/dict values may be bone label ids (1..3) or bone names (``"pelvis"``, ...). The preset
-    ``"totalsegmentator"`` is returned as that name: the TotalSegmentator version of its ids is told
-    from the labels when they are read (:func:`resolve_label_map`).
+    JSON/dict values may be bone label ids (1..3) or bone names (``"pelvis"``, ...). Preset names
+    and None are returned as they are: they are checked against the labels when those are read
+    (:func:`resolve_label_map`; a TotalSegmentator folder takes only None or a TotalSegmentator preset).
     """
-    if spec is None:
-        return dict(LABEL_MAP_PRESETS["default"])
+    if spec is None or (not isinstance(spec, Mapping) and str(spec) in LABEL_MAP_CHOICES):
+        return None if spec is None else str(spec)
     if isinstance(spec, Mapping):
         raw, source = spec, "label map"
-    elif str(spec) == TOTALSEGMENTATOR_AUTO:
-        return TOTALSEGMENTATOR_AUTO
-    elif str(spec) in LABEL_MAP_PRESETS:
-        return dict(LABEL_MAP_PRESETS[str(spec)])
     else:
         path = Path(spec)
         if not path.exists():
@@ -183,54 +183,88 @@ def load_label_map(spec: LabelMapSpec) -> dict[int, int] | str:
     return out
 
 
-def totalsegmentator_version(array: np.ndarray, affine: np.ndarray, path: PathLike, min_separation_mm: float = 30.0) -> str:
+def totalsegmentator_version(array: np.ndarray, affine: np.ndarray, path: PathLike, version: str | None = None, min_separation_mm: float = 30.0) -> str:
     """``"v1"`` or ``"v2"``: which TotalSegmentator id table a multi-label volume uses.
 
     The two tables give the hip and femur ids to different structures (v2's hip ids 77/78 are v1's
     right ribs 8/9; v1's 90/91 are v2's brain and skull). A version fits when, for its hip or its
     femur ids, both sides are present and the left one lies at least ``min_separation_mm`` to the
-    patient's left (RAS -x) of the right one. Exactly one version must fit, else the file is refused.
+    patient's left (RAS -x) of the right one. Without ``version`` exactly one must fit; with it (an
+    explicit preset) that one must fit; else the file is refused, saying which fits.
     """
     ids = np.unique(array)
     fits = []
-    for version, table in TOTALSEGMENTATOR_IDS.items():
+    for v, table in TOTALSEGMENTATOR_IDS.items():
         for pair in (("hip_left", "hip_right"), ("femur_left", "femur_right")):
             left, right = table[pair[0]], table[pair[1]]
             if left in ids and right in ids:
                 x = [apply_transform(affine, np.argwhere(array == i).mean(0))[0] for i in (left, right)]
                 if x[0] < x[1] - min_separation_mm:
-                    fits.append(version)
+                    fits.append(v)
                     break
-    if len(fits) != 1:
-        found = "both" if fits else "neither"
-        raise InputFileError(path, f"cannot tell TotalSegmentator v1 from v2 class ids ({found} fit left/right hips or femurs); pass --label-map totalsegmentator_v1 or totalsegmentator_v2")
-    return fits[0]
+    if version is None and len(fits) == 1:
+        return fits[0]
+    if version in fits:
+        return version
+    rule = f"its left hip or femur at least {min_separation_mm:g} mm to the patient's left of the right one"
+    if version is None:
+        problem = f"cannot tell TotalSegmentator v1 from v2 class ids ({'both' if fits else 'neither'} fit: {rule})"
+    else:
+        problem = f"does not fit TotalSegmentator {version} class ids ({rule})" + (f" but fits {fits[0]}'s" if fits else ", nor the other version's")
+    remedy = " or ".join(f"--label-map totalsegmentator_{v}" for v in fits) or "a JSON label map of its ids"
+    raise InputFileError(path, f"{problem}; pass {remedy}")
 
 
 def resolve_label_map(spec: LabelMapSpec | dict[int, int], array: np.ndarray, affine: np.ndarray, path: PathLike) -> dict[int, int]:
     """The source-id -> bone-id map for a multi-label volume: :func:`load_label_map`'s (a dict too, e.g. one read back from
-    sample.json with string ids, is checked and given integer ids), with ``"totalsegmentator"`` resolved to v1 or v2."""
+    sample.json with string ids, is checked and given integer ids), with the presets checked against the labels.
+
+    No map (or ``"default"``): the bundle's ids; a volume holding other ids (:data:`BUNDLE_LABEL_IDS`; e.g. a
+    TotalSegmentator file, whose ids 1..3 are spleen and kidneys) is refused. A TotalSegmentator preset: the id
+    table that fits the labels' hips or femurs (:func:`totalsegmentator_version`); an explicit version must fit.
+    """
     spec = load_label_map(spec)
-    if spec == TOTALSEGMENTATOR_AUTO:
-        return dict(LABEL_MAP_PRESETS[f"totalsegmentator_{totalsegmentator_version(array, affine, path)}"])
+    if spec is None or spec == "default":
+        if array.size and (array.min() < 0 or array.max() > max(BUNDLE_LABEL_IDS)):  # the ids are 0..4: a range
+            unknown = np.setdiff1d(np.unique(array), BUNDLE_LABEL_IDS).tolist()
+            listed = ", ".join(map(str, unknown[:8])) + (f", ... ({len(unknown)} ids)" if len(unknown) > 8 else "")
+            raise InputFileError(
+                path,
+                f"holds label ids {listed} that the bundle's label map (0 background, {', '.join(f'{i} {n}' for n, i in BONE_LABELS.items())}, "
+                f"{VERTEBRAE_LABEL} vertebrae) does not know; TotalSegmentator labels: pass --label-map totalsegmentator (else a JSON label map of its ids)",
+            )
+        return dict(LABEL_MAP_PRESETS["default"])
+    if isinstance(spec, str):
+        version = totalsegmentator_version(array, affine, path, TOTALSEGMENTATOR_PRESETS[spec])
+        return dict(LABEL_MAP_PRESETS[f"totalsegmentator_{version}"])
     return spec
 
 
 def _read_structure_folder(folder: Path) -> Volume:
-    """A TotalSegmentator output folder (one binary mask ``<structure>.nii[.gz]`` per structure) as bone labels on the masks' grid."""
+    """A TotalSegmentator output folder (one binary mask ``<structure>.nii[.gz]`` per structure) as bone labels on the masks' grid.
+
+    Every structure of :data:`TOTALSEGMENTATOR_BONES` that both versions segment must have its file (an
+    empty mask is fine: a bone outside the CT); a folder made with ``--roi_subset`` that lacks one would
+    label that bone absent where the image shows it. v2's vertebrae_S1 is read when present.
+    """
+    files = {name: next((f for f in (folder / f"{name}.nii.gz", folder / f"{name}.nii") if f.exists()), None) for name in TOTALSEGMENTATOR_BONES}
+    missing = [f"{name}.nii.gz" for name, f in files.items() if f is None and all(name in table for table in TOTALSEGMENTATOR_IDS.values())]
+    if missing:
+        raise InputFileError(
+            folder,
+            f"label folder lacks {', '.join(missing)} (TotalSegmentator masks of the model's bones; a missing one would label "
+            "its bone absent): run TotalSegmentator without --roi_subset or with these structures in it",
+        )
     out: Volume | None = None
-    for name, bone in TOTALSEGMENTATOR_BONES.items():
-        files = [f for f in (folder / f"{name}.nii.gz", folder / f"{name}.nii") if f.exists()]
-        if not files:
+    for name, file in files.items():
+        if file is None:
             continue
-        mask = read_volume(files[0], np.float32)
+        mask = read_volume(file, np.float32)
         if out is None:
             out = Volume(np.zeros(mask.array.shape, np.int32), mask.affine, str(folder))
         elif mask.array.shape != out.array.shape or not np.allclose(mask.affine, out.affine, atol=1e-3):
-            raise InputFileError(files[0], "mask is not on the grid of the folder's other masks")
-        out.array[mask.array > 0.5] = BONE_LABELS[bone]
-    if out is None:
-        raise InputFileError(folder, f"label folder holds none of {', '.join(f'{n}.nii.gz' for n in TOTALSEGMENTATOR_BONES)} (TotalSegmentator masks)")
+            raise InputFileError(file, "mask is not on the grid of the folder's other masks")
+        out.array[mask.array > 0.5] = BONE_LABELS[TOTALSEGMENTATOR_BONES[name]]
     return out
 
 
@@ -239,12 +273,17 @@ def read_labels(path: PathLike, ct: Volume | None, label_map: LabelMapSpec | dic
 
     ``path`` is a multi-label volume, mapped with ``label_map`` (:func:`resolve_label_map`; the map
     used is kept in the result's ``label_map``), or a TotalSegmentator output folder of per-structure
-    masks, read by file name (:data:`TOTALSEGMENTATOR_BONES`; ``label_map`` is not used).
+    masks, read by file name (:data:`TOTALSEGMENTATOR_BONES`; ``label_map`` must be None or a
+    TotalSegmentator preset: a map of ids cannot apply to it).
     Labels on another grid are resampled with nearest neighbour when they cover the CT's physical
     extent (corners within one voxel); otherwise they are refused.
     """
     path = Path(path)
     if path.is_dir():
+        spec = load_label_map(label_map)
+        if spec is not None and not (isinstance(spec, str) and spec in TOTALSEGMENTATOR_PRESETS):
+            given = f"--label-map {spec}" if isinstance(spec, str) else "a label map of ids"
+            raise InputFileError(path, f"a TotalSegmentator folder is read by structure file names (hip_left.nii.gz, ...): {given} does not apply; pass no --label-map (or totalsegmentator)")
         lab, lut = _read_structure_folder(path), None
     else:
         lab = read_volume(path, np.float32)

@@ -38,18 +38,16 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 import trimesh
-from skimage.measure import marching_cubes
 from tqdm import tqdm
 
 from scripts.io.files import InputFileError, PathLike, atomic_dir, atomic_path, check_replaceable, read_depth_and_mask, read_json, read_nifti, write_json
-from scripts.geometry import Geometry, GeometryError, apply_transform, match_bone_channels, read_geometry
+from scripts.geometry import Geometry, GeometryError, match_bone_channels, read_geometry
 from scripts.reconstruction.reconstruct import DepthPrediction, Reconstructor, mean_masked_depth, oracle_prediction, true_face_mask
 from scripts.io.report import save_error_map, save_metric_bars
-from scripts.reconstruction.ssm import read_mesh
+from scripts.reconstruction.ssm import label_surfaces, read_mesh
 from scripts.reconstruction.surface_metrics import ReferenceSurface, vertex_errors, volume_extent_planes
 from scripts.model.training import load_datalist
 from scripts.model.transforms import ResizeDepthd
-from scripts.data.volumes import BONE_LABELS, read_labels
 
 VARIANTS = ("single_face", "single_face_ssm", "dual_face", "dual_face_ssm")
 SHIFTS = ("centre", "prior", "oracle")
@@ -79,20 +77,6 @@ class Sample:
 
 
 # ---------------------------------------------------------------------- ground truth
-def label_surfaces(labels_path: PathLike, bones: Sequence[str], label_map: Mapping | None = None) -> dict[str, trimesh.Trimesh]:
-    """World-RAS (mm) marching-cubes surfaces of bone labels read as the simulator read them
-    (:func:`scripts.data.volumes.read_labels`: a label volume with ``label_map``, or a TotalSegmentator folder)."""
-    volume = read_labels(labels_path, None, label_map)
-    labels, affine = volume.array, volume.affine
-    out = {}
-    for bone in bones:
-        occupied = np.pad(labels == BONE_LABELS[bone], 1)
-        if occupied.any():
-            verts, faces, _, _ = marching_cubes(occupied.astype(np.float32), 0.5)
-            out[bone] = trimesh.Trimesh(apply_transform(affine, verts - 1.0), faces[:, ::-1], process=False)
-    return out
-
-
 # the poses of one subject share its true surfaces: each file is read (or marched) once per process
 _world_mesh = functools.lru_cache(maxsize=16)(read_mesh)
 
@@ -166,18 +150,66 @@ def sample_mean_depths(entry: Mapping) -> dict[int, float]:
     return {faces: mean_masked_depth(d, true_face_mask(depth, mask, faces)) for faces, d in ((2, depth), (1, depth[0::2]))}
 
 
-def prior_centre_depth(dataset_dir: PathLike, split: str = "training", map_fn: Callable = map) -> dict[int, float]:
-    """Fixed-geometry priors (mm) per face count: mean over the split's samples of each sample's mean masked
-    depth, both faces (key 2) and front faces only (key 1), as the centre heads are trained. ``map_fn``: an
-    ordered map (e.g. a process pool's ``imap``) over the entries (:func:`sample_mean_depths`)."""
+def dataset_folders(dataset_dir: PathLike | Sequence[PathLike]) -> dict[str, Path]:
+    """``--dataset_dir`` as {name prefix: data set folder}: one folder (or a list of one) gets the prefix "";
+    several get ``<folder name>.`` (``<position>_<folder name>.``, 1-based, for all of them when two share a
+    name), so that their samples and subjects never share a name. Anything else raises :class:`InputFileError`."""
+    given = [dataset_dir] if isinstance(dataset_dir, (str, Path)) else dataset_dir
+    if not isinstance(given, (list, tuple)) or not given or not all(isinstance(d, (str, Path)) and str(d) for d in given):
+        raise InputFileError("--dataset_dir", f"expected a data set folder or a list of them, e.g. \"['data/sim','data/sim_own']\"; got {dataset_dir!r}")
+    folders = [Path(d) for d in given]
+    resolved = [d.resolve() for d in folders]
+    twice = next((d for k, d in enumerate(folders) if resolved[k] in resolved[:k]), None)
+    if twice is not None:
+        raise InputFileError("--dataset_dir", f"{twice} is listed twice")
+    if len(folders) == 1:
+        return {"": folders[0]}
+    names = [d.name for d in resolved]
+    unique = len(set(names)) == len(names)
+    return {(f"{name}." if unique else f"{k + 1}_{name}."): d for k, (name, d) in enumerate(zip(names, folders))}
+
+
+def datalist_sizes(folder: PathLike) -> dict[str, int]:
+    """Samples per list of ``folder/datalist.json`` ({list name: entries}); a file that is no object of lists raises :class:`InputFileError`."""
+    path = Path(folder) / "datalist.json"
+    data = read_json(path)
+    sizes = {key: len(value) for key, value in data.items() if isinstance(value, list)} if isinstance(data, dict) else {}
+    if not sizes:
+        raise InputFileError(path, "not a MONAI datalist (a JSON object of lists of samples)")
+    return sizes
+
+
+def split_entries(dataset_dir: PathLike | Sequence[PathLike], split: str, remedy: str) -> dict[str, list[dict]]:
+    """Entries (absolute paths) of list ``split`` per name prefix of :func:`dataset_folders`; folders with no sample
+    in it are left out. When no folder has any, :class:`InputFileError` names every datalist's lists with their
+    sample counts, and ``remedy`` (what to pass instead)."""
+    folders = dataset_folders(dataset_dir)
+    sizes = {prefix: datalist_sizes(folder) for prefix, folder in folders.items()}
+    found = {prefix: load_datalist(folders[prefix], split) for prefix, size in sizes.items() if size.get(split)}
+    if not found:
+        counts = {prefix: ", ".join(f"{key} {n}" for key, n in size.items()) for prefix, size in sizes.items()}
+        if len(folders) == 1:
+            raise InputFileError(folders[""] / "datalist.json", f"no samples in its {split!r} list (its lists: {counts['']}); {remedy}")
+        listed = "; ".join(f"{folders[p] / 'datalist.json'}: {c}" for p, c in counts.items())
+        raise InputFileError("--dataset_dir", f"no samples in the {split!r} list of any data set ({listed}); {remedy}")
+    return found
+
+
+def prior_centre_depth(dataset_dir: PathLike | Sequence[PathLike], split: str = "training", map_fn: Callable = map) -> dict[int, float]:
+    """Fixed-geometry priors (mm) per face count: mean over the split's samples (of every data set given, see
+    :func:`dataset_folders`) of each sample's mean masked depth, both faces (key 2) and front faces only (key 1),
+    as the centre heads are trained. ``map_fn``: an ordered map (e.g. a process pool's ``imap``) over the entries
+    (:func:`sample_mean_depths`). No sample in ``split``: :class:`InputFileError` saying to pass ``--prior_centre_mm``."""
     values: dict[int, list[float]] = {1: [], 2: []}
-    entries = load_datalist(dataset_dir, split)
+    remedy = "the prior centre depth is their mean depth: pass --prior_centre_mm MM (the mean centre depth of the network's training data; 948.7 for the shipped model)"
+    found = split_entries(dataset_dir, split, remedy)
+    entries = [e for listed in found.values() for e in listed]
     for means in tqdm(map_fn(sample_mean_depths, entries), total=len(entries), desc=f"prior depth ({split})", unit="sample"):
         for faces, value in means.items():
             if math.isfinite(value):
                 values[faces].append(value)
     if not values[2]:
-        raise InputFileError(Path(dataset_dir) / "datalist.json", f"no bone pixels in the {split!r} split to compute the prior depth")
+        raise InputFileError(dataset_folders(dataset_dir)[next(iter(found))] / "datalist.json", f"no bone pixels in the {split!r} split to compute the prior depth")
     return {faces: float(np.mean(v)) for faces, v in values.items()}
 
 
@@ -322,12 +354,12 @@ def _fmt(v: float) -> str:
 
 
 def summary_markdown(means: Sequence[Mapping], notes: Sequence[str], prior_mm: Mapping[int, float], n_samples: int, oracle_inputs: bool,
-                     subjects: Mapping | None = None) -> str:
+                     subjects: Mapping | None = None, split: str = "test") -> str:
     """The means table (variant x shift x bone) and, given, the per-subject table of :func:`subject_summary`, as Markdown."""
     lines = [
         "# Evaluation summary",
         "",
-        f"{n_samples} test samples; prior centre depth {prior_mm[2]:.1f} mm (front faces {prior_mm[1]:.1f} mm); inputs: {'ORACLE (true depth and masks)' if oracle_inputs else 'network predictions'}.",
+        f"{n_samples} {split} samples; prior centre depth {prior_mm[2]:.1f} mm (front faces {prior_mm[1]:.1f} mm); inputs: {'ORACLE (true depth and masks)' if oracle_inputs else 'network predictions'}.",
         "Surfaces clipped to the X-ray cone; distances in mm (mean over samples; std in metrics.json). Depth MAE: network variants only.",
         "",
         "| variant | shift | bone | ASSD | HD95 | Chamfer | depth MAE | Dice | n |",
@@ -368,11 +400,13 @@ class EvaluationRunner:
     Args:
         dual_face: reconstructor of the dual-face network (its shape models complete both variants).
         single_face: reconstructor of the front-face-only network; skipped (with a note) when its checkpoint is missing.
-        dataset_dir: simulator output with datalist.json.
+        dataset_dir: simulator output with datalist.json, or a list of them evaluated together (samples and
+            subjects named ``<folder name>.<name>``: :func:`dataset_folders`; a folder with no sample in
+            ``split`` is noted and left out).
         output_dir: where metrics and plots go.
         split: datalist key evaluated.
-        prior_centre_mm: fixed-geometry prior (mm), both networks; ``None``: from the training split
-            (:func:`prior_centre_depth`, front faces only for the single-face network).
+        prior_centre_mm: fixed-geometry prior (mm), both networks; ``None``: from the training split of every
+            data set (:func:`prior_centre_depth`, front faces only for the single-face network).
         oracle_inputs: use the true maps instead of the networks.
         error_map_max_mm: colour scale of the error map.
         surface_spacing_mm, max_samples: surface sampling of :func:`scripts.reconstruction.surface_metrics.surface_metrics`.
@@ -385,7 +419,7 @@ class EvaluationRunner:
         self,
         dual_face: Reconstructor,
         single_face: Reconstructor | None,
-        dataset_dir: PathLike,
+        dataset_dir: PathLike | Sequence[PathLike],
         output_dir: PathLike,
         split: str = "test",
         prior_centre_mm: float | None = None,
@@ -398,7 +432,9 @@ class EvaluationRunner:
     ):
         self.dual_face, self.single_face = dual_face, single_face
         self.poses_per_case = poses_per_case
-        self.dataset_dir, self.output_dir = Path(dataset_dir), Path(output_dir)
+        self.datasets, self.output_dir = dataset_folders(dataset_dir), Path(output_dir)
+        if not isinstance(split, str) or not split:
+            raise InputFileError("--split", f"expected the name of a datalist list (training, validation, test), got {split!r}")
         self.split, self.prior_centre_mm, self.oracle_inputs = split, prior_centre_mm, bool(oracle_inputs)
         self.error_map_max_mm = float(error_map_max_mm)
         self.metric_kwargs = {"spacing_mm": float(surface_spacing_mm), "max_samples": int(max_samples)}
@@ -425,14 +461,15 @@ class EvaluationRunner:
             return oracle_prediction(sample.depth, sample.mask, sample.geometry, faces=1 if network == "single_face" else 2)
         return rec.predict(sample.image, sample.geometry, sample.fov)
 
-    def evaluate_entries(self, entries: Sequence[Mapping], nets: Mapping[str, Reconstructor | None], prior: Mapping[int, float]) -> list[tuple[list[dict], dict, dict]]:
+    def evaluate_entries(self, entries: Sequence[tuple[str, Mapping]], nets: Mapping[str, Reconstructor | None], prior: Mapping[int, float]) -> list[tuple[list[dict], dict, dict]]:
         """Rows, error-map candidate (:func:`evaluate_sample`) and stage seconds (load, predict, reconstruct,
-        metrics) of each entry, in order; raises InputFileError."""
+        metrics) of each (name prefix of its data set, datalist entry), in order; raises InputFileError."""
         out = []
         recs = {name: rec or self.dual_face for name, rec in nets.items()}  # oracle inputs: the dual-face settings
-        for entry in entries:
+        for prefix, entry in entries:
             t0 = time.perf_counter()
-            sample = load_sample(entry, self.dataset_dir, None, self.dual_face.bones)  # truth at each network's size: evaluate_sample
+            sample = load_sample(entry, self.datasets[prefix], None, self.dual_face.bones)  # truth at each network's size: evaluate_sample
+            sample.name, sample.case = prefix + sample.name, prefix + sample.case
             t1 = time.perf_counter()
             preds = {name: self._predict(name, rec, sample) for name, rec in nets.items()}
             timings = {"load": t1 - t0, "predict": time.perf_counter() - t1}
@@ -447,20 +484,25 @@ class EvaluationRunner:
         notes: list[str] = []
         pool = None
         try:
-            nets = self._networks(notes)
-            entries = load_datalist(self.dataset_dir, self.split)
+            found = split_entries(list(self.datasets.values()), self.split, "choose the list to evaluate with --split (e.g. --split training for a CT simulated into training)")
+            for prefix, folder in self.datasets.items():
+                if prefix not in found:
+                    notes.append(f"{folder}: no samples in its {self.split!r} list; not evaluated")
+                    print(notes[-1], file=sys.stderr)
+            entries = [(prefix, e) for prefix, listed in found.items() for e in listed]
             if self.poses_per_case is not None:
-                entries = [e for e in entries if int(e.get("pose", 0)) < int(self.poses_per_case)]
+                entries = [(p, e) for p, e in entries if int(e.get("pose", 0)) < int(self.poses_per_case)]
+            nets = self._networks(notes)  # after the datalists: a bad one is told before the networks load
             given = self.prior_centre_mm
             if self.workers > 1:  # forked after loading: workers share the networks and shape models
                 _WORKER["state"] = (self, nets)
                 pool = multiprocessing.get_context("fork").Pool(self.workers, _init_worker)
             prior = {1: float(given), 2: float(given)} if given is not None else prior_centre_depth(
-                self.dataset_dir, "training", functools.partial(pool.imap, chunksize=16) if pool else map)
+                list(self.datasets.values()), "training", functools.partial(pool.imap, chunksize=16) if pool else map)
             # one task per subject (its poses share the true surfaces), results in datalist order
             groups: dict[str, list[int]] = {}
-            for k, entry in enumerate(entries):
-                groups.setdefault(str(entry.get("case", k)), []).append(k)
+            for k, (prefix, entry) in enumerate(entries):
+                groups.setdefault(prefix + str(entry.get("case", k)), []).append(k)
             tasks = [([entries[k] for k in ks], prior) for ks in groups.values()]
             results: list = [None] * len(entries)
             with tqdm(total=len(entries), desc=f"evaluate ({self.split})", unit="sample") as bar:
@@ -485,6 +527,7 @@ class EvaluationRunner:
         subjects = subject_summary(rows)
         result = {
             "split": self.split,
+            "dataset_dirs": {prefix.removesuffix("."): str(folder) for prefix, folder in self.datasets.items()},
             "n_samples": len(entries),
             "prior_centre_mm": {"dual_face": prior[2], "single_face": prior[1]},
             "oracle_inputs": self.oracle_inputs,
@@ -501,7 +544,7 @@ class EvaluationRunner:
             write_json(out / "metrics.json", result)
             write_csv(out / "metrics.csv", rows, means)
             with atomic_path(out / "summary.md") as tmp:
-                tmp.write_text(summary_markdown(means, notes, prior, len(entries), self.oracle_inputs, subjects))
+                tmp.write_text(summary_markdown(means, notes, prior, len(entries), self.oracle_inputs, subjects, self.split))
             bones = [b for b in dict.fromkeys(r["bone"] for r in means) if b != "all"]
             save_metric_bars(out / "assd_by_variant.png", means, "assd_mm", SHIFTS, result["variants"], bones, "ASSD (mm)")
             if shown:

@@ -33,7 +33,8 @@ from monai.bundle import ConfigParser
 from scripts import BUNDLE_ROOT
 from scripts.model.checkpoints import load_network
 from scripts.config_flags import as_device
-from scripts.io.files import PathLike, atomic_dir, write_depth_and_mask, write_json, write_ply
+from scripts.io.dicom_export import bundle_version
+from scripts.io.files import PathLike, atomic_dir, sha256, write_depth_and_mask, write_json, write_ply
 from scripts.geometry import BONES, Geometry
 from scripts.reconstruction.hips import MEDIAL_X, femoral_head_vertices, head_spheres, hip_plane
 from scripts.reconstruction.meshing import dual_face_mesh, front_face_mesh, masked_points
@@ -195,6 +196,7 @@ class Reconstruction:
     timings_s: dict[str, float] = field(default_factory=dict)
     plausibility: dict = field(default_factory=dict)  # scripts.reconstruction.plausibility.plausibility of the masks and fits
     heads: dict[str, tuple[np.ndarray, float]] = field(default_factory=dict)  # femoral head (centre (3,), radius) of each completed femur, camera mm
+    completion_warnings: list[str] = field(default_factory=list)  # found bones the shape-model file has no model of
 
     @property
     def hip_plane(self) -> dict | None:
@@ -203,8 +205,8 @@ class Reconstruction:
 
     @property
     def warnings(self) -> list[str]:
-        """Warnings about this result (an implausible prediction)."""
-        return [self.plausibility["warning"]] if self.plausibility.get("warning") else []
+        """Warnings about this result: found bones left without completion (no shape model of them), an implausible prediction."""
+        return [*self.completion_warnings, *([self.plausibility["warning"]] if self.plausibility.get("warning") else [])]
 
     @property
     def completed(self) -> dict[str, trimesh.Trimesh]:
@@ -339,6 +341,22 @@ class Reconstructor:
             self.head_vertices = {b: femoral_head_vertices(m.mean, b) for b, m in self.shape_models.items() if b in MEDIAL_X}
         return self
 
+    @functools.cached_property
+    def model(self) -> dict:
+        """result.json's ``model`` block, the files a result was made with, their SHA-256 read once: ``bundle_version``
+        (configs/metadata.json), ``network`` (``file`` name, ``sha256``, ``torchscript``; None without ``ckpt_path``) and
+        ``shape_model`` (``file``, ``sha256``; None without ``ssm_path``)."""
+        network = None if self.ckpt_path is None else {**file_identity(self.ckpt_path), "torchscript": self.torchscript}
+        return {"bundle_version": bundle_version(), "network": network, "shape_model": None if not self.ssm_path else file_identity(self.ssm_path)}
+
+    @property
+    def settings(self) -> dict:
+        """The reconstruction settings a result depends on besides its model files (configs/inference.yaml keys):
+        network size (W, H), bones, mirror averaging, meshing, shape-model fit and plausibility thresholds."""
+        return {"image_size": list(self.image_size), "bones": list(self.bones), "flip_tta": self.flip_tta, "min_pixels": self.min_pixels,
+                "max_depth_jump_mm": self.max_depth_jump_mm, "ssm_fit": self.fit_kwargs, "ssm_field_margin_mm": self.field_margin_mm,
+                "plausibility": self.plausibility_kwargs}
+
     def prepare(self, image: np.ndarray, geometry: Geometry, fov: np.ndarray | None = None) -> tuple[torch.Tensor, Geometry, torch.Tensor | None]:
         """The network input (1, h, w) of an (H, W) bone-bright image, its geometry and radiograph area at the network
         size (:func:`network_input`; light, so DataLoader workers run it ahead of the network)."""
@@ -394,7 +412,9 @@ class Reconstructor:
         centre = mean_masked_depth(depth, np.repeat(mask, prediction.faces, axis=0))
         score = plausibility(mask, depth, geom, {b: f.rms_mm for b, f in fits.items()}, **self.plausibility_kwargs)
         heads = head_spheres({b: f.vertices for b, f in fits.items()}, self.head_vertices)
-        return Reconstruction(geom, depth, mask, centre, surfaces, fits, {"meshing": t1 - t0, "ssm": t2 - t1}, score, heads)
+        unmodelled = [b for b in points if b not in self.shape_models] if complete and self.shape_models else []  # a file without that bone
+        notes = [f"{b}: the shape model file {self.ssm_path} has no {b} model; no completion ({b}_completed.ply)" for b in unmodelled]
+        return Reconstruction(geom, depth, mask, centre, surfaces, fits, {"meshing": t1 - t0, "ssm": t2 - t1}, score, heads, notes)
 
     def __call__(self, image: np.ndarray, geometry: Geometry, prediction: DepthPrediction | None = None, fov: np.ndarray | None = None) -> Reconstruction:
         """Predict (unless ``prediction`` is given, e.g. an oracle) and reconstruct with the estimated centre depth (``fov``: :meth:`predict`)."""
@@ -408,10 +428,14 @@ class Reconstructor:
 
 # ---------------------------------------------------------------------- outputs
 def write_reconstruction(
-    out_dir: PathLike, rec: Reconstruction, image: np.ndarray, info: Mapping, name: str, source: str | None = None, report: bool = True
+    out_dir: PathLike, rec: Reconstruction, image: np.ndarray, info: Mapping, name: str, made_with: Mapping, source: str | None = None,
+    report: bool = True,
 ) -> Path:
     """Write ``out_dir`` atomically: depth/mask NIfTI (simulator layout), ``<bone>.ply``, ``<bone>_completed.ply``,
     result.json and (``report``) report.png. Safe to run in a background thread (no plotting library).
+
+    ``made_with``: the run's ``{"model": Reconstructor.model, "options": ...}``, recorded in result.json (what a rerun
+    compares, :func:`made_with_changes`).
 
     ``source``: identifier of the input (:func:`scripts.io.radiograph_io.input_key`); an existing ``out_dir``
     is replaced only when it is this bundle's reconstruction of the same input (:func:`scripts.io.files.atomic_dir`).
@@ -438,7 +462,8 @@ def write_reconstruction(
         t2 = time.perf_counter()
         result = {
             "name": name,
-            **result_summary(info, geom, rec.bone_summary(), rec.hip_plane, warnings),
+            **result_summary(info, geom, rec.bone_summary(), rec.hip_plane, warnings, made_with["model"]),
+            "options": made_with["options"],
             "faces": faces,
             "centre_depth_mm": rec.centre_mm,
             "plausibility": rec.plausibility,
@@ -448,19 +473,40 @@ def write_reconstruction(
     return out_dir
 
 
+def file_identity(path: PathLike) -> dict:
+    """``{"file": name, "sha256": hex digest}`` of a file a result was made with (result.json ``model``)."""
+    return {"file": Path(path).name, "sha256": sha256(path)}
+
+
+def made_with_changes(result: Mapping, made_with: Mapping) -> list[str] | None:
+    """What differs between the ``model`` and ``options`` a result.json records and ``made_with`` (this run's, as JSON
+    values): "network weights" and "shape model" (their SHA-256; file names and the bundle version are not compared)
+    and the names of differing options; [] when none. None when the result records no model (bundle 0.10.6 or earlier)."""
+    if not isinstance(result.get("model"), Mapping):
+        return None
+    digest = lambda block: block.get("sha256") if isinstance(block, Mapping) else None  # noqa: E731
+    recorded, options = result["model"], result.get("options") if isinstance(result.get("options"), Mapping) else {}
+    changes = [what for key, what in (("network", "network weights"), ("shape_model", "shape model"))
+               if digest(recorded.get(key)) != digest(made_with["model"][key])]
+    return changes + sorted(k for k in {*options, *made_with["options"]} if options.get(k) != made_with["options"].get(k))
+
+
 def mesh_summary(mesh: trimesh.Trimesh) -> dict:
     """Size of a surface in result.json: vertices, faces, watertight."""
     return {"vertices": len(mesh.vertices), "faces": len(mesh.faces), "watertight": bool(mesh.is_watertight)}
 
 
-def result_summary(info: Mapping, geometry: Geometry, bones: Mapping[str, dict], hip_plane: dict | None, warnings: Sequence[str]) -> dict:
+def result_summary(info: Mapping, geometry: Geometry, bones: Mapping[str, dict], hip_plane: dict | None, warnings: Sequence[str],
+                   model: Mapping | None) -> dict:
     """The result.json fields the bundle's inference (:func:`write_reconstruction`) and the Deploy app
     (``deploy/app/pipeline.py``) share, built here for both so that they agree: the input's format, geometry
     source, coverage and laterality (``info`` of :func:`scripts.io.radiograph_io.load_radiograph_with_field`),
     the frame (:data:`FRAME`), ``geometry`` (the bundle's: its maps', at the network size; the app's: the standard one
     its image was resampled into), the per-bone summary ``bones`` (:meth:`Reconstruction.bone_summary`),
-    the hip plane (camera frame, mm) and the warnings."""
+    the hip plane (camera frame, mm), the warnings and the ``model`` that made the result (:attr:`Reconstructor.model`;
+    None when unknown, e.g. a custom inference callable of the app)."""
     return {
+        "model": None if model is None else dict(model),
         "input_format": info.get("format"),
         "geometry_source": info.get("geometry_source"),
         "coverage": info.get("coverage"),
@@ -509,14 +555,15 @@ class BoneMeshes(dict):
     """``{bone: trimesh.Trimesh}`` of one radiograph (camera frame, mm) carrying the result's ``warnings``
     (sentences, e.g. an implausible prediction: :attr:`Reconstruction.warnings`), ``hip_plane``
     (:attr:`Reconstruction.hip_plane`; None without a completed femur) and per-bone summary ``bones``
-    (:meth:`Reconstruction.bone_summary`: result.json's)."""
+    (:meth:`Reconstruction.bone_summary`: result.json's) and ``model`` (:attr:`Reconstructor.model`: the files that made it)."""
 
     def __init__(self, meshes: Mapping[str, trimesh.Trimesh], warnings: Sequence[str] = (), hip_plane: dict | None = None,
-                 bones: Mapping[str, dict] | None = None):
+                 bones: Mapping[str, dict] | None = None, model: Mapping | None = None):
         super().__init__(meshes)
         self.warnings = list(warnings)
         self.hip_plane = hip_plane
         self.bones = dict(bones or {})
+        self.model = None if model is None else dict(model)
 
 
 def reconstruct_image(
@@ -534,11 +581,12 @@ def reconstruct_image(
     Uses configs/inference.yaml (checkpoint ``model_path``, default models/model.pt; shape models
     ``ssm_path``, default models/ssm.npz). Returns per found bone the shape-model completion
     (``completed``; the dual-face surface where no fit was possible) or the dual-face surface, with
-    the result's warnings (``.warnings``: empty unless the prediction is implausible), hip plane (``.hip_plane``) and per-bone
-    summary (``.bones``).
+    the result's warnings (``.warnings``: empty unless the prediction is implausible or a found bone has no shape model),
+    hip plane (``.hip_plane``), per-bone summary (``.bones``) and model (``.model``: files and SHA-256, computed once per model).
     ``torchscript``: accept a TorchScript ``model_path`` (its code runs: trusted sources only). ``fov`` (H, W): the
     radiograph's own area (:func:`scripts.io.radiograph_io.load_radiograph_with_field`; None: all of the image), normalised
     over and filled outside as in training, with no bone predicted outside it (:meth:`Reconstructor.predict`).
     """
-    rec = _cached_reconstructor(None if model_path is None else str(model_path), None if ssm_path is None else str(ssm_path), device, bool(torchscript))(image, geometry, fov=fov)
-    return BoneMeshes({**rec.surfaces, **(rec.completed if completed else {})}, rec.warnings, rec.hip_plane, rec.bone_summary())
+    reconstructor = _cached_reconstructor(None if model_path is None else str(model_path), None if ssm_path is None else str(ssm_path), device, bool(torchscript))
+    rec = reconstructor(image, geometry, fov=fov)
+    return BoneMeshes({**rec.surfaces, **(rec.completed if completed else {})}, rec.warnings, rec.hip_plane, rec.bone_summary(), reconstructor.model)

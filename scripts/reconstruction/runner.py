@@ -12,6 +12,7 @@ import collections
 import concurrent.futures
 import ctypes
 import functools
+import json
 import os
 import signal
 import sys
@@ -26,10 +27,11 @@ from tqdm import tqdm
 
 from scripts.config_flags import as_count, as_shard
 from scripts.geometry import Geometry, GeometryError
-from scripts.io.files import (InputFileError, PathLike, check_output_dir, check_own_output, check_replaceable, find_partials, refuse_models_dir,
-                               remove_partials)
+from scripts.io.files import (InputFileError, PathLike, check_output_dir, check_own_output, check_replaceable, find_partials, read_json,
+                               refuse_models_dir, remove_partials)
 from scripts.io.radiograph_io import RadiographFile, RadiographInputs, error_line
-from scripts.reconstruction.reconstruct import RESULT_KIND, Reconstruction, Reconstructor, network_input, output_warnings, write_reconstruction
+from scripts.reconstruction.reconstruct import (RESULT_KIND, Reconstruction, Reconstructor, made_with_changes, network_input, output_warnings,
+                                                write_reconstruction)
 
 
 @dataclass
@@ -39,10 +41,12 @@ class RadiographInput(RadiographFile):
     in the worker) with the network's input.
 
     ``status``: "ready" (image, geometry, info and the prepared network input set), "skipped" (this input's
-    finished output exists) or "failed" (``error``: the one line to report).
+    finished output exists, made with this run's model and options; ``unrecorded``: its result.json records no model,
+    bundle 0.10.6 or earlier) or "failed" (``error``: the one line to report).
     """
 
     status: str = "ready"
+    unrecorded: bool = False
     network_input: np.ndarray | None = None  # (1, h, w) float32; NumPy, so workers hand it over through a pipe
     network_geometry: Geometry | None = None
     network_field: np.ndarray | None = None  # (1, h, w) the radiograph's own area at the network size; None: all
@@ -52,32 +56,42 @@ class RadiographInput(RadiographFile):
 class RadiographReader(torch.utils.data.Dataset):
     """Dataset of input files -> :class:`RadiographInput`: output name, skip check (an existing folder that is not
     this input's reconstruction, or one to be replaced holding files it did not write, fails the input:
-    :func:`scripts.io.files.check_replaceable`), reading and resampling into the standard geometry
+    :func:`scripts.io.files.check_replaceable`; so does a finished one made with another model or options than
+    ``made_with``, the run's result.json ``model`` and ``options``), reading and resampling into the standard geometry
     (:meth:`scripts.io.radiograph_io.RadiographInputs.read`), the radiograph's own area and the network's
     preprocessing (:func:`network_input`). Bad input becomes a "failed" item, so DataLoader workers never raise."""
 
     def __init__(self, paths: Sequence[Path], inputs: RadiographInputs, output_dir: Path, overwrite: bool,
-                 preprocessing: Callable[[dict], dict], image_size: Sequence[int], bones: Sequence[str]):
+                 preprocessing: Callable[[dict], dict], image_size: Sequence[int], bones: Sequence[str], made_with: dict):
         self.paths, self.inputs, self.output_dir, self.overwrite = list(paths), inputs, Path(output_dir), overwrite
-        self.preprocessing, self.image_size, self.bones = preprocessing, image_size, tuple(bones)
+        self.preprocessing, self.image_size, self.bones, self.made_with = preprocessing, image_size, tuple(bones), made_with
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def _to_load(self, item: RadiographFile) -> bool:
-        """False when ``item``'s finished reconstruction exists (skipped unless ``overwrite``); raises when its folder may not be replaced."""
+    def _to_load(self, item: RadiographFile, unrecorded: list[str]) -> bool:
+        """False when ``item``'s finished reconstruction exists (skipped unless ``overwrite``; its name appended to
+        ``unrecorded`` when its result.json records no model); raises when it was made with another model or options
+        than this run's, or when its folder may not be replaced."""
         target = self.output_dir / item.name
         if not self.overwrite and (target / "result.json").exists() and check_own_output(target, RESULT_KIND, item.key):
-            return False  # result.json looked at first: the marker is read once, here or by check_replaceable
+            changes = made_with_changes(read_json(target / "result.json"), self.made_with)  # the marker read once, here or by check_replaceable
+            if changes:
+                raise InputFileError(target, f"was made with other {', '.join(changes)} than this run's; left untouched: pass --overwrite true "
+                                             "to replace it with this run's result or choose another --output_dir")
+            if changes is None:
+                unrecorded.append(item.name)
+            return False
         check_replaceable(target, RESULT_KIND, item.key)  # to be replaced: a user's file inside fails this input before any work
         return True
 
     def __getitem__(self, index: int) -> RadiographInput:
         path = self.paths[index]
         t0 = time.perf_counter()
-        item = self.inputs.read(path, self._to_load)
+        unrecorded: list[str] = []
+        item = self.inputs.read(path, functools.partial(self._to_load, unrecorded=unrecorded))
         if item.error or item.image is None:
-            return RadiographInput(path, item.name, item.key, error=item.error, status="failed" if item.error else "skipped")
+            return RadiographInput(path, item.name, item.key, error=item.error, status="failed" if item.error else "skipped", unrecorded=bool(unrecorded))
         try:
             x, net_geometry, inside = network_input(item.image, item.geometry, self.preprocessing, self.image_size, self.bones, item.fov)
         except Exception as e:  # fails this input only
@@ -124,7 +138,9 @@ class ReconstructionRunner:
     ``writers`` threads writes each finished output (atomically) while the next is reconstructed.
 
     A bad file is reported on stderr (one line: file and problem) and skipped; finished outputs are
-    skipped on a rerun unless ``overwrite``. After all inputs, exits with status 1
+    skipped on a rerun unless ``overwrite`` when their result.json records this run's model files (SHA-256) and
+    options (:attr:`made_with`), refused (one line each, counted as failed) when it records others, and skipped with
+    one note for the run when it records none (bundle 0.10.6 or earlier). After all inputs, exits with status 1
     (``SystemExit``) if any failed or a checkpoint/shape model is unusable. A killed run leaves at most
     ``.<name>.*.partial`` folders, which the next run (of the same shard) removes before redoing them.
     The output folder of an input is ``output_dir/<name>`` (:func:`scripts.io.radiograph_io.output_name`, unique
@@ -179,6 +195,15 @@ class ReconstructionRunner:
         """The run's inputs and the output names they claimed (:class:`scripts.io.radiograph_io.RadiographInputs`)."""
         return RadiographInputs(self.input_dir, self.standard, self.sid_mm, self.pixel_spacing_mm, self.output_dir)
 
+    @functools.cached_property
+    def made_with(self) -> dict:
+        """result.json's ``model`` (:attr:`Reconstructor.model`: the files' SHA-256, read once per run) and ``options`` (the
+        reconstructor's settings, the standard geometry, the ``sid_mm`` and ``pixel_spacing_mm`` fill-ins, ``report``)
+        of this run, as JSON values: what a rerun into the same folder compares (:func:`made_with_changes`)."""
+        options = {**self.reconstructor.settings, "standard_geometry": self.standard.to_dict(), "sid_mm": self.sid_mm,
+                   "pixel_spacing_mm": self.pixel_spacing_mm, "report": self.report}
+        return json.loads(json.dumps({"model": self.reconstructor.model, "options": options}))
+
     def inputs(self) -> list[Path]:
         """This shard's input files (every n-th of the sorted list from the i-th)."""
         i, n = as_shard(self.shard)
@@ -187,7 +212,7 @@ class ReconstructionRunner:
     def reader(self, paths: Sequence[Path]) -> torch.utils.data.DataLoader:
         """DataLoader of :class:`RadiographReader` items in input order, lists of ``batch_size`` (:func:`read_ahead`)."""
         dataset = RadiographReader(paths, self.radiographs, self.output_dir, self.overwrite,
-                                   self.reconstructor.preprocessing, self.reconstructor.image_size, self.reconstructor.bones)
+                                   self.reconstructor.preprocessing, self.reconstructor.image_size, self.reconstructor.bones, self.made_with)
         return read_ahead(dataset, self.batch_size, min(self.num_workers, len(paths)))
 
     def _reconstruct(self, batch: Sequence[RadiographInput]) -> list[tuple[RadiographInput, Reconstruction | str]]:
@@ -223,6 +248,7 @@ class ReconstructionRunner:
             check_output_dir(self.output_dir, "--output_dir")
             _ = self.standard
             self.reconstructor.load()
+            _ = self.made_with
             inputs = self.inputs()
         except (InputFileError, GeometryError) as e:
             print(e, file=sys.stderr)
@@ -240,6 +266,7 @@ class ReconstructionRunner:
         if self.shard is None:
             remove_partials(self.output_dir, found=stale)
         pending: collections.deque = collections.deque()  # (input, its warnings, future) in submission order
+        unrecorded = 0  # skipped outputs whose result.json records no model (bundle 0.10.6 or earlier)
 
         def collect(limit: int) -> None:
             while len(pending) > limit:
@@ -264,6 +291,7 @@ class ReconstructionRunner:
                             remove_partials(self.output_dir, [item.name], stale)  # this shard's, left by a killed run
                         if item.status == "skipped":
                             status["skipped"].append(str(item.path))
+                            unrecorded += item.unrecorded
                         elif item.status == "failed":
                             failed(item.path, item.error)
                         bar.update(item.status != "ready")
@@ -272,11 +300,14 @@ class ReconstructionRunner:
                             failed(item.path, rec)
                             bar.update(1)
                             continue
-                        args = (self.output_dir / item.name, rec, item.image, item.info, item.name, item.key, self.report)
+                        args = (self.output_dir / item.name, rec, item.image, item.info, item.name, self.made_with, item.key, self.report)
                         future = pool.submit(write_reconstruction, *args) if pool else _done(write_reconstruction, *args)
                         pending.append((item, output_warnings(rec, item.info), future))
                         collect(2 * self.writers)  # bounded: at most twice the writers' outputs held in memory
                 collect(0)
+            if unrecorded:
+                tqdm.write(f"{self.output_dir}: {unrecorded} finished output(s) record no model (written by bundle 0.10.6 or earlier), skipped as done; "
+                           "pass --overwrite true to redo them with this run's model", file=sys.stderr)
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)  # an interrupted run finishes (atomically) what is being written

@@ -13,9 +13,11 @@ CLI::
 
     python -m scripts.ssm build --cases DIR --out runs/ssm/ssm.npz [--variance 0.98] [--scale]
                                 [--register [--template DIR]] [--bones pelvis femur_left ...]
+    python -m scripts.ssm meshes --labels LABELS [--label-map totalsegmentator] --out DIR/CASE
 
-reads ``DIR/case_*/meshes/<bone>.ply`` and writes one ``.npz`` (loadable with
-``np.load(allow_pickle=False)``) plus a PNG of the explained variance beside it.
+``build`` reads ``DIR/<case>/meshes/<bone>.ply`` (every subfolder holding a ``meshes/`` folder, any name) and
+writes one ``.npz`` (loadable with ``np.load(allow_pickle=False)``) plus a PNG of the explained variance beside
+it; ``meshes`` writes a case's ``meshes/<bone>.ply`` from its CT label map (marching cubes, world RAS mm).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Collection, Mapping, Sequence
 
 import numpy as np
 import trimesh
@@ -33,7 +35,10 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
-from scripts.io.files import InputFileError, PathLike, atomic_path, exits_on_input_error, output_dir_problem, read_json, refuse_existing, refuse_models_dir
+from skimage.measure import marching_cubes
+
+from scripts.io.files import InputFileError, PathLike, atomic_dir, atomic_path, exits_on_input_error, output_dir_problem, read_json, refuse_existing, refuse_models_dir, write_ply
+from scripts.data.volumes import BONE_LABELS, LABEL_MAP_CHOICES, load_label_map, read_labels
 from scripts.data.llp26 import NOTICE as LLP26_NOTICE
 from scripts.model.release import verify_shipped
 from scripts.geometry import BONES, STANDARD_AP_ROTATION, Geometry, apply_transform
@@ -41,6 +46,7 @@ from scripts.reconstruction.surface_metrics import point_to_surface
 from scripts.shape_maths import generalized_procrustes
 
 MODEL_KEYS = ("mean", "faces", "modes", "variances")
+MESHES_KIND = "label meshes"  # output-folder marker kind of ``meshes`` (scripts.io.files.atomic_dir)
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,8 @@ def build_shape_model(shapes: np.ndarray, faces: np.ndarray, variance: float = 0
     _, s, vt = np.linalg.svd((aligned - mean).reshape(n, -1), full_matrices=False)
     var = s**2 / (n - 1)
     var = var[var > 1e-12 * max(var.sum(), 1e-300)]
+    if not var.size:
+        raise ValueError(f"the {n} shapes are the same after alignment: nothing varies to model")
     k = len(var) if variance >= 1 else int(np.searchsorted(np.cumsum(var) / var.sum(), variance) + 1)
     return ShapeModel(mean, np.asarray(faces, dtype=np.int64), vt[:k].reshape(k, v, 3), var[:k])
 
@@ -352,6 +360,35 @@ def read_mesh(path: PathLike) -> trimesh.Trimesh:
     return mesh
 
 
+def label_surfaces(labels_path: PathLike, bones: Sequence[str], label_map: Mapping | str | None = None) -> dict[str, trimesh.Trimesh]:
+    """World-RAS (mm) marching-cubes surfaces of bone labels read as the simulator reads them
+    (:func:`scripts.data.volumes.read_labels`: a label volume with ``label_map``, or a TotalSegmentator folder);
+    a bone without voxels is left out."""
+    volume = read_labels(labels_path, None, label_map)
+    labels, affine = volume.array, volume.affine
+    out = {}
+    for bone in bones:
+        occupied = np.pad(labels == BONE_LABELS[bone], 1)
+        if occupied.any():
+            verts, faces, _, _ = marching_cubes(occupied.astype(np.float32), 0.5)
+            out[bone] = trimesh.Trimesh(apply_transform(affine, verts - 1.0), faces[:, ::-1], process=False)
+    return out
+
+
+def write_label_meshes(labels_path: PathLike, case_dir: PathLike, bones: Sequence[str] = BONES, label_map: Mapping | str | None = None) -> dict[str, int]:
+    """A case's ``case_dir/meshes/<bone>.ply`` (the layout ``build`` reads) from its CT labels: :func:`label_surfaces`,
+    world RAS mm, written as one folder (marker kind :data:`MESHES_KIND`; a rerun from the same labels replaces it,
+    anything else there is refused). Returns vertices per bone; a bone without voxels raises :class:`InputFileError`."""
+    surfaces = label_surfaces(labels_path, bones, label_map)
+    missing = [bone for bone in bones if bone not in surfaces]
+    if missing:
+        raise InputFileError(labels_path, f"no voxels of {', '.join(missing)} (is --label-map right for these labels?)")
+    with atomic_dir(Path(case_dir) / "meshes", MESHES_KIND, str(Path(labels_path).resolve())) as tmp:
+        for bone, mesh in surfaces.items():
+            write_ply(tmp / f"{bone}.ply", mesh.vertices, mesh.faces)
+    return {bone: len(mesh.vertices) for bone, mesh in surfaces.items()}
+
+
 def _plot_variance(path: Path, models: Mapping[str, ShapeModel]) -> None:
     import matplotlib.pyplot as plt
 
@@ -376,13 +413,11 @@ def build_from_cases(
     register: bool = False,
     template_dir: PathLike | None = None,
     case_names: Sequence[str] | None = None,
+    selection: str = "the case names given",
 ) -> tuple[dict[str, ShapeModel], dict]:
-    """Models from ``cases_dir/case_*/meshes/<bone>.ply`` (only ``case_names`` when given);
-    ``register`` brings meshes into correspondence first."""
-    cases_dir = Path(cases_dir)
-    cases = sorted(p for p in cases_dir.glob("case_*") if p.is_dir() and (case_names is None or p.name in case_names))
-    if len(cases) < 2:
-        raise InputFileError(cases_dir, f"need at least two case_* folders with meshes/<bone>.ply, found {len(cases)}")
+    """Models from ``cases_dir/<case>/meshes/<bone>.ply`` (:func:`case_folders`; only ``case_names`` when given,
+    ``selection`` saying where they came from); ``register`` brings meshes into correspondence first."""
+    cases = case_folders(cases_dir, case_names, selection)
     models = {}
     for bone in bones:
         template_path = (Path(template_dir) if template_dir else cases[0] / "meshes") / f"{bone}.ply"
@@ -397,7 +432,10 @@ def build_from_cases(
                 raise InputFileError(path, f"mesh topology differs from {template_path} ({len(mesh.vertices)} vs {len(template.vertices)} vertices); use --register")
             else:
                 shapes.append(np.asarray(mesh.vertices, dtype=np.float64))
-        models[bone] = build_shape_model(np.stack(shapes), template.faces, variance=variance, scale=scale)
+        try:
+            models[bone] = build_shape_model(np.stack(shapes), template.faces, variance=variance, scale=scale)
+        except ValueError as e:
+            raise InputFileError(cases_dir, f"{bone}: {e}") from None
     meta = {
         "cases": [c.name for c in cases],
         "n_training": len(cases),
@@ -409,6 +447,32 @@ def build_from_cases(
         "units": {"vertices": "mm", "variances": "mm^2", "coeffs": "standard deviations"},
     }
     return models, meta
+
+
+def case_folders(cases_dir: PathLike, case_names: Collection[str] | None = None, selection: str = "the case names given") -> list[Path]:
+    """The cases of a cohort of meshes: every subfolder of ``cases_dir`` (any name; hidden ones skipped) that holds
+    a ``meshes/`` folder, in name order; with ``case_names`` only those (``selection``: where the names came from).
+
+    Raises:
+        InputFileError: fewer than two cases: what was looked for, where, and why each subfolder was left out.
+    """
+    cases_dir = Path(cases_dir)
+    if not cases_dir.is_dir():
+        raise InputFileError(cases_dir, "cases folder not found")
+    cases, left_out = [], {}
+    for d in sorted(p for p in cases_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        why = ("no meshes/ folder (python -m scripts.ssm meshes writes one from the case's labels)" if not (d / "meshes").is_dir()
+               else f"not among {selection}" if case_names is not None and d.name not in case_names else None)
+        if why is None:
+            cases.append(d)
+        else:
+            left_out.setdefault(why, []).append(d.name)
+    if len(cases) < 2:
+        found = f"found {len(cases)}" + (f" ({cases[0].name})" if cases else "")
+        why = "; ".join(f"{', '.join(names[:5])}{f' and {len(names) - 5} more' if len(names) > 5 else ''}: {reason}" for reason, names in left_out.items())
+        raise InputFileError(cases_dir, f"need at least two case folders (subfolders of any name holding meshes/<bone>.ply), {found}; "
+                                        + (f"left out: {why}" if why else "it has no subfolders"))
+    return cases
 
 
 def cohort_provenance(cases: Sequence[Path]) -> dict:
@@ -450,7 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.ssm", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build per-bone PCA shape models from a cohort of meshes")
-    b.add_argument("--cases", required=True, help="folder with case_*/meshes/<bone>.ply")
+    b.add_argument("--cases", required=True, help="folder with <case>/meshes/<bone>.ply (subfolders of any name)")
     b.add_argument("--out", required=True, help="output .npz (a PNG of explained variance is written beside it); refused if either exists, unless --overwrite")
     b.add_argument("--overwrite", action="store_true", help="replace an existing --out and its PNG")
     b.add_argument("--bones", nargs="+", default=list(BONES))
@@ -460,7 +524,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--template", default=None, help="folder with <bone>.ply templates for --register (default: first case)")
     b.add_argument("--datalist", default=None, help="simulator datalist.json: use only the cases of --split (keeps test subjects out)")
     b.add_argument("--split", default="training", help="datalist list whose cases build the model (with --datalist)")
+    m = sub.add_parser("meshes", help="write a case's meshes/<bone>.ply (world RAS mm) from its CT labels, for build")
+    m.add_argument("--labels", required=True, help="label volume (ids mapped by --label-map) or TotalSegmentator output folder (hip_left.nii.gz, ...)")
+    m.add_argument("--label-map", default=None, help=f"JSON file {{source_id: bone id or name}} or preset: {', '.join(LABEL_MAP_CHOICES)}, as for scripts.simulate")
+    m.add_argument("--out", required=True, help="the case folder: meshes/ is written in it")
+    m.add_argument("--bones", nargs="+", default=list(BONES))
     args = parser.parse_args(argv)
+    if args.command == "meshes":
+        counts = write_label_meshes(args.labels, args.out, args.bones, load_label_map(args.label_map))
+        for bone, n in counts.items():
+            print(f"{Path(args.out) / 'meshes' / bone}.ply: {n} vertices")
+        return 0
     out = Path(args.out)
     if out.suffix != ".npz":
         parser.error(f"--out must name a .npz file (the variance plot is written beside it as .png), got {out}")
@@ -474,8 +548,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise InputFileError(out, f"cannot be written: its folder {out.parent} {problem}")
     for path in (out, out.with_suffix(".png")):
         refuse_existing(path, args.overwrite)
-    names = split_cases(args.datalist, args.split) if args.datalist else None
-    models, meta = build_from_cases(args.cases, args.bones, args.variance, args.scale, args.register, args.template, names)
+    names, listed = None, ""
+    if args.datalist:
+        names = split_cases(args.datalist, args.split)
+        listed = f"the {args.split!r} cases of --datalist {args.datalist} ({', '.join(sorted(names)[:5])}{', ...' if len(names) > 5 else ''})"
+    models, meta = build_from_cases(args.cases, args.bones, args.variance, args.scale, args.register, args.template, names, listed)
     save_shape_models(out, models, meta)
     _plot_variance(out.with_suffix(".png"), models)
     for bone, m in models.items():
