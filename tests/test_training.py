@@ -93,6 +93,12 @@ def test_datalist_errors_name_the_file(dataset, tmp_path):
     (tmp_path / "datalist.json").write_text('{"training": [{"image": "a.nii.gz", "depth": "b", "mask": "c", "geometry": "d"}]}')
     with pytest.raises(InputFileError, match="a.nii.gz"):
         load_datalist(tmp_path, "training")
+    for bad in (5, [], {"a": "b"}, [str(dataset), 3]):  # a --dataset_dir that is no folder nor list of folders
+        with pytest.raises(InputFileError) as e:
+            load_datalist(bad, "training")
+        assert str(e.value) == f"--dataset_dir: expected a data set folder or a list of them, e.g. \"['data/sim','data/sim_own']\"; got {bad!r}"
+    with pytest.raises(InputFileError, match=r"^--dataset_dir: .* is listed twice$"):
+        load_datalist([dataset, Path(dataset) / "."], "training")
 
 
 def test_datalists_of_several_folders_are_joined(dataset, tmp_path):

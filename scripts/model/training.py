@@ -33,13 +33,29 @@ def load_datalist(dataset_dir: PathLike | Sequence[PathLike], key: str = "traini
     Raises :class:`InputFileError` naming the datalist (missing key, empty list, bad entry; for a list of
     folders: no entries in any) or the missing sample file.
     """
+    folders = dataset_dirs(dataset_dir)
     if isinstance(dataset_dir, (str, Path)):
-        return _folder_entries(Path(dataset_dir), key, required=True)
-    folders = [Path(d) for d in dataset_dir]
+        return _folder_entries(folders[0], key, required=True)
     entries = [e for d in folders for e in _folder_entries(d, key, required=False)]
     if not entries:
-        raise InputFileError(folders[0] / "datalist.json" if folders else Path("."), f"no entries under key {key!r} in any of {[str(d) for d in folders]}")
+        raise InputFileError(folders[0] / "datalist.json", f"no entries under key {key!r} in any of {[str(d) for d in folders]}")
     return entries
+
+
+def dataset_dirs(dataset_dir: PathLike | Sequence[PathLike]) -> list[Path]:
+    """``--dataset_dir`` as a list of data set folders: one folder, or a non-empty list of them, none twice.
+
+    Raises :class:`InputFileError` naming ``--dataset_dir`` for anything else (a number, a dict, an empty list).
+    """
+    given = [dataset_dir] if isinstance(dataset_dir, (str, Path)) else dataset_dir
+    if not isinstance(given, (list, tuple)) or not given or not all(isinstance(d, (str, Path)) and str(d) for d in given):
+        raise InputFileError("--dataset_dir", f"expected a data set folder or a list of them, e.g. \"['data/sim','data/sim_own']\"; got {dataset_dir!r}")
+    folders = [Path(d) for d in given]
+    resolved = [d.resolve() for d in folders]
+    twice = next((d for k, d in enumerate(folders) if resolved[k] in resolved[:k]), None)
+    if twice is not None:
+        raise InputFileError("--dataset_dir", f"{twice} is listed twice")
+    return folders
 
 
 def _folder_entries(folder: Path, key: str, required: bool) -> list[dict]:

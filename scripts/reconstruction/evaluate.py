@@ -46,7 +46,7 @@ from scripts.reconstruction.reconstruct import DepthPrediction, Reconstructor, m
 from scripts.io.report import save_error_map, save_metric_bars
 from scripts.reconstruction.ssm import label_surfaces, read_mesh
 from scripts.reconstruction.surface_metrics import ReferenceSurface, vertex_errors, volume_extent_planes
-from scripts.model.training import load_datalist
+from scripts.model.training import dataset_dirs, load_datalist
 from scripts.model.transforms import ResizeDepthd
 
 VARIANTS = ("single_face", "single_face_ssm", "dual_face", "dual_face_ssm")
@@ -153,18 +153,11 @@ def sample_mean_depths(entry: Mapping) -> dict[int, float]:
 def dataset_folders(dataset_dir: PathLike | Sequence[PathLike]) -> dict[str, Path]:
     """``--dataset_dir`` as {name prefix: data set folder}: one folder (or a list of one) gets the prefix "";
     several get ``<folder name>.`` (``<position>_<folder name>.``, 1-based, for all of them when two share a
-    name), so that their samples and subjects never share a name. Anything else raises :class:`InputFileError`."""
-    given = [dataset_dir] if isinstance(dataset_dir, (str, Path)) else dataset_dir
-    if not isinstance(given, (list, tuple)) or not given or not all(isinstance(d, (str, Path)) and str(d) for d in given):
-        raise InputFileError("--dataset_dir", f"expected a data set folder or a list of them, e.g. \"['data/sim','data/sim_own']\"; got {dataset_dir!r}")
-    folders = [Path(d) for d in given]
-    resolved = [d.resolve() for d in folders]
-    twice = next((d for k, d in enumerate(folders) if resolved[k] in resolved[:k]), None)
-    if twice is not None:
-        raise InputFileError("--dataset_dir", f"{twice} is listed twice")
+    name), so that their samples and subjects never share a name. Bad values: :func:`scripts.model.training.dataset_dirs`."""
+    folders = dataset_dirs(dataset_dir)
     if len(folders) == 1:
         return {"": folders[0]}
-    names = [d.name for d in resolved]
+    names = [d.resolve().name for d in folders]
     unique = len(set(names)) == len(names)
     return {(f"{name}." if unique else f"{k + 1}_{name}."): d for k, (name, d) in enumerate(zip(names, folders))}
 
