@@ -28,19 +28,19 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from numpy.typing import ArrayLike  # noqa: E402
 import torch  # noqa: E402
+from numpy.typing import ArrayLike  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.reconstruction.evaluate import load_sample  # noqa: E402
-from scripts.reconstruction.reconstruct import build_reconstructor, mean_masked_depth, true_face_mask  # noqa: E402
-from scripts.model.training import load_datalist  # noqa: E402
 from scripts.data.simulate import label_positions, table_clearance_mm  # noqa: E402
 from scripts.data.volumes import load_label_map, read_labels  # noqa: E402
 from scripts.io.files import InputFileError, read_json  # noqa: E402
+from scripts.model.training import load_datalist  # noqa: E402
+from scripts.reconstruction.evaluate import load_sample  # noqa: E402
+from scripts.reconstruction.reconstruct import build_reconstructor, mean_masked_depth, true_face_mask  # noqa: E402
 
 
 def phantom_tissue(entry: dict, dataset_dir: Path) -> tuple[float, float] | None:
@@ -58,7 +58,8 @@ def phantom_tissue(entry: dict, dataset_dir: Path) -> tuple[float, float] | None
 def pelvis_clearance(entry: dict, world_to_camera: np.ndarray, labels_cache: dict[str, np.ndarray]) -> float | None:
     """The sample's pelvis-to-table clearance (mm; :func:`scripts.data.simulate.table_clearance_mm`): as its
     sample.json records it, or measured from its (uncut) labels and pose for samples rendered before it was
-    recorded (``world_to_camera``: its pose); None without a table (``pose.table_mm: null``) or a readable labels file."""
+    recorded (``world_to_camera``: its pose); None without a table (``pose.table_mm: null``) or a readable labels file.
+    """
     notes_path = Path(entry["image"]).parent / "sample.json"  # datalist entries are absolute (load_datalist)
     notes = read_json(notes_path) if notes_path.is_file() else {}
     if notes.get("table_mm") is None:
@@ -68,7 +69,9 @@ def pelvis_clearance(entry: dict, world_to_camera: np.ndarray, labels_cache: dic
     source = notes.get("labels")
     if source not in labels_cache:
         try:
-            labels_cache[source] = label_positions(read_labels(source, None, load_label_map(notes.get("label_map"))), ("pelvis",))
+            labels_cache[source] = label_positions(
+                read_labels(source, None, load_label_map(notes.get("label_map"))), ("pelvis",)
+            )
         except (InputFileError, OSError, TypeError):
             labels_cache[source] = np.empty((0, 3))
     return table_clearance_mm(labels_cache[source], world_to_camera, notes["table_mm"])
@@ -87,8 +90,14 @@ def by_subject(error: np.ndarray, subject: np.ndarray) -> dict[str, np.ndarray]:
 def decompose(error: np.ndarray, subject: np.ndarray) -> dict[str, float]:
     """Bias, total RMS, subject-level RMS (of subject means) and within-subject RMS of ``error`` (mm)."""
     groups = by_subject(error, subject).values()
-    return {"n": int(error.size), "subjects": len(groups), "bias_mm": float(error.mean()), "rms_mm": rms(error),
-            "subject_rms_mm": rms([g.mean() for g in groups]), "within_subject_rms_mm": rms(np.concatenate([g - g.mean() for g in groups]))}
+    return {
+        "n": int(error.size),
+        "subjects": len(groups),
+        "bias_mm": float(error.mean()),
+        "rms_mm": rms(error),
+        "subject_rms_mm": rms([g.mean() for g in groups]),
+        "within_subject_rms_mm": rms(np.concatenate([g - g.mean() for g in groups])),
+    }
 
 
 def tissue_regression(error: np.ndarray, tissue: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
@@ -102,8 +111,12 @@ def tissue_regression(error: np.ndarray, tissue: np.ndarray) -> tuple[dict[str, 
     own = posterior - design @ np.linalg.lstsq(design, posterior, rcond=None)[0]
     slope, offset = np.polyfit(own, error, 1)
     rest = error - (slope * own + offset)
-    return {"own_tissue_sd_mm": float(own.std()), "correlation": float(np.corrcoef(own, error)[0, 1]),
-            "slope": float(slope), "rms_without_it_mm": rms(rest)}, own
+    return {
+        "own_tissue_sd_mm": float(own.std()),
+        "correlation": float(np.corrcoef(own, error)[0, 1]),
+        "slope": float(slope),
+        "rms_without_it_mm": rms(rest),
+    }, own
 
 
 def clearance_summary(error: np.ndarray, clearance: np.ndarray) -> dict[str, float | None]:
@@ -111,13 +124,25 @@ def clearance_summary(error: np.ndarray, clearance: np.ndarray) -> dict[str, flo
     error's correlation with it and the slope (mm of error per mm of clearance); None where undefined."""
     spread = clearance.size > 1 and np.ptp(clearance) > 0
     slope = float(np.polyfit(clearance, error, 1)[0]) if spread else None
-    return {"mean_mm": float(clearance.mean()), "sd_mm": float(clearance.std()), "min_mm": float(clearance.min()), "max_mm": float(clearance.max()),
-            "correlation": float(np.corrcoef(clearance, error)[0, 1]) if spread else None, "slope": slope}
+    return {
+        "mean_mm": float(clearance.mean()),
+        "sd_mm": float(clearance.std()),
+        "min_mm": float(clearance.min()),
+        "max_mm": float(clearance.max()),
+        "correlation": float(np.corrcoef(clearance, error)[0, 1]) if spread else None,
+        "slope": slope,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset_dir", type=Path, nargs="+", required=True, help="simulated data sets; with several, rows are named folder/split")
+    ap.add_argument(
+        "--dataset_dir",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="simulated data sets; with several, rows are named folder/split",
+    )
     ap.add_argument("--splits", nargs="+", default=["validation", "test"])
     ap.add_argument("--ckpt", default=str(ROOT / "models" / "model.pt"))
     ap.add_argument("--output_dir", type=Path, default=Path("bench_centre"))
@@ -152,21 +177,29 @@ def main(argv: list[str] | None = None) -> int:
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "centre_depth.json").write_text(json.dumps(results, indent=1))
     save_plot(args.output_dir / "centre_depth.png", plotted)
-    print("| split | radiographs (subjects) | bias | RMS | subject-level RMS | within-subject RMS | corr. with own posterior tissue | RMS without it |")
+    print(
+        "| split | radiographs (subjects) | bias | RMS | subject-level RMS | within-subject RMS | corr. with own posterior tissue | RMS without it |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for split, r in results.items():
         t = r.get("posterior_tissue", {})
         corr = f"{t['correlation']:.2f}" if t else "-"
         rest = f"{t['rms_without_it_mm']:.2f}" if t else "-"
-        print(f"| {split} | {r['n']} ({r['subjects']}) | {r['bias_mm']:+.2f} | {r['rms_mm']:.2f} | {r['subject_rms_mm']:.2f} "
-              f"| {r['within_subject_rms_mm']:.2f} | {corr} | {rest} |")
+        print(
+            f"| {split} | {r['n']} ({r['subjects']}) | {r['bias_mm']:+.2f} | {r['rms_mm']:.2f} | {r['subject_rms_mm']:.2f} "
+            f"| {r['within_subject_rms_mm']:.2f} | {corr} | {rest} |"
+        )
     print()
-    print("| split | pelvis-to-table clearance, mean +- SD (range), mm | corr. with the error | error per mm of clearance |")
+    print(
+        "| split | pelvis-to-table clearance, mean +- SD (range), mm | corr. with the error | error per mm of clearance |"
+    )
     print("|---|---|---|---|")
     for split, r in results.items():
         if c := r.get("pelvis_table_clearance"):
             corr = "- | -" if c["correlation"] is None else f"{c['correlation']:.2f} | {c['slope']:+.2f}"
-            print(f"| {split} | {c['mean_mm']:.1f} +- {c['sd_mm']:.1f} ({c['min_mm']:.1f}-{c['max_mm']:.1f}) | {corr} |")
+            print(
+                f"| {split} | {c['mean_mm']:.1f} +- {c['sd_mm']:.1f} ({c['min_mm']:.1f}-{c['max_mm']:.1f}) | {corr} |"
+            )
     return 0
 
 
@@ -184,11 +217,20 @@ def save_plot(path: Path, plotted: dict) -> None:
         x = np.arange(len(groups)) + offset
         ax1.errorbar(x, [g.mean() for g in groups], yerr=[g.std() for g in groups], fmt="o", capsize=3, label=split)
         offset += len(groups)
-    ax0.set(xlabel="subject's own posterior soft tissue (mm, beyond its habitus)", ylabel="centre-depth error (mm)",
-            title="error vs what an AP radiograph cannot show")
-    axc.set(xlabel="pelvis-to-table clearance (mm)", ylabel="centre-depth error (mm)", title="error vs the tissue under the pelvis")
+    ax0.set(
+        xlabel="subject's own posterior soft tissue (mm, beyond its habitus)",
+        ylabel="centre-depth error (mm)",
+        title="error vs what an AP radiograph cannot show",
+    )
+    axc.set(
+        xlabel="pelvis-to-table clearance (mm)",
+        ylabel="centre-depth error (mm)",
+        title="error vs the tissue under the pelvis",
+    )
     ax1.axhline(0.0, color="k", lw=0.8)
-    ax1.set(xlabel="held-out subject", ylabel="centre-depth error (mm), mean +- SD over poses", title="per-subject error")
+    ax1.set(
+        xlabel="held-out subject", ylabel="centre-depth error (mm), mean +- SD over poses", title="per-subject error"
+    )
     for ax in (ax0, axc, ax1):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:

@@ -60,10 +60,16 @@ def error_parts(pred_depth: np.ndarray, pred_mask: np.ndarray, depth: np.ndarray
     if not any(s.size for s in seen):
         raise ValueError("no pixel where both masks and the true depth agree")
     overall = float(np.concatenate(seen).mean())
-    per_bone = [np.concatenate(seen[2 * b:2 * b + 2]) for b in range(len(seen) // 2)]
-    shift = {"radiograph": [overall] * len(seen), "bone": [p.mean() if p.size else np.nan for p in per_bone for _ in (0, 1)],
-             "face": [s.mean() if s.size else np.nan for s in seen]}
-    mae = {k: float(np.nanmean([np.abs(s - m).mean() if s.size else np.nan for s, m in zip(seen, v)])) for k, v in shift.items()}
+    per_bone = [np.concatenate(seen[2 * b : 2 * b + 2]) for b in range(len(seen) // 2)]
+    shift = {
+        "radiograph": [overall] * len(seen),
+        "bone": [p.mean() if p.size else np.nan for p in per_bone for _ in (0, 1)],
+        "face": [s.mean() if s.size else np.nan for s in seen],
+    }
+    mae = {
+        k: float(np.nanmean([np.abs(s - m).mean() if s.size else np.nan for s, m in zip(seen, v)]))
+        for k, v in shift.items()
+    }
     head, rest = np.full(len(seen), np.nan), np.full(len(seen), np.nan)
     for c, e in enumerate(err):
         rows = np.flatnonzero(np.isfinite(e).any(1))
@@ -77,11 +83,18 @@ def error_parts(pred_depth: np.ndarray, pred_mask: np.ndarray, depth: np.ndarray
 
 def summarise(parts: list[dict], channels: list[str]) -> dict:
     """Mean MAE per shift, and RMS offsets per channel (overall, head, rest), mm."""
+
     def rms_of(key: str) -> dict:
         a = np.array([p[key] for p in parts])
         return {ch: float(np.sqrt(np.nanmean(a[:, i] ** 2))) for i, ch in enumerate(channels)}
-    return {"n": len(parts), "mae_mm": {k: float(np.mean([p["mae"][k] for p in parts])) for k in SHIFTS},
-            "offset_rms_mm": rms_of("offset"), "head_offset_rms_mm": rms_of("head"), "rest_offset_rms_mm": rms_of("rest")}
+
+    return {
+        "n": len(parts),
+        "mae_mm": {k: float(np.mean([p["mae"][k] for p in parts])) for k in SHIFTS},
+        "offset_rms_mm": rms_of("offset"),
+        "head_offset_rms_mm": rms_of("head"),
+        "rest_offset_rms_mm": rms_of("rest"),
+    }
 
 
 def plot(results: dict, path: Path) -> None:
@@ -96,8 +109,12 @@ def plot(results: dict, path: Path) -> None:
     a.legend()
     femur = [c for c in next(iter(results.values()))["offset_rms_mm"] if c.startswith("femur")]
     for i, key in enumerate(("head_offset_rms_mm", "rest_offset_rms_mm")):
-        b.bar(np.arange(len(names)) + i * 0.4, [np.mean([results[n][key][c] for c in femur]) for n in names], 0.4,
-              label="femur head and neck" if i == 0 else "rest of the femur")
+        b.bar(
+            np.arange(len(names)) + i * 0.4,
+            [np.mean([results[n][key][c] for c in femur]) for n in names],
+            0.4,
+            label="femur head and neck" if i == 0 else "rest of the femur",
+        )
     b.set_xticks(np.arange(len(names)) + 0.2, names)
     b.set_ylabel("femur offset from the radiograph's shift, RMS (mm)")
     b.legend()
@@ -121,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {"image_size": args.image_size} if args.image_size else {}
     rec = build_reconstructor(ckpt_path=args.ckpt, ssm_path=None, device="cpu", **overrides).load()
     channels = [f"{b}_{f}" for b in rec.bones for f in ("front", "back")]
-    sets = [(args.dataset_dir, s) for s in args.splits] + ([(args.dataset_dir_test, "test")] if args.dataset_dir_test else [])
+    sets = [(args.dataset_dir, s) for s in args.splits] + (
+        [(args.dataset_dir_test, "test")] if args.dataset_dir_test else []
+    )
     results = {}
     for ds, split in sets:
         parts = []
@@ -132,17 +151,26 @@ def main(argv: list[str] | None = None) -> int:
         results[split] = summarise(parts, channels)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "depth_offsets.json").write_text(json.dumps({"ckpt": args.ckpt, "image_size": list(rec.image_size), "splits": results}, indent=2))
+    (out / "depth_offsets.json").write_text(
+        json.dumps({"ckpt": args.ckpt, "image_size": list(rec.image_size), "splits": results}, indent=2)
+    )
     plot(results, out / "depth_offsets.png")
-    print("| split | radiographs | MAE, one shift per radiograph / bone / face | offset RMS pelvis / femur_left / femur_right | femur head / rest offset RMS |")
+    print(
+        "| split | radiographs | MAE, one shift per radiograph / bone / face | offset RMS pelvis / femur_left / femur_right | femur head / rest offset RMS |"
+    )
     print("|---|---|---|---|---|")
     for split, r in results.items():
         off = r["offset_rms_mm"]
         bone_off = [rms([off[f"{b}_front"], off[f"{b}_back"]]) for b in rec.bones]
         fem = [c for c in off if c.startswith("femur")]
-        print(f"| {split} | {r['n']} | " + " / ".join(f"{r['mae_mm'][k]:.2f}" for k in SHIFTS) + " | "
-              + " / ".join(f"{x:.1f}" for x in bone_off) + f" | {rms([r['head_offset_rms_mm'][c] for c in fem]):.1f} / "
-              f"{rms([r['rest_offset_rms_mm'][c] for c in fem]):.1f} |")
+        print(
+            f"| {split} | {r['n']} | "
+            + " / ".join(f"{r['mae_mm'][k]:.2f}" for k in SHIFTS)
+            + " | "
+            + " / ".join(f"{x:.1f}" for x in bone_off)
+            + f" | {rms([r['head_offset_rms_mm'][c] for c in fem]):.1f} / "
+            f"{rms([r['rest_offset_rms_mm'][c] for c in fem]):.1f} |"
+        )
     return 0
 
 

@@ -21,7 +21,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
 from bundle_process import timed_bundle_run
 
 STAGES = ("load", "predict", "reconstruct", "metrics")
@@ -29,8 +28,18 @@ STAGES = ("load", "predict", "reconstruct", "metrics")
 
 def run_once(args: argparse.Namespace, workers: int, out: Path) -> tuple[float, dict]:
     """Wall seconds of one evaluation run in a fresh process, and its metrics.json."""
-    cmd = ["--config_file", "configs/evaluate.yaml", "--dataset_dir", args.dataset_dir,
-           "--output_dir", str(out), "--workers", str(workers), "--device", "cpu"]
+    cmd = [
+        "--config_file",
+        "configs/evaluate.yaml",
+        "--dataset_dir",
+        args.dataset_dir,
+        "--output_dir",
+        str(out),
+        "--workers",
+        str(workers),
+        "--device",
+        "cpu",
+    ]
     if args.poses_per_case is not None:
         cmd += ["--poses_per_case", str(args.poses_per_case)]
     if args.prior_centre_mm is not None:
@@ -51,23 +60,52 @@ def main() -> int:
     p.add_argument("--prior_centre_mm", type=float, default=None)
     p.add_argument("--override", nargs="*", default=[], help="more config keys, KEY=VALUE")
     args = p.parse_args()
-    print(f"{args.dataset_dir}, poses per case {args.poses_per_case}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} at start")
+    print(
+        f"{args.dataset_dir}, poses per case {args.poses_per_case}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} at start"
+    )
     rows, reference = [], None
     with tempfile.TemporaryDirectory(prefix="bench_evaluate_") as tmp:
         for workers in args.workers:
             wall, metrics = run_once(args, workers, Path(tmp) / f"eval_{workers}")
             n = metrics["n_samples"]
             stages = metrics["timings_s"]["per_sample_median"]
-            numbers = [(r["sample"], r["variant"], r["shift"], r["bone"], *(np.nan if r[k] is None else r[k] for k in ("assd_mm", "hd95_mm")))
-                       for r in metrics["per_sample"]]  # null (no surface) compares as NaN
-            same = "-" if reference is None else str(all(a[:4] == b[:4] and np.allclose(a[4:], b[4:], atol=0.01, equal_nan=True) for a, b in zip(numbers, reference)))
+            numbers = [
+                (
+                    r["sample"],
+                    r["variant"],
+                    r["shift"],
+                    r["bone"],
+                    *(np.nan if r[k] is None else r[k] for k in ("assd_mm", "hd95_mm")),
+                )
+                for r in metrics["per_sample"]
+            ]  # null (no surface) compares as NaN
+            same = (
+                "-"
+                if reference is None
+                else str(
+                    all(
+                        a[:4] == b[:4] and np.allclose(a[4:], b[4:], atol=0.01, equal_nan=True)
+                        for a, b in zip(numbers, reference)
+                    )
+                )
+            )
             reference = reference or numbers
             rows.append((workers, n, wall / n, stages, same))
-            print(f"  workers {workers}: {wall:.0f} s for {n} samples; load average {os.getloadavg()[0]:.1f}", flush=True)
-    print("\n| workers | samples | s / sample (wall, startup included) | target | " + " | ".join(f"{s} (median s)" for s in STAGES) + " | same numbers as the first run |")
+            print(
+                f"  workers {workers}: {wall:.0f} s for {n} samples; load average {os.getloadavg()[0]:.1f}", flush=True
+            )
+    print(
+        "\n| workers | samples | s / sample (wall, startup included) | target | "
+        + " | ".join(f"{s} (median s)" for s in STAGES)
+        + " | same numbers as the first run |"
+    )
     print("|---|---|---|---|" + "---|" * len(STAGES) + "---|")
     for workers, n, per_sample, stages, same in rows:
-        print(f"| {workers} | {n} | {per_sample:.1f} | <= 10 | " + " | ".join(f"{stages.get(s, float('nan')):.2f}" for s in STAGES) + f" | {same} |")
+        print(
+            f"| {workers} | {n} | {per_sample:.1f} | <= 10 | "
+            + " | ".join(f"{stages.get(s, float('nan')):.2f}" for s in STAGES)
+            + f" | {same} |"
+        )
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
     return 0
 

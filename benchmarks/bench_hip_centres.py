@@ -33,18 +33,33 @@ from scripts.io.files import write_json  # noqa: E402
 from scripts.model.training import load_datalist  # noqa: E402
 from scripts.reconstruction.evaluate import Sample, load_sample  # noqa: E402
 from scripts.reconstruction.hips import MEDIAL_X, femoral_head_vertices, head_spheres, hip_plane  # noqa: E402
-from scripts.reconstruction.reconstruct import Reconstructor, build_reconstructor, mean_masked_depth, true_face_mask  # noqa: E402
+from scripts.reconstruction.reconstruct import (  # noqa: E402
+    Reconstructor,
+    build_reconstructor,
+    mean_masked_depth,
+    true_face_mask,
+)
 
 SHIFTS = ("estimated", "oracle")
 # mean absolute hip-plane magnification error of clinical calibration, %, on 57 post-operative radiographs
 # (Franken, Grimm, Heyligers, J Bone Joint Surg Br 2010; docs/inference.md)
-CLINICAL_MEAN_ERROR_PCT = {"ball beside the trochanter": 2.55, "ball between the thighs": 2.04, "one fixed factor": 1.42}
+CLINICAL_MEAN_ERROR_PCT = {
+    "ball beside the trochanter": 2.55,
+    "ball between the thighs": 2.04,
+    "one fixed factor": 1.42,
+}
 
 
 def true_heads(sample: Sample) -> dict[str, tuple[np.ndarray, float]]:
     """{femur: (centre (3,), radius)} camera mm of the sample's true femur meshes (head chosen on the mesh in world RAS)."""
-    vertices = {b: np.asarray(m.vertices, dtype=np.float64) for b, m in sample.meshes.items() if b in MEDIAL_X and len(m.vertices)}
-    return head_spheres(vertices, {b: femoral_head_vertices(sample.geometry.camera_to_world_points(v), b) for b, v in vertices.items()})
+    vertices = {
+        b: np.asarray(m.vertices, dtype=np.float64)
+        for b, m in sample.meshes.items()
+        if b in MEDIAL_X and len(m.vertices)
+    }
+    return head_spheres(
+        vertices, {b: femoral_head_vertices(sample.geometry.camera_to_world_points(v), b) for b, v in vertices.items()}
+    )
 
 
 def score_sample(sample: Sample, recon: Reconstructor) -> dict:
@@ -61,12 +76,20 @@ def score_sample(sample: Sample, recon: Reconstructor) -> dict:
             if bone not in truth:
                 continue
             d = np.asarray(centre) - truth[bone][0]
-            femurs[bone] = {"error_mm": float(np.linalg.norm(d)), "along_ray_mm": float(d[2]), "across_ray_mm": float(np.hypot(d[0], d[1])),
-                            "radius_error_mm": float(radius - truth[bone][1])}
+            femurs[bone] = {
+                "error_mm": float(np.linalg.norm(d)),
+                "along_ray_mm": float(d[2]),
+                "across_ray_mm": float(np.hypot(d[0], d[1])),
+                "radius_error_mm": float(radius - truth[bone][1]),
+            }
         plane = hip_plane({b: rec.heads[b][0] for b in femurs}, rec.geometry.sid_mm)
         true_common = hip_plane({b: truth[b][0] for b in femurs}, sample.geometry.sid_mm)
-        row[shift] = {"femurs": femurs, "magnification_error_pct": None if plane is None else
-                      100.0 * (plane["magnification"] / true_common["magnification"] - 1.0)}
+        row[shift] = {
+            "femurs": femurs,
+            "magnification_error_pct": (
+                None if plane is None else 100.0 * (plane["magnification"] / true_common["magnification"] - 1.0)
+            ),
+        }
     row["true_magnification"] = None if true_plane is None else true_plane["magnification"]
     return row
 
@@ -76,10 +99,13 @@ def summarise(rows: list[dict]) -> dict:
     out = {}
     for shift in SHIFTS:
         femurs = [f for r in rows for f in r[shift]["femurs"].values()]
-        mag = np.array([r[shift]["magnification_error_pct"] for r in rows if r[shift]["magnification_error_pct"] is not None])
+        mag = np.array(
+            [r[shift]["magnification_error_pct"] for r in rows if r[shift]["magnification_error_pct"] is not None]
+        )
         pick = lambda key: np.array([f[key] for f in femurs])  # noqa: E731
         out[shift] = {
-            "femurs": len(femurs), "radiographs": int(len(mag)),
+            "femurs": len(femurs),
+            "radiographs": int(len(mag)),
             "head_error_mm": float(pick("error_mm").mean()) if femurs else None,
             "across_ray_mm": float(pick("across_ray_mm").mean()) if femurs else None,
             "along_ray_rms_mm": float(np.sqrt(np.mean(pick("along_ray_mm") ** 2))) if femurs else None,
@@ -93,13 +119,18 @@ def summarise(rows: list[dict]) -> dict:
 
 def markdown(summaries: dict[str, dict]) -> str:
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-    lines = ["| set | shift | femurs | head centre error, mean | across the ray, mean | along the ray, RMS | head radius error, mean "
-             "| hip-plane magnification error, mean abs / RMS / max abs (%) |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| set | shift | femurs | head centre error, mean | across the ray, mean | along the ray, RMS | head radius error, mean "
+        "| hip-plane magnification error, mean abs / RMS / max abs (%) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, summary in summaries.items():
         for shift in SHIFTS:
             s = summary[shift]
-            lines.append(f"| {name} | {shift} | {s['femurs']} | {fmt(s['head_error_mm'])} | {fmt(s['across_ray_mm'])} | {fmt(s['along_ray_rms_mm'])} "
-                         f"| {fmt(s['radius_error_mm'])} | {fmt(s['magnification_mean_abs_pct'])} / {fmt(s['magnification_rms_pct'])} / {fmt(s['magnification_max_abs_pct'])} |")
+            lines.append(
+                f"| {name} | {shift} | {s['femurs']} | {fmt(s['head_error_mm'])} | {fmt(s['across_ray_mm'])} | {fmt(s['along_ray_rms_mm'])} "
+                f"| {fmt(s['radius_error_mm'])} | {fmt(s['magnification_mean_abs_pct'])} / {fmt(s['magnification_rms_pct'])} / {fmt(s['magnification_max_abs_pct'])} |"
+            )
     return "\n".join(lines)
 
 
@@ -110,7 +141,13 @@ def figure(path: Path, results: dict[str, list[dict]]) -> None:
     for name, rows in results.items():
         for shift in SHIFTS:
             labels.append(f"{name}\n{shift}")
-            data.append([abs(r[shift]["magnification_error_pct"]) for r in rows if r[shift]["magnification_error_pct"] is not None])
+            data.append(
+                [
+                    abs(r[shift]["magnification_error_pct"])
+                    for r in rows
+                    if r[shift]["magnification_error_pct"] is not None
+                ]
+            )
     ax.boxplot(data, showmeans=True)
     ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=8)
     for (method, pct), style in zip(CLINICAL_MEAN_ERROR_PCT.items(), (":", "--", "-.")):
@@ -125,7 +162,13 @@ def figure(path: Path, results: dict[str, list[dict]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset_dir", type=Path, nargs="+", required=True, help="simulated data sets; with several, rows are named folder/split")
+    ap.add_argument(
+        "--dataset_dir",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="simulated data sets; with several, rows are named folder/split",
+    )
     ap.add_argument("--splits", nargs="+", default=["test"])
     ap.add_argument("--ckpt", default=str(ROOT / "models" / "model.pt"))
     ap.add_argument("--ssm", default=str(ROOT / "models" / "ssm.npz"))
@@ -140,7 +183,10 @@ def main(argv: list[str] | None = None) -> int:
             if not entries:
                 continue
             name = f"{dataset_dir.name}/{split}" if len(args.dataset_dir) > 1 else split
-            results[name] = [score_sample(load_sample(e, dataset_dir, recon.image_size), recon) for e in tqdm(entries, desc=f"hip centres ({name})", unit="sample")]
+            results[name] = [
+                score_sample(load_sample(e, dataset_dir, recon.image_size), recon)
+                for e in tqdm(entries, desc=f"hip centres ({name})", unit="sample")
+            ]
     summaries = {name: summarise(rows) for name, rows in results.items()}
     args.output_dir.mkdir(parents=True, exist_ok=True)
     write_json(args.output_dir / "hip_centres.json", {"summary": summaries, "samples": results})

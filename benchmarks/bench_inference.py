@@ -27,9 +27,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from scripts.geometry import Geometry  # noqa: E402
-from scripts.io.radiograph_io import load_radiograph_with_field  # noqa: E402
 from scripts.io.files import read_depth_and_mask  # noqa: E402
-from scripts.reconstruction.reconstruct import Reconstructor, build_reconstructor, bundle_config, oracle_prediction  # noqa: E402
+from scripts.io.radiograph_io import load_radiograph_with_field  # noqa: E402
+from scripts.reconstruction.reconstruct import (  # noqa: E402
+    Reconstructor,
+    build_reconstructor,
+    bundle_config,
+    oracle_prediction,
+)
 
 
 def make_inputs(tmp: Path) -> tuple[Path, Path]:
@@ -61,7 +66,12 @@ def time_runs(recon: Reconstructor, image_path: Path, repeats: int, oracle: bool
             t2 = time.perf_counter()
             rec = recon.reconstruct(pred, complete=complete)
             assert rec.surfaces
-            steps = {"load": t1 - t0, "network" if not oracle else "true maps": t2 - t1, **rec.timings_s, "total": time.perf_counter() - t0}
+            steps = {
+                "load": t1 - t0,
+                "network" if not oracle else "true maps": t2 - t1,
+                **rec.timings_s,
+                "total": time.perf_counter() - t0,
+            }
             if run:
                 for k, v in steps.items():
                     times.setdefault(label, {}).setdefault(k, []).append(v)
@@ -78,7 +88,11 @@ def print_tables(times: dict, title: str) -> None:
     steps = [k for k in times["with SSM"] if k != "total"]
     print("\n| setting | " + " | ".join(steps) + " |\n|---|" + "---|" * len(steps))
     for label in ("without SSM", "with SSM"):
-        print(f"| {label} | " + " | ".join(f"{np.median(times[label][k]):.3f}" if k in times[label] else "-" for k in steps) + " |")
+        print(
+            f"| {label} | "
+            + " | ".join(f"{np.median(times[label][k]):.3f}" if k in times[label] else "-" for k in steps)
+            + " |"
+        )
 
 
 def run_benchmark(args: argparse.Namespace, tmp: Path) -> None:
@@ -92,13 +106,18 @@ def run_benchmark(args: argparse.Namespace, tmp: Path) -> None:
         ckpt, note = tmp / "untrained.pt", "UNTRAINED network (no checkpoint, seed 0)"
         torch.manual_seed(0)
         torch.save(bundle_config().get_parsed_content("network_def").state_dict(), ckpt)
-    recon = build_reconstructor(ckpt_path=str(ckpt), ssm_path=args.ssm, device=args.device, image_size=args.image_size).load()
+    recon = build_reconstructor(
+        ckpt_path=str(ckpt), ssm_path=args.ssm, device=args.device, image_size=args.image_size
+    ).load()
     size = f"{recon.image_size[0]}x{recon.image_size[1]}"
     where = torch.cuda.get_device_name(recon.device) if recon.device.type == "cuda" else "CPU"
     print(f"network on {where}, {args.threads} CPU threads; input {image_path}; shape models {args.ssm}")
     print_tables(time_runs(recon, image_path, args.repeats, oracle=False), f"{note}, network at {size}")
     if args.oracle:
-        print_tables(time_runs(recon, image_path, args.repeats, oracle=True), "true depth maps and masks (no network), full image size")
+        print_tables(
+            time_runs(recon, image_path, args.repeats, oracle=True),
+            "true depth maps and masks (no network), full image size",
+        )
 
 
 def main() -> int:
@@ -110,7 +129,9 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--image_size", type=int, default=None, help="network input size (default: configs/inference.yaml)")
     p.add_argument("--device", default="cpu", help="torch device of the network (cpu, cuda)")
-    p.add_argument("--oracle", action="store_true", help="also time the true maps of a simulator sample in place of the network")
+    p.add_argument(
+        "--oracle", action="store_true", help="also time the true maps of a simulator sample in place of the network"
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench_inference_") as tmp_dir:

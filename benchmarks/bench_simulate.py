@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT))
 
 from scripts.data.depth_maps import depth_maps  # noqa: E402
 from scripts.data.drr import areal_densities  # noqa: E402
-from scripts.geometry import read_standard_geometry, standard_ap_pose  # noqa: E402
 from scripts.data.radiograph_style import style_radiograph  # noqa: E402
 from scripts.data.simulate import Case, load_case, load_config, prepare_case  # noqa: E402
+from scripts.geometry import read_standard_geometry, standard_ap_pose  # noqa: E402
 from scripts.io.files import shared_data_dir  # noqa: E402
 
 REAL_CT_DIR = (shared_data_dir() or Path("/nonexistent")) / "real_ct"
@@ -62,16 +62,35 @@ def bench(name: str, case: Case, repeats: int, device: torch.device) -> None:
     step_drr = cfg["drr"]["step_voxels"]
     areal = areal_densities(lc.mu, lc.mu_affine, geom, step_drr)  # warm-up
     t_drr = best_of(lambda: areal_densities(lc.mu, lc.mu_affine, geom, step_drr), repeats, device)
-    t_depth = best_of(lambda: depth_maps(labels, ct.affine, geom, step_voxels=step_depth, device=device, grids=lc.bones), repeats, device)
-    t_prep = best_of(lambda: prepare_case(case, ct, lc.labels, lc.center, lc.couch_voxels, cfg, device), repeats, device)
+    t_depth = best_of(
+        lambda: depth_maps(labels, ct.affine, geom, step_voxels=step_depth, device=device, grids=lc.bones),
+        repeats,
+        device,
+    )
+    t_prep = best_of(
+        lambda: prepare_case(case, ct, lc.labels, lc.center, lc.couch_voxels, cfg, device), repeats, device
+    )
     masks = depth_maps(labels, ct.affine, geom, step_voxels=step_depth, device=device, grids=lc.bones)[1]
-    options = {k: (1.0 if k.endswith("_prob") and k not in ("shutter_white_prob", "anode_up_prob", "portrait_prob", "monochrome1_prob") else v)
-               for k, v in cfg["style"].items()}
+    options = {
+        k: (
+            1.0
+            if k.endswith("_prob")
+            and k not in ("shutter_white_prob", "anode_up_prob", "portrait_prob", "monochrome1_prob")
+            else v
+        )
+        for k, v in cfg["style"].items()
+    }
     seeds = iter(range(10 * repeats + 10))
     style_radiograph(areal, geom, masks, options, torch.Generator().manual_seed(next(seeds)))  # warm-up
-    t_style = best_of(lambda: style_radiograph(areal, geom, masks, options, torch.Generator().manual_seed(next(seeds))), repeats, device)
+    t_style = best_of(
+        lambda: style_radiograph(areal, geom, masks, options, torch.Generator().manual_seed(next(seeds))),
+        repeats,
+        device,
+    )
     further = t_drr + t_depth + t_style
-    print(f"| {name} | {ct.array.shape} @ {ct.spacing.round(2).tolist()} mm | {t_prep + further:.2f} | {further:.2f} | {t_drr:.2f} | {t_depth:.2f} | {t_style:.2f} | {t_prep:.2f} |")
+    print(
+        f"| {name} | {ct.array.shape} @ {ct.spacing.round(2).tolist()} mm | {t_prep + further:.2f} | {further:.2f} | {t_drr:.2f} | {t_depth:.2f} | {t_style:.2f} | {t_prep:.2f} |"
+    )
 
 
 def main() -> None:
@@ -85,15 +104,45 @@ def main() -> None:
     device = torch.device(args.device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, torch threads {args.threads}"
     print(f"min of {args.repeats} runs, {where}")
-    print("| case | CT voxels @ spacing | s / first sample of a case | s / further sample (DRR + depth + masks + image formation) | s / DRR | s / depth + masks | s / image formation | s / per-case preparation |")
+    print(
+        "| case | CT voxels @ spacing | s / first sample of a case | s / further sample (DRR + depth + masks + image formation) | s / DRR | s / depth + masks | s / image formation | s / per-case preparation |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     if (REAL_CT_DIR / "example_ct.nii.gz").exists():
-        bench("shared real CT (TotalSegmentator labels)", Case("example", REAL_CT_DIR / "example_ct.nii.gz", REAL_CT_DIR / "example_seg"), args.repeats, device)
+        bench(
+            "shared real CT (TotalSegmentator labels)",
+            Case("example", REAL_CT_DIR / "example_ct.nii.gz", REAL_CT_DIR / "example_seg"),
+            args.repeats,
+            device,
+        )
     if (ROOT / "scripts" / "phantom.py").exists():
         d = Path(args.phantom_dir or tempfile.mkdtemp())
         if not (d / "case_0000").exists():
-            subprocess.run([sys.executable, "-m", "scripts.phantom", "--anatomy", "procedural", "--n", "1", "--out", str(d), "--seed", "0", "--spacing", "1.0"], cwd=ROOT, check=True)
-        bench("1 mm phantom", Case("case_0000", d / "case_0000" / "ct.nii.gz", d / "case_0000" / "labels.nii.gz"), args.repeats, device)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "scripts.phantom",
+                    "--anatomy",
+                    "procedural",
+                    "--n",
+                    "1",
+                    "--out",
+                    str(d),
+                    "--seed",
+                    "0",
+                    "--spacing",
+                    "1.0",
+                ],
+                cwd=ROOT,
+                check=True,
+            )
+        bench(
+            "1 mm phantom",
+            Case("case_0000", d / "case_0000" / "ct.nii.gz", d / "case_0000" / "labels.nii.gz"),
+            args.repeats,
+            device,
+        )
     print(f"peak memory (max RSS): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

@@ -29,11 +29,16 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from scripts.geometry import Geometry, read_standard_geometry, standard_ap_pose  # noqa: E402
 from scripts.data.real_anatomy import SUBJECT_SPLITS, sample_subject  # noqa: E402
+from scripts.geometry import Geometry, read_standard_geometry, standard_ap_pose  # noqa: E402
 from scripts.io.report import error_rgba, render_mesh, save_figure  # noqa: E402
 from scripts.reconstruction.ssm import fit_shape_model, load_shape_models  # noqa: E402
-from scripts.reconstruction.surface_metrics import clip_to_field_of_view, sample_surface, surface_metrics, vertex_errors  # noqa: E402
+from scripts.reconstruction.surface_metrics import (  # noqa: E402
+    clip_to_field_of_view,
+    sample_surface,
+    surface_metrics,
+    vertex_errors,
+)
 
 
 def completions(models: dict, truth: dict, geometry: Geometry) -> dict:
@@ -51,7 +56,9 @@ def completions(models: dict, truth: dict, geometry: Geometry) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ssm", default=str(ROOT / "models" / "ssm.npz"))
-    parser.add_argument("--compare", nargs="*", default=[], help="other shape-model files, e.g. the procedural release's")
+    parser.add_argument(
+        "--compare", nargs="*", default=[], help="other shape-model files, e.g. the procedural release's"
+    )
     parser.add_argument("--subjects", default="test", choices=sorted(SUBJECT_SPLITS))
     parser.add_argument("--poses", type=int, default=2)
     parser.add_argument("--figure", default=str(ROOT / "docs" / "figures" / "ssm_completion_llp26.png"))

@@ -44,13 +44,17 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_centre_depth import rms  # noqa: E402
 from benchmarks.bench_depth_offsets import fixed_subset  # noqa: E402
-from scripts.shape_maths import kabsch, rotation_about  # noqa: E402
 from scripts.io.files import read_json  # noqa: E402
 from scripts.reconstruction.evaluate import load_sample  # noqa: E402
 from scripts.reconstruction.reconstruct import Reconstructor, build_reconstructor  # noqa: E402
 from scripts.reconstruction.surface_metrics import ReferenceSurface, inside_planes  # noqa: E402
+from scripts.shape_maths import kabsch, rotation_about  # noqa: E402
 
-MEAN_ANGLE_DEG = {"pelvis": 0.0, "femur_left": 3.5, "femur_right": 3.5}  # cohort means of tilt and flexion (sample_pose)
+MEAN_ANGLE_DEG = {
+    "pelvis": 0.0,
+    "femur_left": 3.5,
+    "femur_right": 3.5,
+}  # cohort means of tilt and flexion (sample_pose)
 HEAD_RADIUS_MM = 25.0  # true femur vertices this close to the head centre are the head
 ACETABULUM_RADIUS_MM = 35.0  # true pelvis vertices this close to a head centre are its socket
 CORRECTIONS = ("estimated", "angle", "translation", "rigid")
@@ -85,7 +89,9 @@ def bone_parts(pred: np.ndarray, truth: np.ndarray, seen: np.ndarray, pivot: np.
 def joint_pose(truth: np.ndarray, params: dict, bone: str) -> tuple[np.ndarray, np.ndarray, float, float]:
     """The joint a bone's angle turns about (world, mm), its vertices (N,) bool, the true angle (degrees) and
     the sign that angle turns the bone with about x (femur flexion +1; pelvic tilt -1, ``assemble``)."""
-    if bone == "pelvis":  # tilt about the acetabular midpoint, the world origin; the sockets hold the femoral head centres
+    if (
+        bone == "pelvis"
+    ):  # tilt about the acetabular midpoint, the world origin; the sockets hold the femoral head centres
         heads = [np.asarray(params[f]["head_centre_mm"]) for f in ("femur_left", "femur_right")]
         joint = np.min([np.linalg.norm(truth - h, axis=1) for h in heads], axis=0) < ACETABULUM_RADIUS_MM
         return np.zeros(3), joint, float(params["pelvic_tilt_deg"]), -1.0
@@ -104,7 +110,9 @@ def sample_rows(entry: dict, dataset_dir: Path, rec: Reconstructor) -> list[dict
     for bone, truth_cam in s.meshes.items():
         mesh = completed.get(bone)
         if mesh is None or len(mesh.vertices) != len(truth_cam.vertices):
-            raise SystemExit(f"{s.name}: {bone} completion and truth are not in vertex correspondence (real-anatomy samples only)")
+            raise SystemExit(
+                f"{s.name}: {bone} completion and truth are not in vertex correspondence (real-anatomy samples only)"
+            )
         ref = ReferenceSurface(truth_cam, field, 1.0, 20000, seed=1, extent_planes=s.extent_planes)
         true_cam = np.asarray(truth_cam.vertices)
         seen = field.in_field_of_view(true_cam)
@@ -114,11 +122,21 @@ def sample_rows(entry: dict, dataset_dir: Path, rec: Reconstructor) -> list[dict
         world = s.geometry.camera_to_world_points(np.asarray(mesh.vertices))
         pivot, joint, angle, sign = joint_pose(truth, params, bone)
         parts = bone_parts(world, truth, seen, pivot + world[joint].mean(0) - truth[joint].mean(0))
-        to_cam = lambda v, faces=mesh.faces: trimesh.Trimesh(s.geometry.world_to_camera_points(v), faces, process=False)  # noqa: E731
+        to_cam = lambda v, faces=mesh.faces: trimesh.Trimesh(
+            s.geometry.world_to_camera_points(v), faces, process=False
+        )  # noqa: E731
         offset = s.geometry.world_to_camera_points(world[seen].mean(0)[None])[0] - true_cam[seen].mean(0)
-        row = {"sample": s.name, "bone": bone, "angle_deg": angle, "angle_error_deg": -sign * parts.pop("turn_deg"), "offset_camera_mm": offset.tolist()}
+        row = {
+            "sample": s.name,
+            "bone": bone,
+            "angle_deg": angle,
+            "angle_error_deg": -sign * parts.pop("turn_deg"),
+            "offset_camera_mm": offset.tolist(),
+        }
         row.update({k: ref.metrics(to_cam(v))["assd_mm"] for k, v in parts.items()})
-        row["floor"] = ref.metrics(to_cam(turned(truth, about_x(sign * (MEAN_ANGLE_DEG[bone] - angle)), pivot), truth_cam.faces))["assd_mm"]
+        row["floor"] = ref.metrics(
+            to_cam(turned(truth, about_x(sign * (MEAN_ANGLE_DEG[bone] - angle)), pivot), truth_cam.faces)
+        )["assd_mm"]
         rows.append(row)
     return rows
 
@@ -131,10 +149,14 @@ def summarise(rows: list[dict]) -> dict:
         rs = [r for r in rows if r["bone"] == bone]
         dev = np.array([r["angle_deg"] - MEAN_ANGLE_DEG[bone] for r in rs])
         err = np.array([r["angle_error_deg"] for r in rs])
-        out[bone] = {"n": len(rs), **{k: float(np.mean([r[k] for r in rs])) for k in (*CORRECTIONS, "floor")},
-                     "angle_sd_deg": rms(dev), "angle_error_rms_deg": rms(err),
-                     "offset_rms_camera_mm": np.sqrt(np.mean(np.square([r["offset_camera_mm"] for r in rs]), axis=0)).tolist(),
-                     "angle_error_slope": float(np.polyfit(dev, err, 1)[0]) if np.ptp(dev) > 0 else float("nan")}
+        out[bone] = {
+            "n": len(rs),
+            **{k: float(np.mean([r[k] for r in rs])) for k in (*CORRECTIONS, "floor")},
+            "angle_sd_deg": rms(dev),
+            "angle_error_rms_deg": rms(err),
+            "offset_rms_camera_mm": np.sqrt(np.mean(np.square([r["offset_camera_mm"] for r in rs]), axis=0)).tolist(),
+            "angle_error_slope": float(np.polyfit(dev, err, 1)[0]) if np.ptp(dev) > 0 else float("nan"),
+        }
     return out
 
 
@@ -142,8 +164,13 @@ def plot(rows: list[dict], summary: dict, name: str, path: Path) -> None:
     """Bars: ASSD per bone and correction; scatter: completion's angle error against the true angle's deviation."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.8))
     bones = list(summary)
-    labels = {"estimated": "as reconstructed", "angle": "flexion / tilt set right", "translation": "translation set right",
-              "rigid": "rigid pose set right (shape left)", "floor": "truth at the mean angle"}
+    labels = {
+        "estimated": "as reconstructed",
+        "angle": "flexion / tilt set right",
+        "translation": "translation set right",
+        "rigid": "rigid pose set right (shape left)",
+        "floor": "truth at the mean angle",
+    }
     w = 0.8 / len(labels)
     for i, k in enumerate(labels):
         a.bar(np.arange(len(bones)) + i * w, [summary[bn][k] for bn in bones], w, label=labels[k])
@@ -153,7 +180,9 @@ def plot(rows: list[dict], summary: dict, name: str, path: Path) -> None:
     a.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3)
     for bone in bones:
         rs = [r for r in rows if r["bone"] == bone]
-        b.scatter([r["angle_deg"] - MEAN_ANGLE_DEG[bone] for r in rs], [r["angle_error_deg"] for r in rs], s=12, label=bone)
+        b.scatter(
+            [r["angle_deg"] - MEAN_ANGLE_DEG[bone] for r in rs], [r["angle_error_deg"] for r in rs], s=12, label=bone
+        )
     lim = max(1.0, max(abs(r["angle_deg"] - MEAN_ANGLE_DEG[r["bone"]]) for r in rows))
     b.plot([-lim, lim], [lim, -lim], "k--", lw=1, label="angle not seen (mean guessed)")
     b.axhline(0, color="grey", lw=0.5)
@@ -178,19 +207,39 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     name = args.name or args.split
     rec = build_reconstructor(ckpt_path=args.ckpt, device="cpu").load()
-    rows = [r for e in tqdm(fixed_subset(args.dataset_dir, args.split, args.n), desc=name) for r in sample_rows(e, Path(args.dataset_dir), rec)]
+    rows = [
+        r
+        for e in tqdm(fixed_subset(args.dataset_dir, args.split, args.n), desc=name)
+        for r in sample_rows(e, Path(args.dataset_dir), rec)
+    ]
     summary = summarise(rows)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"surface_error_sources_{name}.json").write_text(json.dumps({"ckpt": args.ckpt, "dataset_dir": str(args.dataset_dir), "split": args.split,
-                                                                       "summary": summary, "rows": rows}, indent=2))
+    (out / f"surface_error_sources_{name}.json").write_text(
+        json.dumps(
+            {
+                "ckpt": args.ckpt,
+                "dataset_dir": str(args.dataset_dir),
+                "split": args.split,
+                "summary": summary,
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
     plot(rows, summary, name, out / f"surface_error_sources_{name}.png")
-    print("| set | bone | radiographs | ASSD as reconstructed | angle set right | translation set right | rigid pose set right | truth at the mean angle | angle SD / completion's error RMS (deg), slope | offset RMS x / y / z (mm) |")
+    print(
+        "| set | bone | radiographs | ASSD as reconstructed | angle set right | translation set right | rigid pose set right | truth at the mean angle | angle SD / completion's error RMS (deg), slope | offset RMS x / y / z (mm) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for bone, r in summary.items():
-        print(f"| {name} | {bone} | {r['n']} | " + " | ".join(f"{r[k]:.2f}" for k in (*CORRECTIONS, "floor"))
-              + f" | {r['angle_sd_deg']:.1f} / {r['angle_error_rms_deg']:.1f}, {r['angle_error_slope']:.2f} | "
-              + " / ".join(f"{x:.1f}" for x in r["offset_rms_camera_mm"]) + " |")
+        print(
+            f"| {name} | {bone} | {r['n']} | "
+            + " | ".join(f"{r[k]:.2f}" for k in (*CORRECTIONS, "floor"))
+            + f" | {r['angle_sd_deg']:.1f} / {r['angle_error_rms_deg']:.1f}, {r['angle_error_slope']:.2f} | "
+            + " / ".join(f"{x:.1f}" for x in r["offset_rms_camera_mm"])
+            + " |"
+        )
     return 0
 
 

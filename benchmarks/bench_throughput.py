@@ -23,7 +23,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
 from bundle_process import timed_bundle_run
 
 SETTINGS = {"reports": {}, "no_reports": {"report": "false"}}
@@ -43,7 +42,16 @@ def copy_inputs(dataset: Path, n: int, into: Path) -> int:
 
 def run_once(inputs: Path, out: Path, threads: int, overrides: dict[str, str]) -> float:
     """Wall seconds of one workflow run in a fresh process."""
-    cmd = ["--config_file", "configs/inference.yaml", "--input_dir", str(inputs), "--output_dir", str(out), "--device", "cpu"]
+    cmd = [
+        "--config_file",
+        "configs/inference.yaml",
+        "--input_dir",
+        str(inputs),
+        "--output_dir",
+        str(out),
+        "--device",
+        "cpu",
+    ]
     for k, v in overrides.items():
         cmd += [f"--{k}", v]
     wall = timed_bundle_run(cmd, threads)
@@ -63,13 +71,17 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    p.add_argument("--override", nargs="*", default=[], help="more config keys, KEY=VALUE (e.g. writers=2 num_workers=1)")
+    p.add_argument(
+        "--override", nargs="*", default=[], help="more config keys, KEY=VALUE (e.g. writers=2 num_workers=1)"
+    )
     args = p.parse_args()
     extra = dict(kv.split("=", 1) for kv in args.override)
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench_throughput_") as tmp:
         n = copy_inputs(Path(args.input_dir), args.n, Path(tmp) / "in")
-        print(f"{n} radiographs from {args.input_dir}; {args.threads} threads, {os.cpu_count()} CPUs; load average {load:.1f} at start; overrides {extra or '-'}")
+        print(
+            f"{n} radiographs from {args.input_dir}; {args.threads} threads, {os.cpu_count()} CPUs; load average {load:.1f} at start; overrides {extra or '-'}"
+        )
         rows = []
         for setting in args.settings:
             walls, stages = [], {}
@@ -77,12 +89,19 @@ def main() -> int:
                 out = Path(tmp) / f"out_{setting}_{r}"
                 walls.append(run_once(Path(tmp) / "in", out, args.threads, {**SETTINGS[setting], **extra}))
                 stages = stage_medians(out)
-                print(f"  {setting} run {r + 1}: {walls[-1]:.1f} s, {walls[-1] / n:.3f} s/image; load average {os.getloadavg()[0]:.1f}", flush=True)
+                print(
+                    f"  {setting} run {r + 1}: {walls[-1]:.1f} s, {walls[-1] / n:.3f} s/image; load average {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
             rows.append((setting, float(np.median(walls)) / n, stages))
     print("\n| setting | s / image end to end (startup included) | target | " + " | ".join(STAGES) + " |")
     print("|---|---|---|" + "---|" * len(STAGES))
     for setting, per_image, stages in rows:
-        print(f"| {setting} | {per_image:.3f} | <= {TARGETS[setting]} | " + " | ".join(f"{stages[k]:.3f}" if k in stages else "-" for k in STAGES) + " |")
+        print(
+            f"| {setting} | {per_image:.3f} | <= {TARGETS[setting]} | "
+            + " | ".join(f"{stages[k]:.3f}" if k in stages else "-" for k in STAGES)
+            + " |"
+        )
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
     return 0
 

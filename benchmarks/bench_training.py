@@ -25,7 +25,9 @@ sys.path.insert(0, str(ROOT))
 RECIPE_IMAGES = 4890  # training radiographs of the shipped model (docs/training.md)
 
 
-def synthetic_batch(batch: int, size: int, bones: int, faces: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def synthetic_batch(
+    batch: int, size: int, bones: int, faces: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Image (N, 1, S, S) and label (N, faces*B + B, S, S): a disc per bone with front/back depths (mm) about 950."""
     gen = torch.Generator().manual_seed(0)
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
@@ -46,7 +48,9 @@ def time_step(size: int, batch: int, device: torch.device, steps: int) -> tuple[
     """Median seconds of one optimisation step of the training config at ``size`` x ``size``, and the peak GPU memory (MiB; None on CPU)."""
     parser = ConfigParser()
     parser.read_config(str(ROOT / "configs" / "train.yaml"))
-    parser.update({"image_size": size, "batch_size": batch, "device": f"$torch.device('{device}')", "bundle_root": str(ROOT)})
+    parser.update(
+        {"image_size": size, "batch_size": batch, "device": f"$torch.device('{device}')", "bundle_root": str(ROOT)}
+    )
     network, loss, optimizer = (parser.get_parsed_content(k) for k in ("network", "loss", "optimizer"))
     network.train()
     image, label = synthetic_batch(batch, size, len(parser["bones"]), int(parser["faces"]), device)
@@ -81,12 +85,17 @@ def main() -> int:
     device = torch.device(args.device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
     print(f"{where}; median of {args.steps} steps after 3 warm-up steps; float32 (the recipe's amp: false)\n")
-    print(f"| image size | batch | s / step | radiographs / s | min / epoch of {RECIPE_IMAGES} | peak GPU memory |\n|---|---|---|---|---|---|")
+    print(
+        f"| image size | batch | s / step | radiographs / s | min / epoch of {RECIPE_IMAGES} | peak GPU memory |\n|---|---|---|---|---|---|"
+    )
     for size in args.sizes:
         for batch in args.batch_sizes:
             s, peak = time_step(size, batch, device, args.steps)
             memory = "-" if peak is None else f"{peak / 1024:.1f} GiB"
-            print(f"| {size} | {batch} | {s:.3f} | {batch / s:.1f} | {RECIPE_IMAGES * s / batch / 60:.1f} | {memory} |", flush=True)
+            print(
+                f"| {size} | {batch} | {s:.3f} | {batch / s:.1f} | {RECIPE_IMAGES * s / batch / 60:.1f} | {memory} |",
+                flush=True,
+            )
     return 0
 
 

@@ -28,10 +28,23 @@ def subject_rows(metrics_json: Path) -> list[dict]:
     rows = data.get("per_sample") if isinstance(data, dict) else None
     if not isinstance(rows, list):
         raise InputFileError(metrics_json, "no per_sample rows: not an evaluation's metrics.json")
-    return [{**{k: float("nan") if v is None else v for k, v in r.items()}, "case": r.get("case") or re.sub(r"_p\d+$", "", r["sample"])} for r in rows]
+    return [
+        {
+            **{k: float("nan") if v is None else v for k, v in r.items()},
+            "case": r.get("case") or re.sub(r"_p\d+$", "", r["sample"]),
+        }
+        for r in rows
+    ]
 
 
-def compare(old: list[dict], new: list[dict], variant: str = HEADLINE[0], shift: str = HEADLINE[1], n_boot: int = 2000, seed: int = 0) -> dict:
+def compare(
+    old: list[dict],
+    new: list[dict],
+    variant: str = HEADLINE[0],
+    shift: str = HEADLINE[1],
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict:
     """Per bone: both evaluations' means over the subjects they share, and the mean NEW - OLD difference with its
     95% bootstrap interval over those subjects (mm)."""
     a, b = subject_summary(old, variant, shift), subject_summary(new, variant, shift)
@@ -45,8 +58,17 @@ def compare(old: list[dict], new: list[dict], variant: str = HEADLINE[0], shift:
         new_v = np.array([b["per_subject"][s].get(bone, np.nan) for s in shared])
         keep = np.isfinite(old_v) & np.isfinite(new_v)
         d = new_v[keep] - old_v[keep]
-        out[bone] = {"subjects": int(keep.sum()), "old": float(old_v[keep].mean()), "new": float(new_v[keep].mean()),
-                     "difference": float(d.mean()), "ci95": bootstrap_interval(d, n_boot, rng)} if keep.any() else None
+        out[bone] = (
+            {
+                "subjects": int(keep.sum()),
+                "old": float(old_v[keep].mean()),
+                "new": float(new_v[keep].mean()),
+                "difference": float(d.mean()),
+                "ci95": bootstrap_interval(d, n_boot, rng),
+            }
+            if keep.any()
+            else None
+        )
     return out
 
 
@@ -58,15 +80,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shift", default=HEADLINE[1])
     args = parser.parse_args(argv)
     try:
-        result = compare(subject_rows(args.old / "metrics.json"), subject_rows(args.new / "metrics.json"), args.variant, args.shift)
+        result = compare(
+            subject_rows(args.old / "metrics.json"), subject_rows(args.new / "metrics.json"), args.variant, args.shift
+        )
     except (InputFileError, ValueError) as e:
         print(e, file=sys.stderr)
         return 1
-    print(f"{args.variant}, {args.shift} shift, ASSD (mm), mean over subjects; NEW - OLD with its 95% interval over subjects")
+    print(
+        f"{args.variant}, {args.shift} shift, ASSD (mm), mean over subjects; NEW - OLD with its 95% interval over subjects"
+    )
     print("| bone | subjects | old | new | new - old (95% interval) |\n|---|---|---|---|---|")
     for bone, r in result.items():
         if r:
-            print(f"| {bone} | {r['subjects']} | {r['old']:.2f} | {r['new']:.2f} | {r['difference']:+.2f} ({r['ci95'][0]:+.2f} to {r['ci95'][1]:+.2f}) |")
+            print(
+                f"| {bone} | {r['subjects']} | {r['old']:.2f} | {r['new']:.2f} | {r['difference']:+.2f} ({r['ci95'][0]:+.2f} to {r['ci95'][1]:+.2f}) |"
+            )
     return 0
 
 

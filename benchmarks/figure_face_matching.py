@@ -42,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ckpt", default=str(ROOT / "models" / "model_single_face.pt"), help="single-face network")
     parser.add_argument("--out", default=str(ROOT / "docs" / "figures" / "face_matching.png"))
     args = parser.parse_args(argv)
-    entries = [e for e in load_datalist(args.dataset_dir, args.split) if Path(str(e["image"])).parent.name == args.sample]
+    entries = [
+        e for e in load_datalist(args.dataset_dir, args.split) if Path(str(e["image"])).parent.name == args.sample
+    ]
     if not entries:
         parser.error(f"{args.dataset_dir}: no {args.split} sample named {args.sample}")
     reconstructor = build_reconstructor(ckpt_path=args.ckpt, faces=1, device="cpu")
@@ -61,10 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     true_vertices = sample.meshes[args.bone].vertices
     fig, axes = plt.subplots(1, len(fits), figsize=(6 * len(fits), 5.5))
     for ax, (name, (vertices, assd)) in zip(axes, fits.items()):
-        for v, colour, alpha, label in ((true_vertices, "0.6", 1.0, "true surface"), (vertices, "tab:orange", 0.35, "completion")):
+        for v, colour, alpha, label in (
+            (true_vertices, "0.6", 1.0, "true surface"),
+            (vertices, "tab:orange", 0.35, "completion"),
+        ):
             seen = field.in_field_of_view(v)
             ax.scatter(v[seen, 2], v[seen, 0], s=2, c=colour, alpha=alpha, label=label, rasterized=True)
-        ax.scatter(points[:, 2], points[:, 0], s=2, c="k", label="front-face points (single-face network)", rasterized=True)
+        ax.scatter(
+            points[:, 2], points[:, 0], s=2, c="k", label="front-face points (single-face network)", rasterized=True
+        )
         ax.set_title(f"{name}: ASSD {assd:.1f} mm")
         ax.set_xlabel("depth along the central ray, camera z (mm)")
         ax.set_aspect("equal")

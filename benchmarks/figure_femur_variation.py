@@ -30,10 +30,16 @@ from scripts.data import real_anatomy as ra  # noqa: E402
 from scripts.io.report import save_figure  # noqa: E402
 
 LEVEL_MM = 100.0  # below the head centre
-CHANGES = (("version_deg", "version (from above)", (0, 1)), ("neck_shaft_deg", "neck-shaft angle (from the front)", (0, 2)), ("bow_mm", "shaft bow (from the side)", (1, 2)))
+CHANGES = (
+    ("version_deg", "version (from above)", (0, 1)),
+    ("neck_shaft_deg", "neck-shaft angle (from the front)", (0, 2)),
+    ("bow_mm", "shaft bow (from the side)", (1, 2)),
+)
 
 
-def neutral_surface(femur_nodes: np.ndarray, frame: tuple[np.ndarray, float, np.ndarray] | None = None) -> trimesh.Trimesh:
+def neutral_surface(
+    femur_nodes: np.ndarray, frame: tuple[np.ndarray, float, np.ndarray] | None = None
+) -> trimesh.Trimesh:
     """Surface (mm) of a left femur in the neutral frame of ``frame`` (default: its own)."""
     mesh = ra.surface("femur", femur_nodes)
     centre, _, rot = frame or ra.femur_neutral_frame(mesh.vertices)
@@ -62,14 +68,19 @@ def main(argv: list[str] | None = None) -> int:
         for k, colour in ((-2.0, "tab:blue"), (2.0, "tab:red")):
             value = k * ra.FEMUR_VARIATION_SD[key]
             v = neutral_surface(ra.vary_femur(mean_nodes, **{key: value}), frame).vertices
-            ax.scatter(v[top, i], v[top, j], s=1, c=colour, alpha=0.5, label=f"{value:+g} {'mm' if key == 'bow_mm' else 'deg'}")
+            ax.scatter(
+                v[top, i], v[top, j], s=1, c=colour, alpha=0.5, label=f"{value:+g} {'mm' if key == 'bow_mm' else 'deg'}"
+            )
         ax.set_aspect("equal")
         ax.set_xlabel("xyz"[i] + " (mm)")
         ax.set_ylabel("xyz"[j] + " (mm)")
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=8, markerscale=6, loc="lower left")
     rng = np.random.default_rng(0)
-    groups = {f"LLP26 {name} subjects": [shaft_depth_mm(ra.subject_nodes(s)[1]) for s in subjects] for name, subjects in ra.SUBJECT_SPLITS.items()}
+    groups = {
+        f"LLP26 {name} subjects": [shaft_depth_mm(ra.subject_nodes(s)[1]) for s in subjects]
+        for name, subjects in ra.SUBJECT_SPLITS.items()
+    }
     plain, varied = [], []
     for _ in range(args.draws):
         nodes = ra.subject_shape(None, rng)[1]
@@ -80,8 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     ax = axes[3]
     for row, (name, values) in enumerate(groups.items()):
         values = np.asarray(values)
-        ax.scatter(values, np.full(len(values), row) + rng.uniform(-0.15, 0.15, len(values)), s=8 if len(values) < 30 else 2, alpha=0.8)
-        print(f"{name:36s} n={len(values):3d} mean {values.mean():6.1f}  sd {values.std(ddof=1):5.1f}  range {values.min():6.1f} .. {values.max():6.1f} mm")
+        ax.scatter(
+            values,
+            np.full(len(values), row) + rng.uniform(-0.15, 0.15, len(values)),
+            s=8 if len(values) < 30 else 2,
+            alpha=0.8,
+        )
+        print(
+            f"{name:36s} n={len(values):3d} mean {values.mean():6.1f}  sd {values.std(ddof=1):5.1f}  range {values.min():6.1f} .. {values.max():6.1f} mm"
+        )
     ax.set_yticks(range(len(groups)), list(groups), fontsize=8)
     ax.set_xlabel(f"shaft depth {LEVEL_MM:g} mm below the head centre (mm, + anterior)")
     ax.set_title("shaft depth relative to the head", fontsize=10)

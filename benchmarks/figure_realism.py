@@ -25,11 +25,11 @@ from PIL import Image  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from scripts.data.simulate import Case, load_config, simulate  # noqa: E402
+from scripts.data.volumes import load_label_map  # noqa: E402
+from scripts.geometry import read_standard_geometry  # noqa: E402
 from scripts.io.files import read_json, read_nifti, shared_data_dir  # noqa: E402
 from scripts.io.report import save_figure  # noqa: E402
-from scripts.data.simulate import Case, load_config, simulate  # noqa: E402
-from scripts.geometry import read_standard_geometry  # noqa: E402
-from scripts.data.volumes import load_label_map  # noqa: E402
 
 SHARED = shared_data_dir() or ROOT.parent / "shared" / "data"
 
@@ -55,8 +55,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     geometry, s2o = read_standard_geometry()
     with tempfile.TemporaryDirectory() as tmp:
-        _, errors = simulate([Case("real_ct", Path(args.ct), Path(args.labels))], tmp, args.poses, args.seed, load_config(), geometry, s2o,
-                             load_label_map(args.label_map), device="cpu")
+        _, errors = simulate(
+            [Case("real_ct", Path(args.ct), Path(args.labels))],
+            tmp,
+            args.poses,
+            args.seed,
+            load_config(),
+            geometry,
+            s2o,
+            load_label_map(args.label_map),
+            device="cpu",
+        )
         if errors:
             print("\n".join(errors), file=sys.stderr)
             return 1
@@ -68,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     reals = real_images(Path(args.real)) if Path(args.real).is_dir() else []
     cols = max(len(sims), len(reals), 1)
     fig, axes = plt.subplots(2, cols, figsize=(3.0 * cols, 6.4), squeeze=False)
-    for row, (items, title) in enumerate(((sims, "simulated (shared real CT)"), (reals, "real (CC BY 4.0, see NOTICE)"))):
+    for row, (items, title) in enumerate(
+        ((sims, "simulated (shared real CT)"), (reals, "real (CC BY 4.0, see NOTICE)"))
+    ):
         for c in range(cols):
             ax = axes[row, c]
             ax.axis("off")

@@ -25,8 +25,8 @@ from scipy import ndimage
 
 from scripts import BUNDLE_ROOT
 from scripts.data import simulate
-from scripts.geometry import Geometry
 from scripts.data.volumes import VERTEBRAE_LABEL
+from scripts.geometry import Geometry
 from scripts.io.files import read_nifti, shared_data_dir, write_nifti
 
 SKIP = shutil.ignore_patterns("preview.png")
@@ -36,7 +36,11 @@ def write_inverted(sample: Path, dest: Path) -> Path:
     """A copy of simulator sample folder ``sample`` at ``dest`` with its radiograph inverted (bone dark)."""
     shutil.copytree(sample, dest, ignore=SKIP)
     image = read_nifti(sample / "image.nii.gz")
-    write_nifti(dest / "image.nii.gz", (image.max() - image).astype(np.float32), Geometry.load(sample / "geometry.json").image_affine)
+    write_nifti(
+        dest / "image.nii.gz",
+        (image.max() - image).astype(np.float32),
+        Geometry.load(sample / "geometry.json").image_affine,
+    )
     return dest
 
 
@@ -50,7 +54,12 @@ def write_noise(path: Path, seed: int) -> Path:
 def simulate_lateral(cases: list, out: Path, seed: int) -> list[Path]:
     """Sample folders of one lateral view (90 degrees about camera y, no translation) of each case, under ``out``."""
     cfg = simulate.load_config()
-    cfg["pose"] = {**cfg["pose"], "rotation_deg": [0.0, 0.0, 0.0], "translation_mm": [0.0, 0.0, 0.0], "view_rotation_deg": [0.0, 90.0, 0.0]}
+    cfg["pose"] = {
+        **cfg["pose"],
+        "rotation_deg": [0.0, 0.0, 0.0],
+        "translation_mm": [0.0, 0.0, 0.0],
+        "view_rotation_deg": [0.0, 90.0, 0.0],
+    }
     datalist, errors = simulate.simulate(cases, out, poses=1, seed=seed, cfg=cfg, device="cpu")
     if errors:
         raise RuntimeError("; ".join(errors))
@@ -72,7 +81,9 @@ def write_chest_case(dest: Path, spacing_mm: float = 3.0) -> Path:
 
     def column(centre_xy: tuple, radii_xy: tuple) -> np.ndarray:
         """An elliptic column along z through the whole volume."""
-        return np.broadcast_to(((x - centre_xy[0]) / radii_xy[0]) ** 2 + ((y - centre_xy[1]) / radii_xy[1]) ** 2 <= 1.0, shape)
+        return np.broadcast_to(
+            ((x - centre_xy[0]) / radii_xy[0]) ** 2 + ((y - centre_xy[1]) / radii_xy[1]) ** 2 <= 1.0, shape
+        )
 
     ct = np.full(shape, -1000.0, np.float32)
     ct[column((0.0, 0.0), (165.0, 115.0))] = -100.0  # fat under the skin
@@ -93,7 +104,9 @@ def write_chest_case(dest: Path, spacing_mm: float = 3.0) -> Path:
             grow = min(1.0, k / 4.0)  # the upper ribs are shorter
             a, b, top = 85.0 + 60.0 * grow, 70.0 + 30.0 * grow, 185.0 - 29.0 * k
             draw(np.stack([side * a * np.sin(phi), -b * np.cos(phi), top - 55.0 * phi / np.pi], 1))
-        draw(np.stack([side * (20.0 + 135.0 * t), 65.0 - 55.0 * t + 10.0 * np.sin(np.pi * t), 178.0 + 18.0 * t], 1))  # clavicle
+        draw(
+            np.stack([side * (20.0 + 135.0 * t), 65.0 - 55.0 * t + 10.0 * np.sin(np.pi * t), 178.0 + 18.0 * t], 1)
+        )  # clavicle
         ct[ellipsoid((side * 100.0, -70.0, 110.0), (45.0, 7.0, 75.0))] = 600.0  # scapula, inside the back wall
     ct[ndimage.distance_transform_edt(~centre_lines, sampling=spacing_mm) <= 5.0] = 700.0
     labels = np.zeros(shape, np.uint8)
@@ -119,7 +132,9 @@ def simulate_chest(out: Path, poses: int, seed: int) -> list[Path]:
     cfg["couch"] = {**cfg.get("couch", {}), "remove": False}
     cases = simulate.find_cases(write_chest_case(out / "case" / "chest").parent)
     samples = out / "samples"  # beside the case: the simulator writes only into a data set of its own
-    datalist, errors = simulate.simulate(cases, samples, poses=poses, seed=seed, cfg=cfg, device="cpu", split="test", center_ras=(0.0, 0.0, 0.0))
+    datalist, errors = simulate.simulate(
+        cases, samples, poses=poses, seed=seed, cfg=cfg, device="cpu", split="test", center_ras=(0.0, 0.0, 0.0)
+    )
     if errors:
         raise RuntimeError("; ".join(errors))
     return [samples / Path(entry["image"]).parent for entry in datalist["test"]]
@@ -152,24 +167,46 @@ def main() -> int:
     parser.add_argument("--samples", type=Path, required=True)
     parser.add_argument("--cases", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--radiographs", type=Path, default=(shared_data_dir() or Path("/nonexistent")) / "real_radiographs")
+    parser.add_argument(
+        "--radiographs", type=Path, default=(shared_data_dir() or Path("/nonexistent")) / "real_radiographs"
+    )
     parser.add_argument("--pixel-spacing-mm", type=float, default=0.9)
     parser.add_argument("--ckpt", default=str(BUNDLE_ROOT / "models" / "model.pt"))
     parser.add_argument("--ssm", default=str(BUNDLE_ROOT / "models" / "ssm.npz"))
     args = parser.parse_args()
     inp = build_inputs(args.samples, args.cases, args.radiographs, args.out)
-    monai.bundle.run(config_file=str(BUNDLE_ROOT / "configs" / "inference.yaml"), bundle_root=str(BUNDLE_ROOT), input_dir=str(inp),
-                     output_dir=str(args.out / "out"), overwrite=True, device="cpu", ckpt_path=args.ckpt, ssm_path=args.ssm,
-                     pixel_spacing_mm=args.pixel_spacing_mm, report=False)
+    monai.bundle.run(
+        config_file=str(BUNDLE_ROOT / "configs" / "inference.yaml"),
+        bundle_root=str(BUNDLE_ROOT),
+        input_dir=str(inp),
+        output_dir=str(args.out / "out"),
+        overwrite=True,
+        device="cpu",
+        ckpt_path=args.ckpt,
+        ssm_path=args.ssm,
+        pixel_spacing_mm=args.pixel_spacing_mm,
+        report=False,
+    )
     rows = []
     for result in sorted((args.out / "out").glob("*/result.json")):
         p = json.loads(result.read_text())["plausibility"]
-        rows.append({"name": result.parent.name, "score": p["score"], "plausible": p["plausible"],
-                     "failed": [c["name"] for c in p["checks"] if not c["ok"]], "values": {c["name"]: c["value"] for c in p["checks"]}})
+        rows.append(
+            {
+                "name": result.parent.name,
+                "score": p["score"],
+                "plausible": p["plausible"],
+                "failed": [c["name"] for c in p["checks"] if not c["ok"]],
+                "values": {c["name"]: c["value"] for c in p["checks"]},
+            }
+        )
     (args.out / "plausibility.json").write_text(json.dumps(rows, indent=1))
     for r in rows:
-        fits = " ".join(f"{r['values'].get(f'{b} shape-model fit', float('nan')):5.2f}" for b in Geometry.standard().bones)
-        print(f"{r['name'][:32]:32s} {r['score']:.2f} {'ok  ' if r['plausible'] else 'WARN'} fit RMS {fits}  failed: {', '.join(r['failed'])}")
+        fits = " ".join(
+            f"{r['values'].get(f'{b} shape-model fit', float('nan')):5.2f}" for b in Geometry.standard().bones
+        )
+        print(
+            f"{r['name'][:32]:32s} {r['score']:.2f} {'ok  ' if r['plausible'] else 'WARN'} fit RMS {fits}  failed: {', '.join(r['failed'])}"
+        )
     return 0
 
 

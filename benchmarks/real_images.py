@@ -42,19 +42,32 @@ import numpy as np  # noqa: E402
 from scipy import ndimage  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from scripts.reconstruction.evaluate import evaluate_sample, load_sample, mask_dice, mask_top_edge_px  # noqa: E402
-from scripts.io.files import atomic_path, exits_on_input_error, read_depth_and_mask, read_json, shared_data_dir, write_json, write_nifti  # noqa: E402
-from scripts.geometry import Geometry, read_standard_geometry  # noqa: E402
-from scripts.io.radiograph_io import field_of_view, iter_radiographs, load_radiograph  # noqa: E402
 from scripts import BUNDLE_ROOT  # noqa: E402
-from scripts.reconstruction.reconstruct import INFERENCE_CONFIG, build_reconstructor, mean_masked_depth, true_face_mask  # noqa: E402
-from scripts.reconstruction.runner import ReconstructionRunner  # noqa: E402
-from scripts.reconstruction.plausibility import side_fractions  # noqa: E402
-from scripts.io.report import bone_colour, overlay_masks, save_figure  # noqa: E402
-from scripts.reconstruction.surface_metrics import surface_metrics  # noqa: E402
 from scripts.data.simulate import Case, case_name_of, load_config, simulate  # noqa: E402
-from scripts.model.training import load_datalist  # noqa: E402
 from scripts.data.volumes import load_label_map, read_ct, read_labels, remove_couch  # noqa: E402
+from scripts.geometry import Geometry, read_standard_geometry  # noqa: E402
+from scripts.io.files import (  # noqa: E402
+    atomic_path,
+    exits_on_input_error,
+    read_depth_and_mask,
+    read_json,
+    shared_data_dir,
+    write_json,
+    write_nifti,
+)
+from scripts.io.radiograph_io import field_of_view, iter_radiographs, load_radiograph  # noqa: E402
+from scripts.io.report import bone_colour, overlay_masks, save_figure  # noqa: E402
+from scripts.model.training import load_datalist  # noqa: E402
+from scripts.reconstruction.evaluate import evaluate_sample, load_sample, mask_dice, mask_top_edge_px  # noqa: E402
+from scripts.reconstruction.plausibility import side_fractions  # noqa: E402
+from scripts.reconstruction.reconstruct import (  # noqa: E402
+    INFERENCE_CONFIG,
+    build_reconstructor,
+    mean_masked_depth,
+    true_face_mask,
+)
+from scripts.reconstruction.runner import ReconstructionRunner  # noqa: E402
+from scripts.reconstruction.surface_metrics import surface_metrics  # noqa: E402
 
 DICE_TARGET = 0.85
 BELOW_TARGET = 3  # exit status of `ct` when a bone's Dice is below DICE_TARGET (1: bad input, 2: bad options)
@@ -66,7 +79,11 @@ GALLERY_PIXEL_SPACING_MM = 0.9  # NOTICE.md: about 0.8-1.0 mm per pixel at the d
 
 
 # ---------------------------------------------------------------------- gallery
-SIDE_FRACTION = {"femur_left": 0.95, "femur_right": 0.95, "pelvis": 0.25}  # least fraction on its side (pelvis: on each side)
+SIDE_FRACTION = {
+    "femur_left": 0.95,
+    "femur_right": 0.95,
+    "pelvis": 0.25,
+}  # least fraction on its side (pelvis: on each side)
 
 
 def sides_ok(sides: Mapping[str, float]) -> bool:
@@ -75,31 +92,39 @@ def sides_ok(sides: Mapping[str, float]) -> bool:
     return all(sides.get(bone, -1.0) >= least for bone, least in SIDE_FRACTION.items())
 
 
-def run_gallery(radiographs: Path, out_dir: Path, pixel_spacing_mm: float, overrides: Mapping | None = None) -> list[dict]:
+def run_gallery(
+    radiographs: Path, out_dir: Path, pixel_spacing_mm: float, overrides: Mapping | None = None
+) -> list[dict]:
     """Reconstruct every radiograph under ``radiographs`` into ``out_dir/<name>/``; per image the checks above."""
     reconstructor = build_reconstructor(INFERENCE_CONFIG, **dict(overrides or {}))
     rows = []
     for path in iter_radiographs(radiographs):
         name = path.name.split(".")[0]
-        ReconstructionRunner(reconstructor, path, out_dir / name, pixel_spacing_mm=pixel_spacing_mm, overwrite=True).run()
+        ReconstructionRunner(
+            reconstructor, path, out_dir / name, pixel_spacing_mm=pixel_spacing_mm, overwrite=True
+        ).run()
         folder = next(d for d in (out_dir / name).iterdir() if (d / "result.json").is_file())
         geometry = Geometry.from_dict(read_json(folder / "result.json")["geometry"])
         _, mask = read_depth_and_mask(folder / "depth.nii.gz", folder / "mask.nii.gz")
         mask = mask.astype(bool)
-        native = Geometry.from_dict(load_radiograph(path, Geometry.standard(), pixel_spacing_mm=pixel_spacing_mm)[2]["native_geometry"])
+        native = Geometry.from_dict(
+            load_radiograph(path, Geometry.standard(), pixel_spacing_mm=pixel_spacing_mm)[2]["native_geometry"]
+        )
         area = field_of_view(native, geometry) > 0.5  # pixels whose ray meets the radiograph, not the padding
         sides = side_fractions(mask, geometry.bones, geometry.principal_point_px[0])
-        rows.append({
-            "name": name,
-            "report": folder / "report.png",
-            "found": [b for b in geometry.bones if b in sides],
-            "outside_px": int((mask & ~area).sum()),
-            "mask_px": int(mask.sum()),
-            "side_fraction": sides,
-            "sides_ok": sides_ok(sides),
-            "mask": mask,
-            "image_area": area,
-        })
+        rows.append(
+            {
+                "name": name,
+                "report": folder / "report.png",
+                "found": [b for b in geometry.bones if b in sides],
+                "outside_px": int((mask & ~area).sum()),
+                "mask_px": int(mask.sum()),
+                "side_fraction": sides,
+                "sides_ok": sides_ok(sides),
+                "mask": mask,
+                "image_area": area,
+            }
+        )
     return rows
 
 
@@ -107,18 +132,42 @@ def run_gallery(radiographs: Path, out_dir: Path, pixel_spacing_mm: float, overr
 def checkpoint_label(path: str | Path) -> str:
     """The checkpoint a run uses as its progress bar shows it: relative to the bundle inside it (models/model.pt: the shipped one)."""
     resolved = Path(path).resolve()
-    return resolved.relative_to(BUNDLE_ROOT.resolve()).as_posix() if BUNDLE_ROOT.resolve() in resolved.parents else str(path)
+    return (
+        resolved.relative_to(BUNDLE_ROOT.resolve()).as_posix()
+        if BUNDLE_ROOT.resolve() in resolved.parents
+        else str(path)
+    )
 
 
 def run_ct_check(
-    ct: Path, labels: Path, label_map: str | None, poses: int, seed: int, work: Path, overrides: Mapping | None = None, surfaces: bool = True, config: Path | None = None
+    ct: Path,
+    labels: Path,
+    label_map: str | None,
+    poses: int,
+    seed: int,
+    work: Path,
+    overrides: Mapping | None = None,
+    surfaces: bool = True,
+    config: Path | None = None,
 ) -> dict:
     """Simulate ``poses`` radiographs of the CT (simulator ``config`` merged over configs/simulate.yaml) into ``work``
     and score the shipped model on each (all in the test list); ``surfaces=False``: masks only (no meshing,
-    shape-model fit or ASSD). The CT is rendered as it is (``ct_end`` and ``ct_sides`` off: its box ends in the field already)."""
+    shape-model fit or ASSD). The CT is rendered as it is (``ct_end`` and ``ct_sides`` off: its box ends in the field already).
+    """
     cfg = {**load_config(config), "ct_end": {"probability": 0.0}, "ct_sides": {"probability": 0.0}}
     geometry, s2o = read_standard_geometry()
-    _, errors = simulate([Case(case_name_of(ct), ct, labels)], work, poses, seed, cfg, geometry, s2o, load_label_map(label_map), split="test", overwrite=True)
+    _, errors = simulate(
+        [Case(case_name_of(ct), ct, labels)],
+        work,
+        poses,
+        seed,
+        cfg,
+        geometry,
+        s2o,
+        load_label_map(label_map),
+        split="test",
+        overwrite=True,
+    )
     if errors:
         raise RuntimeError("; ".join(errors))
     reconstructor = build_reconstructor(INFERENCE_CONFIG, **dict(overrides or {})).load()
@@ -128,43 +177,87 @@ def run_ct_check(
         pred = reconstructor.predict(sample.image, sample.geometry, sample.fov)
         in_view = [b for b, m in zip(sample.geometry.bones, sample.mask) if m.any()]
         assd = {}
-        if surfaces:  # the evaluation's variants and shifts; the prior is the standard geometry's source-object distance
+        if (
+            surfaces
+        ):  # the evaluation's variants and shifts; the prior is the standard geometry's source-object distance
             rows, shown = evaluate_sample(sample, {"dual_face": pred}, {"dual_face": reconstructor}, {2: s2o, 1: s2o})
             assd = {f"{r['variant']}/{r['shift']}/{r['bone']}": r["assd_mm"] for r in rows if r["bone"] in in_view}
             for bone in in_view:  # as evaluated before the CT's box was taken into account: the cone only
                 if bone in shown.get("meshes", {}) and bone in sample.meshes:
-                    assd[f"dual_face_ssm/centre_cone_only/{bone}"] = surface_metrics(shown["meshes"][bone], sample.meshes[bone], pred.geometry)["assd_mm"]
-        samples.append({
-            "name": sample.name,
-            "in_view": in_view,
-            "dice": {b: d for b, d in mask_dice(pred.mask, sample.mask, sample.geometry.bones).items() if b in in_view},
-            "top_edge_px": {b: d for b, d in mask_top_edge_px(pred.mask, sample.mask, sample.geometry.bones).items() if b in in_view},
-            "assd_mm": assd,
-            "centre_mm": {"estimated": pred.centre_mm, "true": mean_masked_depth(sample.depth, true_face_mask(sample.depth, sample.mask, 2))},  # truth at the network size (load_sample)
-            "pelvis_table_clearance_mm": read_json(Path(entry["image"]).parent / "sample.json").get("pelvis_table_clearance_mm"),
-            "image": sample.image, "mask": sample.mask, "pred_mask": pred.mask, "entry": entry,
-        })
+                    assd[f"dual_face_ssm/centre_cone_only/{bone}"] = surface_metrics(
+                        shown["meshes"][bone], sample.meshes[bone], pred.geometry
+                    )["assd_mm"]
+        samples.append(
+            {
+                "name": sample.name,
+                "in_view": in_view,
+                "dice": {
+                    b: d for b, d in mask_dice(pred.mask, sample.mask, sample.geometry.bones).items() if b in in_view
+                },
+                "top_edge_px": {
+                    b: d
+                    for b, d in mask_top_edge_px(pred.mask, sample.mask, sample.geometry.bones).items()
+                    if b in in_view
+                },
+                "assd_mm": assd,
+                "centre_mm": {
+                    "estimated": pred.centre_mm,
+                    "true": mean_masked_depth(sample.depth, true_face_mask(sample.depth, sample.mask, 2)),
+                },  # truth at the network size (load_sample)
+                "pelvis_table_clearance_mm": read_json(Path(entry["image"]).parent / "sample.json").get(
+                    "pelvis_table_clearance_mm"
+                ),
+                "image": sample.image,
+                "mask": sample.mask,
+                "pred_mask": pred.mask,
+                "entry": entry,
+            }
+        )
     bones = list(dict.fromkeys(b for s in samples for b in s["in_view"]))
     mean = lambda values: float(np.nanmean(values)) if len(values) else float("nan")  # noqa: E731
     summary = {
-        "ct": str(ct), "labels": str(labels), "poses": poses, "seed": seed, "dice_target": DICE_TARGET, "config": str(config or "configs/simulate.yaml"),
+        "ct": str(ct),
+        "labels": str(labels),
+        "poses": poses,
+        "seed": seed,
+        "dice_target": DICE_TARGET,
+        "config": str(config or "configs/simulate.yaml"),
         "dice": {b: mean([s["dice"][b] for s in samples if b in s["dice"]]) for b in bones},
         "dice_min": {b: float(np.min([s["dice"][b] for s in samples if b in s["dice"]])) for b in bones},
         "top_edge_px": {b: [s["top_edge_px"][b] for s in samples if b in s["top_edge_px"]] for b in bones},
-        "assd_mm": {k: mean([s["assd_mm"][k] for s in samples if k in s["assd_mm"]]) for k in sorted({k for s in samples for k in s["assd_mm"]})},
+        "assd_mm": {
+            k: mean([s["assd_mm"][k] for s in samples if k in s["assd_mm"]])
+            for k in sorted({k for s in samples for k in s["assd_mm"]})
+        },
         "centre_error_mm": mean([s["centre_mm"]["estimated"] - s["centre_mm"]["true"] for s in samples]),
         "centre_true_mm": mean([s["centre_mm"]["true"] for s in samples]),
         "prior_centre_mm": s2o,
-        "pelvis_table_clearance_mm": mean([s["pelvis_table_clearance_mm"] for s in samples if s["pelvis_table_clearance_mm"] is not None]),
-        "per_pose": [{k: s[k] for k in ("name", "in_view", "dice", "top_edge_px", "assd_mm", "centre_mm", "pelvis_table_clearance_mm")} for s in samples],
+        "pelvis_table_clearance_mm": mean(
+            [s["pelvis_table_clearance_mm"] for s in samples if s["pelvis_table_clearance_mm"] is not None]
+        ),
+        "per_pose": [
+            {
+                k: s[k]
+                for k in ("name", "in_view", "dice", "top_edge_px", "assd_mm", "centre_mm", "pelvis_table_clearance_mm")
+            }
+            for s in samples
+        ],
     }
     summary["meets_dice_target"] = all(v >= DICE_TARGET for v in summary["dice_min"].values())
     summary["samples"] = samples
     return summary
 
 
-def with_posterior_fat(ct_path: Path, labels_path: Path, label_map: str | None, fat_mm: float, out_dir: Path,
-                       fat_hu: float = -100.0, body_hu: float = -500.0, contact_mm: float = 6.0) -> tuple[Path, Path]:
+def with_posterior_fat(
+    ct_path: Path,
+    labels_path: Path,
+    label_map: str | None,
+    fat_mm: float,
+    out_dir: Path,
+    fat_hu: float = -100.0,
+    body_hu: float = -500.0,
+    contact_mm: float = 6.0,
+) -> tuple[Path, Path]:
     """A what-if for the centre depth: copies of a CT (couch removed) and its bone labels (ids 1..3) with about
     ``fat_mm`` (mm) of fat (``fat_hu``) laid under the back, the tissue under the pelvis that an AP radiograph
     hardly shows. The voxel axis nearest RAS y is extended posteriorly by ``round(fat_mm / spacing)`` rows, filled
@@ -193,8 +286,15 @@ def with_posterior_fat(ct_path: Path, labels_path: Path, label_map: str | None, 
     return _write_what_if(ct_path, out_dir, hu, bone, affine)
 
 
-def with_phantom_bone(ct_path: Path, labels_path: Path, label_map: str | None, cortex_hu: float, trabecular_hu: float, out_dir: Path,
-                      metal_hu: float = 2000.0) -> tuple[Path, Path]:
+def with_phantom_bone(
+    ct_path: Path,
+    labels_path: Path,
+    label_map: str | None,
+    cortex_hu: float,
+    trabecular_hu: float,
+    out_dir: Path,
+    metal_hu: float = 2000.0,
+) -> tuple[Path, Path]:
     """A what-if for the bones' look: copies of a CT and its bone labels (ids 1..3) whose voxels inside each bone label
     get the phantoms' kind of bone (scripts/data/phantom.py): ``cortex_hu`` on the label's outermost voxels (those with a
     6-connected neighbour outside it), ``trabecular_hu`` inside; metal (at least ``metal_hu``) is kept. Shapes, poses,
@@ -212,7 +312,9 @@ def with_phantom_bone(ct_path: Path, labels_path: Path, label_map: str | None, c
     return _write_what_if(ct_path, out_dir, np.round(hu).astype(np.int16), labels.array.astype(np.uint8), ct.affine)
 
 
-def _write_what_if(ct_path: Path, out_dir: Path, hu: np.ndarray, labels: np.ndarray, affine: np.ndarray) -> tuple[Path, Path]:
+def _write_what_if(
+    ct_path: Path, out_dir: Path, hu: np.ndarray, labels: np.ndarray, affine: np.ndarray
+) -> tuple[Path, Path]:
     """A what-if's CT and labels written into ``out_dir`` under the CT's case name (so the simulator draws its poses)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     case = case_name_of(ct_path)
@@ -226,12 +328,27 @@ def save_ct_check_figure(path: Path, samples: Sequence[dict], bones: Sequence[st
     """Per pose: the simulated radiograph with the true (solid) and predicted (dashed) masks."""
     fig, axs = plt.subplots(1, len(samples), figsize=(3.6 * len(samples), 3.9), squeeze=False)
     for ax, s in zip(axs[0], samples):
-        overlay_masks(ax, s["image"] if s["image"].shape == s["mask"].shape[1:] else _area_resize(s["image"], s["mask"].shape[1:]), np.moveaxis(s["mask"], 0, -1), bones, s["name"])
+        overlay_masks(
+            ax,
+            s["image"] if s["image"].shape == s["mask"].shape[1:] else _area_resize(s["image"], s["mask"].shape[1:]),
+            np.moveaxis(s["mask"], 0, -1),
+            bones,
+            s["name"],
+        )
         for b, bone in enumerate(bones):
             if s["pred_mask"][b].any():
-                ax.contour(s["pred_mask"][b].astype(float), levels=[0.5], colors=[bone_colour(bone)], linewidths=1.0, linestyles="dashed")
+                ax.contour(
+                    s["pred_mask"][b].astype(float),
+                    levels=[0.5],
+                    colors=[bone_colour(bone)],
+                    linewidths=1.0,
+                    linestyles="dashed",
+                )
     handles = [plt.Line2D([], [], color=bone_colour(b), lw=2, label=b) for b in bones]
-    handles += [plt.Line2D([], [], color="k", lw=1, label="truth"), plt.Line2D([], [], color="k", lw=1, ls="--", label="shipped model")]
+    handles += [
+        plt.Line2D([], [], color="k", lw=1, label="truth"),
+        plt.Line2D([], [], color="k", lw=1, ls="--", label="shipped model"),
+    ]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=8)
     fig.tight_layout(rect=(0, 0.07, 1, 0.97))
     save_figure(fig, path)
@@ -240,7 +357,9 @@ def save_ct_check_figure(path: Path, samples: Sequence[dict], bones: Sequence[st
 def _area_resize(image: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     import torch
 
-    return torch.nn.functional.interpolate(torch.as_tensor(image)[None, None], size=tuple(shape), mode="area")[0, 0].numpy()
+    return torch.nn.functional.interpolate(torch.as_tensor(image)[None, None], size=tuple(shape), mode="area")[
+        0, 0
+    ].numpy()
 
 
 # ---------------------------------------------------------------------- docs
@@ -249,7 +368,11 @@ def replace_section(doc: Path, name: str, text: str) -> None:
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     old = doc.read_text() if doc.exists() else ""
     block = f"{start}\n{text.rstrip()}\n{end}"
-    new = old[: old.index(start)] + block + old[old.index(end) + len(end):] if start in old and end in old else old.rstrip() + "\n\n" + block + "\n"
+    new = (
+        old[: old.index(start)] + block + old[old.index(end) + len(end) :]
+        if start in old and end in old
+        else old.rstrip() + "\n\n" + block + "\n"
+    )
     with atomic_path(doc) as tmp:
         tmp.write_text(new)
 
@@ -263,7 +386,9 @@ def gallery_markdown(rows: Sequence[dict], pixel_spacing_mm: float, command: str
     ]
     for r in rows:
         sides = ", ".join(f"{b} {f:.2f}" for b, f in r["side_fraction"].items())
-        lines.append(f"| {r['name']} | {', '.join(r['found']) or '-'} | {r['outside_px']} / {r['mask_px']} | {sides} | {'yes' if r['sides_ok'] else 'NO'} |")
+        lines.append(
+            f"| {r['name']} | {', '.join(r['found']) or '-'} | {r['outside_px']} / {r['mask_px']} | {sides} | {'yes' if r['sides_ok'] else 'NO'} |"
+        )
     lines.append("")
     lines += [f"![{r['name']}](figures/real_{r['name']}.png)" for r in rows]
     return "\n".join(lines)
@@ -272,7 +397,13 @@ def gallery_markdown(rows: Sequence[dict], pixel_spacing_mm: float, command: str
 def ct_markdown(summary: Mapping, command: str) -> str:
     fmt = lambda v: "-" if v is None or not np.isfinite(v) else f"{v:.2f}"  # noqa: E731
     bones = list(summary["dice"])
-    columns = (("dual_face", "centre"), ("dual_face_ssm", "centre"), ("dual_face_ssm", "prior"), ("dual_face_ssm", "oracle"), ("dual_face_ssm", "centre_cone_only"))
+    columns = (
+        ("dual_face", "centre"),
+        ("dual_face_ssm", "centre"),
+        ("dual_face_ssm", "prior"),
+        ("dual_face_ssm", "oracle"),
+        ("dual_face_ssm", "centre_cone_only"),
+    )
     lines = [
         f"Generated by `{command}`: {summary['poses']} simulated poses (seed {summary['seed']}, {Path(summary['config']).name}) of the shared",
         "real CT with its TotalSegmentator masks; surfaces clipped to the exposed field and to the CT's box, as the evaluation does. ASSD in mm with the network's",
@@ -285,13 +416,17 @@ def ct_markdown(summary: Mapping, command: str) -> str:
     for b in bones:
         assd = [fmt(summary["assd_mm"].get(f"{v}/{shift}/{b}")) for v, shift in columns]
         edges = " / ".join("-" if not np.isfinite(v) else f"{v:+.0f}" for v in summary["top_edge_px"].get(b, []))
-        lines.append(f"| {b} | {fmt(summary['dice'][b])} ({fmt(summary['dice_min'][b])}) | {edges or '-'} | {' | '.join(assd)} |")
+        lines.append(
+            f"| {b} | {fmt(summary['dice'][b])} ({fmt(summary['dice_min'][b])}) | {edges or '-'} | {' | '.join(assd)} |"
+        )
     lines += [
         "",
         f"Centre depth: the network's estimate minus the truth {fmt(summary['centre_error_mm'])} mm on average (true centre {fmt(summary['centre_true_mm'])} mm from the source;",
         f"the pelvis {fmt(summary['pelvis_table_clearance_mm'])} mm in front of the table, `pelvis_table_clearance_mm` of docs/simulation.md).",
         "",
-        f"Dice target met: **{'yes' if summary['meets_dice_target'] else 'no'}**.", "", "![real CT check](figures/real_ct_check.png)",
+        f"Dice target met: **{'yes' if summary['meets_dice_target'] else 'no'}**.",
+        "",
+        "![real CT check](figures/real_ct_check.png)",
     ]
     return "\n".join(lines)
 
@@ -302,7 +437,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI (``gallery``, ``ct``); returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.real_images", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for p in (g := sub.add_parser("gallery", help="shipped model on the real radiographs")), (c := sub.add_parser("ct", help="shipped model on radiographs simulated from the real CT")):
+    for p in (g := sub.add_parser("gallery", help="shipped model on the real radiographs")), (
+        c := sub.add_parser("ct", help="shipped model on radiographs simulated from the real CT")
+    ):
         p.add_argument("--docs", default=str(DOCS), help="docs folder receiving figures/ and real_radiographs.md")
         p.add_argument("--work", default=None, help="keep work files here (default: temporary)")
         p.add_argument("--ckpt_path", default=None)
@@ -315,12 +452,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("--label-map", default="totalsegmentator")
     c.add_argument("--poses", type=int, default=4)
     c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--config", default=None, help="simulator YAML merged over configs/simulate.yaml (default: none, the clinical image formation)")
-    c.add_argument("--posterior-fat-mm", type=float, default=0.0,
-                   help="what-if: lay this much fat (mm) under the CT's back first (with_posterior_fat); prints the table, writes nothing into --docs")
-    c.add_argument("--phantom-bone", type=float, nargs=2, default=None, metavar=("CORTEX_HU", "TRABECULAR_HU"),
-                   help="what-if: the bone labels' voxels get the phantoms' kind of bone first, a one-voxel cortex over a uniform interior "
-                        "(with_phantom_bone; metal kept); prints the table, writes nothing into --docs")
+    c.add_argument(
+        "--config",
+        default=None,
+        help="simulator YAML merged over configs/simulate.yaml (default: none, the clinical image formation)",
+    )
+    c.add_argument(
+        "--posterior-fat-mm",
+        type=float,
+        default=0.0,
+        help="what-if: lay this much fat (mm) under the CT's back first (with_posterior_fat); prints the table, writes nothing into --docs",
+    )
+    c.add_argument(
+        "--phantom-bone",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("CORTEX_HU", "TRABECULAR_HU"),
+        help="what-if: the bone labels' voxels get the phantoms' kind of bone first, a one-voxel cortex over a uniform interior "
+        "(with_phantom_bone; metal kept); prints the table, writes nothing into --docs",
+    )
     args = parser.parse_args(argv)
     overrides = {"ckpt_path": args.ckpt_path, "ssm_path": args.ssm_path, "device": args.device}
     docs = Path(args.docs)
@@ -332,8 +483,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             (docs / "figures").mkdir(parents=True, exist_ok=True)
             for r in rows:
                 shutil.copyfile(r["report"], docs / "figures" / f"real_{r['name']}.png")
-                print(f"{r['name']}: found {r['found']}, {r['outside_px']} of {r['mask_px']} mask pixels outside the image, sides {'right' if r['sides_ok'] else 'WRONG'}")
-            replace_section(docs / "real_radiographs.md", "gallery", gallery_markdown(rows, args.pixel_spacing_mm, command))
+                print(
+                    f"{r['name']}: found {r['found']}, {r['outside_px']} of {r['mask_px']} mask pixels outside the image, sides {'right' if r['sides_ok'] else 'WRONG'}"
+                )
+            replace_section(
+                docs / "real_radiographs.md", "gallery", gallery_markdown(rows, args.pixel_spacing_mm, command)
+            )
             return 0
         ct, labels, label_map = Path(args.ct), Path(args.labels), args.label_map
         if args.posterior_fat_mm:

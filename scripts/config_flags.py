@@ -48,12 +48,18 @@ def as_device(value: torch.device | str | None, name: str = "device") -> torch.d
     try:
         device = torch.device(str(value).strip())
     except (RuntimeError, ValueError) as e:
-        raise InputFileError(f"--{name}", f"not a torch device ({value!r}: {str(e).splitlines()[0]}); e.g. cpu, cuda, cuda:0") from None
+        raise InputFileError(
+            f"--{name}", f"not a torch device ({value!r}: {str(e).splitlines()[0]}); e.g. cpu, cuda, cuda:0"
+        ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise InputFileError(f"--{name}", f"{value} requested but CUDA is not available on this machine; use --{name} cpu")
+            raise InputFileError(
+                f"--{name}", f"{value} requested but CUDA is not available on this machine; use --{name} cpu"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise InputFileError(f"--{name}", f"{value} requested but this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise InputFileError(
+                f"--{name}", f"{value} requested but this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
     elif device.type not in ("cpu",) and not getattr(torch.backends, device.type, None):
         raise InputFileError(f"--{name}", f"device type {device.type} is not supported here; use cpu or cuda")
     return device

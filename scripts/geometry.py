@@ -84,7 +84,9 @@ class Geometry:
             w, h = self.image_size
             object.__setattr__(self, "principal_point_px", ((w - 1) / 2.0, (h - 1) / 2.0))
         object.__setattr__(self, "principal_point_px", tuple(float(c) for c in self.principal_point_px))
-        object.__setattr__(self, "world_to_camera", tuple(tuple(float(x) for x in row) for row in np.asarray(self.world_to_camera)))
+        object.__setattr__(
+            self, "world_to_camera", tuple(tuple(float(x) for x in row) for row in np.asarray(self.world_to_camera))
+        )
         object.__setattr__(self, "bones", tuple(self.bones))
         object.__setattr__(self, "sid_mm", float(self.sid_mm))
         if not (math.isfinite(self.sid_mm) and self.sid_mm > 0):
@@ -146,10 +148,16 @@ class Geometry:
             raise GeometryError(f"{source}: missing geometry key(s) {missing}")
         kwargs = {k: d[k] for k in GEOMETRY_KEYS if k in d and d[k] is not None}
         bones = kwargs.get("bones", BONES)
-        if isinstance(bones, str) or not isinstance(bones, (list, tuple)) or not all(isinstance(b, str) and b for b in bones):
+        if (
+            isinstance(bones, str)
+            or not isinstance(bones, (list, tuple))
+            or not all(isinstance(b, str) and b for b in bones)
+        ):
             raise GeometryError(f"{source}: bones must be a list of bone names (channel order), got {bones!r}")
         if not bones:
-            raise GeometryError(f"{source}: bones is empty; it must name the bone channels in order, e.g. {list(BONES)}")
+            raise GeometryError(
+                f"{source}: bones is empty; it must name the bone channels in order, e.g. {list(BONES)}"
+            )
         if len(set(bones)) != len(bones):
             raise GeometryError(f"{source}: bones names a channel twice: {list(bones)}")
         try:
@@ -174,7 +182,9 @@ class Geometry:
         _check_range("detector field (pixel_spacing_mm x image_size)", field_mm, DETECTOR_FIELD_RANGE_MM, "mm")
         cu, cv = self.principal_point_px
         if not (-0.5 <= cu <= w - 0.5 and -0.5 <= cv <= h - 0.5):
-            raise GeometryError(f"principal_point_px {[round(cu, 3), round(cv, 3)]} lies off the {w}x{h} px detector (the central ray must meet it)")
+            raise GeometryError(
+                f"principal_point_px {[round(cu, 3), round(cv, 3)]} lies off the {w}x{h} px detector (the central ray must meet it)"
+            )
         return self
 
     @classmethod
@@ -197,12 +207,16 @@ class Geometry:
         """
         d = read_json(path or STANDARD_GEOMETRY_FILE)  # missing or not JSON: InputFileError naming the file
         if not isinstance(d, dict):
-            raise InputFileError(path or STANDARD_GEOMETRY_FILE, f"not a geometry (a JSON object with keys {list(GEOMETRY_KEYS)})")
+            raise InputFileError(
+                path or STANDARD_GEOMETRY_FILE, f"not a geometry (a JSON object with keys {list(GEOMETRY_KEYS)})"
+            )
         d.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(d, source=str(path or STANDARD_GEOMETRY_FILE), check_range=check_range)
 
     # ------------------------------------------------------------------ rays
-    def pixel_grid(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    def pixel_grid(
+        self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float64
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(u, v) pixel index grids, each (H, W)."""
         v, u = torch.meshgrid(
             torch.arange(self.height, device=device, dtype=dtype),
@@ -220,13 +234,17 @@ class Geometry:
         y = (v - cv) * sv
         return lib.stack([x, y, lib.full_like(x, self.sid_mm)], -1)
 
-    def ray_directions(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def ray_directions(
+        self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
         """Unit ray direction of every pixel centre in the camera frame, (H, W, 3)."""
         u, v = self.pixel_grid(device=device, dtype=torch.float64)
         d = self.detector_points(u, v)
         return (d / torch.linalg.norm(d, dim=-1, keepdim=True)).to(dtype)
 
-    def ray_obliquity(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    def ray_obliquity(
+        self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """How obliquely every pixel's ray runs, each (H, W), computed in ``dtype``: the cosine of its angle to the
         central ray (the z component of :meth:`ray_directions`) and its angle (radians) from the central ray along v
         (rows; tan = y / SID), e.g. the heel effect's take-off angle when the anode-cathode axis runs along the rows."""
@@ -240,8 +258,12 @@ class Geometry:
         not change them), so repeated calls on one geometry cost one multiplication.
         """
         if isinstance(depth, np.ndarray):
-            return np.asarray(depth, dtype=np.float64)[..., None] * _cached_rays(replace(self, world_to_camera=np.eye(4), bones=()))
-        dirs = self.ray_directions(device=depth.device, dtype=depth.dtype if depth.is_floating_point() else torch.float32)
+            return np.asarray(depth, dtype=np.float64)[..., None] * _cached_rays(
+                replace(self, world_to_camera=np.eye(4), bones=())
+            )
+        dirs = self.ray_directions(
+            device=depth.device, dtype=depth.dtype if depth.is_floating_point() else torch.float32
+        )
         return depth[..., None] * dirs
 
     def project(self, points_cam: ArrayLike) -> tuple[ArrayLike, ArrayLike]:
@@ -301,7 +323,9 @@ class Geometry:
         """
         return np.array(self.pixel_spacing_at(other.sid_mm)) / np.array(other.pixel_spacing_mm)
 
-    def world_rays(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    def world_rays(
+        self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Source position (3,) and unit pixel ray directions (H, W, 3) in the world (RAS mm) frame."""
         origin = torch.as_tensor(np.linalg.inv(self.matrix)[:3, 3], device=device, dtype=torch.float64)
         dirs = camera_to_world_directions(self.matrix, self.ray_directions(device=device, dtype=torch.float64))
@@ -388,8 +412,11 @@ def read_standard_geometry(path: PathLike | None = None) -> tuple[Geometry, floa
         check_magnification(magnification(geometry.sid_mm, distance), "SID / source_to_object_mm")
     except GeometryError:
         lo, hi = MAGNIFICATION_RANGE
-        raise InputFileError(path, f"source_to_object_mm must be a distance (mm) giving a magnification SID / distance "
-                                   f"of {lo:g}..{hi:g} (SID {geometry.sid_mm:g} mm), got {distance!r}") from None
+        raise InputFileError(
+            path,
+            f"source_to_object_mm must be a distance (mm) giving a magnification SID / distance "
+            f"of {lo:g}..{hi:g} (SID {geometry.sid_mm:g} mm), got {distance!r}",
+        ) from None
     return geometry, float(distance)
 
 
@@ -436,7 +463,11 @@ def _check_numbers(name: str, values, integer: bool = False) -> None:
     several = isinstance(values, (list, tuple, np.ndarray))
     kind = numbers.Integral if integer else numbers.Real
     for v in values if several else [values]:
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, kind) and not (integer and isinstance(v, numbers.Real) and float(v).is_integer()):
+        if (
+            isinstance(v, (bool, np.bool_))
+            or not isinstance(v, kind)
+            and not (integer and isinstance(v, numbers.Real) and float(v).is_integer())
+        ):
             what = ("integers" if integer else "numbers") if several else ("an integer" if integer else "a number")
             raise GeometryError(f"{name} must be {what}, got {v!r}")
 

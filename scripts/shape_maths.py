@@ -26,7 +26,11 @@ def fit_sphere(points: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def refit_sphere_shell(
-    points: np.ndarray, indices: np.ndarray, shell_mm: float, iterations: int, keep: Callable[[np.ndarray, np.ndarray, float], np.ndarray] | None = None
+    points: np.ndarray,
+    indices: np.ndarray,
+    shell_mm: float,
+    iterations: int,
+    keep: Callable[[np.ndarray, np.ndarray, float], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """A sphere fitted to ``points[indices]`` (points (N, 3) mm), then refitted to the points within
     ``shell_mm`` of its surface until that set settles or ``iterations`` refits are done.
@@ -53,7 +57,9 @@ def reflect(points: np.ndarray, normal: np.ndarray, offset: float) -> np.ndarray
     return p - 2.0 * (p @ normal - offset)[:, None] * normal
 
 
-def symmetry_plane(points: np.ndarray, guess_normal: np.ndarray = np.array([1.0, 0.0, 0.0]), iterations: int = 30) -> tuple[np.ndarray, float]:
+def symmetry_plane(
+    points: np.ndarray, guess_normal: np.ndarray = np.array([1.0, 0.0, 0.0]), iterations: int = 30
+) -> tuple[np.ndarray, float]:
     """Mirror-symmetry plane (unit normal, offset mm) of a point cloud (N, 3): ``normal . x = offset``.
 
     The cloud reflected about a first plane (through its centroid, normal ``guess_normal``) is
@@ -64,7 +70,9 @@ def symmetry_plane(points: np.ndarray, guess_normal: np.ndarray = np.array([1.0,
     n0 = guess_normal / np.linalg.norm(guess_normal)
     c = p.mean(0)
     mirrored = reflect(p, n0, float(n0 @ c))
-    matrix, _, _ = trimesh.registration.icp(mirrored, p, max_iterations=iterations, reflection=False, scale=False, threshold=1e-6)
+    matrix, _, _ = trimesh.registration.icp(
+        mirrored, p, max_iterations=iterations, reflection=False, scale=False, threshold=1e-6
+    )
     s = np.eye(4)
     s[:3, :3] = np.eye(3) - 2.0 * np.outer(n0, n0)
     s[:3, 3] = 2.0 * (n0 @ c) * n0
@@ -104,7 +112,9 @@ def _align(a: np.ndarray, b: np.ndarray, scale: bool) -> np.ndarray:
     return apply_transform(trimesh.registration.procrustes(a, b, reflection=False, scale=scale, return_cost=False), a)
 
 
-def generalized_procrustes(shapes: np.ndarray, scale: bool = False, gauge: str = "first", max_iter: int = 50, tol_mm: float = 1e-6) -> np.ndarray:
+def generalized_procrustes(
+    shapes: np.ndarray, scale: bool = False, gauge: str = "first", max_iter: int = 50, tol_mm: float = 1e-6
+) -> np.ndarray:
     """Align shapes (n, V, 3) in correspondence to their common mean (rigid, or similarity when ``scale``).
 
     The result is centred on the origin; its orientation (gauge) is that of the first shape

@@ -22,23 +22,37 @@ from monai.bundle import run as bundle_run
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
 
-from scripts.io.files import write_json, write_nifti
 from scripts.geometry import Geometry, standard_ap_pose
+from scripts.io.files import write_json, write_nifti
 from scripts.model.networks import DualFaceDepthNet
 
 ROOT = Path(__file__).resolve().parent.parent
 FEATURES = [4, 4, 8, 8, 16, 4]  # a tiny DualFaceDepthNet
 FAST_FIT = {"n_iterations": 6, "n_rigid_iterations": 3, "max_points": 400}  # a quick shape-model fit
-STD = Geometry(sid_mm=1000.0, pixel_spacing_mm=(2.0, 2.0), image_size=(64, 64))  # standard geometry of the radiograph tests
-GEOM = Geometry(sid_mm=1100.0, pixel_spacing_mm=(6.25, 6.25), image_size=(64, 64))  # the standard 400 mm field at 64 x 64
+STD = Geometry(
+    sid_mm=1000.0, pixel_spacing_mm=(2.0, 2.0), image_size=(64, 64)
+)  # standard geometry of the radiograph tests
+GEOM = Geometry(
+    sid_mm=1100.0, pixel_spacing_mm=(6.25, 6.25), image_size=(64, 64)
+)  # the standard 400 mm field at 64 x 64
 # camera-frame sphere centres (mm) and radii per bone; camera +x = patient left
-SPHERES = {"pelvis": ((0.0, -30.0, 950.0), 70.0), "femur_left": ((75.0, 60.0, 965.0), 30.0), "femur_right": ((-70.0, 65.0, 960.0), 24.0)}
+SPHERES = {
+    "pelvis": ((0.0, -30.0, 950.0), 70.0),
+    "femur_left": ((75.0, 60.0, 965.0), 30.0),
+    "femur_right": ((-70.0, 65.0, 960.0), 24.0),
+}
 
 
 # ---------------------------------------------------------------------- bundle workflows
 TRAIN = str(ROOT / "configs" / "train.yaml")
 META = str(ROOT / "configs" / "metadata.json")
-TINY = {"image_size": 64, "batch_size": 2, "val_batch_size": 2, "features": FEATURES, "device": "cpu"}  # a tiny training run
+TINY = {
+    "image_size": 64,
+    "batch_size": 2,
+    "val_batch_size": 2,
+    "features": FEATURES,
+    "device": "cpu",
+}  # a tiny training run
 
 
 def train_workflow(dataset: Path, run_dir: Path, configs: tuple[str, ...] = (), **override) -> ConfigWorkflow:
@@ -78,9 +92,13 @@ def bundle_env() -> dict[str, str]:
 
 def run_bundle(config: str, **overrides) -> None:
     """``monai.bundle run`` of ``configs/<config>`` of this bundle in this process, with config-key overrides."""
-    bundle_run(config_file=str(ROOT / "configs" / config), meta_file=META,
-               logging_file=str(ROOT / "configs" / "logging.conf"), bundle_root=str(ROOT), **overrides)
-
+    bundle_run(
+        config_file=str(ROOT / "configs" / config),
+        meta_file=META,
+        logging_file=str(ROOT / "configs" / "logging.conf"),
+        bundle_root=str(ROOT),
+        **overrides,
+    )
 
 
 def run_evaluation(data: Path | list[Path], out: Path, device: str = "cpu", **kw) -> dict:
@@ -88,9 +106,19 @@ def run_evaluation(data: Path | list[Path], out: Path, device: str = "cpu", **kw
     quick shape-model fits, 3 mm surface sampling) with config-key overrides; returns metrics.json."""
     overrides = {"image_size": 64, "features": FEATURES, "ssm_fit": FAST_FIT}
     first, dataset_dir = (data, str(data)) if isinstance(data, Path) else (data[0], [str(d) for d in data])
-    run_bundle("evaluate.yaml", dataset_dir=dataset_dir, output_dir=str(out), ssm_path=str(first.parent / "ssm.npz"), device=device,
-               surface_spacing_mm=3.0, surface_max_samples=600, inference_overrides=overrides, **kw)
+    run_bundle(
+        "evaluate.yaml",
+        dataset_dir=dataset_dir,
+        output_dir=str(out),
+        ssm_path=str(first.parent / "ssm.npz"),
+        device=device,
+        surface_spacing_mm=3.0,
+        surface_max_samples=600,
+        inference_overrides=overrides,
+        **kw,
+    )
     return json.loads((out / "metrics.json").read_text())
+
 
 # ---------------------------------------------------------------------- DICOM radiographs
 def make_dicom(path, pixels, modality="DX", sop_class=DigitalXRayImageStorageForPresentation, bits_stored=16, **tags):
@@ -190,8 +218,20 @@ class SphereNet(torch.nn.Module):
         super().__init__()
         off = torch.full_like(front, 950.0)
         logits = torch.where(inside, 30.0, -30.0)
-        maps = torch.stack([front, back, off, off, off, off, logits, torch.full_like(front, -30.0), torch.full_like(front, -30.0),
-                            torch.full_like(front, centre_mm)])
+        maps = torch.stack(
+            [
+                front,
+                back,
+                off,
+                off,
+                off,
+                off,
+                logits,
+                torch.full_like(front, -30.0),
+                torch.full_like(front, -30.0),
+                torch.full_like(front, centre_mm),
+            ]
+        )
         self.register_buffer("maps", maps[None].float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -206,7 +246,9 @@ def sphere_model_file(path: Path, geometry: Geometry, centre, radius: float) -> 
     parser = ConfigParser()
     parser.read_config(str(ROOT / "configs" / "inference.yaml"))
     size = int(parser["image_size"])
-    front, back, hit = (torch.as_tensor(a) for a in ellipsoid_depths(geometry.resized((size, size)), centre, (radius,) * 3))
+    front, back, hit = (
+        torch.as_tensor(a) for a in ellipsoid_depths(geometry.resized((size, size)), centre, (radius,) * 3)
+    )
     inside = hit & (back - front > 2.0)
     front, back = torch.where(inside, front, 0.0), torch.where(inside, back, 0.0)
     centre_mm = float(torch.cat([front[inside], back[inside]]).mean())
@@ -230,7 +272,9 @@ def write_sphere_dataset(root: Path, n_cases: int = 2, size: int = 64, seed: int
     truth, entries = {}, []
     for case in range(n_cases):
         name = f"case_{case:04d}_p0"
-        spheres = {b: (np.asarray(c) + rng.uniform(-10, 10, 3), r * rng.uniform(0.9, 1.1)) for b, (c, r) in SPHERES.items()}
+        spheres = {
+            b: (np.asarray(c) + rng.uniform(-10, 10, 3), r * rng.uniform(0.9, 1.1)) for b, (c, r) in SPHERES.items()
+        }
         geom = Geometry.standard().resized((size, size)).with_pose(standard_ap_pose((0.0, 0.0, 0.0), 950.0))
         depth, mask = [], []
         for centre, radius in spheres.values():
@@ -247,7 +291,10 @@ def write_sphere_dataset(root: Path, n_cases: int = 2, size: int = 64, seed: int
         write_nifti(out / "depth.nii.gz", depth, affine)
         write_nifti(out / "mask.nii.gz", mask, affine)
         geom.save(out / "geometry.json")
-        entries.append({k: f"{name}/{k}.{'json' if k == 'geometry' else 'nii.gz'}" for k in ("image", "depth", "mask", "geometry")} | {"case": f"case_{case:04d}", "pose": 0})
+        entries.append(
+            {k: f"{name}/{k}.{'json' if k == 'geometry' else 'nii.gz'}" for k in ("image", "depth", "mask", "geometry")}
+            | {"case": f"case_{case:04d}", "pose": 0}
+        )
         truth[name] = spheres
     (root / "datalist.json").write_text(json.dumps({"training": entries, "validation": entries, "test": entries[:1]}))
     return truth
@@ -266,8 +313,14 @@ def make_dataset(root: Path) -> Path:
     datalist, errors = simulate(find_cases(root / "cohort"), root / "sim", poses=1, geometry=geometry, device="cpu")
     assert not errors
     entries = [e for split in datalist.values() for e in split]
-    write_json(root / "sim" / "datalist.json", {"training": [e for e in entries if e["case"] == "case_0000"], "validation": [],
-                                                "test": [e for e in entries if e["case"] == "case_0001"]})
+    write_json(
+        root / "sim" / "datalist.json",
+        {
+            "training": [e for e in entries if e["case"] == "case_0000"],
+            "validation": [],
+            "test": [e for e in entries if e["case"] == "case_0001"],
+        },
+    )
     models, meta = build_from_cases(root / "cohort")
     save_shape_models(root / "ssm.npz", models, meta)
     tiny_checkpoint(root / "model.pt")
@@ -315,4 +368,3 @@ class Booby:
 
     def __reduce__(self):
         return os.mkdir, (str(self.path),)
-

@@ -18,13 +18,22 @@ import pytest
 import torch
 import trimesh
 
+from scripts.data.phantom import generate_cohort
+from scripts.data.simulate import find_cases, load_config, simulate
 from scripts.io.files import read_depth_and_mask
 from scripts.model.checkpoints import load_network
 from scripts.model.networks import DualFaceDepthNet
-from scripts.data.phantom import generate_cohort
-from scripts.data.simulate import find_cases, load_config, simulate
 from scripts.model.training import latest_checkpoint
-from tests.helpers import FEATURES, ROOT, ddp_train_command, make_dataset, run_bundle, run_evaluation, train_workflow, write_sphere_dataset
+from tests.helpers import (
+    FEATURES,
+    ROOT,
+    ddp_train_command,
+    make_dataset,
+    run_bundle,
+    run_evaluation,
+    train_workflow,
+    write_sphere_dataset,
+)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 DEVICES = ("cpu", "cuda")
@@ -38,7 +47,9 @@ def assert_maps_agree(a: Path, b: Path, depth_tol_mm: float, mask_tol: float) ->
     assert flipped <= mask_tol, f"{a.name}: {flipped:.2%} of the bone pixels change mask"
     both = np.repeat(mask_a & mask_b, 2, axis=0)
     err = np.abs(depth_a - depth_b)[both]
-    assert err.max() <= depth_tol_mm, f"{a.name}: depth differs by up to {err.max():.4f} mm (median {np.median(err):.4f})"
+    assert (
+        err.max() <= depth_tol_mm
+    ), f"{a.name}: depth differs by up to {err.max():.4f} mm (median {np.median(err):.4f})"
 
 
 @pytest.fixture(scope="module")
@@ -125,18 +136,34 @@ def test_evaluation_on_cuda_matches_cpu(tmp_path):
     data = make_dataset(tmp_path / "data")
     metrics = {}
     for device in DEVICES:
-        out = run_evaluation(data, tmp_path / device, device, ckpt_path=str(data.parent / "model.pt"), single_face_ckpt_path=str(tmp_path / "absent.pt"))
+        out = run_evaluation(
+            data,
+            tmp_path / device,
+            device,
+            ckpt_path=str(data.parent / "model.pt"),
+            single_face_ckpt_path=str(tmp_path / "absent.pt"),
+        )
         metrics[device] = {(r["variant"], r["shift"], r["bone"]): r for r in out["means"]}
     assert metrics["cpu"] and metrics["cuda"].keys() == metrics["cpu"].keys()
     for row, cpu in metrics["cpu"].items():
         for key in ("assd_mm", "hd95_mm", "depth_mae_mm", "dice"):
             got = metrics["cuda"][row][key]
-            assert (got is None) == (cpu[key] is None) and (got is None or got == pytest.approx(cpu[key], rel=0.02, abs=0.05)), (row, key)
+            assert (got is None) == (cpu[key] is None) and (
+                got is None or got == pytest.approx(cpu[key], rel=0.02, abs=0.05)
+            ), (row, key)
 
 
 def test_ddp_nccl_on_one_gpu(spheres, tmp_path):
     run = tmp_path / "ddp"
     cmd = ddp_train_command(spheres, run, processes=1)
-    proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, encoding="utf-8", errors="replace", timeout=300)
+    proc = subprocess.run(
+        cmd,
+        cwd=ROOT,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert latest_checkpoint(run).endswith("checkpoint_epoch=2.pt") and (run / "models" / "model.pt").exists()

@@ -7,8 +7,8 @@ import math
 import pytest
 
 from scripts.data.real_anatomy import TEST_SUBJECTS
-from scripts.geometry import BONES
 from scripts.data.simulate import check_case_sources, find_cases
+from scripts.geometry import BONES
 from scripts.io.demo import DEMO_CASE, format_errors, main, run_demo
 from scripts.io.files import read_json
 
@@ -22,7 +22,9 @@ ASSD_BOUND_MM = {"pelvis": 4.0, "femur_left": 6.0, "femur_right": 7.5}
 
 def flat(results: dict) -> dict:
     """{(bone, surface, metric): mm} of :func:`run_demo`'s nested errors."""
-    return {(bone, kind, k): v for bone, row in results.items() for kind, metrics in row.items() for k, v in metrics.items()}
+    return {
+        (bone, kind, k): v for bone, row in results.items() for kind, metrics in row.items() for k, v in metrics.items()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +48,16 @@ def test_demo_errors_of_the_shipped_model(demo):
             assert 0.0 < metrics["assd_mm"] < ASSD_BOUND_MM[bone], f"{bone} {kind}: ASSD {metrics['assd_mm']:.2f} mm"
             assert metrics["assd_mm"] <= metrics["hd95_mm"]
     (rec,) = (out / "reconstruction").iterdir()
-    assert {f"{b}{s}.ply" for b in BONES for s in ("", "_completed")} | {"report.png", "result.json"} <= {p.name for p in rec.iterdir()}
-    assert sorted(p.name for p in out.iterdir()) == [".3ddx_output.json", "errors.json", "phantom", "radiograph", "reconstruction"]
+    assert {f"{b}{s}.ply" for b in BONES for s in ("", "_completed")} | {"report.png", "result.json"} <= {
+        p.name for p in rec.iterdir()
+    }
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".3ddx_output.json",
+        "errors.json",
+        "phantom",
+        "radiograph",
+        "reconstruction",
+    ]
 
 
 def test_demo_sample_records_its_ct_where_it_is(demo):
@@ -63,7 +73,10 @@ def test_demo_sample_records_its_ct_where_it_is(demo):
 def test_format_errors_by_hand():
     """The printed table for given numbers (a bone without a completed surface prints nan), written out by hand."""
     results = {
-        "pelvis": {"dual_face": {"assd_mm": 3.2, "hd95_mm": 11.0}, "dual_face_ssm": {"assd_mm": 2.539, "hd95_mm": 6.5951}},
+        "pelvis": {
+            "dual_face": {"assd_mm": 3.2, "hd95_mm": 11.0},
+            "dual_face_ssm": {"assd_mm": 2.539, "hd95_mm": 6.5951},
+        },
         "femur_left": {"dual_face": {"assd_mm": 12.346, "hd95_mm": 30.0}, "dual_face_ssm": None},
     }
     assert format_errors(results).splitlines() == [

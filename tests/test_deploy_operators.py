@@ -13,9 +13,9 @@ import trimesh
 from PIL import Image
 
 from deploy.app.pipeline import load_cases, reconstruct_cases, run, run_inference, write_case, write_results
+from scripts.geometry import Geometry
 from scripts.io.dicom_export import bundle_version
 from scripts.io.files import OUTPUT_MARKER, InputFileError
-from scripts.geometry import Geometry
 from tests.helpers import ROOT, STD, make_dicom, ramp, read_encapsulated_stl, sphere_model_file, sphere_shape_model_file
 
 
@@ -23,7 +23,10 @@ def fake_infer(image: np.ndarray, geometry: Geometry, fov: np.ndarray | None = N
     """A sphere per bone whose radius encodes the image mean, so outputs can be traced to inputs."""
     assert image.shape == (geometry.height, geometry.width) and (fov is None or fov.shape == image.shape)
     r = 5.0 + float(image.mean()) / 100.0
-    return {b: trimesh.creation.icosphere(1, radius=r + i).apply_translation([0, 0, 900.0]) for i, b in enumerate(geometry.bones)}
+    return {
+        b: trimesh.creation.icosphere(1, radius=r + i).apply_translation([0, 0, 900.0])
+        for i, b in enumerate(geometry.bones)
+    }
 
 
 def failing_second(error: Exception):
@@ -65,7 +68,11 @@ def test_run_writes_stl_and_dicom_per_bone(dicom_dir, tmp_path, capsys):
     for i, bone in enumerate(STD.bones):
         ds = pydicom.dcmread(str(case_dir / f"{bone}.dcm"))
         assert ds.StudyInstanceUID == src.StudyInstanceUID and ds.PatientID == src.PatientID
-        assert ds.SoftwareVersions == json.loads((ROOT / "configs" / "metadata.json").read_text())["version"] == bundle_version()
+        assert (
+            ds.SoftwareVersions
+            == json.loads((ROOT / "configs" / "metadata.json").read_text())["version"]
+            == bundle_version()
+        )
         series.add(ds.SeriesInstanceUID)
         stl = trimesh.load(str(case_dir / f"{bone}.stl"))
         for m in (stl, read_encapsulated_stl(ds)):
@@ -82,7 +89,9 @@ def test_inference_contract_checked(dicom_dir):
         run_inference(cases[0], lambda im, g, f: {"skull": trimesh.creation.box()})
     with pytest.raises(TypeError):
         run_inference(cases[0], lambda im, g, f: [trimesh.creation.box()])
-    partial = run_inference(cases[0], lambda im, g, f: {"pelvis": trimesh.creation.box(), "femur_left": trimesh.Trimesh()})
+    partial = run_inference(
+        cases[0], lambda im, g, f: {"pelvis": trimesh.creation.box(), "femur_left": trimesh.Trimesh()}
+    )
     assert list(partial) == ["pelvis"]  # empty meshes dropped
 
 
@@ -106,12 +115,18 @@ def test_stages_go_on_past_a_failed_case_and_stop_at_a_bad_model(tmp_path, capsy
         raise InputFileError(tmp_path / "model.pt", "checkpoint file is empty")
 
     bad_model.calls = 0
-    assert list(reconstruct_cases(cases, bad_model)) == [(cases[0], None, f"{tmp_path / 'model.pt'}: checkpoint file is empty")] and bad_model.calls == 1
+    assert (
+        list(reconstruct_cases(cases, bad_model))
+        == [(cases[0], None, f"{tmp_path / 'model.pt'}: checkpoint file is empty")]
+        and bad_model.calls == 1
+    )
     out = tmp_path / "out"
     (out / cases[0].name).mkdir(parents=True)
     (out / cases[0].name / "notes.txt").write_text("mine")
     errors = write_results(results, out)
-    assert len(errors) == 1 and errors[0].startswith(f"{out / cases[0].name}: exists and was not written by this bundle")
+    assert len(errors) == 1 and errors[0].startswith(
+        f"{out / cases[0].name}: exists and was not written by this bundle"
+    )
     assert (out / cases[0].name / "notes.txt").read_text() == "mine" and (out / cases[2].name / "result.json").exists()
 
 
@@ -131,7 +146,9 @@ def test_run_writes_each_case_before_inferring_the_next(tmp_path, capsys):
 
     assert run(d, out, infer, STD) == 1
     assert written_before[1] == ["a"]
-    assert [line for line in capsys.readouterr().err.splitlines() if str(d) in line] == [f"{d / 'b.dcm'}: inference failed (RuntimeError: out of memory)"]
+    assert [line for line in capsys.readouterr().err.splitlines() if str(d) in line] == [
+        f"{d / 'b.dcm'}: inference failed (RuntimeError: out of memory)"
+    ]
     assert sorted(p.name for p in out.iterdir()) == ["a", "c"]
 
 
@@ -162,7 +179,9 @@ def test_main_plain_cli(dicom_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(app_main, "reconstruct_image_adapter", lambda model, device, ssm_path: fake_infer)
     geometry_file = tmp_path / "geometry.json"
     STD.save(geometry_file)
-    rc = app_main.main(["app", "-i", str(d), "-o", str(tmp_path / "out"), "-m", "models/model.ts", "--geometry", str(geometry_file)])
+    rc = app_main.main(
+        ["app", "-i", str(d), "-o", str(tmp_path / "out"), "-m", "models/model.ts", "--geometry", str(geometry_file)]
+    )
     assert rc == 0 and len(list((tmp_path / "out").iterdir())) == 1
 
 
@@ -180,10 +199,22 @@ def test_main_takes_geometry_sid_and_pixel_spacing(tmp_path, monkeypatch, capsys
     d = tmp_path / "in"
     d.mkdir()
     Image.fromarray(ramp(80, 80, 250).astype(np.uint8)).save(d / "hip.png")
-    argv = ["app", "-i", str(d), "-o", str(tmp_path / "out"), "-m", "models/model.ts", "--geometry", str(tmp_path / "geometry.json")]
+    argv = [
+        "app",
+        "-i",
+        str(d),
+        "-o",
+        str(tmp_path / "out"),
+        "-m",
+        "models/model.ts",
+        "--geometry",
+        str(tmp_path / "geometry.json"),
+    ]
     assert app_main.main(argv) == 1
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith(f"{d / 'hip.png'}: size 80x80 differs from the standard geometry 64x64 and the file has no pixel spacing")
+    assert line.startswith(
+        f"{d / 'hip.png'}: size 80x80 differs from the standard geometry 64x64 and the file has no pixel spacing"
+    )
     assert not (tmp_path / "out").exists()
     assert app_main.main(argv + ["--sid_mm", "1000", "--pixel_spacing_mm", "4.0"]) == 0, capsys.readouterr().err
     result = json.loads((tmp_path / "out" / "hip" / "result.json").read_text())
@@ -208,11 +239,25 @@ def test_app_end_to_end_torchscript_and_shape_model(tmp_path, capsys):
     d.mkdir()
     # 64x64 px at 6.25 mm, SID 1100: the standard 400 mm field, resampled to 256x256 by the loader
     src = make_dicom(d / "hip_ap.dcm", ramp(), DistanceSourceToDetector=1100.0, ImagerPixelSpacing=[6.25, 6.25])
-    argv = ["app", "-i", str(d), "-o", str(tmp_path / "out"), "-m", str(tmp_path / "model.ts"), "--ssm_path", str(tmp_path / "ssm.npz"), "--device", "cpu"]
+    argv = [
+        "app",
+        "-i",
+        str(d),
+        "-o",
+        str(tmp_path / "out"),
+        "-m",
+        str(tmp_path / "model.ts"),
+        "--ssm_path",
+        str(tmp_path / "ssm.npz"),
+        "--device",
+        "cpu",
+    ]
     assert app_main.main(argv) == 0, capsys.readouterr().err
     case_dir = tmp_path / "out" / "hip_ap"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["hip_ap"]
-    assert sorted(p.name for p in case_dir.iterdir()) == sorted([OUTPUT_MARKER, "pelvis.dcm", "pelvis.stl", "result.json"])  # femurs not found
+    assert sorted(p.name for p in case_dir.iterdir()) == sorted(
+        [OUTPUT_MARKER, "pelvis.dcm", "pelvis.stl", "result.json"]
+    )  # femurs not found
     stl = trimesh.load(str(case_dir / "pelvis.stl"), force="mesh")
     ds = pydicom.dcmread(str(case_dir / "pelvis.dcm"))
     assert ds.StudyInstanceUID == src.StudyInstanceUID and ds.Modality == "M3D"
@@ -246,23 +291,47 @@ def test_app_result_json_agrees_with_the_bundle_inference(tmp_path, capsys):
     sphere_shape_model_file(tmp_path / "ssm.npz")
     d = tmp_path / "in"
     d.mkdir()
-    make_dicom(d / "hip_ap.dcm", ramp(), DistanceSourceToDetector=1100.0, ImagerPixelSpacing=[6.25, 6.25], PatientOrientation=["L", "F"])
+    make_dicom(
+        d / "hip_ap.dcm",
+        ramp(),
+        DistanceSourceToDetector=1100.0,
+        ImagerPixelSpacing=[6.25, 6.25],
+        PatientOrientation=["L", "F"],
+    )
     model = ["-m", str(tmp_path / "model.ts"), "--ssm_path", str(tmp_path / "ssm.npz"), "--device", "cpu"]
     assert app_main.main(["app", "-i", str(d), "-o", str(tmp_path / "app"), *model]) == 0, capsys.readouterr().err
-    reconstructor = build_reconstructor(ckpt_path=str(tmp_path / "model.ts"), ssm_path=str(tmp_path / "ssm.npz"), device="cpu", torchscript=True)
+    reconstructor = build_reconstructor(
+        ckpt_path=str(tmp_path / "model.ts"), ssm_path=str(tmp_path / "ssm.npz"), device="cpu", torchscript=True
+    )
     ReconstructionRunner(reconstructor, d, tmp_path / "bundle", report=False, num_workers=0, writers=0).run()
     app = json.loads((tmp_path / "app" / "hip_ap" / "result.json").read_text())
     bundle = json.loads((tmp_path / "bundle" / "hip_ap" / "result.json").read_text())
     assert app["laterality"] == bundle["laterality"] == "DICOM PatientOrientation (0020,0020) L\\F"
-    assert app["model"]["network"] == {"file": "model.ts", "sha256": hashlib.sha256((tmp_path / "model.ts").read_bytes()).hexdigest(), "torchscript": True}
+    assert app["model"]["network"] == {
+        "file": "model.ts",
+        "sha256": hashlib.sha256((tmp_path / "model.ts").read_bytes()).hexdigest(),
+        "torchscript": True,
+    }
     shared = ("input_format", "geometry_source", "coverage", "frame", "hip_plane", "warnings", "model")
     assert {k: app[k] for k in shared} == {k: bundle[k] for k in shared}
     # geometry: the app's is the standard one its image was resampled into, the bundle's that of its maps (network size)
     standard, size = Geometry.standard(), bundle["geometry"]["image_size"]
-    assert app["geometry"] == standard.to_dict() and bundle["geometry"] == standard.resized(tuple(size)).to_dict() and size[0] < standard.width
-    assert list(app["bones"]) == ["pelvis"] and bundle["bones"]["pelvis"]["found"] and bundle["bones"]["pelvis"]["ssm"] is not None
+    assert (
+        app["geometry"] == standard.to_dict()
+        and bundle["geometry"] == standard.resized(tuple(size)).to_dict()
+        and size[0] < standard.width
+    )
+    assert (
+        list(app["bones"]) == ["pelvis"]
+        and bundle["bones"]["pelvis"]["found"]
+        and bundle["bones"]["pelvis"]["ssm"] is not None
+    )
     completed = trimesh.load(str(tmp_path / "bundle" / "hip_ap" / "pelvis_completed.ply"), process=False)
-    written = {"vertices": len(completed.vertices), "faces": len(completed.faces), "watertight": bool(completed.is_watertight)}
+    written = {
+        "vertices": len(completed.vertices),
+        "faces": len(completed.faces),
+        "watertight": bool(completed.is_watertight),
+    }
     assert app["bones"]["pelvis"] == {**bundle["bones"]["pelvis"], "mesh": written}
 
 
@@ -274,7 +343,9 @@ def test_app_bad_model_one_line(tmp_path, capsys):
     make_dicom(d / "a.dcm", ramp())
     make_dicom(d / "b.dcm", ramp())
     (tmp_path / "empty.ts").write_bytes(b"")
-    rc = app_main.main(["app", "-i", str(d), "-o", str(tmp_path / "out"), "-m", str(tmp_path / "empty.ts"), "--ssm_path", ""])
+    rc = app_main.main(
+        ["app", "-i", str(d), "-o", str(tmp_path / "out"), "-m", str(tmp_path / "empty.ts"), "--ssm_path", ""]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and err == [f"{tmp_path / 'empty.ts'}: checkpoint file is empty"]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
@@ -288,9 +359,15 @@ def test_app_refuses_an_output_file_and_an_unknown_log_level(tmp_path, capsys):
     make_dicom(d / "a.dcm", ramp())
     (tmp_path / "out.txt").write_text("mine")
     assert app_main.main(["app", "-i", str(d), "-o", str(tmp_path / "out.txt"), "-m", "models/model.pt"]) == 1
-    assert capsys.readouterr().err.strip() == f"{tmp_path / 'out.txt'}: exists and is not a folder; -o names the output folder"
+    assert (
+        capsys.readouterr().err.strip()
+        == f"{tmp_path / 'out.txt'}: exists and is not a folder; -o names the output folder"
+    )
     assert app_main.main(["app", "-i", str(d), "-o", str(tmp_path / "out.txt" / "sub"), "-m", "models/model.pt"]) == 1
-    assert capsys.readouterr().err.strip() == f"{tmp_path / 'out.txt' / 'sub'}: cannot be created: {tmp_path / 'out.txt'} is a file, not a folder; -o names the output folder"
+    assert (
+        capsys.readouterr().err.strip()
+        == f"{tmp_path / 'out.txt' / 'sub'}: cannot be created: {tmp_path / 'out.txt'} is a file, not a folder; -o names the output folder"
+    )
     assert (tmp_path / "out.txt").read_text() == "mine"
     with pytest.raises(SystemExit) as e:
         app_main.main(["app", "-i", str(d), "-o", str(tmp_path / "out"), "-m", "models/model.pt", "-l", "loud"])
@@ -307,7 +384,18 @@ def test_app_help_lists_every_option(capsys):
     assert e.value.code == 0
     text = capsys.readouterr().out
     taken = [o for a in app_main.argument_parser()._actions for o in a.option_strings if o.startswith("--")]
-    assert set(taken) >= {"--input", "--output", "--model", "--workdir", "--log-level", "--ssm_path", "--sid_mm", "--pixel_spacing_mm", "--geometry", "--device"}
+    assert set(taken) >= {
+        "--input",
+        "--output",
+        "--model",
+        "--workdir",
+        "--log-level",
+        "--ssm_path",
+        "--sid_mm",
+        "--pixel_spacing_mm",
+        "--geometry",
+        "--device",
+    }
     docs = (ROOT / "docs" / "deployment.md").read_text()
     for option in taken:
         assert option in text and (option in docs or option == "--help"), option

@@ -27,7 +27,9 @@ def voxelised(axes):
 
 @pytest.fixture
 def geometry():
-    return Geometry(1100.0, (1.0, 1.0), (48, 40)).with_pose(standard_ap_pose([0, 0, 0], 950.0, [7, -4, 12], [1.5, -2.0, 20.0]))
+    return Geometry(1100.0, (1.0, 1.0), (48, 40)).with_pose(
+        standard_ap_pose([0, 0, 0], 950.0, [7, -4, 12], [1.5, -2.0, 20.0])
+    )
 
 
 @pytest.mark.parametrize("shape", list(SEMI_AXES))

@@ -26,14 +26,24 @@ def test_encapsulated_stl_round_trip(tmp_path):
     mesh.apply_translation([5.0, -3.0, 900.0])
     src = source_dataset()
     series = generate_uid()
-    paths = [write_encapsulated_stl(mesh, tmp_path / f"{b}.dcm", b, source=src, series_instance_uid=series, instance_number=i + 1) for i, b in enumerate(["pelvis", "femur_left"])]
+    paths = [
+        write_encapsulated_stl(
+            mesh, tmp_path / f"{b}.dcm", b, source=src, series_instance_uid=series, instance_number=i + 1
+        )
+        for i, b in enumerate(["pelvis", "femur_left"])
+    ]
     dss = [pydicom.dcmread(str(p)) for p in paths]
     for ds in dss:
         assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.104.3" == ds.file_meta.MediaStorageSOPClassUID
         assert ds.Modality == "M3D" and ds.MIMETypeOfEncapsulatedDocument == "model/stl"
         assert ds.StudyInstanceUID == src.StudyInstanceUID and ds.SeriesInstanceUID == series != src.SeriesInstanceUID
         assert ds.SOPInstanceUID != src.SOPInstanceUID and ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
-        assert (ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.AccessionNumber) == ("Doe^Jane", "MRN123456", "19650101", "ACC42")
+        assert (ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.AccessionNumber) == (
+            "Doe^Jane",
+            "MRN123456",
+            "19650101",
+            "ACC42",
+        )
         assert ds.SourceInstanceSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
         assert ds.Manufacturer and ds.ManufacturerModelName and ds.SoftwareVersions
         back = read_encapsulated_stl(ds)

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from scripts.data.drr import MM_TO_CM, hu_to_densities, line_integrals, material_volumes
-from scripts.geometry import Geometry, standard_ap_pose
 from scripts.data.xray_physics import mass_attenuation
+from scripts.geometry import Geometry, standard_ap_pose
 from tests.helpers import ellipsoid_depths
 
 R = 20.0
@@ -26,7 +26,9 @@ def sphere_volume(spacing=0.5, hu_inside=1000.0):
 def test_water_attenuation_matches_nist_table():
     assert float(mass_attenuation("water", 60.0)) == pytest.approx(0.2059, rel=1e-6)  # NIST XCOM water, 60 keV (cm^2/g)
     assert float(mass_attenuation("water", 80.0)) == pytest.approx(0.1837, rel=1e-6)
-    assert mass_attenuation("water", 80.0) < mass_attenuation("water", 70.0) < mass_attenuation("water", 60.0)  # log-log between rows
+    assert (
+        mass_attenuation("water", 80.0) < mass_attenuation("water", 70.0) < mass_attenuation("water", 60.0)
+    )  # log-log between rows
 
 
 def reference_densities(hu, ct_kev=70.0):
@@ -68,7 +70,9 @@ def test_pooled_densities_equal_voxelwise_densities_then_average(slab_voxels):
     voxel = reference_densities(hu)
     expected = np.zeros([2] + [-(-n // k) for n, k in zip(hu.shape, f)])
     for b in np.ndindex(*expected.shape[1:]):  # mean over each window's voxels (partial windows at the far ends)
-        expected[(slice(None),) + b] = voxel[(slice(None),) + tuple(slice(i * k, (i + 1) * k) for i, k in zip(b, f))].mean(axis=(1, 2, 3))
+        expected[(slice(None),) + b] = voxel[
+            (slice(None),) + tuple(slice(i * k, (i + 1) * k) for i, k in zip(b, f))
+        ].mean(axis=(1, 2, 3))
     assert dens.shape == expected.shape and dens.dtype == torch.float32
     np.testing.assert_allclose(dens.numpy(), expected, rtol=1e-5, atol=1e-5 * expected.max())
     scale = np.eye(4)
@@ -78,16 +82,26 @@ def test_pooled_densities_equal_voxelwise_densities_then_average(slab_voxels):
 
 @pytest.mark.parametrize(
     "rotation_deg, step_mm",
-    [([4, 9, -6], 0.5), ([4, 9, -6], 0.25), ([0, 80, 0], 0.5)],  # AP rays (dominant j axis), subdivided planes, near-lateral rays (dominant i)
+    [
+        ([4, 9, -6], 0.5),
+        ([4, 9, -6], 0.25),
+        ([0, 80, 0], 0.5),
+    ],  # AP rays (dominant j axis), subdivided planes, near-lateral rays (dominant i)
 )
 def test_drr_of_uniform_sphere_matches_chord_times_densities(rotation_deg, step_mm):
     hu, affine = sphere_volume()
-    g = Geometry(1100.0, (1.5, 1.5), (40, 36)).with_pose(standard_ap_pose([0, 0, 0], 950.0, rotation_deg, [2.0, -1.0, 15.0]))
-    mu, mu_affine = material_volumes(hu, affine, ct_kev=70.0, min_voxel_mm=0.5)  # the simulator's path, unpooled at 0.5 mm
+    g = Geometry(1100.0, (1.5, 1.5), (40, 36)).with_pose(
+        standard_ap_pose([0, 0, 0], 950.0, rotation_deg, [2.0, -1.0, 15.0])
+    )
+    mu, mu_affine = material_volumes(
+        hu, affine, ct_kev=70.0, min_voxel_mm=0.5
+    )  # the simulator's path, unpooled at 0.5 mm
     drr = (line_integrals(mu, mu_affine, g, step_mm) * MM_TO_CM).numpy().reshape(2, -1)
     front, back, _ = ellipsoid_depths(g, (0.0, 0.0, 0.0), (R, R, R), world=True)
     chord_cm = (back - front).ravel() / 10.0
-    clear = ~ellipsoid_depths(g, (0.0, 0.0, 0.0), (np.hypot(R, 5.0),) * 3, world=True)[2].ravel()  # missing the sphere by a margin
+    clear = ~ellipsoid_depths(g, (0.0, 0.0, 0.0), (np.hypot(R, 5.0),) * 3, world=True)[
+        2
+    ].ravel()  # missing the sphere by a margin
     central = chord_cm * 10.0 > R  # away from the silhouette, where binary voxelisation dominates
     assert central.sum() > 100
     for channel, density in enumerate(reference_densities([1000.0])[:, 0]):  # HU 1000: a water/bone mixture

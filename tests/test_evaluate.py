@@ -16,13 +16,32 @@ from matplotlib import colormaps
 from PIL import Image
 
 from benchmarks.compare_evaluations import compare, main, subject_rows
-from scripts.reconstruction.evaluate import METRIC_KEYS, SHIFTS, VARIANTS, dataset_folders, label_surfaces, load_sample, mask_top_edge_px, prior_centre_depth, subject_summary, summarise
-from scripts.io.files import OUTPUT_MARKER, InputFileError, input_error_of, read_depth_and_mask, read_json, write_json, write_nifti
+from scripts.io.files import (
+    OUTPUT_MARKER,
+    InputFileError,
+    input_error_of,
+    read_depth_and_mask,
+    read_json,
+    write_json,
+    write_nifti,
+)
 from scripts.io.report import save_error_map
 from scripts.model.networks import DualFaceDepthNet
+from scripts.model.training import load_datalist
+from scripts.reconstruction.evaluate import (
+    METRIC_KEYS,
+    SHIFTS,
+    VARIANTS,
+    dataset_folders,
+    label_surfaces,
+    load_sample,
+    mask_top_edge_px,
+    prior_centre_depth,
+    subject_summary,
+    summarise,
+)
 from scripts.reconstruction.reconstruct import build_reconstructor, true_face_mask
 from scripts.reconstruction.surface_metrics import clip_to_planes, sample_surface, vertex_errors
-from scripts.model.training import load_datalist
 from tests.helpers import FAST_FIT, FEATURES, error_lines, make_dataset, run_bundle, run_evaluation, tiny_checkpoint
 
 
@@ -76,7 +95,9 @@ def test_oracle_evaluation_end_to_end(data, tmp_path):
     subj = m["subjects"]
     assert (subj["variant"], subj["shift"]) == ("dual_face_ssm", "centre") and subj["poses"] == {"case_0001": 1}
     for bone in ("pelvis", "femur_left", "femur_right", "all"):
-        assert subj["per_subject"]["case_0001"][bone] == pytest.approx(rows[("dual_face_ssm", "centre", bone)]["assd_mm"])
+        assert subj["per_subject"]["case_0001"][bone] == pytest.approx(
+            rows[("dual_face_ssm", "centre", bone)]["assd_mm"]
+        )
         assert subj["ci95"][bone] == pytest.approx([subj["mean"][bone]] * 2)
     assert "| case_0001 | 1 |" in summary and "| mean (95% interval) | 1 |" in summary
     for png in ("assd_by_variant.png", "error_map_case_0001_p0.png"):
@@ -90,20 +111,27 @@ def copy_dataset(data: Path, name: str, **lists: list[str]) -> Path:
     if not copy.exists():
         shutil.copytree(data, copy)
     entries = [e for listed in read_json(data / "datalist.json").values() for e in listed]
-    write_json(copy / "datalist.json", {key: [e for e in entries if e["case"] in cases] for key, cases in lists.items()})
+    write_json(
+        copy / "datalist.json", {key: [e for e in entries if e["case"] in cases] for key, cases in lists.items()}
+    )
     return copy
 
 
 def test_several_data_sets_are_evaluated_together_with_their_samples_and_subjects_apart(data, tmp_path, capsys):
     """--dataset_dir as a list (as train.yaml takes it): the test lists of all sets evaluated together, each sample and
-    subject named <set>.<name> so equal names in two sets stay two subjects; a set with no test sample is noted and left out."""
+    subject named <set>.<name> so equal names in two sets stay two subjects; a set with no test sample is noted and left out.
+    """
     own = copy_dataset(data, "sim_own", training=["case_0000"], validation=[], test=["case_0001"])
     empty = copy_dataset(data, "sim_train_only", training=["case_0000", "case_0001"], validation=[], test=[])
     kw = dict(oracle_inputs=True, prior_centre_mm=true_mean_depth(data / "case_0001_p0") + 30.0)
     one = run_evaluation(data, tmp_path / "one", **kw)
     both = run_evaluation([data, own, empty], tmp_path / "both", **kw)
     assert f"{empty}: no samples in its 'test' list; not evaluated" in both["notes"]
-    assert both["n_samples"] == 2 and both["dataset_dirs"] == {"sim": str(data), "sim_own": str(own), "sim_train_only": str(empty)}
+    assert both["n_samples"] == 2 and both["dataset_dirs"] == {
+        "sim": str(data),
+        "sim_own": str(own),
+        "sim_train_only": str(empty),
+    }
     assert {r["sample"] for r in both["per_sample"]} == {"sim.case_0001_p0", "sim_own.case_0001_p0"}
     single = {(r["variant"], r["shift"], r["bone"]): r for r in one["per_sample"]}
     for r in both["per_sample"]:  # the same sample in both sets: the single set's numbers
@@ -112,13 +140,19 @@ def test_several_data_sets_are_evaluated_together_with_their_samples_and_subject
         for k in ("assd_mm", "depth_mae_mm", "dice"):
             assert r[k] == pytest.approx(single[(r["variant"], r["shift"], r["bone"])][k], abs=1e-6)
     subj = both["subjects"]
-    assert subj["poses"] == {"sim.case_0001": 1, "sim_own.case_0001": 1}  # two subjects of one pose each, not one of two
+    assert subj["poses"] == {
+        "sim.case_0001": 1,
+        "sim_own.case_0001": 1,
+    }  # two subjects of one pose each, not one of two
     for name in subj["poses"]:
         assert subj["per_subject"][name] == pytest.approx(one["subjects"]["per_subject"]["case_0001"])
     out = tmp_path / "both"
     with open(out / "metrics.csv") as f:
         assert {r["case"] for r in csv.DictReader(f) if r["sample"] != "mean"} == {"sim.case_0001", "sim_own.case_0001"}
-    assert "| sim.case_0001 | 1 |" in (out / "summary.md").read_text() and (out / "error_map_sim.case_0001_p0.png").is_file()
+    assert (
+        "| sim.case_0001 | 1 |" in (out / "summary.md").read_text()
+        and (out / "error_map_sim.case_0001_p0.png").is_file()
+    )
 
 
 def test_dataset_dir_values(data, tmp_path):
@@ -126,27 +160,48 @@ def test_dataset_dir_values(data, tmp_path):
     share a name); anything else is one line naming --dataset_dir, also through the bundle workflow."""
     assert dataset_folders("a/sim") == dataset_folders(["a/sim"]) == {"": Path("a/sim")}
     assert dataset_folders([Path("a/sim"), "b/own"]) == {"sim.": Path("a/sim"), "own.": Path("b/own")}
-    assert dataset_folders(["a/sim", "b/sim", "c/own"]) == {"1_sim.": Path("a/sim"), "2_sim.": Path("b/sim"), "3_own.": Path("c/own")}
-    for bad, problem in ((5, "expected a data set folder or a list of them"), ([], "expected"), (["a", 3], "expected"),
-                         ({"a": "b"}, "expected"), (["a", ""], "expected"), (["a/sim", "a/./sim"], "a/sim is listed twice")):
+    assert dataset_folders(["a/sim", "b/sim", "c/own"]) == {
+        "1_sim.": Path("a/sim"),
+        "2_sim.": Path("b/sim"),
+        "3_own.": Path("c/own"),
+    }
+    for bad, problem in (
+        (5, "expected a data set folder or a list of them"),
+        ([], "expected"),
+        (["a", 3], "expected"),
+        ({"a": "b"}, "expected"),
+        (["a", ""], "expected"),
+        (["a/sim", "a/./sim"], "a/sim is listed twice"),
+    ):
         with pytest.raises(InputFileError) as e:
             dataset_folders(bad)
         assert str(e.value).startswith("--dataset_dir: ") and problem in str(e.value)
     with pytest.raises(Exception) as e:
-        run_bundle("evaluate.yaml", dataset_dir=7, output_dir=str(tmp_path / "eval"), ssm_path=str(data.parent / "ssm.npz"), device="cpu")
-    assert str(input_error_of(e.value)) == "--dataset_dir: expected a data set folder or a list of them, e.g. \"['data/sim','data/sim_own']\"; got 7"
+        run_bundle(
+            "evaluate.yaml",
+            dataset_dir=7,
+            output_dir=str(tmp_path / "eval"),
+            ssm_path=str(data.parent / "ssm.npz"),
+            device="cpu",
+        )
+    assert (
+        str(input_error_of(e.value))
+        == "--dataset_dir: expected a data set folder or a list of them, e.g. \"['data/sim','data/sim_own']\"; got 7"
+    )
     assert not (tmp_path / "eval").exists()
 
 
 def test_an_empty_split_says_which_lists_there_are_and_how_to_choose(data, tmp_path, capsys):
     """A user's one CT simulated into 'training': the test list is empty, and the line names every list with its
-    samples and --split; --split training evaluates it. Without a training list the prior says to pass --prior_centre_mm."""
+    samples and --split; --split training evaluates it. Without a training list the prior says to pass --prior_centre_mm.
+    """
     own = copy_dataset(data, "sim_one_ct", training=["case_0001"], validation=[], test=[])
     with pytest.raises(SystemExit):
         run_evaluation(own, tmp_path / "refused", oracle_inputs=True)
     assert error_lines(capsys.readouterr().err, "datalist.json") == [
         f"{own / 'datalist.json'}: no samples in its 'test' list (its lists: training 1, validation 0, test 0); "
-        "choose the list to evaluate with --split (e.g. --split training for a CT simulated into training)"]
+        "choose the list to evaluate with --split (e.g. --split training for a CT simulated into training)"
+    ]
     assert not (tmp_path / "refused").exists()
     m = run_evaluation(own, tmp_path / "eval", oracle_inputs=True, split="training")
     assert m["split"] == "training" and {r["sample"] for r in m["per_sample"]} == {"case_0001_p0"}
@@ -156,25 +211,47 @@ def test_an_empty_split_says_which_lists_there_are_and_how_to_choose(data, tmp_p
     remedy = "the prior centre depth is their mean depth: pass --prior_centre_mm MM"
     with pytest.raises(InputFileError) as e:
         prior_centre_depth(test_only)
-    assert str(e.value).startswith(f"{test_only / 'datalist.json'}: no samples in its 'training' list (its lists: test 1); {remedy}")
+    assert str(e.value).startswith(
+        f"{test_only / 'datalist.json'}: no samples in its 'training' list (its lists: test 1); {remedy}"
+    )
     with pytest.raises(InputFileError) as e:
         prior_centre_depth([test_only, copy_dataset(data, "sim_none", training=[], test=[])])
-    assert str(e.value).startswith(f"--dataset_dir: no samples in the 'training' list of any data set ({test_only / 'datalist.json'}: test 1; "
-                                   f"{data.parent / 'sim_none' / 'datalist.json'}: training 0, test 0); {remedy}")
+    assert str(e.value).startswith(
+        f"--dataset_dir: no samples in the 'training' list of any data set ({test_only / 'datalist.json'}: test 1; "
+        f"{data.parent / 'sim_none' / 'datalist.json'}: training 0, test 0); {remedy}"
+    )
 
 
 def test_subject_summary_by_hand():
     """Two subjects: per-subject means over poses by hand, "all" over bones and poses, a missing bone skipped; the
     bootstrap mean of two subjects takes only the values a, (a+b)/2 and b, so its 95% interval is [a, b]."""
+
     def row(case, pose, bone, assd, variant="dual_face_ssm", shift="centre"):
-        return {"sample": f"{case}_p{pose}", "case": case, "variant": variant, "shift": shift, "bone": bone, "assd_mm": assd}
-    rows = [row("s1", 0, "pelvis", 1.0), row("s1", 1, "pelvis", 3.0), row("s1", 0, "femur_left", 4.0), row("s1", 1, "femur_left", float("nan")),
-            row("s2", 0, "pelvis", 6.0), row("s2", 0, "femur_left", 8.0),
-            row("s1", 0, "pelvis", 100.0, shift="oracle"), row("s2", 0, "pelvis", 100.0, variant="dual_face")]  # other variants: ignored
+        return {
+            "sample": f"{case}_p{pose}",
+            "case": case,
+            "variant": variant,
+            "shift": shift,
+            "bone": bone,
+            "assd_mm": assd,
+        }
+
+    rows = [
+        row("s1", 0, "pelvis", 1.0),
+        row("s1", 1, "pelvis", 3.0),
+        row("s1", 0, "femur_left", 4.0),
+        row("s1", 1, "femur_left", float("nan")),
+        row("s2", 0, "pelvis", 6.0),
+        row("s2", 0, "femur_left", 8.0),
+        row("s1", 0, "pelvis", 100.0, shift="oracle"),
+        row("s2", 0, "pelvis", 100.0, variant="dual_face"),
+    ]  # other variants: ignored
     got = subject_summary(rows)
     assert got["bones"] == ["pelvis", "femur_left", "all"] and got["poses"] == {"s1": 2, "s2": 1}
-    assert got["per_subject"] == {"s1": {"pelvis": 2.0, "femur_left": 4.0, "all": pytest.approx(8.0 / 3)},
-                                  "s2": {"pelvis": 6.0, "femur_left": 8.0, "all": 7.0}}
+    assert got["per_subject"] == {
+        "s1": {"pelvis": 2.0, "femur_left": 4.0, "all": pytest.approx(8.0 / 3)},
+        "s2": {"pelvis": 6.0, "femur_left": 8.0, "all": 7.0},
+    }
     assert got["mean"] == {"pelvis": 4.0, "femur_left": 6.0, "all": pytest.approx((8.0 / 3 + 7.0) / 2)}
     assert got["ci95"]["pelvis"] == [2.0, 6.0] and got["ci95"]["femur_left"] == [4.0, 8.0]
     assert subject_summary(rows, seed=5) == subject_summary(rows, seed=5)
@@ -184,19 +261,45 @@ def test_summarise_by_hand():
     """Mean, population std (ddof 0) and count per (variant, shift, bone) and "all", NaN skipped but counted in ``n``:
     pelvis ASSD 1 and 3 (mean 2, std 1), femur_left 4 and NaN (mean 4, std 0, one value), all 1, 3, 4 (mean 8/3,
     std sqrt(14) / 3); Dice 0.9, 0.7, 0.6, 0.6. A row of another shift is a group of its own, listed after."""
+
     def row(sample, bone, assd, dice, shift="centre"):
-        return {"sample": sample, "case": "s", "variant": "dual_face", "shift": shift, "bone": bone,
-                **{k: float("nan") for k in METRIC_KEYS}, "assd_mm": assd, "dice": dice}
-    rows = [row("s_p0", "pelvis", 1.0, 0.9), row("s_p1", "pelvis", 3.0, 0.7), row("s_p0", "femur_left", 4.0, 0.6),
-            row("s_p1", "femur_left", float("nan"), 0.6), row("s_p0", "pelvis", 100.0, 0.0, shift="oracle")]
+        return {
+            "sample": sample,
+            "case": "s",
+            "variant": "dual_face",
+            "shift": shift,
+            "bone": bone,
+            **{k: float("nan") for k in METRIC_KEYS},
+            "assd_mm": assd,
+            "dice": dice,
+        }
+
+    rows = [
+        row("s_p0", "pelvis", 1.0, 0.9),
+        row("s_p1", "pelvis", 3.0, 0.7),
+        row("s_p0", "femur_left", 4.0, 0.6),
+        row("s_p1", "femur_left", float("nan"), 0.6),
+        row("s_p0", "pelvis", 100.0, 0.0, shift="oracle"),
+    ]
     got = {(r["shift"], r["bone"]): r for r in summarise(rows)}
-    assert [k for k in got] == [("centre", "pelvis"), ("centre", "femur_left"), ("centre", "all"),
-                                ("oracle", "pelvis"), ("oracle", "femur_left"), ("oracle", "all")]
-    expected = {"pelvis": (2.0, 1.0, 2, 2, 0.8, 0.1), "femur_left": (4.0, 0.0, 1, 2, 0.6, 0.0),
-                "all": (8.0 / 3, 14**0.5 / 3, 3, 4, 0.7, 0.015**0.5)}
+    assert [k for k in got] == [
+        ("centre", "pelvis"),
+        ("centre", "femur_left"),
+        ("centre", "all"),
+        ("oracle", "pelvis"),
+        ("oracle", "femur_left"),
+        ("oracle", "all"),
+    ]
+    expected = {
+        "pelvis": (2.0, 1.0, 2, 2, 0.8, 0.1),
+        "femur_left": (4.0, 0.0, 1, 2, 0.6, 0.0),
+        "all": (8.0 / 3, 14**0.5 / 3, 3, 4, 0.7, 0.015**0.5),
+    }
     for bone, (mean, std, n, rows_n, dice, dice_std) in expected.items():
         r = got[("centre", bone)]
-        assert (r["assd_mm"], r["assd_mm_std"], r["assd_mm_n"], r["n"]) == pytest.approx((mean, std, n, rows_n), abs=1e-12)
+        assert (r["assd_mm"], r["assd_mm_std"], r["assd_mm_n"], r["n"]) == pytest.approx(
+            (mean, std, n, rows_n), abs=1e-12
+        )
         assert (r["dice"], r["dice_std"], r["dice_n"]) == pytest.approx((dice, dice_std, rows_n), abs=1e-12)
         assert np.isnan(r["hd95_mm"]) and np.isnan(r["hd95_mm_std"]) and r["hd95_mm_n"] == 0
     assert got[("oracle", "pelvis")]["assd_mm"] == 100.0 and got[("oracle", "femur_left")]["n"] == 0
@@ -206,9 +309,11 @@ def test_error_map_shows_a_known_offset_in_its_colour(tmp_path):
     """A 60 mm square 2 mm in front of a larger true square: every vertex error is 2 mm, so the AP view of the error
     map is that square in the colour viridis gives 2 mm on the map's scale (0 .. max_mm, default and 4 mm): a large
     patch of it, far more pixels than the colour bar's one level of that colour."""
+
     def square(z: float, half: float) -> trimesh.Trimesh:
         v = np.array([[-half, -half, z], [half, -half, z], [half, half, z], [-half, half, z]])
         return trimesh.Trimesh(v, [[0, 1, 2], [0, 2, 3]], process=False)
+
     mesh, truth = square(998.0, 30.0), square(1000.0, 50.0)
     errors = vertex_errors(mesh, truth)
     np.testing.assert_allclose(errors, 2.0, atol=1e-9)
@@ -241,10 +346,25 @@ def test_compare_evaluations_by_hand(tmp_path, capsys):
     """Paired by subject: a new evaluation 1 mm better on every subject differs by exactly -1 (interval [-1, -1]); with
     differences -1 and 0 on two subjects the interval is [-1, 0]. A metrics.json without ``case`` takes the subject
     from the sample name; subjects only one evaluation has are left out."""
+
     def rows(values: dict[str, float], with_case: bool = True) -> list[dict]:
-        return [{"sample": f"{c}_p{p}", **({"case": c} if with_case else {}), "variant": "dual_face_ssm", "shift": "centre", "bone": "pelvis", "assd_mm": v + p}
-                for c, v in values.items() for p in (0, 1)]
-    for name, values, with_case in (("old", {"s1": 3.0, "s2": 5.0, "s9": 1.0}, False), ("new", {"s1": 2.0, "s2": 4.0}, True)):
+        return [
+            {
+                "sample": f"{c}_p{p}",
+                **({"case": c} if with_case else {}),
+                "variant": "dual_face_ssm",
+                "shift": "centre",
+                "bone": "pelvis",
+                "assd_mm": v + p,
+            }
+            for c, v in values.items()
+            for p in (0, 1)
+        ]
+
+    for name, values, with_case in (
+        ("old", {"s1": 3.0, "s2": 5.0, "s9": 1.0}, False),
+        ("new", {"s1": 2.0, "s2": 4.0}, True),
+    ):
         (tmp_path / name).mkdir()
         (tmp_path / name / "metrics.json").write_text(json.dumps({"per_sample": rows(values, with_case)}))
     old, new = subject_rows(tmp_path / "old" / "metrics.json"), subject_rows(tmp_path / "new" / "metrics.json")
@@ -252,23 +372,39 @@ def test_compare_evaluations_by_hand(tmp_path, capsys):
     got = compare(old, new)["pelvis"]
     assert got["subjects"] == 2 and got["old"] == 4.5 and got["new"] == 3.5
     assert got["difference"] == -1.0 and got["ci95"] == [-1.0, -1.0]
-    spread = compare(old, subject_rows(tmp_path / "new" / "metrics.json")[:2] + [{**r, "assd_mm": r["assd_mm"] + 1} for r in new[2:]])["pelvis"]
+    spread = compare(
+        old, subject_rows(tmp_path / "new" / "metrics.json")[:2] + [{**r, "assd_mm": r["assd_mm"] + 1} for r in new[2:]]
+    )["pelvis"]
     assert spread["difference"] == -0.5 and spread["ci95"] == [-1.0, 0.0]
-    assert main([str(tmp_path / "old"), str(tmp_path / "new")]) == 0 and "| pelvis | 2 | 4.50 | 3.50 | -1.00 (-1.00 to -1.00) |" in capsys.readouterr().out
+    assert (
+        main([str(tmp_path / "old"), str(tmp_path / "new")]) == 0
+        and "| pelvis | 2 | 4.50 | 3.50 | -1.00 (-1.00 to -1.00) |" in capsys.readouterr().out
+    )
     assert main([str(tmp_path / "old"), str(tmp_path)]) == 1 and "metrics.json" in capsys.readouterr().err
 
 
 def test_network_evaluation_skips_missing_single_face(data, tmp_path, capsys):
-    m = run_evaluation(data, tmp_path / "eval", ckpt_path=str(data.parent / "model.pt"), single_face_ckpt_path=str(tmp_path / "absent.pt"))
+    m = run_evaluation(
+        data,
+        tmp_path / "eval",
+        ckpt_path=str(data.parent / "model.pt"),
+        single_face_ckpt_path=str(tmp_path / "absent.pt"),
+    )
     assert m["variants"] == ["dual_face", "dual_face_ssm"]
     assert any("single_face" in n and "absent.pt" in n for n in m["notes"])
     assert "absent.pt" in capsys.readouterr().err
     assert m["prior_centre_mm"]["dual_face"] == pytest.approx(true_mean_depth(data / "case_0000_p0"), abs=1e-3)
     samples = {e["image"] for e in load_datalist(data, "test")}
-    assert len(m["per_sample"]) == len(samples) * len(SHIFTS) * 3 * 2  # every sample, shift, bone, for dual_face and its completion
+    assert (
+        len(m["per_sample"]) == len(samples) * len(SHIFTS) * 3 * 2
+    )  # every sample, shift, bone, for dual_face and its completion
     got = {(r["sample"], r["variant"], r["shift"], r["bone"]): r for r in m["per_sample"]}
-    recon = build_reconstructor(ckpt_path=str(data.parent / "model.pt"), ssm_path=None, device="cpu", features=FEATURES, image_size=64)
-    assert sum(oracle_rows_by_hand(got, entry, data, "dual_face", recon, 64) for entry in load_datalist(data, "test")) >= 1
+    recon = build_reconstructor(
+        ckpt_path=str(data.parent / "model.pt"), ssm_path=None, device="cpu", features=FEATURES, image_size=64
+    )
+    assert (
+        sum(oracle_rows_by_hand(got, entry, data, "dual_face", recon, 64) for entry in load_datalist(data, "test")) >= 1
+    )
 
 
 def test_label_surface_fallback(tmp_path):
@@ -289,16 +425,23 @@ def test_label_surface_fallback(tmp_path):
     assert abs(r.mean() - 20.0) < 0.7 and mesh.is_watertight and mesh.volume > 0
 
 
-def straightforward_metrics(mesh: trimesh.Trimesh, truth: trimesh.Trimesh, planes: list, spacing_mm: float, max_samples: int) -> dict[str, float]:
+def straightforward_metrics(
+    mesh: trimesh.Trimesh, truth: trimesh.Trimesh, planes: list, spacing_mm: float, max_samples: int
+) -> dict[str, float]:
     """The metrics of one pair computed on their own: both meshes clipped (cone and CT box) and sampled (seeds 0 and 1,
-    as documented), each sample's distance to the other surface by trimesh's exact closest point (not the bundle's index)."""
+    as documented), each sample's distance to the other surface by trimesh's exact closest point (not the bundle's index).
+    """
     a, b = clip_to_planes(mesh, planes), clip_to_planes(truth, planes)
     pa, pb = sample_surface(a, spacing_mm, max_samples, 0), sample_surface(b, spacing_mm, max_samples, 1)
     if len(pa) == 0 or len(pb) == 0:
         return {k: float("nan") for k in ("assd_mm", "hd95_mm", "hd_mm", "chamfer_mm")}
     da, db = trimesh.proximity.closest_point(b, pa)[1], trimesh.proximity.closest_point(a, pb)[1]
-    return {"assd_mm": (da.sum() + db.sum()) / (len(da) + len(db)), "hd95_mm": max(np.percentile(da, 95), np.percentile(db, 95)),
-            "hd_mm": max(da.max(), db.max()), "chamfer_mm": (da.mean() + db.mean()) / 2}
+    return {
+        "assd_mm": (da.sum() + db.sum()) / (len(da) + len(db)),
+        "hd95_mm": max(np.percentile(da, 95), np.percentile(db, 95)),
+        "hd_mm": max(da.max(), db.max()),
+        "chamfer_mm": (da.mean() + db.mean()) / 2,
+    }
 
 
 def test_parallel_evaluation_matches_the_straightforward_path(data, tmp_path):
@@ -308,19 +451,37 @@ def test_parallel_evaluation_matches_the_straightforward_path(data, tmp_path):
     both = data.parent / "sim_both"  # both cases in the test split (two subjects: one per worker)
     both.mkdir(exist_ok=True)
     datalist = json.loads((data / "datalist.json").read_text())
-    entries = [{**e, **{k: f"../sim/{e[k]}" for k in ("image", "depth", "mask", "geometry", "fov") if k in e}} for split in datalist.values() for e in split]
+    entries = [
+        {**e, **{k: f"../sim/{e[k]}" for k in ("image", "depth", "mask", "geometry", "fov") if k in e}}
+        for split in datalist.values()
+        for e in split
+    ]
     (both / "datalist.json").write_text(json.dumps({"training": entries[:1], "validation": [], "test": entries}))
     tiny_checkpoint(data.parent / "single_face.pt", seed=2, faces=1)
     spacing, max_samples, prior = 3.0, 600, 960.0
-    m = run_evaluation(both, tmp_path / "eval", workers=2, ckpt_path=str(data.parent / "model.pt"),
-                       single_face_ckpt_path=str(data.parent / "single_face.pt"), prior_centre_mm=prior)
+    m = run_evaluation(
+        both,
+        tmp_path / "eval",
+        workers=2,
+        ckpt_path=str(data.parent / "model.pt"),
+        single_face_ckpt_path=str(data.parent / "single_face.pt"),
+        prior_centre_mm=prior,
+    )
     assert m["variants"] == list(VARIANTS) and m["n_samples"] == 2
     got = {(r["sample"], r["variant"], r["shift"], r["bone"]): r for r in m["per_sample"]}
     assert len(got) == 2 * len(VARIANTS) * len(SHIFTS) * 3
 
-    common = {"ssm_path": str(data.parent / "ssm.npz"), "device": "cpu", "image_size": 64, "features": FEATURES, "ssm_fit": FAST_FIT}
-    nets = {"dual_face": build_reconstructor(ckpt_path=str(data.parent / "model.pt"), **common).load(),
-            "single_face": build_reconstructor(ckpt_path=str(data.parent / "single_face.pt"), faces=1, **common).load()}
+    common = {
+        "ssm_path": str(data.parent / "ssm.npz"),
+        "device": "cpu",
+        "image_size": 64,
+        "features": FEATURES,
+        "ssm_fit": FAST_FIT,
+    }
+    nets = {
+        "dual_face": build_reconstructor(ckpt_path=str(data.parent / "model.pt"), **common).load(),
+        "single_face": build_reconstructor(ckpt_path=str(data.parent / "single_face.pt"), faces=1, **common).load(),
+    }
     compared = 0
     for entry in load_datalist(both, "test"):
         sample = load_sample(entry, both, (64, 64), nets["dual_face"].bones)
@@ -329,7 +490,11 @@ def test_parallel_evaluation_matches_the_straightforward_path(data, tmp_path):
             pred = recon.predict(sample.image, sample.geometry, sample.fov)
             valid = true_face_mask(sample.depth, sample.mask, pred.faces)
             oracle = float((sample.depth if pred.faces == 2 else sample.depth[0::2])[valid].mean())
-            for shift, centre, weights in (("centre", pred.centre_mm, None), ("prior", prior, None), ("oracle", oracle, valid)):
+            for shift, centre, weights in (
+                ("centre", pred.centre_mm, None),
+                ("prior", prior, None),
+                ("oracle", oracle, valid),
+            ):
                 rec = nets["dual_face"].reconstruct(pred, centre, weights)
                 for variant, meshes in ((network, rec.surfaces), (f"{network}_ssm", rec.completed)):
                     for bone, truth in sample.meshes.items():
@@ -337,13 +502,22 @@ def test_parallel_evaluation_matches_the_straightforward_path(data, tmp_path):
                         if bone not in meshes:
                             assert row["assd_mm"] is None  # no surface: null in metrics.json (strict JSON has no NaN)
                             continue
-                        planes = [*(sample.field or sample.geometry).field_of_view_planes(), *(sample.extent_planes or ())]
+                        planes = [
+                            *(sample.field or sample.geometry).field_of_view_planes(),
+                            *(sample.extent_planes or ()),
+                        ]
                         expected = straightforward_metrics(meshes[bone], truth, planes, spacing, max_samples)
                         for key, value in expected.items():
                             if np.isnan(value):  # nothing of the surface inside the field: null as well
                                 assert row[key] is None, (sample.name, variant, shift, bone, key)
                             else:
-                                assert row[key] == pytest.approx(value, abs=0.01), (sample.name, variant, shift, bone, key)
+                                assert row[key] == pytest.approx(value, abs=0.01), (
+                                    sample.name,
+                                    variant,
+                                    shift,
+                                    bone,
+                                    key,
+                                )
                         compared += not np.isnan(expected["assd_mm"])
     assert compared >= 2 * 2 * 3 * 3  # at least the completions of every bone, network, shift and sample
 
@@ -382,9 +556,11 @@ def oracle_rows_by_hand(rows: dict, entry: dict, data: Path, network: str, recon
         row = rows[(sample.name, network, "oracle", bone)]
         p, t = pred.mask[b], mask[b]
         assert row["dice"] == pytest.approx(2 * (p & t).sum() / (p.sum() + t.sum()) if p.sum() + t.sum() else 1.0)
-        ch = valid[pred.faces * b:pred.faces * (b + 1)]
+        ch = valid[pred.faces * b : pred.faces * (b + 1)]
         if ch.any():
-            err = np.abs(shifted[pred.faces * b:pred.faces * (b + 1)] - true_depth[pred.faces * b:pred.faces * (b + 1)])[ch]
+            err = np.abs(
+                shifted[pred.faces * b : pred.faces * (b + 1)] - true_depth[pred.faces * b : pred.faces * (b + 1)]
+            )[ch]
             assert row["depth_mae_mm"] == pytest.approx(err.mean(), rel=1e-4)
             checked += 1
     return checked
@@ -394,14 +570,27 @@ def test_networks_of_different_sizes_are_each_scored_at_their_own(data, tmp_path
     """A single-face baseline trained at another size (single_face_overrides) is evaluated against truth resampled
     to its size, the dual-face network against truth at its own: Dice and depth MAE as computed by hand."""
     tiny_checkpoint(data.parent / "single_32.pt", seed=3, faces=1)
-    m = run_evaluation(data, tmp_path / "eval", ckpt_path=str(data.parent / "model.pt"), single_face_ckpt_path=str(data.parent / "single_32.pt"),
-                       single_face_overrides={"image_size": 32})
+    m = run_evaluation(
+        data,
+        tmp_path / "eval",
+        ckpt_path=str(data.parent / "model.pt"),
+        single_face_ckpt_path=str(data.parent / "single_32.pt"),
+        single_face_overrides={"image_size": 32},
+    )
     got = {(r["sample"], r["variant"], r["shift"], r["bone"]): r for r in m["per_sample"]}
     common = {"ssm_path": None, "device": "cpu", "features": FEATURES}
-    nets = {"dual_face": (64, build_reconstructor(ckpt_path=str(data.parent / "model.pt"), image_size=64, **common)),
-            "single_face": (32, build_reconstructor(ckpt_path=str(data.parent / "single_32.pt"), faces=1, image_size=32, **common))}
-    checked = sum(oracle_rows_by_hand(got, entry, data, network, recon, size) for entry in load_datalist(data, "test")
-                  for network, (size, recon) in nets.items())
+    nets = {
+        "dual_face": (64, build_reconstructor(ckpt_path=str(data.parent / "model.pt"), image_size=64, **common)),
+        "single_face": (
+            32,
+            build_reconstructor(ckpt_path=str(data.parent / "single_32.pt"), faces=1, image_size=32, **common),
+        ),
+    }
+    checked = sum(
+        oracle_rows_by_hand(got, entry, data, network, recon, size)
+        for entry in load_datalist(data, "test")
+        for network, (size, recon) in nets.items()
+    )
     assert checked >= 2
 
 
@@ -471,13 +660,17 @@ def test_single_face_overrides_reach_its_reconstruction_and_the_output_folder_is
     m = run_evaluation(data, tmp_path / "eval", single_face_overrides={"min_pixels": 10**6}, **kw)  # replaces the first
     assert (tmp_path / "eval" / OUTPUT_MARKER).exists() and not list(tmp_path.glob(".eval.*"))
     for run, single_found in ((first, True), (m, False)):
-        found = {v: any(r["assd_mm"] is not None for r in run["per_sample"] if r["variant"] == v) for v in ("single_face", "dual_face")}
+        found = {
+            v: any(r["assd_mm"] is not None for r in run["per_sample"] if r["variant"] == v)
+            for v in ("single_face", "dual_face")
+        }
         assert found == {"single_face": single_found, "dual_face": True}
 
 
 def test_torchscript_checkpoint_only_when_asked_and_scored_as_its_state_dict(data, tmp_path, capsys):
     """``--torchscript true`` (a config key of evaluate.yaml, as of inference.yaml) lets evaluation load a TorchScript
-    archive; without it the archive is refused with one line. The archive of the tiny network scores as its state dict."""
+    archive; without it the archive is refused with one line. The archive of the tiny network scores as its state dict.
+    """
     net = DualFaceDepthNet(features=FEATURES)
     net.load_state_dict(torch.load(data.parent / "model.pt", weights_only=True))
     ts = tmp_path / "model.ts"

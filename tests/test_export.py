@@ -16,11 +16,11 @@ import onnxruntime
 import pytest
 import torch
 
+from scripts.geometry import Geometry
+from scripts.io.files import InputFileError
 from scripts.model.checkpoints import load_network
 from scripts.model.export_onnx import main as export_onnx_main
 from scripts.model.export_onnx import network_from_config
-from scripts.io.files import InputFileError
-from scripts.geometry import Geometry
 from scripts.model.networks import DualFaceDepthNet
 from scripts.reconstruction.reconstruct import build_reconstructor
 from tests.helpers import FEATURES, ROOT, bundle_env
@@ -62,9 +62,26 @@ def assert_same_outputs(got: np.ndarray, want: np.ndarray) -> None:
 def test_ckpt_export_cli_torchscript_matches_checkpoint(ckpt, reference, tmp_path):
     net, x, want = reference
     ts = tmp_path / "model.ts"
-    cmd = [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", str(ckpt),
-           "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.yaml", "--features", json.dumps(FEATURES)]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, encoding="utf-8", errors="replace", timeout=300, env=bundle_env())
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "ckpt_export",
+        "network_def",
+        "--filepath",
+        str(ts),
+        "--ckpt_file",
+        str(ckpt),
+        "--meta_file",
+        "configs/metadata.json",
+        "--config_file",
+        "configs/inference.yaml",
+        "--features",
+        json.dumps(FEATURES),
+    ]
+    done = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, encoding="utf-8", errors="replace", timeout=300, env=bundle_env()
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     extra = {"metadata.json": ""}
     model = torch.jit.load(str(ts), _extra_files=extra)
@@ -73,8 +90,15 @@ def test_ckpt_export_cli_torchscript_matches_checkpoint(ckpt, reference, tmp_pat
         assert_same_outputs(model(x).numpy(), want)
     # the workflow's loader takes TorchScript when asked (torchscript true) and predicts what the checkpoint predicts
     image = np.random.default_rng(1).random((SIZE, SIZE)).astype(np.float32)
-    geometry = Geometry.standard(image_size=[SIZE, SIZE], pixel_spacing_mm=[6.25, 6.25], principal_point_px=[31.5, 31.5])
-    preds = [build_reconstructor(ckpt_path=str(p), ssm_path=None, device="cpu", torchscript=True, **OVERRIDES).predict(image, geometry) for p in (ckpt, ts)]
+    geometry = Geometry.standard(
+        image_size=[SIZE, SIZE], pixel_spacing_mm=[6.25, 6.25], principal_point_px=[31.5, 31.5]
+    )
+    preds = [
+        build_reconstructor(ckpt_path=str(p), ssm_path=None, device="cpu", torchscript=True, **OVERRIDES).predict(
+            image, geometry
+        )
+        for p in (ckpt, ts)
+    ]
     np.testing.assert_allclose(preds[1].mask_prob, preds[0].mask_prob, atol=1e-5)
     np.testing.assert_allclose(preds[1].depth, preds[0].depth, rtol=1e-6, atol=1e-4)
     assert preds[1].centre_mm == pytest.approx(preds[0].centre_mm, rel=1e-6)
@@ -83,7 +107,16 @@ def test_ckpt_export_cli_torchscript_matches_checkpoint(ckpt, reference, tmp_pat
 def test_onnx_export_matches_checkpoint(ckpt, reference, tmp_path, capsys):
     net, x, want = reference
     out = tmp_path / "model.onnx"
-    argv = ["--ckpt", str(ckpt), "--out", str(out), "--override", f"features={json.dumps(FEATURES)}", "--override", f"image_size={SIZE}"]
+    argv = [
+        "--ckpt",
+        str(ckpt),
+        "--out",
+        str(out),
+        "--override",
+        f"features={json.dumps(FEATURES)}",
+        "--override",
+        f"image_size={SIZE}",
+    ]
     assert export_onnx_main(argv) == 0
     assert f"exported {out}" in capsys.readouterr().out
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
@@ -93,7 +126,10 @@ def test_onnx_export_matches_checkpoint(ckpt, reference, tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]  # no temporary files left
     exported = out.read_bytes()
     assert export_onnx_main(argv) == 1  # an existing file is not replaced without --overwrite
-    assert capsys.readouterr().err.strip() == f"{out}: exists; pass --overwrite to replace it" and out.read_bytes() == exported
+    assert (
+        capsys.readouterr().err.strip() == f"{out}: exists; pass --overwrite to replace it"
+        and out.read_bytes() == exported
+    )
     assert export_onnx_main(argv + ["--overwrite"]) == 0
 
 
@@ -109,7 +145,9 @@ def test_onnx_export_refuses_bad_checkpoints(kind, tmp_path, capsys):
     with pytest.raises(InputFileError, match=str(bad)):
         load_network(bad, network_from_config(overrides=OVERRIDES)[0])
     out = tmp_path / "model.onnx"
-    assert export_onnx_main(["--ckpt", str(bad), "--out", str(out), "--override", f"features={json.dumps(FEATURES)}"]) == 1
+    assert (
+        export_onnx_main(["--ckpt", str(bad), "--out", str(out), "--override", f"features={json.dumps(FEATURES)}"]) == 1
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"{bad}: ")
     assert sorted(p.name for p in tmp_path.iterdir()) == [bad.name]  # nothing written
@@ -128,12 +166,32 @@ def test_ckpt_export_bad_checkpoint_one_line(ckpt, tmp_path, content):
         torch.save(DualFaceDepthNet(features=[4, 4, 8, 8, 32, 4]).state_dict(), bad)
     else:
         bad, out = ckpt, tmp_path / "absent" / "model.ts"
-    cmd = [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(out), "--ckpt_file", str(bad),
-           "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.yaml", "--features", json.dumps(FEATURES)]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, encoding="utf-8", errors="replace", timeout=300, env=bundle_env())
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "ckpt_export",
+        "network_def",
+        "--filepath",
+        str(out),
+        "--ckpt_file",
+        str(bad),
+        "--meta_file",
+        "configs/metadata.json",
+        "--config_file",
+        "configs/inference.yaml",
+        "--features",
+        json.dumps(FEATURES),
+    ]
+    done = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, encoding="utf-8", errors="replace", timeout=300, env=bundle_env()
+    )
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     line = done.stderr.strip().splitlines()[-1]
     if bad == ckpt:
-        assert line.startswith(f"{out}: the export could not be written (RuntimeError: Parent directory") and not out.parent.exists()
+        assert (
+            line.startswith(f"{out}: the export could not be written (RuntimeError: Parent directory")
+            and not out.parent.exists()
+        )
     else:
         assert line.startswith(f"{bad}: not a state-dict checkpoint of network_def") and not out.exists()

@@ -11,12 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from scripts.geometry import Geometry
-from scripts.model.networks import DualFaceDepthNet
-from scripts.io.radiograph_io import field_of_view
 from deploy.app.pipeline import load_cases, reconstruct_image_adapter, run_inference
-from scripts.reconstruction.reconstruct import INFERENCE_CONFIG, bundle_config, build_reconstructor
+from scripts.geometry import Geometry
+from scripts.io.radiograph_io import field_of_view
+from scripts.model.networks import DualFaceDepthNet
 from scripts.model.transforms import EnsureFieldOfViewd, FillOutsideFieldd, NormalizeRadiographd
+from scripts.reconstruction.reconstruct import INFERENCE_CONFIG, build_reconstructor, bundle_config
 from tests.helpers import FEATURES, GEOM, make_dicom, ramp, run_bundle
 
 
@@ -55,16 +55,30 @@ def infer_bone_everywhere(tmp_path, write_input, **overrides) -> tuple[np.ndarra
     inputs, out = tmp_path / "in", tmp_path / "out"
     inputs.mkdir()
     name = write_input(inputs)
-    run_bundle("inference.yaml", input_dir=str(inputs), output_dir=str(out), ckpt_path=str(tmp_path / "model.pt"), ssm_path="",
-               standard_geometry=str(tmp_path / "geometry.json"), features=FEATURES, image_size=64, device="cpu", **overrides)
-    return np.asarray(nib.load(str(out / name / "mask.nii.gz")).dataobj), json.loads((out / name / "result.json").read_text())
+    run_bundle(
+        "inference.yaml",
+        input_dir=str(inputs),
+        output_dir=str(out),
+        ckpt_path=str(tmp_path / "model.pt"),
+        ssm_path="",
+        standard_geometry=str(tmp_path / "geometry.json"),
+        features=FEATURES,
+        image_size=64,
+        device="cpu",
+        **overrides,
+    )
+    return np.asarray(nib.load(str(out / name / "mask.nii.gz")).dataobj), json.loads(
+        (out / name / "result.json").read_text()
+    )
 
 
 def test_inference_predicts_nothing_in_padding(tmp_path):
     """A 30 x 24 cm PNG resampled into the 40 cm standard field: masks only on the radiograph's own area."""
 
     def film(folder):
-        Image.fromarray((np.random.default_rng(0).random((80, 100)) * 200 + 30).astype(np.uint8)).save(folder / "film.png")
+        Image.fromarray((np.random.default_rng(0).random((80, 100)) * 200 + 30).astype(np.uint8)).save(
+            folder / "film.png"
+        )
         return "film"
 
     mask, result = infer_bone_everywhere(tmp_path, film, pixel_spacing_mm=3.0)
@@ -84,7 +98,13 @@ def test_inference_predicts_nothing_on_dicom_pixel_padding(tmp_path):
     def padded(folder):
         pixels = ramp()
         pixels[:, :16] = 0
-        make_dicom(folder / "padded.dcm", pixels, DistanceSourceToDetector=1100.0, ImagerPixelSpacing=[6.25, 6.25], PixelPaddingValue=0)
+        make_dicom(
+            folder / "padded.dcm",
+            pixels,
+            DistanceSourceToDetector=1100.0,
+            ImagerPixelSpacing=[6.25, 6.25],
+            PixelPaddingValue=0,
+        )
         return "padded"
 
     mask, result = infer_bone_everywhere(tmp_path, padded)
@@ -94,7 +114,9 @@ def test_inference_predicts_nothing_on_dicom_pixel_padding(tmp_path):
 
 def test_field_of_view_channel_reaches_the_network():
     """With fov_channel the network gets the field of view as its second channel; masks still stop at the padding."""
-    rec = build_reconstructor(ckpt_path=None, ssm_path=None, device="cpu", features=FEATURES, image_size=64, fov_channel=True)
+    rec = build_reconstructor(
+        ckpt_path=None, ssm_path=None, device="cpu", features=FEATURES, image_size=64, fov_channel=True
+    )
     rec.network = bone_everywhere_network(in_channels=2).eval()
     seen = []
     rec.network.register_forward_pre_hook(lambda module, args: seen.append(args[0]))

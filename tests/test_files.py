@@ -48,13 +48,26 @@ def test_atomic_writes_have_umask_permissions(tmp_path):
 
 def test_json_is_strict_nan_and_infinity_become_null(tmp_path):
     """result.json and metrics.json parse with strict JSON readers (jq, JavaScript): no NaN or Infinity tokens."""
-    write_json(tmp_path / "r.json", {"centre_depth_mm": float("nan"), "v": [np.float32("inf"), 2.0, -np.inf], "a": np.array([np.nan, 1.0]), "n": None})
+    write_json(
+        tmp_path / "r.json",
+        {
+            "centre_depth_mm": float("nan"),
+            "v": [np.float32("inf"), 2.0, -np.inf],
+            "a": np.array([np.nan, 1.0]),
+            "n": None,
+        },
+    )
     text = (tmp_path / "r.json").read_text()
 
     def refuse(token):
         raise ValueError(token)
 
-    assert json.loads(text, parse_constant=refuse) == {"centre_depth_mm": None, "v": [None, 2.0, None], "a": [None, 1.0], "n": None}
+    assert json.loads(text, parse_constant=refuse) == {
+        "centre_depth_mm": None,
+        "v": [None, 2.0, None],
+        "a": [None, 1.0],
+        "n": None,
+    }
     with pytest.raises(TypeError, match="not JSON serialisable"):
         write_json(tmp_path / "s.json", {"x": {1, 2}})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
@@ -154,7 +167,11 @@ def test_atomic_dir_never_replaces_what_it_did_not_write(tmp_path, existing):
     with pytest.raises(InputFileError) as info:
         with atomic_dir(target, "result", source="b") as d:
             ran.append(d)
-    assert str(info.value).startswith(f"{target}: ") and "left untouched" in str(info.value) and "\n" not in str(info.value)
+    assert (
+        str(info.value).startswith(f"{target}: ")
+        and "left untouched" in str(info.value)
+        and "\n" not in str(info.value)
+    )
     assert not ran and tree(tmp_path) == before
     assert sorted(p.name for p in target.parent.iterdir()) == ["notes"]  # no temporary folder either
 
@@ -168,7 +185,11 @@ def test_atomic_dir_replaces_its_own_result_of_the_same_input(tmp_path):
             (d / "x.txt").write_text(text)
             (d / "meshes").mkdir()
             (d / "meshes" / "pelvis.ply").write_text(text)
-        assert json.loads((target / OUTPUT_MARKER).read_text()) == {"kind": "result", "source": "a", "files": ["meshes", "meshes/pelvis.ply", "x.txt"]}
+        assert json.loads((target / OUTPUT_MARKER).read_text()) == {
+            "kind": "result",
+            "source": "a",
+            "files": ["meshes", "meshes/pelvis.ply", "x.txt"],
+        }
         (target / "x.txt").unlink()
     assert (target / "meshes" / "pelvis.ply").read_text() == "second"
 
@@ -183,8 +204,12 @@ def test_atomic_dir_never_deletes_what_a_user_added_to_its_result(tmp_path, adde
         (d / "result.json").write_text("{}")
         (d / "meshes").mkdir()
         (d / "meshes" / "pelvis.ply").write_text("mesh")
-    needle = {"file": "(my_notes.txt)", "folder": "(manual_seg/)", "file in its subfolder": "(meshes/edited.ply)",
-              "no file list": f"before it recorded its files in {OUTPUT_MARKER}"}[added]
+    needle = {
+        "file": "(my_notes.txt)",
+        "folder": "(manual_seg/)",
+        "file in its subfolder": "(meshes/edited.ply)",
+        "no file list": f"before it recorded its files in {OUTPUT_MARKER}",
+    }[added]
     if added == "file":
         (target / "my_notes.txt").write_text("mine")
     elif added == "folder":
@@ -225,19 +250,43 @@ def test_outputs_that_cannot_be_written_are_one_line(tmp_path):
     (tmp_path / "folder").mkdir()
     under_file = tmp_path / "file.txt" / "x.dcm"
     cases = [
-        (lambda: write_json(under_file, {}), f"{under_file}: cannot be written: {tmp_path / 'file.txt'} is a file, not a folder"),
-        (lambda: write_json(tmp_path / "file.txt" / "a" / "b.json", {}), f"{tmp_path / 'file.txt' / 'a' / 'b.json'}: cannot be written: {tmp_path / 'file.txt'} is a file"),
-        (lambda: write_json(tmp_path / "folder", {}), f"{tmp_path / 'folder'}: cannot be written (IsADirectoryError: Is a directory)"),
-        (lambda: atomic_dir(under_file, "result").__enter__(), f"{under_file}: cannot be written: {tmp_path / 'file.txt'} is a file"),
-        (lambda: make_output_dir(tmp_path / "file.txt", "--out"), f"{tmp_path / 'file.txt'}: exists and is not a folder; --out names the output folder"),
-        (lambda: check_output_dir(tmp_path / "file.txt", "-o"), f"{tmp_path / 'file.txt'}: exists and is not a folder; -o names the output folder"),
-        (lambda: check_output_dir(under_file, "--output_dir"), f"{under_file}: cannot be created: {tmp_path / 'file.txt'} is a file, not a folder; --output_dir names"),
+        (
+            lambda: write_json(under_file, {}),
+            f"{under_file}: cannot be written: {tmp_path / 'file.txt'} is a file, not a folder",
+        ),
+        (
+            lambda: write_json(tmp_path / "file.txt" / "a" / "b.json", {}),
+            f"{tmp_path / 'file.txt' / 'a' / 'b.json'}: cannot be written: {tmp_path / 'file.txt'} is a file",
+        ),
+        (
+            lambda: write_json(tmp_path / "folder", {}),
+            f"{tmp_path / 'folder'}: cannot be written (IsADirectoryError: Is a directory)",
+        ),
+        (
+            lambda: atomic_dir(under_file, "result").__enter__(),
+            f"{under_file}: cannot be written: {tmp_path / 'file.txt'} is a file",
+        ),
+        (
+            lambda: make_output_dir(tmp_path / "file.txt", "--out"),
+            f"{tmp_path / 'file.txt'}: exists and is not a folder; --out names the output folder",
+        ),
+        (
+            lambda: check_output_dir(tmp_path / "file.txt", "-o"),
+            f"{tmp_path / 'file.txt'}: exists and is not a folder; -o names the output folder",
+        ),
+        (
+            lambda: check_output_dir(under_file, "--output_dir"),
+            f"{under_file}: cannot be created: {tmp_path / 'file.txt'} is a file, not a folder; --output_dir names",
+        ),
     ]
     for call, needle in cases:
         with pytest.raises(InputFileError) as info:
             call()
         assert str(info.value).startswith(needle) and "\n" not in str(info.value), info.value
-    assert (tmp_path / "file.txt").read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["file.txt", "folder"]
+    assert (tmp_path / "file.txt").read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "file.txt",
+        "folder",
+    ]
     assert list((tmp_path / "folder").iterdir()) == []
     check_output_dir(tmp_path / "new" / "out")  # missing folders under a writable one are fine
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from scripts.geometry import (
+    STANDARD_AP_ROTATION,
     Geometry,
     GeometryError,
-    STANDARD_AP_ROTATION,
     camera_to_world_directions,
     check_magnification,
     magnification,
@@ -22,8 +22,12 @@ from tests.helpers import assert_rigid
 
 @pytest.fixture
 def geom() -> Geometry:
-    pose = standard_ap_pose([12.0, -30.0, 85.0], 950.0, rotation_deg=(4.0, -7.0, 11.0), translation_mm=(15.0, -8.0, 20.0))
-    return Geometry(sid_mm=1100.0, pixel_spacing_mm=(1.5, 2.0), image_size=(40, 30), principal_point_px=(18.2, 16.7)).with_pose(pose)
+    pose = standard_ap_pose(
+        [12.0, -30.0, 85.0], 950.0, rotation_deg=(4.0, -7.0, 11.0), translation_mm=(15.0, -8.0, 20.0)
+    )
+    return Geometry(
+        sid_mm=1100.0, pixel_spacing_mm=(1.5, 2.0), image_size=(40, 30), principal_point_px=(18.2, 16.7)
+    ).with_pose(pose)
 
 
 def test_standard_geometry_file_defaults():
@@ -81,7 +85,11 @@ def test_standard_ap_pose_axes_and_centre():
     g = Geometry.standard().with_pose(m)
     np.testing.assert_allclose(g.world_to_camera_points(centre), [0, 0, 950.0], atol=1e-9)
     # the patient's left side projects to larger u than the right side
-    uv, _ = g.project(g.world_to_camera_points(np.array([[centre[0] - 100, centre[1], centre[2]], [centre[0] + 100, centre[1], centre[2]]])))
+    uv, _ = g.project(
+        g.world_to_camera_points(
+            np.array([[centre[0] - 100, centre[1], centre[2]], [centre[0] + 100, centre[1], centre[2]]])
+        )
+    )
     assert uv[0, 0] > uv[1, 0]
 
 
@@ -121,7 +129,9 @@ def test_flipped_lr_mirrors_image_and_points(geom):
     # the flipped image seen through the flipped geometry is the camera-x mirror of the original
     np.testing.assert_allclose(pts_f[:, ::-1], pts * np.array([-1.0, 1.0, 1.0]), atol=1e-9)
     # and the mirrored world maps to the same camera points: world points are unchanged
-    np.testing.assert_allclose(flipped.camera_to_world_points(pts_f[:, ::-1]), geom.camera_to_world_points(pts), atol=1e-9)
+    np.testing.assert_allclose(
+        flipped.camera_to_world_points(pts_f[:, ::-1]), geom.camera_to_world_points(pts), atol=1e-9
+    )
 
 
 def test_resized_keeps_field_of_view():
@@ -184,13 +194,17 @@ def test_ray_obliquity_by_hand():
     cos_phi, along_v = g.ray_obliquity(dtype=torch.float64)
     corner = -127.5 * 1.5625  # pixel (0, 0): x = y = -199.21875 mm on the detector
     assert float(cos_phi[0, 0]) == pytest.approx(1100.0 / np.sqrt(2 * corner**2 + 1100.0**2), rel=1e-12)  # 0.968718
-    assert float(along_v[0, 0]) == pytest.approx(np.arctan(corner / 1100.0), rel=1e-12)  # -0.17921 rad, toward the top row
+    assert float(along_v[0, 0]) == pytest.approx(
+        np.arctan(corner / 1100.0), rel=1e-12
+    )  # -0.17921 rad, toward the top row
     assert float(along_v[0, 255]) == float(along_v[0, 0]) and float(along_v[255, 0]) == -float(along_v[0, 0])
     np.testing.assert_allclose(cos_phi.numpy(), g.ray_directions(dtype=torch.float64)[..., 2].numpy(), rtol=1e-12)
     centred = Geometry(sid_mm=1000.0, pixel_spacing_mm=(2.0, 2.0), image_size=(5, 5))  # pixel (2, 2) on the central ray
     cos_phi, along_v = centred.ray_obliquity(dtype=torch.float64)
     assert float(cos_phi[2, 2]) == 1.0 and float(along_v[2, 2]) == 0.0
-    assert float(cos_phi[4, 2]) == pytest.approx(1000.0 / np.sqrt(4.0**2 + 1000.0**2)) and float(along_v[4, 2]) == pytest.approx(np.arctan(0.004))
+    assert float(cos_phi[4, 2]) == pytest.approx(1000.0 / np.sqrt(4.0**2 + 1000.0**2)) and float(
+        along_v[4, 2]
+    ) == pytest.approx(np.arctan(0.004))
 
 
 def test_voxel_spacing_of_an_oblique_affine():
@@ -203,11 +217,15 @@ def test_voxel_spacing_of_an_oblique_affine():
 
 def test_camera_to_world_directions(geom):
     m = standard_ap_pose([5.0, -20.0, 100.0], 950.0)
-    np.testing.assert_allclose(camera_to_world_directions(m, np.eye(3)), [[-1, 0, 0], [0, 0, -1], [0, -1, 0]], atol=1e-12)  # left, inferior, posterior
+    np.testing.assert_allclose(
+        camera_to_world_directions(m, np.eye(3)), [[-1, 0, 0], [0, 0, -1], [0, -1, 0]], atol=1e-12
+    )  # left, inferior, posterior
     rays = np.random.default_rng(3).normal(size=(10, 3))
     world = camera_to_world_directions(geom.matrix, rays)  # a rotated pose: the rotation's inverse, no translation
     np.testing.assert_allclose(world @ geom.matrix[:3, :3].T, rays, atol=1e-12)
-    np.testing.assert_allclose(camera_to_world_directions(geom.matrix, torch.as_tensor(rays)).numpy(), world, atol=1e-12)
+    np.testing.assert_allclose(
+        camera_to_world_directions(geom.matrix, torch.as_tensor(rays)).numpy(), world, atol=1e-12
+    )
 
 
 def test_read_standard_geometry(tmp_path):
@@ -215,11 +233,22 @@ def test_read_standard_geometry(tmp_path):
     assert geometry == Geometry.standard() and distance == 950.0
     own = tmp_path / "geometry.json"
     own.write_text(json.dumps({"sid_mm": 1000, "pixel_spacing_mm": [2.0, 2.0], "image_size": [100, 100]}))
-    assert read_standard_geometry(own) == (Geometry(1000.0, (2.0, 2.0), (100, 100)), 950.0)  # no distance: the standard file's
-    own.write_text(json.dumps({"sid_mm": 1000, "pixel_spacing_mm": [2.0, 2.0], "image_size": [100, 100], "source_to_object_mm": 800}))
+    assert read_standard_geometry(own) == (
+        Geometry(1000.0, (2.0, 2.0), (100, 100)),
+        950.0,
+    )  # no distance: the standard file's
+    own.write_text(
+        json.dumps(
+            {"sid_mm": 1000, "pixel_spacing_mm": [2.0, 2.0], "image_size": [100, 100], "source_to_object_mm": 800}
+        )
+    )
     assert read_standard_geometry(own)[1] == 800.0
     for bad in (400, 0, -950, None, "950", True):  # magnification 2.5; not a positive distance; not a number
-        own.write_text(json.dumps({"sid_mm": 1000, "pixel_spacing_mm": [2.0, 2.0], "image_size": [100, 100], "source_to_object_mm": bad}))
+        own.write_text(
+            json.dumps(
+                {"sid_mm": 1000, "pixel_spacing_mm": [2.0, 2.0], "image_size": [100, 100], "source_to_object_mm": bad}
+            )
+        )
         with pytest.raises(InputFileError, match="source_to_object_mm must be a distance"):
             read_standard_geometry(own)
     with pytest.raises(InputFileError, match="missing.json: geometry file not found"):

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from scripts.data import clinical_content as content
-from scripts.io.radiograph_io import bone_bright
 from scripts.data.radiograph_processing import exposure_normalise, look_up, multiscale_equalise, store_and_read
 from scripts.data.radiograph_style import DEFAULT_STYLE, style_radiograph
 from scripts.data.xray_physics import (
@@ -23,6 +22,7 @@ from scripts.data.xray_physics import (
     scatter,
     spectrum,
 )
+from scripts.io.radiograph_io import bone_bright
 from tests.helpers import GEOM
 
 
@@ -55,13 +55,17 @@ def test_polychromatic_water_slab_lies_between_the_monochromatic_extremes():
         assert soft < p < hard
         assert p == pytest.approx(float(np.sum(w * np.exp(-mass_attenuation("water", e) * t_cm))), rel=1e-5)
     # beam hardening: the effective attenuation per cm falls with thickness
-    mu_eff = [-math.log(float(polychromatic_transmission(water_slab(t, (1, 1)), e, w)[0, 0])) / t for t in (1.0, 10.0, 30.0)]
+    mu_eff = [
+        -math.log(float(polychromatic_transmission(water_slab(t, (1, 1)), e, w)[0, 0])) / t for t in (1.0, 10.0, 30.0)
+    ]
     assert mu_eff[0] > mu_eff[1] > mu_eff[2]
     # two energies by hand: half the signal at 40 keV, half at 80 keV, 10 cm water + 1 g/cm^2 bone
     a = torch.zeros((len(MATERIALS), 1, 1))
     a[0], a[1] = 10.0, 1.0
     hand = 0.5 * sum(math.exp(-10.0 * mass_attenuation("water", k) - mass_attenuation("bone", k)) for k in (40.0, 80.0))
-    assert float(polychromatic_transmission(a, np.array([40.0, 80.0]), np.array([0.5, 0.5]))[0, 0]) == pytest.approx(hand, rel=1e-5)
+    assert float(polychromatic_transmission(a, np.array([40.0, 80.0]), np.array([0.5, 0.5]))[0, 0]) == pytest.approx(
+        hand, rel=1e-5
+    )
 
 
 def test_lead_k_edge_and_table_values():
@@ -75,7 +79,9 @@ def test_heel_effect_is_monotone_along_the_anode_cathode_axis():
     theta = torch.linspace(-0.15, 0.15, 101)  # radians (+-8.6 degrees); anode side negative
     f = heel_factor(theta, anode_angle_deg=12.0, attenuation=0.02)
     assert torch.all(f.diff() > 0)  # intensity rises from the anode to the cathode side
-    assert torch.all(heel_factor(torch.linspace(-0.4, 0.4, 101), 12.0, 0.02).diff() >= 0)  # beyond the target's edge: flat
+    assert torch.all(
+        heel_factor(torch.linspace(-0.4, 0.4, 101), 12.0, 0.02).diff() >= 0
+    )  # beyond the target's edge: flat
     assert float(heel_factor(torch.zeros(1), 12.0, 0.02)) == pytest.approx(1.0)
     assert float(f[0]) < 0.9 and float(f[-1]) < 1.2
     # in the image: without a heel effect the slab is symmetric top to bottom (cos^3 falloff); with the anode
@@ -115,22 +121,40 @@ def test_detector_area_of_a_35_by_43_detector():
         expected = (x.abs() <= wide / 2 * 1100.0 / sid) & (y.abs() <= tall / 2 * 1100.0 / sid)
         assert torch.equal(area.bool(), expected)
         cols = int(area.bool().any(0).sum())
-        assert cols == min(64, 2 * math.floor(wide / 2 * 1100.0 / sid / 6.25 + 0.5))  # pixel centres at +-3.125 + k 6.25 mm
+        assert cols == min(
+            64, 2 * math.floor(wide / 2 * 1100.0 / sid / 6.25 + 0.5)
+        )  # pixel centres at +-3.125 + k 6.25 mm
 
 
 def test_collimated_border_is_constant_and_padding_is_zero():
-    opts = {"detector_short_mm": 350.0, "detector_long_mm": 430.0, "portrait_prob": 1.0, "collimation_inset_mm": 40.0,
-            "collimation_rotation_deg": 2.0, "shutter_prob": 1.0, "shutter_white_prob": 0.0, "quanta_per_mm2": 20000.0,
-            "scatter_per_attenuation": 1.0, "grid_prob": 1.0, "bits_stored": 12.0}
-    image, fov, exposed, drawn = style_radiograph(water_slab(15.0), GEOM, options=opts, generator=torch.Generator().manual_seed(0))
+    opts = {
+        "detector_short_mm": 350.0,
+        "detector_long_mm": 430.0,
+        "portrait_prob": 1.0,
+        "collimation_inset_mm": 40.0,
+        "collimation_rotation_deg": 2.0,
+        "shutter_prob": 1.0,
+        "shutter_white_prob": 0.0,
+        "quanta_per_mm2": 20000.0,
+        "scatter_per_attenuation": 1.0,
+        "grid_prob": 1.0,
+        "bits_stored": 12.0,
+    }
+    image, fov, exposed, drawn = style_radiograph(
+        water_slab(15.0), GEOM, options=opts, generator=torch.Generator().manual_seed(0)
+    )
     border = (fov > 0.5) & (exposed < 0.5)
     assert border.sum() > 100 and (exposed > 0.5).sum() > 1000
     assert torch.all(image[border] == 0.0)  # the electronic shutter: one constant value
     assert torch.all(image[fov < 0.5] == 0.0)  # padding
     assert image[exposed > 0.5].std() > 0  # noise inside the field
     # without a shutter the blades leave only leakage and scatter: the border is brighter (less signal) than the field
-    physical = style_radiograph(water_slab(15.0), GEOM, options={**opts, "shutter_prob": 0.0, "collimator_leakage": 0.02},
-                                generator=torch.Generator().manual_seed(0))[0]
+    physical = style_radiograph(
+        water_slab(15.0),
+        GEOM,
+        options={**opts, "shutter_prob": 0.0, "collimator_leakage": 0.02},
+        generator=torch.Generator().manual_seed(0),
+    )[0]
     assert physical[border].mean() > physical[exposed > 0.5].mean()
 
 
@@ -158,7 +182,9 @@ def test_processing_steps_by_hand():
     with_air = log_signal.clone()
     with_air[:, :8] = 0.05  # direct exposure beside the patient: outside the values of interest, saturates below 0
     m = exposure_normalise(with_air, exposed, 0.0, 100.0)
-    assert torch.allclose(m[:, 8:], exposure_normalise(log_signal[:, 8:], exposed[:, 8:], 0.0, 100.0)) and bool(torch.all(m[:, :8] < 0))
+    assert torch.allclose(m[:, 8:], exposure_normalise(log_signal[:, 8:], exposed[:, 8:], 0.0, 100.0)) and bool(
+        torch.all(m[:, :8] < 0)
+    )
     ramp = torch.linspace(0, 1, 11)
     assert torch.allclose(look_up(ramp, 0.0, 1.0), ramp)
     s = look_up(ramp, 8.0, 1.0)
@@ -188,7 +214,11 @@ def test_contrast_equalisation_of_a_cosine_by_hand():
     residual = offset + amplitude * h[5] * cos
     half = np.zeros(width, bool)
     half[inner] = cos[inner] > 0
-    for base_gain, gain, power, exposed_columns in ((1.0, 1.5, 0.6, np.ones(width, bool)), (0.5, 1.0, 1.0, half), (0.5, 1.5, 0.8, half)):
+    for base_gain, gain, power, exposed_columns in (
+        (1.0, 1.5, 0.6, np.ones(width, bool)),
+        (0.5, 1.0, 1.0, half),
+        (0.5, 1.5, 0.8, half),
+    ):
         exposed = torch.tensor(np.tile(exposed_columns, (64, 1)), dtype=torch.float64)
         m = residual[exposed_columns].mean()  # base_gain 1: m cancels, edges or not
         expected = m + base_gain * (residual - m) + band[0] * cos
@@ -210,7 +240,9 @@ def test_exposure_window_over_the_patient_or_the_whole_field_by_hand():
     small[:10, 40:50] = 2.0  # 100 patient pixels < 102.4: window over the field, 0.1 .. 2.0
     torch.testing.assert_close(exposure_normalise(small, exposed, 0.0, 100.0), (small - 0.1) / 1.9)
     large = log_signal.clone()
-    large[:11, 40:50] = torch.linspace(1.0, 2.0, 110, dtype=torch.float64).reshape(11, 10)  # 110 >= 102.4: window 1.0 .. 2.0
+    large[:11, 40:50] = torch.linspace(1.0, 2.0, 110, dtype=torch.float64).reshape(
+        11, 10
+    )  # 110 >= 102.4: window 1.0 .. 2.0
     torch.testing.assert_close(exposure_normalise(large, exposed, 0.0, 100.0), large - 1.0)
 
 
@@ -219,11 +251,21 @@ def test_defaults_are_a_plain_log_image_and_unknown_options_fail():
     slab[0, :, 32:] = 25.0  # thicker right half
     image, fov, exposed, drawn = style_radiograph(slab, GEOM)
     assert torch.all(fov == 1) and torch.all(exposed == 1)
-    assert float(image[:, :32].mean()) == pytest.approx(0.0, abs=0.02) and float(image[:, 32:].mean()) == pytest.approx(1.0, abs=0.02)
+    assert float(image[:, :32].mean()) == pytest.approx(0.0, abs=0.02) and float(image[:, 32:].mean()) == pytest.approx(
+        1.0, abs=0.02
+    )
     assert set(drawn) >= {"kvp", "grid", "shutter", "monochrome1"}
     with pytest.raises(ValueError):
         style_radiograph(slab, GEOM, options={"not_an_option": 1})
-    assert set(DEFAULT_STYLE) >= {"kvp", "filtration_al_mm", "heel_attenuation", "grid_prob", "quanta_per_mm2", "base_gain", "monochrome1_prob"}
+    assert set(DEFAULT_STYLE) >= {
+        "kvp",
+        "filtration_al_mm",
+        "heel_attenuation",
+        "grid_prob",
+        "quanta_per_mm2",
+        "base_gain",
+        "monochrome1_prob",
+    }
 
 
 def two_bone_masks():
@@ -244,11 +286,15 @@ def test_implants_shield_and_marker_lie_where_they_belong_and_keep_labels():
     femurs = masks[1] | masks[2]
     assert brighter.any() and (brighter & femurs).sum() > 0.5 * brighter.sum()  # the stem and head sit on a femur
     assert torch.equal(masks, two_bone_masks())  # labels untouched
-    shield = style_radiograph(water_slab(15.0), GEOM, masks, {"gonad_shield_prob": 1.0}, torch.Generator().manual_seed(4))[0]
+    shield = style_radiograph(
+        water_slab(15.0), GEOM, masks, {"gonad_shield_prob": 1.0}, torch.Generator().manual_seed(4)
+    )[0]
     dark = (shield - base) > 0.2
     rows = torch.nonzero(dark.any(1)).flatten()
     assert dark.any() and int(rows.min()) >= 18  # over the lower pelvis / below it, not over the crests
-    marker = style_radiograph(water_slab(15.0), GEOM, masks, {"side_marker_prob": 1.0}, torch.Generator().manual_seed(5))[0]
+    marker = style_radiograph(
+        water_slab(15.0), GEOM, masks, {"side_marker_prob": 1.0}, torch.Generator().manual_seed(5)
+    )[0]
     lead = (marker - base) > 0.2
     assert lead.any() and not lead[16:48, 16:48].any()  # a letter in a corner of the field
 
@@ -277,7 +323,10 @@ def test_hip_fixations_follow_the_neck_and_shaft():
     plate = 19.0 * 0.1 * DENSITY_G_CM3["steel"]
     angle = math.radians(180.0 - 130.0)
     down_neck = (head[0] - 30.0 * math.sin(angle), head[1] + 30.0 * math.cos(angle))
-    pixel = lambda p: (int(round(p[1] + 60.0)), int(round(p[0] + 150.0)))  # noqa: E731  (row, column) of an (x, y) point
+    pixel = lambda p: (
+        int(round(p[1] + 60.0)),
+        int(round(p[0] + 150.0)),
+    )  # noqa: E731  (row, column) of an (x, y) point
     for k, kind in enumerate(content.HIP_FIXATIONS):
         metal = content.hip_fixation(x, y, femur, 1.0, torch.Generator().manual_seed(k), kind)
         assert set(metal) == {"copper"}
@@ -294,7 +343,7 @@ def test_hip_fixations_follow_the_neck_and_shaft():
             column = steel[:, pixel((-62.5, 0.0))[1]]
             rows = torch.nonzero(column >= 0.99 * plate).flatten()
             assert len(rows) >= 70 and bool(torch.all(rows.diff() == 1))
-            assert float(steel[pixel((-70.0, 100.0))[0]:, pixel((-70.0, 0.0))[1]].max()) == 0.0  # below the barrel
+            assert float(steel[pixel((-70.0, 100.0))[0] :, pixel((-70.0, 0.0))[1]].max()) == 0.0  # below the barrel
     drawn = [content.hip_fixation(x, y, femur, 1.0, torch.Generator().manual_seed(s))["copper"] for s in (1, 1)]
     assert torch.equal(drawn[0], drawn[1])
     with pytest.raises(ValueError):
@@ -313,13 +362,22 @@ def test_hip_fixation_fraction_swaps_the_joint_replacement_without_touching_othe
     masks = two_bone_masks()
     opts = {"hip_implant_prob": 1.0, "quanta_per_mm2": 50000.0}
     default = style_radiograph(water_slab(15.0), GEOM, masks, opts, torch.Generator().manual_seed(3))
-    zero = style_radiograph(water_slab(15.0), GEOM, masks, {**opts, "hip_fixation_fraction": 0.0}, torch.Generator().manual_seed(3))
-    fixed = style_radiograph(water_slab(15.0), GEOM, masks, {**opts, "hip_fixation_fraction": 1.0}, torch.Generator().manual_seed(3))
-    tiny = style_radiograph(water_slab(15.0), GEOM, masks, {**opts, "hip_fixation_fraction": 1e-9}, torch.Generator().manual_seed(3))
+    zero = style_radiograph(
+        water_slab(15.0), GEOM, masks, {**opts, "hip_fixation_fraction": 0.0}, torch.Generator().manual_seed(3)
+    )
+    fixed = style_radiograph(
+        water_slab(15.0), GEOM, masks, {**opts, "hip_fixation_fraction": 1.0}, torch.Generator().manual_seed(3)
+    )
+    tiny = style_radiograph(
+        water_slab(15.0), GEOM, masks, {**opts, "hip_fixation_fraction": 1e-9}, torch.Generator().manual_seed(3)
+    )
     assert torch.equal(default[0], zero[0]) and not torch.equal(zero[0], tiny[0])
     assert not torch.equal(default[0], fixed[0])
     base = style_radiograph(water_slab(15.0), GEOM, masks)[0]
-    brighter = (style_radiograph(water_slab(15.0), GEOM, masks, {"hip_implant_prob": 1.0, "hip_fixation_fraction": 1.0})[0] - base) > 0.05
+    brighter = (
+        style_radiograph(water_slab(15.0), GEOM, masks, {"hip_implant_prob": 1.0, "hip_fixation_fraction": 1.0})[0]
+        - base
+    ) > 0.05
     assert brighter.any() and (brighter & (masks[1] | masks[2])).sum() > 0.5 * brighter.sum()
     assert torch.equal(masks, two_bone_masks())
 
@@ -357,7 +415,9 @@ def test_detector_blur_quantum_and_electronic_noise_by_hand():
     sigma = 2.0
     blurred = detector_signal(step, 0.0, sigma, 0.0, 1.0)[32]
     u = torch.arange(64, dtype=torch.float64)
-    cdf = 0.5 * (1.0 + torch.erf((u - 31.5) / (sigma * math.sqrt(2.0))))  # the continuous step response at pixel centres
+    cdf = 0.5 * (
+        1.0 + torch.erf((u - 31.5) / (sigma * math.sqrt(2.0)))
+    )  # the continuous step response at pixel centres
     torch.testing.assert_close(blurred, cdf, rtol=0, atol=0.01)
     flat = torch.full((256, 256), 0.5, dtype=torch.float64)
     q = 400.0
@@ -380,11 +440,15 @@ def test_spine_implant_positioning_aids_and_text_by_construction():
     ti = spine["titanium"]
     torch.testing.assert_close(ti, torch.flip(ti, dims=[1]), rtol=0, atol=1e-5)  # mirror image about x = 0
     assert ti.max() > 0 and not ti[y > top + 30.0 + 3.2 + 4.0 + 6.25].any()  # rods end 30 mm below the pelvis top
-    assert float(ti.max()) >= 0.1 * 6.0 * 4.506 - 1e-4  # at least a rod's diameter of titanium where rods and screws meet
+    assert (
+        float(ti.max()) >= 0.1 * 6.0 * 4.506 - 1e-4
+    )  # at least a rod's diameter of titanium where rods and screws meet
     aids = content.positioning_aids(x, y, torch.Generator().manual_seed(3))
     assert set(aids) == {"water", "titanium", "copper"}
     assert 0 < float(aids["water"].max()) <= 0.1 * (6.0 + 3.0) + 1e-6  # strap plus wedge: at most 9 mm of water
-    assert float(aids["copper"].max()) <= 0.1 * 0.3 * 8.96 + 1e-6 and aids["copper"].gt(0).any(1).sum() <= 2  # one thin line
+    assert (
+        float(aids["copper"].max()) <= 0.1 * 0.3 * 8.96 + 1e-6 and aids["copper"].gt(0).any(1).sum() <= 2
+    )  # one thin line
     detector = torch.zeros(64, 64)
     detector[8:56, 4:60] = 1.0
     text = content.burned_in_text(detector, GEOM, torch.Generator().manual_seed(4))

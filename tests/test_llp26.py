@@ -46,7 +46,10 @@ def test_subjects_rebuild_from_the_raw_arrays_and_average_to_the_mean():
     np.testing.assert_allclose(subjects.mean(0), model.mean, atol=1e-6)  # PCA: the subjects average to the mean
     assert np.ptp(subjects[:, llp26.FEMUR_NODES, 2], axis=0).max() > 20.0  # and they differ
     # the package's mean-shape node files hold the same nodes (independent file, same numbering)
-    for name, nodes in (("atlas_meshes/femur_left_mean_rigid_LLP26.geof", llp26.FEMUR_NODES), ("atlas_meshes/pelvis_combined_cubic_mean_rigid_LLP26.geof", llp26.PELVIS_NODES)):
+    for name, nodes in (
+        ("atlas_meshes/femur_left_mean_rigid_LLP26.geof", llp26.FEMUR_NODES),
+        ("atlas_meshes/pelvis_combined_cubic_mean_rigid_LLP26.geof", llp26.PELVIS_NODES),
+    ):
         field = json.loads(llp26.package_file(name).read_text())["field_parameters"]
         geof = np.array([[float(field[k][f"dim {i}"]) for i in range(3)] for k in sorted(field)])
         np.testing.assert_allclose(geof, model.mean[nodes], atol=1e-9)
@@ -78,11 +81,17 @@ def test_surfaces_pass_through_every_node_and_are_closed_and_outward():
         assert len(parts) == components and all(p.volume > 0 for p in parts)
         # the sampling grid (pelvis 1/6, femur 1/8 of an edge) holds every node's parametric position
         # of the cubic/quartic elements: each element reproduces its own nodes there
-        elements = llp26.read_element_mesh(*(llp26.package_file(f) for f in (llp26.PELVIS_MESH if bone == "pelvis" else llp26.FEMUR_MESH)))
+        elements = llp26.read_element_mesh(
+            *(llp26.package_file(f) for f in (llp26.PELVIS_MESH if bone == "pelvis" else llp26.FEMUR_MESH))
+        )
         on_grid = np.unique(np.concatenate([e for t, e in zip(elements.types, elements.nodes) if t != "quad54"]))
-        dist = np.min(np.linalg.norm(mesh.vertices[:, None, :] - model.subject(3)[nodes][on_grid][None, :, :], axis=2), axis=0)
+        dist = np.min(
+            np.linalg.norm(mesh.vertices[:, None, :] - model.subject(3)[nodes][on_grid][None, :, :], axis=2), axis=0
+        )
         assert dist.max() < 1e-6
-        assert smap.weights[:, : nodes.start].nnz == 0 and smap.weights[:, nodes.stop :].nnz == 0  # only this bone's nodes
+        assert (
+            smap.weights[:, : nodes.start].nnz == 0 and smap.weights[:, nodes.stop :].nnz == 0
+        )  # only this bone's nodes
 
 
 def test_element_numbering_error_is_caught(tmp_path):

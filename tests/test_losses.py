@@ -95,7 +95,9 @@ def test_centre_depth_loss_l1_mm():
     mask = t([[1.0, 1.0], [0.0, 0.0]]).repeat(2, 1, 1, 1)
     mask[1] = 0.0
     # sample 0: |940 - 960| = 20; sample 1 has no bone and is left out
-    assert CentreDepthLoss()(torch.tensor([940.0, 0.0], dtype=torch.float64), target, mask).item() == pytest.approx(20.0)
+    assert CentreDepthLoss()(torch.tensor([940.0, 0.0], dtype=torch.float64), target, mask).item() == pytest.approx(
+        20.0
+    )
 
 
 def _perfect_output(label: torch.Tensor, bones: int, faces: int) -> torch.Tensor:

@@ -68,9 +68,17 @@ def test_bundle_metadata_valid():
 
 def test_metadata_package_versions_are_the_pins():
     """metadata.json's monai / torch / numpy and required_packages_version name the versions requirements.txt pins."""
-    pins = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().splitlines() if "==" in line and not line.startswith("#"))
+    pins = dict(
+        line.split("==")
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
     pins = {name.strip().lower(): version.strip() for name, version in pins.items()}
     meta = json.loads(META.read_text())
     for package, version in meta["required_packages_version"].items():
         assert pins.get(package.lower()) == version, package
-    assert pins["monai"] == meta["monai_version"] and pins["torch"].startswith(meta["pytorch_version"]) and pins["numpy"].startswith(meta["numpy_version"])
+    assert (
+        pins["monai"] == meta["monai_version"]
+        and pins["torch"].startswith(meta["pytorch_version"])
+        and pins["numpy"].startswith(meta["numpy_version"])
+    )

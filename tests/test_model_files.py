@@ -22,13 +22,14 @@ import torch
 
 import scripts.model.release as release_mod
 from deploy.app.pipeline import reconstruct_image_adapter, run
+from scripts.io.files import InputFileError
 from scripts.model.checkpoints import load_network, load_weights
 from scripts.model.export_onnx import main as export_onnx_main
 from scripts.model.export_onnx import network_from_config
-from scripts.io.files import InputFileError
 from scripts.model.networks import DualFaceDepthNet
-from scripts.model.release import SHA_KEY, release, verify_shipped
+from scripts.model.release import SHA_KEY
 from scripts.model.release import main as release_main
+from scripts.model.release import release, verify_shipped
 from scripts.reconstruction.reconstruct import bundle_config
 from tests.helpers import FEATURES, ROOT, STD, make_dicom, ramp, run_bundle, write_sphere_dataset
 
@@ -85,10 +86,24 @@ def test_inference_refuses_planted_torchscript(planted, tmp_path, capsys):
     make_dicom(d / "a.dcm", ramp(), DistanceSourceToDetector=1100.0, ImagerPixelSpacing=[6.25, 6.25])
     STD.save(tmp_path / "geometry.json")
     with pytest.raises(SystemExit) as info:
-        run_bundle("inference.yaml", input_dir=str(d), output_dir=str(tmp_path / "out"), ckpt_path=str(path), ssm_path="",
-                   standard_geometry=str(tmp_path / "geometry.json"), features=FEATURES, image_size=64, device="cpu")
+        run_bundle(
+            "inference.yaml",
+            input_dir=str(d),
+            output_dir=str(tmp_path / "out"),
+            ckpt_path=str(path),
+            ssm_path="",
+            standard_geometry=str(tmp_path / "geometry.json"),
+            features=FEATURES,
+            image_size=64,
+            device="cpu",
+        )
     assert info.value.code == 1
-    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"{path}: is a TorchScript archive (code, not data)")
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .startswith(f"{path}: is a TorchScript archive (code, not data)")
+    )
     assert not marker.exists() and not (tmp_path / "out").exists()
 
 
@@ -96,9 +111,16 @@ def test_evaluation_refuses_planted_torchscript(planted, tmp_path, capsys):
     path, marker = planted
     write_sphere_dataset(tmp_path / "data", n_cases=1)
     with pytest.raises(SystemExit) as info:
-        run_bundle("evaluate.yaml", dataset_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "eval"), ckpt_path=str(path),
-                   single_face_ckpt_path=str(tmp_path / "none.pt"), ssm_path="", device="cpu",
-                   inference_overrides={"image_size": 64, "features": FEATURES})
+        run_bundle(
+            "evaluate.yaml",
+            dataset_dir=str(tmp_path / "data"),
+            output_dir=str(tmp_path / "eval"),
+            ckpt_path=str(path),
+            single_face_ckpt_path=str(tmp_path / "none.pt"),
+            ssm_path="",
+            device="cpu",
+            inference_overrides={"image_size": 64, "features": FEATURES},
+        )
     assert info.value.code == 1
     assert f"{path}: is a TorchScript archive (code, not data)" in capsys.readouterr().err
     assert not marker.exists()
@@ -106,7 +128,10 @@ def test_evaluation_refuses_planted_torchscript(planted, tmp_path, capsys):
 
 def test_onnx_export_refuses_planted_torchscript(planted, tmp_path, capsys):
     path, marker = planted
-    assert export_onnx_main(["--ckpt", str(path), "--out", str(tmp_path / "m.onnx"), "--override", f"features={FEATURES}"]) == 1
+    assert (
+        export_onnx_main(["--ckpt", str(path), "--out", str(tmp_path / "m.onnx"), "--override", f"features={FEATURES}"])
+        == 1
+    )
     assert capsys.readouterr().err.startswith(f"{path}: is a TorchScript archive")
     assert not marker.exists() and not (tmp_path / "m.onnx").exists()
 
@@ -152,7 +177,9 @@ def test_shipped_single_face_baseline_loads_into_the_network_evaluation_builds()
     # the shipped dual-face network's width: all it lacks are the 3 back-face channels of the final 1x1 conv
     # (24 weights and a bias each, from the last of features [24, 24, 48, 96, 192, 24])
     dual = bundle_config().get_parsed_content("network_def")
-    assert sum(p.numel() for p in baseline.network.parameters()) == sum(p.numel() for p in dual.parameters()) - 3 * (24 + 1)
+    assert sum(p.numel() for p in baseline.network.parameters()) == sum(p.numel() for p in dual.parameters()) - 3 * (
+        24 + 1
+    )
 
 
 def test_release_copies_checked_files_and_records_their_sums(planted, tmp_path):
@@ -179,7 +206,10 @@ def test_release_copies_checked_files_and_records_their_sums(planted, tmp_path):
     torch.save({"model": torch.load(tmp_path / "best.pt")}, tmp_path / "checkpoint_epoch=3.pt")
     with pytest.raises(InputFileError, match="not a network state dict"):
         release({"model": tmp_path / "checkpoint_epoch=3.pt"}, metadata=meta, models_dir=models)
-    assert np.array_equal(np.frombuffer((models / "model.pt").read_bytes(), np.uint8), np.frombuffer((tmp_path / "best.pt").read_bytes(), np.uint8))
+    assert np.array_equal(
+        np.frombuffer((models / "model.pt").read_bytes(), np.uint8),
+        np.frombuffer((tmp_path / "best.pt").read_bytes(), np.uint8),
+    )
 
 
 @pytest.fixture()
@@ -207,15 +237,21 @@ def test_release_refuses_a_state_dict_of_another_network(shipped_copy, capsys):
     before = _contents(models.parent)
     single, dual = ROOT / "models" / "model_single_face.pt", ROOT / "models" / "model.pt"
     assert release_main(["--model", str(single)]) == 1
-    assert capsys.readouterr().err.strip() == (f"{single}: does not fit configs/inference.yaml network_def: checkpoint from another bundle "
-                                               "version or network configuration: shapes differ for ['final_conv.bias', 'final_conv.weight']")
+    assert capsys.readouterr().err.strip() == (
+        f"{single}: does not fit configs/inference.yaml network_def: checkpoint from another bundle "
+        "version or network configuration: shapes differ for ['final_conv.bias', 'final_conv.weight']"
+    )
     assert release_main(["--model", str(dual), "--single_face", str(dual)]) == 1
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith(f"{dual}: does not fit configs/inference.yaml network_def with faces 1 (the single-face baseline): ")
+    assert len(err.splitlines()) == 1 and err.startswith(
+        f"{dual}: does not fit configs/inference.yaml network_def with faces 1 (the single-face baseline): "
+    )
     assert _contents(models.parent) == before
     assert release_main(["--model", str(dual), "--single_face", str(single)]) == 0  # each where it fits
-    assert capsys.readouterr().out.splitlines() == [f"released models/model.pt (sha256 {sha256(dual)[:16]}...)",
-                                                    f"released models/model_single_face.pt (sha256 {sha256(single)[:16]}...)"]
+    assert capsys.readouterr().out.splitlines() == [
+        f"released models/model.pt (sha256 {sha256(dual)[:16]}...)",
+        f"released models/model_single_face.pt (sha256 {sha256(single)[:16]}...)",
+    ]
 
 
 def test_release_ships_only_a_torchscript_export_of_the_state_dict(shipped_copy, tmp_path, capsys):
@@ -230,13 +266,18 @@ def test_release_ships_only_a_torchscript_export_of_the_state_dict(shipped_copy,
     before = _contents(models.parent)
     assert release_main(["--torchscript", str(other_ts)]) == 1  # against the shipped model.pt
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith(f"{other_ts}: its outputs differ from {models / 'model.pt'}'s in configs/inference.yaml network_def (up to ")
+    assert len(err.splitlines()) == 1 and err.startswith(
+        f"{other_ts}: its outputs differ from {models / 'model.pt'}'s in configs/inference.yaml network_def (up to "
+    )
     assert err.endswith("not an export of that model; export it with monai.bundle ckpt_export (docs/deployment.md)")
     assert _contents(models.parent) == before
     assert release_main(["--model", str(other), "--torchscript", str(other_ts)]) == 0
     assert sha256(models / "model.pt") == sha256(other) and sha256(models / "model.ts") == sha256(other_ts)
-    assert json.loads(meta.read_text())[SHA_KEY] == {**json.loads((ROOT / "configs" / "metadata.json").read_text())[SHA_KEY],
-                                                     "models/model.pt": sha256(other), "models/model.ts": sha256(other_ts)}
+    assert json.loads(meta.read_text())[SHA_KEY] == {
+        **json.loads((ROOT / "configs" / "metadata.json").read_text())[SHA_KEY],
+        "models/model.pt": sha256(other),
+        "models/model.ts": sha256(other_ts),
+    }
 
 
 @pytest.mark.parametrize("failing", ["copy of the second file", "rename of the second file", "rename of the metadata"])
@@ -270,9 +311,14 @@ def test_release_is_all_or_nothing(shipped_copy, tmp_path, monkeypatch, capsys, 
     assert release_main(["--model", str(best), "--ssm", str(ssm)]) == 1
     named = meta if failing == "rename of the metadata" else models / "ssm.npz"
     problem = "No space left on device" if failing.startswith("copy") else "Input/output error"
-    assert capsys.readouterr().err.strip() == f"{named}: cannot be written (OSError: {problem}); nothing released: models/ and the metadata are as they were"
+    assert (
+        capsys.readouterr().err.strip()
+        == f"{named}: cannot be written (OSError: {problem}); nothing released: models/ and the metadata are as they were"
+    )
     assert _contents(models.parent) == before
     fault["on"] = False
     assert release_main(["--model", str(best), "--ssm", str(ssm)]) == 0
-    assert sha256(models / "model.pt") == sha256(best) and json.loads(meta.read_text())[SHA_KEY]["models/model.pt"] == sha256(best)
+    assert sha256(models / "model.pt") == sha256(best) and json.loads(meta.read_text())[SHA_KEY][
+        "models/model.pt"
+    ] == sha256(best)
     assert sorted(_contents(models.parent)) == sorted(before)  # no temporaries left

@@ -12,9 +12,19 @@ import trimesh
 from scipy import ndimage
 
 from scripts.data import phantom_anatomy as anatomy
-from scripts.geometry import BONES, Geometry, standard_ap_pose
-from scripts.data.phantom import BONE_LOSS_AT_1, TissueOptions, _bone_hu, build_meshes, case_seeds, generate_case, main, sample_params, voxelize
+from scripts.data.phantom import (
+    BONE_LOSS_AT_1,
+    TissueOptions,
+    _bone_hu,
+    build_meshes,
+    case_seeds,
+    generate_case,
+    main,
+    sample_params,
+    voxelize,
+)
 from scripts.data.volumes import BONE_LABELS
+from scripts.geometry import BONES, Geometry, standard_ap_pose
 from scripts.io.files import OUTPUT_MARKER, InputFileError
 
 SPACING = 3.0
@@ -169,7 +179,10 @@ def test_hounsfield_units(case):
 
 def test_cli_writes_full_layout(tmp_path):
     assert main(["--anatomy", "procedural", "--n", "2", "--out", str(tmp_path), "--seed", "5", "--spacing", "4"]) == 0
-    template = {b: len(v.vertices) for b, v in ((b, anatomy.pelvis_template() if b == "pelvis" else anatomy.femur_template()) for b in BONES)}
+    template = {
+        b: len(v.vertices)
+        for b, v in ((b, anatomy.pelvis_template() if b == "pelvis" else anatomy.femur_template()) for b in BONES)
+    }
     for i in range(2):
         d = tmp_path / f"case_{i:04d}"
         ct, lab = nib.load(d / "ct.nii.gz"), nib.load(d / "labels.nii.gz")
@@ -199,7 +212,11 @@ def test_cli_leaves_a_users_files_and_clears_its_leftovers(tmp_path, capsys):
     args = ["--anatomy", "procedural", "--n", "2", "--seed", "5", "--spacing", "8"]
     assert main([*args, "--out", str(out)]) == 1
     assert f"{out / 'case_0001'}: exists and was not written by this bundle" in capsys.readouterr().err
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["case_0001", "case_0001/notes.txt", "notes.txt"]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "case_0001",
+        "case_0001/notes.txt",
+        "notes.txt",
+    ]
     (tmp_path / "file").write_text("a user's file")
     assert main([*args, "--out", str(tmp_path / "file"), "--workers", "2"]) == 1
     assert capsys.readouterr().err.strip().endswith("exists and is not a folder; --out names the output folder")
@@ -217,7 +234,13 @@ def test_cli_leaves_a_users_files_and_clears_its_leftovers(tmp_path, capsys):
 
 def test_soft_tissue_depots_follow_the_body_habitus():
     """Every depot rises with the habitus (lean 0 .. heavy 1) and stays in its range (docs/phantom.md)."""
-    ranges = {"fat_mm": (8, 35), "lateral_tissue_mm": (35, 75), "anterior_tissue_mm": (40, 110), "posterior_tissue_mm": (30, 55), "thigh_radius_mm": (70, 95)}
+    ranges = {
+        "fat_mm": (8, 35),
+        "lateral_tissue_mm": (35, 75),
+        "anterior_tissue_mm": (40, 110),
+        "posterior_tissue_mm": (30, 55),
+        "thigh_radius_mm": (70, 95),
+    }
     draws = [sample_params(s)["tissue"] for s in range(200)]
     habitus = np.array([t["habitus"] for t in draws])
     for key, (low, high) in ranges.items():
@@ -257,16 +280,22 @@ def test_osteoporosis_scales_the_bone_draws_and_nothing_else(tmp_path):
     HU by as much (mean over the pelvis's interior, away from the partial-volume rim); a range draws one loss
     per subject within it; a reversed range is refused before anything is written."""
     default = sample_params(3)
-    assert default == sample_params(3, TissueOptions(osteoporosis=(0.0, 0.0))) and "osteoporosis" not in default["tissue"]
+    assert (
+        default == sample_params(3, TissueOptions(osteoporosis=(0.0, 0.0))) and "osteoporosis" not in default["tissue"]
+    )
     lossy = sample_params(3, TissueOptions(osteoporosis=(1.0, 1.0)))["tissue"]
     assert lossy.pop("osteoporosis") == 1.0
     assert lossy["trabecular_hu"] == pytest.approx(0.35 * default["tissue"]["trabecular_hu"])
     assert lossy["cortical_hu"] == pytest.approx(0.65 * default["tissue"]["cortical_hu"])
     assert lossy["cortex_mm"] == pytest.approx(0.6 * default["tissue"]["cortex_mm"])
-    assert {k: v for k, v in lossy.items() if k not in BONE_LOSS_AT_1} == {k: v for k, v in default["tissue"].items() if k not in BONE_LOSS_AT_1}
+    assert {k: v for k, v in lossy.items() if k not in BONE_LOSS_AT_1} == {
+        k: v for k, v in default["tissue"].items() if k not in BONE_LOSS_AT_1
+    }
     drawn = [sample_params(s, TissueOptions(osteoporosis=(0.2, 0.6)))["tissue"]["osteoporosis"] for s in range(20)]
     assert all(0.2 <= o <= 0.6 for o in drawn) and np.std(drawn) > 0.05
-    young, old = generate_case(3, SPACING, "procedural"), generate_case(3, SPACING, "procedural", options=TissueOptions(osteoporosis=(1.0, 1.0)))
+    young, old = generate_case(3, SPACING, "procedural"), generate_case(
+        3, SPACING, "procedural", options=TissueOptions(osteoporosis=(1.0, 1.0))
+    )
     np.testing.assert_array_equal(young.labels, old.labels)
     inner = ndimage.binary_erosion(young.labels == BONE_LABELS["pelvis"], iterations=2)
     ratio = (old.ct[inner].astype(float).mean()) / young.ct[inner].astype(float).mean()
@@ -290,26 +319,93 @@ def test_partial_volume_cortex_by_hand(tmp_path):
         plain = np.zeros(mask.shape)
         plain[mask] = _bone_hu(mask, 2.0, cortex_mm, {"tissue": tissue}, np.random.default_rng(0))
         mixed = np.zeros(mask.shape)
-        mixed[mask] = _bone_hu(mask, 2.0, cortex_mm, {"tissue": {**tissue, "partial_volume_cortex": True}}, np.random.default_rng(0))
+        mixed[mask] = _bone_hu(
+            mask, 2.0, cortex_mm, {"tissue": {**tissue, "partial_volume_cortex": True}}, np.random.default_rng(0)
+        )
         layers = np.arange(2, 22)
-        texture = np.where(np.minimum(layers - 2, 21 - layers) < 1, (plain[layers, 12, 12] - 1500.0) / 80.0, (plain[layers, 12, 12] - 200.0) / 50.0)
+        texture = np.where(
+            np.minimum(layers - 2, 21 - layers) < 1,
+            (plain[layers, 12, 12] - 1500.0) / 80.0,
+            (plain[layers, 12, 12] - 200.0) / 50.0,
+        )
         depth_layer = np.minimum(layers - 2, 21 - layers)  # 0: the outer voxel
         share = np.array([shares[min(d, 2)] for d in depth_layer])
-        np.testing.assert_allclose(mixed[layers, 12, 12], 200.0 + share * 1300.0 + (50.0 + 30.0 * share) * texture, atol=1e-6)
+        np.testing.assert_allclose(
+            mixed[layers, 12, 12], 200.0 + share * 1300.0 + (50.0 + 30.0 * share) * texture, atol=1e-6
+        )
         assert share.sum() * 2.0 == pytest.approx(2 * cortex_mm)  # both faces of the row
     assert row.sum() == 20
     assert "partial_volume_cortex" not in sample_params(3)["tissue"]
-    assert sample_params(3, TissueOptions(partial_volume_cortex=True))["tissue"] == {**sample_params(3)["tissue"], "partial_volume_cortex": True}
-    main(["--anatomy", "procedural", "--n", "1", "--out", str(tmp_path / "pv"), "--spacing", "6", "--partial_volume_cortex"])
-    assert json.loads((tmp_path / "pv" / "case_0000" / "params.json").read_text())["tissue"]["partial_volume_cortex"] is True
+    assert sample_params(3, TissueOptions(partial_volume_cortex=True))["tissue"] == {
+        **sample_params(3)["tissue"],
+        "partial_volume_cortex": True,
+    }
+    main(
+        [
+            "--anatomy",
+            "procedural",
+            "--n",
+            "1",
+            "--out",
+            str(tmp_path / "pv"),
+            "--spacing",
+            "6",
+            "--partial_volume_cortex",
+        ]
+    )
+    assert (
+        json.loads((tmp_path / "pv" / "case_0000" / "params.json").read_text())["tissue"]["partial_volume_cortex"]
+        is True
+    )
 
 
 def test_parallel_and_extended_cohorts_match_serial(tmp_path):
     """--workers 2 writes the same cases (same seeds, same folders) as one process, and --start 1
     writes the second case of that cohort without the first."""
-    assert main(["--anatomy", "procedural", "--n", "2", "--out", str(tmp_path / "serial"), "--seed", "7", "--spacing", "6"]) == 0
-    assert main(["--anatomy", "procedural", "--n", "2", "--out", str(tmp_path / "parallel"), "--seed", "7", "--spacing", "6", "--workers", "2"]) == 0
-    assert main(["--anatomy", "procedural", "--n", "1", "--start", "1", "--out", str(tmp_path / "extended"), "--seed", "7", "--spacing", "6"]) == 0
+    assert (
+        main(
+            ["--anatomy", "procedural", "--n", "2", "--out", str(tmp_path / "serial"), "--seed", "7", "--spacing", "6"]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "--anatomy",
+                "procedural",
+                "--n",
+                "2",
+                "--out",
+                str(tmp_path / "parallel"),
+                "--seed",
+                "7",
+                "--spacing",
+                "6",
+                "--workers",
+                "2",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "--anatomy",
+                "procedural",
+                "--n",
+                "1",
+                "--start",
+                "1",
+                "--out",
+                str(tmp_path / "extended"),
+                "--seed",
+                "7",
+                "--spacing",
+                "6",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in (tmp_path / "extended").iterdir()) == ["case_0001"]
     for run, case in (("parallel", "case_0000"), ("parallel", "case_0001"), ("extended", "case_0001")):
         serial, other = (json.loads((tmp_path / r / case / "params.json").read_text()) for r in ("serial", run))

@@ -99,7 +99,9 @@ def test_scattered_mask_fails_one_part():
     mask[0] &= grid
     result = plausibility(mask, depth, GEOM, GOOD_FIT)
     assert "pelvis one part" in failed(result)
-    assert {c["name"]: c for c in result["checks"]}["pelvis one part"]["value"] == pytest.approx(1 / mask[0].sum(), abs=1e-3)
+    assert {c["name"]: c for c in result["checks"]}["pelvis one part"]["value"] == pytest.approx(
+        1 / mask[0].sum(), abs=1e-3
+    )
 
 
 def test_oversized_femur_and_poor_fits():
@@ -156,7 +158,9 @@ def shipped_model_results(tmp_path_factory):
     write_inverted(ap, root / "in" / "inverted")
     write_noise(root / "in" / "noise.png", 0)
     (chest,) = simulate_chest(root / "chest", poses=1, seed=3)
-    assert not read_nifti(chest / "mask.nii.gz").any() and read_nifti(chest / "image.nii.gz").std() > 0  # no pelvis or femur in it
+    assert (
+        not read_nifti(chest / "mask.nii.gz").any() and read_nifti(chest / "image.nii.gz").std() > 0
+    )  # no pelvis or femur in it
     assert json.loads((chest / "sample.json").read_text())["couch_voxels_removed"] == 0  # the phantom is whole
     _in(root, chest, "chest")
     err = io.StringIO()
@@ -174,6 +178,13 @@ def test_shipped_model_warns_on_what_is_not_an_ap_pelvis_radiograph(shipped_mode
     for name in ("lateral", "inverted", "noise", "chest"):
         result = results[name]
         assert not result["plausibility"]["plausible"], (name, result["plausibility"])
-        assert result["plausibility"]["score"] < result["plausibility"]["min_score"] <= results["ap"]["plausibility"]["score"]
-        assert result["warnings"] == [result["plausibility"]["warning"]] and "may not be an AP pelvis radiograph" in result["warnings"][0]
+        assert (
+            result["plausibility"]["score"]
+            < result["plausibility"]["min_score"]
+            <= results["ap"]["plausibility"]["score"]
+        )
+        assert (
+            result["warnings"] == [result["plausibility"]["warning"]]
+            and "may not be an AP pelvis radiograph" in result["warnings"][0]
+        )
         assert error_lines(err, f"{out / name}: warning: ") == [f"{out / name}: warning: {result['warnings'][0]}"]

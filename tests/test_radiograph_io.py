@@ -9,9 +9,16 @@ from hypothesis import strategies as st
 from PIL import Image
 from pydicom.uid import CTImageStorage, DigitalXRayImageStorageForPresentation, SecondaryCaptureImageStorage
 
-from scripts.io.files import InputFileError, write_nifti
 from scripts.geometry import Geometry
-from scripts.io.radiograph_io import field_of_view, iter_radiographs, load_radiograph, load_radiograph_with_field, output_name, resample_to
+from scripts.io.files import InputFileError, write_nifti
+from scripts.io.radiograph_io import (
+    field_of_view,
+    iter_radiographs,
+    load_radiograph,
+    load_radiograph_with_field,
+    output_name,
+    resample_to,
+)
 from tests.helpers import STD, jpeg_lossless_copy, make_dicom, ramp
 
 HYP = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -99,7 +106,9 @@ def test_dicom_geometry_lands_points_where_projected(tmp_path, sid, su, aniso, m
     elif mode == "pixel_mag":  # object-plane calibrated PixelSpacing with its magnification factor
         tags.update(PixelSpacing=[sv / mag, su / mag], EstimatedRadiographicMagnificationFactor=mag)
     elif mode == "pixel_sod":  # calibrated, factor from SID / SOD
-        tags.update(PixelSpacing=[sv / mag, su / mag], PixelSpacingCalibrationType="GEOMETRY", DistanceSourceToPatient=sod)
+        tags.update(
+            PixelSpacing=[sv / mag, su / mag], PixelSpacingCalibrationType="GEOMETRY", DistanceSourceToPatient=sod
+        )
     elif mode == "pixel_plain":  # uncalibrated: detector pitch
         tags.update(PixelSpacing=[sv, su])
     else:
@@ -110,7 +119,7 @@ def test_dicom_geometry_lands_points_where_projected(tmp_path, sid, su, aniso, m
     assert out.shape == (64, 64) and geom == STD
     assert info["native_geometry"]["pixel_spacing_mm"] == pytest.approx([su, sv], rel=1e-6)
     expect, _ = STD.project(POINTS)
-    for (u, v) in expect:
+    for u, v in expect:
         cu, cv = centroid(out, u, v)
         assert abs(cu - u) < 0.35 and abs(cv - v) < 0.35
 
@@ -136,10 +145,26 @@ def test_secondary_capture_accepted(tmp_path):
     "kwargs, pixels, needle",
     [
         (dict(DistanceSourceToDetector=None), ramp(), "DistanceSourceToDetector (0018,1110); pass --sid_mm"),
-        (dict(ImagerPixelSpacing=None), ramp(), "ImagerPixelSpacing (0018,1164) and PixelSpacing (0028,0030); pass --pixel_spacing_mm"),
-        (dict(ImagerPixelSpacing=None, PixelSpacing=[1, 1], PixelSpacingCalibrationType="GEOMETRY"), ramp(), "EstimatedRadiographicMagnificationFactor"),
-        (dict(ImagerPixelSpacing=None, PixelSpacing=[1, 1], PixelSpacingCalibrationType="GEOMETRY", DistanceSourceToPatient=0),
-         ramp(), "DistanceSourceToPatient (0018,1111) must be a positive distance in mm, got 0"),
+        (
+            dict(ImagerPixelSpacing=None),
+            ramp(),
+            "ImagerPixelSpacing (0018,1164) and PixelSpacing (0028,0030); pass --pixel_spacing_mm",
+        ),
+        (
+            dict(ImagerPixelSpacing=None, PixelSpacing=[1, 1], PixelSpacingCalibrationType="GEOMETRY"),
+            ramp(),
+            "EstimatedRadiographicMagnificationFactor",
+        ),
+        (
+            dict(
+                ImagerPixelSpacing=None,
+                PixelSpacing=[1, 1],
+                PixelSpacingCalibrationType="GEOMETRY",
+                DistanceSourceToPatient=0,
+            ),
+            ramp(),
+            "DistanceSourceToPatient (0018,1111) must be a positive distance in mm, got 0",
+        ),
         (dict(modality="CT", sop_class=CTImageStorage), ramp(), "modality CT"),
         (dict(modality="MR"), ramp(), "modality MR"),
         (dict(modality="OT"), ramp(), "modality OT"),  # OT only as secondary capture
@@ -270,31 +295,67 @@ def test_to_dicom_round_trip_png(tmp_path, capsys):
 
     img = (np.arange(96 * 80).reshape(96, 80) * 7 % 60000 + 10).astype(np.uint16)
     Image.fromarray(img).save(tmp_path / "hip.png")
-    args = ["to-dicom", str(tmp_path / "hip.png"), str(tmp_path / "hip.dcm"), "--sid_mm", "1050", "--pixel_spacing_mm", "1.5", "1.75"]
+    args = [
+        "to-dicom",
+        str(tmp_path / "hip.png"),
+        str(tmp_path / "hip.dcm"),
+        "--sid_mm",
+        "1050",
+        "--pixel_spacing_mm",
+        "1.5",
+        "1.75",
+    ]
     assert main(args) == 0 and "wrote" in capsys.readouterr().out
     from_png = load_radiograph(tmp_path / "hip.png", STD, sid_mm=1050.0, pixel_spacing_mm=(1.5, 1.75))
     from_dcm = load_radiograph(tmp_path / "hip.dcm", STD)
     np.testing.assert_array_equal(from_dcm[0], from_png[0])
     assert from_dcm[2]["native_geometry"] == from_png[2]["native_geometry"]
-    assert from_dcm[2]["geometry_source"] == {"sid_mm": "DistanceSourceToDetector (0018,1110)", "pixel_spacing_mm": "ImagerPixelSpacing (0018,1164)"}
+    assert from_dcm[2]["geometry_source"] == {
+        "sid_mm": "DistanceSourceToDetector (0018,1110)",
+        "pixel_spacing_mm": "ImagerPixelSpacing (0018,1164)",
+    }
     import pydicom
 
     ds = pydicom.dcmread(str(tmp_path / "hip.dcm"))
-    assert (ds.Modality, ds.SOPClassUID, ds.BodyPartExamined, ds.ViewPosition) == ("DX", DigitalXRayImageStorageForPresentation, "PELVIS", "AP")
+    assert (ds.Modality, ds.SOPClassUID, ds.BodyPartExamined, ds.ViewPosition) == (
+        "DX",
+        DigitalXRayImageStorageForPresentation,
+        "PELVIS",
+        "AP",
+    )
     assert list(ds.PatientOrientation) == ["L", "F"]  # radiological AP display: accepted by the reader
-    assert [float(x) for x in ds.ImagerPixelSpacing] == [1.75, 1.5] and ds.Rows == 96 and ds.Columns == 80  # [row, column]
+    assert (
+        [float(x) for x in ds.ImagerPixelSpacing] == [1.75, 1.5] and ds.Rows == 96 and ds.Columns == 80
+    )  # [row, column]
     np.testing.assert_array_equal(ds.pixel_array, img)
     # the user's file is never replaced without --overwrite; a bad geometry is refused in one line
     before = (tmp_path / "hip.dcm").read_bytes()
-    assert main(args) == 1 and capsys.readouterr().err.strip() == f"{tmp_path / 'hip.dcm'}: exists; pass --overwrite to replace it"
+    assert (
+        main(args) == 1
+        and capsys.readouterr().err.strip() == f"{tmp_path / 'hip.dcm'}: exists; pass --overwrite to replace it"
+    )
     assert (tmp_path / "hip.dcm").read_bytes() == before
-    assert main(["to-dicom", str(tmp_path / "hip.png"), str(tmp_path / "far.dcm"), "--sid_mm", "1e7", "--pixel_spacing_mm", "1.5"]) == 1
+    assert (
+        main(
+            [
+                "to-dicom",
+                str(tmp_path / "hip.png"),
+                str(tmp_path / "far.dcm"),
+                "--sid_mm",
+                "1e7",
+                "--pixel_spacing_mm",
+                "1.5",
+            ]
+        )
+        == 1
+    )
     assert "sid_mm 1e+07 mm outside 700..2000 mm" in capsys.readouterr().err and not (tmp_path / "far.dcm").exists()
 
 
 def test_to_dicom_round_trip_simulator_nifti(tmp_path):
     """A float simulator image keeps its geometry.json values in the tags; the pixels come back as their range mapped
-    linearly onto 0..65535 (the DX IOD stores 16-bit integers), which the network's percentile normalisation does not see."""
+    linearly onto 0..65535 (the DX IOD stores 16-bit integers), which the network's percentile normalisation does not see.
+    """
     from scripts.io.radiograph_io import to_dicom
 
     g = Geometry(sid_mm=1100.0, pixel_spacing_mm=(1.5, 1.5), image_size=(70, 66))
@@ -305,7 +366,9 @@ def test_to_dicom_round_trip_simulator_nifti(tmp_path):
     back, geom, info = load_radiograph(tmp_path / "s.dcm", g)
     assert geom == g and Geometry.from_dict(info["native_geometry"]) == g.with_pose(np.eye(4))
     lo, hi = float(img.min()), float(img.max())
-    np.testing.assert_array_equal(back, np.round((img.astype(np.float64) - lo) * 65535.0 / (hi - lo)))  # range -> 0..65535
+    np.testing.assert_array_equal(
+        back, np.round((img.astype(np.float64) - lo) * 65535.0 / (hi - lo))
+    )  # range -> 0..65535
 
 
 def test_dicom_pixel_padding_is_outside_the_radiograph(tmp_path):
@@ -329,8 +392,14 @@ def test_dicom_pixel_padding_is_outside_the_radiograph(tmp_path):
     assert plain_field.min() == 1.0 and plain_info["coverage"] == 1.0 and "padding_pixels" not in plain_info
     mono1 = px.copy()
     mono1[40:, :] = np.arange(64 * 24).reshape(24, 64) % 96 + 4000  # a padding range 4000..4095, bone dark below it
-    tags = dict(PhotometricInterpretation="MONOCHROME1", BitsStored=12, PixelPaddingValue=4000, PixelPaddingRangeLimit=4095,
-                RescaleSlope=2.0, RescaleIntercept=-5.0)
+    tags = dict(
+        PhotometricInterpretation="MONOCHROME1",
+        BitsStored=12,
+        PixelPaddingValue=4000,
+        PixelPaddingRangeLimit=4095,
+        RescaleSlope=2.0,
+        RescaleIntercept=-5.0,
+    )
     ds = make_dicom(tmp_path / "m1.dcm", mono1, **tags)
     expected = np.ones((64, 64), np.float32)
     expected[40:] = 0.0
@@ -344,8 +413,16 @@ def test_dicom_pixel_padding_is_outside_the_radiograph(tmp_path):
 
 # ---------------------------------------------------------------------- orientation and laterality
 # the stored image whose EXIF Orientation o makes a viewer show the displayed one: the inverse of the viewer's turn
-STORED_FOR_ORIENTATION = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-                          5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_270}
+STORED_FOR_ORIENTATION = {
+    1: None,
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
 
 
 def _save_oriented(path, displayed: Image.Image, orientation: int, **kwargs) -> None:
@@ -365,27 +442,37 @@ def test_exif_orientation_is_read_as_displayed(tmp_path, orientation):
 
     from scripts.io.radiograph_io import LATERALITY_ASSUMED
 
-    displayed = Image.fromarray(ramp(64, 96, hi=250).astype(np.uint8) * np.tri(64, 96, 20, dtype=np.uint8))  # no symmetry
+    displayed = Image.fromarray(
+        ramp(64, 96, hi=250).astype(np.uint8) * np.tri(64, 96, 20, dtype=np.uint8)
+    )  # no symmetry
     displayed.save(tmp_path / "plain.png")
     _save_oriented(tmp_path / "tagged.png", displayed, orientation)
-    with Image.open(tmp_path / "tagged.png") as im:  # the test's own stored image is right: Pillow's viewer turn shows `displayed`
+    with Image.open(
+        tmp_path / "tagged.png"
+    ) as im:  # the test's own stored image is right: Pillow's viewer turn shows `displayed`
         np.testing.assert_array_equal(np.asarray(ImageOps.exif_transpose(im)), np.asarray(displayed))
     pitch = (5.0, 4.0)  # (su, sv) of the displayed image
     plain = load_radiograph_with_field(tmp_path / "plain.png", STD, pixel_spacing_mm=pitch)
     tagged = load_radiograph_with_field(tmp_path / "tagged.png", STD, pixel_spacing_mm=pitch)
     np.testing.assert_array_equal(tagged[0], plain[0])
     np.testing.assert_array_equal(tagged[3], plain[3])
-    assert tagged[2]["native_geometry"] == plain[2]["native_geometry"] and plain[2]["native_geometry"]["image_size"] == [96, 64]
+    assert tagged[2]["native_geometry"] == plain[2]["native_geometry"] and plain[2]["native_geometry"][
+        "image_size"
+    ] == [96, 64]
     assert tagged[2]["exif_orientation"] == orientation and "exif_orientation" not in plain[2]
     assert plain[2]["laterality"] == LATERALITY_ASSUMED
-    assert tagged[2]["laterality"] == LATERALITY_ASSUMED + ("" if orientation == 1 else f" (image as its EXIF Orientation {orientation} displays it)")
+    assert tagged[2]["laterality"] == LATERALITY_ASSUMED + (
+        "" if orientation == 1 else f" (image as its EXIF Orientation {orientation} displays it)"
+    )
     # a JPEG (lossy) gives exactly what Pillow's viewer turn of the same file shows
     _save_oriented(tmp_path / "tagged.jpg", displayed, orientation, quality=95)
     with Image.open(tmp_path / "tagged.jpg") as im:
         shown = np.asarray(ImageOps.exif_transpose(im))
     Image.fromarray(shown).save(tmp_path / "shown.png")
-    np.testing.assert_array_equal(load_radiograph(tmp_path / "tagged.jpg", STD, pixel_spacing_mm=pitch)[0],
-                                  load_radiograph(tmp_path / "shown.png", STD, pixel_spacing_mm=pitch)[0])
+    np.testing.assert_array_equal(
+        load_radiograph(tmp_path / "tagged.jpg", STD, pixel_spacing_mm=pitch)[0],
+        load_radiograph(tmp_path / "shown.png", STD, pixel_spacing_mm=pitch)[0],
+    )
 
 
 def test_tiff_orientation_tag_of_a_float_tiff(tmp_path):
@@ -394,7 +481,9 @@ def test_tiff_orientation_tag_of_a_float_tiff(tmp_path):
 
     displayed = ramp(64, 96).astype(np.float64) * np.tri(64, 96, 20)
     tifffile.imwrite(tmp_path / "plain.tif", displayed)
-    tifffile.imwrite(tmp_path / "tagged.tif", np.rot90(displayed, 1), extratags=[(0x0112, "H", 1, 6, True)])  # stored turned back
+    tifffile.imwrite(
+        tmp_path / "tagged.tif", np.rot90(displayed, 1), extratags=[(0x0112, "H", 1, 6, True)]
+    )  # stored turned back
     plain, _, _ = load_radiograph(tmp_path / "plain.tif", STD, pixel_spacing_mm=(5.0, 4.0))
     tagged, _, info = load_radiograph(tmp_path / "tagged.tif", STD, pixel_spacing_mm=(5.0, 4.0))
     np.testing.assert_array_equal(tagged, plain)
@@ -414,15 +503,29 @@ def test_laterality_says_where_it_comes_from(tmp_path):
         assert load_radiograph(tmp_path / name, STD)[2]["laterality"] == LATERALITY_ASSUMED
 
 
-@pytest.mark.parametrize("body_part, refused", [
-    ("CHEST PA", True), ("KNEE LEFT", True), ("LEFT HAND", True), ("C-SPINE", True), ("CHEST", True),
-    ("PELVIS", False), ("HIP LEFT", False), ("HIP KNEE", False), ("ABDOMEN", False), ("L-SPINE", False), ("BECKEN", False),
-])
+@pytest.mark.parametrize(
+    "body_part, refused",
+    [
+        ("CHEST PA", True),
+        ("KNEE LEFT", True),
+        ("LEFT HAND", True),
+        ("C-SPINE", True),
+        ("CHEST", True),
+        ("PELVIS", False),
+        ("HIP LEFT", False),
+        ("HIP KNEE", False),
+        ("ABDOMEN", False),
+        ("L-SPINE", False),
+        ("BECKEN", False),
+    ],
+)
 def test_body_part_examined_is_judged_by_its_words(tmp_path, body_part, refused):
     """A value naming another body part among other words is refused; one naming the pelvis or hip is not (long-leg films)."""
     make_dicom(tmp_path / "bp.dcm", ramp(), BodyPartExamined=body_part)
     if refused:
-        with pytest.raises(InputFileError, match=f"BodyPartExamined \\(0018,0015\\) is {body_part}: not a pelvis/hip radiograph"):
+        with pytest.raises(
+            InputFileError, match=f"BodyPartExamined \\(0018,0015\\) is {body_part}: not a pelvis/hip radiograph"
+        ):
             load_radiograph(tmp_path / "bp.dcm", STD)
     else:
         assert load_radiograph(tmp_path / "bp.dcm", STD)[0].std() > 0
@@ -435,7 +538,10 @@ def test_pixel_data_size_must_match_rows_and_columns(tmp_path):
 
     make_dicom(tmp_path / "rows.dcm", ramp(331, 331), Rows=300)
     needle = r"PixelData \(7FE0,0010\) holds 219122 bytes, but Rows x Columns x frames x samples \(300 x 331 x 1 x 1\) at BitsAllocated 16 needs 198600"
-    for read in (lambda: read_dicom(tmp_path / "rows.dcm", stop_before_pixels=True), lambda: load_radiograph(tmp_path / "rows.dcm", STD)):
+    for read in (
+        lambda: read_dicom(tmp_path / "rows.dcm", stop_before_pixels=True),
+        lambda: load_radiograph(tmp_path / "rows.dcm", STD),
+    ):
         with pytest.raises(InputFileError, match=needle):
             read()
     px = ramp(65, 65, hi=250).astype(np.uint8)
@@ -459,5 +565,8 @@ def test_to_dicom_never_writes_over_its_input(tmp_path, capsys):
     (tmp_path / "sub").mkdir()
     for output in ("a.png", "hard.png", "soft.dcm", "sub/../a.png"):
         assert main(["to-dicom", str(tmp_path / "a.png"), str(tmp_path / output), "--overwrite"]) == 1
-        assert capsys.readouterr().err.strip() == f"{tmp_path / output}: the output is the input file {tmp_path / 'a.png'} itself; choose another output file"
+        assert (
+            capsys.readouterr().err.strip()
+            == f"{tmp_path / output}: the output is the input file {tmp_path / 'a.png'} itself; choose another output file"
+        )
     assert (tmp_path / "a.png").read_bytes() == before and (tmp_path / "hard.png").read_bytes() == before

@@ -45,7 +45,9 @@ def test_triangulated_grid_covers_each_centre_once():
 def test_plane_depth_clipping_and_triangle_index():
     """Depth of the plane 2 + 0.5 x - 0.25 y interpolated exactly; a square reaching outside a 3 x 4
     picture keeps only its pixels inside; indices count a zero-area triangle; chunks change nothing."""
-    square = np.array([[[-2.0, -2.0], [3.0, -2.0], [3.0, 3.0]], [[-2.0, -2.0], [-2.0, 3.0], [3.0, 3.0]]])  # corners in both orders
+    square = np.array(
+        [[[-2.0, -2.0], [3.0, -2.0], [3.0, 3.0]], [[-2.0, -2.0], [-2.0, 3.0], [3.0, 3.0]]]
+    )  # corners in both orders
     xy = np.concatenate([np.array([[[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]]]), square])  # a zero-area triangle first
     depth = 2.0 + 0.5 * xy[..., 0] - 0.25 * xy[..., 1]
     pixel, z, tri = got = rasterise_triangles(xy, depth, (3, 4))

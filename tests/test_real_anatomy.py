@@ -13,13 +13,15 @@ import trimesh
 
 from scripts.data import llp26
 from scripts.data import real_anatomy as ra
-from scripts.geometry import BONES, Geometry, standard_ap_pose
 from scripts.data.phantom import generate_case, main, voxelize
 from scripts.data.volumes import BONE_LABELS, VERTEBRAE_LABEL
+from scripts.geometry import BONES, Geometry, standard_ap_pose
 from scripts.shape_maths import fit_sphere, kabsch
 
 SPACING = 4.0
-NEUTRAL = {s: {"flexion_deg": 0.0, "abduction_deg": 0.0, "internal_rotation_deg": 0.0} for s in ("femur_left", "femur_right")}
+NEUTRAL = {
+    s: {"flexion_deg": 0.0, "abduction_deg": 0.0, "internal_rotation_deg": 0.0} for s in ("femur_left", "femur_right")
+}
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,11 @@ def real_test_subject():
 
 def test_split_is_fixed_and_disjoint():
     splits = ra.SUBJECT_SPLITS
-    assert splits["test"] == (20, 21, 22, 23, 24, 25) and splits["validation"] == (17, 18, 19) and splits["training"] == tuple(range(17))
+    assert (
+        splits["test"] == (20, 21, 22, 23, 24, 25)
+        and splits["validation"] == (17, 18, 19)
+        and splits["training"] == tuple(range(17))
+    )
     assert sorted(sum(splits.values(), ())) == list(range(llp26.N_SUBJECTS))
 
 
@@ -81,7 +87,9 @@ def test_heads_seated_in_their_acetabula_with_a_joint_space(synthetic, real_test
     lm = ra.landmarks()
     for case in (synthetic, real_test_subject):
         pelvis = case.meshes["pelvis"]
-        hemi = trimesh.Trimesh(pelvis.vertices, pelvis.faces[np.all(np.isin(pelvis.faces, lm.hemipelves), 1)], process=False)
+        hemi = trimesh.Trimesh(
+            pelvis.vertices, pelvis.faces[np.all(np.isin(pelvis.faces, lm.hemipelves), 1)], process=False
+        )
         for side in ("left", "right"):
             femur = case.meshes[f"femur_{side}"]
             head, head_r = fit_sphere(femur.vertices[lm.head])
@@ -92,8 +100,12 @@ def test_heads_seated_in_their_acetabula_with_a_joint_space(synthetic, real_test
             _, dist, _ = trimesh.proximity.closest_point(hemi, femur.vertices)
             assert dist.min() > 0.5  # the bones never touch ...
             near = femur.vertices[dist < 10.0]
-            assert len(near) > 10 and (ra.winding_number(hemi, near) < 0.5).all()  # ... and no femur vertex is inside the pelvis
-        assert (case.meshes["femur_left"].vertices[:, 0] < 0).all() and (case.meshes["femur_right"].vertices[:, 0] > 0).all()
+            assert (
+                len(near) > 10 and (ra.winding_number(hemi, near) < 0.5).all()
+            )  # ... and no femur vertex is inside the pelvis
+        assert (case.meshes["femur_left"].vertices[:, 0] < 0).all() and (
+            case.meshes["femur_right"].vertices[:, 0] > 0
+        ).all()
 
 
 def test_labels_of_different_bones_never_overlap(synthetic, real_test_subject):
@@ -139,7 +151,9 @@ def test_articulation_turns_each_femur_about_its_head_centre():
         assert axis0[0] * lateral > 0.9 * np.linalg.norm(axis0)  # neutral: epicondyles along x, lateral outward
         angle = np.degrees(np.arctan2(axis0[0] * axis1[1] - axis0[1] * axis1[0], axis0[:2] @ axis1[:2]))
         assert abs(abs(angle) - 18.0) < 0.5
-        assert v1[lm.epicondyle_lateral].mean(0)[1] > v0[lm.epicondyle_lateral].mean(0)[1] + 5.0  # internal: the lateral side comes forward
+        assert (
+            v1[lm.epicondyle_lateral].mean(0)[1] > v0[lm.epicondyle_lateral].mean(0)[1] + 5.0
+        )  # internal: the lateral side comes forward
         assert v2[lm.knee].mean(0)[1] > knee0[1] + 50.0  # flexion: the knee moves anteriorly
         head0, _ = fit_sphere(v0[lm.head])
         head2, _ = fit_sphere(v2[lm.head])
@@ -162,7 +176,9 @@ def test_case_anatomy_body_and_ap_view(synthetic):
     vert = case.labels == VERTEBRAE_LABEL
     pel = case.labels == BONE_LABELS["pelvis"]
     z = np.arange(ct.shape[2]) * SPACING + case.affine[2, 3]
-    assert z[np.nonzero(vert.any((0, 1)))[0]].min() > z[np.nonzero(pel.any((0, 1)))[0]].min() + 80.0  # spine above the sacrum
+    assert (
+        z[np.nonzero(vert.any((0, 1)))[0]].min() > z[np.nonzero(pel.any((0, 1)))[0]].min() + 80.0
+    )  # spine above the sacrum
     assert ct[vert].min() > 100 and ct[pel].min() > 100  # bone HU (cortex and trabecular)
     bladder = case.params["tissue"]["bladder"]
     c = np.rint((np.asarray(bladder["centre_mm"]) - case.affine[:3, 3]) / SPACING).astype(int)
@@ -172,7 +188,10 @@ def test_case_anatomy_body_and_ap_view(synthetic):
     assert case.meshes["femur_left"].vertices[:, 2].min() < case.affine[2, 3]  # the mesh stays the whole femur
     centre = case.meshes["pelvis"].centroid
     geom = Geometry.standard().with_pose(standard_ap_pose(centre, 950.0))
-    u = {b: geom.project(geom.world_to_camera_points(case.meshes[b].vertices))[0][:, 0] for b in ("femur_left", "femur_right")}
+    u = {
+        b: geom.project(geom.world_to_camera_points(case.meshes[b].vertices))[0][:, 0]
+        for b in ("femur_left", "femur_right")
+    }
     assert np.median(u["femur_left"]) > np.median(u["femur_right"])  # image columns toward the patient's left
     assert 220.0 < case.params["inter_iliac_width_mm"] < 340.0
 
@@ -211,21 +230,41 @@ def test_cli_cohort_and_real_subjects_feed_simulator_shape_model_training_and_ev
     assert mask.shape[-1] == 3 and (mask.reshape(-1, 3).sum(0) > 0).all()  # three bones, no vertebra channel
     models, meta = build_from_cases(cohort, variance=1.0)
     assert meta["cases"] == ["case_0000", "case_0001"] and models["femur_left"].n_modes == 1
-    assert meta["anatomy"] == ["llp26"] and meta["llp26_subjects"] == list(ra.TRAINING_SUBJECTS) and meta["notice"] == NOTICE
+    assert (
+        meta["anatomy"] == ["llp26"]
+        and meta["llp26_subjects"] == list(ra.TRAINING_SUBJECTS)
+        and meta["notice"] == NOTICE
+    )
     assert cohort_provenance(sorted(real.iterdir()))["llp26_subjects"] == [17, 18, 19]  # a leak would show
     # training and evaluation take the cohort unchanged: draws to train on, a real subject to validate, real test subjects
     save_shape_models(tmp_path / "ssm.npz", models, meta)
     data = tmp_path / "sim_all"
-    for cases, split in ((find_cases(cohort), "training"), (find_cases(real)[:1], "validation"), (find_cases(test)[:2], "test")):
+    for cases, split in (
+        (find_cases(cohort), "training"),
+        (find_cases(real)[:1], "validation"),
+        (find_cases(test)[:2], "test"),
+    ):
         assert not simulate(cases, data, poses=1, seed=0, cfg=cfg, split=split)[1]
     wf = train_workflow(data, tmp_path / "run", epochs=1)
     wf.run()
     wf.finalize()
-    m = run_evaluation(data, tmp_path / "eval", ckpt_path=str(tmp_path / "run" / "models" / "model.pt"), single_face_ckpt_path=str(tmp_path / "absent.pt"))
-    assert m["n_samples"] == 2 and {r["sample"] for r in m["per_sample"]} == {f"subject_{j}_00_p0" for j in ra.TEST_SUBJECTS[:2]}
-    oracle = run_evaluation(data, tmp_path / "oracle", oracle_inputs=True)  # the true maps: the truth surfaces agree with them
-    assert all(r["assd_mm"] < 5.0 for r in oracle["means"] if r["variant"] == "dual_face" and r["shift"] == "oracle" and r["bone"] != "all")
-
+    m = run_evaluation(
+        data,
+        tmp_path / "eval",
+        ckpt_path=str(tmp_path / "run" / "models" / "model.pt"),
+        single_face_ckpt_path=str(tmp_path / "absent.pt"),
+    )
+    assert m["n_samples"] == 2 and {r["sample"] for r in m["per_sample"]} == {
+        f"subject_{j}_00_p0" for j in ra.TEST_SUBJECTS[:2]
+    }
+    oracle = run_evaluation(
+        data, tmp_path / "oracle", oracle_inputs=True
+    )  # the true maps: the truth surfaces agree with them
+    assert all(
+        r["assd_mm"] < 5.0
+        for r in oracle["means"]
+        if r["variant"] == "dual_face" and r["shift"] == "oracle" and r["bone"] != "all"
+    )
 
 
 def test_shipped_shape_models_never_saw_a_validation_or_test_subject():
@@ -273,11 +312,15 @@ def test_femur_variation_is_the_named_change():
     knee_z = base[:, 2].min()
     top, distal = base[:, 2] > -ra.VARIATION_TOP_MM, base[:, 2] < knee_z + 40.0
     a = np.radians(10.0)
-    turned = base @ np.array([[np.cos(a), np.sin(a), 0.0], [-np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])  # +10 deg about +z
+    turned = base @ np.array(
+        [[np.cos(a), np.sin(a), 0.0], [-np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]]
+    )  # +10 deg about +z
     version = local(ra.vary_femur(nodes, version_deg=10.0))
     np.testing.assert_allclose(version[top], turned[top], atol=1e-6)
     np.testing.assert_allclose(version[distal], base[distal], atol=1e-6)
-    assert (version[top & (base[:, 0] < -20.0), 1] < base[top & (base[:, 0] < -20.0), 1]).all()  # the lateral proximal femur goes back
+    assert (
+        version[top & (base[:, 0] < -20.0), 1] < base[top & (base[:, 0] < -20.0), 1]
+    ).all()  # the lateral proximal femur goes back
     bow = local(ra.vary_femur(nodes, bow_mm=5.0)) - base
     np.testing.assert_allclose(bow[:, [0, 2]], 0.0, atol=1e-9)
     assert bow[:, 1].max() == pytest.approx(5.0, abs=0.2) and (bow[:, 1] >= -1e-9).all()
@@ -300,13 +343,19 @@ def test_femur_variation_is_the_named_change():
     along = (top - low) / np.linalg.norm(top - low)
     off_axis = (pivot - low) - ((pivot - low) @ along) * along
     assert np.linalg.norm(off_axis) < 0.5 and pivot[1] < -10.0  # on the axis, below the head
-    np.testing.assert_allclose(valgus[distal | (base[:, 2] < -ra.VARIATION_TOP_MM)], base[distal | (base[:, 2] < -ra.VARIATION_TOP_MM)], atol=1e-9)
+    np.testing.assert_allclose(
+        valgus[distal | (base[:, 2] < -ra.VARIATION_TOP_MM)],
+        base[distal | (base[:, 2] < -ra.VARIATION_TOP_MM)],
+        atol=1e-9,
+    )
 
 
 def test_section_centroid_is_the_area_centroid():
     """An L-shaped prism (unequal vertex spacing): the area centroid (95/7, 95/7) mm, not the vertex mean, at any cut."""
     outline = np.array([[0.0, 0.0], [40.0, 0.0], [40.0, 10.0], [10.0, 10.0], [10.0, 40.0], [0.0, 40.0]]) + [5.0, -20.0]
-    prism = trimesh.creation.extrude_triangulation(outline, np.array([[0, 1, 2], [0, 2, 3], [0, 3, 4], [0, 4, 5]]), height=30.0)
+    prism = trimesh.creation.extrude_triangulation(
+        outline, np.array([[0, 1, 2], [0, 2, 3], [0, 3, 4], [0, 4, 5]]), height=30.0
+    )
     for z in (3.0, 17.5):
         np.testing.assert_allclose(ra.section_centroid(prism, z), [95.0 / 7.0 + 5.0, 95.0 / 7.0 - 20.0, z], atol=1e-9)
     with pytest.raises(ValueError, match="does not reach"):
@@ -320,9 +369,13 @@ def test_femur_variation_widens_draws_only():
     np.testing.assert_array_equal(plain.meshes["femur_left"].vertices, again.meshes["femur_left"].vertices)
     varied = ra.sample_subject(4, femur_variation=1.0)
     draws = varied.params["femur_variation"]
-    assert set(draws) == set(ra.FEMUR_VARIATION_SD) and all(abs(draws[k]) <= ra.MAX_SD * sd for k, sd in ra.FEMUR_VARIATION_SD.items())
+    assert set(draws) == set(ra.FEMUR_VARIATION_SD) and all(
+        abs(draws[k]) <= ra.MAX_SD * sd for k, sd in ra.FEMUR_VARIATION_SD.items()
+    )
     assert np.abs(varied.meshes["femur_left"].vertices - plain.meshes["femur_left"].vertices).max() > 1.0
-    assert varied.meshes["femur_left"].is_watertight and len(varied.meshes["femur_left"].vertices) == len(plain.meshes["femur_left"].vertices)
+    assert varied.meshes["femur_left"].is_watertight and len(varied.meshes["femur_left"].vertices) == len(
+        plain.meshes["femur_left"].vertices
+    )
     left, right = varied.meshes["femur_left"], varied.meshes["femur_right"]
     assert left.volume == pytest.approx(right.volume, rel=1e-6) and left.volume > 0 and right.volume > 0
     real, real_varied = ra.sample_subject(4, subject=21), ra.sample_subject(4, subject=21, femur_variation=1.0)

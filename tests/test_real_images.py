@@ -8,14 +8,28 @@ import shutil
 import numpy as np
 import pytest
 
-from benchmarks.real_images import DICE_TARGET, GALLERY_PIXEL_SPACING_MM, REAL_CT_DIR, REAL_RADIOGRAPHS, run_ct_check, run_gallery, sides_ok, with_phantom_bone, with_posterior_fat
+from benchmarks.real_images import (
+    DICE_TARGET,
+    GALLERY_PIXEL_SPACING_MM,
+    REAL_CT_DIR,
+    REAL_RADIOGRAPHS,
+    run_ct_check,
+    run_gallery,
+    sides_ok,
+    with_phantom_bone,
+    with_posterior_fat,
+)
 from scripts.data.simulate import case_name_of, label_positions, table_clearance_mm, table_shift_mm
 from scripts.data.volumes import Volume, read_ct, read_labels
 from scripts.geometry import BONES, Geometry, standard_ap_pose
 from scripts.io.files import write_nifti
 from scripts.reconstruction.plausibility import side_fractions
 
-RADIOGRAPHS = ("331_DDH_10.jpg", "331_DDH_107.jpg", "331_DDH_121.jpg")  # the shared folder's three (docs/real_radiographs.md)
+RADIOGRAPHS = (
+    "331_DDH_10.jpg",
+    "331_DDH_107.jpg",
+    "331_DDH_121.jpg",
+)  # the shared folder's three (docs/real_radiographs.md)
 # Floors on the shipped model's mask Dice per bone, mean over the 4 poses (seed 0) of the real CT: a little below
 # today's 0.91 / 0.74 / 0.88 (release 0.10.0, docs/real_radiographs.md, "real-ct-check"; min 0.89 / 0.64 / 0.86 over the
 # poses). A network input inverted (pose 0: 0.77 / 0.39 / 0.44; pelvis mean 0.52) or shifted 6 rows (19 mm) against its
@@ -38,7 +52,9 @@ def test_sides_convention():
     assert not sides_ok(side_fractions(mask[:2], BONES[:2], 4.5))  # a femur not found is not on its side
 
 
-@pytest.mark.skipif(not REAL_RADIOGRAPHS.is_dir(), reason="real radiographs (../shared/data/real_radiographs) not present")
+@pytest.mark.skipif(
+    not REAL_RADIOGRAPHS.is_dir(), reason="real radiographs (../shared/data/real_radiographs) not present"
+)
 def test_real_radiographs_nothing_outside_the_image_and_bones_on_their_sides(tmp_path):
     """The three real radiographs through the inference workflow: no predicted mask pixel in the padding of the
     standard field, and each predicted bone mask on its side of the image, counted here from the masks (femur_left
@@ -70,7 +86,9 @@ def test_real_radiographs_nothing_outside_the_image_and_bones_on_their_sides(tmp
         assert r["sides_ok"]
 
 
-@pytest.mark.skipif(not (REAL_CT_DIR / "example_seg").is_dir(), reason="shared real CT (../shared/data/real_ct) not present")
+@pytest.mark.skipif(
+    not (REAL_CT_DIR / "example_seg").is_dir(), reason="shared real CT (../shared/data/real_ct) not present"
+)
 def test_radiograph_simulated_from_the_real_ct_scores_the_shipped_model(tmp_path):
     """The ``ct`` check's pipeline on its 4 poses (seed 0, as in docs/real_radiographs.md): the TotalSegmentator
     folder's three bones in view, each true mask on its side, and the shipped model's mask Dice (counted here from
@@ -78,7 +96,16 @@ def test_radiograph_simulated_from_the_real_ct_scores_the_shipped_model(tmp_path
 
     The target (Dice >= DICE_TARGET per bone in view) is the benchmark's exit status, not asserted
     here: the shipped model meets it for the pelvis and the right femur only (docs/real_radiographs.md)."""
-    summary = run_ct_check(REAL_CT_DIR / "example_ct.nii.gz", REAL_CT_DIR / "example_seg", "totalsegmentator", 4, 0, tmp_path, {"device": "cpu"}, surfaces=False)
+    summary = run_ct_check(
+        REAL_CT_DIR / "example_ct.nii.gz",
+        REAL_CT_DIR / "example_seg",
+        "totalsegmentator",
+        4,
+        0,
+        tmp_path,
+        {"device": "cpu"},
+        surfaces=False,
+    )
     bones = list(Geometry.standard().bones)
     midline = Geometry.standard().resized((128, 128)).principal_point_px[0]  # the network-size maps' principal point
     assert bones == list(BONES) and len(summary["samples"]) == 4
@@ -91,7 +118,9 @@ def test_radiograph_simulated_from_the_real_ct_scores_the_shipped_model(tmp_path
         for b, bone in enumerate(bones):
             dice[bone].append(2 * (pred[b] & truth[b]).sum() / (pred[b].sum() + truth[b].sum()))
     for bone in bones:
-        assert np.mean(dice[bone]) >= DICE_FLOOR[bone], f"{bone}: mask Dice {np.round(dice[bone], 3)} (mean below {DICE_FLOOR[bone]})"
+        assert (
+            np.mean(dice[bone]) >= DICE_FLOOR[bone]
+        ), f"{bone}: mask Dice {np.round(dice[bone], 3)} (mean below {DICE_FLOOR[bone]})"
         assert summary["dice"][bone] == pytest.approx(np.mean(dice[bone]))
         assert summary["dice_min"][bone] == pytest.approx(np.min(dice[bone]))
     assert summary["meets_dice_target"] == all(min(d) >= DICE_TARGET for d in dice.values())
@@ -109,19 +138,25 @@ def test_posterior_fat_what_if_by_hand(tmp_path):
     labels[8:32, 8:12, 18:24] = 1
     write_nifti(tmp_path / "subject_7.nii.gz", ct, affine)
     write_nifti(tmp_path / "labels.nii.gz", labels, affine)
-    ct_path, labels_path = with_posterior_fat(tmp_path / "subject_7.nii.gz", tmp_path / "labels.nii.gz", None, 12.0, tmp_path / "fat")
+    ct_path, labels_path = with_posterior_fat(
+        tmp_path / "subject_7.nii.gz", tmp_path / "labels.nii.gz", None, 12.0, tmp_path / "fat"
+    )
     assert case_name_of(ct_path) == "subject_7" and ct_path.parent == labels_path.parent == tmp_path / "fat"
     fat, fat_labels = read_ct(ct_path), read_labels(labels_path, None)
     assert fat.array.shape == (40, 23, 30) and fat.affine[1, 3] == pytest.approx(-12.0)
     expected = np.concatenate([np.full((40, 3, 30), -1000, np.int16), ct], axis=1)
     expected[4:36, 3:6, :] = -100  # under the back: new rows 3-5 (y -2..10 mm) between the new surface and the skin
     np.testing.assert_array_equal(fat.array, expected)
-    np.testing.assert_allclose(label_positions(fat_labels, ("pelvis",)), label_positions(Volume(labels, affine), ("pelvis",)))
+    np.testing.assert_allclose(
+        label_positions(fat_labels, ("pelvis",)), label_positions(Volume(labels, affine), ("pelvis",))
+    )
     centre = np.array([80.0, 38.0, 60.0])
     for volume, expected in ((Volume(ct.astype(np.float32), affine, "ct"), 22.0), (fat, 34.0)):
         pose = standard_ap_pose(centre, 950.0, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
         pose[2, 3] += table_shift_mm(volume, pose, centre, 1075.0, -500.0)
-        assert table_clearance_mm(label_positions(Volume(labels, affine), ("pelvis",)), pose, 1075.0) == pytest.approx(expected, abs=1.0)
+        assert table_clearance_mm(label_positions(Volume(labels, affine), ("pelvis",)), pose, 1075.0) == pytest.approx(
+            expected, abs=1.0
+        )
 
 
 def test_phantom_bone_what_if_by_hand(tmp_path):
@@ -137,7 +172,9 @@ def test_phantom_bone_what_if_by_hand(tmp_path):
     ct[2, 2, 2] = 3000
     write_nifti(tmp_path / "subject_3.nii.gz", ct, affine)
     write_nifti(tmp_path / "labels.nii.gz", labels, affine)
-    ct_path, labels_path = with_phantom_bone(tmp_path / "subject_3.nii.gz", tmp_path / "labels.nii.gz", None, 1100.0, 300.0, tmp_path / "bone")
+    ct_path, labels_path = with_phantom_bone(
+        tmp_path / "subject_3.nii.gz", tmp_path / "labels.nii.gz", None, 1100.0, 300.0, tmp_path / "bone"
+    )
     assert case_name_of(ct_path) == "subject_3"
     got = read_ct(ct_path).array
     np.testing.assert_array_equal(read_labels(labels_path, None).array, labels)

@@ -23,14 +23,27 @@ import trimesh
 import yaml
 from monai.bundle import ConfigParser
 
-from scripts.model.checkpoints import load_network
-from scripts.io.files import InputFileError, read_depth_and_mask
 from scripts.geometry import Geometry
+from scripts.io.files import InputFileError, read_depth_and_mask
+from scripts.model.checkpoints import load_network
 from scripts.model.networks import DualFaceDepthNet
 from scripts.reconstruction.reconstruct import Reconstructor, bundle_config, oracle_prediction, reconstruct_image
 from scripts.reconstruction.surface_metrics import point_to_surface, surface_metrics
-from tests.helpers import (FAST_FIT, FEATURES, ROOT, assert_complete, bundle_env, error_lines, make_dataset, make_dicom, ramp, run_bundle,
-                           sphere_model_file, sphere_shape_model_file, tiny_checkpoint)
+from tests.helpers import (
+    FAST_FIT,
+    FEATURES,
+    ROOT,
+    assert_complete,
+    bundle_env,
+    error_lines,
+    make_dataset,
+    make_dicom,
+    ramp,
+    run_bundle,
+    sphere_model_file,
+    sphere_shape_model_file,
+    tiny_checkpoint,
+)
 
 OVERRIDES = {"features": FEATURES, "image_size": 64, "device": "cpu", "ssm_fit": FAST_FIT}
 
@@ -50,7 +63,15 @@ def truth_in_camera(sample_dir: Path, bone: str) -> trimesh.Trimesh:
 
 
 def run_inference(input_dir, output_dir, ckpt, ssm, **kw):
-    run_bundle("inference.yaml", input_dir=str(input_dir), output_dir=str(output_dir), ckpt_path=str(ckpt), ssm_path=str(ssm), **OVERRIDES, **kw)
+    run_bundle(
+        "inference.yaml",
+        input_dir=str(input_dir),
+        output_dir=str(output_dir),
+        ckpt_path=str(ckpt),
+        ssm_path=str(ssm),
+        **OVERRIDES,
+        **kw,
+    )
 
 
 def test_inference_network_matches_training():
@@ -74,9 +95,18 @@ def test_oracle_depth_gives_true_surfaces(data):
     sample = data / "case_0001_p0"
     depth, mask = read_depth_and_mask(sample / "depth.nii.gz", sample / "mask.nii.gz")
     geometry = Geometry.load(sample / "geometry.json")
-    recon = Reconstructor(None, None, preprocessing=lambda d: d, image_size=(64, 64), ssm_path=data.parent / "ssm.npz", fit_kwargs=FAST_FIT)
+    recon = Reconstructor(
+        None,
+        None,
+        preprocessing=lambda d: d,
+        image_size=(64, 64),
+        ssm_path=data.parent / "ssm.npz",
+        fit_kwargs=FAST_FIT,
+    )
     pred = oracle_prediction(depth, mask, geometry)
-    field = geometry.cropped(json.loads((sample / "sample.json").read_text())["field_px"])  # the exposed part of the detector
+    field = geometry.cropped(
+        json.loads((sample / "sample.json").read_text())["field_px"]
+    )  # the exposed part of the detector
     rec = recon.reconstruct(pred)
     voxel = 3.0  # mm, the phantom CT spacing (the labels the depth maps were cast against)
     for b, bone in enumerate(geometry.bones):
@@ -88,12 +118,18 @@ def test_oracle_depth_gives_true_surfaces(data):
         assert surface_metrics(rec.completed[bone], truth, field, spacing_mm=3.0)["assd_mm"] < voxel
     # the completed femoral heads on the phantom's own head centres (params.json, world RAS), the hip plane through them
     notes = json.loads((sample / "sample.json").read_text())
-    params = json.loads(((sample.parent / notes["meshes"]["femur_left"]).resolve().parent.parent / "params.json").read_text())
-    true_centres = {b: geometry.world_to_camera_points(np.array(params[b]["head_centre_mm"])) for b in ("femur_left", "femur_right")}
+    params = json.loads(
+        ((sample.parent / notes["meshes"]["femur_left"]).resolve().parent.parent / "params.json").read_text()
+    )
+    true_centres = {
+        b: geometry.world_to_camera_points(np.array(params[b]["head_centre_mm"])) for b in ("femur_left", "femur_right")
+    }
     assert sorted(rec.heads) == sorted(true_centres)
     for bone, centre in true_centres.items():
         assert np.linalg.norm(rec.heads[bone][0] - centre) < voxel
-    assert rec.hip_plane["magnification"] == pytest.approx(geometry.sid_mm / np.mean([c[2] for c in true_centres.values()]), rel=voxel / 950.0)
+    assert rec.hip_plane["magnification"] == pytest.approx(
+        geometry.sid_mm / np.mean([c[2] for c in true_centres.values()]), rel=voxel / 950.0
+    )
     # a known depth error moves the surface along the rays by that amount
     moved = recon.reconstruct(pred, centre_mm=pred.centre_mm + 15.0, complete=False)
     np.testing.assert_allclose(moved.depth[moved.depth > 0] - rec.depth[rec.depth > 0], 15.0, atol=1e-3)
@@ -109,7 +145,12 @@ def test_bad_checkpoints_are_refused(data, tmp_path, capsys):
     junk.write_bytes(b"not a checkpoint at all" * 10)
     other = tmp_path / "other.pt"
     torch.save(DualFaceDepthNet(features=[4, 4, 8, 8, 32, 4]).state_dict(), other)
-    for path, message in ((empty, "empty"), (junk, "unreadable checkpoint"), (other, "shapes differ for"), (tmp_path / "none.pt", "not found")):
+    for path, message in (
+        (empty, "empty"),
+        (junk, "unreadable checkpoint"),
+        (other, "shapes differ for"),
+        (tmp_path / "none.pt", "not found"),
+    ):
         with pytest.raises(InputFileError, match=message) as e:
             load_network(path, net)
         assert str(path) in str(e.value)
@@ -166,7 +207,11 @@ def test_workflow_layout_rerun_overwrite_and_bad_file(data, tmp_path, capsys):
             completed = trimesh.load(str(d / f"{bone}_completed.ply"), process=False)
             assert np.isfinite(completed.vertices).all() and np.isfinite(info["ssm"]["rms_mm"])
             assert ("head" in info) == bone.startswith("femur")  # its sphere: test_hips.py, and on the truth above
-        heads = [result["bones"][b]["head"]["centre_mm"][2] for b in ("femur_left", "femur_right") if "head" in result["bones"][b]]
+        heads = [
+            result["bones"][b]["head"]["centre_mm"][2]
+            for b in ("femur_left", "femur_right")
+            if "head" in result["bones"][b]
+        ]
         assert result["hip_plane"]["magnification"] == pytest.approx(geometry.sid_mm / np.mean(heads))
         assert set(result["timings_s"]) >= {"load", "network", "meshing", "ssm", "write"}
 
@@ -176,7 +221,9 @@ def test_workflow_layout_rerun_overwrite_and_bad_file(data, tmp_path, capsys):
     assert "skipped 2" in capsys.readouterr().err
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/result.json")} == before
     (inputs / "broken.png").unlink()
-    run_inference(inputs, out, data.parent / "model.pt", data.parent / "ssm.npz", overwrite=True)  # exit 0: no SystemExit
+    run_inference(
+        inputs, out, data.parent / "model.pt", data.parent / "ssm.npz", overwrite=True
+    )  # exit 0: no SystemExit
     assert "reconstructed 2" in capsys.readouterr().err
     assert all(p.stat().st_mtime_ns != t for p, t in before.items())
 
@@ -187,17 +234,29 @@ def test_reconstruct_image_api(data, tmp_path):
     that sphere; the shipped network's state dict, untrained, gives surfaces inside the X-ray cone."""
     image = nib.load(str(data / "case_0001_p0" / "image.nii.gz")).get_fdata().astype(np.float32)
     geometry = Geometry.load(data / "case_0001_p0" / "geometry.json")
-    centre, radius = np.array([0.0, -15.0, 940.0]), 40.0  # camera frame, mm; on the midline, as flip TTA averages mirror images
+    centre, radius = (
+        np.array([0.0, -15.0, 940.0]),
+        40.0,
+    )  # camera frame, mm; on the midline, as flip TTA averages mirror images
     sphere_model_file(tmp_path / "sphere.ts", geometry, centre, radius)
-    meshes = reconstruct_image(image, geometry, model_path=tmp_path / "sphere.ts", ssm_path=data.parent / "ssm.npz", device="cpu",
-                               completed=False, torchscript=True)
+    meshes = reconstruct_image(
+        image,
+        geometry,
+        model_path=tmp_path / "sphere.ts",
+        ssm_path=data.parent / "ssm.npz",
+        device="cpu",
+        completed=False,
+        torchscript=True,
+    )
     assert list(meshes) == ["pelvis"]
     radii = np.linalg.norm(np.asarray(meshes["pelvis"].vertices) - centre, axis=1)
     assert np.abs(radii - radius).max() < 0.05 and meshes["pelvis"].is_watertight
     torch.manual_seed(1)
     ckpt = data.parent / "model_default.pt"
     torch.save(bundle_config().get_parsed_content("network_def").state_dict(), ckpt)  # the shipped network, untrained
-    meshes = reconstruct_image(image, geometry, model_path=ckpt, ssm_path=data.parent / "ssm.npz", device="cpu", completed=False)
+    meshes = reconstruct_image(
+        image, geometry, model_path=ckpt, ssm_path=data.parent / "ssm.npz", device="cpu", completed=False
+    )
     assert meshes and set(meshes) <= set(geometry.bones)
     for mesh in meshes.values():
         assert isinstance(mesh, trimesh.Trimesh) and len(mesh.faces) > 0
@@ -213,8 +272,16 @@ def test_a_bone_missing_from_the_shape_model_file_is_warned(tmp_path, capsys):
     inputs, out = tmp_path / "in", tmp_path / "out"
     inputs.mkdir()
     make_dicom(inputs / "hip_ap.dcm", ramp(), DistanceSourceToDetector=1100.0, ImagerPixelSpacing=[6.25, 6.25])
-    run_bundle("inference.yaml", input_dir=str(inputs), output_dir=str(out), ckpt_path=str(tmp_path / "model.ts"), torchscript=True,
-               ssm_path=str(ssm), device="cpu", report=False)
+    run_bundle(
+        "inference.yaml",
+        input_dir=str(inputs),
+        output_dir=str(out),
+        ckpt_path=str(tmp_path / "model.ts"),
+        torchscript=True,
+        ssm_path=str(ssm),
+        device="cpu",
+        report=False,
+    )
     case = out / "hip_ap"
     result = json.loads((case / "result.json").read_text())
     assert result["bones"]["pelvis"]["found"] and result["bones"]["pelvis"]["ssm"] is None
@@ -228,7 +295,14 @@ def test_flip_tta_makes_the_prediction_mirror_equivariant(tmp_path):
     """With flip_tta, predicting the mirror image gives the mirror of the prediction: masks and centre
     exactly, depths up to the free CASI offset, and the left/right femur maps trade places."""
     ckpt = tiny_checkpoint(tmp_path / "net.pt")
-    recon = Reconstructor(DualFaceDepthNet(features=FEATURES), ckpt, preprocessing=lambda d: d, image_size=(64, 64), device="cpu", flip_tta=True)
+    recon = Reconstructor(
+        DualFaceDepthNet(features=FEATURES),
+        ckpt,
+        preprocessing=lambda d: d,
+        image_size=(64, 64),
+        device="cpu",
+        flip_tta=True,
+    )
     geometry = Geometry.standard(image_size=[64, 64], pixel_spacing_mm=[6.25, 6.25], principal_point_px=[31.5, 31.5])
     image = np.random.default_rng(0).random((64, 64)).astype(np.float32)
     a, b = recon.predict(image, geometry), recon.predict(image[:, ::-1].copy(), geometry.flipped_lr())
@@ -238,7 +312,9 @@ def test_flip_tta_makes_the_prediction_mirror_equivariant(tmp_path):
     mirrored = a.depth.reshape(3, 2, 64, 64)[swap].reshape(6, 64, 64)[..., ::-1]
     difference = b.depth - mirrored
     np.testing.assert_allclose(difference, difference.mean(), atol=1e-2)
-    plain = Reconstructor(DualFaceDepthNet(features=FEATURES), ckpt, preprocessing=lambda d: d, image_size=(64, 64), device="cpu")
+    plain = Reconstructor(
+        DualFaceDepthNet(features=FEATURES), ckpt, preprocessing=lambda d: d, image_size=(64, 64), device="cpu"
+    )
     c = plain.predict(image, geometry)
     assert not np.allclose(c.mask_prob, a.mask_prob, atol=1e-3)  # an untrained net is not symmetric: TTA changed it
 
@@ -282,13 +358,29 @@ def test_killed_background_writing_leaves_no_partial_output(data, tmp_path):
     without touching finished outputs."""
     inputs, out = tmp_path / "in", tmp_path / "out"
     names = _copy_inputs(data, inputs, copies=4)
-    args = {**OVERRIDES, "input_dir": str(inputs), "output_dir": str(out), "ckpt_path": str(data.parent / "model.pt"),
-            "ssm_path": str(data.parent / "ssm.npz"), "writers": 2, "num_workers": 1}
-    cmd = [sys.executable, "-c", _DYING_RUN, "run", "--config_file", "configs/inference.yaml",
-           *[x for k, v in args.items() for x in (f"--{k}", json.dumps(v) if isinstance(v, (list, dict)) else str(v))]]
+    args = {
+        **OVERRIDES,
+        "input_dir": str(inputs),
+        "output_dir": str(out),
+        "ckpt_path": str(data.parent / "model.pt"),
+        "ssm_path": str(data.parent / "ssm.npz"),
+        "writers": 2,
+        "num_workers": 1,
+    }
+    cmd = [
+        sys.executable,
+        "-c",
+        _DYING_RUN,
+        "run",
+        "--config_file",
+        "configs/inference.yaml",
+        *[x for k, v in args.items() for x in (f"--{k}", json.dumps(v) if isinstance(v, (list, dict)) else str(v))],
+    ]
     log = tmp_path / "run.log"
     with log.open("wb") as sink:  # not a pipe: the killed run's data-loader worker would hold it open
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=bundle_env(), stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=bundle_env(), stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             returncode = proc.wait(timeout=600)
         finally:
@@ -314,7 +406,9 @@ def test_shards_split_the_inputs_and_report_is_optional(data, tmp_path, capsys):
     """Two shards into one folder: disjoint halves whose union is every input; a shard removes only its own
     inputs' leftovers of a killed run; --report false writes everything but report.png; a bad shard is one line."""
     inputs, out = tmp_path / "in", tmp_path / "out"
-    names = _copy_inputs(data, inputs, copies=2)  # sorted: case_0000_p0_0, case_0000_p0_1, case_0001_p0_0, case_0001_p0_1
+    names = _copy_inputs(
+        data, inputs, copies=2
+    )  # sorted: case_0000_p0_0, case_0000_p0_1, case_0001_p0_0, case_0001_p0_1
     other = out / f".{sorted(names)[1]}.abc123.partial"  # shard 1/2's input, being written by that shard
     other.mkdir(parents=True)
     run_inference(inputs, out, data.parent / "model.pt", data.parent / "ssm.npz", shard="0/2", report=False)
@@ -330,14 +424,24 @@ def test_shards_split_the_inputs_and_report_is_optional(data, tmp_path, capsys):
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         run_inference(inputs, out, data.parent / "model.pt", data.parent / "ssm.npz", shard="2/2")
-    assert e.value.code == 1 and capsys.readouterr().err.strip().splitlines()[-1] == "--shard: index must satisfy 0 <= i < n, got '2/2'"
+    assert (
+        e.value.code == 1
+        and capsys.readouterr().err.strip().splitlines()[-1] == "--shard: index must satisfy 0 <= i < n, got '2/2'"
+    )
 
 
 def test_batched_network_calls_match_single_images(tmp_path):
     """predict_batch on 3 images (with the mirror pass) equals 3 single predictions; the batch workflow with
     batch_size 3 writes the same depth maps as batch_size 1."""
     ckpt = tiny_checkpoint(tmp_path / "net.pt")
-    recon = Reconstructor(DualFaceDepthNet(features=FEATURES), ckpt, preprocessing=lambda d: d, image_size=(64, 64), device="cpu", flip_tta=True)
+    recon = Reconstructor(
+        DualFaceDepthNet(features=FEATURES),
+        ckpt,
+        preprocessing=lambda d: d,
+        image_size=(64, 64),
+        device="cpu",
+        flip_tta=True,
+    )
     geometry = Geometry.standard(image_size=[64, 64], pixel_spacing_mm=[6.25, 6.25], principal_point_px=[31.5, 31.5])
     images = np.random.default_rng(0).random((3, 64, 64)).astype(np.float32)
     batch = recon.predict_batch(torch.from_numpy(images[:, None]), [geometry] * 3)

@@ -12,7 +12,9 @@ from scripts.io.report import BONE_COLOURS, render_meshes, save_reconstruction_r
 def square(z: float, half: float, centre=(0.0, 0.0)) -> trimesh.Trimesh:
     """A square in the plane camera z = ``z`` (mm), facing the source."""
     cx, cy = centre
-    v = np.array([[cx - half, cy - half, z], [cx + half, cy - half, z], [cx + half, cy + half, z], [cx - half, cy + half, z]])
+    v = np.array(
+        [[cx - half, cy - half, z], [cx + half, cy - half, z], [cx + half, cy + half, z], [cx - half, cy + half, z]]
+    )
     return trimesh.Trimesh(v, [[0, 1, 2], [0, 2, 3]], process=False)
 
 
@@ -37,7 +39,10 @@ def test_nearer_surface_wins_whatever_the_order():
     """Two overlapping squares: the one nearer the source (smaller z) covers the overlap, in either drawing order."""
     near, far = square(900.0, 20.0, (-10.0, 0.0)), square(1000.0, 20.0, (10.0, 0.0))
     red, blue = np.array([[1.0, 0.0, 0.0]] * 2), np.array([[0.0, 0.0, 1.0]] * 2)
-    for meshes, colours in (({"a": near, "b": far}, {"a": red, "b": blue}), ({"a": far, "b": near}, {"a": blue, "b": red})):
+    for meshes, colours in (
+        ({"a": near, "b": far}, {"a": red, "b": blue}),
+        ({"a": far, "b": near}, {"a": blue, "b": red}),
+    ):
         picture = render_meshes(meshes, (0, 1), 2, 100, face_colours=colours)
         row = picture[50]
         # picture spans x in [-30, 30] mm * 1.1 -> 100 px; overlap x in [-10, 10] mm -> pixels about 35..65
@@ -57,8 +62,14 @@ def test_report_png(tmp_path):
     depth = np.zeros((h, w, 6), np.float32)
     for b in range(3):
         depth[..., 2 * b][masks[..., b]], depth[..., 2 * b + 1][masks[..., b]] = 900.0 + 10 * b, 950.0 + 10 * b
-    meshes = {"pelvis": square(950.0, 40.0), "femur_left": square(960.0, 10.0, (50.0, 60.0)), "femur_right": square(970.0, 10.0, (-50.0, 60.0))}
-    save_reconstruction_report(tmp_path / "report.png", image, masks, depth, meshes, ["pelvis", "femur_left", "femur_right"], title="x")
+    meshes = {
+        "pelvis": square(950.0, 40.0),
+        "femur_left": square(960.0, 10.0, (50.0, 60.0)),
+        "femur_right": square(970.0, 10.0, (-50.0, 60.0)),
+    }
+    save_reconstruction_report(
+        tmp_path / "report.png", image, masks, depth, meshes, ["pelvis", "femur_left", "femur_right"], title="x"
+    )
     picture = np.asarray(Image.open(tmp_path / "report.png").convert("RGB"))
     assert picture.shape[0] > 600 and picture.shape[1] > 900
     colours = {tuple(c) for c in picture.reshape(-1, 3)}
@@ -66,8 +77,16 @@ def test_report_png(tmp_path):
         assert tuple(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)) in colours
     assert not list(tmp_path.glob(".*"))  # written atomically
     # the hip plane is written beside the bone legend: the bottom band gains dark text pixels, nothing above it changes
-    save_reconstruction_report(tmp_path / "hips.png", image, masks, depth, meshes, ["pelvis", "femur_left", "femur_right"], title="x",
-                               hip_plane={"depth_mm": 951.6, "magnification": 1100.0 / 951.6, "femurs": ["femur_left", "femur_right"]})
+    save_reconstruction_report(
+        tmp_path / "hips.png",
+        image,
+        masks,
+        depth,
+        meshes,
+        ["pelvis", "femur_left", "femur_right"],
+        title="x",
+        hip_plane={"depth_mm": 951.6, "magnification": 1100.0 / 951.6, "femurs": ["femur_left", "femur_right"]},
+    )
     with_plane = np.asarray(Image.open(tmp_path / "hips.png").convert("RGB"))
     assert with_plane.shape == picture.shape
     changed = np.flatnonzero((with_plane != picture).any(axis=(1, 2)))

@@ -30,11 +30,24 @@ from PIL import Image
 from pydicom.uid import CTImageStorage, MRImageStorage
 
 import scripts.reconstruction.reconstruct as reconstruct
-from scripts.io.files import OUTPUT_MARKER, input_error_of, shared_data_dir, write_nifti
 from scripts.geometry import Geometry
-from scripts.model.networks import DualFaceDepthNet
+from scripts.io.files import OUTPUT_MARKER, input_error_of, shared_data_dir, write_nifti
 from scripts.io.radiograph_io import FOR_PROCESSING_WARNING, field_of_view, load_radiograph, output_name
-from tests.helpers import FEATURES, GEOM, ROOT, Booby, assert_complete, bundle_env, error_lines, jpeg_lossless_copy, make_dicom, run_bundle, tiny_checkpoint, tree
+from scripts.model.networks import DualFaceDepthNet
+from tests.helpers import (
+    FEATURES,
+    GEOM,
+    ROOT,
+    Booby,
+    assert_complete,
+    bundle_env,
+    error_lines,
+    jpeg_lossless_copy,
+    make_dicom,
+    run_bundle,
+    tiny_checkpoint,
+    tree,
+)
 
 PHI = ("Doe", "Jane", "MRN123456", "19650101")
 HYP = settings(max_examples=10, deadline=None)
@@ -46,8 +59,14 @@ def bundle(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("bundle")
     tiny_checkpoint(root / "model.pt")
     GEOM.save(root / "geometry.json")
-    return {"ckpt_path": str(root / "model.pt"), "standard_geometry": str(root / "geometry.json"), "ssm_path": "",
-            "features": FEATURES, "image_size": 64, "device": "cpu"}
+    return {
+        "ckpt_path": str(root / "model.pt"),
+        "standard_geometry": str(root / "geometry.json"),
+        "ssm_path": "",
+        "features": FEATURES,
+        "image_size": 64,
+        "device": "cpu",
+    }
 
 
 def run_workflow(input_path: Path, output_dir: Path, bundle: dict, **overrides) -> int:
@@ -204,79 +223,164 @@ def _jpeg_ls_undecodable(d: Path) -> Path:
     return d / "jls.dcm"
 
 
-
 BAD_INPUTS = {
     "corrupt DICOM": (_corrupt_dicom, "corrupt or truncated DICOM"),
-    "DICOM truncated in the header": (lambda d: _truncated(d, 400), "corrupt or truncated DICOM (no pixel data (7FE0,0010))"),
+    "DICOM truncated in the header": (
+        lambda d: _truncated(d, 400),
+        "corrupt or truncated DICOM (no pixel data (7FE0,0010))",
+    ),
     "DICOM truncated in the pixel data": (lambda d: _truncated(d, -3000), "corrupt or undecodable pixel data"),
-    "DICOM Rows 64 over 72 x 72 pixels": (_dcm("rows.dcm", np.tile(image64(), (2, 2))[:72, :72], Rows=64),
-                                          "PixelData (7FE0,0010) holds 10368 bytes, but Rows x Columns x frames x samples (64 x 72 x 1 x 1) at BitsAllocated 16 needs 9216"),
+    "DICOM Rows 64 over 72 x 72 pixels": (
+        _dcm("rows.dcm", np.tile(image64(), (2, 2))[:72, :72], Rows=64),
+        "PixelData (7FE0,0010) holds 10368 bytes, but Rows x Columns x frames x samples (64 x 72 x 1 x 1) at BitsAllocated 16 needs 9216",
+    ),
     "not DICOM (text named .dcm)": (_text, "not a DICOM file"),
     "CT slice": (_dcm("ct.dcm", modality="CT", sop_class=CTImageStorage), "modality CT is not a projection radiograph"),
     "MR image": (_dcm("mr.dcm", modality="MR", sop_class=MRImageStorage), "modality MR is not a projection radiograph"),
     "multi-frame DICOM (volume)": (_multiframe, "multi-frame / volume DICOM (2 frames)"),
-    "3D NIfTI volume": (lambda d: _nifti(d, np.random.default_rng(0).random((64, 64, 20), np.float32), geometry=False, name="ct.nii.gz"),
-                        "3D volume (shape (64, 64, 20)) given as a radiograph"),
+    "3D NIfTI volume": (
+        lambda d: _nifti(
+            d, np.random.default_rng(0).random((64, 64, 20), np.float32), geometry=False, name="ct.nii.gz"
+        ),
+        "3D volume (shape (64, 64, 20)) given as a radiograph",
+    ),
     "multi-page TIFF": (_tiff_stack, "multi-page image (3 frames)"),
     "RGB colour PNG": (_rgb, "colour (RGB) image; give a grayscale radiograph"),
-    "RGB DICOM": (_dcm("rgb.dcm", PhotometricInterpretation="RGB", SamplesPerPixel=3),
-                  "colour or unsupported photometric interpretation (RGB, 3 samples/pixel)"),
+    "RGB DICOM": (
+        _dcm("rgb.dcm", PhotometricInterpretation="RGB", SamplesPerPixel=3),
+        "colour or unsupported photometric interpretation (RGB, 3 samples/pixel)",
+    ),
     "all-zero DICOM": (_dcm("zero.dcm", np.zeros((64, 64))), "constant image (all pixels 0)"),
-    "constant PNG": (lambda d: _png(d, "grey.png", np.full((64, 64), 128, np.uint8)), "constant image (all pixels 128)"),
-    "NaN pixels (DICOM rescale)": (_dcm("nan.dcm", RescaleSlope=float("nan"), RescaleIntercept=0.0),
-                                   "contains NaN or Inf pixel values"),
+    "constant PNG": (
+        lambda d: _png(d, "grey.png", np.full((64, 64), 128, np.uint8)),
+        "constant image (all pixels 128)",
+    ),
+    "NaN pixels (DICOM rescale)": (
+        _dcm("nan.dcm", RescaleSlope=float("nan"), RescaleIntercept=0.0),
+        "contains NaN or Inf pixel values",
+    ),
     "Inf pixels (float TIFF)": (lambda d: _png(d, "inf.tif", _with_inf(image64())), "contains NaN or Inf pixel values"),
     "NaN pixels (NIfTI)": (lambda d: _nifti(d, _with_nan(image64())), "contains NaN or Inf values"),
     "tiny DICOM (32 px)": (_dcm("tiny.dcm", image64()[:32, :32]), "image too small (32x32 px; minimum 64)"),
-    "tiny PNG (40 px)": (lambda d: _png(d, "tiny.png", image64(hi=250).astype(np.uint8)[:40]), "image too small (64x40 px; minimum 64)"),
+    "tiny PNG (40 px)": (
+        lambda d: _png(d, "tiny.png", image64(hi=250).astype(np.uint8)[:40]),
+        "image too small (64x40 px; minimum 64)",
+    ),
     "huge DICOM (9000 px)": (_huge_dicom, "image too large (9000x9000 px; maximum 8000)"),
-    "huge PNG (8001 px)": (lambda d: _png(d, "huge.png", np.tile(image64(hi=250).astype(np.uint8), (1, 126))[:, :8001]),
-                           "image too large (8001x64 px; maximum 8000)"),
-    "missing SID": (_dcm("nosid.dcm", DistanceSourceToDetector=None),
-                    "missing DistanceSourceToDetector (0018,1110); pass --sid_mm"),
-    "missing pixel spacing": (_dcm("nopitch.dcm", ImagerPixelSpacing=None),
-                              "missing ImagerPixelSpacing (0018,1164) and PixelSpacing (0028,0030); pass --pixel_spacing_mm"),
-    "PNG of another size, no pitch": (lambda d: _png(d, "big.png", np.tile(image64(hi=250).astype(np.uint8), (2, 2))),
-                                      "differs from the standard geometry 64x64 and the file has no pixel spacing; pass --pixel_spacing_mm"),
+    "huge PNG (8001 px)": (
+        lambda d: _png(d, "huge.png", np.tile(image64(hi=250).astype(np.uint8), (1, 126))[:, :8001]),
+        "image too large (8001x64 px; maximum 8000)",
+    ),
+    "missing SID": (
+        _dcm("nosid.dcm", DistanceSourceToDetector=None),
+        "missing DistanceSourceToDetector (0018,1110); pass --sid_mm",
+    ),
+    "missing pixel spacing": (
+        _dcm("nopitch.dcm", ImagerPixelSpacing=None),
+        "missing ImagerPixelSpacing (0018,1164) and PixelSpacing (0028,0030); pass --pixel_spacing_mm",
+    ),
+    "PNG of another size, no pitch": (
+        lambda d: _png(d, "big.png", np.tile(image64(hi=250).astype(np.uint8), (2, 2))),
+        "differs from the standard geometry 64x64 and the file has no pixel spacing; pass --pixel_spacing_mm",
+    ),
     "truncated PNG": (_truncated_png, "unreadable or truncated image"),
-    "NIfTI without geometry.json": (lambda d: _nifti(d, image64(), geometry=False), "missing geometry.json beside the NIfTI image"),
+    "NIfTI without geometry.json": (
+        lambda d: _nifti(d, image64(), geometry=False),
+        "missing geometry.json beside the NIfTI image",
+    ),
     # geometry outside what radiography rooms use (docs/real_radiographs.md, "Geometry bounds")
-    "SID true (geometry.json)": (lambda d: _nifti_geometry(d, sid_mm=True), "geometry.json: sid_mm must be a number, got True"),
+    "SID true (geometry.json)": (
+        lambda d: _nifti_geometry(d, sid_mm=True),
+        "geometry.json: sid_mm must be a number, got True",
+    ),
     "SID 1e7 mm (DICOM)": (_dcm("far.dcm", DistanceSourceToDetector=1e7), "sid_mm 1e+07 mm outside 700..2000 mm"),
     "SID 5 mm (DICOM)": (_dcm("near.dcm", DistanceSourceToDetector=5.0), "sid_mm 5 mm outside 700..2000 mm"),
     "SID 5 mm (geometry.json)": (lambda d: _nifti_geometry(d, sid_mm=5.0), "sid_mm 5 mm outside 700..2000 mm"),
-    "detector pitch 100 mm (DICOM)": (_dcm("coarse.dcm", ImagerPixelSpacing=[100.0, 100.0]), "pixel_spacing_mm 100 mm outside 0.025..10 mm"),
-    "detector pitch as text (geometry.json)": (lambda d: _nifti_geometry(d, pixel_spacing_mm=["6.25", "6.25"]), "pixel_spacing_mm must be numbers"),
-    "detector field 2 m (DICOM)": (_dcm("field.dcm", np.tile(image64(), (32, 32))[:2000, :2000], ImagerPixelSpacing=[1.0, 1.0]),
-                                   "detector field (pixel_spacing_mm x image_size) 2000 mm outside 50..1500 mm"),
-    "principal point at 1e6 px (geometry.json)": (lambda d: _nifti_geometry(d, principal_point_px=[1e6, 31.5]), "principal_point_px [1000000.0, 31.5] lies off the 64x64 px detector"),
-    "magnification 5 (DICOM)": (_dcm("mag.dcm", ImagerPixelSpacing=None, PixelSpacing=[1.25, 1.25], EstimatedRadiographicMagnificationFactor=5.0),
-                                "magnification 5 from EstimatedRadiographicMagnificationFactor (0018,1114) outside 1..2"),
+    "detector pitch 100 mm (DICOM)": (
+        _dcm("coarse.dcm", ImagerPixelSpacing=[100.0, 100.0]),
+        "pixel_spacing_mm 100 mm outside 0.025..10 mm",
+    ),
+    "detector pitch as text (geometry.json)": (
+        lambda d: _nifti_geometry(d, pixel_spacing_mm=["6.25", "6.25"]),
+        "pixel_spacing_mm must be numbers",
+    ),
+    "detector field 2 m (DICOM)": (
+        _dcm("field.dcm", np.tile(image64(), (32, 32))[:2000, :2000], ImagerPixelSpacing=[1.0, 1.0]),
+        "detector field (pixel_spacing_mm x image_size) 2000 mm outside 50..1500 mm",
+    ),
+    "principal point at 1e6 px (geometry.json)": (
+        lambda d: _nifti_geometry(d, principal_point_px=[1e6, 31.5]),
+        "principal_point_px [1000000.0, 31.5] lies off the 64x64 px detector",
+    ),
+    "magnification 5 (DICOM)": (
+        _dcm(
+            "mag.dcm", ImagerPixelSpacing=None, PixelSpacing=[1.25, 1.25], EstimatedRadiographicMagnificationFactor=5.0
+        ),
+        "magnification 5 from EstimatedRadiographicMagnificationFactor (0018,1114) outside 1..2",
+    ),
     "bones: [] (geometry.json)": (lambda d: _nifti_geometry(d, bones=[]), "bones is empty"),
-    "bones named twice (geometry.json)": (lambda d: _nifti_geometry(d, bones=["pelvis", "pelvis", "femur_right"]), "bones names a channel twice"),
+    "bones named twice (geometry.json)": (
+        lambda d: _nifti_geometry(d, bones=["pelvis", "pelvis", "femur_right"]),
+        "bones names a channel twice",
+    ),
     "tiny NIfTI (8 px)": (lambda d: _nifti(d, image64()[:8, :8]), "image too small (8x8 px; minimum 64)"),
     "huge NIfTI (12000 px)": (_huge_nifti, "image too large (12000x12000 px; maximum 8000)"),
     # what the tags say is not an AP pelvis/hip view
-    "chest film (BodyPartExamined CHEST)": (_dcm("chest.dcm", BodyPartExamined="CHEST"), "BodyPartExamined (0018,0015) is CHEST: not a pelvis/hip radiograph"),
-    "chest film (BodyPartExamined CHEST PA)": (_dcm("chest_pa.dcm", BodyPartExamined="CHEST PA"), "BodyPartExamined (0018,0015) is CHEST PA: not a pelvis/hip radiograph"),
-    "knee film (BodyPartExamined KNEE LEFT)": (_dcm("knee.dcm", BodyPartExamined="KNEE LEFT"), "BodyPartExamined (0018,0015) is KNEE LEFT: not a pelvis/hip radiograph"),
-    "lateral view (ViewPosition LL)": (_dcm("lat.dcm", ViewPosition="LL"), "ViewPosition (0018,5101) is LL: not an AP view"),
+    "chest film (BodyPartExamined CHEST)": (
+        _dcm("chest.dcm", BodyPartExamined="CHEST"),
+        "BodyPartExamined (0018,0015) is CHEST: not a pelvis/hip radiograph",
+    ),
+    "chest film (BodyPartExamined CHEST PA)": (
+        _dcm("chest_pa.dcm", BodyPartExamined="CHEST PA"),
+        "BodyPartExamined (0018,0015) is CHEST PA: not a pelvis/hip radiograph",
+    ),
+    "knee film (BodyPartExamined KNEE LEFT)": (
+        _dcm("knee.dcm", BodyPartExamined="KNEE LEFT"),
+        "BodyPartExamined (0018,0015) is KNEE LEFT: not a pelvis/hip radiograph",
+    ),
+    "lateral view (ViewPosition LL)": (
+        _dcm("lat.dcm", ViewPosition="LL"),
+        "ViewPosition (0018,5101) is LL: not an AP view",
+    ),
     "PA view (ViewPosition PA)": (_dcm("pa.dcm", ViewPosition="PA"), "ViewPosition (0018,5101) is PA: not an AP view"),
-    "lateral view (PatientOrientation A\\F)": (_dcm("lat_po.dcm", PatientOrientation=["A", "F"]),
-                                              "PatientOrientation (0020,0020) is A\\F: a lateral or axial view, not an AP view"),
-    "mirrored AP (PatientOrientation R\\F)": (_dcm("mirror.dcm", PatientOrientation=["R", "F"]),
-                                             "PatientOrientation (0020,0020) is R\\F: the image is mirrored or rotated"),
-    "DICOM SID tag that does not parse": (_dcm_raw_tag("sid.dcm", "DistanceSourceToDetector"),
-                                          "DistanceSourceToDetector (0018,1110) does not parse as a number: 'not-a-num!'"),
-    "DICOM spacing tag that does not parse": (_dcm_raw_tag("pitch.dcm", "ImagerPixelSpacing"),
-                                              "ImagerPixelSpacing (0018,1164) does not parse as a number: 'not-a-num!\\\\6.25'"),
-    "DICOM rescale slope that does not parse": (_dcm_raw_tag("slope.dcm", "RescaleSlope", RescaleIntercept=0.0),
-                                                "RescaleSlope (0028,1053) does not parse as a number"),
-    "JPEG-LS DICOM no decoder reads": (_jpeg_ls_undecodable, "cannot be decoded here: pydicom needs pylibjpeg with pylibjpeg-libjpeg or python-gdcm"),
-    "JPEG of another size, no pitch": (lambda d: _png(d, "xr.jpg", np.tile(image64(hi=250).astype(np.uint8), (2, 2))),
-                                       "differs from the standard geometry 64x64 and the file has no pixel spacing"),
-    "colour JPEG": (lambda d: _png(d, "photo.jpeg", np.stack([image64(hi=250).astype(np.uint8), np.zeros((64, 64), np.uint8), np.full((64, 64), 200, np.uint8)], -1)),
-                    "colour (RGB) image; give a grayscale radiograph"),
+    "lateral view (PatientOrientation A\\F)": (
+        _dcm("lat_po.dcm", PatientOrientation=["A", "F"]),
+        "PatientOrientation (0020,0020) is A\\F: a lateral or axial view, not an AP view",
+    ),
+    "mirrored AP (PatientOrientation R\\F)": (
+        _dcm("mirror.dcm", PatientOrientation=["R", "F"]),
+        "PatientOrientation (0020,0020) is R\\F: the image is mirrored or rotated",
+    ),
+    "DICOM SID tag that does not parse": (
+        _dcm_raw_tag("sid.dcm", "DistanceSourceToDetector"),
+        "DistanceSourceToDetector (0018,1110) does not parse as a number: 'not-a-num!'",
+    ),
+    "DICOM spacing tag that does not parse": (
+        _dcm_raw_tag("pitch.dcm", "ImagerPixelSpacing"),
+        "ImagerPixelSpacing (0018,1164) does not parse as a number: 'not-a-num!\\\\6.25'",
+    ),
+    "DICOM rescale slope that does not parse": (
+        _dcm_raw_tag("slope.dcm", "RescaleSlope", RescaleIntercept=0.0),
+        "RescaleSlope (0028,1053) does not parse as a number",
+    ),
+    "JPEG-LS DICOM no decoder reads": (
+        _jpeg_ls_undecodable,
+        "cannot be decoded here: pydicom needs pylibjpeg with pylibjpeg-libjpeg or python-gdcm",
+    ),
+    "JPEG of another size, no pitch": (
+        lambda d: _png(d, "xr.jpg", np.tile(image64(hi=250).astype(np.uint8), (2, 2))),
+        "differs from the standard geometry 64x64 and the file has no pixel spacing",
+    ),
+    "colour JPEG": (
+        lambda d: _png(
+            d,
+            "photo.jpeg",
+            np.stack(
+                [image64(hi=250).astype(np.uint8), np.zeros((64, 64), np.uint8), np.full((64, 64), 200, np.uint8)], -1
+            ),
+        ),
+        "colour (RGB) image; give a grayscale radiograph",
+    ),
 }
 
 
@@ -341,13 +445,20 @@ def test_missing_geometry_given_as_arguments(bundle, tmp_path):
     assert result["geometry_source"] == {"sid_mm": "argument sid_mm", "pixel_spacing_mm": "argument pixel_spacing_mm"}
 
 
-@pytest.mark.parametrize("overrides, needle", [
-    ({"sid_mm": True}, "argument sid_mm must be a number (mm), got True"),
-    ({"sid_mm": "far"}, "argument sid_mm must be a number (mm), got 'far'"),
-    ({"sid_mm": 5.0, "pixel_spacing_mm": 6.25}, "sid_mm 5 mm outside 700..2000 mm (what radiography rooms use) (sid_mm from argument sid_mm"),
-    ({"sid_mm": 1100.0, "pixel_spacing_mm": True}, "argument pixel_spacing_mm must be a number (mm), got True"),
-    ({"sid_mm": 1100.0, "pixel_spacing_mm": 100.0}, "pixel_spacing_mm 100 mm outside 0.025..10 mm"),
-], ids=["sid true", "sid text", "sid 5 mm", "pitch true", "pitch 100 mm"])
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [
+        ({"sid_mm": True}, "argument sid_mm must be a number (mm), got True"),
+        ({"sid_mm": "far"}, "argument sid_mm must be a number (mm), got 'far'"),
+        (
+            {"sid_mm": 5.0, "pixel_spacing_mm": 6.25},
+            "sid_mm 5 mm outside 700..2000 mm (what radiography rooms use) (sid_mm from argument sid_mm",
+        ),
+        ({"sid_mm": 1100.0, "pixel_spacing_mm": True}, "argument pixel_spacing_mm must be a number (mm), got True"),
+        ({"sid_mm": 1100.0, "pixel_spacing_mm": 100.0}, "pixel_spacing_mm 100 mm outside 0.025..10 mm"),
+    ],
+    ids=["sid true", "sid text", "sid 5 mm", "pitch true", "pitch 100 mm"],
+)
 def test_geometry_arguments_must_be_plausible_numbers(overrides, needle, bundle, tmp_path, capsys):
     """--sid_mm true is not 1 mm: booleans, text and values outside the rooms' ranges are refused, naming the input."""
     d = tmp_path / "in"
@@ -366,7 +477,10 @@ def test_standard_geometry_outside_the_rooms_stops_the_run(bundle, tmp_path, cap
     d.mkdir()
     dicom(d / "a.dcm")
     assert run_workflow(d, tmp_path / "out", bundle, standard_geometry=str(bad)) == 1
-    assert capsys.readouterr().err.strip().splitlines()[-1] == f"{bad}: sid_mm 5 mm outside 700..2000 mm (what radiography rooms use)"
+    assert (
+        capsys.readouterr().err.strip().splitlines()[-1]
+        == f"{bad}: sid_mm 5 mm outside 700..2000 mm (what radiography rooms use)"
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -383,7 +497,9 @@ def test_bones_in_another_order_keep_their_names(bundle, tmp_path):
     assert list(shuffled["bones"]) == list(std["bones"]) == ["pelvis", "femur_left", "femur_right"]
     assert shuffled["geometry"]["bones"] == ["pelvis", "femur_left", "femur_right"]
     for f in ("depth.nii.gz", "mask.nii.gz"):
-        np.testing.assert_array_equal(nib.load(str(out / "std" / f)).get_fdata(), nib.load(str(out / "shuffled" / f)).get_fdata())
+        np.testing.assert_array_equal(
+            nib.load(str(out / "std" / f)).get_fdata(), nib.load(str(out / "shuffled" / f)).get_fdata()
+        )
 
 
 def test_burned_in_annotation_warns_and_leaves_the_radiograph_out_of_the_report(bundle, tmp_path, monkeypatch, capsys):
@@ -402,7 +518,9 @@ def test_burned_in_annotation_warns_and_leaves_the_radiograph_out_of_the_report(
     assert run_workflow(d, out, bundle) == 0
     assert shown["annotated"] is None and shown["clean"] is not None
     warned = assert_complete(out / "annotated")["warnings"]
-    assert warned[0].startswith("BurnedInAnnotation (0028,0301) YES") and all("BurnedIn" not in w for w in assert_complete(out / "clean")["warnings"])
+    assert warned[0].startswith("BurnedInAnnotation (0028,0301) YES") and all(
+        "BurnedIn" not in w for w in assert_complete(out / "clean")["warnings"]
+    )
     err = capsys.readouterr().err
     assert error_lines(err, "BurnedInAnnotation") == [f"{out / 'annotated'}: warning: {warned[0]}"]
 
@@ -419,7 +537,11 @@ def test_raw_detector_data_warns(bundle, tmp_path, capsys):
     assert run_workflow(d, out, bundle) == 0
     warned = [w for w in assert_complete(out / "raw")["warnings"] if w.startswith("PresentationIntentType")]
     assert warned == [FOR_PROCESSING_WARNING]
-    assert all(not w.startswith("PresentationIntentType") for n in ("shown", "untagged") for w in assert_complete(out / n)["warnings"])
+    assert all(
+        not w.startswith("PresentationIntentType")
+        for n in ("shown", "untagged")
+        for w in assert_complete(out / n)["warnings"]
+    )
     err = capsys.readouterr().err
     assert error_lines(err, "FOR PROCESSING") == [f"{out / 'raw'}: warning: {FOR_PROCESSING_WARNING}"]
 
@@ -433,15 +555,37 @@ def _torchscript_with_garbage(path: Path) -> None:
 
 BAD_MODELS = {
     "empty checkpoint": ("ckpt_path", lambda p: p.write_bytes(b""), "checkpoint file is empty"),
-    "unreadable checkpoint": ("ckpt_path", lambda p: p.write_bytes(b"\x80\x02 not a checkpoint" * 50), "unreadable checkpoint"),
+    "unreadable checkpoint": (
+        "ckpt_path",
+        lambda p: p.write_bytes(b"\x80\x02 not a checkpoint" * 50),
+        "unreadable checkpoint",
+    ),
     "missing checkpoint": ("ckpt_path", lambda p: None, "checkpoint not found"),
-    "checkpoint of another bundle version": ("ckpt_path", lambda p: torch.save(DualFaceDepthNet(features=[4, 4, 8, 8, 32, 4]).state_dict(), p),
-                                             "checkpoint from another bundle version or network configuration: shapes differ for"),
-    "single-face checkpoint": ("ckpt_path", lambda p: torch.save(DualFaceDepthNet(features=FEATURES, faces=1).state_dict(), p),
-                               "shapes differ for ['final_conv.bias', 'final_conv.weight']"),
-    "corrupt TorchScript": ("ckpt_path", _torchscript_with_garbage, "is a TorchScript archive (code, not data): not loaded"),
-    "pickle with code": ("ckpt_path", lambda p: torch.save({"w": Booby(p.parent / "pwned")}, p), "unreadable checkpoint"),
-    "corrupt shape model": ("ssm_path", lambda p: p.write_bytes(b"PK\x03\x04 broken zip"), "not a readable shape model"),
+    "checkpoint of another bundle version": (
+        "ckpt_path",
+        lambda p: torch.save(DualFaceDepthNet(features=[4, 4, 8, 8, 32, 4]).state_dict(), p),
+        "checkpoint from another bundle version or network configuration: shapes differ for",
+    ),
+    "single-face checkpoint": (
+        "ckpt_path",
+        lambda p: torch.save(DualFaceDepthNet(features=FEATURES, faces=1).state_dict(), p),
+        "shapes differ for ['final_conv.bias', 'final_conv.weight']",
+    ),
+    "corrupt TorchScript": (
+        "ckpt_path",
+        _torchscript_with_garbage,
+        "is a TorchScript archive (code, not data): not loaded",
+    ),
+    "pickle with code": (
+        "ckpt_path",
+        lambda p: torch.save({"w": Booby(p.parent / "pwned")}, p),
+        "unreadable checkpoint",
+    ),
+    "corrupt shape model": (
+        "ssm_path",
+        lambda p: p.write_bytes(b"PK\x03\x04 broken zip"),
+        "not a readable shape model",
+    ),
 }
 
 
@@ -512,7 +656,9 @@ def test_interrupted_batch_resumes(bundle, tmp_path, monkeypatch, capsys):
     t0 = (out / "c0" / "result.json").stat().st_mtime_ns
     killed = out / ".c1.x1y2z3.partial"  # what SIGKILL leaves behind mid-write
     killed.mkdir()
-    (killed / OUTPUT_MARKER).write_text(json.dumps({"kind": "reconstruction", "source": None}))  # atomic_dir's first write
+    (killed / OUTPUT_MARKER).write_text(
+        json.dumps({"kind": "reconstruction", "source": None})
+    )  # atomic_dir's first write
     (killed / "depth.nii.gz").write_bytes(b"half")
     assert run_workflow(d, out, bundle) == 0
     assert "reconstructed 1, skipped 1" in capsys.readouterr().err
@@ -525,7 +671,9 @@ def test_interrupted_batch_resumes(bundle, tmp_path, monkeypatch, capsys):
 # ---------------------------------------------------------------------- the real CLI, privacy, no network
 def _cli(args: list[str]) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.yaml", *args]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, encoding="utf-8", errors="replace", timeout=300, env=bundle_env())
+    return subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, encoding="utf-8", errors="replace", timeout=300, env=bundle_env()
+    )
 
 
 def _cli_args(bundle: dict, d: Path, out: Path, **overrides) -> list[str]:
@@ -567,7 +715,9 @@ def test_unreadable_and_special_files_fail_one_line_each(bundle, tmp_path, monke
     monkeypatch.setattr(os, "scandir", guarded_scandir)
 
     def blocked(signum, frame):
-        pytest.fail("the run blocked (on a FIFO?)")  # not an OSError: no reader's error handling takes it for a bad file
+        pytest.fail(
+            "the run blocked (on a FIFO?)"
+        )  # not an OSError: no reader's error handling takes it for a bad file
 
     previous = signal.signal(signal.SIGALRM, blocked)
     signal.alarm(120)
@@ -605,7 +755,9 @@ def test_exif_mirrored_radiograph_keeps_the_femurs_apart(bundle, tmp_path):
     stored.save(d / "mirrored.png", exif=exif)
     dicom(d / "stated.dcm", PatientOrientation=["L", "F"])
     assert run_workflow(d, tmp_path / "out", bundle) == 0
-    plain, mirrored = (nib.load(str(tmp_path / "out" / name / "depth.nii.gz")).get_fdata() for name in ("plain", "mirrored"))
+    plain, mirrored = (
+        nib.load(str(tmp_path / "out" / name / "depth.nii.gz")).get_fdata() for name in ("plain", "mirrored")
+    )
     assert plain[..., 2:].any()  # femur channels hold something to compare
     np.testing.assert_array_equal(mirrored, plain)
     results = {name: assert_complete(tmp_path / "out" / name) for name in ("plain", "mirrored", "stated")}
@@ -621,8 +773,12 @@ def test_cli_bad_input_one_line_each(bundle, tmp_path):
     dicom(d / "nosid.dcm", DistanceSourceToDetector=None)
     done = _cli(_cli_args({**bundle, "ssm_path": "''"}, d, tmp_path / "out"))
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert error_lines(done.stderr, d / "ct.dcm") == [f"{d / 'ct.dcm'}: modality CT is not a projection radiograph (accepted: DX, CR, RG, secondary capture)"]
-    assert error_lines(done.stderr, d / "nosid.dcm") == [f"{d / 'nosid.dcm'}: missing DistanceSourceToDetector (0018,1110); pass --sid_mm"]
+    assert error_lines(done.stderr, d / "ct.dcm") == [
+        f"{d / 'ct.dcm'}: modality CT is not a projection radiograph (accepted: DX, CR, RG, secondary capture)"
+    ]
+    assert error_lines(done.stderr, d / "nosid.dcm") == [
+        f"{d / 'nosid.dcm'}: missing DistanceSourceToDetector (0018,1110); pass --sid_mm"
+    ]
     assert_no_output(tmp_path / "out")
 
 
@@ -678,7 +834,7 @@ def test_dicom_header_variants(tmp_path_factory, signed, spacing_values, sid_tex
     assert info["coverage"] == 1.0 and img.shape == stored.shape  # native == standard: the whole field, not resampled
     if multi_window:  # linear window, hand computed (DICOM C.11.2.1.2), up to the output range's scale and offset
         c, w = (0.0 if signed else 1000.0), 4000.0
-        expected = ((stored - (c - 0.5)) / (w - 1) + 0.5)
+        expected = (stored - (c - 0.5)) / (w - 1) + 0.5
         slope, offset = np.polyfit(expected.ravel(), img.ravel(), 1)
         assert slope > 0 and np.abs(img - (slope * expected + offset)).max() <= 1e-4 * np.ptp(img)
     else:
@@ -686,12 +842,22 @@ def test_dicom_header_variants(tmp_path_factory, signed, spacing_values, sid_tex
 
 
 @HYP
-@given(name=st.text("abcdefghijklmnopqrstuvwxyz", min_size=3, max_size=8), pid=st.integers(10**5, 10**9),
-       birth=st.dates(date(1900, 1, 1), date(2030, 12, 31)).map(lambda t: t.strftime("%Y%m%d")), layout=st.sampled_from(["{n}_{i}", "{n}", "{b}_hip", "xr_{i}", "{n}-{b}"]))
+@given(
+    name=st.text("abcdefghijklmnopqrstuvwxyz", min_size=3, max_size=8),
+    pid=st.integers(10**5, 10**9),
+    birth=st.dates(date(1900, 1, 1), date(2030, 12, 31)).map(lambda t: t.strftime("%Y%m%d")),
+    layout=st.sampled_from(["{n}_{i}", "{n}", "{b}_hip", "xr_{i}", "{n}-{b}"]),
+)
 def test_output_names_never_carry_identifiers(tmp_path_factory, name, pid, birth, layout):
     """A file named after the patient gets the SOP-UID hash; names without identifiers are kept."""
     d = tmp_path_factory.mktemp("phi")
-    ds = make_dicom(d / "x.dcm", np.round(image64()).astype(np.uint16), PatientName=f"{name}^Max", PatientID=str(pid), PatientBirthDate=birth)
+    ds = make_dicom(
+        d / "x.dcm",
+        np.round(image64()).astype(np.uint16),
+        PatientName=f"{name}^Max",
+        PatientID=str(pid),
+        PatientBirthDate=birth,
+    )
     stem = layout.format(n=name, i=pid, b=birth)
     out = output_name(d / f"{stem}.dcm", ds)
     assert out == "rg_" + hashlib.sha256(str(ds.SOPInstanceUID).encode()).hexdigest()[:12]
@@ -765,7 +931,9 @@ def test_user_folder_with_an_output_name_is_left_untouched(bundle, tmp_path, cap
     for overwrite in (False, True):
         assert run_workflow(d, out, bundle, overwrite=overwrite) == 1
         err = capsys.readouterr().err
-        assert error_lines(err, out / "notes") == [f"{out / 'notes'}: exists and was not written by this bundle (no {OUTPUT_MARKER}); left untouched: move it or choose another output folder"]
+        assert error_lines(err, out / "notes") == [
+            f"{out / 'notes'}: exists and was not written by this bundle (no {OUTPUT_MARKER}); left untouched: move it or choose another output folder"
+        ]
         assert "failed 1" in err and "Traceback" not in err
         assert tree(out / "notes") == before
     assert_complete(out / "b")
@@ -793,7 +961,9 @@ def test_inputs_with_one_name_get_their_own_outputs_and_clashes_are_errors(bundl
     Image.fromarray(image64(5, hi=250).astype(np.uint8)).save(d / "hip.png")
     assert run_workflow(d, out, bundle) == 1
     err = capsys.readouterr().err
-    assert error_lines(err, d / "hip.tif") == [f"{d / 'hip.tif'}: its output name 'hip' is that of {d / 'hip.png'} too; rename one of them (nothing written for this one)"]
+    assert error_lines(err, d / "hip.tif") == [
+        f"{d / 'hip.tif'}: its output name 'hip' is that of {d / 'hip.png'} too; rename one of them (nothing written for this one)"
+    ]
     first = tree(out / "hip")
     # a later run whose hip.png is another image: the folder of the first is never replaced
     other = tmp_path / "other"
@@ -814,7 +984,11 @@ def test_deploy_app_never_overwrites_or_deletes(tmp_path, capsys):
     def infer(image, geometry, fov=None):  # a sphere whose radius encodes the input
         import trimesh
 
-        return {"pelvis": trimesh.creation.icosphere(1, radius=5.0 + float(image.mean()) / 100.0).apply_translation([0, 0, 900.0])}
+        return {
+            "pelvis": trimesh.creation.icosphere(1, radius=5.0 + float(image.mean()) / 100.0).apply_translation(
+                [0, 0, 900.0]
+            )
+        }
 
     d = tmp_path / "in"
     for k, patient in enumerate(("PAT_A", "PAT_B")):
@@ -832,13 +1006,23 @@ def test_deploy_app_never_overwrites_or_deletes(tmp_path, capsys):
     (out / "notes" / "diary.txt").write_text("mine")
     assert deploy_run(d, out, infer, GEOM) == 1
     err = capsys.readouterr().err
-    assert error_lines(err, d / "a_bad.dcm") == [f"{d / 'a_bad.dcm'}: DistanceSourceToDetector (0018,1110) does not parse as a number: 'not-a-num!'"]
-    assert error_lines(err, out / "notes") == [f"{out / 'notes'}: exists and was not written by this bundle (no {OUTPUT_MARKER}); left untouched: move it or choose another output folder"]
-    assert (out / "notes" / "diary.txt").read_text() == "mine" and sorted(p.name for p in (out / "notes").iterdir()) == ["diary.txt"]
-    assert error_lines(err, d / "hip.tif") == [f"{d / 'hip.tif'}: its output name 'hip' is that of {d / 'hip.png'} too; rename one of them (nothing written for this one)"]
+    assert error_lines(err, d / "a_bad.dcm") == [
+        f"{d / 'a_bad.dcm'}: DistanceSourceToDetector (0018,1110) does not parse as a number: 'not-a-num!'"
+    ]
+    assert error_lines(err, out / "notes") == [
+        f"{out / 'notes'}: exists and was not written by this bundle (no {OUTPUT_MARKER}); left untouched: move it or choose another output folder"
+    ]
+    assert (out / "notes" / "diary.txt").read_text() == "mine" and sorted(
+        p.name for p in (out / "notes").iterdir()
+    ) == ["diary.txt"]
+    assert error_lines(err, d / "hip.tif") == [
+        f"{d / 'hip.tif'}: its output name 'hip' is that of {d / 'hip.png'} too; rename one of them (nothing written for this one)"
+    ]
     assert sorted(p.name for p in out.iterdir()) == ["PAT_A.hip", "PAT_B.hip", "hip", "notes"]
     spheres = {p: trimesh_radius(out / p / "pelvis.stl") for p in ("PAT_A.hip", "PAT_B.hip")}
-    assert spheres["PAT_A.hip"] != pytest.approx(spheres["PAT_B.hip"], abs=0.01)  # each folder holds its own input's result
+    assert spheres["PAT_A.hip"] != pytest.approx(
+        spheres["PAT_B.hip"], abs=0.01
+    )  # each folder holds its own input's result
 
 
 def test_user_files_added_to_a_result_are_never_deleted(bundle, tmp_path, capsys):
@@ -854,12 +1038,18 @@ def test_user_files_added_to_a_result_are_never_deleted(bundle, tmp_path, capsys
     assert run_workflow(d, out, bundle) == 0
     (out / "hip" / "my_notes.txt").write_text("notes")
     before = tree(out / "hip")
-    assert run_workflow(d, out, bundle) == 0 and "reconstructed 0, skipped 2 (already done), failed 0" in capsys.readouterr().err
+    assert (
+        run_workflow(d, out, bundle) == 0
+        and "reconstructed 0, skipped 2 (already done), failed 0" in capsys.readouterr().err
+    )
     assert tree(out / "hip") == before
     refused = f"{out / 'hip'}: holds what this bundle did not write there ({{}}); left untouched: move that out of it or choose another output folder"
     assert run_workflow(d, out, bundle, overwrite=True) == 1
     err = capsys.readouterr().err
-    assert error_lines(err, out / "hip") == [refused.format("my_notes.txt")] and "reconstructed 1, skipped 0 (already done), failed 1" in err
+    assert (
+        error_lines(err, out / "hip") == [refused.format("my_notes.txt")]
+        and "reconstructed 1, skipped 0 (already done), failed 1" in err
+    )
     assert tree(out / "hip") == before
     (out / "hip" / "result.json").rename(tmp_path / "result.json")
     (out / "hip" / "manual_seg").mkdir()
@@ -872,7 +1062,10 @@ def test_user_files_added_to_a_result_are_never_deleted(bundle, tmp_path, capsys
     (out / "hip" / "my_notes.txt").unlink()
     (out / "hip" / "manual_seg" / "pelvis.nii.gz").unlink()
     (out / "hip" / "manual_seg").rmdir()
-    assert run_workflow(d, out, bundle) == 0 and "reconstructed 1, skipped 1 (already done), failed 0" in capsys.readouterr().err
+    assert (
+        run_workflow(d, out, bundle) == 0
+        and "reconstructed 1, skipped 1 (already done), failed 0" in capsys.readouterr().err
+    )
     assert_complete(out / "hip")
 
 
@@ -885,12 +1078,18 @@ def _deploy_main(monkeypatch, tmp_path: Path, inferred: list | None = None):
 
     def infer(image, geometry, fov=None):
         (inferred if inferred is not None else []).append(image)
-        return {"pelvis": trimesh.creation.icosphere(1, radius=5.0 + float(image.mean()) / 100.0).apply_translation([0, 0, 900.0])}
+        return {
+            "pelvis": trimesh.creation.icosphere(1, radius=5.0 + float(image.mean()) / 100.0).apply_translation(
+                [0, 0, 900.0]
+            )
+        }
 
     monkeypatch.setattr(app_main, "reconstruct_image_adapter", lambda model, device, ssm_path: infer)
     monkeypatch.setattr(logging.getLogger(), "handlers", [])  # main's logging.basicConfig writes to this test's stderr
     GEOM.save(tmp_path / "geometry.json")
-    return lambda d, out: app_main.main(["app", "-i", str(d), "-o", str(out), "-m", "models/model.ts", "--geometry", str(tmp_path / "geometry.json")])
+    return lambda d, out: app_main.main(
+        ["app", "-i", str(d), "-o", str(out), "-m", "models/model.ts", "--geometry", str(tmp_path / "geometry.json")]
+    )
 
 
 def test_deploy_app_never_deletes_what_a_user_added_and_clears_its_leftovers(tmp_path, monkeypatch, capsys):
@@ -916,7 +1115,9 @@ def test_deploy_app_never_deletes_what_a_user_added_and_clears_its_leftovers(tmp
     inferred.clear()
     assert app(d, out) == 1 and len(inferred) == 1  # b only
     err = capsys.readouterr().err
-    assert error_lines(err, out / "a") == [f"{out / 'a'}: holds what this bundle did not write there (my_notes.txt); left untouched: move that out of it or choose another output folder"]
+    assert error_lines(err, out / "a") == [
+        f"{out / 'a'}: holds what this bundle did not write there (my_notes.txt); left untouched: move that out of it or choose another output folder"
+    ]
     assert "Traceback" not in err and tree(out / "a") == before
     assert (out / "b" / "result.json").stat().st_mtime_ns != b_written
     assert sorted(p.name for p in out.iterdir()) == [".thesis.final.partial", "a", "b"]
@@ -925,7 +1126,8 @@ def test_deploy_app_never_deletes_what_a_user_added_and_clears_its_leftovers(tmp
 
 def test_output_dir_that_cannot_be_a_folder_is_refused_before_any_work(bundle, tmp_path, monkeypatch, capsys):
     """--output_dir naming a file, or a path under a file: one line, exit 1, no input reconstructed (every input used to be
-    reconstructed and then fail with 'writing failed (FileExistsError ...)'); the file untouched. The Deploy app's -o alike."""
+    reconstructed and then fail with 'writing failed (FileExistsError ...)'); the file untouched. The Deploy app's -o alike.
+    """
     d = tmp_path / "in"
     d.mkdir()
     dicom(d / "a.dcm")
@@ -934,8 +1136,13 @@ def test_output_dir_that_cannot_be_a_folder_is_refused_before_any_work(bundle, t
     real = reconstruct.Reconstructor.predict_batch
     monkeypatch.setattr(reconstruct.Reconstructor, "predict_batch", lambda *a, **k: calls.append(1) or real(*a, **k))
     app = _deploy_main(monkeypatch, tmp_path)
-    for out, line in ((tmp_path / "out.txt", "exists and is not a folder; {option} names the output folder"),
-                      (tmp_path / "out.txt" / "sub", f"cannot be created: {tmp_path / 'out.txt'} is a file, not a folder; {{option}} names the output folder")):
+    for out, line in (
+        (tmp_path / "out.txt", "exists and is not a folder; {option} names the output folder"),
+        (
+            tmp_path / "out.txt" / "sub",
+            f"cannot be created: {tmp_path / 'out.txt'} is a file, not a folder; {{option}} names the output folder",
+        ),
+    ):
         assert run_workflow(d, out, bundle) == 1
         assert capsys.readouterr().err.strip().splitlines() == [f"{out}: " + line.format(option="--output_dir")]
         assert app(d, out) == 1
@@ -958,11 +1165,33 @@ def test_output_paths_that_cannot_be_written_are_one_line(tmp_path, capsys):
     (tmp_path / "cohort" / "c0" / "ct.nii.gz").write_bytes(b"never read")
     file_in_the_way = f"cannot be written: {tmp_path / 'file.txt'} is a file, not a folder"
     runs = [
-        (radiograph_io_main, ["to-dicom", str(tmp_path / "a.png"), str(tmp_path / "file.txt" / "x.dcm"), "--pixel_spacing_mm", "6.25"], f"{tmp_path / 'file.txt' / 'x.dcm'}: {file_in_the_way}"),
-        (radiograph_io_main, ["to-dicom", str(tmp_path / "a.png"), str(tmp_path / "folder"), "--pixel_spacing_mm", "6.25", "--overwrite"], f"{tmp_path / 'folder'}: cannot be written (IsADirectoryError: Is a directory)"),
-        (simulate_main, ["--cases", str(tmp_path / "cohort"), "--out", str(tmp_path / "file.txt")], f"{tmp_path / 'file.txt'}: exists and is not a folder; --out names the output folder"),
-        (simulate_main, ["--cases", str(tmp_path / "cohort"), "--out", str(tmp_path / "file.txt" / "sim")],
-         f"{tmp_path / 'file.txt' / 'sim'}: cannot be created: {tmp_path / 'file.txt'} is a file, not a folder; --out names the output folder"),
+        (
+            radiograph_io_main,
+            ["to-dicom", str(tmp_path / "a.png"), str(tmp_path / "file.txt" / "x.dcm"), "--pixel_spacing_mm", "6.25"],
+            f"{tmp_path / 'file.txt' / 'x.dcm'}: {file_in_the_way}",
+        ),
+        (
+            radiograph_io_main,
+            [
+                "to-dicom",
+                str(tmp_path / "a.png"),
+                str(tmp_path / "folder"),
+                "--pixel_spacing_mm",
+                "6.25",
+                "--overwrite",
+            ],
+            f"{tmp_path / 'folder'}: cannot be written (IsADirectoryError: Is a directory)",
+        ),
+        (
+            simulate_main,
+            ["--cases", str(tmp_path / "cohort"), "--out", str(tmp_path / "file.txt")],
+            f"{tmp_path / 'file.txt'}: exists and is not a folder; --out names the output folder",
+        ),
+        (
+            simulate_main,
+            ["--cases", str(tmp_path / "cohort"), "--out", str(tmp_path / "file.txt" / "sim")],
+            f"{tmp_path / 'file.txt' / 'sim'}: cannot be created: {tmp_path / 'file.txt'} is a file, not a folder; --out names the output folder",
+        ),
     ]
     for main, argv, line in runs:
         assert main(argv) == 1
@@ -996,7 +1225,10 @@ def _option_error(bundle: dict, tmp_path: Path, capsys, **overrides) -> str:
 
 
 OPTION_CASES = {
-    "--device cuda without CUDA": ({"device": "cuda"}, "--device: cuda requested but CUDA is not available on this machine; use --device cpu"),
+    "--device cuda without CUDA": (
+        {"device": "cuda"},
+        "--device: cuda requested but CUDA is not available on this machine; use --device cpu",
+    ),
     "--device that is no device": ({"device": "gpu0"}, "--device: not a torch device ('gpu0'"),
     "--overwrite maybe": ({"overwrite": "maybe"}, "--overwrite: must be true or false, got 'maybe'"),
     "--batch_size abc": ({"batch_size": "abc"}, "--batch_size: must be a whole number of at least 1, got 'abc'"),
@@ -1005,8 +1237,14 @@ OPTION_CASES = {
     "--num_workers -1": ({"num_workers": -1}, "--num_workers: must be a whole number of at least 0, got -1"),
     "--torchscript maybe": ({"torchscript": "maybe"}, "--torchscript: must be true or false, got 'maybe'"),
     "missing --standard_geometry": ({"standard_geometry": "{tmp}/nowhere.json"}, "{tmp}/nowhere.json: file not found"),
-    "--standard_geometry not JSON": ({"standard_geometry": "{tmp}/geometry.txt"}, "{tmp}/geometry.txt: unreadable JSON ("),
-    "--standard_geometry a JSON list": ({"standard_geometry": "{tmp}/list.json"}, "{tmp}/list.json: not a geometry (a JSON object with keys"),
+    "--standard_geometry not JSON": (
+        {"standard_geometry": "{tmp}/geometry.txt"},
+        "{tmp}/geometry.txt: unreadable JSON (",
+    ),
+    "--standard_geometry a JSON list": (
+        {"standard_geometry": "{tmp}/list.json"},
+        "{tmp}/list.json: not a geometry (a JSON object with keys",
+    ),
 }
 
 
@@ -1032,7 +1270,9 @@ def test_cli_bad_option_one_line_no_traceback(bundle, tmp_path):
     done = _cli(_cli_args({**bundle, "ssm_path": "''", **overrides}, d, tmp_path / "out"))
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("--device: cuda requested" if "device" in overrides else "--overwrite: must be true or false")
+    assert last.startswith(
+        "--device: cuda requested" if "device" in overrides else "--overwrite: must be true or false"
+    )
     assert_no_output(tmp_path / "out")
 
 
@@ -1075,7 +1315,9 @@ def test_jpeg_and_float_tiff_radiographs_are_read(bundle, tmp_path):
     assert json.loads((out / "grey" / "result.json").read_text())["input_format"] == "jpeg"
     np.testing.assert_array_equal(depth["grey"], depth["ref_jpeg"])
     rgb, ref = (load_radiograph(d / n, GEOM)[0] for n in ("rgb.jpeg", "ref_jpeg.png"))
-    assert np.abs(rgb - ref).max() <= 3 and "rgb" in depth  # a grey RGB JPEG: its channels' mean, within chroma rounding
+    assert (
+        np.abs(rgb - ref).max() <= 3 and "rgb" in depth
+    )  # a grey RGB JPEG: its channels' mean, within chroma rounding
     np.testing.assert_array_equal(depth["f64"], depth["f32"])
     assert np.isfinite(depth["f16"]).all()  # float16 rounds values above 2048: read, not refused
     np.testing.assert_array_equal(depth["lossless"], depth["plain"])

@@ -22,7 +22,16 @@ from scripts.io.files import atomic_dir, write_json
 from scripts.io.radiograph_io import RadiographFile
 from scripts.reconstruction.reconstruct import RESULT_KIND, build_reconstructor
 from scripts.reconstruction.runner import RadiographReader, ReconstructionRunner
-from tests.helpers import ROOT, bundle_env, error_lines, make_dicom, ramp, sphere_model_file, sphere_shape_model_file, tree
+from tests.helpers import (
+    ROOT,
+    bundle_env,
+    error_lines,
+    make_dicom,
+    ramp,
+    sphere_model_file,
+    sphere_shape_model_file,
+    tree,
+)
 
 # A run reading ahead with two workers whose items (1 MiB each) are larger than a pipe holds; once it has an item from
 # each worker it prints their pids and SIGKILLs itself, as `kill -9` of an inference run does, with the workers' next
@@ -61,8 +70,14 @@ def test_read_ahead_workers_die_with_a_killed_run(tmp_path):
     signal they live on for ever: a worker's queue feeder blocks writing into the full pipe nobody reads."""
     log = tmp_path / "run.log"
     with log.open("wb") as sink:  # not a pipe: a surviving worker would hold it open
-        proc = subprocess.Popen([sys.executable, "-c", _KILLED_PARENT], cwd=ROOT, env={**bundle_env(), "OMP_NUM_THREADS": "1"},
-                                stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _KILLED_PARENT],
+            cwd=ROOT,
+            env={**bundle_env(), "OMP_NUM_THREADS": "1"},
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             assert proc.wait(timeout=300) == -signal.SIGKILL, log.read_text()[-2000:]
             pids = [int(p) for p in log.read_text().split()[:2]]
@@ -82,7 +97,9 @@ def _finished_output(folder: Path, key: str) -> None:
         write_json(tmp / "result.json", {"name": folder.name})
 
 
-@pytest.mark.parametrize("overwrite, result_json, to_load", [(False, True, False), (True, True, True), (False, False, True)])
+@pytest.mark.parametrize(
+    "overwrite, result_json, to_load", [(False, True, False), (True, True, True), (False, False, True)]
+)
 def test_skip_check_reads_the_marker_once(tmp_path, monkeypatch, overwrite, result_json, to_load):
     """A finished output is skipped (redone under ``overwrite``; an output without result.json is redone) after one
     read of its marker, whichever way the check goes."""
@@ -95,7 +112,9 @@ def test_skip_check_reads_the_marker_once(tmp_path, monkeypatch, overwrite, resu
     reads = []
     real = files.written_by_bundle
     monkeypatch.setattr(files, "written_by_bundle", lambda folder: reads.append(Path(folder)) or real(folder))
-    reader = RadiographReader([], None, out, overwrite, lambda d: d, (64, 64), ("pelvis",), {"model": {}, "options": {}})
+    reader = RadiographReader(
+        [], None, out, overwrite, lambda d: d, (64, 64), ("pelvis",), {"model": {}, "options": {}}
+    )
     assert reader._to_load(RadiographFile(tmp_path / "r1.png", "r1", "key-1"), []) is to_load
     assert reads == [out / "r1"]
 
@@ -124,23 +143,35 @@ def test_a_rerun_skips_only_results_of_its_own_model(tmp_path, capsys):
     digest = lambda path: hashlib.sha256(path.read_bytes()).hexdigest()  # noqa: E731
     result = json.loads((case / "result.json").read_text())
     version = json.loads((ROOT / "configs" / "metadata.json").read_text())["version"]
-    assert result["model"] == {"bundle_version": version, "network": {"file": "a.ts", "sha256": digest(a), "torchscript": True},
-                               "shape_model": {"file": "ssm.npz", "sha256": digest(ssm)}}
-    assert result["options"]["pixel_spacing_mm"] is None and result["options"]["image_size"] == [128, 128] and result["options"]["report"] is False
+    assert result["model"] == {
+        "bundle_version": version,
+        "network": {"file": "a.ts", "sha256": digest(a), "torchscript": True},
+        "shape_model": {"file": "ssm.npz", "sha256": digest(ssm)},
+    }
+    assert (
+        result["options"]["pixel_spacing_mm"] is None
+        and result["options"]["image_size"] == [128, 128]
+        and result["options"]["report"] is False
+    )
 
     before = tree(out)
     shutil.copyfile(a, tmp_path / "a_copy.ts")
     for model in (a, tmp_path / "a_copy.ts"):
         assert _run(inputs, out, model, ssm)["skipped"] == done
     assert tree(out) == before and "record no model" not in capsys.readouterr().err
-    for model, shape, kw, changed in ((b, ssm, {}, "network weights"), (a, pelvis_only, {}, "shape model"),
-                                      (b, ssm, {"pixel_spacing_mm": 0.2}, "network weights, pixel_spacing_mm")):
+    for model, shape, kw, changed in (
+        (b, ssm, {}, "network weights"),
+        (a, pelvis_only, {}, "shape model"),
+        (b, ssm, {"pixel_spacing_mm": 0.2}, "network weights, pixel_spacing_mm"),
+    ):
         with pytest.raises(SystemExit) as e:
             _run(inputs, out, model, shape, **kw)
         err = capsys.readouterr().err
         assert e.value.code == 1 and "reconstructed 0, skipped 0 (already done), failed 1" in err
-        assert error_lines(err, case) == [f"{case}: was made with other {changed} than this run's; left untouched: pass --overwrite true "
-                                          "to replace it with this run's result or choose another --output_dir"]
+        assert error_lines(err, case) == [
+            f"{case}: was made with other {changed} than this run's; left untouched: pass --overwrite true "
+            "to replace it with this run's result or choose another --output_dir"
+        ]
         assert tree(out) == before
     assert _run(inputs, out, b, ssm, overwrite=True)["done"] == done
     result = json.loads((case / "result.json").read_text())
@@ -151,4 +182,5 @@ def test_a_rerun_skips_only_results_of_its_own_model(tmp_path, capsys):
     capsys.readouterr()
     assert _run(inputs, out, a, ssm)["skipped"] == done
     assert error_lines(capsys.readouterr().err, "record no model") == [
-        f"{out}: 1 finished output(s) record no model (written by bundle 0.10.6 or earlier), skipped as done; pass --overwrite true to redo them with this run's model"]
+        f"{out}: 1 finished output(s) record no model (written by bundle 0.10.6 or earlier), skipped as done; pass --overwrite true to redo them with this run's model"
+    ]

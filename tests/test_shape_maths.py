@@ -17,7 +17,14 @@ def ball_on_a_shaft() -> tuple[np.ndarray, int, np.ndarray, float]:
     ball = trimesh.creation.icosphere(subdivisions=3, radius=radius).vertices + centre
     z = np.linspace(-120.0, -25.0, 30)  # its top ring 26 mm from the centre, 6 mm off the sphere
     a = np.linspace(0.0, 2 * np.pi, 24, endpoint=False)
-    shaft = np.stack([8.0 * np.cos(a)[None].repeat(len(z), 0), 8.0 * np.sin(a)[None].repeat(len(z), 0), z[:, None].repeat(len(a), 1)], -1).reshape(-1, 3)
+    shaft = np.stack(
+        [
+            8.0 * np.cos(a)[None].repeat(len(z), 0),
+            8.0 * np.sin(a)[None].repeat(len(z), 0),
+            z[:, None].repeat(len(a), 1),
+        ],
+        -1,
+    ).reshape(-1, 3)
     return np.concatenate([ball, shaft + centre]), len(ball), centre, radius
 
 
@@ -41,7 +48,9 @@ def test_procrustes_gauges():
     ``mean`` the orientation of the plain mean of the centred copies (the rotation best mapping the shape onto it)."""
     rng = np.random.default_rng(3)
     base = rng.normal(0.0, 30.0, (200, 3)) * [2.0, 1.0, 0.5]
-    shapes = np.stack([(base @ rotation_matrix(rng.normal(0.0, 10.0, 3)).T) + rng.normal(0.0, 20.0, 3) for _ in range(6)])
+    shapes = np.stack(
+        [(base @ rotation_matrix(rng.normal(0.0, 10.0, 3)).T) + rng.normal(0.0, 20.0, 3) for _ in range(6)]
+    )
     centred = shapes - shapes.mean(1, keepdims=True)
     first = generalized_procrustes(shapes, gauge="first", tol_mm=1e-9)
     assert np.abs(first - first[0]).max() < 1e-6
@@ -58,7 +67,12 @@ def test_procrustes_gauges():
 def test_rotate_points_about_per_point_angles():
     """Each point turns about the line (centre, axis) by its own angle: by hand about z, and against scipy's rotation vectors."""
     centre = np.array([1.0, 1.0, 0.0])
-    z_turned = rotate_points_about(np.array([[2.0, 1.0, 5.0], [2.0, 1.0, 5.0], [1.0, 3.0, -2.0]]), centre, np.array([0.0, 0.0, 1.0]), np.array([0.0, np.pi / 2, np.pi]))
+    z_turned = rotate_points_about(
+        np.array([[2.0, 1.0, 5.0], [2.0, 1.0, 5.0], [1.0, 3.0, -2.0]]),
+        centre,
+        np.array([0.0, 0.0, 1.0]),
+        np.array([0.0, np.pi / 2, np.pi]),
+    )
     np.testing.assert_allclose(z_turned, [[2.0, 1.0, 5.0], [1.0, 2.0, 5.0], [1.0, -1.0, -2.0]], atol=1e-12)
     rng = np.random.default_rng(5)
     points, angles = rng.normal(0.0, 50.0, (40, 3)), rng.uniform(-np.pi, np.pi, 40)

@@ -11,13 +11,24 @@ import numpy as np
 import pytest
 from monai.data import load_decathlon_datalist
 
+import scripts.data.simulate as simulate_mod
+from scripts import BUNDLE_ROOT
+from scripts.data.simulate import (
+    SPLITS,
+    assign_splits,
+    build_datalist,
+    label_positions,
+    load_config,
+    main,
+    pose_parameters,
+    split_counts,
+    table_clearance_mm,
+    table_shift_mm,
+)
+from scripts.data.volumes import Volume
+from scripts.geometry import GEOMETRY_KEYS, Geometry, apply_transform, standard_ap_pose
 from scripts.io.files import InputFileError, atomic_dir
 from scripts.io.radiograph_io import input_key
-from scripts.geometry import GEOMETRY_KEYS, Geometry, apply_transform, standard_ap_pose
-from scripts import BUNDLE_ROOT
-from scripts.data.simulate import SPLITS, assign_splits, build_datalist, label_positions, load_config, main, pose_parameters, split_counts, table_clearance_mm, table_shift_mm
-import scripts.data.simulate as simulate_mod
-from scripts.data.volumes import Volume
 from tests.helpers import assert_rigid
 
 AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
@@ -50,7 +61,11 @@ def make_case(folder, with_femur_right=True):
 @pytest.fixture
 def small_geometry(tmp_path):
     path = tmp_path / "geometry.json"
-    path.write_text(json.dumps({"sid_mm": 1100, "pixel_spacing_mm": [12.5, 12.5], "image_size": [32, 32], "source_to_object_mm": 950}))
+    path.write_text(
+        json.dumps(
+            {"sid_mm": 1100, "pixel_spacing_mm": [12.5, 12.5], "image_size": [32, 32], "source_to_object_mm": 950}
+        )
+    )
     return path
 
 
@@ -68,11 +83,17 @@ def test_cohort_samples_datalist_and_shards(tmp_path, small_geometry):
     case_splits = {e["case"]: s for s in SPLITS for e in datalist[s]}
     # no case in two lists; both shards knew the whole cohort, so the split is the documented hash rank
     # and 4 cases at 0.8/0.1/0.1 fill every list: ranks 0-1 training, 2 validation, 3 test
-    ranked = sorted(case_splits, key=lambda c: int.from_bytes(hashlib.sha256(f"split/3/{c}".encode()).digest()[:8], "big"))
+    ranked = sorted(
+        case_splits, key=lambda c: int.from_bytes(hashlib.sha256(f"split/3/{c}".encode()).digest()[:8], "big")
+    )
     assert [case_splits[c] for c in ranked] == ["training", "training", "validation", "test"]
     for s in SPLITS:
         assert all(case_splits[e["case"]] == s for e in datalist[s])
-    loaded = load_decathlon_datalist(str(out / "datalist.json"), data_list_key="training", base_dir=str(out)) if datalist["training"] else []
+    loaded = (
+        load_decathlon_datalist(str(out / "datalist.json"), data_list_key="training", base_dir=str(out))
+        if datalist["training"]
+        else []
+    )
     for item in loaded:
         assert item["image"].startswith(str(out))
 
@@ -90,9 +111,13 @@ def test_cohort_samples_datalist_and_shards(tmp_path, small_geometry):
     notes = json.loads((sample / "sample.json").read_text())
     assert fov.shape == (32, 32) and set(np.unique(fov)) <= {0, 1} and fov.mean() > 0.5
     assert np.all(image.get_fdata()[fov == 0] == 0)  # padding outside the detector
-    assert np.all(mask[fov == 0] == 0) and np.all(depth[fov == 0] == 0)  # labels only where the radiograph shows the patient
+    assert np.all(mask[fov == 0] == 0) and np.all(
+        depth[fov == 0] == 0
+    )  # labels only where the radiograph shows the patient
     assert 70 <= notes["style"]["kvp"] <= 90 and 1000 <= notes["style"]["sid_mm"] <= 1200
-    assert 10.0 < notes["pelvis_table_clearance_mm"] < 34.0  # 22 mm unrotated (test_pelvis_table_clearance_by_hand); the pose tilts the slab
+    assert (
+        10.0 < notes["pelvis_table_clearance_mm"] < 34.0
+    )  # 22 mm unrotated (test_pelvis_table_clearance_by_hand); the pose tilts the slab
     assert all(e["fov"] == f"{e['image'].split('/')[0]}/fov.nii.gz" for e in entries)
     geometry = json.loads((sample / "geometry.json").read_text())
     assert tuple(geometry) == GEOMETRY_KEYS
@@ -165,18 +190,32 @@ def test_bad_input_exits_1_with_one_line_and_leaves_no_folder(tmp_path, small_ge
     assert not (tmp_path / "o").exists() and not any((tmp_path / "empty").iterdir())
 
 
-@pytest.mark.parametrize("config, problem", [
-    ("ct_ends: {probability: 1.0}", "unknown setting 'ct_ends'"),  # a misspelt section
-    ("pose: {rotation_degs: [0, 0, 0]}", "pose: unknown key(s) ['rotation_degs']"),  # a misspelt knob
-    ("style: {kvpp: 80}", "style: unknown key(s) ['kvpp']"),
-    ("pose: 3", "pose: must be a mapping"),
-    ("- a list", "not a mapping of simulator settings"),
-])
+@pytest.mark.parametrize(
+    "config, problem",
+    [
+        ("ct_ends: {probability: 1.0}", "unknown setting 'ct_ends'"),  # a misspelt section
+        ("pose: {rotation_degs: [0, 0, 0]}", "pose: unknown key(s) ['rotation_degs']"),  # a misspelt knob
+        ("style: {kvpp: 80}", "style: unknown key(s) ['kvpp']"),
+        ("pose: 3", "pose: must be a mapping"),
+        ("- a list", "not a mapping of simulator settings"),
+    ],
+)
 def test_bad_config_is_refused_before_any_work(tmp_path, small_geometry, capsys, config, problem):
     """A setting the simulator does not know would otherwise be ignored without a word (the default drawn instead)."""
     make_case(tmp_path / "cohort" / "case_000")
     (tmp_path / "bad.yaml").write_text(config)
-    code = main(["--cases", str(tmp_path / "cohort"), "--out", str(tmp_path / "o"), "--geometry", str(small_geometry), "--config", str(tmp_path / "bad.yaml")])
+    code = main(
+        [
+            "--cases",
+            str(tmp_path / "cohort"),
+            "--out",
+            str(tmp_path / "o"),
+            "--geometry",
+            str(small_geometry),
+            "--config",
+            str(tmp_path / "bad.yaml"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 1 and err.startswith(f"{tmp_path / 'bad.yaml'}: {problem}") and len(err.splitlines()) == 1, err
     assert not (tmp_path / "o").exists()
@@ -193,10 +232,18 @@ def test_source_to_object_distance_is_checked(tmp_path, capsys, distance):
     """The patient's distance from the source must give a magnification SID / distance within 1..2."""
     make_case(tmp_path / "cohort" / "case_000")
     geometry = tmp_path / "geometry.json"
-    geometry.write_text(json.dumps({"sid_mm": 1100, "pixel_spacing_mm": [12.5, 12.5], "image_size": [32, 32], "source_to_object_mm": distance}))
+    geometry.write_text(
+        json.dumps(
+            {"sid_mm": 1100, "pixel_spacing_mm": [12.5, 12.5], "image_size": [32, 32], "source_to_object_mm": distance}
+        )
+    )
     code = main(["--cases", str(tmp_path / "cohort"), "--out", str(tmp_path / "o"), "--geometry", str(geometry)])
     err = capsys.readouterr().err
-    assert code == 1 and err.startswith(f"{geometry}: source_to_object_mm must be a distance") and len(err.strip().splitlines()) == 1
+    assert (
+        code == 1
+        and err.startswith(f"{geometry}: source_to_object_mm must be a distance")
+        and len(err.strip().splitlines()) == 1
+    )
     assert not (tmp_path / "o").exists()
 
 
@@ -216,7 +263,11 @@ def test_cohort_split_fills_every_list_when_possible(n):
         assert counts["training"] == n
     if n == 10:
         assert counts == {"training": 8, "validation": 1, "test": 1}
-    assert split_counts(n, {"training": 1.0, "validation": 0.0, "test": 0.0}) == {"training": n, "validation": 0, "test": 0}
+    assert split_counts(n, {"training": 1.0, "validation": 0.0, "test": 0.0}) == {
+        "training": n,
+        "validation": 0,
+        "test": 0,
+    }
 
 
 def test_same_case_name_in_another_cohort_is_loaded_afresh(tmp_path, small_geometry):
@@ -224,7 +275,16 @@ def test_same_case_name_in_another_cohort_is_loaded_afresh(tmp_path, small_geome
     make_case(tmp_path / "a" / "case_0000")
     make_case(tmp_path / "b" / "case_0000", with_femur_right=False)
     for cohort in ("a", "b"):
-        args = ["--cases", str(tmp_path / cohort), "--out", str(tmp_path / f"out_{cohort}"), "--geometry", str(small_geometry), "--workers", "1"]
+        args = [
+            "--cases",
+            str(tmp_path / cohort),
+            "--out",
+            str(tmp_path / f"out_{cohort}"),
+            "--geometry",
+            str(small_geometry),
+            "--workers",
+            "1",
+        ]
         assert main(args + ["--device", "cpu"]) == 0
     masks = {c: nib.load(str(tmp_path / f"out_{c}" / "case_0000_p0" / "mask.nii.gz")).get_fdata() for c in ("a", "b")}
     assert masks["a"][..., 2].sum() > 0 and masks["b"][..., 2].sum() == 0  # femur_right only in cohort a
@@ -241,7 +301,14 @@ def test_single_ct_without_cohort_uses_per_case_hash(tmp_path, small_geometry):
     assert set(wanted) == set(SPLITS)
     for split, seed in wanted.items():
         out = tmp_path / f"out_{split}"
-        args = ["--ct", str(tmp_path / "c" / "ct.nii.gz"), "--labels", str(tmp_path / "c" / "labels.nii.gz"), "--out", str(out)]
+        args = [
+            "--ct",
+            str(tmp_path / "c" / "ct.nii.gz"),
+            "--labels",
+            str(tmp_path / "c" / "labels.nii.gz"),
+            "--out",
+            str(out),
+        ]
         assert main(args + ["--geometry", str(small_geometry), "--seed", str(seed)]) == 0
         datalist = json.loads((out / "datalist.json").read_text())
         assert [s for s in SPLITS if datalist[s]] == [split]
@@ -262,7 +329,9 @@ def test_datalist_rebuild_waits_for_the_lock(tmp_path, monkeypatch):
                 found_held.set()
         return real_flock(fd, operation)
 
-    monkeypatch.setattr(simulate_mod, "fcntl", SimpleNamespace(flock=probing_flock, LOCK_EX=fcntl.LOCK_EX, LOCK_UN=fcntl.LOCK_UN))
+    monkeypatch.setattr(
+        simulate_mod, "fcntl", SimpleNamespace(flock=probing_flock, LOCK_EX=fcntl.LOCK_EX, LOCK_UN=fcntl.LOCK_UN)
+    )
     with open(out / ".datalist.lock", "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # another shard rebuilding
         worker = threading.Thread(target=build_datalist, args=(out, 0, FRACTIONS, ["a"]))
@@ -285,25 +354,43 @@ def test_a_datalist_the_simulator_did_not_write_is_never_replaced(tmp_path, smal
     with one line before any rendering and keeps its bytes."""
     make_case(tmp_path / "c")
     out = tmp_path / "out"
-    run = ["--ct", str(tmp_path / "c" / "ct.nii.gz"), "--labels", str(tmp_path / "c" / "labels.nii.gz"), "--out", str(out), "--geometry", str(small_geometry)]
+    run = [
+        "--ct",
+        str(tmp_path / "c" / "ct.nii.gz"),
+        "--labels",
+        str(tmp_path / "c" / "labels.nii.gz"),
+        "--out",
+        str(out),
+        "--geometry",
+        str(small_geometry),
+    ]
     datalist = out / "datalist.json"
 
     def refused(poses: int) -> None:
         before, _ = _sha(datalist), capsys.readouterr()
         assert main(run + ["--poses", str(poses)]) == 1
         err = capsys.readouterr().err.strip()
-        assert err == f"{datalist}: was not written by the simulator (or was changed since); left untouched: move it out of the way " \
-                      "(the simulator rebuilds its datalist from the samples) or choose another --out"
+        assert (
+            err
+            == f"{datalist}: was not written by the simulator (or was changed since); left untouched: move it out of the way "
+            "(the simulator rebuilds its datalist from the samples) or choose another --out"
+        )
         assert _sha(datalist) == before and not (out / f"ct_p{poses - 1}").exists()  # nothing rendered
 
     out.mkdir()
-    datalist.write_text(json.dumps({"training": [{"image": "/data/mine/img.nii.gz", "label": "/data/mine/seg.nii.gz"}]}))
+    datalist.write_text(
+        json.dumps({"training": [{"image": "/data/mine/img.nii.gz", "label": "/data/mine/seg.nii.gz"}]})
+    )
     refused(1)
     datalist.unlink()
     assert main(run) == 0 and main(run + ["--poses", "2"]) == 0  # its own datalist is rebuilt
     mine = json.loads(datalist.read_text())
     assert [e["pose"] for s in SPLITS for e in mine[s]] == [0, 1]
-    datalist.write_text(json.dumps({**mine, "training": mine["training"][:1], "validation": mine["validation"][:1], "test": mine["test"][:1]}))
+    datalist.write_text(
+        json.dumps(
+            {**mine, "training": mine["training"][:1], "validation": mine["validation"][:1], "test": mine["test"][:1]}
+        )
+    )
     refused(3)  # the simulator's, edited by hand
     # an earlier version's output: no marker, the simulator's exact form (also without "fov", as the first versions)
     (out / ".3ddx_output.json").unlink()
@@ -313,10 +400,15 @@ def test_a_datalist_the_simulator_did_not_write_is_never_replaced(tmp_path, smal
     datalist.write_text(json.dumps({**mine, "extra": []}))  # the same lists beside a key the simulator never writes
     refused(3)
     datalist.unlink()
-    (out / ".3ddx_output.json").write_text(json.dumps({"kind": "reconstruction", "source": None}))  # another kind of bundle output
+    (out / ".3ddx_output.json").write_text(
+        json.dumps({"kind": "reconstruction", "source": None})
+    )  # another kind of bundle output
     capsys.readouterr()
     assert main(run) == 1
-    assert capsys.readouterr().err.strip() == f"{out}: holds a reconstruction written by this bundle, not a simulated data set; choose another --out"
+    assert (
+        capsys.readouterr().err.strip()
+        == f"{out}: holds a reconstruction written by this bundle, not a simulated data set; choose another --out"
+    )
     assert not datalist.exists()
 
 
@@ -330,7 +422,19 @@ def test_two_cts_of_one_name_never_share_a_case(tmp_path, small_geometry, capsys
 
     def run(patient: str, *extra: str) -> int:
         folder = tmp_path / patient
-        return main(["--ct", str(folder / "ct.nii.gz"), "--labels", str(folder / "labels.nii.gz"), "--out", str(out), "--geometry", str(small_geometry), *extra])
+        return main(
+            [
+                "--ct",
+                str(folder / "ct.nii.gz"),
+                "--labels",
+                str(folder / "labels.nii.gz"),
+                "--out",
+                str(out),
+                "--geometry",
+                str(small_geometry),
+                *extra,
+            ]
+        )
 
     assert run("patA") == 0
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != ".datalist.lock")
@@ -344,13 +448,17 @@ def test_two_cts_of_one_name_never_share_a_case(tmp_path, small_geometry, capsys
             capsys.readouterr()
             assert run("patB", *extra) == 1
             err = capsys.readouterr().err.strip()
-            assert err == (f"{tmp_path / 'patB' / 'ct.nii.gz'}: case name 'ct' is taken in {out} by the samples of another CT "
-                           f"({tmp_path / 'patA' / 'ct.nii.gz'}); choose another --out or rename this CT (its file or folder name is the case name)")
+            assert err == (
+                f"{tmp_path / 'patB' / 'ct.nii.gz'}: case name 'ct' is taken in {out} by the samples of another CT "
+                f"({tmp_path / 'patA' / 'ct.nii.gz'}); choose another --out or rename this CT (its file or folder name is the case name)"
+            )
             assert {p: _sha(p) for p in files} == before
         assert run("patA") == 0 and {p: _sha(p) for p in files} == before  # the same CT: skipped
     assert json.loads(notes.read_text()).get("source") is None
     out = tmp_path / "out_b"
-    assert run("patB") == 0 and nib.load(str(out / "ct_p0" / "mask.nii.gz")).get_fdata()[..., 2].sum() == 0  # B's own samples
+    assert (
+        run("patB") == 0 and nib.load(str(out / "ct_p0" / "mask.nii.gz")).get_fdata()[..., 2].sum() == 0
+    )  # B's own samples
 
 
 def test_source_names_the_ct_after_the_data_set_is_renamed(tmp_path, small_geometry, capsys):
@@ -361,7 +469,9 @@ def test_source_names_the_ct_after_the_data_set_is_renamed(tmp_path, small_geome
     built = tmp_path / "built"
     with atomic_dir(built, "test") as work:
         make_case(work / "cohort" / "hip")
-        assert main(["--cases", str(work / "cohort"), "--out", str(work / "data"), "--geometry", str(small_geometry)]) == 0
+        assert (
+            main(["--cases", str(work / "cohort"), "--out", str(work / "data"), "--geometry", str(small_geometry)]) == 0
+        )
     make_case(tmp_path / "other" / "hip")
     assert json.loads((built / "data" / "hip_p0" / "sample.json").read_text())["source"] == "../cohort/hip/ct.nii.gz"
 
@@ -369,7 +479,10 @@ def test_source_names_the_ct_after_the_data_set_is_renamed(tmp_path, small_geome
         """Exit statuses of a rerun of root's own cohort into root/data (sample.json unchanged) and of the other CT."""
         notes = root / "data" / "hip_p0" / "sample.json"
         before = _sha(notes)
-        codes = [main(["--cases", str(root / cohort), "--out", str(root / "data"), "--geometry", str(small_geometry)]) for cohort in ("cohort", "../other")]
+        codes = [
+            main(["--cases", str(root / cohort), "--out", str(root / "data"), "--geometry", str(small_geometry)])
+            for cohort in ("cohort", "../other")
+        ]
         assert _sha(notes) == before
         return codes
 
@@ -379,7 +492,9 @@ def test_source_names_the_ct_after_the_data_set_is_renamed(tmp_path, small_geome
     built.rename(moved)
     assert same_and_other(moved) == [0, 1]
     notes = moved / "data" / "hip_p0" / "sample.json"
-    notes.write_text(json.dumps({**json.loads(notes.read_text()), "source": input_key(moved / "cohort" / "hip" / "ct.nii.gz")}))
+    notes.write_text(
+        json.dumps({**json.loads(notes.read_text()), "source": input_key(moved / "cohort" / "hip" / "ct.nii.gz")})
+    )
     assert same_and_other(moved) == [0, 1]
 
 
@@ -407,7 +522,9 @@ def test_pelvis_table_clearance_by_hand(tmp_path):
     """make_case's pelvis slab (voxel centres y = 32..44 mm) on the table by its skin (y = 10 mm), pose unrotated:
     its deepest voxel centre lies 22 mm in front of the table; a case without pelvis voxels has none."""
     make_case(tmp_path / "case")
-    labels = Volume(nib.load(str(tmp_path / "case" / "labels.nii.gz")).get_fdata().astype(np.uint8), AFFINE, "labels.nii.gz")
+    labels = Volume(
+        nib.load(str(tmp_path / "case" / "labels.nii.gz")).get_fdata().astype(np.uint8), AFFINE, "labels.nii.gz"
+    )
     ct = Volume(body_block_ct(), AFFINE, "ct.nii.gz")
     pelvis = label_positions(labels, ("pelvis",))
     assert len(pelvis) == 24 * 4 * 6 and pelvis[:, 1].min() == pytest.approx(32.0)
@@ -421,7 +538,9 @@ def test_pelvis_table_clearance_by_hand(tmp_path):
 def test_table_shift_without_body_names_the_ct():
     volume = Volume(-1000 * np.ones((10, 10, 10), np.int16), AFFINE, "empty_ct.nii.gz")
     with pytest.raises(InputFileError, match="empty_ct.nii.gz.*no body"):
-        table_shift_mm(volume, standard_ap_pose([20.0, 20.0, 20.0], 950.0), np.array([20.0, 20.0, 20.0]), 1075.0, -500.0)
+        table_shift_mm(
+            volume, standard_ap_pose([20.0, 20.0, 20.0], 950.0), np.array([20.0, 20.0, 20.0]), 1075.0, -500.0
+        )
 
 
 def cut_and_plain(tmp_path, geometry, knob: str, spec: str) -> tuple[dict, dict]:
@@ -433,7 +552,23 @@ def cut_and_plain(tmp_path, geometry, knob: str, spec: str) -> tuple[dict, dict]
         cfg = tmp_path / f"{name}.yaml"
         cfg.write_text(f"{knob}: {value}\npose: {{rotation_deg: [0, 0, 0], translation_mm: [0, 0, 0]}}\n")
         out = tmp_path / name
-        assert main(["--cases", str(tmp_path / "cohort"), "--out", str(out), "--geometry", str(geometry), "--config", str(cfg), "--split", "test"]) == 0
+        assert (
+            main(
+                [
+                    "--cases",
+                    str(tmp_path / "cohort"),
+                    "--out",
+                    str(out),
+                    "--geometry",
+                    str(geometry),
+                    "--config",
+                    str(cfg),
+                    "--split",
+                    "test",
+                ]
+            )
+            == 0
+        )
         masks[name] = nib.load(str(out / "case_0000_p0" / "mask.nii.gz")).get_fdata() > 0
         notes[name] = json.loads((out / "case_0000_p0" / "sample.json").read_text())
     return masks, notes
@@ -442,11 +577,16 @@ def cut_and_plain(tmp_path, geometry, knob: str, spec: str) -> tuple[dict, dict]
 def test_ct_end_cuts_ct_labels_and_truth_together(tmp_path, small_geometry):
     """ct_end with probability 1: the CT ends 20 mm below the femur top (RAS z 60 -> 40 mm, voxel k 10);
     the femur masks lose their lower part, the pelvis above is untouched, sample.json records the cut box."""
-    masks, notes = cut_and_plain(tmp_path, small_geometry, "ct_end", "{probability: 1.0, below_femur_top_mm: [20.0, 20.0]}")
+    masks, notes = cut_and_plain(
+        tmp_path, small_geometry, "ct_end", "{probability: 1.0, below_femur_top_mm: [20.0, 20.0]}"
+    )
     assert notes["plain"]["ct_end_z_mm"] is None and notes["plain"]["ct_extent"]["shape"] == [40, 20, 30]
     assert notes["cut"]["ct_end_z_mm"] == pytest.approx(40.0)
     assert notes["cut"]["ct_extent"]["shape"] == [40, 20, 20]
-    np.testing.assert_allclose(notes["cut"]["ct_extent"]["affine"], AFFINE + np.array([[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 40.0], [0, 0, 0, 0]]))
+    np.testing.assert_allclose(
+        notes["cut"]["ct_extent"]["affine"],
+        AFFINE + np.array([[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 40.0], [0, 0, 0, 0]]),
+    )
     np.testing.assert_array_equal(masks["cut"][..., 0], masks["plain"][..., 0])  # pelvis (z 72-96 mm) above the cut
     for b in (1, 2):  # femur rods z 16-64 mm, cut at 40 mm: fewer pixels, none new
         assert masks["cut"][..., b].any() and not (masks["cut"][..., b] & ~masks["plain"][..., b]).any()
@@ -460,7 +600,10 @@ def test_ct_sides_cut_ct_labels_and_truth_at_the_femurs_sides(tmp_path, small_ge
     assert notes["plain"]["ct_sides_x_mm"] is None
     assert notes["cut"]["ct_sides_x_mm"] == pytest.approx([48.0, 108.0])
     assert notes["cut"]["ct_extent"]["shape"] == [16, 20, 30]
-    np.testing.assert_allclose(notes["cut"]["ct_extent"]["affine"], AFFINE + np.array([[0, 0, 0, 48.0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]))
+    np.testing.assert_allclose(
+        notes["cut"]["ct_extent"]["affine"],
+        AFFINE + np.array([[0, 0, 0, 48.0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]),
+    )
     for b in (0, 1, 2):  # no bone gains a pixel; the rods' halves stay about a pixel (12.5 mm) wide
         assert masks["cut"][..., b].any() and not (masks["cut"][..., b] & ~masks["plain"][..., b]).any()
     assert masks["cut"][..., 0].sum() < masks["plain"][..., 0].sum()  # the pelvis slab (x 32-124 mm) loses its ends
@@ -474,7 +617,25 @@ def test_centre_depth_bench_reads_or_measures_the_clearance(tmp_path, small_geom
 
     make_case(tmp_path / "cohort" / "case_0000")
     out = tmp_path / "out"
-    assert main(["--cases", str(tmp_path / "cohort"), "--out", str(out), "--poses", "1", "--seed", "0", "--geometry", str(small_geometry), "--split", "test"]) == 0
+    assert (
+        main(
+            [
+                "--cases",
+                str(tmp_path / "cohort"),
+                "--out",
+                str(out),
+                "--poses",
+                "1",
+                "--seed",
+                "0",
+                "--geometry",
+                str(small_geometry),
+                "--split",
+                "test",
+            ]
+        )
+        == 0
+    )
     entry = load_datalist(out, "test")[0]  # absolute paths, as the bench reads them
     notes_path = out / "case_0000_p0" / "sample.json"
     notes = json.loads(notes_path.read_text())
@@ -518,11 +679,16 @@ def test_rerun_skips_the_same_inputs_and_refuses_other_ones(tmp_path, small_geom
     ):
         assert main(run + extra) == 1
         err = capsys.readouterr().err.strip()
-        assert err.startswith(f"{sample}: was rendered from other inputs ({differs}") and len(err.splitlines()) == 1, err
+        assert (
+            err.startswith(f"{sample}: was rendered from other inputs ({differs}") and len(err.splitlines()) == 1
+        ), err
         assert err.endswith("; left untouched: choose another --out, or pass --overwrite to render it again")
         assert {p: _sha(p) for p in files} == before
     assert main(run + ["--seed", "1", "--overwrite"]) == 0
-    assert json.loads((sample / "sample.json").read_text())["inputs"]["seed"] == 1 and _sha(sample / "image.nii.gz") != before[sample / "image.nii.gz"]
+    assert (
+        json.loads((sample / "sample.json").read_text())["inputs"]["seed"] == 1
+        and _sha(sample / "image.nii.gz") != before[sample / "image.nii.gz"]
+    )
     notes = json.loads((sample / "sample.json").read_text())
     del notes["inputs"]  # as bundle 0.10.6 wrote it
     (sample / "sample.json").write_text(json.dumps(notes))
@@ -537,14 +703,29 @@ def test_out_folder_that_is_not_a_data_set_gets_nothing(tmp_path, small_geometry
     rendering, and nothing (marker, datalist, lock) is written into it; a folder holding only sample folders (a
     first run stopped before its datalist) is the simulator's and is finished."""
     make_case(tmp_path / "c")
-    run = ["--ct", str(tmp_path / "c" / "ct.nii.gz"), "--labels", str(tmp_path / "c" / "labels.nii.gz"), "--geometry", str(small_geometry)]
+    run = [
+        "--ct",
+        str(tmp_path / "c" / "ct.nii.gz"),
+        "--labels",
+        str(tmp_path / "c" / "labels.nii.gz"),
+        "--geometry",
+        str(small_geometry),
+    ]
     foreign = tmp_path / "result"
     foreign.mkdir()
     (foreign / "result.json").write_text("{}")
     (foreign / "surfaces").mkdir()
-    for marker, line in ((None, f"{foreign}: holds files that are not a simulated data set (no .3ddx_output.json of kind 'simulated data set'); "
-                                "left untouched: choose another --out (a new or empty folder)"),
-                         ({"kind": "reconstruction", "source": None}, f"{foreign}: holds a reconstruction written by this bundle, not a simulated data set; choose another --out")):
+    for marker, line in (
+        (
+            None,
+            f"{foreign}: holds files that are not a simulated data set (no .3ddx_output.json of kind 'simulated data set'); "
+            "left untouched: choose another --out (a new or empty folder)",
+        ),
+        (
+            {"kind": "reconstruction", "source": None},
+            f"{foreign}: holds a reconstruction written by this bundle, not a simulated data set; choose another --out",
+        ),
+    ):
         if marker:
             (foreign / ".3ddx_output.json").write_text(json.dumps(marker))
         listing = sorted(p.name for p in foreign.iterdir())
@@ -570,18 +751,48 @@ def test_cohort_case_may_hold_a_totalsegmentator_folder(tmp_path, small_geometry
     case = tmp_path / "folder" / "case_0000"
     lab = nib.load(str(case / "labels.nii.gz"))
     (case / "labels").mkdir()
-    for name, bone in (("hip_left", 1), ("hip_right", -1), ("sacrum", -1), ("femur_left", 2), ("femur_right", 3)):  # -1: an empty mask
-        nib.save(nib.Nifti1Image((lab.get_fdata() == bone).astype(np.uint8), lab.affine), str(case / "labels" / f"{name}.nii.gz"))
+    for name, bone in (
+        ("hip_left", 1),
+        ("hip_right", -1),
+        ("sacrum", -1),
+        ("femur_left", 2),
+        ("femur_right", 3),
+    ):  # -1: an empty mask
+        nib.save(
+            nib.Nifti1Image((lab.get_fdata() == bone).astype(np.uint8), lab.affine),
+            str(case / "labels" / f"{name}.nii.gz"),
+        )
     (case / "labels.nii.gz").unlink()
     for cohort in ("file", "folder"):
-        assert main(["--cases", str(tmp_path / cohort), "--out", str(tmp_path / f"out_{cohort}"), "--geometry", str(small_geometry)]) == 0
+        assert (
+            main(
+                [
+                    "--cases",
+                    str(tmp_path / cohort),
+                    "--out",
+                    str(tmp_path / f"out_{cohort}"),
+                    "--geometry",
+                    str(small_geometry),
+                ]
+            )
+            == 0
+        )
     for f in ("mask.nii.gz", "depth.nii.gz", "image.nii.gz"):
-        np.testing.assert_array_equal(*(nib.load(str(tmp_path / f"out_{c}" / "case_0000_p0" / f)).get_fdata() for c in ("file", "folder")))
+        np.testing.assert_array_equal(
+            *(nib.load(str(tmp_path / f"out_{c}" / "case_0000_p0" / f)).get_fdata() for c in ("file", "folder"))
+        )
     (tmp_path / "file" / "case_0000" / "labels.nii.gz").unlink()
     (case / "labels").rename(tmp_path / "file" / "case_0000" / "labels")
     capsys.readouterr()
-    assert main(["--cases", str(tmp_path / "file"), "--out", str(tmp_path / "out_file"), "--geometry", str(small_geometry)]) == 1
-    assert capsys.readouterr().err.startswith(f"{tmp_path / 'out_file' / 'case_0000_p0'}: was rendered from other inputs (labels ")
+    assert (
+        main(
+            ["--cases", str(tmp_path / "file"), "--out", str(tmp_path / "out_file"), "--geometry", str(small_geometry)]
+        )
+        == 1
+    )
+    assert capsys.readouterr().err.startswith(
+        f"{tmp_path / 'out_file' / 'case_0000_p0'}: was rendered from other inputs (labels "
+    )
 
 
 def test_a_ct_stays_in_one_list_of_a_data_set(tmp_path, small_geometry, capsys):
@@ -589,12 +800,23 @@ def test_a_ct_stays_in_one_list_of_a_data_set(tmp_path, small_geometry, capsys):
     any rendering; without --split (even with another seed, whose hash would pick another list) they join it."""
     make_case(tmp_path / "c")
     out = tmp_path / "out"
-    run = ["--ct", str(tmp_path / "c" / "ct.nii.gz"), "--labels", str(tmp_path / "c" / "labels.nii.gz"), "--out", str(out), "--geometry", str(small_geometry)]
+    run = [
+        "--ct",
+        str(tmp_path / "c" / "ct.nii.gz"),
+        "--labels",
+        str(tmp_path / "c" / "labels.nii.gz"),
+        "--out",
+        str(out),
+        "--geometry",
+        str(small_geometry),
+    ]
     assert main(run + ["--split", "training"]) == 0
     capsys.readouterr()
     assert main(run + ["--split", "test", "--poses", "2"]) == 1
-    assert capsys.readouterr().err.strip() == (f"{tmp_path / 'c' / 'ct.nii.gz'}: has samples in the training list of {out}, not test: a CT belongs to "
-                                               "one list (its radiographs in both would be alike); leave --split out to add poses to training")
+    assert capsys.readouterr().err.strip() == (
+        f"{tmp_path / 'c' / 'ct.nii.gz'}: has samples in the training list of {out}, not test: a CT belongs to "
+        "one list (its radiographs in both would be alike); leave --split out to add poses to training"
+    )
     assert not (out / "ct_p1").exists()
     seed = next(s for s in range(100) if simulate_mod.split_of("ct", s, load_config()["split"]) != "training")
     assert main(run + ["--poses", "2", "--seed", str(seed), "--overwrite"]) == 0

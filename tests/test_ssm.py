@@ -7,9 +7,9 @@ import pytest
 import torch
 import trimesh
 
-from scripts.reconstruction import ssm
-from scripts.io.files import InputFileError, shared_data_dir, write_nifti
 from scripts.geometry import STANDARD_AP_ROTATION, Geometry, rotation_matrix
+from scripts.io.files import InputFileError, shared_data_dir, write_nifti
+from scripts.reconstruction import ssm
 from scripts.reconstruction.meshing import masked_points
 from scripts.reconstruction.reconstruct import bone_field, bone_points, complete_surfaces
 from scripts.reconstruction.surface_metrics import surface_metrics
@@ -23,7 +23,9 @@ def random_shape(rng):
     """Template-deformed ellipsoid (642 vertices, mm): random axes plus smooth bumps."""
     x, y, z = SPHERE.vertices.T
     radii = np.array([60.0, 30.0, 22.0]) * (1 + 0.15 * rng.standard_normal(3))
-    bump = 1 + 0.12 * rng.standard_normal() * x * y + 0.1 * rng.standard_normal() * z**2 + 0.08 * rng.standard_normal() * x
+    bump = (
+        1 + 0.12 * rng.standard_normal() * x * y + 0.1 * rng.standard_normal() * z**2 + 0.08 * rng.standard_normal() * x
+    )
     return SPHERE.vertices * radii * bump[:, None]
 
 
@@ -155,7 +157,9 @@ def test_fit_early_stop_matches_full_iterations(cohort):
     assert abs(early.rms_mm - full.rms_mm) < 0.01
     # without trimming or subsampling the rms is over all points' exact distances to the fitted surface
     assert len(points) < 3000 and early.inlier_fraction == 1.0
-    assert early.rms_mm == pytest.approx(np.sqrt(np.mean(trimesh.proximity.closest_point(early.mesh(), points)[1] ** 2)), abs=1e-9)
+    assert early.rms_mm == pytest.approx(
+        np.sqrt(np.mean(trimesh.proximity.closest_point(early.mesh(), points)[1] ** 2)), abs=1e-9
+    )
 
 
 def test_fit_trust_region_keeps_pose_near_bad_points(cohort):
@@ -165,7 +169,11 @@ def test_fit_trust_region_keeps_pose_near_bad_points(cohort):
     model = ssm.build_shape_model(np.stack(shapes), SPHERE.faces)
     geometry = Geometry(sid_mm=1100.0, pixel_spacing_mm=(4.0, 4.0), image_size=(64, 64))
     for seed in (0, 1, 3):
-        points = np.array([10.0, 20.0, 950.0]) + np.random.default_rng(seed).uniform(-1, 1, (2000, 3)) * [15.0, 100.0, 5.0]
+        points = np.array([10.0, 20.0, 950.0]) + np.random.default_rng(seed).uniform(-1, 1, (2000, 3)) * [
+            15.0,
+            100.0,
+            5.0,
+        ]
         fit = ssm.fit_shape_model(model, points, geometry=geometry)
         assert np.linalg.norm(fit.vertices.mean(0) - points.mean(0)) < 20.0 and fit.rms_mm < 10.0
 
@@ -176,7 +184,9 @@ def test_fit_matches_front_faces_to_the_model_front(cohort):
     with the back face on the points (4 mm toward the source); matching each point to model vertices facing
     its way (``facing``) finds the true depth."""
     plate = trimesh.creation.box(extents=(80.0, 60.0, 4.0)).subdivide_to_size(2.0)
-    model = ssm.ShapeModel(np.asarray(plate.vertices), np.asarray(plate.faces), np.zeros((0, len(plate.vertices), 3)), np.zeros(0))
+    model = ssm.ShapeModel(
+        np.asarray(plate.vertices), np.asarray(plate.faces), np.zeros((0, len(plate.vertices), 3)), np.zeros(0)
+    )
     geometry = Geometry(sid_mm=1100.0, pixel_spacing_mm=(4.0, 4.0), image_size=(64, 64))
     truth = np.eye(4)
     truth[2, 3] = 950.0
@@ -192,8 +202,12 @@ def test_fit_matches_front_faces_to_the_model_front(cohort):
     assert depth["matched"] == pytest.approx(950.0, abs=0.2)
     assert depth["blind"] == pytest.approx(946.0, abs=0.5)  # the failure the matching removes
     inward = ssm.ShapeModel(model.mean, model.faces[:, ::-1].copy(), model.modes, model.variances)  # faces wound inward
-    assert ssm.fit_shape_model(inward, front, geometry=geometry, init_pose=start, facing=np.ones(len(front))).pose[2, 3] == pytest.approx(depth["matched"], abs=1e-6)
-    off = ssm.fit_shape_model(model, front, geometry=geometry, init_pose=start, facing=np.ones(len(front)), match_faces=False)
+    assert ssm.fit_shape_model(inward, front, geometry=geometry, init_pose=start, facing=np.ones(len(front))).pose[
+        2, 3
+    ] == pytest.approx(depth["matched"], abs=1e-6)
+    off = ssm.fit_shape_model(
+        model, front, geometry=geometry, init_pose=start, facing=np.ones(len(front)), match_faces=False
+    )
     assert off.pose[2, 3] == pytest.approx(depth["blind"], abs=1e-9)
     with pytest.raises(ValueError, match="one sign per point"):
         ssm.fit_shape_model(model, front, geometry=geometry, facing=np.ones(3))
@@ -208,7 +222,9 @@ def test_bone_points_facing_is_front_then_back():
     points, facing = bone_points(depth, mask, geometry)
     assert list(points) == ["pelvis"] and points["pelvis"].shape == (100, 3)
     assert np.array_equal(facing["pelvis"], np.repeat([1, -1], 50))
-    assert np.allclose(np.linalg.norm(points["pelvis"][:50], axis=1), 940.0) and np.allclose(np.linalg.norm(points["pelvis"][50:], axis=1), 960.0)
+    assert np.allclose(np.linalg.norm(points["pelvis"][:50], axis=1), 940.0) and np.allclose(
+        np.linalg.norm(points["pelvis"][50:], axis=1), 960.0
+    )
     points, facing = bone_points(depth[::2], mask, geometry)  # one face per bone: front only
     assert points["pelvis"].shape == (50, 3) and np.array_equal(facing["pelvis"], np.ones(50))
 
@@ -229,15 +245,50 @@ def test_cli_build_and_bad_topology(tmp_path, cohort, capsys):
     assert out.with_suffix(".png").exists()
     odd = trimesh.creation.icosphere(2, radius=40.0)
     odd.export(tmp_path / "cases" / "case_003" / "meshes" / "pelvis.ply")
-    assert ssm.main(["build", "--cases", str(tmp_path / "cases"), "--out", str(tmp_path / "x.npz"), "--bones", "pelvis"]) == 1
+    assert (
+        ssm.main(["build", "--cases", str(tmp_path / "cases"), "--out", str(tmp_path / "x.npz"), "--bones", "pelvis"])
+        == 1
+    )
     assert "case_003" in capsys.readouterr().err and not (tmp_path / "x.npz").exists()
     # --datalist/--split keep the held-out (here: the odd) case out of the model
     datalist = tmp_path / "datalist.json"
-    datalist.write_text(json.dumps({"training": [{"case": f"case_{i:03d}"} for i in (0, 1, 2, 4)], "test": [{"case": "case_003"}]}))
+    datalist.write_text(
+        json.dumps({"training": [{"case": f"case_{i:03d}"} for i in (0, 1, 2, 4)], "test": [{"case": "case_003"}]})
+    )
     out2 = tmp_path / "train_only.npz"
-    assert ssm.main(["build", "--cases", str(tmp_path / "cases"), "--out", str(out2), "--bones", "pelvis", "--datalist", str(datalist)]) == 0
+    assert (
+        ssm.main(
+            [
+                "build",
+                "--cases",
+                str(tmp_path / "cases"),
+                "--out",
+                str(out2),
+                "--bones",
+                "pelvis",
+                "--datalist",
+                str(datalist),
+            ]
+        )
+        == 0
+    )
     assert ssm.load_shape_models(out2)[1]["cases"] == ["case_000", "case_001", "case_002", "case_004"]
-    assert ssm.main(["build", "--cases", str(tmp_path / "cases"), "--out", str(tmp_path / "val.npz"), "--datalist", str(datalist), "--split", "validation"]) == 1
+    assert (
+        ssm.main(
+            [
+                "build",
+                "--cases",
+                str(tmp_path / "cases"),
+                "--out",
+                str(tmp_path / "val.npz"),
+                "--datalist",
+                str(datalist),
+                "--split",
+                "validation",
+            ]
+        )
+        == 1
+    )
     assert "no 'validation' entries" in capsys.readouterr().err and not (tmp_path / "val.npz").exists()
 
 
@@ -252,19 +303,33 @@ def test_cli_build_refuses_what_it_cannot_write_right(tmp_path, cohort, capsys):
     assert ssm.main(build + [str(mine)]) == 1
     assert "exists; pass --overwrite" in capsys.readouterr().err and mine.read_bytes() == b"a user's file"
     (tmp_path / "plot.png").write_bytes(b"a user's picture")  # the variance plot's name beside --out
-    assert ssm.main(build + [str(tmp_path / "plot.npz")]) == 1 and (tmp_path / "plot.png").read_bytes() == b"a user's picture"
+    assert (
+        ssm.main(build + [str(tmp_path / "plot.npz")]) == 1
+        and (tmp_path / "plot.png").read_bytes() == b"a user's picture"
+    )
     assert ssm.main(build + [str(mine), "--overwrite"]) == 0
     assert ssm.load_shape_models(mine)[0]["pelvis"].mean.shape == (642, 3)
-    for bad in (build + [str(tmp_path / "model")], build + [str(tmp_path / "m.png")], build + [str(tmp_path / "v.npz"), "--variance", "1.5"],
-                build + [str(tmp_path / "s.npz"), "--split", "validation"]):
+    for bad in (
+        build + [str(tmp_path / "model")],
+        build + [str(tmp_path / "m.png")],
+        build + [str(tmp_path / "v.npz"), "--variance", "1.5"],
+        build + [str(tmp_path / "s.npz"), "--split", "validation"],
+    ):
         with pytest.raises(SystemExit) as e:
             ssm.main(bad)
         assert e.value.code == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cases", "mine.npz", "mine.png", "plot.png"]  # nothing else written
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "cases",
+        "mine.npz",
+        "mine.png",
+        "plot.png",
+    ]  # nothing else written
     assert ssm.main(build + [str(ROOT / "models" / "new.npz")]) == 1
     assert "shipped models/ folder" in capsys.readouterr().err and not (ROOT / "models" / "new.npz").exists()
     # --out under a file: one line naming it before the build (the missing --cases would be the first error after)
-    assert ssm.main(["build", "--cases", str(tmp_path / "absent"), "--bones", "pelvis", "--out", str(mine / "s.npz")]) == 1
+    assert (
+        ssm.main(["build", "--cases", str(tmp_path / "absent"), "--bones", "pelvis", "--out", str(mine / "s.npz")]) == 1
+    )
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line == f"{mine / 's.npz'}: cannot be written: its folder {mine} exists and is not a folder", line
 
@@ -283,13 +348,34 @@ def test_build_takes_case_folders_of_any_name_and_says_why_it_found_too_few(tmp_
     assert ssm.load_shape_models(tmp_path / "own.npz")[1]["cases"] == ["patA", "patB", "patC"]
     datalist = tmp_path / "datalist.json"
     datalist.write_text(json.dumps({"training": [{"case": "ct"}], "test": [{"case": "patC"}]}))
-    for split, found, left in (("training", "found 0", "patA, patB, patC: not among the 'training' cases of --datalist {d} (ct)"),
-                               ("test", "found 1 (patC)", "patA, patB: not among the 'test' cases of --datalist {d} (patC)")):
+    for split, found, left in (
+        ("training", "found 0", "patA, patB, patC: not among the 'training' cases of --datalist {d} (ct)"),
+        ("test", "found 1 (patC)", "patA, patB: not among the 'test' cases of --datalist {d} (patC)"),
+    ):
         out = tmp_path / f"{split}.npz"
-        assert ssm.main(["build", "--cases", str(cases), "--out", str(out), "--bones", "pelvis", "--datalist", str(datalist), "--split", split]) == 1
+        assert (
+            ssm.main(
+                [
+                    "build",
+                    "--cases",
+                    str(cases),
+                    "--out",
+                    str(out),
+                    "--bones",
+                    "pelvis",
+                    "--datalist",
+                    str(datalist),
+                    "--split",
+                    split,
+                ]
+            )
+            == 1
+        )
         assert error_lines(capsys.readouterr().err, cases) == [
             f"{cases}: need at least two case folders (subfolders of any name holding meshes/<bone>.ply), {found}; left out: "
-            + left.format(d=datalist) + "; seg: no meshes/ folder (python -m scripts.ssm meshes writes one from the case's labels)"]
+            + left.format(d=datalist)
+            + "; seg: no meshes/ folder (python -m scripts.ssm meshes writes one from the case's labels)"
+        ]
         assert not out.exists()
     (tmp_path / "empty").mkdir()
     assert ssm.main(["build", "--cases", str(tmp_path / "empty"), "--out", str(tmp_path / "e.npz")]) == 1
@@ -303,7 +389,11 @@ def test_meshes_from_labels_land_on_the_labelled_bones_and_build_a_model(tmp_pat
     grid = np.indices((60, 50, 50)).transpose(1, 2, 3, 0).astype(np.float64)
     affine = np.diag([1.0, 1.0, 1.0, 1.0])
     affine[:3, 3] = [10.0, -5.0, 3.0]
-    spheres = {"pelvis": ([30.0, 25.0, 32.0], 12.0), "femur_left": ([12.0, 25.0, 14.0], 8.0), "femur_right": ([48.0, 25.0, 14.0], 8.0)}
+    spheres = {
+        "pelvis": ([30.0, 25.0, 32.0], 12.0),
+        "femur_left": ([12.0, 25.0, 14.0], 8.0),
+        "femur_right": ([48.0, 25.0, 14.0], 8.0),
+    }
     labels = np.zeros(grid.shape[:3], np.uint8)
     masks = {}
     for i, (bone, (centre, radius)) in enumerate(spheres.items()):
@@ -313,8 +403,13 @@ def test_meshes_from_labels_land_on_the_labelled_bones_and_build_a_model(tmp_pat
     seg = tmp_path / "seg"
     seg.mkdir()
     x = grid[..., 0]
-    for name, mask in (("hip_left", masks["pelvis"] & (x < 25)), ("sacrum", masks["pelvis"] & (x >= 25) & (x < 35)),
-                       ("hip_right", masks["pelvis"] & (x >= 35)), ("femur_left", masks["femur_left"]), ("femur_right", masks["femur_right"])):
+    for name, mask in (
+        ("hip_left", masks["pelvis"] & (x < 25)),
+        ("sacrum", masks["pelvis"] & (x >= 25) & (x < 35)),
+        ("hip_right", masks["pelvis"] & (x >= 35)),
+        ("femur_left", masks["femur_left"]),
+        ("femur_right", masks["femur_right"]),
+    ):
         write_nifti(seg / f"{name}.nii.gz", mask.astype(np.uint8), affine)
     cases = tmp_path / "cases"
     assert ssm.main(["meshes", "--labels", str(tmp_path / "labels.nii.gz"), "--out", str(cases / "patA")]) == 0
@@ -324,40 +419,69 @@ def test_meshes_from_labels_land_on_the_labelled_bones_and_build_a_model(tmp_pat
         assert np.allclose(a.vertices, b.vertices) and np.array_equal(a.faces, b.faces)
         r = np.linalg.norm(a.vertices - (np.array(centre) + affine[:3, 3]), axis=1)
         assert abs(r.mean() - radius) < 0.7 and a.is_watertight and a.volume > 0
-    assert ssm.main(["meshes", "--labels", str(tmp_path / "labels.nii.gz"), "--out", str(cases / "patA")]) == 0  # its own: replaced
+    assert (
+        ssm.main(["meshes", "--labels", str(tmp_path / "labels.nii.gz"), "--out", str(cases / "patA")]) == 0
+    )  # its own: replaced
     capsys.readouterr()
     write_nifti(tmp_path / "no_right.nii.gz", np.where(labels == 3, 0, labels).astype(np.uint8), affine)
     assert ssm.main(["meshes", "--labels", str(tmp_path / "no_right.nii.gz"), "--out", str(tmp_path / "x")]) == 1
-    assert error_lines(capsys.readouterr().err, "no_right") == [f"{tmp_path / 'no_right.nii.gz'}: no voxels of femur_right (is --label-map right for these labels?)"]
+    assert error_lines(capsys.readouterr().err, "no_right") == [
+        f"{tmp_path / 'no_right.nii.gz'}: no voxels of femur_right (is --label-map right for these labels?)"
+    ]
     assert not (tmp_path / "x").exists()
     (tmp_path / "mine" / "meshes").mkdir(parents=True)
     (tmp_path / "mine" / "meshes" / "pelvis.ply").write_text("a user's mesh")
     assert ssm.main(["meshes", "--labels", str(seg), "--out", str(tmp_path / "mine")]) == 1
-    assert (tmp_path / "mine" / "meshes" / "pelvis.ply").read_text() == "a user's mesh" and "not written by this bundle" in capsys.readouterr().err
+    assert (
+        tmp_path / "mine" / "meshes" / "pelvis.ply"
+    ).read_text() == "a user's mesh" and "not written by this bundle" in capsys.readouterr().err
     template = tmp_path / "template"
     template.mkdir()
     trimesh.creation.icosphere(2, radius=10.0).export(template / "pelvis.ply")
     build = ["build", "--cases", str(cases), "--bones", "pelvis", "--register", "--template", str(template), "--out"]
     assert ssm.main(build + [str(tmp_path / "same.npz")]) == 1  # two copies of one shape: no mode, no unreadable model
-    assert error_lines(capsys.readouterr().err, cases) == [f"{cases}: pelvis: the 2 shapes are the same after alignment: nothing varies to model"]
+    assert error_lines(capsys.readouterr().err, cases) == [
+        f"{cases}: pelvis: the 2 shapes are the same after alignment: nothing varies to model"
+    ]
     assert not (tmp_path / "same.npz").exists()
-    write_nifti(tmp_path / "small.nii.gz", np.where(labels == 1, np.linalg.norm(grid - spheres["pelvis"][0], axis=-1) <= 10.0, labels).astype(np.uint8), affine)
+    write_nifti(
+        tmp_path / "small.nii.gz",
+        np.where(labels == 1, np.linalg.norm(grid - spheres["pelvis"][0], axis=-1) <= 10.0, labels).astype(np.uint8),
+        affine,
+    )
     assert ssm.main(["meshes", "--labels", str(tmp_path / "small.nii.gz"), "--out", str(cases / "patC")]) == 0
     assert ssm.main(build + [str(tmp_path / "ssm.npz")]) == 0
     mean = ssm.ShapeModel.load(tmp_path / "ssm.npz", "pelvis").mean
     r = np.linalg.norm(mean - mean.mean(0), axis=1)
-    assert mean.shape == (162, 3) and abs(r.mean() - 34.0 / 3) < 0.7  # the template registered onto the spheres: mean radius of 12, 12, 10
+    assert (
+        mean.shape == (162, 3) and abs(r.mean() - 34.0 / 3) < 0.7
+    )  # the template registered onto the spheres: mean radius of 12, 12, 10
 
 
 REAL_CT = (shared_data_dir() or ROOT / "absent") / "real_ct"
 
 
-@pytest.mark.skipif(not (REAL_CT / "example_seg").is_dir(), reason="shared real CT (../shared/data/real_ct) not present")
+@pytest.mark.skipif(
+    not (REAL_CT / "example_seg").is_dir(), reason="shared real CT (../shared/data/real_ct) not present"
+)
 def test_meshes_of_the_real_ct_from_its_folder_and_its_multilabel_file_agree(tmp_path):
     """The shared CT's TotalSegmentator folder and its multi-label file (v1 ids, --label-map totalsegmentator) give the
     same three surfaces, each closed, in the CT's world box."""
     assert ssm.main(["meshes", "--labels", str(REAL_CT / "example_seg"), "--out", str(tmp_path / "folder")]) == 0
-    assert ssm.main(["meshes", "--labels", str(REAL_CT / "example_seg_multilabel.nii.gz"), "--label-map", "totalsegmentator", "--out", str(tmp_path / "file")]) == 0
+    assert (
+        ssm.main(
+            [
+                "meshes",
+                "--labels",
+                str(REAL_CT / "example_seg_multilabel.nii.gz"),
+                "--label-map",
+                "totalsegmentator",
+                "--out",
+                str(tmp_path / "file"),
+            ]
+        )
+        == 0
+    )
     for bone in ("pelvis", "femur_left", "femur_right"):
         a, b = (ssm.read_mesh(tmp_path / case / "meshes" / f"{bone}.ply") for case in ("folder", "file"))
         assert np.allclose(a.vertices, b.vertices) and np.array_equal(a.faces, b.faces) and a.is_watertight
@@ -380,7 +504,18 @@ def test_register_brings_meshes_into_correspondence(tmp_path):
     (tmp_path / "tmpl").mkdir()
     template.export(tmp_path / "tmpl" / "pelvis.ply")
     out = tmp_path / "ssm.npz"
-    args = ["build", "--cases", str(tmp_path / "cases"), "--out", str(out), "--bones", "pelvis", "--register", "--template", str(tmp_path / "tmpl")]
+    args = [
+        "build",
+        "--cases",
+        str(tmp_path / "cases"),
+        "--out",
+        str(out),
+        "--bones",
+        "pelvis",
+        "--register",
+        "--template",
+        str(tmp_path / "tmpl"),
+    ]
     assert ssm.main(args) == 0
     model = ssm.ShapeModel.load(out, "pelvis")
     assert model.mean.shape == template.vertices.shape and model.n_modes >= 1
@@ -404,7 +539,8 @@ def test_bone_field_cuts_the_cone_at_the_mask_inferior_and_lateral_edges():
 def test_fit_of_a_femur_cut_short_by_the_field_recovers_it():
     """Shipped femur models, posed as on an AP radiograph and cut 20-50 rows below the head top (collimation
     or a CT's end): fitted in the cut-aware field (complete_surfaces with masks) the completion lies on the
-    true surface; the whole-cone fit starts the mean femur's centroid on the seen part and can settle 20-40 mm off here."""
+    true surface; the whole-cone fit starts the mean femur's centroid on the seen part and can settle 20-40 mm off here.
+    """
     models, _ = ssm.load_shape_models(ROOT / "models" / "ssm.npz")
     geometry = Geometry.standard().resized((128, 128))
     rng = np.random.default_rng(0)
@@ -415,7 +551,11 @@ def test_fit_of_a_femur_cut_short_by_the_field_recovers_it():
         pose = np.eye(4)
         pose[:3, :3] = rotation_matrix(rng.uniform(-10, 10, 3)) @ STANDARD_AP_ROTATION
         v = model.shape(rng.normal(0, 1, model.n_modes)) @ pose[:3, :3].T
-        pose[:3, 3] = np.array([95.0 if bone == "femur_left" else -95.0, rng.uniform(-80, -40), 950.0]) - [v[:, 0].mean(), v[:, 1].min(), 0]
+        pose[:3, 3] = np.array([95.0 if bone == "femur_left" else -95.0, rng.uniform(-80, -40), 950.0]) - [
+            v[:, 0].mean(),
+            v[:, 1].min(),
+            0,
+        ]
         truth = trimesh.Trimesh(v + pose[:3, 3], model.faces)
         points, mask = dual_face_points(truth, geometry)
         cut = int(np.flatnonzero(mask.any(1))[0] + rng.integers(20, 50))
@@ -423,7 +563,9 @@ def test_fit_of_a_femur_cut_short_by_the_field_recovers_it():
         mask[cut + 1 :] = False
         field = geometry.cropped((0, 127, 0, cut))
         for name, margin in (("cone", None), ("cut", 10.0)):
-            fit = complete_surfaces({bone: points[seen]}, {bone: model}, geometry, {bone: mask}, field_margin_mm=margin)[bone]
+            fit = complete_surfaces(
+                {bone: points[seen]}, {bone: model}, geometry, {bone: mask}, field_margin_mm=margin
+            )[bone]
             errors[name].append(surface_metrics(fit.mesh(), truth, field, spacing_mm=2.0)["assd_mm"])
     assert max(errors["cut"]) < 1.0, errors
     assert max(errors["cone"]) > 10.0, errors  # the failure the cut-aware field exists for

@@ -7,7 +7,14 @@ import trimesh
 
 from scripts.geometry import Geometry
 from scripts.io.report import error_rgba
-from scripts.reconstruction.surface_metrics import clip_to_field_of_view, inside_planes, point_to_surface, surface_metrics, vertex_errors, volume_extent_planes
+from scripts.reconstruction.surface_metrics import (
+    clip_to_field_of_view,
+    inside_planes,
+    point_to_surface,
+    surface_metrics,
+    vertex_errors,
+    volume_extent_planes,
+)
 
 GEOMETRY = Geometry(sid_mm=1100.0, pixel_spacing_mm=(3.125, 3.125), image_size=(64, 48))
 
@@ -46,7 +53,7 @@ def test_cone_clipping():
     # an extra surface wholly outside the cone changes the unclipped metrics, not the clipped ones
     ref = sphere(30.0, (0.0, 0.0, 950.0))
     pred = trimesh.util.concatenate([ref, sphere(30.0, (300.0, 0.0, 950.0))])
-    assert not GEOMETRY.in_field_of_view(pred.vertices[len(ref.vertices):]).any()
+    assert not GEOMETRY.in_field_of_view(pred.vertices[len(ref.vertices) :]).any()
     assert surface_metrics(pred, ref, spacing_mm=2.0)["hd95_mm"] > 100.0
     clipped_m = surface_metrics(pred, ref, geometry=GEOMETRY, spacing_mm=2.0)
     assert clipped_m["hd_mm"] < 0.01
@@ -71,7 +78,11 @@ def random_soup(rng, n):
     """Triangles (n, 3, 3) of very different sizes, with long thin slivers and degenerate (collinear, point) ones."""
     tri = rng.normal(0.0, 30.0, (n, 1, 3)) + rng.normal(0.0, 1.0, (n, 3, 3)) * np.exp(rng.normal(0.0, 1.5, (n, 1, 1)))
     thin = rng.random(n) < 0.3
-    tri[thin, 2] = tri[thin, 0] + rng.uniform(-0.5, 1.5, (thin.sum(), 1)) * (tri[thin, 1] - tri[thin, 0]) + rng.normal(0, 0.05, (thin.sum(), 3))
+    tri[thin, 2] = (
+        tri[thin, 0]
+        + rng.uniform(-0.5, 1.5, (thin.sum(), 1)) * (tri[thin, 1] - tri[thin, 0])
+        + rng.normal(0, 0.05, (thin.sum(), 3))
+    )
     tri[: n // 20, 1:] = tri[: n // 20, :1]  # points
     return tri
 
@@ -107,7 +118,9 @@ def test_point_to_surface_noisy_surface():
     """A bumpy sphere with spikes (as an untrained network's surfaces): still exact."""
     mesh = sphere(30.0)
     rng = np.random.default_rng(3)
-    mesh.vertices *= (1 + 0.05 * rng.standard_normal(len(mesh.vertices)) + 2.0 * (rng.random(len(mesh.vertices)) < 0.01))[:, None]
+    mesh.vertices *= (
+        1 + 0.05 * rng.standard_normal(len(mesh.vertices)) + 2.0 * (rng.random(len(mesh.vertices)) < 0.01)
+    )[:, None]
     points = rng.normal(0, 60.0, (300, 3))
     assert np.allclose(point_to_surface(points, mesh), brute_force_distance(points, mesh.triangles), rtol=0, atol=1e-9)
 
@@ -116,9 +129,9 @@ def test_ct_extent_clipping_judges_a_cut_bone_on_what_the_ct_holds(tmp_path):
     """A ball of radius 15 mm whose CT ends at its equator: the labels' surface is a capped hemisphere.
     Against the whole (completed) ball it scores millimetres; clipped to the CT's box both are the same
     hemisphere, within the voxelisation error."""
-    from scripts.reconstruction.evaluate import label_surfaces
     from scripts.geometry import apply_transform, standard_ap_pose
     from scripts.io.files import write_nifti
+    from scripts.reconstruction.evaluate import label_surfaces
 
     n, r = 48, 15.0
     affine = np.diag([1.0, 1.0, 1.0, 1.0])
@@ -128,7 +141,9 @@ def test_ct_extent_clipping_judges_a_cut_bone_on_what_the_ct_holds(tmp_path):
     write_nifti(tmp_path / "labels.nii.gz", inside.astype(np.uint8), affine)
     truth = label_surfaces(tmp_path / "labels.nii.gz", ["pelvis"])["pelvis"]
     pose = standard_ap_pose(np.zeros(3), 950.0, [5.0, -3.0, 10.0], [0.0, 0.0, 0.0])
-    to_camera = lambda m: trimesh.Trimesh(apply_transform(pose, np.asarray(m.vertices)), m.faces, process=False)  # noqa: E731
+    to_camera = lambda m: trimesh.Trimesh(
+        apply_transform(pose, np.asarray(m.vertices)), m.faces, process=False
+    )  # noqa: E731
     ball, truth = to_camera(sphere(r)), to_camera(truth)
     planes = volume_extent_planes(affine, (n, n, n), pose)
     # unclipped, by hand: the ball's lower half is |z| from the cap (mean r/2 over area 2 pi r^2), the cap
@@ -139,6 +154,8 @@ def test_ct_extent_clipping_judges_a_cut_bone_on_what_the_ct_holds(tmp_path):
     inside_ct = inside_planes(np.asarray(ball.vertices), planes)
     ball_z = apply_transform(np.linalg.inv(pose), np.asarray(ball.vertices))[:, 2]
     off = np.abs(ball_z) > 1e-6  # the equator's vertices lie on the plane
-    np.testing.assert_array_equal(inside_ct[off], ball_z[off] > 0)  # the box's last-slice plane is the world z = 0 plane
+    np.testing.assert_array_equal(
+        inside_ct[off], ball_z[off] > 0
+    )  # the box's last-slice plane is the world z = 0 plane
     errors = vertex_errors(ball, truth, GEOMETRY.with_pose(np.eye(4)), planes)  # camera frame: the ball is in the cone
     assert np.isnan(errors[~inside_ct]).all() and np.nanmax(errors) < 1.0

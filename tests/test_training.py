@@ -21,7 +21,8 @@ from scripts.config_flags import as_flag
 from scripts.io.files import InputFileError, input_error_of
 from scripts.model.metrics import DepthMAE, MaskDice
 from scripts.model.networks import DualFaceDepthNet, absolute_depth, split_output
-from scripts.model.plot_training import main as plot_main, plot_training
+from scripts.model.plot_training import main as plot_main
+from scripts.model.plot_training import plot_training
 from scripts.model.training import latest_checkpoint, load_datalist
 from tests.helpers import META, ROOT, TINY, TRAIN, bundle_env, ddp_train_command, train_workflow, write_sphere_dataset
 
@@ -61,7 +62,12 @@ def test_absolute_depth_hand_computed():
 # ---------------------------------------------------------------------------------------- metrics
 def _run_metrics(pred: torch.Tensor, label: torch.Tensor) -> dict:
     engine = Engine(lambda e, batch: batch)
-    for name, metric in {"mae": DepthMAE("centre"), "oracle": DepthMAE("oracle"), "raw": DepthMAE("raw"), "dice": MaskDice()}.items():
+    for name, metric in {
+        "mae": DepthMAE("centre"),
+        "oracle": DepthMAE("oracle"),
+        "raw": DepthMAE("raw"),
+        "dice": MaskDice(),
+    }.items():
         metric.attach(engine, name)
     engine.run([(pred, label)], max_epochs=1)
     return engine.state.metrics
@@ -90,13 +96,18 @@ def test_datalist_errors_name_the_file(dataset, tmp_path):
     assert len(load_datalist(dataset, "training")) == 2
     with pytest.raises(InputFileError, match="datalist.json"):
         load_datalist(dataset, "nonexistent")
-    (tmp_path / "datalist.json").write_text('{"training": [{"image": "a.nii.gz", "depth": "b", "mask": "c", "geometry": "d"}]}')
+    (tmp_path / "datalist.json").write_text(
+        '{"training": [{"image": "a.nii.gz", "depth": "b", "mask": "c", "geometry": "d"}]}'
+    )
     with pytest.raises(InputFileError, match="a.nii.gz"):
         load_datalist(tmp_path, "training")
     for bad in (5, [], {"a": "b"}, [str(dataset), 3]):  # a --dataset_dir that is no folder nor list of folders
         with pytest.raises(InputFileError) as e:
             load_datalist(bad, "training")
-        assert str(e.value) == f"--dataset_dir: expected a data set folder or a list of them, e.g. \"['data/sim','data/sim_own']\"; got {bad!r}"
+        assert (
+            str(e.value)
+            == f"--dataset_dir: expected a data set folder or a list of them, e.g. \"['data/sim','data/sim_own']\"; got {bad!r}"
+        )
     with pytest.raises(InputFileError, match=r"^--dataset_dir: .* is listed twice$"):
         load_datalist([dataset, Path(dataset) / "."], "training")
 
@@ -109,7 +120,7 @@ def test_datalists_of_several_folders_are_joined(dataset, tmp_path):
     (other / "datalist.json").write_text(json.dumps({**listed, "validation": []}))
     one, both = load_datalist(dataset, "training"), load_datalist([dataset, other], "training")
     assert len(both) == 2 * len(one) and both[: len(one)] == one
-    assert [e["image"] for e in both[len(one):]] == [e["image"].replace(str(dataset), str(other)) for e in one]
+    assert [e["image"] for e in both[len(one) :]] == [e["image"].replace(str(dataset), str(other)) for e in one]
     assert load_datalist([dataset, other], "validation") == load_datalist(dataset, "validation")
     with pytest.raises(InputFileError, match="no entries"):
         load_datalist([other], "validation")
@@ -172,7 +183,11 @@ def test_resume_remembers_the_best_validation(dataset, tmp_path):
     tracked = saved["best_model"]["saver"]  # ignite Checkpoint state: {key: [(priority, filename)]}
     assert sum(len(items) for items in tracked.values()) == 1  # one best model kept
     # pretend epoch 1 validated at 1 um: no later epoch can beat it (priority = -metric, lower is better)
-    saved["best_model"] = {"best_metric": 1e-3, "best_metric_epoch": 1, "saver": {k: [(-1e-3, f) for _, f in v] for k, v in tracked.items()}}
+    saved["best_model"] = {
+        "best_metric": 1e-3,
+        "best_metric_epoch": 1,
+        "saver": {k: [(-1e-3, f) for _, f in v] for k, v in tracked.items()},
+    }
     torch.save(saved, latest_checkpoint(run))
     best = (run / "models" / "model.pt").read_bytes()
     second = train_workflow(dataset, run, epochs=3)
@@ -186,7 +201,9 @@ def test_resume_remembers_the_best_validation(dataset, tmp_path):
 def _weights_at_first_epoch(wf: ConfigWorkflow) -> dict:
     """Run ``wf`` and return the network's weights as its first epoch starts."""
     net, seen = wf.parser.get_parsed_content("network_def"), {}
-    wf.trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: seen or seen.update({k: v.clone() for k, v in net.state_dict().items()}))
+    wf.trainer.add_event_handler(
+        Events.EPOCH_STARTED, lambda e: seen or seen.update({k: v.clone() for k, v in net.state_dict().items()})
+    )
     wf.run()
     wf.finalize()
     return seen
@@ -198,11 +215,15 @@ def test_pretrained_weights_start_the_training(dataset, tmp_path):
     torch.save(start, tmp_path / "pre.pt")
     fresh = _weights_at_first_epoch(train_workflow(dataset, tmp_path / "fresh", epochs=1))
     assert not torch.equal(fresh["conv_0.conv_0.conv.weight"], start["conv_0.conv_0.conv.weight"])
-    tuned = _weights_at_first_epoch(train_workflow(dataset, tmp_path / "tuned", epochs=1, pretrained=str(tmp_path / "pre.pt")))
+    tuned = _weights_at_first_epoch(
+        train_workflow(dataset, tmp_path / "tuned", epochs=1, pretrained=str(tmp_path / "pre.pt"))
+    )
     assert tuned.keys() == start.keys() and all(torch.equal(tuned[k], start[k]) for k in start)
     # a training checkpoint ({"model": ..., "optimizer": ...}) serves too
     ckpt = torch.load(latest_checkpoint(tmp_path / "fresh"), map_location="cpu")
-    again = _weights_at_first_epoch(train_workflow(dataset, tmp_path / "again", epochs=1, pretrained=latest_checkpoint(tmp_path / "fresh")))
+    again = _weights_at_first_epoch(
+        train_workflow(dataset, tmp_path / "again", epochs=1, pretrained=latest_checkpoint(tmp_path / "fresh"))
+    )
     assert all(torch.equal(again[k], ckpt["model"][k]) for k in start)
     # a checkpoint to resume and --pretrained at once: an error that says how to choose; the run's files stay
     after_first = torch.load(latest_checkpoint(tmp_path / "tuned"), map_location="cpu")["model"]
@@ -210,7 +231,11 @@ def test_pretrained_weights_start_the_training(dataset, tmp_path):
     with pytest.raises(Exception) as info:
         train_workflow(dataset, tmp_path / "tuned", epochs=2, pretrained=str(tmp_path / "pre.pt"))
     cause = input_error_of(info.value)
-    assert isinstance(cause, InputFileError) and "give a new --output_dir" in str(cause) and "drop --pretrained" in str(cause)
+    assert (
+        isinstance(cause, InputFileError)
+        and "give a new --output_dir" in str(cause)
+        and "drop --pretrained" in str(cause)
+    )
     assert {p.name: p.read_bytes() for p in (tmp_path / "tuned").glob("*.pt")} == files
     # without --pretrained the run continues from its own checkpoint (after epoch 1)
     resumed = _weights_at_first_epoch(train_workflow(dataset, tmp_path / "tuned", epochs=2))
@@ -224,7 +249,9 @@ def test_pretrained_widen_starts_a_wider_network_from_a_narrower_one(dataset, tm
     torch.manual_seed(7)
     small = DualFaceDepthNet(features=[2, 2, 4, 4, 8, 2])
     torch.save(small.state_dict(), tmp_path / "small.pt")
-    wf = train_workflow(dataset, tmp_path / "wide", epochs=1, pretrained=str(tmp_path / "small.pt"), pretrained_widen=True)
+    wf = train_workflow(
+        dataset, tmp_path / "wide", epochs=1, pretrained=str(tmp_path / "small.pt"), pretrained_widen=True
+    )
     start = _weights_at_first_epoch(wf)
     wide = DualFaceDepthNet(features=TINY["features"])
     wide.load_state_dict(start)
@@ -233,8 +260,16 @@ def test_pretrained_widen_starts_a_wider_network_from_a_narrower_one(dataset, tm
         torch.testing.assert_close(wide.eval()(x), small.eval()(x), rtol=0, atol=1e-3)
 
 
-@pytest.mark.parametrize("name,match", [("wide.pt", "network configuration"), ("model.ts", "TorchScript"), ("missing.pt", "not found"),
-                                        ("garbage.pt", "unreadable checkpoint"), ("list.pt", "not a network state dict")])
+@pytest.mark.parametrize(
+    "name,match",
+    [
+        ("wide.pt", "network configuration"),
+        ("model.ts", "TorchScript"),
+        ("missing.pt", "not found"),
+        ("garbage.pt", "unreadable checkpoint"),
+        ("list.pt", "not a network state dict"),
+    ],
+)
 def test_pretrained_weights_that_do_not_fit_name_the_file(dataset, tmp_path, name, match):
     if name == "wide.pt":
         torch.save(DualFaceDepthNet(features=[8, 8, 16, 16, 32, 8]).state_dict(), tmp_path / name)
@@ -251,7 +286,9 @@ def test_pretrained_weights_that_do_not_fit_name_the_file(dataset, tmp_path, nam
     assert isinstance(cause, InputFileError) and name in str(cause) and match in str(cause)
 
 
-@pytest.mark.parametrize("variant,depth_channels", [("configs/variants/single_face.yaml", 3), ("configs/variants/absolute_si.yaml", 6)])
+@pytest.mark.parametrize(
+    "variant,depth_channels", [("configs/variants/single_face.yaml", 3), ("configs/variants/absolute_si.yaml", 6)]
+)
 def test_variants(dataset, tmp_path, variant, depth_channels):
     wf = train_workflow(dataset, tmp_path / "run", configs=(variant,), epochs=1)
     assert not wf.check_properties()
@@ -266,8 +303,12 @@ def test_variants(dataset, tmp_path, variant, depth_channels):
 def test_command_line_false_switches_flags_off(dataset, tmp_path):
     """``--casi_per_channel false`` reaches the config as the string "false" (Python Fire): it must mean off."""
     (tmp_path / "on").mkdir()
-    torch.save({"model": DualFaceDepthNet(features=TINY["features"]).state_dict()}, tmp_path / "on" / "checkpoint_epoch=1.pt")
-    off = train_workflow(dataset, tmp_path / "off", epochs=1, casi_per_channel="false", center_align="False", resume="false")
+    torch.save(
+        {"model": DualFaceDepthNet(features=TINY["features"]).state_dict()}, tmp_path / "on" / "checkpoint_epoch=1.pt"
+    )
+    off = train_workflow(
+        dataset, tmp_path / "off", epochs=1, casi_per_channel="false", center_align="False", resume="false"
+    )
     loss = off.parser.get_parsed_content("loss").depth_loss
     assert loss.per_channel is False and loss.center_align is False
     assert off.parser.get_parsed_content("resume_checkpoint") is None
@@ -276,7 +317,19 @@ def test_command_line_false_switches_flags_off(dataset, tmp_path):
     assert on.parser.get_parsed_content("resume_checkpoint").endswith("checkpoint_epoch=1.pt")
 
 
-@pytest.mark.parametrize("value,expected", [(True, True), (False, False), (0, False), (1, True), ("false", False), ("TRUE", True), (" off ", False), ("yes", True)])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        (True, True),
+        (False, False),
+        (0, False),
+        (1, True),
+        ("false", False),
+        ("TRUE", True),
+        (" off ", False),
+        ("yes", True),
+    ],
+)
 def test_as_flag(value, expected):
     assert as_flag(value) is expected
 
@@ -289,10 +342,15 @@ def test_as_flag_names_the_key():
 def test_runs_never_write_into_models(dataset, tmp_path):
     """The README train command keeps the best model in its run folder; ckpt_dir or output_dir inside models/ is
     refused before anything is written, and the shipped files stay byte for byte."""
-    parser = ConfigWorkflow(config_file=TRAIN, meta_file=META, workflow_type="train", output_dir=str(tmp_path / "run")).parser
+    parser = ConfigWorkflow(
+        config_file=TRAIN, meta_file=META, workflow_type="train", output_dir=str(tmp_path / "run")
+    ).parser
     assert parser.get_parsed_content("ckpt_dir") == str(tmp_path / "run")
     shipped = {p.name: p.read_bytes() for p in (ROOT / "models").iterdir()}
-    for key, run_dir, ckpt_dir in (("ckpt_dir", tmp_path / "run2", ROOT / "models"), ("output_dir", ROOT / "models", tmp_path / "best")):
+    for key, run_dir, ckpt_dir in (
+        ("ckpt_dir", tmp_path / "run2", ROOT / "models"),
+        ("output_dir", ROOT / "models", tmp_path / "best"),
+    ):
         with pytest.raises(Exception) as info:
             train_workflow(dataset, run_dir, epochs=1, ckpt_dir=str(ckpt_dir))
         cause = input_error_of(info.value)
@@ -333,10 +391,14 @@ def test_training_never_overwrites_what_it_did_not_write(dataset, tmp_path):
     torch.save({"model": DualFaceDepthNet(features=TINY["features"]).state_dict()}, earlier / "checkpoint_epoch=5.pt")
     other = tmp_path / "other"
     other.mkdir()
-    torch.save({"model": DualFaceDepthNet(features=[8, 8, 16, 16, 32, 8]).state_dict()}, other / "checkpoint_epoch=2.pt")
-    for run, override, bad, match in ((user, {"ckpt_dir": str(user)}, user / "model.pt", "this run starts afresh"),
-                                      (earlier, {"resume": "false"}, earlier / "checkpoint_epoch=5.pt", "--resume false"),
-                                      (other, {}, other / "checkpoint_epoch=2.pt", "shapes differ for")):
+    torch.save(
+        {"model": DualFaceDepthNet(features=[8, 8, 16, 16, 32, 8]).state_dict()}, other / "checkpoint_epoch=2.pt"
+    )
+    for run, override, bad, match in (
+        (user, {"ckpt_dir": str(user)}, user / "model.pt", "this run starts afresh"),
+        (earlier, {"resume": "false"}, earlier / "checkpoint_epoch=5.pt", "--resume false"),
+        (other, {}, other / "checkpoint_epoch=2.pt", "shapes differ for"),
+    ):
         before = _tree(run)
         with pytest.raises(Exception) as info:
             train_workflow(dataset, run, epochs=1, **override)
@@ -360,16 +422,30 @@ def test_ddp_two_processes_cpu(dataset, tmp_path):
         # runs; docs/training.md): run again from scratch, so a second abort fails the test
         warnings.warn(f"DDP rank aborted at exit after a complete run; retrying once:\n{proc.stderr[-1500:]}")
         shutil.rmtree(run)
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=240)
+        proc = subprocess.run(
+            cmd, cwd=ROOT, env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=240
+        )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert complete()
     # TensorBoard events come from rank 0 alone (file names end in .<pid>.<n>)
-    writers = {re.search(r"\.(\d+)\.\d+$", f.name).group(1) for f in (run / "tensorboard").glob("events.out.tfevents.*")}
+    writers = {
+        re.search(r"\.(\d+)\.\d+$", f.name).group(1) for f in (run / "tensorboard").glob("events.out.tfevents.*")
+    }
     assert len(writers) == 1, sorted((run / "tensorboard").iterdir())
 
 
 def test_verify_net_in_out():
-    cmd = [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def", "--meta_file", META, "--config_file", TRAIN]
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "verify_net_in_out",
+        "network_def",
+        "--meta_file",
+        META,
+        "--config_file",
+        TRAIN,
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, encoding="utf-8", errors="replace", timeout=120)
     assert proc.returncode == 0 and "verified with no error" in proc.stdout + proc.stderr, proc.stderr[-3000:]
 
@@ -377,10 +453,33 @@ def test_verify_net_in_out():
 def test_cli_pretrained_not_a_state_dict_one_line(dataset, tmp_path):
     """The real command line: a --pretrained file that is not a state dict is one line naming it, exit 1, no traceback."""
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint" * 10)
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", TRAIN, "--meta_file", META, "--dataset_dir", str(dataset),
-           "--output_dir", str(tmp_path / "run"), "--pretrained", str(tmp_path / "garbage.pt"), "--epochs", "1", "--image_size", "64",
-           "--features", str(TINY["features"]), "--device", "cpu"]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, encoding="utf-8", errors="replace", timeout=300, env=bundle_env())
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        TRAIN,
+        "--meta_file",
+        META,
+        "--dataset_dir",
+        str(dataset),
+        "--output_dir",
+        str(tmp_path / "run"),
+        "--pretrained",
+        str(tmp_path / "garbage.pt"),
+        "--epochs",
+        "1",
+        "--image_size",
+        "64",
+        "--features",
+        str(TINY["features"]),
+        "--device",
+        "cpu",
+    ]
+    done = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, encoding="utf-8", errors="replace", timeout=300, env=bundle_env()
+    )
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert done.stderr.strip().splitlines()[-1].startswith(f"{tmp_path / 'garbage.pt'}: unreadable checkpoint")
     assert not list((tmp_path / "run").glob("*.pt"))

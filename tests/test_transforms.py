@@ -10,8 +10,8 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from scripts.io.files import InputFileError, input_error_of
 from scripts.geometry import Geometry
+from scripts.io.files import InputFileError, input_error_of
 from scripts.model.transforms import LoadGeometryd, NormalizeRadiographd, RandFlipLRd, lr_swap_permutation
 from tests.helpers import ROOT, write_sphere_dataset
 
@@ -117,10 +117,10 @@ def test_load_geometry_matches_bones_by_name(sphere_dataset, tmp_path):
     """A sample whose geometry.json lists its bones in another order (its files' channels in that order) loads
     exactly like the standard sample: the training transforms reorder the channels by name; a sample lacking
     one of the network's bones is refused naming its geometry file. Evaluation's load_sample does the same."""
-    from scripts.reconstruction.evaluate import load_sample
-    from scripts.io.files import read_depth_and_mask, write_depth_and_mask
-
     import shutil
+
+    from scripts.io.files import read_depth_and_mask, write_depth_and_mask
+    from scripts.reconstruction.evaluate import load_sample
 
     root, _ = sphere_dataset
     original = _first_sample(sphere_dataset)
@@ -131,7 +131,12 @@ def test_load_geometry_matches_bones_by_name(sphere_dataset, tmp_path):
     for entry, folder, bones in ((sample, tmp_path / "std", range(3)), (shuffled, tmp_path / "shuffled", order)):
         folder.mkdir()
         shutil.copy(original["image"], folder / "image.nii.gz")
-        write_depth_and_mask(folder, depth[[2 * i + f for i in bones for f in (0, 1)]], mask[list(bones)].astype(np.uint8), geom.image_affine)
+        write_depth_and_mask(
+            folder,
+            depth[[2 * i + f for i in bones for f in (0, 1)]],
+            mask[list(bones)].astype(np.uint8),
+            geom.image_affine,
+        )
         (folder / "geometry.json").write_text(json.dumps({**geom.to_dict(), "bones": [geom.bones[i] for i in bones]}))
         (folder / "sample.json").write_text("{}")  # the simulator's notes: no CT extent
         entry.update({k: str(folder / Path(original[k]).name) for k in ("image", "depth", "mask", "geometry")})
@@ -144,12 +149,18 @@ def test_load_geometry_matches_bones_by_name(sphere_dataset, tmp_path):
 
     trimesh.creation.icosphere(1, 30.0).export(tmp_path / "ball.ply")  # truth meshes are matched by name anyway
     with_mesh = {"meshes": {"pelvis": str(tmp_path / "ball.ply")}}
-    s_a, s_b = load_sample(sample | with_mesh, root, bones=geom.bones), load_sample(shuffled | with_mesh, root, bones=geom.bones)
+    s_a, s_b = load_sample(sample | with_mesh, root, bones=geom.bones), load_sample(
+        shuffled | with_mesh, root, bones=geom.bones
+    )
     np.testing.assert_array_equal(s_b.depth, s_a.depth)
     np.testing.assert_array_equal(s_b.mask, s_a.mask)
     assert s_b.geometry.bones == geom.bones
-    (tmp_path / "shuffled" / "geometry.json").write_text(json.dumps({**geom.to_dict(), "bones": ["femur_right", "pelvis", "sacrum"]}))
-    with pytest.raises(InputFileError, match=r"geometry.json: bones \['femur_right', 'pelvis', 'sacrum'\] lack \['femur_left'\]"):
+    (tmp_path / "shuffled" / "geometry.json").write_text(
+        json.dumps({**geom.to_dict(), "bones": ["femur_right", "pelvis", "sacrum"]})
+    )
+    with pytest.raises(
+        InputFileError, match=r"geometry.json: bones \['femur_right', 'pelvis', 'sacrum'\] lack \['femur_left'\]"
+    ):
         LoadGeometryd(bones=geom.bones)(shuffled)
     with pytest.raises(InputFileError, match="lack"):
         load_sample(shuffled | with_mesh, root, bones=geom.bones)
@@ -183,7 +194,9 @@ def test_training_zoom_moves_image_labels_and_field_together(sphere_dataset, zoo
     assert torch.allclose(moved, expected, atol=1.0)  # scaled about the image centre (the principal point)
     depth_in = sample["depth"][0][sample["depth"][0] > 0]
     depth_out = out["depth"][0][out["depth"][0] > 0]
-    assert depth_in.min() - 1e-3 <= depth_out.min() and depth_out.max() <= depth_in.max() + 1e-3  # depth values move, unchanged
+    assert (
+        depth_in.min() - 1e-3 <= depth_out.min() and depth_out.max() <= depth_in.max() + 1e-3
+    )  # depth values move, unchanged
     assert (out["fov"].min() == 0) == (zoom < 1)  # zooming out pads outside the radiograph
 
 

@@ -9,10 +9,22 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from scripts.io.files import InputFileError, shared_data_dir
-from scripts.geometry import standard_ap_pose
 from scripts.data.simulate import table_shift_mm
-from scripts.data.volumes import LABEL_MAP_PRESETS, TOTALSEGMENTATOR_IDS, Volume, bones_center, crop_along, load_label_map, read_ct, read_labels, read_volume, remove_couch, totalsegmentator_version
+from scripts.data.volumes import (
+    LABEL_MAP_PRESETS,
+    TOTALSEGMENTATOR_IDS,
+    Volume,
+    bones_center,
+    crop_along,
+    load_label_map,
+    read_ct,
+    read_labels,
+    read_volume,
+    remove_couch,
+    totalsegmentator_version,
+)
+from scripts.geometry import standard_ap_pose
+from scripts.io.files import InputFileError, shared_data_dir
 
 REAL_CT_DIR = (shared_data_dir() or Path("/nonexistent")) / "real_ct"
 REAL_CT = REAL_CT_DIR / "example_ct.nii.gz"
@@ -113,8 +125,16 @@ def test_labels_resampled_or_refused(tmp_path):
 def test_label_maps_presets_and_files(tmp_path):
     ct = read_ct(write_nib(tmp_path / "ct.nii.gz", -1000 * np.ones((4, 4, 4), np.int16)))
     ts = np.zeros((4, 4, 4), np.uint8)
-    ts[0, 0, 0], ts[1, 0, 0], ts[2, 0, 0], ts[3, 0, 0], ts[3, 3, 3] = 77, 25, 75, 76, 5  # hip_left, sacrum, femurs, gallbladder
-    lab = read_labels(write_nib(tmp_path / "ts.nii.gz", ts), ct, LABEL_MAP_PRESETS["totalsegmentator_v2"])  # a map as sample.json records it
+    ts[0, 0, 0], ts[1, 0, 0], ts[2, 0, 0], ts[3, 0, 0], ts[3, 3, 3] = (
+        77,
+        25,
+        75,
+        76,
+        5,
+    )  # hip_left, sacrum, femurs, gallbladder
+    lab = read_labels(
+        write_nib(tmp_path / "ts.nii.gz", ts), ct, LABEL_MAP_PRESETS["totalsegmentator_v2"]
+    )  # a map as sample.json records it
     assert [lab.array[i, 0, 0] for i in range(4)] == [1, 1, 2, 3] and lab.array[3, 3, 3] == 0
     custom = tmp_path / "map.json"
     custom.write_text(json.dumps({"7": "femur_right", "8": 1}))
@@ -174,16 +194,23 @@ def test_totalsegmentator_folder_read_by_structure_names(tmp_path):
     folder.mkdir()
     for name in ("hip_left", "hip_right", "sacrum", "femur_left", "femur_right"):
         write_nib(folder / f"{name}.nii.gz", (a == TOTALSEGMENTATOR_IDS["v2"][name]).astype(np.uint8), affine)
-    write_nib(folder / "vertebrae_L5.nii.gz", np.zeros(a.shape, np.uint8), affine)  # other structures are not bones of the model
+    write_nib(
+        folder / "vertebrae_L5.nii.gz", np.zeros(a.shape, np.uint8), affine
+    )  # other structures are not bones of the model
     from_folder = read_labels(folder, ct)
-    np.testing.assert_array_equal(from_folder.array, read_labels(write_nib(tmp_path / "ts.nii.gz", a, affine), ct, "totalsegmentator").array)
+    np.testing.assert_array_equal(
+        from_folder.array, read_labels(write_nib(tmp_path / "ts.nii.gz", a, affine), ct, "totalsegmentator").array
+    )
     assert from_folder.label_map is None
     write_nib(folder / "femur_left.nii.gz", np.zeros((5, 5, 5), np.uint8), affine)
     with pytest.raises(InputFileError, match="femur_left.nii.gz: mask is not on the grid"):
         read_labels(folder, ct)
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(InputFileError, match="empty: label folder lacks hip_left.nii.gz, hip_right.nii.gz, sacrum.nii.gz, femur_left.nii.gz, femur_right.nii.gz "):
+    with pytest.raises(
+        InputFileError,
+        match="empty: label folder lacks hip_left.nii.gz, hip_right.nii.gz, sacrum.nii.gz, femur_left.nii.gz, femur_right.nii.gz ",
+    ):
         read_labels(empty, ct)
 
 
@@ -194,11 +221,19 @@ def test_bundle_map_refuses_ids_it_does_not_know(tmp_path):
     a[20:40, 15:20, 28:30], a[5:10, 15:20, 28:30], a[50:55, 15:20, 28:30] = 1, 2, 3  # spleen, kidneys
     ts = write_nib(tmp_path / "ts.nii.gz", a, affine)
     for spec in (None, "default"):
-        with pytest.raises(InputFileError, match=r"ts.nii.gz: holds label ids 88, 89, 90, 91, 92 that the bundle's label map .* "
-                                                 r"does not know; TotalSegmentator labels: pass --label-map totalsegmentator"):
+        with pytest.raises(
+            InputFileError,
+            match=r"ts.nii.gz: holds label ids 88, 89, 90, 91, 92 that the bundle's label map .* "
+            r"does not know; TotalSegmentator labels: pass --label-map totalsegmentator",
+        ):
             read_labels(ts, ct, spec)
-    assert set(np.unique(read_labels(ts, ct, {90: "pelvis"}).array)) == {0, 1}  # a map of the user's ids leaves the others out
-    bundle = np.zeros(a.shape, np.int16)  # a phantom's labels: the bones and lumbar vertebrae (4, background after mapping)
+    assert set(np.unique(read_labels(ts, ct, {90: "pelvis"}).array)) == {
+        0,
+        1,
+    }  # a map of the user's ids leaves the others out
+    bundle = np.zeros(
+        a.shape, np.int16
+    )  # a phantom's labels: the bones and lumbar vertebrae (4, background after mapping)
     bundle[0:4, 0, 0] = [1, 2, 3, 4]
     lab = read_labels(write_nib(tmp_path / "bundle.nii.gz", bundle, affine), ct)
     assert lab.array[0:4, 0, 0].tolist() == [1, 2, 3, 0] and lab.label_map == {1: 1, 2: 2, 3: 3}
@@ -215,14 +250,20 @@ def test_explicit_totalsegmentator_version_must_fit_the_labels(tmp_path, version
     a[40:50, 15:18, 28], a[40:50, 15:18, 29] = 77, 78  # v1: rib_right_8, rib_right_9 (v2: hips); both on the right
     ct = read_ct(write_nib(tmp_path / "ct.nii.gz", np.full(a.shape, -1000, np.int16), affine))
     path = write_nib(tmp_path / "ts.nii.gz", a, affine)
-    with pytest.raises(InputFileError, match=rf"ts.nii.gz: does not fit TotalSegmentator {other} class ids \(.*\) but fits {version}'s; "
-                                             rf"pass --label-map totalsegmentator_{version}$"):
+    with pytest.raises(
+        InputFileError,
+        match=rf"ts.nii.gz: does not fit TotalSegmentator {other} class ids \(.*\) but fits {version}'s; "
+        rf"pass --label-map totalsegmentator_{version}$",
+    ):
         read_labels(path, ct, f"totalsegmentator_{other}")
     right = read_labels(path, ct, f"totalsegmentator_{version}")
     assert right.label_map == LABEL_MAP_PRESETS[f"totalsegmentator_{version}"]
     np.testing.assert_array_equal(right.array, read_labels(path, ct, "totalsegmentator").array)
     mirrored = write_nib(tmp_path / "mirrored.nii.gz", a[::-1].copy(), affine)  # left hip on the right: fits neither
-    with pytest.raises(InputFileError, match=f"mirrored.nii.gz: does not fit TotalSegmentator {version} .*, nor the other version's; pass a JSON label map"):
+    with pytest.raises(
+        InputFileError,
+        match=f"mirrored.nii.gz: does not fit TotalSegmentator {version} .*, nor the other version's; pass a JSON label map",
+    ):
         read_labels(mirrored, ct, f"totalsegmentator_{version}")
 
 
@@ -231,7 +272,11 @@ def ts_folder(folder, names, version="v2", empty=()):
     a, affine = ts_volume(version)
     folder.mkdir()
     for name in names:
-        write_nib(folder / f"{name}.nii.gz", ((a == TOTALSEGMENTATOR_IDS[version][name]) & (name not in empty)).astype(np.uint8), affine)
+        write_nib(
+            folder / f"{name}.nii.gz",
+            ((a == TOTALSEGMENTATOR_IDS[version][name]) & (name not in empty)).astype(np.uint8),
+            affine,
+        )
     return folder
 
 
@@ -243,9 +288,20 @@ def test_totalsegmentator_folder_missing_masks_refused_empty_ones_read(tmp_path)
     with pytest.raises(InputFileError, match="subset: label folder lacks femur_left.nii.gz, femur_right.nii.gz "):
         read_labels(subset, ct)
     # empty masks are bones outside the CT (a crop): read as absent; v1's folders have no vertebrae_S1
-    cropped = read_labels(ts_folder(tmp_path / "cropped", ("hip_left", "hip_right", "sacrum", "femur_left", "femur_right"), empty=("femur_left",)), ct)
-    assert (cropped.array == 2).sum() == 0 and (cropped.array == 3).sum() == (a == TOTALSEGMENTATOR_IDS["v2"]["femur_right"]).sum()
-    assert (cropped.array == 1).sum() == np.isin(a, [TOTALSEGMENTATOR_IDS["v2"][n] for n in ("hip_left", "hip_right", "sacrum")]).sum()
+    cropped = read_labels(
+        ts_folder(
+            tmp_path / "cropped",
+            ("hip_left", "hip_right", "sacrum", "femur_left", "femur_right"),
+            empty=("femur_left",),
+        ),
+        ct,
+    )
+    assert (cropped.array == 2).sum() == 0 and (cropped.array == 3).sum() == (
+        a == TOTALSEGMENTATOR_IDS["v2"]["femur_right"]
+    ).sum()
+    assert (cropped.array == 1).sum() == np.isin(
+        a, [TOTALSEGMENTATOR_IDS["v2"][n] for n in ("hip_left", "hip_right", "sacrum")]
+    ).sum()
 
 
 def test_label_map_of_ids_refused_for_a_folder(tmp_path):
@@ -258,8 +314,15 @@ def test_label_map_of_ids_refused_for_a_folder(tmp_path):
         np.testing.assert_array_equal(read_labels(seg, ct, spec).array, expected)
     custom = tmp_path / "map.json"
     custom.write_text(json.dumps({"90": "pelvis"}))
-    for spec, given in (("default", "--label-map default"), (custom, "a label map of ids"), ({90: 1}, "a label map of ids")):
-        with pytest.raises(InputFileError, match=f"seg: a TotalSegmentator folder is read by structure file names .*: {given} does not apply; pass no --label-map"):
+    for spec, given in (
+        ("default", "--label-map default"),
+        (custom, "a label map of ids"),
+        ({90: 1}, "a label map of ids"),
+    ):
+        with pytest.raises(
+            InputFileError,
+            match=f"seg: a TotalSegmentator folder is read by structure file names .*: {given} does not apply; pass no --label-map",
+        ):
             read_labels(seg, ct, spec)
 
 
@@ -293,13 +356,17 @@ def test_couch_removed_before_the_table_model(gap_mm):
     assert ((clean.array == ct.array) | plate | lost).all()
     assert (clean.array[plate] == -1000).all()
     assert removed == plate.sum() + lost.sum()
-    assert remove_couch(Volume(np.where(plate, -1000.0, ct.array).astype(np.float32), ct.affine))[1] == 0  # no couch: nothing to remove
+    assert (
+        remove_couch(Volume(np.where(plate, -1000.0, ct.array).astype(np.float32), ct.affine))[1] == 0
+    )  # no couch: nothing to remove
     # the table touches the posterior skin (RAS y = 20 * 2 mm) on the central line through (100, 90, 20) mm
     centre = np.array([100.0, 90.0, 20.0])
     pose = standard_ap_pose(centre, 950.0, [0, 0, 0], [0, 0, 0])
     skin_z = 950.0 + (centre[1] - 2.0 * 20)
     assert table_shift_mm(clean, pose, centre, 1065.0, -500.0) == pytest.approx(1065.0 - skin_z, abs=1.0)
-    assert table_shift_mm(ct, pose, centre, 1065.0, -500.0) < 1065.0 - skin_z - gap_mm - 5.0  # the couch would have been the skin
+    assert (
+        table_shift_mm(ct, pose, centre, 1065.0, -500.0) < 1065.0 - skin_z - gap_mm - 5.0
+    )  # the couch would have been the skin
 
 
 @needs_real_ct
@@ -312,7 +379,10 @@ def test_real_ct_totalsegmentator_folder_and_multilabel_agree_and_couch_removed(
     multi = read_labels(multi_path, ct, "totalsegmentator")
     assert multi.label_map == LABEL_MAP_PRESETS["totalsegmentator_v1"]  # the file holds v1 ids (NOTICE.md)
     np.testing.assert_array_equal(folder.array, multi.array)
-    masks = {n: np.asarray(nib.load(str(seg / f"{n}.nii.gz")).dataobj) > 0 for n in ("hip_left", "hip_right", "sacrum", "femur_left", "femur_right")}
+    masks = {
+        n: np.asarray(nib.load(str(seg / f"{n}.nii.gz")).dataobj) > 0
+        for n in ("hip_left", "hip_right", "sacrum", "femur_left", "femur_right")
+    }
     np.testing.assert_array_equal(folder.array == 1, masks["hip_left"] | masks["hip_right"] | masks["sacrum"])
     np.testing.assert_array_equal(folder.array == 2, masks["femur_left"])
     left_x, right_x = ((ct.affine[:3, :3] @ np.argwhere(folder.array == b).mean(0))[0] for b in (2, 3))
@@ -320,7 +390,9 @@ def test_real_ct_totalsegmentator_folder_and_multilabel_agree_and_couch_removed(
     clean, removed = remove_couch(ct)
     gone = (ct.array > -500) & (clean.array <= -500)
     assert removed == gone.sum() > 5000  # the curved couch under the patient (checked by eye: docs/simulation.md)
-    assert np.mean(np.argwhere(gone)[:, 1] <= 24) > 0.97  # posterior (RAS +y anterior, 3 mm voxels): under the patient's back
+    assert (
+        np.mean(np.argwhere(gone)[:, 1] <= 24) > 0.97
+    )  # posterior (RAS +y anterior, 3 mm voxels): under the patient's back
     assert not (gone & ndimage.binary_dilation(folder.array > 0, iterations=3)).any()
 
 
@@ -328,10 +400,16 @@ def test_real_ct_totalsegmentator_folder_and_multilabel_agree_and_couch_removed(
 def test_real_multilabel_file_refused_without_its_map_or_with_v2():
     """The shared v1 file: without --label-map its spleen and kidneys (1..3) would be bones; v2's ids would make ribs pelvis."""
     ct, multi = read_ct(REAL_CT), REAL_CT_DIR / "example_seg_multilabel.nii.gz"
-    with pytest.raises(InputFileError, match=r"example_seg_multilabel.nii.gz: holds label ids 5, 6, 7, 8, 9, 10, 11, 12, \.\.\. \(55 ids\) .* "
-                                             r"pass --label-map totalsegmentator"):
+    with pytest.raises(
+        InputFileError,
+        match=r"example_seg_multilabel.nii.gz: holds label ids 5, 6, 7, 8, 9, 10, 11, 12, \.\.\. \(55 ids\) .* "
+        r"pass --label-map totalsegmentator",
+    ):
         read_labels(multi, ct)
-    with pytest.raises(InputFileError, match="does not fit TotalSegmentator v2 class ids .* but fits v1's; pass --label-map totalsegmentator_v1$"):
+    with pytest.raises(
+        InputFileError,
+        match="does not fit TotalSegmentator v2 class ids .* but fits v1's; pass --label-map totalsegmentator_v1$",
+    ):
         read_labels(multi, ct, "totalsegmentator_v2")
 
 
@@ -350,7 +428,9 @@ def test_crop_along_keeps_the_slices_inside_and_their_world_positions(step):
     """Axial slices (voxel axis 1 along RAS z, either direction) below z go; every kept voxel keeps its world
     position; a range along x (voxel axis 0) keeps the sagittal slices inside it."""
     z0 = 7.0 if step > 0 else 29.5  # slices at z 7 ... 29.5 mm either way
-    affine = np.array([[1.5, 0, 0, -10.0], [0, 0, step, 20.0], [0, step, 0, z0], [0, 0, 0, 1]])  # axis 1 -> z, axis 2 -> y
+    affine = np.array(
+        [[1.5, 0, 0, -10.0], [0, 0, step, 20.0], [0, step, 0, z0], [0, 0, 0, 1]]
+    )  # axis 1 -> z, axis 2 -> y
     array = np.arange(4 * 10 * 3, dtype=np.float32).reshape(4, 10, 3)
     vol = Volume(array, affine, "ct.nii.gz")
     cut = crop_along(vol, 2, 14.0)

@@ -24,12 +24,15 @@ def trained(features=SMALL, **kw) -> DualFaceDepthNet:
     return net.eval()
 
 
-@pytest.mark.parametrize("wide, kw", [
-    ([8, 8, 16, 16, 32, 8], {}),  # every level doubled
-    ([5, 7, 8, 11, 17, 6], {}),  # uneven growth, odd widths (the upsampling halves 17 channels to 8)
-    ([8, 8, 16, 16, 32, 8], {"faces": 1}),  # the single-face baseline
-    ([8, 8, 16, 16, 32, 8], {"in_channels": 2}),  # with the field-of-view channel
-])
+@pytest.mark.parametrize(
+    "wide, kw",
+    [
+        ([8, 8, 16, 16, 32, 8], {}),  # every level doubled
+        ([5, 7, 8, 11, 17, 6], {}),  # uneven growth, odd widths (the upsampling halves 17 channels to 8)
+        ([8, 8, 16, 16, 32, 8], {"faces": 1}),  # the single-face baseline
+        ([8, 8, 16, 16, 32, 8], {"in_channels": 2}),  # with the field-of-view channel
+    ],
+)
 def test_wider_network_starts_with_the_same_maps(wide, kw):
     small = trained(**kw)
     torch.manual_seed(1)
@@ -56,11 +59,14 @@ def test_new_channels_learn():
     assert big.final_conv.weight.grad[:, 4:].abs().sum() > 0 and big.centre_head[4].weight.grad[:, 16:].abs().sum() > 0
 
 
-@pytest.mark.parametrize("other, problem", [
-    (dict(features=[2, 4, 8, 8, 16, 4]), "does not fit"),  # narrower at one level
-    (dict(features=[8, 8, 16, 16, 32, 8], faces=1), "different output maps"),
-    (dict(features=[8, 8, 16, 16, 32, 8], in_channels=2), "different input channels"),
-])
+@pytest.mark.parametrize(
+    "other, problem",
+    [
+        (dict(features=[2, 4, 8, 8, 16, 4]), "does not fit"),  # narrower at one level
+        (dict(features=[8, 8, 16, 16, 32, 8], faces=1), "different output maps"),
+        (dict(features=[8, 8, 16, 16, 32, 8], in_channels=2), "different input channels"),
+    ],
+)
 def test_what_cannot_be_widened_is_refused(tmp_path, other, problem):
     path = tmp_path / "small.pt"
     torch.save(trained().state_dict(), path)

@@ -17,9 +17,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from deploy.app.pipeline import reconstruct_image_adapter, run  # noqa: E402
-from scripts.io.files import check_output_dir, exits_on_input_error  # noqa: E402
 from scripts.geometry import Geometry, GeometryError  # noqa: E402
-
+from scripts.io.files import check_output_dir, exits_on_input_error  # noqa: E402
 
 SDK_OPTIONS = ("input", "output", "model", "workdir", "log_level")  # the MONAI Deploy app context's -i/-o/-m/-w/-l
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -27,16 +26,35 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 def argument_parser() -> argparse.ArgumentParser:
     """Every option the app takes (``--help`` lists them): the MONAI Deploy ones and the bundle's."""
-    p = argparse.ArgumentParser(prog="python deploy/app", description="3DDX deploy app: radiographs (DICOM DX/CR; PNG/TIFF, simulator NIfTI) "
-                                "-> per bone STL and DICOM Encapsulated STL, and result.json. See docs/deployment.md.")
+    p = argparse.ArgumentParser(
+        prog="python deploy/app",
+        description="3DDX deploy app: radiographs (DICOM DX/CR; PNG/TIFF, simulator NIfTI) "
+        "-> per bone STL and DICOM Encapsulated STL, and result.json. See docs/deployment.md.",
+    )
     p.add_argument("-i", "--input", required=True, help="radiograph file or folder (searched recursively)")
     p.add_argument("-o", "--output", required=True, help="output folder: OUT/<name>/ per radiograph")
     p.add_argument("-m", "--model", required=True, help="network: TorchScript models/model.ts (or a state dict .pt)")
     p.add_argument("-w", "--workdir", default=None, help="MONAI Deploy working folder (SDK runs only)")
-    p.add_argument("-l", "--log-level", dest="log_level", default="INFO", type=str.upper, choices=LOG_LEVELS, help="logging level: " + ", ".join(LOG_LEVELS))
-    p.add_argument("--ssm_path", default=None, help="shape models (default models/ssm.npz of the bundle; '' for no completion)")
+    p.add_argument(
+        "-l",
+        "--log-level",
+        dest="log_level",
+        default="INFO",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="logging level: " + ", ".join(LOG_LEVELS),
+    )
+    p.add_argument(
+        "--ssm_path", default=None, help="shape models (default models/ssm.npz of the bundle; '' for no completion)"
+    )
     p.add_argument("--sid_mm", type=float, default=None, help="source-to-detector distance (mm) for inputs lacking it")
-    p.add_argument("--pixel_spacing_mm", type=float, nargs="+", default=None, help="detector pixel pitch (mm), 1 or 2 values, for inputs lacking it")
+    p.add_argument(
+        "--pixel_spacing_mm",
+        type=float,
+        nargs="+",
+        default=None,
+        help="detector pixel pitch (mm), 1 or 2 values, for inputs lacking it",
+    )
     p.add_argument("--geometry", default=None, help="standard geometry JSON (default configs/geometry.json)")
     p.add_argument("--device", default=None, help="torch device, e.g. cuda:0 (default: cuda when available)")
     return p
@@ -54,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     opts = argument_parser().parse_args(argv[1:])
     sdk_argv = sdk_arguments(opts)
-    check_output_dir(opts.output, "-o")  # a file, a path under a file or a folder without write permission: one line, nothing run
+    check_output_dir(
+        opts.output, "-o"
+    )  # a file, a path under a file or a folder without write permission: one line, nothing run
     try:
         standard = Geometry.standard(opts.geometry, check_range=True)
     except (GeometryError, OSError, ValueError) as e:  # missing or malformed geometry JSON (the message names it)
@@ -66,7 +86,13 @@ def main(argv: list[str] | None = None) -> int:
         from monai.deploy.core import Application
     except ImportError:  # plain Python: monai-deploy-app-sdk not installed
         logging.basicConfig(level=opts.log_level.upper())
-        return run(opts.input, opts.output, reconstruct_image_adapter(opts.model, opts.device, opts.ssm_path), standard, **load_kwargs)
+        return run(
+            opts.input,
+            opts.output,
+            reconstruct_image_adapter(opts.model, opts.device, opts.ssm_path),
+            standard,
+            **load_kwargs,
+        )
 
     from deploy.app.operators import BoneReconstructionOperator, MeshWriterOperator, RadiographLoaderOperator
 
@@ -75,8 +101,18 @@ def main(argv: list[str] | None = None) -> int:
 
         def compose(self):
             ctx = Application.init_app_context([argv[0]] + sdk_argv)
-            loader = RadiographLoaderOperator(self, CountCondition(self, 1), input_path=Path(ctx.input_path), output_path=Path(ctx.output_path), standard=standard, name="loader", **load_kwargs)
-            recon = BoneReconstructionOperator(self, infer=reconstruct_image_adapter(ctx.model_path, opts.device, opts.ssm_path), name="reconstruct")
+            loader = RadiographLoaderOperator(
+                self,
+                CountCondition(self, 1),
+                input_path=Path(ctx.input_path),
+                output_path=Path(ctx.output_path),
+                standard=standard,
+                name="loader",
+                **load_kwargs,
+            )
+            recon = BoneReconstructionOperator(
+                self, infer=reconstruct_image_adapter(ctx.model_path, opts.device, opts.ssm_path), name="reconstruct"
+            )
             writer = MeshWriterOperator(self, output_folder=Path(ctx.output_path), name="writer")
             self.add_flow(loader, recon, {("cases", "cases")})
             self.add_flow(recon, writer, {("results", "results")})

@@ -20,8 +20,17 @@ logger = logging.getLogger(__name__)
 class RadiographLoaderOperator(Operator):
     """Emits ``cases``: the radiographs under ``input_path`` (not the results under ``output_path``) in the standard geometry (refusals logged)."""
 
-    def __init__(self, fragment: Fragment, *args, input_path: Path, standard: Geometry, output_path: Path | None = None,
-                 sid_mm: float | None = None, pixel_spacing_mm: float | Sequence[float] | None = None, **kwargs):
+    def __init__(
+        self,
+        fragment: Fragment,
+        *args,
+        input_path: Path,
+        standard: Geometry,
+        output_path: Path | None = None,
+        sid_mm: float | None = None,
+        pixel_spacing_mm: float | Sequence[float] | None = None,
+        **kwargs,
+    ):
         self.input_path, self.standard = Path(input_path), standard
         self.load_kwargs = dict(sid_mm=sid_mm, pixel_spacing_mm=pixel_spacing_mm, output_dir=output_path)
         self.errors: list[str] = []

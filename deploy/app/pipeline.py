@@ -17,9 +17,17 @@ import numpy as np
 import trimesh
 from pydicom.uid import generate_uid
 
-from scripts.io.dicom_export import write_encapsulated_stl, write_stl
-from scripts.io.files import OUTPUT_MARKER, InputFileError, PathLike, atomic_dir, check_replaceable, remove_partials, write_json
 from scripts.geometry import Geometry
+from scripts.io.dicom_export import write_encapsulated_stl, write_stl
+from scripts.io.files import (
+    OUTPUT_MARKER,
+    InputFileError,
+    PathLike,
+    atomic_dir,
+    check_replaceable,
+    remove_partials,
+    write_json,
+)
 from scripts.io.radiograph_io import RadiographFile, RadiographInputs
 from scripts.reconstruction.reconstruct import mesh_summary, reconstruct_image, result_summary
 
@@ -55,7 +63,9 @@ def load_cases(
         remove_partials(output_dir)
 
     def replaceable(item: RadiographFile) -> bool:
-        check_replaceable(Path(output_dir) / item.name, RESULT_KIND, item.key)  # raises for a folder this app may not replace
+        check_replaceable(
+            Path(output_dir) / item.name, RESULT_KIND, item.key
+        )  # raises for a folder this app may not replace
         return True
 
     items = list(inputs.items(paths, None if output_dir is None else replaceable))
@@ -77,7 +87,9 @@ def run_inference(case: RadiographFile, infer: MeshFn) -> dict[str, trimesh.Trim
         raise TypeError(f"inference must return {{bone: trimesh.Trimesh}}, got {type(meshes).__name__}")
     unknown = set(meshes) - set(case.geometry.bones)
     if unknown:
-        raise ValueError(f"inference returned unknown bone(s) {sorted(unknown)}; expected some of {case.geometry.bones}")
+        raise ValueError(
+            f"inference returned unknown bone(s) {sorted(unknown)}; expected some of {case.geometry.bones}"
+        )
     case.info["warnings"] = [*case.info.get("warnings", []), *getattr(meshes, "warnings", [])]
     case.info["hip_plane"] = getattr(meshes, "hip_plane", None)
     case.info["bones"] = getattr(meshes, "bones", {})
@@ -102,15 +114,29 @@ def write_case(case: RadiographFile, meshes: dict[str, trimesh.Trimesh], output_
                 continue
             write_stl(meshes[bone], tmp / f"{bone}.stl")
             write_encapsulated_stl(
-                meshes[bone], tmp / f"{bone}.dcm", bone, source=case.header, series_instance_uid=series_uid, instance_number=i + 1
+                meshes[bone],
+                tmp / f"{bone}.dcm",
+                bone,
+                source=case.header,
+                series_instance_uid=series_uid,
+                instance_number=i + 1,
             )
         bones = {b: {**case.info.get("bones", {}).get(b, {}), "mesh": mesh_summary(m)} for b, m in meshes.items()}
-        summary = result_summary(case.info, case.geometry, bones, case.info.get("hip_plane"), case.info.get("warnings", []), case.info.get("model"))
+        summary = result_summary(
+            case.info,
+            case.geometry,
+            bones,
+            case.info.get("hip_plane"),
+            case.info.get("warnings", []),
+            case.info.get("model"),
+        )
         write_json(tmp / "result.json", summary)
     return sorted(f for f in final.iterdir() if f.name != OUTPUT_MARKER)
 
 
-def reconstruct_image_adapter(model_path: PathLike, device: str | None = None, ssm_path: PathLike | None = None) -> MeshFn:
+def reconstruct_image_adapter(
+    model_path: PathLike, device: str | None = None, ssm_path: PathLike | None = None
+) -> MeshFn:
     """Inference callable backed by :func:`scripts.reconstruction.reconstruct.reconstruct_image`.
 
     Expected contract: ``reconstruct_image(image, geometry, model_path=..., ssm_path=..., device=..., fov=...)``
@@ -120,16 +146,27 @@ def reconstruct_image_adapter(model_path: PathLike, device: str | None = None, s
     only); any other is loaded as a state dict with ``weights_only=True``.
     """
 
-    torchscript = Path(model_path).suffix.lower() == ".ts"  # the explicit request for TorchScript (code: trusted sources only)
+    torchscript = (
+        Path(model_path).suffix.lower() == ".ts"
+    )  # the explicit request for TorchScript (code: trusted sources only)
 
     def infer(image: np.ndarray, geometry: Geometry, fov: np.ndarray | None = None) -> dict[str, trimesh.Trimesh]:
-        return reconstruct_image(image, geometry, model_path=str(model_path), ssm_path=None if ssm_path is None else str(ssm_path), device=device,
-                                 torchscript=torchscript, fov=fov)
+        return reconstruct_image(
+            image,
+            geometry,
+            model_path=str(model_path),
+            ssm_path=None if ssm_path is None else str(ssm_path),
+            device=device,
+            torchscript=torchscript,
+            fov=fov,
+        )
 
     return infer
 
 
-def reconstruct_cases(cases: Sequence[RadiographFile], infer: MeshFn) -> Iterator[tuple[RadiographFile, dict[str, trimesh.Trimesh] | None, str | None]]:
+def reconstruct_cases(
+    cases: Sequence[RadiographFile], infer: MeshFn
+) -> Iterator[tuple[RadiographFile, dict[str, trimesh.Trimesh] | None, str | None]]:
     """For each case in turn, ``(case, meshes, None)``, or ``(case, None, line)`` when its inference failed (any
     exception of ``infer``). An :class:`InputFileError` naming another file than the case's input (the model,
     the shape-model file) ends the loop: every further case would fail alike."""
@@ -142,11 +179,15 @@ def reconstruct_cases(cases: Sequence[RadiographFile], infer: MeshFn) -> Iterato
                 return
         except ValueError as e:
             yield case, None, f"{case.path}: {e}"
-        except Exception as e:  # anything else the callable raises fails this case only; KeyboardInterrupt still stops the run
+        except (
+            Exception
+        ) as e:  # anything else the callable raises fails this case only; KeyboardInterrupt still stops the run
             yield case, None, f"{case.path}: inference failed ({type(e).__name__}: {e})"
 
 
-def write_results(results: Sequence[tuple[RadiographFile, dict[str, trimesh.Trimesh]]], output_dir: PathLike) -> list[str]:
+def write_results(
+    results: Sequence[tuple[RadiographFile, dict[str, trimesh.Trimesh]]], output_dir: PathLike
+) -> list[str]:
     """Write every case (:func:`write_case`); returns one line per case that could not be written (e.g. a user's
     folder of its name). Each written case's warnings go to stderr, named by its PHI-free output folder."""
     errors = []
@@ -162,7 +203,9 @@ def write_results(results: Sequence[tuple[RadiographFile, dict[str, trimesh.Trim
     return errors
 
 
-def run(input_path: PathLike, output_dir: PathLike, infer: MeshFn, standard: Geometry | None = None, **load_kwargs) -> int:
+def run(
+    input_path: PathLike, output_dir: PathLike, infer: MeshFn, standard: Geometry | None = None, **load_kwargs
+) -> int:
     """Whole app without the SDK: returns 0 when every input was reconstructed, else 1 (errors on stderr)."""
     cases, errors = load_cases(input_path, standard or Geometry.standard(), output_dir=output_dir, **load_kwargs)
     for case, meshes, error in reconstruct_cases(cases, infer):  # each case written as soon as it is done

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from scripts.geometry import Geometry, magnification
 from scripts.data.xray_physics import DENSITY_G_CM3
+from scripts.geometry import Geometry, magnification
 
 
 def uniform(generator: torch.Generator | None, low: float, high: float) -> float:
@@ -41,8 +41,14 @@ def detector_mm(geometry: Geometry, device: torch.device | str = "cpu") -> tuple
     return points[..., 0], points[..., 1]
 
 
-def detector_area(geometry: Geometry, sid_mm: float, portrait: bool, short_mm: float = 350.0, long_mm: float = 430.0,
-                  device: torch.device | str = "cpu") -> torch.Tensor:
+def detector_area(
+    geometry: Geometry,
+    sid_mm: float,
+    portrait: bool,
+    short_mm: float = 350.0,
+    long_mm: float = 430.0,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """Float mask (H, W): pixels of the standard field that a ``short_mm`` x ``long_mm`` detector at ``sid_mm`` covers.
 
     The detector is centred on the central ray (as the Bucky tray follows the tube); portrait puts
@@ -60,15 +66,22 @@ def _in_turned_axes(x: torch.Tensor, y: torch.Tensor, angle_rad: float) -> tuple
     return math.cos(angle_rad) * x + math.sin(angle_rad) * y, -math.sin(angle_rad) * x + math.cos(angle_rad) * y
 
 
-def rectangle_distance(x: torch.Tensor, y: torch.Tensor, box: tuple[float, float, float, float], rotation_deg: float) -> torch.Tensor:
+def rectangle_distance(
+    x: torch.Tensor, y: torch.Tensor, box: tuple[float, float, float, float], rotation_deg: float
+) -> torch.Tensor:
     """Signed distance (mm, positive inside) to the rectangle ``box`` = (x0, x1, y0, y1) rotated by ``rotation_deg`` about its centre."""
     x0, x1, y0, y1 = box
     xr, yr = _in_turned_axes(x - 0.5 * (x0 + x1), y - 0.5 * (y0 + y1), math.radians(rotation_deg))
     return torch.minimum(0.5 * (x1 - x0) - xr.abs(), 0.5 * (y1 - y0) - yr.abs())
 
 
-def collimation(geometry: Geometry, detector: torch.Tensor, insets_mm: tuple[float, float, float, float], rotation_deg: float,
-                penumbra_mm: float) -> torch.Tensor:
+def collimation(
+    geometry: Geometry,
+    detector: torch.Tensor,
+    insets_mm: tuple[float, float, float, float],
+    rotation_deg: float,
+    penumbra_mm: float,
+) -> torch.Tensor:
     """Exposed fraction (H, W) in [0, 1]: the detector area narrowed by collimator insets (left, right, top, bottom; mm at
     the detector), rotated by ``rotation_deg``, with a linear penumbra of ``penumbra_mm``."""
     x, y = detector_mm(geometry, detector.device)
@@ -77,12 +90,19 @@ def collimation(geometry: Geometry, detector: torch.Tensor, insets_mm: tuple[flo
         return torch.zeros_like(detector)
     xs, ys = x[inside], y[inside]
     hx, hy = 0.5 * geometry.pixel_spacing_mm[0], 0.5 * geometry.pixel_spacing_mm[1]  # the detector's outer pixel edges
-    box = (float(xs.min()) - hx + insets_mm[0], float(xs.max()) + hx - insets_mm[1], float(ys.min()) - hy + insets_mm[2], float(ys.max()) + hy - insets_mm[3])
+    box = (
+        float(xs.min()) - hx + insets_mm[0],
+        float(xs.max()) + hx - insets_mm[1],
+        float(ys.min()) - hy + insets_mm[2],
+        float(ys.max()) + hy - insets_mm[3],
+    )
     d = rectangle_distance(x, y, box, rotation_deg)
     return (d / max(penumbra_mm, 1e-3) + 0.5).clamp(0.0, 1.0) * detector
 
 
-def rod(x: torch.Tensor, y: torch.Tensor, p0: tuple[float, float], p1: tuple[float, float], r0: float, r1: float) -> torch.Tensor:
+def rod(
+    x: torch.Tensor, y: torch.Tensor, p0: tuple[float, float], p1: tuple[float, float], r0: float, r1: float
+) -> torch.Tensor:
     """Thickness (mm) of a rod from ``p0`` to ``p1`` (mm) whose radius tapers from ``r0`` to ``r1`` (mm), seen side-on."""
     dx, dy = p1[0] - p0[0], p1[1] - p0[1]
     length2 = max(dx * dx + dy * dy, 1e-9)
@@ -101,7 +121,9 @@ def _g_cm2(thickness_mm: torch.Tensor, material: str) -> torch.Tensor:
     return thickness_mm * 0.1 * DENSITY_G_CM3[material]
 
 
-def proximal_femur(x: torch.Tensor, y: torch.Tensor, femur: torch.Tensor, medial_sign: float) -> tuple[tuple[float, float], tuple[float, float]]:
+def proximal_femur(
+    x: torch.Tensor, y: torch.Tensor, femur: torch.Tensor, medial_sign: float
+) -> tuple[tuple[float, float], tuple[float, float]]:
     """Head centre (object-plane mm) and unit shaft axis (pointing down the shaft) of a femur mask (H, W).
 
     ``x``, ``y``: object-plane mm of every pixel; ``medial_sign``: +1 if the pelvis' midline lies at larger x.
@@ -119,7 +141,9 @@ def proximal_femur(x: torch.Tensor, y: torch.Tensor, femur: torch.Tensor, medial
     return head, (float(axis[0]), float(axis[1]))
 
 
-def hip_implant(x: torch.Tensor, y: torch.Tensor, femur: torch.Tensor, medial_sign: float, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+def hip_implant(
+    x: torch.Tensor, y: torch.Tensor, femur: torch.Tensor, medial_sign: float, generator: torch.Generator | None
+) -> dict[str, torch.Tensor]:
     """Total hip replacement on a femur mask (H, W): titanium stem and cup, CoCr head (areal densities g/cm^2).
 
     The head sits on the femoral head centre and the stem follows the shaft axis (:func:`proximal_femur`)
@@ -160,8 +184,14 @@ def _shaft(xs: torch.Tensor, ys: torch.Tensor, head_y: float) -> tuple[tuple[flo
 HIP_FIXATIONS = ("sliding_hip_screw", "cephalomedullary_nail", "cannulated_screws")
 
 
-def hip_fixation(x: torch.Tensor, y: torch.Tensor, femur: torch.Tensor, medial_sign: float, generator: torch.Generator | None,
-                 kind: str | None = None) -> dict[str, torch.Tensor]:
+def hip_fixation(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    femur: torch.Tensor,
+    medial_sign: float,
+    generator: torch.Generator | None,
+    kind: str | None = None,
+) -> dict[str, torch.Tensor]:
     """Fixation of a proximal femur fracture on a femur mask (H, W), stainless steel (g/cm^2).
 
     ``kind``: one of :data:`HIP_FIXATIONS` (None: drawn with equal chance). The neck axis leaves the head
@@ -181,9 +211,16 @@ def hip_fixation(x: torch.Tensor, y: torch.Tensor, femur: torch.Tensor, medial_s
         kind = HIP_FIXATIONS[min(int(uniform(generator, 0.0, len(HIP_FIXATIONS))), len(HIP_FIXATIONS) - 1)]
     if kind not in HIP_FIXATIONS:
         raise ValueError(f"hip fixation must be one of {HIP_FIXATIONS}, got {kind!r}")
-    lateral = (-axis[1], axis[0]) if -axis[1] * medial_sign < 0 else (axis[1], -axis[0])  # across the shaft, away from the pelvis
-    angle = math.radians(180.0 - uniform(generator, 125.0, 135.0))  # between the neck axis (pointing down it) and the shaft's
-    neck = (math.cos(angle) * axis[0] + math.sin(angle) * lateral[0], math.cos(angle) * axis[1] + math.sin(angle) * lateral[1])
+    lateral = (
+        (-axis[1], axis[0]) if -axis[1] * medial_sign < 0 else (axis[1], -axis[0])
+    )  # across the shaft, away from the pelvis
+    angle = math.radians(
+        180.0 - uniform(generator, 125.0, 135.0)
+    )  # between the neck axis (pointing down it) and the shaft's
+    neck = (
+        math.cos(angle) * axis[0] + math.sin(angle) * lateral[0],
+        math.cos(angle) * axis[1] + math.sin(angle) * lateral[1],
+    )
     across = (-neck[1], neck[0])
 
     def at(t: float, offset: float = 0.0) -> tuple[float, float]:
@@ -203,7 +240,9 @@ def hip_fixation(x: torch.Tensor, y: torch.Tensor, femur: torch.Tensor, medial_s
     nail = kind == "cephalomedullary_nail"
     steel = steel + rod(x, y, at(tip), at(cortex + 5.0), 5.25 if nail else 6.25, 5.25 if nail else 6.25)
     if nail:
-        top = (head[1] - uniform(generator, 15.0, 30.0) - centre[1]) / axis[1]  # the shaft axis level with the trochanter tip
+        top = (head[1] - uniform(generator, 15.0, 30.0) - centre[1]) / axis[
+            1
+        ]  # the shaft axis level with the trochanter tip
         length = uniform(generator, 180.0, 240.0)
 
         def point(s: float) -> tuple[float, float]:
@@ -222,8 +261,13 @@ def hip_fixation(x: torch.Tensor, y: torch.Tensor, femur: torch.Tensor, medial_s
     side = (xs - exit_point[0]) * lateral[0] + (ys - exit_point[1]) * lateral[1]
     level = (down - length).abs() <= 3.0  # the plate's end rests on the lateral cortex where the femur reaches that far
     reach_side = float(side[level].max()) + 2.75 if bool(level.any()) else 0.0
-    end = (exit_point[0] + length * axis[0] + reach_side * lateral[0], exit_point[1] + length * axis[1] + reach_side * lateral[1])
-    steel = steel + 19.0 * (rod(x, y, exit_point, end, 2.75, 2.75) > 0).float()  # the side plate, seen edge-on: 19 mm deep
+    end = (
+        exit_point[0] + length * axis[0] + reach_side * lateral[0],
+        exit_point[1] + length * axis[1] + reach_side * lateral[1],
+    )
+    steel = (
+        steel + 19.0 * (rod(x, y, exit_point, end, 2.75, 2.75) > 0).float()
+    )  # the side plate, seen edge-on: 19 mm deep
     run = ((end[0] - exit_point[0]) / length, (end[1] - exit_point[1]) / length)
     for k in range(int(uniform(generator, 2.0, 5.0 - 1e-6))):
         screw = (exit_point[0] + (25.0 + 16.0 * k) * run[0], exit_point[1] + (25.0 + 16.0 * k) * run[1])
@@ -232,7 +276,9 @@ def hip_fixation(x: torch.Tensor, y: torch.Tensor, femur: torch.Tensor, medial_s
     return {"copper": _g_cm2(steel, "steel")}
 
 
-def spine_implant(x: torch.Tensor, y: torch.Tensor, pelvis: torch.Tensor, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+def spine_implant(
+    x: torch.Tensor, y: torch.Tensor, pelvis: torch.Tensor, generator: torch.Generator | None
+) -> dict[str, torch.Tensor]:
     """Lumbar instrumentation above the pelvis mask: two titanium rods and paired pedicle screws (g/cm^2)."""
     xs, ys = x[pelvis], y[pelvis]
     mid, top = float(xs.mean()), float(ys.min())
@@ -248,21 +294,34 @@ def spine_implant(x: torch.Tensor, y: torch.Tensor, pelvis: torch.Tensor, genera
     return {"titanium": _g_cm2(t, "titanium")}
 
 
-def gonad_shield(x: torch.Tensor, y: torch.Tensor, pelvis: torch.Tensor, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+def gonad_shield(
+    x: torch.Tensor, y: torch.Tensor, pelvis: torch.Tensor, generator: torch.Generator | None
+) -> dict[str, torch.Tensor]:
     """A 0.35-0.5 mm lead gonad shield: male type (rounded, below the symphysis) or female type (oval over the lower pelvis)."""
     xs, ys = x[pelvis], y[pelvis]
     mid, top, bottom = float(xs.mean()), float(ys.min()), float(ys.max())
     if chance(generator, 0.5):
-        cx, cy, ax, ay = mid, bottom + uniform(generator, 0.0, 30.0), uniform(generator, 25.0, 40.0), uniform(generator, 30.0, 45.0)
+        cx, cy, ax, ay = (
+            mid,
+            bottom + uniform(generator, 0.0, 30.0),
+            uniform(generator, 25.0, 40.0),
+            uniform(generator, 30.0, 45.0),
+        )
     else:
-        cx, cy, ax, ay = mid, top + 0.62 * (bottom - top), uniform(generator, 40.0, 55.0), uniform(generator, 25.0, 35.0)
+        cx, cy, ax, ay = (
+            mid,
+            top + 0.62 * (bottom - top),
+            uniform(generator, 40.0, 55.0),
+            uniform(generator, 25.0, 35.0),
+        )
     inside = ((x - cx) / ax) ** 2 + ((y - cy) / ay) ** 2 <= 1.0
     return {"lead": _g_cm2(inside.float() * uniform(generator, 0.35, 0.5), "lead")}
 
 
 def positioning_aids(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
     """A compression strap across the pelvis or thighs (2-6 mm water-equivalent) with a metal buckle, foam
-    wedges at the sides (1-3 mm water-equivalent) and a thin radiolucent board edge (0.1-0.3 mm copper-equivalent line)."""
+    wedges at the sides (1-3 mm water-equivalent) and a thin radiolucent board edge (0.1-0.3 mm copper-equivalent line).
+    """
     water = torch.zeros_like(x)
     angle = math.radians(uniform(generator, -8.0, 8.0))
     yc = uniform(generator, -60.0, 120.0)
@@ -277,7 +336,11 @@ def positioning_aids(x: torch.Tensor, y: torch.Tensor, generator: torch.Generato
     water = water + side * uniform(generator, 1.0, 3.0)
     edge_y = uniform(generator, -180.0, 180.0)
     edge = ((y - edge_y).abs() <= 1.0).float() * uniform(generator, 0.1, 0.3)
-    return {"water": _g_cm2(water, "water"), "titanium": _g_cm2(buckle.float() * 1.5, "titanium"), "copper": _g_cm2(edge, "copper")}
+    return {
+        "water": _g_cm2(water, "water"),
+        "titanium": _g_cm2(buckle.float() * 1.5, "titanium"),
+        "copper": _g_cm2(edge, "copper"),
+    }
 
 
 def _glyphs(text: str, height_px: int) -> np.ndarray:
@@ -300,7 +363,9 @@ def stamp(shape: tuple[int, int], glyphs: np.ndarray, row: int, col: int) -> tor
     return torch.from_numpy(out)
 
 
-def _corner(exposed: torch.Tensor, size: tuple[int, int], right: bool, bottom: bool, margin: int, generator) -> tuple[int, int]:
+def _corner(
+    exposed: torch.Tensor, size: tuple[int, int], right: bool, bottom: bool, margin: int, generator
+) -> tuple[int, int]:
     rows = torch.nonzero(exposed.amax(1) > 0.5).flatten()
     cols = torch.nonzero(exposed.amax(0) > 0.5).flatten()
     r = int(rows.max()) - size[0] - margin if bottom else int(rows.min()) + margin
@@ -309,11 +374,20 @@ def _corner(exposed: torch.Tensor, size: tuple[int, int], right: bool, bottom: b
     return r + (-jitter if bottom else jitter), c + (-jitter if right else jitter)
 
 
-def side_marker(exposed: torch.Tensor, geometry: Geometry, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+def side_marker(
+    exposed: torch.Tensor, geometry: Geometry, generator: torch.Generator | None
+) -> dict[str, torch.Tensor]:
     """A lead letter R (image left: the patient's right on an AP film) or L (image right), 15-25 mm tall, 1-2 mm lead."""
     right_side = chance(generator, 0.5)
     letter = _glyphs("L" if right_side else "R", round(uniform(generator, 15.0, 25.0) / geometry.pixel_spacing_mm[1]))
-    r, c = _corner(exposed, letter.shape, right_side, chance(generator, 0.5), max(2, round(10.0 / geometry.pixel_spacing_mm[0])), generator)
+    r, c = _corner(
+        exposed,
+        letter.shape,
+        right_side,
+        chance(generator, 0.5),
+        max(2, round(10.0 / geometry.pixel_spacing_mm[0])),
+        generator,
+    )
     mask = stamp(tuple(exposed.shape), letter, r, c).to(exposed.device)
     return {"lead": _g_cm2(mask * uniform(generator, 1.0, 2.0), "lead")}
 
@@ -324,8 +398,19 @@ def burned_in_text(detector: torch.Tensor, geometry: Geometry, generator: torch.
     size_px = round(uniform(generator, 5.0, 9.0) / geometry.pixel_spacing_mm[1])
     pool = string.ascii_uppercase + string.digits
     for _ in range(1 + int(uniform(generator, 0, 2.99))):
-        words = ["AP PELVIS", "HIP", f"{int(uniform(generator, 70, 90))}kV", f"{int(uniform(generator, 5, 40))}mAs", "SUPINE", "PORTABLE"]
-        text = words[int(uniform(generator, 0, len(words) - 0.01))] + " " + "".join(pool[int(uniform(generator, 0, len(pool) - 0.01))] for _ in range(int(uniform(generator, 0, 8))))
+        words = [
+            "AP PELVIS",
+            "HIP",
+            f"{int(uniform(generator, 70, 90))}kV",
+            f"{int(uniform(generator, 5, 40))}mAs",
+            "SUPINE",
+            "PORTABLE",
+        ]
+        text = (
+            words[int(uniform(generator, 0, len(words) - 0.01))]
+            + " "
+            + "".join(pool[int(uniform(generator, 0, len(pool) - 0.01))] for _ in range(int(uniform(generator, 0, 8))))
+        )
         g = _glyphs(text.strip(), size_px)
         r, c = _corner(detector, g.shape, chance(generator, 0.5), chance(generator, 0.5), 2, generator)
         out = torch.maximum(out, stamp(tuple(detector.shape), g, r, c).to(detector.device))

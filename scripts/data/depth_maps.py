@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from scripts.data.drr import box_entry_exit, grid_rays, march, rays_in_voxels
-from scripts.geometry import Geometry, voxel_spacing
 from scripts.data.volumes import BONE_LABELS
+from scripts.geometry import Geometry, voxel_spacing
 
 GROUPS_PER_PASS = 3  # candidate groups sampled per ray and pass of the fine search (fewer passes, same answer)
 SEARCH_THREADS = 1  # CPU intra-op threads of the ray search (see cpu_threads)
@@ -82,7 +82,9 @@ def candidate_blocks(occupancy: torch.Tensor, block: int) -> torch.Tensor:
     return F.max_pool3d(blocks, 3, stride=1, padding=1)[0, 0] > 0
 
 
-def bone_grids(labels: np.ndarray, bones: tuple[str, ...], block: int = 2, device: torch.device | str = "cpu") -> dict[str, BoneGrid | None]:
+def bone_grids(
+    labels: np.ndarray, bones: tuple[str, ...], block: int = 2, device: torch.device | str = "cpu"
+) -> dict[str, BoneGrid | None]:
     """Per-bone :class:`BoneGrid` of a label volume (I, J, K) of ``BONE_LABELS`` ids (>= 0); ``None`` for absent bones."""
     labels = np.asarray(labels)
     if not np.issubdtype(labels.dtype, np.integer):
@@ -105,7 +107,9 @@ def bone_grids(labels: np.ndarray, bones: tuple[str, ...], block: int = 2, devic
     return grids
 
 
-def _crossing(occ: torch.Tensor, origin: torch.Tensor, slope: torch.Tensor, a: torch.Tensor, b: torch.Tensor, iters: int) -> torch.Tensor:
+def _crossing(
+    occ: torch.Tensor, origin: torch.Tensor, slope: torch.Tensor, a: torch.Tensor, b: torch.Tensor, iters: int
+) -> torch.Tensor:
     """Distance (mm) of the 0.5 crossing of ``occ`` on each :func:`grid_rays` ray, bracketed by ``a`` (below) and ``b`` (at/above)."""
     for _ in range(iters):
         m = 0.5 * (a + b)
@@ -117,7 +121,15 @@ def _crossing(occ: torch.Tensor, origin: torch.Tensor, slope: torch.Tensor, a: t
 
 
 def _first_above(
-    occ: torch.Tensor, origin: torch.Tensor, slope: torch.Tensor, near: torch.Tensor, step: float, order: torch.Tensor, m: int, n: int, reverse: bool
+    occ: torch.Tensor,
+    origin: torch.Tensor,
+    slope: torch.Tensor,
+    near: torch.Tensor,
+    step: float,
+    order: torch.Tensor,
+    m: int,
+    n: int,
+    reverse: bool,
 ) -> torch.Tensor:
     """Index (R,) of the first (``reverse``: last) fine sample ``near + j * step`` at or above 0.5 on each :func:`grid_rays` ray.
 
@@ -185,7 +197,11 @@ def bone_depth(
     for start in range(0, cand.numel(), chunk):
         idx = cand[start : start + chunk]
         d, t0 = dirs[idx], near[idx].to(occupancy.dtype)
-        pts = torch.addcmul(source.to(occupancy.dtype) / block, (t0[:, None] + centres)[..., None], d.to(occupancy.dtype)[:, None, :] / block)
+        pts = torch.addcmul(
+            source.to(occupancy.dtype) / block,
+            (t0[:, None] + centres)[..., None],
+            d.to(occupancy.dtype)[:, None, :] / block,
+        )
         block_idx = torch.minimum(pts.long().clamp(min=0), nb - 1)  # (R, G, 3); truncation = floor for pts >= 0
         flagged = flat[(block_idx[..., 0] * nb[1] + block_idx[..., 1]) * nb[2] + block_idx[..., 2]]
         met = flagged.any(-1)
@@ -206,7 +222,14 @@ def bone_depth(
         # front and back crossings in one bisection: below / at-or-above brackets of both faces
         below = torch.cat([(j_first - 1).clamp(min=0), (j_last + 1).clamp(max=n - 1)])
         t = torch.cat([t0, t0])
-        faces = _crossing(occupancy, origin, torch.cat([s, s]), t + below.to(t.dtype) * step, t + torch.cat([j_first, j_last]).to(t.dtype) * step, bisection_iters)
+        faces = _crossing(
+            occupancy,
+            origin,
+            torch.cat([s, s]),
+            t + below.to(t.dtype) * step,
+            t + torch.cat([j_first, j_last]).to(t.dtype) * step,
+            bisection_iters,
+        )
         front[idx], back[idx] = faces.split(idx.numel())
         hit[idx] = True
     return front, back, hit
@@ -242,7 +265,9 @@ def depth_maps(
             if grid is None:
                 continue
             origin = source - torch.as_tensor(grid.offset, dtype=source.dtype, device=device)
-            front, back, hit = bone_depth(grid.occupancy, origin, dirs, step, candidates=grid.candidates, block=grid.block)
+            front, back, hit = bone_depth(
+                grid.occupancy, origin, dirs, step, candidates=grid.candidates, block=grid.block
+            )
             depth[2 * b] = torch.where(hit, front, 0.0)
             depth[2 * b + 1] = torch.where(hit, back, 0.0)
             mask[b] = hit.to(torch.uint8)

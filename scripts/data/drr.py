@@ -30,8 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from scripts.geometry import Geometry, apply_transform, voxel_spacing
 from scripts.data.xray_physics import DENSITY_G_CM3, mass_attenuation
+from scripts.geometry import Geometry, apply_transform, voxel_spacing
 
 MM_TO_CM = 0.1
 
@@ -50,7 +50,9 @@ def hu_to_densities(hu: torch.Tensor, ct_kev: float = 70.0) -> torch.Tensor:
     return torch.stack([water, DENSITY_G_CM3["bone"] * f])
 
 
-def rays_in_voxels(geometry: Geometry, affine: np.ndarray, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def rays_in_voxels(
+    geometry: Geometry, affine: np.ndarray, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Source (3,) and per-pixel direction (H*W, 3) in voxel index units per mm of ray (float64).
 
     A point at distance ``t`` (mm) along a pixel ray sits at voxel index ``source + t * direction``.
@@ -60,7 +62,9 @@ def rays_in_voxels(geometry: Geometry, affine: np.ndarray, device: torch.device 
     return apply_transform(inv, origin), dirs.reshape(-1, 3) @ inv[:3, :3].T
 
 
-def box_entry_exit(source: torch.Tensor, dirs: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def box_entry_exit(
+    source: torch.Tensor, dirs: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Ray distances (mm) where rays enter and leave the voxel-index box [lo, hi] (slab method); exit < entry: miss."""
     with torch.no_grad():
         safe = torch.where(dirs.abs() < 1e-12, torch.full_like(dirs, 1e-12), dirs)
@@ -80,7 +84,9 @@ def to_grid(index: torch.Tensor, shape: tuple[int, ...], offset: bool = True) ->
     return (2.0 * index / size - (1.0 if offset else 0.0)).flip(-1)
 
 
-def grid_rays(source: torch.Tensor, dirs: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def grid_rays(
+    source: torch.Tensor, dirs: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rays (voxel-index ``source`` (3,), ``dirs`` (R, 3) per mm) in grid_sample coordinates of a volume of ``shape``, for :func:`march`."""
     origin = to_grid(source.to(torch.float64), tuple(shape)).to(dtype)
     slope = to_grid(dirs.to(torch.float64), tuple(shape), offset=False).to(dtype)
@@ -159,7 +165,9 @@ def line_integrals(
         total = torch.zeros(mu.shape[0], idx.numel(), dtype=mu.dtype, device=device)
         for start in range(0, planes.shape[0], chunk):
             grid = torch.addcmul(base_n, c[start : start + chunk, None, None], slope_n)[:, None]  # (N, 1, R, 2)
-            vals = F.grid_sample(planes[start : start + chunk], grid, mode="bilinear", padding_mode="zeros", align_corners=True)[:, :, 0]
+            vals = F.grid_sample(
+                planes[start : start + chunk], grid, mode="bilinear", padding_mode="zeros", align_corners=True
+            )[:, :, 0]
             total += vals.sum(0) if ahead is None else (vals * ahead[start : start + chunk, None]).sum(0)
         out[:, idx] = total / (d[:, axis].abs() * n_sub).to(mu.dtype)
     out = out.reshape(-1, geometry.height, geometry.width)
@@ -168,7 +176,8 @@ def line_integrals(
 
 def areal_densities(mu: torch.Tensor, affine: np.ndarray, geometry: Geometry, step_voxels: float) -> torch.Tensor:
     """Areal densities (C, H, W) in g/cm^2 of density volumes ``mu`` (C, I, J, K) g/cm^3 (e.g. :func:`material_volumes`)
-    with voxel->RAS ``affine``: :func:`line_integrals` sampled every ``step_voxels`` times the smallest voxel size (mm)."""
+    with voxel->RAS ``affine``: :func:`line_integrals` sampled every ``step_voxels`` times the smallest voxel size (mm).
+    """
     return line_integrals(mu, affine, geometry, step_voxels * float(voxel_spacing(affine).min())) * MM_TO_CM
 
 

@@ -55,7 +55,13 @@ FEMUR_MESH = ("atlas_meshes/femur_left_quartic_flat.mesh", "atlas_meshes/femur_l
 LLP26_TO_RAS = np.diag([-1.0, -1.0, 1.0])  # +x left -> +x right, +y posterior -> +y anterior
 
 # (element type) -> (shape, degrees): quads have (p, q) equispaced nodes per direction, simplices total degree p
-ELEMENT_TYPES = {"quad44": ("quad", (3, 3)), "quad54": ("quad", (4, 3)), "quad55": ("quad", (4, 4)), "tri10": ("simplex", (3, 3)), "tri15": ("simplex", (4, 4))}
+ELEMENT_TYPES = {
+    "quad44": ("quad", (3, 3)),
+    "quad54": ("quad", (4, 3)),
+    "quad55": ("quad", (4, 4)),
+    "tri10": ("simplex", (3, 3)),
+    "tri15": ("simplex", (4, 4)),
+}
 _ALLOWED_GLOBALS = {
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
@@ -69,7 +75,9 @@ def package_file(name: str) -> Path:
     try:
         path = Path(str(resources.files(PACKAGE).joinpath(name)))
     except ModuleNotFoundError:
-        raise InputFileError(name, "package musculoskeletal-models is not installed (pip install -r requirements.txt)") from None
+        raise InputFileError(
+            name, "package musculoskeletal-models is not installed (pip install -r requirements.txt)"
+        ) from None
     if not path.is_file():
         raise InputFileError(path, "missing from the musculoskeletal-models package")
     return path
@@ -132,14 +140,21 @@ def load_model(path: PathLike | None = None) -> LLP26Model:
     path = Path(path) if path is not None else package_file(MODEL_FILE)
     raw = load_array_pickle(path)
     try:
-        mean, modes, weights, projected = (np.asarray(raw[k], dtype=np.float64) for k in ("mean", "modes", "weights", "projectedWeights"))
+        mean, modes, weights, projected = (
+            np.asarray(raw[k], dtype=np.float64) for k in ("mean", "modes", "weights", "projectedWeights")
+        )
     except KeyError as e:
         raise InputFileError(path, f"missing array {e}") from None
     n3, k = modes.shape
     if mean.shape != (n3,) or n3 % 3 or weights.shape != (k,) or projected.shape[0] != k:
-        raise InputFileError(path, f"inconsistent shapes: mean {mean.shape}, modes {modes.shape}, weights {weights.shape}, projectedWeights {projected.shape}")
+        raise InputFileError(
+            path,
+            f"inconsistent shapes: mean {mean.shape}, modes {modes.shape}, weights {weights.shape}, projectedWeights {projected.shape}",
+        )
     n = n3 // 3
-    return LLP26Model(mean.reshape(3, n).T.copy(), modes.T.reshape(k, 3, n).transpose(0, 2, 1).copy(), weights, projected)
+    return LLP26Model(
+        mean.reshape(3, n).T.copy(), modes.T.reshape(k, 3, n).transpose(0, 2, 1).copy(), weights, projected
+    )
 
 
 def llp26_to_ras(points: np.ndarray) -> np.ndarray:
@@ -162,7 +177,11 @@ def element_node_positions(kind: str) -> np.ndarray:
 def _monomials(kind: str, xi: np.ndarray) -> np.ndarray:
     """Monomials xi1^a xi2^b spanning the element's polynomial space, evaluated at (P, 2) points -> (P, M)."""
     shape, (p, q) = ELEMENT_TYPES[kind]
-    powers = [(a, b) for b in range(q + 1) for a in range(p + 1)] if shape == "quad" else [(a, b) for b in range(p + 1) for a in range(p + 1 - b)]
+    powers = (
+        [(a, b) for b in range(q + 1) for a in range(p + 1)]
+        if shape == "quad"
+        else [(a, b) for b in range(p + 1) for a in range(p + 1 - b)]
+    )
     return np.stack([xi[:, 0] ** a * xi[:, 1] ** b for a, b in powers], 1)
 
 
@@ -185,7 +204,12 @@ def sample_grid(kind: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     if shape == "quad":
         pts = np.array([(i / n, j / n) for j in range(n + 1) for i in range(n + 1)])
         idx = lambda i, j: j * (n + 1) + i  # noqa: E731
-        tris = [t for j in range(n) for i in range(n) for t in ((idx(i, j), idx(i + 1, j), idx(i + 1, j + 1)), (idx(i, j), idx(i + 1, j + 1), idx(i, j + 1)))]
+        tris = [
+            t
+            for j in range(n)
+            for i in range(n)
+            for t in ((idx(i, j), idx(i + 1, j), idx(i + 1, j + 1)), (idx(i, j), idx(i + 1, j + 1), idx(i, j + 1)))
+        ]
     else:
         rows = [0]
         for j in range(n + 1):
@@ -288,7 +312,12 @@ def build_surface_map(elements: ElementMesh, reference_nodes: np.ndarray, n: int
         xi, t = sample_grid(kind, n)
         w = lagrange_basis(kind, xi)
         w[np.abs(w) < 1e-12] = 0.0
-        rows.append(sp.csr_matrix((w.ravel(), (np.repeat(np.arange(len(xi)), w.shape[1]), np.tile(nodes, len(xi)))), shape=(len(xi), elements.n_nodes)))
+        rows.append(
+            sp.csr_matrix(
+                (w.ravel(), (np.repeat(np.arange(len(xi)), w.shape[1]), np.tile(nodes, len(xi)))),
+                shape=(len(xi), elements.n_nodes),
+            )
+        )
         tris.append(t + start)
         start += len(xi)
     weights = sp.vstack(rows).tocsr()
@@ -301,7 +330,9 @@ def build_surface_map(elements: ElementMesh, reference_nodes: np.ndarray, n: int
     if abs(weights - merged[inverse]).max() > 1e-9:
         raise ValueError("samples merged by position carry different node weights: element numbering is wrong")
     faces = inverse[faces]
-    faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]  # collapsed edges
+    faces = faces[
+        (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
+    ]  # collapsed edges
     mesh = trimesh.Trimesh(np.asarray(merged @ reference_nodes), faces, process=False)
     labels = trimesh.graph.connected_component_labels(mesh.face_adjacency, node_count=len(faces))
     for c in np.unique(labels):
@@ -326,7 +357,12 @@ def bone_surface_map(bone: str, n: int | None = None) -> SurfaceMap:
     model = load_model()
     reference = model.mean[nodes]
     if len(reference) != elements.n_nodes:
-        raise InputFileError(package_file(files[0]), f"{elements.n_nodes} nodes, the model's {bone} has {len(reference)}")
+        raise InputFileError(
+            package_file(files[0]), f"{elements.n_nodes} nodes, the model's {bone} has {len(reference)}"
+        )
     local = build_surface_map(elements, reference, n or count)
-    full = sp.csr_matrix((local.weights.data, local.weights.indices + nodes.start, local.weights.indptr), shape=(local.weights.shape[0], len(model.mean)))
+    full = sp.csr_matrix(
+        (local.weights.data, local.weights.indices + nodes.start, local.weights.indptr),
+        shape=(local.weights.shape[0], len(model.mean)),
+    )
     return SurfaceMap(full, local.faces)

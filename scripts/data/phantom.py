@@ -41,17 +41,28 @@ from tqdm import tqdm  # noqa: E402
 
 from scripts.data import phantom_anatomy as anatomy  # noqa: E402
 from scripts.data.llp26 import NOTICE as LLP26_NOTICE  # noqa: E402
-from scripts.io.files import atomic_dir, check_replaceable, exits_on_input_error, make_output_dir, remove_partials, write_json, write_nifti  # noqa: E402
-from scripts.geometry import BONES  # noqa: E402
-from scripts.rasterise import rasterise_triangles  # noqa: E402
-from scripts.io.report import bone_colour, save_figure  # noqa: E402
 from scripts.data.volumes import BONE_LABELS, VERTEBRAE_LABEL  # noqa: E402
+from scripts.geometry import BONES  # noqa: E402
+from scripts.io.files import (  # noqa: E402
+    atomic_dir,
+    check_replaceable,
+    exits_on_input_error,
+    make_output_dir,
+    remove_partials,
+    write_json,
+    write_nifti,
+)
+from scripts.io.report import bone_colour, save_figure  # noqa: E402
+from scripts.rasterise import rasterise_triangles  # noqa: E402
 
 HU_AIR, HU_FAT, HU_GAS = -1000, -100, -950
 ANATOMIES = ("llp26", "procedural")
 DEFAULT_ANATOMY = "llp26"
 POSTERIOR_TISSUE_MM = (30.0, 55.0)  # soft tissue behind the pelvis, mm, leanest .. heaviest body build
-OSTEOPOROSIS = (0.0, 0.0)  # range of the bone-loss factor (0: the young-adult bone of the draws, 1: severe), drawn per subject
+OSTEOPOROSIS = (
+    0.0,
+    0.0,
+)  # range of the bone-loss factor (0: the young-adult bone of the draws, 1: severe), drawn per subject
 # what bone loss 1 leaves of each bone draw (trabecular bone loses most, the cortex thins and loses less density)
 BONE_LOSS_AT_1 = {"trabecular_hu": 0.35, "cortical_hu": 0.65, "cortex_mm": 0.6, "shaft_cortex_mm": 0.6}
 
@@ -150,7 +161,9 @@ def sample_tissue(rng: np.random.Generator, habitus: float, options: TissueOptio
     }
     if options.osteoporosis[1] > 0.0:
         loss = float(rng.spawn(1)[0].uniform(*options.osteoporosis))
-        tissue.update({key: tissue[key] * (1.0 - loss * (1.0 - kept)) for key, kept in BONE_LOSS_AT_1.items()}, osteoporosis=loss)
+        tissue.update(
+            {key: tissue[key] * (1.0 - loss * (1.0 - kept)) for key, kept in BONE_LOSS_AT_1.items()}, osteoporosis=loss
+        )
     if options.partial_volume_cortex:
         tissue["partial_volume_cortex"] = True
     return tissue
@@ -197,7 +210,14 @@ def _body_layout(meshes: dict[str, trimesh.Trimesh | trimesh.PointCloud], params
         v = meshes[name].vertices
         top, bottom = v[v[:, 2] < np.percentile(v[:, 2], 45)], v[v[:, 2] < np.percentile(v[:, 2], 3)]
         medial = -np.sign(top[:, 0].mean()) * 12.0
-        thighs.append((top[:, :2].mean(0) + (medial, 8.0), bottom[:, :2].mean(0) + (medial, 8.0), top[:, 2].mean(), bottom[:, 2].mean()))
+        thighs.append(
+            (
+                top[:, :2].mean(0) + (medial, 8.0),
+                bottom[:, :2].mean(0) + (medial, 8.0),
+                top[:, 2].mean(),
+                bottom[:, 2].mean(),
+            )
+        )
     return {
         "torso": (0.5 * (y0 + y1), half_width, 0.5 * (y1 - y0)),
         "crotch_z": pb[0, 2] + 10.0,
@@ -210,14 +230,16 @@ def _body_sdf(x: np.ndarray, y: np.ndarray, z: np.ndarray, layout: dict, thigh_r
     yc, a, b = layout["torso"]
     torso = (np.hypot(x / a, (y - yc) / b) - 1.0) * min(a, b) + 2.5 * np.maximum(layout["crotch_z"] - z, 0.0)
     out = torso
-    for (c_top, c_bot, z_top, z_bot) in layout["thighs"]:
+    for c_top, c_bot, z_top, z_bot in layout["thighs"]:
         f = np.clip((z - z_bot) / (z_top - z_bot), None, 1.0)
         cx, cy = c_bot[0] + f * (c_top[0] - c_bot[0]), c_bot[1] + f * (c_top[1] - c_bot[1])
         out = anatomy.smooth_union(out, np.hypot(x - cx, y - cy) - thigh_r, 25.0)
     return out
 
 
-def _bone_hu(mask: np.ndarray, spacing: float, cortex_mm: np.ndarray | float, params: dict, rng: np.random.Generator) -> np.ndarray:
+def _bone_hu(
+    mask: np.ndarray, spacing: float, cortex_mm: np.ndarray | float, params: dict, rng: np.random.Generator
+) -> np.ndarray:
     """HU at the voxels of one bone mask (in ``mask[mask]`` order): cortical shell of thickness ``cortex_mm``
     (a number, or an array broadcast to the mask) over a trabecular interior, both with a smooth texture.
 
@@ -236,7 +258,9 @@ def _bone_hu(mask: np.ndarray, spacing: float, cortex_mm: np.ndarray | float, pa
     thickness = np.broadcast_to(cortex_mm, mask.shape)[idx]
     coarse = rng.normal(0.0, 1.0, size=tuple(max(2, s // 8) for s in mask.shape))
     zoomed = [max(round(c * 8), 1) for c in coarse.shape]  # the shape zoom(coarse, 8) has
-    coords = [np.minimum(i, z - 1) * ((c - 1) / (z - 1) if z > 1 else 0.0) for i, c, z in zip(idx, coarse.shape, zoomed)]
+    coords = [
+        np.minimum(i, z - 1) * ((c - 1) / (z - 1) if z > 1 else 0.0) for i, c, z in zip(idx, coarse.shape, zoomed)
+    ]
     texture = ndimage.map_coordinates(coarse, coords, order=1)
     if not t.get("partial_volume_cortex"):
         cortex = depth[idx] <= np.maximum(thickness, spacing)
@@ -245,7 +269,13 @@ def _bone_hu(mask: np.ndarray, spacing: float, cortex_mm: np.ndarray | float, pa
     return t["trabecular_hu"] + share * (t["cortical_hu"] - t["trabecular_hu"]) + (50.0 + 30.0 * share) * texture
 
 
-def _volume_grid(meshes: Sequence[trimesh.Trimesh | trimesh.PointCloud], layout: dict, thigh_r: float, spacing: float, z_floor_mm: float | None = None) -> tuple[np.ndarray, tuple[int, int, int]]:
+def _volume_grid(
+    meshes: Sequence[trimesh.Trimesh | trimesh.PointCloud],
+    layout: dict,
+    thigh_r: float,
+    spacing: float,
+    z_floor_mm: float | None = None,
+) -> tuple[np.ndarray, tuple[int, int, int]]:
     """Origin (first voxel centre, mm) and shape of a grid holding every mesh (above ``z_floor_mm``) and the body cross-section."""
     lo = np.min([m.bounds[0] for m in meshes], 0) - (0.0, 0.0, 6.0)
     hi = np.max([m.bounds[1] for m in meshes], 0) + (0.0, 0.0, 15.0)
@@ -268,7 +298,9 @@ class BoneOverlapError(RuntimeError):
     """Two bones of a subject share a voxel (the subject's pose or shape is not physical)."""
 
 
-def voxelize_closed_surfaces(mesh: trimesh.Trimesh, origin: np.ndarray, spacing: float, shape: tuple[int, int, int]) -> np.ndarray:
+def voxelize_closed_surfaces(
+    mesh: trimesh.Trimesh, origin: np.ndarray, spacing: float, shape: tuple[int, int, int]
+) -> np.ndarray:
     """:func:`voxelize` of each closed surface (connected component) of ``mesh``, joined: touching parts stay filled."""
     labels = trimesh.graph.connected_component_labels(mesh.face_adjacency, node_count=len(mesh.faces))
     if labels.max(initial=0) == 0:
@@ -319,7 +351,9 @@ def synthesize_ct(
 
     # bones: exact voxelisation of the meshes, each in its own bounding box
     labels = np.zeros(shape, dtype=np.uint8)
-    bones = [(name, meshes[name], BONE_LABELS[name]) for name in BONES] + [("vertebra", m, VERTEBRAE_LABEL) for m in vertebrae]
+    bones = [(name, meshes[name], BONE_LABELS[name]) for name in BONES] + [
+        ("vertebra", m, VERTEBRAE_LABEL) for m in vertebrae
+    ]
     for name, mesh, label in bones:
         i0 = np.clip(np.floor((mesh.bounds[0] - origin) / spacing_mm).astype(int) - 1, 0, None)
         i1 = np.minimum(np.ceil((mesh.bounds[1] - origin) / spacing_mm).astype(int) + 2, shape)
@@ -333,16 +367,23 @@ def synthesize_ct(
         cortex = t["cortex_mm"]
         if name in shaft_top_z:
             z_box = zs[box[2]][None, None, :]
-            cortex = t["cortex_mm"] + (t["shaft_cortex_mm"] - t["cortex_mm"]) * anatomy.smoothstep(shaft_top_z[name] - z_box, 0.0, 40.0)
+            cortex = t["cortex_mm"] + (t["shaft_cortex_mm"] - t["cortex_mm"]) * anatomy.smoothstep(
+                shaft_top_z[name] - z_box, 0.0, 40.0
+            )
         ct[box][mask] = _bone_hu(mask, spacing_mm, cortex, params, rng)
 
     soft = (labels == 0) & muscle
 
     def fill_ellipsoid(centre: np.ndarray, radii: np.ndarray, hu: float) -> None:
         """Soft-tissue voxels inside an axis-aligned ellipsoid (mm) get ``hu`` (evaluated in its bounding box only)."""
-        box = tuple(slice(int(np.searchsorted(a, c - r)), int(np.searchsorted(a, c + r, side="right"))) for a, c, r in zip((xs, ys, zs), centre, radii))
+        box = tuple(
+            slice(int(np.searchsorted(a, c - r)), int(np.searchsorted(a, c + r, side="right")))
+            for a, c, r in zip((xs, ys, zs), centre, radii)
+        )
         x, y, z = xs[box[0]][:, None, None], ys[box[1]][None, :, None], zs[box[2]][None, None, :]
-        inside = ((x - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2 + ((z - centre[2]) / radii[2]) ** 2 < 1
+        inside = ((x - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2 + (
+            (z - centre[2]) / radii[2]
+        ) ** 2 < 1
         ct[box][inside & soft[box]] = hu
 
     # bowel gas in the lower abdomen, in soft tissue only
@@ -357,7 +398,11 @@ def synthesize_ct(
 
 
 def generate_case(
-    seed: int, spacing_mm: float = 1.0, anatomy_name: str = DEFAULT_ANATOMY, subject: int | None = None, femur_variation: float = 0.0,
+    seed: int,
+    spacing_mm: float = 1.0,
+    anatomy_name: str = DEFAULT_ANATOMY,
+    subject: int | None = None,
+    femur_variation: float = 0.0,
     options: TissueOptions = TissueOptions(),
 ) -> PhantomCase:
     """One phantom subject from ``seed`` on an isotropic ``spacing_mm`` grid (same seed -> same case).
@@ -374,10 +419,15 @@ def generate_case(
 
         return generate_llp26_case(seed, spacing_mm, subject, femur_variation, options)
     if anatomy_name != "procedural" or subject is not None or femur_variation:
-        raise ValueError(f"unknown anatomy {anatomy_name!r} (or a subject index or femur variation for the procedural phantom)")
+        raise ValueError(
+            f"unknown anatomy {anatomy_name!r} (or a subject index or femur variation for the procedural phantom)"
+        )
     params = sample_params(seed, options)
     meshes = build_meshes(params)
-    shaft_tops = {name: params[name]["head_centre_mm"][2] + anatomy.LESSER_TROCHANTER_LEVEL * params["scale"] for name in ("femur_left", "femur_right")}
+    shaft_tops = {
+        name: params[name]["head_centre_mm"][2] + anatomy.LESSER_TROCHANTER_LEVEL * params["scale"]
+        for name in ("femur_left", "femur_right")
+    }
     ct, labels, affine = synthesize_ct(meshes, params, spacing_mm, np.random.default_rng([seed, 1]), shaft_tops)
     params["spacing_mm"] = float(spacing_mm)
     params["inter_iliac_width_mm"] = float(np.ptp(meshes["pelvis"].vertices[:, 0]))
@@ -440,7 +490,14 @@ def _write_one(task: tuple[int, Path, float, str, int | None, float, TissueOptio
 
 
 def cohort_tasks(
-    n: int, out: Path, seed: int, spacing_mm: float, start: int, anatomy_name: str, subjects: str | None, femur_variation: float = 0.0,
+    n: int,
+    out: Path,
+    seed: int,
+    spacing_mm: float,
+    start: int,
+    anatomy_name: str,
+    subjects: str | None,
+    femur_variation: float = 0.0,
     options: TissueOptions = TissueOptions(),
 ) -> list[tuple]:
     """(case seed, folder, spacing, anatomy, subject, femur variation, :class:`TissueOptions`) of every case to write.
@@ -450,7 +507,10 @@ def cohort_tasks(
     cases ``out/subject_JJ_KK``, ``k = start .. start+n-1``, each with its own seeded pose and body.
     """
     if subjects is None:
-        return [(s, out / f"case_{start + i:04d}", spacing_mm, anatomy_name, None, femur_variation, options) for i, s in enumerate(case_seeds(n, seed, start))]
+        return [
+            (s, out / f"case_{start + i:04d}", spacing_mm, anatomy_name, None, femur_variation, options)
+            for i, s in enumerate(case_seeds(n, seed, start))
+        ]
     if anatomy_name != "llp26":
         raise ValueError("--subjects needs --anatomy llp26")
     from scripts.data.real_anatomy import subject_of_split
@@ -492,29 +552,59 @@ def generate_cohort(
 @exits_on_input_error
 def main(argv: list[str] | None = None) -> int:
     """CLI: write a phantom cohort; returns the exit status."""
-    parser = argparse.ArgumentParser(description="Generate a pelvis/femur phantom CT cohort (real LLP26 anatomy or procedural bones).")
-    parser.add_argument("--anatomy", choices=ANATOMIES, default=DEFAULT_ANATOMY, help="llp26: real adult bones (default); procedural: template bones")
-    parser.add_argument("--n", type=int, default=None, help="number of cases (with --subjects: cases per subject, default 1)")
-    parser.add_argument("--out", required=True, help="output folder (case_XXXX/ or subject_JJ_KK/ inside)")
-    parser.add_argument("--seed", type=int, default=0, help="cohort seed")
-    parser.add_argument("--subjects", choices=("validation", "test"), default=None, help="llp26: write the real validation (17-19) or test (20-25) subjects themselves")
-    parser.add_argument("--start", type=int, default=0, help="index of the first case (extends a cohort: --start 48 after --n 48)")
-    parser.add_argument("--spacing", type=float, default=1.0, help="isotropic voxel spacing, mm")
-    parser.add_argument("--workers", type=int, default=1, help="parallel processes (each holds one case, about 2 GiB at 1 mm)")
-    parser.add_argument(
-        "--femur_variation", type=float, default=0.0, help="llp26 draws: femoral version, neck-shaft angle and shaft bow beyond the training span, in units of their SDs (8 deg, 4 deg, 3 mm); 0: off"
+    parser = argparse.ArgumentParser(
+        description="Generate a pelvis/femur phantom CT cohort (real LLP26 anatomy or procedural bones)."
     )
     parser.add_argument(
-        "--posterior_tissue_mm", type=float, nargs=2, default=list(POSTERIOR_TISSUE_MM), metavar=("LEAN", "HEAVY"),
+        "--anatomy",
+        choices=ANATOMIES,
+        default=DEFAULT_ANATOMY,
+        help="llp26: real adult bones (default); procedural: template bones",
+    )
+    parser.add_argument(
+        "--n", type=int, default=None, help="number of cases (with --subjects: cases per subject, default 1)"
+    )
+    parser.add_argument("--out", required=True, help="output folder (case_XXXX/ or subject_JJ_KK/ inside)")
+    parser.add_argument("--seed", type=int, default=0, help="cohort seed")
+    parser.add_argument(
+        "--subjects",
+        choices=("validation", "test"),
+        default=None,
+        help="llp26: write the real validation (17-19) or test (20-25) subjects themselves",
+    )
+    parser.add_argument(
+        "--start", type=int, default=0, help="index of the first case (extends a cohort: --start 48 after --n 48)"
+    )
+    parser.add_argument("--spacing", type=float, default=1.0, help="isotropic voxel spacing, mm")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="parallel processes (each holds one case, about 2 GiB at 1 mm)"
+    )
+    parser.add_argument(
+        "--femur_variation",
+        type=float,
+        default=0.0,
+        help="llp26 draws: femoral version, neck-shaft angle and shaft bow beyond the training span, in units of their SDs (8 deg, 4 deg, 3 mm); 0: off",
+    )
+    parser.add_argument(
+        "--posterior_tissue_mm",
+        type=float,
+        nargs=2,
+        default=list(POSTERIOR_TISSUE_MM),
+        metavar=("LEAN", "HEAVY"),
         help="soft tissue behind the pelvis, mm, for the leanest and the heaviest body build (equal: fixed); default %(default)s",
     )
     parser.add_argument(
-        "--osteoporosis", type=float, nargs=2, default=list(OSTEOPOROSIS), metavar=("LOW", "HIGH"),
+        "--osteoporosis",
+        type=float,
+        nargs=2,
+        default=list(OSTEOPOROSIS),
+        metavar=("LOW", "HIGH"),
         help="range of the bone-loss factor drawn per subject (0: young-adult bone, 1: trabecular HU to 35%%, cortical HU to 65%%, "
         "cortices to 60%%); default %(default)s: none drawn, the draws unchanged",
     )
     parser.add_argument(
-        "--partial_volume_cortex", action="store_true",
+        "--partial_volume_cortex",
+        action="store_true",
         help="a voxel holding part of the cortex gets the cortex's share of it (HU mixed), instead of a cortex thinner than a voxel "
         "taking the whole outer voxel at cortical HU (docs/phantom.md, 'CT synthesis')",
     )
@@ -535,5 +625,16 @@ def main(argv: list[str] | None = None) -> int:
     if not (0.0 <= low <= high <= 1.0):
         parser.error(f"--osteoporosis needs 0 <= LOW <= HIGH <= 1, got {low:g} {high:g}")
     options = TissueOptions((lean, heavy), (low, high), args.partial_volume_cortex)
-    generate_cohort(n, args.out, args.seed, args.spacing, args.workers, args.start, args.anatomy, args.subjects, args.femur_variation, options)
+    generate_cohort(
+        n,
+        args.out,
+        args.seed,
+        args.spacing,
+        args.workers,
+        args.start,
+        args.anatomy,
+        args.subjects,
+        args.femur_variation,
+        options,
+    )
     return 0

@@ -290,7 +290,9 @@ def vertebra_template() -> trimesh.Trimesh:
     return _mesh_sdf(vertebra_sdf, (-44, -68, -24), (44, 22, 24), 2.0)
 
 
-def lumbar_spine(base_centre: np.ndarray, base_normal: np.ndarray, scale: float, lordosis_deg: float, levels: int = 3) -> list[trimesh.Trimesh]:
+def lumbar_spine(
+    base_centre: np.ndarray, base_normal: np.ndarray, scale: float, lordosis_deg: float, levels: int = 3
+) -> list[trimesh.Trimesh]:
     """Vertebrae L5, L4, ... (``levels`` of them) stacked on the sacral base (S1 endplate centre and unit normal, RAS mm).
 
     Each level sits on a ``9 * scale`` mm disc along the current spine axis; the axis turns back
@@ -305,7 +307,9 @@ def lumbar_spine(base_centre: np.ndarray, base_normal: np.ndarray, scale: float,
         tilt = math.atan2(-axis[1], axis[2]) + math.radians(lordosis_deg)  # back toward the vertical, and beyond
         axis = np.array([0.0, -math.sin(tilt), math.cos(tilt)])
         centre = top + (disc + 0.5 * height) * axis
-        rot = np.stack([[1.0, 0.0, 0.0], np.cross(axis, [1.0, 0.0, 0.0]), axis], 1)  # columns: lateral, anterior, spine axis
+        rot = np.stack(
+            [[1.0, 0.0, 0.0], np.cross(axis, [1.0, 0.0, 0.0]), axis], 1
+        )  # columns: lateral, anterior, spine axis
         out.append(trimesh.Trimesh(template.vertices * scale @ rot.T + centre, template.faces, process=False))
         top = centre + 0.5 * height * axis
     return out

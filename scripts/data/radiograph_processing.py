@@ -28,8 +28,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from scripts.io.radiograph_io import bone_bright
 from scripts.data.xray_physics import gaussian_blur
+from scripts.io.radiograph_io import bone_bright
 
 BAND_SIGMAS_PX = (1.0, 2.0, 4.0, 8.0, 16.0)
 BAND_AMPLITUDE = 0.1
@@ -44,7 +44,9 @@ def masked_quantile(x: torch.Tensor, mask: torch.Tensor, q: float) -> torch.Tens
 PATIENT_LOG = 0.5
 
 
-def exposure_normalise(log_signal: torch.Tensor, exposed: torch.Tensor, low_percentile: float, high_percentile: float) -> torch.Tensor:
+def exposure_normalise(
+    log_signal: torch.Tensor, exposed: torch.Tensor, low_percentile: float, high_percentile: float
+) -> torch.Tensor:
     """``log_signal`` with the patient's percentiles ``low_percentile`` -> 0 and ``high_percentile`` -> 1 (not clipped; module docstring, step 2)."""
     patient = (exposed > 0.5) & (log_signal > PATIENT_LOG)
     region = patient if int(patient.sum()) >= 0.05 * int((exposed > 0.5).sum()) else exposed
@@ -53,7 +55,9 @@ def exposure_normalise(log_signal: torch.Tensor, exposed: torch.Tensor, low_perc
     return (log_signal - lo) / (hi - lo).clamp(min=1e-6)
 
 
-def multiscale_equalise(x: torch.Tensor, exposed: torch.Tensor, base_gain: float, detail_gain: float, power: float) -> torch.Tensor:
+def multiscale_equalise(
+    x: torch.Tensor, exposed: torch.Tensor, base_gain: float, detail_gain: float, power: float
+) -> torch.Tensor:
     """Multi-scale contrast equalisation of ``x`` (H, W) (module docstring, step 3); identity for gains 1 and power 1."""
     bands, previous = [], x
     for sigma in BAND_SIGMAS_PX:
@@ -96,4 +100,3 @@ def process(signal: torch.Tensor, exposed: torch.Tensor, p: dict) -> torch.Tenso
     x = exposure_normalise(log_signal, exposed, p["window_low_percentile"], p["window_high_percentile"])
     x = multiscale_equalise(x, exposed, p["base_gain"], p["detail_gain"], p["power"])
     return look_up(x, p["lut_contrast"], p["gamma"])
-

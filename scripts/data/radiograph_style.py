@@ -37,9 +37,18 @@ from typing import Mapping, Sequence, Union
 import torch
 
 from scripts.data import clinical_content as content
-from scripts.geometry import Geometry, magnification, read_standard_geometry
 from scripts.data.radiograph_processing import masked_quantile, process, store_and_read
-from scripts.data.xray_physics import MATERIALS, detector_signal, detector_weights, grid_transmission, heel_factor, polychromatic_transmission, scatter, spectrum
+from scripts.data.xray_physics import (
+    MATERIALS,
+    detector_signal,
+    detector_weights,
+    grid_transmission,
+    heel_factor,
+    polychromatic_transmission,
+    scatter,
+    spectrum,
+)
+from scripts.geometry import Geometry, magnification, read_standard_geometry
 
 Option = Union[float, Sequence[float]]
 
@@ -152,7 +161,9 @@ def style_radiograph(
         fov = content.detector_area(geometry, sid, p["portrait"], p["detector_short_mm"], p["detector_long_mm"], device)
     else:
         fov = torch.ones((h, w), dtype=dtype, device=device)
-    exposed = content.collimation(geometry, fov, tuple(p["collimation_inset_mm"]), p["collimation_rotation_deg"], p["penumbra_mm"])
+    exposed = content.collimation(
+        geometry, fov, tuple(p["collimation_inset_mm"]), p["collimation_rotation_deg"], p["penumbra_mm"]
+    )
 
     # ---- objects in the beam
     stack = torch.zeros((len(MATERIALS), h, w), dtype=dtype, device=device)
@@ -171,8 +182,12 @@ def style_radiograph(
         if femurs:
             femur = femurs[int(content.uniform(generator, 0, len(femurs) - 1e-6))]
             medial = 1.0 if float(xo[pelvis].mean()) > float(xo[bones[femur]].mean()) else -1.0
-            fixation = p["hip_fixation_fraction"] > 0 and content.chance(generator, p["hip_fixation_fraction"])  # no draw when 0
-            placed.append((content.hip_fixation if fixation else content.hip_implant)(xo, yo, bones[femur], medial, generator))
+            fixation = p["hip_fixation_fraction"] > 0 and content.chance(
+                generator, p["hip_fixation_fraction"]
+            )  # no draw when 0
+            placed.append(
+                (content.hip_fixation if fixation else content.hip_implant)(xo, yo, bones[femur], medial, generator)
+            )
     if p["spine_implant"] and has_pelvis:
         placed.append(content.spine_implant(xo, yo, pelvis, generator))
     if p["gonad_shield"] and has_pelvis:
@@ -197,11 +212,15 @@ def style_radiograph(
     t_primary, t_scatter = grid_transmission(p["grid"], p["grid_primary"], p["grid_scatter"])
     intensity = t_primary * primary + t_scatter * scattered
     pitch = p["pitch_mm"] or pixel_mm
-    blur_mm = math.hypot(p["detector_blur_mm"], max(pixel_mm - pitch, 0.0) / 2.0)  # MTF, and the reader's anti-alias prefilter
+    blur_mm = math.hypot(
+        p["detector_blur_mm"], max(pixel_mm - pitch, 0.0) / 2.0
+    )  # MTF, and the reader's anti-alias prefilter
     intensity = intensity / t_primary  # gain (flat-field) correction: 1 where nothing attenuates
     median = float(masked_quantile(intensity, exposed, 0.5).clamp(min=1e-6))  # the AEC exposes for the patient
     quanta = p["quanta_per_mm2"] * pixel_mm**2 / median
-    signal = detector_signal(intensity, quanta, blur_mm / pixel_mm, p["electronic_noise"], (pixel_mm / pitch) ** 2, generator)
+    signal = detector_signal(
+        intensity, quanta, blur_mm / pixel_mm, p["electronic_noise"], (pixel_mm / pitch) ** 2, generator
+    )
 
     # ---- processing, display content, storage
     image = process(signal, exposed, p)

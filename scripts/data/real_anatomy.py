@@ -37,7 +37,15 @@ import trimesh
 from scipy.spatial import cKDTree
 
 from scripts.data import llp26
-from scripts.shape_maths import fit_sphere, generalized_procrustes, reflect, refit_sphere_shell, rotate_points_about, rotation_about, symmetry_plane
+from scripts.shape_maths import (
+    fit_sphere,
+    generalized_procrustes,
+    refit_sphere_shell,
+    reflect,
+    rotate_points_about,
+    rotation_about,
+    symmetry_plane,
+)
 
 if TYPE_CHECKING:  # scripts.data.phantom imports this module
     from scripts.data.phantom import PhantomCase, TissueOptions
@@ -79,7 +87,10 @@ def training_pca(subjects: tuple[int, ...] = TRAINING_SUBJECTS) -> TrainingPCA:
     """The PCA of :class:`TrainingPCA` rebuilt from ``subjects`` (default the 17 training subjects) only."""
     parts = [subject_nodes(j) for j in subjects]
     # each part rigidly aligned to its mean (orientation of the plain mean), placed at the first subject's centroid
-    pelvis, femur = (generalized_procrustes(shapes, gauge="mean") + shapes[0].mean(0) for shapes in (np.stack([p for p, _ in parts]), np.stack([f for _, f in parts])))
+    pelvis, femur = (
+        generalized_procrustes(shapes, gauge="mean") + shapes[0].mean(0)
+        for shapes in (np.stack([p for p, _ in parts]), np.stack([f for _, f in parts]))
+    )
     x = np.concatenate([pelvis, femur], 1)
     mean = x.mean(0)
     _, s, vt = np.linalg.svd((x - mean).reshape(len(subjects), -1), full_matrices=False)
@@ -128,7 +139,11 @@ def landmarks() -> Landmarks:
     near = cKDTree(pelvis.vertices[left]).query(fv)[0]
     toward = pelvis.vertices[left].mean(0)  # the shell is kept on the side facing the hemipelvis
     head, centre, radius = refit_sphere_shell(
-        fv, np.flatnonzero(near < np.quantile(near, 0.03)), 2.5, 5, keep=lambda p, c, r: (p - c) @ (toward - c) > -0.2 * r * np.linalg.norm(toward - c)
+        fv,
+        np.flatnonzero(near < np.quantile(near, 0.03)),
+        2.5,
+        5,
+        keep=lambda p, c, r: (p - c) @ (toward - c) > -0.2 * r * np.linalg.norm(toward - c),
     )
     # acetabula: hemipelvis vertices on a sphere about the head centre (lunate surface), normals facing it
     pv, pn = pelvis.vertices, pelvis.vertex_normals
@@ -237,7 +252,9 @@ def section_centroid(mesh: trimesh.Trimesh, z_mm: float) -> np.ndarray:
     loop = max(section.discrete, key=len)
     x, y = loop[:, 0], loop[:, 1]
     cross = x * np.roll(y, -1) - np.roll(x, -1) * y
-    return np.array([((x + np.roll(x, -1)) * cross).sum(), ((y + np.roll(y, -1)) * cross).sum(), 0.0]) / (3.0 * cross.sum()) + [0.0, 0.0, z_mm]
+    return np.array([((x + np.roll(x, -1)) * cross).sum(), ((y + np.roll(y, -1)) * cross).sum(), 0.0]) / (
+        3.0 * cross.sum()
+    ) + [0.0, 0.0, z_mm]
 
 
 def _turn_neck(local: np.ndarray, neutral: trimesh.Trimesh, angle_rad: float) -> np.ndarray:
@@ -254,7 +271,9 @@ def _turn_neck(local: np.ndarray, neutral: trimesh.Trimesh, angle_rad: float) ->
     return rotate_points_about(local, pivot, np.array([0.0, 1.0, 0.0]), angle)
 
 
-def vary_femur(femur_nodes: np.ndarray, version_deg: float = 0.0, neck_shaft_deg: float = 0.0, bow_mm: float = 0.0) -> np.ndarray:
+def vary_femur(
+    femur_nodes: np.ndarray, version_deg: float = 0.0, neck_shaft_deg: float = 0.0, bow_mm: float = 0.0
+) -> np.ndarray:
     """LEFT-femur nodes (634, 3) RAS mm with femoral version, neck-shaft angle and anterior shaft bow changed.
 
     In the neutral frame (:func:`femur_neutral_frame`), with ``z_top`` ``VARIATION_TOP_MM`` below the
@@ -278,7 +297,9 @@ def vary_femur(femur_nodes: np.ndarray, version_deg: float = 0.0, neck_shaft_deg
         local = _turn_neck(local, neutral, math.radians(neck_shaft_deg))
     t = (z - z_knee) / (z_top - z_knee)  # 0 at the knee end, 1 at the top of the shaft
     if version_deg:
-        local = rotate_points_about(local, np.zeros(3), np.array([0.0, 0.0, 1.0]), np.radians(version_deg) * _smoothstep(t))
+        local = rotate_points_about(
+            local, np.zeros(3), np.array([0.0, 0.0, 1.0]), np.radians(version_deg) * _smoothstep(t)
+        )
     if bow_mm:
         tc = np.clip(t, 0.0, 1.0)
         local = local + np.c_[np.zeros_like(tc), bow_mm * 4.0 * tc * (1.0 - tc), np.zeros_like(tc)]
@@ -303,7 +324,9 @@ def winding_number(mesh: trimesh.Trimesh, points: np.ndarray) -> np.ndarray:
         n = np.linalg.norm(r, axis=3)
         det = np.einsum("pfi,pfi->pf", r[:, :, 0], np.cross(r[:, :, 1], r[:, :, 2]))
         dots = [np.einsum("pfi,pfi->pf", r[:, :, a], r[:, :, b]) for a, b in ((0, 1), (1, 2), (2, 0))]
-        denom = n[:, :, 0] * n[:, :, 1] * n[:, :, 2] + dots[0] * n[:, :, 2] + dots[1] * n[:, :, 0] + dots[2] * n[:, :, 1]
+        denom = (
+            n[:, :, 0] * n[:, :, 1] * n[:, :, 2] + dots[0] * n[:, :, 2] + dots[1] * n[:, :, 0] + dots[2] * n[:, :, 1]
+        )
         out[i : i + 64] = 2.0 * np.arctan2(det, denom).sum(1) / (4.0 * np.pi)
     return out
 
@@ -319,7 +342,13 @@ def _clearance(femur_verts: np.ndarray, hemipelvis: trimesh.Trimesh) -> float:
     return float(np.min(np.where(inside, -distance, distance)))
 
 
-def assemble(pelvis_nodes: np.ndarray, femur_nodes: np.ndarray, pose: dict, pelvic_tilt_deg: float = 0.0, sacral_slope_deg: float = 38.0) -> Subject:
+def assemble(
+    pelvis_nodes: np.ndarray,
+    femur_nodes: np.ndarray,
+    pose: dict,
+    pelvic_tilt_deg: float = 0.0,
+    sacral_slope_deg: float = 38.0,
+) -> Subject:
     """Subject meshes in RAS mm from pelvis and left-femur nodes (any rigid frame of RAS orientation).
 
     ``pose`` holds per side ``{"flexion_deg", "abduction_deg", "internal_rotation_deg"}``; the pelvis
@@ -340,13 +369,18 @@ def assemble(pelvis_nodes: np.ndarray, femur_nodes: np.ndarray, pose: dict, pelv
     origin = 0.5 * (acet["left"][0] + acet["right"][0])
     to_world = lambda p: (np.asarray(p) - origin) @ rot.T  # noqa: E731
     pelvis_world = trimesh.Trimesh(to_world(pelvis.vertices), pelvis.faces, process=False)
-    hemi_faces = {s: pelvis.faces[np.all(np.isin(pelvis.faces, getattr(lm, f"hemipelvis_{s}")), 1)] for s in ("left", "right")}
+    hemi_faces = {
+        s: pelvis.faces[np.all(np.isin(pelvis.faces, getattr(lm, f"hemipelvis_{s}")), 1)] for s in ("left", "right")
+    }
     # the right femur: the left one reflected (faces reversed), i.e. its neutral frame with x negated
     head_c, head_r, neutral_rot = femur_neutral_frame(femur.vertices)
     neutral_left = (femur.vertices - head_c) @ neutral_rot.T
     params: dict = {"symmetry_plane_normal_llp26_ras": normal.tolist(), "pelvic_tilt_deg": float(pelvic_tilt_deg)}
     placed = {}
-    for side, neutral, faces in (("femur_left", neutral_left, femur.faces), ("femur_right", neutral_left * [-1.0, 1.0, 1.0], femur.faces[:, ::-1])):
+    for side, neutral, faces in (
+        ("femur_left", neutral_left, femur.faces),
+        ("femur_right", neutral_left * [-1.0, 1.0, 1.0], femur.faces[:, ::-1]),
+    ):
         prm = pose[side]
         local = neutral @ femur_pose(side, prm["flexion_deg"], prm["abduction_deg"], prm["internal_rotation_deg"]).T
         a_c, a_r = acet[side.split("_")[1]]
@@ -359,7 +393,10 @@ def assemble(pelvis_nodes: np.ndarray, femur_nodes: np.ndarray, pose: dict, pelv
         for _, _, a_c, a_r in placed.values():
             grown = shrink_head(grown, a_c, a_r, -0.5 * delta)
         clear = min(
-            _clearance(shrink_head(loc, np.zeros(3), head_r, 0.5 * delta)[lm.head] + a_c, trimesh.Trimesh(grown, hemi_faces[side.split("_")[1]], process=False))
+            _clearance(
+                shrink_head(loc, np.zeros(3), head_r, 0.5 * delta)[lm.head] + a_c,
+                trimesh.Trimesh(grown, hemi_faces[side.split("_")[1]], process=False),
+            )
             for side, (loc, _, a_c, _) in placed.items()
         )
         if clear >= MIN_CLEARANCE_MM:
@@ -369,7 +406,13 @@ def assemble(pelvis_nodes: np.ndarray, femur_nodes: np.ndarray, pose: dict, pelv
     for side, (local, faces, a_c, a_r) in placed.items():
         verts = shrink_head(local, np.zeros(3), head_r, 0.5 * delta) + a_c
         meshes[side] = trimesh.Trimesh(verts, faces, process=False)
-        params[side] = dict(pose[side], head_centre_mm=a_c.tolist(), acetabulum_radius_mm=float(a_r + 0.5 * delta), head_radius_mm=float(head_r - 0.5 * delta), joint_space_mm=float(a_r - head_r + delta))
+        params[side] = dict(
+            pose[side],
+            head_centre_mm=a_c.tolist(),
+            acetabulum_radius_mm=float(a_r + 0.5 * delta),
+            head_radius_mm=float(head_r - 0.5 * delta),
+            joint_space_mm=float(a_r - head_r + delta),
+        )
     pelvis_world = meshes["pelvis"]
     params["joint_space_added_mm"] = float(delta)
     params["sacral_base"] = _sacral_base(pelvis_world, lm, sacral_slope_deg + pelvic_tilt_deg)
@@ -381,7 +424,11 @@ def _sacral_base(pelvis: trimesh.Trimesh, lm: Landmarks, slope_deg: float) -> di
     """Centre (mm) of the S1 endplate (centroid of the sacral-base vertices) and its unit normal, facing
     superiorly and anteriorly at ``slope_deg`` from the vertical (the sacral slope)."""
     slope = math.radians(slope_deg)
-    return {"centre_mm": pelvis.vertices[lm.sacral_base].mean(0).tolist(), "normal": [0.0, math.sin(slope), math.cos(slope)], "slope_deg": float(slope_deg)}
+    return {
+        "centre_mm": pelvis.vertices[lm.sacral_base].mean(0).tolist(),
+        "normal": [0.0, math.sin(slope), math.cos(slope)],
+        "slope_deg": float(slope_deg),
+    }
 
 
 # ---------------------------------------------------------------------- sampling
@@ -419,7 +466,10 @@ def subject_shape(subject: int | None, rng: np.random.Generator) -> tuple[np.nda
 
 def femur_variation_draw(scale: float, rng: np.random.Generator) -> dict:
     """Arguments of :func:`vary_femur`: normal draws of ``scale`` x ``FEMUR_VARIATION_SD``, clipped to +-``MAX_SD`` of it."""
-    return {k: float(np.clip(rng.normal(0.0, scale * sd), -MAX_SD * scale * sd, MAX_SD * scale * sd)) for k, sd in FEMUR_VARIATION_SD.items()}
+    return {
+        k: float(np.clip(rng.normal(0.0, scale * sd), -MAX_SD * scale * sd, MAX_SD * scale * sd))
+        for k, sd in FEMUR_VARIATION_SD.items()
+    }
 
 
 def sample_subject(seed: int, subject: int | None = None, attempt: int = 0, femur_variation: float = 0.0) -> Subject:
@@ -450,7 +500,11 @@ POSE_ATTEMPTS = 5
 
 
 def generate_llp26_case(
-    seed: int, spacing_mm: float = 1.0, subject: int | None = None, femur_variation: float = 0.0, options: "TissueOptions | None" = None,
+    seed: int,
+    spacing_mm: float = 1.0,
+    subject: int | None = None,
+    femur_variation: float = 0.0,
+    options: "TissueOptions | None" = None,
 ) -> "PhantomCase":
     """A real-anatomy phantom case (:class:`scripts.data.phantom.PhantomCase`) from ``seed``.
 
@@ -479,7 +533,12 @@ def generate_llp26_case(
         volume_ml = float(rng.uniform(60.0, 400.0))
         r = (3.0 * volume_ml * 1000.0 / (4.0 * math.pi * 1.4 * 1.0 * 0.9)) ** (1.0 / 3.0)
         radii = np.array([1.4 * r, 0.9 * r, r])  # wider than deep, about as tall
-        tissue["bladder"] = {"centre_mm": (sym + (0.0, -12.0 - radii[1], 0.6 * radii[2])).tolist(), "radii_mm": radii.tolist(), "hu": float(rng.uniform(5.0, 20.0)), "volume_ml": volume_ml}
+        tissue["bladder"] = {
+            "centre_mm": (sym + (0.0, -12.0 - radii[1], 0.6 * radii[2])).tolist(),
+            "radii_mm": radii.tolist(),
+            "hu": float(rng.uniform(5.0, 20.0)),
+            "volume_ml": volume_ml,
+        }
         params["tissue"] = tissue
         width = float(np.ptp(sub.meshes["pelvis"].vertices[:, 0]))
         base = params["sacral_base"]
@@ -487,12 +546,22 @@ def generate_llp26_case(
         params["lumbar"] = {"levels": ["L5", "L4", "L3"], "lordosis_deg_per_level": lordosis, "scale": width / 270.0}
         vertebrae = lumbar_spine(np.asarray(base["centre_mm"]), np.asarray(base["normal"]), width / 270.0, lordosis)
         hips_z = min(params[s]["head_centre_mm"][2] for s in ("femur_left", "femur_right"))
-        shaft_tops = {s: params[s]["head_centre_mm"][2] - LESSER_TROCHANTER_DROP_MM * width / 270.0 for s in ("femur_left", "femur_right")}
+        shaft_tops = {
+            s: params[s]["head_centre_mm"][2] - LESSER_TROCHANTER_DROP_MM * width / 270.0
+            for s in ("femur_left", "femur_right")
+        }
         try:
-            ct, labels, affine = synthesize_ct(sub.meshes, params, spacing_mm, rng, shaft_tops, vertebrae, hips_z - FEMUR_CROP_MM)
+            ct, labels, affine = synthesize_ct(
+                sub.meshes, params, spacing_mm, rng, shaft_tops, vertebrae, hips_z - FEMUR_CROP_MM
+            )
         except BoneOverlapError:
             continue
-        params.update(spacing_mm=float(spacing_mm), inter_iliac_width_mm=width, volume_shape=list(ct.shape), femur_crop_mm=FEMUR_CROP_MM)
+        params.update(
+            spacing_mm=float(spacing_mm),
+            inter_iliac_width_mm=width,
+            volume_shape=list(ct.shape),
+            femur_crop_mm=FEMUR_CROP_MM,
+        )
         return PhantomCase(ct, labels, affine, sub.meshes, params)
     raise BoneOverlapError(f"LLP26 phantom seed {seed}: bones overlap in {POSE_ATTEMPTS} poses")
 

@@ -50,19 +50,63 @@ from scripts import BUNDLE_ROOT
 from scripts.config_flags import as_shard  # noqa: E402
 from scripts.data.depth_maps import BoneGrid, bone_grids, depth_maps  # noqa: E402
 from scripts.data.drr import areal_densities, material_volumes  # noqa: E402
-from scripts.io.files import OUTPUT_MARKER, InputFileError, atomic_dir, check_output_dir, exits_on_input_error, read_json, sha256, write_depth_and_mask, write_json, write_nifti, written_by_bundle  # noqa: E402
-from scripts.io.radiograph_io import input_key  # noqa: E402
-from scripts.geometry import Geometry, apply_transform, camera_to_world_directions, read_standard_geometry, standard_ap_pose  # noqa: E402
 from scripts.data.radiograph_style import style_radiograph  # noqa: E402
+from scripts.data.volumes import (  # noqa: E402
+    BONE_LABELS,
+    LABEL_MAP_CHOICES,
+    Volume,
+    bones_center,
+    crop_along,
+    load_label_map,
+    read_ct,
+    read_labels,
+    remove_couch,
+)
+from scripts.geometry import (  # noqa: E402
+    Geometry,
+    apply_transform,
+    camera_to_world_directions,
+    read_standard_geometry,
+    standard_ap_pose,
+)
+from scripts.io.files import (  # noqa: E402
+    OUTPUT_MARKER,
+    InputFileError,
+    atomic_dir,
+    check_output_dir,
+    exits_on_input_error,
+    read_json,
+    sha256,
+    write_depth_and_mask,
+    write_json,
+    write_nifti,
+    written_by_bundle,
+)
+from scripts.io.radiograph_io import input_key  # noqa: E402
 from scripts.io.report import bone_colour, front_back_extent, save_figure  # noqa: E402
-from scripts.data.volumes import BONE_LABELS, LABEL_MAP_CHOICES, Volume, bones_center, crop_along, load_label_map, read_ct, read_labels, remove_couch  # noqa: E402
 
 DEFAULT_CONFIG_FILE = BUNDLE_ROOT / "configs" / "simulate.yaml"
 SPLITS = ("training", "validation", "test")
-SAMPLE_FILES = ("image.nii.gz", "fov.nii.gz", "depth.nii.gz", "mask.nii.gz", "geometry.json", "sample.json", "preview.png")
+SAMPLE_FILES = (
+    "image.nii.gz",
+    "fov.nii.gz",
+    "depth.nii.gz",
+    "mask.nii.gz",
+    "geometry.json",
+    "sample.json",
+    "preview.png",
+)
 SAMPLE_KIND = "simulator sample"  # output marker kind of a sample folder
-DATASET_KIND = "simulated data set"  # output marker kind of --out: records the SHA-256 of the datalist.json the simulator wrote
-ENTRY_FILES = {"image": "image.nii.gz", "fov": "fov.nii.gz", "depth": "depth.nii.gz", "mask": "mask.nii.gz", "geometry": "geometry.json"}  # datalist entry keys
+DATASET_KIND = (
+    "simulated data set"  # output marker kind of --out: records the SHA-256 of the datalist.json the simulator wrote
+)
+ENTRY_FILES = {
+    "image": "image.nii.gz",
+    "fov": "fov.nii.gz",
+    "depth": "depth.nii.gz",
+    "mask": "mask.nii.gz",
+    "geometry": "geometry.json",
+}  # datalist entry keys
 DATALIST_LOCK = ".datalist.lock"  # in --out: serialises datalist checks and rebuilds (:func:`datalist_lock`)
 
 
@@ -126,7 +170,8 @@ def case_source(ct: str | Path, out_dir: str | Path) -> str:
 
 def is_case_source(recorded: str, ct: str | Path, out_dir: str | Path) -> bool:
     """Whether a sample's recorded ``source`` names the CT ``ct``: its :func:`case_source` (symbolic links resolved),
-    or, as bundle 0.10.6 recorded it, the SHA-256 of the CT's resolved path (:func:`scripts.io.radiograph_io.input_key`)."""
+    or, as bundle 0.10.6 recorded it, the SHA-256 of the CT's resolved path (:func:`scripts.io.radiograph_io.input_key`).
+    """
     return names_path(recorded, ct, out_dir) or recorded == input_key(ct)
 
 
@@ -151,7 +196,12 @@ def check_case_sources(out_dir: Path, cases: Sequence[Case]) -> dict[str, str]:
     splits: dict[str, str] = {}
     for d in sorted(out_dir.iterdir() if out_dir.is_dir() else ()):
         case, sep, pose = d.name.rpartition("_p")
-        if not sep or not pose.isdigit() or case not in wanted or (written_by_bundle(d) or {}).get("kind") != SAMPLE_KIND:
+        if (
+            not sep
+            or not pose.isdigit()
+            or case not in wanted
+            or (written_by_bundle(d) or {}).get("kind") != SAMPLE_KIND
+        ):
             continue
         try:
             notes = read_json(d / "sample.json")
@@ -165,22 +215,40 @@ def check_case_sources(out_dir: Path, cases: Sequence[Case]) -> dict[str, str]:
         else:
             continue
         if not same:
-            raise InputFileError(ct, f"case name {case!r} is taken in {out_dir} by the samples of another CT ({notes.get('ct')}); "
-                                                  "choose another --out or rename this CT (its file or folder name is the case name)")
+            raise InputFileError(
+                ct,
+                f"case name {case!r} is taken in {out_dir} by the samples of another CT ({notes.get('ct')}); "
+                "choose another --out or rename this CT (its file or folder name is the case name)",
+            )
         if notes.get("split") in SPLITS:
             splits[case] = notes["split"]
     return splits
 
 
-def sample_inputs(case: Case, pose: int, out_dir: Path, seed: int, cfg: dict, geometry: Geometry, label_map: dict[int, int] | str | None,
-                  center_ras: Sequence[float] | None) -> dict:
+def sample_inputs(
+    case: Case,
+    pose: int,
+    out_dir: Path,
+    seed: int,
+    cfg: dict,
+    geometry: Geometry,
+    label_map: dict[int, int] | str | None,
+    center_ras: Sequence[float] | None,
+) -> dict:
     """What sample ``pose`` of ``case`` is rendered from besides its CT (``source``) and its list (``split``), as JSON:
     recorded in its ``sample.json`` (``inputs``) and compared on a rerun (:func:`rendered_samples`). The labels (path
     relative to ``out_dir``), the label map as given (a preset name or source id -> bone id), seed, pose index, the
     settings (``cfg`` without the split fractions, with ``source_to_object_mm``), the detector geometry and the
     centre (RAS mm; None: the bones')."""
-    record = {"labels": case_source(case.labels, out_dir), "label_map": label_map, "seed": seed, "pose": pose,
-              "config": {k: v for k, v in cfg.items() if k != "split"}, "geometry": geometry.to_dict(), "center_ras": center_ras}
+    record = {
+        "labels": case_source(case.labels, out_dir),
+        "label_map": label_map,
+        "seed": seed,
+        "pose": pose,
+        "config": {k: v for k, v in cfg.items() if k != "split"},
+        "geometry": geometry.to_dict(),
+        "center_ras": center_ras,
+    }
     return json.loads(json.dumps(record, default=lambda o: o.tolist()))
 
 
@@ -191,7 +259,11 @@ def input_differences(recorded: Any, wanted: Any, name: str = "inputs") -> list[
         return []
     if isinstance(recorded, dict) and isinstance(wanted, dict) and name != "label_map":
         keys = dict.fromkeys([*wanted, *recorded])
-        return [d for k in keys for d in input_differences(recorded.get(k), wanted.get(k), k if name == "inputs" else f"{name}.{k}")]
+        return [
+            d
+            for k in keys
+            for d in input_differences(recorded.get(k), wanted.get(k), k if name == "inputs" else f"{name}.{k}")
+        ]
     old, new = json.dumps(recorded), json.dumps(wanted)
     return [f"{name} {old} -> {new}" if len(old) + len(new) <= 60 else name]
 
@@ -210,7 +282,11 @@ def rendered_samples(out_dir: Path, wanted: dict[str, tuple[Case, dict]]) -> lis
         if not all((folder / f).exists() for f in SAMPLE_FILES):
             continue
         recorded = read_json(folder / "sample.json").get("inputs", inputs)
-        if isinstance(recorded, dict) and isinstance(recorded.get("labels"), str) and names_path(recorded["labels"], case.labels, out_dir):
+        if (
+            isinstance(recorded, dict)
+            and isinstance(recorded.get("labels"), str)
+            and names_path(recorded["labels"], case.labels, out_dir)
+        ):
             recorded = {**recorded, "labels": inputs["labels"]}  # the same labels, the data set moved with its cohort
         if recorded == inputs:
             done.append(name)
@@ -219,8 +295,11 @@ def rendered_samples(out_dir: Path, wanted: dict[str, tuple[Case, dict]]) -> lis
     if other:
         folder, differs = other[0]
         more = f" (and {len(other) - 1} more samples)" if len(other) > 1 else ""
-        raise InputFileError(folder, f"was rendered from other inputs ({'; '.join(differs)}){more}; left untouched: choose another --out, "
-                                     "or pass --overwrite to render it again")
+        raise InputFileError(
+            folder,
+            f"was rendered from other inputs ({'; '.join(differs)}){more}; left untouched: choose another --out, "
+            "or pass --overwrite to render it again",
+        )
     return done
 
 
@@ -242,8 +321,11 @@ def check_out_folder(out_dir: Path) -> None:
     marker, datalist = written_by_bundle(out_dir), out_dir / "datalist.json"
     samples = (p for p in out_dir.iterdir() if p.is_dir() and (written_by_bundle(p) or {}).get("kind") == SAMPLE_KIND)
     if marker is None and not datalist.exists() and not datalist.is_symlink() and next(samples, None) is None:
-        raise InputFileError(out_dir, f"holds files that are not a simulated data set (no {OUTPUT_MARKER} of kind {DATASET_KIND!r}); "
-                                      "left untouched: choose another --out (a new or empty folder)")
+        raise InputFileError(
+            out_dir,
+            f"holds files that are not a simulated data set (no {OUTPUT_MARKER} of kind {DATASET_KIND!r}); "
+            "left untouched: choose another --out (a new or empty folder)",
+        )
     if marker is not None and marker["kind"] == DATASET_KIND:
         with datalist_lock(out_dir):
             check_datalist(out_dir)
@@ -322,7 +404,9 @@ def pose_parameters(case: str, pose: int, seed: int, pose_cfg: dict) -> tuple[li
     """Seeded (rotation_deg, translation_mm) of pose ``pose`` of ``case``: uniform within the configured ranges,
     the rotation added to ``view_rotation_deg`` (default none; e.g. [0, 90, 0] for lateral views)."""
     rng = np.random.default_rng(int(_stable_unit("pose", seed, case, pose) * 2**63))
-    rot = rng.uniform(-1.0, 1.0, 3) * np.asarray(pose_cfg["rotation_deg"], dtype=np.float64) + np.asarray(pose_cfg.get("view_rotation_deg", (0.0, 0.0, 0.0)), dtype=np.float64)
+    rot = rng.uniform(-1.0, 1.0, 3) * np.asarray(pose_cfg["rotation_deg"], dtype=np.float64) + np.asarray(
+        pose_cfg.get("view_rotation_deg", (0.0, 0.0, 0.0)), dtype=np.float64
+    )
     trans = rng.uniform(-1.0, 1.0, 3) * np.asarray(pose_cfg["translation_mm"], dtype=np.float64)
     return rot.tolist(), trans.tolist()
 
@@ -369,7 +453,13 @@ def table_clearance_mm(points_ras: np.ndarray, world_to_camera: np.ndarray, tabl
     return float(table_mm - np.max(apply_transform(world_to_camera, points_ras)[:, 2]))
 
 
-def load_case(case: Case, label_map: dict[int, int] | str, cfg: dict, device: torch.device | str, center_ras: Sequence[float] | None = None) -> LoadedCase:
+def load_case(
+    case: Case,
+    label_map: dict[int, int] | str,
+    cfg: dict,
+    device: torch.device | str,
+    center_ras: Sequence[float] | None = None,
+) -> LoadedCase:
     """Read and check a case, remove a CT couch (``couch.remove``, :func:`scripts.data.volumes.remove_couch`);
     material density volumes and per-bone depth grids (reused by every pose) on ``device``.
 
@@ -381,12 +471,16 @@ def load_case(case: Case, label_map: dict[int, int] | str, cfg: dict, device: to
     couch = cfg.get("couch", {})
     removed = 0
     if couch.get("remove", True):
-        ct, removed = remove_couch(ct, cfg["pose"].get("body_hu", -500.0), couch.get("opening_mm", 6.0), couch.get("grid_mm", 3.0))
+        ct, removed = remove_couch(
+            ct, cfg["pose"].get("body_hu", -500.0), couch.get("opening_mm", 6.0), couch.get("grid_mm", 3.0)
+        )
     center = bones_center(labels) if center_ras is None else np.asarray(center_ras, dtype=np.float64)
     return prepare_case(case, ct, labels, center, removed, cfg, device)
 
 
-def prepare_case(case: Case, ct: Volume, labels: Volume, center: np.ndarray, couch_voxels: int, cfg: dict, device: torch.device | str) -> LoadedCase:
+def prepare_case(
+    case: Case, ct: Volume, labels: Volume, center: np.ndarray, couch_voxels: int, cfg: dict, device: torch.device | str
+) -> LoadedCase:
     """A :class:`LoadedCase` of this CT and labels: their material density volumes and per-bone depth grids (the
     per-case preparation every pose reuses; ``benchmarks/bench_simulate.py`` times it)."""
     drr = cfg["drr"]
@@ -395,7 +489,9 @@ def prepare_case(case: Case, ct: Volume, labels: Volume, center: np.ndarray, cou
     return LoadedCase(case, ct, labels, mu, mu_affine, center, grids, couch_voxels)
 
 
-def _drawn_cut(lc: LoadedCase, cfg: dict, key: str, seed: int, pose: int) -> tuple[np.random.Generator, dict, np.ndarray] | None:
+def _drawn_cut(
+    lc: LoadedCase, cfg: dict, key: str, seed: int, pose: int
+) -> tuple[np.random.Generator, dict, np.ndarray] | None:
     """(generator, spec, :attr:`LoadedCase.femur_ras`) when the config knob ``key`` cuts this sample's CT
     (drawn with its ``probability``, seeded by key, case and pose), else None."""
     spec = cfg.get(key) or {}
@@ -426,10 +522,19 @@ def ct_sides_mm(lc: LoadedCase, cfg: dict, seed: int, pose: int) -> tuple[float,
         return None
     rng, spec, femur = drawn
     low, high = spec.get("into_femur_mm", (-30.0, 20.0))
-    return float(femur[:, 0].min()) + float(rng.uniform(low, high)), float(femur[:, 0].max()) - float(rng.uniform(low, high))
+    return float(femur[:, 0].min()) + float(rng.uniform(low, high)), float(femur[:, 0].max()) - float(
+        rng.uniform(low, high)
+    )
 
 
-def table_shift_mm(ct: Volume, world_to_camera: np.ndarray, center_ras: np.ndarray, table_mm: float, body_hu: float, reach_mm: float = 400.0) -> float:
+def table_shift_mm(
+    ct: Volume,
+    world_to_camera: np.ndarray,
+    center_ras: np.ndarray,
+    table_mm: float,
+    body_hu: float,
+    reach_mm: float = 400.0,
+) -> float:
     """Shift (mm, along camera +z) that lays the posed patient on the table top at ``table_mm`` from the source.
 
     The table is a plane normal to the central ray. The patient rests on it where the line along
@@ -445,12 +550,17 @@ def table_shift_mm(ct: Volume, world_to_camera: np.ndarray, center_ras: np.ndarr
     body = np.zeros(len(offsets), dtype=bool)
     body[inside] = ct.array[tuple(ijk[inside].T)] > body_hu
     if not body.any():
-        raise InputFileError(ct.path, f"no body (HU > {body_hu:g}) on the central line through the bones' centre: cannot lay the patient on the table")
+        raise InputFileError(
+            ct.path,
+            f"no body (HU > {body_hu:g}) on the central line through the bones' centre: cannot lay the patient on the table",
+        )
     skin_z = apply_transform(world_to_camera, centre)[2] + offsets[np.flatnonzero(body)[-1]]
     return float(table_mm - skin_z)
 
 
-def render_sample(lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose: int, device: torch.device | str, split: str) -> dict:
+def render_sample(
+    lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose: int, device: torch.device | str, split: str
+) -> dict:
     """Image (H, W), field of view (H, W), depth (2B, H, W), mask (B, H, W) and sample notes (``split``: its datalist list) for one pose.
 
     Masks and depths are kept only where the radiograph shows the patient: inside the detector area
@@ -472,13 +582,19 @@ def render_sample(lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose
     rot, trans = pose_parameters(name, pose, seed, pose_cfg)
     world_to_camera = standard_ap_pose(lc.center, cfg["source_to_object_mm"], rot, trans)
     if pose_cfg.get("table_mm") is not None:
-        trans[2] += table_shift_mm(lc.ct, world_to_camera, lc.center, pose_cfg["table_mm"], pose_cfg.get("body_hu", -500.0))
+        trans[2] += table_shift_mm(
+            lc.ct, world_to_camera, lc.center, pose_cfg["table_mm"], pose_cfg.get("body_hu", -500.0)
+        )
         world_to_camera = standard_ap_pose(lc.center, cfg["source_to_object_mm"], rot, trans)
     geom = geometry.with_pose(world_to_camera)
     areal = areal_densities(lc.mu, lc.mu_affine, geom, cfg["drr"]["step_voxels"])
-    depth, mask = depth_maps(lc.labels.array, lc.ct.affine, geom, geom.bones, cfg["depth"]["step_voxels"], device, lc.bones)
+    depth, mask = depth_maps(
+        lc.labels.array, lc.ct.affine, geom, geom.bones, cfg["depth"]["step_voxels"], device, lc.bones
+    )
     gen = torch.Generator().manual_seed(int(_stable_unit("style", seed, name, pose) * 2**62))
-    image, fov, exposed, style = style_radiograph(areal, geom, mask, cfg["style"], gen, float(apply_transform(geom.matrix, lc.center)[2]))
+    image, fov, exposed, style = style_radiograph(
+        areal, geom, mask, cfg["style"], gen, float(apply_transform(geom.matrix, lc.center)[2])
+    )
     shown = (exposed >= 0.5).to(mask.dtype)
     mask = mask * shown
     depth = depth * shown.to(depth.dtype)
@@ -492,7 +608,11 @@ def render_sample(lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose
         "rotation_deg": rot,
         "translation_mm": trans,
         "table_mm": pose_cfg.get("table_mm"),
-        "pelvis_table_clearance_mm": None if pose_cfg.get("table_mm") is None else table_clearance_mm(lc.pelvis_ras, world_to_camera, pose_cfg["table_mm"]),
+        "pelvis_table_clearance_mm": (
+            None
+            if pose_cfg.get("table_mm") is None
+            else table_clearance_mm(lc.pelvis_ras, world_to_camera, pose_cfg["table_mm"])
+        ),
         "source_to_object_mm": cfg["source_to_object_mm"],
         "object_center_ras_mm": lc.center.tolist(),
         "absent_bones": [b for b in geom.bones if not present[b]],
@@ -509,7 +629,14 @@ def render_sample(lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose
         "ct_sides_x_mm": None if sides_mm is None else list(sides_mm),
         "couch_voxels_removed": lc.couch_voxels,
     }
-    return {"image": image.cpu().numpy(), "fov": fov.cpu().numpy(), "depth": depth.cpu().numpy(), "mask": mask.cpu().numpy(), "geometry": geom, "notes": notes}
+    return {
+        "image": image.cpu().numpy(),
+        "fov": fov.cpu().numpy(),
+        "depth": depth.cpu().numpy(),
+        "mask": mask.cpu().numpy(),
+        "geometry": geom,
+        "notes": notes,
+    }
 
 
 def save_preview(path: Path, image: np.ndarray, depth: np.ndarray, mask: np.ndarray, bones: Sequence[str]) -> None:
@@ -547,11 +674,15 @@ def write_sample(out_dir: Path, name: str, sample: dict, meshes: dict[str, str],
         write_depth_and_mask(tmp, sample["depth"], sample["mask"], affine)
         geom.save(tmp / "geometry.json")
         save_preview(tmp / "preview.png", sample["image"], sample["depth"], sample["mask"], geom.bones)
-        write_json(tmp / "sample.json", {**sample["notes"], "meshes": meshes or None, "source": source, "inputs": inputs})
+        write_json(
+            tmp / "sample.json", {**sample["notes"], "meshes": meshes or None, "source": source, "inputs": inputs}
+        )
 
 
 # ---------------------------------------------------------------------- datalist
-def build_datalist(out_dir: str | Path, seed: int, fractions: dict[str, float], cases: Sequence[str] | None = None) -> dict:
+def build_datalist(
+    out_dir: str | Path, seed: int, fractions: dict[str, float], cases: Sequence[str] | None = None
+) -> dict:
     """Rebuild ``out_dir/datalist.json`` from every complete sample folder; split by case.
 
     A sample goes to the list recorded in its ``sample.json`` (``split``). Samples without one
@@ -564,7 +695,10 @@ def build_datalist(out_dir: str | Path, seed: int, fractions: dict[str, float], 
     with datalist_lock(out_dir):
         check_datalist(out_dir)
         lists = _rebuild_datalist(out_dir, seed, fractions, cases)
-        write_json(out_dir / OUTPUT_MARKER, {"kind": DATASET_KIND, "source": None, "datalist_sha256": sha256(out_dir / "datalist.json")})
+        write_json(
+            out_dir / OUTPUT_MARKER,
+            {"kind": DATASET_KIND, "source": None, "datalist_sha256": sha256(out_dir / "datalist.json")},
+        )
         return lists
 
 
@@ -591,7 +725,9 @@ def is_simulator_datalist(data: Any) -> bool:
         if not isinstance(entry, dict) or not required <= set(entry) <= allowed or not isinstance(entry["image"], str):
             return False
         folder = entry["image"].split("/")[0]
-        if folder in ("", ".", "..") or any(entry[k] != f"{folder}/{name}" for k, name in ENTRY_FILES.items() if k in entry):
+        if folder in ("", ".", "..") or any(
+            entry[k] != f"{folder}/{name}" for k, name in ENTRY_FILES.items() if k in entry
+        ):
             return False
     return True
 
@@ -607,7 +743,9 @@ def check_datalist(out_dir: Path) -> None:
     """
     marker, path = written_by_bundle(out_dir), out_dir / "datalist.json"
     if marker is not None and marker["kind"] != DATASET_KIND:
-        raise InputFileError(out_dir, f"holds a {marker['kind']} written by this bundle, not a simulated data set; choose another --out")
+        raise InputFileError(
+            out_dir, f"holds a {marker['kind']} written by this bundle, not a simulated data set; choose another --out"
+        )
     if not path.exists() and not path.is_symlink():
         return
     if path.is_file() and not path.is_symlink():
@@ -618,11 +756,16 @@ def check_datalist(out_dir: Path) -> None:
                 return
         except InputFileError:  # unreadable JSON: not the simulator's either
             pass
-    raise InputFileError(path, "was not written by the simulator (or was changed since); left untouched: move it out of "
-                               "the way (the simulator rebuilds its datalist from the samples) or choose another --out")
+    raise InputFileError(
+        path,
+        "was not written by the simulator (or was changed since); left untouched: move it out of "
+        "the way (the simulator rebuilds its datalist from the samples) or choose another --out",
+    )
 
 
-def case_splits(names: Sequence[str], seed: int, fractions: dict[str, float], cohort: Sequence[str] | None = None) -> dict[str, str]:
+def case_splits(
+    names: Sequence[str], seed: int, fractions: dict[str, float], cohort: Sequence[str] | None = None
+) -> dict[str, str]:
     """List of each case in ``names``: :func:`assign_splits` over the ``cohort`` when it holds the
     case (every list with a positive fraction gets a case when there are enough), else :func:`split_of`."""
     known = assign_splits(cohort, seed, fractions) if cohort else {}
@@ -640,7 +783,11 @@ def _rebuild_datalist(out_dir: Path, seed: int, fractions: dict[str, float], cas
         split = notes.get("split") or fallback[notes["case"]]
         if split not in SPLITS:
             raise InputFileError(d / "sample.json", f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
-        entry = {**{k: f"{d.name}/{name}" for k, name in ENTRY_FILES.items()}, "case": notes["case"], "pose": notes["pose"]}
+        entry = {
+            **{k: f"{d.name}/{name}" for k, name in ENTRY_FILES.items()},
+            "case": notes["case"],
+            "pose": notes["pose"],
+        }
         if notes.get("meshes"):
             entry["meshes"] = notes["meshes"]
         lists[split].append(entry)
@@ -654,7 +801,13 @@ def _rebuild_datalist(out_dir: Path, seed: int, fractions: dict[str, float], cas
 _LOADED: dict[str, LoadedCase] = {}  # the last case a worker loaded, under its :func:`_load_key`
 
 
-def _load_key(case: Case, label_map: dict[int, int] | str, cfg: dict, device: torch.device | str, center_ras: Sequence[float] | None) -> str:
+def _load_key(
+    case: Case,
+    label_map: dict[int, int] | str,
+    cfg: dict,
+    device: torch.device | str,
+    center_ras: Sequence[float] | None,
+) -> str:
     """What :func:`load_case` depends on: the files (path and modification time), label map, DRR and couch settings, device and centre."""
     files = [(str(f.resolve()), f.stat().st_mtime_ns) for f in (case.ct, case.labels) if f.exists()]
     lut = sorted(label_map.items()) if isinstance(label_map, dict) else label_map
@@ -722,16 +875,28 @@ def simulate(
         source_to_object_mm = standard_distance if source_to_object_mm is None else source_to_object_mm
     cfg = {**(cfg or load_config()), "source_to_object_mm": float(source_to_object_mm)}
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    splits = {c.name: split for c in cases} if split else case_splits([c.name for c in cases], seed, cfg["split"], cohort)
+    splits = (
+        {c.name: split for c in cases} if split else case_splits([c.name for c in cases], seed, cfg["split"], cohort)
+    )
     moved = next((c for c in cases if kept.get(c.name, splits[c.name]) != splits[c.name]), None)
     if moved is not None and split:
-        raise InputFileError(moved.ct, f"has samples in the {kept[moved.name]} list of {out_dir}, not {split}: a CT belongs to one list "
-                                       f"(its radiographs in both would be alike); leave --split out to add poses to {kept[moved.name]}")
+        raise InputFileError(
+            moved.ct,
+            f"has samples in the {kept[moved.name]} list of {out_dir}, not {split}: a CT belongs to one list "
+            f"(its radiographs in both would be alike); leave --split out to add poses to {kept[moved.name]}",
+        )
     splits.update(kept)  # new poses of a case join its samples' list
-    wanted = {f"{c.name}_p{k}": (c, sample_inputs(c, k, out_dir, seed, cfg, geometry, label_map, center_ras)) for c in cases for k in range(poses)}
+    wanted = {
+        f"{c.name}_p{k}": (c, sample_inputs(c, k, out_dir, seed, cfg, geometry, label_map, center_ras))
+        for c in cases
+        for k in range(poses)
+    }
     done = set() if overwrite else set(rendered_samples(out_dir, wanted))
-    tasks = [(c, splits[c.name], inputs["pose"], out_dir, seed, cfg, geometry, label_map, device, center_ras, inputs)
-             for name, (c, inputs) in wanted.items() if name not in done]
+    tasks = [
+        (c, splits[c.name], inputs["pose"], out_dir, seed, cfg, geometry, label_map, device, center_ras, inputs)
+        for name, (c, inputs) in wanted.items()
+        if name not in done
+    ]
     errors: list[str] = []
     failed_cases: set[str] = set()
     failed = 0
@@ -740,7 +905,9 @@ def simulate(
             results = map(_run, tasks)
             pool = None
         else:
-            pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (max(1, (os.cpu_count() or 1) // workers),))
+            pool = multiprocessing.get_context("spawn").Pool(
+                workers, _init_worker, (max(1, (os.cpu_count() or 1) // workers),)
+            )
             results = pool.imap_unordered(_run, tasks, chunksize=max(1, poses))
         for name, error in results:
             case = name.rsplit("_p", 1)[0]
@@ -781,22 +948,41 @@ def parse_shard(text: str) -> tuple[int, int]:
 @exits_on_input_error
 def main(argv: list[str] | None = None) -> int:
     """CLI: simulate samples and rebuild the datalist; returns the exit status (1 if any case failed)."""
-    parser = argparse.ArgumentParser(prog="python -m scripts.simulate", description="Simulate radiographs, dual-face depth maps and masks from CT.")
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.simulate", description="Simulate radiographs, dual-face depth maps and masks from CT."
+    )
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--ct", help="CT file (NIfTI/NRRD/MHA) or DICOM series folder, in HU")
-    src.add_argument("--cases", help="cohort folder: <case>/{ct.nii.gz, labels.nii.gz or labels/ (TotalSegmentator output folder), meshes/<bone>.ply}")
-    parser.add_argument("--labels", help="for --ct: a label volume (ids mapped by --label-map) or a TotalSegmentator output folder of per-structure masks (hip_left.nii.gz, ...)")
+    src.add_argument(
+        "--cases",
+        help="cohort folder: <case>/{ct.nii.gz, labels.nii.gz or labels/ (TotalSegmentator output folder), meshes/<bone>.ply}",
+    )
+    parser.add_argument(
+        "--labels",
+        help="for --ct: a label volume (ids mapped by --label-map) or a TotalSegmentator output folder of per-structure masks (hip_left.nii.gz, ...)",
+    )
     parser.add_argument("--out", required=True, help="output folder (samples + datalist.json)")
     parser.add_argument("--poses", type=positive_int, default=1, help="poses per case (at least 1)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--label-map", default=None, help=f"JSON file {{source_id: bone id or name}} or preset: {', '.join(LABEL_MAP_CHOICES)} (totalsegmentator: v1 or v2 ids, told from the labels)")
+    parser.add_argument(
+        "--label-map",
+        default=None,
+        help=f"JSON file {{source_id: bone id or name}} or preset: {', '.join(LABEL_MAP_CHOICES)} (totalsegmentator: v1 or v2 ids, told from the labels)",
+    )
     parser.add_argument("--geometry", default=None, help="geometry JSON (default configs/geometry.json)")
     parser.add_argument("--config", default=None, help="simulation YAML (default configs/simulate.yaml)")
-    parser.add_argument("--shard", type=parse_shard, default=(0, 1), help="i/n: this run simulates cases i, i+n, ... (sorted by name)")
+    parser.add_argument(
+        "--shard", type=parse_shard, default=(0, 1), help="i/n: this run simulates cases i, i+n, ... (sorted by name)"
+    )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--device", default=None, help="torch device (default cuda when available)")
     parser.add_argument("--overwrite", action="store_true", help="re-render samples that already exist")
-    parser.add_argument("--split", choices=SPLITS, default=None, help="datalist list of every sample this run renders, e.g. extra training-only subjects (samples already rendered keep theirs); default: the configured fractions")
+    parser.add_argument(
+        "--split",
+        choices=SPLITS,
+        default=None,
+        help="datalist list of every sample this run renders, e.g. extra training-only subjects (samples already rendered keep theirs); default: the configured fractions",
+    )
     args = parser.parse_args(argv)
     if args.ct and not args.labels:
         parser.error("--ct needs --labels")
@@ -806,7 +992,21 @@ def main(argv: list[str] | None = None) -> int:
     cases = [Case(case_name_of(args.ct), Path(args.ct), Path(args.labels))] if args.ct else find_cases(args.cases)
     i, n = args.shard
     cohort = [c.name for c in cases] if args.cases else None
-    _, errors = simulate(cases[i::n], args.out, args.poses, args.seed, cfg, geometry, s2o, label_map, args.workers, args.device, args.overwrite, cohort, args.split)
+    _, errors = simulate(
+        cases[i::n],
+        args.out,
+        args.poses,
+        args.seed,
+        cfg,
+        geometry,
+        s2o,
+        label_map,
+        args.workers,
+        args.device,
+        args.overwrite,
+        cohort,
+        args.split,
+    )
     for e in errors:
         print(e, file=sys.stderr)
     return 1 if errors else 0

@@ -20,9 +20,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from scripts.io.files import InputFileError, PathLike, read_json, read_nifti_with_affine
 from scripts.geometry import BONES, apply_transform, voxel_spacing
-
+from scripts.io.files import InputFileError, PathLike, read_json, read_nifti_with_affine
 
 BONE_LABELS: dict[str, int] = {bone: i + 1 for i, bone in enumerate(BONES)}
 VERTEBRAE_LABEL = 4  # lumbar vertebrae in phantom label maps: rendered in the radiograph, never reconstructed (not in any label map preset)
@@ -48,7 +47,10 @@ TOTALSEGMENTATOR_IDS: dict[str, dict[str, int]] = {
 # ``--label-map totalsegmentator``: v1 or v2 ids, told from the labels (:func:`totalsegmentator_version`).
 TOTALSEGMENTATOR_AUTO = "totalsegmentator"
 # TotalSegmentator preset name -> the id table it names (None: told from the labels). The only presets a folder takes.
-TOTALSEGMENTATOR_PRESETS: dict[str, str | None] = {TOTALSEGMENTATOR_AUTO: None, **{f"totalsegmentator_{v}": v for v in TOTALSEGMENTATOR_IDS}}
+TOTALSEGMENTATOR_PRESETS: dict[str, str | None] = {
+    TOTALSEGMENTATOR_AUTO: None,
+    **{f"totalsegmentator_{v}": v for v in TOTALSEGMENTATOR_IDS},
+}
 # Ids of the bundle's own label volumes (the phantoms'): background, the bones, lumbar vertebrae.
 BUNDLE_LABEL_IDS = (0, *BONE_LABELS.values(), VERTEBRAE_LABEL)
 
@@ -73,7 +75,9 @@ class Volume:
     array: np.ndarray
     affine: np.ndarray
     path: str = ""
-    label_map: dict[int, int] | None = None  # labels only: the source-id -> bone-id map they were read with (None: folder or bone ids)
+    label_map: dict[int, int] | None = (
+        None  # labels only: the source-id -> bone-id map they were read with (None: folder or bone ids)
+    )
 
     @property
     def spacing(self) -> np.ndarray:
@@ -101,7 +105,9 @@ def _read_sitk(path: Path) -> sitk.Image:
         return sitk.ReadImage(str(path))
     except RuntimeError as e:
         problem = str(e).strip().splitlines()
-        raise InputFileError(path, f"unreadable or truncated image ({problem[-1] if problem else 'SimpleITK error'})") from None
+        raise InputFileError(
+            path, f"unreadable or truncated image ({problem[-1] if problem else 'SimpleITK error'})"
+        ) from None
 
 
 def _read_nifti(path: Path, dtype: type) -> Volume:
@@ -122,7 +128,10 @@ def read_volume(path: PathLike, dtype: type = np.float32) -> Volume:
     else:
         img = _read_sitk(path)
         if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
-            raise InputFileError(path, f"expected a scalar 3D volume, got {img.GetDimension()}D with {img.GetNumberOfComponentsPerPixel()} component(s)")
+            raise InputFileError(
+                path,
+                f"expected a scalar 3D volume, got {img.GetDimension()}D with {img.GetNumberOfComponentsPerPixel()} component(s)",
+            )
         array = np.ascontiguousarray(sitk.GetArrayFromImage(img).transpose(2, 1, 0)).astype(dtype, copy=False)
         lps = np.eye(4)
         lps[:3, :3] = np.asarray(img.GetDirection()).reshape(3, 3) * np.asarray(img.GetSpacing())
@@ -183,7 +192,9 @@ def load_label_map(spec: LabelMapSpec) -> dict[int, int] | str | None:
     return out
 
 
-def totalsegmentator_version(array: np.ndarray, affine: np.ndarray, path: PathLike, version: str | None = None, min_separation_mm: float = 30.0) -> str:
+def totalsegmentator_version(
+    array: np.ndarray, affine: np.ndarray, path: PathLike, version: str | None = None, min_separation_mm: float = 30.0
+) -> str:
     """``"v1"`` or ``"v2"``: which TotalSegmentator id table a multi-label volume uses.
 
     The two tables give the hip and femur ids to different structures (v2's hip ids 77/78 are v1's
@@ -210,12 +221,16 @@ def totalsegmentator_version(array: np.ndarray, affine: np.ndarray, path: PathLi
     if version is None:
         problem = f"cannot tell TotalSegmentator v1 from v2 class ids ({'both' if fits else 'neither'} fit: {rule})"
     else:
-        problem = f"does not fit TotalSegmentator {version} class ids ({rule})" + (f" but fits {fits[0]}'s" if fits else ", nor the other version's")
+        problem = f"does not fit TotalSegmentator {version} class ids ({rule})" + (
+            f" but fits {fits[0]}'s" if fits else ", nor the other version's"
+        )
     remedy = " or ".join(f"--label-map totalsegmentator_{v}" for v in fits) or "a JSON label map of its ids"
     raise InputFileError(path, f"{problem}; pass {remedy}")
 
 
-def resolve_label_map(spec: LabelMapSpec | dict[int, int], array: np.ndarray, affine: np.ndarray, path: PathLike) -> dict[int, int]:
+def resolve_label_map(
+    spec: LabelMapSpec | dict[int, int], array: np.ndarray, affine: np.ndarray, path: PathLike
+) -> dict[int, int]:
     """The source-id -> bone-id map for a multi-label volume: :func:`load_label_map`'s (a dict too, e.g. one read back from
     sample.json with string ids, is checked and given integer ids), with the presets checked against the labels.
 
@@ -247,8 +262,15 @@ def _read_structure_folder(folder: Path) -> Volume:
     empty mask is fine: a bone outside the CT); a folder made with ``--roi_subset`` that lacks one would
     label that bone absent where the image shows it. v2's vertebrae_S1 is read when present.
     """
-    files = {name: next((f for f in (folder / f"{name}.nii.gz", folder / f"{name}.nii") if f.exists()), None) for name in TOTALSEGMENTATOR_BONES}
-    missing = [f"{name}.nii.gz" for name, f in files.items() if f is None and all(name in table for table in TOTALSEGMENTATOR_IDS.values())]
+    files = {
+        name: next((f for f in (folder / f"{name}.nii.gz", folder / f"{name}.nii") if f.exists()), None)
+        for name in TOTALSEGMENTATOR_BONES
+    }
+    missing = [
+        f"{name}.nii.gz"
+        for name, f in files.items()
+        if f is None and all(name in table for table in TOTALSEGMENTATOR_IDS.values())
+    ]
     if missing:
         raise InputFileError(
             folder,
@@ -268,7 +290,9 @@ def _read_structure_folder(folder: Path) -> Volume:
     return out
 
 
-def read_labels(path: PathLike, ct: Volume | None, label_map: LabelMapSpec | dict[int, int] = None, atol_mm: float = 1e-3) -> Volume:
+def read_labels(
+    path: PathLike, ct: Volume | None, label_map: LabelMapSpec | dict[int, int] = None, atol_mm: float = 1e-3
+) -> Volume:
     """Read bone labels (0 background, 1..3 bones) onto the CT grid (its own grid when ``ct`` is None).
 
     ``path`` is a multi-label volume, mapped with ``label_map`` (:func:`resolve_label_map`; the map
@@ -283,7 +307,10 @@ def read_labels(path: PathLike, ct: Volume | None, label_map: LabelMapSpec | dic
         spec = load_label_map(label_map)
         if spec is not None and not (isinstance(spec, str) and spec in TOTALSEGMENTATOR_PRESETS):
             given = f"--label-map {spec}" if isinstance(spec, str) else "a label map of ids"
-            raise InputFileError(path, f"a TotalSegmentator folder is read by structure file names (hip_left.nii.gz, ...): {given} does not apply; pass no --label-map (or totalsegmentator)")
+            raise InputFileError(
+                path,
+                f"a TotalSegmentator folder is read by structure file names (hip_left.nii.gz, ...): {given} does not apply; pass no --label-map (or totalsegmentator)",
+            )
         lab, lut = _read_structure_folder(path), None
     else:
         lab = read_volume(path, np.float32)
@@ -331,12 +358,16 @@ def bones_center(labels: Volume, inferior_shift: float = 0.1) -> np.ndarray:
     lo, hi = idx.min(0), idx.max(0)
     centre = apply_transform(labels.affine, (lo + hi) / 2.0)
     if pelvis.size:
-        corners = apply_transform(labels.affine, np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])]))
+        corners = apply_transform(
+            labels.affine, np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])])
+        )
         centre[2] -= inferior_shift * (corners[:, 2].max() - corners[:, 2].min())
     return centre
 
 
-def crop_along(volume: Volume, world_axis: int, low_mm: float = -np.inf, high_mm: float = np.inf, max_tilt: float = 1e-3) -> Volume | None:
+def crop_along(
+    volume: Volume, world_axis: int, low_mm: float = -np.inf, high_mm: float = np.inf, max_tilt: float = 1e-3
+) -> Volume | None:
     """The volume without its slices across RAS axis ``world_axis`` (0 x, 1 y, 2 z) whose centres lie
     outside [``low_mm``, ``high_mm``] (a CT that ends there), the affine moved with the first kept slice.
 
@@ -359,7 +390,9 @@ def crop_along(volume: Volume, world_axis: int, low_mm: float = -np.inf, high_mm
     return Volume(volume.array[tuple(index)], affine, volume.path, volume.label_map)
 
 
-def remove_couch(ct: Volume, body_hu: float = -500.0, opening_mm: float = 6.0, grid_mm: float = 3.0) -> tuple[Volume, int]:
+def remove_couch(
+    ct: Volume, body_hu: float = -500.0, opening_mm: float = 6.0, grid_mm: float = 3.0
+) -> tuple[Volume, int]:
     """The CT with what lies outside the patient (the CT couch, its rails and pads) set to air (-1000 HU).
 
     On a grid of about ``grid_mm`` (blocks of voxels, any voxel above ``body_hu`` marks its block),
@@ -374,7 +407,14 @@ def remove_couch(ct: Volume, body_hu: float = -500.0, opening_mm: float = 6.0, g
     body = ct.array > body_hu
     factor = np.maximum(1, np.round(grid_mm / ct.spacing)).astype(int)
     padded = np.pad(body, [(0, (-n) % f) for n, f in zip(body.shape, factor)])
-    coarse = padded.reshape(padded.shape[0] // factor[0], factor[0], padded.shape[1] // factor[1], factor[1], padded.shape[2] // factor[2], factor[2]).any(axis=(1, 3, 5))
+    coarse = padded.reshape(
+        padded.shape[0] // factor[0],
+        factor[0],
+        padded.shape[1] // factor[1],
+        factor[1],
+        padded.shape[2] // factor[2],
+        factor[2],
+    ).any(axis=(1, 3, 5))
     radius = np.maximum(1, np.round(opening_mm / (ct.spacing * factor))).astype(int)
     grid = np.ogrid[tuple(slice(-r, r + 1) for r in radius)]
     ball = sum((g / r) ** 2 for g, r in zip(grid, radius)) <= 1.0
@@ -386,7 +426,9 @@ def remove_couch(ct: Volume, body_hu: float = -500.0, opening_mm: float = 6.0, g
     sizes = ndimage.sum_labels(np.ones(components.shape, np.int32), components, index=np.arange(1, n + 1))
     keep = components == 1 + int(np.argmax(sizes))
     axial = int(np.argmax(np.abs(ct.affine[2, :3])))  # the voxel axis nearest to superior-inferior
-    keep = ndimage.binary_fill_holes(keep, _in_slice_structure(axial))  # bowel gas and the tissue between its pockets stay body
+    keep = ndimage.binary_fill_holes(
+        keep, _in_slice_structure(axial)
+    )  # bowel gas and the tissue between its pockets stay body
     # what the opening took off is couch only where a loose piece reaches beyond the opening radius
     # from the patient: skin corners and thin folds the ball rounded off stay
     pieces, _ = ndimage.label(coarse & ~keep)
@@ -394,7 +436,12 @@ def remove_couch(ct: Volume, body_hu: float = -500.0, opening_mm: float = 6.0, g
     couch_blocks = np.isin(pieces, np.unique(pieces[far & (pieces > 0)]))
     if not couch_blocks.any():
         return ct, 0
-    couch = body & np.repeat(np.repeat(np.repeat(couch_blocks, factor[0], 0), factor[1], 1), factor[2], 2)[: body.shape[0], : body.shape[1], : body.shape[2]]
+    couch = (
+        body
+        & np.repeat(np.repeat(np.repeat(couch_blocks, factor[0], 0), factor[1], 1), factor[2], 2)[
+            : body.shape[0], : body.shape[1], : body.shape[2]
+        ]
+    )
     removed = int(couch.sum())
     if removed == 0:
         return ct, 0

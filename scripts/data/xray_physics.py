@@ -32,6 +32,7 @@ on every device.
 from __future__ import annotations
 
 import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -44,10 +45,21 @@ MASS_ATTENUATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "aluminium": (_KEV, (3.441, 1.128, 0.5685, 0.3681, 0.2778, 0.2018, 0.1704, 0.1378)),
     "copper": (_KEV, (33.79, 10.92, 4.862, 2.613, 1.593, 0.7630, 0.4584, 0.2217)),
     "titanium": (_KEV, (15.85, 4.972, 2.214, 1.213, 0.7661, 0.4052, 0.2721, 0.1649)),
-    "lead": ((20.0, 30.0, 40.0, 50.0, 60.0, 80.0, 88.0045 - 1e-6, 88.0045, 100.0, 150.0),
-             (86.36, 30.32, 14.36, 8.041, 5.021, 2.419, 1.910, 7.683, 5.549, 2.014)),
+    "lead": (
+        (20.0, 30.0, 40.0, 50.0, 60.0, 80.0, 88.0045 - 1e-6, 88.0045, 100.0, 150.0),
+        (86.36, 30.32, 14.36, 8.041, 5.021, 2.419, 1.910, 7.683, 5.549, 2.014),
+    ),
 }
-DENSITY_G_CM3 = {"water": 1.0, "bone": 1.92, "aluminium": 2.699, "copper": 8.96, "titanium": 4.506, "lead": 11.35, "cocr": 8.3, "steel": 7.9}
+DENSITY_G_CM3 = {
+    "water": 1.0,
+    "bone": 1.92,
+    "aluminium": 2.699,
+    "copper": 8.96,
+    "titanium": 4.506,
+    "lead": 11.35,
+    "cocr": 8.3,
+    "steel": 7.9,
+}
 # Materials of the per-pixel areal-density stack (M, H, W) that the image chain attenuates with.
 # CoCr (implant heads) and stainless steel (fracture fixation) are approximated by copper's coefficients at their densities.
 MATERIALS = ("water", "bone", "titanium", "copper", "lead")
@@ -63,7 +75,9 @@ def mass_attenuation(material: str, energies_kev: np.ndarray | float) -> np.ndar
     return np.exp(np.interp(np.log(e), np.log(kev), np.log(mu)))
 
 
-def spectrum(kvp: float, filtration_al_mm: float = 2.5, filtration_cu_mm: float = 0.0, bin_kev: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
+def spectrum(
+    kvp: float, filtration_al_mm: float = 2.5, filtration_cu_mm: float = 0.0, bin_kev: float = 5.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Bin-centre energies (keV) and relative photon numbers of a filtered Kramers spectrum (sum 1).
 
     Bins of ``bin_kev`` from 20 keV up to ``kvp`` (the last bin may be narrower); photon number per
@@ -74,8 +88,13 @@ def spectrum(kvp: float, filtration_al_mm: float = 2.5, filtration_cu_mm: float 
     edges = np.append(np.arange(MIN_KEV, kvp, bin_kev), kvp)
     e = 0.5 * (edges[:-1] + edges[1:])
     n = (kvp - e) / e * np.diff(edges)
-    n = n * np.exp(-0.1 * (mass_attenuation("aluminium", e) * DENSITY_G_CM3["aluminium"] * filtration_al_mm
-                          + mass_attenuation("copper", e) * DENSITY_G_CM3["copper"] * filtration_cu_mm))
+    n = n * np.exp(
+        -0.1
+        * (
+            mass_attenuation("aluminium", e) * DENSITY_G_CM3["aluminium"] * filtration_al_mm
+            + mass_attenuation("copper", e) * DENSITY_G_CM3["copper"] * filtration_cu_mm
+        )
+    )
     return e, n / n.sum()
 
 
@@ -90,13 +109,17 @@ def attenuation_matrix(energies_kev: np.ndarray, materials: tuple[str, ...] = MA
     return np.stack([mass_attenuation(m, energies_kev) for m in materials], axis=1)
 
 
-def polychromatic_transmission(areal_density: torch.Tensor, energies_kev: np.ndarray, weights: np.ndarray) -> torch.Tensor:
+def polychromatic_transmission(
+    areal_density: torch.Tensor, energies_kev: np.ndarray, weights: np.ndarray
+) -> torch.Tensor:
     """Detected fraction (H, W) of the unattenuated signal behind areal densities (M, H, W) g/cm^2 of the first M :data:`MATERIALS`.
 
     ``sum_E w(E) exp(-sum_m mu_m(E) A_m)`` with weights ``w`` summing to 1 (:func:`detector_weights`).
     """
     materials = MATERIALS[: areal_density.shape[0]]
-    mu = torch.as_tensor(attenuation_matrix(energies_kev, materials), dtype=areal_density.dtype, device=areal_density.device)
+    mu = torch.as_tensor(
+        attenuation_matrix(energies_kev, materials), dtype=areal_density.dtype, device=areal_density.device
+    )
     w = torch.as_tensor(weights, dtype=areal_density.dtype, device=areal_density.device)
     m = areal_density.shape[0]
     line = mu @ areal_density.reshape(m, -1)  # (E, H*W)
@@ -129,7 +152,9 @@ def gaussian_blur(image: torch.Tensor, sigma_px: float) -> torch.Tensor:
     return out.reshape(shape)
 
 
-def scatter(primary: torch.Tensor, exposed: torch.Tensor, spr_per_attenuation: float, sigma_px: float, downsample: int = 4) -> torch.Tensor:
+def scatter(
+    primary: torch.Tensor, exposed: torch.Tensor, spr_per_attenuation: float, sigma_px: float, downsample: int = 4
+) -> torch.Tensor:
     """Scatter (H, W) reaching the detector, in units of the unattenuated primary.
 
     Source ``exposed * P * (-log P)`` (only irradiated pixels scatter), spread by a normalised Gaussian
@@ -140,7 +165,9 @@ def scatter(primary: torch.Tensor, exposed: torch.Tensor, spr_per_attenuation: f
     f = max(1, int(downsample)) if min(primary.shape[-2:]) >= 4 * downsample else 1
     coarse = F.avg_pool2d(source[None, None], f) if f > 1 else source[None, None]
     r = int(math.ceil(3.0 * sigma_px / f))
-    blurred = gaussian_blur(F.pad(coarse, (r, r, r, r)), sigma_px / f)[..., r : r + coarse.shape[-2], r : r + coarse.shape[-1]]
+    blurred = gaussian_blur(F.pad(coarse, (r, r, r, r)), sigma_px / f)[
+        ..., r : r + coarse.shape[-2], r : r + coarse.shape[-1]
+    ]
     if f > 1:
         blurred = F.interpolate(blurred, size=primary.shape[-2:], mode="bilinear", align_corners=False)
     return spr_per_attenuation * blurred[0, 0]
@@ -151,8 +178,14 @@ def grid_transmission(use_grid: bool, primary_fraction: float, scatter_fraction:
     return (float(primary_fraction), float(scatter_fraction)) if use_grid else (1.0, 1.0)
 
 
-def detector_signal(intensity: torch.Tensor, quanta_per_pixel: float, blur_px: float, electronic_noise: float,
-                    native_pixels: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def detector_signal(
+    intensity: torch.Tensor,
+    quanta_per_pixel: float,
+    blur_px: float,
+    electronic_noise: float,
+    native_pixels: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Detected signal (H, W), in units of the unattenuated intensity, of an ``intensity`` image (H, W).
 
     Gaussian MTF of ``blur_px`` pixels, then Poisson noise of ``quanta_per_pixel * intensity`` quanta
@@ -165,5 +198,7 @@ def detector_signal(intensity: torch.Tensor, quanta_per_pixel: float, blur_px: f
     lam = (signal * quanta_per_pixel).double().cpu()
     counts = torch.poisson(lam, generator=generator)
     if electronic_noise > 0:
-        counts = counts + torch.randn(lam.shape, generator=generator, dtype=lam.dtype) * (electronic_noise * math.sqrt(native_pixels))
+        counts = counts + torch.randn(lam.shape, generator=generator, dtype=lam.dtype) * (
+            electronic_noise * math.sqrt(native_pixels)
+        )
     return (counts.clamp(min=0.5) / quanta_per_pixel).to(device=intensity.device, dtype=intensity.dtype)

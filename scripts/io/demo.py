@@ -18,14 +18,14 @@ from typing import Sequence
 import monai.bundle
 import numpy as np
 
-from scripts.reconstruction.evaluate import truth_meshes
-from scripts.io.files import atomic_dir, exits_on_input_error, remove_partials, write_json
-from scripts.geometry import Geometry
-from scripts.data.phantom import generate_case, write_case
 from scripts import BUNDLE_ROOT
-from scripts.reconstruction.reconstruct import INFERENCE_CONFIG
+from scripts.data.phantom import generate_case, write_case
 from scripts.data.real_anatomy import TEST_SUBJECTS
 from scripts.data.simulate import find_cases, simulate
+from scripts.geometry import Geometry
+from scripts.io.files import atomic_dir, exits_on_input_error, remove_partials, write_json
+from scripts.reconstruction.evaluate import truth_meshes
+from scripts.reconstruction.reconstruct import INFERENCE_CONFIG
 from scripts.reconstruction.ssm import read_mesh
 from scripts.reconstruction.surface_metrics import surface_metrics
 
@@ -47,7 +47,9 @@ def run_demo(out: Path, subject: int, seed: int, spacing_mm: float, device: str 
         write_case(generate_case(seed, spacing_mm, "llp26", subject=subject), work / "phantom" / DEMO_CASE)
 
         print(f"[2/4] simulated radiograph (clinical image formation) -> {out / 'radiograph'}")
-        datalist, errors = simulate(find_cases(work / "phantom"), work / "radiograph", poses=1, seed=seed, device=device, overwrite=True)
+        datalist, errors = simulate(
+            find_cases(work / "phantom"), work / "radiograph", poses=1, seed=seed, device=device, overwrite=True
+        )
         if errors:
             raise RuntimeError("; ".join(errors))
         entry = next(e for split in datalist.values() for e in split)
@@ -94,8 +96,18 @@ def format_errors(results: dict) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: run the demo; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m scripts.demo", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="demo_output", help="output folder, the demo's own: a rerun replaces it; a folder holding anything else is refused")
-    parser.add_argument("--subject", type=int, choices=TEST_SUBJECTS, default=TEST_SUBJECTS[0], help="LLP26 test subject (held out of training)")
+    parser.add_argument(
+        "--out",
+        default="demo_output",
+        help="output folder, the demo's own: a rerun replaces it; a folder holding anything else is refused",
+    )
+    parser.add_argument(
+        "--subject",
+        type=int,
+        choices=TEST_SUBJECTS,
+        default=TEST_SUBJECTS[0],
+        help="LLP26 test subject (held out of training)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="pose, soft tissue and image-formation seed")
     parser.add_argument("--spacing", type=float, default=1.5, help="phantom CT voxel size, mm")
     parser.add_argument("--device", default=None, help="torch device (default: CUDA when available)")

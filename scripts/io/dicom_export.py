@@ -35,8 +35,26 @@ PATIENT_KEYWORDS = (
     "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex", "PatientAge",
     "OtherPatientIDsSequence", "PatientIdentityRemoved", "DeidentificationMethod",
 )  # fmt: skip
-STUDY_KEYWORDS = ("StudyInstanceUID", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber", "StudyDescription")
-TYPE2_EMPTY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
+STUDY_KEYWORDS = (
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+    "StudyDescription",
+)
+TYPE2_EMPTY = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
 
 
 @functools.lru_cache(maxsize=1)
@@ -135,7 +153,9 @@ def encapsulated_stl_dataset(
     return ds
 
 
-def write_encapsulated_stl(mesh: trimesh.Trimesh, path: PathLike, bone: str, source: Dataset | None = None, **kwargs) -> Path:
+def write_encapsulated_stl(
+    mesh: trimesh.Trimesh, path: PathLike, bone: str, source: Dataset | None = None, **kwargs
+) -> Path:
     """Write the Encapsulated STL instance of ``mesh`` to ``path`` atomically (see :func:`encapsulated_stl_dataset`)."""
     return _save_dataset(encapsulated_stl_dataset(mesh, bone, source=source, **kwargs), path)
 
@@ -171,7 +191,10 @@ def radiograph_dataset(image: np.ndarray, sid_mm: float, pixel_spacing_mm: tuple
     ds.SeriesDescription = "converted by scripts.radiograph_io to-dicom"
     ds.Manufacturer, ds.ManufacturerModelName, ds.SoftwareVersions = MANUFACTURER, MODEL_NAME, bundle_version()
     ds.BodyPartExamined, ds.ViewPosition = "PELVIS", "AP"
-    ds.PatientOrientation = ["L", "F"]  # columns toward the patient's left, rows toward the feet (AP, radiological display)
+    ds.PatientOrientation = [
+        "L",
+        "F",
+    ]  # columns toward the patient's left, rows toward the feet (AP, radiological display)
     ds.DistanceSourceToDetector = f"{float(sid_mm):.10g}"
     ds.ImagerPixelSpacing = [f"{float(pixel_spacing_mm[1]):.10g}", f"{float(pixel_spacing_mm[0]):.10g}"]
     ds.Rows, ds.Columns = stored.shape
@@ -182,7 +205,9 @@ def radiograph_dataset(image: np.ndarray, sid_mm: float, pixel_spacing_mm: tuple
     return ds
 
 
-def write_radiograph_dicom(path: PathLike, image: np.ndarray, sid_mm: float, pixel_spacing_mm: tuple[float, float]) -> Path:
+def write_radiograph_dicom(
+    path: PathLike, image: np.ndarray, sid_mm: float, pixel_spacing_mm: tuple[float, float]
+) -> Path:
     """Write :func:`radiograph_dataset` to ``path`` atomically; returns the path."""
     return _save_dataset(radiograph_dataset(image, sid_mm, pixel_spacing_mm), path)
 

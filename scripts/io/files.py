@@ -26,7 +26,9 @@ from scripts import BUNDLE_ROOT
 
 PathLike = Union[str, Path]
 MODELS_DIR = BUNDLE_ROOT / "models"  # the shipped files: written only by the release step (scripts.model.release)
-METADATA = BUNDLE_ROOT / "configs" / "metadata.json"  # the bundle's metadata: version, changelog, shipped files' SHA-256
+METADATA = (
+    BUNDLE_ROOT / "configs" / "metadata.json"
+)  # the bundle's metadata: version, changelog, shipped files' SHA-256
 
 
 def shared_data_dir() -> Path | None:
@@ -136,7 +138,10 @@ def refuse_models_dir(path: PathLike, option: str = "output") -> None:
     p = Path(path).resolve()
     models = MODELS_DIR.resolve()
     if p == models or models in p.parents:
-        raise InputFileError(path, f"{option} points into the shipped models/ folder; write under runs/ and ship with python -m scripts.release")
+        raise InputFileError(
+            path,
+            f"{option} points into the shipped models/ folder; write under runs/ and ship with python -m scripts.release",
+        )
 
 
 def refuse_existing(path: PathLike, overwrite: bool = False) -> None:
@@ -212,7 +217,9 @@ def atomic_path(path: PathLike, release: bool = False) -> Iterator[Path]:
         refuse_models_dir(path)
     with _output_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix="".join(path.suffixes), dir=path.parent)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.name.split('.')[0]}.", suffix="".join(path.suffixes), dir=path.parent
+        )
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -281,11 +288,20 @@ def _own_output_marker(path: PathLike, kind: str, source: str | None = None) -> 
         return {}
     marker = None if path.is_symlink() or not path.is_dir() else written_by_bundle(path)
     if marker is None:
-        raise InputFileError(path, f"exists and was not written by this bundle (no {OUTPUT_MARKER}); left untouched: move it or choose another output folder")
+        raise InputFileError(
+            path,
+            f"exists and was not written by this bundle (no {OUTPUT_MARKER}); left untouched: move it or choose another output folder",
+        )
     if marker["kind"] != kind:
-        raise InputFileError(path, f"holds a {marker['kind']} written by this bundle, not a {kind}; left untouched: choose another output folder")
+        raise InputFileError(
+            path,
+            f"holds a {marker['kind']} written by this bundle, not a {kind}; left untouched: choose another output folder",
+        )
     if source is not None and marker.get("source") != source:
-        raise InputFileError(path, f"holds the {kind} of another input (two inputs with one output name); left untouched: rename one input or choose another output folder")
+        raise InputFileError(
+            path,
+            f"holds the {kind} of another input (two inputs with one output name); left untouched: rename one input or choose another output folder",
+        )
     return marker
 
 
@@ -304,11 +320,17 @@ def check_replaceable(path: PathLike, kind: str, source: str | None = None) -> b
     if not marker:  # an empty folder
         return True
     if not isinstance(marker.get("files"), list):
-        raise InputFileError(path, f"was written by this bundle before it recorded its files in {OUTPUT_MARKER}; left untouched: move or delete it to redo it")
+        raise InputFileError(
+            path,
+            f"was written by this bundle before it recorded its files in {OUTPUT_MARKER}; left untouched: move or delete it to redo it",
+        )
     foreign = foreign_entries(path, marker["files"])
     if foreign:
         names = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise InputFileError(path, f"holds what this bundle did not write there ({names}); left untouched: move that out of it or choose another output folder")
+        raise InputFileError(
+            path,
+            f"holds what this bundle did not write there ({names}); left untouched: move that out of it or choose another output folder",
+        )
     return True
 
 
@@ -349,12 +371,18 @@ def find_partials(directory: PathLike) -> dict[str, list[Path]]:
     directory = Path(directory)
     found: dict[str, list[Path]] = {}
     for p in sorted(directory.glob(".*.partial")) if directory.is_dir() else []:
-        if p.is_dir() and not p.is_symlink() and (written_by_bundle(p) is not None or {c.name for c in p.iterdir()} <= {OUTPUT_MARKER}):
+        if (
+            p.is_dir()
+            and not p.is_symlink()
+            and (written_by_bundle(p) is not None or {c.name for c in p.iterdir()} <= {OUTPUT_MARKER})
+        ):
             found.setdefault(p.name[1 : -len(".partial")].rsplit(".", 1)[0], []).append(p)
     return found
 
 
-def remove_partials(directory: PathLike, names: Iterable[str] | None = None, found: Mapping[str, list[Path]] | None = None) -> list[Path]:
+def remove_partials(
+    directory: PathLike, names: Iterable[str] | None = None, found: Mapping[str, list[Path]] | None = None
+) -> list[Path]:
     """Delete the :func:`find_partials` folders of ``directory`` (or the already ``found`` ones) of the output
     ``names`` (``None``: all, only for a directory no other process is writing into). Returns the removed paths."""
     found = find_partials(directory) if found is None else found
@@ -432,8 +460,18 @@ def read_nifti_with_affine(path: PathLike, dtype: type = np.float32) -> tuple[np
 def write_depth_and_mask(folder: PathLike, depth: np.ndarray, mask: np.ndarray, affine: np.ndarray) -> None:
     """``folder/depth.nii.gz`` (H, W, 2B) float32 mm and ``folder/mask.nii.gz`` (H, W, B) uint8 from
     channel-first depth (2B, H, W) and mask (B, H, W): the simulator's sample layout."""
-    write_nifti(Path(folder) / "depth.nii.gz", np.moveaxis(depth, 0, -1).astype(np.float32, copy=False), affine)  # views, no copy
-    write_nifti(Path(folder) / "mask.nii.gz", np.moveaxis(mask, 0, -1).view(np.uint8) if mask.dtype == bool else np.moveaxis(mask, 0, -1).astype(np.uint8, copy=False), affine)
+    write_nifti(
+        Path(folder) / "depth.nii.gz", np.moveaxis(depth, 0, -1).astype(np.float32, copy=False), affine
+    )  # views, no copy
+    write_nifti(
+        Path(folder) / "mask.nii.gz",
+        (
+            np.moveaxis(mask, 0, -1).view(np.uint8)
+            if mask.dtype == bool
+            else np.moveaxis(mask, 0, -1).astype(np.uint8, copy=False)
+        ),
+        affine,
+    )
 
 
 def write_ply(path: PathLike, vertices: np.ndarray, faces: np.ndarray) -> None:
@@ -445,8 +483,10 @@ def write_ply(path: PathLike, vertices: np.ndarray, faces: np.ndarray) -> None:
     faces = np.asarray(faces)
     records = np.empty(len(faces), dtype=[("n", "u1"), ("v", "<i4", (3,))])
     records["n"], records["v"] = 3, faces
-    header = (f"ply\nformat binary_little_endian 1.0\nelement vertex {len(vertices)}\nproperty float x\nproperty float y\n"
-              f"property float z\nelement face {len(faces)}\nproperty list uchar int vertex_indices\nend_header\n")
+    header = (
+        f"ply\nformat binary_little_endian 1.0\nelement vertex {len(vertices)}\nproperty float x\nproperty float y\n"
+        f"property float z\nelement face {len(faces)}\nproperty list uchar int vertex_indices\nend_header\n"
+    )
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(header.encode("ascii"))
         vertices.tofile(f)

@@ -50,9 +50,25 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.pixels.utils import get_expected_length
 from scipy import ndimage
 
+from scripts.geometry import (
+    IMAGE_SIZE_RANGE_PX,
+    Geometry,
+    GeometryError,
+    check_magnification,
+    magnification,
+    read_geometry,
+)
 from scripts.io.dicom_export import write_radiograph_dicom
-from scripts.io.files import MAX_NAME_CHARS, InputFileError, PathLike, exits_on_input_error, first_line, read_nifti, refuse_existing, written_by_bundle
-from scripts.geometry import IMAGE_SIZE_RANGE_PX, Geometry, GeometryError, check_magnification, magnification, read_geometry
+from scripts.io.files import (
+    MAX_NAME_CHARS,
+    InputFileError,
+    PathLike,
+    exits_on_input_error,
+    first_line,
+    read_nifti,
+    refuse_existing,
+    written_by_bundle,
+)
 
 MIN_SIZE_PX, MAX_SIZE_PX = IMAGE_SIZE_RANGE_PX
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -77,7 +93,9 @@ OTHER_BODY_PARTS = frozenset(
     "HEAD SKULL BRAIN FACE SINUS JAW MANDIBLE TMJ ORBIT NECK CSPINE TSPINE CERVICALSPINE THORACICSPINE KNEE PATELLA LEG "
     "LOWERLEG TIBIA FIBULA ANKLE FOOT TOE HEEL CALCANEUS BREAST".split()
 )
-PELVIS_BODY_PARTS = frozenset({"PELVIS", "HIP", "HIPS"})  # a value naming one of these is accepted whatever else it names
+PELVIS_BODY_PARTS = frozenset(
+    {"PELVIS", "HIP", "HIPS"}
+)  # a value naming one of these is accepted whatever else it names
 # ViewPosition (0018,5101): only an AP view (or no value) is what the model knows.
 AP_VIEW_POSITIONS = ("AP", "")
 # Where the left-right sense of an input comes from (info "laterality", result.json): only a DICOM PatientOrientation
@@ -150,7 +168,9 @@ def load_radiograph_with_field(
     padding = None
     if name.endswith(RASTER_SUFFIXES):
         image, orientation = _read_raster(path)
-        native, source = _raster_geometry(path, image.shape, standard, sid_mm, spacing)  # the displayed image's size and pitch
+        native, source = _raster_geometry(
+            path, image.shape, standard, sid_mm, spacing
+        )  # the displayed image's size and pitch
         info = {"format": _raster_format(name), "laterality": LATERALITY_ASSUMED}
         if orientation is not None:
             info["exif_orientation"] = orientation
@@ -161,13 +181,19 @@ def load_radiograph_with_field(
         native, source = _dicom_geometry(path, ds, sid_mm, spacing)  # from the header: refused before decoding pixels
         image, padding = _dicom_pixels(path, ds)
         shown = "\\".join(_patient_orientation(ds))  # L\\F (read_dicom refused any other)
-        info = {"format": "dicom", "modality": str(ds.get("Modality", "")), "photometric": str(ds.PhotometricInterpretation),
-                "laterality": f"DICOM PatientOrientation (0020,0020) {shown}" if shown else LATERALITY_ASSUMED}
+        info = {
+            "format": "dicom",
+            "modality": str(ds.get("Modality", "")),
+            "photometric": str(ds.PhotometricInterpretation),
+            "laterality": f"DICOM PatientOrientation (0020,0020) {shown}" if shown else LATERALITY_ASSUMED,
+        }
         if padding is not None:
             if padding.all():
                 raise InputFileError(path, "every pixel is padding (PixelPaddingValue (0028,0120)): no image")
             info["padding_pixels"] = int(padding.sum())
-            image = np.where(padding, image[~padding].min(), image)  # padding as the darkest image pixel, as the standard field's
+            image = np.where(
+                padding, image[~padding].min(), image
+            )  # padding as the darkest image pixel, as the standard field's
         if "DistanceSourceToPatient" in ds:
             info["source_to_object_mm"] = _tag_number(path, ds, "DistanceSourceToPatient")
         warned = []
@@ -217,7 +243,9 @@ def _nifti_field(path: Path, geometry: Geometry) -> np.ndarray:
         return np.ones((geometry.height, geometry.width), dtype=np.float32)
     fov = read_nifti(fov_file)
     if fov.shape != (geometry.height, geometry.width):
-        raise InputFileError(fov_file, f"shape {fov.shape} differs from the image's (H, W)=({geometry.height}, {geometry.width})")
+        raise InputFileError(
+            fov_file, f"shape {fov.shape} differs from the image's (H, W)=({geometry.height}, {geometry.width})"
+        )
     return (fov > 0.5).astype(np.float32)
 
 
@@ -260,7 +288,9 @@ def iter_radiographs(input_path: PathLike, output_dir: PathLike | None = None) -
     """
     input_path = Path(input_path)
     if output_dir is not None and input_path.is_dir() and Path(output_dir).resolve() == input_path.resolve():
-        raise InputFileError(output_dir, "the output folder is the input folder; choose another one (a folder inside it is fine)")
+        raise InputFileError(
+            output_dir, "the output folder is the input folder; choose another one (a folder inside it is fine)"
+        )
     if input_path.exists() and not input_path.is_dir():
         yield input_path
         return
@@ -268,7 +298,9 @@ def iter_radiographs(input_path: PathLike, output_dir: PathLike | None = None) -
         raise InputFileError(input_path, "input not found")
     skip = Path(output_dir).resolve() if output_dir is not None else None
     files: list[Path] = []
-    for folder, dirs, names in os.walk(input_path, onerror=lambda e: files.append(Path(e.filename))):  # unreadable folders too
+    for folder, dirs, names in os.walk(
+        input_path, onerror=lambda e: files.append(Path(e.filename))
+    ):  # unreadable folders too
         here = Path(folder)
         dirs[:] = [d for d in dirs if not d.startswith(".") and (here / d).resolve() != skip and _not_results(here / d)]
         files += [here / n for n in names]
@@ -355,7 +387,8 @@ class RadiographFile:
     """One input of a run as :class:`RadiographInputs` read it: ``name`` its output folder (:func:`output_name`; "" when
     not even its header could be read), ``key`` its identifier in the output marker (:func:`input_key`), ``header``
     its DICOM header (None for NIfTI/PNG/TIFF); once loaded ``image``, ``geometry``, ``info`` and ``fov`` of
-    :func:`load_radiograph_with_field` (``image`` None: not loaded); ``error``: the one line refusing it ("" if none)."""
+    :func:`load_radiograph_with_field` (``image`` None: not loaded); ``error``: the one line refusing it ("" if none).
+    """
 
     path: Path
     name: str = ""
@@ -378,8 +411,14 @@ class RadiographInputs:
     ``sid_mm``, ``pixel_spacing_mm``: fill-ins for inputs lacking them (:func:`load_radiograph_with_field`).
     """
 
-    def __init__(self, input_path: PathLike, standard: Geometry, sid_mm: float | None = None,
-                 pixel_spacing_mm: float | Sequence[float] | None = None, output_dir: PathLike | None = None):
+    def __init__(
+        self,
+        input_path: PathLike,
+        standard: Geometry,
+        sid_mm: float | None = None,
+        pixel_spacing_mm: float | Sequence[float] | None = None,
+        output_dir: PathLike | None = None,
+    ):
         self.input_path, self.output_dir = Path(input_path), output_dir
         self.root = self.input_path if self.input_path.is_dir() else None  # output names are relative to it
         self.standard, self.sid_mm, self.pixel_spacing_mm = standard, sid_mm, pixel_spacing_mm
@@ -392,7 +431,8 @@ class RadiographInputs:
     def read(self, path: PathLike, before_load: Callable[[RadiographFile], bool] | None = None) -> RadiographFile:
         """``path`` named from its header (DICOM read once, pixel data when loaded) and loaded into the standard
         geometry unless ``before_load(item)`` returns False (e.g. its finished output exists: not loaded). Never
-        raises: a refusal, also one ``before_load`` raises (:class:`InputFileError`), becomes ``item.error`` (:func:`error_line`)."""
+        raises: a refusal, also one ``before_load`` raises (:class:`InputFileError`), becomes ``item.error`` (:func:`error_line`).
+        """
         item = RadiographFile(Path(path))
         try:
             if not item.path.name.lower().endswith(NIFTI_SUFFIXES + RASTER_SUFFIXES):
@@ -400,7 +440,8 @@ class RadiographInputs:
             item.name, item.key = output_name(item.path, item.header, self.root), input_key(item.path, item.header)
             if before_load is None or before_load(item):
                 item.image, item.geometry, item.info, item.fov = load_radiograph_with_field(
-                    item.path, self.standard, self.sid_mm, self.pixel_spacing_mm, item.header)
+                    item.path, self.standard, self.sid_mm, self.pixel_spacing_mm, item.header
+                )
                 if item.header is not None and "PixelData" in item.header:
                     del item.header.PixelData  # now in ``image``: the header holds no pixels, as before loading
         except Exception as e:  # anything else refuses this input only; KeyboardInterrupt still stops the run
@@ -415,7 +456,9 @@ class RadiographInputs:
             item.error = f"{item.path}: its output name {item.name!r} is that of {other} too; rename one of them (nothing written for this one)"
         return other == item.path
 
-    def items(self, paths: Sequence[Path], before_load: Callable[[RadiographFile], bool] | None = None) -> Iterator[RadiographFile]:
+    def items(
+        self, paths: Sequence[Path], before_load: Callable[[RadiographFile], bool] | None = None
+    ) -> Iterator[RadiographFile]:
         """Each of ``paths`` in turn, read (:meth:`read`) and its name claimed (:meth:`claim`)."""
         for path in paths:
             item = self.read(path, before_load)
@@ -443,9 +486,17 @@ def _load_nifti(path: Path) -> tuple[np.ndarray, Geometry, dict]:
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]
     if image.shape != (geometry.height, geometry.width):
-        raise InputFileError(path, f"image shape {image.shape} does not match geometry.json size (H, W)=({geometry.height}, {geometry.width})")
+        raise InputFileError(
+            path,
+            f"image shape {image.shape} does not match geometry.json size (H, W)=({geometry.height}, {geometry.width})",
+        )
     _check_pixels(path, image)
-    info = {"format": "nifti", "geometry_source": {"all": "geometry.json"}, "coverage": 1.0, "laterality": LATERALITY_ASSUMED}
+    info = {
+        "format": "nifti",
+        "geometry_source": {"all": "geometry.json"},
+        "coverage": 1.0,
+        "laterality": LATERALITY_ASSUMED,
+    }
     return image.astype(np.float32), geometry, info
 
 
@@ -541,7 +592,9 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, int | None]:
     return arr.astype(np.float32), orientation
 
 
-def _raster_geometry(path: Path, shape: tuple[int, int], standard: Geometry, sid_mm: float | None, spacing: tuple[float, float] | None) -> tuple[Geometry, dict]:
+def _raster_geometry(
+    path: Path, shape: tuple[int, int], standard: Geometry, sid_mm: float | None, spacing: tuple[float, float] | None
+) -> tuple[Geometry, dict]:
     """PNG/TIFF carry no geometry: the standard one when sizes match, else the given pitch (SID default standard).
     ``shape`` and the pitch (su, sv) are the displayed image's (EXIF orientation applied)."""
     h, w = shape
@@ -555,7 +608,11 @@ def _raster_geometry(path: Path, shape: tuple[int, int], standard: Geometry, sid
         spacing, spacing_source = standard.pixel_spacing_mm, "standard geometry (size matches)"
     else:
         spacing_source = "argument pixel_spacing_mm"
-    sid, sid_source = (_argument_number(path, "sid_mm", sid_mm), "argument sid_mm") if sid_mm is not None else (standard.sid_mm, "standard geometry")
+    sid, sid_source = (
+        (_argument_number(path, "sid_mm", sid_mm), "argument sid_mm")
+        if sid_mm is not None
+        else (standard.sid_mm, "standard geometry")
+    )
     source = {"sid_mm": sid_source, "pixel_spacing_mm": spacing_source}
     return _geometry(path, sid, spacing, (w, h), source), source
 
@@ -570,7 +627,10 @@ def _check_dicom_header(path: Path, ds: Dataset) -> None:
     if "PixelData" not in ds and (not modality or modality in RADIOGRAPH_MODALITIES or is_sc):
         raise InputFileError(path, "corrupt or truncated DICOM (no pixel data (7FE0,0010))")
     if modality not in RADIOGRAPH_MODALITIES and not (is_sc and modality in SECONDARY_CAPTURE_MODALITIES):
-        raise InputFileError(path, f"modality {modality or 'missing'} is not a projection radiograph (accepted: DX, CR, RG, secondary capture)")
+        raise InputFileError(
+            path,
+            f"modality {modality or 'missing'} is not a projection radiograph (accepted: DX, CR, RG, secondary capture)",
+        )
     if "Rows" not in ds or "Columns" not in ds:
         raise InputFileError(path, "no image (Rows/Columns missing)")
     _check_size(path, (int(ds.Rows), int(ds.Columns)))
@@ -580,7 +640,10 @@ def _check_dicom_header(path: Path, ds: Dataset) -> None:
     samples = int(_tag_number(path, ds, "SamplesPerPixel")) if _present(ds, "SamplesPerPixel") else 1
     photometric = str(ds.get("PhotometricInterpretation", ""))
     if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise InputFileError(path, f"colour or unsupported photometric interpretation ({photometric}, {samples} samples/pixel); need MONOCHROME1/2")
+        raise InputFileError(
+            path,
+            f"colour or unsupported photometric interpretation ({photometric}, {samples} samples/pixel); need MONOCHROME1/2",
+        )
     _check_pixel_data_length(path, ds, frames, samples)
     _check_view(path, ds)
 
@@ -612,16 +675,23 @@ def _check_view(path: Path, ds: Dataset) -> None:
     body_part = str(ds.get("BodyPartExamined", "") or "").strip().upper()
     words = {*re.findall(r"[A-Z]+", body_part), re.sub(r"[^A-Z]", "", body_part)}  # "CHEST PA" and "C-SPINE" both
     if words & OTHER_BODY_PARTS and not words & PELVIS_BODY_PARTS:
-        raise InputFileError(path, f"BodyPartExamined (0018,0015) is {body_part}: not a pelvis/hip radiograph (the model knows AP pelvis views only)")
+        raise InputFileError(
+            path,
+            f"BodyPartExamined (0018,0015) is {body_part}: not a pelvis/hip radiograph (the model knows AP pelvis views only)",
+        )
     view = str(ds.get("ViewPosition", "") or "").strip().upper()
     if view not in AP_VIEW_POSITIONS:
-        raise InputFileError(path, f"ViewPosition (0018,5101) is {view}: not an AP view (the model knows AP pelvis views only)")
+        raise InputFileError(
+            path, f"ViewPosition (0018,5101) is {view}: not an AP view (the model knows AP pelvis views only)"
+        )
     orientation = _patient_orientation(ds)
     if orientation:
         shown = "\\".join(orientation)
         columns, rows = orientation[0][0], orientation[1][0]  # the main direction of each
         if columns in "AP" or rows in "AP":
-            raise InputFileError(path, f"PatientOrientation (0020,0020) is {shown}: a lateral or axial view, not an AP view")
+            raise InputFileError(
+                path, f"PatientOrientation (0020,0020) is {shown}: a lateral or axial view, not an AP view"
+            )
         if (columns, rows) != ("L", "F"):
             raise InputFileError(
                 path,
@@ -654,7 +724,9 @@ def _dicom_pixels(path: Path, ds: Dataset) -> tuple[np.ndarray, np.ndarray | Non
                 raise ValueError(f"pixel array shape {arr.shape} != (Rows, Columns)")
             padding = _pixel_padding(path, ds, arr, rescaled)
             arr = (arr if rescaled else apply_modality_lut(arr, ds)).astype(np.float64)
-            if rescaled and monochrome1:  # GDCM inverted it already (bone bright, an offset from ours); the window is skipped
+            if (
+                rescaled and monochrome1
+            ):  # GDCM inverted it already (bone bright, an offset from ours); the window is skipped
                 pass
             elif "WindowCenter" in ds or "VOILUTSequence" in ds:
                 arr = apply_voi_lut(arr, ds, index=0).astype(np.float64)
@@ -726,22 +798,37 @@ def _compressed_pixels(path: Path, ds: Dataset) -> tuple[np.ndarray | None, bool
     return arr.reshape(arr.shape[-2:]) if arr.ndim == 3 and arr.shape[0] == 1 else arr, True
 
 
-def _dicom_geometry(path: Path, ds: Dataset, sid_mm: float | None, spacing: tuple[float, float] | None) -> tuple[Geometry, dict]:
+def _dicom_geometry(
+    path: Path, ds: Dataset, sid_mm: float | None, spacing: tuple[float, float] | None
+) -> tuple[Geometry, dict]:
     source: dict = {}
     if "DistanceSourceToDetector" in ds and ds.DistanceSourceToDetector not in (None, ""):
-        sid, source["sid_mm"] = _tag_number(path, ds, "DistanceSourceToDetector"), "DistanceSourceToDetector (0018,1110)"
+        sid, source["sid_mm"] = (
+            _tag_number(path, ds, "DistanceSourceToDetector"),
+            "DistanceSourceToDetector (0018,1110)",
+        )
     elif sid_mm is not None:
         sid, source["sid_mm"] = _argument_number(path, "sid_mm", sid_mm), "argument sid_mm"
     else:
         raise InputFileError(path, "missing DistanceSourceToDetector (0018,1110); pass --sid_mm")
     pitch = None
     if _present(ds, "ImagerPixelSpacing"):
-        pitch, source["pixel_spacing_mm"] = _row_col(_tag_numbers(path, ds, "ImagerPixelSpacing")), "ImagerPixelSpacing (0018,1164)"
+        pitch, source["pixel_spacing_mm"] = (
+            _row_col(_tag_numbers(path, ds, "ImagerPixelSpacing")),
+            "ImagerPixelSpacing (0018,1164)",
+        )
     elif _present(ds, "PixelSpacing"):
         ps = _row_col(_tag_numbers(path, ds, "PixelSpacing"))
         if _present(ds, "EstimatedRadiographicMagnificationFactor"):
-            m = _magnification(path, _tag_number(path, ds, "EstimatedRadiographicMagnificationFactor"), "EstimatedRadiographicMagnificationFactor (0018,1114)")
-            pitch, source["pixel_spacing_mm"] = ps * m, "PixelSpacing (0028,0030) x EstimatedRadiographicMagnificationFactor (0018,1114)"
+            m = _magnification(
+                path,
+                _tag_number(path, ds, "EstimatedRadiographicMagnificationFactor"),
+                "EstimatedRadiographicMagnificationFactor (0018,1114)",
+            )
+            pitch, source["pixel_spacing_mm"] = (
+                ps * m,
+                "PixelSpacing (0028,0030) x EstimatedRadiographicMagnificationFactor (0018,1114)",
+            )
         elif _present(ds, "PixelSpacingCalibrationType"):
             if not _present(ds, "DistanceSourceToPatient"):
                 raise InputFileError(
@@ -751,14 +838,21 @@ def _dicom_geometry(path: Path, ds: Dataset, sid_mm: float | None, spacing: tupl
                 )
             distance = _tag_number(path, ds, "DistanceSourceToPatient")
             if not (np.isfinite(distance) and distance > 0):
-                raise InputFileError(path, f"DistanceSourceToPatient (0018,1111) must be a positive distance in mm, got {distance:g}")
+                raise InputFileError(
+                    path, f"DistanceSourceToPatient (0018,1111) must be a positive distance in mm, got {distance:g}"
+                )
             m = _magnification(path, magnification(sid, distance), "SID / DistanceSourceToPatient (0018,1111)")
-            pitch, source["pixel_spacing_mm"] = ps * m, "PixelSpacing (0028,0030) x SID / DistanceSourceToPatient (0018,1111)"
+            pitch, source["pixel_spacing_mm"] = (
+                ps * m,
+                "PixelSpacing (0028,0030) x SID / DistanceSourceToPatient (0018,1111)",
+            )
         else:
             pitch, source["pixel_spacing_mm"] = ps, "PixelSpacing (0028,0030), uncalibrated (detector pitch)"
     if pitch is None:
         if spacing is None:
-            raise InputFileError(path, "missing ImagerPixelSpacing (0018,1164) and PixelSpacing (0028,0030); pass --pixel_spacing_mm")
+            raise InputFileError(
+                path, "missing ImagerPixelSpacing (0018,1164) and PixelSpacing (0028,0030); pass --pixel_spacing_mm"
+            )
         pitch, source["pixel_spacing_mm"] = np.asarray(spacing, dtype=float), "argument pixel_spacing_mm"
     return _geometry(path, sid, tuple(pitch), (int(ds.Columns), int(ds.Rows)), source), source
 
@@ -771,7 +865,9 @@ def _tag_numbers(path: Path, ds: Dataset, keyword: str) -> list[float]:
         return [float(v) for v in values]
     except (TypeError, ValueError):
         raw = "\\".join(str(v) for v in values)[:40]
-        raise InputFileError(path, f"{keyword} ({element.tag.group:04X},{element.tag.element:04X}) does not parse as a number: {raw!r}") from None
+        raise InputFileError(
+            path, f"{keyword} ({element.tag.group:04X},{element.tag.element:04X}) does not parse as a number: {raw!r}"
+        ) from None
 
 
 def _tag_number(path: Path, ds: Dataset, keyword: str) -> float:
@@ -809,13 +905,20 @@ def _sop_instance_uid(path: Path) -> str | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a corrupt file is reported when it is read
-            return str(pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID)
+            return str(
+                pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID
+            )
     except Exception:
         return None
 
 
 # ---------------------------------------------------------------------- shared checks
-FILE_KINDS = {stat.S_IFIFO: "a named pipe (FIFO)", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
+FILE_KINDS = {
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
 
 
 def _check_readable_file(path: Path) -> None:
@@ -832,14 +935,20 @@ def _check_readable_file(path: Path) -> None:
                 pass
             raise InputFileError(path, "a folder, not a radiograph file")
         if not stat.S_ISREG(mode):
-            raise InputFileError(path, f"{FILE_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}, not a radiograph file")
+            raise InputFileError(
+                path, f"{FILE_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}, not a radiograph file"
+            )
         with open(path, "rb"):
             pass
     except FileNotFoundError:
         raise InputFileError(path, "broken symbolic link" if path.is_symlink() else "file not found") from None
     except OSError as e:
         reason = e.strerror or type(e).__name__
-        problem = f"folder cannot be read ({reason}): its radiographs were not looked for" if path.is_dir() else f"file cannot be read ({reason})"
+        problem = (
+            f"folder cannot be read ({reason}): its radiographs were not looked for"
+            if path.is_dir()
+            else f"file cannot be read ({reason})"
+        )
         raise InputFileError(path, problem) from None
 
 
@@ -901,7 +1010,9 @@ def _phi_like(stem: str, ds: Dataset | None) -> bool:
         return True
     if ds is None:
         return False
-    tokens = re.split(r"[\^\s,_.-]+", f"{ds.get('PatientName', '')} {ds.get('PatientID', '')} {ds.get('PatientBirthDate', '')}")
+    tokens = re.split(
+        r"[\^\s,_.-]+", f"{ds.get('PatientName', '')} {ds.get('PatientID', '')} {ds.get('PatientBirthDate', '')}"
+    )
     low = stem.lower()
     return any(len(t) >= 2 and t.lower() in low for t in tokens)
 
@@ -926,19 +1037,31 @@ def to_dicom(
     standard = standard or Geometry.standard()
     _check_readable_file(input_path)
     if output_path.exists() and os.path.samefile(input_path, output_path):  # the same path, a link or a hard link
-        raise InputFileError(output_path, f"the output is the input file {input_path} itself; choose another output file")
+        raise InputFileError(
+            output_path, f"the output is the input file {input_path} itself; choose another output file"
+        )
     refuse_existing(output_path, overwrite)
     name = input_path.name.lower()
     if name.endswith(NIFTI_SUFFIXES):
         image, native, _ = _load_nifti(input_path)
-        if native.principal_point_px != Geometry(native.sid_mm, native.pixel_spacing_mm, native.image_size).principal_point_px:
-            raise InputFileError(input_path, f"principal point {list(native.principal_point_px)} is off the image centre; DICOM has no tag for it")
+        if (
+            native.principal_point_px
+            != Geometry(native.sid_mm, native.pixel_spacing_mm, native.image_size).principal_point_px
+        ):
+            raise InputFileError(
+                input_path,
+                f"principal point {list(native.principal_point_px)} is off the image centre; DICOM has no tag for it",
+            )
     elif name.endswith(RASTER_SUFFIXES):
         image, _ = _read_raster(input_path)
-        native, _ = _raster_geometry(input_path, image.shape, standard, sid_mm, _spacing_pair(input_path, pixel_spacing_mm))
+        native, _ = _raster_geometry(
+            input_path, image.shape, standard, sid_mm, _spacing_pair(input_path, pixel_spacing_mm)
+        )
         _check_pixels(input_path, image)
     else:
-        raise InputFileError(input_path, f"to-dicom reads PNG/TIFF or simulator NIfTI ({', '.join(RASTER_SUFFIXES + NIFTI_SUFFIXES)})")
+        raise InputFileError(
+            input_path, f"to-dicom reads PNG/TIFF or simulator NIfTI ({', '.join(RASTER_SUFFIXES + NIFTI_SUFFIXES)})"
+        )
     return write_radiograph_dicom(output_path, image, native.sid_mm, native.pixel_spacing_mm)
 
 
@@ -947,12 +1070,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI ``python -m scripts.radiograph_io to-dicom IN OUT ...``; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m scripts.radiograph_io", description="Radiograph file tools.")
     commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("to-dicom", help="PNG/TIFF or simulator NIfTI radiograph -> DICOM DX with geometry tags (SID, detector pitch, AP pelvis)")
+    p = commands.add_parser(
+        "to-dicom",
+        help="PNG/TIFF or simulator NIfTI radiograph -> DICOM DX with geometry tags (SID, detector pitch, AP pelvis)",
+    )
     p.add_argument("input", help="image.nii.gz (geometry.json beside it), PNG or TIFF (bone bright)")
     p.add_argument("output", help="DICOM file to write (refused if it exists, unless --overwrite)")
-    p.add_argument("--sid_mm", type=float, default=None, help="source-to-detector distance, mm (PNG/TIFF; default: the standard geometry's)")
-    p.add_argument("--pixel_spacing_mm", type=float, nargs="+", default=None,
-                   help="detector pixel pitch, mm, one value or su sv (PNG/TIFF; required unless the size is the standard one)")
+    p.add_argument(
+        "--sid_mm",
+        type=float,
+        default=None,
+        help="source-to-detector distance, mm (PNG/TIFF; default: the standard geometry's)",
+    )
+    p.add_argument(
+        "--pixel_spacing_mm",
+        type=float,
+        nargs="+",
+        default=None,
+        help="detector pixel pitch, mm, one value or su sv (PNG/TIFF; required unless the size is the standard one)",
+    )
     p.add_argument("--standard_geometry", default=None, help="standard geometry JSON (default configs/geometry.json)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     args = parser.parse_args(argv)

@@ -47,7 +47,9 @@ def front_back_extent(depth: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, 
     return np.where(any_bone, front, np.nan), np.where(any_bone, back, np.nan)
 
 
-def overlay_masks(ax: plt.Axes, image: np.ndarray, masks: np.ndarray, bones: Sequence[str], title: str = "radiograph") -> None:
+def overlay_masks(
+    ax: plt.Axes, image: np.ndarray, masks: np.ndarray, bones: Sequence[str], title: str = "radiograph"
+) -> None:
     """Radiograph (H, W) in grey with each bone's mask (H, W, B) outlined in its colour, on a matplotlib axis (figures)."""
     ax.imshow(image, cmap="gray")
     for b, bone in enumerate(bones):
@@ -89,7 +91,11 @@ def render_meshes(
         t = np.asarray(mesh.vertices, dtype=np.float64)[np.asarray(mesh.faces)]
         normal = np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0])
         shade = np.abs(normal[:, view_axis]) / np.maximum(np.linalg.norm(normal, axis=1), 1e-12) * 0.75 + 0.25
-        base = np.asarray(face_colours[bone], dtype=np.float64)[:, :3] if face_colours is not None and bone in face_colours else np.array(matplotlib.colors.to_rgb(bone_colour(bone)))[None]
+        base = (
+            np.asarray(face_colours[bone], dtype=np.float64)[:, :3]
+            if face_colours is not None and bone in face_colours
+            else np.array(matplotlib.colors.to_rgb(bone_colour(bone)))[None]
+        )
         tri.append(t)
         colour.append(np.clip(shade[:, None] * base, 0.0, 1.0))
     if not tri:
@@ -195,7 +201,12 @@ def save_reconstruction_report(
     texts += [((gap, 26 + line * k), text, (200, 0, 0)) for k, text in enumerate(warning_lines)]
     depth_bars = []
     if image is None:
-        panels = [(radiograph_picture(np.zeros(masks.shape[:2], np.float32), masks, bones, panel_px), "mask outlines (radiograph left out)")]
+        panels = [
+            (
+                radiograph_picture(np.zeros(masks.shape[:2], np.float32), masks, bones, panel_px),
+                "mask outlines (radiograph left out)",
+            )
+        ]
     else:
         panels = [(radiograph_picture(image, masks, bones, panel_px), "radiograph + masks")]
     for name, d in (("front-face depth (nearest bone)", front), ("back-face depth (farthest bone)", back)):
@@ -211,15 +222,24 @@ def save_reconstruction_report(
         if i in (1, 2):
             lo, hi = depth_bars[i - 1]
             canvas[y : y + panel_px, x + panel_px + 4 : x + panel_px + 4 + bar] = ramp
-            texts += [((x + panel_px + bar + 6, y + dy), text, (0, 0, 0)) for dy, text in ((0, f"{hi:.0f}"), (panel_px - 14, f"{lo:.0f}"), (panel_px // 2 - 7, "mm"))]
+            texts += [
+                ((x + panel_px + bar + 6, y + dy), text, (0, 0, 0))
+                for dy, text in ((0, f"{hi:.0f}"), (panel_px - 14, f"{lo:.0f}"), (panel_px // 2 - 7, "mm"))
+            ]
     legend_y, legend_x = canvas.shape[0] - 20, gap
     for bone in bones:
         canvas[legend_y + 4 : legend_y + 14, legend_x : legend_x + 24] = _hex_rgb(bone_colour(bone))
         texts.append(((legend_x + 30, legend_y), bone, (0, 0, 0)))
         legend_x += 40 + 9 * len(bone)
     if hip_plane:
-        texts.append(((legend_x + 20, legend_y), f"hip plane (femoral head centres): {hip_plane['depth_mm']:.0f} mm from the source, "
-                      f"magnification {hip_plane['magnification']:.3f}", (0, 0, 0)))
+        texts.append(
+            (
+                (legend_x + 20, legend_y),
+                f"hip plane (femoral head centres): {hip_plane['depth_mm']:.0f} mm from the source, "
+                f"magnification {hip_plane['magnification']:.3f}",
+                (0, 0, 0),
+            )
+        )
     picture = Image.fromarray((canvas * 255).round().astype(np.uint8))
     draw = ImageDraw.Draw(picture)
     font = ImageFont.load_default(size=13)
@@ -236,7 +256,13 @@ def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110) -> None:
     plt.close(fig)
 
 
-def save_error_map(path: str | Path, meshes: Mapping[str, trimesh.Trimesh], vertex_errors: Mapping[str, np.ndarray], max_mm: float = 5.0, title: str = "") -> None:
+def save_error_map(
+    path: str | Path,
+    meshes: Mapping[str, trimesh.Trimesh],
+    vertex_errors: Mapping[str, np.ndarray],
+    max_mm: float = 5.0,
+    title: str = "",
+) -> None:
     """Three views of camera-frame meshes coloured by per-vertex distance to the truth (mm; grey: outside the cone)."""
     cmap = matplotlib.colormaps["viridis"]
     colours = {}
@@ -252,7 +278,15 @@ def save_error_map(path: str | Path, meshes: Mapping[str, trimesh.Trimesh], vert
     save_figure(fig, path)
 
 
-def save_metric_bars(path: str | Path, means: Sequence[Mapping], metric: str, groups: Sequence[str], variants: Sequence[str], bones: Sequence[str], ylabel: str) -> None:
+def save_metric_bars(
+    path: str | Path,
+    means: Sequence[Mapping],
+    metric: str,
+    groups: Sequence[str],
+    variants: Sequence[str],
+    bones: Sequence[str],
+    ylabel: str,
+) -> None:
     """Bar chart per group (subplot; e.g. depth shift) of ``metric`` mean +- std per bone (x) and variant (bars).
 
     ``means``: rows with keys group ("shift"), "variant", "bone", ``metric`` and ``metric + "_std"``.
@@ -267,7 +301,14 @@ def save_metric_bars(path: str | Path, means: Sequence[Mapping], metric: str, gr
                 continue
             val = [rows.get(b, {}).get(metric, np.nan) for b in bones]
             std = [rows.get(b, {}).get(f"{metric}_std", np.nan) for b in bones]
-            ax.bar(x + (i - (len(variants) - 1) / 2) * width, np.nan_to_num(val), width, yerr=np.nan_to_num(std), capsize=2, label=variant)
+            ax.bar(
+                x + (i - (len(variants) - 1) / 2) * width,
+                np.nan_to_num(val),
+                width,
+                yerr=np.nan_to_num(std),
+                capsize=2,
+                label=variant,
+            )
         ax.set_xticks(x, bones, fontsize=8)
         ax.set_title(f"shift: {group}", fontsize=9)
         ax.grid(axis="y", alpha=0.3)

@@ -72,9 +72,14 @@ def check_fits(path: PathLike, state: Mapping[str, torch.Tensor], network: torch
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     differ = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or differ:
-        parts = [f"{label} {names[:3]}{' ...' if len(names) > 3 else ''}" for label, names in
-                 (("shapes differ for", differ), ("missing", missing), ("unexpected", unexpected)) if names]
-        raise InputFileError(path, "checkpoint from another bundle version or network configuration: " + "; ".join(parts))
+        parts = [
+            f"{label} {names[:3]}{' ...' if len(names) > 3 else ''}"
+            for label, names in (("shapes differ for", differ), ("missing", missing), ("unexpected", unexpected))
+            if names
+        ]
+        raise InputFileError(
+            path, "checkpoint from another bundle version or network configuration: " + "; ".join(parts)
+        )
 
 
 def load_weights(path: PathLike, network: torch.nn.Module, widen: bool = False) -> torch.nn.Module:
@@ -90,11 +95,16 @@ def load_weights(path: PathLike, network: torch.nn.Module, widen: bool = False) 
     path = Path(path)
     _check_file(path)
     if is_torchscript(path):
-        raise InputFileError(path, "a TorchScript archive holds no trainable weights for network_def: give a state-dict checkpoint (model.pt)")
+        raise InputFileError(
+            path,
+            "a TorchScript archive holds no trainable weights for network_def: give a state-dict checkpoint (model.pt)",
+        )
     return _load_state_dict_into(path, network, widen)
 
 
-def load_network(path: PathLike, network: torch.nn.Module | None, device: torch.device | str = "cpu", torchscript: bool = False) -> torch.nn.Module:
+def load_network(
+    path: PathLike, network: torch.nn.Module | None, device: torch.device | str = "cpu", torchscript: bool = False
+) -> torch.nn.Module:
     """Network with the weights of ``path`` in eval mode on ``device``.
 
     ``path`` is a state dict loaded into ``network`` (as :func:`load_weights`), or, with ``torchscript``,

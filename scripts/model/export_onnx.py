@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import yaml
 
-from scripts.model.checkpoints import load_network
 from scripts.io.files import PathLike, atomic_path, exits_on_input_error, refuse_existing, refuse_models_dir
+from scripts.model.checkpoints import load_network
 from scripts.reconstruction.reconstruct import INFERENCE_CONFIG, bundle_config
 
 
@@ -32,7 +32,11 @@ def network_from_config(
     """The config's ``network_def`` (untrained) and its input shape (C, H, W) at ``image_size`` pixels, with config-key overrides."""
     parser = bundle_config(config_file, overrides)
     size = int(parser.get_parsed_content("image_size"))
-    return parser.get_parsed_content("network_def"), (int(parser.get_parsed_content("network_def#in_channels")), size, size)
+    return parser.get_parsed_content("network_def"), (
+        int(parser.get_parsed_content("network_def#in_channels")),
+        size,
+        size,
+    )
 
 
 def export_onnx(
@@ -94,12 +98,26 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: export (and optionally check) the ONNX model; returns the exit status."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", required=True, help="state-dict checkpoint (e.g. models/model.pt)")
-    p.add_argument("--out", required=True, help="ONNX file to write (e.g. runs/export/model.onnx; never into models/; refused if it exists, unless --overwrite)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="ONNX file to write (e.g. runs/export/model.onnx; never into models/; refused if it exists, unless --overwrite)",
+    )
     p.add_argument("--config_file", default=str(INFERENCE_CONFIG), help="config holding network_def and image_size")
-    p.add_argument("--override", type=_override, action="append", default=[], help="config key=YAML value, e.g. features=[4,4,8,8,16,4]")
+    p.add_argument(
+        "--override",
+        type=_override,
+        action="append",
+        default=[],
+        help="config key=YAML value, e.g. features=[4,4,8,8,16,4]",
+    )
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    p.add_argument("--check", action="store_true", help="compare ONNX Runtime with PyTorch on a random input and print the difference")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="compare ONNX Runtime with PyTorch on a random input and print the difference",
+    )
     a = p.parse_args(argv)
     out = export_onnx(a.ckpt, a.out, a.config_file, dict(a.override), a.opset, a.overwrite)
     if a.check:

@@ -43,7 +43,9 @@ class CASILoss(nn.Module):
     def forward(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """pred, target: (N, C, H, W) depths in mm; mask: (N, C, H, W) in [0, 1]. Returns a scalar."""
         if pred.shape != target.shape or pred.shape != mask.shape:
-            raise ValueError(f"pred {tuple(pred.shape)}, target {tuple(target.shape)} and mask {tuple(mask.shape)} must match")
+            raise ValueError(
+                f"pred {tuple(pred.shape)}, target {tuple(target.shape)} and mask {tuple(mask.shape)} must match"
+            )
         mask = mask.to(pred.dtype)
         if self.center_align:
             pred = pred + masked_mean_depth(target - pred, mask, self.eps)[:, None, None, None]

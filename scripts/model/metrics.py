@@ -26,7 +26,9 @@ SHIFTS = ("centre", "oracle", "raw")
 class _ChannelMetric(Metric):
     """Accumulates per-channel numerators/denominators; overall value = mean over non-empty channels."""
 
-    def __init__(self, names: Sequence[str], output_transform: Callable = lambda x: x, device: str | torch.device = "cpu"):
+    def __init__(
+        self, names: Sequence[str], output_transform: Callable = lambda x: x, device: str | torch.device = "cpu"
+    ):
         self.channel_names = list(names)
         super().__init__(output_transform=output_transform, device=device)
 
@@ -41,7 +43,9 @@ class _ChannelMetric(Metric):
 
     @sync_all_reduce("_num", "_den")
     def _values(self) -> torch.Tensor:
-        return torch.where(self._den > 0, self._num / self._den.clamp(min=1e-12), torch.full_like(self._num, float("nan")))
+        return torch.where(
+            self._den > 0, self._num / self._den.clamp(min=1e-12), torch.full_like(self._num, float("nan"))
+        )
 
     def compute(self) -> float:
         values = self._values()
@@ -64,7 +68,14 @@ class DepthMAE(_ChannelMetric):
         bones, faces: as in the network (faces=1: front only).
     """
 
-    def __init__(self, shift: str = "centre", bones: Sequence[str] = BONES, faces: int = 2, output_transform: Callable = lambda x: x, device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        shift: str = "centre",
+        bones: Sequence[str] = BONES,
+        faces: int = 2,
+        output_transform: Callable = lambda x: x,
+        device: str | torch.device = "cpu",
+    ):
         if shift not in SHIFTS:
             raise ValueError(f"shift must be one of {SHIFTS}, got {shift!r}")
         self.shift, self.bones, self.faces = shift, tuple(bones), int(faces)
@@ -89,7 +100,13 @@ class DepthMAE(_ChannelMetric):
 class MaskDice(_ChannelMetric):
     """Dice of the thresholded (sigmoid > 0.5) mask per bone, pooled over the data set."""
 
-    def __init__(self, bones: Sequence[str] = BONES, faces: int = 2, output_transform: Callable = lambda x: x, device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        bones: Sequence[str] = BONES,
+        faces: int = 2,
+        output_transform: Callable = lambda x: x,
+        device: str | torch.device = "cpu",
+    ):
         self.bones, self.faces = tuple(bones), int(faces)
         super().__init__(list(self.bones), output_transform, device)
 

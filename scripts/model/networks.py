@@ -88,7 +88,9 @@ def split_output(output: torch.Tensor, bones: int = 3, faces: int = 2) -> dict[s
     """Split the network output into ``depth`` (N, faces*B, H, W) mm, ``mask_logits`` (N, B, H, W), ``centre`` (N,) mm."""
     n_depth = faces * bones
     if output.shape[1] != n_depth + bones + 1:
-        raise ValueError(f"output has {output.shape[1]} channels, expected {n_depth + bones + 1} for {bones} bones x {faces} faces")
+        raise ValueError(
+            f"output has {output.shape[1]} channels, expected {n_depth + bones + 1} for {bones} bones x {faces} faces"
+        )
     return {
         "depth": output[:, :n_depth],
         "mask_logits": output[:, n_depth : n_depth + bones],

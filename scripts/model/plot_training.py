@@ -1,6 +1,6 @@
 """Training curves PNG from the TensorBoard event files of a training run, or of several runs side by side.
 
-    python -m scripts.plot_training runs/train/tensorboard docs/training_curves.png [--overwrite]
+python -m scripts.plot_training runs/train/tensorboard docs/training_curves.png [--overwrite]
 """
 
 from __future__ import annotations
@@ -22,7 +22,11 @@ PANELS = (
     ("validation depth MAE (mm)", "epoch", ("val_depth_mae_mm", "val_depth_mae_oracle_mm", "val_depth_mae_raw_mm")),
     ("validation mask Dice", "epoch", ("val_dice_pelvis", "val_dice_femur_left", "val_dice_femur_right")),
 )
-LABELS = {"val_depth_mae_mm": "estimated centre shift", "val_depth_mae_oracle_mm": "oracle shift", "val_depth_mae_raw_mm": "no shift"}
+LABELS = {
+    "val_depth_mae_mm": "estimated centre shift",
+    "val_depth_mae_oracle_mm": "oracle shift",
+    "val_depth_mae_raw_mm": "no shift",
+}
 
 
 Scalars = dict[str, tuple[list[int], list[float]]]  # {tag: (steps, values)}
@@ -44,7 +48,10 @@ def read_runs(log_dir: PathLike) -> dict[str, Scalars]:
         series = runs.setdefault(f.parent.relative_to(log_dir).as_posix(), {})
         for tag in acc.Tags()["scalars"]:
             series.setdefault(tag, {}).update({e.step: e.value for e in acc.Scalars(tag)})
-    return {run: {tag: (sorted(s), [s[k] for k in sorted(s)]) for tag, s in series.items()} for run, series in sorted(runs.items())}
+    return {
+        run: {tag: (sorted(s), [s[k] for k in sorted(s)]) for tag, s in series.items()}
+        for run, series in sorted(runs.items())
+    }
 
 
 def plot_training(log_dir: PathLike, output_png: PathLike, overwrite: bool = False) -> Path:
@@ -60,7 +67,12 @@ def plot_training(log_dir: PathLike, output_png: PathLike, overwrite: bool = Fal
                 if tag in scalars:
                     steps, values = scalars[tag]
                     label = LABELS.get(tag, tag.removeprefix("val_dice_"))
-                    ax.plot(steps, values, marker="." if len(steps) < 50 else None, label=label if len(runs) == 1 else f"{run}: {label}")
+                    ax.plot(
+                        steps,
+                        values,
+                        marker="." if len(steps) < 50 else None,
+                        label=label if len(runs) == 1 else f"{run}: {label}",
+                    )
         ax.set(title=title, xlabel=xlabel)
         ax.grid(alpha=0.3)
         if ax.lines:
@@ -74,7 +86,10 @@ def plot_training(log_dir: PathLike, output_png: PathLike, overwrite: bool = Fal
 def main(argv: list[str] | None = None) -> int:
     """CLI: write the training-curve PNG; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("log_dir", help="folder with TensorBoard event files (e.g. runs/train/tensorboard); each subfolder holding some is a run of its own")
+    parser.add_argument(
+        "log_dir",
+        help="folder with TensorBoard event files (e.g. runs/train/tensorboard); each subfolder holding some is a run of its own",
+    )
     parser.add_argument("output_png", help="PNG to write (refused if it exists, unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output_png")
     args = parser.parse_args(argv)

@@ -24,7 +24,17 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from scripts.io.files import METADATA, MODELS_DIR, InputFileError, PathLike, current_umask, exits_on_input_error, first_line, read_json, sha256
+from scripts.io.files import (
+    METADATA,
+    MODELS_DIR,
+    InputFileError,
+    PathLike,
+    current_umask,
+    exits_on_input_error,
+    first_line,
+    read_json,
+    sha256,
+)
 
 SHA_KEY = "shipped_files_sha256"
 SHIPPED = {"model": "model.pt", "single_face": "model_single_face.pt", "ssm": "ssm.npz", "torchscript": "model.ts"}
@@ -86,7 +96,10 @@ def _check(kind: str, path: Path, model: Path) -> None:
         except Exception as e:  # pickle/zip errors of foreign files
             raise InputFileError(path, f"not a state-dict checkpoint ({first_line(e)})") from None
         if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise InputFileError(path, "not a network state dict (parameter name -> tensor); release the best model (model.pt), not a training checkpoint")
+            raise InputFileError(
+                path,
+                "not a network state dict (parameter name -> tensor); release the best model (model.pt), not a training checkpoint",
+            )
         try:
             load_weights(path, _network(kind)[0])
         except InputFileError as e:
@@ -115,13 +128,19 @@ def _check(kind: str, path: Path, model: Path) -> None:
         same_shape = isinstance(got, torch.Tensor) and got.shape == want.shape
         if not same_shape or not bool(((got - want).abs() <= 1e-4 + 1e-6 * want.abs()).all()):
             diff = f"up to {float((got - want).abs().max()):.3g}" if same_shape else "in shape"
-            raise InputFileError(path, f"its outputs differ from {model}'s in configs/inference.yaml network_def ({diff}): not an export of that "
-                                       "model; export it with monai.bundle ckpt_export (docs/deployment.md)")
+            raise InputFileError(
+                path,
+                f"its outputs differ from {model}'s in configs/inference.yaml network_def ({diff}): not an export of that "
+                "model; export it with monai.bundle ckpt_export (docs/deployment.md)",
+            )
 
 
 def _unwritten(path: Path, error: OSError) -> InputFileError:
-    return InputFileError(path, f"cannot be written ({type(error).__name__}: {error.strerror or error}); nothing released: "
-                                "models/ and the metadata are as they were")
+    return InputFileError(
+        path,
+        f"cannot be written ({type(error).__name__}: {error.strerror or error}); nothing released: "
+        "models/ and the metadata are as they were",
+    )
 
 
 def _stage(content: Path | str, dst: Path, made: list[Path]) -> tuple[Path, Path, Path | None]:
@@ -164,7 +183,9 @@ def _install(staged: list[tuple[Path, Path, Path | None]]) -> None:
         done.append((dst, backup))
 
 
-def release(files: dict[str, PathLike], metadata: PathLike = METADATA, models_dir: PathLike = MODELS_DIR) -> dict[str, str]:
+def release(
+    files: dict[str, PathLike], metadata: PathLike = METADATA, models_dir: PathLike = MODELS_DIR
+) -> dict[str, str]:
     """Copy ``{kind: file}`` (kinds of :data:`SHIPPED`) over the shipped names in ``models_dir`` and record
     their SHA-256 in ``metadata``; returns ``{models/<name>: sha256}``.
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
-
 from ignite.engine import Engine
 from ignite.handlers.tqdm_logger import ProgressBar
 from monai.engines import Workflow
@@ -38,7 +37,9 @@ def load_datalist(dataset_dir: PathLike | Sequence[PathLike], key: str = "traini
         return _folder_entries(folders[0], key, required=True)
     entries = [e for d in folders for e in _folder_entries(d, key, required=False)]
     if not entries:
-        raise InputFileError(folders[0] / "datalist.json", f"no entries under key {key!r} in any of {[str(d) for d in folders]}")
+        raise InputFileError(
+            folders[0] / "datalist.json", f"no entries under key {key!r} in any of {[str(d) for d in folders]}"
+        )
     return entries
 
 
@@ -48,8 +49,15 @@ def dataset_dirs(dataset_dir: PathLike | Sequence[PathLike]) -> list[Path]:
     Raises :class:`InputFileError` naming ``--dataset_dir`` for anything else (a number, a dict, an empty list).
     """
     given = [dataset_dir] if isinstance(dataset_dir, (str, Path)) else dataset_dir
-    if not isinstance(given, (list, tuple)) or not given or not all(isinstance(d, (str, Path)) and str(d) for d in given):
-        raise InputFileError("--dataset_dir", f"expected a data set folder or a list of them, e.g. \"['data/sim','data/sim_own']\"; got {dataset_dir!r}")
+    if (
+        not isinstance(given, (list, tuple))
+        or not given
+        or not all(isinstance(d, (str, Path)) and str(d) for d in given)
+    ):
+        raise InputFileError(
+            "--dataset_dir",
+            f"expected a data set folder or a list of them, e.g. \"['data/sim','data/sim_own']\"; got {dataset_dir!r}",
+        )
     folders = [Path(d) for d in given]
     resolved = [d.resolve() for d in folders]
     twice = next((d for k, d in enumerate(folders) if resolved[k] in resolved[:k]), None)
@@ -82,7 +90,10 @@ def _folder_entries(folder: Path, key: str, required: bool) -> list[dict]:
 
 
 def resume_checkpoint(
-    output_dir: PathLike, resume: bool | str = True, pretrained: PathLike | None = None, network: torch.nn.Module | None = None,
+    output_dir: PathLike,
+    resume: bool | str = True,
+    pretrained: PathLike | None = None,
+    network: torch.nn.Module | None = None,
     ckpt_dir: PathLike | None = None,
 ) -> str | None:
     """The run's checkpoint to resume from (:func:`latest_checkpoint` when ``resume``), checked before training starts.
@@ -97,12 +108,18 @@ def resume_checkpoint(
     """
     resume, latest = as_flag(resume, "resume"), latest_checkpoint(output_dir)
     if latest is not None and not resume:
-        raise InputFileError(latest, "a checkpoint of an earlier run, and --resume false: left untouched; to start over give a new --output_dir")
+        raise InputFileError(
+            latest,
+            "a checkpoint of an earlier run, and --resume false: left untouched; to start over give a new --output_dir",
+        )
     if latest is None:
         best = Path(output_dir if ckpt_dir in (None, "") else ckpt_dir) / "model.pt"
         if best.exists() or best.is_symlink():
-            raise InputFileError(best, "exists, and this run starts afresh (no checkpoint_epoch=N.pt to resume in --output_dir): "
-                                       "left untouched; give a new --output_dir (or --ckpt_dir)")
+            raise InputFileError(
+                best,
+                "exists, and this run starts afresh (no checkpoint_epoch=N.pt to resume in --output_dir): "
+                "left untouched; give a new --output_dir (or --ckpt_dir)",
+            )
         return None
     if pretrained not in (None, ""):
         raise InputFileError(
@@ -118,7 +135,10 @@ def resume_checkpoint(
         raise InputFileError(latest, f"unreadable resume checkpoint ({first_line(e)})") from None
     model = state.get("model") if isinstance(state, Mapping) else None
     if not isinstance(model, Mapping) or not all(isinstance(v, torch.Tensor) for v in model.values()):
-        raise InputFileError(latest, "not a training checkpoint of this bundle (no 'model' state dict); move it out of --output_dir or give a new --output_dir")
+        raise InputFileError(
+            latest,
+            "not a training checkpoint of this bundle (no 'model' state dict); move it out of --output_dir or give a new --output_dir",
+        )
     if network is not None:
         check_fits(latest, model, network)
     return latest
@@ -126,7 +146,11 @@ def resume_checkpoint(
 
 def latest_checkpoint(output_dir: PathLike) -> str | None:
     """Path of the highest-epoch ``checkpoint_epoch=N.pt`` in ``output_dir``, or None (fresh run)."""
-    found = [(int(m.group(1)), p) for p in Path(output_dir).glob("checkpoint_epoch=*.pt") if (m := CHECKPOINT_PATTERN.search(p.name))]
+    found = [
+        (int(m.group(1)), p)
+        for p in Path(output_dir).glob("checkpoint_epoch=*.pt")
+        if (m := CHECKPOINT_PATTERN.search(p.name))
+    ]
     return str(max(found)[1]) if found else None
 
 

@@ -12,13 +12,12 @@ from typing import Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
-
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import GaussianSmooth, MapTransform, RandomizableTransform
 
-from scripts.io.files import InputFileError
 from scripts.geometry import Geometry, GeometryError, match_bone_channels, read_geometry
+from scripts.io.files import InputFileError
 
 
 class LoadGeometryd(MapTransform):
@@ -49,7 +48,9 @@ class LoadGeometryd(MapTransform):
             geom = d[key] if isinstance(d[key], Geometry) else read_geometry(d[key])
             if self.bones is not None:
                 try:
-                    geom, depth, mask = match_bone_channels(geom, self.bones, d.get(self.depth_key), d.get(self.mask_key))
+                    geom, depth, mask = match_bone_channels(
+                        geom, self.bones, d.get(self.depth_key), d.get(self.mask_key)
+                    )
                 except GeometryError as e:
                     raise InputFileError(data[key] if not isinstance(data[key], Geometry) else key, str(e)) from None
                 d.update({k: v for k, v in ((self.depth_key, depth), (self.mask_key, mask)) if v is not None})
@@ -95,7 +96,14 @@ class NormalizeRadiographd(MapTransform):
     taken over the radiograph's own area only (``fov`` > 0.5), so padding does not shift them.
     """
 
-    def __init__(self, keys: KeysCollection = "image", lower: float = 1.0, upper: float = 99.5, fov_key: str | None = None, allow_missing_keys: bool = False):
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        lower: float = 1.0,
+        upper: float = 99.5,
+        fov_key: str | None = None,
+        allow_missing_keys: bool = False,
+    ):
         super().__init__(keys, allow_missing_keys)
         self.lower, self.upper, self.fov_key = float(lower), float(upper), fov_key
 
@@ -128,7 +136,11 @@ class EnsureFieldOfViewd(MapTransform):
         d = dict(data)
         image = torch.as_tensor(d[self.image_key])
         fov = d.get(self.fov_key)
-        d[self.fov_key] = torch.ones_like(image, dtype=torch.float32) if fov is None else (torch.as_tensor(fov).float().reshape(image.shape) > 0.5).float()
+        d[self.fov_key] = (
+            torch.ones_like(image, dtype=torch.float32)
+            if fov is None
+            else (torch.as_tensor(fov).float().reshape(image.shape) > 0.5).float()
+        )
         return d
 
 
@@ -152,7 +164,13 @@ class FillOutsideFieldd(MapTransform):
 class RandHazed(RandomizableTransform, MapTransform):
     """Scatter/veiling-glare haze: ``(1 - s) * img + s * blur(img)``, s ~ U(strength), blur sigma in pixels."""
 
-    def __init__(self, keys: KeysCollection = "image", prob: float = 0.3, strength: Sequence[float] = (0.05, 0.3), sigma_px: float = 16.0):
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        prob: float = 0.3,
+        strength: Sequence[float] = (0.05, 0.3),
+        sigma_px: float = 16.0,
+    ):
         RandomizableTransform.__init__(self, prob)
         MapTransform.__init__(self, keys)
         self.strength = (float(strength[0]), float(strength[1]))
@@ -224,12 +242,16 @@ class RandFlipLRd(RandomizableTransform, MapTransform):
         if self.mask_key in d:
             d[self.mask_key] = flip_bone_maps_lr(d[self.mask_key], geom.bones, 1)
         if self.depth_key in d:
-            d[self.depth_key] = flip_bone_maps_lr(d[self.depth_key], geom.bones, d[self.depth_key].shape[0] // len(geom.bones))
+            d[self.depth_key] = flip_bone_maps_lr(
+                d[self.depth_key], geom.bones, d[self.depth_key].shape[0] // len(geom.bones)
+            )
         d[self.geometry_key] = geom.flipped_lr()
         return d
 
 
-def check_sample_shapes(data: Mapping[Hashable, object], bones: int, keys: Sequence[str] = ("image", "depth", "mask")) -> None:
+def check_sample_shapes(
+    data: Mapping[Hashable, object], bones: int, keys: Sequence[str] = ("image", "depth", "mask")
+) -> None:
     """Raise :class:`InputFileError` if image/depth/mask sizes or channel counts disagree (1, 2B, B channels)."""
     expected = {keys[0]: 1, keys[1]: 2 * bones, keys[2]: bones}
     shapes = {k: tuple(np.shape(data[k])) for k in keys if k in data}
@@ -237,7 +259,9 @@ def check_sample_shapes(data: Mapping[Hashable, object], bones: int, keys: Seque
     for k, s in shapes.items():
         if s[0] != expected[k] or len(sizes) != 1:
             source = getattr(data[k], "meta", {}).get("filename_or_obj", k)
-            raise InputFileError(source, f"{k} has shape {s}; expected {expected[k]} channels and one common size, got {shapes}")
+            raise InputFileError(
+                source, f"{k} has shape {s}; expected {expected[k]} channels and one common size, got {shapes}"
+            )
 
 
 class CheckSampled(MapTransform):

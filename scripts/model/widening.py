@@ -51,13 +51,17 @@ def widen_state_dict(state: Mapping[str, torch.Tensor], network: nn.Module) -> d
     for key, new in own.items():
         old = state[key]
         if old.dim() != new.dim() or any(o > n for o, n in zip(old.shape, new.shape)):
-            raise ValueError(f"{key}: {tuple(old.shape)} does not fit into {tuple(new.shape)} (a wider network has at least as many channels)")
+            raise ValueError(
+                f"{key}: {tuple(old.shape)} does not fit into {tuple(new.shape)} (a wider network has at least as many channels)"
+            )
         module_name = key.rpartition(".")[0]
         index = [torch.arange(n) for n in old.shape]  # the old channels' positions in the wider tensor, per dimension
         widened = new.clone()
         if old.dim() >= 2:  # a weight: zero where it reads the new input channels
             d = _input_dim(modules[module_name])
-            if module_name.startswith("upcat_") and module_name.endswith("convs.conv_0.conv"):  # reads [skip, upsampled]
+            if module_name.startswith("upcat_") and module_name.endswith(
+                "convs.conv_0.conv"
+            ):  # reads [skip, upsampled]
                 deconv = module_name.replace("convs.conv_0.conv", "upsample.deconv.weight")
                 index[d] = _concat_index(old.shape[d], new.shape[d], state[deconv].shape[1], own[deconv].shape[1])
             reads_new = torch.ones(new.shape[d], dtype=torch.bool)

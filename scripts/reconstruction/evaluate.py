@@ -40,21 +40,40 @@ import torch
 import trimesh
 from tqdm import tqdm
 
-from scripts.io.files import InputFileError, PathLike, atomic_dir, atomic_path, check_replaceable, read_depth_and_mask, read_json, read_nifti, write_json
 from scripts.geometry import Geometry, GeometryError, match_bone_channels, read_geometry
-from scripts.reconstruction.reconstruct import DepthPrediction, Reconstructor, mean_masked_depth, oracle_prediction, true_face_mask
+from scripts.io.files import (
+    InputFileError,
+    PathLike,
+    atomic_dir,
+    atomic_path,
+    check_replaceable,
+    read_depth_and_mask,
+    read_json,
+    read_nifti,
+    write_json,
+)
 from scripts.io.report import save_error_map, save_metric_bars
-from scripts.reconstruction.ssm import label_surfaces, read_mesh
-from scripts.reconstruction.surface_metrics import ReferenceSurface, vertex_errors, volume_extent_planes
 from scripts.model.training import dataset_dirs, load_datalist
 from scripts.model.transforms import ResizeDepthd
+from scripts.reconstruction.reconstruct import (
+    DepthPrediction,
+    Reconstructor,
+    mean_masked_depth,
+    oracle_prediction,
+    true_face_mask,
+)
+from scripts.reconstruction.ssm import label_surfaces, read_mesh
+from scripts.reconstruction.surface_metrics import ReferenceSurface, vertex_errors, volume_extent_planes
 
 VARIANTS = ("single_face", "single_face_ssm", "dual_face", "dual_face_ssm")
 SHIFTS = ("centre", "prior", "oracle")
 RESULT_KIND = "evaluation"  # output-folder marker kind (scripts.io.files.atomic_dir)
 SURFACE_KEYS = ("assd_mm", "hd95_mm", "hd_mm", "chamfer_mm")
 METRIC_KEYS = SURFACE_KEYS + ("depth_mae_mm", "dice")
-HEADLINE = ("dual_face_ssm", "centre")  # the variant and shift the accuracy targets are stated for: summarised per subject
+HEADLINE = (
+    "dual_face_ssm",
+    "centre",
+)  # the variant and shift the accuracy targets are stated for: summarised per subject
 
 
 @dataclass
@@ -96,14 +115,20 @@ def truth_meshes(entry: Mapping, dataset_dir: Path, geometry: Geometry) -> dict[
         labels = Path(notes.get("labels") or "")
         labels = labels if labels.is_file() else dataset_dir / labels
         label_map = notes.get("label_map")
-        world = _label_surfaces(str(labels), tuple(geometry.bones), None if label_map is None else json.dumps(label_map, sort_keys=True))
+        world = _label_surfaces(
+            str(labels), tuple(geometry.bones), None if label_map is None else json.dumps(label_map, sort_keys=True)
+        )
     out = {}
     for bone, mesh in world.items():
-        out[bone] = trimesh.Trimesh(geometry.world_to_camera_points(np.asarray(mesh.vertices)), mesh.faces, process=False)
+        out[bone] = trimesh.Trimesh(
+            geometry.world_to_camera_points(np.asarray(mesh.vertices)), mesh.faces, process=False
+        )
     return out
 
 
-def load_sample(entry: Mapping, dataset_dir: PathLike, image_size: Sequence[int] | None = None, bones: Sequence[str] | None = None) -> Sample:
+def load_sample(
+    entry: Mapping, dataset_dir: PathLike, image_size: Sequence[int] | None = None, bones: Sequence[str] | None = None
+) -> Sample:
     """Read a datalist entry (absolute paths); truth maps area-resampled to ``image_size`` (W, H) as in training validation.
 
     ``bones``: the networks' channel names; the truth channels are matched to them by name (a sample
@@ -114,8 +139,15 @@ def load_sample(entry: Mapping, dataset_dir: PathLike, image_size: Sequence[int]
     image = read_nifti(entry["image"])
     depth, mask = read_depth_and_mask(entry["depth"], entry["mask"])
     b = len(geometry.bones)
-    if image.shape != (geometry.height, geometry.width) or depth.shape != (2 * b, *image.shape) or mask.shape != (b, *image.shape):
-        raise InputFileError(entry["image"], f"image {image.shape}, depth {depth.shape}, mask {mask.shape} disagree with geometry {geometry.image_size} and {b} bones")
+    if (
+        image.shape != (geometry.height, geometry.width)
+        or depth.shape != (2 * b, *image.shape)
+        or mask.shape != (b, *image.shape)
+    ):
+        raise InputFileError(
+            entry["image"],
+            f"image {image.shape}, depth {depth.shape}, mask {mask.shape} disagree with geometry {geometry.image_size} and {b} bones",
+        )
     if bones is not None:
         try:
             geometry, depth, mask = match_bone_channels(geometry, bones, depth, mask)
@@ -132,7 +164,9 @@ def load_sample(entry: Mapping, dataset_dir: PathLike, image_size: Sequence[int]
         depth, mask = resized_truth(depth, mask, geometry.image_size)
     fov = read_nifti(entry["fov"]) if entry.get("fov") else None
     name = Path(entry["image"]).parent.name
-    return Sample(name, str(entry.get("case", name)), image, geometry, depth, mask.astype(bool), meshes, planes, fov, field)
+    return Sample(
+        name, str(entry.get("case", name)), image, geometry, depth, mask.astype(bool), meshes, planes, fov, field
+    )
 
 
 def resized_truth(depth: np.ndarray, mask: np.ndarray, image_size: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -140,20 +174,25 @@ def resized_truth(depth: np.ndarray, mask: np.ndarray, image_size: Sequence[int]
     validation (:class:`scripts.model.transforms.ResizeDepthd`); returned as they are at their own size."""
     if tuple(image_size) == (depth.shape[-1], depth.shape[-2]):
         return depth, mask
-    r = ResizeDepthd(spatial_size=(image_size[1], image_size[0]))({"depth": torch.as_tensor(depth), "mask": torch.as_tensor(mask)})
+    r = ResizeDepthd(spatial_size=(image_size[1], image_size[0]))(
+        {"depth": torch.as_tensor(depth), "mask": torch.as_tensor(mask)}
+    )
     return r["depth"].numpy(), r["mask"].numpy().astype(bool)
 
 
 def sample_mean_depths(entry: Mapping) -> dict[int, float]:
     """A datalist entry's mean masked true depth (mm), both faces (key 2) and front faces only (key 1)."""
     depth, mask = read_depth_and_mask(entry["depth"], entry["mask"])
-    return {faces: mean_masked_depth(d, true_face_mask(depth, mask, faces)) for faces, d in ((2, depth), (1, depth[0::2]))}
+    return {
+        faces: mean_masked_depth(d, true_face_mask(depth, mask, faces)) for faces, d in ((2, depth), (1, depth[0::2]))
+    }
 
 
 def dataset_folders(dataset_dir: PathLike | Sequence[PathLike]) -> dict[str, Path]:
     """``--dataset_dir`` as {name prefix: data set folder}: one folder (or a list of one) gets the prefix "";
     several get ``<folder name>.`` (``<position>_<folder name>.``, 1-based, for all of them when two share a
-    name), so that their samples and subjects never share a name. Bad values: :func:`scripts.model.training.dataset_dirs`."""
+    name), so that their samples and subjects never share a name. Bad values: :func:`scripts.model.training.dataset_dirs`.
+    """
     folders = dataset_dirs(dataset_dir)
     if len(folders) == 1:
         return {"": folders[0]}
@@ -166,7 +205,9 @@ def datalist_sizes(folder: PathLike) -> dict[str, int]:
     """Samples per list of ``folder/datalist.json`` ({list name: entries}); a file that is no object of lists raises :class:`InputFileError`."""
     path = Path(folder) / "datalist.json"
     data = read_json(path)
-    sizes = {key: len(value) for key, value in data.items() if isinstance(value, list)} if isinstance(data, dict) else {}
+    sizes = (
+        {key: len(value) for key, value in data.items() if isinstance(value, list)} if isinstance(data, dict) else {}
+    )
     if not sizes:
         raise InputFileError(path, "not a MONAI datalist (a JSON object of lists of samples)")
     return sizes
@@ -182,27 +223,37 @@ def split_entries(dataset_dir: PathLike | Sequence[PathLike], split: str, remedy
     if not found:
         counts = {prefix: ", ".join(f"{key} {n}" for key, n in size.items()) for prefix, size in sizes.items()}
         if len(folders) == 1:
-            raise InputFileError(folders[""] / "datalist.json", f"no samples in its {split!r} list (its lists: {counts['']}); {remedy}")
+            raise InputFileError(
+                folders[""] / "datalist.json", f"no samples in its {split!r} list (its lists: {counts['']}); {remedy}"
+            )
         listed = "; ".join(f"{folders[p] / 'datalist.json'}: {c}" for p, c in counts.items())
         raise InputFileError("--dataset_dir", f"no samples in the {split!r} list of any data set ({listed}); {remedy}")
     return found
 
 
-def prior_centre_depth(dataset_dir: PathLike | Sequence[PathLike], split: str = "training", map_fn: Callable = map) -> dict[int, float]:
+def prior_centre_depth(
+    dataset_dir: PathLike | Sequence[PathLike], split: str = "training", map_fn: Callable = map
+) -> dict[int, float]:
     """Fixed-geometry priors (mm) per face count: mean over the split's samples (of every data set given, see
     :func:`dataset_folders`) of each sample's mean masked depth, both faces (key 2) and front faces only (key 1),
     as the centre heads are trained. ``map_fn``: an ordered map (e.g. a process pool's ``imap``) over the entries
-    (:func:`sample_mean_depths`). No sample in ``split``: :class:`InputFileError` saying to pass ``--prior_centre_mm``."""
+    (:func:`sample_mean_depths`). No sample in ``split``: :class:`InputFileError` saying to pass ``--prior_centre_mm``.
+    """
     values: dict[int, list[float]] = {1: [], 2: []}
     remedy = "the prior centre depth is their mean depth: pass --prior_centre_mm MM (the mean centre depth of the network's training data; 948.7 for the shipped model)"
     found = split_entries(dataset_dir, split, remedy)
     entries = [e for listed in found.values() for e in listed]
-    for means in tqdm(map_fn(sample_mean_depths, entries), total=len(entries), desc=f"prior depth ({split})", unit="sample"):
+    for means in tqdm(
+        map_fn(sample_mean_depths, entries), total=len(entries), desc=f"prior depth ({split})", unit="sample"
+    ):
         for faces, value in means.items():
             if math.isfinite(value):
                 values[faces].append(value)
     if not values[2]:
-        raise InputFileError(dataset_folders(dataset_dir)[next(iter(found))] / "datalist.json", f"no bone pixels in the {split!r} split to compute the prior depth")
+        raise InputFileError(
+            dataset_folders(dataset_dir)[next(iter(found))] / "datalist.json",
+            f"no bone pixels in the {split!r} split to compute the prior depth",
+        )
     return {faces: float(np.mean(v)) for faces, v in values.items()}
 
 
@@ -212,7 +263,14 @@ def depth_mae(pred: np.ndarray, true_depth: np.ndarray, valid: np.ndarray, bones
     over their ``valid`` pixels (:func:`true_face_mask`)."""
     faces = pred.shape[0] // len(bones)
     err = np.abs(pred - true_depth)
-    return {bone: float(err[faces * b : faces * (b + 1)][valid[faces * b : faces * (b + 1)]].mean()) if valid[faces * b : faces * (b + 1)].any() else float("nan") for b, bone in enumerate(bones)}
+    return {
+        bone: (
+            float(err[faces * b : faces * (b + 1)][valid[faces * b : faces * (b + 1)]].mean())
+            if valid[faces * b : faces * (b + 1)].any()
+            else float("nan")
+        )
+        for b, bone in enumerate(bones)
+    }
 
 
 def mask_dice(pred: np.ndarray, truth: np.ndarray, bones: Sequence[str]) -> dict[str, float]:
@@ -231,7 +289,11 @@ def mask_top_edge_px(pred: np.ndarray, truth: np.ndarray, bones: Sequence[str]) 
     out = {}
     for b, bone in enumerate(bones):
         columns = np.flatnonzero(pred[b].any(0) & truth[b].any(0))
-        out[bone] = float(np.median(pred[b][:, columns].argmax(0) - truth[b][:, columns].argmax(0))) if columns.size else float("nan")
+        out[bone] = (
+            float(np.median(pred[b][:, columns].argmax(0) - truth[b][:, columns].argmax(0)))
+            if columns.size
+            else float("nan")
+        )
     return out
 
 
@@ -242,8 +304,13 @@ def _surface_scores(mesh: trimesh.Trimesh | None, truth: ReferenceSurface | None
 
 
 def evaluate_sample(
-    sample: Sample, predictions: Mapping[str, DepthPrediction], reconstructors: Mapping[str, Reconstructor], prior_mm: Mapping[int, float],
-    spacing_mm: float = 1.0, max_samples: int = 20000, timings: dict[str, float] | None = None,
+    sample: Sample,
+    predictions: Mapping[str, DepthPrediction],
+    reconstructors: Mapping[str, Reconstructor],
+    prior_mm: Mapping[int, float],
+    spacing_mm: float = 1.0,
+    max_samples: int = 20000,
+    timings: dict[str, float] | None = None,
 ) -> tuple[list[dict], dict]:
     """Rows (one per variant, shift and bone) for one sample; and the dual-face (or single-face) centre-shift
     completions with their true meshes, for the error map. Each network's prediction is meshed and fitted by
@@ -254,9 +321,13 @@ def evaluate_sample(
     bones = sample.geometry.bones
     # each true surface is clipped, sampled and indexed once for all variants and shifts (as surface_metrics would each time)
     field = sample.field or sample.geometry  # same rays as the network's geometry: its cone is the exposed part
-    references = {bone: ReferenceSurface(mesh, field, spacing_mm, max_samples, seed=1, extent_planes=sample.extent_planes)
-                  for bone, mesh in sample.meshes.items()}
-    truth_at: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}  # truth maps at each network's size, resampled once
+    references = {
+        bone: ReferenceSurface(mesh, field, spacing_mm, max_samples, seed=1, extent_planes=sample.extent_planes)
+        for bone, mesh in sample.meshes.items()
+    }
+    truth_at: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = (
+        {}
+    )  # truth maps at each network's size, resampled once
     for network, pred in predictions.items():
         faces = pred.faces
         size = pred.geometry.image_size
@@ -265,7 +336,11 @@ def evaluate_sample(
         depth, mask = truth_at[size]
         valid = true_face_mask(depth, mask, faces)
         true_depth = depth if faces == 2 else depth[0::2]
-        shifts = {"centre": (pred.centre_mm, None), "prior": (prior_mm[faces], None), "oracle": (mean_masked_depth(true_depth, valid), valid)}
+        shifts = {
+            "centre": (pred.centre_mm, None),
+            "prior": (prior_mm[faces], None),
+            "oracle": (mean_masked_depth(true_depth, valid), valid),
+        }
         dice = mask_dice(pred.mask, mask, bones)
         for shift, (centre, weights) in shifts.items():
             t0 = time.perf_counter()
@@ -279,8 +354,24 @@ def evaluate_sample(
             for bone in bones:
                 truth = references.get(bone)
                 base = {"sample": sample.name, "case": sample.case, "bone": bone, "shift": shift}
-                rows.append({**base, "variant": network, **_surface_scores(rec.surfaces.get(bone), truth), "depth_mae_mm": mae[bone], "dice": dice[bone]})
-                rows.append({**base, "variant": f"{network}_ssm", **_surface_scores(completed.get(bone), truth), "depth_mae_mm": float("nan"), "dice": dice[bone]})
+                rows.append(
+                    {
+                        **base,
+                        "variant": network,
+                        **_surface_scores(rec.surfaces.get(bone), truth),
+                        "depth_mae_mm": mae[bone],
+                        "dice": dice[bone],
+                    }
+                )
+                rows.append(
+                    {
+                        **base,
+                        "variant": f"{network}_ssm",
+                        **_surface_scores(completed.get(bone), truth),
+                        "depth_mae_mm": float("nan"),
+                        "dice": dice[bone],
+                    }
+                )
             timings["metrics"] = timings.get("metrics", 0.0) + time.perf_counter() - t1
     return rows, shown
 
@@ -292,7 +383,11 @@ def summarise(rows: Sequence[Mapping]) -> list[dict]:
     bones = list(dict.fromkeys(r["bone"] for r in rows))
     for variant, shift in keys:
         for bone in bones + ["all"]:
-            group = [r for r in rows if r["variant"] == variant and r["shift"] == shift and (bone == "all" or r["bone"] == bone)]
+            group = [
+                r
+                for r in rows
+                if r["variant"] == variant and r["shift"] == shift and (bone == "all" or r["bone"] == bone)
+            ]
             row: dict = {"variant": variant, "shift": shift, "bone": bone, "n": len(group)}
             for k in METRIC_KEYS:
                 v = np.array([r[k] for r in group], dtype=np.float64)
@@ -310,11 +405,18 @@ def bootstrap_interval(values: np.ndarray, n_boot: int, rng: np.random.Generator
     return [float(x) for x in np.percentile(boot, [2.5, 97.5])]
 
 
-def subject_summary(rows: Sequence[Mapping], variant: str = HEADLINE[0], shift: str = HEADLINE[1], metric: str = "assd_mm",
-                    n_boot: int = 2000, seed: int = 0) -> dict:
+def subject_summary(
+    rows: Sequence[Mapping],
+    variant: str = HEADLINE[0],
+    shift: str = HEADLINE[1],
+    metric: str = "assd_mm",
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict:
     """``metric`` of one variant and shift per subject (each row's ``case``; mean over its poses) and bone, plus "all"
     (all its bones and poses), and the mean over subjects with a 95% percentile-bootstrap interval (subjects drawn with
-    replacement, ``n_boot`` draws): the uncertainty that a handful of test subjects leaves. NaNs (bone not found) skipped."""
+    replacement, ``n_boot`` draws): the uncertainty that a handful of test subjects leaves. NaNs (bone not found) skipped.
+    """
     by_subject: dict[str, list[Mapping]] = {}
     for r in rows:
         if r["variant"] == variant and r["shift"] == shift:
@@ -337,8 +439,18 @@ def subject_summary(rows: Sequence[Mapping], variant: str = HEADLINE[0], shift: 
             continue
         mean[bone], ci95[bone] = float(col.mean()), bootstrap_interval(col, n_boot, rng)
     poses = {s: len({r["sample"] for r in group}) for s, group in by_subject.items()}
-    return {"variant": variant, "shift": shift, "metric": metric, "bones": bones, "poses": poses, "per_subject": per_subject,
-            "mean": mean, "ci95": ci95, "n_boot": int(n_boot), "interval": "percentile bootstrap over subjects"}
+    return {
+        "variant": variant,
+        "shift": shift,
+        "metric": metric,
+        "bones": bones,
+        "poses": poses,
+        "per_subject": per_subject,
+        "mean": mean,
+        "ci95": ci95,
+        "n_boot": int(n_boot),
+        "interval": "percentile bootstrap over subjects",
+    }
 
 
 # ---------------------------------------------------------------------- outputs
@@ -346,8 +458,15 @@ def _fmt(v: float) -> str:
     return "-" if v is None or not math.isfinite(v) else f"{v:.2f}"
 
 
-def summary_markdown(means: Sequence[Mapping], notes: Sequence[str], prior_mm: Mapping[int, float], n_samples: int, oracle_inputs: bool,
-                     subjects: Mapping | None = None, split: str = "test") -> str:
+def summary_markdown(
+    means: Sequence[Mapping],
+    notes: Sequence[str],
+    prior_mm: Mapping[int, float],
+    n_samples: int,
+    oracle_inputs: bool,
+    subjects: Mapping | None = None,
+    split: str = "test",
+) -> str:
     """The means table (variant x shift x bone) and, given, the per-subject table of :func:`subject_summary`, as Markdown."""
     lines = [
         "# Evaluation summary",
@@ -359,17 +478,31 @@ def summary_markdown(means: Sequence[Mapping], notes: Sequence[str], prior_mm: M
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in means:
-        lines.append(f"| {r['variant']} | {r['shift']} | {r['bone']} | {_fmt(r['assd_mm'])} | {_fmt(r['hd95_mm'])} | {_fmt(r['chamfer_mm'])} | {_fmt(r['depth_mae_mm'])} | {_fmt(r['dice'])} | {r['assd_mm_n']} |")
+        lines.append(
+            f"| {r['variant']} | {r['shift']} | {r['bone']} | {_fmt(r['assd_mm'])} | {_fmt(r['hd95_mm'])} | {_fmt(r['chamfer_mm'])} | {_fmt(r['depth_mae_mm'])} | {_fmt(r['dice'])} | {r['assd_mm_n']} |"
+        )
     if subjects and subjects["per_subject"]:
         bones, n = subjects["bones"], len(subjects["per_subject"])
-        lines += ["", f"## Per subject: {subjects['variant']}, {subjects['shift']} shift, {subjects['metric'].removesuffix('_mm').upper()} (mm)", "",
-                  f"Mean over each subject's poses; last row: the mean over the {n} subjects and its 95% interval ({subjects['interval']}, "
-                  f"{subjects['n_boot']} draws), the uncertainty that {n} subjects leave.", "",
-                  "| subject | poses | " + " | ".join(bones) + " |", "|---|---|" + "---|" * len(bones)]
+        lines += [
+            "",
+            f"## Per subject: {subjects['variant']}, {subjects['shift']} shift, {subjects['metric'].removesuffix('_mm').upper()} (mm)",
+            "",
+            f"Mean over each subject's poses; last row: the mean over the {n} subjects and its 95% interval ({subjects['interval']}, "
+            f"{subjects['n_boot']} draws), the uncertainty that {n} subjects leave.",
+            "",
+            "| subject | poses | " + " | ".join(bones) + " |",
+            "|---|---|" + "---|" * len(bones),
+        ]
         for s, values in subjects["per_subject"].items():
             lines.append(f"| {s} | {subjects['poses'][s]} | " + " | ".join(_fmt(values[b]) for b in bones) + " |")
-        lines.append(f"| mean (95% interval) | {sum(subjects['poses'].values())} | "
-                     + " | ".join(f"{_fmt(subjects['mean'][b])} ({_fmt(subjects['ci95'][b][0])}-{_fmt(subjects['ci95'][b][1])})" for b in bones) + " |")
+        lines.append(
+            f"| mean (95% interval) | {sum(subjects['poses'].values())} | "
+            + " | ".join(
+                f"{_fmt(subjects['mean'][b])} ({_fmt(subjects['ci95'][b][0])}-{_fmt(subjects['ci95'][b][1])})"
+                for b in bones
+            )
+            + " |"
+        )
     if notes:
         lines += ["", "Notes:", *[f"- {n}" for n in notes]]
     return "\n".join(lines) + "\n"
@@ -427,7 +560,9 @@ class EvaluationRunner:
         self.poses_per_case = poses_per_case
         self.datasets, self.output_dir = dataset_folders(dataset_dir), Path(output_dir)
         if not isinstance(split, str) or not split:
-            raise InputFileError("--split", f"expected the name of a datalist list (training, validation, test), got {split!r}")
+            raise InputFileError(
+                "--split", f"expected the name of a datalist list (training, validation, test), got {split!r}"
+            )
         self.split, self.prior_centre_mm, self.oracle_inputs = split, prior_centre_mm, bool(oracle_inputs)
         self.error_map_max_mm = float(error_map_max_mm)
         self.metric_kwargs = {"spacing_mm": float(surface_spacing_mm), "max_samples": int(max_samples)}
@@ -451,33 +586,63 @@ class EvaluationRunner:
 
     def _predict(self, network: str, rec: Reconstructor | None, sample: Sample) -> DepthPrediction:
         if rec is None:
-            return oracle_prediction(sample.depth, sample.mask, sample.geometry, faces=1 if network == "single_face" else 2)
+            return oracle_prediction(
+                sample.depth, sample.mask, sample.geometry, faces=1 if network == "single_face" else 2
+            )
         return rec.predict(sample.image, sample.geometry, sample.fov)
 
-    def evaluate_entries(self, entries: Sequence[tuple[str, Mapping]], nets: Mapping[str, Reconstructor | None], prior: Mapping[int, float]) -> list[tuple[list[dict], dict, dict]]:
+    def evaluate_entries(
+        self,
+        entries: Sequence[tuple[str, Mapping]],
+        nets: Mapping[str, Reconstructor | None],
+        prior: Mapping[int, float],
+    ) -> list[tuple[list[dict], dict, dict]]:
         """Rows, error-map candidate (:func:`evaluate_sample`) and stage seconds (load, predict, reconstruct,
         metrics) of each (name prefix of its data set, datalist entry), in order; raises InputFileError."""
         out = []
         recs = {name: rec or self.dual_face for name, rec in nets.items()}  # oracle inputs: the dual-face settings
         for prefix, entry in entries:
             t0 = time.perf_counter()
-            sample = load_sample(entry, self.datasets[prefix], None, self.dual_face.bones)  # truth at each network's size: evaluate_sample
+            sample = load_sample(
+                entry, self.datasets[prefix], None, self.dual_face.bones
+            )  # truth at each network's size: evaluate_sample
             sample.name, sample.case = prefix + sample.name, prefix + sample.case
             t1 = time.perf_counter()
             preds = {name: self._predict(name, rec, sample) for name, rec in nets.items()}
             timings = {"load": t1 - t0, "predict": time.perf_counter() - t1}
             rows, shown = evaluate_sample(sample, preds, recs, prior, **self.metric_kwargs, timings=timings)
-            out.append((rows, {**shown, "sample": sample.name, "geometry": sample.field or sample.geometry, "extent_planes": sample.extent_planes} if shown else {}, timings))
+            out.append(
+                (
+                    rows,
+                    (
+                        {
+                            **shown,
+                            "sample": sample.name,
+                            "geometry": sample.field or sample.geometry,
+                            "extent_planes": sample.extent_planes,
+                        }
+                        if shown
+                        else {}
+                    ),
+                    timings,
+                )
+            )
         return out
 
     def run(self) -> dict:
         """Evaluate and write outputs; exits 1 with one line on bad input."""
         started = time.perf_counter()
-        check_replaceable(self.output_dir, RESULT_KIND)  # models/ or a folder this bundle did not write as an evaluation: refused before any work
+        check_replaceable(
+            self.output_dir, RESULT_KIND
+        )  # models/ or a folder this bundle did not write as an evaluation: refused before any work
         notes: list[str] = []
         pool = None
         try:
-            found = split_entries(list(self.datasets.values()), self.split, "choose the list to evaluate with --split (e.g. --split training for a CT simulated into training)")
+            found = split_entries(
+                list(self.datasets.values()),
+                self.split,
+                "choose the list to evaluate with --split (e.g. --split training for a CT simulated into training)",
+            )
             for prefix, folder in self.datasets.items():
                 if prefix not in found:
                     notes.append(f"{folder}: no samples in its {self.split!r} list; not evaluated")
@@ -490,8 +655,15 @@ class EvaluationRunner:
             if self.workers > 1:  # forked after loading: workers share the networks and shape models
                 _WORKER["state"] = (self, nets)
                 pool = multiprocessing.get_context("fork").Pool(self.workers, _init_worker)
-            prior = {1: float(given), 2: float(given)} if given is not None else prior_centre_depth(
-                list(self.datasets.values()), "training", functools.partial(pool.imap, chunksize=16) if pool else map)
+            prior = (
+                {1: float(given), 2: float(given)}
+                if given is not None
+                else prior_centre_depth(
+                    list(self.datasets.values()),
+                    "training",
+                    functools.partial(pool.imap, chunksize=16) if pool else map,
+                )
+            )
             # one task per subject (its poses share the true surfaces), results in datalist order
             groups: dict[str, list[int]] = {}
             for k, (prefix, entry) in enumerate(entries):
@@ -499,7 +671,10 @@ class EvaluationRunner:
             tasks = [([entries[k] for k in ks], prior) for ks in groups.values()]
             results: list = [None] * len(entries)
             with tqdm(total=len(entries), desc=f"evaluate ({self.split})", unit="sample") as bar:
-                for ks, done in zip(groups.values(), pool.imap(_evaluate_task, tasks) if pool else (self.evaluate_entries(e, nets, p) for e, p in tasks)):
+                for ks, done in zip(
+                    groups.values(),
+                    pool.imap(_evaluate_task, tasks) if pool else (self.evaluate_entries(e, nets, p) for e, p in tasks),
+                ):
                     if isinstance(done, str):  # a worker's InputFileError line
                         print(done, file=sys.stderr)
                         raise SystemExit(1)
@@ -515,7 +690,10 @@ class EvaluationRunner:
                 _WORKER.clear()
         rows = [row for sample_rows, _, _ in results for row in sample_rows]
         shown = next((s for _, s, _ in results if s), {})
-        stages = {k: float(np.median([t.get(k, 0.0) for _, _, t in results])) for k in ("load", "predict", "reconstruct", "metrics")}
+        stages = {
+            k: float(np.median([t.get(k, 0.0) for _, _, t in results]))
+            for k in ("load", "predict", "reconstruct", "metrics")
+        }
         means = summarise(rows)
         subjects = subject_summary(rows)
         result = {
@@ -537,14 +715,27 @@ class EvaluationRunner:
             write_json(out / "metrics.json", result)
             write_csv(out / "metrics.csv", rows, means)
             with atomic_path(out / "summary.md") as tmp:
-                tmp.write_text(summary_markdown(means, notes, prior, len(entries), self.oracle_inputs, subjects, self.split))
+                tmp.write_text(
+                    summary_markdown(means, notes, prior, len(entries), self.oracle_inputs, subjects, self.split)
+                )
             bones = [b for b in dict.fromkeys(r["bone"] for r in means) if b != "all"]
-            save_metric_bars(out / "assd_by_variant.png", means, "assd_mm", SHIFTS, result["variants"], bones, "ASSD (mm)")
+            save_metric_bars(
+                out / "assd_by_variant.png", means, "assd_mm", SHIFTS, result["variants"], bones, "ASSD (mm)"
+            )
             if shown:
-                errors = {b: vertex_errors(m, shown["truth"][b], shown["geometry"], shown["extent_planes"]) for b, m in shown["meshes"].items() if b in shown["truth"]}
+                errors = {
+                    b: vertex_errors(m, shown["truth"][b], shown["geometry"], shown["extent_planes"])
+                    for b, m in shown["meshes"].items()
+                    if b in shown["truth"]
+                }
                 meshes = {b: m for b, m in shown["meshes"].items() if b in errors}
-                save_error_map(out / f"error_map_{shown['sample']}.png", meshes, errors, self.error_map_max_mm,
-                               f"{shown['sample']}: {shown['variant']} (centre shift), distance to truth")
+                save_error_map(
+                    out / f"error_map_{shown['sample']}.png",
+                    meshes,
+                    errors,
+                    self.error_map_max_mm,
+                    f"{shown['sample']}: {shown['variant']} (centre shift), distance to truth",
+                )
         return result
 
 

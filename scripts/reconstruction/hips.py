@@ -31,10 +31,14 @@ def femoral_head_vertices(vertices_ras: np.ndarray, bone: str, iterations: int =
     vertices within :data:`HEAD_SHELL_MM` of it until the set settles."""
     v = np.asarray(vertices_ras, dtype=np.float64)
     seed = v[np.argmax(v[:, 2] + MEDIAL_X[bone] * v[:, 0])]
-    return refit_sphere_shell(v, np.flatnonzero(np.linalg.norm(v - seed, axis=1) < HEAD_SEED_RADIUS_MM), HEAD_SHELL_MM, iterations)[0]
+    return refit_sphere_shell(
+        v, np.flatnonzero(np.linalg.norm(v - seed, axis=1) < HEAD_SEED_RADIUS_MM), HEAD_SHELL_MM, iterations
+    )[0]
 
 
-def head_spheres(vertices: Mapping[str, np.ndarray], head_vertices: Mapping[str, np.ndarray]) -> dict[str, tuple[np.ndarray, float]]:
+def head_spheres(
+    vertices: Mapping[str, np.ndarray], head_vertices: Mapping[str, np.ndarray]
+) -> dict[str, tuple[np.ndarray, float]]:
     """{femur: (centre (3,), radius)} mm of each femur mesh in ``vertices`` ({bone: (V, 3)}, any one frame)
     that has a head vertex set (``head_vertices``: {bone: indices}, e.g. from the shape model's mean)."""
     return {b: fit_sphere(np.asarray(v)[head_vertices[b]]) for b, v in vertices.items() if b in head_vertices}

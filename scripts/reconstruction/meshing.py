@@ -12,7 +12,6 @@ border the surface stays open: the bone goes on outside the image.
 
 from __future__ import annotations
 
-
 import numpy as np
 import trimesh
 
@@ -64,7 +63,13 @@ def grid_triangles(mask: np.ndarray) -> np.ndarray:
     return np.concatenate(tris).astype(np.int64)
 
 
-def _edge_jumps(depth: np.ndarray, tris: np.ndarray, footprint: np.ndarray | None, max_jump_mm: float, max_jump_per_footprint: float | None) -> np.ndarray:
+def _edge_jumps(
+    depth: np.ndarray,
+    tris: np.ndarray,
+    footprint: np.ndarray | None,
+    max_jump_mm: float,
+    max_jump_per_footprint: float | None,
+) -> np.ndarray:
     """True for triangles (T,) with an edge whose depth difference crosses a jump."""
     d = depth.reshape(-1)[tris]  # (T, 3)
     jump = np.abs(d - np.roll(d, -1, axis=1))
@@ -126,7 +131,9 @@ def dual_face_mesh(
     # silhouette: boundary of the whole masked triangulation, except along the image border
     edges, owner = _boundary_half_edges(tris, n)
     ev, eu = np.divmod(edges, w)
-    on_border = ((ev[:, 0] == ev[:, 1]) & np.isin(ev[:, 0], (0, h - 1))) | ((eu[:, 0] == eu[:, 1]) & np.isin(eu[:, 0], (0, w - 1)))
+    on_border = ((ev[:, 0] == ev[:, 1]) & np.isin(ev[:, 0], (0, h - 1))) | (
+        (eu[:, 0] == eu[:, 1]) & np.isin(eu[:, 0], (0, w - 1))
+    )
     walls = edges[~on_border & ok_front[owner] & ok_back[owner]]
     i, j = walls[:, 0], walls[:, 1]
     faces = np.concatenate(
@@ -144,7 +151,9 @@ def dual_face_mesh(
     return mesh
 
 
-def front_face_mesh(front: np.ndarray, mask: np.ndarray, geometry: Geometry, max_depth_jump_mm: float = 20.0) -> trimesh.Trimesh:
+def front_face_mesh(
+    front: np.ndarray, mask: np.ndarray, geometry: Geometry, max_depth_jump_mm: float = 20.0
+) -> trimesh.Trimesh:
     """Open surface (camera frame, mm) of the front face only (single-face baseline): the grid triangles of
     the masked pixels with a front depth, facing the source, less those with an edge crossing a depth jump
     (two depths more than ``max_depth_jump_mm`` apart)."""

@@ -44,7 +44,8 @@ def largest_part(mask: np.ndarray) -> np.ndarray:
 def side_fractions(mask: np.ndarray, bones: Sequence[str], midline_u: float) -> dict[str, float]:
     """Per found bone of a mask (B, H, W) (channels named by ``bones``), the fraction of its pixels on its side of
     the image column ``midline_u`` (px): femur_left at larger u (image columns run toward the patient's left),
-    femur_right at smaller u; any other bone (the pelvis spans both) the smaller of its two fractions (0.5: balanced)."""
+    femur_right at smaller u; any other bone (the pelvis spans both) the smaller of its two fractions (0.5: balanced).
+    """
     out = {}
     for b, bone in enumerate(bones):
         u = np.nonzero(mask[b])[1]
@@ -93,21 +94,48 @@ def plausibility(
         v, u = np.nonzero(m)
         centroid[bone] = (float(u.mean()), float(v.mean()))
         main = largest_part(m)
-        check(f"{bone} one part", main.sum() / m.sum(), f">= {min_largest_component:g} of the mask in its largest part", main.sum() / m.sum() >= min_largest_component)
+        check(
+            f"{bone} one part",
+            main.sum() / m.sum(),
+            f">= {min_largest_component:g} of the mask in its largest part",
+            main.sum() / m.sum() >= min_largest_component,
+        )
         if bone in widths:
             x = geometry.backproject(np.asarray(depth[faces * b], dtype=np.float64))[main][:, 0]
             lo, hi = widths[bone]
             check(f"{bone} width", np.ptp(x), f"{lo:g}..{hi:g} mm", lo <= np.ptp(x) <= hi)
         if bone in fit_rms_mm:
-            check(f"{bone} shape-model fit", fit_rms_mm[bone], f"<= {max_ssm_rms_mm:g} mm RMS", fit_rms_mm[bone] <= max_ssm_rms_mm)
-    sides = side_fractions(mask, geometry.bones, centroid["pelvis"][0] if "pelvis" in centroid else geometry.principal_point_px[0])
+            check(
+                f"{bone} shape-model fit",
+                fit_rms_mm[bone],
+                f"<= {max_ssm_rms_mm:g} mm RMS",
+                fit_rms_mm[bone] <= max_ssm_rms_mm,
+            )
+    sides = side_fractions(
+        mask, geometry.bones, centroid["pelvis"][0] if "pelvis" in centroid else geometry.principal_point_px[0]
+    )
     for bone in ("femur_left", "femur_right"):
         if bone in sides:
-            check(f"{bone} side", sides[bone], f">= {min_side_fraction:g} of the mask on the patient's {bone.split('_')[1]} of the pelvis centre", sides[bone] >= min_side_fraction)
+            check(
+                f"{bone} side",
+                sides[bone],
+                f">= {min_side_fraction:g} of the mask on the patient's {bone.split('_')[1]} of the pelvis centre",
+                sides[bone] >= min_side_fraction,
+            )
     if {"pelvis", "femur_left", "femur_right"} <= set(centroid):
         (pu, pv), (lu, lv), (ru, rv) = centroid["pelvis"], centroid["femur_left"], centroid["femur_right"]
-        check("pelvis above the femurs", min(lv, rv) - pv, "> 0 px (pelvis centroid row above both femurs')", pv < min(lv, rv))
-        check("pelvis between the femurs", min(pu - ru, lu - pu), "> 0 px (pelvis centroid column between the femurs')", ru < pu < lu)
+        check(
+            "pelvis above the femurs",
+            min(lv, rv) - pv,
+            "> 0 px (pelvis centroid row above both femurs')",
+            pv < min(lv, rv),
+        )
+        check(
+            "pelvis between the femurs",
+            min(pu - ru, lu - pu),
+            "> 0 px (pelvis centroid column between the femurs')",
+            ru < pu < lu,
+        )
     score = float(np.mean([c["ok"] for c in checks])) if checks else 0.0
     failed = [c["name"] for c in checks if not c["ok"]]
     plausible = score >= min_score

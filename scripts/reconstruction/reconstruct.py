@@ -31,18 +31,18 @@ import trimesh
 from monai.bundle import ConfigParser
 
 from scripts import BUNDLE_ROOT
-from scripts.model.checkpoints import load_network
 from scripts.config_flags import as_device
+from scripts.geometry import BONES, Geometry
 from scripts.io.dicom_export import bundle_version
 from scripts.io.files import PathLike, atomic_dir, sha256, write_depth_and_mask, write_json, write_ply
-from scripts.geometry import BONES, Geometry
+from scripts.io.report import save_reconstruction_report
+from scripts.model.checkpoints import load_network
+from scripts.model.networks import absolute_depth, split_output
+from scripts.model.transforms import flip_bone_maps_lr
 from scripts.reconstruction.hips import MEDIAL_X, femoral_head_vertices, head_spheres, hip_plane
 from scripts.reconstruction.meshing import dual_face_mesh, front_face_mesh, masked_points
-from scripts.model.networks import absolute_depth, split_output
 from scripts.reconstruction.plausibility import plausibility
-from scripts.io.report import save_reconstruction_report
 from scripts.reconstruction.ssm import ShapeFit, ShapeModel, fit_shape_model, load_shape_models
-from scripts.model.transforms import flip_bone_maps_lr
 
 INFERENCE_CONFIG = BUNDLE_ROOT / "configs" / "inference.yaml"
 RESULT_KIND = "reconstruction"  # the scripts.io.files marker of output folders
@@ -77,7 +77,9 @@ class DepthPrediction:
         """(B, H, W) bool: probability above 0.5."""
         return self.mask_prob > 0.5
 
-    def absolute(self, centre_mm: float | None = None, weights: np.ndarray | None = None, masked: bool = True) -> np.ndarray:
+    def absolute(
+        self, centre_mm: float | None = None, weights: np.ndarray | None = None, masked: bool = True
+    ) -> np.ndarray:
         """Depths (faces*B, H, W) mm shifted so that their ``weights``-mean equals ``centre_mm``.
 
         Defaults: the network's own centre estimate and the mask probabilities (per face) as weights,
@@ -87,7 +89,9 @@ class DepthPrediction:
         w = np.repeat(self.mask_prob, self.faces, axis=0) if weights is None else np.asarray(weights)
         t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))[None]  # noqa: E731
         shifted = absolute_depth(t(self.depth), t(w), torch.tensor([centre], dtype=torch.float64))[0].numpy()
-        return (np.where(np.repeat(self.mask, self.faces, axis=0), shifted, 0.0) if masked else shifted).astype(np.float32)
+        return (np.where(np.repeat(self.mask, self.faces, axis=0), shifted, 0.0) if masked else shifted).astype(
+            np.float32
+        )
 
 
 def true_face_mask(depth: np.ndarray, mask: np.ndarray, faces: int) -> np.ndarray:
@@ -111,7 +115,9 @@ def oracle_prediction(depth: np.ndarray, mask: np.ndarray, geometry: Geometry, f
 
 
 # ---------------------------------------------------------------------- surfaces
-def surface_meshes(depth: np.ndarray, mask: np.ndarray, geometry: Geometry, max_depth_jump_mm: float = 20.0) -> dict[str, trimesh.Trimesh]:
+def surface_meshes(
+    depth: np.ndarray, mask: np.ndarray, geometry: Geometry, max_depth_jump_mm: float = 20.0
+) -> dict[str, trimesh.Trimesh]:
     """Per-bone surfaces (camera frame, mm) from absolute depth (faces*B, H, W) and mask (B, H, W); empty masks skipped."""
     faces = depth.shape[0] // mask.shape[0]
     out = {}
@@ -126,7 +132,9 @@ def surface_meshes(depth: np.ndarray, mask: np.ndarray, geometry: Geometry, max_
     return out
 
 
-def bone_points(depth: np.ndarray, mask: np.ndarray, geometry: Geometry) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def bone_points(
+    depth: np.ndarray, mask: np.ndarray, geometry: Geometry
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Per-bone back-projected points (N, 3) camera frame mm (front then back faces) and their facing
     (N,): +1 front face (toward the source), -1 back face; empty masks skipped."""
     faces = depth.shape[0] // mask.shape[0]
@@ -162,8 +170,14 @@ def bone_field(geometry: Geometry, mask: np.ndarray, bone: str, margin_mm: float
 
 
 def complete_surfaces(
-    points: Mapping[str, np.ndarray], shape_models: Mapping[str, ShapeModel], geometry: Geometry, masks: Mapping[str, np.ndarray] | None = None,
-    field_margin_mm: float | None = 10.0, min_points: int = 10, facing: Mapping[str, np.ndarray] | None = None, **fit_kwargs,
+    points: Mapping[str, np.ndarray],
+    shape_models: Mapping[str, ShapeModel],
+    geometry: Geometry,
+    masks: Mapping[str, np.ndarray] | None = None,
+    field_margin_mm: float | None = 10.0,
+    min_points: int = 10,
+    facing: Mapping[str, np.ndarray] | None = None,
+    **fit_kwargs,
 ) -> dict[str, ShapeFit]:
     """Shape-model fit per bone with a model and at least ``min_points`` points (camera frame, cone-aware).
 
@@ -177,9 +191,26 @@ def complete_surfaces(
     bones = [b for b, pts in points.items() if b in shape_models and len(pts) >= max(min_points, 10)]
     if not bones:
         return {}
-    fields = {b: bone_field(geometry, masks[b], b, field_margin_mm) if masks is not None and field_margin_mm is not None else geometry for b in bones}
+    fields = {
+        b: (
+            bone_field(geometry, masks[b], b, field_margin_mm)
+            if masks is not None and field_margin_mm is not None
+            else geometry
+        )
+        for b in bones
+    }
     with concurrent.futures.ThreadPoolExecutor(len(bones)) as pool:
-        fits = {b: pool.submit(fit_shape_model, shape_models[b], points[b], geometry=fields[b], facing=None if facing is None else facing[b], **fit_kwargs) for b in bones}
+        fits = {
+            b: pool.submit(
+                fit_shape_model,
+                shape_models[b],
+                points[b],
+                geometry=fields[b],
+                facing=None if facing is None else facing[b],
+                **fit_kwargs,
+            )
+            for b in bones
+        }
         return {b: f.result() for b, f in fits.items()}
 
 
@@ -194,8 +225,12 @@ class Reconstruction:
     surfaces: dict[str, trimesh.Trimesh]
     fits: dict[str, ShapeFit]
     timings_s: dict[str, float] = field(default_factory=dict)
-    plausibility: dict = field(default_factory=dict)  # scripts.reconstruction.plausibility.plausibility of the masks and fits
-    heads: dict[str, tuple[np.ndarray, float]] = field(default_factory=dict)  # femoral head (centre (3,), radius) of each completed femur, camera mm
+    plausibility: dict = field(
+        default_factory=dict
+    )  # scripts.reconstruction.plausibility.plausibility of the masks and fits
+    heads: dict[str, tuple[np.ndarray, float]] = field(
+        default_factory=dict
+    )  # femoral head (centre (3,), radius) of each completed femur, camera mm
     completion_warnings: list[str] = field(default_factory=list)  # found bones the shape-model file has no model of
 
     @property
@@ -206,7 +241,10 @@ class Reconstruction:
     @property
     def warnings(self) -> list[str]:
         """Warnings about this result: found bones left without completion (no shape model of them), an implausible prediction."""
-        return [*self.completion_warnings, *([self.plausibility["warning"]] if self.plausibility.get("warning") else [])]
+        return [
+            *self.completion_warnings,
+            *([self.plausibility["warning"]] if self.plausibility.get("warning") else []),
+        ]
 
     @property
     def completed(self) -> dict[str, trimesh.Trimesh]:
@@ -223,11 +261,20 @@ class Reconstruction:
             if m.any():
                 d = self.depth[faces * b : faces * (b + 1)][:, m]
                 border = m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any()
-                info.update(centre_depth_mm=float(d.mean()), in_view=not border, surface=mesh_summary(self.surfaces[bone]))
+                info.update(
+                    centre_depth_mm=float(d.mean()), in_view=not border, surface=mesh_summary(self.surfaces[bone])
+                )
             fit = self.fits.get(bone)
-            info["ssm"] = None if fit is None else {
-                "rms_mm": fit.rms_mm, "inlier_fraction": fit.inlier_fraction, "coeffs_sd": fit.coeffs.tolist(), "pose_model_to_camera": fit.pose.tolist()
-            }
+            info["ssm"] = (
+                None
+                if fit is None
+                else {
+                    "rms_mm": fit.rms_mm,
+                    "inlier_fraction": fit.inlier_fraction,
+                    "coeffs_sd": fit.coeffs.tolist(),
+                    "pose_model_to_camera": fit.pose.tolist(),
+                }
+            )
             if bone in self.heads:
                 centre, radius = self.heads[bone]
                 info["head"] = {"centre_mm": np.asarray(centre).tolist(), "radius_mm": float(radius)}
@@ -238,7 +285,9 @@ class Reconstruction:
 
 
 # ---------------------------------------------------------------------- the reconstructor
-def _average_with_mirror(parts: Mapping[str, torch.Tensor], mirrored: Mapping[str, torch.Tensor], bones: Sequence[str], faces: int) -> dict[str, torch.Tensor]:
+def _average_with_mirror(
+    parts: Mapping[str, torch.Tensor], mirrored: Mapping[str, torch.Tensor], bones: Sequence[str], faces: int
+) -> dict[str, torch.Tensor]:
     """Mean of the network's maps of an image and (mirrored back) of its left-right mirror image.
 
     The mirror image shows the mirror patient, so its maps are flipped back and its left/right bone
@@ -253,7 +302,11 @@ def _average_with_mirror(parts: Mapping[str, torch.Tensor], mirrored: Mapping[st
 
 
 def network_input(
-    image: np.ndarray, geometry: Geometry, preprocessing: Callable[[dict], dict], image_size: Sequence[int], bones: Sequence[str] = BONES,
+    image: np.ndarray,
+    geometry: Geometry,
+    preprocessing: Callable[[dict], dict],
+    image_size: Sequence[int],
+    bones: Sequence[str] = BONES,
     fov: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, Geometry, torch.Tensor | None]:
     """Preprocessed network input (1, h, w) float32 of an (H, W) image, its geometry resized to ``image_size`` (W, H)
@@ -268,9 +321,15 @@ def network_input(
     data = preprocessing(data)
     x = torch.as_tensor(data["image"], dtype=torch.float32)
     if tuple(x.shape[-2:]) != (net_geometry.height, net_geometry.width):
-        raise ValueError(f"preprocessing gave {tuple(x.shape[-2:])}, expected (H, W) = {(net_geometry.height, net_geometry.width)}")
+        raise ValueError(
+            f"preprocessing gave {tuple(x.shape[-2:])}, expected (H, W) = {(net_geometry.height, net_geometry.width)}"
+        )
     inside = data.get("fov")
-    return x, net_geometry, None if inside is None else torch.as_tensor(inside, dtype=torch.float32).reshape(1, *x.shape[-2:])
+    return (
+        x,
+        net_geometry,
+        None if inside is None else torch.as_tensor(inside, dtype=torch.float32).reshape(1, *x.shape[-2:]),
+    )
 
 
 class Reconstructor:
@@ -330,7 +389,9 @@ class Reconstructor:
         self.flip_tta = bool(flip_tta)
         self.network: torch.nn.Module | None = None
         self.shape_models: dict[str, ShapeModel] | None = None
-        self.head_vertices: dict[str, np.ndarray] = {}  # femur models' head vertex indices (hips.femoral_head_vertices of the mean)
+        self.head_vertices: dict[str, np.ndarray] = (
+            {}
+        )  # femur models' head vertex indices (hips.femoral_head_vertices of the mean)
 
     def load(self, network: bool = True) -> "Reconstructor":
         """Load shape models and (``network``) weights, once. Raises :class:`InputFileError` naming a bad file."""
@@ -338,7 +399,9 @@ class Reconstructor:
             self.network = load_network(self.ckpt_path, self.network_def, self.device, self.torchscript)
         if self.shape_models is None:
             self.shape_models = load_shape_models(self.ssm_path)[0] if self.ssm_path else {}
-            self.head_vertices = {b: femoral_head_vertices(m.mean, b) for b, m in self.shape_models.items() if b in MEDIAL_X}
+            self.head_vertices = {
+                b: femoral_head_vertices(m.mean, b) for b, m in self.shape_models.items() if b in MEDIAL_X
+            }
         return self
 
     @functools.cached_property
@@ -347,17 +410,30 @@ class Reconstructor:
         (configs/metadata.json), ``network`` (``file`` name, ``sha256``, ``torchscript``; None without ``ckpt_path``) and
         ``shape_model`` (``file``, ``sha256``; None without ``ssm_path``)."""
         network = None if self.ckpt_path is None else {**file_identity(self.ckpt_path), "torchscript": self.torchscript}
-        return {"bundle_version": bundle_version(), "network": network, "shape_model": None if not self.ssm_path else file_identity(self.ssm_path)}
+        return {
+            "bundle_version": bundle_version(),
+            "network": network,
+            "shape_model": None if not self.ssm_path else file_identity(self.ssm_path),
+        }
 
     @property
     def settings(self) -> dict:
         """The reconstruction settings a result depends on besides its model files (configs/inference.yaml keys):
         network size (W, H), bones, mirror averaging, meshing, shape-model fit and plausibility thresholds."""
-        return {"image_size": list(self.image_size), "bones": list(self.bones), "flip_tta": self.flip_tta, "min_pixels": self.min_pixels,
-                "max_depth_jump_mm": self.max_depth_jump_mm, "ssm_fit": self.fit_kwargs, "ssm_field_margin_mm": self.field_margin_mm,
-                "plausibility": self.plausibility_kwargs}
+        return {
+            "image_size": list(self.image_size),
+            "bones": list(self.bones),
+            "flip_tta": self.flip_tta,
+            "min_pixels": self.min_pixels,
+            "max_depth_jump_mm": self.max_depth_jump_mm,
+            "ssm_fit": self.fit_kwargs,
+            "ssm_field_margin_mm": self.field_margin_mm,
+            "plausibility": self.plausibility_kwargs,
+        }
 
-    def prepare(self, image: np.ndarray, geometry: Geometry, fov: np.ndarray | None = None) -> tuple[torch.Tensor, Geometry, torch.Tensor | None]:
+    def prepare(
+        self, image: np.ndarray, geometry: Geometry, fov: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, Geometry, torch.Tensor | None]:
         """The network input (1, h, w) of an (H, W) bone-bright image, its geometry and radiograph area at the network
         size (:func:`network_input`; light, so DataLoader workers run it ahead of the network)."""
         return network_input(image, geometry, self.preprocessing, self.image_size, self.bones, fov)
@@ -372,7 +448,9 @@ class Reconstructor:
         x, net_geometry, inside = self.prepare(image, geometry, fov)
         return self.predict_batch(x[None], [net_geometry], [inside])[0]
 
-    def predict_batch(self, inputs: torch.Tensor, geometries: Sequence[Geometry], fields: Sequence[torch.Tensor | None] | None = None) -> list[DepthPrediction]:
+    def predict_batch(
+        self, inputs: torch.Tensor, geometries: Sequence[Geometry], fields: Sequence[torch.Tensor | None] | None = None
+    ) -> list[DepthPrediction]:
         """Network maps of a batch of prepared inputs (N, 1, h, w) (:meth:`prepare`), one network call (two with
         ``flip_tta``); ``geometries``: the N network-size geometries; ``fields``: each one's radiograph area
         (1, h, w) or None (no bone predicted outside it)."""
@@ -388,13 +466,23 @@ class Reconstructor:
             if self.flip_tta:
                 mirrored = split_output(self.network(torch.flip(x, dims=(-1,))).float(), len(bones), faces)
                 parts = _average_with_mirror(parts, mirrored, bones, faces)
-            depth, mask_prob, centre = parts["depth"].cpu().numpy(), torch.sigmoid(parts["mask_logits"]).cpu().numpy(), parts["centre"].reshape(len(x)).cpu().numpy()
+            depth, mask_prob, centre = (
+                parts["depth"].cpu().numpy(),
+                torch.sigmoid(parts["mask_logits"]).cpu().numpy(),
+                parts["centre"].reshape(len(x)).cpu().numpy(),
+            )
         for k, inside in enumerate(fields or ()):
             if inside is not None:
                 mask_prob[k] *= np.asarray(inside, dtype=np.float32).reshape(1, *mask_prob.shape[-2:]) > 0.5
         return [DepthPrediction(depth[k], mask_prob[k], float(centre[k]), g) for k, g in enumerate(geometries)]
 
-    def reconstruct(self, prediction: DepthPrediction, centre_mm: float | None = None, weights: np.ndarray | None = None, complete: bool = True) -> Reconstruction:
+    def reconstruct(
+        self,
+        prediction: DepthPrediction,
+        centre_mm: float | None = None,
+        weights: np.ndarray | None = None,
+        complete: bool = True,
+    ) -> Reconstruction:
         """Surfaces and completions from maps, shifted to ``centre_mm`` (default the prediction's estimate)."""
         self.load(network=False)
         t0 = time.perf_counter()
@@ -407,16 +495,35 @@ class Reconstructor:
         t1 = time.perf_counter()
         masks = dict(zip(geom.bones, mask))
         points, facing = bone_points(depth, mask, geom)
-        fits = complete_surfaces(points, self.shape_models, geom, masks, self.field_margin_mm, facing=facing, **self.fit_kwargs) if complete else {}
+        fits = (
+            complete_surfaces(
+                points, self.shape_models, geom, masks, self.field_margin_mm, facing=facing, **self.fit_kwargs
+            )
+            if complete
+            else {}
+        )
         t2 = time.perf_counter()
         centre = mean_masked_depth(depth, np.repeat(mask, prediction.faces, axis=0))
         score = plausibility(mask, depth, geom, {b: f.rms_mm for b, f in fits.items()}, **self.plausibility_kwargs)
         heads = head_spheres({b: f.vertices for b, f in fits.items()}, self.head_vertices)
-        unmodelled = [b for b in points if b not in self.shape_models] if complete and self.shape_models else []  # a file without that bone
-        notes = [f"{b}: the shape model file {self.ssm_path} has no {b} model; no completion ({b}_completed.ply)" for b in unmodelled]
-        return Reconstruction(geom, depth, mask, centre, surfaces, fits, {"meshing": t1 - t0, "ssm": t2 - t1}, score, heads, notes)
+        unmodelled = (
+            [b for b in points if b not in self.shape_models] if complete and self.shape_models else []
+        )  # a file without that bone
+        notes = [
+            f"{b}: the shape model file {self.ssm_path} has no {b} model; no completion ({b}_completed.ply)"
+            for b in unmodelled
+        ]
+        return Reconstruction(
+            geom, depth, mask, centre, surfaces, fits, {"meshing": t1 - t0, "ssm": t2 - t1}, score, heads, notes
+        )
 
-    def __call__(self, image: np.ndarray, geometry: Geometry, prediction: DepthPrediction | None = None, fov: np.ndarray | None = None) -> Reconstruction:
+    def __call__(
+        self,
+        image: np.ndarray,
+        geometry: Geometry,
+        prediction: DepthPrediction | None = None,
+        fov: np.ndarray | None = None,
+    ) -> Reconstruction:
         """Predict (unless ``prediction`` is given, e.g. an oracle) and reconstruct with the estimated centre depth (``fov``: :meth:`predict`)."""
         t0 = time.perf_counter()
         prediction = prediction or self.predict(image, geometry, fov)
@@ -428,7 +535,13 @@ class Reconstructor:
 
 # ---------------------------------------------------------------------- outputs
 def write_reconstruction(
-    out_dir: PathLike, rec: Reconstruction, image: np.ndarray, info: Mapping, name: str, made_with: Mapping, source: str | None = None,
+    out_dir: PathLike,
+    rec: Reconstruction,
+    image: np.ndarray,
+    info: Mapping,
+    name: str,
+    made_with: Mapping,
+    source: str | None = None,
     report: bool = True,
 ) -> Path:
     """Write ``out_dir`` atomically: depth/mask NIfTI (simulator layout), ``<bone>.ply``, ``<bone>_completed.ply``,
@@ -453,10 +566,19 @@ def write_reconstruction(
         faces = rec.depth.shape[0] // rec.mask.shape[0]
         t1 = time.perf_counter()
         if report:
-            shown = None if info.get("burned_in_annotation") else _resize_image(image, geom)  # identifying text stays out of the report
+            shown = (
+                None if info.get("burned_in_annotation") else _resize_image(image, geom)
+            )  # identifying text stays out of the report
             depth2 = np.moveaxis(rec.depth if faces == 2 else np.repeat(rec.depth, 2, axis=0), 0, -1)
             save_reconstruction_report(
-                tmp / "report.png", shown, np.moveaxis(rec.mask, 0, -1), depth2, rec.completed or rec.surfaces, geom.bones, title=name, warnings=warnings,
+                tmp / "report.png",
+                shown,
+                np.moveaxis(rec.mask, 0, -1),
+                depth2,
+                rec.completed or rec.surfaces,
+                geom.bones,
+                title=name,
+                warnings=warnings,
                 hip_plane=rec.hip_plane,
             )
         t2 = time.perf_counter()
@@ -467,7 +589,11 @@ def write_reconstruction(
             "faces": faces,
             "centre_depth_mm": rec.centre_mm,
             "plausibility": rec.plausibility,
-            "timings_s": {**rec.timings_s, "write": t1 - t0 + time.perf_counter() - t2, **({"report": t2 - t1} if report else {})},
+            "timings_s": {
+                **rec.timings_s,
+                "write": t1 - t0 + time.perf_counter() - t2,
+                **({"report": t2 - t1} if report else {}),
+            },
         }
         write_json(tmp / "result.json", result)
     return out_dir
@@ -481,14 +607,20 @@ def file_identity(path: PathLike) -> dict:
 def made_with_changes(result: Mapping, made_with: Mapping) -> list[str] | None:
     """What differs between the ``model`` and ``options`` a result.json records and ``made_with`` (this run's, as JSON
     values): "network weights" and "shape model" (their SHA-256; file names and the bundle version are not compared)
-    and the names of differing options; [] when none. None when the result records no model (bundle 0.10.6 or earlier)."""
+    and the names of differing options; [] when none. None when the result records no model (bundle 0.10.6 or earlier).
+    """
     if not isinstance(result.get("model"), Mapping):
         return None
     digest = lambda block: block.get("sha256") if isinstance(block, Mapping) else None  # noqa: E731
     recorded, options = result["model"], result.get("options") if isinstance(result.get("options"), Mapping) else {}
-    changes = [what for key, what in (("network", "network weights"), ("shape_model", "shape model"))
-               if digest(recorded.get(key)) != digest(made_with["model"][key])]
-    return changes + sorted(k for k in {*options, *made_with["options"]} if options.get(k) != made_with["options"].get(k))
+    changes = [
+        what
+        for key, what in (("network", "network weights"), ("shape_model", "shape model"))
+        if digest(recorded.get(key)) != digest(made_with["model"][key])
+    ]
+    return changes + sorted(
+        k for k in {*options, *made_with["options"]} if options.get(k) != made_with["options"].get(k)
+    )
 
 
 def mesh_summary(mesh: trimesh.Trimesh) -> dict:
@@ -496,8 +628,14 @@ def mesh_summary(mesh: trimesh.Trimesh) -> dict:
     return {"vertices": len(mesh.vertices), "faces": len(mesh.faces), "watertight": bool(mesh.is_watertight)}
 
 
-def result_summary(info: Mapping, geometry: Geometry, bones: Mapping[str, dict], hip_plane: dict | None, warnings: Sequence[str],
-                   model: Mapping | None) -> dict:
+def result_summary(
+    info: Mapping,
+    geometry: Geometry,
+    bones: Mapping[str, dict],
+    hip_plane: dict | None,
+    warnings: Sequence[str],
+    model: Mapping | None,
+) -> dict:
     """The result.json fields the bundle's inference (:func:`write_reconstruction`) and the Deploy app
     (``deploy/app/pipeline.py``) share, built here for both so that they agree: the input's format, geometry
     source, coverage and laterality (``info`` of :func:`scripts.io.radiograph_io.load_radiograph_with_field`),
@@ -543,11 +681,15 @@ def bundle_config(config_file: PathLike = INFERENCE_CONFIG, overrides: Mapping |
 
 def build_reconstructor(config_file: PathLike = INFERENCE_CONFIG, **overrides) -> Reconstructor:
     """The ``reconstructor`` of an inference config (default configs/inference.yaml) with config-key overrides (None: config value)."""
-    return bundle_config(config_file, {k: v for k, v in overrides.items() if v is not None}).get_parsed_content("reconstructor")
+    return bundle_config(config_file, {k: v for k, v in overrides.items() if v is not None}).get_parsed_content(
+        "reconstructor"
+    )
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_reconstructor(model_path: str | None, ssm_path: str | None, device: str | None, torchscript: bool) -> Reconstructor:
+def _cached_reconstructor(
+    model_path: str | None, ssm_path: str | None, device: str | None, torchscript: bool
+) -> Reconstructor:
     return build_reconstructor(ckpt_path=model_path, ssm_path=ssm_path, device=device, torchscript=torchscript).load()
 
 
@@ -555,10 +697,17 @@ class BoneMeshes(dict):
     """``{bone: trimesh.Trimesh}`` of one radiograph (camera frame, mm) carrying the result's ``warnings``
     (sentences, e.g. an implausible prediction: :attr:`Reconstruction.warnings`), ``hip_plane``
     (:attr:`Reconstruction.hip_plane`; None without a completed femur) and per-bone summary ``bones``
-    (:meth:`Reconstruction.bone_summary`: result.json's) and ``model`` (:attr:`Reconstructor.model`: the files that made it)."""
+    (:meth:`Reconstruction.bone_summary`: result.json's) and ``model`` (:attr:`Reconstructor.model`: the files that made it).
+    """
 
-    def __init__(self, meshes: Mapping[str, trimesh.Trimesh], warnings: Sequence[str] = (), hip_plane: dict | None = None,
-                 bones: Mapping[str, dict] | None = None, model: Mapping | None = None):
+    def __init__(
+        self,
+        meshes: Mapping[str, trimesh.Trimesh],
+        warnings: Sequence[str] = (),
+        hip_plane: dict | None = None,
+        bones: Mapping[str, dict] | None = None,
+        model: Mapping | None = None,
+    ):
         super().__init__(meshes)
         self.warnings = list(warnings)
         self.hip_plane = hip_plane
@@ -587,6 +736,17 @@ def reconstruct_image(
     radiograph's own area (:func:`scripts.io.radiograph_io.load_radiograph_with_field`; None: all of the image), normalised
     over and filled outside as in training, with no bone predicted outside it (:meth:`Reconstructor.predict`).
     """
-    reconstructor = _cached_reconstructor(None if model_path is None else str(model_path), None if ssm_path is None else str(ssm_path), device, bool(torchscript))
+    reconstructor = _cached_reconstructor(
+        None if model_path is None else str(model_path),
+        None if ssm_path is None else str(ssm_path),
+        device,
+        bool(torchscript),
+    )
     rec = reconstructor(image, geometry, fov=fov)
-    return BoneMeshes({**rec.surfaces, **(rec.completed if completed else {})}, rec.warnings, rec.hip_plane, rec.bone_summary(), reconstructor.model)
+    return BoneMeshes(
+        {**rec.surfaces, **(rec.completed if completed else {})},
+        rec.warnings,
+        rec.hip_plane,
+        rec.bone_summary(),
+        reconstructor.model,
+    )

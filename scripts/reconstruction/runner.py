@@ -27,11 +27,27 @@ from tqdm import tqdm
 
 from scripts.config_flags import as_count, as_shard
 from scripts.geometry import Geometry, GeometryError
-from scripts.io.files import (InputFileError, PathLike, check_output_dir, check_own_output, check_replaceable, find_partials, read_json,
-                               refuse_models_dir, remove_partials)
+from scripts.io.files import (
+    InputFileError,
+    PathLike,
+    check_output_dir,
+    check_own_output,
+    check_replaceable,
+    find_partials,
+    read_json,
+    refuse_models_dir,
+    remove_partials,
+)
 from scripts.io.radiograph_io import RadiographFile, RadiographInputs, error_line
-from scripts.reconstruction.reconstruct import (RESULT_KIND, Reconstruction, Reconstructor, made_with_changes, network_input, output_warnings,
-                                                write_reconstruction)
+from scripts.reconstruction.reconstruct import (
+    RESULT_KIND,
+    Reconstruction,
+    Reconstructor,
+    made_with_changes,
+    network_input,
+    output_warnings,
+    write_reconstruction,
+)
 
 
 @dataclass
@@ -61,10 +77,24 @@ class RadiographReader(torch.utils.data.Dataset):
     (:meth:`scripts.io.radiograph_io.RadiographInputs.read`), the radiograph's own area and the network's
     preprocessing (:func:`network_input`). Bad input becomes a "failed" item, so DataLoader workers never raise."""
 
-    def __init__(self, paths: Sequence[Path], inputs: RadiographInputs, output_dir: Path, overwrite: bool,
-                 preprocessing: Callable[[dict], dict], image_size: Sequence[int], bones: Sequence[str], made_with: dict):
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        inputs: RadiographInputs,
+        output_dir: Path,
+        overwrite: bool,
+        preprocessing: Callable[[dict], dict],
+        image_size: Sequence[int],
+        bones: Sequence[str],
+        made_with: dict,
+    ):
         self.paths, self.inputs, self.output_dir, self.overwrite = list(paths), inputs, Path(output_dir), overwrite
-        self.preprocessing, self.image_size, self.bones, self.made_with = preprocessing, image_size, tuple(bones), made_with
+        self.preprocessing, self.image_size, self.bones, self.made_with = (
+            preprocessing,
+            image_size,
+            tuple(bones),
+            made_with,
+        )
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -75,14 +105,21 @@ class RadiographReader(torch.utils.data.Dataset):
         than this run's, or when its folder may not be replaced."""
         target = self.output_dir / item.name
         if not self.overwrite and (target / "result.json").exists() and check_own_output(target, RESULT_KIND, item.key):
-            changes = made_with_changes(read_json(target / "result.json"), self.made_with)  # the marker read once, here or by check_replaceable
+            changes = made_with_changes(
+                read_json(target / "result.json"), self.made_with
+            )  # the marker read once, here or by check_replaceable
             if changes:
-                raise InputFileError(target, f"was made with other {', '.join(changes)} than this run's; left untouched: pass --overwrite true "
-                                             "to replace it with this run's result or choose another --output_dir")
+                raise InputFileError(
+                    target,
+                    f"was made with other {', '.join(changes)} than this run's; left untouched: pass --overwrite true "
+                    "to replace it with this run's result or choose another --output_dir",
+                )
             if changes is None:
                 unrecorded.append(item.name)
             return False
-        check_replaceable(target, RESULT_KIND, item.key)  # to be replaced: a user's file inside fails this input before any work
+        check_replaceable(
+            target, RESULT_KIND, item.key
+        )  # to be replaced: a user's file inside fails this input before any work
         return True
 
     def __getitem__(self, index: int) -> RadiographInput:
@@ -91,13 +128,34 @@ class RadiographReader(torch.utils.data.Dataset):
         unrecorded: list[str] = []
         item = self.inputs.read(path, functools.partial(self._to_load, unrecorded=unrecorded))
         if item.error or item.image is None:
-            return RadiographInput(path, item.name, item.key, error=item.error, status="failed" if item.error else "skipped", unrecorded=bool(unrecorded))
+            return RadiographInput(
+                path,
+                item.name,
+                item.key,
+                error=item.error,
+                status="failed" if item.error else "skipped",
+                unrecorded=bool(unrecorded),
+            )
         try:
-            x, net_geometry, inside = network_input(item.image, item.geometry, self.preprocessing, self.image_size, self.bones, item.fov)
+            x, net_geometry, inside = network_input(
+                item.image, item.geometry, self.preprocessing, self.image_size, self.bones, item.fov
+            )
         except Exception as e:  # fails this input only
             return RadiographInput(path, item.name, item.key, error=error_line(path, e), status="failed")
-        return RadiographInput(path, item.name, item.key, None, item.image, item.geometry, item.info, item.fov, network_input=x.numpy(),
-                               network_geometry=net_geometry, network_field=None if inside is None else inside.numpy(), load_s=time.perf_counter() - t0)
+        return RadiographInput(
+            path,
+            item.name,
+            item.key,
+            None,
+            item.image,
+            item.geometry,
+            item.info,
+            item.fov,
+            network_input=x.numpy(),
+            network_geometry=net_geometry,
+            network_field=None if inside is None else inside.numpy(),
+            load_s=time.perf_counter() - t0,
+        )
 
 
 def _as_list(batch: list) -> list:
@@ -125,9 +183,15 @@ def _die_with_parent(parent_pid: int, worker_id: int) -> None:
 def read_ahead(dataset: torch.utils.data.Dataset, batch_size: int, num_workers: int) -> torch.utils.data.DataLoader:
     """DataLoader of ``dataset``'s items in order, lists of ``batch_size``, read ahead by ``num_workers`` processes
     (0: in the calling process) that die with the calling process (:func:`_die_with_parent`)."""
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_as_list,
-                                       prefetch_factor=2 if num_workers else None, persistent_workers=False,
-                                       worker_init_fn=functools.partial(_die_with_parent, os.getpid()) if num_workers else None)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=_as_list,
+        prefetch_factor=2 if num_workers else None,
+        persistent_workers=False,
+        worker_init_fn=functools.partial(_die_with_parent, os.getpid()) if num_workers else None,
+    )
 
 
 class ReconstructionRunner:
@@ -200,8 +264,13 @@ class ReconstructionRunner:
         """result.json's ``model`` (:attr:`Reconstructor.model`: the files' SHA-256, read once per run) and ``options`` (the
         reconstructor's settings, the standard geometry, the ``sid_mm`` and ``pixel_spacing_mm`` fill-ins, ``report``)
         of this run, as JSON values: what a rerun into the same folder compares (:func:`made_with_changes`)."""
-        options = {**self.reconstructor.settings, "standard_geometry": self.standard.to_dict(), "sid_mm": self.sid_mm,
-                   "pixel_spacing_mm": self.pixel_spacing_mm, "report": self.report}
+        options = {
+            **self.reconstructor.settings,
+            "standard_geometry": self.standard.to_dict(),
+            "sid_mm": self.sid_mm,
+            "pixel_spacing_mm": self.pixel_spacing_mm,
+            "report": self.report,
+        }
         return json.loads(json.dumps({"model": self.reconstructor.model, "options": options}))
 
     def inputs(self) -> list[Path]:
@@ -211,8 +280,16 @@ class ReconstructionRunner:
 
     def reader(self, paths: Sequence[Path]) -> torch.utils.data.DataLoader:
         """DataLoader of :class:`RadiographReader` items in input order, lists of ``batch_size`` (:func:`read_ahead`)."""
-        dataset = RadiographReader(paths, self.radiographs, self.output_dir, self.overwrite,
-                                   self.reconstructor.preprocessing, self.reconstructor.image_size, self.reconstructor.bones, self.made_with)
+        dataset = RadiographReader(
+            paths,
+            self.radiographs,
+            self.output_dir,
+            self.overwrite,
+            self.reconstructor.preprocessing,
+            self.reconstructor.image_size,
+            self.reconstructor.bones,
+            self.made_with,
+        )
         return read_ahead(dataset, self.batch_size, min(self.num_workers, len(paths)))
 
     def _reconstruct(self, batch: Sequence[RadiographInput]) -> list[tuple[RadiographInput, Reconstruction | str]]:
@@ -223,7 +300,9 @@ class ReconstructionRunner:
         t0 = time.perf_counter()
         try:
             inputs = torch.from_numpy(np.stack([item.network_input for item in ready]))
-            predictions = self.reconstructor.predict_batch(inputs, [item.network_geometry for item in ready], [item.network_field for item in ready])
+            predictions = self.reconstructor.predict_batch(
+                inputs, [item.network_geometry for item in ready], [item.network_field for item in ready]
+            )
         except ValueError as e:
             return [(item, f"{item.path}: {e}") for item in ready]
         network_s = (time.perf_counter() - t0) / len(ready)
@@ -255,14 +334,19 @@ class ReconstructionRunner:
             raise SystemExit(1) from None
         status: dict[str, list[str]] = {"done": [], "skipped": [], "failed": []}
         if not inputs:
-            print(f"{self.input_dir}: no radiographs found" + ("" if self.shard is None else f" for shard {self.shard}"), file=sys.stderr)
+            print(
+                f"{self.input_dir}: no radiographs found" + ("" if self.shard is None else f" for shard {self.shard}"),
+                file=sys.stderr,
+            )
             raise SystemExit(1)
 
         def failed(path: Path, line: str) -> None:
             tqdm.write(line, file=sys.stderr)
             status["failed"].append(str(path))
 
-        stale = find_partials(self.output_dir)  # unfinished outputs of a killed run: all, or (shards) each as its input comes
+        stale = find_partials(
+            self.output_dir
+        )  # unfinished outputs of a killed run: all, or (shards) each as its input comes
         if self.shard is None:
             remove_partials(self.output_dir, found=stale)
         pending: collections.deque = collections.deque()  # (input, its warnings, future) in submission order
@@ -280,12 +364,16 @@ class ReconstructionRunner:
                     failed(item.path, f"{item.path}: writing failed ({type(e).__name__}: {e})")
                 bar.update(1)
 
-        pool = concurrent.futures.ThreadPoolExecutor(self.writers, thread_name_prefix="writer") if self.writers else None
+        pool = (
+            concurrent.futures.ThreadPoolExecutor(self.writers, thread_name_prefix="writer") if self.writers else None
+        )
         try:
             with tqdm(total=len(inputs), desc="reconstruct", unit="image") as bar:
                 for batch in self.reader(inputs):
                     for item in batch:
-                        if not self.radiographs.claim(item):  # one output name for two inputs: the later one is an error
+                        if not self.radiographs.claim(
+                            item
+                        ):  # one output name for two inputs: the later one is an error
                             item.status = "failed"
                         elif self.shard is not None and item.name in stale:
                             remove_partials(self.output_dir, [item.name], stale)  # this shard's, left by a killed run
@@ -300,18 +388,37 @@ class ReconstructionRunner:
                             failed(item.path, rec)
                             bar.update(1)
                             continue
-                        args = (self.output_dir / item.name, rec, item.image, item.info, item.name, self.made_with, item.key, self.report)
-                        future = pool.submit(write_reconstruction, *args) if pool else _done(write_reconstruction, *args)
+                        args = (
+                            self.output_dir / item.name,
+                            rec,
+                            item.image,
+                            item.info,
+                            item.name,
+                            self.made_with,
+                            item.key,
+                            self.report,
+                        )
+                        future = (
+                            pool.submit(write_reconstruction, *args) if pool else _done(write_reconstruction, *args)
+                        )
                         pending.append((item, output_warnings(rec, item.info), future))
                         collect(2 * self.writers)  # bounded: at most twice the writers' outputs held in memory
                 collect(0)
             if unrecorded:
-                tqdm.write(f"{self.output_dir}: {unrecorded} finished output(s) record no model (written by bundle 0.10.6 or earlier), skipped as done; "
-                           "pass --overwrite true to redo them with this run's model", file=sys.stderr)
+                tqdm.write(
+                    f"{self.output_dir}: {unrecorded} finished output(s) record no model (written by bundle 0.10.6 or earlier), skipped as done; "
+                    "pass --overwrite true to redo them with this run's model",
+                    file=sys.stderr,
+                )
         finally:
             if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)  # an interrupted run finishes (atomically) what is being written
-        print(f"reconstructed {len(status['done'])}, skipped {len(status['skipped'])} (already done), failed {len(status['failed'])}", file=sys.stderr)
+                pool.shutdown(
+                    wait=True, cancel_futures=True
+                )  # an interrupted run finishes (atomically) what is being written
+        print(
+            f"reconstructed {len(status['done'])}, skipped {len(status['skipped'])} (already done), failed {len(status['failed'])}",
+            file=sys.stderr,
+        )
         if status["failed"]:
             raise SystemExit(1)
         return status

@@ -33,15 +33,25 @@ import numpy as np
 import trimesh
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
+from skimage.measure import marching_cubes
 from tqdm import tqdm
 
-from skimage.measure import marching_cubes
-
-from scripts.io.files import InputFileError, PathLike, atomic_dir, atomic_path, exits_on_input_error, output_dir_problem, read_json, refuse_existing, refuse_models_dir, write_ply
-from scripts.data.volumes import BONE_LABELS, LABEL_MAP_CHOICES, load_label_map, read_labels
 from scripts.data.llp26 import NOTICE as LLP26_NOTICE
-from scripts.model.release import verify_shipped
+from scripts.data.volumes import BONE_LABELS, LABEL_MAP_CHOICES, load_label_map, read_labels
 from scripts.geometry import BONES, STANDARD_AP_ROTATION, Geometry, apply_transform
+from scripts.io.files import (
+    InputFileError,
+    PathLike,
+    atomic_dir,
+    atomic_path,
+    exits_on_input_error,
+    output_dir_problem,
+    read_json,
+    refuse_existing,
+    refuse_models_dir,
+    write_ply,
+)
+from scripts.model.release import verify_shipped
 from scripts.reconstruction.surface_metrics import point_to_surface
 from scripts.shape_maths import generalized_procrustes
 
@@ -77,7 +87,9 @@ class ShapeModel:
         b = np.asarray(coeffs, dtype=np.float64) * np.sqrt(self.variances)
         return self.mean + np.tensordot(b, self.modes, axes=1)
 
-    def instance(self, coeffs: np.ndarray | None = None, pose: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def instance(
+        self, coeffs: np.ndarray | None = None, pose: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Vertices (V, 3) mm (posed by the 4x4 ``pose``, model -> target frame, when given) and faces (F, 3)."""
         v = self.shape(coeffs)
         return (v if pose is None else apply_transform(pose, v)), self.faces
@@ -160,7 +172,9 @@ def build_shape_model(shapes: np.ndarray, faces: np.ndarray, variance: float = 0
     return ShapeModel(mean, np.asarray(faces, dtype=np.int64), vt[:k].reshape(k, v, 3), var[:k])
 
 
-def register_to_template(template: trimesh.Trimesh, target: trimesh.Trimesh, smoothness: Sequence[float] = (10.0, 2.0, 0.5, 0.1)) -> np.ndarray:
+def register_to_template(
+    template: trimesh.Trimesh, target: trimesh.Trimesh, smoothness: Sequence[float] = (10.0, 2.0, 0.5, 0.1)
+) -> np.ndarray:
     """Template vertices (V, 3) deformed onto ``target`` (same frame, mm), giving a shape in correspondence.
 
     Rigid ICP (template sample points -> target surface, started from the centroid offset), then
@@ -169,12 +183,18 @@ def register_to_template(template: trimesh.Trimesh, target: trimesh.Trimesh, smo
     """
     initial = np.eye(4)
     initial[:3, 3] = target.centroid - template.centroid
-    rigid, _, _ = trimesh.registration.icp(template.vertices, target, initial=initial, max_iterations=50, reflection=False, scale=False)
+    rigid, _, _ = trimesh.registration.icp(
+        template.vertices, target, initial=initial, max_iterations=50, reflection=False, scale=False
+    )
     moved = template.copy()
     moved.apply_transform(rigid)
-    threshold = 10.0 * float(np.sqrt(target.area / max(len(target.vertices), 1)) + np.sqrt(moved.area / len(moved.vertices)))
+    threshold = 10.0 * float(
+        np.sqrt(target.area / max(len(target.vertices), 1)) + np.sqrt(moved.area / len(moved.vertices))
+    )
     steps = [[ws, 0.0, 0.5, 10] for ws in smoothness]
-    return np.asarray(trimesh.registration.nricp_amberg(moved, target, steps=steps, distance_threshold=threshold), dtype=np.float64)
+    return np.asarray(
+        trimesh.registration.nricp_amberg(moved, target, steps=steps, distance_threshold=threshold), dtype=np.float64
+    )
 
 
 # ---------------------------------------------------------------------- fitting
@@ -209,7 +229,9 @@ def _initial_pose(model: ShapeModel, points: np.ndarray, geometry: Geometry | No
     return pose
 
 
-def _closest_vertices(x: np.ndarray, pts: np.ndarray, cand: np.ndarray, sides: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+def _closest_vertices(
+    x: np.ndarray, pts: np.ndarray, cand: np.ndarray, sides: tuple[np.ndarray, np.ndarray] | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Distance (mm) and index of each point's closest candidate vertex of ``x``; with ``sides`` =
     (candidate faces the source, point faces the source), only among candidates facing its way."""
     if sides is None:
@@ -283,14 +305,20 @@ def fit_shape_model(
     if len(pts) > max_points:
         chosen = rng.choice(len(pts), max_points, replace=False)
         pts, side = pts[chosen], (side[chosen] if side is not None else None)
-    pose = np.asarray(init_pose, dtype=np.float64) if init_pose is not None else _initial_pose(model, pts, geometry, STANDARD_AP_ROTATION)
+    pose = (
+        np.asarray(init_pose, dtype=np.float64)
+        if init_pose is not None
+        else _initial_pose(model, pts, geometry, STANDARD_AP_ROTATION)
+    )
     scale = float(np.cbrt(np.linalg.det(pose[:3, :3])))
     rot, t = pose[:3, :3] / scale, pose[:3, 3].copy()
     k = model.n_modes
     basis = model.modes.transpose(1, 2, 0) * np.sqrt(model.variances)  # (V, 3, K) mm per sd
     b = np.zeros(k)
     n_pose = 7 if fit_scale else 6
-    incidence = trimesh.geometry.index_sparse(len(model.mean), model.faces).tocsr()  # vertex-face, for area-weighted normals
+    incidence = trimesh.geometry.index_sparse(
+        len(model.mean), model.faces
+    ).tocsr()  # vertex-face, for area-weighted normals
     schedule = [False] * min(n_rigid_iterations, n_iterations) + [k > 0] * max(n_iterations - n_rigid_iterations, 0)
     it, previous = 0, None
     while it < len(schedule):
@@ -309,7 +337,12 @@ def fit_shape_model(
         cand = np.flatnonzero(geometry.in_field_of_view(x)) if geometry is not None else np.arange(len(x))
         if len(cand) < 3:
             cand = np.arange(len(x))
-        dist, v = _closest_vertices(x, pts, cand, None if side is None else (model.outward * np.einsum("ij,ij->i", normals[cand], x[cand]) < 0, side))
+        dist, v = _closest_vertices(
+            x,
+            pts,
+            cand,
+            None if side is None else (model.outward * np.einsum("ij,ij->i", normals[cand], x[cand]) < 0, side),
+        )
         keep = dist <= np.quantile(dist, 1.0 - trim_fraction) + 1e-9
         v, p = v[keep], pts[keep]
         n = normals[v]
@@ -327,7 +360,11 @@ def fit_shape_model(
             a[n_pose:, n_pose:] += regularisation_mm2 * np.eye(k)
             rhs[n_pose:] -= regularisation_mm2 * b
         delta = np.linalg.solve(a, rhs)
-        delta *= min(1.0, np.deg2rad(max_step_deg) / max(np.linalg.norm(delta[:3]), 1e-300), max_step_mm / max(np.linalg.norm(delta[3:6]), 1e-300))
+        delta *= min(
+            1.0,
+            np.deg2rad(max_step_deg) / max(np.linalg.norm(delta[:3]), 1e-300),
+            max_step_mm / max(np.linalg.norm(delta[3:6]), 1e-300),
+        )
         c = x.mean(0)
         step_rot = Rotation.from_rotvec(delta[:3]).as_matrix()
         ds = 1.0 + (delta[6] if fit_scale else 0.0)
@@ -360,7 +397,9 @@ def read_mesh(path: PathLike) -> trimesh.Trimesh:
     return mesh
 
 
-def label_surfaces(labels_path: PathLike, bones: Sequence[str], label_map: Mapping | str | None = None) -> dict[str, trimesh.Trimesh]:
+def label_surfaces(
+    labels_path: PathLike, bones: Sequence[str], label_map: Mapping | str | None = None
+) -> dict[str, trimesh.Trimesh]:
     """World-RAS (mm) marching-cubes surfaces of bone labels read as the simulator reads them
     (:func:`scripts.data.volumes.read_labels`: a label volume with ``label_map``, or a TotalSegmentator folder);
     a bone without voxels is left out."""
@@ -375,7 +414,9 @@ def label_surfaces(labels_path: PathLike, bones: Sequence[str], label_map: Mappi
     return out
 
 
-def write_label_meshes(labels_path: PathLike, case_dir: PathLike, bones: Sequence[str] = BONES, label_map: Mapping | str | None = None) -> dict[str, int]:
+def write_label_meshes(
+    labels_path: PathLike, case_dir: PathLike, bones: Sequence[str] = BONES, label_map: Mapping | str | None = None
+) -> dict[str, int]:
     """A case's ``case_dir/meshes/<bone>.ply`` (the layout ``build`` reads) from its CT labels: :func:`label_surfaces`,
     world RAS mm, written as one folder (marker kind :data:`MESHES_KIND`; a rerun from the same labels replaces it,
     anything else there is refused). Returns vertices per bone; a bone without voxels raises :class:`InputFileError`."""
@@ -396,7 +437,12 @@ def _plot_variance(path: Path, models: Mapping[str, ShapeModel]) -> None:
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for bone, m in models.items():
-        ax.plot(np.arange(1, m.n_modes + 1), np.cumsum(m.variances) / m.variances.sum() * 100, "o-", label=f"{bone} ({m.n_modes} modes)")
+        ax.plot(
+            np.arange(1, m.n_modes + 1),
+            np.cumsum(m.variances) / m.variances.sum() * 100,
+            "o-",
+            label=f"{bone} ({m.n_modes} modes)",
+        )
     ax.set_xlabel("mode")
     ax.set_ylabel("cumulative variance kept (%)")
     ax.grid(alpha=0.3)
@@ -429,7 +475,10 @@ def build_from_cases(
             if register:
                 shapes.append(register_to_template(template, mesh))
             elif mesh.vertices.shape != template.vertices.shape or not np.array_equal(mesh.faces, template.faces):
-                raise InputFileError(path, f"mesh topology differs from {template_path} ({len(mesh.vertices)} vs {len(template.vertices)} vertices); use --register")
+                raise InputFileError(
+                    path,
+                    f"mesh topology differs from {template_path} ({len(mesh.vertices)} vs {len(template.vertices)} vertices); use --register",
+                )
             else:
                 shapes.append(np.asarray(mesh.vertices, dtype=np.float64))
         try:
@@ -449,7 +498,9 @@ def build_from_cases(
     return models, meta
 
 
-def case_folders(cases_dir: PathLike, case_names: Collection[str] | None = None, selection: str = "the case names given") -> list[Path]:
+def case_folders(
+    cases_dir: PathLike, case_names: Collection[str] | None = None, selection: str = "the case names given"
+) -> list[Path]:
     """The cases of a cohort of meshes: every subfolder of ``cases_dir`` (any name; hidden ones skipped) that holds
     a ``meshes/`` folder, in name order; with ``case_names`` only those (``selection``: where the names came from).
 
@@ -461,17 +512,26 @@ def case_folders(cases_dir: PathLike, case_names: Collection[str] | None = None,
         raise InputFileError(cases_dir, "cases folder not found")
     cases, left_out = [], {}
     for d in sorted(p for p in cases_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        why = ("no meshes/ folder (python -m scripts.ssm meshes writes one from the case's labels)" if not (d / "meshes").is_dir()
-               else f"not among {selection}" if case_names is not None and d.name not in case_names else None)
+        why = (
+            "no meshes/ folder (python -m scripts.ssm meshes writes one from the case's labels)"
+            if not (d / "meshes").is_dir()
+            else f"not among {selection}" if case_names is not None and d.name not in case_names else None
+        )
         if why is None:
             cases.append(d)
         else:
             left_out.setdefault(why, []).append(d.name)
     if len(cases) < 2:
         found = f"found {len(cases)}" + (f" ({cases[0].name})" if cases else "")
-        why = "; ".join(f"{', '.join(names[:5])}{f' and {len(names) - 5} more' if len(names) > 5 else ''}: {reason}" for reason, names in left_out.items())
-        raise InputFileError(cases_dir, f"need at least two case folders (subfolders of any name holding meshes/<bone>.ply), {found}; "
-                                        + (f"left out: {why}" if why else "it has no subfolders"))
+        why = "; ".join(
+            f"{', '.join(names[:5])}{f' and {len(names) - 5} more' if len(names) > 5 else ''}: {reason}"
+            for reason, names in left_out.items()
+        )
+        raise InputFileError(
+            cases_dir,
+            f"need at least two case folders (subfolders of any name holding meshes/<bone>.ply), {found}; "
+            + (f"left out: {why}" if why else "it has no subfolders"),
+        )
     return cases
 
 
@@ -515,18 +575,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build per-bone PCA shape models from a cohort of meshes")
     b.add_argument("--cases", required=True, help="folder with <case>/meshes/<bone>.ply (subfolders of any name)")
-    b.add_argument("--out", required=True, help="output .npz (a PNG of explained variance is written beside it); refused if either exists, unless --overwrite")
+    b.add_argument(
+        "--out",
+        required=True,
+        help="output .npz (a PNG of explained variance is written beside it); refused if either exists, unless --overwrite",
+    )
     b.add_argument("--overwrite", action="store_true", help="replace an existing --out and its PNG")
     b.add_argument("--bones", nargs="+", default=list(BONES))
     b.add_argument("--variance", type=float, default=0.98, help="fraction of variance the kept modes explain")
     b.add_argument("--scale", action="store_true", help="similarity (not rigid) Procrustes alignment")
     b.add_argument("--register", action="store_true", help="bring meshes not in correspondence onto a template first")
-    b.add_argument("--template", default=None, help="folder with <bone>.ply templates for --register (default: first case)")
-    b.add_argument("--datalist", default=None, help="simulator datalist.json: use only the cases of --split (keeps test subjects out)")
+    b.add_argument(
+        "--template", default=None, help="folder with <bone>.ply templates for --register (default: first case)"
+    )
+    b.add_argument(
+        "--datalist",
+        default=None,
+        help="simulator datalist.json: use only the cases of --split (keeps test subjects out)",
+    )
     b.add_argument("--split", default="training", help="datalist list whose cases build the model (with --datalist)")
     m = sub.add_parser("meshes", help="write a case's meshes/<bone>.ply (world RAS mm) from its CT labels, for build")
-    m.add_argument("--labels", required=True, help="label volume (ids mapped by --label-map) or TotalSegmentator output folder (hip_left.nii.gz, ...)")
-    m.add_argument("--label-map", default=None, help=f"JSON file {{source_id: bone id or name}} or preset: {', '.join(LABEL_MAP_CHOICES)}, as for scripts.simulate")
+    m.add_argument(
+        "--labels",
+        required=True,
+        help="label volume (ids mapped by --label-map) or TotalSegmentator output folder (hip_left.nii.gz, ...)",
+    )
+    m.add_argument(
+        "--label-map",
+        default=None,
+        help=f"JSON file {{source_id: bone id or name}} or preset: {', '.join(LABEL_MAP_CHOICES)}, as for scripts.simulate",
+    )
     m.add_argument("--out", required=True, help="the case folder: meshes/ is written in it")
     m.add_argument("--bones", nargs="+", default=list(BONES))
     args = parser.parse_args(argv)
@@ -552,7 +630,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.datalist:
         names = split_cases(args.datalist, args.split)
         listed = f"the {args.split!r} cases of --datalist {args.datalist} ({', '.join(sorted(names)[:5])}{', ...' if len(names) > 5 else ''})"
-    models, meta = build_from_cases(args.cases, args.bones, args.variance, args.scale, args.register, args.template, names, listed)
+    models, meta = build_from_cases(
+        args.cases, args.bones, args.variance, args.scale, args.register, args.template, names, listed
+    )
     save_shape_models(out, models, meta)
     _plot_variance(out.with_suffix(".png"), models)
     for bone, m in models.items():

@@ -45,7 +45,9 @@ def clip_to_field_of_view(mesh: trimesh.Trimesh, geometry: Geometry) -> trimesh.
     return clip_to_planes(mesh, geometry.field_of_view_planes())
 
 
-def volume_extent_planes(affine: np.ndarray, shape: Sequence[int], world_to_camera: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+def volume_extent_planes(
+    affine: np.ndarray, shape: Sequence[int], world_to_camera: np.ndarray
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """The six planes (camera frame mm, inward normals) of the box spanned by a volume's outermost voxel centres.
 
     ``affine``: voxel index -> RAS world mm; ``shape``: voxels along i, j, k; ``world_to_camera``:
@@ -72,7 +74,9 @@ def inside_planes(points: np.ndarray, planes: Planes) -> np.ndarray:
     return inside
 
 
-def sample_surface(mesh: trimesh.Trimesh, spacing_mm: float = 1.0, max_samples: int = 20000, seed: int = 0) -> np.ndarray:
+def sample_surface(
+    mesh: trimesh.Trimesh, spacing_mm: float = 1.0, max_samples: int = 20000, seed: int = 0
+) -> np.ndarray:
     """Points (n, 3) spread uniformly by area, about one per ``spacing_mm``^2 (at least 100, at most ``max_samples``)."""
     if len(mesh.faces) == 0 or mesh.area <= 0:
         return np.zeros((0, 3))
@@ -116,8 +120,15 @@ class ReferenceSurface:
     number for number.
     """
 
-    def __init__(self, ref: trimesh.Trimesh, geometry: Geometry | None = None, spacing_mm: float = 1.0, max_samples: int = 20000, seed: int = 1,
-                 extent_planes: Planes | None = None):
+    def __init__(
+        self,
+        ref: trimesh.Trimesh,
+        geometry: Geometry | None = None,
+        spacing_mm: float = 1.0,
+        max_samples: int = 20000,
+        seed: int = 1,
+        extent_planes: Planes | None = None,
+    ):
         self.spacing_mm, self.max_samples = spacing_mm, max_samples
         self.planes = [*(geometry.field_of_view_planes() if geometry is not None else ()), *(extent_planes or ())]
         self.mesh = clip_to_planes(ref, self.planes) if self.planes else ref
@@ -166,7 +177,9 @@ def surface_metrics(
     return ReferenceSurface(ref, geometry, spacing_mm, max_samples, seed + 1, extent_planes).metrics(pred, seed)
 
 
-def vertex_errors(mesh: trimesh.Trimesh, ref: trimesh.Trimesh, geometry: Geometry | None = None, extent_planes: Planes | None = None) -> np.ndarray:
+def vertex_errors(
+    mesh: trimesh.Trimesh, ref: trimesh.Trimesh, geometry: Geometry | None = None, extent_planes: Planes | None = None
+) -> np.ndarray:
     """Distance (V,) in mm from each vertex of ``mesh`` to the surface of ``ref``, for colour maps.
 
     With ``geometry`` (and ``extent_planes``), ``ref`` is clipped to the X-ray cone (and the CT's
