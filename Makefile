@@ -1,11 +1,13 @@
-# Two commands do everything on a fresh machine: `make demo` and `make test` (each sets up first).
+# Two commands do everything on a fresh machine: `make demo` and `make test` (each sets up first; `make test`
+# checks the code style first, `make lint`, with the tools of requirements-dev.txt).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 DEMO_OUT ?= demo_output
 
-.PHONY: setup demo test clean real-images
+.PHONY: setup demo lint test clean real-images
 
 setup: $(STAMP)
 
@@ -15,10 +17,19 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $(STAMP)
 
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(DEV_STAMP)
+
 demo: $(STAMP)
 	$(PY) -m scripts.demo --out $(DEMO_OUT)
 
-test: $(STAMP)
+lint: $(DEV_STAMP)  # the MONAI model zoo's checks: black, isort, flake8 (pyproject.toml, setup.cfg)
+	$(PY) -m black --check .
+	$(PY) -m isort --check-only .
+	$(PY) -m flake8 .
+
+test: lint
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
 clean:  # the environment and what the demo wrote, nothing else in $(DEMO_OUT)

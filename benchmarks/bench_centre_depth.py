@@ -178,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     (args.output_dir / "centre_depth.json").write_text(json.dumps(results, indent=1))
     save_plot(args.output_dir / "centre_depth.png", plotted)
     print(
-        "| split | radiographs (subjects) | bias | RMS | subject-level RMS | within-subject RMS | corr. with own posterior tissue | RMS without it |"
+        "| split | radiographs (subjects) | bias | RMS | subject-level RMS | within-subject RMS | corr. "
+        "with own posterior tissue | RMS without it |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for split, r in results.items():

@@ -41,7 +41,8 @@ HEAD_ROWS = 0.3  # the top fraction of a femur's mask rows counted as its head a
 
 
 def fixed_subset(dataset_dir: str | Path, split: str, n: int) -> list[dict]:
-    """Up to ``n`` entries of a datalist split: a fixed random subset (seed 0, the same on every run), in datalist order; all when fewer."""
+    """Up to ``n`` entries of a datalist split: a fixed random subset (seed 0, the same on every run), in datalist
+    order; all when fewer."""
     entries = load_datalist(dataset_dir, split)
     pick = np.random.default_rng(0).choice(len(entries), min(n, len(entries)), replace=False)
     return [entries[i] for i in sorted(pick)]
@@ -55,7 +56,7 @@ def error_parts(pred_depth: np.ndarray, pred_mask: np.ndarray, depth: np.ndarray
     same offset over the top ``HEAD_ROWS`` of the channel's rows and over the others (NaN when empty).
     """
     valid = true_face_mask(depth, mask, 2) & np.repeat(pred_mask, 2, axis=0)
-    err = [np.where(v, p - t, np.nan) for v, p, t in zip(valid, pred_depth, depth)]
+    err = [np.where(v, p - t, np.nan) for v, p, t in zip(valid, pred_depth, depth, strict=True)]
     seen = [e[np.isfinite(e)] for e in err]
     if not any(s.size for s in seen):
         raise ValueError("no pixel where both masks and the true depth agree")
@@ -67,7 +68,7 @@ def error_parts(pred_depth: np.ndarray, pred_mask: np.ndarray, depth: np.ndarray
         "face": [s.mean() if s.size else np.nan for s in seen],
     }
     mae = {
-        k: float(np.nanmean([np.abs(s - m).mean() if s.size else np.nan for s, m in zip(seen, v)]))
+        k: float(np.nanmean([np.abs(s - m).mean() if s.size else np.nan for s, m in zip(seen, v, strict=True)]))
         for k, v in shift.items()
     }
     head, rest = np.full(len(seen), np.nan), np.full(len(seen), np.nan)
@@ -156,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     plot(results, out / "depth_offsets.png")
     print(
-        "| split | radiographs | MAE, one shift per radiograph / bone / face | offset RMS pelvis / femur_left / femur_right | femur head / rest offset RMS |"
+        "| split | radiographs | MAE, one shift per radiograph / bone / face | offset RMS pelvis / "
+        "femur_left / femur_right | femur head / rest offset RMS |"
     )
     print("|---|---|---|---|---|")
     for split, r in results.items():

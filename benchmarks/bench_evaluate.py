@@ -61,7 +61,8 @@ def main() -> int:
     p.add_argument("--override", nargs="*", default=[], help="more config keys, KEY=VALUE")
     args = p.parse_args()
     print(
-        f"{args.dataset_dir}, poses per case {args.poses_per_case}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} at start"
+        f"{args.dataset_dir}, poses per case {args.poses_per_case}; {os.cpu_count()} CPUs; load average "
+        f"{os.getloadavg()[0]:.1f} at start"
     )
     rows, reference = [], None
     with tempfile.TemporaryDirectory(prefix="bench_evaluate_") as tmp:
@@ -83,9 +84,10 @@ def main() -> int:
                 "-"
                 if reference is None
                 else str(
-                    all(
+                    len(numbers) == len(reference)
+                    and all(
                         a[:4] == b[:4] and np.allclose(a[4:], b[4:], atol=0.01, equal_nan=True)
-                        for a, b in zip(numbers, reference)
+                        for a, b in zip(numbers, reference, strict=True)
                     )
                 )
             )

@@ -128,8 +128,10 @@ def markdown(summaries: dict[str, dict]) -> str:
         for shift in SHIFTS:
             s = summary[shift]
             lines.append(
-                f"| {name} | {shift} | {s['femurs']} | {fmt(s['head_error_mm'])} | {fmt(s['across_ray_mm'])} | {fmt(s['along_ray_rms_mm'])} "
-                f"| {fmt(s['radius_error_mm'])} | {fmt(s['magnification_mean_abs_pct'])} / {fmt(s['magnification_rms_pct'])} / {fmt(s['magnification_max_abs_pct'])} |"
+                f"| {name} | {shift} | {s['femurs']} | {fmt(s['head_error_mm'])} | "
+                f"{fmt(s['across_ray_mm'])} | {fmt(s['along_ray_rms_mm'])} "
+                f"| {fmt(s['radius_error_mm'])} | {fmt(s['magnification_mean_abs_pct'])} / "
+                f"{fmt(s['magnification_rms_pct'])} / {fmt(s['magnification_max_abs_pct'])} |"
             )
     return "\n".join(lines)
 
@@ -150,7 +152,7 @@ def figure(path: Path, results: dict[str, list[dict]]) -> None:
             )
     ax.boxplot(data, showmeans=True)
     ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=8)
-    for (method, pct), style in zip(CLINICAL_MEAN_ERROR_PCT.items(), (":", "--", "-.")):
+    for (method, pct), style in zip(CLINICAL_MEAN_ERROR_PCT.items(), (":", "--", "-."), strict=True):
         ax.axhline(pct, color="grey", linestyle=style, linewidth=1, label=f"{method}: {pct}% (clinical mean)")
     ax.set_ylabel("|hip-plane magnification error| (%)")
     ax.set_title("Hip plane from the completed femoral heads")

@@ -1,4 +1,5 @@
-"""Seconds per radiograph, load -> meshes, without and with shape-model completion (2 CPU threads by default; --device cuda for a GPU).
+"""Seconds per radiograph, load -> meshes, without and with shape-model completion (2 CPU threads by default; --device
+cuda for a GPU).
 
     python benchmarks/bench_inference.py [--input IMAGE] [--ckpt models/model.pt] [--ssm models/ssm.npz]
                                          [--repeats 3] [--threads 2] [--image_size 128] [--oracle]

@@ -1,5 +1,5 @@
-"""Simulator speed (CPU, 2 threads unless --threads; or --device cuda): seconds per 256x256 sample (DRR + dual-face depth, 3 bones, masks,
-clinical image formation), each part alone, peak memory.
+"""Simulator speed (CPU, 2 threads unless --threads; or --device cuda): seconds per 256x256 sample (DRR + dual-face
+depth, 3 bones, masks, clinical image formation), each part alone, peak memory.
 
 A case's first sample pays the per-case preparation (HU -> water/bone densities, pooling, per-bone depth
 grids); the simulator reuses it for the case's other poses, so further samples cost DRR + depth + image formation.
@@ -89,7 +89,8 @@ def bench(name: str, case: Case, repeats: int, device: torch.device) -> None:
     )
     further = t_drr + t_depth + t_style
     print(
-        f"| {name} | {ct.array.shape} @ {ct.spacing.round(2).tolist()} mm | {t_prep + further:.2f} | {further:.2f} | {t_drr:.2f} | {t_depth:.2f} | {t_style:.2f} | {t_prep:.2f} |"
+        f"| {name} | {ct.array.shape} @ {ct.spacing.round(2).tolist()} mm | {t_prep + further:.2f} | "
+        f"{further:.2f} | {t_drr:.2f} | {t_depth:.2f} | {t_style:.2f} | {t_prep:.2f} |"
     )
 
 
@@ -105,7 +106,9 @@ def main() -> None:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, torch threads {args.threads}"
     print(f"min of {args.repeats} runs, {where}")
     print(
-        "| case | CT voxels @ spacing | s / first sample of a case | s / further sample (DRR + depth + masks + image formation) | s / DRR | s / depth + masks | s / image formation | s / per-case preparation |"
+        "| case | CT voxels @ spacing | s / first sample of a case | s / further sample (DRR + depth + "
+        "masks + image formation) | s / DRR | s / depth + masks | s / image formation | s / per-case "
+        "preparation |"
     )
     print("|---|---|---|---|---|---|---|---|")
     if (REAL_CT_DIR / "example_ct.nii.gz").exists():

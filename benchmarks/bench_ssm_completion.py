@@ -94,7 +94,7 @@ def main() -> None:
     j, truth, geometry, done = shown
     fig, axes = plt.subplots(1, 1 + len(done), figsize=(4.2 * (1 + len(done)), 5.2))
     render_mesh(axes[0], truth, (0, 1), 2, f"LLP26 test subject {j}: truth (AP view)")
-    for ax, (name, meshes) in zip(axes[1:], done.items()):
+    for ax, (name, meshes) in zip(axes[1:], done.items(), strict=True):
         colours = {b: error_rgba(vertex_errors(m, truth[b])[m.faces].mean(1), max_mm=10.0) for b, m in meshes.items()}
         render_mesh(ax, meshes, (0, 1), 2, f"completion with {name}\n(colour: distance to truth, 0-10 mm)", colours)
     fig.suptitle("shape-model completion from the bone surface inside the X-ray cone", fontsize=10)

@@ -122,9 +122,10 @@ def sample_rows(entry: dict, dataset_dir: Path, rec: Reconstructor) -> list[dict
         world = s.geometry.camera_to_world_points(np.asarray(mesh.vertices))
         pivot, joint, angle, sign = joint_pose(truth, params, bone)
         parts = bone_parts(world, truth, seen, pivot + world[joint].mean(0) - truth[joint].mean(0))
-        to_cam = lambda v, faces=mesh.faces: trimesh.Trimesh(
-            s.geometry.world_to_camera_points(v), faces, process=False
-        )  # noqa: E731
+
+        def to_cam(v: np.ndarray, faces: np.ndarray = mesh.faces) -> trimesh.Trimesh:
+            return trimesh.Trimesh(s.geometry.world_to_camera_points(v), faces, process=False)
+
         offset = s.geometry.world_to_camera_points(world[seen].mean(0)[None])[0] - true_cam[seen].mean(0)
         row = {
             "sample": s.name,
@@ -229,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     plot(rows, summary, name, out / f"surface_error_sources_{name}.png")
     print(
-        "| set | bone | radiographs | ASSD as reconstructed | angle set right | translation set right | rigid pose set right | truth at the mean angle | angle SD / completion's error RMS (deg), slope | offset RMS x / y / z (mm) |"
+        "| set | bone | radiographs | ASSD as reconstructed | angle set right | translation set right | "
+        "rigid pose set right | truth at the mean angle | angle SD / completion's error RMS (deg), slope "
+        "| offset RMS x / y / z (mm) |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for bone, r in summary.items():

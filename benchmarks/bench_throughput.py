@@ -80,7 +80,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench_throughput_") as tmp:
         n = copy_inputs(Path(args.input_dir), args.n, Path(tmp) / "in")
         print(
-            f"{n} radiographs from {args.input_dir}; {args.threads} threads, {os.cpu_count()} CPUs; load average {load:.1f} at start; overrides {extra or '-'}"
+            f"{n} radiographs from {args.input_dir}; {args.threads} threads, {os.cpu_count()} CPUs; load "
+            f"average {load:.1f} at start; overrides {extra or '-'}"
         )
         rows = []
         for setting in args.settings:
@@ -90,7 +91,8 @@ def main() -> int:
                 walls.append(run_once(Path(tmp) / "in", out, args.threads, {**SETTINGS[setting], **extra}))
                 stages = stage_medians(out)
                 print(
-                    f"  {setting} run {r + 1}: {walls[-1]:.1f} s, {walls[-1] / n:.3f} s/image; load average {os.getloadavg()[0]:.1f}",
+                    f"  {setting} run {r + 1}: {walls[-1]:.1f} s, {walls[-1] / n:.3f} s/image; load "
+                    f"average {os.getloadavg()[0]:.1f}",
                     flush=True,
                 )
             rows.append((setting, float(np.median(walls)) / n, stages))

@@ -45,11 +45,12 @@ def synthetic_batch(
 
 
 def time_step(size: int, batch: int, device: torch.device, steps: int) -> tuple[float, float | None]:
-    """Median seconds of one optimisation step of the training config at ``size`` x ``size``, and the peak GPU memory (MiB; None on CPU)."""
+    """Median seconds of one optimisation step of the training config at ``size`` x ``size``, and the peak GPU memory
+    (MiB; None on CPU)."""
     parser = ConfigParser()
     parser.read_config(str(ROOT / "configs" / "train.yaml"))
     parser.update(
-        {"image_size": size, "batch_size": batch, "device": f"$torch.device('{device}')", "bundle_root": str(ROOT)}
+        {"image_size": size, "batch_size": batch, "device": f"$torch.device({str(device)!r})", "bundle_root": str(ROOT)}
     )
     network, loss, optimizer = (parser.get_parsed_content(k) for k in ("network", "loss", "optimizer"))
     network.train()
@@ -86,7 +87,8 @@ def main() -> int:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
     print(f"{where}; median of {args.steps} steps after 3 warm-up steps; float32 (the recipe's amp: false)\n")
     print(
-        f"| image size | batch | s / step | radiographs / s | min / epoch of {RECIPE_IMAGES} | peak GPU memory |\n|---|---|---|---|---|---|"
+        f"| image size | batch | s / step | radiographs / s | min / epoch of {RECIPE_IMAGES} | peak GPU "
+        "memory |\n|---|---|---|---|---|---|"
     )
     for size in args.sizes:
         for batch in args.batch_sizes:

@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     for bone, r in result.items():
         if r:
             print(
-                f"| {bone} | {r['subjects']} | {r['old']:.2f} | {r['new']:.2f} | {r['difference']:+.2f} ({r['ci95'][0]:+.2f} to {r['ci95'][1]:+.2f}) |"
+                f"| {bone} | {r['subjects']} | {r['old']:.2f} | {r['new']:.2f} | {r['difference']:+.2f} "
+                f"({r['ci95'][0]:+.2f} to {r['ci95'][1]:+.2f}) |"
             )
     return 0
 

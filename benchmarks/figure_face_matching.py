@@ -21,7 +21,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -62,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     points = bone_points(rec.depth, rec.mask, rec.geometry)[0][args.bone]
     true_vertices = sample.meshes[args.bone].vertices
     fig, axes = plt.subplots(1, len(fits), figsize=(6 * len(fits), 5.5))
-    for ax, (name, (vertices, assd)) in zip(axes, fits.items()):
+    for ax, (name, (vertices, assd)) in zip(axes, fits.items(), strict=True):
         for v, colour, alpha, label in (
             (true_vertices, "0.6", 1.0, "true surface"),
             (vertices, "tab:orange", 0.35, "completion"),

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     frame = ra.femur_neutral_frame(ra.surface("femur", mean_nodes).vertices)
     fig, axes = plt.subplots(1, 4, figsize=(17, 5.5), gridspec_kw={"width_ratios": [1, 1, 0.7, 1.6]})
     base = neutral_surface(mean_nodes, frame).vertices
-    for ax, (key, title, (i, j)) in zip(axes, CHANGES):
+    for ax, (key, title, (i, j)) in zip(axes, CHANGES, strict=False):
         top = base[:, 2] > -LEVEL_MM - 60.0 if key != "bow_mm" else np.ones(len(base), bool)
         ax.scatter(base[top, i], base[top, j], s=1, c="0.6", label="training mean")
         for k, colour in ((-2.0, "tab:blue"), (2.0, "tab:red")):
@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             alpha=0.8,
         )
         print(
-            f"{name:36s} n={len(values):3d} mean {values.mean():6.1f}  sd {values.std(ddof=1):5.1f}  range {values.min():6.1f} .. {values.max():6.1f} mm"
+            f"{name:36s} n={len(values):3d} mean {values.mean():6.1f}  sd {values.std(ddof=1):5.1f}  "
+            f"range {values.min():6.1f} .. {values.max():6.1f} mm"
         )
     ax.set_yticks(range(len(groups)), list(groups), fontsize=8)
     ax.set_xlabel(f"shaft depth {LEVEL_MM:g} mm below the head centre (mm, + anterior)")

@@ -72,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         sims = []
         for d in sorted(p for p in Path(tmp).iterdir() if p.is_dir()):
             notes = read_json(d / "sample.json")["style"]
-            label = f"{notes['kvp']:.0f} kVp, {'grid' if notes['grid'] else 'no grid'}, {'MONO1' if notes['monochrome1'] else 'MONO2'}"
+            label = (
+                f"{notes['kvp']:.0f} kVp, {'grid' if notes['grid'] else 'no grid'}, "
+                f"{'MONO1' if notes['monochrome1'] else 'MONO2'}"
+            )
             sims.append((label, read_nifti(d / "image.nii.gz")))
     reals = real_images(Path(args.real)) if Path(args.real).is_dir() else []
     cols = max(len(sims), len(reals), 1)

@@ -77,7 +77,7 @@ def write_chest_case(dest: Path, spacing_mm: float = 3.0) -> Path:
     x, y, z = np.meshgrid(*axes, indexing="ij", sparse=True)
 
     def ellipsoid(centre: tuple, radii: tuple) -> np.ndarray:
-        return sum(((g - c) / r) ** 2 for g, c, r in zip((x, y, z), centre, radii)) <= 1.0
+        return sum(((g - c) / r) ** 2 for g, c, r in zip((x, y, z), centre, radii, strict=True)) <= 1.0
 
     def column(centre_xy: tuple, radii_xy: tuple) -> np.ndarray:
         """An elliptic column along z through the whole volume."""
@@ -125,9 +125,9 @@ def write_chest_case(dest: Path, spacing_mm: float = 3.0) -> Path:
 
 
 def simulate_chest(out: Path, poses: int, seed: int) -> list[Path]:
-    """Sample folders of :func:`write_chest_case`'s phantom (``out/samples/chest_p<k>``; the case in ``out/case``), with the clinical image
-    formation of configs/simulate.yaml, centred on the chest's centre (it has no bone to centre on) and no couch removal
-    (it has no couch: the removal would take the thin tissue behind the lungs for one)."""
+    """Sample folders of :func:`write_chest_case`'s phantom (``out/samples/chest_p<k>``; the case in ``out/case``), with
+    the clinical image formation of configs/simulate.yaml, centred on the chest's centre (it has no bone to centre on)
+    and no couch removal (it has no couch: the removal would take the thin tissue behind the lungs for one)."""
     cfg = simulate.load_config()
     cfg["couch"] = {**cfg.get("couch", {}), "remove": False}
     cases = simulate.find_cases(write_chest_case(out / "case" / "chest").parent)
@@ -205,7 +205,8 @@ def main() -> int:
             f"{r['values'].get(f'{b} shape-model fit', float('nan')):5.2f}" for b in Geometry.standard().bones
         )
         print(
-            f"{r['name'][:32]:32s} {r['score']:.2f} {'ok  ' if r['plausible'] else 'WARN'} fit RMS {fits}  failed: {', '.join(r['failed'])}"
+            f"{r['name'][:32]:32s} {r['score']:.2f} {'ok  ' if r['plausible'] else 'WARN'} fit RMS {fits} "
+            f" failed: {', '.join(r['failed'])}"
         )
     return 0
 

@@ -19,7 +19,8 @@ _WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no"
 
 
 def as_flag(value: bool | int | str, name: str = "flag") -> bool:
-    """``value`` as a bool: bools, 0/1 and the words true/false, yes/no, on/off (any case); else InputFileError naming ``--name``."""
+    """``value`` as a bool: bools, 0/1 and the words true/false, yes/no, on/off (any case); else InputFileError naming
+    ``--name``."""
     if isinstance(value, bool):
         return value
     key = str(value).strip().lower()

@@ -178,7 +178,7 @@ class Geometry:
         _check_range("sid_mm", [self.sid_mm], SID_RANGE_MM, "mm")
         _check_range("pixel_spacing_mm", self.pixel_spacing_mm, PIXEL_PITCH_RANGE_MM, "mm")
         _check_range("image_size", self.image_size, IMAGE_SIZE_RANGE_PX, "px")
-        field_mm = [s * n for s, n in zip(self.pixel_spacing_mm, self.image_size)]
+        field_mm = [s * n for s, n in zip(self.pixel_spacing_mm, self.image_size, strict=True)]
         _check_range("detector field (pixel_spacing_mm x image_size)", field_mm, DETECTOR_FIELD_RANGE_MM, "mm")
         cu, cv = self.principal_point_px
         if not (-0.5 <= cu <= w - 0.5 and -0.5 <= cv <= h - 0.5):
@@ -200,7 +200,8 @@ class Geometry:
 
     @classmethod
     def standard(cls, path: PathLike | None = None, check_range: bool = False, **overrides) -> "Geometry":
-        """The standard geometry from configs/geometry.json (or ``path``), with optional overrides (``check_range`` as :meth:`load`).
+        """The standard geometry from configs/geometry.json (or ``path``), with optional overrides (``check_range`` as
+        :meth:`load`).
 
         Raises:
             InputFileError: the file is missing or not JSON; GeometryError: invalid values.
@@ -312,7 +313,8 @@ class Geometry:
         return np.linalg.norm(np.stack([np.asarray(dv) * sv, np.asarray(du) * su], -1), axis=-1) / self.sid_mm
 
     def pixel_spacing_at(self, sid_mm: float) -> tuple[float, float]:
-        """(su, sv) mm: the pitch of these pixels' rays on a detector at ``sid_mm`` from the source (same focal spot and central ray)."""
+        """(su, sv) mm: the pitch of these pixels' rays on a detector at ``sid_mm`` from the source (same focal spot and
+        central ray)."""
         return tuple(s * sid_mm / self.sid_mm for s in self.pixel_spacing_mm)
 
     def pixel_scale_in(self, other: "Geometry") -> np.ndarray:
@@ -361,7 +363,8 @@ class Geometry:
         return replace(self, principal_point_px=(self.width - 1 - cu, cv)).with_pose(mirror @ self.matrix)
 
     def cropped(self, box_px: Sequence[int]) -> "Geometry":
-        """Pixels ``u0..u1``, ``v0..v1`` (inclusive, ``box_px = (u0, u1, v0, v1)``) as a detector of their own: same rays and pitch, principal point shifted."""
+        """Pixels ``u0..u1``, ``v0..v1`` (inclusive, ``box_px = (u0, u1, v0, v1)``) as a detector of their own: same
+        rays and pitch, principal point shifted."""
         u0, u1, v0, v1 = (int(b) for b in box_px)
         cu, cv = self.principal_point_px
         return replace(self, image_size=(u1 - u0 + 1, v1 - v0 + 1), principal_point_px=(cu - u0, cv - v0))

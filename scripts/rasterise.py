@@ -55,4 +55,4 @@ def rasterise_triangles(
         z = (e_bc * depth[t, 0] + e_ca * depth[t, 1] + e_ab * depth[t, 2]) / area[t]
         out.append(((y0 + row)[hit] * shape[1] + (x0 + col)[hit], z, keep[t]))
         start = stop
-    return tuple(np.concatenate(parts) for parts in zip(*out))  # type: ignore[return-value]
+    return tuple(np.concatenate(parts) for parts in zip(*out, strict=True))  # type: ignore[return-value]

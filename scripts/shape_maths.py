@@ -58,7 +58,7 @@ def reflect(points: np.ndarray, normal: np.ndarray, offset: float) -> np.ndarray
 
 
 def symmetry_plane(
-    points: np.ndarray, guess_normal: np.ndarray = np.array([1.0, 0.0, 0.0]), iterations: int = 30
+    points: np.ndarray, guess_normal: np.ndarray | tuple[float, float, float] = (1.0, 0.0, 0.0), iterations: int = 30
 ) -> tuple[np.ndarray, float]:
     """Mirror-symmetry plane (unit normal, offset mm) of a point cloud (N, 3): ``normal . x = offset``.
 
@@ -67,7 +67,8 @@ def symmetry_plane(
     isometry whose -1 eigenvector is the plane normal (pointing like ``guess_normal``).
     """
     p = np.asarray(points, dtype=np.float64)
-    n0 = guess_normal / np.linalg.norm(guess_normal)
+    g = np.asarray(guess_normal, dtype=np.float64)
+    n0 = g / np.linalg.norm(g)
     c = p.mean(0)
     mirrored = reflect(p, n0, float(n0 @ c))
     matrix, _, _ = trimesh.registration.icp(

@@ -79,7 +79,7 @@ def ddp_train_command(dataset: Path, run_dir: Path, processes: int) -> list[str]
         port = s.getsockname()[1]
     return [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port", str(port),
-        "-m", "monai.bundle", "run", "--config_file", f"['{TRAIN}','{ROOT / 'configs' / 'multi_gpu_train.yaml'}']",
+        "-m", "monai.bundle", "run", "--config_file", f"[{TRAIN!r},{str(ROOT / 'configs' / 'multi_gpu_train.yaml')!r}]",
         "--meta_file", META, "--dataset_dir", str(dataset), "--output_dir", str(run_dir), "--ckpt_dir", str(run_dir / "models"),
         "--epochs", "2", "--batch_size", "1", "--image_size", "64", "--features", str(FEATURES),
     ]  # fmt: skip
@@ -152,7 +152,7 @@ def jpeg_lossless_copy(ds: Dataset, pixels: np.ndarray, path, work) -> None:
     """Write ``ds`` (a :func:`make_dicom` dataset of ``pixels``) to ``path`` with its pixels compressed as JPEG Lossless
     (SimpleITK/GDCM's encoder, written in the folder ``work``), which pydicom has no decoder for here."""
     import pydicom
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # noqa: N813
 
     w = sitk.ImageFileWriter()
     w.SetImageIO("GDCMImageIO")

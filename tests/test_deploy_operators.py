@@ -164,7 +164,7 @@ def test_failed_write_leaves_no_case_folder(dicom_dir, tmp_path):
     d, _ = dicom_dir
     case = load_cases(d, STD)[0][0]
     bad = {"pelvis": trimesh.creation.box(), "femur_left": "not a mesh"}
-    with pytest.raises(Exception):
+    with pytest.raises(AttributeError):
         write_case(case, bad, tmp_path / "out")
     assert not (tmp_path / "out" / case.name).exists()
     assert [p for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")] == []
@@ -366,7 +366,8 @@ def test_app_refuses_an_output_file_and_an_unknown_log_level(tmp_path, capsys):
     assert app_main.main(["app", "-i", str(d), "-o", str(tmp_path / "out.txt" / "sub"), "-m", "models/model.pt"]) == 1
     assert (
         capsys.readouterr().err.strip()
-        == f"{tmp_path / 'out.txt' / 'sub'}: cannot be created: {tmp_path / 'out.txt'} is a file, not a folder; -o names the output folder"
+        == f"{tmp_path / 'out.txt' / 'sub'}: cannot be created: {tmp_path / 'out.txt'} is a file, not a "
+        "folder; -o names the output folder"
     )
     assert (tmp_path / "out.txt").read_text() == "mine"
     with pytest.raises(SystemExit) as e:

@@ -20,7 +20,7 @@ def voxelised(axes):
     c = (n - 1) / 2.0
     affine = np.diag([SPACING, SPACING, SPACING, 1.0])
     affine[:3, 3] = -c * SPACING
-    i, j, k = np.meshgrid(*[(np.arange(m) - cm) * SPACING for m, cm in zip(n, c)], indexing="ij")
+    i, j, k = np.meshgrid(*[(np.arange(m) - cm) * SPACING for m, cm in zip(n, c, strict=True)], indexing="ij")
     inside = (i / axes[0]) ** 2 + (j / axes[1]) ** 2 + (k / axes[2]) ** 2 <= 1.0
     return inside.astype(np.uint8), affine
 

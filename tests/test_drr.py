@@ -68,10 +68,10 @@ def test_pooled_densities_equal_voxelwise_densities_then_average(slab_voxels):
     dens, pooled_affine = material_volumes(hu, affine, 70.0, 2.0, slab_voxels=slab_voxels)
     f = np.array([2, 2, 4])
     voxel = reference_densities(hu)
-    expected = np.zeros([2] + [-(-n // k) for n, k in zip(hu.shape, f)])
+    expected = np.zeros([2] + [-(-n // k) for n, k in zip(hu.shape, f, strict=True)])
     for b in np.ndindex(*expected.shape[1:]):  # mean over each window's voxels (partial windows at the far ends)
         expected[(slice(None),) + b] = voxel[
-            (slice(None),) + tuple(slice(i * k, (i + 1) * k) for i, k in zip(b, f))
+            (slice(None),) + tuple(slice(i * k, (i + 1) * k) for i, k in zip(b, f, strict=True))
         ].mean(axis=(1, 2, 3))
     assert dens.shape == expected.shape and dens.dtype == torch.float32
     np.testing.assert_allclose(dens.numpy(), expected, rtol=1e-5, atol=1e-5 * expected.max())

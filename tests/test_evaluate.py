@@ -681,7 +681,7 @@ def test_torchscript_checkpoint_only_when_asked_and_scored_as_its_state_dict(dat
     assert f"{ts}: is a TorchScript archive (code, not data): not loaded" in capsys.readouterr().err
     scripted = run_evaluation(data, tmp_path / "ts", ckpt_path=str(ts), torchscript=True, **kw)
     plain = run_evaluation(data, tmp_path / "sd", ckpt_path=str(data.parent / "model.pt"), **kw)
-    for a, b in zip(scripted["per_sample"], plain["per_sample"]):
+    for a, b in zip(scripted["per_sample"], plain["per_sample"], strict=True):
         assert (a["variant"], a["bone"], a["shift"]) == (b["variant"], b["bone"], b["shift"])
         assert a["dice"] == pytest.approx(b["dice"], abs=1e-6)
         assert (a["assd_mm"] is None) == (b["assd_mm"] is None)

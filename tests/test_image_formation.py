@@ -323,10 +323,10 @@ def test_hip_fixations_follow_the_neck_and_shaft():
     plate = 19.0 * 0.1 * DENSITY_G_CM3["steel"]
     angle = math.radians(180.0 - 130.0)
     down_neck = (head[0] - 30.0 * math.sin(angle), head[1] + 30.0 * math.cos(angle))
-    pixel = lambda p: (
-        int(round(p[1] + 60.0)),
-        int(round(p[0] + 150.0)),
-    )  # noqa: E731  (row, column) of an (x, y) point
+
+    def pixel(p: tuple[float, float]) -> tuple[int, int]:  # (row, column) of an (x, y) point
+        return int(round(p[1] + 60.0)), int(round(p[0] + 150.0))
+
     for k, kind in enumerate(content.HIP_FIXATIONS):
         metal = content.hip_fixation(x, y, femur, 1.0, torch.Generator().manual_seed(k), kind)
         assert set(metal) == {"copper"}

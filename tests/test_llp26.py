@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 
 import numpy as np
@@ -84,7 +83,9 @@ def test_surfaces_pass_through_every_node_and_are_closed_and_outward():
         elements = llp26.read_element_mesh(
             *(llp26.package_file(f) for f in (llp26.PELVIS_MESH if bone == "pelvis" else llp26.FEMUR_MESH))
         )
-        on_grid = np.unique(np.concatenate([e for t, e in zip(elements.types, elements.nodes) if t != "quad54"]))
+        on_grid = np.unique(
+            np.concatenate([e for t, e in zip(elements.types, elements.nodes, strict=True) if t != "quad54"])
+        )
         dist = np.min(
             np.linalg.norm(mesh.vertices[:, None, :] - model.subject(3)[nodes][on_grid][None, :, :], axis=2), axis=0
         )

@@ -17,7 +17,7 @@ def t(values) -> torch.Tensor:
 
 def si_value(p: list[float], q: list[float], lam: float = 0.85) -> float:
     """sqrt(mean g^2 - lam mean(g)^2) for g = log p - log q, written out by hand."""
-    g = [math.log(a) - math.log(b) for a, b in zip(p, q)]
+    g = [math.log(a) - math.log(b) for a, b in zip(p, q, strict=True)]
     m = sum(g) / len(g)
     return math.sqrt(sum(x * x for x in g) / len(g) - lam * m * m)
 

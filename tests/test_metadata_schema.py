@@ -1,9 +1,17 @@
-"""Bundle metadata schema: validates configs/metadata.json offline; monai's verify_metadata never downloads."""
+"""Bundle metadata schema: validates configs/metadata.json offline; monai's verify_metadata never downloads.
+
+configs/metadata.json names the MONAI model zoo's schema by URL (the zoo's CI downloads it); the suite validates
+against configs/schema/metadata_schema.json, a stricter offline stand-in, and against the zoo schema's required keys
+and their types, copied by hand below.
+"""
 
 from __future__ import annotations
 
+import ast
 import copy
+import importlib.metadata
 import json
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -12,11 +20,32 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "configs" / "schema" / "metadata_schema.json"
 META = ROOT / "configs" / "metadata.json"
+ZOO_SCHEMA_URL = (
+    "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
+)
+# meta_schema_20240725.json: its required keys and their JSON types (network_data_format: inputs and outputs objects)
+ZOO_SCHEMA = {
+    "type": "object",
+    "required": [
+        "schema", "version", "monai_version", "pytorch_version", "numpy_version", "required_packages_version",
+        "task", "description", "authors", "copyright", "network_data_format",
+    ],
+    "properties": {
+        **{key: {"type": "string"} for key in (
+            "schema", "version", "monai_version", "pytorch_version", "numpy_version", "task", "description",
+            "authors", "copyright", "data_source", "data_type", "image_classes", "label_classes", "pred_classes",
+            "intended_use",
+        )},
+        **{key: {"type": "object"} for key in ("changelog", "required_packages_version", "eval_metrics", "supported_apps")},
+        "references": {"type": "array", "items": {"type": "string"}},
+        "network_data_format": {"type": "object", "required": ["inputs", "outputs"]},
+    },
+}  # fmt: skip
 
 TENSOR = {"type": "image", "format": "magnitude", "num_channels": 1, "spatial_shape": [256, 256], "dtype": "float32",
           "value_range": [], "is_patch_data": False, "channel_def": {"0": "radiograph"}}  # fmt: skip
 MINIMAL = {
-    "schema": "configs/schema/metadata_schema.json", "version": "0.1.0", "changelog": {"0.1.0": "first"},
+    "schema": ZOO_SCHEMA_URL, "version": "0.1.0", "changelog": {"0.1.0": "first"},
     "monai_version": "1.6.1", "pytorch_version": "2.13", "numpy_version": "2.4", "required_packages_version": {"nibabel": "5"},
     "task": "t", "description": "d", "authors": "a", "copyright": "c", "data_source": "s", "data_type": "nifti",
     "image_classes": "i", "label_classes": "l", "pred_classes": "p", "eval_metrics": {"assd_mm": 1.0},
@@ -62,8 +91,55 @@ def test_verify_metadata_runs_offline(tmp_path, monkeypatch):
 
 
 def test_bundle_metadata_valid():
-    """The shipped configs/metadata.json (part of the bundle: missing fails) follows the schema."""
-    jsonschema.validate(json.loads(META.read_text()), schema())
+    """The shipped configs/metadata.json (part of the bundle: missing fails) follows the offline schema and the zoo's,
+    and names the zoo's by URL (the zoo's CI downloads it; a path fails there)."""
+    meta = json.loads(META.read_text())
+    jsonschema.validate(meta, schema())
+    jsonschema.validate(meta, ZOO_SCHEMA)
+    assert meta["schema"] == ZOO_SCHEMA_URL
+
+
+def test_offline_schema_is_as_strict_as_the_zoos():
+    """Metadata the offline schema accepts passes the zoo's: it requires each key the zoo's does, with its type."""
+    jsonschema.validate(MINIMAL, ZOO_SCHEMA)
+    for key in ZOO_SCHEMA["required"]:
+        with pytest.raises(jsonschema.ValidationError, match=key):
+            jsonschema.validate({k: v for k, v in MINIMAL.items() if k != key}, schema())
+    for key in ZOO_SCHEMA["properties"]:
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({**MINIMAL, key: 1}, schema())
+
+
+def test_monai_reads_the_required_packages_as_written():
+    """MONAI 1.6 reads optional_packages_version as a deprecated name and puts it in place of
+    required_packages_version (bundle runs, ckpt_export's embedded metadata): the schema refuses it."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_meta(str(META))
+    assert parser["_meta_"]["required_packages_version"] == json.loads(META.read_text())["required_packages_version"]
+    with pytest.raises(jsonschema.ValidationError, match="optional_packages_version"):
+        jsonschema.validate({**MINIMAL, "optional_packages_version": {"onnx": "1.23.2"}}, schema())
+
+
+def test_script_imports_are_declared():
+    """Each third-party package imported at module level in scripts/ is in required_packages_version (or is MONAI,
+    PyTorch or NumPy, declared by their own keys); import names are mapped to distributions by the installed ones."""
+    meta = json.loads(META.read_text())
+    declared = {name.lower() for name in meta["required_packages_version"]} | {"monai", "torch", "numpy"}
+    distributions = importlib.metadata.packages_distributions()
+    imported = set()
+    for path in (ROOT / "scripts").rglob("*.py"):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    third_party = sorted(imported - set(sys.stdlib_module_names) - {"scripts"})
+    assert {"tqdm", "PIL", "igl"} <= set(third_party)
+    for module in third_party:
+        names = {name.lower() for name in distributions.get(module, [])}
+        assert names & declared, f"{module} ({names or 'not installed'}) missing from required_packages_version"
 
 
 def test_metadata_package_versions_are_the_pins():

@@ -129,7 +129,7 @@ def test_heads_seated_in_acetabula_without_overlap():
         meshes = build_meshes(params)
         radius = params["head_radius"]
         cavity = radius * (1 + anatomy.JOINT_GAP / anatomy.HEAD_RADIUS)
-        for bone, hip in zip(("femur_right", "femur_left"), anatomy.hip_centres(params)):
+        for bone, hip in zip(("femur_right", "femur_left"), anatomy.hip_centres(params), strict=True):
             head = np.asarray(params[bone]["head_centre_mm"])
             np.testing.assert_allclose(head, hip, atol=1e-6)
             d_femur = np.linalg.norm(meshes[bone].vertices - head, axis=1)

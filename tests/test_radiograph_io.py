@@ -537,7 +537,10 @@ def test_pixel_data_size_must_match_rows_and_columns(tmp_path):
     from scripts.io.radiograph_io import read_dicom
 
     make_dicom(tmp_path / "rows.dcm", ramp(331, 331), Rows=300)
-    needle = r"PixelData \(7FE0,0010\) holds 219122 bytes, but Rows x Columns x frames x samples \(300 x 331 x 1 x 1\) at BitsAllocated 16 needs 198600"
+    needle = (
+        r"PixelData \(7FE0,0010\) holds 219122 bytes, but Rows x Columns x frames x samples \(300 x 331 x 1 x "
+        r"1\) at BitsAllocated 16 needs 198600"
+    )
     for read in (
         lambda: read_dicom(tmp_path / "rows.dcm", stop_before_pixels=True),
         lambda: load_radiograph(tmp_path / "rows.dcm", STD),

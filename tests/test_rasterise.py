@@ -11,7 +11,7 @@ from scripts.rasterise import rasterise_triangles
 def _pixels(result: tuple[np.ndarray, np.ndarray, np.ndarray], columns: int) -> list[tuple[int, int]]:
     """The (x, y) of every returned pair, sorted (repeats kept)."""
     y, x = np.divmod(result[0], columns)
-    return sorted(zip(x.tolist(), y.tolist()))
+    return sorted(zip(x.tolist(), y.tolist(), strict=True))
 
 
 def test_square_of_two_triangles_counts_every_centre_once():
@@ -55,5 +55,5 @@ def test_plane_depth_clipping_and_triangle_index():
     y, x = np.divmod(pixel, 4)
     np.testing.assert_allclose(z, 2.0 + 0.5 * x - 0.25 * y, rtol=0, atol=1e-12)
     assert set(tri.tolist()) == {1, 2}
-    for a, b in zip(got, rasterise_triangles(xy, depth, (3, 4), max_candidates=1)):
+    for a, b in zip(got, rasterise_triangles(xy, depth, (3, 4), max_candidates=1), strict=True):
         np.testing.assert_array_equal(np.sort(a), np.sort(b))

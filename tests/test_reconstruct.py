@@ -90,6 +90,24 @@ def test_inference_network_matches_training():
     assert [t for t in infer["preprocessing"]["transforms"] if t["_target_"].endswith("NormalizeRadiographd")] == norm
 
 
+def test_configs_find_this_bundle_from_another_directory(tmp_path, monkeypatch):
+    """Without --bundle_root, run from another folder, the configs' default paths are this bundle's files (with
+    bundle_root "." inference stopped at 'configs/geometry.json: file not found')."""
+    monkeypatch.chdir(tmp_path)
+    infer, evaluate, train = ConfigParser(), ConfigParser(), ConfigParser()
+    for parser, name in [(infer, "inference"), (evaluate, "evaluate"), (train, "train")]:
+        parser.read_config(str(ROOT / "configs" / f"{name}.yaml"))
+    for parser, key, path in [
+        (infer, "standard_geometry", "configs/geometry.json"),
+        (infer, "ckpt_path", "models/model.pt"),
+        (infer, "ssm_path", "models/ssm.npz"),
+        (evaluate, "ckpt_path", "models/model.pt"),
+        (evaluate, "inference_config", "configs/inference.yaml"),
+    ]:
+        assert Path(parser.get_parsed_content(key)).samefile(ROOT / path), key
+    assert Path(train.get_parsed_content("output_dir")) == ROOT / "runs" / "train"
+
+
 def test_oracle_depth_gives_true_surfaces(data):
     """True depth maps through the pipeline: surfaces within one CT voxel of the true bone surface."""
     sample = data / "case_0001_p0"
@@ -109,7 +127,7 @@ def test_oracle_depth_gives_true_surfaces(data):
     )  # the exposed part of the detector
     rec = recon.reconstruct(pred)
     voxel = 3.0  # mm, the phantom CT spacing (the labels the depth maps were cast against)
-    for b, bone in enumerate(geometry.bones):
+    for bone in geometry.bones:
         truth = truth_in_camera(sample, bone)
         surf = rec.surfaces[bone]
         # every front/back vertex lies on the true surface (depth maps are exact ray hits)
@@ -445,7 +463,7 @@ def test_batched_network_calls_match_single_images(tmp_path):
     geometry = Geometry.standard(image_size=[64, 64], pixel_spacing_mm=[6.25, 6.25], principal_point_px=[31.5, 31.5])
     images = np.random.default_rng(0).random((3, 64, 64)).astype(np.float32)
     batch = recon.predict_batch(torch.from_numpy(images[:, None]), [geometry] * 3)
-    for image, b in zip(images, batch):
+    for image, b in zip(images, batch, strict=True):
         a = recon.predict(image, geometry)
         np.testing.assert_allclose(b.depth, a.depth, atol=1e-3)
         np.testing.assert_allclose(b.mask_prob, a.mask_prob, atol=1e-5)

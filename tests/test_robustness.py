@@ -232,7 +232,8 @@ BAD_INPUTS = {
     "DICOM truncated in the pixel data": (lambda d: _truncated(d, -3000), "corrupt or undecodable pixel data"),
     "DICOM Rows 64 over 72 x 72 pixels": (
         _dcm("rows.dcm", np.tile(image64(), (2, 2))[:72, :72], Rows=64),
-        "PixelData (7FE0,0010) holds 10368 bytes, but Rows x Columns x frames x samples (64 x 72 x 1 x 1) at BitsAllocated 16 needs 9216",
+        "PixelData (7FE0,0010) holds 10368 bytes, but Rows x Columns x frames x samples (64 x 72 x 1 x "
+        "1) at BitsAllocated 16 needs 9216",
     ),
     "not DICOM (text named .dcm)": (_text, "not a DICOM file"),
     "CT slice": (_dcm("ct.dcm", modality="CT", sop_class=CTImageStorage), "modality CT is not a projection radiograph"),
@@ -820,7 +821,8 @@ def test_runs_without_network(bundle, tmp_path, monkeypatch):
     cr=st.booleans(),
 )
 def test_dicom_header_variants(tmp_path_factory, signed, spacing_values, sid_text, multi_window, cr):
-    """Signed pixels, spacing as one/two values or DS strings, SID as DS text, multi-valued windows, CR: same image, same geometry."""
+    """Signed pixels, spacing as one/two values or DS strings, SID as DS text, multi-valued windows, CR: same image,
+    same geometry."""
     d = tmp_path_factory.mktemp("hdr")
     stored = np.round(image64(hi=2000.0)).astype(np.int32) - (1000 if signed else 0)
     spacing = {"pair": [6.25, 6.25], "single": 6.25, "strings": ["6.2500", "6.25"]}[spacing_values]
@@ -932,7 +934,8 @@ def test_user_folder_with_an_output_name_is_left_untouched(bundle, tmp_path, cap
         assert run_workflow(d, out, bundle, overwrite=overwrite) == 1
         err = capsys.readouterr().err
         assert error_lines(err, out / "notes") == [
-            f"{out / 'notes'}: exists and was not written by this bundle (no {OUTPUT_MARKER}); left untouched: move it or choose another output folder"
+            f"{out / 'notes'}: exists and was not written by this bundle (no {OUTPUT_MARKER}); left "
+            "untouched: move it or choose another output folder"
         ]
         assert "failed 1" in err and "Traceback" not in err
         assert tree(out / "notes") == before
@@ -1010,7 +1013,8 @@ def test_deploy_app_never_overwrites_or_deletes(tmp_path, capsys):
         f"{d / 'a_bad.dcm'}: DistanceSourceToDetector (0018,1110) does not parse as a number: 'not-a-num!'"
     ]
     assert error_lines(err, out / "notes") == [
-        f"{out / 'notes'}: exists and was not written by this bundle (no {OUTPUT_MARKER}); left untouched: move it or choose another output folder"
+        f"{out / 'notes'}: exists and was not written by this bundle (no {OUTPUT_MARKER}); left "
+        "untouched: move it or choose another output folder"
     ]
     assert (out / "notes" / "diary.txt").read_text() == "mine" and sorted(
         p.name for p in (out / "notes").iterdir()
@@ -1043,7 +1047,10 @@ def test_user_files_added_to_a_result_are_never_deleted(bundle, tmp_path, capsys
         and "reconstructed 0, skipped 2 (already done), failed 0" in capsys.readouterr().err
     )
     assert tree(out / "hip") == before
-    refused = f"{out / 'hip'}: holds what this bundle did not write there ({{}}); left untouched: move that out of it or choose another output folder"
+    refused = (
+        f"{out / 'hip'}: holds what this bundle did not write there ({{}}); left untouched: move that out of "
+        "it or choose another output folder"
+    )
     assert run_workflow(d, out, bundle, overwrite=True) == 1
     err = capsys.readouterr().err
     assert (
@@ -1116,7 +1123,8 @@ def test_deploy_app_never_deletes_what_a_user_added_and_clears_its_leftovers(tmp
     assert app(d, out) == 1 and len(inferred) == 1  # b only
     err = capsys.readouterr().err
     assert error_lines(err, out / "a") == [
-        f"{out / 'a'}: holds what this bundle did not write there (my_notes.txt); left untouched: move that out of it or choose another output folder"
+        f"{out / 'a'}: holds what this bundle did not write there (my_notes.txt); left untouched: move "
+        "that out of it or choose another output folder"
     ]
     assert "Traceback" not in err and tree(out / "a") == before
     assert (out / "b" / "result.json").stat().st_mtime_ns != b_written
@@ -1190,7 +1198,8 @@ def test_output_paths_that_cannot_be_written_are_one_line(tmp_path, capsys):
         (
             simulate_main,
             ["--cases", str(tmp_path / "cohort"), "--out", str(tmp_path / "file.txt" / "sim")],
-            f"{tmp_path / 'file.txt' / 'sim'}: cannot be created: {tmp_path / 'file.txt'} is a file, not a folder; --out names the output folder",
+            f"{tmp_path / 'file.txt' / 'sim'}: cannot be created: {tmp_path / 'file.txt'} is a file, not "
+            "a folder; --out names the output folder",
         ),
     ]
     for main, argv, line in runs:

@@ -182,5 +182,6 @@ def test_a_rerun_skips_only_results_of_its_own_model(tmp_path, capsys):
     capsys.readouterr()
     assert _run(inputs, out, a, ssm)["skipped"] == done
     assert error_lines(capsys.readouterr().err, "record no model") == [
-        f"{out}: 1 finished output(s) record no model (written by bundle 0.10.6 or earlier), skipped as done; pass --overwrite true to redo them with this run's model"
+        f"{out}: 1 finished output(s) record no model (written by bundle 0.10.6 or earlier), skipped as "
+        "done; pass --overwrite true to redo them with this run's model"
     ]

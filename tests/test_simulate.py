@@ -450,7 +450,8 @@ def test_two_cts_of_one_name_never_share_a_case(tmp_path, small_geometry, capsys
             err = capsys.readouterr().err.strip()
             assert err == (
                 f"{tmp_path / 'patB' / 'ct.nii.gz'}: case name 'ct' is taken in {out} by the samples of another CT "
-                f"({tmp_path / 'patA' / 'ct.nii.gz'}); choose another --out or rename this CT (its file or folder name is the case name)"
+                f"({tmp_path / 'patA' / 'ct.nii.gz'}); choose another --out or rename this CT (its file "
+                "or folder name is the case name)"
             )
             assert {p: _sha(p) for p in files} == before
         assert run("patA") == 0 and {p: _sha(p) for p in files} == before  # the same CT: skipped

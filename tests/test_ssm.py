@@ -340,7 +340,7 @@ def test_build_takes_case_folders_of_any_name_and_says_why_it_found_too_few(tmp_
     --datalist's list, e.g. an own CT simulated as 'ct' while its folder is patA)."""
     shapes, _ = cohort
     cases = tmp_path / "own"
-    for name, shape in zip(("patA", "patB", "patC"), shapes):
+    for name, shape in zip(("patA", "patB", "patC"), shapes, strict=False):
         (cases / name / "meshes").mkdir(parents=True)
         trimesh.Trimesh(shape, SPHERE.faces, process=False).export(cases / name / "meshes" / "pelvis.ply")
     (cases / "seg").mkdir()  # the user's label folder, no meshes

@@ -141,9 +141,10 @@ def test_ct_extent_clipping_judges_a_cut_bone_on_what_the_ct_holds(tmp_path):
     write_nifti(tmp_path / "labels.nii.gz", inside.astype(np.uint8), affine)
     truth = label_surfaces(tmp_path / "labels.nii.gz", ["pelvis"])["pelvis"]
     pose = standard_ap_pose(np.zeros(3), 950.0, [5.0, -3.0, 10.0], [0.0, 0.0, 0.0])
-    to_camera = lambda m: trimesh.Trimesh(
-        apply_transform(pose, np.asarray(m.vertices)), m.faces, process=False
-    )  # noqa: E731
+
+    def to_camera(m: trimesh.Trimesh) -> trimesh.Trimesh:
+        return trimesh.Trimesh(apply_transform(pose, np.asarray(m.vertices)), m.faces, process=False)
+
     ball, truth = to_camera(sphere(r)), to_camera(truth)
     planes = volume_extent_planes(affine, (n, n, n), pose)
     # unclipped, by hand: the ball's lower half is |z| from the cap (mean r/2 over area 2 pi r^2), the cap

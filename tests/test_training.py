@@ -420,7 +420,9 @@ def test_ddp_two_processes_cpu(dataset, tmp_path):
     if proc.returncode != 0 and complete() and EXIT_ABORT in proc.stderr:
         # a gloo rank aborting at interpreter exit after a complete run (once in CI, never in 50 local
         # runs; docs/training.md): run again from scratch, so a second abort fails the test
-        warnings.warn(f"DDP rank aborted at exit after a complete run; retrying once:\n{proc.stderr[-1500:]}")
+        warnings.warn(
+            f"DDP rank aborted at exit after a complete run; retrying once:\n{proc.stderr[-1500:]}", stacklevel=2
+        )
         shutil.rmtree(run)
         proc = subprocess.run(
             cmd, cwd=ROOT, env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=240

@@ -176,7 +176,8 @@ def _config(**overrides) -> ConfigParser:
 
 @pytest.mark.parametrize("zoom", [0.9, 1.1])
 def test_training_zoom_moves_image_labels_and_field_together(sphere_dataset, zoom):
-    """The configured RandZoomd scales the mask area by zoom^2 about the centre, keeps the image on it, and pads the field with 0."""
+    """The configured RandZoomd scales the mask area by zoom^2 about the centre, keeps the image on it, and pads the
+    field with 0."""
     sample = load_transforms()(_first_sample(sphere_dataset))
     sample["image"] = sample["mask"][:1].clone()  # an image that is the first bone's mask
     parser = _config(augment_prob=1.0, zoom_range=[zoom, zoom])

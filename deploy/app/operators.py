@@ -18,7 +18,8 @@ logger = logging.getLogger(__name__)
 
 
 class RadiographLoaderOperator(Operator):
-    """Emits ``cases``: the radiographs under ``input_path`` (not the results under ``output_path``) in the standard geometry (refusals logged)."""
+    """Emits ``cases``: the radiographs under ``input_path`` (not the results under ``output_path``) in the standard
+    geometry (refusals logged)."""
 
     def __init__(
         self,

@@ -141,9 +141,10 @@ def reconstruct_image_adapter(
 
     Expected contract: ``reconstruct_image(image, geometry, model_path=..., ssm_path=..., device=..., fov=...)``
     returns ``{bone: trimesh.Trimesh}`` in the camera frame (mm): the shape-model completion where a fit
-    was possible, else the dual-face surface; nothing is predicted outside the radiograph's own area ``fov``. ``ssm_path``: None for the bundle's models/ssm.npz, "" for
-    no completion. A model path ending in ``.ts`` may be TorchScript (its code runs: trusted sources
-    only); any other is loaded as a state dict with ``weights_only=True``.
+    was possible, else the dual-face surface; nothing is predicted outside the radiograph's own area ``fov``.
+    ``ssm_path``: None for the bundle's models/ssm.npz, "" for no completion. A model path ending in
+    ``.ts`` may be TorchScript (its code runs: trusted sources only); any other is loaded as a state dict
+    with ``weights_only=True``.
     """
 
     torchscript = (

@@ -69,7 +69,8 @@ def _in_turned_axes(x: torch.Tensor, y: torch.Tensor, angle_rad: float) -> tuple
 def rectangle_distance(
     x: torch.Tensor, y: torch.Tensor, box: tuple[float, float, float, float], rotation_deg: float
 ) -> torch.Tensor:
-    """Signed distance (mm, positive inside) to the rectangle ``box`` = (x0, x1, y0, y1) rotated by ``rotation_deg`` about its centre."""
+    """Signed distance (mm, positive inside) to the rectangle ``box`` = (x0, x1, y0, y1) rotated by ``rotation_deg``
+    about its centre."""
     x0, x1, y0, y1 = box
     xr, yr = _in_turned_axes(x - 0.5 * (x0 + x1), y - 0.5 * (y0 + y1), math.radians(rotation_deg))
     return torch.minimum(0.5 * (x1 - x0) - xr.abs(), 0.5 * (y1 - y0) - yr.abs())

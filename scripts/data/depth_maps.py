@@ -77,7 +77,9 @@ def candidate_blocks(occupancy: torch.Tensor, block: int) -> torch.Tensor:
     of ``block + 1`` voxels, zero-padded at the far end.
     """
     n_blocks = [-(-n // block) for n in occupancy.shape]
-    pad = [p for n, nb in zip(reversed(occupancy.shape), reversed(n_blocks)) for p in (0, nb * block + 1 - n)]
+    pad = [
+        p for n, nb in zip(reversed(occupancy.shape), reversed(n_blocks), strict=True) for p in (0, nb * block + 1 - n)
+    ]
     blocks = F.max_pool3d(F.pad(occupancy[None, None], pad), block + 1, stride=block)
     return F.max_pool3d(blocks, 3, stride=1, padding=1)[0, 0] > 0
 
@@ -100,7 +102,7 @@ def bone_grids(
         if local is None:
             grids[bone] = None
             continue
-        box = tuple(slice(o.start + b.start, o.start + b.stop) for o, b in zip(outer, local))
+        box = tuple(slice(o.start + b.start, o.start + b.stop) for o, b in zip(outer, local, strict=True))
         crop = np.pad(labels[box] == BONE_LABELS[bone], 1).astype(np.float32)
         occ = torch.as_tensor(crop, device=device)
         grids[bone] = BoneGrid(occ, candidate_blocks(occ, block), np.array([s.start - 1 for s in box]), block)
@@ -110,7 +112,8 @@ def bone_grids(
 def _crossing(
     occ: torch.Tensor, origin: torch.Tensor, slope: torch.Tensor, a: torch.Tensor, b: torch.Tensor, iters: int
 ) -> torch.Tensor:
-    """Distance (mm) of the 0.5 crossing of ``occ`` on each :func:`grid_rays` ray, bracketed by ``a`` (below) and ``b`` (at/above)."""
+    """Distance (mm) of the 0.5 crossing of ``occ`` on each :func:`grid_rays` ray, bracketed by ``a`` (below) and ``b``
+    (at/above)."""
     for _ in range(iters):
         m = 0.5 * (a + b)
         above = march(occ, origin, slope, m[:, None])[:, 0] >= 0.5

@@ -87,14 +87,16 @@ def to_grid(index: torch.Tensor, shape: tuple[int, ...], offset: bool = True) ->
 def grid_rays(
     source: torch.Tensor, dirs: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rays (voxel-index ``source`` (3,), ``dirs`` (R, 3) per mm) in grid_sample coordinates of a volume of ``shape``, for :func:`march`."""
+    """Rays (voxel-index ``source`` (3,), ``dirs`` (R, 3) per mm) in grid_sample coordinates of a volume of ``shape``,
+    for :func:`march`."""
     origin = to_grid(source.to(torch.float64), tuple(shape)).to(dtype)
     slope = to_grid(dirs.to(torch.float64), tuple(shape), offset=False).to(dtype)
     return origin, slope
 
 
 def march(volume: torch.Tensor, origin: torch.Tensor, slope: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Trilinear samples of ``volume`` (I, J, K) at distances ``t`` (R, S) mm along :func:`grid_rays` ``origin``, ``slope`` (R, 3) -> (R, S)."""
+    """Trilinear samples of ``volume`` (I, J, K) at distances ``t`` (R, S) mm along :func:`grid_rays` ``origin``,
+    ``slope`` (R, 3) -> (R, S)."""
     grid = torch.addcmul(origin, t[..., None], slope[:, None, :])[None, None]  # (1, 1, R, S, 3)
     return F.grid_sample(volume[None, None], grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0, 0, 0]
 
@@ -207,7 +209,8 @@ def material_volumes(
     device: torch.device | str = "cpu",
     slab_voxels: int = 1 << 22,
 ) -> tuple[torch.Tensor, np.ndarray]:
-    """``coarsen(hu_to_densities(hu), affine, min_voxel_mm)``: water and bone densities (2, I', J', K') float32 g/cm^3 on ``device``, pooled affine.
+    """``coarsen(hu_to_densities(hu), affine, min_voxel_mm)``: water and bone densities (2, I', J', K') float32 g/cm^3
+    on ``device``, pooled affine.
 
     Computed over slabs of whole pooling windows along axis 0 (about ``slab_voxels`` HU voxels
     each): pooling is per window, so the result is the same, but no full-resolution float volume
@@ -219,7 +222,7 @@ def material_volumes(
     if len(bounds) > 2 and bounds[-1] - bounds[-2] < f0:
         del bounds[-2]  # a last slab thinner than one window joins the one before
     out = None
-    for start, stop in zip(bounds[:-1], bounds[1:]):
+    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
         pooled, pooled_affine = coarsen(hu_to_densities(hu[start:stop].to(device=device), ct_kev), affine, min_voxel_mm)
         if out is None:
             out = torch.empty((2, -(-hu.shape[0] // f0), *pooled.shape[2:]), dtype=pooled.dtype, device=pooled.device)

@@ -149,7 +149,8 @@ def load_model(path: PathLike | None = None) -> LLP26Model:
     if mean.shape != (n3,) or n3 % 3 or weights.shape != (k,) or projected.shape[0] != k:
         raise InputFileError(
             path,
-            f"inconsistent shapes: mean {mean.shape}, modes {modes.shape}, weights {weights.shape}, projectedWeights {projected.shape}",
+            f"inconsistent shapes: mean {mean.shape}, modes {modes.shape}, weights {weights.shape}, "
+            f"projectedWeights {projected.shape}",
         )
     n = n3 // 3
     return LLP26Model(
@@ -308,7 +309,7 @@ def build_surface_map(elements: ElementMesh, reference_nodes: np.ndarray, n: int
     that its enclosed volume is positive on the reference shape.
     """
     rows, tris, start = [], [], 0
-    for kind, nodes in zip(elements.types, elements.nodes):
+    for kind, nodes in zip(elements.types, elements.nodes, strict=True):
         xi, t = sample_grid(kind, n)
         w = lagrange_basis(kind, xi)
         w[np.abs(w) < 1e-12] = 0.0

@@ -83,6 +83,9 @@ class TissueOptions:
     partial_volume_cortex: bool = False
 
 
+DEFAULT_TISSUE = TissueOptions()
+
+
 @dataclass
 class PhantomCase:
     """One subject. ``ct`` int16 HU and ``labels`` uint8 indexed (X, Y, Z); ``affine`` voxel -> RAS mm."""
@@ -95,8 +98,9 @@ class PhantomCase:
 
 
 # ---------------------------------------------------------------------- subject parameters
-def sample_params(seed: int, options: TissueOptions = TissueOptions()) -> dict:
-    """Shape and tissue parameters of one subject (lengths mm, angles degrees), from ``seed`` (``options``: :func:`sample_tissue`)."""
+def sample_params(seed: int, options: TissueOptions = DEFAULT_TISSUE) -> dict:
+    """Shape and tissue parameters of one subject (lengths mm, angles degrees), from ``seed`` (``options``:
+    :func:`sample_tissue`)."""
     rng = np.random.default_rng(seed)
     u = rng.uniform
     habitus = float(u(0.0, 1.0))  # body build, lean (0) to heavy (1): drives every soft-tissue depot
@@ -128,7 +132,7 @@ def sample_params(seed: int, options: TissueOptions = TissueOptions()) -> dict:
     }
 
 
-def sample_tissue(rng: np.random.Generator, habitus: float, options: TissueOptions = TissueOptions()) -> dict:
+def sample_tissue(rng: np.random.Generator, habitus: float, options: TissueOptions = DEFAULT_TISSUE) -> dict:
     """Bone HU, muscle HU and soft-tissue depots (mm) of one subject; every depot follows the ``habitus`` (0 lean .. 1 heavy).
 
     ``options.posterior_tissue_mm``: (lean, heavy) range of the soft tissue behind the pelvis (the patient lies on
@@ -259,7 +263,8 @@ def _bone_hu(
     coarse = rng.normal(0.0, 1.0, size=tuple(max(2, s // 8) for s in mask.shape))
     zoomed = [max(round(c * 8), 1) for c in coarse.shape]  # the shape zoom(coarse, 8) has
     coords = [
-        np.minimum(i, z - 1) * ((c - 1) / (z - 1) if z > 1 else 0.0) for i, c, z in zip(idx, coarse.shape, zoomed)
+        np.minimum(i, z - 1) * ((c - 1) / (z - 1) if z > 1 else 0.0)
+        for i, c, z in zip(idx, coarse.shape, zoomed, strict=True)
     ]
     texture = ndimage.map_coordinates(coarse, coords, order=1)
     if not t.get("partial_volume_cortex"):
@@ -290,7 +295,7 @@ def _volume_grid(
             body_hi = np.maximum(body_hi, c + thigh_r)
     lo[:2] = np.minimum(lo[:2], body_lo) - 8.0
     hi[:2] = np.maximum(hi[:2], body_hi) + 8.0
-    shape = tuple(int(math.ceil((h - l) / spacing)) + 1 for l, h in zip(lo, hi))
+    shape = tuple(int(math.ceil((h - l) / spacing)) + 1 for l, h in zip(lo, hi, strict=True))
     return lo, shape
 
 
@@ -357,7 +362,7 @@ def synthesize_ct(
     for name, mesh, label in bones:
         i0 = np.clip(np.floor((mesh.bounds[0] - origin) / spacing_mm).astype(int) - 1, 0, None)
         i1 = np.minimum(np.ceil((mesh.bounds[1] - origin) / spacing_mm).astype(int) + 2, shape)
-        box = tuple(slice(a, b) for a, b in zip(i0, i1))
+        box = tuple(slice(a, b) for a, b in zip(i0, i1, strict=True))
         mask = voxelize_closed_surfaces(mesh, origin + i0 * spacing_mm, spacing_mm, tuple(i1 - i0))
         if label == VERTEBRAE_LABEL:
             mask &= labels[box] == 0  # a vertebra never takes a voxel of a reconstructed bone
@@ -378,7 +383,7 @@ def synthesize_ct(
         """Soft-tissue voxels inside an axis-aligned ellipsoid (mm) get ``hu`` (evaluated in its bounding box only)."""
         box = tuple(
             slice(int(np.searchsorted(a, c - r)), int(np.searchsorted(a, c + r, side="right")))
-            for a, c, r in zip((xs, ys, zs), centre, radii)
+            for a, c, r in zip((xs, ys, zs), centre, radii, strict=True)
         )
         x, y, z = xs[box[0]][:, None, None], ys[box[1]][None, :, None], zs[box[2]][None, None, :]
         inside = ((x - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2 + (
@@ -403,14 +408,15 @@ def generate_case(
     anatomy_name: str = DEFAULT_ANATOMY,
     subject: int | None = None,
     femur_variation: float = 0.0,
-    options: TissueOptions = TissueOptions(),
+    options: TissueOptions = DEFAULT_TISSUE,
 ) -> PhantomCase:
     """One phantom subject from ``seed`` on an isotropic ``spacing_mm`` grid (same seed -> same case).
 
     ``anatomy_name``: ``"procedural"`` (template bones, this module) or ``"llp26"`` (real anatomy,
     :mod:`scripts.data.real_anatomy`: a training-PCA draw, or LLP26 subject ``subject`` itself);
     ``femur_variation`` (llp26 draws) widens their femurs' version, neck-shaft angle and bow;
-    ``options``: the ranges of the soft tissue behind the pelvis and of bone loss, and the cortex's rendering (:class:`TissueOptions`).
+    ``options``: the ranges of the soft tissue behind the pelvis and of bone loss, and the cortex's rendering
+    (:class:`TissueOptions`).
     """
     if not (math.isfinite(spacing_mm) and spacing_mm > 0):
         raise ValueError(f"spacing_mm must be positive, got {spacing_mm}")
@@ -498,7 +504,7 @@ def cohort_tasks(
     anatomy_name: str,
     subjects: str | None,
     femur_variation: float = 0.0,
-    options: TissueOptions = TissueOptions(),
+    options: TissueOptions = DEFAULT_TISSUE,
 ) -> list[tuple]:
     """(case seed, folder, spacing, anatomy, subject, femur variation, :class:`TissueOptions`) of every case to write.
 
@@ -534,7 +540,7 @@ def generate_cohort(
     anatomy_name: str = DEFAULT_ANATOMY,
     subjects: str | None = None,
     femur_variation: float = 0.0,
-    options: TissueOptions = TissueOptions(),
+    options: TissueOptions = DEFAULT_TISSUE,
 ) -> list[Path]:
     """Write a cohort with ``workers`` processes (cases of :func:`cohort_tasks`); returns their folders."""
     tasks = cohort_tasks(n, Path(out), seed, spacing_mm, start, anatomy_name, subjects, femur_variation, options)
@@ -583,7 +589,8 @@ def main(argv: list[str] | None = None) -> int:
         "--femur_variation",
         type=float,
         default=0.0,
-        help="llp26 draws: femoral version, neck-shaft angle and shaft bow beyond the training span, in units of their SDs (8 deg, 4 deg, 3 mm); 0: off",
+        help="llp26 draws: femoral version, neck-shaft angle and shaft bow beyond the training span, in units "
+        "of their SDs (8 deg, 4 deg, 3 mm); 0: off",
     )
     parser.add_argument(
         "--posterior_tissue_mm",
@@ -605,7 +612,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--partial_volume_cortex",
         action="store_true",
-        help="a voxel holding part of the cortex gets the cortex's share of it (HU mixed), instead of a cortex thinner than a voxel "
+        help="a voxel holding part of the cortex gets the cortex's share of it (HU mixed), instead of a "
+        "cortex thinner than a voxel "
         "taking the whole outer voxel at cortical HU (docs/phantom.md, 'CT synthesis')",
     )
     args = parser.parse_args(argv)

@@ -142,7 +142,7 @@ def femur_sdf(p: np.ndarray) -> np.ndarray:
 
 def _mesh_sdf(sdf, lo, hi, step: float) -> trimesh.Trimesh:
     """Marching-cubes mesh of the zero set of ``sdf`` over the box [lo, hi] (mm), outward normals."""
-    axes = [np.arange(a, b + step, step) for a, b in zip(lo, hi)]
+    axes = [np.arange(a, b + step, step) for a, b in zip(lo, hi, strict=True)]
     grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1)
     values = sdf(grid.reshape(-1, 3)).reshape(grid.shape[:3])
     values = np.pad(values, 1, constant_values=values.max())  # close the surface at the box
@@ -303,7 +303,7 @@ def lumbar_spine(
     top = np.asarray(base_centre, dtype=np.float64)
     height, disc = 26.0 * scale, 9.0 * scale
     out = []
-    for level in range(levels):
+    for _ in range(levels):
         tilt = math.atan2(-axis[1], axis[2]) + math.radians(lordosis_deg)  # back toward the vertical, and beyond
         axis = np.array([0.0, -math.sin(tilt), math.cos(tilt)])
         centre = top + (disc + 0.5 * height) * axis

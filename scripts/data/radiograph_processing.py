@@ -47,7 +47,8 @@ PATIENT_LOG = 0.5
 def exposure_normalise(
     log_signal: torch.Tensor, exposed: torch.Tensor, low_percentile: float, high_percentile: float
 ) -> torch.Tensor:
-    """``log_signal`` with the patient's percentiles ``low_percentile`` -> 0 and ``high_percentile`` -> 1 (not clipped; module docstring, step 2)."""
+    """``log_signal`` with the patient's percentiles ``low_percentile`` -> 0 and ``high_percentile`` -> 1 (not clipped;
+    module docstring, step 2)."""
     patient = (exposed > 0.5) & (log_signal > PATIENT_LOG)
     region = patient if int(patient.sum()) >= 0.05 * int((exposed > 0.5).sum()) else exposed
     lo = masked_quantile(log_signal, region, low_percentile / 100.0)
@@ -84,7 +85,8 @@ def look_up(x: torch.Tensor, lut_contrast: float, gamma: float) -> torch.Tensor:
 
 
 def store_and_read(image: torch.Tensor, bits_stored: int, monochrome1: bool) -> torch.Tensor:
-    """``image`` in [0, 1] (bone bright) stored with ``bits_stored`` bits as MONOCHROME1 (inverted) or 2, read back to [0, 1] bone bright."""
+    """``image`` in [0, 1] (bone bright) stored with ``bits_stored`` bits as MONOCHROME1 (inverted) or 2, read back to
+    [0, 1] bone bright."""
     top = float(2 ** int(bits_stored) - 1)
     stored = torch.round(image.clamp(0.0, 1.0) * top)
     if monochrome1:

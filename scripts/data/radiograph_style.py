@@ -64,7 +64,8 @@ DEFAULT_STYLE: dict[str, Option] = {
     "collimator_leakage": 0.0,
     # objects
     "hip_implant_prob": 0.0,
-    "hip_fixation_fraction": 0.0,  # share of hip implants that fix a fracture (clinical_content.hip_fixation) instead of replacing the joint
+    # share of hip implants that fix a fracture (clinical_content.hip_fixation) instead of replacing the joint
+    "hip_fixation_fraction": 0.0,
     "spine_implant_prob": 0.0,
     "gonad_shield_prob": 0.0,
     "positioning_aid_prob": 0.0,

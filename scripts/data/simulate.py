@@ -46,7 +46,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from scripts import BUNDLE_ROOT
+from scripts import BUNDLE_ROOT  # noqa: E402
 from scripts.config_flags import as_shard  # noqa: E402
 from scripts.data.depth_maps import BoneGrid, bone_grids, depth_maps  # noqa: E402
 from scripts.data.drr import areal_densities, material_volumes  # noqa: E402
@@ -561,7 +561,8 @@ def table_shift_mm(
 def render_sample(
     lc: LoadedCase, geometry: Geometry, cfg: dict, seed: int, pose: int, device: torch.device | str, split: str
 ) -> dict:
-    """Image (H, W), field of view (H, W), depth (2B, H, W), mask (B, H, W) and sample notes (``split``: its datalist list) for one pose.
+    """Image (H, W), field of view (H, W), depth (2B, H, W), mask (B, H, W) and sample notes (``split``: its datalist
+    list) for one pose.
 
     Masks and depths are kept only where the radiograph shows the patient: inside the detector area
     and the collimation (``exposed`` >= 0.5 of :func:`scripts.data.radiograph_style.style_radiograph`).
@@ -735,7 +736,8 @@ def is_simulator_datalist(data: Any) -> bool:
 def check_datalist(out_dir: Path) -> None:
     """Refuse to rebuild ``out_dir/datalist.json`` unless the simulator wrote it: its SHA-256 is the one in
     ``out_dir``'s output marker (kind "simulated data set"), or, without a marker (simulator versions up to
-    bundle 0.10.5 wrote none), it has exactly the simulator's form (:func:`is_simulator_datalist`). Call under :func:`datalist_lock`.
+    bundle 0.10.5 wrote none), it has exactly the simulator's form (:func:`is_simulator_datalist`). Call under
+    :func:`datalist_lock`.
 
     Raises:
         InputFileError: ``out_dir`` holds another kind of bundle output, or its datalist.json is a user's
@@ -808,7 +810,8 @@ def _load_key(
     device: torch.device | str,
     center_ras: Sequence[float] | None,
 ) -> str:
-    """What :func:`load_case` depends on: the files (path and modification time), label map, DRR and couch settings, device and centre."""
+    """What :func:`load_case` depends on: the files (path and modification time), label map, DRR and couch settings,
+    device and centre."""
     files = [(str(f.resolve()), f.stat().st_mtime_ns) for f in (case.ct, case.labels) if f.exists()]
     lut = sorted(label_map.items()) if isinstance(label_map, dict) else label_map
     centre = None if center_ras is None else [float(c) for c in center_ras]
@@ -862,7 +865,8 @@ def simulate(
     (:func:`check_case_sources`), a ``split`` other than the one a case's samples there have (new poses of a case
     join that list), a sample rendered from other inputs unless ``overwrite``. ``out_dir`` is created
     with the first sample written, so a run whose cases all fail (e.g. unreadable labels) leaves none.
-    ``geometry``, ``source_to_object_mm`` (mm): None takes configs/geometry.json's (:func:`scripts.geometry.read_standard_geometry`).
+    ``geometry``, ``source_to_object_mm`` (mm): None takes configs/geometry.json's
+    (:func:`scripts.geometry.read_standard_geometry`).
     """
     if split is not None and split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
@@ -959,7 +963,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--labels",
-        help="for --ct: a label volume (ids mapped by --label-map) or a TotalSegmentator output folder of per-structure masks (hip_left.nii.gz, ...)",
+        help="for --ct: a label volume (ids mapped by --label-map) or a TotalSegmentator output folder of "
+        "per-structure masks (hip_left.nii.gz, ...)",
     )
     parser.add_argument("--out", required=True, help="output folder (samples + datalist.json)")
     parser.add_argument("--poses", type=positive_int, default=1, help="poses per case (at least 1)")
@@ -967,7 +972,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--label-map",
         default=None,
-        help=f"JSON file {{source_id: bone id or name}} or preset: {', '.join(LABEL_MAP_CHOICES)} (totalsegmentator: v1 or v2 ids, told from the labels)",
+        help=f"JSON file {{source_id: bone id or name}} or preset: {', '.join(LABEL_MAP_CHOICES)} "
+        "(totalsegmentator: v1 or v2 ids, told from the labels)",
     )
     parser.add_argument("--geometry", default=None, help="geometry JSON (default configs/geometry.json)")
     parser.add_argument("--config", default=None, help="simulation YAML (default configs/simulate.yaml)")
@@ -981,7 +987,8 @@ def main(argv: list[str] | None = None) -> int:
         "--split",
         choices=SPLITS,
         default=None,
-        help="datalist list of every sample this run renders, e.g. extra training-only subjects (samples already rendered keep theirs); default: the configured fractions",
+        help="datalist list of every sample this run renders, e.g. extra training-only subjects (samples "
+        "already rendered keep theirs); default: the configured fractions",
     )
     args = parser.parse_args(argv)
     if args.ct and not args.labels:

@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import Mapping
 
 import numpy as np
-import SimpleITK as sitk
+import SimpleITK as sitk  # noqa: N813
 from scipy import ndimage
 
 from scripts.geometry import BONES, apply_transform, voxel_spacing
 from scripts.io.files import InputFileError, PathLike, read_json, read_nifti_with_affine
 
 BONE_LABELS: dict[str, int] = {bone: i + 1 for i, bone in enumerate(BONES)}
-VERTEBRAE_LABEL = 4  # lumbar vertebrae in phantom label maps: rendered in the radiograph, never reconstructed (not in any label map preset)
+# lumbar vertebrae in phantom label maps: rendered in the radiograph, never reconstructed (not in any label map preset)
+VERTEBRAE_LABEL = 4
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 # TotalSegmentator structures that make up the bundle's bones. The pelvis is both hip bones and the
@@ -245,8 +246,10 @@ def resolve_label_map(
             listed = ", ".join(map(str, unknown[:8])) + (f", ... ({len(unknown)} ids)" if len(unknown) > 8 else "")
             raise InputFileError(
                 path,
-                f"holds label ids {listed} that the bundle's label map (0 background, {', '.join(f'{i} {n}' for n, i in BONE_LABELS.items())}, "
-                f"{VERTEBRAE_LABEL} vertebrae) does not know; TotalSegmentator labels: pass --label-map totalsegmentator (else a JSON label map of its ids)",
+                f"holds label ids {listed} that the bundle's label map (0 background, "
+                f"{', '.join(f'{i} {n}' for n, i in BONE_LABELS.items())}, "
+                f"{VERTEBRAE_LABEL} vertebrae) does not know; TotalSegmentator labels: pass --label-map "
+                "totalsegmentator (else a JSON label map of its ids)",
             )
         return dict(LABEL_MAP_PRESETS["default"])
     if isinstance(spec, str):
@@ -309,7 +312,8 @@ def read_labels(
             given = f"--label-map {spec}" if isinstance(spec, str) else "a label map of ids"
             raise InputFileError(
                 path,
-                f"a TotalSegmentator folder is read by structure file names (hip_left.nii.gz, ...): {given} does not apply; pass no --label-map (or totalsegmentator)",
+                "a TotalSegmentator folder is read by structure file names (hip_left.nii.gz, ...): "
+                f"{given} does not apply; pass no --label-map (or totalsegmentator)",
             )
         lab, lut = _read_structure_folder(path), None
     else:
@@ -401,12 +405,13 @@ def remove_couch(
     of each axial slice filled (bowel gas). Loose pieces that reach farther than ``opening_mm`` from
     it are the couch (its voxels above ``body_hu`` become air); skin corners the ball rounded off stay.
     A couch top touching the skin with nothing (no pad: air in HU) between stays where it touches.
-    Returns (CT, voxels set to air); the input is not modified. The simulator's table model (:func:`scripts.data.simulate.table_shift_mm`)
-    needs the couch gone: it lays the last body voxel behind the hips on the radiography table.
+    Returns (CT, voxels set to air); the input is not modified. The simulator's table model
+    (:func:`scripts.data.simulate.table_shift_mm`) needs the couch gone: it lays the last body voxel behind the hips on
+    the radiography table.
     """
     body = ct.array > body_hu
     factor = np.maximum(1, np.round(grid_mm / ct.spacing)).astype(int)
-    padded = np.pad(body, [(0, (-n) % f) for n, f in zip(body.shape, factor)])
+    padded = np.pad(body, [(0, (-n) % f) for n, f in zip(body.shape, factor, strict=True)])
     coarse = padded.reshape(
         padded.shape[0] // factor[0],
         factor[0],
@@ -417,7 +422,7 @@ def remove_couch(
     ).any(axis=(1, 3, 5))
     radius = np.maximum(1, np.round(opening_mm / (ct.spacing * factor))).astype(int)
     grid = np.ogrid[tuple(slice(-r, r + 1) for r in radius)]
-    ball = sum((g / r) ** 2 for g, r in zip(grid, radius)) <= 1.0
+    ball = sum((g / r) ** 2 for g, r in zip(grid, radius, strict=True)) <= 1.0
     edge = [(r, r) for r in radius]  # a body cut by the CT's field continues beyond it
     opened = ndimage.binary_opening(np.pad(coarse, edge, mode="edge"), ball)[tuple(slice(r, -r) for r in radius)]
     components, n = ndimage.label(opened)

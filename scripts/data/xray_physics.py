@@ -139,7 +139,8 @@ def heel_factor(ray_angle_rad: torch.Tensor, anode_angle_deg: float, attenuation
 
 
 def gaussian_blur(image: torch.Tensor, sigma_px: float) -> torch.Tensor:
-    """Separable Gaussian blur of (..., H, W) with ``sigma_px`` pixels (kernel truncated at 3 sigma or the image size; edges replicated)."""
+    """Separable Gaussian blur of (..., H, W) with ``sigma_px`` pixels (kernel truncated at 3 sigma or the image size;
+    edges replicated)."""
     if sigma_px <= 0:
         return image
     shape = image.shape

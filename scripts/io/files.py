@@ -57,16 +57,19 @@ def sha256(path: PathLike) -> str:
 
 
 class InputFileError(RuntimeError):
-    """Bad input: names the offending file (or command-line option) and the problem, in one line."""
+    """Bad input: names the offending file (or command-line option) and the problem, in one line.
+
+    Its ``args`` are ``(path, problem)``, so it pickles: a worker process's error reaches the parent (else a Pool
+    waits forever).
+    """
 
     def __init__(self, path: PathLike, problem: str):
+        super().__init__(path, problem)
         self.path = str(path)
         self.problem = problem
-        super().__init__(f"{path}: {problem}")
 
-    def __reduce__(self) -> tuple:
-        """Pickle as ``(path, problem)``: a worker process's error reaches the parent (else a Pool waits forever)."""
-        return type(self), (self.path, self.problem)
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
 
 
 def exits_on_input_error(main: Callable[..., int]) -> Callable[..., int]:
@@ -290,7 +293,8 @@ def _own_output_marker(path: PathLike, kind: str, source: str | None = None) -> 
     if marker is None:
         raise InputFileError(
             path,
-            f"exists and was not written by this bundle (no {OUTPUT_MARKER}); left untouched: move it or choose another output folder",
+            f"exists and was not written by this bundle (no {OUTPUT_MARKER}); left untouched: move it or "
+            "choose another output folder",
         )
     if marker["kind"] != kind:
         raise InputFileError(
@@ -300,7 +304,8 @@ def _own_output_marker(path: PathLike, kind: str, source: str | None = None) -> 
     if source is not None and marker.get("source") != source:
         raise InputFileError(
             path,
-            f"holds the {kind} of another input (two inputs with one output name); left untouched: rename one input or choose another output folder",
+            f"holds the {kind} of another input (two inputs with one output name); left untouched: rename "
+            "one input or choose another output folder",
         )
     return marker
 
@@ -322,14 +327,16 @@ def check_replaceable(path: PathLike, kind: str, source: str | None = None) -> b
     if not isinstance(marker.get("files"), list):
         raise InputFileError(
             path,
-            f"was written by this bundle before it recorded its files in {OUTPUT_MARKER}; left untouched: move or delete it to redo it",
+            f"was written by this bundle before it recorded its files in {OUTPUT_MARKER}; left untouched: "
+            "move or delete it to redo it",
         )
     foreign = foreign_entries(path, marker["files"])
     if foreign:
         names = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise InputFileError(
             path,
-            f"holds what this bundle did not write there ({names}); left untouched: move that out of it or choose another output folder",
+            f"holds what this bundle did not write there ({names}); left untouched: move that out of it "
+            "or choose another output folder",
         )
     return True
 

@@ -81,7 +81,10 @@ SECONDARY_CAPTURE_CLASSES = (
     "1.2.840.10008.5.1.4.1.1.7.3",  # Multi-frame Grayscale Word SC
 )
 SECONDARY_CAPTURE_MODALITIES = ("OT", "")
-BURNED_IN_WARNING = "BurnedInAnnotation (0028,0301) YES: the image may show identifying text; the radiograph panel is left out of report.png"
+BURNED_IN_WARNING = (
+    "BurnedInAnnotation (0028,0301) YES: the image may show identifying text; the radiograph panel is left "
+    "out of report.png"
+)
 FOR_PROCESSING_WARNING = (
     "PresentationIntentType (0008,0068) FOR PROCESSING: raw detector data, before the vendor's image processing; the model "
     "knows radiographs for presentation, so its masks and depths may not be trusted"
@@ -232,7 +235,8 @@ def resample_to(image: np.ndarray, native: Geometry, target: Geometry) -> np.nda
 
 
 def field_of_view(native: Geometry, target: Geometry) -> np.ndarray:
-    """(H, W) float32 of ``target``: 1 where a pixel's ray meets the ``native`` detector (the radiograph's own area), 0 on padding."""
+    """(H, W) float32 of ``target``: 1 where a pixel's ray meets the ``native`` detector (the radiograph's own area), 0
+    on padding."""
     return native.in_field_of_view(target.detector_points(*target.pixel_grid())).numpy().astype(np.float32)
 
 
@@ -453,7 +457,10 @@ class RadiographInputs:
         has that name (it keeps it; nothing is written for this one). An item without a name claims nothing."""
         other = self._claimed.setdefault(item.name, item.path) if item.name else item.path
         if other != item.path:
-            item.error = f"{item.path}: its output name {item.name!r} is that of {other} too; rename one of them (nothing written for this one)"
+            item.error = (
+                f"{item.path}: its output name {item.name!r} is that of {other} too; rename one of them "
+                "(nothing written for this one)"
+            )
         return other == item.path
 
     def items(
@@ -665,7 +672,8 @@ def _check_pixel_data_length(path: Path, ds: Dataset, frames: int, samples: int)
         raise InputFileError(
             path,
             f"corrupt or undecodable pixel data: PixelData (7FE0,0010) holds {length} bytes, but Rows x Columns x frames x "
-            f"samples ({int(ds.Rows)} x {int(ds.Columns)} x {frames} x {samples}) at BitsAllocated {ds.get('BitsAllocated')} needs {expected}",
+            f"samples ({int(ds.Rows)} x {int(ds.Columns)} x {frames} x {samples}) at BitsAllocated "
+            f"{ds.get('BitsAllocated')} needs {expected}",
         )
 
 
@@ -781,7 +789,7 @@ def _compressed_pixels(path: Path, ds: Dataset) -> tuple[np.ndarray | None, bool
         return None, False
     except Exception as e:
         pydicom_error = first_line(e)
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # noqa: N813
 
     try:
         reader = sitk.ImageFileReader()

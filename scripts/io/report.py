@@ -270,7 +270,7 @@ def save_error_map(
         err = np.asarray(vertex_errors[bone], dtype=np.float64)[mesh.faces].mean(1)  # NaN if any vertex is out of view
         colours[bone] = error_rgba(err, max_mm, cmap.name)[:, :3]
     fig, axs = plt.subplots(1, 3, figsize=(13, 4.8))
-    for ax, (name, axes, view_axis) in zip(axs, MESH_VIEWS):
+    for ax, (name, axes, view_axis) in zip(axs, MESH_VIEWS, strict=True):
         render_mesh(ax, meshes, axes, view_axis, name, face_colours=colours)
     mappable = plt.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0, max_mm), cmap=cmap)
     fig.colorbar(mappable, ax=list(axs), fraction=0.02, pad=0.01, label="distance to truth (mm)")
@@ -294,7 +294,7 @@ def save_metric_bars(
     fig, axs = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.8), sharey=True, squeeze=False)
     width = 0.8 / max(len(variants), 1)
     x = np.arange(len(bones))
-    for ax, group in zip(axs[0], groups):
+    for ax, group in zip(axs[0], groups, strict=True):
         for i, variant in enumerate(variants):
             rows = {r["bone"]: r for r in means if r["shift"] == group and r["variant"] == variant}
             if not rows:

@@ -29,7 +29,8 @@ from scripts.reconstruction.reconstruct import INFERENCE_CONFIG, bundle_config
 def network_from_config(
     config_file: PathLike = INFERENCE_CONFIG, overrides: Mapping[str, Any] | None = None
 ) -> tuple[torch.nn.Module, tuple[int, int, int]]:
-    """The config's ``network_def`` (untrained) and its input shape (C, H, W) at ``image_size`` pixels, with config-key overrides."""
+    """The config's ``network_def`` (untrained) and its input shape (C, H, W) at ``image_size`` pixels, with config-key
+    overrides."""
     parser = bundle_config(config_file, overrides)
     size = int(parser.get_parsed_content("image_size"))
     return parser.get_parsed_content("network_def"), (

@@ -54,7 +54,7 @@ class _ChannelMetric(Metric):
 
     def completed(self, engine: Engine, name: str) -> None:
         super().completed(engine, name)
-        for channel, value in zip(self.channel_names, self._values().tolist()):
+        for channel, value in zip(self.channel_names, self._values().tolist(), strict=True):
             engine.state.metrics[f"{name}_{channel}"] = value
 
 

@@ -61,7 +61,7 @@ def plot_training(log_dir: PathLike, output_png: PathLike, overwrite: bool = Fal
     refuse_existing(output_png, overwrite)
     runs = read_runs(log_dir)
     fig, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 3.8))
-    for ax, (title, xlabel, tags) in zip(axes, PANELS):
+    for ax, (title, xlabel, tags) in zip(axes, PANELS, strict=True):
         for run, scalars in runs.items():
             for tag in tags:
                 if tag in scalars:

@@ -22,7 +22,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from scripts.io.files import (
     METADATA,
@@ -35,6 +35,9 @@ from scripts.io.files import (
     read_json,
     sha256,
 )
+
+if TYPE_CHECKING:  # torch loads only when a check needs it
+    import torch
 
 SHA_KEY = "shipped_files_sha256"
 SHIPPED = {"model": "model.pt", "single_face": "model_single_face.pt", "ssm": "ssm.npz", "torchscript": "model.ts"}

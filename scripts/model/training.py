@@ -137,7 +137,8 @@ def resume_checkpoint(
     if not isinstance(model, Mapping) or not all(isinstance(v, torch.Tensor) for v in model.values()):
         raise InputFileError(
             latest,
-            "not a training checkpoint of this bundle (no 'model' state dict); move it out of --output_dir or give a new --output_dir",
+            "not a training checkpoint of this bundle (no 'model' state dict); move it out of "
+            "--output_dir or give a new --output_dir",
         )
     if network is not None:
         check_fits(latest, model, network)

@@ -78,7 +78,10 @@ class ResizeDepthd(MapTransform):
         depth, mask = torch.as_tensor(d[self.depth_key]).float(), torch.as_tensor(d[self.mask_key]).float()
         if tuple(depth.shape[-2:]) == self.spatial_size:
             return d
-        area = lambda x: torch.nn.functional.interpolate(x[None], size=self.spatial_size, mode="area")[0]
+
+        def area(x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.interpolate(x[None], size=self.spatial_size, mode="area")[0]
+
         valid = (depth > 0).float()
         num, den = area(depth * valid), area(valid)
         new_mask = (area(mask) >= 0.5).float()

@@ -50,7 +50,7 @@ def widen_state_dict(state: Mapping[str, torch.Tensor], network: nn.Module) -> d
     out = {}
     for key, new in own.items():
         old = state[key]
-        if old.dim() != new.dim() or any(o > n for o, n in zip(old.shape, new.shape)):
+        if old.dim() != new.dim() or any(o > n for o, n in zip(old.shape, new.shape, strict=True)):
             raise ValueError(
                 f"{key}: {tuple(old.shape)} does not fit into {tuple(new.shape)} (a wider network has at least as many channels)"
             )

@@ -15,9 +15,9 @@ and to the box of the CT the sample was simulated from (``ct_extent`` of its sam
 
 Outputs in ``output_dir``, written as one folder when the run completes (an existing ``output_dir``
 is replaced only when it is an earlier evaluation of this bundle; anything else is refused before any
-work): metrics.json, metrics.csv, summary.md, assd_by_variant.png and error_map_<sample>.png. ``oracle_inputs`` replaces the networks by the true maps (an upper bound
-that isolates meshing, shape model and metrics). The variant and shift the targets are stated for
-(``HEADLINE``) is also summarised per subject, with a bootstrap interval over subjects
+work): metrics.json, metrics.csv, summary.md, assd_by_variant.png and error_map_<sample>.png. ``oracle_inputs`` replaces
+the networks by the true maps (an upper bound that isolates meshing, shape model and metrics). The variant and shift
+the targets are stated for (``HEADLINE``) is also summarised per subject, with a bootstrap interval over subjects
 (:func:`subject_summary`: metrics.json ``subjects`` and a second table in summary.md).
 """
 
@@ -146,7 +146,8 @@ def load_sample(
     ):
         raise InputFileError(
             entry["image"],
-            f"image {image.shape}, depth {depth.shape}, mask {mask.shape} disagree with geometry {geometry.image_size} and {b} bones",
+            f"image {image.shape}, depth {depth.shape}, mask {mask.shape} disagree with geometry "
+            f"{geometry.image_size} and {b} bones",
         )
     if bones is not None:
         try:
@@ -198,11 +199,15 @@ def dataset_folders(dataset_dir: PathLike | Sequence[PathLike]) -> dict[str, Pat
         return {"": folders[0]}
     names = [d.resolve().name for d in folders]
     unique = len(set(names)) == len(names)
-    return {(f"{name}." if unique else f"{k + 1}_{name}."): d for k, (name, d) in enumerate(zip(names, folders))}
+    return {
+        (f"{name}." if unique else f"{k + 1}_{name}."): d
+        for k, (name, d) in enumerate(zip(names, folders, strict=True))
+    }
 
 
 def datalist_sizes(folder: PathLike) -> dict[str, int]:
-    """Samples per list of ``folder/datalist.json`` ({list name: entries}); a file that is no object of lists raises :class:`InputFileError`."""
+    """Samples per list of ``folder/datalist.json`` ({list name: entries}); a file that is no object of lists raises
+    :class:`InputFileError`."""
     path = Path(folder) / "datalist.json"
     data = read_json(path)
     sizes = (
@@ -240,7 +245,10 @@ def prior_centre_depth(
     (:func:`sample_mean_depths`). No sample in ``split``: :class:`InputFileError` saying to pass ``--prior_centre_mm``.
     """
     values: dict[int, list[float]] = {1: [], 2: []}
-    remedy = "the prior centre depth is their mean depth: pass --prior_centre_mm MM (the mean centre depth of the network's training data; 948.7 for the shipped model)"
+    remedy = (
+        "the prior centre depth is their mean depth: pass --prior_centre_mm MM (the mean centre depth of the "
+        "network's training data; 948.7 for the shipped model)"
+    )
     found = split_entries(dataset_dir, split, remedy)
     entries = [e for listed in found.values() for e in listed]
     for means in tqdm(
@@ -314,8 +322,8 @@ def evaluate_sample(
 ) -> tuple[list[dict], dict]:
     """Rows (one per variant, shift and bone) for one sample; and the dual-face (or single-face) centre-shift
     completions with their true meshes, for the error map. Each network's prediction is meshed and fitted by
-    its own entry of ``reconstructors`` (the single-face baseline's overrides apply to it). ``timings``: seconds spent reconstructing (meshing
-    and shape-model fits) and measuring surfaces are added under "reconstruct" and "metrics"."""
+    its own entry of ``reconstructors`` (the single-face baseline's overrides apply to it). ``timings``: seconds spent
+    reconstructing (meshing and shape-model fits) and measuring surfaces are added under "reconstruct" and "metrics"."""
     timings = {} if timings is None else timings
     rows, shown = [], {}
     bones = sample.geometry.bones
@@ -471,23 +479,30 @@ def summary_markdown(
     lines = [
         "# Evaluation summary",
         "",
-        f"{n_samples} {split} samples; prior centre depth {prior_mm[2]:.1f} mm (front faces {prior_mm[1]:.1f} mm); inputs: {'ORACLE (true depth and masks)' if oracle_inputs else 'network predictions'}.",
-        "Surfaces clipped to the X-ray cone; distances in mm (mean over samples; std in metrics.json). Depth MAE: network variants only.",
+        f"{n_samples} {split} samples; prior centre depth {prior_mm[2]:.1f} mm (front faces "
+        f"{prior_mm[1]:.1f} mm); inputs: "
+        f"{'ORACLE (true depth and masks)' if oracle_inputs else 'network predictions'}.",
+        "Surfaces clipped to the X-ray cone; distances in mm (mean over samples; std in metrics.json). "
+        "Depth MAE: network variants only.",
         "",
         "| variant | shift | bone | ASSD | HD95 | Chamfer | depth MAE | Dice | n |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in means:
         lines.append(
-            f"| {r['variant']} | {r['shift']} | {r['bone']} | {_fmt(r['assd_mm'])} | {_fmt(r['hd95_mm'])} | {_fmt(r['chamfer_mm'])} | {_fmt(r['depth_mae_mm'])} | {_fmt(r['dice'])} | {r['assd_mm_n']} |"
+            f"| {r['variant']} | {r['shift']} | {r['bone']} | {_fmt(r['assd_mm'])} | {_fmt(r['hd95_mm'])} "
+            f"| {_fmt(r['chamfer_mm'])} | {_fmt(r['depth_mae_mm'])} | {_fmt(r['dice'])} | "
+            f"{r['assd_mm_n']} |"
         )
     if subjects and subjects["per_subject"]:
         bones, n = subjects["bones"], len(subjects["per_subject"])
         lines += [
             "",
-            f"## Per subject: {subjects['variant']}, {subjects['shift']} shift, {subjects['metric'].removesuffix('_mm').upper()} (mm)",
+            f"## Per subject: {subjects['variant']}, {subjects['shift']} shift, "
+            f"{subjects['metric'].removesuffix('_mm').upper()} (mm)",
             "",
-            f"Mean over each subject's poses; last row: the mean over the {n} subjects and its 95% interval ({subjects['interval']}, "
+            f"Mean over each subject's poses; last row: the mean over the {n} subjects and its 95% "
+            f"interval ({subjects['interval']}, "
             f"{subjects['n_boot']} draws), the uncertainty that {n} subjects leave.",
             "",
             "| subject | poses | " + " | ".join(bones) + " |",
@@ -674,11 +689,12 @@ class EvaluationRunner:
                 for ks, done in zip(
                     groups.values(),
                     pool.imap(_evaluate_task, tasks) if pool else (self.evaluate_entries(e, nets, p) for e, p in tasks),
+                    strict=True,
                 ):
                     if isinstance(done, str):  # a worker's InputFileError line
                         print(done, file=sys.stderr)
                         raise SystemExit(1)
-                    for k, result in zip(ks, done):
+                    for k, result in zip(ks, done, strict=True):
                         results[k] = result
                     bar.update(len(ks))
         except InputFileError as e:

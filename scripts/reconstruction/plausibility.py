@@ -30,7 +30,10 @@ from scipy import ndimage
 from scripts.geometry import Geometry
 
 DEFAULT_WIDTH_MM = {"pelvis": (80.0, 330.0), "femur_left": (15.0, 120.0), "femur_right": (15.0, 120.0)}
-WARNING = "implausible prediction (score {score:.2f} < {min_score:g}; failed: {failed}): the input may not be an AP pelvis radiograph; do not trust these surfaces"
+WARNING = (
+    "implausible prediction (score {score:.2f} < {min_score:g}; failed: {failed}): the input may not be an "
+    "AP pelvis radiograph; do not trust these surfaces"
+)
 
 
 def largest_part(mask: np.ndarray) -> np.ndarray:

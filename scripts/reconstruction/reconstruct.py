@@ -2,7 +2,8 @@
 
 Pipeline pieces (each usable alone):
 
-1. :func:`scripts.model.checkpoints.load_network` - checkpoint (state dict, ``torch.load(weights_only=True)``; TorchScript only when asked);
+1. :func:`scripts.model.checkpoints.load_network` - checkpoint (state dict, ``torch.load(weights_only=True)``;
+   TorchScript only when asked);
 2. :meth:`Reconstructor.predict` - the network at its trained size (image area-resized, geometry
    :meth:`Geometry.resized`, same preprocessing as training) -> :class:`DepthPrediction` with
    relative (shift-free) depths, mask probabilities and the centre-depth estimate;
@@ -493,7 +494,7 @@ class Reconstructor:
         depth = np.where(np.repeat(mask, prediction.faces, axis=0), depth, 0.0).astype(np.float32)
         surfaces = surface_meshes(depth, mask, geom, self.max_depth_jump_mm)
         t1 = time.perf_counter()
-        masks = dict(zip(geom.bones, mask))
+        masks = dict(zip(geom.bones, mask, strict=True))
         points, facing = bone_points(depth, mask, geom)
         fits = (
             complete_surfaces(
@@ -524,7 +525,8 @@ class Reconstructor:
         prediction: DepthPrediction | None = None,
         fov: np.ndarray | None = None,
     ) -> Reconstruction:
-        """Predict (unless ``prediction`` is given, e.g. an oracle) and reconstruct with the estimated centre depth (``fov``: :meth:`predict`)."""
+        """Predict (unless ``prediction`` is given, e.g. an oracle) and reconstruct with the estimated centre depth
+        (``fov``: :meth:`predict`)."""
         t0 = time.perf_counter()
         prediction = prediction or self.predict(image, geometry, fov)
         t1 = time.perf_counter()
@@ -672,7 +674,8 @@ def _resize_image(image: np.ndarray, geometry: Geometry) -> np.ndarray:
 
 # ---------------------------------------------------------------------- one-call API
 def bundle_config(config_file: PathLike = INFERENCE_CONFIG, overrides: Mapping | None = None) -> ConfigParser:
-    """A bundle config (default configs/inference.yaml) read with ``bundle_root`` set to this bundle and config-key ``overrides``."""
+    """A bundle config (default configs/inference.yaml) read with ``bundle_root`` set to this bundle and config-key
+    ``overrides``."""
     parser = ConfigParser()
     parser.read_config(str(config_file))
     parser.update({"bundle_root": str(BUNDLE_ROOT), **dict(overrides or {})})
@@ -680,7 +683,8 @@ def bundle_config(config_file: PathLike = INFERENCE_CONFIG, overrides: Mapping |
 
 
 def build_reconstructor(config_file: PathLike = INFERENCE_CONFIG, **overrides) -> Reconstructor:
-    """The ``reconstructor`` of an inference config (default configs/inference.yaml) with config-key overrides (None: config value)."""
+    """The ``reconstructor`` of an inference config (default configs/inference.yaml) with config-key overrides (None:
+    config value)."""
     return bundle_config(config_file, {k: v for k, v in overrides.items() if v is not None}).get_parsed_content(
         "reconstructor"
     )

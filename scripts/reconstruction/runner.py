@@ -307,7 +307,7 @@ class ReconstructionRunner:
             return [(item, f"{item.path}: {e}") for item in ready]
         network_s = (time.perf_counter() - t0) / len(ready)
         out: list[tuple[RadiographInput, Reconstruction | str]] = []
-        for item, prediction in zip(ready, predictions):
+        for item, prediction in zip(ready, predictions, strict=True):
             try:
                 rec = self.reconstructor.reconstruct(prediction)
             except (ValueError, GeometryError) as e:
@@ -406,7 +406,8 @@ class ReconstructionRunner:
                 collect(0)
             if unrecorded:
                 tqdm.write(
-                    f"{self.output_dir}: {unrecorded} finished output(s) record no model (written by bundle 0.10.6 or earlier), skipped as done; "
+                    f"{self.output_dir}: {unrecorded} finished output(s) record no model (written by "
+                    "bundle 0.10.6 or earlier), skipped as done; "
                     "pass --overwrite true to redo them with this run's model",
                     file=sys.stderr,
                 )

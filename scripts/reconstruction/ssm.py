@@ -477,7 +477,8 @@ def build_from_cases(
             elif mesh.vertices.shape != template.vertices.shape or not np.array_equal(mesh.faces, template.faces):
                 raise InputFileError(
                     path,
-                    f"mesh topology differs from {template_path} ({len(mesh.vertices)} vs {len(template.vertices)} vertices); use --register",
+                    f"mesh topology differs from {template_path} ({len(mesh.vertices)} vs "
+                    f"{len(template.vertices)} vertices); use --register",
                 )
             else:
                 shapes.append(np.asarray(mesh.vertices, dtype=np.float64))
@@ -564,7 +565,7 @@ def split_cases(datalist: PathLike, split: str) -> set[str]:
     """Case names (entries' "case") of one list of a simulator datalist."""
     entries = read_json(datalist).get(split)
     if not entries:
-        raise InputFileError(datalist, f"no '{split}' entries")
+        raise InputFileError(datalist, f"no {split!r} entries")
     return {e["case"] for e in entries}
 
 
@@ -629,7 +630,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     names, listed = None, ""
     if args.datalist:
         names = split_cases(args.datalist, args.split)
-        listed = f"the {args.split!r} cases of --datalist {args.datalist} ({', '.join(sorted(names)[:5])}{', ...' if len(names) > 5 else ''})"
+        listed = (
+            f"the {args.split!r} cases of --datalist {args.datalist} "
+            f"({', '.join(sorted(names)[:5])}{', ...' if len(names) > 5 else ''})"
+        )
     models, meta = build_from_cases(
         args.cases, args.bones, args.variance, args.scale, args.register, args.template, names, listed
     )
