@@ -14,7 +14,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 import scripts.io.files as files
 from scripts.geometry import Geometry
@@ -119,10 +121,10 @@ def test_skip_check_reads_the_marker_once(tmp_path, monkeypatch, overwrite, resu
     assert reads == [out / "r1"]
 
 
-def _run(inputs: Path, out: Path, model: Path, ssm: Path, **kw) -> dict:
-    """The batch runner in this process with a TorchScript ``model`` and shape models ``ssm`` (no report, no workers)."""
+def _run(inputs: Path, out: Path, model: Path, ssm: Path, report: bool = False, **kw) -> dict:
+    """The batch runner in this process with a TorchScript ``model`` and shape models ``ssm`` (no workers)."""
     reconstructor = build_reconstructor(ckpt_path=str(model), ssm_path=str(ssm), device="cpu", torchscript=True)
-    return ReconstructionRunner(reconstructor, inputs, out, report=False, num_workers=0, writers=0, **kw).run()
+    return ReconstructionRunner(reconstructor, inputs, out, report=report, num_workers=0, writers=0, **kw).run()
 
 
 def test_a_rerun_skips_only_results_of_its_own_model(tmp_path, capsys):
@@ -156,13 +158,15 @@ def test_a_rerun_skips_only_results_of_its_own_model(tmp_path, capsys):
 
     before = tree(out)
     shutil.copyfile(a, tmp_path / "a_copy.ts")
+    geometry_file = tmp_path / "geometry.json"
+    write_json(geometry_file, {**Geometry.standard().to_dict(), "sid_mm": 1000.0})
     for model in (a, tmp_path / "a_copy.ts"):
         assert _run(inputs, out, model, ssm)["skipped"] == done
     assert tree(out) == before and "record no model" not in capsys.readouterr().err
     for model, shape, kw, changed in (
         (b, ssm, {}, "network weights"),
         (a, pelvis_only, {}, "shape model"),
-        (b, ssm, {"pixel_spacing_mm": 0.2}, "network weights, pixel_spacing_mm"),
+        (b, ssm, {"standard_geometry": geometry_file}, "network weights, standard_geometry"),
     ):
         with pytest.raises(SystemExit) as e:
             _run(inputs, out, model, shape, **kw)
@@ -185,3 +189,59 @@ def test_a_rerun_skips_only_results_of_its_own_model(tmp_path, capsys):
         f"{out}: 1 finished output(s) record no model (written by bundle 0.10.6 or earlier), skipped as "
         "done; pass --overwrite true to redo them with this run's model"
     ]
+
+
+def _refused(case: Path, changed: str) -> list[str]:
+    """The one line refusing ``case`` made with another ``changed`` than a rerun's."""
+    return [
+        f"{case}: was made with other {changed} than this run's; left untouched: pass --overwrite true "
+        "to replace it with this run's result or choose another --output_dir"
+    ]
+
+
+def test_a_rerun_compares_only_options_that_made_the_result(tmp_path, capsys):
+    """A rerun skips results whose making its options would not change: without report.png over results with one, a
+    DICOM whose header gives SID and pitch with another --sid_mm, --pixel_spacing_mm 6.25 as [6.25, 6.25]. A fill-in
+    that made a result (a PNG's SID and pitch, geometry_source "argument ...") refuses it when it changes, and a run
+    asking for report.png refuses results made without one."""
+    model, ssm = tmp_path / "a.ts", tmp_path / "ssm.npz"
+    sphere_model_file(model, Geometry.standard(), (0.0, 0.0, 950.0), 40.0)
+    sphere_shape_model_file(ssm)
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    make_dicom(inputs / "hip_ap.dcm", ramp(), DistanceSourceToDetector=1100.0, ImagerPixelSpacing=[6.25, 6.25])
+    Image.fromarray((ramp() // 4).astype(np.uint8)).save(inputs / "hip_png.png")  # 64 x 64 px, no geometry
+    dicom, png = out / "hip_ap", out / "hip_png"
+    first = {"report": True, "sid_mm": 1100.0, "pixel_spacing_mm": 6.25}
+    assert len(_run(inputs, out, model, ssm, **first)["done"]) == 2
+    sources = {case.name: json.loads((case / "result.json").read_text())["geometry_source"] for case in (dicom, png)}
+    assert sources == {
+        "hip_ap": {
+            "sid_mm": "DistanceSourceToDetector (0018,1110)",
+            "pixel_spacing_mm": "ImagerPixelSpacing (0018,1164)",
+        },
+        "hip_png": {"sid_mm": "argument sid_mm", "pixel_spacing_mm": "argument pixel_spacing_mm"},
+    }
+    before = tree(out)
+    assert (png / "report.png").exists() and (dicom / "report.png").exists()
+    assert (
+        len(_run(inputs, out, model, ssm, **{**first, "report": False, "pixel_spacing_mm": [6.25, 6.25]})["skipped"])
+        == 2
+    )
+    for kw, changed in (({"sid_mm": 1000.0}, "sid_mm"), ({"pixel_spacing_mm": 6.0}, "pixel_spacing_mm")):
+        with pytest.raises(SystemExit) as e:
+            _run(inputs, out, model, ssm, **{**first, **kw})
+        err = capsys.readouterr().err
+        assert e.value.code == 1 and "reconstructed 0, skipped 1 (already done), failed 1" in err
+        assert error_lines(err, "was made with") == _refused(png, changed)
+    assert tree(out) == before
+
+    out = tmp_path / "no_reports"
+    assert len(_run(inputs, out, model, ssm, **{**first, "report": False})["done"]) == 2
+    before = tree(out)
+    with pytest.raises(SystemExit) as e:
+        _run(inputs, out, model, ssm, **first)
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and "reconstructed 0, skipped 0 (already done), failed 2" in err
+    assert error_lines(err, "was made with") == _refused(out / "hip_ap", "report") + _refused(out / "hip_png", "report")
+    assert tree(out) == before

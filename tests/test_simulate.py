@@ -822,3 +822,45 @@ def test_a_ct_stays_in_one_list_of_a_data_set(tmp_path, small_geometry, capsys):
     seed = next(s for s in range(100) if simulate_mod.split_of("ct", s, load_config()["split"]) != "training")
     assert main(run + ["--poses", "2", "--seed", str(seed), "--overwrite"]) == 0
     assert [e["pose"] for e in json.loads((out / "datalist.json").read_text())["training"]] == [0, 1]
+
+
+def test_training_cases_join_a_data_set_whose_rendered_cases_keep_their_lists(tmp_path, small_geometry, capsys):
+    """README's "more training-only subjects": the whole cohort rerun with --split training renders the new case
+    into training and skips a case fully rendered into test, its files keeping their bytes; a case with poses still
+    to render whose samples are in test is refused with one line before any rendering."""
+    make_case(tmp_path / "cohort" / "case_0000")
+    out = tmp_path / "out"
+    run = ["--cases", str(tmp_path / "cohort"), "--out", str(out), "--geometry", str(small_geometry)]
+    assert main(run + ["--split", "test"]) == 0
+    old = {p: _sha(p) for p in (out / "case_0000_p0").iterdir()}
+    make_case(tmp_path / "cohort" / "case_0001")
+    capsys.readouterr()
+    assert main(run + ["--split", "training"]) == 0
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "rendered 1, skipped 1 (already done), failed 0"
+    lists = {e["case"]: s for s, entries in json.loads((out / "datalist.json").read_text()).items() for e in entries}
+    assert lists == {"case_0000": "test", "case_0001": "training"}
+    assert {p: _sha(p) for p in (out / "case_0000_p0").iterdir()} == old
+    listing = sorted(p.name for p in out.iterdir())
+    assert main(run + ["--split", "training", "--poses", "2"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"{tmp_path / 'cohort' / 'case_0000' / 'ct.nii.gz'}: has samples in the test list of {out}, not training: "
+        "a CT belongs to one list (its radiographs in both would be alike); leave --split out to add poses to test"
+    )
+    assert sorted(p.name for p in out.iterdir()) == listing
+
+
+@pytest.mark.parametrize("broken", ['{"case": "case_0000", "po', "[1, 2]"], ids=["truncated", "list"])
+def test_a_sample_with_an_unreadable_sample_json_is_rendered_again(tmp_path, small_geometry, capsys, broken):
+    """A sample folder of the simulator whose sample.json is cut short or not a JSON object is not done: a rerun
+    renders it again (exit 0) and lists it."""
+    make_case(tmp_path / "cohort" / "case_0000")
+    out = tmp_path / "out"
+    run = ["--cases", str(tmp_path / "cohort"), "--out", str(out), "--geometry", str(small_geometry)]
+    assert main(run + ["--split", "validation"]) == 0
+    (out / "case_0000_p0" / "sample.json").write_text(broken)
+    capsys.readouterr()
+    assert main(run + ["--split", "validation"]) == 0
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "rendered 1, skipped 0 (already done), failed 0"
+    notes = json.loads((out / "case_0000_p0" / "sample.json").read_text())
+    assert notes["case"] == "case_0000" and notes["split"] == "validation" and notes["inputs"]["seed"] == 0
+    assert [e["case"] for e in json.loads((out / "datalist.json").read_text())["validation"]] == ["case_0000"]

@@ -458,6 +458,17 @@ def test_meshes_from_labels_land_on_the_labelled_bones_and_build_a_model(tmp_pat
     )  # the template registered onto the spheres: mean radius of 12, 12, 10
 
 
+@pytest.mark.parametrize("command", [["meshes", "--labels", "labels.nii.gz"], ["build", "--cases", "cases"]])
+def test_an_unknown_bone_is_a_usage_error(tmp_path, capsys, command):
+    """``--bones`` takes only the bundle's bones: a typo is argparse's one-line usage error (exit 2) naming it,
+    before any file is read or written."""
+    with pytest.raises(SystemExit) as e:
+        ssm.main(command + ["--bones", "pelvis", "femur_lft", "--out", str(tmp_path / "out.npz")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "argument --bones: invalid choice: 'femur_lft'" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
 REAL_CT = (shared_data_dir() or ROOT / "absent") / "real_ct"
 
 

@@ -12,7 +12,8 @@ CLI::
 A case's datalist list is decided when its samples are rendered and recorded in their
 ``sample.json`` (``split``): ``--split`` names it (e.g. an extra training-only cohort), otherwise
 the configured fractions assign it. Rebuilding the datalist never moves a rendered sample, and new poses
-of a case join its rendered samples' list (a ``--split`` naming another is refused).
+of a case join its rendered samples' list (a ``--split`` naming another is refused; a case with all its poses
+rendered is skipped and keeps its list).
 
 Pose k: the standard AP pose (bones' bounding-box centre on the central ray at
 ``source_to_object_mm`` from the geometry JSON) perturbed by rotations (degrees, camera axes,
@@ -181,6 +182,17 @@ def names_path(recorded: str, path: str | Path, out_dir: str | Path) -> bool:
     return Path(os.path.normpath(os.path.join(os.path.abspath(out_dir), recorded))).resolve() == Path(path).resolve()
 
 
+def sample_notes(folder: Path) -> dict | None:
+    """The parsed ``sample.json`` of the sample folder ``folder``; None when it is missing, unreadable or not a JSON
+    object: the sample is incomplete and is rendered again (through :func:`scripts.io.files.atomic_dir`, which
+    replaces only the simulator's own sample folders)."""
+    try:
+        notes = read_json(folder / "sample.json")
+    except InputFileError:
+        return None
+    return notes if isinstance(notes, dict) else None
+
+
 def check_case_sources(out_dir: Path, cases: Sequence[Case]) -> dict[str, str]:
     """Refuse, before any rendering, a case whose name already holds samples of another CT in ``out_dir``; returns the
     datalist list (``split``) the samples of each case already there record (cases without such samples left out).
@@ -203,9 +215,8 @@ def check_case_sources(out_dir: Path, cases: Sequence[Case]) -> dict[str, str]:
             or (written_by_bundle(d) or {}).get("kind") != SAMPLE_KIND
         ):
             continue
-        try:
-            notes = read_json(d / "sample.json")
-        except InputFileError:
+        notes = sample_notes(d)
+        if notes is None:
             continue  # an incomplete sample: redone, never listed
         ct = wanted[case].ct
         if isinstance(notes.get("source"), str):
@@ -271,7 +282,7 @@ def input_differences(recorded: Any, wanted: Any, name: str = "inputs") -> list[
 def rendered_samples(out_dir: Path, wanted: dict[str, tuple[Case, dict]]) -> list[str]:
     """Names of the samples of ``wanted`` (sample name -> (case, :func:`sample_inputs`)) complete in ``out_dir``
     and rendered from these inputs: a rerun skips them. Samples that recorded no inputs (bundle 0.10.6 and
-    earlier) count as rendered from them.
+    earlier) count as rendered from them; one whose sample.json is unreadable is not done (:func:`sample_notes`).
 
     Raises:
         InputFileError: a complete sample rendered from other inputs, naming it and what differs, before any rendering.
@@ -279,9 +290,10 @@ def rendered_samples(out_dir: Path, wanted: dict[str, tuple[Case, dict]]) -> lis
     done, other = [], []
     for name, (case, inputs) in wanted.items():
         folder = out_dir / name
-        if not all((folder / f).exists() for f in SAMPLE_FILES):
+        notes = sample_notes(folder) if all((folder / f).exists() for f in SAMPLE_FILES) else None
+        if notes is None:
             continue
-        recorded = read_json(folder / "sample.json").get("inputs", inputs)
+        recorded = notes.get("inputs", inputs)
         if (
             isinstance(recorded, dict)
             and isinstance(recorded.get("labels"), str)
@@ -862,8 +874,9 @@ def simulate(
     ``cohort`` (names of all cases of the cohort, all shards) assigns them. ``center_ras``: see :func:`load_case`.
     Refused before anything is written: an ``out_dir`` that is not a simulated data set or whose datalist.json the
     simulator did not write (:func:`check_out_folder`), a case name that holds another CT's samples
-    (:func:`check_case_sources`), a ``split`` other than the one a case's samples there have (new poses of a case
-    join that list), a sample rendered from other inputs unless ``overwrite``. ``out_dir`` is created
+    (:func:`check_case_sources`), a ``split`` other than the one a case's samples there have when the case has
+    poses to render (new poses of a case join that list; a case fully rendered is skipped and keeps it), a sample
+    rendered from other inputs unless ``overwrite``. ``out_dir`` is created
     with the first sample written, so a run whose cases all fail (e.g. unreadable labels) leaves none.
     ``geometry``, ``source_to_object_mm`` (mm): None takes configs/geometry.json's
     (:func:`scripts.geometry.read_standard_geometry`).
@@ -882,7 +895,14 @@ def simulate(
     splits = (
         {c.name: split for c in cases} if split else case_splits([c.name for c in cases], seed, cfg["split"], cohort)
     )
-    moved = next((c for c in cases if kept.get(c.name, splits[c.name]) != splits[c.name]), None)
+    wanted = {
+        f"{c.name}_p{k}": (c, sample_inputs(c, k, out_dir, seed, cfg, geometry, label_map, center_ras))
+        for c in cases
+        for k in range(poses)
+    }
+    done = set() if overwrite else set(rendered_samples(out_dir, wanted))
+    todo = {c.name for name, (c, _) in wanted.items() if name not in done}  # cases fully rendered keep their list
+    moved = next((c for c in cases if c.name in todo and kept.get(c.name, splits[c.name]) != splits[c.name]), None)
     if moved is not None and split:
         raise InputFileError(
             moved.ct,
@@ -890,12 +910,6 @@ def simulate(
             f"(its radiographs in both would be alike); leave --split out to add poses to {kept[moved.name]}",
         )
     splits.update(kept)  # new poses of a case join its samples' list
-    wanted = {
-        f"{c.name}_p{k}": (c, sample_inputs(c, k, out_dir, seed, cfg, geometry, label_map, center_ras))
-        for c in cases
-        for k in range(poses)
-    }
-    done = set() if overwrite else set(rendered_samples(out_dir, wanted))
     tasks = [
         (c, splits[c.name], inputs["pose"], out_dir, seed, cfg, geometry, label_map, device, center_ras, inputs)
         for name, (c, inputs) in wanted.items()
@@ -987,8 +1001,9 @@ def main(argv: list[str] | None = None) -> int:
         "--split",
         choices=SPLITS,
         default=None,
-        help="datalist list of every sample this run renders, e.g. extra training-only subjects (samples "
-        "already rendered keep theirs); default: the configured fractions",
+        help="datalist list of every sample this run renders, e.g. extra training-only subjects; cases with all "
+        "their poses rendered are skipped and keep their list, a case with poses to render whose samples are in "
+        "another list is refused; default: the configured fractions",
     )
     args = parser.parse_args(argv)
     if args.ct and not args.labels:

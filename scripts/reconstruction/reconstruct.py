@@ -606,10 +606,33 @@ def file_identity(path: PathLike) -> dict:
     return {"file": Path(path).name, "sha256": sha256(path)}
 
 
+FILL_INS = ("sid_mm", "pixel_spacing_mm")  # the options that fill in geometry an input lacks
+
+
+def _option(key: str, value):
+    """An option as a rerun compares it: a ``pixel_spacing_mm`` of one number as that number in both directions."""
+    if key == "pixel_spacing_mm" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [value, value]
+    if key == "pixel_spacing_mm" and isinstance(value, list) and len(value) == 1:
+        return value * 2
+    return value
+
+
+def _filled_in(result: Mapping, key: str) -> bool:
+    """Whether the fill-in ``key`` (:data:`FILL_INS`) may have made ``result``: its ``geometry_source`` records that
+    value as an argument's or the standard geometry's (which an argument would replace), or records no source for it;
+    False when the input carried it (a DICOM tag, the simulator's geometry.json)."""
+    sources = result.get("geometry_source")
+    source = sources.get(key, sources.get("all")) if isinstance(sources, Mapping) else None
+    return not isinstance(source, str) or source.startswith(("argument ", "standard geometry"))
+
+
 def made_with_changes(result: Mapping, made_with: Mapping) -> list[str] | None:
     """What differs between the ``model`` and ``options`` a result.json records and ``made_with`` (this run's, as JSON
     values): "network weights" and "shape model" (their SHA-256; file names and the bundle version are not compared)
     and the names of differing options; [] when none. None when the result records no model (bundle 0.10.6 or earlier).
+    The ``sid_mm`` / ``pixel_spacing_mm`` fill-ins count only where the result's geometry came from them
+    (:func:`_filled_in`); ``report`` only when this run asks for report.png and the result was made without one.
     """
     if not isinstance(result.get("model"), Mapping):
         return None
@@ -620,9 +643,12 @@ def made_with_changes(result: Mapping, made_with: Mapping) -> list[str] | None:
         for key, what in (("network", "network weights"), ("shape_model", "shape model"))
         if digest(recorded.get(key)) != digest(made_with["model"][key])
     ]
-    return changes + sorted(
-        k for k in {*options, *made_with["options"]} if options.get(k) != made_with["options"].get(k)
-    )
+    ours = made_with["options"]
+    compared = {*options, *ours} - {"report"} - {k for k in FILL_INS if not _filled_in(result, k)}
+    differing = {k for k in compared if _option(k, options.get(k)) != _option(k, ours.get(k))}
+    if ours.get("report") and options.get("report") is False:
+        differing.add("report")
+    return changes + sorted(differing)
 
 
 def mesh_summary(mesh: trimesh.Trimesh) -> dict:

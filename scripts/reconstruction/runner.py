@@ -263,7 +263,9 @@ class ReconstructionRunner:
     def made_with(self) -> dict:
         """result.json's ``model`` (:attr:`Reconstructor.model`: the files' SHA-256, read once per run) and ``options`` (the
         reconstructor's settings, the standard geometry, the ``sid_mm`` and ``pixel_spacing_mm`` fill-ins, ``report``)
-        of this run, as JSON values: what a rerun into the same folder compares (:func:`made_with_changes`)."""
+        of this run, as JSON values: what a rerun into the same folder compares (:func:`made_with_changes`: the fill-ins
+        only where a result's geometry came from them, ``report`` only when this run asks for a report a result lacks).
+        """
         options = {
             **self.reconstructor.settings,
             "standard_geometry": self.standard.to_dict(),

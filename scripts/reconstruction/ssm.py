@@ -571,7 +571,7 @@ def split_cases(datalist: PathLike, split: str) -> set[str]:
 
 @exits_on_input_error
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI (``build``); returns the exit status."""
+    """CLI (``build``, ``meshes``); returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m scripts.ssm", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build per-bone PCA shape models from a cohort of meshes")
@@ -582,7 +582,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="output .npz (a PNG of explained variance is written beside it); refused if either exists, unless --overwrite",
     )
     b.add_argument("--overwrite", action="store_true", help="replace an existing --out and its PNG")
-    b.add_argument("--bones", nargs="+", default=list(BONES))
+    b.add_argument("--bones", nargs="+", default=list(BONES), choices=BONES, help="bones to model")
     b.add_argument("--variance", type=float, default=0.98, help="fraction of variance the kept modes explain")
     b.add_argument("--scale", action="store_true", help="similarity (not rigid) Procrustes alignment")
     b.add_argument("--register", action="store_true", help="bring meshes not in correspondence onto a template first")
@@ -607,7 +607,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"JSON file {{source_id: bone id or name}} or preset: {', '.join(LABEL_MAP_CHOICES)}, as for scripts.simulate",
     )
     m.add_argument("--out", required=True, help="the case folder: meshes/ is written in it")
-    m.add_argument("--bones", nargs="+", default=list(BONES))
+    m.add_argument("--bones", nargs="+", default=list(BONES), choices=BONES, help="bones to mesh")
     args = parser.parse_args(argv)
     if args.command == "meshes":
         counts = write_label_meshes(args.labels, args.out, args.bones, load_label_map(args.label_map))
