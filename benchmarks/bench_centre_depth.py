@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from scripts.data.simulate import label_positions, table_clearance_mm  # noqa: E402
 from scripts.data.volumes import load_label_map, read_labels  # noqa: E402
 from scripts.io.files import InputFileError, read_json  # noqa: E402
-from scripts.model.training import load_datalist  # noqa: E402
+from scripts.model.training import load_datalist, recorded_path  # noqa: E402
 from scripts.reconstruction.evaluate import load_sample  # noqa: E402
 from scripts.reconstruction.reconstruct import build_reconstructor, mean_masked_depth, true_face_mask  # noqa: E402
 
@@ -66,7 +66,7 @@ def pelvis_clearance(entry: dict, world_to_camera: np.ndarray, labels_cache: dic
         return None
     if notes.get("pelvis_table_clearance_mm") is not None:
         return float(notes["pelvis_table_clearance_mm"])
-    source = notes.get("labels")
+    source = notes.get("labels") and str(recorded_path(notes["labels"], notes_path.parent.parent))
     if source not in labels_cache:
         try:
             labels_cache[source] = label_positions(

@@ -11,6 +11,7 @@ from scripts.data.simulate import check_case_sources, find_cases
 from scripts.geometry import BONES
 from scripts.io.demo import DEMO_CASE, format_errors, main, run_demo
 from scripts.io.files import read_json
+from scripts.model.training import recorded_path
 
 SPACING_MM = 6.0  # the demo's --spacing (default 1.5): about 12 s for one run on one CPU core
 # Bounds on the ASSD (mm) at seed 1 and 6 mm, dual-face and + shape model alike: today's shipped model scores
@@ -66,7 +67,10 @@ def test_demo_sample_records_its_ct_where_it_is(demo):
     out, _ = demo
     (notes,) = (out / "radiograph").glob("*/sample.json")
     ct = out / "phantom" / DEMO_CASE / "ct.nii.gz"
-    assert ct.is_file() and (out / "radiograph" / read_json(notes)["source"]).resolve() == ct.resolve()
+    recorded = read_json(notes)
+    assert ct.is_file() and (out / "radiograph" / recorded["source"]).resolve() == ct.resolve()
+    for key, path in (("ct", ct), ("labels", ct.with_name("labels.nii.gz"))):  # not the temporary build folder
+        assert path.is_file() and recorded_path(recorded[key], out / "radiograph").resolve() == path.resolve()
     check_case_sources(out / "radiograph", find_cases(out / "phantom"))
 
 

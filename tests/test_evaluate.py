@@ -16,6 +16,7 @@ from matplotlib import colormaps
 from PIL import Image
 
 from benchmarks.compare_evaluations import compare, main, subject_rows
+from scripts.geometry import read_standard_geometry
 from scripts.io.files import (
     OUTPUT_MARKER,
     InputFileError,
@@ -39,6 +40,7 @@ from scripts.reconstruction.evaluate import (
     prior_centre_depth,
     subject_summary,
     summarise,
+    truth_meshes,
 )
 from scripts.reconstruction.reconstruct import build_reconstructor, true_face_mask
 from scripts.reconstruction.surface_metrics import clip_to_planes, sample_surface, vertex_errors
@@ -423,6 +425,35 @@ def test_label_surface_fallback(tmp_path):
     mesh: trimesh.Trimesh = meshes["femur_left"]
     r = np.linalg.norm(mesh.vertices - (np.array([24.5, 24.5, 24.5]) + affine[:3, 3]), axis=1)
     assert abs(r.mean() - 20.0) < 0.7 and mesh.is_watertight and mesh.volume > 0
+
+
+def test_truth_from_labels_recorded_relative_to_the_data_set(tmp_path, monkeypatch):
+    """A sample without meshes takes its truth from the labels its sample.json names: relative to the data set (as
+    the simulator records them), found after data set and cohort moved together and from another working folder; an
+    absolute path (as earlier bundles recorded it) is still read; the same relative path from the working folder is not
+    taken instead."""
+    grid = np.indices((50, 50, 50)).transpose(1, 2, 3, 0) - 24.5
+    labels = (np.linalg.norm(grid, axis=-1) <= 20.0).astype(np.uint8) * 2  # femur_left, centre at RAS (24.5, ...)
+    root = tmp_path / "before"
+    write_nifti(root / "cohort" / "labels.nii.gz", labels, np.eye(4))
+    sample = root / "sim" / "ct_p0"
+    sample.mkdir(parents=True)
+    geometry = read_standard_geometry()[0]
+    (sample / "sample.json").write_text(json.dumps({"labels": "../cohort/labels.nii.gz", "label_map": None}))
+    moved = tmp_path / "after"
+    root.rename(moved)
+    decoy = tmp_path / "other" / "cohort" / "labels.nii.gz"  # the same relative path from the working folder
+    write_nifti(decoy, labels // 2, np.eye(4))  # a pelvis
+    (tmp_path / "other" / "run").mkdir()
+    monkeypatch.chdir(tmp_path / "other" / "run")
+    centre = geometry.world_to_camera_points(np.full((1, 3), 24.5))[0]
+    for recorded in ("../cohort/labels.nii.gz", str(moved / "cohort" / "labels.nii.gz")):
+        (moved / "sim" / "ct_p0" / "sample.json").write_text(json.dumps({"labels": recorded, "label_map": None}))
+        entry = {"geometry": str(moved / "sim" / "ct_p0" / "geometry.json")}
+        meshes = truth_meshes(entry, moved / "sim", geometry)
+        assert list(meshes) == ["femur_left"]
+        r = np.linalg.norm(meshes["femur_left"].vertices - centre, axis=1)
+        assert abs(r.mean() - 20.0) < 0.7
 
 
 def straightforward_metrics(

@@ -441,8 +441,9 @@ def test_two_cts_of_one_name_never_share_a_case(tmp_path, small_geometry, capsys
     before = {p: _sha(p) for p in files}
     notes = out / "ct_p0" / "sample.json"
     for legacy in (False, True):
-        if legacy:  # as written before sources were recorded
-            notes.write_text(json.dumps({k: v for k, v in json.loads(notes.read_text()).items() if k != "source"}))
+        if legacy:  # as written before sources were recorded: the CT's path as given
+            recorded = {k: v for k, v in json.loads(notes.read_text()).items() if k != "source"}
+            notes.write_text(json.dumps({**recorded, "ct": str(tmp_path / "patA" / "ct.nii.gz")}))
             before[notes] = _sha(notes)
         for extra in ((), ("--overwrite",)):
             capsys.readouterr()
@@ -849,9 +850,9 @@ def test_training_cases_join_a_data_set_whose_rendered_cases_keep_their_lists(tm
     assert sorted(p.name for p in out.iterdir()) == listing
 
 
-@pytest.mark.parametrize("broken", ['{"case": "case_0000", "po', "[1, 2]"], ids=["truncated", "list"])
+@pytest.mark.parametrize("broken", ['{"case": "case_0000", "po', "[1, 2]", "{}"], ids=["truncated", "list", "no case"])
 def test_a_sample_with_an_unreadable_sample_json_is_rendered_again(tmp_path, small_geometry, capsys, broken):
-    """A sample folder of the simulator whose sample.json is cut short or not a JSON object is not done: a rerun
+    """A sample folder of the simulator whose sample.json is cut short, not a JSON object or without its case is not done: a rerun
     renders it again (exit 0) and lists it."""
     make_case(tmp_path / "cohort" / "case_0000")
     out = tmp_path / "out"
@@ -864,3 +865,26 @@ def test_a_sample_with_an_unreadable_sample_json_is_rendered_again(tmp_path, sma
     notes = json.loads((out / "case_0000_p0" / "sample.json").read_text())
     assert notes["case"] == "case_0000" and notes["split"] == "validation" and notes["inputs"]["seed"] == 0
     assert [e["case"] for e in json.loads((out / "datalist.json").read_text())["validation"]] == ["case_0000"]
+
+
+@pytest.mark.parametrize("broken", ['{"case": "case_0000", "po', "[1, 2]", "{}"], ids=["truncated", "list", "no case"])
+def test_an_unreadable_sample_json_of_another_case_is_left_out_with_a_warning(tmp_path, small_geometry, capsys, broken):
+    """A rerun over case B of a data set whose case A sample.json is cut short, not a JSON object or without its case succeeds: the
+    datalist lists B only, and one warning line names A's folder and how to render it again."""
+    for name in ("case_0000", "case_0001"):
+        make_case(tmp_path / "cohort" / name)
+    out = tmp_path / "out"
+    run = ["--cases", str(tmp_path / "cohort"), "--out", str(out), "--geometry", str(small_geometry)]
+    assert main(run + ["--split", "training"]) == 0
+    (out / "case_0000_p0" / "sample.json").write_text(broken)
+    capsys.readouterr()
+    assert main(run + ["--shard", "1/2"]) == 0  # case_0001 only
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-2:] == [
+        "rendered 0, skipped 1 (already done), failed 0",
+        f"{out / 'case_0000_p0'}: warning: sample.json is unreadable or not a sample's notes; left out of the datalist: "
+        "rerun the simulator with case 'case_0000' to render it again",
+    ]
+    datalist = json.loads((out / "datalist.json").read_text())
+    assert [(s, e["case"]) for s, entries in datalist.items() for e in entries] == [("training", "case_0001")]
+    assert (out / "case_0000_p0" / "sample.json").read_text() == broken

@@ -183,14 +183,16 @@ def names_path(recorded: str, path: str | Path, out_dir: str | Path) -> bool:
 
 
 def sample_notes(folder: Path) -> dict | None:
-    """The parsed ``sample.json`` of the sample folder ``folder``; None when it is missing, unreadable or not a JSON
-    object: the sample is incomplete and is rendered again (through :func:`scripts.io.files.atomic_dir`, which
-    replaces only the simulator's own sample folders)."""
+    """The parsed ``sample.json`` of the sample folder ``folder``; None when it is missing, unreadable or not a
+    sample's notes (a JSON object with its ``case`` name and ``pose`` number): the sample is incomplete and is
+    rendered again (through :func:`scripts.io.files.atomic_dir`, which replaces only the simulator's own sample
+    folders)."""
     try:
         notes = read_json(folder / "sample.json")
     except InputFileError:
         return None
-    return notes if isinstance(notes, dict) else None
+    sample = isinstance(notes, dict) and isinstance(notes.get("case"), str) and isinstance(notes.get("pose"), int)
+    return notes if sample else None
 
 
 def check_case_sources(out_dir: Path, cases: Sequence[Case]) -> dict[str, str]:
@@ -228,7 +230,8 @@ def check_case_sources(out_dir: Path, cases: Sequence[Case]) -> dict[str, str]:
         if not same:
             raise InputFileError(
                 ct,
-                f"case name {case!r} is taken in {out_dir} by the samples of another CT ({notes.get('ct')}); "
+                f"case name {case!r} is taken in {out_dir} by the samples of another CT "
+                f"({os.path.normpath(os.path.join(out_dir, str(notes.get('ct'))))}); "
                 "choose another --out or rename this CT (its file or folder name is the case name)",
             )
         if notes.get("split") in SPLITS:
@@ -678,7 +681,8 @@ def save_preview(path: Path, image: np.ndarray, depth: np.ndarray, mask: np.ndar
 
 def write_sample(out_dir: Path, name: str, sample: dict, meshes: dict[str, str], source: str, inputs: dict) -> None:
     """Write one sample folder atomically (temporary folder, then rename); ``source``: its CT's :func:`case_source`,
-    ``inputs``: its :func:`sample_inputs`."""
+    ``inputs``: its :func:`sample_inputs`. sample.json's ``ct`` and ``labels`` are relative to ``out_dir``, as
+    ``source``, ``inputs.labels`` and ``meshes`` (:func:`scripts.model.training.recorded_path` reads them back)."""
     geom: Geometry = sample["geometry"]
     affine = geom.image_affine
     with atomic_dir(out_dir / name, SAMPLE_KIND) as tmp:
@@ -688,7 +692,15 @@ def write_sample(out_dir: Path, name: str, sample: dict, meshes: dict[str, str],
         geom.save(tmp / "geometry.json")
         save_preview(tmp / "preview.png", sample["image"], sample["depth"], sample["mask"], geom.bones)
         write_json(
-            tmp / "sample.json", {**sample["notes"], "meshes": meshes or None, "source": source, "inputs": inputs}
+            tmp / "sample.json",
+            {
+                **sample["notes"],
+                "ct": source,
+                "labels": inputs["labels"],
+                "meshes": meshes or None,
+                "source": source,
+                "inputs": inputs,
+            },
         )
 
 
@@ -699,7 +711,8 @@ def build_datalist(
     """Rebuild ``out_dir/datalist.json`` from every complete sample folder; split by case.
 
     A sample goes to the list recorded in its ``sample.json`` (``split``). Samples without one
-    (rendered before it was recorded) follow :func:`case_splits`.
+    (rendered before it was recorded) follow :func:`case_splits`. A sample whose ``sample.json`` is unreadable
+    (:func:`sample_notes`) is left out with one warning line on stderr naming its folder.
     Concurrent rebuilds (shards finishing together) are serialised by an exclusive ``fcntl.flock``
     on ``out_dir/.datalist.lock``; the file itself is written atomically, and only over a datalist the
     simulator wrote (:func:`check_datalist`), whose SHA-256 goes into ``out_dir``'s output marker.
@@ -790,8 +803,17 @@ def _rebuild_datalist(out_dir: Path, seed: int, fractions: dict[str, float], cas
     lists: dict[str, list] = {s: [] for s in SPLITS}
     samples = []
     for d in sorted(p for p in out_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if all((d / f).exists() for f in SAMPLE_FILES):
-            samples.append((d, read_json(d / "sample.json")))
+        if not all((d / f).exists() for f in SAMPLE_FILES):
+            continue
+        notes = sample_notes(d)
+        if notes is None:  # not done (:func:`rendered_samples`): a run over its case renders it again
+            print(
+                f"{d}: warning: sample.json is unreadable or not a sample's notes; left out of the datalist: "
+                f"rerun the simulator with case {d.name.rpartition('_p')[0]!r} to render it again",
+                file=sys.stderr,
+            )
+            continue
+        samples.append((d, notes))
     fallback = case_splits([n["case"] for _, n in samples if not n.get("split")], seed, fractions, cases)
     for d, notes in samples:
         split = notes.get("split") or fallback[notes["case"]]

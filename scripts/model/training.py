@@ -66,6 +66,13 @@ def dataset_dirs(dataset_dir: PathLike | Sequence[PathLike]) -> list[Path]:
     return folders
 
 
+def recorded_path(recorded: PathLike, dataset_dir: PathLike) -> Path:
+    """A path a sample.json records (``ct``, ``labels``): relative to its data set folder ``dataset_dir`` (bundle
+    0.10.7 and later), else as it was given to the simulator (earlier samples: absolute, or from that run's folder)."""
+    in_dataset = Path(dataset_dir) / recorded
+    return in_dataset if in_dataset.exists() else Path(recorded)
+
+
 def _folder_entries(folder: Path, key: str, required: bool) -> list[dict]:
     """:func:`load_datalist` of one folder; a missing or empty list is an error only when ``required``."""
     path = folder / "datalist.json"

@@ -53,7 +53,7 @@ from scripts.io.files import (
     write_json,
 )
 from scripts.io.report import save_error_map, save_metric_bars
-from scripts.model.training import dataset_dirs, load_datalist
+from scripts.model.training import dataset_dirs, load_datalist, recorded_path
 from scripts.model.transforms import ResizeDepthd
 from scripts.reconstruction.reconstruct import (
     DepthPrediction,
@@ -112,8 +112,7 @@ def truth_meshes(entry: Mapping, dataset_dir: Path, geometry: Geometry) -> dict[
         world = {bone: _world_mesh(str(dataset_dir / p)) for bone, p in meshes.items() if bone in geometry.bones}
     else:
         notes = read_json(Path(entry["geometry"]).parent / "sample.json")
-        labels = Path(notes.get("labels") or "")
-        labels = labels if labels.is_file() else dataset_dir / labels
+        labels = recorded_path(notes.get("labels") or "", dataset_dir)
         label_map = notes.get("label_map")
         world = _label_surfaces(
             str(labels), tuple(geometry.bones), None if label_map is None else json.dumps(label_map, sort_keys=True)
