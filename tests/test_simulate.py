@@ -660,8 +660,9 @@ def test_centre_depth_bench_reads_or_measures_the_clearance(tmp_path, small_geom
 def test_rerun_skips_the_same_inputs_and_refuses_other_ones(tmp_path, small_geometry, capsys):
     """A rerun over a sample rendered from the same inputs skips it (counted as skipped); one with another seed,
     label map or setting is refused with one line naming the sample and what differs, before any
-    rendering, every file keeping its bytes; --overwrite renders it anew. Samples of bundle 0.10.6 and earlier (no
-    record of their inputs) are skipped as before."""
+    rendering, every file keeping its bytes; --overwrite renders it anew. A setting added after a sample was
+    rendered (missing from its record) is not a difference. Samples of bundle 0.10.6 and earlier (no record of their
+    inputs) are skipped as before."""
     make_case(tmp_path / "cohort" / "case_0000")
     (tmp_path / "style.yaml").write_text("style: {kvp: 80.0}\n")
     out = tmp_path / "out"
@@ -692,6 +693,11 @@ def test_rerun_skips_the_same_inputs_and_refuses_other_ones(tmp_path, small_geom
         and _sha(sample / "image.nii.gz") != before[sample / "image.nii.gz"]
     )
     notes = json.loads((sample / "sample.json").read_text())
+    kvp = notes["inputs"]["config"]["style"].pop("kvp")  # a setting the simulator gained after this sample
+    (sample / "sample.json").write_text(json.dumps(notes))
+    capsys.readouterr()
+    assert main(run + ["--seed", "1"]) == 0 and kvp == [70.0, 90.0]
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "rendered 0, skipped 1 (already done), failed 0"
     del notes["inputs"]  # as bundle 0.10.6 wrote it
     (sample / "sample.json").write_text(json.dumps(notes))
     legacy = _sha(sample / "sample.json")

@@ -282,10 +282,24 @@ def input_differences(recorded: Any, wanted: Any, name: str = "inputs") -> list[
     return [f"{name} {old} -> {new}" if len(old) + len(new) <= 60 else name]
 
 
+def with_later_settings(recorded: dict, wanted: dict) -> dict:
+    """The settings a sample recorded (``inputs.config``), with the settings of ``wanted`` it has no key for (nested
+    dicts too) taken from ``wanted``: a setting the simulator gained after the sample was rendered does not make it
+    "rendered from other inputs" (its default is meant to render as before)."""
+    return {
+        **wanted,
+        **{
+            k: with_later_settings(v, wanted[k]) if isinstance(v, dict) and isinstance(wanted.get(k), dict) else v
+            for k, v in recorded.items()
+        },
+    }
+
+
 def rendered_samples(out_dir: Path, wanted: dict[str, tuple[Case, dict]]) -> list[str]:
     """Names of the samples of ``wanted`` (sample name -> (case, :func:`sample_inputs`)) complete in ``out_dir``
     and rendered from these inputs: a rerun skips them. Samples that recorded no inputs (bundle 0.10.6 and
-    earlier) count as rendered from them; one whose sample.json is unreadable is not done (:func:`sample_notes`).
+    earlier) count as rendered from them, and settings added after a sample was rendered as its own
+    (:func:`with_later_settings`); one whose sample.json is unreadable is not done (:func:`sample_notes`).
 
     Raises:
         InputFileError: a complete sample rendered from other inputs, naming it and what differs, before any rendering.
@@ -303,6 +317,8 @@ def rendered_samples(out_dir: Path, wanted: dict[str, tuple[Case, dict]]) -> lis
             and names_path(recorded["labels"], case.labels, out_dir)
         ):
             recorded = {**recorded, "labels": inputs["labels"]}  # the same labels, the data set moved with its cohort
+        if isinstance(recorded, dict) and isinstance(recorded.get("config"), dict):
+            recorded = {**recorded, "config": with_later_settings(recorded["config"], inputs["config"])}
         if recorded == inputs:
             done.append(name)
         else:
