@@ -12,6 +12,7 @@ from scripts.io.files import (
     atomic_path,
     check_output_dir,
     exits_on_input_error,
+    in_folder,
     make_output_dir,
     read_depth_and_mask,
     read_json,
@@ -22,6 +23,21 @@ from scripts.io.files import (
     write_nifti,
 )
 from tests.helpers import tree
+
+
+def test_in_folder_inverts_relpath_also_through_a_linked_folder(tmp_path):
+    """A path recorded relative to a folder names the file again, lexically: through a folder that is a link to
+    somewhere else, '..' stays beside the link (where relpath counted from), not beside the link's target."""
+    (tmp_path / "cohort").mkdir()
+    ct = tmp_path / "cohort" / "ct.nii.gz"
+    ct.write_text("x")
+    (tmp_path / "elsewhere" / "sim").mkdir(parents=True)
+    (tmp_path / "sim").symlink_to(tmp_path / "elsewhere" / "sim")
+    recorded = os.path.relpath(ct, tmp_path / "sim")
+    assert recorded == "../cohort/ct.nii.gz"
+    assert in_folder(recorded, tmp_path / "sim") == ct and in_folder(recorded, tmp_path / "sim").is_file()
+    assert not (tmp_path / "sim" / recorded).exists()  # the kernel takes '..' from the link's target
+    assert in_folder(str(ct), tmp_path / "anywhere") == ct  # an absolute path is itself
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):

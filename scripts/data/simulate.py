@@ -76,6 +76,7 @@ from scripts.io.files import (  # noqa: E402
     atomic_dir,
     check_output_dir,
     exits_on_input_error,
+    in_folder,
     read_json,
     sha256,
     write_depth_and_mask,
@@ -179,7 +180,7 @@ def is_case_source(recorded: str, ct: str | Path, out_dir: str | Path) -> bool:
 def names_path(recorded: str, path: str | Path, out_dir: str | Path) -> bool:
     """Whether ``recorded``, a path relative to the data set folder ``out_dir`` (:func:`case_source`), names ``path``
     (symbolic links resolved)."""
-    return Path(os.path.normpath(os.path.join(os.path.abspath(out_dir), recorded))).resolve() == Path(path).resolve()
+    return in_folder(recorded, out_dir).resolve() == Path(path).resolve()
 
 
 def sample_notes(folder: Path) -> dict | None:
@@ -231,7 +232,7 @@ def check_case_sources(out_dir: Path, cases: Sequence[Case]) -> dict[str, str]:
             raise InputFileError(
                 ct,
                 f"case name {case!r} is taken in {out_dir} by the samples of another CT "
-                f"({os.path.normpath(os.path.join(out_dir, str(notes.get('ct'))))}); "
+                f"({in_folder(str(notes.get('ct')), out_dir)}); "
                 "choose another --out or rename this CT (its file or folder name is the case name)",
             )
         if notes.get("split") in SPLITS:

@@ -47,6 +47,13 @@ def current_umask() -> int:
     return mask
 
 
+def in_folder(recorded: PathLike, folder: PathLike) -> Path:
+    """The absolute path that ``recorded``, a path relative to ``folder`` (``os.path.relpath``), names: joined and
+    normalised lexically, the exact inverse of ``os.path.relpath`` (``..`` is not taken through a linked ``folder``);
+    an absolute ``recorded`` is itself."""
+    return Path(os.path.normpath(os.path.join(os.path.abspath(folder), recorded)))
+
+
 def sha256(path: PathLike) -> str:
     """Hex SHA-256 of a file's bytes."""
     h = hashlib.sha256()

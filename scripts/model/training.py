@@ -15,7 +15,7 @@ from monai.engines import Workflow
 from monai.handlers import CheckpointSaver, from_engine
 
 from scripts.config_flags import as_flag
-from scripts.io.files import InputFileError, PathLike, first_line, read_json
+from scripts.io.files import InputFileError, PathLike, first_line, in_folder, read_json
 from scripts.model.checkpoints import check_fits
 
 SAMPLE_FILE_KEYS = ("image", "depth", "mask", "geometry")
@@ -69,7 +69,7 @@ def dataset_dirs(dataset_dir: PathLike | Sequence[PathLike]) -> list[Path]:
 def recorded_path(recorded: PathLike, dataset_dir: PathLike) -> Path:
     """A path a sample.json records (``ct``, ``labels``): relative to its data set folder ``dataset_dir`` (bundle
     0.10.7 and later), else as it was given to the simulator (earlier samples: absolute, or from that run's folder)."""
-    in_dataset = Path(dataset_dir) / recorded
+    in_dataset = in_folder(recorded, dataset_dir)
     return in_dataset if in_dataset.exists() else Path(recorded)
 
 

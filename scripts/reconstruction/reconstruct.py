@@ -636,7 +636,10 @@ def made_with_changes(result: Mapping, made_with: Mapping) -> list[str] | None:
     """
     if not isinstance(result.get("model"), Mapping):
         return None
-    digest = lambda block: block.get("sha256") if isinstance(block, Mapping) else None  # noqa: E731
+
+    def digest(block: object) -> str | None:
+        return block.get("sha256") if isinstance(block, Mapping) else None
+
     recorded, options = result["model"], result.get("options") if isinstance(result.get("options"), Mapping) else {}
     changes = [
         what
