@@ -13,6 +13,7 @@ from scripts.geometry import Geometry
 from scripts.io.files import InputFileError, write_nifti
 from scripts.io.radiograph_io import (
     field_of_view,
+    input_key,
     iter_radiographs,
     load_radiograph,
     load_radiograph_with_field,
@@ -286,6 +287,23 @@ def test_iter_radiographs_and_output_names(tmp_path):
     assert dname == output_name(tmp_path / "in" / "IM_20240101", ds)  # hash of the SOP Instance UID, not of the name
     assert output_name(tmp_path / "jane_left_hip.dcm", ds).startswith("rg_")  # patient name token in the file name
     assert output_name(tmp_path / "MRN123456.dcm").startswith("rg_")  # long number
+
+
+def test_dicoms_with_a_blank_sop_instance_uid_are_each_an_input(tmp_path):
+    """An anonymiser that blanks SOP Instance UIDs gives every file the same empty "UID": each file is still its own
+    input, with its own output name and marker key (its path), while two files of one real UID stay one input."""
+    (tmp_path / "in").mkdir()
+    blank = [make_dicom(tmp_path / "in" / f"Doe{i}", ramp(hi=900 + i), SOPInstanceUID="") for i in range(3)]
+    twice = make_dicom(tmp_path / "in" / "IMA", ramp())
+    twice.save_as(str(tmp_path / "in" / "IMB"), enforce_file_format=True)
+    found = sorted(p.name for p in iter_radiographs(tmp_path / "in"))
+    assert found == ["Doe0", "Doe1", "Doe2", "IMA"]
+    paths = [tmp_path / "in" / f"Doe{i}" for i in range(3)]
+    names = {output_name(p, ds, tmp_path / "in") for p, ds in zip(paths, blank, strict=True)}
+    keys = {input_key(p, ds) for p, ds in zip(paths, blank, strict=True)}
+    assert len(names) == 3 and all(n.startswith("rg_") for n in names)  # PHI-like: the patient's name is in the file's
+    assert len(keys) == 3
+    assert input_key(tmp_path / "in" / "IMA", twice) == input_key(tmp_path / "in" / "IMB", twice)
 
 
 # ---------------------------------------------------------------------- to-dicom (python -m scripts.radiograph_io to-dicom)

@@ -281,11 +281,11 @@ def iter_radiographs(input_path: PathLike, output_dir: PathLike | None = None) -
 
     A folder yields PNG/JPEG/TIFF files, simulator ``image.nii(.gz)`` files (a folder holding geometry.json
     contributes only that image, not its depth/mask/preview), and DICOM files (recognised by the DICM
-    preamble, ``.dcm`` files always), one per SOP Instance UID. Hidden files and DICOMDIR are skipped,
-    and so are ``output_dir`` and every result folder this bundle wrote (:data:`RESULT_KINDS`), so
-    outputs inside the input folder are never read back as inputs. What cannot be looked into (a folder or
-    file without read permission, a FIFO, socket or device, a broken link) is yielded too, never opened here:
-    reading it fails with its one line (:func:`_check_readable_file`) instead of it being skipped unseen.
+    preamble, ``.dcm`` files always), one per SOP Instance UID (a file whose UID is blank is its own input). Hidden
+    files and DICOMDIR are skipped, and so are ``output_dir`` and every result folder this bundle wrote
+    (:data:`RESULT_KINDS`), so outputs inside the input folder are never read back as inputs. What cannot be looked
+    into (a folder or file without read permission, a FIFO, socket or device, a broken link) is yielded too, never
+    opened here: reading it fails with its one line (:func:`_check_readable_file`) instead of it being skipped unseen.
 
     Raises:
         InputFileError: ``input_path`` missing, or ``output_dir`` is the input folder itself.
@@ -364,7 +364,8 @@ def output_name(path: PathLike, ds: Dataset | None = None, root: PathLike | None
     name = ".".join(part for part in safe if part)
     digest = hashlib.sha256("/".join(raw).encode()).hexdigest()
     if not name or _phi_like(name, ds):
-        key = str(ds.SOPInstanceUID) if ds is not None and "SOPInstanceUID" in ds else "/".join(raw)
+        uid = instance_uid(ds)
+        key = uid if uid is not None else "/".join(raw)
         return "rg_" + hashlib.sha256(key.encode()).hexdigest()[:12]
     if safe != raw or len(name) > MAX_NAME_CHARS:
         name = f"{name[: MAX_NAME_CHARS - 7]}-{digest[:6]}"
@@ -373,8 +374,10 @@ def output_name(path: PathLike, ds: Dataset | None = None, root: PathLike | None
 
 def input_key(path: PathLike, ds: Dataset | None = None) -> str:
     """A stable identifier of one input for the output marker, without identifiers: SHA-256 of the SOP Instance
-    UID for DICOM, else of the resolved file path (a rerun on the same input finds its own output)."""
-    key = f"dicom:{ds.SOPInstanceUID}" if ds is not None and "SOPInstanceUID" in ds else f"file:{Path(path).resolve()}"
+    UID for DICOM (:func:`instance_uid`), else of the resolved file path (a rerun on the same input finds its own
+    output)."""
+    uid = instance_uid(ds)
+    key = f"dicom:{uid}" if uid is not None else f"file:{Path(path).resolve()}"
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -907,15 +910,20 @@ def _has_dicm_preamble(path: Path) -> bool:
         return True
 
 
+def instance_uid(ds: Dataset | None) -> str | None:
+    """The SOP Instance UID of a DICOM header, or None when it has none: absent, or blanked (some anonymisers empty
+    it, so that every file of a folder would carry the same "UID")."""
+    uid = str(ds.get("SOPInstanceUID", "") or "").strip() if ds is not None else ""
+    return uid or None
+
+
 def _sop_instance_uid(path: Path) -> str | None:
     if not path.is_file():  # regular files (and links to them) only: reading a FIFO blocks
         return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a corrupt file is reported when it is read
-            return str(
-                pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID
-            )
+            return instance_uid(pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["SOPInstanceUID"]))
     except Exception:
         return None
 
