@@ -37,6 +37,9 @@ GEOMETRY_KEYS = ("sid_mm", "pixel_spacing_mm", "image_size", "principal_point_px
 # Rows are the camera axes expressed in RAS world coordinates: x_cam -> patient left,
 # y_cam -> inferior, z_cam -> posterior (source anterior, detector posterior).
 STANDARD_AP_ROTATION = np.array([[-1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, -1.0, 0.0]])
+# DICOM/ITK patient coordinates (LPS: +x patient left, +y posterior, +z superior) to NIfTI RAS+, homogeneous 4x4
+# (its own inverse)
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 # What radiography rooms use (docs/real_radiographs.md, "Geometry bounds"): geometry files and the
 # geometry of every input radiograph must lie inside these, or the input is refused.
@@ -534,6 +537,16 @@ def rotation_matrix(angles_deg: Sequence[float]) -> np.ndarray:
     ry = np.array([[math.cos(ay), 0, math.sin(ay)], [0, 1, 0], [-math.sin(ay), 0, math.cos(ay)]])
     rz = np.array([[math.cos(az), -math.sin(az), 0], [math.sin(az), math.cos(az), 0], [0, 0, 1]])
     return rz @ ry @ rx
+
+
+def camera_to_patient_lps() -> np.ndarray:
+    """Camera frame (mm, origin at the focal spot) to the patient's DICOM coordinates (LPS, mm), homogeneous 4x4, for
+    a patient supine and square to the beam of the standard AP view (:data:`STANDARD_AP_ROTATION`): +x_cam (image
+    columns) -> patient left, +y_cam (rows) -> inferior, +z_cam (toward the detector) -> posterior. Nominal: a real
+    patient's tilt and rotation on the table are not in it; the origin stays at the focal spot."""
+    m = np.eye(4)
+    m[:3, :3] = LPS_TO_RAS[:3, :3] @ STANDARD_AP_ROTATION.T
+    return m
 
 
 def standard_ap_pose(

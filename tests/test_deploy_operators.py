@@ -312,7 +312,7 @@ def test_app_result_json_agrees_with_the_bundle_inference(tmp_path, capsys):
         "sha256": hashlib.sha256((tmp_path / "model.ts").read_bytes()).hexdigest(),
         "torchscript": True,
     }
-    shared = ("input_format", "geometry_source", "coverage", "frame", "hip_plane", "warnings", "model")
+    shared = ("input_format", "geometry_source", "coverage", "frame", "patient_frame", "hip_plane", "warnings", "model")
     assert {k: app[k] for k in shared} == {k: bundle[k] for k in shared}
     # geometry: the app's is the standard one its image was resampled into, the bundle's that of its maps (network size)
     standard, size = Geometry.standard(), bundle["geometry"]["image_size"]

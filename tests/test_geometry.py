@@ -8,6 +8,7 @@ from scripts.geometry import (
     STANDARD_AP_ROTATION,
     Geometry,
     GeometryError,
+    camera_to_patient_lps,
     camera_to_world_directions,
     check_magnification,
     magnification,
@@ -91,6 +92,21 @@ def test_standard_ap_pose_axes_and_centre():
         )
     )
     assert uv[0, 0] > uv[1, 0]
+
+
+def test_camera_to_patient_lps_of_the_standard_ap_view():
+    """Points 100 mm to the patient's left, 50 mm superior and 30 mm anterior of the centre (RAS world), seen in the
+    standard AP pose and taken from the camera to DICOM patient coordinates (LPS: +x left, +y posterior, +z superior),
+    land 100 mm along +x, 50 mm along +z and 30 mm along -y of the centre's image there."""
+    centre = np.array([5.0, -20.0, 100.0])
+    m = camera_to_patient_lps() @ standard_ap_pose(centre, 950.0)
+    assert_rigid(m)
+    left, superior, anterior = centre + [-100.0, 0, 0], centre + [0, 0, 50.0], centre + [0, 30.0, 0]
+    at = m @ [*centre, 1.0]
+    np.testing.assert_allclose(m @ [*left, 1.0] - at, [100.0, 0, 0, 0], atol=1e-9)
+    np.testing.assert_allclose(m @ [*superior, 1.0] - at, [0, 0, 50.0, 0], atol=1e-9)
+    np.testing.assert_allclose(m @ [*anterior, 1.0] - at, [0, -30.0, 0, 0], atol=1e-9)
+    np.testing.assert_allclose(camera_to_patient_lps()[:3, 3], 0.0)  # the origin stays at the focal spot
 
 
 def test_perturbed_pose_is_rigid_and_keeps_centre(geom):

@@ -27,7 +27,13 @@ from scripts.geometry import Geometry
 from scripts.io.files import InputFileError, read_depth_and_mask
 from scripts.model.checkpoints import load_network
 from scripts.model.networks import DualFaceDepthNet
-from scripts.reconstruction.reconstruct import Reconstructor, bundle_config, oracle_prediction, reconstruct_image
+from scripts.reconstruction.reconstruct import (
+    PATIENT_FRAME,
+    Reconstructor,
+    bundle_config,
+    oracle_prediction,
+    reconstruct_image,
+)
 from scripts.reconstruction.surface_metrics import point_to_surface, surface_metrics
 from tests.helpers import (
     FAST_FIT,
@@ -145,6 +151,13 @@ def test_oracle_depth_gives_true_surfaces(data):
     assert sorted(rec.heads) == sorted(true_centres)
     for bone, centre in true_centres.items():
         assert np.linalg.norm(rec.heads[bone][0] - centre) < voxel
+    # in result.json's nominal patient frame (LPS) the left head lies to the patient's left of the right one, as the
+    # phantom's own centres (RAS) say, within the pose's tilt
+    to_patient = np.asarray(PATIENT_FRAME["camera_to_patient"])
+    lps = {b: (to_patient @ [*rec.heads[b][0], 1.0])[:3] for b in true_centres}
+    ras = {b: np.array(params[b]["head_centre_mm"]) for b in true_centres}
+    seen, true = lps["femur_left"] - lps["femur_right"], (ras["femur_left"] - ras["femur_right"]) * [-1, -1, 1]
+    assert seen[0] > 100.0 and seen @ true / np.linalg.norm(seen) / np.linalg.norm(true) > 0.95
     assert rec.hip_plane["magnification"] == pytest.approx(
         geometry.sid_mm / np.mean([c[2] for c in true_centres.values()]), rel=voxel / 950.0
     )

@@ -38,6 +38,7 @@ import numpy as np
 import scipy.sparse as sp
 import trimesh
 
+from scripts.geometry import LPS_TO_RAS
 from scripts.io.files import InputFileError, PathLike
 
 PACKAGE = "musculoskeletal.models"
@@ -52,7 +53,7 @@ PELVIS_NODES = slice(0, 1946)
 FEMUR_NODES = slice(1946, 2580)
 PELVIS_MESH = ("atlas_meshes/pelvis_combined_cubic_flat.mesh", "atlas_meshes/pelvis_combined_cubic_flat.ens")
 FEMUR_MESH = ("atlas_meshes/femur_left_quartic_flat.mesh", "atlas_meshes/femur_left_quartic_flat.ens")
-LLP26_TO_RAS = np.diag([-1.0, -1.0, 1.0])  # +x left -> +x right, +y posterior -> +y anterior
+LLP26_TO_RAS = LPS_TO_RAS[:3, :3]  # the package's frame is LPS: +x left -> +x right, +y posterior -> +y anterior
 
 # (element type) -> (shape, degrees): quads have (p, q) equispaced nodes per direction, simplices total degree p
 ELEMENT_TYPES = {

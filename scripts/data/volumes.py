@@ -20,13 +20,12 @@ import numpy as np
 import SimpleITK as sitk  # noqa: N813
 from scipy import ndimage
 
-from scripts.geometry import BONES, apply_transform, voxel_spacing
+from scripts.geometry import BONES, LPS_TO_RAS, apply_transform, voxel_spacing
 from scripts.io.files import InputFileError, PathLike, read_json, read_nifti_with_affine
 
 BONE_LABELS: dict[str, int] = {bone: i + 1 for i, bone in enumerate(BONES)}
 # lumbar vertebrae in phantom label maps: rendered in the radiograph, never reconstructed (not in any label map preset)
 VERTEBRAE_LABEL = 4
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 # TotalSegmentator structures that make up the bundle's bones. The pelvis is both hip bones and the
 # sacrum; v2 segments the first sacral vertebra apart from the rest of the sacrum (vertebrae_S1).

@@ -33,7 +33,7 @@ from monai.bundle import ConfigParser
 
 from scripts import BUNDLE_ROOT
 from scripts.config_flags import as_device
-from scripts.geometry import BONES, Geometry
+from scripts.geometry import BONES, Geometry, camera_to_patient_lps
 from scripts.io.dicom_export import bundle_version
 from scripts.io.files import PathLike, atomic_dir, sha256, write_depth_and_mask, write_json, write_ply
 from scripts.io.report import save_reconstruction_report
@@ -48,6 +48,13 @@ from scripts.reconstruction.ssm import ShapeFit, ShapeModel, fit_shape_model, lo
 INFERENCE_CONFIG = BUNDLE_ROOT / "configs" / "inference.yaml"
 RESULT_KIND = "reconstruction"  # the scripts.io.files marker of output folders
 FRAME = "camera (mm): origin at the X-ray focal spot, +x image columns, +y image rows, +z toward the detector"
+# result.json "patient_frame": how to show the camera-frame outputs in a patient's coordinates (a viewer, a CT)
+PATIENT_FRAME = {
+    "axes": "LPS, DICOM patient coordinates (mm): +x patient left, +y posterior, +z superior; origin at the focal spot",
+    "camera_to_patient": camera_to_patient_lps().tolist(),
+    "assumes": "the patient supine and square to the AP beam (tilt and rotation on the table are not in it); "
+    "left and right as 'laterality' says",
+}
 
 
 # ---------------------------------------------------------------------- predictions
@@ -670,9 +677,9 @@ def result_summary(
     """The result.json fields the bundle's inference (:func:`write_reconstruction`) and the Deploy app
     (``deploy/app/pipeline.py``) share, built here for both so that they agree: the input's format, geometry
     source, coverage and laterality (``info`` of :func:`scripts.io.radiograph_io.load_radiograph_with_field`),
-    the frame (:data:`FRAME`), ``geometry`` (the bundle's: its maps', at the network size; the app's: the standard one
-    its image was resampled into), the per-bone summary ``bones`` (:meth:`Reconstruction.bone_summary`),
-    the hip plane (camera frame, mm), the warnings and the ``model`` that made the result (:attr:`Reconstructor.model`;
+    the frame (:data:`FRAME`) and the nominal patient frame (:data:`PATIENT_FRAME`), ``geometry`` (the bundle's: its
+    maps', at the network size; the app's: the standard one its image was resampled into), the per-bone summary
+    ``bones`` (:meth:`Reconstruction.bone_summary`), the hip plane (camera frame, mm), the warnings and the ``model`` that made the result (:attr:`Reconstructor.model`;
     None when unknown, e.g. a custom inference callable of the app)."""
     return {
         "model": None if model is None else dict(model),
@@ -681,6 +688,7 @@ def result_summary(
         "coverage": info.get("coverage"),
         "laterality": info.get("laterality"),
         "frame": FRAME,
+        "patient_frame": PATIENT_FRAME,
         "geometry": geometry.to_dict(),
         "hip_plane": hip_plane,
         "bones": dict(bones),
