@@ -679,8 +679,9 @@ def result_summary(
     source, coverage and laterality (``info`` of :func:`scripts.io.radiograph_io.load_radiograph_with_field`),
     the frame (:data:`FRAME`) and the nominal patient frame (:data:`PATIENT_FRAME`), ``geometry`` (the bundle's: its
     maps', at the network size; the app's: the standard one its image was resampled into), the per-bone summary
-    ``bones`` (:meth:`Reconstruction.bone_summary`), the hip plane (camera frame, mm), the warnings and the ``model`` that made the result (:attr:`Reconstructor.model`;
-    None when unknown, e.g. a custom inference callable of the app)."""
+    ``bones`` (:meth:`Reconstruction.bone_summary`), the hip plane (camera frame, mm), the warnings and the ``model``
+    that made the result (:attr:`Reconstructor.model`; None when unknown, e.g. a custom inference callable of the
+    app)."""
     return {
         "model": None if model is None else dict(model),
         "input_format": info.get("format"),
