@@ -20,11 +20,12 @@ from tests.helpers import ROOT, STD, make_dicom, ramp, read_encapsulated_stl, sp
 
 
 def fake_infer(image: np.ndarray, geometry: Geometry, fov: np.ndarray | None = None) -> dict:
-    """A sphere per bone whose radius encodes the image mean, so outputs can be traced to inputs."""
+    """A sphere per bone whose radius encodes the image mean, so outputs can be traced to inputs; bone i's sphere is
+    centred at (100 i, 50 i, 900) mm in the camera frame (i x 100 mm to the patient's left, i x 50 mm inferior)."""
     assert image.shape == (geometry.height, geometry.width) and (fov is None or fov.shape == image.shape)
     r = 5.0 + float(image.mean()) / 100.0
     return {
-        b: trimesh.creation.icosphere(1, radius=r + i).apply_translation([0, 0, 900.0])
+        b: trimesh.creation.icosphere(1, radius=r + i).apply_translation([100.0 * i, 50.0 * i, 900.0])
         for i, b in enumerate(geometry.bones)
     }
 
@@ -75,9 +76,10 @@ def test_run_writes_stl_and_dicom_per_bone(dicom_dir, tmp_path, capsys):
         )
         series.add(ds.SeriesInstanceUID)
         stl = trimesh.load(str(case_dir / f"{bone}.stl"))
-        for m in (stl, read_encapsulated_stl(ds)):
-            radius = np.linalg.norm(m.vertices - [0, 0, 900.0], axis=1).max()
+        for m in (stl, read_encapsulated_stl(ds)):  # patient LPS: 100 i mm left, 900 mm posterior, 50 i mm inferior
+            radius = np.linalg.norm(m.vertices - [100.0 * i, 900.0, -50.0 * i], axis=1).max()
             assert radius == pytest.approx(expected_r + i, rel=1e-4)
+            assert m.volume > 0  # a rotation: the faces still face outward
     assert len(series) == 1  # one new series per reconstruction
 
 
@@ -265,9 +267,9 @@ def test_app_end_to_end_torchscript_and_shape_model(tmp_path, capsys):
     assert ds.SourceInstanceSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
     from_dicom = read_encapsulated_stl(ds)
     np.testing.assert_allclose(np.sort(from_dicom.vertices, axis=0), np.sort(stl.vertices, axis=0), atol=1e-4)
-    # the shape-model completion (icosphere topology) sits on the true sphere, camera frame mm
+    # the shape-model completion (icosphere topology) sits on the true sphere, in patient LPS mm: 950 mm posterior
     assert len(stl.faces) == len(trimesh.creation.icosphere(2).faces)
-    radii = np.linalg.norm(stl.vertices - SPHERE_CENTRE, axis=1)
+    radii = np.linalg.norm(stl.vertices - [0.0, 950.0, 0.0], axis=1)
     assert abs(np.median(radii) - SPHERE_RADIUS) < 1.0 and radii.max() - radii.min() < 3.0
     result = json.loads((case_dir / "result.json").read_text())
     assert result["input_format"] == "dicom" and list(result["bones"]) == ["pelvis"]

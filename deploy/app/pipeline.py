@@ -17,7 +17,7 @@ import numpy as np
 import trimesh
 from pydicom.uid import generate_uid
 
-from scripts.geometry import Geometry
+from scripts.geometry import Geometry, camera_to_patient_lps
 from scripts.io.dicom_export import write_encapsulated_stl, write_stl
 from scripts.io.files import (
     OUTPUT_MARKER,
@@ -99,7 +99,8 @@ def run_inference(case: RadiographFile, infer: MeshFn) -> dict[str, trimesh.Trim
 
 def write_case(case: RadiographFile, meshes: dict[str, trimesh.Trimesh], output_dir: PathLike) -> list[Path]:
     """Write ``<output_dir>/<name>/<bone>.stl`` and ``<bone>.dcm`` (one new series per case, SoftwareVersions the
-    bundle's version) and ``result.json``: the fields the bundle's inference writes too
+    bundle's version; both in the patient's nominal DICOM coordinates, LPS mm, :func:`camera_to_patient_lps`, as a
+    DICOM Frame of Reference is patient-based) and ``result.json``: the fields the bundle's inference writes too
     (:func:`scripts.reconstruction.reconstruct.result_summary`), each written bone's summary (:func:`run_inference`'s
     ``bones``) with the size of the mesh written (``mesh``: the shape-model completion, else the surface).
 
@@ -108,13 +109,15 @@ def write_case(case: RadiographFile, meshes: dict[str, trimesh.Trimesh], output_
     """
     final = Path(output_dir) / case.name
     series_uid = generate_uid()
+    to_patient = camera_to_patient_lps()
     with atomic_dir(final, RESULT_KIND, case.key) as tmp:
         for i, bone in enumerate(case.geometry.bones):
             if bone not in meshes:
                 continue
-            write_stl(meshes[bone], tmp / f"{bone}.stl")
+            mesh = meshes[bone].copy().apply_transform(to_patient)
+            write_stl(mesh, tmp / f"{bone}.stl")
             write_encapsulated_stl(
-                meshes[bone],
+                mesh,
                 tmp / f"{bone}.dcm",
                 bone,
                 source=case.header,

@@ -3,9 +3,10 @@ radiographs as DICOM DX images with their geometry tags (``python -m scripts.rad
 
 The DICOM instance (SOP Class 1.2.840.10008.5.1.4.1.1.104.3, Modality M3D) joins the source study:
 the Patient module and the study identifiers are copied from the source radiograph, while the
-Series Instance UID, SOP Instance UID and Frame of Reference UID are new. The mesh is in the camera
-frame of the radiograph (mm, origin at the focal spot; see scripts/geometry.py), which the new Frame
-of Reference stands for. Without a source (PNG/NIfTI input) a new study is created with empty
+Series Instance UID, SOP Instance UID and Frame of Reference UID are new. A Frame of Reference is
+patient-based (DICOM LPS, mm), so the mesh is given in the patient's nominal coordinates of the
+radiograph's AP view (``scripts.geometry.camera_to_patient_lps``: origin at the focal spot), which the
+new Frame of Reference stands for. Without a source (PNG/NIfTI input) a new study is created with empty
 patient attributes.
 """
 
@@ -97,7 +98,7 @@ def encapsulated_stl_dataset(
     series_instance_uid: str | None = None,
     instance_number: int = 1,
 ) -> Dataset:
-    """Build a DICOM Encapsulated STL dataset of ``mesh`` (a bone surface, camera frame, mm).
+    """Build a DICOM Encapsulated STL dataset of ``mesh`` (a bone surface, patient coordinates LPS, mm).
 
     Args:
         mesh: the surface; stored as binary STL.
@@ -125,8 +126,8 @@ def encapsulated_stl_dataset(
     ds.Modality = "M3D"
     ds.SeriesInstanceUID = series_instance_uid or generate_uid()
     ds.SeriesNumber = 9001
-    ds.SeriesDescription = "3DDX bone surfaces (camera frame, mm)"
-    # Frame of Reference: the radiograph's camera frame
+    ds.SeriesDescription = "3DDX bone surfaces (nominal patient LPS, mm)"
+    # Frame of Reference: the radiograph's nominal patient frame (LPS, origin at the focal spot)
     ds.FrameOfReferenceUID = generate_uid()
     ds.PositionReferenceIndicator = ""
     # Enhanced General Equipment
