@@ -170,6 +170,28 @@ def jpeg_lossless_copy(ds: Dataset, pixels: np.ndarray, path, work) -> None:
     ds.save_as(str(path), enforce_file_format=True)
 
 
+def make_non_image(path, sop_class: str, modality: str) -> Dataset:
+    """Write a DICOM object of ``sop_class`` that holds no image (a presentation state, key object selection, structured
+    report or encapsulated PDF of a study: header only, no pixel data), as PACS exports carry beside the images."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = sop_class, generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, ds.file_meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientName = modality, "Doe^Jane"
+    ds.save_as(str(path), enforce_file_format=True)
+    return ds
+
+
+def save_raw(ds: Dataset, path) -> None:
+    """Write ``ds`` as a raw DICOM data set: no 128-byte preamble, no DICM prefix, no file meta (implicit VR little
+    endian), as some PACS exports and older archives store files."""
+    ds = ds.copy()
+    del ds.file_meta
+    ds.preamble = None
+    ds.save_as(str(path), implicit_vr=True, little_endian=True, enforce_file_format=False)
+
+
 def ramp(h=64, w=64, hi=1000):
     """A non-constant uint16 test image (H, W) with values 1 .. ``hi``."""
     return (np.arange(h * w).reshape(h, w) % hi + 1).astype(np.uint16)

@@ -7,20 +7,28 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from pydicom.uid import CTImageStorage, DigitalXRayImageStorageForPresentation, SecondaryCaptureImageStorage
+from pydicom.uid import (
+    CTImageStorage,
+    DigitalXRayImageStorageForPresentation,
+    ImplicitVRLittleEndian,
+    SecondaryCaptureImageStorage,
+)
 
 from scripts.geometry import Geometry
 from scripts.io.files import InputFileError, write_nifti
 from scripts.io.radiograph_io import (
+    NoImageError,
+    RadiographInputs,
     field_of_view,
     input_key,
     iter_radiographs,
     load_radiograph,
     load_radiograph_with_field,
     output_name,
+    read_dicom,
     resample_to,
 )
-from tests.helpers import STD, jpeg_lossless_copy, make_dicom, ramp
+from tests.helpers import STD, jpeg_lossless_copy, make_dicom, make_non_image, ramp, save_raw
 
 HYP = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -304,6 +312,59 @@ def test_dicoms_with_a_blank_sop_instance_uid_are_each_an_input(tmp_path):
     assert len(names) == 3 and all(n.startswith("rg_") for n in names)  # PHI-like: the patient's name is in the file's
     assert len(keys) == 3
     assert input_key(tmp_path / "in" / "IMA", twice) == input_key(tmp_path / "in" / "IMB", twice)
+
+
+def test_raw_dicom_without_preamble_is_found_and_read(tmp_path):
+    """A raw DICOM data set (no 128-byte preamble, no DICM, no file meta; IHE PDI style name without suffix, or upper
+    case .DCM) is found in a folder and read like the same data set with a preamble (it used to be skipped unseen:
+    without the preamble it was not recognised); a text file named .dcm is still refused, not read by force."""
+    (tmp_path / "in").mkdir()
+    ds = make_dicom(tmp_path / "hip.dcm", ramp(), ViewPosition="AP")
+    save_raw(ds, tmp_path / "in" / "IM000001")
+    save_raw(make_dicom(tmp_path / "other.dcm", ramp(hi=700)), tmp_path / "in" / "HIP2.DCM")
+    (tmp_path / "in" / "README").write_text("exported by PACS\n")  # neither DICOM nor a radiograph: not an input
+    assert sorted(p.name for p in iter_radiographs(tmp_path / "in")) == ["HIP2.DCM", "IM000001"]
+    raw = read_dicom(tmp_path / "in" / "IM000001")
+    assert raw.SOPInstanceUID == ds.SOPInstanceUID and raw.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+    expected, _, _ = load_radiograph(tmp_path / "hip.dcm", STD)
+    image, _, info = load_radiograph(tmp_path / "in" / "IM000001", STD)
+    np.testing.assert_array_equal(image, expected)
+    assert info["format"] == "dicom" and info["modality"] == "DX"
+    (tmp_path / "text.dcm").write_text("not DICOM\n")
+    with pytest.raises(InputFileError, match="not a DICOM file"):
+        read_dicom(tmp_path / "text.dcm")
+
+
+@pytest.mark.parametrize(
+    "sop_class, modality, kind",
+    [
+        ("1.2.840.10008.5.1.4.1.1.11.1", "PR", "Grayscale Softcopy Presentation State Storage"),
+        ("1.2.840.10008.5.1.4.1.1.88.59", "KO", "Key Object Selection Document Storage"),
+        ("1.2.840.10008.5.1.4.1.1.88.11", "SR", "Basic Text SR Storage"),
+        ("1.2.840.10008.5.1.4.1.1.104.1", "DOC", "Encapsulated PDF Storage"),
+    ],
+)
+def test_objects_without_an_image_are_named_by_kind(tmp_path, sop_class, modality, kind):
+    """A presentation state, key object selection, structured report or encapsulated PDF is refused as holding no
+    image, naming its kind (NoImageError, which the batch workflow counts as skipped); RadiographInputs.read records
+    its modality as ``no_image``. Image objects stay plain refusals: a CT slice (modality), a DX radiograph whose
+    pixel data are missing (truncated)."""
+    make_non_image(tmp_path / "obj", sop_class, modality)
+    with pytest.raises(NoImageError) as e:
+        read_dicom(tmp_path / "obj")
+    assert str(e.value) == f"{tmp_path / 'obj'}: no image: {kind} (modality {modality}), not a radiograph"
+    assert e.value.kind == modality
+    item = RadiographInputs(tmp_path, STD).read(tmp_path / "obj")
+    assert item.no_image == modality and item.error == str(e.value) and item.image is None
+    make_dicom(tmp_path / "ct.dcm", ramp(), modality="CT", sop_class=CTImageStorage)
+    ds = make_dicom(tmp_path / "dx.dcm", ramp())
+    del ds.PixelData
+    ds.save_as(str(tmp_path / "dx.dcm"), enforce_file_format=True)
+    for name, problem in (("ct.dcm", "modality CT is not a projection radiograph"), ("dx.dcm", "no pixel data")):
+        with pytest.raises(InputFileError, match=problem) as e:
+            read_dicom(tmp_path / name)
+        assert not isinstance(e.value, NoImageError)
+        assert RadiographInputs(tmp_path, STD).read(tmp_path / name).no_image == ""
 
 
 # ---------------------------------------------------------------------- to-dicom (python -m scripts.radiograph_io to-dicom)

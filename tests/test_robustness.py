@@ -44,7 +44,9 @@ from tests.helpers import (
     error_lines,
     jpeg_lossless_copy,
     make_dicom,
+    make_non_image,
     run_bundle,
+    save_raw,
     tiny_checkpoint,
     tree,
 )
@@ -739,6 +741,71 @@ def test_unreadable_and_special_files_fail_one_line_each(bundle, tmp_path, monke
         assert error_lines(err, d / name) == [f"{d / name}: {problem}"], err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_ok"]
     assert_complete(tmp_path / "out" / "a_ok")
+
+
+def test_pacs_export_reports_every_file_and_skips_objects_without_an_image(bundle, tmp_path, capsys):
+    """A study as PACS export it (IHE PDI layout, files without suffix, DICOMDIR): the AP DX, the same radiograph as
+    a raw data set without preamble (it used to be skipped unseen), the DX exported twice, and a presentation state,
+    key object selection, structured report and PDF of the study. Both radiographs are reconstructed (identically),
+    each object without an image and the copy get one line, the summary counts them, and the run exits 0 (each
+    object without an image used to be a failure, exit 1). A CT slice beside them still fails the run; a folder of
+    objects without an image only is "no radiographs found", exit 1."""
+    d = tmp_path / "in"
+    series = d / "DICOM" / "ST000001" / "SE000001"
+    series.mkdir(parents=True)
+    ds = dicom(series / "IM000001")
+    cr = dicom(tmp_path / "cr.dcm", modality="CR")
+    save_raw(cr, series / "IM000002")
+    (d / "EXPORT2").mkdir()
+    (d / "EXPORT2" / "IM000001").write_bytes((series / "IM000001").read_bytes())  # the same instance again
+    objects = d / "DICOM" / "ST000001" / "SE000002"
+    objects.mkdir()
+    kinds = {
+        "PR": ("1.2.840.10008.5.1.4.1.1.11.1", "Grayscale Softcopy Presentation State Storage"),
+        "KO": ("1.2.840.10008.5.1.4.1.1.88.59", "Key Object Selection Document Storage"),
+        "SR": ("1.2.840.10008.5.1.4.1.1.88.11", "Basic Text SR Storage"),
+        "DOC": ("1.2.840.10008.5.1.4.1.1.104.1", "Encapsulated PDF Storage"),
+    }
+    for i, (modality, (sop_class, _)) in enumerate(kinds.items()):
+        make_non_image(objects / f"IM00000{i + 1}", sop_class, modality)
+    make_non_image(d / "DICOMDIR", "1.2.840.10008.1.3.10", "")  # the media's index: not an input
+    (d / "README.TXT").write_text("exported by PACS\n")
+    out = tmp_path / "out"
+    assert run_workflow(d, out, bundle) == 0
+    err = capsys.readouterr().err
+    summary = (
+        "reconstructed 2, skipped 0 (already done), failed 0; not radiographs, skipped: 4 without an image (DOC 1, KO 1, "
+        "PR 1, SR 1), 1 duplicate(s) (a DICOM instance stored twice)"
+    )
+    assert err.strip().splitlines()[-1] == summary, err
+    for i, (modality, (_, kind)) in enumerate(kinds.items()):
+        path = objects / f"IM00000{i + 1}"
+        assert error_lines(err, path) == [f"{path}: no image: {kind} (modality {modality}), not a radiograph; skipped"]
+    assert error_lines(err, d / "EXPORT2") == [
+        f"{d / 'EXPORT2' / 'IM000001'}: the same DICOM instance (SOP Instance UID) as {series / 'IM000001'}; "
+        "read once, skipped"
+    ]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted({output_name(series / "IM000001", ds, d), output_name(series / "IM000002", cr, d)})
+    assert len(names) == 2 and all(n.startswith("rg_") for n in names)  # 6-digit runs: PHI-like, hashed
+    assert not any(token in n for n in names for token in PHI)
+    depths = [nib.load(str(out / n / "depth.nii.gz")).get_fdata() for n in names]
+    np.testing.assert_array_equal(depths[0], depths[1])  # the raw data set is read as the file with a preamble
+    assert json.loads((out / names[0] / "result.json").read_text())["input_format"] == "dicom"
+    assert run_workflow(d, out, bundle) == 0  # a rerun: both done, the rest reported again
+    assert capsys.readouterr().err.strip().splitlines()[-1] == summary.replace(
+        "reconstructed 2, skipped 0", "reconstructed 0, skipped 2"
+    )
+    make_dicom(series / "IM000003", image64().astype(np.uint16), modality="CT", sop_class=CTImageStorage)
+    assert run_workflow(d, out, bundle) == 1
+    err = capsys.readouterr().err
+    assert f"{series / 'IM000003'}: modality CT is not a projection radiograph" in err and "failed 1;" in err
+    only = tmp_path / "only_objects"
+    only.mkdir()
+    make_non_image(only / "SR1", kinds["SR"][0], "SR")
+    assert run_workflow(only, tmp_path / "out2", bundle) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"{only}: no radiographs found"
+    assert_no_output(tmp_path / "out2")
 
 
 def test_exif_mirrored_radiograph_keeps_the_femurs_apart(bundle, tmp_path):

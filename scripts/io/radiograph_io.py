@@ -35,6 +35,7 @@ import hashlib
 import os
 import re
 import stat
+import struct
 import sys
 import warnings
 from pathlib import Path
@@ -48,6 +49,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.pixels.utils import get_expected_length
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from scipy import ndimage
 
 from scripts.geometry import (
@@ -256,19 +258,31 @@ def _nifti_field(path: Path, geometry: Geometry) -> np.ndarray:
 def read_dicom(path: PathLike, stop_before_pixels: bool = False) -> Dataset:
     """Read a DICOM file, refusing corrupt or truncated files, non-radiograph modalities, multi-frame, colour and bad sizes.
 
-    ``stop_before_pixels``: pixel data (and other values over 4 KB) are not loaded, only located.
+    A file without the 128-byte preamble that starts with a data element of group 0002 or 0008 (a raw data set, as
+    some PACS exports write them: :func:`_starts_like_dicom`) is read too, its transfer syntax, when no file meta
+    gives it, the encoding pydicom found. ``stop_before_pixels``: pixel data (and other values over 4 KB) are not
+    loaded, only located.
+
+    Raises:
+        InputFileError: the one line refusing it; :class:`NoImageError` for an object that holds no image.
     """
     path = Path(path)
     _check_readable_file(path)
+    raw = not _has_dicm_preamble(path) and _starts_like_dicom(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pydicom warns on odd values; corruption is judged below
             # header-only reads still walk the whole file (large values deferred), so truncation is seen
-            ds = pydicom.dcmread(str(path), defer_size="4 KB" if stop_before_pixels else None)
+            ds = pydicom.dcmread(str(path), defer_size="4 KB" if stop_before_pixels else None, force=raw)
     except InvalidDicomError:
         raise InputFileError(path, "not a DICOM file (no DICM preamble)") from None
     except Exception as e:  # pydicom raises many types on truncated/corrupt files
         raise InputFileError(path, f"corrupt or truncated DICOM ({type(e).__name__}: {e})") from None
+    if raw and "TransferSyntaxUID" not in ds.file_meta:
+        implicit, little = ds.original_encoding
+        ds.file_meta.TransferSyntaxUID = (
+            ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+        )
     _check_dicom_header(path, ds)
     return ds
 
@@ -276,12 +290,16 @@ def read_dicom(path: PathLike, stop_before_pixels: bool = False) -> Dataset:
 RESULT_KINDS = ("reconstruction", "deploy result")  # folders of results (scripts.io.files marker): never read as inputs
 
 
-def iter_radiographs(input_path: PathLike, output_dir: PathLike | None = None) -> Iterator[Path]:
+def iter_radiographs(
+    input_path: PathLike, output_dir: PathLike | None = None, copies: dict[Path, Path] | None = None
+) -> Iterator[Path]:
     """Yield the radiograph files under ``input_path`` (a file, or a folder searched recursively).
 
     A folder yields PNG/JPEG/TIFF files, simulator ``image.nii(.gz)`` files (a folder holding geometry.json
     contributes only that image, not its depth/mask/preview), and DICOM files (recognised by the DICM
-    preamble, ``.dcm`` files always), one per SOP Instance UID (a file whose UID is blank is its own input). Hidden
+    preamble or, without one, by a first data element of group 0002 or 0008: :func:`_starts_like_dicom`; ``.dcm``
+    files always, any case), one per SOP Instance UID (a file whose UID is blank is its own input; each further
+    copy of an instance is added to ``copies``, mapped to the file yielded, so that it can be reported). Hidden
     files and DICOMDIR are skipped, and so are ``output_dir`` and every result folder this bundle wrote
     (:data:`RESULT_KINDS`), so outputs inside the input folder are never read back as inputs. What cannot be looked
     into (a folder or file without read permission, a FIFO, socket or device, a broken link) is yielded too, never
@@ -308,7 +326,7 @@ def iter_radiographs(input_path: PathLike, output_dir: PathLike | None = None) -
         here = Path(folder)
         dirs[:] = [d for d in dirs if not d.startswith(".") and (here / d).resolve() != skip and _not_results(here / d)]
         files += [here / n for n in names]
-    seen_uids: set[str] = set()
+    seen_uids: dict[str, Path] = {}
     for path in sorted(files):
         name = path.name.lower()
         if name.startswith(".") or name == "dicomdir":
@@ -319,12 +337,14 @@ def iter_radiographs(input_path: PathLike, output_dir: PathLike | None = None) -
             continue
         if name.endswith(NIFTI_SUFFIXES + RASTER_SUFFIXES):
             yield path
-        elif name.endswith(".dcm") or _has_dicm_preamble(path):
+        elif name.endswith(".dcm") or _has_dicm_preamble(path) or _starts_like_dicom(path):
             uid = _sop_instance_uid(path)
             if uid is not None and uid in seen_uids:
+                if copies is not None:
+                    copies[path] = seen_uids[uid]
                 continue
             if uid is not None:
-                seen_uids.add(uid)
+                seen_uids[uid] = path
             yield path
 
 
@@ -394,7 +414,9 @@ class RadiographFile:
     """One input of a run as :class:`RadiographInputs` read it: ``name`` its output folder (:func:`output_name`; "" when
     not even its header could be read), ``key`` its identifier in the output marker (:func:`input_key`), ``header``
     its DICOM header (None for NIfTI/PNG/TIFF); once loaded ``image``, ``geometry``, ``info`` and ``fov`` of
-    :func:`load_radiograph_with_field` (``image`` None: not loaded); ``error``: the one line refusing it ("" if none).
+    :func:`load_radiograph_with_field` (``image`` None: not loaded); ``error``: the one line refusing it ("" if none);
+    ``no_image``: for a DICOM object that holds no image (:class:`NoImageError`, ``error`` says so) its kind, the
+    modality (e.g. ``SR``), else "".
     """
 
     path: Path
@@ -406,6 +428,7 @@ class RadiographFile:
     info: dict = dataclasses.field(default_factory=dict)
     fov: np.ndarray | None = None
     error: str = ""
+    no_image: str = ""
 
 
 class RadiographInputs:
@@ -430,10 +453,13 @@ class RadiographInputs:
         self.root = self.input_path if self.input_path.is_dir() else None  # output names are relative to it
         self.standard, self.sid_mm, self.pixel_spacing_mm = standard, sid_mm, pixel_spacing_mm
         self._claimed: dict[str, Path] = {}  # output name -> the input that has it in this run
+        self.copies: dict[Path, Path] = {}  # a further copy of a DICOM instance -> the input file read for it
 
     def paths(self) -> list[Path]:
-        """The input files (:func:`iter_radiographs`; raises its :class:`InputFileError`)."""
-        return list(iter_radiographs(self.input_path, self.output_dir))
+        """The input files (:func:`iter_radiographs`; raises its :class:`InputFileError`); further copies of a DICOM
+        instance left out are in :attr:`copies`."""
+        self.copies.clear()
+        return list(iter_radiographs(self.input_path, self.output_dir, self.copies))
 
     def read(self, path: PathLike, before_load: Callable[[RadiographFile], bool] | None = None) -> RadiographFile:
         """``path`` named from its header (DICOM read once, pixel data when loaded) and loaded into the standard
@@ -453,6 +479,7 @@ class RadiographInputs:
                     del item.header.PixelData  # now in ``image``: the header holds no pixels, as before loading
         except Exception as e:  # anything else refuses this input only; KeyboardInterrupt still stops the run
             item.error = error_line(item.path, e)
+            item.no_image = e.kind if isinstance(e, NoImageError) else ""
         return item
 
     def claim(self, item: RadiographFile) -> bool:
@@ -628,12 +655,34 @@ def _raster_geometry(
 
 
 # ---------------------------------------------------------------------- DICOM
+class NoImageError(InputFileError):
+    """A DICOM object that holds no image: no pixel data and a SOP Class that is not an Image Storage class (a
+    presentation state, key object selection, structured report, encapsulated PDF, raw data, waveform). Its line
+    names the kind; the batch workflow reports it as skipped, not failed (docs/robustness.md). ``kind``: its modality
+    (e.g. ``SR``), else its SOP Class keyword."""
+
+    kind: str = ""
+
+
+def _holds_no_image(ds: Dataset, sop_class: str) -> bool:
+    """True for a dataset without pixel data whose SOP Class is a known class other than an Image Storage one."""
+    keyword = UID(sop_class).keyword if sop_class else ""
+    pixels = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+    return bool(keyword) and "ImageStorage" not in keyword and not any(k in ds for k in pixels)
+
+
 def _check_dicom_header(path: Path, ds: Dataset) -> None:
     modality = str(ds.get("Modality", "")).upper()
     sop_class = str(ds.get("SOPClassUID", ""))
     is_sc = sop_class in SECONDARY_CAPTURE_CLASSES
     if len(ds) == 0:
         raise InputFileError(path, "corrupt or truncated DICOM (no readable data elements)")
+    if _holds_no_image(ds, sop_class):
+        error = NoImageError(
+            path, f"no image: {UID(sop_class).name} (modality {modality or 'missing'}), not a radiograph"
+        )
+        error.kind = modality or UID(sop_class).keyword
+        raise error
     if "PixelData" not in ds and (not modality or modality in RADIOGRAPH_MODALITIES or is_sc):
         raise InputFileError(path, "corrupt or truncated DICOM (no pixel data (7FE0,0010))")
     if modality not in RADIOGRAPH_MODALITIES and not (is_sc and modality in SECONDARY_CAPTURE_MODALITIES):
@@ -910,6 +959,23 @@ def _has_dicm_preamble(path: Path) -> bool:
         return True
 
 
+def _starts_like_dicom(path: Path) -> bool:
+    """True for a regular file without the DICM preamble that starts with a little-endian data element tag of group
+    0002 (file meta) or 0008 (identification), element below 0100: a raw DICOM data set, which pydicom reads with
+    ``force=True`` (PACS exports and older archives hold them, often without a suffix)."""
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            return False
+        with open(path, "rb") as f:
+            start = f.read(4)
+    except OSError:
+        return False
+    if len(start) < 4:
+        return False
+    group, element = struct.unpack("<HH", start)
+    return group in (0x0002, 0x0008) and element < 0x0100
+
+
 def instance_uid(ds: Dataset | None) -> str | None:
     """The SOP Instance UID of a DICOM header, or None when it has none: absent, or blanked (some anonymisers empty
     it, so that every file of a folder would carry the same "UID")."""
@@ -923,7 +989,8 @@ def _sop_instance_uid(path: Path) -> str | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a corrupt file is reported when it is read
-            return instance_uid(pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["SOPInstanceUID"]))
+            ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["SOPInstanceUID"], force=True)
+            return instance_uid(ds)
     except Exception:
         return None
 

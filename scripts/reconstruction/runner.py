@@ -58,7 +58,8 @@ class RadiographInput(RadiographFile):
 
     ``status``: "ready" (image, geometry, info and the prepared network input set), "skipped" (this input's
     finished output exists, made with this run's model and options; ``unrecorded``: its result.json records no model,
-    bundle 0.10.6 or earlier) or "failed" (``error``: the one line to report).
+    bundle 0.10.6 or earlier), "no image" (a DICOM object that holds no image, e.g. a structured report: ``error`` the
+    line reporting it, ``no_image`` its kind; not a failure) or "failed" (``error``: the one line to report).
     """
 
     status: str = "ready"
@@ -133,7 +134,8 @@ class RadiographReader(torch.utils.data.Dataset):
                 item.name,
                 item.key,
                 error=item.error,
-                status="failed" if item.error else "skipped",
+                no_image=item.no_image,
+                status="no image" if item.no_image else "failed" if item.error else "skipped",
                 unrecorded=bool(unrecorded),
             )
         try:
@@ -204,9 +206,12 @@ class ReconstructionRunner:
     A bad file is reported on stderr (one line: file and problem) and skipped; finished outputs are
     skipped on a rerun unless ``overwrite`` when their result.json records this run's model files (SHA-256) and
     options (:attr:`made_with`), refused (one line each, counted as failed) when it records others, and skipped with
-    one note for the run when it records none (bundle 0.10.6 or earlier). After all inputs, exits with status 1
-    (``SystemExit``) if any failed or a checkpoint/shape model is unusable. A killed run leaves at most
-    ``.<name>.*.partial`` folders, which the next run (of the same shard) removes before redoing them.
+    one note for the run when it records none (bundle 0.10.6 or earlier). A DICOM object that holds no image (a
+    structured report, presentation state, ...: :class:`scripts.io.radiograph_io.NoImageError`) and a second copy of
+    a DICOM instance are not radiographs: one line each, counted apart in the summary, not failures. After all inputs,
+    exits with status 1 (``SystemExit``) if any failed, none was a radiograph, or a checkpoint/shape model is
+    unusable. A killed run leaves at most ``.<name>.*.partial`` folders, which the next run (of the same shard)
+    removes before redoing them.
     The output folder of an input is ``output_dir/<name>`` (:func:`scripts.io.radiograph_io.output_name`, unique
     per input); a name already used by another input of this run, or a folder that is not this input's
     reconstruction, is an error for that input and is left untouched.
@@ -335,12 +340,17 @@ class ReconstructionRunner:
             print(e, file=sys.stderr)
             raise SystemExit(1) from None
         status: dict[str, list[str]] = {"done": [], "skipped": [], "failed": []}
+        no_image: collections.Counter = collections.Counter()  # kind (modality) -> inputs that hold no image
         if not inputs:
             print(
                 f"{self.input_dir}: no radiographs found" + ("" if self.shard is None else f" for shard {self.shard}"),
                 file=sys.stderr,
             )
             raise SystemExit(1)
+
+        copies = self.radiographs.copies if as_shard(self.shard)[0] == 0 else {}  # reported once, by the first shard
+        for copy, first in copies.items():
+            print(f"{copy}: the same DICOM instance (SOP Instance UID) as {first}; read once, skipped", file=sys.stderr)
 
         def failed(path: Path, line: str) -> None:
             tqdm.write(line, file=sys.stderr)
@@ -382,6 +392,9 @@ class ReconstructionRunner:
                         if item.status == "skipped":
                             status["skipped"].append(str(item.path))
                             unrecorded += item.unrecorded
+                        elif item.status == "no image":
+                            tqdm.write(f"{item.error}; skipped", file=sys.stderr)
+                            no_image[item.no_image] += 1
                         elif item.status == "failed":
                             failed(item.path, item.error)
                         bar.update(item.status != "ready")
@@ -418,11 +431,21 @@ class ReconstructionRunner:
                 pool.shutdown(
                     wait=True, cancel_futures=True
                 )  # an interrupted run finishes (atomically) what is being written
+        not_inputs = []
+        if no_image:
+            kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(no_image.items()))
+            not_inputs.append(f"{sum(no_image.values())} without an image ({kinds})")
+        if copies:
+            not_inputs.append(f"{len(copies)} duplicate(s) (a DICOM instance stored twice)")
         print(
-            f"reconstructed {len(status['done'])}, skipped {len(status['skipped'])} (already done), failed {len(status['failed'])}",
+            f"reconstructed {len(status['done'])}, skipped {len(status['skipped'])} (already done), failed {len(status['failed'])}"
+            + (f"; not radiographs, skipped: {', '.join(not_inputs)}" if not_inputs else ""),
             file=sys.stderr,
         )
         if status["failed"]:
+            raise SystemExit(1)
+        if not any(status.values()):
+            print(f"{self.input_dir}: no radiographs found", file=sys.stderr)
             raise SystemExit(1)
         return status
 
