@@ -11,12 +11,22 @@ import pydicom
 import pytest
 import trimesh
 from PIL import Image
+from pydicom.uid import BasicTextSRStorage
 
 from deploy.app.pipeline import load_cases, reconstruct_cases, run, run_inference, write_case, write_results
 from scripts.geometry import Geometry
 from scripts.io.dicom_export import bundle_version
 from scripts.io.files import OUTPUT_MARKER, InputFileError
-from tests.helpers import ROOT, STD, make_dicom, ramp, read_encapsulated_stl, sphere_model_file, sphere_shape_model_file
+from tests.helpers import (
+    ROOT,
+    STD,
+    make_dicom,
+    make_non_image,
+    ramp,
+    read_encapsulated_stl,
+    sphere_model_file,
+    sphere_shape_model_file,
+)
 
 
 def fake_infer(image: np.ndarray, geometry: Geometry, fov: np.ndarray | None = None) -> dict:
@@ -81,6 +91,24 @@ def test_run_writes_stl_and_dicom_per_bone(dicom_dir, tmp_path, capsys):
             assert radius == pytest.approx(expected_r + i, rel=1e-4)
             assert m.volume > 0  # a rotation: the faces still face outward
     assert len(series) == 1  # one new series per reconstruction
+
+
+def test_objects_without_an_image_and_copies_are_skipped_not_failed(tmp_path, capsys):
+    """A study export with a structured report and a second copy of its radiograph: the radiograph reconstructed, the
+    other two named on stderr as skipped, exit 0; a folder holding only a report: no radiographs, exit 1."""
+    d = tmp_path / "in"
+    d.mkdir()
+    make_dicom(d / "hip.dcm", ramp()).save_as(str(d / "hip_copy.dcm"), enforce_file_format=True)
+    make_non_image(d / "report.dcm", BasicTextSRStorage, "SR")
+    assert run(d, tmp_path / "out", fake_infer, STD) == 0
+    err = capsys.readouterr().err
+    assert f"{d / 'report.dcm'}: no image: Basic Text SR Storage (modality SR), not a radiograph; skipped" in err
+    assert f"{d / 'hip_copy.dcm'}: the same DICOM instance (SOP Instance UID) as {d / 'hip.dcm'}" in err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["hip"]
+    (d / "hip.dcm").unlink()
+    (d / "hip_copy.dcm").unlink()
+    assert run(d, tmp_path / "out2", fake_infer, STD) == 1
+    assert f"{d}: no radiographs found" in capsys.readouterr().err
 
 
 def test_inference_contract_checked(dicom_dir):

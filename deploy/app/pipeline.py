@@ -52,7 +52,9 @@ def load_cases(
     input with the same name is refused, never written over the first, as is an input whose folder in ``output_dir``
     this app may not replace (:func:`scripts.io.files.check_replaceable`: a user's folder, or a user's file added to a
     result; checked before loading, again when written). The ``.partial`` folders a killed run left in ``output_dir``
-    are removed first (:func:`scripts.io.files.remove_partials`).
+    are removed first (:func:`scripts.io.files.remove_partials`). What is not a radiograph and no failure, as in the
+    bundle's inference, is printed on stderr and left out of both lists: a DICOM object that holds no image (a
+    structured report, presentation state, ...) and a further copy of a DICOM instance.
     """
     inputs = RadiographInputs(input_path, standard, sid_mm, pixel_spacing_mm, output_dir)
     try:
@@ -69,7 +71,11 @@ def load_cases(
         return True
 
     items = list(inputs.items(paths, None if output_dir is None else replaceable))
-    return [item for item in items if not item.error], [item.error for item in items if item.error]
+    for line in inputs.copy_lines() + [item.error for item in items if item.no_image]:
+        print(line, file=sys.stderr)
+    return [item for item in items if not item.error], [
+        item.error for item in items if item.error and not item.no_image
+    ]
 
 
 def run_inference(case: RadiographFile, infer: MeshFn) -> dict[str, trimesh.Trimesh]:

@@ -461,6 +461,13 @@ class RadiographInputs:
         self.copies.clear()
         return list(iter_radiographs(self.input_path, self.output_dir, self.copies))
 
+    def copy_lines(self) -> list[str]:
+        """One line per further copy of a DICOM instance that :meth:`paths` left out (not a failure)."""
+        return [
+            f"{copy}: the same DICOM instance (SOP Instance UID) as {first}; read once, skipped"
+            for copy, first in self.copies.items()
+        ]
+
     def read(self, path: PathLike, before_load: Callable[[RadiographFile], bool] | None = None) -> RadiographFile:
         """``path`` named from its header (DICOM read once, pixel data when loaded) and loaded into the standard
         geometry unless ``before_load(item)`` returns False (e.g. its finished output exists: not loaded). Never
@@ -679,7 +686,7 @@ def _check_dicom_header(path: Path, ds: Dataset) -> None:
         raise InputFileError(path, "corrupt or truncated DICOM (no readable data elements)")
     if _holds_no_image(ds, sop_class):
         error = NoImageError(
-            path, f"no image: {UID(sop_class).name} (modality {modality or 'missing'}), not a radiograph"
+            path, f"no image: {UID(sop_class).name} (modality {modality or 'missing'}), not a radiograph; skipped"
         )
         error.kind = modality or UID(sop_class).keyword
         raise error

@@ -348,9 +348,9 @@ class ReconstructionRunner:
             )
             raise SystemExit(1)
 
-        copies = self.radiographs.copies if as_shard(self.shard)[0] == 0 else {}  # reported once, by the first shard
-        for copy, first in copies.items():
-            print(f"{copy}: the same DICOM instance (SOP Instance UID) as {first}; read once, skipped", file=sys.stderr)
+        copies = self.radiographs.copy_lines() if as_shard(self.shard)[0] == 0 else []  # reported by the first shard
+        for line in copies:
+            print(line, file=sys.stderr)
 
         def failed(path: Path, line: str) -> None:
             tqdm.write(line, file=sys.stderr)
@@ -393,7 +393,7 @@ class ReconstructionRunner:
                             status["skipped"].append(str(item.path))
                             unrecorded += item.unrecorded
                         elif item.status == "no image":
-                            tqdm.write(f"{item.error}; skipped", file=sys.stderr)
+                            tqdm.write(item.error, file=sys.stderr)
                             no_image[item.no_image] += 1
                         elif item.status == "failed":
                             failed(item.path, item.error)
