@@ -1,11 +1,12 @@
 """Training speed of configs/train.yaml: radiographs per second of one optimisation step (forward, CASI loss, backward, AdamW).
 
-    python benchmarks/bench_training.py [--device cuda] [--sizes 128 256] [--batch_sizes 4 16] [--steps 20] [--threads 2]
+    python benchmarks/bench_training.py [--device cuda] [--sizes 128 256] [--batch_sizes 4 16] [--steps 20] \
+        [--threads 2] [--amp]
 
-The network, loss and optimizer are the training config's own (parsed from it with ``image_size``
-and ``device`` overridden); batches are synthetic (image noise, bone-like masks, depths near 950
-mm), since the recipe caches its decoded data in memory and the step dominates. Prints a Markdown
-table for docs/training.md, with the minutes per epoch of the shipped recipe's 4890 training images.
+The network, its training inferer (bfloat16 autocast with ``--amp``), loss and optimizer are the training config's own
+(parsed from it with ``image_size``, ``device`` and ``amp`` overridden); batches are synthetic (image noise, bone-like
+masks, depths near 950 mm), since the recipe caches its decoded data in memory and the step dominates. Prints a
+Markdown table for docs/training.md, with the minutes per epoch of the shipped recipe's 4890 training images.
 """
 
 from __future__ import annotations
@@ -44,15 +45,23 @@ def synthetic_batch(
     return image.to(device), label.to(device)
 
 
-def time_step(size: int, batch: int, device: torch.device, steps: int) -> tuple[float, float | None]:
-    """Median seconds of one optimisation step of the training config at ``size`` x ``size``, and the peak GPU memory
-    (MiB; None on CPU)."""
+def time_step(size: int, batch: int, device: torch.device, steps: int, amp: bool = False) -> tuple[float, float | None]:
+    """Median seconds of one optimisation step of the training config at ``size`` x ``size`` (``amp``: bfloat16
+    autocast), and the peak GPU memory (MiB; None on CPU)."""
     parser = ConfigParser()
     parser.read_config(str(ROOT / "configs" / "train.yaml"))
     parser.update(
-        {"image_size": size, "batch_size": batch, "device": f"$torch.device({str(device)!r})", "bundle_root": str(ROOT)}
+        {
+            "image_size": size,
+            "batch_size": batch,
+            "device": f"$torch.device({str(device)!r})",
+            "bundle_root": str(ROOT),
+            "amp": amp,
+        }
     )
-    network, loss, optimizer = (parser.get_parsed_content(k) for k in ("network", "loss", "optimizer"))
+    network, inferer, loss, optimizer = (
+        parser.get_parsed_content(k) for k in ("network", "train#inferer", "loss", "optimizer")
+    )
     network.train()
     image, label = synthetic_batch(batch, size, len(parser["bones"]), int(parser["faces"]), device)
     if device.type == "cuda":
@@ -61,7 +70,7 @@ def time_step(size: int, batch: int, device: torch.device, steps: int) -> tuple[
     for step in range(steps + 3):  # 3 warm-up steps (cuDNN autotuning, allocator)
         t0 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        value = loss(network(image), label)
+        value = loss(inferer(image, network), label)
         value.backward()
         optimizer.step()
         if device.type == "cuda":
@@ -81,18 +90,20 @@ def main() -> int:
     p.add_argument("--batch_sizes", type=int, nargs="+", default=[4])
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (CPU)")
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast, as configs/train.yaml's amp: true")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
-    print(f"{where}; median of {args.steps} steps after 3 warm-up steps; float32 (the recipe's amp: false)\n")
+    precision = "bfloat16 autocast (amp: true)" if args.amp else "float32 (amp: false)"
+    print(f"{where}; median of {args.steps} steps after 3 warm-up steps; {precision}\n")
     print(
         f"| image size | batch | s / step | radiographs / s | min / epoch of {RECIPE_IMAGES} | peak GPU "
         "memory |\n|---|---|---|---|---|---|"
     )
     for size in args.sizes:
         for batch in args.batch_sizes:
-            s, peak = time_step(size, batch, device, args.steps)
+            s, peak = time_step(size, batch, device, args.steps, args.amp)
             memory = "-" if peak is None else f"{peak / 1024:.1f} GiB"
             print(
                 f"| {size} | {batch} | {s:.3f} | {batch / s:.1f} | {RECIPE_IMAGES * s / batch / 60:.1f} | {memory} |",

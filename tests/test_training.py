@@ -23,7 +23,7 @@ from scripts.model.metrics import DepthMAE, MaskDice
 from scripts.model.networks import DualFaceDepthNet, absolute_depth, split_output
 from scripts.model.plot_training import main as plot_main
 from scripts.model.plot_training import plot_training
-from scripts.model.training import latest_checkpoint, load_datalist
+from scripts.model.training import bfloat16_supported, latest_checkpoint, load_datalist
 from tests.helpers import META, ROOT, TINY, TRAIN, bundle_env, ddp_train_command, train_workflow, write_sphere_dataset
 
 EXIT_ABORT = "terminate called without an active exception"
@@ -49,6 +49,50 @@ def test_network_output_layout(faces, shape):
     assert sum(p.numel() for p in net.parameters()) * 4 < 4e6  # < 4 MB of float32 weights: fits in git
     scripted = torch.jit.script(net)
     torch.testing.assert_close(scripted(torch.ones(1, 1, *shape)), net(torch.ones(1, 1, *shape)))
+
+
+def test_network_output_is_float32_under_bfloat16_autocast():
+    """Under bfloat16 autocast (training's ``amp``) the maps leave the network in float32 before the mm affine: done in
+    bfloat16 the affine would put every depth near 950 mm on bfloat16's 4 mm grid there."""
+    torch.manual_seed(0)
+    net = DualFaceDepthNet(features=TINY["features"]).eval()
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        ref = split_output(net(x))["depth"]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = net(x)
+    assert out.dtype == torch.float32
+    depth = split_output(out)["depth"]
+    assert (torch.remainder(depth, 4.0) != 0).float().mean() > 0.9
+    assert (depth - ref).abs().mean() < 0.5  # bfloat16 features move a depth by far less than the 4 mm grid
+
+
+def test_amp_trains_under_bfloat16_autocast_and_is_refused_without_it(dataset, tmp_path, monkeypatch):
+    """``amp: true``: the training steps run the convolutions in bfloat16 (seen by a hook), validation in float32, and
+    the run ends with a model; a device without native bfloat16 is refused in one line naming --amp."""
+    if not bfloat16_supported(torch.device("cpu")):
+        pytest.skip("this CPU has no native bfloat16 (AVX512-BF16 or AMX)")
+    wf = train_workflow(dataset, tmp_path / "run", epochs=1, amp=True)
+    seen, stage = {"train": set(), "validate": set()}, {"now": "train"}
+    wf.trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: stage.update(now="train"))
+    wf.parser.get_parsed_content("validate#evaluator").add_event_handler(
+        Events.STARTED, lambda e: stage.update(now="validate")
+    )
+    net = wf.parser.get_parsed_content("network_def")
+    net.conv_0.register_forward_hook(lambda m, i, o: seen[stage["now"]].add(o.dtype))
+    before = net.conv_0.conv_0.conv.weight.detach().clone()
+    wf.run()
+    wf.finalize()
+    assert seen == {"train": {torch.bfloat16}, "validate": {torch.float32}}
+    assert not torch.equal(before, net.conv_0.conv_0.conv.weight)
+    DualFaceDepthNet(features=TINY["features"]).load_state_dict(
+        torch.load(tmp_path / "run" / "models" / "model.pt", map_location="cpu")
+    )
+    monkeypatch.setattr("scripts.model.training.bfloat16_supported", lambda device: False)
+    with pytest.raises(Exception) as info:
+        train_workflow(dataset, tmp_path / "other", epochs=1, amp=True).run()
+    assert "--amp" in str(input_error_of(info.value)) and "no native bfloat16" in str(input_error_of(info.value))
+    assert not list((tmp_path / "other").glob("*.pt"))
 
 
 def test_absolute_depth_hand_computed():

@@ -1,5 +1,5 @@
 """Small helpers the training configs call: datalist loading, resume checkpoint lookup (and its checks against
-``pretrained``), best-model memory, progress bar."""
+``pretrained``), the bfloat16 autocast inferer, best-model memory, progress bar."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from ignite.engine import Engine
 from ignite.handlers.tqdm_logger import ProgressBar
 from monai.engines import Workflow
 from monai.handlers import CheckpointSaver, from_engine
+from monai.inferers import SimpleInferer
 
-from scripts.config_flags import as_flag
+from scripts.config_flags import as_device, as_flag
 from scripts.io.files import InputFileError, PathLike, first_line, in_folder, read_json
 from scripts.model.checkpoints import check_fits
 
@@ -160,6 +161,38 @@ def latest_checkpoint(output_dir: PathLike) -> str | None:
         if (m := CHECKPOINT_PATTERN.search(p.name))
     ]
     return str(max(found)[1]) if found else None
+
+
+def bfloat16_supported(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively: a CUDA GPU of compute capability 8 or more (Ampere on), a CPU with
+    AVX512-BF16 or AMX (oneDNN's check). Elsewhere bfloat16 is emulated, slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+class AutocastInferer(SimpleInferer):
+    """The network called under bfloat16 autocast when ``enabled`` (training's ``amp``): convolutions and matrix
+    products in bfloat16, about 1.5-2.5x faster steps where :func:`bfloat16_supported`; the network's maps and centre
+    leave it in float32 before their mm affine (:class:`scripts.model.networks.DualFaceDepthNet`), so the loss sees
+    float32 depths. No gradient scaling: bfloat16 has float32's exponent range. Refuses (InputFileError naming
+    ``--amp``) a device without native bfloat16."""
+
+    def __init__(self, device: torch.device | str, enabled: bool | str = False):
+        super().__init__()
+        self.device_type = as_device(device).type
+        self.enabled = as_flag(enabled, "amp")
+        if self.enabled and not bfloat16_supported(as_device(device)):
+            raise InputFileError(
+                "--amp",
+                f"{as_device(device)} has no native bfloat16 (CPU: AVX512-BF16 or AMX; CUDA: Ampere or newer), where "
+                "autocast is slower than float32; leave amp false",
+            )
+
+    def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args, **kwargs):
+        """``network(inputs)`` (SimpleInferer) under ``torch.autocast(device type, bfloat16)`` when enabled."""
+        with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.enabled):
+            return super().__call__(inputs, network, *args, **kwargs)
 
 
 class LossProgressBar(ProgressBar):
