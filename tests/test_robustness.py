@@ -744,7 +744,8 @@ def test_unreadable_and_special_files_fail_one_line_each(bundle, tmp_path, monke
 
 
 def test_pacs_export_reports_every_file_and_skips_objects_without_an_image(bundle, tmp_path, capsys):
-    """A study as PACS export it (IHE PDI layout, files without suffix, DICOMDIR): the AP DX, the same radiograph as
+    """A study as PACS export it (IHE PDI layout, files without suffix, DICOMDIR, the IHE_PDI web viewer's JPEG
+    previews beside it, which are not read): the AP DX, the same radiograph as
     a raw data set without preamble (it used to be skipped unseen), the DX exported twice, and a presentation state,
     key object selection, structured report and PDF of the study. Both radiographs are reconstructed (identically),
     each object without an image and the copy get one line, the summary counts them, and the run exits 0 (each
@@ -770,6 +771,9 @@ def test_pacs_export_reports_every_file_and_skips_objects_without_an_image(bundl
         make_non_image(objects / f"IM00000{i + 1}", sop_class, modality)
     make_non_image(d / "DICOMDIR", "1.2.840.10008.1.3.10", "")  # the media's index: not an input
     (d / "README.TXT").write_text("exported by PACS\n")
+    (d / "IHE_PDI").mkdir()  # the media's web viewer: previews of the DICOM images, not inputs
+    Image.fromarray((image64(1, 250.0)).astype(np.uint8)[:50]).save(d / "IHE_PDI" / "IM000001.JPG")
+    (d / "IHE_PDI" / "INDEX.HTM").write_text("<html></html>\n")
     out = tmp_path / "out"
     assert run_workflow(d, out, bundle) == 0
     err = capsys.readouterr().err

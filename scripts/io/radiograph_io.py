@@ -300,10 +300,12 @@ def iter_radiographs(
     preamble or, without one, by a first data element of group 0002 or 0008: :func:`_starts_like_dicom`; ``.dcm``
     files always, any case), one per SOP Instance UID (a file whose UID is blank is its own input; each further
     copy of an instance is added to ``copies``, mapped to the file yielded, so that it can be reported). Hidden
-    files and DICOMDIR are skipped, and so are ``output_dir`` and every result folder this bundle wrote
-    (:data:`RESULT_KINDS`), so outputs inside the input folder are never read back as inputs. What cannot be looked
-    into (a folder or file without read permission, a FIFO, socket or device, a broken link) is yielded too, never
-    opened here: reading it fails with its one line (:func:`_check_readable_file`) instead of it being skipped unseen.
+    files and DICOMDIR are skipped, and so is the IHE_PDI folder beside a DICOMDIR (the media's web viewer: HTML and
+    JPEG previews of the DICOM images, IHE Portable Data for Imaging), and so are ``output_dir`` and every result
+    folder this bundle wrote (:data:`RESULT_KINDS`), so outputs inside the input folder are never read back as
+    inputs. What cannot be looked into (a folder or file without read permission, a FIFO, socket or device, a broken
+    link) is yielded too, never opened here: reading it fails with its one line (:func:`_check_readable_file`) instead
+    of it being skipped unseen.
 
     Raises:
         InputFileError: ``input_path`` missing, or ``output_dir`` is the input folder itself.
@@ -324,7 +326,15 @@ def iter_radiographs(
         input_path, onerror=lambda e: files.append(Path(e.filename))
     ):  # unreadable folders too
         here = Path(folder)
-        dirs[:] = [d for d in dirs if not d.startswith(".") and (here / d).resolve() != skip and _not_results(here / d)]
+        media = any(n.lower() == "dicomdir" for n in names)  # the root of DICOM media (a CD / PACS export)
+        dirs[:] = [
+            d
+            for d in dirs
+            if not d.startswith(".")
+            and not (media and d.lower() == "ihe_pdi")
+            and (here / d).resolve() != skip
+            and _not_results(here / d)
+        ]
         files += [here / n for n in names]
     seen_uids: dict[str, Path] = {}
     for path in sorted(files):
