@@ -31,7 +31,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from scripts.data.real_anatomy import SUBJECT_SPLITS, sample_subject  # noqa: E402
 from scripts.geometry import Geometry, read_standard_geometry, standard_ap_pose  # noqa: E402
-from scripts.io.report import error_rgba, render_mesh, save_figure  # noqa: E402
+from scripts.io.report import AP_VIEW, error_rgba, render_mesh, save_figure  # noqa: E402
 from scripts.reconstruction.ssm import fit_shape_model, load_shape_models  # noqa: E402
 from scripts.reconstruction.surface_metrics import (  # noqa: E402
     clip_to_field_of_view,
@@ -93,10 +93,10 @@ def main() -> None:
                 print(f"| {name} | {bone} | {s.mean():.2f} (max {s.max():.2f}) | {w.mean():.2f} (max {w.max():.2f}) |")
     j, truth, geometry, done = shown
     fig, axes = plt.subplots(1, 1 + len(done), figsize=(4.2 * (1 + len(done)), 5.2))
-    render_mesh(axes[0], truth, (0, 1), 2, f"LLP26 test subject {j}: truth (AP view)")
+    render_mesh(axes[0], truth, AP_VIEW, f"LLP26 test subject {j}: truth (AP view)")
     for ax, (name, meshes) in zip(axes[1:], done.items(), strict=True):
         colours = {b: error_rgba(vertex_errors(m, truth[b])[m.faces].mean(1), max_mm=10.0) for b, m in meshes.items()}
-        render_mesh(ax, meshes, (0, 1), 2, f"completion with {name}\n(colour: distance to truth, 0-10 mm)", colours)
+        render_mesh(ax, meshes, AP_VIEW, f"completion with {name}\n(colour: distance to truth, 0-10 mm)", colours)
     fig.suptitle("shape-model completion from the bone surface inside the X-ray cone", fontsize=10)
     fig.tight_layout()
     save_figure(fig, args.figure, dpi=90)

@@ -6,7 +6,16 @@ import numpy as np
 import trimesh
 from PIL import Image
 
-from scripts.io.report import BONE_COLOURS, render_meshes, save_reconstruction_report
+from scripts.geometry import camera_to_patient_lps
+from scripts.io.report import (
+    AP_VIEW,
+    BONE_COLOURS,
+    LATERAL_VIEW,
+    MESH_VIEWS,
+    orientation_letters,
+    render_meshes,
+    save_reconstruction_report,
+)
 
 
 def square(z: float, half: float, centre=(0.0, 0.0)) -> trimesh.Trimesh:
@@ -23,7 +32,7 @@ def test_sphere_renders_as_its_disc():
     sphere = trimesh.creation.icosphere(subdivisions=5, radius=50.0)
     sphere.apply_translation([10.0, -20.0, 1000.0])
     size = 200
-    picture = render_meshes({"pelvis": sphere}, (0, 1), 2, size)
+    picture = render_meshes({"pelvis": sphere}, AP_VIEW, size)
     covered = (picture != 1.0).any(-1)
     radius_px = 50.0 * size / (1.1 * 100.0)
     assert abs(covered.sum() / (np.pi * radius_px**2) - 1) < 0.01
@@ -43,14 +52,42 @@ def test_nearer_surface_wins_whatever_the_order():
         ({"a": near, "b": far}, {"a": red, "b": blue}),
         ({"a": far, "b": near}, {"a": blue, "b": red}),
     ):
-        picture = render_meshes(meshes, (0, 1), 2, 100, face_colours=colours)
+        picture = render_meshes(meshes, AP_VIEW, 100, face_colours=colours)
         row = picture[50]
         # picture spans x in [-30, 30] mm * 1.1 -> 100 px; overlap x in [-10, 10] mm -> pixels about 35..65
         assert (row[40:60] == [1.0, 0.0, 0.0]).all()
         assert (row[70:80] == [0.0, 0.0, 1.0]).all() and (row[20:30] == [1.0, 0.0, 0.0]).all()
     # seen from the side (lateral view, along camera x) the far square is the one at larger z
-    lateral = render_meshes({"a": near, "b": far}, (2, 1), 0, 100, face_colours={"a": red, "b": blue})
+    lateral = render_meshes({"a": near, "b": far}, LATERAL_VIEW, 100, face_colours={"a": red, "b": blue})
     assert (lateral == 1.0).all(-1).sum() > 0.9 * 100 * 100  # edge-on squares cover (almost) nothing
+
+
+def test_views_are_true_views_with_the_patient_directions_at_their_edges():
+    """No view is a mirror image (each is a proper rotation), and each shows the patient as an onlooker there sees
+    them: from the source (AP) the patient's right on the left and the head up; from the patient's right side the
+    front on the right; from above the back up and the patient's right on the left. Checked on pictures of two balls:
+    one to the patient's front, right and top (camera: smaller z, smaller x, smaller y) of the other."""
+    expected = {"AP (source view)": "RLSI", "lateral (from the patient's right)": "PASI", "axial (from above)": "RLPA"}
+    assert [name for name, _ in MESH_VIEWS] == list(expected)
+    for name, view in MESH_VIEWS:
+        np.testing.assert_allclose(view @ view.T, np.eye(3), atol=1e-12)
+        assert np.linalg.det(view) == 1.0
+        assert "".join(orientation_letters(view)) == expected[name]
+    ball = trimesh.creation.icosphere(subdivisions=2, radius=10.0)
+    front_right_top = ball.copy().apply_translation([-40.0, -40.0, 900.0])  # camera: patient's right, up, anterior
+    other = ball.copy().apply_translation([40.0, 40.0, 980.0])
+    red, blue = np.array([[1.0, 0.0, 0.0]]), np.array([[0.0, 0.0, 1.0]])
+    for name, view in MESH_VIEWS:
+        faces = {"a": np.repeat(red, len(ball.faces), 0), "b": np.repeat(blue, len(ball.faces), 0)}
+        picture = render_meshes({"a": front_right_top, "b": other}, view, 100, face_colours=faces)
+        red_v, red_u = np.argwhere(picture[..., 0] > picture[..., 2] + 0.1).mean(0)
+        blue_v, blue_u = np.argwhere(picture[..., 2] > picture[..., 0] + 0.1).mean(0)
+        left, right, top, bottom = orientation_letters(view)
+        # where the red ball lies from the blue one, in the patient's directions, decides its side of the picture
+        offset = camera_to_patient_lps()[:3, :3] @ (front_right_top.centroid - other.centroid)
+        letters = {"L" if offset[0] > 0 else "R", "P" if offset[1] > 0 else "A", "S" if offset[2] > 0 else "I"}
+        assert (red_u < blue_u) == (left in letters) and (red_u > blue_u) == (right in letters), name
+        assert (red_v < blue_v) == (top in letters) and (red_v > blue_v) == (bottom in letters), name
 
 
 def test_report_png(tmp_path):

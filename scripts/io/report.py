@@ -14,12 +14,37 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import trimesh  # noqa: E402
 
+from scripts.geometry import camera_to_patient_lps  # noqa: E402
 from scripts.io.files import atomic_path  # noqa: E402
 from scripts.rasterise import rasterise_triangles  # noqa: E402
 
 BONE_COLOURS = {"pelvis": "#e6a141", "femur_left": "#4aa3df", "femur_right": "#6cc16c"}
-# (name, camera axes shown as (horizontal, vertical), axis looked along) for the three orthogonal views
-MESH_VIEWS = (("AP (source view)", (0, 1), 2), ("lateral", (2, 1), 0), ("axial", (0, 2), 1))
+# Views of camera-frame meshes as rotations (3, 3) whose rows are the picture's right, its down and the direction the
+# viewer looks along (camera frame): proper rotations, so no view is a mirror image. The AP view is the radiograph's own
+# (image columns right, rows down, looking from the source); the others look at the patient's right side (anterior
+# right, superior up) and down from above (posterior up, the patient's right on the left).
+AP_VIEW = np.eye(3)
+LATERAL_VIEW = np.array([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+AXIAL_VIEW = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+MESH_VIEWS = (
+    ("AP (source view)", AP_VIEW),
+    ("lateral (from the patient's right)", LATERAL_VIEW),
+    ("axial (from above)", AXIAL_VIEW),
+)
+
+
+def orientation_letters(view: np.ndarray) -> tuple[str, str, str, str]:
+    """The patient directions (R/L, A/P, S/I) at the left, right, top and bottom edges of a picture in ``view`` (rows:
+    picture right, picture down, looking direction; camera frame), for a patient square to the AP beam
+    (:func:`scripts.geometry.camera_to_patient_lps`; left and right as the input's laterality says)."""
+    to_patient = camera_to_patient_lps()[:3, :3]
+
+    def letter(direction: np.ndarray) -> str:
+        k = int(np.argmax(np.abs(direction)))
+        return ("RL", "AP", "IS")[k][int(direction[k] > 0)]  # LPS: +x left, +y posterior, +z superior
+
+    right, down = to_patient @ view[0], to_patient @ view[1]
+    return letter(-right), letter(right), letter(-down), letter(down)
 
 
 def bone_colour(bone: str) -> str:
@@ -68,29 +93,29 @@ def normalised_grey(image: np.ndarray) -> np.ndarray:
 
 def render_meshes(
     meshes: Mapping[str, trimesh.Trimesh],
-    axes: tuple[int, int],
-    view_axis: int,
+    view: np.ndarray = AP_VIEW,
     size_px: int = 320,
     face_colours: Mapping[str, np.ndarray] | None = None,
     background: Sequence[float] = (1.0, 1.0, 1.0),
 ) -> np.ndarray:
     """Orthographic, flat-shaded z-buffer rendering (H, W, 3) floats in [0, 1] of camera-frame meshes (mm).
 
-    The meshes' triangles are projected onto the camera ``axes`` (horizontal, vertical; vertical grows
-    down the picture, as camera y does in the image) and rasterised into one ``size_px`` square
-    picture (equal scale, 5% margin); per pixel the triangle nearest along ``view_axis`` (smallest
-    coordinate, the source side for the AP view) wins. Shading: |normal . view| * 0.75 + 0.25 of the
-    bone colour, or of ``face_colours`` (per-bone RGB (F, 3) in [0, 1], e.g. an error map).
+    ``view`` (a rotation, e.g. :data:`LATERAL_VIEW`) takes the triangles to (picture right, picture down, depth along
+    the looking direction); they are rasterised into one ``size_px`` square picture (equal scale, 5% margin) and per
+    pixel the triangle nearest the viewer (smallest depth; the source side for :data:`AP_VIEW`) wins. Shading:
+    |normal . looking direction| * 0.75 + 0.25 of the bone colour, or of ``face_colours`` (per-bone RGB (F, 3) in
+    [0, 1], e.g. an error map).
     """
+    view = np.asarray(view, dtype=np.float64)
     picture = np.empty((size_px, size_px, 3))
     picture[:] = background
     tri, colour = [], []
     for bone, mesh in meshes.items():
         if mesh is None or len(mesh.faces) == 0:
             continue
-        t = np.asarray(mesh.vertices, dtype=np.float64)[np.asarray(mesh.faces)]
+        t = (np.asarray(mesh.vertices, dtype=np.float64) @ view.T)[np.asarray(mesh.faces)]
         normal = np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0])
-        shade = np.abs(normal[:, view_axis]) / np.maximum(np.linalg.norm(normal, axis=1), 1e-12) * 0.75 + 0.25
+        shade = np.abs(normal[:, 2]) / np.maximum(np.linalg.norm(normal, axis=1), 1e-12) * 0.75 + 0.25
         base = (
             np.asarray(face_colours[bone], dtype=np.float64)[:, :3]
             if face_colours is not None and bone in face_colours
@@ -101,7 +126,7 @@ def render_meshes(
     if not tri:
         return picture
     t, colour = np.concatenate(tri), np.concatenate(colour)
-    xy, depth = t[..., list(axes)], t[..., view_axis]
+    xy, depth = t[..., :2], t[..., 2]
     lo, hi = xy.reshape(-1, 2).min(0), xy.reshape(-1, 2).max(0)
     scale = size_px / (1.1 * max(float((hi - lo).max()), 1e-6))
     xy = (xy - (lo + hi) / 2) * scale + (size_px - 1) / 2  # pixel centres at integers
@@ -117,14 +142,13 @@ def render_meshes(
 def render_mesh(
     ax: plt.Axes,
     meshes: Mapping[str, trimesh.Trimesh],
-    axes: tuple[int, int],
-    view_axis: int,
+    view: np.ndarray,
     title: str,
     face_colours: Mapping[str, np.ndarray] | None = None,
     size_px: int = 480,
 ) -> None:
     """:func:`render_meshes` shown on a matplotlib axis (figures), with ``title``."""
-    ax.imshow(render_meshes(meshes, axes, view_axis, size_px, face_colours=face_colours))
+    ax.imshow(render_meshes(meshes, view, size_px, face_colours=face_colours))
     ax.set_title(title, fontsize=9)
     ax.axis("off")
 
@@ -181,7 +205,8 @@ def save_reconstruction_report(
     panel_px: int = 320,
     hip_plane: Mapping | None = None,
 ) -> None:
-    """report.png: radiograph + mask outlines, nearest front / farthest back depth (colour bar in mm), three mesh views.
+    """report.png: radiograph + mask outlines, nearest front / farthest back depth (colour bar in mm), three mesh views
+    with the patient's directions at their edges (:func:`orientation_letters`; the radiograph's in its title).
 
     ``masks`` (H, W, B), ``depth`` (H, W, 2B) bone-major in mm, ``meshes`` in the camera frame (mm).
     ``image`` None: the radiograph is left out (outlines on black), e.g. when it carries burned-in text.
@@ -208,17 +233,32 @@ def save_reconstruction_report(
             )
         ]
     else:
-        panels = [(radiograph_picture(image, masks, bones, panel_px), "radiograph + masks")]
+        left, right, top, _ = orientation_letters(AP_VIEW)  # as displayed: the image's own axes
+        panels = [
+            (radiograph_picture(image, masks, bones, panel_px), f"radiograph + masks ({left} | {right}, {top} up)")
+        ]
     for name, d in (("front-face depth (nearest bone)", front), ("back-face depth (farthest bone)", back)):
         picture, lo, hi = depth_picture(d, panel_px)
         panels.append((picture, name))
         depth_bars.append((lo, hi))
-    panels += [(render_meshes(meshes, axes, view_axis, panel_px), name) for name, axes, view_axis in MESH_VIEWS]
+    panels += [(render_meshes(meshes, view, panel_px), name) for name, view in MESH_VIEWS]
     ramp = matplotlib.colormaps["viridis"](np.linspace(1, 0, panel_px))[:, None, :3]
     for i, (picture, name) in enumerate(panels):
         y, x = head + (i // 3) * cell_h + label, gap + (i % 3) * cell_w
         canvas[y : y + panel_px, x : x + panel_px] = picture
         texts.append(((x, y - label), name, (0, 0, 0)))
+        if i >= 3:  # the mesh views: the patient's directions at their edges, on the white margin
+            left, right, top, bottom = orientation_letters(MESH_VIEWS[i - 3][1])
+            mid_x, mid_y = x + panel_px // 2 - 4, y + panel_px // 2 - 7
+            texts += [
+                (xy, letter, (128, 128, 128))
+                for xy, letter in (
+                    ((x + 3, mid_y), left),
+                    ((x + panel_px - 12, mid_y), right),
+                    ((mid_x, y + 2), top),
+                    ((mid_x, y + panel_px - 16), bottom),
+                )
+            ]
         if i in (1, 2):
             lo, hi = depth_bars[i - 1]
             canvas[y : y + panel_px, x + panel_px + 4 : x + panel_px + 4 + bar] = ramp
@@ -270,8 +310,8 @@ def save_error_map(
         err = np.asarray(vertex_errors[bone], dtype=np.float64)[mesh.faces].mean(1)  # NaN if any vertex is out of view
         colours[bone] = error_rgba(err, max_mm, cmap.name)[:, :3]
     fig, axs = plt.subplots(1, 3, figsize=(13, 4.8))
-    for ax, (name, axes, view_axis) in zip(axs, MESH_VIEWS, strict=True):
-        render_mesh(ax, meshes, axes, view_axis, name, face_colours=colours)
+    for ax, (name, view) in zip(axs, MESH_VIEWS, strict=True):
+        render_mesh(ax, meshes, view, name, face_colours=colours)
     mappable = plt.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0, max_mm), cmap=cmap)
     fig.colorbar(mappable, ax=list(axs), fraction=0.02, pad=0.01, label="distance to truth (mm)")
     fig.suptitle(title)
