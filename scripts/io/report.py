@@ -147,8 +147,13 @@ def render_mesh(
     face_colours: Mapping[str, np.ndarray] | None = None,
     size_px: int = 480,
 ) -> None:
-    """:func:`render_meshes` shown on a matplotlib axis (figures), with ``title``."""
+    """:func:`render_meshes` shown on a matplotlib axis (figures), with ``title`` and the patient's directions at its
+    edges (:func:`orientation_letters`)."""
     ax.imshow(render_meshes(meshes, view, size_px, face_colours=face_colours))
+    for (x, y), letter in zip(
+        ((0.02, 0.5), (0.98, 0.5), (0.5, 0.98), (0.5, 0.02)), orientation_letters(view), strict=True
+    ):
+        ax.text(x, y, letter, transform=ax.transAxes, ha="center", va="center", color="0.5", fontsize=8)
     ax.set_title(title, fontsize=9)
     ax.axis("off")
 
