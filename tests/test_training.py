@@ -52,24 +52,39 @@ def test_network_output_layout(faces, shape):
 
 
 def test_network_output_is_float32_under_bfloat16_autocast():
-    """Under bfloat16 autocast (training's ``amp``) the maps leave the network in float32 before the mm affine: done in
-    bfloat16 the affine would put every depth near 950 mm on bfloat16's 4 mm grid there."""
+    """Under bfloat16 autocast (training's ``amp``) the output layers (the maps' 1x1 convolution, the centre head) run
+    in float32, the rest in bfloat16: in bfloat16 the mm affine would put every depth near 950 mm on bfloat16's 4 mm
+    grid there, and a bfloat16 map before it would step 0.2-0.4 mm."""
     torch.manual_seed(0)
     net = DualFaceDepthNet(features=TINY["features"]).eval()
     x = torch.rand(2, 1, 32, 32)
+    seen = {}
+    for name in ("conv_0", "final_conv", "centre_head"):
+        getattr(net, name).register_forward_hook(lambda m, i, o, name=name: seen.update({name: o.dtype}))
     with torch.no_grad():
         ref = split_output(net(x))["depth"]
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = net(x)
+    assert seen == {"conv_0": torch.bfloat16, "final_conv": torch.float32, "centre_head": torch.float32}
     assert out.dtype == torch.float32
     depth = split_output(out)["depth"]
     assert (torch.remainder(depth, 4.0) != 0).float().mean() > 0.9
     assert (depth - ref).abs().mean() < 0.5  # bfloat16 features move a depth by far less than the 4 mm grid
 
 
-def test_amp_trains_under_bfloat16_autocast_and_is_refused_without_it(dataset, tmp_path, monkeypatch):
+def test_amp_is_refused_without_native_bfloat16(dataset, tmp_path, monkeypatch):
+    """``amp: true`` on a device without native bfloat16 (emulated: slower than float32) is one line naming --amp,
+    before training writes anything; ``amp: false`` needs nothing."""
+    monkeypatch.setattr("scripts.model.training.bfloat16_supported", lambda device: False)
+    with pytest.raises(Exception) as info:
+        train_workflow(dataset, tmp_path / "other", epochs=1, amp=True).run()
+    assert "--amp" in str(input_error_of(info.value)) and "no native bfloat16" in str(input_error_of(info.value))
+    assert not list((tmp_path / "other").glob("*.pt"))
+
+
+def test_amp_trains_under_bfloat16_autocast(dataset, tmp_path):
     """``amp: true``: the training steps run the convolutions in bfloat16 (seen by a hook), validation in float32, and
-    the run ends with a model; a device without native bfloat16 is refused in one line naming --amp."""
+    the run ends with a model."""
     if not bfloat16_supported(torch.device("cpu")):
         pytest.skip("this CPU has no native bfloat16 (AVX512-BF16 or AMX)")
     wf = train_workflow(dataset, tmp_path / "run", epochs=1, amp=True)
@@ -88,11 +103,6 @@ def test_amp_trains_under_bfloat16_autocast_and_is_refused_without_it(dataset, t
     DualFaceDepthNet(features=TINY["features"]).load_state_dict(
         torch.load(tmp_path / "run" / "models" / "model.pt", map_location="cpu")
     )
-    monkeypatch.setattr("scripts.model.training.bfloat16_supported", lambda device: False)
-    with pytest.raises(Exception) as info:
-        train_workflow(dataset, tmp_path / "other", epochs=1, amp=True).run()
-    assert "--amp" in str(input_error_of(info.value)) and "no native bfloat16" in str(input_error_of(info.value))
-    assert not list((tmp_path / "other").glob("*.pt"))
 
 
 def test_absolute_depth_hand_computed():

@@ -72,9 +72,10 @@ class DualFaceDepthNet(BasicUNet):
         u3 = self.upcat_3(u4, x2)
         u2 = self.upcat_2(u3, x1)
         u1 = self.upcat_1(u2, x0)
-        maps = self.final_conv(u1).float()  # float32 before the mm affine, also under bfloat16 autocast
+        with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):  # output layers in float32
+            maps = self.final_conv(u1.float())
+            centre = self.centre_mean + self.centre_scale * self.centre_head(x4.float())
         depth = self.depth_mean + self.depth_scale * maps[:, : self.n_depth]
-        centre = self.centre_mean + self.centre_scale * self.centre_head(x4).float()
         centre_map = centre[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])
         return torch.cat([depth, maps[:, self.n_depth :], centre_map], dim=1)
 

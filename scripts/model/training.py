@@ -165,17 +165,17 @@ def latest_checkpoint(output_dir: PathLike) -> str | None:
 
 def bfloat16_supported(device: torch.device) -> bool:
     """Whether ``device`` computes bfloat16 natively: a CUDA GPU of compute capability 8 or more (Ampere on), a CPU with
-    AVX512-BF16 or AMX (oneDNN's check). Elsewhere bfloat16 is emulated, slower than float32."""
+    AVX512-BF16 or AMX instructions. Elsewhere bfloat16 is emulated, slower than float32."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return torch.cuda.get_device_capability(device) >= (8, 0)
+    return device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 class AutocastInferer(SimpleInferer):
     """The network called under bfloat16 autocast when ``enabled`` (training's ``amp``): convolutions and matrix
-    products in bfloat16, about 1.5-2.5x faster steps where :func:`bfloat16_supported`; the network's maps and centre
-    leave it in float32 before their mm affine (:class:`scripts.model.networks.DualFaceDepthNet`), so the loss sees
-    float32 depths. No gradient scaling: bfloat16 has float32's exponent range. Refuses (InputFileError naming
+    products in bfloat16, 1.3-1.9x faster steps where :func:`bfloat16_supported` (2 CPU cores, 128-256 px); the
+    network's output layers run in float32 (:class:`scripts.model.networks.DualFaceDepthNet`), so the loss sees float32
+    depths. No gradient scaling: bfloat16 has float32's exponent range. Refuses (InputFileError naming
     ``--amp``) a device without native bfloat16."""
 
     def __init__(self, device: torch.device | str, enabled: bool | str = False):
@@ -189,7 +189,7 @@ class AutocastInferer(SimpleInferer):
                 "autocast is slower than float32; leave amp false",
             )
 
-    def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args, **kwargs):
+    def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args, **kwargs) -> torch.Tensor:
         """``network(inputs)`` (SimpleInferer) under ``torch.autocast(device type, bfloat16)`` when enabled."""
         with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.enabled):
             return super().__call__(inputs, network, *args, **kwargs)
