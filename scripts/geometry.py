@@ -40,6 +40,7 @@ STANDARD_AP_ROTATION = np.array([[-1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, -1.0,
 # DICOM/ITK patient coordinates (LPS: +x patient left, +y posterior, +z superior) to NIfTI RAS+, homogeneous 4x4
 # (its own inverse)
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+LPS_TO_RAS.setflags(write=False)
 
 # What radiography rooms use (docs/real_radiographs.md, "Geometry bounds"): geometry files and the
 # geometry of every input radiograph must lie inside these, or the input is refused.

@@ -74,6 +74,7 @@ def test_run_writes_stl_and_dicom_per_bone(dicom_dir, tmp_path, capsys):
     result = (case_dir / "result.json").read_text()
     assert "Doe" not in result and "MRN" not in result and "19650101" not in result
     assert json.loads(result)["input_format"] == "dicom"
+    assert json.loads(result)["mesh_frame"].startswith("patient LPS (mm)")  # patient_frame not to be applied again
     expected_r = 5.0 + float(np.mean(ramp(), dtype=np.float64)) / 100.0  # fake_infer's radius from the pixels written
     series = set()
     for i, bone in enumerate(STD.bones):

@@ -323,6 +323,10 @@ def test_raw_dicom_without_preamble_is_found_and_read(tmp_path):
     save_raw(ds, tmp_path / "in" / "IM000001")
     save_raw(make_dicom(tmp_path / "other.dcm", ramp(hi=700)), tmp_path / "in" / "HIP2.DCM")
     (tmp_path / "in" / "README").write_text("exported by PACS\n")  # neither DICOM nor a radiograph: not an input
+    # a binary file that happens to start with a group 0008 tag, then neither a VR nor a length that fits: no input
+    noise = np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)
+    noise[:6] = [0x08, 0x00, 0x05, 0x00, 0xFF, 0xFF]
+    (tmp_path / "in" / "BLOB").write_bytes(noise.tobytes())
     assert sorted(p.name for p in iter_radiographs(tmp_path / "in")) == ["HIP2.DCM", "IM000001"]
     raw = read_dicom(tmp_path / "in" / "IM000001")
     assert raw.SOPInstanceUID == ds.SOPInstanceUID and raw.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian

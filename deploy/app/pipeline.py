@@ -103,6 +103,10 @@ def run_inference(case: RadiographFile, infer: MeshFn) -> dict[str, trimesh.Trim
     return {b: m for b, m in meshes.items() if isinstance(m, trimesh.Trimesh) and len(m.faces) > 0}
 
 
+# result.json "mesh_frame": the frame of the app's STL and DICOM meshes (its values, e.g. hip_plane, are in "frame")
+MESH_FRAME = "patient LPS (mm): patient_frame.camera_to_patient is already applied to the STL and DICOM meshes"
+
+
 def write_case(case: RadiographFile, meshes: dict[str, trimesh.Trimesh], output_dir: PathLike) -> list[Path]:
     """Write ``<output_dir>/<name>/<bone>.stl`` and ``<bone>.dcm`` (one new series per case, SoftwareVersions the
     bundle's version; both in the patient's nominal DICOM coordinates, LPS mm, :func:`camera_to_patient_lps`, as a
@@ -139,6 +143,7 @@ def write_case(case: RadiographFile, meshes: dict[str, trimesh.Trimesh], output_
             case.info.get("warnings", []),
             case.info.get("model"),
         )
+        summary["mesh_frame"] = MESH_FRAME
         write_json(tmp / "result.json", summary)
     return sorted(f for f in final.iterdir() if f.name != OUTPUT_MARKER)
 

@@ -49,7 +49,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.pixels.utils import get_expected_length
-from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from scipy import ndimage
 
 from scripts.geometry import (
@@ -278,11 +278,8 @@ def read_dicom(path: PathLike, stop_before_pixels: bool = False) -> Dataset:
         raise InputFileError(path, "not a DICOM file (no DICM preamble)") from None
     except Exception as e:  # pydicom raises many types on truncated/corrupt files
         raise InputFileError(path, f"corrupt or truncated DICOM ({type(e).__name__}: {e})") from None
-    if raw and "TransferSyntaxUID" not in ds.file_meta:
-        implicit, little = ds.original_encoding
-        ds.file_meta.TransferSyntaxUID = (
-            ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
-        )
+    if raw and "TransferSyntaxUID" not in ds.file_meta:  # little endian: what _starts_like_dicom admits
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if ds.original_encoding[0] else ExplicitVRLittleEndian
     _check_dicom_header(path, ds)
     return ds
 
@@ -676,7 +673,7 @@ class NoImageError(InputFileError):
     """A DICOM object that holds no image: no pixel data and a SOP Class that is not an Image Storage class (a
     presentation state, key object selection, structured report, encapsulated PDF, raw data, waveform). Its line
     names the kind; the batch workflow reports it as skipped, not failed (docs/robustness.md). ``kind``: its modality
-    (e.g. ``SR``), else its SOP Class keyword."""
+    (e.g. ``SR``), else its SOP Class keyword (an attribute: it pickles with the error's ``__dict__``)."""
 
     kind: str = ""
 
@@ -977,20 +974,23 @@ def _has_dicm_preamble(path: Path) -> bool:
 
 
 def _starts_like_dicom(path: Path) -> bool:
-    """True for a regular file without the DICM preamble that starts with a little-endian data element tag of group
-    0002 (file meta) or 0008 (identification), element below 0100: a raw DICOM data set, which pydicom reads with
-    ``force=True`` (PACS exports and older archives hold them, often without a suffix)."""
+    """True for a regular file without the DICM preamble that starts like a little-endian DICOM data element: a tag of
+    group 0002 (file meta) or 0008 (identification), element below 0100, then an explicit VR (two capital letters) or
+    an implicit value length that fits in the file. Such a raw data set is read with pydicom's ``force=True`` (PACS
+    exports and older archives hold them, often without a suffix); other binary files stay no input."""
     try:
-        if not stat.S_ISREG(path.stat().st_mode):
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
             return False
         with open(path, "rb") as f:
-            start = f.read(4)
+            start = f.read(8)
     except OSError:
         return False
-    if len(start) < 4:
+    if len(start) < 8:
         return False
-    group, element = struct.unpack("<HH", start)
-    return group in (0x0002, 0x0008) and element < 0x0100
+    group, element, length = struct.unpack("<HHI", start)
+    explicit_vr = start[4:6].isalpha() and start[4:6].isupper()
+    return group in (0x0002, 0x0008) and element < 0x0100 and (explicit_vr or length <= st.st_size - 8)
 
 
 def instance_uid(ds: Dataset | None) -> str | None:

@@ -19,13 +19,23 @@ from scripts.io.files import atomic_path  # noqa: E402
 from scripts.rasterise import rasterise_triangles  # noqa: E402
 
 BONE_COLOURS = {"pelvis": "#e6a141", "femur_left": "#4aa3df", "femur_right": "#6cc16c"}
-# Views of camera-frame meshes as rotations (3, 3) whose rows are the picture's right, its down and the direction the
-# viewer looks along (camera frame): proper rotations, so no view is a mirror image. The AP view is the radiograph's own
-# (image columns right, rows down, looking from the source); the others look at the patient's right side (anterior
-# right, superior up) and down from above (posterior up, the patient's right on the left).
-AP_VIEW = np.eye(3)
-LATERAL_VIEW = np.array([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
-AXIAL_VIEW = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+# The patient's directions in DICOM patient coordinates (LPS: +x left, +y posterior, +z superior)
+PATIENT_DIRECTIONS = {"L": (1, 0, 0), "R": (-1, 0, 0), "P": (0, 1, 0), "A": (0, -1, 0), "S": (0, 0, 1), "I": (0, 0, -1)}
+
+
+def patient_view(right: str, down: str, looking: str) -> np.ndarray:
+    """A view of camera-frame meshes as a rotation (3, 3) whose rows are the camera-frame directions of the picture's
+    right, its down and the direction the viewer looks along, given as patient directions (letters of
+    :data:`PATIENT_DIRECTIONS`) through the nominal patient frame (:func:`scripts.geometry.camera_to_patient_lps`)."""
+    to_camera = camera_to_patient_lps()[:3, :3].T
+    return np.stack([to_camera @ np.asarray(PATIENT_DIRECTIONS[k], dtype=np.float64) for k in (right, down, looking)])
+
+
+# The radiograph's own view (looking from the source: the patient's left to the right, feet down), the patient's right
+# side (front to the right, feet down) and the view from above (the patient's left to the right, front down).
+AP_VIEW = patient_view("L", "I", "P")
+LATERAL_VIEW = patient_view("A", "I", "L")
+AXIAL_VIEW = patient_view("L", "A", "I")
 MESH_VIEWS = (
     ("AP (source view)", AP_VIEW),
     ("lateral (from the patient's right)", LATERAL_VIEW),
@@ -40,8 +50,7 @@ def orientation_letters(view: np.ndarray) -> tuple[str, str, str, str]:
     to_patient = camera_to_patient_lps()[:3, :3]
 
     def letter(direction: np.ndarray) -> str:
-        k = int(np.argmax(np.abs(direction)))
-        return ("RL", "AP", "IS")[k][int(direction[k] > 0)]  # LPS: +x left, +y posterior, +z superior
+        return max(PATIENT_DIRECTIONS, key=lambda k: float(np.dot(PATIENT_DIRECTIONS[k], direction)))
 
     right, down = to_patient @ view[0], to_patient @ view[1]
     return letter(-right), letter(right), letter(-down), letter(down)

@@ -341,12 +341,16 @@ class ReconstructionRunner:
             raise SystemExit(1) from None
         status: dict[str, list[str]] = {"done": [], "skipped": [], "failed": []}
         no_image: collections.Counter = collections.Counter()  # kind (modality) -> inputs that hold no image
-        if not inputs:
+
+        def none_found() -> None:
             print(
                 f"{self.input_dir}: no radiographs found" + ("" if self.shard is None else f" for shard {self.shard}"),
                 file=sys.stderr,
             )
             raise SystemExit(1)
+
+        if not inputs:
+            none_found()
 
         copies = self.radiographs.copy_lines() if as_shard(self.shard)[0] == 0 else []  # reported by the first shard
         for line in copies:
@@ -445,8 +449,7 @@ class ReconstructionRunner:
         if status["failed"]:
             raise SystemExit(1)
         if not any(status.values()):
-            print(f"{self.input_dir}: no radiographs found", file=sys.stderr)
-            raise SystemExit(1)
+            none_found()
         return status
 
 
