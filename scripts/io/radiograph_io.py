@@ -259,7 +259,7 @@ def read_dicom(path: PathLike, stop_before_pixels: bool = False) -> Dataset:
     """Read a DICOM file, refusing corrupt or truncated files, non-radiograph modalities, multi-frame, colour and bad sizes.
 
     A file without the 128-byte preamble that starts with a data element of group 0002 or 0008 (a raw data set, as
-    some PACS exports write them: :func:`_starts_like_dicom`) is read too, its transfer syntax, when no file meta
+    some PACS exports write them: :func:`_dicom_layout`) is read too, its transfer syntax, when no file meta
     gives it, the encoding pydicom found. ``stop_before_pixels``: pixel data (and other values over 4 KB) are not
     loaded, only located.
 
@@ -268,7 +268,7 @@ def read_dicom(path: PathLike, stop_before_pixels: bool = False) -> Dataset:
     """
     path = Path(path)
     _check_readable_file(path)
-    raw = not _has_dicm_preamble(path) and _starts_like_dicom(path)
+    raw = _dicom_layout(path) == "raw"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pydicom warns on odd values; corruption is judged below
@@ -278,7 +278,7 @@ def read_dicom(path: PathLike, stop_before_pixels: bool = False) -> Dataset:
         raise InputFileError(path, "not a DICOM file (no DICM preamble)") from None
     except Exception as e:  # pydicom raises many types on truncated/corrupt files
         raise InputFileError(path, f"corrupt or truncated DICOM ({type(e).__name__}: {e})") from None
-    if raw and "TransferSyntaxUID" not in ds.file_meta:  # little endian: what _starts_like_dicom admits
+    if raw and "TransferSyntaxUID" not in ds.file_meta:  # little endian: what _dicom_layout admits
         ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if ds.original_encoding[0] else ExplicitVRLittleEndian
     _check_dicom_header(path, ds)
     return ds
@@ -294,7 +294,7 @@ def iter_radiographs(
 
     A folder yields PNG/JPEG/TIFF files, simulator ``image.nii(.gz)`` files (a folder holding geometry.json
     contributes only that image, not its depth/mask/preview), and DICOM files (recognised by the DICM
-    preamble or, without one, by a first data element of group 0002 or 0008: :func:`_starts_like_dicom`; ``.dcm``
+    preamble or, without one, by a first data element of group 0002 or 0008: :func:`_dicom_layout`; ``.dcm``
     files always, any case), one per SOP Instance UID (a file whose UID is blank is its own input; each further
     copy of an instance is added to ``copies``, mapped to the file yielded, so that it can be reported). Hidden
     files and DICOMDIR are skipped, and so is the IHE_PDI folder beside a DICOMDIR (the media's web viewer: HTML and
@@ -344,7 +344,7 @@ def iter_radiographs(
             continue
         if name.endswith(NIFTI_SUFFIXES + RASTER_SUFFIXES):
             yield path
-        elif name.endswith(".dcm") or _has_dicm_preamble(path) or _starts_like_dicom(path):
+        elif name.endswith(".dcm") or _dicom_layout(path) is not None:
             uid = _sop_instance_uid(path)
             if uid is not None and uid in seen_uids:
                 if copies is not None:
@@ -960,37 +960,29 @@ def _present(ds: Dataset, keyword: str) -> bool:
     return keyword in ds and ds[keyword].value not in (None, "", [])
 
 
-def _has_dicm_preamble(path: Path) -> bool:
-    """True for a regular file with the DICM preamble, and for what cannot be looked into (not a regular file, no read
-    permission): its reader then reports it. Never opens anything but a regular file (a FIFO would block)."""
-    try:
-        if not stat.S_ISREG(path.stat().st_mode):
-            return True
-        with open(path, "rb") as f:
-            f.seek(128)
-            return f.read(4) == b"DICM"
-    except OSError:
-        return True
-
-
-def _starts_like_dicom(path: Path) -> bool:
-    """True for a regular file without the DICM preamble that starts like a little-endian DICOM data element: a tag of
-    group 0002 (file meta) or 0008 (identification), element below 0100, then an explicit VR (two capital letters) or
-    an implicit value length that fits in the file. Such a raw data set is read with pydicom's ``force=True`` (PACS
-    exports and older archives hold them, often without a suffix); other binary files stay no input."""
+def _dicom_layout(path: Path) -> str | None:
+    """How an input-folder file holds DICOM, from its first 132 bytes: "preamble" (the 128-byte preamble and DICM),
+    "raw" (no preamble, but it starts like a little-endian DICOM data element: a tag of group 0002 (file meta) or 0008
+    (identification), element below 0100, then an explicit VR (two capital letters) or an implicit value length that
+    fits in the file; PACS exports and older archives hold such raw data sets, often without a suffix, and pydicom reads
+    them with ``force=True``), "unread" for what cannot be looked into (not a regular file, no read permission: its
+    reader then reports it), else None. Never opens anything but a regular file (a FIFO would block)."""
     try:
         st = path.stat()
         if not stat.S_ISREG(st.st_mode):
-            return False
+            return "unread"
         with open(path, "rb") as f:
-            start = f.read(8)
+            start = f.read(132)
     except OSError:
-        return False
+        return "unread"
+    if start[128:132] == b"DICM":
+        return "preamble"
     if len(start) < 8:
-        return False
-    group, element, length = struct.unpack("<HHI", start)
+        return None
+    group, element, length = struct.unpack("<HHI", start[:8])
     explicit_vr = start[4:6].isalpha() and start[4:6].isupper()
-    return group in (0x0002, 0x0008) and element < 0x0100 and (explicit_vr or length <= st.st_size - 8)
+    raw = group in (0x0002, 0x0008) and element < 0x0100 and (explicit_vr or length <= st.st_size - 8)
+    return "raw" if raw else None
 
 
 def instance_uid(ds: Dataset | None) -> str | None:

@@ -180,12 +180,13 @@ class AutocastInferer(SimpleInferer):
 
     def __init__(self, device: torch.device | str, enabled: bool | str = False):
         super().__init__()
-        self.device_type = as_device(device).type
+        device = as_device(device)
+        self.device_type = device.type
         self.enabled = as_flag(enabled, "amp")
-        if self.enabled and not bfloat16_supported(as_device(device)):
+        if self.enabled and not bfloat16_supported(device):
             raise InputFileError(
                 "--amp",
-                f"{as_device(device)} has no native bfloat16 (CPU: AVX512-BF16 or AMX; CUDA: Ampere or newer), where "
+                f"{device} has no native bfloat16 (CPU: AVX512-BF16 or AMX; CUDA: Ampere or newer), where "
                 "autocast is slower than float32; leave amp false",
             )
 
