@@ -7,7 +7,8 @@ Each ``--workers`` value runs the workflow in a fresh process (startup, model lo
 ``--prior_centre_mm``, the prior from the training split included) into a fresh output folder, with
 ``OMP_WAIT_POLICY=PASSIVE``. Prints wall seconds per sample and the per-stage medians per sample that
 the workflow records in metrics.json ``timings_s`` (load, predict, reconstruct, metrics; seconds of
-one process), and checks that every run gives the same numbers. Target (issue 16): <= 10 s per sample
+one process) and the peak memory of the run with its worker processes (PSS, MiB), and checks that every run gives
+the same numbers. Target (issue 16): <= 10 s per sample
 on 2 cores for the full table.
 """
 
@@ -21,13 +22,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from bundle_process import timed_bundle_run
+from bundle_process import BundleRun, format_mib, timed_bundle_run
 
 STAGES = ("load", "predict", "reconstruct", "metrics")
 
 
-def run_once(args: argparse.Namespace, workers: int, out: Path) -> tuple[float, dict]:
-    """Wall seconds of one evaluation run in a fresh process, and its metrics.json."""
+def run_once(args: argparse.Namespace, workers: int, out: Path) -> tuple[BundleRun, dict]:
+    """Wall seconds and peak memory of one evaluation run in a fresh process, and its metrics.json."""
     cmd = [
         "--config_file",
         "configs/evaluate.yaml",
@@ -47,8 +48,8 @@ def run_once(args: argparse.Namespace, workers: int, out: Path) -> tuple[float, 
     for kv in args.override:
         k, v = kv.split("=", 1)
         cmd += [f"--{k}", v]
-    wall = timed_bundle_run(cmd, args.threads)
-    return wall, json.loads((out / "metrics.json").read_text())
+    run = timed_bundle_run(cmd, args.threads)
+    return run, json.loads((out / "metrics.json").read_text())
 
 
 def main() -> int:
@@ -67,7 +68,7 @@ def main() -> int:
     rows, reference = [], None
     with tempfile.TemporaryDirectory(prefix="bench_evaluate_") as tmp:
         for workers in args.workers:
-            wall, metrics = run_once(args, workers, Path(tmp) / f"eval_{workers}")
+            run, metrics = run_once(args, workers, Path(tmp) / f"eval_{workers}")
             n = metrics["n_samples"]
             stages = metrics["timings_s"]["per_sample_median"]
             numbers = [
@@ -92,21 +93,22 @@ def main() -> int:
                 )
             )
             reference = reference or numbers
-            rows.append((workers, n, wall / n, stages, same))
+            rows.append((workers, n, run.wall_s / n, run.peak_memory_mib, stages, same))
             print(
-                f"  workers {workers}: {wall:.0f} s for {n} samples; load average {os.getloadavg()[0]:.1f}", flush=True
+                f"  workers {workers}: {run.wall_s:.0f} s for {n} samples; load average {os.getloadavg()[0]:.1f}",
+                flush=True,
             )
     print(
         "\n| workers | samples | s / sample (wall, startup included) | target | "
         + " | ".join(f"{s} (median s)" for s in STAGES)
-        + " | same numbers as the first run |"
+        + " | peak memory (MiB) | same numbers as the first run |"
     )
-    print("|---|---|---|---|" + "---|" * len(STAGES) + "---|")
-    for workers, n, per_sample, stages, same in rows:
+    print("|---|---|---|---|" + "---|" * len(STAGES) + "---|---|")
+    for workers, n, per_sample, memory, stages, same in rows:
         print(
             f"| {workers} | {n} | {per_sample:.1f} | <= 10 | "
             + " | ".join(f"{stages.get(s, float('nan')):.2f}" for s in STAGES)
-            + f" | {same} |"
+            + f" | {format_mib(memory)} | {same} |"
         )
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
     return 0

@@ -9,7 +9,8 @@ process (startup, imports, model loading included), into a fresh output folder, 
 ``OMP_WAIT_POLICY=PASSIVE`` and ``--threads`` intra-op threads (docs/inference.md, "Threads on a shared CPU").
 Prints, per setting, wall seconds per image (startup included; median over ``repeats``) and the per-stage
 medians over all images from their result.json ``timings_s`` (load and write run beside the main
-process: DataLoader workers and writer threads). Targets (issue 16): with reports <= 0.8 s, without <= 0.6 s.
+process: DataLoader workers and writer threads), and the peak memory of the run with its workers (PSS, MiB).
+Targets (issue 16): with reports <= 0.8 s, without <= 0.6 s.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from bundle_process import timed_bundle_run
+from bundle_process import BundleRun, format_mib, timed_bundle_run
 
 SETTINGS = {"reports": {}, "no_reports": {"report": "false"}}
 TARGETS = {"reports": 0.8, "no_reports": 0.6}
@@ -40,8 +41,8 @@ def copy_inputs(dataset: Path, n: int, into: Path) -> int:
     return len(samples)
 
 
-def run_once(inputs: Path, out: Path, threads: int, overrides: dict[str, str]) -> float:
-    """Wall seconds of one workflow run in a fresh process."""
+def run_once(inputs: Path, out: Path, threads: int, overrides: dict[str, str]) -> BundleRun:
+    """Wall seconds and peak memory of one workflow run in a fresh process."""
     cmd = [
         "--config_file",
         "configs/inference.yaml",
@@ -54,8 +55,7 @@ def run_once(inputs: Path, out: Path, threads: int, overrides: dict[str, str]) -
     ]
     for k, v in overrides.items():
         cmd += [f"--{k}", v]
-    wall = timed_bundle_run(cmd, threads)
-    return wall
+    return timed_bundle_run(cmd, threads)
 
 
 def stage_medians(out: Path) -> dict[str, float]:
@@ -85,24 +85,29 @@ def main() -> int:
         )
         rows = []
         for setting in args.settings:
-            walls, stages = [], {}
+            runs, stages = [], {}
             for r in range(args.repeats):
                 out = Path(tmp) / f"out_{setting}_{r}"
-                walls.append(run_once(Path(tmp) / "in", out, args.threads, {**SETTINGS[setting], **extra}))
+                runs.append(run_once(Path(tmp) / "in", out, args.threads, {**SETTINGS[setting], **extra}))
                 stages = stage_medians(out)
                 print(
-                    f"  {setting} run {r + 1}: {walls[-1]:.1f} s, {walls[-1] / n:.3f} s/image; load "
-                    f"average {os.getloadavg()[0]:.1f}",
+                    f"  {setting} run {r + 1}: {runs[-1].wall_s:.1f} s, {runs[-1].wall_s / n:.3f} s/image, peak "
+                    f"memory {format_mib(runs[-1].peak_memory_mib)} MiB; load average {os.getloadavg()[0]:.1f}",
                     flush=True,
                 )
-            rows.append((setting, float(np.median(walls)) / n, stages))
-    print("\n| setting | s / image end to end (startup included) | target | " + " | ".join(STAGES) + " |")
-    print("|---|---|---|" + "---|" * len(STAGES))
-    for setting, per_image, stages in rows:
+            memory = [r.peak_memory_mib for r in runs if r.peak_memory_mib is not None]
+            rows.append((setting, float(np.median([r.wall_s for r in runs])) / n, max(memory, default=None), stages))
+    print(
+        "\n| setting | s / image end to end (startup included) | target | "
+        + " | ".join(STAGES)
+        + " | peak memory (MiB) |"
+    )
+    print("|---|---|---|" + "---|" * len(STAGES) + "---|")
+    for setting, per_image, memory, stages in rows:
         print(
             f"| {setting} | {per_image:.3f} | <= {TARGETS[setting]} | "
             + " | ".join(f"{stages[k]:.3f}" if k in stages else "-" for k in STAGES)
-            + " |"
+            + f" | {format_mib(memory)} |"
         )
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
     return 0
