@@ -3,8 +3,9 @@
     python benchmarks/bench_throughput.py --input_dir DIR [--n 100] [--repeats 1] [--threads 2]
                                           [--settings reports no_reports] [--override KEY=VALUE ...]
 
-``DIR``: simulator output (``<case>_p<k>/image.nii.gz`` with geometry.json); the first ``n`` samples (sorted)
-are copied (image and geometry) into a temporary input folder. Each setting runs the workflow as a user would, in a fresh
+``DIR``: simulator output (``<case>_p<k>/image.nii.gz`` with geometry.json), whose first ``n`` samples (sorted) are
+copied (image and geometry) into a temporary input folder, or a folder of radiograph files (e.g. full-size DICOM),
+whose first ``n`` files are copied. Each setting runs the workflow as a user would, in a fresh
 process (startup, imports, model loading included), into a fresh output folder, with
 ``OMP_WAIT_POLICY=PASSIVE`` and ``--threads`` intra-op threads (docs/inference.md, "Threads on a shared CPU").
 Prints, per setting, wall seconds per image (startup included; median over ``repeats``) and the per-stage
@@ -32,13 +33,18 @@ STAGES = ("load", "network", "meshing", "ssm", "write", "report")
 
 
 def copy_inputs(dataset: Path, n: int, into: Path) -> int:
-    """Copy image.nii.gz and geometry.json of the first ``n`` sample folders of a simulator output into ``into``."""
+    """Copy image.nii.gz and geometry.json of the first ``n`` sample folders of a simulator output into ``into``, or,
+    in a folder without them, its first ``n`` files."""
     samples = sorted(p.parent for p in dataset.glob("*/image.nii.gz"))[:n]
     for s in samples:
         (into / s.name).mkdir(parents=True)
         for f in ("image.nii.gz", "geometry.json"):
             shutil.copyfile(s / f, into / s.name / f)
-    return len(samples)
+    files = [] if samples else sorted(p for p in dataset.iterdir() if p.is_file())[:n]
+    into.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        shutil.copyfile(f, into / f.name)
+    return len(samples) or len(files)
 
 
 def run_once(inputs: Path, out: Path, threads: int, overrides: dict[str, str]) -> BundleRun:
@@ -66,7 +72,7 @@ def stage_medians(out: Path) -> dict[str, float]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--input_dir", required=True, help="simulator output folder")
+    p.add_argument("--input_dir", required=True, help="simulator output folder, or a folder of radiograph files")
     p.add_argument("--n", type=int, default=100, help="radiographs (the first n samples)")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
