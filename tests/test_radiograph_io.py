@@ -656,3 +656,145 @@ def test_to_dicom_never_writes_over_its_input(tmp_path, capsys):
             == f"{tmp_path / output}: the output is the input file {tmp_path / 'a.png'} itself; choose another output file"
         )
     assert (tmp_path / "a.png").read_bytes() == before and (tmp_path / "hard.png").read_bytes() == before
+
+
+# ---------------------------------------------------------------------- stated resolution of PNG / TIFF
+def _film(h=1300, w=1200) -> np.ndarray:
+    """A scanned-film-sized 8-bit image (H, W), no symmetry."""
+    return (ramp(h, w, hi=250) * np.tri(h, w, 40)).astype(np.uint8)
+
+
+def _save_tiff_float_cm(path, pixels, per_cm):
+    import tifffile
+
+    tifffile.imwrite(path, pixels.astype(np.float64), resolution=per_cm, resolutionunit="CENTIMETER")
+
+
+@pytest.mark.parametrize(
+    "name, save, pitch, stated",
+    [
+        (  # pHYs holds pixels per metre: 254 dpi = 10000 /m exactly
+            "hip.png",
+            lambda p, a: Image.fromarray(a).save(p, dpi=(254, 127)),
+            (25.4 / 254, 25.4 / 127),
+            "PNG pHYs (10000 x 5000 pixels/m = 254 x 127 dpi)",
+        ),
+        (
+            "hip.tif",
+            lambda p, a: Image.fromarray(a).save(p, dpi=(600, 600)),
+            (25.4 / 600,) * 2,
+            "TIFF resolution tags (600 dpi)",
+        ),
+        (  # float64: read by tifffile, not Pillow; ResolutionUnit centimetre
+            "hip64.tif",
+            lambda p, a: _save_tiff_float_cm(p, a, (100, 50)),
+            (10 / 100, 10 / 50),
+            "TIFF resolution tags (100 x 50 pixels/cm = 254 x 127 dpi)",
+        ),
+    ],
+)
+def test_stated_resolution_is_the_detector_pitch(tmp_path, name, save, pitch, stated):
+    """A PNG/TIFF that states its resolution in a physical unit is read at that pitch (su = mm per unit / pixels per
+    unit along the columns, sv along the rows): the same image and field as the plain file given that pitch; the
+    geometry source says what the file held. The argument wins over the file."""
+    film = _film()
+    save(tmp_path / name, film)
+    Image.fromarray(film).save(tmp_path / "plain.png")
+    img, _, info, fov = load_radiograph_with_field(tmp_path / name, STD)
+    plain, _, _, plain_fov = load_radiograph_with_field(tmp_path / "plain.png", STD, pixel_spacing_mm=pitch)
+    np.testing.assert_allclose(img, plain, rtol=1e-6)  # 25.4 / 254 and 1000 / 10000 mm differ in the last bit
+    np.testing.assert_array_equal(fov, plain_fov)
+    assert info["native_geometry"]["pixel_spacing_mm"] == pytest.approx(list(pitch), rel=1e-12)
+    assert info["geometry_source"] == {"sid_mm": "standard geometry", "pixel_spacing_mm": stated}
+    _, _, info = load_radiograph(tmp_path / name, STD, pixel_spacing_mm=0.3)
+    assert info["native_geometry"]["pixel_spacing_mm"] == [0.3, 0.3]
+    assert info["geometry_source"]["pixel_spacing_mm"] == f"argument pixel_spacing_mm (the file's {stated} not used)"
+
+
+def test_stated_resolution_of_a_turned_image_is_the_displayed_images(tmp_path):
+    """The resolution is the stored image's: a PNG stored turned (EXIF Orientation 6) at 254 x 127 dpi along its stored
+    columns x rows is displayed with 0.2 mm along the displayed columns and 0.1 mm along the rows."""
+    displayed = Image.fromarray(_film())
+    displayed.save(tmp_path / "plain.png")
+    _save_oriented(tmp_path / "turned.png", displayed, 6, dpi=(254, 127))
+    turned, _, info = load_radiograph(tmp_path / "turned.png", STD)
+    plain = load_radiograph(tmp_path / "plain.png", STD, pixel_spacing_mm=(0.2, 0.1))[0]
+    np.testing.assert_allclose(turned, plain, rtol=1e-6)
+    assert info["native_geometry"]["pixel_spacing_mm"] == pytest.approx([0.2, 0.1], rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "name, save, held",
+    [
+        (
+            "screen72.png",
+            lambda p, a: Image.fromarray(a).save(p, dpi=(72, 72)),
+            "the resolution in the file's PNG pHYs (2835 pixels/m = 72.01 dpi) is a screen default, not a detector pitch",
+        ),
+        (
+            "screen96.tif",
+            lambda p, a: Image.fromarray(a).save(p, dpi=(96, 96)),
+            "the resolution in the file's TIFF resolution tags (96 dpi) is a screen default, not a detector pitch",
+        ),
+        (
+            "screen72cm.tif",
+            lambda p, a: _save_tiff_float_cm(p, a, (28.35, 28.35)),
+            "the resolution in the file's TIFF resolution tags (28.35 pixels/cm = 72.01 dpi) is a screen default, not a "
+            "detector pitch",
+        ),
+        (  # 25.4 / 2000 = 0.0127 mm, under the 0.025 mm the geometry accepts
+            "fine.tif",
+            lambda p, a: Image.fromarray(a).save(p, dpi=(2000, 2000)),
+            "the pitch from the file's TIFF resolution tags (2000 dpi) is refused (pixel_spacing_mm 0.0127 mm outside "
+            "0.025..10 mm (what radiography rooms use))",
+        ),
+        (  # tifffile writes XResolution = YResolution = 1 with ResolutionUnit NONE: no physical unit
+            "nounit.tif",
+            lambda p, a: __import__("tifffile").imwrite(p, a.astype(np.float64)),
+            "the file has no pixel spacing",
+        ),
+        (  # XResolution and YResolution without a ResolutionUnit: the file states no unit
+            "nounit2.tif",
+            lambda p, a: Image.fromarray(a).save(p, tiffinfo={282: 300.0, 283: 300.0}),
+            "the file has no pixel spacing",
+        ),
+    ],
+)
+def test_screen_default_or_unusable_resolution_is_refused_saying_what_the_file_held(tmp_path, name, save, held):
+    """72 or 96 dpi (what many programs write whatever the image is), a pitch the geometry refuses, or a resolution
+    without a physical unit is not a pitch: an image of another size than the standard one is refused as before, its
+    line saying what the file held; at the standard size the standard geometry is used; the argument is used as
+    before."""
+    save(tmp_path / name, _film())
+    with pytest.raises(InputFileError) as e:
+        load_radiograph(tmp_path / name, STD)
+    assert str(e.value) == (
+        f"{tmp_path / name}: size 1200x1300 differs from the standard geometry 64x64 and {held}; "
+        "pass --pixel_spacing_mm (detector pitch, mm) to resample"
+    )
+    _, _, info = load_radiograph(tmp_path / name, STD, pixel_spacing_mm=0.1)
+    assert info["geometry_source"]["pixel_spacing_mm"] == "argument pixel_spacing_mm"
+    save(tmp_path / f"std_{name}", _film(64, 64))
+    _, _, info = load_radiograph(tmp_path / f"std_{name}", STD)
+    assert info["geometry_source"]["pixel_spacing_mm"] == "standard geometry (size matches)"
+
+
+def test_to_dicom_takes_the_stated_resolution(tmp_path, capsys):
+    """``to-dicom`` of a 254 x 127 dpi PNG without --pixel_spacing_mm writes ImagerPixelSpacing [row, column] =
+    [0.2, 0.1] mm; a 72 dpi one of another size than the standard is refused in the reader's line, nothing written."""
+    import pydicom
+
+    from scripts.io.radiograph_io import main
+
+    Image.fromarray(_film()).save(tmp_path / "hip.png", dpi=(254, 127))
+    assert main(["to-dicom", str(tmp_path / "hip.png"), str(tmp_path / "hip.dcm")]) == 0
+    ds = pydicom.dcmread(str(tmp_path / "hip.dcm"))
+    assert [float(x) for x in ds.ImagerPixelSpacing] == pytest.approx([0.2, 0.1], rel=1e-12)
+    Image.fromarray(_film()).save(tmp_path / "screen.png", dpi=(72, 72))
+    capsys.readouterr()
+    assert main(["to-dicom", str(tmp_path / "screen.png"), str(tmp_path / "screen.dcm")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert (
+        err.startswith(f"{tmp_path / 'screen.png'}: size 1200x1300 differs") and "72.01 dpi) is a screen default" in err
+    )
+    assert not (tmp_path / "screen.dcm").exists()

@@ -138,8 +138,8 @@ def _huge_dicom(d):
     return d / "huge.dcm"
 
 
-def _png(d, name, array):
-    Image.fromarray(array).save(d / name)
+def _png(d, name, array, **kwargs):
+    Image.fromarray(array).save(d / name, **kwargs)
     return d / name
 
 
@@ -285,6 +285,11 @@ BAD_INPUTS = {
     "PNG of another size, no pitch": (
         lambda d: _png(d, "big.png", np.tile(image64(hi=250).astype(np.uint8), (2, 2))),
         "differs from the standard geometry 64x64 and the file has no pixel spacing; pass --pixel_spacing_mm",
+    ),
+    "PNG of another size at 72 dpi (a screen default)": (
+        lambda d: _png(d, "screen.png", np.tile(image64(hi=250).astype(np.uint8), (2, 2)), dpi=(72, 72)),
+        "differs from the standard geometry 64x64 and the resolution in the file's PNG pHYs (2835 pixels/m = 72.01 dpi) "
+        "is a screen default, not a detector pitch; pass --pixel_spacing_mm",
     ),
     "truncated PNG": (_truncated_png, "unreadable or truncated image"),
     "NIfTI without geometry.json": (
@@ -446,6 +451,28 @@ def test_missing_geometry_given_as_arguments(bundle, tmp_path):
     assert run_workflow(d, tmp_path / "out", bundle, sid_mm=1100.0, pixel_spacing_mm=6.25) == 0
     result = assert_complete(tmp_path / "out" / "nosid")
     assert result["geometry_source"] == {"sid_mm": "argument sid_mm", "pixel_spacing_mm": "argument pixel_spacing_mm"}
+
+
+def test_stated_resolution_gives_the_pitch_and_result_json_says_so(bundle, tmp_path):
+    """A 128 x 96 px PNG at 640 x 320 pixels/m (pHYs; 16.256 x 8.128 dpi) is read at 1000 / 640 = 1.5625 mm along the
+    columns and 3.125 mm along the rows: a 200 x 300 mm detector, coverage of the 400 mm standard field 0.5 x 0.75;
+    result.json names the pHYs chunk as the pitch's source. The argument wins over it (6.25 mm: the whole field)."""
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(np.tile(image64(hi=250).astype(np.uint8), (2, 2))[:96]).save(d / "film.png", dpi=(16.256, 8.128))
+    assert run_workflow(d, tmp_path / "out", bundle) == 0
+    result = assert_complete(tmp_path / "out" / "film")
+    assert result["geometry_source"] == {
+        "sid_mm": "standard geometry",
+        "pixel_spacing_mm": "PNG pHYs (640 x 320 pixels/m = 16.26 x 8.128 dpi)",
+    }
+    assert result["coverage"] == pytest.approx(0.5 * 0.75, abs=0.02)
+    assert run_workflow(d, tmp_path / "given", bundle, pixel_spacing_mm=6.25) == 0
+    result = assert_complete(tmp_path / "given" / "film")
+    assert result["geometry_source"]["pixel_spacing_mm"] == (
+        "argument pixel_spacing_mm (the file's PNG pHYs (640 x 320 pixels/m = 16.26 x 8.128 dpi) not used)"
+    )
+    assert result["coverage"] == 1.0
 
 
 @pytest.mark.parametrize(

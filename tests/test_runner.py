@@ -245,3 +245,24 @@ def test_a_rerun_compares_only_options_that_made_the_result(tmp_path, capsys):
     assert e.value.code == 1 and "reconstructed 0, skipped 0 (already done), failed 2" in err
     assert error_lines(err, "was made with") == _refused(out / "hip_ap", "report") + _refused(out / "hip_png", "report")
     assert tree(out) == before
+
+
+def test_a_rerun_with_a_pitch_refuses_a_result_of_the_files_stated_resolution(tmp_path, capsys):
+    """A PNG read at the resolution its pHYs chunk states (geometry_source "PNG pHYs ...") was made by no argument, but
+    a --pixel_spacing_mm would replace it: a rerun without one skips it, a rerun with one refuses it."""
+    model, ssm = tmp_path / "a.ts", tmp_path / "ssm.npz"
+    sphere_model_file(model, Geometry.standard(), (0.0, 0.0, 950.0), 40.0)
+    sphere_shape_model_file(ssm)
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    Image.fromarray((ramp() // 4).astype(np.uint8)).save(inputs / "film.png", dpi=(4.064, 4.064))  # 160 /m: 6.25 mm
+    assert len(_run(inputs, out, model, ssm)["done"]) == 1
+    result = json.loads((out / "film" / "result.json").read_text())
+    assert result["geometry_source"]["pixel_spacing_mm"] == "PNG pHYs (160 pixels/m = 4.064 dpi)"
+    before = tree(out)
+    assert len(_run(inputs, out, model, ssm)["skipped"]) == 1
+    with pytest.raises(SystemExit) as e:
+        _run(inputs, out, model, ssm, pixel_spacing_mm=6.25)
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and error_lines(err, "was made with") == _refused(out / "film", "pixel_spacing_mm")
+    assert tree(out) == before

@@ -21,6 +21,10 @@ DICOM geometry (see docs/real_radiographs.md):
 Values missing from the header are taken from the ``sid_mm`` / ``pixel_spacing_mm`` arguments, which
 only fill gaps (header values win); without them the file is refused, naming the missing tag.
 
+PNG/TIFF carry no geometry tags: the pitch is ``pixel_spacing_mm``, else the resolution the file states (PNG pHYs,
+TIFF XResolution/YResolution in inch or cm; not 72 or 96 dpi, screen defaults), else the standard one when the size
+matches (:func:`_raster_geometry`).
+
 Command line: turn a PNG/TIFF (or simulator NIfTI) radiograph into a DICOM DX with the geometry tags,
 e.g. to try the Deploy app::
 
@@ -54,6 +58,7 @@ from scipy import ndimage
 
 from scripts.geometry import (
     IMAGE_SIZE_RANGE_PX,
+    SID_RANGE_MM,
     Geometry,
     GeometryError,
     check_magnification,
@@ -118,6 +123,16 @@ EXIF_ORIENTATIONS = {
     7: lambda a: a[::-1, ::-1].T,  # transposed across the other diagonal
     8: lambda a: np.rot90(a, 1),  # rotated 90 degrees counter-clockwise
 }
+EXIF_TRANSPOSING = (5, 6, 7, 8)  # the orientations that swap the stored image's rows and columns
+# A PNG (pHYs chunk) or TIFF (XResolution, YResolution, ResolutionUnit 2 or 3) may state its physical resolution; for a
+# scanned film or a digitiser's file it is the detector pitch (the film lies in the detector plane). Its kinds, as
+# result.json geometry_source names them, and the units they count pixels per (mm).
+RESOLUTION_SOURCES = ("PNG pHYs", "TIFF resolution tags")
+RESOLUTION_UNITS_MM = {"inch": 25.4, "cm": 10.0, "m": 1000.0}
+TIFF_RESOLUTION_UNITS = {2: "inch", 3: "cm"}  # ResolutionUnit (0x0128); 1 (no unit) or none: not a physical resolution
+SCREEN_DPI = (72.0, 96.0)  # what many programs write whatever the image is: not a pitch
+# geometry_source values that a --sid_mm / --pixel_spacing_mm argument would replace (a rerun compares the argument)
+REPLACEABLE_SOURCES = ("argument ", "standard geometry", *RESOLUTION_SOURCES)
 _DATE_LIKE = re.compile(r"(19|20)\d{2}[-_.]?[01]\d[-_.]?[0-3]\d")
 _LONG_NUMBER = re.compile(r"\d{6,}")
 _PHI_WORDS = re.compile(r"(patient|mrn|dob|birth|name|accession|ssn)", re.IGNORECASE)
@@ -172,9 +187,9 @@ def load_radiograph_with_field(
     spacing = _spacing_pair(path, pixel_spacing_mm)
     padding = None
     if name.endswith(RASTER_SUFFIXES):
-        image, orientation = _read_raster(path)
+        image, orientation, resolution = _read_raster(path)
         native, source = _raster_geometry(
-            path, image.shape, standard, sid_mm, spacing
+            path, image.shape, standard, sid_mm, spacing, resolution, orientation
         )  # the displayed image's size and pitch
         info = {"format": _raster_format(name), "laterality": LATERALITY_ASSUMED}
         if orientation is not None:
@@ -556,20 +571,22 @@ def _raster_format(name: str) -> str:
     return "png" if name.endswith(".png") else "jpeg" if name.endswith((".jpg", ".jpeg")) else "tiff"
 
 
-def _read_raster(path: Path) -> tuple[np.ndarray, int | None]:
-    """Grayscale 8/16-bit PNG/JPEG/TIFF or float (16/32/64-bit) TIFF pixels as a viewer displays them, and the EXIF/TIFF
-    Orientation (0x0112) applied to get there (:data:`EXIF_ORIENTATIONS`; None: no valid tag); RGB(A) accepted only
-    when R == G == B (JPEG: within :data:`JPEG_GREY_TOLERANCE` levels) and alpha opaque."""
+def _read_raster(path: Path) -> tuple[np.ndarray, int | None, StatedResolution | None]:
+    """Grayscale 8/16-bit PNG/JPEG/TIFF or float (16/32/64-bit) TIFF pixels as a viewer displays them, the EXIF/TIFF
+    Orientation (0x0112) applied to get there (:data:`EXIF_ORIENTATIONS`; None: no valid tag) and the physical
+    resolution the file states (:class:`StatedResolution`; None: none, or no unit; JPEG: never read); RGB(A) accepted
+    only when R == G == B (JPEG: within :data:`JPEG_GREY_TOLERANCE` levels) and alpha opaque."""
     from PIL import Image, UnidentifiedImageError
 
     if path.name.lower().endswith((".tif", ".tiff")) and not _pillow_reads(path):
-        arr, orientation = _read_tiff(path)  # float64/float16 and other TIFFs Pillow does not know
-        return _displayed(arr, orientation)
+        arr, orientation, resolution = _read_tiff(path)  # float64/float16 and other TIFFs Pillow does not know
+        return *_displayed(arr, orientation), resolution
     try:
         with Image.open(path) as im:
             _check_size(path, im.size[::-1])
             im.load()
             orientation = im.getexif().get(EXIF_ORIENTATION_TAG)
+            resolution = _pillow_resolution(im)
             if getattr(im, "n_frames", 1) > 1:
                 raise InputFileError(path, f"multi-page image ({im.n_frames} frames); one radiograph per file")
             mode = im.mode
@@ -591,7 +608,7 @@ def _read_raster(path: Path) -> tuple[np.ndarray, int | None]:
         raise InputFileError(path, f"unsupported image mode {mode}; give an 8/16-bit grayscale radiograph")
     if arr.ndim != 2:
         raise InputFileError(path, f"expected a 2D grayscale image, got shape {arr.shape}")
-    return _displayed(arr.astype(np.float32), orientation)
+    return *_displayed(arr.astype(np.float32), orientation), resolution
 
 
 def _displayed(arr: np.ndarray, orientation) -> tuple[np.ndarray, int | None]:
@@ -618,9 +635,9 @@ def _pillow_reads(path: Path) -> bool:
         return False
 
 
-def _read_tiff(path: Path) -> tuple[np.ndarray, int | None]:
-    """A one-page grayscale TIFF with tifffile (float16/float64 and others Pillow does not read), stored pixels and its
-    Orientation (0x0112) tag value (None: no tag)."""
+def _read_tiff(path: Path) -> tuple[np.ndarray, int | None, StatedResolution | None]:
+    """A one-page grayscale TIFF with tifffile (float16/float64 and others Pillow does not read), stored pixels, its
+    Orientation (0x0112) tag value (None: no tag) and its stated resolution (:func:`_tiff_resolution`)."""
     import tifffile
 
     try:
@@ -634,31 +651,130 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, int | None]:
             arr = page.asarray()
             tag = page.tags.get(EXIF_ORIENTATION_TAG)
             orientation = None if tag is None else tag.value
+            resolution = _tiff_resolution(
+                *(
+                    page.tags[k].value if k in page.tags else None
+                    for k in ("XResolution", "YResolution", "ResolutionUnit")
+                )
+            )
     except InputFileError:
         raise
     except Exception as e:  # tifffile raises many types for corrupt files and unsupported compressions
         raise InputFileError(path, f"unreadable or truncated image ({type(e).__name__}: {e})") from None
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise InputFileError(path, f"unsupported pixel type {arr.dtype}; give a grayscale radiograph")
-    return arr.astype(np.float32), orientation
+    return arr.astype(np.float32), orientation, resolution
+
+
+@dataclasses.dataclass(frozen=True)
+class StatedResolution:
+    """The physical resolution a PNG or TIFF file states: ``density`` pixels per ``unit`` (a key of
+    :data:`RESOLUTION_UNITS_MM`) along the stored image's columns (x) and rows (y); ``kind`` one of
+    :data:`RESOLUTION_SOURCES`. ``str()``: what the file holds, e.g. ``TIFF resolution tags (600 dpi)``."""
+
+    kind: str
+    density: tuple[float, float]
+    unit: str
+
+    @property
+    def dpi(self) -> tuple[float, float]:
+        """Pixels per inch (x, y)."""
+        return tuple(d * 25.4 / RESOLUTION_UNITS_MM[self.unit] for d in self.density)
+
+    @property
+    def screen_default(self) -> bool:
+        """Either direction at 72 or 96 dpi (:data:`SCREEN_DPI`), within half a dot."""
+        return any(abs(d - s) < 0.5 for d in self.dpi for s in SCREEN_DPI)
+
+    def pitch_mm(self, orientation: int | None) -> tuple[float, float]:
+        """(su, sv) mm of the displayed image (EXIF/TIFF ``orientation`` applied: 5-8 swap the stored directions); a
+        density that is not positive gives an infinite pitch."""
+        su, sv = (RESOLUTION_UNITS_MM[self.unit] / d if d > 0 else float("inf") for d in self.density)
+        return (sv, su) if orientation in EXIF_TRANSPOSING else (su, sv)
+
+    def __str__(self) -> str:
+        def pair(values, fmt):
+            x, y = (format(v, fmt) for v in values)
+            return x if x == y else f"{x} x {y}"
+
+        if self.unit == "inch":
+            return f"{self.kind} ({pair(self.density, 'g')} dpi)"
+        return f"{self.kind} ({pair(self.density, 'g')} pixels/{self.unit} = {pair(self.dpi, '.4g')} dpi)"
+
+
+def _pillow_resolution(im) -> StatedResolution | None:
+    """The resolution a PNG's pHYs chunk (in pixels per metre: Pillow's ``dpi``, which it sets for no other unit) or a
+    TIFF's tags (:func:`_tiff_resolution`) state; None for other formats (a JPEG's density is not read: a JPEG is more
+    often a photograph or a re-saved copy than a scan)."""
+    if im.format == "PNG" and "dpi" in im.info:
+        return StatedResolution("PNG pHYs", tuple(float(round(d / 0.0254)) for d in im.info["dpi"]), "m")
+    if im.format == "TIFF":
+        return _tiff_resolution(*(im.tag_v2.get(tag) for tag in (282, 283, 296)))
+    return None
+
+
+def _tiff_resolution(x, y, unit) -> StatedResolution | None:
+    """XResolution, YResolution (rationals: Pillow's, or tifffile's (numerator, denominator)) and ResolutionUnit as a
+    :class:`StatedResolution`; None unless both are given and the unit is stated as inch or centimetre (a missing
+    ResolutionUnit is not taken as the TIFF default, inch: the file does not say it)."""
+    if x is None or y is None or unit is None or int(unit) not in TIFF_RESOLUTION_UNITS:
+        return None
+
+    def number(v) -> float:
+        if isinstance(v, tuple):
+            return v[0] / v[1] if v[1] else float("nan")
+        return float(v)
+
+    return StatedResolution("TIFF resolution tags", (number(x), number(y)), TIFF_RESOLUTION_UNITS[int(unit)])
+
+
+def _resolution_pitch(
+    resolution: StatedResolution | None, orientation: int | None, size: tuple[int, int]
+) -> tuple[tuple[float, float] | None, str]:
+    """The displayed image's pitch (su, sv) mm from the file's stated ``resolution`` when the geometry accepts it for
+    an image of ``size`` (W, H) px (pitch and detector field: :meth:`Geometry.check_radiography_range`), else None; and
+    why not ("" when it is used): no resolution, a screen default, or a pitch the geometry refuses."""
+    if resolution is None:
+        return None, "the file has no pixel spacing"
+    if resolution.screen_default:
+        return None, f"the resolution in the file's {resolution} is a screen default, not a detector pitch"
+    pitch = resolution.pitch_mm(orientation)
+    try:  # the SID does not bear on pitch and field: the range's own is used
+        Geometry(sid_mm=SID_RANGE_MM[0], pixel_spacing_mm=pitch, image_size=size).check_radiography_range()
+    except GeometryError as e:
+        return None, f"the pitch from the file's {resolution} is refused ({e})"
+    return pitch, ""
 
 
 def _raster_geometry(
-    path: Path, shape: tuple[int, int], standard: Geometry, sid_mm: float | None, spacing: tuple[float, float] | None
+    path: Path,
+    shape: tuple[int, int],
+    standard: Geometry,
+    sid_mm: float | None,
+    spacing: tuple[float, float] | None,
+    resolution: StatedResolution | None = None,
+    orientation: int | None = None,
 ) -> tuple[Geometry, dict]:
-    """PNG/TIFF carry no geometry: the standard one when sizes match, else the given pitch (SID default standard).
-    ``shape`` and the pitch (su, sv) are the displayed image's (EXIF orientation applied)."""
+    """PNG/TIFF carry no geometry tags. The pitch: the given ``spacing`` (the argument wins), else the one the file's
+    stated ``resolution`` gives (:func:`_resolution_pitch`), else the standard one when the size matches; the SID: the
+    given one, else the standard one. ``shape`` and the pitch (su, sv) are the displayed image's (EXIF/TIFF
+    ``orientation`` applied)."""
     h, w = shape
-    if spacing is None:
+    stated, why_not = _resolution_pitch(resolution, orientation, (w, h))
+    if spacing is not None:
+        spacing_source = "argument pixel_spacing_mm" + (
+            f" (the file's {resolution} not used)" if stated is not None else ""
+        )
+    elif stated is not None:
+        spacing, spacing_source = stated, str(resolution)
+    else:
         if (w, h) != standard.image_size:
             raise InputFileError(
                 path,
-                f"size {w}x{h} differs from the standard geometry {standard.width}x{standard.height} and the file has no "
-                "pixel spacing; pass --pixel_spacing_mm (detector pitch, mm) to resample",
+                f"size {w}x{h} differs from the standard geometry {standard.width}x{standard.height} and {why_not}; "
+                "pass --pixel_spacing_mm (detector pitch, mm) to resample",
             )
         spacing, spacing_source = standard.pixel_spacing_mm, "standard geometry (size matches)"
-    else:
-        spacing_source = "argument pixel_spacing_mm"
     sid, sid_source = (
         (_argument_number(path, "sid_mm", sid_mm), "argument sid_mm")
         if sid_mm is not None
@@ -1121,7 +1237,8 @@ def to_dicom(
     """Write a PNG/TIFF or simulator NIfTI radiograph as a DICOM DX with its geometry tags; returns the output path.
 
     The geometry is what :func:`load_radiograph` would use: a NIfTI's geometry.json; for PNG/TIFF the
-    given ``pixel_spacing_mm`` / ``sid_mm``, or the ``standard`` one when the size matches. The pixels
+    given ``pixel_spacing_mm`` / ``sid_mm``, else the file's stated resolution (:func:`_raster_geometry`), or the
+    ``standard`` one when the size matches. The pixels
     are not resampled (PNG/JPEG/TIFF: as displayed, EXIF orientation applied). An existing ``output_path`` is
     refused unless ``overwrite``, and the input file itself always.
     """
@@ -1145,9 +1262,15 @@ def to_dicom(
                 f"principal point {list(native.principal_point_px)} is off the image centre; DICOM has no tag for it",
             )
     elif name.endswith(RASTER_SUFFIXES):
-        image, _ = _read_raster(input_path)
+        image, orientation, resolution = _read_raster(input_path)
         native, _ = _raster_geometry(
-            input_path, image.shape, standard, sid_mm, _spacing_pair(input_path, pixel_spacing_mm)
+            input_path,
+            image.shape,
+            standard,
+            sid_mm,
+            _spacing_pair(input_path, pixel_spacing_mm),
+            resolution,
+            orientation,
         )
         _check_pixels(input_path, image)
     else:
@@ -1179,7 +1302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=float,
         nargs="+",
         default=None,
-        help="detector pixel pitch, mm, one value or su sv (PNG/TIFF; required unless the size is the standard one)",
+        help="detector pixel pitch, mm, one value or su sv (PNG/TIFF; default: the file's stated resolution, "
+        "else the standard geometry's when the size is the standard one)",
     )
     p.add_argument("--standard_geometry", default=None, help="standard geometry JSON (default configs/geometry.json)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")

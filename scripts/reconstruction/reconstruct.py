@@ -36,6 +36,7 @@ from scripts.config_flags import as_device
 from scripts.geometry import BONES, Geometry, camera_to_patient_lps
 from scripts.io.dicom_export import bundle_version
 from scripts.io.files import PathLike, atomic_dir, sha256, write_depth_and_mask, write_json, write_ply
+from scripts.io.radiograph_io import REPLACEABLE_SOURCES
 from scripts.io.report import save_reconstruction_report
 from scripts.model.checkpoints import load_network
 from scripts.model.networks import absolute_depth, split_output
@@ -627,11 +628,12 @@ def _option(key: str, value):
 
 def _filled_in(result: Mapping, key: str) -> bool:
     """Whether the fill-in ``key`` (:data:`FILL_INS`) may have made ``result``: its ``geometry_source`` records that
-    value as an argument's or the standard geometry's (which an argument would replace), or records no source for it;
-    False when the input carried it (a DICOM tag, the simulator's geometry.json)."""
+    value as one an argument would replace (an argument's, the standard geometry's, a PNG/TIFF's stated resolution:
+    :data:`~scripts.io.radiograph_io.REPLACEABLE_SOURCES`), or records no source for it; False when the input carried
+    it (a DICOM tag, the simulator's geometry.json)."""
     sources = result.get("geometry_source")
     source = sources.get(key, sources.get("all")) if isinstance(sources, Mapping) else None
-    return not isinstance(source, str) or source.startswith(("argument ", "standard geometry"))
+    return not isinstance(source, str) or source.startswith(REPLACEABLE_SOURCES)
 
 
 def made_with_changes(result: Mapping, made_with: Mapping) -> list[str] | None:
