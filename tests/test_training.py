@@ -207,6 +207,13 @@ def test_resume_continues_from_saved_epoch(dataset, tmp_path):
     first.finalize()
     assert latest_checkpoint(run).endswith("checkpoint_epoch=1.pt")
     saved = torch.load(latest_checkpoint(run), map_location="cpu")
+    before = _tree(run)
+    with pytest.raises(Exception) as info:  # another --epochs: the restored schedule would not be the one asked for
+        train_workflow(dataset, run, epochs=5)
+    cause = input_error_of(info.value)
+    assert isinstance(cause, InputFileError) and cause.path == latest_checkpoint(run)
+    assert "a run of --epochs 3 (its cosine learning-rate schedule), resumed with --epochs 5" in str(cause)
+    assert _tree(run) == before
 
     second = train_workflow(dataset, run, epochs=3)
     seen = []

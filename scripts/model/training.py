@@ -103,6 +103,7 @@ def resume_checkpoint(
     pretrained: PathLike | None = None,
     network: torch.nn.Module | None = None,
     ckpt_dir: PathLike | None = None,
+    epochs: int | str | None = None,
 ) -> str | None:
     """The run's checkpoint to resume from (:func:`latest_checkpoint` when ``resume``), checked before training starts.
 
@@ -110,7 +111,9 @@ def resume_checkpoint(
         InputFileError: a checkpoint to resume and ``pretrained`` weights at once (the run cannot start from
             both: says how to choose), or a checkpoint that is not a training checkpoint of this bundle
             (read with ``weights_only=True``; its ``model`` entry a state dict) or whose model does not fit
-            ``network``; for a fresh run (``resume`` off, or nothing to resume), a ``checkpoint_epoch=N.pt`` of an
+            ``network``, or whose cosine schedule (``lr_scheduler`` ``T_max``) is not ``epochs`` long (resuming
+            restores the checkpoint's schedule: epochs past its end would train at a learning rate near 0, then
+            rising); for a fresh run (``resume`` off, or nothing to resume), a ``checkpoint_epoch=N.pt`` of an
             earlier run in ``output_dir`` or a ``model.pt`` in ``ckpt_dir`` (default ``output_dir``): the run
             would overwrite files it did not write, and a later resume would pick up the earlier run's epoch.
     """
@@ -150,6 +153,14 @@ def resume_checkpoint(
         )
     if network is not None:
         check_fits(latest, model, network)
+    schedule = state.get("lr_scheduler")
+    scheduled = schedule.get("T_max") if isinstance(schedule, Mapping) else None
+    if epochs is not None and scheduled is not None and int(scheduled) != int(epochs):
+        raise InputFileError(
+            latest,
+            f"a run of --epochs {scheduled} (its cosine learning-rate schedule), resumed with --epochs {epochs}: resume "
+            f"with --epochs {scheduled}; to train on, fine-tune from its model.pt with --pretrained in a new --output_dir",
+        )
     return latest
 
 
