@@ -21,7 +21,7 @@ import pytest
 import torch
 import trimesh
 import yaml
-from monai.bundle import ConfigParser
+from monai.bundle import ConfigParser, ConfigWorkflow
 
 from scripts.geometry import Geometry
 from scripts.io.files import InputFileError, read_depth_and_mask
@@ -29,6 +29,7 @@ from scripts.model.checkpoints import load_network
 from scripts.model.networks import DualFaceDepthNet
 from scripts.reconstruction.reconstruct import (
     PATIENT_FRAME,
+    MirrorAveragingInferer,
     Reconstructor,
     bundle_config,
     oracle_prediction,
@@ -322,6 +323,56 @@ def test_a_bone_missing_from_the_shape_model_file_is_warned(tmp_path, capsys):
     assert error_lines(capsys.readouterr().err, "no pelvis model") == [f"{case}: warning: {warning}"]
 
 
+class ChannelScales(torch.nn.Module):
+    """A 'network' whose output channel k is (k + 1) times its one-channel input: 6 depth maps, 3 mask logits and the
+    centre map of the bones pelvis, femur_left, femur_right."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.arange(1.0, 11.0)[None, :, None, None]
+
+
+def test_inferer_averages_the_mirror_images_maps_mirrored_back():
+    """MirrorAveragingInferer by hand: the mirror image's maps, flipped back, equal the image's own for this
+    network, so each channel gets the mean of its own and its left/right partner's scale (pelvis keeps its own);
+    without flip_tta the network's output as it is. A reconstructor refuses an inferer of other bones."""
+    x = torch.arange(2 * 4 * 5, dtype=torch.float32).reshape(2, 1, 4, 5)  # no left-right symmetry
+    want = [1, 2, (3 + 5) / 2, (4 + 6) / 2, (5 + 3) / 2, (6 + 4) / 2, 7, (8 + 9) / 2, (9 + 8) / 2, 10]
+    got = MirrorAveragingInferer(("pelvis", "femur_left", "femur_right"))(x, ChannelScales())
+    torch.testing.assert_close(got, x * torch.tensor(want)[None, :, None, None], rtol=0, atol=0)
+    plain = MirrorAveragingInferer(flip_tta=False)(x, ChannelScales())
+    torch.testing.assert_close(plain, x * torch.arange(1.0, 11.0)[None, :, None, None], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="inferer's bones"):
+        Reconstructor(None, None, lambda d: d, inferer=MirrorAveragingInferer(("pelvis", "femur_right", "femur_left")))
+
+
+def test_monai_infer_properties_are_the_workflows_own(data, tmp_path):
+    """MONAI's "infer" properties of configs/inference.yaml (ConfigWorkflow.check_properties: none missing) are the
+    objects the run uses: ``dataset_dir`` (set here instead of input_dir) is what the ``evaluator`` lists and reads,
+    ``dataset`` its input listing, ``inferer`` the reconstructor's network call (flip_tta on as configured); the run
+    then writes each input's result."""
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    names = _copy_inputs(data, inputs)
+    wf = ConfigWorkflow(
+        config_file=str(ROOT / "configs" / "inference.yaml"),
+        meta_file=str(ROOT / "configs" / "metadata.json"),
+        workflow_type="infer",
+        dataset_dir=str(inputs),
+        output_dir=str(out),
+        ckpt_path=str(data.parent / "model.pt"),
+        ssm_path=str(data.parent / "ssm.npz"),
+        report=False,
+        **OVERRIDES,
+    )
+    wf.initialize()
+    assert wf.check_properties() == []
+    assert wf.dataset is wf.evaluator.radiographs and wf.inferer is wf.evaluator.reconstructor.inferer
+    assert sorted(p.parent.name for p in wf.dataset.paths()) == names
+    assert wf.inferer.flip_tta and wf.inferer.bones == ("pelvis", "femur_left", "femur_right")
+    wf.run()
+    assert sorted(p.name for p in out.iterdir()) == names
+    assert json.loads((out / names[0] / "result.json").read_text())["options"]["flip_tta"] is True
+
+
 def test_flip_tta_makes_the_prediction_mirror_equivariant(tmp_path):
     """With flip_tta, predicting the mirror image gives the mirror of the prediction: masks and centre
     exactly, depths up to the free CASI offset, and the left/right femur maps trade places."""
@@ -332,7 +383,7 @@ def test_flip_tta_makes_the_prediction_mirror_equivariant(tmp_path):
         preprocessing=lambda d: d,
         image_size=(64, 64),
         device="cpu",
-        flip_tta=True,
+        inferer=MirrorAveragingInferer(flip_tta=True),
     )
     geometry = Geometry.standard(image_size=[64, 64], pixel_spacing_mm=[6.25, 6.25], principal_point_px=[31.5, 31.5])
     image = np.random.default_rng(0).random((64, 64)).astype(np.float32)
@@ -471,7 +522,7 @@ def test_batched_network_calls_match_single_images(tmp_path):
         preprocessing=lambda d: d,
         image_size=(64, 64),
         device="cpu",
-        flip_tta=True,
+        inferer=MirrorAveragingInferer(flip_tta=True),
     )
     geometry = Geometry.standard(image_size=[64, 64], pixel_spacing_mm=[6.25, 6.25], principal_point_px=[31.5, 31.5])
     images = np.random.default_rng(0).random((3, 64, 64)).astype(np.float32)

@@ -5,8 +5,9 @@ Pipeline pieces (each usable alone):
 1. :func:`scripts.model.checkpoints.load_network` - checkpoint (state dict, ``torch.load(weights_only=True)``;
    TorchScript only when asked);
 2. :meth:`Reconstructor.predict` - the network at its trained size (image area-resized, geometry
-   :meth:`Geometry.resized`, same preprocessing as training) -> :class:`DepthPrediction` with
-   relative (shift-free) depths, mask probabilities and the centre-depth estimate;
+   :meth:`Geometry.resized`, same preprocessing as training), called through :class:`MirrorAveragingInferer`
+   (mirror-image averaging) -> :class:`DepthPrediction` with relative (shift-free) depths, mask probabilities
+   and the centre-depth estimate;
 3. :meth:`DepthPrediction.absolute` - one depth shift per image so that the weighted mean masked
    depth equals a centre depth (the network's estimate, a fixed-geometry prior or the oracle);
 4. :func:`surface_meshes` (dual-face or front-only) and :func:`complete_surfaces` (shape models);
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 import trimesh
 from monai.bundle import ConfigParser
+from monai.inferers import Inferer
 
 from scripts import BUNDLE_ROOT
 from scripts.config_flags import as_device
@@ -294,20 +296,38 @@ class Reconstruction:
 
 
 # ---------------------------------------------------------------------- the reconstructor
-def _average_with_mirror(
-    parts: Mapping[str, torch.Tensor], mirrored: Mapping[str, torch.Tensor], bones: Sequence[str], faces: int
-) -> dict[str, torch.Tensor]:
-    """Mean of the network's maps of an image and (mirrored back) of its left-right mirror image.
+class MirrorAveragingInferer(Inferer):
+    """The network call of inference (configs/inference.yaml ``inferer``): ``network(inputs)`` (N, 1, H, W) in float32
+    and, with ``flip_tta``, averaged with the network's maps of the left-right mirror image mirrored back (twice the
+    network time). Returns the network's layout (N, faces*B + B + 1, H, W) (:func:`scripts.model.networks.split_output`).
 
-    The mirror image shows the mirror patient, so its maps are flipped back and its left/right bone
-    channels swapped (:func:`scripts.model.transforms.flip_bone_maps_lr`). The relative (CASI) depths'
-    free offsets need no matching: :meth:`DepthPrediction.absolute` re-centres the mean anyway.
+    The mirror image shows the mirror patient, so its maps are flipped back and its left/right bone channels swapped
+    (:func:`scripts.model.transforms.flip_bone_maps_lr`, ``bones`` the network's channels in order). The relative
+    (CASI) depths' free offsets need no matching: :meth:`DepthPrediction.absolute` re-centres the mean anyway. Exact
+    for a centred principal point.
     """
-    return {
-        "depth": 0.5 * (parts["depth"] + flip_bone_maps_lr(mirrored["depth"], bones, faces)),
-        "mask_logits": 0.5 * (parts["mask_logits"] + flip_bone_maps_lr(mirrored["mask_logits"], bones, 1)),
-        "centre": 0.5 * (parts["centre"] + mirrored["centre"]),
-    }
+
+    def __init__(self, bones: Sequence[str] = BONES, flip_tta: bool = True):
+        super().__init__()
+        self.bones, self.flip_tta = tuple(bones), bool(flip_tta)
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs) -> torch.Tensor:
+        """The network's maps of ``inputs`` (mirror-averaged with ``flip_tta``), float32."""
+        out = network(inputs, *args, **kwargs).float()
+        if not self.flip_tta:
+            return out
+        mirrored = network(torch.flip(inputs, dims=(-1,)), *args, **kwargs).float()
+        b = len(self.bones)
+        faces = (out.shape[1] - 1 - b) // b
+        parts, back = split_output(out, b, faces), split_output(mirrored, b, faces)
+        return torch.cat(
+            [
+                0.5 * (parts["depth"] + flip_bone_maps_lr(back["depth"], self.bones, faces)),
+                0.5 * (parts["mask_logits"] + flip_bone_maps_lr(back["mask_logits"], self.bones, 1)),
+                0.5 * (out[:, -1:] + torch.flip(mirrored[:, -1:], dims=(-1,))),  # the centre depth (mm) map
+            ],
+            dim=1,
+        )
 
 
 def network_input(
@@ -356,8 +376,9 @@ class Reconstructor:
         fit_kwargs: extra arguments of :func:`scripts.reconstruction.ssm.fit_shape_model`.
         field_margin_mm: each bone's fit sees the cone cut this far (detector mm) beyond its mask's
             inferior and lateral edges (:func:`bone_field`); ``None``: the whole cone.
-        flip_tta: also run the network on the left-right mirror image and average (test-time
-            augmentation; twice the network time). Exact for a centred principal point.
+        inferer: the network call (configs: ``inferer``), a :class:`MirrorAveragingInferer` of these ``bones``
+            (``flip_tta``: mirror-image averaging) or another MONAI ``Inferer`` giving the network's layout (one
+            plain call, e.g. ``SimpleInferer``); default: the plain call.
         bones: names of the network's bone channels, in order (configs: ``bones``). The maps are
             labelled with these, whatever order an input's geometry.json lists (that order only
             describes the input's own truth files).
@@ -380,7 +401,7 @@ class Reconstructor:
         max_depth_jump_mm: float = 20.0,
         fit_kwargs: Mapping | None = None,
         field_margin_mm: float | None = 10.0,
-        flip_tta: bool = False,
+        inferer: Inferer | None = None,
         bones: Sequence[str] = BONES,
         plausibility: Mapping | None = None,
         torchscript: bool = False,
@@ -395,7 +416,9 @@ class Reconstructor:
         self.min_pixels, self.max_depth_jump_mm = int(min_pixels), float(max_depth_jump_mm)
         self.fit_kwargs = dict(fit_kwargs or {})
         self.field_margin_mm = None if field_margin_mm is None else float(field_margin_mm)
-        self.flip_tta = bool(flip_tta)
+        self.inferer = MirrorAveragingInferer(self.bones, flip_tta=False) if inferer is None else inferer
+        if tuple(getattr(self.inferer, "bones", self.bones)) != self.bones:
+            raise ValueError(f"the inferer's bones {self.inferer.bones} are not the network's {self.bones}")
         self.network: torch.nn.Module | None = None
         self.shape_models: dict[str, ShapeModel] | None = None
         self.head_vertices: dict[str, np.ndarray] = (
@@ -432,7 +455,7 @@ class Reconstructor:
         return {
             "image_size": list(self.image_size),
             "bones": list(self.bones),
-            "flip_tta": self.flip_tta,
+            "flip_tta": bool(getattr(self.inferer, "flip_tta", False)),  # another Inferer calls the network once
             "min_pixels": self.min_pixels,
             "max_depth_jump_mm": self.max_depth_jump_mm,
             "ssm_fit": self.fit_kwargs,
@@ -460,21 +483,17 @@ class Reconstructor:
     def predict_batch(
         self, inputs: torch.Tensor, geometries: Sequence[Geometry], fields: Sequence[torch.Tensor | None] | None = None
     ) -> list[DepthPrediction]:
-        """Network maps of a batch of prepared inputs (N, 1, h, w) (:meth:`prepare`), one network call (two with
-        ``flip_tta``); ``geometries``: the N network-size geometries; ``fields``: each one's radiograph area
-        (1, h, w) or None (no bone predicted outside it)."""
+        """Network maps of a batch of prepared inputs (N, 1, h, w) (:meth:`prepare`) through :attr:`inferer` (one
+        network call, two with mirror-image averaging); ``geometries``: the N network-size geometries; ``fields``: each
+        one's radiograph area (1, h, w) or None (no bone predicted outside it)."""
         self.load()
         if self.network is None:
             raise ValueError("no checkpoint: pass ckpt_path or a precomputed prediction")
         x = torch.as_tensor(inputs, dtype=torch.float32).to(self.device)
-        bones = self.bones
+        b = len(self.bones)
         with torch.inference_mode():
-            out = self.network(x).float()
-            faces = (out.shape[1] - 1 - len(bones)) // len(bones)
-            parts = split_output(out, len(bones), faces)
-            if self.flip_tta:
-                mirrored = split_output(self.network(torch.flip(x, dims=(-1,))).float(), len(bones), faces)
-                parts = _average_with_mirror(parts, mirrored, bones, faces)
+            out = self.inferer(x, self.network).float()
+            parts = split_output(out, b, (out.shape[1] - 1 - b) // b)
             depth, mask_prob, centre = (
                 parts["depth"].cpu().numpy(),
                 torch.sigmoid(parts["mask_logits"]).cpu().numpy(),
