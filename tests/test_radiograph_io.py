@@ -656,6 +656,12 @@ def test_to_dicom_never_writes_over_its_input(tmp_path, capsys):
             == f"{tmp_path / output}: the output is the input file {tmp_path / 'a.png'} itself; choose another output file"
         )
     assert (tmp_path / "a.png").read_bytes() == before and (tmp_path / "hard.png").read_bytes() == before
+    for overwrite in ([], ["--overwrite"]):  # a folder as the output: never "pass --overwrite", with it never replaced
+        assert main(["to-dicom", str(tmp_path / "a.png"), str(tmp_path / "sub"), *overwrite]) == 1
+        assert capsys.readouterr().err.strip() == (
+            f"{tmp_path / 'sub'}: is a folder; give the output file's path (a new file's name inside it)"
+        )
+        assert (tmp_path / "sub").is_dir() and list((tmp_path / "sub").iterdir()) == []
 
 
 # ---------------------------------------------------------------------- stated resolution of PNG / TIFF

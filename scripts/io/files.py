@@ -155,7 +155,10 @@ def refuse_models_dir(path: PathLike, option: str = "output") -> None:
 
 
 def refuse_existing(path: PathLike, overwrite: bool = False) -> None:
-    """Refuse an existing output file unless ``overwrite`` (a single-file output cannot tell a user's file from its own)."""
+    """Refuse an existing output file unless ``overwrite`` (a single-file output cannot tell a user's file from its own),
+    and a folder (or a link to one) always: an output file is named, not the folder it goes into."""
+    if Path(path).is_dir():
+        raise InputFileError(path, "is a folder; give the output file's path (a new file's name inside it)")
     if not overwrite and (Path(path).exists() or Path(path).is_symlink()):
         raise InputFileError(path, "exists; pass --overwrite to replace it")
 
