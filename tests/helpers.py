@@ -15,6 +15,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import SimpleITK as sitk  # noqa: N813
 import torch
 import trimesh
 from monai.bundle import ConfigWorkflow
@@ -390,3 +391,31 @@ class Booby:
 
     def __reduce__(self):
         return os.mkdir, (str(self.path),)
+
+
+def write_dicom_series(folder: Path, array: np.ndarray, affine: np.ndarray) -> Path:
+    """A CT series: one DICOM file per slice k of ``array`` ([i, j, k], voxel-to-RAS ``affine`` in mm with i and j in
+    the slice plane); slice positions and orientation written in DICOM's LPS, computed from ``affine`` by hand."""
+    folder.mkdir()
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine  # RAS -> LPS: x and y change sign
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    cosines = lps[:3, :2] / spacing[:2]  # along i (a row's columns), along j (a column's rows)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(array.shape[2]):
+        sl = sitk.GetImageFromArray(np.ascontiguousarray(array[:, :, k].T))  # (rows=j, cols=i)
+        sl.SetSpacing(tuple(float(v) for v in spacing[:2]))
+        for tag, value in {
+            "0008|0060": "CT",
+            "0020|000d": "1.2.826.0.1.3680043.2.1125.1",
+            "0020|000e": "1.2.826.0.1.3680043.2.1125.2",
+            "0008|0018": f"1.2.826.0.1.3680043.2.1125.3.{k}",
+            "0020|0013": str(k + 1),
+            "0020|0032": "\\".join(f"{v:.4f}" for v in (lps @ [0.0, 0.0, k, 1.0])[:3]),
+            "0020|0037": "\\".join(f"{v:g}" for v in cosines.T.ravel()),
+            "0018|0050": f"{spacing[2]:g}",
+        }.items():
+            sl.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
+        writer.Execute(sl)
+    return folder

@@ -29,7 +29,7 @@ from scripts.data.volumes import Volume
 from scripts.geometry import GEOMETRY_KEYS, Geometry, apply_transform, standard_ap_pose
 from scripts.io.files import InputFileError, atomic_dir
 from scripts.io.radiograph_io import input_key
-from tests.helpers import assert_rigid
+from tests.helpers import assert_rigid, write_dicom_series
 
 AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
 
@@ -801,6 +801,46 @@ def test_cohort_case_may_hold_a_totalsegmentator_folder(tmp_path, small_geometry
     assert capsys.readouterr().err.startswith(
         f"{tmp_path / 'out_file' / 'case_0000_p0'}: was rendered from other inputs (labels "
     )
+
+
+def test_cohort_cases_in_the_formats_the_ct_reader_takes(tmp_path, small_geometry, capsys):
+    """A case's CT and labels uncompressed (ct.nii, labels.nii) or its CT a DICOM series folder (ct/) render the same
+    sample as ct.nii.gz with labels.nii.gz; a subfolder without a CT is named in one line and left out (it was skipped
+    unseen); a case holding two CTs is refused naming both, before any rendering."""
+    make_case(tmp_path / "gz" / "case_0000")
+    ct = nib.load(str(tmp_path / "gz" / "case_0000" / "ct.nii.gz"))
+    labels = nib.load(str(tmp_path / "gz" / "case_0000" / "labels.nii.gz"))
+    plain, dicom = tmp_path / "plain" / "case_0000", tmp_path / "dicom" / "case_0000"
+    plain.mkdir(parents=True)
+    nib.save(ct, str(plain / "ct.nii"))
+    nib.save(labels, str(plain / "labels.nii"))
+    dicom.mkdir(parents=True)
+    write_dicom_series(dicom / "ct", np.asarray(ct.dataobj), ct.affine)
+    nib.save(labels, str(dicom / "labels.nii.gz"))
+    (tmp_path / "dicom" / "notes").mkdir()
+    (tmp_path / "dicom" / "notes" / "protocol.txt").write_text("a user's notes")
+    for cohort in ("gz", "plain", "dicom"):
+        capsys.readouterr()
+        run = ["--cases", str(tmp_path / cohort), "--out", str(tmp_path / f"out_{cohort}"), "--split", "training"]
+        assert main(run + ["--geometry", str(small_geometry)]) == 0
+        assert capsys.readouterr().err.strip().splitlines()[-1] == "rendered 1, skipped 0 (already done), failed 0"
+    assert capsys.readouterr().err == ""
+    main(["--cases", str(tmp_path / "dicom"), "--out", str(tmp_path / "out_dicom"), "--geometry", str(small_geometry)])
+    assert capsys.readouterr().err.splitlines()[0] == (
+        f"{tmp_path / 'dicom'}: warning: left out notes: no ct.nii.gz (or ct.nii, ct.nrrd, ct.mha, ct.mhd, a DICOM "
+        "series folder ct/)"
+    )
+    for f in ("image.nii.gz", "mask.nii.gz", "depth.nii.gz"):
+        reference = nib.load(str(tmp_path / "out_gz" / "case_0000_p0" / f)).get_fdata()
+        for cohort in ("plain", "dicom"):
+            np.testing.assert_allclose(
+                nib.load(str(tmp_path / f"out_{cohort}" / "case_0000_p0" / f)).get_fdata(), reference, atol=1e-3
+            )
+    nib.save(ct, str(dicom / "ct.nii.gz"))
+    capsys.readouterr()
+    assert main(["--cases", str(tmp_path / "dicom"), "--out", str(tmp_path / "out_two")]) == 1
+    assert capsys.readouterr().err.strip() == f"{dicom}: holds ct.nii.gz and ct: keep one ct in a case folder"
+    assert not (tmp_path / "out_two").exists()
 
 
 def test_a_ct_stays_in_one_list_of_a_data_set(tmp_path, small_geometry, capsys):

@@ -6,7 +6,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import SimpleITK as sitk  # noqa: N813
 from scipy import ndimage
 
 from scripts.data.simulate import table_shift_mm
@@ -25,6 +24,7 @@ from scripts.data.volumes import (
 )
 from scripts.geometry import standard_ap_pose
 from scripts.io.files import InputFileError, shared_data_dir
+from tests.helpers import write_dicom_series
 
 REAL_CT_DIR = (shared_data_dir() or Path("/nonexistent")) / "real_ct"
 REAL_CT = REAL_CT_DIR / "example_ct.nii.gz"
@@ -45,35 +45,10 @@ def write_nib(path, array, affine=AFFINE):
     return path
 
 
-def write_dicom_series(folder, array):
-    """One DICOM file per slice k; positions/orientation computed by hand in LPS from AFFINE."""
-    folder.mkdir()
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for k in range(array.shape[2]):
-        sl = sitk.GetImageFromArray(np.ascontiguousarray(array[:, :, k].T))  # (rows=j, cols=i)
-        sl.SetSpacing((0.8, 0.9))
-        lps_pos = (-100.0, -50.0, -30.0 + 2.0 * k)  # RAS (100, 50, z) -> LPS (-100, -50, z)
-        for tag, value in {
-            "0008|0060": "CT",
-            "0020|000d": "1.2.826.0.1.3680043.2.1125.1",
-            "0020|000e": "1.2.826.0.1.3680043.2.1125.2",
-            "0008|0018": f"1.2.826.0.1.3680043.2.1125.3.{k}",
-            "0020|0013": str(k + 1),
-            "0020|0032": "\\".join(f"{v:.4f}" for v in lps_pos),
-            "0020|0037": "1\\0\\0\\0\\1\\0",  # RAS -x and -y are LPS +x and +y
-            "0018|0050": "2.0",
-        }.items():
-            sl.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
-        writer.Execute(sl)
-    return folder
-
-
 def test_dicom_series_and_nifti_give_the_same_ras_geometry(tmp_path):
     a = ct_array()
     nii = read_volume(write_nib(tmp_path / "ct.nii.gz", a))
-    dcm = read_volume(write_dicom_series(tmp_path / "dicom", a))
+    dcm = read_volume(write_dicom_series(tmp_path / "dicom", a, AFFINE))
     np.testing.assert_allclose(nii.affine, AFFINE, atol=1e-4)
     np.testing.assert_allclose(dcm.affine, AFFINE, atol=1e-3)
     np.testing.assert_array_equal(dcm.array, a.astype(np.float32))

@@ -153,11 +153,15 @@ def load_config(path: str | Path | None = None) -> dict:
     return cfg
 
 
+# Image files read_volume reads (a DICOM series is a folder).
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+
 def case_name_of(path: str | Path) -> str:
     """Case name of a single CT: the file name without image suffixes, or the DICOM folder name
     (two CTs of one name cannot share an output folder: :func:`check_case_sources`)."""
     name = Path(path).name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
+    for suffix in VOLUME_SUFFIXES:
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return name
@@ -365,22 +369,43 @@ def check_out_folder(out_dir: Path) -> None:
         check_datalist(out_dir)  # another kind of bundle output, or no marker: nothing a shard rewrites under the lock
 
 
+def _case_file(folder: Path, stem: str, series_folder: bool) -> Path | None:
+    """``folder``'s ``<stem><suffix>`` image (any of VOLUME_SUFFIXES; with ``series_folder`` also a folder ``<stem>/``,
+    a DICOM series), None when there is none; two of them are refused naming both."""
+    found = [folder / f"{stem}{suffix}" for suffix in VOLUME_SUFFIXES if (folder / f"{stem}{suffix}").is_file()]
+    if series_folder and (folder / stem).is_dir():
+        found.append(folder / stem)
+    if len(found) > 1:
+        raise InputFileError(folder, f"holds {' and '.join(p.name for p in found)}: keep one {stem} in a case folder")
+    return found[0] if found else None
+
+
 def find_cases(cases_dir: str | Path) -> list[Case]:
-    """Cases of a cohort folder: ``<case>/{ct.nii.gz, labels.nii.gz, meshes/<bone>.ply}``, sorted by name; a case
-    without ``labels.nii.gz`` but with a ``labels/`` folder (a TotalSegmentator output folder as it comes,
-    :func:`scripts.data.volumes.read_labels`) has that as its labels."""
+    """Cases of a cohort folder: ``<case>/{ct.nii.gz, labels.nii.gz, meshes/<bone>.ply}``, sorted by name.
+
+    The CT may be any image :func:`scripts.data.volumes.read_volume` reads (``ct.nii``, ``ct.nrrd``, ``ct.mha``,
+    ``ct.mhd``) or a DICOM series folder ``ct/``, and so may the label file; a case without a label file but with a
+    ``labels/`` folder (a TotalSegmentator output folder as it comes, :func:`scripts.data.volumes.read_labels`) has
+    that as its labels. Subfolders without a CT are named in one line on stderr and left out.
+    """
     root = Path(cases_dir)
     if not root.is_dir():
         raise InputFileError(root, "cohort folder not found")
-    cases = []
+    cases, left_out = [], []
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if not (d / "ct.nii.gz").exists():
+        ct = _case_file(d, "ct", series_folder=True)
+        if ct is None:
+            left_out.append(d.name)
             continue
         meshes = {b: d / "meshes" / f"{b}.ply" for b in BONE_LABELS if (d / "meshes" / f"{b}.ply").exists()}
-        labels = d / "labels" if (d / "labels").is_dir() and not (d / "labels.nii.gz").exists() else d / "labels.nii.gz"
-        cases.append(Case(d.name, d / "ct.nii.gz", labels, meshes))
+        labels = _case_file(d, "labels", series_folder=False)
+        labels = labels or (d / "labels" if (d / "labels").is_dir() else d / "labels.nii.gz")
+        cases.append(Case(d.name, ct, labels, meshes))
+    what = "ct.nii.gz (or ct.nii, ct.nrrd, ct.mha, ct.mhd, a DICOM series folder ct/)"
     if not cases:
-        raise InputFileError(root, "no case folders with ct.nii.gz")
+        raise InputFileError(root, f"no case folders with {what}")
+    if left_out:
+        print(f"{root}: warning: left out {', '.join(left_out)}: no {what}", file=sys.stderr)
     return cases
 
 
@@ -1012,7 +1037,8 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--ct", help="CT file (NIfTI/NRRD/MHA) or DICOM series folder, in HU")
     src.add_argument(
         "--cases",
-        help="cohort folder: <case>/{ct.nii.gz, labels.nii.gz or labels/ (TotalSegmentator output folder), meshes/<bone>.ply}",
+        help="cohort folder: <case>/{ct.nii.gz (or .nii, .nrrd, .mha, .mhd, a DICOM series folder ct/), labels.nii.gz "
+        "(the same formats) or labels/ (TotalSegmentator output folder), meshes/<bone>.ply}",
     )
     parser.add_argument(
         "--labels",
