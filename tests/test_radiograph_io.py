@@ -804,3 +804,22 @@ def test_to_dicom_takes_the_stated_resolution(tmp_path, capsys):
         err.startswith(f"{tmp_path / 'screen.png'}: size 1200x1300 differs") and "72.01 dpi) is a screen default" in err
     )
     assert not (tmp_path / "screen.dcm").exists()
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
+def test_min_is_white_tiff_is_turned_over(tmp_path, dtype):
+    """A TIFF whose PhotometricInterpretation is MinIsWhite (low values bright, as DICOM MONOCHROME1) stores 255 (8-bit),
+    65535 (16-bit) or 1000 (float) minus the displayed values: it is read as the MinIsBlack file of the displayed values,
+    up to a constant (Pillow turned only 8-bit over; 16-bit and float were read dark bone)."""
+    import tifffile
+
+    displayed = (ramp(64, 64, hi=200) * np.tri(64, 64, 10)).astype(dtype)
+    top = {np.uint8: 255, np.uint16: 65535}.get(dtype, 1000)
+    tifffile.imwrite(tmp_path / "black.tif", displayed, photometric="minisblack")
+    tifffile.imwrite(
+        tmp_path / "white.tif", (top - displayed.astype(np.float64)).astype(dtype), photometric="miniswhite"
+    )
+    black, _, _ = load_radiograph(tmp_path / "black.tif", STD)
+    white, _, _ = load_radiograph(tmp_path / "white.tif", STD)
+    np.testing.assert_allclose(white - black, np.full_like(black, (white - black).mean()), atol=1e-3)
+    assert np.corrcoef(white.ravel(), black.ravel())[0, 1] > 0.999

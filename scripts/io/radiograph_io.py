@@ -123,7 +123,9 @@ EXIF_ORIENTATIONS = {
     7: lambda a: a[::-1, ::-1].T,  # transposed across the other diagonal
     8: lambda a: np.rot90(a, 1),  # rotated 90 degrees counter-clockwise
 }
-EXIF_TRANSPOSING = (5, 6, 7, 8)  # the orientations that swap the stored image's rows and columns
+EXIF_TRANSPOSING = (5, 6, 7, 8)
+# TIFF PhotometricInterpretation (262) 0, MinIsWhite: low values bright (DICOM's MONOCHROME1), turned over on reading
+TIFF_PHOTOMETRIC_TAG, TIFF_MIN_IS_WHITE = 262, 0  # the orientations that swap the stored image's rows and columns
 # A PNG (pHYs chunk) or TIFF (XResolution, YResolution, ResolutionUnit 2 or 3) may state its physical resolution; for a
 # scanned film or a digitiser's file it is the detector pitch (the film lies in the detector plane). Its kinds, as
 # result.json geometry_source names them, and the units they count pixels per (mm).
@@ -572,10 +574,11 @@ def _raster_format(name: str) -> str:
 
 
 def _read_raster(path: Path) -> tuple[np.ndarray, int | None, StatedResolution | None]:
-    """Grayscale 8/16-bit PNG/JPEG/TIFF or float (16/32/64-bit) TIFF pixels as a viewer displays them, the EXIF/TIFF
-    Orientation (0x0112) applied to get there (:data:`EXIF_ORIENTATIONS`; None: no valid tag) and the physical
-    resolution the file states (:class:`StatedResolution`; None: none, or no unit; JPEG: never read); RGB(A) accepted
-    only when R == G == B (JPEG: within :data:`JPEG_GREY_TOLERANCE` levels) and alpha opaque."""
+    """Grayscale 8/16-bit PNG/JPEG/TIFF or float (16/32/64-bit) TIFF pixels as a viewer displays them (a MinIsWhite
+    TIFF turned over: :data:`TIFF_MIN_IS_WHITE`), the EXIF/TIFF Orientation (0x0112) applied to get there
+    (:data:`EXIF_ORIENTATIONS`; None: no valid tag) and the physical resolution the file states
+    (:class:`StatedResolution`; None: none, or no unit; JPEG: never read); RGB(A) accepted only when R == G == B (JPEG:
+    within :data:`JPEG_GREY_TOLERANCE` levels) and alpha opaque."""
     from PIL import Image, UnidentifiedImageError
 
     if path.name.lower().endswith((".tif", ".tiff")) and not _pillow_reads(path):
@@ -587,6 +590,7 @@ def _read_raster(path: Path) -> tuple[np.ndarray, int | None, StatedResolution |
             im.load()
             orientation = im.getexif().get(EXIF_ORIENTATION_TAG)
             resolution = _pillow_resolution(im)
+            min_is_white = im.format == "TIFF" and im.tag_v2.get(TIFF_PHOTOMETRIC_TAG) == TIFF_MIN_IS_WHITE
             if getattr(im, "n_frames", 1) > 1:
                 raise InputFileError(path, f"multi-page image ({im.n_frames} frames); one radiograph per file")
             mode = im.mode
@@ -608,7 +612,10 @@ def _read_raster(path: Path) -> tuple[np.ndarray, int | None, StatedResolution |
         raise InputFileError(path, f"unsupported image mode {mode}; give an 8/16-bit grayscale radiograph")
     if arr.ndim != 2:
         raise InputFileError(path, f"expected a 2D grayscale image, got shape {arr.shape}")
-    return *_displayed(arr.astype(np.float32), orientation), resolution
+    arr = arr.astype(np.float32)
+    if min_is_white and mode != "L":  # Pillow turns 8-bit MinIsWhite over itself, not 16-bit or float
+        arr = bone_bright(arr, "MONOCHROME1")
+    return *_displayed(arr, orientation), resolution
 
 
 def _displayed(arr: np.ndarray, orientation) -> tuple[np.ndarray, int | None]:
@@ -651,6 +658,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, int | None, StatedResolution | N
             arr = page.asarray()
             tag = page.tags.get(EXIF_ORIENTATION_TAG)
             orientation = None if tag is None else tag.value
+            min_is_white = page.photometric == TIFF_MIN_IS_WHITE
             resolution = _tiff_resolution(
                 *(
                     page.tags[k].value if k in page.tags else None
@@ -663,7 +671,8 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, int | None, StatedResolution | N
         raise InputFileError(path, f"unreadable or truncated image ({type(e).__name__}: {e})") from None
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise InputFileError(path, f"unsupported pixel type {arr.dtype}; give a grayscale radiograph")
-    return arr.astype(np.float32), orientation, resolution
+    arr = arr.astype(np.float32)
+    return (bone_bright(arr, "MONOCHROME1") if min_is_white else arr), orientation, resolution
 
 
 @dataclasses.dataclass(frozen=True)
