@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pydicom
@@ -13,7 +16,16 @@ import trimesh
 from PIL import Image
 from pydicom.uid import BasicTextSRStorage
 
-from deploy.app.pipeline import load_cases, reconstruct_cases, run, run_inference, write_case, write_results
+from deploy.app.pipeline import (
+    load_cases,
+    model_file,
+    reconstruct_cases,
+    run,
+    run_inference,
+    write_case,
+    write_results,
+)
+from deploy.stage import stage_app
 from scripts.geometry import Geometry
 from scripts.io.dicom_export import bundle_version
 from scripts.io.files import OUTPUT_MARKER, InputFileError
@@ -311,7 +323,7 @@ def test_app_end_to_end_torchscript_and_shape_model(tmp_path, capsys):
 
 
 def test_app_result_json_agrees_with_the_bundle_inference(tmp_path, capsys):
-    """The Deploy app and the bundle's inference (configs/inference.yaml's runner) on one DICOM with one model: result.json's
+    """The Deploy app and the bundle's inference (configs/inference.yaml's evaluator) on one DICOM with one model: result.json's
     shared fields agree, laterality from PatientOrientation included; each bone the app wrote has the bundle's summary
     of that bone plus the size of the mesh it wrote, which is the bundle's <bone>_completed.ply."""
     import deploy.app.__main__ as app_main
@@ -431,3 +443,58 @@ def test_app_help_lists_every_option(capsys):
     docs = (ROOT / "docs" / "deployment.md").read_text()
     for option in taken:
         assert option in text and (option in docs or option == "--help"), option
+
+
+def test_model_file_of_a_map_models_folder(tmp_path, capsys):
+    """-m a file: that file; a folder (a MAP's HOLOSCAN_MODEL_PATH holds the packaged file as <name>/<file>): its one
+    .ts or .pt file; a folder with none or two: one line naming it, nothing run."""
+    (tmp_path / "models" / "model").mkdir(parents=True)
+    (tmp_path / "models" / "model" / "model.ts").write_bytes(b"archive")
+    (tmp_path / "models" / "model" / "notes.txt").write_text("mine")
+    assert model_file(tmp_path / "models") == tmp_path / "models" / "model" / "model.ts"
+    assert model_file(tmp_path / "models" / "notes.txt") == tmp_path / "models" / "notes.txt"
+    (tmp_path / "models" / "old.pt").write_bytes(b"weights")
+    with pytest.raises(InputFileError, match="must hold one .ts or .pt file, it holds model/model.ts, old.pt"):
+        model_file(tmp_path / "models")
+
+
+def test_staged_map_app_runs_as_the_packager_runs_it(tmp_path):
+    """``python -m deploy.stage``'s folder is what a MAP runs: ``python3 <app folder>`` with no arguments, from another
+    folder, without this repository on the path, its paths in HOLOSCAN_INPUT_PATH / OUTPUT_PATH / MODEL_PATH (a models
+    folder holding model/model.ts). It reconstructs with its own copy of the shipped shape models; a second staging
+    replaces the first, a user's folder is refused."""
+    app = tmp_path / "app"
+    stage_app(app)
+    ssm = ROOT / "models" / "ssm.npz"
+    assert (app / "models" / "ssm.npz").read_bytes() == ssm.read_bytes()
+    assert not list(app.rglob("__pycache__")) and (app / "requirements.txt").is_file()
+    (tmp_path / "models" / "model").mkdir(parents=True)
+    sphere_model_file(tmp_path / "models" / "model" / "model.ts", Geometry.standard(), SPHERE_CENTRE, SPHERE_RADIUS)
+    (tmp_path / "input").mkdir()
+    make_dicom(
+        tmp_path / "input" / "hip_ap.dcm", ramp(), DistanceSourceToDetector=1100.0, ImagerPixelSpacing=[6.25, 6.25]
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(
+        HOLOSCAN_INPUT_PATH=str(tmp_path / "input"),
+        HOLOSCAN_OUTPUT_PATH=str(tmp_path / "output"),
+        HOLOSCAN_MODEL_PATH=str(tmp_path / "models"),
+    )
+    done = subprocess.run(
+        [sys.executable, str(app)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "output" / "hip_ap" / "result.json").read_text())
+    assert (
+        result["model"]["network"]["sha256"]
+        == hashlib.sha256((tmp_path / "models" / "model" / "model.ts").read_bytes()).hexdigest()
+    )
+    assert result["model"]["shape_model"]["sha256"] == hashlib.sha256(ssm.read_bytes()).hexdigest()
+    assert (tmp_path / "output" / "hip_ap" / "pelvis.stl").is_file()
+    (app / "LICENSE").unlink()
+    assert stage_app(app) == app and (app / "LICENSE").is_file()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    with pytest.raises(InputFileError, match="exists and was not written by this bundle"):
+        stage_app(tmp_path / "mine")
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]

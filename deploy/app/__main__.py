@@ -9,19 +9,30 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+# the bundle's folder: the repository (deploy/app/__main__.py), or the app folder of a MAP (python -m deploy.stage)
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / "scripts" / "__init__.py").is_file())
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from deploy.app.pipeline import reconstruct_image_adapter, run  # noqa: E402
+from deploy.app.pipeline import model_file, reconstruct_image_adapter, run  # noqa: E402
 from scripts.geometry import Geometry, GeometryError  # noqa: E402
 from scripts.io.files import check_output_dir, exits_on_input_error  # noqa: E402
 
 SDK_OPTIONS = ("input", "output", "model", "workdir", "log_level")  # the MONAI Deploy app context's -i/-o/-m/-w/-l
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# where a MAP gives -i/-o/-m (the SDK's RuntimeEnv): the packaged app runs with no arguments
+PATH_ENV = {"input": "HOLOSCAN_INPUT_PATH", "output": "HOLOSCAN_OUTPUT_PATH", "model": "HOLOSCAN_MODEL_PATH"}
+
+
+def _path_option(p: argparse.ArgumentParser, short: str, key: str, text: str) -> None:
+    """``-x/--key``, by default the MAP's environment variable of it (required where that is unset)."""
+    env = PATH_ENV[key]
+    default = os.environ.get(env)
+    p.add_argument(short, f"--{key}", default=default, required=default is None, help=f"{text} (default: ${env})")
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -31,9 +42,11 @@ def argument_parser() -> argparse.ArgumentParser:
         description="3DDX deploy app: radiographs (DICOM DX/CR; PNG/TIFF, simulator NIfTI) "
         "-> per bone STL and DICOM Encapsulated STL, and result.json. See docs/deployment.md.",
     )
-    p.add_argument("-i", "--input", required=True, help="radiograph file or folder (searched recursively)")
-    p.add_argument("-o", "--output", required=True, help="output folder: OUT/<name>/ per radiograph")
-    p.add_argument("-m", "--model", required=True, help="network: TorchScript models/model.ts (or a state dict .pt)")
+    _path_option(p, "-i", "input", "radiograph file or folder (searched recursively)")
+    _path_option(p, "-o", "output", "output folder: OUT/<name>/ per radiograph")
+    _path_option(
+        p, "-m", "model", "network: TorchScript models/model.ts (or a state dict .pt), or a folder holding one"
+    )
     p.add_argument("-w", "--workdir", default=None, help="MONAI Deploy working folder (SDK runs only)")
     p.add_argument(
         "-l",
@@ -81,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         print(e, file=sys.stderr)
         return 1
     load_kwargs = dict(sid_mm=opts.sid_mm, pixel_spacing_mm=opts.pixel_spacing_mm)
+    model = model_file(opts.model)  # a MAP's models folder: the file packaged in it
     try:
         from monai.deploy.conditions import CountCondition
         from monai.deploy.core import Application
@@ -89,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         return run(
             opts.input,
             opts.output,
-            reconstruct_image_adapter(opts.model, opts.device, opts.ssm_path),
+            reconstruct_image_adapter(model, opts.device, opts.ssm_path),
             standard,
             **load_kwargs,
         )
@@ -111,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                 **load_kwargs,
             )
             recon = BoneReconstructionOperator(
-                self, infer=reconstruct_image_adapter(ctx.model_path, opts.device, opts.ssm_path), name="reconstruct"
+                self, infer=reconstruct_image_adapter(model, opts.device, opts.ssm_path), name="reconstruct"
             )
             writer = MeshWriterOperator(self, output_folder=Path(ctx.output_path), name="writer")
             self.add_flow(loader, recon, {("cases", "cases")})

@@ -148,6 +148,23 @@ def write_case(case: RadiographFile, meshes: dict[str, trimesh.Trimesh], output_
     return sorted(f for f in final.iterdir() if f.name != OUTPUT_MARKER)
 
 
+MODEL_SUFFIXES = (".ts", ".pt")  # the network files -m may name: TorchScript, state dict
+
+
+def model_file(path: PathLike) -> Path:
+    """The network file of ``-m``: a file as given; in a folder, its one ``.ts`` or ``.pt`` file, searched recursively
+    (a MAP's models folder, ``HOLOSCAN_MODEL_PATH``, holds the packaged ``-m`` file as ``<name>/<file>``). Raises
+    :class:`InputFileError` naming a folder that holds none or several."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    found = sorted(f for f in path.rglob("*") if f.suffix.lower() in MODEL_SUFFIXES and f.is_file())
+    if len(found) != 1:
+        held = ", ".join(str(f.relative_to(path)) for f in found) if found else "none"
+        raise InputFileError(path, f"a model folder must hold one .ts or .pt file, it holds {held}; -m names the file")
+    return found[0]
+
+
 def reconstruct_image_adapter(
     model_path: PathLike, device: str | None = None, ssm_path: PathLike | None = None
 ) -> MeshFn:
