@@ -393,9 +393,12 @@ class Booby:
         return os.mkdir, (str(self.path),)
 
 
-def write_dicom_series(folder: Path, array: np.ndarray, affine: np.ndarray) -> Path:
-    """A CT series: one DICOM file per slice k of ``array`` ([i, j, k], voxel-to-RAS ``affine`` in mm with i and j in
-    the slice plane); slice positions and orientation written in DICOM's LPS, computed from ``affine`` by hand."""
+def write_dicom_series(
+    folder: Path, array: np.ndarray, affine: np.ndarray, series: str = "1.2.826.0.1.3680043.2.1125.2"
+) -> Path:
+    """A CT series (UID ``series``): one DICOM file per slice k of ``array`` ([i, j, k], voxel-to-RAS ``affine`` in mm
+    with i and j in the slice plane); slice positions and orientation written in DICOM's LPS, from ``affine`` by hand.
+    """
     folder.mkdir()
     lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine  # RAS -> LPS: x and y change sign
     spacing = np.linalg.norm(lps[:3, :3], axis=0)
@@ -408,8 +411,8 @@ def write_dicom_series(folder: Path, array: np.ndarray, affine: np.ndarray) -> P
         for tag, value in {
             "0008|0060": "CT",
             "0020|000d": "1.2.826.0.1.3680043.2.1125.1",
-            "0020|000e": "1.2.826.0.1.3680043.2.1125.2",
-            "0008|0018": f"1.2.826.0.1.3680043.2.1125.3.{k}",
+            "0020|000e": series,
+            "0008|0018": f"{series}.{k + 1}",
             "0020|0013": str(k + 1),
             "0020|0032": "\\".join(f"{v:.4f}" for v in (lps @ [0.0, 0.0, k, 1.0])[:3]),
             "0020|0037": "\\".join(f"{v:g}" for v in cosines.T.ravel()),

@@ -62,12 +62,18 @@ def test_bad_inputs_name_the_file(tmp_path):
     nan = np.zeros((8, 8, 8), np.float32) - 1000
     nan[2, 2, 2] = np.nan
     raw = np.random.default_rng(1).integers(0, 4000, (8, 8, 8)).astype(np.uint16)  # raw detector values
+    two_series = write_dicom_series(tmp_path / "two_series", ct_array(), AFFINE)  # e.g. a localizer and the axials
+    for f in write_dicom_series(
+        tmp_path / "other", ct_array(), AFFINE, series="1.2.826.0.1.3680043.2.1125.7"
+    ).iterdir():
+        f.rename(two_series / f"other_{f.name}")
     cases = {
         truncated: "unreadable",
         write_nib(tmp_path / "nan.nii.gz", nan): "NaN",
         write_nib(tmp_path / "raw.nii.gz", raw): "Hounsfield",
         tmp_path / "missing.nii.gz": "not found",
-        tmp_path: "DICOM",
+        tmp_path: "^[^(]*: folder holds no DICOM series$",
+        two_series: "holds 2 DICOM series .*2.1125.2, 1.2.826.0.1.3680043.2.1125.7.: give a folder holding one series",
     }
     for path, problem in cases.items():
         with pytest.raises(InputFileError, match=problem) as err:

@@ -91,15 +91,30 @@ class Volume:
         return apply_transform(self.affine, idx)
 
 
+def _series_files(folder: Path) -> list[str]:
+    """The files of the one DICOM series in ``folder`` (a folder with several, e.g. a localizer beside the axial
+    series or two reconstructions, is refused naming them: GDCM would silently read the first)."""
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # GDCM's "No Series were found" lines: the error below says it
+    try:
+        series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+    if not series:
+        raise InputFileError(folder, "folder holds no DICOM series")
+    if len(series) > 1:
+        listed = ", ".join(uid or "one without a series UID" for uid in series)
+        raise InputFileError(folder, f"holds {len(series)} DICOM series ({listed}): give a folder holding one series")
+    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder)))
+
+
 def _read_sitk(path: Path) -> sitk.Image:
     if not path.exists():
         raise InputFileError(path, "file not found")
+    files = _series_files(path) if path.is_dir() else None
     try:
-        if path.is_dir():
+        if files is not None:
             reader = sitk.ImageSeriesReader()
-            files = reader.GetGDCMSeriesFileNames(str(path))
-            if not files:
-                raise InputFileError(path, "folder holds no DICOM series")
             reader.SetFileNames(files)
             return reader.Execute()
         return sitk.ReadImage(str(path))
