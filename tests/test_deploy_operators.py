@@ -498,3 +498,14 @@ def test_staged_map_app_runs_as_the_packager_runs_it(tmp_path):
     with pytest.raises(InputFileError, match="exists and was not written by this bundle"):
         stage_app(tmp_path / "mine")
     assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+
+
+def test_sdk_arguments_are_those_the_sdk_parses():
+    """The app context's options as MONAI Deploy's argument parser takes them: -i/-o/-m/-w as given, the log level
+    WARNING as its WARN (DEBUG, INFO, WARN, ERROR, CRITICAL), unset ones left out."""
+    import deploy.app.__main__ as app_main
+
+    opts = app_main.argument_parser().parse_args(["-i", "in", "-o", "out", "-m", "m.ts", "-l", "warning"])
+    assert app_main.sdk_arguments(opts) == ["-i", "in", "-o", "out", "-m", "m.ts", "-l", "WARN"]
+    opts = app_main.argument_parser().parse_args(["-i", "in", "-o", "out", "-m", "m.ts", "-w", "work"])
+    assert app_main.sdk_arguments(opts) == ["-i", "in", "-o", "out", "-m", "m.ts", "-w", "work", "-l", "INFO"]

@@ -74,9 +74,11 @@ def argument_parser() -> argparse.ArgumentParser:
 
 
 def sdk_arguments(opts: argparse.Namespace) -> list[str]:
-    """The SDK's own options (-i/-o/-m/-w/-l) of the parsed ``opts``, as the app context parses them."""
+    """The SDK's own options (-i/-o/-m/-w/-l) of the parsed ``opts``, as the app context parses them (its log levels
+    name WARNING ``WARN``)."""
     flags = {"input": "-i", "output": "-o", "model": "-m", "workdir": "-w", "log_level": "-l"}
-    return [x for key in SDK_OPTIONS if getattr(opts, key) is not None for x in (flags[key], str(getattr(opts, key)))]
+    values = {**vars(opts), "log_level": {"WARNING": "WARN"}.get(opts.log_level, opts.log_level)}
+    return [x for key in SDK_OPTIONS if values[key] is not None for x in (flags[key], str(values[key]))]
 
 
 @exits_on_input_error
