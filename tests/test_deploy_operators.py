@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -509,3 +511,47 @@ def test_sdk_arguments_are_those_the_sdk_parses():
     assert app_main.sdk_arguments(opts) == ["-i", "in", "-o", "out", "-m", "m.ts", "-l", "WARN"]
     opts = app_main.argument_parser().parse_args(["-i", "in", "-o", "out", "-m", "m.ts", "-w", "work"])
     assert app_main.sdk_arguments(opts) == ["-i", "in", "-o", "out", "-m", "m.ts", "-w", "work", "-l", "INFO"]
+
+
+def _module_level_imports(path) -> set[str]:
+    """Dotted names a module imports at module level (``from a.b import c`` gives a.b and a.b.c)."""
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+    return names
+
+
+def test_map_requirements_cover_what_the_app_imports():
+    """deploy/app/requirements.txt (what a MAP installs) pins each package as requirements.txt does, and names the
+    distribution of every third-party package that the app's modules import at module level, followed through the
+    bundle's own modules they import (the SDK comes with the MAP's base image)."""
+
+    def pins(path):
+        lines = [
+            line.split("==") for line in path.read_text().splitlines() if "==" in line and not line.startswith("#")
+        ]
+        return {name.strip().lower(): version.strip() for name, version in lines}
+
+    app_pins = pins(ROOT / "deploy" / "app" / "requirements.txt")
+    assert app_pins.items() <= pins(ROOT / "requirements.txt").items()
+    seen, queue, third_party = set(), [ROOT / "deploy" / "app" / "__main__.py"], set()
+    while queue:
+        path = queue.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in _module_level_imports(path):
+            top = name.split(".")[0]
+            if top not in ("scripts", "deploy"):
+                third_party.add(top)
+                continue
+            base = ROOT.joinpath(*name.split("."))
+            queue += [p for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()]
+    assert ROOT / "scripts" / "reconstruction" / "reconstruct.py" in seen  # the inference was followed
+    distributions = importlib.metadata.packages_distributions()
+    for module in sorted(third_party - set(sys.stdlib_module_names)):
+        names = {name.lower() for name in distributions.get(module, [])}
+        assert names & set(app_pins), f"{module} ({names or 'not installed'}) missing from deploy/app/requirements.txt"
