@@ -10,6 +10,7 @@ mismatched or (shipped files) altered files with one :class:`InputFileError` nam
 
 from __future__ import annotations
 
+import re
 import warnings
 import zipfile
 from pathlib import Path
@@ -31,6 +32,17 @@ def is_torchscript(path: PathLike) -> bool:
         return False
 
 
+def load_problem(error: Exception) -> str:
+    """``Type: reason`` why ``torch.load(weights_only=True)`` refused a file, in one line: the unpickler's own reason
+    (``Unsupported operand 110``, ``Unsupported global: GLOBAL builtins.set ...``), not PyTorch's first line, which
+    advises retrying with ``weights_only=False`` (that would run whatever code the file holds)."""
+    text = str(error)
+    reason = (
+        re.search(r"WeightsUnpickler error:\s*([^\n]+)", text) if text.startswith("Weights only load failed") else None
+    )
+    return f"{type(error).__name__}: {reason.group(1).split('. ')[0].strip()}" if reason else first_line(error)
+
+
 def _check_file(path: Path) -> None:
     if not path.is_file():
         raise InputFileError(path, "checkpoint not found")
@@ -47,7 +59,7 @@ def _load_state_dict_into(path: Path, network: torch.nn.Module, widen: bool = Fa
             warnings.simplefilter("ignore")  # e.g. pickle-protocol notes on foreign files: the error below says it
             state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # pickle/zip errors of corrupt or foreign files
-        raise InputFileError(path, f"unreadable checkpoint ({first_line(e)})") from None
+        raise InputFileError(path, f"unreadable checkpoint ({load_problem(e)})") from None
     if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
         state = state["model"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):

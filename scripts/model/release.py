@@ -92,12 +92,12 @@ def _check(kind: str, path: Path, model: Path) -> None:
     if kind in ("model", "single_face"):
         import torch
 
-        from scripts.model.checkpoints import load_weights
+        from scripts.model.checkpoints import load_problem, load_weights
 
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as e:  # pickle/zip errors of foreign files
-            raise InputFileError(path, f"not a state-dict checkpoint ({first_line(e)})") from None
+            raise InputFileError(path, f"not a state-dict checkpoint ({load_problem(e)})") from None
         if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise InputFileError(
                 path,

@@ -16,8 +16,8 @@ from monai.handlers import CheckpointSaver, from_engine
 from monai.inferers import SimpleInferer
 
 from scripts.config_flags import as_device, as_flag
-from scripts.io.files import InputFileError, PathLike, first_line, in_folder, read_json
-from scripts.model.checkpoints import check_fits
+from scripts.io.files import InputFileError, PathLike, in_folder, read_json
+from scripts.model.checkpoints import check_fits, load_problem
 
 SAMPLE_FILE_KEYS = ("image", "depth", "mask", "geometry")
 OPTIONAL_SAMPLE_FILE_KEYS = ("fov",)  # the radiograph's own area; data sets simulated before it have none
@@ -143,7 +143,7 @@ def resume_checkpoint(
             warnings.simplefilter("ignore")
             state = torch.load(latest, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle/zip errors of corrupt or foreign files, code refused by weights_only
-        raise InputFileError(latest, f"unreadable resume checkpoint ({first_line(e)})") from None
+        raise InputFileError(latest, f"unreadable resume checkpoint ({load_problem(e)})") from None
     model = state.get("model") if isinstance(state, Mapping) else None
     if not isinstance(model, Mapping) or not all(isinstance(v, torch.Tensor) for v in model.values()):
         raise InputFileError(
