@@ -1076,6 +1076,32 @@ def test_inputs_with_one_name_get_their_own_outputs_and_clashes_are_errors(bundl
         assert tree(out / "hip") == first
 
 
+def test_a_moved_input_folder_finds_its_outputs(bundle, tmp_path, capsys):
+    """A PNG's output records the file's content (SHA-256 of its bytes), not its path: after the input folder is moved
+    (or mounted elsewhere) a rerun skips it as done (it was "another input", not even --overwrite true could redo it);
+    a file changed in place is another input. A result recorded under the file's path (bundle 0.10.8 and earlier) is
+    still this input's: skipped, and redone with --overwrite true."""
+    from scripts.io.files import OUTPUT_MARKER
+    from scripts.io.radiograph_io import input_key
+
+    first, moved, out = tmp_path / "in", tmp_path / "moved", tmp_path / "out"
+    first.mkdir()
+    Image.fromarray(image64(hi=250).astype(np.uint8)).save(first / "hip.png")
+    assert run_workflow(first, out, bundle) == 0
+    before = tree(out)
+    first.rename(moved)
+    assert run_workflow(moved, out, bundle) == 0 and "reconstructed 0, skipped 1" in capsys.readouterr().err
+    assert tree(out) == before
+    Image.fromarray(image64(1, hi=250).astype(np.uint8)).save(moved / "hip.png")  # changed in place
+    assert run_workflow(moved, out, bundle) == 1
+    assert f"{out / 'hip'}: holds the reconstruction of another input" in capsys.readouterr().err
+    assert tree(out) == before
+    marker = out / "hip" / OUTPUT_MARKER  # as bundle 0.10.8 recorded it: the input's resolved path
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "source": input_key(moved / "hip.png")}))
+    assert run_workflow(moved, out, bundle) == 0 and "reconstructed 0, skipped 1" in capsys.readouterr().err
+    assert run_workflow(moved, out, bundle, overwrite=True) == 0 and "reconstructed 1" in capsys.readouterr().err
+
+
 def test_deploy_app_never_overwrites_or_deletes(tmp_path, capsys):
     """The Deploy app: two inputs with one file name get their own folders, one output name for two inputs of a
     folder is an error for the second; a user folder with an output name stays; a DICOM tag that does not parse

@@ -74,6 +74,7 @@ from scripts.io.files import (
     first_line,
     read_nifti,
     refuse_existing,
+    sha256,
     written_by_bundle,
 )
 
@@ -416,11 +417,14 @@ def output_name(path: PathLike, ds: Dataset | None = None, root: PathLike | None
     return name
 
 
-def input_key(path: PathLike, ds: Dataset | None = None) -> str:
+def input_key(path: PathLike, ds: Dataset | None = None, by_content: bool = False) -> str:
     """A stable identifier of one input for the output marker, without identifiers: SHA-256 of the SOP Instance
     UID for DICOM (:func:`instance_uid`), else of the resolved file path (a rerun on the same input finds its own
-    output)."""
+    output), or with ``by_content`` the SHA-256 of the file's bytes (a moved or renamed input folder, or the same
+    folder mounted elsewhere, still finds its outputs; a file changed in place is another input). 16 hex."""
     uid = instance_uid(ds)
+    if uid is None and by_content:
+        return sha256(path)[:16]
     key = f"dicom:{uid}" if uid is not None else f"file:{Path(path).resolve()}"
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
@@ -501,7 +505,8 @@ class RadiographInputs:
         try:
             if not item.path.name.lower().endswith(NIFTI_SUFFIXES + RASTER_SUFFIXES):
                 item.header = read_dicom(item.path, stop_before_pixels=True)
-            item.name, item.key = output_name(item.path, item.header, self.root), input_key(item.path, item.header)
+            item.name = output_name(item.path, item.header, self.root)
+            item.key = self._key(item)
             if before_load is None or before_load(item):
                 item.image, item.geometry, item.info, item.fov = load_radiograph_with_field(
                     item.path, self.standard, self.sid_mm, self.pixel_spacing_mm, item.header
@@ -512,6 +517,17 @@ class RadiographInputs:
             item.error = error_line(item.path, e)
             item.no_image = e.kind if isinstance(e, NoImageError) else ""
         return item
+
+    def _key(self, item: RadiographFile) -> str:
+        """``item``'s :func:`input_key` by content; the key of its path where the folder it would write holds a result
+        recorded under it (bundle 0.10.8 and earlier keyed files by their path), so that such results are still this
+        input's. A file that cannot be read is refused here (:func:`_check_readable_file`), before its bytes are."""
+        if instance_uid(item.header) is not None:
+            return input_key(item.path, item.header)
+        _check_readable_file(item.path)  # a FIFO would block the hash
+        by_path = input_key(item.path, item.header)
+        marker = written_by_bundle(Path(self.output_dir) / item.name) if self.output_dir is not None else None
+        return by_path if marker is not None and marker.get("source") == by_path else input_key(item.path, None, True)
 
     def claim(self, item: RadiographFile) -> bool:
         """Give ``item`` its output name in this run: False, with ``item.error`` set, when an earlier input of the run
