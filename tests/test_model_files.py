@@ -256,7 +256,8 @@ def test_release_refuses_a_state_dict_of_another_network(shipped_copy, capsys):
 
 def test_release_ships_only_a_torchscript_export_of_the_state_dict(shipped_copy, tmp_path, capsys):
     """--torchscript must compute what the state dict computes (the one released with it, else the shipped model.pt):
-    an export of other weights is refused with one line, and shipped together with its own weights it goes in."""
+    an export of other weights is refused with one line, and shipped together with its own weights it goes in. New
+    weights alone are refused while the shipped model.ts is an export of others (the Deploy app would run the old)."""
     models, meta = shipped_copy
     torch.manual_seed(5)
     network = network_from_config()[0].eval()
@@ -271,7 +272,14 @@ def test_release_ships_only_a_torchscript_export_of_the_state_dict(shipped_copy,
     )
     assert err.endswith("not an export of that model; export it with monai.bundle ckpt_export (docs/deployment.md)")
     assert _contents(models.parent) == before
+    assert release_main(["--model", str(other)]) == 1  # new weights without their export: the Deploy app's model.ts
+    assert capsys.readouterr().err.strip() == (
+        f"{other}: {models / 'model.ts'} (the Deploy app's network) is an export of other weights; export this model "
+        "with monai.bundle ckpt_export and release both, --model with --torchscript (docs/deployment.md)"
+    )
+    assert _contents(models.parent) == before
     assert release_main(["--model", str(other), "--torchscript", str(other_ts)]) == 0
+    assert release_main(["--model", str(other)]) == 0  # the same weights again: model.ts is their export
     assert sha256(models / "model.pt") == sha256(other) and sha256(models / "model.ts") == sha256(other_ts)
     assert json.loads(meta.read_text())[SHA_KEY] == {
         **json.loads((ROOT / "configs" / "metadata.json").read_text())[SHA_KEY],
@@ -287,8 +295,10 @@ def test_release_is_all_or_nothing(shipped_copy, tmp_path, monkeypatch, capsys, 
     left; the same release without the fault goes in whole."""
     models, meta = shipped_copy
     torch.manual_seed(7)
-    best, ssm = tmp_path / "best.pt", tmp_path / "new" / "ssm.npz"
-    torch.save(network_from_config()[0].state_dict(), best)
+    best, best_ts, ssm = tmp_path / "best.pt", tmp_path / "best.ts", tmp_path / "new" / "ssm.npz"
+    network = network_from_config()[0].eval()
+    torch.save(network.state_dict(), best)
+    torch.jit.script(network).save(str(best_ts))  # its export: a new model.pt goes in with its model.ts
     ssm.parent.mkdir()
     shutil.copy(ROOT / "models" / "ssm.npz", ssm)
     before = _contents(models.parent)
@@ -308,7 +318,7 @@ def test_release_is_all_or_nothing(shipped_copy, tmp_path, monkeypatch, capsys, 
 
     monkeypatch.setattr(release_mod.shutil, "copyfile", copyfile)
     monkeypatch.setattr(release_mod.os, "replace", replace)
-    assert release_main(["--model", str(best), "--ssm", str(ssm)]) == 1
+    assert release_main(["--model", str(best), "--ssm", str(ssm), "--torchscript", str(best_ts)]) == 1
     named = meta if failing == "rename of the metadata" else models / "ssm.npz"
     problem = "No space left on device" if failing.startswith("copy") else "Input/output error"
     assert (
@@ -317,7 +327,7 @@ def test_release_is_all_or_nothing(shipped_copy, tmp_path, monkeypatch, capsys, 
     )
     assert _contents(models.parent) == before
     fault["on"] = False
-    assert release_main(["--model", str(best), "--ssm", str(ssm)]) == 0
+    assert release_main(["--model", str(best), "--ssm", str(ssm), "--torchscript", str(best_ts)]) == 0
     assert sha256(models / "model.pt") == sha256(best) and json.loads(meta.read_text())[SHA_KEY][
         "models/model.pt"
     ] == sha256(best)

@@ -192,14 +192,26 @@ def release(
     """Copy ``{kind: file}`` (kinds of :data:`SHIPPED`) over the shipped names in ``models_dir`` and record
     their SHA-256 in ``metadata``; returns ``{models/<name>: sha256}``.
 
-    All or nothing: every file is checked (:func:`_check`), and every copy and the new metadata are staged as
-    temporaries beside their targets before any target changes; then they are renamed into place, the metadata
-    last. A failure (e.g. a full disk) raises :class:`InputFileError` and leaves ``models_dir`` and ``metadata`` as they were.
+    A new ``model`` comes with its TorchScript export (``torchscript``) unless the shipped model.ts already computes
+    what it computes (the same weights). All or nothing: every file is checked (:func:`_check`), and every copy and
+    the new metadata are staged as temporaries beside their targets before any target changes; then they are renamed
+    into place, the metadata last. A failure (e.g. a full disk) raises :class:`InputFileError` and leaves
+    ``models_dir`` and ``metadata`` as they were.
     """
     files = {k: Path(v) for k, v in files.items() if v is not None}
     models_dir, metadata = Path(models_dir), Path(metadata)
     for kind, path in files.items():
         _check(kind, path, files.get("model", models_dir / SHIPPED["model"]))
+    shipped_ts = models_dir / SHIPPED["torchscript"]
+    if "model" in files and "torchscript" not in files and shipped_ts.is_file():
+        try:  # the shipped model.ts must stay an export of the shipped model.pt: the Deploy app runs it
+            _check("torchscript", shipped_ts, files["model"])
+        except InputFileError:
+            raise InputFileError(
+                files["model"],
+                f"{shipped_ts} (the Deploy app's network) is an export of other weights; export this model with "
+                "monai.bundle ckpt_export and release both, --model with --torchscript (docs/deployment.md)",
+            ) from None
     meta = read_json(metadata)
     sums = dict(meta.get(SHA_KEY) or {})
     targets = [(path, models_dir / SHIPPED[kind]) for kind, path in files.items()]
