@@ -342,9 +342,10 @@ def test_pretrained_weights_that_do_not_fit_name_the_file(dataset, tmp_path, nam
         torch.save([torch.zeros(3)], tmp_path / name)
     wf = train_workflow(dataset, tmp_path / "run", epochs=1, pretrained=str(tmp_path / name))
     with pytest.raises(Exception) as info:  # before any training sample is loaded and cached
-        wf.parser.get_parsed_content("train#dataset")
+        wf.run()
     cause = input_error_of(info.value)
     assert isinstance(cause, InputFileError) and name in str(cause) and match in str(cause)
+    assert not (tmp_path / "run").exists()  # the run stopped before training: no empty output_dir left behind
 
 
 @pytest.mark.parametrize(
