@@ -1,6 +1,6 @@
 """Training curves PNG from the TensorBoard event files of a training run, or of several runs side by side.
 
-python -m scripts.plot_training runs/train/tensorboard docs/training_curves.png [--overwrite]
+python -m scripts.plot_training runs/train/tensorboard runs/train/curves.png [--overwrite]
 """
 
 from __future__ import annotations
