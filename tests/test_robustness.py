@@ -486,8 +486,12 @@ def test_stated_resolution_gives_the_pitch_and_result_json_says_so(bundle, tmp_p
         ),
         ({"sid_mm": 1100.0, "pixel_spacing_mm": True}, "argument pixel_spacing_mm must be a number (mm), got True"),
         ({"sid_mm": 1100.0, "pixel_spacing_mm": 100.0}, "pixel_spacing_mm 100 mm outside 0.025..10 mm"),
+        (  # what --pixel_spacing_mm "6.25 6.25" passes: text (a pair is written 6.25,6.25)
+            {"sid_mm": 1100.0, "pixel_spacing_mm": "6.25 6.25"},
+            "argument pixel_spacing_mm must be one or two numbers (mm: 0.15, or su,sv as 0.15,0.16), got '6.25 6.25'",
+        ),
     ],
-    ids=["sid true", "sid text", "sid 5 mm", "pitch true", "pitch 100 mm"],
+    ids=["sid true", "sid text", "sid 5 mm", "pitch true", "pitch 100 mm", "pitch text"],
 )
 def test_geometry_arguments_must_be_plausible_numbers(overrides, needle, bundle, tmp_path, capsys):
     """--sid_mm true is not 1 mm: booleans, text and values outside the rooms' ranges are refused, naming the input."""

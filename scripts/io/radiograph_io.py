@@ -1211,6 +1211,11 @@ def _argument_number(path: Path, name: str, value) -> float:
 def _spacing_pair(path: Path, spacing) -> tuple[float, float] | None:
     if spacing is None:
         return None
+    if isinstance(spacing, str):  # MONAI's command line passes what does not parse as a Python value as text
+        raise InputFileError(
+            path,
+            f"argument pixel_spacing_mm must be one or two numbers (mm: 0.15, or su,sv as 0.15,0.16), got {spacing!r}",
+        )
     for s in (spacing if isinstance(spacing, (list, tuple, np.ndarray)) else [spacing]):
         _argument_number(path, "pixel_spacing_mm", s)
     v = np.atleast_1d(np.asarray(spacing, dtype=float))
