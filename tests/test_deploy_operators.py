@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import pydicom
 import pytest
+import torch
 import trimesh
 from PIL import Image
 from pydicom.uid import BasicTextSRStorage
@@ -555,3 +556,22 @@ def test_map_requirements_cover_what_the_app_imports():
     for module in sorted(third_party - set(sys.stdlib_module_names)):
         names = {name.lower() for name in distributions.get(module, [])}
         assert names & set(app_pins), f"{module} ({names or 'not installed'}) missing from deploy/app/requirements.txt"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_app_unavailable_device_is_one_line(tmp_path, capsys):
+    """--device cuda:0 without CUDA: the one line naming --device (MONAI wraps it while building the reconstructor;
+    it read 'inference failed (RuntimeError: Failed to instantiate component ...'), exit 1, no output folder."""
+    import deploy.app.__main__ as app_main
+
+    sphere_model_file(tmp_path / "model.ts", Geometry.standard(), SPHERE_CENTRE, SPHERE_RADIUS)
+    d = tmp_path / "in"
+    d.mkdir()
+    for name in ("a", "b"):
+        make_dicom(d / f"{name}.dcm", ramp(), DistanceSourceToDetector=1100.0, ImagerPixelSpacing=[6.25, 6.25])
+    argv = ["app", "-i", str(d), "-o", str(tmp_path / "out"), "-m", str(tmp_path / "model.ts"), "--device", "cuda:0"]
+    assert app_main.main(argv) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "--device: cuda:0 requested but CUDA is not available on this machine; use --device cpu"
+    ]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

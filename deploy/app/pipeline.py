@@ -25,6 +25,7 @@ from scripts.io.files import (
     PathLike,
     atomic_dir,
     check_replaceable,
+    input_error_of,
     remove_partials,
     write_json,
 )
@@ -200,21 +201,22 @@ def reconstruct_cases(
     cases: Sequence[RadiographFile], infer: MeshFn
 ) -> Iterator[tuple[RadiographFile, dict[str, trimesh.Trimesh] | None, str | None]]:
     """For each case in turn, ``(case, meshes, None)``, or ``(case, None, line)`` when its inference failed (any
-    exception of ``infer``). An :class:`InputFileError` naming another file than the case's input (the model,
-    the shape-model file) ends the loop: every further case would fail alike."""
+    exception of ``infer``). An :class:`InputFileError`, also one MONAI wrapped while building the configured
+    reconstructor (e.g. ``--device``), naming another file or option than the case's input (the model, the
+    shape-model file) ends the loop: every further case would fail alike."""
     for case in cases:
         try:
             yield case, run_inference(case, infer), None
-        except InputFileError as e:
-            yield case, None, str(e)
-            if Path(e.path) != case.path:
-                return
-        except ValueError as e:
-            yield case, None, f"{case.path}: {e}"
-        except (
-            Exception
-        ) as e:  # anything else the callable raises fails this case only; KeyboardInterrupt still stops the run
-            yield case, None, f"{case.path}: inference failed ({type(e).__name__}: {e})"
+        except Exception as e:  # fails this case only (or, below, the run); KeyboardInterrupt still stops the run
+            error = input_error_of(e)
+            if error is not None:
+                yield case, None, str(error)
+                if Path(error.path) != case.path:
+                    return
+            elif isinstance(e, ValueError):
+                yield case, None, f"{case.path}: {e}"
+            else:
+                yield case, None, f"{case.path}: inference failed ({type(e).__name__}: {e})"
 
 
 def write_results(
