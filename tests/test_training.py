@@ -199,7 +199,7 @@ def test_train_end_to_end(dataset, tmp_path):
     assert (tmp_path / "mine.png").read_bytes() == png.read_bytes()
 
 
-def test_resume_continues_from_saved_epoch(dataset, tmp_path):
+def test_resume_continues_from_saved_epoch(dataset, tmp_path, capsys):
     run = tmp_path / "run"
     first = train_workflow(dataset, run, epochs=3)
     first.trainer.add_event_handler(Events.EPOCH_COMPLETED(once=1), lambda e: e.terminate())  # "interrupted"
@@ -230,6 +230,12 @@ def test_resume_continues_from_saved_epoch(dataset, tmp_path):
         torch.testing.assert_close(seen[0][1][k], v)
     assert second.parser.get_parsed_content("lr_scheduler").last_epoch == 3
     assert latest_checkpoint(run).endswith("checkpoint_epoch=3.pt")
+    capsys.readouterr()
+    train_workflow(dataset, run, epochs=3)  # the same command once more: the run is complete, and says so
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"{latest_checkpoint(run)}: the run is complete (3 of 3 epochs): nothing to train; to train on, fine-tune from "
+        "its model.pt with --pretrained in a new --output_dir"
+    )
 
 
 def test_resume_remembers_the_best_validation(dataset, tmp_path):

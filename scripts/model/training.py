@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -105,7 +106,8 @@ def resume_checkpoint(
     ckpt_dir: PathLike | None = None,
     epochs: int | str | None = None,
 ) -> str | None:
-    """The run's checkpoint to resume from (:func:`latest_checkpoint` when ``resume``), checked before training starts.
+    """The run's checkpoint to resume from (:func:`latest_checkpoint` when ``resume``), checked before training starts;
+    a complete run (all ``epochs`` done) is said in one line on stderr: nothing to train.
 
     Raises:
         InputFileError: a checkpoint to resume and ``pretrained`` weights at once (the run cannot start from
@@ -161,6 +163,15 @@ def resume_checkpoint(
             f"a run of --epochs {scheduled} (its cosine learning-rate schedule), resumed with --epochs {epochs}: resume "
             f"with --epochs {scheduled}; to train on, fine-tune from its model.pt with --pretrained in a new --output_dir",
         )
+    trainer = state.get("trainer")
+    if epochs is not None and isinstance(trainer, Mapping) and trainer.get("epoch_length"):
+        done = int(trainer.get("iteration", 0)) // int(trainer["epoch_length"])
+        if done >= int(epochs):
+            print(
+                f"{latest}: the run is complete ({done} of {epochs} epochs): nothing to train; to train on, fine-tune "
+                "from its model.pt with --pretrained in a new --output_dir",
+                file=sys.stderr,
+            )
     return latest
 
 
