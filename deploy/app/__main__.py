@@ -2,7 +2,8 @@
 [--sid_mm S] [--pixel_spacing_mm P] [--geometry G] [--device cuda:0] [-w WORKDIR] [-l LEVEL]`` (``--help`` lists them).
 
 With monai-deploy-app-sdk installed the app runs as a Holoscan application (loader -> reconstruction
--> writer operators); without it the same pipeline runs in plain Python. Nothing is downloaded.
+-> writer operators); without it the same pipeline runs in plain Python. Nothing is downloaded. In a MAP (the folder
+``python -m deploy.stage`` writes) it runs with no arguments: -i/-o/-m come from HOLOSCAN_INPUT_PATH/OUTPUT_PATH/MODEL_PATH.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def argument_parser() -> argparse.ArgumentParser:
     """Every option the app takes (``--help`` lists them): the MONAI Deploy ones and the bundle's."""
     p = argparse.ArgumentParser(
         prog="python deploy/app",
-        description="3DDX deploy app: radiographs (DICOM DX/CR; PNG/TIFF, simulator NIfTI) "
+        description="3DDX deploy app: radiographs (DICOM DX/CR; PNG/JPEG/TIFF, simulator NIfTI) "
         "-> per bone STL and DICOM Encapsulated STL, and result.json. See docs/deployment.md.",
     )
     _path_option(p, "-i", "input", "radiograph file or folder (searched recursively)")

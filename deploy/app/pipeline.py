@@ -47,7 +47,7 @@ def load_cases(
     """Load every radiograph under ``input_path`` (never ``output_dir`` or earlier results inside it) into ``standard``.
 
     Each case (:class:`scripts.io.radiograph_io.RadiographFile`) carries its output name, marker key, DICOM header
-    (no pixels; None for PNG/TIFF/NIfTI), image, geometry, info and own area ``fov`` (1 inside; 0 on the padding of
+    (no pixels; None for PNG/JPEG/TIFF/NIfTI), image, geometry, info and own area ``fov`` (1 inside; 0 on the padding of
     the standard field and on DICOM pixel padding). Refused files become one-line messages (second return) and the
     others still load; output names are unique per input (:func:`scripts.io.radiograph_io.output_name`) and a second
     input with the same name is refused, never written over the first, as is an input whose folder in ``output_dir``
