@@ -282,9 +282,9 @@ def test_pretrained_weights_start_the_training(dataset, tmp_path):
     torch.save(start, tmp_path / "pre.pt")
     fresh = _weights_at_first_epoch(train_workflow(dataset, tmp_path / "fresh", epochs=1))
     assert not torch.equal(fresh["conv_0.conv_0.conv.weight"], start["conv_0.conv_0.conv.weight"])
-    tuned = _weights_at_first_epoch(
-        train_workflow(dataset, tmp_path / "tuned", epochs=1, pretrained=str(tmp_path / "pre.pt"))
-    )
+    tuned_run = train_workflow(dataset, tmp_path / "tuned", epochs=2, pretrained=str(tmp_path / "pre.pt"))
+    tuned_run.trainer.add_event_handler(Events.EPOCH_COMPLETED(once=1), lambda e: e.terminate())  # "interrupted"
+    tuned = _weights_at_first_epoch(tuned_run)
     assert tuned.keys() == start.keys() and all(torch.equal(tuned[k], start[k]) for k in start)
     # a training checkpoint ({"model": ..., "optimizer": ...}) serves too
     ckpt = torch.load(latest_checkpoint(tmp_path / "fresh"), map_location="cpu")
