@@ -260,6 +260,57 @@ def test_atomic_dir_checks_again_before_replacing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["case"]
 
 
+def test_atomic_dir_keeps_the_old_result_when_the_new_one_cannot_take_its_place(tmp_path, monkeypatch):
+    """The old folder is renamed aside, not deleted, before the new one is renamed into place: when that rename fails
+    the old result is back as it was (it used to be deleted first: a failure left no result, or half of one)."""
+    from pathlib import Path
+
+    target = tmp_path / "case"
+    with atomic_dir(target, "result") as d:
+        (d / "x.txt").write_text("first")
+        (d / "meshes").mkdir()
+        (d / "meshes" / "pelvis.ply").write_text("first")
+    before = tree(tmp_path)
+    rename = Path.rename
+
+    def failing_rename(self, to):
+        if Path(to) == target and self.name.endswith(".partial") and not self.name.endswith("-old.partial"):
+            raise OSError(28, "No space left on device")
+        return rename(self, to)
+
+    monkeypatch.setattr(Path, "rename", failing_rename)
+    with pytest.raises(InputFileError, match=r"case: cannot be written \(OSError: No space left on device\)"):
+        with atomic_dir(target, "result") as d:
+            (d / "x.txt").write_text("second")
+    assert tree(tmp_path) == before
+    monkeypatch.setattr(Path, "rename", rename)
+    with atomic_dir(target, "result") as d:
+        (d / "x.txt").write_text("second")
+    assert (target / "x.txt").read_text() == "second" and sorted(p.name for p in tmp_path.iterdir()) == ["case"]
+
+
+def test_a_result_without_write_permission_is_not_replaced(tmp_path, monkeypatch):
+    """A result folder (or a folder in it) without write permission, e.g. made read-only by its user, is refused in
+    one line before the block runs, untouched (a rerun with --overwrite failed half way through deleting it)."""
+    import scripts.io.files as files
+
+    target = tmp_path / "case"
+    with atomic_dir(target, "result") as d:
+        (d / "meshes").mkdir()
+        (d / "meshes" / "pelvis.ply").write_text("first")
+    before = tree(tmp_path)
+    access = os.access
+    monkeypatch.setattr(files.os, "access", lambda p, mode: access(p, mode) and p != target / "meshes")
+    with pytest.raises(InputFileError) as info:
+        with atomic_dir(target, "result"):
+            raise AssertionError("not reached")
+    assert str(info.value) == (
+        f"{target}: cannot be replaced (no write permission on {target / 'meshes'}); left untouched: make it writable or "
+        "choose another output folder"
+    )
+    assert tree(tmp_path) == before
+
+
 def test_outputs_that_cannot_be_written_are_one_line(tmp_path):
     """A file where a folder must be, a folder where a file must be: InputFileError naming the output, nothing written."""
     (tmp_path / "file.txt").write_text("mine")

@@ -327,11 +327,19 @@ def check_replaceable(path: PathLike, kind: str, source: str | None = None) -> b
     Raises:
         InputFileError: :func:`check_own_output`'s cases, or the folder holds anything else (named in the line:
             a user's notes or segmentations added to a result), or its marker lists no files (written by an
-            earlier version of the bundle): it must be left untouched.
+            earlier version of the bundle), or it or a folder in it has no write permission (what it holds could not
+            be deleted: a user may have made it read-only to keep it): it must be left untouched.
     """
     marker = _own_output_marker(path, kind, source)
     if marker is None:
         return False
+    locked = [d for d in (Path(path), *Path(path).rglob("*")) if d.is_dir() and not os.access(d, os.W_OK | os.X_OK)]
+    if locked:
+        raise InputFileError(
+            path,
+            f"cannot be replaced (no write permission on {locked[0]}); left untouched: make it writable or choose "
+            "another output folder",
+        )
     if not marker:  # an empty folder
         return True
     if not isinstance(marker.get("files"), list):
@@ -360,7 +368,9 @@ def atomic_dir(path: PathLike, kind: str, source: str | None = None) -> Iterator
     An existing ``path`` is replaced only when it carries the marker of the same ``kind`` (and ``source``, when
     given) and holds nothing else than the files that marker lists: anything else raises
     :class:`InputFileError` before any work and again before the rename (:func:`check_replaceable`), as does a
-    folder that cannot be created (:func:`output_error`).
+    folder that cannot be created (:func:`output_error`). The old folder is renamed aside (a ``.partial`` name, which
+    a later run removes if this one is killed), the new one renamed into place, and only then the old one deleted: a
+    failure leaves the old one as it was, never half deleted.
     """
     path = Path(path)
     check_replaceable(path, kind, source)
@@ -372,13 +382,25 @@ def atomic_dir(path: PathLike, kind: str, source: str | None = None) -> Iterator
         yield tmp
         (tmp / OUTPUT_MARKER).write_text(json.dumps({"kind": kind, "source": source, "files": folder_entries(tmp)}))
         tmp.chmod(0o777 & ~current_umask())
-        if check_replaceable(path, kind, source):
-            shutil.rmtree(path)
+        aside = (
+            tmp.with_name(f"{tmp.name[: -len('.partial')]}-old.partial")
+            if check_replaceable(path, kind, source)
+            else None
+        )
         with _output_errors(path):
-            tmp.rename(path)
+            if aside is not None:
+                path.rename(aside)
+            try:
+                tmp.rename(path)
+            except BaseException:
+                if aside is not None:
+                    aside.rename(path)  # the old folder back in place
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def find_partials(directory: PathLike) -> dict[str, list[Path]]:
