@@ -839,7 +839,7 @@ def test_cohort_cases_in_the_formats_the_ct_reader_takes(tmp_path, small_geometr
     nib.save(ct, str(dicom / "ct.nii.gz"))
     capsys.readouterr()
     assert main(["--cases", str(tmp_path / "dicom"), "--out", str(tmp_path / "out_two")]) == 1
-    assert capsys.readouterr().err.strip() == f"{dicom}: holds ct.nii.gz and ct: keep one ct in a case folder"
+    assert capsys.readouterr().err.strip() == f"{dicom}: holds ct.nii.gz and ct: a case folder holds one ct image"
     assert not (tmp_path / "out_two").exists()
 
 

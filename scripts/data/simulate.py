@@ -376,7 +376,9 @@ def _case_file(folder: Path, stem: str, series_folder: bool) -> Path | None:
     if series_folder and (folder / stem).is_dir():
         found.append(folder / stem)
     if len(found) > 1:
-        raise InputFileError(folder, f"holds {' and '.join(p.name for p in found)}: keep one {stem} in a case folder")
+        raise InputFileError(
+            folder, f"holds {' and '.join(p.name for p in found)}: a case folder holds one {stem} image"
+        )
     return found[0] if found else None
 
 
