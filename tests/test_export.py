@@ -130,7 +130,9 @@ def test_onnx_export_matches_checkpoint(ckpt, reference, tmp_path, capsys):
         capsys.readouterr().err.strip() == f"{out}: exists; pass --overwrite to replace it"
         and out.read_bytes() == exported
     )
-    assert export_onnx_main(argv + ["--overwrite"]) == 0
+    assert export_onnx_main(argv + ["--overwrite", "--check"]) == 0
+    # --check runs ONNX Runtime and PyTorch on the seeded batch compared above and prints their largest difference
+    assert f"max |onnxruntime - torch| = {float(np.abs(got - want).max()):.3g}\n" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("kind", ["empty", "junk", "other_version"])
