@@ -717,6 +717,18 @@ def test_stated_resolution_is_the_detector_pitch(tmp_path, name, save, pitch, st
     assert info["geometry_source"]["pixel_spacing_mm"] == f"argument pixel_spacing_mm (the file's {stated} not used)"
 
 
+def test_an_image_of_the_standard_size_keeps_the_standard_pitch(tmp_path):
+    """At the standard size (64 x 64 px) the standard pitch is used, not a stated 25.4 dpi (1 mm, a 64 mm field the
+    geometry would accept): such an image was made for the bundle, and a resized copy often keeps its original's
+    resolution. The source names what was not used."""
+    Image.fromarray(_film(64, 64)).save(tmp_path / "std.png", dpi=(25.4, 25.4))
+    _, _, info = load_radiograph(tmp_path / "std.png", STD)
+    assert info["native_geometry"]["pixel_spacing_mm"] == [2.0, 2.0]
+    assert info["geometry_source"]["pixel_spacing_mm"] == (
+        "standard geometry (size matches; the file's PNG pHYs (1000 pixels/m = 25.4 dpi) not used)"
+    )
+
+
 def test_stated_resolution_of_a_turned_image_is_the_displayed_images(tmp_path):
     """The resolution is the stored image's: a PNG stored turned (EXIF Orientation 6) at 254 x 127 dpi along its stored
     columns x rows is displayed with 0.2 mm along the displayed columns and 0.1 mm along the rows."""

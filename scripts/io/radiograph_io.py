@@ -21,9 +21,9 @@ DICOM geometry (see docs/real_radiographs.md):
 Values missing from the header are taken from the ``sid_mm`` / ``pixel_spacing_mm`` arguments, which
 only fill gaps (header values win); without them the file is refused, naming the missing tag.
 
-PNG/TIFF carry no geometry tags: the pitch is ``pixel_spacing_mm``, else the resolution the file states (PNG pHYs,
-TIFF XResolution/YResolution in inch or cm; not 72 or 96 dpi, screen defaults), else the standard one when the size
-matches (:func:`_raster_geometry`).
+PNG/TIFF carry no geometry tags: the pitch is ``pixel_spacing_mm``, else the standard one when the size matches, else
+the resolution the file states (PNG pHYs, TIFF XResolution/YResolution in inch or cm; not 72 or 96 dpi, screen
+defaults) (:func:`_raster_geometry`).
 
 Command line: turn a PNG/TIFF (or simulator NIfTI) radiograph into a DICOM DX with the geometry tags,
 e.g. to try the Deploy app::
@@ -780,26 +780,27 @@ def _raster_geometry(
     resolution: StatedResolution | None = None,
     orientation: int | None = None,
 ) -> tuple[Geometry, dict]:
-    """PNG/TIFF carry no geometry tags. The pitch: the given ``spacing`` (the argument wins), else the one the file's
-    stated ``resolution`` gives (:func:`_resolution_pitch`), else the standard one when the size matches; the SID: the
-    given one, else the standard one. ``shape`` and the pitch (su, sv) are the displayed image's (EXIF/TIFF
-    ``orientation`` applied)."""
+    """PNG/TIFF carry no geometry tags. The pitch: the given ``spacing`` (the argument wins), else the standard one when
+    the size matches (an image made for this bundle; a resized copy often keeps its original's resolution), else the one
+    the file's stated ``resolution`` gives (:func:`_resolution_pitch`); the SID: the given one, else the standard one.
+    A usable stated resolution that is not used is named in the source. ``shape`` and the pitch (su, sv) are the
+    displayed image's (EXIF/TIFF ``orientation`` applied)."""
     h, w = shape
     stated, why_not = _resolution_pitch(resolution, orientation, (w, h))
+    unused = f"the file's {resolution} not used" if stated is not None else ""
     if spacing is not None:
-        spacing_source = "argument pixel_spacing_mm" + (
-            f" (the file's {resolution} not used)" if stated is not None else ""
-        )
+        spacing_source = "argument pixel_spacing_mm" + (f" ({unused})" if unused else "")
+    elif (w, h) == standard.image_size:
+        spacing = standard.pixel_spacing_mm
+        spacing_source = "standard geometry (size matches" + (f"; {unused})" if unused else ")")
     elif stated is not None:
         spacing, spacing_source = stated, str(resolution)
     else:
-        if (w, h) != standard.image_size:
-            raise InputFileError(
-                path,
-                f"size {w}x{h} differs from the standard geometry {standard.width}x{standard.height} and {why_not}; "
-                "pass --pixel_spacing_mm (detector pitch, mm) to resample",
-            )
-        spacing, spacing_source = standard.pixel_spacing_mm, "standard geometry (size matches)"
+        raise InputFileError(
+            path,
+            f"size {w}x{h} differs from the standard geometry {standard.width}x{standard.height} and {why_not}; "
+            "pass --pixel_spacing_mm (detector pitch, mm) to resample",
+        )
     sid, sid_source = (
         (_argument_number(path, "sid_mm", sid_mm), "argument sid_mm")
         if sid_mm is not None
@@ -1267,8 +1268,8 @@ def to_dicom(
     """Write a PNG/TIFF or simulator NIfTI radiograph as a DICOM DX with its geometry tags; returns the output path.
 
     The geometry is what :func:`load_radiograph` would use: a NIfTI's geometry.json; for PNG/TIFF the
-    given ``pixel_spacing_mm`` / ``sid_mm``, else the file's stated resolution (:func:`_raster_geometry`), or the
-    ``standard`` one when the size matches. The pixels
+    given ``pixel_spacing_mm`` / ``sid_mm``, else the ``standard`` one when the size matches, else the file's stated
+    resolution (:func:`_raster_geometry`). The pixels
     are not resampled (PNG/JPEG/TIFF: as displayed, EXIF orientation applied). An existing ``output_path`` is
     refused unless ``overwrite``, and the input file itself always.
     """
@@ -1332,8 +1333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=float,
         nargs="+",
         default=None,
-        help="detector pixel pitch, mm, one value or su sv (PNG/TIFF; default: the file's stated resolution, "
-        "else the standard geometry's when the size is the standard one)",
+        help="detector pixel pitch, mm, one value or su sv (PNG/TIFF; default: the standard geometry's when the size "
+        "is the standard one, else the file's stated resolution)",
     )
     p.add_argument("--standard_geometry", default=None, help="standard geometry JSON (default configs/geometry.json)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
