@@ -1316,7 +1316,7 @@ def test_output_paths_that_cannot_be_written_are_one_line(tmp_path, capsys):
                 "6.25",
                 "--overwrite",
             ],
-            f"{tmp_path / 'folder'}: cannot be written (IsADirectoryError: Is a directory)",
+            f"{tmp_path / 'folder'}: is a folder; give the output file's path (a new file's name inside it)",
         ),
         (
             simulate_main,
