@@ -835,3 +835,25 @@ def test_min_is_white_tiff_is_turned_over(tmp_path, dtype):
     white, _, _ = load_radiograph(tmp_path / "white.tif", STD)
     np.testing.assert_allclose(white - black, np.full_like(black, (white - black).mean()), atol=1e-3)
     assert np.corrcoef(white.ravel(), black.ravel())[0, 1] > 0.999
+
+
+def test_16bit_colour_samples_read_as_8_bits_say_so(tmp_path):
+    """A grey radiograph saved as 16-bit RGB (PNG, TIFF) is read as Pillow reads it, the high byte of each sample
+    (value >> 8), and its info warns that 8 of the 16 bits were read; 8-bit RGB and 16-bit grey files do not warn."""
+    import SimpleITK
+    import tifffile
+
+    from scripts.io.radiograph_io import EIGHT_OF_SIXTEEN_WARNING
+
+    grey = ramp(64, 64, hi=60000)
+    rgb48 = SimpleITK.GetImageFromArray(np.stack([grey] * 3, -1), isVector=True)
+    SimpleITK.WriteImage(rgb48, str(tmp_path / "rgb48.png"))  # Pillow does not write 16-bit colour
+    tifffile.imwrite(tmp_path / "rgb48.tif", np.stack([grey] * 3, -1), photometric="rgb")
+    for name in ("rgb48.png", "rgb48.tif"):
+        img, _, info = load_radiograph(tmp_path / name, STD)
+        np.testing.assert_array_equal(img, (grey >> 8).astype(np.float32))
+        assert info["warnings"] == [EIGHT_OF_SIXTEEN_WARNING]
+    Image.fromarray(np.stack([(grey >> 8).astype(np.uint8)] * 3, -1)).save(tmp_path / "rgb24.png")
+    Image.fromarray(grey).save(tmp_path / "grey16.png")
+    for name in ("rgb24.png", "grey16.png"):
+        assert "warnings" not in load_radiograph(tmp_path / name, STD)[2]

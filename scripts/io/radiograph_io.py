@@ -125,6 +125,10 @@ EXIF_ORIENTATIONS = {
     8: lambda a: np.rot90(a, 1),  # rotated 90 degrees counter-clockwise
 }
 EXIF_TRANSPOSING = (5, 6, 7, 8)
+EIGHT_OF_SIXTEEN_WARNING = (
+    "16-bit colour or grey+alpha samples read as 8 bits (Pillow keeps their high byte); save the radiograph as 16-bit "
+    "grayscale for its full precision"
+)
 # TIFF PhotometricInterpretation (262) 0, MinIsWhite: low values bright (DICOM's MONOCHROME1), turned over on reading
 TIFF_PHOTOMETRIC_TAG, TIFF_MIN_IS_WHITE = 262, 0  # the orientations that swap the stored image's rows and columns
 # A PNG (pHYs chunk) or TIFF (XResolution, YResolution, ResolutionUnit 2 or 3) may state its physical resolution; for a
@@ -190,11 +194,15 @@ def load_radiograph_with_field(
     spacing = _spacing_pair(path, pixel_spacing_mm)
     padding = None
     if name.endswith(RASTER_SUFFIXES):
-        image, orientation, resolution = _read_raster(path)
+        image, orientation, resolution, warned = _read_raster(path)
         native, source = _raster_geometry(
             path, image.shape, standard, sid_mm, spacing, resolution, orientation
         )  # the displayed image's size and pitch
-        info = {"format": _raster_format(name), "laterality": LATERALITY_ASSUMED}
+        info = {
+            "format": _raster_format(name),
+            "laterality": LATERALITY_ASSUMED,
+            **({"warnings": warned} if warned else {}),
+        }
         if orientation is not None:
             info["exif_orientation"] = orientation
             if orientation != 1:
@@ -589,20 +597,22 @@ def _raster_format(name: str) -> str:
     return "png" if name.endswith(".png") else "jpeg" if name.endswith((".jpg", ".jpeg")) else "tiff"
 
 
-def _read_raster(path: Path) -> tuple[np.ndarray, int | None, StatedResolution | None]:
+def _read_raster(path: Path) -> tuple[np.ndarray, int | None, StatedResolution | None, list[str]]:
     """Grayscale 8/16-bit PNG/JPEG/TIFF or float (16/32/64-bit) TIFF pixels as a viewer displays them (a MinIsWhite
     TIFF turned over: :data:`TIFF_MIN_IS_WHITE`), the EXIF/TIFF Orientation (0x0112) applied to get there
     (:data:`EXIF_ORIENTATIONS`; None: no valid tag) and the physical resolution the file states
     (:class:`StatedResolution`; None: none, or no unit; JPEG: never read); RGB(A) accepted only when R == G == B (JPEG:
-    within :data:`JPEG_GREY_TOLERANCE` levels) and alpha opaque."""
+    within :data:`JPEG_GREY_TOLERANCE` levels) and alpha opaque; and warnings (16-bit colour or grey+alpha samples,
+    which Pillow reads as their high byte: :data:`EIGHT_OF_SIXTEEN_WARNING`)."""
     from PIL import Image, UnidentifiedImageError
 
     if path.name.lower().endswith((".tif", ".tiff")) and not _pillow_reads(path):
         arr, orientation, resolution = _read_tiff(path)  # float64/float16 and other TIFFs Pillow does not know
-        return *_displayed(arr, orientation), resolution
+        return *_displayed(arr, orientation), resolution, []
     try:
         with Image.open(path) as im:
             _check_size(path, im.size[::-1])
+            wide = [str(t.args) for t in im.tile if ";16" in str(t.args)] if im.mode in ("RGB", "RGBA", "LA") else []
             im.load()
             orientation = im.getexif().get(EXIF_ORIENTATION_TAG)
             resolution = _pillow_resolution(im)
@@ -631,7 +641,7 @@ def _read_raster(path: Path) -> tuple[np.ndarray, int | None, StatedResolution |
     arr = arr.astype(np.float32)
     if min_is_white and mode != "L":  # Pillow turns 8-bit MinIsWhite over itself, not 16-bit or float
         arr = bone_bright(arr, "MONOCHROME1")
-    return *_displayed(arr, orientation), resolution
+    return *_displayed(arr, orientation), resolution, [EIGHT_OF_SIXTEEN_WARNING] if wide else []
 
 
 def _displayed(arr: np.ndarray, orientation) -> tuple[np.ndarray, int | None]:
@@ -1293,7 +1303,7 @@ def to_dicom(
                 f"principal point {list(native.principal_point_px)} is off the image centre; DICOM has no tag for it",
             )
     elif name.endswith(RASTER_SUFFIXES):
-        image, orientation, resolution = _read_raster(input_path)
+        image, orientation, resolution, _ = _read_raster(input_path)
         native, _ = _raster_geometry(
             input_path,
             image.shape,
