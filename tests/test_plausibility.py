@@ -3,8 +3,8 @@
 Bones are analytic spheres in the camera frame (tests.helpers.SPHERES: pelvis above and between the
 femurs, femur_left at +x = the patient's left); each test breaks one property and checks that exactly
 the checks it should fail fail, with hand-computed values. End to end, the inference workflow with the
-shipped model warns on noise, an inverted image, a lateral view and a chest film, and not on a simulated AP
-radiograph.
+shipped model warns on noise, an inverted image, a lateral view, a chest film and an AP radiograph read with too
+small a pixel spacing, and not on a simulated AP radiograph.
 """
 
 from __future__ import annotations
@@ -17,11 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import scripts.data.simulate as simulate
 from benchmarks.plausibility_scores import simulate_chest, simulate_lateral, write_inverted, write_noise
 from scripts.data.phantom import generate_case, write_case
+from scripts.geometry import Geometry
 from scripts.io.files import read_nifti
+from scripts.io.radiograph_io import load_radiograph
 from scripts.reconstruction.plausibility import largest_part, plausibility, side_fractions
 from tests.helpers import GEOM, SPHERES, ellipsoid_depths, error_lines, run_bundle
 
@@ -126,6 +129,32 @@ def test_missing_bone_counts_once_and_thresholds_are_parameters():
     assert failed(strict) == {"pelvis shape-model fit", "pelvis width"}
 
 
+def test_size_check_names_the_pixel_spacing():
+    """The similarity-fit scale of a bone with a range is one more check; outside the range the warning says to check
+    the pixel spacing and SID, with the scale; a bone without a range, or a fit without a scale, is not checked."""
+    depth, mask = maps(SPHERES)
+    ranges = {"pelvis": (0.9, 1.12)}
+    ok = plausibility(mask, depth, GEOM, GOOD_FIT, similarity_scale={"pelvis": 1.03}, scale_range=ranges)
+    assert ok["plausible"] and len(ok["checks"]) == 17
+    assert {c["name"]: c for c in ok["checks"]}["pelvis size"] == {
+        "name": "pelvis size",
+        "value": 1.03,
+        "expected": "0.9..1.12 x the shape model",
+        "ok": True,
+    }
+    small = plausibility(
+        mask, depth, GEOM, GOOD_FIT, 1.0, similarity_scale={"pelvis": 0.8, "femur_left": 0.5}, scale_range=ranges
+    )
+    assert failed(small) == {"pelvis size"} and small["score"] == round(16 / 17, 4)
+    assert small["warning"].endswith(
+        "(pelvis at 0.80 x the shape model's size: check the pixel spacing and SID the image was read with)"
+    )
+    no_scale = plausibility(mask, depth, GEOM, GOOD_FIT, similarity_scale={"pelvis": None}, scale_range=ranges)
+    assert len(no_scale["checks"]) == 16
+    # any other failure keeps the plain warning
+    assert "pixel spacing" not in plausibility(mask, depth, GEOM, {**GOOD_FIT, "pelvis": 9.0}, 1.0)["warning"]
+
+
 def test_largest_part():
     m = np.zeros((10, 10), bool)
     m[1:3, 1:3] = True  # 4 px
@@ -157,6 +186,11 @@ def shipped_model_results(tmp_path_factory):
     _in(root, lateral, "lateral")
     write_inverted(ap, root / "in" / "inverted")
     write_noise(root / "in" / "noise.png", 0)
+    # the AP radiograph as a PNG read with a pitch 0.75 x its own (every PNG of the run gets it): bones drawn too small
+    image = load_radiograph(ap / "image.nii.gz", Geometry.standard())[0]
+    Image.fromarray(np.round((image - image.min()) / np.ptp(image) * 65535).astype(np.uint16)).save(
+        root / "in" / "pitch_too_small.png"
+    )
     (chest,) = simulate_chest(root / "chest", poses=1, seed=3)
     assert (
         not read_nifti(chest / "mask.nii.gz").any() and read_nifti(chest / "image.nii.gz").std() > 0
@@ -165,15 +199,26 @@ def shipped_model_results(tmp_path_factory):
     _in(root, chest, "chest")
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        run_bundle("inference.yaml", input_dir=str(root / "in"), output_dir=str(root / "out"), device="cpu")
+        run_bundle(
+            "inference.yaml",
+            input_dir=str(root / "in"),
+            output_dir=str(root / "out"),
+            device="cpu",
+            pixel_spacing_mm=0.75 * Geometry.standard().pixel_spacing_mm[0],
+        )
     results = {p.parent.name: json.loads(p.read_text()) for p in (root / "out").glob("*/result.json")}
     return results, err.getvalue(), root / "out"
 
 
 def test_shipped_model_warns_on_what_is_not_an_ap_pelvis_radiograph(shipped_model_results):
     results, err, out = shipped_model_results
-    assert set(results) == {"ap", "lateral", "inverted", "noise", "chest"}
+    assert set(results) == {"ap", "pitch_too_small", "lateral", "inverted", "noise", "chest"}
     assert results["ap"]["plausibility"]["plausible"] and results["ap"]["warnings"] == []
+    sizes = {n: {c["name"]: c for c in r["plausibility"]["checks"]}["pelvis size"] for n, r in results.items()}
+    assert sizes["ap"]["ok"] and not sizes["pitch_too_small"]["ok"] and sizes["pitch_too_small"]["value"] < 0.9
+    small = results["pitch_too_small"]
+    assert small["geometry_source"]["pixel_spacing_mm"] == "argument pixel_spacing_mm"
+    assert small["warnings"] == [small["plausibility"]["warning"]] and "check the pixel spacing" in small["warnings"][0]
     assert not [line for line in err.splitlines() if str(out / "ap") in line]
     for name in ("lateral", "inverted", "noise", "chest"):
         result = results[name]

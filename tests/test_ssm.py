@@ -580,3 +580,23 @@ def test_fit_of_a_femur_cut_short_by_the_field_recovers_it():
             errors[name].append(surface_metrics(fit.mesh(), truth, field, spacing_mm=2.0)["assd_mm"])
     assert max(errors["cut"]) < 1.0, errors
     assert max(errors["cone"]) > 10.0, errors  # the failure the cut-aware field exists for
+
+
+def test_similarity_scale_measures_a_pelvis_drawn_too_small_or_large():
+    """A shipped-model pelvis shape, posed as on an AP radiograph and scaled about its centroid by a known factor (a
+    wrong pixel spacing does that to every bone): complete_surfaces' similarity fit finds the factor from the true
+    dual faces, and the completion stays the rigid fit's."""
+    models, _ = ssm.load_shape_models(ROOT / "models" / "ssm.npz")
+    model = models["pelvis"]
+    geometry = Geometry.standard().resized((128, 128))
+    v = model.shape(np.random.default_rng(0).normal(0, 0.5, model.n_modes)) @ STANDARD_AP_ROTATION.T
+    scales = {}
+    for factor in (0.8, 1.0, 1.2):
+        truth = trimesh.Trimesh((v - v.mean(0)) * factor + [0.0, -20.0, 950.0], model.faces)
+        points, mask = dual_face_points(truth, geometry)
+        args = ({"pelvis": points}, {"pelvis": model}, geometry, {"pelvis": mask})
+        fit = complete_surfaces(*args, scale_bones=["pelvis"])["pelvis"]
+        scales[factor] = fit.similarity_scale
+        plain = complete_surfaces(*args)["pelvis"]
+        assert plain.similarity_scale is None and np.array_equal(fit.vertices, plain.vertices)
+    assert all(abs(scale - factor) < 0.02 for factor, scale in scales.items()), scales

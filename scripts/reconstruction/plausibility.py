@@ -12,6 +12,9 @@ Checks (each passes or fails; thresholds are the ``plausibility`` keys of config
 - ``<bone> width``: the left-right extent (mm, camera x) of the largest part's front-face points
   lies within ``width_mm[bone]``;
 - ``<bone> shape-model fit``: the shape model's RMS residual is at most ``max_ssm_rms_mm``;
+- ``<bone> size``: the isotropic scale of a similarity shape-model fit (1: the model's own size) lies within
+  ``scale_range[bone]``: a wrong detector pitch or SID draws the bones too small or too large, and the warning
+  then says to check them;
 - ``femur_left side`` / ``femur_right side``: at least ``min_side_fraction`` of the femur's mask
   lies on its side of the pelvis centre column (image columns run toward the patient's left);
 - ``pelvis above the femurs`` (centroid rows) and ``pelvis between the femurs`` (centroid columns).
@@ -34,6 +37,7 @@ WARNING = (
     "implausible prediction (score {score:.2f} < {min_score:g}; failed: {failed}): the input may not be an "
     "AP pelvis radiograph; do not trust these surfaces"
 )
+SIZE_HINT = " ({bone} at {scale:.2f} x the shape model's size: check the pixel spacing and SID the image was read with)"
 
 
 def largest_part(mask: np.ndarray) -> np.ndarray:
@@ -68,6 +72,8 @@ def plausibility(
     min_side_fraction: float = 0.9,
     max_ssm_rms_mm: float = 3.0,
     width_mm: Mapping[str, Sequence[float]] | None = None,
+    similarity_scale: Mapping[str, float] | None = None,
+    scale_range: Mapping[str, Sequence[float]] | None = None,
 ) -> dict:
     """Score a prediction; returns ``{"score", "min_score", "plausible", "checks": [{name, value, expected, ok}], "warning"}``.
 
@@ -78,11 +84,14 @@ def plausibility(
         fit_rms_mm: per bone shape-model RMS residual (mm); bones without a fit are not checked.
         min_score: the fraction of passed checks below which the prediction is implausible (a warning).
         min_largest_component, min_side_fraction, max_ssm_rms_mm, width_mm: the checks' thresholds (module docstring).
+        similarity_scale: per bone isotropic scale of a similarity shape-model fit (``ShapeFit.similarity_scale``).
+        scale_range: per bone (low, high) accepted scale; bones without a range or a scale are not checked.
     """
     mask = np.asarray(mask, bool)
     faces = depth.shape[0] // mask.shape[0]
     widths = {**DEFAULT_WIDTH_MM, **{k: tuple(v) for k, v in (width_mm or {}).items()}}
     fit_rms_mm = dict(fit_rms_mm or {})
+    scales = {b: float(v) for b, v in (similarity_scale or {}).items() if v is not None and b in (scale_range or {})}
     checks: list[dict] = []
 
     def check(name: str, value: float, expected: str, ok: bool) -> None:
@@ -114,6 +123,9 @@ def plausibility(
                 f"<= {max_ssm_rms_mm:g} mm RMS",
                 fit_rms_mm[bone] <= max_ssm_rms_mm,
             )
+        if bone in scales:
+            lo, hi = scale_range[bone]
+            check(f"{bone} size", scales[bone], f"{lo:g}..{hi:g} x the shape model", lo <= scales[bone] <= hi)
     sides = side_fractions(
         mask, geometry.bones, centroid["pelvis"][0] if "pelvis" in centroid else geometry.principal_point_px[0]
     )
@@ -142,10 +154,16 @@ def plausibility(
     score = float(np.mean([c["ok"] for c in checks])) if checks else 0.0
     failed = [c["name"] for c in checks if not c["ok"]]
     plausible = score >= min_score
+    warning = None
+    if not plausible:
+        sizes = [c["name"][: -len(" size")] for c in checks if not c["ok"] and c["name"].endswith(" size")]
+        warning = WARNING.format(score=score, min_score=min_score, failed=", ".join(failed)) + "".join(
+            SIZE_HINT.format(bone=b, scale=scales[b]) for b in sizes
+        )
     return {
         "score": round(score, 4),
         "min_score": float(min_score),
         "plausible": plausible,
         "checks": checks,
-        "warning": None if plausible else WARNING.format(score=score, min_score=min_score, failed=", ".join(failed)),
+        "warning": warning,
     }

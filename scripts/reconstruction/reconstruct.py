@@ -49,6 +49,9 @@ from scripts.reconstruction.plausibility import plausibility
 from scripts.reconstruction.ssm import ShapeFit, ShapeModel, fit_shape_model, load_shape_models
 
 INFERENCE_CONFIG = BUNDLE_ROOT / "configs" / "inference.yaml"
+# the similarity fit that measures a bone's size (plausibility): 500 points and 12 iterations give the scale of 1500
+# points and 30 iterations within 0.006 at 40% of a pelvis fit's time (docs/inference.md, "Plausibility")
+SCALE_FIT = {"fit_scale": True, "max_points": 500, "n_iterations": 12, "n_rigid_iterations": 3}
 RESULT_KIND = "reconstruction"  # the scripts.io.files marker of output folders
 FRAME = "camera (mm): origin at the X-ray focal spot, +x image columns, +y image rows, +z toward the detector"
 # result.json "patient_frame": how to show the camera-frame outputs in a patient's coordinates (a viewer, a CT)
@@ -188,6 +191,7 @@ def complete_surfaces(
     field_margin_mm: float | None = 10.0,
     min_points: int = 10,
     facing: Mapping[str, np.ndarray] | None = None,
+    scale_bones: Sequence[str] = (),
     **fit_kwargs,
 ) -> dict[str, ShapeFit]:
     """Shape-model fit per bone with a model and at least ``min_points`` points (camera frame, cone-aware).
@@ -196,7 +200,10 @@ def complete_surfaces(
     :func:`bone_field` (the cone cut where the image cuts the bone); otherwise in the whole cone.
     ``facing`` ({bone: (N,) +1 front / -1 back face}, :func:`bone_points`) lets each fit match front
     and back faces to the model's own (:func:`scripts.reconstruction.ssm.fit_shape_model`).
-    The bones are fitted in parallel threads (the KD-tree queries and most NumPy work release the GIL);
+    Each bone of ``scale_bones`` is also fitted with a similarity pose (:data:`SCALE_FIT`), whose isotropic scale
+    its fit carries as ``similarity_scale`` (the completion stays the rigid fit's):
+    bones drawn at the wrong size, e.g. from a wrong pixel spacing, show there (:mod:`scripts.reconstruction.plausibility`).
+    The fits run in parallel threads (the KD-tree queries and most NumPy work release the GIL);
     each fit is deterministic, so the result equals fitting them one after another.
     """
     bones = [b for b, pts in points.items() if b in shape_models and len(pts) >= max(min_points, 10)]
@@ -210,19 +217,29 @@ def complete_surfaces(
         )
         for b in bones
     }
-    with concurrent.futures.ThreadPoolExecutor(len(bones)) as pool:
-        fits = {
-            b: pool.submit(
+    scaled = [b for b in bones if b in scale_bones]
+    with concurrent.futures.ThreadPoolExecutor(len(bones) + len(scaled)) as pool:
+
+        def submit(bone: str, **kwargs) -> concurrent.futures.Future:
+            return pool.submit(
                 fit_shape_model,
-                shape_models[b],
-                points[b],
-                geometry=fields[b],
-                facing=None if facing is None else facing[b],
-                **fit_kwargs,
+                shape_models[bone],
+                points[bone],
+                geometry=fields[bone],
+                facing=None if facing is None else facing[bone],
+                **{**fit_kwargs, **kwargs},
             )
-            for b in bones
+
+        fits = {b: submit(b) for b in bones}
+        similar = {b: submit(b, **SCALE_FIT) for b in scaled}
+        return {
+            b: (
+                replace(f.result(), similarity_scale=float(np.cbrt(np.linalg.det(similar[b].result().pose[:3, :3]))))
+                if b in similar
+                else f.result()
+            )
+            for b, f in fits.items()
         }
-        return {b: f.result() for b, f in fits.items()}
 
 
 @dataclass
@@ -525,14 +542,28 @@ class Reconstructor:
         points, facing = bone_points(depth, mask, geom)
         fits = (
             complete_surfaces(
-                points, self.shape_models, geom, masks, self.field_margin_mm, facing=facing, **self.fit_kwargs
+                points,
+                self.shape_models,
+                geom,
+                masks,
+                self.field_margin_mm,
+                facing=facing,
+                scale_bones=tuple(self.plausibility_kwargs.get("scale_range") or ()),
+                **self.fit_kwargs,
             )
             if complete
             else {}
         )
         t2 = time.perf_counter()
         centre = mean_masked_depth(depth, np.repeat(mask, prediction.faces, axis=0))
-        score = plausibility(mask, depth, geom, {b: f.rms_mm for b, f in fits.items()}, **self.plausibility_kwargs)
+        score = plausibility(
+            mask,
+            depth,
+            geom,
+            {b: f.rms_mm for b, f in fits.items()},
+            similarity_scale={b: f.similarity_scale for b, f in fits.items()},
+            **self.plausibility_kwargs,
+        )
         heads = head_spheres({b: f.vertices for b, f in fits.items()}, self.head_vertices)
         unmodelled = (
             [b for b in points if b not in self.shape_models] if complete and self.shape_models else []

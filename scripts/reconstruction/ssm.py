@@ -208,6 +208,9 @@ class ShapeFit:
     pose: np.ndarray  # (4, 4) model -> points' frame
     rms_mm: float  # RMS point-to-surface distance of the kept (non-trimmed) points
     inlier_fraction: float
+    # isotropic scale (model -> points) that a similarity fit of the same points finds, 1 at the model's own size;
+    # None unless asked for (scripts.reconstruction.reconstruct.complete_surfaces ``scale_bones``)
+    similarity_scale: float | None = None
 
     def mesh(self) -> trimesh.Trimesh:
         """The completed surface as a mesh (points' frame, mm)."""
