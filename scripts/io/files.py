@@ -314,8 +314,8 @@ def _own_output_marker(path: PathLike, kind: str, source: str | None = None) -> 
     if source is not None and marker.get("source") != source:
         raise InputFileError(
             path,
-            f"holds the {kind} of another input (two inputs with one output name); left untouched: rename "
-            "one input or choose another output folder",
+            f"holds the {kind} of another input (two inputs with one output name, or the input changed since); left "
+            "untouched: rename one input or choose another output folder",
         )
     return marker
 
