@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from monai.data import load_decathlon_datalist
 
 import scripts.data.simulate as simulate_mod
@@ -188,6 +189,22 @@ def test_bad_input_exits_1_with_one_line_and_leaves_no_folder(tmp_path, small_ge
         assert code == 1 and err[-1].startswith(f"{ct if broken == 'ct' else labels}: "), err
         assert err[-2] == "rendered 0, skipped 0 (already done), failed 1"
     assert not (tmp_path / "o").exists() and not any((tmp_path / "empty").iterdir())
+
+
+def test_a_device_that_is_no_device_or_not_here_is_one_line_before_any_work(tmp_path, small_geometry, capsys):
+    """``--device gpu0`` (no torch device) and, on a machine without CUDA, ``--device cuda``: the one line the training
+    and inference give, exit 1, no output folder (they were a traceback from inside the first case)."""
+    make_case(tmp_path / "c")
+    out = tmp_path / "out"
+    run = ["--ct", str(tmp_path / "c" / "ct.nii.gz"), "--labels", str(tmp_path / "c" / "labels.nii.gz")]
+    lines = {"gpu0": "--device: not a torch device ('gpu0': "}
+    if not torch.cuda.is_available():
+        lines["cuda"] = "--device: cuda requested but CUDA is not available on this machine; use --device cpu"
+    for device, line in lines.items():
+        code = main(run + ["--out", str(out), "--geometry", str(small_geometry), "--device", device])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 1 and len(err) == 1 and err[0].startswith(line), err
+        assert not out.exists()
 
 
 @pytest.mark.parametrize(

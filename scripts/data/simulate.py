@@ -48,7 +48,7 @@ import yaml  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from scripts import BUNDLE_ROOT  # noqa: E402
-from scripts.config_flags import as_shard  # noqa: E402
+from scripts.config_flags import as_device, as_shard  # noqa: E402
 from scripts.data.depth_maps import BoneGrid, bone_grids, depth_maps  # noqa: E402
 from scripts.data.drr import areal_densities, material_volumes  # noqa: E402
 from scripts.data.radiograph_style import style_radiograph  # noqa: E402
@@ -942,13 +942,15 @@ def simulate(
     simulator did not write (:func:`check_out_folder`), a case name that holds another CT's samples
     (:func:`check_case_sources`), a ``split`` other than the one a case's samples there have when the case has
     poses to render (new poses of a case join that list; a case fully rendered is skipped and keeps it), a sample
-    rendered from other inputs unless ``overwrite``. ``out_dir`` is created
+    rendered from other inputs unless ``overwrite``, a ``device`` that is no torch device or absent here
+    (:func:`scripts.config_flags.as_device`). ``out_dir`` is created
     with the first sample written, so a run whose cases all fail (e.g. unreadable labels) leaves none.
     ``geometry``, ``source_to_object_mm`` (mm): None takes configs/geometry.json's
     (:func:`scripts.geometry.read_standard_geometry`).
     """
     if split is not None and split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    device = str(as_device(device))  # None: CUDA when available; one that is no device or absent here: one line
     out_dir = Path(out_dir)
     check_out_folder(out_dir)
     kept = check_case_sources(out_dir, cases)
@@ -957,7 +959,6 @@ def simulate(
         geometry = standard if geometry is None else geometry
         source_to_object_mm = standard_distance if source_to_object_mm is None else source_to_object_mm
     cfg = {**(cfg or load_config()), "source_to_object_mm": float(source_to_object_mm)}
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     splits = (
         {c.name: split for c in cases} if split else case_splits([c.name for c in cases], seed, cfg["split"], cohort)
     )
