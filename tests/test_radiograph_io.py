@@ -857,3 +857,20 @@ def test_16bit_colour_samples_read_as_8_bits_say_so(tmp_path):
     Image.fromarray(grey).save(tmp_path / "grey16.png")
     for name in ("rgb24.png", "grey16.png"):
         assert "warnings" not in load_radiograph(tmp_path / name, STD)[2]
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float64])  # read by Pillow, by tifffile
+def test_tiff_with_a_reduced_resolution_preview_is_one_radiograph(tmp_path, dtype):
+    """A TIFF whose second page is a reduced-resolution copy (NewSubfileType bit 0, a scanner's preview) is read as
+    its first page, the same as the one-page file; two full-resolution pages are refused as before."""
+    import tifffile
+
+    image = ramp(64, 64, hi=60000).astype(dtype)
+    tifffile.imwrite(tmp_path / "plain.tif", image)
+    for name, second, subfiletype in (("preview.tif", image[::2, ::2], 1), ("two.tif", image[::-1], 0)):
+        tifffile.imwrite(tmp_path / name, image)
+        tifffile.imwrite(tmp_path / name, second, append=True, subfiletype=subfiletype)
+    plain = load_radiograph(tmp_path / "plain.tif", STD)[0]
+    np.testing.assert_array_equal(load_radiograph(tmp_path / "preview.tif", STD)[0], plain)
+    with pytest.raises(InputFileError, match=r"two.tif: multi-page image \(2 frames\); one radiograph per file"):
+        load_radiograph(tmp_path / "two.tif", STD)

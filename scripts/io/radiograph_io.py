@@ -125,6 +125,7 @@ EXIF_ORIENTATIONS = {
     8: lambda a: np.rot90(a, 1),  # rotated 90 degrees counter-clockwise
 }
 EXIF_TRANSPOSING = (5, 6, 7, 8)
+TIFF_SUBFILE_TYPE_TAG, TIFF_REDUCED = 254, 1  # NewSubfileType; its bit 0: a reduced-resolution copy of the image
 EIGHT_OF_SIXTEEN_WARNING = (
     "16-bit colour or grey+alpha samples read as 8 bits (Pillow keeps their high byte); save the radiograph as 16-bit "
     "grayscale for its full precision"
@@ -617,8 +618,15 @@ def _read_raster(path: Path) -> tuple[np.ndarray, int | None, StatedResolution |
             orientation = im.getexif().get(EXIF_ORIENTATION_TAG)
             resolution = _pillow_resolution(im)
             min_is_white = im.format == "TIFF" and im.tag_v2.get(TIFF_PHOTOMETRIC_TAG) == TIFF_MIN_IS_WHITE
-            if getattr(im, "n_frames", 1) > 1:
-                raise InputFileError(path, f"multi-page image ({im.n_frames} frames); one radiograph per file")
+            frames = getattr(im, "n_frames", 1)
+            if frames > 1:
+                types = []
+                for k in range(frames):
+                    im.seek(k)
+                    types.append(int(im.tag_v2.get(TIFF_SUBFILE_TYPE_TAG, 0)) if im.format == "TIFF" else 0)
+                im.seek(0)
+                if not _one_image(types):
+                    raise InputFileError(path, f"multi-page image ({frames} frames); one radiograph per file")
             mode = im.mode
             if mode == "P":
                 im = im.convert("RGBA")
@@ -658,6 +666,12 @@ def _displayed(arr: np.ndarray, orientation) -> tuple[np.ndarray, int | None]:
     return np.ascontiguousarray(EXIF_ORIENTATIONS[orientation](arr)), orientation
 
 
+def _one_image(subfile_types: Sequence[int]) -> bool:
+    """Whether a TIFF's pages, by their NewSubfileType (254) values in order, hold one image: a full-resolution first
+    page and after it only reduced-resolution copies (bit 0: the previews some scanners add), which are not read."""
+    return not subfile_types[0] & TIFF_REDUCED and all(t & TIFF_REDUCED for t in subfile_types[1:])
+
+
 def _pillow_reads(path: Path) -> bool:
     from PIL import Image, UnidentifiedImageError
 
@@ -675,7 +689,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, int | None, StatedResolution | N
 
     try:
         with tifffile.TiffFile(path) as tif:
-            if len(tif.pages) > 1:
+            if len(tif.pages) > 1 and not _one_image([int(p.subfiletype) for p in tif.pages]):
                 raise InputFileError(path, f"multi-page image ({len(tif.pages)} frames); one radiograph per file")
             page = tif.pages[0]
             if page.ndim != 2:
