@@ -137,6 +137,7 @@ TIFF_PHOTOMETRIC_TAG, TIFF_MIN_IS_WHITE = 262, 0  # the orientations that swap t
 # result.json geometry_source names them, and the units they count pixels per (mm).
 RESOLUTION_SOURCES = ("PNG pHYs", "TIFF resolution tags")
 RESOLUTION_UNITS_MM = {"inch": 25.4, "cm": 10.0, "m": 1000.0}
+TIFF_RESOLUTION_TAGS = (282, 283, 296)  # XResolution, YResolution, ResolutionUnit
 TIFF_RESOLUTION_UNITS = {2: "inch", 3: "cm"}  # ResolutionUnit (0x0128); 1 (no unit) or none: not a physical resolution
 SCREEN_DPI = (72.0, 96.0)  # what many programs write whatever the image is: not a pitch
 # geometry_source values that a --sid_mm / --pixel_spacing_mm argument would replace (a rerun compares the argument)
@@ -758,7 +759,7 @@ def _pillow_resolution(im) -> StatedResolution | None:
     if im.format == "PNG" and "dpi" in im.info:
         return StatedResolution("PNG pHYs", tuple(float(round(d / 0.0254)) for d in im.info["dpi"]), "m")
     if im.format == "TIFF":
-        return _tiff_resolution(*(im.tag_v2.get(tag) for tag in (282, 283, 296)))
+        return _tiff_resolution(*(im.tag_v2.get(tag) for tag in TIFF_RESOLUTION_TAGS))
     return None
 
 
