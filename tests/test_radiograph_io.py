@@ -874,3 +874,21 @@ def test_tiff_with_a_reduced_resolution_preview_is_one_radiograph(tmp_path, dtyp
     np.testing.assert_array_equal(load_radiograph(tmp_path / "preview.tif", STD)[0], plain)
     with pytest.raises(InputFileError, match=r"two.tif: multi-page image \(2 frames\); one radiograph per file"):
         load_radiograph(tmp_path / "two.tif", STD)
+
+
+@pytest.mark.parametrize("width, function", [(0.0, None), (-5.0, None), (0.5, None), (0.0, "SIGMOID")])
+def test_a_window_dicom_does_not_allow_is_not_applied(tmp_path, width, function):
+    """A WindowWidth below 1 (LINEAR, the default) or not above 0 (SIGMOID) is no window: the image is read as without
+    one, with a warning naming the tag (it was refused as "corrupt or undecodable pixel data"). A valid window still
+    maps the values (here: 1..1000 clipped to the window 400 +- 50)."""
+    tags = {"VOILUTFunction": function} if function else {}
+    make_dicom(tmp_path / "bad.dcm", ramp(), WindowCenter=400.0, WindowWidth=width, **tags)
+    make_dicom(tmp_path / "none.dcm", ramp())
+    make_dicom(tmp_path / "good.dcm", ramp(), WindowCenter=400.0, WindowWidth=100.0)
+    img, _, info = load_radiograph(tmp_path / "bad.dcm", STD)
+    np.testing.assert_array_equal(img, load_radiograph(tmp_path / "none.dcm", STD)[0])
+    assert info["warnings"] == [
+        f"WindowWidth (0028,1051) {width:g} is not a {function or 'LINEAR'} window DICOM allows; the VOI window was not "
+        "applied"
+    ]
+    assert not np.array_equal(load_radiograph(tmp_path / "good.dcm", STD)[0], img)

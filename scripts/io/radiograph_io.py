@@ -212,7 +212,8 @@ def load_radiograph_with_field(
     else:
         ds = read_dicom(path) if header is None else header
         native, source = _dicom_geometry(path, ds, sid_mm, spacing)  # from the header: refused before decoding pixels
-        image, padding = _dicom_pixels(path, ds)
+        window_problem = _window_problem(path, ds)
+        image, padding = _dicom_pixels(path, ds, window=window_problem is None)
         shown = "\\".join(_patient_orientation(ds))  # L\\F (read_dicom refused any other)
         info = {
             "format": "dicom",
@@ -229,7 +230,7 @@ def load_radiograph_with_field(
             )  # padding as the darkest image pixel, as the standard field's
         if "DistanceSourceToPatient" in ds:
             info["source_to_object_mm"] = _tag_number(path, ds, "DistanceSourceToPatient")
-        warned = []
+        warned = [window_problem] if window_problem else []
         if str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES":
             info["burned_in_annotation"] = True
             warned.append(BURNED_IN_WARNING)
@@ -948,10 +949,24 @@ def _patient_orientation(ds: Dataset) -> list[str]:
     return orientation if len(orientation) == 2 and all(orientation) else []
 
 
-def _dicom_pixels(path: Path, ds: Dataset) -> tuple[np.ndarray, np.ndarray | None]:
-    """Stored values -> modality LUT (slope/intercept) -> VOI LUT/window -> MONOCHROME1 inverted (bone bright); and the
-    pixel padding (bool, True where a stored value is PixelPaddingValue (0028,0120) or within it and
-    PixelPaddingRangeLimit (0028,0121): not image), None without the tag."""
+def _window_problem(path: Path, ds: Dataset) -> str | None:
+    """Why the VOI window (the first WindowCenter/WindowWidth pair; a VOILUTSequence takes its place) cannot be applied,
+    as a warning, or None: a WindowWidth (0028,1051) below 1 (LINEAR, the default VOILUTFunction) or not above 0
+    (LINEAR_EXACT, SIGMOID), which DICOM does not allow. The window only maps grey values for display: without it the
+    image is still read (the network normalises it)."""
+    if "VOILUTSequence" in ds or not (_present(ds, "WindowCenter") and _present(ds, "WindowWidth")):
+        return None
+    width = _tag_numbers(path, ds, "WindowWidth")[0]
+    function = str(ds.get("VOILUTFunction", "") or "LINEAR").strip().upper()
+    if width >= 1 or (function != "LINEAR" and width > 0):
+        return None
+    return f"WindowWidth (0028,1051) {width:g} is not a {function} window DICOM allows; the VOI window was not applied"
+
+
+def _dicom_pixels(path: Path, ds: Dataset, window: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Stored values -> modality LUT (slope/intercept) -> VOI LUT/window (``window`` False: not applied) -> MONOCHROME1
+    inverted (bone bright); and the pixel padding (bool, True where a stored value is PixelPaddingValue (0028,0120) or
+    within it and PixelPaddingRangeLimit (0028,0121): not image), None without the tag."""
     for keyword in ("RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth"):
         if _present(ds, keyword):
             _tag_numbers(path, ds, keyword)  # a value that does not parse is named, not reported as corrupt pixels
@@ -969,7 +984,7 @@ def _dicom_pixels(path: Path, ds: Dataset) -> tuple[np.ndarray, np.ndarray | Non
                 rescaled and monochrome1
             ):  # GDCM inverted it already (bone bright, an offset from ours); the window is skipped
                 pass
-            elif "WindowCenter" in ds or "VOILUTSequence" in ds:
+            elif window and ("WindowCenter" in ds or "VOILUTSequence" in ds):
                 arr = apply_voi_lut(arr, ds, index=0).astype(np.float64)
     except InputFileError:
         raise
