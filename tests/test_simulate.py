@@ -48,8 +48,8 @@ def make_case(folder, with_femur_right=True):
     ct = body_block_ct()
     lab = np.zeros(ct.shape, np.uint8)
     lab[8:32, 8:12, 18:24] = 1
-    lab[10:14, 8:12, 4:16] = 3  # RAS +x is patient right
-    lab[26:30, 8:12, 4:16] = 2
+    lab[26:30, 8:12, 4:16] = 3  # RAS +x is patient right
+    lab[10:14, 8:12, 4:16] = 2
     if not with_femur_right:
         lab[lab == 3] = 0
     ct[lab > 0] = 800

@@ -1,6 +1,7 @@
 """Volume reading (NIfTI vs DICOM series, RAS), HU/grid checks, label maps and TotalSegmentator labels, couch removal."""
 
 import json
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -109,14 +110,14 @@ def test_label_maps_presets_and_files(tmp_path):
     ts[0, 0, 0], ts[1, 0, 0], ts[2, 0, 0], ts[3, 0, 0], ts[3, 3, 3] = (
         77,
         25,
-        75,
         76,
+        75,
         5,
-    )  # hip_left, sacrum, femurs, gallbladder
+    )  # hip_left, sacrum, femur_right, femur_left (the patient's left: RAS -x, higher i in AFFINE), gallbladder
     lab = read_labels(
         write_nib(tmp_path / "ts.nii.gz", ts), ct, LABEL_MAP_PRESETS["totalsegmentator_v2"]
     )  # a map as sample.json records it
-    assert [lab.array[i, 0, 0] for i in range(4)] == [1, 1, 2, 3] and lab.array[3, 3, 3] == 0
+    assert [lab.array[i, 0, 0] for i in range(4)] == [1, 1, 3, 2] and lab.array[3, 3, 3] == 0
     custom = tmp_path / "map.json"
     custom.write_text(json.dumps({"7": "femur_right", "8": 1}))
     assert load_label_map(custom) == {7: 3, 8: 1}
@@ -193,6 +194,31 @@ def test_totalsegmentator_folder_read_by_structure_names(tmp_path):
         match="empty: label folder lacks hip_left.nii.gz, hip_right.nii.gz, sacrum.nii.gz, femur_left.nii.gz, femur_right.nii.gz ",
     ):
         read_labels(empty, ct)
+
+
+def test_femurs_on_the_wrong_sides_are_refused(tmp_path):
+    """femur_left must lie to the patient's left (RAS -x) of femur_right: a TotalSegmentator folder with the femur masks
+    swapped and a label map with the femur ids crossed are refused naming them (each femur was taught as the other);
+    the true sides and one femur alone are read."""
+    a, affine = ts_volume("v1")  # femur_left voxels i 10..15 (centroid x = 4 * 12.5 - 118 = -68 mm), right 44..49: +68
+    ct = read_ct(write_nib(tmp_path / "ct.nii.gz", np.full(a.shape, -1000, np.int16), affine))
+    ids = TOTALSEGMENTATOR_IDS["v1"]
+    ts = write_nib(tmp_path / "ts.nii.gz", a, affine)
+    line = (
+        "femur_left lies at RAS x 68 mm, to the patient's right of femur_right (-68 mm; the patient's left is RAS -x)"
+    )
+    with pytest.raises(InputFileError, match=re.escape(f"{ts}: {line}")):
+        read_labels(ts, ct, {ids["femur_left"]: "femur_right", ids["femur_right"]: "femur_left"})
+    assert read_labels(ts, ct, {ids["femur_right"]: "femur_left"}).array.max() == 2  # one femur: no sides to compare
+    for name, swapped in (("seg", False), ("seg_swapped", True)):
+        (tmp_path / name).mkdir()
+        for structure, i in ids.items():
+            if structure in ("femur_left", "femur_right") and swapped:
+                structure = {"femur_left": "femur_right", "femur_right": "femur_left"}[structure]
+            write_nib(tmp_path / name / f"{structure}.nii.gz", (a == i).astype(np.uint8), affine)
+    assert np.array_equal(read_labels(tmp_path / "seg", ct).array, read_labels(ts, ct, "totalsegmentator").array)
+    with pytest.raises(InputFileError, match=re.escape(f"{tmp_path / 'seg_swapped'}: {line}")):
+        read_labels(tmp_path / "seg_swapped", ct)
 
 
 def test_bundle_map_refuses_ids_it_does_not_know(tmp_path):

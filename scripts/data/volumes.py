@@ -317,7 +317,8 @@ def read_labels(
     masks, read by file name (:data:`TOTALSEGMENTATOR_BONES`; ``label_map`` must be None or a
     TotalSegmentator preset: a map of ids cannot apply to it).
     Labels on another grid are resampled with nearest neighbour when they cover the CT's physical
-    extent (corners within one voxel); otherwise they are refused.
+    extent (corners within one voxel); otherwise they are refused, and so are femurs on the wrong sides
+    (:func:`check_sides`).
     """
     path = Path(path)
     if path.is_dir():
@@ -359,7 +360,26 @@ def read_labels(
         mapped = np.zeros(ct.array.shape, np.uint8)
         for src, dst in lut.items():
             mapped[lab.array == src] = dst
+    check_sides(mapped, ct.affine, path)
     return Volume(mapped, ct.affine.copy(), str(path), lut)
+
+
+def check_sides(labels: np.ndarray, affine: np.ndarray, path: PathLike) -> None:
+    """Refuse bone labels whose femur_left centroid does not lie to the patient's left (RAS -x, world mm through
+    ``affine``) of femur_right's, when both are present: left and right swapped (masks named from the viewer's side,
+    a label map with the ids crossed) would teach the network each femur as the other (the heads lie ~170 mm apart)."""
+    ids = [BONE_LABELS["femur_left"], BONE_LABELS["femur_right"]]
+    centres = np.asarray(ndimage.center_of_mass(labels > 0, labels, ids), dtype=np.float64)
+    if np.isnan(centres).any():
+        return
+    x_left, x_right = apply_transform(affine, centres)[:, 0]
+    if x_left >= x_right:
+        raise InputFileError(
+            path,
+            f"femur_left lies at RAS x {x_left:.0f} mm, to the patient's right of femur_right ({x_right:.0f} mm; the "
+            "patient's left is RAS -x): left and right swapped (masks named from the viewer's side, a label map's ids "
+            "crossed)?",
+        )
 
 
 def bones_center(labels: Volume, inferior_shift: float = 0.1) -> np.ndarray:
