@@ -383,6 +383,7 @@ class ReconstructionRunner:
         pool = (
             concurrent.futures.ThreadPoolExecutor(self.writers, thread_name_prefix="writer") if self.writers else None
         )
+        interrupted = False
         try:
             with tqdm(total=len(inputs), desc="reconstruct", unit="image") as bar:
                 for batch in self.reader(inputs):
@@ -430,11 +431,20 @@ class ReconstructionRunner:
                     "pass --overwrite true to redo them with this run's model",
                     file=sys.stderr,
                 )
+        except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback through MONAI's and fire's frames
+            interrupted = True
         finally:
             if pool is not None:
                 pool.shutdown(
                     wait=True, cancel_futures=True
                 )  # an interrupted run finishes (atomically) what is being written
+        if interrupted:
+            print(
+                f"{self.output_dir}: interrupted; finished outputs are kept and unfinished ones removed: the same "
+                "command again goes on from there",
+                file=sys.stderr,
+            )
+            raise SystemExit(130)  # the shell's status for a run stopped by SIGINT
         not_inputs = []
         if no_image:
             kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(no_image.items()))
