@@ -1,6 +1,7 @@
 """Shape model: Procrustes, PCA variance, storage, CLI, registration and fitting to partial dual-face points."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -439,11 +440,16 @@ def test_meshes_from_labels_land_on_the_labelled_bones_and_build_a_model(tmp_pat
     template.mkdir()
     trimesh.creation.icosphere(2, radius=10.0).export(template / "pelvis.ply")
     build = ["build", "--cases", str(cases), "--bones", "pelvis", "--register", "--template", str(template), "--out"]
-    assert ssm.main(build + [str(tmp_path / "same.npz")]) == 1  # two copies of one shape: no mode, no unreadable model
+    assert ssm.main(build + [str(tmp_path / "same.npz")]) == 1  # one labelling meshed twice: it would count twice
     assert error_lines(capsys.readouterr().err, cases) == [
-        f"{cases}: pelvis: the 2 shapes are the same after alignment: nothing varies to model"
+        f"{cases / 'patB' / 'meshes' / 'pelvis.ply'}: the same mesh as patA's (one CT meshed twice, or a copied case "
+        "folder): a shape model counts each subject once; leave one of them out"
     ]
     assert not (tmp_path / "same.npz").exists()
+    shutil.rmtree(cases / "patB")
+    sphere = ssm.read_mesh(cases / "patA" / "meshes" / "pelvis.ply")
+    with pytest.raises(ValueError, match="the 2 shapes are the same after alignment: nothing varies to model"):
+        ssm.build_shape_model(np.stack([sphere.vertices, sphere.vertices]), sphere.faces)  # no mode to write
     write_nifti(
         tmp_path / "small.nii.gz",
         np.where(labels == 1, np.linalg.norm(grid - spheres["pelvis"][0], axis=-1) <= 10.0, labels).astype(np.uint8),
@@ -454,8 +460,8 @@ def test_meshes_from_labels_land_on_the_labelled_bones_and_build_a_model(tmp_pat
     mean = ssm.ShapeModel.load(tmp_path / "ssm.npz", "pelvis").mean
     r = np.linalg.norm(mean - mean.mean(0), axis=1)
     assert (
-        mean.shape == (162, 3) and abs(r.mean() - 34.0 / 3) < 0.7
-    )  # the template registered onto the spheres: mean radius of 12, 12, 10
+        mean.shape == (162, 3) and abs(r.mean() - 11.0) < 0.7
+    )  # the template registered onto the spheres: mean radius of 12 and 10
 
 
 @pytest.mark.parametrize("command", [["meshes", "--labels", "labels.nii.gz"], ["build", "--cases", "cases"]])

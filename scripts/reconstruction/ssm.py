@@ -49,6 +49,7 @@ from scripts.io.files import (
     read_json,
     refuse_existing,
     refuse_models_dir,
+    sha256,
     write_ply,
 )
 from scripts.model.release import verify_shipped
@@ -465,8 +466,25 @@ def build_from_cases(
     selection: str = "the case names given",
 ) -> tuple[dict[str, ShapeModel], dict]:
     """Models from ``cases_dir/<case>/meshes/<bone>.ply`` (:func:`case_folders`; only ``case_names`` when given,
-    ``selection`` saying where they came from); ``register`` brings meshes into correspondence first."""
+    ``selection`` saying where they came from); ``register`` brings meshes into correspondence first.
+
+    Raises:
+        InputFileError: two cases holding the same mesh file of a bone, byte for byte (one CT meshed twice, e.g. from
+            its TotalSegmentator folder and its multi-label file, or a copied case folder: it would count twice),
+            before any registration.
+    """
     cases = case_folders(cases_dir, case_names, selection)
+    for bone in bones:
+        first: dict[str, Path] = {}
+        for case in cases:
+            path = case / "meshes" / f"{bone}.ply"
+            other = first.setdefault(sha256(path), case) if path.is_file() else case
+            if other != case:
+                raise InputFileError(
+                    path,
+                    f"the same mesh as {other.name}'s (one CT meshed twice, or a copied case folder): a shape model "
+                    "counts each subject once; leave one of them out",
+                )
     models = {}
     for bone in bones:
         template_path = (Path(template_dir) if template_dir else cases[0] / "meshes") / f"{bone}.ply"
