@@ -13,6 +13,7 @@ import pytest
 import torch
 import trimesh
 from matplotlib import colormaps
+from monai.bundle import ConfigWorkflow
 from PIL import Image
 
 from benchmarks.compare_evaluations import compare, main, subject_rows
@@ -33,6 +34,7 @@ from scripts.reconstruction.evaluate import (
     METRIC_KEYS,
     SHIFTS,
     VARIANTS,
+    EvaluationRunner,
     dataset_folders,
     label_surfaces,
     load_sample,
@@ -44,7 +46,17 @@ from scripts.reconstruction.evaluate import (
 )
 from scripts.reconstruction.reconstruct import build_reconstructor, true_face_mask
 from scripts.reconstruction.surface_metrics import clip_to_planes, sample_surface, vertex_errors
-from tests.helpers import FAST_FIT, FEATURES, error_lines, make_dataset, run_bundle, run_evaluation, tiny_checkpoint
+from tests.helpers import (
+    FAST_FIT,
+    FEATURES,
+    META,
+    ROOT,
+    error_lines,
+    make_dataset,
+    run_bundle,
+    run_evaluation,
+    tiny_checkpoint,
+)
 
 
 @pytest.fixture(scope="module")
@@ -407,6 +419,66 @@ def test_network_evaluation_skips_missing_single_face(data, tmp_path, capsys):
     assert (
         sum(oracle_rows_by_hand(got, entry, data, "dual_face", recon, 64) for entry in load_datalist(data, "test")) >= 1
     )
+
+
+def test_monai_eval_properties_are_the_workflows_own(data, tmp_path):
+    """MONAI's inference-workflow properties of configs/evaluate.yaml (ConfigWorkflow "eval": none missing) are the
+    objects the run uses: ``dataset`` the entries of ``--split`` it evaluates (here the training list), ``network_def``
+    the module the checkpoint's weights are loaded into, ``inferer`` its network call. ``--poses_per_case`` below 1 is
+    one line."""
+    ckpt = data.parent / "model.pt"
+    wf = ConfigWorkflow(
+        config_file=str(ROOT / "configs" / "evaluate.yaml"),
+        meta_file=META,
+        workflow_type="eval",
+        dataset_dir=str(data),
+        output_dir=str(tmp_path / "eval"),
+        split="training",
+        prior_centre_mm=950.0,
+        ckpt_path=str(ckpt),
+        single_face_ckpt_path=str(tmp_path / "absent.pt"),
+        ssm_path=str(data.parent / "ssm.npz"),
+        device="cpu",
+        surface_spacing_mm=3.0,
+        surface_max_samples=600,
+        inference_overrides={"image_size": 64, "features": FEATURES, "ssm_fit": FAST_FIT},
+    )
+    wf.initialize()
+    assert wf.check_properties() == []
+    dual = wf.evaluator.dual_face
+    assert wf.dataset is wf.evaluator.samples and wf.inferer is dual.inferer and wf.network_def is dual.network_def
+    assert [(p, e["image"]) for p, e in wf.dataset] == [("", e["image"]) for e in load_datalist(data, "training")]
+    wf.run()
+    m = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert {r["sample"] for r in m["per_sample"]} == {Path(e["image"]).parent.name for _, e in wf.dataset}
+    assert dual.network is wf.network_def
+    for name, value in torch.load(ckpt, weights_only=True).items():
+        torch.testing.assert_close(wf.network_def.state_dict()[name], value, rtol=0, atol=0)
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(InputFileError, match="^--poses_per_case: expected a whole number of poses, at least 1"):
+            EvaluationRunner(dual, None, data, tmp_path / "never", poses_per_case=bad)
+    assert not (tmp_path / "never").exists()
+
+
+def test_a_missing_true_mesh_is_one_line_before_any_work(data, tmp_path, capsys):
+    """A true mesh that a test entry lists but that is not there is named with its datalist, bone and sample when the
+    samples are listed, before the networks load or any sample is evaluated (it was found when its subject came up)."""
+    copy = copy_dataset(data, "sim_nomesh", training=["case_0000"], test=["case_0001"])
+    datalist = read_json(copy / "datalist.json")
+    (entry,) = datalist["test"]
+    entry["meshes"]["femur_left"] = "gone/femur_left.ply"
+    write_json(copy / "datalist.json", datalist)
+    with pytest.raises(InputFileError) as e:
+        EvaluationRunner(None, None, copy, tmp_path / "eval").samples
+    assert str(e.value) == (
+        f"{copy / 'gone/femur_left.ply'}: listed in {copy / 'datalist.json'} (the femur_left mesh of "
+        f"{Path(entry['image']).parent.name}) but missing"
+    )
+    with pytest.raises(SystemExit):  # the line about the mesh, not about the missing checkpoint loaded after it
+        run_evaluation(copy, tmp_path / "eval", ckpt_path=str(tmp_path / "no_model.pt"), prior_centre_mm=950.0)
+    err = capsys.readouterr().err
+    assert error_lines(err, "gone/femur_left.ply") == [str(e.value)] and "no_model.pt" not in err
+    assert not (tmp_path / "eval").exists()
 
 
 def test_label_surface_fallback(tmp_path):

@@ -550,7 +550,7 @@ class EvaluationRunner:
         oracle_inputs: use the true maps instead of the networks.
         error_map_max_mm: colour scale of the error map.
         surface_spacing_mm, max_samples: surface sampling of :func:`scripts.reconstruction.surface_metrics.surface_metrics`.
-        poses_per_case: evaluate only poses ``0 .. poses_per_case - 1`` of each case (``None``: all).
+        poses_per_case: evaluate only poses ``0 .. poses_per_case - 1`` of each case (``None``: all; at least 1).
         workers: processes evaluating subjects (all poses of one subject in one process) and reading the
             training split for the prior in parallel; the numbers do not depend on it.
     """
@@ -571,6 +571,10 @@ class EvaluationRunner:
         workers: int = 1,
     ):
         self.dual_face, self.single_face = dual_face, single_face
+        if poses_per_case is not None and (type(poses_per_case) is not int or poses_per_case < 1):
+            raise InputFileError(
+                "--poses_per_case", f"expected a whole number of poses, at least 1, got {poses_per_case!r}"
+            )
         self.poses_per_case = poses_per_case
         self.datasets, self.output_dir = dataset_folders(dataset_dir), Path(output_dir)
         if not isinstance(split, str) or not split:
@@ -581,6 +585,30 @@ class EvaluationRunner:
         self.error_map_max_mm = float(error_map_max_mm)
         self.metric_kwargs = {"spacing_mm": float(surface_spacing_mm), "max_samples": int(max_samples)}
         self.workers = max(1, int(workers))
+
+    @functools.cached_property
+    def samples(self) -> list[tuple[str, dict]]:
+        """What the run evaluates, in order: (name prefix of its data set, datalist entry with absolute paths) of the
+        ``split`` of every data set (:func:`split_entries`), the first ``poses_per_case`` poses of each subject; read
+        on first use (MONAI's ``dataset`` of configs/evaluate.yaml). :class:`InputFileError`: no sample in any set, or
+        a true mesh an entry lists is missing (told before any work, not when its subject is reached)."""
+        found = split_entries(
+            list(self.datasets.values()),
+            self.split,
+            "choose the list to evaluate with --split (e.g. --split training for a CT simulated into training)",
+        )
+        entries = [(prefix, e) for prefix, listed in found.items() for e in listed]
+        if self.poses_per_case is not None:
+            entries = [(p, e) for p, e in entries if int(e.get("pose", 0)) < int(self.poses_per_case)]
+        for prefix, e in entries:
+            for bone, mesh in (e.get("meshes") or {}).items():
+                if not (self.datasets[prefix] / mesh).is_file():
+                    raise InputFileError(
+                        self.datasets[prefix] / mesh,
+                        f"listed in {self.datasets[prefix] / 'datalist.json'} (the {bone} mesh of "
+                        f"{Path(e['image']).parent.name}) but missing",
+                    )
+        return entries
 
     def _networks(self, notes: list[str]) -> dict[str, Reconstructor | None]:
         """Loaded reconstructors per network variant (None for oracle inputs); a missing single-face checkpoint is a note."""
@@ -652,18 +680,11 @@ class EvaluationRunner:
         notes: list[str] = []
         pool = None
         try:
-            found = split_entries(
-                list(self.datasets.values()),
-                self.split,
-                "choose the list to evaluate with --split (e.g. --split training for a CT simulated into training)",
-            )
+            entries = self.samples
             for prefix, folder in self.datasets.items():
-                if prefix not in found:
+                if prefix not in {p for p, _ in entries}:
                     notes.append(f"{folder}: no samples in its {self.split!r} list; not evaluated")
                     print(notes[-1], file=sys.stderr)
-            entries = [(prefix, e) for prefix, listed in found.items() for e in listed]
-            if self.poses_per_case is not None:
-                entries = [(p, e) for p, e in entries if int(e.get("pose", 0)) < int(self.poses_per_case)]
             nets = self._networks(notes)  # after the datalists: a bad one is told before the networks load
             given = self.prior_centre_mm
             if self.workers > 1:  # forked after loading: workers share the networks and shape models
