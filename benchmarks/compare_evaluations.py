@@ -3,10 +3,11 @@
     python -m benchmarks.compare_evaluations OLD_DIR NEW_DIR [--shift centre] [--variant dual_face_ssm]
 
 OLD_DIR and NEW_DIR are evaluation outputs (configs/evaluate.yaml, their metrics.json). For every bone
-and "all", prints each evaluation's per-subject ASSD mean (mm), the mean of the per-subject differences
-NEW - OLD and its 95% percentile-bootstrap interval over subjects (2000 draws, seed 0): a difference whose
-interval excludes 0 is more than the choice of subjects explains. Evaluations written before the
-``case`` column take the subject from the sample name (``<case>_p<pose>``).
+and "all", prints each evaluation's per-subject ASSD mean (mm) over the radiographs both evaluated (others,
+e.g. more poses in one of them, are left out and counted), the mean of the per-subject differences NEW - OLD
+and its 95% percentile-bootstrap interval over subjects (2000 draws, seed 0): a difference whose interval excludes 0
+is more than the choice of subjects explains. Evaluations written before the ``case`` column take the subject from
+the sample name (``<case>_p<pose>``).
 """
 
 from __future__ import annotations
@@ -45,12 +46,14 @@ def compare(
     n_boot: int = 2000,
     seed: int = 0,
 ) -> dict:
-    """Per bone: both evaluations' means over the subjects they share, and the mean NEW - OLD difference with its
-    95% bootstrap interval over those subjects (mm)."""
-    a, b = subject_summary(old, variant, shift), subject_summary(new, variant, shift)
+    """Per bone: both evaluations' means over the subjects they share, each subject's mean taken over the radiographs
+    (``sample``) both evaluated, and the mean NEW - OLD difference with its 95% bootstrap interval over those subjects
+    (mm)."""
+    both = {r["sample"] for r in old} & {r["sample"] for r in new}
+    a, b = (subject_summary([r for r in rows if r["sample"] in both], variant, shift) for rows in (old, new))
     shared = [s for s in a["per_subject"] if s in b["per_subject"]]
     if not shared:
-        raise ValueError("the two evaluations share no subject")
+        raise ValueError(f"the two evaluations share no radiograph evaluated with {variant} ({shift} shift)")
     rng = np.random.default_rng(seed)
     out = {}
     for bone in a["bones"]:
@@ -80,15 +83,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shift", default=HEADLINE[1])
     args = parser.parse_args(argv)
     try:
-        result = compare(
-            subject_rows(args.old / "metrics.json"), subject_rows(args.new / "metrics.json"), args.variant, args.shift
-        )
+        old, new = subject_rows(args.old / "metrics.json"), subject_rows(args.new / "metrics.json")
+        result = compare(old, new, args.variant, args.shift)
     except (InputFileError, ValueError) as e:
         print(e, file=sys.stderr)
         return 1
     print(
         f"{args.variant}, {args.shift} shift, ASSD (mm), mean over subjects; NEW - OLD with its 95% interval over subjects"
     )
+    samples = [{r["sample"] for r in rows} for rows in (old, new)]
+    if samples[0] != samples[1]:
+        print(
+            f"paired on the {len(samples[0] & samples[1])} radiographs both evaluated; left out: "
+            f"{len(samples[0] - samples[1])} only in OLD, {len(samples[1] - samples[0])} only in NEW"
+        )
     print("| bone | subjects | old | new | new - old (95% interval) |\n|---|---|---|---|---|")
     for bone, r in result.items():
         if r:

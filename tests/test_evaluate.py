@@ -359,7 +359,7 @@ def test_mask_top_edge_by_hand():
 def test_compare_evaluations_by_hand(tmp_path, capsys):
     """Paired by subject: a new evaluation 1 mm better on every subject differs by exactly -1 (interval [-1, -1]); with
     differences -1 and 0 on two subjects the interval is [-1, 0]. A metrics.json without ``case`` takes the subject
-    from the sample name; subjects only one evaluation has are left out."""
+    from the sample name; subjects and radiographs only one evaluation has are left out."""
 
     def rows(values: dict[str, float], with_case: bool = True) -> list[dict]:
         return [
@@ -395,6 +395,14 @@ def test_compare_evaluations_by_hand(tmp_path, capsys):
         and "| pelvis | 2 | 4.50 | 3.50 | -1.00 (-1.00 to -1.00) |" in capsys.readouterr().out
     )
     assert main([str(tmp_path / "old"), str(tmp_path)]) == 1 and "metrics.json" in capsys.readouterr().err
+    # a third pose of s1 that only the new evaluation has is left out (its subject mean would be 2.67, not 2.5)
+    more = rows({"s1": 2.0, "s2": 4.0}) + [{**rows({"s1": 2.0})[0], "sample": "s1_p2", "assd_mm": 3.0}]
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "metrics.json").write_text(json.dumps({"per_sample": more}))
+    assert main([str(tmp_path / "old"), str(tmp_path / "more")]) == 0
+    out = capsys.readouterr().out
+    assert "paired on the 4 radiographs both evaluated; left out: 2 only in OLD, 1 only in NEW" in out
+    assert "| pelvis | 2 | 4.50 | 3.50 | -1.00 (-1.00 to -1.00) |" in out
 
 
 def test_network_evaluation_skips_missing_single_face(data, tmp_path, capsys):
