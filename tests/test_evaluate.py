@@ -432,8 +432,8 @@ def test_network_evaluation_skips_missing_single_face(data, tmp_path, capsys):
 def test_monai_eval_properties_are_the_workflows_own(data, tmp_path):
     """MONAI's inference-workflow properties of configs/evaluate.yaml (ConfigWorkflow "eval": none missing) are the
     objects the run uses: ``dataset`` the entries of ``--split`` it evaluates (here the training list), ``network_def``
-    the module the checkpoint's weights are loaded into, ``inferer`` its network call. ``--poses_per_case`` below 1 is
-    one line."""
+    the module the checkpoint's weights are loaded into, ``inferer`` its network call; the data set is read on first
+    use. ``--poses_per_case`` below 1 is one line."""
     ckpt = data.parent / "model.pt"
     wf = ConfigWorkflow(
         config_file=str(ROOT / "configs" / "evaluate.yaml"),
@@ -466,6 +466,19 @@ def test_monai_eval_properties_are_the_workflows_own(data, tmp_path):
         with pytest.raises(InputFileError, match="^--poses_per_case: expected a whole number of poses, at least 1"):
             EvaluationRunner(dual, None, data, tmp_path / "never", poses_per_case=bad)
     assert not (tmp_path / "never").exists()
+    # the data set is read when listed, not when the properties are checked: a folder not there yet passes the check
+    absent = tmp_path / "absent"
+    wf = ConfigWorkflow(
+        config_file=str(ROOT / "configs" / "evaluate.yaml"),
+        meta_file=META,
+        workflow_type="infer",
+        dataset_dir=str(absent),
+        device="cpu",
+    )
+    wf.initialize()
+    assert wf.check_properties() == []
+    with pytest.raises(InputFileError, match=f"^{absent / 'datalist.json'}: "):
+        wf.dataset[0]
 
 
 def test_a_missing_true_mesh_is_one_line_before_any_work(data, tmp_path, capsys):
@@ -477,7 +490,7 @@ def test_a_missing_true_mesh_is_one_line_before_any_work(data, tmp_path, capsys)
     entry["meshes"]["femur_left"] = "gone/femur_left.ply"
     write_json(copy / "datalist.json", datalist)
     with pytest.raises(InputFileError) as e:
-        EvaluationRunner(None, None, copy, tmp_path / "eval").samples
+        EvaluationRunner(None, None, copy, tmp_path / "eval").samples[0]
     assert str(e.value) == (
         f"{copy / 'gone/femur_left.ply'}: listed in {copy / 'datalist.json'} (the femur_left mesh of "
         f"{Path(entry['image']).parent.name}) but missing"

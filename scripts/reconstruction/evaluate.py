@@ -534,6 +534,47 @@ def write_csv(path: PathLike, rows: Sequence[Mapping], means: Sequence[Mapping])
         tmp.write_text(buf.getvalue())
 
 
+class EvaluationSamples(Sequence):
+    """What an evaluation evaluates, in order: (name prefix of its data set, datalist entry with absolute paths) of
+    list ``split`` of every data set of ``datasets`` (:func:`dataset_folders`, :func:`split_entries`), the first
+    ``poses_per_case`` poses of each subject (``None``: all). Read on first use (MONAI's ``dataset`` of
+    configs/evaluate.yaml); then :class:`InputFileError` for no sample in any set, or a true mesh an entry lists that
+    is missing (told before any work, not when its subject is reached)."""
+
+    def __init__(self, datasets: Mapping[str, Path], split: str, poses_per_case: int | None = None):
+        if poses_per_case is not None and (type(poses_per_case) is not int or poses_per_case < 1):
+            raise InputFileError(
+                "--poses_per_case", f"expected a whole number of poses, at least 1, got {poses_per_case!r}"
+            )
+        self.datasets, self.split, self.poses_per_case = dict(datasets), split, poses_per_case
+
+    @functools.cached_property
+    def _entries(self) -> list[tuple[str, dict]]:
+        found = split_entries(
+            list(self.datasets.values()),
+            self.split,
+            "choose the list to evaluate with --split (e.g. --split training for a CT simulated into training)",
+        )
+        entries = [(prefix, e) for prefix, listed in found.items() for e in listed]
+        if self.poses_per_case is not None:
+            entries = [(p, e) for p, e in entries if int(e.get("pose", 0)) < self.poses_per_case]
+        for prefix, e in entries:
+            for bone, mesh in (e.get("meshes") or {}).items():
+                if not (self.datasets[prefix] / mesh).is_file():
+                    raise InputFileError(
+                        self.datasets[prefix] / mesh,
+                        f"listed in {self.datasets[prefix] / 'datalist.json'} (the {bone} mesh of "
+                        f"{Path(e['image']).parent.name}) but missing",
+                    )
+        return entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __getitem__(self, k):
+        return self._entries[k]
+
+
 class EvaluationRunner:
     """Evaluate the test split of ``dataset_dir`` into ``output_dir`` (see module doc).
 
@@ -571,44 +612,16 @@ class EvaluationRunner:
         workers: int = 1,
     ):
         self.dual_face, self.single_face = dual_face, single_face
-        if poses_per_case is not None and (type(poses_per_case) is not int or poses_per_case < 1):
-            raise InputFileError(
-                "--poses_per_case", f"expected a whole number of poses, at least 1, got {poses_per_case!r}"
-            )
-        self.poses_per_case = poses_per_case
         self.datasets, self.output_dir = dataset_folders(dataset_dir), Path(output_dir)
         if not isinstance(split, str) or not split:
             raise InputFileError(
                 "--split", f"expected the name of a datalist list (training, validation, test), got {split!r}"
             )
+        self.samples = EvaluationSamples(self.datasets, split, poses_per_case)
         self.split, self.prior_centre_mm, self.oracle_inputs = split, prior_centre_mm, bool(oracle_inputs)
         self.error_map_max_mm = float(error_map_max_mm)
         self.metric_kwargs = {"spacing_mm": float(surface_spacing_mm), "max_samples": int(max_samples)}
         self.workers = max(1, int(workers))
-
-    @functools.cached_property
-    def samples(self) -> list[tuple[str, dict]]:
-        """What the run evaluates, in order: (name prefix of its data set, datalist entry with absolute paths) of the
-        ``split`` of every data set (:func:`split_entries`), the first ``poses_per_case`` poses of each subject; read
-        on first use (MONAI's ``dataset`` of configs/evaluate.yaml). :class:`InputFileError`: no sample in any set, or
-        a true mesh an entry lists is missing (told before any work, not when its subject is reached)."""
-        found = split_entries(
-            list(self.datasets.values()),
-            self.split,
-            "choose the list to evaluate with --split (e.g. --split training for a CT simulated into training)",
-        )
-        entries = [(prefix, e) for prefix, listed in found.items() for e in listed]
-        if self.poses_per_case is not None:
-            entries = [(p, e) for p, e in entries if int(e.get("pose", 0)) < int(self.poses_per_case)]
-        for prefix, e in entries:
-            for bone, mesh in (e.get("meshes") or {}).items():
-                if not (self.datasets[prefix] / mesh).is_file():
-                    raise InputFileError(
-                        self.datasets[prefix] / mesh,
-                        f"listed in {self.datasets[prefix] / 'datalist.json'} (the {bone} mesh of "
-                        f"{Path(e['image']).parent.name}) but missing",
-                    )
-        return entries
 
     def _networks(self, notes: list[str]) -> dict[str, Reconstructor | None]:
         """Loaded reconstructors per network variant (None for oracle inputs); a missing single-face checkpoint is a note."""
@@ -680,7 +693,7 @@ class EvaluationRunner:
         notes: list[str] = []
         pool = None
         try:
-            entries = self.samples
+            entries = list(self.samples)
             for prefix, folder in self.datasets.items():
                 if prefix not in {p for p, _ in entries}:
                     notes.append(f"{folder}: no samples in its {self.split!r} list; not evaluated")
