@@ -93,6 +93,7 @@ def plausibility(
     fit_rms_mm = dict(fit_rms_mm or {})
     scales = {b: float(v) for b, v in (similarity_scale or {}).items() if v is not None and b in (scale_range or {})}
     checks: list[dict] = []
+    off_size: list[str] = []  # bones whose size check failed (the warning adds a hint for them)
 
     def check(name: str, value: float, expected: str, ok: bool) -> None:
         checks.append({"name": name, "value": round(float(value), 3), "expected": expected, "ok": bool(ok)})
@@ -126,6 +127,8 @@ def plausibility(
         if bone in scales:
             lo, hi = scale_range[bone]
             check(f"{bone} size", scales[bone], f"{lo:g}..{hi:g} x the shape model", lo <= scales[bone] <= hi)
+            if not checks[-1]["ok"]:
+                off_size.append(bone)
     sides = side_fractions(
         mask, geometry.bones, centroid["pelvis"][0] if "pelvis" in centroid else geometry.principal_point_px[0]
     )
@@ -156,9 +159,8 @@ def plausibility(
     plausible = score >= min_score
     warning = None
     if not plausible:
-        sizes = [c["name"][: -len(" size")] for c in checks if not c["ok"] and c["name"].endswith(" size")]
         warning = WARNING.format(score=score, min_score=min_score, failed=", ".join(failed)) + "".join(
-            SIZE_HINT.format(bone=b, scale=scales[b]) for b in sizes
+            SIZE_HINT.format(bone=b, scale=scales[b]) for b in off_size
         )
     return {
         "score": round(score, 4),

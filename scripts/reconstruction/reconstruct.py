@@ -233,11 +233,7 @@ def complete_surfaces(
         fits = {b: submit(b) for b in bones}
         similar = {b: submit(b, **SCALE_FIT) for b in scaled}
         return {
-            b: (
-                replace(f.result(), similarity_scale=float(np.cbrt(np.linalg.det(similar[b].result().pose[:3, :3]))))
-                if b in similar
-                else f.result()
-            )
+            b: (replace(f.result(), similarity_scale=similar[b].result().scale) if b in similar else f.result())
             for b, f in fits.items()
         }
 

@@ -217,6 +217,16 @@ class ShapeFit:
         """The completed surface as a mesh (points' frame, mm)."""
         return trimesh.Trimesh(self.vertices, self.faces, process=False)
 
+    @property
+    def scale(self) -> float:
+        """The isotropic scale of :attr:`pose` (1 for a rigid fit; a similarity fit's, ``fit_scale``)."""
+        return pose_scale(self.pose)
+
+
+def pose_scale(pose: np.ndarray) -> float:
+    """Isotropic scale of a 4x4 similarity pose (cube root of its 3x3 part's determinant)."""
+    return float(np.cbrt(np.linalg.det(np.asarray(pose)[:3, :3])))
+
 
 def _initial_pose(model: ShapeModel, points: np.ndarray, geometry: Geometry | None, rotation: np.ndarray) -> np.ndarray:
     """Rotation as given; translation puts the (in-view part of the) mean shape's centroid on the points' centroid."""
@@ -314,7 +324,7 @@ def fit_shape_model(
         if init_pose is not None
         else _initial_pose(model, pts, geometry, STANDARD_AP_ROTATION)
     )
-    scale = float(np.cbrt(np.linalg.det(pose[:3, :3])))
+    scale = pose_scale(pose)
     rot, t = pose[:3, :3] / scale, pose[:3, 3].copy()
     k = model.n_modes
     basis = model.modes.transpose(1, 2, 0) * np.sqrt(model.variances)  # (V, 3, K) mm per sd
