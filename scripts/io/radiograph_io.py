@@ -124,14 +124,14 @@ EXIF_ORIENTATIONS = {
     7: lambda a: a[::-1, ::-1].T,  # transposed across the other diagonal
     8: lambda a: np.rot90(a, 1),  # rotated 90 degrees counter-clockwise
 }
-EXIF_TRANSPOSING = (5, 6, 7, 8)
+EXIF_TRANSPOSING = (5, 6, 7, 8)  # the orientations that swap the stored image's rows and columns
 TIFF_SUBFILE_TYPE_TAG, TIFF_REDUCED = 254, 1  # NewSubfileType; its bit 0: a reduced-resolution copy of the image
 EIGHT_OF_SIXTEEN_WARNING = (
     "16-bit colour or grey+alpha samples read as 8 bits (Pillow keeps their high byte); save the radiograph as 16-bit "
     "grayscale for its full precision"
 )
 # TIFF PhotometricInterpretation (262) 0, MinIsWhite: low values bright (DICOM's MONOCHROME1), turned over on reading
-TIFF_PHOTOMETRIC_TAG, TIFF_MIN_IS_WHITE = 262, 0  # the orientations that swap the stored image's rows and columns
+TIFF_PHOTOMETRIC_TAG, TIFF_MIN_IS_WHITE = 262, 0
 # A PNG (pHYs chunk) or TIFF (XResolution, YResolution, ResolutionUnit 2 or 3) may state its physical resolution; for a
 # scanned film or a digitiser's file it is the detector pitch (the film lies in the detector plane). Its kinds, as
 # result.json geometry_source names them, and the units they count pixels per (mm).
