@@ -179,11 +179,11 @@ class Geometry:
         """Raise :class:`GeometryError` unless SID, pitch, detector field, size and principal point lie
         within what radiography rooms use (``SID_RANGE_MM`` ... ``IMAGE_SIZE_RANGE_PX``); returns self."""
         w, h = self.image_size
-        _check_range("sid_mm", [self.sid_mm], SID_RANGE_MM, "mm")
-        _check_range("pixel_spacing_mm", self.pixel_spacing_mm, PIXEL_PITCH_RANGE_MM, "mm")
-        _check_range("image_size", self.image_size, IMAGE_SIZE_RANGE_PX, "px")
+        check_room_range("sid_mm", [self.sid_mm], SID_RANGE_MM, "mm")
+        check_room_range("pixel_spacing_mm", self.pixel_spacing_mm, PIXEL_PITCH_RANGE_MM, "mm")
+        check_room_range("image_size", self.image_size, IMAGE_SIZE_RANGE_PX, "px")
         field_mm = [s * n for s, n in zip(self.pixel_spacing_mm, self.image_size, strict=True)]
-        _check_range("detector field (pixel_spacing_mm x image_size)", field_mm, DETECTOR_FIELD_RANGE_MM, "mm")
+        check_room_range("detector field (pixel_spacing_mm x image_size)", field_mm, DETECTOR_FIELD_RANGE_MM, "mm")
         cu, cv = self.principal_point_px
         if not (-0.5 <= cu <= w - 0.5 and -0.5 <= cv <= h - 0.5):
             raise GeometryError(
@@ -492,7 +492,9 @@ def _geometry_json(path: Path) -> dict:
     return d
 
 
-def _check_range(name: str, values: Sequence[float], bounds: tuple[float, float], unit: str) -> None:
+def check_room_range(name: str, values: Sequence[float], bounds: tuple[float, float], unit: str) -> None:
+    """Raise :class:`GeometryError` naming ``name`` unless every value (``unit``) lies in ``bounds``, what radiography
+    rooms use (e.g. :data:`SID_RANGE_MM`; NaN never does)."""
     lo, hi = bounds
     for v in values:
         if not lo <= v <= hi:

@@ -371,6 +371,43 @@ def test_objects_without_an_image_are_named_by_kind(tmp_path, sop_class, modalit
         assert RadiographInputs(tmp_path, STD).read(tmp_path / name).no_image == ""
 
 
+def test_fill_ins_are_checked_once_for_the_run_naming_the_option(tmp_path, capsys):
+    """The --sid_mm / --pixel_spacing_mm fill-ins become (SID, (su, sv)) mm, one pitch number for both directions; a bad
+    one is refused when the inputs are set up (nothing listed or read: the input folder need not exist) and by to-dicom
+    before its input is read, in one line naming the option, nothing written."""
+    from scripts.io.radiograph_io import fill_ins, main
+
+    assert fill_ins() == (None, None)
+    assert fill_ins(1100, 0.15) == (1100.0, (0.15, 0.15))
+    assert fill_ins(None, [0.15, 0.16]) == (None, (0.15, 0.16))
+    inputs = RadiographInputs(tmp_path / "absent", STD, 1100, (0.15, 0.16))
+    assert (inputs.sid_mm, inputs.pixel_spacing_mm) == (1100.0, (0.15, 0.16))
+    for sid, pitch, line in [
+        (0, None, "--sid_mm: sid_mm 0 mm outside 700..2000 mm (what radiography rooms use)"),
+        (
+            None,
+            -0.15,
+            "--pixel_spacing_mm: pixel_spacing_mm -0.15 mm outside 0.025..10 mm (what radiography rooms use)",
+        ),
+        (
+            None,
+            float("inf"),
+            "--pixel_spacing_mm: pixel_spacing_mm inf mm outside 0.025..10 mm (what radiography rooms use)",
+        ),
+        (None, [], "--pixel_spacing_mm: must be one or two numbers (mm: 0.15, or su,sv as 0.15,0.16), got []"),
+        (None, ["0.15"], "--pixel_spacing_mm: must be a number (mm), got '0.15'"),
+    ]:
+        with pytest.raises(InputFileError) as e:
+            RadiographInputs(tmp_path / "absent", STD, sid, pitch)
+        assert str(e.value) == line
+    Image.fromarray(ramp(hi=250).astype(np.uint8)).save(tmp_path / "a.png")
+    assert main(["to-dicom", str(tmp_path / "a.png"), str(tmp_path / "a.dcm"), "--pixel_spacing_mm", "nan"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "--pixel_spacing_mm: pixel_spacing_mm nan mm outside 0.025..10 mm (what radiography rooms use)"
+    )
+    assert not (tmp_path / "a.dcm").exists()
+
+
 # ---------------------------------------------------------------------- to-dicom (python -m scripts.radiograph_io to-dicom)
 def test_to_dicom_round_trip_png(tmp_path, capsys):
     """A 16-bit PNG with a given pitch and SID -> DICOM DX -> the reader: the same pixels, the same geometry from the tags."""

@@ -476,31 +476,59 @@ def test_stated_resolution_gives_the_pitch_and_result_json_says_so(bundle, tmp_p
 
 
 @pytest.mark.parametrize(
-    "overrides, needle",
+    "overrides, line",
     [
-        ({"sid_mm": True}, "argument sid_mm must be a number (mm), got True"),
-        ({"sid_mm": "far"}, "argument sid_mm must be a number (mm), got 'far'"),
+        ({"sid_mm": True}, "--sid_mm: must be a number (mm), got True"),
+        ({"sid_mm": "far"}, "--sid_mm: must be a number (mm), got 'far'"),
+        ({"sid_mm": 5.0}, "--sid_mm: sid_mm 5 mm outside 700..2000 mm (what radiography rooms use)"),
+        ({"sid_mm": float("nan")}, "--sid_mm: sid_mm nan mm outside 700..2000 mm (what radiography rooms use)"),
+        ({"pixel_spacing_mm": True}, "--pixel_spacing_mm: must be a number (mm), got True"),
         (
-            {"sid_mm": 5.0, "pixel_spacing_mm": 6.25},
-            "sid_mm 5 mm outside 700..2000 mm (what radiography rooms use) (sid_mm from argument sid_mm",
+            {"pixel_spacing_mm": 100.0},
+            "--pixel_spacing_mm: pixel_spacing_mm 100 mm outside 0.025..10 mm (what radiography rooms use)",
         ),
-        ({"sid_mm": 1100.0, "pixel_spacing_mm": True}, "argument pixel_spacing_mm must be a number (mm), got True"),
-        ({"sid_mm": 1100.0, "pixel_spacing_mm": 100.0}, "pixel_spacing_mm 100 mm outside 0.025..10 mm"),
+        (
+            {"pixel_spacing_mm": 0},
+            "--pixel_spacing_mm: pixel_spacing_mm 0 mm outside 0.025..10 mm (what radiography rooms use)",
+        ),
+        (
+            {"pixel_spacing_mm": [6.25, -0.1]},
+            "--pixel_spacing_mm: pixel_spacing_mm -0.1 mm outside 0.025..10 mm (what radiography rooms use)",
+        ),
         (  # what --pixel_spacing_mm "6.25 6.25" passes: text (a pair is written 6.25,6.25)
-            {"sid_mm": 1100.0, "pixel_spacing_mm": "6.25 6.25"},
-            "argument pixel_spacing_mm must be one or two numbers (mm: 0.15, or su,sv as 0.15,0.16), got '6.25 6.25'",
+            {"pixel_spacing_mm": "6.25 6.25"},
+            "--pixel_spacing_mm: must be one or two numbers (mm: 0.15, or su,sv as 0.15,0.16), got '6.25 6.25'",
+        ),
+        (
+            {"pixel_spacing_mm": (6.25, 6.25, 6.25)},
+            "--pixel_spacing_mm: must be one or two numbers (mm: 0.15, or su,sv as 0.15,0.16), got (6.25, 6.25, 6.25)",
         ),
     ],
-    ids=["sid true", "sid text", "sid 5 mm", "pitch true", "pitch 100 mm", "pitch text"],
+    ids=[
+        "sid true",
+        "sid text",
+        "sid 5 mm",
+        "sid nan",
+        "pitch true",
+        "pitch 100 mm",
+        "pitch 0",
+        "pitch pair with -0.1",
+        "pitch text",
+        "pitch of three numbers",
+    ],
 )
-def test_geometry_arguments_must_be_plausible_numbers(overrides, needle, bundle, tmp_path, capsys):
-    """--sid_mm true is not 1 mm: booleans, text and values outside the rooms' ranges are refused, naming the input."""
+def test_geometry_arguments_must_be_plausible_numbers(overrides, line, bundle, tmp_path, capsys):
+    """--sid_mm true is not 1 mm: booleans, text and values outside the rooms' ranges stop the run with ONE line naming
+    the option, before any input is read (a corrupt file among them is not reported) and before the model loads (a
+    missing checkpoint is not either); nothing written."""
     d = tmp_path / "in"
     d.mkdir()
-    dicom(d / "bare.dcm", DistanceSourceToDetector=None, ImagerPixelSpacing=None)
-    assert run_workflow(d, tmp_path / "out", bundle, **overrides) == 1
-    lines = error_lines(capsys.readouterr().err, d / "bare.dcm")
-    assert len(lines) == 1 and lines[0].startswith(f"{d / 'bare.dcm'}: ") and needle in lines[0], lines
+    for name in ("bare_a.dcm", "bare_b.dcm"):  # both lack SID and pitch: each would use the fill-ins
+        dicom(d / name, DistanceSourceToDetector=None, ImagerPixelSpacing=None)
+    _corrupt_dicom(d)
+    args = {**bundle, "ckpt_path": str(tmp_path / "missing.pt"), "sid_mm": 1100.0, "pixel_spacing_mm": 6.25}
+    assert run_workflow(d, tmp_path / "out", args, **overrides) == 1
+    assert error_lines(capsys.readouterr().err, ": ") == [line]
     assert_no_output(tmp_path / "out")
 
 

@@ -57,8 +57,8 @@ def load_cases(
     bundle's inference, is printed on stderr and left out of both lists: a DICOM object that holds no image (a
     structured report, presentation state, ...) and a further copy of a DICOM instance.
     """
-    inputs = RadiographInputs(input_path, standard, sid_mm, pixel_spacing_mm, output_dir)
-    try:
+    try:  # a bad sid_mm / pixel_spacing_mm is one line for the run, as an input folder that cannot be listed
+        inputs = RadiographInputs(input_path, standard, sid_mm, pixel_spacing_mm, output_dir)
         paths = inputs.paths()
     except InputFileError as e:
         return [], [str(e)]

@@ -19,7 +19,8 @@ DICOM geometry (see docs/real_radiographs.md):
 - principal point: the image centre (no standard tag carries it).
 
 Values missing from the header are taken from the ``sid_mm`` / ``pixel_spacing_mm`` arguments, which
-only fill gaps (header values win); without them the file is refused, naming the missing tag.
+only fill gaps (header values win); without them the file is refused, naming the missing tag. The arguments are
+checked once, before any file is read (:func:`fill_ins`).
 
 PNG/TIFF carry no geometry tags: the pitch is ``pixel_spacing_mm``, else the standard one when the size matches, else
 the resolution the file states (PNG pHYs, TIFF XResolution/YResolution in inch or cm; not 72 or 96 dpi, screen
@@ -58,10 +59,12 @@ from scipy import ndimage
 
 from scripts.geometry import (
     IMAGE_SIZE_RANGE_PX,
+    PIXEL_PITCH_RANGE_MM,
     SID_RANGE_MM,
     Geometry,
     GeometryError,
     check_magnification,
+    check_room_range,
     magnification,
     read_geometry,
 )
@@ -184,8 +187,10 @@ def load_radiograph_with_field(
         PatientOrientation states it).
 
     Raises:
-        InputFileError: not a readable file, unsupported file, non-radiograph, bad pixels, missing geometry.
+        InputFileError: not a readable file, unsupported file, non-radiograph, bad pixels, missing geometry; a bad
+            ``sid_mm`` / ``pixel_spacing_mm`` names the option (:func:`fill_ins`).
     """
+    sid_mm, spacing = fill_ins(sid_mm, pixel_spacing_mm)
     path = Path(path)
     name = path.name.lower()
     if name.endswith(NIFTI_SUFFIXES + RASTER_SUFFIXES):
@@ -193,7 +198,6 @@ def load_radiograph_with_field(
     if name.endswith(NIFTI_SUFFIXES):
         image, geometry, info = _load_nifti(path)
         return image, geometry, info, _nifti_field(path, geometry)
-    spacing = _spacing_pair(path, pixel_spacing_mm)
     padding = None
     if name.endswith(RASTER_SUFFIXES):
         image, orientation, resolution, warned = _read_raster(path)
@@ -477,7 +481,8 @@ class RadiographInputs:
     :func:`output_name`, :func:`input_key` and :func:`load_radiograph_with_field` which it combines, so that neither
     workflow owns the other's naming. :meth:`read` (picklable: the runner calls it in DataLoader workers) and
     :meth:`claim` (in the one process that writes) are separate steps; :meth:`items` does both in turn.
-    ``sid_mm``, ``pixel_spacing_mm``: fill-ins for inputs lacking them (:func:`load_radiograph_with_field`).
+    ``sid_mm``, ``pixel_spacing_mm``: fill-ins for inputs lacking them (:func:`load_radiograph_with_field`), checked
+    here, once for all inputs (:func:`fill_ins`: a bad one raises :class:`InputFileError` naming the option).
     """
 
     def __init__(
@@ -490,7 +495,8 @@ class RadiographInputs:
     ):
         self.input_path, self.output_dir = Path(input_path), output_dir
         self.root = self.input_path if self.input_path.is_dir() else None  # output names are relative to it
-        self.standard, self.sid_mm, self.pixel_spacing_mm = standard, sid_mm, pixel_spacing_mm
+        self.standard = standard
+        self.sid_mm, self.pixel_spacing_mm = fill_ins(sid_mm, pixel_spacing_mm)
         self._claimed: dict[str, Path] = {}  # output name -> the input that has it in this run
         self.copies: dict[Path, Path] = {}  # a further copy of a DICOM instance -> the input file read for it
 
@@ -827,11 +833,7 @@ def _raster_geometry(
             f"size {w}x{h} differs from the standard geometry {standard.width}x{standard.height} and {why_not}; "
             "pass --pixel_spacing_mm (detector pitch, mm) to resample",
         )
-    sid, sid_source = (
-        (_argument_number(path, "sid_mm", sid_mm), "argument sid_mm")
-        if sid_mm is not None
-        else (standard.sid_mm, "standard geometry")
-    )
+    sid, sid_source = (sid_mm, "argument sid_mm") if sid_mm is not None else (standard.sid_mm, "standard geometry")
     source = {"sid_mm": sid_source, "pixel_spacing_mm": spacing_source}
     return _geometry(path, sid, spacing, (w, h), source), source
 
@@ -1064,7 +1066,7 @@ def _dicom_geometry(
             "DistanceSourceToDetector (0018,1110)",
         )
     elif sid_mm is not None:
-        sid, source["sid_mm"] = _argument_number(path, "sid_mm", sid_mm), "argument sid_mm"
+        sid, source["sid_mm"] = sid_mm, "argument sid_mm"
     else:
         raise InputFileError(path, "missing DistanceSourceToDetector (0018,1110); pass --sid_mm")
     pitch = None
@@ -1242,29 +1244,35 @@ def _magnification(path: Path, factor: float, source: str) -> float:
         raise InputFileError(path, f"invalid geometry: {e}") from None
 
 
-def _argument_number(path: Path, name: str, value) -> float:
-    """A numeric argument (``sid_mm``), refusing booleans and text: ``true`` is not 1 mm."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InputFileError(path, f"argument {name} must be a number (mm), got {value!r}")
-    return float(value)
-
-
-def _spacing_pair(path: Path, spacing) -> tuple[float, float] | None:
-    if spacing is None:
-        return None
-    if isinstance(spacing, str):  # MONAI's command line passes what does not parse as a Python value as text
+def fill_ins(
+    sid_mm: float | None = None, pixel_spacing_mm: float | Sequence[float] | None = None
+) -> tuple[float | None, tuple[float, float] | None]:
+    """The ``sid_mm`` / ``pixel_spacing_mm`` fill-ins as (SID mm, detector pitch (su, sv) mm; one number: both), None
+    where not given. Checked once for all inputs, before any is read: numbers (booleans and text refused: ``true`` is
+    not 1 mm), one or two for the pitch, within what radiography rooms use (:func:`scripts.geometry.check_room_range`);
+    else :class:`InputFileError` naming the option (``--sid_mm``)."""
+    sid = None if sid_mm is None else _option_mm("sid_mm", sid_mm, SID_RANGE_MM)
+    if pixel_spacing_mm is None:
+        return sid, None
+    values = list(pixel_spacing_mm) if isinstance(pixel_spacing_mm, (list, tuple, np.ndarray)) else [pixel_spacing_mm]
+    if isinstance(pixel_spacing_mm, str) or len(values) not in (1, 2):  # MONAI's command line: "0.15 0.16" is text
         raise InputFileError(
-            path,
-            f"argument pixel_spacing_mm must be one or two numbers (mm: 0.15, or su,sv as 0.15,0.16), got {spacing!r}",
+            "--pixel_spacing_mm",
+            f"must be one or two numbers (mm: 0.15, or su,sv as 0.15,0.16), got {pixel_spacing_mm!r}",
         )
-    for s in (spacing if isinstance(spacing, (list, tuple, np.ndarray)) else [spacing]):
-        _argument_number(path, "pixel_spacing_mm", s)
-    v = np.atleast_1d(np.asarray(spacing, dtype=float))
-    if v.size == 1:
-        v = np.repeat(v, 2)
-    if v.size != 2 or not np.all(np.isfinite(v) & (v > 0)):
-        raise InputFileError(path, f"pixel_spacing_mm must be one or two positive numbers, got {spacing}")
-    return float(v[0]), float(v[1])
+    pitch = [_option_mm("pixel_spacing_mm", v, PIXEL_PITCH_RANGE_MM) for v in values]
+    return sid, (pitch[0], pitch[-1])
+
+
+def _option_mm(name: str, value, bounds: tuple[float, float]) -> float:
+    """The value of option ``--name`` as mm within ``bounds``; else :class:`InputFileError` naming the option."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InputFileError(f"--{name}", f"must be a number (mm), got {value!r}")
+    try:
+        check_room_range(name, [float(value)], bounds, "mm")
+    except GeometryError as e:
+        raise InputFileError(f"--{name}", str(e)) from None
+    return float(value)
 
 
 def _check_size(path: Path, shape: tuple[int, int]) -> None:
@@ -1315,6 +1323,7 @@ def to_dicom(
     """
     input_path, output_path = Path(input_path), Path(output_path)
     standard = standard or Geometry.standard()
+    sid_mm, spacing = fill_ins(sid_mm, pixel_spacing_mm)
     _check_readable_file(input_path)
     if output_path.exists() and os.path.samefile(input_path, output_path):  # the same path, a link or a hard link
         raise InputFileError(
@@ -1339,7 +1348,7 @@ def to_dicom(
             image.shape,
             standard,
             sid_mm,
-            _spacing_pair(input_path, pixel_spacing_mm),
+            spacing,
             resolution,
             orientation,
         )

@@ -333,6 +333,7 @@ class ReconstructionRunner:
             refuse_models_dir(self.output_dir, "output_dir")
             check_output_dir(self.output_dir, "--output_dir")
             _ = self.standard
+            _ = self.radiographs  # the --sid_mm / --pixel_spacing_mm fill-ins checked once, before the model loads
             self.reconstructor.load()
             _ = self.made_with
             inputs = self.inputs()
