@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -24,7 +25,17 @@ from scripts.model.networks import DualFaceDepthNet, absolute_depth, split_outpu
 from scripts.model.plot_training import main as plot_main
 from scripts.model.plot_training import plot_training
 from scripts.model.training import bfloat16_supported, latest_checkpoint, load_datalist
-from tests.helpers import META, ROOT, TINY, TRAIN, bundle_env, ddp_train_command, train_workflow, write_sphere_dataset
+from tests.helpers import (
+    META,
+    ROOT,
+    TINY,
+    TRAIN,
+    bundle_env,
+    ddp_train_command,
+    run_bundle,
+    train_workflow,
+    write_sphere_dataset,
+)
 
 EXIT_ABORT = "terminate called without an active exception"
 
@@ -213,6 +224,16 @@ def test_resume_continues_from_saved_epoch(dataset, tmp_path, capsys):
     cause = input_error_of(info.value)
     assert isinstance(cause, InputFileError) and cause.path == latest_checkpoint(run)
     assert "a run of --epochs 3 (its cosine learning-rate schedule), resumed with --epochs 5" in str(cause)
+    # another image_size (the weights fit, their meaning does not), or --pretrained beside a run that started without
+    torch.save(saved["model"], tmp_path / "pre.pt")
+    for override, told in (
+        ({"image_size": 32}, "image_size 64, resumed with 32; resume with --image_size 64"),
+        ({"pretrained": str(tmp_path / "pre.pt")}, "a checkpoint to resume of a run that started without --pretrained"),
+    ):
+        with pytest.raises(Exception) as info:
+            train_workflow(dataset, run, epochs=3, **override)
+        cause = input_error_of(info.value)
+        assert isinstance(cause, InputFileError) and cause.path == latest_checkpoint(run) and told in str(cause)
     assert _tree(run) == before
 
     second = train_workflow(dataset, run, epochs=3)
@@ -231,11 +252,15 @@ def test_resume_continues_from_saved_epoch(dataset, tmp_path, capsys):
     assert second.parser.get_parsed_content("lr_scheduler").last_epoch == 3
     assert latest_checkpoint(run).endswith("checkpoint_epoch=3.pt")
     capsys.readouterr()
-    train_workflow(dataset, run, epochs=3)  # the same command once more: the run is complete, and says so
+    finished = _tree(run)
+    again = train_workflow(dataset, run, epochs=3)  # the same command once more: the run is complete, and says so
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"{latest_checkpoint(run)}: the run is complete (3 of 3 epochs): nothing to train; to train on, fine-tune from "
         "its model.pt with --pretrained in a new --output_dir"
     )
+    again.run()
+    again.finalize()
+    assert _tree(run) == finished  # no file added or changed (no empty TensorBoard event files)
 
 
 def test_resume_remembers_the_best_validation(dataset, tmp_path):
@@ -292,22 +317,114 @@ def test_pretrained_weights_start_the_training(dataset, tmp_path):
         train_workflow(dataset, tmp_path / "again", epochs=1, pretrained=latest_checkpoint(tmp_path / "fresh"))
     )
     assert all(torch.equal(again[k], ckpt["model"][k]) for k in start)
-    # a checkpoint to resume and --pretrained at once: an error that says how to choose; the run's files stay
+    # without --pretrained the interrupted fine-tune continues from its own checkpoint (after epoch 1)
     after_first = torch.load(latest_checkpoint(tmp_path / "tuned"), map_location="cpu")["model"]
-    files = {p.name: p.read_bytes() for p in (tmp_path / "tuned").glob("*.pt")}
-    with pytest.raises(Exception) as info:
-        train_workflow(dataset, tmp_path / "tuned", epochs=2, pretrained=str(tmp_path / "pre.pt"))
-    cause = input_error_of(info.value)
-    assert (
-        isinstance(cause, InputFileError)
-        and "give a new --output_dir" in str(cause)
-        and "drop --pretrained" in str(cause)
-    )
-    assert {p.name: p.read_bytes() for p in (tmp_path / "tuned").glob("*.pt")} == files
-    # without --pretrained the run continues from its own checkpoint (after epoch 1)
     resumed = _weights_at_first_epoch(train_workflow(dataset, tmp_path / "tuned", epochs=2))
     assert all(torch.equal(resumed[k], after_first[k]) for k in start)
     assert not torch.equal(resumed["conv_0.conv_0.conv.weight"], start["conv_0.conv_0.conv.weight"])
+
+
+def test_interrupted_fine_tune_resumes_with_the_same_command(dataset, tmp_path):
+    """The interrupted fine-tune's own command again (--pretrained included) continues from its checkpoint's epoch,
+    not from the pretrained weights: its training.json records that file's SHA-256. Another --pretrained file, or one
+    beside a run without a record (bundles before 0.10.10): one line saying how to choose, before training."""
+    torch.manual_seed(7)
+    start = DualFaceDepthNet(features=TINY["features"]).state_dict()
+    torch.save(start, tmp_path / "pre.pt")
+    torch.save({k: v + 1 for k, v in start.items()}, tmp_path / "other.pt")
+    run, pre = tmp_path / "tuned", str(tmp_path / "pre.pt")
+    first = train_workflow(dataset, run, epochs=2, pretrained=pre)
+    first.trainer.add_event_handler(Events.EPOCH_COMPLETED(once=1), lambda e: e.terminate())  # "interrupted"
+    first.run()
+    first.finalize()
+    digest = hashlib.sha256((tmp_path / "pre.pt").read_bytes()).hexdigest()
+    assert json.loads((run / "training.json").read_text())["pretrained"] == {"path": pre, "sha256": digest}
+    after_first = torch.load(latest_checkpoint(run), map_location="cpu")["model"]
+    before = _tree(run)
+    old = tmp_path / "old"  # the same run without its record
+    shutil.copytree(run, old)
+    (old / "training.json").unlink()
+    for folder, pretrained, told in (
+        (run, tmp_path / "other.pt", f"a run that started from {pre} ({run / 'training.json'}), and --pretrained "),
+        (old, tmp_path / "pre.pt", f"a checkpoint to resume, and --pretrained {pre} was given too: "),
+    ):
+        with pytest.raises(Exception) as info:
+            train_workflow(dataset, folder, epochs=2, pretrained=str(pretrained))
+        cause = input_error_of(info.value)
+        assert isinstance(cause, InputFileError) and cause.path == latest_checkpoint(folder), info.value
+        assert told in str(cause) and str(cause).endswith(
+            f"to fine-tune from {pretrained} give a new --output_dir; to resume this run drop --pretrained"
+        )
+    assert _tree(run) == before
+    again = train_workflow(dataset, run, epochs=2, pretrained=pre)
+    epochs = []
+    again.trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: epochs.append(e.state.epoch))
+    resumed = _weights_at_first_epoch(again)
+    assert epochs == [2]
+    assert all(torch.equal(resumed[k], after_first[k]) for k in start)
+
+
+def test_run_record_is_checked_by_inference_and_evaluation(dataset, tmp_path, capsys):
+    """A fresh run writes training.json into ckpt_dir and output_dir: what its weights mean. Inference and evaluation
+    (dual- and single-face) of a checkpoint in its folder configured otherwise (here image_size: the fully convolutional
+    network would run, silently wrong) refuse in one line naming the checkpoint, the key, both values and the option to
+    pass, before writing anything; configured as recorded, inference runs."""
+    run = tmp_path / "run"
+    wf = train_workflow(dataset, run, epochs=1)
+    wf.run()
+    wf.finalize()
+    record = json.loads((run / "models" / "training.json").read_text())
+    assert (run / "training.json").read_bytes() == (run / "models" / "training.json").read_bytes()
+    assert record["network"] == {
+        "image_size": 64,
+        "bones": ["pelvis", "femur_left", "femur_right"],
+        "faces": 2,
+        "features": TINY["features"],
+        "depth_prior_mm": [950.0, 50.0],
+        "centre_prior_mm": [950.0, 50.0],
+        "fov_channel": False,
+        "fov_fill": 0.0,
+    }
+    assert (record["epochs"], record["pretrained"], record["dataset_dir"]) == (1, None, [str(dataset)])
+    assert record["bundle_version"] == json.loads(Path(META).read_text())["version"]
+    ckpt, written = run / "models" / "model.pt", run / "models" / "training.json"
+    given = dict(ckpt_path=str(ckpt), ssm_path="", features=TINY["features"], device="cpu")
+    infer = dict(input_dir=str(dataset / "case_0000_p0" / "image.nii.gz"), output_dir=str(tmp_path / "out"), **given)
+    with pytest.raises(SystemExit) as info:
+        run_bundle("inference.yaml", **infer)
+    assert info.value.code == 1 and not (tmp_path / "out").exists()
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"{ckpt}: trained with other network settings ({written}): image_size 64, configured 128; pass --image_size 64"
+    )
+    run_bundle("inference.yaml", **infer, image_size=64)
+    assert len(list((tmp_path / "out").rglob("result.json"))) == 1
+
+    single = tmp_path / "single"
+    wf = train_workflow(dataset, single, ("configs/variants/single_face.yaml",), epochs=1, image_size=32)
+    wf.run()
+    wf.finalize()
+    assert json.loads((single / "training.json").read_text())["network"]["faces"] == 1
+    evaluate = dict(dataset_dir=str(dataset), output_dir=str(tmp_path / "eval"), ckpt_path=str(ckpt), ssm_path="")
+    for overrides, single_face, told in (
+        (
+            {"features": TINY["features"]},
+            tmp_path / "none.pt",  # missing: the variant is skipped
+            f"{ckpt}: trained with other network settings ({written}): image_size 64, configured 128; "
+            "pass --inference_overrides \"{'image_size': 64}\" (beside any other keys given there)",
+        ),
+        (
+            {"features": TINY["features"], "image_size": 64},
+            single / "model.pt",
+            f"{single / 'model.pt'}: trained with other network settings ({single / 'training.json'}): image_size 32, "
+            "configured 64; pass --single_face_overrides \"{'image_size': 32}\" (beside any other keys given there)",
+        ),
+    ):
+        with pytest.raises(SystemExit) as info:
+            run_bundle(
+                "evaluate.yaml", **evaluate, single_face_ckpt_path=str(single_face), inference_overrides=overrides
+            )
+        assert info.value.code == 1 and not (tmp_path / "eval").exists()
+        assert capsys.readouterr().err.strip().splitlines()[-1] == told
 
 
 def test_pretrained_widen_starts_a_wider_network_from_a_narrower_one(dataset, tmp_path):
@@ -346,9 +463,8 @@ def test_pretrained_weights_that_do_not_fit_name_the_file(dataset, tmp_path, nam
         (tmp_path / name).write_bytes(b"not a checkpoint" * 10)
     elif name == "list.pt":
         torch.save([torch.zeros(3)], tmp_path / name)
-    wf = train_workflow(dataset, tmp_path / "run", epochs=1, pretrained=str(tmp_path / name))
-    with pytest.raises(Exception) as info:  # before any training sample is loaded and cached
-        wf.run()
+    with pytest.raises(Exception) as info:  # before any training sample is loaded and cached (missing: at initialize)
+        train_workflow(dataset, tmp_path / "run", epochs=1, pretrained=str(tmp_path / name)).run()
     cause = input_error_of(info.value)
     assert isinstance(cause, InputFileError) and name in str(cause) and match in str(cause)
     assert not (tmp_path / "run").exists()  # the run stopped before training: no empty output_dir left behind
@@ -466,8 +582,12 @@ def test_training_never_overwrites_what_it_did_not_write(dataset, tmp_path):
     torch.save(
         {"model": DualFaceDepthNet(features=[8, 8, 16, 16, 32, 8]).state_dict()}, other / "checkpoint_epoch=2.pt"
     )
+    record = tmp_path / "record"  # a user's training.json (or another run's record)
+    record.mkdir()
+    (record / "training.json").write_text('{"mine": true}')
     for run, override, bad, match in (
         (user, {"ckpt_dir": str(user)}, user / "model.pt", "this run starts afresh"),
+        (record, {}, record / "training.json", "this run starts afresh"),
         (earlier, {"resume": "false"}, earlier / "checkpoint_epoch=5.pt", "--resume false"),
         (other, {}, other / "checkpoint_epoch=2.pt", "shapes differ for"),
     ):

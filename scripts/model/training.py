@@ -1,5 +1,5 @@
 """Small helpers the training configs call: datalist loading, resume checkpoint lookup (and its checks against
-``pretrained``), the bfloat16 autocast inferer, best-model memory, progress bar."""
+``pretrained`` and the run's record), the bfloat16 autocast inferer, best-model memory, progress bar."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from monai.handlers import CheckpointSaver, from_engine
 from monai.inferers import SimpleInferer
 
 from scripts.config_flags import as_device, as_flag
-from scripts.io.files import InputFileError, PathLike, in_folder, read_json
+from scripts.io.files import InputFileError, PathLike, in_folder, read_json, sha256
 from scripts.model.checkpoints import check_fits, load_problem
+from scripts.model.run_record import RECORD_NAME, check_record_free, differing_settings, option_text, read_run_record
 
 SAMPLE_FILE_KEYS = ("image", "depth", "mask", "geometry")
 OPTIONAL_SAMPLE_FILE_KEYS = ("fov",)  # the radiograph's own area; data sets simulated before it have none
@@ -105,47 +106,46 @@ def resume_checkpoint(
     network: torch.nn.Module | None = None,
     ckpt_dir: PathLike | None = None,
     epochs: int | str | None = None,
+    record: Mapping | None = None,
 ) -> str | None:
     """The run's checkpoint to resume from (:func:`latest_checkpoint` when ``resume``), checked before training starts;
-    a complete run (all ``epochs`` done) is said in one line on stderr: nothing to train.
+    a complete run (all ``epochs`` done) is said in one line on stderr: nothing to train. ``record``: this run's
+    training record (:func:`scripts.model.run_record.run_record`), checked against the one in ``output_dir``.
 
     Raises:
-        InputFileError: a checkpoint to resume and ``pretrained`` weights at once (the run cannot start from
-            both: says how to choose), or a checkpoint that is not a training checkpoint of this bundle
-            (read with ``weights_only=True``; its ``model`` entry a state dict) or whose model does not fit
-            ``network``, or whose cosine schedule (``lr_scheduler`` ``T_max``) is not ``epochs`` long (resuming
-            restores the checkpoint's schedule: epochs past its end would train at a learning rate near 0, then
-            rising); for a fresh run (``resume`` off, or nothing to resume), a ``checkpoint_epoch=N.pt`` of an
-            earlier run in ``output_dir`` or a ``model.pt`` in ``ckpt_dir`` (default ``output_dir``): the run
-            would overwrite files it did not write, and a later resume would pick up the earlier run's epoch.
+        InputFileError: a checkpoint to resume and ``pretrained`` weights at once, unless ``output_dir``'s record says
+            the run started from that file (same SHA-256; else the line says how to choose), or a checkpoint that is
+            not a training checkpoint of this bundle (read with ``weights_only=True``; its ``model`` entry a state
+            dict) or whose model does not fit ``network``, or whose record gives other network settings (e.g.
+            ``image_size``) than ``record``, or whose cosine schedule (``lr_scheduler`` ``T_max``) is not ``epochs``
+            long (resuming restores the checkpoint's schedule: epochs past its end would train at a learning rate near
+            0, then rising); for a fresh run (``resume`` off, or nothing to resume), a ``checkpoint_epoch=N.pt`` of an
+            earlier run in ``output_dir``, a ``model.pt`` in ``ckpt_dir`` (default ``output_dir``) or a
+            ``training.json`` holding another record in either: the run would overwrite files it did not write, and
+            a later resume would pick up the earlier run's epoch.
     """
     resume, latest = as_flag(resume, "resume"), latest_checkpoint(output_dir)
+    ckpt_dir = output_dir if ckpt_dir in (None, "") else ckpt_dir
     if latest is not None and not resume:
         raise InputFileError(
             latest,
             "a checkpoint of an earlier run, and --resume false: left untouched; to start over give a new --output_dir",
         )
     if latest is None:
-        best = Path(output_dir if ckpt_dir in (None, "") else ckpt_dir) / "model.pt"
+        best = Path(ckpt_dir) / "model.pt"
         if best.exists() or best.is_symlink():
             raise InputFileError(
                 best,
                 "exists, and this run starts afresh (no checkpoint_epoch=N.pt to resume in --output_dir): "
                 "left untouched; give a new --output_dir (or --ckpt_dir)",
             )
+        if record is not None:
+            check_record_free(record, output_dir, ckpt_dir)
         return None
+    recorded = read_run_record(output_dir)
     if pretrained not in (None, ""):
-        raise InputFileError(
-            latest,
-            f"a checkpoint to resume, and --pretrained {pretrained} was given too: to fine-tune from {pretrained} give a new "
-            "--output_dir; to resume this run drop --pretrained",
-        )
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            state = torch.load(latest, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle/zip errors of corrupt or foreign files, code refused by weights_only
-        raise InputFileError(latest, f"unreadable resume checkpoint ({load_problem(e)})") from None
+        _check_resumed_pretrained(latest, recorded, pretrained, Path(output_dir) / RECORD_NAME)
+    state = _read_checkpoint(latest)
     model = state.get("model") if isinstance(state, Mapping) else None
     if not isinstance(model, Mapping) or not all(isinstance(v, torch.Tensor) for v in model.values()):
         raise InputFileError(
@@ -155,6 +155,14 @@ def resume_checkpoint(
         )
     if network is not None:
         check_fits(latest, model, network)
+    differ = {} if recorded is None or record is None else differing_settings(recorded["network"], record["network"])
+    if differ:
+        said = "; ".join(f"{k} {trained!r}, resumed with {given!r}" for k, (trained, given) in differ.items())
+        raise InputFileError(
+            latest,
+            f"a run trained with other network settings ({Path(output_dir) / RECORD_NAME}): {said}; resume with "
+            f"{option_text({k: trained for k, (trained, _) in differ.items()})}",
+        )
     schedule = state.get("lr_scheduler")
     scheduled = schedule.get("T_max") if isinstance(schedule, Mapping) else None
     if epochs is not None and scheduled is not None and int(scheduled) != int(epochs):
@@ -163,16 +171,56 @@ def resume_checkpoint(
             f"a run of --epochs {scheduled} (its cosine learning-rate schedule), resumed with --epochs {epochs}: resume "
             f"with --epochs {scheduled}; to train on, fine-tune from its model.pt with --pretrained in a new --output_dir",
         )
-    trainer = state.get("trainer")
-    if epochs is not None and isinstance(trainer, Mapping) and trainer.get("epoch_length"):
-        done = int(trainer.get("iteration", 0)) // int(trainer["epoch_length"])
-        if done >= int(epochs):
-            print(
-                f"{latest}: the run is complete ({done} of {epochs} epochs): nothing to train; to train on, fine-tune "
-                "from its model.pt with --pretrained in a new --output_dir",
-                file=sys.stderr,
-            )
+    done = _epochs_done(state)
+    if epochs is not None and done >= int(epochs):
+        print(
+            f"{latest}: the run is complete ({done} of {epochs} epochs): nothing to train; to train on, fine-tune "
+            "from its model.pt with --pretrained in a new --output_dir",
+            file=sys.stderr,
+        )
     return latest
+
+
+def _check_resumed_pretrained(latest: str, recorded: Mapping | None, pretrained: PathLike, record_path: Path) -> None:
+    """Refuse ``--pretrained`` beside the checkpoint ``latest`` to resume unless the run's record (``recorded``, None:
+    none) says it started from that file (same SHA-256): then the rerun of the same command resumes."""
+    started = None if recorded is None else recorded.get("pretrained")
+    same = isinstance(started, Mapping) and Path(pretrained).is_file() and started.get("sha256") == sha256(pretrained)
+    if same:
+        return
+    choose = f"to fine-tune from {pretrained} give a new --output_dir; to resume this run drop --pretrained"
+    if recorded is None:
+        raise InputFileError(latest, f"a checkpoint to resume, and --pretrained {pretrained} was given too: {choose}")
+    began = f"from {started.get('path')}" if isinstance(started, Mapping) else "without --pretrained"
+    raise InputFileError(
+        latest,
+        f"a checkpoint to resume of a run that started {began} ({record_path}), and --pretrained {pretrained} is "
+        f"another file: {choose}",
+    )
+
+
+def _read_checkpoint(path: PathLike) -> object:
+    """``torch.load(path, weights_only=True)`` of a resume checkpoint; InputFileError naming it when unreadable."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle/zip errors of corrupt or foreign files, code refused by weights_only
+        raise InputFileError(path, f"unreadable resume checkpoint ({load_problem(e)})") from None
+
+
+def _epochs_done(state: object) -> int:
+    """Epochs a training checkpoint's ``trainer`` state has completed (0 when it has no such state)."""
+    trainer = state.get("trainer") if isinstance(state, Mapping) else None
+    if not isinstance(trainer, Mapping) or not trainer.get("epoch_length"):
+        return 0
+    return int(trainer.get("iteration", 0)) // int(trainer["epoch_length"])
+
+
+def run_complete(checkpoint: PathLike | None, epochs: int | str) -> bool:
+    """Whether the resume checkpoint ``checkpoint`` (:func:`resume_checkpoint`; None: a fresh run) has all ``epochs``
+    done: the run trains nothing, and its TensorBoard handlers stay off (no empty event files)."""
+    return checkpoint is not None and _epochs_done(_read_checkpoint(checkpoint)) >= int(epochs)
 
 
 def latest_checkpoint(output_dir: PathLike) -> str | None:

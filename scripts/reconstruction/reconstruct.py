@@ -42,6 +42,7 @@ from scripts.io.radiograph_io import REPLACEABLE_SOURCES
 from scripts.io.report import save_reconstruction_report
 from scripts.model.checkpoints import load_network
 from scripts.model.networks import absolute_depth, split_output
+from scripts.model.run_record import check_trained_settings
 from scripts.model.transforms import flip_bone_maps_lr
 from scripts.reconstruction.hips import MEDIAL_X, femoral_head_vertices, head_spheres, hip_plane
 from scripts.reconstruction.meshing import dual_face_mesh, front_face_mesh, masked_points
@@ -397,6 +398,11 @@ class Reconstructor:
             describes the input's own truth files).
         plausibility: thresholds of :func:`scripts.reconstruction.plausibility.plausibility` (configs: ``plausibility``).
         torchscript: accept a TorchScript ``ckpt_path`` (its code runs: trusted sources only).
+        network_settings: the configured network keys (:func:`scripts.model.run_record.network_settings`; configs:
+            ``network_settings``): a ``ckpt_path`` whose folder holds a training record (``training.json``) saying
+            otherwise is refused as it loads (:func:`scripts.model.run_record.check_trained_settings`); None: unchecked.
+        settings_option: the dict-valued option that carries inference keys, for the refusal's advice (evaluate.yaml:
+            ``inference_overrides``, ``single_face_overrides``); None: each key its own option (``--image_size 64``).
 
     Weights and models load on first use (:meth:`load`), so a bad file surfaces as one
     :class:`InputFileError` before any output is written.
@@ -418,8 +424,11 @@ class Reconstructor:
         bones: Sequence[str] = BONES,
         plausibility: Mapping | None = None,
         torchscript: bool = False,
+        network_settings: Mapping | None = None,
+        settings_option: str | None = None,
     ):
         self.network_def, self.ckpt_path, self.ssm_path = network, ckpt_path, ssm_path
+        self.network_settings, self.settings_option = network_settings, settings_option
         self.bones = tuple(bones)
         self.plausibility_kwargs = dict(plausibility or {})
         self.preprocessing = preprocessing
@@ -441,6 +450,8 @@ class Reconstructor:
     def load(self, network: bool = True) -> "Reconstructor":
         """Load shape models and (``network``) weights, once. Raises :class:`InputFileError` naming a bad file."""
         if network and self.network is None and self.ckpt_path is not None:
+            if self.network_settings is not None:
+                check_trained_settings(self.ckpt_path, self.network_settings, self.settings_option)
             self.network = load_network(self.ckpt_path, self.network_def, self.device, self.torchscript)
         if self.shape_models is None:
             self.shape_models = load_shape_models(self.ssm_path)[0] if self.ssm_path else {}

@@ -1,0 +1,175 @@
+"""A training run's record, ``training.json`` beside its checkpoints (``ckpt_dir`` and ``output_dir``).
+
+A fresh run writes it as training starts (:class:`RunRecordWriter`): the bundle version, the settings its weights
+mean something under (:func:`network_settings`: keys that inference must be configured with, several of which leave
+the weights' shapes alone, e.g. ``image_size``), ``epochs``, the ``pretrained`` file it started from (path, SHA-256)
+and its data sets. A resume checks the run's settings and ``--pretrained`` against it
+(:func:`scripts.model.training.resume_checkpoint`); inference and evaluation check their network settings against
+the record in a checkpoint's folder before loading it (:func:`check_trained_settings`). A folder without a record
+(the shipped models/, runs of bundles before 0.10.10, a model.pt copied elsewhere) is not checked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ignite.engine import Engine, Events
+
+from scripts.config_flags import as_count, as_flag
+from scripts.io.dicom_export import bundle_version
+from scripts.io.files import InputFileError, PathLike, sha256, write_json
+
+RECORD_NAME = "training.json"
+RECORD_KIND = "3ddx training run"  # the record's "kind": a training.json without it is not this bundle's
+
+
+def network_settings(
+    image_size: int | str,
+    bones: Sequence[str],
+    faces: int | str,
+    features: Sequence[int],
+    depth_prior_mm: Sequence[float],
+    centre_prior_mm: Sequence[float],
+    fov_channel: bool | str,
+    fov_fill: float | str,
+) -> dict:
+    """The config keys of training and inference that must agree for a network's weights (configs/train.yaml,
+    configs/inference.yaml), as plain JSON values: ``image_size`` (px), ``bones`` (channel order), ``faces``,
+    ``features``, the depth affines ``depth_prior_mm`` and ``centre_prior_mm`` (mean, scale; mm), ``fov_channel``
+    and ``fov_fill`` (the image value outside the radiograph after normalisation)."""
+    return {
+        "image_size": as_count(image_size, "image_size", 1),
+        "bones": [str(b) for b in bones],
+        "faces": as_count(faces, "faces", 1),
+        "features": [int(f) for f in features],
+        "depth_prior_mm": [float(v) for v in depth_prior_mm],
+        "centre_prior_mm": [float(v) for v in centre_prior_mm],
+        "fov_channel": as_flag(fov_channel, "fov_channel"),
+        "fov_fill": float(fov_fill),
+    }
+
+
+def run_record(
+    network: Mapping[str, Any],
+    epochs: int | str,
+    pretrained: PathLike | None,
+    pretrained_widen: bool | str,
+    dataset_dir: PathLike | Sequence[PathLike],
+) -> dict:
+    """A fresh run's ``training.json``: ``network`` (:func:`network_settings`), ``epochs``, ``pretrained`` (None, or
+    ``{"path": absolute path, "sha256": ...}``), ``pretrained_widen`` and ``dataset_dir`` (absolute paths).
+
+    Raises:
+        InputFileError: ``pretrained`` is not a file (``checkpoint not found``, as loading it would say).
+    """
+    if pretrained in (None, ""):
+        started = None
+    elif not Path(pretrained).is_file():
+        raise InputFileError(pretrained, "checkpoint not found")
+    else:
+        started = {"path": os.path.abspath(pretrained), "sha256": sha256(pretrained)}
+    folders = [dataset_dir] if isinstance(dataset_dir, (str, Path)) else list(dataset_dir)
+    return {
+        "kind": RECORD_KIND,
+        "bundle_version": bundle_version(),
+        "network": dict(network),
+        "epochs": as_count(epochs, "epochs", 1),
+        "pretrained": started,
+        "pretrained_widen": as_flag(pretrained_widen, "pretrained_widen"),
+        "dataset_dir": [os.path.abspath(d) for d in folders],
+    }
+
+
+def read_run_record(folder: PathLike) -> dict | None:
+    """The record ``folder/training.json`` of a training run, or None: no such file, or a file that is not one (a
+    user's own ``training.json``, unreadable JSON)."""
+    path = Path(folder) / RECORD_NAME
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):  # missing, unreadable, not UTF-8 or not JSON
+        return None
+    ok = isinstance(record, dict) and record.get("kind") == RECORD_KIND and isinstance(record.get("network"), dict)
+    return record if ok else None
+
+
+def differing_settings(recorded: Mapping[str, Any], configured: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{key: (recorded value, configured value)}`` of the recorded network settings that ``configured`` (both
+    :func:`network_settings`) gives otherwise; keys only one of them has are not compared."""
+    return {k: (v, configured[k]) for k, v in recorded.items() if k in configured and configured[k] != v}
+
+
+def option_text(values: Mapping[str, Any], option: str | None = None) -> str:
+    """The command-line options setting config keys to ``values``: ``--image_size 64 --fov_channel true``, or with
+    ``option`` (a dict-valued key, e.g. evaluate.yaml's ``inference_overrides``) ``--inference_overrides
+    "{'image_size': 64}"``."""
+    if option:
+        return f'--{option} "{dict(values)!r}"'
+
+    def cli(v: Any) -> str:
+        if isinstance(v, bool):
+            return str(v).lower()
+        return f'"{v!r}"' if isinstance(v, (list, tuple)) else str(v)
+
+    return " ".join(f"--{k} {cli(v)}" for k, v in values.items())
+
+
+def check_trained_settings(
+    ckpt_path: PathLike | None, configured: Mapping[str, Any], option: str | None = None
+) -> None:
+    """Refuse a checkpoint whose folder's training record (``training.json``) says it was trained under other network
+    settings than ``configured`` (:func:`network_settings`); no record (or no file at ``ckpt_path``): nothing checked.
+
+    Raises:
+        InputFileError: naming ``ckpt_path``, each differing key with its trained and configured values, and the
+            option that configures the trained ones (:func:`option_text` with ``option``).
+    """
+    if ckpt_path in (None, "") or not Path(ckpt_path).is_file():
+        return
+    record = read_run_record(Path(ckpt_path).parent)
+    differ = {} if record is None else differing_settings(record["network"], configured)
+    if differ:
+        said = "; ".join(f"{k} {trained!r}, configured {given!r}" for k, (trained, given) in differ.items())
+        extra = " (beside any other keys given there)" if option else ""
+        raise InputFileError(
+            ckpt_path,
+            f"trained with other network settings ({Path(ckpt_path).parent / RECORD_NAME}): {said}; pass "
+            f"{option_text({k: trained for k, (trained, _) in differ.items()}, option)}{extra}",
+        )
+
+
+def check_record_free(record: Mapping[str, Any], *folders: PathLike) -> list[Path]:
+    """The ``training.json`` paths of ``folders`` (each distinct folder once) that a fresh run writes ``record`` into.
+    One already there may stay when it holds ``record`` (the same command, stopped before its first checkpoint).
+
+    Raises:
+        InputFileError: naming a ``training.json`` that holds something else (a user's file, another run's record).
+    """
+    paths = list(dict.fromkeys(Path(os.path.abspath(f)) / RECORD_NAME for f in folders))
+    for path in paths:
+        if (path.exists() or path.is_symlink()) and read_run_record(path.parent) != dict(record):
+            raise InputFileError(
+                path, "exists, and this run starts afresh: left untouched; give a new --output_dir (or --ckpt_dir)"
+            )
+    return paths
+
+
+def write_run_record(record: Mapping[str, Any], *folders: PathLike) -> None:
+    """Write ``record`` as ``training.json`` into each of ``folders`` (atomically), after :func:`check_record_free`."""
+    for path in check_record_free(record, *folders):
+        if not path.exists():
+            write_json(path, record)
+
+
+class RunRecordWriter:
+    """Handler writing a fresh run's record (:func:`write_run_record`) into ``folders`` as its trainer starts
+    (configs/train.yaml ``train#handlers``; disabled on resume and on DDP ranks above 0)."""
+
+    def __init__(self, record: Mapping[str, Any], folders: Sequence[PathLike]):
+        self.record, self.folders = dict(record), list(folders)
+
+    def attach(self, engine: Engine) -> None:
+        """Write the record when ``engine`` starts."""
+        engine.add_event_handler(Events.STARTED, lambda _: write_run_record(self.record, *self.folders))
