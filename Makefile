@@ -1,5 +1,6 @@
 # Two commands do everything on a fresh machine: `make demo` and `make test` (each sets up first; `make test`
-# checks the code style first, `make lint`, with the tools of requirements-dev.txt).
+# checks the code style first, `make lint`, with the tools of requirements-dev.txt; its file checks read the files git
+# tracks).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -24,10 +25,15 @@ $(DEV_STAMP): $(STAMP) requirements-dev.txt
 demo: $(STAMP)
 	$(PY) -m scripts.demo --out $(DEMO_OUT)
 
-lint: $(DEV_STAMP)  # the MONAI model zoo's checks: black, isort, flake8 (pyproject.toml, setup.cfg)
+lint: $(DEV_STAMP)  # the MONAI model zoo's checks: black, isort, flake8 (pyproject.toml, setup.cfg), its pre-commit file checks
 	$(PY) -m black --check .
 	$(PY) -m isort --check-only .
 	$(PY) -m flake8 .
+	git ls-files -z '*.json' | xargs -0 -r $(VENV)/bin/pretty-format-json --no-sort-keys --indent=4
+	git ls-files -z '*.yaml' '*.yml' | xargs -0 -r $(VENV)/bin/check-yaml
+	git ls-files -z '*.py' | xargs -0 -r $(VENV)/bin/check-docstring-first
+	git grep -z -I -l -e '' | xargs -0 -r $(VENV)/bin/mixed-line-ending --fix=no  # text files
+	! git grep -n -I -E '[[:blank:]]+$$' -- ':!*.ts' ':!*.pt'  # trailing whitespace
 
 test: lint
 	$(PY) -m pytest tests -q -p no:cacheprovider

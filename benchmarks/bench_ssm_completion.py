@@ -28,7 +28,6 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-
 from scripts.data.real_anatomy import SUBJECT_SPLITS, sample_subject  # noqa: E402
 from scripts.geometry import Geometry, read_standard_geometry, standard_ap_pose  # noqa: E402
 from scripts.io.report import AP_VIEW, error_rgba, render_mesh, save_figure  # noqa: E402

@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
 from scripts.io.files import InputFileError, read_json
 from scripts.reconstruction.evaluate import HEADLINE, bootstrap_interval, subject_summary
 

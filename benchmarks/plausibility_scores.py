@@ -22,7 +22,6 @@ import monai.bundle
 import numpy as np
 from PIL import Image
 from scipy import ndimage
-
 from scripts import BUNDLE_ROOT
 from scripts.data import simulate
 from scripts.data.volumes import VERTEBRAE_LABEL

@@ -41,8 +41,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import ndimage  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
 from scripts import BUNDLE_ROOT  # noqa: E402
 from scripts.data.simulate import Case, case_name_of, load_config, simulate  # noqa: E402
 from scripts.data.volumes import load_label_map, read_ct, read_labels, remove_couch  # noqa: E402
@@ -69,6 +67,7 @@ from scripts.reconstruction.reconstruct import (  # noqa: E402
 )
 from scripts.reconstruction.runner import ReconstructionRunner  # noqa: E402
 from scripts.reconstruction.surface_metrics import surface_metrics  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 DICE_TARGET = 0.85
 BELOW_TARGET = 3  # exit status of `ct` when a bone's Dice is below DICE_TARGET (1: bad input, 2: bad options)

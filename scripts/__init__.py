@@ -7,8 +7,8 @@ Importing it (every bundle config does) makes an uncaught bad-input error print 
 import sys
 from pathlib import Path
 
+# The bundle's root folder (configs/, models/, scripts/); set before the submodules that use it load.
 BUNDLE_ROOT = Path(__file__).resolve().parent.parent
-"""The bundle's root folder (configs/, models/, scripts/); set before the submodules that use it load."""
 
 from scripts.io.files import one_line_excepthook  # noqa: E402
 

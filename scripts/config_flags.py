@@ -12,7 +12,6 @@ A bad value raises :class:`scripts.io.files.InputFileError` naming the option (`
 from __future__ import annotations
 
 import torch
-
 from scripts.io.files import InputFileError
 
 _WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}

@@ -24,7 +24,6 @@ from typing import Sequence, TypeVar
 
 import numpy as np
 import torch
-
 from scripts import BUNDLE_ROOT
 from scripts.io.files import InputFileError, PathLike, read_json, write_json
 

@@ -11,7 +11,6 @@ from typing import Callable
 
 import numpy as np
 import trimesh
-
 from scripts.geometry import apply_transform
 
 

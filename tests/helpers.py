@@ -22,7 +22,6 @@ from monai.bundle import ConfigWorkflow
 from monai.bundle import run as bundle_run
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
-
 from scripts.geometry import Geometry, standard_ap_pose
 from scripts.io.files import write_json, write_nifti
 from scripts.model.networks import DualFaceDepthNet

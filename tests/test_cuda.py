@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import torch
 import trimesh
-
 from scripts.data.phantom import generate_cohort
 from scripts.data.simulate import find_cases, load_config, simulate
 from scripts.io.files import read_depth_and_mask

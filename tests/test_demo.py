@@ -5,7 +5,6 @@ ownership (a rerun replaces the demo's own output; a folder holding a user's fil
 import math
 
 import pytest
-
 from scripts.data.real_anatomy import TEST_SUBJECTS
 from scripts.data.simulate import check_case_sources, find_cases
 from scripts.geometry import BONES

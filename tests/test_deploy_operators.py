@@ -16,19 +16,10 @@ import pydicom
 import pytest
 import torch
 import trimesh
+from deploy.app.pipeline import load_cases, model_file, reconstruct_cases, run, run_inference, write_case, write_results
+from deploy.stage import stage_app
 from PIL import Image
 from pydicom.uid import BasicTextSRStorage
-
-from deploy.app.pipeline import (
-    load_cases,
-    model_file,
-    reconstruct_cases,
-    run,
-    run_inference,
-    write_case,
-    write_results,
-)
-from deploy.stage import stage_app
 from scripts.geometry import Geometry
 from scripts.io.dicom_export import bundle_version
 from scripts.io.files import OUTPUT_MARKER, InputFileError

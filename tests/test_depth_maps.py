@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 import trimesh
-
 from scripts.data.depth_maps import bone_depth, bone_grids, candidate_blocks, cpu_threads, depth_maps
 from scripts.data.drr import rays_in_voxels
 from scripts.geometry import Geometry, standard_ap_pose

@@ -7,7 +7,6 @@ import pydicom
 import trimesh
 from pydicom.dataset import Dataset
 from pydicom.uid import DigitalXRayImageStorageForPresentation, generate_uid
-
 from scripts.io.dicom_export import write_encapsulated_stl, write_stl
 from tests.helpers import read_encapsulated_stl
 

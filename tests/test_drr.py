@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-
 from scripts.data.drr import MM_TO_CM, hu_to_densities, line_integrals, material_volumes
 from scripts.data.xray_physics import mass_attenuation
 from scripts.geometry import Geometry, standard_ap_pose

@@ -15,7 +15,6 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
-
 from scripts.geometry import Geometry
 from scripts.io.files import InputFileError
 from scripts.model.checkpoints import load_network

@@ -9,9 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from deploy.app.pipeline import load_cases, reconstruct_image_adapter, run_inference
+from PIL import Image
 from scripts.geometry import Geometry
 from scripts.io.radiograph_io import field_of_view
 from scripts.model.networks import DualFaceDepthNet

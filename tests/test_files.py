@@ -3,7 +3,6 @@ import os
 
 import numpy as np
 import pytest
-
 from scripts.io.files import (
     MODELS_DIR,
     OUTPUT_MARKER,

@@ -3,7 +3,6 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from scripts.geometry import (
     STANDARD_AP_ROTATION,
     Geometry,

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import trimesh
 from scipy.spatial.transform import Rotation
-
 from scripts.geometry import apply_transform
 from scripts.reconstruction.hips import femoral_head_vertices, head_spheres, hip_plane
 

@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from scripts.data import clinical_content as content
 from scripts.data.radiograph_processing import exposure_normalise, look_up, multiscale_equalise, store_and_read
 from scripts.data.radiograph_style import DEFAULT_STYLE, style_radiograph

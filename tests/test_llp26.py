@@ -7,7 +7,6 @@ import pickle
 
 import numpy as np
 import pytest
-
 from scripts.data import llp26
 from scripts.io.files import InputFileError
 from tests.helpers import Booby

@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-
 from scripts.model.losses import CASILoss, CentreDepthLoss, DualFaceDepthLoss
 
 

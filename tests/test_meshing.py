@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import trimesh
-
 from scripts.geometry import Geometry
 from scripts.reconstruction.meshing import dual_face_mesh, grid_triangles, masked_points
 from tests.helpers import ellipsoid_depths

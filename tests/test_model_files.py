@@ -18,9 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-
 import scripts.model.release as release_mod
+import torch
 from deploy.app.pipeline import reconstruct_image_adapter, run
 from scripts.io.files import InputFileError
 from scripts.model.checkpoints import load_network, load_weights

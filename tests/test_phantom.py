@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import trimesh
 from scipy import ndimage
-
 from scripts.data import phantom_anatomy as anatomy
 from scripts.data.phantom import (
     BONE_LOSS_AT_1,

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 import scripts.data.simulate as simulate
 from benchmarks.plausibility_scores import simulate_chest, simulate_lateral, write_inverted, write_noise
+from PIL import Image
 from scripts.data.phantom import generate_case, write_case
 from scripts.geometry import Geometry
 from scripts.io.files import read_nifti

@@ -1,9 +1,8 @@
 """scripts.plot_training on synthetic TensorBoard runs: each folder of event files is one run, never merged with
 another; a resumed run's files in one folder are one run (the later file wins per step)."""
 
-from torch.utils.tensorboard import SummaryWriter
-
 from scripts.model.plot_training import main, read_runs
+from torch.utils.tensorboard import SummaryWriter
 
 
 def write_events(folder, scalars: dict[str, dict[int, float]], time: int = 1) -> None:

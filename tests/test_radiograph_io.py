@@ -13,7 +13,6 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
     SecondaryCaptureImageStorage,
 )
-
 from scripts.geometry import Geometry
 from scripts.io.files import InputFileError, write_nifti
 from scripts.io.radiograph_io import (
@@ -559,7 +558,6 @@ def test_exif_orientation_is_read_as_displayed(tmp_path, orientation):
     plain file of the displayed image gives; 90-degree turns swap the stored width and height, and the given
     anisotropic pitch is the displayed image's), and says so in its info."""
     from PIL import ImageOps
-
     from scripts.io.radiograph_io import LATERALITY_ASSUMED
 
     displayed = Image.fromarray(
@@ -838,7 +836,6 @@ def test_to_dicom_takes_the_stated_resolution(tmp_path, capsys):
     """``to-dicom`` of a 254 x 127 dpi PNG without --pixel_spacing_mm writes ImagerPixelSpacing [row, column] =
     [0.2, 0.1] mm; a 72 dpi one of another size than the standard is refused in the reader's line, nothing written."""
     import pydicom
-
     from scripts.io.radiograph_io import main
 
     Image.fromarray(_film()).save(tmp_path / "hip.png", dpi=(254, 127))
@@ -879,7 +876,6 @@ def test_16bit_colour_samples_read_as_8_bits_say_so(tmp_path):
     (value >> 8), and its info warns that 8 of the 16 bits were read; 8-bit RGB and 16-bit grey files do not warn."""
     import SimpleITK
     import tifffile
-
     from scripts.io.radiograph_io import EIGHT_OF_SIXTEEN_WARNING
 
     grey = ramp(64, 64, hi=60000)

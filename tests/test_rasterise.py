@@ -4,7 +4,6 @@ outer edges, depth interpolation of a plane, clipping to the picture, chunking."
 from __future__ import annotations
 
 import numpy as np
-
 from scripts.rasterise import rasterise_triangles
 
 

@@ -10,7 +10,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 import trimesh
-
 from scripts.data import llp26
 from scripts.data import real_anatomy as ra
 from scripts.data.phantom import generate_case, main, voxelize

@@ -7,7 +7,6 @@ import shutil
 
 import numpy as np
 import pytest
-
 from benchmarks.real_images import (
     DICE_TARGET,
     GALLERY_PIXEL_SPACING_MM,

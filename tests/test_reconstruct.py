@@ -22,7 +22,6 @@ import torch
 import trimesh
 import yaml
 from monai.bundle import ConfigParser, ConfigWorkflow
-
 from scripts.geometry import Geometry
 from scripts.io.files import InputFileError, read_depth_and_mask
 from scripts.model.checkpoints import load_network

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import trimesh
 from PIL import Image
-
 from scripts.geometry import camera_to_patient_lps
 from scripts.io.report import (
     AP_VIEW,

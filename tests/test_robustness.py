@@ -23,13 +23,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import scripts.reconstruction.reconstruct as reconstruct
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from pydicom.uid import CTImageStorage, MRImageStorage
-
-import scripts.reconstruction.reconstruct as reconstruct
 from scripts.geometry import Geometry
 from scripts.io.files import OUTPUT_MARKER, input_error_of, shared_data_dir, write_nifti
 from scripts.io.radiograph_io import FOR_PROCESSING_WARNING, field_of_view, load_radiograph, output_name
@@ -1239,9 +1238,8 @@ def test_user_files_added_to_a_result_are_never_deleted(bundle, tmp_path, capsys
 def _deploy_main(monkeypatch, tmp_path: Path, inferred: list | None = None):
     """``python deploy/app``'s ``main`` with a sphere per input (radius from the image mean) for the network, in the 64x64
     geometry; each image inferred is appended to ``inferred``."""
-    import trimesh
-
     import deploy.app.__main__ as app_main
+    import trimesh
 
     def infer(image, geometry, fov=None):
         (inferred if inferred is not None else []).append(image)

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 import scripts.io.files as files
+from PIL import Image
 from scripts.geometry import Geometry
 from scripts.io.files import atomic_dir, write_json
 from scripts.io.radiograph_io import RadiographFile

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import trimesh
 from scipy.spatial.transform import Rotation
-
 from scripts.geometry import rotation_matrix
 from scripts.shape_maths import generalized_procrustes, refit_sphere_shell, rotate_points_about
 

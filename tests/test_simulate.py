@@ -9,10 +9,9 @@ from types import SimpleNamespace
 import nibabel as nib
 import numpy as np
 import pytest
+import scripts.data.simulate as simulate_mod
 import torch
 from monai.data import load_decathlon_datalist
-
-import scripts.data.simulate as simulate_mod
 from scripts import BUNDLE_ROOT
 from scripts.data.simulate import (
     SPLITS,

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 import trimesh
-
 from scripts.geometry import STANDARD_AP_ROTATION, Geometry, rotation_matrix
 from scripts.io.files import InputFileError, shared_data_dir, write_nifti
 from scripts.reconstruction import ssm

@@ -4,7 +4,6 @@ point-to-surface routine against brute force."""
 import numpy as np
 import pytest
 import trimesh
-
 from scripts.geometry import Geometry
 from scripts.io.report import error_rgba
 from scripts.reconstruction.surface_metrics import (

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser
-
 from scripts.geometry import Geometry
 from scripts.io.files import InputFileError, input_error_of
 from scripts.model.transforms import LoadGeometryd, NormalizeRadiographd, RandFlipLRd, lr_swap_permutation

@@ -8,7 +8,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 from scipy import ndimage
-
 from scripts.data.simulate import table_shift_mm
 from scripts.data.volumes import (
     LABEL_MAP_PRESETS,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from scripts.io.files import InputFileError
 from scripts.model.checkpoints import load_weights
 from scripts.model.networks import DualFaceDepthNet

@@ -9,9 +9,8 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-from monai.deploy.core import Fragment, Operator, OperatorSpec
-
 from deploy.app.pipeline import MeshFn, load_cases, reconstruct_cases, write_results
+from monai.deploy.core import Fragment, Operator, OperatorSpec
 from scripts.geometry import Geometry
 
 logger = logging.getLogger(__name__)

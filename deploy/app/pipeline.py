@@ -16,7 +16,6 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import trimesh
 from pydicom.uid import generate_uid
-
 from scripts.geometry import Geometry, camera_to_patient_lps
 from scripts.io.dicom_export import write_encapsulated_stl, write_stl
 from scripts.io.files import (

@@ -20,7 +20,6 @@ import string
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
-
 from scripts.data.xray_physics import DENSITY_G_CM3
 from scripts.geometry import Geometry, magnification
 

@@ -30,7 +30,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
-
 from scripts.data.drr import box_entry_exit, grid_rays, march, rays_in_voxels
 from scripts.data.volumes import BONE_LABELS
 from scripts.geometry import Geometry, voxel_spacing

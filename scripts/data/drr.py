@@ -29,7 +29,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from scripts.data.xray_physics import DENSITY_G_CM3, mass_attenuation
 from scripts.geometry import Geometry, apply_transform, voxel_spacing
 

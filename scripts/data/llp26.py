@@ -37,7 +37,6 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 import trimesh
-
 from scripts.geometry import LPS_TO_RAS
 from scripts.io.files import InputFileError, PathLike
 

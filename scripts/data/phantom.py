@@ -37,8 +37,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import trimesh  # noqa: E402
 from scipy import ndimage  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
 from scripts.data import phantom_anatomy as anatomy  # noqa: E402
 from scripts.data.llp26 import NOTICE as LLP26_NOTICE  # noqa: E402
 from scripts.data.volumes import BONE_LABELS, VERTEBRAE_LABEL  # noqa: E402
@@ -54,6 +52,7 @@ from scripts.io.files import (  # noqa: E402
 )
 from scripts.io.report import bone_colour, save_figure  # noqa: E402
 from scripts.rasterise import rasterise_triangles  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 HU_AIR, HU_FAT, HU_GAS = -1000, -100, -950
 ANATOMIES = ("llp26", "procedural")
@@ -222,11 +221,7 @@ def _body_layout(meshes: dict[str, trimesh.Trimesh | trimesh.PointCloud], params
                 bottom[:, 2].mean(),
             )
         )
-    return {
-        "torso": (0.5 * (y0 + y1), half_width, 0.5 * (y1 - y0)),
-        "crotch_z": pb[0, 2] + 10.0,
-        "thighs": thighs,
-    }
+    return {"torso": (0.5 * (y0 + y1), half_width, 0.5 * (y1 - y0)), "crotch_z": pb[0, 2] + 10.0, "thighs": thighs}
 
 
 def _body_sdf(x: np.ndarray, y: np.ndarray, z: np.ndarray, layout: dict, thigh_r: float) -> np.ndarray:

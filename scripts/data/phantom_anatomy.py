@@ -21,9 +21,8 @@ import math
 
 import numpy as np
 import trimesh
-from skimage.measure import marching_cubes
-
 from scripts.shape_maths import rotate_points_about, rotation_about
+from skimage.measure import marching_cubes
 
 # ---------------------------------------------------------------------- template constants (mm, degrees)
 HEAD_RADIUS = 24.0  # template femoral head radius

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
 from scripts.data.xray_physics import gaussian_blur
 from scripts.io.radiograph_io import bone_bright
 

@@ -35,7 +35,6 @@ import math
 from typing import Mapping, Sequence, Union
 
 import torch
-
 from scripts.data import clinical_content as content
 from scripts.data.radiograph_processing import masked_quantile, process, store_and_read
 from scripts.data.xray_physics import (
@@ -230,4 +229,4 @@ def style_radiograph(
     if p["shutter"]:
         image = torch.where(exposed < 0.5, torch.full_like(image, 1.0 if p["shutter_white"] else 0.0), image)
     image = store_and_read(image * fov, p["bits_stored"], p["monochrome1"]) * fov
-    return image.to(dtype), fov, exposed, {k: v for k, v in p.items()}
+    return image.to(dtype), fov, exposed, dict(p)

@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import trimesh
 from scipy.spatial import cKDTree
-
 from scripts.data import llp26
 from scripts.shape_maths import (
     fit_sphere,

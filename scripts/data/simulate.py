@@ -45,8 +45,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
 from scripts import BUNDLE_ROOT  # noqa: E402
 from scripts.config_flags import as_device, as_shard  # noqa: E402
 from scripts.data.depth_maps import BoneGrid, bone_grids, depth_maps  # noqa: E402
@@ -86,6 +84,7 @@ from scripts.io.files import (  # noqa: E402
 )
 from scripts.io.radiograph_io import input_key  # noqa: E402
 from scripts.io.report import bone_colour, front_back_extent, save_figure  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 DEFAULT_CONFIG_FILE = BUNDLE_ROOT / "configs" / "simulate.yaml"
 SPLITS = ("training", "validation", "test")

@@ -19,7 +19,6 @@ from typing import Mapping
 import numpy as np
 import SimpleITK as sitk  # noqa: N813
 from scipy import ndimage
-
 from scripts.geometry import BONES, LPS_TO_RAS, apply_transform, voxel_spacing
 from scripts.io.files import InputFileError, PathLike, read_json, read_nifti_with_affine
 

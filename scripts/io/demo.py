@@ -17,7 +17,6 @@ from typing import Sequence
 
 import monai.bundle
 import numpy as np
-
 from scripts import BUNDLE_ROOT
 from scripts.data.phantom import generate_case, write_case
 from scripts.data.real_anatomy import TEST_SUBJECTS

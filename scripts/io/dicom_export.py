@@ -27,7 +27,6 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     generate_uid,
 )
-
 from scripts.io.files import METADATA, PathLike, atomic_path, read_json
 
 MANUFACTURER = "MONAI 3DDX bundle"

@@ -21,7 +21,6 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Union
 
 import nibabel as nib
 import numpy as np
-
 from scripts import BUNDLE_ROOT
 
 PathLike = Union[str, Path]

@@ -56,7 +56,6 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from scipy import ndimage
-
 from scripts.geometry import (
     IMAGE_SIZE_RANGE_PX,
     PIXEL_PITCH_RANGE_MM,
@@ -1343,15 +1342,7 @@ def to_dicom(
             )
     elif name.endswith(RASTER_SUFFIXES):
         image, orientation, resolution, _ = _read_raster(input_path)
-        native, _ = _raster_geometry(
-            input_path,
-            image.shape,
-            standard,
-            sid_mm,
-            spacing,
-            resolution,
-            orientation,
-        )
+        native, _ = _raster_geometry(input_path, image.shape, standard, sid_mm, spacing, resolution, orientation)
         _check_pixels(input_path, image)
     else:
         raise InputFileError(

@@ -13,7 +13,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import trimesh  # noqa: E402
-
 from scripts.geometry import camera_to_patient_lps  # noqa: E402
 from scripts.io.files import atomic_path  # noqa: E402
 from scripts.rasterise import rasterise_triangles  # noqa: E402

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Mapping
 
 import torch
-
 from scripts.io.files import InputFileError, PathLike, first_line
 from scripts.model.release import verify_shipped
 from scripts.model.widening import widen_state_dict

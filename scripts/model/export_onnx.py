@@ -20,7 +20,6 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 import yaml
-
 from scripts.io.files import PathLike, atomic_path, exits_on_input_error, refuse_existing, refuse_models_dir
 from scripts.model.checkpoints import load_network
 from scripts.reconstruction.reconstruct import INFERENCE_CONFIG, bundle_config

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import torch
 from monai.losses import DiceLoss
-from torch import nn
-
 from scripts.model.networks import front_face_channels, masked_mean_depth, split_output
+from torch import nn
 
 
 class CASILoss(nn.Module):

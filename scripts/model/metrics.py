@@ -14,7 +14,6 @@ import torch
 from ignite.engine import Engine
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
-
 from scripts.geometry import BONES
 from scripts.model.losses import face_masks, label_targets
 from scripts.model.networks import absolute_depth, masked_mean_depth, split_output

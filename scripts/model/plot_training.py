@@ -12,10 +12,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
-
 from scripts.io.files import InputFileError, PathLike, exits_on_input_error, refuse_existing  # noqa: E402
 from scripts.io.report import save_figure  # noqa: E402
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 PANELS = (
     ("training loss", "iteration", ("train_loss",)),

@@ -91,7 +91,6 @@ def _check(kind: str, path: Path, model: Path) -> None:
         raise InputFileError(path, "file not found")
     if kind in ("model", "single_face"):
         import torch
-
         from scripts.model.checkpoints import load_problem, load_weights
 
         try:
@@ -114,7 +113,6 @@ def _check(kind: str, path: Path, model: Path) -> None:
         load_shape_models(path)
     elif kind == "torchscript":
         import torch
-
         from scripts.model.checkpoints import is_torchscript, load_network
 
         if not is_torchscript(path):

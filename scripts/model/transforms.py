@@ -15,7 +15,6 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import GaussianSmooth, MapTransform, RandomizableTransform
-
 from scripts.geometry import Geometry, GeometryError, match_bone_channels, read_geometry
 from scripts.io.files import InputFileError
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Mapping
 
 import numpy as np
-
 from scripts.geometry import magnification
 from scripts.shape_maths import fit_sphere, refit_sphere_shell
 

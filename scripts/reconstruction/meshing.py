@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 import trimesh
-
 from scripts.geometry import Geometry
 
 # Triangles of one 2x2 pixel quad (corners a=(v,u), b=(v,u+1), c=(v+1,u), d=(v+1,u+1)), ordered

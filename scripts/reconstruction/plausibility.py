@@ -29,7 +29,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
-
 from scripts.geometry import Geometry
 
 DEFAULT_WIDTH_MM = {"pelvis": (80.0, 330.0), "femur_left": (15.0, 120.0), "femur_right": (15.0, 120.0)}

@@ -23,8 +23,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
 from scripts.config_flags import as_count, as_shard
 from scripts.geometry import Geometry, GeometryError
 from scripts.io.files import (
@@ -48,6 +46,7 @@ from scripts.reconstruction.reconstruct import (
     output_warnings,
     write_reconstruction,
 )
+from tqdm import tqdm
 
 
 @dataclass

@@ -33,9 +33,6 @@ import numpy as np
 import trimesh
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
-from skimage.measure import marching_cubes
-from tqdm import tqdm
-
 from scripts.data.llp26 import NOTICE as LLP26_NOTICE
 from scripts.data.volumes import BONE_LABELS, LABEL_MAP_CHOICES, load_label_map, read_labels
 from scripts.geometry import BONES, STANDARD_AP_ROTATION, Geometry, apply_transform
@@ -55,6 +52,8 @@ from scripts.io.files import (
 from scripts.model.release import verify_shipped
 from scripts.reconstruction.surface_metrics import point_to_surface
 from scripts.shape_maths import generalized_procrustes
+from skimage.measure import marching_cubes
+from tqdm import tqdm
 
 MODEL_KEYS = ("mean", "faces", "modes", "variances")
 MESHES_KIND = "label meshes"  # output-folder marker kind of ``meshes`` (scripts.io.files.atomic_dir)
@@ -446,7 +445,6 @@ def write_label_meshes(
 
 def _plot_variance(path: Path, models: Mapping[str, ShapeModel]) -> None:
     import matplotlib.pyplot as plt
-
     from scripts.io.report import save_figure  # matplotlib (Agg) only when a model is built
 
     fig, ax = plt.subplots(figsize=(5, 3.5))

@@ -24,7 +24,6 @@ from typing import Sequence
 import igl
 import numpy as np
 import trimesh
-
 from scripts.geometry import Geometry, apply_transform
 
 Planes = Sequence[tuple[np.ndarray, np.ndarray]]  # (origin, inward unit normal), camera frame mm
