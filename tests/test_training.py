@@ -17,7 +17,6 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 from monai.bundle import ConfigWorkflow
-
 from scripts.config_flags import as_flag
 from scripts.io.files import InputFileError, input_error_of
 from scripts.model.metrics import DepthMAE, MaskDice

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ignite.engine import Engine, Events
-
 from scripts.config_flags import as_count, as_flag
 from scripts.io.dicom_export import bundle_version
 from scripts.io.files import InputFileError, PathLike, sha256, write_json

@@ -15,7 +15,6 @@ from ignite.handlers.tqdm_logger import ProgressBar
 from monai.engines import Workflow
 from monai.handlers import CheckpointSaver, from_engine
 from monai.inferers import SimpleInferer
-
 from scripts.config_flags import as_device, as_flag
 from scripts.io.files import InputFileError, PathLike, in_folder, read_json, sha256
 from scripts.model.checkpoints import check_fits, load_problem

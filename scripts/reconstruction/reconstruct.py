@@ -32,7 +32,6 @@ import torch
 import trimesh
 from monai.bundle import ConfigParser
 from monai.inferers import Inferer
-
 from scripts import BUNDLE_ROOT
 from scripts.config_flags import as_device
 from scripts.geometry import BONES, Geometry, camera_to_patient_lps
