@@ -326,7 +326,7 @@ def test_pretrained_weights_start_the_training(dataset, tmp_path):
 def test_interrupted_fine_tune_resumes_with_the_same_command(dataset, tmp_path):
     """The interrupted fine-tune's own command again (--pretrained included) continues from its checkpoint's epoch,
     not from the pretrained weights: its training.json records that file's SHA-256. Another --pretrained file, or one
-    beside a run without a record (bundles before 0.10.10): one line saying how to choose, before training."""
+    beside a run without a record (earlier bundles): one line saying how to choose, before training."""
     torch.manual_seed(7)
     start = DualFaceDepthNet(features=TINY["features"]).state_dict()
     torch.save(start, tmp_path / "pre.pt")

@@ -6,7 +6,7 @@ the weights' shapes alone, e.g. ``image_size``), ``epochs``, the ``pretrained`` 
 and its data sets. A resume checks the run's settings and ``--pretrained`` against it
 (:func:`scripts.model.training.resume_checkpoint`); inference and evaluation check their network settings against
 the record in a checkpoint's folder before loading it (:func:`check_trained_settings`). A folder without a record
-(the shipped models/, runs of bundles before 0.10.10, a model.pt copied elsewhere) is not checked.
+(the shipped models/, runs of earlier bundles, a model.pt copied elsewhere) is not checked.
 """
 
 from __future__ import annotations
