@@ -23,7 +23,33 @@ META = ROOT / "configs" / "metadata.json"
 ZOO_SCHEMA_URL = (
     "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
 )
-# meta_schema_20240725.json: its required keys and their JSON types (network_data_format: inputs and outputs objects)
+# meta_schema_20240725.json (copied verbatim to https://project-monai.github.io/schema/): its rules, transcribed by
+# hand: the required keys and their JSON types; each network's inputs, outputs and post_processed_outputs name numbers,
+# strings, booleans or tensors, a tensor needing type, format, num_channels, spatial_shape, dtype and value_range;
+# besides network_data_format, every key ending in _data_format describes a network so
+ZOO_TENSOR = {
+    "type": "object",
+    "required": ["type", "format", "num_channels", "spatial_shape", "dtype", "value_range"],
+    "properties": {
+        "type": {"type": "string"},
+        "format": {"type": "string"},
+        "num_channels": {"type": "integer"},
+        "spatial_shape": {"type": "array", "items": {"type": ["string", "integer"]}},
+        "dtype": {"type": "string"},
+        "value_range": {"type": "array", "items": {"type": "number"}},
+        "is_patch_data": {"type": "boolean"},
+        "channel_def": {"type": "object"},
+    },
+}
+ZOO_VALUES = {
+    "type": "object",
+    "additionalProperties": {"anyOf": [{"type": ["number", "string", "boolean"]}, ZOO_TENSOR]},
+}
+ZOO_NETWORK = {
+    "type": "object",
+    "required": ["inputs", "outputs"],
+    "properties": {key: ZOO_VALUES for key in ("inputs", "outputs", "post_processed_outputs")},
+}
 ZOO_SCHEMA = {
     "type": "object",
     "required": [
@@ -38,8 +64,9 @@ ZOO_SCHEMA = {
         )},
         **{key: {"type": "object"} for key in ("changelog", "required_packages_version", "eval_metrics", "supported_apps")},
         "references": {"type": "array", "items": {"type": "string"}},
-        "network_data_format": {"type": "object", "required": ["inputs", "outputs"]},
+        "network_data_format": ZOO_NETWORK,
     },
+    "patternProperties": {"^[_a-zA-Z0-9]+_data_format$": ZOO_NETWORK},
 }  # fmt: skip
 
 TENSOR = {"type": "image", "format": "magnitude", "num_channels": 1, "spatial_shape": [256, 256], "dtype": "float32",
@@ -100,7 +127,8 @@ def test_bundle_metadata_valid():
 
 
 def test_offline_schema_is_as_strict_as_the_zoos():
-    """Metadata the offline schema accepts passes the zoo's: it requires each key the zoo's does, with its type."""
+    """Metadata the offline schema accepts passes the zoo's: it requires each key the zoo's does, with its type, in the
+    metadata, in each tensor of network_data_format, and in any other <network>_data_format."""
     jsonschema.validate(MINIMAL, ZOO_SCHEMA)
     for key in ZOO_SCHEMA["required"]:
         with pytest.raises(jsonschema.ValidationError, match=key):
@@ -108,6 +136,28 @@ def test_offline_schema_is_as_strict_as_the_zoos():
     for key in ZOO_SCHEMA["properties"]:
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate({**MINIMAL, key: 1}, schema())
+    for key in ZOO_TENSOR["required"]:
+        bad = copy.deepcopy(MINIMAL)
+        del bad["network_data_format"]["outputs"]["pred"][key]
+        for rules in (ZOO_SCHEMA, schema()):
+            with pytest.raises(jsonschema.ValidationError):
+                jsonschema.validate(bad, rules)
+    for key in ZOO_TENSOR["properties"]:
+        bad = copy.deepcopy(MINIMAL)
+        bad["network_data_format"]["inputs"]["image"][key] = None
+        for rules in (ZOO_SCHEMA, schema()):
+            with pytest.raises(jsonschema.ValidationError):
+                jsonschema.validate(bad, rules)
+    broken = {"inputs": {"image": {**TENSOR, "num_channels": "one"}}, "outputs": {"pred": TENSOR}}
+    for extra in (
+        {"autoencoder_data_format": broken},
+        {"autoencoder_data_format": {"inputs": {"image": TENSOR}}},
+        {"network_data_format": {**MINIMAL["network_data_format"], "post_processed_outputs": {"pred": [1]}}},
+    ):
+        for rules in (ZOO_SCHEMA, schema()):
+            with pytest.raises(jsonschema.ValidationError):
+                jsonschema.validate({**MINIMAL, **extra}, rules)
+    jsonschema.validate({**MINIMAL, "autoencoder_data_format": MINIMAL["network_data_format"]}, schema())
 
 
 def test_monai_reads_the_required_packages_as_written():
