@@ -646,6 +646,34 @@ def test_parallel_evaluation_matches_the_straightforward_path(data, tmp_path):
     assert compared >= 2 * 2 * 3 * 3  # at least the completions of every bone, network, shift and sample
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_progress_counts_each_sample_as_it_is_finished(data, tmp_path, monkeypatch, workers):
+    """The bar counts radiographs: one step per sample as it is finished, in this process and from the worker
+    processes (a subject, all its poses, is one task), never a subject's poses at once at its end (a real test subject
+    has 10 poses: the bar sat at 0 for minutes). Here subject case_0001 has two poses, case_0000 one."""
+    from scripts.reconstruction import evaluate
+
+    two_poses = data.parent / "sim_two_poses"
+    if not two_poses.exists():
+        shutil.copytree(data, two_poses)
+        shutil.copytree(two_poses / "case_0001_p0", two_poses / "case_0001_p1")
+        entries = {e["case"]: e for listed in read_json(data / "datalist.json").values() for e in listed}
+        second = {**json.loads(json.dumps(entries["case_0001"]).replace("case_0001_p0/", "case_0001_p1/")), "pose": 1}
+        write_json(two_poses / "datalist.json", {"test": [entries["case_0001"], second, entries["case_0000"]]})
+    steps: list[int] = []
+
+    class Recording(evaluate.tqdm):
+        def update(self, n=1):
+            if self.desc.startswith("evaluate"):
+                steps.append(n)
+            return super().update(n)
+
+    monkeypatch.setattr(evaluate, "tqdm", Recording)
+    m = run_evaluation(two_poses, tmp_path / "eval", oracle_inputs=True, prior_centre_mm=960.0, workers=workers)
+    assert m["n_samples"] == 3 and m["subjects"]["poses"] == {"case_0001": 2, "case_0000": 1}
+    assert steps == [1, 1, 1]
+
+
 def block_averaged_truth(entry: dict, size: int, bones: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """True depth (2B, size, size) mm and masks (B, size, size) of a datalist entry read with nibabel, channels in
     ``bones`` order; k x k pixel blocks averaged when ``size`` is 1/k of the sample's: a block is in a mask when at

@@ -33,7 +33,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -651,9 +651,11 @@ class EvaluationRunner:
         entries: Sequence[tuple[str, Mapping]],
         nets: Mapping[str, Reconstructor | None],
         prior: Mapping[int, float],
+        done: Callable[[], None] | None = None,
     ) -> list[tuple[list[dict], dict, dict]]:
         """Rows, error-map candidate (:func:`evaluate_sample`) and stage seconds (load, predict, reconstruct,
-        metrics) of each (name prefix of its data set, datalist entry), in order; raises InputFileError."""
+        metrics) of each (name prefix of its data set, datalist entry), in order, calling ``done()`` as each is
+        finished (progress); raises InputFileError."""
         out = []
         recs = {name: rec or self.dual_face for name, rec in nets.items()}  # oracle inputs: the dual-face settings
         for prefix, entry in entries:
@@ -682,7 +684,39 @@ class EvaluationRunner:
                     timings,
                 )
             )
+            if done is not None:
+                done()
         return out
+
+    def _subject_results(
+        self, tasks: Sequence[tuple], nets: Mapping[str, Reconstructor | None], pool, done: Callable[[], None]
+    ) -> Iterator[list | str]:
+        """:meth:`evaluate_entries` of each task (entries, prior) in order, in this process or (``pool``) in the
+        workers; ``done()`` as each sample is finished: the workers report theirs on :data:`_WORKER`'s progress queue,
+        read here while waiting for the next task (a subject's poses take minutes), and before a task's result is
+        given, so that its samples are all counted by then (a worker reports each before it returns the task)."""
+        if pool is None:
+            for entries, prior in tasks:
+                yield self.evaluate_entries(entries, nets, prior, done)
+            return
+        progress = _WORKER["progress"]
+
+        def report() -> None:
+            while not progress.empty():
+                progress.get()
+                done()
+
+        results = pool.imap(_evaluate_task, tasks)
+        for _ in tasks:
+            while True:
+                report()
+                try:
+                    result = results.next(timeout=PROGRESS_POLL_S)
+                except multiprocessing.TimeoutError:
+                    continue
+                report()
+                yield result
+                break
 
     def run(self) -> dict:
         """Evaluate and write outputs; exits 1 with one line on bad input."""
@@ -701,8 +735,9 @@ class EvaluationRunner:
             nets = self._networks(notes)  # after the datalists: a bad one is told before the networks load
             given = self.prior_centre_mm
             if self.workers > 1:  # forked after loading: workers share the networks and shape models
-                _WORKER["state"] = (self, nets)
-                pool = multiprocessing.get_context("fork").Pool(self.workers, _init_worker)
+                context = multiprocessing.get_context("fork")
+                _WORKER.update(state=(self, nets), progress=context.SimpleQueue())
+                pool = context.Pool(self.workers, _init_worker)
             prior = (
                 {1: float(given), 2: float(given)}
                 if given is not None
@@ -721,21 +756,21 @@ class EvaluationRunner:
             with tqdm(total=len(entries), desc=f"evaluate ({self.split})", unit="sample") as bar:
                 for ks, done in zip(
                     groups.values(),
-                    pool.imap(_evaluate_task, tasks) if pool else (self.evaluate_entries(e, nets, p) for e, p in tasks),
+                    self._subject_results(tasks, nets, pool, functools.partial(bar.update, 1)),
                     strict=True,
-                ):
+                ):  # the bar counts each sample as it is finished, not each subject
                     if isinstance(done, str):  # a worker's InputFileError line
                         print(done, file=sys.stderr)
                         raise SystemExit(1)
                     for k, result in zip(ks, done, strict=True):
                         results[k] = result
-                    bar.update(len(ks))
         except InputFileError as e:
             print(e, file=sys.stderr)
             raise SystemExit(1) from None
         finally:
             if pool is not None:
                 pool.terminate()
+                _WORKER.pop("progress").close()
                 _WORKER.clear()
         rows = [row for sample_rows, _, _ in results for row in sample_rows]
         shown = next((s for _, s, _ in results if s), {})
@@ -789,7 +824,8 @@ class EvaluationRunner:
 
 
 # ---------------------------------------------------------------------- worker processes
-_WORKER: dict = {}  # the runner and its loaded networks, set before the pool forks
+_WORKER: dict = {}  # the runner and its loaded networks ("state") and the progress queue, set before the pool forks
+PROGRESS_POLL_S = 0.5  # how often the parent reads the workers' progress while it waits for a subject
 
 
 def _init_worker() -> None:
@@ -797,9 +833,11 @@ def _init_worker() -> None:
 
 
 def _evaluate_task(task: tuple) -> list | str:
-    """:meth:`EvaluationRunner.evaluate_entries` of (entries, prior) in a worker; bad input comes back as its one line."""
+    """:meth:`EvaluationRunner.evaluate_entries` of (entries, prior) in a worker, reporting each finished sample on the
+    progress queue; bad input comes back as its one line."""
     runner, nets = _WORKER["state"]
+    entries, prior = task
     try:
-        return runner.evaluate_entries(task[0], nets, task[1])
+        return runner.evaluate_entries(entries, nets, prior, functools.partial(_WORKER["progress"].put, None))
     except InputFileError as e:
         return str(e)
