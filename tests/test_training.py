@@ -23,6 +23,7 @@ from scripts.model.metrics import DepthMAE, MaskDice
 from scripts.model.networks import DualFaceDepthNet, absolute_depth, split_output
 from scripts.model.plot_training import main as plot_main
 from scripts.model.plot_training import plot_training
+from scripts.model.run_record import check_trained_settings, network_settings, run_record, write_run_record
 from scripts.model.training import bfloat16_supported, latest_checkpoint, load_datalist
 from tests.helpers import (
     META,
@@ -424,6 +425,37 @@ def test_run_record_is_checked_by_inference_and_evaluation(dataset, tmp_path, ca
             )
         assert info.value.code == 1 and not (tmp_path / "eval").exists()
         assert capsys.readouterr().err.strip().splitlines()[-1] == told
+
+
+def test_trained_settings_check_names_every_key_and_its_option(tmp_path):
+    """A record written by write_run_record against other settings: every differing key with both values, and the
+    options setting the trained ones as the command line takes them (evaluation: its dict-valued overrides option);
+    agreeing settings, a missing checkpoint, or a training.json that is not a run record (a user's): not checked."""
+    bones, features = ["pelvis", "femur_left", "femur_right"], [4, 4, 8, 8, 16, 4]
+    trained = network_settings("64", bones, 2, features, [950, 50], [950, 50], "true", -1)
+    write_run_record(run_record(trained, 1, None, "false", str(tmp_path)), tmp_path)
+    ckpt = tmp_path / "model.pt"
+    ckpt.write_bytes(b"weights")
+    configured = network_settings(128, bones, 2, features, [950.0, 50.0], [950.0, 50.0], False, 0.0)
+    said = (
+        f"{ckpt}: trained with other network settings ({tmp_path / 'training.json'}): image_size 64, configured 128; "
+        "fov_channel True, configured False; fov_fill -1.0, configured 0.0; pass "
+    )
+    for option, passed in (
+        (None, "--image_size 64 --fov_channel true --fov_fill -1.0"),
+        (
+            "inference_overrides",
+            "--inference_overrides \"{'image_size': 64, 'fov_channel': True, 'fov_fill': -1.0}\" "
+            "(beside any other keys given there)",
+        ),
+    ):
+        with pytest.raises(InputFileError) as info:
+            check_trained_settings(ckpt, configured, option)
+        assert str(info.value) == said + passed
+    check_trained_settings(ckpt, trained)
+    check_trained_settings(tmp_path / "missing.pt", configured)
+    (tmp_path / "training.json").write_text(json.dumps({"network": {"image_size": 64}}))
+    check_trained_settings(ckpt, configured)
 
 
 def test_pretrained_widen_starts_a_wider_network_from_a_narrower_one(dataset, tmp_path):
