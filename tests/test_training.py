@@ -345,7 +345,12 @@ def test_interrupted_fine_tune_resumes_with_the_same_command(dataset, tmp_path):
     shutil.copytree(run, old)
     (old / "training.json").unlink()
     for folder, pretrained, told in (
-        (run, tmp_path / "other.pt", f"a run that started from {pre} ({run / 'training.json'}), and --pretrained "),
+        (
+            run,
+            tmp_path / "other.pt",
+            f"started from {pre} ({run / 'training.json'}), and --pretrained {tmp_path / 'other.pt'} is not that file "
+            "(SHA-256 differs): ",
+        ),
         (old, tmp_path / "pre.pt", f"a checkpoint to resume, and --pretrained {pre} was given too: "),
     ):
         with pytest.raises(Exception) as info:

@@ -190,11 +190,14 @@ def _check_resumed_pretrained(latest: str, recorded: Mapping | None, pretrained:
     choose = f"to fine-tune from {pretrained} give a new --output_dir; to resume this run drop --pretrained"
     if recorded is None:
         raise InputFileError(latest, f"a checkpoint to resume, and --pretrained {pretrained} was given too: {choose}")
-    began = f"from {started.get('path')}" if isinstance(started, Mapping) else "without --pretrained"
+    if isinstance(started, Mapping):
+        began, given = f"from {started.get('path')}", "is not that file (SHA-256 differs)"
+    else:
+        began, given = "without --pretrained", "was given"
     raise InputFileError(
         latest,
-        f"a checkpoint to resume of a run that started {began} ({record_path}), and --pretrained {pretrained} is "
-        f"another file: {choose}",
+        f"a checkpoint to resume of a run that started {began} ({record_path}), and --pretrained {pretrained} {given}: "
+        f"{choose}",
     )
 
 
