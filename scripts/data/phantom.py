@@ -554,7 +554,8 @@ def generate_cohort(
 def main(argv: list[str] | None = None) -> int:
     """CLI: write a phantom cohort; returns the exit status."""
     parser = argparse.ArgumentParser(
-        description="Generate a pelvis/femur phantom CT cohort (real LLP26 anatomy or procedural bones)."
+        prog="python -m scripts.phantom",
+        description="Generate a pelvis/femur phantom CT cohort (real LLP26 anatomy or procedural bones).",
     )
     parser.add_argument(
         "--anatomy",

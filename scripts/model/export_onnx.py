@@ -96,7 +96,7 @@ def _override(text: str) -> tuple[str, Any]:
 @exits_on_input_error
 def main(argv: list[str] | None = None) -> int:
     """CLI: export (and optionally check) the ONNX model; returns the exit status."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m scripts.export_onnx", description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", required=True, help="state-dict checkpoint (e.g. models/model.pt)")
     p.add_argument(
         "--out",

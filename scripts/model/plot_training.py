@@ -84,7 +84,7 @@ def plot_training(log_dir: PathLike, output_png: PathLike, overwrite: bool = Fal
 @exits_on_input_error
 def main(argv: list[str] | None = None) -> int:
     """CLI: write the training-curve PNG; returns the exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m scripts.plot_training", description=__doc__.splitlines()[0])
     parser.add_argument(
         "log_dir",
         help="folder with TensorBoard event files (e.g. runs/train/tensorboard); each subfolder holding some is a run of its own",

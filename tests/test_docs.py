@@ -1,0 +1,174 @@
+"""The documentation against the code: README.md, docs/*.md and the header comments of configs/*.yaml name files,
+sections and commands a user copies; these tests keep them true as options, config keys and headings change."""
+
+from __future__ import annotations
+
+import re
+import runpy
+import sys
+import warnings
+from pathlib import Path
+
+import yaml
+from tests.helpers import ROOT
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+# monai.bundle's own options of the commands the docs show (run, ckpt_export, verify_metadata, verify_net_in_out)
+MONAI_OPTIONS = {"config_file", "meta_file", "logging_file", "args_file", "filepath", "ckpt_file", "key_in_ckpt"}
+COMMAND = re.compile(r"python (?:-m ([\w.]+)|(deploy/app|benchmarks/\w+\.py))((?: [^`|;\n]*)?)")
+NOT_BUNDLE_COMMANDS = {"pytest", "black", "isort", "flake8", "venv", "pip"}
+REMOVED_COMMANDS = {"scripts.data.volumes"}  # named as removed (docs/simulation.md: the threshold labeller)
+
+
+def documented_text(text: str, config: bool = False) -> str:
+    """The text a user reads: a config's comment lines, a document whole; continuation lines (a trailing backslash, or
+    a line of further ``[--options]``, as config headers write them) joined to their command."""
+    if config:
+        text = "\n".join(line.lstrip()[1:] for line in text.splitlines() if line.lstrip().startswith("#"))
+    text = re.sub(r"\\\n\s*", " ", text)
+    return re.sub(r"\n\s*(?=\[--)", " ", text)
+
+
+def commands(text: str) -> list[tuple[str, str]]:
+    """``(module, arguments)`` of every ``python -m MODULE ...`` / ``python deploy/app ...`` / ``python
+    benchmarks/X.py ...`` in ``text``, in code blocks and inline code (an inline span may wrap), each up to the end of
+    its line or span, a table cell's ``|``, a ``;`` or a `` # `` comment."""
+    spans = [s.replace("\n", " ") for s in re.findall(r"`([^`]+)`", re.sub(r"```.*?```", "", text, flags=re.S))]
+    found = []
+    for chunk in [*spans, *text.splitlines()]:
+        for m in COMMAND.finditer(chunk):
+            found.append((m.group(1) or m.group(2), m.group(3).split(" # ")[0]))
+    return found
+
+
+def options(arguments: str) -> list[str]:
+    """The ``--option`` names in a command's arguments (without the dashes)."""
+    return re.findall(r"(?<![\w-])--([\w#-]+)", arguments)
+
+
+def cli_help(module: str, subcommand: str | None, capsys) -> str:
+    """The ``--help`` text of a documented command, run as the user runs it (``python -m module`` or ``python path``)."""
+    argv = [module, *([subcommand] if subcommand else []), "--help"]
+    saved, path, code = sys.argv, list(sys.path), None
+    sys.argv = argv
+    if "/" in module:  # python runs a script with its folder first on the path
+        sys.path.insert(0, str((ROOT / module).parent if module.endswith(".py") else ROOT / module))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # runpy of a module already imported
+            if "/" in module:
+                runpy.run_path(str(ROOT / module), run_name="__main__")
+            else:
+                runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as stop:
+        code = stop.code
+    finally:
+        sys.argv, sys.path[:] = saved, path
+    assert code == 0, f"python {module} {subcommand or ''} --help exits {code}"
+    return capsys.readouterr().out
+
+
+def every_command() -> list[tuple[Path, str, str]]:
+    return [
+        (p, module, args)
+        for p in [*DOCS, *CONFIGS]
+        for module, args in commands(documented_text(p.read_text(), p in CONFIGS))
+    ]
+
+
+def test_commands_are_found_in_code_blocks_inline_code_and_config_headers():
+    """The extraction itself, on hand-written text: continued lines belong to their command, a comment or a table
+    cell's end does not."""
+    header = "# Run:\n#   python -m monai.bundle run --config_file c.yaml --input_dir IN\n#       [--device cpu] [--shard i/n]\n"
+    assert commands(documented_text(header + "a: 1  # python -m x --no\n", config=True)) == [
+        ("monai.bundle", " run --config_file c.yaml --input_dir IN [--device cpu] [--shard i/n]")
+    ]
+    md = (
+        "| x | `python -m scripts.ssm build --cases own\n--out o.npz` | y |\n"
+        "```\npython -m scripts.simulate --cases C --out D \\\n    [--split test]   # the test subjects\n```\n"
+    )
+    found = commands(documented_text(md))
+    assert ("scripts.ssm", " build --cases own --out o.npz") in found
+    assert [options(a) for m, a in found if m == "scripts.simulate"] == [["cases", "out", "split"]]
+    assert ("scripts.ssm", " build --cases own") in found  # the same span's first line, read as a line too
+    assert options(" run --train#checkpoint_saver#n_saved 3 --image_size 64") == [
+        "train#checkpoint_saver#n_saved",
+        "image_size",
+    ]
+
+
+def test_documented_bundle_options_are_keys_of_their_configs():
+    """Every ``--key`` of a documented ``monai.bundle`` command is a key of the configs it names (``--a#b``: key a) or
+    an option of monai.bundle itself: a renamed key (e.g. inference's ``runner``, now ``evaluator``) shows here."""
+    keys: dict[str, set[str]] = {}
+    wrong = []
+    for path, module, arguments in every_command():
+        if module != "monai.bundle":
+            continue
+        config = re.search(r"--config_file\s+(\"\[[^\]]*\]\"|\S+)", arguments)
+        names = re.findall(r"configs/[\w/]+\.yaml", config.group(1)) if config else []
+        if not names:  # e.g. verify_metadata, or a recipe's "$3"
+            continue
+        for name in names:
+            keys.setdefault(name, set(yaml.safe_load((ROOT / name).read_text())))
+        known = MONAI_OPTIONS.union(*(keys[n] for n in names))
+        wrong += [
+            f"{path.name}: --{o} ({', '.join(names)})" for o in options(arguments) if o.split("#")[0] not in known
+        ]
+    assert not wrong, wrong
+
+
+def test_documented_script_options_are_taken_by_their_commands(capsys):
+    """Every ``--option`` of a documented ``python -m scripts.X`` / ``deploy`` / ``benchmarks`` command is one its
+    ``--help`` lists (subcommands such as ``ssm build`` asked for theirs); the usage line of the bundle's own commands
+    names them as the user types them (it said ``phantom.py`` for ``python -m scripts.phantom``)."""
+    helps: dict[tuple[str, str | None], str] = {}
+    wrong = []
+    for path, module, arguments in every_command():
+        if module.split(".")[0] in NOT_BUNDLE_COMMANDS or module.startswith("monai") or module in REMOVED_COMMANDS:
+            continue
+        words = arguments.split()
+        subcommand = words[0] if words and re.fullmatch(r"[a-z][\w-]*", words[0]) and module != "deploy/app" else None
+        if (module, subcommand) not in helps:
+            helps[module, subcommand] = cli_help(module, subcommand, capsys)
+            typed = f"python {'-m ' if '/' not in module else ''}{module}"
+            if module.startswith(("scripts.", "deploy")):
+                assert helps[module, subcommand].startswith(f"usage: {typed}"), helps[module, subcommand][:80]
+        taken = set(re.findall(r"--([\w-]+)", helps[module, subcommand]))
+        wrong += [f"{path.name}: python {module} --{o}" for o in options(arguments) if o not in taken]
+    assert len(helps) > 10 and not wrong, wrong
+
+
+def test_relative_links_and_cited_sections_resolve():
+    """Every relative link of the docs names a file that exists (and a heading, with ``#anchor``), and every section
+    cited by name (``docs/inference.md, "Plausibility"``) is a heading or a bold paragraph lead of that file."""
+
+    def norm(text: str) -> str:
+        return re.sub(r"\s+", " ", text).strip().lower()
+
+    def titles(path: Path) -> list[str]:
+        text = path.read_text()
+        return [norm(t) for t in re.findall(r"^#+\s+(.*)$", text, re.M) + re.findall(r"\*\*(.+?)\*\*", text, re.S)]
+
+    def slug(heading: str) -> str:
+        return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+    wrong, cited = [], 0
+    for doc in DOCS:
+        text = doc.read_text()
+        for link in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", link):
+                continue
+            target, _, anchor = link.partition("#")
+            path = (doc.parent / target).resolve() if target else doc
+            if not path.exists():
+                wrong.append(f"{doc.name}: link {link}")
+            elif anchor and anchor not in {slug(h) for h in re.findall(r"^#+\s+(.*)$", path.read_text(), re.M)}:
+                wrong.append(f"{doc.name}: anchor {link}")
+        for prefix, name, section in re.findall(r"(docs/)?(\w+\.md)[^\"\n]{0,6}\"([^\"]+)\"", text):
+            path = ROOT / "docs" / name if prefix or not (doc.parent / name).exists() else doc.parent / name
+            cited += 1
+            if not path.exists() or not any(norm(section) in t for t in titles(path)):
+                wrong.append(f"{doc.name}: {prefix}{name}, {section!r}")
+    assert cited > 30 and not wrong, wrong
