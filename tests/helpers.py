@@ -357,6 +357,18 @@ def tiny_checkpoint(path: Path, seed: int = 0, features: list[int] = FEATURES, f
     return path
 
 
+def write_training_record(folder: Path, overrides: dict | None = None, **trained) -> Path:
+    """A training run's record, ``folder/training.json`` (scripts.model.run_record's own writer): the network keys of
+    configs/inference.yaml under config-key ``overrides``, with ``trained`` in place of some (``image_size=64``: a
+    run trained at 64 px); returns its path."""
+    from scripts.model.run_record import RECORD_NAME, run_record, write_run_record
+    from scripts.reconstruction.reconstruct import bundle_config
+
+    settings = {**bundle_config(overrides=overrides).get_parsed_content("network_settings"), **trained}
+    write_run_record(run_record(settings, 1, None, False, folder), folder)
+    return folder / RECORD_NAME
+
+
 # ---------------------------------------------------------------------- outputs, files and stderr
 def assert_complete(case_dir: Path, report: bool = True) -> dict:
     """Assert one inference output is whole: depth (64, 64, 6) finite, mask, result.json, non-empty PLY surfaces and

@@ -30,7 +30,7 @@ from scripts.model.release import SHA_KEY
 from scripts.model.release import main as release_main
 from scripts.model.release import release, verify_shipped
 from scripts.reconstruction.reconstruct import bundle_config
-from tests.helpers import FEATURES, ROOT, STD, make_dicom, ramp, run_bundle, write_sphere_dataset
+from tests.helpers import FEATURES, ROOT, STD, make_dicom, ramp, run_bundle, write_sphere_dataset, write_training_record
 
 MARKER: dict[str, Path | None] = {"path": None}
 _LIB = torch.library.Library("bundle_trust_test", "DEF")
@@ -285,6 +285,55 @@ def test_release_ships_only_a_torchscript_export_of_the_state_dict(shipped_copy,
         "models/model.pt": sha256(other),
         "models/model.ts": sha256(other_ts),
     }
+
+
+def test_release_refuses_a_run_trained_under_other_network_keys(shipped_copy, tmp_path, capsys):
+    """A run trained at image_size 64 fits the 128 px network_def (fully convolutional): the release step used to ship
+    it, and the shipped model then ran at 128 px without a word (models/ holds no record). With its training.json
+    beside it, the model, its TorchScript export and a single-face baseline are each refused in one line naming the
+    keys to set in the shipped config that runs it (no option reaches a shipped model), nothing copied. The same
+    files without a record, or with a record that agrees, go in."""
+    models, meta = shipped_copy
+    before = _contents(models.parent)
+    run, single = tmp_path / "run", tmp_path / "single"
+    for folder in (run, single):
+        folder.mkdir()
+    torch.manual_seed(11)
+    network = network_from_config()[0].eval()
+    torch.save(network.state_dict(), run / "model.pt")
+    torch.jit.script(network).save(str(run / "model.ts"))
+    torch.save(network_from_config(overrides={"faces": 1})[0].state_dict(), single / "model.pt")
+    write_training_record(run, image_size=64)
+    write_training_record(single, {"faces": 1}, image_size=64, fov_fill=-1.0)
+    said = "trained with other network settings"
+    for argv, line in (
+        (
+            ["--model", str(run / "model.pt"), "--torchscript", str(run / "model.ts")],
+            f"{run / 'model.pt'}: {said} ({run / 'training.json'}): image_size 64, configured 128; "
+            "set image_size: 64 in configs/inference.yaml",
+        ),
+        (
+            ["--torchscript", str(run / "model.ts")],
+            f"{run / 'model.ts'}: {said} ({run / 'training.json'}): image_size 64, configured 128; "
+            "set image_size: 64 in configs/inference.yaml",
+        ),
+        (
+            ["--single_face", str(single / "model.pt")],
+            f"{single / 'model.pt'}: {said} ({single / 'training.json'}): image_size 64, configured 128; fov_fill "
+            '-1.0, configured 0.0; set single_face_overrides: {"image_size": 64, "fov_fill": -1.0} in '
+            "configs/evaluate.yaml (beside any other keys given there)",
+        ),
+    ):
+        assert release_main(argv) == 1
+        assert capsys.readouterr().err.strip() == line
+        assert _contents(models.parent) == before
+    plain, agreeing = tmp_path / "plain", tmp_path / "agreeing"
+    shutil.copytree(run, plain, ignore=shutil.ignore_patterns("training.json"))
+    shutil.copytree(run, agreeing, ignore=shutil.ignore_patterns("training.json"))
+    write_training_record(agreeing)
+    for folder in (plain, agreeing):
+        assert release_main(["--model", str(folder / "model.pt"), "--torchscript", str(folder / "model.ts")]) == 0
+    assert sha256(models / "model.pt") == sha256(run / "model.pt")
 
 
 @pytest.mark.parametrize("failing", ["copy of the second file", "rename of the second file", "rename of the metadata"])

@@ -434,7 +434,8 @@ def test_run_record_is_checked_by_inference_and_evaluation(dataset, tmp_path, ca
 
 def test_trained_settings_check_names_every_key_and_its_option(tmp_path):
     """A record written by write_run_record against other settings: every differing key with both values, and the
-    options setting the trained ones as the command line takes them (evaluation: its dict-valued overrides option);
+    options setting the trained ones as the command line takes them (evaluation: its dict-valued overrides option;
+    export_onnx: its repeated --override), or the keys to set in a config file (the release step, the Deploy app);
     agreeing settings, a missing checkpoint, or a training.json that is not a run record (a user's): not checked."""
     bones, features = ["pelvis", "femur_left", "femur_right"], [4, 4, 8, 8, 16, 4]
     trained = network_settings("64", bones, 2, features, [950, 50], [950, 50], "true", -1)
@@ -444,14 +445,21 @@ def test_trained_settings_check_names_every_key_and_its_option(tmp_path):
     configured = network_settings(128, bones, 2, features, [950.0, 50.0], [950.0, 50.0], False, 0.0)
     said = (
         f"{ckpt}: trained with other network settings ({tmp_path / 'training.json'}): image_size 64, configured 128; "
-        "fov_channel True, configured False; fov_fill -1.0, configured 0.0; pass "
+        "fov_channel True, configured False; fov_fill -1.0, configured 0.0; "
     )
     for option, passed in (
-        (None, "--image_size 64 --fov_channel true --fov_fill -1.0"),
+        (None, "pass --image_size 64 --fov_channel true --fov_fill -1.0"),
         (
             "inference_overrides",
-            "--inference_overrides \"{'image_size': 64, 'fov_channel': True, 'fov_fill': -1.0}\" "
+            "pass --inference_overrides \"{'image_size': 64, 'fov_channel': True, 'fov_fill': -1.0}\" "
             "(beside any other keys given there)",
+        ),
+        ("override=", "pass --override image_size=64 --override fov_channel=true --override fov_fill=-1.0"),
+        ("configs/inference.yaml", "set image_size: 64, fov_channel: true, fov_fill: -1.0 in configs/inference.yaml"),
+        (
+            "configs/evaluate.yaml#single_face_overrides",
+            'set single_face_overrides: {"image_size": 64, "fov_channel": true, "fov_fill": -1.0} in '
+            "configs/evaluate.yaml (beside any other keys given there)",
         ),
     ):
         with pytest.raises(InputFileError) as info:

@@ -109,14 +109,21 @@ def input_error_of(error: BaseException) -> InputFileError | None:
     return None
 
 
+def ckpt_export_arguments(frame: types.FrameType) -> dict | None:
+    """The locals of MONAI's ``ckpt_export`` when ``frame`` is its frame (its arguments as resolved: ``ckpt_file_``,
+    ``filepath_``, ``config_file_``), else None."""
+    local = frame.f_locals
+    return local if frame.f_code.co_name == "ckpt_export" and "ckpt_file_" in local else None
+
+
 def _ckpt_export_error(error: BaseException, tb: types.TracebackType | None) -> str | None:
     """One line for MONAI's ``ckpt_export``, from the failing frames: a checkpoint it could not load or fit
     (``--ckpt_file``), or an export it could not write (``--filepath``, e.g. its folder missing); else None."""
     ckpt = out = stage = None
     while tb is not None:
-        code, local = tb.tb_frame.f_code, tb.tb_frame.f_locals
-        if code.co_name == "ckpt_export" and "ckpt_file_" in local:
-            ckpt, out = local["ckpt_file_"], local.get("filepath_")
+        code, args = tb.tb_frame.f_code, ckpt_export_arguments(tb.tb_frame)
+        if args is not None:
+            ckpt, out = args["ckpt_file_"], args.get("filepath_")
         elif ckpt is not None and code.co_name in ("load", "copy_model_state", "load_objects"):
             stage = stage or "load"
         elif ckpt is not None and code.co_name == "save_net_with_metadata":

@@ -7,7 +7,8 @@ folder given); the shipped files change only through this deliberate step::
         [--ssm runs/ssm/ssm.npz] [--torchscript runs/export/model.ts]
 
 It checks each file before it copies any (state dicts load with ``weights_only=True`` and strictly into the
-configured network, the shape model reads, a TorchScript archive computes what the state dict does), stages
+configured network, and the network keys in a training record beside one are the shipped configs', the shape model
+reads, a TorchScript archive computes what the state dict does), stages
 every copy and the new ``configs/metadata.json`` as temporaries, then renames them over the shipped names and
 records their SHA-256 (``shipped_files_sha256``), the metadata last: all or nothing. Loading a listed file whose
 sum differs is refused with one line.
@@ -24,6 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from scripts import BUNDLE_ROOT
 from scripts.io.files import (
     METADATA,
     MODELS_DIR,
@@ -41,6 +43,12 @@ if TYPE_CHECKING:  # torch loads only when a check needs it
 
 SHA_KEY = "shipped_files_sha256"
 SHIPPED = {"model": "model.pt", "single_face": "model_single_face.pt", "ssm": "ssm.npz", "torchscript": "model.ts"}
+# where the shipped configs set the network keys of each network file (run_record.option_text's config form)
+KEYS_SET_IN = {
+    "model": "configs/inference.yaml",
+    "torchscript": "configs/inference.yaml",
+    "single_face": "configs/evaluate.yaml#single_face_overrides",
+}
 
 
 @functools.lru_cache(maxsize=32)
@@ -74,18 +82,42 @@ def verify_shipped(path: PathLike) -> None:
         )
 
 
+def _overrides(kind: str) -> dict:
+    """The configs/inference.yaml keys a shipped ``kind`` runs under, besides the file's: none for the dual-face network
+    (inference; its export the Deploy app's), for the single-face baseline ``faces`` 1 and configs/evaluate.yaml's
+    ``inference_overrides`` and ``single_face_overrides`` (as evaluation builds it)."""
+    if kind != "single_face":
+        return {}
+    from scripts.reconstruction.reconstruct import bundle_config
+
+    evaluate = bundle_config(BUNDLE_ROOT / "configs" / "evaluate.yaml")
+    return {"faces": 1, **evaluate.get_parsed_content(KEYS_SET_IN[kind].partition("#")[2])}
+
+
 def _network(kind: str) -> tuple["torch.nn.Module", tuple[int, int, int]]:
-    """The network a shipped state dict must fit and its input shape (C, H, W): configs/inference.yaml ``network_def``,
-    with ``faces`` 1 for the single-face baseline (as configs/evaluate.yaml builds it)."""
+    """The network a shipped state dict must fit and its input shape (C, H, W): configs/inference.yaml ``network_def``
+    under :func:`_overrides`."""
     from scripts.model.export_onnx import network_from_config
 
-    return network_from_config(overrides={"faces": 1} if kind == "single_face" else None)
+    return network_from_config(overrides=_overrides(kind))
+
+
+def _check_trained_settings(kind: str, path: Path) -> None:
+    """Refuse a file whose training run's record (``training.json`` beside it) gives other network keys than the
+    shipped configs run ``kind`` with (:func:`_overrides`): the shapes may fit (e.g. ``image_size``) and the shipped
+    model would run silently wrong; the line names the keys to set in the config (:data:`KEYS_SET_IN`)."""
+    from scripts.model.run_record import check_trained_settings
+    from scripts.reconstruction.reconstruct import bundle_config
+
+    configured = bundle_config(overrides=_overrides(kind)).get_parsed_content("network_settings")
+    check_trained_settings(path, configured, KEYS_SET_IN[kind])
 
 
 def _check(kind: str, path: Path, model: Path) -> None:
     """The file is what its shipped name says: a state dict that loads (strictly) into the configured network, a shape
     model, or a TorchScript archive whose outputs on a fixed input are those of ``model`` (the state dict released with
     it, else the shipped one) in that network, within 1e-4 plus 1e-6 relative (float32 rounding of ~950 mm depths).
+    A network file with a training record beside it must agree with the shipped configs (:func:`_check_trained_settings`).
     State dicts load with ``weights_only=True``; the TorchScript archive's code runs (a trusted file being shipped)."""
     if not path.is_file():
         raise InputFileError(path, "file not found")
@@ -102,6 +134,7 @@ def _check(kind: str, path: Path, model: Path) -> None:
                 path,
                 "not a network state dict (parameter name -> tensor); release the best model (model.pt), not a training checkpoint",
             )
+        _check_trained_settings(kind, path)
         try:
             load_weights(path, _network(kind)[0])
         except InputFileError as e:
@@ -117,6 +150,7 @@ def _check(kind: str, path: Path, model: Path) -> None:
 
         if not is_torchscript(path):
             raise InputFileError(path, "not a TorchScript archive")
+        _check_trained_settings(kind, path)
         network, shape = _network("model")
         x = torch.rand(1, *shape, generator=torch.Generator().manual_seed(0))
         scripted = load_network(path, None, torchscript=True)

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ignite.engine import Engine, Events
 from scripts.config_flags import as_count, as_flag
 from scripts.io.dicom_export import bundle_version
-from scripts.io.files import InputFileError, PathLike, sha256, write_json
+from scripts.io.files import InputFileError, PathLike, ckpt_export_arguments, sha256, write_json
 
 RECORD_NAME = "training.json"
 RECORD_KIND = "3ddx training run"  # the record's "kind": a training.json without it is not this bundle's
@@ -100,10 +102,30 @@ def differing_settings(recorded: Mapping[str, Any], configured: Mapping[str, Any
     return {k: (v, configured[k]) for k, v in recorded.items() if k in configured and configured[k] != v}
 
 
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")  # an ``option`` naming a config file (:func:`option_text`)
+
+
+def _config_form(option: str | None) -> tuple[str, str] | None:
+    """(file, dict-valued key or "") of an ``option`` that names a config file (``configs/inference.yaml``,
+    ``configs/evaluate.yaml#single_face_overrides``), else None."""
+    file, _, key = (option or "").partition("#")
+    return (file, key) if file.lower().endswith(CONFIG_SUFFIXES) else None
+
+
 def option_text(values: Mapping[str, Any], option: str | None = None) -> str:
-    """The command-line options setting config keys to ``values``: ``--image_size 64 --fov_channel true``, or with
-    ``option`` (a dict-valued key, e.g. evaluate.yaml's ``inference_overrides``) ``--inference_overrides
-    "{'image_size': 64}"``."""
+    """How to set config keys to ``values``, as the entry point takes them. ``option``: None, each key its own
+    option (``--image_size 64 --fov_channel true``); a dict-valued key (evaluate.yaml's ``inference_overrides``):
+    ``--inference_overrides "{'image_size': 64}"``; ``NAME=``, a repeated KEY=VALUE option (export_onnx's
+    ``override=``): ``--override image_size=64``; a config file, or ``FILE#KEY`` a dict-valued key of it, where no
+    option reaches (the release step, the Deploy app): ``image_size: 64 in configs/inference.yaml``,
+    ``single_face_overrides: {"image_size": 32} in configs/evaluate.yaml`` (values as YAML)."""
+    config = _config_form(option)
+    if config:
+        file, key = config
+        yaml_values = {key: dict(values)} if key else values
+        return ", ".join(f"{k}: {json.dumps(v)}" for k, v in yaml_values.items()) + f" in {file}"
+    if option and option.endswith("="):
+        return " ".join(f"--{option[:-1]} {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in values.items())
     if option:
         return f'--{option} "{dict(values)!r}"'
 
@@ -122,8 +144,8 @@ def check_trained_settings(
     settings than ``configured`` (:func:`network_settings`); no record (or no file at ``ckpt_path``): nothing checked.
 
     Raises:
-        InputFileError: naming ``ckpt_path``, each differing key with its trained and configured values, and the
-            option that configures the trained ones (:func:`option_text` with ``option``).
+        InputFileError: naming ``ckpt_path``, each differing key with its trained and configured values, and how to
+            configure the trained ones (:func:`option_text` with ``option``: pass the options, or set the config keys).
     """
     if ckpt_path in (None, "") or not Path(ckpt_path).is_file():
         return
@@ -131,12 +153,30 @@ def check_trained_settings(
     differ = {} if record is None else differing_settings(record["network"], configured)
     if differ:
         said = "; ".join(f"{k} {trained!r}, configured {given!r}" for k, (trained, given) in differ.items())
-        extra = " (beside any other keys given there)" if option else ""
+        config = _config_form(option)
+        dict_valued = config[1] if config else option and not option.endswith("=")
+        extra = " (beside any other keys given there)" if dict_valued else ""
         raise InputFileError(
             ckpt_path,
-            f"trained with other network settings ({Path(ckpt_path).parent / RECORD_NAME}): {said}; pass "
-            f"{option_text({k: trained for k, (trained, _) in differ.items()}, option)}{extra}",
+            f"trained with other network settings ({Path(ckpt_path).parent / RECORD_NAME}): {said}; "
+            f"{'set' if config else 'pass'} {option_text({k: trained for k, (trained, _) in differ.items()}, option)}"
+            f"{extra}",
         )
+
+
+def check_exported_checkpoint(configured: Mapping[str, Any]) -> bool:
+    """Within MONAI's ``ckpt_export`` (configs/inference.yaml ``network_def#_requires_``), refuse its ``--ckpt_file``
+    as :func:`check_trained_settings` does, naming the keys to set in its ``--config_file`` (which the archive
+    embeds); called elsewhere (inference, ``verify_net_in_out``), nothing. Returns True."""
+    frame = sys._getframe(1)
+    while frame is not None and ckpt_export_arguments(frame) is None:
+        frame = frame.f_back
+    if frame is not None:
+        args = ckpt_export_arguments(frame)
+        config = args.get("config_file_")
+        named = config if isinstance(config, (str, Path)) else next(iter(config or ()), "configs/inference.yaml")
+        check_trained_settings(args["ckpt_file_"], configured, str(named))
+    return True
 
 
 def check_record_free(record: Mapping[str, Any], *folders: PathLike) -> list[Path]:
