@@ -3,13 +3,15 @@
 ``python -m monai.bundle run ... --key false`` hands the config the STRING ``"false"`` (Python
 Fire parses only ``False``), which plain ``if @key`` would take as on. Configs read their flags
 through :func:`as_flag`, so ``false``/``False``/``0``/``no`` all mean off; counts (``--batch_size``) through
-:func:`as_count`; devices through
+:func:`as_count`; lengths (``--prior_centre_mm``) through :func:`as_positive`; devices through
 :func:`as_device`, so ``--device cuda`` on a machine without CUDA is one clear line, not a traceback;
 shards ``i/n`` (the simulator's and the inference workflow's ``--shard``) through :func:`as_shard`.
 A bad value raises :class:`scripts.io.files.InputFileError` naming the option (``--<name>``).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from scripts.io.files import InputFileError
@@ -38,6 +40,18 @@ def as_count(value: int | str, name: str, minimum: int = 0) -> int:
     if count is None or count < minimum:
         raise InputFileError(f"--{name}", f"must be a whole number of at least {minimum}, got {value!r}")
     return count
+
+
+def as_positive(value: float | str, name: str, unit: str = "mm") -> float:
+    """``value`` as a finite number > 0 in ``unit`` (numbers and their decimal text; booleans refused: ``true`` is not
+    1 mm), e.g. ``--prior_centre_mm``; else InputFileError naming ``--name``."""
+    try:
+        number = float(str(value).strip()) if not isinstance(value, bool) else math.nan
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and number > 0):
+        raise InputFileError(f"--{name}", f"must be a positive number ({unit}), got {value!r}")
+    return number
 
 
 def as_device(value: torch.device | str | None, name: str = "device") -> torch.device:

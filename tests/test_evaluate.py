@@ -481,6 +481,28 @@ def test_monai_eval_properties_are_the_workflows_own(data, tmp_path):
         wf.dataset[0]
 
 
+@pytest.mark.parametrize(
+    "option, bad, line",
+    [
+        ("prior_centre_mm", "abc", "--prior_centre_mm: must be a positive number (mm), got 'abc'"),
+        ("prior_centre_mm", -5.0, "--prior_centre_mm: must be a positive number (mm), got -5.0"),
+        ("prior_centre_mm", float("nan"), "--prior_centre_mm: must be a positive number (mm), got nan"),
+        ("surface_spacing_mm", 0, "--surface_spacing_mm: must be a positive number (mm), got 0"),
+        ("error_map_max_mm", True, "--error_map_max_mm: must be a positive number (mm), got True"),
+        ("max_samples", 0, "--surface_max_samples: must be a whole number of at least 1, got 0"),
+        ("workers", "abc", "--workers: must be a whole number of at least 1, got 'abc'"),
+        ("workers", 0, "--workers: must be a whole number of at least 1, got 0"),
+    ],
+)
+def test_bad_lengths_and_counts_are_one_line_naming_the_option(data, tmp_path, option, bad, line):
+    """--prior_centre_mm -5 ran a whole evaluation with a prior behind the source, --workers 0 ran with 1 and text in
+    either ended in a traceback: each is refused as the evaluator is built, before any work, in one line."""
+    with pytest.raises(InputFileError) as e:
+        EvaluationRunner(None, None, data, tmp_path / "never", **{option: bad})
+    assert str(e.value) == line and not (tmp_path / "never").exists()
+    assert EvaluationRunner(None, None, data, tmp_path / "never", prior_centre_mm="948.7").prior_centre_mm == 948.7
+
+
 def test_a_missing_true_mesh_is_one_line_before_any_work(data, tmp_path, capsys):
     """A true mesh that a test entry lists but that is not there is named with its datalist, bone and sample when the
     samples are listed, before the networks load or any sample is evaluated (it was found when its subject came up)."""

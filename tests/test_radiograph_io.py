@@ -382,28 +382,20 @@ def test_fill_ins_are_checked_once_for_the_run_naming_the_option(tmp_path, capsy
     inputs = RadiographInputs(tmp_path / "absent", STD, 1100, (0.15, 0.16))
     assert (inputs.sid_mm, inputs.pixel_spacing_mm) == (1100.0, (0.15, 0.16))
     for sid, pitch, line in [
-        (0, None, "--sid_mm: sid_mm 0 mm outside 700..2000 mm (what radiography rooms use)"),
-        (
-            None,
-            -0.15,
-            "--pixel_spacing_mm: pixel_spacing_mm -0.15 mm outside 0.025..10 mm (what radiography rooms use)",
-        ),
-        (
-            None,
-            float("inf"),
-            "--pixel_spacing_mm: pixel_spacing_mm inf mm outside 0.025..10 mm (what radiography rooms use)",
-        ),
+        (0, None, "--sid_mm: must be a positive number (mm), got 0"),
+        (5000, None, "--sid_mm: sid_mm 5000 mm outside 700..2000 mm (what radiography rooms use)"),
+        (None, -0.15, "--pixel_spacing_mm: must be a positive number (mm), got -0.15"),
+        (None, float("inf"), "--pixel_spacing_mm: must be a positive number (mm), got inf"),
+        (None, 0.01, "--pixel_spacing_mm: pixel_spacing_mm 0.01 mm outside 0.025..10 mm (what radiography rooms use)"),
         (None, [], "--pixel_spacing_mm: must be one or two numbers (mm: 0.15, or su,sv as 0.15,0.16), got []"),
-        (None, ["0.15"], "--pixel_spacing_mm: must be a number (mm), got '0.15'"),
+        (None, [0.15, "x"], "--pixel_spacing_mm: must be a positive number (mm), got 'x'"),
     ]:
         with pytest.raises(InputFileError) as e:
             RadiographInputs(tmp_path / "absent", STD, sid, pitch)
         assert str(e.value) == line
     Image.fromarray(ramp(hi=250).astype(np.uint8)).save(tmp_path / "a.png")
     assert main(["to-dicom", str(tmp_path / "a.png"), str(tmp_path / "a.dcm"), "--pixel_spacing_mm", "nan"]) == 1
-    assert capsys.readouterr().err.strip() == (
-        "--pixel_spacing_mm: pixel_spacing_mm nan mm outside 0.025..10 mm (what radiography rooms use)"
-    )
+    assert capsys.readouterr().err.strip() == "--pixel_spacing_mm: must be a positive number (mm), got nan"
     assert not (tmp_path / "a.dcm").exists()
 
 

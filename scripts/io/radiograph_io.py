@@ -56,6 +56,7 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from scipy import ndimage
+from scripts.config_flags import as_positive
 from scripts.geometry import (
     IMAGE_SIZE_RANGE_PX,
     PIXEL_PITCH_RANGE_MM,
@@ -1247,9 +1248,9 @@ def fill_ins(
     sid_mm: float | None = None, pixel_spacing_mm: float | Sequence[float] | None = None
 ) -> tuple[float | None, tuple[float, float] | None]:
     """The ``sid_mm`` / ``pixel_spacing_mm`` fill-ins as (SID mm, detector pitch (su, sv) mm; one number: both), None
-    where not given. Checked once for all inputs, before any is read: numbers (booleans and text refused: ``true`` is
-    not 1 mm), one or two for the pitch, within what radiography rooms use (:func:`scripts.geometry.check_room_range`);
-    else :class:`InputFileError` naming the option (``--sid_mm``)."""
+    where not given. Checked once for all inputs, before any is read: positive numbers (booleans and text refused:
+    ``true`` is not 1 mm), one or two for the pitch, within what radiography rooms use
+    (:func:`scripts.geometry.check_room_range`); else :class:`InputFileError` naming the option (``--sid_mm``)."""
     sid = None if sid_mm is None else _option_mm("sid_mm", sid_mm, SID_RANGE_MM)
     if pixel_spacing_mm is None:
         return sid, None
@@ -1264,14 +1265,14 @@ def fill_ins(
 
 
 def _option_mm(name: str, value, bounds: tuple[float, float]) -> float:
-    """The value of option ``--name`` as mm within ``bounds``; else :class:`InputFileError` naming the option."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InputFileError(f"--{name}", f"must be a number (mm), got {value!r}")
+    """Option ``--name`` as mm (:func:`scripts.config_flags.as_positive`) within ``bounds``; else
+    :class:`InputFileError` naming the option."""
+    mm = as_positive(value, name)
     try:
-        check_room_range(name, [float(value)], bounds, "mm")
+        check_room_range(name, [mm], bounds, "mm")
     except GeometryError as e:
         raise InputFileError(f"--{name}", str(e)) from None
-    return float(value)
+    return mm
 
 
 def _check_size(path: Path, shape: tuple[int, int]) -> None:

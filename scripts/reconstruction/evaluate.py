@@ -38,8 +38,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 import trimesh
-from tqdm import tqdm
-
+from scripts.config_flags import as_count, as_positive
 from scripts.geometry import Geometry, GeometryError, match_bone_channels, read_geometry
 from scripts.io.files import (
     InputFileError,
@@ -64,6 +63,7 @@ from scripts.reconstruction.reconstruct import (
 )
 from scripts.reconstruction.ssm import label_surfaces, read_mesh
 from scripts.reconstruction.surface_metrics import ReferenceSurface, vertex_errors, volume_extent_planes
+from tqdm import tqdm
 
 VARIANTS = ("single_face", "single_face_ssm", "dual_face", "dual_face_ssm")
 SHIFTS = ("centre", "prior", "oracle")
@@ -594,6 +594,9 @@ class EvaluationRunner:
         poses_per_case: evaluate only poses ``0 .. poses_per_case - 1`` of each case (``None``: all; at least 1).
         workers: processes evaluating subjects (all poses of one subject in one process) and reading the
             training split for the prior in parallel; the numbers do not depend on it.
+
+    A length that is no positive number or a count below 1 raises InputFileError naming its option (``--workers``)
+    before any work.
     """
 
     def __init__(
@@ -618,10 +621,14 @@ class EvaluationRunner:
                 "--split", f"expected the name of a datalist list (training, validation, test), got {split!r}"
             )
         self.samples = EvaluationSamples(self.datasets, split, poses_per_case)
-        self.split, self.prior_centre_mm, self.oracle_inputs = split, prior_centre_mm, bool(oracle_inputs)
-        self.error_map_max_mm = float(error_map_max_mm)
-        self.metric_kwargs = {"spacing_mm": float(surface_spacing_mm), "max_samples": int(max_samples)}
-        self.workers = max(1, int(workers))
+        self.split, self.oracle_inputs = split, bool(oracle_inputs)
+        self.prior_centre_mm = None if prior_centre_mm is None else as_positive(prior_centre_mm, "prior_centre_mm")
+        self.error_map_max_mm = as_positive(error_map_max_mm, "error_map_max_mm")
+        self.metric_kwargs = {
+            "spacing_mm": as_positive(surface_spacing_mm, "surface_spacing_mm"),
+            "max_samples": as_count(max_samples, "surface_max_samples", 1),
+        }
+        self.workers = as_count(workers, "workers", 1)
 
     def _networks(self, notes: list[str]) -> dict[str, Reconstructor | None]:
         """Loaded reconstructors per network variant (None for oracle inputs); a missing single-face checkpoint is a note."""
