@@ -22,7 +22,7 @@ from scripts.model.export_onnx import main as export_onnx_main
 from scripts.model.export_onnx import network_from_config
 from scripts.model.networks import DualFaceDepthNet
 from scripts.reconstruction.reconstruct import build_reconstructor
-from tests.helpers import FEATURES, ROOT, bundle_env
+from tests.helpers import FEATURES, ROOT, bundle_env, write_training_record
 
 SIZE = 64
 OVERRIDES = {"features": FEATURES, "image_size": SIZE}
@@ -132,6 +132,45 @@ def test_onnx_export_matches_checkpoint(ckpt, reference, tmp_path, capsys):
     assert export_onnx_main(argv + ["--overwrite", "--check"]) == 0
     # --check runs ONNX Runtime and PyTorch on the seeded batch compared above and prints their largest difference
     assert f"max |onnxruntime - torch| = {float(np.abs(got - want).max()):.3g}\n" in capsys.readouterr().out
+
+
+def test_exports_refuse_a_run_trained_under_other_network_keys(ckpt, tmp_path, capsys):
+    """A checkpoint in a run folder whose training.json says image_size 64, exported under a 128 px config: the ONNX
+    graph's input would be 128 px and ckpt_export's archive would embed the 128 px config (what the Deploy app and
+    the release step go by), both without a word. Each export refuses in one line naming how to configure it (the
+    ONNX script: its --override; ckpt_export: the keys to set in its --config_file, which the archive embeds), and
+    writes nothing; configured so, each exports."""
+    run = tmp_path / "run"
+    run.mkdir()
+    trained = run / "model.pt"
+    trained.write_bytes(ckpt.read_bytes())
+    record = write_training_record(run, {"features": FEATURES}, image_size=SIZE)
+    said = f"{trained}: trained with other network settings ({record}): image_size {SIZE}, configured 128; "
+    onnx = tmp_path / "model.onnx"
+    argv = ["--ckpt", str(trained), "--out", str(onnx), "--override", f"features={json.dumps(FEATURES)}"]
+    assert export_onnx_main(argv) == 1
+    assert capsys.readouterr().err.strip() == said + f"pass --override image_size={SIZE}" and not onnx.exists()
+    assert export_onnx_main(argv + ["--override", f"image_size={SIZE}"]) == 0 and onnx.is_file()
+
+    config, ts = tmp_path / "inference.yaml", tmp_path / "model.ts"
+    text = (ROOT / "configs" / "inference.yaml").read_text()
+    config.write_text(text)
+    cmd = [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(ts)]
+    cmd += ["--ckpt_file", str(trained), "--meta_file", "configs/metadata.json", "--config_file", str(config)]
+    cmd += ["--features", json.dumps(FEATURES)]
+    for size in (128, SIZE):
+        config.write_text(text.replace("\nimage_size: 128 ", f"\nimage_size: {size} ", 1))
+        done = subprocess.run(
+            cmd, cwd=ROOT, capture_output=True, encoding="utf-8", errors="replace", timeout=300, env=bundle_env()
+        )
+        if size == 128:
+            assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+            assert done.stderr.strip().splitlines()[-1] == said + f"set image_size: {SIZE} in {config}"
+            assert not ts.exists()
+    assert done.returncode == 0, done.stderr[-2000:]
+    extra = {"inference.json": ""}
+    torch.jit.load(str(ts), _extra_files=extra)
+    assert json.loads(extra["inference.json"])["image_size"] == SIZE  # the archive's config is the run's
 
 
 @pytest.mark.parametrize("kind", ["empty", "junk", "other_version"])

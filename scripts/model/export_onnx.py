@@ -22,6 +22,7 @@ import torch
 import yaml
 from scripts.io.files import PathLike, atomic_path, exits_on_input_error, refuse_existing, refuse_models_dir
 from scripts.model.checkpoints import load_network
+from scripts.model.run_record import check_trained_settings
 from scripts.reconstruction.reconstruct import INFERENCE_CONFIG, bundle_config
 
 
@@ -51,10 +52,15 @@ def export_onnx(
 
     Raises:
         InputFileError: missing, empty, unreadable or mismatched checkpoint, a TorchScript archive (code: refused),
-            ``out`` inside models/, or an existing ``out`` without ``overwrite``.
+            a checkpoint whose training record (``training.json`` beside it) gives other network keys than the config
+            (the graph's input size is ``image_size``; the line names the ``--override`` to give), ``out`` inside
+            models/, or an existing ``out`` without ``overwrite``.
     """
     refuse_models_dir(out, "--out")
     refuse_existing(out, overwrite)
+    parser = bundle_config(config_file, overrides)
+    if "network_settings" in parser:  # a config of an earlier bundle has none: unchecked
+        check_trained_settings(ckpt, parser.get_parsed_content("network_settings"), "override=")
     net, shape = network_from_config(config_file, overrides)
     net = load_network(ckpt, net, "cpu")
     example = torch.zeros(1, *shape)
