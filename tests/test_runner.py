@@ -227,6 +227,7 @@ def test_a_rerun_compares_only_options_that_made_the_result(tmp_path, capsys):
         len(_run(inputs, out, model, ssm, **{**first, "report": False, "pixel_spacing_mm": [6.25, 6.25]})["skipped"])
         == 2
     )
+    assert len(_run(inputs, out, model, ssm, **{**first, "sid_mm": "1100"})["skipped"]) == 2  # text, as YAML may give
     for kw, changed in (({"sid_mm": 1000.0}, "sid_mm"), ({"pixel_spacing_mm": 6.0}, "pixel_spacing_mm")):
         with pytest.raises(SystemExit) as e:
             _run(inputs, out, model, ssm, **{**first, **kw})

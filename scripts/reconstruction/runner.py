@@ -273,8 +273,8 @@ class ReconstructionRunner:
         options = {
             **self.reconstructor.settings,
             "standard_geometry": self.standard.to_dict(),
-            "sid_mm": self.sid_mm,
-            "pixel_spacing_mm": self.pixel_spacing_mm,
+            "sid_mm": self.radiographs.sid_mm,  # as checked and used (numbers): 1100 given as text is 1100 as well
+            "pixel_spacing_mm": self.radiographs.pixel_spacing_mm,
             "report": self.report,
         }
         return json.loads(json.dumps({"model": self.reconstructor.model, "options": options}))
