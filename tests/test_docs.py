@@ -3,12 +3,15 @@ sections and commands a user copies; these tests keep them true as options, conf
 
 from __future__ import annotations
 
+import csv
+import json
 import re
 import runpy
 import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import yaml
 from tests.helpers import ROOT
 
@@ -18,6 +21,7 @@ CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 MONAI_OPTIONS = {"config_file", "meta_file", "logging_file", "args_file", "filepath", "ckpt_file", "key_in_ckpt"}
 COMMAND = re.compile(r"python (?:-m ([\w.]+)|(deploy/app|benchmarks/\w+\.py))((?: [^`|;\n]*)?)")
 NOT_BUNDLE_COMMANDS = {"pytest", "black", "isort", "flake8", "venv", "pip"}
+BONES_ALL = ("pelvis", "femur_left", "femur_right", "all")
 REMOVED_COMMANDS = {"scripts.data.volumes"}  # named as removed (docs/simulation.md: the threshold labeller)
 
 
@@ -172,3 +176,71 @@ def test_relative_links_and_cited_sections_resolve():
             if not path.exists() or not any(norm(section) in t for t in titles(path)):
                 wrong.append(f"{doc.name}: {prefix}{name}, {section!r}")
     assert cited > 30 and not wrong, wrong
+
+
+def summary_table(path: Path) -> dict[tuple[str, str, str], list[float]]:
+    """``(variant, shift, bone) -> [ASSD, HD95, Chamfer, Dice, n]`` of an evaluation's summary.md first table."""
+    rows = re.findall(
+        r"^\| (\w+) \| (\w+) \| (\w+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| [\d.-]+ \| ([\d.]+) \| (\d+) \|$",
+        path.read_text(),
+        re.M,
+    )
+    return {row[:3]: [float(v) for v in row[3:]] for row in rows}
+
+
+def test_published_numbers_agree_with_the_per_sample_metrics():
+    """The test-split numbers quoted in docs/evaluation_summary.md, docs/README.md's performance table and
+    configs/metadata.json eval_metrics are the means of docs/evaluation_metrics.csv's per-sample rows (recomputed
+    here), so that a re-evaluation updating one and not the others shows."""
+    per_sample = [r for r in csv.DictReader((ROOT / "docs" / "evaluation_metrics.csv").open()) if r["case"]]
+    summary = summary_table(ROOT / "docs" / "evaluation_summary.md")
+    summary_text = (ROOT / "docs" / "evaluation_summary.md").read_text()
+    assert len(summary) == 4 * 3 * 4  # variants x shifts x (3 bones + all)
+    for (variant, shift, bone), quoted in summary.items():
+        rows = [r for r in per_sample if (r["variant"], r["shift"]) == (variant, shift) and bone in ("all", r["bone"])]
+        means = [np.nanmean([float(r[k]) for r in rows]) for k in ("assd_mm", "hd95_mm", "chamfer_mm", "dice")]
+        assert np.allclose(quoted, [*means, len(rows)], atol=0.0051), (variant, shift, bone)
+
+    subjects = re.findall(
+        r"^\| (subject_\w+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", summary_text, re.M
+    )
+    assert len(subjects) == 6  # per subject: dual-face + shape model, estimated shift, mean over its poses
+    for subject, poses, *quoted in subjects:
+        rows = [r for r in per_sample if (r["case"], r["variant"], r["shift"]) == (subject, "dual_face_ssm", "centre")]
+        means = [np.mean([float(r["assd_mm"]) for r in rows if bone in ("all", r["bone"])]) for bone in BONES_ALL]
+        assert np.allclose([float(q) for q in quoted], means, atol=0.0051) and len(rows) == 3 * int(poses), subject
+
+    names = {"single-face (front surface)": "single_face", "single-face + shape model": "single_face_ssm"}
+    names |= {"dual-face": "dual_face", "dual-face + shape model": "dual_face_ssm"}
+    shifts = {"estimated": "centre", "fixed-geometry prior": "prior", "oracle": "oracle"}
+    readme = re.findall(
+        r"^\| (\**[a-z +()-]+?\**) \| ([a-z -]+) \| (.+) \|$", (ROOT / "docs" / "README.md").read_text(), re.M
+    )
+    performance = [
+        (names[v.strip("*")], shifts[s], cells) for v, s, cells in readme if v.strip("*") in names and s in shifts
+    ]
+    assert len(performance) == 9
+    for variant, shift, cells in performance:
+        quoted = [float(c.strip("* ")) for c in cells.split("|")]
+        assert quoted == [summary[variant, shift, b][0] for b in BONES_ALL]
+
+    metrics = json.loads((ROOT / "configs" / "metadata.json").read_text())["eval_metrics"]
+    bones = BONES_ALL[:3]
+    for key, (variant, shift) in {
+        "assd_mm_dual_face_ssm_estimated_shift": ("dual_face_ssm", "centre"),
+        "assd_mm_dual_face_ssm_oracle_shift": ("dual_face_ssm", "oracle"),
+        "assd_mm_dual_face_estimated_shift": ("dual_face", "centre"),
+    }.items():
+        assert metrics[key] == {b: summary[variant, shift, b][0] for b in bones}, key
+    for variant, shift in (
+        *(("single_face", "centre"), ("single_face_ssm", "centre"), ("dual_face", "centre")),
+        *(("single_face", "oracle"), ("dual_face", "oracle")),
+    ):
+        key = f"assd_mm_{variant}_{'estimated' if shift == 'centre' else shift}_shift_all_bones"
+        assert metrics[key] == summary[variant, shift, "all"][0], key
+    assert metrics["mask_dice"] == {b: summary["dual_face", "centre", b][3] for b in bones}
+    procedural = summary_table(ROOT / "docs" / "evaluation_procedural_summary.md")
+    assert (
+        metrics["procedural_split_assd_mm_dual_face_ssm_estimated_shift_all_bones"]
+        == procedural["dual_face_ssm", "centre", "all"][0]
+    )
