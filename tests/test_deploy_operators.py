@@ -32,6 +32,7 @@ from tests.helpers import (
     read_encapsulated_stl,
     sphere_model_file,
     sphere_shape_model_file,
+    write_training_record,
 )
 
 
@@ -385,6 +386,30 @@ def test_app_bad_model_one_line(tmp_path, capsys):
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and err == [f"{tmp_path / 'empty.ts'}: checkpoint file is empty"]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_app_refuses_a_run_trained_under_other_network_keys(tmp_path, capsys):
+    """-m a run's model.pt trained at image_size 64 under the 128 px configs/inference.yaml: refused before any case,
+    in one line naming the keys to set in that config (the app has no option for them; it said "pass --image_size
+    64", an option it does not take), exit 1, nothing written."""
+    import deploy.app.__main__ as app_main
+    from scripts.model.export_onnx import network_from_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(network_from_config()[0].state_dict(), run / "model.pt")  # fits the configured network's shapes
+    record = write_training_record(run, image_size=64)
+    d = tmp_path / "in"
+    d.mkdir()
+    for name in ("a", "b"):
+        make_dicom(d / f"{name}.dcm", ramp(), DistanceSourceToDetector=1100.0, ImagerPixelSpacing=[6.25, 6.25])
+    argv = ["app", "-i", str(d), "-o", str(tmp_path / "out"), "-m", str(run / "model.pt"), "--ssm_path", ""]
+    assert app_main.main(argv) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"{run / 'model.pt'}: trained with other network settings ({record}): image_size 64, configured 128; "
+        "set image_size: 64 in configs/inference.yaml"
+    ]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 

@@ -149,6 +149,9 @@ def write_case(case: RadiographFile, meshes: dict[str, trimesh.Trimesh], output_
 
 
 MODEL_SUFFIXES = (".ts", ".pt")  # the network files -m may name: TorchScript, state dict
+# where the app's network keys are set (no option reaches them): a model trained otherwise (its training.json says so)
+# is refused in one line naming the keys to set there (scripts.model.run_record.option_text)
+SETTINGS_IN = "configs/inference.yaml"
 
 
 def model_file(path: PathLike) -> Path:
@@ -191,6 +194,7 @@ def reconstruct_image_adapter(
             device=device,
             torchscript=torchscript,
             fov=fov,
+            settings_option=SETTINGS_IN,
         )
 
     return infer

@@ -400,8 +400,10 @@ class Reconstructor:
         network_settings: the configured network keys (:func:`scripts.model.run_record.network_settings`; configs:
             ``network_settings``): a ``ckpt_path`` whose folder holds a training record (``training.json``) saying
             otherwise is refused as it loads (:func:`scripts.model.run_record.check_trained_settings`); None: unchecked.
-        settings_option: the dict-valued option that carries inference keys, for the refusal's advice (evaluate.yaml:
-            ``inference_overrides``, ``single_face_overrides``); None: each key its own option (``--image_size 64``).
+        settings_option: how the entry point sets inference keys, for the refusal's advice
+            (:func:`scripts.model.run_record.option_text`): None, each key its own option (``--image_size 64``); a
+            dict-valued option (evaluate.yaml: ``inference_overrides``, ``single_face_overrides``); a config file (the
+            Deploy app: ``configs/inference.yaml``).
 
     Weights and models load on first use (:meth:`load`), so a bad file surfaces as one
     :class:`InputFileError` before any output is written.
@@ -788,9 +790,11 @@ def build_reconstructor(config_file: PathLike = INFERENCE_CONFIG, **overrides) -
 
 @functools.lru_cache(maxsize=4)
 def _cached_reconstructor(
-    model_path: str | None, ssm_path: str | None, device: str | None, torchscript: bool
+    model_path: str | None, ssm_path: str | None, device: str | None, torchscript: bool, settings_option: str | None
 ) -> Reconstructor:
-    return build_reconstructor(ckpt_path=model_path, ssm_path=ssm_path, device=device, torchscript=torchscript).load()
+    return build_reconstructor(
+        ckpt_path=model_path, ssm_path=ssm_path, device=device, torchscript=torchscript, settings_option=settings_option
+    ).load()
 
 
 class BoneMeshes(dict):
@@ -824,6 +828,7 @@ def reconstruct_image(
     completed: bool = True,
     torchscript: bool = False,
     fov: np.ndarray | None = None,
+    settings_option: str | None = None,
 ) -> BoneMeshes:
     """Bone surfaces (camera frame, mm) of one bone-bright radiograph (H, W) taken with ``geometry``.
 
@@ -835,12 +840,15 @@ def reconstruct_image(
     ``torchscript``: accept a TorchScript ``model_path`` (its code runs: trusted sources only). ``fov`` (H, W): the
     radiograph's own area (:func:`scripts.io.radiograph_io.load_radiograph_with_field`; None: all of the image), normalised
     over and filled outside as in training, with no bone predicted outside it (:meth:`Reconstructor.predict`).
+    ``settings_option``: how the caller sets inference keys, for the advice of a checkpoint whose training record
+    disagrees with them (:class:`Reconstructor`; the Deploy app: ``configs/inference.yaml``).
     """
     reconstructor = _cached_reconstructor(
         None if model_path is None else str(model_path),
         None if ssm_path is None else str(ssm_path),
         device,
         bool(torchscript),
+        settings_option,
     )
     rec = reconstructor(image, geometry, fov=fov)
     return BoneMeshes(
