@@ -26,7 +26,7 @@ PNG/TIFF carry no geometry tags: the pitch is ``pixel_spacing_mm``, else the sta
 the resolution the file states (PNG pHYs, TIFF XResolution/YResolution in inch or cm; not 72 or 96 dpi, screen
 defaults) (:func:`_raster_geometry`).
 
-Command line: turn a PNG/TIFF (or simulator NIfTI) radiograph into a DICOM DX with the geometry tags,
+Command line: turn a PNG/JPEG/TIFF (or simulator NIfTI) radiograph into a DICOM DX with the geometry tags,
 e.g. to try the Deploy app::
 
     python -m scripts.radiograph_io to-dicom hip.png hip.dcm [--sid_mm 1100] [--pixel_spacing_mm 0.15]
@@ -1313,7 +1313,7 @@ def to_dicom(
     pixel_spacing_mm: float | Sequence[float] | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write a PNG/TIFF or simulator NIfTI radiograph as a DICOM DX with its geometry tags; returns the output path.
+    """Write a PNG/JPEG/TIFF or simulator NIfTI radiograph as a DICOM DX with its geometry tags; returns the output path.
 
     The geometry is what :func:`load_radiograph` would use: a NIfTI's geometry.json; for PNG/TIFF the
     given ``pixel_spacing_mm`` / ``sid_mm``, else the ``standard`` one when the size matches, else the file's stated
@@ -1347,7 +1347,8 @@ def to_dicom(
         _check_pixels(input_path, image)
     else:
         raise InputFileError(
-            input_path, f"to-dicom reads PNG/TIFF or simulator NIfTI ({', '.join(RASTER_SUFFIXES + NIFTI_SUFFIXES)})"
+            input_path,
+            f"to-dicom reads PNG/JPEG/TIFF or simulator NIfTI ({', '.join(RASTER_SUFFIXES + NIFTI_SUFFIXES)})",
         )
     return write_radiograph_dicom(output_path, image, native.sid_mm, native.pixel_spacing_mm)
 
@@ -1359,23 +1360,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser(
         "to-dicom",
-        help="PNG/TIFF or simulator NIfTI radiograph -> DICOM DX with geometry tags (SID, detector pitch, AP pelvis)",
+        help="PNG/JPEG/TIFF or simulator NIfTI radiograph -> DICOM DX with geometry tags (SID, detector pitch, AP pelvis)",
     )
-    p.add_argument("input", help="image.nii.gz (geometry.json beside it), PNG or TIFF (bone bright)")
+    p.add_argument("input", help="image.nii.gz (geometry.json beside it), PNG, JPEG or TIFF (bone bright)")
     p.add_argument("output", help="DICOM file to write (refused if it exists, unless --overwrite)")
     p.add_argument(
         "--sid_mm",
         type=float,
         default=None,
-        help="source-to-detector distance, mm (PNG/TIFF; default: the standard geometry's)",
+        help="source-to-detector distance, mm (PNG/JPEG/TIFF; default: the standard geometry's)",
     )
     p.add_argument(
         "--pixel_spacing_mm",
         type=float,
         nargs="+",
         default=None,
-        help="detector pixel pitch, mm, one value or su sv (PNG/TIFF; default: the standard geometry's when the size "
-        "is the standard one, else the file's stated resolution)",
+        help="detector pixel pitch, mm, one value or su sv (PNG/JPEG/TIFF; default: the standard geometry's when the "
+        "size is the standard one, else a PNG/TIFF's stated resolution)",
     )
     p.add_argument("--standard_geometry", default=None, help="standard geometry JSON (default configs/geometry.json)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
