@@ -4,8 +4,9 @@ A fresh run writes it as training starts (:class:`RunRecordWriter`): the bundle 
 mean something under (:func:`network_settings`: keys that inference must be configured with, several of which leave
 the weights' shapes alone, e.g. ``image_size``), ``epochs``, the ``pretrained`` file it started from (path, SHA-256)
 and its data sets. A resume checks the run's settings and ``--pretrained`` against it
-(:func:`scripts.model.training.resume_checkpoint`); inference and evaluation check their network settings against
-the record in a checkpoint's folder before loading it (:func:`check_trained_settings`). A folder without a record
+(:func:`scripts.model.training.resume_checkpoint`); inference, evaluation, the Deploy app, the exports and the release
+step check their network settings against the record in a checkpoint's folder before loading it
+(:func:`check_trained_settings`; ``ckpt_export``: :func:`check_exported_checkpoint`). A folder without a record
 (the shipped models/, runs of earlier bundles, a model.pt copied elsewhere) is not checked.
 """
 
