@@ -1,10 +1,10 @@
-"""Command-line config values: on/off keys, counts, torch devices and shards.
+"""Command-line config values: on/off keys, counts, lengths, paths, torch devices and shards.
 
 ``python -m monai.bundle run ... --key false`` hands the config the STRING ``"false"`` (Python
 Fire parses only ``False``), which plain ``if @key`` would take as on. Configs read their flags
 through :func:`as_flag`, so ``false``/``False``/``0``/``no`` all mean off; counts (``--batch_size``) through
-:func:`as_count`; lengths (``--prior_centre_mm``) through :func:`as_positive`; devices through
-:func:`as_device`, so ``--device cuda`` on a machine without CUDA is one clear line, not a traceback;
+:func:`as_count`; lengths (``--prior_centre_mm``) through :func:`as_positive`; paths through :func:`as_path`;
+devices through :func:`as_device`, so ``--device cuda`` on a machine without CUDA is one clear line, not a traceback;
 shards ``i/n`` (the simulator's and the inference workflow's ``--shard``) through :func:`as_shard`.
 A bad value raises :class:`scripts.io.files.InputFileError` naming the option (``--<name>``).
 """
@@ -12,6 +12,8 @@ A bad value raises :class:`scripts.io.files.InputFileError` naming the option (`
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import torch
 from scripts.io.files import InputFileError
@@ -52,6 +54,14 @@ def as_positive(value: float | str, name: str, unit: str = "mm") -> float:
     if not (math.isfinite(number) and number > 0):
         raise InputFileError(f"--{name}", f"must be a positive number ({unit}), got {value!r}")
     return number
+
+
+def as_path(value: str | os.PathLike, name: str) -> Path:
+    """``value`` as a path: text or a path, not empty (``--output_dir ''`` would be the working folder, an option left
+    without its value is ``True``); else InputFileError naming ``--name``."""
+    if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+        raise InputFileError(f"--{name}", f"must be a file or folder path, got {value!r}")
+    return Path(value)
 
 
 def as_device(value: torch.device | str | None, name: str = "device") -> torch.device:

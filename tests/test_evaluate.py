@@ -492,13 +492,16 @@ def test_monai_eval_properties_are_the_workflows_own(data, tmp_path):
         ("max_samples", 0, "--surface_max_samples: must be a whole number of at least 1, got 0"),
         ("workers", "abc", "--workers: must be a whole number of at least 1, got 'abc'"),
         ("workers", 0, "--workers: must be a whole number of at least 1, got 0"),
+        ("output_dir", "", "--output_dir: must be a file or folder path, got ''"),
+        ("output_dir", True, "--output_dir: must be a file or folder path, got True"),
     ],
 )
 def test_bad_lengths_and_counts_are_one_line_naming_the_option(data, tmp_path, option, bad, line):
-    """--prior_centre_mm -5 ran a whole evaluation with a prior behind the source, --workers 0 ran with 1 and text in
-    either ended in a traceback: each is refused as the evaluator is built, before any work, in one line."""
+    """--prior_centre_mm -5 ran a whole evaluation with a prior behind the source, --workers 0 ran with 1, text in
+    either and an --output_dir left without its value (True) ended in a traceback: each is refused as the evaluator is
+    built, before any work, in one line."""
     with pytest.raises(InputFileError) as e:
-        EvaluationRunner(None, None, data, tmp_path / "never", **{option: bad})
+        EvaluationRunner(None, None, data, **{"output_dir": tmp_path / "never", option: bad})
     assert str(e.value) == line and not (tmp_path / "never").exists()
     assert EvaluationRunner(None, None, data, tmp_path / "never", prior_centre_mm="948.7").prior_centre_mm == 948.7
 

@@ -1422,6 +1422,23 @@ def test_bad_option_one_line_before_any_output(case, bundle, tmp_path, capsys):
     assert_no_output(tmp_path / "out")
 
 
+@pytest.mark.parametrize("key", ["input_dir", "output_dir"])
+@pytest.mark.parametrize("value", ["", True])
+def test_an_empty_folder_option_is_one_line_not_the_working_folder(key, value, bundle, tmp_path, monkeypatch):
+    """--output_dir '' wrote the results into the working folder and --input_dir '' read every image under it (the
+    bundle's own figures, from its folder); an option left without its value (``--output_dir`` last: True) was a
+    traceback. Each is one line naming the option; nothing is read or written."""
+    d, cwd = tmp_path / "in", tmp_path / "cwd"
+    d.mkdir()
+    cwd.mkdir()
+    dicom(d / "a.dcm")
+    monkeypatch.chdir(cwd)
+    with pytest.raises(Exception) as e:
+        run_bundle("inference.yaml", **{**bundle, "input_dir": str(d), "output_dir": str(tmp_path / "out"), key: value})
+    assert str(input_error_of(e.value)) == f"--{key}: must be a file or folder path, got {value!r}"
+    assert list(cwd.iterdir()) == [] and not (tmp_path / "out").exists()
+
+
 def test_cli_bad_option_one_line_no_traceback(bundle, tmp_path):
     """The real command line: --overwrite maybe (and --device cuda where there is no CUDA) is one line, exit 1."""
     d = tmp_path / "in"

@@ -38,7 +38,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 import trimesh
-from scripts.config_flags import as_count, as_positive
+from scripts.config_flags import as_count, as_path, as_positive
 from scripts.geometry import Geometry, GeometryError, match_bone_channels, read_geometry
 from scripts.io.files import (
     InputFileError,
@@ -615,7 +615,7 @@ class EvaluationRunner:
         workers: int = 1,
     ):
         self.dual_face, self.single_face = dual_face, single_face
-        self.datasets, self.output_dir = dataset_folders(dataset_dir), Path(output_dir)
+        self.datasets, self.output_dir = dataset_folders(dataset_dir), as_path(output_dir, "output_dir")
         if not isinstance(split, str) or not split:
             raise InputFileError(
                 "--split", f"expected the name of a datalist list (training, validation, test), got {split!r}"

@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from scripts.config_flags import as_count, as_shard
+from scripts.config_flags import as_count, as_path, as_shard
 from scripts.geometry import Geometry, GeometryError
 from scripts.io.files import (
     InputFileError,
@@ -246,7 +246,7 @@ class ReconstructionRunner:
         shard: str | Sequence[int] | None = None,
     ):
         self.reconstructor = reconstructor
-        self.input_dir, self.output_dir = Path(input_dir), Path(output_dir)
+        self.input_dir, self.output_dir = as_path(input_dir, "input_dir"), as_path(output_dir, "output_dir")
         self.standard_geometry = standard_geometry
         self.sid_mm, self.pixel_spacing_mm, self.overwrite = sid_mm, pixel_spacing_mm, bool(overwrite)
         self.report, self.batch_size = bool(report), as_count(batch_size, "batch_size", 1)
