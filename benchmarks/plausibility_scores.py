@@ -162,7 +162,9 @@ def build_inputs(samples: Path, cases: Path, radiographs: Path | None, work: Pat
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.plausibility_scores", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--samples", type=Path, required=True)
     parser.add_argument("--cases", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
