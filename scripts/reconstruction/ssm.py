@@ -612,7 +612,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     b.add_argument("--overwrite", action="store_true", help="replace an existing --out and its PNG")
     b.add_argument("--bones", nargs="+", default=list(BONES), choices=BONES, help="bones to model")
-    b.add_argument("--variance", type=float, default=0.98, help="fraction of variance the kept modes explain")
+    b.add_argument(
+        "--variance",
+        type=float,
+        default=0.98,
+        help="fraction of variance the kept modes explain (default 0.98; the shipped models: 0.999)",
+    )
     b.add_argument("--scale", action="store_true", help="similarity (not rigid) Procrustes alignment")
     b.add_argument("--register", action="store_true", help="bring meshes not in correspondence onto a template first")
     b.add_argument(
