@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 import torch
 import trimesh
+from benchmarks.compare_evaluations import compare, main, subject_rows
 from matplotlib import colormaps
 from monai.bundle import ConfigWorkflow
 from PIL import Image
-
-from benchmarks.compare_evaluations import compare, main, subject_rows
 from scripts.geometry import read_standard_geometry
 from scripts.io.files import (
     OUTPUT_MARKER,
@@ -296,7 +295,7 @@ def test_summarise_by_hand():
         row("s_p0", "pelvis", 100.0, 0.0, shift="oracle"),
     ]
     got = {(r["shift"], r["bone"]): r for r in summarise(rows)}
-    assert [k for k in got] == [
+    assert list(got) == [
         ("centre", "pelvis"),
         ("centre", "femur_left"),
         ("centre", "all"),
