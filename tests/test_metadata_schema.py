@@ -208,3 +208,26 @@ def test_metadata_package_versions_are_the_pins():
         and pins["torch"].startswith(meta["pytorch_version"])
         and pins["numpy"].startswith(meta["numpy_version"])
     )
+
+
+def test_monai_meta_properties_are_the_metadatas():
+    """MONAI's meta properties, which the zoo's CI checks with an app's infer properties (none missing), read the
+    shipped metadata: the input tensor is `image`, the output `pred`."""
+    from monai.bundle import ConfigWorkflow
+    from monai.bundle.properties import MetaProperties
+
+    meta = json.loads(META.read_text())
+    wf = ConfigWorkflow(
+        config_file=str(ROOT / "configs" / "inference.yaml"), meta_file=str(META), workflow_type="infer"
+    )
+    wf.properties = {**MetaProperties, **wf.properties}
+    wf.initialize()
+    assert wf.check_properties() == []
+    network = meta["network_data_format"]
+    assert (wf.version, wf.monai_version, wf.description) == (
+        meta["version"],
+        meta["monai_version"],
+        meta["description"],
+    )
+    assert wf.spatial_shape == network["inputs"]["image"]["spatial_shape"]
+    assert wf.channel_def == network["outputs"]["pred"]["channel_def"]
