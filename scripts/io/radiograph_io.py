@@ -1248,9 +1248,10 @@ def fill_ins(
     sid_mm: float | None = None, pixel_spacing_mm: float | Sequence[float] | None = None
 ) -> tuple[float | None, tuple[float, float] | None]:
     """The ``sid_mm`` / ``pixel_spacing_mm`` fill-ins as (SID mm, detector pitch (su, sv) mm; one number: both), None
-    where not given. Checked once for all inputs, before any is read: positive numbers (booleans and text refused:
-    ``true`` is not 1 mm), one or two for the pitch, within what radiography rooms use
-    (:func:`scripts.geometry.check_room_range`); else :class:`InputFileError` naming the option (``--sid_mm``)."""
+    where not given. Checked once for all inputs, before any is read: positive numbers
+    (:func:`scripts.config_flags.as_positive`: ``true`` is not 1 mm), one or two for the pitch (a text such as
+    ``"0.15 0.16"`` refused), within what radiography rooms use (:func:`scripts.geometry.check_room_range`); else
+    :class:`InputFileError` naming the option (``--sid_mm``)."""
     sid = None if sid_mm is None else _option_mm("sid_mm", sid_mm, SID_RANGE_MM)
     if pixel_spacing_mm is None:
         return sid, None
