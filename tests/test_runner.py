@@ -57,6 +57,20 @@ for batch in read_ahead(Big(), 1, 2):
 """
 
 
+# The evaluation's process pool (two workers as EvaluationRunner starts them) busy with a subject each (10 minutes
+# here); its parent prints their pids and SIGKILLs itself, as `kill -9` does.
+_KILLED_EVALUATION = """
+import multiprocessing, os, signal, time
+from scripts.reconstruction.evaluate import _init_worker
+
+pool = multiprocessing.get_context("fork").Pool(2, _init_worker, (os.getpid(),))
+pool.map_async(time.sleep, [600, 600], chunksize=1)
+time.sleep(2)
+print(*[worker.pid for worker in pool._pool], flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
 def _alive(pid: int) -> bool:
     """Whether process ``pid`` still runs (a zombie, dead but not yet reaped by its new parent, does not)."""
     try:
@@ -66,13 +80,15 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
-def test_read_ahead_workers_die_with_a_killed_run(tmp_path):
+@pytest.mark.parametrize("script", [_KILLED_PARENT, _KILLED_EVALUATION], ids=["inference read-ahead", "evaluation"])
+def test_read_ahead_workers_die_with_a_killed_run(tmp_path, script):
     """SIGKILL of the process iterating :func:`read_ahead` takes its DataLoader workers with it. Without the parent-death
-    signal they live on for ever: a worker's queue feeder blocks writing into the full pipe nobody reads."""
+    signal they live on for ever: a worker's queue feeder blocks writing into the full pipe nobody reads. The
+    evaluation's workers, too: they went on with their subjects (minutes of a shared machine's cores) before dying."""
     log = tmp_path / "run.log"
     with log.open("wb") as sink:  # not a pipe: a surviving worker would hold it open
         proc = subprocess.Popen(
-            [sys.executable, "-c", _KILLED_PARENT],
+            [sys.executable, "-c", script],
             cwd=ROOT,
             env={**bundle_env(), "OMP_NUM_THREADS": "1"},
             stdout=sink,
@@ -85,7 +101,7 @@ def test_read_ahead_workers_die_with_a_killed_run(tmp_path):
             deadline = time.monotonic() + 60  # a bound for a stuck worker, far beyond PyTorch's 5 s watchdog
             while any(_alive(p) for p in pids) and time.monotonic() < deadline:
                 time.sleep(0.2)
-            assert not [p for p in pids if _alive(p)], "DataLoader workers outlived the killed run"
+            assert not [p for p in pids if _alive(p)], "workers outlived the killed run"
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)  # the workers of a failed check

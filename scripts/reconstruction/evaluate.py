@@ -29,6 +29,7 @@ import io
 import json
 import math
 import multiprocessing
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ from scripts.reconstruction.reconstruct import (
     oracle_prediction,
     true_face_mask,
 )
+from scripts.reconstruction.runner import die_with_parent
 from scripts.reconstruction.ssm import label_surfaces, read_mesh
 from scripts.reconstruction.surface_metrics import ReferenceSurface, vertex_errors, volume_extent_planes
 from tqdm import tqdm
@@ -744,7 +746,7 @@ class EvaluationRunner:
             if self.workers > 1:  # forked after loading: workers share the networks and shape models
                 context = multiprocessing.get_context("fork")
                 _WORKER.update(state=(self, nets), progress=context.SimpleQueue())
-                pool = context.Pool(self.workers, _init_worker)
+                pool = context.Pool(self.workers, _init_worker, (os.getpid(),))
             prior = (
                 {1: float(given), 2: float(given)}
                 if given is not None
@@ -835,8 +837,12 @@ _WORKER: dict = {}  # the runner and its loaded networks ("state") and the progr
 PROGRESS_POLL_S = 0.5  # how often the parent reads the workers' progress while it waits for a subject
 
 
-def _init_worker() -> None:
-    torch.set_num_threads(1)  # one process per core; also keeps OpenMP out of forked children
+def _init_worker(parent_pid: int) -> None:
+    """A pool worker: one thread (one process per core; also keeps OpenMP out of forked children), killed with its
+    parent ``parent_pid`` (:func:`scripts.reconstruction.runner.die_with_parent`; else a killed evaluation's workers
+    go on with their subjects)."""
+    torch.set_num_threads(1)
+    die_with_parent(parent_pid)
 
 
 def _evaluate_task(task: tuple) -> list | str:

@@ -167,13 +167,15 @@ def _as_list(batch: list) -> list:
 PR_SET_PDEATHSIG = 1  # Linux prctl option: the signal a process gets when the thread that started it exits
 
 
-def _die_with_parent(parent_pid: int, worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: have Linux SIGKILL this worker when its parent ``parent_pid`` dies.
+def die_with_parent(parent_pid: int, worker_id: int = 0) -> None:
+    """DataLoader ``worker_init_fn`` (also the evaluation's process pool's): have Linux SIGKILL this worker when its
+    parent ``parent_pid`` dies.
 
     Without it a worker outlives a killed run: its queue's feeder thread blocks for ever writing read-ahead inputs
     into the full pipe to the dead parent (the workers hold that pipe's read end too), and the worker waits for the
-    feeder at exit, past PyTorch's parent watchdog. The signal follows the parent's thread that started the workers
-    (the one iterating the DataLoader). Elsewhere than Linux: nothing (the watchdog alone)."""
+    feeder at exit, past PyTorch's parent watchdog (an evaluation worker finishes its subject first). The signal
+    follows the parent's thread that started the workers (the one iterating the DataLoader). Elsewhere than Linux:
+    nothing (the watchdog alone)."""
     if not sys.platform.startswith("linux"):
         return
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -183,7 +185,7 @@ def _die_with_parent(parent_pid: int, worker_id: int) -> None:
 
 def read_ahead(dataset: torch.utils.data.Dataset, batch_size: int, num_workers: int) -> torch.utils.data.DataLoader:
     """DataLoader of ``dataset``'s items in order, lists of ``batch_size``, read ahead by ``num_workers`` processes
-    (0: in the calling process) that die with the calling process (:func:`_die_with_parent`)."""
+    (0: in the calling process) that die with the calling process (:func:`die_with_parent`)."""
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
@@ -191,7 +193,7 @@ def read_ahead(dataset: torch.utils.data.Dataset, batch_size: int, num_workers: 
         collate_fn=_as_list,
         prefetch_factor=2 if num_workers else None,
         persistent_workers=False,
-        worker_init_fn=functools.partial(_die_with_parent, os.getpid()) if num_workers else None,
+        worker_init_fn=functools.partial(die_with_parent, os.getpid()) if num_workers else None,
     )
 
 
