@@ -269,3 +269,11 @@ def test_code_the_docs_name_exists():
             if obj is None:
                 wrong.append(f"{path.name}: {name}")
     assert not wrong, wrong
+
+
+def test_packaging_commands_tag_the_bundle_version():
+    """The MAP tags of the packaging and docker commands (docs/deployment.md) are the bundle's version, as app.yaml
+    is (a release bumps them together)."""
+    version = json.loads((ROOT / "configs" / "metadata.json").read_text())["version"]
+    tags = re.findall(r"hip-3ddx[\w-]*:([\w.]+)", "".join(p.read_text() for p in DOCS))
+    assert len(tags) >= 2 and set(tags) == {version}, tags
