@@ -1,13 +1,14 @@
 """A training run's record, ``training.json`` beside its checkpoints (``ckpt_dir`` and ``output_dir``).
 
-A fresh run writes it as training starts (:class:`RunRecordWriter`): the bundle version, the settings its weights
-mean something under (:func:`network_settings`: keys that inference must be configured with, several of which leave
-the weights' shapes alone, e.g. ``image_size``), ``epochs``, the ``pretrained`` file it started from (path, SHA-256)
-and its data sets. A resume checks the run's settings and ``--pretrained`` against it
+A fresh run writes it as training starts (:class:`scripts.model.training.RunRecordWriter`): the bundle version, the
+settings its weights mean something under (:func:`network_settings`: keys that inference must be configured with,
+several of which leave the weights' shapes alone, e.g. ``image_size``), ``epochs``, the ``pretrained`` file it started
+from (path, SHA-256) and its data sets. A resume checks the run's settings and ``--pretrained`` against it
 (:func:`scripts.model.training.resume_checkpoint`); inference, evaluation, the Deploy app, the exports and the release
 step check their network settings against the record in a checkpoint's folder before loading it
 (:func:`check_trained_settings`; ``ckpt_export``: :func:`check_exported_checkpoint`). A folder without a record
-(the shipped models/, runs of earlier bundles, a model.pt copied elsewhere) is not checked.
+(the shipped models/, runs of earlier bundles, a model.pt copied elsewhere) is not checked. No ignite here: the
+Deploy app imports this module through :mod:`scripts.reconstruction.reconstruct`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ignite.engine import Engine, Events
 from scripts.config_flags import as_count, as_flag
 from scripts.io.dicom_export import bundle_version
 from scripts.io.files import InputFileError, PathLike, ckpt_export_arguments, sha256, write_json
@@ -201,15 +201,3 @@ def write_run_record(record: Mapping[str, Any], *folders: PathLike) -> None:
     for path in check_record_free(record, *folders):
         if not path.exists():
             write_json(path, record)
-
-
-class RunRecordWriter:
-    """Handler writing a fresh run's record (:func:`write_run_record`) into ``folders`` as its trainer starts
-    (configs/train.yaml ``train#handlers``; disabled on resume and on DDP ranks above 0)."""
-
-    def __init__(self, record: Mapping[str, Any], folders: Sequence[PathLike]):
-        self.record, self.folders = dict(record), list(folders)
-
-    def attach(self, engine: Engine) -> None:
-        """Write the record when ``engine`` starts."""
-        engine.add_event_handler(Events.STARTED, lambda _: write_run_record(self.record, *self.folders))

@@ -7,10 +7,10 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from ignite.handlers.tqdm_logger import ProgressBar
 from monai.engines import Workflow
 from monai.handlers import CheckpointSaver, from_engine
@@ -18,7 +18,14 @@ from monai.inferers import SimpleInferer
 from scripts.config_flags import as_device, as_flag
 from scripts.io.files import InputFileError, PathLike, in_folder, read_json, sha256
 from scripts.model.checkpoints import check_fits, load_problem
-from scripts.model.run_record import RECORD_NAME, check_record_free, differing_settings, option_text, read_run_record
+from scripts.model.run_record import (
+    RECORD_NAME,
+    check_record_free,
+    differing_settings,
+    option_text,
+    read_run_record,
+    write_run_record,
+)
 
 SAMPLE_FILE_KEYS = ("image", "depth", "mask", "geometry")
 OPTIONAL_SAMPLE_FILE_KEYS = ("fov",)  # the radiograph's own area; data sets simulated before it have none
@@ -303,3 +310,15 @@ class BestModelMemory:
         self.evaluator.state.best_metric_epoch = state["best_metric_epoch"]
         if state["saver"] is not None:
             self.saver.load_state_dict(state["saver"])
+
+
+class RunRecordWriter:
+    """Handler writing a fresh run's record (:func:`scripts.model.run_record.write_run_record`) into ``folders`` as
+    its trainer starts (configs/train.yaml ``train#handlers``; disabled on resume and on DDP ranks above 0)."""
+
+    def __init__(self, record: Mapping[str, Any], folders: Sequence[PathLike]):
+        self.record, self.folders = dict(record), list(folders)
+
+    def attach(self, engine: Engine) -> None:
+        """Write the record when ``engine`` starts."""
+        engine.add_event_handler(Events.STARTED, lambda _: write_run_record(self.record, *self.folders))
