@@ -5,15 +5,19 @@ Fire parses only ``False``), which plain ``if @key`` would take as on. Configs r
 through :func:`as_flag`, so ``false``/``False``/``0``/``no`` all mean off; counts (``--batch_size``) through
 :func:`as_count`; lengths (``--prior_centre_mm``) through :func:`as_positive`; paths through :func:`as_path`;
 devices through :func:`as_device`, so ``--device cuda`` on a machine without CUDA is one clear line, not a traceback;
-shards ``i/n`` (the simulator's and the inference workflow's ``--shard``) through :func:`as_shard`.
+shards ``i/n`` (the simulator's and the inference workflow's ``--shard``) through :func:`as_shard`; a function's
+keyword arguments (``--ssm_fit``) through :func:`as_keywords`. A config's ``null`` given on the command line arrives as
+the text ``null``: :func:`is_null` reads it (and ``none``) as None.
 A bad value raises :class:`scripts.io.files.InputFileError` naming the option (``--<name>``).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from pathlib import Path
+from typing import Callable, Iterable, Mapping
 
 import torch
 from scripts.io.files import InputFileError
@@ -44,16 +48,38 @@ def as_count(value: int | str, name: str, minimum: int = 0) -> int:
     return count
 
 
-def as_positive(value: float | str, name: str, unit: str = "mm") -> float:
-    """``value`` as a finite number > 0 in ``unit`` (numbers and their decimal text; booleans refused: ``true`` is not
-    1 mm), e.g. ``--prior_centre_mm``; else InputFileError naming ``--name``."""
+def as_positive(value: float | str, name: str, unit: str = "mm", zero: bool = False) -> float:
+    """``value`` as a finite number > 0 (``zero``: >= 0) in ``unit`` (numbers and their decimal text; booleans refused:
+    ``true`` is not 1 mm), e.g. ``--prior_centre_mm``; else InputFileError naming ``--name``."""
     try:
         number = float(str(value).strip()) if not isinstance(value, bool) else math.nan
     except ValueError:
         number = math.nan
-    if not (math.isfinite(number) and number > 0):
-        raise InputFileError(f"--{name}", f"must be a positive number ({unit}), got {value!r}")
+    if not (math.isfinite(number) and (number >= 0 if zero else number > 0)):
+        kind = "number of at least 0" if zero else "positive number"
+        raise InputFileError(f"--{name}", f"must be a {kind} ({unit}), got {value!r}")
     return number
+
+
+def is_null(value: object) -> bool:
+    """Whether ``value`` is None or the text ``null``/``none`` (any case): a config's ``null`` as the command line
+    passes it (``--ssm_field_margin_mm null``)."""
+    return value is None or (isinstance(value, str) and value.strip().lower() in ("null", "none"))
+
+
+def as_keywords(value: Mapping | None, name: str, function: Callable, given: Iterable[str] = ()) -> dict:
+    """``value`` as keyword arguments of ``function`` (a mapping; None: none), each key one of its parameters with a
+    default other than those its caller ``given`` itself (e.g. ``--ssm_fit``); else InputFileError naming ``--name``."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InputFileError(f"--{name}", f"must be a mapping of argument names to values, got {value!r}")
+    parameters = inspect.signature(function).parameters.values()
+    accepted = sorted({p.name for p in parameters if p.default is not inspect.Parameter.empty} - set(given))
+    unknown = sorted(str(k) for k in value if k not in accepted)
+    if unknown:
+        raise InputFileError(f"--{name}", f"unknown argument(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}")
+    return dict(value)
 
 
 def as_path(value: str | os.PathLike, name: str) -> Path:
@@ -90,8 +116,9 @@ def as_device(value: torch.device | str | None, name: str = "device") -> torch.d
 
 
 def as_shard(value: str | tuple[int, int] | list[int] | None, name: str = "shard") -> tuple[int, int]:
-    """``"i/n"`` (or (i, n); None: the whole, (0, 1)) -> (i, n) with 0 <= i < n; else InputFileError naming ``--name``."""
-    if value is None:
+    """``"i/n"`` (or (i, n); None or ``null``: the whole, (0, 1)) -> (i, n) with 0 <= i < n; else InputFileError naming
+    ``--name``."""
+    if is_null(value):
         return 0, 1
     try:
         i, n = (int(x) for x in (str(value).split("/") if isinstance(value, str) else value))

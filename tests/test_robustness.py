@@ -1108,7 +1108,7 @@ def test_inputs_with_one_name_get_their_own_outputs_and_clashes_are_errors(bundl
 def test_a_moved_input_folder_finds_its_outputs(bundle, tmp_path, capsys):
     """A PNG's output records the file's content (SHA-256 of its bytes), not its path: after the input folder is moved
     (or mounted elsewhere) a rerun skips it as done (it was "another input", not even --overwrite true could redo it);
-    a file changed in place is another input. A result recorded under the file's path (bundle 0.10.8 and earlier) is
+    a file changed in place is an earlier version of it (tests/test_runner.py). A result recorded under the file's path (bundle 0.10.8 and earlier) is
     still this input's: skipped, and redone with --overwrite true."""
     from scripts.io.files import OUTPUT_MARKER
     from scripts.io.radiograph_io import input_key
@@ -1123,7 +1123,7 @@ def test_a_moved_input_folder_finds_its_outputs(bundle, tmp_path, capsys):
     assert tree(out) == before
     Image.fromarray(image64(1, hi=250).astype(np.uint8)).save(moved / "hip.png")  # changed in place
     assert run_workflow(moved, out, bundle) == 1
-    assert f"{out / 'hip'}: holds the reconstruction of another input" in capsys.readouterr().err
+    assert f"{out / 'hip'}: holds the reconstruction of an earlier version" in capsys.readouterr().err
     assert tree(out) == before
     marker = out / "hip" / OUTPUT_MARKER  # as bundle 0.10.8 recorded it: the input's resolved path
     marker.write_text(json.dumps({**json.loads(marker.read_text()), "source": input_key(moved / "hip.png")}))
@@ -1406,6 +1406,27 @@ OPTION_CASES = {
         {"standard_geometry": "{tmp}/list.json"},
         "{tmp}/list.json: not a geometry (a JSON object with keys",
     ),
+    # Reconstructor settings: text was a traceback, a negative length or count used as given
+    "--min_pixels abc": ({"min_pixels": "abc"}, "--min_pixels: must be a whole number of at least 1, got 'abc'"),
+    "--min_pixels 0": ({"min_pixels": 0}, "--min_pixels: must be a whole number of at least 1, got 0"),
+    "--max_depth_jump_mm -3": (
+        {"max_depth_jump_mm": -3},
+        "--max_depth_jump_mm: must be a positive number (mm), got -3",
+    ),
+    "--ssm_field_margin_mm -1": (
+        {"ssm_field_margin_mm": -1},
+        "--ssm_field_margin_mm: must be a number of at least 0 (mm), got -1",
+    ),
+    "--ssm_fit abc": ({"ssm_fit": "abc"}, "--ssm_fit: must be a mapping of argument names to values, got 'abc'"),
+    "--ssm_fit with a misspelt key": (
+        {"ssm_fit": {"max_point": 100}},
+        "--ssm_fit: unknown argument(s) max_point; accepted: fit_scale, match_faces, max_points, max_sd,",
+    ),
+    "--plausibility#min_scor": ({"plausibility#min_scor": 0.5}, "--plausibility: unknown argument(s) min_scor;"),
+    "--ssm_path to no file": (
+        {"ssm_path": "{tmp}/none"},
+        "{tmp}/none: shape model file not found; --ssm_path '' (or null) reconstructs without completion",
+    ),
 }
 
 
@@ -1420,6 +1441,19 @@ def test_bad_option_one_line_before_any_output(case, bundle, tmp_path, capsys):
     line = _option_error(bundle, tmp_path, capsys, **overrides)
     assert line.startswith(needle.format(tmp=tmp_path)) and "\n" not in line
     assert_no_output(tmp_path / "out")
+
+
+def test_null_on_the_command_line_is_the_config_null(bundle, tmp_path):
+    """The command line passes a config's ``null`` as the text 'null': --ssm_path null (the config's comment: no
+    completion; it was 'null: shape model file not found'), --ssm_field_margin_mm null (the whole cone; a traceback)
+    and --shard null (all inputs; refused) run as null does."""
+    d = tmp_path / "in"
+    d.mkdir()
+    dicom(d / "a.dcm")
+    nulls = {"ssm_path": "null", "ssm_field_margin_mm": "NULL", "shard": "none"}
+    assert run_workflow(d, tmp_path / "out", bundle, **nulls) == 0
+    result = json.loads((tmp_path / "out" / "a" / "result.json").read_text())
+    assert result["model"]["shape_model"] is None and result["options"]["ssm_field_margin_mm"] is None
 
 
 @pytest.mark.parametrize("key", ["input_dir", "output_dir"])

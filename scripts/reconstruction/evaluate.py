@@ -39,7 +39,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 import trimesh
-from scripts.config_flags import as_count, as_path, as_positive
+from scripts.config_flags import as_count, as_path, as_positive, is_null
 from scripts.geometry import Geometry, GeometryError, match_bone_channels, read_geometry
 from scripts.io.files import (
     InputFileError,
@@ -544,6 +544,7 @@ class EvaluationSamples(Sequence):
     is missing (told before any work, not when its subject is reached)."""
 
     def __init__(self, datasets: Mapping[str, Path], split: str, poses_per_case: int | None = None):
+        poses_per_case = None if is_null(poses_per_case) else poses_per_case
         if poses_per_case is not None and (type(poses_per_case) is not int or poses_per_case < 1):
             raise InputFileError(
                 "--poses_per_case", f"expected a whole number of poses, at least 1, got {poses_per_case!r}"
@@ -624,7 +625,7 @@ class EvaluationRunner:
             )
         self.samples = EvaluationSamples(self.datasets, split, poses_per_case)
         self.split, self.oracle_inputs = split, bool(oracle_inputs)
-        self.prior_centre_mm = None if prior_centre_mm is None else as_positive(prior_centre_mm, "prior_centre_mm")
+        self.prior_centre_mm = None if is_null(prior_centre_mm) else as_positive(prior_centre_mm, "prior_centre_mm")
         self.error_map_max_mm = as_positive(error_map_max_mm, "error_map_max_mm")
         self.metric_kwargs = {
             "spacing_mm": as_positive(surface_spacing_mm, "surface_spacing_mm"),

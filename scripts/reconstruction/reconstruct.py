@@ -33,10 +33,10 @@ import trimesh
 from monai.bundle import ConfigParser
 from monai.inferers import Inferer
 from scripts import BUNDLE_ROOT
-from scripts.config_flags import as_device
+from scripts.config_flags import as_count, as_device, as_keywords, as_path, as_positive, is_null
 from scripts.geometry import BONES, Geometry, camera_to_patient_lps
 from scripts.io.dicom_export import bundle_version
-from scripts.io.files import PathLike, atomic_dir, sha256, write_depth_and_mask, write_json, write_ply
+from scripts.io.files import InputFileError, PathLike, atomic_dir, sha256, write_depth_and_mask, write_json, write_ply
 from scripts.io.radiograph_io import REPLACEABLE_SOURCES
 from scripts.io.report import save_reconstruction_report
 from scripts.model.checkpoints import load_network
@@ -45,13 +45,16 @@ from scripts.model.run_record import check_trained_settings
 from scripts.model.transforms import flip_bone_maps_lr
 from scripts.reconstruction.hips import MEDIAL_X, femoral_head_vertices, head_spheres, hip_plane
 from scripts.reconstruction.meshing import dual_face_mesh, front_face_mesh, masked_points
-from scripts.reconstruction.plausibility import plausibility
+from scripts.reconstruction.plausibility import plausibility as score_plausibility
 from scripts.reconstruction.ssm import ShapeFit, ShapeModel, fit_shape_model, load_shape_models
 
 INFERENCE_CONFIG = BUNDLE_ROOT / "configs" / "inference.yaml"
 # the similarity fit that measures a bone's size (plausibility): 500 points and 12 iterations give the scale of 1500
 # points and 30 iterations within 0.006 at 40% of a pelvis fit's time (docs/inference.md, "Plausibility")
 SCALE_FIT = {"fit_scale": True, "max_points": 500, "n_iterations": 12, "n_rigid_iterations": 3}
+FITTED = ("geometry", "facing", "init_pose")  # fit_shape_model's arguments that complete_surfaces gives, not ssm_fit
+# plausibility's arguments that the reconstruction gives, not its thresholds (configs: plausibility)
+SCORED = ("fit_rms_mm", "similarity_scale")
 RESULT_KIND = "reconstruction"  # the scripts.io.files marker of output folders
 FRAME = "camera (mm): origin at the X-ray focal spot, +x image columns, +y image rows, +z toward the detector"
 # result.json "patient_frame": how to show the camera-frame outputs in a patient's coordinates (a viewer, a CT)
@@ -382,7 +385,7 @@ class Reconstructor:
         ckpt_path: state-dict checkpoint (TorchScript only with ``torchscript``); ``None`` only when predictions are always given.
         preprocessing: dictionary transform on ``{"image": (1, H, W)}`` at the network size (normalisation as in training).
         image_size: (W, H) the network was trained at; inputs are area-resized to it, the geometry with them.
-        ssm_path: per-bone shape models (``scripts.ssm``); ``None`` disables completion.
+        ssm_path: per-bone shape models (``scripts.ssm``); ``None``, ``''`` or the text ``null`` disables completion.
         device: torch device (default CUDA when available); an unavailable one raises InputFileError naming ``--device``.
         min_pixels: a bone with fewer mask pixels counts as not found.
         max_depth_jump_mm: meshing depth-jump threshold (:func:`scripts.reconstruction.meshing.dual_face_mesh`).
@@ -405,6 +408,8 @@ class Reconstructor:
             dict-valued option (evaluate.yaml: ``inference_overrides``, ``single_face_overrides``); a config file (the
             Deploy app: ``configs/inference.yaml``).
 
+    A bad setting (``min_pixels`` below 1, a length no positive number, an unknown ``fit_kwargs`` or ``plausibility``
+    key) raises InputFileError naming its configs option (``--min_pixels``) as it is built, before any work.
     Weights and models load on first use (:meth:`load`), so a bad file surfaces as one
     :class:`InputFileError` before any output is written.
     """
@@ -428,17 +433,21 @@ class Reconstructor:
         network_settings: Mapping | None = None,
         settings_option: str | None = None,
     ):
-        self.network_def, self.ckpt_path, self.ssm_path = network, ckpt_path, ssm_path
+        self.network_def, self.ckpt_path = network, ckpt_path
+        self.ssm_path = None if is_null(ssm_path) or ssm_path == "" else as_path(ssm_path, "ssm_path")
         self.network_settings, self.settings_option = network_settings, settings_option
         self.bones = tuple(bones)
-        self.plausibility_kwargs = dict(plausibility or {})
+        self.plausibility_kwargs = as_keywords(plausibility, "plausibility", score_plausibility, SCORED)
         self.preprocessing = preprocessing
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.device = as_device(device)
         self.torchscript = bool(torchscript)
-        self.min_pixels, self.max_depth_jump_mm = int(min_pixels), float(max_depth_jump_mm)
-        self.fit_kwargs = dict(fit_kwargs or {})
-        self.field_margin_mm = None if field_margin_mm is None else float(field_margin_mm)
+        self.min_pixels = as_count(min_pixels, "min_pixels", 1)
+        self.max_depth_jump_mm = as_positive(max_depth_jump_mm, "max_depth_jump_mm")
+        self.fit_kwargs = as_keywords(fit_kwargs, "ssm_fit", fit_shape_model, FITTED)
+        self.field_margin_mm = (
+            None if is_null(field_margin_mm) else as_positive(field_margin_mm, "ssm_field_margin_mm", zero=True)
+        )
         self.inferer = MirrorAveragingInferer(self.bones, flip_tta=False) if inferer is None else inferer
         if tuple(getattr(self.inferer, "bones", self.bones)) != self.bones:
             raise ValueError(f"the inferer's bones {self.inferer.bones} are not the network's {self.bones}")
@@ -455,6 +464,10 @@ class Reconstructor:
                 check_trained_settings(self.ckpt_path, self.network_settings, self.settings_option)
             self.network = load_network(self.ckpt_path, self.network_def, self.device, self.torchscript)
         if self.shape_models is None:
+            if self.ssm_path is not None and not self.ssm_path.exists():
+                raise InputFileError(
+                    self.ssm_path, "shape model file not found; --ssm_path '' (or null) reconstructs without completion"
+                )
             self.shape_models = load_shape_models(self.ssm_path)[0] if self.ssm_path else {}
             self.head_vertices = {
                 b: femoral_head_vertices(m.mean, b) for b, m in self.shape_models.items() if b in MEDIAL_X
@@ -564,7 +577,7 @@ class Reconstructor:
         )
         t2 = time.perf_counter()
         centre = mean_masked_depth(depth, np.repeat(mask, prediction.faces, axis=0))
-        score = plausibility(
+        score = score_plausibility(
             mask,
             depth,
             geom,
@@ -611,6 +624,7 @@ def write_reconstruction(
     made_with: Mapping,
     source: str | None = None,
     report: bool = True,
+    origin: str | None = None,
 ) -> Path:
     """Write ``out_dir`` atomically: depth/mask NIfTI (simulator layout), ``<bone>.ply``, ``<bone>_completed.ply``,
     result.json and (``report``) report.png. Safe to run in a background thread (no plotting library).
@@ -618,14 +632,15 @@ def write_reconstruction(
     ``made_with``: the run's ``{"model": Reconstructor.model, "options": ...}``, recorded in result.json (what a rerun
     compares, :func:`made_with_changes`).
 
-    ``source``: identifier of the input (:func:`scripts.io.radiograph_io.input_key`); an existing ``out_dir``
-    is replaced only when it is this bundle's reconstruction of the same input (:func:`scripts.io.files.atomic_dir`).
+    ``source``: identifier of the input (:func:`scripts.io.radiograph_io.input_key`), ``origin`` of its path (a file
+    keyed by content); an existing ``out_dir`` is replaced only when it is this bundle's reconstruction of the same
+    input or of an earlier version of it read from the same path (:func:`scripts.io.files.atomic_dir`).
     """
     geom = rec.geometry
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     warnings = output_warnings(rec, info)
-    with atomic_dir(out_dir, RESULT_KIND, source) as tmp:
+    with atomic_dir(out_dir, RESULT_KIND, source, origin) as tmp:
         write_depth_and_mask(tmp, rec.depth, rec.mask, geom.image_affine)
         for bone, mesh in rec.surfaces.items():
             write_ply(tmp / f"{bone}.ply", mesh.vertices, mesh.faces)
