@@ -204,6 +204,23 @@ def test_dataset_dir_values(data, tmp_path):
     assert not (tmp_path / "eval").exists()
 
 
+def test_a_folder_without_datalist_says_evaluation_needs_a_simulated_data_set(tmp_path, capsys):
+    """--dataset_dir naming a folder of radiographs (no truth) said only '.../datalist.json: file not found': the line
+    says evaluation needs a simulated data set and names the commands that make one and reconstruct radiographs."""
+    radiographs = tmp_path / "real_radiographs"
+    radiographs.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(radiographs / "hip.png")
+    with pytest.raises(SystemExit) as e:
+        run_evaluation(radiographs, tmp_path / "eval", oracle_inputs=True)
+    assert e.value.code == 1
+    assert error_lines(capsys.readouterr().err, "datalist.json") == [
+        f"{radiographs / 'datalist.json'}: not found: evaluation needs a simulated data set with truth (python -m "
+        "scripts.simulate --out DIR ...: docs/simulation.md), --dataset_dir DIR; radiographs without truth are "
+        "reconstructed by configs/inference.yaml"
+    ]
+    assert not (tmp_path / "eval").exists() and [p.name for p in radiographs.iterdir()] == ["hip.png"]
+
+
 def test_an_empty_split_says_which_lists_there_are_and_how_to_choose(data, tmp_path, capsys):
     """A user's one CT simulated into 'training': the test list is empty, and the line names every list with its
     samples and --split; --split training evaluates it. Without a training list the prior says to pass --prior_centre_mm.

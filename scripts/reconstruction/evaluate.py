@@ -190,6 +190,12 @@ def sample_mean_depths(entry: Mapping) -> dict[int, float]:
     }
 
 
+NO_DATALIST = (
+    "not found: evaluation needs a simulated data set with truth (python -m scripts.simulate --out DIR ...: "
+    "docs/simulation.md), --dataset_dir DIR; radiographs without truth are reconstructed by configs/inference.yaml"
+)
+
+
 def dataset_folders(dataset_dir: PathLike | Sequence[PathLike]) -> dict[str, Path]:
     """``--dataset_dir`` as {name prefix: data set folder}: one folder (or a list of one) gets the prefix "";
     several get ``<folder name>.`` (``<position>_<folder name>.``, 1-based, for all of them when two share a
@@ -207,9 +213,11 @@ def dataset_folders(dataset_dir: PathLike | Sequence[PathLike]) -> dict[str, Pat
 
 
 def datalist_sizes(folder: PathLike) -> dict[str, int]:
-    """Samples per list of ``folder/datalist.json`` ({list name: entries}); a file that is no object of lists raises
-    :class:`InputFileError`."""
+    """Samples per list of ``folder/datalist.json`` ({list name: entries}); no such file (a folder of radiographs:
+    evaluation needs truth, :data:`NO_DATALIST`) or one that is no object of lists raises :class:`InputFileError`."""
     path = Path(folder) / "datalist.json"
+    if not path.is_file():
+        raise InputFileError(path, NO_DATALIST)
     data = read_json(path)
     sizes = (
         {key: len(value) for key, value in data.items() if isinstance(value, list)} if isinstance(data, dict) else {}
