@@ -209,6 +209,32 @@ def test_atomic_dir_replaces_its_own_result_of_the_same_input(tmp_path):
     assert (target / "meshes" / "pelvis.ply").read_text() == "second"
 
 
+def test_atomic_dir_replaces_the_result_of_an_earlier_version_of_its_input(tmp_path):
+    """With ``origin`` (where the input was read from), a result recorded with that origin and another ``source`` (the
+    input's content changed) is replaced and the marker records both; one of another origin, or of none (a result
+    written without), is refused and stays byte for byte."""
+    target = tmp_path / "case"
+    with atomic_dir(target, "result", source="a", origin="here") as d:
+        (d / "x.txt").write_text("first")
+    with atomic_dir(target, "result", source="b", origin="here") as d:
+        (d / "x.txt").write_text("second")
+    assert json.loads((target / OUTPUT_MARKER).read_text()) == {
+        "kind": "result",
+        "source": "b",
+        "origin": "here",
+        "files": ["x.txt"],
+    }
+    assert (target / "x.txt").read_text() == "second" and [p.name for p in tmp_path.iterdir()] == ["case"]
+    for written_with in ("elsewhere", None):
+        with atomic_dir(target, "result", source="b", origin=written_with) as d:
+            (d / "x.txt").write_text("third")
+        before = tree(tmp_path)
+        with pytest.raises(InputFileError, match="holds the result of another input"):
+            with atomic_dir(target, "result", source="c", origin="here"):
+                pass
+        assert tree(tmp_path) == before
+
+
 @pytest.mark.parametrize("added", ["file", "folder", "file in its subfolder", "no file list"])
 def test_atomic_dir_never_deletes_what_a_user_added_to_its_result(tmp_path, added):
     """A result the bundle wrote, with the user's notes (or segmentations) added inside, is never replaced: one

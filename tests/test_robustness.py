@@ -1108,8 +1108,9 @@ def test_inputs_with_one_name_get_their_own_outputs_and_clashes_are_errors(bundl
 def test_a_moved_input_folder_finds_its_outputs(bundle, tmp_path, capsys):
     """A PNG's output records the file's content (SHA-256 of its bytes), not its path: after the input folder is moved
     (or mounted elsewhere) a rerun skips it as done (it was "another input", not even --overwrite true could redo it);
-    a file changed in place is an earlier version of it (tests/test_runner.py). A result recorded under the file's path (bundle 0.10.8 and earlier) is
-    still this input's: skipped, and redone with --overwrite true."""
+    a file changed in place after the move is another input (its result records the path it was read from; changed
+    there, it is an earlier version of the same input: tests/test_runner.py). A result recorded under the file's path
+    (bundle 0.10.8 and earlier) is still this input's: skipped, and redone with --overwrite true."""
     from scripts.io.files import OUTPUT_MARKER
     from scripts.io.radiograph_io import input_key
 
@@ -1123,7 +1124,7 @@ def test_a_moved_input_folder_finds_its_outputs(bundle, tmp_path, capsys):
     assert tree(out) == before
     Image.fromarray(image64(1, hi=250).astype(np.uint8)).save(moved / "hip.png")  # changed in place
     assert run_workflow(moved, out, bundle) == 1
-    assert f"{out / 'hip'}: holds the reconstruction of an earlier version" in capsys.readouterr().err
+    assert f"{out / 'hip'}: holds the reconstruction of another input" in capsys.readouterr().err
     assert tree(out) == before
     marker = out / "hip" / OUTPUT_MARKER  # as bundle 0.10.8 recorded it: the input's resolved path
     marker.write_text(json.dumps({**json.loads(marker.read_text()), "source": input_key(moved / "hip.png")}))

@@ -282,3 +282,56 @@ def test_a_rerun_with_a_pitch_refuses_a_result_of_the_files_stated_resolution(tm
     err = capsys.readouterr().err
     assert e.value.code == 1 and error_lines(err, "was made with") == _refused(out / "film", "pixel_spacing_mm")
     assert tree(out) == before
+
+
+def test_a_file_changed_in_place_is_an_earlier_version_of_the_same_input(tmp_path, capsys):
+    """x.jpg replaced under its name (a corrected re-export): a rerun refuses OUT/x in one line saying it holds the
+    reconstruction of an earlier version of that file, left as it was (it said "another input", and not even
+    --overwrite true could redo it); --overwrite true redoes it, recording the new content. The folder moved, the
+    result is still found (skipped); another folder's x.jpg, or the file changed under a result that records no path
+    (bundle 0.10.9), is another input's result: refused, even with --overwrite true."""
+    model, ssm = tmp_path / "a.ts", tmp_path / "ssm.npz"
+    sphere_model_file(model, Geometry.standard(), (0.0, 0.0, 950.0), 40.0)
+    sphere_shape_model_file(ssm)
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    x, case, marker = inputs / "x.jpg", out / "x", out / "x" / files.OUTPUT_MARKER
+    fill_ins = {"sid_mm": 1100.0, "pixel_spacing_mm": 6.25}
+    Image.fromarray((ramp() // 4).astype(np.uint8)).save(x)
+    assert _run(inputs, out, model, ssm, **fill_ins)["done"] == [str(x)]
+    before = tree(out)
+    Image.fromarray((ramp() // 4).astype(np.uint8).T).save(x)  # new content, same path
+    content = hashlib.sha256(x.read_bytes()).hexdigest()[:16]
+    assert json.loads(marker.read_text())["source"] != content
+    with pytest.raises(SystemExit) as e:
+        _run(inputs, out, model, ssm, **fill_ins)
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and "reconstructed 0, skipped 0 (already done), failed 1" in err
+    assert error_lines(err, f"{case}: holds") == [
+        f"{case}: holds the reconstruction of an earlier version of {x} (the file changed since); left untouched: "
+        "pass --overwrite true to redo it"
+    ]
+    assert tree(out) == before
+    assert _run(inputs, out, model, ssm, overwrite=True, **fill_ins)["done"] == [str(x)]
+    assert json.loads(marker.read_text())["source"] == content and sorted(p.name for p in out.iterdir()) == ["x"]
+    assert _run(inputs, out, model, ssm, **fill_ins)["skipped"] == [str(x)]
+    moved = tmp_path / "moved"
+    inputs.rename(moved)
+    assert _run(moved, out, model, ssm, **fill_ins)["skipped"] == [str(moved / "x.jpg")]
+
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.fromarray((ramp() // 8).astype(np.uint8)).save(other / "x.jpg")
+    before = tree(out)
+    for folder, overwrite, stripped in ((other, False, False), (other, True, False), (moved, True, True)):
+        if stripped:  # moved/x.jpg changed in place under a result of bundle 0.10.9, which records no origin
+            shutil.copyfile(other / "x.jpg", moved / "x.jpg")
+            marker.write_text(json.dumps({k: v for k, v in json.loads(marker.read_text()).items() if k != "origin"}))
+            before = tree(out)
+        with pytest.raises(SystemExit):
+            _run(folder, out, model, ssm, overwrite=overwrite, **fill_ins)
+        assert error_lines(capsys.readouterr().err, f"{case}: holds") == [
+            f"{case}: holds the reconstruction of another input (two inputs with one output name, or the input "
+            "changed since); left untouched: rename one input or choose another output folder"
+        ]
+        assert tree(out) == before

@@ -255,7 +255,8 @@ MAX_NAME_CHARS = 120  # output folder names; the temporary ``.<name>.XXXXXXXX.pa
 
 
 def written_by_bundle(folder: PathLike) -> dict | None:
-    """The marker :func:`atomic_dir` writes into every folder it completes (``{"kind", "source", "files"}``), or None."""
+    """The marker :func:`atomic_dir` writes into every folder it completes (``{"kind", "source", "files"}``, and
+    ``"origin"`` when given), or None."""
     try:
         marker = json.loads((Path(folder) / OUTPUT_MARKER).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -297,8 +298,10 @@ def check_own_output(path: PathLike, kind: str, source: str | None = None) -> bo
     return _own_output_marker(path, kind, source) is not None
 
 
-def _own_output_marker(path: PathLike, kind: str, source: str | None = None) -> dict | None:
-    """:func:`check_own_output` reading the marker once: the folder's marker, ``{}`` for an empty folder, None when absent."""
+def _own_output_marker(path: PathLike, kind: str, source: str | None = None, origin: str | None = None) -> dict | None:
+    """:func:`check_own_output` reading the marker once: the folder's marker, ``{}`` for an empty folder, None when absent;
+    with ``origin``, a folder recorded with that origin and another ``source`` (an earlier version of the input) counts
+    as its own too."""
     path = Path(path)
     refuse_models_dir(path)
     if not path.exists() and not path.is_symlink():
@@ -317,7 +320,7 @@ def _own_output_marker(path: PathLike, kind: str, source: str | None = None) -> 
             path,
             f"holds a {marker['kind']} written by this bundle, not a {kind}; left untouched: choose another output folder",
         )
-    if source is not None and marker.get("source") != source:
+    if source is not None and marker.get("source") != source and (origin is None or marker.get("origin") != origin):
         raise InputFileError(
             path,
             f"holds the {kind} of another input (two inputs with one output name, or the input changed since); left "
@@ -326,9 +329,10 @@ def _own_output_marker(path: PathLike, kind: str, source: str | None = None) -> 
     return marker
 
 
-def check_replaceable(path: PathLike, kind: str, source: str | None = None) -> bool:
-    """Whether ``path`` exists and may be replaced: :func:`check_own_output`, and the folder holds nothing but the
-    files and folders this bundle wrote there (the marker's ``files``); False when absent.
+def check_replaceable(path: PathLike, kind: str, source: str | None = None, origin: str | None = None) -> bool:
+    """Whether ``path`` exists and may be replaced: :func:`check_own_output` (or, with ``origin``, the folder records
+    that origin: the result of an earlier version of the same input, :func:`atomic_dir`), and the folder holds nothing
+    but the files and folders this bundle wrote there (the marker's ``files``); False when absent.
 
     Raises:
         InputFileError: :func:`check_own_output`'s cases, or the folder holds anything else (named in the line:
@@ -336,7 +340,7 @@ def check_replaceable(path: PathLike, kind: str, source: str | None = None) -> b
             earlier version of the bundle), or it or a folder in it has no write permission (what it holds could not
             be deleted: a user may have made it read-only to keep it): it must be left untouched.
     """
-    marker = _own_output_marker(path, kind, source)
+    marker = _own_output_marker(path, kind, source, origin)
     if marker is None:
         return False
     locked = [d for d in (Path(path), *Path(path).rglob("*")) if d.is_dir() and not os.access(d, os.W_OK | os.X_OK)]
@@ -366,31 +370,34 @@ def check_replaceable(path: PathLike, kind: str, source: str | None = None) -> b
 
 
 @contextlib.contextmanager
-def atomic_dir(path: PathLike, kind: str, source: str | None = None) -> Iterator[Path]:
+def atomic_dir(path: PathLike, kind: str, source: str | None = None, origin: str | None = None) -> Iterator[Path]:
     """Yield a temporary directory beside ``path``; it replaces ``path`` only when the block succeeds.
 
     The folder gets the marker :data:`OUTPUT_MARKER` (``kind``: what it holds, e.g. "reconstruction";
-    ``source``: an identifier of the input it was made from; ``files``: what the block wrote, :func:`folder_entries`).
+    ``source``: an identifier of the input it was made from, e.g. of its content; ``origin``, when given: one of where
+    it was read from, e.g. of its path; ``files``: what the block wrote, :func:`folder_entries`).
     An existing ``path`` is replaced only when it carries the marker of the same ``kind`` (and ``source``, when
-    given) and holds nothing else than the files that marker lists: anything else raises
+    given, or ``origin``: the result of an earlier version of the input read from the same place) and holds nothing
+    else than the files that marker lists: anything else raises
     :class:`InputFileError` before any work and again before the rename (:func:`check_replaceable`), as does a
     folder that cannot be created (:func:`output_error`). The old folder is renamed aside (a ``.partial`` name, which
     a later run removes if this one is killed), the new one renamed into place, and only then the old one deleted: a
     failure leaves the old one as it was, never half deleted.
     """
     path = Path(path)
-    check_replaceable(path, kind, source)
+    check_replaceable(path, kind, source, origin)
+    identity = {"kind": kind, "source": source, **({} if origin is None else {"origin": origin})}
     with _output_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name[:MAX_NAME_CHARS]}.", suffix=".partial", dir=path.parent))
     try:
-        (tmp / OUTPUT_MARKER).write_text(json.dumps({"kind": kind, "source": source}))
+        (tmp / OUTPUT_MARKER).write_text(json.dumps(identity))
         yield tmp
-        (tmp / OUTPUT_MARKER).write_text(json.dumps({"kind": kind, "source": source, "files": folder_entries(tmp)}))
+        (tmp / OUTPUT_MARKER).write_text(json.dumps({**identity, "files": folder_entries(tmp)}))
         tmp.chmod(0o777 & ~current_umask())
         aside = (
             tmp.with_name(f"{tmp.name[: -len('.partial')]}-old.partial")
-            if check_replaceable(path, kind, source)
+            if check_replaceable(path, kind, source, origin)
             else None
         )
         with _output_errors(path):

@@ -455,7 +455,9 @@ def error_line(path: PathLike, error: Exception) -> str:
 @dataclasses.dataclass
 class RadiographFile:
     """One input of a run as :class:`RadiographInputs` read it: ``name`` its output folder (:func:`output_name`; "" when
-    not even its header could be read), ``key`` its identifier in the output marker (:func:`input_key`), ``header``
+    not even its header could be read), ``key`` its identifier in the output marker (:func:`input_key`; ``origin``, for
+    a file keyed by its content, that of its path; ``changed``: its output folder holds the result of an earlier version
+    of this file, recorded with this ``origin`` and other content: :meth:`RadiographInputs.read`), ``header``
     its DICOM header (None for NIfTI/PNG/TIFF); once loaded ``image``, ``geometry``, ``info`` and ``fov`` of
     :func:`load_radiograph_with_field` (``image`` None: not loaded); ``error``: the one line refusing it ("" if none);
     ``no_image``: for a DICOM object that holds no image (:class:`NoImageError`, ``error`` says so) its kind, the
@@ -472,6 +474,8 @@ class RadiographFile:
     fov: np.ndarray | None = None
     error: str = ""
     no_image: str = ""
+    origin: str | None = None
+    changed: bool = False
 
 
 class RadiographInputs:
@@ -523,7 +527,7 @@ class RadiographInputs:
             if not item.path.name.lower().endswith(NIFTI_SUFFIXES + RASTER_SUFFIXES):
                 item.header = read_dicom(item.path, stop_before_pixels=True)
             item.name = output_name(item.path, item.header, self.root)
-            item.key = self._key(item)
+            self._identify(item)
             if before_load is None or before_load(item):
                 item.image, item.geometry, item.info, item.fov = load_radiograph_with_field(
                     item.path, self.standard, self.sid_mm, self.pixel_spacing_mm, item.header
@@ -535,16 +539,22 @@ class RadiographInputs:
             item.no_image = e.kind if isinstance(e, NoImageError) else ""
         return item
 
-    def _key(self, item: RadiographFile) -> str:
-        """``item``'s :func:`input_key` by content; the key of its path where the folder it would write holds a result
-        recorded under it (bundle 0.10.8 and earlier keyed files by their path), so that such results are still this
-        input's. A file that cannot be read is refused here (:func:`_check_readable_file`), before its bytes are."""
+    def _identify(self, item: RadiographFile) -> None:
+        """Set ``item.key``: its :func:`input_key` by content; the key of its path where the folder it would write holds
+        a result recorded under it (bundle 0.10.8 and earlier keyed files by their path), so that such results are still
+        this input's. A file's ``origin`` is the key of its resolved path (bundle 0.10.9 recorded none), so that a result
+        recorded with it and other content is known as one of an earlier version of this file (``changed``), not as
+        another input's. A file that cannot be read is refused here (:func:`_check_readable_file`), before its bytes are.
+        """
         if instance_uid(item.header) is not None:
-            return input_key(item.path, item.header)
+            item.key = input_key(item.path, item.header)
+            return
         _check_readable_file(item.path)  # a FIFO would block the hash
-        by_path = input_key(item.path, item.header)
+        item.origin = input_key(item.path, item.header)
         marker = written_by_bundle(Path(self.output_dir) / item.name) if self.output_dir is not None else None
-        return by_path if marker is not None and marker.get("source") == by_path else input_key(item.path, None, True)
+        recorded = (marker or {}).get("source")
+        item.key = item.origin if recorded == item.origin else input_key(item.path, None, True)
+        item.changed = recorded != item.key and (marker or {}).get("origin") == item.origin
 
     def claim(self, item: RadiographFile) -> bool:
         """Give ``item`` its output name in this run: False, with ``item.error`` set, when an earlier input of the run

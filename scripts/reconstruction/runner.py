@@ -102,8 +102,15 @@ class RadiographReader(torch.utils.data.Dataset):
     def _to_load(self, item: RadiographFile, unrecorded: list[str]) -> bool:
         """False when ``item``'s finished reconstruction exists (skipped unless ``overwrite``; its name appended to
         ``unrecorded`` when its result.json records no model); raises when it was made with another model or options
-        than this run's, or when its folder may not be replaced."""
+        than this run's or from an earlier version of the file (``item.changed``; both redone under ``overwrite``), or
+        when its folder may not be replaced."""
         target = self.output_dir / item.name
+        if item.changed and not self.overwrite:
+            raise InputFileError(
+                target,
+                f"holds the reconstruction of an earlier version of {item.path} (the file changed since); left "
+                "untouched: pass --overwrite true to redo it",
+            )
         if not self.overwrite and (target / "result.json").exists() and check_own_output(target, RESULT_KIND, item.key):
             changes = made_with_changes(
                 read_json(target / "result.json"), self.made_with
@@ -118,7 +125,7 @@ class RadiographReader(torch.utils.data.Dataset):
                 unrecorded.append(item.name)
             return False
         check_replaceable(
-            target, RESULT_KIND, item.key
+            target, RESULT_KIND, item.key, item.origin
         )  # to be replaced: a user's file inside fails this input before any work
         return True
 
@@ -156,6 +163,7 @@ class RadiographReader(torch.utils.data.Dataset):
             network_geometry=net_geometry,
             network_field=None if inside is None else inside.numpy(),
             load_s=time.perf_counter() - t0,
+            origin=item.origin,
         )
 
 
@@ -419,6 +427,7 @@ class ReconstructionRunner:
                             self.made_with,
                             item.key,
                             self.report,
+                            item.origin,
                         )
                         future = (
                             pool.submit(write_reconstruction, *args) if pool else _done(write_reconstruction, *args)
