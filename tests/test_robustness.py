@@ -1285,6 +1285,34 @@ def test_deploy_app_never_deletes_what_a_user_added_and_clears_its_leftovers(tmp
     assert (out / ".thesis.final.partial" / "chapter.tex").read_text() == "mine"
 
 
+def test_deploy_app_redoes_a_file_changed_in_place(tmp_path, monkeypatch, capsys):
+    """The Deploy app, which redoes its cases on every run, redoes a PNG replaced under its name (a corrected
+    re-export; it was refused as another input's result on every rerun), recording the new content; another folder's
+    PNG of that name is still another input's: refused, its case left as it was."""
+    inferred: list = []
+    app = _deploy_main(monkeypatch, tmp_path, inferred)
+    d, out = tmp_path / "in", tmp_path / "out"
+    d.mkdir()
+    Image.fromarray(image64(hi=250).astype(np.uint8)).save(d / "a.png")
+    assert app(d, out) == 0
+    Image.fromarray(image64(1, hi=250).astype(np.uint8)).save(d / "a.png")  # new content, same path
+    inferred.clear()
+    assert app(d, out) == 0 and len(inferred) == 1
+    marker = json.loads((out / "a" / OUTPUT_MARKER).read_text())
+    assert marker["source"] == hashlib.sha256((d / "a.png").read_bytes()).hexdigest()[:16]
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.fromarray(image64(2, hi=250).astype(np.uint8)).save(other / "a.png")
+    before = tree(out)
+    capsys.readouterr()
+    assert app(other, out) == 1
+    assert error_lines(capsys.readouterr().err, f"{out / 'a'}: holds") == [
+        f"{out / 'a'}: holds the deploy result of another input (two inputs with one output name, or the input "
+        "changed since); left untouched: rename one input or choose another output folder"
+    ]
+    assert tree(out) == before
+
+
 def test_output_dir_that_cannot_be_a_folder_is_refused_before_any_work(bundle, tmp_path, monkeypatch, capsys):
     """--output_dir naming a file, or a path under a file: one line, exit 1, no input reconstructed (every input used to be
     reconstructed and then fail with 'writing failed (FileExistsError ...)'); the file untouched. The Deploy app's -o alike.

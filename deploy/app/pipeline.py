@@ -66,7 +66,7 @@ def load_cases(
 
     def replaceable(item: RadiographFile) -> bool:
         check_replaceable(
-            Path(output_dir) / item.name, RESULT_KIND, item.key
+            Path(output_dir) / item.name, RESULT_KIND, item.key, item.origin
         )  # raises for a folder this app may not replace
         return True
 
@@ -120,7 +120,7 @@ def write_case(case: RadiographFile, meshes: dict[str, trimesh.Trimesh], output_
     final = Path(output_dir) / case.name
     series_uid = generate_uid()
     to_patient = camera_to_patient_lps()
-    with atomic_dir(final, RESULT_KIND, case.key) as tmp:
+    with atomic_dir(final, RESULT_KIND, case.key, case.origin) as tmp:
         for i, bone in enumerate(case.geometry.bones):
             if bone not in meshes:
                 continue
