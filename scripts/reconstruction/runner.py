@@ -215,11 +215,12 @@ class ReconstructionRunner:
     A bad file is reported on stderr (one line: file and problem) and skipped; finished outputs are
     skipped on a rerun unless ``overwrite`` when their result.json records this run's model files (SHA-256) and
     options (:attr:`made_with`), refused (one line each, counted as failed) when it records others, and skipped with
-    one note for the run when it records none (bundle 0.10.6 or earlier). A DICOM object that holds no image (a
-    structured report, presentation state, ...: :class:`scripts.io.radiograph_io.NoImageError`) and a second copy of
-    a DICOM instance are not radiographs: one line each, counted apart in the summary, not failures. After all inputs,
-    exits with status 1 (``SystemExit``) if any failed, none was a radiograph, or a checkpoint/shape model is
-    unusable. A killed run leaves at most ``.<name>.*.partial`` folders, which the next run (of the same shard)
+    one note for the run when it records none (bundle 0.10.6 or earlier); a file replaced under its path since is an
+    earlier version of the same input: refused (one line) unless ``overwrite``, which redoes it. A DICOM object that
+    holds no image (a structured report, presentation state, ...: :class:`scripts.io.radiograph_io.NoImageError`) and a
+    second copy of a DICOM instance are not radiographs: one line each, counted apart in the summary, not failures.
+    After all inputs, exits with status 1 (``SystemExit``) if any failed, none was a radiograph, or a checkpoint/shape
+    model is unusable. A killed run leaves at most ``.<name>.*.partial`` folders, which the next run (of the same shard)
     removes before redoing them.
     The output folder of an input is ``output_dir/<name>`` (:func:`scripts.io.radiograph_io.output_name`, unique
     per input); a name already used by another input of this run, or a folder that is not this input's
