@@ -5,7 +5,10 @@ from __future__ import annotations
 import csv
 import inspect
 import json
+import multiprocessing
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -713,6 +716,51 @@ def test_progress_counts_each_sample_as_it_is_finished(data, tmp_path, monkeypat
     m = run_evaluation(two_poses, tmp_path / "eval", oracle_inputs=True, prior_centre_mm=960.0, workers=workers)
     assert m["n_samples"] == 3 and m["subjects"]["poses"] == {"case_0001": 2, "case_0000": 1}
     assert steps == [1, 1, 1]
+
+
+@pytest.mark.parametrize("stage", ["subject", "prior"])
+def test_a_worker_that_dies_stops_the_run_in_one_line(data, tmp_path, monkeypatch, capsys, stage):
+    """A worker process killed (for memory) while evaluating a subject, or reading the training depths for the prior:
+    multiprocessing.Pool replaced it and waited for ever for its task. The run stops in one line naming --workers and
+    the subject, exit 1, nothing written. The workers die here by os._exit (forked: they inherit the patch)."""
+    from scripts.reconstruction import evaluate
+
+    parent = os.getpid()
+
+    def dies_in_a_worker(real):
+        def call(*args, **kwargs):
+            if os.getpid() != parent:
+                os._exit(3)
+            return real(*args, **kwargs)
+
+        return call
+
+    if stage == "subject":
+        monkeypatch.setattr(
+            evaluate.EvaluationRunner, "evaluate_entries", dies_in_a_worker(evaluate.EvaluationRunner.evaluate_entries)
+        )
+        where, prior = "subject case_0001", {"prior_centre_mm": 960.0}
+    else:
+        monkeypatch.setattr(evaluate, "read_depth_and_mask", dies_in_a_worker(evaluate.read_depth_and_mask))
+        where, prior = "the training split's depths (the prior)", {}
+
+    def hung(*_):
+        raise TimeoutError("the evaluation waits for a dead worker")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(120)
+    try:
+        with pytest.raises(SystemExit) as e:
+            run_evaluation(data, tmp_path / "eval", oracle_inputs=True, workers=2, **prior)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert e.value.code == 1
+    assert error_lines(capsys.readouterr().err, "--workers") == [
+        f"--workers: a worker process died (killed, e.g. out of memory) while evaluating {where}; nothing was "
+        "written: rerun with fewer --workers"
+    ]
+    assert not (tmp_path / "eval").exists() and not multiprocessing.active_children()
 
 
 def block_averaged_truth(entry: dict, size: int, bones: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -61,12 +61,12 @@ for batch in read_ahead(Big(), 1, 2):
 # here); its parent prints their pids and SIGKILLs itself, as `kill -9` does.
 _KILLED_EVALUATION = """
 import multiprocessing, os, signal, time
-from scripts.reconstruction.evaluate import _init_worker
+from scripts.reconstruction.evaluate import worker_pool
 
-pool = multiprocessing.get_context("fork").Pool(2, _init_worker, (os.getpid(),))
-pool.map_async(time.sleep, [600, 600], chunksize=1)
+pool = worker_pool(2)
+tasks = [pool.submit(time.sleep, 600) for _ in range(2)]
 time.sleep(2)
-print(*[worker.pid for worker in pool._pool], flush=True)
+print(*[worker.pid for worker in multiprocessing.active_children()], flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 """
 

@@ -23,6 +23,7 @@ the targets are stated for (``HEADLINE``) is also summarised per subject, with a
 
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import functools
 import io
@@ -32,6 +33,7 @@ import multiprocessing
 import os
 import sys
 import time
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
@@ -709,30 +711,39 @@ class EvaluationRunner:
     def _subject_results(
         self, tasks: Sequence[tuple], nets: Mapping[str, Reconstructor | None], pool, done: Callable[[], None]
     ) -> Iterator[list | str]:
-        """:meth:`evaluate_entries` of each task (entries, prior) in order, in this process or (``pool``) in the
-        workers; ``done()`` as each sample is finished: the workers report theirs on :data:`_WORKER`'s progress queue,
-        read here while waiting for the next task (a subject's poses take minutes), and before a task's result is
-        given, so that its samples are all counted by then (a worker reports each before it returns the task)."""
+        """:meth:`evaluate_entries` of each task (subject, entries, prior) in order, in this process or (``pool``, a
+        :class:`concurrent.futures.ProcessPoolExecutor`) in the workers; ``done()`` as each sample is finished: the
+        workers report theirs on :data:`_WORKER`'s progress queue, read here while waiting for the next task (a
+        subject's poses take minutes), and before a task's result is given, so that its samples are all counted by then
+        (a worker reports each before it returns the task). A worker that dies (killed, e.g. for memory) raises
+        InputFileError naming ``--workers`` and the subjects under way (a worker reports each as it starts it)."""
         if pool is None:
-            for entries, prior in tasks:
+            for _, entries, prior in tasks:
                 yield self.evaluate_entries(entries, nets, prior, done)
             return
-        progress = _WORKER["progress"]
+        progress, started = _WORKER["progress"], set()
 
         def report() -> None:
             while not progress.empty():
-                progress.get()
-                done()
+                message = progress.get()
+                if message is None:
+                    done()
+                else:
+                    started.add(message)
 
-        results = pool.imap(_evaluate_task, tasks)
-        for _ in tasks:
+        futures = [pool.submit(_evaluate_task, task) for task in tasks]
+        for (subject, _, _), future in zip(tasks, futures, strict=True):
             while True:
                 report()
                 try:
-                    result = results.next(timeout=PROGRESS_POLL_S)
-                except multiprocessing.TimeoutError:
+                    result = future.result(timeout=PROGRESS_POLL_S)
+                except concurrent.futures.TimeoutError:
                     continue
+                except BrokenProcessPool:
+                    report()
+                    raise worker_died([t[0] for t in tasks if t[0] in started]) from None
                 report()
+                started.discard(subject)
                 yield result
                 break
 
@@ -753,23 +764,26 @@ class EvaluationRunner:
             nets = self._networks(notes)  # after the datalists: a bad one is told before the networks load
             given = self.prior_centre_mm
             if self.workers > 1:  # forked after loading: workers share the networks and shape models
-                context = multiprocessing.get_context("fork")
-                _WORKER.update(state=(self, nets), progress=context.SimpleQueue())
-                pool = context.Pool(self.workers, _init_worker, (os.getpid(),))
-            prior = (
-                {1: float(given), 2: float(given)}
-                if given is not None
-                else prior_centre_depth(
-                    list(self.datasets.values()),
-                    "training",
-                    functools.partial(pool.imap, chunksize=16) if pool else map,
+                _WORKER.update(state=(self, nets), progress=multiprocessing.get_context("fork").SimpleQueue())
+                others = set(multiprocessing.active_children())  # processes not the pool's (ended with it: finally)
+                pool = worker_pool(self.workers)
+            try:
+                prior = (
+                    {1: float(given), 2: float(given)}
+                    if given is not None
+                    else prior_centre_depth(
+                        list(self.datasets.values()),
+                        "training",
+                        functools.partial(pool.map, chunksize=16) if pool else map,
+                    )
                 )
-            )
+            except BrokenProcessPool:
+                raise worker_died([]) from None
             # one task per subject (its poses share the true surfaces), results in datalist order
             groups: dict[str, list[int]] = {}
             for k, (prefix, entry) in enumerate(entries):
                 groups.setdefault(prefix + str(entry.get("case", k)), []).append(k)
-            tasks = [([entries[k] for k in ks], prior) for ks in groups.values()]
+            tasks = [(subject, [entries[k] for k in ks], prior) for subject, ks in groups.items()]
             results: list = [None] * len(entries)
             with tqdm(total=len(entries), desc=f"evaluate ({self.split})", unit="sample") as bar:
                 for ks, done in zip(
@@ -786,8 +800,10 @@ class EvaluationRunner:
             print(e, file=sys.stderr)
             raise SystemExit(1) from None
         finally:
-            if pool is not None:
-                pool.terminate()
+            if pool is not None:  # its workers stopped, whatever they were doing (a failed run's go on for minutes)
+                for worker in set(multiprocessing.active_children()) - others:
+                    worker.terminate()
+                pool.shutdown(cancel_futures=True)
                 _WORKER.pop("progress").close()
                 _WORKER.clear()
         rows = [row for sample_rows, _, _ in results for row in sample_rows]
@@ -846,6 +862,15 @@ _WORKER: dict = {}  # the runner and its loaded networks ("state") and the progr
 PROGRESS_POLL_S = 0.5  # how often the parent reads the workers' progress while it waits for a subject
 
 
+def worker_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+    """``workers`` processes forked from this one (sharing what it loaded, e.g. :data:`_WORKER`), one thread each,
+    killed with it (:func:`_init_worker`). A worker that dies breaks the pool: its futures raise BrokenProcessPool
+    (``multiprocessing.Pool`` replaced the worker and waited for ever for its task)."""
+    return concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("fork"), initializer=_init_worker, initargs=(os.getpid(),)
+    )
+
+
 def _init_worker(parent_pid: int) -> None:
     """A pool worker: one thread (one process per core; also keeps OpenMP out of forked children), killed with its
     parent ``parent_pid`` (:func:`scripts.reconstruction.runner.die_with_parent`; else a killed evaluation's workers
@@ -854,12 +879,29 @@ def _init_worker(parent_pid: int) -> None:
     die_with_parent(parent_pid)
 
 
+def worker_died(subjects: Sequence[str]) -> InputFileError:
+    """The one line of an evaluation whose worker process died (the system kills one that takes too much memory)
+    while evaluating one of ``subjects`` (none: reading the training split's depths for the prior)."""
+    where = (
+        f"subject {subjects[0]}"
+        if len(subjects) == 1
+        else f"one of subjects {', '.join(subjects)}" if subjects else "the training split's depths (the prior)"
+    )
+    return InputFileError(
+        "--workers",
+        f"a worker process died (killed, e.g. out of memory) while evaluating {where}; nothing was written: "
+        "rerun with fewer --workers",
+    )
+
+
 def _evaluate_task(task: tuple) -> list | str:
-    """:meth:`EvaluationRunner.evaluate_entries` of (entries, prior) in a worker, reporting each finished sample on the
-    progress queue; bad input comes back as its one line."""
+    """:meth:`EvaluationRunner.evaluate_entries` of (subject, entries, prior) in a worker, reporting on the progress
+    queue the subject as it starts and each finished sample (None); bad input comes back as its one line."""
     runner, nets = _WORKER["state"]
-    entries, prior = task
+    subject, entries, prior = task
+    progress = _WORKER["progress"]
+    progress.put(subject)
     try:
-        return runner.evaluate_entries(entries, nets, prior, functools.partial(_WORKER["progress"].put, None))
+        return runner.evaluate_entries(entries, nets, prior, functools.partial(progress.put, None))
     except InputFileError as e:
         return str(e)
