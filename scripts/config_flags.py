@@ -6,8 +6,9 @@ through :func:`as_flag`, so ``false``/``False``/``0``/``no`` all mean off; count
 :func:`as_count`; lengths (``--prior_centre_mm``) through :func:`as_positive`; paths through :func:`as_path`;
 devices through :func:`as_device`, so ``--device cuda`` on a machine without CUDA is one clear line, not a traceback;
 shards ``i/n`` (the simulator's and the inference workflow's ``--shard``) through :func:`as_shard`; a function's
-keyword arguments (``--ssm_fit``) through :func:`as_keywords`. A config's ``null`` given on the command line arrives as
-the text ``null``: :func:`is_null` reads it (and ``none``) as None.
+keyword arguments (``--ssm_fit``) through :func:`as_keywords`, other mappings (``--inference_overrides``) through
+:func:`as_mapping`. A config's ``null`` given on the command line arrives as the text ``null``: :func:`is_null` reads
+it (and ``none``) as None.
 A bad value raises :class:`scripts.io.files.InputFileError` naming the option (``--<name>``).
 """
 
@@ -67,13 +68,20 @@ def is_null(value: object) -> bool:
     return value is None or (isinstance(value, str) and value.strip().lower() in ("null", "none"))
 
 
-def as_keywords(value: Mapping | None, name: str, function: Callable, given: Iterable[str] = ()) -> dict:
-    """``value`` as keyword arguments of ``function`` (a mapping; None: none), each key one of its parameters with a
-    default other than those its caller ``given`` itself (e.g. ``--ssm_fit``); else InputFileError naming ``--name``."""
+def as_mapping(value: Mapping | None, name: str) -> dict:
+    """``value`` as a dict (a mapping, e.g. ``--inference_overrides "{'image_size': 64}"``; None: empty); else
+    InputFileError naming ``--name``."""
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise InputFileError(f"--{name}", f"must be a mapping of argument names to values, got {value!r}")
+        raise InputFileError(f"--{name}", f"must be a mapping of names to values, e.g. \"{{'a': 1}}\", got {value!r}")
+    return dict(value)
+
+
+def as_keywords(value: Mapping | None, name: str, function: Callable, given: Iterable[str] = ()) -> dict:
+    """``value`` as keyword arguments of ``function`` (a mapping; None: none), each key one of its parameters with a
+    default other than those its caller ``given`` itself (e.g. ``--ssm_fit``); else InputFileError naming ``--name``."""
+    value = as_mapping(value, name)
     parameters = inspect.signature(function).parameters.values()
     accepted = sorted({p.name for p in parameters if p.default is not inspect.Parameter.empty} - set(given))
     unknown = sorted(str(k) for k in value if k not in accepted)

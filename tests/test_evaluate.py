@@ -523,6 +523,33 @@ def test_bad_lengths_and_counts_are_one_line_naming_the_option(data, tmp_path, o
         EvaluationRunner(None, None, data, **{"output_dir": tmp_path / "never", option: bad})
     assert str(e.value) == line and not (tmp_path / "never").exists()
     assert EvaluationRunner(None, None, data, tmp_path / "never", prior_centre_mm="948.7").prior_centre_mm == 948.7
+    nulls = EvaluationRunner(None, None, data, tmp_path / "never", prior_centre_mm="null", poses_per_case="None")
+    assert nulls.prior_centre_mm is None and nulls.samples.poses_per_case is None  # the command line's null
+
+
+@pytest.mark.parametrize(
+    "overrides, line",
+    [
+        ({"inference_overrides": "abc"}, "--inference_overrides: must be a mapping of names to values, e.g. "),
+        ({"single_face_overrides": "[64]"}, "--single_face_overrides: must be a mapping of names to values, e.g. "),
+        ({"inference_overrides": {"imag_size": 64}}, "--inference_overrides: no such key in {config}: imag_size"),
+        ({"single_face_overrides": {"feature": [4]}}, "--single_face_overrides: no such key in {config}: feature"),
+        ({"inference_config": ""}, "--inference_config: must be a file or folder path, got ''"),
+        ({"inference_config": "{tmp}/nowhere.yaml"}, "{tmp}/nowhere.yaml: config file not found"),
+    ],
+)
+def test_bad_inference_settings_of_the_evaluation_are_one_line(data, tmp_path, overrides, line):
+    """--inference_overrides / --single_face_overrides that are no mapping (TypeError: 'str' object is not a mapping)
+    or name a key inference.yaml lacks (silently unused), an --inference_config that is empty or no file (tracebacks):
+    one line naming the option or file as the workflow is built, nothing written."""
+    overrides = {k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in overrides.items()}
+    with pytest.raises(Exception) as e:
+        run_bundle(
+            "evaluate.yaml", dataset_dir=str(data), output_dir=str(tmp_path / "never"), device="cpu", **overrides
+        )
+    config = Path(overrides.get("inference_config") or ROOT / "configs" / "inference.yaml")
+    assert str(input_error_of(e.value)).startswith(line.format(tmp=tmp_path, config=config))
+    assert not (tmp_path / "never").exists()
 
 
 def test_a_missing_true_mesh_is_one_line_before_any_work(data, tmp_path, capsys):

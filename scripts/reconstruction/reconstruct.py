@@ -789,6 +789,8 @@ def _resize_image(image: np.ndarray, geometry: Geometry) -> np.ndarray:
 def bundle_config(config_file: PathLike = INFERENCE_CONFIG, overrides: Mapping | None = None) -> ConfigParser:
     """A bundle config (default configs/inference.yaml) read with ``bundle_root`` set to this bundle and config-key
     ``overrides``."""
+    if not Path(config_file).is_file():
+        raise InputFileError(config_file, "config file not found")
     parser = ConfigParser()
     parser.read_config(str(config_file))
     parser.update({"bundle_root": str(BUNDLE_ROOT), **dict(overrides or {})})
@@ -797,10 +799,17 @@ def bundle_config(config_file: PathLike = INFERENCE_CONFIG, overrides: Mapping |
 
 def build_reconstructor(config_file: PathLike = INFERENCE_CONFIG, **overrides) -> Reconstructor:
     """The ``reconstructor`` of an inference config (default configs/inference.yaml) with config-key overrides (None:
-    config value)."""
-    return bundle_config(config_file, {k: v for k, v in overrides.items() if v is not None}).get_parsed_content(
-        "reconstructor"
-    )
+    config value); a key the config lacks (a misspelt ``--inference_overrides`` key) raises InputFileError naming the
+    ``settings_option`` that set it."""
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    parser = bundle_config(config_file)
+    unknown = sorted(k for k in overrides if k not in parser)
+    if unknown:
+        raise InputFileError(
+            f"--{overrides.get('settings_option') or 'override'}", f"no such key in {config_file}: {', '.join(unknown)}"
+        )
+    parser.update(overrides)
+    return parser.get_parsed_content("reconstructor")
 
 
 @functools.lru_cache(maxsize=4)
