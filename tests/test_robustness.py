@@ -1446,7 +1446,7 @@ OPTION_CASES = {
         {"ssm_field_margin_mm": -1},
         "--ssm_field_margin_mm: must be a number of at least 0 (mm), got -1",
     ),
-    "--ssm_fit abc": ({"ssm_fit": "abc"}, "--ssm_fit: must be a mapping of argument names to values, got 'abc'"),
+    "--ssm_fit abc": ({"ssm_fit": "abc"}, "--ssm_fit: must be a mapping of names to values, e.g. "),
     "--ssm_fit with a misspelt key": (
         {"ssm_fit": {"max_point": 100}},
         "--ssm_fit: unknown argument(s) max_point; accepted: fit_scale, match_faces, max_points, max_sd,",
