@@ -25,16 +25,7 @@ from scripts.model.plot_training import main as plot_main
 from scripts.model.plot_training import plot_training
 from scripts.model.run_record import check_trained_settings, network_settings, run_record, write_run_record
 from scripts.model.training import bfloat16_supported, latest_checkpoint, load_datalist
-from tests.helpers import (
-    META,
-    ROOT,
-    TINY,
-    TRAIN,
-    ddp_train_command,
-    run_bundle,
-    train_workflow,
-    write_sphere_dataset,
-)
+from tests.helpers import META, ROOT, TINY, TRAIN, ddp_train_command, run_bundle, train_workflow, write_sphere_dataset
 
 EXIT_ABORT = "terminate called without an active exception"
 
@@ -188,6 +179,23 @@ def test_datalists_of_several_folders_are_joined(dataset, tmp_path):
     assert load_datalist([dataset, other], "validation") == load_datalist(dataset, "validation")
     with pytest.raises(InputFileError, match="no entries"):
         load_datalist([other], "validation")
+
+
+def test_datalist_shorter_than_the_processes_sharing_it(dataset, tmp_path):
+    """Multi-process validation needs one entry per process: fewer is one line naming the datalist, or --dataset_dir
+    for a list of folders."""
+    assert len(load_datalist(dataset, "validation", processes=2)) == 2
+    one = tmp_path / "one"
+    shutil.copytree(dataset, one)
+    listed = json.loads((one / "datalist.json").read_text())
+    (one / "datalist.json").write_text(json.dumps({**listed, "validation": listed["validation"][:1]}))
+    tail = "multi-process training needs at least one validation sample per process (docs/training.md)"
+    with pytest.raises(InputFileError) as e:
+        load_datalist(one, "validation", processes=2)
+    assert str(e.value) == f"{one / 'datalist.json'}: 1 validation entry for 2 processes; {tail}"
+    with pytest.raises(InputFileError) as e:
+        load_datalist([dataset, one], "validation", processes=4)
+    assert str(e.value) == f"--dataset_dir: 3 validation entries for 4 processes; {tail}"
 
 
 def test_train_end_to_end(dataset, tmp_path):
@@ -670,6 +678,33 @@ def test_ddp_two_processes_cpu(dataset, tmp_path):
         re.search(r"\.(\d+)\.\d+$", f.name).group(1) for f in (run / "tensorboard").glob("events.out.tfevents.*")
     }
     assert len(writers) == 1, sorted((run / "tensorboard").iterdir())
+
+
+def test_ddp_validation_list_shorter_than_the_processes(dataset, tmp_path):
+    """torchrun with 2 processes and 1 validation sample: each rank says so in one line (no MONAI traceback) and exits
+    before training, writing nothing. One training sample is fine: DistributedSampler repeats it to fill the shares."""
+    one = tmp_path / "one"
+    shutil.copytree(dataset, one)
+    listed = json.loads((one / "datalist.json").read_text())
+    (one / "datalist.json").write_text(json.dumps({**listed, "validation": listed["validation"][:1]}))
+    run = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run(
+        ddp_train_command(one, run, processes=2),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=240,
+    )
+    line = f"{one / 'datalist.json'}: 1 validation entry for 2 processes; multi-process training needs at least one"
+    rows = proc.stderr.splitlines()
+    assert proc.returncode != 0
+    assert len([r for r in rows if line in r]) == 2, proc.stderr[-3000:]  # one per rank, "[rankN]: " before it
+    assert not [r for r in rows if r.startswith("[rank") and "Traceback" in r], proc.stderr[-3000:]
+    assert "DistributedSampler" not in proc.stderr  # the check came before the sampler (MONAI's ValueError)
+    assert not run.exists()
 
 
 def test_verify_net_in_out():

@@ -32,22 +32,31 @@ OPTIONAL_SAMPLE_FILE_KEYS = ("fov",)  # the radiograph's own area; data sets sim
 CHECKPOINT_PATTERN = re.compile(r"checkpoint_epoch=(\d+)\.pt$")
 
 
-def load_datalist(dataset_dir: PathLike | Sequence[PathLike], key: str = "training") -> list[dict]:
+def load_datalist(dataset_dir: PathLike | Sequence[PathLike], key: str = "training", processes: int = 1) -> list[dict]:
     """Entries of ``dataset_dir/datalist.json[key]`` with the sample files made absolute.
 
     ``dataset_dir`` may be a list of folders (e.g. real-anatomy and procedural data sets): their lists
-    are joined, and a folder without entries under ``key`` adds none.
+    are joined, and a folder without entries under ``key`` adds none. ``processes``: the processes that share the
+    list, one entry each at least (multi-process validation: MONAI's ``DistributedSampler`` without padding).
 
-    Raises :class:`InputFileError` naming the datalist (missing key, empty list, bad entry; for a list of
-    folders: no entries in any) or the missing sample file.
+    Raises :class:`InputFileError` naming the datalist (missing key, empty list, bad entry, fewer entries than
+    ``processes``; for a list of folders: no entries in any, or ``--dataset_dir`` for fewer entries than
+    ``processes``) or the missing sample file.
     """
     folders = dataset_dirs(dataset_dir)
     if isinstance(dataset_dir, (str, Path)):
-        return _folder_entries(folders[0], key, required=True)
-    entries = [e for d in folders for e in _folder_entries(d, key, required=False)]
+        entries, source = _folder_entries(folders[0], key, required=True), folders[0] / "datalist.json"
+    else:
+        entries, source = [e for d in folders for e in _folder_entries(d, key, required=False)], "--dataset_dir"
     if not entries:
         raise InputFileError(
             folders[0] / "datalist.json", f"no entries under key {key!r} in any of {[str(d) for d in folders]}"
+        )
+    if len(entries) < processes:
+        raise InputFileError(
+            source,
+            f"{len(entries)} {key} entr{'y' if len(entries) == 1 else 'ies'} for {processes} processes; multi-process "
+            f"training needs at least one {key} sample per process (docs/training.md)",
         )
     return entries
 
