@@ -181,14 +181,20 @@ def test_a_rerun_skips_only_results_of_its_own_model(tmp_path, capsys):
     for model, shape, kw, changed in (
         (b, ssm, {}, "network weights"),
         (a, pelvis_only, {}, "shape model"),
-        (b, ssm, {"standard_geometry": geometry_file}, "network weights, standard_geometry"),
+        (b, ssm, {"standard_geometry": geometry_file}, "network weights and option standard_geometry"),
+        (
+            b,
+            pelvis_only,
+            {"standard_geometry": geometry_file},
+            "network weights, shape model and option standard_geometry",
+        ),
     ):
         with pytest.raises(SystemExit) as e:
             _run(inputs, out, model, shape, **kw)
         err = capsys.readouterr().err
         assert e.value.code == 1 and "reconstructed 0, skipped 0 (already done), failed 1" in err
         assert error_lines(err, case) == [
-            f"{case}: was made with other {changed} than this run's; left untouched: pass --overwrite true "
+            f"{case}: was not made with this run's {changed}; left untouched: pass --overwrite true "
             "to replace it with this run's result or choose another --output_dir"
         ]
         assert tree(out) == before
@@ -207,9 +213,9 @@ def test_a_rerun_skips_only_results_of_its_own_model(tmp_path, capsys):
 
 
 def _refused(case: Path, changed: str) -> list[str]:
-    """The one line refusing ``case`` made with another ``changed`` than a rerun's."""
+    """The one line refusing ``case`` not made with a rerun's ``changed``."""
     return [
-        f"{case}: was made with other {changed} than this run's; left untouched: pass --overwrite true "
+        f"{case}: was not made with this run's {changed}; left untouched: pass --overwrite true "
         "to replace it with this run's result or choose another --output_dir"
     ]
 
@@ -244,12 +250,16 @@ def test_a_rerun_compares_only_options_that_made_the_result(tmp_path, capsys):
         == 2
     )
     assert len(_run(inputs, out, model, ssm, **{**first, "sid_mm": "1100"})["skipped"]) == 2  # text, as YAML may give
-    for kw, changed in (({"sid_mm": 1000.0}, "sid_mm"), ({"pixel_spacing_mm": 6.0}, "pixel_spacing_mm")):
+    for kw, changed in (
+        ({"sid_mm": 1000.0}, "option sid_mm"),
+        ({"pixel_spacing_mm": 6.0}, "option pixel_spacing_mm"),
+        ({"sid_mm": 1000.0, "pixel_spacing_mm": 6.0}, "options pixel_spacing_mm, sid_mm"),
+    ):
         with pytest.raises(SystemExit) as e:
             _run(inputs, out, model, ssm, **{**first, **kw})
         err = capsys.readouterr().err
         assert e.value.code == 1 and "reconstructed 0, skipped 1 (already done), failed 1" in err
-        assert error_lines(err, "was made with") == _refused(png, changed)
+        assert error_lines(err, "was not made with") == _refused(png, changed)
     assert tree(out) == before
 
     out = tmp_path / "no_reports"
@@ -259,7 +269,9 @@ def test_a_rerun_compares_only_options_that_made_the_result(tmp_path, capsys):
         _run(inputs, out, model, ssm, **first)
     err = capsys.readouterr().err
     assert e.value.code == 1 and "reconstructed 0, skipped 0 (already done), failed 2" in err
-    assert error_lines(err, "was made with") == _refused(out / "hip_ap", "report") + _refused(out / "hip_png", "report")
+    assert error_lines(err, "was not made with") == _refused(out / "hip_ap", "option report") + _refused(
+        out / "hip_png", "option report"
+    )
     assert tree(out) == before
 
 
@@ -280,7 +292,9 @@ def test_a_rerun_with_a_pitch_refuses_a_result_of_the_files_stated_resolution(tm
     with pytest.raises(SystemExit) as e:
         _run(inputs, out, model, ssm, pixel_spacing_mm=6.25)
     err = capsys.readouterr().err
-    assert e.value.code == 1 and error_lines(err, "was made with") == _refused(out / "film", "pixel_spacing_mm")
+    assert e.value.code == 1 and error_lines(err, "was not made with") == _refused(
+        out / "film", "option pixel_spacing_mm"
+    )
     assert tree(out) == before
 
 

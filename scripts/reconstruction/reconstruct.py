@@ -711,8 +711,9 @@ def _filled_in(result: Mapping, key: str) -> bool:
 
 def made_with_changes(result: Mapping, made_with: Mapping) -> list[str] | None:
     """What differs between the ``model`` and ``options`` a result.json records and ``made_with`` (this run's, as JSON
-    values): "network weights" and "shape model" (their SHA-256; file names and the bundle version are not compared)
-    and the names of differing options; [] when none. None when the result records no model (bundle 0.10.6 or earlier).
+    values), as phrases for one line: "network weights" and "shape model" (their SHA-256; file names and the bundle
+    version are not compared), then "option <name>" or "options <name>, <name>"; [] when none. None when the result
+    records no model (bundle 0.10.6 or earlier).
     The ``sid_mm`` / ``pixel_spacing_mm`` fill-ins count only where the result's geometry came from them
     (:func:`_filled_in`); ``report`` only when this run asks for report.png and the result was made without one.
     """
@@ -733,7 +734,7 @@ def made_with_changes(result: Mapping, made_with: Mapping) -> list[str] | None:
     differing = {k for k in compared if _option(k, options.get(k)) != _option(k, ours.get(k))}
     if ours.get("report") and options.get("report") is False:
         differing.add("report")
-    return changes + sorted(differing)
+    return changes + ([f"option{'s' * (len(differing) > 1)} {', '.join(sorted(differing))}"] if differing else [])
 
 
 def mesh_summary(mesh: trimesh.Trimesh) -> dict:

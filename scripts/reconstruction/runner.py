@@ -116,10 +116,11 @@ class RadiographReader(torch.utils.data.Dataset):
                 read_json(target / "result.json"), self.made_with
             )  # the marker read once, here or by check_replaceable
             if changes:
+                listed = f"{', '.join(changes[:-1])} and {changes[-1]}" if len(changes) > 1 else changes[0]
                 raise InputFileError(
                     target,
-                    f"was made with other {', '.join(changes)} than this run's; left untouched: pass --overwrite true "
-                    "to replace it with this run's result or choose another --output_dir",
+                    f"was not made with this run's {listed}; left untouched: pass --overwrite true to replace it with "
+                    "this run's result or choose another --output_dir",
                 )
             if changes is None:
                 unrecorded.append(item.name)
