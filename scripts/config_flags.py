@@ -49,13 +49,27 @@ def as_count(value: int | str, name: str, minimum: int = 0) -> int:
     return count
 
 
+def _number(value: float | str) -> float:
+    """``value`` as a float (numbers and their decimal text); NaN for anything else, booleans too (``true`` is not 1)."""
+    try:
+        return float(str(value).strip()) if not isinstance(value, bool) else math.nan
+    except ValueError:
+        return math.nan
+
+
+def as_number(value: float | str, name: str, unit: str) -> float:
+    """``value`` as a finite number in ``unit`` (numbers and their decimal text; booleans refused), e.g. ``--fov_fill``;
+    else InputFileError naming ``--name``."""
+    number = _number(value)
+    if not math.isfinite(number):
+        raise InputFileError(f"--{name}", f"must be a number ({unit}), got {value!r}")
+    return number
+
+
 def as_positive(value: float | str, name: str, unit: str = "mm", zero: bool = False) -> float:
     """``value`` as a finite number > 0 (``zero``: >= 0) in ``unit`` (numbers and their decimal text; booleans refused:
     ``true`` is not 1 mm), e.g. ``--prior_centre_mm``; else InputFileError naming ``--name``."""
-    try:
-        number = float(str(value).strip()) if not isinstance(value, bool) else math.nan
-    except ValueError:
-        number = math.nan
+    number = _number(value)
     if not (math.isfinite(number) and (number >= 0 if zero else number > 0)):
         kind = "number of at least 0" if zero else "positive number"
         raise InputFileError(f"--{name}", f"must be a {kind} ({unit}), got {value!r}")

@@ -1452,6 +1452,16 @@ OPTION_CASES = {
         "--ssm_fit: unknown argument(s) max_point; accepted: fit_scale, match_faces, max_points, max_sd,",
     ),
     "--plausibility#min_scor": ({"plausibility#min_scor": 0.5}, "--plausibility: unknown argument(s) min_scor;"),
+    # network keys (scripts.model.run_record.network_settings): text was a traceback, --bones abc ran as bones a, b, c
+    "--bones abc": ({"bones": "abc"}, "--bones: must be a list of distinct bone names, e.g. [pelvis, femur_left, "),
+    "--bones twice": ({"bones": ["pelvis", "pelvis", "femur_right"]}, "--bones: must be a list of distinct bone names"),
+    "--features abc": ({"features": "abc"}, "--features: must be a list of channel counts, got 'abc'"),
+    "--depth_prior_mm 950": ({"depth_prior_mm": [950]}, "--depth_prior_mm: must be two numbers, mean and scale (mm), "),
+    "--centre_prior_mm abc": (
+        {"centre_prior_mm": ["abc", 50]},
+        "--centre_prior_mm: must be a positive number (mm), got 'abc'",
+    ),
+    "--fov_fill abc": ({"fov_fill": "abc"}, "--fov_fill: must be a number (normalised image value), got 'abc'"),
     "--ssm_path to no file": (
         {"ssm_path": "{tmp}/none"},
         "{tmp}/none: shape model file not found; --ssm_path '' (or null) reconstructs without completion",
@@ -1474,12 +1484,18 @@ def test_bad_option_one_line_before_any_output(case, bundle, tmp_path, capsys):
 
 def test_null_on_the_command_line_is_the_config_null(bundle, tmp_path):
     """The command line passes a config's ``null`` as the text 'null': --ssm_path null (the config's comment: no
-    completion; it was 'null: shape model file not found'), --ssm_field_margin_mm null (the whole cone; a traceback)
-    and --shard null (all inputs; refused) run as null does."""
+    completion; it was 'null: shape model file not found'), --ssm_field_margin_mm null (the whole cone; a traceback),
+    --shard null (all inputs) and the fill-ins --sid_mm / --pixel_spacing_mm null (none; refused) run as null does."""
     d = tmp_path / "in"
     d.mkdir()
     dicom(d / "a.dcm")
-    nulls = {"ssm_path": "null", "ssm_field_margin_mm": "NULL", "shard": "none"}
+    nulls = {
+        "ssm_path": "null",
+        "ssm_field_margin_mm": "NULL",
+        "shard": "none",
+        "sid_mm": "null",
+        "pixel_spacing_mm": "None",
+    }
     assert run_workflow(d, tmp_path / "out", bundle, **nulls) == 0
     result = json.loads((tmp_path / "out" / "a" / "result.json").read_text())
     assert result["model"]["shape_model"] is None and result["options"]["ssm_field_margin_mm"] is None

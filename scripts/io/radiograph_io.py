@@ -56,7 +56,7 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from scipy import ndimage
-from scripts.config_flags import as_positive
+from scripts.config_flags import as_positive, is_null
 from scripts.geometry import (
     IMAGE_SIZE_RANGE_PX,
     PIXEL_PITCH_RANGE_MM,
@@ -1258,12 +1258,12 @@ def fill_ins(
     sid_mm: float | None = None, pixel_spacing_mm: float | Sequence[float] | None = None
 ) -> tuple[float | None, tuple[float, float] | None]:
     """The ``sid_mm`` / ``pixel_spacing_mm`` fill-ins as (SID mm, detector pitch (su, sv) mm; one number: both), None
-    where not given. Checked once for all inputs, before any is read: positive numbers
-    (:func:`scripts.config_flags.as_positive`: ``true`` is not 1 mm), one or two for the pitch (a text such as
-    ``"0.15 0.16"`` refused), within what radiography rooms use (:func:`scripts.geometry.check_room_range`); else
-    :class:`InputFileError` naming the option (``--sid_mm``)."""
-    sid = None if sid_mm is None else _option_mm("sid_mm", sid_mm, SID_RANGE_MM)
-    if pixel_spacing_mm is None:
+    where not given (None or the text ``null``: :func:`scripts.config_flags.is_null`). Checked once for all inputs,
+    before any is read: positive numbers (:func:`scripts.config_flags.as_positive`: ``true`` is not 1 mm), one or two
+    for the pitch (a text such as ``"0.15 0.16"`` refused), within what radiography rooms use
+    (:func:`scripts.geometry.check_room_range`); else :class:`InputFileError` naming the option (``--sid_mm``)."""
+    sid = None if is_null(sid_mm) else _option_mm("sid_mm", sid_mm, SID_RANGE_MM)
+    if is_null(pixel_spacing_mm):
         return sid, None
     values = list(pixel_spacing_mm) if isinstance(pixel_spacing_mm, (list, tuple, np.ndarray)) else [pixel_spacing_mm]
     if isinstance(pixel_spacing_mm, str) or len(values) not in (1, 2):  # MONAI's command line: "0.15 0.16" is text

@@ -18,9 +18,9 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from scripts.config_flags import as_count, as_flag
+from scripts.config_flags import as_count, as_flag, as_number, as_positive
 from scripts.io.dicom_export import bundle_version
 from scripts.io.files import InputFileError, PathLike, ckpt_export_arguments, sha256, write_json
 
@@ -41,17 +41,38 @@ def network_settings(
     """The config keys of training and inference that must agree for a network's weights (configs/train.yaml,
     configs/inference.yaml), as plain JSON values: ``image_size`` (px), ``bones`` (channel order), ``faces``,
     ``features``, the depth affines ``depth_prior_mm`` and ``centre_prior_mm`` (mean, scale; mm), ``fov_channel``
-    and ``fov_fill`` (the image value outside the radiograph after normalisation)."""
+    and ``fov_fill`` (the image value outside the radiograph after normalisation). A value of another kind raises
+    InputFileError naming its option (``--bones``)."""
     return {
         "image_size": as_count(image_size, "image_size", 1),
-        "bones": [str(b) for b in bones],
+        "bones": _listed(
+            bones, "bones", "a list of distinct bone names, e.g. [pelvis, femur_left, femur_right]", _names
+        ),
         "faces": as_count(faces, "faces", 1),
-        "features": [int(f) for f in features],
-        "depth_prior_mm": [float(v) for v in depth_prior_mm],
-        "centre_prior_mm": [float(v) for v in centre_prior_mm],
+        "features": [as_count(f, "features", 1) for f in _listed(features, "features", "a list of channel counts")],
+        **{
+            name: [
+                as_positive(v, name)
+                for v in _listed(prior, name, "two numbers, mean and scale (mm)", lambda v: len(v) == 2)
+            ]
+            for name, prior in (("depth_prior_mm", depth_prior_mm), ("centre_prior_mm", centre_prior_mm))
+        },
         "fov_channel": as_flag(fov_channel, "fov_channel"),
-        "fov_fill": float(fov_fill),
+        "fov_fill": as_number(fov_fill, "fov_fill", "normalised image value"),
     }
+
+
+def _names(items: list) -> bool:
+    """Whether ``items`` are distinct non-empty texts."""
+    return all(isinstance(b, str) and b for b in items) and len(set(items)) == len(items)
+
+
+def _listed(value: Sequence, name: str, expected: str, valid: Callable[[list], bool] = bool) -> list:
+    """``value`` as a list: a non-empty list or tuple that is ``valid``; else InputFileError naming ``--name``."""
+    items = list(value) if isinstance(value, (list, tuple)) else []
+    if not (items and valid(items)):
+        raise InputFileError(f"--{name}", f"must be {expected}, got {value!r}")
+    return items
 
 
 def run_record(
