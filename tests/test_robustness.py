@@ -1452,6 +1452,23 @@ OPTION_CASES = {
         "--ssm_fit: unknown argument(s) max_point; accepted: fit_scale, match_faces, max_points, max_sd,",
     ),
     "--plausibility#min_scor": ({"plausibility#min_scor": 0.5}, "--plausibility: unknown argument(s) min_scor;"),
+    # thresholds: each input failed with a traceback's line, or (low > high) every prediction was called implausible
+    "--plausibility#min_score abc": (
+        {"plausibility#min_score": "abc"},
+        "--plausibility#min_score: must be a number (fraction), got 'abc'",
+    ),
+    "--plausibility#min_side_fraction 2": (
+        {"plausibility#min_side_fraction": 2},
+        "--plausibility#min_side_fraction: must be a number from 0 to 1, got 2",
+    ),
+    "--plausibility#width_mm#pelvis high, low": (
+        {"plausibility#width_mm#pelvis": [330, 80]},
+        "--plausibility#width_mm#pelvis: must be two positive numbers (mm), low and high, got [330, 80]",
+    ),
+    "--plausibility#scale_range abc": (
+        {"plausibility#scale_range": "abc"},
+        "--plausibility#scale_range: must be a mapping of names to values",
+    ),
     # network keys (scripts.model.run_record.network_settings): text was a traceback, --bones abc ran as bones a, b, c
     "--bones abc": ({"bones": "abc"}, "--bones: must be a list of distinct bone names, e.g. [pelvis, femur_left, "),
     "--bones twice": ({"bones": ["pelvis", "pelvis", "femur_right"]}, "--bones: must be a list of distinct bone names"),

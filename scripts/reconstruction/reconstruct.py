@@ -46,6 +46,7 @@ from scripts.model.transforms import flip_bone_maps_lr
 from scripts.reconstruction.hips import MEDIAL_X, femoral_head_vertices, head_spheres, hip_plane
 from scripts.reconstruction.meshing import dual_face_mesh, front_face_mesh, masked_points
 from scripts.reconstruction.plausibility import plausibility as score_plausibility
+from scripts.reconstruction.plausibility import thresholds
 from scripts.reconstruction.ssm import ShapeFit, ShapeModel, fit_shape_model, load_shape_models
 
 INFERENCE_CONFIG = BUNDLE_ROOT / "configs" / "inference.yaml"
@@ -437,7 +438,7 @@ class Reconstructor:
         self.ssm_path = None if is_null(ssm_path) or ssm_path == "" else as_path(ssm_path, "ssm_path")
         self.network_settings, self.settings_option = network_settings, settings_option
         self.bones = tuple(bones)
-        self.plausibility_kwargs = as_keywords(plausibility, "plausibility", score_plausibility, SCORED)
+        self.plausibility_kwargs = thresholds(plausibility, SCORED)
         self.preprocessing = preprocessing
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.device = as_device(device)
