@@ -217,8 +217,8 @@ def test_a_folder_without_datalist_says_evaluation_needs_a_simulated_data_set(tm
         run_evaluation(radiographs, tmp_path / "eval", oracle_inputs=True)
     assert e.value.code == 1
     assert error_lines(capsys.readouterr().err, "datalist.json") == [
-        f"{radiographs / 'datalist.json'}: not found: evaluation needs a simulated data set with truth (python -m "
-        "scripts.simulate --out DIR ...: docs/simulation.md), --dataset_dir DIR; radiographs without truth are "
+        f"{radiographs / 'datalist.json'}: not found: evaluation's --dataset_dir is a simulated data set with truth "
+        "(made by python -m scripts.simulate --out DIR: docs/simulation.md); radiographs without truth are "
         "reconstructed by configs/inference.yaml"
     ]
     assert not (tmp_path / "eval").exists() and [p.name for p in radiographs.iterdir()] == ["hip.png"]

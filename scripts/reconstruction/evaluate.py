@@ -193,8 +193,8 @@ def sample_mean_depths(entry: Mapping) -> dict[int, float]:
 
 
 NO_DATALIST = (
-    "not found: evaluation needs a simulated data set with truth (python -m scripts.simulate --out DIR ...: "
-    "docs/simulation.md), --dataset_dir DIR; radiographs without truth are reconstructed by configs/inference.yaml"
+    "not found: evaluation's --dataset_dir is a simulated data set with truth (made by python -m scripts.simulate "
+    "--out DIR: docs/simulation.md); radiographs without truth are reconstructed by configs/inference.yaml"
 )
 
 
