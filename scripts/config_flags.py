@@ -57,12 +57,12 @@ def _number(value: float | str) -> float:
         return math.nan
 
 
-def as_number(value: float | str, name: str, unit: str) -> float:
+def as_number(value: float | str, name: str, unit: str = "") -> float:
     """``value`` as a finite number in ``unit`` (numbers and their decimal text; booleans refused), e.g. ``--fov_fill``;
     else InputFileError naming ``--name``."""
     number = _number(value)
     if not math.isfinite(number):
-        raise InputFileError(f"--{name}", f"must be a number ({unit}), got {value!r}")
+        raise InputFileError(f"--{name}", f"must be a number{f' ({unit})' if unit else ''}, got {value!r}")
     return number
 
 
@@ -94,14 +94,20 @@ def as_mapping(value: Mapping | None, name: str) -> dict:
 
 def as_keywords(value: Mapping | None, name: str, function: Callable, given: Iterable[str] = ()) -> dict:
     """``value`` as keyword arguments of ``function`` (a mapping; None: none), each key one of its parameters with a
-    default other than those its caller ``given`` itself (e.g. ``--ssm_fit``); else InputFileError naming ``--name``."""
+    default other than those its caller ``given`` itself (e.g. ``--ssm_fit``), each value read as its default's kind
+    (a flag, a whole number, a number); else InputFileError naming ``--name`` (``--name#key``)."""
     value = as_mapping(value, name)
-    parameters = inspect.signature(function).parameters.values()
-    accepted = sorted({p.name for p in parameters if p.default is not inspect.Parameter.empty} - set(given))
-    unknown = sorted(str(k) for k in value if k not in accepted)
+    defaults = {
+        p.name: p.default
+        for p in inspect.signature(function).parameters.values()
+        if p.default is not inspect.Parameter.empty and p.name not in given
+    }
+    unknown = sorted(str(k) for k in value if k not in defaults)
     if unknown:
-        raise InputFileError(f"--{name}", f"unknown argument(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}")
-    return dict(value)
+        accepted = ", ".join(sorted(defaults))
+        raise InputFileError(f"--{name}", f"unknown argument(s) {', '.join(unknown)}; accepted: {accepted}")
+    read = {bool: as_flag, int: as_count, float: as_number}
+    return {k: read[type(defaults[k])](v, f"{name}#{k}") if type(defaults[k]) in read else v for k, v in value.items()}
 
 
 def as_path(value: str | os.PathLike, name: str) -> Path:

@@ -1455,7 +1455,15 @@ OPTION_CASES = {
     # thresholds: each input failed with a traceback's line, or (low > high) every prediction was called implausible
     "--plausibility#min_score abc": (
         {"plausibility#min_score": "abc"},
-        "--plausibility#min_score: must be a number (fraction), got 'abc'",
+        "--plausibility#min_score: must be a number, got 'abc'",
+    ),
+    "--ssm_fit#max_points abc": (
+        {"ssm_fit#max_points": "abc"},
+        "--ssm_fit#max_points: must be a whole number of at least 0",
+    ),
+    "--ssm_fit#fit_scale maybe": (
+        {"ssm_fit": {"fit_scale": "maybe"}},
+        "--ssm_fit#fit_scale: must be true or false, got",
     ),
     "--plausibility#min_side_fraction 2": (
         {"plausibility#min_side_fraction": 2},

@@ -29,7 +29,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
-from scripts.config_flags import as_keywords, as_mapping, as_number, as_positive
+from scripts.config_flags import as_keywords, as_mapping, as_positive
 from scripts.geometry import Geometry
 from scripts.io.files import InputFileError
 
@@ -49,9 +49,8 @@ def thresholds(settings: Mapping | None, given: Sequence[str] = ()) -> dict:
     out = as_keywords(settings, "plausibility", plausibility, given)
     for key, value in out.items():
         name = f"plausibility#{key}"
-        if key.startswith("min_"):
-            out[key] = as_number(value, name, "fraction")
-            if not 0 <= out[key] <= 1:
+        if key.startswith("min_"):  # a number already (as_keywords: as its default)
+            if not 0 <= value <= 1:
                 raise InputFileError(f"--{name}", f"must be a number from 0 to 1, got {value!r}")
         elif key == "max_ssm_rms_mm":
             out[key] = as_positive(value, name)
