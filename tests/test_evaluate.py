@@ -535,6 +535,7 @@ def test_bad_lengths_and_counts_are_one_line_naming_the_option(data, tmp_path, o
         ({"inference_overrides": {"imag_size": 64}}, "--inference_overrides: no such key in {config}: imag_size"),
         ({"single_face_overrides": {"feature": [4]}}, "--single_face_overrides: no such key in {config}: feature"),
         ({"inference_config": ""}, "--inference_config: must be a file or folder path, got ''"),
+        ({"single_face_ckpt_path": ""}, "--single_face_ckpt_path: must be a file or folder path, got ''"),
         ({"inference_config": "{tmp}/nowhere.yaml"}, "{tmp}/nowhere.yaml: config file not found"),
     ],
 )

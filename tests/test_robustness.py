@@ -1487,6 +1487,7 @@ OPTION_CASES = {
         "--centre_prior_mm: must be a positive number (mm), got 'abc'",
     ),
     "--fov_fill abc": ({"fov_fill": "abc"}, "--fov_fill: must be a number (normalised image value), got 'abc'"),
+    "--ckpt_path ''": ({"ckpt_path": ""}, "--ckpt_path: must be a file or folder path, got ''"),
     "--ssm_path to no file": (
         {"ssm_path": "{tmp}/none"},
         "{tmp}/none: shape model file not found; --ssm_path '' (or null) reconstructs without completion",

@@ -434,7 +434,10 @@ class Reconstructor:
         network_settings: Mapping | None = None,
         settings_option: str | None = None,
     ):
-        self.network_def, self.ckpt_path = network, ckpt_path
+        self.network_def = network
+        self.ckpt_path = (
+            None if ckpt_path is None else as_path(ckpt_path, "ckpt_path")
+        )  # '': one line, not '.: checkpoint not found'
         self.ssm_path = None if is_null(ssm_path) or ssm_path == "" else as_path(ssm_path, "ssm_path")
         self.network_settings, self.settings_option = network_settings, settings_option
         self.bones = tuple(bones)
