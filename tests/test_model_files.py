@@ -380,3 +380,25 @@ def test_release_is_all_or_nothing(shipped_copy, tmp_path, monkeypatch, capsys, 
         "models/model.pt"
     ] == sha256(best)
     assert sorted(_contents(models.parent)) == sorted(before)  # no temporaries left
+
+
+def test_shipped_model_runs_only_at_the_size_metadata_states(tmp_path):
+    """The shipped dual-face model and its export have no training record: their trained size is metadata.json's input
+    spatial_shape (128 px). Configured otherwise (``--image_size 256``, which runs the weights at another scale, the
+    maps silently wrong), loading them is refused naming that size; a copy outside models/ is not the shipped file."""
+    from scripts.model.run_record import check_trained_settings
+
+    configured = bundle_config().get_parsed_content("network_settings")
+    shape = json.loads((ROOT / "configs" / "metadata.json").read_text())["network_data_format"]["inputs"]["image"]
+    assert shape["spatial_shape"] == [configured["image_size"]] * 2 == [128, 128]
+    for name in ("model.pt", "model.ts"):
+        shipped = ROOT / "models" / name
+        check_trained_settings(shipped, configured)  # as configured: runs
+        with pytest.raises(InputFileError) as info:
+            check_trained_settings(shipped, {**configured, "image_size": 256})
+        assert str(info.value) == (
+            f"{shipped}: trained with other network settings (configs/metadata.json network_data_format): image_size "
+            "128, configured 256; pass --image_size 128"
+        )
+        shutil.copy(shipped, tmp_path / name)
+        check_trained_settings(tmp_path / name, {**configured, "image_size": 256})

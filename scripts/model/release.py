@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # torch loads only when a check needs it
     import torch
 
 SHA_KEY = "shipped_files_sha256"
+NETWORK_FORMAT_KEY = "network_data_format"
 SHIPPED = {"model": "model.pt", "single_face": "model_single_face.pt", "ssm": "ssm.npz", "torchscript": "model.ts"}
 # where the shipped configs set the network keys of each network file (run_record.option_text's config form)
 KEYS_SET_IN = {
@@ -60,6 +61,16 @@ def shipped_name(path: PathLike) -> str | None:
     """``models/<name>`` when ``path`` is a file in this bundle's models/ folder, else None."""
     p = Path(path).resolve()
     return f"models/{p.name}" if p.parent == MODELS_DIR.resolve() else None
+
+
+def shipped_network_settings(path: PathLike) -> dict | None:
+    """The network settings the shipped dual-face model (models/model.pt) and its export (models/model.ts) were trained
+    under, as configs/metadata.json states them: ``image_size`` (px), its input's ``spatial_shape``; None for any other
+    file (a run's files have their training record, :mod:`scripts.model.run_record`)."""
+    if shipped_name(path) not in {f"models/{SHIPPED[k]}" for k in ("model", "torchscript")}:
+        return None
+    shape = read_json(METADATA)[NETWORK_FORMAT_KEY]["inputs"]["image"]["spatial_shape"]
+    return {"image_size": int(shape[0])}
 
 
 def verify_shipped(path: PathLike) -> None:

@@ -6,8 +6,9 @@ several of which leave the weights' shapes alone, e.g. ``image_size``), ``epochs
 from (path, SHA-256) and its data sets. A resume checks the run's settings and ``--pretrained`` against it
 (:func:`scripts.model.training.resume_checkpoint`); inference, evaluation, the Deploy app, the exports and the release
 step check their network settings against the record in a checkpoint's folder before loading it
-(:func:`check_trained_settings`; ``ckpt_export``: :func:`check_exported_checkpoint`). A folder without a record
-(the shipped models/, runs of earlier bundles, a model.pt copied elsewhere) is not checked. No ignite here: the
+(:func:`check_trained_settings`; ``ckpt_export``: :func:`check_exported_checkpoint`). The shipped dual-face model
+has no record: metadata.json states its size. Other checkpoints without a record (runs of earlier bundles, a model.pt
+copied elsewhere) are not checked. No ignite here: the
 Deploy app imports this module through :mod:`scripts.reconstruction.reconstruct`.
 """
 
@@ -23,6 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 from scripts.config_flags import as_count, as_flag, as_number, as_positive
 from scripts.io.dicom_export import bundle_version
 from scripts.io.files import InputFileError, PathLike, ckpt_export_arguments, sha256, write_json
+from scripts.model.release import NETWORK_FORMAT_KEY, shipped_network_settings
 
 RECORD_NAME = "training.json"
 RECORD_KIND = "3ddx training run"  # the record's "kind": a training.json without it is not this bundle's
@@ -163,7 +165,9 @@ def check_trained_settings(
     ckpt_path: PathLike | None, configured: Mapping[str, Any], option: str | None = None
 ) -> None:
     """Refuse a checkpoint whose folder's training record (``training.json``) says it was trained under other network
-    settings than ``configured`` (:func:`network_settings`); no record (or no file at ``ckpt_path``): nothing checked.
+    settings than ``configured`` (:func:`network_settings`); the shipped dual-face model and its export, which have no
+    record, by the size metadata.json states (:func:`scripts.model.release.shipped_network_settings`); no record (or no
+    file at ``ckpt_path``): nothing checked.
 
     Raises:
         InputFileError: naming ``ckpt_path``, each differing key with its trained and configured values, and how to
@@ -171,7 +175,9 @@ def check_trained_settings(
     """
     if ckpt_path in (None, "") or not Path(ckpt_path).is_file():
         return
-    record = read_run_record(Path(ckpt_path).parent)
+    record, stated_in = read_run_record(Path(ckpt_path).parent), Path(ckpt_path).parent / RECORD_NAME
+    if record is None and (shipped := shipped_network_settings(ckpt_path)) is not None:
+        record, stated_in = {"network": shipped}, f"configs/metadata.json {NETWORK_FORMAT_KEY}"
     differ = {} if record is None else differing_settings(record["network"], configured)
     if differ:
         said = "; ".join(f"{k} {trained!r}, configured {given!r}" for k, (trained, given) in differ.items())
@@ -180,7 +186,7 @@ def check_trained_settings(
         extra = " (beside any other keys given there)" if dict_valued else ""
         raise InputFileError(
             ckpt_path,
-            f"trained with other network settings ({Path(ckpt_path).parent / RECORD_NAME}): {said}; "
+            f"trained with other network settings ({stated_in}): {said}; "
             f"{'set' if config else 'pass'} {option_text({k: trained for k, (trained, _) in differ.items()}, option)}"
             f"{extra}",
         )
