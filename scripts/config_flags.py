@@ -3,12 +3,13 @@
 ``python -m monai.bundle run ... --key false`` hands the config the STRING ``"false"`` (Python
 Fire parses only ``False``), which plain ``if @key`` would take as on. Configs read their flags
 through :func:`as_flag`, so ``false``/``False``/``0``/``no`` all mean off; counts (``--batch_size``) through
-:func:`as_count`; lengths (``--prior_centre_mm``) through :func:`as_positive`; paths through :func:`as_path`;
+:func:`as_count`; lengths (``--prior_centre_mm``) through :func:`as_positive`; fractions (``--cache_rate``) through
+:func:`as_fraction` and (low, high) pairs (``--zoom_range``) through :func:`as_range`; paths through :func:`as_path`;
 devices through :func:`as_device`, so ``--device cuda`` on a machine without CUDA is one clear line, not a traceback;
 shards ``i/n`` (the simulator's and the inference workflow's ``--shard``) through :func:`as_shard`; a function's
 keyword arguments (``--ssm_fit``) through :func:`as_keywords`, other mappings (``--inference_overrides``) through
-:func:`as_mapping`. A config's ``null`` given on the command line arrives as the text ``null``: :func:`is_null` reads
-it (and ``none``) as None.
+:func:`as_mapping`, weights (``--loss_weights``) through :func:`as_weights`. A config's ``null`` given on the command
+line arrives as the text ``null``: :func:`is_null` reads it (and ``none``) as None.
 A bad value raises :class:`scripts.io.files.InputFileError` naming the option (``--<name>``).
 """
 
@@ -18,7 +19,7 @@ import inspect
 import math
 import os
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
 from scripts.io.files import InputFileError
@@ -37,15 +38,16 @@ def as_flag(value: bool | int | str, name: str = "flag") -> bool:
     return _WORDS[key]
 
 
-def as_count(value: int | str, name: str, minimum: int = 0) -> int:
-    """``value`` as a whole number >= ``minimum`` (ints and their decimal text; booleans refused), e.g. ``--batch_size``;
-    else InputFileError naming ``--name``."""
+def as_count(value: int | str, name: str, minimum: int = 0, multiple: int = 1) -> int:
+    """``value`` as a whole number >= ``minimum`` and a multiple of ``multiple`` (ints and their decimal text; booleans
+    refused), e.g. ``--batch_size``; else InputFileError naming ``--name``."""
     try:
         count = int(str(value).strip()) if not isinstance(value, (bool, float)) else None
     except ValueError:
         count = None
-    if count is None or count < minimum:
-        raise InputFileError(f"--{name}", f"must be a whole number of at least {minimum}, got {value!r}")
+    if count is None or count < minimum or count % multiple:
+        kind = f" and a multiple of {multiple}" if multiple > 1 else ""
+        raise InputFileError(f"--{name}", f"must be a whole number of at least {minimum}{kind}, got {value!r}")
     return count
 
 
@@ -67,13 +69,32 @@ def as_number(value: float | str, name: str, unit: str = "") -> float:
 
 
 def as_positive(value: float | str, name: str, unit: str = "mm", zero: bool = False) -> float:
-    """``value`` as a finite number > 0 (``zero``: >= 0) in ``unit`` (numbers and their decimal text; booleans refused:
-    ``true`` is not 1 mm), e.g. ``--prior_centre_mm``; else InputFileError naming ``--name``."""
+    """``value`` as a finite number > 0 (``zero``: >= 0) in ``unit`` ('' for none; numbers and their decimal text;
+    booleans refused: ``true`` is not 1 mm), e.g. ``--prior_centre_mm``; else InputFileError naming ``--name``."""
     number = _number(value)
     if not (math.isfinite(number) and (number >= 0 if zero else number > 0)):
         kind = "number of at least 0" if zero else "positive number"
-        raise InputFileError(f"--{name}", f"must be a {kind} ({unit}), got {value!r}")
+        raise InputFileError(f"--{name}", f"must be a {kind}{f' ({unit})' if unit else ''}, got {value!r}")
     return number
+
+
+def as_fraction(value: float | str, name: str) -> float:
+    """``value`` as a number from 0 to 1 (a probability, ``--cache_rate``); else InputFileError naming ``--name``."""
+    number = _number(value)
+    if not 0 <= number <= 1:  # NaN too
+        raise InputFileError(f"--{name}", f"must be a number from 0 to 1, got {value!r}")
+    return number
+
+
+def as_range(value: Sequence[float], name: str, unit: str) -> tuple[float, float]:
+    """``value`` as (low, high): two positive numbers in ``unit``, low <= high (``--zoom_range``); else InputFileError
+    naming ``--name``."""
+    if not (isinstance(value, (list, tuple)) and len(value) == 2):
+        raise InputFileError(f"--{name}", f"must be two positive numbers ({unit}), low and high, got {value!r}")
+    low, high = (as_positive(v, name, unit) for v in value)
+    if low > high:
+        raise InputFileError(f"--{name}", f"must be two positive numbers ({unit}), low and high, got {value!r}")
+    return low, high
 
 
 def is_null(value: object) -> bool:
@@ -108,6 +129,15 @@ def as_keywords(value: Mapping | None, name: str, function: Callable, given: Ite
         raise InputFileError(f"--{name}", f"unknown argument(s) {', '.join(unknown)}; accepted: {accepted}")
     read = {bool: as_flag, int: as_count, float: as_number}
     return {k: read[type(defaults[k])](v, f"{name}#{k}") if type(defaults[k]) in read else v for k, v in value.items()}
+
+
+def as_weights(value: Mapping, name: str, keys: Sequence[str]) -> dict[str, float]:
+    """``value`` as a mapping of exactly ``keys`` to numbers >= 0 (``--loss_weights``); else InputFileError naming
+    ``--name`` (``--name#key`` for a value)."""
+    value = as_mapping(value, name)
+    if sorted(map(str, value)) != sorted(keys):
+        raise InputFileError(f"--{name}", f"must map {', '.join(keys)} to numbers of at least 0, got {value!r}")
+    return {k: as_positive(value[k], f"{name}#{k}", "", zero=True) for k in keys}
 
 
 def as_path(value: str | os.PathLike, name: str) -> Path:

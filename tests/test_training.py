@@ -575,6 +575,71 @@ def test_as_flag_names_the_key():
         as_flag("maybe", "flip_tta")
 
 
+# each bad value of a training option: its line (scripts.config_flags); they were tracebacks (val_interval 0 after
+# writing models/ and tensorboard/, zoom_range abc after training.json) or ran (cache_rate 2, image_size 100, augment_prob 2)
+TRAIN_OPTION_CASES = {
+    "--epochs abc": ({"epochs": "abc"}, "--epochs: must be a whole number of at least 1, got 'abc'"),
+    "--epochs 0": ({"epochs": 0}, "--epochs: must be a whole number of at least 1, got 0"),
+    "--batch_size 0": ({"batch_size": 0}, "--batch_size: must be a whole number of at least 1, got 0"),
+    "--val_batch_size abc": (
+        {"val_batch_size": "abc"},
+        "--val_batch_size: must be a whole number of at least 1, got 'abc'",
+    ),
+    "--learning_rate -1": ({"learning_rate": -1}, "--learning_rate: must be a positive number, got -1"),
+    "--learning_rate abc": ({"learning_rate": "abc"}, "--learning_rate: must be a positive number, got 'abc'"),
+    "--weight_decay -1": ({"weight_decay": -1}, "--weight_decay: must be a number of at least 0, got -1"),
+    "--num_workers -1": ({"num_workers": -1}, "--num_workers: must be a whole number of at least 0, got -1"),
+    "--cache_rate 2": ({"cache_rate": 2}, "--cache_rate: must be a number from 0 to 1, got 2"),
+    "--cache_rate abc": ({"cache_rate": "abc"}, "--cache_rate: must be a number from 0 to 1, got 'abc'"),
+    "--image_size 100": (
+        {"image_size": 100},
+        "--image_size: must be a whole number of at least 16 and a multiple of 16, got 100",
+    ),
+    "--image_size 0": (
+        {"image_size": 0},
+        "--image_size: must be a whole number of at least 16 and a multiple of 16, got 0",
+    ),
+    "--val_interval 0": ({"val_interval": 0}, "--val_interval: must be a whole number of at least 1, got 0"),
+    "--loss_weights abc": ({"loss_weights": "abc"}, "--loss_weights: must be a mapping of names to values, e.g. "),
+    "--loss_weights without centre": (
+        {"loss_weights": {"depth": 50, "mask": 1}},
+        "--loss_weights: must map depth, mask, centre to numbers of at least 0, got {'depth': 50, 'mask': 1}",
+    ),
+    "--loss_weights#depth abc": (
+        {"loss_weights#depth": "abc"},
+        "--loss_weights#depth: must be a number of at least 0, got 'abc'",
+    ),
+    "--casi_lambda 2": ({"casi_lambda": 2}, "--casi_lambda: must be a number from 0 to 1, got 2"),
+    "--augment_prob 2": ({"augment_prob": 2}, "--augment_prob: must be a number from 0 to 1, got 2"),
+    "--flip_prob abc": ({"flip_prob": "abc"}, "--flip_prob: must be a number from 0 to 1, got 'abc'"),
+    "--zoom_range high, low": (
+        {"zoom_range": [1.1, 0.9]},
+        "--zoom_range: must be two positive numbers (scale), low and high, got [1.1, 0.9]",
+    ),
+    "--seed abc": ({"seed": "abc"}, "--seed: must be a whole number of at least 0, got 'abc'"),
+    "--resume maybe": ({"resume": "maybe"}, "--resume: must be true or false, got 'maybe'"),
+    "--amp maybe": ({"amp": "maybe"}, "--amp: must be true or false, got 'maybe'"),
+}
+
+
+@pytest.mark.parametrize("case", list(TRAIN_OPTION_CASES))
+def test_bad_training_option_one_line_before_any_sample_is_loaded(case, dataset, tmp_path, monkeypatch):
+    """A bad value of a training option is one line naming it, before any sample is loaded (CheckSampled sees each
+    one as it is cached) and before output_dir exists."""
+    overrides, line = TRAIN_OPTION_CASES[case]
+
+    def loaded(self, data):
+        raise AssertionError("a sample was loaded before the option was checked")
+
+    monkeypatch.setattr("scripts.model.transforms.CheckSampled.__call__", loaded)
+    with pytest.raises(Exception) as info:
+        train_workflow(dataset, tmp_path / "run", **{"epochs": 1, **overrides}).run()
+    assert input_error_of(info.value) is not None, info.value
+    cause = str(input_error_of(info.value))
+    assert cause.startswith(line) if line.endswith(" ") else cause == line
+    assert not (tmp_path / "run").exists()
+
+
 def test_runs_never_write_into_models(dataset, tmp_path):
     """The README train command keeps the best model in its run folder; ckpt_dir or output_dir inside models/ is
     refused before anything is written, and the shipped files stay byte for byte."""

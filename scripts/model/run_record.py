@@ -46,7 +46,7 @@ def network_settings(
     and ``fov_fill`` (the image value outside the radiograph after normalisation). A value of another kind raises
     InputFileError naming its option (``--bones``)."""
     return {
-        "image_size": as_count(image_size, "image_size", 1),
+        "image_size": as_count(image_size, "image_size", 16, multiple=16),  # the network halves it four times
         "bones": _listed(
             bones, "bones", "a list of distinct bone names, e.g. [pelvis, femur_left, femur_right]", _names
         ),

@@ -29,9 +29,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
-from scripts.config_flags import as_keywords, as_mapping, as_positive
+from scripts.config_flags import as_fraction, as_keywords, as_mapping, as_positive, as_range
 from scripts.geometry import Geometry
-from scripts.io.files import InputFileError
 
 DEFAULT_WIDTH_MM = {"pelvis": (80.0, 330.0), "femur_left": (15.0, 120.0), "femur_right": (15.0, 120.0)}
 WARNING = (
@@ -49,25 +48,14 @@ def thresholds(settings: Mapping | None, given: Sequence[str] = ()) -> dict:
     out = as_keywords(settings, "plausibility", plausibility, given)
     for key, value in out.items():
         name = f"plausibility#{key}"
-        if key.startswith("min_"):  # a number already (as_keywords: as its default)
-            if not 0 <= value <= 1:
-                raise InputFileError(f"--{name}", f"must be a number from 0 to 1, got {value!r}")
+        if key.startswith("min_"):
+            out[key] = as_fraction(value, name)
         elif key == "max_ssm_rms_mm":
             out[key] = as_positive(value, name)
         else:  # width_mm, scale_range: {bone: (low, high)}
             unit = "mm" if key.endswith("_mm") else "scale"
-            out[key] = {bone: _range(v, f"{name}#{bone}", unit) for bone, v in as_mapping(value, name).items()}
+            out[key] = {bone: as_range(v, f"{name}#{bone}", unit) for bone, v in as_mapping(value, name).items()}
     return out
-
-
-def _range(value: Sequence[float], name: str, unit: str) -> tuple[float, float]:
-    """``value`` as (low, high): two positive numbers in ``unit``, low <= high; else InputFileError naming ``--name``."""
-    if not (isinstance(value, (list, tuple)) and len(value) == 2):
-        raise InputFileError(f"--{name}", f"must be two positive numbers ({unit}), low and high, got {value!r}")
-    low, high = (as_positive(v, name, unit) for v in value)
-    if low > high:
-        raise InputFileError(f"--{name}", f"must be two positive numbers ({unit}), low and high, got {value!r}")
-    return low, high
 
 
 def largest_part(mask: np.ndarray) -> np.ndarray:
