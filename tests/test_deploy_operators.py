@@ -454,6 +454,59 @@ def test_app_refuses_an_output_file_and_an_unknown_log_level(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out.txt"]
 
 
+# each bad value of an app option: (its arguments, the one line, the exit status); '' for a path was the working folder
+# (-i '' reconstructed every image under it, -m '' listed its .pt files), an argparse error a usage block
+APP_OPTION_CASES = {
+    "-i ''": (["-i", ""], "--input: must be a file or folder path, got ''", 1),
+    "-o ''": (["-o", ""], "--output: must be a file or folder path, got ''", 1),
+    "-m ''": (["-m", ""], "--model: must be a file or folder path, got ''", 1),
+    "-w ''": (["-w", ""], "--workdir: must be a file or folder path, got ''", 1),
+    "--geometry ''": (["--geometry", ""], "--geometry: must be a file or folder path, got ''", 1),
+    "--geometry not JSON": (["--geometry", "{tmp}/in/a.dcm"], "{tmp}/in/a.dcm: unreadable JSON (", 1),
+    "-m to no file": (["-m", "{tmp}/none.ts"], "{tmp}/none.ts: checkpoint not found", 1),
+    "--ssm_path to no file": (["--ssm_path", "{tmp}/none.npz"], "{tmp}/none.npz: shape model file not found", 1),
+    "--device gpu0": (["--device", "gpu0"], "--device: not a torch device ('gpu0'", 1),
+    "--sid_mm abc": (["--sid_mm", "abc"], "--sid_mm: invalid float value: 'abc'; see python deploy/app --help", 2),
+    "--sid_mm -5": (["--sid_mm", "-5"], "--sid_mm: must be a positive number (mm), got -5.0", 1),
+    "--pixel_spacing_mm 0": (
+        ["--pixel_spacing_mm", "0"],
+        "--pixel_spacing_mm: must be a positive number (mm), got 0.0",
+        1,
+    ),
+    "--pixel_spacing_mm three values": (
+        ["--pixel_spacing_mm", "1", "2", "3"],
+        "--pixel_spacing_mm: must be one or two numbers (mm: 0.15, or su,sv as 0.15,0.16), got [1.0, 2.0, 3.0]",
+        1,
+    ),
+    "-l verbose": (["-l", "verbose"], "-l/--log-level: invalid choice: 'VERBOSE' (choose from 'DEBUG', 'INFO',", 2),
+    "an unknown option": (["--bogus", "1"], "unrecognized arguments: --bogus 1; see python deploy/app --help", 2),
+}
+
+
+@pytest.mark.parametrize("case", list(APP_OPTION_CASES))
+def test_app_bad_option_one_line_nothing_written(case, tmp_path, monkeypatch, capsys):
+    """A bad value of any app option: one line naming it, exit non-zero, nothing written (in -o or the working folder)."""
+    import deploy.app.__main__ as app_main
+
+    extra, line, code = APP_OPTION_CASES[case]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "cwd").mkdir()
+    make_dicom(tmp_path / "in" / "a.dcm", ramp())
+    monkeypatch.chdir(tmp_path / "cwd")
+    given = {"-i": str(tmp_path / "in"), "-o": str(tmp_path / "out"), "-m": str(ROOT / "models" / "model.ts")}
+    extra = [x.format(tmp=tmp_path) for x in extra]
+    if extra[0] in given:  # -i, -o or -m itself
+        given[extra[0]], extra = extra[1], extra[2:]
+    argv = ["app", *(x for kv in given.items() for x in kv), *extra]
+    try:
+        status = app_main.main(argv)
+    except SystemExit as e:  # argparse
+        status = e.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == code and len(err) == 1 and err[0].startswith(line.format(tmp=tmp_path)), err
+    assert not (tmp_path / "out").exists() and list((tmp_path / "cwd").iterdir()) == []
+
+
 def test_app_help_lists_every_option(capsys):
     """``--help`` lists every option the app takes, the SDK's and the bundle's, and docs/deployment.md shows each."""
     import deploy.app.__main__ as app_main

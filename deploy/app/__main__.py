@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 # the bundle's folder: the repository (deploy/app/__main__.py), or the app folder of a MAP (python -m deploy.stage)
 ROOT = next(p for p in Path(__file__).resolve().parents if (p / "scripts" / "__init__.py").is_file())
@@ -36,9 +37,17 @@ def _path_option(p: argparse.ArgumentParser, short: str, key: str, text: str) ->
     p.add_argument(short, f"--{key}", default=default, required=default is None, help=f"{text} (default: ${env})")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line naming the option (``--sid_mm: invalid float value: 'abc'``),
+    exit 2, as the bundle's other bad options are (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{message.removeprefix('argument ')}; see {self.prog} --help\n")
+
+
 def argument_parser() -> argparse.ArgumentParser:
     """Every option the app takes (``--help`` lists them): the MONAI Deploy ones and the bundle's."""
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python deploy/app",
         description="3DDX deploy app: radiographs (DICOM DX/CR; PNG/JPEG/TIFF, simulator NIfTI) "
         "-> per bone STL and DICOM Encapsulated STL, and result.json. See docs/deployment.md.",
@@ -86,7 +95,12 @@ def sdk_arguments(opts: argparse.Namespace) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Run the app on ``argv`` (``sys.argv`` when None, program name first); returns the exit status."""
     argv = list(sys.argv if argv is None else argv)
+    from scripts.config_flags import as_path  # here, not after the sys.path set-up above (E402)
+
     opts = argument_parser().parse_args(argv[1:])
+    for key in ("input", "output", "model", "workdir", "geometry"):  # '' would be the working folder: one line
+        if getattr(opts, key) is not None:
+            as_path(getattr(opts, key), key)
     sdk_argv = sdk_arguments(opts)
     check_output_dir(
         opts.output, "-o"
