@@ -38,16 +38,17 @@ def as_flag(value: bool | int | str, name: str = "flag") -> bool:
     return _WORDS[key]
 
 
-def as_count(value: int | str, name: str, minimum: int = 0, multiple: int = 1) -> int:
-    """``value`` as a whole number >= ``minimum`` and a multiple of ``multiple`` (ints and their decimal text; booleans
-    refused), e.g. ``--batch_size``; else InputFileError naming ``--name``."""
+def as_count(value: int | str, name: str, minimum: int = 0, multiple: int = 1, maximum: int | None = None) -> int:
+    """``value`` as a whole number from ``minimum`` to ``maximum`` (None: no limit), a multiple of ``multiple`` (ints and
+    their decimal text; booleans refused), e.g. ``--batch_size``; else InputFileError naming ``--name``."""
     try:
         count = int(str(value).strip()) if not isinstance(value, (bool, float)) else None
     except ValueError:
         count = None
-    if count is None or count < minimum or count % multiple:
+    if count is None or count < minimum or count % multiple or (maximum is not None and count > maximum):
+        bounds = f"of at least {minimum}" if maximum is None else f"from {minimum} to {maximum}"
         kind = f" and a multiple of {multiple}" if multiple > 1 else ""
-        raise InputFileError(f"--{name}", f"must be a whole number of at least {minimum}{kind}, got {value!r}")
+        raise InputFileError(f"--{name}", f"must be a whole number {bounds}{kind}, got {value!r}")
     return count
 
 

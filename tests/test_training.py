@@ -619,14 +619,20 @@ TRAIN_OPTION_CASES = {
     "--seed abc": ({"seed": "abc"}, "--seed: must be a whole number of at least 0, got 'abc'"),
     "--resume maybe": ({"resume": "maybe"}, "--resume: must be true or false, got 'maybe'"),
     "--amp maybe": ({"amp": "maybe"}, "--amp: must be true or false, got 'maybe'"),
+    "--faces 3": ({"faces": 3}, "--faces: must be a whole number from 1 to 2, got 3"),
+    # '' is the working folder: --ckpt_dir '' wrote model.pt and training.json into it, --pretrained '' was '.: ...'
+    "--ckpt_dir ''": ({"ckpt_dir": ""}, "--ckpt_dir: must be a file or folder path, got ''"),
+    "--pretrained ''": ({"pretrained": ""}, "--pretrained: must be a file or folder path, got ''"),
 }
 
 
 @pytest.mark.parametrize("case", list(TRAIN_OPTION_CASES))
 def test_bad_training_option_one_line_before_any_sample_is_loaded(case, dataset, tmp_path, monkeypatch):
     """A bad value of a training option is one line naming it, before any sample is loaded (CheckSampled sees each
-    one as it is cached) and before output_dir exists."""
+    one as it is cached) and before output_dir exists; nothing in the working folder either."""
     overrides, line = TRAIN_OPTION_CASES[case]
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
 
     def loaded(self, data):
         raise AssertionError("a sample was loaded before the option was checked")
@@ -636,8 +642,8 @@ def test_bad_training_option_one_line_before_any_sample_is_loaded(case, dataset,
         train_workflow(dataset, tmp_path / "run", **{"epochs": 1, **overrides}).run()
     assert input_error_of(info.value) is not None, info.value
     cause = str(input_error_of(info.value))
-    assert cause.startswith(line) if line.endswith(" ") else cause == line
-    assert not (tmp_path / "run").exists()
+    assert cause.startswith(line) if line.endswith(" ") else cause == line, cause
+    assert not (tmp_path / "run").exists() and list((tmp_path / "cwd").iterdir()) == []
 
 
 def test_runs_never_write_into_models(dataset, tmp_path):

@@ -50,7 +50,7 @@ def network_settings(
         "bones": _listed(
             bones, "bones", "a list of distinct bone names, e.g. [pelvis, femur_left, femur_right]", _names
         ),
-        "faces": as_count(faces, "faces", 1),
+        "faces": as_count(faces, "faces", 1, maximum=2),  # front (and back) faces
         "features": [as_count(f, "features", 1) for f in _listed(features, "features", "a list of channel counts")],
         **{
             name: [
