@@ -646,6 +646,15 @@ def test_bad_training_option_one_line_before_any_sample_is_loaded(case, dataset,
     assert not (tmp_path / "run").exists() and list((tmp_path / "cwd").iterdir()) == []
 
 
+def test_pretrained_null_on_the_command_line_is_none(dataset, tmp_path):
+    """The command line passes ``--pretrained null`` as the text 'null' (it was 'null: checkpoint not found'): no
+    weights loaded, none recorded, as the config's null."""
+    wf = train_workflow(dataset, tmp_path / "run", epochs=1, pretrained="null")
+    assert wf.parser.get_parsed_content("pretrained_weights") is None
+    assert wf.parser.get_parsed_content("run_record")["pretrained"] is None
+    assert wf.parser.get_parsed_content("resume_checkpoint") is None
+
+
 def test_runs_never_write_into_models(dataset, tmp_path):
     """The README train command keeps the best model in its run folder; ckpt_dir or output_dir inside models/ is
     refused before anything is written, and the shipped files stay byte for byte."""

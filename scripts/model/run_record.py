@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from scripts.config_flags import as_count, as_flag, as_number, as_positive
+from scripts.config_flags import as_count, as_flag, as_number, as_positive, is_null
 from scripts.io.dicom_export import bundle_version
 from scripts.io.files import InputFileError, PathLike, ckpt_export_arguments, sha256, write_json
 from scripts.model.release import NETWORK_FORMAT_KEY, shipped_network_settings
@@ -90,7 +90,7 @@ def run_record(
     Raises:
         InputFileError: ``pretrained`` is not a file (``checkpoint not found``, as loading it would say).
     """
-    if pretrained in (None, ""):
+    if is_null(pretrained) or pretrained == "":  # none (null, as the command line passes it)
         started = None
     elif not Path(pretrained).is_file():
         raise InputFileError(pretrained, "checkpoint not found")

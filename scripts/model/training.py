@@ -15,7 +15,7 @@ from ignite.handlers.tqdm_logger import ProgressBar
 from monai.engines import Workflow
 from monai.handlers import CheckpointSaver, from_engine
 from monai.inferers import SimpleInferer
-from scripts.config_flags import as_device, as_flag
+from scripts.config_flags import as_device, as_flag, is_null
 from scripts.io.files import InputFileError, PathLike, in_folder, read_json, sha256
 from scripts.model.checkpoints import check_fits, load_problem
 from scripts.model.run_record import (
@@ -158,7 +158,7 @@ def resume_checkpoint(
             check_record_free(record, output_dir, ckpt_dir)
         return None
     recorded = read_run_record(output_dir)
-    if pretrained not in (None, ""):
+    if not (is_null(pretrained) or pretrained == ""):
         _check_resumed_pretrained(latest, recorded, pretrained, Path(output_dir) / RECORD_NAME)
     state = _read_checkpoint(latest)
     model = state.get("model") if isinstance(state, Mapping) else None
