@@ -10,12 +10,11 @@ SHA-256 first) and the licences. The network is not in it: the packager's ``-m``
 
 from __future__ import annotations
 
-import argparse
 import shutil
 from pathlib import Path
 
 from scripts import BUNDLE_ROOT
-from scripts.io.files import InputFileError, PathLike, atomic_dir, exits_on_input_error
+from scripts.io.files import InputFileError, OneLineParser, PathLike, atomic_dir, exits_on_input_error
 from scripts.model.release import verify_shipped
 
 KIND = "MAP application folder"  # the scripts.io.files marker of OUT
@@ -54,7 +53,7 @@ def stage_app(out: PathLike) -> Path:
 @exits_on_input_error
 def main(argv: list[str] | None = None) -> int:
     """CLI: stage the MAP application folder; returns the exit status."""
-    p = argparse.ArgumentParser(prog="python -m deploy.stage", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="python -m deploy.stage", description=__doc__.split("\n\n")[0])
     p.add_argument("out", help="the folder to write (e.g. runs/map_app; replaced when an earlier one of this bundle)")
     out = stage_app(p.parse_args(argv).out)
     print(f"staged {out}; package it: monai-deploy package {out} -c {out / 'app.yaml'} -m models/model.ts ...")

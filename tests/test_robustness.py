@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -1624,11 +1625,49 @@ def test_real_jpeg_radiographs_are_read(bundle, tmp_path):
     assert info["coverage"] == pytest.approx(1.0, abs=0.02)
 
 
-def test_simulate_poses_0_is_an_error(tmp_path, capsys):
-    from scripts.data.simulate import main as simulate_main
+# the bundle's commands (module, its arguments) with a bad option: (the one line's words, exit status); argparse's
+# refusals exit 2 (config_flags' words: exit 1). Run in an empty working folder, which stays empty.
+COMMAND_OPTION_CASES = {
+    "phantom --n 0": ("scripts.data.phantom", "--n 0 --out o", "--n: must be a whole number of at least 1, got 0", 1),
+    "phantom --n abc": ("scripts.data.phantom", "--n abc --out o", "--n: invalid int value: 'abc'", 2),
+    "phantom --out ''": ("scripts.data.phantom", "--n 1 --out ''", "--out: must be a file or folder path, got ''", 1),
+    "phantom --out": ("scripts.data.phantom", "--n 1 --out", "--out: expected one argument", 2),
+    "phantom --workers 0": (
+        "scripts.data.phantom",
+        "--n 1 --out o --workers 0",
+        "--workers: must be a whole number",
+        1,
+    ),
+    "phantom --spacing 0": ("scripts.data.phantom", "--n 1 --out o --spacing 0", "--spacing: must be a positive", 1),
+    "phantom --spacing inf": (
+        "scripts.data.phantom",
+        "--n 1 --out o --spacing inf",
+        "--spacing: must be a positive",
+        1,
+    ),
+    "phantom --start -1": ("scripts.data.phantom", "--n 1 --out o --start -1", "--start: must be a whole number", 1),
+    "phantom --seed -1": ("scripts.data.phantom", "--n 1 --out o --seed -1", "--seed: must be a whole number", 1),
+    "phantom --femur_variation nan": (
+        "scripts.data.phantom",
+        "--n 1 --out o --femur_variation nan",
+        "--femur_variation",
+        1,
+    ),
+    "simulate --poses 0": ("scripts.data.simulate", "--cases c --out o --poses 0", "--poses: must be >= 1, got 0", 2),
+}
 
-    with pytest.raises(SystemExit) as info:
-        simulate_main(["--cases", str(tmp_path / "cohort"), "--out", str(tmp_path / "sim"), "--poses", "0"])
-    assert info.value.code == 2
-    assert "argument --poses: must be >= 1, got 0" in capsys.readouterr().err
-    assert not (tmp_path / "sim").exists()
+
+@pytest.mark.parametrize("case", list(COMMAND_OPTION_CASES))
+def test_command_bad_option_one_line_nothing_written(case, tmp_path, monkeypatch, capsys):
+    """Each command's bad option: one line naming it (no usage block, no traceback), exit 1 or 2, before any work:
+    the working folder (where '' would write) stays empty."""
+    module, argv, needle, status = COMMAND_OPTION_CASES[case]
+    monkeypatch.chdir(tmp_path)
+    main = __import__(module, fromlist=["main"]).main
+    try:
+        code = main(shlex.split(argv))
+    except SystemExit as e:  # argparse
+        code = e.code
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == status and len(lines) == 1 and needle in lines[0], lines
+    assert not list(tmp_path.iterdir())

@@ -13,7 +13,6 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 # the bundle's folder: the repository (deploy/app/__main__.py), or the app folder of a MAP (python -m deploy.stage)
 ROOT = next(p for p in Path(__file__).resolve().parents if (p / "scripts" / "__init__.py").is_file())
@@ -22,7 +21,7 @@ if str(ROOT) not in sys.path:
 
 from deploy.app.pipeline import model_file, reconstruct_image_adapter, run  # noqa: E402
 from scripts.geometry import Geometry, GeometryError  # noqa: E402
-from scripts.io.files import check_output_dir, exits_on_input_error  # noqa: E402
+from scripts.io.files import OneLineParser, check_output_dir, exits_on_input_error  # noqa: E402
 
 SDK_OPTIONS = ("input", "output", "model", "workdir", "log_level")  # the MONAI Deploy app context's -i/-o/-m/-w/-l
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -35,14 +34,6 @@ def _path_option(p: argparse.ArgumentParser, short: str, key: str, text: str) ->
     env = PATH_ENV[key]
     default = os.environ.get(env)
     p.add_argument(short, f"--{key}", default=default, required=default is None, help=f"{text} (default: ${env})")
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """An argument parser whose usage errors are one line naming the option (``--sid_mm: invalid float value: 'abc'``),
-    exit 2, as the bundle's other bad options are (no usage block)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{message.removeprefix('argument ')}; see {self.prog} --help\n")
 
 
 def argument_parser() -> argparse.ArgumentParser:

@@ -23,7 +23,6 @@ subjects from a PCA of the training subjects (0-16) only.
 
 from __future__ import annotations
 
-import argparse
 import math
 import multiprocessing
 from dataclasses import dataclass, field
@@ -37,11 +36,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import trimesh  # noqa: E402
 from scipy import ndimage  # noqa: E402
+from scripts.config_flags import as_count, as_path, as_positive  # noqa: E402
 from scripts.data import phantom_anatomy as anatomy  # noqa: E402
 from scripts.data.llp26 import NOTICE as LLP26_NOTICE  # noqa: E402
 from scripts.data.volumes import BONE_LABELS, VERTEBRAE_LABEL  # noqa: E402
 from scripts.geometry import BONES  # noqa: E402
 from scripts.io.files import (  # noqa: E402
+    OneLineParser,
     atomic_dir,
     check_replaceable,
     exits_on_input_error,
@@ -553,7 +554,7 @@ def generate_cohort(
 @exits_on_input_error
 def main(argv: list[str] | None = None) -> int:
     """CLI: write a phantom cohort; returns the exit status."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m scripts.phantom",
         description="Generate a pelvis/femur phantom CT cohort (real LLP26 anatomy or procedural bones).",
     )
@@ -616,8 +617,11 @@ def main(argv: list[str] | None = None) -> int:
     n = args.n if args.n is not None else (1 if args.subjects else None)
     if n is None:
         parser.error("--n is required (unless --subjects is given)")
-    if n < 1 or args.start < 0 or not (args.spacing > 0) or args.workers < 1 or not (args.femur_variation >= 0):
-        parser.error("--n and --workers must be >= 1, --start and --femur_variation >= 0 and --spacing > 0")
+    as_path(args.out, "out")  # '' would be the working folder
+    for key, minimum in (("n", 1), ("start", 0), ("seed", 0), ("workers", 1)):
+        as_count(n if key == "n" else getattr(args, key), key, minimum=minimum)
+    as_positive(args.spacing, "spacing")
+    as_positive(args.femur_variation, "femur_variation", unit="SD", zero=True)
     if args.femur_variation and (args.anatomy != "llp26" or args.subjects):
         parser.error("--femur_variation widens llp26 training draws only (not --anatomy procedural or --subjects)")
     if args.subjects and args.anatomy != "llp26":

@@ -71,6 +71,7 @@ from scripts.geometry import (  # noqa: E402
 from scripts.io.files import (  # noqa: E402
     OUTPUT_MARKER,
     InputFileError,
+    OneLineParser,
     atomic_dir,
     check_output_dir,
     exits_on_input_error,
@@ -1032,7 +1033,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 @exits_on_input_error
 def main(argv: list[str] | None = None) -> int:
     """CLI: simulate samples and rebuild the datalist; returns the exit status (1 if any case failed)."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m scripts.simulate", description="Simulate radiographs, dual-face depth maps and masks from CT."
     )
     src = parser.add_mutually_exclusive_group(required=True)

@@ -11,7 +11,6 @@ the true surfaces, printed and written to errors.json. Everything runs offline.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Sequence
 
@@ -22,7 +21,7 @@ from scripts.data.phantom import generate_case, write_case
 from scripts.data.real_anatomy import TEST_SUBJECTS
 from scripts.data.simulate import find_cases, simulate
 from scripts.geometry import Geometry
-from scripts.io.files import atomic_dir, exits_on_input_error, remove_partials, write_json
+from scripts.io.files import OneLineParser, atomic_dir, exits_on_input_error, remove_partials, write_json
 from scripts.reconstruction.evaluate import truth_meshes
 from scripts.reconstruction.reconstruct import INFERENCE_CONFIG
 from scripts.reconstruction.ssm import read_mesh
@@ -94,7 +93,7 @@ def format_errors(results: dict) -> str:
 @exits_on_input_error
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: run the demo; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m scripts.demo", description=__doc__.split("\n")[0])
+    parser = OneLineParser(prog="python -m scripts.demo", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--out",
         default="demo_output",

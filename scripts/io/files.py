@@ -6,6 +6,7 @@ an interrupted or failed run never leaves a half-written file under the final na
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import functools
 import hashlib
@@ -17,7 +18,7 @@ import sys
 import tempfile
 import types
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Union
+from typing import Any, Callable, Iterable, Iterator, Mapping, NoReturn, Union
 
 import nibabel as nib
 import numpy as np
@@ -90,6 +91,14 @@ def exits_on_input_error(main: Callable[..., int]) -> Callable[..., int]:
             return 1
 
     return wrapper
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line naming the option (``--sid_mm: invalid float value: 'abc'``),
+    exit 2, as the bundle's other bad options are (no usage block); every command of the bundle parses with it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{message.removeprefix('argument ')}; see {self.prog} --help\n")
 
 
 def first_line(error: BaseException) -> str:

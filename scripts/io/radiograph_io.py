@@ -34,7 +34,6 @@ e.g. to try the Deploy app::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import os
@@ -72,6 +71,7 @@ from scripts.io.dicom_export import write_radiograph_dicom
 from scripts.io.files import (
     MAX_NAME_CHARS,
     InputFileError,
+    OneLineParser,
     PathLike,
     exits_on_input_error,
     first_line,
@@ -1367,7 +1367,7 @@ def to_dicom(
 @exits_on_input_error
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI ``python -m scripts.radiograph_io to-dicom IN OUT ...``; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m scripts.radiograph_io", description="Radiograph file tools.")
+    parser = OneLineParser(prog="python -m scripts.radiograph_io", description="Radiograph file tools.")
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser(
         "to-dicom",

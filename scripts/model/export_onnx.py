@@ -20,7 +20,14 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 import yaml
-from scripts.io.files import PathLike, atomic_path, exits_on_input_error, refuse_existing, refuse_models_dir
+from scripts.io.files import (
+    OneLineParser,
+    PathLike,
+    atomic_path,
+    exits_on_input_error,
+    refuse_existing,
+    refuse_models_dir,
+)
 from scripts.model.checkpoints import load_network
 from scripts.model.run_record import check_trained_settings
 from scripts.reconstruction.reconstruct import INFERENCE_CONFIG, bundle_config
@@ -102,7 +109,7 @@ def _override(text: str) -> tuple[str, Any]:
 @exits_on_input_error
 def main(argv: list[str] | None = None) -> int:
     """CLI: export (and optionally check) the ONNX model; returns the exit status."""
-    p = argparse.ArgumentParser(prog="python -m scripts.export_onnx", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="python -m scripts.export_onnx", description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", required=True, help="state-dict checkpoint (e.g. models/model.pt)")
     p.add_argument(
         "--out",

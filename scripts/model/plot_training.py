@@ -5,14 +5,19 @@ python -m scripts.plot_training runs/train/tensorboard runs/train/curves.png [--
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from scripts.io.files import InputFileError, PathLike, exits_on_input_error, refuse_existing  # noqa: E402
+from scripts.io.files import (  # noqa: E402
+    InputFileError,
+    OneLineParser,
+    PathLike,
+    exits_on_input_error,
+    refuse_existing,
+)
 from scripts.io.report import save_figure  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
@@ -84,7 +89,7 @@ def plot_training(log_dir: PathLike, output_png: PathLike, overwrite: bool = Fal
 @exits_on_input_error
 def main(argv: list[str] | None = None) -> int:
     """CLI: write the training-curve PNG; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m scripts.plot_training", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m scripts.plot_training", description=__doc__.splitlines()[0])
     parser.add_argument(
         "log_dir",
         help="folder with TensorBoard event files (e.g. runs/train/tensorboard); each subfolder holding some is a run of its own",

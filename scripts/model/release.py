@@ -16,7 +16,6 @@ sum differs is refused with one line.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -30,6 +29,7 @@ from scripts.io.files import (
     METADATA,
     MODELS_DIR,
     InputFileError,
+    OneLineParser,
     PathLike,
     current_umask,
     exits_on_input_error,
@@ -280,7 +280,7 @@ def release(
 @exits_on_input_error
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: release the given run files into models/; returns the exit status."""
-    p = argparse.ArgumentParser(prog="python -m scripts.release", description=__doc__.split("\n")[0])
+    p = OneLineParser(prog="python -m scripts.release", description=__doc__.split("\n")[0])
     for kind, name in SHIPPED.items():
         p.add_argument(f"--{kind}", default=None, help=f"file to ship as models/{name}")
     a = p.parse_args(argv)

@@ -22,7 +22,6 @@ it; ``meshes`` writes a case's ``meshes/<bone>.ply`` from its CT label map (marc
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from scripts.data.volumes import BONE_LABELS, LABEL_MAP_CHOICES, load_label_map,
 from scripts.geometry import BONES, STANDARD_AP_ROTATION, Geometry, apply_transform
 from scripts.io.files import (
     InputFileError,
+    OneLineParser,
     PathLike,
     atomic_dir,
     atomic_path,
@@ -601,7 +601,7 @@ def split_cases(datalist: PathLike, split: str) -> set[str]:
 @exits_on_input_error
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI (``build``, ``meshes``); returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m scripts.ssm", description=__doc__.split("\n")[0])
+    parser = OneLineParser(prog="python -m scripts.ssm", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build per-bone PCA shape models from a cohort of meshes")
     b.add_argument("--cases", required=True, help="folder with <case>/meshes/<bone>.ply (subfolders of any name)")
