@@ -1654,6 +1654,24 @@ COMMAND_OPTION_CASES = {
         1,
     ),
     "simulate --poses 0": ("scripts.data.simulate", "--cases c --out o --poses 0", "--poses: must be >= 1, got 0", 2),
+    "simulate --workers 0": ("scripts.data.simulate", "--cases c --out o --workers 0", "--workers: must be a whole", 1),
+    "simulate --seed abc": ("scripts.data.simulate", "--cases c --out o --seed abc", "--seed: invalid int value", 2),
+    "simulate --out ''": ("scripts.data.simulate", "--cases c --out ''", "--out: must be a file or folder path", 1),
+    "simulate --cases ''": ("scripts.data.simulate", "--cases '' --out o", "--cases: must be a file or folder path", 1),
+    "simulate --ct ''": ("scripts.data.simulate", "--ct '' --labels l --out o", "--ct: must be a file or folder", 1),
+    "simulate --config ''": ("scripts.data.simulate", "--cases c --out o --config ''", "--config: must be a file", 1),
+    "simulate --device bogus": (
+        "scripts.data.simulate",
+        "--cases c --out o --device bogus",
+        "--device: not a torch",
+        1,
+    ),
+    "simulate --split bogus": (
+        "scripts.data.simulate",
+        "--cases c --out o --split bogus",
+        "--split: invalid choice",
+        2,
+    ),
 }
 
 

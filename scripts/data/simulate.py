@@ -46,7 +46,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 from scripts import BUNDLE_ROOT  # noqa: E402
-from scripts.config_flags import as_device, as_shard  # noqa: E402
+from scripts.config_flags import as_count, as_device, as_path, as_shard  # noqa: E402
 from scripts.data.depth_maps import BoneGrid, bone_grids, depth_maps  # noqa: E402
 from scripts.data.drr import areal_densities, material_volumes  # noqa: E402
 from scripts.data.radiograph_style import style_radiograph  # noqa: E402
@@ -1074,8 +1074,15 @@ def main(argv: list[str] | None = None) -> int:
         "another list is refused; default: the configured fractions",
     )
     args = parser.parse_args(argv)
-    if args.ct and not args.labels:
+    if args.ct is not None and args.labels is None:
         parser.error("--ct needs --labels")
+    for key in ("ct", "cases", "labels", "out", "geometry", "config", "label_map"):  # '' would be the working folder
+        if getattr(args, key) is not None:
+            as_path(getattr(args, key), key.replace("_", "-"))
+    as_count(args.seed, "seed")
+    as_count(args.workers, "workers", minimum=1)
+    if args.device is not None:
+        as_device(args.device)
     cfg = load_config(args.config)
     geometry, s2o = read_standard_geometry(args.geometry)
     label_map = load_label_map(args.label_map)
