@@ -1672,6 +1672,49 @@ COMMAND_OPTION_CASES = {
         "--split: invalid choice",
         2,
     ),
+    "ssm": ("scripts.reconstruction.ssm", "", "the following arguments are required: command", 2),
+    "ssm build --variance nan": (
+        "scripts.reconstruction.ssm",
+        "build --cases c --out m.npz --variance nan",
+        "--variance",
+        2,
+    ),
+    "ssm build --cases ''": (
+        "scripts.reconstruction.ssm",
+        "build --cases '' --out m.npz",
+        "--cases: must be a file",
+        1,
+    ),
+    "ssm build --datalist ''": (
+        "scripts.reconstruction.ssm",
+        "build --cases c --out m.npz --datalist ''",
+        "--datalist",
+        1,
+    ),
+    "ssm build --template ''": (
+        "scripts.reconstruction.ssm",
+        "build --cases c --out m.npz --template ''",
+        "--template",
+        1,
+    ),
+    "ssm build --bones abc": (
+        "scripts.reconstruction.ssm",
+        "build --cases c --out m.npz --bones abc",
+        "--bones: invalid",
+        2,
+    ),
+    "ssm meshes --out ''": (
+        "scripts.reconstruction.ssm",
+        "meshes --labels l --out ''",
+        "--out: must be a file or folder",
+        1,
+    ),
+    "ssm meshes --label-map ''": (
+        "scripts.reconstruction.ssm",
+        "meshes --labels l --out o --label-map ''",
+        "--label-map",
+        1,
+    ),
 }
 
 

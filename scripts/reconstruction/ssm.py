@@ -32,6 +32,7 @@ import numpy as np
 import trimesh
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
+from scripts.config_flags import as_path
 from scripts.data.llp26 import NOTICE as LLP26_NOTICE
 from scripts.data.volumes import BONE_LABELS, LABEL_MAP_CHOICES, load_label_map, read_labels
 from scripts.geometry import BONES, STANDARD_AP_ROTATION, Geometry, apply_transform
@@ -643,6 +644,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     m.add_argument("--out", required=True, help="the case folder: meshes/ is written in it")
     m.add_argument("--bones", nargs="+", default=list(BONES), choices=BONES, help="bones to mesh")
     args = parser.parse_args(argv)
+    for key in ("cases", "out", "template", "datalist", "labels", "label_map"):  # '' would be the working folder
+        if getattr(args, key, None) is not None:
+            as_path(getattr(args, key), key.replace("_", "-"))
     if args.command == "meshes":
         counts = write_label_meshes(args.labels, args.out, args.bones, load_label_map(args.label_map))
         for bone, n in counts.items():
