@@ -1715,6 +1715,35 @@ COMMAND_OPTION_CASES = {
         "--label-map",
         1,
     ),
+    "release": ("scripts.model.release", "", "give at least one file to release", 2),
+    "release --model ''": (
+        "scripts.model.release",
+        "--ssm s.npz --model ''",
+        "--model: must be a file or folder path",
+        1,
+    ),
+    "release --model": ("scripts.model.release", "--model", "--model: expected one argument", 2),
+    "export_onnx --ckpt ''": ("scripts.model.export_onnx", "--ckpt '' --out m.onnx", "--ckpt: must be a file or", 1),
+    "export_onnx --out ''": ("scripts.model.export_onnx", "--ckpt c.pt --out ''", "--out: must be a file or", 1),
+    "export_onnx --opset 0": ("scripts.model.export_onnx", "--ckpt c.pt --out m.onnx --opset 0", "--opset: must be", 1),
+    "export_onnx --opset abc": (
+        "scripts.model.export_onnx",
+        "--ckpt c.pt --out m.onnx --opset abc",
+        "--opset: invalid",
+        2,
+    ),
+    "export_onnx --override abc": (
+        "scripts.model.export_onnx",
+        "--ckpt c.pt --out m.onnx --override abc",
+        "KEY=VALUE",
+        2,
+    ),
+    "export_onnx --override bogus=1": (
+        "scripts.model.export_onnx",
+        "--ckpt models/model.pt --out m.onnx --override bogus=1",
+        "--override: no such key in",
+        1,
+    ),
 }
 
 

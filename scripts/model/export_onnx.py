@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 import yaml
+from scripts.config_flags import as_count, as_path
 from scripts.io.files import (
     OneLineParser,
     PathLike,
@@ -132,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         help="compare ONNX Runtime with PyTorch on a random input and print the difference",
     )
     a = p.parse_args(argv)
+    for key in ("ckpt", "out", "config_file"):  # '' would be the working folder
+        as_path(getattr(a, key), key)
+    as_count(a.opset, "opset", minimum=7)  # torch.onnx's oldest
     out = export_onnx(a.ckpt, a.out, a.config_file, dict(a.override), a.opset, a.overwrite)
     if a.check:
         net, shape = network_from_config(a.config_file, dict(a.override))

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from scripts import BUNDLE_ROOT
+from scripts.config_flags import as_path
 from scripts.io.files import (
     METADATA,
     MODELS_DIR,
@@ -287,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     files = {k: getattr(a, k) for k in SHIPPED if getattr(a, k) is not None}
     if not files:
         p.error("give at least one file to release (--model, --single_face, --ssm, --torchscript)")
+    for kind, path in files.items():  # '' would be the working folder
+        as_path(path, kind)
     for name, digest in release(files).items():
         print(f"released {name} (sha256 {digest[:16]}...)")
     return 0

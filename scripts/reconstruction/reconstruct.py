@@ -791,13 +791,18 @@ def _resize_image(image: np.ndarray, geometry: Geometry) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- one-call API
-def bundle_config(config_file: PathLike = INFERENCE_CONFIG, overrides: Mapping | None = None) -> ConfigParser:
+def bundle_config(
+    config_file: PathLike = INFERENCE_CONFIG, overrides: Mapping | None = None, option: str = "override"
+) -> ConfigParser:
     """A bundle config (default configs/inference.yaml) read with ``bundle_root`` set to this bundle and config-key
-    ``overrides``."""
+    ``overrides``; a key the config lacks (misspelt) raises InputFileError naming ``--option`` that set it."""
     if not Path(config_file).is_file():
         raise InputFileError(config_file, "config file not found")
     parser = ConfigParser()
     parser.read_config(str(config_file))
+    unknown = sorted(k for k in overrides or {} if k not in parser)
+    if unknown:
+        raise InputFileError(f"--{option}", f"no such key in {config_file}: {', '.join(unknown)}")
     parser.update({"bundle_root": str(BUNDLE_ROOT), **dict(overrides or {})})
     return parser
 
@@ -807,14 +812,9 @@ def build_reconstructor(config_file: PathLike = INFERENCE_CONFIG, **overrides) -
     config value); a key the config lacks (a misspelt ``--inference_overrides`` key) raises InputFileError naming the
     ``settings_option`` that set it."""
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    parser = bundle_config(config_file)
-    unknown = sorted(k for k in overrides if k not in parser)
-    if unknown:
-        raise InputFileError(
-            f"--{overrides.get('settings_option') or 'override'}", f"no such key in {config_file}: {', '.join(unknown)}"
-        )
-    parser.update(overrides)
-    return parser.get_parsed_content("reconstructor")
+    return bundle_config(config_file, overrides, overrides.get("settings_option") or "override").get_parsed_content(
+        "reconstructor"
+    )
 
 
 @functools.lru_cache(maxsize=4)
