@@ -1744,6 +1744,40 @@ COMMAND_OPTION_CASES = {
         "--override: no such key in",
         1,
     ),
+    "to-dicom --sid_mm abc": (
+        "scripts.io.radiograph_io",
+        "to-dicom h.png h.dcm --sid_mm abc",
+        "--sid_mm: invalid float",
+        2,
+    ),
+    "to-dicom --sid_mm 0": ("scripts.io.radiograph_io", "to-dicom h.png h.dcm --sid_mm 0", "--sid_mm: must be a", 1),
+    "to-dicom --pixel_spacing_mm nan": (
+        "scripts.io.radiograph_io",
+        "to-dicom h.png h.dcm --pixel_spacing_mm nan",
+        "--pixel_spacing_mm: must be a positive number",
+        1,
+    ),
+    "to-dicom ''": ("scripts.io.radiograph_io", "to-dicom '' h.dcm", "--input: must be a file or folder path", 1),
+    "to-dicom h.png ''": (
+        "scripts.io.radiograph_io",
+        "to-dicom h.png ''",
+        "--output: must be a file or folder path",
+        1,
+    ),
+    "to-dicom --standard_geometry ''": (
+        "scripts.io.radiograph_io",
+        "to-dicom h.png h.dcm --standard_geometry ''",
+        "--standard_geometry: must be a file or folder path",
+        1,
+    ),
+    "plot_training ''": ("scripts.model.plot_training", "'' p.png", "--log_dir: must be a file or folder path", 1),
+    "plot_training logs ''": ("scripts.model.plot_training", "logs ''", "--output_png: must be a file or folder", 1),
+    "plot_training logs": (
+        "scripts.model.plot_training",
+        "logs",
+        "the following arguments are required: output_png",
+        2,
+    ),
 }
 
 

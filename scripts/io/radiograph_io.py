@@ -55,7 +55,7 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from scipy import ndimage
-from scripts.config_flags import as_positive, is_null
+from scripts.config_flags import as_path, as_positive, is_null
 from scripts.geometry import (
     IMAGE_SIZE_RANGE_PX,
     PIXEL_PITCH_RANGE_MM,
@@ -1392,6 +1392,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--standard_geometry", default=None, help="standard geometry JSON (default configs/geometry.json)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     args = parser.parse_args(argv)
+    for key in ("input", "output", "standard_geometry"):  # '' would be the working folder (or the default geometry)
+        if getattr(args, key) is not None:
+            as_path(getattr(args, key), key)
     try:
         standard = Geometry.standard(args.standard_geometry)
     except (GeometryError, OSError, ValueError) as e:  # the message names the file

@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from scripts.config_flags import as_path  # noqa: E402
 from scripts.io.files import (  # noqa: E402
     InputFileError,
     OneLineParser,
@@ -97,5 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output_png", help="PNG to write (refused if it exists, unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output_png")
     args = parser.parse_args(argv)
+    for key in ("log_dir", "output_png"):  # '' would be the working folder
+        as_path(getattr(args, key), key)
     print(plot_training(args.log_dir, args.output_png, args.overwrite))
     return 0
