@@ -1772,6 +1772,8 @@ COMMAND_OPTION_CASES = {
     ),
     "plot_training ''": ("scripts.model.plot_training", "'' p.png", "--log_dir: must be a file or folder path", 1),
     "plot_training logs ''": ("scripts.model.plot_training", "logs ''", "--output_png: must be a file or folder", 1),
+    "deploy.stage ''": ("deploy.stage", "''", "--out: must be a file or folder path, got ''", 1),
+    "deploy.stage": ("deploy.stage", "", "the following arguments are required: out", 2),
     "demo --spacing 0": ("scripts.io.demo", "--spacing 0", "--spacing: must be a positive number (mm), got 0.0", 1),
     "demo --seed -1": ("scripts.io.demo", "--seed -1", "--seed: must be a whole number of at least 0, got -1", 1),
     "demo --out ''": ("scripts.io.demo", "--out ''", "--out: must be a file or folder path, got ''", 1),
