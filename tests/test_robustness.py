@@ -1697,12 +1697,6 @@ COMMAND_OPTION_CASES = {
         "--template",
         1,
     ),
-    "ssm build --bones abc": (
-        "scripts.reconstruction.ssm",
-        "build --cases c --out m.npz --bones abc",
-        "--bones: invalid",
-        2,
-    ),
     "ssm meshes --out ''": (
         "scripts.reconstruction.ssm",
         "meshes --labels l --out ''",

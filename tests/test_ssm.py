@@ -470,7 +470,7 @@ def test_an_unknown_bone_is_a_usage_error(tmp_path, capsys, command):
     with pytest.raises(SystemExit) as e:
         ssm.main(command + ["--bones", "pelvis", "femur_lft", "--out", str(tmp_path / "out.npz")])
     err = capsys.readouterr().err
-    assert e.value.code == 2 and "argument --bones: invalid choice: 'femur_lft'" in err and "Traceback" not in err
+    assert e.value.code == 2 and err.startswith("--bones: invalid choice: 'femur_lft'") and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
 
 
