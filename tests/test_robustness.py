@@ -1660,12 +1660,6 @@ COMMAND_OPTION_CASES = {
     "simulate --cases ''": ("scripts.data.simulate", "--cases '' --out o", "--cases: must be a file or folder path", 1),
     "simulate --ct ''": ("scripts.data.simulate", "--ct '' --labels l --out o", "--ct: must be a file or folder", 1),
     "simulate --config ''": ("scripts.data.simulate", "--cases c --out o --config ''", "--config: must be a file", 1),
-    "simulate --device bogus": (
-        "scripts.data.simulate",
-        "--cases c --out o --device bogus",
-        "--device: not a torch",
-        1,
-    ),
     "simulate --split bogus": (
         "scripts.data.simulate",
         "--cases c --out o --split bogus",
