@@ -306,15 +306,6 @@ class Geometry:
         normals = [(sid, 0.0, -x0), (-sid, 0.0, x1), (0.0, sid, -y0), (0.0, -sid, y1), (0.0, 0.0, 1.0)]
         return [(origin, np.asarray(n) / np.linalg.norm(n)) for n in normals]
 
-    def ray_separation_per_mm(self, du: np.ndarray, dv: np.ndarray) -> np.ndarray:
-        """Lateral distance (mm) per mm of depth between the rays of pixels ``du``, ``dv`` (pixels) apart.
-
-        Detector offset over SID: exact near the central ray, slightly larger than the true spread
-        of the rays toward the field's edges.
-        """
-        su, sv = self.pixel_spacing_mm
-        return np.linalg.norm(np.stack([np.asarray(dv) * sv, np.asarray(du) * su], -1), axis=-1) / self.sid_mm
-
     def pixel_spacing_at(self, sid_mm: float) -> tuple[float, float]:
         """(su, sv) mm: the pitch of these pixels' rays on a detector at ``sid_mm`` from the source (same focal spot and
         central ray)."""

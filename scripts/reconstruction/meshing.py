@@ -1,7 +1,7 @@
 """Dual-face depth maps -> surface meshes in the camera frame (mm).
 
-Every masked pixel's front and back depth back-project (:func:`backproject`: the geometry's
-``ray_directions``, computed once per geometry) to two points on its ray. Neighbouring masked
+Every masked pixel's front and back depth back-project (:meth:`scripts.geometry.Geometry.backproject`: the
+geometry's ``ray_directions``, computed once per geometry) to two points on its ray. Neighbouring masked
 pixels are triangulated on the pixel grid (a 2x2 quad of masked pixels gives two triangles, three
 masked pixels of a quad give one), separately kept per face where no triangle edge crosses a depth
 jump. Front triangles face the source, back triangles face away, and the two faces are joined by a
@@ -62,20 +62,10 @@ def grid_triangles(mask: np.ndarray) -> np.ndarray:
     return np.concatenate(tris).astype(np.int64)
 
 
-def _edge_jumps(
-    depth: np.ndarray,
-    tris: np.ndarray,
-    footprint: np.ndarray | None,
-    max_jump_mm: float,
-    max_jump_per_footprint: float | None,
-) -> np.ndarray:
-    """True for triangles (T,) with an edge whose depth difference crosses a jump."""
+def _edge_jumps(depth: np.ndarray, tris: np.ndarray, max_jump_mm: float) -> np.ndarray:
+    """True for triangles (T,) with an edge whose two depths (mm) differ by more than ``max_jump_mm``."""
     d = depth.reshape(-1)[tris]  # (T, 3)
-    jump = np.abs(d - np.roll(d, -1, axis=1))
-    bad = jump > max_jump_mm
-    if max_jump_per_footprint is not None:
-        bad |= jump > max_jump_per_footprint * footprint * d
-    return bad.any(1)
+    return (np.abs(d - np.roll(d, -1, axis=1)) > max_jump_mm).any(1)
 
 
 def _boundary_half_edges(tris: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -89,12 +79,7 @@ def _boundary_half_edges(tris: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarr
 
 
 def dual_face_mesh(
-    front: np.ndarray,
-    back: np.ndarray,
-    mask: np.ndarray,
-    geometry: Geometry,
-    max_depth_jump_mm: float = 20.0,
-    max_jump_per_footprint: float | None = None,
+    front: np.ndarray, back: np.ndarray, mask: np.ndarray, geometry: Geometry, max_depth_jump_mm: float = 20.0
 ) -> trimesh.Trimesh:
     """Surface mesh (camera frame, mm) of one bone from its front/back depth maps (H, W) in mm and mask (H, W).
 
@@ -105,8 +90,6 @@ def dual_face_mesh(
         geometry: the radiograph's geometry (rays come from ``Geometry.backproject``).
         max_depth_jump_mm: a triangle edge whose two depths differ by more is a depth jump: triangles
             with such an edge are dropped on that face and no wall is built across it.
-        max_jump_per_footprint: optionally also a jump when the depth difference exceeds this many
-            times the lateral distance (mm) between the two pixels' rays at that depth.
 
     Returns:
         The mesh; vertices are front points then back points of the used pixels. It is closed and
@@ -120,12 +103,8 @@ def dual_face_mesh(
     empty = trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64), process=False)
     if len(tris) == 0:
         return empty
-    # lateral distance between neighbouring rays per mm of depth (edges are 1 or sqrt(2) pixels long)
-    vu = np.stack(np.divmod(tris, w), -1)  # (T, 3, 2) as (v, u)
-    step = np.abs(vu - np.roll(vu, -1, axis=1))
-    footprint = geometry.ray_separation_per_mm(step[..., 1], step[..., 0])
-    ok_front = ~_edge_jumps(front, tris, footprint, max_depth_jump_mm, max_jump_per_footprint)
-    ok_back = ~_edge_jumps(back, tris, footprint, max_depth_jump_mm, max_jump_per_footprint)
+    ok_front = ~_edge_jumps(front, tris, max_depth_jump_mm)
+    ok_back = ~_edge_jumps(back, tris, max_depth_jump_mm)
 
     # silhouette: boundary of the whole masked triangulation, except along the image border
     edges, owner = _boundary_half_edges(tris, n)
@@ -159,7 +138,7 @@ def front_face_mesh(
     front = np.asarray(front, dtype=np.float64)
     tris = grid_triangles(np.asarray(mask, bool) & (front > 0))
     if len(tris):
-        tris = tris[~_edge_jumps(front, tris, None, max_depth_jump_mm, None)]
+        tris = tris[~_edge_jumps(front, tris, max_depth_jump_mm)]
     mesh = trimesh.Trimesh(geometry.backproject(front).reshape(-1, 3), tris[:, ::-1], process=False)
     mesh.remove_unreferenced_vertices()
     return mesh
