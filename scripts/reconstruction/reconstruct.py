@@ -47,7 +47,7 @@ from scripts.reconstruction.hips import MEDIAL_X, femoral_head_vertices, head_sp
 from scripts.reconstruction.meshing import dual_face_mesh, front_face_mesh, masked_points
 from scripts.reconstruction.plausibility import plausibility as score_plausibility
 from scripts.reconstruction.plausibility import thresholds
-from scripts.reconstruction.ssm import ShapeFit, ShapeModel, fit_shape_model, load_shape_models
+from scripts.reconstruction.ssm import MIN_FIT_POINTS, ShapeFit, ShapeModel, fit_shape_model, load_shape_models
 
 INFERENCE_CONFIG = BUNDLE_ROOT / "configs" / "inference.yaml"
 # the similarity fit that measures a bone's size (plausibility): 500 points and 12 iterations give the scale of 1500
@@ -193,12 +193,12 @@ def complete_surfaces(
     geometry: Geometry,
     masks: Mapping[str, np.ndarray] | None = None,
     field_margin_mm: float | None = 10.0,
-    min_points: int = 10,
     facing: Mapping[str, np.ndarray] | None = None,
     scale_bones: Sequence[str] = (),
     **fit_kwargs,
 ) -> dict[str, ShapeFit]:
-    """Shape-model fit per bone with a model and at least ``min_points`` points (camera frame, cone-aware).
+    """Shape-model fit per bone with a model and at least :data:`~scripts.reconstruction.ssm.MIN_FIT_POINTS` points
+    (camera frame, cone-aware).
 
     With ``masks`` ({bone: (H, W) bool}) and ``field_margin_mm``, each bone is fitted in its
     :func:`bone_field` (the cone cut where the image cuts the bone); otherwise in the whole cone.
@@ -210,7 +210,7 @@ def complete_surfaces(
     The fits run in parallel threads (the KD-tree queries and most NumPy work release the GIL);
     each fit is deterministic, so the result equals fitting them one after another.
     """
-    bones = [b for b, pts in points.items() if b in shape_models and len(pts) >= max(min_points, 10)]
+    bones = [b for b, pts in points.items() if b in shape_models and len(pts) >= MIN_FIT_POINTS]
     if not bones:
         return {}
     fields = {

@@ -58,6 +58,7 @@ from tqdm import tqdm
 
 MODEL_KEYS = ("mean", "faces", "modes", "variances")
 MESHES_KIND = "label meshes"  # output-folder marker kind of ``meshes`` (scripts.io.files.atomic_dir)
+MIN_FIT_POINTS = 10  # the fewest points fit_shape_model fits to
 
 
 @dataclass(frozen=True)
@@ -308,8 +309,8 @@ def fit_shape_model(
             (thin walls such as the iliac wing, or a bone seen from the front only).
     """
     pts = np.asarray(points, dtype=np.float64)
-    if pts.ndim != 2 or pts.shape[1] != 3 or len(pts) < 10 or not np.isfinite(pts).all():
-        raise ValueError(f"need at least 10 finite points (N, 3), got shape {pts.shape}")
+    if pts.ndim != 2 or pts.shape[1] != 3 or len(pts) < MIN_FIT_POINTS or not np.isfinite(pts).all():
+        raise ValueError(f"need at least {MIN_FIT_POINTS} finite points (N, 3), got shape {pts.shape}")
     rng = np.random.default_rng(seed)
     side = None
     if facing is not None and geometry is not None and match_faces:
