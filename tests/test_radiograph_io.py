@@ -142,6 +142,24 @@ def test_resample_identity_and_coverage():
     assert cov == pytest.approx(0.5, abs=0.02)
 
 
+def test_a_geometry_a_hair_off_the_standard_keeps_the_edge_pixels(tmp_path):
+    """A DICOM of the standard size and pitch whose SID text is 1e-10 mm off (float text) is the standard image, edge rows
+    and columns included: its outer pixel centres then lie a hair outside 0..W-1, where sampling once gave air."""
+    img = ramp(hi=4000)
+    std = (STD.sid_mm, STD.pixel_spacing_mm[0], STD.pixel_spacing_mm[1])
+    make_dicom(
+        tmp_path / "g.dcm", img, DistanceSourceToDetector=f"{std[0] + 1e-10!r}", ImagerPixelSpacing=[std[2], std[1]]
+    )
+    out, _, info = load_radiograph(tmp_path / "g.dcm", STD)
+    assert info["native_geometry"]["sid_mm"] != STD.sid_mm  # resampled, not taken as is
+    np.testing.assert_allclose(out, img, atol=1e-3)
+    wider = Geometry(sid_mm=STD.sid_mm, pixel_spacing_mm=STD.pixel_spacing_mm, image_size=(66, 66))
+    air = resample_to(img.astype(np.float32), STD, wider)  # a ring one pixel beyond the image's outer edges: air
+    np.testing.assert_allclose(air[1:-1, 1:-1], img, atol=1e-3)
+    ring = np.concatenate([air[0], air[-1], air[:, 0], air[:, -1]])
+    assert ring.min() == ring.max() == img.min()
+
+
 def test_secondary_capture_accepted(tmp_path):
     make_dicom(tmp_path / "sc.dcm", ramp(), modality="OT", sop_class=SecondaryCaptureImageStorage)
     img, _, info = load_radiograph(tmp_path / "sc.dcm", STD)

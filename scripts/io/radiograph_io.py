@@ -256,8 +256,10 @@ def resample_to(image: np.ndarray, native: Geometry, target: Geometry) -> np.nda
 
     Both share the focal spot and central ray (crop/pad about the principal point, aspect kept).
     Bilinear sampling after a Gaussian anti-alias prefilter of sigma (ratio - 1) / 2 native pixels
-    per axis when the target pixel is coarser. Outside the native field the image minimum (air) is
-    used. Returns the float32 image (the native field's footprint in ``target``: :func:`field_of_view`).
+    per axis when the target pixel is coarser. Outside the native detector (its outer pixel edges, as
+    :func:`field_of_view`) the image minimum (air) is used; within half a pixel of them, the edge pixel (a target pixel
+    whose ray falls a hair outside the outer pixel centres, e.g. for a SID 1e-10 mm off the target's, is not air).
+    Returns the float32 image.
     """
     uv = target.sample_from(native)  # (H, W, 2) [u, v] in native pixels
     ratio = target.pixel_scale_in(native)  # target pixel footprint in native pixels, along u and v
@@ -265,8 +267,8 @@ def resample_to(image: np.ndarray, native: Geometry, target: Geometry) -> np.nda
     src = image.astype(np.float32, copy=False)
     if np.any(sigma > 0):
         src = ndimage.gaussian_filter(src, sigma=tuple(sigma), mode="nearest")
-    out = ndimage.map_coordinates(src, [uv[..., 1], uv[..., 0]], order=1, mode="constant", cval=float(image.min()))
-    return out.astype(np.float32)
+    out = ndimage.map_coordinates(src, [uv[..., 1], uv[..., 0]], order=1, mode="nearest")
+    return np.where(field_of_view(native, target) > 0, out, float(image.min())).astype(np.float32)
 
 
 def field_of_view(native: Geometry, target: Geometry) -> np.ndarray:
