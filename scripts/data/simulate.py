@@ -187,6 +187,17 @@ def names_path(recorded: str, path: str | Path, out_dir: str | Path) -> bool:
     return in_folder(recorded, out_dir).resolve() == Path(path).resolve()
 
 
+def sample_name(case: str, pose: int) -> str:
+    """Folder name of sample ``pose`` of ``case`` in a data set: ``<case>_p<pose>``."""
+    return f"{case}_p{pose}"
+
+
+def sample_case(name: str) -> str | None:
+    """The case of a :func:`sample_name` (``<case>_p<pose>``); None when ``name`` is no sample's."""
+    case, sep, pose = name.rpartition("_p")
+    return case if sep and pose.isdigit() else None
+
+
 def sample_notes(folder: Path) -> dict | None:
     """The parsed ``sample.json`` of the sample folder ``folder``; None when it is missing, unreadable or not a
     sample's notes (a JSON object with its ``case`` name and ``pose`` number): the sample is incomplete and is
@@ -214,13 +225,8 @@ def check_case_sources(out_dir: Path, cases: Sequence[Case]) -> dict[str, str]:
     wanted = {c.name: c for c in cases}
     splits: dict[str, str] = {}
     for d in sorted(out_dir.iterdir() if out_dir.is_dir() else ()):
-        case, sep, pose = d.name.rpartition("_p")
-        if (
-            not sep
-            or not pose.isdigit()
-            or case not in wanted
-            or (written_by_bundle(d) or {}).get("kind") != SAMPLE_KIND
-        ):
+        case = sample_case(d.name)
+        if case not in wanted or (written_by_bundle(d) or {}).get("kind") != SAMPLE_KIND:
             continue
         notes = sample_notes(d)
         if notes is None:
@@ -853,7 +859,7 @@ def _rebuild_datalist(out_dir: Path, seed: int, fractions: dict[str, float], cas
         if notes is None:  # not done (:func:`rendered_samples`): a run over its case renders it again
             print(
                 f"{d}: warning: sample.json is unreadable or not a sample's notes; left out of the datalist: "
-                f"rerun the simulator with case {d.name.rpartition('_p')[0]!r} to render it again",
+                f"rerun the simulator with case {sample_case(d.name) or d.name!r} to render it again",
                 file=sys.stderr,
             )
             continue
@@ -899,7 +905,7 @@ def _load_key(
 def _run(task: tuple) -> tuple[str, str | None]:
     """Worker: render and write one (case, pose); returns (sample name, error line or None)."""
     case, split, pose, out_dir, seed, cfg, geometry, label_map, device, center_ras, inputs = task
-    name = f"{case.name}_p{pose}"
+    name = sample_name(case.name, pose)
     try:
         key = _load_key(case, label_map, cfg, device, center_ras)
         if key not in _LOADED:
@@ -963,7 +969,7 @@ def simulate(
         {c.name: split for c in cases} if split else case_splits([c.name for c in cases], seed, cfg["split"], cohort)
     )
     wanted = {
-        f"{c.name}_p{k}": (c, sample_inputs(c, k, out_dir, seed, cfg, geometry, label_map, center_ras))
+        sample_name(c.name, k): (c, sample_inputs(c, k, out_dir, seed, cfg, geometry, label_map, center_ras))
         for c in cases
         for k in range(poses)
     }
@@ -995,7 +1001,7 @@ def simulate(
             )
             results = pool.imap_unordered(_run, tasks, chunksize=max(1, poses))
         for name, error in results:
-            case = name.rsplit("_p", 1)[0]
+            case = sample_case(name)
             if error:
                 failed += 1
                 bar.set_postfix(failed=failed)
