@@ -232,6 +232,42 @@ def test_nan_pixels_refused(tmp_path):
         load_radiograph(tmp_path / "nan.dcm", STD)
 
 
+@pytest.mark.parametrize(
+    "syntax, why",
+    [
+        ("1.2.840.10008.1.2.4.201", "pydicom has no decoder for it installed (pylibjpeg - requires pylibjpeg"),  # HTJ2K
+        ("1.2.840.10008.1.2.4.100", "pydicom has no decoder for it, and"),  # MPEG2: a video syntax
+        ("1.2.840.10008.1.2.4.91", "pydicom's decoder failed ("),  # JPEG 2000: Pillow decodes it, the data are corrupt
+        ("1.2.840.10008.1.2.4.110", None),  # JPEG XL: newer than pydicom 3.0
+    ],
+)
+def test_undecodable_pixel_data_is_one_line_naming_the_syntax_and_why(tmp_path, syntax, why):
+    """Compressed pixel data nothing here decodes: one line naming the file, the transfer syntax and why (which decoder
+    pydicom lacks, and the packages it would need, or that its decoder failed on the data); a transfer syntax pydicom
+    does not know is named as such (it once raised pydicom's bare 'UID is not a transfer syntax.')."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import UID
+
+    ds = make_dicom(tmp_path / "c.dcm", ramp())
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + bytes(64)])  # a J2K start, then nothing
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    known = UID(syntax).is_transfer_syntax
+    ds.file_meta.TransferSyntaxUID = syntax if known else "1.2.840.10008.1.2.4.100"  # pydicom writes known ones only
+    ds.save_as(str(tmp_path / "c.dcm"), enforce_file_format=True)
+    if not known:  # the same length, so the file meta group length holds
+        data = (tmp_path / "c.dcm").read_bytes()
+        (tmp_path / "c.dcm").write_bytes(data.replace(b"1.2.840.10008.1.2.4.100\0", syntax.encode() + b"\0"))
+    with pytest.raises(InputFileError) as e:
+        load_radiograph(tmp_path / "c.dcm", STD)
+    line = str(e.value)
+    assert line.startswith(f"{tmp_path / 'c.dcm'}: ") and "\n" not in line
+    if known:
+        assert f"compressed pixel data ({UID(syntax).name}, {syntax}) cannot be decoded here: {why}" in line
+    else:
+        assert f"TransferSyntaxUID (0002,0010) {syntax} is no transfer syntax pydicom" in line
+
+
 def test_corrupt_and_truncated_dicom(tmp_path):
     (tmp_path / "junk.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 40)
     with pytest.raises(InputFileError, match="junk.dcm"):

@@ -373,7 +373,7 @@ BAD_INPUTS = {
     ),
     "JPEG-LS DICOM no decoder reads": (
         _jpeg_ls_undecodable,
-        "cannot be decoded here: pydicom needs pylibjpeg with pylibjpeg-libjpeg or python-gdcm",
+        "cannot be decoded here: pydicom has no decoder for it installed (gdcm - requires gdcm",
     ),
     "JPEG of another size, no pitch": (
         lambda d: _png(d, "xr.jpg", np.tile(image64(hi=250).astype(np.uint8), (2, 2))),

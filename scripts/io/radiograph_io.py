@@ -899,15 +899,29 @@ def _check_dicom_header(path: Path, ds: Dataset) -> None:
             path,
             f"colour or unsupported photometric interpretation ({photometric}, {samples} samples/pixel); need MONOCHROME1/2",
         )
+    _transfer_syntax(path, ds)
     _check_pixel_data_length(path, ds, frames, samples)
     _check_view(path, ds)
+
+
+def _transfer_syntax(path: Path, ds: Dataset) -> UID | None:
+    """The file's TransferSyntaxUID (0002,0010), None without one; one pydicom does not know as a transfer syntax (a
+    newer one, e.g. JPEG XL, or a private one) refused: its pixel data cannot be decoded here."""
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if syntax is not None and not syntax.is_transfer_syntax:
+        raise InputFileError(
+            path,
+            f"TransferSyntaxUID (0002,0010) {str(syntax)[:64]} is no transfer syntax pydicom {pydicom.__version__} knows "
+            "(a newer one such as JPEG XL, or a private one): its pixel data cannot be decoded here",
+        )
+    return syntax
 
 
 def _check_pixel_data_length(path: Path, ds: Dataset, frames: int, samples: int) -> None:
     """Refuse native (uncompressed) pixel data whose size disagrees with Rows x Columns x frames x samples x
     BitsAllocated (pydicom would crop or pad it with a warning only, moving the principal point); read from the
     header, the pixels are not loaded. Compressed data are sized by their codestream (checked when decoded)."""
-    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    syntax = _transfer_syntax(path, ds)
     if syntax is not None and syntax.is_compressed:
         return
     element = ds.get_item("PixelData", keep_deferred=True)
@@ -1041,7 +1055,7 @@ def _compressed_pixels(path: Path, ds: Dataset) -> tuple[np.ndarray | None, bool
     to a constant offset from pydicom's values): ``(pixels, True)``. ``(None, False)``
     when pydicom decodes the file (uncompressed, RLE, JPEG baseline, JPEG 2000) or it is not compressed.
     """
-    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    syntax = _transfer_syntax(path, ds)
     if syntax is None or not syntax.is_compressed or "PixelData" not in ds:
         return None, False
     try:
@@ -1050,7 +1064,7 @@ def _compressed_pixels(path: Path, ds: Dataset) -> tuple[np.ndarray | None, bool
             ds.pixel_array  # noqa: B018  (decoded and cached by pydicom when it has a decoder)
         return None, False
     except Exception as e:
-        pydicom_error = first_line(e)
+        pydicom_failed = _pydicom_lacks(syntax) or f"pydicom's decoder failed ({first_line(e)[:80]}: corrupt data?)"
     import SimpleITK as sitk  # noqa: N813
 
     try:
@@ -1061,11 +1075,22 @@ def _compressed_pixels(path: Path, ds: Dataset) -> tuple[np.ndarray | None, bool
     except Exception:  # GDCM lacks the codec too, or the data are corrupt
         raise InputFileError(
             path,
-            f"compressed pixel data ({syntax.name}, {syntax}) cannot be decoded here: pydicom needs pylibjpeg with "
-            "pylibjpeg-libjpeg or python-gdcm (not installed), and SimpleITK/GDCM failed too; see docs/real_radiographs.md "
-            f"for the supported transfer syntaxes ({pydicom_error[:80]})",
+            f"compressed pixel data ({syntax.name}, {syntax}) cannot be decoded here: {pydicom_failed}, and "
+            "SimpleITK/GDCM could not decode it either; docs/real_radiographs.md lists the transfer syntaxes read here",
         ) from None
     return arr.reshape(arr.shape[-2:]) if arr.ndim == 3 and arr.shape[0] == 1 else arr, True
+
+
+def _pydicom_lacks(syntax: UID) -> str:
+    """Why pydicom has no decoder for ``syntax`` here, naming the packages one of its plugins needs; "" when it has
+    one."""
+    try:
+        decoder = pydicom.pixels.get_decoder(syntax)
+    except NotImplementedError:
+        return "pydicom has no decoder for it"
+    if decoder.is_available:
+        return ""
+    return "pydicom has no decoder for it installed (" + "; ".join(decoder.missing_dependencies) + ")"
 
 
 def _dicom_geometry(
