@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from scripts import BUNDLE_ROOT
-from scripts.config_flags import as_path
+from scripts.config_flags import path_argument
 from scripts.io.files import InputFileError, OneLineParser, PathLike, atomic_dir, exits_on_input_error
 from scripts.model.release import verify_shipped
 
@@ -55,8 +55,12 @@ def stage_app(out: PathLike) -> Path:
 def main(argv: list[str] | None = None) -> int:
     """CLI: stage the MAP application folder; returns the exit status."""
     p = OneLineParser(prog="python -m deploy.stage", description=__doc__.split("\n\n")[0])
-    p.add_argument("out", help="the folder to write (e.g. runs/map_app; replaced when an earlier one of this bundle)")
-    out = stage_app(as_path(p.parse_args(argv).out, "out"))  # '' would be the working folder
+    p.add_argument(
+        "out",
+        type=path_argument,
+        help="the folder to write (e.g. runs/map_app; replaced when an earlier one of this bundle)",
+    )
+    out = stage_app(p.parse_args(argv).out)
     print(f"staged {out}; package it: monai-deploy package {out} -c {out / 'app.yaml'} -m models/model.ts ...")
     return 0
 

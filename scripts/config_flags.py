@@ -4,8 +4,9 @@
 Fire parses only ``False``), which plain ``if @key`` would take as on. Configs read their flags
 through :func:`as_flag`, so ``false``/``False``/``0``/``no`` all mean off; counts (``--batch_size``) through
 :func:`as_count`; lengths (``--prior_centre_mm``) through :func:`as_positive`; fractions (``--cache_rate``) through
-:func:`as_fraction` and (low, high) pairs (``--zoom_range``) through :func:`as_range`; paths through :func:`as_path`;
-devices through :func:`as_device`, so ``--device cuda`` on a machine without CUDA is one clear line, not a traceback;
+:func:`as_fraction` and (low, high) pairs (``--zoom_range``) through :func:`as_range`; paths through :func:`as_path`
+(a command's path arguments: its argparse ``type=`` :func:`path_argument`); devices through :func:`as_device`, so
+``--device cuda`` on a machine without CUDA is one clear line, not a traceback;
 shards ``i/n`` (the simulator's and the inference workflow's ``--shard``) through :func:`as_shard`; a function's
 keyword arguments (``--ssm_fit``) through :func:`as_keywords`, other mappings (``--inference_overrides``) through
 :func:`as_mapping`, weights (``--loss_weights``) through :func:`as_weights`. A config's ``null`` given on the command
@@ -15,6 +16,7 @@ A bad value raises :class:`scripts.io.files.InputFileError` naming the option (`
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import math
 import os
@@ -147,6 +149,16 @@ def as_path(value: str | os.PathLike, name: str) -> Path:
     if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
         raise InputFileError(f"--{name}", f"must be a file or folder path, got {value!r}")
     return Path(value)
+
+
+def path_argument(text: str) -> str:
+    """An argparse ``type=`` for a path argument: ``text`` as given when :func:`as_path` takes it, else argparse's one
+    line naming the argument (``--out: must be a file or folder path, got ''``: ``''`` would be the working folder)."""
+    try:
+        as_path(text, "")
+    except InputFileError as e:
+        raise argparse.ArgumentTypeError(e.problem) from None
+    return text
 
 
 def as_device(value: torch.device | str | None, name: str = "device") -> torch.device:

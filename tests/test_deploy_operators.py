@@ -449,11 +449,11 @@ def test_app_refuses_an_output_file_and_an_unknown_log_level(tmp_path, capsys):
 # each bad value of an app option: (its arguments, the one line, the exit status); '' for a path was the working folder
 # (-i '' reconstructed every image under it, -m '' listed its .pt files), an argparse error a usage block
 APP_OPTION_CASES = {
-    "-i ''": (["-i", ""], "--input: must be a file or folder path, got ''", 1),
-    "-o ''": (["-o", ""], "--output: must be a file or folder path, got ''", 1),
-    "-m ''": (["-m", ""], "--model: must be a file or folder path, got ''", 1),
-    "-w ''": (["-w", ""], "--workdir: must be a file or folder path, got ''", 1),
-    "--geometry ''": (["--geometry", ""], "--geometry: must be a file or folder path, got ''", 1),
+    "-i ''": (["-i", ""], "-i/--input: must be a file or folder path, got ''; see python deploy/app --help", 2),
+    "-o ''": (["-o", ""], "-o/--output: must be a file or folder path, got ''", 2),
+    "-m ''": (["-m", ""], "-m/--model: must be a file or folder path, got ''", 2),
+    "-w ''": (["-w", ""], "-w/--workdir: must be a file or folder path, got ''", 2),
+    "--geometry ''": (["--geometry", ""], "--geometry: must be a file or folder path, got ''", 2),
     "--geometry not JSON": (["--geometry", "{tmp}/in/a.dcm"], "{tmp}/in/a.dcm: unreadable JSON (", 1),
     "-m to no file": (["-m", "{tmp}/none.ts"], "{tmp}/none.ts: checkpoint not found", 1),
     "--ssm_path to no file": (["--ssm_path", "{tmp}/none.npz"], "{tmp}/none.npz: shape model file not found", 1),

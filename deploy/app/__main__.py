@@ -29,26 +29,32 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 PATH_ENV = {"input": "HOLOSCAN_INPUT_PATH", "output": "HOLOSCAN_OUTPUT_PATH", "model": "HOLOSCAN_MODEL_PATH"}
 
 
-def _path_option(p: argparse.ArgumentParser, short: str, key: str, text: str) -> None:
-    """``-x/--key``, by default the MAP's environment variable of it (required where that is unset)."""
-    env = PATH_ENV[key]
-    default = os.environ.get(env)
-    p.add_argument(short, f"--{key}", default=default, required=default is None, help=f"{text} (default: ${env})")
-
-
 def argument_parser() -> argparse.ArgumentParser:
     """Every option the app takes (``--help`` lists them): the MONAI Deploy ones and the bundle's."""
+    from scripts.config_flags import path_argument  # here, not after the sys.path set-up above (E402)
+
     p = OneLineParser(
         prog="python deploy/app",
         description="3DDX deploy app: radiographs (DICOM DX/CR; PNG/JPEG/TIFF, simulator NIfTI) "
         "-> per bone STL and DICOM Encapsulated STL, and result.json. See docs/deployment.md.",
     )
-    _path_option(p, "-i", "input", "radiograph file or folder (searched recursively)")
-    _path_option(p, "-o", "output", "output folder: OUT/<name>/ per radiograph")
-    _path_option(
-        p, "-m", "model", "network: TorchScript models/model.ts (or a state dict .pt), or a folder holding one"
+    for short, key, text in (
+        ("-i", "input", "radiograph file or folder (searched recursively)"),
+        ("-o", "output", "output folder: OUT/<name>/ per radiograph"),
+        ("-m", "model", "network: TorchScript models/model.ts (or a state dict .pt), or a folder holding one"),
+    ):  # by default the MAP's environment variable of it (required where that is unset)
+        default = os.environ.get(PATH_ENV[key])
+        p.add_argument(
+            short,
+            f"--{key}",
+            default=default,
+            required=default is None,
+            type=path_argument,
+            help=f"{text} (default: ${PATH_ENV[key]})",
+        )
+    p.add_argument(
+        "-w", "--workdir", default=None, type=path_argument, help="MONAI Deploy working folder (SDK runs only)"
     )
-    p.add_argument("-w", "--workdir", default=None, help="MONAI Deploy working folder (SDK runs only)")
     p.add_argument(
         "-l",
         "--log-level",
@@ -69,7 +75,9 @@ def argument_parser() -> argparse.ArgumentParser:
         default=None,
         help="detector pixel pitch (mm), 1 or 2 values, for inputs lacking it",
     )
-    p.add_argument("--geometry", default=None, help="standard geometry JSON (default configs/geometry.json)")
+    p.add_argument(
+        "--geometry", default=None, type=path_argument, help="standard geometry JSON (default configs/geometry.json)"
+    )
     p.add_argument("--device", default=None, help="torch device, e.g. cuda:0 (default: cuda when available)")
     return p
 
@@ -86,12 +94,7 @@ def sdk_arguments(opts: argparse.Namespace) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Run the app on ``argv`` (``sys.argv`` when None, program name first); returns the exit status."""
     argv = list(sys.argv if argv is None else argv)
-    from scripts.config_flags import as_path  # here, not after the sys.path set-up above (E402)
-
     opts = argument_parser().parse_args(argv[1:])
-    for key in ("input", "output", "model", "workdir", "geometry"):  # '' would be the working folder: one line
-        if getattr(opts, key) is not None:
-            as_path(getattr(opts, key), key)
     sdk_argv = sdk_arguments(opts)
     check_output_dir(
         opts.output, "-o"

@@ -36,7 +36,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import trimesh  # noqa: E402
 from scipy import ndimage  # noqa: E402
-from scripts.config_flags import as_count, as_path, as_positive  # noqa: E402
+from scripts.config_flags import as_count, as_positive, path_argument  # noqa: E402
 from scripts.data import phantom_anatomy as anatomy  # noqa: E402
 from scripts.data.llp26 import NOTICE as LLP26_NOTICE  # noqa: E402
 from scripts.data.volumes import BONE_LABELS, VERTEBRAE_LABEL  # noqa: E402
@@ -567,7 +567,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--n", type=int, default=None, help="number of cases (with --subjects: cases per subject, default 1)"
     )
-    parser.add_argument("--out", required=True, help="output folder (case_XXXX/ or subject_JJ_KK/ inside)")
+    parser.add_argument(
+        "--out", required=True, type=path_argument, help="output folder (case_XXXX/ or subject_JJ_KK/ inside)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="cohort seed")
     parser.add_argument(
         "--subjects",
@@ -617,7 +619,6 @@ def main(argv: list[str] | None = None) -> int:
     n = args.n if args.n is not None else (1 if args.subjects else None)
     if n is None:
         parser.error("--n is required (unless --subjects is given)")
-    as_path(args.out, "out")  # '' would be the working folder
     for key, minimum in (("n", 1), ("start", 0), ("seed", 0), ("workers", 1)):
         as_count(n if key == "n" else getattr(args, key), key, minimum=minimum)
     as_positive(args.spacing, "spacing")

@@ -46,7 +46,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 from scripts import BUNDLE_ROOT  # noqa: E402
-from scripts.config_flags import as_count, as_device, as_path, as_shard  # noqa: E402
+from scripts.config_flags import as_count, as_device, as_shard, path_argument  # noqa: E402
 from scripts.data.depth_maps import BoneGrid, bone_grids, depth_maps  # noqa: E402
 from scripts.data.drr import areal_densities, material_volumes  # noqa: E402
 from scripts.data.radiograph_style import style_radiograph  # noqa: E402
@@ -1043,28 +1043,35 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m scripts.simulate", description="Simulate radiographs, dual-face depth maps and masks from CT."
     )
     src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--ct", help="CT file (NIfTI/NRRD/MHA) or DICOM series folder, in HU")
+    src.add_argument("--ct", type=path_argument, help="CT file (NIfTI/NRRD/MHA) or DICOM series folder, in HU")
     src.add_argument(
         "--cases",
+        type=path_argument,
         help="cohort folder: <case>/{ct.nii.gz (or .nii, .nrrd, .mha, .mhd, a DICOM series folder ct/), labels.nii.gz "
         "(the same formats) or labels/ (TotalSegmentator output folder), meshes/<bone>.ply}",
     )
     parser.add_argument(
         "--labels",
+        type=path_argument,
         help="for --ct: a label volume (ids mapped by --label-map) or a TotalSegmentator output folder of "
         "per-structure masks (hip_left.nii.gz, ...)",
     )
-    parser.add_argument("--out", required=True, help="output folder (samples + datalist.json)")
+    parser.add_argument("--out", required=True, type=path_argument, help="output folder (samples + datalist.json)")
     parser.add_argument("--poses", type=positive_int, default=1, help="poses per case (at least 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--label-map",
         default=None,
+        type=path_argument,
         help=f"JSON file {{source_id: bone id or name}} or preset: {', '.join(LABEL_MAP_CHOICES)} "
         "(totalsegmentator: v1 or v2 ids, told from the labels)",
     )
-    parser.add_argument("--geometry", default=None, help="geometry JSON (default configs/geometry.json)")
-    parser.add_argument("--config", default=None, help="simulation YAML (default configs/simulate.yaml)")
+    parser.add_argument(
+        "--geometry", default=None, type=path_argument, help="geometry JSON (default configs/geometry.json)"
+    )
+    parser.add_argument(
+        "--config", default=None, type=path_argument, help="simulation YAML (default configs/simulate.yaml)"
+    )
     parser.add_argument(
         "--shard", type=parse_shard, default=(0, 1), help="i/n: this run simulates cases i, i+n, ... (sorted by name)"
     )
@@ -1082,9 +1089,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.ct is not None and args.labels is None:
         parser.error("--ct needs --labels")
-    for key in ("ct", "cases", "labels", "out", "geometry", "config", "label_map"):  # '' would be the working folder
-        if getattr(args, key) is not None:
-            as_path(getattr(args, key), key.replace("_", "-"))
     as_count(args.seed, "seed")
     as_count(args.workers, "workers", minimum=1)
     if args.device is not None:

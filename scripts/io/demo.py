@@ -17,7 +17,7 @@ from typing import Sequence
 import monai.bundle
 import numpy as np
 from scripts import BUNDLE_ROOT
-from scripts.config_flags import as_count, as_device, as_path, as_positive
+from scripts.config_flags import as_count, as_device, as_positive, path_argument
 from scripts.data.phantom import generate_case, write_case
 from scripts.data.real_anatomy import TEST_SUBJECTS
 from scripts.data.simulate import find_cases, simulate
@@ -98,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--out",
         default="demo_output",
+        type=path_argument,
         help="output folder, the demo's own: a rerun replaces it; a folder holding anything else is refused",
     )
     parser.add_argument(
@@ -111,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--spacing", type=float, default=1.5, help="phantom CT voxel size, mm")
     parser.add_argument("--device", default=None, help="torch device (default: CUDA when available)")
     args = parser.parse_args(argv)
-    out = as_path(args.out, "out").resolve()  # '' would be the working folder
+    out = Path(args.out).resolve()
     as_count(args.seed, "seed")
     as_positive(args.spacing, "spacing")
     if args.device is not None:  # before the phantom, which takes minutes

@@ -55,7 +55,7 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from scipy import ndimage
-from scripts.config_flags import as_path, as_positive, is_null
+from scripts.config_flags import as_positive, is_null, path_argument
 from scripts.geometry import (
     IMAGE_SIZE_RANGE_PX,
     PIXEL_PITCH_RANGE_MM,
@@ -1400,8 +1400,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "to-dicom",
         help="PNG/JPEG/TIFF or simulator NIfTI radiograph -> DICOM DX with geometry tags (SID, detector pitch, AP pelvis)",
     )
-    p.add_argument("input", help="image.nii.gz (geometry.json beside it), PNG, JPEG or TIFF (bone bright)")
-    p.add_argument("output", help="DICOM file to write (refused if it exists, unless --overwrite)")
+    p.add_argument(
+        "input", type=path_argument, help="image.nii.gz (geometry.json beside it), PNG, JPEG or TIFF (bone bright)"
+    )
+    p.add_argument("output", type=path_argument, help="DICOM file to write (refused if it exists, unless --overwrite)")
     p.add_argument(
         "--sid_mm",
         type=float,
@@ -1416,12 +1418,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="detector pixel pitch, mm, one value or su sv (PNG/JPEG/TIFF; default: the standard geometry's when the "
         "size is the standard one, else a PNG/TIFF's stated resolution)",
     )
-    p.add_argument("--standard_geometry", default=None, help="standard geometry JSON (default configs/geometry.json)")
+    p.add_argument(
+        "--standard_geometry",
+        default=None,
+        type=path_argument,
+        help="standard geometry JSON (default configs/geometry.json)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     args = parser.parse_args(argv)
-    for key in ("input", "output", "standard_geometry"):  # '' would be the working folder (or the default geometry)
-        if getattr(args, key) is not None:
-            as_path(getattr(args, key), key)
     try:
         standard = Geometry.standard(args.standard_geometry)
     except (GeometryError, OSError, ValueError) as e:  # the message names the file

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 import yaml
-from scripts.config_flags import as_count, as_path
+from scripts.config_flags import as_count, path_argument
 from scripts.io.files import (
     OneLineParser,
     PathLike,
@@ -111,13 +111,19 @@ def _override(text: str) -> tuple[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """CLI: export (and optionally check) the ONNX model; returns the exit status."""
     p = OneLineParser(prog="python -m scripts.export_onnx", description=__doc__.split("\n\n")[0])
-    p.add_argument("--ckpt", required=True, help="state-dict checkpoint (e.g. models/model.pt)")
+    p.add_argument("--ckpt", required=True, type=path_argument, help="state-dict checkpoint (e.g. models/model.pt)")
     p.add_argument(
         "--out",
         required=True,
+        type=path_argument,
         help="ONNX file to write (e.g. runs/export/model.onnx; never into models/; refused if it exists, unless --overwrite)",
     )
-    p.add_argument("--config_file", default=str(INFERENCE_CONFIG), help="config holding network_def and image_size")
+    p.add_argument(
+        "--config_file",
+        default=str(INFERENCE_CONFIG),
+        type=path_argument,
+        help="config holding network_def and image_size",
+    )
     p.add_argument(
         "--override",
         type=_override,
@@ -133,8 +139,6 @@ def main(argv: list[str] | None = None) -> int:
         help="compare ONNX Runtime with PyTorch on a random input and print the difference",
     )
     a = p.parse_args(argv)
-    for key in ("ckpt", "out", "config_file"):  # '' would be the working folder
-        as_path(getattr(a, key), key)
     as_count(a.opset, "opset", minimum=7)  # torch.onnx's oldest
     out = export_onnx(a.ckpt, a.out, a.config_file, dict(a.override), a.opset, a.overwrite)
     if a.check:

@@ -11,7 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from scripts.config_flags import as_path  # noqa: E402
+from scripts.config_flags import path_argument  # noqa: E402
 from scripts.io.files import (  # noqa: E402
     InputFileError,
     OneLineParser,
@@ -93,12 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m scripts.plot_training", description=__doc__.splitlines()[0])
     parser.add_argument(
         "log_dir",
+        type=path_argument,
         help="folder with TensorBoard event files (e.g. runs/train/tensorboard); each subfolder holding some is a run of its own",
     )
-    parser.add_argument("output_png", help="PNG to write (refused if it exists, unless --overwrite)")
+    parser.add_argument(
+        "output_png", type=path_argument, help="PNG to write (refused if it exists, unless --overwrite)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output_png")
     args = parser.parse_args(argv)
-    for key in ("log_dir", "output_png"):  # '' would be the working folder
-        as_path(getattr(args, key), key)
     print(plot_training(args.log_dir, args.output_png, args.overwrite))
     return 0

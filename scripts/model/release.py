@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from scripts import BUNDLE_ROOT
-from scripts.config_flags import as_path
+from scripts.config_flags import path_argument
 from scripts.io.files import (
     METADATA,
     MODELS_DIR,
@@ -283,13 +283,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI: release the given run files into models/; returns the exit status."""
     p = OneLineParser(prog="python -m scripts.release", description=__doc__.split("\n")[0])
     for kind, name in SHIPPED.items():
-        p.add_argument(f"--{kind}", default=None, help=f"file to ship as models/{name}")
+        p.add_argument(f"--{kind}", default=None, type=path_argument, help=f"file to ship as models/{name}")
     a = p.parse_args(argv)
     files = {k: getattr(a, k) for k in SHIPPED if getattr(a, k) is not None}
     if not files:
         p.error("give at least one file to release (--model, --single_face, --ssm, --torchscript)")
-    for kind, path in files.items():  # '' would be the working folder
-        as_path(path, kind)
     for name, digest in release(files).items():
         print(f"released {name} (sha256 {digest[:16]}...)")
     return 0

@@ -32,7 +32,7 @@ import numpy as np
 import trimesh
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
-from scripts.config_flags import as_path
+from scripts.config_flags import path_argument
 from scripts.data.llp26 import NOTICE as LLP26_NOTICE
 from scripts.data.volumes import BONE_LABELS, LABEL_MAP_CHOICES, load_label_map, read_labels
 from scripts.geometry import BONES, STANDARD_AP_ROTATION, Geometry, apply_transform
@@ -606,10 +606,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m scripts.ssm", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build per-bone PCA shape models from a cohort of meshes")
-    b.add_argument("--cases", required=True, help="folder with <case>/meshes/<bone>.ply (subfolders of any name)")
+    b.add_argument(
+        "--cases",
+        required=True,
+        type=path_argument,
+        help="folder with <case>/meshes/<bone>.ply (subfolders of any name)",
+    )
     b.add_argument(
         "--out",
         required=True,
+        type=path_argument,
         help="output .npz (a PNG of explained variance is written beside it); refused if either exists, unless --overwrite",
     )
     b.add_argument("--overwrite", action="store_true", help="replace an existing --out and its PNG")
@@ -623,11 +629,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--scale", action="store_true", help="similarity (not rigid) Procrustes alignment")
     b.add_argument("--register", action="store_true", help="bring meshes not in correspondence onto a template first")
     b.add_argument(
-        "--template", default=None, help="folder with <bone>.ply templates for --register (default: first case)"
+        "--template",
+        default=None,
+        type=path_argument,
+        help="folder with <bone>.ply templates for --register (default: first case)",
     )
     b.add_argument(
         "--datalist",
         default=None,
+        type=path_argument,
         help="simulator datalist.json: use only the cases of --split (keeps test subjects out)",
     )
     b.add_argument("--split", default="training", help="datalist list whose cases build the model (with --datalist)")
@@ -635,19 +645,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     m.add_argument(
         "--labels",
         required=True,
+        type=path_argument,
         help="label volume (ids mapped by --label-map) or TotalSegmentator output folder (hip_left.nii.gz, ...)",
     )
     m.add_argument(
         "--label-map",
         default=None,
+        type=path_argument,
         help=f"JSON file {{source_id: bone id or name}} or preset: {', '.join(LABEL_MAP_CHOICES)}, as for scripts.simulate",
     )
-    m.add_argument("--out", required=True, help="the case folder: meshes/ is written in it")
+    m.add_argument("--out", required=True, type=path_argument, help="the case folder: meshes/ is written in it")
     m.add_argument("--bones", nargs="+", default=list(BONES), choices=BONES, help="bones to mesh")
     args = parser.parse_args(argv)
-    for key in ("cases", "out", "template", "datalist", "labels", "label_map"):  # '' would be the working folder
-        if getattr(args, key, None) is not None:
-            as_path(getattr(args, key), key.replace("_", "-"))
     if args.command == "meshes":
         counts = write_label_meshes(args.labels, args.out, args.bones, load_label_map(args.label_map))
         for bone, n in counts.items():
@@ -655,11 +664,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     out = Path(args.out)
     if out.suffix != ".npz":
-        parser.error(f"--out must name a .npz file (the variance plot is written beside it as .png), got {out}")
+        b.error(f"--out: must name a .npz file (the variance plot is written beside it as .png), got {out}")
     if not 0.0 < args.variance <= 1.0:
-        parser.error(f"--variance is a fraction in (0, 1], got {args.variance}")
+        b.error(f"--variance: must be a fraction in (0, 1], got {args.variance}")
     if args.datalist is None and args.split != "training":
-        parser.error("--split selects a list of --datalist: give --datalist too")
+        b.error("--split: selects a list of --datalist; give --datalist too")
     refuse_models_dir(out, "--out")
     problem = output_dir_problem(out.parent)  # before the build, which takes minutes
     if problem is not None:
