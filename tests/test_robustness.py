@@ -1715,6 +1715,12 @@ COMMAND_OPTION_CASES = {
     "export_onnx --ckpt ''": ("scripts.model.export_onnx", "--ckpt '' --out m.onnx", "--ckpt: must be a file or", 2),
     "export_onnx --out ''": ("scripts.model.export_onnx", "--ckpt c.pt --out ''", "--out: must be a file or", 2),
     "export_onnx --opset 0": ("scripts.model.export_onnx", "--ckpt c.pt --out m.onnx --opset 0", "--opset: must be", 1),
+    "export_onnx --opset 99": (  # beyond torch.onnx's newest: it exported with warnings (17, below its torchlib's: 18)
+        "scripts.model.export_onnx",
+        "--ckpt c.pt --out m.onnx --opset 99",
+        "--opset: must be a whole number from 18 to 23, got 99",
+        1,
+    ),
     "export_onnx --opset abc": (
         "scripts.model.export_onnx",
         "--ckpt c.pt --out m.onnx --opset abc",

@@ -32,6 +32,12 @@ from scripts.io.files import (
 from scripts.model.checkpoints import load_network
 from scripts.model.run_record import check_trained_settings
 from scripts.reconstruction.reconstruct import INFERENCE_CONFIG, bundle_config
+from torch.onnx._constants import ONNX_MAX_OPSET
+from torch.onnx._internal.exporter._constants import TORCHLIB_OPSET
+
+# the ONNX opsets the installed torch.onnx exporter (dynamo) writes: below its torchlib's it writes that one instead (its
+# version conversion fails on Pad, a traceback in the log), above ONNX_MAX_OPSET it has not been tested
+OPSETS = range(TORCHLIB_OPSET, ONNX_MAX_OPSET + 1)
 
 
 def network_from_config(
@@ -53,7 +59,7 @@ def export_onnx(
     out: PathLike,
     config_file: PathLike = INFERENCE_CONFIG,
     overrides: Mapping[str, Any] | None = None,
-    opset_version: int = 18,
+    opset_version: int = OPSETS[0],
     overwrite: bool = False,
 ) -> Path:
     """Write the network of ``config_file`` with the weights of ``ckpt`` as ONNX to ``out`` (batch axis dynamic).
@@ -62,8 +68,9 @@ def export_onnx(
         InputFileError: missing, empty, unreadable or mismatched checkpoint, a TorchScript archive (code: refused),
             a checkpoint whose training record (``training.json`` beside it) gives other network keys than the config
             (the graph's input size is ``image_size``; the line names the ``--override`` to give), ``out`` inside
-            models/, or an existing ``out`` without ``overwrite``.
+            models/, an existing ``out`` without ``overwrite``, or an ``opset_version`` outside :data:`OPSETS`.
     """
+    as_count(opset_version, "opset", minimum=OPSETS[0], maximum=OPSETS[-1])
     refuse_models_dir(out, "--out")
     refuse_existing(out, overwrite)
     parser = bundle_config(config_file, overrides)
@@ -131,7 +138,12 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="config key=YAML value, e.g. features=[4,4,8,8,16,4]",
     )
-    p.add_argument("--opset", type=int, default=18)
+    p.add_argument(
+        "--opset",
+        type=int,
+        default=OPSETS[0],
+        help=f"ONNX opset, {OPSETS[0]} to {OPSETS[-1]} (what torch.onnx writes); default %(default)s",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument(
         "--check",
@@ -139,7 +151,6 @@ def main(argv: list[str] | None = None) -> int:
         help="compare ONNX Runtime with PyTorch on a random input and print the difference",
     )
     a = p.parse_args(argv)
-    as_count(a.opset, "opset", minimum=7)  # torch.onnx's oldest
     out = export_onnx(a.ckpt, a.out, a.config_file, dict(a.override), a.opset, a.overwrite)
     if a.check:
         net, shape = network_from_config(a.config_file, dict(a.override))
