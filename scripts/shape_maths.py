@@ -1,4 +1,4 @@
-"""Shape maths shared by the data engine and inference: spheres, mirror planes, rotations, rigid alignment.
+"""Shape maths shared by the data engine and inference: spheres, mirror planes, rotations, blends, rigid alignment.
 
 Points are (N, 3) arrays in mm in any one Cartesian frame (the callers' RAS world or camera frame);
 angles are in radians. Nothing here knows about bones, images or rays (scripts/geometry.py owns those).
@@ -97,6 +97,12 @@ def rotate_points_about(points: np.ndarray, centre: np.ndarray, axis: np.ndarray
     r = points - centre
     c, s = np.cos(angles_rad)[:, None], np.sin(angles_rad)[:, None]
     return centre + r * c + np.cross(axis, r) * s + axis * (r @ axis)[:, None] * (1 - c)
+
+
+def smoothstep(x: np.ndarray, lo: float = 0.0, hi: float = 1.0) -> np.ndarray:
+    """0 below ``lo``, 1 above ``hi``, cubic in between (e.g. a deformation faded in along a bone, mm)."""
+    t = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+    return t * t * (3 - 2 * t)
 
 
 # ---------------------------------------------------------------------- alignment

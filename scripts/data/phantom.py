@@ -53,6 +53,7 @@ from scripts.io.files import (  # noqa: E402
 )
 from scripts.io.report import bone_colour, save_figure  # noqa: E402
 from scripts.rasterise import rasterise_triangles  # noqa: E402
+from scripts.shape_maths import smoothstep  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 HU_AIR, HU_FAT, HU_GAS = -1000, -100, -950
@@ -368,7 +369,7 @@ def synthesize_ct(
         cortex = t["cortex_mm"]
         if name in shaft_top_z:
             z_box = zs[box[2]][None, None, :]
-            cortex = t["cortex_mm"] + (t["shaft_cortex_mm"] - t["cortex_mm"]) * anatomy.smoothstep(
+            cortex = t["cortex_mm"] + (t["shaft_cortex_mm"] - t["cortex_mm"]) * smoothstep(
                 shaft_top_z[name] - z_box, 0.0, 40.0
             )
         ct[box][mask] = _bone_hu(mask, spacing_mm, cortex, params, rng)

@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 import trimesh
-from scripts.shape_maths import rotate_points_about, rotation_about
+from scripts.shape_maths import rotate_points_about, rotation_about, smoothstep
 from skimage.measure import marching_cubes
 
 # ---------------------------------------------------------------------- template constants (mm, degrees)
@@ -169,12 +169,6 @@ def femur_template() -> trimesh.Trimesh:
 
 
 # ---------------------------------------------------------------------- deformations
-def smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """0 below ``lo``, 1 above ``hi``, cubic in between."""
-    t = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
-    return t * t * (3 - 2 * t)
-
-
 def _softplus(x: np.ndarray, width: float) -> np.ndarray:
     """Smooth max(0, x) with a transition of about ``width`` mm."""
     return width * np.logaddexp(0.0, x / width)

@@ -43,6 +43,7 @@ from scripts.shape_maths import (
     reflect,
     rotate_points_about,
     rotation_about,
+    smoothstep,
     symmetry_plane,
 )
 
@@ -237,11 +238,6 @@ def femur_neutral_frame(verts: np.ndarray) -> tuple[np.ndarray, float, np.ndarra
     return centre, radius, np.diag([-1.0, -1.0, 1.0]) @ local_axes.T  # lateral -> -x, then +z x (-x) = -y
 
 
-def _smoothstep(t: np.ndarray) -> np.ndarray:
-    t = np.clip(t, 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
-
-
 def section_centroid(mesh: trimesh.Trimesh, z_mm: float) -> np.ndarray:
     """Area centroid (3,) mm of a closed surface's cross-section by the plane z = ``z_mm`` (its largest loop,
     shoelace formula), in the mesh's frame: where a femur's shaft axis crosses that level in its neutral frame."""
@@ -265,7 +261,7 @@ def _turn_neck(local: np.ndarray, neutral: trimesh.Trimesh, angle_rad: float) ->
     # where a neck of about 128 deg meets the shaft axis: about 0.8 x the offset below the head centre
     pivot = top + axis * (-0.8 * np.linalg.norm(top[:2]) - top[2]) / axis[2]
     neck = -pivot / np.linalg.norm(pivot)
-    angle = -angle_rad * _smoothstep(((local - pivot) @ neck / np.linalg.norm(pivot) - 0.45) / 0.3)
+    angle = -angle_rad * smoothstep(((local - pivot) @ neck / np.linalg.norm(pivot) - 0.45) / 0.3)
     # left femur, head medial (+x): valgus turns the neck toward +z, about +y by a negative angle
     return rotate_points_about(local, pivot, np.array([0.0, 1.0, 0.0]), angle)
 
@@ -297,7 +293,7 @@ def vary_femur(
     t = (z - z_knee) / (z_top - z_knee)  # 0 at the knee end, 1 at the top of the shaft
     if version_deg:
         local = rotate_points_about(
-            local, np.zeros(3), np.array([0.0, 0.0, 1.0]), np.radians(version_deg) * _smoothstep(t)
+            local, np.zeros(3), np.array([0.0, 0.0, 1.0]), np.radians(version_deg) * smoothstep(t)
         )
     if bow_mm:
         tc = np.clip(t, 0.0, 1.0)
