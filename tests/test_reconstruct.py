@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -24,6 +25,7 @@ import yaml
 from monai.bundle import ConfigParser, ConfigWorkflow
 from scripts.geometry import Geometry
 from scripts.io.files import InputFileError, read_depth_and_mask
+from scripts.io.radiograph_io import LATERALITY_ASSUMED
 from scripts.model.checkpoints import load_network
 from scripts.model.networks import DualFaceDepthNet
 from scripts.reconstruction.reconstruct import (
@@ -33,6 +35,7 @@ from scripts.reconstruction.reconstruct import (
     bundle_config,
     oracle_prediction,
     reconstruct_image,
+    report_notes,
 )
 from scripts.reconstruction.surface_metrics import point_to_surface, surface_metrics
 from tests.helpers import (
@@ -532,3 +535,31 @@ def test_batched_network_calls_match_single_images(tmp_path):
         np.testing.assert_allclose(b.mask_prob, a.mask_prob, atol=1e-5)
         assert b.centre_mm == pytest.approx(a.centre_mm, abs=1e-3)
     assert not np.allclose(batch[0].mask_prob, batch[1].mask_prob)  # different images, different maps
+
+
+def test_report_notes_say_where_laterality_and_geometry_came_from():
+    """report.png's lines under its warnings: an assumed laterality is a caution, a read one a note; the geometry's
+    sources and coverage (as result.json records them) and a plausible prediction's score are notes."""
+    rec = SimpleNamespace(geometry=SimpleNamespace(sid_mm=1100.0), plausibility={"plausible": False, "score": 0.8})
+    png = {
+        "laterality": LATERALITY_ASSUMED,
+        "geometry_source": {"sid_mm": "standard geometry", "pixel_spacing_mm": "argument pixel_spacing_mm"},
+        "coverage": 0.5508,
+    }
+    assert report_notes(png, rec) == {
+        "cautions": [f"left/right {LATERALITY_ASSUMED}"],
+        "notes": [
+            "SID 1100 mm: standard geometry; pixel spacing: argument pixel_spacing_mm; "
+            "the radiograph covers 55% of the standard field"
+        ],
+    }
+    rec.plausibility = {"plausible": True, "score": 1.0, "min_score": 1.0}
+    dicom = {"laterality": "DICOM PatientOrientation (0020,0020) L\\F", "geometry_source": {"all": "geometry.json"}}
+    assert report_notes(dicom, rec) == {
+        "cautions": [],
+        "notes": [
+            "left/right: DICOM PatientOrientation (0020,0020) L\\F",
+            "SID 1100 mm and pixel spacing: geometry.json",
+            "plausibility score 1.00 (at least 1: plausible)",
+        ],
+    }

@@ -1,4 +1,5 @@
-"""report.png's z-buffer mesh renderer against analytic pictures: a sphere's disc, the nearer of two squares."""
+"""report.png's z-buffer mesh renderer against analytic pictures (a sphere's disc, the nearer of two squares), its
+layout (texts drawn in full, inside, never overlapping) and its scale bars against hand-computed lengths."""
 
 from __future__ import annotations
 
@@ -9,10 +10,15 @@ from scripts.geometry import camera_to_patient_lps
 from scripts.io.report import (
     AP_VIEW,
     BONE_COLOURS,
+    CAUTION_RGB,
     LATERAL_VIEW,
+    LETTER_RGB,
     MESH_VIEWS,
+    NOTE_RGB,
+    WARNING_RGB,
     orientation_letters,
     render_meshes,
+    report_font,
     save_reconstruction_report,
 )
 
@@ -133,10 +139,11 @@ def test_report_png(tmp_path):
 def test_report_radiograph_panel_keeps_orientation_and_sides(tmp_path):
     """A 32 x 64 (H x W) black radiograph with a bright top-right corner (rows 0-7, columns 56-63), femur_left masked at
     rows 4-11, columns 40-59 (image right, where the patient's left lies in an AP view) and femur_right at rows 20-27,
-    columns 4-23. In report.png the radiograph panel shows it enlarged 5x (320 // 64), not transposed, not mirrored:
-    its black area is 160 x 320 pixels, the corner white, and each bone's colour exactly on its mask's 1-pixel
-    outline there, rows 5*r0 .. 5*r1 - 1 and columns 5*c0 .. 5*c1 - 1."""
-    h, w, k = 32, 64, 5
+    columns 4-23. In report.png the radiograph panel shows it enlarged 4x ((320 - 2 * 16) // 64: a 16-pixel margin for
+    the patient's directions), not transposed, not mirrored: its black area is 128 x 256 pixels, the corner white, and
+    each bone's colour exactly on its mask's 1-pixel outline there, rows 4*r0 .. 4*r1 - 1 and columns 4*c0 .. 4*c1 - 1.
+    """
+    h, w, k = 32, 64, 4
     image = np.zeros((h, w), np.float32)
     image[:8, 56:] = 1.0
     boxes = {"femur_left": (4, 12, 40, 60), "femur_right": (20, 28, 4, 24)}
@@ -165,3 +172,91 @@ def test_report_radiograph_panel_keeps_orientation_and_sides(tmp_path):
     # and nowhere else in the panel's square (white above and below the image)
     assert (picture[rows[0] - (w - h) * k // 2 : rows[0], cols[0] : cols[0] + w * k] == 255).all()
     assert (picture[rows[0] + h * k : rows[0] + h * k + (w - h) * k // 2, cols[0] : cols[0] + w * k] == 255).all()
+
+
+def _report_inputs():
+    """A 64 x 64 radiograph with three box masks at 950-990 mm and three squares facing the source: the pelvis
+    (half 40 mm at the centre) and femurs (half 10 mm at x = +-50, y = 60 mm), so the meshes span 120 mm across
+    (x -60..60), 110 mm top to bottom (y -40..70) and 20 mm in depth (z 950..970)."""
+    h = w = 64
+    image = np.random.default_rng(0).random((h, w)).astype(np.float32)
+    masks = np.zeros((h, w, 3), bool)
+    masks[10:30, 10:50, 0] = masks[35:60, 5:20, 1] = masks[35:60, 40:55, 2] = True
+    depth = np.where(np.repeat(masks, 2, axis=-1), 950.0, 0.0).astype(np.float32)
+    meshes = {
+        "pelvis": square(950.0, 40.0),
+        "femur_left": square(960.0, 10.0, (50.0, 60.0)),
+        "femur_right": square(970.0, 10.0, (-50.0, 60.0)),
+    }
+    return image, masks, depth, meshes, ["pelvis", "femur_left", "femur_right"]
+
+
+def test_report_texts_say_the_warnings_and_fit_without_overlap(tmp_path):
+    """Every warning, caution and note is drawn in full (wrapped lines joined give it back) in its colour, the patient's
+    directions stand at the radiograph's edges as at the AP view's, and no text leaves the picture or overlaps another.
+    """
+    image, masks, depth, meshes, bones = _report_inputs()
+    warning = "implausible prediction (score 0.82 < 1; failed: " + ", ".join(f"check {k}" for k in range(30)) + ")"
+    caution = "left/right assumed: radiological display (columns toward the patient's left); not checked"
+    note = "SID 1100 mm: standard geometry; pixel spacing: argument pixel_spacing_mm"
+    hip = {"depth_mm": 951.6, "magnification": 1100.0 / 951.6}
+    texts = save_reconstruction_report(
+        tmp_path / "r.png", image, masks, depth, meshes, bones, "x", [warning], hip_plane=hip,
+        cautions=[caution], notes=[note], pixel_spacing_mm=3.125,
+    )  # fmt: skip
+    for prefix, text, colour in (
+        ("WARNING: ", warning, WARNING_RGB),
+        ("CAUTION: ", caution, CAUTION_RGB),
+        ("", note, NOTE_RGB),
+    ):
+        lines = [t.text for t in texts if t.colour == colour]
+        assert " ".join(lines) == prefix + text and (len(lines) > 1) == (text is warning)
+    assert any(t.text.startswith("hip plane (femoral head centres): 952 mm") and "1.156" in t.text for t in texts)
+    letters = [t.text for t in texts if t.colour == LETTER_RGB]
+    assert letters[:4] == list(orientation_letters(AP_VIEW)) == ["R", "L", "S", "I"]
+    width, height = Image.open(tmp_path / "r.png").size
+    font = report_font()
+    boxes = []
+    for (x, y), text, _ in texts:
+        left, top, right, bottom = font.getbbox(text)
+        boxes.append((x + left, y + top, x + right, y + bottom, text))
+    for i, (x0, y0, x1, y1, text) in enumerate(boxes):
+        assert 0 <= x0 and x1 <= width and 0 <= y0 and y1 <= height, text
+        for u0, v0, u1, v1, other in boxes[i + 1 :]:
+            assert x1 <= u0 or u1 <= x0 or y1 <= v0 or v1 <= y0, (text, other)
+
+
+def test_report_scale_bars_measure_the_views(tmp_path):
+    """Scale bars of the longest 1/2/5 x 10^k mm within 30% of a 320-pixel panel (96 px): the mesh views span
+    120 mm (AP: 120 x 110; lateral: 20 x 110; axial: 120 x 20), so 320 / (1.1 * 120) = 2.42 px/mm (AP, axial) and
+    320 / (1.1 * 110) = 2.64 px/mm (lateral): 20 mm bars of 48 and 53 px; the 64-pixel radiograph, shown 4x, with
+    3.125 mm detector pixels and magnification 1.25 has 4 * 1.25 / 3.125 = 1.6 px/mm at the hip plane: 50 mm, 80 px.
+    Each bar is drawn black, its label 6 px right of its end."""
+    image, masks, depth, meshes, bones = _report_inputs()
+    hip = {"depth_mm": 880.0, "magnification": 1.25}
+    texts = save_reconstruction_report(
+        tmp_path / "r.png", image, masks, depth, meshes, bones, "x", hip_plane=hip, pixel_spacing_mm=3.125
+    )
+    picture = np.asarray(Image.open(tmp_path / "r.png").convert("RGB")).astype(int)
+    titles = {t.text: t.xy for t in texts}
+    expected = {
+        "radiograph + bone outlines": ("50 mm at the hip plane", 80),
+        "AP (source view)": ("20 mm", 48),
+        "lateral (from the patient's right)": ("20 mm", 53),
+        "axial (from above)": ("20 mm", 48),
+    }
+    for title, (label, length) in expected.items():
+        x, y = titles[title]
+        bar_y = y + 18 + 320 + 7  # under the panel (title 18 px above it)
+        ((lx, ly),) = [
+            t.xy for t in texts if t.text == label and x < t.xy[0] < x + 320 and abs(t.xy[1] - (bar_y - 7)) < 2
+        ]
+        assert lx == x + length + 6, title
+        black = np.flatnonzero((picture[bar_y, x : x + length + 6] == 0).all(-1))
+        np.testing.assert_array_equal(black, np.arange(length))
+    assert not any(t.text.endswith("at the detector") for t in texts)
+    # without the hip plane the radiograph's bar is measured at the detector: 4 / 3.125 = 1.28 px/mm, 50 mm = 64 px
+    texts = save_reconstruction_report(
+        tmp_path / "d.png", image, masks, depth, meshes, bones, "x", pixel_spacing_mm=3.125
+    )
+    assert "50 mm at the detector" in [t.text for t in texts]

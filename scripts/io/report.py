@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import matplotlib
 
@@ -99,6 +99,29 @@ def normalised_grey(image: np.ndarray) -> np.ndarray:
     return np.clip((image - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(image)
 
 
+def _projected(meshes: Mapping[str, trimesh.Trimesh], view: np.ndarray) -> dict[str, np.ndarray]:
+    """Each non-empty mesh's triangles (F, 3, 3) in ``view``'s frame: picture right, picture down, depth (mm)."""
+    view = np.asarray(view, dtype=np.float64)
+    return {
+        bone: (np.asarray(mesh.vertices, dtype=np.float64) @ view.T)[np.asarray(mesh.faces)]
+        for bone, mesh in meshes.items()
+        if mesh is not None and len(mesh.faces)
+    }
+
+
+def mesh_view_frame(
+    meshes: Mapping[str, trimesh.Trimesh], view: np.ndarray = AP_VIEW, size_px: int = 320
+) -> tuple[np.ndarray, float]:
+    """Where :func:`render_meshes` puts the meshes: the centre (2,) of their extent in the picture plane (mm) and the
+    scale (pixels per mm), the largest extent filling ``size_px`` / 1.1 (a 5% margin each side)."""
+    tri = list(_projected(meshes, view).values())
+    if not tri:
+        return np.zeros(2), 1.0
+    xy = np.concatenate(tri)[..., :2].reshape(-1, 2)
+    lo, hi = xy.min(0), xy.max(0)
+    return (lo + hi) / 2, size_px / (1.1 * max(float((hi - lo).max()), 1e-6))
+
+
 def render_meshes(
     meshes: Mapping[str, trimesh.Trimesh],
     view: np.ndarray = AP_VIEW,
@@ -109,19 +132,18 @@ def render_meshes(
     """Orthographic, flat-shaded z-buffer rendering (H, W, 3) floats in [0, 1] of camera-frame meshes (mm).
 
     ``view`` (a rotation, e.g. :data:`LATERAL_VIEW`) takes the triangles to (picture right, picture down, depth along
-    the looking direction); they are rasterised into one ``size_px`` square picture (equal scale, 5% margin) and per
-    pixel the triangle nearest the viewer (smallest depth; the source side for :data:`AP_VIEW`) wins. Shading:
-    |normal . looking direction| * 0.75 + 0.25 of the bone colour, or of ``face_colours`` (per-bone RGB (F, 3) in
-    [0, 1], e.g. an error map).
+    the looking direction); they are rasterised into one ``size_px`` square picture (equal scale, 5% margin:
+    :func:`mesh_view_frame`) and per pixel the triangle nearest the viewer (smallest depth; the source side for
+    :data:`AP_VIEW`) wins. Shading: |normal . looking direction| * 0.75 + 0.25 of the bone colour, or of
+    ``face_colours`` (per-bone RGB (F, 3) in [0, 1], e.g. an error map).
     """
-    view = np.asarray(view, dtype=np.float64)
     picture = np.empty((size_px, size_px, 3))
     picture[:] = background
+    projected = _projected(meshes, view)
+    if not projected:
+        return picture
     tri, colour = [], []
-    for bone, mesh in meshes.items():
-        if mesh is None or len(mesh.faces) == 0:
-            continue
-        t = (np.asarray(mesh.vertices, dtype=np.float64) @ view.T)[np.asarray(mesh.faces)]
+    for bone, t in projected.items():
         normal = np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0])
         shade = np.abs(normal[:, 2]) / np.maximum(np.linalg.norm(normal, axis=1), 1e-12) * 0.75 + 0.25
         base = (
@@ -131,14 +153,10 @@ def render_meshes(
         )
         tri.append(t)
         colour.append(np.clip(shade[:, None] * base, 0.0, 1.0))
-    if not tri:
-        return picture
     t, colour = np.concatenate(tri), np.concatenate(colour)
-    xy, depth = t[..., :2], t[..., 2]
-    lo, hi = xy.reshape(-1, 2).min(0), xy.reshape(-1, 2).max(0)
-    scale = size_px / (1.1 * max(float((hi - lo).max()), 1e-6))
-    xy = (xy - (lo + hi) / 2) * scale + (size_px - 1) / 2  # pixel centres at integers
-    pixel, z, face = rasterise_triangles(xy, depth, (size_px, size_px))
+    centre, scale = mesh_view_frame(meshes, view, size_px)
+    xy = (t[..., :2] - centre) * scale + (size_px - 1) / 2  # pixel centres at integers
+    pixel, z, face = rasterise_triangles(xy, t[..., 2], (size_px, size_px))
     order = np.lexsort((z, pixel))
     first = np.ones(len(order), bool)
     first[1:] = pixel[order][1:] != pixel[order][:-1]
@@ -176,9 +194,14 @@ def _outline(mask: np.ndarray) -> np.ndarray:
     return mask & ~(p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:])
 
 
+def _zoom(shape: Sequence[int], size_px: int) -> int:
+    """The largest integer factor (at least 1) by which a picture of ``shape`` (h, w, ...) fits ``size_px``."""
+    return max(1, size_px // max(shape[:2]))
+
+
 def _fit_panel(rgb: np.ndarray, size_px: int) -> np.ndarray:
-    """An (h, w, 3) picture enlarged by the largest integer factor (nearest) that fits ``size_px``, centred on white."""
-    k = max(1, size_px // max(rgb.shape[:2]))
+    """An (h, w, 3) picture enlarged by :func:`_zoom` (nearest), centred on white in a ``size_px`` square."""
+    k = _zoom(rgb.shape, size_px)
     big = np.repeat(np.repeat(rgb, k, axis=0), k, axis=1)[:size_px, :size_px]
     panel = np.ones((size_px, size_px, 3))
     oy, ox = (size_px - big.shape[0]) // 2, (size_px - big.shape[1]) // 2
@@ -186,9 +209,12 @@ def _fit_panel(rgb: np.ndarray, size_px: int) -> np.ndarray:
     return panel
 
 
-def radiograph_picture(image: np.ndarray, masks: np.ndarray, bones: Sequence[str], size_px: int = 320) -> np.ndarray:
-    """Radiograph (H, W) in grey with each bone's mask (H, W, B) outlined in its colour, as (size_px, size_px, 3)."""
-    k = max(1, size_px // max(image.shape))
+def radiograph_picture(
+    image: np.ndarray, masks: np.ndarray, bones: Sequence[str], size_px: int = 320, margin_px: int = 0
+) -> np.ndarray:
+    """Radiograph (H, W) in grey with each bone's mask (H, W, B) outlined in its colour, as (size_px, size_px, 3),
+    enlarged by :func:`_zoom` to fit within ``margin_px`` of white on every side."""
+    k = _zoom(image.shape, size_px - 2 * margin_px)
     grey = np.repeat(np.repeat(normalised_grey(image), k, axis=0), k, axis=1)
     rgb = np.repeat(grey[..., None], 3, axis=-1)
     for b, bone in enumerate(bones):
@@ -206,6 +232,44 @@ def depth_picture(depth: np.ndarray, size_px: int = 320, cmap: str = "viridis") 
     return _fit_panel(rgb, size_px), lo, hi
 
 
+class ReportText(NamedTuple):
+    """A text drawn on report.png: its top-left corner (x, y) in pixels, the text and its colour (RGB 0-255)."""
+
+    xy: tuple[int, int]
+    text: str
+    colour: tuple[int, int, int]
+
+
+REPORT_FONT_PX = 13
+LETTER_MARGIN_PX = 16  # white around the radiograph in report.png, where the patient's directions are written
+WARNING_RGB, CAUTION_RGB, NOTE_RGB, LETTER_RGB = (200, 0, 0), (175, 85, 0), (60, 60, 60), (128, 128, 128)
+
+
+def report_font():
+    """The font of report.png's texts (Pillow's built-in, :data:`REPORT_FONT_PX` pixels; no font file needed)."""
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=REPORT_FONT_PX)
+
+
+def wrap_to_width(text: str, width_px: float, font=None) -> list[str]:
+    """``text`` as lines at most ``width_px`` pixels wide in ``font`` (default :func:`report_font`), broken at spaces
+    (a longer word where it must)."""
+    font = font or report_font()
+    for chars in range(max(int(width_px // 4), 1), 0, -1):
+        lines = textwrap.wrap(text, chars)
+        if all(font.getlength(part) <= width_px for part in lines):
+            return lines
+    return list(text)
+
+
+def scale_bar_mm(px_per_mm: float, max_px: float) -> float:
+    """The length (mm) of a scale bar: the longest of 1, 2, 5, 10, 20, ... 5000 mm that spans at most ``max_px``
+    pixels at ``px_per_mm`` (1 mm when none does)."""
+    lengths = [m * 10.0**k for k in range(4) for m in (1, 2, 5)]
+    return max((mm for mm in lengths if mm * px_per_mm <= max_px), default=1.0)
+
+
 def save_reconstruction_report(
     path: str | Path,
     image: np.ndarray | None,
@@ -217,40 +281,57 @@ def save_reconstruction_report(
     warnings: Sequence[str] = (),
     panel_px: int = 320,
     hip_plane: Mapping | None = None,
-) -> None:
-    """report.png: radiograph + mask outlines, nearest front / farthest back depth (colour bar in mm), three mesh views
-    with the patient's directions at their edges (:func:`orientation_letters`; the radiograph's in its title).
+    cautions: Sequence[str] = (),
+    notes: Sequence[str] = (),
+    pixel_spacing_mm: float | None = None,
+) -> list[ReportText]:
+    """report.png: radiograph + mask outlines, nearest front / farthest back depth from the source (colour bars in
+    mm), three mesh views; the patient's directions (:func:`orientation_letters`) at the edges of the radiograph and
+    of every mesh view, a scale bar under each mesh view and (``pixel_spacing_mm``) under the radiograph. Returns the
+    texts drawn (:class:`ReportText`).
 
-    ``masks`` (H, W, B), ``depth`` (H, W, 2B) bone-major in mm, ``meshes`` in the camera frame (mm).
+    ``masks`` (H, W, B), ``depth`` (H, W, 2B) bone-major in mm, ``meshes`` in the camera frame (mm);
+    ``pixel_spacing_mm``: the maps' detector pitch (mm per pixel), the radiograph's scale bar measured at the hip plane
+    (its magnification) when ``hip_plane`` is given, else at the detector.
     ``image`` None: the radiograph is left out (outlines on black), e.g. when it carries burned-in text.
-    ``warnings`` are printed in red above the panels; ``hip_plane``
+    Under the title: ``warnings`` in red ("WARNING: "), ``cautions`` in orange ("CAUTION: ", e.g. an assumed
+    laterality), ``notes`` in grey (e.g. the geometry's sources); ``hip_plane``
     (:func:`scripts.reconstruction.hips.hip_plane`) beside the bone legend. Drawn directly into pixels
     (:func:`render_meshes`, no plotting library, so it may run in a background thread) and written atomically.
     """
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
+    font = report_font()
     front, back = front_back_extent(np.moveaxis(depth, -1, 0), np.moveaxis(masks, -1, 0))
-    label, bar, gap, line = 18, 14, 10, 16
-    cell_w, cell_h = panel_px + bar + 48 + gap, panel_px + label + gap
-    warning_lines = [part for text in warnings for part in textwrap.wrap("WARNING: " + text, 3 * cell_w // 7)]
-    head = 30 + line * len(warning_lines)
+    label, bar, gap, line, scale_row = 18, 14, 10, 16, 16
+    cell_w, cell_h = panel_px + bar + 48 + gap, panel_px + label + scale_row + gap
+    header = [
+        (part, colour)
+        for texts_, prefix, colour in (
+            (warnings, "WARNING: ", WARNING_RGB),
+            (cautions, "CAUTION: ", CAUTION_RGB),
+            (notes, "", NOTE_RGB),
+        )
+        for text in texts_
+        for part in wrap_to_width(prefix + text, 3 * cell_w - 2 * gap, font)
+    ]
+    head = 30 + line * len(header)
     canvas = np.ones((head + 2 * cell_h + 24, 3 * cell_w, 3))
-    texts: list[tuple[tuple[int, int], str, tuple[int, int, int]]] = [((gap, 6), title, (0, 0, 0))]
-    texts += [((gap, 26 + line * k), text, (200, 0, 0)) for k, text in enumerate(warning_lines)]
+    texts = [ReportText((gap, 6), title, (0, 0, 0))]
+    texts += [ReportText((gap, 26 + line * k), text, colour) for k, (text, colour) in enumerate(header)]
+    grid_shape = masks.shape[:2]
+    shown = np.zeros(grid_shape, np.float32) if image is None else image
+    panels = [
+        (
+            radiograph_picture(shown, masks, bones, panel_px, LETTER_MARGIN_PX),
+            "bone outlines (radiograph left out)" if image is None else "radiograph + bone outlines",
+        )
+    ]
     depth_bars = []
-    if image is None:
-        panels = [
-            (
-                radiograph_picture(np.zeros(masks.shape[:2], np.float32), masks, bones, panel_px),
-                "mask outlines (radiograph left out)",
-            )
-        ]
-    else:
-        left, right, top, _ = orientation_letters(AP_VIEW)  # as displayed: the image's own axes
-        panels = [
-            (radiograph_picture(image, masks, bones, panel_px), f"radiograph + masks ({left} | {right}, {top} up)")
-        ]
-    for name, d in (("front-face depth (nearest bone)", front), ("back-face depth (farthest bone)", back)):
+    for name, d in (
+        ("front-face depth from the source (nearest bone)", front),
+        ("back-face depth from the source (farthest bone)", back),
+    ):
         picture, lo, hi = depth_picture(d, panel_px)
         panels.append((picture, name))
         depth_bars.append((lo, hi))
@@ -259,12 +340,12 @@ def save_reconstruction_report(
     for i, (picture, name) in enumerate(panels):
         y, x = head + (i // 3) * cell_h + label, gap + (i % 3) * cell_w
         canvas[y : y + panel_px, x : x + panel_px] = picture
-        texts.append(((x, y - label), name, (0, 0, 0)))
-        if i >= 3:  # the mesh views: the patient's directions at their edges, on the white margin
-            left, right, top, bottom = orientation_letters(MESH_VIEWS[i - 3][1])
+        texts.append(ReportText((x, y - label), name, (0, 0, 0)))
+        if i in (0, 3, 4, 5):  # the patient's directions at the edges
+            left, right, top, bottom = orientation_letters(AP_VIEW if i == 0 else MESH_VIEWS[i - 3][1])
             mid_x, mid_y = x + panel_px // 2 - 4, y + panel_px // 2 - 7
             texts += [
-                (xy, letter, (128, 128, 128))
+                ReportText(xy, letter, LETTER_RGB)
                 for xy, letter in (
                     ((x + 3, mid_y), left),
                     ((x + panel_px - 12, mid_y), right),
@@ -276,17 +357,30 @@ def save_reconstruction_report(
             lo, hi = depth_bars[i - 1]
             canvas[y : y + panel_px, x + panel_px + 4 : x + panel_px + 4 + bar] = ramp
             texts += [
-                ((x + panel_px + bar + 6, y + dy), text, (0, 0, 0))
+                ReportText((x + panel_px + bar + 6, y + dy), text, (0, 0, 0))
                 for dy, text in ((0, f"{hi:.0f}"), (panel_px - 14, f"{lo:.0f}"), (panel_px // 2 - 7, "mm"))
             ]
+        scale = None
+        if i >= 3:
+            scale = mesh_view_frame(meshes, MESH_VIEWS[i - 3][1], panel_px)[1], ""
+        elif i == 0 and pixel_spacing_mm:
+            magnification = float(hip_plane["magnification"]) if hip_plane else 1.0
+            where = " at the hip plane" if hip_plane else " at the detector"
+            scale = _zoom(grid_shape, panel_px - 2 * LETTER_MARGIN_PX) * magnification / float(pixel_spacing_mm), where
+        if scale is not None:
+            px_per_mm, where = scale
+            mm = scale_bar_mm(px_per_mm, 0.3 * panel_px)
+            length = int(round(mm * px_per_mm))
+            canvas[y + panel_px + 6 : y + panel_px + 9, x : x + length] = 0.0
+            texts.append(ReportText((x + length + 6, y + panel_px), f"{mm:g} mm{where}", (0, 0, 0)))
     legend_y, legend_x = canvas.shape[0] - 20, gap
     for bone in bones:
         canvas[legend_y + 4 : legend_y + 14, legend_x : legend_x + 24] = _hex_rgb(bone_colour(bone))
-        texts.append(((legend_x + 30, legend_y), bone, (0, 0, 0)))
-        legend_x += 40 + 9 * len(bone)
+        texts.append(ReportText((legend_x + 30, legend_y), bone, (0, 0, 0)))
+        legend_x += 40 + int(font.getlength(bone))
     if hip_plane:
         texts.append(
-            (
+            ReportText(
                 (legend_x + 20, legend_y),
                 f"hip plane (femoral head centres): {hip_plane['depth_mm']:.0f} mm from the source, "
                 f"magnification {hip_plane['magnification']:.3f}",
@@ -295,11 +389,11 @@ def save_reconstruction_report(
         )
     picture = Image.fromarray((canvas * 255).round().astype(np.uint8))
     draw = ImageDraw.Draw(picture)
-    font = ImageFont.load_default(size=13)
-    for (x, y), text, colour in texts:
-        draw.text((x, y), text, fill=colour, font=font)
+    for xy, text, colour in texts:
+        draw.text(xy, text, fill=colour, font=font)
     with atomic_path(path) as tmp:
         picture.save(tmp, format="png", compress_level=3)
+    return texts
 
 
 def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110) -> None:

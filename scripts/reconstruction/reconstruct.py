@@ -667,6 +667,8 @@ def write_reconstruction(
                 title=name,
                 warnings=warnings,
                 hip_plane=rec.hip_plane,
+                **report_notes(info, rec),
+                pixel_spacing_mm=float(geom.pixel_spacing_mm[0]),
             )
         t2 = time.perf_counter()
         result = {
@@ -780,6 +782,30 @@ def result_summary(
 def output_warnings(rec: Reconstruction, info: Mapping) -> list[str]:
     """Warnings of one result: the input's (e.g. burned-in annotation) and the prediction's (implausible)."""
     return [*info.get("warnings", []), *rec.warnings]
+
+
+def report_notes(info: Mapping, rec: Reconstruction) -> dict[str, list[str]]:
+    """report.png's lines under its warnings (:func:`scripts.io.report.save_reconstruction_report`): ``cautions``, a
+    laterality that was assumed rather than read (info ``laterality``); ``notes``, where the left-right sense and the
+    geometry came from (result.json ``laterality``, ``geometry_source``, ``coverage``) and a plausible prediction's
+    score (an implausible one is a warning)."""
+    laterality = str(info.get("laterality") or "unknown")
+    cautions = [f"left/right {laterality}"] if laterality.startswith("assumed") else []
+    notes = [] if cautions else [f"left/right: {laterality}"]
+    sources = info.get("geometry_source") or {}
+    geometry = [f"SID {rec.geometry.sid_mm:.0f} mm"]
+    if "all" in sources:
+        geometry[0] += f" and pixel spacing: {sources['all']}"
+    else:
+        geometry = [f"{geometry[0]}: {sources.get('sid_mm', 'unknown')}"]
+        geometry.append(f"pixel spacing: {sources.get('pixel_spacing_mm', 'unknown')}")
+    if info.get("coverage") is not None:
+        geometry.append(f"the radiograph covers {100 * info['coverage']:.0f}% of the standard field")
+    notes.append("; ".join(geometry))
+    score = rec.plausibility
+    if score.get("plausible"):
+        notes.append(f"plausibility score {score['score']:.2f} (at least {score['min_score']:g}: plausible)")
+    return {"cautions": cautions, "notes": notes}
 
 
 def _resize_image(image: np.ndarray, geometry: Geometry) -> np.ndarray:
