@@ -92,13 +92,13 @@ def test_run_writes_stl_and_dicom_per_bone(dicom_dir, tmp_path, capsys):
             == json.loads((ROOT / "configs" / "metadata.json").read_text())["version"]
             == bundle_version()
         )
-        series.add(ds.SeriesInstanceUID)
+        series.add((ds.SeriesInstanceUID, ds.FrameOfReferenceUID))
         stl = trimesh.load(str(case_dir / f"{bone}.stl"))
         for m in (stl, read_encapsulated_stl(ds)):  # patient LPS: 100 i mm left, 900 mm posterior, 50 i mm inferior
             radius = np.linalg.norm(m.vertices - [100.0 * i, 900.0, -50.0 * i], axis=1).max()
             assert radius == pytest.approx(expected_r + i, rel=1e-4)
             assert m.volume > 0  # a rotation: the faces still face outward
-    assert len(series) == 1  # one new series per reconstruction
+    assert len(series) == 1  # one new series per reconstruction, in one Frame of Reference
 
 
 def test_objects_without_an_image_and_copies_are_skipped_not_failed(tmp_path, capsys):

@@ -15,9 +15,8 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import trimesh
-from pydicom.uid import generate_uid
 from scripts.geometry import Geometry, camera_to_patient_lps
-from scripts.io.dicom_export import write_encapsulated_stl, write_stl
+from scripts.io.dicom_export import NewSeries, write_encapsulated_stl, write_stl
 from scripts.io.files import (
     OUTPUT_MARKER,
     InputFileError,
@@ -108,7 +107,8 @@ MESH_FRAME = "patient LPS (mm): patient_frame.camera_to_patient is already appli
 
 
 def write_case(case: RadiographFile, meshes: dict[str, trimesh.Trimesh], output_dir: PathLike) -> list[Path]:
-    """Write ``<output_dir>/<name>/<bone>.stl`` and ``<bone>.dcm`` (one new series per case, SoftwareVersions the
+    """Write ``<output_dir>/<name>/<bone>.stl`` and ``<bone>.dcm`` (one new series and Frame of Reference per case,
+    :class:`scripts.io.dicom_export.NewSeries`; SoftwareVersions the
     bundle's version; both in the patient's nominal DICOM coordinates, LPS mm, :func:`camera_to_patient_lps`, as a
     DICOM Frame of Reference is patient-based) and ``result.json``: the fields the bundle's inference writes too
     (:func:`scripts.reconstruction.reconstruct.result_summary`), each written bone's summary (:func:`run_inference`'s
@@ -118,7 +118,7 @@ def write_case(case: RadiographFile, meshes: dict[str, trimesh.Trimesh], output_
     result for the same input (else :class:`InputFileError` naming it). result.json holds no patient identifiers.
     """
     final = Path(output_dir) / case.name
-    series_uid = generate_uid()
+    series = NewSeries()  # one series, Frame of Reference (and study, without a source) for all bones
     to_patient = camera_to_patient_lps()
     with atomic_dir(final, RESULT_KIND, case.key, case.origin) as tmp:
         for i, bone in enumerate(case.geometry.bones):
@@ -127,12 +127,7 @@ def write_case(case: RadiographFile, meshes: dict[str, trimesh.Trimesh], output_
             mesh = meshes[bone].copy().apply_transform(to_patient)
             write_stl(mesh, tmp / f"{bone}.stl")
             write_encapsulated_stl(
-                mesh,
-                tmp / f"{bone}.dcm",
-                bone,
-                source=case.header,
-                series_instance_uid=series_uid,
-                instance_number=i + 1,
+                mesh, tmp / f"{bone}.dcm", bone, source=case.header, series=series, instance_number=i + 1
             )
         bones = {b: {**case.info.get("bones", {}).get(b, {}), "mesh": mesh_summary(m)} for b, m in meshes.items()}
         summary = result_summary(

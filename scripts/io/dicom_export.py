@@ -3,15 +3,17 @@ radiographs as DICOM DX images with their geometry tags (``python -m scripts.rad
 
 The DICOM instance (SOP Class 1.2.840.10008.5.1.4.1.1.104.3, Modality M3D) joins the source study:
 the Patient module and the study identifiers are copied from the source radiograph, while the
-Series Instance UID, SOP Instance UID and Frame of Reference UID are new. A Frame of Reference is
+Series Instance UID, SOP Instance UID and Frame of Reference UID are new (series and frame shared by the bones of one
+reconstruction: :class:`NewSeries`). A Frame of Reference is
 patient-based (DICOM LPS, mm), so the mesh is given in the patient's nominal coordinates of the
 radiograph's AP view (``scripts.geometry.camera_to_patient_lps``: origin at the focal spot), which the
 new Frame of Reference stands for. Without a source (PNG/NIfTI input) a new study is created with empty
-patient attributes.
+patient attributes, one for the bones of a reconstruction.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import functools
 from pathlib import Path
@@ -77,6 +79,17 @@ def _new_dataset(sop_class_uid: str) -> Dataset:
     return ds
 
 
+@dataclasses.dataclass(frozen=True)
+class NewSeries:
+    """The UIDs every instance of one reconstruction shares: its series, its Frame of Reference (the radiograph's
+    nominal patient frame, one for all bones: a series has one) and the study used when the source radiograph gives
+    none (PNG/NIfTI input, or a blank StudyInstanceUID). Each new; one per reconstruction."""
+
+    series_instance_uid: str = dataclasses.field(default_factory=generate_uid)
+    frame_of_reference_uid: str = dataclasses.field(default_factory=generate_uid)
+    study_instance_uid: str = dataclasses.field(default_factory=generate_uid)
+
+
 def write_stl(mesh: trimesh.Trimesh, path: PathLike) -> Path:
     """Write ``mesh`` as binary STL atomically; returns the path."""
     path = Path(path)
@@ -94,7 +107,7 @@ def encapsulated_stl_dataset(
     mesh: trimesh.Trimesh,
     bone: str,
     source: Dataset | None = None,
-    series_instance_uid: str | None = None,
+    series: NewSeries | None = None,
     instance_number: int = 1,
 ) -> Dataset:
     """Build a DICOM Encapsulated STL dataset of ``mesh`` (a bone surface, patient coordinates LPS, mm).
@@ -102,8 +115,10 @@ def encapsulated_stl_dataset(
     Args:
         mesh: the surface; stored as binary STL.
         bone: bone name, used in the document title and series description.
-        source: the radiograph's dataset; its Patient module and study identifiers are copied.
-        series_instance_uid: shared by all bones of one reconstruction; new when ``None``.
+        source: the radiograph's dataset; its Patient module and study identifiers are copied, and it is referenced
+            (SourceInstanceSequence) when it has a SOP Class and a SOP Instance UID.
+        series: the series, Frame of Reference and fallback study UIDs shared by all bones of one reconstruction; new
+            when ``None``.
         instance_number: DICOM number of the instance in its series (series number 9001).
     """
     now = datetime.datetime.now()
@@ -114,8 +129,9 @@ def encapsulated_stl_dataset(
     for kw in PATIENT_KEYWORDS + STUDY_KEYWORDS:
         if source is not None and kw in source:
             ds[kw] = source[kw]
-    if "StudyInstanceUID" not in ds:
-        ds.StudyInstanceUID = generate_uid()
+    series = series or NewSeries()
+    if not ds.get("StudyInstanceUID"):  # type 1: none in the source, or blanked by an anonymiser
+        ds.StudyInstanceUID = series.study_instance_uid
     # SOP Common
     ds.SOPClassUID = EncapsulatedSTLStorage
     ds.SOPInstanceUID = sop_uid
@@ -123,11 +139,11 @@ def encapsulated_stl_dataset(
     ds.InstanceCreationDate, ds.InstanceCreationTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     # Encapsulated Document Series
     ds.Modality = "M3D"
-    ds.SeriesInstanceUID = series_instance_uid or generate_uid()
+    ds.SeriesInstanceUID = series.series_instance_uid
     ds.SeriesNumber = 9001
     ds.SeriesDescription = "3DDX bone surfaces (nominal patient LPS, mm)"
     # Frame of Reference: the radiograph's nominal patient frame (LPS, origin at the focal spot)
-    ds.FrameOfReferenceUID = generate_uid()
+    ds.FrameOfReferenceUID = series.frame_of_reference_uid
     ds.PositionReferenceIndicator = ""
     # Enhanced General Equipment
     ds.Manufacturer = MANUFACTURER
@@ -142,7 +158,7 @@ def encapsulated_stl_dataset(
     ds.DocumentTitle = f"{bone} surface"
     ds.ConceptNameCodeSequence = Sequence()
     ds.MeasurementUnitsCodeSequence = Sequence([_code("mm", "UCUM", "millimeter")])
-    if source is not None and "SOPInstanceUID" in source:
+    if source is not None and source.get("SOPClassUID") and source.get("SOPInstanceUID"):  # type 1 in the item
         ref = Dataset()
         ref.ReferencedSOPClassUID = source.SOPClassUID
         ref.ReferencedSOPInstanceUID = source.SOPInstanceUID
