@@ -17,6 +17,7 @@ from scripts.data.phantom import (
     _bone_hu,
     build_meshes,
     case_seeds,
+    check_spacing,
     generate_case,
     main,
     sample_params,
@@ -174,6 +175,25 @@ def test_hounsfield_units(case):
     soft = ct[~bone & (ct > -200)]
     assert 20 <= np.median(soft) <= 60  # muscle
     assert ((ct > -150) & (ct < -50) & ~bone).sum() > 0.05 * (~bone & (ct > -200)).sum()  # fat layer
+
+
+def test_a_spacing_finer_than_memory_holds_is_refused():
+    """A case peaks at about 2 GiB x (1 mm / spacing)^3: 0.5 mm needs 16 GiB, so a 16 GiB machine takes 0.5 mm and
+    refuses 0.49 mm (2 / 0.49^3 = 17.0 GiB) in one line naming the option and the finest spacing it holds; 24 GiB
+    holds (2 / 24)^(1/3) = 0.437 mm, offered as 0.44. Without a memory figure only the sign is checked."""
+    gib = 2**30
+    assert check_spacing("0.5", memory=16 * gib) == 0.5
+    with pytest.raises(InputFileError) as e:
+        check_spacing(0.49, memory=16 * gib)
+    assert str(e.value) == (
+        "--spacing: 0.49 mm needs about 17 GiB of memory per case (2 GiB at 1 mm, x (1 mm / spacing)^3); "
+        "this machine has 16 GiB: use 0.5 mm or coarser"
+    )
+    with pytest.raises(InputFileError, match="use 0.44 mm or coarser"):
+        check_spacing(0.43, memory=24 * gib)
+    assert check_spacing(0.44, memory=24 * gib) == 0.44
+    with pytest.raises(InputFileError, match="--spacing: must be a positive number"):
+        check_spacing(0, memory=24 * gib)
 
 
 def test_cli_writes_full_layout(tmp_path):

@@ -1646,6 +1646,12 @@ COMMAND_OPTION_CASES = {
         "--spacing: must be a positive",
         1,
     ),
+    "phantom --spacing 0.01": (  # 2e6 GiB: it ran until the machine ran out of memory
+        "scripts.data.phantom",
+        "--n 1 --out o --spacing 0.01",
+        "--spacing: 0.01 mm needs about 2e+06 GiB of memory per case",
+        1,
+    ),
     "phantom --start -1": ("scripts.data.phantom", "--n 1 --out o --start -1", "--start: must be a whole number", 1),
     "phantom --seed -1": ("scripts.data.phantom", "--n 1 --out o --seed -1", "--seed: must be a whole number", 1),
     "phantom --femur_variation nan": (
@@ -1770,6 +1776,7 @@ COMMAND_OPTION_CASES = {
     "deploy.stage ''": ("deploy.stage", "''", "out: must be a file or folder path, got ''", 2),
     "deploy.stage": ("deploy.stage", "", "the following arguments are required: out", 2),
     "demo --spacing 0": ("scripts.io.demo", "--spacing 0", "--spacing: must be a positive number (mm), got 0.0", 1),
+    "demo --spacing 0.01": ("scripts.io.demo", "--spacing 0.01", "--spacing: 0.01 mm needs about 2e+06 GiB", 1),
     "demo --seed -1": ("scripts.io.demo", "--seed -1", "--seed: must be a whole number of at least 0, got -1", 1),
     "demo --out ''": ("scripts.io.demo", "--out ''", "--out: must be a file or folder path, got ''", 2),
     "demo --device bogus": ("scripts.io.demo", "--device bogus", "--device: not a torch device", 1),

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -42,6 +43,7 @@ from scripts.data.llp26 import NOTICE as LLP26_NOTICE  # noqa: E402
 from scripts.data.volumes import BONE_LABELS, VERTEBRAE_LABEL  # noqa: E402
 from scripts.geometry import BONES  # noqa: E402
 from scripts.io.files import (  # noqa: E402
+    InputFileError,
     OneLineParser,
     atomic_dir,
     check_replaceable,
@@ -66,6 +68,34 @@ OSTEOPOROSIS = (
 )  # range of the bone-loss factor (0: the young-adult bone of the draws, 1: severe), drawn per subject
 # what bone loss 1 leaves of each bone draw (trabecular bone loses most, the cortex thins and loses less density)
 BONE_LOSS_AT_1 = {"trabecular_hu": 0.35, "cortical_hu": 0.65, "cortex_mm": 0.6, "shaft_cortex_mm": 0.6}
+# a case's peak memory at 1 mm, GiB (the heaviest builds' grids, about 76 L, at some 15 bytes a voxel, and the process);
+# it grows as (1 mm / spacing)^3. Simulating a phantom peaks about as high (docs/simulation.md: 1.95 GiB at 1 mm).
+PEAK_GIB_AT_1MM = 2.0
+
+
+def physical_memory() -> int | None:
+    """This machine's physical memory, bytes; None where the system does not say (no ``os.sysconf``)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_spacing(value: float | str, name: str = "spacing", memory: int | None = None) -> float:
+    """``value`` as a phantom's voxel spacing, mm: positive, and coarse enough for a case, about
+    :data:`PEAK_GIB_AT_1MM` x (1 mm / spacing)^3 GiB, to fit in ``memory`` bytes (default: :func:`physical_memory`;
+    16 GiB: 0.5 mm or coarser); else InputFileError naming ``--name`` (it would run out of memory part-way)."""
+    spacing = as_positive(value, name)
+    memory = physical_memory() if memory is None else memory
+    need = PEAK_GIB_AT_1MM * 2**30 / spacing**3
+    if memory is not None and need > memory:
+        finest = math.ceil(round(100 * (PEAK_GIB_AT_1MM * 2**30 / memory) ** (1 / 3), 6)) / 100  # 0.01 mm up
+        raise InputFileError(
+            f"--{name}",
+            f"{spacing:g} mm needs about {need / 2**30:.3g} GiB of memory per case ({PEAK_GIB_AT_1MM:g} GiB at 1 mm, "
+            f"x (1 mm / spacing)^3); this machine has {memory / 2**30:.3g} GiB: use {finest:g} mm or coarser",
+        )
+    return spacing
 
 
 @dataclass(frozen=True)
@@ -581,9 +611,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--start", type=int, default=0, help="index of the first case (extends a cohort: --start 48 after --n 48)"
     )
-    parser.add_argument("--spacing", type=float, default=1.0, help="isotropic voxel spacing, mm")
     parser.add_argument(
-        "--workers", type=int, default=1, help="parallel processes (each holds one case, about 2 GiB at 1 mm)"
+        "--spacing",
+        type=float,
+        default=1.0,
+        help="isotropic voxel spacing, mm (finer than this machine's memory holds a case at: refused)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help=f"parallel processes (each holds one case, up to about {PEAK_GIB_AT_1MM:g} GiB at 1 mm)",
     )
     parser.add_argument(
         "--femur_variation",
@@ -622,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--n is required (unless --subjects is given)")
     for key, minimum in (("n", 1), ("start", 0), ("seed", 0), ("workers", 1)):
         as_count(n if key == "n" else getattr(args, key), key, minimum=minimum)
-    as_positive(args.spacing, "spacing")
+    check_spacing(args.spacing)
     as_positive(args.femur_variation, "femur_variation", unit="SD", zero=True)
     if args.femur_variation and (args.anatomy != "llp26" or args.subjects):
         parser.error("--femur_variation widens llp26 training draws only (not --anatomy procedural or --subjects)")

@@ -17,8 +17,8 @@ from typing import Sequence
 import monai.bundle
 import numpy as np
 from scripts import BUNDLE_ROOT
-from scripts.config_flags import as_count, as_device, as_positive, path_argument
-from scripts.data.phantom import generate_case, write_case
+from scripts.config_flags import as_count, as_device, path_argument
+from scripts.data.phantom import check_spacing, generate_case, write_case
 from scripts.data.real_anatomy import TEST_SUBJECTS
 from scripts.data.simulate import find_cases, simulate
 from scripts.geometry import Geometry
@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     as_count(args.seed, "seed")
-    as_positive(args.spacing, "spacing")
+    check_spacing(args.spacing)
     if args.device is not None:  # before the phantom, which takes minutes
         as_device(args.device)
     results = run_demo(out, args.subject, args.seed, args.spacing, args.device)
