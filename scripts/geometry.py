@@ -282,7 +282,8 @@ class Geometry:
         return lib.stack([u, v], -1), depth
 
     def in_field_of_view(self, points_cam: ArrayLike, margin_px: float = 0.0) -> ArrayLike:
-        """True for camera-frame points inside the X-ray cone (projecting onto the detector, z > 0)."""
+        """(...,) True for camera-frame points (..., 3) mm inside the X-ray cone: z > 0 and projecting onto the detector,
+        at least ``margin_px`` pixels inside its outer pixel edges."""
         uv, _ = self.project(points_cam)
         w, h = self.image_size
         z = points_cam[..., 2]
@@ -364,7 +365,7 @@ class Geometry:
         return replace(self, image_size=(u1 - u0 + 1, v1 - v0 + 1), principal_point_px=(cu - u0, cv - v0))
 
     def resized(self, image_size: Sequence[int]) -> "Geometry":
-        """Same detector field of view sampled at ``image_size`` (W, H): pitch and principal point rescaled."""
+        """Same detector field of view sampled at ``image_size`` (W, H) px: pitch (mm) and principal point (px) rescaled."""
         w, h = int(image_size[0]), int(image_size[1])
         sx, sy = self.width / w, self.height / h
         cu, cv = self.principal_point_px
@@ -501,7 +502,8 @@ def _cached_rays(detector: Geometry) -> np.ndarray:
 
 # ---------------------------------------------------------------------- transforms and poses
 def apply_transform(matrix: np.ndarray, points: ArrayLike) -> ArrayLike:
-    """Apply a 4x4 homogeneous transform to points (..., 3)."""
+    """Points (..., 3) under a 4x4 homogeneous transform (e.g. RAS world mm -> camera mm); NumPy in float64 or torch
+    in the points' dtype and device."""
     if isinstance(points, torch.Tensor):
         m = torch.as_tensor(matrix, dtype=points.dtype, device=points.device)
         return points @ m[:3, :3].T + m[:3, 3]

@@ -546,8 +546,8 @@ def load_case(
 def prepare_case(
     case: Case, ct: Volume, labels: Volume, center: np.ndarray, couch_voxels: int, cfg: dict, device: torch.device | str
 ) -> LoadedCase:
-    """A :class:`LoadedCase` of this CT and labels: their material density volumes and per-bone depth grids (the
-    per-case preparation every pose reuses; ``benchmarks/bench_simulate.py`` times it)."""
+    """A :class:`LoadedCase` of this CT and labels, posed about ``center`` (RAS mm): their material density volumes and
+    per-bone depth grids (the per-case preparation every pose reuses; ``benchmarks/bench_simulate.py`` times it)."""
     drr = cfg["drr"]
     mu, mu_affine = material_volumes(ct.array, ct.affine, drr["ct_kev"], drr["min_voxel_mm"], device)
     grids = bone_grids(labels.array, tuple(BONE_LABELS), device=device)

@@ -127,5 +127,6 @@ def label_targets(label: torch.Tensor, bones: int, faces: int) -> tuple[torch.Te
 
 
 def face_masks(depth: torch.Tensor, mask: torch.Tensor, faces: int) -> torch.Tensor:
-    """Per depth-channel validity (N, faces*B, H, W): the bone mask repeated per face and depth > 0."""
+    """Per depth-channel validity (N, faces*B, H, W) of depth (N, faces*B, H, W) mm and masks (N, B, H, W): the bone
+    mask repeated per face and depth > 0."""
     return mask.repeat_interleave(faces, dim=1) * (depth > 0).to(mask.dtype)

@@ -55,6 +55,7 @@ KEYS_SET_IN = {
 
 @functools.lru_cache(maxsize=32)
 def _sum_of(path: str, size: int, mtime_ns: int) -> str:
+    """SHA-256 of a resolved ``path``, cached per file version: ``size`` and ``mtime_ns`` are only the cache's key."""
     return sha256(path)
 
 

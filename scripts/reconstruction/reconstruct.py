@@ -113,7 +113,8 @@ class DepthPrediction:
 
 
 def true_face_mask(depth: np.ndarray, mask: np.ndarray, faces: int) -> np.ndarray:
-    """(faces*B, H, W) validity of true depth (2B, H, W) channels given masks (B, H, W) (front only when faces=1)."""
+    """(faces*B, H, W) validity of true depth (2B, H, W) mm channels given masks (B, H, W): in the mask and depth > 0
+    (front faces only when faces=1)."""
     depth = depth if faces == 2 else depth[0::2]
     return np.repeat(mask, faces, axis=0) & (depth > 0)
 

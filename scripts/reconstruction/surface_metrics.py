@@ -66,7 +66,7 @@ def volume_extent_planes(
 
 
 def inside_planes(points: np.ndarray, planes: Planes) -> np.ndarray:
-    """(n,) True for points (n, 3) on the inner side of every plane."""
+    """(n,) True for points (n, 3) mm on the inner side of every plane (the planes' frame, e.g. camera mm)."""
     inside = np.ones(len(points), bool)
     for origin, normal in planes:
         inside &= (np.asarray(points) - origin) @ normal >= 0
