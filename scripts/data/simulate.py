@@ -659,7 +659,7 @@ def render_sample(
     )
     gen = torch.Generator().manual_seed(int(_stable_unit("style", seed, name, pose) * 2**62))
     image, fov, exposed, style = style_radiograph(
-        areal, geom, mask, cfg["style"], gen, float(apply_transform(geom.matrix, lc.center)[2])
+        areal, geom, mask, cfg["style"], gen, float(geom.world_to_camera_points(lc.center)[2])
     )
     shown = (exposed >= 0.5).to(mask.dtype)
     mask = mask * shown
