@@ -116,9 +116,16 @@ def as_mapping(value: Mapping | None, name: str) -> dict:
     return dict(value)
 
 
-def as_keywords(value: Mapping | None, name: str, function: Callable, given: Iterable[str] = ()) -> dict:
+def as_keywords(
+    value: Mapping | None,
+    name: str,
+    function: Callable,
+    given: Iterable[str] = (),
+    checks: Mapping[str, Callable[[object, str], object]] | None = None,
+) -> dict:
     """``value`` as keyword arguments of ``function`` (a mapping; None: none), each key one of its parameters with a
-    default other than those its caller ``given`` itself (e.g. ``--ssm_fit``), each value read as its default's kind
+    default other than those its caller ``given`` itself (e.g. ``--ssm_fit``), each value read by its ``checks``
+    entry (called with the value and ``name#key``, e.g. a range by the key's meaning), else as its default's kind
     (a flag, a whole number, a number); else InputFileError naming ``--name`` (``--name#key``)."""
     value = as_mapping(value, name)
     defaults = {
@@ -131,7 +138,10 @@ def as_keywords(value: Mapping | None, name: str, function: Callable, given: Ite
         accepted = ", ".join(sorted(defaults))
         raise InputFileError(f"--{name}", f"unknown argument(s) {', '.join(unknown)}; accepted: {accepted}")
     read = {bool: as_flag, int: as_count, float: as_number}
-    return {k: read[type(defaults[k])](v, f"{name}#{k}") if type(defaults[k]) in read else v for k, v in value.items()}
+    checks = checks or {}
+    return {
+        k: (checks.get(k) or read.get(type(defaults[k]), lambda v, _: v))(v, f"{name}#{k}") for k, v in value.items()
+    }
 
 
 def as_weights(value: Mapping, name: str, keys: Sequence[str]) -> dict[str, float]:

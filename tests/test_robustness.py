@@ -1460,8 +1460,31 @@ OPTION_CASES = {
     ),
     "--ssm_fit#max_points abc": (
         {"ssm_fit#max_points": "abc"},
-        "--ssm_fit#max_points: must be a whole number of at least 0",
+        "--ssm_fit#max_points: must be a whole number of at least 10, got 'abc'",
     ),
+    # ssm_fit ranges by meaning (scripts.reconstruction.ssm.fit_settings): each ran (0 iterations: no fit at all)
+    "--ssm_fit#n_iterations 0": (
+        {"ssm_fit#n_iterations": 0},
+        "--ssm_fit#n_iterations: must be a whole number of at least 1, got 0",
+    ),
+    "--ssm_fit#n_rigid_iterations 40": (  # more than the 30 iterations: the shape never fitted
+        {"ssm_fit#n_rigid_iterations": 40},
+        "--ssm_fit#n_rigid_iterations: must be a whole number from 0 to 30, got 40",
+    ),
+    "--ssm_fit#max_points 5": (  # fewer than MIN_FIT_POINTS
+        {"ssm_fit#max_points": 5},
+        "--ssm_fit#max_points: must be a whole number of at least 10, got 5",
+    ),
+    "--ssm_fit#trim_fraction 1": (
+        {"ssm_fit#trim_fraction": 1},
+        "--ssm_fit#trim_fraction: must be a number from 0 to below 1 (the share of points dropped), got 1",
+    ),
+    "--ssm_fit#max_sd 0": ({"ssm_fit#max_sd": 0}, "--ssm_fit#max_sd: must be a positive number (SD), got 0"),
+    "--ssm_fit#max_step_mm -1": (
+        {"ssm_fit#max_step_mm": -1},
+        "--ssm_fit#max_step_mm: must be a positive number (mm), got -1",
+    ),
+    "--ssm_fit#tol_mm nan": ({"ssm_fit#tol_mm": "nan"}, "--ssm_fit#tol_mm: must be a number of at least 0 (mm), got"),
     "--ssm_fit#fit_scale maybe": (
         {"ssm_fit": {"fit_scale": "maybe"}},
         "--ssm_fit#fit_scale: must be true or false, got",

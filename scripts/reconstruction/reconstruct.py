@@ -33,7 +33,7 @@ import trimesh
 from monai.bundle import ConfigParser
 from monai.inferers import Inferer
 from scripts import BUNDLE_ROOT
-from scripts.config_flags import as_count, as_device, as_keywords, as_path, as_positive, is_null
+from scripts.config_flags import as_count, as_device, as_path, as_positive, is_null
 from scripts.geometry import BONES, Geometry, camera_to_patient_lps
 from scripts.io.dicom_export import bundle_version
 from scripts.io.files import InputFileError, PathLike, atomic_dir, sha256, write_depth_and_mask, write_json, write_ply
@@ -47,7 +47,14 @@ from scripts.reconstruction.hips import MEDIAL_X, femoral_head_vertices, head_sp
 from scripts.reconstruction.meshing import dual_face_mesh, front_face_mesh, masked_points
 from scripts.reconstruction.plausibility import plausibility as score_plausibility
 from scripts.reconstruction.plausibility import thresholds
-from scripts.reconstruction.ssm import MIN_FIT_POINTS, ShapeFit, ShapeModel, fit_shape_model, load_shape_models
+from scripts.reconstruction.ssm import (
+    MIN_FIT_POINTS,
+    ShapeFit,
+    ShapeModel,
+    fit_settings,
+    fit_shape_model,
+    load_shape_models,
+)
 
 INFERENCE_CONFIG = BUNDLE_ROOT / "configs" / "inference.yaml"
 # the similarity fit that measures a bone's size (plausibility): 500 points and 12 iterations give the scale of 1500
@@ -449,7 +456,7 @@ class Reconstructor:
         self.torchscript = bool(torchscript)
         self.min_pixels = as_count(min_pixels, "min_pixels", 1)
         self.max_depth_jump_mm = as_positive(max_depth_jump_mm, "max_depth_jump_mm")
-        self.fit_kwargs = as_keywords(fit_kwargs, "ssm_fit", fit_shape_model, FITTED)
+        self.fit_kwargs = fit_settings(fit_kwargs, FITTED)
         self.field_margin_mm = (
             None if is_null(field_margin_mm) else as_positive(field_margin_mm, "ssm_field_margin_mm", zero=True)
         )

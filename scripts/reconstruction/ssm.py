@@ -23,6 +23,7 @@ it; ``meshes`` writes a case's ``meshes/<bone>.ply`` from its CT label map (marc
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ import numpy as np
 import trimesh
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
-from scripts.config_flags import path_argument
+from scripts.config_flags import as_count, as_fraction, as_keywords, as_positive, path_argument
 from scripts.data.llp26 import NOTICE as LLP26_NOTICE
 from scripts.data.volumes import BONE_LABELS, LABEL_MAP_CHOICES, load_label_map, read_labels
 from scripts.geometry import BONES, STANDARD_AP_ROTATION, Geometry, apply_transform
@@ -393,6 +394,42 @@ def fit_shape_model(
     keep = dist <= np.quantile(dist, 1.0 - trim_fraction) + 1e-9
     surf_dist = point_to_surface(pts[keep], trimesh.Trimesh(verts, model.faces, process=False))
     return ShapeFit(verts, model.faces, b, pose, float(np.sqrt(np.mean(surf_dist**2))), float(keep.mean()))
+
+
+def _share_dropped(value: float | str, name: str) -> float:
+    """``trim_fraction``: the share of points dropped, from 0 to below 1 (1 would drop them all)."""
+    share = as_fraction(value, name)
+    if share == 1:
+        raise InputFileError(
+            f"--{name}", f"must be a number from 0 to below 1 (the share of points dropped), got {value!r}"
+        )
+    return share
+
+
+FIT_CHECKS = {  # fit_shape_model's settings by meaning (n_rigid_iterations: fit_settings)
+    "n_iterations": functools.partial(as_count, minimum=1),
+    "max_points": functools.partial(as_count, minimum=MIN_FIT_POINTS),
+    "regularisation_mm2": functools.partial(as_positive, unit="mm^2", zero=True),
+    "trim_fraction": _share_dropped,
+    "max_sd": functools.partial(as_positive, unit="SD"),
+    "tol_mm": functools.partial(as_positive, zero=True),
+    "max_step_deg": functools.partial(as_positive, unit="degrees"),
+    "max_step_mm": as_positive,
+}
+
+
+def fit_settings(settings: Mapping | None, given: Sequence[str] = ()) -> dict:
+    """The ``ssm_fit`` keys of configs/inference.yaml as :func:`fit_shape_model`'s keyword arguments (less those its
+    caller ``given`` itself), checked by meaning (:data:`FIT_CHECKS`): ``n_iterations`` at least 1,
+    ``n_rigid_iterations`` from 0 to ``n_iterations``, ``max_points`` at least :data:`MIN_FIT_POINTS`,
+    ``trim_fraction`` from 0 to below 1, ``max_sd`` (SD), ``max_step_deg`` and ``max_step_mm`` positive,
+    ``regularisation_mm2`` and ``tol_mm`` (0: no early stop) at least 0, ``seed`` a whole number; else InputFileError
+    naming the key (``--ssm_fit#n_iterations: must be a whole number of at least 1, got 0``)."""
+    out = as_keywords(settings, "ssm_fit", fit_shape_model, given, FIT_CHECKS)
+    if "n_rigid_iterations" in out:
+        total = out.get("n_iterations", inspect.signature(fit_shape_model).parameters["n_iterations"].default)
+        out["n_rigid_iterations"] = as_count(out["n_rigid_iterations"], "ssm_fit#n_rigid_iterations", maximum=total)
+    return out
 
 
 # ---------------------------------------------------------------------- CLI
