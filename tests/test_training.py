@@ -619,6 +619,7 @@ TRAIN_OPTION_CASES = {
     "--seed abc": ({"seed": "abc"}, "--seed: must be a whole number of at least 0, got 'abc'"),
     "--resume maybe": ({"resume": "maybe"}, "--resume: must be true or false, got 'maybe'"),
     "--amp maybe": ({"amp": "maybe"}, "--amp: must be true or false, got 'maybe'"),
+    "--is_main_process maybe": ({"is_main_process": "maybe"}, "--is_main_process: must be true or false, got 'maybe'"),
     "--faces 3": ({"faces": 3}, "--faces: must be a whole number from 1 to 2, got 3"),
     # '' is the working folder: --ckpt_dir '' wrote model.pt and training.json into it, --pretrained '' was '.: ...'
     "--ckpt_dir ''": ({"ckpt_dir": ""}, "--ckpt_dir: must be a file or folder path, got ''"),
@@ -644,6 +645,24 @@ def test_bad_training_option_one_line_before_any_sample_is_loaded(case, dataset,
     cause = str(input_error_of(info.value))
     assert cause.startswith(line) if line.endswith(" ") else cause == line, cause
     assert not (tmp_path / "run").exists() and list((tmp_path / "cwd").iterdir()) == []
+
+
+def test_is_main_process_false_on_the_command_line_turns_its_handlers_off(dataset, tmp_path):
+    """``--is_main_process false`` arrives as the text 'false' (a DDP rank above 0 when given by hand): the validation
+    logging and TensorBoard handlers are off, the best-model saver stays (it was read as true, a non-empty text)."""
+    kinds = {
+        value: [
+            type(h).__name__
+            for h in train_workflow(
+                dataset, tmp_path / value, epochs=1, is_main_process=value
+            ).parser.get_parsed_content("validate#handlers")
+        ]
+        for value in ("false", "true")
+    }
+    assert kinds == {
+        "false": ["CheckpointSaver"],
+        "true": ["StatsHandler", "TensorBoardStatsHandler", "CheckpointSaver"],
+    }
 
 
 def test_pretrained_null_on_the_command_line_is_none(dataset, tmp_path):
