@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import socket
+import struct
 import sys
+import zlib
 from pathlib import Path
 
 import nibabel as nib
@@ -190,6 +192,28 @@ def save_raw(ds: Dataset, path) -> None:
     del ds.file_meta
     ds.preamble = None
     ds.save_as(str(path), implicit_vr=True, little_endian=True, enforce_file_format=False)
+
+
+def large_blank_image(path: Path, side: int) -> Path:
+    """A ``side`` x ``side`` 8-bit black PNG (``.png``) or tiled zlib TIFF (``.tif``), written in pieces: hundreds of
+    megapixels in a file of a few hundred KB, made in about a second, never held in memory."""
+    if path.suffix == ".tif":
+        import tifffile
+
+        tiles = (np.zeros((512, 512), np.uint8) for _ in range((-(-side // 512)) ** 2))
+        tifffile.imwrite(path, data=tiles, shape=(side, side), dtype=np.uint8, tile=(512, 512), compression="zlib")
+        return path
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer, rows = zlib.compressobj(1), b"\0" * (side + 1) * 64  # 64 rows: filter byte 0, then the pixels
+    data = b"".join(packer.compress(rows[: (side + 1) * min(64, side - y)]) for y in range(0, side, 64))
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)  # 8-bit grey
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data + packer.flush()) + chunk(b"IEND", b"")
+    )
+    return path
 
 
 def ramp(h=64, w=64, hi=1000):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -27,7 +29,7 @@ from scripts.io.radiograph_io import (
     read_dicom,
     resample_to,
 )
-from tests.helpers import STD, jpeg_lossless_copy, make_dicom, make_non_image, ramp, save_raw
+from tests.helpers import STD, jpeg_lossless_copy, large_blank_image, make_dicom, make_non_image, ramp, save_raw
 
 HYP = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -224,6 +226,22 @@ def test_huge_dicom_refused_before_decoding(tmp_path):
     ds.save_as(str(tmp_path / "huge.dcm"), enforce_file_format=True)
     with pytest.raises(InputFileError, match="too large"):
         load_radiograph(tmp_path / "huge.dcm", STD)
+
+
+@pytest.mark.parametrize("name, side", [("warned.png", 9500), ("bomb.png", 13378), ("bomb.tif", 13824)])
+def test_images_past_pillows_own_limit_are_too_large_in_one_line(tmp_path, name, side):
+    """Pillow warns past 89 M pixels (a Python warning of two lines on stderr) and refuses past 179 M
+    (DecompressionBombError, without the size; a TIFF's escaped as ``failed (...)``): such an image is refused from its
+    header with its size, as any past 8000 px a side, without a warning; Pillow's own limit is left as it was."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    path = large_blank_image(tmp_path / name, side)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InputFileError, match=rf"image too large \({side}x{side} px; maximum 8000\)$"):
+            load_radiograph(path, STD)
+    assert Image.MAX_IMAGE_PIXELS == limit
 
 
 def test_nan_pixels_refused(tmp_path):

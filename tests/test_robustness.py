@@ -43,6 +43,7 @@ from tests.helpers import (
     bundle_env,
     error_lines,
     jpeg_lossless_copy,
+    large_blank_image,
     make_dicom,
     make_non_image,
     run_bundle,
@@ -122,6 +123,19 @@ def _truncated(d, cut):
 def _text(d):
     (d / "notes.dcm").write_text("hello")
     return d / "notes.dcm"
+
+
+def _empty(path: Path) -> Path:
+    path.write_bytes(b"")
+    return path
+
+
+def _text_as(suffix: str):
+    def make(d: Path) -> Path:
+        (d / f"notes{suffix}").write_text("not an image")
+        return d / f"notes{suffix}"
+
+    return make
 
 
 def _multiframe(d):
@@ -292,6 +306,21 @@ BAD_INPUTS = {
         "is a screen default, not a detector pitch; pass --pixel_spacing_mm",
     ),
     "truncated PNG": (_truncated_png, "unreadable or truncated image"),
+    "huge PNG past Pillow's own limit (13378 px)": (
+        lambda d: large_blank_image(d / "bomb.png", 13378),
+        "image too large (13378x13378 px; maximum 8000)",
+    ),
+    "empty PNG (0 bytes)": (lambda d: _empty(d / "hip.png"), "empty file (0 bytes)"),
+    "empty DICOM (0 bytes)": (lambda d: _empty(d / "hip.dcm"), "empty file (0 bytes)"),
+    "text named .png": (_text_as(".png"), "not a PNG image: Pillow finds no image format it reads in the file"),
+    "text named .jpg": (_text_as(".jpg"), "not a JPEG image: Pillow finds no image format it reads in the file"),
+    "DICOM named .png": (_dcm("hip.png"), "a DICOM file named .png: rename it .dcm to read it as DICOM"),
+    "BMP image": (
+        lambda d: _png(d, "hip.bmp", image64(hi=250).astype(np.uint8)),
+        "BMP image: a format not read here; save the radiograph as PNG (16-bit grayscale for its full precision), "
+        "TIFF, JPEG or DICOM",
+    ),
+    "GIF image": (lambda d: _png(d, "hip.gif", image64(hi=250).astype(np.uint8)), "GIF image: a format not read here"),
     "NIfTI without geometry.json": (
         lambda d: _nifti(d, image64(), geometry=False),
         "missing geometry.json beside the NIfTI image",

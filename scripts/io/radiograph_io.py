@@ -41,6 +41,7 @@ import re
 import stat
 import struct
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -84,6 +85,8 @@ from scripts.io.files import (
 MIN_SIZE_PX, MAX_SIZE_PX = IMAGE_SIZE_RANGE_PX
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 RASTER_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+# image formats not read here: listed as inputs and refused in one line (:func:`_check_format`), never passed over unsaid
+OTHER_IMAGE_SUFFIXES = tuple(".bmp .dib .gif .webp .jp2 .j2k .jpx .jxl .heic .heif .avif .pgm .ppm .pnm".split())
 JPEG_GREY_TOLERANCE = 12  # JPEG chroma rounding: R, G, B of a grey JPEG differ by a few levels
 RADIOGRAPH_MODALITIES = ("DX", "CR", "RG")
 SECONDARY_CAPTURE_CLASSES = (
@@ -192,6 +195,7 @@ def load_radiograph_with_field(
     """
     sid_mm, spacing = fill_ins(sid_mm, pixel_spacing_mm)
     path = Path(path)
+    _check_format(path)
     name = path.name.lower()
     if name.endswith(NIFTI_SUFFIXES + RASTER_SUFFIXES):
         _check_readable_file(path)  # a DICOM's reader checks it (read_dicom), a given header was read that way
@@ -327,7 +331,9 @@ def iter_radiographs(
 ) -> Iterator[Path]:
     """Yield the radiograph files under ``input_path`` (a file, or a folder searched recursively).
 
-    A folder yields PNG/JPEG/TIFF files, simulator ``image.nii(.gz)`` files (a folder holding geometry.json
+    A folder yields PNG/JPEG/TIFF files (and those of the image formats not read here, :data:`OTHER_IMAGE_SUFFIXES`:
+    reading refuses each in one line, none is passed over unsaid),
+    simulator ``image.nii(.gz)`` files (a folder holding geometry.json
     contributes only that image, not its depth/mask/preview), and DICOM files (recognised by the DICM
     preamble or, without one, by a first data element of group 0002 or 0008: :func:`_dicom_layout`; ``.dcm``
     files always, any case), one per SOP Instance UID (a file whose UID is blank is its own input; each further
@@ -377,7 +383,7 @@ def iter_radiographs(
             if name in ("image.nii", "image.nii.gz"):
                 yield path
             continue
-        if name.endswith(NIFTI_SUFFIXES + RASTER_SUFFIXES):
+        if name.endswith(NIFTI_SUFFIXES + RASTER_SUFFIXES + OTHER_IMAGE_SUFFIXES):
             yield path
         elif name.endswith(".dcm") or _dicom_layout(path) is not None:
             uid = _sop_instance_uid(path)
@@ -526,6 +532,7 @@ class RadiographInputs:
         """
         item = RadiographFile(Path(path))
         try:
+            _check_format(item.path)
             if not item.path.name.lower().endswith(NIFTI_SUFFIXES + RASTER_SUFFIXES):
                 item.header = read_dicom(item.path, stop_before_pixels=True)
             item.name = output_name(item.path, item.header, self.root)
@@ -625,14 +632,14 @@ def _read_raster(path: Path) -> tuple[np.ndarray, int | None, StatedResolution |
     (:class:`StatedResolution`; None: none, or no unit; JPEG: never read); RGB(A) accepted only when R == G == B (JPEG:
     within :data:`JPEG_GREY_TOLERANCE` levels) and alpha opaque; and warnings (16-bit colour or grey+alpha samples,
     which Pillow reads as their high byte: :data:`EIGHT_OF_SIXTEEN_WARNING`)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     if path.name.lower().endswith((".tif", ".tiff")) and not _pillow_reads(path):
         arr, orientation, resolution = _read_tiff(path)  # float64/float16 and other TIFFs Pillow does not know
         return *_displayed(arr, orientation), resolution, []
     try:
-        with Image.open(path) as im:
-            _check_size(path, im.size[::-1])
+        with _open_image(path) as im:
+            _check_size(path, im.size[::-1])  # before any pixel is decoded
             wide = [str(t.args) for t in im.tile if ";16" in str(t.args)] if im.mode in ("RGB", "RGBA", "LA") else []
             im.load()
             orientation = im.getexif().get(EXIF_ORIENTATION_TAG)
@@ -652,7 +659,9 @@ def _read_raster(path: Path) -> tuple[np.ndarray, int | None, StatedResolution |
                 im = im.convert("RGBA")
                 mode = im.mode
             arr = np.asarray(im)
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError:
+        raise InputFileError(path, _not_an_image(path)) from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise InputFileError(path, f"unreadable or truncated image ({type(e).__name__}: {e})") from None
     if mode in ("RGB", "RGBA", "LA"):
         color = arr[..., :-1] if mode in ("RGBA", "LA") else arr
@@ -693,13 +702,48 @@ def _one_image(subfile_types: Sequence[int]) -> bool:
 
 
 def _pillow_reads(path: Path) -> bool:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     try:
-        with Image.open(path):
+        with _open_image(path):
             return True
     except (UnidentifiedImageError, OSError, ValueError):
         return False
+
+
+_PILLOW_LIMIT = threading.Lock()  # Image.MAX_IMAGE_PIXELS is Pillow's process-wide setting
+
+
+def _open_image(path: Path):
+    """``PIL.Image.open(path)`` (header only, lazily decoded) without Pillow's decompression-bomb limit, which refuses an
+    image past 179 M pixels as a DecompressionBombError without its size and warns past 89 M in two lines of a Python
+    warning: the caller checks the size (:func:`_check_size`, at most 8000 px a side, 64 M pixels) before any pixel is
+    decoded, and refuses it in one line saying how large it is."""
+    from PIL import Image
+
+    with _PILLOW_LIMIT:
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+
+
+def _not_an_image(path: Path) -> str:
+    """Why Pillow identified no image in a file named as one: what the file holds when that can be told."""
+    if _dicom_layout(path) is not None:
+        return f"a DICOM file named {path.suffix}: rename it .dcm to read it as DICOM"
+    return f"not a {_raster_format(path.name.lower()).upper()} image: Pillow finds no image format it reads in the file"
+
+
+def _check_format(path: Path) -> None:
+    """Refuse a file of an image format not read here (:data:`OTHER_IMAGE_SUFFIXES`), naming what is read."""
+    if path.name.lower().endswith(OTHER_IMAGE_SUFFIXES):
+        raise InputFileError(
+            path,
+            f"{path.suffix.lstrip('.').upper()} image: a format not read here; save the radiograph as PNG (16-bit "
+            "grayscale for its full precision), TIFF, JPEG or DICOM",
+        )
 
 
 def _read_tiff(path: Path) -> tuple[np.ndarray, int | None, StatedResolution | None]:
@@ -1236,13 +1280,14 @@ FILE_KINDS = {
 
 def _check_readable_file(path: Path) -> None:
     """Refuse, before any reader opens it, what is not a readable regular file (links followed): a folder, a FIFO
-    (reading one blocks), socket or device, a broken link, or a file or folder without read permission.
+    (reading one blocks), socket or device, a broken link, a file or folder without read permission, an empty file.
 
     Raises:
         InputFileError: naming the file and what it is.
     """
     try:
-        mode = path.stat().st_mode
+        st = path.stat()
+        mode = st.st_mode
         if stat.S_ISDIR(mode):
             with os.scandir(path):
                 pass
@@ -1253,6 +1298,8 @@ def _check_readable_file(path: Path) -> None:
             )
         with open(path, "rb"):
             pass
+        if st.st_size == 0:
+            raise InputFileError(path, "empty file (0 bytes)")
     except FileNotFoundError:
         raise InputFileError(path, "broken symbolic link" if path.is_symlink() else "file not found") from None
     except OSError as e:
