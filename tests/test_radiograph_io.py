@@ -473,7 +473,11 @@ def test_fill_ins_are_checked_once_for_the_run_naming_the_option(tmp_path, capsy
 
 # ---------------------------------------------------------------------- to-dicom (python -m scripts.radiograph_io to-dicom)
 def test_to_dicom_round_trip_png(tmp_path, capsys):
-    """A 16-bit PNG with a given pitch and SID -> DICOM DX -> the reader: the same pixels, the same geometry from the tags."""
+    """A 16-bit PNG with a given pitch and SID -> DICOM DX -> the reader: the same stored pixels, shown through a window
+    spanning them (the PNG's lowest value black, its highest white: the same network input), the same geometry from the
+    tags; every type 1 and 2 attribute of the DX IOD's mandatory modules present (PS3.3 A.26.3; to-dicom once lacked
+    ImageLaterality, PresentationLUTShape, the window, PixelIntensityRelationship and others), a JPEG's lossy
+    compression recorded."""
     from scripts.io.radiograph_io import main
 
     img = (np.arange(96 * 80).reshape(96, 80) * 7 % 60000 + 10).astype(np.uint16)
@@ -491,7 +495,8 @@ def test_to_dicom_round_trip_png(tmp_path, capsys):
     assert main(args) == 0 and "wrote" in capsys.readouterr().out
     from_png = load_radiograph(tmp_path / "hip.png", STD, sid_mm=1050.0, pixel_spacing_mm=(1.5, 1.75))
     from_dcm = load_radiograph(tmp_path / "hip.dcm", STD)
-    np.testing.assert_array_equal(from_dcm[0], from_png[0])
+    low, high = float(img.min()), float(img.max())
+    np.testing.assert_allclose(from_dcm[0], (from_png[0] - low) / (high - low) * 65535.0, rtol=1e-5, atol=0.05)
     assert from_dcm[2]["native_geometry"] == from_png[2]["native_geometry"]
     assert from_dcm[2]["geometry_source"] == {
         "sid_mm": "DistanceSourceToDetector (0018,1110)",
@@ -511,6 +516,35 @@ def test_to_dicom_round_trip_png(tmp_path, capsys):
         [float(x) for x in ds.ImagerPixelSpacing] == [1.75, 1.5] and ds.Rows == 96 and ds.Columns == 80
     )  # [row, column]
     np.testing.assert_array_equal(ds.pixel_array, img)
+    type1 = (
+        "PatientOrientation ImageType SamplesPerPixel PhotometricInterpretation BitsAllocated BitsStored HighBit "
+        "PixelRepresentation BurnedInAnnotation PixelIntensityRelationship PixelIntensityRelationshipSign RescaleIntercept "
+        "RescaleSlope RescaleType LossyImageCompression PresentationLUTShape WindowCenter WindowWidth ImageLaterality "
+        "ImagerPixelSpacing Modality PresentationIntentType SeriesInstanceUID StudyInstanceUID SOPClassUID SOPInstanceUID "
+        "Rows Columns PixelData"
+    ).split()
+    type2 = (
+        "PatientName PatientID PatientBirthDate PatientSex StudyDate StudyTime ReferringPhysicianName StudyID "
+        "AccessionNumber SeriesNumber Manufacturer InstanceNumber ContentDate ContentTime AnatomicRegionSequence "
+        "DetectorType AcquisitionContextSequence"
+    ).split()
+    assert [k for k in type1 if k not in ds or ds[k].value in (None, "", [], b"")] == []
+    assert [k for k in type2 if k not in ds] == []
+    assert (ds.PresentationLUTShape, ds.PixelIntensityRelationshipSign, ds.LossyImageCompression) == (
+        "IDENTITY",
+        -1,
+        "00",
+    )
+    assert (float(ds.WindowCenter), float(ds.WindowWidth)) == ((low + high + 1) / 2, high - low + 1)
+    assert all(
+        pydicom.uid.UID(ds[k].value).is_valid for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+    )
+    Image.fromarray((img >> 8).astype(np.uint8)).save(tmp_path / "hip.jpg", quality=90)
+    assert main([*args[:1], str(tmp_path / "hip.jpg"), str(tmp_path / "jpg.dcm"), *args[3:]]) == 0
+    lossy = pydicom.dcmread(str(tmp_path / "jpg.dcm"))
+    ratio = 96 * 80 / (tmp_path / "hip.jpg").stat().st_size  # 8-bit samples over the JPEG's bytes
+    assert (lossy.LossyImageCompression, lossy.LossyImageCompressionMethod) == ("01", "ISO_10918_1")
+    assert float(lossy.LossyImageCompressionRatio) == pytest.approx(ratio, rel=1e-3)
     # the user's file is never replaced without --overwrite; a bad geometry is refused in one line
     before = (tmp_path / "hip.dcm").read_bytes()
     assert (

@@ -176,15 +176,21 @@ def write_encapsulated_stl(
     return _save_dataset(encapsulated_stl_dataset(mesh, bone, source=source, **kwargs), path)
 
 
-def radiograph_dataset(image: np.ndarray, sid_mm: float, pixel_spacing_mm: tuple[float, float]) -> Dataset:
-    """A DICOM DX (For Presentation, MONOCHROME2, 16 bit) of a bone-bright radiograph ``image`` (H, W).
+def radiograph_dataset(
+    image: np.ndarray, sid_mm: float, pixel_spacing_mm: tuple[float, float], lossy_ratio: float | None = None
+) -> Dataset:
+    """A DICOM DX (For Presentation, MONOCHROME2, 16 bit) of a bone-bright radiograph ``image`` (H, W), with every
+    type 1 and 2 attribute of the DX IOD's mandatory modules.
 
     Geometry tags: DistanceSourceToDetector (0018,1110) = ``sid_mm``, ImagerPixelSpacing (0018,1164) =
-    [sv, su] from ``pixel_spacing_mm`` (su, sv) (mm at the detector); BodyPartExamined PELVIS, ViewPosition
-    AP. Integer images within 0..65535
+    [sv, su] from ``pixel_spacing_mm`` (su, sv) (mm at the detector); BodyPartExamined PELVIS (AnatomicRegionSequence
+    SCT 816092008), ImageLaterality U (unpaired), ViewPosition AP. Integer images within 0..65535
     are stored as is; anything else maps its range linearly onto 0..65535 (the DX IOD fixes rescale
-    slope 1 and intercept 0; the network's percentile normalisation does not see a linear map).
-    Patient attributes are empty.
+    slope 1 and intercept 0; the network's percentile normalisation does not see a linear map). The window (type 1C
+    for presentation) spans the stored values exactly (LINEAR: the lowest shown black, the highest white), pixel
+    intensity relationship LOG with sign -1 (bone bright: higher values, less X-ray intensity), burned-in annotation NO
+    (nothing here can tell), ``lossy_ratio``: the compression ratio of a lossy source (a JPEG), recorded as
+    LossyImageCompression 01 (ISO_10918_1); None: 00. Patient attributes are empty.
     """
     image = np.asarray(image)
     if image.ndim != 2:
@@ -217,15 +223,32 @@ def radiograph_dataset(image: np.ndarray, sid_mm: float, pixel_spacing_mm: tuple
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
     ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = "1", "0", "US"
+    low, high = int(stored.min()), int(stored.max())
+    ds.WindowCenter, ds.WindowWidth = f"{(low + high + 1) / 2:g}", str(high - low + 1)  # low -> black, high -> white
+    ds.WindowCenterWidthExplanation = "stored range"
+    ds.PresentationLUTShape = "IDENTITY"
+    ds.PixelIntensityRelationship, ds.PixelIntensityRelationshipSign = "LOG", -1
+    ds.BurnedInAnnotation = "NO"
+    ds.LossyImageCompression = "00" if lossy_ratio is None else "01"
+    if lossy_ratio is not None:
+        ds.LossyImageCompressionRatio, ds.LossyImageCompressionMethod = f"{lossy_ratio:.4g}", "ISO_10918_1"
+    ds.ImageLaterality = "U"  # the pelvis: unpaired
+    ds.AnatomicRegionSequence = Sequence([_code("816092008", "SCT", "Pelvis")])
+    ds.DetectorType = ""
+    ds.AcquisitionContextSequence = Sequence()
     ds.PixelData = np.ascontiguousarray(stored).tobytes()
     return ds
 
 
 def write_radiograph_dicom(
-    path: PathLike, image: np.ndarray, sid_mm: float, pixel_spacing_mm: tuple[float, float]
+    path: PathLike,
+    image: np.ndarray,
+    sid_mm: float,
+    pixel_spacing_mm: tuple[float, float],
+    lossy_ratio: float | None = None,
 ) -> Path:
     """Write :func:`radiograph_dataset` to ``path`` atomically; returns the path."""
-    return _save_dataset(radiograph_dataset(image, sid_mm, pixel_spacing_mm), path)
+    return _save_dataset(radiograph_dataset(image, sid_mm, pixel_spacing_mm, lossy_ratio), path)
 
 
 def _save_dataset(ds: Dataset, path: PathLike) -> Path:

@@ -1415,7 +1415,7 @@ def to_dicom(
             output_path, f"the output is the input file {input_path} itself; choose another output file"
         )
     refuse_existing(output_path, overwrite)
-    name = input_path.name.lower()
+    name, lossy_ratio = input_path.name.lower(), None
     if name.endswith(NIFTI_SUFFIXES):
         image, native, _ = _load_nifti(input_path)
         if (
@@ -1430,12 +1430,14 @@ def to_dicom(
         image, orientation, resolution, _ = _read_raster(input_path)
         native, _ = _raster_geometry(input_path, image.shape, standard, sid_mm, spacing, resolution, orientation)
         _check_pixels(input_path, image)
+        if _raster_format(name) == "jpeg":  # lossy: about its 8-bit samples' bytes over the file's
+            lossy_ratio = image.size / input_path.stat().st_size
     else:
         raise InputFileError(
             input_path,
             f"to-dicom reads PNG/JPEG/TIFF or simulator NIfTI ({', '.join(RASTER_SUFFIXES + NIFTI_SUFFIXES)})",
         )
-    return write_radiograph_dicom(output_path, image, native.sid_mm, native.pixel_spacing_mm)
+    return write_radiograph_dicom(output_path, image, native.sid_mm, native.pixel_spacing_mm, lossy_ratio)
 
 
 @exits_on_input_error
