@@ -44,6 +44,13 @@ def test_encapsulated_stl_round_trip(tmp_path):
             "ACC42",
         )
         assert ds.SourceInstanceSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
+        (series_ref,) = ds.ReferencedSeriesSequence  # Common Instance Reference: the radiograph's series in this study
+        assert series_ref.SeriesInstanceUID == src.SeriesInstanceUID
+        (instance_ref,) = series_ref.ReferencedInstanceSequence
+        assert (instance_ref.ReferencedSOPClassUID, instance_ref.ReferencedSOPInstanceUID) == (
+            src.SOPClassUID,
+            src.SOPInstanceUID,
+        )
         assert ds.Manufacturer and ds.ManufacturerModelName and ds.SoftwareVersions
         back = read_encapsulated_stl(ds)
         assert len(back.faces) == len(mesh.faces)
@@ -85,4 +92,4 @@ def test_bones_of_one_reconstruction_share_study_series_and_frame_whatever_the_s
             assert {d[kw].value for d in dss} == {shared}
             assert pydicom.uid.UID(shared).is_valid and len(shared) <= 64
         assert len({d.SOPInstanceUID for d in dss}) == 3
-        assert all("SourceInstanceSequence" not in d for d in dss)
+        assert all("SourceInstanceSequence" not in d and "ReferencedSeriesSequence" not in d for d in dss)

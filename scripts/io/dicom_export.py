@@ -116,7 +116,9 @@ def encapsulated_stl_dataset(
         mesh: the surface; stored as binary STL.
         bone: bone name, used in the document title and series description.
         source: the radiograph's dataset; its Patient module and study identifiers are copied, and it is referenced
-            (SourceInstanceSequence) when it has a SOP Class and a SOP Instance UID.
+            (SourceInstanceSequence) when it has a SOP Class and a SOP Instance UID, and then also by its series
+            (Common Instance Reference module, ReferencedSeriesSequence: another series of this study) when it has a
+            Series and a Study Instance UID.
         series: the series, Frame of Reference and fallback study UIDs shared by all bones of one reconstruction; new
             when ``None``.
         instance_number: DICOM number of the instance in its series (series number 9001).
@@ -163,6 +165,11 @@ def encapsulated_stl_dataset(
         ref.ReferencedSOPClassUID = source.SOPClassUID
         ref.ReferencedSOPInstanceUID = source.SOPInstanceUID
         ds.SourceInstanceSequence = Sequence([ref])
+        if source.get("SeriesInstanceUID") and source.get("StudyInstanceUID"):  # how a viewer finds the radiograph
+            referenced = Dataset()
+            referenced.SeriesInstanceUID = source.SeriesInstanceUID
+            referenced.ReferencedInstanceSequence = Sequence([ref])
+            ds.ReferencedSeriesSequence = Sequence([referenced])
     ds.MIMETypeOfEncapsulatedDocument = "model/stl"
     ds.EncapsulatedDocument = data
     ds.EncapsulatedDocumentLength = len(data)
