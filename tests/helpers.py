@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import struct
 import sys
@@ -391,6 +392,17 @@ def write_training_record(folder: Path, overrides: dict | None = None, **trained
     settings = {**bundle_config(overrides=overrides).get_parsed_content("network_settings"), **trained}
     write_run_record(run_record(settings, 1, None, False, folder), folder)
     return folder / RECORD_NAME
+
+
+def config_copy(path: Path, config: str = "inference.yaml", **values) -> Path:
+    """A copy of ``configs/<config>`` at ``path`` with top-level keys set to ``values`` (JSON values, each key's line
+    replaced); returns ``path``."""
+    text = (ROOT / "configs" / config).read_text()
+    for key, value in values.items():
+        text, n = re.subn(rf"(?m)^{key}:.*$", f"{key}: {json.dumps(value)}", text)
+        assert n == 1, key
+    path.write_text(text)
+    return path
 
 
 # ---------------------------------------------------------------------- outputs, files and stderr

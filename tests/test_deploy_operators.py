@@ -26,6 +26,7 @@ from scripts.io.files import OUTPUT_MARKER, InputFileError
 from tests.helpers import (
     ROOT,
     STD,
+    config_copy,
     make_dicom,
     make_non_image,
     ramp,
@@ -389,33 +390,33 @@ def test_app_bad_model_one_line(tmp_path, capsys):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_app_refuses_a_run_trained_under_other_network_keys(tmp_path, capsys):
-    """-m a run's model.pt trained at image_size 64 under the 128 px configs/inference.yaml: refused before any case,
-    in one line naming the keys to set in that config (the app has no option for them; it said "pass --image_size
-    64", an option it does not take), exit 1, nothing written."""
+@pytest.mark.parametrize("stated_by", ["run record", "embedded config"])
+def test_app_refuses_a_run_trained_under_other_network_keys(stated_by, tmp_path, capsys):
+    """-m a network trained at image_size 64 under the 128 px configs/inference.yaml: a run's model.pt (its folder's
+    training.json says so), or its TorchScript export in another folder (the config ckpt_export embedded says so; up
+    to bundle 0.10.10 it ran at 128 px without a word). Refused before any case, in one line naming the keys to set in
+    that config (the app has no option for them), exit 1, nothing written."""
     import deploy.app.__main__ as app_main
+    from monai.bundle import ConfigParser
     from scripts.model.export_onnx import network_from_config
 
-    run = tmp_path / "run"
-    run.mkdir()
-    torch.save(network_from_config()[0].state_dict(), run / "model.pt")  # fits the configured network's shapes
-    record = write_training_record(run, image_size=64)
+    network = network_from_config()[0]  # fits the configured network's shapes
+    if stated_by == "run record":
+        (tmp_path / "run").mkdir()
+        model = tmp_path / "run" / "model.pt"
+        torch.save(network.state_dict(), model)
+        stated = write_training_record(tmp_path / "run", image_size=64)
+    else:
+        model, stated = tmp_path / "export" / "model.ts", "the config its TorchScript archive embeds"
+        model.parent.mkdir()
+        config = ConfigParser.load_config_file(config_copy(tmp_path / "inference.yaml", image_size=64))
+        torch.jit.script(network).save(str(model), _extra_files={"inference.json": json.dumps(config)})
     (tmp_path / "in").mkdir()
     make_dicom(tmp_path / "in" / "a.dcm", ramp())
-    argv = [
-        "app",
-        "-i",
-        str(tmp_path / "in"),
-        "-o",
-        str(tmp_path / "out"),
-        "-m",
-        str(run / "model.pt"),
-        "--ssm_path",
-        "",
-    ]
+    argv = ["app", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-m", str(model), "--ssm_path", ""]
     assert app_main.main(argv) == 1
     assert capsys.readouterr().err.strip().splitlines() == [
-        f"{run / 'model.pt'}: trained with other network settings ({record}): image_size 64, configured 128; "
+        f"{model}: trained with other network settings ({stated}): image_size 64, configured 128; "
         "set image_size: 64 in configs/inference.yaml"
     ]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -22,7 +22,7 @@ from scripts.model.export_onnx import main as export_onnx_main
 from scripts.model.export_onnx import network_from_config
 from scripts.model.networks import DualFaceDepthNet
 from scripts.reconstruction.reconstruct import build_reconstructor
-from tests.helpers import FEATURES, ROOT, bundle_env, write_training_record
+from tests.helpers import FEATURES, ROOT, bundle_env, config_copy, write_training_record
 
 SIZE = 64
 OVERRIDES = {"features": FEATURES, "image_size": SIZE}
@@ -59,8 +59,11 @@ def assert_same_outputs(got: np.ndarray, want: np.ndarray) -> None:
 
 
 def test_ckpt_export_cli_torchscript_matches_checkpoint(ckpt, reference, tmp_path):
+    """The archive computes the checkpoint's maps; the workflow reads it as TorchScript alike, and checks it by the
+    config it embeds (a copy of configs/inference.yaml at the network's size): at another image_size, refused."""
     net, x, want = reference
     ts = tmp_path / "model.ts"
+    config = config_copy(tmp_path / "inference.yaml", **OVERRIDES)
     cmd = [
         sys.executable,
         "-m",
@@ -74,9 +77,7 @@ def test_ckpt_export_cli_torchscript_matches_checkpoint(ckpt, reference, tmp_pat
         "--meta_file",
         "configs/metadata.json",
         "--config_file",
-        "configs/inference.yaml",
-        "--features",
-        json.dumps(FEATURES),
+        str(config),
     ]
     done = subprocess.run(
         cmd, cwd=ROOT, capture_output=True, encoding="utf-8", errors="replace", timeout=300, env=bundle_env()
@@ -101,6 +102,13 @@ def test_ckpt_export_cli_torchscript_matches_checkpoint(ckpt, reference, tmp_pat
     np.testing.assert_allclose(preds[1].mask_prob, preds[0].mask_prob, atol=1e-5)
     np.testing.assert_allclose(preds[1].depth, preds[0].depth, rtol=1e-6, atol=1e-4)
     assert preds[1].centre_mm == pytest.approx(preds[0].centre_mm, rel=1e-6)
+    at_128 = build_reconstructor(ckpt_path=str(ts), ssm_path=None, device="cpu", torchscript=True, features=FEATURES)
+    with pytest.raises(InputFileError) as refused:
+        at_128.load()
+    assert str(refused.value) == (
+        f"{ts}: trained with other network settings (the config its TorchScript archive embeds): image_size {SIZE}, "
+        f"configured 128; pass --image_size {SIZE}"
+    )
 
 
 def test_onnx_export_matches_checkpoint(ckpt, reference, tmp_path, capsys):
@@ -153,13 +161,10 @@ def test_exports_refuse_a_run_trained_under_other_network_keys(ckpt, tmp_path, c
     assert export_onnx_main(argv + ["--override", f"image_size={SIZE}"]) == 0 and onnx.is_file()
 
     config, ts = tmp_path / "inference.yaml", tmp_path / "model.ts"
-    text = (ROOT / "configs" / "inference.yaml").read_text()
-    config.write_text(text)
     cmd = [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(ts)]
     cmd += ["--ckpt_file", str(trained), "--meta_file", "configs/metadata.json", "--config_file", str(config)]
-    cmd += ["--features", json.dumps(FEATURES)]
     for size in (128, SIZE):
-        config.write_text(text.replace("\nimage_size: 128 ", f"\nimage_size: {size} ", 1))
+        config_copy(config, features=FEATURES, image_size=size)
         done = subprocess.run(
             cmd, cwd=ROOT, capture_output=True, encoding="utf-8", errors="replace", timeout=300, env=bundle_env()
         )
@@ -171,6 +176,26 @@ def test_exports_refuse_a_run_trained_under_other_network_keys(ckpt, tmp_path, c
     extra = {"inference.json": ""}
     torch.jit.load(str(ts), _extra_files=extra)
     assert json.loads(extra["inference.json"])["image_size"] == SIZE  # the archive's config is the run's
+
+
+def test_ckpt_export_refuses_network_keys_on_its_command_line(ckpt, tmp_path):
+    """ckpt_export embeds its --config_file as the file holds it: network keys given on its command line (the features
+    of a narrower run) would leave the archive stating the file's network, and the Deploy app checks the archive by
+    what it states. One line naming the file and the keys to set in a copy of it; nothing written."""
+    config, ts = config_copy(tmp_path / "inference.yaml", image_size=SIZE), tmp_path / "model.ts"
+    cmd = [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(ts)]
+    cmd += ["--ckpt_file", str(ckpt), "--meta_file", "configs/metadata.json", "--config_file", str(config)]
+    cmd += ["--features", json.dumps(FEATURES)]
+    done = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, encoding="utf-8", errors="replace", timeout=300, env=bundle_env()
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"{config}: ckpt_export embeds this file as it is, not the network keys given on its command line (features "
+        f"{FEATURES!r}, {config} [24, 24, 48, 96, 192, 24]); set features: {json.dumps(FEATURES)} in {config} (a copy) "
+        "instead"
+    )
+    assert not ts.exists()
 
 
 @pytest.mark.parametrize("kind", ["empty", "junk", "other_version"])
@@ -219,9 +244,7 @@ def test_ckpt_export_bad_checkpoint_one_line(ckpt, tmp_path, content):
         "--meta_file",
         "configs/metadata.json",
         "--config_file",
-        "configs/inference.yaml",
-        "--features",
-        json.dumps(FEATURES),
+        str(config_copy(tmp_path / "inference.yaml", features=FEATURES)),
     ]
     done = subprocess.run(
         cmd, cwd=ROOT, capture_output=True, encoding="utf-8", errors="replace", timeout=300, env=bundle_env()

@@ -385,7 +385,8 @@ def test_release_is_all_or_nothing(shipped_copy, tmp_path, monkeypatch, capsys, 
 def test_shipped_model_runs_only_at_the_size_metadata_states(tmp_path):
     """The shipped dual-face model and its export have no training record: their trained size is metadata.json's input
     spatial_shape (128 px). Configured otherwise (``--image_size 256``, which runs the weights at another scale, the
-    maps silently wrong), loading them is refused naming that size; a copy outside models/ is not the shipped file."""
+    maps silently wrong), loading them is refused naming that size. A copy outside models/ is not the shipped file:
+    the state dict's copy is unchecked; the archive's is checked by the config it embeds (configs/inference.yaml's)."""
     from scripts.model.run_record import check_trained_settings
 
     configured = bundle_config().get_parsed_content("network_settings")
@@ -401,4 +402,10 @@ def test_shipped_model_runs_only_at_the_size_metadata_states(tmp_path):
             "128, configured 256; pass --image_size 128"
         )
         shutil.copy(shipped, tmp_path / name)
-        check_trained_settings(tmp_path / name, {**configured, "image_size": 256})
+        if name == "model.pt":
+            check_trained_settings(tmp_path / name, {**configured, "image_size": 256})
+        else:
+            with pytest.raises(
+                InputFileError, match=r"\(the config its TorchScript archive embeds\): image_size 128, con"
+            ):
+                check_trained_settings(tmp_path / name, {**configured, "image_size": 256})

@@ -10,6 +10,7 @@ mismatched or (shipped files) altered files with one :class:`InputFileError` nam
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 import zipfile
@@ -29,6 +30,20 @@ def is_torchscript(path: PathLike) -> bool:
             return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
     except (zipfile.BadZipFile, OSError):
         return False
+
+
+def embedded_configs(path: PathLike) -> list[dict]:
+    """The configs a TorchScript archive embeds as extra files (``ckpt_export``'s ``--config_file``, each as the file
+    held it; not ``metadata.json``), read from the zip without running its code; [] for any other file."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = [
+                n for n in z.namelist() if "/extra/" in n and n.endswith(".json") and not n.endswith("/metadata.json")
+            ]
+            configs = [json.loads(z.read(n)) for n in names]
+    except (zipfile.BadZipFile, OSError, ValueError):  # not a zip, unreadable, not JSON
+        return []
+    return [c for c in configs if isinstance(c, dict)]
 
 
 def load_problem(error: Exception) -> str:

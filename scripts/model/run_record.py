@@ -14,6 +14,7 @@ Deploy app imports this module through :mod:`scripts.reconstruction.reconstruct`
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shlex
@@ -21,9 +22,11 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from monai.bundle import ConfigParser
 from scripts.config_flags import as_count, as_flag, as_number, as_positive, is_null
 from scripts.io.dicom_export import bundle_version
 from scripts.io.files import InputFileError, PathLike, ckpt_export_arguments, sha256, write_json
+from scripts.model.checkpoints import embedded_configs
 from scripts.model.release import NETWORK_FORMAT_KEY, shipped_network_settings
 
 RECORD_NAME = "training.json"
@@ -62,6 +65,26 @@ def network_settings(
         "fov_channel": as_flag(fov_channel, "fov_channel"),
         "fov_fill": as_number(fov_fill, "fov_fill", "normalised image value"),
     }
+
+
+NETWORK_KEYS = tuple(inspect.signature(network_settings).parameters)  # config keys of the same names (inference.yaml)
+
+
+def stated_network_settings(configs: Sequence[Mapping[str, Any]]) -> dict | None:
+    """The network settings that ``configs`` (raw config dicts, as files hold them) state as plain values at their top
+    level; None when one of :data:`NETWORK_KEYS` is missing, an expression or reference (``$``, ``@``, ``%``: nothing
+    of a config is evaluated here), given differently by two of them, or not a valid value."""
+    values: dict[str, Any] = {}
+    for config in configs:
+        for key in NETWORK_KEYS:
+            if key in config and values.setdefault(key, config[key]) != config[key]:
+                return None
+    if set(values) != set(NETWORK_KEYS) or any(isinstance(v, str) and v[:1] in "$@%" for v in values.values()):
+        return None
+    try:
+        return network_settings(**values)
+    except InputFileError:
+        return None
 
 
 def _names(items: list) -> bool:
@@ -166,8 +189,9 @@ def check_trained_settings(
 ) -> None:
     """Refuse a checkpoint whose folder's training record (``training.json``) says it was trained under other network
     settings than ``configured`` (:func:`network_settings`); the shipped dual-face model and its export, which have no
-    record, by the size metadata.json states (:func:`scripts.model.release.shipped_network_settings`); no record (or no
-    file at ``ckpt_path``): nothing checked.
+    record, by the size metadata.json states (:func:`scripts.model.release.shipped_network_settings`); another
+    TorchScript archive by the config it embeds (``ckpt_export``'s ``--config_file``, :func:`stated_network_settings`);
+    none of these (or no file at ``ckpt_path``): nothing checked.
 
     Raises:
         InputFileError: naming ``ckpt_path``, each differing key with its trained and configured values, and how to
@@ -178,6 +202,8 @@ def check_trained_settings(
     record, stated_in = read_run_record(Path(ckpt_path).parent), Path(ckpt_path).parent / RECORD_NAME
     if record is None and (shipped := shipped_network_settings(ckpt_path)) is not None:
         record, stated_in = {"network": shipped}, f"configs/metadata.json {NETWORK_FORMAT_KEY}"
+    if record is None and (embedded := stated_network_settings(embedded_configs(ckpt_path))) is not None:
+        record, stated_in = {"network": embedded}, "the config its TorchScript archive embeds"
     differ = {} if record is None else differing_settings(record["network"], configured)
     if differ:
         said = "; ".join(f"{k} {trained!r}, configured {given!r}" for k, (trained, given) in differ.items())
@@ -194,16 +220,30 @@ def check_trained_settings(
 
 def check_exported_checkpoint(configured: Mapping[str, Any]) -> bool:
     """Within MONAI's ``ckpt_export`` (configs/inference.yaml ``network_def#_requires_``), refuse its ``--ckpt_file``
-    as :func:`check_trained_settings` does, naming the keys to set in its ``--config_file`` (which the archive
-    embeds); called elsewhere (inference, ``verify_net_in_out``), nothing. Returns True."""
+    as :func:`check_trained_settings` does, naming the keys to set in its ``--config_file``; and refuse network keys
+    given on the command line, because the archive embeds the config files as they are, and that is what the Deploy
+    app checks the archive by. Called elsewhere (inference, ``verify_net_in_out``), nothing. Returns True.
+
+    Raises:
+        InputFileError: naming the checkpoint (trained otherwise) or the config file (network keys overridden).
+    """
     frame = sys._getframe(1)
     while frame is not None and ckpt_export_arguments(frame) is None:
         frame = frame.f_back
     if frame is not None:
         args = ckpt_export_arguments(frame)
         config = args.get("config_file_")
-        named = config if isinstance(config, (str, Path)) else next(iter(config or ()), "configs/inference.yaml")
-        check_trained_settings(args["ckpt_file_"], configured, str(named))
+        files = [config] if isinstance(config, (str, Path)) else list(config or ["configs/inference.yaml"])
+        named = str(files[0])
+        check_trained_settings(args["ckpt_file_"], configured, named)
+        stated = stated_network_settings([ConfigParser.load_config_files(files)])
+        if stated is not None and (differ := differing_settings(stated, configured)):
+            said = "; ".join(f"{k} {given!r}, {named} {held!r}" for k, (held, given) in differ.items())
+            raise InputFileError(
+                named,
+                f"ckpt_export embeds this file as it is, not the network keys given on its command line ({said}); "
+                f"set {option_text({k: given for k, (_, given) in differ.items()}, named)} (a copy) instead",
+            )
     return True
 
 
