@@ -53,10 +53,10 @@ from scripts.io.files import (  # noqa: E402
     write_json,
     write_nifti,
 )
+from scripts.io.progress import progress  # noqa: E402
 from scripts.io.report import bone_colour, save_figure  # noqa: E402
 from scripts.rasterise import rasterise_triangles  # noqa: E402
 from scripts.shape_maths import smoothstep  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
 HU_AIR, HU_FAT, HU_GAS = -1000, -100, -950
 ANATOMIES = ("llp26", "procedural")
@@ -575,11 +575,11 @@ def generate_cohort(
     for task in tasks:  # a user's file or folder at a case's name: refused before any case is drawn
         check_replaceable(task[1], "phantom case")
     remove_partials(out, [task[1].name for task in tasks])  # this cohort's leftovers of a killed run
-    progress = dict(total=len(tasks), desc=f"{anatomy_name} phantom cases", unit="case")
+    shown = dict(total=len(tasks), desc=f"{anatomy_name} phantom cases", unit="case")
     if workers <= 1:
-        return [_write_one(t) for t in tqdm(tasks, **progress)]
+        return [_write_one(t) for t in progress(tasks, **shown)]
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        return list(tqdm(pool.imap(_write_one, tasks), **progress))
+        return list(progress(pool.imap(_write_one, tasks), **shown))
 
 
 @exits_on_input_error

@@ -83,9 +83,9 @@ from scripts.io.files import (  # noqa: E402
     write_nifti,
     written_by_bundle,
 )
+from scripts.io.progress import progress  # noqa: E402
 from scripts.io.radiograph_io import input_key  # noqa: E402
 from scripts.io.report import bone_colour, front_back_extent, save_figure  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
 DEFAULT_CONFIG_FILE = BUNDLE_ROOT / "configs" / "simulate.yaml"
 SPLITS = ("training", "validation", "test")
@@ -991,7 +991,7 @@ def simulate(
     errors: list[str] = []
     failed_cases: set[str] = set()
     failed = 0
-    with tqdm(total=len(tasks), desc="simulate", unit="sample") as bar:
+    with progress(total=len(tasks), desc="simulate", unit="sample") as bar:
         if workers <= 1 or not tasks:
             results = map(_run, tasks)
             pool = None

@@ -17,6 +17,7 @@ from monai.handlers import CheckpointSaver, from_engine
 from monai.inferers import SimpleInferer
 from scripts.config_flags import as_device, as_flag, is_null
 from scripts.io.files import InputFileError, PathLike, in_folder, read_json, sha256
+from scripts.io.progress import is_terminal
 from scripts.model.checkpoints import check_fits, load_problem
 from scripts.model.run_record import (
     RECORD_NAME,
@@ -285,7 +286,13 @@ class AutocastInferer(SimpleInferer):
 
 
 class LossProgressBar(ProgressBar):
-    """ignite tqdm ProgressBar showing the iteration loss; ``attach(engine)`` as MONAI handlers expect."""
+    """ignite tqdm ProgressBar showing the iteration loss on a terminal; ``attach(engine)`` as MONAI handlers expect.
+    Off when stderr is a log (a file or pipe: it would write a status per iteration there); the StatsHandler's loss
+    lines (configs/train.yaml, at most every 30 s) show the progress there."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("disable", not is_terminal())
+        super().__init__(*args, **kwargs)
 
     def attach(self, engine: Engine, *args, **kwargs) -> None:  # type: ignore[override]
         """Attach to ``engine``, showing the ``loss`` of each iteration unless an ``output_transform`` is given."""

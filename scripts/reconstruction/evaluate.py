@@ -54,12 +54,14 @@ from scripts.io.files import (
     read_nifti,
     write_json,
 )
+from scripts.io.progress import progress
 from scripts.io.report import save_error_map, save_metric_bars
 from scripts.model.training import dataset_dirs, load_datalist, recorded_path
 from scripts.model.transforms import ResizeDepthd
 from scripts.reconstruction.reconstruct import (
     DepthPrediction,
     Reconstructor,
+    face_depths,
     mean_masked_depth,
     oracle_prediction,
     true_face_mask,
@@ -67,7 +69,6 @@ from scripts.reconstruction.reconstruct import (
 from scripts.reconstruction.runner import die_with_parent
 from scripts.reconstruction.ssm import label_surfaces, read_mesh
 from scripts.reconstruction.surface_metrics import ReferenceSurface, vertex_errors, volume_extent_planes
-from tqdm import tqdm
 
 VARIANTS = ("single_face", "single_face_ssm", "dual_face", "dual_face_ssm")
 SHIFTS = ("centre", "prior", "oracle")
@@ -187,9 +188,7 @@ def resized_truth(depth: np.ndarray, mask: np.ndarray, image_size: Sequence[int]
 def sample_mean_depths(entry: Mapping) -> dict[int, float]:
     """A datalist entry's mean masked true depth (mm), both faces (key 2) and front faces only (key 1)."""
     depth, mask = read_depth_and_mask(entry["depth"], entry["mask"])
-    return {
-        faces: mean_masked_depth(d, true_face_mask(depth, mask, faces)) for faces, d in ((2, depth), (1, depth[0::2]))
-    }
+    return {faces: mean_masked_depth(face_depths(depth, faces), true_face_mask(depth, mask, faces)) for faces in (2, 1)}
 
 
 NO_DATALIST = (
@@ -262,7 +261,7 @@ def prior_centre_depth(
     )
     found = split_entries(dataset_dir, split, remedy)
     entries = [e for listed in found.values() for e in listed]
-    for means in tqdm(
+    for means in progress(
         map_fn(sample_mean_depths, entries), total=len(entries), desc=f"prior depth ({split})", unit="sample"
     ):
         for faces, value in means.items():
@@ -354,7 +353,7 @@ def evaluate_sample(
             truth_at[size] = resized_truth(sample.depth, sample.mask, size)
         depth, mask = truth_at[size]
         valid = true_face_mask(depth, mask, faces)
-        true_depth = depth if faces == 2 else depth[0::2]
+        true_depth = face_depths(depth, faces)
         shifts = {
             "centre": (pred.centre_mm, None),
             "prior": (prior_mm[faces], None),
@@ -785,7 +784,7 @@ class EvaluationRunner:
                 groups.setdefault(prefix + str(entry.get("case", k)), []).append(k)
             tasks = [(subject, [entries[k] for k in ks], prior) for subject, ks in groups.items()]
             results: list = [None] * len(entries)
-            with tqdm(total=len(entries), desc=f"evaluate ({self.split})", unit="sample") as bar:
+            with progress(total=len(entries), desc=f"evaluate ({self.split})", unit="sample") as bar:
                 for ks, done in zip(
                     groups.values(),
                     self._subject_results(tasks, nets, pool, functools.partial(bar.update, 1)),

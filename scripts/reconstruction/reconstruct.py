@@ -119,11 +119,16 @@ class DepthPrediction:
         )
 
 
+def face_depths(depth: np.ndarray, faces: int) -> np.ndarray:
+    """The channels (faces*B, H, W) of true depth (2B, H, W) mm that a network with ``faces`` predicts: all of them,
+    or the front faces when faces=1."""
+    return depth if faces == 2 else depth[0::2]
+
+
 def true_face_mask(depth: np.ndarray, mask: np.ndarray, faces: int) -> np.ndarray:
     """(faces*B, H, W) validity of true depth (2B, H, W) mm channels given masks (B, H, W): in the mask and depth > 0
-    (front faces only when faces=1)."""
-    depth = depth if faces == 2 else depth[0::2]
-    return np.repeat(mask, faces, axis=0) & (depth > 0)
+    (front faces only when faces=1: :func:`face_depths`)."""
+    return np.repeat(mask, faces, axis=0) & (face_depths(depth, faces) > 0)
 
 
 def mean_masked_depth(depth: np.ndarray, valid: np.ndarray) -> float:
@@ -136,7 +141,7 @@ def oracle_prediction(depth: np.ndarray, mask: np.ndarray, geometry: Geometry, f
     (NaN when the masks are empty)."""
     depth = np.asarray(depth, dtype=np.float32)
     valid = true_face_mask(depth, np.asarray(mask, dtype=bool), faces)
-    depth = np.where(valid, depth if faces == 2 else depth[0::2], np.float32(0.0))
+    depth = np.where(valid, face_depths(depth, faces), np.float32(0.0))
     return DepthPrediction(depth, np.asarray(mask, dtype=np.float32), mean_masked_depth(depth, valid), geometry)
 
 

@@ -36,6 +36,7 @@ from scripts.io.files import (
     refuse_models_dir,
     remove_partials,
 )
+from scripts.io.progress import progress
 from scripts.io.radiograph_io import RadiographFile, RadiographInputs, error_line
 from scripts.reconstruction.reconstruct import (
     RESULT_KIND,
@@ -397,7 +398,7 @@ class ReconstructionRunner:
         )
         interrupted = False
         try:
-            with tqdm(total=len(inputs), desc="reconstruct", unit="image") as bar:
+            with progress(total=len(inputs), desc="reconstruct", unit="image") as bar:
                 for batch in self.reader(inputs):
                     for item in batch:
                         if not self.radiographs.claim(

@@ -51,11 +51,11 @@ from scripts.io.files import (
     sha256,
     write_ply,
 )
+from scripts.io.progress import progress
 from scripts.model.release import verify_shipped
 from scripts.reconstruction.surface_metrics import point_to_surface
 from scripts.shape_maths import generalized_procrustes
 from skimage.measure import marching_cubes
-from tqdm import tqdm
 
 MODEL_KEYS = ("mean", "faces", "modes", "variances")
 MESHES_KIND = "label meshes"  # output-folder marker kind of ``meshes`` (scripts.io.files.atomic_dir)
@@ -537,7 +537,7 @@ def build_from_cases(
         template_path = (Path(template_dir) if template_dir else cases[0] / "meshes") / f"{bone}.ply"
         template = read_mesh(template_path)
         shapes = []
-        for case in tqdm(cases, desc=f"{bone} meshes", unit="case"):
+        for case in progress(cases, desc=f"{bone} meshes", unit="case"):
             path = case / "meshes" / f"{bone}.ply"
             mesh = read_mesh(path)
             if register:
