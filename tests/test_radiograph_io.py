@@ -417,14 +417,19 @@ def test_raw_dicom_without_preamble_is_found_and_read(tmp_path):
         ("1.2.840.10008.5.1.4.1.1.88.59", "KO", "Key Object Selection Document Storage"),
         ("1.2.840.10008.5.1.4.1.1.88.11", "SR", "Basic Text SR Storage"),
         ("1.2.840.10008.5.1.4.1.1.104.1", "DOC", "Encapsulated PDF Storage"),
+        ("1.2.840.10008.5.1.4.1.1.66.4", "SEG", "Segmentation Storage"),
     ],
 )
 def test_objects_without_an_image_are_named_by_kind(tmp_path, sop_class, modality, kind):
-    """A presentation state, key object selection, structured report or encapsulated PDF is refused as holding no
+    """A presentation state, key object selection, structured report, encapsulated PDF or segmentation (its pixel data
+    are labels: it failed the run as 'modality SEG is not a projection radiograph') is refused as holding no
     image, naming its kind (NoImageError, which the batch workflow counts as skipped); RadiographInputs.read records
     its modality as ``no_image``. Image objects stay plain refusals: a CT slice (modality), a DX radiograph whose
     pixel data are missing (truncated)."""
-    make_non_image(tmp_path / "obj", sop_class, modality)
+    if modality == "SEG":  # with pixel data, as a segmentation has
+        make_dicom(tmp_path / "obj", ramp(), modality=modality, sop_class=sop_class)
+    else:
+        make_non_image(tmp_path / "obj", sop_class, modality)
     with pytest.raises(NoImageError) as e:
         read_dicom(tmp_path / "obj")
     assert str(e.value) == f"{tmp_path / 'obj'}: no image: {kind} (modality {modality}), not a radiograph; skipped"

@@ -905,10 +905,12 @@ class NoImageError(InputFileError):
 
 
 def _holds_no_image(ds: Dataset, sop_class: str) -> bool:
-    """True for a dataset without pixel data whose SOP Class is a known class other than an Image Storage one."""
+    """True for a dataset without pixel data whose SOP Class is a known class other than an Image Storage one, and for a
+    segmentation (SEG: its pixel data are labels drawn on an image, e.g. an earlier AI result in the study's export)."""
     keyword = UID(sop_class).keyword if sop_class else ""
     pixels = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
-    return bool(keyword) and "ImageStorage" not in keyword and not any(k in ds for k in pixels)
+    no_pixels = "ImageStorage" not in keyword and not any(k in ds for k in pixels)
+    return bool(keyword) and (no_pixels or keyword.endswith("SegmentationStorage"))
 
 
 def _check_dicom_header(path: Path, ds: Dataset) -> None:
