@@ -723,7 +723,7 @@ def test_progress_counts_each_sample_as_it_is_finished(data, tmp_path, monkeypat
     """The bar counts radiographs: one step per sample as it is finished, in this process and from the worker
     processes (a subject, all its poses, is one task), never a subject's poses at once at its end (a real test subject
     has 10 poses: the bar sat at 0 for minutes). Here subject case_0001 has two poses, case_0000 one."""
-    from scripts.reconstruction import evaluate
+    from scripts.io import progress
 
     two_poses = data.parent / "sim_two_poses"
     if not two_poses.exists():
@@ -734,13 +734,13 @@ def test_progress_counts_each_sample_as_it_is_finished(data, tmp_path, monkeypat
         write_json(two_poses / "datalist.json", {"test": [entries["case_0001"], second, entries["case_0000"]]})
     steps: list[int] = []
 
-    class Recording(evaluate.tqdm):
+    class Recording(progress.tqdm):  # the bar of scripts.io.progress.progress
         def update(self, n=1):
             if self.desc.startswith("evaluate"):
                 steps.append(n)
             return super().update(n)
 
-    monkeypatch.setattr(evaluate, "tqdm", Recording)
+    monkeypatch.setattr(progress, "tqdm", Recording)
     m = run_evaluation(two_poses, tmp_path / "eval", oracle_inputs=True, prior_centre_mm=960.0, workers=workers)
     assert m["n_samples"] == 3 and m["subjects"]["poses"] == {"case_0001": 2, "case_0000": 1}
     assert steps == [1, 1, 1]
