@@ -128,6 +128,47 @@ def draw_options(options: Mapping[str, Option] | None, generator: torch.Generato
     return p
 
 
+def objects_in_beam(
+    p: Mapping,
+    geometry: Geometry,
+    masks: torch.Tensor | None,
+    exposed: torch.Tensor,
+    source_to_object_mm: float,
+    generator: torch.Generator | None,
+) -> list[dict[str, torch.Tensor]]:
+    """The objects an image of :func:`style_radiograph` shows besides the patient, each ``{material: areal density
+    (H, W) g/cm^2}``: a hip implant or fixation, spine implant, gonad shield (each needs a pelvis of more than 50 pixels
+    in ``masks``), positioning aids and a side marker, as the drawn options ``p`` say. Implants and shields are sized
+    in the patient's plane at ``source_to_object_mm`` from the source (detector mm over its magnification)."""
+    x, y = content.detector_mm(geometry, exposed.device)
+    object_magnification = magnification(geometry.sid_mm, source_to_object_mm)
+    xo, yo = x / object_magnification, y / object_magnification
+    placed: list[dict[str, torch.Tensor]] = []
+    bones = {b: masks[i].bool() for i, b in enumerate(geometry.bones)} if masks is not None else {}
+    pelvis = bones.get("pelvis")
+    has_pelvis = pelvis is not None and int(pelvis.sum()) > 50
+    if p["hip_implant"] and has_pelvis:
+        femurs = [b for b in ("femur_left", "femur_right") if b in bones and int(bones[b].sum()) > 50]
+        if femurs:
+            femur = femurs[int(content.uniform(generator, 0, len(femurs) - 1e-6))]
+            medial = 1.0 if float(xo[pelvis].mean()) > float(xo[bones[femur]].mean()) else -1.0
+            fixation = p["hip_fixation_fraction"] > 0 and content.chance(
+                generator, p["hip_fixation_fraction"]
+            )  # no draw when 0
+            placed.append(
+                (content.hip_fixation if fixation else content.hip_implant)(xo, yo, bones[femur], medial, generator)
+            )
+    if p["spine_implant"] and has_pelvis:
+        placed.append(content.spine_implant(xo, yo, pelvis, generator))
+    if p["gonad_shield"] and has_pelvis:
+        placed.append(content.gonad_shield(xo, yo, pelvis, generator))
+    if p["positioning_aid"]:
+        placed.append(content.positioning_aids(xo, yo, generator))
+    if p["side_marker"] and bool((exposed > 0.5).any()):
+        placed.append(content.side_marker(exposed, geometry, generator))
+    return placed
+
+
 def style_radiograph(
     areal_density: torch.Tensor,
     geometry: Geometry,
@@ -168,35 +209,9 @@ def style_radiograph(
     # ---- objects in the beam
     stack = torch.zeros((len(MATERIALS), h, w), dtype=dtype, device=device)
     stack[:2] = areal_density.to(dtype)
-    x, y = content.detector_mm(geometry, device)
     if source_to_object_mm is None:
         source_to_object_mm = read_standard_geometry()[1]
-    object_magnification = magnification(geometry.sid_mm, source_to_object_mm)
-    xo, yo = x / object_magnification, y / object_magnification
-    placed: list[dict[str, torch.Tensor]] = []
-    bones = {b: masks[i].bool() for i, b in enumerate(geometry.bones)} if masks is not None else {}
-    pelvis = bones.get("pelvis")
-    has_pelvis = pelvis is not None and int(pelvis.sum()) > 50
-    if p["hip_implant"] and has_pelvis:
-        femurs = [b for b in ("femur_left", "femur_right") if b in bones and int(bones[b].sum()) > 50]
-        if femurs:
-            femur = femurs[int(content.uniform(generator, 0, len(femurs) - 1e-6))]
-            medial = 1.0 if float(xo[pelvis].mean()) > float(xo[bones[femur]].mean()) else -1.0
-            fixation = p["hip_fixation_fraction"] > 0 and content.chance(
-                generator, p["hip_fixation_fraction"]
-            )  # no draw when 0
-            placed.append(
-                (content.hip_fixation if fixation else content.hip_implant)(xo, yo, bones[femur], medial, generator)
-            )
-    if p["spine_implant"] and has_pelvis:
-        placed.append(content.spine_implant(xo, yo, pelvis, generator))
-    if p["gonad_shield"] and has_pelvis:
-        placed.append(content.gonad_shield(xo, yo, pelvis, generator))
-    if p["positioning_aid"]:
-        placed.append(content.positioning_aids(xo, yo, generator))
-    if p["side_marker"] and bool((exposed > 0.5).any()):
-        placed.append(content.side_marker(exposed, geometry, generator))
-    for objects in placed:
+    for objects in objects_in_beam(p, geometry, masks, exposed, source_to_object_mm, generator):
         for material, density in objects.items():
             stack[MATERIALS.index(material)] += density.to(dtype)
 
