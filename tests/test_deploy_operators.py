@@ -7,6 +7,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -169,9 +170,10 @@ def test_stages_go_on_past_a_failed_case_and_stop_at_a_bad_model(tmp_path, capsy
     assert (out / cases[0].name / "notes.txt").read_text() == "mine" and (out / cases[2].name / "result.json").exists()
 
 
-def test_run_writes_each_case_before_inferring_the_next(tmp_path, capsys):
+def test_run_writes_each_case_before_inferring_the_next(tmp_path, capsys, caplog):
     """The plain run streams: when the second case's inference runs, the first case is written; an error of the
-    inference callable that is not a bad-input one (here RuntimeError) is one line for its case, and the run goes on."""
+    inference callable that is not a bad-input one (here RuntimeError) is one line for its case, and the run goes on.
+    Each case is logged as it starts with its place in the run (k of N)."""
     d = tmp_path / "in"
     d.mkdir()
     for name in ("a", "b", "c"):
@@ -183,8 +185,11 @@ def test_run_writes_each_case_before_inferring_the_next(tmp_path, capsys):
         written_before.append(sorted(p.name for p in out.iterdir()) if out.exists() else [])
         return crash(image, geometry, fov)
 
-    assert run(d, out, infer, STD) == 1
+    with caplog.at_level(logging.INFO, logger="deploy.app.pipeline"):
+        assert run(d, out, infer, STD) == 1
     assert written_before[1] == ["a"]
+    started = [r.getMessage() for r in caplog.records if r.getMessage().startswith("reconstructing")]
+    assert started == [f"reconstructing {n} ({k} of 3)" for k, n in enumerate("abc", 1)]
     assert [line for line in capsys.readouterr().err.splitlines() if str(d) in line] == [
         f"{d / 'b.dcm'}: inference failed (RuntimeError: out of memory)"
     ]

@@ -201,8 +201,10 @@ def reconstruct_cases(
     """For each case in turn, ``(case, meshes, None)``, or ``(case, None, line)`` when its inference failed (any
     exception of ``infer``). An :class:`InputFileError`, also one MONAI wrapped while building the configured
     reconstructor (e.g. ``--device``), naming another file or option than the case's input (the model, the
-    shape-model file) ends the loop: every further case would fail alike."""
-    for case in cases:
+    shape-model file) ends the loop: every further case would fail alike. Each case is logged as it starts, with its
+    place in the run ("reconstructing NAME (k of N)")."""
+    for k, case in enumerate(cases, 1):
+        logger.info("reconstructing %s (%d of %d)", case.name, k, len(cases))
         try:
             yield case, run_inference(case, infer), None
         except Exception as e:  # fails this case only (or, below, the run); KeyboardInterrupt still stops the run
