@@ -32,7 +32,13 @@ from PIL import Image
 from pydicom.uid import CTImageStorage, MRImageStorage
 from scripts.geometry import Geometry
 from scripts.io.files import OUTPUT_MARKER, input_error_of, shared_data_dir, write_nifti
-from scripts.io.radiograph_io import FOR_PROCESSING_WARNING, field_of_view, load_radiograph, output_name
+from scripts.io.radiograph_io import (
+    FEW_GREY_LEVELS_WARNING,
+    FOR_PROCESSING_WARNING,
+    field_of_view,
+    load_radiograph,
+    output_name,
+)
 from scripts.model.networks import DualFaceDepthNet
 from tests.helpers import (
     FEATURES,
@@ -608,6 +614,31 @@ def test_burned_in_annotation_warns_and_leaves_the_radiograph_out_of_the_report(
     )
     err = capsys.readouterr().err
     assert error_lines(err, "BurnedInAnnotation") == [f"{out / 'annotated'}: warning: {warned[0]}"]
+
+
+def test_a_mask_or_drawing_given_as_a_radiograph_warns(bundle, tmp_path, capsys):
+    """An image of fewer than 16 grey levels (a binary mask saved as PNG, a posterised radiograph) is reconstructed with
+    the warning in result.json and on stderr: the network draws bones on a mask's silhouette too (the shipped model:
+    a pelvis whose shape-model fit passes); one of 16 levels, or a radiograph of many, is not warned about."""
+    d = tmp_path / "in"
+    d.mkdir()
+    img = image64()
+    levels = {"mask": 2, "posterised": 15, "sixteen": 16}
+    for name, k in levels.items():  # k equal steps from the minimum to the maximum: k distinct values
+        _png(d, f"{name}.png", (np.round(img / img.max() * (k - 1)) * (255 // (k - 1))).astype(np.uint8))
+    _png(d, "radiograph.png", np.round(img * 60).astype(np.uint16))
+    out = tmp_path / "out"
+    assert run_workflow(d, out, bundle) == 0
+    for name in [*levels, "radiograph"]:
+        warned = [w for w in assert_complete(out / name)["warnings"] if "grey levels" in w]
+        k = levels.get(name, 1000)
+        assert warned == ([FEW_GREY_LEVELS_WARNING.format(levels=k)] if k < 16 else []), name
+    err = capsys.readouterr().err
+    assert error_lines(err, "grey levels") == [
+        f"{out / 'mask'}: warning: only 2 grey levels: a mask, drawing or thresholded image, not a radiograph (which has "
+        "hundreds); do not trust these surfaces",
+        f"{out / 'posterised'}: warning: {FEW_GREY_LEVELS_WARNING.format(levels=15)}",
+    ]
 
 
 def test_raw_detector_data_warns(bundle, tmp_path, capsys):

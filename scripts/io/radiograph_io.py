@@ -99,6 +99,13 @@ BURNED_IN_WARNING = (
     "BurnedInAnnotation (0028,0301) YES: the image may show identifying text; the radiograph panel is left "
     "out of report.png"
 )
+# A radiograph (quantum noise, soft tissue, bone) has hundreds of grey levels or more; one with fewer is a mask,
+# drawing, thresholded or posterised image, on which the network still draws bones
+MIN_GREY_LEVELS = 16
+FEW_GREY_LEVELS_WARNING = (
+    "only {levels} grey levels: a mask, drawing or thresholded image, not a radiograph (which has hundreds); do not "
+    "trust these surfaces"
+)
 FOR_PROCESSING_WARNING = (
     "PresentationIntentType (0008,0068) FOR PROCESSING: raw detector data, before the vendor's image processing; the model "
     "knows radiographs for presentation, so its masks and depths may not be trusted"
@@ -247,6 +254,9 @@ def load_radiograph_with_field(
         if warned:
             info["warnings"] = warned
     _check_pixels(path, image)
+    levels = grey_levels(image, MIN_GREY_LEVELS)
+    if levels < MIN_GREY_LEVELS:
+        info["warnings"] = [*info.get("warnings", []), FEW_GREY_LEVELS_WARNING.format(levels=levels)]
     resampled = resample_to(image, native, standard)
     field = field_of_view(native, standard)
     if padding is not None:  # the image's own pixels, resampled like the image
@@ -1377,6 +1387,14 @@ def _check_pixels(path: Path, image: np.ndarray) -> None:
         raise InputFileError(path, "contains NaN or Inf pixel values")
     if float(image.max()) == float(image.min()):
         raise InputFileError(path, f"constant image (all pixels {float(image.min()):g})")
+
+
+def grey_levels(image: np.ndarray, enough: int) -> int:
+    """The number of distinct pixel values of ``image``, counted exactly below ``enough`` (at least ``enough``
+    otherwise): a subsample of about a million pixels first, the whole image only when that holds fewer."""
+    step = max(1, int(np.sqrt(image.size / 2**20)))
+    levels = np.unique(image[::step, ::step]).size
+    return levels if levels >= enough else np.unique(image).size
 
 
 def _phi_like(stem: str, ds: Dataset | None) -> bool:
