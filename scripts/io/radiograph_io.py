@@ -106,6 +106,8 @@ FEW_GREY_LEVELS_WARNING = (
     "only {levels} grey levels: a mask, drawing or thresholded image, not a radiograph (which has hundreds); do not "
     "trust these surfaces"
 )
+# the share of the radiograph's own pixels a VOI window may newly whiten at the bone end (_window_clipping)
+MAX_WINDOW_CLIPPING = 0.05
 FOR_PROCESSING_WARNING = (
     "PresentationIntentType (0008,0068) FOR PROCESSING: raw detector data, before the vendor's image processing; the model "
     "knows radiographs for presentation, so its masks and depths may not be trusted"
@@ -228,7 +230,8 @@ def load_radiograph_with_field(
         ds = read_dicom(path) if header is None else header
         native, source = _dicom_geometry(path, ds, sid_mm, spacing)  # from the header: refused before decoding pixels
         window_problem = _window_problem(path, ds)
-        image, padding = _dicom_pixels(path, ds, window=window_problem is None)
+        image, padding, clipping = _dicom_pixels(path, ds, window=window_problem is None)
+        window_problem = window_problem or clipping
         shown = "\\".join(_patient_orientation(ds))  # L\\F (read_dicom refused any other)
         info = {
             "format": "dicom",
@@ -1047,15 +1050,17 @@ def _window_problem(path: Path, ds: Dataset) -> str | None:
     return f"WindowWidth (0028,1051) {width:g} is not a {function} window DICOM allows; the VOI window was not applied"
 
 
-def _dicom_pixels(path: Path, ds: Dataset, window: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+def _dicom_pixels(path: Path, ds: Dataset, window: bool = True) -> tuple[np.ndarray, np.ndarray | None, str | None]:
     """Stored values -> modality LUT (slope/intercept) -> VOI LUT/window (``window`` False: not applied) -> MONOCHROME1
-    inverted (bone bright); and the pixel padding (bool, True where a stored value is PixelPaddingValue (0028,0120) or
-    within it and PixelPaddingRangeLimit (0028,0121): not image), None without the tag."""
+    inverted (bone bright); the pixel padding (bool, True where a stored value is PixelPaddingValue (0028,0120) or
+    within it and PixelPaddingRangeLimit (0028,0121): not image), None without the tag; and a warning when the VOI
+    transform was not applied because it clips bone (:func:`_window_clipping`), else None."""
     for keyword in ("RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth"):
         if _present(ds, keyword):
             _tag_numbers(path, ds, keyword)  # a value that does not parse is named, not reported as corrupt pixels
     arr, rescaled = _compressed_pixels(path, ds)
     monochrome1 = str(ds.PhotometricInterpretation) == "MONOCHROME1"
+    clipping = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -1069,14 +1074,46 @@ def _dicom_pixels(path: Path, ds: Dataset, window: bool = True) -> tuple[np.ndar
             ):  # GDCM inverted it already (bone bright, an offset from ours); the window is skipped
                 pass
             elif window and ("WindowCenter" in ds or "VOILUTSequence" in ds):
-                arr = apply_voi_lut(arr, ds, index=0).astype(np.float64)
+                shown = apply_voi_lut(arr, ds, index=0).astype(np.float64)
+                clipping = _window_clipping(path, ds, arr, shown, padding)
+                arr = arr if clipping else shown
     except InputFileError:
         raise
     except Exception as e:  # truncated/undecodable pixel data, bad LUTs
         raise InputFileError(path, f"corrupt or undecodable pixel data ({type(e).__name__}: {e})") from None
     if rescaled:  # GDCM made MONOCHROME1 bone bright already
-        return arr.astype(np.float32), padding
-    return bone_bright(arr, str(ds.PhotometricInterpretation)).astype(np.float32), padding
+        return arr.astype(np.float32), padding, clipping
+    return bone_bright(arr, str(ds.PhotometricInterpretation)).astype(np.float32), padding, clipping
+
+
+def _window_clipping(
+    path: Path, ds: Dataset, plain: np.ndarray, shown: np.ndarray, padding: np.ndarray | None
+) -> str | None:
+    """A warning when the VOI transform (the first window, or the VOILUTSequence) turns more than
+    :data:`MAX_WINDOW_CLIPPING` of the radiograph's own pixels (padding left out) white at the bone end that were not
+    already there without it (within 1% of the range of the top: a window or LUT that clips, or a sigmoid that all but
+    does); else None. Vendors' processing saturates the direct exposure, never bone (docs/simulation.md: at most 3% of
+    the patient); on bone whitened flat the network loses the cortical outline it finds bones by, so such a window (a
+    soft-tissue one first, say) is not applied: the image is read over its full range."""
+    inside = ~padding if padding is not None else slice(None)
+
+    def at_top(values: np.ndarray) -> float:
+        bright = bone_bright(values, str(ds.PhotometricInterpretation))[inside]
+        low, high = float(bright.min()), float(bright.max())
+        return float((bright >= high - 0.01 * (high - low)).mean())
+
+    extra = at_top(shown) - at_top(plain)
+    if extra <= MAX_WINDOW_CLIPPING:
+        return None
+    if "VOILUTSequence" in ds:
+        window = "VOILUTSequence (0028,3010)"
+    else:
+        centre, width = _tag_numbers(path, ds, "WindowCenter")[0], _tag_numbers(path, ds, "WindowWidth")[0]
+        window = f"window WindowCenter/WindowWidth (0028,1050/1051) {centre:g}/{width:g}"
+    return (
+        f"the {window} whitens {extra:.0%} of the image at the bone end (bone clipped flat, which the model never saw); "
+        "not applied: the image was read over its full range"
+    )
 
 
 def _pixel_padding(path: Path, ds: Dataset, arr: np.ndarray, rescaled: bool) -> np.ndarray | None:
