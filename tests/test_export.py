@@ -125,7 +125,9 @@ def test_onnx_export_matches_checkpoint(ckpt, reference, tmp_path, capsys):
         f"image_size={SIZE}",
     ]
     assert export_onnx_main(argv) == 0
-    assert f"exported {out}" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert f"exported {out}" in captured.out
+    assert f"exporting {ckpt} to ONNX (opset " in captured.err  # said before the export, which takes a while
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["image"] and [o.name for o in session.get_outputs()] == ["pred"]
     (got,) = session.run(["pred"], {"image": x.numpy()})  # batch of 2 through the dynamic batch axis

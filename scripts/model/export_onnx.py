@@ -14,8 +14,12 @@ checkpoint loads with ``torch.load(weights_only=True)``; the file is written ato
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import sys
+import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -80,7 +84,8 @@ def export_onnx(
     net = load_network(ckpt, net, "cpu")
     example = torch.zeros(1, *shape)
     out = Path(out)
-    with atomic_path(out) as tmp:
+    print(f"exporting {ckpt} to ONNX (opset {opset_version})", file=sys.stderr, flush=True)  # the export takes a while
+    with atomic_path(out) as tmp, _quiet_exporter():
         torch.onnx.export(
             net,
             (example,),
@@ -94,6 +99,21 @@ def export_onnx(
             verbose=False,
         )
     return out
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """torch.onnx's dynamo exporter without its notes that do not concern this network: that torchvision (not a
+    dependency of this bundle) is missing for its detection operators, and a deprecation inside torch itself."""
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+            yield
+    finally:
+        registration.setLevel(level)
 
 
 def max_difference(onnx_file: PathLike, net: torch.nn.Module, x: torch.Tensor) -> float:
