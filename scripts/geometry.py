@@ -307,6 +307,11 @@ class Geometry:
         normals = [(sid, 0.0, -x0), (-sid, 0.0, x1), (0.0, sid, -y0), (0.0, -sid, y1), (0.0, 0.0, 1.0)]
         return [(origin, np.asarray(n) / np.linalg.norm(n)) for n in normals]
 
+    def length_px(self, length_mm: float) -> tuple[float, float]:
+        """(along u, along v) how many pixels a length of ``length_mm`` mm on the detector spans."""
+        su, sv = self.pixel_spacing_mm
+        return length_mm / su, length_mm / sv
+
     def pixel_spacing_at(self, sid_mm: float) -> tuple[float, float]:
         """(su, sv) mm: the pitch of these pixels' rays on a detector at ``sid_mm`` from the source (same focal spot and
         central ray)."""

@@ -204,6 +204,13 @@ def test_pixel_spacing_at_another_sid_by_hand():
     np.testing.assert_allclose(g.pixel_scale_in(other), [2.840909091, 5.681818182])
 
 
+def test_length_px_by_hand():
+    """A detector length in pixels along u and v: 10 mm at a 0.5 x 0.25 mm pitch is 20 and 40 pixels."""
+    g = Geometry(sid_mm=1000.0, pixel_spacing_mm=(0.5, 0.25), image_size=(800, 1600))
+    assert g.length_px(10.0) == (20.0, 40.0)
+    assert g.resized((400, 800)).length_px(10.0) == (10.0, 20.0)  # half the pixels, twice the pitch
+
+
 def test_ray_obliquity_by_hand():
     g = Geometry.standard()
     cos_phi, along_v = g.ray_obliquity(dtype=torch.float64)

@@ -379,14 +379,9 @@ def side_marker(
 ) -> dict[str, torch.Tensor]:
     """A lead letter R (image left: the patient's right on an AP film) or L (image right), 15-25 mm tall, 1-2 mm lead."""
     right_side = chance(generator, 0.5)
-    letter = _glyphs("L" if right_side else "R", round(uniform(generator, 15.0, 25.0) / geometry.pixel_spacing_mm[1]))
+    letter = _glyphs("L" if right_side else "R", round(geometry.length_px(uniform(generator, 15.0, 25.0))[1]))
     r, c = _corner(
-        exposed,
-        letter.shape,
-        right_side,
-        chance(generator, 0.5),
-        max(2, round(10.0 / geometry.pixel_spacing_mm[0])),
-        generator,
+        exposed, letter.shape, right_side, chance(generator, 0.5), max(2, round(geometry.length_px(10.0)[0])), generator
     )
     mask = stamp(tuple(exposed.shape), letter, r, c).to(exposed.device)
     return {"lead": _g_cm2(mask * uniform(generator, 1.0, 2.0), "lead")}
@@ -395,7 +390,7 @@ def side_marker(
 def burned_in_text(detector: torch.Tensor, geometry: Geometry, generator: torch.Generator | None) -> torch.Tensor:
     """Float mask (H, W) of 1-3 lines of annotation (site, exposure, IDs) in corners of the detector area, 5-9 mm tall."""
     out = torch.zeros_like(detector)
-    size_px = round(uniform(generator, 5.0, 9.0) / geometry.pixel_spacing_mm[1])
+    size_px = round(geometry.length_px(uniform(generator, 5.0, 9.0))[1])
     pool = string.ascii_uppercase + string.digits
     for _ in range(1 + int(uniform(generator, 0, 2.99))):
         words = [

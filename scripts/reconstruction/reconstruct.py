@@ -194,7 +194,7 @@ def bone_field(geometry: Geometry, mask: np.ndarray, bone: str, margin_mm: float
     if not rows.size:
         return geometry
     w, h = geometry.image_size
-    mu, mv = (int(round(margin_mm / s)) for s in geometry.pixel_spacing_mm)
+    mu, mv = (int(round(n)) for n in geometry.length_px(margin_mm))
     u0 = 0 if bone == "femur_left" else max(int(cols[0]) - mu, 0)  # the patient's right side: femur_left's medial one
     u1 = w - 1 if bone == "femur_right" else min(int(cols[-1]) + mu, w - 1)  # the left side: femur_right's medial one
     return geometry.cropped((u0, u1, 0, min(int(rows[-1]) + mv, h - 1)))
