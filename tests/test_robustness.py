@@ -1643,6 +1643,27 @@ def test_cli_bad_option_one_line_no_traceback(bundle, tmp_path):
     assert_no_output(tmp_path / "out")
 
 
+def test_file_names_that_are_not_utf8_are_reconstructed(bundle, tmp_path, capfd):
+    """A file name in Latin-1 (``H\\xfcfte.png``, as an old Windows share gives it) is reconstructed into a folder
+    of its own, as a UTF-8 name is (each was refused with ``'utf-8' codec can't encode character '\\udcfc'``,
+    hiding what else was wrong with it: an empty one is refused as empty); a rerun skips it. Its line is read as a
+    terminal shows it (capfd: Python's stderr writes the undecodable byte escaped)."""
+    d = tmp_path / "in"
+    d.mkdir()
+    latin1, utf8 = (os.fsdecode(bytes(d) + b"/" + name) for name in (b"H\xfcfte.png", "H\u00fcfte_b.png".encode()))
+    for path in (latin1, utf8):
+        _png(d, Path(path).name, image64(hi=250).astype(np.uint8))
+    _empty(Path(os.fsdecode(bytes(d) + b"/leer\xe9.png")))
+    out = tmp_path / "out"
+    assert run_workflow(d, out, bundle) == 1
+    err = capfd.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == sorted([output_name(latin1, root=d), output_name(utf8, root=d)])
+    assert output_name(latin1, root=d).startswith("H_fte-") and output_name(latin1, root=d) != output_name(utf8, root=d)
+    assert "reconstructed 2" in err and "failed 1" in err and "codec" not in err
+    assert [line.endswith(": empty file (0 bytes)") for line in error_lines(err, "leer")] == [True]
+    assert run_workflow(d, out, bundle) == 1 and "skipped 2 (already done)" in capfd.readouterr().err
+
+
 def test_250_byte_file_name_is_reconstructed(bundle, tmp_path):
     """A 250-byte file name: the output name is cut to 120 characters plus a stable suffix (the temporary
     folder name no longer exceeds the 255-byte limit)."""

@@ -443,14 +443,20 @@ def output_name(path: PathLike, ds: Dataset | None = None, root: PathLike | None
     raw = [*folders, stem]
     safe = [re.sub(r"[^A-Za-z0-9_-]+", "_", part).strip("_") for part in raw]
     name = ".".join(part for part in safe if part)
-    digest = hashlib.sha256("/".join(raw).encode()).hexdigest()
+    digest = hashlib.sha256(_path_bytes("/".join(raw))).hexdigest()
     if not name or _phi_like(name, ds):
         uid = instance_uid(ds)
         key = uid if uid is not None else "/".join(raw)
-        return "rg_" + hashlib.sha256(key.encode()).hexdigest()[:12]
+        return "rg_" + hashlib.sha256(_path_bytes(key)).hexdigest()[:12]
     if safe != raw or len(name) > MAX_NAME_CHARS:
         name = f"{name[: MAX_NAME_CHARS - 7]}-{digest[:6]}"
     return name
+
+
+def _path_bytes(text: str) -> bytes:
+    """A path's text as the bytes hashed for output names and keys: UTF-8, where a file name's bytes that are not
+    UTF-8 (a Latin-1 name from an old share: Python keeps them as surrogate escapes) are the bytes on disk."""
+    return text.encode("utf-8", "surrogateescape")
 
 
 def input_key(path: PathLike, ds: Dataset | None = None, by_content: bool = False) -> str:
@@ -462,7 +468,7 @@ def input_key(path: PathLike, ds: Dataset | None = None, by_content: bool = Fals
     if uid is None and by_content:
         return sha256(path)[:16]
     key = f"dicom:{uid}" if uid is not None else f"file:{Path(path).resolve()}"
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
+    return hashlib.sha256(_path_bytes(key)).hexdigest()[:16]
 
 
 def error_line(path: PathLike, error: Exception) -> str:
