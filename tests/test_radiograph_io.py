@@ -316,6 +316,39 @@ def test_png_16bit_standard_size_and_resampled(tmp_path):
     assert img.shape == (64, 64) and info["coverage"] == 1.0 and info["format"] == "tiff"
 
 
+@pytest.mark.parametrize("jpeg", [False, True])
+def test_dicom_grey_stored_as_colour_accepted_colour_refused(tmp_path, jpeg):
+    """A DICOM secondary capture in RGB whose channels agree (a grey radiograph a viewer or teleradiology export saved
+    as colour; JPEG baseline as YBR_FULL_422, within its chroma rounding) is read as the grey image, as a grey RGB PNG
+    is (it was refused as 'colour or unsupported photometric interpretation'); one with real colour is refused."""
+    import io
+
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    grey = (ramp(hi=250) + 3).astype(np.uint8)
+
+    def write(name, rgb):
+        ds = make_dicom(tmp_path / name, grey, modality="OT", sop_class=SecondaryCaptureImageStorage)
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+        ds.PixelData = np.ascontiguousarray(rgb).tobytes()
+        if jpeg:
+            buffer = io.BytesIO()
+            Image.fromarray(rgb).save(buffer, format="JPEG", quality=95)
+            ds.PixelData, ds.PhotometricInterpretation = encapsulate([buffer.getvalue()]), "YBR_FULL_422"
+            ds["PixelData"].VR, ds["PixelData"].is_undefined_length = "OB", True
+            ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+        ds.save_as(str(tmp_path / name), enforce_file_format=True)
+        return tmp_path / name
+
+    img, _, info = load_radiograph(write("grey.dcm", np.stack([grey] * 3, -1)), STD)
+    np.testing.assert_allclose(img, grey, atol=8 if jpeg else 0)  # JPEG: lossy, a few levels at the ramp's steps
+    assert info["photometric"] == ("YBR_FULL_422" if jpeg else "RGB")
+    with pytest.raises(InputFileError, match=r"colour \((RGB|YBR_FULL_422)\) image; give a grayscale radiograph"):
+        load_radiograph(write("colour.dcm", np.stack([grey, grey, np.roll(grey, 7, axis=1)], -1)), STD)
+
+
 def test_png_gray_rgb_accepted_colour_refused(tmp_path):
     g = ramp(64, 64, hi=250).astype(np.uint8)
     Image.fromarray(np.stack([g] * 3, -1)).save(tmp_path / "gray_rgb.png")

@@ -193,6 +193,15 @@ def _rgb(d):
     return _png(d, "colour.png", np.stack([g, g, np.roll(g, 3, axis=1)], -1))
 
 
+def _rgb_dicom(d):
+    """A DICOM secondary capture in colour: its blue channel shifted 3 columns from red and green."""
+    g = np.round(image64()).astype(np.uint16)
+    ds = dicom(d / "rgb.dcm", g, SamplesPerPixel=3, PhotometricInterpretation="RGB", PlanarConfiguration=0)
+    ds.PixelData = np.ascontiguousarray(np.stack([g, g, np.roll(g, 3, axis=1)], -1)).tobytes()
+    ds.save_as(str(d / "rgb.dcm"), enforce_file_format=True)
+    return d / "rgb.dcm"
+
+
 def _truncated_png(d):
     _png(d, "full.png", image64(hi=250).astype(np.uint8))
     (d / "cut.png").write_bytes((d / "full.png").read_bytes()[:120])
@@ -269,9 +278,10 @@ BAD_INPUTS = {
     ),
     "multi-page TIFF": (_tiff_stack, "multi-page image (3 frames)"),
     "RGB colour PNG": (_rgb, "colour (RGB) image; give a grayscale radiograph"),
-    "RGB DICOM": (
-        _dcm("rgb.dcm", PhotometricInterpretation="RGB", SamplesPerPixel=3),
-        "colour or unsupported photometric interpretation (RGB, 3 samples/pixel)",
+    "RGB DICOM with real colour": (_rgb_dicom, "colour (RGB) image; give a grayscale radiograph"),
+    "YBR DICOM of one sample": (
+        _dcm("ybr.dcm", PhotometricInterpretation="YBR_FULL"),
+        "colour or unsupported photometric interpretation (YBR_FULL, 1 samples/pixel)",
     ),
     "all-zero DICOM": (_dcm("zero.dcm", np.zeros((64, 64))), "constant image (all pixels 0)"),
     "constant PNG": (

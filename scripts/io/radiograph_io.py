@@ -95,6 +95,10 @@ SECONDARY_CAPTURE_CLASSES = (
     "1.2.840.10008.5.1.4.1.1.7.3",  # Multi-frame Grayscale Word SC
 )
 SECONDARY_CAPTURE_MODALITIES = ("OT", "")
+# colour DICOM (3 samples; pydicom decodes each as RGB): read when its channels agree, a grey image stored as colour (a
+# viewer's or a teleradiology export's secondary capture), as a grey RGB PNG is; real colour refused
+COLOUR_PHOTOMETRIC = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT")
+LOSSY_SYNTAXES = ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.91")  # JPEG, JPEG 2000
 BURNED_IN_WARNING = (
     "BurnedInAnnotation (0028,0301) YES: the image may show identifying text; the radiograph panel is left "
     "out of report.png"
@@ -686,10 +690,7 @@ def _read_raster(path: Path) -> tuple[np.ndarray, int | None, StatedResolution |
         color = arr[..., :-1] if mode in ("RGBA", "LA") else arr
         if mode in ("RGBA", "LA") and not np.all(arr[..., -1] == arr[..., -1].max()):
             raise InputFileError(path, "image has a transparent alpha channel; give a grayscale radiograph")
-        spread = int(np.abs(color.astype(np.int32) - color[..., :1]).max())
-        if spread > (JPEG_GREY_TOLERANCE if _raster_format(path.name.lower()) == "jpeg" else 0):
-            raise InputFileError(path, f"colour ({mode}) image; give a grayscale radiograph")
-        arr = color.mean(axis=-1) if spread else color[..., 0]
+        arr = _grey_of_colour(path, color, _raster_format(path.name.lower()) == "jpeg", mode)
     elif mode not in ("L", "I", "I;16", "I;16B", "I;16L", "F"):
         raise InputFileError(path, f"unsupported image mode {mode}; give an 8/16-bit grayscale radiograph")
     if arr.ndim != 2:
@@ -698,6 +699,16 @@ def _read_raster(path: Path) -> tuple[np.ndarray, int | None, StatedResolution |
     if min_is_white and mode != "L":  # Pillow turns 8-bit MinIsWhite over itself, not 16-bit or float
         arr = bone_bright(arr, "MONOCHROME1")
     return *_displayed(arr, orientation), resolution, [EIGHT_OF_SIXTEEN_WARNING] if wide else []
+
+
+def _grey_of_colour(path: Path, colour: np.ndarray, lossy: bool, kind: str) -> np.ndarray:
+    """The grey image (H, W) a colour one (H, W, 3) holds when its channels agree: R == G == B, or within
+    :data:`JPEG_GREY_TOLERANCE` levels for a ``lossy`` file (JPEG chroma rounding; their mean then); any real colour
+    refused, naming the ``kind`` (``RGB``)."""
+    spread = int(np.abs(colour.astype(np.int32) - colour[..., :1]).max())
+    if spread > (JPEG_GREY_TOLERANCE if lossy else 0):
+        raise InputFileError(path, f"colour ({kind}) image; give a grayscale radiograph")
+    return colour.mean(axis=-1) if spread else colour[..., 0]
 
 
 def _displayed(arr: np.ndarray, orientation) -> tuple[np.ndarray, int | None]:
@@ -959,10 +970,11 @@ def _check_dicom_header(path: Path, ds: Dataset) -> None:
         raise InputFileError(path, f"multi-frame / volume DICOM ({frames} frames); one 2D radiograph per file")
     samples = int(_tag_number(path, ds, "SamplesPerPixel")) if _present(ds, "SamplesPerPixel") else 1
     photometric = str(ds.get("PhotometricInterpretation", ""))
-    if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+    if (samples, photometric) not in [(1, "MONOCHROME1"), (1, "MONOCHROME2"), *((3, p) for p in COLOUR_PHOTOMETRIC)]:
         raise InputFileError(
             path,
-            f"colour or unsupported photometric interpretation ({photometric}, {samples} samples/pixel); need MONOCHROME1/2",
+            f"colour or unsupported photometric interpretation ({photometric}, {samples} samples/pixel); need "
+            "MONOCHROME1/2 (or a grey image stored as RGB)",
         )
     _transfer_syntax(path, ds)
     _check_pixel_data_length(path, ds, frames, samples)
@@ -1071,6 +1083,9 @@ def _dicom_pixels(path: Path, ds: Dataset, window: bool = True) -> tuple[np.ndar
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             arr = ds.pixel_array if arr is None else arr
+            if arr.ndim == 3 and str(ds.PhotometricInterpretation) in COLOUR_PHOTOMETRIC:  # decoded as RGB
+                lossy = str(ds.get("LossyImageCompression", "")) == "01" or _transfer_syntax(path, ds) in LOSSY_SYNTAXES
+                arr = _grey_of_colour(path, arr, lossy, str(ds.PhotometricInterpretation))
             if arr.shape != (int(ds.Rows), int(ds.Columns)):
                 raise ValueError(f"pixel array shape {arr.shape} != (Rows, Columns)")
             padding = _pixel_padding(path, ds, arr, rescaled)
