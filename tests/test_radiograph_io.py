@@ -1096,3 +1096,27 @@ def test_a_window_that_whitens_bone_is_not_applied(tmp_path, mono1):
     assert "warnings" not in info and (img == img.min()).mean() == pytest.approx(600 / 1024, abs=0.002)
     img, _, info = read("few.dcm", 520.0, 960.0)  # 1000..1024 white (2.4%), 990..999 near it, less 1.1%: applied
     assert "warnings" not in info and (img == img.max()).mean() == pytest.approx(25 / 1024, abs=0.002)
+
+
+@pytest.mark.parametrize(
+    "tags, side",
+    [
+        (dict(ImageLaterality="L"), "ImageLaterality (0020,0062) L"),
+        (dict(ImageLaterality=None, Laterality="R"), "Laterality (0020,0060) R"),
+        (dict(ImageLaterality="B", Laterality="R"), None),  # the image's own laterality wins: both hips
+        (dict(ImageLaterality="U"), None),  # unpaired: the pelvis
+    ],
+)
+def test_a_view_of_one_hip_is_read_with_a_warning(tmp_path, tags, side):
+    """ImageLaterality (or else the series' Laterality) L or R: a view of one hip, centred on it, not the AP pelvis the
+    model knows; read (some sites set it from the side of the complaint on a whole-pelvis film), with a warning naming
+    the tag (it passed without a word). B, U: no warning."""
+    make_dicom(tmp_path / "hip.dcm", ramp(), **tags)
+    _, _, info = load_radiograph(tmp_path / "hip.dcm", STD)
+    if side is None:
+        assert "warnings" not in info
+    else:
+        assert info["warnings"] == [
+            f"{side}: a view of one hip; the model knows AP views of the whole pelvis, so the other femur and that half "
+            "of the pelvis may be missing or made up"
+        ]

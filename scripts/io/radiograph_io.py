@@ -258,6 +258,7 @@ def load_radiograph_with_field(
             warned.append(BURNED_IN_WARNING)
         if str(ds.get("PresentationIntentType", "") or "").strip().upper() == "FOR PROCESSING":
             warned.append(FOR_PROCESSING_WARNING)
+        warned += _one_side(ds)
         if warned:
             info["warnings"] = warned
     _check_pixels(path, image)
@@ -1045,6 +1046,21 @@ def _check_view(path: Path, ds: Dataset) -> None:
                 f"PatientOrientation (0020,0020) is {shown}: the image is mirrored or rotated; the model needs the radiological "
                 "AP display L\\F (columns toward the patient's left, rows toward the feet)",
             )
+
+
+def _one_side(ds: Dataset) -> list[str]:
+    """A warning when ImageLaterality (0020,0062), or else the series' Laterality (0020,0060), says the image shows one
+    side (L or R: a view of one hip, centred on it); none for B (both), U (unpaired: the pelvis) or no value."""
+    for keyword, tag in (("ImageLaterality", "0020,0062"), ("Laterality", "0020,0060")):
+        side = str(ds.get(keyword, "") or "").strip().upper()
+        if side in ("L", "R"):
+            return [
+                f"{keyword} ({tag}) {side}: a view of one hip; the model knows AP views of the whole pelvis, so the other "
+                "femur and that half of the pelvis may be missing or made up"
+            ]
+        if side:
+            return []
+    return []
 
 
 def _patient_orientation(ds: Dataset) -> list[str]:
