@@ -3,7 +3,9 @@ layout (texts drawn in full, inside, never overlapping) and its scale bars again
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
+import pytest
 import trimesh
 from PIL import Image
 from scripts.geometry import camera_to_patient_lps
@@ -16,7 +18,10 @@ from scripts.io.report import (
     MESH_VIEWS,
     NOTE_RGB,
     WARNING_RGB,
+    error_map_figure,
+    metric_bars_figure,
     orientation_letters,
+    render_mesh,
     render_meshes,
     report_font,
     save_reconstruction_report,
@@ -260,3 +265,47 @@ def test_report_scale_bars_measure_the_views(tmp_path):
         tmp_path / "d.png", image, masks, depth, meshes, bones, "x", pixel_spacing_mm=3.125
     )
     assert "50 mm at the detector" in [t.text for t in texts]
+
+
+def test_figure_mesh_views_carry_a_scale_bar():
+    """render_mesh (evaluation's error map, benchmarks): a 50 mm ball fills 480 px / 1.1 of its view, 4.36 px/mm, so
+    the bar is 20 mm (87.3 px; 50 mm would pass 30% of the picture, 144 px), labelled."""
+    ball = trimesh.creation.icosphere(subdivisions=3, radius=50.0).apply_translation([0.0, 0.0, 950.0])
+    fig, ax = plt.subplots()
+    render_mesh(ax, {"pelvis": ball}, AP_VIEW, "AP")
+    (bar,) = ax.lines
+    assert np.ptp(bar.get_xdata()) == pytest.approx(20.0 * 480 / (1.1 * 100.0), rel=1e-3)
+    assert "20 mm" in [t.get_text() for t in ax.texts]
+    assert ax.get_xlim() == (-0.5, 479.5)  # the bar did not widen the picture
+    plt.close(fig)
+
+
+def test_metric_bars_leave_a_missing_mean_out_rather_than_at_zero():
+    """A mean that is NaN (a bone never found) has no bar, "n/a" instead; the others are drawn at their values with
+    their SD; panels are titled by group_titles and the figure by its title."""
+    means = [
+        {"shift": "centre", "variant": "dual_face", "bone": "pelvis", "assd_mm": 2.5, "assd_mm_std": 0.5},
+        {"shift": "centre", "variant": "dual_face", "bone": "femur_left", "assd_mm": float("nan"), "assd_mm_std": 0.0},
+    ]
+    fig = metric_bars_figure(
+        means, "assd_mm", ["centre"], ["dual_face"], ["pelvis", "femur_left"], "ASSD (mm)", "n = 1", {"centre": "c"}
+    )
+    (ax,) = fig.axes
+    heights = [p.get_height() for p in ax.patches]
+    assert heights == [2.5] and [t.get_text() for t in ax.texts] == ["n/a"]
+    assert ax.get_title() == "c" and fig._suptitle.get_text() == "n = 1"
+    plt.close(fig)
+
+
+def test_error_map_says_what_grey_and_the_top_colour_mean():
+    """The error map's colour bar runs 0 .. max_mm with an arrow for more (clipped), and its label says grey is
+    outside the X-ray field."""
+    ball = trimesh.creation.icosphere(subdivisions=2, radius=50.0).apply_translation([0.0, 0.0, 950.0])
+    errors = np.linspace(0.0, 10.0, len(ball.vertices))
+    errors[:5] = np.nan
+    fig = error_map_figure({"pelvis": ball}, {"pelvis": errors}, max_mm=5.0, title="t")
+    colorbar = fig.axes[-1]
+    assert "grey: outside the X-ray field" in colorbar.get_ylabel() and "5 and more" in colorbar.get_ylabel()
+    assert len(fig.axes) == 4 and all(len(ax.lines) == 1 for ax in fig.axes[:3])  # three views with scale bars
+    assert colorbar.get_ylim()[1] >= 5.0
+    plt.close(fig)

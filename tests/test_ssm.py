@@ -605,3 +605,24 @@ def test_similarity_scale_measures_a_pelvis_drawn_too_small_or_large():
         plain = complete_surfaces(*args)["pelvis"]
         assert plain.similarity_scale is None and np.array_equal(fit.vertices, plain.vertices)
     assert all(abs(scale - factor) < 0.02 for factor, scale in scales.items()), scales
+
+
+def test_variance_plot_tells_equal_curves_apart(monkeypatch, tmp_path):
+    """ssm.png: two femurs with the same variances (mirror images) drew one curve over the other; each bone now has
+    its report colour and its own marker and line, and its curve reaches 100% at its last mode."""
+    from scripts.io import report
+
+    figures = []
+    monkeypatch.setattr(report, "save_figure", lambda fig, path, dpi=110: figures.append(fig))
+    variances = np.array([4.0, 1.0])
+    models = {
+        bone: ssm.ShapeModel(np.zeros((3, 3)), np.array([[0, 1, 2]]), np.zeros((2, 3, 3)), variances)
+        for bone in ("pelvis", "femur_left", "femur_right")
+    }
+    ssm._plot_variance(tmp_path / "ssm.png", models)
+    (ax,) = figures[0].axes
+    styles = {(line.get_marker(), line.get_linestyle(), line.get_fillstyle()) for line in ax.lines}
+    assert len(styles) == 3
+    assert [line.get_color() for line in ax.lines] == [report.bone_colour(b) for b in models]
+    for line in ax.lines:
+        np.testing.assert_allclose(line.get_ydata(), [80.0, 100.0])

@@ -173,13 +173,20 @@ def render_mesh(
     face_colours: Mapping[str, np.ndarray] | None = None,
     size_px: int = 480,
 ) -> None:
-    """:func:`render_meshes` shown on a matplotlib axis (figures), with ``title`` and the patient's directions at its
-    edges (:func:`orientation_letters`)."""
+    """:func:`render_meshes` shown on a matplotlib axis (figures), with ``title``, the patient's directions at its
+    edges (:func:`orientation_letters`) and a scale bar at its bottom left (:func:`scale_bar_mm`, at most 30% of the
+    picture)."""
     ax.imshow(render_meshes(meshes, view, size_px, face_colours=face_colours))
+    ax.set_autoscale_on(False)
     for (x, y), letter in zip(
         ((0.02, 0.5), (0.98, 0.5), (0.5, 0.98), (0.5, 0.02)), orientation_letters(view), strict=True
     ):
         ax.text(x, y, letter, transform=ax.transAxes, ha="center", va="center", color="0.5", fontsize=8)
+    px_per_mm = mesh_view_frame(meshes, view, size_px)[1]
+    mm = scale_bar_mm(px_per_mm, 0.3 * size_px)
+    x0, y0 = 0.03 * size_px, 0.97 * size_px
+    ax.plot([x0, x0 + mm * px_per_mm], [y0, y0], color="black", linewidth=2, solid_capstyle="butt")
+    ax.text(x0 + mm * px_per_mm + 0.02 * size_px, y0, f"{mm:g} mm", va="center", fontsize=8)
     ax.set_title(title, fontsize=9)
     ax.axis("off")
 
@@ -410,7 +417,16 @@ def save_error_map(
     max_mm: float = 5.0,
     title: str = "",
 ) -> None:
-    """Three views of camera-frame meshes coloured by per-vertex distance to the truth (mm; grey: outside the cone)."""
+    """:func:`error_map_figure` written as PNG (atomically)."""
+    save_figure(error_map_figure(meshes, vertex_errors, max_mm, title), path)
+
+
+def error_map_figure(
+    meshes: Mapping[str, trimesh.Trimesh], vertex_errors: Mapping[str, np.ndarray], max_mm: float = 5.0, title: str = ""
+) -> plt.Figure:
+    """Three views (:data:`MESH_VIEWS`, with scale bars) of camera-frame meshes coloured by per-vertex distance to the
+    truth (mm, 0 .. ``max_mm``, larger at the top colour: the colour bar's arrow; grey: outside the X-ray cone, not
+    compared)."""
     cmap = matplotlib.colormaps["viridis"]
     colours = {}
     for bone, mesh in meshes.items():
@@ -420,21 +436,31 @@ def save_error_map(
     for ax, (name, view) in zip(axs, MESH_VIEWS, strict=True):
         render_mesh(ax, meshes, view, name, face_colours=colours)
     mappable = plt.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0, max_mm), cmap=cmap)
-    fig.colorbar(mappable, ax=list(axs), fraction=0.02, pad=0.01, label="distance to truth (mm)")
+    fig.colorbar(
+        mappable,
+        ax=list(axs),
+        fraction=0.02,
+        pad=0.01,
+        extend="max",
+        label=f"distance to truth (mm; {max_mm:g} and more: top colour)\ngrey: outside the X-ray field, not compared",
+    )
     fig.suptitle(title)
-    save_figure(fig, path)
+    return fig
 
 
-def save_metric_bars(
-    path: str | Path,
+def metric_bars_figure(
     means: Sequence[Mapping],
     metric: str,
     groups: Sequence[str],
     variants: Sequence[str],
     bones: Sequence[str],
     ylabel: str,
-) -> None:
-    """Bar chart per group (subplot; e.g. depth shift) of ``metric`` mean +- std per bone (x) and variant (bars).
+    title: str = "",
+    group_titles: Mapping[str, str] | None = None,
+) -> plt.Figure:
+    """Bar chart per group (subplot; e.g. depth shift, titled by ``group_titles``) of ``metric`` mean +- std per bone
+    (x) and variant (bars). A mean that is missing or not a number (e.g. a bone never found) gets no bar (not a bar
+    of 0, which would read as no error) and "n/a" at its foot.
 
     ``means``: rows with keys group ("shift"), "variant", "bone", ``metric`` and ``metric + "_std"``.
     """
@@ -446,20 +472,21 @@ def save_metric_bars(
             rows = {r["bone"]: r for r in means if r["shift"] == group and r["variant"] == variant}
             if not rows:
                 continue
-            val = [rows.get(b, {}).get(metric, np.nan) for b in bones]
-            std = [rows.get(b, {}).get(f"{metric}_std", np.nan) for b in bones]
+            val = np.array([rows.get(b, {}).get(metric, np.nan) for b in bones], dtype=np.float64)
+            std = np.array([rows.get(b, {}).get(f"{metric}_std", np.nan) for b in bones], dtype=np.float64)
+            at = x + (i - (len(variants) - 1) / 2) * width
+            shown = np.isfinite(val)
             ax.bar(
-                x + (i - (len(variants) - 1) / 2) * width,
-                np.nan_to_num(val),
-                width,
-                yerr=np.nan_to_num(std),
-                capsize=2,
-                label=variant,
+                at[shown], val[shown], width, yerr=np.nan_to_num(std[shown]), capsize=2, label=variant, color=f"C{i}"
             )
+            for where in at[~shown]:
+                ax.text(where, 0, "n/a", ha="center", va="bottom", rotation=90, fontsize=7, color=f"C{i}")
         ax.set_xticks(x, bones, fontsize=8)
-        ax.set_title(f"shift: {group}", fontsize=9)
+        ax.set_title((group_titles or {}).get(group, f"shift: {group}"), fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     axs[0, 0].set_ylabel(ylabel)
     axs[0, -1].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    save_figure(fig, path)
+    return fig

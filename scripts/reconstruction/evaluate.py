@@ -55,7 +55,7 @@ from scripts.io.files import (
     write_json,
 )
 from scripts.io.progress import progress
-from scripts.io.report import save_error_map, save_metric_bars
+from scripts.io.report import metric_bars_figure, save_error_map, save_figure
 from scripts.model.training import dataset_dirs, load_datalist, recorded_path
 from scripts.model.transforms import ResizeDepthd
 from scripts.reconstruction.reconstruct import (
@@ -72,6 +72,12 @@ from scripts.reconstruction.surface_metrics import ReferenceSurface, vertex_erro
 
 VARIANTS = ("single_face", "single_face_ssm", "dual_face", "dual_face_ssm")
 SHIFTS = ("centre", "prior", "oracle")
+# how each shift sets the depth maps' centre depth, as the figures name it
+SHIFT_TITLES = {
+    "centre": "centre depth: estimated (network)",
+    "prior": "centre depth: training prior",
+    "oracle": "centre depth: true (oracle)",
+}
 RESULT_KIND = "evaluation"  # output-folder marker kind (scripts.io.files.atomic_dir)
 SURFACE_KEYS = ("assd_mm", "hd95_mm", "hd_mm", "chamfer_mm")
 METRIC_KEYS = SURFACE_KEYS + ("depth_mae_mm", "dice")
@@ -845,9 +851,18 @@ class EvaluationRunner:
                     )
                 )
             bones = [b for b in dict.fromkeys(r["bone"] for r in means) if b != "all"]
-            save_metric_bars(
-                out / "assd_by_variant.png", means, "assd_mm", SHIFTS, result["variants"], bones, "ASSD (mm)"
+            inputs = ", true maps as inputs (oracle)" if self.oracle_inputs else ""
+            bars = metric_bars_figure(
+                means,
+                "assd_mm",
+                SHIFTS,
+                result["variants"],
+                bones,
+                "ASSD (mm)",
+                f"ASSD per bone, mean and SD over {result['n_samples']} radiographs ({self.split} split{inputs})",
+                SHIFT_TITLES,
             )
+            save_figure(bars, out / "assd_by_variant.png")
             if shown:
                 errors = {
                     b: vertex_errors(m, shown["truth"][b], shown["geometry"], shown["extent_planes"])

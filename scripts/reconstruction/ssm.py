@@ -484,14 +484,17 @@ def write_label_meshes(
 
 def _plot_variance(path: Path, models: Mapping[str, ShapeModel]) -> None:
     import matplotlib.pyplot as plt
-    from scripts.io.report import save_figure  # matplotlib (Agg) only when a model is built
+    from scripts.io.report import bone_colour, save_figure  # matplotlib (Agg) only when a model is built
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for bone, m in models.items():
+    for k, (bone, m) in enumerate(models.items()):  # each bone its report colour, marker and line: equal curves show
         ax.plot(
             np.arange(1, m.n_modes + 1),
             np.cumsum(m.variances) / m.variances.sum() * 100,
-            "o-",
+            marker="os^Dv"[k % 5],
+            linestyle=("-", "--", ":")[k % 3],
+            fillstyle="none" if k % 2 else "full",
+            color=bone_colour(bone),
             label=f"{bone} ({m.n_modes} modes)",
         )
     ax.set_xlabel("mode")
