@@ -36,9 +36,10 @@ def demo(tmp_path_factory):
 
 def test_demo_errors_of_the_shipped_model(demo):
     """errors.json holds the returned errors: every bone, both surfaces, finite ASSD under :data:`ASSD_BOUND_MM`;
-    the meshes and report of the reconstruction beside it."""
+    errors.png draws them (a PNG); the meshes and report of the reconstruction beside it."""
     out, results = demo
     assert flat(read_json(out / "errors.json")) == pytest.approx(flat(results))
+    assert (out / "errors.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert list(results) == list(BONES)
     for bone, row in results.items():
         assert set(row) == {"dual_face", "dual_face_ssm"}
@@ -54,6 +55,7 @@ def test_demo_errors_of_the_shipped_model(demo):
     assert sorted(p.name for p in out.iterdir()) == [
         ".3ddx_output.json",
         "errors.json",
+        "errors.png",
         "phantom",
         "radiograph",
         "reconstruction",
@@ -103,7 +105,9 @@ def test_demo_reruns_into_its_own_output_and_refuses_a_users_folder(demo, tmp_pa
     assert not killed.exists() and user_partial.is_dir()
     again = read_json(out / "errors.json")
     assert flat(again) == pytest.approx(flat(results), rel=1e-6)
-    assert capsys.readouterr().out.endswith(f"{format_errors(again)}\nerrors: {out / 'errors.json'}\n")
+    assert capsys.readouterr().out.endswith(
+        f"{format_errors(again)}\nerrors: {out / 'errors.json'}\nerror map: {out / 'errors.png'}\n"
+    )
     (out / "report.png").write_bytes(b"the user's own file")  # added to the demo's output: a rerun leaves it all
     assert main(["--out", str(out), "--spacing", str(SPACING_MM), "--device", "cpu"]) == 1
     (line,) = capsys.readouterr().err.strip().splitlines()

@@ -4,7 +4,8 @@ A real held-out adult pelvis and femurs (LLP26 test subject 20, never seen in tr
 given soft tissue by the phantom generator (CT, bone labels, true surfaces) -> a radiograph with the
 clinical image formation of configs/simulate.yaml -> the inference workflow with the shipped model
 (models/model.pt, models/ssm.npz) -> meshes, report.png and result.json -> surface errors against
-the true surfaces, printed and written to errors.json. Everything runs offline.
+the true surfaces, printed and written to errors.json, and drawn on the completed surfaces in errors.png. Everything
+runs offline.
 
     python -m scripts.demo --out demo_output [--subject 20] [--seed 1] [--spacing 1.5] [--device cpu]
 """
@@ -16,6 +17,7 @@ from typing import Sequence
 
 import monai.bundle
 import numpy as np
+import trimesh
 from scripts import BUNDLE_ROOT
 from scripts.config_flags import as_count, as_device, path_argument
 from scripts.data.phantom import check_spacing, generate_case, write_case
@@ -23,12 +25,14 @@ from scripts.data.real_anatomy import TEST_SUBJECTS
 from scripts.data.simulate import find_cases, simulate
 from scripts.geometry import Geometry
 from scripts.io.files import OneLineParser, atomic_dir, exits_on_input_error, remove_partials, write_json
+from scripts.io.report import save_error_map
 from scripts.reconstruction.evaluate import truth_meshes
 from scripts.reconstruction.reconstruct import INFERENCE_CONFIG
 from scripts.reconstruction.ssm import read_mesh
-from scripts.reconstruction.surface_metrics import surface_metrics
+from scripts.reconstruction.surface_metrics import surface_metrics, vertex_errors
 
 DEMO_CASE = "case_demo"
+ERROR_MAP_MAX_MM = 10.0  # errors.png's colour scale, 0 .. 10 mm (the completions' HD95 lies about there)
 DEMO_KIND = "demo"  # the output marker's kind of a demo output folder (scripts.io.files.atomic_dir)
 
 
@@ -71,13 +75,24 @@ def run_demo(out: Path, subject: int, seed: int, spacing_mm: float, device: str 
         geometry = Geometry.load(sample_dir / "geometry.json")
         truth = truth_meshes(entry, work / "radiograph", geometry)
         results: dict[str, dict] = {}
+        completed: dict[str, trimesh.Trimesh] = {}
         for bone, ref in truth.items():
             row = {}
             for kind, suffix in (("dual_face", ""), ("dual_face_ssm", "_completed")):
                 path = rec_dir / f"{bone}{suffix}.ply"
-                row[kind] = surface_metrics(read_mesh(path), ref, geometry) if path.exists() else None
+                mesh = read_mesh(path) if path.exists() else None
+                row[kind] = None if mesh is None else surface_metrics(mesh, ref, geometry)
+                if mesh is not None and suffix:
+                    completed[bone] = mesh
             results[bone] = row
         write_json(work / "errors.json", results)
+        save_error_map(
+            work / "errors.png",
+            completed,
+            {bone: vertex_errors(mesh, truth[bone], geometry) for bone, mesh in completed.items()},
+            ERROR_MAP_MAX_MM,
+            f"demo, LLP26 test subject {subject} (seed {seed}): shape-model completions, distance to the true surfaces",
+        )
     return results
 
 
@@ -120,4 +135,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run_demo(out, args.subject, args.seed, args.spacing, args.device)
     print(format_errors(results))
     print(f"errors: {out / 'errors.json'}")
+    print(f"error map: {out / 'errors.png'}")
     return 0
