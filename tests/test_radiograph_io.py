@@ -1120,3 +1120,16 @@ def test_a_view_of_one_hip_is_read_with_a_warning(tmp_path, tags, side):
             f"{side}: a view of one hip; the model knows AP views of the whole pelvis, so the other femur and that half "
             "of the pelvis may be missing or made up"
         ]
+
+
+def test_a_scanned_films_nominal_scanned_pixel_spacing_is_the_detector_pitch(tmp_path):
+    """A film digitiser's secondary capture states the pitch on the film, NominalScannedPixelSpacing (0018,2010), [row,
+    column] mm; the film lies in the detector plane, so it is the detector pitch, before a PixelSpacing (which, when it
+    differs, is calibrated to the patient: DICOM PS3.3 10.7.1.1). Without it such a file was refused for want of a
+    pitch."""
+    film = dict(ImagerPixelSpacing=None, NominalScannedPixelSpacing=[2.5, 2.0], ConversionType="DF")
+    for name, tags in (("film.dcm", film), ("calibrated.dcm", {**film, "PixelSpacing": [2.2, 1.8]})):
+        make_dicom(tmp_path / name, ramp(), modality="OT", sop_class=SecondaryCaptureImageStorage, **tags)
+        _, _, info = load_radiograph(tmp_path / name, STD)
+        assert info["native_geometry"]["pixel_spacing_mm"] == [2.0, 2.5]  # (su, sv)
+        assert info["geometry_source"]["pixel_spacing_mm"] == "NominalScannedPixelSpacing (0018,2010)"

@@ -7,7 +7,8 @@ geometry value, coverage of the standard field by the input).
 
 DICOM geometry (see docs/real_radiographs.md):
 
-- detector pixel pitch: ImagerPixelSpacing (0018,1164), defined at the detector, is used as is;
+- detector pixel pitch: ImagerPixelSpacing (0018,1164), defined at the detector, is used as is, and so is a scanned
+  film's NominalScannedPixelSpacing (0018,2010) (the film lies in the detector plane);
   otherwise PixelSpacing (0028,0030): when EstimatedRadiographicMagnificationFactor (0018,1114) is
   present, PixelSpacing is taken as calibrated to the object plane and pitch = PixelSpacing * factor;
   when PixelSpacingCalibrationType (0028,0A02) says it is calibrated but no factor is given, the
@@ -1241,6 +1242,11 @@ def _dicom_geometry(
         pitch, source["pixel_spacing_mm"] = (
             _row_col(_tag_numbers(path, ds, "ImagerPixelSpacing")),
             "ImagerPixelSpacing (0018,1164)",
+        )
+    elif _present(ds, "NominalScannedPixelSpacing"):  # a film digitiser's secondary capture: the pitch on the film
+        pitch, source["pixel_spacing_mm"] = (
+            _row_col(_tag_numbers(path, ds, "NominalScannedPixelSpacing")),
+            "NominalScannedPixelSpacing (0018,2010)",
         )
     elif _present(ds, "PixelSpacing"):
         ps = _row_col(_tag_numbers(path, ds, "PixelSpacing"))
