@@ -246,6 +246,33 @@ def test_images_past_pillows_own_limit_are_too_large_in_one_line(tmp_path, name,
     assert Image.MAX_IMAGE_PIXELS == limit
 
 
+def test_tiffs_pillow_would_misread_or_that_hold_no_image_are_one_line(tmp_path, caplog):
+    """Grey stored as 16-bit RGB planes (PlanarConfiguration 2), which Pillow decoded as 8-bit planes (an image of
+    scrambled bytes, reconstructed without a word), is refused; the same at 8 bits is the grey image. A TIFF whose
+    header holds no page is refused in one line (it was tifffile's warning line, then ``IndexError: index 0 out of
+    range(0)``), tifffile logging nothing."""
+    import tifffile
+
+    grey = ramp(64, 64, hi=4000) * 16
+    tifffile.imwrite(tmp_path / "planes16.tif", np.stack([grey] * 3), planarconfig="separate", photometric="rgb")
+    with pytest.raises(
+        InputFileError,
+        match=r"colour or multi-sample TIFF \(3 samples/pixel, 16-bit, stored by plane\); give a grayscale",
+    ):
+        load_radiograph(tmp_path / "planes16.tif", STD)
+    grey8 = (grey >> 8).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "planes8.tif", np.stack([grey8] * 3), planarconfig="separate", photometric="rgb")
+    Image.fromarray(grey8).save(tmp_path / "grey8.png")
+    assert np.array_equal(
+        load_radiograph(tmp_path / "planes8.tif", STD)[0], load_radiograph(tmp_path / "grey8.png", STD)[0]
+    )
+    (tmp_path / "empty.tif").write_bytes(b"II*\0" + bytes(4))  # little-endian TIFF header, first page offset 0
+    caplog.clear()
+    with pytest.raises(InputFileError, match=r"TIFF without an image \(no pages\): a truncated or unfinished file$"):
+        load_radiograph(tmp_path / "empty.tif", STD)
+    assert [r for r in caplog.records if r.name.startswith("tifffile")] == []
+
+
 def test_nan_pixels_refused(tmp_path):
     make_dicom(tmp_path / "nan.dcm", ramp(), RescaleSlope=float("nan"), RescaleIntercept=0.0)
     with pytest.raises(InputFileError, match="NaN or Inf"):

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import os
 import re
 import stat
@@ -146,6 +147,8 @@ EXIF_ORIENTATIONS = {
 }
 EXIF_TRANSPOSING = (5, 6, 7, 8)  # the orientations that swap the stored image's rows and columns
 TIFF_SUBFILE_TYPE_TAG, TIFF_REDUCED = 254, 1  # NewSubfileType; its bit 0: a reduced-resolution copy of the image
+# BitsPerSample; PlanarConfiguration 2: each sample in a plane of its own (Pillow decodes planes of over 8 bits wrongly)
+TIFF_BITS_TAG, TIFF_PLANAR_TAG, TIFF_BY_PLANE = 258, 284, 2
 EIGHT_OF_SIXTEEN_WARNING = (
     "16-bit colour or grey+alpha samples read as 8 bits (Pillow keeps their high byte); save the radiograph as 16-bit "
     "grayscale for its full precision"
@@ -734,13 +737,23 @@ def _one_image(subfile_types: Sequence[int]) -> bool:
 
 
 def _pillow_reads(path: Path) -> bool:
+    """Whether Pillow reads the TIFF ``path`` right: it opens it, and its samples are not planes of over 8 bits
+    (:data:`TIFF_BY_PLANE`; Pillow decodes each as 8-bit planes, an image of scrambled bytes without a word)."""
     from PIL import UnidentifiedImageError
 
     try:
-        with _open_image(path):
-            return True
+        with _open_image(path) as im:
+            if im.format != "TIFF":
+                return True
+            bits = im.tag_v2.get(TIFF_BITS_TAG, 8)
+            bits = bits if isinstance(bits, tuple) else (bits,)
+            return not (im.tag_v2.get(TIFF_PLANAR_TAG) == TIFF_BY_PLANE and len(bits) > 1 and max(bits) > 8)
     except (UnidentifiedImageError, OSError, ValueError):
         return False
+
+
+def _no_record(record: logging.LogRecord) -> bool:
+    return False
 
 
 _PILLOW_LIMIT = threading.Lock()  # Image.MAX_IMAGE_PIXELS is Pillow's process-wide setting
@@ -783,13 +796,22 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, int | None, StatedResolution | N
     Orientation (0x0112) tag value (None: no tag) and its stated resolution (:func:`_tiff_resolution`)."""
     import tifffile
 
+    log = logging.getLogger("tifffile")  # its warnings on a corrupt file would come before the line refusing it
+    log.addFilter(_no_record)
     try:
         with tifffile.TiffFile(path) as tif:
+            if not tif.pages:
+                raise InputFileError(path, "TIFF without an image (no pages): a truncated or unfinished file")
             if len(tif.pages) > 1 and not _one_image([int(p.subfiletype) for p in tif.pages]):
                 raise InputFileError(path, f"multi-page image ({len(tif.pages)} frames); one radiograph per file")
             page = tif.pages[0]
             if page.ndim != 2:
-                raise InputFileError(path, f"expected a 2D grayscale image, got shape {page.shape}")
+                planes = ", stored by plane" if page.planarconfig == TIFF_BY_PLANE else ""
+                raise InputFileError(
+                    path,
+                    f"colour or multi-sample TIFF ({page.samplesperpixel} samples/pixel, {page.bitspersample}-bit"
+                    f"{planes}); give a grayscale radiograph",
+                )
             _check_size(path, page.shape)
             arr = page.asarray()
             tag = page.tags.get(EXIF_ORIENTATION_TAG)
@@ -805,6 +827,8 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, int | None, StatedResolution | N
         raise
     except Exception as e:  # tifffile raises many types for corrupt files and unsupported compressions
         raise InputFileError(path, f"unreadable or truncated image ({type(e).__name__}: {e})") from None
+    finally:
+        log.removeFilter(_no_record)
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise InputFileError(path, f"unsupported pixel type {arr.dtype}; give a grayscale radiograph")
     arr = arr.astype(np.float32)
