@@ -1160,3 +1160,25 @@ def test_a_scanned_films_nominal_scanned_pixel_spacing_is_the_detector_pitch(tmp
         _, _, info = load_radiograph(tmp_path / name, STD)
         assert info["native_geometry"]["pixel_spacing_mm"] == [2.0, 2.5]  # (su, sv)
         assert info["geometry_source"]["pixel_spacing_mm"] == "NominalScannedPixelSpacing (0018,2010)"
+
+
+def test_pixel_spacing_with_a_magnification_factor_says_what_it_assumed(tmp_path):
+    """PixelSpacing with EstimatedRadiographicMagnificationFactor and neither ImagerPixelSpacing nor
+    PixelSpacingCalibrationType: DICOM cannot tell whether PixelSpacing was calibrated (PS3.3 10.7.1.1); it is taken as
+    calibrated (pitch = PixelSpacing x factor), and geometry_source says that this was assumed. With
+    PixelSpacingCalibrationType GEOMETRY the file says so: no such note."""
+    for name, tags in (("bare.dcm", {}), ("stated.dcm", dict(PixelSpacingCalibrationType="GEOMETRY"))):
+        make_dicom(
+            tmp_path / name,
+            ramp(),
+            ImagerPixelSpacing=None,
+            PixelSpacing=[1.6, 1.6],
+            EstimatedRadiographicMagnificationFactor=1.25,
+            **tags,
+        )
+        _, _, info = load_radiograph(tmp_path / name, STD)
+        assert info["native_geometry"]["pixel_spacing_mm"] == pytest.approx([2.0, 2.0])  # 1.6 x 1.25
+        assumed = info["geometry_source"]["pixel_spacing_mm"].endswith(
+            "(PixelSpacing taken as calibrated to the patient: no tag says whether it is)"
+        )
+        assert assumed == (name == "bare.dcm")

@@ -1280,9 +1280,11 @@ def _dicom_geometry(
                 _tag_number(path, ds, "EstimatedRadiographicMagnificationFactor"),
                 "EstimatedRadiographicMagnificationFactor (0018,1114)",
             )
+            stated = _present(ds, "PixelSpacingCalibrationType")  # else DICOM cannot tell (PS3.3 10.7.1.1)
             pitch, source["pixel_spacing_mm"] = (
                 ps * m,
-                "PixelSpacing (0028,0030) x EstimatedRadiographicMagnificationFactor (0018,1114)",
+                "PixelSpacing (0028,0030) x EstimatedRadiographicMagnificationFactor (0018,1114)"
+                + ("" if stated else " (PixelSpacing taken as calibrated to the patient: no tag says whether it is)"),
             )
         elif _present(ds, "PixelSpacingCalibrationType"):
             if not _present(ds, "DistanceSourceToPatient"):
