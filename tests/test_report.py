@@ -269,7 +269,7 @@ def test_report_scale_bars_measure_the_views(tmp_path):
 
 def test_figure_mesh_views_carry_a_scale_bar():
     """render_mesh (evaluation's error map, benchmarks): a 50 mm ball fills 480 px / 1.1 of its view, 4.36 px/mm, so
-    the bar is 20 mm (87.3 px; 50 mm would pass 30% of the picture, 144 px), labelled."""
+    the bar is 20 mm (87.3 px; 50 mm would pass 25% of the picture, 120 px), labelled."""
     ball = trimesh.creation.icosphere(subdivisions=3, radius=50.0).apply_translation([0.0, 0.0, 950.0])
     fig, ax = plt.subplots()
     render_mesh(ax, {"pelvis": ball}, AP_VIEW, "AP")

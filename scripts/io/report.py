@@ -174,7 +174,7 @@ def render_mesh(
     size_px: int = 480,
 ) -> None:
     """:func:`render_meshes` shown on a matplotlib axis (figures), with ``title``, the patient's directions at its
-    edges (:func:`orientation_letters`) and a scale bar at its bottom left (:func:`scale_bar_mm`, at most 30% of the
+    edges (:func:`orientation_letters`) and a scale bar at its bottom left (:func:`scale_bar_mm`, at most 25% of the
     picture)."""
     ax.imshow(render_meshes(meshes, view, size_px, face_colours=face_colours))
     ax.set_autoscale_on(False)
@@ -183,7 +183,7 @@ def render_mesh(
     ):
         ax.text(x, y, letter, transform=ax.transAxes, ha="center", va="center", color="0.5", fontsize=8)
     px_per_mm = mesh_view_frame(meshes, view, size_px)[1]
-    mm = scale_bar_mm(px_per_mm, 0.3 * size_px)
+    mm = scale_bar_mm(px_per_mm, 0.25 * size_px)  # with its label clear of the bottom edge's letter
     x0, y0 = 0.03 * size_px, 0.97 * size_px
     ax.plot([x0, x0 + mm * px_per_mm], [y0, y0], color="black", linewidth=2, solid_capstyle="butt")
     ax.text(x0 + mm * px_per_mm + 0.02 * size_px, y0, f"{mm:g} mm", va="center", fontsize=8)
