@@ -1,7 +1,7 @@
 """scripts.plot_training on synthetic TensorBoard runs: each folder of event files is one run, never merged with
 another; a resumed run's files in one folder are one run (the later file wins per step)."""
 
-from scripts.model.plot_training import main, read_runs
+from scripts.model.plot_training import main, read_runs, training_figure
 from torch.utils.tensorboard import SummaryWriter
 
 
@@ -40,3 +40,26 @@ def test_a_resumed_runs_files_are_one_run(tmp_path):
     write_events(tmp_path / "run", {"train_loss": {0: 4.0, 1: 2.0}}, time=1)
     assert len(list((tmp_path / "run").glob("events.out.tfevents.*"))) == 2
     assert read_runs(tmp_path / "run") == {".": {"train_loss": ([0, 1, 2], [4.0, 3.0, 1.0])}}
+
+
+def test_the_best_epoch_is_marked_and_steps_are_whole_numbers():
+    """val_depth_mae_mm 6, 3, 3, 4 over epochs 1-4: the best model (the first lowest) is epoch 2, a dotted line on both
+    validation panels, named in their legends; no panel has a fractional epoch or iteration tick."""
+    epochs = [1, 2, 3, 4]
+    runs = {
+        ".": {
+            "train_loss": ([1, 2, 3, 4, 5, 6, 7, 8], [3.0, 2.5, 2.0, 1.8, 1.5, 1.2, 1.1, 1.0]),
+            "val_depth_mae_mm": (epochs, [6.0, 3.0, 3.0, 4.0]),
+            "val_dice_pelvis": (epochs, [0.5, 0.7, 0.8, 0.8]),
+        }
+    }
+    fig = training_figure(runs)
+    loss, mae, dice = fig.axes
+    for ax in (mae, dice):
+        (marker,) = [line for line in ax.lines if line.get_linestyle() == ":"]
+        assert list(marker.get_xdata()) == [2, 2]
+        assert "best epoch 2 (model.pt)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert not [line for line in loss.lines if line.get_linestyle() == ":"]
+    for ax in fig.axes:
+        fig.canvas.draw()
+        assert all(float(t).is_integer() for t in ax.get_xticks())

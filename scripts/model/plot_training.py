@@ -27,6 +27,7 @@ PANELS = (
     ("validation depth MAE (mm)", "epoch", ("val_depth_mae_mm", "val_depth_mae_oracle_mm", "val_depth_mae_raw_mm")),
     ("validation mask Dice", "epoch", ("val_dice_pelvis", "val_dice_femur_left", "val_dice_femur_right")),
 )
+KEY_METRIC = "val_depth_mae_mm"  # configs/train.yaml's key metric (lower is better): the best model's epoch
 LABELS = {
     "val_depth_mae_mm": "estimated centre shift",
     "val_depth_mae_oracle_mm": "oracle shift",
@@ -60,11 +61,17 @@ def read_runs(log_dir: PathLike) -> dict[str, Scalars]:
 
 
 def plot_training(log_dir: PathLike, output_png: PathLike, overwrite: bool = False) -> Path:
-    """Write a three-panel PNG (loss, depth MAE with centre/oracle/no shift, Dice per bone); returns its path.
-    Several runs under ``log_dir`` (:func:`read_runs`) are drawn as separate curves, each label prefixed by its run.
+    """Write :func:`training_figure` of the runs under ``log_dir`` (:func:`read_runs`) as PNG; returns its path.
     An existing ``output_png`` is refused (:class:`InputFileError`) unless ``overwrite``."""
     refuse_existing(output_png, overwrite)
-    runs = read_runs(log_dir)
+    save_figure(training_figure(read_runs(log_dir)), output_png, dpi=120)
+    return Path(output_png)
+
+
+def training_figure(runs: dict[str, Scalars]) -> plt.Figure:
+    """Three panels (loss, depth MAE with centre/oracle/no shift, Dice per bone) on whole-number steps; several runs
+    are drawn as separate curves, each label prefixed by its run. Each run's best epoch by the key metric
+    (:data:`KEY_METRIC`, lowest), the one its model.pt holds, is a dotted line on the validation panels."""
     fig, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 3.8))
     for ax, (title, xlabel, tags) in zip(axes, PANELS, strict=True):
         for run, scalars in runs.items():
@@ -78,13 +85,20 @@ def plot_training(log_dir: PathLike, output_png: PathLike, overwrite: bool = Fal
                         marker="." if len(steps) < 50 else None,
                         label=label if len(runs) == 1 else f"{run}: {label}",
                     )
+        if xlabel == "epoch":
+            for k, (run, scalars) in enumerate(runs.items()):
+                if KEY_METRIC in scalars:
+                    steps, values = scalars[KEY_METRIC]
+                    best = steps[values.index(min(values))]  # the first of equal values, as the checkpoint saver keeps
+                    label = f"best epoch {best} (model.pt)"
+                    ax.axvline(best, color=f"C{k}", linestyle=":", label=label if len(runs) == 1 else f"{run}: {label}")
         ax.set(title=title, xlabel=xlabel)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
     fig.tight_layout()
-    save_figure(fig, output_png, dpi=120)
-    return Path(output_png)
+    return fig
 
 
 @exits_on_input_error
