@@ -196,8 +196,9 @@ def test_a_spacing_finer_than_memory_holds_is_refused():
         check_spacing(0, memory=24 * gib)
 
 
-def test_cli_writes_full_layout(tmp_path):
+def test_cli_writes_full_layout(tmp_path, capsys):
     assert main(["--anatomy", "procedural", "--n", "2", "--out", str(tmp_path), "--seed", "5", "--spacing", "4"]) == 0
+    assert capsys.readouterr().out == f"wrote 2 phantom cases to {tmp_path}\n"
     template = {
         b: len(v.vertices)
         for b, v in ((b, anatomy.pelvis_template() if b == "pelvis" else anatomy.femur_template()) for b in BONES)

@@ -673,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (0.0 <= low <= high <= 1.0):
         parser.error(f"--osteoporosis needs 0 <= LOW <= HIGH <= 1, got {low:g} {high:g}")
     options = TissueOptions((lean, heavy), (low, high), args.partial_volume_cortex)
-    generate_cohort(
+    cases = generate_cohort(
         n,
         args.out,
         args.seed,
@@ -685,4 +685,5 @@ def main(argv: list[str] | None = None) -> int:
         args.femur_variation,
         options,
     )
+    print(f"wrote {len(cases)} phantom cases to {args.out}")  # the command said nothing when it was done
     return 0
