@@ -1653,11 +1653,11 @@ def test_cli_bad_option_one_line_no_traceback(bundle, tmp_path):
     assert_no_output(tmp_path / "out")
 
 
-def test_file_names_that_are_not_utf8_are_reconstructed(bundle, tmp_path, capfd):
+def test_file_names_that_are_not_utf8_are_reconstructed(bundle, tmp_path, capsys):
     """A file name in Latin-1 (``H\\xfcfte.png``, as an old Windows share gives it) is reconstructed into a folder
     of its own, as a UTF-8 name is (each was refused with ``'utf-8' codec can't encode character '\\udcfc'``,
-    hiding what else was wrong with it: an empty one is refused as empty); a rerun skips it. Its line is read as a
-    terminal shows it (capfd: Python's stderr writes the undecodable byte escaped)."""
+    hiding what else was wrong with it: an empty one is refused as empty, the byte named as ``\\xe9``); a rerun skips
+    it."""
     d = tmp_path / "in"
     d.mkdir()
     latin1, utf8 = (os.fsdecode(bytes(d) + b"/" + name) for name in (b"H\xfcfte.png", "H\u00fcfte_b.png".encode()))
@@ -1666,12 +1666,32 @@ def test_file_names_that_are_not_utf8_are_reconstructed(bundle, tmp_path, capfd)
     _empty(Path(os.fsdecode(bytes(d) + b"/leer\xe9.png")))
     out = tmp_path / "out"
     assert run_workflow(d, out, bundle) == 1
-    err = capfd.readouterr().err
+    err = capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == sorted([output_name(latin1, root=d), output_name(utf8, root=d)])
     assert output_name(latin1, root=d).startswith("H_fte-") and output_name(latin1, root=d) != output_name(utf8, root=d)
     assert "reconstructed 2" in err and "failed 1" in err and "codec" not in err
-    assert [line.endswith(": empty file (0 bytes)") for line in error_lines(err, "leer")] == [True]
-    assert run_workflow(d, out, bundle) == 1 and "skipped 2 (already done)" in capfd.readouterr().err
+    assert error_lines(err, "leer") == [f"{d}/leer\\xe9.png: empty file (0 bytes)"]  # the byte on disk, escaped
+    assert run_workflow(d, out, bundle) == 1 and "skipped 2 (already done)" in capsys.readouterr().err
+
+
+def test_a_file_name_with_control_characters_is_named_in_one_line(bundle, tmp_path, capsys):
+    """Bad inputs named with a newline, a carriage return or a terminal escape (ESC [31m: red) are each refused in ONE
+    line, the character written as its escape (a newline split the line in two; a carriage return let the progress
+    bar write over it; an escape sequence coloured the terminal)."""
+    d = tmp_path / "in"
+    d.mkdir()
+    for name in ("hip\nsecond.png", "hip\rback.png", "hip\x1b[31mred.png"):
+        _empty(d / name)
+    out = tmp_path / "out"
+    assert run_workflow(d, out, bundle) == 1
+    err = capsys.readouterr().err
+    assert error_lines(err, "empty file") == [
+        f"{d}/hip\\nsecond.png: empty file (0 bytes)",
+        f"{d}/hip\\rback.png: empty file (0 bytes)",
+        f"{d}/hip\\x1b[31mred.png: empty file (0 bytes)",
+    ]
+    assert "\x1b" not in err and "failed 3" in err
+    assert_no_output(out)
 
 
 def test_250_byte_file_name_is_reconstructed(bundle, tmp_path):

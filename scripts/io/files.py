@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -76,7 +77,15 @@ class InputFileError(RuntimeError):
         self.problem = problem
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.problem}"
+        return f"{shown_path(self.path)}: {self.problem}"
+
+
+def shown_path(path: PathLike) -> str:
+    """``path`` as a line names it: control characters of a file name (a newline, a carriage return, a terminal escape)
+    and its bytes that are not UTF-8 written as Python escapes (``\\n``, ``\\x1b``, ``\\xe9``), so that the line stays
+    one line, prints on any terminal and cannot drive it."""
+    text = os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], text)
 
 
 def exits_on_input_error(main: Callable[..., int]) -> Callable[..., int]:

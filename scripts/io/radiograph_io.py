@@ -81,6 +81,7 @@ from scripts.io.files import (
     read_nifti,
     refuse_existing,
     sha256,
+    shown_path,
     written_by_bundle,
 )
 
@@ -485,7 +486,10 @@ def error_line(path: PathLike, error: Exception) -> str:
     ValueError ``<path>: <message>``, anything else ``<path>: failed (<type>: <message>)``."""
     if isinstance(error, InputFileError):
         return str(error)
-    return f"{path}: {error}" if isinstance(error, ValueError) else f"{path}: failed ({type(error).__name__}: {error})"
+    shown = shown_path(path)
+    return (
+        f"{shown}: {error}" if isinstance(error, ValueError) else f"{shown}: failed ({type(error).__name__}: {error})"
+    )
 
 
 @dataclasses.dataclass
@@ -549,7 +553,7 @@ class RadiographInputs:
     def copy_lines(self) -> list[str]:
         """One line per further copy of a DICOM instance that :meth:`paths` left out (not a failure)."""
         return [
-            f"{copy}: the same DICOM instance (SOP Instance UID) as {first}; read once, skipped"
+            f"{shown_path(copy)}: the same DICOM instance (SOP Instance UID) as {shown_path(first)}; read once, skipped"
             for copy, first in self.copies.items()
         ]
 
@@ -599,7 +603,7 @@ class RadiographInputs:
         other = self._claimed.setdefault(item.name, item.path) if item.name else item.path
         if other != item.path:
             item.error = (
-                f"{item.path}: its output name {item.name!r} is that of {other} too; rename one of them "
+                f"{shown_path(item.path)}: its output name {item.name!r} is that of {shown_path(other)} too; rename one of them "
                 "(nothing written for this one)"
             )
         return other == item.path
