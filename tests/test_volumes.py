@@ -163,9 +163,17 @@ def test_totalsegmentator_version_told_from_the_labels(tmp_path, version):
     expected[25:27, 5:15, 15:28] = expected[33:35, 5:15, 15:28] = 0
     expected[10:16, 8:12, 0:14], expected[44:50, 8:12, 0:14] = 2, 3
     np.testing.assert_array_equal(lab.array, expected)
-    mirrored = write_nib(tmp_path / "mirrored.nii.gz", a[::-1].copy(), affine)  # left hip on the right: no version fits
-    with pytest.raises(InputFileError, match="mirrored.nii.gz: cannot tell TotalSegmentator v1 from v2"):
-        read_labels(mirrored, ct, "totalsegmentator")
+    # left hip and femur on the right (an array flipped without its affine): no version fits, and no label map would
+    # mend it (it used to ask for one): one line saying left and right are swapped, naming the version
+    mirrored = write_nib(tmp_path / "mirrored.nii.gz", a[::-1].copy(), affine)
+    swapped = rf"mirrored.nii.gz: TotalSegmentator {version} hip or femur ids lie mirrored .*: left and right swapped"
+    for preset in ("totalsegmentator", f"totalsegmentator_{version}"):
+        with pytest.raises(InputFileError, match=swapped):
+            read_labels(mirrored, ct, preset)
+    for right in ("hip_right", "femur_right"):  # one side only: nothing to tell a version or a mirror by
+        a[a == TOTALSEGMENTATOR_IDS[version][right]] = 0
+    with pytest.raises(InputFileError, match="one.nii.gz: cannot tell TotalSegmentator v1 from v2 .*neither fit"):
+        read_labels(write_nib(tmp_path / "one.nii.gz", a[::-1].copy(), affine), ct, "totalsegmentator")
 
 
 def test_totalsegmentator_folder_read_by_structure_names(tmp_path):
@@ -265,12 +273,15 @@ def test_explicit_totalsegmentator_version_must_fit_the_labels(tmp_path, version
     right = read_labels(path, ct, f"totalsegmentator_{version}")
     assert right.label_map == LABEL_MAP_PRESETS[f"totalsegmentator_{version}"]
     np.testing.assert_array_equal(right.array, read_labels(path, ct, "totalsegmentator").array)
-    mirrored = write_nib(tmp_path / "mirrored.nii.gz", a[::-1].copy(), affine)  # left hip on the right: fits neither
+    # neither version's hips or femurs on the sides: a JSON map of the file's ids is the remedy
+    a[a == TOTALSEGMENTATOR_IDS[version]["hip_right"]] = 0
+    a[a == TOTALSEGMENTATOR_IDS[version]["femur_right"]] = 0
+    stray = write_nib(tmp_path / "stray.nii.gz", a, affine)
     with pytest.raises(
         InputFileError,
-        match=f"mirrored.nii.gz: does not fit TotalSegmentator {version} .*, nor the other version's; pass a JSON label map",
+        match=f"stray.nii.gz: does not fit TotalSegmentator {version} .*, nor the other version's; pass a JSON label map",
     ):
-        read_labels(mirrored, ct, f"totalsegmentator_{version}")
+        read_labels(stray, ct, f"totalsegmentator_{version}")
 
 
 def ts_folder(folder, names, version="v2", empty=()):

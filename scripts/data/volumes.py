@@ -215,10 +215,11 @@ def totalsegmentator_version(
     right ribs 8/9; v1's 90/91 are v2's brain and skull). A version fits when, for its hip or its
     femur ids, both sides are present and the left one lies at least ``min_separation_mm`` to the
     patient's left (RAS -x) of the right one. Without ``version`` exactly one must fit; with it (an
-    explicit preset) that one must fit; else the file is refused, saying which fits.
+    explicit preset) that one must fit; else the file is refused, saying which fits, or, when none fits but a
+    version's left ids lie that far to the patient's right, that left and right are swapped (a flipped grid).
     """
     ids = np.unique(array)
-    fits = []
+    fits, mirrored = [], []
     for v, table in TOTALSEGMENTATOR_IDS.items():
         for pair in (("hip_left", "hip_right"), ("femur_left", "femur_right")):
             left, right = table[pair[0]], table[pair[1]]
@@ -227,11 +228,20 @@ def totalsegmentator_version(
                 if x[0] < x[1] - min_separation_mm:
                     fits.append(v)
                     break
+                if x[1] < x[0] - min_separation_mm and v not in mirrored:
+                    mirrored.append(v)
     if version is None and len(fits) == 1:
         return fits[0]
     if version in fits:
         return version
     rule = f"its left hip or femur at least {min_separation_mm:g} mm to the patient's left of the right one"
+    if not fits and mirrored:  # a version's ids lie on the wrong sides: no label map mends a flipped grid
+        raise InputFileError(
+            path,
+            f"TotalSegmentator {mirrored[0]} hip or femur ids lie mirrored (left at least {min_separation_mm:g} mm to "
+            "the patient's right, RAS +x, of right): left and right swapped (labels, or CT and labels, flipped "
+            "without their affine?); fix the file's orientation",
+        )
     if version is None:
         problem = f"cannot tell TotalSegmentator v1 from v2 class ids ({'both' if fits else 'neither'} fit: {rule})"
     else:
