@@ -1574,7 +1574,11 @@ OPTION_CASES = {
     # network keys (scripts.model.run_record.network_settings): text was a traceback, --bones abc ran as bones a, b, c
     "--bones abc": ({"bones": "abc"}, "--bones: must be a list of distinct bone names, e.g. [pelvis, femur_left, "),
     "--bones twice": ({"bones": ["pelvis", "pelvis", "femur_right"]}, "--bones: must be a list of distinct bone names"),
-    "--features abc": ({"features": "abc"}, "--features: must be a list of channel counts, got 'abc'"),
+    "--features abc": ({"features": "abc"}, "--features: must be six channel counts (BasicUNet's levels), got 'abc'"),
+    "--features five levels": (
+        {"features": [8, 16, 32, 64, 128]},
+        "--features: must be six channel counts (BasicUNet's levels), got [8, 16, 32, 64, 128]",
+    ),
     "--depth_prior_mm 950": ({"depth_prior_mm": [950]}, "--depth_prior_mm: must be two numbers, mean and scale (mm), "),
     "--centre_prior_mm abc": (
         {"centre_prior_mm": ["abc", 50]},

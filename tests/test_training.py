@@ -579,6 +579,10 @@ def test_as_flag_names_the_key():
 # writing models/ and tensorboard/, zoom_range abc after training.json) or ran (cache_rate 2, image_size 100, augment_prob 2)
 TRAIN_OPTION_CASES = {
     "--epochs abc": ({"epochs": "abc"}, "--epochs: must be a whole number of at least 1, got 'abc'"),
+    "--features five levels": (  # was a 4 KB traceback from BasicUNet
+        {"features": [8, 16, 32, 64, 128]},
+        "--features: must be six channel counts (BasicUNet's levels), got [8, 16, 32, 64, 128]",
+    ),
     "--epochs 0": ({"epochs": 0}, "--epochs: must be a whole number of at least 1, got 0"),
     "--batch_size 0": ({"batch_size": 0}, "--batch_size: must be a whole number of at least 1, got 0"),
     "--val_batch_size abc": (

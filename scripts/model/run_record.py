@@ -54,7 +54,10 @@ def network_settings(
             bones, "bones", "a list of distinct bone names, e.g. [pelvis, femur_left, femur_right]", _names
         ),
         "faces": as_count(faces, "faces", 1, maximum=2),  # front (and back) faces
-        "features": [as_count(f, "features", 1) for f in _listed(features, "features", "a list of channel counts")],
+        "features": [
+            as_count(f, "features", 1)
+            for f in _listed(features, "features", "six channel counts (BasicUNet's levels)", lambda v: len(v) == 6)
+        ],
         **{
             name: [
                 as_positive(v, name)
