@@ -196,6 +196,30 @@ def test_a_spacing_finer_than_memory_holds_is_refused():
         check_spacing(0, memory=24 * gib)
 
 
+def test_no_more_worker_processes_than_cases(tmp_path, monkeypatch):
+    """--workers 1000 for two cases starts two processes (it started 1000, idle, each importing torch)."""
+    sizes = []
+
+    class Pool:
+        def __init__(self, processes):
+            sizes.append(processes)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def imap(self, function, tasks):
+            return map(function, tasks)
+
+    monkeypatch.setattr(
+        "scripts.data.phantom.multiprocessing.get_context", lambda method: type("Spawn", (), {"Pool": Pool})
+    )
+    args = ["--anatomy", "procedural", "--n", "2", "--out", str(tmp_path / "o"), "--spacing", "8", "--workers", "1000"]
+    assert main(args) == 0 and sizes == [2] and len(list((tmp_path / "o").glob("case_*"))) == 2
+
+
 def test_cli_writes_full_layout(tmp_path, capsys):
     assert main(["--anatomy", "procedural", "--n", "2", "--out", str(tmp_path), "--seed", "5", "--spacing", "4"]) == 0
     assert capsys.readouterr().out == f"wrote 2 phantom cases to {tmp_path}\n"

@@ -1865,6 +1865,24 @@ COMMAND_OPTION_CASES = {
         "--opset: must be a whole number from 18 to 23, got 99",
         1,
     ),
+    "export_onnx --override image_size=0": (  # MONAI wrapped it: a 40-line traceback
+        "scripts.model.export_onnx",
+        "--ckpt c.pt --out m.onnx --override image_size=0",
+        "--image_size: must be a whole number of at least 16 and a multiple of 16, got 0",
+        1,
+    ),
+    "export_onnx --override =1": (  # a KeyError traceback
+        "scripts.model.export_onnx",
+        "--ckpt c.pt --out m.onnx --override =1",
+        "--override: expected KEY=VALUE, got '=1'",
+        2,
+    ),
+    "export_onnx --config_file README.md": (  # MONAI's 'unknown file input' traceback
+        "scripts.model.export_onnx",
+        f"--ckpt c.pt --out m.onnx --config_file {ROOT / 'README.md'}",
+        f"{ROOT / 'README.md'}: unreadable bundle config (.yaml or .json: ValueError: unknown file input",
+        1,
+    ),
     "export_onnx --opset abc": (
         "scripts.model.export_onnx",
         "--ckpt c.pt --out m.onnx --opset abc",

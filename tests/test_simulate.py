@@ -69,6 +69,19 @@ def small_geometry(tmp_path):
     return path
 
 
+def test_no_more_worker_processes_than_samples(tmp_path, small_geometry, monkeypatch):
+    """--workers 8 for one sample renders it in this process: no pool of 8 idle processes (one was started per
+    worker, each importing torch, whatever the number of samples)."""
+
+    def no_pool(method):
+        raise AssertionError("a process pool was started for one sample")
+
+    monkeypatch.setattr("scripts.data.simulate.multiprocessing.get_context", no_pool)
+    make_case(tmp_path / "cohort" / "case_0000")
+    args = ["--cases", str(tmp_path / "cohort"), "--out", str(tmp_path / "out"), "--geometry", str(small_geometry)]
+    assert main(args + ["--workers", "8"]) == 0 and (tmp_path / "out" / "case_0000_p0" / "sample.json").is_file()
+
+
 def test_cohort_samples_datalist_and_shards(tmp_path, small_geometry):
     cohort = tmp_path / "cohort"
     for i in range(4):

@@ -578,7 +578,7 @@ def generate_cohort(
     shown = dict(total=len(tasks), desc=f"{anatomy_name} phantom cases", unit="case")
     if workers <= 1:
         return [_write_one(t) for t in progress(tasks, **shown)]
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    with multiprocessing.get_context("spawn").Pool(min(workers, len(tasks))) as pool:  # no idle processes
         return list(progress(pool.imap(_write_one, tasks), **shown))
 
 

@@ -991,8 +991,9 @@ def simulate(
     errors: list[str] = []
     failed_cases: set[str] = set()
     failed = 0
+    workers = min(workers, len(tasks))  # no idle processes (--workers 1000 for one case spawned 1000)
     with progress(total=len(tasks), desc="simulate", unit="sample") as bar:
-        if workers <= 1 or not tasks:
+        if workers <= 1:
             results = map(_run, tasks)
             pool = None
         else:

@@ -89,14 +89,18 @@ def shown_path(path: PathLike) -> str:
 
 
 def exits_on_input_error(main: Callable[..., int]) -> Callable[..., int]:
-    """Decorate a CLI ``main``: an :class:`InputFileError` prints its one line to stderr and ``main`` returns 1."""
+    """Decorate a CLI ``main``: an :class:`InputFileError`, raised or the cause of another error (MONAI wraps the
+    errors of config expressions: :func:`input_error_of`), prints its one line to stderr and ``main`` returns 1."""
 
     @functools.wraps(main)
     def wrapper(*args: Any, **kwargs: Any) -> int:
         try:
             return main(*args, **kwargs)
-        except InputFileError as e:
-            print(e, file=sys.stderr)
+        except Exception as e:
+            bad = input_error_of(e)
+            if bad is None:
+                raise
+            print(bad, file=sys.stderr)
             return 1
 
     return wrapper

@@ -129,7 +129,7 @@ def max_difference(onnx_file: PathLike, net: torch.nn.Module, x: torch.Tensor) -
 
 def _override(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
-    if not sep:
+    if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return key, yaml.safe_load(value)
 

@@ -30,13 +30,23 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 import trimesh
+import yaml
 from monai.bundle import ConfigParser
 from monai.inferers import Inferer
 from scripts import BUNDLE_ROOT
 from scripts.config_flags import as_count, as_device, as_path, as_positive, is_null
 from scripts.geometry import BONES, Geometry, camera_to_patient_lps
 from scripts.io.dicom_export import bundle_version
-from scripts.io.files import InputFileError, PathLike, atomic_dir, sha256, write_depth_and_mask, write_json, write_ply
+from scripts.io.files import (
+    InputFileError,
+    PathLike,
+    atomic_dir,
+    first_line,
+    sha256,
+    write_depth_and_mask,
+    write_json,
+    write_ply,
+)
 from scripts.io.radiograph_io import REPLACEABLE_SOURCES
 from scripts.io.report import save_reconstruction_report
 from scripts.model.checkpoints import load_network
@@ -838,7 +848,10 @@ def bundle_config(
     if not Path(config_file).is_file():
         raise InputFileError(config_file, "config file not found")
     parser = ConfigParser()
-    parser.read_config(str(config_file))
+    try:
+        parser.read_config(str(config_file))
+    except (ValueError, OSError, yaml.YAMLError) as e:  # a suffix MONAI does not read, a file that does not parse
+        raise InputFileError(config_file, f"unreadable bundle config (.yaml or .json: {first_line(e)})") from None
     unknown = sorted(k for k in overrides or {} if k not in parser)
     if unknown:
         raise InputFileError(f"--{option}", f"no such key in {config_file}: {', '.join(unknown)}")
