@@ -14,6 +14,7 @@ from scripts.reconstruction.meshing import masked_points
 from scripts.reconstruction.reconstruct import bone_field, bone_points, complete_surfaces
 from scripts.reconstruction.surface_metrics import surface_metrics
 from scripts.shape_maths import generalized_procrustes
+from skimage.measure import marching_cubes
 from tests.helpers import ROOT, error_lines
 
 SPHERE = trimesh.creation.icosphere(3)
@@ -422,6 +423,15 @@ def test_meshes_from_labels_land_on_the_labelled_bones_and_build_a_model(tmp_pat
     assert (
         ssm.main(["meshes", "--labels", str(tmp_path / "labels.nii.gz"), "--out", str(cases / "patA")]) == 0
     )  # its own: replaced
+    holed = labels.copy()  # marrow voxels left out of the pelvis mask (a cavity) and stray pelvis voxels (specks)
+    holed[30, 25, 32] = holed[30, 26, 32] = holed[28, 25, 30] = 0
+    holed[2, 2, 2] = holed[57, 47, 47] = holed[58, 47, 47] = 1
+    write_nifti(tmp_path / "holed.nii.gz", holed, affine)
+    assert ssm.main(["meshes", "--labels", str(tmp_path / "holed.nii.gz"), "--out", str(tmp_path / "holed")]) == 0
+    for bone in spheres:  # the outer surface alone: the clean labels' mesh, one closed piece
+        a, b = (ssm.read_mesh(folder / "meshes" / f"{bone}.ply") for folder in (cases / "patA", tmp_path / "holed"))
+        assert np.array_equal(a.vertices, b.vertices) and np.array_equal(a.faces, b.faces)
+        assert len(b.split(only_watertight=False)) == 1
     capsys.readouterr()
     write_nifti(tmp_path / "no_right.nii.gz", np.where(labels == 3, 0, labels).astype(np.uint8), affine)
     assert ssm.main(["meshes", "--labels", str(tmp_path / "no_right.nii.gz"), "--out", str(tmp_path / "x")]) == 1
@@ -482,7 +492,8 @@ REAL_CT = (shared_data_dir() or ROOT / "absent") / "real_ct"
 )
 def test_meshes_of_the_real_ct_from_its_folder_and_its_multilabel_file_agree(tmp_path):
     """The shared CT's TotalSegmentator folder and its multi-label file (v1 ids, --label-map totalsegmentator) give the
-    same three surfaces, each closed, in the CT's world box."""
+    same three surfaces, each closed and one piece (its pelvis masks hold stray voxels and marrow cavities: 19 pieces
+    before they were left out and filled)."""
     assert ssm.main(["meshes", "--labels", str(REAL_CT / "example_seg"), "--out", str(tmp_path / "folder")]) == 0
     assert (
         ssm.main(
@@ -501,7 +512,7 @@ def test_meshes_of_the_real_ct_from_its_folder_and_its_multilabel_file_agree(tmp
     for bone in ("pelvis", "femur_left", "femur_right"):
         a, b = (ssm.read_mesh(tmp_path / case / "meshes" / f"{bone}.ply") for case in ("folder", "file"))
         assert np.allclose(a.vertices, b.vertices) and np.array_equal(a.faces, b.faces) and a.is_watertight
-        assert len(a.vertices) > 1000
+        assert len(a.vertices) > 1000 and len(a.split(only_watertight=False)) == 1
 
 
 def test_register_brings_meshes_into_correspondence(tmp_path):
@@ -535,6 +546,64 @@ def test_register_brings_meshes_into_correspondence(tmp_path):
     assert ssm.main(args) == 0
     model = ssm.ShapeModel.load(out, "pelvis")
     assert model.mean.shape == template.vertices.shape and model.n_modes >= 1
+
+
+def voxel_surface(mask):
+    """Marching-cubes surface of a boolean voxel mask (1 mm voxels), as ``ssm meshes`` makes one."""
+    verts, faces, _, _ = marching_cubes(np.pad(mask, 1).astype(np.float32), 0.5)
+    return trimesh.Trimesh(verts, faces[:, ::-1], process=False)
+
+
+def test_register_template_from_a_shape_model_file_or_refused_in_one_line(tmp_path, capsys):
+    """``build --register --template F.npz`` registers the mean of F's bone (e.g. the shipped models/ssm.npz, for a
+    team without phantoms): the same model as that mesh given as a folder's <bone>.ply. A template whose
+    non-rigid ICP cannot be solved (here a voxel surface with enclosed cavities: scipy's 'Factor is exactly singular',
+    a traceback after minutes with the real CT's pelvis as the first case) is one line naming the case's mesh and
+    the template, nothing written."""
+    grid = np.indices((20, 20, 20)).transpose(1, 2, 3, 0) - 10.0
+    targets = [voxel_surface(np.linalg.norm(grid * s, axis=-1) <= 7) for s in ([1.1, 1, 0.9], [0.9, 1, 1.1])]
+    write_cases(tmp_path / "cases", targets)
+    template = voxel_surface(np.linalg.norm(grid, axis=-1) <= 6)
+    (tmp_path / "tmpl").mkdir()
+    template.export(tmp_path / "tmpl" / "pelvis.ply")
+    one = np.zeros((1, *template.vertices.shape))
+    ssm.save_shape_models(
+        tmp_path / "tmpl.npz", {"pelvis": ssm.ShapeModel(template.vertices, template.faces, one, [1.0])}
+    )
+    build = ["build", "--bones", "pelvis", "--register", "--cases"]
+    assert (
+        ssm.main(
+            build + [str(tmp_path / "cases"), "--template", str(tmp_path / "tmpl"), "--out", str(tmp_path / "ply.npz")]
+        )
+        == 0
+    )
+    assert (
+        ssm.main(
+            build
+            + [str(tmp_path / "cases"), "--template", str(tmp_path / "tmpl.npz"), "--out", str(tmp_path / "npz.npz")]
+        )
+        == 0
+    )
+    a, b = (ssm.ShapeModel.load(tmp_path / f"{name}.npz", "pelvis") for name in ("ply", "npz"))
+    assert a.mean.shape == template.vertices.shape and np.allclose(a.mean, b.mean) and np.allclose(a.modes, b.modes)
+    grid = np.indices((40, 40, 40)).transpose(1, 2, 3, 0) - 20.0
+    holed = np.linalg.norm(grid, axis=-1) <= 12
+    holed[20, 20, 20] = holed[24, 20, 20] = False
+    voxel_surface(holed).export(tmp_path / "tmpl" / "pelvis.ply")
+    write_cases(tmp_path / "big", [voxel_surface(np.linalg.norm(grid * [1.1, 1, 0.9], axis=-1) <= 13), targets[0]])
+    capsys.readouterr()
+    assert (
+        ssm.main(
+            build + [str(tmp_path / "big"), "--template", str(tmp_path / "tmpl"), "--out", str(tmp_path / "holed.npz")]
+        )
+        == 1
+    )
+    mesh = tmp_path / "big" / "case_000" / "meshes" / "pelvis.ply"
+    assert error_lines(capsys.readouterr().err, tmp_path) == [
+        f"{mesh}: registering {tmp_path / 'tmpl' / 'pelvis.ply'} onto it failed (Factor is exactly singular): take a "
+        "template of one clean surface per bone (--template models/ssm.npz)"
+    ]
+    assert not (tmp_path / "holed.npz").exists()
 
 
 def test_bone_field_cuts_the_cone_at_the_mask_inferior_and_lateral_edges():

@@ -12,7 +12,7 @@ instance: X = s R Y(b) + t.
 CLI::
 
     python -m scripts.ssm build --cases DIR --out runs/ssm/ssm.npz [--variance 0.98] [--scale]
-                                [--register [--template DIR]] [--bones pelvis femur_left ...]
+                                [--register [--template DIR|models/ssm.npz]] [--bones pelvis femur_left ...]
     python -m scripts.ssm meshes --labels LABELS [--label-map totalsegmentator] --out DIR/CASE
 
 ``build`` reads ``DIR/<case>/meshes/<bone>.ply`` (every subfolder holding a ``meshes/`` folder, any name) and
@@ -31,6 +31,7 @@ from typing import Collection, Mapping, Sequence
 
 import numpy as np
 import trimesh
+from scipy import ndimage
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 from scripts.config_flags import as_count, as_fraction, as_keywords, as_positive, path_argument
@@ -450,16 +451,21 @@ def read_mesh(path: PathLike) -> trimesh.Trimesh:
 
 
 def label_surfaces(
-    labels_path: PathLike, bones: Sequence[str], label_map: Mapping | str | None = None
+    labels_path: PathLike, bones: Sequence[str], label_map: Mapping | str | None = None, min_piece: float = 0.01
 ) -> dict[str, trimesh.Trimesh]:
     """World-RAS (mm) marching-cubes surfaces of bone labels read as the simulator reads them
     (:func:`scripts.data.volumes.read_labels`: a label volume with ``label_map``, or a TotalSegmentator folder);
-    a bone without voxels is left out."""
+    a bone without voxels is left out. The outer surface only: specks, pieces (face-connected) under ``min_piece`` of
+    the bone's voxels (a segmentation's stray voxels), are left out and enclosed cavities filled (marrow voxels
+    outside the mask); neither is the bone's shape, and in a registration template each small closed surface of
+    them leaves the non-rigid ICP's system singular."""
     volume = read_labels(labels_path, None, label_map)
     labels, affine = volume.array, volume.affine
     out = {}
     for bone in bones:
-        occupied = np.pad(labels == BONE_LABELS[bone], 1)
+        pieces, _ = ndimage.label(np.pad(labels == BONE_LABELS[bone], 1))
+        sizes = np.bincount(pieces.ravel())[1:]
+        occupied = ndimage.binary_fill_holes(np.isin(pieces, 1 + np.flatnonzero(sizes >= min_piece * sizes.sum())))
         if occupied.any():
             verts, faces, _, _ = marching_cubes(occupied.astype(np.float32), 0.5)
             out[bone] = trimesh.Trimesh(apply_transform(affine, verts - 1.0), faces[:, ::-1], process=False)
@@ -537,14 +543,20 @@ def build_from_cases(
                 )
     models = {}
     for bone in bones:
-        template_path = (Path(template_dir) if template_dir else cases[0] / "meshes") / f"{bone}.ply"
-        template = read_mesh(template_path)
+        template, template_path = registration_template(template_dir or cases[0] / "meshes", bone)
         shapes = []
         for case in progress(cases, desc=f"{bone} meshes", unit="case"):
             path = case / "meshes" / f"{bone}.ply"
             mesh = read_mesh(path)
             if register:
-                shapes.append(register_to_template(template, mesh))
+                try:
+                    shapes.append(register_to_template(template, mesh))
+                except (RuntimeError, np.linalg.LinAlgError) as e:  # scipy's splu: "Factor is exactly singular"
+                    raise InputFileError(
+                        path,
+                        f"registering {template_path} onto it failed ({e}): take a template of one clean surface per "
+                        "bone (--template models/ssm.npz)",
+                    ) from None
             elif mesh.vertices.shape != template.vertices.shape or not np.array_equal(mesh.faces, template.faces):
                 raise InputFileError(
                     path,
@@ -568,6 +580,15 @@ def build_from_cases(
         "units": {"vertices": "mm", "variances": "mm^2", "coeffs": "standard deviations"},
     }
     return models, meta
+
+
+def registration_template(template: PathLike, bone: str) -> tuple[trimesh.Trimesh, Path]:
+    """The template of ``bone`` and its path: a shape-model file's (``.npz``, e.g. the shipped models/ssm.npz) mean
+    surface, its model frame, or ``template/<bone>.ply`` of a folder."""
+    template = Path(template)
+    if template.suffix == ".npz":
+        return ShapeModel.load(template, bone).mesh(), template
+    return read_mesh(template / f"{bone}.ply"), template / f"{bone}.ply"
 
 
 def case_folders(
@@ -672,7 +693,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--template",
         default=None,
         type=path_argument,
-        help="folder with <bone>.ply templates for --register (default: first case)",
+        help="for --register: a folder with <bone>.ply templates, or a shape model .npz whose mean is the template "
+        "(models/ssm.npz: the shipped models' vertices; default: the first case's meshes)",
     )
     b.add_argument(
         "--datalist",
