@@ -774,8 +774,9 @@ def test_tiff_orientation_tag_of_a_float_tiff(tmp_path):
 
 
 def test_laterality_says_where_it_comes_from(tmp_path):
-    """Only a DICOM PatientOrientation states the left-right sense; every other input is assumed radiological."""
-    from scripts.io.radiograph_io import LATERALITY_ASSUMED
+    """A DICOM PatientOrientation states the left-right sense, and a simulator radiograph's geometry.json (rendered in
+    the standard AP pose: report.png cautioned that it was assumed); every other input is assumed radiological."""
+    from scripts.io.radiograph_io import LATERALITY_ASSUMED, LATERALITY_SIMULATED
 
     make_dicom(tmp_path / "stated.dcm", ramp(), PatientOrientation=["L", "F"])
     make_dicom(tmp_path / "silent.dcm", ramp())
@@ -784,6 +785,11 @@ def test_laterality_says_where_it_comes_from(tmp_path):
     assert load_radiograph(tmp_path / "stated.dcm", STD)[2]["laterality"] == "DICOM PatientOrientation (0020,0020) L\\F"
     for name in ("silent.dcm", "half.dcm", "a.png"):
         assert load_radiograph(tmp_path / name, STD)[2]["laterality"] == LATERALITY_ASSUMED
+    write_nifti(tmp_path / "sim" / "image.nii.gz", ramp().astype(np.float32))
+    Geometry(sid_mm=1100.0, pixel_spacing_mm=(1.5, 1.5), image_size=ramp().shape[::-1]).save(
+        tmp_path / "sim" / "geometry.json"
+    )
+    assert load_radiograph(tmp_path / "sim" / "image.nii.gz", STD)[2]["laterality"] == LATERALITY_SIMULATED
 
 
 @pytest.mark.parametrize(

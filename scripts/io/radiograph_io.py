@@ -131,9 +131,12 @@ PELVIS_BODY_PARTS = frozenset(
 )  # a value naming one of these is accepted whatever else it names
 # ViewPosition (0018,5101): only an AP view (or no value) is what the model knows.
 AP_VIEW_POSITIONS = ("AP", "")
-# Where the left-right sense of an input comes from (info "laterality", result.json): only a DICOM PatientOrientation
-# (0020,0020) states it; every other input is taken as displayed the radiological way.
+# Where the left-right sense of an input comes from (info "laterality", result.json): a DICOM PatientOrientation
+# (0020,0020) states it, and a simulator radiograph's geometry.json; every other input is taken as displayed the
+# radiological way.
 LATERALITY_ASSUMED = "assumed: radiological display (columns toward the patient's left); not checked"
+# a simulator radiograph (NIfTI + geometry.json): rendered in the standard AP pose from the CT's RAS frame
+LATERALITY_SIMULATED = "geometry.json: simulated in the standard AP pose (columns toward the patient's left)"
 # EXIF/TIFF Orientation (0x0112) 2..8: how a viewer turns the stored pixels [row, col] into the displayed image
 # (ImageOps.exif_transpose's operations); 1 (or no tag) is the stored image itself.
 EXIF_ORIENTATION_TAG = 0x0112
@@ -647,7 +650,7 @@ def _load_nifti(path: Path) -> tuple[np.ndarray, Geometry, dict]:
         "format": "nifti",
         "geometry_source": {"all": "geometry.json"},
         "coverage": 1.0,
-        "laterality": LATERALITY_ASSUMED,
+        "laterality": LATERALITY_SIMULATED,
     }
     return image.astype(np.float32), geometry, info
 
