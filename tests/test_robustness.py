@@ -1767,7 +1767,24 @@ def test_real_jpeg_radiographs_are_read(bundle, tmp_path):
 # refusals exit 2 ('' for a path among them: config_flags.path_argument), config_flags' words after parsing exit 1.
 # Run in an empty working folder, which stays empty.
 COMMAND_OPTION_CASES = {
-    "phantom --n 0": ("scripts.data.phantom", "--n 0 --out o", "--n: must be a whole number of at least 1, got 0", 1),
+    "phantom --n 0": (
+        "scripts.data.phantom",
+        "--n 0 --out o",
+        "--n: must be a whole number from 1 to 1000000, got 0",
+        1,
+    ),
+    "phantom --start 1e20": (  # a traceback from drawing 1e20 seeds
+        "scripts.data.phantom",
+        "--n 1 --out o --start 100000000000000000000",
+        "--start: must be a whole number from 0 to 999999, got 100000000000000000000",
+        1,
+    ),
+    "phantom --femur_variation 1e300": (  # a BoneOverlapError traceback after the output folder was made
+        "scripts.data.phantom",
+        "--n 1 --out o --femur_variation 1e300",
+        "--femur_variation: must be at most 4.5 SD (its version draws reach +-2.5 x 8 degrees x S: beyond 90 degrees",
+        1,
+    ),
     "phantom --n abc": ("scripts.data.phantom", "--n abc --out o", "--n: invalid int value: 'abc'", 2),
     "phantom --out ''": ("scripts.data.phantom", "--n 1 --out ''", "--out: must be a file or folder path, got ''", 2),
     "phantom --out": ("scripts.data.phantom", "--n 1 --out", "--out: expected one argument", 2),

@@ -71,6 +71,7 @@ BONE_LOSS_AT_1 = {"trabecular_hu": 0.35, "cortical_hu": 0.65, "cortex_mm": 0.6, 
 # a case's peak memory at 1 mm, GiB (the heaviest builds' grids, about 76 L, at some 15 bytes a voxel, and the process);
 # it grows as (1 mm / spacing)^3. Simulating a phantom peaks about as high (docs/simulation.md: 1.95 GiB at 1 mm).
 PEAK_GIB_AT_1MM = 2.0
+MAX_CASES = 10**6  # case indices of a cohort (--start + --n): far beyond any cohort, a seed (4 bytes) drawn for each
 
 
 def physical_memory() -> int | None:
@@ -658,10 +659,21 @@ def main(argv: list[str] | None = None) -> int:
     n = args.n if args.n is not None else (1 if args.subjects else None)
     if n is None:
         parser.error("--n is required (unless --subjects is given)")
-    for key, minimum in (("n", 1), ("start", 0), ("seed", 0), ("workers", 1)):
-        as_count(n if key == "n" else getattr(args, key), key, minimum=minimum)
+    for key, minimum in (("start", 0), ("seed", 0), ("workers", 1)):
+        as_count(getattr(args, key), key, minimum=minimum)
+    as_count(n, "n", minimum=1, maximum=MAX_CASES)
+    as_count(args.start, "start", maximum=MAX_CASES - n)  # case_seeds draws every seed up to start + n
     check_spacing(args.spacing)
-    as_positive(args.femur_variation, "femur_variation", unit="SD", zero=True)
+    from scripts.data.real_anatomy import FEMUR_VARIATION_SD, MAX_SD
+
+    # draws reach +-MAX_SD x S x 8 degrees of version: beyond 90 degrees the femoral neck would point sideways
+    widest = 90.0 / (MAX_SD * FEMUR_VARIATION_SD["version_deg"])
+    if as_positive(args.femur_variation, "femur_variation", unit="SD", zero=True) > widest:
+        raise InputFileError(
+            "--femur_variation",
+            f"must be at most {widest:g} SD (its version draws reach +-{MAX_SD:g} x {FEMUR_VARIATION_SD['version_deg']:g} "
+            f"degrees x S: beyond 90 degrees the femoral neck would point sideways), got {args.femur_variation:g}",
+        )
     if args.femur_variation and (args.anatomy != "llp26" or args.subjects):
         parser.error("--femur_variation widens llp26 training draws only (not --anatomy procedural or --subjects)")
     if args.subjects and args.anatomy != "llp26":
