@@ -450,10 +450,20 @@ def test_meshes_from_labels_land_on_the_labelled_bones_and_build_a_model(tmp_pat
     trimesh.creation.icosphere(2, radius=10.0).export(template / "pelvis.ply")
     build = ["build", "--cases", str(cases), "--bones", "pelvis", "--register", "--template", str(template), "--out"]
     assert ssm.main(build + [str(tmp_path / "same.npz")]) == 1  # one labelling meshed twice: it would count twice
-    assert error_lines(capsys.readouterr().err, cases) == [
-        f"{cases / 'patB' / 'meshes' / 'pelvis.ply'}: the same mesh as patA's (one CT meshed twice, or a copied case "
+    same = (
+        f"{cases / 'patB' / 'meshes' / 'pelvis.ply'}: the same surface as patA's (one CT meshed twice, or a copied case "
         "folder): a shape model counts each subject once; leave one of them out"
-    ]
+    )
+    assert error_lines(capsys.readouterr().err, cases) == [same]
+    shutil.rmtree(cases / "patB")  # the labels stored in another voxel order (LPS, as its DICOM series reads): the
+    flipped = affine @ np.array([[-1, 0, 0, 59], [0, -1, 0, 49], [0, 0, 1, 0], [0, 0, 0, 1]])  # same surface
+    write_nifti(tmp_path / "lps.nii.gz", labels[::-1, ::-1].copy(), flipped)
+    assert ssm.main(["meshes", "--labels", str(tmp_path / "lps.nii.gz"), "--out", str(cases / "patB")]) == 0
+    lps = ssm.read_mesh(cases / "patB" / "meshes" / "pelvis.ply")
+    assert not np.array_equal(lps.vertices, ssm.read_mesh(cases / "patA" / "meshes" / "pelvis.ply").vertices)
+    capsys.readouterr()
+    assert ssm.main(build + [str(tmp_path / "same.npz")]) == 1
+    assert error_lines(capsys.readouterr().err, cases) == [same]
     assert not (tmp_path / "same.npz").exists()
     shutil.rmtree(cases / "patB")
     sphere = ssm.read_mesh(cases / "patA" / "meshes" / "pelvis.ply")

@@ -23,6 +23,7 @@ it; ``meshes`` writes a case's ``meshes/<bone>.ply`` from its CT label map (marc
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import json
 from dataclasses import dataclass
@@ -49,7 +50,6 @@ from scripts.io.files import (
     read_json,
     refuse_existing,
     refuse_models_dir,
-    sha256,
     write_ply,
 )
 from scripts.io.progress import progress
@@ -525,20 +525,20 @@ def build_from_cases(
     ``selection`` saying where they came from); ``register`` brings meshes into correspondence first.
 
     Raises:
-        InputFileError: two cases holding the same mesh file of a bone, byte for byte (one CT meshed twice, e.g. from
-            its TotalSegmentator folder and its multi-label file, or a copied case folder: it would count twice),
-            before any registration.
+        InputFileError: two cases holding the same surface of a bone (:func:`surface_fingerprint`: one CT meshed
+            twice, e.g. from its TotalSegmentator folder and its multi-label file, or from its NIfTI and its DICOM
+            series, or a copied case folder: it would count twice), before any registration.
     """
     cases = case_folders(cases_dir, case_names, selection)
     for bone in bones:
         first: dict[str, Path] = {}
         for case in cases:
             path = case / "meshes" / f"{bone}.ply"
-            other = first.setdefault(sha256(path), case) if path.is_file() else case
+            other = first.setdefault(surface_fingerprint(path), case) if path.is_file() else case
             if other != case:
                 raise InputFileError(
                     path,
-                    f"the same mesh as {other.name}'s (one CT meshed twice, or a copied case folder): a shape model "
+                    f"the same surface as {other.name}'s (one CT meshed twice, or a copied case folder): a shape model "
                     "counts each subject once; leave one of them out",
                 )
     models = {}
@@ -580,6 +580,13 @@ def build_from_cases(
         "units": {"vertices": "mm", "variances": "mm^2", "coeffs": "standard deviations"},
     }
     return models, meta
+
+
+def surface_fingerprint(path: PathLike) -> str:
+    """SHA-256 of a mesh's vertex set (mm, rounded to 0.001, sorted): one surface's whatever its vertex order, e.g. one
+    CT's labels meshed from its NIfTI and from its DICOM series (another storage order of the voxels)."""
+    vertices = np.round(np.asarray(read_mesh(path).vertices, dtype=np.float64), 3) + 0.0  # + 0.0: -0.0 is 0.0
+    return hashlib.sha256(np.unique(vertices, axis=0).tobytes()).hexdigest()
 
 
 def registration_template(template: PathLike, bone: str) -> tuple[trimesh.Trimesh, Path]:
