@@ -220,6 +220,21 @@ def test_no_more_worker_processes_than_cases(tmp_path, monkeypatch):
     assert main(args) == 0 and sizes == [2] and len(list((tmp_path / "o").glob("case_*"))) == 2
 
 
+def test_an_output_folder_in_models_is_refused_before_it_is_made(tmp_path, monkeypatch, capsys):
+    """--out models/ph: one line, and no folder made there (it made models/ph, then refused its first case); with
+    models/ moved to a temporary folder, so that the shipped one is never at stake."""
+    monkeypatch.setattr("scripts.io.files.MODELS_DIR", tmp_path / "models")
+    (tmp_path / "models").mkdir()
+    assert (
+        main(["--anatomy", "procedural", "--n", "1", "--out", str(tmp_path / "models" / "ph"), "--spacing", "8"]) == 1
+    )
+    assert capsys.readouterr().err.strip() == (
+        f"{tmp_path / 'models' / 'ph'}: --out points into the shipped models/ folder; write under runs/ and ship with "
+        "python -m scripts.release"
+    )
+    assert not any((tmp_path / "models").iterdir())
+
+
 def test_cli_writes_full_layout(tmp_path, capsys):
     assert main(["--anatomy", "procedural", "--n", "2", "--out", str(tmp_path), "--seed", "5", "--spacing", "4"]) == 0
     assert capsys.readouterr().out == f"wrote 2 phantom cases to {tmp_path}\n"

@@ -230,8 +230,9 @@ def output_dir_problem(path: PathLike) -> str | None:
 
 
 def check_output_dir(path: PathLike, option: str = "output") -> None:
-    """Refuse, before any work, an output root folder ``path`` no output can be written into (:func:`output_dir_problem`);
-    ``option`` names it in the line."""
+    """Refuse, before any work, an output root folder ``path`` in models/ (:func:`refuse_models_dir`) or one no output
+    can be written into (:func:`output_dir_problem`); ``option`` names it in the line."""
+    refuse_models_dir(path, option)
     problem = output_dir_problem(path)
     if problem is not None:
         raise InputFileError(path, f"{problem}; {option} names the output folder")
