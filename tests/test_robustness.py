@@ -1873,6 +1873,7 @@ COMMAND_OPTION_CASES = {
         2,
     ),
     "release --model": ("scripts.model.release", "--model", "--model: expected one argument", 2),
+    "release --model .": ("scripts.model.release", "--model .", ".: is a folder; give the file to release", 1),
     "export_onnx --ckpt ''": ("scripts.model.export_onnx", "--ckpt '' --out m.onnx", "--ckpt: must be a file or", 2),
     "export_onnx --out ''": ("scripts.model.export_onnx", "--ckpt c.pt --out ''", "--out: must be a file or", 2),
     "export_onnx --opset 0": ("scripts.model.export_onnx", "--ckpt c.pt --out m.onnx --opset 0", "--opset: must be", 1),

@@ -133,7 +133,7 @@ def _check(kind: str, path: Path, model: Path) -> None:
     A network file with a training record beside it must agree with the shipped configs (:func:`_check_trained_settings`).
     State dicts load with ``weights_only=True``; the TorchScript archive's code runs (a trusted file being shipped)."""
     if not path.is_file():
-        raise InputFileError(path, "file not found")
+        raise InputFileError(path, "is a folder; give the file to release" if path.is_dir() else "file not found")
     if kind in ("model", "single_face"):
         import torch
         from scripts.model.checkpoints import load_problem, load_weights
