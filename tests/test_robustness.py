@@ -1773,6 +1773,12 @@ COMMAND_OPTION_CASES = {
         "--n: must be a whole number from 1 to 1000000, got 0",
         1,
     ),
+    "phantom --posterior_tissue_mm nan 40": (
+        "scripts.data.phantom",
+        "--n 1 --out o --posterior_tissue_mm nan 40",
+        "--posterior_tissue_mm: needs 0 <= LEAN <= HEAVY <= 200 mm, got nan 40; see python -m scripts.phantom --help",
+        2,
+    ),
     "phantom --start 1e20": (  # a traceback from drawing 1e20 seeds
         "scripts.data.phantom",
         "--n 1 --out o --start 100000000000000000000",

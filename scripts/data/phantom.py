@@ -658,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     n = args.n if args.n is not None else (1 if args.subjects else None)
     if n is None:
-        parser.error("--n is required (unless --subjects is given)")
+        parser.error("--n: required (unless --subjects is given)")
     for key, minimum in (("start", 0), ("seed", 0), ("workers", 1)):
         as_count(getattr(args, key), key, minimum=minimum)
     as_count(n, "n", minimum=1, maximum=MAX_CASES)
@@ -675,15 +675,15 @@ def main(argv: list[str] | None = None) -> int:
             f"degrees x S: beyond 90 degrees the femoral neck would point sideways), got {args.femur_variation:g}",
         )
     if args.femur_variation and (args.anatomy != "llp26" or args.subjects):
-        parser.error("--femur_variation widens llp26 training draws only (not --anatomy procedural or --subjects)")
+        parser.error("--femur_variation: widens llp26 training draws only (not --anatomy procedural or --subjects)")
     if args.subjects and args.anatomy != "llp26":
-        parser.error("--subjects needs --anatomy llp26")
+        parser.error("--subjects: needs --anatomy llp26")
     lean, heavy = args.posterior_tissue_mm
     if not (0.0 <= lean <= heavy <= 200.0):
-        parser.error(f"--posterior_tissue_mm needs 0 <= LEAN <= HEAVY <= 200 mm, got {lean:g} {heavy:g}")
+        parser.error(f"--posterior_tissue_mm: needs 0 <= LEAN <= HEAVY <= 200 mm, got {lean:g} {heavy:g}")
     low, high = args.osteoporosis
     if not (0.0 <= low <= high <= 1.0):
-        parser.error(f"--osteoporosis needs 0 <= LOW <= HIGH <= 1, got {low:g} {high:g}")
+        parser.error(f"--osteoporosis: needs 0 <= LOW <= HIGH <= 1, got {low:g} {high:g}")
     options = TissueOptions((lean, heavy), (low, high), args.partial_volume_cortex)
     cases = generate_cohort(
         n,
