@@ -5,8 +5,8 @@ Fire parses only ``False``), which plain ``if @key`` would take as on. Configs r
 through :func:`as_flag`, so ``false``/``False``/``0``/``no`` all mean off; counts (``--batch_size``) through
 :func:`as_count`; lengths (``--prior_centre_mm``) through :func:`as_positive`; fractions (``--cache_rate``) through
 :func:`as_fraction` and (low, high) pairs (``--zoom_range``) through :func:`as_range`; paths through :func:`as_path`
-(a command's path arguments: its argparse ``type=`` :func:`path_argument`); devices through :func:`as_device`, so
-``--device cuda`` on a machine without CUDA is one clear line, not a traceback;
+(a command's path arguments: its argparse ``type=`` :func:`path_argument`; any check as one: :func:`argument`);
+devices through :func:`as_device`, so ``--device cuda`` on a machine without CUDA is one clear line, not a traceback;
 shards ``i/n`` (the simulator's and the inference workflow's ``--shard``) through :func:`as_shard`; a function's
 keyword arguments (``--ssm_fit``) through :func:`as_keywords`, other mappings (``--inference_overrides``) through
 :func:`as_mapping`, weights (``--loss_weights``) through :func:`as_weights`. A config's ``null`` given on the command
@@ -161,13 +161,25 @@ def as_path(value: str | os.PathLike, name: str) -> Path:
     return Path(value)
 
 
+def argument(check: Callable[..., object], **options: object) -> Callable[[str], object]:
+    """``check`` (one of this module's ``as_*``, with its keyword ``options``) as an argparse ``type=``: the checked
+    value, else argparse's one line naming the argument in the check's words (``argument(as_count, minimum=1)``:
+    ``--poses: must be a whole number of at least 1, got '0'``)."""
+
+    def parse(text: str) -> object:
+        try:
+            return check(text, "", **options)
+        except InputFileError as e:
+            raise argparse.ArgumentTypeError(e.problem) from None
+
+    return parse
+
+
 def path_argument(text: str) -> str:
-    """An argparse ``type=`` for a path argument: ``text`` as given when :func:`as_path` takes it, else argparse's one
-    line naming the argument (``--out: must be a file or folder path, got ''``: ``''`` would be the working folder)."""
-    try:
-        as_path(text, "")
-    except InputFileError as e:
-        raise argparse.ArgumentTypeError(e.problem) from None
+    """An argparse ``type=`` for a path argument: ``text`` as typed (a label map's preset name, a path's spelling as
+    outputs record it) when :func:`as_path` takes it, else argparse's one line naming the argument (``--out: must be
+    a file or folder path, got ''``: ``''`` would be the working folder)."""
+    argument(as_path)(text)
     return text
 
 

@@ -25,7 +25,6 @@ skin touches the table top (:func:`table_shift_mm`).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import functools
@@ -46,7 +45,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 from scripts import BUNDLE_ROOT  # noqa: E402
-from scripts.config_flags import as_count, as_device, as_shard, path_argument  # noqa: E402
+from scripts.config_flags import argument, as_count, as_device, as_shard, path_argument  # noqa: E402
 from scripts.data.depth_maps import BoneGrid, bone_grids, depth_maps  # noqa: E402
 from scripts.data.drr import areal_densities, material_volumes  # noqa: E402
 from scripts.data.radiograph_style import style_radiograph  # noqa: E402
@@ -1018,25 +1017,6 @@ def simulate(
     return lists, errors
 
 
-def positive_int(text: str) -> int:
-    """A command-line count that must be at least 1 (``--poses 0`` would silently write nothing)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"i/n"`` -> (i, n) with 0 <= i < n (:func:`scripts.config_flags.as_shard`), as an argparse type."""
-    try:
-        return as_shard(text)
-    except InputFileError as e:
-        raise argparse.ArgumentTypeError(f"shard {e.problem}") from None
-
-
 @exits_on_input_error
 def main(argv: list[str] | None = None) -> int:
     """CLI: simulate samples and rebuild the datalist; returns the exit status (1 if any case failed)."""
@@ -1058,7 +1038,12 @@ def main(argv: list[str] | None = None) -> int:
         "per-structure masks (hip_left.nii.gz, ...)",
     )
     parser.add_argument("--out", required=True, type=path_argument, help="output folder (samples + datalist.json)")
-    parser.add_argument("--poses", type=positive_int, default=1, help="poses per case (at least 1)")
+    parser.add_argument(
+        "--poses",
+        type=argument(as_count, minimum=1),
+        default=1,
+        help="poses per case (at least 1; 0 would write nothing)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--label-map",
@@ -1074,7 +1059,10 @@ def main(argv: list[str] | None = None) -> int:
         "--config", default=None, type=path_argument, help="simulation YAML (default configs/simulate.yaml)"
     )
     parser.add_argument(
-        "--shard", type=parse_shard, default=(0, 1), help="i/n: this run simulates cases i, i+n, ... (sorted by name)"
+        "--shard",
+        type=argument(as_shard),
+        default=(0, 1),
+        help="i/n: this run simulates cases i, i+n, ... (sorted by name)",
     )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--device", default=None, help="torch device (default cuda when available)")
