@@ -154,6 +154,36 @@ def test_size_check_names_the_pixel_spacing():
     assert "pixel spacing" not in plausibility(mask, depth, GEOM, {**GOOD_FIT, "pelvis": 9.0}, 1.0)["warning"]
 
 
+def femur_shaft(hip: tuple[float, float], knee: tuple[float, float], n: int = 200) -> np.ndarray:
+    """Vertices (n, 3) of a line from a hip to a knee, each (camera x, y) mm at 950 mm depth: a femur's long axis."""
+    t = np.linspace(0.0, 1.0, n)[:, None]
+    return np.column_stack([(1 - t) * np.array(hip) + t * np.array(knee), np.full(n, 950.0)])
+
+
+def test_crossed_femurs_fail_the_knee_check():
+    """Completed femurs whose distal ends cross (331_DDH_10's completions formed an X) fail ``femurs apart at the
+    knees``; the check's value is femur_left's distal x less femur_right's (mean of the 5% most inferior vertices:
+    the last 10 of 200 evenly spaced ones, whose mean x is hand-computed)."""
+    depth, mask = maps(SPHERES)
+    knee_x = {"femur_left": 60.0, "femur_right": -60.0}  # apart: each knee on its own side
+    apart = {b: femur_shaft((90.0 * np.sign(x), 40.0), (x, 440.0)) for b, x in knee_x.items()}
+    crossed = {b: femur_shaft((90.0 * np.sign(x), 40.0), (-x, 440.0)) for b, x in knee_x.items()}
+    last = np.linspace(0.0, 1.0, 200)[-10:].mean()  # the distal 5% of the line, as a fraction of hip -> knee
+    want = 2 * (90.0 * (1 - last) - 60.0 * last)  # left: 90 -> -60; right: -90 -> 60
+    result = plausibility(mask, depth, GEOM, GOOD_FIT, min_score=1.0, completed=crossed)  # the shipped min_score
+    check = {c["name"]: c for c in result["checks"]}["femurs apart at the knees"]
+    assert failed(result) == {"femurs apart at the knees"} and "failed: femurs apart at the knees" in result["warning"]
+    assert check["value"] == pytest.approx(want, abs=1e-3) and want < 0
+    passed = plausibility(mask, depth, GEOM, GOOD_FIT, completed=apart)
+    assert passed["score"] == 1.0 and len(passed["checks"]) == 17
+    apart_by = 2 * (90.0 * (1 - last) + 60.0 * last)  # left: 90 -> 60; right: -90 -> -60
+    assert {c["name"]: c for c in passed["checks"]}["femurs apart at the knees"]["value"] == pytest.approx(
+        apart_by, abs=1e-3
+    )
+    one = plausibility(mask, depth, GEOM, GOOD_FIT, completed={"femur_left": crossed["femur_left"]})
+    assert len(one["checks"]) == 16  # one completed femur: not counted
+
+
 def test_largest_part():
     m = np.zeros((10, 10), bool)
     m[1:3, 1:3] = True  # 4 px

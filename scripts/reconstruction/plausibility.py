@@ -17,7 +17,10 @@ Checks (each passes or fails; thresholds are the ``plausibility`` keys of config
   then says to check them;
 - ``femur_left side`` / ``femur_right side``: at least ``min_side_fraction`` of the femur's mask
   lies on its side of the pelvis centre column (image columns run toward the patient's left);
-- ``pelvis above the femurs`` (centroid rows) and ``pelvis between the femurs`` (centroid columns).
+- ``pelvis above the femurs`` (centroid rows) and ``pelvis between the femurs`` (centroid columns);
+- ``femurs apart at the knees``: the completed femur_left's distal end (the mean camera x, mm, of its
+  :data:`DISTAL_FRACTION` most inferior vertices) lies to the patient's left of femur_right's: completions that
+  cross below the image are no patient's.
 
 A check that cannot be evaluated (its bone is missing) is not counted, except ``found``. The score
 is the fraction of counted checks that pass; below ``min_score`` the prediction is implausible.
@@ -37,6 +40,7 @@ WARNING = (
     "implausible prediction (score {score:.2f} < {min_score:g}; failed: {failed}): the input may not be an "
     "AP pelvis radiograph; do not trust these surfaces"
 )
+DISTAL_FRACTION = 0.05  # of a completed femur's vertices, the most inferior (camera y): its distal end
 SIZE_HINT = " ({bone} at {scale:.2f} x the shape model's size: check the pixel spacing and SID the image was read with)"
 
 
@@ -80,6 +84,14 @@ def side_fractions(mask: np.ndarray, bones: Sequence[str], midline_u: float) -> 
     return out
 
 
+def distal_x(vertices: np.ndarray) -> float:
+    """The camera x (mm; toward the patient's left) of a femur's distal end: the mean over its
+    :data:`DISTAL_FRACTION` most inferior vertices (largest camera y; rows run toward inferior)."""
+    v = np.asarray(vertices, dtype=np.float64)
+    y = v[:, 1]
+    return float(v[y >= np.quantile(y, 1.0 - DISTAL_FRACTION), 0].mean())
+
+
 def plausibility(
     mask: np.ndarray,
     depth: np.ndarray,
@@ -92,6 +104,7 @@ def plausibility(
     width_mm: Mapping[str, Sequence[float]] | None = None,
     similarity_scale: Mapping[str, float] | None = None,
     scale_range: Mapping[str, Sequence[float]] | None = None,
+    completed: Mapping[str, np.ndarray] | None = None,
 ) -> dict:
     """Score a prediction; returns ``{"score", "min_score", "plausible", "checks": [{name, value, expected, ok}], "warning"}``.
 
@@ -104,6 +117,8 @@ def plausibility(
         min_largest_component, min_side_fraction, max_ssm_rms_mm, width_mm: the checks' thresholds (module docstring).
         similarity_scale: per bone isotropic scale of a similarity shape-model fit (``ShapeFit.similarity_scale``).
         scale_range: per bone (low, high) accepted scale; bones without a range or a scale are not checked.
+        completed: per bone the shape-model completion's vertices (V, 3), camera frame (mm); the knee check needs both
+            femurs.
     """
     mask = np.asarray(mask, bool)
     faces = depth.shape[0] // mask.shape[0]
@@ -171,6 +186,15 @@ def plausibility(
             min(pu - ru, lu - pu),
             "> 0 px (pelvis centroid column between the femurs')",
             ru < pu < lu,
+        )
+    knees = {b: distal_x(v) for b, v in (completed or {}).items() if b in ("femur_left", "femur_right")}
+    if len(knees) == 2:
+        apart = knees["femur_left"] - knees["femur_right"]
+        check(
+            "femurs apart at the knees",
+            apart,
+            "> 0 mm (femur_left's distal end to the patient's left of femur_right's, camera x)",
+            apart > 0,
         )
     score = float(np.mean([c["ok"] for c in checks])) if checks else 0.0
     failed = [c["name"] for c in checks if not c["ok"]]

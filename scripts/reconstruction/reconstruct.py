@@ -72,7 +72,7 @@ INFERENCE_CONFIG = BUNDLE_ROOT / "configs" / "inference.yaml"
 SCALE_FIT = {"fit_scale": True, "max_points": 500, "n_iterations": 12, "n_rigid_iterations": 3}
 FITTED = ("geometry", "facing", "init_pose")  # fit_shape_model's arguments that complete_surfaces gives, not ssm_fit
 # plausibility's arguments that the reconstruction gives, not its thresholds (configs: plausibility)
-SCORED = ("fit_rms_mm", "similarity_scale")
+SCORED = ("fit_rms_mm", "similarity_scale", "completed")
 RESULT_KIND = "reconstruction"  # the scripts.io.files marker of output folders
 FRAME = "camera (mm): origin at the X-ray focal spot, +x image columns, +y image rows, +z toward the detector"
 # result.json "patient_frame": how to show the camera-frame outputs in a patient's coordinates (a viewer, a CT)
@@ -610,6 +610,7 @@ class Reconstructor:
             geom,
             {b: f.rms_mm for b, f in fits.items()},
             similarity_scale={b: f.similarity_scale for b, f in fits.items()},
+            completed={b: f.vertices for b, f in fits.items()},
             **self.plausibility_kwargs,
         )
         heads = head_spheres({b: f.vertices for b, f in fits.items()}, self.head_vertices)
