@@ -256,8 +256,9 @@ def test_cli_writes_full_layout(tmp_path, capsys):
         params = json.loads((d / "params.json").read_text())
         assert params["spacing_mm"] == 4.0 and "femur_left" in params
         assert (d / "preview.png").stat().st_size > 1000
-    assert main(["--anatomy", "procedural", "--n", "1", "--out", str(tmp_path / "x"), "--spacing", "-1"]) == 1
-    assert not (tmp_path / "x").exists()
+    with pytest.raises(SystemExit) as refused:  # argparse's one line (config_flags.argument)
+        main(["--anatomy", "procedural", "--n", "1", "--out", str(tmp_path / "x"), "--spacing", "-1"])
+    assert refused.value.code == 2 and not (tmp_path / "x").exists()
 
 
 def test_cli_leaves_a_users_files_and_clears_its_leftovers(tmp_path, capsys):

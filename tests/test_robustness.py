@@ -1764,14 +1764,14 @@ def test_real_jpeg_radiographs_are_read(bundle, tmp_path):
 
 
 # the bundle's commands (module, its arguments) with a bad option: (the start of the one line, exit status); argparse's
-# refusals exit 2 ('' for a path among them: config_flags.path_argument), config_flags' words after parsing exit 1.
-# Run in an empty working folder, which stays empty.
+# refusals exit 2 (config_flags' checks as argument types among them: path_argument, argument), checks after parsing
+# exit 1. Run in an empty working folder, which stays empty.
 COMMAND_OPTION_CASES = {
     "phantom --n 0": (
         "scripts.data.phantom",
         "--n 0 --out o",
-        "--n: must be a whole number from 1 to 1000000, got 0",
-        1,
+        "--n: must be a whole number from 1 to 1000000, got '0'",
+        2,
     ),
     "phantom --posterior_tissue_mm nan 40": (
         "scripts.data.phantom",
@@ -1782,44 +1782,64 @@ COMMAND_OPTION_CASES = {
     "phantom --start 1e20": (  # a traceback from drawing 1e20 seeds
         "scripts.data.phantom",
         "--n 1 --out o --start 100000000000000000000",
-        "--start: must be a whole number from 0 to 999999, got 100000000000000000000",
-        1,
+        "--start: must be a whole number from 0 to 999999 with --n 1, got 100000000000000000000",
+        2,
     ),
     "phantom --femur_variation 1e300": (  # a BoneOverlapError traceback after the output folder was made
         "scripts.data.phantom",
         "--n 1 --out o --femur_variation 1e300",
         "--femur_variation: must be at most 4.5 SD (its version draws reach +-2.5 x 8 degrees x S: beyond 90 degrees",
-        1,
+        2,
     ),
-    "phantom --n abc": ("scripts.data.phantom", "--n abc --out o", "--n: invalid int value: 'abc'", 2),
+    "phantom --n abc": (
+        "scripts.data.phantom",
+        "--n abc --out o",
+        "--n: must be a whole number from 1 to 1000000, got 'abc'",
+        2,
+    ),
     "phantom --out ''": ("scripts.data.phantom", "--n 1 --out ''", "--out: must be a file or folder path, got ''", 2),
     "phantom --out": ("scripts.data.phantom", "--n 1 --out", "--out: expected one argument", 2),
     "phantom --workers 0": (
         "scripts.data.phantom",
         "--n 1 --out o --workers 0",
-        "--workers: must be a whole number",
-        1,
+        "--workers: must be a whole number of at least 1, got '0'",
+        2,
     ),
-    "phantom --spacing 0": ("scripts.data.phantom", "--n 1 --out o --spacing 0", "--spacing: must be a positive", 1),
+    "phantom --spacing 0": (
+        "scripts.data.phantom",
+        "--n 1 --out o --spacing 0",
+        "--spacing: must be a positive number (mm), got '0'",
+        2,
+    ),
     "phantom --spacing inf": (
         "scripts.data.phantom",
         "--n 1 --out o --spacing inf",
-        "--spacing: must be a positive",
-        1,
+        "--spacing: must be a positive number (mm), got 'inf'",
+        2,
     ),
     "phantom --spacing 0.01": (  # 2e6 GiB: it ran until the machine ran out of memory
         "scripts.data.phantom",
         "--n 1 --out o --spacing 0.01",
         "--spacing: 0.01 mm needs about 2e+06 GiB of memory per case",
-        1,
+        2,
     ),
-    "phantom --start -1": ("scripts.data.phantom", "--n 1 --out o --start -1", "--start: must be a whole number", 1),
-    "phantom --seed -1": ("scripts.data.phantom", "--n 1 --out o --seed -1", "--seed: must be a whole number", 1),
+    "phantom --start -1": (
+        "scripts.data.phantom",
+        "--n 1 --out o --start -1",
+        "--start: must be a whole number of at least 0, got '-1'",
+        2,
+    ),
+    "phantom --seed -1": (
+        "scripts.data.phantom",
+        "--n 1 --out o --seed -1",
+        "--seed: must be a whole number of at least 0, got '-1'",
+        2,
+    ),
     "phantom --femur_variation nan": (
         "scripts.data.phantom",
         "--n 1 --out o --femur_variation nan",
-        "--femur_variation",
-        1,
+        "--femur_variation: must be a number of at least 0 (SD), got 'nan'",
+        2,
     ),
     "simulate --poses 0": (
         "scripts.data.simulate",
@@ -1833,8 +1853,18 @@ COMMAND_OPTION_CASES = {
         "--shard: index must satisfy 0 <= i < n, got '2/2'; see python -m scripts.simulate --help",
         2,
     ),
-    "simulate --workers 0": ("scripts.data.simulate", "--cases c --out o --workers 0", "--workers: must be a whole", 1),
-    "simulate --seed abc": ("scripts.data.simulate", "--cases c --out o --seed abc", "--seed: invalid int value", 2),
+    "simulate --workers 0": (
+        "scripts.data.simulate",
+        "--cases c --out o --workers 0",
+        "--workers: must be a whole number of at least 1, got '0'",
+        2,
+    ),
+    "simulate --seed abc": (
+        "scripts.data.simulate",
+        "--cases c --out o --seed abc",
+        "--seed: must be a whole number of at least 0, got 'abc'",
+        2,
+    ),
     "simulate --out ''": ("scripts.data.simulate", "--cases c --out ''", "--out: must be a file or folder path", 2),
     "simulate --cases ''": ("scripts.data.simulate", "--cases '' --out o", "--cases: must be a file or folder path", 2),
     "simulate --ct ''": ("scripts.data.simulate", "--ct '' --labels l --out o", "--ct: must be a file or folder", 2),
@@ -1966,9 +1996,9 @@ COMMAND_OPTION_CASES = {
     "plot_training logs ''": ("scripts.model.plot_training", "logs ''", "output_png: must be a file or folder", 2),
     "deploy.stage ''": ("deploy.stage", "''", "out: must be a file or folder path, got ''", 2),
     "deploy.stage": ("deploy.stage", "", "the following arguments are required: out", 2),
-    "demo --spacing 0": ("scripts.io.demo", "--spacing 0", "--spacing: must be a positive number (mm), got 0.0", 1),
-    "demo --spacing 0.01": ("scripts.io.demo", "--spacing 0.01", "--spacing: 0.01 mm needs about 2e+06 GiB", 1),
-    "demo --seed -1": ("scripts.io.demo", "--seed -1", "--seed: must be a whole number of at least 0, got -1", 1),
+    "demo --spacing 0": ("scripts.io.demo", "--spacing 0", "--spacing: must be a positive number (mm), got '0'", 2),
+    "demo --spacing 0.01": ("scripts.io.demo", "--spacing 0.01", "--spacing: 0.01 mm needs about 2e+06 GiB", 2),
+    "demo --seed -1": ("scripts.io.demo", "--seed -1", "--seed: must be a whole number of at least 0, got '-1'", 2),
     "demo --out ''": ("scripts.io.demo", "--out ''", "--out: must be a file or folder path, got ''", 2),
     "demo --device bogus": ("scripts.io.demo", "--device bogus", "--device: not a torch device", 1),
     "plot_training logs": (

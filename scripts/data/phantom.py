@@ -37,7 +37,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import trimesh  # noqa: E402
 from scipy import ndimage  # noqa: E402
-from scripts.config_flags import as_count, as_positive, path_argument  # noqa: E402
+from scripts.config_flags import argument, as_count, as_positive, path_argument  # noqa: E402
 from scripts.data import phantom_anatomy as anatomy  # noqa: E402
 from scripts.data.llp26 import NOTICE as LLP26_NOTICE  # noqa: E402
 from scripts.data.volumes import BONE_LABELS, VERTEBRAE_LABEL  # noqa: E402
@@ -97,6 +97,23 @@ def check_spacing(value: float | str, name: str = "spacing", memory: int | None 
             f"x (1 mm / spacing)^3); this machine has {memory / 2**30:.3g} GiB: use {finest:g} mm or coarser",
         )
     return spacing
+
+
+def check_femur_variation(value: float | str, name: str = "femur_variation") -> float:
+    """``value`` as ``--femur_variation`` S, in SD: from 0 up to where its version draws (+-MAX_SD x S x 8 degrees)
+    reach 90 degrees, beyond which the femoral neck would point sideways (4.5); else InputFileError naming ``--name``.
+    """
+    from scripts.data.real_anatomy import FEMUR_VARIATION_SD, MAX_SD  # LLP26 is read only when asked for
+
+    widest = 90.0 / (MAX_SD * FEMUR_VARIATION_SD["version_deg"])
+    scale = as_positive(value, name, unit="SD", zero=True)
+    if scale > widest:
+        raise InputFileError(
+            f"--{name}",
+            f"must be at most {widest:g} SD (its version draws reach +-{MAX_SD:g} x {FEMUR_VARIATION_SD['version_deg']:g} "
+            f"degrees x S: beyond 90 degrees the femoral neck would point sideways), got {value}",
+        )
+    return scale
 
 
 @dataclass(frozen=True)
@@ -597,12 +614,15 @@ def main(argv: list[str] | None = None) -> int:
         help="llp26: real adult bones (default); procedural: template bones",
     )
     parser.add_argument(
-        "--n", type=int, default=None, help="number of cases (with --subjects: cases per subject, default 1)"
+        "--n",
+        type=argument(as_count, minimum=1, maximum=MAX_CASES),
+        default=None,
+        help="number of cases (with --subjects: cases per subject, default 1)",
     )
     parser.add_argument(
         "--out", required=True, type=path_argument, help="output folder (case_XXXX/ or subject_JJ_KK/ inside)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="cohort seed")
+    parser.add_argument("--seed", type=argument(as_count), default=0, help="cohort seed")
     parser.add_argument(
         "--subjects",
         choices=("validation", "test"),
@@ -610,23 +630,26 @@ def main(argv: list[str] | None = None) -> int:
         help="llp26: write the real validation (17-19) or test (20-25) subjects themselves",
     )
     parser.add_argument(
-        "--start", type=int, default=0, help="index of the first case (extends a cohort: --start 48 after --n 48)"
+        "--start",
+        type=argument(as_count),
+        default=0,
+        help="index of the first case (extends a cohort: --start 48 after --n 48)",
     )
     parser.add_argument(
         "--spacing",
-        type=float,
+        type=argument(check_spacing),
         default=1.0,
         help="isotropic voxel spacing, mm (finer than this machine's memory holds a case at: refused)",
     )
     parser.add_argument(
         "--workers",
-        type=int,
+        type=argument(as_count, minimum=1),
         default=1,
         help=f"parallel processes (each holds one case, up to about {PEAK_GIB_AT_1MM:g} GiB at 1 mm)",
     )
     parser.add_argument(
         "--femur_variation",
-        type=float,
+        type=argument(check_femur_variation),
         default=0.0,
         help="llp26 draws: femoral version, neck-shaft angle and shaft bow beyond the training span, in units "
         "of their SDs (8 deg, 4 deg, 3 mm); 0: off",
@@ -659,21 +682,8 @@ def main(argv: list[str] | None = None) -> int:
     n = args.n if args.n is not None else (1 if args.subjects else None)
     if n is None:
         parser.error("--n: required (unless --subjects is given)")
-    for key, minimum in (("start", 0), ("seed", 0), ("workers", 1)):
-        as_count(getattr(args, key), key, minimum=minimum)
-    as_count(n, "n", minimum=1, maximum=MAX_CASES)
-    as_count(args.start, "start", maximum=MAX_CASES - n)  # case_seeds draws every seed up to start + n
-    check_spacing(args.spacing)
-    from scripts.data.real_anatomy import FEMUR_VARIATION_SD, MAX_SD
-
-    # draws reach +-MAX_SD x S x 8 degrees of version: beyond 90 degrees the femoral neck would point sideways
-    widest = 90.0 / (MAX_SD * FEMUR_VARIATION_SD["version_deg"])
-    if as_positive(args.femur_variation, "femur_variation", unit="SD", zero=True) > widest:
-        raise InputFileError(
-            "--femur_variation",
-            f"must be at most {widest:g} SD (its version draws reach +-{MAX_SD:g} x {FEMUR_VARIATION_SD['version_deg']:g} "
-            f"degrees x S: beyond 90 degrees the femoral neck would point sideways), got {args.femur_variation:g}",
-        )
+    if args.start > MAX_CASES - n:  # case_seeds draws every seed up to start + n
+        parser.error(f"--start: must be a whole number from 0 to {MAX_CASES - n} with --n {n}, got {args.start}")
     if args.femur_variation and (args.anatomy != "llp26" or args.subjects):
         parser.error("--femur_variation: widens llp26 training draws only (not --anatomy procedural or --subjects)")
     if args.subjects and args.anatomy != "llp26":

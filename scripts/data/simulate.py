@@ -1044,7 +1044,7 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="poses per case (at least 1; 0 would write nothing)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=argument(as_count), default=0)
     parser.add_argument(
         "--label-map",
         default=None,
@@ -1064,7 +1064,7 @@ def main(argv: list[str] | None = None) -> int:
         default=(0, 1),
         help="i/n: this run simulates cases i, i+n, ... (sorted by name)",
     )
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=argument(as_count, minimum=1), default=1)
     parser.add_argument("--device", default=None, help="torch device (default cuda when available)")
     parser.add_argument("--overwrite", action="store_true", help="re-render samples that already exist")
     parser.add_argument(
@@ -1077,9 +1077,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.ct is not None and args.labels is None:
-        parser.error("--ct needs --labels")
-    as_count(args.seed, "seed")
-    as_count(args.workers, "workers", minimum=1)
+        parser.error("--ct: needs --labels")
     if args.device is not None:
         as_device(args.device)
     cfg = load_config(args.config)

@@ -19,7 +19,7 @@ import monai.bundle
 import numpy as np
 import trimesh
 from scripts import BUNDLE_ROOT
-from scripts.config_flags import as_count, as_device, path_argument
+from scripts.config_flags import argument, as_count, as_device, path_argument
 from scripts.data.phantom import check_spacing, generate_case, write_case
 from scripts.data.real_anatomy import TEST_SUBJECTS
 from scripts.data.simulate import find_cases, simulate
@@ -123,13 +123,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=TEST_SUBJECTS[0],
         help="LLP26 test subject (held out of training)",
     )
-    parser.add_argument("--seed", type=int, default=1, help="pose, soft tissue and image-formation seed")
-    parser.add_argument("--spacing", type=float, default=1.5, help="phantom CT voxel size, mm")
+    parser.add_argument("--seed", type=argument(as_count), default=1, help="pose, soft tissue and image-formation seed")
+    parser.add_argument("--spacing", type=argument(check_spacing), default=1.5, help="phantom CT voxel size, mm")
     parser.add_argument("--device", default=None, help="torch device (default: CUDA when available)")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
-    as_count(args.seed, "seed")
-    check_spacing(args.spacing)
     if args.device is not None:  # before the phantom, which takes minutes
         as_device(args.device)
     results = run_demo(out, args.subject, args.seed, args.spacing, args.device)
