@@ -177,8 +177,19 @@ def test_datalists_of_several_folders_are_joined(dataset, tmp_path):
     assert len(both) == 2 * len(one) and both[: len(one)] == one
     assert [e["image"] for e in both[len(one) :]] == [e["image"].replace(str(dataset), str(other)) for e in one]
     assert load_datalist([dataset, other], "validation") == load_datalist(dataset, "validation")
-    with pytest.raises(InputFileError, match="no entries"):
+    # own CTs all simulated into training: the line says how a validation list comes about (it named the key alone)
+    fill = (
+        "simulate a CT into it with python -m scripts.simulate --split validation, or list a data set that has "
+        f"validation samples beside it, --dataset_dir \"['data/sim',{str(other)!r}]\""
+    )
+    with pytest.raises(InputFileError) as e:
         load_datalist([other], "validation")
+    assert (
+        str(e.value) == f"{other / 'datalist.json'}: no entries under key 'validation' in any of {[str(other)]}: {fill}"
+    )
+    with pytest.raises(InputFileError) as e:
+        load_datalist(other, "validation")
+    assert str(e.value) == f"{other / 'datalist.json'}: no non-empty list under key 'validation': {fill}"
 
 
 def test_datalist_shorter_than_the_processes_sharing_it(dataset, tmp_path):

@@ -51,7 +51,8 @@ def load_datalist(dataset_dir: PathLike | Sequence[PathLike], key: str = "traini
         entries, source = [e for d in folders for e in _folder_entries(d, key, required=False)], "--dataset_dir"
     if not entries:
         raise InputFileError(
-            folders[0] / "datalist.json", f"no entries under key {key!r} in any of {[str(d) for d in folders]}"
+            folders[0] / "datalist.json",
+            f"no entries under key {key!r} in any of {[str(d) for d in folders]}{_how_to_fill(key, folders)}",
         )
     if len(entries) < processes:
         raise InputFileError(
@@ -92,6 +93,17 @@ def recorded_path(recorded: PathLike, dataset_dir: PathLike) -> Path:
     return in_dataset if in_dataset.exists() else Path(recorded)
 
 
+def _how_to_fill(key: str, folders: Sequence[Path]) -> str:
+    """What gives data sets entries under one of the simulator's lists (e.g. own CTs all simulated into training, which
+    leaves validation empty); nothing for another key."""
+    if key not in ("training", "validation", "test"):
+        return ""
+    return (
+        f": simulate a CT into it with python -m scripts.simulate --split {key}, or list a data set that has "
+        f"{key} samples beside it, --dataset_dir \"['data/sim',{','.join(repr(str(d)) for d in folders)}]\""
+    )
+
+
 def _folder_entries(folder: Path, key: str, required: bool) -> list[dict]:
     """:func:`load_datalist` of one folder; a missing or empty list is an error only when ``required``."""
     path = folder / "datalist.json"
@@ -100,7 +112,7 @@ def _folder_entries(folder: Path, key: str, required: bool) -> list[dict]:
     if isinstance(datalist, dict) and not required and listed in (None, []):
         return []
     if not isinstance(listed, list) or not listed:
-        raise InputFileError(path, f"no non-empty list under key {key!r}")
+        raise InputFileError(path, f"no non-empty list under key {key!r}{_how_to_fill(key, [folder])}")
     entries = []
     for i, item in enumerate(listed):
         if not isinstance(item, dict) or any(k not in item for k in SAMPLE_FILE_KEYS):
