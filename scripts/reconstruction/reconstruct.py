@@ -604,16 +604,17 @@ class Reconstructor:
         )
         t2 = time.perf_counter()
         centre = mean_masked_depth(depth, np.repeat(mask, prediction.faces, axis=0))
+        completed = {b: f.vertices for b, f in fits.items()}
         score = score_plausibility(
             mask,
             depth,
             geom,
             {b: f.rms_mm for b, f in fits.items()},
             similarity_scale={b: f.similarity_scale for b, f in fits.items()},
-            completed={b: f.vertices for b, f in fits.items()},
+            completed=completed,
             **self.plausibility_kwargs,
         )
-        heads = head_spheres({b: f.vertices for b, f in fits.items()}, self.head_vertices)
+        heads = head_spheres(completed, self.head_vertices)
         unmodelled = (
             [b for b in points if b not in self.shape_models] if complete and self.shape_models else []
         )  # a file without that bone
